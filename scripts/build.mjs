@@ -1,0 +1,25 @@
+// Compiles src/ to dist/ and copies the non-TypeScript guest files beside their compiled siblings.
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+rmSync(join(root, 'dist'), { recursive: true, force: true });
+execFileSync(
+  process.execPath,
+  [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json')],
+  {
+    stdio: 'inherit',
+  },
+);
+const copies = [
+  ['src/runtime/python/guest', 'dist/runtime/python/guest'],
+  ['src/runtime/node/guest', 'dist/runtime/node/guest'],
+];
+for (const [from, to] of copies) {
+  mkdirSync(join(root, to), { recursive: true });
+  for (const file of readdirSync(join(root, from))) {
+    if (!file.endsWith('.ts') && !file.endsWith('.mts')) cpSync(join(root, from, file), join(root, to, file));
+  }
+}

@@ -1,0 +1,39 @@
+/** @module A deployed function version as the data plane sees it, and the request/response of one invocation. */
+
+import type { FunctionManifest, FunctionRef, FunctionSpec } from './function.js';
+
+export interface DeployedVersion {
+  readonly ref: FunctionRef;
+  readonly version: number;
+  readonly spec: FunctionSpec;
+  readonly manifest: FunctionManifest;
+  /** Content hash of the code tree and its size, for the node-local code cache. */
+  readonly code: { readonly hash: string; readonly files: number; readonly bytes: number };
+  /** The dependency layer, when the function has dependencies. */
+  readonly deps: { readonly key: string; readonly mountName: string } | undefined;
+  readonly createdAt: string;
+}
+
+export interface InvocationRequest {
+  readonly invocationId: string;
+  readonly method: string;
+  /** The path after `/function/<name>`, always starting with `/`. */
+  readonly path: string;
+  readonly rawQuery: string;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly body: Buffer;
+  readonly sourceIp: string;
+  /** Epoch milliseconds by which the whole invocation must have answered. */
+  readonly deadline: number;
+}
+
+export interface InvocationResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | readonly string[]>>;
+  readonly body: Buffer;
+  readonly coldStart: boolean;
+  readonly version: number;
+  readonly instanceId: string;
+  /** Milliseconds spent waiting for an instance (queue and cold start). */
+  readonly waitMs: number;
+}

@@ -1,0 +1,135 @@
+/** @module The one catalogue of Hearth error codes: HTTP status, kind and user-facing meaning. */
+
+export type ErrorKind = 'user' | 'function' | 'system';
+
+interface CatalogueEntry {
+  readonly status: number;
+  readonly kind: ErrorKind;
+  /** One line for docs/errors.md; a test keeps the two in step. */
+  readonly summary: string;
+}
+
+export const ERROR_CATALOGUE = {
+  /** A resource, field or parameter failed validation; details name the field, value and expectation. */
+  HEARTH_E_VALIDATION: { status: 400, kind: 'user', summary: 'A field has an invalid value.' },
+  /** The request itself is malformed (bad JSON, missing body, wrong content type). */
+  HEARTH_E_BAD_REQUEST: { status: 400, kind: 'user', summary: 'The request is malformed.' },
+  /** The uploaded archive is unsafe or corrupt: absolute paths, `..`, escaping links, special files. */
+  HEARTH_E_ARCHIVE_INVALID: {
+    status: 400,
+    kind: 'user',
+    summary: 'The uploaded archive is unsafe or corrupt.',
+  },
+  /** The API key is missing or wrong. */
+  HEARTH_E_UNAUTHORIZED: { status: 401, kind: 'user', summary: 'Authentication is required.' },
+  /** No function of that name exists in that namespace. */
+  HEARTH_E_FN_NOT_FOUND: { status: 404, kind: 'user', summary: 'The function does not exist.' },
+  /** No route, deployment or other resource matches the path. */
+  HEARTH_E_NOT_FOUND: { status: 404, kind: 'user', summary: 'The resource or route does not exist.' },
+  /** The route exists but not for this HTTP method. */
+  HEARTH_E_METHOD_NOT_ALLOWED: {
+    status: 405,
+    kind: 'user',
+    summary: 'The route does not accept this method.',
+  },
+  /** A conflicting change is in progress (for example two deploys of one function at once). */
+  HEARTH_E_CONFLICT: { status: 409, kind: 'user', summary: 'A conflicting change is in progress.' },
+  /** The request body exceeds the function's `limits.maxBody`. */
+  HEARTH_E_BODY_TOO_LARGE: {
+    status: 413,
+    kind: 'user',
+    summary: "The request body exceeds the function's maxBody.",
+  },
+  /** The uploaded archive, or its unpacked content, exceeds the platform's limits. */
+  HEARTH_E_ARCHIVE_TOO_LARGE: { status: 413, kind: 'user', summary: 'The uploaded archive is too large.' },
+  /** Installing the function's dependencies failed; the previous version keeps serving. */
+  HEARTH_E_BUILD_FAILED: { status: 422, kind: 'user', summary: 'Building the dependency layer failed.' },
+  /** The function's code could not be loaded or its handler export is missing. */
+  HEARTH_E_HANDLER_INVALID: { status: 422, kind: 'user', summary: 'The handler could not be loaded.' },
+  /** The spec asks for something this platform build does not offer yet (for example runtime `wasm`). */
+  HEARTH_E_UNSUPPORTED: { status: 422, kind: 'user', summary: 'The requested feature is not available.' },
+  /** Too many requests: a rate limit refused this one. */
+  HEARTH_E_RATE_LIMITED: { status: 429, kind: 'user', summary: 'A rate limit refused the request.' },
+  /** The handler threw or rejected; the instance stays healthy. */
+  HEARTH_E_FN_ERROR: { status: 500, kind: 'function', summary: 'The handler threw an error.' },
+  /** The function's process exited or broke the protocol while serving the request. */
+  HEARTH_E_FN_CRASHED: { status: 502, kind: 'function', summary: "The function's process crashed." },
+  /** No capacity was free within the request's deadline or the wait queue is full. */
+  HEARTH_E_SATURATED: { status: 503, kind: 'system', summary: 'The function is saturated; retry later.' },
+  /** Sandboxed isolation was asked for but bubblewrap is not installed on this node. */
+  HEARTH_E_SANDBOX_UNAVAILABLE: {
+    status: 503,
+    kind: 'system',
+    summary: 'Sandboxed isolation is unavailable on this node.',
+  },
+  /** The platform is shutting down. */
+  HEARTH_E_SHUTTING_DOWN: { status: 503, kind: 'system', summary: 'The platform is shutting down.' },
+  /** The invocation did not finish within its deadline. */
+  HEARTH_E_TIMEOUT: { status: 504, kind: 'function', summary: 'The invocation ran past its timeout.' },
+  /** An unexpected platform fault; the log has the details. */
+  HEARTH_E_INTERNAL: { status: 500, kind: 'system', summary: 'An internal platform error occurred.' },
+} as const satisfies Record<string, CatalogueEntry>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export interface ErrorDetails {
+  readonly field?: string;
+  readonly value?: unknown;
+  readonly expected?: string;
+  readonly [key: string]: unknown;
+}
+
+/** Every failure the platform reports to a user is one of these; anything else is HEARTH_E_INTERNAL. */
+export class HearthError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: ErrorDetails | undefined;
+  /** Seconds a client should wait before retrying (429/503). */
+  readonly retryAfter: number | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { details?: ErrorDetails; retryAfter?: number; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'HearthError';
+    this.code = code;
+    this.status = ERROR_CATALOGUE[code].status;
+    this.details = options.details;
+    this.retryAfter = options.retryAfter;
+  }
+}
+
+export function isHearthError(error: unknown): error is HearthError {
+  return error instanceof HearthError;
+}
+
+/** The JSON body of every error response: `{error:{code,message,invocationId?,details?}}`. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; invocationId?: string; details?: ErrorDetails };
+}
+
+export function errorBody(error: HearthError, invocationId?: string): ErrorBody {
+  const body: ErrorBody = { error: { code: error.code, message: error.message } };
+  if (invocationId !== undefined) body.error.invocationId = invocationId;
+  if (error.details !== undefined) body.error.details = error.details;
+  return body;
+}
+
+/** Shorthand for the most common user error: one field, its value, and what was expected. */
+export function invalidField(field: string, value: unknown, expected: string): HearthError {
+  return new HearthError(
+    'HEARTH_E_VALIDATION',
+    `${field}: got ${describeValue(value)}, expected ${expected}`,
+    {
+      details: { field, value, expected },
+    },
+  );
+}
+
+export function describeValue(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  const text = typeof value === 'string' ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value));
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}

@@ -1,0 +1,32 @@
+/**
+ * @module Named diagnostics channels the core publishes on. `observe/` subscribes and turns them into
+ * metrics, logs and traces, so the hot path imports no telemetry SDK (the undici pattern).
+ */
+
+import { channel } from 'node:diagnostics_channel';
+import type { FunctionRef } from './function.js';
+
+export interface InvocationEvent {
+  readonly ref: FunctionRef;
+  readonly version: number;
+  readonly invocationId: string;
+  readonly status: number;
+  readonly durationMs: number;
+  readonly waitMs: number;
+  readonly coldStart: boolean;
+  readonly errorCode: string | undefined;
+}
+
+export interface InstanceEvent {
+  readonly ref: FunctionRef;
+  readonly version: number;
+  readonly instanceId: string;
+  readonly runtime: string;
+  readonly phase: 'started' | 'stopped' | 'failed';
+  readonly reason: string;
+  /** For `started`: milliseconds from taking a stem cell to a bound handler. */
+  readonly startMs?: number;
+}
+
+export const invocationChannel = channel('hearth:invocation');
+export const instanceChannel = channel('hearth:instance');

@@ -1,0 +1,264 @@
+/** @module The Function resource: its schema (shared by API and CLI), defaults, and the resolved spec the platform runs. */
+
+import { z } from 'zod';
+import { describeValue, HearthError } from './errors.js';
+import { parseBytes, parseCpu, parseDuration } from './units.js';
+
+export const API_VERSION = 'hearth.dev/v1';
+export const RUNTIMES = ['node20', 'python3', 'wasm'] as const;
+export type RuntimeName = (typeof RUNTIMES)[number];
+export const ISOLATIONS = ['sandbox', 'process'] as const;
+export type IsolationName = (typeof ISOLATIONS)[number];
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const HOST_PORT = /^[A-Za-z0-9.-]+:\d{1,5}$/;
+
+const name = z
+  .string()
+  .max(63)
+  .regex(DNS_LABEL, 'a lower-case DNS label (a-z, 0-9, "-"; at most 63 characters)');
+
+const duration = (min: number, max: number) =>
+  z.union([z.string(), z.number()]).refine(
+    (v) => {
+      const ms = parseDuration(v);
+      return ms !== undefined && ms >= min && ms <= max;
+    },
+    { message: `a duration such as "500ms", "10s" or "5m" between ${min}ms and ${max / 1000}s` },
+  );
+const size = (min: number, max: number, example: string) =>
+  z.union([z.string(), z.number()]).refine(
+    (v) => {
+      const bytes = parseBytes(v);
+      return bytes !== undefined && bytes >= min && bytes <= max;
+    },
+    { message: `a size such as "${example}" between ${min} and ${max} bytes` },
+  );
+
+export const limitsSchema = z.strictObject({
+  memory: size(32 * 1024 ** 2, 16 * 1024 ** 3, '128Mi').optional(),
+  cpu: z
+    .union([z.string(), z.number()])
+    .refine((v) => (parseCpu(v) ?? 0) > 0 && (parseCpu(v) ?? 0) <= 64, {
+      message: 'CPU cores such as "0.5", 1 or "500m"',
+    })
+    .optional(),
+  timeout: duration(1, 15 * 60_000).optional(),
+  maxBody: size(1, 512 * 1024 ** 2, '6Mi').optional(),
+});
+
+export const scalingSchema = z
+  .strictObject({
+    min: z.int().min(0).max(1000).optional(),
+    max: z.int().min(1).max(1000).optional(),
+    targetConcurrency: z.int().min(1).max(10_000).optional(),
+    idleTimeout: duration(0, 24 * 3_600_000).optional(),
+    warmPoolRatio: z.number().min(0).max(1).optional(),
+  })
+  .refine((s) => s.min === undefined || s.max === undefined || s.min <= s.max, {
+    message: 'min no greater than max',
+    path: ['min'],
+  });
+
+export const functionSpecSchema = z.strictObject({
+  runtime: z.enum(RUNTIMES, { message: `one of ${RUNTIMES.join(', ')}` }),
+  handler: z
+    .string()
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_./-]*$/, 'MODULE or MODULE.EXPORT, e.g. "index.handler"')
+    .refine((h) => !h.split('/').includes('..'), { message: 'a path inside the function folder' })
+    .optional(),
+  source: z.string().min(1).optional(),
+  env: z
+    .record(
+      z.string().regex(ENV_NAME, 'an environment variable name ([A-Za-z_][A-Za-z0-9_]*)'),
+      z.union([z.string(), z.number(), z.boolean()]).transform(String),
+    )
+    .refine((env) => Object.keys(env).every((k) => !k.startsWith('HEARTH_')), {
+      message: 'names that do not start with HEARTH_ (reserved for the platform)',
+    })
+    .optional(),
+  limits: limitsSchema.optional(),
+  scaling: scalingSchema.optional(),
+  isolation: z.enum(ISOLATIONS, { message: 'sandbox or process' }).optional(),
+  egress: z
+    .union([z.enum(['none', 'allow']), z.array(z.string().regex(HOST_PORT, 'host:port')).min(1)], {
+      message: 'none, allow, or a list of host:port',
+    })
+    .optional(),
+  priority: z.int().min(0).max(100).optional(),
+  eventFormat: z.enum(['hearth', 'lambda'], { message: 'hearth or lambda' }).optional(),
+});
+
+export const metadataSchema = z.strictObject({
+  name,
+  namespace: name.optional(),
+  labels: z.record(z.string(), z.string()).optional(),
+  annotations: z.record(z.string(), z.string()).optional(),
+});
+
+export const functionResourceSchema = z.strictObject({
+  apiVersion: z.literal(API_VERSION, { message: `"${API_VERSION}"` }),
+  kind: z.literal('Function', { message: '"Function"' }),
+  metadata: metadataSchema,
+  spec: functionSpecSchema,
+});
+
+export type FunctionSpecInput = z.input<typeof functionSpecSchema>;
+export type FunctionManifest = z.output<typeof functionResourceSchema>;
+
+/** The spec with every default applied and every unit resolved; immutable once built. */
+export interface FunctionSpec {
+  readonly runtime: RuntimeName;
+  readonly handler: string;
+  readonly env: Readonly<Record<string, string>>;
+  readonly limits: {
+    readonly memoryBytes: number;
+    readonly cpu: number;
+    readonly timeoutMs: number;
+    readonly maxBodyBytes: number;
+  };
+  readonly scaling: {
+    readonly min: number;
+    readonly max: number;
+    readonly targetConcurrency: number;
+    readonly idleTimeoutMs: number;
+    readonly warmPoolRatio: number;
+  };
+  readonly isolation: IsolationName;
+  readonly egress: 'none' | 'allow' | readonly string[];
+  readonly priority: number;
+  readonly eventFormat: 'hearth' | 'lambda' | 'auto';
+}
+
+export const DEFAULT_HANDLER: Record<RuntimeName, string> = {
+  node20: 'index',
+  python3: 'main.handler',
+  wasm: 'main',
+};
+
+export const DEFAULTS = {
+  memory: '128Mi',
+  cpu: '0.5',
+  timeout: '30s',
+  maxBody: '6Mi',
+  min: 0,
+  max: 50,
+  targetConcurrency: 100,
+  idleTimeout: '5m',
+  warmPoolRatio: 0.1,
+} as const;
+
+/** Applies defaults to an already-validated manifest spec. */
+export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
+  const limits = spec.limits ?? {};
+  const scaling = spec.scaling ?? {};
+  const must = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('validated value failed to parse');
+    return value;
+  };
+  return Object.freeze({
+    runtime: spec.runtime,
+    handler: spec.handler ?? DEFAULT_HANDLER[spec.runtime],
+    env: Object.freeze({ ...(spec.env ?? {}) }),
+    limits: Object.freeze({
+      memoryBytes: must(parseBytes(limits.memory ?? DEFAULTS.memory)),
+      cpu: must(parseCpu(limits.cpu ?? DEFAULTS.cpu)),
+      timeoutMs: must(parseDuration(limits.timeout ?? DEFAULTS.timeout)),
+      maxBodyBytes: must(parseBytes(limits.maxBody ?? DEFAULTS.maxBody)),
+    }),
+    scaling: Object.freeze({
+      min: scaling.min ?? DEFAULTS.min,
+      max: scaling.max ?? Math.max(DEFAULTS.max, scaling.min ?? 0),
+      targetConcurrency: scaling.targetConcurrency ?? DEFAULTS.targetConcurrency,
+      idleTimeoutMs: must(parseDuration(scaling.idleTimeout ?? DEFAULTS.idleTimeout)),
+      warmPoolRatio: scaling.warmPoolRatio ?? DEFAULTS.warmPoolRatio,
+    }),
+    isolation: spec.isolation ?? 'sandbox',
+    egress: spec.egress ?? 'none',
+    priority: spec.priority ?? 0,
+    eventFormat: spec.eventFormat ?? 'auto',
+  });
+}
+
+/**
+ * Validates anything (parsed YAML or JSON) as a Function resource. Throws one HearthError naming the
+ * first offending field, its value and what was expected; `details.problems` lists all of them.
+ */
+export function parseFunctionManifest(input: unknown, origin = 'resource'): FunctionManifest {
+  const result = functionResourceSchema.safeParse(input);
+  if (result.success) return result.data;
+  throw validationError(result.error, input, origin);
+}
+
+export interface Problem {
+  field: string;
+  value: unknown;
+  expected: string;
+}
+
+export function validationError(error: z.ZodError, input: unknown, origin: string): HearthError {
+  const problems = error.issues.map((issue) => describeIssue(issue, input));
+  const first = problems[0] ?? { field: '(root)', value: input, expected: 'a valid resource' };
+  const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
+  return new HearthError(
+    'HEARTH_E_VALIDATION',
+    `${origin}: ${first.field}: got ${describeValue(first.value)}, expected ${first.expected}${more}`,
+    { details: { field: first.field, value: first.value, expected: first.expected, problems } },
+  );
+}
+
+function describeIssue(issue: z.core.$ZodIssue, input: unknown): Problem {
+  const path = issue.path.map(String);
+  if (issue.code === 'unrecognized_keys') {
+    const key = issue.keys[0] ?? '';
+    const field = [...path, key].join('.');
+    return {
+      field,
+      value: valueAt(input, [...path, key]),
+      expected: `no field "${key}" here (unknown field)`,
+    };
+  }
+  const field = path.length > 0 ? path.join('.') : '(root)';
+  const value = valueAt(input, path);
+  if (issue.code === 'invalid_type' && value === undefined)
+    return { field, value, expected: `a value (${field} is required)` };
+  return { field, value, expected: expectationOf(issue) };
+}
+
+function expectationOf(issue: z.core.$ZodIssue): string {
+  switch (issue.code) {
+    case 'invalid_type':
+      return issue.message.startsWith('Invalid input') ? `a ${issue.expected}` : issue.message;
+    case 'too_small':
+      return `at least ${String(issue.minimum)}${issue.origin === 'string' ? ' characters' : ''}`;
+    case 'too_big':
+      return `at most ${String(issue.maximum)}${issue.origin === 'string' ? ' characters' : ''}`;
+    case 'invalid_format':
+      return issue.message.startsWith('Invalid') ? `the format ${issue.format}` : issue.message;
+    case 'invalid_value':
+      return issue.message.startsWith('Invalid')
+        ? issue.values.map((v) => JSON.stringify(v)).join(' or ')
+        : issue.message;
+    default:
+      return issue.message;
+  }
+}
+
+function valueAt(input: unknown, path: readonly string[]): unknown {
+  let current: unknown = input;
+  for (const key of path) {
+    if (current === null || typeof current !== 'object') return undefined;
+    current = (current as Record<string, unknown>)[key];
+  }
+  return current;
+}
+
+export interface FunctionRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+export function functionKey(ref: FunctionRef): string {
+  return `${ref.namespace}/${ref.name}`;
+}

@@ -1,0 +1,95 @@
+/**
+ * @module The runtime layer's contract: language runtimes (node, python) say how to start a generic guest
+ * and how to build a dependency layer; isolation classes (sandbox, process) say how to confine a process.
+ * A third isolation class (a microVM) implements `Isolation` and plugs in without touching the scheduler.
+ */
+
+import type { IsolationName, RuntimeName } from '../domain/function.js';
+import type { GuestProcess } from './ipc/guest-process.js';
+import type { Slot } from './slots.js';
+
+export type { GuestLog, GuestProcess, GuestResult } from './ipc/guest-process.js';
+export type { BindMessage, BoundMessage, InvokeMeta } from './ipc/protocol.js';
+export { FrameType } from './ipc/protocol.js';
+export type { Slot, SlotManager } from './slots.js';
+export { createSlotManager } from './slots.js';
+
+/** Stands in a LaunchSpec's args for the directory where the isolation shows the guest bootstrap. */
+export const GUEST_TOKEN = '{guest}';
+
+/** How to start one generic guest of a runtime, in paths as seen inside the isolation. */
+export interface LaunchSpec {
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  /** Host directory holding the guest bootstrap; the isolation decides where the guest sees it. */
+  readonly guestDir: string;
+  /** Host paths the runtime needs at the same path inside (an interpreter outside /usr, say). */
+  readonly readOnlyPaths: readonly string[];
+}
+
+/** A one-shot command run confined like a function but with network access: a dependency install. */
+export interface BuildCommand {
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  /** Host directory, writable, the command's working directory. */
+  readonly workDir: string;
+  /** Host directory for the package manager's cache, writable, shared across builds. */
+  readonly cacheDir: string;
+  readonly readOnlyPaths: readonly string[];
+  readonly timeoutMs: number;
+  readonly onOutput: (line: string) => void;
+}
+
+export type BuildStep = Pick<BuildCommand, 'command' | 'args' | 'env' | 'readOnlyPaths'>;
+
+export interface BuildOutcome {
+  readonly ok: boolean;
+  readonly exitCode: number | null;
+  readonly tail: string;
+}
+
+export interface Isolation {
+  readonly name: IsolationName;
+  /** Why this isolation cannot be used on this node (with how to fix it), or undefined when it can. */
+  readonly unavailable: string | undefined;
+  /** Where a guest sees its slot (`/code` in the sandbox, the host path for `process`). */
+  guestPathOf(slot: Slot): string;
+  /** Starts a generic guest confined to `slot`; fd 3 carries the protocol. */
+  start(launch: LaunchSpec, slot: Slot): GuestProcess;
+  run(build: BuildCommand): Promise<BuildOutcome>;
+}
+
+/** What a dependency layer is built from and where it appears to the guest. */
+export interface DependencyManifest {
+  /** Files (relative to the function folder) whose content keys the layer. */
+  readonly files: readonly string[];
+  /** Directory inside the slot where the layer is attached (`node_modules`, `deps`). */
+  readonly mountName: string;
+}
+
+export interface Runtime {
+  readonly name: RuntimeName;
+  /** Why this runtime cannot run here, or undefined when it can. */
+  readonly unavailable: string | undefined;
+  /** A string that changes whenever layers built by an older interpreter would not load. */
+  readonly abi: string;
+  launchSpec(): LaunchSpec;
+  /** The dependency manifest in a function folder, or undefined when the function has no dependencies. */
+  dependencyManifest(codeDir: string): DependencyManifest | undefined;
+  /**
+   * Installs the dependencies described by the manifest files copied into `workDir`, producing
+   * `workDir/<layerOutput>`. Paths in args and env are host paths; an isolation maps them.
+   */
+  buildCommand(workDir: string, cacheDir: string, manifest: DependencyManifest): BuildStep;
+  /** The directory, relative to workDir, that holds the built layer after `buildCommand` succeeds. */
+  readonly layerOutput: string;
+  /** Optional: compile sources ahead of time so cold starts skip it (Python bytecode). */
+  precompileCommand?(dir: string): BuildStep | undefined;
+}
+
+export interface RuntimeRegistry {
+  readonly runtimes: ReadonlyMap<RuntimeName, Runtime>;
+  readonly isolations: ReadonlyMap<IsolationName, Isolation>;
+}

@@ -1,0 +1,228 @@
+/** @module The host's handle on one guest process: frames in and out over fd 3, its stdio, and its exit. */
+
+import type { ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import {
+  type BindMessage,
+  type BoundMessage,
+  type ErrorMeta,
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  FrameType,
+  type InvokeMeta,
+  type ResultMeta,
+} from './protocol.js';
+
+export type GuestResult =
+  | {
+      readonly ok: true;
+      readonly status: number;
+      readonly headers: ResultMeta['headers'];
+      readonly body: Buffer;
+    }
+  | { readonly ok: false; readonly error: ErrorMeta };
+
+export interface GuestLog {
+  /** Invocation sequence number on this process; 0 when written outside any invocation. */
+  readonly seq: number;
+  readonly stream: 'stdout' | 'stderr';
+  readonly text: string;
+}
+
+export interface GuestExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+interface Pending {
+  resolve(result: GuestResult): void;
+  reject(error: Error): void;
+}
+
+export class GuestCrashedError extends Error {
+  constructor(readonly exit: GuestExit) {
+    super(
+      exit.signal === null ? `process exited with code ${exit.code}` : `process was killed by ${exit.signal}`,
+    );
+    this.name = 'GuestCrashedError';
+  }
+}
+
+/**
+ * Emits 'log' (GuestLog) and 'exit' (GuestExit). Invocations are multiplexed by sequence number, so a
+ * Node guest serves many at once over one channel.
+ */
+export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestExit] }> {
+  readonly pid: number;
+  readonly ready: Promise<{ runtime: string; pid: number }>;
+  private readonly channel: Socket;
+  private readonly pending = new Map<number, Pending>();
+  private bindWaiter: ((message: BoundMessage) => void) | undefined;
+  private nextSeq = 1;
+  private corked = false;
+  private exitInfo: GuestExit | undefined;
+
+  constructor(private readonly child: ChildProcess) {
+    super();
+    this.pid = child.pid ?? -1;
+    const channel = child.stdio[3];
+    if (channel === undefined || channel === null || !('write' in channel))
+      throw new Error('guest started without an fd 3 channel');
+    this.channel = channel as Socket;
+    let markReady: (info: { runtime: string; pid: number }) => void = () => {};
+    let failReady: (error: Error) => void = () => {};
+    this.ready = new Promise((resolve, reject) => {
+      markReady = resolve;
+      failReady = reject;
+    });
+    // Unobserved readiness failures are reported through 'exit'; avoid an unhandled rejection.
+    this.ready.catch(() => {});
+    const decoder = new FrameDecoder((frame) => this.onFrame(frame, markReady));
+    this.channel.on('data', (chunk: Buffer) => {
+      try {
+        decoder.push(chunk);
+      } catch {
+        this.kill('SIGKILL');
+      }
+    });
+    this.channel.on('error', () => {});
+    this.pipeOutput(child, 'stdout');
+    this.pipeOutput(child, 'stderr');
+    child.once('exit', (code, signal) => {
+      const exit = { code, signal };
+      this.exitInfo = exit;
+      const error = new GuestCrashedError(exit);
+      failReady(error);
+      for (const waiter of this.pending.values()) waiter.reject(error);
+      this.pending.clear();
+      this.bindWaiter?.({ ok: false, error: { type: 'Crashed', message: error.message } });
+      this.bindWaiter = undefined;
+      this.emit('exit', exit);
+    });
+    child.once('error', () => this.kill('SIGKILL'));
+  }
+
+  get exited(): boolean {
+    return this.exitInfo !== undefined;
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  bind(message: BindMessage): Promise<BoundMessage> {
+    return new Promise((resolve) => {
+      if (this.exitInfo !== undefined) {
+        resolve({
+          ok: false,
+          error: { type: 'Crashed', message: new GuestCrashedError(this.exitInfo).message },
+        });
+        return;
+      }
+      this.bindWaiter = resolve;
+      this.write(encodeFrame(FrameType.Bind, 0, message));
+    });
+  }
+
+  /** Sends one invocation; `seq` identifies its logs. Rejects with GuestCrashedError if the process dies. */
+  invoke(meta: InvokeMeta, body: Buffer): { seq: number; result: Promise<GuestResult> } {
+    const seq = this.nextSeq;
+    this.nextSeq = seq >= 0xffff_fffe ? 1 : seq + 1;
+    const result = new Promise<GuestResult>((resolve, reject) => {
+      if (this.exitInfo !== undefined) {
+        reject(new GuestCrashedError(this.exitInfo));
+        return;
+      }
+      this.pending.set(seq, { resolve, reject });
+      this.write(encodeFrame(FrameType.Invoke, seq, meta, body));
+    });
+    return { seq, result };
+  }
+
+  /** Forgets an invocation the host gave up on (timed out); a late result is dropped. */
+  abandon(seq: number): void {
+    this.pending.delete(seq);
+  }
+
+  shutdown(): void {
+    if (this.exitInfo === undefined) this.write(encodeFrame(FrameType.Shutdown, 0, undefined));
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
+    if (this.exitInfo !== undefined) return;
+    try {
+      // bubblewrap runs the guest as its child; with --die-with-parent, killing bwrap takes the guest along.
+      this.child.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+
+  waitForExit(): Promise<GuestExit> {
+    const exit = this.exitInfo;
+    if (exit !== undefined) return Promise.resolve(exit);
+    return new Promise((resolve) => this.once('exit', resolve));
+  }
+
+  private write(frame: Buffer): void {
+    // Frames written in one tick leave in one syscall: under load this batches many invocations.
+    if (!this.corked) {
+      this.corked = true;
+      this.channel.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.channel.uncork();
+      });
+    }
+    this.channel.write(frame);
+  }
+
+  private onFrame(frame: Frame, markReady: (info: { runtime: string; pid: number }) => void): void {
+    switch (frame.type) {
+      case FrameType.Result: {
+        const waiter = this.pending.get(frame.id);
+        if (waiter === undefined) return;
+        this.pending.delete(frame.id);
+        const meta = frame.meta as ResultMeta;
+        waiter.resolve({ ok: true, status: meta.status, headers: meta.headers, body: frame.body });
+        return;
+      }
+      case FrameType.Error: {
+        const waiter = this.pending.get(frame.id);
+        if (waiter === undefined) return;
+        this.pending.delete(frame.id);
+        waiter.resolve({ ok: false, error: frame.meta as ErrorMeta });
+        return;
+      }
+      case FrameType.Log:
+        this.emit('log', {
+          seq: frame.id,
+          stream: frame.meta === 2 ? 'stderr' : 'stdout',
+          text: frame.body.toString('utf8'),
+        });
+        return;
+      case FrameType.Ready:
+        markReady(frame.meta as { runtime: string; pid: number });
+        return;
+      case FrameType.Bound: {
+        const waiter = this.bindWaiter;
+        this.bindWaiter = undefined;
+        waiter?.(frame.meta as BoundMessage);
+        return;
+      }
+      default:
+        // An unknown frame means a guest from another version or a corrupt stream.
+        this.kill('SIGKILL');
+    }
+  }
+
+  private pipeOutput(child: ChildProcess, stream: 'stdout' | 'stderr'): void {
+    // Output written straight to fd 1/2 (native code, subprocesses) bypasses the guest's capture.
+    const source = child[stream];
+    if (source === null) return;
+    source.setEncoding('utf8');
+    source.on('data', (text: string) => this.emit('log', { seq: -1, stream, text }));
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * @module The host side of the instance wire protocol: length-prefixed frames over the guest's fd 3.
+ *
+ * Written by hand because it is the hot path of every invocation: a frame is a 13-byte header, a small
+ * JSON meta and the raw body bytes, so bodies are never base64-encoded or copied into JSON. The guests
+ * (`node/guest/bootstrap.ts`, `python/guest/bootstrap.py`) carry their own copy of the codec because
+ * guest code imports nothing from the platform.
+ *
+ *   u32 length of everything after this field (big-endian)
+ *   u8  type
+ *   u32 id      invocation sequence number on this instance; 0 for instance-level frames
+ *   u32 metaLength
+ *   meta        UTF-8 JSON
+ *   body        raw bytes (the rest)
+ */
+
+export const HEADER_BYTES = 13;
+
+export const FrameType = {
+  /** host → guest: bind this stem cell to one function's code. */
+  Bind: 1,
+  /** host → guest: run one invocation. */
+  Invoke: 2,
+  /** host → guest: finish in-flight work and exit. */
+  Shutdown: 4,
+  /** guest → host: the generic runtime is up and waiting for Bind. */
+  Ready: 16,
+  /** guest → host: the handler is loaded (or failed to load). */
+  Bound: 17,
+  /** guest → host: an invocation's response. */
+  Result: 18,
+  /** guest → host: an invocation's handler threw. */
+  Error: 19,
+  /** guest → host: a chunk of stdout/stderr written during an invocation. */
+  Log: 20,
+} as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+export interface Frame {
+  readonly type: number;
+  readonly id: number;
+  readonly meta: unknown;
+  readonly body: Buffer;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export function encodeFrame(type: FrameType, id: number, meta: unknown, body: Buffer = EMPTY): Buffer {
+  const metaText = meta === undefined ? '' : JSON.stringify(meta);
+  const metaLength = Buffer.byteLength(metaText);
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + metaLength + body.length);
+  frame.writeUInt32BE(9 + metaLength + body.length, 0);
+  frame.writeUInt8(type, 4);
+  frame.writeUInt32BE(id, 5);
+  frame.writeUInt32BE(metaLength, 9);
+  frame.write(metaText, HEADER_BYTES, 'utf8');
+  if (body.length > 0) body.copy(frame, HEADER_BYTES + metaLength);
+  return frame;
+}
+
+/** Largest frame a guest may send; a bigger length prefix means the stream is corrupt. */
+export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * Incremental decoder. Chunks arrive at socket granularity; a frame may span many chunks or a chunk
+ * hold many frames. Pending chunks are concatenated only when a frame actually spans them.
+ */
+export class FrameDecoder {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes the pending data must reach before a frame can complete. */
+  private needed = 0;
+
+  constructor(private readonly onFrame: (frame: Frame) => void) {}
+
+  push(chunk: Buffer): void {
+    let buffer = chunk;
+    if (this.pendingBytes > 0) {
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.length;
+      if (this.pendingBytes < this.needed) return;
+      buffer = Buffer.concat(this.pending, this.pendingBytes);
+      this.pending = [];
+      this.pendingBytes = 0;
+    }
+    let offset = 0;
+    while (buffer.length - offset >= 4) {
+      const length = buffer.readUInt32BE(offset);
+      if (length < 9 || length > MAX_FRAME_BYTES) throw new Error(`corrupt frame length ${length}`);
+      const end = offset + 4 + length;
+      if (end > buffer.length) break;
+      const metaLength = buffer.readUInt32BE(offset + 9);
+      const metaStart = offset + HEADER_BYTES;
+      const bodyStart = metaStart + metaLength;
+      if (bodyStart > end) throw new Error('corrupt frame meta length');
+      const meta: unknown =
+        metaLength === 0 ? undefined : JSON.parse(buffer.toString('utf8', metaStart, bodyStart));
+      this.onFrame({
+        type: buffer.readUInt8(offset + 4),
+        id: buffer.readUInt32BE(offset + 5),
+        meta,
+        body: buffer.subarray(bodyStart, end),
+      });
+      offset = end;
+    }
+    if (offset < buffer.length) {
+      const rest = buffer.subarray(offset);
+      this.pending = [rest];
+      this.pendingBytes = rest.length;
+      this.needed = rest.length >= 4 ? rest.readUInt32BE(0) + 4 : 4;
+    }
+  }
+}
+
+/** What the host sends to bind a stem cell to one function version. */
+export interface BindMessage {
+  readonly namespace: string;
+  readonly functionName: string;
+  readonly version: number;
+  readonly handler: string;
+  /** Paths as the guest sees them. */
+  readonly codeDir: string;
+  readonly depsDir: string | undefined;
+  readonly env: Readonly<Record<string, string>>;
+  readonly eventFormat: 'hearth' | 'lambda' | 'auto';
+  readonly memoryMiB: number;
+  readonly timeoutMs: number;
+}
+
+export interface BoundMessage {
+  readonly ok: boolean;
+  /** Python: whether the handler is a coroutine function and may run concurrently. */
+  readonly concurrent?: boolean;
+  readonly eventFormat?: 'hearth' | 'lambda';
+  readonly error?: { readonly type: string; readonly message: string; readonly stack?: string };
+}
+
+export interface InvokeMeta {
+  readonly invocationId: string;
+  readonly method: string;
+  readonly path: string;
+  readonly rawQuery: string;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** Epoch milliseconds. */
+  readonly deadline: number;
+  readonly sourceIp: string;
+}
+
+export interface ResultMeta {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | readonly string[]>>;
+}
+
+export interface ErrorMeta {
+  readonly type: string;
+  readonly message: string;
+  readonly stack?: string;
+}
+
+export interface LogMeta {
+  /** 1 = stdout, 2 = stderr. */
+  readonly s: 1 | 2;
+}

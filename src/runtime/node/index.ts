@@ -1,0 +1,76 @@
+/** @module The Node.js runtime (`node20`), host side: how to start its guest and build its npm layer. */
+
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { BuildStep, DependencyManifest, LaunchSpec, Runtime } from '../index.js';
+import { GUEST_TOKEN } from '../index.js';
+import { guestDir, SANDBOX_PATH } from '../paths.js';
+
+const REGISTRY_ENV = /^(npm_config_|HTTPS?_PROXY$|NO_PROXY$|https?_proxy$|no_proxy$)/;
+
+export class NodeRuntime implements Runtime {
+  readonly name = 'node20' as const;
+  readonly unavailable: string | undefined;
+  readonly abi = `node-abi${process.versions.modules}-${process.platform}-${process.arch}`;
+  readonly layerOutput = 'node_modules';
+  private readonly node = realpathSync(process.execPath);
+
+  constructor() {
+    const major = Number(process.versions.node.split('.')[0]);
+    this.unavailable =
+      major >= 20 ? undefined : `node20 functions need Node.js 20 or newer (this is ${process.version})`;
+  }
+
+  launchSpec(): LaunchSpec {
+    return {
+      command: this.node,
+      args: [`${GUEST_TOKEN}/bootstrap.mjs`],
+      env: { PATH: SANDBOX_PATH, HOME: '/tmp', LANG: 'C.UTF-8', NODE_ENV: 'production', TMPDIR: '/tmp' },
+      guestDir: guestDir('node'),
+      readOnlyPaths: this.node.startsWith('/usr/') ? [] : [dirname(dirname(this.node))],
+    };
+  }
+
+  dependencyManifest(codeDir: string): DependencyManifest | undefined {
+    const manifestPath = join(codeDir, 'package.json');
+    if (!existsSync(manifestPath)) return undefined;
+    let manifest: { dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
+    try {
+      manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as typeof manifest;
+    } catch {
+      return undefined;
+    }
+    const count =
+      Object.keys(manifest.dependencies ?? {}).length +
+      Object.keys(manifest.optionalDependencies ?? {}).length;
+    if (count === 0) return undefined;
+    const files = ['package.json'];
+    for (const lock of ['package-lock.json', 'npm-shrinkwrap.json'])
+      if (existsSync(join(codeDir, lock))) files.push(lock);
+    return { files, mountName: 'node_modules' };
+  }
+
+  buildCommand(workDir: string, cacheDir: string, manifest: DependencyManifest): BuildStep {
+    const locked = manifest.files.length > 1;
+    const npmCli = join(dirname(dirname(this.node)), 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
+    const env: Record<string, string> = { PATH: SANDBOX_PATH, HOME: join(workDir, '.home'), LANG: 'C.UTF-8' };
+    for (const [key, value] of Object.entries(process.env))
+      if (value !== undefined && REGISTRY_ENV.test(key)) env[key] = value;
+    return {
+      command: this.node,
+      args: [
+        npmCli,
+        locked ? 'ci' : 'install',
+        '--omit=dev',
+        '--no-audit',
+        '--no-fund',
+        '--no-update-notifier',
+        '--loglevel=warn',
+        '--cache',
+        cacheDir,
+      ],
+      env,
+      readOnlyPaths: this.node.startsWith('/usr/') ? [] : [dirname(dirname(this.node))],
+    };
+  }
+}

@@ -1,0 +1,48 @@
+/** @module Runs a one-shot command (a dependency install) with a timeout, streaming its output by line. */
+
+import { spawn } from 'node:child_process';
+import type { BuildCommand, BuildOutcome } from '../index.js';
+
+const TAIL_LINES = 40;
+
+export function runConfined(
+  command: string,
+  args: readonly string[],
+  options: Pick<BuildCommand, 'env' | 'timeoutMs' | 'onOutput'> & { cwd?: string },
+): Promise<BuildOutcome> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...options.env },
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+    });
+    const tail: string[] = [];
+    let partial = '';
+    const onData = (chunk: Buffer): void => {
+      const lines = (partial + chunk.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.trim() === '') continue;
+        tail.push(line);
+        if (tail.length > TAIL_LINES) tail.shift();
+        options.onOutput(line);
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, options.timeoutMs);
+    const finish = (exitCode: number | null, reason?: string): void => {
+      clearTimeout(timer);
+      if (partial.trim() !== '') tail.push(partial);
+      if (timedOut) tail.push(`timed out after ${Math.round(options.timeoutMs / 1000)}s`);
+      if (reason !== undefined) tail.push(reason);
+      resolve({ ok: exitCode === 0 && !timedOut, exitCode, tail: tail.join('\n') });
+    };
+    child.once('error', (error) => finish(null, error.message));
+    child.once('close', (code) => finish(code));
+  });
+}

@@ -1,0 +1,425 @@
+"""The Python guest: a generic runtime ("stem cell") that starts before it knows its function, is bound
+to one function's code by a Bind frame, then serves invocations over fd 3.
+
+Runs inside the sandbox on every cold start, so it uses only the standard library; the frame codec
+mirrors src/runtime/ipc/protocol.ts. Sync handlers are served by a blocking loop, one at a time;
+coroutine handlers by an asyncio loop, concurrently.
+"""
+
+import asyncio
+import base64
+import contextvars
+import inspect
+import importlib
+import json
+import os
+import site
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from urllib.parse import parse_qsl
+
+T_BIND, T_INVOKE, T_SHUTDOWN = 1, 2, 4
+T_READY, T_BOUND, T_RESULT, T_ERROR, T_LOG = 16, 17, 18, 19, 20
+HEADER = struct.Struct(">IBII")
+
+channel = socket.socket(fileno=3)
+current_invocation = contextvars.ContextVar("hearth_invocation", default=0)
+
+
+def frame(kind, ident, meta, body=b""):
+    meta_bytes = b"" if meta is None else json.dumps(meta, separators=(",", ":"), default=str).encode()
+    return HEADER.pack(9 + len(meta_bytes) + len(body), kind, ident, len(meta_bytes)) + meta_bytes + body
+
+
+def send(kind, ident, meta, body=b""):
+    channel.sendall(frame(kind, ident, meta, body))
+
+
+class FrameReader:
+    def __init__(self):
+        self.buffer = bytearray()
+
+    def _take(self):
+        if len(self.buffer) < 4:
+            return None
+        (length,) = struct.unpack_from(">I", self.buffer, 0)
+        if len(self.buffer) < 4 + length:
+            return None
+        _, kind, ident, meta_length = HEADER.unpack_from(self.buffer, 0)
+        start = HEADER.size
+        meta = json.loads(self.buffer[start : start + meta_length]) if meta_length else None
+        body = bytes(self.buffer[start + meta_length : 4 + length])
+        del self.buffer[: 4 + length]
+        return kind, ident, meta, body
+
+    def read(self):
+        while True:
+            taken = self._take()
+            if taken is not None:
+                return taken
+            chunk = channel.recv(1 << 16)
+            if not chunk:
+                # The host went away: nothing left to serve.
+                os._exit(0)
+            self.buffer += chunk
+
+
+class LogStream:
+    """Replaces sys.stdout/sys.stderr: whole lines go to the host tagged with the current invocation."""
+
+    def __init__(self, tag):
+        self.tag = tag
+        self.pending = ""
+        self.encoding = "utf-8"
+        self.errors = "replace"
+
+    def write(self, text):
+        if not isinstance(text, str):
+            text = str(text)
+        self.pending += text
+        if "\n" in self.pending:
+            cut = self.pending.rindex("\n") + 1
+            chunk, self.pending = self.pending[:cut], self.pending[cut:]
+            send(T_LOG, current_invocation.get(), self.tag, chunk.encode("utf-8", "replace"))
+        return len(text)
+
+    def flush(self):
+        if self.pending:
+            chunk, self.pending = self.pending, ""
+            send(T_LOG, current_invocation.get(), self.tag, chunk.encode("utf-8", "replace"))
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self.tag
+
+    def writable(self):
+        return True
+
+
+def describe(error):
+    return {
+        "type": type(error).__name__,
+        "message": str(error),
+        "stack": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+    }
+
+
+class Reserved:
+    def __init__(self, name):
+        self.name = name
+
+    def __getattr__(self, attribute):
+        raise RuntimeError(f"ctx.{self.name} is not available in this Hearth version yet")
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"ctx.{self.name} is not available in this Hearth version yet")
+
+
+class Logger:
+    def __init__(self):
+        for level in ("debug", "info", "warning", "warn", "error"):
+            setattr(self, level, self._at(level))
+
+    @staticmethod
+    def _at(level):
+        def log(message, **fields):
+            print(json.dumps({"level": level, "msg": message, **fields}, default=str))
+
+        return log
+
+
+class Context:
+    """The invocation context: Hearth's fields plus AWS Lambda's, so Lambda handlers run unchanged."""
+
+    def __init__(self, meta, bound):
+        self.invocation_id = self.aws_request_id = meta["invocationId"]
+        self.function_name = bound["functionName"]
+        self.function_version = str(bound["version"])
+        self.namespace = bound["namespace"]
+        self.deadline = meta["deadline"]
+        self.memory_limit_in_mb = str(bound["memoryMiB"])
+        self.invoked_function_arn = f"arn:hearth:function:{self.namespace}:{self.function_name}:{self.function_version}"
+        self.log_group_name = f"/hearth/{self.namespace}/{self.function_name}"
+        self.log_stream_name = str(os.getpid())
+        self.log = Logger()
+        self.state = Reserved("state")
+        self.invoke = Reserved("invoke")
+
+    def get_remaining_time_in_millis(self):
+        return max(0, int(self.deadline - time.time() * 1000))
+
+
+JSONISH = ("application/json",)
+TEXTUAL = ("text/", "application/x-www-form-urlencoded", "application/xml", "application/javascript", "application/graphql", "application/x-ndjson")
+
+
+def is_json(content_type):
+    base = content_type.split(";")[0].strip()
+    return base.startswith(JSONISH) or (base.startswith("application/") and base.endswith("+json"))
+
+
+def is_text(content_type):
+    base = content_type.split(";")[0].strip()
+    return base.startswith(TEXTUAL) or base.endswith("+xml")
+
+
+def parse_query(raw):
+    query = {}
+    for key, value in parse_qsl(raw, keep_blank_values=True):
+        previous = query.get(key)
+        if previous is None:
+            query[key] = value
+        elif isinstance(previous, list):
+            previous.append(value)
+        else:
+            query[key] = [previous, value]
+    return query
+
+
+def hearth_event(meta, body):
+    headers = meta["headers"]
+    content_type = str(headers.get("content-type", "")).lower()
+    value = None
+    if body:
+        if is_json(content_type):
+            text = body.decode("utf-8", "replace")
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = text
+        elif is_text(content_type):
+            value = body.decode("utf-8", "replace")
+        else:
+            value = body
+    return {
+        "method": meta["method"],
+        "path": meta["path"],
+        "query": parse_query(meta["rawQuery"]),
+        "rawQuery": meta["rawQuery"],
+        "headers": headers,
+        "body": value,
+    }
+
+
+def lambda_event(meta, body):
+    headers = {k: (",".join(v) if isinstance(v, list) else v) for k, v in meta["headers"].items() if k != "cookie"}
+    content_type = str(headers.get("content-type", "")).lower()
+    textual = not body or is_json(content_type) or is_text(content_type)
+    query = {}
+    for key, value in parse_qsl(meta["rawQuery"], keep_blank_values=True):
+        query[key] = f"{query[key]},{value}" if key in query else value
+    now = int(time.time() * 1000)
+    cookie = meta["headers"].get("cookie")
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": meta["path"],
+        "rawQueryString": meta["rawQuery"],
+        "cookies": cookie.split("; ") if isinstance(cookie, str) else None,
+        "headers": headers,
+        "queryStringParameters": query or None,
+        "requestContext": {
+            "accountId": "hearth",
+            "apiId": "hearth",
+            "domainName": headers.get("host", "localhost"),
+            "http": {"method": meta["method"], "path": meta["path"], "protocol": "HTTP/1.1", "sourceIp": meta["sourceIp"], "userAgent": headers.get("user-agent", "")},
+            "requestId": meta["invocationId"],
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now / 1000)),
+            "timeEpoch": now,
+        },
+        "body": (body.decode("utf-8", "replace") if textual else base64.b64encode(body).decode()) if body else None,
+        "isBase64Encoded": not textual,
+    }
+
+
+def to_response(value):
+    if isinstance(value, dict) and "statusCode" in value:
+        status = value["statusCode"]
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            raise ValueError(f"statusCode must be an integer from 100 to 599, got {status!r}")
+        headers = {str(k).lower(): str(v) for k, v in (value.get("headers") or {}).items() if v is not None}
+        for name, values in (value.get("multiValueHeaders") or {}).items():
+            headers[str(name).lower()] = [str(v) for v in values]
+        if value.get("cookies"):
+            headers["set-cookie"] = [str(c) for c in value["cookies"]]
+        raw = value.get("body")
+        if raw is None:
+            body = b""
+        elif isinstance(raw, str):
+            body = base64.b64decode(raw) if value.get("isBase64Encoded") else raw.encode("utf-8")
+        elif isinstance(raw, (bytes, bytearray, memoryview)):
+            body = bytes(raw)
+        else:
+            body = json.dumps(raw, default=str).encode()
+            headers.setdefault("content-type", "application/json")
+        if "content-type" not in headers and body:
+            headers["content-type"] = "application/json" if body[:1] in (b"{", b"[") else "text/plain; charset=utf-8"
+        return status, headers, body
+    if isinstance(value, str):
+        return 200, {"content-type": "text/plain; charset=utf-8"}, value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return 200, {"content-type": "application/octet-stream"}, bytes(value)
+    return 200, {"content-type": "application/json"}, json.dumps(value, default=str).encode()
+
+
+def arity(fn):
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    positional = 0
+    for parameter in parameters:
+        if parameter.kind == parameter.VAR_POSITIONAL:
+            return 2
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            positional += 1
+    return min(positional, 2)
+
+
+class Function:
+    def __init__(self, bound):
+        self.bound = bound
+        os.environ.clear()
+        os.environ.update(bound["env"])
+        os.environ.update(
+            HEARTH_FUNCTION=bound["functionName"],
+            HEARTH_NAMESPACE=bound["namespace"],
+            HEARTH_VERSION=str(bound["version"]),
+            AWS_LAMBDA_FUNCTION_NAME=bound["functionName"],
+            AWS_LAMBDA_FUNCTION_VERSION=str(bound["version"]),
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(bound["memoryMiB"]),
+        )
+        os.chdir(bound["codeDir"])
+        sys.path.insert(0, bound["codeDir"])
+        if bound.get("depsDir"):
+            site.addsitedir(bound["depsDir"])
+        spec = bound["handler"]
+        module_name, _, attribute = spec.rpartition(".")
+        if not module_name:
+            module_name, attribute = spec, "handler"
+        module_name = module_name.replace("/", ".")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name or module_name.startswith(f"{error.name}."):
+                raise LookupError(f'module "{module_name}" not found in the function folder') from None
+            raise
+        fn = getattr(module, attribute, None)
+        if not callable(fn):
+            raise LookupError(f'{module_name} has no function named "{attribute}"')
+        self.fn = fn
+        self.arity = arity(fn)
+        self.concurrent = inspect.iscoroutinefunction(fn)
+        self.lambda_format = bound["eventFormat"] == "lambda"
+
+    def call(self, meta, body):
+        event = lambda_event(meta, body) if self.lambda_format else hearth_event(meta, body)
+        if self.arity >= 2:
+            return self.fn(event, Context(meta, self.bound))
+        if self.arity == 1:
+            return self.fn(event)
+        return self.fn()
+
+
+def reply(ident, value):
+    status, headers, body = to_response(value)
+    send(T_RESULT, ident, {"status": status, "headers": headers}, body)
+
+
+def flush_logs():
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def serve_sync(function, reader):
+    while True:
+        kind, ident, meta, body = reader.read()
+        if kind == T_SHUTDOWN:
+            return
+        if kind != T_INVOKE:
+            continue
+        token = current_invocation.set(ident)
+        try:
+            result = function.call(meta, body)
+            if inspect.isawaitable(result):
+                result = asyncio.run(result)
+            flush_logs()
+            reply(ident, result)
+        except BaseException as error:  # noqa: BLE001 - every failure is the function's, reported to the host
+            flush_logs()
+            if isinstance(error, SystemExit):
+                raise
+            send(T_ERROR, ident, describe(error))
+        finally:
+            current_invocation.reset(token)
+
+
+async def serve_async(function, reader):
+    # Reads happen on a thread so the socket can stay blocking for sendall from any context (logs).
+    loop = asyncio.get_running_loop()
+    frames = asyncio.Queue()
+
+    def pump():
+        while True:
+            loop.call_soon_threadsafe(frames.put_nowait, reader.read())
+
+    threading.Thread(target=pump, daemon=True).start()
+    tasks = set()
+
+    async def run(ident, meta, body):
+        current_invocation.set(ident)
+        try:
+            result = await function.call(meta, body)
+            flush_logs()
+            reply(ident, result)
+        except Exception as error:  # noqa: BLE001
+            flush_logs()
+            send(T_ERROR, ident, describe(error))
+
+    while True:
+        kind, ident, meta, body = await frames.get()
+        if kind == T_SHUTDOWN:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            return
+        if kind == T_INVOKE:
+            task = asyncio.ensure_future(run(ident, meta, body))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+
+def main():
+    sys.stdout = LogStream(1)
+    sys.stderr = LogStream(2)
+    send(T_READY, 0, {"runtime": "python3", "pid": os.getpid(), "python": sys.version.split()[0]})
+    reader = FrameReader()
+    while True:
+        kind, _, meta, _ = reader.read()
+        if kind == T_SHUTDOWN:
+            return
+        if kind == T_BIND:
+            break
+    try:
+        function = Function(meta)
+    except BaseException as error:  # noqa: BLE001 - a broken module must be reported, not crash silently
+        flush_logs()
+        send(T_BOUND, 0, {"ok": False, "error": describe(error)})
+        return
+    flush_logs()
+    send(T_BOUND, 0, {"ok": True, "concurrent": function.concurrent, "eventFormat": "lambda" if function.lambda_format else "hearth"})
+    if function.concurrent:
+        asyncio.run(serve_async(function, reader))
+    else:
+        serve_sync(function, reader)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+/**
+ * @module The `sandbox` isolation class: every guest runs under bubblewrap in new mount, pid, ipc, uts
+ * and network namespaces, sees a read-only /usr, its own slot at /code, its runtime's bootstrap at
+ * /hearth, a private /tmp, a scrubbed environment, and runs as an unprivileged uid with no capabilities.
+ *
+ * As root the sandbox is entered privileged (no user namespace) and setpriv drops to `uid` inside it, so
+ * the guest's files on the host are really owned by that uid; as a normal user bubblewrap maps the
+ * caller's uid through a user namespace instead. Resource limits (cgroups) and egress allow-lists
+ * attach at `start` and `networkArgs` respectively.
+ */
+
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  type BuildCommand,
+  type BuildOutcome,
+  GUEST_TOKEN,
+  type Isolation,
+  type LaunchSpec,
+} from '../index.js';
+import { GuestProcess } from '../ipc/guest-process.js';
+import { findExecutable } from '../paths.js';
+import { runConfined } from '../process/run.js';
+import type { Slot } from '../slots.js';
+
+export interface SandboxOptions {
+  /** Directory for generated files the sandbox shows (passwd, group, hosts). */
+  readonly stateDir: string;
+  readonly uid?: number;
+  readonly gid?: number;
+  /** Size of the private /tmp, bytes. */
+  readonly tmpBytes?: number;
+  readonly bwrapPath?: string;
+}
+
+const GUEST_DIR = '/hearth/guest';
+const SLOT_DIR = '/code';
+const NETWORK_ETC = [
+  '/etc/resolv.conf',
+  '/etc/hosts',
+  '/etc/nsswitch.conf',
+  '/etc/ssl',
+  '/etc/ca-certificates',
+  '/etc/pki',
+];
+
+export class SandboxIsolation implements Isolation {
+  readonly name = 'sandbox' as const;
+  readonly unavailable: string | undefined;
+  private readonly bwrap: string;
+  private readonly privileged: boolean;
+  private readonly setpriv: string | undefined;
+  private readonly uid: number;
+  private readonly gid: number;
+  private readonly baseArgs: readonly string[];
+  private readonly ownedCaches = new Set<string>();
+
+  constructor(private readonly options: SandboxOptions) {
+    this.bwrap = options.bwrapPath ?? findExecutable('bwrap') ?? '';
+    this.uid = options.uid ?? 65534;
+    this.gid = options.gid ?? 65534;
+    this.privileged = process.getuid?.() === 0;
+    this.setpriv = this.privileged ? findExecutable('setpriv') : undefined;
+    this.baseArgs = this.rootFilesystemArgs();
+    this.unavailable = this.probe();
+  }
+
+  guestPathOf(): string {
+    return SLOT_DIR;
+  }
+
+  start(launch: LaunchSpec, slot: Slot): GuestProcess {
+    const args = [
+      ...this.baseArgs,
+      '--unshare-net',
+      ...readOnlyBinds(launch.readOnlyPaths),
+      '--perms',
+      '0755',
+      '--dir',
+      '/hearth',
+      '--ro-bind',
+      launch.guestDir,
+      GUEST_DIR,
+      '--ro-bind',
+      slot.hostDir,
+      SLOT_DIR,
+      '--chdir',
+      '/tmp',
+      ...this.identityArgs(),
+      launch.command,
+      ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
+    ];
+    const child = spawn(this.bwrap, args, {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      env: { ...launch.env },
+    });
+    return new GuestProcess(child);
+  }
+
+  async run(build: BuildCommand): Promise<BuildOutcome> {
+    const networkFiles = NETWORK_ETC.filter((path) => existsSync(path)).flatMap((path) => [
+      '--ro-bind',
+      path,
+      path,
+    ]);
+    const args = [
+      ...this.baseArgs,
+      ...networkFiles,
+      ...readOnlyBinds(build.readOnlyPaths),
+      '--bind',
+      build.workDir,
+      '/build',
+      '--bind',
+      build.cacheDir,
+      '/cache',
+      '--chdir',
+      '/build',
+      ...this.identityArgs(),
+      build.command,
+      ...build.args.map((arg) =>
+        arg.replaceAll(build.workDir, '/build').replaceAll(build.cacheDir, '/cache'),
+      ),
+    ];
+    const env = Object.fromEntries(
+      Object.entries(build.env).map(([key, value]) => [
+        key,
+        value.replaceAll(build.workDir, '/build').replaceAll(build.cacheDir, '/cache'),
+      ]),
+    );
+    if (this.privileged) {
+      // The build runs as the sandbox uid; it must own what it writes.
+      await chownTree(build.workDir, this.uid, this.gid);
+      if (!this.ownedCaches.has(build.cacheDir)) {
+        await chownTree(build.cacheDir, this.uid, this.gid);
+        this.ownedCaches.add(build.cacheDir);
+      }
+    }
+    return runConfined(this.bwrap, args, { ...build, env });
+  }
+
+  private identityArgs(): string[] {
+    if (this.privileged && this.setpriv !== undefined) {
+      return [
+        '--',
+        this.setpriv,
+        `--reuid=${this.uid}`,
+        `--regid=${this.gid}`,
+        '--clear-groups',
+        '--no-new-privs',
+        '--inh-caps=-all',
+        '--bounding-set=-all',
+      ];
+    }
+    return ['--unshare-user', '--uid', String(this.uid), '--gid', String(this.gid), '--disable-userns', '--'];
+  }
+
+  private rootFilesystemArgs(): string[] {
+    const etc = join(this.options.stateDir, 'etc');
+    mkdirSync(etc, { recursive: true });
+    writeFileSync(
+      join(etc, 'passwd'),
+      `root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:${this.uid}:${this.gid}:sandbox:/tmp:/usr/sbin/nologin\n`,
+    );
+    writeFileSync(join(etc, 'group'), `root:x:0:\nsandbox:x:${this.gid}:\n`);
+    writeFileSync(join(etc, 'hosts'), '127.0.0.1 localhost\n::1 localhost\n');
+    const args = [
+      '--die-with-parent',
+      '--new-session',
+      '--unshare-pid',
+      '--unshare-ipc',
+      '--unshare-uts',
+      '--unshare-cgroup-try',
+    ];
+    args.push('--hostname', 'hearth', '--ro-bind', '/usr', '/usr');
+    // Merged-/usr systems have /bin, /lib... as symlinks into /usr; others need their own binds.
+    for (const top of ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']) {
+      const stat = lstatSync(top, { throwIfNoEntry: false });
+      if (stat === undefined) continue;
+      if (stat.isSymbolicLink()) args.push('--symlink', `usr${top}`, top);
+      else args.push('--ro-bind', top, top);
+    }
+    args.push('--perms', '0755', '--dir', '/etc');
+    args.push('--ro-bind', join(etc, 'passwd'), '/etc/passwd', '--ro-bind', join(etc, 'group'), '/etc/group');
+    args.push('--ro-bind', join(etc, 'hosts'), '/etc/hosts');
+    args.push('--proc', '/proc', '--dev', '/dev');
+    args.push(
+      '--perms',
+      '1777',
+      '--size',
+      String(this.options.tmpBytes ?? 64 * 1024 ** 2),
+      '--tmpfs',
+      '/tmp',
+    );
+    return args;
+  }
+
+  private probe(): string | undefined {
+    if (process.platform !== 'linux')
+      return 'sandboxed isolation needs Linux (bubblewrap); use isolation: process for development';
+    if (this.bwrap === '') {
+      return 'bubblewrap (bwrap) is not installed: install it with `apt-get install bubblewrap` (Debian/Ubuntu) or `dnf install bubblewrap`';
+    }
+    if (this.privileged && this.setpriv === undefined)
+      return 'setpriv (util-linux) is not installed: install util-linux';
+    try {
+      execFileSync(this.bwrap, [...this.baseArgs, '--unshare-net', ...this.identityArgs(), '/bin/true'], {
+        stdio: 'pipe',
+        timeout: 10_000,
+      });
+      return undefined;
+    } catch (error) {
+      const stderr =
+        String((error as { stderr?: Buffer }).stderr ?? '')
+          .trim()
+          .split('\n')[0] ?? '';
+      return `bubblewrap cannot create a sandbox here (${stderr || 'unknown error'}); on Debian/Ubuntu enable unprivileged user namespaces or run as root`;
+    }
+  }
+}
+
+async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  await promisify(execFile)('chown', ['-R', `${uid}:${gid}`, dir]);
+}
+
+/**
+ * Binds host paths at the same place inside. bubblewrap creates missing parents mode 0700, which the
+ * unprivileged guest could not traverse, so each parent is created 0755 first.
+ */
+function readOnlyBinds(paths: readonly string[]): string[] {
+  const args: string[] = [];
+  const made = new Set<string>();
+  for (const path of paths) {
+    const parts = path.split('/').filter((part) => part !== '');
+    for (let depth = 1; depth < parts.length; depth++) {
+      const parent = `/${parts.slice(0, depth).join('/')}`;
+      if (made.has(parent) || parent === '/usr' || parent.startsWith('/usr/')) continue;
+      made.add(parent);
+      args.push('--perms', '0755', '--dir', parent);
+    }
+    args.push('--ro-bind', path, path);
+  }
+  return args;
+}

@@ -1,0 +1,155 @@
+/**
+ * @module Slots: the one directory a guest sees its function through. A stem cell starts with an empty
+ * slot; binding it to a function makes the code appear at `<slot>/app` and the dependency layer at
+ * `<slot>/<node_modules|deps>`.
+ *
+ * Two strategies, chosen once per node:
+ * - `mount` (root on Linux): the slots directory is a shared bind mount, and bubblewrap's mounts are
+ *   slaves of the host's, so a host-side `mount --bind -o ro` into a slot appears inside the running
+ *   sandbox: O(1) whatever the layer's size.
+ * - `link`: hard links (copies across filesystems) of every file, O(files); used where mounting is not
+ *   allowed, and for small code trees even under `mount` because linking a few files beats spawning
+ *   `mount(8)` (measured in bench/RESULTS.md).
+ */
+
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { copyFile, link, mkdir, readdir, readlink, rm, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface Slot {
+  readonly id: string;
+  readonly hostDir: string;
+}
+
+export interface AttachRequest {
+  readonly codeDir: string;
+  readonly codeFiles: number;
+  readonly deps: { readonly dir: string; readonly name: string } | undefined;
+}
+
+export interface SlotManager {
+  readonly strategy: 'mount' | 'link';
+  create(): Promise<Slot>;
+  attach(slot: Slot, request: AttachRequest): Promise<void>;
+  release(slot: Slot): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Code trees up to this many files are linked rather than mounted (see module comment). */
+const LINK_CODE_UP_TO_FILES = 64;
+
+export async function createSlotManager(
+  slotsDir: string,
+  options: { allowMount: boolean },
+): Promise<SlotManager> {
+  await mkdir(slotsDir, { recursive: true, mode: 0o755 });
+  const mountable =
+    options.allowMount &&
+    process.platform === 'linux' &&
+    process.getuid?.() === 0 &&
+    (await makeSharedMount(slotsDir));
+  if (!mountable) await clearDir(slotsDir);
+  return new Slots(slotsDir, mountable ? 'mount' : 'link');
+}
+
+class Slots implements SlotManager {
+  private readonly mounted = new Map<string, string[]>();
+
+  constructor(
+    private readonly slotsDir: string,
+    readonly strategy: 'mount' | 'link',
+  ) {}
+
+  async create(): Promise<Slot> {
+    const id = randomBytes(6).toString('hex');
+    const hostDir = join(this.slotsDir, id);
+    await mkdir(hostDir, { mode: 0o755 });
+    return { id, hostDir };
+  }
+
+  async attach(slot: Slot, request: AttachRequest): Promise<void> {
+    const work: Promise<void>[] = [];
+    const appDir = join(slot.hostDir, 'app');
+    if (this.strategy === 'mount' && request.codeFiles > LINK_CODE_UP_TO_FILES)
+      work.push(this.mountInto(slot, request.codeDir, appDir));
+    else work.push(linkTree(request.codeDir, appDir));
+    if (request.deps !== undefined) {
+      const target = join(slot.hostDir, request.deps.name);
+      work.push(
+        this.strategy === 'mount'
+          ? this.mountInto(slot, request.deps.dir, target)
+          : linkTree(request.deps.dir, target),
+      );
+    }
+    await Promise.all(work);
+  }
+
+  async release(slot: Slot): Promise<void> {
+    const mounts = this.mounted.get(slot.id) ?? [];
+    this.mounted.delete(slot.id);
+    await Promise.all(mounts.map((target) => run('umount', ['-l', target]).catch(() => undefined)));
+    await rm(slot.hostDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    if (this.strategy === 'mount') {
+      await run('umount', ['-R', '-l', this.slotsDir]).catch(() => undefined);
+    }
+    await clearDir(this.slotsDir);
+  }
+
+  private async mountInto(slot: Slot, source: string, target: string): Promise<void> {
+    await mkdir(target, { mode: 0o755 });
+    await run('mount', ['--bind', '-o', 'ro,nosuid,nodev', source, target]);
+    const list = this.mounted.get(slot.id) ?? [];
+    list.push(target);
+    this.mounted.set(slot.id, list);
+  }
+}
+
+async function makeSharedMount(dir: string): Promise<boolean> {
+  try {
+    // A previous run killed with -9 leaves its mounts behind; start from a clean tree.
+    await run('umount', ['-R', '-l', dir]).catch(() => undefined);
+    await clearDir(dir);
+    await run('mount', ['--bind', dir, dir]);
+    await run('mount', ['--make-shared', dir]);
+    return true;
+  } catch {
+    await run('umount', ['-l', dir]).catch(() => undefined);
+    return false;
+  }
+}
+
+async function clearDir(dir: string): Promise<void> {
+  const entries = await readdir(dir).catch(() => []);
+  await Promise.all(
+    entries.map((entry) => rm(join(dir, entry), { recursive: true, force: true }).catch(() => undefined)),
+  );
+}
+
+/** Recreates `source` at `target` with hard links, falling back to copies across filesystems. */
+export async function linkTree(source: string, target: string): Promise<void> {
+  await mkdir(target, { recursive: true, mode: 0o755 });
+  const entries = await readdir(source, { withFileTypes: true });
+  await Promise.all(
+    entries.map(async (entry) => {
+      const from = join(source, entry.name);
+      const to = join(target, entry.name);
+      if (entry.isDirectory()) return linkTree(from, to);
+      if (entry.isSymbolicLink()) return symlink(await readlink(from), to);
+      if (!entry.isFile()) return undefined;
+      try {
+        await link(from, to);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+        await copyFile(from, to);
+      }
+      return undefined;
+    }),
+  );
+}
