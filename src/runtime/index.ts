@@ -28,6 +28,8 @@ export interface LaunchSpec {
   readonly readOnlyPaths: readonly string[];
 }
 
+export type NetworkMode = 'none' | 'host';
+
 /** A one-shot command run confined like a function but with network access: a dependency install. */
 export interface BuildCommand {
   readonly command: string;
@@ -56,8 +58,11 @@ export interface Isolation {
   readonly unavailable: string | undefined;
   /** Where a guest sees its slot (`/code` in the sandbox, the host path for `process`). */
   guestPathOf(slot: Slot): string;
-  /** Starts a generic guest confined to `slot`; fd 3 carries the protocol. */
-  start(launch: LaunchSpec, slot: Slot): GuestProcess;
+  /**
+   * Starts a generic guest confined to `slot`; fd 3 carries the protocol. `network: 'none'` gives it an
+   * empty network namespace (egress `none`); `'host'` shares the host's (egress `allow`).
+   */
+  start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess;
   run(build: BuildCommand): Promise<BuildOutcome>;
 }
 

@@ -31,6 +31,8 @@ let counter = 0;
 export class Instance {
   readonly id: string;
   readonly startedAt = Date.now();
+  /** When the handler finished loading. */
+  readyAt = 0;
   lastUsedAt = Date.now();
   inFlight = 0;
   served = 0;

@@ -8,7 +8,7 @@ import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../
 import { HearthError } from '../domain/errors.js';
 import { type InstanceEvent, instanceChannel } from '../domain/events.js';
 import { type FunctionRef, functionKey, type IsolationName, type RuntimeName } from '../domain/function.js';
-import type { Isolation, Runtime, SlotManager } from '../runtime/index.js';
+import type { Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
 import type { CodeProvider, FunctionStatus, LogSink, Scheduler, SchedulerOptions } from './index.js';
 import { Instance } from './instance.js';
 import type { ScalingPolicy } from './keep-alive.js';
@@ -86,7 +86,7 @@ export class NodeScheduler implements Scheduler {
     for (const runtime of this.runtimes.values()) {
       if (runtime.unavailable !== undefined || isolation === undefined || isolation.unavailable !== undefined)
         continue;
-      waits.push(this.stemPool(runtime, isolation).warm());
+      waits.push(this.stemPool(runtime, isolation, 'none').warm());
     }
     await Promise.all(waits);
   }
@@ -118,7 +118,10 @@ export class NodeScheduler implements Scheduler {
       next.waiters.push(...previous.waiters.splice(0));
       this.retire(fn, previous, 'redeployed');
     }
-    if (prepared !== undefined) this.dispatch(next, prepared, false);
+    if (prepared !== undefined) {
+      this.publish(prepared, 'started', 'deploy verified the handler', prepared.readyAt - prepared.startedAt);
+      this.dispatch(next, prepared, false);
+    }
     this.scale(next);
     this.ensureMinimum(next);
   }
@@ -401,7 +404,7 @@ export class NodeScheduler implements Scheduler {
       );
     }
     const code = await this.code.checkoutCode(version.code.hash);
-    const pool = this.stemPool(runtime, isolation);
+    const pool = this.stemPool(runtime, isolation, version.spec.egress === 'none' ? 'none' : 'host');
     let cell: Awaited<ReturnType<StemCellPool['take']>> | undefined;
     try {
       cell = await pool.take();
@@ -457,6 +460,7 @@ export class NodeScheduler implements Scheduler {
           ? 1
           : version.spec.scaling.targetConcurrency;
       instance.state = 'ready';
+      instance.readyAt = Date.now();
       return instance;
     } catch (error) {
       if (cell !== undefined) await pool.discard(cell);
@@ -465,14 +469,14 @@ export class NodeScheduler implements Scheduler {
     }
   }
 
-  private stemPool(runtime: Runtime, isolation: Isolation): StemCellPool {
-    const key = `${runtime.name}/${isolation.name}`;
+  private stemPool(runtime: Runtime, isolation: Isolation, network: NetworkMode): StemCellPool {
+    const key = `${runtime.name}/${isolation.name}/${network}`;
     let pool = this.stemPools.get(key);
     if (pool === undefined) {
       const configured = this.options.stemCells[runtime.name] ?? 1;
-      // The default isolation gets the configured pool; `process` (development only) keeps one spare.
-      const target = isolation.name === 'sandbox' ? configured : Math.min(configured, 1);
-      pool = new StemCellPool(runtime, isolation, this.slots, target, (message) =>
+      // The default (sandboxed, no egress) gets the configured pool; other combinations keep one spare.
+      const target = isolation.name === 'sandbox' && network === 'none' ? configured : Math.min(configured, 1);
+      pool = new StemCellPool(runtime, isolation, network, this.slots, target, (message) =>
         this.options.onWarning(message),
       );
       this.stemPools.set(key, pool);

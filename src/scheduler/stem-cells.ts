@@ -4,7 +4,7 @@
  * instead of starting a process; the pool refills in the background.
  */
 
-import type { GuestProcess, Isolation, Runtime, Slot, SlotManager } from '../runtime/index.js';
+import type { GuestProcess, Isolation, NetworkMode, Runtime, Slot, SlotManager } from '../runtime/index.js';
 
 export interface StemCell {
   readonly guest: GuestProcess;
@@ -15,6 +15,7 @@ export interface StemCell {
 export interface StemCellPoolStats {
   readonly runtime: string;
   readonly isolation: string;
+  readonly network: string;
   readonly ready: number;
   readonly starting: number;
   readonly target: number;
@@ -37,6 +38,7 @@ export class StemCellPool {
   constructor(
     readonly runtime: Runtime,
     readonly isolation: Isolation,
+    readonly network: NetworkMode,
     private readonly slots: SlotManager,
     private target: number,
     private readonly onError: (message: string) => void,
@@ -69,6 +71,7 @@ export class StemCellPool {
     return {
       runtime: this.runtime.name,
       isolation: this.isolation.name,
+      network: this.network,
       ready: this.ready.length,
       starting: this.starting,
       target: this.target,
@@ -138,7 +141,7 @@ export class StemCellPool {
     this.starting += 1;
     const slot = await this.slots.create();
     try {
-      const guest = this.isolation.start(this.runtime.launchSpec(), slot);
+      const guest = this.isolation.start(this.runtime.launchSpec(), slot, this.network);
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(

@@ -23,6 +23,7 @@ export class ProcessIsolation implements Isolation {
     return slot.hostDir;
   }
 
+  /** No network namespace here: `process` isolation always shares the host network. */
   start(launch: LaunchSpec, slot: Slot): GuestProcess {
     const args = launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, launch.guestDir));
     const child = spawn(launch.command, args, {

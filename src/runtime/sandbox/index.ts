@@ -19,6 +19,7 @@ import {
   GUEST_TOKEN,
   type Isolation,
   type LaunchSpec,
+  type NetworkMode,
 } from '../index.js';
 import { GuestProcess } from '../ipc/guest-process.js';
 import { findExecutable } from '../paths.js';
@@ -71,10 +72,10 @@ export class SandboxIsolation implements Isolation {
     return SLOT_DIR;
   }
 
-  start(launch: LaunchSpec, slot: Slot): GuestProcess {
+  start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess {
     const args = [
       ...this.baseArgs,
-      '--unshare-net',
+      ...(network === 'none' ? ['--unshare-net'] : this.networkFiles()),
       ...readOnlyBinds(launch.readOnlyPaths),
       '--perms',
       '0755',
@@ -138,6 +139,11 @@ export class SandboxIsolation implements Isolation {
       }
     }
     return runConfined(this.bwrap, args, { ...build, env });
+  }
+
+  /** Sharing the host's network also needs its resolver and CA files. */
+  private networkFiles(): string[] {
+    return NETWORK_ETC.filter((path) => existsSync(path) && path !== '/etc/hosts').flatMap((path) => ['--ro-bind', path, path]);
   }
 
   private identityArgs(): string[] {

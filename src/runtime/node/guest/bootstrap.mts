@@ -396,12 +396,20 @@ async function toResponse(value: unknown): Promise<HttpResult> {
   };
 }
 
+/** The user's frames only: the guest's own and Node's internals after them are noise in their logs. */
+function userStack(stack: string): string {
+  return stack
+    .split('\n')
+    .filter((line) => !line.includes('bootstrap.mjs') && !line.includes('node:internal/'))
+    .join('\n');
+}
+
 function describe(error: unknown): { type: string; message: string; stack?: string } {
   if (error instanceof Error) {
     return {
       type: error.name,
       message: error.message,
-      ...(error.stack === undefined ? {} : { stack: error.stack }),
+      ...(error.stack === undefined ? {} : { stack: userStack(error.stack) }),
     };
   }
   return { type: typeof error, message: String(error) };

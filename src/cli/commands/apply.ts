@@ -1,0 +1,259 @@
+/** @module `hearth apply -f FILE`: Function resources from multi-document YAML, all validated before any is applied. */
+
+import { readFile, stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { type Document, LineCounter, parseAllDocuments } from 'yaml';
+import type { DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
+import type { FunctionManifest } from '../../domain/function.js';
+import type { ApiClient } from '../client.js';
+import { CliError } from '../errors.js';
+import { type CliIo, readAll } from '../io.js';
+import { isErrno, locate, renderManifest, validateDocument, yamlSyntaxError } from '../manifest.js';
+import {
+  addConnectionOptions,
+  addNamespaceOption,
+  addOutputOption,
+  type CommandContext,
+  type ConnectionOptions,
+  connect,
+  DEFAULT_NAMESPACE,
+  type NamespaceOptions,
+  type OutputOptions,
+} from '../options.js';
+import { writeJson } from '../output.js';
+import { checkFolder, packDirectory } from '../pack.js';
+import { functionPath, uploadFunction } from '../upload.js';
+
+interface ApplyOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
+  readonly filename: string;
+  readonly wait: boolean;
+}
+
+/** One validated document, ready to apply. */
+interface Planned {
+  /** `document 2`, counting every document in the file. */
+  readonly position: string;
+  /** `document 2 (function/echo)`. */
+  readonly label: string;
+  readonly resource: string;
+  readonly document: Document;
+  readonly manifest: FunctionManifest;
+  readonly namespace: string;
+  /** Set when the flag overrides the document's own namespace, which must then be rewritten. */
+  readonly pinNamespace: string | undefined;
+  /** Absolute folder of `spec.source`, when given. */
+  readonly source: string | undefined;
+}
+
+interface Applied {
+  readonly namespace: string;
+  readonly name: string;
+  readonly version: number;
+  readonly function: FunctionDetail | null;
+  readonly deployment: DeploymentSummary | null;
+  /** The server found nothing to change (config-only changes say so). */
+  readonly unchanged: boolean;
+}
+
+export function register(program: Command, context: CommandContext): void {
+  const command = program
+    .command('apply')
+    .description('apply Function resources from a YAML file (deploying spec.source folders)')
+    .requiredOption('-f, --filename <file>', 'YAML file of one or more resources, or - for stdin')
+    .option('--no-wait', 'do not wait for deployments of source folders to finish');
+  addNamespaceOption(
+    command,
+    'namespace for every resource (default: each metadata.namespace, else "default")',
+  );
+  addOutputOption(command);
+  addConnectionOptions(command);
+  command.action(async (options: ApplyOptions) => {
+    await apply(options, context);
+  });
+}
+
+async function apply(options: ApplyOptions, context: CommandContext): Promise<void> {
+  const { io } = context;
+  const input = await readInput(options.filename, io);
+  const planned = await plan(input, options);
+  const client = connect(options, io, context.version);
+  const applied: Applied[] = [];
+  for (const [position, item] of planned.entries()) {
+    let result: Applied;
+    try {
+      result = await applyOne(client, item, options, io);
+    } catch (error) {
+      throw partialFailure(error, item, planned.slice(0, position), planned.slice(position));
+    }
+    applied.push(result);
+    if (options.output === 'text') {
+      const version = result.version > 0 ? ` (version ${result.version})` : ' (deployment started)';
+      io.stdout.write(`${item.resource} ${result.unchanged ? 'unchanged' : 'configured'}${version}\n`);
+    }
+  }
+  if (options.output === 'json') writeJson(io.stdout, { items: applied });
+}
+
+interface Input {
+  readonly text: string;
+  readonly label: string;
+  /** `spec.source` is relative to the file's folder (the working directory for stdin). */
+  readonly baseDir: string;
+}
+
+async function readInput(filename: string, io: CliIo): Promise<Input> {
+  if (filename === '-')
+    return { text: (await readAll(io.stdin)).toString('utf8'), label: '<stdin>', baseDir: process.cwd() };
+  try {
+    return { text: await readFile(filename, 'utf8'), label: filename, baseDir: dirname(resolve(filename)) };
+  } catch (error) {
+    if (isErrno(error, 'ENOENT')) throw new CliError(`${filename}: no such file`);
+    if (isErrno(error, 'EISDIR'))
+      throw new CliError(`${filename} is a folder; apply takes a YAML file (deploy takes a folder)`);
+    throw error;
+  }
+}
+
+/** Validates every document, and every source folder, before anything is sent. */
+async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
+  const lineCounter = new LineCounter();
+  const documents = parseAllDocuments(input.text, { lineCounter });
+  const planned: Planned[] = [];
+  const seen = new Map<string, string>();
+  for (const [index, document] of documents.entries()) {
+    const syntax = document.errors[0];
+    if (syntax !== undefined) throw yamlSyntaxError(input.label, syntax);
+    if (document.contents === null) continue;
+    const item = await planOne(document, lineCounter, input, `document ${index + 1}`, options);
+    const key = `${item.namespace}/${item.manifest.metadata.name}`;
+    const earlier = seen.get(key);
+    if (earlier !== undefined) {
+      throw new CliError(`${input.label}: ${item.label} repeats function ${key} from ${earlier}`, {
+        code: 'HEARTH_E_VALIDATION',
+      });
+    }
+    seen.set(key, item.label);
+    planned.push(item);
+  }
+  if (planned.length === 0) throw new CliError(`${input.label}: no resources found`);
+  return planned;
+}
+
+async function planOne(
+  document: Document,
+  lineCounter: LineCounter,
+  input: Input,
+  position: string,
+  options: ApplyOptions,
+): Promise<Planned> {
+  const name: unknown = document.getIn(['metadata', 'name']);
+  const label = typeof name === 'string' && name !== '' ? `${position} (function/${name})` : position;
+  const manifest = validateDocument(document, lineCounter, input.label, label);
+  const own = manifest.metadata.namespace;
+  const namespace = options.namespace ?? own ?? DEFAULT_NAMESPACE;
+  const pinNamespace =
+    options.namespace !== undefined && own !== options.namespace ? options.namespace : undefined;
+  const item = {
+    position,
+    label,
+    resource: `function/${manifest.metadata.name}`,
+    document,
+    manifest,
+    namespace,
+    pinNamespace,
+  };
+  const sourceSpec = manifest.spec.source;
+  if (sourceSpec === undefined) return { ...item, source: undefined };
+  const source = resolve(input.baseDir, sourceSpec);
+  const where = locate(document, lineCounter, input.label, 'spec.source', label);
+  const info = await stat(source).catch(() => undefined);
+  if (info === undefined || !info.isDirectory()) {
+    throw new CliError(
+      `${where}: spec.source: got "${sourceSpec}", expected a folder (${source} ${info === undefined ? 'does not exist' : 'is not a folder'})`,
+      { code: 'HEARTH_E_VALIDATION' },
+    );
+  }
+  try {
+    await checkFolder(source, { replaceManifest: archiveManifest(item) });
+  } catch (error) {
+    if (error instanceof CliError) throw new CliError(`${where}: ${error.message}`, { code: error.code });
+    throw error;
+  }
+  return { ...item, source };
+}
+
+/** The document as it goes into the archive: without `source`, which means nothing on the server. */
+function archiveManifest(item: Pick<Planned, 'document' | 'pinNamespace'>): string {
+  return renderManifest(item.document, { namespace: item.pinNamespace, dropSource: true });
+}
+
+async function applyOne(
+  client: ApiClient,
+  item: Planned,
+  options: ApplyOptions,
+  io: CliIo,
+): Promise<Applied> {
+  const target = { namespace: item.namespace, name: item.manifest.metadata.name };
+  if (item.source !== undefined) {
+    io.stderr.write(`${item.resource}: deploying ${item.source}\n`);
+    const packed = await packDirectory(item.source, { replaceManifest: archiveManifest(item) });
+    const result = await uploadFunction(client, io, target, packed, { wait: options.wait });
+    if (result === undefined)
+      return { ...target, version: 0, function: null, deployment: null, unchanged: false };
+    return {
+      ...target,
+      version: result.function.version,
+      function: result.function,
+      deployment: result.deployment,
+      unchanged: false,
+    };
+  }
+  const manifest =
+    item.pinNamespace === undefined
+      ? item.manifest
+      : { ...item.manifest, metadata: { ...item.manifest.metadata, namespace: item.pinNamespace } };
+  const body = await client.json<unknown>(functionPath(target), { method: 'PUT', json: manifest });
+  return { ...target, ...configured(body) };
+}
+
+/** `PUT` answers `{unchanged, deployment, function}` (or, from older servers, the FunctionDetail itself). */
+function configured(body: unknown): Pick<Applied, 'version' | 'function' | 'deployment' | 'unchanged'> {
+  if (body !== null && typeof body === 'object' && 'deployment' in body && 'function' in body) {
+    const result = body as {
+      unchanged?: boolean;
+      function: FunctionDetail | null;
+      deployment: DeploymentSummary;
+    };
+    const version = result.function?.version ?? result.deployment.version ?? 0;
+    return {
+      version,
+      function: result.function,
+      deployment: result.deployment,
+      unchanged: result.unchanged === true,
+    };
+  }
+  if (body !== null && typeof body === 'object' && 'version' in body && typeof body.version === 'number') {
+    return { version: body.version, function: body as FunctionDetail, deployment: null, unchanged: false };
+  }
+  throw new CliError('the server answered the configuration change with an unexpected body');
+}
+
+function partialFailure(
+  error: unknown,
+  failed: Planned,
+  done: readonly Planned[],
+  pending: readonly Planned[],
+): CliError {
+  const list = (items: readonly Planned[]): string =>
+    items.length === 0 ? 'none' : items.map((item) => item.resource).join(', ');
+  const message = error instanceof Error ? error.message : String(error);
+  const code = error instanceof CliError ? error.code : undefined;
+  return new CliError(
+    `${failed.resource} (${failed.position}): ${message} [applied: ${list(done)}; not applied: ${list(pending)}]`,
+    {
+      code,
+      cause: error,
+    },
+  );
+}

@@ -1,0 +1,171 @@
+/** @module `hearth describe NAME`: everything the platform knows about one function, for people. */
+
+import type { Command } from 'commander';
+import type { DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
+import { invokeUrl } from '../client.js';
+import type { CliIo } from '../io.js';
+import {
+  addConnectionOptions,
+  addNamespaceOption,
+  addOutputOption,
+  type CommandContext,
+  type ConnectionOptions,
+  connect,
+  functionName,
+  type NamespaceOptions,
+  namespaceOf,
+  type OutputOptions,
+} from '../options.js';
+import {
+  createStyle,
+  formatAge,
+  formatBytes,
+  formatMs,
+  renderTable,
+  type Style,
+  writeJson,
+} from '../output.js';
+import { functionPath } from '../upload.js';
+
+interface DescribeOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
+  readonly showEnv?: boolean;
+}
+
+export function register(program: Command, context: CommandContext): void {
+  const command = program
+    .command('describe')
+    .description("show a function's configuration, instances, deployments and versions")
+    .argument('<name>', 'function name')
+    .option('--show-env', 'show environment variable values (masked by default)');
+  addNamespaceOption(command);
+  addOutputOption(command);
+  addConnectionOptions(command);
+  command.action(async (name: string, options: DescribeOptions) => {
+    await describe(functionName(name), options, context);
+  });
+}
+
+async function describe(
+  name: string,
+  options: DescribeOptions,
+  { io, version }: CommandContext,
+): Promise<void> {
+  const client = connect(options, io, version);
+  const detail = await client.json<FunctionDetail>(functionPath({ namespace: namespaceOf(options), name }));
+  if (options.output === 'json') {
+    writeJson(io.stdout, detail);
+    return;
+  }
+  io.stdout.write(
+    renderDetail(detail, {
+      url: invokeUrl(client, detail.url),
+      showEnv: options.showEnv === true,
+      io,
+      now: Date.now(),
+    }),
+  );
+}
+
+interface RenderOptions {
+  readonly url: string;
+  readonly showEnv: boolean;
+  readonly io: CliIo;
+  readonly now: number;
+}
+
+export function renderDetail(fn: FunctionDetail, options: RenderOptions): string {
+  const style = createStyle(options.io.stdout, options.io.env);
+  const { spec } = fn;
+  // The server's note usually names the class itself ("process: NOT SANDBOXED — …").
+  const isolation = fn.isolationNote.startsWith(spec.isolation)
+    ? fn.isolationNote
+    : `${spec.isolation} — ${fn.isolationNote}`;
+  const fields: [string, string][] = [
+    ['Name', fn.name],
+    ['Namespace', fn.namespace],
+    ['Version', String(fn.version)],
+    ['Runtime', `${spec.runtime} (handler ${spec.handler})`],
+    ['URL', fn.url === '' ? '-' : options.url],
+    // A function running without the sandbox must be impossible to overlook.
+    ['Isolation', spec.isolation === 'process' ? style.bold(style.yellow(isolation)) : isolation],
+    [
+      'Limits',
+      `memory ${spec.limits.memory}, cpu ${spec.limits.cpu}, timeout ${spec.limits.timeout}, maxBody ${spec.limits.maxBody}`,
+    ],
+    [
+      'Scaling',
+      `min ${spec.scaling.min}, max ${spec.scaling.max}, targetConcurrency ${spec.scaling.targetConcurrency}, idleTimeout ${spec.scaling.idleTimeout}, warmPoolRatio ${spec.scaling.warmPoolRatio}`,
+    ],
+    ['Egress', typeof spec.egress === 'string' ? spec.egress : spec.egress.join(', ')],
+    ['Priority', String(spec.priority)],
+    ['Env', renderEnv(spec.env, options.showEnv)],
+    ['Code', `${fn.code.hash.slice(0, 12)}, ${fn.code.files} files, ${formatBytes(fn.code.bytes)}`],
+    ['Dependencies', fn.dependencies === null ? 'none' : `layer ${fn.dependencies.key}`],
+    ['Created', `${fn.createdAt} (${formatAge(fn.createdAt, options.now)} ago)`],
+    ['Updated', `${fn.updatedAt} (${formatAge(fn.updatedAt, options.now)} ago)`],
+  ];
+  const width = Math.max(...fields.map(([label]) => label.length)) + 2;
+  const sections = [
+    fields.map(([label, value]) => `${`${label}:`.padEnd(width)}${value}`).join('\n'),
+    renderInstances(fn, options.now),
+    renderDeployment(fn.lastDeployment, options.now, style),
+    renderVersions(fn, options.now),
+  ];
+  return `${sections.join('\n\n')}\n`;
+}
+
+function renderEnv(env: Readonly<Record<string, string>>, show: boolean): string {
+  const names = Object.keys(env).sort();
+  if (names.length === 0) return '(none)';
+  return names.map((name) => `${name}=${show ? (env[name] ?? '') : '***'}`).join(', ');
+}
+
+function renderInstances(fn: FunctionDetail, now: number): string {
+  const ready = fn.activeInstances.filter((instance) => instance.state === 'ready').length;
+  const title = `Instances: ${fn.activeInstances.length} (${ready} ready), ${fn.startingInstances} starting, ${fn.queuedRequests} queued requests`;
+  if (fn.activeInstances.length === 0) return title;
+  const rows = fn.activeInstances.map((instance) => [
+    instance.id,
+    `v${instance.version}`,
+    instance.state,
+    `${instance.inFlight}/${instance.capacity}`,
+    String(instance.served),
+    String(instance.pid),
+    formatAge(instance.startedAt, now),
+  ]);
+  return `${title}\n${indent(renderTable(['ID', 'VERSION', 'STATE', 'IN-FLIGHT', 'SERVED', 'PID', 'AGE'], rows))}`;
+}
+
+function renderDeployment(deployment: DeploymentSummary | null, now: number, style: Style): string {
+  if (deployment === null) return 'Last deployment: none';
+  const version = deployment.version === null ? '' : `, version ${deployment.version}`;
+  const status = deployment.status === 'failed' ? style.red(deployment.status) : deployment.status;
+  const lines = [
+    `Last deployment: ${status}${version}, ${formatAge(deployment.startedAt, now)} ago (${deployment.id})`,
+  ];
+  const phases = Object.entries(deployment.phases);
+  if (phases.length > 0)
+    lines.push(`  phases: ${phases.map(([phase, ms]) => `${phase} ${formatMs(ms)}`).join(', ')}`);
+  if (deployment.error !== null) lines.push(`  error: ${deployment.error.code}: ${deployment.error.message}`);
+  return lines.join('\n');
+}
+
+function renderVersions(fn: FunctionDetail, now: number): string {
+  if (fn.versions.length === 0) return 'Versions: none';
+  const rows = [...fn.versions]
+    .sort((a, b) => b.version - a.version)
+    .map((entry) => [
+      `${entry.version}${entry.version === fn.version ? ' (active)' : ''}`,
+      formatAge(entry.createdAt, now),
+      entry.codeHash.slice(0, 12),
+    ]);
+  return `Versions:\n${indent(renderTable(['VERSION', 'AGE', 'CODE'], rows))}`;
+}
+
+function indent(text: string): string {
+  return text
+    .trimEnd()
+    .split('\n')
+    .map((line) => `  ${line}`)
+    .join('\n');
+}

@@ -1,0 +1,33 @@
+/** @module What the control API's handlers work with, and the checks every function route shares. */
+
+import { HearthError, invalidField } from '../../domain/errors.js';
+import type { FunctionRef } from '../../domain/function.js';
+import type { LogStore } from '../../observe/index.js';
+import type { Scheduler } from '../../scheduler/index.js';
+import type { Deployer } from '../deploy.js';
+import type { Store, StoredFunction } from '../store/index.js';
+import type { ApiRequest } from './router.js';
+
+export interface ApiContext {
+  readonly store: Store;
+  readonly deployer: Deployer;
+  readonly scheduler: Scheduler;
+  readonly logs: LogStore;
+  readonly onInternal: (error: unknown) => void;
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+export function refFrom(request: ApiRequest): FunctionRef {
+  const namespace = request.params.namespace ?? 'default';
+  const name = request.params.name ?? '';
+  if (!DNS_LABEL.test(namespace)) throw invalidField('namespace', namespace, 'a lower-case DNS label');
+  if (!DNS_LABEL.test(name)) throw invalidField('name', name, 'a lower-case DNS label');
+  return { namespace, name };
+}
+
+export function existing(context: ApiContext, ref: FunctionRef): StoredFunction {
+  const fn = context.store.getFunction(ref);
+  if (fn === undefined) throw new HearthError('HEARTH_E_FN_NOT_FOUND', `function ${ref.name} not found in namespace ${ref.namespace}`);
+  return fn;
+}

@@ -1,0 +1,78 @@
+/**
+ * @module GET /api/v1/namespaces/{namespace}/functions/{name}/logs — a function's captured output.
+ * `?follow=1` streams new lines as NDJSON after the backlog until the client disconnects.
+ */
+
+import { invalidField } from '../../domain/errors.js';
+import { parseDuration } from '../../domain/units.js';
+import { sendJson } from '../../gateway/index.js';
+import type { LogQuery } from '../../observe/index.js';
+import { type ApiContext, existing, refFrom } from './context.js';
+import type { Route } from './router.js';
+
+const DEFAULT_LIMIT = 200;
+const MAX_LIMIT = 10_000;
+
+export function functionLogs(context: ApiContext): Route {
+  return {
+    method: 'GET',
+    path: '/api/v1/namespaces/:namespace/functions/:name/logs',
+    summary: 'Function logs (?since=10m|ISO, ?invocation=ID, ?q=TEXT, ?limit=N, ?after=ID, ?follow=1)',
+    handle: (request) => {
+      const ref = refFrom(request);
+      existing(context, ref);
+      const query = parseLogQuery(ref.namespace, ref.name, request.query);
+      const backlog = context.logs.query(query);
+      const follow = ['1', 'true'].includes(request.query.get('follow') ?? '');
+      if (!follow) {
+        sendJson(request.res, 200, { items: backlog });
+        return;
+      }
+      const res = request.res;
+      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+      for (const record of backlog) res.write(`${JSON.stringify(record)}\n`);
+      const stop = context.logs.follow(
+        {
+          namespace: ref.namespace,
+          function: ref.name,
+          ...(query.invocationId === undefined ? {} : { invocationId: query.invocationId }),
+          ...(query.text === undefined ? {} : { text: query.text }),
+        },
+        (record) => res.write(`${JSON.stringify(record)}\n`),
+      );
+      // Comments keep idle connections from being cut by proxies; NDJSON readers skip blank lines.
+      const heartbeat = setInterval(() => res.write('\n'), 15_000);
+      res.once('close', () => {
+        clearInterval(heartbeat);
+        stop();
+      });
+    },
+  };
+}
+
+function parseLogQuery(namespace: string, name: string, params: URLSearchParams): LogQuery {
+  const since = params.get('since');
+  let sinceMs: number | undefined;
+  if (since !== null && since !== '') {
+    const ago = parseDuration(since);
+    sinceMs = ago !== undefined ? Date.now() - ago : Date.parse(since);
+    if (Number.isNaN(sinceMs)) throw invalidField('since', since, 'a duration such as "10m" or an ISO-8601 time');
+  }
+  const limitText = params.get('limit');
+  const limit = limitText === null ? DEFAULT_LIMIT : Number(limitText);
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) throw invalidField('limit', limitText, `an integer from 1 to ${MAX_LIMIT}`);
+  const afterText = params.get('after');
+  const after = afterText === null ? undefined : Number(afterText);
+  if (after !== undefined && !Number.isInteger(after)) throw invalidField('after', afterText, 'a log record id');
+  const invocation = params.get('invocation');
+  const text = params.get('q');
+  return {
+    namespace,
+    function: name,
+    limit,
+    ...(sinceMs === undefined ? {} : { since: sinceMs }),
+    ...(after === undefined ? {} : { afterId: after }),
+    ...(invocation === null || invocation === '' ? {} : { invocationId: invocation }),
+    ...(text === null || text === '' ? {} : { text }),
+  };
+}

@@ -1,0 +1,25 @@
+/** @module GET /api/v1/functions — every function, or one namespace's (`?namespace=`). */
+
+import { sendJson } from '../../gateway/index.js';
+import type { ApiContext } from './context.js';
+import { toSummary } from './present.js';
+import type { Route } from './router.js';
+
+export function listFunctions(context: ApiContext): Route[] {
+  const list = (namespace: string | undefined) =>
+    context.store.listFunctions(namespace).map((fn) => toSummary(fn, context.scheduler.status(fn)));
+  return [
+    {
+      method: 'GET',
+      path: '/api/v1/functions',
+      summary: 'List functions (all namespaces, or ?namespace=NS)',
+      handle: ({ res, query }) => sendJson(res, 200, { items: list(query.get('namespace') ?? undefined) }),
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/namespaces/:namespace/functions',
+      summary: "List one namespace's functions",
+      handle: ({ res, params }) => sendJson(res, 200, { items: list(params.namespace) }),
+    },
+  ];
+}

@@ -1,0 +1,76 @@
+/** @module Turns stored functions and live scheduler state into the API's wire shapes. */
+
+import { type FunctionRef, resolveSpec } from '../../domain/function.js';
+import { formatBytes, formatDuration } from '../../domain/units.js';
+import type { FunctionStatus } from '../../scheduler/index.js';
+import { toDeploymentSummary } from '../deploy.js';
+import type { StoredDeployment, StoredFunction, StoredVersion } from '../store/index.js';
+import type { FunctionDetail, FunctionSummary } from './types.js';
+
+export function invokePath(ref: FunctionRef): string {
+  return ref.namespace === 'default' ? `/function/${ref.name}` : `/function/${ref.name}.${ref.namespace}`;
+}
+
+export function toSummary(fn: StoredFunction, status: FunctionStatus | undefined): FunctionSummary {
+  const spec = resolveSpec(fn.active.manifest.spec);
+  return {
+    namespace: fn.namespace,
+    name: fn.name,
+    runtime: spec.runtime,
+    version: fn.active.version,
+    isolation: spec.isolation,
+    instances: status?.instances.filter((instance) => instance.state !== 'stopped').length ?? 0,
+    url: invokePath(fn),
+    updatedAt: fn.updatedAt,
+  };
+}
+
+export function isolationNote(isolation: 'sandbox' | 'process'): string {
+  return isolation === 'sandbox'
+    ? 'sandbox: bubblewrap namespaces (mount, pid, ipc, uts, net), read-only root, private /tmp, unprivileged uid'
+    : 'process: NOT SANDBOXED — a plain child process with host access; for trusted development code only';
+}
+
+export function toDetail(
+  fn: StoredFunction,
+  status: FunctionStatus | undefined,
+  versions: readonly StoredVersion[],
+  lastDeployment: StoredDeployment | undefined,
+): FunctionDetail {
+  const spec = resolveSpec(fn.active.manifest.spec);
+  return {
+    ...toSummary(fn, status),
+    manifest: fn.active.manifest,
+    spec: {
+      runtime: spec.runtime,
+      handler: spec.handler,
+      env: spec.env,
+      limits: {
+        memory: formatBytes(spec.limits.memoryBytes),
+        cpu: spec.limits.cpu,
+        timeout: formatDuration(spec.limits.timeoutMs),
+        maxBody: formatBytes(spec.limits.maxBodyBytes),
+      },
+      scaling: {
+        min: spec.scaling.min,
+        max: spec.scaling.max,
+        targetConcurrency: spec.scaling.targetConcurrency,
+        idleTimeout: formatDuration(spec.scaling.idleTimeoutMs),
+        warmPoolRatio: spec.scaling.warmPoolRatio,
+      },
+      isolation: spec.isolation,
+      egress: spec.egress,
+      priority: spec.priority,
+      eventFormat: spec.eventFormat,
+    },
+    isolationNote: isolationNote(spec.isolation),
+    code: { hash: fn.active.codeHash, files: fn.active.codeFiles, bytes: fn.active.codeBytes },
+    dependencies: fn.active.depsKey === null ? null : { key: fn.active.depsKey },
+    activeInstances: status?.instances ?? [],
+    startingInstances: status?.starting ?? 0,
+    queuedRequests: status?.queued ?? 0,
+    versions: versions.map((version) => ({ version: version.version, createdAt: version.createdAt, codeHash: version.codeHash })),
+    lastDeployment: lastDeployment === undefined ? null : toDeploymentSummary(lastDeployment),
+    createdAt: fn.createdAt,
+  };
+}

@@ -1,0 +1,364 @@
+/**
+ * @module Deploying a function version: unpack → store the code (content-addressed) → build or reuse the
+ * dependency layer → prove the handler loads in a real instance → record and activate atomically.
+ * Any failure leaves the previous version serving and nothing half-applied.
+ */
+
+import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { parse as parseYaml } from 'yaml';
+import type { DeployedVersion } from '../domain/deployment.js';
+import { HearthError, errorBody, isHearthError } from '../domain/errors.js';
+import {
+  type FunctionManifest,
+  type FunctionRef,
+  type IsolationName,
+  type RuntimeName,
+  functionKey,
+  parseFunctionManifest,
+  resolveSpec,
+} from '../domain/function.js';
+import type { Isolation, Runtime } from '../runtime/index.js';
+import type { Instance, Scheduler } from '../scheduler/index.js';
+import type { DeployEvent, DeployPhase, DeploymentSummary } from './api/types.js';
+import type { LayerStore } from './build/index.js';
+import { type CodeStore, type UnpackLimits, receiveArchive } from './packages/index.js';
+import type { Store, StoredDeployment, StoredVersion } from './store/index.js';
+
+export const MANIFEST_FILE = 'hearth.yaml';
+const CODE_EXCLUDES: ReadonlySet<string> = new Set([MANIFEST_FILE]);
+
+export interface DeployerOptions {
+  readonly store: Store;
+  readonly code: CodeStore;
+  readonly layers: LayerStore;
+  readonly scheduler: Scheduler;
+  readonly runtimes: ReadonlyMap<RuntimeName, Runtime>;
+  readonly isolations: ReadonlyMap<IsolationName, Isolation>;
+  readonly limits: UnpackLimits;
+  readonly tmpDir: string;
+}
+
+export type DeployListener = (event: DeployEvent) => void;
+
+export interface DeployOutcome {
+  readonly version: StoredVersion;
+  readonly deployment: DeploymentSummary;
+  /** True when code and spec matched the active version, so nothing changed. */
+  readonly unchanged: boolean;
+}
+
+export interface DeployOptions {
+  /** Start one instance to prove the handler loads before switching traffic (default true). */
+  readonly verify?: boolean;
+  /** Rewrites the manifest before validation (used to downgrade bundled examples' isolation). */
+  readonly adjust?: (manifest: FunctionManifest) => FunctionManifest;
+}
+
+export class Deployer {
+  /** One deploy per function at a time; later ones wait their turn, so the last one wins. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly options: DeployerOptions) {}
+
+  /** Deploys an uploaded tar.gz whose root holds hearth.yaml and the code. */
+  deployArchive(ref: FunctionRef, archive: Readable, emit: DeployListener, options: DeployOptions = {}): Promise<DeployOutcome> {
+    return this.serialised(ref, async () => {
+      const clock = new PhaseClock(emit);
+      const deploymentId = this.options.store.startDeployment(ref);
+      let tree: { dir: string; cleanup(): Promise<void> } | undefined;
+      try {
+        clock.begin('upload', 'receiving archive');
+        tree = await receiveArchive(archive, this.options.tmpDir, this.options.limits);
+        clock.end('unpack', 'archive unpacked');
+        return await this.deployTree(ref, tree.dir, clock, deploymentId, options);
+      } catch (error) {
+        this.fail(deploymentId, clock, error);
+        throw error;
+      } finally {
+        await tree?.cleanup();
+      }
+    });
+  }
+
+  /** Deploys a folder on this machine (the bundled examples). */
+  deployFolder(ref: FunctionRef, folder: string, emit: DeployListener, options: DeployOptions = {}): Promise<DeployOutcome> {
+    return this.serialised(ref, async () => {
+      const clock = new PhaseClock(emit);
+      const deploymentId = this.options.store.startDeployment(ref);
+      await mkdir(this.options.tmpDir, { recursive: true });
+      const staging = await mkdtemp(join(this.options.tmpDir, 'folder-'));
+      try {
+        clock.begin('unpack', 'copying folder');
+        await cp(folder, staging, { recursive: true });
+        clock.end('unpack', 'folder copied');
+        return await this.deployTree(ref, staging, clock, deploymentId, options);
+      } catch (error) {
+        this.fail(deploymentId, clock, error);
+        throw error;
+      } finally {
+        await rm(staging, { recursive: true, force: true });
+      }
+    });
+  }
+
+  /** A config-only change (`apply` without source): a new version with the active version's code. */
+  configure(ref: FunctionRef, input: unknown, emit: DeployListener = () => {}): Promise<DeployOutcome> {
+    return this.serialised(ref, async () => {
+      const current = this.options.store.getFunction(ref);
+      if (current === undefined) {
+        throw new HearthError('HEARTH_E_FN_NOT_FOUND', `function ${ref.name} does not exist in namespace ${ref.namespace}; deploy its code first (give spec.source)`);
+      }
+      const clock = new PhaseClock(emit);
+      const deploymentId = this.options.store.startDeployment(ref);
+      try {
+        const manifest = this.validate(ref, input, 'resource');
+        const spec = resolveSpec(manifest.spec);
+        if (spec.runtime !== current.active.manifest.spec.runtime) {
+          throw new HearthError('HEARTH_E_VALIDATION', `spec.runtime: got "${spec.runtime}", expected "${current.active.manifest.spec.runtime}" (changing the runtime needs new code: deploy the folder)`, {
+            details: { field: 'spec.runtime', value: spec.runtime, expected: current.active.manifest.spec.runtime },
+          });
+        }
+        return await this.release(ref, manifest, { hash: current.active.codeHash, files: current.active.codeFiles, bytes: current.active.codeBytes }, current.active.depsKey === null || current.active.depsMount === null ? undefined : { key: current.active.depsKey, mountName: current.active.depsMount }, clock, deploymentId, {});
+      } catch (error) {
+        this.fail(deploymentId, clock, error);
+        throw error;
+      }
+    });
+  }
+
+  async remove(ref: FunctionRef): Promise<boolean> {
+    return this.serialised(ref, async () => {
+      const existed = this.options.store.deleteFunction(ref);
+      await this.options.scheduler.deactivate(ref);
+      return existed;
+    });
+  }
+
+  private async deployTree(ref: FunctionRef, dir: string, clock: PhaseClock, deploymentId: string, options: DeployOptions): Promise<DeployOutcome> {
+    const manifestText = await readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => {
+      throw new HearthError('HEARTH_E_VALIDATION', `${MANIFEST_FILE}: got nothing, expected a ${MANIFEST_FILE} at the root of the function folder`, {
+        details: { field: MANIFEST_FILE, value: null, expected: 'a Function resource' },
+      });
+    });
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(manifestText);
+    } catch (error) {
+      throw new HearthError('HEARTH_E_VALIDATION', `${MANIFEST_FILE}: not valid YAML (${(error as Error).message.split('\n')[0]})`, {
+        details: { field: MANIFEST_FILE, value: null, expected: 'valid YAML' },
+      });
+    }
+    let manifest = this.validate(ref, parsed, MANIFEST_FILE);
+    if (options.adjust !== undefined) manifest = options.adjust(manifest);
+    const spec = resolveSpec(manifest.spec);
+    const runtime = this.runtimeFor(spec.runtime);
+    const isolation = this.isolationFor(spec.isolation);
+
+    clock.begin('store', 'storing code');
+    if (runtime.precompileCommand !== undefined) {
+      const step = runtime.precompileCommand(dir);
+      // Bytecode compiled now means no compile on each cold start (the guest's code dir is read-only).
+      if (step !== undefined) await this.options.isolations.get('process')?.run({ ...step, workDir: dir, cacheDir: dir, timeoutMs: 60_000, onOutput: () => {} });
+    }
+
+    const code = await this.options.code.put(dir, CODE_EXCLUDES);
+    clock.end('store', `code ${code.hash.slice(0, 12)} (${code.files} files, ${formatSize(code.bytes)})`);
+
+    let deps: DeployedVersion['deps'];
+    const dependencyManifest = runtime.dependencyManifest(dir);
+    if (dependencyManifest !== undefined) {
+      clock.begin('dependencies', `installing dependencies from ${dependencyManifest.files.join(' + ')}`);
+      const layer = await this.options.layers.ensure({
+        runtime,
+        isolation,
+        sourceDir: dir,
+        manifest: dependencyManifest,
+        onOutput: (line) => clock.output('dependencies', line),
+      });
+      clock.end('dependencies', layer.cached ? `dependency layer ${layer.key} reused (nothing installed)` : `dependency layer ${layer.key} built`);
+      deps = { key: layer.key, mountName: dependencyManifest.mountName };
+    }
+    return this.release(ref, manifest, code, deps, clock, deploymentId, options);
+  }
+
+  /** Verifies and activates a version whose code and layer are in place. */
+  private async release(
+    ref: FunctionRef,
+    manifest: FunctionManifest,
+    code: DeployedVersion['code'],
+    deps: DeployedVersion['deps'],
+    clock: PhaseClock,
+    deploymentId: string,
+    options: DeployOptions,
+  ): Promise<DeployOutcome> {
+    const { store, scheduler } = this.options;
+    const current = store.getFunction(ref);
+    if (
+      current !== undefined &&
+      current.active.codeHash === code.hash &&
+      (current.active.depsKey ?? undefined) === deps?.key &&
+      JSON.stringify(current.active.manifest) === JSON.stringify(manifest) &&
+      scheduler.lookup(ref) !== undefined
+    ) {
+      const deployment = this.finish(ref, deploymentId, clock, current.active.version);
+      clock.note('activate', `unchanged: version ${current.active.version} already has this code and spec`);
+      return { version: current.active, deployment, unchanged: true };
+    }
+    const number = store.nextVersion(ref);
+    const version: DeployedVersion = {
+      ref,
+      version: number,
+      spec: resolveSpec(manifest.spec),
+      manifest,
+      code,
+      deps,
+      createdAt: new Date().toISOString(),
+    };
+    let instance: Instance | undefined;
+    if (options.verify !== false) {
+      clock.begin('verify', 'starting an instance to load the handler');
+      instance = await scheduler.prepare(version);
+      clock.end('verify', `handler ${version.spec.handler} loaded`);
+    }
+    clock.begin('activate', 'switching traffic');
+    let stored: StoredVersion;
+    try {
+      stored = store.commitVersion(ref, number, {
+        manifest,
+        codeHash: code.hash,
+        codeFiles: code.files,
+        codeBytes: code.bytes,
+        depsKey: deps?.key ?? null,
+        depsMount: deps?.mountName ?? null,
+      });
+    } catch (error) {
+      await instance?.stop();
+      throw error;
+    }
+    scheduler.activate(version, instance);
+    clock.end('activate', `version ${number} is serving`);
+    return { version: stored, deployment: this.finish(ref, deploymentId, clock, number), unchanged: false };
+  }
+
+  private validate(ref: FunctionRef, input: unknown, origin: string): FunctionManifest {
+    const manifest = parseFunctionManifest(input, origin);
+    if (manifest.metadata.name !== ref.name) {
+      throw new HearthError('HEARTH_E_VALIDATION', `${origin}: metadata.name: got "${manifest.metadata.name}", expected "${ref.name}" (the name in the URL)`, {
+        details: { field: 'metadata.name', value: manifest.metadata.name, expected: ref.name },
+      });
+    }
+    if (manifest.metadata.namespace !== undefined && manifest.metadata.namespace !== ref.namespace) {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${origin}: metadata.namespace: got "${manifest.metadata.namespace}", expected "${ref.namespace}" (the namespace in the URL)`,
+        { details: { field: 'metadata.namespace', value: manifest.metadata.namespace, expected: ref.namespace } },
+      );
+    }
+    const spec = manifest.spec;
+    if (spec.runtime === 'wasm') {
+      throw new HearthError('HEARTH_E_UNSUPPORTED', `${origin}: spec.runtime: "wasm" is not available in this Hearth version yet; use node20 or python3`, {
+        details: { field: 'spec.runtime', value: 'wasm', expected: 'node20 or python3' },
+      });
+    }
+    if (Array.isArray(spec.egress)) {
+      throw new HearthError('HEARTH_E_UNSUPPORTED', `${origin}: spec.egress: allow-lists are not available in this Hearth version yet; use "none" or "allow"`, {
+        details: { field: 'spec.egress', value: spec.egress, expected: 'none or allow' },
+      });
+    }
+    this.runtimeFor(spec.runtime);
+    this.isolationFor(spec.isolation ?? 'sandbox');
+    return { ...manifest, metadata: { ...manifest.metadata, namespace: ref.namespace } };
+  }
+
+  private runtimeFor(name: RuntimeName): Runtime {
+    const runtime = this.options.runtimes.get(name);
+    if (runtime === undefined || runtime.unavailable !== undefined) {
+      throw new HearthError('HEARTH_E_UNSUPPORTED', `spec.runtime: ${runtime?.unavailable ?? `runtime ${name} is not available on this node`}`, {
+        details: { field: 'spec.runtime', value: name, expected: 'an available runtime' },
+      });
+    }
+    return runtime;
+  }
+
+  private isolationFor(name: IsolationName): Isolation {
+    const isolation = this.options.isolations.get(name);
+    if (isolation === undefined || isolation.unavailable !== undefined) {
+      throw new HearthError(
+        'HEARTH_E_SANDBOX_UNAVAILABLE',
+        `spec.isolation: ${isolation?.unavailable ?? `${name} is not available`} (or set isolation: process for trusted development code)`,
+        { details: { field: 'spec.isolation', value: name, expected: 'an available isolation class' } },
+      );
+    }
+    return isolation;
+  }
+
+  private finish(ref: FunctionRef, deploymentId: string, clock: PhaseClock, version: number): DeploymentSummary {
+    this.options.store.finishDeployment(deploymentId, { status: 'succeeded', version, error: null, phases: clock.phases });
+    const stored = this.options.store.lastDeployment(ref);
+    if (stored === undefined) throw new HearthError('HEARTH_E_INTERNAL', `deployment ${deploymentId} was not recorded`);
+    return toDeploymentSummary(stored);
+  }
+
+  private fail(deploymentId: string, clock: PhaseClock, error: unknown): void {
+    const failure = isHearthError(error) ? error : new HearthError('HEARTH_E_INTERNAL', (error as Error).message);
+    this.options.store.finishDeployment(deploymentId, { status: 'failed', version: null, error: errorBody(failure).error, phases: clock.phases });
+  }
+
+  private serialised<T>(ref: FunctionRef, work: () => Promise<T>): Promise<T> {
+    const key = functionKey(ref);
+    const previous = this.locks.get(key) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(work);
+    this.locks.set(key, next);
+    void next.finally(() => {
+      if (this.locks.get(key) === next) this.locks.delete(key);
+    }).catch(() => undefined);
+    return next;
+  }
+}
+
+/** Times each phase and reports it to the client as it happens. */
+class PhaseClock {
+  readonly phases: Record<string, number> = {};
+  private readonly began = performance.now();
+  private phaseBegan = performance.now();
+
+  constructor(private readonly emit: DeployListener) {}
+
+  begin(phase: DeployPhase, message: string): void {
+    this.phaseBegan = performance.now();
+    this.emit({ event: 'progress', phase, message, elapsedMs: Math.round(performance.now() - this.began) });
+  }
+
+  end(phase: DeployPhase, message: string): void {
+    this.phases[phase] = Math.round(performance.now() - this.phaseBegan);
+    this.emit({ event: 'progress', phase, message, elapsedMs: Math.round(performance.now() - this.began) });
+  }
+
+  note(phase: DeployPhase, message: string): void {
+    this.emit({ event: 'progress', phase, message, elapsedMs: Math.round(performance.now() - this.began) });
+  }
+
+  output(phase: DeployPhase, line: string): void {
+    this.emit({ event: 'output', phase, line });
+  }
+}
+
+function formatSize(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 ** 2) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+}
+
+export function toDeploymentSummary(stored: StoredDeployment): DeploymentSummary {
+  return {
+    id: stored.id,
+    version: stored.version,
+    status: stored.status,
+    error: stored.error,
+    startedAt: stored.startedAt,
+    finishedAt: stored.finishedAt,
+    phases: stored.phases,
+  };
+}

@@ -1,0 +1,36 @@
+/**
+ * @module The control plane: the resource store, deployments and the `/api/v1` HTTP API over them.
+ */
+
+import type { Handler } from '../gateway/index.js';
+import type { ApiContext } from './api/context.js';
+import { deleteFunction } from './api/function-delete.js';
+import { deployFunction } from './api/function-deploy.js';
+import { describeFunction } from './api/function-get.js';
+import { releaseInstances } from './api/function-instances.js';
+import { functionLogs } from './api/function-logs.js';
+import { configureFunction } from './api/function-configure.js';
+import { listFunctions } from './api/functions-list.js';
+import { openApi } from './api/openapi.js';
+import { type Route, createRouter } from './api/router.js';
+
+export type { ApiContext } from './api/context.js';
+export type * from './api/types.js';
+export { Deployer, MANIFEST_FILE, type DeployOutcome } from './deploy.js';
+export { LayerStore } from './build/index.js';
+export { SqliteStore, type Store, type StoredFunction } from './store/index.js';
+export { CodeStore } from './packages/index.js';
+
+export function createControlApi(context: ApiContext, version: string): Handler {
+  const routes: Route[] = [
+    ...listFunctions(context),
+    describeFunction(context),
+    configureFunction(context),
+    deleteFunction(context),
+    deployFunction(context),
+    functionLogs(context),
+    releaseInstances(context),
+  ];
+  routes.push(openApi(() => routes, version));
+  return createRouter(routes, context.onInternal);
+}

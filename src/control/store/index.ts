@@ -1,0 +1,61 @@
+/**
+ * @module The resource store's contract: functions, their versions and deployments. SQLite is the
+ * embedded implementation; a PostgreSQL one (cluster mode) implements the same interface.
+ */
+
+import type { ErrorBody } from '../../domain/errors.js';
+import type { FunctionManifest, FunctionRef } from '../../domain/function.js';
+
+export interface StoredVersion {
+  readonly namespace: string;
+  readonly name: string;
+  readonly version: number;
+  readonly manifest: FunctionManifest;
+  readonly codeHash: string;
+  readonly codeFiles: number;
+  readonly codeBytes: number;
+  readonly depsKey: string | null;
+  readonly depsMount: string | null;
+  readonly createdAt: string;
+}
+
+export interface StoredFunction {
+  readonly namespace: string;
+  readonly name: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  readonly active: StoredVersion;
+}
+
+export interface StoredDeployment {
+  readonly id: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly version: number | null;
+  readonly status: 'running' | 'succeeded' | 'failed';
+  readonly error: ErrorBody['error'] | null;
+  readonly phases: Readonly<Record<string, number>>;
+  readonly startedAt: string;
+  readonly finishedAt: string | null;
+}
+
+export type NewVersion = Omit<StoredVersion, 'version' | 'createdAt' | 'namespace' | 'name'>;
+
+export interface Store {
+  listFunctions(namespace?: string): StoredFunction[];
+  getFunction(ref: FunctionRef): StoredFunction | undefined;
+  versions(ref: FunctionRef, limit: number): StoredVersion[];
+  /** The number the next version of this function will get. */
+  nextVersion(ref: FunctionRef): number;
+  /** Records a version and makes it the active one, atomically; older versions beyond the retention are dropped. */
+  commitVersion(ref: FunctionRef, version: number, data: NewVersion): StoredVersion;
+  deleteFunction(ref: FunctionRef): boolean;
+  startDeployment(ref: FunctionRef): string;
+  finishDeployment(id: string, outcome: Pick<StoredDeployment, 'status' | 'version' | 'error' | 'phases'>): void;
+  lastDeployment(ref: FunctionRef): StoredDeployment | undefined;
+  /** Code hashes referenced by any retained version, so unreferenced packages can be collected. */
+  codeHashesInUse(): Set<string>;
+  close(): void;
+}
+
+export { SqliteStore } from './sqlite.js';

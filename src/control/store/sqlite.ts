@@ -1,0 +1,241 @@
+/** @module The embedded store: one SQLite file (WAL) under the data directory. */
+
+import { randomUUID } from 'node:crypto';
+import Database from 'better-sqlite3';
+import type { FunctionManifest, FunctionRef } from '../../domain/function.js';
+import type { NewVersion, Store, StoredDeployment, StoredFunction, StoredVersion } from './index.js';
+
+/** Versions kept per function for history and rollback. */
+const RETAINED_VERSIONS = 10;
+const RETAINED_DEPLOYMENTS = 20;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS functions (
+  namespace TEXT NOT NULL,
+  name TEXT NOT NULL,
+  active_version INTEGER NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS versions (
+  namespace TEXT NOT NULL,
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  manifest TEXT NOT NULL,
+  code_hash TEXT NOT NULL,
+  code_files INTEGER NOT NULL,
+  code_bytes INTEGER NOT NULL,
+  deps_key TEXT,
+  deps_mount TEXT,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (namespace, name, version)
+);
+CREATE TABLE IF NOT EXISTS deployments (
+  id TEXT PRIMARY KEY,
+  namespace TEXT NOT NULL,
+  name TEXT NOT NULL,
+  version INTEGER,
+  status TEXT NOT NULL,
+  error TEXT,
+  phases TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS deployments_by_function ON deployments (namespace, name, started_at);
+CREATE TABLE IF NOT EXISTS version_counters (
+  namespace TEXT NOT NULL,
+  name TEXT NOT NULL,
+  last_version INTEGER NOT NULL,
+  PRIMARY KEY (namespace, name)
+);
+`;
+
+interface VersionRow {
+  namespace: string;
+  name: string;
+  version: number;
+  manifest: string;
+  code_hash: string;
+  code_files: number;
+  code_bytes: number;
+  deps_key: string | null;
+  deps_mount: string | null;
+  created_at: string;
+}
+
+interface FunctionRow extends VersionRow {
+  fn_created_at: string;
+  updated_at: string;
+}
+
+interface DeploymentRow {
+  id: string;
+  namespace: string;
+  name: string;
+  version: number | null;
+  status: StoredDeployment['status'];
+  error: string | null;
+  phases: string;
+  started_at: string;
+  finished_at: string | null;
+}
+
+const FUNCTION_SELECT = `
+SELECT v.*, f.created_at AS fn_created_at, f.updated_at
+FROM functions f JOIN versions v
+  ON v.namespace = f.namespace AND v.name = f.name AND v.version = f.active_version`;
+
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+  }
+
+  listFunctions(namespace?: string): StoredFunction[] {
+    const rows =
+      namespace === undefined
+        ? (this.db.prepare(`${FUNCTION_SELECT} ORDER BY f.namespace, f.name`).all() as FunctionRow[])
+        : (this.db.prepare(`${FUNCTION_SELECT} WHERE f.namespace = ? ORDER BY f.name`).all(namespace) as FunctionRow[]);
+    return rows.map(toFunction);
+  }
+
+  getFunction(ref: FunctionRef): StoredFunction | undefined {
+    const row = this.db.prepare(`${FUNCTION_SELECT} WHERE f.namespace = ? AND f.name = ?`).get(ref.namespace, ref.name) as
+      | FunctionRow
+      | undefined;
+    return row === undefined ? undefined : toFunction(row);
+  }
+
+  versions(ref: FunctionRef, limit: number): StoredVersion[] {
+    const rows = this.db
+      .prepare('SELECT * FROM versions WHERE namespace = ? AND name = ? ORDER BY version DESC LIMIT ?')
+      .all(ref.namespace, ref.name, limit) as VersionRow[];
+    return rows.map(toVersion);
+  }
+
+  nextVersion(ref: FunctionRef): number {
+    const row = this.db
+      .prepare('SELECT last_version FROM version_counters WHERE namespace = ? AND name = ?')
+      .get(ref.namespace, ref.name) as { last_version: number } | undefined;
+    return (row?.last_version ?? 0) + 1;
+  }
+
+  commitVersion(ref: FunctionRef, version: number, data: NewVersion): StoredVersion {
+    const now = new Date().toISOString();
+    const commit = this.db.transaction(() => {
+      this.db
+        .prepare(
+          `INSERT INTO versions (namespace, name, version, manifest, code_hash, code_files, code_bytes, deps_key, deps_mount, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(ref.namespace, ref.name, version, JSON.stringify(data.manifest), data.codeHash, data.codeFiles, data.codeBytes, data.depsKey, data.depsMount, now);
+      this.db
+        .prepare(
+          `INSERT INTO functions (namespace, name, active_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (namespace, name) DO UPDATE SET active_version = excluded.active_version, updated_at = excluded.updated_at`,
+        )
+        .run(ref.namespace, ref.name, version, now, now);
+      this.db
+        .prepare(
+          `INSERT INTO version_counters (namespace, name, last_version) VALUES (?, ?, ?)
+           ON CONFLICT (namespace, name) DO UPDATE SET last_version = MAX(last_version, excluded.last_version)`,
+        )
+        .run(ref.namespace, ref.name, version);
+      this.db
+        .prepare('DELETE FROM versions WHERE namespace = ? AND name = ? AND version <= ?')
+        .run(ref.namespace, ref.name, version - RETAINED_VERSIONS);
+    });
+    commit();
+    return { namespace: ref.namespace, name: ref.name, version, createdAt: now, ...data };
+  }
+
+  deleteFunction(ref: FunctionRef): boolean {
+    const remove = this.db.transaction(() => {
+      const result = this.db.prepare('DELETE FROM functions WHERE namespace = ? AND name = ?').run(ref.namespace, ref.name);
+      this.db.prepare('DELETE FROM versions WHERE namespace = ? AND name = ?').run(ref.namespace, ref.name);
+      this.db.prepare('DELETE FROM deployments WHERE namespace = ? AND name = ?').run(ref.namespace, ref.name);
+      this.db.prepare('DELETE FROM version_counters WHERE namespace = ? AND name = ?').run(ref.namespace, ref.name);
+      return result.changes > 0;
+    });
+    return remove();
+  }
+
+  startDeployment(ref: FunctionRef): string {
+    const id = randomUUID();
+    this.db
+      .prepare(`INSERT INTO deployments (id, namespace, name, version, status, error, phases, started_at) VALUES (?, ?, ?, NULL, 'running', NULL, '{}', ?)`)
+      .run(id, ref.namespace, ref.name, new Date().toISOString());
+    this.db
+      .prepare(
+        `DELETE FROM deployments WHERE namespace = ? AND name = ? AND id NOT IN (
+           SELECT id FROM deployments WHERE namespace = ? AND name = ? ORDER BY started_at DESC LIMIT ?)`,
+      )
+      .run(ref.namespace, ref.name, ref.namespace, ref.name, RETAINED_DEPLOYMENTS);
+    return id;
+  }
+
+  finishDeployment(id: string, outcome: Pick<StoredDeployment, 'status' | 'version' | 'error' | 'phases'>): void {
+    this.db
+      .prepare('UPDATE deployments SET status = ?, version = ?, error = ?, phases = ?, finished_at = ? WHERE id = ?')
+      .run(
+        outcome.status,
+        outcome.version,
+        outcome.error === null ? null : JSON.stringify(outcome.error),
+        JSON.stringify(outcome.phases),
+        new Date().toISOString(),
+        id,
+      );
+  }
+
+  lastDeployment(ref: FunctionRef): StoredDeployment | undefined {
+    const row = this.db
+      .prepare('SELECT * FROM deployments WHERE namespace = ? AND name = ? ORDER BY started_at DESC, rowid DESC LIMIT 1')
+      .get(ref.namespace, ref.name) as DeploymentRow | undefined;
+    if (row === undefined) return undefined;
+    return {
+      id: row.id,
+      namespace: row.namespace,
+      name: row.name,
+      version: row.version,
+      status: row.status,
+      error: row.error === null ? null : (JSON.parse(row.error) as StoredDeployment['error']),
+      phases: JSON.parse(row.phases) as Record<string, number>,
+      startedAt: row.started_at,
+      finishedAt: row.finished_at,
+    };
+  }
+
+  codeHashesInUse(): Set<string> {
+    const rows = this.db.prepare('SELECT DISTINCT code_hash FROM versions').all() as { code_hash: string }[];
+    return new Set(rows.map((row) => row.code_hash));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+function toVersion(row: VersionRow): StoredVersion {
+  return {
+    namespace: row.namespace,
+    name: row.name,
+    version: row.version,
+    manifest: JSON.parse(row.manifest) as FunctionManifest,
+    codeHash: row.code_hash,
+    codeFiles: row.code_files,
+    codeBytes: row.code_bytes,
+    depsKey: row.deps_key,
+    depsMount: row.deps_mount,
+    createdAt: row.created_at,
+  };
+}
+
+function toFunction(row: FunctionRow): StoredFunction {
+  return { namespace: row.namespace, name: row.name, createdAt: row.fn_created_at, updatedAt: row.updated_at, active: toVersion(row) };
+}

@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import { HearthError } from './errors.js';
+import { parseFunctionManifest, resolveSpec } from './function.js';
+
+const base = { apiVersion: 'hearth.dev/v1', kind: 'Function', metadata: { name: 'echo' }, spec: { runtime: 'node20' } };
+
+function failure(input: unknown): HearthError {
+  try {
+    parseFunctionManifest(input, 'hearth.yaml');
+  } catch (error) {
+    if (error instanceof HearthError) return error;
+    throw error;
+  }
+  throw new Error('expected a validation error');
+}
+
+describe('Function resource', () => {
+  it('accepts runtime alone and fills every default', () => {
+    const spec = resolveSpec(parseFunctionManifest(base).spec);
+    expect(spec).toMatchObject({
+      runtime: 'node20',
+      handler: 'index',
+      isolation: 'sandbox',
+      egress: 'none',
+      limits: { memoryBytes: 128 * 1024 ** 2, timeoutMs: 30_000, maxBodyBytes: 6 * 1024 ** 2 },
+      scaling: { min: 0, targetConcurrency: 100, idleTimeoutMs: 300_000 },
+    });
+    expect(resolveSpec(parseFunctionManifest({ ...base, spec: { runtime: 'python3' } }).spec).handler).toBe('main.handler');
+  });
+
+  it('names the field, the value and the expectation for a bad duration', () => {
+    const error = failure({ ...base, spec: { runtime: 'node20', limits: { timeout: 'ten seconds' } } });
+    expect(error.code).toBe('HEARTH_E_VALIDATION');
+    expect(error.message).toContain('spec.limits.timeout');
+    expect(error.message).toContain('"ten seconds"');
+    expect(error.message).toMatch(/expected a duration/);
+  });
+
+  it('rejects unknown fields by name', () => {
+    const error = failure({ ...base, spec: { runtime: 'node20', memory: '128Mi' } });
+    expect(error.message).toContain('spec.memory');
+    expect(error.message).toContain('unknown field');
+  });
+
+  it('rejects an unknown runtime listing the valid ones', () => {
+    const error = failure({ ...base, spec: { runtime: 'ruby' } });
+    expect(error.message).toContain('spec.runtime: got "ruby", expected one of node20, python3, wasm');
+  });
+
+  it('says a missing field is required', () => {
+    expect(failure({ ...base, spec: {} }).message).toContain('spec.runtime: got nothing, expected one of node20, python3, wasm');
+  });
+
+  it('rejects bad sizes, names and env names', () => {
+    expect(failure({ ...base, spec: { runtime: 'node20', limits: { memory: '12 apples' } } }).message).toContain('spec.limits.memory');
+    expect(failure({ ...base, metadata: { name: 'Bad_Name' } }).message).toContain('metadata.name');
+    expect(failure({ ...base, spec: { runtime: 'node20', env: { 'BAD-NAME': 'x' } } }).message).toContain('spec.env');
+    expect(failure({ ...base, spec: { runtime: 'node20', scaling: { min: 5, max: 2 } } }).message).toContain('spec.scaling.min');
+  });
+});

@@ -1,0 +1,78 @@
+/** @module HTTP plumbing shared by the gateway and the control API: bodies in, JSON and errors out. */
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ERROR_CATALOGUE, HearthError, errorBody, isHearthError } from '../domain/errors.js';
+
+export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** Reads the whole body, refusing more than `maxBytes` (413) before buffering it. */
+export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > maxBytes) {
+    return Promise.reject(tooLarge(Number(declared), maxBytes));
+  }
+  if (declared === '0' || (declared === undefined && req.headers['transfer-encoding'] === undefined)) {
+    return Promise.resolve(EMPTY);
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(tooLarge(size, maxBytes));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.once('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size)));
+    req.once('error', reject);
+  });
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function tooLarge(size: number, maxBytes: number): HearthError {
+  return new HearthError('HEARTH_E_BODY_TOO_LARGE', `request body is ${size} bytes or more; this function accepts at most ${maxBytes} bytes (limits.maxBody)`, {
+    details: { field: 'limits.maxBody', value: size, expected: `at most ${maxBytes} bytes` },
+  });
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const payload = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), ...headers });
+  res.end(payload);
+}
+
+/**
+ * Answers any failure as `{error:{code,message,invocationId}}` with the catalogue's status. Errors that
+ * are not HearthErrors are internal: the client gets a generic message, `onInternal` gets the detail.
+ */
+export function sendError(res: ServerResponse, error: unknown, invocationId?: string, onInternal?: (error: unknown) => void): void {
+  let failure: HearthError;
+  if (isHearthError(error)) failure = error;
+  else {
+    onInternal?.(error);
+    failure = new HearthError('HEARTH_E_INTERNAL', 'an internal error occurred; the platform log has the details');
+  }
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const headers: Record<string, string> = {};
+  if (invocationId !== undefined) headers['x-hearth-invocation-id'] = invocationId;
+  if (failure.retryAfter !== undefined) headers['retry-after'] = String(failure.retryAfter);
+  if (failure.code === 'HEARTH_E_BODY_TOO_LARGE') headers.connection = 'close';
+  sendJson(res, ERROR_CATALOGUE[failure.code].status, errorBody(failure, invocationId), headers);
+}
+
+export function parseJsonBody(body: Buffer): unknown {
+  if (body.length === 0) throw new HearthError('HEARTH_E_BAD_REQUEST', 'request body is empty; expected JSON');
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    throw new HearthError('HEARTH_E_BAD_REQUEST', `request body is not valid JSON: ${(error as Error).message}`);
+  }
+}

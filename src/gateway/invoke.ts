@@ -1,0 +1,125 @@
+/**
+ * @module The invocation route, `ANY /function/<name>[.<namespace>][/<rest>]`: the platform's hot path.
+ * Parses by hand and allocates little; everything else (scheduling, instances) sits behind `Scheduler`.
+ */
+
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HearthError, isHearthError } from '../domain/errors.js';
+import { type InvocationEvent, invocationChannel } from '../domain/events.js';
+import type { FunctionRef } from '../domain/function.js';
+import { parseDuration } from '../domain/units.js';
+import type { Scheduler } from '../scheduler/index.js';
+import { readBody, sendError } from './http.js';
+
+export const FUNCTION_PREFIX = '/function/';
+
+/** Headers that describe one hop of the connection, not the response; never copied from a function. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length']);
+
+export interface InvokeRouteOptions {
+  readonly scheduler: Scheduler;
+  readonly onInternal: (error: unknown) => void;
+}
+
+export function parseFunctionPath(url: string): { ref: FunctionRef; path: string; rawQuery: string } | undefined {
+  const queryAt = url.indexOf('?');
+  const pathname = queryAt < 0 ? url : url.slice(0, queryAt);
+  const rawQuery = queryAt < 0 ? '' : url.slice(queryAt + 1);
+  const nameEnd = pathname.indexOf('/', FUNCTION_PREFIX.length);
+  const qualified = nameEnd < 0 ? pathname.slice(FUNCTION_PREFIX.length) : pathname.slice(FUNCTION_PREFIX.length, nameEnd);
+  if (qualified === '') return undefined;
+  const dot = qualified.indexOf('.');
+  const ref = dot < 0 ? { namespace: 'default', name: qualified } : { namespace: qualified.slice(dot + 1), name: qualified.slice(0, dot) };
+  return { ref, path: nameEnd < 0 ? '/' : pathname.slice(nameEnd), rawQuery };
+}
+
+export function createInvokeRoute(options: InvokeRouteOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const { scheduler } = options;
+  return (req, res) => {
+    const invocationId = randomUUID();
+    const started = performance.now();
+    const target = parseFunctionPath(req.url ?? '/');
+    const fail = (error: unknown, ref?: FunctionRef, version = 0): void => {
+      sendError(res, error, invocationId, options.onInternal);
+      if (ref !== undefined) publish(ref, version, invocationId, res.statusCode, started, 0, false, isHearthError(error) ? error.code : 'HEARTH_E_INTERNAL');
+    };
+    if (target === undefined) {
+      fail(new HearthError('HEARTH_E_NOT_FOUND', 'no function named in the path; use /function/<name>'));
+      return;
+    }
+    const deployed = scheduler.lookup(target.ref);
+    if (deployed === undefined) {
+      fail(new HearthError('HEARTH_E_FN_NOT_FOUND', `function ${target.ref.name} not found in namespace ${target.ref.namespace}`));
+      return;
+    }
+    const limits = deployed.spec.limits;
+    const deadline = Date.now() + clientTimeout(req.headers['x-hearth-timeout'], limits.timeoutMs);
+    readBody(req, limits.maxBodyBytes)
+      .then((body) =>
+        scheduler.invoke(target.ref, {
+          invocationId,
+          method: req.method ?? 'GET',
+          path: target.path,
+          rawQuery: target.rawQuery,
+          headers: req.headers,
+          body,
+          sourceIp: req.socket.remoteAddress ?? '',
+          deadline,
+        }),
+      )
+      .then(
+        (response) => {
+          const headers: Record<string, string | readonly string[]> = {};
+          for (const name in response.headers) {
+            const value = response.headers[name];
+            if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
+          }
+          headers['content-length'] = String(response.body.length);
+          headers['x-hearth-invocation-id'] = invocationId;
+          if (response.coldStart) headers['x-hearth-cold-start'] = '1';
+          try {
+            res.writeHead(response.status, headers as Record<string, string | string[]>);
+          } catch (error) {
+            // Node refuses header names or values with forbidden characters; that is the function's fault.
+            throw new HearthError('HEARTH_E_FN_CRASHED', `the function returned an invalid response header: ${(error as Error).message}`);
+          }
+          res.end(response.body);
+          publish(target.ref, response.version, invocationId, response.status, started, response.waitMs, response.coldStart, undefined);
+        },
+        (error: unknown) => fail(error, target.ref, deployed.version),
+      )
+      .catch((error: unknown) => fail(error, target.ref, deployed.version));
+  };
+}
+
+/** `X-Hearth-Timeout` (ms, or a duration like `2s`) can only shorten the function's own timeout. */
+function clientTimeout(header: string | string[] | undefined, functionTimeoutMs: number): number {
+  if (typeof header !== 'string') return functionTimeoutMs;
+  const asNumber = Number(header);
+  const requested = Number.isFinite(asNumber) ? asNumber : parseDuration(header);
+  return requested !== undefined && requested > 0 ? Math.min(requested, functionTimeoutMs) : functionTimeoutMs;
+}
+
+function publish(
+  ref: FunctionRef,
+  version: number,
+  invocationId: string,
+  status: number,
+  started: number,
+  waitMs: number,
+  coldStart: boolean,
+  errorCode: string | undefined,
+): void {
+  if (!invocationChannel.hasSubscribers) return;
+  invocationChannel.publish({
+    ref,
+    version,
+    invocationId,
+    status,
+    durationMs: performance.now() - started,
+    waitMs,
+    coldStart,
+    errorCode,
+  } satisfies InvocationEvent);
+}

@@ -1,0 +1,166 @@
+/**
+ * @module The composition root: builds every part from the config, wires them through their interfaces,
+ * restores deployed functions, serves HTTP, and tears it all down in order.
+ */
+
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { PlatformConfig } from './config.js';
+import type { HealthResponse } from './control/api/types.js';
+import { CodeStore, Deployer, LayerStore, SqliteStore, createControlApi } from './control/index.js';
+import type { StoredVersion } from './control/store/index.js';
+import type { DeployedVersion } from './domain/deployment.js';
+import type { InstanceEvent } from './domain/events.js';
+import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
+import { createGatewayHandler, createGatewayServer } from './gateway/index.js';
+import { LogStore, createLogger } from './observe/index.js';
+import type { Isolation, Runtime } from './runtime/index.js';
+import { createSlotManager } from './runtime/index.js';
+import { NodeRuntime } from './runtime/node/index.js';
+import { PACKAGE_ROOT } from './runtime/paths.js';
+import { ProcessIsolation } from './runtime/process/index.js';
+import { PythonRuntime } from './runtime/python/index.js';
+import { SandboxIsolation } from './runtime/sandbox/index.js';
+import { FixedKeepAlive, createScheduler } from './scheduler/index.js';
+
+export interface RunningPlatform {
+  readonly url: string;
+  readonly port: number;
+  readonly config: PlatformConfig;
+  /** One-line notices for the person who started the platform (missing sandbox, runtimes). */
+  readonly notices: readonly string[];
+  close(): Promise<void>;
+}
+
+export async function startPlatform(config: PlatformConfig, output?: NodeJS.WritableStream): Promise<RunningPlatform> {
+  const version = await packageVersion();
+  const logger = createLogger(config.logLevel, output);
+  const notices: string[] = [];
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const runDir = join(config.dataDir, 'run');
+
+  const store = new SqliteStore(join(config.dataDir, 'hearth.db'));
+  const logs = new LogStore({ file: join(config.dataDir, 'logs.db'), maxRecords: config.logRecords });
+  const code = new CodeStore({ dataDir: config.dataDir, cacheBytes: config.codeCacheBytes });
+  await code.init();
+  const layers = new LayerStore(config.dataDir, config.buildTimeoutMs);
+  await layers.init();
+
+  const runtimes = new Map<RuntimeName, Runtime>([
+    ['node20', new NodeRuntime()],
+    ['python3', new PythonRuntime(config.python)],
+  ]);
+  const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
+  const isolations = new Map<IsolationName, Isolation>([
+    ['sandbox', sandbox],
+    ['process', new ProcessIsolation()],
+  ]);
+  if (sandbox.unavailable !== undefined) notices.push(`sandbox unavailable: ${sandbox.unavailable}; sandboxed functions are refused`);
+  for (const runtime of runtimes.values()) if (runtime.unavailable !== undefined) notices.push(`${runtime.name} unavailable: ${runtime.unavailable}`);
+  const slots = await createSlotManager(join(runDir, 'slots'), { allowMount: true });
+
+  const scheduler = createScheduler({
+    runtimes,
+    isolations,
+    slots,
+    code: { checkoutCode: (hash) => code.checkoutCode(hash), layerDir: (key) => layers.dir(key) },
+    logs: { write: (record) => logs.write(record) },
+    policy: new FixedKeepAlive(),
+    stemCells: config.stemCells,
+    maxInstances: config.maxInstances,
+    queueLimit: config.queueLimit,
+    onWarning: (message) => logger.warn(message),
+  });
+  const onInstance = (message: unknown): void => {
+    const event = message as InstanceEvent;
+    const detail = event.startMs === undefined ? event.reason : `${event.reason}, ready in ${event.startMs.toFixed(1)}ms`;
+    logs.write({ ref: event.ref, version: event.version, instanceId: event.instanceId || '-', invocationId: undefined, stream: 'system', text: `instance ${event.phase}: ${detail}\n` });
+    logger.info({ function: `${event.ref.namespace}/${event.ref.name}`, version: event.version, instance: event.instanceId, phase: event.phase, reason: event.reason, startMs: event.startMs }, `instance ${event.phase}`);
+  };
+  subscribe('hearth:instance', onInstance);
+
+  for (const fn of store.listFunctions()) scheduler.activate(toDeployed(fn.active));
+
+  const deployer = new Deployer({ store, code, layers, scheduler, runtimes, isolations, limits: config.upload, tmpDir: join(config.dataDir, 'tmp') });
+  const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
+  const api = createControlApi({ store, deployer, scheduler, logs, onInternal }, version);
+  const health = (): HealthResponse => ({
+    status: 'ok',
+    version,
+    sandbox: { available: sandbox.unavailable === undefined, reason: sandbox.unavailable ?? null, codeBinding: slots.strategy },
+    runtimes: Object.fromEntries([...runtimes.values()].map((r) => [r.name, { available: r.unavailable === undefined, reason: r.unavailable ?? null }])),
+    functions: store.listFunctions().length,
+    instances: scheduler.instanceCount(),
+  });
+  const server = createGatewayServer(createGatewayHandler({ scheduler, api, health, onInternal }));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  logger.info({ url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy }, 'hearth listening');
+
+  const warming = scheduler.warm().catch((error: unknown) => logger.warn({ err: error }, 'stem cells failed to warm'));
+  if (config.examples) await deployExamples(deployer, sandbox.unavailable !== undefined, notices, (message) => logger.warn(message));
+  for (const notice of notices) logger.warn(notice);
+  logger.info({ url, functions: store.listFunctions().length }, 'hearth ready');
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    config,
+    notices,
+    close: () => {
+      closing ??= (async () => {
+        server.close();
+        server.closeAllConnections();
+        await warming;
+        await scheduler.close();
+        unsubscribe('hearth:instance', onInstance);
+        await slots.close();
+        logs.close();
+        store.close();
+        logger.flush();
+      })();
+      return closing;
+    },
+  };
+}
+
+export function toDeployed(stored: StoredVersion): DeployedVersion {
+  return {
+    ref: { namespace: stored.namespace, name: stored.name },
+    version: stored.version,
+    spec: resolveSpec(stored.manifest.spec),
+    manifest: stored.manifest,
+    code: { hash: stored.codeHash, files: stored.codeFiles, bytes: stored.codeBytes },
+    deps: stored.depsKey === null || stored.depsMount === null ? undefined : { key: stored.depsKey, mountName: stored.depsMount },
+    createdAt: stored.createdAt,
+  };
+}
+
+/** Deploys `examples/*` (unchanged ones are no-ops). Without a sandbox they run as `process`, said aloud. */
+async function deployExamples(deployer: Deployer, noSandbox: boolean, notices: string[], warn: (message: string) => void): Promise<void> {
+  const examplesDir = join(PACKAGE_ROOT, 'examples');
+  const folders = await readdir(examplesDir, { withFileTypes: true }).catch(() => []);
+  for (const folder of folders) {
+    if (!folder.isDirectory()) continue;
+    try {
+      await deployer.deployFolder({ namespace: 'default', name: folder.name }, join(examplesDir, folder.name), () => {}, {
+        adjust: (manifest) => (noSandbox ? { ...manifest, spec: { ...manifest.spec, isolation: 'process' } } : manifest),
+      });
+    } catch (error) {
+      warn(`example ${folder.name} was not deployed: ${(error as Error).message}`);
+    }
+  }
+  if (noSandbox && folders.length > 0) notices.push('bundled examples run with isolation: process (not sandboxed) until bubblewrap is installed');
+}
+
+async function packageVersion(): Promise<string> {
+  const manifest = JSON.parse(await readFile(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
+  return manifest.version;
+}
