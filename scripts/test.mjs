@@ -24,16 +24,24 @@ function aptInstall(packages, why) {
     execFileSync('apt-get', ['update', '-qq'], { stdio: ['ignore', 'ignore', 'inherit'], env });
     aptUpdated = true;
   }
-  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages], { stdio: ['ignore', 'ignore', 'inherit'], env });
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env,
+  });
 }
 
 if (!has('bwrap')) aptInstall(['bubblewrap'], 'bubblewrap (bwrap) is needed for sandboxed functions');
 if (!has('python3')) aptInstall(['python3', 'python3-pip'], 'python3 is needed for Python functions');
-if (!has('python3', ['-m', 'pip', '--version'])) aptInstall(['python3-pip'], 'pip is needed to build Python dependency layers');
+if (!has('python3', ['-m', 'pip', '--version']))
+  aptInstall(['python3-pip'], 'pip is needed to build Python dependency layers');
 
 execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
-const vitest = spawnSync(process.execPath, [join(root, 'node_modules/vitest/vitest.mjs'), 'run', ...process.argv.slice(2)], {
-  cwd: root,
-  stdio: 'inherit',
-});
+const vitest = spawnSync(
+  process.execPath,
+  [join(root, 'node_modules/vitest/vitest.mjs'), 'run', ...process.argv.slice(2)],
+  {
+    cwd: root,
+    stdio: 'inherit',
+  },
+);
 process.exit(vitest.status ?? 1);

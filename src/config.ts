@@ -9,8 +9,12 @@ import { HearthError } from './domain/errors.js';
 import { validationError } from './domain/function.js';
 import { parseBytes, parseDuration } from './domain/units.js';
 
-const bytes = z.union([z.string(), z.number()]).refine((v) => parseBytes(v) !== undefined, { message: 'a size such as "1Gi"' });
-const duration = z.union([z.string(), z.number()]).refine((v) => parseDuration(v) !== undefined, { message: 'a duration such as "5m"' });
+const bytes = z
+  .union([z.string(), z.number()])
+  .refine((v) => parseBytes(v) !== undefined, { message: 'a size such as "1Gi"' });
+const duration = z
+  .union([z.string(), z.number()])
+  .refine((v) => parseDuration(v) !== undefined, { message: 'a duration such as "5m"' });
 
 export const configFileSchema = z.strictObject({
   port: z.int().min(0).max(65535).optional(),
@@ -18,14 +22,20 @@ export const configFileSchema = z.strictObject({
   dataDir: z.string().min(1).optional(),
   examples: z.boolean().optional(),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
-  stemCells: z.strictObject({ node20: z.int().min(0).max(64).optional(), python3: z.int().min(0).max(64).optional() }).optional(),
+  stemCells: z
+    .strictObject({ node20: z.int().min(0).max(64).optional(), python3: z.int().min(0).max(64).optional() })
+    .optional(),
   maxInstances: z.int().min(1).max(100_000).optional(),
   queueLimit: z.int().min(0).max(1_000_000).optional(),
   codeCache: bytes.optional(),
   logRecords: z.int().min(1000).optional(),
   buildTimeout: duration.optional(),
   upload: z
-    .strictObject({ maxArchive: bytes.optional(), maxUnpacked: bytes.optional(), maxFiles: z.int().min(1).optional() })
+    .strictObject({
+      maxArchive: bytes.optional(),
+      maxUnpacked: bytes.optional(),
+      maxFiles: z.int().min(1).optional(),
+    })
     .optional(),
   python: z.string().min(1).optional(),
 });
@@ -44,7 +54,11 @@ export interface PlatformConfig {
   readonly codeCacheBytes: number;
   readonly logRecords: number;
   readonly buildTimeoutMs: number;
-  readonly upload: { readonly maxArchiveBytes: number; readonly maxUnpackedBytes: number; readonly maxFiles: number };
+  readonly upload: {
+    readonly maxArchiveBytes: number;
+    readonly maxUnpackedBytes: number;
+    readonly maxFiles: number;
+  };
   readonly python: string | undefined;
 }
 
@@ -58,13 +72,19 @@ export function loadConfigFile(path: string): ConfigFile {
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    throw new HearthError('HEARTH_E_VALIDATION', `--config: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new HearthError(
+      'HEARTH_E_VALIDATION',
+      `--config: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
   }
   let parsed: unknown;
   try {
     parsed = parseYaml(text) ?? {};
   } catch (error) {
-    throw new HearthError('HEARTH_E_VALIDATION', `${path}: not valid YAML (${(error as Error).message.split('\n')[0]})`);
+    throw new HearthError(
+      'HEARTH_E_VALIDATION',
+      `${path}: not valid YAML (${(error as Error).message.split('\n')[0]})`,
+    );
   }
   const result = configFileSchema.safeParse(parsed);
   if (!result.success) throw validationError(result.error, parsed, path);
@@ -72,21 +92,32 @@ export function loadConfigFile(path: string): ConfigFile {
 }
 
 /** Merges defaults < config file < explicit overrides (CLI flags) and freezes the result. */
-export function resolveConfig(file: ConfigFile, overrides: Partial<Omit<ConfigFile, 'stemCells' | 'upload'>> = {}): PlatformConfig {
-  const merged = { ...file, ...Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined)) } as ConfigFile;
-  const size = (value: string | number | undefined, fallback: number): number => (value === undefined ? fallback : (parseBytes(value) ?? fallback));
+export function resolveConfig(
+  file: ConfigFile,
+  overrides: Partial<Omit<ConfigFile, 'stemCells' | 'upload'>> = {},
+): PlatformConfig {
+  const merged = {
+    ...file,
+    ...Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined)),
+  } as ConfigFile;
+  const size = (value: string | number | undefined, fallback: number): number =>
+    value === undefined ? fallback : (parseBytes(value) ?? fallback);
   return Object.freeze({
     port: merged.port ?? 8080,
     host: merged.host ?? '127.0.0.1',
     dataDir: resolve(merged.dataDir ?? '.hearth'),
     examples: merged.examples ?? true,
     logLevel: merged.logLevel ?? 'info',
-    stemCells: Object.freeze({ node20: merged.stemCells?.node20 ?? 2, python3: merged.stemCells?.python3 ?? 2 }),
+    stemCells: Object.freeze({
+      node20: merged.stemCells?.node20 ?? 2,
+      python3: merged.stemCells?.python3 ?? 2,
+    }),
     maxInstances: merged.maxInstances ?? defaultMaxInstances(),
     queueLimit: merged.queueLimit ?? 10_000,
     codeCacheBytes: size(merged.codeCache, 1024 ** 3),
     logRecords: merged.logRecords ?? 200_000,
-    buildTimeoutMs: merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),
+    buildTimeoutMs:
+      merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),
     upload: Object.freeze({
       maxArchiveBytes: size(merged.upload?.maxArchive, 64 * 1024 ** 2),
       maxUnpackedBytes: size(merged.upload?.maxUnpacked, 256 * 1024 ** 2),

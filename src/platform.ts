@@ -4,18 +4,19 @@
  */
 
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { PlatformConfig } from './config.js';
 import type { HealthResponse } from './control/api/types.js';
-import { CodeStore, Deployer, LayerStore, SqliteStore, createControlApi } from './control/index.js';
+import { CodeStore, createControlApi, Deployer, LayerStore, SqliteStore } from './control/index.js';
 import type { StoredVersion } from './control/store/index.js';
 import type { DeployedVersion } from './domain/deployment.js';
+import { HearthError } from './domain/errors.js';
 import type { InstanceEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
 import { createGatewayHandler, createGatewayServer } from './gateway/index.js';
-import { LogStore, createLogger } from './observe/index.js';
+import { createLogger, LogStore } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
 import { NodeRuntime } from './runtime/node/index.js';
@@ -23,7 +24,7 @@ import { PACKAGE_ROOT } from './runtime/paths.js';
 import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
-import { FixedKeepAlive, createScheduler } from './scheduler/index.js';
+import { createScheduler, FixedKeepAlive } from './scheduler/index.js';
 
 export interface RunningPlatform {
   readonly url: string;
@@ -34,12 +35,17 @@ export interface RunningPlatform {
   close(): Promise<void>;
 }
 
-export async function startPlatform(config: PlatformConfig, output?: NodeJS.WritableStream): Promise<RunningPlatform> {
+export async function startPlatform(
+  config: PlatformConfig,
+  output?: NodeJS.WritableStream,
+): Promise<RunningPlatform> {
   const version = await packageVersion();
   const logger = createLogger(config.logLevel, output);
   const notices: string[] = [];
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const runDir = join(config.dataDir, 'run');
+  // Uploads and builds interrupted by a crash left their scratch dirs here; nothing in it outlives a run.
+  await rm(join(config.dataDir, 'tmp'), { recursive: true, force: true });
 
   const store = new SqliteStore(join(config.dataDir, 'hearth.db'));
   const logs = new LogStore({ file: join(config.dataDir, 'logs.db'), maxRecords: config.logRecords });
@@ -57,8 +63,11 @@ export async function startPlatform(config: PlatformConfig, output?: NodeJS.Writ
     ['sandbox', sandbox],
     ['process', new ProcessIsolation()],
   ]);
-  if (sandbox.unavailable !== undefined) notices.push(`sandbox unavailable: ${sandbox.unavailable}; sandboxed functions are refused`);
-  for (const runtime of runtimes.values()) if (runtime.unavailable !== undefined) notices.push(`${runtime.name} unavailable: ${runtime.unavailable}`);
+  if (sandbox.unavailable !== undefined)
+    notices.push(`sandbox unavailable: ${sandbox.unavailable}; sandboxed functions are refused`);
+  for (const runtime of runtimes.values())
+    if (runtime.unavailable !== undefined)
+      notices.push(`${runtime.name} unavailable: ${runtime.unavailable}`);
   const slots = await createSlotManager(join(runDir, 'slots'), { allowMount: true });
 
   const scheduler = createScheduler({
@@ -75,36 +84,99 @@ export async function startPlatform(config: PlatformConfig, output?: NodeJS.Writ
   });
   const onInstance = (message: unknown): void => {
     const event = message as InstanceEvent;
-    const detail = event.startMs === undefined ? event.reason : `${event.reason}, ready in ${event.startMs.toFixed(1)}ms`;
-    logs.write({ ref: event.ref, version: event.version, instanceId: event.instanceId || '-', invocationId: undefined, stream: 'system', text: `instance ${event.phase}: ${detail}\n` });
-    logger.info({ function: `${event.ref.namespace}/${event.ref.name}`, version: event.version, instance: event.instanceId, phase: event.phase, reason: event.reason, startMs: event.startMs }, `instance ${event.phase}`);
+    const detail =
+      event.startMs === undefined ? event.reason : `${event.reason}, ready in ${event.startMs.toFixed(1)}ms`;
+    logs.write({
+      ref: event.ref,
+      version: event.version,
+      instanceId: event.instanceId || '-',
+      invocationId: undefined,
+      stream: 'system',
+      text: `instance ${event.phase}: ${detail}\n`,
+    });
+    logger.info(
+      {
+        function: `${event.ref.namespace}/${event.ref.name}`,
+        version: event.version,
+        instance: event.instanceId,
+        phase: event.phase,
+        reason: event.reason,
+        startMs: event.startMs,
+      },
+      `instance ${event.phase}`,
+    );
   };
   subscribe('hearth:instance', onInstance);
 
   for (const fn of store.listFunctions()) scheduler.activate(toDeployed(fn.active));
 
-  const deployer = new Deployer({ store, code, layers, scheduler, runtimes, isolations, limits: config.upload, tmpDir: join(config.dataDir, 'tmp') });
+  const deployer = new Deployer({
+    store,
+    code,
+    layers,
+    scheduler,
+    runtimes,
+    isolations,
+    limits: config.upload,
+    tmpDir: join(config.dataDir, 'tmp'),
+  });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi({ store, deployer, scheduler, logs, onInternal }, version);
   const health = (): HealthResponse => ({
     status: 'ok',
     version,
-    sandbox: { available: sandbox.unavailable === undefined, reason: sandbox.unavailable ?? null, codeBinding: slots.strategy },
-    runtimes: Object.fromEntries([...runtimes.values()].map((r) => [r.name, { available: r.unavailable === undefined, reason: r.unavailable ?? null }])),
+    sandbox: {
+      available: sandbox.unavailable === undefined,
+      reason: sandbox.unavailable ?? null,
+      codeBinding: slots.strategy,
+    },
+    runtimes: Object.fromEntries(
+      [...runtimes.values()].map((r) => [
+        r.name,
+        { available: r.unavailable === undefined, reason: r.unavailable ?? null },
+      ]),
+    ),
     functions: store.listFunctions().length,
     instances: scheduler.instanceCount(),
+    stemCells: scheduler.stemCellStats(),
   });
   const server = createGatewayServer(createGatewayHandler({ scheduler, api, health, onInternal }));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+  } catch (error) {
+    await scheduler.close();
+    unsubscribe('hearth:instance', onInstance);
+    await slots.close();
+    logs.close();
+    store.close();
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `port ${config.port} on ${config.host} is already in use (is another hearth up running? choose one with --port)`,
+      );
+    }
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND')
+      throw new HearthError('HEARTH_E_VALIDATION', `--host ${config.host} is not an address of this machine`);
+    throw error;
+  }
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  logger.info({ url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy }, 'hearth listening');
+  logger.info(
+    { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },
+    'hearth listening',
+  );
 
-  const warming = scheduler.warm().catch((error: unknown) => logger.warn({ err: error }, 'stem cells failed to warm'));
-  if (config.examples) await deployExamples(deployer, sandbox.unavailable !== undefined, notices, (message) => logger.warn(message));
+  const warming = scheduler
+    .warm()
+    .catch((error: unknown) => logger.warn({ err: error }, 'stem cells failed to warm'));
+  if (config.examples)
+    await deployExamples(deployer, sandbox.unavailable !== undefined, notices, (message) =>
+      logger.warn(message),
+    );
   for (const notice of notices) logger.warn(notice);
   logger.info({ url, functions: store.listFunctions().length }, 'hearth ready');
 
@@ -138,29 +210,48 @@ export function toDeployed(stored: StoredVersion): DeployedVersion {
     spec: resolveSpec(stored.manifest.spec),
     manifest: stored.manifest,
     code: { hash: stored.codeHash, files: stored.codeFiles, bytes: stored.codeBytes },
-    deps: stored.depsKey === null || stored.depsMount === null ? undefined : { key: stored.depsKey, mountName: stored.depsMount },
+    deps:
+      stored.depsKey === null || stored.depsMount === null
+        ? undefined
+        : { key: stored.depsKey, mountName: stored.depsMount },
     createdAt: stored.createdAt,
   };
 }
 
 /** Deploys `examples/*` (unchanged ones are no-ops). Without a sandbox they run as `process`, said aloud. */
-async function deployExamples(deployer: Deployer, noSandbox: boolean, notices: string[], warn: (message: string) => void): Promise<void> {
+async function deployExamples(
+  deployer: Deployer,
+  noSandbox: boolean,
+  notices: string[],
+  warn: (message: string) => void,
+): Promise<void> {
   const examplesDir = join(PACKAGE_ROOT, 'examples');
   const folders = await readdir(examplesDir, { withFileTypes: true }).catch(() => []);
   for (const folder of folders) {
     if (!folder.isDirectory()) continue;
     try {
-      await deployer.deployFolder({ namespace: 'default', name: folder.name }, join(examplesDir, folder.name), () => {}, {
-        adjust: (manifest) => (noSandbox ? { ...manifest, spec: { ...manifest.spec, isolation: 'process' } } : manifest),
-      });
+      await deployer.deployFolder(
+        { namespace: 'default', name: folder.name },
+        join(examplesDir, folder.name),
+        () => {},
+        {
+          adjust: (manifest) =>
+            noSandbox ? { ...manifest, spec: { ...manifest.spec, isolation: 'process' } } : manifest,
+        },
+      );
     } catch (error) {
       warn(`example ${folder.name} was not deployed: ${(error as Error).message}`);
     }
   }
-  if (noSandbox && folders.length > 0) notices.push('bundled examples run with isolation: process (not sandboxed) until bubblewrap is installed');
+  if (noSandbox && folders.length > 0)
+    notices.push(
+      'bundled examples run with isolation: process (not sandboxed) until bubblewrap is installed',
+    );
 }
 
 async function packageVersion(): Promise<string> {
-  const manifest = JSON.parse(await readFile(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
+  const manifest = JSON.parse(await readFile(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as {
+    version: string;
+  };
   return manifest.version;
 }

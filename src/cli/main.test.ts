@@ -91,10 +91,12 @@ describe('hearth (global behaviour)', () => {
     expect(version.stdout()).toMatch(/^\d+\.\d+\.\d+\n$/);
   });
 
-  it('reports an unexpected failure in one line without a stack trace', async () => {
+  it('reports a failure of up in one line without a stack trace', async () => {
     const out = captureIo();
-    expect(await main(['up'], out.io)).toBe(1);
-    expect(out.stderrLines()).toEqual(['error: not yet wired']);
+    expect(await main(['up', '--config', '/nonexistent/hearth.yaml'], out.io)).toBe(1);
+    expect(out.stderrLines()).toEqual([
+      'error: HEARTH_E_VALIDATION: --config: cannot read /nonexistent/hearth.yaml (ENOENT)',
+    ]);
   });
 });
 

@@ -9,21 +9,21 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { parse as parseYaml } from 'yaml';
 import type { DeployedVersion } from '../domain/deployment.js';
-import { HearthError, errorBody, isHearthError } from '../domain/errors.js';
+import { errorBody, HearthError, isHearthError } from '../domain/errors.js';
 import {
   type FunctionManifest,
   type FunctionRef,
-  type IsolationName,
-  type RuntimeName,
   functionKey,
+  type IsolationName,
   parseFunctionManifest,
+  type RuntimeName,
   resolveSpec,
 } from '../domain/function.js';
 import type { Isolation, Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
-import type { DeployEvent, DeployPhase, DeploymentSummary } from './api/types.js';
+import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
 import type { LayerStore } from './build/index.js';
-import { type CodeStore, type UnpackLimits, receiveArchive } from './packages/index.js';
+import { type CodeStore, receiveArchive, type UnpackLimits } from './packages/index.js';
 import type { Store, StoredDeployment, StoredVersion } from './store/index.js';
 
 export const MANIFEST_FILE = 'hearth.yaml';
@@ -63,7 +63,12 @@ export class Deployer {
   constructor(private readonly options: DeployerOptions) {}
 
   /** Deploys an uploaded tar.gz whose root holds hearth.yaml and the code. */
-  deployArchive(ref: FunctionRef, archive: Readable, emit: DeployListener, options: DeployOptions = {}): Promise<DeployOutcome> {
+  deployArchive(
+    ref: FunctionRef,
+    archive: Readable,
+    emit: DeployListener,
+    options: DeployOptions = {},
+  ): Promise<DeployOutcome> {
     return this.serialised(ref, async () => {
       const clock = new PhaseClock(emit);
       const deploymentId = this.options.store.startDeployment(ref);
@@ -83,7 +88,12 @@ export class Deployer {
   }
 
   /** Deploys a folder on this machine (the bundled examples). */
-  deployFolder(ref: FunctionRef, folder: string, emit: DeployListener, options: DeployOptions = {}): Promise<DeployOutcome> {
+  deployFolder(
+    ref: FunctionRef,
+    folder: string,
+    emit: DeployListener,
+    options: DeployOptions = {},
+  ): Promise<DeployOutcome> {
     return this.serialised(ref, async () => {
       const clock = new PhaseClock(emit);
       const deploymentId = this.options.store.startDeployment(ref);
@@ -108,7 +118,10 @@ export class Deployer {
     return this.serialised(ref, async () => {
       const current = this.options.store.getFunction(ref);
       if (current === undefined) {
-        throw new HearthError('HEARTH_E_FN_NOT_FOUND', `function ${ref.name} does not exist in namespace ${ref.namespace}; deploy its code first (give spec.source)`);
+        throw new HearthError(
+          'HEARTH_E_FN_NOT_FOUND',
+          `function ${ref.name} does not exist in namespace ${ref.namespace}; deploy its code first (give spec.source)`,
+        );
       }
       const clock = new PhaseClock(emit);
       const deploymentId = this.options.store.startDeployment(ref);
@@ -116,11 +129,29 @@ export class Deployer {
         const manifest = this.validate(ref, input, 'resource');
         const spec = resolveSpec(manifest.spec);
         if (spec.runtime !== current.active.manifest.spec.runtime) {
-          throw new HearthError('HEARTH_E_VALIDATION', `spec.runtime: got "${spec.runtime}", expected "${current.active.manifest.spec.runtime}" (changing the runtime needs new code: deploy the folder)`, {
-            details: { field: 'spec.runtime', value: spec.runtime, expected: current.active.manifest.spec.runtime },
-          });
+          throw new HearthError(
+            'HEARTH_E_VALIDATION',
+            `spec.runtime: got "${spec.runtime}", expected "${current.active.manifest.spec.runtime}" (changing the runtime needs new code: deploy the folder)`,
+            {
+              details: {
+                field: 'spec.runtime',
+                value: spec.runtime,
+                expected: current.active.manifest.spec.runtime,
+              },
+            },
+          );
         }
-        return await this.release(ref, manifest, { hash: current.active.codeHash, files: current.active.codeFiles, bytes: current.active.codeBytes }, current.active.depsKey === null || current.active.depsMount === null ? undefined : { key: current.active.depsKey, mountName: current.active.depsMount }, clock, deploymentId, {});
+        return await this.release(
+          ref,
+          manifest,
+          { hash: current.active.codeHash, files: current.active.codeFiles, bytes: current.active.codeBytes },
+          current.active.depsKey === null || current.active.depsMount === null
+            ? undefined
+            : { key: current.active.depsKey, mountName: current.active.depsMount },
+          clock,
+          deploymentId,
+          {},
+        );
       } catch (error) {
         this.fail(deploymentId, clock, error);
         throw error;
@@ -136,19 +167,33 @@ export class Deployer {
     });
   }
 
-  private async deployTree(ref: FunctionRef, dir: string, clock: PhaseClock, deploymentId: string, options: DeployOptions): Promise<DeployOutcome> {
+  private async deployTree(
+    ref: FunctionRef,
+    dir: string,
+    clock: PhaseClock,
+    deploymentId: string,
+    options: DeployOptions,
+  ): Promise<DeployOutcome> {
     const manifestText = await readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => {
-      throw new HearthError('HEARTH_E_VALIDATION', `${MANIFEST_FILE}: got nothing, expected a ${MANIFEST_FILE} at the root of the function folder`, {
-        details: { field: MANIFEST_FILE, value: null, expected: 'a Function resource' },
-      });
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${MANIFEST_FILE}: got nothing, expected a ${MANIFEST_FILE} at the root of the function folder`,
+        {
+          details: { field: MANIFEST_FILE, value: null, expected: 'a Function resource' },
+        },
+      );
     });
     let parsed: unknown;
     try {
       parsed = parseYaml(manifestText);
     } catch (error) {
-      throw new HearthError('HEARTH_E_VALIDATION', `${MANIFEST_FILE}: not valid YAML (${(error as Error).message.split('\n')[0]})`, {
-        details: { field: MANIFEST_FILE, value: null, expected: 'valid YAML' },
-      });
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${MANIFEST_FILE}: not valid YAML (${(error as Error).message.split('\n')[0]})`,
+        {
+          details: { field: MANIFEST_FILE, value: null, expected: 'valid YAML' },
+        },
+      );
     }
     let manifest = this.validate(ref, parsed, MANIFEST_FILE);
     if (options.adjust !== undefined) manifest = options.adjust(manifest);
@@ -160,7 +205,10 @@ export class Deployer {
     if (runtime.precompileCommand !== undefined) {
       const step = runtime.precompileCommand(dir);
       // Bytecode compiled now means no compile on each cold start (the guest's code dir is read-only).
-      if (step !== undefined) await this.options.isolations.get('process')?.run({ ...step, workDir: dir, cacheDir: dir, timeoutMs: 60_000, onOutput: () => {} });
+      if (step !== undefined)
+        await this.options.isolations
+          .get('process')
+          ?.run({ ...step, workDir: dir, cacheDir: dir, timeoutMs: 60_000, onOutput: () => {} });
     }
 
     const code = await this.options.code.put(dir, CODE_EXCLUDES);
@@ -177,7 +225,12 @@ export class Deployer {
         manifest: dependencyManifest,
         onOutput: (line) => clock.output('dependencies', line),
       });
-      clock.end('dependencies', layer.cached ? `dependency layer ${layer.key} reused (nothing installed)` : `dependency layer ${layer.key} built`);
+      clock.end(
+        'dependencies',
+        layer.cached
+          ? `dependency layer ${layer.key} reused (nothing installed)`
+          : `dependency layer ${layer.key} built`,
+      );
       deps = { key: layer.key, mountName: dependencyManifest.mountName };
     }
     return this.release(ref, manifest, code, deps, clock, deploymentId, options);
@@ -245,27 +298,45 @@ export class Deployer {
   private validate(ref: FunctionRef, input: unknown, origin: string): FunctionManifest {
     const manifest = parseFunctionManifest(input, origin);
     if (manifest.metadata.name !== ref.name) {
-      throw new HearthError('HEARTH_E_VALIDATION', `${origin}: metadata.name: got "${manifest.metadata.name}", expected "${ref.name}" (the name in the URL)`, {
-        details: { field: 'metadata.name', value: manifest.metadata.name, expected: ref.name },
-      });
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${origin}: metadata.name: got "${manifest.metadata.name}", expected "${ref.name}" (the name in the URL)`,
+        {
+          details: { field: 'metadata.name', value: manifest.metadata.name, expected: ref.name },
+        },
+      );
     }
     if (manifest.metadata.namespace !== undefined && manifest.metadata.namespace !== ref.namespace) {
       throw new HearthError(
         'HEARTH_E_VALIDATION',
         `${origin}: metadata.namespace: got "${manifest.metadata.namespace}", expected "${ref.namespace}" (the namespace in the URL)`,
-        { details: { field: 'metadata.namespace', value: manifest.metadata.namespace, expected: ref.namespace } },
+        {
+          details: {
+            field: 'metadata.namespace',
+            value: manifest.metadata.namespace,
+            expected: ref.namespace,
+          },
+        },
       );
     }
     const spec = manifest.spec;
     if (spec.runtime === 'wasm') {
-      throw new HearthError('HEARTH_E_UNSUPPORTED', `${origin}: spec.runtime: "wasm" is not available in this Hearth version yet; use node20 or python3`, {
-        details: { field: 'spec.runtime', value: 'wasm', expected: 'node20 or python3' },
-      });
+      throw new HearthError(
+        'HEARTH_E_UNSUPPORTED',
+        `${origin}: spec.runtime: "wasm" is not available in this Hearth version yet; use node20 or python3`,
+        {
+          details: { field: 'spec.runtime', value: 'wasm', expected: 'node20 or python3' },
+        },
+      );
     }
     if (Array.isArray(spec.egress)) {
-      throw new HearthError('HEARTH_E_UNSUPPORTED', `${origin}: spec.egress: allow-lists are not available in this Hearth version yet; use "none" or "allow"`, {
-        details: { field: 'spec.egress', value: spec.egress, expected: 'none or allow' },
-      });
+      throw new HearthError(
+        'HEARTH_E_UNSUPPORTED',
+        `${origin}: spec.egress: allow-lists are not available in this Hearth version yet; use "none" or "allow"`,
+        {
+          details: { field: 'spec.egress', value: spec.egress, expected: 'none or allow' },
+        },
+      );
     }
     this.runtimeFor(spec.runtime);
     this.isolationFor(spec.isolation ?? 'sandbox');
@@ -275,9 +346,13 @@ export class Deployer {
   private runtimeFor(name: RuntimeName): Runtime {
     const runtime = this.options.runtimes.get(name);
     if (runtime === undefined || runtime.unavailable !== undefined) {
-      throw new HearthError('HEARTH_E_UNSUPPORTED', `spec.runtime: ${runtime?.unavailable ?? `runtime ${name} is not available on this node`}`, {
-        details: { field: 'spec.runtime', value: name, expected: 'an available runtime' },
-      });
+      throw new HearthError(
+        'HEARTH_E_UNSUPPORTED',
+        `spec.runtime: ${runtime?.unavailable ?? `runtime ${name} is not available on this node`}`,
+        {
+          details: { field: 'spec.runtime', value: name, expected: 'an available runtime' },
+        },
+      );
     }
     return runtime;
   }
@@ -294,16 +369,34 @@ export class Deployer {
     return isolation;
   }
 
-  private finish(ref: FunctionRef, deploymentId: string, clock: PhaseClock, version: number): DeploymentSummary {
-    this.options.store.finishDeployment(deploymentId, { status: 'succeeded', version, error: null, phases: clock.phases });
+  private finish(
+    ref: FunctionRef,
+    deploymentId: string,
+    clock: PhaseClock,
+    version: number,
+  ): DeploymentSummary {
+    this.options.store.finishDeployment(deploymentId, {
+      status: 'succeeded',
+      version,
+      error: null,
+      phases: clock.phases,
+    });
     const stored = this.options.store.lastDeployment(ref);
-    if (stored === undefined) throw new HearthError('HEARTH_E_INTERNAL', `deployment ${deploymentId} was not recorded`);
+    if (stored === undefined)
+      throw new HearthError('HEARTH_E_INTERNAL', `deployment ${deploymentId} was not recorded`);
     return toDeploymentSummary(stored);
   }
 
   private fail(deploymentId: string, clock: PhaseClock, error: unknown): void {
-    const failure = isHearthError(error) ? error : new HearthError('HEARTH_E_INTERNAL', (error as Error).message);
-    this.options.store.finishDeployment(deploymentId, { status: 'failed', version: null, error: errorBody(failure).error, phases: clock.phases });
+    const failure = isHearthError(error)
+      ? error
+      : new HearthError('HEARTH_E_INTERNAL', (error as Error).message);
+    this.options.store.finishDeployment(deploymentId, {
+      status: 'failed',
+      version: null,
+      error: errorBody(failure).error,
+      phases: clock.phases,
+    });
   }
 
   private serialised<T>(ref: FunctionRef, work: () => Promise<T>): Promise<T> {
@@ -311,9 +404,11 @@ export class Deployer {
     const previous = this.locks.get(key) ?? Promise.resolve();
     const next = previous.catch(() => undefined).then(work);
     this.locks.set(key, next);
-    void next.finally(() => {
-      if (this.locks.get(key) === next) this.locks.delete(key);
-    }).catch(() => undefined);
+    void next
+      .finally(() => {
+        if (this.locks.get(key) === next) this.locks.delete(key);
+      })
+      .catch(() => undefined);
     return next;
   }
 }

@@ -4,22 +4,22 @@
 
 import type { Handler } from '../gateway/index.js';
 import type { ApiContext } from './api/context.js';
+import { configureFunction } from './api/function-configure.js';
 import { deleteFunction } from './api/function-delete.js';
 import { deployFunction } from './api/function-deploy.js';
 import { describeFunction } from './api/function-get.js';
 import { releaseInstances } from './api/function-instances.js';
 import { functionLogs } from './api/function-logs.js';
-import { configureFunction } from './api/function-configure.js';
 import { listFunctions } from './api/functions-list.js';
 import { openApi } from './api/openapi.js';
-import { type Route, createRouter } from './api/router.js';
+import { createRouter, type Route } from './api/router.js';
 
 export type { ApiContext } from './api/context.js';
 export type * from './api/types.js';
-export { Deployer, MANIFEST_FILE, type DeployOutcome } from './deploy.js';
 export { LayerStore } from './build/index.js';
-export { SqliteStore, type Store, type StoredFunction } from './store/index.js';
+export { Deployer, type DeployOutcome, MANIFEST_FILE } from './deploy.js';
 export { CodeStore } from './packages/index.js';
+export { SqliteStore, type Store, type StoredFunction } from './store/index.js';
 
 export function createControlApi(context: ApiContext, version: string): Handler {
   const routes: Route[] = [

@@ -20,16 +20,21 @@ export interface InvocationRequest {
   /** The path after `/function/<name>`, always starting with `/`. */
   readonly path: string;
   readonly rawQuery: string;
-  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** `[name, value, name, value, ...]` as received (Node's rawHeaders). */
+  readonly rawHeaders: readonly string[];
   readonly body: Buffer;
   readonly sourceIp: string;
   /** Epoch milliseconds by which the whole invocation must have answered. */
   readonly deadline: number;
+  /** The budget the deadline was set from, and where it came from, for the 504 message. */
+  readonly timeoutMs: number;
+  readonly timeoutSource: 'limits.timeout' | 'X-Hearth-Timeout';
 }
 
 export interface InvocationResponse {
   readonly status: number;
-  readonly headers: Readonly<Record<string, string | readonly string[]>>;
+  /** Flat `[name, value, ...]`, names lower-case. */
+  readonly headers: readonly string[];
   readonly body: Buffer;
   readonly coldStart: boolean;
   readonly version: number;

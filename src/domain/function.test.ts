@@ -2,7 +2,12 @@ import { describe, expect, it } from 'vitest';
 import { HearthError } from './errors.js';
 import { parseFunctionManifest, resolveSpec } from './function.js';
 
-const base = { apiVersion: 'hearth.dev/v1', kind: 'Function', metadata: { name: 'echo' }, spec: { runtime: 'node20' } };
+const base = {
+  apiVersion: 'hearth.dev/v1',
+  kind: 'Function',
+  metadata: { name: 'echo' },
+  spec: { runtime: 'node20' },
+};
 
 function failure(input: unknown): HearthError {
   try {
@@ -25,7 +30,9 @@ describe('Function resource', () => {
       limits: { memoryBytes: 128 * 1024 ** 2, timeoutMs: 30_000, maxBodyBytes: 6 * 1024 ** 2 },
       scaling: { min: 0, targetConcurrency: 100, idleTimeoutMs: 300_000 },
     });
-    expect(resolveSpec(parseFunctionManifest({ ...base, spec: { runtime: 'python3' } }).spec).handler).toBe('main.handler');
+    expect(resolveSpec(parseFunctionManifest({ ...base, spec: { runtime: 'python3' } }).spec).handler).toBe(
+      'main.handler',
+    );
   });
 
   it('names the field, the value and the expectation for a bad duration', () => {
@@ -48,13 +55,21 @@ describe('Function resource', () => {
   });
 
   it('says a missing field is required', () => {
-    expect(failure({ ...base, spec: {} }).message).toContain('spec.runtime: got nothing, expected one of node20, python3, wasm');
+    expect(failure({ ...base, spec: {} }).message).toContain(
+      'spec.runtime: got nothing, expected one of node20, python3, wasm',
+    );
   });
 
   it('rejects bad sizes, names and env names', () => {
-    expect(failure({ ...base, spec: { runtime: 'node20', limits: { memory: '12 apples' } } }).message).toContain('spec.limits.memory');
+    expect(
+      failure({ ...base, spec: { runtime: 'node20', limits: { memory: '12 apples' } } }).message,
+    ).toContain('spec.limits.memory');
     expect(failure({ ...base, metadata: { name: 'Bad_Name' } }).message).toContain('metadata.name');
-    expect(failure({ ...base, spec: { runtime: 'node20', env: { 'BAD-NAME': 'x' } } }).message).toContain('spec.env');
-    expect(failure({ ...base, spec: { runtime: 'node20', scaling: { min: 5, max: 2 } } }).message).toContain('spec.scaling.min');
+    expect(failure({ ...base, spec: { runtime: 'node20', env: { 'BAD-NAME': 'x' } } }).message).toContain(
+      'spec.env',
+    );
+    expect(failure({ ...base, spec: { runtime: 'node20', scaling: { min: 5, max: 2 } } }).message).toContain(
+      'spec.scaling.min',
+    );
   });
 });

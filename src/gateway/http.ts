@@ -1,7 +1,7 @@
 /** @module HTTP plumbing shared by the gateway and the control API: bodies in, JSON and errors out. */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ERROR_CATALOGUE, HearthError, errorBody, isHearthError } from '../domain/errors.js';
+import { ERROR_CATALOGUE, errorBody, HearthError, isHearthError } from '../domain/errors.js';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -35,14 +35,27 @@ export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer
 const EMPTY = Buffer.alloc(0);
 
 function tooLarge(size: number, maxBytes: number): HearthError {
-  return new HearthError('HEARTH_E_BODY_TOO_LARGE', `request body is ${size} bytes or more; this function accepts at most ${maxBytes} bytes (limits.maxBody)`, {
-    details: { field: 'limits.maxBody', value: size, expected: `at most ${maxBytes} bytes` },
-  });
+  return new HearthError(
+    'HEARTH_E_BODY_TOO_LARGE',
+    `request body is ${size} bytes or more; this function accepts at most ${maxBytes} bytes (limits.maxBody)`,
+    {
+      details: { field: 'limits.maxBody', value: size, expected: `at most ${maxBytes} bytes` },
+    },
+  );
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const payload = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), ...headers });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(payload),
+    ...headers,
+  });
   res.end(payload);
 }
 
@@ -50,12 +63,20 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
  * Answers any failure as `{error:{code,message,invocationId}}` with the catalogue's status. Errors that
  * are not HearthErrors are internal: the client gets a generic message, `onInternal` gets the detail.
  */
-export function sendError(res: ServerResponse, error: unknown, invocationId?: string, onInternal?: (error: unknown) => void): void {
+export function sendError(
+  res: ServerResponse,
+  error: unknown,
+  invocationId?: string,
+  onInternal?: (error: unknown) => void,
+): void {
   let failure: HearthError;
   if (isHearthError(error)) failure = error;
   else {
     onInternal?.(error);
-    failure = new HearthError('HEARTH_E_INTERNAL', 'an internal error occurred; the platform log has the details');
+    failure = new HearthError(
+      'HEARTH_E_INTERNAL',
+      'an internal error occurred; the platform log has the details',
+    );
   }
   if (res.headersSent) {
     res.destroy();
@@ -69,10 +90,14 @@ export function sendError(res: ServerResponse, error: unknown, invocationId?: st
 }
 
 export function parseJsonBody(body: Buffer): unknown {
-  if (body.length === 0) throw new HearthError('HEARTH_E_BAD_REQUEST', 'request body is empty; expected JSON');
+  if (body.length === 0)
+    throw new HearthError('HEARTH_E_BAD_REQUEST', 'request body is empty; expected JSON');
   try {
     return JSON.parse(body.toString('utf8'));
   } catch (error) {
-    throw new HearthError('HEARTH_E_BAD_REQUEST', `request body is not valid JSON: ${(error as Error).message}`);
+    throw new HearthError(
+      'HEARTH_E_BAD_REQUEST',
+      `request body is not valid JSON: ${(error as Error).message}`,
+    );
   }
 }

@@ -4,13 +4,13 @@
  * every invocation pays for it.
  */
 
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { HearthError } from '../domain/errors.js';
 import type { Scheduler } from '../scheduler/index.js';
 import { type Handler, sendError, sendJson } from './http.js';
-import { FUNCTION_PREFIX, createInvokeRoute } from './invoke.js';
+import { createInvokeRoute, FUNCTION_PREFIX } from './invoke.js';
 
-export { readBody, sendError, sendJson, parseJsonBody, type Handler } from './http.js';
+export { type Handler, parseJsonBody, readBody, sendError, sendJson } from './http.js';
 export { parseFunctionPath } from './invoke.js';
 
 export interface GatewayOptions {
@@ -33,8 +33,16 @@ export function createGatewayHandler(options: GatewayOptions): Handler {
     try {
       if (url.startsWith('/api/')) options.api(req, res);
       else if (url === '/healthz' || url.startsWith('/healthz?')) sendJson(res, 200, options.health());
-      else if (url === '/' || url.startsWith('/?')) sendJson(res, 200, { service: 'hearth', docs: '/api/v1/openapi.json', invoke: '/function/<name>' });
-      else sendError(res, new HearthError('HEARTH_E_NOT_FOUND', `no route for ${req.method ?? 'GET'} ${url.split('?')[0] ?? url}`));
+      else if (url === '/' || url.startsWith('/?'))
+        sendJson(res, 200, { service: 'hearth', docs: '/api/v1/openapi.json', invoke: '/function/<name>' });
+      else
+        sendError(
+          res,
+          new HearthError(
+            'HEARTH_E_NOT_FOUND',
+            `no route for ${req.method ?? 'GET'} ${url.split('?')[0] ?? url}`,
+          ),
+        );
     } catch (error) {
       sendError(res, error, undefined, options.onInternal);
     }
@@ -42,7 +50,10 @@ export function createGatewayHandler(options: GatewayOptions): Handler {
 }
 
 export function createGatewayServer(handler: Handler): Server {
-  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 }, handler);
+  const server = createServer(
+    { keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 },
+    handler,
+  );
   // Long-lived keep-alive connections from load balancers and clients are the norm for a gateway.
   server.maxRequestsPerSocket = 0;
   return server;

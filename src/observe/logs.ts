@@ -51,7 +51,13 @@ interface Row {
   message: string;
 }
 
-type Follower = { readonly namespace: string; readonly function: string; readonly invocationId?: string; readonly text?: string; send(record: LogRecord): void };
+type Follower = {
+  readonly namespace: string;
+  readonly function: string;
+  readonly invocationId?: string;
+  readonly text?: string;
+  send(record: LogRecord): void;
+};
 
 export class LogStore {
   private readonly db: Database.Database;
@@ -130,7 +136,8 @@ export class LogStore {
       this.trim();
     }
     if (this.followers.size > 0) {
-      for (const record of records) for (const follower of this.followers) if (matches(follower, record)) follower.send(record);
+      for (const record of records)
+        for (const follower of this.followers) if (matches(follower, record)) follower.send(record);
     }
   }
 
@@ -147,7 +154,7 @@ export class LogStore {
       params.push(query.invocationId);
     }
     if (query.text !== undefined) {
-      clauses.push("instr(message, ?) > 0");
+      clauses.push('instr(message, ?) > 0');
       params.push(query.text);
     }
     if (query.afterId !== undefined) {
@@ -181,7 +188,8 @@ export class LogStore {
 
   private trim(): void {
     const row = this.db.prepare('SELECT MAX(id) AS id FROM logs').get() as { id: number | null };
-    if (row.id !== null) this.db.prepare('DELETE FROM logs WHERE id <= ?').run(row.id - this.options.maxRecords);
+    if (row.id !== null)
+      this.db.prepare('DELETE FROM logs WHERE id <= ?').run(row.id - this.options.maxRecords);
   }
 }
 

@@ -4,6 +4,7 @@
  */
 
 import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../domain/deployment.js';
+import type { HearthError } from '../domain/errors.js';
 import type { FunctionRef, IsolationName, RuntimeName } from '../domain/function.js';
 import type { Isolation, Runtime, SlotManager } from '../runtime/index.js';
 import type { Instance, InstanceInfo } from './instance.js';
@@ -38,6 +39,11 @@ export interface LogSink {
   write(record: FunctionLogRecord): void;
 }
 
+export type InvokeCallback = (
+  error: HearthError | undefined,
+  response: InvocationResponse | undefined,
+) => void;
+
 export interface FunctionStatus {
   readonly activeVersion: number;
   readonly instances: readonly InstanceInfo[];
@@ -71,6 +77,8 @@ export interface Scheduler {
   activate(version: DeployedVersion, prepared?: Instance): void;
   deactivate(ref: FunctionRef): Promise<void>;
   invoke(ref: FunctionRef, request: InvocationRequest): Promise<InvocationResponse>;
+  /** `invoke` without promises, for the gateway's hot path: `done` is called exactly once. */
+  submit(ref: FunctionRef, request: InvocationRequest, done: InvokeCallback): void;
   status(ref: FunctionRef): FunctionStatus | undefined;
   releaseIdle(ref: FunctionRef): Promise<number>;
   stemCellStats(): StemCellPoolStats[];

@@ -2,7 +2,7 @@
 
 import type { DeployedVersion, InvocationRequest } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
-import { GuestCrashedError, type GuestLog, type GuestResult } from '../runtime/ipc/guest-process.js';
+import type { GuestLog, GuestResult } from '../runtime/ipc/guest-process.js';
 import type { StemCell } from './stem-cells.js';
 
 export type InstanceState = 'starting' | 'ready' | 'draining' | 'stopped';
@@ -26,6 +26,21 @@ export interface InstanceInfo {
   readonly isolation: string;
 }
 
+export type RunCallback = (error: HearthError | undefined, result: GuestResult | undefined) => void;
+
+interface InFlightInvocation {
+  readonly invocationId: string;
+  /** When the caller gets its answer (504 if nothing came back). */
+  readonly answerBy: number;
+  /** When the function's own timeout has passed and the instance must be recycled. */
+  readonly killAt: number;
+  readonly timeoutMs: number;
+  readonly timeoutSource: string;
+  answered: boolean;
+  readonly respond: RunCallback;
+  readonly settled: () => void;
+}
+
 let counter = 0;
 
 export class Instance {
@@ -41,7 +56,7 @@ export class Instance {
   capacity = 1;
   /** Why it is draining: a timeout or a redeploy; used in logs. */
   drainReason = '';
-  private readonly invocations = new Map<number, string>();
+  private readonly invocations = new Map<number, InFlightInvocation>();
   private released = false;
 
   constructor(
@@ -67,61 +82,85 @@ export class Instance {
   }
 
   /**
-   * Runs one invocation. Resolves with the guest's result; rejects with a HearthError for a timeout
-   * (the instance is then drained and killed) or a crash.
+   * Runs one invocation. `respond` is called exactly once: with the guest's result, or with a HearthError
+   * for a crash or a passed deadline. `settled` is called once the invocation no longer occupies the
+   * instance: when the guest answers, dies, or runs past the function's own timeout and is killed.
+   * A caller's shorter deadline (X-Hearth-Timeout) answers 504 but does not kill a shared instance.
+   * Deadlines are checked by the scheduler's sweep rather than a timer per request (bench/RESULTS.md).
    */
-  run(request: InvocationRequest): Promise<GuestResult> {
-    const { seq, result } = this.cell.guest.invoke(
+  run(request: InvocationRequest, respond: RunCallback, settled: () => void): void {
+    const entry: InFlightInvocation = {
+      invocationId: request.invocationId,
+      answerBy: request.deadline,
+      killAt: Math.max(request.deadline, Date.now() + this.version.spec.limits.timeoutMs),
+      timeoutMs: request.timeoutMs,
+      timeoutSource: request.timeoutSource,
+      answered: false,
+      respond,
+      settled,
+    };
+    const seq = this.cell.guest.invoke(
       {
         invocationId: request.invocationId,
         method: request.method,
         path: request.path,
         rawQuery: request.rawQuery,
-        headers: request.headers,
+        rawHeaders: request.rawHeaders,
         deadline: request.deadline,
         sourceIp: request.sourceIp,
       },
       request.body,
-    );
-    this.invocations.set(seq, request.invocationId);
-    const remaining = request.deadline - Date.now();
-    return new Promise<GuestResult>((resolve, reject) => {
-      const timer = setTimeout(
-        () => {
-          this.cell.guest.abandon(seq);
-          this.invocations.delete(seq);
-          // The handler may still be running (or spinning); nothing else is sent here, and the process is
-          // killed once the other in-flight invocations are done.
-          this.drain('timeout');
-          reject(
-            new HearthError(
-              'HEARTH_E_TIMEOUT',
-              `the function did not answer within its timeout (${Math.round(this.version.spec.limits.timeoutMs)}ms)`,
-            ),
-          );
-        },
-        Math.max(0, remaining),
-      );
-      result.then(
-        (value) => {
-          clearTimeout(timer);
-          this.invocations.delete(seq);
-          resolve(value);
-        },
-        (error: unknown) => {
-          clearTimeout(timer);
-          this.invocations.delete(seq);
-          if (error instanceof GuestCrashedError) {
-            reject(
+      (error, result) => {
+        if (this.invocations.get(seq) !== entry) return;
+        this.invocations.delete(seq);
+        if (!entry.answered) {
+          entry.answered = true;
+          if (error !== undefined) {
+            respond(
               new HearthError(
                 'HEARTH_E_FN_CRASHED',
                 `the function's process crashed while serving this request (${error.message})`,
               ),
+              undefined,
             );
-          } else reject(error);
-        },
-      );
-    });
+          } else respond(undefined, result);
+        }
+        settled();
+      },
+    );
+    this.invocations.set(seq, entry);
+  }
+
+  get hasInvocations(): boolean {
+    return this.invocations.size > 0;
+  }
+
+  /**
+   * Answers 504 for invocations past their deadline, and kills those past the function's own timeout:
+   * the handler may be spinning, so the instance takes no more work and stops once the rest are done.
+   */
+  expire(now: number): void {
+    for (const [seq, entry] of this.invocations) {
+      if (!entry.answered && entry.answerBy <= now) {
+        entry.answered = true;
+        entry.respond(
+          new HearthError(
+            'HEARTH_E_TIMEOUT',
+            `the function did not answer within ${entry.timeoutMs}ms (${entry.timeoutSource})`,
+            {
+              details: { stage: 'execution', timeoutMs: entry.timeoutMs, source: entry.timeoutSource },
+            },
+          ),
+          undefined,
+        );
+      }
+      if (entry.killAt <= now) {
+        this.invocations.delete(seq);
+        this.cell.guest.abandon(seq);
+        this.drain('timeout');
+        entry.settled();
+      }
+    }
   }
 
   drain(reason: string): void {
@@ -168,8 +207,8 @@ export class Instance {
 
   /** Output with no invocation tag belongs to the only invocation in flight, when there is one. */
   private attribute(seq: number): string | undefined {
-    if (seq > 0) return this.invocations.get(seq);
-    if (this.invocations.size === 1) return this.invocations.values().next().value;
+    if (seq > 0) return this.invocations.get(seq)?.invocationId;
+    if (this.invocations.size === 1) return this.invocations.values().next().value?.invocationId;
     return undefined;
   }
 }

@@ -9,7 +9,14 @@ import { HearthError } from '../domain/errors.js';
 import { type InstanceEvent, instanceChannel } from '../domain/events.js';
 import { type FunctionRef, functionKey, type IsolationName, type RuntimeName } from '../domain/function.js';
 import type { Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
-import type { CodeProvider, FunctionStatus, LogSink, Scheduler, SchedulerOptions } from './index.js';
+import type {
+  CodeProvider,
+  FunctionStatus,
+  InvokeCallback,
+  LogSink,
+  Scheduler,
+  SchedulerOptions,
+} from './index.js';
 import { Instance } from './instance.js';
 import type { ScalingPolicy } from './keep-alive.js';
 import { StemCellPool, type StemCellPoolStats } from './stem-cells.js';
@@ -52,6 +59,8 @@ class FunctionPool {
 }
 
 const SWEEP_INTERVAL_MS = 1000;
+/** Timeouts fire within this many milliseconds of their deadline. */
+const DEADLINE_SWEEP_MS = 10;
 const BIND_TIMEOUT_MS = 30_000;
 
 export class NodeScheduler implements Scheduler {
@@ -66,6 +75,8 @@ export class NodeScheduler implements Scheduler {
   private readonly policy: ScalingPolicy;
   private readonly sweeper: NodeJS.Timeout;
   private startingTotal = 0;
+  private readonly busy = new Set<Instance>();
+  private deadlineTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(private readonly options: SchedulerOptions) {
@@ -145,55 +156,106 @@ export class NodeScheduler implements Scheduler {
     await Promise.all(stops);
   }
 
-  async invoke(ref: FunctionRef, request: InvocationRequest): Promise<InvocationResponse> {
-    const fn = this.functions.get(functionKey(ref));
-    if (fn === undefined)
-      throw new HearthError(
-        'HEARTH_E_FN_NOT_FOUND',
-        `function ${ref.name} not found in namespace ${ref.namespace}`,
-      );
-    const pool = fn.active;
-    let instance = pool.pick();
-    let cold = false;
-    let waitMs = 0;
-    if (instance === undefined) {
-      const enqueuedAt = performance.now();
-      const assignment = await this.enqueue(pool, request);
-      instance = assignment.instance;
-      cold = assignment.cold;
-      waitMs = performance.now() - enqueuedAt;
-    } else {
-      instance.inFlight += 1;
-    }
-    try {
-      const result = await instance.run(request);
-      if (result.ok) {
-        return {
-          status: result.status,
-          headers: result.headers,
-          body: result.body,
-          coldStart: cold,
-          version: instance.version.version,
-          instanceId: instance.id,
-          waitMs,
-        };
-      }
-      const { type, message, stack } = result.error;
-      this.logs.write({
-        ref,
-        version: instance.version.version,
-        instanceId: instance.id,
-        invocationId: request.invocationId,
-        stream: 'stderr',
-        text: `${stack ?? `${type}: ${message}`}\n`,
+  invoke(ref: FunctionRef, request: InvocationRequest): Promise<InvocationResponse> {
+    return new Promise((resolve, reject) => {
+      this.submit(ref, request, (error, response) => {
+        if (error !== undefined) reject(error);
+        else if (response !== undefined) resolve(response);
       });
-      throw new HearthError('HEARTH_E_FN_ERROR', `${type}: ${message}`, { details: { type } });
-    } finally {
+    });
+  }
+
+  submit(ref: FunctionRef, request: InvocationRequest, done: InvokeCallback): void {
+    const fn = this.functions.get(functionKey(ref));
+    if (fn === undefined) {
+      done(
+        new HearthError(
+          'HEARTH_E_FN_NOT_FOUND',
+          `function ${ref.name} not found in namespace ${ref.namespace}`,
+        ),
+        undefined,
+      );
+      return;
+    }
+    const pool = fn.active;
+    const instance = pool.pick();
+    if (instance !== undefined) {
+      instance.inFlight += 1;
+      this.runOn(instance, request, false, 0, done);
+      return;
+    }
+    const enqueuedAt = performance.now();
+    this.enqueue(pool, request).then(
+      (assignment) =>
+        this.runOn(assignment.instance, request, assignment.cold, performance.now() - enqueuedAt, done),
+      (error: HearthError) => done(error, undefined),
+    );
+  }
+
+  private runOn(
+    instance: Instance,
+    request: InvocationRequest,
+    cold: boolean,
+    waitMs: number,
+    done: InvokeCallback,
+  ): void {
+    this.watchDeadlines(instance);
+    const settled = (): void => {
       instance.inFlight -= 1;
       instance.served += 1;
       instance.lastUsedAt = Date.now();
       this.released(instance);
-    }
+    };
+    instance.run(
+      request,
+      (error, result) => {
+        if (error !== undefined || result === undefined) {
+          done(error ?? new HearthError('HEARTH_E_INTERNAL', 'no result'), undefined);
+          return;
+        }
+        if (result.ok) {
+          done(undefined, {
+            status: result.status,
+            headers: result.headers,
+            body: result.body,
+            coldStart: cold,
+            version: instance.version.version,
+            instanceId: instance.id,
+            waitMs,
+          });
+          return;
+        }
+        const { type, message, stack } = result.error;
+        this.logs.write({
+          ref: instance.version.ref,
+          version: instance.version.version,
+          instanceId: instance.id,
+          invocationId: request.invocationId,
+          stream: 'stderr',
+          text: `${stack ?? `${type}: ${message}`}\n`,
+        });
+        done(new HearthError('HEARTH_E_FN_ERROR', `${type}: ${message}`, { details: { type } }), undefined);
+      },
+      settled,
+    );
+  }
+
+  /** One sweep every DEADLINE_SWEEP_MS while anything is in flight, instead of one timer per request. */
+  private watchDeadlines(instance: Instance): void {
+    this.busy.add(instance);
+    if (this.deadlineTimer !== undefined) return;
+    this.deadlineTimer = setInterval(() => {
+      const now = Date.now();
+      for (const candidate of this.busy) {
+        candidate.expire(now);
+        if (!candidate.hasInvocations) this.busy.delete(candidate);
+      }
+      if (this.busy.size === 0) {
+        clearInterval(this.deadlineTimer);
+        this.deadlineTimer = undefined;
+      }
+    }, DEADLINE_SWEEP_MS);
+    this.deadlineTimer.unref();
   }
 
   status(ref: FunctionRef): FunctionStatus | undefined {
@@ -237,6 +299,7 @@ export class NodeScheduler implements Scheduler {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.sweeper);
+    clearInterval(this.deadlineTimer);
     const stops: Promise<void>[] = [];
     for (const fn of this.functions.values()) {
       for (const waiter of fn.active.waiters.splice(0)) {
@@ -447,12 +510,21 @@ export class NodeScheduler implements Scheduler {
       );
       if (!bound.ok) {
         const error = bound.error ?? { type: 'Error', message: 'unknown error' };
+        // The user's stack goes to the function's logs; an API answer never carries a stack trace.
+        if (error.stack !== undefined) {
+          this.logs.write({
+            ref: version.ref,
+            version: version.version,
+            instanceId: instance.id,
+            invocationId: undefined,
+            stream: 'stderr',
+            text: error.stack.endsWith('\n') ? error.stack : `${error.stack}\n`,
+          });
+        }
         throw new HearthError(
           'HEARTH_E_HANDLER_INVALID',
           `handler "${version.spec.handler}" could not be loaded: ${error.type}: ${error.message}`,
-          {
-            details: { type: error.type, ...(error.stack === undefined ? {} : { stack: error.stack }) },
-          },
+          { details: { type: error.type } },
         );
       }
       instance.capacity =
@@ -475,7 +547,8 @@ export class NodeScheduler implements Scheduler {
     if (pool === undefined) {
       const configured = this.options.stemCells[runtime.name] ?? 1;
       // The default (sandboxed, no egress) gets the configured pool; other combinations keep one spare.
-      const target = isolation.name === 'sandbox' && network === 'none' ? configured : Math.min(configured, 1);
+      const target =
+        isolation.name === 'sandbox' && network === 'none' ? configured : Math.min(configured, 1);
       pool = new StemCellPool(runtime, isolation, network, this.slots, target, (message) =>
         this.options.onWarning(message),
       );

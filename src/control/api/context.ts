@@ -28,6 +28,10 @@ export function refFrom(request: ApiRequest): FunctionRef {
 
 export function existing(context: ApiContext, ref: FunctionRef): StoredFunction {
   const fn = context.store.getFunction(ref);
-  if (fn === undefined) throw new HearthError('HEARTH_E_FN_NOT_FOUND', `function ${ref.name} not found in namespace ${ref.namespace}`);
+  if (fn === undefined)
+    throw new HearthError(
+      'HEARTH_E_FN_NOT_FOUND',
+      `function ${ref.name} not found in namespace ${ref.namespace}`,
+    );
   return fn;
 }

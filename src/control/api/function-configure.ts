@@ -17,7 +17,11 @@ export function configureFunction(context: ApiContext): Route {
       const manifest = parseJsonBody(await readBody(request.req, MAX_MANIFEST_BYTES));
       const outcome = await context.deployer.configure(ref, manifest);
       const fn = context.store.getFunction(ref);
-      sendJson(request.res, 200, { unchanged: outcome.unchanged, deployment: outcome.deployment, function: fn === undefined ? null : detailOf(context, fn) });
+      sendJson(request.res, 200, {
+        unchanged: outcome.unchanged,
+        deployment: outcome.deployment,
+        function: fn === undefined ? null : detailOf(context, fn),
+      });
     },
   };
 }

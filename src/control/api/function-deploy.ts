@@ -4,14 +4,20 @@
  */
 
 import type { ServerResponse } from 'node:http';
-import { HearthError, errorBody, isHearthError } from '../../domain/errors.js';
+import { errorBody, HearthError, isHearthError } from '../../domain/errors.js';
 import { sendJson } from '../../gateway/index.js';
 import { type ApiContext, refFrom } from './context.js';
 import { detailOf } from './function-get.js';
 import type { Route } from './router.js';
 import type { DeployEvent } from './types.js';
 
-const ARCHIVE_TYPES = new Set(['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/x-tar+gzip', 'application/tar+gzip']);
+const ARCHIVE_TYPES = new Set([
+  'application/gzip',
+  'application/x-gzip',
+  'application/octet-stream',
+  'application/x-tar+gzip',
+  'application/tar+gzip',
+]);
 
 export function deployFunction(context: ApiContext): Route {
   return {
@@ -20,16 +26,24 @@ export function deployFunction(context: ApiContext): Route {
     summary: 'Deploy code: body is a tar.gz with hearth.yaml at its root',
     handle: async (request) => {
       const ref = refFrom(request);
-      const contentType = (request.req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+      const contentType =
+        (request.req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
       if (!ARCHIVE_TYPES.has(contentType)) {
-        throw new HearthError('HEARTH_E_BAD_REQUEST', `Content-Type: got "${contentType || 'none'}", expected application/gzip (a .tar.gz of the function folder)`);
+        throw new HearthError(
+          'HEARTH_E_BAD_REQUEST',
+          `Content-Type: got "${contentType || 'none'}", expected application/gzip (a .tar.gz of the function folder)`,
+        );
       }
       const verify = request.query.get('verify') !== 'false';
       const streaming = (request.req.headers.accept ?? '').includes('application/x-ndjson');
       if (!streaming) {
         const outcome = await context.deployer.deployArchive(ref, request.req, () => {}, { verify });
         const fn = context.store.getFunction(ref);
-        sendJson(request.res, 200, { unchanged: outcome.unchanged, deployment: outcome.deployment, function: fn === undefined ? null : detailOf(context, fn) });
+        sendJson(request.res, 200, {
+          unchanged: outcome.unchanged,
+          deployment: outcome.deployment,
+          function: fn === undefined ? null : detailOf(context, fn),
+        });
         return;
       }
       const res = request.res;
@@ -38,10 +52,16 @@ export function deployFunction(context: ApiContext): Route {
       try {
         const outcome = await context.deployer.deployArchive(ref, request.req, emit, { verify });
         const fn = context.store.getFunction(ref);
-        if (fn !== undefined) emit({ event: 'result', function: detailOf(context, fn), deployment: outcome.deployment });
+        if (fn !== undefined)
+          emit({ event: 'result', function: detailOf(context, fn), deployment: outcome.deployment });
       } catch (error) {
         if (!isHearthError(error)) context.onInternal(error);
-        const failure = isHearthError(error) ? error : new HearthError('HEARTH_E_INTERNAL', 'an internal error occurred; the platform log has the details');
+        const failure = isHearthError(error)
+          ? error
+          : new HearthError(
+              'HEARTH_E_INTERNAL',
+              'an internal error occurred; the platform log has the details',
+            );
         emit({ event: 'error', error: errorBody(failure).error });
         // The upload may not have been read to its end; drain it so the client sees the event.
         request.req.resume();

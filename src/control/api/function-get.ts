@@ -19,5 +19,10 @@ export function describeFunction(context: ApiContext): Route {
 }
 
 export function detailOf(context: ApiContext, fn: ReturnType<typeof existing>) {
-  return toDetail(fn, context.scheduler.status(fn), context.store.versions(fn, 10), context.store.lastDeployment(fn));
+  return toDetail(
+    fn,
+    context.scheduler.status(fn),
+    context.store.versions(fn, 10),
+    context.store.lastDeployment(fn),
+  );
 }

@@ -56,14 +56,17 @@ function parseLogQuery(namespace: string, name: string, params: URLSearchParams)
   if (since !== null && since !== '') {
     const ago = parseDuration(since);
     sinceMs = ago !== undefined ? Date.now() - ago : Date.parse(since);
-    if (Number.isNaN(sinceMs)) throw invalidField('since', since, 'a duration such as "10m" or an ISO-8601 time');
+    if (Number.isNaN(sinceMs))
+      throw invalidField('since', since, 'a duration such as "10m" or an ISO-8601 time');
   }
   const limitText = params.get('limit');
   const limit = limitText === null ? DEFAULT_LIMIT : Number(limitText);
-  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) throw invalidField('limit', limitText, `an integer from 1 to ${MAX_LIMIT}`);
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT)
+    throw invalidField('limit', limitText, `an integer from 1 to ${MAX_LIMIT}`);
   const afterText = params.get('after');
   const after = afterText === null ? undefined : Number(afterText);
-  if (after !== undefined && !Number.isInteger(after)) throw invalidField('after', afterText, 'a log record id');
+  if (after !== undefined && !Number.isInteger(after))
+    throw invalidField('after', afterText, 'a log record id');
   const invocation = params.get('invocation');
   const text = params.get('q');
   return {

@@ -37,16 +37,23 @@ function buildDocument(routes: readonly Route[], version: string): unknown {
       parameters,
       responses: {
         '200': { description: 'Success', content: { 'application/json': {} } },
-        default: { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        default: {
+          description: 'Error',
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+        },
       },
     };
     if (route.method === 'PUT') {
-      operation.requestBody = { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/Function' } } } };
+      operation.requestBody = {
+        required: true,
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Function' } } },
+      };
     }
     if (route.path.endsWith('/deploy')) {
       operation.requestBody = {
         required: true,
-        description: 'A gzip-compressed tar of the function folder with hearth.yaml (a Function resource) at its root',
+        description:
+          'A gzip-compressed tar of the function folder with hearth.yaml (a Function resource) at its root',
         content: { 'application/gzip': { schema: { type: 'string', format: 'binary' } } },
       };
     }
@@ -55,8 +62,24 @@ function buildDocument(routes: readonly Route[], version: string): unknown {
   paths['/function/{name}'] = {
     summary: 'Invoke a function (any method; add /rest/of/path; name.namespace for other namespaces)',
     parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }],
-    get: { responses: { '200': { description: "The function's response" }, default: { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } } } },
-    post: { responses: { '200': { description: "The function's response" }, default: { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } } } },
+    get: {
+      responses: {
+        '200': { description: "The function's response" },
+        default: {
+          description: 'Error',
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+        },
+      },
+    },
+    post: {
+      responses: {
+        '200': { description: "The function's response" },
+        default: {
+          description: 'Error',
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+        },
+      },
+    },
   };
   return {
     openapi: '3.1.0',

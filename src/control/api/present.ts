@@ -69,7 +69,11 @@ export function toDetail(
     activeInstances: status?.instances ?? [],
     startingInstances: status?.starting ?? 0,
     queuedRequests: status?.queued ?? 0,
-    versions: versions.map((version) => ({ version: version.version, createdAt: version.createdAt, codeHash: version.codeHash })),
+    versions: versions.map((version) => ({
+      version: version.version,
+      createdAt: version.createdAt,
+      codeHash: version.codeHash,
+    })),
     lastDeployment: lastDeployment === undefined ? null : toDeploymentSummary(lastDeployment),
     createdAt: fn.createdAt,
   };

@@ -54,7 +54,10 @@ export function createRouter(routes: readonly Route[], onInternal: (error: unkno
     sendError(
       res,
       pathMatched
-        ? new HearthError('HEARTH_E_METHOD_NOT_ALLOWED', `${req.method ?? 'GET'} is not allowed on ${url.pathname}`)
+        ? new HearthError(
+            'HEARTH_E_METHOD_NOT_ALLOWED',
+            `${req.method ?? 'GET'} is not allowed on ${url.pathname}`,
+          )
         : new HearthError('HEARTH_E_NOT_FOUND', `no API route for ${url.pathname}`),
     );
   };

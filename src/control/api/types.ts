@@ -126,4 +126,15 @@ export interface HealthResponse {
   >;
   readonly functions: number;
   readonly instances: number;
+  /** The runtime cache: pre-started generic runtimes per runtime/isolation/network. */
+  readonly stemCells: readonly {
+    readonly runtime: string;
+    readonly isolation: string;
+    readonly network: string;
+    readonly ready: number;
+    readonly starting: number;
+    readonly target: number;
+    readonly taken: number;
+    readonly misses: number;
+  }[];
 }

@@ -6,7 +6,7 @@
  */
 
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, copyFile, mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HearthError } from '../../domain/errors.js';
 import type { DependencyManifest, Isolation, Runtime } from '../../runtime/index.js';
@@ -52,7 +52,11 @@ export class LayerStore {
 
   async keyOf(runtime: Runtime, sourceDir: string, manifest: DependencyManifest): Promise<string> {
     const hash = createHash('sha256').update(`${runtime.name}\0${runtime.abi}\0`);
-    for (const file of manifest.files) hash.update(`${file}\0`).update(await readFile(join(sourceDir, file))).update('\0');
+    for (const file of manifest.files)
+      hash
+        .update(`${file}\0`)
+        .update(await readFile(join(sourceDir, file)))
+        .update('\0');
     return `${runtime.name}-${hash.digest('hex').slice(0, 32)}`;
   }
 
@@ -83,14 +87,29 @@ export class LayerStore {
     await mkdir(work, { recursive: true, mode: 0o755 });
     await mkdir(cache, { recursive: true, mode: 0o755 });
     try {
-      for (const file of request.manifest.files) await copyFile(join(request.sourceDir, file), join(work, file));
+      for (const file of request.manifest.files)
+        await copyFile(join(request.sourceDir, file), join(work, file));
       const step = request.runtime.buildCommand(work, cache, request.manifest);
-      const outcome = await request.isolation.run({ ...step, workDir: work, cacheDir: cache, timeoutMs: this.timeoutMs, onOutput: request.onOutput });
+      const outcome = await request.isolation.run({
+        ...step,
+        workDir: work,
+        cacheDir: cache,
+        timeoutMs: this.timeoutMs,
+        onOutput: request.onOutput,
+      });
       if (!outcome.ok) {
-        const last = outcome.tail.split('\n').filter((line) => line.trim() !== '').slice(-1)[0] ?? 'no output';
-        throw new HearthError('HEARTH_E_BUILD_FAILED', `installing dependencies from ${request.manifest.files.join(' + ')} failed (exit ${outcome.exitCode ?? 'none'}): ${last}`, {
-          details: { output: outcome.tail },
-        });
+        const last =
+          outcome.tail
+            .split('\n')
+            .filter((line) => line.trim() !== '')
+            .slice(-1)[0] ?? 'no output';
+        throw new HearthError(
+          'HEARTH_E_BUILD_FAILED',
+          `installing dependencies from ${request.manifest.files.join(' + ')} failed (exit ${outcome.exitCode ?? 'none'}): ${last}`,
+          {
+            details: { output: outcome.tail },
+          },
+        );
       }
       const output = join(work, request.runtime.layerOutput);
       await mkdir(output, { recursive: true });

@@ -276,6 +276,16 @@ describe('receiveArchive: limits and corrupt input', () => {
     });
   });
 
+  it('counts archive entries, not the parent directories tar creates for them', async () => {
+    const tree = await receive(
+      tarGz(member('a/b/c.txt', 'c'), member('a/b/d.txt', 'd'), member('a/e.txt', 'e')),
+      {
+        maxFiles: 3,
+      },
+    );
+    expect(await readFile(join(tree.dir, 'a', 'b', 'd.txt'), 'utf8')).toBe('d');
+  });
+
   it('refuses a gzip bomb whose trailer claims a tiny size, before inflating it', async () => {
     const bomb = tarGz(member('zeros.bin', Buffer.alloc(64 * MiB)));
     bomb.writeUInt32LE(10, bomb.length - 4); // ISIZE: "10 bytes uncompressed"

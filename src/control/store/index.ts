@@ -51,7 +51,10 @@ export interface Store {
   commitVersion(ref: FunctionRef, version: number, data: NewVersion): StoredVersion;
   deleteFunction(ref: FunctionRef): boolean;
   startDeployment(ref: FunctionRef): string;
-  finishDeployment(id: string, outcome: Pick<StoredDeployment, 'status' | 'version' | 'error' | 'phases'>): void;
+  finishDeployment(
+    id: string,
+    outcome: Pick<StoredDeployment, 'status' | 'version' | 'error' | 'phases'>,
+  ): void;
   lastDeployment(ref: FunctionRef): StoredDeployment | undefined;
   /** Code hashes referenced by any retained version, so unreferenced packages can be collected. */
   codeHashesInUse(): Set<string>;

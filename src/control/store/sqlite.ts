@@ -101,14 +101,16 @@ export class SqliteStore implements Store {
     const rows =
       namespace === undefined
         ? (this.db.prepare(`${FUNCTION_SELECT} ORDER BY f.namespace, f.name`).all() as FunctionRow[])
-        : (this.db.prepare(`${FUNCTION_SELECT} WHERE f.namespace = ? ORDER BY f.name`).all(namespace) as FunctionRow[]);
+        : (this.db
+            .prepare(`${FUNCTION_SELECT} WHERE f.namespace = ? ORDER BY f.name`)
+            .all(namespace) as FunctionRow[]);
     return rows.map(toFunction);
   }
 
   getFunction(ref: FunctionRef): StoredFunction | undefined {
-    const row = this.db.prepare(`${FUNCTION_SELECT} WHERE f.namespace = ? AND f.name = ?`).get(ref.namespace, ref.name) as
-      | FunctionRow
-      | undefined;
+    const row = this.db
+      .prepare(`${FUNCTION_SELECT} WHERE f.namespace = ? AND f.name = ?`)
+      .get(ref.namespace, ref.name) as FunctionRow | undefined;
     return row === undefined ? undefined : toFunction(row);
   }
 
@@ -134,7 +136,18 @@ export class SqliteStore implements Store {
           `INSERT INTO versions (namespace, name, version, manifest, code_hash, code_files, code_bytes, deps_key, deps_mount, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(ref.namespace, ref.name, version, JSON.stringify(data.manifest), data.codeHash, data.codeFiles, data.codeBytes, data.depsKey, data.depsMount, now);
+        .run(
+          ref.namespace,
+          ref.name,
+          version,
+          JSON.stringify(data.manifest),
+          data.codeHash,
+          data.codeFiles,
+          data.codeBytes,
+          data.depsKey,
+          data.depsMount,
+          now,
+        );
       this.db
         .prepare(
           `INSERT INTO functions (namespace, name, active_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
@@ -157,10 +170,16 @@ export class SqliteStore implements Store {
 
   deleteFunction(ref: FunctionRef): boolean {
     const remove = this.db.transaction(() => {
-      const result = this.db.prepare('DELETE FROM functions WHERE namespace = ? AND name = ?').run(ref.namespace, ref.name);
+      const result = this.db
+        .prepare('DELETE FROM functions WHERE namespace = ? AND name = ?')
+        .run(ref.namespace, ref.name);
       this.db.prepare('DELETE FROM versions WHERE namespace = ? AND name = ?').run(ref.namespace, ref.name);
-      this.db.prepare('DELETE FROM deployments WHERE namespace = ? AND name = ?').run(ref.namespace, ref.name);
-      this.db.prepare('DELETE FROM version_counters WHERE namespace = ? AND name = ?').run(ref.namespace, ref.name);
+      this.db
+        .prepare('DELETE FROM deployments WHERE namespace = ? AND name = ?')
+        .run(ref.namespace, ref.name);
+      this.db
+        .prepare('DELETE FROM version_counters WHERE namespace = ? AND name = ?')
+        .run(ref.namespace, ref.name);
       return result.changes > 0;
     });
     return remove();
@@ -169,7 +188,9 @@ export class SqliteStore implements Store {
   startDeployment(ref: FunctionRef): string {
     const id = randomUUID();
     this.db
-      .prepare(`INSERT INTO deployments (id, namespace, name, version, status, error, phases, started_at) VALUES (?, ?, ?, NULL, 'running', NULL, '{}', ?)`)
+      .prepare(
+        `INSERT INTO deployments (id, namespace, name, version, status, error, phases, started_at) VALUES (?, ?, ?, NULL, 'running', NULL, '{}', ?)`,
+      )
       .run(id, ref.namespace, ref.name, new Date().toISOString());
     this.db
       .prepare(
@@ -180,9 +201,14 @@ export class SqliteStore implements Store {
     return id;
   }
 
-  finishDeployment(id: string, outcome: Pick<StoredDeployment, 'status' | 'version' | 'error' | 'phases'>): void {
+  finishDeployment(
+    id: string,
+    outcome: Pick<StoredDeployment, 'status' | 'version' | 'error' | 'phases'>,
+  ): void {
     this.db
-      .prepare('UPDATE deployments SET status = ?, version = ?, error = ?, phases = ?, finished_at = ? WHERE id = ?')
+      .prepare(
+        'UPDATE deployments SET status = ?, version = ?, error = ?, phases = ?, finished_at = ? WHERE id = ?',
+      )
       .run(
         outcome.status,
         outcome.version,
@@ -195,7 +221,9 @@ export class SqliteStore implements Store {
 
   lastDeployment(ref: FunctionRef): StoredDeployment | undefined {
     const row = this.db
-      .prepare('SELECT * FROM deployments WHERE namespace = ? AND name = ? ORDER BY started_at DESC, rowid DESC LIMIT 1')
+      .prepare(
+        'SELECT * FROM deployments WHERE namespace = ? AND name = ? ORDER BY started_at DESC, rowid DESC LIMIT 1',
+      )
       .get(ref.namespace, ref.name) as DeploymentRow | undefined;
     if (row === undefined) return undefined;
     return {
@@ -237,5 +265,11 @@ function toVersion(row: VersionRow): StoredVersion {
 }
 
 function toFunction(row: FunctionRow): StoredFunction {
-  return { namespace: row.namespace, name: row.name, createdAt: row.fn_created_at, updatedAt: row.updated_at, active: toVersion(row) };
+  return {
+    namespace: row.namespace,
+    name: row.name,
+    createdAt: row.fn_created_at,
+    updatedAt: row.updated_at,
+    active: toVersion(row),
+  };
 }

@@ -36,10 +36,8 @@ export interface GuestExit {
   readonly signal: NodeJS.Signals | null;
 }
 
-interface Pending {
-  resolve(result: GuestResult): void;
-  reject(error: Error): void;
-}
+/** Called once per invocation: with the guest's result, or with GuestCrashedError if the process died. */
+export type GuestCallback = (error: GuestCrashedError | undefined, result: GuestResult | undefined) => void;
 
 export class GuestCrashedError extends Error {
   constructor(readonly exit: GuestExit) {
@@ -58,10 +56,11 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   readonly pid: number;
   readonly ready: Promise<{ runtime: string; pid: number }>;
   private readonly channel: Socket;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new Map<number, GuestCallback>();
   private bindWaiter: ((message: BoundMessage) => void) | undefined;
   private nextSeq = 1;
-  private corked = false;
+  private outbox: Buffer[] = [];
+  private outboxBytes = 0;
   private exitInfo: GuestExit | undefined;
 
   constructor(private readonly child: ChildProcess) {
@@ -95,8 +94,9 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
       this.exitInfo = exit;
       const error = new GuestCrashedError(exit);
       failReady(error);
-      for (const waiter of this.pending.values()) waiter.reject(error);
+      const callbacks = [...this.pending.values()];
       this.pending.clear();
+      for (const callback of callbacks) callback(error, undefined);
       this.bindWaiter?.({ ok: false, error: { type: 'Crashed', message: error.message } });
       this.bindWaiter = undefined;
       this.emit('exit', exit);
@@ -126,19 +126,21 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     });
   }
 
-  /** Sends one invocation; `seq` identifies its logs. Rejects with GuestCrashedError if the process dies. */
-  invoke(meta: InvokeMeta, body: Buffer): { seq: number; result: Promise<GuestResult> } {
+  /**
+   * Sends one invocation and returns its sequence number (which tags its logs). Callback-based rather
+   * than a promise because this is the per-request hot path (measured in bench/RESULTS.md).
+   */
+  invoke(meta: InvokeMeta, body: Buffer, callback: GuestCallback): number {
     const seq = this.nextSeq;
     this.nextSeq = seq >= 0xffff_fffe ? 1 : seq + 1;
-    const result = new Promise<GuestResult>((resolve, reject) => {
-      if (this.exitInfo !== undefined) {
-        reject(new GuestCrashedError(this.exitInfo));
-        return;
-      }
-      this.pending.set(seq, { resolve, reject });
-      this.write(encodeFrame(FrameType.Invoke, seq, meta, body));
-    });
-    return { seq, result };
+    if (this.exitInfo !== undefined) {
+      const error = new GuestCrashedError(this.exitInfo);
+      process.nextTick(() => callback(error, undefined));
+      return seq;
+    }
+    this.pending.set(seq, callback);
+    this.write(encodeFrame(FrameType.Invoke, seq, meta, body));
+    return seq;
   }
 
   /** Forgets an invocation the host gave up on (timed out); a late result is dropped. */
@@ -167,33 +169,37 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   }
 
   private write(frame: Buffer): void {
-    // Frames written in one tick leave in one syscall: under load this batches many invocations.
-    if (!this.corked) {
-      this.corked = true;
-      this.channel.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.channel.uncork();
-      });
-    }
-    this.channel.write(frame);
+    // Frames queued during one event-loop turn leave in one write after the poll phase, so requests
+    // arriving on many gateway connections at once share a syscall (nextTick would flush per socket).
+    this.outbox.push(frame);
+    this.outboxBytes += frame.length;
+    if (this.outbox.length === 1) setImmediate(this.flush);
   }
+
+  private readonly flush = (): void => {
+    const frames = this.outbox;
+    if (frames.length === 0) return;
+    const data = frames.length === 1 ? (frames[0] as Buffer) : Buffer.concat(frames, this.outboxBytes);
+    this.outbox = [];
+    this.outboxBytes = 0;
+    if (this.exitInfo === undefined) this.channel.write(data);
+  };
 
   private onFrame(frame: Frame, markReady: (info: { runtime: string; pid: number }) => void): void {
     switch (frame.type) {
       case FrameType.Result: {
-        const waiter = this.pending.get(frame.id);
-        if (waiter === undefined) return;
+        const callback = this.pending.get(frame.id);
+        if (callback === undefined) return;
         this.pending.delete(frame.id);
         const meta = frame.meta as ResultMeta;
-        waiter.resolve({ ok: true, status: meta.status, headers: meta.headers, body: frame.body });
+        callback(undefined, { ok: true, status: meta.status, headers: meta.headers, body: frame.body });
         return;
       }
       case FrameType.Error: {
-        const waiter = this.pending.get(frame.id);
-        if (waiter === undefined) return;
+        const callback = this.pending.get(frame.id);
+        if (callback === undefined) return;
         this.pending.delete(frame.id);
-        waiter.resolve({ ok: false, error: frame.meta as ErrorMeta });
+        callback(undefined, { ok: false, error: frame.meta as ErrorMeta });
         return;
       }
       case FrameType.Log:

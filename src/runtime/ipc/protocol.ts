@@ -140,7 +140,8 @@ export interface InvokeMeta {
   readonly method: string;
   readonly path: string;
   readonly rawQuery: string;
-  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** Node's rawHeaders: names in their original case, `[name, value, name, value, ...]`. */
+  readonly rawHeaders: readonly string[];
   /** Epoch milliseconds. */
   readonly deadline: number;
   readonly sourceIp: string;
@@ -148,7 +149,8 @@ export interface InvokeMeta {
 
 export interface ResultMeta {
   readonly status: number;
-  readonly headers: Readonly<Record<string, string | readonly string[]>>;
+  /** Flat `[name, value, ...]`; a name repeats for a multi-valued header such as set-cookie. */
+  readonly headers: readonly string[];
 }
 
 export interface ErrorMeta {

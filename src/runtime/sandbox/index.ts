@@ -143,7 +143,11 @@ export class SandboxIsolation implements Isolation {
 
   /** Sharing the host's network also needs its resolver and CA files. */
   private networkFiles(): string[] {
-    return NETWORK_ETC.filter((path) => existsSync(path) && path !== '/etc/hosts').flatMap((path) => ['--ro-bind', path, path]);
+    return NETWORK_ETC.filter((path) => existsSync(path) && path !== '/etc/hosts').flatMap((path) => [
+      '--ro-bind',
+      path,
+      path,
+    ]);
   }
 
   private identityArgs(): string[] {

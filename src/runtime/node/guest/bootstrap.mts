@@ -48,7 +48,7 @@ interface Invoke {
   method: string;
   path: string;
   rawQuery: string;
-  headers: Record<string, string | string[] | undefined>;
+  rawHeaders: string[];
   deadline: number;
   sourceIp: string;
 }
@@ -167,9 +167,9 @@ async function loadHandler(bind: Bind): Promise<{ fn: Handler; commonJsNamed: bo
   if (typeof fn !== 'function') {
     const wanted =
       exportName === undefined
-        ? 'a default export (or an export named "handler")'
-        : `an export named "${exportName}"`;
-    throw Object.assign(new Error(`${modulePath} has no ${wanted} that is a function`), {
+        ? 'a default export (or an export named "handler") that is a function'
+        : `a function exported as "${exportName}"`;
+    throw Object.assign(new Error(`module "${modulePath}" has no ${wanted}`), {
       name: 'HandlerNotFound',
     });
   }
@@ -211,6 +211,52 @@ function parseQuery(raw: string): Record<string, string | string[]> {
   return query;
 }
 
+/** Request headers whose repeats Node drops rather than joins (its own `req.headers` rule). */
+const SINGLE_VALUED = new Set([
+  'age',
+  'authorization',
+  'content-length',
+  'content-type',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-modified-since',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'referer',
+  'retry-after',
+  'server',
+  'user-agent',
+]);
+
+/** The raw `[name, value, ...]` list as a plain object with lower-case names, repeats joined. */
+function headerObject(raw: readonly string[]): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const value = raw[i + 1] as string;
+    const previous = headers[name];
+    if (previous === undefined) headers[name] = value;
+    else if (!SINGLE_VALUED.has(name))
+      headers[name] = `${previous}${name === 'cookie' ? '; ' : ', '}${value}`;
+  }
+  return headers;
+}
+
+function flatHeaders(headers: Record<string, string | string[]>): string[] {
+  const flat: string[] = [];
+  for (const name in headers) {
+    const value = headers[name];
+    if (Array.isArray(value)) for (const item of value) flat.push(name, item);
+    else if (value !== undefined) flat.push(name, value);
+  }
+  return flat;
+}
+
 function contentTypeOf(headers: Record<string, unknown>): string {
   const value = headers['content-type'];
   return typeof value === 'string' ? value.toLowerCase() : '';
@@ -234,27 +280,24 @@ function hearthBody(body: Buffer, contentType: string): unknown {
 }
 
 function hearthEvent(meta: Invoke, body: Buffer): unknown {
+  const headers = headerObject(meta.rawHeaders);
   return {
     method: meta.method,
     path: meta.path,
     query: parseQuery(meta.rawQuery),
     rawQuery: meta.rawQuery,
-    headers: meta.headers,
-    body: hearthBody(body, contentTypeOf(meta.headers)),
+    headers,
+    body: hearthBody(body, contentTypeOf(headers)),
   };
 }
 
 /** The API Gateway HTTP API (payload 2.0) event that Lambda handlers expect. */
 function lambdaEvent(meta: Invoke, body: Buffer): unknown {
-  const contentType = contentTypeOf(meta.headers);
+  const headers = headerObject(meta.rawHeaders);
+  const contentType = contentTypeOf(headers);
   const textual = body.length === 0 || JSONISH.test(contentType) || TEXTUAL.test(contentType);
-  const headers: Record<string, string> = {};
-  let cookies: string[] | undefined;
-  for (const [name, value] of Object.entries(meta.headers)) {
-    if (value === undefined) continue;
-    if (name === 'cookie') cookies = String(value).split(/;\s*/);
-    else headers[name] = Array.isArray(value) ? value.join(',') : value;
-  }
+  const cookies = headers.cookie?.split(/;\s*/);
+  delete headers.cookie;
   const query: Record<string, string> = {};
   for (const [key, value] of new URLSearchParams(meta.rawQuery))
     query[key] = key in query ? `${query[key]},${value}` : value;
@@ -332,8 +375,10 @@ async function toResponse(value: unknown): Promise<HttpResult> {
   if (typeof globalThis.Response === 'function' && value instanceof globalThis.Response) {
     const headers: Record<string, string | string[]> = {};
     value.headers.forEach((v, k) => {
-      headers[k] = v;
+      if (k !== 'set-cookie') headers[k] = v;
     });
+    const cookies = value.headers.getSetCookie();
+    if (cookies.length > 0) headers['set-cookie'] = cookies;
     return { status: value.status, headers, body: Buffer.from(await value.arrayBuffer()) };
   }
   if (value !== null && typeof value === 'object' && !isBytes(value) && 'statusCode' in value) {
@@ -400,7 +445,7 @@ async function toResponse(value: unknown): Promise<HttpResult> {
 function userStack(stack: string): string {
   return stack
     .split('\n')
-    .filter((line) => !line.includes('bootstrap.mjs') && !line.includes('node:internal/'))
+    .filter((line) => !line.includes('bootstrap.mjs') && !/\(?node:[a-z_/]+:\d+/.test(line))
     .join('\n');
 }
 
@@ -442,7 +487,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
     const event = lambdaFormat ? lambdaEvent(meta, body) : hearthEvent(meta, body);
     const result = await current.run(id, () => call(fn, event, context(meta, bind)));
     const response = await toResponse(result);
-    send(T_RESULT, id, { status: response.status, headers: response.headers }, response.body);
+    send(T_RESULT, id, { status: response.status, headers: flatHeaders(response.headers) }, response.body);
   } catch (error) {
     send(T_ERROR, id, describe(error));
   } finally {
@@ -503,7 +548,7 @@ async function warmUp(): Promise<void> {
     method: 'POST',
     path: '/',
     rawQuery: 'a=1&a=2',
-    headers: { 'content-type': 'application/json' },
+    rawHeaders: ['Content-Type', 'application/json'],
     deadline: Date.now(),
     sourceIp: '127.0.0.1',
   };

@@ -102,12 +102,17 @@ class LogStream:
         return True
 
 
+def user_frames(tb):
+    """The traceback without the guest's own frames or the import machinery: only the user's code."""
+    frames = [frame for frame in traceback.extract_tb(tb) if frame.filename != __file__ and not frame.filename.startswith("<frozen ")]
+    return traceback.StackSummary.from_list(frames)
+
+
 def describe(error):
-    return {
-        "type": type(error).__name__,
-        "message": str(error),
-        "stack": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-    }
+    lines = ["Traceback (most recent call last):\n"] if error.__traceback__ else []
+    lines += user_frames(error.__traceback__).format()
+    lines += traceback.format_exception_only(type(error), error)
+    return {"type": type(error).__name__, "message": str(error), "stack": "".join(lines)}
 
 
 class Reserved:
@@ -182,8 +187,28 @@ def parse_query(raw):
     return query
 
 
+SINGLE_VALUED = frozenset((
+    "age", "authorization", "content-length", "content-type", "etag", "expires", "from", "host",
+    "if-modified-since", "if-unmodified-since", "last-modified", "location", "max-forwards",
+    "proxy-authorization", "referer", "retry-after", "server", "user-agent",
+))
+
+
+def header_dict(raw):
+    """The raw [name, value, ...] list as a dict with lower-case names, repeats joined as Node does."""
+    headers = {}
+    for i in range(0, len(raw) - 1, 2):
+        name, value = raw[i].lower(), raw[i + 1]
+        previous = headers.get(name)
+        if previous is None:
+            headers[name] = value
+        elif name not in SINGLE_VALUED:
+            headers[name] = previous + ("; " if name == "cookie" else ", ") + value
+    return headers
+
+
 def hearth_event(meta, body):
-    headers = meta["headers"]
+    headers = header_dict(meta["rawHeaders"])
     content_type = str(headers.get("content-type", "")).lower()
     value = None
     if body:
@@ -208,14 +233,14 @@ def hearth_event(meta, body):
 
 
 def lambda_event(meta, body):
-    headers = {k: (",".join(v) if isinstance(v, list) else v) for k, v in meta["headers"].items() if k != "cookie"}
+    headers = header_dict(meta["rawHeaders"])
+    cookie = headers.pop("cookie", None)
     content_type = str(headers.get("content-type", "")).lower()
     textual = not body or is_json(content_type) or is_text(content_type)
     query = {}
     for key, value in parse_qsl(meta["rawQuery"], keep_blank_values=True):
         query[key] = f"{query[key]},{value}" if key in query else value
     now = int(time.time() * 1000)
-    cookie = meta["headers"].get("cookie")
     return {
         "version": "2.0",
         "routeKey": "$default",
@@ -329,9 +354,20 @@ class Function:
         return self.fn()
 
 
+def flat_headers(headers):
+    flat = []
+    for name, value in headers.items():
+        if isinstance(value, list):
+            for item in value:
+                flat.extend((name, item))
+        else:
+            flat.extend((name, value))
+    return flat
+
+
 def reply(ident, value):
     status, headers, body = to_response(value)
-    send(T_RESULT, ident, {"status": status, "headers": headers}, body)
+    send(T_RESULT, ident, {"status": status, "headers": flat_headers(headers)}, body)
 
 
 def flush_logs():

@@ -1,0 +1,201 @@
+// Shared benchmark plumbing: start servers, deploy functions, generate load, summarise latencies.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import * as tar from 'tar';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const BIN = join(ROOT, 'bin', 'hearth.js');
+
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return Number.NaN;
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[index];
+}
+
+export function summarise(samples) {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return {
+    n: sorted.length,
+    p50: percentile(sorted, 50),
+    p95: percentile(sorted, 95),
+    p99: percentile(sorted, 99),
+    min: sorted[0],
+    max: sorted.at(-1),
+  };
+}
+
+export const round = (value, digits = 2) => Number(value.toFixed(digits));
+
+/** Starts `hearth up` with a config file; resolves when it logs "hearth ready". */
+export async function startHearth(config = {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hearth-bench-'));
+  const configFile = join(dataDir, 'config.yaml');
+  writeFileSync(configFile, JSON.stringify({ logLevel: 'warn', ...config }));
+  const child = spawn(
+    process.execPath,
+    [BIN, 'up', '--port', '0', '--data-dir', join(dataDir, 'data'), '--no-examples', '--config', configFile],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`hearth did not start:\n${stderr}`)), 60_000);
+    child.once('exit', (code) => reject(new Error(`hearth exited ${code}:\n${stderr}`)));
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      const match = line.match(/listening on (http:\/\/\S+)/);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+  });
+  return {
+    url,
+    dataDir: join(dataDir, 'data'),
+    pid: child.pid,
+    async stop() {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function packFolder(folder) {
+  const chunks = [];
+  for await (const chunk of tar.c({ gzip: true, cwd: folder, portable: true }, readdirSync(folder)))
+    chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+export async function deploy(url, folder, name, { namespace = 'default', verify = true } = {}) {
+  const started = performance.now();
+  const response = await fetch(
+    `${url}/api/v1/namespaces/${namespace}/functions/${name}/deploy${verify ? '' : '?verify=false'}`,
+    {
+      method: 'POST',
+      headers: { 'content-type': 'application/gzip' },
+      body: await packFolder(folder),
+    },
+  );
+  const body = await response.json();
+  if (!response.ok) throw new Error(`deploy ${name} failed: ${JSON.stringify(body)}`);
+  return { ms: performance.now() - started, body };
+}
+
+export async function api(url, method, path) {
+  const response = await fetch(`${url}${path}`, { method });
+  return response.json();
+}
+
+/** Time to the response's first byte (headers) on an already-open keep-alive connection. */
+export function timeToFirstByte(url, path, agent) {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = request(`${url}${path}`, { agent }, (res) => {
+      const ttfb = performance.now() - started;
+      const cold = res.headers['x-hearth-cold-start'] === '1';
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => {
+        body += chunk;
+      });
+      res.on('end', () => resolve({ ttfb, status: res.statusCode, cold, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export function ensureWrk() {
+  if (spawnSync('wrk', ['--version'], { stdio: 'ignore' }).error === undefined) return true;
+  if (process.getuid?.() !== 0 || !existsSync('/usr/bin/apt-get')) return false;
+  process.stderr.write('bench setup: installing wrk (apt-get)\n');
+  try {
+    execFileSync('apt-get', ['install', '-y', '-qq', 'wrk'], {
+      stdio: 'ignore',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
+  } catch {
+    execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore' });
+    execFileSync('apt-get', ['install', '-y', '-qq', 'wrk'], {
+      stdio: 'ignore',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
+  }
+  return spawnSync('wrk', ['--version'], { stdio: 'ignore' }).error === undefined;
+}
+
+function toMs(value, unit) {
+  const n = Number(value);
+  return unit === 'us' ? n / 1000 : unit === 's' ? n * 1000 : n;
+}
+
+/** Closed-loop load with wrk (C, one thread: leaves the most CPU to the servers under test). */
+export function wrk(target, { connections, seconds }) {
+  const out = execFileSync('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', target], {
+    encoding: 'utf8',
+  });
+  const rps = Number(out.match(/Requests\/sec:\s+([\d.]+)/)?.[1]);
+  const latency = (p) => {
+    const match = out.match(new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`));
+    return match ? toMs(match[1], match[2]) : Number.NaN;
+  };
+  const errors =
+    Number(out.match(/Non-2xx or 3xx responses:\s+(\d+)/)?.[1] ?? 0) +
+    Number(out.match(/Socket errors:.*?timeout (\d+)/)?.[1] ?? 0);
+  return { rps, p50: latency(50), p99: latency(99), errors };
+}
+
+export async function autocannon(target, { connections, seconds }) {
+  const { default: run } = await import('autocannon');
+  const result = await run({ url: target, connections, duration: seconds });
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.non2xx + result.errors,
+  };
+}
+
+/** Resident and proportional memory (KiB) of a process and all its descendants. */
+export function treeMemory(pid) {
+  let rss = 0;
+  let pss = 0;
+  const visit = (id) => {
+    try {
+      const rollup = readFileSync(`/proc/${id}/smaps_rollup`, 'utf8');
+      rss += Number(rollup.match(/^Rss:\s+(\d+)/m)?.[1] ?? 0);
+      pss += Number(rollup.match(/^Pss:\s+(\d+)/m)?.[1] ?? 0);
+      for (const task of readdirSync(`/proc/${id}/task`)) {
+        for (const child of readFileSync(`/proc/${id}/task/${task}/children`, 'utf8').trim().split(/\s+/))
+          if (child) visit(child);
+      }
+    } catch {
+      // the process went away
+    }
+  };
+  visit(pid);
+  return { rssKiB: rss, pssKiB: pss };
+}
+
+export function machine() {
+  const cpus = readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.+)/)?.[1] ?? 'unknown';
+  const cores = readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm)?.length ?? 0;
+  return { cpu: cpus, cores, node: process.version };
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

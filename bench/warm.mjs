@@ -1,0 +1,132 @@
+// Warm invocation through the gateway vs a raw node:http hello server vs workerd, under the same load.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import {
+  autocannon,
+  deploy,
+  ensureWrk,
+  ROOT,
+  round,
+  sleep,
+  startHearth,
+  timeToFirstByte,
+  wrk,
+} from './lib.mjs';
+
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function startRaw() {
+  const child = spawn(process.execPath, [join(ROOT, 'bench', 'raw-server.mjs')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const line = await new Promise((resolve) => createInterface({ input: child.stdout }).once('line', resolve));
+  return { url: `http://127.0.0.1:${JSON.parse(line).port}/`, stop: () => child.kill() };
+}
+
+async function startWorkerd() {
+  const binary = join(ROOT, 'node_modules', '@cloudflare', 'workerd-linux-64', 'bin', 'workerd');
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-workerd-'));
+  writeFileSync(join(dir, 'hello.js'), readFileSync(join(ROOT, 'bench', 'workerd', 'hello.js')));
+  writeFileSync(
+    join(dir, 'config.capnp'),
+    readFileSync(join(ROOT, 'bench', 'workerd', 'config.capnp.template'), 'utf8').replace(
+      'PORT',
+      String(port),
+    ),
+  );
+  const child = spawn(binary, ['serve', join(dir, 'config.capnp')], {
+    cwd: dir,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const url = `http://127.0.0.1:${port}/`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(url)).ok) {
+        const stop = () => {
+          child.kill();
+          rmSync(dir, { recursive: true, force: true });
+        };
+        return { url, stop };
+      }
+    } catch {
+      await sleep(100);
+    }
+  }
+  child.kill();
+  throw new Error(`workerd did not start: ${stderr}`);
+}
+
+export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } = {}) {
+  const tool = ensureWrk() ? 'wrk' : 'autocannon';
+  const load = (url) =>
+    tool === 'wrk' ? wrk(url, { connections, seconds }) : autocannon(url, { connections, seconds });
+  const raw = await startRaw();
+  const hearth = await startHearth();
+  await deploy(hearth.url, join(ROOT, 'bench', 'functions', 'bench-hello'), 'bench-hello');
+  const check = await timeToFirstByte(hearth.url, '/function/bench-hello');
+  if (check.body !== '{"hello":"world"}') throw new Error(`unexpected hello body: ${check.body}`);
+  let workerd;
+  try {
+    workerd = await startWorkerd();
+  } catch (error) {
+    process.stderr.write(`workerd unavailable: ${error.message}\n`);
+  }
+  const targets = [
+    ['raw node:http', raw.url],
+    ['hearth gateway', `${hearth.url}/function/bench-hello`],
+    ...(workerd ? [['workerd', workerd.url]] : []),
+  ];
+  const results = Object.fromEntries(targets.map(([name]) => [name, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, url] of targets) {
+      await (tool === 'wrk'
+        ? wrk(url, { connections, seconds: 2 })
+        : autocannon(url, { connections, seconds: 2 }));
+      results[name].push(await load(url));
+    }
+  }
+  raw.stop();
+  workerd?.stop();
+  await hearth.stop();
+  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const summary = {};
+  for (const [name, runs] of Object.entries(results)) {
+    summary[name] = {
+      rps: round(median(runs.map((r) => r.rps)), 0),
+      p50: round(median(runs.map((r) => r.p50))),
+      p99: round(median(runs.map((r) => r.p99))),
+      errors: runs.reduce((sum, r) => sum + r.errors, 0),
+      runs,
+    };
+  }
+  const base = summary['raw node:http'];
+  const ours = summary['hearth gateway'];
+  return {
+    tool,
+    connections,
+    seconds,
+    rounds,
+    summary,
+    throughputRatio: round(ours.rps / base.rps),
+    p99Ratio: round(ours.p99 / base.p99),
+  };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  process.stdout.write(`${JSON.stringify(await warmBench(), null, 2)}\n`);
+}
