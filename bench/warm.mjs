@@ -114,16 +114,18 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
       runs,
     };
   }
-  const base = summary['raw node:http'];
-  const ours = summary['hearth gateway'];
+  // Ratios are taken round by round (hearth against the raw server measured just before it) and the
+  // median of those reported: the machine's speed drifts over a run, and adjacent runs share its state.
+  const raws = results['raw node:http'];
+  const ours = results['hearth gateway'];
   return {
     tool,
     connections,
     seconds,
     rounds,
     summary,
-    throughputRatio: round(ours.rps / base.rps),
-    p99Ratio: round(ours.p99 / base.p99),
+    throughputRatio: round(median(ours.map((r, i) => r.rps / raws[i].rps))),
+    p99Ratio: round(median(ours.map((r, i) => r.p99 / raws[i].p99))),
   };
 }
 

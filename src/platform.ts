@@ -84,8 +84,16 @@ export async function startPlatform(
   });
   const onInstance = (message: unknown): void => {
     const event = message as InstanceEvent;
+    const phases =
+      event.phases === undefined
+        ? ''
+        : ` (${Object.entries(event.phases)
+            .map(([name, ms]) => `${name} ${ms.toFixed(1)}ms`)
+            .join(', ')})`;
     const detail =
-      event.startMs === undefined ? event.reason : `${event.reason}, ready in ${event.startMs.toFixed(1)}ms`;
+      event.startMs === undefined
+        ? event.reason
+        : `${event.reason}, ready in ${event.startMs.toFixed(1)}ms${phases}`;
     logs.write({
       ref: event.ref,
       version: event.version,
@@ -102,6 +110,7 @@ export async function startPlatform(
         phase: event.phase,
         reason: event.reason,
         startMs: event.startMs,
+        phases: event.phases,
       },
       `instance ${event.phase}`,
     );

@@ -17,6 +17,18 @@ export interface InvocationEvent {
   readonly errorCode: string | undefined;
 }
 
+/** Where a cold start's time went, in milliseconds. */
+export interface ColdStartPhases {
+  /** Checking the code out of the node-local cache. */
+  readonly code: number;
+  /** Taking a pre-started runtime from the pool (or starting one when the pool is empty). */
+  readonly stemCell: number;
+  /** Binding the code and dependency layer into the runtime's slot. */
+  readonly attach: number;
+  /** The guest importing the handler module. */
+  readonly load: number;
+}
+
 export interface InstanceEvent {
   readonly ref: FunctionRef;
   readonly version: number;
@@ -26,6 +38,8 @@ export interface InstanceEvent {
   readonly reason: string;
   /** For `started`: milliseconds from taking a stem cell to a bound handler. */
   readonly startMs?: number;
+  /** For `started`: where the cold start's time went (code checkout, stem cell, attach, handler load). */
+  readonly phases?: ColdStartPhases;
 }
 
 export const invocationChannel = channel('hearth:invocation');

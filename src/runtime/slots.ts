@@ -14,6 +14,7 @@
 
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { copyFileSync, linkSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from 'node:fs';
 import { copyFile, link, mkdir, readdir, readlink, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -74,8 +75,8 @@ class Slots implements SlotManager {
   async attach(slot: Slot, request: AttachRequest): Promise<void> {
     const work: Promise<void>[] = [];
     const appDir = join(slot.hostDir, 'app');
-    if (this.strategy === 'mount' && request.codeFiles > LINK_CODE_UP_TO_FILES)
-      work.push(this.mountInto(slot, request.codeDir, appDir));
+    if (request.codeFiles <= LINK_CODE_UP_TO_FILES) linkTreeSync(request.codeDir, appDir);
+    else if (this.strategy === 'mount') work.push(this.mountInto(slot, request.codeDir, appDir));
     else work.push(linkTree(request.codeDir, appDir));
     if (request.deps !== undefined) {
       const target = join(slot.hostDir, request.deps.name);
@@ -130,6 +131,28 @@ async function clearDir(dir: string): Promise<void> {
   await Promise.all(
     entries.map((entry) => rm(join(dir, entry), { recursive: true, force: true }).catch(() => undefined)),
   );
+}
+
+/**
+ * `linkTree` for small trees, synchronously: a handful of link(2) calls take microseconds, while each
+ * trip through the libuv thread pool costs more than that on the cold-start path.
+ */
+function linkTreeSync(source: string, target: string): void {
+  mkdirSync(target, { recursive: true, mode: 0o755 });
+  for (const entry of readdirSync(source, { withFileTypes: true })) {
+    const from = join(source, entry.name);
+    const to = join(target, entry.name);
+    if (entry.isDirectory()) linkTreeSync(from, to);
+    else if (entry.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
+    else if (entry.isFile()) {
+      try {
+        linkSync(from, to);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+        copyFileSync(from, to);
+      }
+    }
+  }
 }
 
 /** Recreates `source` at `target` with hard links, falling back to copies across filesystems. */

@@ -2,6 +2,7 @@
 
 import type { DeployedVersion, InvocationRequest } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
+import type { ColdStartPhases } from '../domain/events.js';
 import type { GuestLog, GuestResult } from '../runtime/ipc/guest-process.js';
 import type { StemCell } from './stem-cells.js';
 
@@ -48,6 +49,8 @@ export class Instance {
   readonly startedAt = Date.now();
   /** When the handler finished loading. */
   readyAt = 0;
+  /** Where the cold start's time went, in milliseconds. */
+  coldStartPhases: ColdStartPhases | undefined;
   lastUsedAt = Date.now();
   inFlight = 0;
   served = 0;

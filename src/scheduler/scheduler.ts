@@ -466,11 +466,15 @@ export class NodeScheduler implements Scheduler {
         },
       );
     }
+    const clock = performance.now();
+    const phases = { code: 0, stemCell: 0, attach: 0, load: 0 };
     const code = await this.code.checkoutCode(version.code.hash);
+    phases.code = performance.now() - clock;
     const pool = this.stemPool(runtime, isolation, version.spec.egress === 'none' ? 'none' : 'host');
     let cell: Awaited<ReturnType<StemCellPool['take']>> | undefined;
     try {
       cell = await pool.take();
+      phases.stemCell = performance.now() - clock - phases.code;
       const depsDir = version.deps === undefined ? undefined : this.code.layerDir(version.deps.key);
       await this.slots.attach(cell.slot, {
         codeDir: code.dir,
@@ -480,6 +484,7 @@ export class NodeScheduler implements Scheduler {
             ? undefined
             : { dir: depsDir, name: version.deps.mountName },
       });
+      phases.attach = performance.now() - clock - phases.code - phases.stemCell;
       const root = isolation.guestPathOf(cell.slot);
       const instance = new Instance(
         version,
@@ -531,8 +536,10 @@ export class NodeScheduler implements Scheduler {
         version.spec.runtime === 'python3' && bound.concurrent !== true
           ? 1
           : version.spec.scaling.targetConcurrency;
+      phases.load = performance.now() - clock - phases.code - phases.stemCell - phases.attach;
       instance.state = 'ready';
       instance.readyAt = Date.now();
+      instance.coldStartPhases = phases;
       return instance;
     } catch (error) {
       if (cell !== undefined) await pool.discard(cell);
@@ -667,6 +674,9 @@ export class NodeScheduler implements Scheduler {
       phase,
       reason,
       ...(startMs === undefined ? {} : { startMs }),
+      ...(phase === 'started' && instance.coldStartPhases !== undefined
+        ? { phases: instance.coldStartPhases }
+        : {}),
     } satisfies InstanceEvent);
   }
 }

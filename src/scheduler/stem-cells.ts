@@ -25,6 +25,8 @@ export interface StemCellPoolStats {
 }
 
 const STARTUP_TIMEOUT_MS = 30_000;
+/** Long enough for a cold start (under 10 ms) to finish before the refill's fork and boot. */
+const REFILL_DELAY_MS = 30;
 
 export class StemCellPool {
   private readonly ready: StemCell[] = [];
@@ -34,6 +36,7 @@ export class StemCellPool {
   private closed = false;
   private consecutiveFailures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  private refillTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly runtime: Runtime,
@@ -52,10 +55,23 @@ export class StemCellPool {
       void this.slots.release(cell.slot);
       cell = this.ready.shift();
     }
-    this.refill();
+    this.refillSoon();
     if (cell !== undefined) return cell;
     this.misses += 1;
     return this.spawn();
+  }
+
+  /**
+   * Refills after the cold start that took a cell has finished: spawning blocks the event loop for a
+   * fork and the new runtime's boot competes for the CPU, which doubled cold starts when done at once.
+   */
+  private refillSoon(): void {
+    if (this.refillTimer !== undefined) return;
+    this.refillTimer = setTimeout(() => {
+      this.refillTimer = undefined;
+      this.refill();
+    }, REFILL_DELAY_MS);
+    this.refillTimer.unref();
   }
 
   setTarget(target: number): void {
@@ -89,6 +105,7 @@ export class StemCellPool {
   async close(): Promise<void> {
     this.closed = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    if (this.refillTimer !== undefined) clearTimeout(this.refillTimer);
     const cells = this.ready.splice(0);
     await Promise.all(cells.map((cell) => this.discard(cell)));
   }

@@ -147,6 +147,12 @@ export interface InvokeMeta {
   readonly sourceIp: string;
 }
 
+/** How an Invoke frame's meta travels: `[invocationId, method, path, rawQuery, rawHeaders, deadline, sourceIp]`. */
+export type InvokeWire = readonly [string, string, string, string, readonly string[], number, string];
+
+/** How a Result frame's meta travels: `[status, headers]`. */
+export type ResultWire = readonly [number, readonly string[]];
+
 export interface ResultMeta {
   readonly status: number;
   /** Flat `[name, value, ...]`; a name repeats for a multi-valued header such as set-cookie. */

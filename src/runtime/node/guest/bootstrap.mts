@@ -43,6 +43,21 @@ interface Bind {
   timeoutMs: number;
 }
 
+/** Invoke frames carry their meta positionally (see InvokeWire in src/runtime/ipc/protocol.ts). */
+type InvokeWire = [string, string, string, string, string[], number, string];
+
+function invokeFromWire(wire: InvokeWire): Invoke {
+  return {
+    invocationId: wire[0],
+    method: wire[1],
+    path: wire[2],
+    rawQuery: wire[3],
+    rawHeaders: wire[4],
+    deadline: wire[5],
+    sourceIp: wire[6],
+  };
+}
+
 interface Invoke {
   invocationId: string;
   method: string;
@@ -79,14 +94,33 @@ function send(type: number, id: number, meta: unknown, body: Buffer = EMPTY): vo
 }
 
 // --- logs: stdout/stderr of the function, tagged with the invocation that wrote them ---------------
+/**
+ * Which invocation wrote a line. AsyncLocalStorage answers that across awaits, but in Node 20 it turns
+ * on async hooks for every promise and socket write, about a tenth of the guest's CPU (bench/RESULTS.md).
+ * So it is switched on only once output is ambiguous: written while several invocations are in flight,
+ * outside the synchronous part of a handler. Until then, the only invocation in flight, or the one whose
+ * synchronous code is running, is the writer.
+ */
 const current = new AsyncLocalStorage<number>();
+let trackContext = false;
+let runningSeq = 0;
+const inFlightSeqs = new Set<number>();
+
+function writerSeq(): number {
+  if (trackContext) return current.getStore() ?? runningSeq;
+  if (runningSeq !== 0) return runningSeq;
+  if (inFlightSeqs.size === 1) return inFlightSeqs.values().next().value ?? 0;
+  if (inFlightSeqs.size > 1) trackContext = true;
+  return 0;
+}
+
 function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
   stream.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
     const bytes =
       typeof chunk === 'string'
         ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
         : Buffer.from(chunk);
-    send(T_LOG, current.getStore() ?? 0, tag, bytes);
+    send(T_LOG, writerSeq(), tag, bytes);
     const done = typeof encoding === 'function' ? encoding : callback;
     if (typeof done === 'function') process.nextTick(done as () => void);
     return true;
@@ -95,7 +129,7 @@ function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
 
 // --- handler loading ---------------------------------------------------------------------------------
 let handler: Handler | undefined;
-let bound: Bind | undefined;
+let boundInfo: FunctionInfo | undefined;
 let lambdaFormat = false;
 
 function moduleFile(codeDir: string, modulePath: string): string | undefined {
@@ -190,7 +224,7 @@ async function onBind(bind: Bind): Promise<void> {
     process.chdir(bind.codeDir);
     const loaded = await loadHandler(bind);
     handler = loaded.fn;
-    bound = bind;
+    boundInfo = functionInfo(bind);
     lambdaFormat = bind.eventFormat === 'lambda' || (bind.eventFormat === 'auto' && loaded.commonJsNamed);
     send(T_BOUND, 0, { ok: true, eventFormat: lambdaFormat ? 'lambda' : 'hearth' });
   } catch (error) {
@@ -332,32 +366,86 @@ function lambdaEvent(meta: Invoke, body: Buffer): unknown {
   };
 }
 
-function context(meta: Invoke, bind: Bind): Record<string, unknown> {
-  const remaining = (): number => Math.max(0, meta.deadline - Date.now());
-  const log = (level: string) => (message: unknown, fields?: Record<string, unknown>) => {
+const writeLog =
+  (level: string) =>
+  (message: unknown, fields?: Record<string, unknown>): void => {
     process.stdout.write(`${JSON.stringify({ level, msg: message, ...fields })}\n`);
   };
+const LOGGER = Object.freeze({
+  debug: writeLog('debug'),
+  info: writeLog('info'),
+  warn: writeLog('warn'),
+  error: writeLog('error'),
+});
+
+/**
+ * The handler's `ctx`: Hearth's fields plus the AWS Lambda context's, so Lambda handlers run unchanged.
+ * A class with the per-function strings computed once at bind, because one is made per invocation.
+ */
+class Context {
+  readonly callbackWaitsForEmptyEventLoop = true;
+  constructor(
+    readonly invocationId: string,
+    readonly deadline: number,
+    private readonly fn: FunctionInfo,
+  ) {}
+  get awsRequestId(): string {
+    return this.invocationId;
+  }
+  get functionName(): string {
+    return this.fn.functionName;
+  }
+  get functionVersion(): string {
+    return this.fn.functionVersion;
+  }
+  get namespace(): string {
+    return this.fn.namespace;
+  }
+  get invokedFunctionArn(): string {
+    return this.fn.arn;
+  }
+  get memoryLimitInMB(): string {
+    return this.fn.memoryLimitInMB;
+  }
+  get logGroupName(): string {
+    return this.fn.logGroupName;
+  }
+  get logStreamName(): string {
+    return this.fn.logStreamName;
+  }
+  get log(): typeof LOGGER {
+    return LOGGER;
+  }
+  get state(): never {
+    throw new Error('ctx.state is not available in this Hearth version yet');
+  }
+  getRemainingTimeInMillis(): number {
+    return Math.max(0, this.deadline - Date.now());
+  }
+  invoke(): never {
+    throw new Error('ctx.invoke is not available in this Hearth version yet');
+  }
+}
+
+interface FunctionInfo {
+  readonly functionName: string;
+  readonly functionVersion: string;
+  readonly namespace: string;
+  readonly arn: string;
+  readonly memoryLimitInMB: string;
+  readonly logGroupName: string;
+  readonly logStreamName: string;
+}
+
+function functionInfo(bind: Bind): FunctionInfo {
   return {
-    invocationId: meta.invocationId,
     functionName: bind.functionName,
     functionVersion: String(bind.version),
     namespace: bind.namespace,
-    deadline: meta.deadline,
-    getRemainingTimeInMillis: remaining,
-    log: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') },
-    get state(): never {
-      throw new Error('ctx.state is not available in this Hearth version yet');
-    },
-    invoke(): never {
-      throw new Error('ctx.invoke is not available in this Hearth version yet');
-    },
-    // AWS Lambda context, so Lambda handlers run unchanged.
-    awsRequestId: meta.invocationId,
-    invokedFunctionArn: `arn:hearth:function:${bind.namespace}:${bind.functionName}:${bind.version}`,
+    arn: `arn:hearth:function:${bind.namespace}:${bind.functionName}:${bind.version}`,
     memoryLimitInMB: String(bind.memoryMiB),
     logGroupName: `/hearth/${bind.namespace}/${bind.functionName}`,
     logStreamName: String(process.pid),
-    callbackWaitsForEmptyEventLoop: true,
   };
 }
 
@@ -371,16 +459,20 @@ function isBytes(value: unknown): value is Uint8Array {
   return value instanceof Uint8Array;
 }
 
-async function toResponse(value: unknown): Promise<HttpResult> {
-  if (typeof globalThis.Response === 'function' && value instanceof globalThis.Response) {
-    const headers: Record<string, string | string[]> = {};
-    value.headers.forEach((v, k) => {
-      if (k !== 'set-cookie') headers[k] = v;
-    });
-    const cookies = value.headers.getSetCookie();
-    if (cookies.length > 0) headers['set-cookie'] = cookies;
-    return { status: value.status, headers, body: Buffer.from(await value.arrayBuffer()) };
-  }
+async function fromFetchResponse(value: globalThis.Response): Promise<HttpResult> {
+  const headers: Record<string, string | string[]> = {};
+  value.headers.forEach((v, k) => {
+    if (k !== 'set-cookie') headers[k] = v;
+  });
+  const cookies = value.headers.getSetCookie();
+  if (cookies.length > 0) headers['set-cookie'] = cookies;
+  return { status: value.status, headers, body: Buffer.from(await value.arrayBuffer()) };
+}
+
+/** Synchronous for everything but a fetch `Response`: one less await on every invocation. */
+function toResponse(value: unknown): HttpResult | Promise<HttpResult> {
+  if (typeof globalThis.Response === 'function' && value instanceof globalThis.Response)
+    return fromFetchResponse(value);
   if (value !== null && typeof value === 'object' && !isBytes(value) && 'statusCode' in value) {
     const shaped = value as {
       statusCode: unknown;
@@ -477,21 +569,32 @@ let shuttingDown = false;
 
 async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   const fn = handler;
-  const bind = bound;
-  if (fn === undefined || bind === undefined) {
+  const info = boundInfo;
+  if (fn === undefined || info === undefined) {
     send(T_ERROR, id, { type: 'NotBound', message: 'instance received an invocation before it was bound' });
     return;
   }
   inFlight += 1;
+  inFlightSeqs.add(id);
   try {
     const event = lambdaFormat ? lambdaEvent(meta, body) : hearthEvent(meta, body);
-    const result = await current.run(id, () => call(fn, event, context(meta, bind)));
-    const response = await toResponse(result);
-    send(T_RESULT, id, { status: response.status, headers: flatHeaders(response.headers) }, response.body);
+    const ctx = new Context(meta.invocationId, meta.deadline, info);
+    let pendingResult: unknown;
+    runningSeq = id;
+    try {
+      pendingResult = trackContext ? current.run(id, () => call(fn, event, ctx)) : call(fn, event, ctx);
+    } finally {
+      runningSeq = 0;
+    }
+    const result = await pendingResult;
+    const converted = toResponse(result);
+    const response = converted instanceof Promise ? await converted : converted;
+    send(T_RESULT, id, [response.status, flatHeaders(response.headers)], response.body);
   } catch (error) {
     send(T_ERROR, id, describe(error));
   } finally {
     inFlight -= 1;
+    inFlightSeqs.delete(id);
     if (shuttingDown && inFlight === 0) exit();
   }
 }
@@ -517,7 +620,7 @@ channel.on('data', (chunk: Buffer) => {
       metaLength === 0 ? undefined : JSON.parse(buffer.toString('utf8', metaStart, metaStart + metaLength));
     const body = buffer.subarray(metaStart + metaLength, end);
     offset = end;
-    if (type === T_INVOKE) void onInvoke(id, meta as Invoke, body);
+    if (type === T_INVOKE) void onInvoke(id, invokeFromWire(meta as InvokeWire), body);
     else if (type === T_BIND) void onBind(meta as Bind);
     else if (type === T_SHUTDOWN) {
       shuttingDown = true;
@@ -554,7 +657,7 @@ async function warmUp(): Promise<void> {
   };
   hearthEvent(sample, Buffer.from('{"a":1}'));
   lambdaEvent(sample, Buffer.from('{"a":1}'));
-  await current.run(0, async () => toResponse({ statusCode: 200, headers: { a: 'b' }, body: 'x' }));
+  toResponse({ statusCode: 200, headers: { a: 'b' }, body: 'x' });
   await toResponse({ a: 1 });
 }
 

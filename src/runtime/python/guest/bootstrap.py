@@ -365,9 +365,17 @@ def flat_headers(headers):
     return flat
 
 
+INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp")
+
+
+def invoke_from_wire(wire):
+    """Invoke frames carry their meta positionally (see InvokeWire in src/runtime/ipc/protocol.ts)."""
+    return dict(zip(INVOKE_FIELDS, wire))
+
+
 def reply(ident, value):
     status, headers, body = to_response(value)
-    send(T_RESULT, ident, {"status": status, "headers": flat_headers(headers)}, body)
+    send(T_RESULT, ident, [status, flat_headers(headers)], body)
 
 
 def flush_logs():
@@ -384,7 +392,7 @@ def serve_sync(function, reader):
             continue
         token = current_invocation.set(ident)
         try:
-            result = function.call(meta, body)
+            result = function.call(invoke_from_wire(meta), body)
             if inspect.isawaitable(result):
                 result = asyncio.run(result)
             flush_logs()
@@ -427,7 +435,7 @@ async def serve_async(function, reader):
                 await asyncio.gather(*tasks, return_exceptions=True)
             return
         if kind == T_INVOKE:
-            task = asyncio.ensure_future(run(ident, meta, body))
+            task = asyncio.ensure_future(run(ident, invoke_from_wire(meta), body))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
