@@ -78,11 +78,11 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
   const raw = await startRaw();
   const hearth = await startHearth();
   await deploy(hearth.url, join(ROOT, 'bench', 'functions', 'bench-hello'), 'bench-hello');
-  const check = await timeToFirstByte(hearth.url, '/function/bench-hello');
+  const check = await timeToFirstByte(hearth.url, '/function/bench-hello', false);
   if (check.body !== '{"hello":"world"}') throw new Error(`unexpected hello body: ${check.body}`);
   let workerd;
   try {
-    workerd = await startWorkerd();
+    if (process.env.NO_WORKERD === undefined) workerd = await startWorkerd();
   } catch (error) {
     process.stderr.write(`workerd unavailable: ${error.message}\n`);
   }
@@ -94,6 +94,8 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
   const results = Object.fromEntries(targets.map(([name]) => [name, []]));
   for (let round = 0; round < rounds; round++) {
     for (const [name, url] of targets) {
+      // A pause between servers lets the previous one's connections drain and its process go idle.
+      await sleep(1000);
       await (tool === 'wrk'
         ? wrk(url, { connections, seconds: 2 })
         : autocannon(url, { connections, seconds: 2 }));

@@ -11,6 +11,7 @@ import type { Slot } from './slots.js';
 export type { GuestLog, GuestProcess, GuestResult } from './ipc/guest-process.js';
 export type { BindMessage, BoundMessage, InvokeMeta } from './ipc/protocol.js';
 export { FrameType } from './ipc/protocol.js';
+export { SlotTable } from './ipc/slot-table.js';
 export type { Slot, SlotManager } from './slots.js';
 export { createSlotManager } from './slots.js';
 

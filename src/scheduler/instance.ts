@@ -3,6 +3,7 @@
 import type { DeployedVersion, InvocationRequest } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import type { ColdStartPhases } from '../domain/events.js';
+import { SlotTable } from '../runtime/index.js';
 import type { GuestLog, GuestResult } from '../runtime/ipc/guest-process.js';
 import type { StemCell } from './stem-cells.js';
 
@@ -38,6 +39,8 @@ interface InFlightInvocation {
   readonly timeoutMs: number;
   readonly timeoutSource: string;
   answered: boolean;
+  /** The guest's sequence number for this invocation: it tags the invocation's log frames. */
+  guestSeq: number;
   readonly respond: RunCallback;
   readonly settled: () => void;
 }
@@ -59,7 +62,8 @@ export class Instance {
   capacity = 1;
   /** Why it is draining: a timeout or a redeploy; used in logs. */
   drainReason = '';
-  private readonly invocations = new Map<number, InFlightInvocation>();
+  /** Keyed by the instance's own slot key; each entry remembers the guest's sequence number. */
+  private readonly invocations = new SlotTable<InFlightInvocation>();
   private released = false;
 
   constructor(
@@ -99,10 +103,12 @@ export class Instance {
       timeoutMs: request.timeoutMs,
       timeoutSource: request.timeoutSource,
       answered: false,
+      guestSeq: 0,
       respond,
       settled,
     };
-    const seq = this.cell.guest.invoke(
+    const key = this.invocations.add(entry);
+    entry.guestSeq = this.cell.guest.invoke(
       {
         invocationId: request.invocationId,
         method: request.method,
@@ -114,8 +120,7 @@ export class Instance {
       },
       request.body,
       (error, result) => {
-        if (this.invocations.get(seq) !== entry) return;
-        this.invocations.delete(seq);
+        if (this.invocations.take(key) !== entry) return;
         if (!entry.answered) {
           entry.answered = true;
           if (error !== undefined) {
@@ -131,7 +136,6 @@ export class Instance {
         settled();
       },
     );
-    this.invocations.set(seq, entry);
   }
 
   get hasInvocations(): boolean {
@@ -143,7 +147,7 @@ export class Instance {
    * the handler may be spinning, so the instance takes no more work and stops once the rest are done.
    */
   expire(now: number): void {
-    for (const [seq, entry] of this.invocations) {
+    for (const [key, entry] of this.invocations.entries()) {
       if (!entry.answered && entry.answerBy <= now) {
         entry.answered = true;
         entry.respond(
@@ -158,8 +162,8 @@ export class Instance {
         );
       }
       if (entry.killAt <= now) {
-        this.invocations.delete(seq);
-        this.cell.guest.abandon(seq);
+        this.invocations.take(key);
+        this.cell.guest.abandon(entry.guestSeq);
         this.drain('timeout');
         entry.settled();
       }
@@ -210,8 +214,9 @@ export class Instance {
 
   /** Output with no invocation tag belongs to the only invocation in flight, when there is one. */
   private attribute(seq: number): string | undefined {
-    if (seq > 0) return this.invocations.get(seq)?.invocationId;
-    if (this.invocations.size === 1) return this.invocations.values().next().value?.invocationId;
+    if (seq <= 0 && this.invocations.size !== 1) return undefined;
+    for (const [, entry] of this.invocations.entries())
+      if (seq <= 0 || entry.guestSeq === seq) return entry.invocationId;
     return undefined;
   }
 }

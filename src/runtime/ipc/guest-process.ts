@@ -7,15 +7,16 @@ import {
   type BindMessage,
   type BoundMessage,
   type ErrorMeta,
-  encodeFrame,
   type Frame,
   FrameDecoder,
   FrameType,
+  FrameWriter,
   type InvokeMeta,
   type InvokeWire,
   type ResultMeta,
   type ResultWire,
 } from './protocol.js';
+import { SlotTable } from './slot-table.js';
 
 export type GuestResult =
   | {
@@ -60,10 +61,9 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   readonly pid: number;
   readonly ready: Promise<{ runtime: string; pid: number }>;
   private readonly channel: Socket;
-  private readonly pending = new Map<number, GuestCallback>();
+  private readonly pending = new SlotTable<GuestCallback>();
   private bindWaiter: ((message: BoundMessage) => void) | undefined;
-  private nextSeq = 1;
-  private outbox: Buffer[] = [];
+  private readonly outbox = new FrameWriter();
   private exitInfo: GuestExit | undefined;
 
   constructor(private readonly child: ChildProcess) {
@@ -97,8 +97,7 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
       this.exitInfo = exit;
       const error = new GuestCrashedError(exit);
       failReady(error);
-      const callbacks = [...this.pending.values()];
-      this.pending.clear();
+      const callbacks = this.pending.drain();
       for (const callback of callbacks) callback(error, undefined);
       this.bindWaiter?.({ ok: false, error: { type: 'Crashed', message: error.message } });
       this.bindWaiter = undefined;
@@ -125,7 +124,7 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
         return;
       }
       this.bindWaiter = resolve;
-      this.write(encodeFrame(FrameType.Bind, 0, message));
+      this.write(FrameType.Bind, 0, message);
     });
   }
 
@@ -134,14 +133,12 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
    * than a promise because this is the per-request hot path (measured in bench/RESULTS.md).
    */
   invoke(meta: InvokeMeta, body: Buffer, callback: GuestCallback): number {
-    const seq = this.nextSeq;
-    this.nextSeq = seq >= 0xffff_fffe ? 1 : seq + 1;
     if (this.exitInfo !== undefined) {
       const error = new GuestCrashedError(this.exitInfo);
       process.nextTick(() => callback(error, undefined));
-      return seq;
+      return 0;
     }
-    this.pending.set(seq, callback);
+    const seq = this.pending.add(callback);
     // Positional arrays, not objects, on the per-request frames: no key names to write and parse.
     const wire: InvokeWire = [
       meta.invocationId,
@@ -152,17 +149,17 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
       meta.deadline,
       meta.sourceIp,
     ];
-    this.write(encodeFrame(FrameType.Invoke, seq, wire, body));
+    this.write(FrameType.Invoke, seq, wire, body);
     return seq;
   }
 
   /** Forgets an invocation the host gave up on (timed out); a late result is dropped. */
   abandon(seq: number): void {
-    this.pending.delete(seq);
+    this.pending.take(seq);
   }
 
   shutdown(): void {
-    if (this.exitInfo === undefined) this.write(encodeFrame(FrameType.Shutdown, 0, undefined));
+    if (this.exitInfo === undefined) this.write(FrameType.Shutdown, 0, undefined);
   }
 
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
@@ -187,35 +184,30 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
    * fell by a quarter with batches of 4); flushing only once per turn made gateway and guest take turns
    * instead of working side by side (a convoy: a third less throughput). Measured in bench/RESULTS.md.
    */
-  private write(frame: Buffer): void {
+  private write(type: FrameType, id: number, meta: unknown, body?: Buffer): void {
     if (this.exitInfo !== undefined) return;
-    this.outbox.push(frame);
-    if (this.outbox.length >= BATCH_FRAMES) this.flush();
-    else if (this.outbox.length === 1) setImmediate(this.flush);
+    const waiting = this.outbox.add(type, id, meta, body);
+    if (waiting >= BATCH_FRAMES) this.flush();
+    else if (waiting === 1) setImmediate(this.flush);
   }
 
   private readonly flush = (): void => {
-    const frames = this.outbox;
-    if (frames.length === 0) return;
-    this.outbox = [];
-    if (this.exitInfo === undefined)
-      this.channel.write(frames.length === 1 ? (frames[0] as Buffer) : Buffer.concat(frames));
+    const data = this.outbox.take();
+    if (data !== undefined && this.exitInfo === undefined) this.channel.write(data);
   };
 
   private onFrame(frame: Frame, markReady: (info: { runtime: string; pid: number }) => void): void {
     switch (frame.type) {
       case FrameType.Result: {
-        const callback = this.pending.get(frame.id);
+        const callback = this.pending.take(frame.id);
         if (callback === undefined) return;
-        this.pending.delete(frame.id);
         const [status, headers] = frame.meta as ResultWire;
         callback(undefined, { ok: true, status, headers, body: frame.body });
         return;
       }
       case FrameType.Error: {
-        const callback = this.pending.get(frame.id);
+        const callback = this.pending.take(frame.id);
         if (callback === undefined) return;
-        this.pending.delete(frame.id);
         callback(undefined, { ok: false, error: frame.meta as ErrorMeta });
         return;
       }

@@ -45,18 +45,53 @@ export interface Frame {
 
 const EMPTY = Buffer.alloc(0);
 
-export function encodeFrame(type: FrameType, id: number, meta: unknown, body: Buffer = EMPTY): Buffer {
-  const metaText = meta === undefined ? '' : JSON.stringify(meta);
-  const metaLength = Buffer.byteLength(metaText);
-  const frame = Buffer.allocUnsafe(HEADER_BYTES + metaLength + body.length);
-  frame.writeUInt32BE(9 + metaLength + body.length, 0);
-  frame.writeUInt8(type, 4);
-  frame.writeUInt32BE(id, 5);
-  frame.writeUInt32BE(metaLength, 9);
-  frame.write(metaText, HEADER_BYTES, 'utf8');
-  if (body.length > 0) body.copy(frame, HEADER_BYTES + metaLength);
-  return frame;
+/**
+ * Encodes frames back to back into one buffer, so a batch leaves in one write without a buffer per
+ * frame, a second pass to measure the JSON, or a concat. Small batches come from Node's shared 8 KiB
+ * pool; `take` hands the bytes over and starts a fresh buffer (the socket may still hold the old one).
+ */
+export class FrameWriter {
+  private buffer = Buffer.allocUnsafe(WRITER_CHUNK);
+  private length = 0;
+  private count = 0;
+
+  /** Appends a frame; returns how many frames are waiting. */
+  add(type: FrameType, id: number, meta: unknown, body: Buffer = EMPTY): number {
+    const metaText = meta === undefined ? '' : JSON.stringify(meta);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit; reserve that, write, then use the real length.
+    const worst = HEADER_BYTES + metaText.length * 3 + body.length;
+    if (this.length + worst > this.buffer.length) this.grow(worst);
+    const start = this.length;
+    const metaLength = metaText.length === 0 ? 0 : this.buffer.write(metaText, start + HEADER_BYTES, 'utf8');
+    this.buffer.writeUInt32BE(9 + metaLength + body.length, start);
+    this.buffer.writeUInt8(type, start + 4);
+    this.buffer.writeUInt32BE(id, start + 5);
+    this.buffer.writeUInt32BE(metaLength, start + 9);
+    if (body.length > 0) body.copy(this.buffer, start + HEADER_BYTES + metaLength);
+    this.length = start + HEADER_BYTES + metaLength + body.length;
+    this.count += 1;
+    return this.count;
+  }
+
+  /** The encoded frames so far, or undefined when there are none. */
+  take(): Buffer | undefined {
+    if (this.length === 0) return undefined;
+    const out = this.buffer.subarray(0, this.length);
+    this.buffer = Buffer.allocUnsafe(WRITER_CHUNK);
+    this.length = 0;
+    this.count = 0;
+    return out;
+  }
+
+  private grow(needed: number): void {
+    const next = Buffer.allocUnsafe(Math.max(WRITER_CHUNK, this.length + needed));
+    this.buffer.copy(next, 0, 0, this.length);
+    this.buffer = next;
+  }
 }
+
+/** Below Node's pool threshold (poolSize / 2), so a fresh writer buffer is a slice of the shared pool. */
+const WRITER_CHUNK = 4095;
 
 /** Largest frame a guest may send; a bigger length prefix means the stream is corrupt. */
 export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;

@@ -104,13 +104,14 @@ function send(type: number, id: number, meta: unknown, body: Buffer = EMPTY): vo
 const current = new AsyncLocalStorage<number>();
 let trackContext = false;
 let runningSeq = 0;
-const inFlightSeqs = new Set<number>();
+/** An array, not a Set: a Set churned once per request strands garbage in V8's old generation (see slot-table.ts). */
+const inFlightSeqs: number[] = [];
 
 function writerSeq(): number {
   if (trackContext) return current.getStore() ?? runningSeq;
   if (runningSeq !== 0) return runningSeq;
-  if (inFlightSeqs.size === 1) return inFlightSeqs.values().next().value ?? 0;
-  if (inFlightSeqs.size > 1) trackContext = true;
+  if (inFlightSeqs.length === 1) return inFlightSeqs[0] ?? 0;
+  if (inFlightSeqs.length > 1) trackContext = true;
   return 0;
 }
 
@@ -575,7 +576,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
     return;
   }
   inFlight += 1;
-  inFlightSeqs.add(id);
+  inFlightSeqs.push(id);
   try {
     const event = lambdaFormat ? lambdaEvent(meta, body) : hearthEvent(meta, body);
     const ctx = new Context(meta.invocationId, meta.deadline, info);
@@ -594,7 +595,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
     send(T_ERROR, id, describe(error));
   } finally {
     inFlight -= 1;
-    inFlightSeqs.delete(id);
+    inFlightSeqs.splice(inFlightSeqs.indexOf(id), 1);
     if (shuttingDown && inFlight === 0) exit();
   }
 }
