@@ -15,7 +15,7 @@ import type { DeployedVersion } from './domain/deployment.js';
 import { HearthError } from './domain/errors.js';
 import type { InstanceEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
-import { createGatewayHandler, createGatewayServer } from './gateway/index.js';
+import { createFunctionCalls, createGatewayHandler, createGatewayServer } from './gateway/index.js';
 import { createLogger, LogStore } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
@@ -24,7 +24,7 @@ import { PACKAGE_ROOT } from './runtime/paths.js';
 import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
-import { createScheduler, FixedKeepAlive } from './scheduler/index.js';
+import { createScheduler, FixedKeepAlive, type HostCallHandler } from './scheduler/index.js';
 
 export interface RunningPlatform {
   readonly url: string;
@@ -70,7 +70,16 @@ export async function startPlatform(
       notices.push(`${runtime.name} unavailable: ${runtime.unavailable}`);
   const slots = await createSlotManager(join(runDir, 'slots'), { allowMount: true });
 
+  // Calls from inside functions: ctx.invoke goes back through the scheduler (late-bound: it needs it).
+  let functionCalls: ReturnType<typeof createFunctionCalls> | undefined;
+  const hostCalls: HostCallHandler = (context, method, args) => {
+    if (method === 'invoke' && functionCalls !== undefined) return functionCalls(context, args);
+    return Promise.reject(
+      new HearthError('HEARTH_E_UNSUPPORTED', `${method} is not available in this Hearth version`),
+    );
+  };
   const scheduler = createScheduler({
+    hostCalls,
     runtimes,
     isolations,
     slots,
@@ -116,6 +125,7 @@ export async function startPlatform(
     );
   };
   subscribe('hearth:instance', onInstance);
+  functionCalls = createFunctionCalls(scheduler);
 
   for (const fn of store.listFunctions()) scheduler.activate(toDeployed(fn.active));
 

@@ -29,6 +29,10 @@ export interface InvocationRequest {
   /** The budget the deadline was set from, and where it came from, for the 504 message. */
   readonly timeoutMs: number;
   readonly timeoutSource: 'limits.timeout' | 'X-Hearth-Timeout';
+  /** Queue priority when the function is saturated (higher first); defaults to the function's `priority`. */
+  readonly priority?: number;
+  /** Present when the invocation carries an event (a trigger or async delivery): its CloudEvents attributes; `body` holds the data. */
+  readonly event?: CloudEventAttributes;
 }
 
 export interface InvocationResponse {
@@ -41,4 +45,18 @@ export interface InvocationResponse {
   readonly instanceId: string;
   /** Milliseconds spent waiting for an instance (queue and cold start). */
   readonly waitMs: number;
+}
+
+/** CloudEvents 1.0 context attributes (https://github.com/cloudevents/spec); the data travels as the body. */
+export interface CloudEventAttributes {
+  readonly specversion: '1.0';
+  readonly id: string;
+  readonly source: string;
+  readonly type: string;
+  readonly subject?: string;
+  readonly time?: string;
+  readonly datacontenttype?: string;
+  readonly dataschema?: string;
+  /** Extension attributes (lower-case alphanumeric names), e.g. `partition`, `traceparent`. */
+  readonly extensions?: Readonly<Record<string, string | number | boolean>>;
 }

@@ -10,6 +10,7 @@ import type { Scheduler } from '../scheduler/index.js';
 import { type Handler, sendError, sendJson } from './http.js';
 import { createInvokeRoute, FUNCTION_PREFIX } from './invoke.js';
 
+export { createFunctionCalls, type InvokeCallResult } from './function-calls.js';
 export { type Handler, parseJsonBody, readBody, sendError, sendJson } from './http.js';
 export { parseFunctionPath } from './invoke.js';
 

@@ -8,7 +8,7 @@ import type { IsolationName, RuntimeName } from '../domain/function.js';
 import type { GuestProcess } from './ipc/guest-process.js';
 import type { Slot } from './slots.js';
 
-export type { GuestLog, GuestProcess, GuestResult } from './ipc/guest-process.js';
+export type { GuestCall, GuestLog, GuestProcess, GuestResult } from './ipc/guest-process.js';
 export type { BindMessage, BoundMessage, InvokeMeta } from './ipc/protocol.js';
 export { FrameType } from './ipc/protocol.js';
 export { SlotTable } from './ipc/slot-table.js';

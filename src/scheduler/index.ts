@@ -34,6 +34,20 @@ export interface FunctionLogRecord {
   readonly text: string;
 }
 
+/** Who is calling into the platform from inside a function (ctx.invoke, ctx.state). */
+export interface HostCallContext {
+  readonly ref: FunctionRef;
+  readonly version: number;
+  readonly instanceId: string;
+  /** The invocation the call was made for, when it is still in flight. */
+  readonly invocationId: string | undefined;
+  /** Epoch ms by which that invocation must answer; calls made for it inherit it. */
+  readonly deadline: number | undefined;
+}
+
+/** Port: answers a guest's call into the platform; a rejection becomes the guest's error. */
+export type HostCallHandler = (context: HostCallContext, method: string, args: unknown) => Promise<unknown>;
+
 /** Port: where function output goes. */
 export interface LogSink {
   write(record: FunctionLogRecord): void;
@@ -65,6 +79,8 @@ export interface SchedulerOptions {
   /** Requests one function may hold waiting for capacity before answering 503. */
   readonly queueLimit: number;
   readonly onWarning: (message: string) => void;
+  /** Answers ctx.invoke / ctx.state calls; without it they fail with HEARTH_E_UNSUPPORTED. */
+  readonly hostCalls?: HostCallHandler;
 }
 
 export interface Scheduler {

@@ -117,6 +117,7 @@ export class Instance {
         rawHeaders: request.rawHeaders,
         deadline: request.deadline,
         sourceIp: request.sourceIp,
+        ...(request.event === undefined ? {} : { event: request.event }),
       },
       request.body,
       (error, result) => {
@@ -210,6 +211,14 @@ export class Instance {
       served: this.served,
       isolation: this.isolation,
     };
+  }
+
+  /** The in-flight invocation behind a guest sequence number (for calls the guest makes on its behalf). */
+  invocationFor(seq: number): { invocationId: string; deadline: number } | undefined {
+    for (const [, entry] of this.invocations.entries()) {
+      if (entry.guestSeq === seq) return { invocationId: entry.invocationId, deadline: entry.answerBy };
+    }
+    return undefined;
   }
 
   /** Output with no invocation tag belongs to the only invocation in flight, when there is one. */

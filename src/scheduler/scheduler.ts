@@ -8,7 +8,7 @@ import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../
 import { HearthError } from '../domain/errors.js';
 import { type InstanceEvent, instanceChannel } from '../domain/events.js';
 import { type FunctionRef, functionKey, type IsolationName, type RuntimeName } from '../domain/function.js';
-import type { Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
+import type { GuestCall, Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
 import type {
   CodeProvider,
   FunctionStatus,
@@ -20,9 +20,11 @@ import type {
 import { Instance } from './instance.js';
 import type { ScalingPolicy } from './keep-alive.js';
 import { StemCellPool, type StemCellPoolStats } from './stem-cells.js';
+import { WaitQueue } from './wait-queue.js';
 
 interface Waiter {
   readonly request: InvocationRequest;
+  readonly priority: number;
   readonly enqueuedAt: number;
   timer: NodeJS.Timeout | undefined;
   resolve(assignment: { instance: Instance; cold: boolean }): void;
@@ -31,7 +33,7 @@ interface Waiter {
 
 class VersionPool {
   readonly instances: Instance[] = [];
-  readonly waiters: Waiter[] = [];
+  readonly waiters = new WaitQueue<Waiter>();
   starting = 0;
   /** In-flight capacity of one instance, learned from the first bound instance. */
   capacityHint: number;
@@ -126,7 +128,7 @@ export class NodeScheduler implements Scheduler {
       const previous = fn.active;
       fn.active = next;
       // Requests still waiting were never started: they go to the new version, in their order.
-      next.waiters.push(...previous.waiters.splice(0));
+      for (const waiter of previous.waiters.drain()) next.waiters.push(waiter);
       this.retire(fn, previous, 'redeployed');
     }
     if (prepared !== undefined) {
@@ -142,7 +144,7 @@ export class NodeScheduler implements Scheduler {
     const fn = this.functions.get(key);
     if (fn === undefined) return;
     this.functions.delete(key);
-    for (const waiter of fn.active.waiters.splice(0)) {
+    for (const waiter of fn.active.waiters.drain()) {
       clearTimeout(waiter.timer);
       waiter.reject(new HearthError('HEARTH_E_FN_NOT_FOUND', `function ${key} was removed`));
     }
@@ -302,7 +304,7 @@ export class NodeScheduler implements Scheduler {
     clearInterval(this.deadlineTimer);
     const stops: Promise<void>[] = [];
     for (const fn of this.functions.values()) {
-      for (const waiter of fn.active.waiters.splice(0)) {
+      for (const waiter of fn.active.waiters.drain()) {
         clearTimeout(waiter.timer);
         waiter.reject(
           new HearthError('HEARTH_E_SHUTTING_DOWN', 'the platform is shutting down', { retryAfter: 1 }),
@@ -334,13 +336,18 @@ export class NodeScheduler implements Scheduler {
       );
     }
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { request, enqueuedAt: Date.now(), timer: undefined, resolve, reject };
+      const waiter: Waiter = {
+        request,
+        priority: request.priority ?? pool.version.spec.priority,
+        enqueuedAt: Date.now(),
+        timer: undefined,
+        resolve,
+        reject,
+      };
       waiter.timer = setTimeout(
         () => {
           const fn = this.functions.get(functionKey(pool.version.ref));
-          const queue = fn?.active.waiters ?? pool.waiters;
-          const index = queue.indexOf(waiter);
-          if (index >= 0) queue.splice(index, 1);
+          (fn?.active.waiters ?? pool.waiters).remove(waiter);
           reject(
             new HearthError(
               'HEARTH_E_TIMEOUT',
@@ -419,7 +426,7 @@ export class NodeScheduler implements Scheduler {
             failure.code === 'HEARTH_E_HANDLER_INVALID'
               ? new HearthError('HEARTH_E_FN_CRASHED', `the function failed to start: ${failure.message}`)
               : failure;
-          for (const waiter of pool.waiters.splice(0)) {
+          for (const waiter of pool.waiters.drain()) {
             clearTimeout(waiter.timer);
             waiter.reject(startFailure);
           }
@@ -486,6 +493,7 @@ export class NodeScheduler implements Scheduler {
       });
       phases.attach = performance.now() - clock - phases.code - phases.stemCell;
       const root = isolation.guestPathOf(cell.slot);
+      const guest = cell.guest;
       const instance = new Instance(
         version,
         cell,
@@ -497,6 +505,7 @@ export class NodeScheduler implements Scheduler {
           void this.slots.release(cell?.slot ?? { id: '', hostDir: '' });
         },
       );
+      guest.on('call', (call) => this.answerCall(instance, call));
       const bound = await withTimeout(
         cell.guest.bind({
           namespace: version.ref.namespace,
@@ -546,6 +555,39 @@ export class NodeScheduler implements Scheduler {
       code.release();
       throw error;
     }
+  }
+
+  private answerCall(instance: Instance, call: GuestCall): void {
+    const handler = this.options.hostCalls;
+    if (handler === undefined) {
+      call.reply({
+        ok: false,
+        error: { type: 'HEARTH_E_UNSUPPORTED', message: `${call.method} is not available on this platform` },
+      });
+      return;
+    }
+    const invocation = instance.invocationFor(call.seq);
+    handler(
+      {
+        ref: instance.version.ref,
+        version: instance.version.version,
+        instanceId: instance.id,
+        invocationId: invocation?.invocationId,
+        deadline: invocation?.deadline,
+      },
+      call.method,
+      call.args,
+    ).then(
+      (value) => call.reply({ ok: true, value }),
+      (error: unknown) =>
+        call.reply({
+          ok: false,
+          error: {
+            type: error instanceof HearthError ? error.code : error instanceof Error ? error.name : 'Error',
+            message: error instanceof Error ? error.message : String(error),
+          },
+        }),
+    );
   }
 
   private stemPool(runtime: Runtime, isolation: Isolation, network: NetworkMode): StemCellPool {

@@ -57,7 +57,17 @@ export class GuestCrashedError extends Error {
  * Emits 'log' (GuestLog) and 'exit' (GuestExit). Invocations are multiplexed by sequence number, so a
  * Node guest serves many at once over one channel.
  */
-export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestExit] }> {
+/** A guest's call into the platform (ctx.state, ctx.invoke...), made on behalf of one invocation. */
+export interface GuestCall {
+  /** The calling invocation's sequence number (0 when made outside one). */
+  readonly seq: number;
+  readonly method: string;
+  readonly args: unknown;
+  /** Answers the call; exactly once. */
+  reply(result: { ok: true; value: unknown } | { ok: false; error: { type: string; message: string } }): void;
+}
+
+export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestExit]; call: [GuestCall] }> {
   readonly pid: number;
   readonly ready: Promise<{ runtime: string; pid: number }>;
   private readonly channel: Socket;
@@ -140,15 +150,27 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     }
     const seq = this.pending.add(callback);
     // Positional arrays, not objects, on the per-request frames: no key names to write and parse.
-    const wire: InvokeWire = [
-      meta.invocationId,
-      meta.method,
-      meta.path,
-      meta.rawQuery,
-      meta.rawHeaders,
-      meta.deadline,
-      meta.sourceIp,
-    ];
+    const wire: InvokeWire =
+      meta.event === undefined
+        ? [
+            meta.invocationId,
+            meta.method,
+            meta.path,
+            meta.rawQuery,
+            meta.rawHeaders,
+            meta.deadline,
+            meta.sourceIp,
+          ]
+        : [
+            meta.invocationId,
+            meta.method,
+            meta.path,
+            meta.rawQuery,
+            meta.rawHeaders,
+            meta.deadline,
+            meta.sourceIp,
+            meta.event,
+          ];
     this.write(FrameType.Invoke, seq, wire, body);
     return seq;
   }
@@ -218,6 +240,29 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
           text: frame.body.toString('utf8'),
         });
         return;
+      case FrameType.Call: {
+        const [seq, method, args] = frame.meta as [number, string, unknown];
+        const callId = frame.id;
+        let answered = false;
+        const call: GuestCall = {
+          seq,
+          method,
+          args,
+          reply: (result) => {
+            if (answered) return;
+            answered = true;
+            this.write(
+              FrameType.Reply,
+              callId,
+              result.ok ? [true, result.value ?? null] : [false, result.error],
+            );
+          },
+        };
+        if (this.listenerCount('call') === 0)
+          call.reply({ ok: false, error: { type: 'Unsupported', message: `${method} is not available` } });
+        else this.emit('call', call);
+        return;
+      }
       case FrameType.Ready:
         markReady(frame.meta as { runtime: string; pid: number });
         return;

@@ -14,6 +14,8 @@
  *   body        raw bytes (the rest)
  */
 
+import type { CloudEventAttributes } from '../../domain/deployment.js';
+
 export const HEADER_BYTES = 13;
 
 export const FrameType = {
@@ -23,6 +25,8 @@ export const FrameType = {
   Invoke: 2,
   /** host → guest: finish in-flight work and exit. */
   Shutdown: 4,
+  /** host → guest: the answer to a Call (`[ok, value | {type, message}]`). */
+  Reply: 5,
   /** guest → host: the generic runtime is up and waiting for Bind. */
   Ready: 16,
   /** guest → host: the handler is loaded (or failed to load). */
@@ -33,6 +37,8 @@ export const FrameType = {
   Error: 19,
   /** guest → host: a chunk of stdout/stderr written during an invocation. */
   Log: 20,
+  /** guest → host: a call into the platform on behalf of an invocation (`[invocationSeq, method, args]`), e.g. ctx.state. */
+  Call: 21,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -180,10 +186,16 @@ export interface InvokeMeta {
   /** Epoch milliseconds. */
   readonly deadline: number;
   readonly sourceIp: string;
+  readonly event?: CloudEventAttributes;
 }
 
-/** How an Invoke frame's meta travels: `[invocationId, method, path, rawQuery, rawHeaders, deadline, sourceIp]`. */
-export type InvokeWire = readonly [string, string, string, string, readonly string[], number, string];
+/**
+ * How an Invoke frame's meta travels: `[invocationId, method, path, rawQuery, rawHeaders, deadline, sourceIp]`,
+ * plus the CloudEvents attributes as an eighth element for an event (the body is then the event's data).
+ */
+export type InvokeWire =
+  | readonly [string, string, string, string, readonly string[], number, string]
+  | readonly [string, string, string, string, readonly string[], number, string, CloudEventAttributes];
 
 /** How a Result frame's meta travels: `[status, headers]`. */
 export type ResultWire = readonly [number, readonly string[]];

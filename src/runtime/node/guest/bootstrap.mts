@@ -16,11 +16,13 @@ import { pathToFileURL } from 'node:url';
 const T_BIND = 1;
 const T_INVOKE = 2;
 const T_SHUTDOWN = 4;
+const T_REPLY = 5;
 const T_READY = 16;
 const T_BOUND = 17;
 const T_RESULT = 18;
 const T_ERROR = 19;
 const T_LOG = 20;
+const T_CALL = 21;
 const HEADER = 13;
 const EMPTY = Buffer.alloc(0);
 
@@ -44,7 +46,7 @@ interface Bind {
 }
 
 /** Invoke frames carry their meta positionally (see InvokeWire in src/runtime/ipc/protocol.ts). */
-type InvokeWire = [string, string, string, string, string[], number, string];
+type InvokeWire = [string, string, string, string, string[], number, string, CloudEventAttributes?];
 
 function invokeFromWire(wire: InvokeWire): Invoke {
   return {
@@ -55,7 +57,20 @@ function invokeFromWire(wire: InvokeWire): Invoke {
     rawHeaders: wire[4],
     deadline: wire[5],
     sourceIp: wire[6],
+    event: wire[7],
   };
+}
+
+interface CloudEventAttributes {
+  specversion: string;
+  id: string;
+  source: string;
+  type: string;
+  subject?: string;
+  time?: string;
+  datacontenttype?: string;
+  dataschema?: string;
+  extensions?: Record<string, unknown>;
 }
 
 interface Invoke {
@@ -66,6 +81,7 @@ interface Invoke {
   rawHeaders: string[];
   deadline: number;
   sourceIp: string;
+  event: CloudEventAttributes | undefined;
 }
 
 const channel = new Socket({ fd: 3, readable: true, writable: true });
@@ -126,6 +142,35 @@ function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
     if (typeof done === 'function') process.nextTick(done as () => void);
     return true;
   }) as typeof stream.write;
+}
+
+// --- calls into the platform (ctx.state, ctx.invoke): one request frame, one reply frame ---------------
+let nextCallId = 1;
+const calls = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+
+/** Calls the platform on behalf of invocation `seq`; rejects with the platform's error. */
+function hostCall(seq: number, method: string, args: unknown): Promise<unknown> {
+  const id = nextCallId;
+  nextCallId = id >= 0x7fff_ffff ? 1 : id + 1;
+  return new Promise((resolvePromise, reject) => {
+    calls.set(id, { resolve: resolvePromise, reject });
+    send(T_CALL, id, [seq, method, args]);
+  });
+}
+
+function settleCall(id: number, [ok, value]: [boolean, unknown]): void {
+  const call = calls.get(id);
+  if (call === undefined) return;
+  calls.delete(id);
+  if (ok) call.resolve(value);
+  else {
+    const failure = (value ?? {}) as { type?: string; message?: string };
+    call.reject(
+      Object.assign(new Error(failure.message ?? 'platform call failed'), {
+        name: failure.type ?? 'HostCallError',
+      }),
+    );
+  }
 }
 
 // --- handler loading ---------------------------------------------------------------------------------
@@ -314,7 +359,18 @@ function hearthBody(body: Buffer, contentType: string): unknown {
   return body;
 }
 
+/** An event delivery (trigger, async queue): the CloudEvents attributes with the data decoded by its content type. */
+function cloudEvent(attributes: CloudEventAttributes, body: Buffer): unknown {
+  const { extensions, ...context } = attributes;
+  return {
+    ...extensions,
+    ...context,
+    data: hearthBody(body, (attributes.datacontenttype ?? 'application/json').toLowerCase()),
+  };
+}
+
 function hearthEvent(meta: Invoke, body: Buffer): unknown {
+  if (meta.event !== undefined) return cloudEvent(meta.event, body);
   const headers = headerObject(meta.rawHeaders);
   return {
     method: meta.method,
@@ -389,7 +445,13 @@ class Context {
     readonly invocationId: string,
     readonly deadline: number,
     private readonly fn: FunctionInfo,
+    /** The invocation's sequence number: calls into the platform made through this ctx carry it. */
+    private readonly seq: number,
   ) {}
+  /** A call into the platform on behalf of this invocation (what ctx.state and ctx.invoke are built on). */
+  private platform(method: string, args: unknown): Promise<unknown> {
+    return hostCall(this.seq, method, args);
+  }
   get awsRequestId(): string {
     return this.invocationId;
   }
@@ -423,8 +485,12 @@ class Context {
   getRemainingTimeInMillis(): number {
     return Math.max(0, this.deadline - Date.now());
   }
-  invoke(): never {
-    throw new Error('ctx.invoke is not available in this Hearth version yet');
+  /**
+   * Invokes another function (`name`, or `name.namespace`) with `event` as its JSON body, within this
+   * invocation's deadline; resolves with its response `{ statusCode, headers, body }`.
+   */
+  invoke(name: string, event?: unknown): Promise<unknown> {
+    return this.platform('invoke', { name, event: event ?? null });
   }
 }
 
@@ -578,8 +644,9 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlight += 1;
   inFlightSeqs.push(id);
   try {
-    const event = lambdaFormat ? lambdaEvent(meta, body) : hearthEvent(meta, body);
-    const ctx = new Context(meta.invocationId, meta.deadline, info);
+    const event =
+      lambdaFormat && meta.event === undefined ? lambdaEvent(meta, body) : hearthEvent(meta, body);
+    const ctx = new Context(meta.invocationId, meta.deadline, info, id);
     let pendingResult: unknown;
     runningSeq = id;
     try {
@@ -622,6 +689,7 @@ channel.on('data', (chunk: Buffer) => {
     const body = buffer.subarray(metaStart + metaLength, end);
     offset = end;
     if (type === T_INVOKE) void onInvoke(id, invokeFromWire(meta as InvokeWire), body);
+    else if (type === T_REPLY) settleCall(id, meta as [boolean, unknown]);
     else if (type === T_BIND) void onBind(meta as Bind);
     else if (type === T_SHUTDOWN) {
       shuttingDown = true;
@@ -655,10 +723,11 @@ async function warmUp(): Promise<void> {
     rawHeaders: ['Content-Type', 'application/json'],
     deadline: Date.now(),
     sourceIp: '127.0.0.1',
+    event: undefined,
   };
   hearthEvent(sample, Buffer.from('{"a":1}'));
   lambdaEvent(sample, Buffer.from('{"a":1}'));
-  toResponse({ statusCode: 200, headers: { a: 'b' }, body: 'x' });
+  await toResponse({ statusCode: 200, headers: { a: 'b' }, body: 'x' });
   await toResponse({ a: 1 });
 }
 

@@ -8,6 +8,7 @@ coroutine handlers by an asyncio loop, concurrently.
 
 import asyncio
 import base64
+import collections
 import contextvars
 import inspect
 import importlib
@@ -22,8 +23,8 @@ import time
 import traceback
 from urllib.parse import parse_qsl
 
-T_BIND, T_INVOKE, T_SHUTDOWN = 1, 2, 4
-T_READY, T_BOUND, T_RESULT, T_ERROR, T_LOG = 16, 17, 18, 19, 20
+T_BIND, T_INVOKE, T_SHUTDOWN, T_REPLY = 1, 2, 4, 5
+T_READY, T_BOUND, T_RESULT, T_ERROR, T_LOG, T_CALL = 16, 17, 18, 19, 20, 21
 HEADER = struct.Struct(">IBII")
 
 channel = socket.socket(fileno=3)
@@ -66,6 +67,63 @@ class FrameReader:
                 # The host went away: nothing left to serve.
                 os._exit(0)
             self.buffer += chunk
+
+
+class HostCallError(Exception):
+    """A call into the platform (ctx.invoke, ctx.state) failed; the message says why."""
+
+
+class HostCalls:
+    """Calls into the platform on behalf of an invocation: a Call frame out, a Reply frame back.
+
+    Sync handlers block until the reply (frames read meanwhile are kept for the main loop); coroutine
+    handlers get a future that the reader thread resolves.
+    """
+
+    def __init__(self):
+        self.next_id = 1
+        self.reader = None
+        self.deferred = collections.deque()
+        self.futures = {}
+        self.loop = None
+
+    def call(self, seq, method, args):
+        ident = self.next_id
+        self.next_id += 1
+        if self.loop is not None:
+            future = self.loop.create_future()
+            self.futures[ident] = future
+            send(T_CALL, ident, [seq, method, args])
+            return future
+        send(T_CALL, ident, [seq, method, args])
+        while True:
+            frame = self.reader.read()
+            if frame[0] == T_REPLY and frame[1] == ident:
+                return self.settle(frame[2])
+            self.deferred.append(frame)
+
+    def next_frame(self):
+        return self.deferred.popleft() if self.deferred else self.reader.read()
+
+    def resolve(self, ident, meta):
+        future = self.futures.pop(ident, None)
+        if future is None or future.done():
+            return
+        try:
+            future.set_result(self.settle(meta))
+        except HostCallError as error:
+            future.set_exception(error)
+
+    @staticmethod
+    def settle(meta):
+        ok, value = meta
+        if ok:
+            return value
+        value = value or {}
+        raise HostCallError(f"{value.get('type', 'Error')}: {value.get('message', 'platform call failed')}")
+
+
+host_calls = HostCalls()
 
 
 class LogStream:
@@ -142,7 +200,8 @@ class Logger:
 class Context:
     """The invocation context: Hearth's fields plus AWS Lambda's, so Lambda handlers run unchanged."""
 
-    def __init__(self, meta, bound):
+    def __init__(self, meta, bound, seq):
+        self._seq = seq
         self.invocation_id = self.aws_request_id = meta["invocationId"]
         self.function_name = bound["functionName"]
         self.function_version = str(bound["version"])
@@ -154,7 +213,11 @@ class Context:
         self.log_stream_name = str(os.getpid())
         self.log = Logger()
         self.state = Reserved("state")
-        self.invoke = Reserved("invoke")
+
+    def invoke(self, name, event=None):
+        """Invokes another function (`name` or `name.namespace`) with `event` as its JSON body, within this
+        invocation's deadline; returns its response {statusCode, headers, body} (awaitable in async handlers)."""
+        return host_calls.call(self._seq, "invoke", {"name": name, "event": event})
 
     def get_remaining_time_in_millis(self):
         return max(0, int(self.deadline - time.time() * 1000))
@@ -207,21 +270,34 @@ def header_dict(raw):
     return headers
 
 
+def decode_body(body, content_type):
+    if not body:
+        return None
+    if is_json(content_type):
+        text = body.decode("utf-8", "replace")
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    if is_text(content_type):
+        return body.decode("utf-8", "replace")
+    return body
+
+
+def cloud_event(attributes, body):
+    """An event delivery (trigger, async queue): the CloudEvents attributes with the data decoded."""
+    event = dict(attributes.get("extensions") or {})
+    event.update({k: v for k, v in attributes.items() if k != "extensions"})
+    event["data"] = decode_body(body, str(attributes.get("datacontenttype") or "application/json").lower())
+    return event
+
+
 def hearth_event(meta, body):
+    if meta.get("event"):
+        return cloud_event(meta["event"], body)
     headers = header_dict(meta["rawHeaders"])
     content_type = str(headers.get("content-type", "")).lower()
-    value = None
-    if body:
-        if is_json(content_type):
-            text = body.decode("utf-8", "replace")
-            try:
-                value = json.loads(text)
-            except ValueError:
-                value = text
-        elif is_text(content_type):
-            value = body.decode("utf-8", "replace")
-        else:
-            value = body
+    value = decode_body(body, content_type)
     return {
         "method": meta["method"],
         "path": meta["path"],
@@ -345,10 +421,10 @@ class Function:
         self.concurrent = inspect.iscoroutinefunction(fn)
         self.lambda_format = bound["eventFormat"] == "lambda"
 
-    def call(self, meta, body):
-        event = lambda_event(meta, body) if self.lambda_format else hearth_event(meta, body)
+    def call(self, meta, body, seq):
+        event = lambda_event(meta, body) if self.lambda_format and not meta.get("event") else hearth_event(meta, body)
         if self.arity >= 2:
-            return self.fn(event, Context(meta, self.bound))
+            return self.fn(event, Context(meta, self.bound, seq))
         if self.arity == 1:
             return self.fn(event)
         return self.fn()
@@ -365,7 +441,7 @@ def flat_headers(headers):
     return flat
 
 
-INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp")
+INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp", "event")
 
 
 def invoke_from_wire(wire):
@@ -385,14 +461,14 @@ def flush_logs():
 
 def serve_sync(function, reader):
     while True:
-        kind, ident, meta, body = reader.read()
+        kind, ident, meta, body = host_calls.next_frame()
         if kind == T_SHUTDOWN:
             return
         if kind != T_INVOKE:
             continue
         token = current_invocation.set(ident)
         try:
-            result = function.call(invoke_from_wire(meta), body)
+            result = function.call(invoke_from_wire(meta), body, ident)
             if inspect.isawaitable(result):
                 result = asyncio.run(result)
             flush_logs()
@@ -411,9 +487,15 @@ async def serve_async(function, reader):
     loop = asyncio.get_running_loop()
     frames = asyncio.Queue()
 
+    host_calls.loop = loop
+
     def pump():
         while True:
-            loop.call_soon_threadsafe(frames.put_nowait, reader.read())
+            frame = reader.read()
+            if frame[0] == T_REPLY:
+                loop.call_soon_threadsafe(host_calls.resolve, frame[1], frame[2])
+            else:
+                loop.call_soon_threadsafe(frames.put_nowait, frame)
 
     threading.Thread(target=pump, daemon=True).start()
     tasks = set()
@@ -421,7 +503,7 @@ async def serve_async(function, reader):
     async def run(ident, meta, body):
         current_invocation.set(ident)
         try:
-            result = await function.call(meta, body)
+            result = await function.call(meta, body, ident)
             flush_logs()
             reply(ident, result)
         except Exception as error:  # noqa: BLE001
@@ -445,6 +527,7 @@ def main():
     sys.stderr = LogStream(2)
     send(T_READY, 0, {"runtime": "python3", "pid": os.getpid(), "python": sys.version.split()[0]})
     reader = FrameReader()
+    host_calls.reader = reader
     while True:
         kind, _, meta, _ = reader.read()
         if kind == T_SHUTDOWN:
