@@ -30,6 +30,8 @@ export interface Hearth {
   readonly process: ChildProcess;
   /** The platform's JSON log lines so far. */
   readonly log: Record<string, unknown>[];
+  /** What `hearth up` has written to stderr so far (its banner and notices, for people). */
+  stderr(): string;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
@@ -102,6 +104,7 @@ export async function startHearth(options: StartOptions = {}): Promise<Hearth> {
     dataDir,
     process: child,
     log,
+    stderr: () => stderr,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       const exited = new Promise<number | null>((resolve) => {
         if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode);
