@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark in one run on this machine, written to bench/RESULTS.md.
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { coldBench } from './cold.mjs';
 import { footprintBench } from './footprint.mjs';
@@ -76,4 +76,10 @@ if (results.footprint) {
     '',
   );
 }
+// `npm run bench:trace` owns its own section (it takes a quarter of an hour): keep it across this rewrite.
+const previous = existsSync(join(ROOT, 'bench', 'RESULTS.md'))
+  ? readFileSync(join(ROOT, 'bench', 'RESULTS.md'), 'utf8')
+  : '';
+const traceSection = previous.match(/<!-- bench:trace -->[\s\S]*?<!-- \/bench:trace -->/)?.[0];
+if (traceSection !== undefined) lines.push(traceSection, '');
 writeFileSync(join(ROOT, 'bench', 'RESULTS.md'), `${lines.join('\n')}\n`);

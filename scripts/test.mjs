@@ -34,6 +34,30 @@ if (!has('bwrap')) aptInstall(['bubblewrap'], 'bubblewrap (bwrap) is needed for 
 if (!has('python3')) aptInstall(['python3', 'python3-pip'], 'python3 is needed for Python functions');
 if (!has('python3', ['-m', 'pip', '--version']))
   aptInstall(['python3-pip'], 'pip is needed to build Python dependency layers');
+if (!has('tmux', ['-V'])) aptInstall(['tmux'], 'tmux runs `hearth top` in a real terminal for its test');
+
+// Observability and state (issue 5): a real Redis, Prometheus (and promtool), Chromium for the dashboard,
+// and slirp4netns + nftables for egress allow-lists.
+if (!has('redis-server'))
+  aptInstall(['redis-server'], 'redis-server is needed for the Redis state store tests');
+if (!has('promtool', ['--version']) || !has('prometheus', ['--version']))
+  aptInstall(['prometheus'], 'prometheus (and promtool) are needed for the metrics and alert rule tests');
+if (!existsSync('/usr/bin/chromium')) aptInstall(['chromium'], 'chromium is needed for the dashboard test');
+if (!has('slirp4netns')) aptInstall(['slirp4netns'], 'slirp4netns is needed for egress allow-lists');
+if (!existsSync('/usr/sbin/nft')) aptInstall(['nftables'], 'nftables is needed for egress allow-lists');
+
+// The event gateway's trigger suites run against real brokers (issue 3): Mosquitto and nats-server from
+// Debian, and Kafka 4 (KRaft) from Maven Central, fetched once into ~/.cache/hearth-test.
+if (!has('mosquitto', ['-h']) && !existsSync('/usr/sbin/mosquitto'))
+  aptInstall(['mosquitto'], 'mosquitto is needed for the MQTT trigger tests');
+if (!has('nats-server', ['--version']))
+  aptInstall(['nats-server'], 'nats-server is needed for the NATS trigger tests');
+if (!has('java', ['-version']))
+  aptInstall(['openjdk-17-jre-headless'], 'Java 17 is needed to run Kafka for the Kafka trigger tests');
+if (!has('mvn', ['-v'])) aptInstall(['maven'], 'Maven is needed to fetch Kafka for the Kafka trigger tests');
+execFileSync(process.execPath, [join(root, 'test/support/kafka/fetch.mjs')], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
 
 execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
 const vitest = spawnSync(

@@ -16,6 +16,101 @@ const duration = z
   .union([z.string(), z.number()])
   .refine((v) => parseDuration(v) !== undefined, { message: 'a duration such as "5m"' });
 
+const httpUrl = z
+  .string()
+  .refine((v) => /^https?:\/\/[^\s/]/.test(v) && URL.canParse(v), { message: 'an http(s):// URL' });
+
+const observabilityConfigSchema = z.strictObject({
+  metrics: z.boolean().optional(),
+  serverTiming: z.boolean().optional(),
+  otlp: z
+    .strictObject({
+      endpoint: httpUrl,
+      protocol: z.enum(['http/protobuf', 'http/json'], { message: 'http/protobuf or http/json' }).optional(),
+      headers: z.record(z.string(), z.string()).optional(),
+      serviceName: z.string().min(1).optional(),
+    })
+    .optional(),
+  loki: z
+    .strictObject({
+      url: httpUrl,
+      labels: z.record(z.string().regex(/^[a-zA-Z_]\w*$/), z.string()).optional(),
+    })
+    .optional(),
+  state: z
+    .strictObject({
+      redis: z
+        .strictObject({
+          url: z.string().refine((v) => /^rediss?:\/\//.test(v) && URL.canParse(v), {
+            message: 'a redis:// or rediss:// URL',
+          }),
+        })
+        .optional(),
+    })
+    .optional(),
+});
+
+const window = (min: number, max: number) =>
+  z.union([z.string(), z.number()]).refine(
+    (v) => {
+      const ms = parseDuration(v);
+      return ms !== undefined && ms >= min && ms <= max;
+    },
+    { message: `a duration such as "500ms" or "60s" between ${min}ms and ${max / 1000}s` },
+  );
+
+/** The autoscaler's windows (issue 4); the trace replay shrinks them with its time compression. */
+const autoscalerConfigSchema = z
+  .strictObject({
+    policy: z.enum(['hybrid', 'fixed'], { message: 'hybrid or fixed' }).optional(),
+    tick: window(5, 60_000).optional(),
+    stableWindow: window(10, 3_600_000).optional(),
+    panicWindow: window(5, 3_600_000).optional(),
+    panicThreshold: z.number().min(1).max(100).optional(),
+    maxScaleDownRate: z.number().min(1).max(100).optional(),
+    stemCellsMax: z.int().min(0).max(256).optional(),
+  })
+  .refine((a) => windowMs(a.panicWindow, 6_000) <= windowMs(a.stableWindow, 60_000), {
+    message: 'a panicWindow no longer than stableWindow',
+    path: ['panicWindow'],
+  })
+  .refine((a) => windowMs(a.tick, 500) <= windowMs(a.panicWindow, 6_000), {
+    message: 'a tick no longer than panicWindow',
+    path: ['tick'],
+  });
+
+function windowMs(value: string | number | undefined, fallback: number): number {
+  return value === undefined ? fallback : (parseDuration(value) ?? fallback);
+}
+
+/** Traffic control and the durable queue (issue 3). */
+const eventsConfigSchema = z.strictObject({
+  queueMaxWait: duration.optional(),
+  breaker: z
+    .strictObject({ failures: z.int().min(1).max(1000).optional(), coolDown: duration.optional() })
+    .optional(),
+  async: z
+    .strictObject({
+      concurrency: z.int().min(1).max(10_000).optional(),
+      retention: duration.optional(),
+      retry: z
+        .strictObject({
+          attempts: z.int().min(1).max(100).optional(),
+          backoff: duration.optional(),
+          maxBackoff: duration.optional(),
+        })
+        .optional(),
+      callback: z
+        .strictObject({
+          attempts: z.int().min(1).max(100).optional(),
+          backoff: duration.optional(),
+          timeout: duration.optional(),
+        })
+        .optional(),
+    })
+    .optional(),
+});
+
 export const configFileSchema = z.strictObject({
   port: z.int().min(0).max(65535).optional(),
   host: z.string().min(1).optional(),
@@ -26,6 +121,8 @@ export const configFileSchema = z.strictObject({
     .strictObject({ node20: z.int().min(0).max(64).optional(), python3: z.int().min(0).max(64).optional() })
     .optional(),
   maxInstances: z.int().min(1).max(100_000).optional(),
+  maxMemory: bytes.optional(),
+  autoscaler: autoscalerConfigSchema.optional(),
   queueLimit: z.int().min(0).max(1_000_000).optional(),
   codeCache: bytes.optional(),
   logRecords: z.int().min(1000).optional(),
@@ -38,9 +135,32 @@ export const configFileSchema = z.strictObject({
     })
     .optional(),
   python: z.string().min(1).optional(),
+  ...observabilityConfigSchema.shape,
+  ...eventsConfigSchema.shape,
 });
 
 export type ConfigFile = z.infer<typeof configFileSchema>;
+
+/** The observability and state part of the platform config (issue 5), resolved. */
+export interface ObservabilityConfig {
+  /** `/metrics`, the dashboard's figures and the alerts (default on). */
+  readonly metrics: boolean;
+  /** A `Server-Timing` header on every invocation response (default on). */
+  readonly serverTiming: boolean;
+  /** OTLP/HTTP trace export; undefined = no tracing. */
+  readonly otlp:
+    | {
+        readonly endpoint: string;
+        readonly protocol: 'http/protobuf' | 'http/json';
+        readonly headers: Readonly<Record<string, string>>;
+        readonly serviceName: string;
+      }
+    | undefined;
+  /** Loki push of function logs; undefined = none. */
+  readonly loki: { readonly url: string; readonly labels: Readonly<Record<string, string>> } | undefined;
+  /** Redis for `ctx.state` (and `REDIS_URL` for functions); undefined = the embedded store. */
+  readonly redisUrl: string | undefined;
+}
 
 export interface PlatformConfig {
   readonly port: number;
@@ -50,6 +170,9 @@ export interface PlatformConfig {
   readonly logLevel: string;
   readonly stemCells: { readonly node20: number; readonly python3: number };
   readonly maxInstances: number;
+  /** Node-wide budget of instance memory (the sum of their `limits.memory`). */
+  readonly maxMemoryBytes: number;
+  readonly autoscaler: AutoscalerConfig;
   readonly queueLimit: number;
   readonly codeCacheBytes: number;
   readonly logRecords: number;
@@ -60,6 +183,26 @@ export interface PlatformConfig {
     readonly maxFiles: number;
   };
   readonly python: string | undefined;
+  readonly observe: ObservabilityConfig;
+  readonly events: EventsConfig;
+}
+
+/** The autoscaler, resolved (issue 4). */
+export interface AutoscalerConfig {
+  /** `hybrid` (default) or `fixed`: the baseline fixed keep-alive. */
+  readonly policy: 'hybrid' | 'fixed';
+  readonly tickMs: number;
+  readonly stableWindowMs: number;
+  readonly panicWindowMs: number;
+  readonly panicThreshold: number;
+  readonly maxScaleDownRate: number;
+  /** The most ready stem cells a pool grows to in bursts of cold starts. */
+  readonly stemCellsMax: number;
+}
+
+/** Instance memory a node reserves at most by default: three quarters of the machine's memory. */
+function defaultMaxMemory(): number {
+  return Math.floor((totalmem() * 3) / 4);
 }
 
 /** Instances a node keeps at most by default: half the machine's memory at ~64 MiB per instance. */
@@ -113,6 +256,16 @@ export function resolveConfig(
       python3: merged.stemCells?.python3 ?? 2,
     }),
     maxInstances: merged.maxInstances ?? defaultMaxInstances(),
+    maxMemoryBytes: size(merged.maxMemory, defaultMaxMemory()),
+    autoscaler: Object.freeze({
+      policy: merged.autoscaler?.policy ?? 'hybrid',
+      tickMs: windowMs(merged.autoscaler?.tick, 500),
+      stableWindowMs: windowMs(merged.autoscaler?.stableWindow, 60_000),
+      panicWindowMs: windowMs(merged.autoscaler?.panicWindow, 6_000),
+      panicThreshold: merged.autoscaler?.panicThreshold ?? 2,
+      maxScaleDownRate: merged.autoscaler?.maxScaleDownRate ?? 2,
+      stemCellsMax: merged.autoscaler?.stemCellsMax ?? 8,
+    }),
     queueLimit: merged.queueLimit ?? 10_000,
     codeCacheBytes: size(merged.codeCache, 1024 ** 3),
     logRecords: merged.logRecords ?? 200_000,
@@ -124,5 +277,67 @@ export function resolveConfig(
       maxFiles: merged.upload?.maxFiles ?? 20_000,
     }),
     python: merged.python,
+    observe: resolveObservability(merged),
+    events: resolveEvents(merged),
+  });
+}
+
+/** Traffic control and the durable queue (issue 3), resolved. */
+export interface EventsConfig {
+  /** The longest a request waits for capacity before a 503 (routes may set their own); undefined: its deadline. */
+  readonly queueMaxWaitMs: number | undefined;
+  readonly breaker: { readonly failures: number; readonly coolDownMs: number };
+  readonly async: {
+    readonly concurrency: number;
+    readonly retentionMs: number;
+    readonly retry: { readonly attempts: number; readonly backoffMs: number; readonly maxBackoffMs: number };
+    readonly callback: { readonly attempts: number; readonly backoffMs: number; readonly timeoutMs: number };
+  };
+}
+
+function resolveEvents(file: ConfigFile): EventsConfig {
+  const ms = (value: string | number | undefined, fallback: number): number =>
+    value === undefined ? fallback : (parseDuration(value) ?? fallback);
+  return Object.freeze({
+    queueMaxWaitMs: file.queueMaxWait === undefined ? undefined : parseDuration(file.queueMaxWait),
+    breaker: Object.freeze({
+      failures: file.breaker?.failures ?? 5,
+      coolDownMs: ms(file.breaker?.coolDown, 5000),
+    }),
+    async: Object.freeze({
+      concurrency: file.async?.concurrency ?? 64,
+      retentionMs: ms(file.async?.retention, 3_600_000),
+      retry: Object.freeze({
+        attempts: file.async?.retry?.attempts ?? 3,
+        backoffMs: ms(file.async?.retry?.backoff, 1000),
+        maxBackoffMs: ms(file.async?.retry?.maxBackoff, 300_000),
+      }),
+      callback: Object.freeze({
+        attempts: file.async?.callback?.attempts ?? 5,
+        backoffMs: ms(file.async?.callback?.backoff, 1000),
+        timeoutMs: ms(file.async?.callback?.timeout, 10_000),
+      }),
+    }),
+  });
+}
+
+function resolveObservability(file: ConfigFile): ObservabilityConfig {
+  return Object.freeze({
+    metrics: file.metrics ?? true,
+    serverTiming: file.serverTiming ?? true,
+    otlp:
+      file.otlp === undefined
+        ? undefined
+        : Object.freeze({
+            endpoint: file.otlp.endpoint,
+            protocol: file.otlp.protocol ?? 'http/protobuf',
+            headers: Object.freeze({ ...(file.otlp.headers ?? {}) }),
+            serviceName: file.otlp.serviceName ?? 'hearth',
+          }),
+    loki:
+      file.loki === undefined
+        ? undefined
+        : Object.freeze({ url: file.loki.url, labels: Object.freeze({ ...(file.loki.labels ?? {}) }) }),
+    redisUrl: file.state?.redis?.url,
   });
 }

@@ -13,10 +13,11 @@ import { CodeStore, createControlApi, Deployer, LayerStore, SqliteStore } from '
 import type { StoredVersion } from './control/store/index.js';
 import type { DeployedVersion } from './domain/deployment.js';
 import { HearthError } from './domain/errors.js';
-import type { InstanceEvent } from './domain/events.js';
+import type { InstanceEvent, ScalingEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
+import { createEventGateway } from './event-gateway.js';
 import { createFunctionCalls, createGatewayHandler, createGatewayServer } from './gateway/index.js';
-import { createLogger, LogStore } from './observe/index.js';
+import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
 import { NodeRuntime } from './runtime/node/index.js';
@@ -24,7 +25,9 @@ import { PACKAGE_ROOT } from './runtime/paths.js';
 import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
-import { createScheduler, FixedKeepAlive, type HostCallHandler } from './scheduler/index.js';
+import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
+import { createStateCalls, createStateStore, redisUrlFor } from './state/index.js';
+import { createUiHandler } from './ui/index.js';
 
 export interface RunningPlatform {
   readonly url: string;
@@ -53,6 +56,16 @@ export async function startPlatform(
   await code.init();
   const layers = new LayerStore(config.dataDir, config.buildTimeoutMs);
   await layers.init();
+  // ctx.state: the embedded store, or Redis when state.redis.url is set (issue 5); an unreachable Redis
+  // stops `hearth up` here, before anything is mounted or started.
+  const state = await createStateStore({ dataDir: config.dataDir, redisUrl: config.observe.redisUrl }).catch(
+    (error: unknown) => {
+      logs.close();
+      store.close();
+      throw error;
+    },
+  );
+  const stateCalls = createStateCalls(state);
 
   const runtimes = new Map<RuntimeName, Runtime>([
     ['node20', new NodeRuntime()],
@@ -69,11 +82,14 @@ export async function startPlatform(
     if (runtime.unavailable !== undefined)
       notices.push(`${runtime.name} unavailable: ${runtime.unavailable}`);
   const slots = await createSlotManager(join(runDir, 'slots'), { allowMount: true });
+  // Metrics, traces, alerts and Loki; built once the scheduler exists (they read its status).
+  let observability: Observability | undefined;
 
   // Calls from inside functions: ctx.invoke goes back through the scheduler (late-bound: it needs it).
   let functionCalls: ReturnType<typeof createFunctionCalls> | undefined;
   const hostCalls: HostCallHandler = (context, method, args) => {
     if (method === 'invoke' && functionCalls !== undefined) return functionCalls(context, args);
+    if (method.startsWith('state.')) return stateCalls(context.ref, method, args);
     return Promise.reject(
       new HearthError('HEARTH_E_UNSUPPORTED', `${method} is not available in this Hearth version`),
     );
@@ -84,11 +100,21 @@ export async function startPlatform(
     isolations,
     slots,
     code: { checkoutCode: (hash) => code.checkoutCode(hash), layerDir: (key) => layers.dir(key) },
-    logs: { write: (record) => logs.write(record) },
-    policy: new FixedKeepAlive(),
+    logs: {
+      write: (record) => {
+        logs.write(record);
+        observability?.shipLog?.(record);
+      },
+    },
+    bindEnv: (deployed) => platformEnv(deployed, config.observe.redisUrl),
+    policy: createScalingPolicy(config.autoscaler.policy, config.autoscaler),
+    autoscaler: config.autoscaler,
+    maxMemoryBytes: config.maxMemoryBytes,
     stemCells: config.stemCells,
     maxInstances: config.maxInstances,
     queueLimit: config.queueLimit,
+    queueTimeoutMs: config.events.queueMaxWaitMs,
+    breaker: config.events.breaker,
     onWarning: (message) => logger.warn(message),
   });
   const onInstance = (message: unknown): void => {
@@ -125,22 +151,73 @@ export async function startPlatform(
     );
   };
   subscribe('hearth:instance', onInstance);
+  // Every scaling decision the scheduler acts on: the platform log, and the function's own log stream.
+  const onScaling = (message: unknown): void => {
+    const event = message as ScalingEvent;
+    if (event.kind === 'stem-cells') {
+      const { kind: _, ...fields } = event;
+      logger.info(
+        fields,
+        `stem cells ${event.runtime}/${event.isolation}/${event.network}: ${event.from} → ${event.to}`,
+      );
+      return;
+    }
+    logs.write({
+      ref: event.ref,
+      version: event.version,
+      instanceId: '-',
+      invocationId: undefined,
+      stream: 'system',
+      text: `scaling ${event.action}: ${event.from} → ${event.to} instances (desired ${event.desired}, ${event.mode}): ${event.reason}\n`,
+    });
+    const { kind: _, ref, ...fields } = event;
+    logger.info({ function: `${ref.namespace}/${ref.name}`, ...fields }, `scaling ${event.action}`);
+  };
+  subscribe('hearth:scaling', onScaling);
   functionCalls = createFunctionCalls(scheduler);
+  observability = startObservability({
+    ...config.observe,
+    version,
+    scheduler,
+    onWarning: (message) => logger.warn(message),
+    logger,
+  });
+  const ui = createUiHandler({
+    version,
+    functions: () => store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
+    lookup: (ref) => scheduler.lookup(ref),
+    stemCells: () => scheduler.stemCellStats(),
+    logs,
+    telemetry: observability.telemetry,
+    metrics: observability.metrics,
+    alerts: observability.alerts,
+  });
+  const metricsRoute = observability.metrics?.handler;
 
   for (const fn of store.listFunctions()) scheduler.activate(toDeployed(fn.active));
 
+  // Traffic control, the durable queue, async invocations, triggers and EventGateways (issue 3).
+  const events = createEventGateway({
+    config: config.events,
+    dataDir: config.dataDir,
+    host: config.host,
+    store,
+    scheduler,
+    logger,
+    onInternal: (error) => logger.error({ err: error }, 'internal error'),
+  });
   const deployer = new Deployer({
     store,
     code,
     layers,
-    scheduler,
+    scheduler: events.observedScheduler,
     runtimes,
     isolations,
     limits: config.upload,
     tmpDir: join(config.dataDir, 'tmp'),
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
-  const api = createControlApi({ store, deployer, scheduler, logs, onInternal }, version);
+  const api = createControlApi({ store, deployer, scheduler, logs, onInternal, events: events.api }, version);
   const health = (): HealthResponse => ({
     status: 'ok',
     version,
@@ -159,15 +236,33 @@ export async function startPlatform(
     instances: scheduler.instanceCount(),
     stemCells: scheduler.stemCellStats(),
   });
-  const server = createGatewayServer(createGatewayHandler({ scheduler, api, health, onInternal }));
+  const server = createGatewayServer(
+    createGatewayHandler({
+      scheduler,
+      api,
+      health,
+      onInternal,
+      traffic: events.traffic,
+      asyncRoute: events.asyncRoute,
+      serverTiming: config.observe.serverTiming,
+      mounts: [
+        ...(metricsRoute === undefined ? [] : [{ prefix: '/metrics', handler: metricsRoute }]),
+        { prefix: '/ui', handler: ui },
+      ],
+    }),
+  );
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, () => resolve());
     });
   } catch (error) {
+    await events.close();
     await scheduler.close();
     unsubscribe('hearth:instance', onInstance);
+    unsubscribe('hearth:scaling', onScaling);
+    await observability.close();
+    await state.close();
     await slots.close();
     logs.close();
     store.close();
@@ -183,6 +278,7 @@ export async function startPlatform(
     throw error;
   }
   const port = (server.address() as AddressInfo).port;
+  await events.start(port);
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },
@@ -210,8 +306,12 @@ export async function startPlatform(
         server.close();
         server.closeAllConnections();
         await warming;
+        await events.close();
         await scheduler.close();
         unsubscribe('hearth:instance', onInstance);
+        unsubscribe('hearth:scaling', onScaling);
+        await observability?.close();
+        await state.close();
         await slots.close();
         logs.close();
         store.close();
@@ -220,6 +320,15 @@ export async function startPlatform(
       return closing;
     },
   };
+}
+
+/** What the platform adds to every function's environment (the function's own env wins). */
+function platformEnv(
+  deployed: DeployedVersion,
+  redisUrl: string | undefined,
+): Readonly<Record<string, string>> {
+  const url = redisUrl === undefined ? undefined : redisUrlFor(redisUrl, deployed.spec.egress);
+  return url === undefined ? {} : { REDIS_URL: url };
 }
 
 export function toDeployed(stored: StoredVersion): DeployedVersion {

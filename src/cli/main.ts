@@ -5,11 +5,14 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import * as apply from './commands/apply.js';
 import * as deploy from './commands/deploy.js';
 import * as describe from './commands/describe.js';
+import * as dlq from './commands/dlq.js';
+import * as get from './commands/get.js';
 import * as invoke from './commands/invoke.js';
 import * as logs from './commands/logs.js';
 import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
 import * as rm from './commands/rm.js';
+import * as top from './commands/top.js';
 import { exitCodeOf, failureLine, oneLine } from './errors.js';
 import { type CliIo, processIo } from './io.js';
 import type { CommandContext } from './options.js';
@@ -83,7 +86,7 @@ export function buildProgram(context: CommandContext): Command {
       outputError: () => {},
     });
   registerUp(program, context);
-  for (const command of [create, deploy, apply, invoke, ls, describe, logs, rm])
+  for (const command of [create, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm])
     command.register(program, context);
   return program;
 }

@@ -45,9 +45,20 @@ export function validateDocument(
   file: string,
   documentLabel?: string,
 ): FunctionManifest {
+  return validateWith(document, lineCounter, file, documentLabel, parseFunctionManifest);
+}
+
+/** Validates one YAML document with a resource's parser (Function, EventGateway), locating the error's line. */
+export function validateWith<T>(
+  document: Document,
+  lineCounter: LineCounter,
+  file: string,
+  documentLabel: string | undefined,
+  parse: (input: unknown, origin: string) => T,
+): T {
   const origin = documentLabel === undefined ? file : `${file}: ${documentLabel}`;
   try {
-    return parseFunctionManifest(document.toJS(), origin);
+    return parse(document.toJS(), origin);
   } catch (error) {
     if (!isHearthError(error)) throw error;
     const rest = error.message.startsWith(`${origin}: `)

@@ -185,6 +185,7 @@ export function functionDetail(overrides: Partial<FunctionDetail> = {}): Functio
     activeInstances: [],
     startingInstances: 0,
     queuedRequests: 0,
+    autoscaling: null,
     versions: [{ version: 3, createdAt: now, codeHash: 'abcdef0123456789abcdef' }],
     lastDeployment: null,
     createdAt: now,

@@ -26,6 +26,8 @@ export async function up(options: UpOptions, io: CliIo): Promise<number> {
   const platform = await startPlatform(config);
   const lines = [`hearth: listening on ${platform.url}`];
   if (config.examples) lines.push(`  try:       curl ${platform.url}/function/hello`);
+  lines.push(`  dashboard: ${platform.url}/ui`);
+  if (config.observe.metrics) lines.push(`  metrics:   ${platform.url}/metrics`);
   lines.push(`  API:       ${platform.url}/api/v1/openapi.json`, '  stop:      Ctrl-C');
   for (const notice of platform.notices) lines.push(`  note:      ${notice}`);
   io.stderr.write(`${lines.join('\n')}\n`);

@@ -335,18 +335,62 @@ export class Deployer {
         },
       );
     }
-    if (Array.isArray(spec.egress)) {
-      throw new HearthError(
-        'HEARTH_E_UNSUPPORTED',
-        `${origin}: spec.egress: allow-lists are not available in this Hearth version yet; use "none" or "allow"`,
-        {
-          details: { field: 'spec.egress', value: spec.egress, expected: 'none or allow' },
-        },
-      );
-    }
+    this.checkNetwork(origin, spec);
     this.runtimeFor(spec.runtime);
     this.isolationFor(spec.isolation ?? 'sandbox');
     return { ...manifest, metadata: { ...manifest.metadata, namespace: ref.namespace } };
+  }
+
+  /**
+   * An egress allow-list and host aliases are enforced by the sandbox's own network namespace: `process`
+   * isolation cannot honour them, and a node without the tools says so at deploy, not at the first call.
+   */
+  private checkNetwork(origin: string, spec: FunctionManifest['spec']): void {
+    const isolationName = spec.isolation ?? 'sandbox';
+    const aliases = Object.keys(spec.hostAliases ?? {});
+    if (Array.isArray(spec.egress)) {
+      if (isolationName !== 'sandbox')
+        throw new HearthError(
+          'HEARTH_E_VALIDATION',
+          `${origin}: spec.egress: an allow-list needs isolation: sandbox (isolation: process shares the host's network and cannot enforce it)`,
+          {
+            details: {
+              field: 'spec.egress',
+              value: spec.egress,
+              expected: 'none or allow with isolation: process',
+            },
+          },
+        );
+      const reason = this.options.isolations.get('sandbox')?.filteredUnavailable;
+      if (reason !== undefined)
+        throw new HearthError(
+          'HEARTH_E_UNSUPPORTED',
+          `${origin}: spec.egress: ${reason}; or use "none" or "allow"`,
+          {
+            details: { field: 'spec.egress', value: spec.egress, expected: 'none or allow on this node' },
+          },
+        );
+    }
+    if (aliases.length > 0) {
+      if (isolationName !== 'sandbox')
+        throw new HearthError(
+          'HEARTH_E_VALIDATION',
+          `${origin}: spec.hostAliases: needs isolation: sandbox (a process instance sees the host's own /etc/hosts)`,
+          {
+            details: {
+              field: 'spec.hostAliases',
+              value: spec.hostAliases,
+              expected: 'no hostAliases with isolation: process',
+            },
+          },
+        );
+      if ((spec.egress ?? 'none') === 'none')
+        throw new HearthError(
+          'HEARTH_E_VALIDATION',
+          `${origin}: spec.hostAliases: ${aliases.join(', ')} cannot be reached with egress: none; set egress to allow or to a list such as ["${aliases[0]}:6379"]`,
+          { details: { field: 'spec.egress', value: 'none', expected: 'allow or a host:port list' } },
+        );
+    }
   }
 
   private runtimeFor(name: RuntimeName): Runtime {

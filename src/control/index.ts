@@ -11,13 +11,17 @@ import { describeFunction } from './api/function-get.js';
 import { releaseInstances } from './api/function-instances.js';
 import { functionLogs } from './api/function-logs.js';
 import { listFunctions } from './api/functions-list.js';
+import { eventRoutes } from './api/gateways.js';
 import { openApi } from './api/openapi.js';
 import { createRouter, type Route } from './api/router.js';
+import { stats } from './api/stats.js';
 
 export type { ApiContext } from './api/context.js';
+export type * from './api/events-types.js';
 export type * from './api/types.js';
 export { LayerStore } from './build/index.js';
 export { Deployer, type DeployOutcome, MANIFEST_FILE } from './deploy.js';
+export { type EventsApi, GatewayService } from './events/index.js';
 export { CodeStore } from './packages/index.js';
 export { SqliteStore, type Store, type StoredFunction } from './store/index.js';
 
@@ -30,7 +34,9 @@ export function createControlApi(context: ApiContext, version: string): Handler 
     deployFunction(context),
     functionLogs(context),
     releaseInstances(context),
+    stats(context),
   ];
+  routes.push(...eventRoutes(context));
   routes.push(openApi(() => routes, version));
   return createRouter(routes, context.onInternal);
 }

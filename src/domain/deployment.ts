@@ -1,6 +1,8 @@
 /** @module A deployed function version as the data plane sees it, and the request/response of one invocation. */
 
+import type { ColdStartPhases } from './events.js';
 import type { FunctionManifest, FunctionRef, FunctionSpec } from './function.js';
+import type { TraceContext } from './trace.js';
 
 export interface DeployedVersion {
   readonly ref: FunctionRef;
@@ -28,11 +30,18 @@ export interface InvocationRequest {
   readonly deadline: number;
   /** The budget the deadline was set from, and where it came from, for the 504 message. */
   readonly timeoutMs: number;
-  readonly timeoutSource: 'limits.timeout' | 'X-Hearth-Timeout';
+  readonly timeoutSource: 'limits.timeout' | 'X-Hearth-Timeout' | 'route.timeout';
   /** Queue priority when the function is saturated (higher first); defaults to the function's `priority`. */
   readonly priority?: number;
+  /** The longest it may wait for capacity before a 503 (a route's `queue.maxWait`; else the platform's `queue.maxWait`). */
+  readonly queueTimeoutMs?: number;
   /** Present when the invocation carries an event (a trigger or async delivery): its CloudEvents attributes; `body` holds the data. */
   readonly event?: CloudEventAttributes;
+  /**
+   * The trace it continues (a client's `traceparent`, a calling function's). Absent, the invocation is the
+   * root of its own trace, with ids derived from `invocationId` (domain/trace.ts) at no cost.
+   */
+  readonly trace?: TraceContext;
 }
 
 export interface InvocationResponse {
@@ -45,6 +54,10 @@ export interface InvocationResponse {
   readonly instanceId: string;
   /** Milliseconds spent waiting for an instance (queue and cold start). */
   readonly waitMs: number;
+  /** When it was served by an instance started for it: where that cold start's time went (part of `waitMs`). */
+  readonly coldStartPhases?: ColdStartPhases;
+  /** Set when this invocation was the circuit breaker's half-open probe: the state it left the circuit in. */
+  readonly circuit?: 'closed' | 'open';
 }
 
 /** CloudEvents 1.0 context attributes (https://github.com/cloudevents/spec); the data travels as the body. */

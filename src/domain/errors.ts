@@ -24,8 +24,14 @@ export const ERROR_CATALOGUE = {
   HEARTH_E_UNAUTHORIZED: { status: 401, kind: 'user', summary: 'Authentication is required.' },
   /** No function of that name exists in that namespace. */
   HEARTH_E_FN_NOT_FOUND: { status: 404, kind: 'user', summary: 'The function does not exist.' },
-  /** No route, deployment or other resource matches the path. */
-  HEARTH_E_NOT_FOUND: { status: 404, kind: 'user', summary: 'The resource or route does not exist.' },
+  /** No route matches the path. */
+  HEARTH_E_NOT_FOUND: { status: 404, kind: 'user', summary: 'No route matches the path.' },
+  /** A named resource other than a function (gateway, async invocation, dead letter, code package) does not exist. */
+  HEARTH_E_RESOURCE_NOT_FOUND: {
+    status: 404,
+    kind: 'user',
+    summary: 'The named gateway, invocation, dead letter or code package does not exist.',
+  },
   /** The route exists but not for this HTTP method. */
   HEARTH_E_METHOD_NOT_ALLOWED: {
     status: 405,
@@ -34,6 +40,12 @@ export const ERROR_CATALOGUE = {
   },
   /** A conflicting change is in progress (for example two deploys of one function at once). */
   HEARTH_E_CONFLICT: { status: 409, kind: 'user', summary: 'A conflicting change is in progress.' },
+  /** An EventGateway route overlaps a route of another gateway (same method and path shape); both are named. */
+  HEARTH_E_ROUTE_CONFLICT: {
+    status: 409,
+    kind: 'user',
+    summary: "A gateway route conflicts with another gateway's route.",
+  },
   /** The request body exceeds the function's `limits.maxBody`. */
   HEARTH_E_BODY_TOO_LARGE: {
     status: 413,
@@ -56,11 +68,23 @@ export const ERROR_CATALOGUE = {
   HEARTH_E_FN_CRASHED: { status: 502, kind: 'function', summary: "The function's process crashed." },
   /** No capacity was free within the request's deadline or the wait queue is full. */
   HEARTH_E_SATURATED: { status: 503, kind: 'system', summary: 'The function is saturated; retry later.' },
+  /** The function's circuit breaker is open after consecutive failures; it answers fast until a probe succeeds. */
+  HEARTH_E_CIRCUIT_OPEN: {
+    status: 503,
+    kind: 'system',
+    summary: "The function's circuit breaker is open; retry later.",
+  },
   /** Sandboxed isolation was asked for but bubblewrap is not installed on this node. */
   HEARTH_E_SANDBOX_UNAVAILABLE: {
     status: 503,
     kind: 'system',
     summary: 'Sandboxed isolation is unavailable on this node.',
+  },
+  /** `ctx.state` could not reach its store (Redis down or unreachable); the call may be retried. */
+  HEARTH_E_STATE_UNAVAILABLE: {
+    status: 503,
+    kind: 'system',
+    summary: 'The state store cannot be reached.',
   },
   /** The platform is shutting down. */
   HEARTH_E_SHUTTING_DOWN: { status: 503, kind: 'system', summary: 'The platform is shutting down.' },
@@ -86,11 +110,18 @@ export class HearthError extends Error {
   readonly details: ErrorDetails | undefined;
   /** Seconds a client should wait before retrying (429/503). */
   readonly retryAfter: number | undefined;
+  /** Response headers that make a traffic decision visible (`RateLimit-*`, `X-Hearth-Circuit`…). */
+  readonly headers: Readonly<Record<string, string>> | undefined;
 
   constructor(
     code: ErrorCode,
     message: string,
-    options: { details?: ErrorDetails; retryAfter?: number; cause?: unknown } = {},
+    options: {
+      details?: ErrorDetails;
+      retryAfter?: number;
+      cause?: unknown;
+      headers?: Readonly<Record<string, string>>;
+    } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'HearthError';
@@ -98,6 +129,7 @@ export class HearthError extends Error {
     this.status = ERROR_CATALOGUE[code].status;
     this.details = options.details;
     this.retryAfter = options.retryAfter;
+    this.headers = options.headers;
   }
 }
 

@@ -5,6 +5,7 @@
 
 import { channel } from 'node:diagnostics_channel';
 import type { FunctionRef } from './function.js';
+import type { TraceContext } from './trace.js';
 
 export interface InvocationEvent {
   readonly ref: FunctionRef;
@@ -15,6 +16,21 @@ export interface InvocationEvent {
   readonly waitMs: number;
   readonly coldStart: boolean;
   readonly errorCode: string | undefined;
+  /** What started it: `http` (the gateway), `invoke` (ctx.invoke), or a trigger's name (`cron`, `kafka`...). */
+  readonly trigger?: string;
+  /** Epoch milliseconds (fractional) when the platform received it: the start of its spans. */
+  readonly startedAt?: number;
+  /** Milliseconds from handing it to an instance to its answer (the function's own time plus IPC). */
+  readonly execMs?: number;
+  /** When it waited for a cold start: where that start's time went. `waitMs` includes it. */
+  readonly coldStartPhases?: ColdStartPhases;
+  /** The trace it belongs to (W3C trace context); its span ids derive from `invocationId` (domain/trace.ts). */
+  readonly trace?: TraceContext;
+  /** For HTTP: the method and the path after the function name, for span names and attributes. */
+  readonly method?: string;
+  readonly path?: string;
+  /** The instance that served it, when one did. */
+  readonly instanceId?: string;
 }
 
 /** Where a cold start's time went, in milliseconds. */
@@ -44,3 +60,88 @@ export interface InstanceEvent {
 
 export const invocationChannel = channel('hearth:invocation');
 export const instanceChannel = channel('hearth:instance');
+
+/** A token bucket refused a request (429). Only refusals are published: admitted requests cost nothing. */
+export interface RateLimitEvent {
+  /** Which bucket: the gateway's protocol, a route, the function, or one client (API key, else IP). */
+  readonly scope: 'protocol' | 'route' | 'function' | 'client';
+  /** The bucket's identity, e.g. `gateway/production-gateway/http` or `client/10.0.0.7`. */
+  readonly key: string;
+  readonly ref: FunctionRef | undefined;
+  /** Requests per second the bucket allows. */
+  readonly limit: number;
+  readonly retryAfterMs: number;
+}
+
+/** A request could not take an instance at once: it was queued, or shed (503) when the queue was full or too slow. */
+export interface QueueDecisionEvent {
+  readonly ref: FunctionRef;
+  readonly decision: 'queued' | 'shed' | 'expired';
+  /** For `shed`: `queue-full`, `displaced` (by a higher priority) or `max-wait`; for `expired`: the 504 stage. */
+  readonly reason: string | undefined;
+  readonly priority: number;
+  /** Requests waiting after the decision. */
+  readonly depth: number;
+  readonly waitMs: number;
+}
+
+/** A circuit breaker changed state: an instance isolated after consecutive failures, or the function's circuit. */
+export interface BreakerEvent {
+  readonly ref: FunctionRef;
+  readonly scope: 'instance' | 'function';
+  readonly instanceId: string | undefined;
+  readonly state: 'open' | 'half-open' | 'closed';
+  readonly failures: number;
+  readonly reason: string;
+}
+
+/** One event delivery by a trigger (Kafka, MQTT, NATS, cron) or the async queue, and how it ended. */
+export interface DeliveryEvent {
+  /** `<namespace>/<function>/<trigger>`, `gateway/<name>/<protocol>` or `async`. */
+  readonly source: string;
+  readonly kind: 'kafka' | 'mqtt' | 'nats' | 'cron' | 'async';
+  readonly ref: FunctionRef;
+  readonly outcome: 'delivered' | 'retry' | 'dead-lettered';
+  readonly attempt: number;
+  readonly durationMs: number;
+  readonly error: string | undefined;
+}
+
+export const rateLimitChannel = channel('hearth:ratelimit');
+export const queueChannel = channel('hearth:queue');
+export const breakerChannel = channel('hearth:breaker');
+export const deliveryChannel = channel('hearth:delivery');
+
+/**
+ * A scaling decision the scheduler acted on (`kind: 'function'`: instances started or stopped, a mode change,
+ * an eviction, a start refused by the node budget), or a stem-cell pool resized (`kind: 'stem-cells'`).
+ */
+export type ScalingEvent =
+  | {
+      readonly kind: 'function';
+      readonly ref: FunctionRef;
+      readonly version: number;
+      /** scale-up, scale-down, prewarm, scale-to-zero, evict, blocked, panic, stable. */
+      readonly action: string;
+      /** Instances (ready + starting) before and after. */
+      readonly from: number;
+      readonly to: number;
+      /** What the policy wanted. */
+      readonly desired: number;
+      readonly mode: 'stable' | 'panic';
+      readonly policy: string;
+      /** Why, with the figure it came from ("panic: 212 in flight over 6s ÷ 9 per instance"). */
+      readonly reason: string;
+      readonly figures: Readonly<Record<string, number>>;
+    }
+  | {
+      readonly kind: 'stem-cells';
+      readonly runtime: string;
+      readonly isolation: string;
+      readonly network: string;
+      readonly from: number;
+      readonly to: number;
+      readonly reason: string;
+    };
+
+export const scalingChannel = channel('hearth:scaling');

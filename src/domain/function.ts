@@ -2,6 +2,7 @@
 
 import { z } from 'zod';
 import { describeValue, HearthError } from './errors.js';
+import { rateLimitSchema, triggersSchema } from './triggers.js';
 import { parseBytes, parseCpu, parseDuration } from './units.js';
 
 export const API_VERSION = 'hearth.dev/v1';
@@ -13,6 +14,13 @@ export type IsolationName = (typeof ISOLATIONS)[number];
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const HOST_PORT = /^[A-Za-z0-9.-]+:\d{1,5}$/;
+const HOST_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+/** The `hostAliases` target that means "this machine", as Docker's `--add-host name:host-gateway`. */
+export const HOST_GATEWAY = 'host-gateway';
+/** The name a sandbox with network access always has for this machine (like Docker's host.docker.internal). */
+export const HOST_GATEWAY_NAME = 'host.hearth.internal';
 
 const name = z
   .string()
@@ -82,12 +90,39 @@ export const functionSpecSchema = z.strictObject({
   scaling: scalingSchema.optional(),
   isolation: z.enum(ISOLATIONS, { message: 'sandbox or process' }).optional(),
   egress: z
-    .union([z.enum(['none', 'allow']), z.array(z.string().regex(HOST_PORT, 'host:port')).min(1)], {
-      message: 'none, allow, or a list of host:port',
-    })
+    .union(
+      [
+        z.enum(['none', 'allow']),
+        z
+          .array(
+            z
+              .string()
+              .regex(HOST_PORT, 'host:port')
+              .refine((v) => validPort(v.slice(v.lastIndexOf(':') + 1)), {
+                message: 'host:port, port 1-65535',
+              }),
+          )
+          .min(1),
+      ],
+      {
+        message: 'none, allow, or a list of host:port',
+      },
+    )
+    .optional(),
+  hostAliases: z
+    .record(
+      z.string().regex(HOST_NAME, 'a host name such as "redis-master"'),
+      z.string().refine((v) => v === HOST_GATEWAY || IPV4.test(v), {
+        message: `"${HOST_GATEWAY}" (this machine) or an IPv4 address`,
+      }),
+    )
     .optional(),
   priority: z.int().min(0).max(100).optional(),
   eventFormat: z.enum(['hearth', 'lambda'], { message: 'hearth or lambda' }).optional(),
+  /** Event sources that invoke the function (Kafka, MQTT, NATS, cron); see domain/triggers.ts. */
+  triggers: triggersSchema.optional(),
+  /** Token-bucket limit on every invocation of the function (`1000qps`, or `{rate, burst, perClient}`). */
+  rateLimit: rateLimitSchema.optional(),
 });
 
 export const metadataSchema = z.strictObject({
@@ -127,6 +162,8 @@ export interface FunctionSpec {
   };
   readonly isolation: IsolationName;
   readonly egress: 'none' | 'allow' | readonly string[];
+  /** Extra /etc/hosts names in the sandbox: name → IPv4 address or `host-gateway` (this machine). */
+  readonly hostAliases: Readonly<Record<string, string>>;
   readonly priority: number;
   readonly eventFormat: 'hearth' | 'lambda' | 'auto';
 }
@@ -176,6 +213,7 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
     }),
     isolation: spec.isolation ?? 'sandbox',
     egress: spec.egress ?? 'none',
+    hostAliases: Object.freeze({ ...(spec.hostAliases ?? {}) }),
     priority: spec.priority ?? 0,
     eventFormat: spec.eventFormat ?? 'auto',
   });
@@ -252,6 +290,11 @@ function valueAt(input: unknown, path: readonly string[]): unknown {
     current = (current as Record<string, unknown>)[key];
   }
   return current;
+}
+
+function validPort(text: string): boolean {
+  const port = Number(text);
+  return Number.isInteger(port) && port >= 1 && port <= 65535;
 }
 
 export interface FunctionRef {

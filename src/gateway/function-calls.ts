@@ -4,8 +4,11 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { HearthError, invalidField } from '../domain/errors.js';
+import type { InvocationRequest, InvocationResponse } from '../domain/deployment.js';
+import { HearthError, invalidField, isHearthError } from '../domain/errors.js';
+import { type InvocationEvent, invocationChannel } from '../domain/events.js';
 import type { FunctionRef } from '../domain/function.js';
+import { executionSpanIdOf, type TraceContext, traceFor, traceIdOf } from '../domain/trace.js';
 import type { HostCallContext, Scheduler } from '../scheduler/index.js';
 
 export interface InvokeCallResult {
@@ -17,6 +20,38 @@ export interface InvokeCallResult {
 }
 
 const NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/** Function-to-function calls are invocations too: observers see them with trigger `invoke`. */
+function published(
+  ref: FunctionRef,
+  invocationId: string,
+  started: number,
+  trace: TraceContext | undefined,
+  response: InvocationResponse | undefined,
+  error: unknown,
+): void {
+  if (!invocationChannel.hasSubscribers) return;
+  const durationMs = performance.now() - started;
+  const failure = error === undefined ? undefined : isHearthError(error) ? error : undefined;
+  invocationChannel.publish({
+    ref,
+    version: response?.version ?? 0,
+    invocationId,
+    status: response?.status ?? failure?.status ?? 500,
+    durationMs,
+    waitMs: response?.waitMs ?? 0,
+    coldStart: response?.coldStart ?? false,
+    errorCode: error === undefined ? undefined : (failure?.code ?? 'HEARTH_E_INTERNAL'),
+    trigger: 'invoke',
+    startedAt: performance.timeOrigin + started,
+    execMs: response === undefined ? undefined : durationMs - response.waitMs,
+    coldStartPhases: response?.coldStartPhases,
+    trace,
+    method: 'POST',
+    path: '/',
+    instanceId: response?.instanceId,
+  } satisfies InvocationEvent);
+}
 
 export function createFunctionCalls(
   scheduler: Scheduler,
@@ -42,8 +77,20 @@ export function createFunctionCalls(
     const own = now + target.spec.limits.timeoutMs;
     const deadline = context.deadline === undefined ? own : Math.min(own, context.deadline);
     const body = Buffer.from(JSON.stringify(event ?? null));
-    const response = await scheduler.invoke(ref, {
-      invocationId: randomUUID(),
+    const invocationId = randomUUID();
+    // The callee joins the caller's trace as a child of the caller's execution span.
+    const caller = context.invocationId;
+    const trace =
+      caller === undefined
+        ? undefined
+        : traceFor(invocationId, {
+            traceId: context.trace?.traceId ?? traceIdOf(caller),
+            parentId: context.trace?.spanId ?? executionSpanIdOf(caller),
+            flags: context.trace?.flags ?? 1,
+          });
+    const started = performance.now();
+    const request: InvocationRequest = {
+      invocationId,
       method: 'POST',
       path: '/',
       rawQuery: '',
@@ -58,7 +105,16 @@ export function createFunctionCalls(
       deadline,
       timeoutMs: deadline - now,
       timeoutSource: deadline < own ? 'X-Hearth-Timeout' : 'limits.timeout',
-    });
+      trace,
+    };
+    let response: InvocationResponse;
+    try {
+      response = await scheduler.invoke(ref, request);
+    } catch (error) {
+      published(ref, invocationId, started, trace, undefined, error);
+      throw error;
+    }
+    published(ref, invocationId, started, trace, response, undefined);
     const headers: Record<string, string> = {};
     for (let i = 0; i + 1 < response.headers.length; i += 2)
       headers[response.headers[i] as string] = response.headers[i + 1] as string;

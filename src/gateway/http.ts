@@ -85,6 +85,7 @@ export function sendError(
   const headers: Record<string, string> = {};
   if (invocationId !== undefined) headers['x-hearth-invocation-id'] = invocationId;
   if (failure.retryAfter !== undefined) headers['retry-after'] = String(failure.retryAfter);
+  if (failure.headers !== undefined) Object.assign(headers, failure.headers);
   if (failure.code === 'HEARTH_E_BODY_TOO_LARGE') headers.connection = 'close';
   sendJson(res, ERROR_CATALOGUE[failure.code].status, errorBody(failure, invocationId), headers);
 }

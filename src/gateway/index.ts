@@ -7,12 +7,28 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { HearthError } from '../domain/errors.js';
 import type { Scheduler } from '../scheduler/index.js';
+import { ASYNC_PREFIX } from './async.js';
 import { type Handler, sendError, sendJson } from './http.js';
 import { createInvokeRoute, FUNCTION_PREFIX } from './invoke.js';
+import { createRouteInvoker } from './route-invoke.js';
+import type { Traffic } from './traffic.js';
 
+export { ASYNC_PREFIX, type AsyncRouteOptions, createAsyncRoute, parseAsyncPath } from './async.js';
 export { createFunctionCalls, type InvokeCallResult } from './function-calls.js';
 export { type Handler, parseJsonBody, readBody, sendError, sendJson } from './http.js';
 export { parseFunctionPath } from './invoke.js';
+export { GatewayListeners, type ListenerStatus } from './listeners.js';
+export { clientKeyOf, formatRate, LimitRule, TokenBucket, takeTokens } from './rate-limit.js';
+export { createRouteInvoker, writeResponse } from './route-invoke.js';
+export {
+  compileRoutes,
+  describeRoute,
+  findConflict,
+  type Route,
+  type RouteMatch,
+  RouteTable,
+} from './routes.js';
+export { Traffic } from './traffic.js';
 
 export interface GatewayOptions {
   readonly scheduler: Scheduler;
@@ -21,19 +37,46 @@ export interface GatewayOptions {
   /** Answers `/healthz`. */
   readonly health: () => unknown;
   readonly onInternal: (error: unknown) => void;
+  /** Add a `Server-Timing` header to invocation responses. */
+  readonly serverTiming?: boolean;
+  /** Further routes by path prefix (`/metrics`, `/ui`), checked after `/api/`. */
+  readonly mounts?: readonly { readonly prefix: string; readonly handler: Handler }[];
+  /** EventGateway routes, rate limits and caps (issue 3); without it only `/function/` routes exist. */
+  readonly traffic?: Traffic;
+  /** `/async-function/…`, mounted by the composition root with the durable queue. */
+  readonly asyncRoute?: Handler;
 }
 
 export function createGatewayHandler(options: GatewayOptions): Handler {
-  const invoke = createInvokeRoute({ scheduler: options.scheduler, onInternal: options.onInternal });
+  const invoke = createInvokeRoute({
+    scheduler: options.scheduler,
+    onInternal: options.onInternal,
+    serverTiming: options.serverTiming === true,
+    ...(options.traffic === undefined ? {} : { traffic: options.traffic }),
+  });
+  const mounts = options.mounts ?? [];
+  const routes =
+    options.traffic === undefined
+      ? undefined
+      : createRoutesHandler(options.scheduler, options.traffic, options.onInternal);
   return (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '/';
     if (url.startsWith(FUNCTION_PREFIX)) {
       invoke(req, res);
       return;
     }
+    if (options.asyncRoute !== undefined && url.startsWith(ASYNC_PREFIX)) {
+      options.asyncRoute(req, res);
+      return;
+    }
     try {
-      if (url.startsWith('/api/')) options.api(req, res);
-      else if (url === '/healthz' || url.startsWith('/healthz?')) sendJson(res, 200, options.health());
+      if (url.startsWith('/api/')) {
+        // `/api/v1/` is the control API; other `/api/…` paths may be EventGateway routes (the seed's `/api/orders`).
+        if (url.startsWith('/api/v1/') || routes?.(req, res) !== true) options.api(req, res);
+      } else if (url === '/healthz' || url.startsWith('/healthz?')) sendJson(res, 200, options.health());
+      else if (mounts.some((mount) => mountMatches(url, mount.prefix)))
+        mounts.find((mount) => mountMatches(url, mount.prefix))?.handler(req, res);
+      else if (routes?.(req, res) === true) return;
       else if (url === '/' || url.startsWith('/?'))
         sendJson(res, 200, { service: 'hearth', docs: '/api/v1/openapi.json', invoke: '/function/<name>' });
       else
@@ -47,6 +90,46 @@ export function createGatewayHandler(options: GatewayOptions): Handler {
     } catch (error) {
       sendError(res, error, undefined, options.onInternal);
     }
+  };
+}
+
+/** `/ui` matches `/ui`, `/ui/…` and `/ui?…`, not `/uix`. */
+function mountMatches(url: string, prefix: string): boolean {
+  if (!url.startsWith(prefix)) return false;
+  const next = url[prefix.length];
+  return next === undefined || next === '/' || next === '?';
+}
+
+/**
+ * Serves EventGateway routes (of every gateway, or of one when `only` names it, for a gateway's own port);
+ * returns false when no route has the path, so the caller can answer 404 its own way.
+ */
+export function createRoutesHandler(
+  scheduler: Scheduler,
+  traffic: Traffic,
+  onInternal: (error: unknown) => void,
+  only?: string,
+): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const invokeRoute = createRouteInvoker({ scheduler, traffic, onInternal });
+  return (req, res) => {
+    if (traffic.routes.size === 0) return false;
+    const url = req.url ?? '/';
+    const queryAt = url.indexOf('?');
+    const pathname = queryAt < 0 ? url : url.slice(0, queryAt);
+    const method = req.method ?? 'GET';
+    const { match, methodMismatch } = traffic.routes.match(method, pathname);
+    if (match !== undefined && (only === undefined || match.route.gateway === only)) {
+      invokeRoute(req, res, match, pathname, queryAt < 0 ? '' : url.slice(queryAt + 1));
+      return true;
+    }
+    if (methodMismatch) {
+      sendError(
+        res,
+        new HearthError('HEARTH_E_METHOD_NOT_ALLOWED', `${method} is not allowed on ${pathname}`),
+      );
+      return true;
+    }
+    return false;
   };
 }
 

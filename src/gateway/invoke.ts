@@ -5,12 +5,16 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { InvocationResponse } from '../domain/deployment.js';
 import { HearthError, isHearthError } from '../domain/errors.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
 import type { FunctionRef } from '../domain/function.js';
+import { parseTraceparent, type TraceContext, traceFor } from '../domain/trace.js';
 import { parseDuration } from '../domain/units.js';
 import type { Scheduler } from '../scheduler/index.js';
 import { readBody, sendError } from './http.js';
+import { clientKeyOf, takeTokens } from './rate-limit.js';
+import type { Traffic } from './traffic.js';
 
 export const FUNCTION_PREFIX = '/function/';
 
@@ -30,6 +34,10 @@ const HOP_BY_HOP = new Set([
 export interface InvokeRouteOptions {
   readonly scheduler: Scheduler;
   readonly onInternal: (error: unknown) => void;
+  /** Add a `Server-Timing` header breaking each response's time into queue, cold start and execution. */
+  readonly serverTiming?: boolean;
+  /** Per-function rate limits (`spec.rateLimit`); consulted only while some function has one. */
+  readonly traffic?: Traffic;
 }
 
 export function parseFunctionPath(
@@ -54,10 +62,12 @@ export function createInvokeRoute(
   options: InvokeRouteOptions,
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const { scheduler } = options;
+  const serverTiming = options.serverTiming === true;
   return (req, res) => {
     const invocationId = randomUUID();
     const started = performance.now();
     const target = parseFunctionPath(req.url ?? '/');
+    let trace: TraceContext | undefined;
     const fail = (error: unknown, ref?: FunctionRef, version = 0): void => {
       sendError(res, error, invocationId, options.onInternal);
       if (ref !== undefined)
@@ -70,6 +80,7 @@ export function createInvokeRoute(
           0,
           false,
           isHearthError(error) ? error.code : 'HEARTH_E_INTERNAL',
+          trace,
         );
     };
     if (target === undefined) {
@@ -91,15 +102,36 @@ export function createInvokeRoute(
     const raw = req.rawHeaders;
     let hasBody = false;
     let timeoutHeader: string | undefined;
+    let traceparent: string | undefined;
+    let tracestate: string | undefined;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i] as string;
       if (name.length === 14 && name.toLowerCase() === 'content-length') hasBody = raw[i + 1] !== '0';
       else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') hasBody = true;
       else if (name.length === 16 && name.toLowerCase() === 'x-hearth-timeout') timeoutHeader = raw[i + 1];
+      else if (name.length === 11 && name.toLowerCase() === 'traceparent') traceparent = raw[i + 1];
+      else if (name.length === 10 && name.toLowerCase() === 'tracestate') tracestate = raw[i + 1];
+    }
+    // A client's trace is continued; without one the invocation's own ids are derived later, for free.
+    const incoming = traceparent === undefined ? undefined : parseTraceparent(traceparent);
+    if (incoming !== undefined) trace = traceFor(invocationId, incoming, tracestate);
+    // Rate limits cost one boolean test here unless some function has one (issue 3).
+    let limitHeaders: string[] | undefined;
+    if (options.traffic?.functionLimited === true) {
+      const rule = options.traffic.functionRule(target.ref);
+      if (rule !== undefined) {
+        try {
+          limitHeaders = takeTokens([rule], clientKeyOf(raw, req.socket.remoteAddress))?.headers;
+        } catch (error) {
+          fail(error, target.ref, deployed.version);
+          return;
+        }
+      }
     }
     const timeoutMs = clientTimeout(timeoutHeader, limits.timeoutMs);
     const deadline = Date.now() + timeoutMs;
     const submit = (body: Buffer): void => {
+      const submitted = hasBody ? performance.now() : started;
       scheduler.submit(
         target.ref,
         {
@@ -113,6 +145,7 @@ export function createInvokeRoute(
           deadline,
           timeoutMs,
           timeoutSource: timeoutMs < limits.timeoutMs ? 'X-Hearth-Timeout' : 'limits.timeout',
+          trace,
         },
         (error, response) => {
           if (error !== undefined || response === undefined) {
@@ -132,6 +165,13 @@ export function createInvokeRoute(
             invocationId,
           );
           if (response.coldStart) headers.push('x-hearth-cold-start', '1');
+          // Traffic decisions, visible to the client (issue 3): all absent on the warm fast path.
+          if (response.waitMs > 0) headers.push('x-hearth-wait-ms', String(Math.round(response.waitMs)));
+          if (response.circuit !== undefined) headers.push('x-hearth-circuit', response.circuit);
+          if (limitHeaders !== undefined) headers.push(...limitHeaders);
+          const now = serverTiming || invocationChannel.hasSubscribers ? performance.now() : 0;
+          const execMs = now - submitted - response.waitMs;
+          if (serverTiming) headers.push('server-timing', timingHeader(response, execMs, now - started));
           try {
             res.writeHead(response.status, headers);
           } catch (headerError) {
@@ -149,16 +189,25 @@ export function createInvokeRoute(
             return;
           }
           endWith(res, response.body);
-          publish(
-            target.ref,
-            response.version,
-            invocationId,
-            response.status,
-            started,
-            response.waitMs,
-            response.coldStart,
-            undefined,
-          );
+          if (invocationChannel.hasSubscribers)
+            invocationChannel.publish({
+              ref: target.ref,
+              version: response.version,
+              invocationId,
+              status: response.status,
+              durationMs: now - started,
+              waitMs: response.waitMs,
+              coldStart: response.coldStart,
+              errorCode: undefined,
+              trigger: 'http',
+              startedAt: performance.timeOrigin + started,
+              execMs,
+              coldStartPhases: response.coldStartPhases,
+              trace,
+              method: req.method ?? 'GET',
+              path: target.path,
+              instanceId: response.instanceId,
+            } satisfies InvocationEvent);
         },
       );
     };
@@ -193,6 +242,27 @@ function clientTimeout(header: string | undefined, functionTimeoutMs: number): n
     : functionTimeoutMs;
 }
 
+/**
+ * `Server-Timing` (https://www.w3.org/TR/server-timing/): where the time went, in milliseconds — waiting
+ * for an instance, the cold start by phase when this request paid for one, and the function's execution.
+ */
+function timingHeader(response: InvocationResponse, execMs: number, totalMs: number): string {
+  const phases = response.coldStartPhases;
+  if (phases === undefined)
+    return `queue;dur=${ms(response.waitMs)}, exec;dur=${ms(execMs)}, total;dur=${ms(totalMs)}`;
+  const cold = phases.code + phases.stemCell + phases.attach + phases.load;
+  return (
+    `queue;dur=${ms(Math.max(0, response.waitMs - cold))}, cold;dur=${ms(cold)};desc="cold start", ` +
+    `cold-code;dur=${ms(phases.code)}, cold-stemcell;dur=${ms(phases.stemCell)}, ` +
+    `cold-attach;dur=${ms(phases.attach)}, cold-load;dur=${ms(phases.load)}, ` +
+    `exec;dur=${ms(execMs)}, total;dur=${ms(totalMs)}`
+  );
+}
+
+function ms(value: number): number {
+  return Math.round(value * 100) / 100;
+}
+
 function publish(
   ref: FunctionRef,
   version: number,
@@ -202,6 +272,7 @@ function publish(
   waitMs: number,
   coldStart: boolean,
   errorCode: string | undefined,
+  trace: TraceContext | undefined,
 ): void {
   if (!invocationChannel.hasSubscribers) return;
   invocationChannel.publish({
@@ -213,5 +284,8 @@ function publish(
     waitMs,
     coldStart,
     errorCode,
+    trigger: 'http',
+    startedAt: performance.timeOrigin + started,
+    trace,
   } satisfies InvocationEvent);
 }

@@ -22,6 +22,8 @@ export interface LogQuery {
   readonly function: string;
   /** Epoch ms. */
   readonly since?: number;
+  /** Epoch ms: only records before this time (with `since`, a time range). */
+  readonly until?: number;
   readonly invocationId?: string;
   readonly text?: string;
   /** Only records with a larger id (a follow cursor). */
@@ -148,6 +150,10 @@ export class LogStore {
     if (query.since !== undefined) {
       clauses.push('time >= ?');
       params.push(query.since);
+    }
+    if (query.until !== undefined) {
+      clauses.push('time < ?');
+      params.push(query.until);
     }
     if (query.invocationId !== undefined) {
       clauses.push('invocation_id = ?');

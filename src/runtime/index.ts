@@ -29,7 +29,18 @@ export interface LaunchSpec {
   readonly readOnlyPaths: readonly string[];
 }
 
-export type NetworkMode = 'none' | 'host';
+/**
+ * `none`: an empty network namespace (egress `none`). `host`: the host's network (egress `allow`).
+ * `filtered`: a namespace of its own with a user-mode link to the host, where only an allow-list passes.
+ */
+export type NetworkMode = 'none' | 'host' | 'filtered';
+
+/** What a bound function may reach: applied to a started guest before its handler loads. */
+export interface NetworkPolicy {
+  readonly egress: 'none' | 'allow' | readonly string[];
+  /** name → IPv4 address or `host-gateway` (this machine), written to the guest's /etc/hosts. */
+  readonly hostAliases: Readonly<Record<string, string>>;
+}
 
 /** A one-shot command run confined like a function but with network access: a dependency install. */
 export interface BuildCommand {
@@ -64,6 +75,13 @@ export interface Isolation {
    * empty network namespace (egress `none`); `'host'` shares the host's (egress `allow`).
    */
   start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess;
+  /**
+   * Optional: gives a guest started with network `host` or `filtered` its function's policy (host
+   * aliases; for `filtered`, the egress allow-list). Isolations without it cannot take such functions.
+   */
+  configureNetwork?(guest: GuestProcess, slot: Slot, policy: NetworkPolicy): Promise<void>;
+  /** Why `filtered` networking (egress allow-lists) cannot work on this node, or undefined when it can. */
+  readonly filteredUnavailable?: string | undefined;
   run(build: BuildCommand): Promise<BuildOutcome>;
 }
 

@@ -6,15 +6,31 @@
 import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../domain/deployment.js';
 import type { HearthError } from '../domain/errors.js';
 import type { FunctionRef, IsolationName, RuntimeName } from '../domain/function.js';
+import type { TraceContext } from '../domain/trace.js';
 import type { Isolation, Runtime, SlotManager } from '../runtime/index.js';
+import type { AutoscalerTiming, NodeLiveStats, ScalingPolicy, ScalingStatus } from './autoscaler/index.js';
+import type { BreakerOptions } from './breaker.js';
 import type { Instance, InstanceInfo } from './instance.js';
-import type { ScalingPolicy } from './keep-alive.js';
 import { NodeScheduler } from './scheduler.js';
 import type { StemCellPoolStats } from './stem-cells.js';
 
+export {
+  type AutoscalerTiming,
+  createScalingPolicy,
+  DEFAULT_TIMING,
+  FixedKeepAlive,
+  type FunctionLiveStats,
+  formatMs,
+  HybridAutoscaler,
+  type NodeLiveStats,
+  POLICIES,
+  type PolicyName,
+  type ScalingPolicy,
+  type ScalingRecord,
+  type ScalingStatus,
+} from './autoscaler/index.js';
+export { type BreakerOptions, DEFAULT_BREAKER } from './breaker.js';
 export type { Instance, InstanceInfo } from './instance.js';
-export type { ScalingPolicy } from './keep-alive.js';
-export { FixedKeepAlive } from './keep-alive.js';
 export type { StemCellPoolStats } from './stem-cells.js';
 
 /** Port: where the scheduler gets a function's files. */
@@ -43,6 +59,8 @@ export interface HostCallContext {
   readonly invocationId: string | undefined;
   /** Epoch ms by which that invocation must answer; calls made for it inherit it. */
   readonly deadline: number | undefined;
+  /** The trace that invocation continues; undefined when it started its own (ids derive from its id). */
+  readonly trace?: TraceContext | undefined;
 }
 
 /** Port: answers a guest's call into the platform; a rejection becomes the guest's error. */
@@ -63,6 +81,16 @@ export interface FunctionStatus {
   readonly instances: readonly InstanceInfo[];
   readonly starting: number;
   readonly queued: number;
+  /** The autoscaler's view (desired instances, warm pool, keep-alive, recent cold starts, decisions). */
+  readonly scaling?: ScalingStatus;
+  /** The function's circuit breaker: `closed`, `open` (refusing) or `half-open` (one probe). */
+  readonly circuit?: {
+    readonly state: 'closed' | 'open' | 'half-open';
+    readonly failures: number;
+    readonly retryAfterMs: number;
+  };
+  /** An EventGateway's instance cap, when one applies. */
+  readonly instanceCap?: number;
 }
 
 export interface SchedulerOptions {
@@ -76,11 +104,21 @@ export interface SchedulerOptions {
   readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
   /** Node-wide cap on live instances; idle ones are evicted least recently used first. */
   readonly maxInstances: number;
+  /** Node-wide cap on the memory instances reserve (the sum of their `limits.memory`); default ¾ of RAM. */
+  readonly maxMemoryBytes?: number;
+  /** The autoscaler's tick and windows (defaults: Knative's), and how far stem-cell pools may grow. */
+  readonly autoscaler?: Partial<AutoscalerTiming> & { readonly stemCellsMax?: number };
   /** Requests one function may hold waiting for capacity before answering 503. */
   readonly queueLimit: number;
   readonly onWarning: (message: string) => void;
   /** Answers ctx.invoke / ctx.state calls; without it they fail with HEARTH_E_UNSUPPORTED. */
   readonly hostCalls?: HostCallHandler;
+  /** The longest a request waits for capacity before a 503 (overridable per request); default: its deadline. */
+  readonly queueTimeoutMs?: number;
+  /** Circuit breakers: consecutive failures that isolate an instance / open a function's circuit, cool-down. */
+  readonly breaker?: BreakerOptions;
+  /** Platform-provided environment for every instance (e.g. `REDIS_URL`); the function's own `env` wins. */
+  readonly bindEnv?: (version: DeployedVersion) => Readonly<Record<string, string>>;
 }
 
 export interface Scheduler {
@@ -96,8 +134,12 @@ export interface Scheduler {
   /** `invoke` without promises, for the gateway's hot path: `done` is called exactly once. */
   submit(ref: FunctionRef, request: InvocationRequest, done: InvokeCallback): void;
   status(ref: FunctionRef): FunctionStatus | undefined;
+  /** Caps a function's instances (an EventGateway's `concurrency`); undefined lifts the cap. */
+  setInstanceCap(ref: FunctionRef, cap: number | undefined): void;
   releaseIdle(ref: FunctionRef): Promise<number>;
   stemCellStats(): StemCellPoolStats[];
+  /** Live figures per function and the node's budget, for `hearth top`. */
+  liveStats(): NodeLiveStats;
   instanceCount(): number;
   close(): Promise<void>;
 }

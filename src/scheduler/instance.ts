@@ -3,6 +3,7 @@
 import type { DeployedVersion, InvocationRequest } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import type { ColdStartPhases } from '../domain/events.js';
+import { formatTraceparent, type TraceContext } from '../domain/trace.js';
 import { SlotTable } from '../runtime/index.js';
 import type { GuestLog, GuestResult } from '../runtime/ipc/guest-process.js';
 import type { StemCell } from './stem-cells.js';
@@ -41,6 +42,8 @@ interface InFlightInvocation {
   answered: boolean;
   /** The guest's sequence number for this invocation: it tags the invocation's log frames. */
   guestSeq: number;
+  /** The trace it continues, for the calls (ctx.invoke) it makes. */
+  readonly trace: TraceContext | undefined;
   readonly respond: RunCallback;
   readonly settled: () => void;
 }
@@ -104,6 +107,7 @@ export class Instance {
       timeoutSource: request.timeoutSource,
       answered: false,
       guestSeq: 0,
+      trace: request.trace,
       respond,
       settled,
     };
@@ -118,6 +122,15 @@ export class Instance {
         deadline: request.deadline,
         sourceIp: request.sourceIp,
         ...(request.event === undefined ? {} : { event: request.event }),
+        ...(request.trace === undefined
+          ? {}
+          : {
+              traceparent: formatTraceparent(
+                request.trace.traceId,
+                request.trace.spanId,
+                request.trace.flags,
+              ),
+            }),
       },
       request.body,
       (error, result) => {
@@ -214,9 +227,12 @@ export class Instance {
   }
 
   /** The in-flight invocation behind a guest sequence number (for calls the guest makes on its behalf). */
-  invocationFor(seq: number): { invocationId: string; deadline: number } | undefined {
+  invocationFor(
+    seq: number,
+  ): { invocationId: string; deadline: number; trace: TraceContext | undefined } | undefined {
     for (const [, entry] of this.invocations.entries()) {
-      if (entry.guestSeq === seq) return { invocationId: entry.invocationId, deadline: entry.answerBy };
+      if (entry.guestSeq === seq)
+        return { invocationId: entry.invocationId, deadline: entry.answerBy, trace: entry.trace };
     }
     return undefined;
   }

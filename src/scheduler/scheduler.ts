@@ -4,11 +4,32 @@
  * instances start (held, not dropped) until its deadline.
  */
 
+import { totalmem } from 'node:os';
 import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
-import { type InstanceEvent, instanceChannel } from '../domain/events.js';
+import {
+  type InstanceEvent,
+  instanceChannel,
+  type QueueDecisionEvent,
+  queueChannel,
+  type ScalingEvent,
+  scalingChannel,
+} from '../domain/events.js';
 import { type FunctionRef, functionKey, type IsolationName, type RuntimeName } from '../domain/function.js';
 import type { GuestCall, Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
+import {
+  type AutoscalerTiming,
+  DEFAULT_TIMING,
+  type FunctionLiveStats,
+  FunctionScaling,
+  type NodeLiveStats,
+  type ScalingAction,
+  type ScalingPolicy,
+  type ScalingRecord,
+  type ScalingStatus,
+  StemCellSizer,
+} from './autoscaler/index.js';
+import { DEFAULT_BREAKER, FunctionBreaker, instanceIsolated, isFailure } from './breaker.js';
 import type {
   CodeProvider,
   FunctionStatus,
@@ -18,7 +39,6 @@ import type {
   SchedulerOptions,
 } from './index.js';
 import { Instance } from './instance.js';
-import type { ScalingPolicy } from './keep-alive.js';
 import { StemCellPool, type StemCellPoolStats } from './stem-cells.js';
 import { WaitQueue } from './wait-queue.js';
 
@@ -57,10 +77,16 @@ class VersionPool {
 
 class FunctionPool {
   readonly draining = new Set<VersionPool>();
-  constructor(public active: VersionPool) {}
+  /** Consecutive failures per instance, for the per-instance breaker; empty while all is well. */
+  readonly instanceFailures = new Map<Instance, number>();
+  /** The autoscaler's per-function state; it outlives versions, so history survives a redeploy. */
+  readonly scaling = new FunctionScaling(Date.now());
+  constructor(
+    public active: VersionPool,
+    readonly breaker: FunctionBreaker,
+  ) {}
 }
 
-const SWEEP_INTERVAL_MS = 1000;
 /** Timeouts fire within this many milliseconds of their deadline. */
 const DEADLINE_SWEEP_MS = 10;
 const BIND_TIMEOUT_MS = 30_000;
@@ -76,8 +102,13 @@ export class NodeScheduler implements Scheduler {
   private readonly logs: LogSink;
   private readonly policy: ScalingPolicy;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly timing: AutoscalerTiming;
+  private readonly sizer: StemCellSizer;
+  private readonly maxMemoryBytes: number;
   private startingTotal = 0;
   private readonly busy = new Set<Instance>();
+  /** Per-function instance caps from EventGateway `concurrency` entries. */
+  private readonly caps = new Map<string, number>();
   private deadlineTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -88,7 +119,10 @@ export class NodeScheduler implements Scheduler {
     this.code = options.code;
     this.logs = options.logs;
     this.policy = options.policy;
-    this.sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
+    this.timing = { ...DEFAULT_TIMING, ...options.autoscaler };
+    this.sizer = new StemCellSizer(this.timing, options.autoscaler?.stemCellsMax ?? DEFAULT_STEM_CELLS_MAX);
+    this.maxMemoryBytes = options.maxMemoryBytes ?? Math.floor((totalmem() * 3) / 4);
+    this.sweeper = setInterval(() => this.sweep(), this.timing.tickMs);
     this.sweeper.unref();
   }
 
@@ -123,7 +157,7 @@ export class NodeScheduler implements Scheduler {
     }
     const fn = this.functions.get(key);
     if (fn === undefined) {
-      this.functions.set(key, new FunctionPool(next));
+      this.functions.set(key, new FunctionPool(next, this.newBreaker(version.ref)));
     } else {
       const previous = fn.active;
       fn.active = next;
@@ -136,7 +170,7 @@ export class NodeScheduler implements Scheduler {
       this.dispatch(next, prepared, false);
     }
     this.scale(next);
-    this.ensureMinimum(next);
+    this.ensureMinimum(next, true);
   }
 
   async deactivate(ref: FunctionRef): Promise<void> {
@@ -144,6 +178,7 @@ export class NodeScheduler implements Scheduler {
     const fn = this.functions.get(key);
     if (fn === undefined) return;
     this.functions.delete(key);
+    this.policy.forget(key);
     for (const waiter of fn.active.waiters.drain()) {
       clearTimeout(waiter.timer);
       waiter.reject(new HearthError('HEARTH_E_FN_NOT_FOUND', `function ${key} was removed`));
@@ -179,19 +214,104 @@ export class NodeScheduler implements Scheduler {
       );
       return;
     }
+    // One addition: the autoscaler reads the count once per tick.
+    fn.scaling.arrivals += 1;
+    // An open circuit answers at once (issue 3); closed costs this one comparison.
+    let probe = false;
+    if (fn.breaker.state !== 'closed') {
+      const admission = fn.breaker.admit(Date.now());
+      if (admission instanceof HearthError) {
+        done(admission, undefined);
+        return;
+      }
+      probe = admission === 'probe';
+    }
     const pool = fn.active;
     const instance = pool.pick();
     if (instance !== undefined) {
       instance.inFlight += 1;
-      this.runOn(instance, request, false, 0, done);
+      this.runOn(instance, request, false, 0, done, fn, probe);
       return;
     }
     const enqueuedAt = performance.now();
     this.enqueue(pool, request).then(
       (assignment) =>
-        this.runOn(assignment.instance, request, assignment.cold, performance.now() - enqueuedAt, done),
-      (error: HearthError) => done(error, undefined),
+        this.runOn(
+          assignment.instance,
+          request,
+          assignment.cold,
+          performance.now() - enqueuedAt,
+          done,
+          fn,
+          probe,
+        ),
+      (error: HearthError) => {
+        if (probe) fn.breaker.abandonProbe();
+        done(error, undefined);
+      },
     );
+  }
+
+  /** Max instances for a function (an EventGateway's `concurrency`); undefined lifts the cap. */
+  setInstanceCap(ref: FunctionRef, cap: number | undefined): void {
+    const key = functionKey(ref);
+    if (cap === undefined) this.caps.delete(key);
+    else this.caps.set(key, cap);
+  }
+
+  private maxInstances(pool: VersionPool): number {
+    const cap = this.caps.size === 0 ? undefined : this.caps.get(functionKey(pool.version.ref));
+    return cap === undefined ? pool.version.spec.scaling.max : Math.min(cap, pool.version.spec.scaling.max);
+  }
+
+  private newBreaker(ref: FunctionRef): FunctionBreaker {
+    return new FunctionBreaker(ref, this.options.breaker ?? DEFAULT_BREAKER, (event) => {
+      if (event.state === 'open') {
+        const fn = this.functions.get(functionKey(ref));
+        // Requests waiting behind a failing function would only fail later: they get the 503 now.
+        if (fn !== undefined)
+          for (const waiter of fn.active.waiters.drain()) {
+            clearTimeout(waiter.timer);
+            waiter.reject(fn.breaker.refusal(fn.breaker.retryAfterMs));
+          }
+      }
+      this.options.onWarning(`circuit of ${functionKey(ref)} ${event.state}: ${event.reason}`);
+    });
+  }
+
+  private succeeded(fn: FunctionPool, instance: Instance, probe: boolean): 'closed' | undefined {
+    fn.instanceFailures.delete(instance);
+    return fn.breaker.success(probe);
+  }
+
+  private failed(
+    fn: FunctionPool,
+    instance: Instance,
+    probe: boolean,
+    error: HearthError,
+  ): 'open' | undefined {
+    if (!isFailure(error.code, error.details?.stage)) {
+      if (probe) fn.breaker.abandonProbe();
+      return undefined;
+    }
+    const threshold = (this.options.breaker ?? DEFAULT_BREAKER).failures;
+    const count = (fn.instanceFailures.get(instance) ?? 0) + 1;
+    fn.instanceFailures.set(instance, count);
+    if (count >= threshold && instance.state === 'ready') {
+      fn.instanceFailures.delete(instance);
+      instance.drain(`isolated by the circuit breaker after ${count} consecutive failures`);
+      instanceIsolated(instance.version.ref, instance.id, count, error.message, (event) =>
+        this.options.onWarning(
+          `instance ${event.instanceId} isolated: ${event.failures} consecutive failures (${event.reason})`,
+        ),
+      );
+      if (instance.inFlight === 0) void this.stopInstance(instance, instance.drainReason);
+      const pool = this.poolOf.get(instance);
+      // Replaced at once while the function as a whole is healthy; an open circuit waits for its probe.
+      if (pool !== undefined && fn.breaker.state === 'closed' && this.isCurrent(pool))
+        this.startInto(pool, 'replacing an isolated instance');
+    }
+    return fn.breaker.failure(probe, error.message);
   }
 
   private runOn(
@@ -200,6 +320,8 @@ export class NodeScheduler implements Scheduler {
     cold: boolean,
     waitMs: number,
     done: InvokeCallback,
+    fn: FunctionPool,
+    probe: boolean,
   ): void {
     this.watchDeadlines(instance);
     const settled = (): void => {
@@ -212,10 +334,17 @@ export class NodeScheduler implements Scheduler {
       request,
       (error, result) => {
         if (error !== undefined || result === undefined) {
-          done(error ?? new HearthError('HEARTH_E_INTERNAL', 'no result'), undefined);
+          const failure = error ?? new HearthError('HEARTH_E_INTERNAL', 'no result');
+          this.failed(fn, instance, probe, failure);
+          done(failure, undefined);
           return;
         }
         if (result.ok) {
+          // Breaker bookkeeping only when something failed recently or this is a probe.
+          const circuit =
+            probe || fn.breaker.consecutive !== 0 || fn.instanceFailures.size !== 0
+              ? this.succeeded(fn, instance, probe)
+              : undefined;
           done(undefined, {
             status: result.status,
             headers: result.headers,
@@ -224,6 +353,8 @@ export class NodeScheduler implements Scheduler {
             version: instance.version.version,
             instanceId: instance.id,
             waitMs,
+            coldStartPhases: cold ? instance.coldStartPhases : undefined,
+            ...(circuit === undefined ? {} : { circuit }),
           });
           return;
         }
@@ -236,7 +367,17 @@ export class NodeScheduler implements Scheduler {
           stream: 'stderr',
           text: `${stack ?? `${type}: ${message}`}\n`,
         });
-        done(new HearthError('HEARTH_E_FN_ERROR', `${type}: ${message}`, { details: { type } }), undefined);
+        const failure = new HearthError('HEARTH_E_FN_ERROR', `${type}: ${message}`, { details: { type } });
+        const opened = this.failed(fn, instance, probe, failure);
+        done(
+          opened === undefined
+            ? failure
+            : new HearthError(failure.code, failure.message, {
+                details: failure.details ?? {},
+                headers: { 'x-hearth-circuit': 'open' },
+              }),
+          undefined,
+        );
       },
       settled,
     );
@@ -269,6 +410,13 @@ export class NodeScheduler implements Scheduler {
       instances: pools.flatMap((pool) => pool.instances.map((instance) => instance.info())),
       starting: pools.reduce((sum, pool) => sum + pool.starting, 0),
       queued: fn.active.waiters.length,
+      ...this.scalingStatus(fn),
+      circuit: {
+        state: fn.breaker.state,
+        failures: fn.breaker.consecutive,
+        retryAfterMs: fn.breaker.state === 'open' ? fn.breaker.retryAfterMs : 0,
+      },
+      ...(this.caps.has(functionKey(ref)) ? { instanceCap: this.caps.get(functionKey(ref)) } : {}),
     };
   }
 
@@ -283,6 +431,9 @@ export class NodeScheduler implements Scheduler {
     const idle = [fn.active, ...fn.draining].flatMap((pool) =>
       pool.instances.filter((i) => i.state === 'ready' && i.inFlight === 0),
     );
+    // Asked for zero: the autoscaler keeps nothing warm (beyond min) until the next request.
+    fn.scaling.parked = true;
+    fn.scaling.desired = fn.active.version.spec.scaling.min;
     await Promise.all(idle.map((instance) => this.stopInstance(instance, 'released on request')));
     return idle.length;
   }
@@ -296,6 +447,53 @@ export class NodeScheduler implements Scheduler {
     for (const fn of this.functions.values())
       for (const pool of [fn.active, ...fn.draining]) count += pool.instances.length;
     return count;
+  }
+
+  liveStats(): NodeLiveStats {
+    const now = Date.now();
+    const use = this.budgetUse();
+    const functions: FunctionLiveStats[] = [];
+    for (const fn of this.functions.values()) {
+      const pool = fn.active;
+      let ready = 0;
+      let busy = 0;
+      let inFlight = 0;
+      for (const instance of pool.instances) {
+        if (instance.state !== 'ready') continue;
+        ready += 1;
+        inFlight += instance.inFlight;
+        if (instance.inFlight > 0) busy += 1;
+      }
+      const recent = fn.scaling.recentFigures(now);
+      functions.push({
+        ref: pool.version.ref,
+        version: pool.version.version,
+        ready,
+        busy,
+        idle: ready - busy,
+        starting: pool.starting,
+        desired: fn.scaling.desired,
+        mode: fn.scaling.mode,
+        inFlight,
+        queued: pool.waiters.length,
+        rps: fn.scaling.rps(now),
+        recentRequests: recent.requests,
+        recentColdStarts: recent.coldStarts,
+        memoryBytesPerInstance: pool.version.spec.limits.memoryBytes,
+        totalRequests: fn.scaling.totalRequests,
+        totalColdStarts: fn.scaling.totalColdStarts,
+        idleMemoryMiBSeconds: fn.scaling.idleMemoryMiBSeconds,
+      });
+    }
+    return {
+      policy: this.policy.name,
+      instances: use.instances,
+      maxInstances: this.options.maxInstances,
+      memoryBytes: use.memory,
+      maxMemoryBytes: this.maxMemoryBytes,
+      stemCells: this.stemCellStats(),
+      functions,
+    };
   }
 
   async close(): Promise<void> {
@@ -320,67 +518,191 @@ export class NodeScheduler implements Scheduler {
 
   // --- internals ----------------------------------------------------------------------------------
 
+  /**
+   * Holds a request until an instance has room. Bounded three ways (issue 3): the queue's length (a
+   * higher-priority arrival displaces the newest lowest-priority waiter), the wait allowed (`queueTimeoutMs`
+   * → 503 with Retry-After), and the request's own deadline (→ 504 naming the stage that used it up).
+   */
   private enqueue(
     pool: VersionPool,
     request: InvocationRequest,
   ): Promise<{ instance: Instance; cold: boolean }> {
+    const ref = pool.version.ref;
+    const priority = request.priority ?? pool.version.spec.priority;
     if (pool.waiters.length >= this.options.queueLimit) {
-      return Promise.reject(
-        new HearthError(
-          'HEARTH_E_SATURATED',
-          `${pool.waiters.length} requests are already waiting for ${pool.version.ref.name}`,
-          {
-            retryAfter: 1,
-          },
+      const victim = pool.waiters.lowest();
+      if (victim === undefined || victim.priority >= priority) {
+        this.publishQueue(ref, 'shed', 'queue-full', priority, pool.waiters.length, 0);
+        return Promise.reject(
+          this.shed(ref, 'queue-full', `${pool.waiters.length} requests are already waiting for ${ref.name}`),
+        );
+      }
+      pool.waiters.remove(victim);
+      clearTimeout(victim.timer);
+      this.publishQueue(
+        ref,
+        'shed',
+        'displaced',
+        victim.priority,
+        pool.waiters.length,
+        Date.now() - victim.enqueuedAt,
+      );
+      victim.reject(
+        this.shed(
+          ref,
+          'displaced',
+          `a request of higher priority (${priority}) took its place in the full queue`,
         ),
       );
     }
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = {
-        request,
-        priority: request.priority ?? pool.version.spec.priority,
-        enqueuedAt: Date.now(),
-        timer: undefined,
-        resolve,
-        reject,
-      };
+      const enqueuedAt = Date.now();
+      const waiter: Waiter = { request, priority, enqueuedAt, timer: undefined, resolve, reject };
+      const maxWait = request.queueTimeoutMs ?? this.options.queueTimeoutMs;
+      const untilDeadline = request.deadline - enqueuedAt;
+      const shedFirst = maxWait !== undefined && maxWait < untilDeadline;
       waiter.timer = setTimeout(
         () => {
-          const fn = this.functions.get(functionKey(pool.version.ref));
-          (fn?.active.waiters ?? pool.waiters).remove(waiter);
+          const fn = this.functions.get(functionKey(ref));
+          const queue = fn?.active.waiters ?? pool.waiters;
+          queue.remove(waiter);
+          const waited = Date.now() - enqueuedAt;
+          if (shedFirst) {
+            this.publishQueue(ref, 'shed', 'max-wait', priority, queue.length, waited);
+            reject(
+              this.shed(
+                ref,
+                'max-wait',
+                `no instance of ${ref.name} became free within ${maxWait}ms (queue.maxWait)`,
+              ),
+            );
+            return;
+          }
+          // Waiting on an instance that is still starting, with none serving: the cold start used the time.
+          const current = fn?.active ?? pool;
+          const stage = current.live === 0 && current.starting > 0 ? 'cold-start' : 'queue';
+          this.publishQueue(ref, 'expired', stage, priority, queue.length, waited);
           reject(
             new HearthError(
               'HEARTH_E_TIMEOUT',
-              `no instance of ${pool.version.ref.name} became free within the request's deadline (waited ${Date.now() - waiter.enqueuedAt}ms)`,
-              { details: { stage: 'queue' } },
+              stage === 'cold-start'
+                ? `${ref.name} did not finish starting within the request's ${request.timeoutMs}ms (${request.timeoutSource}; waited ${waited}ms for a cold start)`
+                : `no instance of ${ref.name} became free within the request's ${request.timeoutMs}ms (${request.timeoutSource}; waited ${waited}ms in the queue)`,
+              {
+                details: {
+                  stage,
+                  timeoutMs: request.timeoutMs,
+                  source: request.timeoutSource,
+                  waitedMs: waited,
+                },
+              },
             ),
           );
         },
-        Math.max(0, request.deadline - Date.now()),
+        Math.max(0, shedFirst ? maxWait : untilDeadline),
       );
       pool.waiters.push(waiter);
+      this.publishQueue(ref, 'queued', undefined, priority, pool.waiters.length, 0);
       this.scale(pool);
     });
   }
 
-  /** Starts as many instances as the waiting requests need, within the function's max. */
+  private shed(
+    ref: FunctionRef,
+    reason: 'queue-full' | 'displaced' | 'max-wait',
+    message: string,
+  ): HearthError {
+    return new HearthError('HEARTH_E_SATURATED', `${ref.name} is saturated: ${message}`, {
+      retryAfter: 1,
+      headers: { 'x-hearth-shed': reason },
+      details: { shed: reason },
+    });
+  }
+
+  private publishQueue(
+    ref: FunctionRef,
+    decision: QueueDecisionEvent['decision'],
+    reason: string | undefined,
+    priority: number,
+    depth: number,
+    waitMs: number,
+  ): void {
+    if (queueChannel.hasSubscribers)
+      queueChannel.publish({ ref, decision, reason, priority, depth, waitMs } satisfies QueueDecisionEvent);
+  }
+
+  /**
+   * Starts as many instances as the waiting requests need, in parallel, within the function's max and the
+   * node's budget. Starts are reported once per tick; a start the full node refuses is retried every tick.
+   */
   private scale(pool: VersionPool): void {
     if (this.closed || pool.waiters.length === 0) return;
     const needed = Math.ceil(pool.waiters.length / pool.capacityHint) - pool.starting;
-    const room = pool.version.spec.scaling.max - pool.live - pool.starting;
+    const room = this.maxInstances(pool) - pool.live - pool.starting;
     const count = Math.min(needed, room);
-    for (let i = 0; i < count; i++) this.startInto(pool, 'requests waiting');
+    if (count <= 0) return;
+    let started = 0;
+    while (started < count && this.startInto(pool, 'requests waiting')) started += 1;
+    const fn = this.functions.get(functionKey(pool.version.ref));
+    if (fn === undefined || fn.active !== pool) return;
+    const state = fn.scaling;
+    if (started > 0) {
+      if (state.queueStarts === 0) state.queueStartsFrom = pool.live + pool.starting - started;
+      state.queueStarts += started;
+      state.queuePeak = Math.max(state.queuePeak, pool.waiters.length);
+    }
+    if (started < count && !state.blocked) {
+      state.blocked = true;
+      const use = this.budgetUse();
+      this.record(
+        fn,
+        'blocked',
+        pool.live + pool.starting,
+        pool.live + pool.starting,
+        `${pool.waiters.length} requests wait for capacity: the node is full (${use.instances}/${this.options.maxInstances} instances, ${mib(use.memory)}/${mib(this.maxMemoryBytes)} MiB) and no idle instance can be evicted`,
+      );
+    }
   }
 
-  private ensureMinimum(pool: VersionPool): void {
-    const missing = this.policy.minInstances(pool.version) - pool.live - pool.starting;
-    for (let i = 0; i < missing; i++) this.startInto(pool, 'minimum instances');
+  /**
+   * Brings the active version up to its min and, with `carryOver` (a redeploy or config change), to the
+   * instances the function runs now, within the new max: the new version takes over the load without a wave
+   * of cold starts. Anything else above min is the tick's to decide.
+   */
+  private ensureMinimum(pool: VersionPool, carryOver = false): void {
+    if (this.closed) return;
+    const fn = this.functions.get(functionKey(pool.version.ref));
+    const min = pool.version.spec.scaling.min;
+    const carried = carryOver && fn !== undefined && !fn.scaling.parked ? fn.scaling.desired : 0;
+    const target = Math.min(this.maxInstances(pool), Math.max(min, carried));
+    const have = pool.live + pool.starting;
+    let started = 0;
+    for (let i = have; i < target; i++) {
+      const reason =
+        i < min ? `min ${min}` : `desired ${target}, carried over to version ${pool.version.version}`;
+      if (!this.startInto(pool, reason, i < min)) break;
+      started += 1;
+    }
+    if (fn !== undefined && started > 0)
+      this.record(
+        fn,
+        'scale-up',
+        have,
+        have + started,
+        have + started <= min ? `min ${min}` : `desired ${target}`,
+      );
   }
 
-  private startInto(pool: VersionPool, reason: string): void {
-    if (!this.makeRoom()) return;
+  /**
+   * Starts one instance if the node budget allows it. A start for demand (waiting requests, min instances)
+   * may evict idle instances other functions can spare; a speculative one (warm pool, pre-warm, scale-ahead)
+   * only instances above their function's desired count. Returns whether it started.
+   */
+  private startInto(pool: VersionPool, reason: string, demand = true): boolean {
+    if (!this.makeRoom(pool, demand)) return false;
     pool.starting += 1;
     this.startingTotal += 1;
+    this.sizer.noteStart(stemPoolKey(pool.version));
     const began = performance.now();
     this.createInstance(pool.version).then(
       (instance) => {
@@ -396,6 +718,9 @@ export class NodeScheduler implements Scheduler {
         this.watchExit(instance);
         this.publish(instance, 'started', reason, performance.now() - began);
         this.dispatch(pool, instance, true);
+        // The requests the new instance took from the queue waited for a cold start.
+        const fn = this.functions.get(functionKey(pool.version.ref));
+        if (fn !== undefined && fn.active === pool) fn.scaling.coldStarts += instance.inFlight;
       },
       (error: unknown) => {
         pool.starting -= 1;
@@ -410,6 +735,10 @@ export class NodeScheduler implements Scheduler {
         this.options.onWarning(
           `instance of ${functionKey(pool.version.ref)} failed to start: ${failure.message}`,
         );
+        const owner = this.functions.get(functionKey(pool.version.ref));
+        if (owner?.active === pool) owner.scaling.startFailedAt = Date.now();
+        if (failure.code === 'HEARTH_E_HANDLER_INVALID')
+          this.functions.get(functionKey(pool.version.ref))?.breaker.failure(false, failure.message);
         if (instanceChannel.hasSubscribers) {
           instanceChannel.publish({
             ref: pool.version.ref,
@@ -433,26 +762,123 @@ export class NodeScheduler implements Scheduler {
         }
       },
     );
+    return true;
   }
 
-  /** Whether the node budget allows one more instance, evicting the least recently used idle one if not. */
-  private makeRoom(): boolean {
-    if (this.instanceCount() + this.startingTotal < this.options.maxInstances) return true;
-    let victim: Instance | undefined;
-    for (const fn of this.functions.values()) {
-      for (const pool of [fn.active, ...fn.draining]) {
-        const spare = pool.live - this.policy.minInstances(pool.version);
-        if (pool !== fn.active || spare > 0) {
-          for (const instance of pool.instances) {
-            if (instance.state !== 'ready' || instance.inFlight > 0) continue;
-            if (victim === undefined || instance.lastUsedAt < victim.lastUsedAt) victim = instance;
-          }
+  /**
+   * Whether the node's budget (instances, and memory as the sum of `limits.memory`) has room for one more
+   * instance of `pool`'s version, evicting idle instances when it has not. Never a busy instance, never
+   * below a function's min, never one of a function in use right now unless it is above its desired count;
+   * instances above desired go first, then those of the functions the policy expects to stay unused longest.
+   * Nothing is evicted unless enough can go to make room.
+   */
+  private makeRoom(pool: VersionPool, demand: boolean): boolean {
+    const need = pool.version.spec.limits.memoryBytes;
+    if (need > this.maxMemoryBytes) return false;
+    return this.evictFor(1, need, pool, demand, `for ${functionKey(pool.version.ref)}`);
+  }
+
+  /**
+   * Brings the node back within its budget when it is over: a deploy's verified instance, or a smaller
+   * budget's first tick. The usual order; the newest function, with no history, tends to go first.
+   */
+  private enforceBudget(): void {
+    const use = this.budgetUse();
+    if (use.instances <= this.options.maxInstances && use.memory <= this.maxMemoryBytes) return;
+    this.evictFor(0, 0, undefined, true, 'to get back within the budget');
+  }
+
+  /**
+   * Evicts idle instances until `instances` more instances and `memory` more bytes fit the budget; false
+   * (and nothing evicted) when they cannot. `demand`: for requests that are waiting now.
+   */
+  private evictFor(
+    instances: number,
+    memory: number,
+    exclude: VersionPool | undefined,
+    demand: boolean,
+    purpose: string,
+  ): boolean {
+    const maxInstances = this.options.maxInstances;
+    const use = this.budgetUse();
+    const fits = (count: number, bytes: number): boolean =>
+      count + instances <= maxInstances && bytes + memory <= this.maxMemoryBytes;
+    if (fits(use.instances, use.memory)) return true;
+    const now = Date.now();
+    const candidates: EvictionCandidate[] = [];
+    for (const [key, fn] of this.functions) {
+      const expected = this.policy.expectedIdleMs(key, now);
+      for (const candidatePool of [fn.active, ...fn.draining]) {
+        if (candidatePool === exclude) continue;
+        const active = candidatePool === fn.active;
+        const idle = candidatePool.instances.filter((i) => i.state === 'ready' && i.inFlight === 0);
+        if (idle.length === 0) continue;
+        const min = active ? candidatePool.version.spec.scaling.min : 0;
+        const spare = active
+          ? Math.max(0, candidatePool.live - Math.max(min, fn.scaling.desired))
+          : idle.length;
+        let allowed = active ? Math.min(idle.length, candidatePool.live - min) : idle.length;
+        // A speculative start, or a function in use now, gives up only what it does not need.
+        if (!demand || expected === 0) allowed = Math.min(allowed, spare);
+        if (allowed <= 0) continue;
+        idle.sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+        for (let i = 0; i < allowed; i++) {
+          const instance = idle[i];
+          if (instance === undefined) break;
+          candidates.push({
+            fn,
+            instance,
+            excess: i < spare,
+            expected,
+            idleFor: now - instance.lastUsedAt,
+            memory: candidatePool.version.spec.limits.memoryBytes,
+          });
         }
       }
     }
-    if (victim === undefined) return false;
-    void this.stopInstance(victim, 'evicted: node instance budget reached');
+    candidates.sort(
+      (a, b) =>
+        Number(b.excess) - Number(a.excess) ||
+        compareDescending(a.expected, b.expected) ||
+        b.idleFor - a.idleFor,
+    );
+    let count = use.instances;
+    let bytes = use.memory;
+    const victims: EvictionCandidate[] = [];
+    for (const candidate of candidates) {
+      if (fits(count, bytes)) break;
+      victims.push(candidate);
+      count -= 1;
+      bytes -= candidate.memory;
+    }
+    if (!fits(count, bytes)) return false;
+    const full = `node full (${use.instances}/${maxInstances} instances, ${mib(use.memory)}/${mib(this.maxMemoryBytes)} MiB)`;
+    for (const victim of victims) {
+      const why = victim.excess
+        ? 'above its desired count'
+        : `expected unused for ${formatExpected(victim.expected)}`;
+      const reason = `${full}: evicted ${purpose}, ${why}, idle ${Math.round(victim.idleFor)}ms`;
+      void this.stopInstance(victim.instance, `evicted: ${reason}`);
+      const live = victim.fn.active.live + victim.fn.active.starting;
+      if (victim.instance.version === victim.fn.active.version)
+        this.record(victim.fn, 'evict', live + 1, live, reason);
+    }
     return true;
+  }
+
+  /** Instances alive or starting on this node, and the memory they reserve. */
+  private budgetUse(): { instances: number; memory: number } {
+    let instances = 0;
+    let memory = 0;
+    for (const fn of this.functions.values()) {
+      for (const pool of [fn.active, ...fn.draining]) {
+        let count = pool.starting;
+        for (const instance of pool.instances) if (instance.state !== 'stopped') count += 1;
+        instances += count;
+        memory += count * pool.version.spec.limits.memoryBytes;
+      }
+    }
+    return { instances, memory };
   }
 
   private async createInstance(version: DeployedVersion): Promise<Instance> {
@@ -477,7 +903,8 @@ export class NodeScheduler implements Scheduler {
     const phases = { code: 0, stemCell: 0, attach: 0, load: 0 };
     const code = await this.code.checkoutCode(version.code.hash);
     phases.code = performance.now() - clock;
-    const pool = this.stemPool(runtime, isolation, version.spec.egress === 'none' ? 'none' : 'host');
+    const network = networkModeOf(version.spec.egress);
+    const pool = this.stemPool(runtime, isolation, network);
     let cell: Awaited<ReturnType<StemCellPool['take']>> | undefined;
     try {
       cell = await pool.take();
@@ -491,6 +918,12 @@ export class NodeScheduler implements Scheduler {
             ? undefined
             : { dir: depsDir, name: version.deps.mountName },
       });
+      // A function with network access gets its own /etc/hosts names and, for an allow-list, its rules.
+      if (network !== 'none' && isolation.configureNetwork !== undefined)
+        await isolation.configureNetwork(cell.guest, cell.slot, {
+          egress: version.spec.egress,
+          hostAliases: version.spec.hostAliases,
+        });
       phases.attach = performance.now() - clock - phases.code - phases.stemCell;
       const root = isolation.guestPathOf(cell.slot);
       const guest = cell.guest;
@@ -514,7 +947,10 @@ export class NodeScheduler implements Scheduler {
           handler: version.spec.handler,
           codeDir: `${root}/app`,
           depsDir: version.deps === undefined ? undefined : `${root}/${version.deps.mountName}`,
-          env: version.spec.env,
+          env:
+            this.options.bindEnv === undefined
+              ? version.spec.env
+              : { ...this.options.bindEnv(version), ...version.spec.env },
           eventFormat: version.spec.eventFormat,
           memoryMiB: Math.round(version.spec.limits.memoryBytes / 1024 ** 2),
           timeoutMs: version.spec.limits.timeoutMs,
@@ -574,6 +1010,7 @@ export class NodeScheduler implements Scheduler {
         instanceId: instance.id,
         invocationId: invocation?.invocationId,
         deadline: invocation?.deadline,
+        trace: invocation?.trace,
       },
       call.method,
       call.args,
@@ -669,6 +1106,7 @@ export class NodeScheduler implements Scheduler {
     const index = pool.instances.indexOf(instance);
     if (index >= 0) pool.instances.splice(index, 1);
     const fn = this.functions.get(functionKey(pool.version.ref));
+    fn?.instanceFailures.delete(instance);
     if (fn !== undefined && pool !== fn.active && pool.instances.length === 0) fn.draining.delete(pool);
   }
 
@@ -680,30 +1118,174 @@ export class NodeScheduler implements Scheduler {
     return pool.waiters.length > 0;
   }
 
+  /**
+   * The autoscaler's tick: stops drained instances, then for each function samples its load, asks the policy
+   * for the desired instances and starts or stops instances to match; last, sizes the stem-cell pools.
+   */
   private sweep(): void {
+    if (this.closed) return;
     const now = Date.now();
-    for (const fn of this.functions.values()) {
+    for (const [key, fn] of this.functions) {
       for (const pool of fn.draining) {
         for (const instance of pool.instances)
           if (instance.inFlight === 0) void this.stopInstance(instance, instance.drainReason);
       }
-      const pool = fn.active;
-      let live = pool.live;
-      for (const instance of [...pool.instances]) {
-        if (instance.state === 'draining' && instance.inFlight === 0) {
+      for (const instance of fn.active.instances)
+        if (instance.state === 'draining' && instance.inFlight === 0)
           void this.stopInstance(instance, instance.drainReason);
-          continue;
-        }
-        if (instance.state !== 'ready' || instance.inFlight > 0) continue;
-        if (
-          this.policy.shouldRelease({ version: pool.version, idleForMs: now - instance.lastUsedAt }, live)
-        ) {
-          live -= 1;
-          void this.stopInstance(instance, 'idle');
-        }
-      }
-      this.ensureMinimum(pool);
+      this.autoscale(key, fn, now);
     }
+    this.enforceBudget();
+    for (const change of this.sizer.tick(this.stemPools)) {
+      if (scalingChannel.hasSubscribers)
+        scalingChannel.publish({ kind: 'stem-cells', ...change } satisfies ScalingEvent);
+    }
+  }
+
+  private autoscale(key: string, fn: FunctionPool, now: number): void {
+    const pool = fn.active;
+    const state = fn.scaling;
+    const spec = pool.version.spec;
+    let ready = 0;
+    let inFlight = 0;
+    let idle = 0;
+    for (const instance of pool.instances) {
+      if (instance.state !== 'ready') continue;
+      ready += 1;
+      inFlight += instance.inFlight;
+      if (instance.inFlight === 0) idle += 1;
+    }
+    const { arrivals } = state.roll(now, idle, spec.limits.memoryBytes / 1024 ** 2);
+    const concurrency = inFlight + pool.waiters.length;
+    const decision = this.policy.decide(key, spec.scaling, {
+      now,
+      arrivals,
+      concurrency,
+      ready,
+      starting: pool.starting,
+      capacity: pool.capacityHint,
+    });
+    if (concurrency > 0 || arrivals > 0) state.parked = false;
+    const desired = Math.min(
+      this.maxInstances(pool),
+      Math.max(spec.scaling.min, state.parked ? 0 : decision.desired),
+    );
+    state.decision = decision;
+    state.desired = desired;
+    const before = ready + pool.starting;
+    if (decision.mode !== state.mode) {
+      state.mode = decision.mode;
+      this.record(fn, decision.mode, before, before, decision.reason);
+    }
+    if (state.queueStarts > 0) {
+      const from = state.queueStartsFrom;
+      this.record(
+        fn,
+        'scale-up',
+        from,
+        from + state.queueStarts,
+        `${state.queueStarts} started for waiting requests (${state.queuePeak} queued at most)`,
+      );
+      state.queueStarts = 0;
+      state.queuePeak = 0;
+    }
+    // Requests the full node could not serve yet get another chance every tick.
+    if (pool.waiters.length > 0) this.scale(pool);
+    else state.blocked = false;
+    const have = ready + pool.starting;
+    // After a failed start, no speculative ones for a while: they would fail every tick (min still applies).
+    const settled = now - state.startFailedAt >= START_RETRY_MS || have < spec.scaling.min;
+    if (desired > have && settled) {
+      let started = 0;
+      while (
+        have + started < desired &&
+        this.startInto(pool, decision.reason, have + started < spec.scaling.min)
+      )
+        started += 1;
+      if (started > 0)
+        this.record(
+          fn,
+          have === 0 && concurrency === 0 ? 'prewarm' : 'scale-up',
+          have,
+          have + started,
+          decision.reason,
+        );
+    } else if (ready > desired) {
+      const idleLongEnough = pool.instances
+        .filter((i) => i.state === 'ready' && i.inFlight === 0 && now - i.lastUsedAt >= decision.keepIdleMs)
+        .sort((a, b) => a.lastUsedAt - b.lastUsedAt)
+        .slice(0, ready - desired);
+      for (const instance of idleLongEnough) void this.stopInstance(instance, `idle: ${decision.reason}`);
+      const after = have - idleLongEnough.length;
+      if (idleLongEnough.length > 0)
+        this.record(fn, after === 0 ? 'scale-to-zero' : 'scale-down', have, after, decision.reason);
+    }
+  }
+
+  /** Notes a decision in the function's log for `describe` and publishes it on `hearth:scaling`. */
+  private record(fn: FunctionPool, action: ScalingAction, from: number, to: number, reason: string): void {
+    const state = fn.scaling;
+    const figures = state.decision?.figures;
+    const record: ScalingRecord = {
+      at: Date.now(),
+      action,
+      from,
+      to,
+      desired: state.desired,
+      mode: state.mode,
+      reason,
+      figures:
+        figures === undefined
+          ? {}
+          : {
+              concurrency: round2(figures.concurrency),
+              panicConcurrency: round2(figures.panicConcurrency),
+              rps: round2(figures.rps),
+              idleForMs: Math.round(figures.idleForMs),
+            },
+    };
+    state.note(record);
+    if (scalingChannel.hasSubscribers) {
+      const version = fn.active.version;
+      scalingChannel.publish({
+        kind: 'function',
+        ref: version.ref,
+        version: version.version,
+        policy: this.policy.name,
+        ...record,
+      } satisfies ScalingEvent);
+    }
+  }
+
+  /** `describe`'s view of the autoscaler, once the function has had its first tick. */
+  private scalingStatus(fn: FunctionPool): { scaling?: ScalingStatus } {
+    const decision = fn.scaling.decision;
+    if (decision === undefined) return {};
+    const pool = fn.active;
+    let ready = 0;
+    let idle = 0;
+    for (const instance of pool.instances) {
+      if (instance.state !== 'ready') continue;
+      ready += 1;
+      if (instance.inFlight === 0) idle += 1;
+    }
+    // The warm pool is what the desired count holds above the instances the load itself keeps busy.
+    const busy = Math.ceil(decision.figures.concurrency / pool.capacityHint - 1e-6);
+    return {
+      scaling: {
+        policy: this.policy.name,
+        mode: fn.scaling.mode,
+        ready,
+        starting: pool.starting,
+        desired: fn.scaling.desired,
+        reason: decision.reason,
+        figures: decision.figures,
+        warmPool: { idle, target: Math.max(0, fn.scaling.desired - busy) },
+        keepAlive: decision.keepAlive,
+        recent: fn.scaling.recentFigures(Date.now()),
+        decisions: [...fn.scaling.decisions],
+      },
+    };
   }
 
   private publish(instance: Instance, phase: InstanceEvent['phase'], reason: string, startMs?: number): void {
@@ -721,6 +1303,50 @@ export class NodeScheduler implements Scheduler {
         : {}),
     } satisfies InstanceEvent);
   }
+}
+
+/** How long the tick waits after a failed instance start before starting speculatively again. */
+const START_RETRY_MS = 5_000;
+/** The most ready stem cells a pool grows to in bursts of starts, unless configured. */
+const DEFAULT_STEM_CELLS_MAX = 8;
+
+interface EvictionCandidate {
+  readonly fn: FunctionPool;
+  readonly instance: Instance;
+  /** Above its function's desired count: nobody will miss it. */
+  readonly excess: boolean;
+  /** The policy's expected milliseconds until the function is used again. */
+  readonly expected: number;
+  readonly idleFor: number;
+  readonly memory: number;
+}
+
+/** Larger first, with Infinity (never expected back) first of all. */
+function compareDescending(a: number, b: number): number {
+  if (a === b) return 0;
+  return a > b ? -1 : 1;
+}
+
+function formatExpected(ms: number): string {
+  return Number.isFinite(ms) ? `${Math.round(ms)}ms` : 'the foreseeable future';
+}
+
+function mib(bytes: number): number {
+  return Math.round(bytes / 1024 ** 2);
+}
+
+function round2(value: number): number {
+  return Number(value.toFixed(2));
+}
+
+/** The stem-cell pool an instance of `version` takes its runtime from (the key `stemPool` files it under). */
+function stemPoolKey(version: DeployedVersion): string {
+  return `${version.spec.runtime}/${version.spec.isolation}/${networkModeOf(version.spec.egress)}`;
+}
+
+/** Egress `none` is an empty network namespace, `allow` the host's, an allow-list a filtered one of its own. */
+function networkModeOf(egress: DeployedVersion['spec']['egress']): NetworkMode {
+  return egress === 'none' ? 'none' : egress === 'allow' ? 'host' : 'filtered';
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {

@@ -35,6 +35,14 @@ class Bucket<T> {
     return item;
   }
 
+  last(): T | undefined {
+    for (let i = this.items.length - 1; i >= this.head; i--) {
+      const item = this.items[i];
+      if (item !== undefined) return item;
+    }
+    return undefined;
+  }
+
   remove(item: T): boolean {
     const index = this.items.indexOf(item, this.head);
     if (index < 0) return false;
@@ -93,6 +101,15 @@ export class WaitQueue<T extends Prioritised> {
       }
     }
     return false;
+  }
+
+  /** The newest item of the lowest priority: the one to shed when a higher priority needs the room. */
+  lowest(): T | undefined {
+    for (let index = this.buckets.length - 1; index >= 0; index--) {
+      const bucket = this.buckets[index];
+      if (bucket !== undefined && bucket.length > 0) return bucket.last();
+    }
+    return undefined;
   }
 
   /** Removes and returns everything, in service order. */

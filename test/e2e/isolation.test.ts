@@ -57,9 +57,12 @@ interface CrashAnswer {
 }
 
 const SECRET = 'HEARTH_TEST_SECRET';
-/** What a guest may see besides its own spec env: the platform's names for it and a few basics. */
+/**
+ * What a guest may see besides its own spec env: the platform's names for it, a few basics, and the
+ * invocation's W3C trace context (`TRACEPARENT`, set for sync Python handlers).
+ */
 const ALLOWED_ENV =
-  /^(PATH|HOME|LANG|LC_ALL|TMPDIR|NODE_ENV|PYTHONUNBUFFERED|PYTHONDONTWRITEBYTECODE|HEARTH_[A-Z_]+|AWS_LAMBDA_[A-Z_]+)$/;
+  /^(PATH|HOME|LANG|LC_ALL|TMPDIR|NODE_ENV|PYTHONUNBUFFERED|PYTHONDONTWRITEBYTECODE|HEARTH_[A-Z_]+|AWS_LAMBDA_[A-Z_]+|TRACEPARENT)$/;
 
 let hearth: Hearth;
 let openCopy: TempFolder;

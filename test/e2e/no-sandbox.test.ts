@@ -7,7 +7,7 @@ import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FIXTURES, type Hearth, deployFolder, getFunction, invoke, startHearth } from '../support/hearth.js';
+import { deployFolder, FIXTURES, getFunction, type Hearth, invoke, startHearth } from '../support/hearth.js';
 
 let hearth: Hearth;
 let bin: string;
@@ -15,7 +15,8 @@ let bin: string;
 beforeAll(async () => {
   // A PATH holding only what the platform itself needs: no bwrap (and no python3, which is fine here).
   bin = await mkdtemp(join(tmpdir(), 'hearth-nobwrap-'));
-  for (const tool of ['mount', 'umount', 'chown']) await symlink(`/usr/bin/${tool}`, join(bin, tool)).catch(() => undefined);
+  for (const tool of ['mount', 'umount', 'chown'])
+    await symlink(`/usr/bin/${tool}`, join(bin, tool)).catch(() => undefined);
   hearth = await startHearth({ examples: true, env: { PATH: bin } });
 });
 
@@ -26,7 +27,10 @@ afterAll(async () => {
 
 describe('without bubblewrap', () => {
   it('says in one line how to install it', () => {
-    const lines = hearth.stderr().split('\n').filter((line) => line.includes('bubblewrap'));
+    const lines = hearth
+      .stderr()
+      .split('\n')
+      .filter((line) => line.includes('bubblewrap'));
     expect(lines.length).toBeGreaterThanOrEqual(1);
     expect(lines[0]).toContain('apt-get install bubblewrap');
   });
@@ -41,7 +45,9 @@ describe('without bubblewrap', () => {
   });
 
   it('refuses to deploy a sandboxed function, naming the fix, instead of running it unsandboxed', async () => {
-    const { status, body } = await deployFolder(hearth.url, join(FIXTURES, 'node-esm-default'), { name: 'node-esm-default' });
+    const { status, body } = await deployFolder(hearth.url, join(FIXTURES, 'node-esm-default'), {
+      name: 'node-esm-default',
+    });
     expect(status).toBe(503);
     const error = body.error as { code: string; message: string };
     expect(error.code).toBe('HEARTH_E_SANDBOX_UNAVAILABLE');

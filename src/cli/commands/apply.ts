@@ -4,12 +4,21 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { type Document, LineCounter, parseAllDocuments } from 'yaml';
+import type { ApplyGatewayResponse, GatewayDetail } from '../../control/api/events-types.js';
 import type { DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
 import type { FunctionManifest } from '../../domain/function.js';
+import { type GatewayManifest, parseGatewayManifest } from '../../domain/gateway.js';
 import type { ApiClient } from '../client.js';
 import { CliError } from '../errors.js';
 import { type CliIo, readAll } from '../io.js';
-import { isErrno, locate, renderManifest, validateDocument, yamlSyntaxError } from '../manifest.js';
+import {
+  isErrno,
+  locate,
+  renderManifest,
+  validateDocument,
+  validateWith,
+  yamlSyntaxError,
+} from '../manifest.js';
 import {
   addConnectionOptions,
   addNamespaceOption,
@@ -30,8 +39,21 @@ interface ApplyOptions extends ConnectionOptions, NamespaceOptions, OutputOption
   readonly wait: boolean;
 }
 
+/** One validated EventGateway document, ready to apply. */
+interface PlannedGateway {
+  readonly kind: 'gateway';
+  readonly position: string;
+  readonly label: string;
+  readonly resource: string;
+  readonly manifest: GatewayManifest;
+  readonly namespace: string;
+}
+
 /** One validated document, ready to apply. */
-interface Planned {
+type Planned = PlannedFunction | PlannedGateway;
+
+interface PlannedFunction {
+  readonly kind: 'function';
   /** `document 2`, counting every document in the file. */
   readonly position: string;
   /** `document 2 (function/echo)`. */
@@ -54,12 +76,14 @@ interface Applied {
   readonly deployment: DeploymentSummary | null;
   /** The server found nothing to change (config-only changes say so). */
   readonly unchanged: boolean;
+  /** For an EventGateway: the gateway as applied. */
+  readonly gateway?: GatewayDetail;
 }
 
 export function register(program: Command, context: CommandContext): void {
   const command = program
     .command('apply')
-    .description('apply Function resources from a YAML file (deploying spec.source folders)')
+    .description('apply Function and EventGateway resources from a YAML file (deploying spec.source folders)')
     .requiredOption('-f, --filename <file>', 'YAML file of one or more resources, or - for stdin')
     .option('--no-wait', 'do not wait for deployments of source folders to finish');
   addNamespaceOption(
@@ -88,7 +112,12 @@ async function apply(options: ApplyOptions, context: CommandContext): Promise<vo
     }
     applied.push(result);
     if (options.output === 'text') {
-      const version = result.version > 0 ? ` (version ${result.version})` : ' (deployment started)';
+      const version =
+        item.kind === 'gateway'
+          ? ''
+          : result.version > 0
+            ? ` (version ${result.version})`
+            : ' (deployment started)';
       io.stdout.write(`${item.resource} ${result.unchanged ? 'unchanged' : 'configured'}${version}\n`);
     }
   }
@@ -125,13 +154,17 @@ async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
     const syntax = document.errors[0];
     if (syntax !== undefined) throw yamlSyntaxError(input.label, syntax);
     if (document.contents === null) continue;
-    const item = await planOne(document, lineCounter, input, `document ${index + 1}`, options);
-    const key = `${item.namespace}/${item.manifest.metadata.name}`;
+    const item =
+      document.get('kind') === 'EventGateway'
+        ? planGateway(document, lineCounter, input, `document ${index + 1}`, options)
+        : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
+    const key = `${item.kind}:${item.namespace}/${item.manifest.metadata.name}`;
     const earlier = seen.get(key);
     if (earlier !== undefined) {
-      throw new CliError(`${input.label}: ${item.label} repeats function ${key} from ${earlier}`, {
-        code: 'HEARTH_E_VALIDATION',
-      });
+      throw new CliError(
+        `${input.label}: ${item.label} repeats ${item.kind} ${item.namespace}/${item.manifest.metadata.name} from ${earlier}`,
+        { code: 'HEARTH_E_VALIDATION' },
+      );
     }
     seen.set(key, item.label);
     planned.push(item);
@@ -140,13 +173,34 @@ async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
   return planned;
 }
 
+function planGateway(
+  document: Document,
+  lineCounter: LineCounter,
+  input: Input,
+  position: string,
+  options: ApplyOptions,
+): PlannedGateway {
+  const name: unknown = document.getIn(['metadata', 'name']);
+  const label = typeof name === 'string' && name !== '' ? `${position} (gateway/${name})` : position;
+  const manifest = validateWith(document, lineCounter, input.label, label, parseGatewayManifest);
+  const namespace = options.namespace ?? manifest.metadata.namespace ?? DEFAULT_NAMESPACE;
+  return {
+    kind: 'gateway',
+    position,
+    label,
+    resource: `gateway/${manifest.metadata.name}`,
+    manifest: { ...manifest, metadata: { ...manifest.metadata, namespace } },
+    namespace,
+  };
+}
+
 async function planOne(
   document: Document,
   lineCounter: LineCounter,
   input: Input,
   position: string,
   options: ApplyOptions,
-): Promise<Planned> {
+): Promise<PlannedFunction> {
   const name: unknown = document.getIn(['metadata', 'name']);
   const label = typeof name === 'string' && name !== '' ? `${position} (function/${name})` : position;
   const manifest = validateDocument(document, lineCounter, input.label, label);
@@ -155,6 +209,7 @@ async function planOne(
   const pinNamespace =
     options.namespace !== undefined && own !== options.namespace ? options.namespace : undefined;
   const item = {
+    kind: 'function' as const,
     position,
     label,
     resource: `function/${manifest.metadata.name}`,
@@ -184,7 +239,7 @@ async function planOne(
 }
 
 /** The document as it goes into the archive: without `source`, which means nothing on the server. */
-function archiveManifest(item: Pick<Planned, 'document' | 'pinNamespace'>): string {
+function archiveManifest(item: Pick<PlannedFunction, 'document' | 'pinNamespace'>): string {
   return renderManifest(item.document, { namespace: item.pinNamespace, dropSource: true });
 }
 
@@ -194,6 +249,25 @@ async function applyOne(
   options: ApplyOptions,
   io: CliIo,
 ): Promise<Applied> {
+  if (item.kind === 'gateway') {
+    const name = item.manifest.metadata.name;
+    const body = await client.json<ApplyGatewayResponse>(
+      `/api/v1/namespaces/${item.namespace}/gateways/${name}`,
+      {
+        method: 'PUT',
+        json: item.manifest,
+      },
+    );
+    return {
+      namespace: item.namespace,
+      name,
+      version: 0,
+      function: null,
+      deployment: null,
+      unchanged: body.unchanged,
+      gateway: body.gateway,
+    };
+  }
   const target = { namespace: item.namespace, name: item.manifest.metadata.name };
   if (item.source !== undefined) {
     io.stderr.write(`${item.resource}: deploying ${item.source}\n`);

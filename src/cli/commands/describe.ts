@@ -1,8 +1,10 @@
 /** @module `hearth describe NAME`: everything the platform knows about one function, for people. */
 
 import type { Command } from 'commander';
+import type { GatewayDetail } from '../../control/api/events-types.js';
 import type { DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
 import { invokeUrl } from '../client.js';
+import { CliError } from '../errors.js';
 import type { CliIo } from '../io.js';
 import {
   addConnectionOptions,
@@ -15,6 +17,7 @@ import {
   type NamespaceOptions,
   namespaceOf,
   type OutputOptions,
+  parseLabel,
 } from '../options.js';
 import {
   createStyle,
@@ -26,6 +29,7 @@ import {
   writeJson,
 } from '../output.js';
 import { functionPath } from '../upload.js';
+import { renderGateway, renderTriggers } from './events-view.js';
 
 interface DescribeOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
   readonly showEnv?: boolean;
@@ -34,14 +38,28 @@ interface DescribeOptions extends ConnectionOptions, NamespaceOptions, OutputOpt
 export function register(program: Command, context: CommandContext): void {
   const command = program
     .command('describe')
-    .description("show a function's configuration, instances, deployments and versions")
-    .argument('<name>', 'function name')
+    .description(
+      "show a function's configuration, instances, triggers, deployments and versions (or: describe gateway NAME)",
+    )
+    .argument('<name>', 'function name (or the kind, `gateway` or `function`, followed by the name)')
+    .argument('[name2]', 'the name, when the kind was given first')
     .option('--show-env', 'show environment variable values (masked by default)');
   addNamespaceOption(command);
   addOutputOption(command);
   addConnectionOptions(command);
-  command.action(async (name: string, options: DescribeOptions) => {
-    await describe(functionName(name), options, context);
+  command.action(async (first: string, second: string | undefined, options: DescribeOptions) => {
+    if (second === undefined) {
+      await describe(functionName(first), options, context);
+      return;
+    }
+    const kind = first.toLowerCase();
+    if (['gateway', 'gateways', 'gw', 'eventgateway'].includes(kind)) {
+      await describeGateway(second, options, context);
+      return;
+    }
+    if (!['function', 'functions', 'fn'].includes(kind))
+      throw new CliError(`unknown kind "${first}": expected gateway or function (or just a function name)`);
+    await describe(functionName(second), options, context);
   });
 }
 
@@ -108,6 +126,8 @@ export function renderDetail(fn: FunctionDetail, options: RenderOptions): string
   const sections = [
     fields.map(([label, value]) => `${`${label}:`.padEnd(width)}${value}`).join('\n'),
     renderInstances(fn, options.now),
+    renderTraffic(fn, options.now),
+    renderAutoscaling(fn, options.now),
     renderDeployment(fn.lastDeployment, options.now, style),
     renderVersions(fn, options.now),
   ];
@@ -134,6 +154,88 @@ function renderInstances(fn: FunctionDetail, now: number): string {
     formatAge(instance.startedAt, now),
   ]);
   return `${title}\n${indent(renderTable(['ID', 'VERSION', 'STATE', 'IN-FLIGHT', 'SERVED', 'PID', 'AGE'], rows))}`;
+}
+
+/** What the autoscaler wants and why, the warm pool, keep-alive, recent cold starts, the latest decisions. */
+export function renderAutoscaling(fn: FunctionDetail, now: number): string {
+  const scaling = fn.autoscaling;
+  if (scaling === null)
+    return 'Autoscaling: no decision yet (the function was loaded on this node a moment ago)';
+  const { spec } = fn;
+  const keepAlive = scaling.keepAlive;
+  const coldStarts = scaling.coldStarts;
+  const rows: [string, string][] = [
+    ['Why', scaling.reason],
+    [
+      'Load',
+      `${scaling.load.concurrency} in flight (stable window), ${scaling.load.panicConcurrency} (panic window), ${scaling.load.rps} req/s`,
+    ],
+    [
+      'Warm pool',
+      `${scaling.warmPool.idle} idle, target ${scaling.warmPool.target} (warmPoolRatio ${scaling.warmPool.ratio})`,
+    ],
+    [
+      'Keep-alive',
+      `${keepAlive.strategy === 'histogram' ? `histogram of ${keepAlive.idlePeriods} idle periods` : 'fixed'}: ${
+        keepAlive.prewarmAfter === null
+          ? `kept until ${keepAlive.keepUntil} idle`
+          : `released after use, pre-warmed at ${keepAlive.prewarmAfter} idle, kept until ${keepAlive.keepUntil}`
+      } (${keepAlive.reason})`,
+    ],
+    [
+      'Cold starts',
+      coldStarts.ratio === null
+        ? `no requests in the last ${coldStarts.window}`
+        : `${(coldStarts.ratio * 100).toFixed(1)}% (${coldStarts.coldStarts} of ${coldStarts.requests} requests in the last ${coldStarts.window})`,
+    ],
+  ];
+  const title = `Autoscaling: ${scaling.policy}, ${scaling.mode} mode; ${scaling.ready} ready, ${scaling.starting} starting, desired ${scaling.desired} (min ${spec.scaling.min}, max ${spec.scaling.max})`;
+  const width = Math.max(...rows.map(([label]) => label.length)) + 2;
+  const lines = [title, ...rows.map(([label, value]) => `  ${`${label}:`.padEnd(width)}${value}`)];
+  const recent = [...scaling.decisions].reverse().slice(0, 8);
+  if (recent.length > 0) {
+    const table = renderTable(
+      ['AGE', 'ACTION', 'INSTANCES', 'MODE', 'REASON'],
+      recent.map((decision) => [
+        formatAge(decision.at, now),
+        decision.action,
+        `${decision.from}→${decision.to}`,
+        decision.mode,
+        decision.reason,
+      ]),
+    );
+    lines.push('  Decisions (newest first):', indent(indent(table)));
+  }
+  return lines.join('\n');
+}
+
+/** The circuit breaker, a gateway's instance cap, and the triggers with their lag and counts (issue 3). */
+function renderTraffic(fn: FunctionDetail, now: number): string {
+  const circuit = fn.circuit;
+  const parts = [
+    `Circuit: ${circuit === undefined ? 'closed' : circuit.state}${
+      circuit !== undefined && circuit.state === 'open'
+        ? ` (probe in ${Math.ceil(circuit.retryAfterMs / 1000)}s)`
+        : ''
+    }${circuit !== undefined && circuit.failures > 0 ? `, ${circuit.failures} consecutive failures` : ''}${
+      fn.instanceCap === undefined ? '' : `; instance cap ${fn.instanceCap} (EventGateway concurrency)`
+    }`,
+  ];
+  parts.push(renderTriggers(fn.triggers ?? [], now));
+  return parts.join('\n');
+}
+
+async function describeGateway(
+  name: string,
+  options: DescribeOptions,
+  { io, version }: CommandContext,
+): Promise<void> {
+  const client = connect(options, io, version);
+  const detail = await client.json<GatewayDetail>(
+    `/api/v1/namespaces/${namespaceOf(options)}/gateways/${parseLabel('gateway name', name)}`,
+  );
+  if (options.output === 'json') writeJson(io.stdout, detail);
+  else io.stdout.write(renderGateway(detail, Date.now()));
 }
 
 function renderDeployment(deployment: DeploymentSummary | null, now: number, style: Style): string {

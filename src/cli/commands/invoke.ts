@@ -29,6 +29,8 @@ interface InvokeOptions extends ConnectionOptions, NamespaceOptions, OutputOptio
   readonly path: string;
   readonly query: readonly string[];
   readonly verbose?: boolean;
+  readonly async?: boolean;
+  readonly callbackUrl?: string;
 }
 
 interface RequestBody {
@@ -46,7 +48,12 @@ export function register(program: Command, context: CommandContext): void {
     .option('-X, --method <method>', 'HTTP method (default: POST with --data, else GET)')
     .option('--path <path>', 'path after the function name, e.g. /users/42', '/')
     .option('-q, --query <key=value>', 'query parameter (repeatable)', collect, [])
-    .option('-v, --verbose', 'show the status and invocation ID on stderr');
+    .option('-v, --verbose', 'show the status and invocation ID on stderr')
+    .option(
+      '--async',
+      'queue the invocation (POST /async-function/NAME): prints its id; `hearth get invocation ID` shows the result',
+    )
+    .option('--callback-url <url>', 'with --async: where the platform POSTs the result');
   addNamespaceOption(command);
   addOutputOption(command);
   addConnectionOptions(command);
@@ -70,7 +77,13 @@ async function invoke(name: string, options: InvokeOptions, context: CommandCont
     headers[key.toLowerCase()] = value;
   }
   const started = performance.now();
-  const response = await client.request(gatewayPath(name, namespaceOf(options), options.path), {
+  if (options.callbackUrl !== undefined) {
+    if (options.async !== true) throw new CliError('--callback-url needs --async');
+    headers['x-callback-url'] = options.callbackUrl;
+  }
+  const path = gatewayPath(name, namespaceOf(options), options.path);
+  const target = options.async === true ? path.replace(/^\/function\//, '/async-function/') : path;
+  const response = await client.request(target, {
     method,
     query: Object.fromEntries(options.query.map((pair) => splitPair(pair, '--query', /=/))),
     headers,

@@ -25,6 +25,7 @@ import { functionPath } from '../upload.js';
 interface LogsOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
   readonly follow?: boolean;
   readonly since?: string;
+  readonly until?: string;
   readonly invocation?: string;
   readonly grep?: string;
   readonly limit?: number;
@@ -37,6 +38,7 @@ export function register(program: Command, context: CommandContext): void {
     .argument('<name>', 'function name')
     .option('-f, --follow', 'keep printing new lines until interrupted (Ctrl-C)')
     .option('--since <when>', 'only lines newer than a duration ago (10m, 2h) or an ISO time')
+    .option('--until <when>', 'only lines older than a duration ago (5m) or an ISO time')
     .option('--invocation <id>', 'only lines of one invocation')
     .option('--grep <text>', 'only lines containing TEXT')
     .option('--limit <n>', 'at most N lines', parsePositiveInt('--limit'));
@@ -53,6 +55,7 @@ async function logs(name: string, options: LogsOptions, { io, version }: Command
   const path = `${functionPath({ namespace: namespaceOf(options), name })}/logs`;
   const query = {
     since: options.since === undefined ? undefined : parseSince(options.since),
+    until: options.until === undefined ? undefined : parseSince(options.until, Date.now(), '--until'),
     invocation: options.invocation,
     q: options.grep,
     limit: options.limit === undefined ? undefined : String(options.limit),
@@ -91,13 +94,13 @@ async function follow(
 }
 
 /** `10m`, `2h`, `90s` (ago) or an ISO time; sent to the server as an ISO time. */
-export function parseSince(value: string, now = Date.now()): string {
+export function parseSince(value: string, now = Date.now(), option = '--since'): string {
   const ago = /^\d/.test(value) && !value.includes('-') ? parseDuration(value) : undefined;
   if (ago !== undefined) return new Date(now - ago).toISOString();
   const time = Date.parse(value);
   if (Number.isNaN(time)) {
     throw new CliError(
-      `--since "${value}": expected a duration such as 10m or 2h, or an ISO time such as 2026-11-29T03:00:00Z`,
+      `${option} "${value}": expected a duration such as 10m or 2h, or an ISO time such as 2026-11-29T03:00:00Z`,
     );
   }
   return new Date(time).toISOString();

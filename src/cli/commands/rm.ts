@@ -1,6 +1,7 @@
 /** @module `hearth rm NAME`: delete a function, its versions and its instances. */
 
 import type { Command } from 'commander';
+import { CliError } from '../errors.js';
 import {
   addConnectionOptions,
   addNamespaceOption,
@@ -12,6 +13,7 @@ import {
   type NamespaceOptions,
   namespaceOf,
   type OutputOptions,
+  parseLabel,
 } from '../options.js';
 import { writeJson } from '../output.js';
 import { functionPath } from '../upload.js';
@@ -22,13 +24,31 @@ export function register(program: Command, context: CommandContext): void {
   const command = program
     .command('rm')
     .alias('delete')
-    .description('delete a function')
-    .argument('<name>', 'function name');
+    .description('delete a function (or: rm gateway NAME)')
+    .argument('<name>', 'function name (or the kind, `gateway` or `function`, followed by the name)')
+    .argument('[name2]', 'the name, when the kind was given first');
   addNamespaceOption(command);
   addOutputOption(command);
   addConnectionOptions(command);
-  command.action(async (name: string, options: RmOptions) => {
-    await remove(functionName(name), options, context);
+  command.action(async (first: string, second: string | undefined, options: RmOptions) => {
+    if (second === undefined) {
+      await remove(functionName(first), options, context);
+      return;
+    }
+    const kind = first.toLowerCase();
+    if (['gateway', 'gateways', 'gw', 'eventgateway'].includes(kind)) {
+      const client = connect(options, context.io, context.version);
+      const namespace = namespaceOf(options);
+      const gateway = parseLabel('gateway name', second);
+      await client.json<unknown>(`/api/v1/namespaces/${namespace}/gateways/${gateway}`, { method: 'DELETE' });
+      if (options.output === 'json')
+        writeJson(context.io.stdout, { namespace, name: gateway, deleted: true });
+      else context.io.stdout.write(`gateway/${gateway} deleted\n`);
+      return;
+    }
+    if (!['function', 'functions', 'fn'].includes(kind))
+      throw new CliError(`unknown kind "${first}": expected gateway or function (or just a function name)`);
+    await remove(functionName(second), options, context);
   });
 }
 

@@ -5,6 +5,7 @@ import type { FunctionRef } from '../../domain/function.js';
 import type { LogStore } from '../../observe/index.js';
 import type { Scheduler } from '../../scheduler/index.js';
 import type { Deployer } from '../deploy.js';
+import type { EventsApi } from '../events/index.js';
 import type { Store, StoredFunction } from '../store/index.js';
 import type { ApiRequest } from './router.js';
 
@@ -14,6 +15,8 @@ export interface ApiContext {
   readonly scheduler: Scheduler;
   readonly logs: LogStore;
   readonly onInternal: (error: unknown) => void;
+  /** Gateways, async invocations, dead letters and triggers (issue 3); their routes exist only with it. */
+  readonly events?: EventsApi;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

@@ -4,6 +4,7 @@ import { sendJson } from '../../gateway/index.js';
 import { type ApiContext, existing, refFrom } from './context.js';
 import { toDetail } from './present.js';
 import type { Route } from './router.js';
+import type { FunctionDetail } from './types.js';
 
 export function describeFunction(context: ApiContext): Route {
   return {
@@ -18,11 +19,22 @@ export function describeFunction(context: ApiContext): Route {
   };
 }
 
-export function detailOf(context: ApiContext, fn: ReturnType<typeof existing>) {
-  return toDetail(
-    fn,
-    context.scheduler.status(fn),
-    context.store.versions(fn, 10),
-    context.store.lastDeployment(fn),
-  );
+export function detailOf(context: ApiContext, fn: ReturnType<typeof existing>): FunctionDetail {
+  const status = context.scheduler.status(fn);
+  const detail = toDetail(fn, status, context.store.versions(fn, 10), context.store.lastDeployment(fn));
+  // Traffic control and triggers (issue 3): the circuit, the gateway's instance cap, each trigger's status.
+  return {
+    ...detail,
+    ...(status?.circuit === undefined ? {} : { circuit: status.circuit }),
+    ...(status?.instanceCap === undefined ? {} : { instanceCap: status.instanceCap }),
+    ...(context.events === undefined
+      ? {}
+      : {
+          triggers: context.events.triggers.statusOf({
+            kind: 'function',
+            namespace: fn.namespace,
+            name: fn.name,
+          }),
+        }),
+  };
 }

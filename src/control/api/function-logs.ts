@@ -17,7 +17,8 @@ export function functionLogs(context: ApiContext): Route {
   return {
     method: 'GET',
     path: '/api/v1/namespaces/:namespace/functions/:name/logs',
-    summary: 'Function logs (?since=10m|ISO, ?invocation=ID, ?q=TEXT, ?limit=N, ?after=ID, ?follow=1)',
+    summary:
+      'Function logs (?since=10m|ISO, ?until=ISO, ?invocation=ID, ?q=TEXT, ?limit=N, ?after=ID, ?follow=1)',
     handle: (request) => {
       const ref = refFrom(request);
       existing(context, ref);
@@ -59,6 +60,14 @@ function parseLogQuery(namespace: string, name: string, params: URLSearchParams)
     if (Number.isNaN(sinceMs))
       throw invalidField('since', since, 'a duration such as "10m" or an ISO-8601 time');
   }
+  const until = params.get('until');
+  let untilMs: number | undefined;
+  if (until !== null && until !== '') {
+    const ago = parseDuration(until);
+    untilMs = ago !== undefined ? Date.now() - ago : Date.parse(until);
+    if (Number.isNaN(untilMs))
+      throw invalidField('until', until, 'a duration such as "5m" (ago) or an ISO-8601 time');
+  }
   const limitText = params.get('limit');
   const limit = limitText === null ? DEFAULT_LIMIT : Number(limitText);
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT)
@@ -74,6 +83,7 @@ function parseLogQuery(namespace: string, name: string, params: URLSearchParams)
     function: name,
     limit,
     ...(sinceMs === undefined ? {} : { since: sinceMs }),
+    ...(untilMs === undefined ? {} : { until: untilMs }),
     ...(after === undefined ? {} : { afterId: after }),
     ...(invocation === null || invocation === '' ? {} : { invocationId: invocation }),
     ...(text === null || text === '' ? {} : { text }),

@@ -5,6 +5,7 @@ import { formatBytes, formatDuration } from '../../domain/units.js';
 import type { FunctionStatus } from '../../scheduler/index.js';
 import { toDeploymentSummary } from '../deploy.js';
 import type { StoredDeployment, StoredFunction, StoredVersion } from '../store/index.js';
+import { toAutoscaling } from './autoscaling.js';
 import type { FunctionDetail, FunctionSummary } from './types.js';
 
 export function invokePath(ref: FunctionRef): string {
@@ -69,6 +70,7 @@ export function toDetail(
     activeInstances: status?.instances ?? [],
     startingInstances: status?.starting ?? 0,
     queuedRequests: status?.queued ?? 0,
+    autoscaling: toAutoscaling(status?.scaling, spec),
     versions: versions.map((version) => ({
       version: version.version,
       createdAt: version.createdAt,

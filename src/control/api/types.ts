@@ -2,6 +2,7 @@
 
 import type { ErrorBody } from '../../domain/errors.js';
 import type { FunctionManifest } from '../../domain/function.js';
+import type { TriggerStatus } from '../../domain/triggers.js';
 
 export interface InstanceSummary {
   readonly id: string;
@@ -73,6 +74,18 @@ export interface FunctionDetail extends FunctionSummary {
   readonly activeInstances: readonly InstanceSummary[];
   readonly startingInstances: number;
   readonly queuedRequests: number;
+  /** The function's circuit breaker (issue 3). */
+  readonly circuit?: {
+    readonly state: 'closed' | 'open' | 'half-open';
+    readonly failures: number;
+    readonly retryAfterMs: number;
+  };
+  /** Max instances set by an EventGateway's `concurrency`, when one applies. */
+  readonly instanceCap?: number;
+  /** Its triggers (Kafka, MQTT, NATS, cron): state, lag, delivered/failed counts, last error. */
+  readonly triggers?: readonly TriggerStatus[];
+  /** The autoscaler's view of the function; null while the function is not loaded on this node. */
+  readonly autoscaling: AutoscalingDetail | null;
   readonly versions: readonly {
     readonly version: number;
     readonly createdAt: string;
@@ -80,6 +93,107 @@ export interface FunctionDetail extends FunctionSummary {
   }[];
   readonly lastDeployment: DeploymentSummary | null;
   readonly createdAt: string;
+}
+
+/** One scaling decision the node acted on. */
+export interface ScalingDecisionSummary {
+  readonly at: string;
+  /** scale-up, scale-down, prewarm, scale-to-zero, evict, blocked, panic, stable. */
+  readonly action: string;
+  /** Instances (ready + starting) before and after. */
+  readonly from: number;
+  readonly to: number;
+  readonly desired: number;
+  readonly mode: 'stable' | 'panic';
+  readonly reason: string;
+  /** The figures it was decided from: concurrency (stable window), panicConcurrency, rps, idleForMs. */
+  readonly figures: Readonly<Record<string, number>>;
+}
+
+export interface AutoscalingDetail {
+  /** `hybrid` or `fixed-keep-alive`. */
+  readonly policy: string;
+  /** `panic` while a burst is being absorbed (no scale-down), `stable` otherwise. */
+  readonly mode: 'stable' | 'panic';
+  /** Ready and starting instances of the active version, and what the autoscaler wants. */
+  readonly ready: number;
+  readonly starting: number;
+  readonly desired: number;
+  /** Why `desired`, with the figure it came from. */
+  readonly reason: string;
+  readonly load: {
+    /** In-flight + queued requests, averaged over the stable window. */
+    readonly concurrency: number;
+    /** The same over the panic window. */
+    readonly panicConcurrency: number;
+    readonly rps: number;
+  };
+  /** Idle, ready instances now, and how many the warm pool ratio asks for at the current load. */
+  readonly warmPool: { readonly idle: number; readonly target: number; readonly ratio: number };
+  /** How long the last instance stays once idle, and whether it is released early and pre-warmed. */
+  readonly keepAlive: {
+    readonly strategy: 'fixed' | 'histogram';
+    readonly idlePeriods: number;
+    /** Idle time after which an instance is started ahead of the predicted next request; null = kept from the start. */
+    readonly prewarmAfter: string | null;
+    readonly keepUntil: string;
+    readonly reason: string;
+  };
+  readonly coldStarts: {
+    /** The window the figures cover, e.g. "5m". */
+    readonly window: string;
+    readonly requests: number;
+    readonly coldStarts: number;
+    /** coldStarts / requests; null without requests. */
+    readonly ratio: number | null;
+  };
+  /** The latest decisions, newest last. */
+  readonly decisions: readonly ScalingDecisionSummary[];
+}
+
+/** `GET /api/v1/stats`: the node's live figures per function, as `hearth top` shows them. */
+export interface StatsResponse {
+  readonly time: string;
+  readonly policy: string;
+  readonly node: {
+    readonly instances: number;
+    readonly maxInstances: number;
+    /** Instance memory reserved (the sum of `limits.memory`), and the node's budget. */
+    readonly memoryBytes: number;
+    readonly maxMemoryBytes: number;
+    readonly stemCells: HealthResponse['stemCells'];
+  };
+  readonly functions: readonly FunctionStats[];
+}
+
+export interface FunctionStats {
+  readonly namespace: string;
+  readonly name: string;
+  readonly version: number;
+  readonly instances: {
+    readonly ready: number;
+    readonly busy: number;
+    readonly idle: number;
+    readonly starting: number;
+    readonly desired: number;
+  };
+  readonly mode: 'stable' | 'panic';
+  readonly inFlight: number;
+  readonly queued: number;
+  /** Requests per second over the last 10 s. */
+  readonly rps: number;
+  /** 99th percentile latency over the last 10 s through the gateway, in ms; null without data. */
+  readonly p99Ms: number | null;
+  /** Cold starts / requests over the last 5 minutes; null without requests. */
+  readonly coldStartRatio: number | null;
+  readonly memoryBytesPerInstance: number;
+  /** Since the function was loaded on this node. */
+  readonly totals: {
+    readonly requests: number;
+    readonly coldStarts: number;
+    /** Idle instance memory·time, MiB·s: idle instances × their memory, summed over time. */
+    readonly idleMemoryMiBSeconds: number;
+  };
 }
 
 export interface ListResponse<T> {

@@ -200,7 +200,7 @@ describe('CodeStore cache', () => {
     second.release();
   });
 
-  it('answers HEARTH_E_NOT_FOUND for an unknown or malformed hash, leaving nothing pinned', async () => {
+  it('answers HEARTH_E_RESOURCE_NOT_FOUND for an unknown or malformed hash, leaving nothing pinned', async () => {
     const store = await openStore(TREE_BYTES);
     for (const hash of ['0'.repeat(64), '../../etc', '']) {
       const error = await store.checkoutCode(hash).then(
@@ -208,7 +208,7 @@ describe('CodeStore cache', () => {
         (reason: unknown) => reason,
       );
       expect(error).toBeInstanceOf(HearthError);
-      expect(error).toMatchObject({ code: 'HEARTH_E_NOT_FOUND' });
+      expect(error).toMatchObject({ code: 'HEARTH_E_RESOURCE_NOT_FOUND' });
     }
     expect(store.stats().pinned).toBe(0);
     expect(store.has('0'.repeat(64))).toBe(false);
@@ -232,7 +232,7 @@ describe('CodeStore.remove', () => {
     expect(await packages()).toEqual([]);
     expect(store.stats()).toMatchObject({ entries: 0, bytes: 0 });
     expect(await store.remove(hash)).toBe(false);
-    await expect(store.checkoutCode(hash)).rejects.toMatchObject({ code: 'HEARTH_E_NOT_FOUND' });
+    await expect(store.checkoutCode(hash)).rejects.toMatchObject({ code: 'HEARTH_E_RESOURCE_NOT_FOUND' });
   });
 });
 

@@ -308,9 +308,13 @@ export class CodeStore implements Pick<CodeProvider, 'checkoutCode'> {
 }
 
 function notFound(hash: string): HearthError {
-  return new HearthError('HEARTH_E_NOT_FOUND', `code package ${JSON.stringify(hash)} does not exist`, {
-    details: { hash },
-  });
+  return new HearthError(
+    'HEARTH_E_RESOURCE_NOT_FOUND',
+    `code package ${JSON.stringify(hash)} does not exist`,
+    {
+      details: { hash },
+    },
+  );
 }
 
 async function fsync(path: string): Promise<void> {

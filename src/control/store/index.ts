@@ -5,6 +5,7 @@
 
 import type { ErrorBody } from '../../domain/errors.js';
 import type { FunctionManifest, FunctionRef } from '../../domain/function.js';
+import type { GatewayManifest } from '../../domain/gateway.js';
 
 export interface StoredVersion {
   readonly namespace: string;
@@ -41,6 +42,14 @@ export interface StoredDeployment {
 
 export type NewVersion = Omit<StoredVersion, 'version' | 'createdAt' | 'namespace' | 'name'>;
 
+export interface StoredGateway {
+  readonly namespace: string;
+  readonly name: string;
+  readonly manifest: GatewayManifest;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
 export interface Store {
   listFunctions(namespace?: string): StoredFunction[];
   getFunction(ref: FunctionRef): StoredFunction | undefined;
@@ -58,6 +67,14 @@ export interface Store {
   lastDeployment(ref: FunctionRef): StoredDeployment | undefined;
   /** Code hashes referenced by any retained version, so unreferenced packages can be collected. */
   codeHashesInUse(): Set<string>;
+  /** EventGateway resources (issue 3). */
+  listGateways(namespace?: string): StoredGateway[];
+  getGateway(namespace: string, name: string): StoredGateway | undefined;
+  putGateway(namespace: string, name: string, manifest: GatewayManifest): StoredGateway;
+  deleteGateway(namespace: string, name: string): boolean;
+  /** Small durable values triggers keep across restarts (a cron trigger's last fire). */
+  getTriggerState(key: string): string | undefined;
+  setTriggerState(key: string, value: string): void;
   close(): void;
 }
 

@@ -3,7 +3,15 @@
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type { FunctionManifest, FunctionRef } from '../../domain/function.js';
-import type { NewVersion, Store, StoredDeployment, StoredFunction, StoredVersion } from './index.js';
+import type { GatewayManifest } from '../../domain/gateway.js';
+import type {
+  NewVersion,
+  Store,
+  StoredDeployment,
+  StoredFunction,
+  StoredGateway,
+  StoredVersion,
+} from './index.js';
 
 /** Versions kept per function for history and rollback. */
 const RETAINED_VERSIONS = 10;
@@ -43,6 +51,18 @@ CREATE TABLE IF NOT EXISTS deployments (
   finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS deployments_by_function ON deployments (namespace, name, started_at);
+CREATE TABLE IF NOT EXISTS gateways (
+  namespace TEXT NOT NULL,
+  name TEXT NOT NULL,
+  manifest TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS trigger_state (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS version_counters (
   namespace TEXT NOT NULL,
   name TEXT NOT NULL,
@@ -244,9 +264,78 @@ export class SqliteStore implements Store {
     return new Set(rows.map((row) => row.code_hash));
   }
 
+  listGateways(namespace?: string): StoredGateway[] {
+    const rows = (
+      namespace === undefined
+        ? this.db.prepare('SELECT * FROM gateways ORDER BY namespace, name').all()
+        : this.db.prepare('SELECT * FROM gateways WHERE namespace = ? ORDER BY name').all(namespace)
+    ) as GatewayRow[];
+    return rows.map(toGateway);
+  }
+
+  getGateway(namespace: string, name: string): StoredGateway | undefined {
+    const row = this.db
+      .prepare('SELECT * FROM gateways WHERE namespace = ? AND name = ?')
+      .get(namespace, name) as GatewayRow | undefined;
+    return row === undefined ? undefined : toGateway(row);
+  }
+
+  putGateway(namespace: string, name: string, manifest: GatewayManifest): StoredGateway {
+    const now = new Date().toISOString();
+    this.db
+      .prepare(
+        `INSERT INTO gateways (namespace, name, manifest, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (namespace, name) DO UPDATE SET manifest = excluded.manifest, updated_at = excluded.updated_at`,
+      )
+      .run(namespace, name, JSON.stringify(manifest), now, now);
+    const stored = this.getGateway(namespace, name);
+    if (stored === undefined) throw new Error(`gateway ${namespace}/${name} was not stored`);
+    return stored;
+  }
+
+  deleteGateway(namespace: string, name: string): boolean {
+    return (
+      this.db.prepare('DELETE FROM gateways WHERE namespace = ? AND name = ?').run(namespace, name).changes >
+      0
+    );
+  }
+
+  getTriggerState(key: string): string | undefined {
+    const row = this.db.prepare('SELECT value FROM trigger_state WHERE key = ?').get(key) as
+      | { value: string }
+      | undefined;
+    return row?.value;
+  }
+
+  setTriggerState(key: string, value: string): void {
+    this.db
+      .prepare(
+        'INSERT INTO trigger_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      )
+      .run(key, value);
+  }
+
   close(): void {
     this.db.close();
   }
+}
+
+interface GatewayRow {
+  namespace: string;
+  name: string;
+  manifest: string;
+  created_at: string;
+  updated_at: string;
+}
+
+function toGateway(row: GatewayRow): StoredGateway {
+  return {
+    namespace: row.namespace,
+    name: row.name,
+    manifest: JSON.parse(row.manifest) as GatewayManifest,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
 }
 
 function toVersion(row: VersionRow): StoredVersion {

@@ -187,6 +187,8 @@ export interface InvokeMeta {
   readonly deadline: number;
   readonly sourceIp: string;
   readonly event?: CloudEventAttributes;
+  /** A continued trace, as the function should see it (its parent is the execution span); absent = derived from the id. */
+  readonly traceparent?: string;
 }
 
 /**
@@ -195,7 +197,18 @@ export interface InvokeMeta {
  */
 export type InvokeWire =
   | readonly [string, string, string, string, readonly string[], number, string]
-  | readonly [string, string, string, string, readonly string[], number, string, CloudEventAttributes];
+  | readonly [string, string, string, string, readonly string[], number, string, CloudEventAttributes]
+  | readonly [
+      string,
+      string,
+      string,
+      string,
+      readonly string[],
+      number,
+      string,
+      CloudEventAttributes | null,
+      string,
+    ];
 
 /** How a Result frame's meta travels: `[status, headers]`. */
 export type ResultWire = readonly [number, readonly string[]];

@@ -5,14 +5,16 @@
  *
  * As root the sandbox is entered privileged (no user namespace) and setpriv drops to `uid` inside it, so
  * the guest's files on the host are really owned by that uid; as a normal user bubblewrap maps the
- * caller's uid through a user namespace instead. Resource limits (cgroups) and egress allow-lists
- * attach at `start` and `networkArgs` respectively.
+ * caller's uid through a user namespace instead. Resource limits (cgroups) attach at `start`; egress
+ * allow-lists and host aliases are `network.ts` (a filtered namespace per sandbox, rules added at bind).
  */
 
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { HearthError } from '../../domain/errors.js';
 import {
   type BuildCommand,
   type BuildOutcome,
@@ -20,11 +22,13 @@ import {
   type Isolation,
   type LaunchSpec,
   type NetworkMode,
+  type NetworkPolicy,
 } from '../index.js';
 import { GuestProcess } from '../ipc/guest-process.js';
 import { findExecutable } from '../paths.js';
 import { runConfined } from '../process/run.js';
 import type { Slot } from '../slots.js';
+import { type FilteredTools, probeFilteredTools, resolvePolicy, SandboxNetwork } from './network.js';
 
 export interface SandboxOptions {
   /** Directory for generated files the sandbox shows (passwd, group, hosts). */
@@ -57,6 +61,10 @@ export class SandboxIsolation implements Isolation {
   private readonly gid: number;
   private readonly baseArgs: readonly string[];
   private readonly ownedCaches = new Set<string>();
+  readonly filteredUnavailable: string | undefined;
+  private readonly filteredTools: FilteredTools | undefined;
+  /** Networks of guests that may reach out (`host`, `filtered`); `none` guests have none. */
+  private readonly networks = new WeakMap<GuestProcess, { network: SandboxNetwork; hostsFile: string }>();
 
   constructor(private readonly options: SandboxOptions) {
     this.bwrap = options.bwrapPath ?? findExecutable('bwrap') ?? '';
@@ -66,6 +74,10 @@ export class SandboxIsolation implements Isolation {
     this.setpriv = this.privileged ? findExecutable('setpriv') : undefined;
     this.baseArgs = this.rootFilesystemArgs();
     this.unavailable = this.probe();
+    const tools = probeFilteredTools(this.privileged);
+    this.filteredTools = typeof tools === 'string' ? undefined : tools;
+    this.filteredUnavailable = typeof tools === 'string' ? tools : this.unavailable;
+    mkdirSync(join(options.stateDir, 'hosts'), { recursive: true });
   }
 
   guestPathOf(): string {
@@ -73,9 +85,17 @@ export class SandboxIsolation implements Isolation {
   }
 
   start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess {
+    // A guest that may reach out gets /etc/hosts of its own, filled in when it is bound (hostAliases).
+    const hostsFile = join(this.options.stateDir, 'hosts', slot.id);
+    if (network !== 'none') writeFileSync(hostsFile, '127.0.0.1 localhost\n::1 localhost\n');
     const args = [
       ...this.baseArgs,
-      ...(network === 'none' ? ['--unshare-net'] : this.networkFiles()),
+      ...(network === 'none'
+        ? ['--unshare-net']
+        : network === 'filtered'
+          ? ['--unshare-net', '--info-fd', '4', ...this.networkFiles(false)]
+          : this.networkFiles(true)),
+      ...(network === 'none' ? [] : ['--ro-bind', hostsFile, '/etc/hosts']),
       ...readOnlyBinds(launch.readOnlyPaths),
       '--perms',
       '0755',
@@ -94,10 +114,43 @@ export class SandboxIsolation implements Isolation {
       ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
     ];
     const child = spawn(this.bwrap, args, {
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      stdio:
+        network === 'filtered'
+          ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe']
+          : ['ignore', 'pipe', 'pipe', 'pipe'],
       env: { ...launch.env },
     });
-    return new GuestProcess(child);
+    const guest = new GuestProcess(child);
+    if (network !== 'none') {
+      const info = network === 'filtered' ? (child.stdio[4] as NodeJS.ReadableStream | null) : null;
+      const sandboxNetwork = new SandboxNetwork(network, this.filteredTools, info ?? undefined);
+      this.networks.set(guest, { network: sandboxNetwork, hostsFile });
+      guest.once('exit', () => {
+        sandboxNetwork.close();
+        rmSync(hostsFile, { force: true });
+      });
+      // A stem cell whose network failed is useless: end it, and the pool starts another.
+      sandboxNetwork.ready.catch(() => guest.kill('SIGKILL'));
+    }
+    return guest;
+  }
+
+  /** Writes the function's /etc/hosts and, for an allow-list, lets its destinations through. */
+  async configureNetwork(guest: GuestProcess, _slot: Slot, policy: NetworkPolicy): Promise<void> {
+    const entry = this.networks.get(guest);
+    if (entry === undefined) return;
+    const { hosts, allow } = await resolvePolicy(policy, entry.network.mode);
+    await writeFile(entry.hostsFile, hosts);
+    if (entry.network.mode !== 'filtered') return;
+    try {
+      await entry.network.allow(allow);
+    } catch (error) {
+      throw new HearthError(
+        'HEARTH_E_SANDBOX_UNAVAILABLE',
+        `the egress allow-list could not be applied: ${(error as Error).message}`,
+        { retryAfter: 5 },
+      );
+    }
   }
 
   async run(build: BuildCommand): Promise<BuildOutcome> {
@@ -141,13 +194,11 @@ export class SandboxIsolation implements Isolation {
     return runConfined(this.bwrap, args, { ...build, env });
   }
 
-  /** Sharing the host's network also needs its resolver and CA files. */
-  private networkFiles(): string[] {
-    return NETWORK_ETC.filter((path) => existsSync(path) && path !== '/etc/hosts').flatMap((path) => [
-      '--ro-bind',
-      path,
-      path,
-    ]);
+  /** Sharing the host's network also needs its resolver and CA files (an allow-list has no resolver). */
+  private networkFiles(resolver: boolean): string[] {
+    return NETWORK_ETC.filter(
+      (path) => existsSync(path) && path !== '/etc/hosts' && (resolver || path !== '/etc/resolv.conf'),
+    ).flatMap((path) => ['--ro-bind', path, path]);
   }
 
   private identityArgs(): string[] {

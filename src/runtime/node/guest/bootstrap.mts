@@ -46,7 +46,17 @@ interface Bind {
 }
 
 /** Invoke frames carry their meta positionally (see InvokeWire in src/runtime/ipc/protocol.ts). */
-type InvokeWire = [string, string, string, string, string[], number, string, CloudEventAttributes?];
+type InvokeWire = [
+  string,
+  string,
+  string,
+  string,
+  string[],
+  number,
+  string,
+  (CloudEventAttributes | null)?,
+  string?,
+];
 
 function invokeFromWire(wire: InvokeWire): Invoke {
   return {
@@ -57,7 +67,8 @@ function invokeFromWire(wire: InvokeWire): Invoke {
     rawHeaders: wire[4],
     deadline: wire[5],
     sourceIp: wire[6],
-    event: wire[7],
+    event: wire[7] ?? undefined,
+    traceparent: wire[8],
   };
 }
 
@@ -82,6 +93,8 @@ interface Invoke {
   deadline: number;
   sourceIp: string;
   event: CloudEventAttributes | undefined;
+  /** A continued trace's context for the function (its parent is the execution span); absent = derived. */
+  traceparent: string | undefined;
 }
 
 const channel = new Socket({ fd: 3, readable: true, writable: true });
@@ -447,6 +460,7 @@ class Context {
     private readonly fn: FunctionInfo,
     /** The invocation's sequence number: calls into the platform made through this ctx carry it. */
     private readonly seq: number,
+    private readonly trace: string | undefined,
   ) {}
   /** A call into the platform on behalf of this invocation (what ctx.state and ctx.invoke are built on). */
   private platform(method: string, args: unknown): Promise<unknown> {
@@ -479,8 +493,19 @@ class Context {
   get log(): typeof LOGGER {
     return LOGGER;
   }
-  get state(): never {
-    throw new Error('ctx.state is not available in this Hearth version yet');
+  /** This function's key-value state (get, set with TTL, delete, incr, cas, keys); `.shared` is the namespace's. */
+  get state(): StateClient {
+    return new StateClient(this.seq, false);
+  }
+  /** The W3C trace this invocation belongs to (32 hex digits). */
+  get traceId(): string {
+    return this.traceparent.slice(3, 35);
+  }
+  /** `traceparent` for calls this invocation makes, so they join its trace (its parent is the execution span). */
+  get traceparent(): string {
+    if (this.trace !== undefined) return this.trace;
+    const hex = this.invocationId.replaceAll('-', '');
+    return `00-${hex}-${hex.slice(16)}-01`;
   }
   getRemainingTimeInMillis(): number {
     return Math.max(0, this.deadline - Date.now());
@@ -491,6 +516,55 @@ class Context {
    */
   invoke(name: string, event?: unknown): Promise<unknown> {
     return this.platform('invoke', { name, event: event ?? null });
+  }
+}
+
+type StateOptions = { ttl?: number | string; limit?: number };
+
+/**
+ * `ctx.state`: each operation is one Call frame to the platform, which keeps the data (SQLite or Redis)
+ * so every instance of the function sees the same values. TTLs are seconds or durations like "10m".
+ */
+class StateClient {
+  constructor(
+    private readonly seq: number,
+    private readonly isShared: boolean,
+  ) {}
+  private call(method: string, args: Record<string, unknown>): Promise<unknown> {
+    if (this.isShared) args.shared = true;
+    return hostCall(this.seq, method, args);
+  }
+  /** The namespace-wide store, shared by every function of this namespace. */
+  get shared(): StateClient {
+    return new StateClient(this.seq, true);
+  }
+  /** The value, or null when the key is absent or expired. */
+  get(key: string): Promise<unknown> {
+    return this.call('state.get', { key });
+  }
+  set(key: string, value: unknown, options: StateOptions = {}): Promise<void> {
+    return this.call('state.set', { key, value, ttl: options.ttl }) as Promise<void>;
+  }
+  /** Whether the key was there. */
+  delete(key: string): Promise<boolean> {
+    return this.call('state.delete', { key }) as Promise<boolean>;
+  }
+  /** Adds `by` (default 1) atomically and returns the new count; `ttl` applies to a new counter. */
+  incr(key: string, by = 1, options: StateOptions = {}): Promise<number> {
+    return this.call('state.incr', { key, by, ttl: options.ttl }) as Promise<number>;
+  }
+  /** Sets `value` only if the key holds `expected` (null: only if absent); resolves whether it did. */
+  cas(key: string, expected: unknown, value: unknown, options: StateOptions = {}): Promise<boolean> {
+    return this.call('state.cas', {
+      key,
+      expected: expected ?? null,
+      value,
+      ttl: options.ttl,
+    }) as Promise<boolean>;
+  }
+  /** Keys starting with `prefix`, sorted. */
+  keys(prefix = '', options: StateOptions = {}): Promise<string[]> {
+    return this.call('state.keys', { prefix, limit: options.limit }) as Promise<string[]>;
   }
 }
 
@@ -646,7 +720,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   try {
     const event =
       lambdaFormat && meta.event === undefined ? lambdaEvent(meta, body) : hearthEvent(meta, body);
-    const ctx = new Context(meta.invocationId, meta.deadline, info, id);
+    const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent);
     let pendingResult: unknown;
     runningSeq = id;
     try {
@@ -724,6 +798,7 @@ async function warmUp(): Promise<void> {
     deadline: Date.now(),
     sourceIp: '127.0.0.1',
     event: undefined,
+    traceparent: undefined,
   };
   hearthEvent(sample, Buffer.from('{"a":1}'));
   lambdaEvent(sample, Buffer.from('{"a":1}'));

@@ -173,15 +173,53 @@ def describe(error):
     return {"type": type(error).__name__, "message": str(error), "stack": "".join(lines)}
 
 
-class Reserved:
-    def __init__(self, name):
-        self.name = name
+def derived_traceparent(invocation_id):
+    """An invocation that started its own trace: ids derived from its UUID (see src/domain/trace.ts)."""
+    digits = invocation_id.replace("-", "")
+    return f"00-{digits}-{digits[16:]}-01"
 
-    def __getattr__(self, attribute):
-        raise RuntimeError(f"ctx.{self.name} is not available in this Hearth version yet")
 
-    def __call__(self, *args, **kwargs):
-        raise RuntimeError(f"ctx.{self.name} is not available in this Hearth version yet")
+class State:
+    """ctx.state: each operation is one Call frame to the platform, which keeps the data (SQLite or Redis),
+    so every instance of the function sees the same values. Sync handlers get results; async handlers get
+    awaitables. TTLs are seconds or durations such as "10m"."""
+
+    def __init__(self, seq, shared):
+        self._seq = seq
+        self._shared = shared
+
+    def _call(self, method, args):
+        if self._shared:
+            args["shared"] = True
+        return host_calls.call(self._seq, method, args)
+
+    @property
+    def shared(self):
+        """The namespace-wide store, shared by every function of this namespace."""
+        return State(self._seq, True)
+
+    def get(self, key):
+        """The value, or None when the key is absent or expired."""
+        return self._call("state.get", {"key": key})
+
+    def set(self, key, value, ttl=None):
+        return self._call("state.set", {"key": key, "value": value, "ttl": ttl})
+
+    def delete(self, key):
+        """Whether the key was there."""
+        return self._call("state.delete", {"key": key})
+
+    def incr(self, key, by=1, ttl=None):
+        """Adds `by` atomically and returns the new count; `ttl` applies to a new counter."""
+        return self._call("state.incr", {"key": key, "by": by, "ttl": ttl})
+
+    def cas(self, key, expected, value, ttl=None):
+        """Sets `value` only if the key holds `expected` (None: only if absent); returns whether it did."""
+        return self._call("state.cas", {"key": key, "expected": expected, "value": value, "ttl": ttl})
+
+    def keys(self, prefix="", limit=None):
+        """Keys starting with `prefix`, sorted."""
+        return self._call("state.keys", {"prefix": prefix, "limit": limit})
 
 
 class Logger:
@@ -212,7 +250,13 @@ class Context:
         self.log_group_name = f"/hearth/{self.namespace}/{self.function_name}"
         self.log_stream_name = str(os.getpid())
         self.log = Logger()
-        self.state = Reserved("state")
+        self.traceparent = meta.get("traceparent") or derived_traceparent(self.invocation_id)
+        self.trace_id = self.traceparent[3:35]
+
+    @property
+    def state(self):
+        """This function's key-value state (get, set with ttl, delete, incr, cas, keys); .shared is the namespace's."""
+        return State(self._seq, False)
 
     def invoke(self, name, event=None):
         """Invokes another function (`name` or `name.namespace`) with `event` as its JSON body, within this
@@ -441,7 +485,7 @@ def flat_headers(headers):
     return flat
 
 
-INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp", "event")
+INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp", "event", "traceparent")
 
 
 def invoke_from_wire(wire):
@@ -468,7 +512,10 @@ def serve_sync(function, reader):
             continue
         token = current_invocation.set(ident)
         try:
-            result = function.call(invoke_from_wire(meta), body, ident)
+            invocation = invoke_from_wire(meta)
+            # One invocation at a time here, so the environment can carry its trace for libraries that read it.
+            os.environ["TRACEPARENT"] = invocation.get("traceparent") or derived_traceparent(invocation["invocationId"])
+            result = function.call(invocation, body, ident)
             if inspect.isawaitable(result):
                 result = asyncio.run(result)
             flush_logs()

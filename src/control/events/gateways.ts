@@ -1,0 +1,202 @@
+/**
+ * @module Applying EventGateway resources: validate, refuse route conflicts (naming both routes), bind any
+ * extra port, then store and switch the route table, caps and event protocols over. A refused apply
+ * changes nothing.
+ */
+
+import { HearthError } from '../../domain/errors.js';
+import { functionKey } from '../../domain/function.js';
+import { type GatewayManifest, methodsOf, parseGatewayManifest } from '../../domain/gateway.js';
+import { resolveRateLimit, type TriggerStatus } from '../../domain/triggers.js';
+import { formatDuration, parseDuration } from '../../domain/units.js';
+import { formatRate, type GatewayListeners, type Traffic } from '../../gateway/index.js';
+import type { Scheduler } from '../../scheduler/index.js';
+import type { GatewayDetail, GatewaySummary } from '../api/events-types.js';
+import type { Store, StoredGateway } from '../store/index.js';
+
+export interface GatewayServiceOptions {
+  readonly store: Store;
+  readonly traffic: Traffic;
+  readonly scheduler: Scheduler;
+  readonly listeners: GatewayListeners;
+  readonly triggers: {
+    syncGateway(namespace: string, name: string, manifest: GatewayManifest | undefined): Promise<void>;
+    statusOf(owner: { kind: 'gateway'; namespace: string; name: string }): TriggerStatus[];
+  };
+  readonly warn: (message: string) => void;
+}
+
+export class GatewayService {
+  /** Functions capped by a gateway, so a cap that disappears is lifted. */
+  private capped = new Set<string>();
+  private serial: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: GatewayServiceOptions) {}
+
+  /** Re-applies the stored gateways after a restart; one that no longer fits is reported, not fatal. */
+  async restore(): Promise<void> {
+    for (const stored of this.options.store.listGateways()) {
+      try {
+        this.options.traffic.setGateway(stored.manifest, stored.namespace);
+        await this.options.listeners.ensure(
+          id(stored.namespace, stored.name),
+          httpPorts(stored.manifest),
+          false,
+        );
+        void this.options.triggers.syncGateway(stored.namespace, stored.name, stored.manifest);
+      } catch (error) {
+        this.options.warn(
+          `gateway ${stored.namespace}/${stored.name} was not restored: ${(error as Error).message}`,
+        );
+      }
+    }
+    this.applyCaps();
+  }
+
+  apply(
+    namespace: string,
+    name: string,
+    input: unknown,
+  ): Promise<{ unchanged: boolean; gateway: StoredGateway }> {
+    const run = this.serial.then(() => this.applyNow(namespace, name, input));
+    this.serial = run.catch(() => undefined);
+    return run;
+  }
+
+  delete(namespace: string, name: string): Promise<boolean> {
+    const run = this.serial.then(async () => {
+      const existed = this.options.store.deleteGateway(namespace, name);
+      this.options.traffic.removeGateway(namespace, name);
+      this.applyCaps();
+      await this.options.listeners.release(id(namespace, name));
+      await this.options.triggers.syncGateway(namespace, name, undefined);
+      return existed;
+    });
+    this.serial = run.catch(() => undefined);
+    return run;
+  }
+
+  list(namespace?: string): GatewaySummary[] {
+    return this.options.store.listGateways(namespace).map(summary);
+  }
+
+  detail(namespace: string, name: string): GatewayDetail {
+    const stored = this.options.store.getGateway(namespace, name);
+    if (stored === undefined)
+      throw new HearthError(
+        'HEARTH_E_RESOURCE_NOT_FOUND',
+        `gateway ${name} not found in namespace ${namespace}`,
+      );
+    const manifest = stored.manifest;
+    const httpLimit = (manifest.spec.protocols ?? []).flatMap((p) =>
+      'http' in p ? [p.http.rateLimit] : [],
+    )[0];
+    return {
+      ...summary(stored),
+      manifest,
+      routeTable: (manifest.spec.functions ?? []).map((entry, index) => {
+        const ref = { namespace: entry.namespace ?? namespace, name: entry.name };
+        return {
+          index,
+          path: entry.match?.path ?? null,
+          methods: methodsOf(entry) ?? 'ANY',
+          topic: entry.match?.topic ?? null,
+          function: entry.name,
+          namespace: ref.namespace,
+          deployed: this.options.scheduler.lookup(ref) !== undefined,
+          concurrency: entry.concurrency ?? null,
+          priority: entry.priority ?? null,
+          rateLimit: describeLimit(entry.rateLimit),
+          timeout: entry.timeout === undefined ? null : formatDuration(parseDuration(entry.timeout) ?? 0),
+        };
+      }),
+      http: {
+        rateLimit: describeLimit(httpLimit),
+        listeners: this.options.listeners.status(id(namespace, name)),
+      },
+      triggers: this.options.triggers.statusOf({ kind: 'gateway', namespace, name }),
+      createdAt: stored.createdAt,
+    };
+  }
+
+  private async applyNow(
+    namespace: string,
+    name: string,
+    input: unknown,
+  ): Promise<{ unchanged: boolean; gateway: StoredGateway }> {
+    const parsed = parseGatewayManifest(input, 'resource');
+    if (parsed.metadata.name !== name)
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `resource: metadata.name: got "${parsed.metadata.name}", expected "${name}" (the name in the URL)`,
+        { details: { field: 'metadata.name', value: parsed.metadata.name, expected: name } },
+      );
+    if (parsed.metadata.namespace !== undefined && parsed.metadata.namespace !== namespace)
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `resource: metadata.namespace: got "${parsed.metadata.namespace}", expected "${namespace}" (the namespace in the URL)`,
+        { details: { field: 'metadata.namespace', value: parsed.metadata.namespace, expected: namespace } },
+      );
+    const manifest: GatewayManifest = { ...parsed, metadata: { ...parsed.metadata, namespace } };
+    const current = this.options.store.getGateway(namespace, name);
+    if (current !== undefined && JSON.stringify(current.manifest) === JSON.stringify(manifest))
+      return { unchanged: true, gateway: current };
+    // Every check before any change. An extra port that is taken does not refuse the gateway: its routes
+    // are served on the platform's port regardless, and `describe gateway` shows the port's error.
+    this.options.traffic.check(manifest, namespace);
+    const stored = this.options.store.putGateway(namespace, name, manifest);
+    await this.options.listeners.ensure(id(namespace, name), httpPorts(manifest), false);
+    for (const listener of this.options.listeners.status(id(namespace, name)))
+      if (listener.error !== null)
+        this.options.warn(
+          `gateway ${namespace}/${name}: not listening on port ${listener.port}: ${listener.error}`,
+        );
+    this.options.traffic.setGateway(manifest, namespace);
+    this.applyCaps();
+    void this.options.triggers.syncGateway(namespace, name, manifest);
+    return { unchanged: false, gateway: stored };
+  }
+
+  private applyCaps(): void {
+    const caps = this.options.traffic.instanceCaps();
+    for (const key of this.capped) {
+      if (caps.has(key)) continue;
+      const [namespace = 'default', fn = ''] = key.split('/');
+      this.options.scheduler.setInstanceCap({ namespace, name: fn }, undefined);
+    }
+    for (const { ref, cap } of caps.values()) this.options.scheduler.setInstanceCap(ref, cap);
+    this.capped = new Set([...caps.values()].map(({ ref }) => functionKey(ref)));
+  }
+}
+
+function id(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}
+
+function httpPorts(manifest: GatewayManifest): number[] {
+  return (manifest.spec.protocols ?? []).flatMap((p) =>
+    'http' in p && p.http.port !== undefined ? [p.http.port] : [],
+  );
+}
+
+function summary(stored: StoredGateway): GatewaySummary {
+  const functions = stored.manifest.spec.functions ?? [];
+  return {
+    namespace: stored.namespace,
+    name: stored.name,
+    protocols: (stored.manifest.spec.protocols ?? []).map((p) => Object.keys(p)[0] ?? '?'),
+    routes: functions.filter((entry) => entry.match?.path !== undefined).length,
+    functions: new Set(functions.map((entry) => `${entry.namespace ?? stored.namespace}/${entry.name}`)).size,
+    updatedAt: stored.updatedAt,
+  };
+}
+
+function describeLimit(input: Parameters<typeof resolveRateLimit>[0]): string | null {
+  const limit = resolveRateLimit(input);
+  if (limit === undefined) return null;
+  const parts: string[] = [];
+  if (limit.rate !== undefined) parts.push(`${formatRate(limit.rate)} (burst ${limit.burst})`);
+  if (limit.perClient !== undefined)
+    parts.push(`${formatRate(limit.perClient)} per client (burst ${limit.clientBurst})`);
+  return parts.join(', ');
+}

@@ -1,0 +1,20 @@
+/** @module The event gateway's control-plane side: applying EventGateways, and what the API reads from the queue and triggers. */
+
+import type { TriggerStatus } from '../../domain/triggers.js';
+import type { Queue } from '../../queue/index.js';
+import type { GatewayService } from './gateways.js';
+
+export { GatewayService, type GatewayServiceOptions } from './gateways.js';
+export { toInvocationRecord } from './present.js';
+
+/** What the `/api/v1` routes for gateways, invocations, dead letters and triggers need. */
+export interface EventsApi {
+  readonly gateways: GatewayService;
+  readonly queue: Queue;
+  readonly triggers: {
+    statusOf(owner: { kind: 'function' | 'gateway'; namespace: string; name: string }): TriggerStatus[];
+    all(): TriggerStatus[];
+  };
+  /** Wakes the queue worker (after a redrive). */
+  readonly notifyQueue: () => void;
+}

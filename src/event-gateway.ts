@@ -1,0 +1,246 @@
+/**
+ * @module Composition of the event gateway (issue 3), kept out of platform.ts: the traffic table, the
+ * durable queue and its worker, the async route, triggers, EventGateway apply, and the platform-log lines
+ * for traffic decisions. platform.ts builds it, mounts what it returns, and closes it first.
+ */
+
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { EventsConfig } from './config.js';
+import type { EventsApi } from './control/events/index.js';
+import { GatewayService } from './control/events/index.js';
+import type { Store } from './control/store/index.js';
+import type { DeployedVersion, InvocationRequest } from './domain/deployment.js';
+import type { BreakerEvent, DeliveryEvent, QueueDecisionEvent, RateLimitEvent } from './domain/events.js';
+import { type FunctionRef, functionKey } from './domain/function.js';
+import { createAsyncRoute, GatewayListeners, type Handler, Traffic } from './gateway/index.js';
+import { type Queue, QueueWorker, SqliteQueue } from './queue/index.js';
+import type { Scheduler } from './scheduler/index.js';
+import { TriggerManager } from './triggers/index.js';
+
+export interface EventGatewayOptions {
+  readonly config: EventsConfig;
+  readonly dataDir: string;
+  readonly host: string;
+  readonly store: Store;
+  readonly scheduler: Scheduler;
+  readonly logger: Logger;
+  readonly onInternal: (error: unknown) => void;
+}
+
+export interface EventGateway {
+  readonly traffic: Traffic;
+  readonly queue: Queue;
+  readonly asyncRoute: Handler;
+  readonly api: EventsApi;
+  /** The scheduler the deployer should use: activations and removals also update limits and triggers. */
+  readonly observedScheduler: Scheduler;
+  /** After the platform listens: restores gateways, function limits and triggers, starts the worker. */
+  start(platformPort: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A decision is logged at once, then at most every LOG_EVERY_MS per key with a count of the ones between. */
+const LOG_EVERY_MS = 10_000;
+
+export function createEventGateway(options: EventGatewayOptions): EventGateway {
+  const { config, store, scheduler, logger } = options;
+  const traffic = new Traffic();
+  const queue = new SqliteQueue(join(options.dataDir, 'queue.db'));
+  let platformPort = 0;
+  const worker = new QueueWorker({
+    queue,
+    invoke: (message) => scheduler.invoke(message.ref, queuedRequest(scheduler, message)),
+    concurrency: config.async.concurrency,
+    // Longer than any function may run (15m): an expired lease means the delivery died with its platform.
+    leaseMs: 16 * 60_000,
+    retentionMs: config.async.retentionMs,
+    callback: config.async.callback,
+    onWarning: (message) => logger.warn(message),
+  });
+  const triggers = new TriggerManager({
+    lookup: (ref) => scheduler.lookup(ref),
+    invoke: (ref, request) => scheduler.invoke(ref, request),
+    queue,
+    notifyQueue: () => worker.notify(),
+    state: {
+      get: (key) => store.getTriggerState(key),
+      set: (key, value) => store.setTriggerState(key, value),
+    },
+    warn: (message) => logger.warn(message),
+    info: (message) => logger.info(message),
+  });
+  const listeners = new GatewayListeners({
+    host: options.host,
+    platformPort: () => platformPort,
+    scheduler,
+    traffic,
+    onInternal: options.onInternal,
+  });
+  const gateways = new GatewayService({
+    store,
+    traffic,
+    scheduler,
+    listeners,
+    triggers,
+    warn: (message) => logger.warn(message),
+  });
+  const asyncRoute = createAsyncRoute({
+    scheduler,
+    queue,
+    traffic,
+    retry: config.async.retry,
+    onAccepted: () => worker.notify(),
+    onInternal: options.onInternal,
+  });
+
+  const activated = (version: DeployedVersion): void => {
+    traffic.setFunctionLimit(version.ref, version.manifest.spec.rateLimit);
+    void triggers.syncFunction(version.ref, version.manifest);
+  };
+  const removed = (ref: FunctionRef): void => {
+    traffic.setFunctionLimit(ref, undefined);
+    void triggers.syncFunction(ref, undefined);
+  };
+  // The deployer reaches the scheduler through this view, so a deploy, a config change or a removal also
+  // updates the function's rate limit and triggers. Everything else goes straight to the scheduler.
+  const observedScheduler = new Proxy(scheduler, {
+    get(target, property) {
+      if (property === 'activate')
+        return (version: DeployedVersion, prepared?: Parameters<Scheduler['activate']>[1]) => {
+          target.activate(version, prepared);
+          activated(version);
+        };
+      if (property === 'deactivate')
+        return async (ref: FunctionRef) => {
+          await target.deactivate(ref);
+          removed(ref);
+        };
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+
+  const decisions = decisionLog(logger);
+  const channels: [string, (message: unknown) => void][] = [
+    [
+      'hearth:ratelimit',
+      (message) => {
+        const event = message as RateLimitEvent;
+        decisions(
+          `ratelimit ${event.key}`,
+          { decision: 'rate-limited', ...event, ref: fn(event.ref) },
+          'rate limited',
+        );
+      },
+    ],
+    [
+      'hearth:queue',
+      (message) => {
+        const event = message as QueueDecisionEvent;
+        if (event.decision === 'queued') return;
+        decisions(
+          `queue ${functionKey(event.ref)} ${event.decision} ${event.reason ?? ''}`,
+          { ...event, ref: fn(event.ref) },
+          `request ${event.decision}`,
+        );
+      },
+    ],
+    [
+      'hearth:breaker',
+      (message) => {
+        const event = message as BreakerEvent;
+        logger.warn({ ...event, ref: fn(event.ref) }, `circuit breaker (${event.scope}) ${event.state}`);
+      },
+    ],
+    [
+      'hearth:delivery',
+      (message) => {
+        const event = message as DeliveryEvent;
+        if (event.outcome === 'delivered') return;
+        decisions(
+          `delivery ${event.source} ${event.outcome}`,
+          { ...event, ref: fn(event.ref) },
+          `event ${event.outcome}`,
+        );
+      },
+    ],
+  ];
+
+  return {
+    traffic,
+    queue,
+    asyncRoute,
+    observedScheduler,
+    api: {
+      gateways,
+      queue,
+      triggers,
+      notifyQueue: () => worker.notify(),
+    },
+    async start(port) {
+      platformPort = port;
+      for (const [name, handler] of channels) subscribe(name, handler);
+      for (const fn of store.listFunctions()) {
+        const version = scheduler.lookup(fn);
+        if (version !== undefined) activated(version);
+      }
+      await gateways.restore();
+      worker.start();
+    },
+    async close() {
+      await triggers.close();
+      await worker.close();
+      await listeners.close();
+      traffic.close();
+      await queue.close();
+      for (const [name, handler] of channels) unsubscribe(name, handler);
+    },
+  };
+}
+
+/** The request a queued message becomes: its deadline starts now, from the function's own timeout. */
+function queuedRequest(
+  scheduler: Scheduler,
+  message: Parameters<ConstructorParameters<typeof QueueWorker>[0]['invoke']>[0],
+): InvocationRequest {
+  const timeoutMs = scheduler.lookup(message.ref)?.spec.limits.timeoutMs ?? 30_000;
+  const { request } = message;
+  return {
+    invocationId: message.id,
+    method: request.method,
+    path: request.path,
+    rawQuery: request.rawQuery,
+    rawHeaders: [...request.headers, 'x-hearth-async', '1', 'x-hearth-attempt', String(message.attempts)],
+    body: request.body,
+    sourceIp: '',
+    deadline: Date.now() + timeoutMs,
+    timeoutMs,
+    timeoutSource: 'limits.timeout',
+    ...(request.event === undefined ? {} : { event: request.event }),
+    ...(request.priority === undefined ? {} : { priority: request.priority }),
+  };
+}
+
+function fn(ref: FunctionRef | undefined): string | undefined {
+  return ref === undefined ? undefined : functionKey(ref);
+}
+
+/** Logs a repeated decision once per LOG_EVERY_MS per key, saying how many were folded into it. */
+function decisionLog(
+  logger: Logger,
+): (key: string, fields: Record<string, unknown>, message: string) => void {
+  const seen = new Map<string, { at: number; folded: number }>();
+  return (key, fields, message) => {
+    const now = Date.now();
+    const entry = seen.get(key);
+    if (entry !== undefined && now - entry.at < LOG_EVERY_MS) {
+      entry.folded += 1;
+      return;
+    }
+    logger.warn({ ...fields, ...(entry === undefined ? {} : { since: entry.folded }) }, message);
+    seen.set(key, { at: now, folded: 0 });
+    if (seen.size > 10_000) seen.clear();
+  };
+}

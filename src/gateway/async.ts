@@ -1,0 +1,150 @@
+/**
+ * @module `POST /async-function/<name>[.<namespace>][/<rest>]`: accepts an invocation into the durable
+ * queue and answers 202 with its id once it is on disk. An unknown function, a body over the function's
+ * `maxBody` or a malformed `X-Callback-Url` is refused here, never accepted and dropped later.
+ */
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HearthError, invalidField } from '../domain/errors.js';
+import type { FunctionRef } from '../domain/function.js';
+import type { RetryPolicy } from '../domain/triggers.js';
+import type { Queue } from '../queue/index.js';
+import type { Scheduler } from '../scheduler/index.js';
+import { readBody, sendError, sendJson } from './http.js';
+import { clientKeyOf, takeTokens } from './rate-limit.js';
+import type { Traffic } from './traffic.js';
+
+export const ASYNC_PREFIX = '/async-function/';
+
+/** Connection-level headers are not part of the request the function will see later. */
+const NOT_KEPT = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-length',
+  'expect',
+  'upgrade',
+]);
+
+export interface AsyncRouteOptions {
+  readonly scheduler: Scheduler;
+  readonly queue: Queue;
+  readonly traffic: Traffic;
+  readonly retry: RetryPolicy;
+  /** Wakes the queue worker: the invocation can start at once. */
+  readonly onAccepted: () => void;
+  readonly onInternal: (error: unknown) => void;
+}
+
+export function parseAsyncPath(
+  url: string,
+): { ref: FunctionRef; path: string; rawQuery: string } | undefined {
+  const queryAt = url.indexOf('?');
+  const pathname = queryAt < 0 ? url : url.slice(0, queryAt);
+  const rawQuery = queryAt < 0 ? '' : url.slice(queryAt + 1);
+  const rest = pathname.slice(ASYNC_PREFIX.length);
+  const slash = rest.indexOf('/');
+  const qualified = slash < 0 ? rest : rest.slice(0, slash);
+  if (qualified === '') return undefined;
+  const dot = qualified.indexOf('.');
+  const ref =
+    dot < 0
+      ? { namespace: 'default', name: qualified }
+      : { namespace: qualified.slice(dot + 1), name: qualified.slice(0, dot) };
+  return { ref, path: slash < 0 ? '/' : rest.slice(slash), rawQuery };
+}
+
+export function createAsyncRoute(
+  options: AsyncRouteOptions,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const { scheduler, queue, traffic } = options;
+  return (req, res) => {
+    const fail = (error: unknown): void => sendError(res, error, undefined, options.onInternal);
+    const target = parseAsyncPath(req.url ?? '/');
+    if (target === undefined) {
+      fail(
+        new HearthError('HEARTH_E_NOT_FOUND', 'no function named in the path; use /async-function/<name>'),
+      );
+      return;
+    }
+    const deployed = scheduler.lookup(target.ref);
+    if (deployed === undefined) {
+      fail(
+        new HearthError(
+          'HEARTH_E_FN_NOT_FOUND',
+          `function ${target.ref.name} not found in namespace ${target.ref.namespace}; nothing was accepted`,
+        ),
+      );
+      return;
+    }
+    let limitHeaders: string[] | undefined;
+    if (traffic.functionLimited) {
+      const rule = traffic.functionRule(target.ref);
+      try {
+        if (rule !== undefined)
+          limitHeaders = takeTokens([rule], clientKeyOf(req.rawHeaders, req.socket.remoteAddress))?.headers;
+      } catch (error) {
+        fail(error);
+        return;
+      }
+    }
+    const headers: string[] = [];
+    let callbackUrl: string | undefined;
+    const raw = req.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = (raw[i] as string).toLowerCase();
+      const value = raw[i + 1] ?? '';
+      if (name === 'x-callback-url') {
+        if (!/^https?:\/\//i.test(value) || !URL.canParse(value)) {
+          fail(invalidField('X-Callback-Url', value, 'an http:// or https:// URL'));
+          return;
+        }
+        callbackUrl = value;
+        continue;
+      }
+      if (!NOT_KEPT.has(name)) headers.push(name, value);
+    }
+    readBody(req, deployed.spec.limits.maxBodyBytes)
+      .then((body) =>
+        queue.enqueue({
+          ref: target.ref,
+          source: 'async',
+          request: {
+            method: req.method ?? 'POST',
+            path: target.path,
+            rawQuery: target.rawQuery,
+            headers,
+            body,
+          },
+          maxAttempts: options.retry.attempts,
+          backoffMs: options.retry.backoffMs,
+          maxBackoffMs: options.retry.maxBackoffMs,
+          ...(callbackUrl === undefined ? {} : { callbackUrl }),
+        }),
+      )
+      .then(
+        (message) => {
+          options.onAccepted();
+          const statusUrl = `/api/v1/invocations/${message.id}`;
+          const extra: Record<string, string> = { 'x-hearth-invocation-id': message.id, location: statusUrl };
+          if (limitHeaders !== undefined)
+            for (let i = 0; i + 1 < limitHeaders.length; i += 2)
+              extra[limitHeaders[i] as string] = limitHeaders[i + 1] as string;
+          sendJson(
+            res,
+            202,
+            {
+              id: message.id,
+              status: message.state,
+              function: target.ref.name,
+              namespace: target.ref.namespace,
+              statusUrl,
+              ...(callbackUrl === undefined ? {} : { callbackUrl }),
+            },
+            extra,
+          );
+        },
+        (error: unknown) => fail(error),
+      );
+  };
+}

@@ -1,0 +1,240 @@
+/**
+ * @module Networks for sandboxes that may reach out (egress `allow` or an allow-list) and their
+ * `/etc/hosts` (`hostAliases`).
+ *
+ * An allow-list sandbox (`filtered`) gets a network namespace of its own, linked to the host by
+ * slirp4netns (user-mode TCP/IP: no veth, no bridge, no forwarding or NAT on the host), where the host's
+ * loopback appears as 10.0.2.2 — `host-gateway`. nftables rules inside that namespace drop everything
+ * but loopback and the listed `address . port` pairs (refusing the rest at once, not timing out). The
+ * guest cannot change them: it has no capabilities. Host names in the list are resolved on the host when
+ * the function is bound and written to the sandbox's /etc/hosts; the sandbox has no DNS of its own, so a
+ * name resolves to an allowed address or not at all.
+ *
+ * Stem cells are pre-networked: slirp4netns and the drop-all rules are set up when the pool starts the
+ * cell (about 15 ms, off the cold path); binding adds one `nft add element` (measured in bench/RESULTS.md).
+ */
+
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { lookup } from 'node:dns/promises';
+import { existsSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
+import { promisify } from 'node:util';
+import { HearthError } from '../../domain/errors.js';
+import { HOST_GATEWAY, HOST_GATEWAY_NAME } from '../../domain/function.js';
+import type { NetworkMode, NetworkPolicy } from '../index.js';
+import { findExecutable } from '../paths.js';
+
+const run = promisify(execFile);
+
+/** The host's loopback as slirp4netns shows it inside the namespace. */
+export const SLIRP_HOST = '10.0.2.2';
+const READY_TIMEOUT_MS = 10_000;
+
+const BASE_RULES = `table inet hearth {
+  set allow4 { type ipv4_addr . inet_service; }
+  chain output {
+    type filter hook output priority 0; policy drop;
+    oif "lo" accept
+    ct state established,related accept
+    meta l4proto tcp ip daddr . tcp dport @allow4 accept
+    meta l4proto udp ip daddr . udp dport @allow4 accept
+    meta l4proto tcp reject with tcp reset
+    reject with icmpx admin-prohibited
+  }
+}
+`;
+
+export interface FilteredTools {
+  readonly slirp: string;
+  readonly nft: string;
+  readonly nsenter: string;
+}
+
+/** The tools an allow-list needs, or why they are missing (with how to install them). */
+export function probeFilteredTools(privileged: boolean): FilteredTools | string {
+  if (!privileged)
+    return 'egress allow-lists need the platform to run as root (nftables rules in each sandbox network namespace)';
+  const slirp = findExecutable('slirp4netns');
+  const nft = findExecutable('nft') ?? ['/usr/sbin/nft', '/sbin/nft'].find((path) => existsSync(path));
+  const nsenter = findExecutable('nsenter');
+  const missing = [
+    slirp === undefined ? 'slirp4netns' : undefined,
+    nft === undefined ? 'nftables' : undefined,
+    nsenter === undefined ? 'util-linux (nsenter)' : undefined,
+  ].filter((name) => name !== undefined);
+  if (slirp === undefined || nft === undefined || nsenter === undefined)
+    return `egress allow-lists need ${missing.join(', ')}: install with apt-get install slirp4netns nftables`;
+  return { slirp, nft, nsenter };
+}
+
+/** One sandbox's network: its namespace's pid (for nsenter), its slirp4netns, and readiness. */
+export class SandboxNetwork {
+  private slirp: ChildProcess | undefined;
+  private pid = 0;
+  readonly ready: Promise<void>;
+
+  constructor(
+    readonly mode: NetworkMode,
+    private readonly tools: FilteredTools | undefined,
+    /** bubblewrap's `--info-fd` output, for the sandboxed child's pid; undefined for `host`. */
+    info: NodeJS.ReadableStream | undefined,
+  ) {
+    this.ready =
+      mode === 'filtered' && info !== undefined && tools !== undefined
+        ? this.setUp(info, tools)
+        : Promise.resolve();
+    // A failure surfaces when the function is bound; until then nobody may be waiting.
+    this.ready.catch(() => {});
+  }
+
+  private async setUp(info: NodeJS.ReadableStream, tools: FilteredTools): Promise<void> {
+    this.pid = await childPid(info);
+    const slirp = spawn(
+      tools.slirp,
+      [
+        '--configure',
+        '--mtu=65520',
+        '--disable-dns',
+        '--enable-sandbox',
+        '--ready-fd=3',
+        '--exit-fd=4',
+        String(this.pid),
+        'tap0',
+      ],
+      // fd 4 stays open in this process: when the platform dies, slirp4netns sees it close and exits.
+      { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] },
+    );
+    this.slirp = slirp;
+    let stderr = '';
+    slirp.stderr?.on('data', (chunk: Buffer) => {
+      if (stderr.length < 2000) stderr += chunk.toString();
+    });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error('slirp4netns was not ready within 10s')),
+        READY_TIMEOUT_MS,
+      );
+      const readyFd = slirp.stdio[3] as NodeJS.ReadableStream | null;
+      readyFd?.once('data', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      slirp.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(
+          new Error(`slirp4netns exited with ${code}: ${stderr.trim().split('\n').slice(-2).join(' | ')}`),
+        );
+      });
+      slirp.once('error', (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+    });
+    await this.nft(['-f', '-'], BASE_RULES);
+  }
+
+  /** Lets the listed `address . port` pairs through (a `filtered` network). */
+  async allow(pairs: readonly { address: string; port: number }[]): Promise<void> {
+    await this.ready;
+    if (pairs.length === 0) return;
+    const elements = pairs.map((pair) => `${pair.address} . ${pair.port}`).join(', ');
+    await this.nft(['add', 'element', 'inet', 'hearth', 'allow4', `{ ${elements} }`]);
+  }
+
+  close(): void {
+    if (this.slirp !== undefined && this.slirp.exitCode === null) this.slirp.kill('SIGKILL');
+  }
+
+  private async nft(args: readonly string[], input?: string): Promise<void> {
+    const tools = this.tools;
+    if (tools === undefined) return;
+    const command = [tools.nsenter, ['-t', String(this.pid), '-n', tools.nft, ...args]] as const;
+    if (input === undefined) {
+      await run(command[0], [...command[1]]);
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(command[0], [...command[1]], { stdio: ['pipe', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+      });
+      child.once('error', reject);
+      child.once('exit', (code) =>
+        code === 0 ? resolve() : reject(new Error(`nft failed (${code}): ${stderr.trim().split('\n')[0]}`)),
+      );
+      child.stdin.end(input);
+    });
+  }
+}
+
+/** bubblewrap writes `{"child-pid": N, ...}` to its info fd once the namespaces exist. */
+function childPid(info: NodeJS.ReadableStream): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(
+      () => reject(new Error('bubblewrap did not report its child pid')),
+      READY_TIMEOUT_MS,
+    );
+    const done = (): void => {
+      clearTimeout(timer);
+      const match = /"child-pid"\s*:\s*(\d+)/.exec(text);
+      if (match === null) reject(new Error('bubblewrap did not report its child pid'));
+      else resolve(Number(match[1]));
+    };
+    info.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      if (text.includes('}')) {
+        info.removeAllListeners('data');
+        done();
+      }
+    });
+    info.once('end', () => {
+      if (!text.includes('}')) done();
+    });
+  });
+}
+
+/** What a function's policy turns into: its /etc/hosts and, for an allow-list, the pairs to let through. */
+export async function resolvePolicy(
+  policy: NetworkPolicy,
+  mode: NetworkMode,
+): Promise<{ hosts: string; allow: { address: string; port: number }[] }> {
+  const gateway = mode === 'filtered' ? SLIRP_HOST : '127.0.0.1';
+  const names = new Map<string, string>([[HOST_GATEWAY_NAME, gateway]]);
+  for (const [name, target] of Object.entries(policy.hostAliases))
+    names.set(name.toLowerCase(), target === HOST_GATEWAY ? gateway : target);
+  const allow: { address: string; port: number }[] = [];
+  if (mode === 'filtered' && Array.isArray(policy.egress)) {
+    for (const entry of policy.egress as readonly string[]) {
+      const at = entry.lastIndexOf(':');
+      const host = entry.slice(0, at).toLowerCase();
+      const port = Number(entry.slice(at + 1));
+      const address =
+        host === HOST_GATEWAY
+          ? gateway
+          : isIPv4(host)
+            ? host
+            : (names.get(host) ?? (await resolve(host, entry)));
+      // A name only the host's DNS knows is written to the sandbox's /etc/hosts, so it resolves inside.
+      if (host !== HOST_GATEWAY && !isIPv4(host) && !names.has(host)) names.set(host, address);
+      allow.push({ address, port });
+    }
+  }
+  let hosts = '127.0.0.1 localhost\n::1 localhost\n';
+  for (const [name, address] of names) hosts += `${address} ${name}\n`;
+  return { hosts, allow };
+}
+
+async function resolve(host: string, entry: string): Promise<string> {
+  try {
+    const { address } = await lookup(host, { family: 4 });
+    return address;
+  } catch (error) {
+    throw new HearthError(
+      'HEARTH_E_VALIDATION',
+      `spec.egress: "${entry}": cannot resolve ${host} on this node (${(error as NodeJS.ErrnoException).code ?? 'error'}); use an address, or a hostAliases name`,
+      { details: { field: 'spec.egress', value: entry, expected: 'a resolvable host:port' } },
+    );
+  }
+}

@@ -1,0 +1,228 @@
+/** @module The hybrid autoscaler's decisions, driven tick by tick on a synthetic clock. */
+
+import { describe, expect, it } from 'vitest';
+import { FixedKeepAlive } from './fixed.js';
+import { HybridAutoscaler, MIN_IDLE_SAMPLES } from './hybrid.js';
+import type {
+  AutoscalerTiming,
+  ScalingDecision,
+  ScalingPolicy,
+  ScalingSample,
+  ScalingSpec,
+} from './policy.js';
+
+const TIMING: AutoscalerTiming = {
+  tickMs: 500,
+  stableWindowMs: 60_000,
+  panicWindowMs: 6_000,
+  panicThreshold: 2,
+  maxScaleDownRate: 2,
+};
+
+const SPEC: ScalingSpec = {
+  min: 0,
+  max: 50,
+  targetConcurrency: 10,
+  idleTimeoutMs: 300_000,
+  warmPoolRatio: 0.1,
+};
+
+/** A function on a synthetic clock: each tick reports the load given and obeys the last decision at once. */
+class Driver {
+  now = 1_000_000;
+  ready = 0;
+  last: ScalingDecision | undefined;
+
+  constructor(
+    readonly policy: ScalingPolicy,
+    readonly spec: ScalingSpec = SPEC,
+    readonly key = 'default/fn',
+  ) {}
+
+  tick(load: Partial<Pick<ScalingSample, 'arrivals' | 'concurrency'>> = {}): ScalingDecision {
+    this.now += TIMING.tickMs;
+    const decision = this.policy.decide(this.key, this.spec, {
+      now: this.now,
+      arrivals: load.arrivals ?? 0,
+      concurrency: load.concurrency ?? 0,
+      ready: this.ready,
+      starting: 0,
+      capacity: this.spec.targetConcurrency,
+    });
+    this.ready = decision.desired;
+    this.last = decision;
+    return decision;
+  }
+
+  /** Ticks for `ms` with the same load; returns every decision. */
+  run(ms: number, load: Partial<Pick<ScalingSample, 'arrivals' | 'concurrency'>> = {}): ScalingDecision[] {
+    const decisions: ScalingDecision[] = [];
+    for (let t = 0; t < ms; t += TIMING.tickMs) decisions.push(this.tick(load));
+    return decisions;
+  }
+
+  /** One request that arrives and finishes within a tick, then `gapMs` of silence. */
+  request(then: { gapMs: number }): ScalingDecision[] {
+    const decisions = [this.tick({ arrivals: 1 })];
+    return decisions.concat(this.run(then.gapMs - TIMING.tickMs));
+  }
+}
+
+describe('HybridAutoscaler: load', () => {
+  it('scales on the short window in a burst: panic mode, desired = in flight ÷ (capacity × 0.9)', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING));
+    fn.run(10_000, { concurrency: 5, arrivals: 50 });
+    expect(fn.last?.mode).toBe('stable');
+    expect(fn.last?.desired).toBe(1);
+    const burst = fn.run(2_000, { concurrency: 200, arrivals: 2000 });
+    expect(burst[0]?.mode).toBe('panic');
+    // 6 s panic window, 2 s of it at 200: the short window already wants 8; a minute-long average would want 3.
+    expect(burst.at(-1)?.desired).toBeGreaterThanOrEqual(8);
+    fn.run(6_000, { concurrency: 200, arrivals: 2000 });
+    expect(fn.last?.desired).toBe(Math.ceil(200 / 9));
+    expect(fn.last?.reason).toMatch(/^panic: 200 in flight over 6s/);
+  });
+
+  it('never scales down while panicking, and leaves panic one stable window after the burst', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING));
+    fn.run(8_000, { concurrency: 200, arrivals: 2000 });
+    const peak = fn.last?.desired ?? 0;
+    expect(peak).toBe(23);
+    // Panic holds for a stable window after the burst last wanted twice the ready instances (its start).
+    const after = fn.run(45_000, { concurrency: 20, arrivals: 200 });
+    expect(after.every((d) => d.mode === 'panic' && d.desired === peak)).toBe(true);
+    const later = fn.run(30_000, { concurrency: 20, arrivals: 200 });
+    expect(later.at(-1)?.mode).toBe('stable');
+    expect(later.at(-1)?.desired).toBeLessThan(peak);
+  });
+
+  it('scales down by at most half per tick', () => {
+    const fn = new Driver(new HybridAutoscaler({ ...TIMING, panicThreshold: 1000 }));
+    fn.run(60_000, { concurrency: 300, arrivals: 100 });
+    expect(fn.last?.desired).toBe(34);
+    // A long idle spell: the minute-long average falls gradually, and each tick may halve at most.
+    const down = fn.run(60_000);
+    for (let i = 1; i < down.length; i++) {
+      const before = down[i - 1]?.desired ?? 0;
+      expect(down[i]?.desired ?? 0).toBeGreaterThanOrEqual(Math.ceil(before / 2));
+    }
+  });
+
+  it('does not flap under a steady but noisy load', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING));
+    const noisy = (i: number): number => 45 + (i % 2 === 0 ? 8 : -8);
+    for (let i = 0; i < 240; i++) fn.tick({ concurrency: noisy(i), arrivals: 100 });
+    const seen = new Set<number>();
+    for (let i = 0; i < 240; i++) seen.add(fn.tick({ concurrency: noisy(i), arrivals: 100 }).desired);
+    expect([...seen]).toEqual([5]);
+  });
+
+  it('keeps warmPoolRatio of capacity idle: 9 in flight at 10 per instance fits one at 0.1, needs two at 0.5', () => {
+    const tight = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, warmPoolRatio: 0.1 });
+    tight.run(60_000, { concurrency: 9, arrivals: 10 });
+    expect(tight.last?.desired).toBe(1);
+    const roomy = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, warmPoolRatio: 0.5 });
+    roomy.run(60_000, { concurrency: 9, arrivals: 10 });
+    expect(roomy.last?.desired).toBe(2);
+    const one = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, targetConcurrency: 1 });
+    one.run(60_000, { concurrency: 0.95, arrivals: 10 });
+    expect(one.last?.desired).toBe(2);
+  });
+
+  it('respects min and max', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, min: 2, max: 4 });
+    expect(fn.tick().desired).toBe(2);
+    fn.run(10_000, { concurrency: 500, arrivals: 10 });
+    expect(fn.last?.desired).toBe(4);
+    expect(fn.last?.reason).toContain('capped at max 4');
+    fn.run(20 * 60_000);
+    expect(fn.last?.desired).toBe(2);
+    expect(fn.last?.reason).toContain('min 2');
+  });
+});
+
+describe('HybridAutoscaler: the last instance', () => {
+  it('falls back to the fixed keep-alive while the history is thin, then scales to zero', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 30_000 });
+    fn.tick({ arrivals: 1, concurrency: 1 });
+    const idle = fn.run(29_000);
+    expect(idle.every((d) => d.desired === 1)).toBe(true);
+    expect(fn.last?.keepAlive.strategy).toBe('fixed');
+    expect(fn.last?.keepAlive.reason).toContain(`0 of ${MIN_IDLE_SAMPLES} idle periods`);
+    fn.run(2_000);
+    expect(fn.last?.desired).toBe(0);
+  });
+
+  it('learns a timer: releases right after each run and pre-warms just before the next', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    for (let i = 0; i < MIN_IDLE_SAMPLES + 2; i++) fn.request({ gapMs: 300_000 });
+    const keepAlive = fn.last?.keepAlive;
+    expect(keepAlive?.strategy).toBe('histogram');
+    // 5th percentile of a 5-minute period (read at its bin's lower edge), less 10%.
+    expect(keepAlive?.prewarmAfterMs).toBeGreaterThan(200_000);
+    expect(keepAlive?.prewarmAfterMs).toBeLessThan(300_000);
+    expect(keepAlive?.keepUntilMs).toBeGreaterThan(300_000);
+    const cycle = fn.request({ gapMs: 300_000 });
+    // Released as soon as the run is over (keepIdleMs 0), then started again before the next run is due.
+    expect(cycle[0]?.desired).toBe(0);
+    expect(cycle[0]?.keepIdleMs).toBe(0);
+    expect(cycle[0]?.reason).toContain('released until then');
+    const prewarmedAt = cycle.findIndex((d) => d.desired === 1);
+    expect(prewarmedAt).toBeGreaterThan(0);
+    expect(cycle[prewarmedAt]?.reason).toContain('pre-warmed');
+    expect(cycle.at(-1)?.desired).toBe(1);
+  });
+
+  it('keeps a frequently used function warm instead of releasing it between requests', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    for (let i = 0; i < 40; i++) fn.request({ gapMs: 2_000 + (i % 5) * 1_000 });
+    expect(fn.last?.keepAlive.strategy).toBe('histogram');
+    expect(fn.last?.keepAlive.prewarmAfterMs).toBe(0);
+    // Never earlier than a stable window, never later than the function's idleTimeout.
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(TIMING.stableWindowMs);
+    const idle = fn.run(50_000);
+    expect(idle.every((d) => d.desired === 1)).toBe(true);
+    fn.run(15_000);
+    expect(fn.last?.desired).toBe(0);
+  });
+
+  it('never keeps the last instance past idleTimeout, whatever the histogram says', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 90_000 });
+    for (let i = 0; i < 30; i++) fn.request({ gapMs: 20_000 + (i % 3) * 40_000 });
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(90_000);
+  });
+
+  it('ranks functions for eviction: busy first kept, a just-used timer kept over an overdue one', () => {
+    const policy = new HybridAutoscaler(TIMING);
+    const busy = new Driver(policy, SPEC, 'default/busy');
+    busy.run(5_000, { concurrency: 3, arrivals: 10 });
+    expect(policy.expectedIdleMs('default/busy', busy.now)).toBe(0);
+    const timer = new Driver(policy, SPEC, 'default/timer');
+    for (let i = 0; i < 15; i++) timer.request({ gapMs: 300_000 });
+    const soon = policy.expectedIdleMs('default/timer', timer.now);
+    expect(soon).toBeLessThan(60_000);
+    const early = new Driver(policy, SPEC, 'default/timer-2');
+    for (let i = 0; i < 15; i++) early.request({ gapMs: 300_000 });
+    early.request({ gapMs: 30_000 });
+    expect(policy.expectedIdleMs('default/timer-2', early.now)).toBeGreaterThan(soon);
+    expect(policy.expectedIdleMs('default/unknown', busy.now)).toBe(Number.POSITIVE_INFINITY);
+  });
+});
+
+describe('FixedKeepAlive', () => {
+  it('keeps min, stops extra instances after idleTimeout, and evicts least recently used first', () => {
+    const policy = new FixedKeepAlive(TIMING);
+    const fn = new Driver(policy, { ...SPEC, min: 1, idleTimeoutMs: 600_000 });
+    const decision = fn.tick({ concurrency: 80, arrivals: 100 });
+    expect(decision.desired).toBe(1);
+    expect(decision.keepIdleMs).toBe(600_000);
+    const other = new Driver(policy, SPEC, 'default/other');
+    other.now = fn.now;
+    other.tick({ arrivals: 1 });
+    fn.run(10_000);
+    other.run(20_000);
+    expect(policy.expectedIdleMs('default/fn', other.now)).toBeGreaterThan(
+      policy.expectedIdleMs('default/other', other.now),
+    );
+  });
+});

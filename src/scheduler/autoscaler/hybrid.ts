@@ -1,0 +1,207 @@
+/**
+ * @module The autoscaler Hearth runs by default. Two halves:
+ * - load: Knative's KPA. Desired instances = in-flight requests ÷ (capacity × (1 − warmPoolRatio)), averaged
+ *   over the stable window (60 s), or over the panic window (6 s) while a burst wants at least twice the ready
+ *   instances; panic lasts a stable window past the burst and never scales down, so there is no flapping.
+ * - the last instance: the hybrid keep-alive of "Serverless in the Wild" (Shahrad et al., USENIX ATC'20). From
+ *   a histogram of the function's idle periods it releases the instance at once when the next request is
+ *   predicted far off, starts one again shortly before it (5th percentile − 10%), and keeps it until the 99th
+ *   percentile + 10%; with too little history it falls back to the fixed keep-alive (`idleTimeout`).
+ */
+
+import { FunctionHistory } from './history.js';
+import { HISTOGRAM_RANGE_MS } from './idle-histogram.js';
+import {
+  type AutoscalerTiming,
+  DEFAULT_TIMING,
+  formatMs,
+  type KeepAlive,
+  type ScalingDecision,
+  type ScalingPolicy,
+  type ScalingSample,
+  type ScalingSpec,
+} from './policy.js';
+
+/** Idle periods needed before the histogram is trusted (below it, the fixed keep-alive). */
+export const MIN_IDLE_SAMPLES = 10;
+/** Percentiles and margins of the paper's hybrid policy. */
+const PREWARM_PERCENTILE = 0.05;
+const KEEP_ALIVE_PERCENTILE = 0.99;
+const MARGIN = 0.1;
+/** Above this share of idle periods beyond the histogram's range, its percentiles mean nothing. */
+const MAX_OUT_OF_BOUNDS = 0.5;
+/** A warm pool can take at most this share of capacity: at 1, no request could ever use an instance. */
+const MAX_WARM_RATIO = 0.9;
+/** Rounding slack so that 9.0000001 in flight at 9 per instance asks for 1 instance, not 2. */
+const EPSILON = 1e-6;
+
+interface CachedKeepAlive {
+  readonly samples: number;
+  readonly idleTimeoutMs: number;
+  readonly value: KeepAlive;
+}
+
+export class HybridAutoscaler implements ScalingPolicy {
+  readonly name = 'hybrid';
+  private readonly histories = new Map<string, FunctionHistory>();
+  private readonly keepAlives = new WeakMap<FunctionHistory, CachedKeepAlive>();
+
+  constructor(private readonly timing: AutoscalerTiming = DEFAULT_TIMING) {}
+
+  decide(key: string, scaling: ScalingSpec, sample: ScalingSample): ScalingDecision {
+    const timing = this.timing;
+    const history = this.historyOf(key, sample.now);
+    history.observe(sample);
+    const now = sample.now;
+    const perInstance = Math.max(
+      EPSILON,
+      sample.capacity * (1 - Math.min(MAX_WARM_RATIO, scaling.warmPoolRatio)),
+    );
+    const stable = history.concurrency.mean();
+    const panic = history.concurrency.meanOfLast(history.panicTicks);
+    const wantStable = Math.ceil(stable / perInstance - EPSILON);
+    const wantPanic = Math.ceil(panic / perInstance - EPSILON);
+    if (panic / perInstance / Math.max(1, sample.ready) >= timing.panicThreshold) history.lastPanicAt = now;
+    const panicking = now - history.lastPanicAt < timing.stableWindowMs;
+    const per = round(perInstance);
+
+    let load: number;
+    let reason: string;
+    if (panicking) {
+      load = Math.max(wantPanic, history.lastLoadDesired);
+      reason = `panic: ${round(panic)} in flight over ${formatMs(timing.panicWindowMs)} ÷ ${per} per instance`;
+      if (load > wantPanic)
+        reason += `; holding ${load} until the burst has been over ${formatMs(timing.stableWindowMs)}`;
+    } else {
+      load = wantStable;
+      reason = `stable: ${round(stable)} in flight over ${formatMs(timing.stableWindowMs)} ÷ ${per} per instance`;
+      const floor = Math.ceil(sample.ready / timing.maxScaleDownRate);
+      if (sample.ready > 1 && load < floor) {
+        load = floor;
+        reason += `; scaling down by at most ${timing.maxScaleDownRate}× per tick`;
+      }
+    }
+    history.lastLoadDesired = load;
+
+    const keepAlive = this.keepAliveOf(history, scaling.idleTimeoutMs);
+    const idleFor = history.idleFor(now);
+    let desired = load;
+    let releaseNow = false;
+    if (load <= 1 && sample.concurrency === 0) {
+      // Nothing in flight: the keep-alive half owns the last instance.
+      if (keepAlive.prewarmAfterMs === 0) {
+        desired = idleFor < keepAlive.keepUntilMs ? 1 : 0;
+        reason =
+          desired === 1
+            ? `idle ${formatMs(idleFor)}: kept warm until ${formatMs(keepAlive.keepUntilMs)} idle (${keepAlive.reason})`
+            : `idle ${formatMs(idleFor)} ≥ keep-alive ${formatMs(keepAlive.keepUntilMs)} (${keepAlive.reason})`;
+      } else if (idleFor < keepAlive.prewarmAfterMs) {
+        desired = 0;
+        releaseNow = true;
+        reason = `idle ${formatMs(idleFor)}: next request predicted after ${formatMs(keepAlive.prewarmAfterMs)} idle, released until then (${keepAlive.reason})`;
+      } else if (idleFor < keepAlive.keepUntilMs) {
+        desired = 1;
+        reason = `idle ${formatMs(idleFor)}: pre-warmed for the next request, predicted by ${formatMs(keepAlive.keepUntilMs)} idle (${keepAlive.reason})`;
+      } else {
+        desired = 0;
+        reason = `idle ${formatMs(idleFor)}: the predicted request did not come by ${formatMs(keepAlive.keepUntilMs)} (${keepAlive.reason})`;
+      }
+    }
+    if (desired < scaling.min) {
+      desired = scaling.min;
+      reason += `; min ${scaling.min}`;
+    }
+    if (desired > scaling.max) {
+      desired = scaling.max;
+      reason += `; capped at max ${scaling.max}`;
+    }
+    return {
+      desired,
+      keepIdleMs: releaseNow ? 0 : Math.min(timing.stableWindowMs, scaling.idleTimeoutMs),
+      mode: panicking ? 'panic' : 'stable',
+      reason,
+      figures: { concurrency: stable, panicConcurrency: panic, rps: history.stableRps(), idleForMs: idleFor },
+      keepAlive,
+    };
+  }
+
+  expectedIdleMs(key: string, now: number): number {
+    const history = this.histories.get(key);
+    if (history === undefined) return Number.POSITIVE_INFINITY;
+    const idleFor = history.idleFor(now);
+    if (idleFor === 0) return 0;
+    if (history.idle.samples >= MIN_IDLE_SAMPLES && history.idle.outOfBoundsShare <= MAX_OUT_OF_BOUNDS)
+      return history.idle.expectedRemainingMs(idleFor);
+    // Too little history for a shape: a Poisson guess from the long-term rate.
+    return history.rate > 0 ? 1000 / history.rate : Number.POSITIVE_INFINITY;
+  }
+
+  forget(key: string): void {
+    this.histories.delete(key);
+  }
+
+  private historyOf(key: string, now: number): FunctionHistory {
+    let history = this.histories.get(key);
+    if (history === undefined) {
+      history = new FunctionHistory(this.timing, now);
+      this.histories.set(key, history);
+    }
+    return history;
+  }
+
+  /** The keep-alive windows change only when an idle period is recorded: computed then, not every tick. */
+  private keepAliveOf(history: FunctionHistory, idleTimeoutMs: number): KeepAlive {
+    const cached = this.keepAlives.get(history);
+    if (
+      cached !== undefined &&
+      cached.samples === history.idle.samples &&
+      cached.idleTimeoutMs === idleTimeoutMs
+    )
+      return cached.value;
+    const value = this.computeKeepAlive(history, idleTimeoutMs);
+    this.keepAlives.set(history, { samples: history.idle.samples, idleTimeoutMs, value });
+    return value;
+  }
+
+  private computeKeepAlive(history: FunctionHistory, idleTimeoutMs: number): KeepAlive {
+    const histogram = history.idle;
+    const samples = histogram.samples;
+    const fixed = (reason: string): KeepAlive => ({
+      strategy: 'fixed',
+      samples,
+      prewarmAfterMs: 0,
+      keepUntilMs: idleTimeoutMs,
+      reason,
+    });
+    if (samples < MIN_IDLE_SAMPLES)
+      return fixed(`fixed idleTimeout: ${samples} of ${MIN_IDLE_SAMPLES} idle periods seen`);
+    if (histogram.outOfBoundsShare > MAX_OUT_OF_BOUNDS)
+      return fixed(`fixed idleTimeout: most idle periods exceed ${formatMs(HISTOGRAM_RANGE_MS)}`);
+    // Releasing for less than a stable window saves little memory and risks a cold start; keep warm instead.
+    const minimumGap = this.timing.stableWindowMs;
+    let head = histogram.lowerQuantile(PREWARM_PERCENTILE) * (1 - MARGIN);
+    const tail = histogram.upperQuantile(KEEP_ALIVE_PERCENTILE) * (1 + MARGIN);
+    if (head < minimumGap) head = 0;
+    if (head === 0) {
+      return {
+        strategy: 'histogram',
+        samples,
+        prewarmAfterMs: 0,
+        // Never past the function's own idleTimeout: that is the user's word on when to scale to zero.
+        keepUntilMs: Math.min(idleTimeoutMs, Math.max(minimumGap, tail)),
+        reason: `histogram of ${samples} idle periods, 99% within ${formatMs(tail / (1 + MARGIN))}`,
+      };
+    }
+    return {
+      strategy: 'histogram',
+      samples,
+      prewarmAfterMs: head,
+      keepUntilMs: Math.min(tail, head + idleTimeoutMs),
+      reason: `histogram of ${samples} idle periods, 95% longer than ${formatMs(head / (1 - MARGIN))}`,
+    };
+  }
+}
+
+function round(value: number): number {
+  return Number(value.toFixed(value >= 10 ? 1 : 2));
+}

@@ -1,0 +1,49 @@
+/** @module The idle-time histogram's percentiles, decay and out-of-bounds share. */
+
+import { describe, expect, it } from 'vitest';
+import { HISTOGRAM_RANGE_MS, IdleHistogram } from './idle-histogram.js';
+
+describe('IdleHistogram', () => {
+  it('brackets a periodic gap between its lower and upper percentiles within one bin (15%)', () => {
+    const histogram = new IdleHistogram();
+    for (let i = 0; i < 20; i++) histogram.record(300_000);
+    const low = histogram.lowerQuantile(0.05);
+    const high = histogram.upperQuantile(0.99);
+    expect(low).toBeLessThanOrEqual(300_000);
+    expect(high).toBeGreaterThanOrEqual(300_000);
+    expect(high / low).toBeCloseTo(1.15, 5);
+  });
+
+  it('follows a change of rhythm: old idle periods decay', () => {
+    const histogram = new IdleHistogram();
+    for (let i = 0; i < 50; i++) histogram.record(10_000);
+    for (let i = 0; i < 200; i++) histogram.record(600_000);
+    expect(histogram.lowerQuantile(0.05)).toBeGreaterThan(400_000);
+  });
+
+  it('counts idle periods beyond its range apart, and answers Infinity for percentiles inside them', () => {
+    const histogram = new IdleHistogram();
+    histogram.record(1_000);
+    for (let i = 0; i < 9; i++) histogram.record(HISTOGRAM_RANGE_MS * 2);
+    expect(histogram.outOfBoundsShare).toBeGreaterThan(0.8);
+    expect(histogram.upperQuantile(0.99)).toBe(Number.POSITIVE_INFINITY);
+    expect(histogram.lowerQuantile(0.05)).toBeLessThan(1_000);
+  });
+
+  it('expects the rest of the typical gap after part of it has passed, and Infinity once overdue', () => {
+    const histogram = new IdleHistogram();
+    for (let i = 0; i < 20; i++) histogram.record(60_000);
+    const remaining = histogram.expectedRemainingMs(30_000);
+    expect(remaining).toBeGreaterThan(20_000);
+    expect(remaining).toBeLessThan(40_000);
+    expect(histogram.expectedRemainingMs(200_000)).toBe(Number.POSITIVE_INFINITY);
+    expect(new IdleHistogram().expectedRemainingMs(0)).toBe(Number.POSITIVE_INFINITY);
+  });
+
+  it('ignores nonsense', () => {
+    const histogram = new IdleHistogram();
+    histogram.record(Number.NaN);
+    histogram.record(-5);
+    expect(histogram.samples).toBe(0);
+  });
+});

@@ -1,0 +1,106 @@
+/**
+ * @module A function's idle-time histogram, the core of the hybrid keep-alive policy of "Serverless in the
+ * Wild" (Shahrad et al., USENIX ATC'20): how long the function stays idle between bursts of use, from which
+ * the policy reads when to pre-warm (a low percentile) and how long to keep an instance (a high one).
+ */
+
+/** Bin edges grow geometrically from 100 ms: fine for short gaps, coarse where a few seconds do not matter. */
+const FIRST_EDGE_MS = 100;
+const GROWTH = 1.15;
+/**
+ * The range: gaps longer than this are out of bounds. The paper uses 4 hours and hands out-of-bounds apps to
+ * an ARIMA forecast; we cover two days (daily timers fit) and fall back to the fixed keep-alive beyond it.
+ */
+export const HISTOGRAM_RANGE_MS = 48 * 3_600_000;
+const BINS = Math.ceil(Math.log(HISTOGRAM_RANGE_MS / FIRST_EDGE_MS) / Math.log(GROWTH)) + 1;
+/**
+ * Each new idle period multiplies the older weights by this, so about 50 recent periods carry the shape and
+ * a function whose rhythm changes (day and night) is followed rather than averaged forever.
+ */
+const DECAY = 0.98;
+
+/** Upper edge of bin `i` in milliseconds (bin 0 holds everything shorter than the first edge). */
+function upperEdge(i: number): number {
+  return FIRST_EDGE_MS * GROWTH ** i;
+}
+
+function lowerEdge(i: number): number {
+  return i === 0 ? 0 : upperEdge(i - 1);
+}
+
+function binOf(ms: number): number {
+  if (ms < FIRST_EDGE_MS) return 0;
+  return Math.min(BINS - 1, Math.ceil(Math.log(ms / FIRST_EDGE_MS) / Math.log(GROWTH)));
+}
+
+export class IdleHistogram {
+  private readonly weights = new Float64Array(BINS);
+  private outOfBounds = 0;
+  private weight = 0;
+  /** Idle periods recorded, however old (the weights decay, this count does not). */
+  samples = 0;
+
+  record(idleMs: number): void {
+    if (!Number.isFinite(idleMs) || idleMs < 0) return;
+    for (let i = 0; i < BINS; i++) this.weights[i] = (this.weights[i] ?? 0) * DECAY;
+    this.outOfBounds *= DECAY;
+    this.weight = this.weight * DECAY + 1;
+    this.samples += 1;
+    if (idleMs > HISTOGRAM_RANGE_MS) this.outOfBounds += 1;
+    else {
+      const bin = binOf(idleMs);
+      this.weights[bin] = (this.weights[bin] ?? 0) + 1;
+    }
+  }
+
+  /** The share of (decayed) idle periods longer than the histogram's range. */
+  get outOfBoundsShare(): number {
+    return this.weight === 0 ? 0 : this.outOfBounds / this.weight;
+  }
+
+  /**
+   * The idle time below which a share `q` of idle periods ended, read at the lower edge of its bin: the
+   * pre-warm point errs early. Infinity when that share lies beyond the range.
+   */
+  lowerQuantile(q: number): number {
+    const bin = this.binAt(q);
+    return bin === undefined ? Number.POSITIVE_INFINITY : lowerEdge(bin);
+  }
+
+  /** As `lowerQuantile`, read at the bin's upper edge: the keep-alive end errs long. */
+  upperQuantile(q: number): number {
+    const bin = this.binAt(q);
+    return bin === undefined ? Number.POSITIVE_INFINITY : upperEdge(bin);
+  }
+
+  /**
+   * How much longer the function is expected to stay idle, having been idle `idleForMs` already: the median
+   * of the idle periods longer than that, minus it. Infinity when no recorded period lasted this long.
+   */
+  expectedRemainingMs(idleForMs: number): number {
+    let mass = this.outOfBounds;
+    const first = binOf(idleForMs);
+    for (let i = first; i < BINS; i++) mass += this.weights[i] ?? 0;
+    if (mass <= 0) return Number.POSITIVE_INFINITY;
+    let seen = 0;
+    for (let i = first; i < BINS; i++) {
+      seen += this.weights[i] ?? 0;
+      if (seen >= mass / 2) {
+        const middle = Math.sqrt(Math.max(lowerEdge(i), FIRST_EDGE_MS / 2) * upperEdge(i));
+        return Math.max(0, middle - idleForMs);
+      }
+    }
+    return Number.POSITIVE_INFINITY;
+  }
+
+  private binAt(q: number): number | undefined {
+    if (this.weight <= 0) return undefined;
+    const target = Math.min(1, Math.max(0, q)) * this.weight;
+    let seen = 0;
+    for (let i = 0; i < BINS; i++) {
+      seen += this.weights[i] ?? 0;
+      if (seen >= target && seen > 0) return i;
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * @module Egress allow-lists and hostAliases enforced in the sandbox's own network namespace, Redis as
+ * the state store (REDIS_URL injected), and the seed's Python session/cart handler, unchanged, against a
+ * real Redis on this machine reached as `redis-master`.
+ */
+
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  copyFixture,
+  deployFolder,
+  errorLines,
+  FIXTURES,
+  type Hearth,
+  invoke,
+  manifest,
+  runCli,
+  STACK_FRAME,
+  startHearth,
+  type TempFolder,
+} from '../support/hearth.js';
+import { type RunningRedis, startRedis } from '../support/redis.js';
+
+/** The seed's code says `port=6379`; it runs unchanged, so its Redis listens there. */
+const SEED_PORT = 6379;
+
+let redis: RunningRedis;
+let client: Redis;
+let hearth: Hearth;
+let configDir: string;
+let open: Server;
+let openPort: number;
+
+beforeAll(async () => {
+  redis = await startRedis(SEED_PORT);
+  client = new Redis(redis.url);
+  // A port that is listening on the host: reachable in principle, so a refusal is the allow-list's doing.
+  open = createServer((socket) => socket.end());
+  await new Promise<void>((resolve) => open.listen(0, '127.0.0.1', resolve));
+  const address = open.address();
+  openPort = typeof address === 'object' && address !== null ? address.port : 0;
+  configDir = await mkdtemp(join(tmpdir(), 'hearth-egress-'));
+  const config = join(configDir, 'hearth.yaml');
+  await writeFile(config, `state: { redis: { url: "${redis.url}" } }\n`);
+  hearth = await startHearth({ args: ['--config', config] });
+}, 240_000);
+
+afterAll(async () => {
+  await hearth?.stop();
+  client?.disconnect();
+  await redis?.stop();
+  await new Promise((resolve) => open?.close(resolve));
+  await rm(configDir, { recursive: true, force: true });
+});
+
+describe('egress allow-list', () => {
+  it('lets the listed host:port through and refuses everything else at once', async () => {
+    const { status, body } = await deployFolder(hearth.url, join(FIXTURES, 'node-egress'), {
+      name: 'node-egress',
+    });
+    expect(status, JSON.stringify(body)).toBe(200);
+    const response = await invoke(hearth.url, 'node-egress', { path: `?open=${openPort}` });
+    expect(response.status, response.text).toBe(200);
+    const answer = response.json() as {
+      tamper: { status: number | null };
+      results: Record<string, { outcome: string; ms: number }>;
+      dns: string;
+      hosts: string;
+      redisUrl: string;
+    };
+    expect(answer.tamper.status, 'nft flush ruleset inside the sandbox').not.toBe(0);
+    expect(answer.results.allowed?.outcome).toBe('connected');
+    // A listening host port not on the list: refused by the sandbox's rules, not left to time out.
+    expect(answer.results.openButNotListed?.outcome).toBe('ECONNREFUSED');
+    expect(answer.results.openButNotListed?.ms).toBeLessThan(1000);
+    expect(answer.results.aliasNotListed?.outcome).toBe('ECONNREFUSED');
+    // No resolver inside: names resolve only through /etc/hosts.
+    expect(['ENOTFOUND', 'EAI_AGAIN']).toContain(answer.dns);
+    expect(answer.hosts).toMatch(/^10\.0\.2\.2 redis-master$/m);
+    expect(answer.hosts).toMatch(/^10\.0\.2\.2 host\.hearth\.internal$/m);
+    // REDIS_URL points at the platform's Redis as this sandbox reaches it.
+    expect(answer.redisUrl).toBe(`redis://host.hearth.internal:${SEED_PORT}`);
+  });
+
+  it('gives egress: allow the host network with the aliases in /etc/hosts', async () => {
+    const folder = await copyFixture('node-egress', {
+      'hearth.yaml': manifest(
+        'node-egress-open',
+        '{ runtime: node20, egress: allow, hostAliases: { redis-master: host-gateway, blocked-service: host-gateway } }',
+      ),
+    });
+    try {
+      const { status, body } = await deployFolder(hearth.url, folder.dir, { name: 'node-egress-open' });
+      expect(status, JSON.stringify(body)).toBe(200);
+      const answer = (await invoke(hearth.url, 'node-egress-open', { path: `?open=${openPort}` })).json() as {
+        results: Record<string, { outcome: string }>;
+        hosts: string;
+        redisUrl: string;
+      };
+      expect(answer.results.allowed?.outcome).toBe('connected');
+      expect(answer.results.aliasNotListed?.outcome).toBe('connected');
+      expect(answer.hosts).toMatch(/^127\.0\.0\.1 redis-master$/m);
+      expect(answer.redisUrl).toBe(redis.url);
+    } finally {
+      await folder.cleanup();
+    }
+  });
+
+  it('refuses what it cannot enforce, naming the field', async () => {
+    const cases: [string, string, RegExp][] = [
+      [
+        'egress-process',
+        '{ runtime: node20, isolation: process, egress: ["redis-master:6379"] }',
+        /spec\.egress: an allow-list needs isolation: sandbox/,
+      ],
+      [
+        'alias-no-egress',
+        '{ runtime: node20, hostAliases: { db: host-gateway } }',
+        /spec\.hostAliases: db cannot be reached with egress: none/,
+      ],
+      ['bad-port', '{ runtime: node20, egress: ["db:70000"] }', /spec\.egress\.0.*port 1-65535/],
+      [
+        'bad-alias',
+        '{ runtime: node20, egress: allow, hostAliases: { db: "not-an-ip" } }',
+        /spec\.hostAliases\.db/,
+      ],
+    ];
+    for (const [name, spec, message] of cases) {
+      const folder: TempFolder = await copyFixture('node-egress', { 'hearth.yaml': manifest(name, spec) });
+      try {
+        const { status, body } = await deployFolder(hearth.url, folder.dir, { name });
+        expect(status, name).toBe(400);
+        expect((body as { error: { message: string } }).error.message, name).toMatch(message);
+      } finally {
+        await folder.cleanup();
+      }
+    }
+  });
+});
+
+describe('the seed session handler (seed §3.2)', () => {
+  it('runs unchanged with redis from requirements.txt against the Redis on this machine', async () => {
+    const { status, body } = await deployFolder(hearth.url, join(FIXTURES, 'seed-cart'), {
+      name: 'seed-cart',
+    });
+    expect(status, JSON.stringify(body)).toBe(200);
+    for (const [session, item] of [
+      ['alice-1', 'apple'],
+      ['bob-1', 'pear'],
+    ] as const) {
+      const response = await invoke(hearth.url, 'seed-cart', {
+        method: 'POST',
+        headers: { 'session-id': session, 'content-type': 'application/json' },
+        body: JSON.stringify({ item }),
+      });
+      expect(response.status, response.text).toBe(200);
+      expect(response.json()).toEqual([item]);
+      expect(await client.hgetall(`session:${session}`)).toEqual({
+        cart: JSON.stringify([item]),
+        user_id: 'guest',
+      });
+    }
+  });
+});
+
+describe('ctx.state on Redis', () => {
+  it('refuses to start, in one line, when the configured Redis cannot be reached', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hearth-bad-redis-'));
+    try {
+      await writeFile(
+        join(dir, 'hearth.yaml'),
+        'state: { redis: { url: "redis://:hunter2@127.0.0.1:1" } }\n',
+      );
+      const result = await runCli([
+        'up',
+        '--port',
+        '0',
+        '--no-examples',
+        '--data-dir',
+        join(dir, 'data'),
+        '--config',
+        join(dir, 'hearth.yaml'),
+      ]);
+      expect(result.code).not.toBe(0);
+      expect(errorLines(result.stderr)).toHaveLength(1);
+      expect(result.stderr).toContain('state.redis.url: cannot reach Redis at redis://:***@127.0.0.1:1');
+      expect(result.stderr).not.toContain('hunter2');
+      expect(result.stderr).not.toMatch(STACK_FRAME);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps function state in the configured Redis', async () => {
+    const { status, body } = await deployFolder(hearth.url, join(FIXTURES, 'node-state'), {
+      name: 'node-state',
+    });
+    expect(status, JSON.stringify(body)).toBe(200);
+    const response = await invoke(hearth.url, 'node-state');
+    expect(response.status, response.text).toBe(200);
+    expect((response.json() as { visits: number }).visits).toBe(1);
+    expect(await client.get('hearth:state:fn:default/node-state:visits')).toBe('1');
+    expect(await client.get('hearth:state:ns:default:team')).toBe('"blue"');
+  });
+});
