@@ -48,6 +48,11 @@ export async function startHearth(config = {}) {
   child.stderr.on('data', (chunk) => {
     stderr += chunk;
   });
+  // Keep the last of the platform's JSON log for errors; unread, a full pipe would block its event loop.
+  let stdout = '';
+  child.stdout.on('data', (chunk) => {
+    stdout = (stdout + chunk).slice(-20_000);
+  });
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`hearth did not start:\n${stderr}`)), 60_000);
     child.once('exit', (code) => reject(new Error(`hearth exited ${code}:\n${stderr}`)));
@@ -63,6 +68,8 @@ export async function startHearth(config = {}) {
     url,
     dataDir: join(dataDir, 'data'),
     pid: child.pid,
+    log: () => stdout,
+    stderr: () => stderr,
     async stop() {
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill('SIGTERM');
@@ -198,4 +205,11 @@ export function machine() {
 
 export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Writes bench/RESULTS.md aligned the way `npm run lint` expects (Biome formats Markdown tables too). */
+export function writeResults(text) {
+  const file = join(ROOT, 'bench', 'RESULTS.md');
+  writeFileSync(file, text.endsWith('\n') ? text : `${text}\n`);
+  spawnSync(join(ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', file], { stdio: 'ignore' });
 }

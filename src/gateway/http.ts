@@ -9,7 +9,7 @@ export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > maxBytes) {
-    return Promise.reject(tooLarge(Number(declared), maxBytes));
+    return lingerThenRefuse(req, tooLarge(Number(declared), maxBytes));
   }
   if (declared === '0' || (declared === undefined && req.headers['transfer-encoding'] === undefined)) {
     return Promise.resolve(EMPTY);
@@ -21,8 +21,8 @@ export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer
       size += chunk.length;
       if (size > maxBytes) {
         req.removeAllListeners('data');
-        req.resume();
-        reject(tooLarge(size, maxBytes));
+        req.removeAllListeners('end');
+        lingerThenRefuse(req, tooLarge(size, maxBytes)).catch(reject);
         return;
       }
       chunks.push(chunk);
@@ -33,6 +33,27 @@ export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** How long an oversized upload is read and discarded before the 413 goes out anyway. */
+const LINGER_MS = 2000;
+
+/**
+ * Like nginx's lingering close: answering 413 and closing while the client is still sending makes its
+ * kernel reset the connection, and most clients then report "socket closed" instead of our JSON error.
+ * So the rest of the upload is read and dropped (briefly, and never buffered) before the answer.
+ */
+function lingerThenRefuse(req: IncomingMessage, error: HearthError): Promise<Buffer> {
+  return new Promise((_resolve, reject) => {
+    const refuse = (): void => {
+      clearTimeout(timer);
+      reject(error);
+    };
+    const timer = setTimeout(refuse, LINGER_MS);
+    req.once('end', refuse);
+    req.once('error', refuse);
+    req.resume();
+  });
+}
 
 function tooLarge(size: number, maxBytes: number): HearthError {
   return new HearthError(

@@ -352,6 +352,15 @@ export class Metrics {
       },
     );
     counter(
+      'hearth_scaling_decisions_total',
+      "The autoscaler's decisions by action (scale-up, scale-down, scale-to-zero, prewarm, evict, blocked, panic, stable); why is in the logs and `hearth describe`.",
+      [...fnLabels, 'action'],
+      (set) => {
+        for (const stats of functions())
+          for (const [action, count] of stats.scalingDecisions) set({ ...labelsOf(stats), action }, count);
+      },
+    );
+    counter(
       'hearth_rate_limited_total',
       'Requests refused by a rate limit (429), by the bucket scope (protocol, route, function, client).',
       ['scope'],

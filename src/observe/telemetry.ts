@@ -84,6 +84,8 @@ export class FunctionStats {
   readonly recent: InvocationEvent[] = [];
   private recentAt = 0;
   readonly queueDecisions = new Map<string, number>();
+  /** The autoscaler's decisions (`hearth:scaling`) by action: scale-up, scale-down, evict, prewarm… */
+  readonly scalingDecisions = new Map<string, number>();
   rateLimited = 0;
   readonly breakerTransitions = new Map<string, number>();
   /** Breakers open now, by `scope/instance`. */
@@ -435,6 +437,10 @@ export class Telemetry {
 
   /** The autoscaler's decisions (`hearth:scaling`), kept for the dashboard. */
   private onScaling(event: ScalingEvent): void {
+    if (event.kind === 'function') {
+      const counts = this.stats(event.ref).scalingDecisions;
+      counts.set(event.action, (counts.get(event.action) ?? 0) + 1);
+    }
     const note: ScalingNote =
       event.kind === 'function'
         ? {

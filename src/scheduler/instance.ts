@@ -102,7 +102,12 @@ export class Instance {
     const entry: InFlightInvocation = {
       invocationId: request.invocationId,
       answerBy: request.deadline,
-      killAt: Math.max(request.deadline, Date.now() + this.version.spec.limits.timeoutMs),
+      // The function's own timeout is the deadline itself: answer and kill in the same sweep, or the caller's
+      // next request could land on the still-spinning instance before a later sweep drains it.
+      killAt:
+        request.timeoutSource === 'limits.timeout'
+          ? request.deadline
+          : Math.max(request.deadline, Date.now() + this.version.spec.limits.timeoutMs),
       timeoutMs: request.timeoutMs,
       timeoutSource: request.timeoutSource,
       answered: false,

@@ -106,6 +106,8 @@ export class NodeScheduler implements Scheduler {
   private readonly sizer: StemCellSizer;
   private readonly maxMemoryBytes: number;
   private startingTotal = 0;
+  /** How long an instance start takes on this node lately (a moving average), so pre-warms begin in time. */
+  private startMs = 10;
   private readonly busy = new Set<Instance>();
   /** Per-function instance caps from EventGateway `concurrency` entries. */
   private readonly caps = new Map<string, number>();
@@ -716,7 +718,9 @@ export class NodeScheduler implements Scheduler {
         pool.capacityHint = instance.capacity;
         this.poolOf.set(instance, pool);
         this.watchExit(instance);
-        this.publish(instance, 'started', reason, performance.now() - began);
+        const tookMs = performance.now() - began;
+        this.startMs += 0.2 * (tookMs - this.startMs);
+        this.publish(instance, 'started', reason, tookMs);
         this.dispatch(pool, instance, true);
         // The requests the new instance took from the queue waited for a cold start.
         const fn = this.functions.get(functionKey(pool.version.ref));
@@ -814,14 +818,23 @@ export class NodeScheduler implements Scheduler {
         const idle = candidatePool.instances.filter((i) => i.state === 'ready' && i.inFlight === 0);
         if (idle.length === 0) continue;
         const min = active ? candidatePool.version.spec.scaling.min : 0;
-        const spare = active
+        idle.sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+        let spare = active
           ? Math.max(0, candidatePool.live - Math.max(min, fn.scaling.desired))
           : idle.length;
+        // A function in use now spares only what its own scale-down would stop this tick: its desired count
+        // lags a ramp (it averages a stable window), and an instance idle for the few ms between a client's
+        // requests is still in use — evicting it costs that function a cold start (the budget e2e test).
+        if (active && expected === 0) {
+          const keepIdleMs = fn.scaling.decision?.keepIdleMs ?? 0;
+          let idleLongEnough = 0;
+          for (const instance of idle) if (now - instance.lastUsedAt >= keepIdleMs) idleLongEnough += 1;
+          spare = Math.min(spare, idleLongEnough);
+        }
         let allowed = active ? Math.min(idle.length, candidatePool.live - min) : idle.length;
         // A speculative start, or a function in use now, gives up only what it does not need.
         if (!demand || expected === 0) allowed = Math.min(allowed, spare);
         if (allowed <= 0) continue;
-        idle.sort((a, b) => a.lastUsedAt - b.lastUsedAt);
         for (let i = 0; i < allowed; i++) {
           const instance = idle[i];
           if (instance === undefined) break;
@@ -1164,6 +1177,7 @@ export class NodeScheduler implements Scheduler {
       ready,
       starting: pool.starting,
       capacity: pool.capacityHint,
+      startMs: this.startMs,
     });
     if (concurrency > 0 || arrivals > 0) state.parked = false;
     const desired = Math.min(

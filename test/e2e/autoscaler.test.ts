@@ -147,6 +147,14 @@ describe('step load 0 → 200 concurrent', () => {
     const detail = JSON.parse(json.stdout) as FunctionDetail;
     expect(detail.autoscaling?.policy).toBe('hybrid');
     expect(detail.autoscaling?.keepAlive.keepUntil).toBe('3s');
+    // Every decision is counted in the metrics too.
+    const metrics = await (await fetch(`${hearth.url}/metrics`)).text();
+    for (const action of ['scale-up', 'scale-to-zero', 'panic'])
+      expect(metrics).toMatch(
+        new RegExp(
+          `hearth_scaling_decisions_total\\{[^}]*function="step"[^}]*action="${action}"[^}]*\\} [1-9]`,
+        ),
+      );
   });
 });
 

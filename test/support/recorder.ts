@@ -6,6 +6,8 @@ export interface Recorded {
   readonly path: string;
   readonly headers: IncomingMessage['headers'];
   readonly body: string;
+  /** When it arrived (Date.now()), for tests of timing such as backoff and overlap. */
+  readonly at: number;
   json<T = Record<string, unknown>>(): T;
 }
 
@@ -36,6 +38,7 @@ export async function startRecorder(): Promise<Recorder> {
         path: req.url ?? '/',
         headers: req.headers,
         body,
+        at: Date.now(),
         json: <T>() => JSON.parse(body) as T,
       });
       if (failing > 0) {

@@ -31,6 +31,8 @@ const SPEC: ScalingSpec = {
 class Driver {
   now = 1_000_000;
   ready = 0;
+  /** The node's recent instance start time the scheduler would report. */
+  startMs = 0;
   last: ScalingDecision | undefined;
 
   constructor(
@@ -48,6 +50,7 @@ class Driver {
       ready: this.ready,
       starting: 0,
       capacity: this.spec.targetConcurrency,
+      startMs: this.startMs,
     });
     this.ready = decision.desired;
     this.last = decision;
@@ -166,11 +169,24 @@ describe('HybridAutoscaler: the last instance', () => {
     // Released as soon as the run is over (keepIdleMs 0), then started again before the next run is due.
     expect(cycle[0]?.desired).toBe(0);
     expect(cycle[0]?.keepIdleMs).toBe(0);
-    expect(cycle[0]?.reason).toContain('released until then');
+    expect(cycle[0]?.reason).toContain('released until');
     const prewarmedAt = cycle.findIndex((d) => d.desired === 1);
     expect(prewarmedAt).toBeGreaterThan(0);
     expect(cycle[prewarmedAt]?.reason).toContain('pre-warmed');
     expect(cycle.at(-1)?.desired).toBe(1);
+
+    // Where starts take longer, the pre-warm begins earlier by twice the start time.
+    fn.startMs = 2_000;
+    const slow = fn.request({ gapMs: 300_000 });
+    const slowPrewarmAt = slow.findIndex((d) => d.desired === 1);
+    expect((prewarmedAt - slowPrewarmAt) * TIMING.tickMs).toBe(4_000);
+
+    // Where they take so long that the gap is under 20 of them, the instance is not released at all: it
+    // would be back before idleTimeout anyway.
+    fn.startMs = 15_000;
+    const busy = fn.request({ gapMs: 300_000 });
+    expect(busy.every((d) => d.desired === 1)).toBe(true);
+    expect(busy[0]?.reason).toContain('not released: the gap is short against starts of 15s');
   });
 
   it('keeps a frequently used function warm instead of releasing it between requests', () => {

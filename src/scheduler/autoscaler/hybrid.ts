@@ -28,6 +28,8 @@ export const MIN_IDLE_SAMPLES = 10;
 const PREWARM_PERCENTILE = 0.05;
 const KEEP_ALIVE_PERCENTILE = 0.99;
 const MARGIN = 0.1;
+/** A predicted gap shorter than this many instance starts is not worth a release (see `decide`). */
+const RELEASE_GAP_IN_STARTS = 20;
 /** Above this share of idle periods beyond the histogram's range, its percentiles mean nothing. */
 const MAX_OUT_OF_BOUNDS = 0.5;
 /** A warm pool can take at most this share of capacity: at 1, no request could ever use an instance. */
@@ -88,17 +90,32 @@ export class HybridAutoscaler implements ScalingPolicy {
     let desired = load;
     let releaseNow = false;
     if (load <= 1 && sample.concurrency === 0) {
-      // Nothing in flight: the keep-alive half owns the last instance.
-      if (keepAlive.prewarmAfterMs === 0) {
+      // Nothing in flight: the keep-alive half owns the last instance. A pre-warm must be ready by the
+      // predicted arrival, so it begins a tick and twice the node's recent start time early (on the trace
+      // replay, starts slowed by a busy CPU turned pre-warms into cold starts).
+      const startMs = sample.startMs ?? 0;
+      const lead = timing.tickMs + 2 * startMs;
+      const prewarmAt = Math.max(timing.tickMs, keepAlive.prewarmAfterMs - lead);
+      // A release is paid for with a start (and the stem cell's refill, a fork and a boot): when the gap is
+      // short against the node's start time now and the instance would be back before idleTimeout anyway, it
+      // stays. On the trace replay, releasing 5-minute timers on a busy node emptied the stem-cell pools.
+      const worthReleasing =
+        keepAlive.prewarmAfterMs > 0 &&
+        (prewarmAt >= RELEASE_GAP_IN_STARTS * startMs || keepAlive.keepUntilMs > scaling.idleTimeoutMs);
+      if (!worthReleasing) {
         desired = idleFor < keepAlive.keepUntilMs ? 1 : 0;
+        const why =
+          keepAlive.prewarmAfterMs > 0
+            ? `; not released: the gap is short against starts of ${formatMs(startMs)} now`
+            : '';
         reason =
           desired === 1
-            ? `idle ${formatMs(idleFor)}: kept warm until ${formatMs(keepAlive.keepUntilMs)} idle (${keepAlive.reason})`
+            ? `idle ${formatMs(idleFor)}: kept warm until ${formatMs(keepAlive.keepUntilMs)} idle (${keepAlive.reason})${why}`
             : `idle ${formatMs(idleFor)} ≥ keep-alive ${formatMs(keepAlive.keepUntilMs)} (${keepAlive.reason})`;
-      } else if (idleFor < keepAlive.prewarmAfterMs) {
+      } else if (idleFor < prewarmAt) {
         desired = 0;
         releaseNow = true;
-        reason = `idle ${formatMs(idleFor)}: next request predicted after ${formatMs(keepAlive.prewarmAfterMs)} idle, released until then (${keepAlive.reason})`;
+        reason = `idle ${formatMs(idleFor)}: next request predicted after ${formatMs(keepAlive.prewarmAfterMs)} idle, released until ${formatMs(prewarmAt)} (${keepAlive.reason})`;
       } else if (idleFor < keepAlive.keepUntilMs) {
         desired = 1;
         reason = `idle ${formatMs(idleFor)}: pre-warmed for the next request, predicted by ${formatMs(keepAlive.keepUntilMs)} idle (${keepAlive.reason})`;

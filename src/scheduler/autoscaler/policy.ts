@@ -21,6 +21,8 @@ export interface ScalingSample {
   readonly starting: number;
   /** Requests one instance serves at once: `targetConcurrency`, or 1 for a synchronous Python handler. */
   readonly capacity: number;
+  /** How long an instance start takes on this node lately; a pre-warm begins that much earlier. */
+  readonly startMs?: number;
 }
 
 export type ScalingMode = 'stable' | 'panic';

@@ -12,11 +12,18 @@ const TIMING: AutoscalerTiming = {
   maxScaleDownRate: 2,
 };
 
-function pool(target: number): SizablePool & { target: number } {
+function pool(target: number): SizablePool & { target: number; misses: number } {
   return {
     target,
+    misses: 0,
     stats() {
-      return { runtime: 'node20', isolation: 'sandbox', network: 'none', target: this.target };
+      return {
+        runtime: 'node20',
+        isolation: 'sandbox',
+        network: 'none',
+        target: this.target,
+        misses: this.misses,
+      };
     },
     setTarget(next: number) {
       this.target = next;
@@ -39,6 +46,27 @@ describe('StemCellSizer', () => {
     expect(node.target).toBe(8);
     // Calm for a stable window: back to the configured 2.
     for (let i = 0; i < 25; i++) sizer.tick(pools);
+    expect(node.target).toBe(2);
+  });
+
+  it('adds a cell for each start that found the pool empty, even without a burst, and gives it back when calm', () => {
+    const sizer = new StemCellSizer(TIMING, 8);
+    const node = pool(2);
+    const pools = new Map([['node20/sandbox/none', node]]);
+    sizer.tick(pools);
+    // One start per panic window (5 ticks) never makes a burst, but two of them outran the refill.
+    for (let i = 0; i < 4; i++) {
+      sizer.noteStart('node20/sandbox/none');
+      if (i % 2 === 1) node.misses += 1;
+      for (let t = 0; t < 5; t++) sizer.tick(pools);
+    }
+    expect(node.target).toBe(4);
+    // Ten stable windows (200 ticks, 4 of them already passed) without a miss take one back, the next ten another.
+    for (let i = 0; i < 195; i++) sizer.tick(pools);
+    expect(node.target).toBe(4);
+    sizer.tick(pools);
+    expect(node.target).toBe(3);
+    for (let i = 0; i < 200; i++) sizer.tick(pools);
     expect(node.target).toBe(2);
   });
 

@@ -8,12 +8,21 @@
 import { type AutoscalerTiming, formatMs } from './policy.js';
 import { SlidingWindow } from './window.js';
 
+/**
+ * A cell added for a miss stays until this many stable windows pass without one (10 minutes by default): the
+ * churn that caused it is steady, and a ready cell costs ~13 MiB (PSS, bench/RESULTS.md). With one window, the
+ * trace replay's pools shrank back between two pre-warms and missed again.
+ */
+const MISS_CALM_WINDOWS = 10;
+
 export interface SizablePool {
   stats(): {
     readonly runtime: string;
     readonly isolation: string;
     readonly network: string;
     readonly target: number;
+    /** Takes that found the pool empty, ever; optional so that a pool without the figure sizes by bursts. */
+    readonly misses?: number;
   };
   setTarget(target: number): void;
 }
@@ -32,6 +41,11 @@ interface Sizing {
   readonly base: number;
   readonly perTick: SlidingWindow;
   readonly bursts: SlidingWindow;
+  /** Cells added because starts found the pool empty: steady churn the burst figure does not see. */
+  missBoost: number;
+  misses: number;
+  /** Ticks since a start last found the pool empty. */
+  calmTicks: number;
   target: number;
 }
 
@@ -62,6 +76,9 @@ export class StemCellSizer {
           base,
           perTick: new SlidingWindow(panicTicks),
           bursts: new SlidingWindow(stableTicks),
+          missBoost: 0,
+          misses: pool.stats().misses ?? 0,
+          calmTicks: 0,
           target: base,
         };
         this.sizings.set(key, sizing);
@@ -70,9 +87,25 @@ export class StemCellSizer {
       this.starts.delete(key);
       sizing.bursts.push(sizing.perTick.sum());
       const peak = sizing.bursts.max();
-      const target = sizing.base === 0 ? 0 : Math.max(sizing.base, Math.min(this.max, peak));
-      if (target === sizing.target) continue;
       const stats = pool.stats();
+      // A steady stream of starts (a pre-warm every few seconds, a release after each use) never makes a
+      // burst within a panic window, yet takes cells faster than a refill (a fork and a boot, ~110 ms, far more
+      // on a busy CPU) brings them back: each start that found the pool empty adds a cell, and ten stable windows
+      // without one take one back. Measured on the trace replay, where the misses made cold starts 10× slower.
+      const missed = (stats.misses ?? 0) - sizing.misses;
+      sizing.misses = stats.misses ?? 0;
+      if (missed > 0) {
+        sizing.missBoost = Math.min(this.max, sizing.missBoost + missed);
+        sizing.calmTicks = 0;
+      } else if (++sizing.calmTicks >= MISS_CALM_WINDOWS * stableTicks && sizing.missBoost > 0) {
+        sizing.missBoost -= 1;
+        sizing.calmTicks = 0;
+      }
+      const target =
+        sizing.base === 0
+          ? 0
+          : Math.max(sizing.base, Math.min(this.max, Math.max(peak, sizing.base + sizing.missBoost)));
+      if (target === sizing.target) continue;
       pool.setTarget(target);
       changes.push({
         runtime: stats.runtime,
@@ -82,7 +115,7 @@ export class StemCellSizer {
         to: target,
         reason:
           target > sizing.target
-            ? `${peak} instance starts within ${formatMs(this.timing.panicWindowMs)}: keeping ${target} ready (max ${this.max})`
+            ? `${peak} instance starts within ${formatMs(this.timing.panicWindowMs)}${missed > 0 ? `, ${missed} of them found the pool empty` : ''}: keeping ${target} ready (max ${this.max})`
             : `at most ${peak} starts within ${formatMs(this.timing.panicWindowMs)} over the last ${formatMs(this.timing.stableWindowMs)}: back towards ${sizing.base}`,
       });
       sizing.target = target;

@@ -11,6 +11,9 @@ import type { CloudEventAttributes } from '../../domain/deployment.js';
 import type { CronSource, TriggerStatus } from '../../domain/triggers.js';
 import { newCounters, type TriggerCounters } from '../delivery.js';
 import type { Trigger, TriggerConfig, TriggerHost } from '../index.js';
+import { nextFire, planStart } from './plan.js';
+
+export { type MissedPolicy, nextFire, planStart, type StartPlan } from './plan.js';
 
 /** setTimeout's limit is ~24.8 days; longer waits are taken in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -28,6 +31,8 @@ export class CronTrigger implements Trigger {
     private readonly source: CronSource,
     readonly config: TriggerConfig,
     private readonly host: TriggerHost,
+    /** The clock, injectable so the restart and missed-run decisions can be tested at chosen times. */
+    private readonly clock: () => number = Date.now,
   ) {
     this.cron = new Cron(source.schedule, {
       paused: true,
@@ -40,28 +45,25 @@ export class CronTrigger implements Trigger {
   }
 
   async start(): Promise<void> {
-    const now = new Date();
-    const lastText = this.host.state.get(this.stateKey);
-    const last = lastText === undefined ? undefined : new Date(lastText);
-    if (last !== undefined && !Number.isNaN(last.getTime())) {
-      // Runs that fell due while the platform was down: the newest is the one `fire-once` catches up.
-      let missed: Date | undefined;
-      for (let at = this.cron.nextRun(last); at !== null && at <= now; at = this.cron.nextRun(at))
-        missed = at;
-      if (missed !== undefined) {
-        if (this.source.missed === 'fire-once') {
-          this.host.info(`trigger ${this.config.id}: catching up the run missed at ${missed.toISOString()}`);
-          await this.fire(missed);
-        } else {
-          this.host.info(
-            `trigger ${this.config.id}: skipping runs missed while down (last ${missed.toISOString()})`,
-          );
-          this.host.state.set(this.stateKey, missed.toISOString());
-        }
-      }
+    const now = new Date(this.clock());
+    const plan = planStart(this.cron, this.lastFire(), now, this.source.missed ?? 'skip');
+    if (plan.action === 'fire') {
+      this.host.info(`trigger ${this.config.id}: catching up the run missed at ${plan.at.toISOString()}`);
+      await this.fire(plan.at);
+    } else if (plan.action === 'skip') {
+      this.host.info(
+        `trigger ${this.config.id}: skipping runs missed while down (last ${plan.at.toISOString()})`,
+      );
+      this.host.state.set(this.stateKey, plan.at.toISOString());
     }
     this.state = 'running';
     this.schedule(now);
+  }
+
+  private lastFire(): Date | undefined {
+    const text = this.host.state.get(this.stateKey);
+    const last = text === undefined ? undefined : new Date(text);
+    return last === undefined || Number.isNaN(last.getTime()) ? undefined : last;
   }
 
   async stop(): Promise<void> {
@@ -97,14 +99,16 @@ export class CronTrigger implements Trigger {
 
   private schedule(after: Date): void {
     if (this.stopped) return;
-    const next = this.cron.nextRun(after);
-    this.next = next ?? undefined;
-    if (next === null) return;
+    const next = nextFire(this.cron, after, this.lastFire());
+    this.next = next;
+    if (next === undefined) return;
     const arm = (): void => {
-      const wait = next.getTime() - Date.now();
+      const wait = next.getTime() - this.clock();
       this.timer = setTimeout(
         () => {
-          if (Date.now() < next.getTime()) {
+          if (this.stopped) return;
+          // Timers may fire a little early; firing before the time would let a restart fire it again.
+          if (this.clock() < next.getTime()) {
             arm();
             return;
           }
@@ -155,12 +159,12 @@ export class CronTrigger implements Trigger {
       });
       this.host.state.set(this.stateKey, time);
       this.counters.delivered += 1;
-      this.counters.lastDeliveryAt = new Date().toISOString();
+      this.counters.lastDeliveryAt = new Date(this.clock()).toISOString();
       this.host.notifyQueue();
     } catch (error) {
       this.counters.failed += 1;
       const message = error instanceof Error ? error.message : String(error);
-      this.counters.lastError = { message, at: new Date().toISOString() };
+      this.counters.lastError = { message, at: new Date(this.clock()).toISOString() };
       this.host.warn(`trigger ${this.config.id}: could not queue the run of ${time}: ${message}`);
     }
   }

@@ -63,7 +63,16 @@ export class NatsTrigger implements Trigger {
     this.state = 'stopped';
     for (const timer of this.timers) clearInterval(timer);
     await Promise.allSettled([...this.deliveries]);
-    await this.connection?.drain().catch(() => undefined);
+    // Flush sends the acks of the deliveries just settled (bounded, a broker gone away must not hold up
+    // shutdown), then close. Not drain(): the consume loop's own close raced it and it never settled.
+    const connection = this.connection;
+    if (connection !== undefined) {
+      const bound = new AbortController();
+      await Promise.race([connection.flush().catch(() => undefined), sleep(2000, bound.signal)]);
+      // A pending timer would keep a stopping platform alive for the rest of the 2 s.
+      bound.abort();
+      await connection.close().catch(() => undefined);
+    }
     await this.loop;
   }
 
@@ -111,6 +120,9 @@ export class NatsTrigger implements Trigger {
         };
         this.host.warn(`trigger ${this.config.id}: ${message}; retrying in ${delay / 1000}s`);
       }
+      // Stopping: stop() flushes the last acks and closes; closing here too raced its flush, which then
+      // never settled (`hearth up` hung on SIGTERM).
+      if (signal.aborted) break;
       await this.connection?.close().catch(() => undefined);
       this.connection = undefined;
       await sleep(delay, signal);
