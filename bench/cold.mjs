@@ -5,7 +5,17 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { api, deploy, ROOT, round, sleep, startHearth, summarise, timeToFirstByte } from './lib.mjs';
+import {
+  api,
+  deploy,
+  ROOT,
+  round,
+  scaleToZero,
+  sleep,
+  startHearth,
+  summarise,
+  timeToFirstByte,
+} from './lib.mjs';
 
 const EXAMPLES = { node20: join(ROOT, 'examples', 'hello'), python3: join(ROOT, 'examples', 'hello-py') };
 
@@ -34,6 +44,7 @@ async function measure(hearth, runtime, count) {
     );
     writeFileSync(join(folder, 'hearth.yaml'), manifest);
     await deploy(hearth.url, folder, name, { verify: false });
+    await scaleToZero(hearth.url, name);
     await poolReady(hearth.url, runtime);
     await timeToFirstByte(hearth.url, '/healthz', agent);
     const result = await timeToFirstByte(hearth.url, `/function/${name}`, agent);

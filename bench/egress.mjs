@@ -5,7 +5,7 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deploy, ROOT, round, sleep, startHearth, summarise, timeToFirstByte } from './lib.mjs';
+import { deploy, ROOT, round, scaleToZero, sleep, startHearth, summarise, timeToFirstByte } from './lib.mjs';
 
 const POLICIES = {
   none: 'egress: none',
@@ -32,6 +32,7 @@ export async function egressBench({ count = 20 } = {}) {
           `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec: { runtime: node20, ${spec} }\n`,
         );
         await deploy(hearth.url, folder, name, { verify: false });
+        await scaleToZero(hearth.url, name);
         rmSync(folder, { recursive: true, force: true });
         const { ttfb, cold, status } = await timeToFirstByte(hearth.url, `/function/${name}`, agent);
         if (status !== 200 || !cold)

@@ -213,3 +213,15 @@ export function writeResults(text) {
   writeFileSync(file, text.endsWith('\n') ? text : `${text}\n`);
   spawnSync(join(ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', file], { stdio: 'ignore' });
 }
+
+/**
+ * Releases a function's instances and parks it at zero until its next request. A fresh deploy starts (or
+ * pre-warms) one instance, like Knative's initial scale of 1; cold-start benchmarks need none.
+ */
+export async function scaleToZero(url, name, namespace = 'default') {
+  const response = await fetch(`${url}/api/v1/namespaces/${namespace}/functions/${name}/instances`, {
+    method: 'DELETE',
+  });
+  if (!response.ok) throw new Error(`scale ${name} to zero: ${response.status} ${await response.text()}`);
+  await response.arrayBuffer();
+}
