@@ -5,6 +5,19 @@ import { ERROR_CATALOGUE, errorBody, HearthError, isHearthError } from '../domai
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
+/** Headers that describe one hop of the connection, not the response; never copied from a function. */
+export const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'content-length',
+]);
+
 /** Reads the whole body, refusing more than `maxBytes` (413) before buffering it. */
 export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
   const declared = req.headers['content-length'];

@@ -12,24 +12,11 @@ import type { FunctionRef } from '../domain/function.js';
 import { parseTraceparent, type TraceContext, traceFor } from '../domain/trace.js';
 import { parseDuration } from '../domain/units.js';
 import type { Scheduler } from '../scheduler/index.js';
-import { readBody, sendError } from './http.js';
+import { HOP_BY_HOP, readBody, sendError } from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { Traffic } from './traffic.js';
 
 export const FUNCTION_PREFIX = '/function/';
-
-/** Headers that describe one hop of the connection, not the response; never copied from a function. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'content-length',
-]);
 
 export interface InvokeRouteOptions {
   readonly scheduler: Scheduler;

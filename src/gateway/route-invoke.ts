@@ -10,23 +10,10 @@ import { HearthError, isHearthError } from '../domain/errors.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
 import { parseDuration } from '../domain/units.js';
 import type { Scheduler } from '../scheduler/index.js';
-import { readBody, sendError } from './http.js';
+import { HOP_BY_HOP, readBody, sendError } from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { RouteMatch } from './routes.js';
 import type { Traffic } from './traffic.js';
-
-/** Headers that describe one hop of the connection, not the response; never copied from a function. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'content-length',
-]);
 
 export interface RouteInvokerOptions {
   readonly scheduler: Scheduler;

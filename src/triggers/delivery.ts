@@ -14,7 +14,7 @@ import {
   invocationChannel,
 } from '../domain/events.js';
 import type { FunctionRef } from '../domain/function.js';
-import type { TriggerKind } from '../domain/triggers.js';
+import type { TriggerKind, TriggerStatus } from '../domain/triggers.js';
 import type { TriggerHost } from './index.js';
 
 export interface TriggerCounters {
@@ -25,6 +25,24 @@ export interface TriggerCounters {
   inFlight: number;
   lastError: { message: string; at: string } | undefined;
   lastDeliveryAt: string | undefined;
+}
+
+/** The counter half of a trigger's status, the same for every source. */
+export function countersStatus(
+  counters: TriggerCounters,
+): Pick<
+  TriggerStatus,
+  'delivered' | 'failed' | 'retried' | 'deadLettered' | 'inFlight' | 'lastError' | 'lastDeliveryAt'
+> {
+  return {
+    delivered: counters.delivered,
+    failed: counters.failed,
+    retried: counters.retried,
+    deadLettered: counters.deadLettered,
+    inFlight: counters.inFlight,
+    lastError: counters.lastError ?? null,
+    lastDeliveryAt: counters.lastDeliveryAt ?? null,
+  };
 }
 
 export function newCounters(): TriggerCounters {

@@ -9,7 +9,7 @@
 import { Cron } from 'croner';
 import type { CloudEventAttributes } from '../../domain/deployment.js';
 import type { CronSource, TriggerStatus } from '../../domain/triggers.js';
-import { newCounters, type TriggerCounters } from '../delivery.js';
+import { countersStatus, newCounters, type TriggerCounters } from '../delivery.js';
 import type { Trigger, TriggerConfig, TriggerHost } from '../index.js';
 import { nextFire, planStart } from './plan.js';
 
@@ -80,13 +80,7 @@ export class CronTrigger implements Trigger {
       kind: 'cron',
       state: this.state,
       lag: 0,
-      delivered: this.counters.delivered,
-      failed: this.counters.failed,
-      retried: this.counters.retried,
-      deadLettered: this.counters.deadLettered,
-      inFlight: this.counters.inFlight,
-      lastError: this.counters.lastError ?? null,
-      lastDeliveryAt: this.counters.lastDeliveryAt ?? null,
+      ...countersStatus(this.counters),
       detail: {
         schedule: this.source.schedule,
         timezone: this.source.timezone ?? 'UTC',

@@ -11,6 +11,7 @@ import type { CloudEventAttributes } from '../../domain/deployment.js';
 import type { HearthError } from '../../domain/errors.js';
 import { backoffDelay, type KafkaSource, type TriggerStatus } from '../../domain/triggers.js';
 import {
+  countersStatus,
   deliverOnce,
   type EventTarget,
   errorText,
@@ -120,13 +121,7 @@ export class KafkaTrigger implements Trigger {
       kind: 'kafka',
       state: this.state,
       lag: this.lag,
-      delivered: this.counters.delivered,
-      failed: this.counters.failed,
-      retried: this.counters.retried,
-      deadLettered: this.counters.deadLettered,
-      inFlight: this.counters.inFlight,
-      lastError: this.counters.lastError ?? null,
-      lastDeliveryAt: this.counters.lastDeliveryAt ?? null,
+      ...countersStatus(this.counters),
       detail: {
         brokers: this.source.brokers,
         topic: this.source.topic,

@@ -12,6 +12,7 @@ import type { CloudEventAttributes } from '../../domain/deployment.js';
 import type { HearthError } from '../../domain/errors.js';
 import { backoffDelay, type MqttSource, type TriggerStatus } from '../../domain/triggers.js';
 import {
+  countersStatus,
   deliverOnce,
   newCounters,
   publishDelivery,
@@ -111,13 +112,7 @@ export class MqttTrigger implements Trigger {
       kind: 'mqtt',
       state: this.state,
       lag: null,
-      delivered: this.counters.delivered,
-      failed: this.counters.failed,
-      retried: this.counters.retried,
-      deadLettered: this.counters.deadLettered,
-      inFlight: this.counters.inFlight,
-      lastError: this.counters.lastError ?? null,
-      lastDeliveryAt: this.counters.lastDeliveryAt ?? null,
+      ...countersStatus(this.counters),
       detail: { url: this.source.url, subscription: this.filter, qos: this.source.qos ?? 1 },
     };
   }

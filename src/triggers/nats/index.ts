@@ -10,6 +10,7 @@ import { connect, type NatsConnection, nanos } from '@nats-io/transport-node';
 import type { CloudEventAttributes } from '../../domain/deployment.js';
 import { backoffDelay, type NatsSource, type TriggerStatus } from '../../domain/triggers.js';
 import {
+  countersStatus,
   deliverOnce,
   errorText,
   newCounters,
@@ -83,13 +84,7 @@ export class NatsTrigger implements Trigger {
       kind: 'nats',
       state: this.state,
       lag: this.lag,
-      delivered: this.counters.delivered,
-      failed: this.counters.failed,
-      retried: this.counters.retried,
-      deadLettered: this.counters.deadLettered,
-      inFlight: this.counters.inFlight,
-      lastError: this.counters.lastError ?? null,
-      lastDeliveryAt: this.counters.lastDeliveryAt ?? null,
+      ...countersStatus(this.counters),
       detail: {
         url: this.source.url,
         subject: this.source.subject,
