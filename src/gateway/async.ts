@@ -6,11 +6,11 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HearthError, invalidField } from '../domain/errors.js';
-import type { FunctionRef } from '../domain/function.js';
 import type { RetryPolicy } from '../domain/triggers.js';
 import type { Queue } from '../queue/index.js';
 import type { Scheduler } from '../scheduler/index.js';
 import { readBody, sendError, sendJson } from './http.js';
+import { parseFunctionPath } from './invoke.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { Traffic } from './traffic.js';
 
@@ -36,22 +36,8 @@ export interface AsyncRouteOptions {
   readonly onInternal: (error: unknown) => void;
 }
 
-export function parseAsyncPath(
-  url: string,
-): { ref: FunctionRef; path: string; rawQuery: string } | undefined {
-  const queryAt = url.indexOf('?');
-  const pathname = queryAt < 0 ? url : url.slice(0, queryAt);
-  const rawQuery = queryAt < 0 ? '' : url.slice(queryAt + 1);
-  const rest = pathname.slice(ASYNC_PREFIX.length);
-  const slash = rest.indexOf('/');
-  const qualified = slash < 0 ? rest : rest.slice(0, slash);
-  if (qualified === '') return undefined;
-  const dot = qualified.indexOf('.');
-  const ref =
-    dot < 0
-      ? { namespace: 'default', name: qualified }
-      : { namespace: qualified.slice(dot + 1), name: qualified.slice(0, dot) };
-  return { ref, path: slash < 0 ? '/' : rest.slice(slash), rawQuery };
+export function parseAsyncPath(url: string): ReturnType<typeof parseFunctionPath> {
+  return parseFunctionPath(url, ASYNC_PREFIX);
 }
 
 export function createAsyncRoute(

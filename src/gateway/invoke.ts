@@ -27,15 +27,16 @@ export interface InvokeRouteOptions {
   readonly traffic?: Traffic;
 }
 
+/** Splits `<prefix><name>[.<namespace>][/rest][?query]`; the prefix is `/function/` or `/async-function/`. */
 export function parseFunctionPath(
   url: string,
+  prefix: string = FUNCTION_PREFIX,
 ): { ref: FunctionRef; path: string; rawQuery: string } | undefined {
   const queryAt = url.indexOf('?');
   const pathname = queryAt < 0 ? url : url.slice(0, queryAt);
   const rawQuery = queryAt < 0 ? '' : url.slice(queryAt + 1);
-  const nameEnd = pathname.indexOf('/', FUNCTION_PREFIX.length);
-  const qualified =
-    nameEnd < 0 ? pathname.slice(FUNCTION_PREFIX.length) : pathname.slice(FUNCTION_PREFIX.length, nameEnd);
+  const nameEnd = pathname.indexOf('/', prefix.length);
+  const qualified = nameEnd < 0 ? pathname.slice(prefix.length) : pathname.slice(prefix.length, nameEnd);
   if (qualified === '') return undefined;
   const dot = qualified.indexOf('.');
   const ref =

@@ -231,6 +231,20 @@ export class Metrics {
         },
       });
     };
+    // Telemetry keeps two-label breakdowns as `a|b` keys in one Map per function (no nested Maps per event).
+    const pairCounter = (
+      name: string,
+      help: string,
+      [first, second]: readonly [string, string],
+      pick: (stats: FunctionStats) => ReadonlyMap<string, number>,
+    ): void =>
+      counter(name, help, [...fnLabels, first, second], (set) => {
+        for (const stats of functions())
+          for (const [key, count] of pick(stats)) {
+            const [a = '', b = ''] = key.split('|');
+            set({ ...labelsOf(stats), [first]: a, [second]: b }, count);
+          }
+      });
 
     counter(
       'hearth_invocations_total',
@@ -339,17 +353,11 @@ export class Metrics {
     gauge('hearth_queue_depth', 'Requests waiting for an instance of the function.', fnLabels, (set) => {
       for (const stats of functions()) set(labelsOf(stats), this.sources.status(stats.ref)?.queued ?? 0);
     });
-    counter(
+    pairCounter(
       'hearth_queue_decisions_total',
       'Requests that could not take an instance at once: queued, shed (503) or expired (504), with the reason.',
-      [...fnLabels, 'decision', 'reason'],
-      (set) => {
-        for (const stats of functions())
-          for (const [key, count] of stats.queueDecisions) {
-            const [decision = '', reason = ''] = key.split('|');
-            set({ ...labelsOf(stats), decision, reason }, count);
-          }
-      },
+      ['decision', 'reason'],
+      (stats) => stats.queueDecisions,
     );
     counter(
       'hearth_scaling_decisions_total',
@@ -376,32 +384,20 @@ export class Metrics {
         for (const stats of functions()) if (stats.rateLimited > 0) set(labelsOf(stats), stats.rateLimited);
       },
     );
-    counter(
+    pairCounter(
       'hearth_breaker_transitions_total',
       'Circuit breaker state changes, by scope (instance, function) and the state entered.',
-      [...fnLabels, 'scope', 'state'],
-      (set) => {
-        for (const stats of functions())
-          for (const [key, count] of stats.breakerTransitions) {
-            const [scope = '', state = ''] = key.split('|');
-            set({ ...labelsOf(stats), scope, state }, count);
-          }
-      },
+      ['scope', 'state'],
+      (stats) => stats.breakerTransitions,
     );
     gauge('hearth_breakers_open', 'Circuit breakers open or half-open now.', fnLabels, (set) => {
       for (const stats of functions()) set(labelsOf(stats), stats.openBreakers.size);
     });
-    counter(
+    pairCounter(
       'hearth_deliveries_total',
       'Event deliveries by triggers and the async queue, by kind and outcome (delivered, retry, dead-lettered).',
-      [...fnLabels, 'kind', 'outcome'],
-      (set) => {
-        for (const stats of functions())
-          for (const [key, count] of stats.deliveries) {
-            const [kind = '', outcome = ''] = key.split('|');
-            set({ ...labelsOf(stats), kind, outcome }, count);
-          }
-      },
+      ['kind', 'outcome'],
+      (stats) => stats.deliveries,
     );
     counter(
       'hearth_function_cpu_seconds_total',

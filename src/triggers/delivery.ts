@@ -14,8 +14,9 @@ import {
   invocationChannel,
 } from '../domain/events.js';
 import type { FunctionRef } from '../domain/function.js';
-import type { TriggerKind, TriggerStatus } from '../domain/triggers.js';
-import type { TriggerHost } from './index.js';
+import { backoffDelay, type RetryPolicy, type TriggerKind, type TriggerStatus } from '../domain/triggers.js';
+import type { QueuedRequest } from '../queue/index.js';
+import type { TriggerConfig, TriggerHost } from './index.js';
 
 export interface TriggerCounters {
   delivered: number;
@@ -188,6 +189,66 @@ export async function deliverOnce(
     failure,
   );
   return failure;
+}
+
+/** How {@link deliverWithRetries} ended: delivered (`failure` undefined), out of attempts, or stopped. */
+export interface RetriedDelivery {
+  readonly failure: HearthError | undefined;
+  readonly attempts: number;
+  readonly started: number;
+  /** The trigger stopped mid-retry: the event is unfinished, so neither acked nor dead-lettered. */
+  readonly aborted: boolean;
+}
+
+/** Delivers with the trigger's retry policy: exponential backoff between attempts, none for hopeless errors. */
+export async function deliverWithRetries(
+  host: TriggerHost,
+  source: { readonly id: string; readonly kind: TriggerKind },
+  target: EventTarget,
+  event: CloudEventAttributes,
+  body: Buffer,
+  retry: RetryPolicy,
+  counters: TriggerCounters,
+  signal: AbortSignal,
+): Promise<RetriedDelivery> {
+  const started = performance.now();
+  let failure: HearthError | undefined;
+  let attempt = 1;
+  for (; attempt <= retry.attempts; attempt++) {
+    failure = await deliverOnce(host, source, target, event, body, attempt, counters);
+    if (failure === undefined) break;
+    if (!retryable(failure) || attempt === retry.attempts || signal.aborted) break;
+    counters.retried += 1;
+    await sleep(backoffDelay(retry, attempt), signal);
+    if (signal.aborted) break;
+  }
+  return { failure, attempts: Math.min(attempt, retry.attempts), started, aborted: signal.aborted };
+}
+
+/**
+ * Keeps an event in the platform's dead-letter list (`hearth dlq`), for sources without a dead-letter
+ * destination of their own. Counted once stored, so a status that says "dead-lettered" can be read back.
+ */
+export async function enqueueDeadLetter(
+  host: TriggerHost,
+  trigger: Pick<TriggerConfig, 'id' | 'kind' | 'retry'>,
+  ref: FunctionRef | undefined,
+  request: Pick<QueuedRequest, 'headers' | 'body' | 'event'>,
+  attempts: number,
+  reason: string,
+  counters: TriggerCounters,
+): Promise<void> {
+  await host.queue.enqueue({
+    ref: ref ?? { namespace: 'default', name: 'unrouted' },
+    source: `${trigger.kind}:${trigger.id}`,
+    request: { method: 'POST', path: '/', rawQuery: '', ...request },
+    maxAttempts: trigger.retry.attempts,
+    backoffMs: trigger.retry.backoffMs,
+    maxBackoffMs: trigger.retry.maxBackoffMs,
+    attempts,
+    deadLetter: { code: 'HEARTH_E_FN_ERROR', message: reason },
+  });
+  counters.deadLettered += 1;
 }
 
 export function publishDelivery(

@@ -8,17 +8,16 @@
 
 import { Consumer, type Message, type MessagesStream, Producer } from '@platformatic/kafka';
 import type { CloudEventAttributes } from '../../domain/deployment.js';
-import type { HearthError } from '../../domain/errors.js';
-import { backoffDelay, type KafkaSource, type TriggerStatus } from '../../domain/triggers.js';
+import type { KafkaSource, TriggerStatus } from '../../domain/triggers.js';
 import {
   countersStatus,
-  deliverOnce,
+  deliverWithRetries,
   type EventTarget,
+  enqueueDeadLetter,
   errorText,
   newCounters,
   publishDelivery,
   reconnectDelay,
-  retryable,
   sleep,
   sniffContentType,
   type TriggerCounters,
@@ -313,22 +312,22 @@ export class KafkaTrigger implements Trigger {
       );
       return true;
     }
-    const { retry } = this.config;
-    const started = performance.now();
-    let failure: HearthError | undefined;
-    let attempt = 0;
-    for (attempt = 1; attempt <= retry.attempts; attempt++) {
-      failure = await deliverOnce(this.host, kind, target, event, body, attempt, this.counters);
-      if (failure === undefined) return true;
-      if (!retryable(failure) || attempt === retry.attempts || this.abort.signal.aborted) break;
-      this.counters.retried += 1;
-      await sleep(backoffDelay(retry, attempt), this.abort.signal);
-      if (this.abort.signal.aborted) break;
-    }
+    const outcome = await deliverWithRetries(
+      this.host,
+      kind,
+      target,
+      event,
+      body,
+      this.config.retry,
+      this.counters,
+      this.abort.signal,
+    );
+    if (outcome.failure === undefined) return true;
     // Stopped mid-retry: not finished, not committed; the group's next owner gets it again.
-    if (this.abort.signal.aborted) return false;
-    publishDelivery(kind, target.ref, 'dead-lettered', attempt, started, failure);
-    await this.deadLetter(message, target, attempt, `${failure?.code}: ${failure?.message}`);
+    if (outcome.aborted) return false;
+    const { failure, attempts, started } = outcome;
+    publishDelivery(kind, target.ref, 'dead-lettered', attempts, started, failure);
+    await this.deadLetter(message, target, attempts, `${failure.code}: ${failure.message}`);
     return true;
   }
 
@@ -366,29 +365,22 @@ export class KafkaTrigger implements Trigger {
       this.host.warn(
         `trigger ${this.config.id}: ${message.topic}[${message.partition}]@${message.offset} dead-lettered to ${this.deadLetterTopic}: ${reason}`,
       );
+      // Counted once it is somewhere durable, so a status that says "dead-lettered" can be read back.
+      this.counters.deadLettered += 1;
     } catch (error) {
       this.host.warn(
         `trigger ${this.config.id}: the dead-letter topic ${this.deadLetterTopic} refused the message (${(error as Error).message}); kept in the platform's dead-letter list`,
       );
-      await this.host.queue.enqueue({
-        ref: target?.ref ?? { namespace: 'default', name: 'unrouted' },
-        source: `kafka:${this.config.id}`,
-        request: {
-          method: 'POST',
-          path: '/',
-          rawQuery: '',
-          headers: [...headers].flat(),
-          body: message.value ?? Buffer.alloc(0),
-        },
-        maxAttempts: this.config.retry.attempts,
-        backoffMs: this.config.retry.backoffMs,
-        maxBackoffMs: this.config.retry.maxBackoffMs,
+      await enqueueDeadLetter(
+        this.host,
+        this.config,
+        target?.ref,
+        { headers: [...headers].flat(), body: message.value ?? Buffer.alloc(0) },
         attempts,
-        deadLetter: { code: 'HEARTH_E_FN_ERROR', message: reason },
-      });
+        reason,
+        this.counters,
+      );
     }
-    // Counted once it is somewhere durable, so a status that says "dead-lettered" can be read back.
-    this.counters.deadLettered += 1;
   }
 
   private async commit(): Promise<void> {

@@ -9,15 +9,13 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import type { CloudEventAttributes } from '../../domain/deployment.js';
-import type { HearthError } from '../../domain/errors.js';
-import { backoffDelay, type MqttSource, type TriggerStatus } from '../../domain/triggers.js';
+import type { MqttSource, TriggerStatus } from '../../domain/triggers.js';
 import {
   countersStatus,
-  deliverOnce,
+  deliverWithRetries,
+  enqueueDeadLetter,
   newCounters,
   publishDelivery,
-  retryable,
-  sleep,
   sniffContentType,
   type TriggerCounters,
 } from '../delivery.js';
@@ -175,27 +173,27 @@ export class MqttTrigger implements Trigger {
       );
       return true;
     }
-    const { retry } = this.config;
-    const started = performance.now();
-    let failure: HearthError | undefined;
-    let attempt = 0;
-    for (attempt = 1; attempt <= retry.attempts; attempt++) {
-      failure = await deliverOnce(this.host, kind, target, event, body, attempt, this.counters);
-      if (failure === undefined) return true;
-      if (!retryable(failure) || attempt === retry.attempts || this.abort.signal.aborted) break;
-      this.counters.retried += 1;
-      await sleep(backoffDelay(retry, attempt), this.abort.signal);
-      if (this.abort.signal.aborted) return false;
-    }
+    const outcome = await deliverWithRetries(
+      this.host,
+      kind,
+      target,
+      event,
+      body,
+      this.config.retry,
+      this.counters,
+      this.abort.signal,
+    );
+    if (outcome.failure === undefined) return true;
     // Stopping mid-retry: no ack, so the broker redelivers it to the next session.
-    if (this.abort.signal.aborted) return false;
-    publishDelivery(kind, target.ref, 'dead-lettered', attempt, started, failure);
+    if (outcome.aborted) return false;
+    const { failure, attempts, started } = outcome;
+    publishDelivery(kind, target.ref, 'dead-lettered', attempts, started, failure);
     await this.deadLetter(
       packet.topic,
       event,
       body,
-      attempt,
-      `${failure?.code}: ${failure?.message}`,
+      attempts,
+      `${failure.code}: ${failure.message}`,
       target.ref,
     );
     return true;
@@ -209,25 +207,16 @@ export class MqttTrigger implements Trigger {
     reason: string,
     ref = this.config.route(topic, undefined)?.ref,
   ): Promise<void> {
-    this.counters.deadLettered += 1;
     this.host.warn(`trigger ${this.config.id}: event ${event.id} on ${topic} dead-lettered: ${reason}`);
-    await this.host.queue.enqueue({
-      ref: ref ?? { namespace: 'default', name: 'unrouted' },
-      source: `mqtt:${this.config.id}`,
-      request: {
-        method: 'POST',
-        path: '/',
-        rawQuery: '',
-        headers: ['content-type', event.datacontenttype ?? 'application/json'],
-        body,
-        event,
-      },
-      maxAttempts: this.config.retry.attempts,
-      backoffMs: this.config.retry.backoffMs,
-      maxBackoffMs: this.config.retry.maxBackoffMs,
+    await enqueueDeadLetter(
+      this.host,
+      this.config,
+      ref,
+      { headers: ['content-type', event.datacontenttype ?? 'application/json'], body, event },
       attempts,
-      deadLetter: { code: 'HEARTH_E_FN_ERROR', message: reason },
-    });
+      reason,
+      this.counters,
+    );
   }
 }
 

@@ -12,6 +12,7 @@ import { backoffDelay, type NatsSource, type TriggerStatus } from '../../domain/
 import {
   countersStatus,
   deliverOnce,
+  enqueueDeadLetter,
   errorText,
   newCounters,
   publishDelivery,
@@ -243,26 +244,17 @@ export class NatsTrigger implements Trigger {
     reason: string,
     ref = this.config.route(message.subject, undefined)?.ref,
   ): Promise<void> {
-    this.counters.deadLettered += 1;
     this.host.warn(`trigger ${this.config.id}: event ${event.id} dead-lettered: ${reason}`);
     try {
-      await this.host.queue.enqueue({
-        ref: ref ?? { namespace: 'default', name: 'unrouted' },
-        source: `nats:${this.config.id}`,
-        request: {
-          method: 'POST',
-          path: '/',
-          rawQuery: '',
-          headers: ['content-type', event.datacontenttype ?? 'application/json'],
-          body,
-          event,
-        },
-        maxAttempts: this.config.retry.attempts,
-        backoffMs: this.config.retry.backoffMs,
-        maxBackoffMs: this.config.retry.maxBackoffMs,
+      await enqueueDeadLetter(
+        this.host,
+        this.config,
+        ref,
+        { headers: ['content-type', event.datacontenttype ?? 'application/json'], body, event },
         attempts,
-        deadLetter: { code: 'HEARTH_E_FN_ERROR', message: reason },
-      });
+        reason,
+        this.counters,
+      );
       message.term(reason.slice(0, 200));
     } catch (error) {
       // Not recorded: leave it unacked, JetStream redelivers it.
