@@ -86,6 +86,21 @@ export function functionName(value: string): string {
   return value;
 }
 
+/**
+ * `NAME`, `function NAME` or `gateway NAME` (kubectl style): the kind of resource a command's arguments
+ * name, and the name. A function name is checked here; a gateway's by its command.
+ */
+export function resourceArguments(
+  first: string,
+  second: string | undefined,
+): { readonly kind: 'function' | 'gateway'; readonly name: string } {
+  if (second === undefined) return { kind: 'function', name: functionName(first) };
+  const kind = first.toLowerCase();
+  if (['gateway', 'gateways', 'gw', 'eventgateway'].includes(kind)) return { kind: 'gateway', name: second };
+  if (['function', 'functions', 'fn'].includes(kind)) return { kind: 'function', name: functionName(second) };
+  throw new CliError(`unknown kind "${first}": expected gateway or function (or just a function name)`);
+}
+
 export function parsePositiveInt(what: string) {
   return (value: string): number => {
     const number = Number(value);

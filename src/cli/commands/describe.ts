@@ -4,7 +4,6 @@ import type { Command } from 'commander';
 import type { GatewayDetail } from '../../control/api/events-types.js';
 import type { DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
 import { invokeUrl } from '../client.js';
-import { CliError } from '../errors.js';
 import type { CliIo } from '../io.js';
 import {
   addConnectionOptions,
@@ -13,11 +12,11 @@ import {
   type CommandContext,
   type ConnectionOptions,
   connect,
-  functionName,
   type NamespaceOptions,
   namespaceOf,
   type OutputOptions,
   parseLabel,
+  resourceArguments,
 } from '../options.js';
 import {
   createStyle,
@@ -48,18 +47,9 @@ export function register(program: Command, context: CommandContext): void {
   addOutputOption(command);
   addConnectionOptions(command);
   command.action(async (first: string, second: string | undefined, options: DescribeOptions) => {
-    if (second === undefined) {
-      await describe(functionName(first), options, context);
-      return;
-    }
-    const kind = first.toLowerCase();
-    if (['gateway', 'gateways', 'gw', 'eventgateway'].includes(kind)) {
-      await describeGateway(second, options, context);
-      return;
-    }
-    if (!['function', 'functions', 'fn'].includes(kind))
-      throw new CliError(`unknown kind "${first}": expected gateway or function (or just a function name)`);
-    await describe(functionName(second), options, context);
+    const target = resourceArguments(first, second);
+    if (target.kind === 'gateway') await describeGateway(target.name, options, context);
+    else await describe(target.name, options, context);
   });
 }
 

@@ -1,7 +1,6 @@
 /** @module `hearth rm NAME`: delete a function, its versions and its instances. */
 
 import type { Command } from 'commander';
-import { CliError } from '../errors.js';
 import {
   addConnectionOptions,
   addNamespaceOption,
@@ -9,11 +8,11 @@ import {
   type CommandContext,
   type ConnectionOptions,
   connect,
-  functionName,
   type NamespaceOptions,
   namespaceOf,
   type OutputOptions,
   parseLabel,
+  resourceArguments,
 } from '../options.js';
 import { writeJson } from '../output.js';
 import { functionPath } from '../upload.js';
@@ -31,24 +30,18 @@ export function register(program: Command, context: CommandContext): void {
   addOutputOption(command);
   addConnectionOptions(command);
   command.action(async (first: string, second: string | undefined, options: RmOptions) => {
-    if (second === undefined) {
-      await remove(functionName(first), options, context);
-      return;
-    }
-    const kind = first.toLowerCase();
-    if (['gateway', 'gateways', 'gw', 'eventgateway'].includes(kind)) {
+    const target = resourceArguments(first, second);
+    if (target.kind === 'gateway') {
       const client = connect(options, context.io, context.version);
       const namespace = namespaceOf(options);
-      const gateway = parseLabel('gateway name', second);
+      const gateway = parseLabel('gateway name', target.name);
       await client.json<unknown>(`/api/v1/namespaces/${namespace}/gateways/${gateway}`, { method: 'DELETE' });
       if (options.output === 'json')
         writeJson(context.io.stdout, { namespace, name: gateway, deleted: true });
       else context.io.stdout.write(`gateway/${gateway} deleted\n`);
       return;
     }
-    if (!['function', 'functions', 'fn'].includes(kind))
-      throw new CliError(`unknown kind "${first}": expected gateway or function (or just a function name)`);
-    await remove(functionName(second), options, context);
+    await remove(target.name, options, context);
   });
 }
 
