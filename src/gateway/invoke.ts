@@ -86,6 +86,9 @@ export function createInvokeRoute(
       return;
     }
     const limits = deployed.spec.limits;
+    // The deployed version's ref, not the one parsed from this request: its strings are hashed already,
+    // so the scheduler's and telemetry's lookups by name cost no hashing per request.
+    const ref = deployed.ref;
     // One pass over the raw headers: req.headers would build an object the hot path never needs.
     const raw = req.rawHeaders;
     let hasBody = false;
@@ -121,7 +124,7 @@ export function createInvokeRoute(
     const submit = (body: Buffer): void => {
       const submitted = hasBody ? performance.now() : started;
       scheduler.submit(
-        target.ref,
+        ref,
         {
           invocationId,
           method: req.method ?? 'GET',
@@ -137,7 +140,7 @@ export function createInvokeRoute(
         },
         (error, response) => {
           if (error !== undefined || response === undefined) {
-            fail(error, target.ref, deployed.version);
+            fail(error, ref, deployed.version);
             return;
           }
           const fromFunction = response.headers;
@@ -171,7 +174,7 @@ export function createInvokeRoute(
                 'HEARTH_E_FN_CRASHED',
                 `the function returned an invalid response header: ${(headerError as Error).message}`,
               ),
-              target.ref,
+              ref,
               response.version,
             );
             return;
@@ -179,7 +182,7 @@ export function createInvokeRoute(
           endWith(res, response.body);
           if (invocationChannel.hasSubscribers)
             invocationChannel.publish({
-              ref: target.ref,
+              ref,
               version: response.version,
               invocationId,
               status: response.status,
@@ -202,9 +205,7 @@ export function createInvokeRoute(
     // Bodiless requests (most GETs) skip the body reader and its promise entirely.
     if (!hasBody) submit(EMPTY_BODY);
     else
-      readBody(req, limits.maxBodyBytes).then(submit, (error: unknown) =>
-        fail(error, target.ref, deployed.version),
-      );
+      readBody(req, limits.maxBodyBytes).then(submit, (error: unknown) => fail(error, ref, deployed.version));
   };
 }
 

@@ -126,16 +126,12 @@ export class Instance {
         rawHeaders: request.rawHeaders,
         deadline: request.deadline,
         sourceIp: request.sourceIp,
-        ...(request.event === undefined ? {} : { event: request.event }),
-        ...(request.trace === undefined
-          ? {}
-          : {
-              traceparent: formatTraceparent(
-                request.trace.traceId,
-                request.trace.spanId,
-                request.trace.flags,
-              ),
-            }),
+        // Present even when undefined: one object shape per request keeps the encoder monomorphic.
+        event: request.event,
+        traceparent:
+          request.trace === undefined
+            ? undefined
+            : formatTraceparent(request.trace.traceId, request.trace.spanId, request.trace.flags),
       },
       request.body,
       (error, result) => {

@@ -93,6 +93,11 @@ const BIND_TIMEOUT_MS = 30_000;
 
 export class NodeScheduler implements Scheduler {
   private readonly functions = new Map<string, FunctionPool>();
+  /**
+   * The same pools by namespace, then name, for the per-request lookups: `functionKey` would build a
+   * new string and hash it twice per request; names from the request path are hashed once here.
+   */
+  private readonly byNamespace = new Map<string, Map<string, FunctionPool>>();
   private readonly poolOf = new Map<Instance, VersionPool>();
   private readonly stemPools = new Map<string, StemCellPool>();
   private readonly runtimes: ReadonlyMap<RuntimeName, Runtime>;
@@ -141,7 +146,7 @@ export class NodeScheduler implements Scheduler {
   }
 
   lookup(ref: FunctionRef): DeployedVersion | undefined {
-    return this.functions.get(functionKey(ref))?.active.version;
+    return this.byNamespace.get(ref.namespace)?.get(ref.name)?.active.version;
   }
 
   async prepare(version: DeployedVersion): Promise<Instance> {
@@ -159,7 +164,14 @@ export class NodeScheduler implements Scheduler {
     }
     const fn = this.functions.get(key);
     if (fn === undefined) {
-      this.functions.set(key, new FunctionPool(next, this.newBreaker(version.ref)));
+      const created = new FunctionPool(next, this.newBreaker(version.ref));
+      this.functions.set(key, created);
+      let names = this.byNamespace.get(version.ref.namespace);
+      if (names === undefined) {
+        names = new Map();
+        this.byNamespace.set(version.ref.namespace, names);
+      }
+      names.set(version.ref.name, created);
     } else {
       const previous = fn.active;
       fn.active = next;
@@ -180,6 +192,7 @@ export class NodeScheduler implements Scheduler {
     const fn = this.functions.get(key);
     if (fn === undefined) return;
     this.functions.delete(key);
+    this.byNamespace.get(ref.namespace)?.delete(ref.name);
     this.policy.forget(key);
     for (const waiter of fn.active.waiters.drain()) {
       clearTimeout(waiter.timer);
@@ -205,7 +218,7 @@ export class NodeScheduler implements Scheduler {
   }
 
   submit(ref: FunctionRef, request: InvocationRequest, done: InvokeCallback): void {
-    const fn = this.functions.get(functionKey(ref));
+    const fn = this.byNamespace.get(ref.namespace)?.get(ref.name);
     if (fn === undefined) {
       done(
         new HearthError(
@@ -356,7 +369,8 @@ export class NodeScheduler implements Scheduler {
             instanceId: instance.id,
             waitMs,
             coldStartPhases: cold ? instance.coldStartPhases : undefined,
-            ...(circuit === undefined ? {} : { circuit }),
+            // Always present, even undefined: one object shape on the hot path keeps its readers monomorphic.
+            circuit,
           });
           return;
         }
@@ -514,6 +528,7 @@ export class NodeScheduler implements Scheduler {
         for (const instance of pool.instances) stops.push(this.stopInstance(instance, 'shutdown', 1000));
     }
     this.functions.clear();
+    this.byNamespace.clear();
     await Promise.all(stops);
     await Promise.all([...this.stemPools.values()].map((pool) => pool.close()));
   }

@@ -1,6 +1,7 @@
 /** @module End-to-end: crashes and timeouts stay contained, logs tell what happened, and the sandbox's walls hold. */
 
 import { existsSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FunctionDetail, HealthResponse } from '../../src/control/api/types.js';
@@ -30,6 +31,7 @@ interface Attempt {
 
 interface NodeWalls {
   uid: number;
+  niceness: number;
   env: string[];
   shadow: Attempt;
   paths: Record<string, Attempt>;
@@ -44,6 +46,7 @@ interface NodeWalls {
 
 interface PyWalls {
   uid: number;
+  niceness: number;
   env: string[];
   shadow: Attempt;
   writeCode: Attempt;
@@ -341,6 +344,13 @@ describe('the sandbox walls', () => {
   it('functions run as uid 65534', () => {
     expect(node.uid).toBe(65534);
     expect(py.uid).toBe(65534);
+  });
+
+  it('functions run at a lower CPU priority than the gateway that serves them all', () => {
+    // The platform runs at this process's niceness; its functions run 5 nicer.
+    const expected = Math.min(19, getPriority() + 5);
+    expect(node.niceness).toBe(expected);
+    expect(py.niceness).toBe(expected);
   });
 
   it('/etc/shadow is not there to read', () => {

@@ -7,7 +7,15 @@ import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deployFolder, FIXTURES, getFunction, type Hearth, invoke, startHearth } from '../support/hearth.js';
+import {
+  deployFolder,
+  eventually,
+  FIXTURES,
+  getFunction,
+  type Hearth,
+  invoke,
+  startHearth,
+} from '../support/hearth.js';
 
 let hearth: Hearth;
 let bin: string;
@@ -26,12 +34,15 @@ afterAll(async () => {
 });
 
 describe('without bubblewrap', () => {
-  it('says in one line how to install it', () => {
-    const lines = hearth
-      .stderr()
-      .split('\n')
-      .filter((line) => line.includes('bubblewrap'));
-    expect(lines.length).toBeGreaterThanOrEqual(1);
+  it('says in one line how to install it', async () => {
+    // Readiness is announced on stdout; stderr is another pipe, so its line may arrive a moment later.
+    const lines = await eventually('the bubblewrap line on stderr', () => {
+      const found = hearth
+        .stderr()
+        .split('\n')
+        .filter((line) => line.includes('bubblewrap'));
+      return found.length > 0 ? found : undefined;
+    });
     expect(lines[0]).toContain('apt-get install bubblewrap');
   });
 

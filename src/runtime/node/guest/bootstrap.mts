@@ -98,7 +98,16 @@ interface Invoke {
 }
 
 const channel = new Socket({ fd: 3, readable: true, writable: true });
-let corked = false;
+/** Frames sent during one tick, written together at its end. */
+let outbox: Buffer[] = [];
+
+function flushOutbox(): void {
+  if (outbox.length === 0) return;
+  const frames = outbox;
+  outbox = [];
+  // One write of one buffer: cheaper than a stream write per frame, and it is one syscall either way.
+  channel.write(frames.length === 1 ? (frames[0] as Buffer) : Buffer.concat(frames));
+}
 
 function send(type: number, id: number, meta: unknown, body: Buffer = EMPTY): void {
   const metaText = meta === undefined ? '' : JSON.stringify(meta);
@@ -110,16 +119,7 @@ function send(type: number, id: number, meta: unknown, body: Buffer = EMPTY): vo
   frame.writeUInt32BE(metaLength, 9);
   frame.write(metaText, HEADER, 'utf8');
   if (body.length > 0) body.copy(frame, HEADER + metaLength);
-  // Frames written in one tick leave in one syscall.
-  if (!corked) {
-    corked = true;
-    channel.cork();
-    process.nextTick(() => {
-      corked = false;
-      channel.uncork();
-    });
-  }
-  channel.write(frame);
+  if (outbox.push(frame) === 1) process.nextTick(flushOutbox);
 }
 
 // --- logs: stdout/stderr of the function, tagged with the invocation that wrote them ---------------
@@ -742,6 +742,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
 }
 
 function exit(): void {
+  if (outbox.length > 0) flushOutbox();
   channel.end(() => process.exit(0));
 }
 
