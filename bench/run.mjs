@@ -47,13 +47,16 @@ if (results.warm) {
     '',
     `${w.tool}, ${w.connections} connections, ${w.seconds}s per measurement after a 2s warm-up, ${w.rounds} rounds alternating the servers; figures are medians over the rounds, ratios the median of per-round ratios (hearth against the raw server measured just before it).`,
     '',
-    '| server | req/s | p50 ms | p99 ms | errors |',
-    '|---|---:|---:|---:|---:|',
+    '| server | req/s | p50 ms | p99 ms | errors | CPU µs/request, front process | all its processes |',
+    '|---|---:|---:|---:|---:|---:|---:|',
     ...Object.entries(w.summary).map(
-      ([name, s]) => `| ${name} | ${s.rps} | ${s.p50} | ${s.p99} | ${s.errors} |`,
+      ([name, s]) =>
+        `| ${name} | ${s.rps} | ${s.p50} | ${s.p99} | ${s.errors} | ${s.frontCpuUs} | ${s.treeCpuUs} |`,
     ),
     '',
     `Throughput ratio hearth/raw: **${w.throughputRatio}** (bar ≥ 0.6: ${pass(w.throughputRatio >= 0.6)}); p99 ratio: **${w.p99Ratio}** (bar ≤ 3: ${pass(w.p99Ratio <= 3)}).`,
+    '',
+    `The architecture floor (bench/floor/) is node:http handing each request to a second process over a socket and writing back its answer, with nothing else: it reached **${w.floorRatio}** of the raw server. The front process is the one that parses HTTP (the gateway for Hearth); on two cores it is the bottleneck, so its CPU per request sets the throughput. The difference between the hearth gateway and the floor in that column is what the platform's own per-request work costs (invocation id, deadline, scheduling, in-flight accounting, Server-Timing, metrics).`,
     '',
   );
 }

@@ -1,6 +1,8 @@
-// Warm invocation through the gateway vs a raw node:http hello server vs workerd, under the same load.
+// Warm invocation through the gateway vs a raw node:http hello server vs workerd, under the same load, with
+// the floor of the architecture (bench/floor: the request handed to a second process and back, nothing else)
+// for reference, and the CPU each server's front process and whole process tree spent per request.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,12 +27,37 @@ async function freePort() {
   return port;
 }
 
-async function startRaw() {
-  const child = spawn(process.execPath, [join(ROOT, 'bench', 'raw-server.mjs')], {
+async function startNodeServer(script) {
+  const child = spawn(process.execPath, [join(ROOT, 'bench', script)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const line = await new Promise((resolve) => createInterface({ input: child.stdout }).once('line', resolve));
-  return { url: `http://127.0.0.1:${JSON.parse(line).port}/`, stop: () => child.kill() };
+  return { url: `http://127.0.0.1:${JSON.parse(line).port}/`, pid: child.pid, stop: () => child.kill() };
+}
+
+/** CPU time (user + system, in clock ticks of 10 ms) of a process, and of it with all its descendants. */
+function cpuTicks(pid) {
+  const own = (id) => {
+    try {
+      const fields = readFileSync(`/proc/${id}/stat`, 'utf8').split(') ')[1].split(' ');
+      return Number(fields[11]) + Number(fields[12]);
+    } catch {
+      return 0;
+    }
+  };
+  let tree = 0;
+  const visit = (id) => {
+    tree += own(id);
+    try {
+      for (const task of readdirSync(`/proc/${id}/task`))
+        for (const child of readFileSync(`/proc/${id}/task/${task}/children`, 'utf8').trim().split(/\s+/))
+          if (child) visit(child);
+    } catch {
+      // gone
+    }
+  };
+  visit(pid);
+  return { front: own(pid), tree };
 }
 
 async function startWorkerd() {
@@ -49,6 +76,7 @@ async function startWorkerd() {
     cwd: dir,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+  const pid = child.pid;
   let stderr = '';
   child.stderr.on('data', (chunk) => {
     stderr += chunk;
@@ -61,7 +89,7 @@ async function startWorkerd() {
           child.kill();
           rmSync(dir, { recursive: true, force: true });
         };
-        return { url, stop };
+        return { url, pid, stop };
       }
     } catch {
       await sleep(100);
@@ -75,7 +103,8 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
   const tool = ensureWrk() ? 'wrk' : 'autocannon';
   const load = (url) =>
     tool === 'wrk' ? wrk(url, { connections, seconds }) : autocannon(url, { connections, seconds });
-  const raw = await startRaw();
+  const raw = await startNodeServer('raw-server.mjs');
+  const floor = await startNodeServer('floor/gateway.mjs');
   const hearth = await startHearth();
   await deploy(hearth.url, join(ROOT, 'bench', 'functions', 'bench-hello'), 'bench-hello');
   const check = await timeToFirstByte(hearth.url, '/function/bench-hello', false);
@@ -87,22 +116,31 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
     process.stderr.write(`workerd unavailable: ${error.message}\n`);
   }
   const targets = [
-    ['raw node:http', raw.url],
-    ['hearth gateway', `${hearth.url}/function/bench-hello`],
-    ...(workerd ? [['workerd', workerd.url]] : []),
+    ['raw node:http', raw.url, raw.pid],
+    ['hearth gateway', `${hearth.url}/function/bench-hello`, hearth.pid],
+    ['architecture floor', floor.url, floor.pid],
+    ...(workerd ? [['workerd', workerd.url, workerd.pid]] : []),
   ];
   const results = Object.fromEntries(targets.map(([name]) => [name, []]));
   for (let round = 0; round < rounds; round++) {
-    for (const [name, url] of targets) {
+    for (const [name, url, pid] of targets) {
       // A pause between servers lets the previous one's connections drain and its process go idle.
       await sleep(1000);
       await (tool === 'wrk'
         ? wrk(url, { connections, seconds: 2 })
         : autocannon(url, { connections, seconds: 2 }));
-      results[name].push(await load(url));
+      const before = cpuTicks(pid);
+      const run = await load(url);
+      const after = cpuTicks(pid);
+      // Microseconds of CPU per request: a tick is 10 ms.
+      const perRequest = (ticks) => (ticks * 10_000) / (run.rps * seconds);
+      run.frontCpuUs = perRequest(after.front - before.front);
+      run.treeCpuUs = perRequest(after.tree - before.tree);
+      results[name].push(run);
     }
   }
   raw.stop();
+  floor.stop();
   workerd?.stop();
   await hearth.stop();
   const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
@@ -113,6 +151,8 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
       p50: round(median(runs.map((r) => r.p50))),
       p99: round(median(runs.map((r) => r.p99))),
       errors: runs.reduce((sum, r) => sum + r.errors, 0),
+      frontCpuUs: round(median(runs.map((r) => r.frontCpuUs)), 1),
+      treeCpuUs: round(median(runs.map((r) => r.treeCpuUs)), 1),
       runs,
     };
   }
@@ -120,6 +160,7 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
   // median of those reported: the machine's speed drifts over a run, and adjacent runs share its state.
   const raws = results['raw node:http'];
   const ours = results['hearth gateway'];
+  const floors = results['architecture floor'];
   return {
     tool,
     connections,
@@ -128,6 +169,7 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
     summary,
     throughputRatio: round(median(ours.map((r, i) => r.rps / raws[i].rps))),
     p99Ratio: round(median(ours.map((r, i) => r.p99 / raws[i].p99))),
+    floorRatio: round(median(floors.map((r, i) => r.rps / raws[i].rps))),
   };
 }
 
