@@ -56,7 +56,7 @@ if (results.warm) {
     '',
     `Throughput ratio hearth/raw: **${w.throughputRatio}** (bar ≥ 0.6: ${pass(w.throughputRatio >= 0.6)}); p99 ratio: **${w.p99Ratio}** (bar ≤ 3: ${pass(w.p99Ratio <= 3)}).`,
     '',
-    `The architecture floor (bench/floor/) is node:http handing each request to a second process over a socket and writing back its answer, with nothing else: it reached **${w.floorRatio}** of the raw server. The front process is the one that parses HTTP (the gateway for Hearth); on two cores it is the bottleneck, so its CPU per request sets the throughput. The difference between the hearth gateway and the floor in that column is what the platform's own per-request work costs (invocation id, deadline, scheduling, in-flight accounting, Server-Timing, metrics).`,
+    'The front process is the one that parses HTTP: the gateway for Hearth, whose functions run in processes of their own (the tree column adds them). On two cores shared with the load generator it is the bottleneck, so its CPU per request sets the throughput ratio.',
     '',
   );
 }

@@ -1,6 +1,5 @@
 // Warm invocation through the gateway vs a raw node:http hello server vs workerd, under the same load, with
-// the floor of the architecture (bench/floor: the request handed to a second process and back, nothing else)
-// for reference, and the CPU each server's front process and whole process tree spent per request.
+// the CPU each server's front process (the one parsing HTTP) and its whole process tree spent per request.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -104,7 +103,6 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
   const load = (url) =>
     tool === 'wrk' ? wrk(url, { connections, seconds }) : autocannon(url, { connections, seconds });
   const raw = await startNodeServer('raw-server.mjs');
-  const floor = await startNodeServer('floor/gateway.mjs');
   const hearth = await startHearth();
   await deploy(hearth.url, join(ROOT, 'bench', 'functions', 'bench-hello'), 'bench-hello');
   const check = await timeToFirstByte(hearth.url, '/function/bench-hello', false);
@@ -118,7 +116,6 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
   const targets = [
     ['raw node:http', raw.url, raw.pid],
     ['hearth gateway', `${hearth.url}/function/bench-hello`, hearth.pid],
-    ['architecture floor', floor.url, floor.pid],
     ...(workerd ? [['workerd', workerd.url, workerd.pid]] : []),
   ];
   const results = Object.fromEntries(targets.map(([name]) => [name, []]));
@@ -140,7 +137,6 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
     }
   }
   raw.stop();
-  floor.stop();
   workerd?.stop();
   await hearth.stop();
   const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
@@ -160,7 +156,6 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
   // median of those reported: the machine's speed drifts over a run, and adjacent runs share its state.
   const raws = results['raw node:http'];
   const ours = results['hearth gateway'];
-  const floors = results['architecture floor'];
   return {
     tool,
     connections,
@@ -169,7 +164,6 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
     summary,
     throughputRatio: round(median(ours.map((r, i) => r.rps / raws[i].rps))),
     p99Ratio: round(median(ours.map((r, i) => r.p99 / raws[i].p99))),
-    floorRatio: round(median(floors.map((r, i) => r.rps / raws[i].rps))),
   };
 }
 

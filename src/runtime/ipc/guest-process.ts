@@ -3,7 +3,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { getPriority, setPriority } from 'node:os';
 import {
   type BindMessage,
   type BoundMessage,
@@ -45,19 +44,6 @@ export type GuestCallback = (error: GuestCrashedError | undefined, result: Guest
 
 const BATCH_FRAMES = 8;
 
-/**
- * Function processes run this much nicer than the platform. The gateway serves every function from
- * one thread; under CPU contention it keeps its share instead of queueing behind a busy function, which
- * would slow every other function too. On an idle machine it changes nothing. A function's children
- * (bubblewrap forks the guest) inherit it. Measured in bench/RESULTS.md (warm invocation).
- */
-const FUNCTION_NICENESS = 5;
-
-/** The niceness function processes get: the platform's own plus FUNCTION_NICENESS (19 at most). */
-function functionNiceness(): number {
-  return Math.min(19, getPriority() + FUNCTION_NICENESS);
-}
-
 export class GuestCrashedError extends Error {
   constructor(readonly exit: GuestExit) {
     super(
@@ -93,13 +79,6 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   constructor(private readonly child: ChildProcess) {
     super();
     this.pid = child.pid ?? -1;
-    if (this.pid > 0) {
-      try {
-        setPriority(this.pid, functionNiceness());
-      } catch {
-        // The process is already gone; its exit is reported below.
-      }
-    }
     const channel = child.stdio[3];
     if (channel === undefined || channel === null || !('write' in channel))
       throw new Error('guest started without an fd 3 channel');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type Frame, FrameDecoder, FrameType, FrameWriter } from './protocol.js';
+import { type Frame, FrameDecoder, FrameType, FrameWriter, writePlainJson } from './protocol.js';
 
 function roundTrip(chunks: (data: Buffer) => Buffer[]): Frame[] {
   const writer = new FrameWriter();
@@ -55,5 +55,77 @@ describe('instance wire protocol', () => {
   it('refuses a corrupt length prefix', () => {
     const decoder = new FrameDecoder(() => {});
     expect(() => decoder.push(Buffer.from([0, 0, 0, 2, 1, 2]))).toThrow(/corrupt frame length/);
+  });
+
+  it('writes plain metas byte for byte as JSON.stringify would, and declines the rest', () => {
+    const plain: unknown[] = [
+      [
+        '3f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b',
+        'GET',
+        '/a/b',
+        'x=1&y=2',
+        ['Host', '127.0.0.1:8080'],
+        1764409593123,
+        '::1',
+      ],
+      [200, ['content-type', 'application/json']],
+      [0, -0, 1.5, -2e-7, 1e21, null, undefined, true, false, [], ['']],
+      'just a string',
+      42,
+      null,
+    ];
+    for (const value of plain) {
+      const buffer = Buffer.alloc(512);
+      const end = writePlainJson(buffer, 3, value, buffer.length);
+      expect(buffer.toString('utf8', 3, end)).toBe(JSON.stringify(value));
+    }
+    const declined: unknown[] = [
+      ['ünïcödé'],
+      ['a "quoted" value'],
+      ['back\\slash'],
+      ['tab\there'],
+      [{ an: 'object' }],
+      [Number.NaN],
+      [Number.POSITIVE_INFINITY],
+    ];
+    for (const value of declined) expect(writePlainJson(Buffer.alloc(512), 0, value, 512)).toBe(-1);
+    // Too little room is declined too, never written past the limit.
+    const small = Buffer.alloc(16, 0x2a);
+    expect(writePlainJson(small, 0, ['0123456789', 'abcdef'], 12)).toBe(-1);
+    expect(small.subarray(12).toString()).toBe('****');
+  });
+
+  it('round-trips metas on both paths, across a batch that outgrows the writer buffer', () => {
+    const writer = new FrameWriter();
+    const metas: unknown[] = [];
+    for (let i = 0; i < 200; i++) {
+      const meta =
+        i % 3 === 0
+          ? [`id-${i}`, 'POST', '/ünïcödé', '', ['X-Quote', '"q"'], i, '127.0.0.1']
+          : [`id-${i}`, 'GET', `/path/${i}`, `n=${i}`, ['Host', 'h'], i, '127.0.0.1'];
+      metas.push(meta);
+      writer.add(FrameType.Invoke, i, meta, Buffer.from(`body ${i}`));
+    }
+    const data = writer.take();
+    if (data === undefined) throw new Error('nothing written');
+    const frames: Frame[] = [];
+    new FrameDecoder((frame) => frames.push(frame)).push(data);
+    expect(frames.map((f) => f.meta)).toEqual(metas);
+    expect(frames.map((f) => f.body.toString())).toEqual(metas.map((_, i) => `body ${i}`));
+  });
+
+  it('reuses an unchanged Result meta, frozen, and parses a changed one anew', () => {
+    const writer = new FrameWriter();
+    const ok = [200, ['content-type', 'application/json']];
+    const created = [201, ['content-type', 'application/json', 'location', '/orders/7']];
+    for (const [id, meta] of [ok, ok, created, ok].entries()) writer.add(FrameType.Result, id, meta);
+    const data = writer.take();
+    if (data === undefined) throw new Error('nothing written');
+    const metas: unknown[] = [];
+    new FrameDecoder((frame) => metas.push(frame.meta)).push(data);
+    expect(metas).toEqual([ok, ok, created, ok]);
+    expect(metas[1]).toBe(metas[0]);
+    expect(Object.isFrozen(metas[0])).toBe(true);
+    expect(Object.isFrozen((metas[0] as unknown[])[1])).toBe(true);
   });
 });

@@ -12,6 +12,7 @@ import {
   type LaunchSpec,
 } from '../index.js';
 import { GuestProcess } from '../ipc/guest-process.js';
+import { atFunctionPriority } from '../priority.js';
 import type { Slot } from '../slots.js';
 import { runConfined } from './run.js';
 
@@ -25,8 +26,11 @@ export class ProcessIsolation implements Isolation {
 
   /** No network namespace here: `process` isolation always shares the host network. */
   start(launch: LaunchSpec, slot: Slot): GuestProcess {
-    const args = launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, launch.guestDir));
-    const child = spawn(launch.command, args, {
+    const niced = atFunctionPriority(
+      launch.command,
+      launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, launch.guestDir)),
+    );
+    const child = spawn(niced.command, niced.args, {
       stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
       env: { ...launch.env },
       cwd: slot.hostDir,

@@ -26,6 +26,7 @@ import {
 } from '../index.js';
 import { GuestProcess } from '../ipc/guest-process.js';
 import { findExecutable } from '../paths.js';
+import { atFunctionPriority } from '../priority.js';
 import { runConfined } from '../process/run.js';
 import type { Slot } from '../slots.js';
 import { type FilteredTools, probeFilteredTools, resolvePolicy, SandboxNetwork } from './network.js';
@@ -113,7 +114,8 @@ export class SandboxIsolation implements Isolation {
       launch.command,
       ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
     ];
-    const child = spawn(this.bwrap, args, {
+    const niced = atFunctionPriority(this.bwrap, args);
+    const child = spawn(niced.command, niced.args, {
       stdio:
         network === 'filtered'
           ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe']
