@@ -15,7 +15,7 @@ const only = process.argv.slice(2);
 const want = (name) => only.length === 0 || only.includes(name);
 const started = new Date();
 const results = { date: started.toISOString(), machine: machine() };
-if (want('warm')) results.warm = await warmBench({ seconds: 5, connections: 50, rounds: 5 });
+if (want('warm')) results.warm = await warmBench({ seconds: 5, connections: 50, rounds: 9 });
 if (want('cold')) results.cold = await coldBench({ count: 24 });
 if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
 if (want('telemetry')) results.telemetry = await telemetryBench({ seconds: 5, connections: 50, rounds: 6 });
