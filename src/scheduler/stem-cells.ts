@@ -25,6 +25,8 @@ export interface StemCellPoolStats {
 }
 
 const STARTUP_TIMEOUT_MS = 30_000;
+/** Tries at starting a stem cell whose sandbox setup failed (see `spawn`). */
+const SANDBOX_SETUP_ATTEMPTS = 3;
 /** Long enough for a cold start (under 10 ms) to finish before the refill's fork and boot. */
 const REFILL_DELAY_MS = 30;
 
@@ -154,7 +156,25 @@ export class StemCellPool {
     }
   }
 
+  /**
+   * Starts a stem cell, again when bubblewrap itself failed to set the sandbox up: creating namespaces
+   * while other sandboxes are being created can fail transiently (seen: `bwrap: loopback: Failed
+   * RTM_NEWADDR` with several platforms starting sandboxes at once), and a second try succeeds.
+   */
   private async spawn(): Promise<StemCell> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.spawnOnce();
+      } catch (error) {
+        if (attempt >= SANDBOX_SETUP_ATTEMPTS || !/\bbwrap: /.test((error as Error).message)) throw error;
+        this.onError(
+          `${this.runtime.name}/${this.isolation.name} sandbox setup failed, trying again: ${(error as Error).message}`,
+        );
+      }
+    }
+  }
+
+  private async spawnOnce(): Promise<StemCell> {
     this.starting += 1;
     const slot = await this.slots.create();
     try {

@@ -1,0 +1,79 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createSlotManager, type GuestProcess, type Isolation, type SlotManager } from '../runtime/index.js';
+import { GuestProcess as Guest } from '../runtime/ipc/guest-process.js';
+import { NodeRuntime } from '../runtime/node/index.js';
+import { ProcessIsolation } from '../runtime/process/index.js';
+import { StemCellPool } from './stem-cells.js';
+
+/**
+ * The process isolation, except that its first `failures` starts are a process that fails the way
+ * bubblewrap does when setting up a sandbox's namespaces loses a race: a `bwrap:` line and exit 1.
+ */
+function flakyIsolation(failures: number, message: string): Isolation & { starts: number } {
+  const real = new ProcessIsolation();
+  const isolation = {
+    name: real.name,
+    unavailable: real.unavailable,
+    starts: 0,
+    guestPathOf: real.guestPathOf.bind(real),
+    run: real.run.bind(real),
+    start(...args: Parameters<Isolation['start']>): GuestProcess {
+      isolation.starts += 1;
+      if (isolation.starts > failures) return real.start(...args);
+      const child = spawn(
+        process.execPath,
+        ['-e', `process.stderr.write(${JSON.stringify(`${message}\n`)}); process.exit(1)`],
+        { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
+      );
+      return new Guest(child);
+    },
+  };
+  return isolation;
+}
+
+let dir: string | undefined;
+let slots: SlotManager | undefined;
+let pool: StemCellPool | undefined;
+
+afterEach(async () => {
+  await pool?.close();
+  await slots?.close();
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+});
+
+async function poolWith(isolation: Isolation, warnings: string[]): Promise<StemCellPool> {
+  dir = await mkdtemp(join(tmpdir(), 'hearth-stem-'));
+  slots = await createSlotManager(join(dir, 'slots'), { allowMount: false });
+  pool = new StemCellPool(new NodeRuntime(), isolation, 'host', slots, 0, (message) =>
+    warnings.push(message),
+  );
+  return pool;
+}
+
+describe('stem cells', () => {
+  it('try again when the sandbox setup itself failed, and say so', async () => {
+    const isolation = flakyIsolation(2, 'bwrap: loopback: Failed RTM_NEWADDR: No child processes');
+    const warnings: string[] = [];
+    const cell = await (await poolWith(isolation, warnings)).take();
+    expect(cell.guest.exited).toBe(false);
+    expect(isolation.starts).toBe(3);
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toContain('sandbox setup failed, trying again');
+    expect(warnings[0]).toContain('RTM_NEWADDR');
+    cell.guest.kill();
+  });
+
+  it('do not retry a runtime that fails on its own', async () => {
+    const isolation = flakyIsolation(1, 'SyntaxError: the runtime itself is broken');
+    const warnings: string[] = [];
+    await expect((await poolWith(isolation, warnings)).take()).rejects.toThrow(
+      /the runtime itself is broken/,
+    );
+    expect(isolation.starts).toBe(1);
+    expect(warnings).toEqual([]);
+  });
+});
