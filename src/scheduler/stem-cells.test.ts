@@ -23,7 +23,7 @@ function flakyIsolation(failures: number, message: string): Isolation & { starts
     run: real.run.bind(real),
     start(...args: Parameters<Isolation['start']>): GuestProcess {
       isolation.starts += 1;
-      if (isolation.starts > failures) return real.start(...args);
+      if (isolation.starts > failures) return real.start(args[0], args[1]);
       const child = spawn(
         process.execPath,
         ['-e', `process.stderr.write(${JSON.stringify(`${message}\n`)}); process.exit(1)`],
