@@ -163,6 +163,10 @@ export class SandboxNetwork {
       child.once('exit', (code) =>
         code === 0 ? resolve() : reject(new Error(`nft failed (${code}): ${stderr.trim().split('\n')[0]}`)),
       );
+      // nft exits before reading its rules when the sandbox it enters is already gone (its setup failed):
+      // the write then fails with EPIPE. Unhandled, that error event would take the whole platform down;
+      // the exit above reports the failure.
+      child.stdin.on('error', () => {});
       child.stdin.end(input);
     });
   }
