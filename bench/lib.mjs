@@ -176,16 +176,14 @@ export async function autocannon(target, { connections, seconds }) {
   };
 }
 
-/** Resident and proportional memory (KiB) of a process and all its descendants. */
-export function treeMemory(pid) {
-  let rss = 0;
-  let pss = 0;
+/** A process and all its descendants, parents first; processes that have gone are left out. */
+export function processTree(pid) {
+  const pids = [];
   const visit = (id) => {
     try {
-      const rollup = readFileSync(`/proc/${id}/smaps_rollup`, 'utf8');
-      rss += Number(rollup.match(/^Rss:\s+(\d+)/m)?.[1] ?? 0);
-      pss += Number(rollup.match(/^Pss:\s+(\d+)/m)?.[1] ?? 0);
-      for (const task of readdirSync(`/proc/${id}/task`)) {
+      const tasks = readdirSync(`/proc/${id}/task`);
+      pids.push(Number(id));
+      for (const task of tasks) {
         for (const child of readFileSync(`/proc/${id}/task/${task}/children`, 'utf8').trim().split(/\s+/))
           if (child) visit(child);
       }
@@ -194,6 +192,22 @@ export function treeMemory(pid) {
     }
   };
   visit(pid);
+  return pids;
+}
+
+/** Resident and proportional memory (KiB) of a process and all its descendants. */
+export function treeMemory(pid) {
+  let rss = 0;
+  let pss = 0;
+  for (const id of processTree(pid)) {
+    try {
+      const rollup = readFileSync(`/proc/${id}/smaps_rollup`, 'utf8');
+      rss += Number(rollup.match(/^Rss:\s+(\d+)/m)?.[1] ?? 0);
+      pss += Number(rollup.match(/^Pss:\s+(\d+)/m)?.[1] ?? 0);
+    } catch {
+      // the process went away
+    }
+  }
   return { rssKiB: rss, pssKiB: pss };
 }
 

@@ -1,7 +1,7 @@
 // Warm invocation through the gateway vs a raw node:http hello server vs workerd, under the same load, with
 // the CPU each server's front process (the one parsing HTTP) and its whole process tree spent per request.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import {
   autocannon,
   deploy,
   ensureWrk,
+  processTree,
   ROOT,
   round,
   sleep,
@@ -44,19 +45,7 @@ function cpuTicks(pid) {
       return 0;
     }
   };
-  let tree = 0;
-  const visit = (id) => {
-    tree += own(id);
-    try {
-      for (const task of readdirSync(`/proc/${id}/task`))
-        for (const child of readFileSync(`/proc/${id}/task/${task}/children`, 'utf8').trim().split(/\s+/))
-          if (child) visit(child);
-    } catch {
-      // gone
-    }
-  };
-  visit(pid);
-  return { front: own(pid), tree };
+  return { front: own(pid), tree: processTree(pid).reduce((sum, id) => sum + own(id), 0) };
 }
 
 async function startWorkerd() {

@@ -89,15 +89,51 @@ class FunctionPool {
 
 /** Timeouts fire within this many milliseconds of their deadline. */
 const DEADLINE_SWEEP_MS = 10;
+
+/**
+ * Function pools by namespace, then name. The per-request lookups (`lookup`, `submit`) would otherwise
+ * build the `namespace/name` key and hash it anew each time; here names are hashed once per string.
+ * Iterates as `[functionKey, pool]`, like the Map it replaces.
+ */
+class PoolsByRef {
+  private readonly byNamespace = new Map<string, Map<string, FunctionPool>>();
+
+  get(ref: FunctionRef): FunctionPool | undefined {
+    return this.byNamespace.get(ref.namespace)?.get(ref.name);
+  }
+
+  set(ref: FunctionRef, pool: FunctionPool): void {
+    let names = this.byNamespace.get(ref.namespace);
+    if (names === undefined) {
+      names = new Map();
+      this.byNamespace.set(ref.namespace, names);
+    }
+    names.set(ref.name, pool);
+  }
+
+  delete(ref: FunctionRef): void {
+    const names = this.byNamespace.get(ref.namespace);
+    names?.delete(ref.name);
+    if (names?.size === 0) this.byNamespace.delete(ref.namespace);
+  }
+
+  clear(): void {
+    this.byNamespace.clear();
+  }
+
+  *values(): IterableIterator<FunctionPool> {
+    for (const names of this.byNamespace.values()) yield* names.values();
+  }
+
+  *[Symbol.iterator](): IterableIterator<[string, FunctionPool]> {
+    for (const [namespace, names] of this.byNamespace)
+      for (const [name, pool] of names) yield [functionKey({ namespace, name }), pool];
+  }
+}
 const BIND_TIMEOUT_MS = 30_000;
 
 export class NodeScheduler implements Scheduler {
-  private readonly functions = new Map<string, FunctionPool>();
-  /**
-   * The same pools by namespace, then name, for the per-request lookups: `functionKey` would build a
-   * new string and hash it twice per request; names from the request path are hashed once here.
-   */
-  private readonly byNamespace = new Map<string, Map<string, FunctionPool>>();
+  private readonly functions = new PoolsByRef();
   private readonly poolOf = new Map<Instance, VersionPool>();
   private readonly stemPools = new Map<string, StemCellPool>();
   private readonly runtimes: ReadonlyMap<RuntimeName, Runtime>;
@@ -146,7 +182,7 @@ export class NodeScheduler implements Scheduler {
   }
 
   lookup(ref: FunctionRef): DeployedVersion | undefined {
-    return this.byNamespace.get(ref.namespace)?.get(ref.name)?.active.version;
+    return this.functions.get(ref)?.active.version;
   }
 
   async prepare(version: DeployedVersion): Promise<Instance> {
@@ -154,7 +190,6 @@ export class NodeScheduler implements Scheduler {
   }
 
   activate(version: DeployedVersion, prepared?: Instance): void {
-    const key = functionKey(version.ref);
     const next = new VersionPool(version);
     if (prepared !== undefined) {
       next.instances.push(prepared);
@@ -162,16 +197,9 @@ export class NodeScheduler implements Scheduler {
       this.poolOf.set(prepared, next);
       this.watchExit(prepared);
     }
-    const fn = this.functions.get(key);
+    const fn = this.functions.get(version.ref);
     if (fn === undefined) {
-      const created = new FunctionPool(next, this.newBreaker(version.ref));
-      this.functions.set(key, created);
-      let names = this.byNamespace.get(version.ref.namespace);
-      if (names === undefined) {
-        names = new Map();
-        this.byNamespace.set(version.ref.namespace, names);
-      }
-      names.set(version.ref.name, created);
+      this.functions.set(version.ref, new FunctionPool(next, this.newBreaker(version.ref)));
     } else {
       const previous = fn.active;
       fn.active = next;
@@ -189,10 +217,9 @@ export class NodeScheduler implements Scheduler {
 
   async deactivate(ref: FunctionRef): Promise<void> {
     const key = functionKey(ref);
-    const fn = this.functions.get(key);
+    const fn = this.functions.get(ref);
     if (fn === undefined) return;
-    this.functions.delete(key);
-    this.byNamespace.get(ref.namespace)?.delete(ref.name);
+    this.functions.delete(ref);
     this.policy.forget(key);
     for (const waiter of fn.active.waiters.drain()) {
       clearTimeout(waiter.timer);
@@ -218,7 +245,7 @@ export class NodeScheduler implements Scheduler {
   }
 
   submit(ref: FunctionRef, request: InvocationRequest, done: InvokeCallback): void {
-    const fn = this.byNamespace.get(ref.namespace)?.get(ref.name);
+    const fn = this.functions.get(ref);
     if (fn === undefined) {
       done(
         new HearthError(
@@ -282,7 +309,7 @@ export class NodeScheduler implements Scheduler {
   private newBreaker(ref: FunctionRef): FunctionBreaker {
     return new FunctionBreaker(ref, this.options.breaker ?? DEFAULT_BREAKER, (event) => {
       if (event.state === 'open') {
-        const fn = this.functions.get(functionKey(ref));
+        const fn = this.functions.get(ref);
         // Requests waiting behind a failing function would only fail later: they get the 503 now.
         if (fn !== undefined)
           for (const waiter of fn.active.waiters.drain()) {
@@ -418,7 +445,7 @@ export class NodeScheduler implements Scheduler {
   }
 
   status(ref: FunctionRef): FunctionStatus | undefined {
-    const fn = this.functions.get(functionKey(ref));
+    const fn = this.functions.get(ref);
     if (fn === undefined) return undefined;
     const pools = [fn.active, ...fn.draining];
     return {
@@ -438,7 +465,7 @@ export class NodeScheduler implements Scheduler {
 
   /** Stops the idle instances of a function now (scale to zero); returns how many were stopped. */
   async releaseIdle(ref: FunctionRef): Promise<number> {
-    const fn = this.functions.get(functionKey(ref));
+    const fn = this.functions.get(ref);
     if (fn === undefined)
       throw new HearthError(
         'HEARTH_E_FN_NOT_FOUND',
@@ -528,7 +555,6 @@ export class NodeScheduler implements Scheduler {
         for (const instance of pool.instances) stops.push(this.stopInstance(instance, 'shutdown', 1000));
     }
     this.functions.clear();
-    this.byNamespace.clear();
     await Promise.all(stops);
     await Promise.all([...this.stemPools.values()].map((pool) => pool.close()));
   }
@@ -580,7 +606,7 @@ export class NodeScheduler implements Scheduler {
       const shedFirst = maxWait !== undefined && maxWait < untilDeadline;
       waiter.timer = setTimeout(
         () => {
-          const fn = this.functions.get(functionKey(ref));
+          const fn = this.functions.get(ref);
           const queue = fn?.active.waiters ?? pool.waiters;
           queue.remove(waiter);
           const waited = Date.now() - enqueuedAt;
@@ -660,7 +686,7 @@ export class NodeScheduler implements Scheduler {
     if (count <= 0) return;
     let started = 0;
     while (started < count && this.startInto(pool, 'requests waiting')) started += 1;
-    const fn = this.functions.get(functionKey(pool.version.ref));
+    const fn = this.functions.get(pool.version.ref);
     if (fn === undefined || fn.active !== pool) return;
     const state = fn.scaling;
     if (started > 0) {
@@ -688,7 +714,7 @@ export class NodeScheduler implements Scheduler {
    */
   private ensureMinimum(pool: VersionPool, carryOver = false): void {
     if (this.closed) return;
-    const fn = this.functions.get(functionKey(pool.version.ref));
+    const fn = this.functions.get(pool.version.ref);
     const min = pool.version.spec.scaling.min;
     const carried = carryOver && fn !== undefined && !fn.scaling.parked ? fn.scaling.desired : 0;
     const target = Math.min(this.maxInstances(pool), Math.max(min, carried));
@@ -738,7 +764,7 @@ export class NodeScheduler implements Scheduler {
         this.publish(instance, 'started', reason, tookMs);
         this.dispatch(pool, instance, true);
         // The requests the new instance took from the queue waited for a cold start.
-        const fn = this.functions.get(functionKey(pool.version.ref));
+        const fn = this.functions.get(pool.version.ref);
         if (fn !== undefined && fn.active === pool) fn.scaling.coldStarts += instance.inFlight;
       },
       (error: unknown) => {
@@ -754,10 +780,10 @@ export class NodeScheduler implements Scheduler {
         this.options.onWarning(
           `instance of ${functionKey(pool.version.ref)} failed to start: ${failure.message}`,
         );
-        const owner = this.functions.get(functionKey(pool.version.ref));
+        const owner = this.functions.get(pool.version.ref);
         if (owner?.active === pool) owner.scaling.startFailedAt = Date.now();
         if (failure.code === 'HEARTH_E_HANDLER_INVALID')
-          this.functions.get(functionKey(pool.version.ref))?.breaker.failure(false, failure.message);
+          this.functions.get(pool.version.ref)?.breaker.failure(false, failure.message);
         if (instanceChannel.hasSubscribers) {
           instanceChannel.publish({
             ref: pool.version.ref,
@@ -1133,13 +1159,13 @@ export class NodeScheduler implements Scheduler {
     if (pool === undefined) return;
     const index = pool.instances.indexOf(instance);
     if (index >= 0) pool.instances.splice(index, 1);
-    const fn = this.functions.get(functionKey(pool.version.ref));
+    const fn = this.functions.get(pool.version.ref);
     fn?.instanceFailures.delete(instance);
     if (fn !== undefined && pool !== fn.active && pool.instances.length === 0) fn.draining.delete(pool);
   }
 
   private isCurrent(pool: VersionPool): boolean {
-    return this.functions.get(functionKey(pool.version.ref))?.active === pool;
+    return this.functions.get(pool.version.ref)?.active === pool;
   }
 
   private hasWork(pool: VersionPool): boolean {

@@ -742,7 +742,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
 }
 
 function exit(): void {
-  if (outbox.length > 0) flushOutbox();
+  flushOutbox();
   channel.end(() => process.exit(0));
 }
 
