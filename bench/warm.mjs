@@ -1,4 +1,5 @@
-// Warm invocation through the gateway vs a raw node:http hello server vs workerd, under the same load, with
+// Warm invocation through the gateway vs a raw node:http hello server (and the same hello parsed by hand on
+// node:net, for what HTTP costs without node:http) vs workerd, under the same load, with
 // the CPU each server's front process (the one parsing HTTP) and its whole process tree spent per request.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -92,6 +93,7 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
   const load = (url) =>
     tool === 'wrk' ? wrk(url, { connections, seconds }) : autocannon(url, { connections, seconds });
   const raw = await startNodeServer('raw-server.mjs');
+  const rawNet = await startNodeServer('raw-net-server.mjs');
   const hearth = await startHearth();
   await deploy(hearth.url, join(ROOT, 'bench', 'functions', 'bench-hello'), 'bench-hello');
   const check = await timeToFirstByte(hearth.url, '/function/bench-hello', false);
@@ -104,6 +106,7 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
   }
   const targets = [
     ['raw node:http', raw.url, raw.pid],
+    ['raw node:net, lean HTTP/1.1 parser', rawNet.url, rawNet.pid],
     ['hearth gateway', `${hearth.url}/function/bench-hello`, hearth.pid],
     ...(workerd ? [['workerd', workerd.url, workerd.pid]] : []),
   ];
@@ -126,6 +129,7 @@ export async function warmBench({ seconds = 10, connections = 50, rounds = 2 } =
     }
   }
   raw.stop();
+  rawNet.stop();
   workerd?.stop();
   await hearth.stop();
   const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];

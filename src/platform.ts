@@ -236,21 +236,20 @@ export async function startPlatform(
     instances: scheduler.instanceCount(),
     stemCells: scheduler.stemCellStats(),
   });
-  const server = createGatewayServer(
-    createGatewayHandler({
-      scheduler,
-      api,
-      health,
-      onInternal,
-      traffic: events.traffic,
-      asyncRoute: events.asyncRoute,
-      serverTiming: config.observe.serverTiming,
-      mounts: [
-        ...(metricsRoute === undefined ? [] : [{ prefix: '/metrics', handler: metricsRoute }]),
-        { prefix: '/ui', handler: ui },
-      ],
-    }),
-  );
+  const gateway = createGatewayHandler({
+    scheduler,
+    api,
+    health,
+    onInternal,
+    traffic: events.traffic,
+    asyncRoute: events.asyncRoute,
+    serverTiming: config.observe.serverTiming,
+    mounts: [
+      ...(metricsRoute === undefined ? [] : [{ prefix: '/metrics', handler: metricsRoute }]),
+      { prefix: '/ui', handler: ui },
+    ],
+  });
+  const server = createGatewayServer(gateway.handle, gateway.invoke);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

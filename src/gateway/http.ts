@@ -1,9 +1,19 @@
 /** @module HTTP plumbing shared by the gateway and the control API: bodies in, JSON and errors out. */
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { ERROR_CATALOGUE, errorBody, HearthError, isHearthError } from '../domain/errors.js';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** What answering a request takes: node's ServerResponse has it, and so has the fast front's (fast-http.ts). */
+export interface ResponseWriter {
+  statusCode: number;
+  statusMessage: string;
+  readonly headersSent: boolean;
+  writeHead(status: number, headers?: OutgoingHttpHeaders | string[]): unknown;
+  end(body: string | Buffer, encoding?: BufferEncoding): unknown;
+  destroy(): unknown;
+}
 
 /** Headers that describe one hop of the connection, not the response; never copied from a function. */
 export const HOP_BY_HOP = new Set([
@@ -68,7 +78,7 @@ function lingerThenRefuse(req: IncomingMessage, error: HearthError): Promise<Buf
   });
 }
 
-function tooLarge(size: number, maxBytes: number): HearthError {
+export function tooLarge(size: number, maxBytes: number): HearthError {
   return new HearthError(
     'HEARTH_E_BODY_TOO_LARGE',
     `request body is ${size} bytes or more; this function accepts at most ${maxBytes} bytes (limits.maxBody)`,
@@ -79,7 +89,7 @@ function tooLarge(size: number, maxBytes: number): HearthError {
 }
 
 export function sendJson(
-  res: ServerResponse,
+  res: ResponseWriter,
   status: number,
   body: unknown,
   headers: Record<string, string> = {},
@@ -98,7 +108,7 @@ export function sendJson(
  * are not HearthErrors are internal: the client gets a generic message, `onInternal` gets the detail.
  */
 export function sendError(
-  res: ServerResponse,
+  res: ResponseWriter,
   error: unknown,
   invocationId?: string,
   onInternal?: (error: unknown) => void,

@@ -8,15 +8,16 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { HearthError } from '../domain/errors.js';
 import type { Scheduler } from '../scheduler/index.js';
 import { ASYNC_PREFIX } from './async.js';
+import { type FastRoute, installFastFront } from './fast-http.js';
 import { type Handler, sendError, sendJson } from './http.js';
-import { createInvokeRoute, FUNCTION_PREFIX } from './invoke.js';
+import { createInvokeRoute, FUNCTION_PREFIX, type InvokeRoute } from './invoke.js';
 import { createRouteInvoker } from './route-invoke.js';
 import type { Traffic } from './traffic.js';
 
 export { ASYNC_PREFIX, type AsyncRouteOptions, createAsyncRoute, parseAsyncPath } from './async.js';
 export { createFunctionCalls, type InvokeCallResult } from './function-calls.js';
-export { type Handler, parseJsonBody, readBody, sendError, sendJson } from './http.js';
-export { parseFunctionPath } from './invoke.js';
+export { type Handler, parseJsonBody, type ResponseWriter, readBody, sendError, sendJson } from './http.js';
+export { type InvokeRoute, parseFunctionPath } from './invoke.js';
 export { GatewayListeners, type ListenerStatus } from './listeners.js';
 export { clientKeyOf, formatRate, LimitRule, TokenBucket, takeTokens } from './rate-limit.js';
 export { createRouteInvoker, writeResponse } from './route-invoke.js';
@@ -47,7 +48,13 @@ export interface GatewayOptions {
   readonly asyncRoute?: Handler;
 }
 
-export function createGatewayHandler(options: GatewayOptions): Handler {
+/** The gateway's request handler, and its invocation route on its own for the fast front. */
+export interface GatewayHandlers {
+  readonly handle: Handler;
+  readonly invoke: InvokeRoute;
+}
+
+export function createGatewayHandler(options: GatewayOptions): GatewayHandlers {
   const invoke = createInvokeRoute({
     scheduler: options.scheduler,
     onInternal: options.onInternal,
@@ -59,7 +66,7 @@ export function createGatewayHandler(options: GatewayOptions): Handler {
     options.traffic === undefined
       ? undefined
       : createRoutesHandler(options.scheduler, options.traffic, options.onInternal);
-  return (req: IncomingMessage, res: ServerResponse) => {
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '/';
     if (url.startsWith(FUNCTION_PREFIX)) {
       invoke(req, res);
@@ -91,6 +98,7 @@ export function createGatewayHandler(options: GatewayOptions): Handler {
       sendError(res, error, undefined, options.onInternal);
     }
   };
+  return { handle, invoke };
 }
 
 /** `/ui` matches `/ui`, `/ui/…` and `/ui?…`, not `/uix`. */
@@ -133,12 +141,26 @@ export function createRoutesHandler(
   };
 }
 
-export function createGatewayServer(handler: Handler): Server {
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+const HEADERS_TIMEOUT_MS = 60_000;
+
+/**
+ * The HTTP server for `handler`. With `fastInvoke`, `/function/` requests are read by the fast front
+ * (fast-http.ts) and go straight to it; node:http serves everything else on the same connections.
+ */
+export function createGatewayServer(handler: Handler, fastInvoke?: FastRoute): Server {
   const server = createServer(
-    { keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 },
+    { keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, requestTimeout: 0, headersTimeout: HEADERS_TIMEOUT_MS },
     handler,
   );
   // Long-lived keep-alive connections from load balancers and clients are the norm for a gateway.
   server.maxRequestsPerSocket = 0;
+  if (fastInvoke !== undefined)
+    installFastFront(server, {
+      prefix: FUNCTION_PREFIX,
+      route: fastInvoke,
+      keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
+      headersTimeoutMs: HEADERS_TIMEOUT_MS,
+    });
   return server;
 }

@@ -4,7 +4,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { InvocationResponse } from '../domain/deployment.js';
 import { HearthError, isHearthError } from '../domain/errors.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
@@ -12,7 +12,8 @@ import type { FunctionRef } from '../domain/function.js';
 import { parseTraceparent, type TraceContext, traceFor } from '../domain/trace.js';
 import { parseDuration } from '../domain/units.js';
 import type { Scheduler } from '../scheduler/index.js';
-import { HOP_BY_HOP, readBody, sendError } from './http.js';
+import { type BufferedRequest, FastResponse } from './fast-http.js';
+import { HOP_BY_HOP, type ResponseWriter, readBody, sendError, tooLarge } from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { Traffic } from './traffic.js';
 
@@ -46,9 +47,10 @@ export function parseFunctionPath(
   return { ref, path: nameEnd < 0 ? '/' : pathname.slice(nameEnd), rawQuery };
 }
 
-export function createInvokeRoute(
-  options: InvokeRouteOptions,
-): (req: IncomingMessage, res: ServerResponse) => void {
+/** Serves requests from node:http and from the fast front, whose requests arrive with their body read. */
+export type InvokeRoute = (req: IncomingMessage | BufferedRequest, res: ResponseWriter) => void;
+
+export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
   const { scheduler } = options;
   const serverTiming = options.serverTiming === true;
   return (req, res) => {
@@ -149,6 +151,7 @@ export function createInvokeRoute(
             const name = fromFunction[i] as string;
             if (!HOP_BY_HOP.has(name)) headers.push(name, fromFunction[i + 1] as string);
           }
+          const fast = res instanceof FastResponse;
           headers.push(
             'content-length',
             String(response.body.length),
@@ -164,7 +167,10 @@ export function createInvokeRoute(
           const execMs = now - submitted - response.waitMs;
           if (serverTiming) headers.push('server-timing', timingHeader(response, execMs, now - started));
           try {
-            res.writeHead(response.status, headers);
+            if (fast) {
+              checkFunctionHeaders(fromFunction);
+              res.writeCheckedHead(response.status, headers);
+            } else res.writeHead(response.status, headers);
           } catch (headerError) {
             // Node refuses header names or values with forbidden characters; that is the function's fault.
             // writeHead had already taken the status text ("OK"); forget it so the 502 gets its own.
@@ -204,19 +210,38 @@ export function createInvokeRoute(
     };
     // Bodiless requests (most GETs) skip the body reader and its promise entirely.
     if (!hasBody) submit(EMPTY_BODY);
-    else
+    else if ('body' in req) {
+      if (req.body.length > limits.maxBodyBytes)
+        fail(tooLarge(req.body.length, limits.maxBodyBytes), ref, deployed.version);
+      else submit(req.body);
+    } else
       readBody(req, limits.maxBodyBytes).then(submit, (error: unknown) => fail(error, ref, deployed.version));
   };
 }
 
 const EMPTY_BODY = Buffer.alloc(0);
 
+/** Function header lists known valid. Only frozen lists are kept: the IPC decoder's shared, unchanging ones. */
+const checkedHeaders = new WeakSet<readonly string[]>();
+
+/** Throws as node:http's writeHead would on a header name or value it refuses. */
+function checkFunctionHeaders(headers: readonly string[]): void {
+  if (checkedHeaders.has(headers)) return;
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i] as string;
+    if (HOP_BY_HOP.has(name)) continue;
+    validateHeaderName(name);
+    validateHeaderValue(name, headers[i + 1] as string);
+  }
+  if (Object.isFrozen(headers)) checkedHeaders.add(headers);
+}
+
 /**
  * Node writes the head and a Buffer body with two chunks (a writev); a latin1 string — byte for byte the
  * same data — is joined to the head and leaves in one write. Worth it for the small bodies that dominate
  * (measured: bench/RESULTS.md); large bodies keep the zero-copy path.
  */
-function endWith(res: ServerResponse, body: Buffer): void {
+function endWith(res: ResponseWriter, body: Buffer): void {
   if (body.length <= 16 * 1024) res.end(body.toString('latin1'), 'latin1');
   else res.end(body);
 }
