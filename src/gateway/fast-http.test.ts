@@ -1,7 +1,7 @@
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { FastResponse } from './fast-http.js';
+import { type FastResponse, installFastFront } from './fast-http.js';
 import { createGatewayServer } from './index.js';
 
 interface Answer {
@@ -226,5 +226,28 @@ describe('the fast front', () => {
     });
     await socketClosed;
     servers.splice(servers.indexOf(server), 1);
+  });
+
+  it('closes connections idle past the keep-alive timeout or slow to finish a head', async () => {
+    const server = createServer((_req, res) => res.end());
+    installFastFront(server, {
+      prefix: '/function/',
+      route: (_req, res) => res.end('ok', 'latin1'),
+      keepAliveTimeoutMs: 300,
+      headersTimeoutMs: 300,
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    servers.push(server);
+    const { port } = server.address() as { port: number };
+    const started = Date.now();
+    const idle = await exchange(port, [get('/function/a')], 1);
+    const slow = connect(port, '127.0.0.1');
+    slow.write('GET /function/a HTTP/1.1\r\nHost: x\r\n');
+    const closed = (socket: Socket) => new Promise((resolve) => socket.once('close', resolve));
+    await Promise.all([closed(idle.socket), closed(slow)]);
+    // The sweep runs once a second: closed after the timeout, and well before node's own defaults.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(idle.answers[0]?.body).toBe('ok');
   });
 });

@@ -111,6 +111,8 @@ class FastConnection {
   private parsing = false;
   private clientEnded = false;
   private lastActive = Date.now();
+  /** When the oldest unparsed byte arrived: a head must be complete within the headers timeout. */
+  private pendingSince = 0;
   private readonly peer: { readonly remoteAddress: string };
 
   constructor(
@@ -128,18 +130,20 @@ class FastConnection {
     return !this.busy && this.pending === undefined;
   }
 
+  /** Closes a connection idle past the keep-alive timeout, or still sending one head past the headers timeout. */
   expire(now: number): void {
     if (this.busy) return;
-    const limit =
-      this.pending === undefined
-        ? this.front.options.keepAliveTimeoutMs
-        : this.front.options.headersTimeoutMs;
-    if (now - this.lastActive > limit) this.socket.destroy();
+    if (this.pending === undefined) {
+      if (now - this.lastActive > this.front.options.keepAliveTimeoutMs) this.socket.destroy();
+    } else if (now - this.pendingSince > this.front.options.headersTimeoutMs) this.socket.destroy();
   }
 
   private readonly onData = (chunk: Buffer): void => {
     this.lastActive = Date.now();
-    this.pending = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
+    if (this.pending === undefined) {
+      this.pending = chunk;
+      this.pendingSince = this.lastActive;
+    } else this.pending = Buffer.concat([this.pending, chunk]);
     if (!this.busy) this.parse();
     // A client pipelining faster than its requests are served is read no further until they are.
     else if (this.pending.length > MAX_HEAD_BYTES + MAX_FAST_BODY_BYTES) this.socket.pause();
@@ -177,6 +181,7 @@ class FastConnection {
       if (buffer.length < end) break;
       const body = head.contentLength === 0 ? EMPTY : buffer.subarray(headEnd + 4, end);
       this.pending = end === buffer.length ? undefined : buffer.subarray(end);
+      if (this.pending !== undefined) this.pendingSince = Date.now();
       this.busy = true;
       this.front.options.route(
         { method: head.method, url: head.url, rawHeaders: head.rawHeaders, socket: this.peer, body },
