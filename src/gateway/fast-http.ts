@@ -164,6 +164,14 @@ class FastConnection {
 
   private parse(): void {
     this.parsing = true;
+    try {
+      this.parseRequests();
+    } finally {
+      this.parsing = false;
+    }
+  }
+
+  private parseRequests(): void {
     while (!this.busy && this.pending !== undefined && !this.socket.destroyed) {
       const buffer = this.pending;
       const headEnd = buffer.indexOf(HEAD_END);
@@ -188,7 +196,6 @@ class FastConnection {
         new FastResponse(this, head.close),
       );
     }
-    this.parsing = false;
   }
 
   /** Called once per request by its response. */
