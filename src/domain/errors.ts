@@ -80,6 +80,12 @@ export const ERROR_CATALOGUE = {
     kind: 'system',
     summary: 'Sandboxed isolation is unavailable on this node.',
   },
+  /** A runtime process for the function could not be started (its sandbox setup or its boot failed); the message names the cause. */
+  HEARTH_E_START_FAILED: {
+    status: 503,
+    kind: 'system',
+    summary: 'A runtime process for the function could not be started.',
+  },
   /** `ctx.state` could not reach its store (Redis down or unreachable); the call may be retried. */
   HEARTH_E_STATE_UNAVAILABLE: {
     status: 503,

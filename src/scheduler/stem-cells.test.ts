@@ -67,13 +67,27 @@ describe('stem cells', () => {
     cell.guest.kill();
   });
 
-  it('do not retry a runtime that fails on its own', async () => {
+  it('do not retry a runtime that fails on its own, and name the cause', async () => {
     const isolation = flakyIsolation(1, 'SyntaxError: the runtime itself is broken');
     const warnings: string[] = [];
-    await expect((await poolWith(isolation, warnings)).take()).rejects.toThrow(
-      /the runtime itself is broken/,
-    );
+    await expect((await poolWith(isolation, warnings)).take()).rejects.toMatchObject({
+      code: 'HEARTH_E_START_FAILED',
+      message: expect.stringMatching(
+        /node20 runtime process .*could not be started.*the runtime itself is broken/,
+      ),
+    });
     expect(isolation.starts).toBe(1);
     expect(warnings).toEqual([]);
+  });
+
+  it('give up after three failed sandbox setups with the cause, not an internal error', async () => {
+    const isolation = flakyIsolation(5, 'bwrap: loopback: Failed RTM_NEWADDR: No child processes');
+    const warnings: string[] = [];
+    await expect((await poolWith(isolation, warnings)).take()).rejects.toMatchObject({
+      code: 'HEARTH_E_START_FAILED',
+      message: expect.stringContaining('bwrap: loopback: Failed RTM_NEWADDR'),
+    });
+    expect(isolation.starts).toBe(3);
+    expect(warnings).toHaveLength(2);
   });
 });

@@ -4,6 +4,7 @@
  * instead of starting a process; the pool refills in the background.
  */
 
+import { HearthError } from '../domain/errors.js';
 import type { GuestProcess, Isolation, NetworkMode, Runtime, Slot, SlotManager } from '../runtime/index.js';
 
 export interface StemCell {
@@ -161,14 +162,21 @@ export class StemCellPool {
    * while other sandboxes are being created can fail transiently (seen: `bwrap: loopback: Failed
    * RTM_NEWADDR` with several platforms starting sandboxes at once), and a second try succeeds.
    */
+  /** Starts a cell; a failure is HEARTH_E_START_FAILED naming the cause (a deploy or cold start reports it). */
   private async spawn(): Promise<StemCell> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.spawnOnce();
       } catch (error) {
-        if (attempt >= SANDBOX_SETUP_ATTEMPTS || !/\bbwrap: /.test((error as Error).message)) throw error;
+        const message = (error as Error).message;
+        if (attempt >= SANDBOX_SETUP_ATTEMPTS || !/\bbwrap: /.test(message))
+          throw new HearthError(
+            'HEARTH_E_START_FAILED',
+            `a ${this.runtime.name} runtime process (isolation ${this.isolation.name}) could not be started: ${message}`,
+            { retryAfter: 1 },
+          );
         this.onError(
-          `${this.runtime.name}/${this.isolation.name} sandbox setup failed, trying again: ${(error as Error).message}`,
+          `${this.runtime.name}/${this.isolation.name} sandbox setup failed, trying again: ${message}`,
         );
       }
     }
