@@ -1,14 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { exchange, type RawAnswer } from '../../test/support/raw-http.js';
 import { type FastResponse, installFastFront } from './fast-http.js';
 import { createGatewayServer } from './index.js';
-
-interface Answer {
-  readonly status: number;
-  readonly headers: Record<string, string>;
-  readonly body: string;
-}
 
 /** A gateway server whose node:http handler and fast route both say who answered, and what they saw. */
 async function serve(): Promise<{ server: Server; port: number }> {
@@ -62,56 +57,9 @@ afterEach(async () => {
   }
 });
 
-/** Writes raw bytes (in parts, a pause between) and reads back `count` responses, or until the server closes. */
-async function exchange(
-  port: number,
-  parts: readonly string[],
-  count: number,
-  bodiless = false,
-): Promise<{ answers: Answer[]; closed: boolean; socket: Socket }> {
-  const socket = connect(port, '127.0.0.1');
-  await new Promise((resolve) => socket.once('connect', resolve));
-  const answers: Answer[] = [];
-  let closed = false;
-  const done = new Promise<void>((resolve) => {
-    let pending = Buffer.alloc(0);
-    socket.on('data', (chunk: Buffer) => {
-      pending = Buffer.concat([pending, chunk]);
-      for (;;) {
-        const headEnd = pending.indexOf('\r\n\r\n');
-        if (headEnd < 0) break;
-        const [statusLine = '', ...lines] = pending.toString('latin1', 0, headEnd).split('\r\n');
-        const headers: Record<string, string> = {};
-        for (const line of lines) {
-          const colon = line.indexOf(':');
-          headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
-        }
-        const length = bodiless ? 0 : Number(headers['content-length'] ?? 0);
-        if (pending.length < headEnd + 4 + length) break;
-        answers.push({
-          status: Number(statusLine.split(' ')[1]),
-          headers,
-          body: pending.toString('utf8', headEnd + 4, headEnd + 4 + length),
-        });
-        pending = pending.subarray(headEnd + 4 + length);
-      }
-      if (answers.length >= count) resolve();
-    });
-    socket.on('close', () => {
-      closed = true;
-      resolve();
-    });
-  });
-  for (const [index, part] of parts.entries()) {
-    if (index > 0) await new Promise((resolve) => setTimeout(resolve, 30));
-    socket.write(part);
-  }
-  await done;
-  return { answers, closed, socket };
-}
-
 const get = (path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
-const via = (answer: Answer | undefined): string => (JSON.parse(answer?.body ?? '{}') as { via: string }).via;
+const via = (answer: RawAnswer | undefined): string =>
+  (JSON.parse(answer?.body ?? '{}') as { via: string }).via;
 
 describe('the fast front', () => {
   it('answers /function/ itself and hands other requests to node:http on the same connection', async () => {

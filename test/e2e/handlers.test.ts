@@ -11,6 +11,7 @@ import {
   startHearth,
   type TempFolder,
 } from '../support/hearth.js';
+import { exchange } from '../support/raw-http.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -227,5 +228,35 @@ describe('bodies, methods and routes', () => {
     const response = await invoke(hearth.url, 'node-callback.team-a');
     expect(response.status).toBe(404);
     expect(response.json()).toMatchObject({ error: { code: 'HEARTH_E_FN_NOT_FOUND' } });
+  });
+});
+
+describe('one keep-alive connection', () => {
+  it('serves pipelined invocations and an API call in order, whichever parser reads them', async () => {
+    const port = Number(new URL(hearth.url).port);
+    const json = JSON.stringify({ item: 'pear' });
+    const chunked = `${json.length.toString(16)}\r\n${json}\r\n0\r\n\r\n`;
+    const { answers, socket } = await exchange(
+      port,
+      [
+        // Read by the gateway's fast front: a Content-Length body.
+        `POST /function/node-esm-default/one?n=1 HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: ${json.length}\r\n\r\n${json}` +
+          // Handed to node:http: the control API, then a chunked invocation.
+          'GET /api/v1/namespaces/default/functions/node-esm-default HTTP/1.1\r\nHost: h\r\n\r\n' +
+          `POST /function/node-esm-default/three HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
+      ],
+      3,
+    );
+    socket.destroy();
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+    expect(JSON.parse(answers[0]?.body ?? '{}')).toMatchObject({
+      path: '/one',
+      query: { n: '1' },
+      body: { item: 'pear' },
+    });
+    expect(answers[0]?.headers['x-hearth-invocation-id']).toMatch(UUID);
+    expect(JSON.parse(answers[1]?.body ?? '{}')).toMatchObject({ name: 'node-esm-default' });
+    expect(JSON.parse(answers[2]?.body ?? '{}')).toMatchObject({ path: '/three', body: { item: 'pear' } });
+    expect(answers[2]?.headers['x-hearth-invocation-id']).toMatch(UUID);
   });
 });
