@@ -751,7 +751,11 @@ export class NodeScheduler implements Scheduler {
       (instance) => {
         pool.starting -= 1;
         this.startingTotal -= 1;
-        if (!this.isCurrent(pool) && !this.hasWork(pool)) {
+        const fn = this.functions.get(pool.version.ref);
+        // Scaled to zero (`DELETE …/instances`) while this one was starting: unless requests wait for it or
+        // `min` needs it, it goes too, as the ready ones did.
+        const parked = fn?.scaling.parked === true && pool.instances.length >= pool.version.spec.scaling.min;
+        if ((!this.isCurrent(pool) || parked) && !this.hasWork(pool)) {
           void instance.stop();
           return;
         }
@@ -764,7 +768,6 @@ export class NodeScheduler implements Scheduler {
         this.publish(instance, 'started', reason, tookMs);
         this.dispatch(pool, instance, true);
         // The requests the new instance took from the queue waited for a cold start.
-        const fn = this.functions.get(pool.version.ref);
         if (fn !== undefined && fn.active === pool) fn.scaling.coldStarts += instance.inFlight;
       },
       (error: unknown) => {

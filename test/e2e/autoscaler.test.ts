@@ -241,6 +241,51 @@ describe('bounds and live configuration', () => {
   });
 });
 
+describe('scale to zero while an instance is starting', () => {
+  it('stops the instance that finishes starting after the release, so the next request is a cold start', async () => {
+    // Without stem cells a start takes long enough (a process boot) to release the function in the middle of it.
+    const slowStarts = await configFile({
+      stemCells: { node20: 0, python3: 0 },
+      autoscaler: { tick: '100ms' },
+    });
+    const platform = await startHearth({ args: ['--config', slowStarts.path] });
+    try {
+      const folder = await copyFixture('node-slow', {
+        'hearth.yaml': manifest('parked', '{ runtime: node20 }'),
+      });
+      folders.push(folder);
+      // Without verification the deploy leaves the first instance to the autoscaler's pre-warm.
+      const deployed = await deployFolder(platform.url, folder.dir, {
+        name: 'parked',
+        query: '?verify=false',
+      });
+      expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
+      await eventually(
+        'the pre-warm to begin',
+        async () => ((await functionStats(platform.url, 'parked'))?.instances.starting ?? 0) > 0 || undefined,
+        { intervalMs: 5 },
+      );
+      const released = await fetch(`${platform.url}/api/v1/namespaces/default/functions/parked/instances`, {
+        method: 'DELETE',
+      });
+      expect(released.status).toBe(200);
+      await eventually(
+        'the start to finish',
+        async () =>
+          ((await functionStats(platform.url, 'parked'))?.instances.starting ?? 1) === 0 || undefined,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 5 * TICK_MS));
+      expect((await functionStats(platform.url, 'parked'))?.instances.ready).toBe(0);
+      const first = await invoke(platform.url, 'parked', { path: '?ms=1' });
+      expect(first.status).toBe(200);
+      expect(first.headers.get('x-hearth-cold-start')).toBe('1');
+    } finally {
+      await platform.stop();
+      await slowStarts.cleanup();
+    }
+  });
+});
+
 describe('hearth top', () => {
   const tmux = (...args: string[]): Promise<string> =>
     promisify(execFile)('tmux', args).then((result) => result.stdout);
