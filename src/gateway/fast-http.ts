@@ -180,7 +180,9 @@ class FastConnection {
         break;
       }
       const head =
-        headEnd <= MAX_HEAD_BYTES ? parseHead(buffer.toString('latin1', 0, headEnd), this.front) : undefined;
+        headEnd <= MAX_HEAD_BYTES
+          ? parseHead(buffer.toString('latin1', 0, headEnd), this.front.options.prefix)
+          : undefined;
       if (head === undefined) {
         this.handOff();
         break;
@@ -246,7 +248,7 @@ class FastConnection {
 }
 
 /** Parses a request head (without its final CRLF CRLF); undefined when the request is not for this front. */
-function parseHead(text: string, front: Front): Head | undefined {
+function parseHead(text: string, prefix: string): Head | undefined {
   const lineEnd = text.indexOf('\r\n');
   if (lineEnd < 0) return undefined; // no header lines, so no Host
   const firstSpace = text.indexOf(' ');
@@ -256,7 +258,7 @@ function parseHead(text: string, front: Front): Head | undefined {
   const method = text.slice(0, firstSpace);
   if (!FAST_METHODS.has(method)) return undefined;
   const url = text.slice(firstSpace + 1, secondSpace);
-  if (!url.startsWith(front.options.prefix) || ODD_TARGET.test(url)) return undefined;
+  if (!url.startsWith(prefix) || ODD_TARGET.test(url)) return undefined;
   const lines = text.slice(lineEnd + 2);
   if (ODD_HEADER_BYTES.test(lines)) return undefined;
   const rawHeaders: string[] = [];

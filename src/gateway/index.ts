@@ -16,7 +16,7 @@ import type { Traffic } from './traffic.js';
 
 export { ASYNC_PREFIX, type AsyncRouteOptions, createAsyncRoute, parseAsyncPath } from './async.js';
 export { createFunctionCalls, type InvokeCallResult } from './function-calls.js';
-export { type Handler, parseJsonBody, type ResponseWriter, readBody, sendError, sendJson } from './http.js';
+export { type Handler, parseJsonBody, readBody, sendError, sendJson } from './http.js';
 export { type InvokeRoute, parseFunctionPath } from './invoke.js';
 export { GatewayListeners, type ListenerStatus } from './listeners.js';
 export { clientKeyOf, formatRate, LimitRule, TokenBucket, takeTokens } from './rate-limit.js';
