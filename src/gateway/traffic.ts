@@ -48,6 +48,22 @@ export class Traffic {
     return own;
   }
 
+  /**
+   * Like `check`, for several gateways applied together: each is checked against the others as well as
+   * against the gateways already applied (those it replaces aside).
+   */
+  checkAll(gateways: readonly { manifest: GatewayManifest; namespace: string }[]): void {
+    const own = gateways.map(({ manifest, namespace }) => compileRoutes(manifest, namespace));
+    const replaced = new Set(
+      gateways.map(({ manifest, namespace }) => `${namespace}/${manifest.metadata.name}`),
+    );
+    const others = [...this.gateways.entries()]
+      .filter(([id]) => !replaced.has(id))
+      .flatMap(([, g]) => g.routes);
+    const conflict = findConflict([...others, ...own.flat()]);
+    if (conflict !== undefined) throw conflictError(conflict);
+  }
+
   /** Applies (or replaces) a gateway; call `check` first. */
   setGateway(manifest: GatewayManifest, namespace: string): void {
     const routes = this.check(manifest, namespace);
