@@ -66,25 +66,36 @@ export class Traffic {
 
   /** Applies (or replaces) a gateway; call `check` first. */
   setGateway(manifest: GatewayManifest, namespace: string): void {
-    const routes = this.check(manifest, namespace);
-    const id = `${namespace}/${manifest.metadata.name}`;
-    let protocolRule: LimitRule | undefined;
-    for (const protocol of manifest.spec.protocols ?? []) {
-      if (!('http' in protocol)) continue;
-      const limit = resolveRateLimit(protocol.http.rateLimit);
-      if (limit !== undefined)
-        protocolRule = new LimitRule('protocol', `gateway/${id}/http`, limit, undefined);
+    this.setGateways([{ manifest, namespace }]);
+  }
+
+  /**
+   * Applies several gateways as one change (routes may move between them), checked together first: the
+   * table never holds some of them and not the others.
+   */
+  setGateways(gateways: readonly { manifest: GatewayManifest; namespace: string }[]): void {
+    this.checkAll(gateways);
+    for (const { manifest, namespace } of gateways) {
+      const routes = compileRoutes(manifest, namespace);
+      const id = `${namespace}/${manifest.metadata.name}`;
+      let protocolRule: LimitRule | undefined;
+      for (const protocol of manifest.spec.protocols ?? []) {
+        if (!('http' in protocol)) continue;
+        const limit = resolveRateLimit(protocol.http.rateLimit);
+        if (limit !== undefined)
+          protocolRule = new LimitRule('protocol', `gateway/${id}/http`, limit, undefined);
+      }
+      const routeRules = new Map<number, LimitRule>();
+      for (const route of routes) {
+        const limit = resolveRateLimit(route.entry.rateLimit);
+        if (limit !== undefined)
+          routeRules.set(
+            route.index,
+            new LimitRule('route', `gateway/${id}/route/${route.index}`, limit, route.ref),
+          );
+      }
+      this.gateways.set(id, { namespace, manifest, routes, protocolRule, routeRules });
     }
-    const routeRules = new Map<number, LimitRule>();
-    for (const route of routes) {
-      const limit = resolveRateLimit(route.entry.rateLimit);
-      if (limit !== undefined)
-        routeRules.set(
-          route.index,
-          new LimitRule('route', `gateway/${id}/route/${route.index}`, limit, route.ref),
-        );
-    }
-    this.gateways.set(id, { namespace, manifest, routes, protocolRule, routeRules });
     this.rebuild();
   }
 

@@ -140,6 +140,17 @@ describe('hearth apply -f with several documents', () => {
     expect((await fetch(`${hearth.url}/together`)).status).toBe(200);
   });
 
+  it('moves a route from one gateway to another in one file', async () => {
+    const first = await applyYaml(gateway('swap-a', '/swap/one'), gateway('swap-b', '/swap/two'));
+    expect(first.code, first.stderr).toBe(0);
+    const swapped = await applyYaml(gateway('swap-a', '/swap/two'), gateway('swap-b', '/swap/one'));
+    expect(swapped.code, swapped.stderr).toBe(0);
+    const one = (await (await fetch(`${hearth.url}/swap/one`)).json()) as { route: string };
+    const two = (await (await fetch(`${hearth.url}/swap/two`)).json()) as { route: string };
+    expect(one.route).toBe('default/swap-b#0');
+    expect(two.route).toBe('default/swap-a#0');
+  });
+
   it('POST /api/v1/apply with dryRun validates every document and changes nothing', async () => {
     const before = await echo();
     const dry = await api<ApplyResponse>(hearth.url, '/api/v1/apply', {

@@ -192,7 +192,7 @@ async function applyAll(
       return label === undefined ? (error as Error) : documentError(label, error);
     },
   );
-  for (const item of changedGateways) await events?.gateways.activate(item.prepared);
+  await events?.gateways.activate(changedGateways.map((item) => item.prepared));
   for (const { staged } of documents.filter((document) => 'staged' in document))
     context.deployer.dropStaged(staged);
   const items = planned.map((item): ApplyDocumentOutcome => {

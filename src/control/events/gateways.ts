@@ -164,20 +164,22 @@ export class GatewayService {
     return this.options.store.putGateway(gateway.namespace, gateway.name, gateway.manifest);
   }
 
-  /** Switches the route table, ports, caps and event protocols over to a stored gateway. */
-  async activate(gateway: PreparedGateway): Promise<void> {
-    const { namespace, name, manifest } = gateway;
+  /** Switches the route table, ports, caps and event protocols over to stored gateways, all at once. */
+  async activate(gateways: readonly PreparedGateway[]): Promise<void> {
     // An extra port that is taken does not refuse the gateway: its routes are served on the platform's
     // port regardless, and `describe gateway` shows the port's error.
-    await this.options.listeners.ensure(id(namespace, name), httpPorts(manifest), false);
-    for (const listener of this.options.listeners.status(id(namespace, name)))
-      if (listener.error !== null)
-        this.options.warn(
-          `gateway ${namespace}/${name}: not listening on port ${listener.port}: ${listener.error}`,
-        );
-    this.options.traffic.setGateway(manifest, namespace);
+    for (const { namespace, name, manifest } of gateways) {
+      await this.options.listeners.ensure(id(namespace, name), httpPorts(manifest), false);
+      for (const listener of this.options.listeners.status(id(namespace, name)))
+        if (listener.error !== null)
+          this.options.warn(
+            `gateway ${namespace}/${name}: not listening on port ${listener.port}: ${listener.error}`,
+          );
+    }
+    this.options.traffic.setGateways(gateways.map(({ manifest, namespace }) => ({ manifest, namespace })));
     this.applyCaps();
-    void this.options.triggers.syncGateway(namespace, name, manifest);
+    for (const { namespace, name, manifest } of gateways)
+      void this.options.triggers.syncGateway(namespace, name, manifest);
   }
 
   private async applyNow(
@@ -191,7 +193,7 @@ export class GatewayService {
     // Every check before any change.
     this.checkRoutes([prepared]);
     const stored = this.store(prepared);
-    await this.activate(prepared);
+    await this.activate([prepared]);
     return { unchanged: false, gateway: stored };
   }
 
