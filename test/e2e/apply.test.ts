@@ -140,6 +140,27 @@ describe('hearth apply -f with several documents', () => {
     expect((await fetch(`${hearth.url}/together`)).status).toBe(200);
   });
 
+  it('refuses a version whose handler does not load, and applies nothing else of the file', async () => {
+    const before = await echo();
+    const result = await applyFiles({
+      'broken/index.mjs': 'export const notAHandler = 1;\n',
+      'resources.yaml': [
+        fn('gw-echo', '{ runtime: node20, env: { MARK: never } }'),
+        gateway('never', '/never'),
+        fn('broken', '{ runtime: node20, source: ./broken }'),
+      ].join('---\n'),
+    });
+    expect(result.code).not.toBe(0);
+    expect(errorLines(result.stderr)).toEqual([
+      expect.stringMatching(
+        /HEARTH_E_HANDLER_INVALID: .*document 3 \(function\/broken\): .*\(nothing applied\)$/,
+      ),
+    ]);
+    expect((await echo()).version).toBe(before.version);
+    expect(await gatewayStatus('never')).toBe(404);
+    expect((await api(hearth.url, '/api/v1/namespaces/default/functions/broken')).status).toBe(404);
+  });
+
   it('moves a route from one gateway to another in one file', async () => {
     const first = await applyYaml(gateway('swap-a', '/swap/one'), gateway('swap-b', '/swap/two'));
     expect(first.code, first.stderr).toBe(0);
