@@ -67,6 +67,7 @@ describe('hearth apply -f with several documents', () => {
     const result = await applyYaml(gateway('first', '/first'), fn('no-such-fn', '{ runtime: node20 }'));
     expect(result.code).not.toBe(0);
     expect(result.stdout).toBe('');
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
     expect(errorLines(result.stderr)).toEqual([
       expect.stringMatching(
         /^error: HEARTH_E_FN_NOT_FOUND: .*resources\.yaml: document 2 \(function\/no-such-fn\): function no-such-fn does not exist in namespace default.*\(nothing applied\)$/,
@@ -79,6 +80,7 @@ describe('hearth apply -f with several documents', () => {
   it('refuses a route conflict between two gateways of the file; neither is applied', async () => {
     const result = await applyYaml(gateway('pair-a', '/pair'), gateway('pair-b', '/pair'));
     expect(result.code).not.toBe(0);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
     expect(errorLines(result.stderr)).toEqual([
       expect.stringMatching(
         /^error: HEARTH_E_ROUTE_CONFLICT: .*document 2 \(gateway\/pair-b\): gateway default\/pair-b spec\.functions\.0 \(ANY \/pair\) conflicts with gateway default\/pair-a/,
