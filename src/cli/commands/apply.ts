@@ -11,7 +11,7 @@ import type { GatewayDetail } from '../../control/api/events-types.js';
 import type { ApplyDocumentOutcome, DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
 import type { FunctionManifest } from '../../domain/function.js';
 import { type GatewayManifest, parseGatewayManifest } from '../../domain/gateway.js';
-import { API_PREFIX, errorFromResponse, hearthErrorOf, parseJson } from '../client.js';
+import { API_PREFIX, hearthErrorOf, parseJson } from '../client.js';
 import { CliError } from '../errors.js';
 import { type CliIo, readAll } from '../io.js';
 import {
@@ -129,7 +129,10 @@ async function apply(options: ApplyOptions, context: CommandContext): Promise<vo
   const body = parseJson(text);
   const failure = hearthErrorOf(body);
   if (!response.ok || failure !== undefined) {
-    if (failure === undefined) throw await errorFromResponse(new Response(text, response));
+    if (failure === undefined)
+      throw new CliError(
+        `${input.label}: nothing applied: the server answered HTTP ${response.status} ${response.statusText}: ${text.trim().slice(0, 200)}`,
+      );
     const index = failure.details?.document;
     const at =
       index !== null && typeof index === 'object' && 'index' in index && typeof index.index === 'number'
