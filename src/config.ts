@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { HearthError } from './domain/errors.js';
 import { validationError } from './domain/function.js';
 import { parseBytes, parseDuration } from './domain/units.js';
+import { parseAllowEntry } from './queue/callbacks.js';
 
 const bytes = z
   .union([z.string(), z.number()])
@@ -105,6 +106,15 @@ const eventsConfigSchema = z.strictObject({
           attempts: z.int().min(1).max(100).optional(),
           backoff: duration.optional(),
           timeout: duration.optional(),
+          /** Destinations a callback may reach although private, loopback or link-local. */
+          allow: z
+            .array(
+              z.string().refine((entry) => parseAllowEntry(entry) !== undefined, {
+                message: 'an IP address, a CIDR such as "10.1.2.0/24" or a host name',
+              }),
+            )
+            .max(1000)
+            .optional(),
         })
         .optional(),
     })
@@ -291,7 +301,13 @@ export interface EventsConfig {
     readonly concurrency: number;
     readonly retentionMs: number;
     readonly retry: { readonly attempts: number; readonly backoffMs: number; readonly maxBackoffMs: number };
-    readonly callback: { readonly attempts: number; readonly backoffMs: number; readonly timeoutMs: number };
+    readonly callback: {
+      readonly attempts: number;
+      readonly backoffMs: number;
+      readonly timeoutMs: number;
+      /** Private, loopback or link-local destinations (addresses, CIDRs, host names) callbacks may reach. */
+      readonly allow: readonly string[];
+    };
   };
 }
 
@@ -316,6 +332,7 @@ function resolveEvents(file: ConfigFile): EventsConfig {
         attempts: file.async?.callback?.attempts ?? 5,
         backoffMs: ms(file.async?.callback?.backoff, 1000),
         timeoutMs: ms(file.async?.callback?.timeout, 10_000),
+        allow: Object.freeze([...(file.async?.callback?.allow ?? [])]),
       }),
     }),
   });

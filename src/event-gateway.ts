@@ -15,7 +15,7 @@ import type { DeployedVersion, InvocationRequest } from './domain/deployment.js'
 import type { BreakerEvent, DeliveryEvent, QueueDecisionEvent, RateLimitEvent } from './domain/events.js';
 import { type FunctionRef, functionKey } from './domain/function.js';
 import { createAsyncRoute, GatewayListeners, type Handler, Traffic } from './gateway/index.js';
-import { type Queue, QueueWorker, SqliteQueue } from './queue/index.js';
+import { CallbackPolicy, type Queue, QueueWorker, SqliteQueue } from './queue/index.js';
 import type { Scheduler } from './scheduler/index.js';
 import { TriggerManager } from './triggers/index.js';
 
@@ -49,6 +49,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
   const traffic = new Traffic();
   const queue = new SqliteQueue(join(options.dataDir, 'queue.db'));
   let platformPort = 0;
+  const callbacks = new CallbackPolicy(config.async.callback.allow);
   const worker = new QueueWorker({
     queue,
     invoke: (message) => scheduler.invoke(message.ref, queuedRequest(scheduler, message)),
@@ -57,6 +58,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     leaseMs: 16 * 60_000,
     retentionMs: config.async.retentionMs,
     callback: config.async.callback,
+    callbacks,
     onWarning: (message) => logger.warn(message),
   });
   const triggers = new TriggerManager({
@@ -91,6 +93,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     queue,
     traffic,
     retry: config.async.retry,
+    vetCallback: (value) => callbacks.vet(value),
     onAccepted: () => worker.notify(),
     onInternal: options.onInternal,
   });

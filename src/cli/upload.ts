@@ -78,6 +78,44 @@ export async function uploadFunction(
   }
 }
 
+/**
+ * `POST …/deploy?stage=true`: uploads and checks the package (progress on stderr as for a deploy) without
+ * releasing it; resolves with the id `POST /api/v1/apply` releases it by.
+ */
+export async function stageFunction(
+  client: ApiClient,
+  io: CliIo,
+  target: FunctionTarget,
+  packed: PackedFolder,
+): Promise<string> {
+  const progress = new DeployProgress(io, packed);
+  const counter = countBytes((sent) => progress.uploaded(sent));
+  packed.stream.on('error', (error) => counter.destroy(error));
+  let outcome: 'succeeded' | 'failed' = 'failed';
+  try {
+    const response = await client.request(`${functionPath(target)}/deploy`, {
+      method: 'POST',
+      query: { stage: 'true' },
+      headers: { 'content-type': 'application/gzip', accept: 'application/x-ndjson' },
+      body: packed.stream.pipe(counter),
+    });
+    if (!response.ok) throw await errorFromResponse(response);
+    for await (const event of client.ndjson<DeployEvent>(response)) {
+      if (event.event === 'error') throw new CliError(event.error.message, { code: event.error.code });
+      if (event.event === 'staged') {
+        outcome = 'succeeded';
+        return event.staged;
+      }
+      if (event.event === 'result')
+        throw new CliError('the server deployed the package instead of staging it; upgrade the server');
+      progress.event(event);
+    }
+    throw new CliError(`the server closed the upload of ${target.namespace}/${target.name} without a result`);
+  } finally {
+    progress.stop(outcome);
+  }
+}
+
 function resultFromJson(body: unknown): DeployResult {
   const error = hearthErrorOf(body);
   if (error !== undefined) throw new CliError(error.message, { code: error.code });

@@ -4,6 +4,7 @@
  * Any failure leaves the previous version serving and nothing half-applied.
  */
 
+import { randomUUID } from 'node:crypto';
 import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -24,7 +25,7 @@ import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
 import type { LayerStore } from './build/index.js';
 import { type CodeStore, receiveArchive, type UnpackLimits } from './packages/index.js';
-import type { Store, StoredDeployment, StoredVersion } from './store/index.js';
+import type { Store, StoredDeployment, StoredFunction, StoredVersion } from './store/index.js';
 
 export const MANIFEST_FILE = 'hearth.yaml';
 const CODE_EXCLUDES: ReadonlySet<string> = new Set([MANIFEST_FILE]);
@@ -49,6 +50,27 @@ export interface DeployOutcome {
   readonly unchanged: boolean;
 }
 
+/** A version ready to release: validated, its code stored and its dependency layer built. */
+export interface PreparedVersion {
+  readonly ref: FunctionRef;
+  readonly manifest: FunctionManifest;
+  readonly code: DeployedVersion['code'];
+  readonly deps: DeployedVersion['deps'];
+}
+
+/** A package uploaded for a later `POST /api/v1/apply`, which releases it together with the rest. */
+export interface StagedPackage {
+  readonly id: string;
+  readonly prepared: PreparedVersion;
+  readonly expiresAt: string;
+}
+
+/** Long enough for the CLI to upload every folder of a file, then apply them together. */
+const STAGED_TTL_MS = 15 * 60_000;
+
+/** How a batch release reports which of its items failed. */
+export type ItemError = (index: number, error: unknown) => Error;
+
 export interface DeployOptions {
   /** Start one instance to prove the handler loads before switching traffic (default true). */
   readonly verify?: boolean;
@@ -59,6 +81,7 @@ export interface DeployOptions {
 export class Deployer {
   /** One deploy per function at a time; later ones wait their turn, so the last one wins. */
   private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly staged = new Map<string, StagedPackage>();
 
   constructor(private readonly options: DeployerOptions) {}
 
@@ -85,6 +108,39 @@ export class Deployer {
         await tree?.cleanup();
       }
     });
+  }
+
+  /**
+   * Receives, validates and stores an uploaded package, and builds its dependency layer, without releasing
+   * it: `POST /api/v1/apply` releases it by id, together with the other documents of the file.
+   */
+  async stageArchive(ref: FunctionRef, archive: Readable, emit: DeployListener): Promise<StagedPackage> {
+    const clock = new PhaseClock(emit);
+    let tree: { dir: string; cleanup(): Promise<void> } | undefined;
+    try {
+      clock.begin('upload', 'receiving archive');
+      tree = await receiveArchive(archive, this.options.tmpDir, this.options.limits);
+      clock.end('unpack', 'archive unpacked');
+      const prepared = await this.buildTree(ref, tree.dir, clock, {});
+      const id = randomUUID();
+      const staged = { id, prepared, expiresAt: new Date(Date.now() + STAGED_TTL_MS).toISOString() };
+      this.staged.set(id, staged);
+      setTimeout(() => this.staged.delete(id), STAGED_TTL_MS).unref();
+      clock.note('activate', `staged as ${id}; apply releases it`);
+      return staged;
+    } finally {
+      await tree?.cleanup();
+    }
+  }
+
+  /** A staged package by id, or undefined when unknown or expired. Taking it happens at release. */
+  stagedPackage(id: string): StagedPackage | undefined {
+    return this.staged.get(id);
+  }
+
+  /** Forgets a staged package once released (its code stays in the code store, referenced by the version). */
+  dropStaged(id: string): void {
+    this.staged.delete(id);
   }
 
   /** Deploys a folder on this machine (the bundled examples). */
@@ -116,38 +172,16 @@ export class Deployer {
   /** A config-only change (`apply` without source): a new version with the active version's code. */
   configure(ref: FunctionRef, input: unknown, emit: DeployListener = () => {}): Promise<DeployOutcome> {
     return this.serialised(ref, async () => {
-      const current = this.options.store.getFunction(ref);
-      if (current === undefined) {
-        throw new HearthError(
-          'HEARTH_E_FN_NOT_FOUND',
-          `function ${ref.name} does not exist in namespace ${ref.namespace}; deploy its code first (give spec.source)`,
-        );
-      }
+      const current = this.existingFunction(ref);
       const clock = new PhaseClock(emit);
       const deploymentId = this.options.store.startDeployment(ref);
       try {
-        const manifest = this.validate(ref, input, 'resource');
-        const spec = resolveSpec(manifest.spec);
-        if (spec.runtime !== current.active.manifest.spec.runtime) {
-          throw new HearthError(
-            'HEARTH_E_VALIDATION',
-            `spec.runtime: got "${spec.runtime}", expected "${current.active.manifest.spec.runtime}" (changing the runtime needs new code: deploy the folder)`,
-            {
-              details: {
-                field: 'spec.runtime',
-                value: spec.runtime,
-                expected: current.active.manifest.spec.runtime,
-              },
-            },
-          );
-        }
+        const prepared = this.prepareConfigure(ref, input, current);
         return await this.release(
           ref,
-          manifest,
-          { hash: current.active.codeHash, files: current.active.codeFiles, bytes: current.active.codeBytes },
-          current.active.depsKey === null || current.active.depsMount === null
-            ? undefined
-            : { key: current.active.depsKey, mountName: current.active.depsMount },
+          prepared.manifest,
+          prepared.code,
+          prepared.deps,
           clock,
           deploymentId,
           {},
@@ -157,6 +191,167 @@ export class Deployer {
         throw error;
       }
     });
+  }
+
+  /**
+   * Validates a config-only change against the function as it is, changing nothing. Call it inside
+   * `exclusive` when the result is to be released.
+   */
+  prepareConfigure(
+    ref: FunctionRef,
+    input: unknown,
+    current: StoredFunction = this.existingFunction(ref),
+  ): PreparedVersion {
+    const manifest = this.validate(ref, input, 'resource');
+    const spec = resolveSpec(manifest.spec);
+    if (spec.runtime !== current.active.manifest.spec.runtime) {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `spec.runtime: got "${spec.runtime}", expected "${current.active.manifest.spec.runtime}" (changing the runtime needs new code: deploy the folder)`,
+        {
+          details: {
+            field: 'spec.runtime',
+            value: spec.runtime,
+            expected: current.active.manifest.spec.runtime,
+          },
+        },
+      );
+    }
+    return {
+      ref,
+      manifest,
+      code: {
+        hash: current.active.codeHash,
+        files: current.active.codeFiles,
+        bytes: current.active.codeBytes,
+      },
+      deps:
+        current.active.depsKey === null || current.active.depsMount === null
+          ? undefined
+          : { key: current.active.depsKey, mountName: current.active.depsMount },
+    };
+  }
+
+  /** True when releasing `prepared` would change nothing: the active version has this code and spec. */
+  isUnchanged(prepared: PreparedVersion): boolean {
+    const current = this.options.store.getFunction(prepared.ref);
+    return (
+      current !== undefined &&
+      current.active.codeHash === prepared.code.hash &&
+      (current.active.depsKey ?? undefined) === prepared.deps?.key &&
+      JSON.stringify(current.active.manifest) === JSON.stringify(prepared.manifest) &&
+      this.options.scheduler.lookup(prepared.ref) !== undefined
+    );
+  }
+
+  /**
+   * Releases several versions as one change: each verified in a real instance, then every version (and the
+   * caller's own writes, `alsoStore`) recorded in one store transaction, and only then activated. Any
+   * failure stops the verified instances and records nothing but the failed deployments. Call it inside
+   * `exclusive` for the same functions; unchanged items are left alone.
+   */
+  async releaseAll(
+    items: readonly PreparedVersion[],
+    alsoStore: () => void,
+    itemError: ItemError,
+  ): Promise<(DeployOutcome | undefined)[]> {
+    const { store, scheduler } = this.options;
+    const pending: {
+      index: number;
+      version: DeployedVersion;
+      clock: PhaseClock;
+      deploymentId: string;
+      instance?: Instance;
+    }[] = [];
+    for (const [index, prepared] of items.entries()) {
+      if (this.isUnchanged(prepared)) continue;
+      pending.push({
+        index,
+        version: {
+          ref: prepared.ref,
+          version: store.nextVersion(prepared.ref),
+          spec: resolveSpec(prepared.manifest.spec),
+          manifest: prepared.manifest,
+          code: prepared.code,
+          deps: prepared.deps,
+          createdAt: new Date().toISOString(),
+        },
+        clock: new PhaseClock(() => {}),
+        deploymentId: store.startDeployment(prepared.ref),
+      });
+    }
+    const abandon = async (failedIndex: number, error: unknown): Promise<never> => {
+      await Promise.all(pending.map((item) => item.instance?.stop()));
+      for (const item of pending) this.fail(item.deploymentId, item.clock, error);
+      throw itemError(failedIndex, error);
+    };
+    for (const item of pending) {
+      try {
+        item.clock.begin('verify', 'starting an instance to load the handler');
+        item.instance = await scheduler.prepare(item.version);
+        item.clock.end('verify', `handler ${item.version.spec.handler} loaded`);
+      } catch (error) {
+        await abandon(item.index, error);
+      }
+    }
+    let current = -1;
+    try {
+      store.transaction(() => {
+        for (const item of pending) {
+          current = item.index;
+          const { manifest, code, deps, ref, version } = item.version;
+          store.commitVersion(ref, version, {
+            manifest,
+            codeHash: code.hash,
+            codeFiles: code.files,
+            codeBytes: code.bytes,
+            depsKey: deps?.key ?? null,
+            depsMount: deps?.mountName ?? null,
+          });
+        }
+        current = -1;
+        alsoStore();
+      });
+    } catch (error) {
+      await abandon(current, error);
+    }
+    const outcomes: (DeployOutcome | undefined)[] = items.map(() => undefined);
+    for (const item of pending) {
+      item.clock.begin('activate', 'switching traffic');
+      scheduler.activate(item.version, item.instance);
+      item.clock.end('activate', `version ${item.version.version} is serving`);
+      const stored = store.getFunction(item.version.ref)?.active;
+      if (stored === undefined) continue;
+      outcomes[item.index] = {
+        version: stored,
+        deployment: this.finish(item.version.ref, item.deploymentId, item.clock, item.version.version),
+        unchanged: false,
+      };
+    }
+    return outcomes;
+  }
+
+  /** Runs `work` while no deploy of any of these functions can start (taken in one order: no deadlock). */
+  exclusive<T>(refs: readonly FunctionRef[], work: () => Promise<T>): Promise<T> {
+    const keys = [...new Set(refs.map(functionKey))].sort();
+    const nest = (at: number): Promise<T> => {
+      const key = keys[at];
+      if (key === undefined) return work();
+      const [namespace = '', name = ''] = key.split('/');
+      return this.serialised({ namespace, name }, () => nest(at + 1));
+    };
+    return nest(0);
+  }
+
+  private existingFunction(ref: FunctionRef): StoredFunction {
+    const current = this.options.store.getFunction(ref);
+    if (current === undefined) {
+      throw new HearthError(
+        'HEARTH_E_FN_NOT_FOUND',
+        `function ${ref.name} does not exist in namespace ${ref.namespace}; deploy its code first (give spec.source)`,
+      );
+    }
+    return current;
   }
 
   async remove(ref: FunctionRef): Promise<boolean> {
@@ -174,6 +369,17 @@ export class Deployer {
     deploymentId: string,
     options: DeployOptions,
   ): Promise<DeployOutcome> {
+    const prepared = await this.buildTree(ref, dir, clock, options);
+    return this.release(ref, prepared.manifest, prepared.code, prepared.deps, clock, deploymentId, options);
+  }
+
+  /** Reads and validates the folder's manifest, stores its code and builds (or reuses) its layer. */
+  private async buildTree(
+    ref: FunctionRef,
+    dir: string,
+    clock: PhaseClock,
+    options: DeployOptions,
+  ): Promise<PreparedVersion> {
     const manifestText = await readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => {
       throw new HearthError(
         'HEARTH_E_VALIDATION',
@@ -232,7 +438,7 @@ export class Deployer {
       );
       deps = { key: layer.key, mountName: dependencyManifest.mountName };
     }
-    return this.release(ref, manifest, code, deps, clock, deploymentId, options);
+    return { ref, manifest, code, deps };
   }
 
   /** Verifies and activates a version whose code and layer are in place. */

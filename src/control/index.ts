@@ -3,6 +3,7 @@
  */
 
 import type { Handler } from '../gateway/index.js';
+import { applyDocuments } from './api/apply.js';
 import type { ApiContext } from './api/context.js';
 import { configureFunction } from './api/function-configure.js';
 import { deleteFunction } from './api/function-delete.js';
@@ -32,6 +33,7 @@ export function createControlApi(context: ApiContext, version: string): Handler 
     configureFunction(context),
     deleteFunction(context),
     deployFunction(context),
+    applyDocuments(context),
     functionLogs(context),
     releaseInstances(context),
     stats(context),

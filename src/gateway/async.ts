@@ -1,11 +1,12 @@
 /**
  * @module `POST /async-function/<name>[.<namespace>][/<rest>]`: accepts an invocation into the durable
  * queue and answers 202 with its id once it is on disk. An unknown function, a body over the function's
- * `maxBody` or a malformed `X-Callback-Url` is refused here, never accepted and dropped later.
+ * `maxBody`, or an `X-Callback-Url` that is malformed or points into private address space, is refused
+ * here, never accepted and dropped later.
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { HearthError, invalidField } from '../domain/errors.js';
+import { HearthError } from '../domain/errors.js';
 import type { RetryPolicy } from '../domain/triggers.js';
 import type { Queue } from '../queue/index.js';
 import type { Scheduler } from '../scheduler/index.js';
@@ -31,6 +32,8 @@ export interface AsyncRouteOptions {
   readonly queue: Queue;
   readonly traffic: Traffic;
   readonly retry: RetryPolicy;
+  /** Accept-time check of `X-Callback-Url` (scheme, and destinations a callback may not reach). */
+  readonly vetCallback: (value: string) => Promise<unknown>;
   /** Wakes the queue worker: the invocation can start at once. */
   readonly onAccepted: () => void;
   readonly onInternal: (error: unknown) => void;
@@ -81,16 +84,13 @@ export function createAsyncRoute(
       const name = (raw[i] as string).toLowerCase();
       const value = raw[i + 1] ?? '';
       if (name === 'x-callback-url') {
-        if (!/^https?:\/\//i.test(value) || !URL.canParse(value)) {
-          fail(invalidField('X-Callback-Url', value, 'an http:// or https:// URL'));
-          return;
-        }
         callbackUrl = value;
         continue;
       }
       if (!NOT_KEPT.has(name)) headers.push(name, value);
     }
-    readBody(req, deployed.spec.limits.maxBodyBytes)
+    (callbackUrl === undefined ? Promise.resolve() : options.vetCallback(callbackUrl))
+      .then(() => readBody(req, deployed.spec.limits.maxBodyBytes))
       .then((body) =>
         queue.enqueue({
           ref: target.ref,

@@ -113,6 +113,7 @@ export function conflictError(pair: [Route, Route]): HearthError {
     `${describeRoute(b)} conflicts with ${describeRoute(a)}: both match the same requests; change a path or a method`,
     {
       details: {
+        gateway: b.gateway,
         field: `spec.functions.${b.index}.match`,
         value: { path: b.path, method: b.methods ?? 'ANY' },
         expected: `a route that ${a.gateway} does not already serve`,

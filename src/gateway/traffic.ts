@@ -48,27 +48,54 @@ export class Traffic {
     return own;
   }
 
+  /**
+   * Like `check`, for several gateways applied together: each is checked against the others as well as
+   * against the gateways already applied (those it replaces aside).
+   */
+  checkAll(gateways: readonly { manifest: GatewayManifest; namespace: string }[]): void {
+    const own = gateways.map(({ manifest, namespace }) => compileRoutes(manifest, namespace));
+    const replaced = new Set(
+      gateways.map(({ manifest, namespace }) => `${namespace}/${manifest.metadata.name}`),
+    );
+    const others = [...this.gateways.entries()]
+      .filter(([id]) => !replaced.has(id))
+      .flatMap(([, g]) => g.routes);
+    const conflict = findConflict([...others, ...own.flat()]);
+    if (conflict !== undefined) throw conflictError(conflict);
+  }
+
   /** Applies (or replaces) a gateway; call `check` first. */
   setGateway(manifest: GatewayManifest, namespace: string): void {
-    const routes = this.check(manifest, namespace);
-    const id = `${namespace}/${manifest.metadata.name}`;
-    let protocolRule: LimitRule | undefined;
-    for (const protocol of manifest.spec.protocols ?? []) {
-      if (!('http' in protocol)) continue;
-      const limit = resolveRateLimit(protocol.http.rateLimit);
-      if (limit !== undefined)
-        protocolRule = new LimitRule('protocol', `gateway/${id}/http`, limit, undefined);
+    this.setGateways([{ manifest, namespace }]);
+  }
+
+  /**
+   * Applies several gateways as one change (routes may move between them), checked together first: the
+   * table never holds some of them and not the others.
+   */
+  setGateways(gateways: readonly { manifest: GatewayManifest; namespace: string }[]): void {
+    this.checkAll(gateways);
+    for (const { manifest, namespace } of gateways) {
+      const routes = compileRoutes(manifest, namespace);
+      const id = `${namespace}/${manifest.metadata.name}`;
+      let protocolRule: LimitRule | undefined;
+      for (const protocol of manifest.spec.protocols ?? []) {
+        if (!('http' in protocol)) continue;
+        const limit = resolveRateLimit(protocol.http.rateLimit);
+        if (limit !== undefined)
+          protocolRule = new LimitRule('protocol', `gateway/${id}/http`, limit, undefined);
+      }
+      const routeRules = new Map<number, LimitRule>();
+      for (const route of routes) {
+        const limit = resolveRateLimit(route.entry.rateLimit);
+        if (limit !== undefined)
+          routeRules.set(
+            route.index,
+            new LimitRule('route', `gateway/${id}/route/${route.index}`, limit, route.ref),
+          );
+      }
+      this.gateways.set(id, { namespace, manifest, routes, protocolRule, routeRules });
     }
-    const routeRules = new Map<number, LimitRule>();
-    for (const route of routes) {
-      const limit = resolveRateLimit(route.entry.rateLimit);
-      if (limit !== undefined)
-        routeRules.set(
-          route.index,
-          new LimitRule('route', `gateway/${id}/route/${route.index}`, limit, route.ref),
-        );
-    }
-    this.gateways.set(id, { namespace, manifest, routes, protocolRule, routeRules });
     this.rebuild();
   }
 

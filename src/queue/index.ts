@@ -142,5 +142,6 @@ export interface Queue {
   close(): Promise<void>;
 }
 
+export { CallbackPolicy, parseAllowEntry } from './callbacks.js';
 export { SqliteQueue } from './sqlite.js';
 export { type AsyncWorkerOptions, QueueWorker, type WorkerInvoke } from './worker.js';

@@ -8,6 +8,7 @@ import type { InvocationResponse } from '../domain/deployment.js';
 import { isHearthError } from '../domain/errors.js';
 import { type DeliveryEvent, deliveryChannel } from '../domain/events.js';
 import { backoffDelay } from '../domain/triggers.js';
+import type { CallbackPolicy } from './callbacks.js';
 import type { MessageError, Queue, QueueMessage } from './index.js';
 
 /** Invokes one queued message; rejects with a HearthError when the platform could not get an answer. */
@@ -23,6 +24,8 @@ export interface AsyncWorkerOptions {
   /** How long finished messages (and their results) are kept. */
   readonly retentionMs: number;
   readonly callback: { readonly attempts: number; readonly backoffMs: number; readonly timeoutMs: number };
+  /** Sends callbacks only where they may go (vetted again at send time: DNS may have changed since). */
+  readonly callbacks: CallbackPolicy;
   readonly onWarning: (message: string) => void;
   /** Called after each delivery settles (tests and metrics). */
   readonly onSettled?: (message: QueueMessage, outcome: DeliveryEvent['outcome']) => void;
@@ -220,14 +223,10 @@ export class QueueWorker {
       }
       let error: string | undefined;
       try {
-        const response = await fetch(callback.url, {
-          method: 'POST',
-          headers,
-          body,
-          signal: AbortSignal.timeout(timeoutMs),
-        });
-        await response.arrayBuffer().catch(() => undefined);
-        if (!response.ok) error = `the callback answered HTTP ${response.status}`;
+        const status = await this.options.callbacks.post(callback.url, headers, body, timeoutMs);
+        if (status >= 300 && status < 400)
+          error = `the callback answered HTTP ${status}; redirects are not followed`;
+        else if (status < 200 || status >= 300) error = `the callback answered HTTP ${status}`;
       } catch (failure) {
         error = `the callback failed: ${(failure as Error).message}`;
       }

@@ -57,7 +57,8 @@ beforeAll(async () => {
   recorder = await startRecorder();
   const config = await makeFolder({
     'hearth.config.yaml':
-      'async: { retry: { attempts: 2, backoff: 100ms }, callback: { attempts: 3, backoff: 100ms, timeout: 2s } }\n',
+      // The recorder listens on loopback, which callbacks may reach only when the operator allows it.
+      'async: { retry: { attempts: 2, backoff: 100ms }, callback: { attempts: 3, backoff: 100ms, timeout: 2s, allow: ["127.0.0.1"] } }\n',
   });
   folders.push(config);
   hearth = await startHearth({ args: ['--config', join(config.dir, 'hearth.config.yaml')] });

@@ -1,4 +1,4 @@
-/** @module Tests of `hearth apply`: validate-everything-first, source folders vs PUT, partial failure. */
+/** @module Tests of `hearth apply`: validate-everything-first, staged source folders, one all-or-nothing request. */
 
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -54,19 +54,38 @@ const THREE = [
   resource('config-only', '  runtime: node20\n  limits:\n    timeout: 5s\n'),
 ].join('---\n');
 
-/** Answers deploys with a result and config changes with a FunctionDetail, numbering versions. */
+interface ApplyBody {
+  documents: ({ manifest: { kind: string; metadata: { name: string } } } | { staged: string })[];
+}
+
+/** Stages uploads as `staged-NAME` and applies every document, numbering versions (4 for config-only). */
 const happyServer: FakeHandler = (request, res) => {
-  const name = request.url.split('/')[6] ?? 'x';
-  if (request.method === 'PUT') {
+  if (request.url === '/api/v1/apply') {
+    const body = JSON.parse(request.body.toString()) as ApplyBody;
     sendJson(res, 200, {
-      unchanged: false,
-      deployment: deploymentSummary(4),
-      function: functionDetail({ name, version: 4 }),
+      dryRun: false,
+      items: body.documents.map((document, index) => {
+        const name =
+          'staged' in document ? document.staged.replace('staged-', '') : document.manifest.metadata.name;
+        const version = 'staged' in document ? 2 : 4;
+        return {
+          index,
+          kind: 'Function',
+          namespace: 'default',
+          name,
+          unchanged: false,
+          version,
+          function: functionDetail({ name, version }),
+          deployment: deploymentSummary(version),
+        };
+      }),
     });
     return;
   }
+  const name = request.url.split('/')[6] ?? 'x';
   sendNdjson(res, [
-    { event: 'result', function: functionDetail({ name, version: 2 }), deployment: deploymentSummary(2) },
+    { event: 'progress', phase: 'store', message: 'storing code', elapsedMs: 1 },
+    { event: 'staged', staged: `staged-${name}`, expiresAt: new Date().toISOString() },
   ]);
 };
 
@@ -80,9 +99,9 @@ describe('hearth apply', () => {
     expect(out.stderr()).not.toContain('error:');
     expect(code).toBe(0);
     expect(server.requests.map((request) => `${request.method} ${request.url}`)).toEqual([
-      'POST /api/v1/namespaces/default/functions/echo/deploy',
-      'POST /api/v1/namespaces/default/functions/greeter/deploy',
-      'PUT /api/v1/namespaces/default/functions/config-only',
+      'POST /api/v1/namespaces/default/functions/echo/deploy?stage=true',
+      'POST /api/v1/namespaces/default/functions/greeter/deploy?stage=true',
+      'POST /api/v1/apply',
     ]);
     const echo = await readArchive(server.requests[0]?.body ?? Buffer.alloc(0));
     expect(echo.paths.sort()).toEqual(['hearth.yaml', 'index.mjs']);
@@ -93,11 +112,19 @@ describe('hearth apply', () => {
       metadata: { name: 'echo' },
       spec: { runtime: 'node20', env: { MODE: 'fast' } },
     });
-    const put = server.requests[2];
-    expect(put?.headers['content-type']).toBe('application/json');
-    expect(JSON.parse(put?.body.toString() ?? '')).toMatchObject({
-      metadata: { name: 'config-only' },
-      spec: { runtime: 'node20', limits: { timeout: '5s' } },
+    const applied = server.requests[2];
+    expect(applied?.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(applied?.body.toString() ?? '')).toMatchObject({
+      documents: [
+        { staged: 'staged-echo' },
+        { staged: 'staged-greeter' },
+        {
+          manifest: {
+            metadata: { name: 'config-only' },
+            spec: { runtime: 'node20', limits: { timeout: '5s' } },
+          },
+        },
+      ],
     });
     expect(out.stdout()).toBe(
       'function/echo configured (version 2)\nfunction/greeter configured (version 2)\nfunction/config-only configured (version 4)\n',
@@ -157,7 +184,7 @@ describe('hearth apply', () => {
     ]);
   });
 
-  it('stops at the first server failure, saying what was and was not applied', async () => {
+  it('applies nothing when an upload fails, naming the document', async () => {
     const server = await api((request, res) => {
       if (request.url.includes('/greeter/')) {
         sendNdjson(res, [
@@ -172,20 +199,47 @@ describe('hearth apply', () => {
     const out = captureIo();
     const code = await main(['apply', '-f', join(dir, 'app.yaml'), '--url', server.url], out.io);
     expect(code).toBe(1);
-    expect(server.requests).toHaveLength(2);
-    expect(out.stdout()).toBe('function/echo configured (version 2)\n');
+    expect(server.requests.map((request) => request.url)).not.toContain('/api/v1/apply');
+    expect(out.stdout()).toBe('');
     const errors = out.stderrLines().filter((line) => line.startsWith('error:'));
     expect(errors).toEqual([
-      'error: HEARTH_E_BUILD_FAILED: function/greeter (document 2): pip install failed [applied: function/echo; not applied: function/greeter, function/config-only]',
+      expect.stringMatching(
+        /^error: HEARTH_E_BUILD_FAILED: .*app\.yaml: document 2 \(function\/greeter\): pip install failed \(nothing applied\)$/,
+      ),
     ]);
     expect(out.stderrLines().at(-1)).toBe(errors[0]);
+  });
+
+  it('names the document the server refused, and prints nothing as applied', async () => {
+    const server = await api((request, res) => {
+      if (request.url !== '/api/v1/apply') return happyServer(request, res);
+      sendJson(res, 404, {
+        error: {
+          code: 'HEARTH_E_FN_NOT_FOUND',
+          message: 'documents.1 (Function default/config-only): function config-only does not exist',
+          details: {
+            document: { index: 1, kind: 'Function', namespace: 'default', name: 'config-only' },
+            reason: 'function config-only does not exist',
+          },
+        },
+      });
+    });
+    const text = `${resource('echo', '  runtime: node20\n')}---\n${resource('config-only', '  runtime: node20\n')}`;
+    const out = captureIo({ stdin: text });
+    expect(await main(['apply', '-f', '-', '--url', server.url], out.io)).toBe(1);
+    expect(out.stdout()).toBe('');
+    expect(out.stderrLines()).toEqual([
+      'error: HEARTH_E_FN_NOT_FOUND: <stdin>: document 2 (function/config-only): function config-only does not exist (nothing applied)',
+    ]);
   });
 
   it('reads resources from stdin with -f -', async () => {
     const server = await api(happyServer);
     const out = captureIo({ stdin: resource('config-only', '  runtime: node20\n') });
     expect(await main(['apply', '-f', '-', '--url', server.url, '-o', 'json'], out.io)).toBe(0);
-    expect(server.requests.map((request) => request.method)).toEqual(['PUT']);
+    expect(server.requests.map((request) => `${request.method} ${request.url}`)).toEqual([
+      'POST /api/v1/apply',
+    ]);
     const parsed = JSON.parse(out.stdout()) as { items: { name: string; version: number }[] };
     expect(parsed.items).toMatchObject([{ name: 'config-only', version: 4 }]);
   });
@@ -193,9 +247,19 @@ describe('hearth apply', () => {
   it('says "unchanged" when the server found nothing to change', async () => {
     const server = await api((_request, res) =>
       sendJson(res, 200, {
-        unchanged: true,
-        deployment: deploymentSummary(4),
-        function: functionDetail({ version: 4 }),
+        dryRun: false,
+        items: [
+          {
+            index: 0,
+            kind: 'Function',
+            namespace: 'default',
+            name: 'echo',
+            unchanged: true,
+            version: 4,
+            function: functionDetail({ version: 4 }),
+            deployment: null,
+          },
+        ],
       }),
     );
     const out = captureIo({ stdin: resource('echo', '  runtime: node20\n') });

@@ -1,14 +1,17 @@
-/** @module `hearth apply -f FILE`: Function resources from multi-document YAML, all validated before any is applied. */
+/**
+ * @module `hearth apply -f FILE`: Function and EventGateway resources from multi-document YAML, validated
+ * here, then applied all or nothing by one `POST /api/v1/apply` (source folders uploaded and staged first).
+ */
 
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { type Document, LineCounter, parseAllDocuments } from 'yaml';
-import type { ApplyGatewayResponse, GatewayDetail } from '../../control/api/events-types.js';
-import type { DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
+import type { GatewayDetail } from '../../control/api/events-types.js';
+import type { ApplyDocumentOutcome, DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
 import type { FunctionManifest } from '../../domain/function.js';
 import { type GatewayManifest, parseGatewayManifest } from '../../domain/gateway.js';
-import type { ApiClient } from '../client.js';
+import { API_PREFIX, hearthErrorOf, parseJson } from '../client.js';
 import { CliError } from '../errors.js';
 import { type CliIo, readAll } from '../io.js';
 import {
@@ -32,7 +35,7 @@ import {
 } from '../options.js';
 import { writeJson } from '../output.js';
 import { checkFolder, packDirectory } from '../pack.js';
-import { functionPath, uploadFunction } from '../upload.js';
+import { stageFunction } from '../upload.js';
 
 interface ApplyOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
   readonly filename: string;
@@ -85,7 +88,7 @@ export function register(program: Command, context: CommandContext): void {
     .command('apply')
     .description('apply Function and EventGateway resources from a YAML file (deploying spec.source folders)')
     .requiredOption('-f, --filename <file>', 'YAML file of one or more resources, or - for stdin')
-    .option('--no-wait', 'do not wait for deployments of source folders to finish');
+    .option('--no-wait', 'ignored: apply always waits, since every document applies together or none does');
   addNamespaceOption(
     command,
     'namespace for every resource (default: each metadata.namespace, else "default")',
@@ -102,26 +105,92 @@ async function apply(options: ApplyOptions, context: CommandContext): Promise<vo
   const input = await readInput(options.filename, io);
   const planned = await plan(input, options);
   const client = connect(options, io, context.version);
-  const applied: Applied[] = [];
-  for (const [position, item] of planned.entries()) {
-    let result: Applied;
-    try {
-      result = await applyOne(client, item, options, io);
-    } catch (error) {
-      throw partialFailure(error, item, planned.slice(0, position), planned.slice(position));
-    }
-    applied.push(result);
-    if (options.output === 'text') {
-      const version =
-        item.kind === 'gateway'
-          ? ''
-          : result.version > 0
-            ? ` (version ${result.version})`
-            : ' (deployment started)';
-      io.stdout.write(`${item.resource} ${result.unchanged ? 'unchanged' : 'configured'}${version}\n`);
-    }
+  // Source folders are uploaded first but only staged: the one apply request below releases them together
+  // with every other document, or (when the server refuses any document) none of them.
+  const documents: ({ manifest: unknown } | { staged: string })[] = [];
+  for (const item of planned) {
+    if (item.kind === 'function' && item.source !== undefined) {
+      io.stderr.write(`${item.resource}: uploading ${item.source}\n`);
+      const packed = await packDirectory(item.source, { replaceManifest: archiveManifest(item) });
+      const target = { namespace: item.namespace, name: item.manifest.metadata.name };
+      try {
+        documents.push({ staged: await stageFunction(client, io, target, packed) });
+      } catch (error) {
+        throw refused(input, item, error);
+      }
+    } else documents.push({ manifest: bodyOf(item) });
   }
-  if (options.output === 'json') writeJson(io.stdout, { items: applied });
+  const response = await client.request(APPLY_PATH, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    body: JSON.stringify({ documents }),
+  });
+  const text = await client.readText(response);
+  const body = parseJson(text);
+  const failure = hearthErrorOf(body);
+  if (!response.ok || failure !== undefined) {
+    if (failure === undefined)
+      throw new CliError(
+        `${input.label}: nothing applied: the server answered HTTP ${response.status} ${response.statusText}: ${text.trim().slice(0, 200)}`,
+      );
+    const index = failure.details?.document;
+    const at =
+      index !== null && typeof index === 'object' && 'index' in index && typeof index.index === 'number'
+        ? planned[index.index]
+        : undefined;
+    const reason = typeof failure.details?.reason === 'string' ? failure.details.reason : failure.message;
+    throw new CliError(
+      at === undefined
+        ? `${input.label}: nothing applied: ${failure.message}`
+        : `${input.label}: ${at.label}: ${reason} (nothing applied)`,
+      { code: failure.code },
+    );
+  }
+  const applied = appliedFrom(body, planned);
+  if (options.output === 'json') {
+    writeJson(io.stdout, { items: applied });
+    return;
+  }
+  for (const [index, item] of planned.entries()) {
+    const result = applied[index];
+    if (result === undefined) continue;
+    const version = item.kind === 'gateway' ? '' : ` (version ${result.version})`;
+    io.stdout.write(`${item.resource} ${result.unchanged ? 'unchanged' : 'configured'}${version}\n`);
+  }
+}
+
+const APPLY_PATH = `${API_PREFIX}/apply`;
+
+/** The document as the apply request carries it: the namespace the flag chose written into it. */
+function bodyOf(item: Planned): unknown {
+  if (item.kind === 'gateway') return item.manifest;
+  return item.pinNamespace === undefined
+    ? item.manifest
+    : { ...item.manifest, metadata: { ...item.manifest.metadata, namespace: item.pinNamespace } };
+}
+
+function appliedFrom(body: unknown, planned: readonly Planned[]): Applied[] {
+  const items =
+    body !== null && typeof body === 'object' && 'items' in body && Array.isArray(body.items)
+      ? (body.items as ApplyDocumentOutcome[])
+      : undefined;
+  if (items === undefined || items.length !== planned.length)
+    throw new CliError('the server answered the apply with an unexpected body');
+  return items.map((item) => ({
+    namespace: item.namespace,
+    name: item.name,
+    version: item.version ?? 0,
+    function: item.function ?? null,
+    deployment: item.deployment ?? null,
+    unchanged: item.unchanged,
+    ...(item.gateway === undefined ? {} : { gateway: item.gateway }),
+  }));
+}
+
+function refused(input: Input, item: Planned, error: unknown): CliError {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = error instanceof CliError ? error.code : undefined;
+  return new CliError(`${input.label}: ${item.label}: ${message} (nothing applied)`, { code, cause: error });
 }
 
 interface Input {
@@ -241,93 +310,4 @@ async function planOne(
 /** The document as it goes into the archive: without `source`, which means nothing on the server. */
 function archiveManifest(item: Pick<PlannedFunction, 'document' | 'pinNamespace'>): string {
   return renderManifest(item.document, { namespace: item.pinNamespace, dropSource: true });
-}
-
-async function applyOne(
-  client: ApiClient,
-  item: Planned,
-  options: ApplyOptions,
-  io: CliIo,
-): Promise<Applied> {
-  if (item.kind === 'gateway') {
-    const name = item.manifest.metadata.name;
-    const body = await client.json<ApplyGatewayResponse>(
-      `/api/v1/namespaces/${item.namespace}/gateways/${name}`,
-      {
-        method: 'PUT',
-        json: item.manifest,
-      },
-    );
-    return {
-      namespace: item.namespace,
-      name,
-      version: 0,
-      function: null,
-      deployment: null,
-      unchanged: body.unchanged,
-      gateway: body.gateway,
-    };
-  }
-  const target = { namespace: item.namespace, name: item.manifest.metadata.name };
-  if (item.source !== undefined) {
-    io.stderr.write(`${item.resource}: deploying ${item.source}\n`);
-    const packed = await packDirectory(item.source, { replaceManifest: archiveManifest(item) });
-    const result = await uploadFunction(client, io, target, packed, { wait: options.wait });
-    if (result === undefined)
-      return { ...target, version: 0, function: null, deployment: null, unchanged: false };
-    return {
-      ...target,
-      version: result.function.version,
-      function: result.function,
-      deployment: result.deployment,
-      unchanged: false,
-    };
-  }
-  const manifest =
-    item.pinNamespace === undefined
-      ? item.manifest
-      : { ...item.manifest, metadata: { ...item.manifest.metadata, namespace: item.pinNamespace } };
-  const body = await client.json<unknown>(functionPath(target), { method: 'PUT', json: manifest });
-  return { ...target, ...configured(body) };
-}
-
-/** `PUT` answers `{unchanged, deployment, function}` (or, from older servers, the FunctionDetail itself). */
-function configured(body: unknown): Pick<Applied, 'version' | 'function' | 'deployment' | 'unchanged'> {
-  if (body !== null && typeof body === 'object' && 'deployment' in body && 'function' in body) {
-    const result = body as {
-      unchanged?: boolean;
-      function: FunctionDetail | null;
-      deployment: DeploymentSummary;
-    };
-    const version = result.function?.version ?? result.deployment.version ?? 0;
-    return {
-      version,
-      function: result.function,
-      deployment: result.deployment,
-      unchanged: result.unchanged === true,
-    };
-  }
-  if (body !== null && typeof body === 'object' && 'version' in body && typeof body.version === 'number') {
-    return { version: body.version, function: body as FunctionDetail, deployment: null, unchanged: false };
-  }
-  throw new CliError('the server answered the configuration change with an unexpected body');
-}
-
-function partialFailure(
-  error: unknown,
-  failed: Planned,
-  done: readonly Planned[],
-  pending: readonly Planned[],
-): CliError {
-  const list = (items: readonly Planned[]): string =>
-    items.length === 0 ? 'none' : items.map((item) => item.resource).join(', ');
-  const message = error instanceof Error ? error.message : String(error);
-  const code = error instanceof CliError ? error.code : undefined;
-  return new CliError(
-    `${failed.resource} (${failed.position}): ${message} [applied: ${list(done)}; not applied: ${list(pending)}]`,
-    {
-      code,
-      cause: error,
-    },
-  );
 }

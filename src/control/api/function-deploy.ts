@@ -23,7 +23,8 @@ export function deployFunction(context: ApiContext): Route {
   return {
     method: 'POST',
     path: '/api/v1/namespaces/:namespace/functions/:name/deploy',
-    summary: 'Deploy code: body is a tar.gz with hearth.yaml at its root',
+    summary:
+      'Deploy code: body is a tar.gz with hearth.yaml at its root; ?stage=true stores and checks it for POST /api/v1/apply instead',
     handle: async (request) => {
       const ref = refFrom(request);
       const contentType =
@@ -35,7 +36,13 @@ export function deployFunction(context: ApiContext): Route {
         );
       }
       const verify = request.query.get('verify') !== 'false';
+      const stage = request.query.get('stage') === 'true';
       const streaming = (request.req.headers.accept ?? '').includes('application/x-ndjson');
+      if (stage && !streaming) {
+        const staged = await context.deployer.stageArchive(ref, request.req, () => {});
+        sendJson(request.res, 200, { staged: staged.id, expiresAt: staged.expiresAt });
+        return;
+      }
       if (!streaming) {
         const outcome = await context.deployer.deployArchive(ref, request.req, () => {}, { verify });
         const fn = context.store.getFunction(ref);
@@ -50,10 +57,15 @@ export function deployFunction(context: ApiContext): Route {
       res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
       const emit = (event: DeployEvent): void => writeEvent(res, event);
       try {
-        const outcome = await context.deployer.deployArchive(ref, request.req, emit, { verify });
-        const fn = context.store.getFunction(ref);
-        if (fn !== undefined)
-          emit({ event: 'result', function: detailOf(context, fn), deployment: outcome.deployment });
+        if (stage) {
+          const staged = await context.deployer.stageArchive(ref, request.req, emit);
+          emit({ event: 'staged', staged: staged.id, expiresAt: staged.expiresAt });
+        } else {
+          const outcome = await context.deployer.deployArchive(ref, request.req, emit, { verify });
+          const fn = context.store.getFunction(ref);
+          if (fn !== undefined)
+            emit({ event: 'result', function: detailOf(context, fn), deployment: outcome.deployment });
+        }
       } catch (error) {
         if (!isHearthError(error)) context.onInternal(error);
         const failure = isHearthError(error)

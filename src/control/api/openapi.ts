@@ -57,6 +57,58 @@ function buildDocument(routes: readonly Route[], version: string): unknown {
         content: { 'application/gzip': { schema: { type: 'string', format: 'binary' } } },
       };
     }
+    if (route.path.endsWith('/deploy'))
+      operation.parameters = [
+        ...parameters,
+        {
+          name: 'stage',
+          in: 'query',
+          required: false,
+          description:
+            'true: store and check the package, answer its id, release it only through POST /api/v1/apply',
+          schema: { type: 'boolean' },
+        },
+      ];
+    if (route.path === '/api/v1/apply') {
+      operation.requestBody = {
+        required: true,
+        description:
+          'Every document is validated first; all are stored in one transaction, or none is. A refusal names documents.INDEX and sets details.document.',
+        content: {
+          'application/json': {
+            schema: {
+              type: 'object',
+              required: ['documents'],
+              properties: {
+                dryRun: { type: 'boolean', description: 'Only validate' },
+                documents: {
+                  type: 'array',
+                  minItems: 1,
+                  items: {
+                    oneOf: [
+                      {
+                        type: 'object',
+                        required: ['manifest'],
+                        properties: {
+                          manifest: { description: 'A Function (config only) or EventGateway resource' },
+                        },
+                      },
+                      {
+                        type: 'object',
+                        required: ['staged'],
+                        properties: {
+                          staged: { type: 'string', description: 'The id …/deploy?stage=true answered' },
+                        },
+                      },
+                    ],
+                  },
+                },
+              },
+            },
+          },
+        },
+      };
+    }
     paths[path] = { ...(paths[path] ?? {}), [route.method.toLowerCase()]: operation };
   }
   paths['/function/{name}'] = {

@@ -3,6 +3,7 @@
 import type { ErrorBody } from '../../domain/errors.js';
 import type { FunctionManifest } from '../../domain/function.js';
 import type { TriggerStatus } from '../../domain/triggers.js';
+import type { GatewayDetail } from './events-types.js';
 
 export interface InstanceSummary {
   readonly id: string;
@@ -210,7 +211,30 @@ export type DeployEvent =
     }
   | { readonly event: 'output'; readonly phase: DeployPhase; readonly line: string }
   | { readonly event: 'result'; readonly function: FunctionDetail; readonly deployment: DeploymentSummary }
+  /** `?stage=true`: the package is stored and checked; `POST /api/v1/apply` releases it by this id. */
+  | { readonly event: 'staged'; readonly staged: string; readonly expiresAt: string }
   | { readonly event: 'error'; readonly error: ErrorBody['error'] };
+
+/** One document's outcome in `POST /api/v1/apply`, in the order the documents were given. */
+export interface ApplyDocumentOutcome {
+  readonly index: number;
+  readonly kind: 'Function' | 'EventGateway';
+  readonly namespace: string;
+  readonly name: string;
+  /** Nothing changed: the resource already had this spec (and code). */
+  readonly unchanged: boolean;
+  /** Functions: the active version afterwards. */
+  readonly version?: number;
+  readonly function?: FunctionDetail | null;
+  readonly deployment?: DeploymentSummary | null;
+  /** EventGateways: the gateway as applied. */
+  readonly gateway?: GatewayDetail;
+}
+
+export interface ApplyResponse {
+  readonly dryRun: boolean;
+  readonly items: readonly ApplyDocumentOutcome[];
+}
 
 export type DeployPhase = 'upload' | 'unpack' | 'store' | 'dependencies' | 'verify' | 'activate';
 

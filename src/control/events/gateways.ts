@@ -26,6 +26,15 @@ export interface GatewayServiceOptions {
   readonly warn: (message: string) => void;
 }
 
+/** A validated EventGateway, ready to store and activate. */
+export interface PreparedGateway {
+  readonly namespace: string;
+  readonly name: string;
+  readonly manifest: GatewayManifest;
+  /** The stored gateway is this one already. */
+  readonly unchanged: boolean;
+}
+
 export class GatewayService {
   /** Functions capped by a gateway, so a cap that disappears is lifted. */
   private capped = new Set<string>();
@@ -58,9 +67,7 @@ export class GatewayService {
     name: string,
     input: unknown,
   ): Promise<{ unchanged: boolean; gateway: StoredGateway }> {
-    const run = this.serial.then(() => this.applyNow(namespace, name, input));
-    this.serial = run.catch(() => undefined);
-    return run;
+    return this.exclusive(() => this.applyNow(namespace, name, input));
   }
 
   delete(namespace: string, name: string): Promise<boolean> {
@@ -119,11 +126,15 @@ export class GatewayService {
     };
   }
 
-  private async applyNow(
-    namespace: string,
-    name: string,
-    input: unknown,
-  ): Promise<{ unchanged: boolean; gateway: StoredGateway }> {
+  /** Runs `work` while no other gateway change can start. */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.serial.then(work);
+    this.serial = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Validates a gateway resource for `namespace/name`, changing nothing; route conflicts are checked apart. */
+  prepare(namespace: string, name: string, input: unknown): PreparedGateway {
     const parsed = parseGatewayManifest(input, 'resource');
     if (parsed.metadata.name !== name)
       throw new HearthError(
@@ -139,21 +150,50 @@ export class GatewayService {
       );
     const manifest: GatewayManifest = { ...parsed, metadata: { ...parsed.metadata, namespace } };
     const current = this.options.store.getGateway(namespace, name);
-    if (current !== undefined && JSON.stringify(current.manifest) === JSON.stringify(manifest))
-      return { unchanged: true, gateway: current };
-    // Every check before any change. An extra port that is taken does not refuse the gateway: its routes
-    // are served on the platform's port regardless, and `describe gateway` shows the port's error.
-    this.options.traffic.check(manifest, namespace);
-    const stored = this.options.store.putGateway(namespace, name, manifest);
-    await this.options.listeners.ensure(id(namespace, name), httpPorts(manifest), false);
-    for (const listener of this.options.listeners.status(id(namespace, name)))
-      if (listener.error !== null)
-        this.options.warn(
-          `gateway ${namespace}/${name}: not listening on port ${listener.port}: ${listener.error}`,
-        );
-    this.options.traffic.setGateway(manifest, namespace);
+    const unchanged = current !== undefined && JSON.stringify(current.manifest) === JSON.stringify(manifest);
+    return { namespace, name, manifest, unchanged };
+  }
+
+  /** Throws HEARTH_E_ROUTE_CONFLICT when these gateways, applied together, would serve the same requests. */
+  checkRoutes(gateways: readonly PreparedGateway[]): void {
+    this.options.traffic.checkAll(gateways.map(({ manifest, namespace }) => ({ manifest, namespace })));
+  }
+
+  /** The store write of a checked gateway; call it inside the store transaction, then `activate`. */
+  store(gateway: PreparedGateway): StoredGateway {
+    return this.options.store.putGateway(gateway.namespace, gateway.name, gateway.manifest);
+  }
+
+  /** Switches the route table, ports, caps and event protocols over to stored gateways, all at once. */
+  async activate(gateways: readonly PreparedGateway[]): Promise<void> {
+    // An extra port that is taken does not refuse the gateway: its routes are served on the platform's
+    // port regardless, and `describe gateway` shows the port's error.
+    for (const { namespace, name, manifest } of gateways) {
+      await this.options.listeners.ensure(id(namespace, name), httpPorts(manifest), false);
+      for (const listener of this.options.listeners.status(id(namespace, name)))
+        if (listener.error !== null)
+          this.options.warn(
+            `gateway ${namespace}/${name}: not listening on port ${listener.port}: ${listener.error}`,
+          );
+    }
+    this.options.traffic.setGateways(gateways.map(({ manifest, namespace }) => ({ manifest, namespace })));
     this.applyCaps();
-    void this.options.triggers.syncGateway(namespace, name, manifest);
+    for (const { namespace, name, manifest } of gateways)
+      void this.options.triggers.syncGateway(namespace, name, manifest);
+  }
+
+  private async applyNow(
+    namespace: string,
+    name: string,
+    input: unknown,
+  ): Promise<{ unchanged: boolean; gateway: StoredGateway }> {
+    const prepared = this.prepare(namespace, name, input);
+    const current = this.options.store.getGateway(namespace, name);
+    if (prepared.unchanged && current !== undefined) return { unchanged: true, gateway: current };
+    // Every check before any change.
+    this.checkRoutes([prepared]);
+    const stored = this.store(prepared);
+    await this.activate([prepared]);
     return { unchanged: false, gateway: stored };
   }
 

@@ -4,7 +4,7 @@ import type { TriggerStatus } from '../../domain/triggers.js';
 import type { Queue } from '../../queue/index.js';
 import type { GatewayService } from './gateways.js';
 
-export { GatewayService, type GatewayServiceOptions } from './gateways.js';
+export { GatewayService, type GatewayServiceOptions, type PreparedGateway } from './gateways.js';
 export { toInvocationRecord } from './present.js';
 
 /** What the `/api/v1` routes for gateways, invocations, dead letters and triggers need. */

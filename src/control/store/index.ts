@@ -75,6 +75,8 @@ export interface Store {
   /** Small durable values triggers keep across restarts (a cron trigger's last fire). */
   getTriggerState(key: string): string | undefined;
   setTriggerState(key: string, value: string): void;
+  /** Runs `work` in one transaction: every write in it is stored, or (when it throws) none is. */
+  transaction<T>(work: () => T): T;
   close(): void;
 }
 

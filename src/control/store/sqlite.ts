@@ -315,6 +315,11 @@ export class SqliteStore implements Store {
       .run(key, value);
   }
 
+  transaction<T>(work: () => T): T {
+    // better-sqlite3 nests the transactions of commitVersion inside this one as savepoints.
+    return this.db.transaction(work)();
+  }
+
   close(): void {
     this.db.close();
   }

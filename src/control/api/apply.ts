@@ -1,0 +1,256 @@
+/**
+ * @module POST /api/v1/apply — several Function and EventGateway documents applied as one change: every
+ * document (and every cross-document rule: duplicates, route conflicts, functions that must exist) is
+ * checked first, then all are stored in one transaction and only then switched over. A refusal changes
+ * nothing and names the document (index, kind, name) and the reason.
+ */
+
+import { HearthError, isHearthError } from '../../domain/errors.js';
+import type { FunctionRef } from '../../domain/function.js';
+import { parseJsonBody, readBody, sendJson } from '../../gateway/index.js';
+import type { PreparedVersion } from '../deploy.js';
+import type { PreparedGateway } from '../events/index.js';
+import type { ApiContext } from './context.js';
+import { detailOf } from './function-get.js';
+import { eventsOf } from './gateways.js';
+import type { Route } from './router.js';
+import type { ApplyDocumentOutcome, ApplyResponse } from './types.js';
+
+const MAX_BODY_BYTES = 8 * 1024 * 1024;
+const MAX_DOCUMENTS = 200;
+
+/** What the client said the document is, for naming it in an error before it is validated. */
+interface Label {
+  readonly index: number;
+  readonly kind: string;
+  readonly namespace: string;
+  readonly name: string;
+}
+
+type Planned =
+  | { readonly label: Label; readonly kind: 'Function'; readonly prepared: PreparedVersion }
+  | { readonly label: Label; readonly kind: 'EventGateway'; readonly prepared: PreparedGateway };
+
+export function applyDocuments(context: ApiContext): Route {
+  return {
+    method: 'POST',
+    path: '/api/v1/apply',
+    summary:
+      'Apply several Function (config or staged code) and EventGateway documents all or nothing; {"dryRun":true} only validates',
+    handle: async (request) => {
+      const body = parseJsonBody(await readBody(request.req, MAX_BODY_BYTES));
+      const { documents, dryRun } = parseRequest(body);
+      const labels = documents.map((document, index) => labelOf(context, document, index));
+      const functionRefs = labels.filter((label) => label.kind === 'Function');
+      const work = (): Promise<ApplyResponse> =>
+        context.deployer.exclusive(functionRefs, () => applyAll(context, documents, labels, dryRun));
+      const hasGateways = labels.some((label) => label.kind === 'EventGateway');
+      const response = hasGateways ? await eventsOf(context).gateways.exclusive(work) : await work();
+      sendJson(request.res, 200, response);
+    },
+  };
+}
+
+type RequestDocument = { readonly manifest: unknown } | { readonly staged: string };
+
+function parseRequest(body: unknown): { documents: RequestDocument[]; dryRun: boolean } {
+  if (body === null || typeof body !== 'object' || Array.isArray(body))
+    throw badRequest('body', body, 'an object {"documents": [...], "dryRun"?: boolean}');
+  const { documents, dryRun } = body as { documents?: unknown; dryRun?: unknown };
+  if (dryRun !== undefined && typeof dryRun !== 'boolean')
+    throw badRequest('dryRun', dryRun, 'true or false');
+  if (!Array.isArray(documents) || documents.length === 0 || documents.length > MAX_DOCUMENTS)
+    throw badRequest('documents', documents, `an array of 1 to ${MAX_DOCUMENTS} documents`);
+  const parsed = documents.map((document: unknown, index): RequestDocument => {
+    if (document !== null && typeof document === 'object') {
+      if ('staged' in document && typeof document.staged === 'string') return { staged: document.staged };
+      if ('manifest' in document) return { manifest: document.manifest };
+    }
+    throw badRequest(
+      `documents.${index}`,
+      document,
+      'an object with "manifest" (a resource) or "staged" (the id of an uploaded package)',
+    );
+  });
+  return { documents: parsed, dryRun: dryRun === true };
+}
+
+function badRequest(field: string, value: unknown, expected: string): HearthError {
+  const shown = value === undefined ? 'nothing' : Array.isArray(value) ? 'an array' : typeof value;
+  return new HearthError('HEARTH_E_BAD_REQUEST', `${field}: got ${shown}, expected ${expected}`, {
+    details: { field, expected },
+  });
+}
+
+function labelOf(context: ApiContext, document: RequestDocument, index: number): Label {
+  if ('staged' in document) {
+    const ref = context.deployer.stagedPackage(document.staged)?.prepared.ref;
+    return { index, kind: 'Function', namespace: ref?.namespace ?? '?', name: ref?.name ?? '?' };
+  }
+  const manifest: unknown = document.manifest;
+  const field = (value: unknown, fallback: string): string =>
+    typeof value === 'string' && value !== '' ? value : fallback;
+  if (manifest === null || typeof manifest !== 'object')
+    return { index, kind: '?', namespace: 'default', name: '?' };
+  const { kind, metadata } = manifest as { kind?: unknown; metadata?: unknown };
+  const meta = (metadata ?? {}) as { name?: unknown; namespace?: unknown };
+  return {
+    index,
+    kind: field(kind, '?'),
+    namespace: field(meta.namespace, 'default'),
+    name: field(meta.name, '?'),
+  };
+}
+
+/** `documents.1 (EventGateway default/shop): <reason>`, with the document in the details. */
+function documentError(label: Label, error: unknown): Error {
+  if (!isHearthError(error)) return error instanceof Error ? error : new Error(String(error));
+  return new HearthError(
+    error.code,
+    `documents.${label.index} (${label.kind} ${label.namespace}/${label.name}): ${error.message}`,
+    {
+      details: {
+        ...error.details,
+        document: { index: label.index, kind: label.kind, namespace: label.namespace, name: label.name },
+        reason: error.message,
+      },
+      cause: error,
+    },
+  );
+}
+
+async function applyAll(
+  context: ApiContext,
+  documents: readonly RequestDocument[],
+  labels: readonly Label[],
+  dryRun: boolean,
+): Promise<ApplyResponse> {
+  const planned = documents.map((document, index) => {
+    const label = labels[index] as Label;
+    try {
+      return plan(context, document, label);
+    } catch (error) {
+      throw documentError(label, error);
+    }
+  });
+  const seen = new Map<string, Label>();
+  for (const item of planned) {
+    const key = `${item.kind} ${item.label.namespace}/${item.label.name}`;
+    const earlier = seen.get(key);
+    if (earlier !== undefined)
+      throw documentError(
+        item.label,
+        new HearthError(
+          'HEARTH_E_VALIDATION',
+          `metadata.name: ${key} is also documents.${earlier.index}; give each resource once`,
+          {
+            details: {
+              field: 'metadata.name',
+              value: item.label.name,
+              expected: 'a resource not given twice',
+            },
+          },
+        ),
+      );
+    seen.set(key, item.label);
+  }
+  const gateways = planned.filter((item) => item.kind === 'EventGateway');
+  const changedGateways = gateways.filter((item) => !item.prepared.unchanged);
+  if (changedGateways.length > 0) {
+    try {
+      eventsOf(context).gateways.checkRoutes(changedGateways.map((item) => item.prepared));
+    } catch (error) {
+      const conflict = isHearthError(error) ? conflictingGateway(error) : undefined;
+      const culprit =
+        changedGateways.find((item) => `${item.label.namespace}/${item.label.name}` === conflict) ??
+        changedGateways[0];
+      throw culprit === undefined ? error : documentError(culprit.label, error);
+    }
+  }
+  const functions = planned.filter((item) => item.kind === 'Function');
+  if (dryRun) {
+    return {
+      dryRun: true,
+      items: planned.map((item) => ({
+        index: item.label.index,
+        kind: item.kind,
+        namespace: item.label.namespace,
+        name: item.label.name,
+        unchanged:
+          item.kind === 'Function' ? context.deployer.isUnchanged(item.prepared) : item.prepared.unchanged,
+      })),
+    };
+  }
+  const events = changedGateways.length > 0 ? eventsOf(context) : undefined;
+  const outcomes = await context.deployer.releaseAll(
+    functions.map((item) => item.prepared),
+    () => {
+      for (const item of changedGateways) events?.gateways.store(item.prepared);
+    },
+    (index, error) => {
+      const label = functions[index]?.label ?? changedGateways[0]?.label;
+      return label === undefined ? (error as Error) : documentError(label, error);
+    },
+  );
+  await events?.gateways.activate(changedGateways.map((item) => item.prepared));
+  for (const { staged } of documents.filter((document) => 'staged' in document))
+    context.deployer.dropStaged(staged);
+  const items = planned.map((item): ApplyDocumentOutcome => {
+    const base = {
+      index: item.label.index,
+      kind: item.kind,
+      namespace: item.label.namespace,
+      name: item.label.name,
+    };
+    if (item.kind === 'EventGateway')
+      return {
+        ...base,
+        unchanged: item.prepared.unchanged,
+        gateway: eventsOf(context).gateways.detail(item.label.namespace, item.label.name),
+      };
+    const outcome = outcomes[functions.indexOf(item)];
+    const stored = context.store.getFunction(item.prepared.ref);
+    return {
+      ...base,
+      unchanged: outcome === undefined,
+      version: stored?.active.version ?? 0,
+      function: stored === undefined ? null : detailOf(context, stored),
+      deployment: outcome?.deployment ?? null,
+    };
+  });
+  return { dryRun: false, items };
+}
+
+function plan(context: ApiContext, document: RequestDocument, label: Label): Planned {
+  if ('staged' in document) {
+    const staged = context.deployer.stagedPackage(document.staged);
+    if (staged === undefined)
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `staged: got "${document.staged}", expected the id of a package uploaded with ?stage=true in the last 15 minutes`,
+        { details: { field: 'staged', value: document.staged, expected: 'a staged package id' } },
+      );
+    return { label, kind: 'Function', prepared: staged.prepared };
+  }
+  if (label.kind === 'Function') {
+    const ref: FunctionRef = { namespace: label.namespace, name: label.name };
+    return { label, kind: 'Function', prepared: context.deployer.prepareConfigure(ref, document.manifest) };
+  }
+  if (label.kind === 'EventGateway')
+    return {
+      label,
+      kind: 'EventGateway',
+      prepared: eventsOf(context).gateways.prepare(label.namespace, label.name, document.manifest),
+    };
+  throw new HearthError(
+    'HEARTH_E_VALIDATION',
+    `kind: got "${label.kind}", expected "Function" or "EventGateway"`,
+    { details: { field: 'kind', value: label.kind, expected: 'Function or EventGateway' } },
+  );
+}
+
+/** The gateway (`namespace/name`) whose route a conflict error blames. */
+function conflictingGateway(error: HearthError): string | undefined {
+  const gateway = error.code === 'HEARTH_E_ROUTE_CONFLICT' ? error.details?.gateway : undefined;
+  return typeof gateway === 'string' ? gateway : undefined;
+}
