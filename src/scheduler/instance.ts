@@ -142,7 +142,9 @@ export class Instance {
             respond(
               new HearthError(
                 'HEARTH_E_FN_CRASHED',
-                `the function's process crashed while serving this request (${error.message})`,
+                error.exit.violation === undefined
+                  ? `the function's process crashed while serving this request (${error.message})`
+                  : `the function broke the platform's protocol while serving this request, so its process was ended: ${error.exit.violation}`,
               ),
               undefined,
             );
