@@ -87,8 +87,33 @@ export default async function handler(event, ctx) {
 }
 `;
 
+/** Honest functions near the bounds: the bootstraps keep them inside, so their instances are never ended. */
+const NODE_BIG = `
+import { randomUUID } from 'node:crypto';
+const boot = randomUUID();
+export default async function handler(event) {
+  if (event.query.mode === 'big') return { statusCode: 200, body: 'a'.repeat(2 * 1024 * 1024) };
+  if (event.query.mode === 'log') console.log('b'.repeat(3 * 1024 * 1024) + 'é'.repeat(100000) + 'end');
+  return boot;
+}
+`;
+
+const PY_BIG = `
+import uuid
+boot = str(uuid.uuid4())
+def handler(event, context):
+    mode = event["query"].get("mode")
+    if mode == "big":
+        return {"statusCode": 200, "body": "a" * (2 * 1024 * 1024)}
+    if mode == "log":
+        print("b" * (3 * 1024 * 1024) + "é" * 100000 + "end")
+    return boot
+`;
+
 let hearth: Hearth;
 let folder: TempFolder;
+let nodeBig: TempFolder;
+let pyBig: TempFolder;
 
 beforeAll(async () => {
   hearth = await startHearth();
@@ -98,11 +123,28 @@ beforeAll(async () => {
   });
   const deployed = await deployFolder(hearth.url, folder.dir, { name: 'hostile' });
   expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
+  nodeBig = await makeFolder({
+    'hearth.yaml': manifest('node-big', '{ runtime: node20, limits: { maxBody: 1Mi } }'),
+    'index.mjs': NODE_BIG,
+  });
+  pyBig = await makeFolder({
+    'hearth.yaml': manifest('py-big', '{ runtime: python3, limits: { maxBody: 1Mi } }'),
+    'main.py': PY_BIG,
+  });
+  for (const [name, dir] of [
+    ['node-big', nodeBig.dir],
+    ['py-big', pyBig.dir],
+  ] as const) {
+    const answer = await deployFolder(hearth.url, dir, { name });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+  }
 });
 
 afterAll(async () => {
   await hearth?.stop();
   await folder?.cleanup();
+  await nodeBig?.cleanup();
+  await pyBig?.cleanup();
 });
 
 function get(path: string): string {
@@ -221,4 +263,41 @@ describe('oversized frames', () => {
     const line = logs.find((r) => r.stream === 'system' && r.message.includes('ended by the platform'));
     expect(line?.message).toContain('Result frame');
   });
+});
+
+describe('honest functions at the bounds', () => {
+  it.each(['node-big', 'py-big'])(
+    '%s: a response over limits.maxBody is refused by the bootstrap, and the instance lives on',
+    async (name) => {
+      const boot = (await invoke(hearth.url, name)).text;
+      const big = await invoke(hearth.url, name, { path: '?mode=big' });
+      expect(big.status).toBe(500);
+      expect(big.json()).toMatchObject({
+        error: {
+          code: 'HEARTH_E_FN_ERROR',
+          message: `ResponseTooLarge: the response body is ${2 * 1024 * 1024} bytes; limits.maxBody allows at most ${1024 * 1024}`,
+        },
+      });
+      expect((await invoke(hearth.url, name)).text).toBe(boot);
+    },
+  );
+
+  it.each(['node-big', 'py-big'])(
+    '%s: a log line of several MiB is logged clipped, and the instance lives on',
+    async (name) => {
+      const boot = (await invoke(hearth.url, name)).text;
+      const logged = await invoke(hearth.url, name, { path: '?mode=log' });
+      expect(logged.status).toBe(200);
+      expect(logged.text).toBe(boot);
+      const invocation = logged.headers.get('x-hearth-invocation-id') ?? '';
+      const records = await eventually('the long line in the log', async () => {
+        const found = (await functionLogs(hearth.url, name, { invocation })).filter(
+          (r) => r.stream === 'stdout',
+        );
+        return found.length > 0 ? found : undefined;
+      });
+      expect(records).toHaveLength(1);
+      expect(records[0]?.message).toMatch(/^b{16384}… \[truncated \d+ characters\]/);
+    },
+  );
 });

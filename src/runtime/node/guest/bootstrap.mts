@@ -146,7 +146,17 @@ function writerSeq(): number {
   return 0;
 }
 
-const LOG_CHUNK = 64 * 1024;
+/**
+ * The host takes log frames of up to 1 MiB and keeps 16 KiB of a record, so a longer write is cut (between
+ * characters) rather than sent whole: one write stays one record, as it always was.
+ */
+const LOG_MAX = 512 * 1024;
+
+function clipLog(bytes: Buffer): Buffer {
+  let end = LOG_MAX;
+  while (end > 0 && ((bytes[end] as number) & 0xc0) === 0x80) end -= 1;
+  return Buffer.concat([bytes.subarray(0, end), Buffer.from(`… [truncated ${bytes.length - end} bytes]\n`)]);
+}
 
 function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
   stream.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
@@ -154,16 +164,7 @@ function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
       typeof chunk === 'string'
         ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
         : Buffer.from(chunk);
-    const seq = writerSeq();
-    // The host takes log frames of up to 1 MiB; a long write goes as several, cut between characters.
-    let start = 0;
-    while (bytes.length - start > LOG_CHUNK) {
-      let end = start + LOG_CHUNK;
-      while (end > start && ((bytes[end] as number) & 0xc0) === 0x80) end -= 1;
-      send(T_LOG, seq, tag, bytes.subarray(start, end));
-      start = end;
-    }
-    send(T_LOG, seq, tag, start === 0 ? bytes : bytes.subarray(start));
+    send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
     const done = typeof encoding === 'function' ? encoding : callback;
     if (typeof done === 'function') process.nextTick(done as () => void);
     return true;

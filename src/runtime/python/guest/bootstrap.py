@@ -126,7 +126,7 @@ class HostCalls:
 host_calls = HostCalls()
 
 
-LOG_CHUNK = 64 * 1024
+LOG_MAX = 512 * 1024
 
 
 class LogStream:
@@ -149,17 +149,15 @@ class LogStream:
         return len(text)
 
     def send(self, text):
-        # The host takes log frames of up to 1 MiB; a long write goes as several, cut between characters.
+        # The host takes log frames of up to 1 MiB and keeps 16 KiB of a record, so a longer write is cut
+        # (between characters) rather than sent whole: one write stays one record, as it always was.
         data = text.encode("utf-8", "replace")
-        seq = current_invocation.get()
-        start = 0
-        while len(data) - start > LOG_CHUNK:
-            end = start + LOG_CHUNK
-            while end > start and data[end] & 0xC0 == 0x80:
+        if len(data) > LOG_MAX:
+            end = LOG_MAX
+            while end > 0 and data[end] & 0xC0 == 0x80:
                 end -= 1
-            send(T_LOG, seq, self.tag, data[start:end])
-            start = end
-        send(T_LOG, seq, self.tag, data[start:] if start else data)
+            data = data[:end] + f"… [truncated {len(data) - end} bytes]\n".encode()
+        send(T_LOG, current_invocation.get(), self.tag, data)
 
     def flush(self):
         if self.pending:
