@@ -270,6 +270,8 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   };
 
   private onFrame(frame: Frame, markReady: (info: { runtime: string; pid: number }) => void): void {
+    // Frames after a violation in the same read are not believed either.
+    if (this.violation !== undefined) return;
     switch (frame.type) {
       case FrameType.Result: {
         const callback = this.pending.take(frame.id);
