@@ -204,12 +204,21 @@ describe('forged response headers', () => {
       const { answers, socket } = await exchange(hearth.port, [get(`/function/hostile?mode=${mode}`)], 1);
       socket.destroy();
       const answer = answers[0];
-      expect(answer?.status).toBe(500);
+      expect(answer?.status).toBe(502);
       expect(answer?.head).not.toMatch(/stolen|websocket/i);
-      const body = JSON.parse(answer?.body ?? '{}') as { error: { code: string; message: string } };
-      expect(body.error.code).toBe('HEARTH_E_FN_ERROR');
-      expect(body.error.message).toContain('InvalidResponse');
+      const body = JSON.parse(answer?.body ?? '{}') as {
+        error: { code: string; message: string; invocationId: string };
+      };
+      expect(body.error.code).toBe('HEARTH_E_FN_CRASHED');
+      expect(body.error.message).toMatch(/^the function returned an invalid response: /);
       expect(body.error.message).toContain(named);
+      // The function's log says why its answer was refused.
+      const refused = await eventually('the refusal in the function log', async () =>
+        (await functionLogs(hearth.url, 'hostile', { invocation: body.error.invocationId })).find((r) =>
+          r.message.includes('refused'),
+        ),
+      );
+      expect(refused.message).toContain(named);
       expect((await invoke(hearth.url, 'hostile', { path: '?mode=ok' })).text).toBe('fine');
     },
   );

@@ -43,13 +43,27 @@ export interface GuestExit {
   readonly violation?: string;
 }
 
-/** Called once per invocation: with the guest's result, or with GuestCrashedError if the process died. */
-export type GuestCallback = (error: GuestCrashedError | undefined, result: GuestResult | undefined) => void;
+/**
+ * Called once per invocation: with the guest's result, with GuestCrashedError if the process died, or with
+ * InvalidResponseError if it answered with a response the platform will not pass on.
+ */
+export type GuestCallback = (
+  error: GuestCrashedError | InvalidResponseError | undefined,
+  result: GuestResult | undefined,
+) => void;
 
 const BATCH_FRAMES = 8;
 
 /** A call may always carry this much: ctx.state's compare-and-set holds two values of up to 1 MiB of JSON. */
 const MIN_CALL_BYTES = 4 * 1024 * 1024;
+
+/** The guest's Result frame held a response no client may get: `message` says what (see checkResult). */
+export class InvalidResponseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidResponseError';
+  }
+}
 
 export class GuestCrashedError extends Error {
   constructor(readonly exit: GuestExit) {
@@ -278,7 +292,7 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
         if (callback === undefined) return;
         // The decoder checked the meta (checkResult): a string says what made the response invalid.
         if (typeof frame.meta === 'string') {
-          callback(undefined, { ok: false, error: { type: 'InvalidResponse', message: frame.meta } });
+          callback(new InvalidResponseError(frame.meta), undefined);
           return;
         }
         const [status, headers] = frame.meta as ResultWire;

@@ -335,26 +335,26 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
  * A Result meta as the platform may use it, or a string saying what is wrong with it. The guest is
  * untrusted (it can write frames on fd 3 itself, past the bootstrap): names are lower-cased, framing and
  * hop-by-hop headers are dropped whatever their case, and a name that is not a token, a value with CR, LF
- * or NUL, or a status outside 200-599 makes the whole response invalid. Numbers are taken as their text,
+ * or NUL, or a status outside 200-599 makes the whole response invalid (502, as node:http's own check did). Numbers are taken as their text,
  * as a Python handler's `{"X-Count": 5}` means.
  */
 export function checkResult(meta: unknown): ResultWire | string {
   if (!Array.isArray(meta) || meta.length < 2 || !Array.isArray(meta[1]))
-    return 'the response meta is not [status, headers]';
+    return 'its meta is not [status, headers]';
   const status: unknown = meta[0];
   if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599)
-    return `the status ${JSON.stringify(status)} is not an integer from 200 to 599`;
+    return `status ${JSON.stringify(status)} is not an integer from 200 to 599`;
   const raw = meta[1] as unknown[];
-  if (raw.length % 2 !== 0) return 'the headers are not [name, value, ...] pairs';
+  if (raw.length % 2 !== 0) return 'its headers are not [name, value, ...] pairs';
   const headers: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     let value = raw[i + 1];
     if (typeof name !== 'string' || !TOKEN.test(name))
-      return `the response header name ${JSON.stringify(name)} is not a valid HTTP token`;
+      return `header name ${JSON.stringify(name)} is not a valid HTTP token`;
     if (typeof value === 'number' || typeof value === 'boolean') value = String(value);
     if (typeof value !== 'string' || BAD_VALUE.test(value))
-      return `the response header ${name} has a value that is not valid in HTTP (${JSON.stringify(value)})`;
+      return `header ${name} has a value that is not valid in HTTP (${JSON.stringify(value)})`;
     const lower = name.toLowerCase();
     if (!FRAMING_HEADERS.has(lower)) headers.push(lower, value);
   }
