@@ -4,7 +4,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { type IncomingMessage, validateHeaderName, validateHeaderValue } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { InvocationResponse } from '../domain/deployment.js';
 import { HearthError, isHearthError } from '../domain/errors.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
@@ -167,10 +167,11 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
           const execMs = now - submitted - response.waitMs;
           if (serverTiming) headers.push('server-timing', timingHeader(response, execMs, now - started));
           try {
-            if (fast) {
-              checkFunctionHeaders(fromFunction);
-              res.writeCheckedHead(response.status, headers);
-            } else res.writeHead(response.status, headers);
+            // A function's status and headers were checked where they entered the platform, once per
+            // distinct list (checkResult in runtime/ipc/protocol.ts): names are lower-case tokens, values
+            // hold no CR, LF or NUL, and framing headers are gone in any case.
+            if (fast) res.writeCheckedHead(response.status, headers);
+            else res.writeHead(response.status, headers);
           } catch (headerError) {
             // Node refuses header names or values with forbidden characters; that is the function's fault.
             // writeHead had already taken the status text ("OK"); forget it so the 502 gets its own.
@@ -220,21 +221,6 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
 }
 
 const EMPTY_BODY = Buffer.alloc(0);
-
-/** Function header lists known valid. Only frozen lists are kept: the IPC decoder's shared, unchanging ones. */
-const checkedHeaders = new WeakSet<readonly string[]>();
-
-/** Throws as node:http's writeHead would on a header name or value it refuses. */
-function checkFunctionHeaders(headers: readonly string[]): void {
-  if (checkedHeaders.has(headers)) return;
-  for (let i = 0; i < headers.length; i += 2) {
-    const name = headers[i] as string;
-    if (HOP_BY_HOP.has(name)) continue;
-    validateHeaderName(name);
-    validateHeaderValue(name, headers[i + 1] as string);
-  }
-  if (Object.isFrozen(headers)) checkedHeaders.add(headers);
-}
 
 /**
  * Node writes the head and a Buffer body with two chunks (a writev); a latin1 string — byte for byte the

@@ -5,7 +5,7 @@ import { HearthError } from '../domain/errors.js';
 import type { ColdStartPhases } from '../domain/events.js';
 import { formatTraceparent, type TraceContext } from '../domain/trace.js';
 import { SlotTable } from '../runtime/index.js';
-import type { GuestLog, GuestResult } from '../runtime/ipc/guest-process.js';
+import { type GuestLog, type GuestResult, InvalidResponseError } from '../runtime/ipc/guest-process.js';
 import type { StemCell } from './stem-cells.js';
 
 export type InstanceState = 'starting' | 'ready' | 'draining' | 'stopped';
@@ -73,7 +73,7 @@ export class Instance {
     readonly version: DeployedVersion,
     readonly cell: StemCell,
     readonly isolation: string,
-    onLog: (log: InstanceLog) => void,
+    private readonly onLog: (log: InstanceLog) => void,
     private readonly onRelease: () => void,
   ) {
     counter += 1;
@@ -138,11 +138,27 @@ export class Instance {
         if (this.invocations.take(key) !== entry) return;
         if (!entry.answered) {
           entry.answered = true;
-          if (error !== undefined) {
+          if (error instanceof InvalidResponseError) {
+            // Refused as a bad gateway refuses a malformed upstream answer; the function's log says why.
+            this.onLog({
+              invocationId: request.invocationId,
+              stream: 'stderr',
+              text: `the platform refused this invocation's response: ${error.message}\n`,
+            });
             respond(
               new HearthError(
                 'HEARTH_E_FN_CRASHED',
-                `the function's process crashed while serving this request (${error.message})`,
+                `the function returned an invalid response: ${error.message}`,
+              ),
+              undefined,
+            );
+          } else if (error !== undefined) {
+            respond(
+              new HearthError(
+                'HEARTH_E_FN_CRASHED',
+                error.exit.violation === undefined
+                  ? `the function's process crashed while serving this request (${error.message})`
+                  : `the function broke the platform's protocol while serving this request, so its process was ended: ${error.exit.violation}`,
               ),
               undefined,
             );

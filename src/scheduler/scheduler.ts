@@ -1011,6 +1011,7 @@ export class NodeScheduler implements Scheduler {
           eventFormat: version.spec.eventFormat,
           memoryMiB: Math.round(version.spec.limits.memoryBytes / 1024 ** 2),
           timeoutMs: version.spec.limits.timeoutMs,
+          maxBodyBytes: version.spec.limits.maxBodyBytes,
         }),
         BIND_TIMEOUT_MS,
         `loading the handler took longer than ${BIND_TIMEOUT_MS / 1000}s`,
@@ -1137,7 +1138,12 @@ export class NodeScheduler implements Scheduler {
       const pool = this.poolOf.get(instance);
       this.forget(instance);
       if (!wasStopped) {
-        const why = exit.signal === null ? `exit code ${exit.code}` : `signal ${exit.signal}`;
+        const why =
+          exit.violation !== undefined
+            ? `ended by the platform: ${exit.violation}`
+            : exit.signal === null
+              ? `exit code ${exit.code}`
+              : `signal ${exit.signal}`;
         this.options.onWarning(`instance ${instance.id} exited unexpectedly (${why})`);
         this.publish(instance, 'stopped', `crashed (${why})`);
         instance.releaseResources();

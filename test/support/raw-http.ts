@@ -7,6 +7,8 @@ export interface RawAnswer {
   /** Lower-case names. */
   readonly headers: Record<string, string>;
   readonly body: string;
+  /** The head as it arrived, status line and header lines, for tests of repeated or forged headers. */
+  readonly head: string;
 }
 
 /**
@@ -30,7 +32,8 @@ export async function exchange(
       for (;;) {
         const headEnd = pending.indexOf('\r\n\r\n');
         if (headEnd < 0) break;
-        const [statusLine = '', ...lines] = pending.toString('latin1', 0, headEnd).split('\r\n');
+        const head = pending.toString('latin1', 0, headEnd);
+        const [statusLine = '', ...lines] = head.split('\r\n');
         const headers: Record<string, string> = {};
         for (const line of lines) {
           const colon = line.indexOf(':');
@@ -42,6 +45,7 @@ export async function exchange(
           status: Number(statusLine.split(' ')[1]),
           headers,
           body: pending.toString('utf8', headEnd + 4, headEnd + 4 + length),
+          head,
         });
         pending = pending.subarray(headEnd + 4 + length);
       }

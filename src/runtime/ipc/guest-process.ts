@@ -6,6 +6,7 @@ import type { Socket } from 'node:net';
 import {
   type BindMessage,
   type BoundMessage,
+  CONTROL_FRAME_BYTES,
   type ErrorMeta,
   type Frame,
   FrameDecoder,
@@ -13,6 +14,7 @@ import {
   FrameWriter,
   type InvokeMeta,
   type InvokeWire,
+  ProtocolError,
   type ResultMeta,
   type ResultWire,
 } from './protocol.js';
@@ -37,17 +39,40 @@ export interface GuestLog {
 export interface GuestExit {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
+  /** Why the platform ended the process, when it broke the protocol (an oversized frame, say). */
+  readonly violation?: string;
 }
 
-/** Called once per invocation: with the guest's result, or with GuestCrashedError if the process died. */
-export type GuestCallback = (error: GuestCrashedError | undefined, result: GuestResult | undefined) => void;
+/**
+ * Called once per invocation: with the guest's result, with GuestCrashedError if the process died, or with
+ * InvalidResponseError if it answered with a response the platform will not pass on.
+ */
+export type GuestCallback = (
+  error: GuestCrashedError | InvalidResponseError | undefined,
+  result: GuestResult | undefined,
+) => void;
 
 const BATCH_FRAMES = 8;
+
+/** A call may always carry this much: ctx.state's compare-and-set holds two values of up to 1 MiB of JSON. */
+const MIN_CALL_BYTES = 4 * 1024 * 1024;
+
+/** The guest's Result frame held a response no client may get: `message` says what (see checkResult). */
+export class InvalidResponseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidResponseError';
+  }
+}
 
 export class GuestCrashedError extends Error {
   constructor(readonly exit: GuestExit) {
     super(
-      exit.signal === null ? `process exited with code ${exit.code}` : `process was killed by ${exit.signal}`,
+      exit.violation !== undefined
+        ? `the platform ended its process: ${exit.violation}`
+        : exit.signal === null
+          ? `process exited with code ${exit.code}`
+          : `process was killed by ${exit.signal}`,
     );
     this.name = 'GuestCrashedError';
   }
@@ -75,6 +100,8 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   private bindWaiter: ((message: BoundMessage) => void) | undefined;
   private readonly outbox = new FrameWriter();
   private exitInfo: GuestExit | undefined;
+  private readonly decoder: FrameDecoder;
+  private violation: string | undefined;
 
   constructor(private readonly child: ChildProcess) {
     super();
@@ -92,18 +119,21 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     // Unobserved readiness failures are reported through 'exit'; avoid an unhandled rejection.
     this.ready.catch(() => {});
     const decoder = new FrameDecoder((frame) => this.onFrame(frame, markReady));
+    this.decoder = decoder;
     this.channel.on('data', (chunk: Buffer) => {
+      if (this.violation !== undefined) return;
       try {
         decoder.push(chunk);
-      } catch {
-        this.kill('SIGKILL');
+      } catch (error) {
+        this.violate(error instanceof ProtocolError ? error.message : `it broke the protocol (${error})`);
       }
     });
     this.channel.on('error', () => {});
     this.pipeOutput(child, 'stdout');
     this.pipeOutput(child, 'stderr');
     child.once('exit', (code, signal) => {
-      const exit = { code, signal };
+      const exit: GuestExit =
+        this.violation === undefined ? { code, signal } : { code, signal, violation: this.violation };
       this.exitInfo = exit;
       const error = new GuestCrashedError(exit);
       failReady(error);
@@ -134,6 +164,17 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
         return;
       }
       this.bindWaiter = resolve;
+      // Bound from here on by the function's own limits: a response or an error up to its maxBody, a call
+      // (a state value, ctx.invoke's event) up to that or the state store's limit, whichever is larger.
+      const maxBody = message.maxBodyBytes;
+      const resultNote = `limits.maxBody is ${maxBody} bytes, plus ${CONTROL_FRAME_BYTES} for the status and headers`;
+      this.decoder.setLimit(FrameType.Result, maxBody + CONTROL_FRAME_BYTES, resultNote);
+      this.decoder.setLimit(FrameType.Error, maxBody + CONTROL_FRAME_BYTES, resultNote);
+      this.decoder.setLimit(
+        FrameType.Call,
+        Math.max(maxBody, MIN_CALL_BYTES) + CONTROL_FRAME_BYTES,
+        'limits.maxBody or 4 MiB, whichever is larger, plus 1 MiB',
+      );
       this.write(FrameType.Bind, 0, message);
     });
   }
@@ -196,6 +237,17 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     if (this.exitInfo === undefined) this.write(FrameType.Shutdown, 0, undefined);
   }
 
+  /**
+   * Ends a guest that broke the protocol: it is not read any further (an oversized frame is never
+   * buffered), and its in-flight invocations fail with `reason`.
+   */
+  private violate(reason: string): void {
+    if (this.violation !== undefined || this.exitInfo !== undefined) return;
+    this.violation = reason;
+    this.channel.pause();
+    this.kill('SIGKILL');
+  }
+
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
     if (this.exitInfo !== undefined) return;
     try {
@@ -232,10 +284,17 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   };
 
   private onFrame(frame: Frame, markReady: (info: { runtime: string; pid: number }) => void): void {
+    // Frames after a violation in the same read are not believed either.
+    if (this.violation !== undefined) return;
     switch (frame.type) {
       case FrameType.Result: {
         const callback = this.pending.take(frame.id);
         if (callback === undefined) return;
+        // The decoder checked the meta (checkResult): a string says what made the response invalid.
+        if (typeof frame.meta === 'string') {
+          callback(new InvalidResponseError(frame.meta), undefined);
+          return;
+        }
         const [status, headers] = frame.meta as ResultWire;
         callback(undefined, { ok: true, status, headers, body: frame.body });
         return;
@@ -243,7 +302,7 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
       case FrameType.Error: {
         const callback = this.pending.take(frame.id);
         if (callback === undefined) return;
-        callback(undefined, { ok: false, error: frame.meta as ErrorMeta });
+        callback(undefined, { ok: false, error: errorMeta(frame.meta) });
         return;
       }
       case FrameType.Log:
@@ -287,7 +346,7 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
       }
       default:
         // An unknown frame means a guest from another version or a corrupt stream.
-        this.kill('SIGKILL');
+        this.violate(`it sent a frame of unknown type ${frame.type}`);
     }
   }
 
@@ -298,4 +357,17 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     source.setEncoding('utf8');
     source.on('data', (text: string) => this.emit('log', { seq: -1, stream, text }));
   }
+}
+
+/** An Error frame's meta as the platform may use it: the guest may have written anything there. */
+function errorMeta(meta: unknown): ErrorMeta {
+  const { type, message, stack } = (typeof meta === 'object' && meta !== null ? meta : {}) as Record<
+    string,
+    unknown
+  >;
+  return {
+    type: typeof type === 'string' ? type : 'Error',
+    message: typeof message === 'string' ? message : String(message),
+    ...(typeof stack === 'string' ? { stack } : {}),
+  };
 }

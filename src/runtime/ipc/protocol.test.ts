@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { type Frame, FrameDecoder, FrameType, FrameWriter, writePlainJson } from './protocol.js';
+import {
+  CONTROL_FRAME_BYTES,
+  checkResult,
+  type Frame,
+  FrameDecoder,
+  FrameType,
+  FrameWriter,
+  writePlainJson,
+} from './protocol.js';
 
 function roundTrip(chunks: (data: Buffer) => Buffer[]): Frame[] {
   const writer = new FrameWriter();
@@ -127,5 +135,95 @@ describe('instance wire protocol', () => {
     expect(metas[1]).toBe(metas[0]);
     expect(Object.isFrozen(metas[0])).toBe(true);
     expect(Object.isFrozen((metas[0] as unknown[])[1])).toBe(true);
+  });
+
+  it('refuses a frame longer than its type allows from its first five bytes, before buffering it', () => {
+    const decoder = new FrameDecoder(() => {});
+    decoder.setLimit(FrameType.Result, 7 * 1024 * 1024, 'limits.maxBody is 6 MiB, plus 1 MiB');
+    const header = Buffer.alloc(5);
+    header.writeUInt32BE(9 + 900 * 1024 * 1024, 0);
+    header[4] = FrameType.Result;
+    decoder.push(header.subarray(0, 3));
+    expect(() => decoder.push(header.subarray(3))).toThrow(
+      `it sent a Result frame of ${9 + 900 * 1024 * 1024} bytes; at most ${7 * 1024 * 1024} bytes are accepted (limits.maxBody is 6 MiB, plus 1 MiB)`,
+    );
+    // Log and instance-level frames have the small cap whatever the function's limits.
+    const log = Buffer.alloc(5);
+    log.writeUInt32BE(CONTROL_FRAME_BYTES + 1, 0);
+    log[4] = FrameType.Log;
+    expect(() => new FrameDecoder(() => {}).push(log)).toThrow(/Log frame of 1048577 bytes/);
+  });
+
+  it('reads a large frame arriving in socket-sized pieces into one buffer, and what follows it', () => {
+    const writer = new FrameWriter();
+    const big = Buffer.alloc(3 * 1024 * 1024 + 7);
+    for (let i = 0; i < big.length; i++) big[i] = i % 251;
+    writer.add(FrameType.Result, 1, [200, ['content-type', 'application/octet-stream']], big);
+    writer.add(FrameType.Log, 2, 1, Buffer.from('after'));
+    const data = writer.take();
+    if (data === undefined) throw new Error('nothing written');
+    const frames: Frame[] = [];
+    const decoder = new FrameDecoder((frame) => frames.push(frame));
+    decoder.setLimit(FrameType.Result, 4 * 1024 * 1024, '');
+    for (let offset = 0; offset < data.length; offset += 65536)
+      decoder.push(data.subarray(offset, offset + 65536));
+    expect(frames.map((f) => f.type)).toEqual([FrameType.Result, FrameType.Log]);
+    expect(frames[0]?.body.equals(big)).toBe(true);
+    expect(frames[1]?.body.toString()).toBe('after');
+  });
+
+  it('lower-cases response header names and drops framing and hop-by-hop headers in any case', () => {
+    expect(
+      checkResult([
+        201,
+        [
+          'Content-Type',
+          'text/plain',
+          'Transfer-Encoding',
+          'chunked',
+          'CONTENT-LENGTH',
+          '5',
+          'Connection',
+          'close',
+          'Keep-Alive',
+          'timeout=5',
+          'Upgrade',
+          'h2c',
+          'Trailer',
+          'x',
+          'TE',
+          'trailers',
+          'Proxy-Connection',
+          'keep-alive',
+          'Set-Cookie',
+          'a=1',
+          'set-cookie',
+          'b=2',
+          'X-Count',
+          5,
+        ],
+      ]),
+    ).toEqual([
+      201,
+      ['content-type', 'text/plain', 'set-cookie', 'a=1', 'set-cookie', 'b=2', 'x-count', '5'],
+    ]);
+  });
+
+  it('says what is wrong with a response it refuses', () => {
+    expect(checkResult([200, ['X Bad', 'v']])).toMatch(/^header name "X Bad" is not a valid HTTP token$/);
+    expect(checkResult([200, ['x:y', 'v']])).toMatch(/not a valid HTTP token/);
+    expect(checkResult([200, ['', 'v']])).toMatch(/not a valid HTTP token/);
+    expect(checkResult([200, ['x', 'a\r\nset-cookie: s=1']])).toMatch(
+      /^header x has a value that is not valid in HTTP/,
+    );
+    expect(checkResult([200, ['x', 'nul\u0000']])).toMatch(/header x has a value/);
+    expect(checkResult([200, ['x', '\u010a']])).toMatch(/header x has a value/);
+    expect(checkResult([200, ['x', { an: 'object' }]])).toMatch(/header x has a value/);
+    expect(checkResult([200, ['x']])).toMatch(/pairs/);
+    expect(checkResult([101, []])).toMatch(/^status 101 is not an integer from 200 to 599$/);
+    expect(checkResult(['200', []])).toMatch(/status "200"/);
+    expect(checkResult({ status: 200 })).toMatch(/not \[status, headers\]/);
+    // Tabs and Latin-1 text are valid in a value, as node:http has them.
+    expect(checkResult([200, ['x', 'caf\u00e9\tok']])).toEqual([200, ['x', 'caf\u00e9\tok']]);
   });
 });

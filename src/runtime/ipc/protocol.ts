@@ -164,32 +164,73 @@ function numberText(value: number): string {
 /** Below Node's pool threshold (poolSize / 2), so a fresh writer buffer is a slice of the shared pool. */
 const WRITER_CHUNK = 4095;
 
-/** Largest frame a guest may send; a bigger length prefix means the stream is corrupt. */
-export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;
+/**
+ * Largest instance-level or log frame a guest may send, and what a Result frame may add to its body for the
+ * status and headers. A guest is untrusted: every frame is bounded before its bytes are kept (issue 21).
+ */
+export const CONTROL_FRAME_BYTES = 1024 * 1024;
+
+/** Frames from this size up are read into one buffer allocated at their announced length, not gathered and joined. */
+const LARGE_FRAME_BYTES = 256 * 1024;
+
+/** A guest broke the wire protocol: the stream cannot be trusted any further. */
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+export const FRAME_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(FrameType).map(([name, type]) => [type, name]),
+);
 
 /**
  * Incremental decoder. Chunks arrive at socket granularity; a frame may span many chunks or a chunk
- * hold many frames. Pending chunks are concatenated only when a frame actually spans them.
+ * hold many frames. Pending chunks are concatenated only when a frame actually spans them. Each frame
+ * type has a largest length (`setLimit`), checked as soon as a frame's first 5 bytes are in, so an
+ * oversized frame costs at most one socket read of buffering.
  */
 export class FrameDecoder {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   /** Bytes the pending data must reach before a frame can complete. */
   private needed = 0;
+  /** A large frame being filled in place, and how much of it has arrived. */
+  private partial: Buffer | undefined;
+  private filled = 0;
+  private readonly limits: number[] = new Array<number>(256).fill(CONTROL_FRAME_BYTES);
+  private readonly limitNotes: string[] = new Array<string>(256).fill('');
 
   /**
-   * The last Result meta, as bytes and as its parsed value. A function answers with the same status and
-   * headers nearly every time, so the JSON is parsed once and the value (frozen: it is shared) reused while
-   * the bytes stay the same: a comparison instead of a decode and a parse per response.
+   * The last Result meta, as bytes and as its checked value. A function answers with the same status and
+   * headers nearly every time, so the JSON is parsed and checked once and the value (frozen: it is shared)
+   * reused while the bytes stay the same: a comparison instead of a decode, a parse and a check per response.
    */
   private lastResultBytes: Buffer | undefined;
   private lastResult: unknown;
 
   constructor(private readonly onFrame: (frame: Frame) => void) {}
 
+  /** The largest length (everything after the length field) a frame of `type` may announce; `note` says why. */
+  setLimit(type: FrameType, bytes: number, note: string): void {
+    this.limits[type] = bytes;
+    this.limitNotes[type] = note;
+  }
+
   push(chunk: Buffer): void {
     let buffer = chunk;
-    if (this.pendingBytes > 0) {
+    const partial = this.partial;
+    if (partial !== undefined) {
+      const take = Math.min(chunk.length, partial.length - this.filled);
+      chunk.copy(partial, this.filled, 0, take);
+      this.filled += take;
+      if (this.filled < partial.length) return;
+      this.partial = undefined;
+      this.decode(partial);
+      if (take === chunk.length) return;
+      buffer = chunk.subarray(take);
+    } else if (this.pendingBytes > 0) {
       this.pending.push(chunk);
       this.pendingBytes += chunk.length;
       if (this.pendingBytes < this.needed) return;
@@ -197,21 +238,34 @@ export class FrameDecoder {
       this.pending = [];
       this.pendingBytes = 0;
     }
+    this.decode(buffer);
+  }
+
+  /** Emits every whole frame in `buffer` and keeps the rest for the next chunk. */
+  private decode(buffer: Buffer): void {
     let offset = 0;
-    while (buffer.length - offset >= 4) {
+    while (buffer.length - offset >= 5) {
       const length = buffer.readUInt32BE(offset);
-      if (length < 9 || length > MAX_FRAME_BYTES) throw new Error(`corrupt frame length ${length}`);
+      const type = buffer.readUInt8(offset + 4);
+      if (length < 9) throw new ProtocolError(`corrupt frame length ${length}`);
+      if (length > (this.limits[type] as number)) throw this.tooLarge(type, length);
       const end = offset + 4 + length;
       if (end > buffer.length) break;
       const metaLength = buffer.readUInt32BE(offset + 9);
       const metaStart = offset + HEADER_BYTES;
       const bodyStart = metaStart + metaLength;
-      if (bodyStart > end) throw new Error('corrupt frame meta length');
-      const type = buffer.readUInt8(offset + 4);
-      const meta =
-        type === FrameType.Result
-          ? this.resultMeta(buffer, metaStart, bodyStart)
-          : parseMeta(buffer, metaStart, bodyStart);
+      if (bodyStart > end) throw new ProtocolError('corrupt frame meta length');
+      let meta: unknown;
+      try {
+        meta =
+          type === FrameType.Result
+            ? this.resultMeta(buffer, metaStart, bodyStart)
+            : parseMeta(buffer, metaStart, bodyStart);
+      } catch (error) {
+        throw new ProtocolError(
+          `a ${FRAME_NAMES[type] ?? `type ${type}`} frame's meta is not JSON (${(error as Error).message})`,
+        );
+      }
       this.onFrame({
         type,
         id: buffer.readUInt32BE(offset + 5),
@@ -220,23 +274,91 @@ export class FrameDecoder {
       });
       offset = end;
     }
-    if (offset < buffer.length) {
-      const rest = buffer.subarray(offset);
-      this.pending = [rest];
-      this.pendingBytes = rest.length;
-      this.needed = rest.length >= 4 ? rest.readUInt32BE(0) + 4 : 4;
+    if (offset === buffer.length) return;
+    const rest = buffer.subarray(offset);
+    const total = rest.length >= 5 ? rest.readUInt32BE(0) + 4 : 5;
+    if (total >= LARGE_FRAME_BYTES) {
+      // Checked against the limit above; the pages are touched only as the bytes arrive.
+      this.partial = Buffer.allocUnsafe(total);
+      rest.copy(this.partial);
+      this.filled = rest.length;
+      return;
     }
+    this.pending = [rest];
+    this.pendingBytes = rest.length;
+    this.needed = total;
+  }
+
+  private tooLarge(type: number, length: number): ProtocolError {
+    const name = FRAME_NAMES[type] ?? `type ${type}`;
+    const note = this.limitNotes[type];
+    return new ProtocolError(
+      `it sent a ${name} frame of ${length} bytes; at most ${this.limits[type]} bytes are accepted` +
+        (note === '' || note === undefined ? '' : ` (${note})`),
+    );
   }
 
   private resultMeta(buffer: Buffer, start: number, end: number): unknown {
     const last = this.lastResultBytes;
     if (last !== undefined && last.length === end - start && last.compare(buffer, start, end) === 0)
       return this.lastResult;
-    const meta = parseMeta(buffer, start, end);
+    const meta = checkResult(parseMeta(buffer, start, end));
     this.lastResultBytes = Buffer.from(buffer.subarray(start, end));
     this.lastResult = deepFreeze(meta);
     return meta;
   }
+}
+
+/**
+ * Response headers that describe the connection or the message's framing, never the response: the
+ * platform frames every response itself, so a function's copy, in any letter case, would split it.
+ */
+export const FRAMING_HEADERS: ReadonlySet<string> = new Set([
+  'connection',
+  'content-length',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** RFC 9110 `token`: what a field name may be made of. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** What a field value may not hold: CR, LF, NUL and other controls but tab, and anything past one byte. */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * A Result meta as the platform may use it, or a string saying what is wrong with it. The guest is
+ * untrusted (it can write frames on fd 3 itself, past the bootstrap): names are lower-cased, framing and
+ * hop-by-hop headers are dropped whatever their case, and a name that is not a token, a value with CR, LF
+ * or NUL, or a status outside 200-599 makes the whole response invalid (502, as node:http's own check did). Numbers are taken as their text,
+ * as a Python handler's `{"X-Count": 5}` means.
+ */
+export function checkResult(meta: unknown): ResultWire | string {
+  if (!Array.isArray(meta) || meta.length < 2 || !Array.isArray(meta[1]))
+    return 'its meta is not [status, headers]';
+  const status: unknown = meta[0];
+  if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599)
+    return `status ${JSON.stringify(status)} is not an integer from 200 to 599`;
+  const raw = meta[1] as unknown[];
+  if (raw.length % 2 !== 0) return 'its headers are not [name, value, ...] pairs';
+  const headers: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    let value = raw[i + 1];
+    if (typeof name !== 'string' || !TOKEN.test(name))
+      return `header name ${JSON.stringify(name)} is not a valid HTTP token`;
+    if (typeof value === 'number' || typeof value === 'boolean') value = String(value);
+    if (typeof value !== 'string' || BAD_VALUE.test(value))
+      return `header ${name} has a value that is not valid in HTTP (${JSON.stringify(value)})`;
+    const lower = name.toLowerCase();
+    if (!FRAMING_HEADERS.has(lower)) headers.push(lower, value);
+  }
+  return [status, headers];
 }
 
 function parseMeta(buffer: Buffer, start: number, end: number): unknown {
@@ -264,6 +386,8 @@ export interface BindMessage {
   readonly eventFormat: 'hearth' | 'lambda' | 'auto';
   readonly memoryMiB: number;
   readonly timeoutMs: number;
+  /** limits.maxBody: the largest response body the host accepts; the guest refuses a larger one itself. */
+  readonly maxBodyBytes: number;
 }
 
 export interface BoundMessage {

@@ -43,6 +43,8 @@ interface Bind {
   eventFormat: 'hearth' | 'lambda' | 'auto';
   memoryMiB: number;
   timeoutMs: number;
+  /** limits.maxBody: the host ends a guest whose response is larger, so a larger one is refused here. */
+  maxBodyBytes?: number;
 }
 
 /** Invoke frames carry their meta positionally (see InvokeWire in src/runtime/ipc/protocol.ts). */
@@ -144,13 +146,25 @@ function writerSeq(): number {
   return 0;
 }
 
+/**
+ * The host takes log frames of up to 1 MiB and keeps 16 KiB of a record, so a longer write is cut (between
+ * characters) rather than sent whole: one write stays one record, as it always was.
+ */
+const LOG_MAX = 512 * 1024;
+
+function clipLog(bytes: Buffer): Buffer {
+  let end = LOG_MAX;
+  while (end > 0 && ((bytes[end] as number) & 0xc0) === 0x80) end -= 1;
+  return Buffer.concat([bytes.subarray(0, end), Buffer.from(`… [truncated ${bytes.length - end} bytes]\n`)]);
+}
+
 function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
   stream.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
     const bytes =
       typeof chunk === 'string'
         ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
         : Buffer.from(chunk);
-    send(T_LOG, writerSeq(), tag, bytes);
+    send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
     const done = typeof encoding === 'function' ? encoding : callback;
     if (typeof done === 'function') process.nextTick(done as () => void);
     return true;
@@ -190,6 +204,7 @@ function settleCall(id: number, [ok, value]: [boolean, unknown]): void {
 let handler: Handler | undefined;
 let boundInfo: FunctionInfo | undefined;
 let lambdaFormat = false;
+let maxBodyBytes = Number.POSITIVE_INFINITY;
 
 function moduleFile(codeDir: string, modulePath: string): string | undefined {
   const base = resolve(codeDir, modulePath);
@@ -284,6 +299,7 @@ async function onBind(bind: Bind): Promise<void> {
     const loaded = await loadHandler(bind);
     handler = loaded.fn;
     boundInfo = functionInfo(bind);
+    maxBodyBytes = bind.maxBodyBytes ?? Number.POSITIVE_INFINITY;
     lambdaFormat = bind.eventFormat === 'lambda' || (bind.eventFormat === 'auto' && loaded.commonJsNamed);
     send(T_BOUND, 0, { ok: true, eventFormat: lambdaFormat ? 'lambda' : 'hearth' });
   } catch (error) {
@@ -624,9 +640,9 @@ function toResponse(value: unknown): HttpResult | Promise<HttpResult> {
       isBase64Encoded?: boolean;
     };
     const status = Number(shaped.statusCode);
-    if (!Number.isInteger(status) || status < 100 || status > 599) {
+    if (!Number.isInteger(status) || status < 200 || status > 599) {
       throw Object.assign(
-        new Error(`statusCode must be an integer from 100 to 599, got ${JSON.stringify(shaped.statusCode)}`),
+        new Error(`statusCode must be an integer from 200 to 599, got ${JSON.stringify(shaped.statusCode)}`),
         { name: 'InvalidResponse' },
       );
     }
@@ -682,15 +698,20 @@ function userStack(stack: string): string {
     .join('\n');
 }
 
+/** An error's text is kept to 64 KiB: the host bounds the frames it reads and ends a guest past them. */
+function clip(text: string): string {
+  return text.length <= 65536 ? text : `${text.slice(0, 65536)}… (${text.length - 65536} more characters)`;
+}
+
 function describe(error: unknown): { type: string; message: string; stack?: string } {
   if (error instanceof Error) {
     return {
-      type: error.name,
-      message: error.message,
-      ...(error.stack === undefined ? {} : { stack: userStack(error.stack) }),
+      type: clip(String(error.name)),
+      message: clip(String(error.message)),
+      ...(error.stack === undefined ? {} : { stack: clip(userStack(error.stack)) }),
     };
   }
-  return { type: typeof error, message: String(error) };
+  return { type: typeof error, message: clip(String(error)) };
 }
 
 function call(fn: Handler, event: unknown, ctx: unknown): unknown {
@@ -731,6 +752,13 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
     const result = await pendingResult;
     const converted = toResponse(result);
     const response = converted instanceof Promise ? await converted : converted;
+    if (response.body.length > maxBodyBytes)
+      throw Object.assign(
+        new Error(
+          `the response body is ${response.body.length} bytes; limits.maxBody allows at most ${maxBodyBytes}`,
+        ),
+        { name: 'ResponseTooLarge' },
+      );
     send(T_RESULT, id, [response.status, flatHeaders(response.headers)], response.body);
   } catch (error) {
     send(T_ERROR, id, describe(error));

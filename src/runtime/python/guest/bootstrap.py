@@ -126,6 +126,9 @@ class HostCalls:
 host_calls = HostCalls()
 
 
+LOG_MAX = 512 * 1024
+
+
 class LogStream:
     """Replaces sys.stdout/sys.stderr: whole lines go to the host tagged with the current invocation."""
 
@@ -142,13 +145,24 @@ class LogStream:
         if "\n" in self.pending:
             cut = self.pending.rindex("\n") + 1
             chunk, self.pending = self.pending[:cut], self.pending[cut:]
-            send(T_LOG, current_invocation.get(), self.tag, chunk.encode("utf-8", "replace"))
+            self.send(chunk)
         return len(text)
+
+    def send(self, text):
+        # The host takes log frames of up to 1 MiB and keeps 16 KiB of a record, so a longer write is cut
+        # (between characters) rather than sent whole: one write stays one record, as it always was.
+        data = text.encode("utf-8", "replace")
+        if len(data) > LOG_MAX:
+            end = LOG_MAX
+            while end > 0 and data[end] & 0xC0 == 0x80:
+                end -= 1
+            data = data[:end] + f"… [truncated {len(data) - end} bytes]\n".encode()
+        send(T_LOG, current_invocation.get(), self.tag, data)
 
     def flush(self):
         if self.pending:
             chunk, self.pending = self.pending, ""
-            send(T_LOG, current_invocation.get(), self.tag, chunk.encode("utf-8", "replace"))
+            self.send(chunk)
 
     def isatty(self):
         return False
@@ -166,11 +180,16 @@ def user_frames(tb):
     return traceback.StackSummary.from_list(frames)
 
 
+def clip(text):
+    """An error's text is kept to 64 KiB: the host bounds the frames it reads and ends a guest past them."""
+    return text if len(text) <= 65536 else f"{text[:65536]}… ({len(text) - 65536} more characters)"
+
+
 def describe(error):
     lines = ["Traceback (most recent call last):\n"] if error.__traceback__ else []
     lines += user_frames(error.__traceback__).format()
     lines += traceback.format_exception_only(type(error), error)
-    return {"type": type(error).__name__, "message": str(error), "stack": "".join(lines)}
+    return {"type": type(error).__name__, "message": clip(str(error)), "stack": clip("".join(lines))}
 
 
 def derived_traceparent(invocation_id):
@@ -388,8 +407,8 @@ def lambda_event(meta, body):
 def to_response(value):
     if isinstance(value, dict) and "statusCode" in value:
         status = value["statusCode"]
-        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-            raise ValueError(f"statusCode must be an integer from 100 to 599, got {status!r}")
+        if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+            raise ValueError(f"statusCode must be an integer from 200 to 599, got {status!r}")
         headers = {str(k).lower(): str(v) for k, v in (value.get("headers") or {}).items() if v is not None}
         for name, values in (value.get("multiValueHeaders") or {}).items():
             headers[str(name).lower()] = [str(v) for v in values]
@@ -431,7 +450,9 @@ def arity(fn):
 
 class Function:
     def __init__(self, bound):
+        global max_body_bytes
         self.bound = bound
+        max_body_bytes = bound.get("maxBodyBytes")
         os.environ.clear()
         os.environ.update(bound["env"])
         os.environ.update(
@@ -493,8 +514,18 @@ def invoke_from_wire(wire):
     return dict(zip(INVOKE_FIELDS, wire))
 
 
+class ResponseTooLarge(Exception):
+    pass
+
+
+# limits.maxBody, from the Bind frame: the host ends a guest whose response is larger, so it is refused here.
+max_body_bytes = None
+
+
 def reply(ident, value):
     status, headers, body = to_response(value)
+    if max_body_bytes is not None and len(body) > max_body_bytes:
+        raise ResponseTooLarge(f"the response body is {len(body)} bytes; limits.maxBody allows at most {max_body_bytes}")
     send(T_RESULT, ident, [status, flat_headers(headers)], body)
 
 
