@@ -4,7 +4,7 @@
  */
 
 import { HearthError, invalidField } from '../../domain/errors.js';
-import { parseJsonBody, readBody, sendJson } from '../../gateway/index.js';
+import { readJsonBody, sendJson } from '../../gateway/index.js';
 import type { EventsApi } from '../events/index.js';
 import type { ApiContext } from './context.js';
 import { dlqRoutes } from './dlq.js';
@@ -73,7 +73,7 @@ export function gatewayRoutes(context: ApiContext): Route[] {
       handle: async (request) => {
         const ref = gatewayRef(request);
         const events = eventsOf(context);
-        const manifest = parseJsonBody(await readBody(request.req, MAX_MANIFEST_BYTES));
+        const manifest = await readJsonBody(request.req, MAX_MANIFEST_BYTES);
         const outcome = await events.gateways.apply(ref.namespace, ref.name, manifest);
         sendJson(request.res, 200, {
           unchanged: outcome.unchanged,

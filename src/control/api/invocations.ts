@@ -2,7 +2,7 @@
 
 import { HearthError, invalidField } from '../../domain/errors.js';
 import { sendJson } from '../../gateway/index.js';
-import type { MessageState } from '../../queue/index.js';
+import type { MessageState, Queue } from '../../queue/index.js';
 import { toInvocationRecord } from '../events/index.js';
 import type { ApiContext } from './context.js';
 import { eventsOf } from './gateways.js';
@@ -10,7 +10,22 @@ import type { Route } from './router.js';
 
 const STATES: readonly MessageState[] = ['queued', 'running', 'succeeded', 'failed', 'dead'];
 
-export function listFilter(query: URLSearchParams, state?: MessageState) {
+/**
+ * The list filter of `?function=&namespace=&state=&source=&limit=&before=`. `before` is a cursor: the id of
+ * a listed message; one the queue does not know would silently list nothing, so it is refused (400).
+ */
+export async function listFilter(queue: Queue, query: URLSearchParams, state?: MessageState) {
+  const filter = parseListQuery(query, state);
+  if (filter.before !== undefined && (await queue.get(filter.before)) === undefined)
+    throw invalidField(
+      'before',
+      filter.before,
+      'the id of an invocation from an earlier page (it may have passed its retention window)',
+    );
+  return filter;
+}
+
+function parseListQuery(query: URLSearchParams, state?: MessageState) {
   const fn = query.get('function') ?? undefined;
   const namespace = query.get('namespace') ?? 'default';
   const limitText = query.get('limit');
@@ -36,7 +51,8 @@ export function invocationRoutes(context: ApiContext): Route[] {
       path: '/api/v1/invocations',
       summary: 'List async invocations, newest first (?function=&namespace=&state=&limit=&before=)',
       handle: async ({ res, query }) => {
-        const items = await eventsOf(context).queue.list(listFilter(query));
+        const queue = eventsOf(context).queue;
+        const items = await queue.list(await listFilter(queue, query));
         sendJson(res, 200, { items: items.map(toInvocationRecord) });
       },
     },

@@ -141,16 +141,22 @@ export class GatewayService {
     const current = this.options.store.getGateway(namespace, name);
     if (current !== undefined && JSON.stringify(current.manifest) === JSON.stringify(manifest))
       return { unchanged: true, gateway: current };
-    // Every check before any change. An extra port that is taken does not refuse the gateway: its routes
-    // are served on the platform's port regardless, and `describe gateway` shows the port's error.
+    // Every check before any change. An `http.port` that cannot be bound (in use) refuses the apply with
+    // the old gateway and its listeners untouched: "configured" must mean listening (issue 19). Only a
+    // restart keeps a gateway whose port is taken, with the error in `describe gateway`.
     this.options.traffic.check(manifest, namespace);
-    const stored = this.options.store.putGateway(namespace, name, manifest);
-    await this.options.listeners.ensure(id(namespace, name), httpPorts(manifest), false);
-    for (const listener of this.options.listeners.status(id(namespace, name)))
-      if (listener.error !== null)
-        this.options.warn(
-          `gateway ${namespace}/${name}: not listening on port ${listener.port}: ${listener.error}`,
-        );
+    await this.options.listeners.ensure(id(namespace, name), httpPorts(manifest), true);
+    let stored: StoredGateway;
+    try {
+      stored = this.options.store.putGateway(namespace, name, manifest);
+    } catch (error) {
+      await this.options.listeners.ensure(
+        id(namespace, name),
+        current === undefined ? [] : httpPorts(current.manifest),
+        false,
+      );
+      throw error;
+    }
     this.options.traffic.setGateway(manifest, namespace);
     this.applyCaps();
     void this.options.triggers.syncGateway(namespace, name, manifest);
