@@ -299,9 +299,9 @@ function expectationOf(issue: z.core.$ZodIssue): string {
     case 'invalid_type':
       return ours ? issue.message : (TYPE_NAMES[issue.expected] ?? `a value of type ${issue.expected}`);
     case 'too_small':
-      return `at least ${String(issue.minimum)}${UNITS[issue.origin] ?? ''}`;
+      return `at least ${counted(issue.minimum, issue.origin)}`;
     case 'too_big':
-      return `at most ${String(issue.maximum)}${UNITS[issue.origin] ?? ''}`;
+      return `at most ${counted(issue.maximum, issue.origin)}`;
     case 'invalid_format':
       return ours ? issue.message : `the format ${issue.format}`;
     case 'invalid_value':
@@ -347,11 +347,17 @@ const TYPE_NAMES: Readonly<Record<string, string>> = {
 };
 
 const UNITS: Readonly<Record<string, string>> = {
-  string: ' characters',
-  array: ' items',
-  set: ' items',
-  file: ' bytes',
+  string: 'character',
+  array: 'item',
+  set: 'item',
+  file: 'byte',
 };
+
+function counted(bound: number | bigint, origin: string): string {
+  const unit = UNITS[origin];
+  if (unit === undefined) return String(bound);
+  return `${String(bound)} ${unit}${Number(bound) === 1 ? '' : 's'}`;
+}
 
 function valueAt(input: unknown, path: readonly string[]): unknown {
   let current: unknown = input;

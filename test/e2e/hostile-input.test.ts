@@ -9,6 +9,7 @@ import { connect, createServer, type Server } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   api,
+  deployArchive,
   deployFolder,
   eventually,
   FIXTURES,
@@ -16,6 +17,8 @@ import {
   getFunction,
   type Hearth,
   invoke,
+  makeFolder,
+  packFolder,
   stackTraceIn,
   startHearth,
 } from '../support/hearth.js';
@@ -118,6 +121,22 @@ describe('JSON nested 100,000 deep', () => {
     const body = expectError(answer, 400, 'HEARTH_E_VALIDATION', ['ids']);
     expect(String(body.error.details?.value).length).toBeLessThanOrEqual(200);
     expect(answer.text.length).toBeLessThan(1000);
+  });
+});
+
+describe('a hearth.yaml nested 100,000 deep', () => {
+  it('is refused with 400 saying so, in our words', async () => {
+    const folder = await makeFolder({
+      'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: yaml-deep }\nspec: { runtime: node20, env: ${'['.repeat(100_000)}${']'.repeat(100_000)} }\n`,
+      'index.mjs': 'export default async () => "ok";\n',
+    });
+    try {
+      const answer = await deployArchive(hearth.url, await packFolder(folder.dir), { name: 'yaml-deep' });
+      expectError(answer, 400, 'HEARTH_E_VALIDATION', ['hearth.yaml', 'nested too deeply']);
+      expect(answer.text).not.toContain('call stack');
+    } finally {
+      await folder.cleanup();
+    }
   });
 });
 
