@@ -4,7 +4,7 @@ import { HearthError, invalidField } from '../../domain/errors.js';
 import { sendJson } from '../../gateway/index.js';
 import type { MessageState, Queue } from '../../queue/index.js';
 import { toInvocationRecord } from '../events/index.js';
-import type { ApiContext } from './context.js';
+import { type ApiContext, namespaceFilter } from './context.js';
 import { eventsOf } from './gateways.js';
 import type { Route } from './router.js';
 
@@ -27,7 +27,9 @@ export async function listFilter(queue: Queue, query: URLSearchParams, state?: M
 
 function parseListQuery(query: URLSearchParams, state?: MessageState) {
   const fn = query.get('function') ?? undefined;
-  const namespace = query.get('namespace') ?? 'default';
+  const namespace = namespaceFilter(query.get('namespace')) ?? 'default';
+  if (fn !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(fn))
+    throw invalidField('function', fn, 'a function name (a lower-case DNS label)');
   const limitText = query.get('limit');
   const limit = limitText === null ? 100 : Number(limitText);
   if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
