@@ -202,6 +202,10 @@ function write(value: unknown, out: { text: string }, max: number): void {
     out.text += typeof value === 'bigint' ? String(value) : (JSON.stringify(value) ?? String(value));
     return;
   }
+  if (value instanceof Date) {
+    out.text += JSON.stringify(value) ?? 'null';
+    return;
+  }
   if (Array.isArray(value)) {
     out.text += '[';
     for (let i = 0; i < value.length && out.text.length <= max; i++) {
