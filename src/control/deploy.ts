@@ -192,13 +192,9 @@ export class Deployer {
         /^Maximum call stack size exceeded/,
         'nested too deeply',
       );
-      throw new HearthError(
-        'HEARTH_E_VALIDATION',
-        `${MANIFEST_FILE}: not valid YAML (${reason})`,
-        {
-          details: { field: MANIFEST_FILE, value: null, expected: 'valid YAML' },
-        },
-      );
+      throw new HearthError('HEARTH_E_VALIDATION', `${MANIFEST_FILE}: not valid YAML (${reason})`, {
+        details: { field: MANIFEST_FILE, value: null, expected: 'valid YAML' },
+      });
     }
     const manifest = this.validate(ref, parsed, MANIFEST_FILE, options.adjust);
     const spec = resolveSpec(manifest.spec);
