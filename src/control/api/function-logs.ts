@@ -70,8 +70,8 @@ function parseLogQuery(namespace: string, name: string, params: URLSearchParams)
   }
   const limitText = params.get('limit');
   const limit = limitText === null ? DEFAULT_LIMIT : Number(limitText);
-  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT)
-    throw invalidField('limit', limitText, `an integer from 1 to ${MAX_LIMIT}`);
+  if (!/^\d{1,5}$/.test(limitText ?? '1') || !Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT)
+    throw invalidField('limit', limitText, `a whole number from 1 to ${MAX_LIMIT}`);
   const afterText = params.get('after');
   const after = afterText === null ? undefined : Number(afterText);
   // Record ids count up from 1; "-5", "1e3" or "" would quietly mean "from the start".

@@ -32,7 +32,7 @@ function parseListQuery(query: URLSearchParams, state?: MessageState) {
     throw invalidField('function', fn, 'a function name (a lower-case DNS label)');
   const limitText = query.get('limit');
   const limit = limitText === null ? 100 : Number(limitText);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
+  if (!/^\d{1,5}$/.test(limitText ?? '100') || !Number.isInteger(limit) || limit < 1 || limit > 10_000)
     throw invalidField('limit', limitText, 'a whole number from 1 to 10000');
   const given = query.get('state') ?? undefined;
   if (given !== undefined && !(STATES as readonly string[]).includes(given))
