@@ -76,7 +76,10 @@ export function readBody(
  * platform fault: sendError counts it and logs it at debug level (issue 19), and nobody is left to answer.
  */
 export class ClientClosedError extends HearthError {
-  constructor(received: number, declared: number | undefined) {
+  constructor(
+    readonly received: number,
+    declared: number | undefined,
+  ) {
     super(
       'HEARTH_E_BAD_REQUEST',
       `the client closed the connection after ${received}${declared === undefined ? '' : ` of ${declared}`} body bytes`,
@@ -106,7 +109,7 @@ export function clientClosed(error: unknown, req: IncomingMessage | undefined): 
     clientClosedChannel.publish({
       method: req?.method ?? 'GET',
       path: query < 0 ? url : url.slice(0, query),
-      receivedBytes: error instanceof ClientClosedError ? (error.details?.received as number) : undefined,
+      receivedBytes: error instanceof ClientClosedError ? error.received : undefined,
     } satisfies ClientClosedEvent);
   }
   return true;
