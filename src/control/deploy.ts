@@ -393,13 +393,14 @@ export class Deployer {
     try {
       parsed = parseYaml(manifestText);
     } catch (error) {
-      throw new HearthError(
-        'HEARTH_E_VALIDATION',
-        `${MANIFEST_FILE}: not valid YAML (${(error as Error).message.split('\n')[0]})`,
-        {
-          details: { field: MANIFEST_FILE, value: null, expected: 'valid YAML' },
-        },
+      // The YAML parser recurses per level of nesting; a hostile manifest runs it out of stack (issue 19).
+      const reason = ((error as Error).message.split('\n')[0] ?? '').replace(
+        /^Maximum call stack size exceeded/,
+        'nested too deeply',
       );
+      throw new HearthError('HEARTH_E_VALIDATION', `${MANIFEST_FILE}: not valid YAML (${reason})`, {
+        details: { field: MANIFEST_FILE, value: null, expected: 'valid YAML' },
+      });
     }
     const manifest = this.validate(ref, parsed, MANIFEST_FILE, options.adjust);
     const spec = resolveSpec(manifest.spec);

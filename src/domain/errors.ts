@@ -133,7 +133,7 @@ export class HearthError extends Error {
     this.name = 'HearthError';
     this.code = code;
     this.status = ERROR_CATALOGUE[code].status;
-    this.details = options.details;
+    this.details = options.details === undefined ? undefined : boundedDetails(options.details);
     this.retryAfter = options.retryAfter;
     this.headers = options.headers;
   }
@@ -166,8 +166,84 @@ export function invalidField(field: string, value: unknown, expected: string): H
   );
 }
 
+/** The longest `details.value` an error echoes back; a caller's value can be megabytes (issue 19). */
+export const MAX_ECHOED_CHARS = 200;
+
+/** A caller's value in a message: JSON-like text of at most 80 characters, safe for any depth or cycle. */
 export function describeValue(value: unknown): string {
   if (value === undefined) return 'nothing';
-  const text = typeof value === 'string' ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value));
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+  return preview(value, 80);
+}
+
+/**
+ * JSON-like text of `value`, cut to `max` characters (ending "...") when longer. It stops writing once past
+ * the budget, so a value nested 100,000 deep, a cyclic one or a huge one costs at most ~`max` steps and
+ * as many stack frames — where JSON.stringify would overflow the stack or copy megabytes.
+ */
+export function preview(value: unknown, max: number): string {
+  return cut(value, max).text;
+}
+
+function cut(value: unknown, max: number): { text: string; whole: boolean } {
+  const out = { text: '' };
+  write(value, out, max);
+  return out.text.length > max
+    ? { text: `${out.text.slice(0, max - 3)}...`, whole: false }
+    : { text: out.text, whole: true };
+}
+
+function write(value: unknown, out: { text: string }, max: number): void {
+  if (out.text.length > max) return;
+  if (typeof value === 'string') {
+    out.text += JSON.stringify(value.length > max ? value.slice(0, max + 1) : value);
+    return;
+  }
+  if (value === null || typeof value !== 'object') {
+    out.text += typeof value === 'bigint' ? String(value) : (JSON.stringify(value) ?? String(value));
+    return;
+  }
+  if (value instanceof Date) {
+    out.text += JSON.stringify(value) ?? 'null';
+    return;
+  }
+  if (Array.isArray(value)) {
+    out.text += '[';
+    for (let i = 0; i < value.length && out.text.length <= max; i++) {
+      if (i > 0) out.text += ',';
+      write(value[i] === undefined ? null : value[i], out, max);
+    }
+    out.text += ']';
+    return;
+  }
+  out.text += '{';
+  let first = true;
+  for (const key in value) {
+    if (out.text.length > max) break;
+    const inner = (value as Record<string, unknown>)[key];
+    if (!Object.hasOwn(value, key) || inner === undefined) continue;
+    out.text += `${first ? '' : ','}${JSON.stringify(key.length > max ? key.slice(0, max + 1) : key)}:`;
+    first = false;
+    write(inner, out, max);
+  }
+  out.text += '}';
+}
+
+/**
+ * What an error may echo of a caller's value: the value itself when it is short, else its preview (a
+ * string ending "..."). Errors are serialised with JSON.stringify, which must not meet a deep value.
+ */
+export function echoable(value: unknown): unknown {
+  if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean')
+    return value;
+  if (typeof value === 'string')
+    return value.length > MAX_ECHOED_CHARS ? `${value.slice(0, MAX_ECHOED_CHARS - 3)}...` : value;
+  if (typeof value !== 'object') return String(value);
+  const { text, whole } = cut(value, MAX_ECHOED_CHARS);
+  return whole ? value : text;
+}
+
+function boundedDetails(details: ErrorDetails): ErrorDetails {
+  if (!('value' in details)) return details;
+  const value = echoable(details.value);
+  return value === details.value ? details : { ...details, value };
 }

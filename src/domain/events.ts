@@ -107,6 +107,16 @@ export interface DeliveryEvent {
   readonly error: string | undefined;
 }
 
+/** A client closed its connection before its request body ended (the client's doing: debug log, counted). */
+export interface ClientClosedEvent {
+  readonly method: string;
+  /** The request path without its query. */
+  readonly path: string;
+  /** Body bytes that had arrived, when known. */
+  readonly receivedBytes: number | undefined;
+}
+
+export const clientClosedChannel = channel('hearth:client-closed');
 export const rateLimitChannel = channel('hearth:ratelimit');
 export const queueChannel = channel('hearth:queue');
 export const breakerChannel = channel('hearth:breaker');

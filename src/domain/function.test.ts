@@ -73,3 +73,33 @@ describe('Function resource', () => {
     );
   });
 });
+
+describe('validation messages in our words', () => {
+  it('name the bad key of a map and what keys must be', () => {
+    const error = failure({ ...base, spec: { runtime: 'node20', env: { 'BAD-KEY': 'x' } } });
+    expect(error.message).toBe(
+      'hearth.yaml: spec.env: got "BAD-KEY", expected keys that are an environment variable name ([A-Za-z_][A-Za-z0-9_]*) (the key "BAD-KEY" is not)',
+    );
+    expect(error.details).toMatchObject({ field: 'spec.env', value: 'BAD-KEY' });
+  });
+
+  it.each([
+    [{ runtime: 'node20', limits: 'lots' }, 'spec.limits', 'an object'],
+    [{ runtime: 'node20', env: 5 }, 'spec.env', 'an object'],
+    [{ runtime: 'node20', triggers: 5 }, 'spec.triggers', 'a list'],
+    [{ runtime: 'node20', scaling: { min: 1.5 } }, 'spec.scaling.min', 'a whole number'],
+    [{ runtime: 'node20', egress: [] }, 'spec.egress', 'at least 1 item'],
+    [{ runtime: 'node20', handler: '' }, 'spec.handler', 'MODULE or MODULE.EXPORT, e.g. "index.handler"'],
+  ])('%j: %s expects %s', (spec, field, expected) => {
+    const error = failure({ ...base, spec });
+    expect(error.details).toMatchObject({ field, expected });
+    expect(error.message).not.toMatch(/\ba (object|array|record|int)\b|Invalid/);
+  });
+
+  it('lists at most 20 problems, with bounded values', () => {
+    const env = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`bad-${i}`, 'x'.repeat(1000)]));
+    const error = failure({ ...base, spec: { runtime: 'node20', env } });
+    expect(error.details?.problems).toHaveLength(20);
+    expect(error.details?.moreProblems).toBe(30);
+  });
+});

@@ -1,7 +1,7 @@
 /** @module The Function resource: its schema (shared by API and CLI), defaults, and the resolved spec the platform runs. */
 
 import { z } from 'zod';
-import { describeValue, HearthError } from './errors.js';
+import { describeValue, echoable, HearthError } from './errors.js';
 import { rateLimitSchema, triggersSchema } from './triggers.js';
 import { parseBytes, parseCpu, parseDuration } from './units.js';
 
@@ -235,14 +235,28 @@ export interface Problem {
   expected: string;
 }
 
+/** How many problems an error lists; a 10,000-entry list can fail 10,000 times. */
+const MAX_PROBLEMS = 20;
+
 export function validationError(error: z.ZodError, input: unknown, origin: string): HearthError {
   const problems = error.issues.map((issue) => describeIssue(issue, input));
   const first = problems[0] ?? { field: '(root)', value: input, expected: 'a valid resource' };
+  const listed = problems
+    .slice(0, MAX_PROBLEMS)
+    .map((problem) => ({ ...problem, value: echoable(problem.value) }));
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
   return new HearthError(
     'HEARTH_E_VALIDATION',
     `${origin}: ${first.field}: got ${describeValue(first.value)}, expected ${first.expected}${more}`,
-    { details: { field: first.field, value: first.value, expected: first.expected, problems } },
+    {
+      details: {
+        field: first.field,
+        value: first.value,
+        expected: first.expected,
+        problems: listed,
+        ...(problems.length > MAX_PROBLEMS ? { moreProblems: problems.length - MAX_PROBLEMS } : {}),
+      },
+    },
   );
 }
 
@@ -257,6 +271,17 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): Problem {
       expected: `no field "${key}" here (unknown field)`,
     };
   }
+  if (issue.code === 'invalid_key') {
+    // zod puts the key at the end of the path and the reason in the key schema's own issues.
+    const key = path.at(-1) ?? '';
+    const parent = path.slice(0, -1);
+    const reason = issue.issues[0];
+    return {
+      field: parent.length > 0 ? parent.join('.') : '(root)',
+      value: key,
+      expected: `keys that are ${reason === undefined ? 'valid' : expectationOf(reason)} (the key ${JSON.stringify(key)} is not)`,
+    };
+  }
   const field = path.length > 0 ? path.join('.') : '(root)';
   const value = valueAt(input, path);
   if (issue.code === 'invalid_type' && value === undefined)
@@ -264,23 +289,74 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): Problem {
   return { field, value, expected: expectationOf(issue) };
 }
 
+/**
+ * What a field should have been, in our words. zod's own messages ("Invalid input: expected object",
+ * "Invalid key in record") are replaced; messages our schemas give (they never start "Invalid") are kept.
+ */
 function expectationOf(issue: z.core.$ZodIssue): string {
+  const ours = !/^Invalid\b/.test(issue.message);
   switch (issue.code) {
     case 'invalid_type':
-      return issue.message.startsWith('Invalid input') ? `a ${issue.expected}` : issue.message;
+      return ours ? issue.message : (TYPE_NAMES[issue.expected] ?? `a value of type ${issue.expected}`);
     case 'too_small':
-      return `at least ${String(issue.minimum)}${issue.origin === 'string' ? ' characters' : ''}`;
+      return `at least ${counted(issue.minimum, issue.origin)}`;
     case 'too_big':
-      return `at most ${String(issue.maximum)}${issue.origin === 'string' ? ' characters' : ''}`;
+      return `at most ${counted(issue.maximum, issue.origin)}`;
     case 'invalid_format':
-      return issue.message.startsWith('Invalid') ? `the format ${issue.format}` : issue.message;
+      return ours ? issue.message : `the format ${issue.format}`;
     case 'invalid_value':
-      return issue.message.startsWith('Invalid')
-        ? issue.values.map((v) => JSON.stringify(v)).join(' or ')
-        : issue.message;
+      return ours ? issue.message : issue.values.map((v) => JSON.stringify(v)).join(' or ');
+    case 'invalid_union': {
+      if (ours) return issue.message;
+      const options = issue.errors.flatMap((alternative) =>
+        alternative[0] === undefined ? [] : [expectationOf(alternative[0])],
+      );
+      return options.length > 0 ? [...new Set(options)].join(', or ') : 'one of the allowed forms';
+    }
+    case 'invalid_key':
+      return issue.issues[0] === undefined
+        ? 'a valid key'
+        : `keys that are ${expectationOf(issue.issues[0])}`;
+    case 'unrecognized_keys':
+      return `no fields ${issue.keys.map((key) => JSON.stringify(key)).join(', ')} (unknown fields)`;
+    case 'not_multiple_of':
+      return `a multiple of ${String(issue.divisor)}`;
     default:
-      return issue.message;
+      return ours ? issue.message : 'a valid value';
   }
+}
+
+/** zod's type names as a person would say them. */
+const TYPE_NAMES: Readonly<Record<string, string>> = {
+  object: 'an object',
+  record: 'an object',
+  map: 'an object',
+  array: 'a list',
+  tuple: 'a list',
+  set: 'a list',
+  string: 'a string',
+  number: 'a number',
+  int: 'a whole number',
+  bigint: 'a whole number',
+  boolean: 'true or false',
+  null: 'null',
+  undefined: 'nothing',
+  date: 'a date',
+  literal: 'a fixed value',
+  enum: 'one of the allowed values',
+};
+
+const UNITS: Readonly<Record<string, string>> = {
+  string: 'character',
+  array: 'item',
+  set: 'item',
+  file: 'byte',
+};
+
+function counted(bound: number | bigint, origin: string): string {
+  const unit = UNITS[origin];
+  if (unit === undefined) return String(bound);
+  return `${String(bound)} ${unit}${Number(bound) === 1 ? '' : 's'}`;
 }
 
 function valueAt(input: unknown, path: readonly string[]): unknown {

@@ -144,3 +144,19 @@ describe('Function triggers', () => {
     ).toBe('spec.triggers.0.kafka.brokers.0');
   });
 });
+
+describe('EventGateway route paths', () => {
+  it.each(['/a/../b', '/a/..', '/a/./b', '/a/%2E%2e/b', '/..'])('refuses the dot segments of %s', (path) => {
+    const { message, field } = problem(() =>
+      parseGatewayManifest(gateway({ functions: [{ name: 'f', match: { path } }] })),
+    );
+    expect(field).toBe('spec.functions.0.match.path');
+    expect(message).toContain('without "." or ".." segments');
+  });
+
+  it('accepts dots inside a segment', () => {
+    expect(() =>
+      parseGatewayManifest(gateway({ functions: [{ name: 'f', match: { path: '/v1.2/..x/a..b/...' } }] })),
+    ).not.toThrow();
+  });
+});

@@ -41,6 +41,11 @@ const routePath = z
     /^\/([A-Za-z0-9._~!$&'()+,;=@%-]+|:[A-Za-z_][A-Za-z0-9_]*)?(\/([A-Za-z0-9._~!$&'()+,;=@%-]+|:[A-Za-z_][A-Za-z0-9_]*))*(\/\*)?$/,
     'a path such as "/api/orders", "/api/orders/:id" or "/api/*"',
   )
+  // HTTP clients remove dot segments before sending ("/a/../b" goes out as "/b", RFC 3986 §5.2.4), so such
+  // a route could never match as written; percent-encoded dots count, as clients decode them too.
+  .refine((path) => !path.split('/').some((segment) => /^(\.|%2e){1,2}$/i.test(segment)), {
+    message: 'a path without "." or ".." segments',
+  })
   .refine(
     (path) =>
       !RESERVED_PREFIXES.some((prefix) => {

@@ -14,6 +14,7 @@
 import type { OutgoingHttpHeaders, Server } from 'node:http';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Socket } from 'node:net';
+import { type ClientClosedEvent, clientClosedChannel } from '../domain/events.js';
 
 /** node:http's default limit on a request's head; a longer head goes to node, which answers 431. */
 const MAX_HEAD_BYTES = 16 * 1024;
@@ -160,6 +161,17 @@ class FastConnection {
 
   private readonly onClose = (): void => {
     this.front.connections.delete(this);
+    // A whole head with part of its body: the client hung up mid-body. Counted like node:http's (issue 19).
+    const pending = this.pending;
+    if (pending === undefined || this.busy || !clientClosedChannel.hasSubscribers) return;
+    const headEnd = pending.indexOf(HEAD_END);
+    if (headEnd < 0) return;
+    const [method = 'GET', url = '/'] = pending.toString('latin1', 0, pending.indexOf('\r\n')).split(' ');
+    clientClosedChannel.publish({
+      method,
+      path: url.split('?')[0] ?? url,
+      receivedBytes: pending.length - headEnd - 4,
+    } satisfies ClientClosedEvent);
   };
 
   private parse(): void {

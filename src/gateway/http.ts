@@ -1,7 +1,10 @@
 /** @module HTTP plumbing shared by the gateway and the control API: bodies in, JSON and errors out. */
 
+import { isUtf8 } from 'node:buffer';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { ERROR_CATALOGUE, errorBody, HearthError, isHearthError } from '../domain/errors.js';
+import { type ClientClosedEvent, clientClosedChannel } from '../domain/events.js';
+import { formatBytes } from '../domain/units.js';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -28,11 +31,18 @@ export const HOP_BY_HOP = new Set([
   'content-length',
 ]);
 
-/** Reads the whole body, refusing more than `maxBytes` (413) before buffering it. */
-export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+/**
+ * Reads the whole body, refusing more than `maxBytes` (413, worded by `refuse`: a function's maxBody by
+ * default) before buffering it. A client that goes away mid-body rejects with a ClientClosedError.
+ */
+export function readBody(
+  req: IncomingMessage,
+  maxBytes: number,
+  refuse: (size: number, maxBytes: number) => HearthError = tooLarge,
+): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > maxBytes) {
-    return lingerThenRefuse(req, tooLarge(Number(declared), maxBytes));
+    return lingerThenRefuse(req, refuse(Number(declared), maxBytes));
   }
   if (declared === '0' || (declared === undefined && req.headers['transfer-encoding'] === undefined)) {
     return Promise.resolve(EMPTY);
@@ -45,14 +55,64 @@ export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer
       if (size > maxBytes) {
         req.removeAllListeners('data');
         req.removeAllListeners('end');
-        lingerThenRefuse(req, tooLarge(size, maxBytes)).catch(reject);
+        lingerThenRefuse(req, refuse(size, maxBytes)).catch(reject);
         return;
       }
       chunks.push(chunk);
     });
     req.once('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size)));
-    req.once('error', reject);
+    req.once('error', (error) =>
+      reject(
+        isAbort(error)
+          ? new ClientClosedError(size, declared === undefined ? undefined : Number(declared))
+          : error,
+      ),
+    );
   });
+}
+
+/**
+ * The client closed its connection before its request body ended. That is the client's doing, not a
+ * platform fault: sendError counts it and logs it at debug level (issue 19), and nobody is left to answer.
+ */
+export class ClientClosedError extends HearthError {
+  constructor(
+    readonly received: number,
+    declared: number | undefined,
+  ) {
+    super(
+      'HEARTH_E_BAD_REQUEST',
+      `the client closed the connection after ${received}${declared === undefined ? '' : ` of ${declared}`} body bytes`,
+      { details: { received, ...(declared === undefined ? {} : { declared }) } },
+    );
+  }
+}
+
+/** node:http's error on a request whose connection closed mid-body ("aborted", ECONNRESET). */
+function isAbort(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    (error as NodeJS.ErrnoException).code === 'ECONNRESET' &&
+    error.message === 'aborted'
+  );
+}
+
+/**
+ * True (and published on `hearth:client-closed`) when `error` means the client went away mid-request;
+ * for failures reported outside sendError, such as a streamed deploy's.
+ */
+export function clientClosed(error: unknown, req: IncomingMessage | undefined): boolean {
+  if (!(error instanceof ClientClosedError) && !isAbort(error)) return false;
+  if (clientClosedChannel.hasSubscribers) {
+    const url = req?.url ?? '';
+    const query = url.indexOf('?');
+    clientClosedChannel.publish({
+      method: req?.method ?? 'GET',
+      path: query < 0 ? url : url.slice(0, query),
+      receivedBytes: error instanceof ClientClosedError ? error.received : undefined,
+    } satisfies ClientClosedEvent);
+  }
+  return true;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -88,6 +148,15 @@ export function tooLarge(size: number, maxBytes: number): HearthError {
   );
 }
 
+/** The control API's own body limit (its manifests and requests), not a function's `limits.maxBody`. */
+export function apiBodyTooLarge(size: number, maxBytes: number): HearthError {
+  return new HearthError(
+    'HEARTH_E_BODY_TOO_LARGE',
+    `request body is ${size} bytes or more; this API endpoint accepts at most ${formatBytes(maxBytes)}B`,
+    { details: { limit: maxBytes, value: size, expected: `at most ${maxBytes} bytes` } },
+  );
+}
+
 export function sendJson(
   res: ResponseWriter,
   status: number,
@@ -114,6 +183,12 @@ export function sendError(
   onInternal?: (error: unknown) => void,
 ): void {
   let failure: HearthError;
+  if (clientClosed(error, 'req' in res ? (res as ServerResponse).req : undefined)) {
+    // Never sent (nobody is left to read it); nginx's "client closed request", for whoever records the status.
+    res.statusCode = 499;
+    res.destroy();
+    return;
+  }
   if (isHearthError(error)) failure = error;
   else {
     onInternal?.(error);
@@ -134,9 +209,37 @@ export function sendError(
   sendJson(res, ERROR_CATALOGUE[failure.code].status, errorBody(failure, invocationId), headers);
 }
 
+/** How deep a JSON body the control API takes; resources nest about 6 levels (docs/errors.md). */
+export const MAX_JSON_DEPTH = 64;
+
+/** Reads and parses a control-API JSON body of at most `maxBytes` (see parseJsonBody). */
+export async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unknown> {
+  return parseJsonBody(await readBody(req, maxBytes, apiBodyTooLarge));
+}
+
+/**
+ * Parses a JSON body, refusing (400) bytes that are not UTF-8 — decoding would turn them into U+FFFD and
+ * store that — and nesting deeper than MAX_JSON_DEPTH, checked by a scan before any recursion could
+ * overflow the stack on it (issue 19).
+ */
 export function parseJsonBody(body: Buffer): unknown {
   if (body.length === 0)
     throw new HearthError('HEARTH_E_BAD_REQUEST', 'request body is empty; expected JSON');
+  if (!isUtf8(body)) {
+    const offset = firstInvalidUtf8(body);
+    throw new HearthError(
+      'HEARTH_E_BAD_REQUEST',
+      `request body is not valid UTF-8: byte ${offset} (0x${(body[offset] ?? 0).toString(16).padStart(2, '0')}) starts no valid character; JSON must be UTF-8`,
+      { details: { offset, expected: 'UTF-8 text' } },
+    );
+  }
+  const deepAt = tooDeepAt(body, MAX_JSON_DEPTH);
+  if (deepAt >= 0)
+    throw new HearthError(
+      'HEARTH_E_BAD_REQUEST',
+      `request body nests JSON more than ${MAX_JSON_DEPTH} levels deep (at byte ${deepAt}); the API accepts at most ${MAX_JSON_DEPTH}`,
+      { details: { offset: deepAt, limit: MAX_JSON_DEPTH } },
+    );
   try {
     return JSON.parse(body.toString('utf8'));
   } catch (error) {
@@ -145,4 +248,58 @@ export function parseJsonBody(body: Buffer): unknown {
       `request body is not valid JSON: ${(error as Error).message}`,
     );
   }
+}
+
+/** Offset of the first `[` or `{` nested deeper than `limit` outside strings, or -1. One pass, no recursion. */
+export function tooDeepAt(body: Uint8Array, limit: number): number {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < body.length; i++) {
+    const byte = body[i] as number;
+    if (inString) {
+      if (byte === 0x5c)
+        i++; // backslash: the next byte is escaped
+      else if (byte === 0x22) inString = false;
+    } else if (byte === 0x22) inString = true;
+    else if (byte === 0x5b || byte === 0x7b) {
+      if (++depth > limit) return i;
+    } else if (byte === 0x5d || byte === 0x7d) depth--;
+  }
+  return -1;
+}
+
+/**
+ * Offset of the first byte that does not begin a well-formed UTF-8 sequence (RFC 3629: no overlong forms,
+ * no surrogates, nothing past U+10FFFF), or -1. Only called once isUtf8 has said there is one.
+ */
+export function firstInvalidUtf8(bytes: Uint8Array): number {
+  let i = 0;
+  while (i < bytes.length) {
+    const lead = bytes[i] as number;
+    if (lead < 0x80) {
+      i++;
+      continue;
+    }
+    let length: number;
+    let low = 0x80;
+    let high = 0xbf;
+    if (lead >= 0xc2 && lead <= 0xdf) length = 2;
+    else if (lead >= 0xe0 && lead <= 0xef) {
+      length = 3;
+      if (lead === 0xe0) low = 0xa0;
+      else if (lead === 0xed) high = 0x9f;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+      length = 4;
+      if (lead === 0xf0) low = 0x90;
+      else if (lead === 0xf4) high = 0x8f;
+    } else return i;
+    for (let k = 1; k < length; k++) {
+      const next = bytes[i + k];
+      const min = k === 1 ? low : 0x80;
+      const max = k === 1 ? high : 0xbf;
+      if (next === undefined || next < min || next > max) return i;
+    }
+    i += length;
+  }
+  return -1;
 }

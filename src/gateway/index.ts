@@ -16,7 +16,15 @@ import type { Traffic } from './traffic.js';
 
 export { ASYNC_PREFIX, type AsyncRouteOptions, createAsyncRoute, parseAsyncPath } from './async.js';
 export { createFunctionCalls, type InvokeCallResult } from './function-calls.js';
-export { type Handler, parseJsonBody, readBody, sendError, sendJson } from './http.js';
+export {
+  clientClosed,
+  type Handler,
+  parseJsonBody,
+  readBody,
+  readJsonBody,
+  sendError,
+  sendJson,
+} from './http.js';
 export { type InvokeRoute, parseFunctionPath } from './invoke.js';
 export { GatewayListeners, type ListenerStatus } from './listeners.js';
 export { clientKeyOf, formatRate, LimitRule, TokenBucket, takeTokens } from './rate-limit.js';

@@ -377,6 +377,14 @@ export class Metrics {
       },
     );
     counter(
+      'hearth_client_closed_total',
+      'Requests whose client closed the connection before sending the whole body, by surface (api, function, async, route).',
+      ['surface'],
+      (set) => {
+        for (const [surface, count] of this.telemetry.clientClosedBySurface) set({ surface }, count);
+      },
+    );
+    counter(
       'hearth_function_rate_limited_total',
       'Requests to a function refused by a rate limit (429).',
       fnLabels,

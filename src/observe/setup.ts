@@ -6,7 +6,7 @@
 
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { DeployedVersion } from '../domain/deployment.js';
-import type { InvocationEvent } from '../domain/events.js';
+import type { ClientClosedEvent, InvocationEvent } from '../domain/events.js';
 import type { FunctionRef } from '../domain/function.js';
 import { traceIdOf } from '../domain/trace.js';
 import type { FunctionLogRecord, FunctionStatus, StemCellPoolStats } from '../scheduler/index.js';
@@ -88,7 +88,18 @@ export function startObservability(options: ObservabilityOptions): Observability
     if (failed) logger.warn(fields, 'invocation failed');
     else logger.debug(fields, 'invocation');
   };
-  if (logger !== undefined) subscribe('hearth:invocation', onInvocation);
+  // A client hanging up mid-body is the client's business: a debug line (and a counter), never an error.
+  const onClientClosed = (message: unknown): void => {
+    const event = message as ClientClosedEvent;
+    logger?.debug(
+      { method: event.method, path: event.path, receivedBytes: event.receivedBytes },
+      'client closed the connection before the request body ended',
+    );
+  };
+  if (logger !== undefined) {
+    subscribe('hearth:invocation', onInvocation);
+    subscribe('hearth:client-closed', onClientClosed);
+  }
   let tracing: Tracing | undefined;
   if (options.otlp !== undefined) {
     tracing = new Tracing({ ...options.otlp, serviceVersion: options.version });
@@ -107,6 +118,7 @@ export function startObservability(options: ObservabilityOptions): Observability
     shipLog: loki === undefined ? undefined : (record) => loki.write(record),
     async close() {
       unsubscribe('hearth:invocation', onInvocation);
+      unsubscribe('hearth:client-closed', onClientClosed);
       telemetry?.stop();
       await Promise.all([
         tracing?.stop().catch((error: unknown) => options.onWarning(`trace export failed: ${String(error)}`)),

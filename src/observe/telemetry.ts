@@ -8,6 +8,7 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type {
   BreakerEvent,
+  ClientClosedEvent,
   DeliveryEvent,
   InstanceEvent,
   InvocationEvent,
@@ -300,6 +301,8 @@ export class Telemetry {
   readonly coldStarts = new Map<string, ColdStartStats>();
   /** Rate-limit refusals by scope (gateway, route, client…), for buckets not tied to one function. */
   readonly rateLimitedByScope = new Map<string, number>();
+  /** Requests whose client closed the connection mid-body, by surface (api, function, async, route). */
+  readonly clientClosedBySurface = new Map<string, number>();
   readonly scaling: ScalingNote[] = [];
   private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
@@ -312,6 +315,7 @@ export class Telemetry {
       ['hearth:invocation', (message) => this.onInvocation(message as InvocationEvent)],
       ['hearth:instance', (message) => this.onInstance(message as InstanceEvent)],
       ['hearth:ratelimit', (message) => this.onRateLimit(message as RateLimitEvent)],
+      ['hearth:client-closed', (message) => this.onClientClosed(message as ClientClosedEvent)],
       ['hearth:queue', (message) => this.onQueue(message as QueueDecisionEvent)],
       ['hearth:breaker', (message) => this.onBreaker(message as BreakerEvent)],
       ['hearth:delivery', (message) => this.onDelivery(message as DeliveryEvent)],
@@ -409,6 +413,11 @@ export class Telemetry {
       (stats.slotProvisionedMs[index] as number) + Math.min(now - track.startedAt, now - this.lastTick);
   }
 
+  private onClientClosed(event: ClientClosedEvent): void {
+    const surface = surfaceOf(event.path);
+    this.clientClosedBySurface.set(surface, (this.clientClosedBySurface.get(surface) ?? 0) + 1);
+  }
+
   private onRateLimit(event: RateLimitEvent): void {
     this.rateLimitedByScope.set(event.scope, (this.rateLimitedByScope.get(event.scope) ?? 0) + 1);
     if (event.ref !== undefined) this.stats(event.ref).rateLimited += 1;
@@ -476,4 +485,12 @@ export class Telemetry {
       stats.slotProvisionedMs[index] = (stats.slotProvisionedMs[index] as number) + provisioned;
     }
   }
+}
+
+/** Which part of the platform a request path is for, as a small fixed label set. */
+function surfaceOf(path: string): string {
+  if (path.startsWith('/api/')) return 'api';
+  if (path.startsWith('/function/')) return 'function';
+  if (path.startsWith('/async-function/')) return 'async';
+  return 'route';
 }

@@ -7,7 +7,7 @@
 
 import { HearthError, isHearthError } from '../../domain/errors.js';
 import type { FunctionRef } from '../../domain/function.js';
-import { parseJsonBody, readBody, sendJson } from '../../gateway/index.js';
+import { readJsonBody, sendJson } from '../../gateway/index.js';
 import type { PreparedVersion } from '../deploy.js';
 import type { PreparedGateway } from '../events/index.js';
 import type { ApiContext } from './context.js';
@@ -38,7 +38,7 @@ export function applyDocuments(context: ApiContext): Route {
     summary:
       'Apply several Function (config or staged code) and EventGateway documents all or nothing; {"dryRun":true} only validates',
     handle: async (request) => {
-      const body = parseJsonBody(await readBody(request.req, MAX_BODY_BYTES));
+      const body = await readJsonBody(request.req, MAX_BODY_BYTES);
       const { documents, dryRun } = parseRequest(body);
       const labels = documents.map((document, index) => labelOf(context, document, index));
       const functionRefs = labels.filter((label) => label.kind === 'Function');
@@ -182,16 +182,33 @@ async function applyAll(
     };
   }
   const events = changedGateways.length > 0 ? eventsOf(context) : undefined;
-  const outcomes = await context.deployer.releaseAll(
-    functions.map((item) => item.prepared),
-    () => {
-      for (const item of changedGateways) events?.gateways.store(item.prepared);
-    },
-    (index, error) => {
-      const label = functions[index]?.label ?? changedGateways[0]?.label;
-      return label === undefined ? (error as Error) : documentError(label, error);
-    },
-  );
+  let undoPorts: (() => Promise<void>) | undefined;
+  try {
+    undoPorts = await events?.gateways.bindPorts(changedGateways.map((item) => item.prepared));
+  } catch (error) {
+    const message = isHearthError(error) ? error.message : '';
+    const culprit =
+      changedGateways.find((item) =>
+        message.startsWith(`gateway ${item.label.namespace}/${item.label.name}:`),
+      ) ?? changedGateways[0];
+    throw culprit === undefined ? error : documentError(culprit.label, error);
+  }
+  let outcomes: Awaited<ReturnType<typeof context.deployer.releaseAll>>;
+  try {
+    outcomes = await context.deployer.releaseAll(
+      functions.map((item) => item.prepared),
+      () => {
+        for (const item of changedGateways) events?.gateways.store(item.prepared);
+      },
+      (index, error) => {
+        const label = functions[index]?.label ?? changedGateways[0]?.label;
+        return label === undefined ? (error as Error) : documentError(label, error);
+      },
+    );
+  } catch (error) {
+    await undoPorts?.();
+    throw error;
+  }
   await events?.gateways.activate(changedGateways.map((item) => item.prepared));
   for (const { staged } of documents.filter((document) => 'staged' in document))
     context.deployer.dropStaged(staged);

@@ -29,6 +29,13 @@ export function refFrom(request: ApiRequest): FunctionRef {
   return { namespace, name };
 }
 
+/** A `?namespace=` (or `:namespace`) that lists by it: a bad one would silently list nothing, so it is a 400. */
+export function namespaceFilter(value: string | null | undefined, field = 'namespace'): string | undefined {
+  if (value === null || value === undefined) return undefined;
+  if (!DNS_LABEL.test(value)) throw invalidField(field, value, 'a lower-case DNS label');
+  return value;
+}
+
 export function existing(context: ApiContext, ref: FunctionRef): StoredFunction {
   const fn = context.store.getFunction(ref);
   if (fn === undefined)

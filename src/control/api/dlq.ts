@@ -1,7 +1,7 @@
 /** @module `/api/v1/dlq`: the dead-letter list (invocations and events whose retries ran out), and redriving it. */
 
 import { HearthError, invalidField } from '../../domain/errors.js';
-import { parseJsonBody, readBody, sendJson } from '../../gateway/index.js';
+import { readJsonBody, sendJson } from '../../gateway/index.js';
 import { toInvocationRecord } from '../events/index.js';
 import type { ApiContext } from './context.js';
 import type { RedriveResponse } from './events-types.js';
@@ -16,7 +16,8 @@ export function dlqRoutes(context: ApiContext): Route[] {
       path: '/api/v1/dlq',
       summary: 'Dead letters, newest first (?function=&namespace=&source=&limit=)',
       handle: async ({ res, query }) => {
-        const items = await eventsOf(context).queue.list(listFilter(query, 'dead'));
+        const queue = eventsOf(context).queue;
+        const items = await queue.list(await listFilter(queue, query, 'dead'));
         sendJson(res, 200, { items: items.map(toInvocationRecord) });
       },
     },
@@ -51,7 +52,7 @@ export function dlqRoutes(context: ApiContext): Route[] {
       summary:
         'Redrive dead letters: {"ids":[…]}, or {"function","namespace","source"} filters, or {"all":true}',
       handle: async ({ req, res }) => {
-        const body = parseJsonBody(await readBody(req, 1024 * 1024));
+        const body = await readJsonBody(req, 1024 * 1024);
         if (body === null || typeof body !== 'object' || Array.isArray(body))
           throw invalidField(
             'body',

@@ -1,6 +1,6 @@
 /** @module PUT /api/v1/namespaces/{namespace}/functions/{name} — change a function's spec, keeping its code. */
 
-import { parseJsonBody, readBody, sendJson } from '../../gateway/index.js';
+import { readJsonBody, sendJson } from '../../gateway/index.js';
 import { type ApiContext, refFrom } from './context.js';
 import { detailOf } from './function-get.js';
 import type { Route } from './router.js';
@@ -14,7 +14,7 @@ export function configureFunction(context: ApiContext): Route {
     summary: 'Apply a Function resource without code: a new version reusing the current code',
     handle: async (request) => {
       const ref = refFrom(request);
-      const manifest = parseJsonBody(await readBody(request.req, MAX_MANIFEST_BYTES));
+      const manifest = await readJsonBody(request.req, MAX_MANIFEST_BYTES);
       const outcome = await context.deployer.configure(ref, manifest);
       const fn = context.store.getFunction(ref);
       sendJson(request.res, 200, {

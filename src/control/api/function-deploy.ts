@@ -5,7 +5,7 @@
 
 import type { ServerResponse } from 'node:http';
 import { errorBody, HearthError, isHearthError } from '../../domain/errors.js';
-import { sendJson } from '../../gateway/index.js';
+import { clientClosed, sendJson } from '../../gateway/index.js';
 import { type ApiContext, refFrom } from './context.js';
 import { detailOf } from './function-get.js';
 import type { Route } from './router.js';
@@ -67,6 +67,10 @@ export function deployFunction(context: ApiContext): Route {
             emit({ event: 'result', function: detailOf(context, fn), deployment: outcome.deployment });
         }
       } catch (error) {
+        if (clientClosed(error, request.req)) {
+          res.destroy();
+          return;
+        }
         if (!isHearthError(error)) context.onInternal(error);
         const failure = isHearthError(error)
           ? error

@@ -70,12 +70,13 @@ function parseLogQuery(namespace: string, name: string, params: URLSearchParams)
   }
   const limitText = params.get('limit');
   const limit = limitText === null ? DEFAULT_LIMIT : Number(limitText);
-  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT)
-    throw invalidField('limit', limitText, `an integer from 1 to ${MAX_LIMIT}`);
+  if (!/^\d{1,5}$/.test(limitText ?? '1') || !Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT)
+    throw invalidField('limit', limitText, `a whole number from 1 to ${MAX_LIMIT}`);
   const afterText = params.get('after');
   const after = afterText === null ? undefined : Number(afterText);
-  if (after !== undefined && !Number.isInteger(after))
-    throw invalidField('after', afterText, 'a log record id');
+  // Record ids count up from 1; "-5", "1e3" or "" would quietly mean "from the start".
+  if (afterText !== null && (!/^\d{1,15}$/.test(afterText) || after === undefined))
+    throw invalidField('after', afterText, 'a log record id (a whole number, 0 or more)');
   const invocation = params.get('invocation');
   const text = params.get('q');
   return {

@@ -1,7 +1,7 @@
 /** @module GET /api/v1/functions — every function, or one namespace's (`?namespace=`). */
 
 import { sendJson } from '../../gateway/index.js';
-import type { ApiContext } from './context.js';
+import { type ApiContext, namespaceFilter } from './context.js';
 import { toSummary } from './present.js';
 import type { Route } from './router.js';
 
@@ -13,13 +13,14 @@ export function listFunctions(context: ApiContext): Route[] {
       method: 'GET',
       path: '/api/v1/functions',
       summary: 'List functions (all namespaces, or ?namespace=NS)',
-      handle: ({ res, query }) => sendJson(res, 200, { items: list(query.get('namespace') ?? undefined) }),
+      handle: ({ res, query }) =>
+        sendJson(res, 200, { items: list(namespaceFilter(query.get('namespace'))) }),
     },
     {
       method: 'GET',
       path: '/api/v1/namespaces/:namespace/functions',
       summary: "List one namespace's functions",
-      handle: ({ res, params }) => sendJson(res, 200, { items: list(params.namespace) }),
+      handle: ({ res, params }) => sendJson(res, 200, { items: list(namespaceFilter(params.namespace)) }),
     },
   ];
 }

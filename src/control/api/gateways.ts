@@ -4,9 +4,9 @@
  */
 
 import { HearthError, invalidField } from '../../domain/errors.js';
-import { parseJsonBody, readBody, sendJson } from '../../gateway/index.js';
+import { readJsonBody, sendJson } from '../../gateway/index.js';
 import type { EventsApi } from '../events/index.js';
-import type { ApiContext } from './context.js';
+import { type ApiContext, namespaceFilter } from './context.js';
 import { dlqRoutes } from './dlq.js';
 import type { ApplyGatewayResponse } from './events-types.js';
 import { invocationRoutes } from './invocations.js';
@@ -48,14 +48,16 @@ export function gatewayRoutes(context: ApiContext): Route[] {
       path: '/api/v1/gateways',
       summary: 'List EventGateways (all namespaces, or ?namespace=NS)',
       handle: ({ res, query }) =>
-        sendJson(res, 200, { items: eventsOf(context).gateways.list(query.get('namespace') ?? undefined) }),
+        sendJson(res, 200, {
+          items: eventsOf(context).gateways.list(namespaceFilter(query.get('namespace'))),
+        }),
     },
     {
       method: 'GET',
       path: '/api/v1/namespaces/:namespace/gateways',
       summary: "List one namespace's EventGateways",
       handle: ({ res, params }) =>
-        sendJson(res, 200, { items: eventsOf(context).gateways.list(params.namespace) }),
+        sendJson(res, 200, { items: eventsOf(context).gateways.list(namespaceFilter(params.namespace)) }),
     },
     {
       method: 'GET',
@@ -73,7 +75,7 @@ export function gatewayRoutes(context: ApiContext): Route[] {
       handle: async (request) => {
         const ref = gatewayRef(request);
         const events = eventsOf(context);
-        const manifest = parseJsonBody(await readBody(request.req, MAX_MANIFEST_BYTES));
+        const manifest = await readJsonBody(request.req, MAX_MANIFEST_BYTES);
         const outcome = await events.gateways.apply(ref.namespace, ref.name, manifest);
         sendJson(request.res, 200, {
           unchanged: outcome.unchanged,

@@ -1,7 +1,7 @@
 /** @module A small method + path-pattern router for the control API (`/api/v1/...`). */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { HearthError } from '../../domain/errors.js';
+import { describeValue, HearthError } from '../../domain/errors.js';
 import { type Handler, sendError } from '../../gateway/index.js';
 
 export interface ApiRequest {
@@ -42,12 +42,8 @@ export function createRouter(routes: readonly Route[], onInternal: (error: unkno
       if (match === null) continue;
       pathMatched = true;
       if (route.method !== req.method) continue;
-      const params: Record<string, string> = {};
-      names.forEach((name, index) => {
-        params[name] = decodeURIComponent(match[index + 1] ?? '');
-      });
       Promise.resolve()
-        .then(() => route.handle({ req, res, params, query: url.searchParams }))
+        .then(() => route.handle({ req, res, params: decodeParams(names, match), query: url.searchParams }))
         .catch((error: unknown) => sendError(res, error, undefined, onInternal));
       return;
     }
@@ -61,4 +57,22 @@ export function createRouter(routes: readonly Route[], onInternal: (error: unkno
         : new HearthError('HEARTH_E_NOT_FOUND', `no API route for ${url.pathname}`),
     );
   };
+}
+
+/** The path's named parts, percent-decoded; a malformed escape ("%E0%A4%A") is the caller's mistake (400). */
+function decodeParams(names: readonly string[], match: RegExpExecArray): Record<string, string> {
+  const params: Record<string, string> = {};
+  names.forEach((name, index) => {
+    const raw = match[index + 1] ?? '';
+    try {
+      params[name] = decodeURIComponent(raw);
+    } catch {
+      throw new HearthError(
+        'HEARTH_E_BAD_REQUEST',
+        `${name} in the path: got ${describeValue(raw)}, expected valid percent-encoding (%XX escapes of UTF-8 bytes)`,
+        { details: { field: name, value: raw, expected: 'valid percent-encoding' } },
+      );
+    }
+  });
+  return params;
 }

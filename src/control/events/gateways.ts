@@ -164,6 +164,40 @@ export class GatewayService {
     return this.options.store.putGateway(gateway.namespace, gateway.name, gateway.manifest);
   }
 
+  /**
+   * Binds every extra `http.port` of these gateways before anything is stored: a port in use refuses the
+   * change (HEARTH_E_CONFLICT naming it), "configured" must mean listening (issue 19). The returned undo puts
+   * the listeners back as they were, for a change refused later. Only a restart keeps a gateway whose port
+   * is taken, with the error in `describe gateway`.
+   */
+  async bindPorts(gateways: readonly PreparedGateway[]): Promise<() => Promise<void>> {
+    const bound: PreparedGateway[] = [];
+    const undo = async (): Promise<void> => {
+      for (const { namespace, name } of bound) {
+        const current = this.options.store.getGateway(namespace, name);
+        await this.options.listeners.ensure(
+          id(namespace, name),
+          current === undefined ? [] : httpPorts(current.manifest),
+          false,
+        );
+      }
+    };
+    try {
+      for (const gateway of gateways) {
+        bound.push(gateway);
+        await this.options.listeners.ensure(
+          id(gateway.namespace, gateway.name),
+          httpPorts(gateway.manifest),
+          true,
+        );
+      }
+    } catch (error) {
+      await undo();
+      throw error;
+    }
+    return undo;
+  }
+
   /** Switches the route table, ports, caps and event protocols over to stored gateways, all at once. */
   async activate(gateways: readonly PreparedGateway[]): Promise<void> {
     // An extra port that is taken does not refuse the gateway: its routes are served on the platform's
@@ -192,7 +226,14 @@ export class GatewayService {
     if (prepared.unchanged && current !== undefined) return { unchanged: true, gateway: current };
     // Every check before any change.
     this.checkRoutes([prepared]);
-    const stored = this.store(prepared);
+    const undoPorts = await this.bindPorts([prepared]);
+    let stored: StoredGateway;
+    try {
+      stored = this.store(prepared);
+    } catch (error) {
+      await undoPorts();
+      throw error;
+    }
     await this.activate([prepared]);
     return { unchanged: false, gateway: stored };
   }
