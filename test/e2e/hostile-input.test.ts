@@ -304,6 +304,31 @@ describe('an EventGateway http.port already in use', () => {
     expect((await fetch(`${hearth.url}/taken`)).status).toBe(404);
   });
 
+  it('in a multi-document apply, refuses the whole file, naming the document and the port', async () => {
+    const answer = await api(hearth.url, '/api/v1/apply', {
+      method: 'POST',
+      json: {
+        documents: [
+          {
+            manifest: gatewayResource('free-one', {
+              functions: [{ name: 'node-binary', match: { path: '/free-one' } }],
+            }),
+          },
+          {
+            manifest: gatewayResource('taken-two', {
+              protocols: [{ http: { port } }],
+              functions: [{ name: 'node-binary', match: { path: '/taken-two' } }],
+            }),
+          },
+        ],
+      },
+    });
+    expectError(answer, 409, 'HEARTH_E_CONFLICT', ['documents.1', 'taken-two', String(port), 'in use']);
+    for (const name of ['free-one', 'taken-two'])
+      expect((await api(hearth.url, `/api/v1/namespaces/default/gateways/${name}`)).status).toBe(404);
+    expect((await fetch(`${hearth.url}/free-one`)).status).toBe(404);
+  });
+
   it('a gateway moved onto a taken port keeps its old port and routes', async () => {
     const first = await api(hearth.url, '/api/v1/namespaces/default/gateways/mover', {
       method: 'PUT',
