@@ -2,6 +2,8 @@
 
 import { parentPort } from 'node:worker_threads';
 import { type ErrorCode, type ErrorDetails, HearthError } from '../../domain/errors.js';
+import { extractPackage, hashForPackage, packTree } from './package-files.js';
+import type { TreeDigest } from './tree-hash.js';
 import { type UnpackLimits, unpackArchive } from './unpack.js';
 
 export interface UnpackJob {
@@ -13,7 +15,36 @@ export interface UnpackJob {
   readonly limits: UnpackLimits;
 }
 
-export type ArchiveJob = UnpackJob;
+/** Content hash of a tree, and the members its package will hold. */
+export interface HashJob {
+  readonly kind: 'hash';
+  readonly dir: string;
+  /** Top-level names left out. */
+  readonly exclude: readonly string[];
+}
+
+export interface PackJob {
+  readonly kind: 'pack';
+  readonly dir: string;
+  readonly members: readonly string[];
+  readonly file: string;
+}
+
+/** One of the code store's own packages into an empty directory. */
+export interface ExtractJob {
+  readonly kind: 'extract';
+  readonly file: string;
+  readonly dir: string;
+}
+
+export type ArchiveJob = UnpackJob | HashJob | PackJob | ExtractJob;
+
+export interface JobResults {
+  readonly unpack: undefined;
+  readonly hash: { readonly digest: TreeDigest; readonly members: string[] };
+  readonly pack: undefined;
+  readonly extract: { readonly bytes: number };
+}
 
 /** A HearthError cannot cross the thread boundary as a class: its fields do, and are rebuilt on the other side. */
 export interface SerialisedError {
@@ -24,7 +55,9 @@ export interface SerialisedError {
   readonly internal?: string;
 }
 
-export type JobOutcome = { readonly ok: true } | { readonly ok: false; readonly error: SerialisedError };
+export type JobOutcome =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: SerialisedError };
 
 function serialise(error: unknown): SerialisedError {
   if (error instanceof HearthError) {
@@ -37,15 +70,29 @@ function serialise(error: unknown): SerialisedError {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return {
     code: 'HEARTH_E_INTERNAL',
-    message: `could not unpack the archive on this node${typeof code === 'string' ? ` (${code})` : ''}`,
+    message: `archive work failed on this node${typeof code === 'string' ? ` (${code})` : ''}`,
     internal: error instanceof Error ? (error.stack ?? error.message) : String(error),
   };
 }
 
+async function perform(job: ArchiveJob): Promise<JobResults[ArchiveJob['kind']]> {
+  switch (job.kind) {
+    case 'unpack':
+      await unpackArchive(job.archive, job.dir, job.limits);
+      return undefined;
+    case 'hash':
+      return hashForPackage(job.dir, job.exclude);
+    case 'pack':
+      await packTree(job.dir, job.members, job.file);
+      return undefined;
+    case 'extract':
+      return { bytes: await extractPackage(job.file, job.dir) };
+  }
+}
+
 async function run(job: ArchiveJob): Promise<JobOutcome> {
   try {
-    await unpackArchive(job.archive, job.dir, job.limits);
-    return { ok: true };
+    return { ok: true, value: await perform(job) };
   } catch (error) {
     return { ok: false, error: serialise(error) };
   }
