@@ -105,3 +105,33 @@ describe('a valid archive followed by gzip-compressed padding', () => {
     expect((await invoke(hearth.url, 'warm')).text).toBe('ok');
   });
 });
+
+describe('an oversized hearth.yaml', () => {
+  it('is refused by its size, before it is parsed', async () => {
+    // YAML parsing grows faster than its input: 1 MiB of mapping kept a core busy for seconds.
+    const env = Array.from({ length: 20_000 }, (_, index) => `    K${index}: "${'v'.repeat(40)}"`).join('\n');
+    const big = await makeFolder({
+      'hearth.yaml': `${manifest('big-manifest', '{ runtime: node20 }')}  env:\n${env}\n`.replace(
+        'spec: { runtime: node20 }',
+        'spec:\n  runtime: node20',
+      ),
+      'index.mjs': 'export default async () => "ok";\n',
+    });
+    try {
+      const started = performance.now();
+      const answer = await api<ErrorAnswer>(hearth.url, `${functionApiPath('big-manifest')}/deploy`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/gzip' },
+        body: await packFolder(big.dir),
+      });
+      expect(performance.now() - started).toBeLessThan(2_000);
+      expect(answer.status).toBe(400);
+      expect(answer.body.error.code).toBe('HEARTH_E_VALIDATION');
+      expect(answer.body.error.message).toMatch(
+        /^hearth\.yaml: got \d+ bytes, expected at most 65536 \(a Function resource\)$/,
+      );
+    } finally {
+      await big.cleanup();
+    }
+  });
+});

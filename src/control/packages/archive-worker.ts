@@ -5,6 +5,7 @@ import { type ErrorCode, type ErrorDetails, HearthError } from '../../domain/err
 import { extractPackage, hashForPackage, packTree } from './package-files.js';
 import type { TreeDigest } from './tree-hash.js';
 import { type UnpackLimits, unpackArchive } from './unpack.js';
+import { readYamlFile, type YamlFile } from './yaml-file.js';
 
 export interface UnpackJob {
   readonly kind: 'unpack';
@@ -37,13 +38,21 @@ export interface ExtractJob {
   readonly dir: string;
 }
 
-export type ArchiveJob = UnpackJob | HashJob | PackJob | ExtractJob;
+/** A small YAML file (a function's hearth.yaml), parsed. */
+export interface YamlJob {
+  readonly kind: 'yaml';
+  readonly file: string;
+  readonly maxBytes: number;
+}
+
+export type ArchiveJob = UnpackJob | HashJob | PackJob | ExtractJob | YamlJob;
 
 export interface JobResults {
   readonly unpack: undefined;
   readonly hash: { readonly digest: TreeDigest; readonly members: string[] };
   readonly pack: undefined;
   readonly extract: { readonly bytes: number };
+  readonly yaml: YamlFile;
 }
 
 /** A HearthError cannot cross the thread boundary as a class: its fields do, and are rebuilt on the other side. */
@@ -87,6 +96,8 @@ async function perform(job: ArchiveJob): Promise<JobResults[ArchiveJob['kind']]>
       return undefined;
     case 'extract':
       return { bytes: await extractPackage(job.file, job.dir) };
+    case 'yaml':
+      return readYamlFile(job.file, job.maxBytes);
   }
 }
 

@@ -3,6 +3,7 @@
  * so inflating, compressing and hashing never hold the event loop that serves invocations (issue 19).
  */
 
+import { availableParallelism } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { HearthError } from '../../domain/errors.js';
@@ -21,7 +22,9 @@ export interface JobDeadline {
 /**
  * Runs `job` in a worker thread. One idle worker is kept: starting one costs ~50 ms, a job on a warm one
  * ~2 ms more than the same work on this thread. A worker past its deadline is terminated before the
- * promise settles, so the caller may delete what it was writing.
+ * promise settles, so the caller may delete what it was writing. At most `MAX_RUNNING` jobs run at once
+ * (the rest wait their turn, and their deadline starts when they do), so a flood of uploads costs
+ * threads and memory in proportion to the cores, not to the requests.
  */
 export function runArchiveJob<Job extends ArchiveJob>(
   job: Job,
@@ -32,10 +35,26 @@ export function runArchiveJob<Job extends ArchiveJob>(
 
 class WorkerPool {
   private readonly idle: Worker[] = [];
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
 
-  constructor(private readonly keepIdle: number) {}
+  constructor(
+    private readonly maxRunning: number,
+    private readonly keepIdle: number,
+  ) {}
 
-  run(job: ArchiveJob, deadline: JobDeadline | undefined): Promise<unknown> {
+  async run(job: ArchiveJob, deadline: JobDeadline | undefined): Promise<unknown> {
+    if (this.running >= this.maxRunning) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.running += 1;
+    try {
+      return await this.runNow(job, deadline);
+    } finally {
+      this.running -= 1;
+      this.waiting.shift()?.();
+    }
+  }
+
+  private runNow(job: ArchiveJob, deadline: JobDeadline | undefined): Promise<unknown> {
     const worker = this.idle.pop() ?? new Worker(WORKER_URL);
     worker.ref();
     return new Promise((resolve, reject) => {
@@ -92,7 +111,9 @@ class WorkerPool {
   }
 }
 
-const pool = new WorkerPool(1);
+/** One core is left to the event loop, but never fewer than two workers: a cold start's checkout must not wait long behind a deploy. */
+const MAX_RUNNING = Math.max(2, availableParallelism() - 1);
+const pool = new WorkerPool(MAX_RUNNING, 1);
 
 function deserialise(error: SerialisedError): HearthError {
   return new HearthError(error.code, error.message, {
