@@ -131,6 +131,8 @@ function feed(archive: string, parser: tar.Parser, bound: number): Promise<void>
       settled = true;
       source.destroy();
       gunzip.destroy();
+      // No further entry is written once the pass has failed (a no-op when the parser is the one failing).
+      parser.abort(new Error('stopped'));
       reject(error);
     };
     const maybeDone = (): void => {
