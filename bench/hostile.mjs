@@ -22,6 +22,16 @@ async function invocations(url, agent, ms) {
   return samples;
 }
 
+/**
+ * The longest the platform's event loop was held since the last call: prom-client's lag histogram
+ * (10 ms resolution) is reset at every scrape of /metrics.
+ */
+async function eventLoopMaxMs(url) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const match = text.match(/^nodejs_eventloop_lag_max_seconds(?:\{[^}]*\})? (\S+)$/m);
+  return match === null ? Number.NaN : Number(match[1]) * 1000;
+}
+
 /** Posts `archive` as a deploy again and again until `running()` is false; every answer must be a refusal. */
 async function attack(url, archive, running) {
   const answers = [];
@@ -53,13 +63,17 @@ export async function hostileBench({ seconds = 3, rounds = 4 } = {}) {
     const unloaded = [];
     const loaded = [];
     const refusals = [];
+    const loopMax = { unloaded: 0, underAttack: 0 };
     for (let round = 0; round < rounds; round++) {
+      await eventLoopMaxMs(hearth.url);
       unloaded.push(...(await invocations(hearth.url, agent, seconds * 1000)));
+      loopMax.unloaded = Math.max(loopMax.unloaded, await eventLoopMaxMs(hearth.url));
       let running = true;
       const attacking = attack(hearth.url, hostile, () => running);
       loaded.push(...(await invocations(hearth.url, agent, seconds * 1000)));
       running = false;
       refusals.push(...(await attacking));
+      loopMax.underAttack = Math.max(loopMax.underAttack, await eventLoopMaxMs(hearth.url));
     }
     const a = summarise(unloaded);
     const b = summarise(loaded);
@@ -69,8 +83,20 @@ export async function hostileBench({ seconds = 3, rounds = 4 } = {}) {
       rounds,
       uploadBytes: hostile.length,
       inflatesToBytes: PADDING,
-      unloaded: { n: a.n, p50: round(a.p50), p99: round(a.p99), max: round(a.max) },
-      underAttack: { n: b.n, p50: round(b.p50), p99: round(b.p99), max: round(b.max) },
+      unloaded: {
+        n: a.n,
+        p50: round(a.p50),
+        p99: round(a.p99),
+        max: round(a.max),
+        eventLoopMaxMs: round(loopMax.unloaded),
+      },
+      underAttack: {
+        n: b.n,
+        p50: round(b.p50),
+        p99: round(b.p99),
+        max: round(b.max),
+        eventLoopMaxMs: round(loopMax.underAttack),
+      },
       p50Ratio: round(b.p50 / a.p50),
       p99Ratio: round(b.p99 / a.p99),
       hostileDeploys: {
