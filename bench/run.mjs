@@ -5,6 +5,7 @@ import { coldBench } from './cold.mjs';
 import { egressBench } from './egress.mjs';
 import { asyncBench, eventsBench } from './events.mjs';
 import { footprintBench } from './footprint.mjs';
+import { hostileBench } from './hostile.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
 import { stateBench } from './state.mjs';
 import { telemetryBench } from './telemetry.mjs';
@@ -14,7 +15,14 @@ import { warmBench } from './warm.mjs';
 const only = process.argv.slice(2);
 const want = (name) => only.length === 0 || only.includes(name);
 const started = new Date();
-const results = { date: started.toISOString(), machine: machine() };
+const previousJson = existsSync(join(ROOT, 'bench', 'results.json'))
+  ? JSON.parse(readFileSync(join(ROOT, 'bench', 'results.json'), 'utf8'))
+  : {};
+// `node bench/run.mjs hostile` re-runs some sections: the others keep their last results, and say so.
+const results =
+  only.length === 0
+    ? { date: started.toISOString(), machine: machine() }
+    : { ...previousJson, rerun: { date: started.toISOString(), sections: only } };
 if (want('warm')) results.warm = await warmBench({ seconds: 5, connections: 50, rounds: 9 });
 if (want('cold')) results.cold = await coldBench({ count: 24 });
 if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
@@ -24,10 +32,8 @@ if (want('egress')) results.egress = await egressBench({ count: 20 });
 if (want('traffic')) results.traffic = await trafficBench({ rate: 1000, seconds: 10 });
 if (want('events')) results.events = await eventsBench({ count: 50_000 });
 if (want('async')) results.async = await asyncBench({ count: 5000 });
+if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
-const previousJson = existsSync(join(ROOT, 'bench', 'results.json'))
-  ? JSON.parse(readFileSync(join(ROOT, 'bench', 'results.json'), 'utf8'))
-  : {};
 if (previousJson.trace !== undefined) results.trace = previousJson.trace;
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
 process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
@@ -36,8 +42,14 @@ const pass = (ok) => (ok ? 'meets the bar' : '**misses the bar**');
 const lines = [
   '# Benchmark results',
   '',
-  `Measured ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\` on ${results.machine.cores} cores (${results.machine.cpu}), Node ${results.machine.node}.`,
+  `Measured ${results.date.slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\` on ${results.machine.cores} cores (${results.machine.cpu}), Node ${results.machine.node}.`,
   'Every comparison is made in the same run, servers measured in turn and in alternation, because the machine is shared and noisy: read the ratios, not the absolute figures.',
+  ...(results.rerun === undefined
+    ? []
+    : [
+        '',
+        `Re-run alone ${results.rerun.date.slice(0, 16).replace('T', ' ')} UTC with \`node bench/run.mjs ${results.rerun.sections.join(' ')}\`: ${results.rerun.sections.join(', ')}.`,
+      ]),
   '',
 ];
 if (results.warm) {
@@ -189,6 +201,24 @@ if (results.async) {
     '## Async invocation (durable SQLite queue)',
     '',
     `${a.count} \`POST /async-function/bench-noop\` with ${a.concurrency} in flight: **${a.acceptedPerSecond} accepted/s** (each durable before its 202), **${a.completedPerSecond} completed/s** (first accept to last finish); accept → start p50 ${a.acceptToStartMs.p50} ms, p99 ${a.acceptToStartMs.p99} ms (the backlog the burst builds included).`,
+    '',
+  );
+}
+if (results.hostile) {
+  const h = results.hostile;
+  lines.push(
+    '## Warm path while hostile deploys are refused',
+    '',
+    `Sequential warm invocations of the hello function on one keep-alive connection, ${h.seconds}s unloaded then ${h.seconds}s while a loop posts a deployable .tar.gz followed by gzip-compressed zeros (${(h.uploadBytes / 1024).toFixed(0)} KiB on the wire, ${h.inflatesToBytes / 1024 ** 2} MiB inflated), ${h.rounds} rounds alternating; figures over all rounds.`,
+    '',
+    '| condition | invocations | p50 ms | p99 ms | max ms | longest event-loop delay, ms |',
+    '|---|---:|---:|---:|---:|---:|',
+    `| unloaded | ${h.unloaded.n} | ${h.unloaded.p50} | ${h.unloaded.p99} | ${h.unloaded.max} | ${h.unloaded.eventLoopMaxMs} |`,
+    `| hostile deploys refused meanwhile | ${h.underAttack.n} | ${h.underAttack.p50} | ${h.underAttack.p99} | ${h.underAttack.max} | ${h.underAttack.eventLoopMaxMs} |`,
+    '',
+    `Ratio under attack / unloaded: p50 **${h.p50Ratio}**, p99 **${h.p99Ratio}**. ${h.hostileDeploys.n} hostile deploys, each refused (${h.hostileDeploys.codes.join(', ')}) in p50 ${h.hostileDeploys.p50} ms, p99 ${h.hostileDeploys.p99} ms. Before issue 19's fix one such upload of 32 MiB of padding stalled every request for 16-28 s.`,
+    '',
+    "The attacking client posts deploys back to back and shares the two cores with the platform, its archive worker thread and the function: the p99 ratio is that contention for CPU, not a held event loop (the last column, from the platform's own `nodejs_eventloop_lag_max_seconds`, read at each phase's end).",
     '',
   );
 }

@@ -142,6 +142,7 @@ export const configFileSchema = z.strictObject({
       maxArchive: bytes.optional(),
       maxUnpacked: bytes.optional(),
       maxFiles: z.int().min(1).optional(),
+      unpackTimeout: duration.optional(),
     })
     .optional(),
   python: z.string().min(1).optional(),
@@ -191,6 +192,8 @@ export interface PlatformConfig {
     readonly maxArchiveBytes: number;
     readonly maxUnpackedBytes: number;
     readonly maxFiles: number;
+    /** Vetting and extracting one upload, in a worker thread; past it the deploy is refused. */
+    readonly unpackTimeoutMs: number;
   };
   readonly python: string | undefined;
   readonly observe: ObservabilityConfig;
@@ -285,6 +288,10 @@ export function resolveConfig(
       maxArchiveBytes: size(merged.upload?.maxArchive, 64 * 1024 ** 2),
       maxUnpackedBytes: size(merged.upload?.maxUnpacked, 256 * 1024 ** 2),
       maxFiles: merged.upload?.maxFiles ?? 20_000,
+      unpackTimeoutMs:
+        merged.upload?.unpackTimeout === undefined
+          ? 30_000
+          : (parseDuration(merged.upload.unpackTimeout) ?? 30_000),
     }),
     python: merged.python,
     observe: resolveObservability(merged),

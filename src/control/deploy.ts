@@ -5,10 +5,9 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { parse as parseYaml } from 'yaml';
 import type { DeployedVersion } from '../domain/deployment.js';
 import { errorBody, HearthError, isHearthError } from '../domain/errors.js';
 import {
@@ -24,11 +23,13 @@ import type { Isolation, Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
 import type { LayerStore } from './build/index.js';
-import { type CodeStore, receiveArchive, type UnpackLimits } from './packages/index.js';
+import { type CodeStore, receiveArchive, runArchiveJob, type UnpackLimits } from './packages/index.js';
 import type { Store, StoredDeployment, StoredFunction, StoredVersion } from './store/index.js';
 
 export const MANIFEST_FILE = 'hearth.yaml';
 const CODE_EXCLUDES: ReadonlySet<string> = new Set([MANIFEST_FILE]);
+/** Real manifests are a few KiB; YAML parsing grows faster than its input (see yaml-file.ts). */
+export const MAX_MANIFEST_BYTES = 64 * 1024;
 
 export interface DeployerOptions {
   readonly store: Store;
@@ -380,28 +381,7 @@ export class Deployer {
     clock: PhaseClock,
     options: DeployOptions,
   ): Promise<PreparedVersion> {
-    const manifestText = await readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => {
-      throw new HearthError(
-        'HEARTH_E_VALIDATION',
-        `${MANIFEST_FILE}: got nothing, expected a ${MANIFEST_FILE} at the root of the function folder`,
-        {
-          details: { field: MANIFEST_FILE, value: null, expected: 'a Function resource' },
-        },
-      );
-    });
-    let parsed: unknown;
-    try {
-      parsed = parseYaml(manifestText);
-    } catch (error) {
-      // The YAML parser recurses per level of nesting; a hostile manifest runs it out of stack (issue 19).
-      const reason = ((error as Error).message.split('\n')[0] ?? '').replace(
-        /^Maximum call stack size exceeded/,
-        'nested too deeply',
-      );
-      throw new HearthError('HEARTH_E_VALIDATION', `${MANIFEST_FILE}: not valid YAML (${reason})`, {
-        details: { field: MANIFEST_FILE, value: null, expected: 'valid YAML' },
-      });
-    }
+    const parsed = await this.readManifest(dir);
     const manifest = this.validate(ref, parsed, MANIFEST_FILE, options.adjust);
     const spec = resolveSpec(manifest.spec);
     const runtime = this.runtimeFor(spec.runtime);
@@ -440,6 +420,53 @@ export class Deployer {
       deps = { key: layer.key, mountName: dependencyManifest.mountName };
     }
     return { ref, manifest, code, deps };
+  }
+
+  /** hearth.yaml, parsed in the archive worker within MAX_MANIFEST_BYTES and the unpack time bound. */
+  private async readManifest(dir: string): Promise<unknown> {
+    const timeoutMs = this.options.limits.unpackTimeoutMs;
+    const file = await runArchiveJob(
+      { kind: 'yaml', file: join(dir, MANIFEST_FILE), maxBytes: MAX_MANIFEST_BYTES },
+      {
+        ms: timeoutMs,
+        error: () =>
+          new HearthError(
+            'HEARTH_E_VALIDATION',
+            `${MANIFEST_FILE}: took longer than ${timeoutMs / 1000}s to parse (upload.unpackTimeout)`,
+            { details: { field: MANIFEST_FILE, value: null, expected: 'a Function resource' } },
+          ),
+      },
+    );
+    switch (file.kind) {
+      case 'parsed':
+        return file.value;
+      case 'missing':
+        throw new HearthError(
+          'HEARTH_E_VALIDATION',
+          `${MANIFEST_FILE}: got nothing, expected a ${MANIFEST_FILE} at the root of the function folder`,
+          { details: { field: MANIFEST_FILE, value: null, expected: 'a Function resource' } },
+        );
+      case 'tooLarge':
+        throw new HearthError(
+          'HEARTH_E_VALIDATION',
+          `${MANIFEST_FILE}: got ${file.bytes} bytes, expected at most ${MAX_MANIFEST_BYTES} (a Function resource)`,
+          {
+            details: {
+              field: MANIFEST_FILE,
+              value: file.bytes,
+              expected: `at most ${MAX_MANIFEST_BYTES} bytes`,
+              limit: MAX_MANIFEST_BYTES,
+            },
+          },
+        );
+      case 'invalid':
+        // The YAML parser recurses per level of nesting; a hostile manifest runs it out of stack (issue 19).
+        throw new HearthError(
+          'HEARTH_E_VALIDATION',
+          `${MANIFEST_FILE}: not valid YAML (${file.reason.replace(/^Maximum call stack size exceeded/, 'nested too deeply')})`,
+          { details: { field: MANIFEST_FILE, value: null, expected: 'valid YAML' } },
+        );
+    }
   }
 
   /** Verifies and activates a version whose code and layer are in place. */

@@ -12,6 +12,7 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import * as tar from 'tar';
@@ -21,7 +22,12 @@ import { HearthError } from '../../domain/errors.js';
 import { receiveArchive, type UnpackLimits } from './index.js';
 
 const MiB = 1024 * 1024;
-const LIMITS: UnpackLimits = { maxArchiveBytes: MiB, maxUnpackedBytes: MiB, maxFiles: 100 };
+const LIMITS: UnpackLimits = {
+  maxArchiveBytes: MiB,
+  maxUnpackedBytes: MiB,
+  maxFiles: 100,
+  unpackTimeoutMs: 30_000,
+};
 
 interface HeaderFields {
   readonly type?: string;
@@ -57,6 +63,19 @@ function member(name: string, content: string | Buffer = '', fields: HeaderField
   const data = typeof content === 'string' ? Buffer.from(content) : content;
   const padding = Buffer.alloc((512 - (data.length % 512)) % 512);
   return Buffer.concat([header(name, { size: data.length, ...fields }), data, padding]);
+}
+
+/** A pax extended header ('x', for the next entry; 'g', global) holding `records`. */
+function pax(records: Readonly<Record<string, string>>, type: 'x' | 'g' = 'x'): Buffer {
+  const lines = Object.entries(records).map(([key, value]) => {
+    const rest = ` ${key}=${value}\n`;
+    let length = Buffer.byteLength(rest);
+    // The length prefix counts its own digits.
+    while (String(length).length + Buffer.byteLength(rest) !== length)
+      length = String(length).length + Buffer.byteLength(rest);
+    return `${length}${rest}`;
+  });
+  return member('PaxHeader', lines.join(''), { type });
 }
 
 function tarGz(...members: Buffer[]): Buffer {
@@ -249,6 +268,126 @@ describe('receiveArchive: refusals name the entry and leave nothing behind', () 
       'HEARTH_E_ARCHIVE_INVALID',
       'archive entry "sparse": SparseFile entries are not allowed',
     );
+  });
+});
+
+describe('receiveArchive: path lengths, and no server path in any refusal', () => {
+  it('refuses an entry whose path is too long, naming the entry and the limit', async () => {
+    const long = `${'dir/'.repeat(1499)}file`;
+    const error = await failure(receive(tarGz(pax({ path: long }), member('short-name', 'x'))));
+    expect(error.code).toBe('HEARTH_E_ARCHIVE_INVALID');
+    expect(error.message).toBe(
+      `archive entry "${long.slice(0, 200)}...": path is 6000 bytes long; the limit is 1024 bytes`,
+    );
+    expect(error.message).not.toContain(base);
+    expect(error.message).not.toContain('/tmp');
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  it('refuses a path segment longer than a file name may be', async () => {
+    const name = 'n'.repeat(300);
+    await expectRefused(
+      tarGz(pax({ path: `src/${name}.js` }), member('short-name', 'x')),
+      'HEARTH_E_ARCHIVE_INVALID',
+      `archive entry "src/${name.slice(0, 196)}...": path segment "${name.slice(0, 200)}..." is 303 bytes long; the limit is 255 bytes per segment`,
+    );
+  });
+
+  it('refuses a symbolic link target that is too long', async () => {
+    await expectRefused(
+      tarGz(pax({ linkpath: 'a/'.repeat(600) }), member('link', '', { type: '2', linkname: 'x' })),
+      'HEARTH_E_ARCHIVE_INVALID',
+      'archive entry "link": symbolic link target is 1200 bytes long; the limit is 1024 bytes',
+    );
+  });
+
+  it('names the entry, not the server directory, when the file system refuses it', async () => {
+    const error = await failure(receive(tarGz(member('a', 'file'), member('a/b', 'beneath a file'))));
+    expect(error.code).toBe('HEARTH_E_ARCHIVE_INVALID');
+    expect(error.message).toMatch(/^archive entry "a\/b": could not be unpacked \(E[A-Z]+\)$/);
+    expect(JSON.stringify(error.details)).not.toContain(base);
+    expect(await readdir(workDir)).toEqual([]);
+  });
+});
+
+describe('receiveArchive: hostile padding is refused without blocking the event loop (issue 19)', () => {
+  /** Runs `work` and reports the longest the event loop was kept from running meanwhile. */
+  async function withLoopDelay<T>(work: () => Promise<T>): Promise<{ result: T; maxDelayMs: number }> {
+    const histogram = monitorEventLoopDelay({ resolution: 5 });
+    histogram.enable();
+    try {
+      return { result: await work(), maxDelayMs: histogram.max / 1e6 };
+    } finally {
+      histogram.disable();
+    }
+  }
+
+  it('stops at the end-of-archive marker and refuses 32 MiB of zeros after it at once', async () => {
+    const valid = tarGz(member('hearth.yaml', 'kind: Function\n'), member('index.js', 'export {}'));
+    const hostile = Buffer.concat([valid, gzipSync(Buffer.alloc(32 * MiB))]);
+    expect(hostile.length).toBeLessThan(LIMITS.maxArchiveBytes);
+    const started = performance.now();
+    const { result: error, maxDelayMs } = await withLoopDelay(() => failure(receive(hostile)));
+    expect(error.code).toBe('HEARTH_E_ARCHIVE_INVALID');
+    expect(error.message).toBe(
+      `archive continues for more than ${MiB} bytes after its end-of-archive marker`,
+    );
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(maxDelayMs).toBeLessThan(100);
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  it('accepts the zero padding tar writers put after the marker', async () => {
+    const record = gzipSync(
+      Buffer.concat([member('hearth.yaml', 'kind: Function\n'), Buffer.alloc(1024), Buffer.alloc(9 * 1024)]),
+    );
+    const tree = await receive(record);
+    expect(await readFile(join(tree.dir, 'hearth.yaml'), 'utf8')).toBe('kind: Function\n');
+  });
+
+  it('refuses data after the marker rather than dropping it', async () => {
+    const joined = Buffer.concat([
+      gzipSync(Buffer.concat([member('a.txt', 'a'), Buffer.alloc(1024), Buffer.alloc(64 * 1024)])),
+      tarGz(member('b.txt', 'b')),
+    ]);
+    await expectRefused(
+      joined,
+      'HEARTH_E_ARCHIVE_INVALID',
+      'archive has data after its end-of-archive marker',
+    );
+  });
+
+  it('bounds the inflated tar stream, metadata included', async () => {
+    // Global pax records are no entry and hold no file bytes: only the inflated-bytes bound sees them.
+    const record = pax({ comment: 'x'.repeat(900 * 1024) }, 'g');
+    const limits = { maxUnpackedBytes: 64 * 1024, maxFiles: 2 };
+    const bound = 64 * 1024 + 2 * 8 * 1024 + MiB;
+    const { result: error, maxDelayMs } = await withLoopDelay(() =>
+      failure(receive(tarGz(record, record, record, member('a.txt', 'a')), limits)),
+    );
+    expect(error.code).toBe('HEARTH_E_ARCHIVE_TOO_LARGE');
+    expect(error.message).toContain(`archive inflates to more than ${bound} bytes of tar stream`);
+    expect(error.details).toEqual({ limit: bound });
+    expect(maxDelayMs).toBeLessThan(100);
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  it('refuses a tar.gz inside the gzip stream, whose inflation tar would do uncounted', async () => {
+    await expectRefused(
+      gzipSync(tarGz(member('a.txt', 'a'))),
+      'HEARTH_E_ARCHIVE_INVALID',
+      'archive is compressed twice',
+    );
+  });
+
+  it('stops unpacking at upload.unpackTimeout and leaves nothing behind', async () => {
+    const files = Array.from({ length: 3000 }, (_, index) => member(`f/${index}.txt`, 'x'));
+    const error = await failure(receive(tarGz(...files), { maxFiles: 5000, unpackTimeoutMs: 20 }));
+    expect(error.code).toBe('HEARTH_E_ARCHIVE_TOO_LARGE');
+    expect(error.message).toBe(
+      'archive took longer than 0.02s to unpack (upload.unpackTimeout); send fewer or smaller files',
+    );
+    expect(await readdir(workDir)).toEqual([]);
   });
 });
 

@@ -15,17 +15,10 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import * as tar from 'tar';
 import { HearthError } from '../../domain/errors.js';
 import type { CodeProvider } from '../../scheduler/index.js';
-import {
-  hashEntries,
-  listTree,
-  normaliseEntryMode,
-  normaliseModes,
-  type TreeDigest,
-  type TreeEntry,
-} from './tree-hash.js';
+import { listTree, type TreeDigest } from './tree-hash.js';
+import { runArchiveJob } from './workers.js';
 
 export interface CodeStoreOptions {
   readonly dataDir: string;
@@ -98,12 +91,13 @@ export class CodeStore implements Pick<CodeProvider, 'checkoutCode'> {
 
   /**
    * Stores the tree at `dir` (minus top-level `exclude` names) under its content hash and caches it
-   * unpacked. `dir` is left untouched. Storing a tree already present only re-hashes it.
+   * unpacked. `dir` is left untouched. Storing a tree already present only re-hashes it. Hashing,
+   * compressing and extracting run in a worker thread: on the event loop, compressing one large file
+   * held it for over a second.
    */
   async put(dir: string, exclude: ReadonlySet<string>): Promise<TreeDigest> {
-    const entries = await listTree(dir, exclude);
-    const digest = await hashEntries(dir, entries);
-    if (!this.has(digest.hash)) await this.writePackage(dir, entries, digest.hash);
+    const { digest, members } = await runArchiveJob({ kind: 'hash', dir, exclude: [...exclude] });
+    if (!this.has(digest.hash)) await this.writePackage(dir, members, digest.hash);
     await this.ensureCached(digest.hash);
     await this.touch(digest.hash);
     await this.evict();
@@ -162,25 +156,11 @@ export class CodeStore implements Pick<CodeProvider, 'checkoutCode'> {
     return { entries: this.cached.size, bytes: this.cachedBytes, limitBytes: this.limitBytes, pinned };
   }
 
-  private async writePackage(dir: string, entries: readonly TreeEntry[], hash: string): Promise<void> {
-    // "./" stops tar from reading a top-level name that starts with "@" as an archive to splice in.
-    const members = entries.filter((entry) => entry.kind !== 'dir').map((entry) => `./${entry.path}`);
+  private async writePackage(dir: string, members: readonly string[], hash: string): Promise<void> {
     const staging = join(this.packagesDir, `${STAGING}${randomUUID()}`);
     try {
-      await tar.c(
-        {
-          file: staging,
-          cwd: dir,
-          gzip: true,
-          portable: true,
-          noMtime: true,
-          noDirRecurse: true,
-          strict: true,
-        },
-        members.length > 0 ? members : ['.'],
-      );
-      // The package is the only durable copy of this code: on disk before anything refers to it.
-      await fsync(staging);
+      // The package is the only durable copy of this code: on disk (the job syncs it) before anything refers to it.
+      await runArchiveJob({ kind: 'pack', dir, members, file: staging });
       await rename(staging, this.packagePath(hash));
       await fsync(this.packagesDir);
     } catch (error) {
@@ -208,17 +188,7 @@ export class CodeStore implements Pick<CodeProvider, 'checkoutCode'> {
     const meta = this.metaPath(hash);
     try {
       await mkdir(staging);
-      await tar.x({
-        file: source,
-        cwd: staging,
-        strict: true,
-        preserveOwner: false,
-        noMtime: true,
-        onReadEntry: normaliseEntryMode,
-      });
-      const entries = await listTree(staging);
-      await normaliseModes(staging, entries);
-      const bytes = entries.reduce((sum, entry) => sum + entry.size, 0);
+      const { bytes } = await runArchiveJob({ kind: 'extract', file: source, dir: staging });
       // Sidecar first: a crash before the rename leaves an orphan sidecar, which init deletes.
       await writeFile(meta, JSON.stringify({ bytes }));
       await rename(staging, this.entryDir(hash));

@@ -3,3 +3,4 @@
 export { type ReceivedTree, receiveArchive, type UnpackLimits } from './archive.js';
 export { type CodeCheckout, CodeStore, type CodeStoreOptions, type CodeStoreStats } from './code-store.js';
 export { hashTree, type TreeDigest } from './tree-hash.js';
+export { runArchiveJob } from './workers.js';
