@@ -7,12 +7,19 @@
  * the guest's files on the host are really owned by that uid; as a normal user bubblewrap maps the
  * caller's uid through a user namespace instead. Resource limits (cgroups) attach at `start`; egress
  * allow-lists and host aliases are `network.ts` (a filtered namespace per sandbox, rules added at bind).
+ * On both paths a seccomp filter (`seccomp.ts`) keeps the guest from creating user namespaces.
+ *
+ * Dependency builds (`run`) are confined the same way, and get a network namespace of their own whose
+ * only way out is to the package registries the build names (slirp4netns plus nftables, as an egress
+ * allow-list): never the host's loopback, so never the platform's own API.
  */
 
-import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import { HearthError } from '../../domain/errors.js';
 import {
@@ -29,7 +36,14 @@ import { findExecutable } from '../paths.js';
 import { atFunctionPriority } from '../priority.js';
 import { runConfined } from '../process/run.js';
 import type { Slot } from '../slots.js';
-import { type FilteredTools, probeFilteredTools, resolvePolicy, SandboxNetwork } from './network.js';
+import {
+  type FilteredTools,
+  probeFilteredTools,
+  resolvePolicy,
+  resolveRegistries,
+  SandboxNetwork,
+} from './network.js';
+import { noUserNamespacesFilter } from './seccomp.js';
 
 export interface SandboxOptions {
   /** Directory for generated files the sandbox shows (passwd, group, hosts). */
@@ -42,6 +56,21 @@ export interface SandboxOptions {
 }
 
 const GUEST_DIR = '/hearth/guest';
+/** Descriptors bubblewrap reads besides the guest's IPC (fd 3): its info, the seccomp filter, the go-ahead. */
+const INFO_FD = 4;
+const SECCOMP_FD = 5;
+const HOLD_FD = 6;
+/**
+ * Starts a build's command only once its network is confined. It first says it is running: bubblewrap
+ * has then finished setting up the namespace's loopback, which slirp4netns configuring the same
+ * namespace at the same moment makes fail (`loopback: Failed RTM_NEWADDR`).
+ */
+const HOLD_UNTIL_NETWORKED = [
+  '/bin/sh',
+  '-c',
+  `printf r >&${HOLD_FD} && read -r go <&${HOLD_FD} && exec ${HOLD_FD}<&- && exec "$@"`,
+  'hearth-build',
+];
 const SLOT_DIR = '/code';
 const NETWORK_ETC = [
   '/etc/resolv.conf',
@@ -64,6 +93,8 @@ export class SandboxIsolation implements Isolation {
   private readonly ownedCaches = new Set<string>();
   readonly filteredUnavailable: string | undefined;
   private readonly filteredTools: FilteredTools | undefined;
+  /** The compiled seccomp filter, or undefined on an architecture it does not know (then `unavailable`). */
+  private readonly seccompFile: string | undefined;
   /** Networks of guests that may reach out (`host`, `filtered`); `none` guests have none. */
   private readonly networks = new WeakMap<GuestProcess, { network: SandboxNetwork; hostsFile: string }>();
 
@@ -74,6 +105,9 @@ export class SandboxIsolation implements Isolation {
     this.privileged = process.getuid?.() === 0;
     this.setpriv = this.privileged ? findExecutable('setpriv') : undefined;
     this.baseArgs = this.rootFilesystemArgs();
+    const filter = noUserNamespacesFilter();
+    this.seccompFile = filter === undefined ? undefined : join(options.stateDir, 'seccomp.bpf');
+    if (filter !== undefined && this.seccompFile !== undefined) writeFileSync(this.seccompFile, filter);
     this.unavailable = this.probe();
     const tools = probeFilteredTools(this.privileged);
     this.filteredTools = typeof tools === 'string' ? undefined : tools;
@@ -94,7 +128,7 @@ export class SandboxIsolation implements Isolation {
       ...(network === 'none'
         ? ['--unshare-net']
         : network === 'filtered'
-          ? ['--unshare-net', '--info-fd', '4', ...this.networkFiles(false)]
+          ? ['--unshare-net', '--info-fd', String(INFO_FD), ...this.networkFiles(false)]
           : this.networkFiles(true)),
       ...(network === 'none' ? [] : ['--ro-bind', hostsFile, '/etc/hosts']),
       ...readOnlyBinds(launch.readOnlyPaths),
@@ -110,21 +144,25 @@ export class SandboxIsolation implements Isolation {
       SLOT_DIR,
       '--chdir',
       '/tmp',
+      ...this.seccompArgs(),
       ...this.identityArgs(),
       launch.command,
       ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
     ];
     const niced = atFunctionPriority(this.bwrap, args);
-    const child = spawn(niced.command, niced.args, {
-      stdio:
-        network === 'filtered'
-          ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe']
-          : ['ignore', 'pipe', 'pipe', 'pipe'],
-      env: { ...launch.env },
-    });
+    const seccomp = this.openSeccomp();
+    let child: ChildProcess;
+    try {
+      child = spawn(niced.command, niced.args, {
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe', network === 'filtered' ? 'pipe' : 'ignore', seccomp],
+        env: { ...launch.env },
+      });
+    } finally {
+      if (typeof seccomp === 'number') closeSync(seccomp);
+    }
     const guest = new GuestProcess(child);
     if (network !== 'none') {
-      const info = network === 'filtered' ? (child.stdio[4] as NodeJS.ReadableStream | null) : null;
+      const info = network === 'filtered' ? (child.stdio[INFO_FD] as NodeJS.ReadableStream | null) : null;
       const sandboxNetwork = new SandboxNetwork(network, this.filteredTools, info ?? undefined);
       this.networks.set(guest, { network: sandboxNetwork, hostsFile });
       guest.once('exit', () => {
@@ -156,14 +194,37 @@ export class SandboxIsolation implements Isolation {
   }
 
   async run(build: BuildCommand): Promise<BuildOutcome> {
-    const networkFiles = NETWORK_ETC.filter((path) => existsSync(path)).flatMap((path) => [
-      '--ro-bind',
-      path,
-      path,
-    ]);
+    const registries = build.registries ?? [];
+    // Its own network namespace always; a way out to the registries only where nftables can hold it to them.
+    const confined = this.filteredTools !== undefined;
+    const hostsFile = join(this.options.stateDir, 'hosts', `build-${randomBytes(6).toString('hex')}`);
+    let allow: { address: string; port: number }[] = [];
+    if (confined && registries.length > 0) {
+      try {
+        const resolved = await resolveRegistries(registries);
+        allow = resolved.allow;
+        await writeFile(hostsFile, resolved.hosts);
+      } catch (error) {
+        return { ok: false, exitCode: null, tail: (error as Error).message };
+      }
+    }
+    const filtered = confined && registries.length > 0;
+    const network = filtered
+      ? [
+          '--unshare-net',
+          '--info-fd',
+          String(INFO_FD),
+          ...this.networkFiles(false),
+          '--ro-bind',
+          hostsFile,
+          '/etc/hosts',
+        ]
+      : confined || registries.length === 0
+        ? ['--unshare-net']
+        : this.networkFiles(true);
     const args = [
       ...this.baseArgs,
-      ...networkFiles,
+      ...network,
       ...readOnlyBinds(build.readOnlyPaths),
       '--bind',
       build.workDir,
@@ -173,7 +234,9 @@ export class SandboxIsolation implements Isolation {
       '/cache',
       '--chdir',
       '/build',
+      ...this.seccompArgs(),
       ...this.identityArgs(),
+      ...(filtered ? HOLD_UNTIL_NETWORKED : []),
       build.command,
       ...build.args.map((arg) =>
         arg.replaceAll(build.workDir, '/build').replaceAll(build.cacheDir, '/cache'),
@@ -193,7 +256,35 @@ export class SandboxIsolation implements Isolation {
         this.ownedCaches.add(build.cacheDir);
       }
     }
-    return runConfined(this.bwrap, args, { ...build, env });
+    const seccomp = this.openSeccomp();
+    try {
+      return await runConfined(this.bwrap, args, {
+        ...build,
+        env,
+        extraStdio: filtered ? ['ignore', 'pipe', seccomp, 'pipe'] : ['ignore', 'ignore', seccomp],
+        onSpawn: async (child) => {
+          if (typeof seccomp === 'number') closeSync(seccomp);
+          if (!filtered) return;
+          const stdio = child.stdio as readonly unknown[];
+          const info = stdio[INFO_FD] as Duplex;
+          const hold = stdio[HOLD_FD] as Duplex;
+          // The sandbox may die before reading or writing these; its exit code tells what happened.
+          info.on('error', () => {});
+          hold.on('error', () => {});
+          try {
+            await inSandbox(hold);
+            const sandboxNetwork = new SandboxNetwork('filtered', this.filteredTools, info);
+            child.once('close', () => sandboxNetwork.close());
+            await sandboxNetwork.allow(allow);
+          } catch (error) {
+            throw new Error(`the build's network could not be set up: ${(error as Error).message}`);
+          }
+          hold.end('go\n');
+        },
+      });
+    } finally {
+      await rm(hostsFile, { force: true });
+    }
   }
 
   /** Sharing the host's network also needs its resolver and CA files (an allow-list has no resolver). */
@@ -201,6 +292,15 @@ export class SandboxIsolation implements Isolation {
     return NETWORK_ETC.filter(
       (path) => existsSync(path) && path !== '/etc/hosts' && (resolver || path !== '/etc/resolv.conf'),
     ).flatMap((path) => ['--ro-bind', path, path]);
+  }
+
+  private seccompArgs(): string[] {
+    return this.seccompFile === undefined ? [] : ['--add-seccomp-fd', String(SECCOMP_FD)];
+  }
+
+  /** A descriptor of its own for each sandbox: bubblewrap reads the filter from its current offset. */
+  private openSeccomp(): number | 'ignore' {
+    return this.seccompFile === undefined ? 'ignore' : openSync(this.seccompFile, 'r');
   }
 
   private identityArgs(): string[] {
@@ -267,11 +367,15 @@ export class SandboxIsolation implements Isolation {
     }
     if (this.privileged && this.setpriv === undefined)
       return 'setpriv (util-linux) is not installed: install util-linux';
+    if (this.seccompFile === undefined)
+      return `no seccomp filter for ${process.arch}: the sandbox cannot keep guests from creating user namespaces here`;
+    const seccomp = this.openSeccomp();
     try {
-      execFileSync(this.bwrap, [...this.baseArgs, '--unshare-net', ...this.identityArgs(), '/bin/true'], {
-        stdio: 'pipe',
-        timeout: 10_000,
-      });
+      execFileSync(
+        this.bwrap,
+        [...this.baseArgs, '--unshare-net', ...this.seccompArgs(), ...this.identityArgs(), '/bin/true'],
+        { stdio: ['ignore', 'pipe', 'pipe', 'ignore', 'ignore', seccomp], timeout: 10_000 },
+      );
       return undefined;
     } catch (error) {
       const stderr =
@@ -279,8 +383,18 @@ export class SandboxIsolation implements Isolation {
           .trim()
           .split('\n')[0] ?? '';
       return `bubblewrap cannot create a sandbox here (${stderr || 'unknown error'}); on Debian/Ubuntu enable unprivileged user namespaces or run as root`;
+    } finally {
+      if (typeof seccomp === 'number') closeSync(seccomp);
     }
   }
+}
+
+/** Resolves once the sandboxed command has written its first byte on `hold`. */
+function inSandbox(hold: Duplex): Promise<void> {
+  return new Promise((resolve, reject) => {
+    hold.once('data', () => resolve());
+    hold.once('end', () => reject(new Error('the build ended before its network was set up')));
+  });
 }
 
 async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
