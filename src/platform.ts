@@ -263,6 +263,7 @@ export async function startPlatform(
     await observability.close();
     await state.close();
     await slots.close();
+    sandbox.close();
     logs.close();
     store.close();
     const code = (error as NodeJS.ErrnoException).code;
@@ -312,6 +313,7 @@ export async function startPlatform(
         await observability?.close();
         await state.close();
         await slots.close();
+        sandbox.close();
         logs.close();
         store.close();
         logger.flush();

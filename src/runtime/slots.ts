@@ -4,18 +4,23 @@
  * `<slot>/<node_modules|deps>`.
  *
  * Two strategies, chosen once per node:
- * - `mount` (root on Linux): the slots directory is a shared bind mount, and bubblewrap's mounts are
- *   slaves of the host's, so a host-side `mount --bind -o ro` into a slot appears inside the running
+ * - `mount` (root on Linux): the slots directory is a shared tmpfs mount, and bubblewrap's mounts are
+ *   slaves of the host's, so a host-side read-only mount into a slot appears inside the running
  *   sandbox: O(1) whatever the layer's size.
+ *
+ * What a guest sees of these mounts in /proc/self/mountinfo says nothing of the host's paths: a slot is
+ * listed by its path in the slots tmpfs (`/<id>`), and a layer or a large code tree is mounted as a
+ * read-only overlay whose only lower directories are given as `/proc/self/fd/N` of the `mount` process
+ * (a bind mount would be listed by its full path in the data dir's filesystem, wherever it is bound).
  * - `link`: hard links (copies across filesystems) of every file, O(files); used where mounting is not
  *   allowed, and for small code trees even under `mount` because linking a few files beats spawning
  *   `mount(8)` (measured in bench/RESULTS.md).
  */
 
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, linkSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from 'node:fs';
-import { copyFile, link, mkdir, readdir, readlink, rm, symlink } from 'node:fs/promises';
+import { copyFile, link, mkdir, open, readdir, readlink, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -105,24 +110,54 @@ class Slots implements SlotManager {
 
   private async mountInto(slot: Slot, source: string, target: string): Promise<void> {
     await mkdir(target, { mode: 0o755 });
-    await run('mount', ['--bind', '-o', 'ro,nosuid,nodev', source, target]);
+    await mountOverlay(source, join(this.slotsDir, EMPTY_DIR), target);
     const list = this.mounted.get(slot.id) ?? [];
     list.push(target);
     this.mounted.set(slot.id, list);
   }
 }
 
+/** An empty directory in the slots tmpfs: a read-only overlay needs two lower directories. */
+const EMPTY_DIR = '.empty';
+
 async function makeSharedMount(dir: string): Promise<boolean> {
   try {
     // A previous run killed with -9 leaves its mounts behind; start from a clean tree.
     await run('umount', ['-R', '-l', dir]).catch(() => undefined);
     await clearDir(dir);
-    await run('mount', ['--bind', dir, dir]);
+    await run('mount', ['-t', 'tmpfs', '-o', 'mode=0755,nosuid,nodev', 'tmpfs', dir]);
     await run('mount', ['--make-shared', dir]);
+    await mkdir(join(dir, EMPTY_DIR), { mode: 0o755 });
     return true;
   } catch {
     await run('umount', ['-l', dir]).catch(() => undefined);
     return false;
+  }
+}
+
+/** `source` read-only at `target`, as an overlay whose options name descriptors, not host paths. */
+async function mountOverlay(source: string, empty: string, target: string): Promise<void> {
+  const lower = await open(source, 'r');
+  const blank = await open(empty, 'r');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(
+        'mount',
+        ['-t', 'overlay', '-o', 'ro,nosuid,nodev,lowerdir=/proc/self/fd/3:/proc/self/fd/4', 'none', target],
+        { stdio: ['ignore', 'ignore', 'pipe', lower.fd, blank.fd] },
+      );
+      let stderr = '';
+      child.stderr?.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+      });
+      child.once('error', reject);
+      child.once('exit', (code) =>
+        code === 0 ? resolve() : reject(new Error(`mount ${target} failed (${code}): ${stderr.trim()}`)),
+      );
+    });
+  } finally {
+    await lower.close();
+    await blank.close();
   }
 }
 

@@ -14,7 +14,6 @@ import {
   FIXTURES,
   type Hearth,
   invoke,
-  makeFolder,
   manifest,
   ROOT,
   startHearth,
@@ -133,7 +132,8 @@ describe('inside a function', () => {
   let walls: TempFolder;
 
   beforeAll(async () => {
-    walls = await makeFolder({
+    // With a dependency layer, so the layer's mount is listed in mountinfo too.
+    walls = await copyFixture('node-deps', {
       'hearth.yaml': manifest('escape-walls', '{ runtime: node20 }'),
       'index.mjs': `import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -160,9 +160,10 @@ export default async function handler() {
     expect(answer.unshare.stderr).toMatch(/unshare failed|Operation not permitted|No space left/i);
   });
 
-  it.skip('/proc/self/mountinfo names neither the data dir nor the checkout the platform runs from', async () => {
+  it('/proc/self/mountinfo names neither the data dir nor the checkout the platform runs from', async () => {
     const answer = (await invoke(hearth.url, 'escape-walls')).json() as { mountinfo: string };
     expect(answer.mountinfo).toContain(' /code ');
+    expect(answer.mountinfo).toContain(' /code/node_modules ');
     expect(answer.mountinfo).not.toContain(hearth.dataDir);
     expect(answer.mountinfo).not.toContain(ROOT.replace(/\/$/, ''));
   });

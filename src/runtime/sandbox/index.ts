@@ -16,7 +16,16 @@
 
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -95,6 +104,15 @@ export class SandboxIsolation implements Isolation {
   private readonly filteredTools: FilteredTools | undefined;
   /** The compiled seccomp filter, or undefined on an architecture it does not know (then `unavailable`). */
   private readonly seccompFile: string | undefined;
+  /**
+   * Whether the state dir is a tmpfs of its own. Everything a guest is shown from it then appears in its
+   * /proc/self/mountinfo by its path inside that tmpfs (`/etc/passwd`, `/guest/…`), not by the host path
+   * that would say where the platform keeps its data (a bind mount is listed by its path in the source
+   * filesystem, wherever it is bound from).
+   */
+  private readonly ownMount: boolean;
+  /** Copies of the runtimes' guest bootstraps in the state dir, by their path in the checkout. */
+  private readonly guestCopies = new Map<string, string>();
   /** Networks of guests that may reach out (`host`, `filtered`); `none` guests have none. */
   private readonly networks = new WeakMap<GuestProcess, { network: SandboxNetwork; hostsFile: string }>();
 
@@ -104,6 +122,7 @@ export class SandboxIsolation implements Isolation {
     this.gid = options.gid ?? 65534;
     this.privileged = process.getuid?.() === 0;
     this.setpriv = this.privileged ? findExecutable('setpriv') : undefined;
+    this.ownMount = this.privileged && mountPrivateTmpfs(options.stateDir);
     this.baseArgs = this.rootFilesystemArgs();
     const filter = noUserNamespacesFilter();
     this.seccompFile = filter === undefined ? undefined : join(options.stateDir, 'seccomp.bpf');
@@ -137,7 +156,7 @@ export class SandboxIsolation implements Isolation {
       '--dir',
       '/hearth',
       '--ro-bind',
-      launch.guestDir,
+      this.guestCopy(launch.guestDir),
       GUEST_DIR,
       '--ro-bind',
       slot.hostDir,
@@ -294,6 +313,29 @@ export class SandboxIsolation implements Isolation {
     ).flatMap((path) => ['--ro-bind', path, path]);
   }
 
+  /** Unmounts the state dir's tmpfs; sandboxes still running keep their own view of it. */
+  close(): void {
+    if (this.ownMount) {
+      try {
+        execFileSync('umount', ['-l', this.options.stateDir], { stdio: 'ignore' });
+      } catch {
+        // Already gone: nothing to do.
+      }
+    }
+  }
+
+  /** The guest bootstrap as the sandbox binds it: a copy in the state dir, so the checkout's path stays unseen. */
+  private guestCopy(guestDir: string): string {
+    if (!this.ownMount) return guestDir;
+    let copy = this.guestCopies.get(guestDir);
+    if (copy === undefined) {
+      copy = join(this.options.stateDir, 'guest', String(this.guestCopies.size));
+      cpSync(guestDir, copy, { recursive: true, dereference: true });
+      this.guestCopies.set(guestDir, copy);
+    }
+    return copy;
+  }
+
   private seccompArgs(): string[] {
     return this.seccompFile === undefined ? [] : ['--add-seccomp-fd', String(SECCOMP_FD)];
   }
@@ -386,6 +428,24 @@ export class SandboxIsolation implements Isolation {
     } finally {
       if (typeof seccomp === 'number') closeSync(seccomp);
     }
+  }
+}
+
+/** Mounts a fresh tmpfs at `dir` (over one a killed run left behind); false where that fails. */
+function mountPrivateTmpfs(dir: string): boolean {
+  mkdirSync(dir, { recursive: true });
+  try {
+    execFileSync('umount', ['-l', dir], { stdio: 'ignore' });
+  } catch {
+    // Nothing was mounted there.
+  }
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'mode=0755,nosuid,nodev,size=64m', 'tmpfs', dir], {
+      stdio: 'ignore',
+    });
+    return true;
+  } catch {
+    return false;
   }
 }
 
