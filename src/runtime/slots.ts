@@ -13,8 +13,8 @@
  * read-only overlay whose only lower directories are given as `/proc/self/fd/N` of the `mount` process
  * (a bind mount would be listed by its full path in the data dir's filesystem, wherever it is bound).
  * - `link`: hard links (copies across filesystems) of every file, O(files); used where mounting is not
- *   allowed, and for small code trees even under `mount` because linking a few files beats spawning
- *   `mount(8)` (measured in bench/RESULTS.md).
+ *   allowed, and for small code trees even under `mount` (as copies there, the slots being a tmpfs)
+ *   because copying a few files beats spawning `mount(8)` (measured in bench/RESULTS.md).
  */
 
 import { execFile, spawn } from 'node:child_process';
@@ -80,7 +80,9 @@ class Slots implements SlotManager {
   async attach(slot: Slot, request: AttachRequest): Promise<void> {
     const work: Promise<void>[] = [];
     const appDir = join(slot.hostDir, 'app');
-    if (request.codeFiles <= LINK_CODE_UP_TO_FILES) linkTreeSync(request.codeDir, appDir);
+    // The slots tmpfs cannot hold hard links to the code cache: a few small files are copied instead.
+    if (request.codeFiles <= LINK_CODE_UP_TO_FILES)
+      linkTreeSync(request.codeDir, appDir, this.strategy === 'mount');
     else if (this.strategy === 'mount') work.push(this.mountInto(slot, request.codeDir, appDir));
     else work.push(linkTree(request.codeDir, appDir));
     if (request.deps !== undefined) {
@@ -172,14 +174,18 @@ async function clearDir(dir: string): Promise<void> {
  * `linkTree` for small trees, synchronously: a handful of link(2) calls take microseconds, while each
  * trip through the libuv thread pool costs more than that on the cold-start path.
  */
-function linkTreeSync(source: string, target: string): void {
+function linkTreeSync(source: string, target: string, copy: boolean): void {
   mkdirSync(target, { recursive: true, mode: 0o755 });
   for (const entry of readdirSync(source, { withFileTypes: true })) {
     const from = join(source, entry.name);
     const to = join(target, entry.name);
-    if (entry.isDirectory()) linkTreeSync(from, to);
+    if (entry.isDirectory()) linkTreeSync(from, to, copy);
     else if (entry.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
     else if (entry.isFile()) {
+      if (copy) {
+        copyFileSync(from, to);
+        continue;
+      }
       try {
         linkSync(from, to);
       } catch (error) {
