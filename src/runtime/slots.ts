@@ -20,7 +20,17 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, linkSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from 'node:fs';
-import { copyFile, link, mkdir, open, readdir, readlink, rm, symlink } from 'node:fs/promises';
+import {
+  copyFile,
+  type FileHandle,
+  link,
+  mkdir,
+  open,
+  readdir,
+  readlink,
+  rm,
+  symlink,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -112,7 +122,7 @@ class Slots implements SlotManager {
 
   private async mountInto(slot: Slot, source: string, target: string): Promise<void> {
     await mkdir(target, { mode: 0o755 });
-    await mountOverlay(source, join(this.slotsDir, EMPTY_DIR), target);
+    await mountOverlay(target, { lower: [source, join(this.slotsDir, EMPTY_DIR)] });
     const list = this.mounted.get(slot.id) ?? [];
     list.push(target);
     this.mounted.set(slot.id, list);
@@ -137,17 +147,29 @@ async function makeSharedMount(dir: string): Promise<boolean> {
   }
 }
 
-/** `source` read-only at `target`, as an overlay whose options name descriptors, not host paths. */
-async function mountOverlay(source: string, empty: string, target: string): Promise<void> {
-  const lower = await open(source, 'r');
-  const blank = await open(empty, 'r');
+/**
+ * An overlay at `target` whose options name descriptors (`/proc/self/fd/N` of the `mount` process), not
+ * host paths: read-only over `lower` (at least two directories), or writable into `upper` (with `work`
+ * on the same filesystem, and an empty `lower`), which then sees every write as a bind mount would.
+ */
+export async function mountOverlay(
+  target: string,
+  dirs: { readonly lower: readonly string[]; readonly upper?: string; readonly work?: string },
+): Promise<void> {
+  const paths = [...dirs.lower, ...(dirs.upper === undefined ? [] : [dirs.upper, dirs.work ?? ''])];
+  const handles: FileHandle[] = [];
   try {
+    for (const path of paths) handles.push(await open(path, 'r'));
+    const fd = (index: number): string => `/proc/self/fd/${3 + index}`;
+    const lower = dirs.lower.map((_, index) => fd(index)).join(':');
+    const options =
+      dirs.upper === undefined
+        ? `ro,nosuid,nodev,lowerdir=${lower}`
+        : `nosuid,nodev,lowerdir=${lower},upperdir=${fd(dirs.lower.length)},workdir=${fd(dirs.lower.length + 1)}`;
     await new Promise<void>((resolve, reject) => {
-      const child = spawn(
-        'mount',
-        ['-t', 'overlay', '-o', 'ro,nosuid,nodev,lowerdir=/proc/self/fd/3:/proc/self/fd/4', 'none', target],
-        { stdio: ['ignore', 'ignore', 'pipe', lower.fd, blank.fd] },
-      );
+      const child = spawn('mount', ['-t', 'overlay', '-o', options, 'none', target], {
+        stdio: ['ignore', 'ignore', 'pipe', ...handles.map((handle) => handle.fd)],
+      });
       let stderr = '';
       child.stderr?.on('data', (chunk: Buffer) => {
         stderr += chunk.toString();
@@ -158,8 +180,7 @@ async function mountOverlay(source: string, empty: string, target: string): Prom
       );
     });
   } finally {
-    await lower.close();
-    await blank.close();
+    for (const handle of handles) await handle.close();
   }
 }
 

@@ -23,6 +23,7 @@ import {
 /** What the build's install script wrote into the layer: each address it tried, and what happened. */
 interface BuildProbe {
   connections: Record<string, string>;
+  mountinfo: string;
   planted?: boolean;
   sawPlanted?: boolean;
 }
@@ -53,7 +54,7 @@ function probeScript(ports: readonly number[], cache: 'plant' | 'look' | 'none')
 const net = require('node:net'), fs = require('node:fs'), path = require('node:path');
 const targets = ${JSON.stringify(targets)};
 const marker = path.join(process.env.npm_config_cache || '/nonexistent', 'planted-by-another-tenant');
-const result = { connections: {} };
+const result = { connections: {}, mountinfo: fs.readFileSync('/proc/self/mountinfo', 'utf8') };
 if (${JSON.stringify(cache)} === 'plant') { fs.writeFileSync(marker, 'x'); result.planted = true; }
 if (${JSON.stringify(cache)} === 'look') result.sawPlanted = fs.existsSync(marker);
 const tryOne = ([host, port]) => new Promise((done) => {
@@ -188,6 +189,15 @@ describe('inside a dependency build', () => {
     expect(outcomes.length).toBeGreaterThanOrEqual(4);
     for (const [target, outcome] of outcomes) expect(`${target} ${outcome}`).not.toMatch(/connected$/);
     expect(accepted).toBe(0);
+  });
+
+  it("an install script's /proc/self/mountinfo names neither the data dir nor the checkout", async () => {
+    const folder = await probeFunction('escape-build-mounts', { scripts: true, cache: 'none' });
+    const mountinfo = (await deployAndAsk(folder, 'escape-build-mounts')).probe?.mountinfo ?? '';
+    expect(mountinfo).toContain(' /build ');
+    expect(mountinfo).toContain(' /cache ');
+    expect(mountinfo).not.toContain(hearth.dataDir);
+    expect(mountinfo).not.toContain(ROOT.replace(/\/$/, ''));
   });
 
   it('a pip build reaches PyPI from its own network namespace', async () => {

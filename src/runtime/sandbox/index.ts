@@ -26,7 +26,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
@@ -44,7 +44,7 @@ import { GuestProcess } from '../ipc/guest-process.js';
 import { findExecutable } from '../paths.js';
 import { atFunctionPriority } from '../priority.js';
 import { runConfined } from '../process/run.js';
-import type { Slot } from '../slots.js';
+import { mountOverlay, type Slot } from '../slots.js';
 import {
   type FilteredTools,
   probeFilteredTools,
@@ -241,15 +241,24 @@ export class SandboxIsolation implements Isolation {
       : confined || registries.length === 0
         ? ['--unshare-net']
         : this.networkFiles(true);
+    if (this.privileged) {
+      // The build runs as the sandbox uid; it must own what it writes.
+      await chownTree(build.workDir, this.uid, this.gid);
+      if (!this.ownedCaches.has(build.cacheDir)) {
+        await chownTree(build.cacheDir, this.uid, this.gid);
+        this.ownedCaches.add(build.cacheDir);
+      }
+    }
+    const views = await this.buildViews(build.workDir, build.cacheDir);
     const args = [
       ...this.baseArgs,
       ...network,
       ...readOnlyBinds(build.readOnlyPaths),
       '--bind',
-      build.workDir,
+      views?.work ?? build.workDir,
       '/build',
       '--bind',
-      build.cacheDir,
+      views?.cache ?? build.cacheDir,
       '/cache',
       '--chdir',
       '/build',
@@ -267,14 +276,6 @@ export class SandboxIsolation implements Isolation {
         value.replaceAll(build.workDir, '/build').replaceAll(build.cacheDir, '/cache'),
       ]),
     );
-    if (this.privileged) {
-      // The build runs as the sandbox uid; it must own what it writes.
-      await chownTree(build.workDir, this.uid, this.gid);
-      if (!this.ownedCaches.has(build.cacheDir)) {
-        await chownTree(build.cacheDir, this.uid, this.gid);
-        this.ownedCaches.add(build.cacheDir);
-      }
-    }
     const seccomp = this.openSeccomp();
     try {
       return await runConfined(this.bwrap, args, {
@@ -303,6 +304,48 @@ export class SandboxIsolation implements Isolation {
       });
     } finally {
       await rm(hostsFile, { force: true });
+      await views?.close();
+    }
+  }
+
+  /**
+   * The build's scratch and cache dirs as overlays that write straight into them (an empty lower
+   * directory), mounted in the state tmpfs: the build's mountinfo then names neither. Undefined where
+   * they cannot be mounted (not root, or the dirs on different filesystems): plain binds then.
+   */
+  private async buildViews(
+    workDir: string,
+    cacheDir: string,
+  ): Promise<{ work: string; cache: string; close(): Promise<void> } | undefined> {
+    if (!this.ownMount) return undefined;
+    const at = join(this.options.stateDir, 'builds', randomBytes(6).toString('hex'));
+    // Overlay work dirs must be on the upper dir's filesystem: beside the scratch dir, in the data dir.
+    const scratch = `${workDir}.overlay`;
+    const views = { work: join(at, 'build'), cache: join(at, 'cache') };
+    const mounted: string[] = [];
+    const close = async (): Promise<void> => {
+      for (const target of mounted.reverse()) await run('umount', ['-l', target]).catch(() => undefined);
+      await rm(at, { recursive: true, force: true });
+      await rm(scratch, { recursive: true, force: true });
+    };
+    try {
+      for (const dir of [
+        views.work,
+        views.cache,
+        join(scratch, 'empty'),
+        join(scratch, 'w1'),
+        join(scratch, 'w2'),
+      ])
+        await mkdir(dir, { recursive: true, mode: 0o755 });
+      const empty = [join(scratch, 'empty')];
+      await mountOverlay(views.work, { lower: empty, upper: workDir, work: join(scratch, 'w1') });
+      mounted.push(views.work);
+      await mountOverlay(views.cache, { lower: empty, upper: cacheDir, work: join(scratch, 'w2') });
+      mounted.push(views.cache);
+      return { ...views, close };
+    } catch {
+      await close();
+      return undefined;
     }
   }
 
@@ -456,6 +499,8 @@ function inSandbox(hold: Duplex): Promise<void> {
     hold.once('end', () => reject(new Error('the build ended before its network was set up')));
   });
 }
+
+const run = promisify(execFile);
 
 async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
   await promisify(execFile)('chown', ['-R', `${uid}:${gid}`, dir]);
