@@ -111,6 +111,8 @@ export class SandboxIsolation implements Isolation {
    * filesystem, wherever it is bound from).
    */
   private readonly ownMount: boolean;
+  /** The last build using each package cache, which the next one waits for (see `run`). */
+  private readonly cacheTurns = new Map<string, Promise<void>>();
   /** Copies of the runtimes' guest bootstraps in the state dir, by their path in the checkout. */
   private readonly guestCopies = new Map<string, string>();
   /** Networks of guests that may reach out (`host`, `filtered`); `none` guests have none. */
@@ -213,6 +215,24 @@ export class SandboxIsolation implements Isolation {
   }
 
   async run(build: BuildCommand): Promise<BuildOutcome> {
+    if (!this.ownMount) return this.runBuild(build);
+    // Two overlays over one upper dir see each other's writes late (the kernel warns it is undefined):
+    // builds sharing a cache (one namespace, one runtime) take turns.
+    const previous = this.cacheTurns.get(build.cacheDir) ?? Promise.resolve();
+    const turn = previous.then(() => this.runBuild(build));
+    const settled = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.cacheTurns.set(build.cacheDir, settled);
+    try {
+      return await turn;
+    } finally {
+      if (this.cacheTurns.get(build.cacheDir) === settled) this.cacheTurns.delete(build.cacheDir);
+    }
+  }
+
+  private async runBuild(build: BuildCommand): Promise<BuildOutcome> {
     const registries = build.registries ?? [];
     // Its own network namespace always; a way out to the registries only where nftables can hold it to them.
     const confined = this.filteredTools !== undefined;
