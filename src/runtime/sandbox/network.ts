@@ -245,14 +245,17 @@ async function resolve(host: string, entry: string): Promise<string> {
 
 /**
  * What a dependency build may reach: every IPv4 address of each registry's host on its port, and the
- * /etc/hosts that names them (the build has no resolver). A registry on this machine's loopback (a local
- * mirror) is reached through slirp4netns's address for it, on its own port only.
+ * /etc/hosts that names them (the build has no resolver). A registry on this machine (a local mirror,
+ * named `localhost` or `host.hearth.internal`) is reached through slirp4netns's address for the host's
+ * loopback, on its own port only; `localhost` then names the host in the build, which needs no
+ * loopback of its own.
  */
 export async function resolveRegistries(
   urls: readonly string[],
 ): Promise<{ hosts: string; allow: { address: string; port: number }[] }> {
-  const names = new Map<string, string>();
+  const names = new Map<string, string>([[HOST_GATEWAY_NAME, SLIRP_HOST]]);
   const allow: { address: string; port: number }[] = [];
+  let loopback = false;
   for (const text of urls) {
     let url: URL;
     try {
@@ -262,8 +265,8 @@ export async function resolveRegistries(
     }
     const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
     const port = Number(url.port || (url.protocol === 'http:' ? 80 : 443));
-    if (host === 'localhost' || host === '::1' || host.startsWith('127.')) {
-      if (host === 'localhost') names.set(host, SLIRP_HOST);
+    if (host === 'localhost' || host === HOST_GATEWAY_NAME || host.startsWith('127.') || host === '::1') {
+      loopback ||= host === 'localhost';
       allow.push({ address: SLIRP_HOST, port });
       continue;
     }
@@ -284,7 +287,7 @@ export async function resolveRegistries(
     names.set(host, first.address);
     for (const { address } of addresses) allow.push({ address, port });
   }
-  let hosts = '127.0.0.1 localhost\n::1 localhost\n';
-  for (const [name, address] of names) if (name !== 'localhost') hosts += `${address} ${name}\n`;
+  let hosts = loopback ? `${SLIRP_HOST} localhost\n` : '127.0.0.1 localhost\n::1 localhost\n';
+  for (const [name, address] of names) hosts += `${address} ${name}\n`;
   return { hosts, allow };
 }
