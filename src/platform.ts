@@ -78,6 +78,10 @@ export async function startPlatform(
   ]);
   if (sandbox.unavailable !== undefined)
     notices.push(`sandbox unavailable: ${sandbox.unavailable}; sandboxed functions are refused`);
+  else if (sandbox.filteredUnavailable !== undefined)
+    notices.push(
+      `dependency builds share the host's network, as their confinement to the package registries works like an egress allow-list: ${sandbox.filteredUnavailable}`,
+    );
   for (const runtime of runtimes.values())
     if (runtime.unavailable !== undefined)
       notices.push(`${runtime.name} unavailable: ${runtime.unavailable}`);
@@ -263,6 +267,7 @@ export async function startPlatform(
     await observability.close();
     await state.close();
     await slots.close();
+    sandbox.close();
     logs.close();
     store.close();
     const code = (error as NodeJS.ErrnoException).code;
@@ -312,6 +317,7 @@ export async function startPlatform(
         await observability?.close();
         await state.close();
         await slots.close();
+        sandbox.close();
         logs.close();
         store.close();
         logger.flush();

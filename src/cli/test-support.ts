@@ -178,6 +178,7 @@ export function functionDetail(overrides: Partial<FunctionDetail> = {}): Functio
       egress: 'none',
       priority: 0,
       eventFormat: 'auto',
+      build: { scripts: false },
     },
     isolationNote: 'sandboxed with bubblewrap',
     code: { hash: 'abcdef0123456789abcdef', files: 3, bytes: 1234 },

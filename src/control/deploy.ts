@@ -409,6 +409,8 @@ export class Deployer {
         isolation,
         sourceDir: dir,
         manifest: dependencyManifest,
+        namespace: ref.namespace,
+        scripts: spec.build.scripts,
         onOutput: (line) => clock.output('dependencies', line),
       });
       clock.end(

@@ -43,6 +43,14 @@ describe('Function resource', () => {
     expect(error.message).toMatch(/expected a duration/);
   });
 
+  it('runs no install scripts unless build.scripts says true, and names a bad value', () => {
+    expect(resolveSpec(parseFunctionManifest(base).spec).build).toEqual({ scripts: false });
+    const opted = { ...base, spec: { runtime: 'node20', build: { scripts: true } } };
+    expect(resolveSpec(parseFunctionManifest(opted).spec).build).toEqual({ scripts: true });
+    const error = failure({ ...base, spec: { runtime: 'node20', build: { scripts: 'yes' } } });
+    expect(error.message).toBe('hearth.yaml: spec.build.scripts: got "yes", expected true or false');
+  });
+
   it('rejects unknown fields by name', () => {
     const error = failure({ ...base, spec: { runtime: 'node20', memory: '128Mi' } });
     expect(error.message).toContain('spec.memory');

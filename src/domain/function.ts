@@ -123,6 +123,8 @@ export const functionSpecSchema = z.strictObject({
   triggers: triggersSchema.optional(),
   /** Token-bucket limit on every invocation of the function (`1000qps`, or `{rate, burst, perClient}`). */
   rateLimit: rateLimitSchema.optional(),
+  /** The dependency build: `scripts: true` lets npm run packages' install scripts (off by default). */
+  build: z.strictObject({ scripts: z.boolean({ message: 'true or false' }).optional() }).optional(),
 });
 
 export const metadataSchema = z.strictObject({
@@ -166,6 +168,8 @@ export interface FunctionSpec {
   readonly hostAliases: Readonly<Record<string, string>>;
   readonly priority: number;
   readonly eventFormat: 'hearth' | 'lambda' | 'auto';
+  /** Whether the dependency build runs packages' install scripts (npm `--ignore-scripts` unless true). */
+  readonly build: { readonly scripts: boolean };
 }
 
 export const DEFAULT_HANDLER: Record<RuntimeName, string> = {
@@ -216,6 +220,7 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
     hostAliases: Object.freeze({ ...(spec.hostAliases ?? {}) }),
     priority: spec.priority ?? 0,
     eventFormat: spec.eventFormat ?? 'auto',
+    build: Object.freeze({ scripts: spec.build?.scripts ?? false }),
   });
 }
 

@@ -42,21 +42,34 @@ export interface NetworkPolicy {
   readonly hostAliases: Readonly<Record<string, string>>;
 }
 
-/** A one-shot command run confined like a function but with network access: a dependency install. */
+/**
+ * A one-shot command run confined like a function but with network access: a dependency install. The
+ * sandbox gives it a network namespace of its own that reaches only `registries`, never the host.
+ */
 export interface BuildCommand {
   readonly command: string;
   readonly args: readonly string[];
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * URLs (scheme, host, port) of the package registries and proxies the command needs, and nothing else;
+   * none: no network at all.
+   */
+  readonly registries?: readonly string[];
   /** Host directory, writable, the command's working directory. */
   readonly workDir: string;
-  /** Host directory for the package manager's cache, writable, shared across builds. */
+  /** Host directory for the package manager's cache, writable, shared by one namespace's builds only. */
   readonly cacheDir: string;
   readonly readOnlyPaths: readonly string[];
   readonly timeoutMs: number;
   readonly onOutput: (line: string) => void;
 }
 
-export type BuildStep = Pick<BuildCommand, 'command' | 'args' | 'env' | 'readOnlyPaths'>;
+export type BuildStep = Pick<BuildCommand, 'command' | 'args' | 'env' | 'readOnlyPaths' | 'registries'>;
+
+export interface BuildOptions {
+  /** Run packages' install scripts (npm `preinstall`/`install`/`postinstall`); pip's setup.py always runs. */
+  readonly scripts: boolean;
+}
 
 export interface BuildOutcome {
   readonly ok: boolean;
@@ -106,7 +119,12 @@ export interface Runtime {
    * Installs the dependencies described by the manifest files copied into `workDir`, producing
    * `workDir/<layerOutput>`. Paths in args and env are host paths; an isolation maps them.
    */
-  buildCommand(workDir: string, cacheDir: string, manifest: DependencyManifest): BuildStep;
+  buildCommand(
+    workDir: string,
+    cacheDir: string,
+    manifest: DependencyManifest,
+    options: BuildOptions,
+  ): BuildStep;
   /** The directory, relative to workDir, that holds the built layer after `buildCommand` succeeds. */
   readonly layerOutput: string;
   /** Optional: compile sources ahead of time so cold starts skip it (Python bytecode). */

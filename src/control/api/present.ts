@@ -63,6 +63,7 @@ export function toDetail(
       egress: spec.egress,
       priority: spec.priority,
       eventFormat: spec.eventFormat,
+      build: { scripts: spec.build.scripts },
     },
     isolationNote: isolationNote(spec.isolation),
     code: { hash: fn.active.codeHash, files: fn.active.codeFiles, bytes: fn.active.codeBytes },

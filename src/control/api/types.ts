@@ -67,6 +67,8 @@ export interface FunctionDetail extends FunctionSummary {
     readonly egress: 'none' | 'allow' | readonly string[];
     readonly priority: number;
     readonly eventFormat: string;
+    /** Whether the dependency build runs packages' install scripts. */
+    readonly build: { readonly scripts: boolean };
   };
   /** One line on what the isolation class means; warns when it is `process`. */
   readonly isolationNote: string;

@@ -1,8 +1,15 @@
 /**
- * @module Dependency layers: `npm ci` / `pip install --target` output, keyed by the hash of the runtime's
- * ABI and the dependency manifest's content, built once inside the function's isolation (with network),
- * then shared read-only by every version and function with the same manifest. A code-only redeploy
+ * @module Dependency layers: `npm ci` / `pip install --target` output, keyed by the namespace, the
+ * runtime's ABI, whether install scripts run, and the dependency manifest's content; built once inside
+ * the function's isolation (a network of its own that reaches only the package registries), then shared
+ * read-only by every version and function of the namespace with the same manifest. A code-only redeploy
  * finds its layer already built and installs nothing.
+ *
+ * Tenants share nothing writable here: a build can write into its package manager's cache (and with
+ * install scripts, run code that does), so each namespace has a cache of its own, and a layer, which one
+ * namespace's build produced, is never handed to another namespace. What a cache gives back is checked by
+ * the package manager against the lockfile's hashes where there are some (`npm ci` with
+ * package-lock.json integrity, pip's hash-checking mode with `--hash`).
  */
 
 import { createHash, randomBytes } from 'node:crypto';
@@ -17,6 +24,10 @@ export interface LayerBuildRequest {
   /** The function's unpacked folder, holding the manifest files. */
   readonly sourceDir: string;
   readonly manifest: DependencyManifest;
+  /** The function's namespace: the tenant whose cache the build uses and who alone gets the layer. */
+  readonly namespace: string;
+  /** Whether packages' install scripts run (spec.build.scripts). */
+  readonly scripts: boolean;
   readonly onOutput: (line: string) => void;
 }
 
@@ -31,6 +42,8 @@ export class LayerStore {
   private readonly layersDir: string;
   private readonly workDir: string;
   private readonly cacheDir: string;
+  /** Caches every namespace's builds once wrote into (before issue 21): whatever is in them is suspect. */
+  private readonly sharedCaches: readonly string[];
 
   constructor(
     dataDir: string,
@@ -38,11 +51,13 @@ export class LayerStore {
   ) {
     this.layersDir = join(dataDir, 'layers');
     this.workDir = join(dataDir, 'tmp');
-    this.cacheDir = join(dataDir, 'cache');
+    this.cacheDir = join(dataDir, 'cache', 'build');
+    this.sharedCaches = ['node20', 'python3'].map((runtime) => join(dataDir, 'cache', runtime));
   }
 
   async init(): Promise<void> {
     await mkdir(this.layersDir, { recursive: true, mode: 0o755 });
+    for (const dir of this.sharedCaches) await rm(dir, { recursive: true, force: true });
     await mkdir(this.workDir, { recursive: true, mode: 0o700 });
     // Half-built layers of a crashed run are never renamed into place; their work dirs can go.
     for (const entry of await readdir(this.workDir)) {
@@ -50,8 +65,15 @@ export class LayerStore {
     }
   }
 
-  async keyOf(runtime: Runtime, sourceDir: string, manifest: DependencyManifest): Promise<string> {
-    const hash = createHash('sha256').update(`${runtime.name}\0${runtime.abi}\0`);
+  async keyOf(
+    runtime: Runtime,
+    sourceDir: string,
+    manifest: DependencyManifest,
+    build: { readonly namespace: string; readonly scripts: boolean },
+  ): Promise<string> {
+    const hash = createHash('sha256').update(
+      `${runtime.name}\0${runtime.abi}\0${build.namespace}\0scripts=${build.scripts}\0`,
+    );
     for (const file of manifest.files)
       hash
         .update(`${file}\0`)
@@ -71,7 +93,7 @@ export class LayerStore {
 
   /** Builds the layer unless it exists; concurrent requests for one key share one build. */
   async ensure(request: LayerBuildRequest): Promise<LayerResult> {
-    const key = await this.keyOf(request.runtime, request.sourceDir, request.manifest);
+    const key = await this.keyOf(request.runtime, request.sourceDir, request.manifest, request);
     if (await this.has(key)) return { key, cached: true, ms: 0 };
     const running = this.building.get(key);
     if (running !== undefined) return running;
@@ -83,13 +105,13 @@ export class LayerStore {
   private async build(key: string, request: LayerBuildRequest): Promise<LayerResult> {
     const began = performance.now();
     const work = join(this.workDir, `build-${randomBytes(6).toString('hex')}`);
-    const cache = join(this.cacheDir, request.runtime.name);
+    const cache = join(this.cacheDir, request.namespace, request.runtime.name);
     await mkdir(work, { recursive: true, mode: 0o755 });
     await mkdir(cache, { recursive: true, mode: 0o755 });
     try {
       for (const file of request.manifest.files)
         await copyFile(join(request.sourceDir, file), join(work, file));
-      const step = request.runtime.buildCommand(work, cache, request.manifest);
+      const step = request.runtime.buildCommand(work, cache, request.manifest, { scripts: request.scripts });
       const outcome = await request.isolation.run({
         ...step,
         workDir: work,

@@ -2,9 +2,10 @@
 
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { BuildStep, DependencyManifest, LaunchSpec, Runtime } from '../index.js';
+import type { BuildOptions, BuildStep, DependencyManifest, LaunchSpec, Runtime } from '../index.js';
 import { GUEST_TOKEN } from '../index.js';
 import { guestDir, SANDBOX_PATH } from '../paths.js';
+import { registriesOf } from '../registries.js';
 
 const REGISTRY_ENV = /^(npm_config_|HTTPS?_PROXY$|NO_PROXY$|https?_proxy$|no_proxy$)/;
 
@@ -50,7 +51,12 @@ export class NodeRuntime implements Runtime {
     return { files, mountName: 'node_modules' };
   }
 
-  buildCommand(workDir: string, cacheDir: string, manifest: DependencyManifest): BuildStep {
+  buildCommand(
+    workDir: string,
+    cacheDir: string,
+    manifest: DependencyManifest,
+    options: BuildOptions,
+  ): BuildStep {
     const locked = manifest.files.length > 1;
     const npmCli = join(dirname(dirname(this.node)), 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
     const env: Record<string, string> = { PATH: SANDBOX_PATH, HOME: join(workDir, '.home'), LANG: 'C.UTF-8' };
@@ -66,10 +72,13 @@ export class NodeRuntime implements Runtime {
         '--no-fund',
         '--no-update-notifier',
         '--loglevel=warn',
+        // Install scripts are arbitrary code from every package in the tree: only a function that asks runs them.
+        ...(options.scripts ? [] : ['--ignore-scripts']),
         '--cache',
         cacheDir,
       ],
       env,
+      registries: registriesOf(env, ['npm_config_registry'], ['https://registry.npmjs.org/']),
       readOnlyPaths: this.node.startsWith('/usr/') ? [] : [dirname(dirname(this.node))],
     };
   }

@@ -1,6 +1,6 @@
 /** @module Runs a one-shot command (a dependency install) with a timeout, streaming its output by line. */
 
-import { spawn } from 'node:child_process';
+import { type ChildProcess, type IOType, spawn } from 'node:child_process';
 import type { BuildCommand, BuildOutcome } from '../index.js';
 
 const TAIL_LINES = 40;
@@ -8,11 +8,17 @@ const TAIL_LINES = 40;
 export function runConfined(
   command: string,
   args: readonly string[],
-  options: Pick<BuildCommand, 'env' | 'timeoutMs' | 'onOutput'> & { cwd?: string },
+  options: Pick<BuildCommand, 'env' | 'timeoutMs' | 'onOutput'> & {
+    cwd?: string;
+    /** Descriptors from 3 on (a confining wrapper's side channels). */
+    extraStdio?: readonly (IOType | number)[];
+    /** Runs once the child exists; if it fails, the child is killed and the build fails with its message. */
+    onSpawn?: (child: ChildProcess) => Promise<void>;
+  },
 ): Promise<BuildOutcome> {
   return new Promise((resolve) => {
     const child = spawn(command, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', ...(options.extraStdio ?? [])],
       env: { ...options.env },
       ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
     });
@@ -28,8 +34,8 @@ export function runConfined(
         options.onOutput(line);
       }
     };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -42,7 +48,12 @@ export function runConfined(
       if (reason !== undefined) tail.push(reason);
       resolve({ ok: exitCode === 0 && !timedOut, exitCode, tail: tail.join('\n') });
     };
+    let setUpFailure: string | undefined;
     child.once('error', (error) => finish(null, error.message));
-    child.once('close', (code) => finish(code));
+    child.once('close', (code) => finish(code, setUpFailure));
+    options.onSpawn?.(child).catch((error: unknown) => {
+      setUpFailure = (error as Error).message;
+      child.kill('SIGKILL');
+    });
   });
 }

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { BuildStep, DependencyManifest, LaunchSpec, Runtime } from '../index.js';
 import { GUEST_TOKEN } from '../index.js';
 import { findExecutable, guestDir, SANDBOX_PATH } from '../paths.js';
+import { registriesOf } from '../registries.js';
 
 const PIP_ENV = /^(PIP_|HTTPS?_PROXY$|NO_PROXY$|https?_proxy$|no_proxy$)/;
 
@@ -101,6 +102,15 @@ export class PythonRuntime implements Runtime {
         join(workDir, 'requirements.txt'),
       ],
       env,
+      // The index, and where PyPI keeps its files (an index of one's own says its own hosts).
+      registries: [
+        ...registriesOf(
+          env,
+          ['PIP_INDEX_URL'],
+          ['https://pypi.org/simple/', 'https://files.pythonhosted.org/'],
+        ),
+        ...registriesOf(env, ['PIP_EXTRA_INDEX_URL'], []),
+      ],
       readOnlyPaths: this.extraPaths(interpreter),
     };
   }

@@ -7,12 +7,28 @@
  * the guest's files on the host are really owned by that uid; as a normal user bubblewrap maps the
  * caller's uid through a user namespace instead. Resource limits (cgroups) attach at `start`; egress
  * allow-lists and host aliases are `network.ts` (a filtered namespace per sandbox, rules added at bind).
+ * On both paths a seccomp filter (`seccomp.ts`) keeps the guest from creating user namespaces.
+ *
+ * Dependency builds (`run`) are confined the same way, and get a network namespace of their own whose
+ * only way out is to the package registries the build names (slirp4netns plus nftables, as an egress
+ * allow-list): never the host's loopback, so never the platform's own API.
  */
 
-import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import { HearthError } from '../../domain/errors.js';
 import {
@@ -28,8 +44,15 @@ import { GuestProcess } from '../ipc/guest-process.js';
 import { findExecutable } from '../paths.js';
 import { atFunctionPriority } from '../priority.js';
 import { runConfined } from '../process/run.js';
-import type { Slot } from '../slots.js';
-import { type FilteredTools, probeFilteredTools, resolvePolicy, SandboxNetwork } from './network.js';
+import { mountOverlay, type Slot } from '../slots.js';
+import {
+  type FilteredTools,
+  probeFilteredTools,
+  resolvePolicy,
+  resolveRegistries,
+  SandboxNetwork,
+} from './network.js';
+import { noUserNamespacesFilter } from './seccomp.js';
 
 export interface SandboxOptions {
   /** Directory for generated files the sandbox shows (passwd, group, hosts). */
@@ -42,6 +65,21 @@ export interface SandboxOptions {
 }
 
 const GUEST_DIR = '/hearth/guest';
+/** Descriptors bubblewrap reads besides the guest's IPC (fd 3): its info, the seccomp filter, the go-ahead. */
+const INFO_FD = 4;
+const SECCOMP_FD = 5;
+const HOLD_FD = 6;
+/**
+ * Starts a build's command only once its network is confined. It first says it is running: bubblewrap
+ * has then finished setting up the namespace's loopback, which slirp4netns configuring the same
+ * namespace at the same moment makes fail (`loopback: Failed RTM_NEWADDR`).
+ */
+const HOLD_UNTIL_NETWORKED = [
+  '/bin/sh',
+  '-c',
+  `printf r >&${HOLD_FD} && read -r go <&${HOLD_FD} && exec ${HOLD_FD}<&- && exec "$@"`,
+  'hearth-build',
+];
 const SLOT_DIR = '/code';
 const NETWORK_ETC = [
   '/etc/resolv.conf',
@@ -64,6 +102,19 @@ export class SandboxIsolation implements Isolation {
   private readonly ownedCaches = new Set<string>();
   readonly filteredUnavailable: string | undefined;
   private readonly filteredTools: FilteredTools | undefined;
+  /** The compiled seccomp filter, or undefined on an architecture it does not know (then `unavailable`). */
+  private readonly seccompFile: string | undefined;
+  /**
+   * Whether the state dir is a tmpfs of its own. Everything a guest is shown from it then appears in its
+   * /proc/self/mountinfo by its path inside that tmpfs (`/etc/passwd`, `/guest/…`), not by the host path
+   * that would say where the platform keeps its data (a bind mount is listed by its path in the source
+   * filesystem, wherever it is bound from).
+   */
+  private readonly ownMount: boolean;
+  /** The last build using each package cache, which the next one waits for (see `run`). */
+  private readonly cacheTurns = new Map<string, Promise<void>>();
+  /** Copies of the runtimes' guest bootstraps in the state dir, by their path in the checkout. */
+  private readonly guestCopies = new Map<string, string>();
   /** Networks of guests that may reach out (`host`, `filtered`); `none` guests have none. */
   private readonly networks = new WeakMap<GuestProcess, { network: SandboxNetwork; hostsFile: string }>();
 
@@ -73,7 +124,11 @@ export class SandboxIsolation implements Isolation {
     this.gid = options.gid ?? 65534;
     this.privileged = process.getuid?.() === 0;
     this.setpriv = this.privileged ? findExecutable('setpriv') : undefined;
+    this.ownMount = this.privileged && mountPrivateTmpfs(options.stateDir);
     this.baseArgs = this.rootFilesystemArgs();
+    const filter = noUserNamespacesFilter();
+    this.seccompFile = filter === undefined ? undefined : join(options.stateDir, 'seccomp.bpf');
+    if (filter !== undefined && this.seccompFile !== undefined) writeFileSync(this.seccompFile, filter);
     this.unavailable = this.probe();
     const tools = probeFilteredTools(this.privileged);
     this.filteredTools = typeof tools === 'string' ? undefined : tools;
@@ -94,7 +149,7 @@ export class SandboxIsolation implements Isolation {
       ...(network === 'none'
         ? ['--unshare-net']
         : network === 'filtered'
-          ? ['--unshare-net', '--info-fd', '4', ...this.networkFiles(false)]
+          ? ['--unshare-net', '--info-fd', String(INFO_FD), ...this.networkFiles(false)]
           : this.networkFiles(true)),
       ...(network === 'none' ? [] : ['--ro-bind', hostsFile, '/etc/hosts']),
       ...readOnlyBinds(launch.readOnlyPaths),
@@ -103,28 +158,32 @@ export class SandboxIsolation implements Isolation {
       '--dir',
       '/hearth',
       '--ro-bind',
-      launch.guestDir,
+      this.guestCopy(launch.guestDir),
       GUEST_DIR,
       '--ro-bind',
       slot.hostDir,
       SLOT_DIR,
       '--chdir',
       '/tmp',
+      ...this.seccompArgs(),
       ...this.identityArgs(),
       launch.command,
       ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
     ];
     const niced = atFunctionPriority(this.bwrap, args);
-    const child = spawn(niced.command, niced.args, {
-      stdio:
-        network === 'filtered'
-          ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe']
-          : ['ignore', 'pipe', 'pipe', 'pipe'],
-      env: { ...launch.env },
-    });
+    const seccomp = this.openSeccomp();
+    let child: ChildProcess;
+    try {
+      child = spawn(niced.command, niced.args, {
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe', network === 'filtered' ? 'pipe' : 'ignore', seccomp],
+        env: { ...launch.env },
+      });
+    } finally {
+      if (typeof seccomp === 'number') closeSync(seccomp);
+    }
     const guest = new GuestProcess(child);
     if (network !== 'none') {
-      const info = network === 'filtered' ? (child.stdio[4] as NodeJS.ReadableStream | null) : null;
+      const info = network === 'filtered' ? (child.stdio[INFO_FD] as NodeJS.ReadableStream | null) : null;
       const sandboxNetwork = new SandboxNetwork(network, this.filteredTools, info ?? undefined);
       this.networks.set(guest, { network: sandboxNetwork, hostsFile });
       guest.once('exit', () => {
@@ -156,24 +215,76 @@ export class SandboxIsolation implements Isolation {
   }
 
   async run(build: BuildCommand): Promise<BuildOutcome> {
-    const networkFiles = NETWORK_ETC.filter((path) => existsSync(path)).flatMap((path) => [
-      '--ro-bind',
-      path,
-      path,
-    ]);
+    if (!this.ownMount) return this.runBuild(build);
+    // Two overlays over one upper dir see each other's writes late (the kernel warns it is undefined):
+    // builds sharing a cache (one namespace, one runtime) take turns.
+    const previous = this.cacheTurns.get(build.cacheDir) ?? Promise.resolve();
+    const turn = previous.then(() => this.runBuild(build));
+    const settled = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.cacheTurns.set(build.cacheDir, settled);
+    try {
+      return await turn;
+    } finally {
+      if (this.cacheTurns.get(build.cacheDir) === settled) this.cacheTurns.delete(build.cacheDir);
+    }
+  }
+
+  private async runBuild(build: BuildCommand): Promise<BuildOutcome> {
+    const registries = build.registries ?? [];
+    // Its own network namespace always; a way out to the registries only where nftables can hold it to them.
+    const confined = this.filteredTools !== undefined;
+    const hostsFile = join(this.options.stateDir, 'hosts', `build-${randomBytes(6).toString('hex')}`);
+    let allow: { address: string; port: number }[] = [];
+    if (confined && registries.length > 0) {
+      try {
+        const resolved = await resolveRegistries(registries);
+        allow = resolved.allow;
+        await writeFile(hostsFile, resolved.hosts);
+      } catch (error) {
+        return { ok: false, exitCode: null, tail: (error as Error).message };
+      }
+    }
+    const filtered = confined && registries.length > 0;
+    const network = filtered
+      ? [
+          '--unshare-net',
+          '--info-fd',
+          String(INFO_FD),
+          ...this.networkFiles(false),
+          '--ro-bind',
+          hostsFile,
+          '/etc/hosts',
+        ]
+      : confined || registries.length === 0
+        ? ['--unshare-net']
+        : this.networkFiles(true);
+    if (this.privileged) {
+      // The build runs as the sandbox uid; it must own what it writes.
+      await chownTree(build.workDir, this.uid, this.gid);
+      if (!this.ownedCaches.has(build.cacheDir)) {
+        await chownTree(build.cacheDir, this.uid, this.gid);
+        this.ownedCaches.add(build.cacheDir);
+      }
+    }
+    const views = await this.buildViews(build.workDir, build.cacheDir);
     const args = [
       ...this.baseArgs,
-      ...networkFiles,
+      ...network,
       ...readOnlyBinds(build.readOnlyPaths),
       '--bind',
-      build.workDir,
+      views?.work ?? build.workDir,
       '/build',
       '--bind',
-      build.cacheDir,
+      views?.cache ?? build.cacheDir,
       '/cache',
       '--chdir',
       '/build',
+      ...this.seccompArgs(),
       ...this.identityArgs(),
+      ...(filtered ? HOLD_UNTIL_NETWORKED : []),
       build.command,
       ...build.args.map((arg) =>
         arg.replaceAll(build.workDir, '/build').replaceAll(build.cacheDir, '/cache'),
@@ -185,15 +296,77 @@ export class SandboxIsolation implements Isolation {
         value.replaceAll(build.workDir, '/build').replaceAll(build.cacheDir, '/cache'),
       ]),
     );
-    if (this.privileged) {
-      // The build runs as the sandbox uid; it must own what it writes.
-      await chownTree(build.workDir, this.uid, this.gid);
-      if (!this.ownedCaches.has(build.cacheDir)) {
-        await chownTree(build.cacheDir, this.uid, this.gid);
-        this.ownedCaches.add(build.cacheDir);
-      }
+    const seccomp = this.openSeccomp();
+    try {
+      return await runConfined(this.bwrap, args, {
+        ...build,
+        env,
+        extraStdio: filtered ? ['ignore', 'pipe', seccomp, 'pipe'] : ['ignore', 'ignore', seccomp],
+        onSpawn: async (child) => {
+          if (typeof seccomp === 'number') closeSync(seccomp);
+          if (!filtered) return;
+          const stdio = child.stdio as readonly unknown[];
+          const info = stdio[INFO_FD] as Duplex;
+          const hold = stdio[HOLD_FD] as Duplex;
+          // The sandbox may die before reading or writing these; its exit code tells what happened.
+          info.on('error', () => {});
+          hold.on('error', () => {});
+          try {
+            await inSandbox(hold);
+            const sandboxNetwork = new SandboxNetwork('filtered', this.filteredTools, info);
+            child.once('close', () => sandboxNetwork.close());
+            await sandboxNetwork.allow(allow);
+          } catch (error) {
+            throw new Error(`the build's network could not be set up: ${(error as Error).message}`);
+          }
+          hold.end('go\n');
+        },
+      });
+    } finally {
+      await rm(hostsFile, { force: true });
+      await views?.close();
     }
-    return runConfined(this.bwrap, args, { ...build, env });
+  }
+
+  /**
+   * The build's scratch and cache dirs as overlays that write straight into them (an empty lower
+   * directory), mounted in the state tmpfs: the build's mountinfo then names neither. Undefined where
+   * they cannot be mounted (not root, or the dirs on different filesystems): plain binds then.
+   */
+  private async buildViews(
+    workDir: string,
+    cacheDir: string,
+  ): Promise<{ work: string; cache: string; close(): Promise<void> } | undefined> {
+    if (!this.ownMount) return undefined;
+    const at = join(this.options.stateDir, 'builds', randomBytes(6).toString('hex'));
+    // Overlay work dirs must be on the upper dir's filesystem: beside the scratch dir, in the data dir.
+    const scratch = `${workDir}.overlay`;
+    const views = { work: join(at, 'build'), cache: join(at, 'cache') };
+    const mounted: string[] = [];
+    const close = async (): Promise<void> => {
+      for (const target of mounted.reverse()) await run('umount', ['-l', target]).catch(() => undefined);
+      await rm(at, { recursive: true, force: true });
+      await rm(scratch, { recursive: true, force: true });
+    };
+    try {
+      for (const dir of [
+        views.work,
+        views.cache,
+        join(scratch, 'empty'),
+        join(scratch, 'w1'),
+        join(scratch, 'w2'),
+      ])
+        await mkdir(dir, { recursive: true, mode: 0o755 });
+      const empty = [join(scratch, 'empty')];
+      await mountOverlay(views.work, { lower: empty, upper: workDir, work: join(scratch, 'w1') });
+      mounted.push(views.work);
+      await mountOverlay(views.cache, { lower: empty, upper: cacheDir, work: join(scratch, 'w2') });
+      mounted.push(views.cache);
+      return { ...views, close };
+    } catch {
+      await close();
+      return undefined;
+    }
   }
 
   /** Sharing the host's network also needs its resolver and CA files (an allow-list has no resolver). */
@@ -201,6 +374,38 @@ export class SandboxIsolation implements Isolation {
     return NETWORK_ETC.filter(
       (path) => existsSync(path) && path !== '/etc/hosts' && (resolver || path !== '/etc/resolv.conf'),
     ).flatMap((path) => ['--ro-bind', path, path]);
+  }
+
+  /** Unmounts the state dir's tmpfs; sandboxes still running keep their own view of it. */
+  close(): void {
+    if (this.ownMount) {
+      try {
+        execFileSync('umount', ['-l', this.options.stateDir], { stdio: 'ignore' });
+      } catch {
+        // Already gone: nothing to do.
+      }
+    }
+  }
+
+  /** The guest bootstrap as the sandbox binds it: a copy in the state dir, so the checkout's path stays unseen. */
+  private guestCopy(guestDir: string): string {
+    if (!this.ownMount) return guestDir;
+    let copy = this.guestCopies.get(guestDir);
+    if (copy === undefined) {
+      copy = join(this.options.stateDir, 'guest', String(this.guestCopies.size));
+      cpSync(guestDir, copy, { recursive: true, dereference: true });
+      this.guestCopies.set(guestDir, copy);
+    }
+    return copy;
+  }
+
+  private seccompArgs(): string[] {
+    return this.seccompFile === undefined ? [] : ['--add-seccomp-fd', String(SECCOMP_FD)];
+  }
+
+  /** A descriptor of its own for each sandbox: bubblewrap reads the filter from its current offset. */
+  private openSeccomp(): number | 'ignore' {
+    return this.seccompFile === undefined ? 'ignore' : openSync(this.seccompFile, 'r');
   }
 
   private identityArgs(): string[] {
@@ -267,11 +472,15 @@ export class SandboxIsolation implements Isolation {
     }
     if (this.privileged && this.setpriv === undefined)
       return 'setpriv (util-linux) is not installed: install util-linux';
+    if (this.seccompFile === undefined)
+      return `no seccomp filter for ${process.arch}: the sandbox cannot keep guests from creating user namespaces here`;
+    const seccomp = this.openSeccomp();
     try {
-      execFileSync(this.bwrap, [...this.baseArgs, '--unshare-net', ...this.identityArgs(), '/bin/true'], {
-        stdio: 'pipe',
-        timeout: 10_000,
-      });
+      execFileSync(
+        this.bwrap,
+        [...this.baseArgs, '--unshare-net', ...this.seccompArgs(), ...this.identityArgs(), '/bin/true'],
+        { stdio: ['ignore', 'pipe', 'pipe', 'ignore', 'ignore', seccomp], timeout: 10_000 },
+      );
       return undefined;
     } catch (error) {
       const stderr =
@@ -279,9 +488,39 @@ export class SandboxIsolation implements Isolation {
           .trim()
           .split('\n')[0] ?? '';
       return `bubblewrap cannot create a sandbox here (${stderr || 'unknown error'}); on Debian/Ubuntu enable unprivileged user namespaces or run as root`;
+    } finally {
+      if (typeof seccomp === 'number') closeSync(seccomp);
     }
   }
 }
+
+/** Mounts a fresh tmpfs at `dir` (over one a killed run left behind); false where that fails. */
+function mountPrivateTmpfs(dir: string): boolean {
+  mkdirSync(dir, { recursive: true });
+  try {
+    execFileSync('umount', ['-l', dir], { stdio: 'ignore' });
+  } catch {
+    // Nothing was mounted there.
+  }
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'mode=0755,nosuid,nodev,size=64m', 'tmpfs', dir], {
+      stdio: 'ignore',
+    });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Resolves once the sandboxed command has written its first byte on `hold`. */
+function inSandbox(hold: Duplex): Promise<void> {
+  return new Promise((resolve, reject) => {
+    hold.once('data', () => resolve());
+    hold.once('end', () => reject(new Error('the build ended before its network was set up')));
+  });
+}
+
+const run = promisify(execFile);
 
 async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
   await promisify(execFile)('chown', ['-R', `${uid}:${gid}`, dir]);

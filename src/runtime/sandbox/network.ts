@@ -242,3 +242,52 @@ async function resolve(host: string, entry: string): Promise<string> {
     );
   }
 }
+
+/**
+ * What a dependency build may reach: every IPv4 address of each registry's host on its port, and the
+ * /etc/hosts that names them (the build has no resolver). A registry on this machine (a local mirror,
+ * named `localhost` or `host.hearth.internal`) is reached through slirp4netns's address for the host's
+ * loopback, on its own port only; `localhost` then names the host in the build, which needs no
+ * loopback of its own.
+ */
+export async function resolveRegistries(
+  urls: readonly string[],
+): Promise<{ hosts: string; allow: { address: string; port: number }[] }> {
+  const names = new Map<string, string>([[HOST_GATEWAY_NAME, SLIRP_HOST]]);
+  const allow: { address: string; port: number }[] = [];
+  let loopback = false;
+  for (const text of urls) {
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      throw new Error(`the package registry "${text}" is not a URL`);
+    }
+    const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+    const port = Number(url.port || (url.protocol === 'http:' ? 80 : 443));
+    if (host === 'localhost' || host === HOST_GATEWAY_NAME || host.startsWith('127.') || host === '::1') {
+      loopback ||= host === 'localhost';
+      allow.push({ address: SLIRP_HOST, port });
+      continue;
+    }
+    if (isIPv4(host)) {
+      allow.push({ address: host, port });
+      continue;
+    }
+    let addresses: { address: string }[];
+    try {
+      addresses = await lookup(host, { family: 4, all: true });
+    } catch (error) {
+      throw new Error(
+        `cannot resolve the package registry ${host} on this node (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+    const first = addresses[0];
+    if (first === undefined) throw new Error(`the package registry ${host} has no IPv4 address`);
+    names.set(host, first.address);
+    for (const { address } of addresses) allow.push({ address, port });
+  }
+  let hosts = loopback ? `${SLIRP_HOST} localhost\n` : '127.0.0.1 localhost\n::1 localhost\n';
+  for (const [name, address] of names) hosts += `${address} ${name}\n`;
+  return { hosts, allow };
+}
