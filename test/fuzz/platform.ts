@@ -127,8 +127,15 @@ export function stackedErrors(platform: FuzzPlatform): string[] {
     .filter((line) => line.level === 'error' || line.level === 'fatal')
     .filter((line) => JSON.stringify(line).includes('    at '))
     .map((line) => {
-      const err = line.err as { message?: unknown; type?: unknown } | undefined;
-      return `${String(line.msg)}: ${String(err?.type ?? '')} ${String(err?.message ?? '').split('\n')[0]}`;
+      const err = line.err as { message?: unknown; type?: unknown; stack?: unknown } | undefined;
+      // The first frame in the platform's own code (else the first) says where the caller's input got in.
+      const frames = String(err?.stack ?? '')
+        .split('\n')
+        .filter((text) => text.trim().startsWith('at '));
+      const frame = (frames.find((text) => text.includes('/dist/')) ?? frames[0])
+        ?.trim()
+        .replace(/\(?file:\/\/\S*\/dist\//, '(dist/');
+      return `${String(line.msg)}: ${String(err?.type ?? '')} ${String(err?.message ?? '').split('\n')[0]} ${frame ?? ''}`.trim();
     });
 }
 

@@ -135,12 +135,13 @@ export interface RawOutcome {
 /**
  * Writes `bytes` on a fresh connection and reads answers until `expect` of them arrived, the server
  * closed, or `timeoutMs` passed. `bodiless[i]` marks answers to HEAD (a length but no body); `1xx`
- * interim answers are skipped.
+ * interim answers are skipped. With `quietEndMs`, a connection that got nothing back by then is
+ * half-closed, as a client that is done sending.
  */
 export function rawRequest(
   port: number,
   bytes: Buffer | string,
-  options: { expect: number; timeoutMs: number; bodiless?: readonly boolean[] },
+  options: { expect: number; timeoutMs: number; bodiless?: readonly boolean[]; quietEndMs?: number },
 ): Promise<RawOutcome> {
   const started = performance.now();
   return new Promise((resolve) => {
@@ -168,7 +169,14 @@ export function rawRequest(
       }
       if (responses.length >= options.expect) finish(false, false);
     });
-    socket.on('connect', () => socket.write(bytes));
+    socket.on('connect', () => {
+      socket.write(bytes);
+      // Bytes that leave a request unfinished get no answer until the client gives up: so it does.
+      if (options.quietEndMs !== undefined)
+        setTimeout(() => {
+          if (!settled && pending.length === 0 && responses.length === 0) socket.end();
+        }, options.quietEndMs);
+    });
   });
 }
 
