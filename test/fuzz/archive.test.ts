@@ -88,6 +88,8 @@ async function judge(archive: Buffer, described: string): Promise<void> {
     }
   }
   if (outcome !== 'stalled') {
+    // A refused extraction's last writes may land after it returned; give them a moment to show.
+    if ('error' in outcome) await new Promise((settle) => setTimeout(settle, 25));
     const left = await readdir(workDir).catch(() => []);
     if (left.length > 0) problems.push(`left ${left.join(', ')} in the work dir`);
     await rm(workDir, { recursive: true, force: true });
