@@ -136,7 +136,13 @@ function bytesOf(given: Request, last: boolean): Buffer {
   ];
   // Framing stays ours: a header the fuzzer picked must not contradict it (that is the mutation test's job).
   const framing = /^(content-length|transfer-encoding|connection|host|expect|upgrade)$/i;
-  const kept = headers.filter(([name], index) => index === 0 || !framing.test(name));
+  // node:http answers a head over 16 KiB with 431 and a close, losing a pipelined answer before it
+  // (node's own behaviour): heads stay under that here, and the mutation test sends the long ones.
+  let room = 12 * 1024;
+  const kept = headers.filter(([name, value], index) => {
+    room -= name.length + value.length + 4;
+    return index === 0 || (!framing.test(name) && room > 0);
+  });
   let body = given.body;
   if (given.chunked && body.length > 0) {
     kept.push(['Transfer-Encoding', 'chunked']);
@@ -254,7 +260,11 @@ describe('fuzz: raw HTTP front', () => {
         fc.asyncProperty(
           fc.array(request, { minLength: 1, maxLength: 2 }),
           fc.array(mutation, { minLength: 1, maxLength: 3 }),
-          async (requests, mutations) => {
+          async (generated, mutations) => {
+            // An answer to HEAD has a length but no body, which cannot be told once the bytes moved.
+            const requests = generated.map((given) =>
+              given.method === 'HEAD' ? { ...given, method: 'GET' } : given,
+            );
             let bytes = Buffer.concat(
               requests.map((given, index) => bytesOf(given, index === requests.length - 1)),
             );
