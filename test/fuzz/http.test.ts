@@ -284,7 +284,7 @@ describe('fuzz: raw HTTP front', () => {
             const outcome = await rawRequest(platform.port, bytes, {
               expect: requests.length,
               timeoutMs: ANSWER_MS,
-              quietEndMs: 250,
+              quietEndMs: 150,
             });
             // Which answer belongs to a HEAD is unknown once bytes moved; a bodiless 2xx parses as one anyway.
             const problems = judgeAll(
@@ -301,10 +301,10 @@ describe('fuzz: raw HTTP front', () => {
               );
           },
         ),
-        fuzzParams(50, 300),
+        fuzzParams(40, 250),
       );
     },
-    fuzzTimeout(50, 300),
+    fuzzTimeout(40, 250),
   );
 
   it('still serves afterwards, and logged no internal error with a stack for any of it', async () => {
