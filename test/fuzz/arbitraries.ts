@@ -241,74 +241,84 @@ export function applyEdits(base: unknown, edits: readonly DataEdit[]): unknown {
   for (const edit of edits) {
     const all = slots(root);
     const slot = all[edit.at % all.length] as Slot;
-    const set = (value: unknown): void => {
-      if (slot.parent === undefined) root = value;
-      else if (Array.isArray(slot.parent)) slot.parent[slot.key as number] = value;
-      else
-        Object.defineProperty(slot.parent, slot.key, {
+    const value = slot.value;
+    const given = materialize(edit.value);
+    try {
+      root = applyOne(root, slot, edit, value, given);
+    } catch {
+      // Stringifying or counting a value nested 100,000 deep overflows the stack: that edit is skipped.
+    }
+  }
+  return root;
+}
+
+function applyOne(start: unknown, slot: Slot, edit: DataEdit, value: unknown, given: unknown): unknown {
+  let root = start;
+  const set = (next: unknown): void => {
+    if (slot.parent === undefined) root = next;
+    else if (Array.isArray(slot.parent)) slot.parent[slot.key as number] = next;
+    else
+      Object.defineProperty(slot.parent, slot.key, {
+        value: next,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+  };
+  switch (edit.op) {
+    case 'replace':
+      set(given);
+      break;
+    case 'delete':
+      if (Array.isArray(slot.parent)) slot.parent.splice(slot.key as number, 1);
+      else if (slot.parent !== undefined) delete slot.parent[slot.key as string];
+      else root = undefined;
+      break;
+    case 'addKey':
+      if (value !== null && typeof value === 'object' && !Array.isArray(value))
+        Object.defineProperty(value, edit.key, {
+          value: given,
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+      else if (Array.isArray(value)) value.push(given);
+      else set(ownObject(edit.key, value));
+      break;
+    case 'rename':
+      if (slot.parent !== undefined && !Array.isArray(slot.parent)) {
+        delete slot.parent[slot.key as string];
+        Object.defineProperty(slot.parent, edit.key, {
           value,
           enumerable: true,
           writable: true,
           configurable: true,
         });
-    };
-    const value = slot.value;
-    const given = materialize(edit.value);
-    switch (edit.op) {
-      case 'replace':
-        set(given);
-        break;
-      case 'delete':
-        if (Array.isArray(slot.parent)) slot.parent.splice(slot.key as number, 1);
-        else if (slot.parent !== undefined) delete slot.parent[slot.key as string];
-        else root = undefined;
-        break;
-      case 'addKey':
-        if (value !== null && typeof value === 'object' && !Array.isArray(value))
-          Object.defineProperty(value, edit.key, {
-            value: given,
-            enumerable: true,
-            writable: true,
-            configurable: true,
-          });
-        else if (Array.isArray(value)) value.push(given);
-        else set(ownObject(edit.key, value));
-        break;
-      case 'rename':
-        if (slot.parent !== undefined && !Array.isArray(slot.parent)) {
-          delete slot.parent[slot.key as string];
-          Object.defineProperty(slot.parent, edit.key, {
-            value,
-            enumerable: true,
-            writable: true,
-            configurable: true,
-          });
-        } else set(given);
-        break;
-      case 'wrap':
-        set([value]);
-        break;
-      case 'unwrap':
-        if (Array.isArray(value)) set(value[0]);
-        else if (value !== null && typeof value === 'object') set(Object.values(value)[0]);
-        else set(undefined);
-        break;
-      case 'stringify':
-        set(typeof value === 'string' ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value)));
-        break;
-      case 'numberify':
-        set(Number(value));
-        break;
-      case 'repeat':
-        if (Array.isArray(value)) set(Array.from({ length: edit.times }, () => value[0]));
-        else if (typeof value === 'string')
-          set(value.repeat(Math.min(edit.times, 200_000 / Math.max(1, value.length))));
-        else set(Array.from({ length: edit.times }, () => value));
-        break;
-      case 'nest':
-        set(ownObject(edit.key, value));
-        break;
-    }
+      } else set(given);
+      break;
+    case 'wrap':
+      set([value]);
+      break;
+    case 'unwrap':
+      if (Array.isArray(value)) set(value[0]);
+      else if (value !== null && typeof value === 'object') set(Object.values(value)[0]);
+      else set(undefined);
+      break;
+    case 'stringify':
+      set(typeof value === 'string' ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value)));
+      break;
+    case 'numberify':
+      set(Number(value));
+      break;
+    case 'repeat':
+      if (Array.isArray(value)) set(Array.from({ length: edit.times }, () => value[0]));
+      else if (typeof value === 'string')
+        set(value.repeat(Math.min(edit.times, 200_000 / Math.max(1, value.length))));
+      else set(Array.from({ length: edit.times }, () => value));
+      break;
+    case 'nest':
+      set(ownObject(edit.key, value));
+      break;
   }
   return root;
 }
@@ -441,6 +451,7 @@ export const aliasEdit: fc.Arbitrary<AliasEdit> = fc.record({
 /** `text` as a YAML document with aliases added (shared or self-referencing nodes), as text again. */
 export function applyAliasEdits(text: string, edits: readonly AliasEdit[]): string {
   const document = parseDocument(text);
+  let written = text;
   for (const edit of edits) {
     const collections: unknown[] = [];
     visit(document, {
@@ -454,8 +465,15 @@ export function applyAliasEdits(text: string, edits: readonly AliasEdit[]): stri
     const alias = document.createAlias(target);
     if (isMap(into)) into.set(edit.key, alias);
     else if (isSeq(into)) into.add(alias);
+    try {
+      written = document.toString();
+    } catch {
+      // An alias before its anchor, or one whose anchor this edit replaced, cannot be written: the text
+      // stays as the last edit that could be.
+      break;
+    }
   }
-  return document.toString();
+  return written;
 }
 
 /** A YAML alias bomb: `levels` of anchors, each listing the previous one `width` times. */
