@@ -68,6 +68,12 @@ async function judge(archive: Buffer, described: string): Promise<void> {
   const ms = performance.now() - started;
   if (outcome === 'stalled') {
     problems.push(`did not finish within ${BOUND_MS} ms`);
+  } else if (ms > BOUND_MS) {
+    // Work that blocks the event loop finishes before the timer can fire; it is as much a stall.
+    problems.push(`took ${Math.round(ms)} ms (bound ${BOUND_MS} ms)`);
+  }
+  if (outcome === 'stalled') {
+    // Nothing to inspect: the reader is still at work.
   } else if ('tree' in outcome) {
     problems.push(
       ...(await escapes(outcome.tree.dir)).map((link) => `unpacked a link out of the tree: ${link}`),

@@ -173,6 +173,8 @@ export const VALID: Entry[] = [
 
 type Layer = 'tar' | 'gzip';
 
+const PADDING_BOMB = 32 * 1024 * 1024;
+
 export interface ByteEdit {
   readonly layer: Layer;
   readonly op: 'flip' | 'truncate' | 'append' | 'zeros' | 'insert';
@@ -192,10 +194,12 @@ export const byteEdit: fc.Arbitrary<ByteEdit> = fc.record({
   ),
   at: fc.nat({ max: 1_000_000 }),
   bytes: fc.uint8Array({ minLength: 1, maxLength: 16 }),
-  count: fc.constantFrom(1, 7, 512, 1024, 10_240, 65_536),
+  // 32 MiB of zeros after the end-of-archive blocks compress to about 32 KiB: padding that costs the
+  // sender nothing and the reader everything unless it stops at the end.
+  count: fc.constantFrom(1, 7, 512, 1024, 10_240, 65_536, PADDING_BOMB),
 });
 
-function edit(data: Buffer, change: ByteEdit): Buffer {
+function edit(data: Buffer, change: ByteEdit, layer: Layer): Buffer {
   const at = data.length === 0 ? 0 : change.at % data.length;
   switch (change.op) {
     case 'flip': {
@@ -210,7 +214,11 @@ function edit(data: Buffer, change: ByteEdit): Buffer {
     case 'append':
       return Buffer.concat([data, change.bytes]);
     case 'zeros':
-      return Buffer.concat([data, Buffer.alloc(change.count)]);
+      // Outside the gzip stream a bomb is just a large upload (refused by size): kept small there.
+      return Buffer.concat([
+        data,
+        Buffer.alloc(layer === 'gzip' ? Math.min(change.count, 65_536) : change.count),
+      ]);
     case 'insert':
       return Buffer.concat([data.subarray(0, at), change.bytes, data.subarray(at)]);
   }
@@ -219,8 +227,8 @@ function edit(data: Buffer, change: ByteEdit): Buffer {
 /** Edits at the tar layer happen before compression, the others after. */
 export function build(tar: Buffer, edits: readonly ByteEdit[]): Buffer {
   let inner = tar;
-  for (const change of edits) if (change.layer === 'tar') inner = edit(inner, change);
+  for (const change of edits) if (change.layer === 'tar') inner = edit(inner, change, 'tar');
   let outer: Buffer = gzipSync(inner);
-  for (const change of edits) if (change.layer === 'gzip') outer = edit(outer, change);
+  for (const change of edits) if (change.layer === 'gzip') outer = edit(outer, change, 'gzip');
   return outer;
 }
