@@ -16,9 +16,16 @@ const scaleText = process.env.FUZZ_SCALE;
 /** How many times the base number of cases each property runs. */
 export const SCALE = scaleText === undefined ? 1 : Math.max(1, Number(scaleText) || 1);
 const seedText = process.env.FUZZ_SEED;
-/** Fixed under `npm test`; fresh for a long run unless replaying one. */
+/**
+ * Fixed under `npm test`; fresh for a long run unless replaying one. Every test file of one run is a
+ * child of the same vitest process, so its id gives them all the same seed.
+ */
 export const SEED =
-  seedText !== undefined ? Number(seedText) : SCALE > 1 ? Date.now() % 2_147_483_647 : 20_261_206;
+  seedText !== undefined
+    ? Number(seedText)
+    : SCALE > 1
+      ? (process.ppid * 2_654_435_761 + Math.floor(Date.now() / 86_400_000)) % 2_147_483_647
+      : 20_261_206;
 if (SCALE > 1 || seedText !== undefined)
   process.stdout.write(`fuzz: seed ${SEED}, ${SCALE}x the cases of npm test (FUZZ_SEED=${SEED} replays)\n`);
 
