@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { type Document, LineCounter, parseDocument, type YAMLError } from 'yaml';
 import { isHearthError } from '../domain/errors.js';
 import { type FunctionManifest, parseFunctionManifest } from '../domain/function.js';
+import { yamlNestingProblem } from '../domain/yaml-nesting.js';
 import { CliError } from './errors.js';
 import { MANIFEST_FILE } from './pack.js';
 
@@ -28,6 +29,7 @@ export async function readFunctionFolder(dir: string): Promise<FunctionFolder> {
     }
     throw new CliError(`${file}: cannot be read (${errnoCode(error)})`);
   }
+  requireShallowYaml(file, text);
   const lineCounter = new LineCounter();
   const document = parseDocument(text, { lineCounter });
   const syntax = document.errors[0];
@@ -57,8 +59,15 @@ export function validateWith<T>(
   parse: (input: unknown, origin: string) => T,
 ): T {
   const origin = documentLabel === undefined ? file : `${file}: ${documentLabel}`;
+  let value: unknown;
   try {
-    return parse(document.toJS(), origin);
+    value = document.toJS();
+  } catch (error) {
+    // Aliases past the parser's count (a "billion laughs" file) or other resource exhaustion.
+    throw new CliError(`${origin}: not valid YAML (${(error as Error).message.split('\n')[0]})`);
+  }
+  try {
+    return parse(value, origin);
   } catch (error) {
     if (!isHearthError(error)) throw error;
     const rest = error.message.startsWith(`${origin}: `)
@@ -67,6 +76,12 @@ export function validateWith<T>(
     const where = locate(document, lineCounter, file, error.details?.field, documentLabel);
     throw new CliError(`${where}: ${rest}`, { code: error.code, cause: error });
   }
+}
+
+/** Refuses YAML nested deeper than the parser can read in reasonable time, naming the file and the line. */
+export function requireShallowYaml(file: string, text: string): void {
+  const problem = yamlNestingProblem(text);
+  if (problem !== undefined) throw new CliError(`${file}: not valid YAML (${problem})`);
 }
 
 export function yamlSyntaxError(file: string, error: YAMLError): CliError {

@@ -18,7 +18,12 @@ import { errorBody, HearthError } from '../../src/domain/errors.js';
 import { fuzzParams, fuzzTimeout, leaks, shortly } from '../support/fuzz.js';
 import { build, byteEdit, entry, tarOf, VALID } from './tar.js';
 
-const LIMITS: UnpackLimits = { maxArchiveBytes: 256 * 1024, maxUnpackedBytes: 512 * 1024, maxFiles: 20 };
+const LIMITS: UnpackLimits = {
+  maxArchiveBytes: 256 * 1024,
+  maxUnpackedBytes: 512 * 1024,
+  maxFiles: 20,
+  unpackTimeoutMs: 5000,
+};
 /** Reading a small archive takes milliseconds; this catches a stall, not a slow disk. */
 const BOUND_MS = 5000;
 

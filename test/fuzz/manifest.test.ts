@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { parse as parseYaml } from 'yaml';
 import { CliError, failureLine } from '../../src/cli/errors.js';
 import { readFunctionFolder } from '../../src/cli/manifest.js';
+import { parseYamlText } from '../../src/control/packages/yaml-file.js';
 import { errorBody, HearthError } from '../../src/domain/errors.js';
 import { parseFunctionManifest, resolveSpec } from '../../src/domain/function.js';
 import { parseGatewayManifest } from '../../src/domain/gateway.js';
@@ -242,12 +242,10 @@ function asGateway(input: unknown): unknown {
 
 /** The server's reading of hearth.yaml (control/deploy.ts): a YAML error is its own 400 there. */
 function serverReads(text: string, kind: TextBase['kind']): void {
-  let parsed: unknown;
-  try {
-    parsed = parseYaml(text);
-  } catch {
-    return;
-  }
+  // The server's own reading (nesting bounded, then parsed); a refusal there is a clean 400.
+  const read = parseYamlText(text);
+  if (read.kind !== 'parsed') return;
+  const parsed = read.value;
   judge(() => (kind === 'Function' ? asFunction(parsed) : asGateway(parsed)), text, 'parsed YAML');
 }
 

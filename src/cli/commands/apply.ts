@@ -18,6 +18,7 @@ import {
   isErrno,
   locate,
   renderManifest,
+  requireShallowYaml,
   validateDocument,
   validateWith,
   yamlSyntaxError,
@@ -215,6 +216,7 @@ async function readInput(filename: string, io: CliIo): Promise<Input> {
 
 /** Validates every document, and every source folder, before anything is sent. */
 async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
+  requireShallowYaml(input.label, input.text);
   const lineCounter = new LineCounter();
   const documents = parseAllDocuments(input.text, { lineCounter });
   const planned: Planned[] = [];

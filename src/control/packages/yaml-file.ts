@@ -2,6 +2,7 @@
 
 import { open } from 'node:fs/promises';
 import { parse } from 'yaml';
+import { yamlNestingProblem } from '../../domain/yaml-nesting.js';
 
 export type YamlFile =
   | { readonly kind: 'missing' }
@@ -25,6 +26,13 @@ export async function readYamlFile(file: string, maxBytes: number): Promise<Yaml
   } catch {
     return { kind: 'missing' };
   }
+  return parseYamlText(text);
+}
+
+/** The server's reading of a hearth.yaml's text: nesting bounded first, then parsed. */
+export function parseYamlText(text: string): YamlFile {
+  const nesting = yamlNestingProblem(text);
+  if (nesting !== undefined) return { kind: 'invalid', reason: nesting };
   try {
     return { kind: 'parsed', value: parse(text) };
   } catch (error) {
