@@ -55,7 +55,7 @@ export const limitsSchema = z.strictObject({
   timeout: duration(1, 15 * 60_000).optional(),
   maxBody: size(1, 512 * 1024 ** 2, '6Mi').optional(),
   /** Processes and threads the function may run at once (its cgroup's pids.max). */
-  pids: z.int({ message: 'a whole number of processes from 16 to 32768' }).min(16).max(32768).optional(),
+  pids: z.int({ message: 'a whole number of processes' }).min(16).max(32768).optional(),
   /** Size of the function's private /tmp. */
   tmp: size(1024 ** 2, 16 * 1024 ** 3, '64Mi').optional(),
 });

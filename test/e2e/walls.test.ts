@@ -127,6 +127,16 @@ export default async function handler() {
 }
 `;
 
+const NODE_CPU_HOG = `
+export default async function handler() {
+  const start = Date.now();
+  const before = process.cpuUsage();
+  while (Date.now() - start < 1500) Math.sqrt(Math.random());
+  const used = process.cpuUsage(before);
+  return { cpuSeconds: (used.user + used.system) / 1e6, wallSeconds: (Date.now() - start) / 1000 };
+}
+`;
+
 /** Each call as a raw system call through libc, so the answer is the kernel's (or the filter's) errno. */
 const PY_SECCOMP = `
 import ctypes, errno, socket
@@ -181,6 +191,10 @@ beforeAll(async () => {
   await deployFiles('tmp-fill', {
     'hearth.yaml': manifest('tmp-fill', '{ runtime: node20, limits: { tmp: 8Mi } }'),
     'index.mjs': NODE_TMP_FILL,
+  });
+  await deployFiles('cpu-hog', {
+    'hearth.yaml': manifest('cpu-hog', '{ runtime: node20, limits: { cpu: "0.2" } }'),
+    'index.mjs': NODE_CPU_HOG,
   });
   await deployFiles('py-seccomp', {
     'hearth.yaml': manifest('py-seccomp', '{ runtime: python3 }'),
@@ -247,6 +261,23 @@ describe('resource walls', () => {
     expect(answer.written).toBeLessThanOrEqual(8 * 1024 * 1024);
     expect(answer.written).toBeGreaterThan(4 * 1024 * 1024);
   });
+
+  it('a CPU hog gets limits.cpu and no more, while a neighbour answers', async () => {
+    const [hog, neighbour] = await Promise.all([
+      invoke(hearth.url, 'cpu-hog'),
+      new Promise((resolve) => setTimeout(resolve, 300)).then(() => invoke(hearth.url, 'neighbour')),
+    ]);
+    expect(hog.status, hog.text).toBe(200);
+    const answer = hog.json() as { cpuSeconds: number; wallSeconds: number };
+    // 0.2 of a core as a CFS quota; unthrottled it would be close to 1.
+    expect(answer.cpuSeconds / answer.wallSeconds).toBeLessThan(0.4);
+    expect(neighbour.status, neighbour.text).toBe(200);
+    const throttled = cellCgroups(cgroupRoots(hearth))
+      .filter((dir) => existsSync(join(dir, 'cpu.stat')))
+      .map((dir) => Number(/nr_throttled (\d+)/.exec(readFileSync(join(dir, 'cpu.stat'), 'utf8'))?.[1] ?? 0))
+      .reduce((sum, count) => sum + count, 0);
+    expect(throttled).toBeGreaterThan(0);
+  }, 30_000);
 
   it.runIf(process.arch === 'x64')(
     'the seccomp filter refuses ptrace, keyrings, mounts, bpf and raw sockets; ordinary sockets work',
