@@ -58,6 +58,14 @@ function sandboxesOf(dataDir: string): number[] {
   return pids;
 }
 
+/** Mount points inside the data dir (the slots and sandbox tmpfs mounts, layers) still mounted. */
+function mountsUnder(dataDir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[4] ?? '')
+    .filter((point) => point.startsWith(`${dataDir}/`));
+}
+
 /** Sandbox cgroups (one directory per sandbox) under the platform's roots. */
 function cellCgroups(roots: readonly string[]): string[] {
   return roots.flatMap((root) =>
@@ -299,14 +307,21 @@ describe('resource walls', () => {
     },
   );
 
-  it('after SIGTERM no sandbox process and no cgroup of the platform remains', async () => {
+  it('a sandbox that ended (killed for memory, crashed) leaves no cgroup; after SIGTERM nothing remains', async () => {
     const roots = cgroupRoots(hearth);
     expect(cellCgroups(roots).length).toBeGreaterThan(0);
+    // Every cgroup left belongs to a live sandbox: the OOM-killed instance's went with it.
+    await eventually('no empty sandbox cgroup', () =>
+      cellCgroups(roots).every((dir) => readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() !== '')
+        ? true
+        : undefined,
+    );
     expect(sandboxesOf(hearth.dataDir).length).toBeGreaterThan(0);
     const dataDir = hearth.dataDir;
     await hearth.stop('SIGTERM');
     expect(sandboxesOf(dataDir)).toEqual([]);
     for (const root of roots) expect(existsSync(root), root).toBe(false);
+    expect(mountsUnder(dataDir)).toEqual([]);
   }, 30_000);
 });
 
@@ -332,6 +347,7 @@ describe('after SIGKILL', () => {
       await second.stop('SIGINT');
       expect(sandboxesOf(dataDir)).toEqual([]);
       for (const root of roots) expect(existsSync(root), root).toBe(false);
+      expect(mountsUnder(dataDir)).toEqual([]);
     } finally {
       // A failed assertion must not leave a platform running.
       for (const platform of platforms)
