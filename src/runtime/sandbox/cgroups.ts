@@ -222,13 +222,21 @@ function prepare(found: { version: 1 | 2; mount: string }, root: string, wall: W
     if (found.version === 2) {
       // A v2 controller reaches a cgroup only when every ancestor enables it for its children.
       for (const dir of [found.mount, join(found.mount, 'hearth'), root]) {
-        const enabled = readFileSync(join(dir, 'cgroup.subtree_control'), 'utf8').split(/\s+/);
+        const enabled = readIfThere(join(dir, 'cgroup.subtree_control')).split(/\s+/);
         if (!enabled.includes(wall)) write(dir, 'cgroup.subtree_control', `+${wall}`);
       }
     }
     return undefined;
   } catch (error) {
     return `cgroup v${found.version} ${wall} cannot be used: ${(error as Error).message}`;
+  }
+}
+
+function readIfThere(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
   }
 }
 
