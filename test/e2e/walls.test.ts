@@ -87,6 +87,16 @@ export default async function handler(event) {
 }
 `;
 
+const PY_BOMB = `
+held = []
+
+def handler(event, context):
+    for i in range(64):
+        held.append(bytearray(64 * 1024 * 1024))
+        held[-1][::4096] = b"x" * (64 * 1024 * 1024 // 4096)
+    return {"survived": len(held)}
+`;
+
 const NODE_NEIGHBOUR = `
 import { networkInterfaces } from 'node:os';
 import { spawnSync } from 'node:child_process';
@@ -188,6 +198,10 @@ beforeAll(async () => {
     'hearth.yaml': manifest('mem-bomb', '{ runtime: node20, limits: { memory: 128Mi } }'),
     'index.mjs': NODE_BOMB,
   });
+  await deployFiles('py-bomb', {
+    'hearth.yaml': manifest('py-bomb', '{ runtime: python3, limits: { memory: 64Mi } }'),
+    'main.py': PY_BOMB,
+  });
   await deployFiles('neighbour', {
     'hearth.yaml': manifest('neighbour', '{ runtime: node20 }'),
     'index.mjs': NODE_NEIGHBOUR,
@@ -250,6 +264,18 @@ describe('resource walls', () => {
     );
     const metrics = await (await fetch(`${hearth.url}/metrics`)).text();
     expect(metrics).toMatch(/hearth_instance_oom_kills_total\{namespace="default",function="mem-bomb"\} 1/);
+  }, 30_000);
+
+  it('a Python memory bomb gets the same answer with its own limit', async () => {
+    const bomb = await invoke(hearth.url, 'py-bomb');
+    expect(bomb.status, bomb.text).toBe(502);
+    expect(bomb.json()).toMatchObject({
+      error: {
+        code: 'HEARTH_E_FN_OOM',
+        message: 'the function ran out of memory: limits.memory is 64Mi',
+        details: { limit: '64Mi' },
+      },
+    });
   }, 30_000);
 
   it('a fork bomb stops at limits.pids with the function seeing its own error', async () => {
