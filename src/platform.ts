@@ -76,12 +76,24 @@ export async function startPlatform(
     ['sandbox', sandbox],
     ['process', new ProcessIsolation()],
   ]);
+  // Sandboxes of a run that was killed (SIGKILL) outlive it in their cgroups: end them before starting any.
+  const leftovers = await sandbox.init();
+  if (leftovers > 0) logger.info(`removed ${leftovers} sandbox cgroup(s) left by a previous run`);
   if (sandbox.unavailable !== undefined)
     notices.push(`sandbox unavailable: ${sandbox.unavailable}; sandboxed functions are refused`);
-  else if (sandbox.filteredUnavailable !== undefined)
-    notices.push(
-      `dependency builds share the host's network, as their confinement to the package registries works like an egress allow-list: ${sandbox.filteredUnavailable}`,
+  else {
+    const walls = sandbox.walls;
+    const held = walls.filter((wall) => wall.inForce);
+    logger.info(
+      `sandbox walls in force: ${held.length === 0 ? 'none' : held.map((wall) => `${wall.wall} (${wall.detail})`).join(', ')}`,
     );
+    for (const wall of walls)
+      if (!wall.inForce) notices.push(`sandbox wall not in force: ${wall.wall}: ${wall.detail}`);
+    if (sandbox.filteredUnavailable !== undefined)
+      notices.push(
+        `dependency builds share the host's network, as their confinement to the package registries works like an egress allow-list: ${sandbox.filteredUnavailable}`,
+      );
+  }
   for (const runtime of runtimes.values())
     if (runtime.unavailable !== undefined)
       notices.push(`${runtime.name} unavailable: ${runtime.unavailable}`);
@@ -221,7 +233,10 @@ export async function startPlatform(
     tmpDir: join(config.dataDir, 'tmp'),
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
-  const api = createControlApi({ store, deployer, scheduler, logs, onInternal, events: events.api }, version);
+  const api = createControlApi(
+    { store, deployer, scheduler, logs, onInternal, events: events.api, walls: sandbox.walls },
+    version,
+  );
   const health = (): HealthResponse => ({
     status: 'ok',
     version,
@@ -267,6 +282,7 @@ export async function startPlatform(
     await observability.close();
     await state.close();
     await slots.close();
+    await sandbox.closeWalls();
     sandbox.close();
     logs.close();
     store.close();
@@ -317,6 +333,7 @@ export async function startPlatform(
         await observability?.close();
         await state.close();
         await slots.close();
+        await sandbox.closeWalls();
         sandbox.close();
         logs.close();
         store.close();

@@ -155,6 +155,25 @@ describe('hearth describe', () => {
     expect(JSON.parse(json.stdout())).toEqual(detail);
   });
 
+  it('shows the walls in force with the function figures, and a wall that does not hold', async () => {
+    const detail = functionDetail({
+      walls: [
+        { wall: 'memory', inForce: true, detail: 'cgroup v1 at /sys/fs/cgroup/memory/hearth/x' },
+        { wall: 'cpu', inForce: true, detail: 'cgroup v1 at /sys/fs/cgroup/cpu/hearth/x' },
+        { wall: 'pids', inForce: false, detail: 'no cgroup pids controller is mounted' },
+        { wall: 'tmp', inForce: true, detail: 'a size-capped tmpfs' },
+        { wall: 'seccomp', inForce: true, detail: 'a filter' },
+      ],
+    });
+    const server = await api((_request, res) => sendJson(res, 200, detail));
+    const out = captureIo();
+    expect(await main(['describe', 'echo', '--url', server.url], out.io)).toBe(0);
+    expect(out.stdout()).toContain('pids 256, tmp 64Mi');
+    expect(out.stdout()).toContain(
+      'Walls:        memory 128Mi (no swap), cpu 0.5, /tmp 64Mi, seccomp, NOT IN FORCE: pids (no cgroup pids controller is mounted)',
+    );
+  });
+
   it('passes the server error through as one line', async () => {
     const server = await api((_request, res) =>
       sendJson(res, 404, {

@@ -172,7 +172,7 @@ export function functionDetail(overrides: Partial<FunctionDetail> = {}): Functio
       runtime: 'node20',
       handler: 'index',
       env: { API_TOKEN: 'hunter2' },
-      limits: { memory: '128Mi', cpu: 0.5, timeout: '30s', maxBody: '6Mi' },
+      limits: { memory: '128Mi', cpu: 0.5, timeout: '30s', maxBody: '6Mi', pids: 256, tmp: '64Mi' },
       scaling: { min: 0, max: 50, targetConcurrency: 100, idleTimeout: '5m', warmPoolRatio: 0.1 },
       isolation: 'sandbox',
       egress: 'none',

@@ -23,7 +23,23 @@ export async function up(options: UpOptions, io: CliIo): Promise<number> {
     examples: options.examples ? undefined : false,
   });
   io.stderr.write(`hearth: starting (data in ${config.dataDir})\n`);
-  const platform = await startPlatform(config);
+  // Listening from the start: a signal while starting would otherwise end the process at once, leaving
+  // its sandboxes' mounts and cgroups behind; it stops the platform as soon as it has started instead.
+  let stopRequested = false;
+  let requestStop = (): void => {
+    stopRequested = true;
+  };
+  const onSignal = (): void => requestStop();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let platform: Awaited<ReturnType<typeof startPlatform>>;
+  try {
+    platform = await startPlatform(config);
+  } catch (error) {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    throw error;
+  }
   const lines = [`hearth: listening on ${platform.url}`];
   if (config.examples) lines.push(`  try:       curl ${platform.url}/function/hello`);
   lines.push(`  dashboard: ${platform.url}/ui`);
@@ -32,13 +48,12 @@ export async function up(options: UpOptions, io: CliIo): Promise<number> {
   for (const notice of platform.notices) lines.push(`  note:      ${notice}`);
   io.stderr.write(`${lines.join('\n')}\n`);
   await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
+    requestStop = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
       resolve();
     };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
+    if (stopRequested) requestStop();
   });
   io.stderr.write('hearth: stopping\n');
   await platform.close();

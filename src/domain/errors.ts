@@ -66,6 +66,8 @@ export const ERROR_CATALOGUE = {
   HEARTH_E_FN_ERROR: { status: 500, kind: 'function', summary: 'The handler threw an error.' },
   /** The function's process exited or broke the protocol while serving the request. */
   HEARTH_E_FN_CRASHED: { status: 502, kind: 'function', summary: "The function's process crashed." },
+  /** The kernel killed the function's process for passing `limits.memory`; the instance is replaced. */
+  HEARTH_E_FN_OOM: { status: 502, kind: 'function', summary: 'The function ran out of memory.' },
   /** No capacity was free within the request's deadline or the wait queue is full. */
   HEARTH_E_SATURATED: { status: 503, kind: 'system', summary: 'The function is saturated; retry later.' },
   /** The function's circuit breaker is open after consecutive failures; it answers fast until a probe succeeds. */

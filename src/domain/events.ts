@@ -56,6 +56,8 @@ export interface InstanceEvent {
   readonly startMs?: number;
   /** For `started`: where the cold start's time went (code checkout, stem cell, attach, handler load). */
   readonly phases?: ColdStartPhases;
+  /** For `stopped`: the kernel killed it for passing `limits.memory`. */
+  readonly outOfMemory?: boolean;
 }
 
 export const invocationChannel = channel('hearth:invocation');

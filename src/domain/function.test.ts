@@ -43,6 +43,27 @@ describe('Function resource', () => {
     expect(error.message).toMatch(/expected a duration/);
   });
 
+  it('takes limits.pids and limits.tmp (defaults 256 and 64Mi) and names a bad value', () => {
+    expect(resolveSpec(parseFunctionManifest(base).spec).limits).toMatchObject({
+      pids: 256,
+      tmpBytes: 64 * 1024 ** 2,
+    });
+    const set = { ...base, spec: { runtime: 'node20', limits: { pids: 64, tmp: '8Mi' } } };
+    expect(resolveSpec(parseFunctionManifest(set).spec).limits).toMatchObject({
+      pids: 64,
+      tmpBytes: 8 * 1024 ** 2,
+    });
+    for (const [limits, field, expected] of [
+      [{ pids: 3 }, 'spec.limits.pids: got 3', 'expected at least 16'],
+      [{ pids: 'many' }, 'spec.limits.pids: got "many"', 'expected a whole number of processes'],
+      [{ tmp: 'huge' }, 'spec.limits.tmp', 'a size such as "64Mi"'],
+    ] as const) {
+      const error = failure({ ...base, spec: { runtime: 'node20', limits } });
+      expect(error.message).toContain(field);
+      expect(error.message).toContain(expected);
+    }
+  });
+
   it('runs no install scripts unless build.scripts says true, and names a bad value', () => {
     expect(resolveSpec(parseFunctionManifest(base).spec).build).toEqual({ scripts: false });
     const opted = { ...base, spec: { runtime: 'node20', build: { scripts: true } } };

@@ -54,6 +54,10 @@ export const limitsSchema = z.strictObject({
     .optional(),
   timeout: duration(1, 15 * 60_000).optional(),
   maxBody: size(1, 512 * 1024 ** 2, '6Mi').optional(),
+  /** Processes and threads the function may run at once (its cgroup's pids.max). */
+  pids: z.int({ message: 'a whole number of processes' }).min(16).max(32768).optional(),
+  /** Size of the function's private /tmp. */
+  tmp: size(1024 ** 2, 16 * 1024 ** 3, '64Mi').optional(),
 });
 
 export const scalingSchema = z
@@ -154,6 +158,8 @@ export interface FunctionSpec {
     readonly cpu: number;
     readonly timeoutMs: number;
     readonly maxBodyBytes: number;
+    readonly pids: number;
+    readonly tmpBytes: number;
   };
   readonly scaling: {
     readonly min: number;
@@ -183,6 +189,8 @@ export const DEFAULTS = {
   cpu: '0.5',
   timeout: '30s',
   maxBody: '6Mi',
+  pids: 256,
+  tmp: '64Mi',
   min: 0,
   max: 50,
   targetConcurrency: 100,
@@ -207,6 +215,8 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
       cpu: must(parseCpu(limits.cpu ?? DEFAULTS.cpu)),
       timeoutMs: must(parseDuration(limits.timeout ?? DEFAULTS.timeout)),
       maxBodyBytes: must(parseBytes(limits.maxBody ?? DEFAULTS.maxBody)),
+      pids: limits.pids ?? DEFAULTS.pids,
+      tmpBytes: must(parseBytes(limits.tmp ?? DEFAULTS.tmp)),
     }),
     scaling: Object.freeze({
       min: scaling.min ?? DEFAULTS.min,

@@ -333,6 +333,14 @@ export class Metrics {
         }
       },
     );
+    counter(
+      'hearth_instance_oom_kills_total',
+      'Instances the kernel killed for passing limits.memory (each is replaced; callers got HEARTH_E_FN_OOM).',
+      fnLabels,
+      (set) => {
+        for (const stats of functions()) set(labelsOf(stats), stats.oomKills);
+      },
+    );
     gauge(
       'hearth_instances',
       'Instances by state: starting, busy, idle, warm-pool (idle capacity kept by warmPoolRatio), draining; and stem-cell (pre-started runtimes, per runtime).',

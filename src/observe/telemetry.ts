@@ -67,6 +67,8 @@ export class FunctionStats {
   coldInvocations = 0;
   instanceStarts = 0;
   instanceFailures = 0;
+  /** Instances the kernel killed for passing `limits.memory`. */
+  oomKills = 0;
   busyMs = 0;
   /** Provisioned milliseconds of instances already stopped; live ones are added when read. */
   closedProvisionedMs = 0;
@@ -379,6 +381,7 @@ export class Telemetry {
       stats.instanceFailures += 1;
       return;
     }
+    if (event.outOfMemory === true) stats.oomKills += 1;
     if (event.phase === 'started') {
       stats.instanceStarts += 1;
       if (!stats.instances.has(event.instanceId))

@@ -77,6 +77,25 @@ export interface BuildOutcome {
   readonly tail: string;
 }
 
+/** What a bound function may use: the walls an isolation puts around its guest (see `Isolation.limit`). */
+export interface ResourceLimits {
+  readonly memoryBytes: number;
+  /** CPU cores, as a CFS quota. */
+  readonly cpu: number;
+  /** Processes and threads at once. */
+  readonly pids: number;
+  /** Size of the private /tmp. */
+  readonly tmpBytes: number;
+}
+
+/** One resource wall and whether this node holds it (`hearth up` logs them; describe shows them). */
+export interface WallStatus {
+  readonly wall: string;
+  readonly inForce: boolean;
+  /** How it is held, or why it cannot be. */
+  readonly detail: string;
+}
+
 export interface Isolation {
   readonly name: IsolationName;
   /** Why this isolation cannot be used on this node (with how to fix it), or undefined when it can. */
@@ -93,6 +112,13 @@ export interface Isolation {
    * aliases; for `filtered`, the egress allow-list). Isolations without it cannot take such functions.
    */
   configureNetwork?(guest: GuestProcess, slot: Slot, policy: NetworkPolicy): Promise<void>;
+  /**
+   * Optional: puts a function's limits on a started guest once it is bound to that function; throws when
+   * a wall in force cannot be set. Isolations without it hold no resource walls (the `process` class).
+   */
+  limit?(guest: GuestProcess, limits: ResourceLimits): Promise<void>;
+  /** Optional: the resource walls and whether each is in force on this node. */
+  readonly walls?: readonly WallStatus[];
   /** Why `filtered` networking (egress allow-lists) cannot work on this node, or undefined when it can. */
   readonly filteredUnavailable?: string | undefined;
   run(build: BuildCommand): Promise<BuildOutcome>;

@@ -44,6 +44,7 @@ describe('function circuit breaker', () => {
   it('counts function failures, not callers’ or capacity problems', () => {
     expect(isFailure('HEARTH_E_FN_ERROR')).toBe(true);
     expect(isFailure('HEARTH_E_FN_CRASHED')).toBe(true);
+    expect(isFailure('HEARTH_E_FN_OOM')).toBe(true);
     expect(isFailure('HEARTH_E_TIMEOUT', 'execution')).toBe(true);
     expect(isFailure('HEARTH_E_TIMEOUT', 'queue')).toBe(false);
     expect(isFailure('HEARTH_E_SATURATED')).toBe(false);

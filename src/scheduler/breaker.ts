@@ -25,6 +25,7 @@ export function isFailure(code: string, stage?: unknown): boolean {
   return (
     code === 'HEARTH_E_FN_ERROR' ||
     code === 'HEARTH_E_FN_CRASHED' ||
+    code === 'HEARTH_E_FN_OOM' ||
     (code === 'HEARTH_E_TIMEOUT' && (stage === undefined || stage === 'execution'))
   );
 }

@@ -4,9 +4,18 @@ import type { DeployedVersion, InvocationRequest } from '../domain/deployment.js
 import { HearthError } from '../domain/errors.js';
 import type { ColdStartPhases } from '../domain/events.js';
 import { formatTraceparent, type TraceContext } from '../domain/trace.js';
+import { formatBytes } from '../domain/units.js';
 import { SlotTable } from '../runtime/index.js';
 import { type GuestLog, type GuestResult, InvalidResponseError } from '../runtime/ipc/guest-process.js';
 import type { StemCell } from './stem-cells.js';
+
+/** What an invocation in flight gets when the kernel killed its instance for passing `limits.memory`. */
+export function outOfMemoryError(version: DeployedVersion): HearthError {
+  const limit = formatBytes(version.spec.limits.memoryBytes);
+  return new HearthError('HEARTH_E_FN_OOM', `the function ran out of memory: limits.memory is ${limit}`, {
+    details: { limit, limitBytes: version.spec.limits.memoryBytes },
+  });
+}
 
 export type InstanceState = 'starting' | 'ready' | 'draining' | 'stopped';
 
@@ -152,6 +161,8 @@ export class Instance {
               ),
               undefined,
             );
+          } else if (error?.exit.outOfMemory === true) {
+            respond(outOfMemoryError(this.version), undefined);
           } else if (error !== undefined) {
             respond(
               new HearthError(

@@ -16,6 +16,7 @@ import {
   scalingChannel,
 } from '../domain/events.js';
 import { type FunctionRef, functionKey, type IsolationName, type RuntimeName } from '../domain/function.js';
+import { formatBytes } from '../domain/units.js';
 import type { GuestCall, Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
 import {
   type AutoscalerTiming,
@@ -981,6 +982,12 @@ export class NodeScheduler implements Scheduler {
           egress: version.spec.egress,
           hostAliases: version.spec.hostAliases,
         });
+      await isolation.limit?.(cell.guest, {
+        memoryBytes: version.spec.limits.memoryBytes,
+        cpu: version.spec.limits.cpu,
+        pids: version.spec.limits.pids,
+        tmpBytes: version.spec.limits.tmpBytes,
+      });
       phases.attach = performance.now() - clock - phases.code - phases.stemCell;
       const root = isolation.guestPathOf(cell.slot);
       const guest = cell.guest;
@@ -1141,11 +1148,13 @@ export class NodeScheduler implements Scheduler {
         const why =
           exit.violation !== undefined
             ? `ended by the platform: ${exit.violation}`
-            : exit.signal === null
-              ? `exit code ${exit.code}`
-              : `signal ${exit.signal}`;
+            : exit.outOfMemory === true
+              ? `out of memory: killed by the kernel at limits.memory ${formatBytes(instance.version.spec.limits.memoryBytes)}`
+              : exit.signal === null
+                ? `exit code ${exit.code}`
+                : `signal ${exit.signal}`;
         this.options.onWarning(`instance ${instance.id} exited unexpectedly (${why})`);
-        this.publish(instance, 'stopped', `crashed (${why})`);
+        this.publish(instance, 'stopped', `crashed (${why})`, undefined, exit.outOfMemory === true);
         instance.releaseResources();
       }
       if (pool !== undefined) {
@@ -1352,7 +1361,13 @@ export class NodeScheduler implements Scheduler {
     };
   }
 
-  private publish(instance: Instance, phase: InstanceEvent['phase'], reason: string, startMs?: number): void {
+  private publish(
+    instance: Instance,
+    phase: InstanceEvent['phase'],
+    reason: string,
+    startMs?: number,
+    outOfMemory?: boolean,
+  ): void {
     if (!instanceChannel.hasSubscribers) return;
     instanceChannel.publish({
       ref: instance.version.ref,
@@ -1362,6 +1377,7 @@ export class NodeScheduler implements Scheduler {
       phase,
       reason,
       ...(startMs === undefined ? {} : { startMs }),
+      ...(outOfMemory === true ? { outOfMemory } : {}),
       ...(phase === 'started' && instance.coldStartPhases !== undefined
         ? { phases: instance.coldStartPhases }
         : {}),

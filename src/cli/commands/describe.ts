@@ -98,8 +98,9 @@ export function renderDetail(fn: FunctionDetail, options: RenderOptions): string
     ['Isolation', spec.isolation === 'process' ? style.bold(style.yellow(isolation)) : isolation],
     [
       'Limits',
-      `memory ${spec.limits.memory}, cpu ${spec.limits.cpu}, timeout ${spec.limits.timeout}, maxBody ${spec.limits.maxBody}`,
+      `memory ${spec.limits.memory}, cpu ${spec.limits.cpu}, timeout ${spec.limits.timeout}, maxBody ${spec.limits.maxBody}, pids ${spec.limits.pids}, tmp ${spec.limits.tmp}`,
     ],
+    ['Walls', renderWalls(fn, style)],
     [
       'Scaling',
       `min ${spec.scaling.min}, max ${spec.scaling.max}, targetConcurrency ${spec.scaling.targetConcurrency}, idleTimeout ${spec.scaling.idleTimeout}, warmPoolRatio ${spec.scaling.warmPoolRatio}`,
@@ -122,6 +123,24 @@ export function renderDetail(fn: FunctionDetail, options: RenderOptions): string
     renderVersions(fn, options.now),
   ];
   return `${sections.join('\n\n')}\n`;
+}
+
+/** Which walls hold, with the function's figures; a wall that does not hold stands out. */
+function renderWalls(fn: FunctionDetail, style: Style): string {
+  if (fn.walls === undefined) return fn.spec.isolation === 'process' ? 'none (isolation: process)' : '-';
+  const { limits } = fn.spec;
+  const figure: Record<string, string> = {
+    memory: `memory ${limits.memory} (no swap)`,
+    cpu: `cpu ${limits.cpu}`,
+    pids: `pids ${limits.pids}`,
+    tmp: `/tmp ${limits.tmp}`,
+    seccomp: 'seccomp',
+  };
+  const held = fn.walls.filter((wall) => wall.inForce).map((wall) => figure[wall.wall] ?? wall.wall);
+  const missing = fn.walls
+    .filter((wall) => !wall.inForce)
+    .map((wall) => style.bold(style.yellow(`NOT IN FORCE: ${wall.wall} (${wall.detail})`)));
+  return [...held, ...missing].join(', ') || 'none';
 }
 
 function renderEnv(env: Readonly<Record<string, string>>, show: boolean): string {

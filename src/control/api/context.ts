@@ -3,6 +3,7 @@
 import { HearthError, invalidField } from '../../domain/errors.js';
 import type { FunctionRef } from '../../domain/function.js';
 import type { LogStore } from '../../observe/index.js';
+import type { WallStatus } from '../../runtime/index.js';
 import type { Scheduler } from '../../scheduler/index.js';
 import type { Deployer } from '../deploy.js';
 import type { EventsApi } from '../events/index.js';
@@ -17,6 +18,8 @@ export interface ApiContext {
   readonly onInternal: (error: unknown) => void;
   /** Gateways, async invocations, dead letters and triggers (issue 3); their routes exist only with it. */
   readonly events?: EventsApi;
+  /** The sandbox's resource walls on this node, shown by describe. */
+  readonly walls?: readonly WallStatus[];
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

@@ -25,6 +25,7 @@ export function detailOf(context: ApiContext, fn: ReturnType<typeof existing>): 
   // Traffic control and triggers (issue 3): the circuit, the gateway's instance cap, each trigger's status.
   return {
     ...detail,
+    ...(detail.spec.isolation === 'sandbox' && context.walls !== undefined ? { walls: context.walls } : {}),
     ...(status?.circuit === undefined ? {} : { circuit: status.circuit }),
     ...(status?.instanceCap === undefined ? {} : { instanceCap: status.instanceCap }),
     ...(context.events === undefined

@@ -51,6 +51,8 @@ export function toDetail(
         cpu: spec.limits.cpu,
         timeout: formatDuration(spec.limits.timeoutMs),
         maxBody: formatBytes(spec.limits.maxBodyBytes),
+        pids: spec.limits.pids,
+        tmp: formatBytes(spec.limits.tmpBytes),
       },
       scaling: {
         min: spec.scaling.min,

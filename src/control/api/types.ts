@@ -55,6 +55,8 @@ export interface FunctionDetail extends FunctionSummary {
       readonly cpu: number;
       readonly timeout: string;
       readonly maxBody: string;
+      readonly pids: number;
+      readonly tmp: string;
     };
     readonly scaling: {
       readonly min: number;
@@ -72,6 +74,11 @@ export interface FunctionDetail extends FunctionSummary {
   };
   /** One line on what the isolation class means; warns when it is `process`. */
   readonly isolationNote: string;
+  /**
+   * The sandbox's resource walls on this node (memory, cpu, pids, tmp, seccomp) and whether each holds;
+   * absent for `isolation: process`, which has none.
+   */
+  readonly walls?: readonly { readonly wall: string; readonly inForce: boolean; readonly detail: string }[];
   readonly code: { readonly hash: string; readonly files: number; readonly bytes: number };
   readonly dependencies: { readonly key: string } | null;
   readonly activeInstances: readonly InstanceSummary[];

@@ -41,6 +41,8 @@ export interface GuestExit {
   readonly signal: NodeJS.Signals | null;
   /** Why the platform ended the process, when it broke the protocol (an oversized frame, say). */
   readonly violation?: string;
+  /** The kernel killed a process of it for passing its memory limit (its cgroup's OOM count rose). */
+  readonly outOfMemory?: boolean;
 }
 
 /**
@@ -70,9 +72,11 @@ export class GuestCrashedError extends Error {
     super(
       exit.violation !== undefined
         ? `the platform ended its process: ${exit.violation}`
-        : exit.signal === null
-          ? `process exited with code ${exit.code}`
-          : `process was killed by ${exit.signal}`,
+        : exit.outOfMemory === true
+          ? 'the kernel killed its process for passing its memory limit'
+          : exit.signal === null
+            ? `process exited with code ${exit.code}`
+            : `process was killed by ${exit.signal}`,
     );
     this.name = 'GuestCrashedError';
   }
@@ -102,6 +106,11 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   private exitInfo: GuestExit | undefined;
   private readonly decoder: FrameDecoder;
   private violation: string | undefined;
+  /**
+   * Set by the isolation: asked once, as the process exits, whether its memory limit killed it (the
+   * cgroup is read before anything is told of the exit, and before it is removed).
+   */
+  outOfMemoryProbe: (() => boolean) | undefined;
 
   constructor(private readonly child: ChildProcess) {
     super();
@@ -132,8 +141,13 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     this.pipeOutput(child, 'stdout');
     this.pipeOutput(child, 'stderr');
     child.once('exit', (code, signal) => {
-      const exit: GuestExit =
-        this.violation === undefined ? { code, signal } : { code, signal, violation: this.violation };
+      const outOfMemory = this.outOfMemoryProbe?.() === true;
+      const exit: GuestExit = {
+        code,
+        signal,
+        ...(this.violation === undefined ? {} : { violation: this.violation }),
+        ...(outOfMemory ? { outOfMemory } : {}),
+      };
       this.exitInfo = exit;
       const error = new GuestCrashedError(exit);
       failReady(error);

@@ -23,6 +23,7 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readFileSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
@@ -39,12 +40,15 @@ import {
   type LaunchSpec,
   type NetworkMode,
   type NetworkPolicy,
+  type ResourceLimits,
+  type WallStatus,
 } from '../index.js';
 import { GuestProcess } from '../ipc/guest-process.js';
 import { findExecutable } from '../paths.js';
 import { atFunctionPriority } from '../priority.js';
 import { runConfined } from '../process/run.js';
 import { mountOverlay, type Slot } from '../slots.js';
+import { Cgroups } from './cgroups.js';
 import {
   type FilteredTools,
   probeFilteredTools,
@@ -52,15 +56,17 @@ import {
   resolveRegistries,
   SandboxNetwork,
 } from './network.js';
-import { noUserNamespacesFilter } from './seccomp.js';
+import { sandboxFilter } from './seccomp.js';
 
 export interface SandboxOptions {
   /** Directory for generated files the sandbox shows (passwd, group, hosts). */
   readonly stateDir: string;
   readonly uid?: number;
   readonly gid?: number;
-  /** Size of the private /tmp, bytes. */
+  /** Size of a stem cell's private /tmp, bytes (a function's `limits.tmp` resizes it at bind). */
   readonly tmpBytes?: number;
+  /** Processes a stem cell may have before it is bound (a function's `limits.pids` then applies). */
+  readonly pids?: number;
   readonly bwrapPath?: string;
 }
 
@@ -81,6 +87,14 @@ const HOLD_UNTIL_NETWORKED = [
   'hearth-build',
 ];
 const SLOT_DIR = '/code';
+/** Joins the cgroups named before `--`, then execs the rest: the sandbox is inside before it forks. */
+const JOIN_CGROUPS = [
+  '-c',
+  'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; shift; exec "$@"',
+  'hearth-cgroup',
+];
+export const DEFAULT_TMP_BYTES = 64 * 1024 ** 2;
+export const DEFAULT_PIDS = 256;
 const NETWORK_ETC = [
   '/etc/resolv.conf',
   '/etc/hosts',
@@ -117,6 +131,12 @@ export class SandboxIsolation implements Isolation {
   private readonly guestCopies = new Map<string, string>();
   /** Networks of guests that may reach out (`host`, `filtered`); `none` guests have none. */
   private readonly networks = new WeakMap<GuestProcess, { network: SandboxNetwork; hostsFile: string }>();
+  /** Resource walls (memory, cpu, pids); undefined where cgroups cannot be used at all (not root). */
+  private readonly cgroups: Cgroups | undefined;
+  /** Each guest's cgroup name. */
+  private readonly cgroupOf = new WeakMap<GuestProcess, string>();
+  private readonly nsenter: string | undefined;
+  readonly walls: readonly WallStatus[];
 
   constructor(private readonly options: SandboxOptions) {
     this.bwrap = options.bwrapPath ?? findExecutable('bwrap') ?? '';
@@ -126,7 +146,7 @@ export class SandboxIsolation implements Isolation {
     this.setpriv = this.privileged ? findExecutable('setpriv') : undefined;
     this.ownMount = this.privileged && mountPrivateTmpfs(options.stateDir);
     this.baseArgs = this.rootFilesystemArgs();
-    const filter = noUserNamespacesFilter();
+    const filter = sandboxFilter();
     this.seccompFile = filter === undefined ? undefined : join(options.stateDir, 'seccomp.bpf');
     if (filter !== undefined && this.seccompFile !== undefined) writeFileSync(this.seccompFile, filter);
     this.unavailable = this.probe();
@@ -134,6 +154,64 @@ export class SandboxIsolation implements Isolation {
     this.filteredTools = typeof tools === 'string' ? undefined : tools;
     this.filteredUnavailable = typeof tools === 'string' ? tools : this.unavailable;
     mkdirSync(join(options.stateDir, 'hosts'), { recursive: true });
+    this.nsenter = this.privileged ? findExecutable('nsenter') : undefined;
+    this.cgroups = this.privileged ? new Cgroups(options.stateDir) : undefined;
+    this.walls = this.describeWalls();
+  }
+
+  /** Removes what a killed previous run left (its sandboxes' processes and cgroups); returns how many. */
+  async init(): Promise<number> {
+    return (await this.cgroups?.removeAll()) ?? 0;
+  }
+
+  private describeWalls(): WallStatus[] {
+    const cgroupWalls: WallStatus[] =
+      this.cgroups?.status.map((status) => ({ ...status })) ??
+      ['memory', 'cpu', 'pids'].map((wall) => ({
+        wall,
+        inForce: false,
+        detail: 'cgroups need the platform to run as root',
+      }));
+    const tmp: WallStatus =
+      this.nsenter !== undefined
+        ? { wall: 'tmp', inForce: true, detail: 'a size-capped tmpfs, resized at bind' }
+        : {
+            wall: 'tmp',
+            inForce: false,
+            detail: `only the default size (${DEFAULT_TMP_BYTES / 1024 ** 2}Mi) holds: resizing needs root and nsenter (util-linux)`,
+          };
+    const seccomp: WallStatus =
+      this.seccompFile !== undefined
+        ? {
+            wall: 'seccomp',
+            inForce: true,
+            detail: 'a filter denying mount, ptrace, bpf, keyctl, raw sockets…',
+          }
+        : { wall: 'seccomp', inForce: false, detail: `no filter for ${process.arch}` };
+    return [...cgroupWalls, tmp, seccomp];
+  }
+
+  /** Sets a bound guest's cgroup limits and the size of its /tmp. */
+  async limit(guest: GuestProcess, limits: ResourceLimits): Promise<void> {
+    const id = this.cgroupOf.get(guest);
+    try {
+      if (id !== undefined) this.cgroups?.apply(id, limits);
+      if (limits.tmpBytes !== (this.options.tmpBytes ?? DEFAULT_TMP_BYTES) && this.nsenter !== undefined)
+        await this.resizeTmp(guest, limits.tmpBytes);
+    } catch (error) {
+      throw new HearthError(
+        'HEARTH_E_SANDBOX_UNAVAILABLE',
+        `the function's resource limits could not be applied: ${(error as Error).message}`,
+        { retryAfter: 5 },
+      );
+    }
+  }
+
+  /** Remounts the guest's /tmp at its function's size, from inside the sandbox's mount namespace. */
+  private async resizeTmp(guest: GuestProcess, bytes: number): Promise<void> {
+    const inside = sandboxChild(guest.pid);
+    if (inside === undefined || this.nsenter === undefined) throw new Error('the sandbox has no process');
+    await run(this.nsenter, ['-t', String(inside), '-m', 'mount', '-o', `remount,size=${bytes}`, '/tmp']);
   }
 
   guestPathOf(): string {
@@ -171,10 +249,16 @@ export class SandboxIsolation implements Isolation {
       ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
     ];
     const niced = atFunctionPriority(this.bwrap, args);
+    const cgroupId = `${slot.id}-${randomBytes(3).toString('hex')}`;
+    const cgroupDirs = this.cgroups?.create(cgroupId, this.options.pids ?? DEFAULT_PIDS) ?? [];
+    const command =
+      cgroupDirs.length === 0
+        ? niced
+        : { command: '/bin/sh', args: [...JOIN_CGROUPS, ...cgroupDirs, '--', niced.command, ...niced.args] };
     const seccomp = this.openSeccomp();
     let child: ChildProcess;
     try {
-      child = spawn(niced.command, niced.args, {
+      child = spawn(command.command, command.args, {
         stdio: ['ignore', 'pipe', 'pipe', 'pipe', network === 'filtered' ? 'pipe' : 'ignore', seccomp],
         env: { ...launch.env },
       });
@@ -182,6 +266,12 @@ export class SandboxIsolation implements Isolation {
       if (typeof seccomp === 'number') closeSync(seccomp);
     }
     const guest = new GuestProcess(child);
+    if (this.cgroups !== undefined && cgroupDirs.length > 0) {
+      const cgroups = this.cgroups;
+      this.cgroupOf.set(guest, cgroupId);
+      guest.outOfMemoryProbe = () => cgroups.oomKills(cgroupId) > 0;
+      guest.once('exit', () => void cgroups.remove(cgroupId).catch(() => undefined));
+    }
     if (network !== 'none') {
       const info = network === 'filtered' ? (child.stdio[INFO_FD] as NodeJS.ReadableStream | null) : null;
       const sandboxNetwork = new SandboxNetwork(network, this.filteredTools, info ?? undefined);
@@ -376,6 +466,11 @@ export class SandboxIsolation implements Isolation {
     ).flatMap((path) => ['--ro-bind', path, path]);
   }
 
+  /** Removes this platform's cgroups; call once every guest has exited (their processes are killed). */
+  async closeWalls(): Promise<void> {
+    await this.cgroups?.close();
+  }
+
   /** Unmounts the state dir's tmpfs; sandboxes still running keep their own view of it. */
   close(): void {
     if (this.ownMount) {
@@ -457,7 +552,7 @@ export class SandboxIsolation implements Isolation {
       '--perms',
       '1777',
       '--size',
-      String(this.options.tmpBytes ?? 64 * 1024 ** 2),
+      String(this.options.tmpBytes ?? DEFAULT_TMP_BYTES),
       '--tmpfs',
       '/tmp',
     );
@@ -509,6 +604,17 @@ function mountPrivateTmpfs(dir: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** A process inside the sandbox's namespaces: bubblewrap's child (bubblewrap itself stays outside). */
+function sandboxChild(pid: number): number | undefined {
+  try {
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/);
+    const first = Number(children[0]);
+    return Number.isInteger(first) && first > 0 ? first : undefined;
+  } catch {
+    return undefined;
   }
 }
 
