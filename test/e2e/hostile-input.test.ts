@@ -132,7 +132,7 @@ describe('a hearth.yaml nested 30,000 deep (under the 64 KiB manifest cap)', () 
     });
     try {
       const answer = await deployArchive(hearth.url, await packFolder(folder.dir), { name: 'yaml-deep' });
-      expectError(answer, 400, 'HEARTH_E_VALIDATION', ['hearth.yaml', 'nested too deeply']);
+      expectError(answer, 400, 'HEARTH_E_VALIDATION', ['hearth.yaml', 'nested deeper than 64 levels']);
       expect(answer.text).not.toContain('call stack');
     } finally {
       await folder.cleanup();
