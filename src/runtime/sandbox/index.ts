@@ -81,6 +81,7 @@ const HOLD_UNTIL_NETWORKED = [
   'hearth-build',
 ];
 const SLOT_DIR = '/code';
+const BUILD_ALTERNATIVES = '/etc/alternatives';
 const NETWORK_ETC = [
   '/etc/resolv.conf',
   '/etc/hosts',
@@ -274,6 +275,9 @@ export class SandboxIsolation implements Isolation {
       ...this.baseArgs,
       ...network,
       ...readOnlyBinds(build.readOnlyPaths),
+      // `cc`, `c++` and friends are links through here on Debian: a native module compiled from source
+      // (node-gyp, an sdist) needs them. Only links to programs under /usr, which the build sees anyway.
+      ...(existsSync(BUILD_ALTERNATIVES) ? ['--ro-bind', BUILD_ALTERNATIVES, BUILD_ALTERNATIVES] : []),
       '--bind',
       views?.work ?? build.workDir,
       '/build',
