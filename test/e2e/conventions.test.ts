@@ -12,6 +12,7 @@ import {
   invoke,
   makeFolder,
   manifest,
+  runCli,
   startHearth,
   type TempFolder,
 } from '../support/hearth.js';
@@ -249,6 +250,9 @@ describe('eventFormat in the spec', () => {
   });
 
   it('describe shows it', async () => {
+    const described = await runCli(['describe', 'v1-node'], { url: hearth.url });
+    expect(described.code, described.stderr).toBe(0);
+    expect(described.stdout).toMatch(/^Events: +lambda-v1$/m);
     expect((await getFunction(hearth.url, 'v1-node'))?.spec.eventFormat).toBe('lambda-v1');
     expect((await getFunction(hearth.url, 'direct-py'))?.spec.eventFormat).toBe('lambda-direct');
   });
