@@ -142,7 +142,8 @@ export class LayerStore {
         signal: watch.start(),
       });
       await watch.stop();
-      if (!outcome.ok) {
+      // A build that finished between two measurements may still have gone over: its layer is refused too.
+      if (!outcome.ok || watch.over !== undefined) {
         const lines = outcome.tail.split('\n').filter((line) => line.trim() !== '');
         throw new HearthError(
           'HEARTH_E_BUILD_FAILED',
@@ -217,9 +218,9 @@ class DiskWatch {
     const bytes = await diskUse(this.dir).catch(() => 0);
     this.peak = Math.max(this.peak, bytes);
     this.onDisk?.(bytes);
-    if (bytes > this.limits.maxDiskBytes && this.over === undefined && !this.stopped) {
+    if (bytes > this.limits.maxDiskBytes && this.over === undefined) {
       this.over = `the build used ${formatBytes(bytes)} of disk, over its cap of ${formatBytes(this.limits.maxDiskBytes)} (build.maxDisk)`;
-      this.abort.abort(this.over);
+      if (!this.stopped) this.abort.abort(this.over);
     }
   }
 }
