@@ -405,7 +405,7 @@ export class Deployer {
     if (dependencyManifest !== undefined) {
       clock.begin('dependencies', `installing dependencies from ${dependencyManifest.files.join(' + ')}`);
       const maxDisk = this.options.layers.maxDiskBytes;
-      let reported = performance.now();
+      let reported = Number.NEGATIVE_INFINITY;
       const layer = await this.options.layers.ensure({
         runtime,
         isolation,

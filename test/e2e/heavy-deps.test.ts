@@ -93,6 +93,10 @@ describe('heavy dependencies (sandboxed builds)', () => {
     expect(built, messages.join('\n')).toMatch(/build disk \d+(\.\d+)? MiB of 4\.0 GiB/);
     expect(built).toMatch(/layer (\d+(\.\d+)?) MiB/);
     expect(Number(/layer (\d+(?:\.\d+)?) MiB/.exec(built ?? '')?.[1])).toBeGreaterThan(64);
+    // While it runs, the build says how much disk it takes against its cap.
+    expect(deployed.events).toContainEqual(
+      expect.objectContaining({ event: 'disk', phase: 'dependencies', maxBytes: 4 * 1024 ** 3 }),
+    );
 
     const response = await invoke(hearth.url, 'frames');
     expect(response.status, response.text).toBe(200);
