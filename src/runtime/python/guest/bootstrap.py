@@ -640,8 +640,9 @@ def serve_sync(function, reader):
         if kind != T_INVOKE:
             continue
         token = current_invocation.set(ident)
-        invocation = invoke_from_wire(meta)
+        invocation = None
         try:
+            invocation = invoke_from_wire(meta)
             # One invocation at a time here, so the environment can carry its trace for libraries that read it.
             os.environ["TRACEPARENT"] = invocation.get("traceparent") or derived_traceparent(invocation["invocationId"])
             result = function.call(invocation, body, ident)
