@@ -1,6 +1,7 @@
 // `npm run bench`: every benchmark in one run on this machine, written to bench/RESULTS.md.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { buildsBench } from './builds.mjs';
 import { coldBench } from './cold.mjs';
 import { egressBench } from './egress.mjs';
 import { asyncBench, eventsBench } from './events.mjs';
@@ -33,6 +34,7 @@ if (want('traffic')) results.traffic = await trafficBench({ rate: 1000, seconds:
 if (want('events')) results.events = await eventsBench({ count: 50_000 });
 if (want('async')) results.async = await asyncBench({ count: 5000 });
 if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
+if (want('builds')) results.builds = await buildsBench();
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
 if (previousJson.trace !== undefined) results.trace = previousJson.trace;
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
@@ -219,6 +221,22 @@ if (results.hostile) {
     `Ratio under attack / unloaded: p50 **${h.p50Ratio}**, p99 **${h.p99Ratio}**. ${h.hostileDeploys.n} hostile deploys, each refused (${h.hostileDeploys.codes.join(', ')}) in p50 ${h.hostileDeploys.p50} ms, p99 ${h.hostileDeploys.p99} ms. Before issue 19's fix one such upload of 32 MiB of padding stalled every request for 16-28 s.`,
     '',
     "The attacking client posts deploys back to back and shares the two cores with the platform, its archive worker thread and the function: the p99 ratio is that contention for CPU, not a held event loop (the last column, from the platform's own `nodejs_eventloop_lag_max_seconds`, read at each phase's end).",
+    '',
+  );
+}
+if (results.builds) {
+  const b = results.builds;
+  lines.push(
+    '## Dependency builds of heavy packages (sandboxed, from the public registries)',
+    '',
+    '| dependencies | runtime | cold build, deploy ms | new layer, package cache warm, ms | layer cached (code-only), ms | layer MiB | package cache MiB | first invocation, cold, ms |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
+    ...b.cases.map(
+      (c) =>
+        `| ${c.name} | ${c.runtime} | ${c.coldMs} | ${c.warmCacheMs} | ${c.layerCachedMs}${c.layerReused ? '' : ' (not reused!)'} | ${c.layerMiB} | ${c.packageCacheMiB} | ${c.firstInvokeMs} |`,
+    ),
+    '',
+    `Deploy times are the whole deploy (upload, build, verify, activate). Cold: a namespace whose package cache is empty; the package cache is the namespace's own (issue 21), so every new namespace starts cold. Builds run with a TMPDIR on disk in their scratch dir, capped by \`build.maxDisk\` (${b.maxDisk}); a function's /tmp stays 64 MiB. pip's package cache stays empty on this machine: its registry mirror answers without Cache-Control headers, so pip's HTTP cache keeps nothing and a new Python layer downloads again. better-sqlite3 needs its install script (\`build: { scripts: true }\`): its prebuilt binary is on GitHub, which builds cannot reach (only the registries), so node-gyp compiles it here with this node's headers.`,
     '',
   );
 }

@@ -137,6 +137,12 @@ export const configFileSchema = z.strictObject({
   codeCache: bytes.optional(),
   logRecords: z.int().min(1000).optional(),
   buildTimeout: duration.optional(),
+  build: z
+    .strictObject({
+      /** The most disk one dependency build's scratch dir may take (downloads, TMPDIR, the layer). */
+      maxDisk: bytes.optional(),
+    })
+    .optional(),
   upload: z
     .strictObject({
       maxArchive: bytes.optional(),
@@ -188,6 +194,8 @@ export interface PlatformConfig {
   readonly codeCacheBytes: number;
   readonly logRecords: number;
   readonly buildTimeoutMs: number;
+  /** Dependency builds' scratch disk cap (`build.maxDisk`, default 4 GiB). */
+  readonly buildMaxDiskBytes: number;
   readonly upload: {
     readonly maxArchiveBytes: number;
     readonly maxUnpackedBytes: number;
@@ -284,6 +292,7 @@ export function resolveConfig(
     logRecords: merged.logRecords ?? 200_000,
     buildTimeoutMs:
       merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),
+    buildMaxDiskBytes: size(merged.build?.maxDisk, 4 * 1024 ** 3),
     upload: Object.freeze({
       maxArchiveBytes: size(merged.upload?.maxArchive, 64 * 1024 ** 2),
       maxUnpackedBytes: size(merged.upload?.maxUnpacked, 256 * 1024 ** 2),

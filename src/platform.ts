@@ -54,7 +54,10 @@ export async function startPlatform(
   const logs = new LogStore({ file: join(config.dataDir, 'logs.db'), maxRecords: config.logRecords });
   const code = new CodeStore({ dataDir: config.dataDir, cacheBytes: config.codeCacheBytes });
   await code.init();
-  const layers = new LayerStore(config.dataDir, config.buildTimeoutMs);
+  const layers = new LayerStore(config.dataDir, {
+    timeoutMs: config.buildTimeoutMs,
+    maxDiskBytes: config.buildMaxDiskBytes,
+  });
   await layers.init();
   // ctx.state: the embedded store, or Redis when state.redis.url is set (issue 5); an unreachable Redis
   // stops `hearth up` here, before anything is mounted or started.

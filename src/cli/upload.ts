@@ -176,6 +176,8 @@ export class DeployProgress {
   event(event: DeployEvent): void {
     if (event.event === 'progress') this.progress(event.phase, event.message, event.elapsedMs);
     else if (event.event === 'output') this.output(event.line);
+    else if (event.event === 'disk')
+      this.output(`build disk ${formatBytes(event.bytes)} of ${formatBytes(event.maxBytes)}`);
   }
 
   /** Settles the status line: a phase still open was a note (success) or where it broke (failure). */

@@ -22,7 +22,7 @@ import {
 import type { Isolation, Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
-import type { LayerStore } from './build/index.js';
+import { formatBytes, type LayerStore } from './build/index.js';
 import { type CodeStore, receiveArchive, runArchiveJob, type UnpackLimits } from './packages/index.js';
 import type { Store, StoredDeployment, StoredFunction, StoredVersion } from './store/index.js';
 
@@ -404,6 +404,8 @@ export class Deployer {
     const dependencyManifest = runtime.dependencyManifest(dir);
     if (dependencyManifest !== undefined) {
       clock.begin('dependencies', `installing dependencies from ${dependencyManifest.files.join(' + ')}`);
+      const maxDisk = this.options.layers.maxDiskBytes;
+      let reported = Number.NEGATIVE_INFINITY;
       const layer = await this.options.layers.ensure({
         runtime,
         isolation,
@@ -412,12 +414,18 @@ export class Deployer {
         namespace: ref.namespace,
         scripts: spec.build.scripts,
         onOutput: (line) => clock.output('dependencies', line),
+        // A long build says how far it is on disk now and then, so a cap it nears is no surprise.
+        onDisk: (bytes) => {
+          if (performance.now() - reported < DISK_REPORT_MS) return;
+          reported = performance.now();
+          clock.disk('dependencies', bytes, maxDisk);
+        },
       });
       clock.end(
         'dependencies',
         layer.cached
           ? `dependency layer ${layer.key} reused (nothing installed)`
-          : `dependency layer ${layer.key} built`,
+          : `dependency layer ${layer.key} built in ${(layer.ms / 1000).toFixed(1)} s (layer ${formatBytes(layer.layerBytes ?? 0)}, build disk ${formatBytes(layer.peakDiskBytes ?? 0)} of ${formatBytes(maxDisk)})`,
       );
       deps = { key: layer.key, mountName: dependencyManifest.mountName };
     }
@@ -699,6 +707,9 @@ export class Deployer {
   }
 }
 
+/** How often a running dependency build reports its disk use in the deploy's progress. */
+const DISK_REPORT_MS = 5000;
+
 /** Times each phase and reports it to the client as it happens. */
 class PhaseClock {
   readonly phases: Record<string, number> = {};
@@ -723,6 +734,16 @@ class PhaseClock {
 
   output(phase: DeployPhase, line: string): void {
     this.emit({ event: 'output', phase, line });
+  }
+
+  disk(phase: DeployPhase, bytes: number, maxBytes: number): void {
+    this.emit({
+      event: 'disk',
+      phase,
+      bytes,
+      maxBytes,
+      elapsedMs: Math.round(performance.now() - this.began),
+    });
   }
 }
 

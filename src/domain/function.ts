@@ -73,6 +73,14 @@ export const scalingSchema = z
     path: ['min'],
   });
 
+/**
+ * The event a handler gets and how its return value answers: `auto` (Hearth's event, or API Gateway v2
+ * for a CommonJS `exports.handler`), `hearth`, `lambda` (= `lambda-v2`, API Gateway HTTP API),
+ * `lambda-v1` (API Gateway REST API), `lambda-direct` (the JSON body is the event, the return value the JSON answer).
+ */
+export const EVENT_FORMATS = ['auto', 'hearth', 'lambda', 'lambda-v2', 'lambda-v1', 'lambda-direct'] as const;
+export type EventFormat = (typeof EVENT_FORMATS)[number];
+
 export const functionSpecSchema = z.strictObject({
   runtime: z.enum(RUNTIMES, { message: `one of ${RUNTIMES.join(', ')}` }),
   handler: z
@@ -122,7 +130,9 @@ export const functionSpecSchema = z.strictObject({
     )
     .optional(),
   priority: z.int().min(0).max(100).optional(),
-  eventFormat: z.enum(['hearth', 'lambda'], { message: 'hearth or lambda' }).optional(),
+  eventFormat: z
+    .enum(EVENT_FORMATS, { message: EVENT_FORMATS.join(', ').replace(/, ([^,]*)$/, ' or $1') })
+    .optional(),
   /** Event sources that invoke the function (Kafka, MQTT, NATS, cron); see domain/triggers.ts. */
   triggers: triggersSchema.optional(),
   /** Token-bucket limit on every invocation of the function (`1000qps`, or `{rate, burst, perClient}`). */
@@ -173,7 +183,7 @@ export interface FunctionSpec {
   /** Extra /etc/hosts names in the sandbox: name → IPv4 address or `host-gateway` (this machine). */
   readonly hostAliases: Readonly<Record<string, string>>;
   readonly priority: number;
-  readonly eventFormat: 'hearth' | 'lambda' | 'auto';
+  readonly eventFormat: EventFormat;
   /** Whether the dependency build runs packages' install scripts (npm `--ignore-scripts` unless true). */
   readonly build: { readonly scripts: boolean };
 }

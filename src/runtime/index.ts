@@ -62,7 +62,15 @@ export interface BuildCommand {
   readonly readOnlyPaths: readonly string[];
   readonly timeoutMs: number;
   readonly onOutput: (line: string) => void;
+  /** Ends the command (SIGKILL) when aborted; its reason, a message, ends the outcome's tail. */
+  readonly signal?: AbortSignal;
 }
+
+/**
+ * The build's scratch space inside its work dir, given to the package manager as TMPDIR: on disk, under
+ * the build's own disk cap (`build.maxDisk`), not in the sandbox's small /tmp where pip stages wheels.
+ */
+export const BUILD_TMP = '.tmp';
 
 export type BuildStep = Pick<BuildCommand, 'command' | 'args' | 'env' | 'readOnlyPaths' | 'registries'>;
 

@@ -413,6 +413,28 @@ export class NodeScheduler implements Scheduler {
         });
         const failure = new HearthError('HEARTH_E_FN_ERROR', `${type}: ${message}`, { details: { type } });
         const opened = this.failed(fn, instance, probe, failure);
+        if (instance.version.spec.eventFormat === 'lambda-direct') {
+          // Lambda's own answer to an unhandled error, which its clients and SDKs read; still a failure
+          // (500) for the breaker, retries and metrics, where Lambda's Invoke API says 200 and the header.
+          done(undefined, {
+            status: 500,
+            headers: [
+              'content-type',
+              'application/json',
+              'x-amz-function-error',
+              'Unhandled',
+              ...(opened === undefined ? [] : ['x-hearth-circuit', 'open']),
+            ],
+            body: lambdaErrorBody(instance.version.spec.runtime, result.error, request.invocationId),
+            coldStart: cold,
+            version: instance.version.version,
+            instanceId: instance.id,
+            waitMs,
+            coldStartPhases: cold ? instance.coldStartPhases : undefined,
+            circuit: undefined,
+          });
+          return;
+        }
         done(
           opened === undefined
             ? failure
@@ -1435,4 +1457,31 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
     timer = setTimeout(() => reject(new HearthError('HEARTH_E_HANDLER_INVALID', message)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * An unhandled error as Lambda's runtimes report it: Node's `{errorType, errorMessage, trace}`, Python's
+ * `{errorMessage, errorType, requestId, stackTrace}`.
+ */
+function lambdaErrorBody(
+  runtime: string,
+  error: { readonly type: string; readonly message: string; readonly stack?: string },
+  requestId: string,
+): Buffer {
+  const lines = (error.stack ?? '').split('\n').filter((line) => line.trim() !== '');
+  const body =
+    runtime === 'python3'
+      ? {
+          errorMessage: error.message,
+          errorType: error.type,
+          requestId,
+          // One entry per frame: its `File …` line and the source line under it.
+          stackTrace: lines.reduce<string[]>((frames, line) => {
+            if (line.startsWith('  File ')) frames.push(`${line}\n`);
+            else if (line.startsWith('    ') && frames.length > 0) frames[frames.length - 1] += `${line}\n`;
+            return frames;
+          }, []),
+        }
+      : { errorType: error.type, errorMessage: error.message, trace: lines };
+  return Buffer.from(JSON.stringify(body));
 }

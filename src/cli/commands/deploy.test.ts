@@ -56,6 +56,7 @@ const SUCCESS = [
     elapsedMs: 4,
   },
   { event: 'output', phase: 'dependencies', line: 'added 1 package in 1s' },
+  { event: 'disk', phase: 'dependencies', bytes: 150 * 1024 ** 2, maxBytes: 4 * 1024 ** 3, elapsedMs: 900 },
   { event: 'progress', phase: 'dependencies', message: 'dependency layer d1 built', elapsedMs: 1204 },
   { event: 'result', function: functionDetail(), deployment: deploymentSummary() },
 ];
@@ -85,7 +86,7 @@ describe('hearth deploy', () => {
     const progress = out.stderr();
     expect(progress).toMatch(/✓ unpack\s+3ms {2}archive unpacked/);
     expect(progress).toContain(
-      '  dependencies  installing dependencies from package.json\n  | added 1 package in 1s\n',
+      '  dependencies  installing dependencies from package.json\n  | added 1 package in 1s\n  | build disk 150.0 MiB of 4.0 GiB\n',
     );
     expect(progress).toMatch(/✓ dependencies\s+1\.2s {2}dependency layer d1 built/);
   });

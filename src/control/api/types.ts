@@ -219,6 +219,14 @@ export type DeployEvent =
       readonly elapsedMs: number;
     }
   | { readonly event: 'output'; readonly phase: DeployPhase; readonly line: string }
+  /** A dependency build's scratch disk use while it runs (every few seconds), against `build.maxDisk`. */
+  | {
+      readonly event: 'disk';
+      readonly phase: DeployPhase;
+      readonly bytes: number;
+      readonly maxBytes: number;
+      readonly elapsedMs: number;
+    }
   | { readonly event: 'result'; readonly function: FunctionDetail; readonly deployment: DeploymentSummary }
   /** `?stage=true`: the package is stored and checked; `POST /api/v1/apply` releases it by this id. */
   | { readonly event: 'staged'; readonly staged: string; readonly expiresAt: string }

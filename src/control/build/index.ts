@@ -13,10 +13,11 @@
  */
 
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import type { Dirent } from 'node:fs';
+import { chmod, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HearthError } from '../../domain/errors.js';
-import type { DependencyManifest, Isolation, Runtime } from '../../runtime/index.js';
+import { BUILD_TMP, type DependencyManifest, type Isolation, type Runtime } from '../../runtime/index.js';
 
 export interface LayerBuildRequest {
   readonly runtime: Runtime;
@@ -29,12 +30,26 @@ export interface LayerBuildRequest {
   /** Whether packages' install scripts run (spec.build.scripts). */
   readonly scripts: boolean;
   readonly onOutput: (line: string) => void;
+  /** Each measurement of the build's scratch disk use while it runs, bytes. */
+  readonly onDisk?: (bytes: number) => void;
 }
 
 export interface LayerResult {
   readonly key: string;
   readonly cached: boolean;
   readonly ms: number;
+  /** Built now: the layer's size on disk, bytes. */
+  readonly layerBytes?: number;
+  /** Built now: the most disk its scratch dir (downloads, unpacked wheels, TMPDIR, the layer) took, bytes. */
+  readonly peakDiskBytes?: number;
+}
+
+export interface LayerLimits {
+  readonly timeoutMs: number;
+  /** The most disk one build's scratch dir may take (`build.maxDisk`): past it the build is stopped. */
+  readonly maxDiskBytes: number;
+  /** How often the scratch dir is measured. */
+  readonly diskCheckMs?: number;
 }
 
 export class LayerStore {
@@ -47,12 +62,16 @@ export class LayerStore {
 
   constructor(
     dataDir: string,
-    private readonly timeoutMs: number,
+    private readonly limits: LayerLimits,
   ) {
     this.layersDir = join(dataDir, 'layers');
     this.workDir = join(dataDir, 'tmp');
     this.cacheDir = join(dataDir, 'cache', 'build');
     this.sharedCaches = ['node20', 'python3'].map((runtime) => join(dataDir, 'cache', runtime));
+  }
+
+  get maxDiskBytes(): number {
+    return this.limits.maxDiskBytes;
   }
 
   async init(): Promise<void> {
@@ -106,8 +125,10 @@ export class LayerStore {
     const began = performance.now();
     const work = join(this.workDir, `build-${randomBytes(6).toString('hex')}`);
     const cache = join(this.cacheDir, request.namespace, request.runtime.name);
-    await mkdir(work, { recursive: true, mode: 0o755 });
+    await mkdir(join(work, BUILD_TMP), { recursive: true, mode: 0o755 });
     await mkdir(cache, { recursive: true, mode: 0o755 });
+    const from = request.manifest.files.join(' + ');
+    const watch = new DiskWatch(work, this.limits, request.onDisk);
     try {
       for (const file of request.manifest.files)
         await copyFile(join(request.sourceDir, file), join(work, file));
@@ -116,35 +137,155 @@ export class LayerStore {
         ...step,
         workDir: work,
         cacheDir: cache,
-        timeoutMs: this.timeoutMs,
+        timeoutMs: this.limits.timeoutMs,
         onOutput: request.onOutput,
+        signal: watch.start(),
       });
-      if (!outcome.ok) {
-        const last =
-          outcome.tail
-            .split('\n')
-            .filter((line) => line.trim() !== '')
-            .slice(-1)[0] ?? 'no output';
+      await watch.stop();
+      // A build that finished between two measurements may still have gone over: its layer is refused too.
+      if (!outcome.ok || watch.over !== undefined) {
+        const lines = outcome.tail.split('\n').filter((line) => line.trim() !== '');
         throw new HearthError(
           'HEARTH_E_BUILD_FAILED',
-          `installing dependencies from ${request.manifest.files.join(' + ')} failed (exit ${outcome.exitCode ?? 'none'}): ${last}`,
+          watch.over !== undefined
+            ? `installing dependencies from ${from} stopped${atStep(lines)}: ${watch.over}`
+            : `installing dependencies from ${from} failed (${exitOf(outcome.exitCode)})${atStep(lines)}: ${reasonOf(lines)}`,
           {
-            details: { output: outcome.tail },
+            details: { output: outcome.tail, diskBytes: watch.peak, maxDiskBytes: this.limits.maxDiskBytes },
           },
         );
       }
       const output = join(work, request.runtime.layerOutput);
       await mkdir(output, { recursive: true });
       await makeReadable(output);
+      const layerBytes = await diskUse(output);
       await rename(output, this.dir(key)).catch(async (error: NodeJS.ErrnoException) => {
         // Another build of the same key won the race: its layer is as good as ours.
         if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
       });
-      return { key, cached: false, ms: performance.now() - began };
+      return { key, cached: false, ms: performance.now() - began, layerBytes, peakDiskBytes: watch.peak };
     } finally {
+      await watch.stop();
       await rm(work, { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * Measures a build's scratch dir while it runs and stops the build once it is over the cap. A tmpfs of
+ * the cap's size would hold GiBs in memory; a loop-mounted image or a project quota would bound the
+ * writes in the kernel but need a filesystem set up for it on every node. Measuring the tree on disk
+ * works anywhere, at the price of an overshoot of what the build writes between two measurements.
+ */
+class DiskWatch {
+  peak = 0;
+  /** Why the build was stopped, once it went over the cap. */
+  over: string | undefined;
+  private readonly abort = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  private measuring: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(
+    private readonly dir: string,
+    private readonly limits: LayerLimits,
+    private readonly onDisk: ((bytes: number) => void) | undefined,
+  ) {}
+
+  start(): AbortSignal {
+    this.schedule();
+    return this.abort.signal;
+  }
+
+  /** Takes a last measurement (what the build left is part of its peak) and stops measuring. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.measuring;
+    await this.measure();
+  }
+
+  private schedule(): void {
+    this.timer = setTimeout(() => {
+      this.measuring = this.measure().then(() => {
+        if (!this.stopped && this.over === undefined) this.schedule();
+      });
+    }, this.limits.diskCheckMs ?? 500);
+  }
+
+  private async measure(): Promise<void> {
+    const bytes = await diskUse(this.dir).catch(() => 0);
+    this.peak = Math.max(this.peak, bytes);
+    this.onDisk?.(bytes);
+    if (bytes > this.limits.maxDiskBytes && this.over === undefined) {
+      this.over = `the build used ${formatBytes(bytes)} of disk, over its cap of ${formatBytes(this.limits.maxDiskBytes)} (build.maxDisk)`;
+      if (!this.stopped) this.abort.abort(this.over);
+    }
+  }
+}
+
+/** The last line naming what the package manager was doing (the package and the step), quoted. */
+function atStep(lines: readonly string[]): string {
+  const step = lines.findLast((line) => STEP_LINE.test(line));
+  return step === undefined ? '' : ` at "${step.trim().slice(0, 200)}"`;
+}
+
+/** pip's and npm's lines that say which package they are on. */
+const STEP_LINE =
+  /^\s*(Collecting |Downloading |Installing collected packages|Building wheel for |Running setup\.py|Preparing metadata|npm (error|ERR!) (path|command) )/;
+
+/**
+ * The one output line that best says why a build failed: a resource it ran out of, else the package
+ * manager's own last error, else a missing file or command, else its last line that is not boilerplate.
+ */
+function reasonOf(lines: readonly string[]): string {
+  const useful = lines.filter((line) => !NOISE.test(line));
+  for (const pattern of REASONS) {
+    const found = useful.findLast((line) => pattern.test(line));
+    if (found !== undefined) return found.trim();
+  }
+  return useful.at(-1)?.trim() ?? lines.at(-1)?.trim() ?? 'no output';
+}
+
+const REASONS = [
+  /No space left on device|ENOSPC|Cannot allocate memory|MemoryError|ENOMEM|\bKilled\b/,
+  /^\s*ERROR: |^\s*npm (error|ERR!) (404 +The requested resource|notarget No matching version|ERESOLVE)/,
+  /No such file or directory|command not found|: not found/,
+];
+
+/** npm's and node-gyp's lines that are the same for every failure. */
+const NOISE =
+  /A complete log of this run|^\s*npm (error|ERR!) gyp ERR! (stack|System|command|cwd|node -v|node-gyp -v|\$npm_|not ok)|^\s*npm (error|ERR!) (path|command|code)\b|make: (Entering|Leaving) directory/;
+
+function exitOf(code: number | null): string {
+  if (code === null) return 'killed';
+  // bubblewrap answers 128 + the signal that ended the command: 137 is a SIGKILL, the OOM killer's.
+  if (code === 137) return 'exit 137: killed by SIGKILL, out of memory?';
+  return `exit ${code}`;
+}
+
+/** Space a tree takes on disk (allocated blocks, so sparse files count what they use). */
+export async function diskUse(dir: string): Promise<number> {
+  let entries: Dirent[];
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  const sizes = await Promise.all(
+    entries.map(async (entry) => {
+      const path = join(dir, entry.name);
+      const own = ((await lstat(path).catch(() => undefined))?.blocks ?? 0) * 512;
+      return entry.isDirectory() ? own + (await diskUse(path)) : own;
+    }),
+  );
+  return sizes.reduce((sum, size) => sum + size, 0);
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(bytes / 1024 ** 3).toFixed(1)} GiB`;
 }
 
 /** Layers are read by sandboxed guests under another uid: directories 0755, files at least 0644. */

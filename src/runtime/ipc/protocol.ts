@@ -383,7 +383,8 @@ export interface BindMessage {
   readonly codeDir: string;
   readonly depsDir: string | undefined;
   readonly env: Readonly<Record<string, string>>;
-  readonly eventFormat: 'hearth' | 'lambda' | 'auto';
+  /** spec.eventFormat as given; the guest resolves `auto` and `lambda` (= `lambda-v2`). */
+  readonly eventFormat: 'auto' | 'hearth' | 'lambda' | 'lambda-v2' | 'lambda-v1' | 'lambda-direct';
   readonly memoryMiB: number;
   readonly timeoutMs: number;
   /** limits.maxBody: the largest response body the host accepts; the guest refuses a larger one itself. */
@@ -394,7 +395,8 @@ export interface BoundMessage {
   readonly ok: boolean;
   /** Python: whether the handler is a coroutine function and may run concurrently. */
   readonly concurrent?: boolean;
-  readonly eventFormat?: 'hearth' | 'lambda';
+  /** The format the guest resolved. */
+  readonly eventFormat?: 'hearth' | 'lambda-v2' | 'lambda-v1' | 'lambda-direct';
   readonly error?: { readonly type: string; readonly message: string; readonly stack?: string };
 }
 

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { BuildOptions, BuildStep, DependencyManifest, LaunchSpec, Runtime } from '../index.js';
-import { GUEST_TOKEN } from '../index.js';
+import { BUILD_TMP, GUEST_TOKEN } from '../index.js';
 import { guestDir, SANDBOX_PATH } from '../paths.js';
 import { registriesOf } from '../registries.js';
 
@@ -15,6 +15,11 @@ export class NodeRuntime implements Runtime {
   readonly abi = `node-abi${process.versions.modules}-${process.platform}-${process.arch}`;
   readonly layerOutput = 'node_modules';
   private readonly node = realpathSync(process.execPath);
+  /** The install prefix holding this node's C headers (`include/node`), if they were installed. */
+  private readonly headersPrefix = ((prefix: string) =>
+    existsSync(join(prefix, 'include', 'node', 'common.gypi')) ? prefix : undefined)(
+    dirname(dirname(this.node)),
+  );
 
   constructor() {
     const major = Number(process.versions.node.split('.')[0]);
@@ -59,7 +64,15 @@ export class NodeRuntime implements Runtime {
   ): BuildStep {
     const locked = manifest.files.length > 1;
     const npmCli = join(dirname(dirname(this.node)), 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
-    const env: Record<string, string> = { PATH: SANDBOX_PATH, HOME: join(workDir, '.home'), LANG: 'C.UTF-8' };
+    const env: Record<string, string> = {
+      PATH: SANDBOX_PATH,
+      HOME: join(workDir, '.home'),
+      LANG: 'C.UTF-8',
+      TMPDIR: join(workDir, BUILD_TMP),
+    };
+    // node-gyp would download this node's headers from nodejs.org, which the build cannot reach (it
+    // reaches the registries only): a native module compiled from source uses the headers installed here.
+    if (this.headersPrefix !== undefined) env.npm_config_nodedir = this.headersPrefix;
     for (const [key, value] of Object.entries(process.env))
       if (value !== undefined && REGISTRY_ENV.test(key)) env[key] = value;
     return {

@@ -8,7 +8,7 @@ const TAIL_LINES = 40;
 export function runConfined(
   command: string,
   args: readonly string[],
-  options: Pick<BuildCommand, 'env' | 'timeoutMs' | 'onOutput'> & {
+  options: Pick<BuildCommand, 'env' | 'timeoutMs' | 'onOutput' | 'signal'> & {
     cwd?: string;
     /** Descriptors from 3 on (a confining wrapper's side channels). */
     extraStdio?: readonly (IOType | number)[];
@@ -41,12 +41,21 @@ export function runConfined(
       timedOut = true;
       child.kill('SIGKILL');
     }, options.timeoutMs);
+    let aborted: string | undefined;
+    const onAbort = (): void => {
+      aborted = String(options.signal?.reason ?? 'stopped');
+      child.kill('SIGKILL');
+    };
+    if (options.signal?.aborted === true) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
     const finish = (exitCode: number | null, reason?: string): void => {
       clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
       if (partial.trim() !== '') tail.push(partial);
       if (timedOut) tail.push(`timed out after ${Math.round(options.timeoutMs / 1000)}s`);
       if (reason !== undefined) tail.push(reason);
-      resolve({ ok: exitCode === 0 && !timedOut, exitCode, tail: tail.join('\n') });
+      if (aborted !== undefined) tail.push(aborted);
+      resolve({ ok: exitCode === 0 && !timedOut && aborted === undefined, exitCode, tail: tail.join('\n') });
     };
     let setUpFailure: string | undefined;
     child.once('error', (error) => finish(null, error.message));

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BuildStep, DependencyManifest, LaunchSpec, Runtime } from '../index.js';
-import { GUEST_TOKEN } from '../index.js';
+import { BUILD_TMP, GUEST_TOKEN } from '../index.js';
 import { findExecutable, guestDir, SANDBOX_PATH } from '../paths.js';
 import { registriesOf } from '../registries.js';
 
@@ -82,7 +82,12 @@ export class PythonRuntime implements Runtime {
 
   buildCommand(workDir: string, cacheDir: string): BuildStep {
     const interpreter = this.required();
-    const env: Record<string, string> = { PATH: SANDBOX_PATH, HOME: join(workDir, '.home'), LANG: 'C.UTF-8' };
+    const env: Record<string, string> = {
+      PATH: SANDBOX_PATH,
+      HOME: join(workDir, '.home'),
+      LANG: 'C.UTF-8',
+      TMPDIR: join(workDir, BUILD_TMP),
+    };
     for (const [key, value] of Object.entries(process.env))
       if (value !== undefined && PIP_ENV.test(key)) env[key] = value;
     return {
@@ -92,6 +97,9 @@ export class PythonRuntime implements Runtime {
         'pip',
         'install',
         '--no-input',
+        // A manylinux wheel over a newer sdist: numpy, pandas or scipy compiled from source need compilers
+        // and headers the node may not have, and minutes where a wheel takes seconds.
+        '--prefer-binary',
         '--disable-pip-version-check',
         '--no-warn-script-location',
         '--cache-dir',

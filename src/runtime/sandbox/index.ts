@@ -95,6 +95,7 @@ const JOIN_CGROUPS = [
 ];
 export const DEFAULT_TMP_BYTES = 64 * 1024 ** 2;
 export const DEFAULT_PIDS = 256;
+const BUILD_ALTERNATIVES = '/etc/alternatives';
 const NETWORK_ETC = [
   '/etc/resolv.conf',
   '/etc/hosts',
@@ -364,6 +365,9 @@ export class SandboxIsolation implements Isolation {
       ...this.baseArgs,
       ...network,
       ...readOnlyBinds(build.readOnlyPaths),
+      // `cc`, `c++` and friends are links through here on Debian: a native module compiled from source
+      // (node-gyp, an sdist) needs them. Only links to programs under /usr, which the build sees anyway.
+      ...(existsSync(BUILD_ALTERNATIVES) ? ['--ro-bind', BUILD_ALTERNATIVES, BUILD_ALTERNATIVES] : []),
       '--bind',
       views?.work ?? build.workDir,
       '/build',

@@ -40,7 +40,7 @@ interface Bind {
   codeDir: string;
   depsDir?: string;
   env: Record<string, string>;
-  eventFormat: 'hearth' | 'lambda' | 'auto';
+  eventFormat: 'hearth' | 'lambda' | 'lambda-v2' | 'lambda-v1' | 'lambda-direct' | 'auto';
   memoryMiB: number;
   timeoutMs: number;
   /** limits.maxBody: the host ends a guest whose response is larger, so a larger one is refused here. */
@@ -203,7 +203,13 @@ function settleCall(id: number, [ok, value]: [boolean, unknown]): void {
 // --- handler loading ---------------------------------------------------------------------------------
 let handler: Handler | undefined;
 let boundInfo: FunctionInfo | undefined;
-let lambdaFormat = false;
+/** The event shape (spec.eventFormat, resolved at bind): a number, compared once per invocation. */
+const HEARTH = 0;
+const LAMBDA_V2 = 1;
+const LAMBDA_V1 = 2;
+const LAMBDA_DIRECT = 3;
+const FORMAT_NAMES = ['hearth', 'lambda-v2', 'lambda-v1', 'lambda-direct'] as const;
+let format = HEARTH;
 let maxBodyBytes = Number.POSITIVE_INFINITY;
 
 function moduleFile(codeDir: string, modulePath: string): string | undefined {
@@ -300,11 +306,18 @@ async function onBind(bind: Bind): Promise<void> {
     handler = loaded.fn;
     boundInfo = functionInfo(bind);
     maxBodyBytes = bind.maxBodyBytes ?? Number.POSITIVE_INFINITY;
-    lambdaFormat = bind.eventFormat === 'lambda' || (bind.eventFormat === 'auto' && loaded.commonJsNamed);
-    send(T_BOUND, 0, { ok: true, eventFormat: lambdaFormat ? 'lambda' : 'hearth' });
+    format = formatOf(bind.eventFormat, loaded.commonJsNamed);
+    send(T_BOUND, 0, { ok: true, eventFormat: FORMAT_NAMES[format] });
   } catch (error) {
     send(T_BOUND, 0, { ok: false, error: describe(error) });
   }
+}
+
+function formatOf(name: Bind['eventFormat'], commonJsNamed: boolean): number {
+  if (name === 'lambda-v1') return LAMBDA_V1;
+  if (name === 'lambda-direct') return LAMBDA_DIRECT;
+  if (name === 'lambda' || name === 'lambda-v2' || (name === 'auto' && commonJsNamed)) return LAMBDA_V2;
+  return HEARTH;
 }
 
 // --- events and results ------------------------------------------------------------------------------
@@ -449,6 +462,114 @@ function lambdaEvent(meta: Invoke, body: Buffer): unknown {
     },
     body: body.length === 0 ? undefined : textual ? body.toString('utf8') : body.toString('base64'),
     isBase64Encoded: !textual,
+  };
+}
+
+/** Names as the client sent them, each with its values in order: API Gateway REST's multi-value form. */
+function multiValueHeaders(raw: readonly string[]): Record<string, string[]> {
+  const headers: Record<string, string[]> = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const value = raw[i + 1] as string;
+    const values = headers[name];
+    if (values === undefined) headers[name] = [value];
+    else values.push(value);
+  }
+  return headers;
+}
+
+/** The API Gateway REST API (payload 1.0) proxy event: single values are the last of each name, as AWS does. */
+function restEvent(meta: Invoke, body: Buffer): unknown {
+  const multiHeaders = multiValueHeaders(meta.rawHeaders);
+  const headers: Record<string, string> = {};
+  for (const name in multiHeaders) headers[name] = (multiHeaders[name] as string[]).at(-1) as string;
+  let query: Record<string, string> | null = null;
+  let multiQuery: Record<string, string[]> | null = null;
+  if (meta.rawQuery !== '') {
+    query = {};
+    multiQuery = {};
+    for (const [key, value] of new URLSearchParams(meta.rawQuery)) {
+      query[key] = value;
+      const values = multiQuery[key];
+      if (values === undefined) multiQuery[key] = [value];
+      else values.push(value);
+    }
+  }
+  const lower = headerObject(meta.rawHeaders);
+  const contentType = contentTypeOf(lower);
+  const textual = body.length === 0 || JSONISH.test(contentType) || TEXTUAL.test(contentType);
+  const proxy = meta.path.replace(/^\/+/, '');
+  const resource = proxy === '' ? '/' : '/{proxy+}';
+  const now = Date.now();
+  return {
+    resource,
+    path: meta.path,
+    httpMethod: meta.method,
+    headers,
+    multiValueHeaders: multiHeaders,
+    queryStringParameters: query,
+    multiValueQueryStringParameters: multiQuery,
+    pathParameters: proxy === '' ? null : { proxy },
+    stageVariables: null,
+    requestContext: {
+      accountId: 'hearth',
+      apiId: 'hearth',
+      resourceId: 'hearth',
+      resourcePath: resource,
+      httpMethod: meta.method,
+      path: meta.path,
+      protocol: 'HTTP/1.1',
+      stage: '$default',
+      domainName: lower.host ?? 'localhost',
+      requestId: meta.invocationId,
+      requestTime: awsTime(now),
+      requestTimeEpoch: now,
+      identity: { sourceIp: meta.sourceIp, userAgent: lower['user-agent'] ?? null },
+    },
+    body: body.length === 0 ? null : textual ? body.toString('utf8') : body.toString('base64'),
+    isBase64Encoded: !textual,
+  };
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** API Gateway's request time: `06/Dec/2026:21:04:05 +0000`. */
+function awsTime(ms: number): string {
+  const d = new Date(ms);
+  const two = (n: number): string => String(n).padStart(2, '0');
+  return `${two(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${two(d.getUTCHours())}:${two(d.getUTCMinutes())}:${two(d.getUTCSeconds())} +0000`;
+}
+
+/** A request the direct format cannot make an event of: answered 400 by the guest, not a function error. */
+class BadEvent extends Error {}
+
+/** Direct invocation: the body, parsed as JSON, is the event itself (no body: `{}`, as Lambda's console sends). */
+function directEvent(meta: Invoke, body: Buffer): unknown {
+  if (body.length === 0) return {};
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    // An event delivery's data that is not JSON is still that data.
+    if (meta.event !== undefined) return cloudEvent(meta.event, body);
+    throw new BadEvent(
+      `body: got ${body.length} bytes that are not JSON (${(error as Error).message}), expected a JSON event (eventFormat lambda-direct)`,
+    );
+  }
+}
+
+/** Every format but Hearth's own: Lambda's shapes, resolved at bind. */
+function lambdaShaped(meta: Invoke, body: Buffer): unknown {
+  if (format === LAMBDA_DIRECT) return directEvent(meta, body);
+  if (meta.event !== undefined) return cloudEvent(meta.event, body);
+  return format === LAMBDA_V1 ? restEvent(meta, body) : lambdaEvent(meta, body);
+}
+
+/** Direct invocation answers the handler's return value as JSON (undefined: `null`), whatever its shape. */
+function directResponse(value: unknown): HttpResult {
+  return {
+    status: 200,
+    headers: { 'content-type': 'application/json' },
+    body: Buffer.from(JSON.stringify(value) ?? 'null', 'utf8'),
   };
 }
 
@@ -739,8 +860,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlight += 1;
   inFlightSeqs.push(id);
   try {
-    const event =
-      lambdaFormat && meta.event === undefined ? lambdaEvent(meta, body) : hearthEvent(meta, body);
+    const event = format === HEARTH ? hearthEvent(meta, body) : lambdaShaped(meta, body);
     const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent);
     let pendingResult: unknown;
     runningSeq = id;
@@ -750,7 +870,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
       runningSeq = 0;
     }
     const result = await pendingResult;
-    const converted = toResponse(result);
+    const converted = format === LAMBDA_DIRECT ? directResponse(result) : toResponse(result);
     const response = converted instanceof Promise ? await converted : converted;
     if (response.body.length > maxBodyBytes)
       throw Object.assign(
@@ -761,7 +881,12 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
       );
     send(T_RESULT, id, [response.status, flatHeaders(response.headers)], response.body);
   } catch (error) {
-    send(T_ERROR, id, describe(error));
+    if (error instanceof BadEvent) {
+      const answer = {
+        error: { code: 'HEARTH_E_BAD_REQUEST', message: error.message, invocationId: meta.invocationId },
+      };
+      send(T_RESULT, id, [400, ['content-type', 'application/json']], Buffer.from(JSON.stringify(answer)));
+    } else send(T_ERROR, id, describe(error));
   } finally {
     inFlight -= 1;
     inFlightSeqs.splice(inFlightSeqs.indexOf(id), 1);
@@ -831,6 +956,7 @@ async function warmUp(): Promise<void> {
   };
   hearthEvent(sample, Buffer.from('{"a":1}'));
   lambdaEvent(sample, Buffer.from('{"a":1}'));
+  restEvent(sample, Buffer.from('{"a":1}'));
   await toResponse({ statusCode: 200, headers: { a: 'b' }, body: 'x' });
   await toResponse({ a: 1 });
 }

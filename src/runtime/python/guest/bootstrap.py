@@ -404,6 +404,88 @@ def lambda_event(meta, body):
     }
 
 
+def rest_event(meta, body):
+    """The API Gateway REST API (payload 1.0) proxy event: single values are the last of each name, as AWS does."""
+    raw = meta["rawHeaders"]
+    multi_headers = {}
+    for i in range(0, len(raw) - 1, 2):
+        multi_headers.setdefault(raw[i], []).append(raw[i + 1])
+    lower = header_dict(raw)
+    query = multi_query = None
+    if meta["rawQuery"]:
+        query, multi_query = {}, {}
+        for key, value in parse_qsl(meta["rawQuery"], keep_blank_values=True):
+            query[key] = value
+            multi_query.setdefault(key, []).append(value)
+    content_type = str(lower.get("content-type", "")).lower()
+    textual = not body or is_json(content_type) or is_text(content_type)
+    proxy = meta["path"].lstrip("/")
+    resource = "/{proxy+}" if proxy else "/"
+    now = int(time.time() * 1000)
+    return {
+        "resource": resource,
+        "path": meta["path"],
+        "httpMethod": meta["method"],
+        "headers": {name: values[-1] for name, values in multi_headers.items()},
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": multi_query,
+        "pathParameters": {"proxy": proxy} if proxy else None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "hearth",
+            "apiId": "hearth",
+            "resourceId": "hearth",
+            "resourcePath": resource,
+            "httpMethod": meta["method"],
+            "path": meta["path"],
+            "protocol": "HTTP/1.1",
+            "stage": "$default",
+            "domainName": lower.get("host", "localhost"),
+            "requestId": meta["invocationId"],
+            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now / 1000)),
+            "requestTimeEpoch": now,
+            "identity": {"sourceIp": meta["sourceIp"], "userAgent": lower.get("user-agent")},
+        },
+        "body": (body.decode("utf-8", "replace") if textual else base64.b64encode(body).decode()) if body else None,
+        "isBase64Encoded": not textual,
+    }
+
+
+class BadEvent(Exception):
+    """A request the direct format cannot make an event of: answered 400 by the guest, not a function error."""
+
+
+def direct_event(meta, body):
+    """Direct invocation: the body, parsed as JSON, is the event itself (no body: {}, as Lambda's console sends)."""
+    if not body:
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        # An event delivery's data that is not JSON is still that data.
+        if meta.get("event"):
+            return cloud_event(meta["event"], body)
+        raise BadEvent(f"body: got {len(body)} bytes that are not JSON ({error}), expected a JSON event (eventFormat lambda-direct)") from None
+
+
+def lambda_v2_event(meta, body):
+    return hearth_event(meta, body) if meta.get("event") else lambda_event(meta, body)
+
+
+def lambda_v1_event(meta, body):
+    return hearth_event(meta, body) if meta.get("event") else rest_event(meta, body)
+
+
+# spec.eventFormat → how the event is made; `auto` is Hearth's own for Python.
+EVENT_MAKERS = {
+    "lambda": lambda_v2_event,
+    "lambda-v2": lambda_v2_event,
+    "lambda-v1": lambda_v1_event,
+    "lambda-direct": direct_event,
+}
+
+
 def to_response(value):
     if isinstance(value, dict) and "statusCode" in value:
         status = value["statusCode"]
@@ -484,10 +566,13 @@ class Function:
         self.fn = fn
         self.arity = arity(fn)
         self.concurrent = inspect.iscoroutinefunction(fn)
-        self.lambda_format = bound["eventFormat"] == "lambda"
+        global direct_format
+        self.make_event = EVENT_MAKERS.get(bound["eventFormat"], hearth_event)
+        self.format = {lambda_v2_event: "lambda-v2", lambda_v1_event: "lambda-v1", direct_event: "lambda-direct"}.get(self.make_event, "hearth")
+        direct_format = self.format == "lambda-direct"
 
     def call(self, meta, body, seq):
-        event = lambda_event(meta, body) if self.lambda_format and not meta.get("event") else hearth_event(meta, body)
+        event = self.make_event(meta, body)
         if self.arity >= 2:
             return self.fn(event, Context(meta, self.bound, seq))
         if self.arity == 1:
@@ -520,13 +605,26 @@ class ResponseTooLarge(Exception):
 
 # limits.maxBody, from the Bind frame: the host ends a guest whose response is larger, so it is refused here.
 max_body_bytes = None
+# eventFormat lambda-direct: the return value is the JSON answer, whatever its shape.
+direct_format = False
 
 
 def reply(ident, value):
-    status, headers, body = to_response(value)
+    if direct_format:
+        status, headers, body = 200, {"content-type": "application/json"}, json.dumps(value, default=str).encode()
+    else:
+        status, headers, body = to_response(value)
     if max_body_bytes is not None and len(body) > max_body_bytes:
         raise ResponseTooLarge(f"the response body is {len(body)} bytes; limits.maxBody allows at most {max_body_bytes}")
     send(T_RESULT, ident, [status, flat_headers(headers)], body)
+
+
+def fail(ident, meta, error):
+    if isinstance(error, BadEvent):
+        answer = {"error": {"code": "HEARTH_E_BAD_REQUEST", "message": str(error), "invocationId": meta["invocationId"]}}
+        send(T_RESULT, ident, [400, ["content-type", "application/json"]], json.dumps(answer).encode())
+    else:
+        send(T_ERROR, ident, describe(error))
 
 
 def flush_logs():
@@ -542,6 +640,7 @@ def serve_sync(function, reader):
         if kind != T_INVOKE:
             continue
         token = current_invocation.set(ident)
+        invocation = None
         try:
             invocation = invoke_from_wire(meta)
             # One invocation at a time here, so the environment can carry its trace for libraries that read it.
@@ -555,7 +654,7 @@ def serve_sync(function, reader):
             flush_logs()
             if isinstance(error, SystemExit):
                 raise
-            send(T_ERROR, ident, describe(error))
+            fail(ident, invocation, error)
         finally:
             current_invocation.reset(token)
 
@@ -586,7 +685,7 @@ async def serve_async(function, reader):
             reply(ident, result)
         except Exception as error:  # noqa: BLE001
             flush_logs()
-            send(T_ERROR, ident, describe(error))
+            fail(ident, meta, error)
 
     while True:
         kind, ident, meta, body = await frames.get()
@@ -619,7 +718,7 @@ def main():
         send(T_BOUND, 0, {"ok": False, "error": describe(error)})
         return
     flush_logs()
-    send(T_BOUND, 0, {"ok": True, "concurrent": function.concurrent, "eventFormat": "lambda" if function.lambda_format else "hearth"})
+    send(T_BOUND, 0, {"ok": True, "concurrent": function.concurrent, "eventFormat": function.format})
     if function.concurrent:
         asyncio.run(serve_async(function, reader))
     else:
