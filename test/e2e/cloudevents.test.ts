@@ -188,6 +188,30 @@ describe('POST /events, queued', () => {
     expect(again.body.id).toBe(id);
   });
 
+  it('a queued event whose function fails is retried, then dead-lettered like an async invocation', async () => {
+    const event = new CloudEvent({
+      type: 'com.example.doomed',
+      source: '/jobs',
+      subject: 'recorder',
+      data: { fail: true },
+    });
+    const answer = await send(HTTP.structured(event), { prefer: 'respond-async' });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(202);
+    const id = answer.body.id as string;
+    const dead = await eventually('the event to be dead-lettered', async () => {
+      const got = (
+        await api<{ status: string; attempts: number; error?: { code: string } }>(
+          hearth.url,
+          `/api/v1/invocations/${id}`,
+        )
+      ).body;
+      return got.status === 'dead' ? got : undefined;
+    });
+    expect(dead.attempts).toBe(2);
+    expect(dead.error?.code).toBe('HEARTH_E_FN_ERROR');
+    expect(recordedIds().filter((seen) => seen === event.id)).toHaveLength(2);
+  });
+
   it('a batch of 3 is accepted with 3 ids and every event is delivered', async () => {
     const events = [1, 2, 3].map(
       (n) =>
@@ -230,6 +254,16 @@ describe('POST /events, queued', () => {
     expect((await send(HTTP.binary(later), { prefer: 'respond-async' })).status).toBe(202);
     await recorder.waitFor('the later event', () => recordedIds().includes(later.id));
     expect(recordedIds()).not.toContain(good.id);
+  });
+});
+
+describe('POST /events, the function failing', () => {
+  it("answers with the function's own error, as /function/ would", async () => {
+    const event = new CloudEvent({ type: 't', source: 's', subject: 'recorder', data: { fail: true } });
+    const answer = await send(HTTP.binary(event));
+    expect(answer.status).toBe(500);
+    expect(errorOf(answer).code).toBe('HEARTH_E_FN_ERROR');
+    expect(answer.headers.get('x-hearth-invocation-id')).toMatch(/^[0-9a-f-]{36}$/);
   });
 });
 
