@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildsBench } from './builds.mjs';
+import { cloudEventsBench } from './cloudevents.mjs';
 import { coldBench } from './cold.mjs';
 import { egressBench } from './egress.mjs';
 import { asyncBench, eventsBench } from './events.mjs';
@@ -33,6 +34,8 @@ if (want('egress')) results.egress = await egressBench({ count: 20 });
 if (want('traffic')) results.traffic = await trafficBench({ rate: 1000, seconds: 10 });
 if (want('events')) results.events = await eventsBench({ count: 50_000 });
 if (want('async')) results.async = await asyncBench({ count: 5000 });
+if (want('cloudevents'))
+  results.cloudevents = await cloudEventsBench({ rounds: 5, seconds: 3, connections: 32 });
 if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
 if (want('builds')) results.builds = await buildsBench();
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
@@ -203,6 +206,24 @@ if (results.async) {
     '## Async invocation (durable SQLite queue)',
     '',
     `${a.count} \`POST /async-function/bench-noop\` with ${a.concurrency} in flight: **${a.acceptedPerSecond} accepted/s** (each durable before its 202), **${a.completedPerSecond} completed/s** (first accept to last finish); accept → start p50 ${a.acceptToStartMs.p50} ms, p99 ${a.acceptToStartMs.p99} ms (the backlog the burst builds included).`,
+    '',
+  );
+}
+if (results.cloudevents) {
+  const ce = results.cloudevents;
+  lines.push(
+    '## CloudEvents ingress (binary mode into a synchronous function)',
+    '',
+    `autocannon, ${ce.connections} connections, ${ce.seconds}s per measurement, ${ce.rounds} rounds alternating the two paths; the same 35-byte JSON body to the same hello function. Medians over the rounds.`,
+    '',
+    '| path | req/s | p50 ms | p99 ms | errors |',
+    '|---|---:|---:|---:|---:|',
+    ...Object.entries(ce.summary).map(
+      ([name, s]) =>
+        `| ${name === 'function' ? 'POST /function/bench-hello' : 'POST /events (ce-* headers)'} | ${s.rps} | ${s.p50} | ${s.p99} | ${s.errors} |`,
+    ),
+    '',
+    `Throughput ratio /events over /function/: **${ce.throughputRatio}**. \`/events\` goes through node:http (the fast front serves only \`/function/\`) and validates the event before submitting it.`,
     '',
   );
 }

@@ -14,7 +14,13 @@ import type { Store } from './control/store/index.js';
 import type { DeployedVersion, InvocationRequest } from './domain/deployment.js';
 import type { BreakerEvent, DeliveryEvent, QueueDecisionEvent, RateLimitEvent } from './domain/events.js';
 import { type FunctionRef, functionKey } from './domain/function.js';
-import { createAsyncRoute, GatewayListeners, type Handler, Traffic } from './gateway/index.js';
+import {
+  createAsyncRoute,
+  createEventsIngress,
+  GatewayListeners,
+  type Handler,
+  Traffic,
+} from './gateway/index.js';
 import { CallbackPolicy, type Queue, QueueWorker, SqliteQueue } from './queue/index.js';
 import type { Scheduler } from './scheduler/index.js';
 import { TriggerManager } from './triggers/index.js';
@@ -33,6 +39,8 @@ export interface EventGateway {
   readonly traffic: Traffic;
   readonly queue: Queue;
   readonly asyncRoute: Handler;
+  /** `POST /events`: CloudEvents delivered to the function their subject names, or queued. */
+  readonly eventsRoute: Handler;
   readonly api: EventsApi;
   /** The scheduler the deployer should use: activations and removals also update limits and triggers. */
   readonly observedScheduler: Scheduler;
@@ -73,12 +81,21 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     warn: (message) => logger.warn(message),
     info: (message) => logger.info(message),
   });
+  const eventsRoute = createEventsIngress({
+    scheduler,
+    queue,
+    traffic,
+    retry: config.async.retry,
+    onAccepted: () => worker.notify(),
+    onInternal: options.onInternal,
+  });
   const listeners = new GatewayListeners({
     host: options.host,
     platformPort: () => platformPort,
     scheduler,
     traffic,
     onInternal: options.onInternal,
+    events: eventsRoute,
   });
   const gateways = new GatewayService({
     store,
@@ -175,6 +192,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     traffic,
     queue,
     asyncRoute,
+    eventsRoute,
     observedScheduler,
     api: {
       gateways,

@@ -265,6 +265,7 @@ export async function startPlatform(
     onInternal,
     traffic: events.traffic,
     asyncRoute: events.asyncRoute,
+    eventsRoute: events.eventsRoute,
     serverTiming: config.observe.serverTiming,
     mounts: [
       ...(metricsRoute === undefined ? [] : [{ prefix: '/metrics', handler: metricsRoute }]),

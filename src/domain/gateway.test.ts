@@ -62,6 +62,14 @@ describe('EventGateway resource', () => {
         parseGatewayManifest(gateway({ functions: [{ name: 'f', match: { path: '/function/x' } }] })),
       ).message,
     ).toContain("outside the platform's own");
+    // `POST /events` is the CloudEvents ingress; a route there would be shadowed on the platform's port.
+    expect(
+      problem(() => parseGatewayManifest(gateway({ functions: [{ name: 'f', match: { path: '/events' } }] })))
+        .message,
+    ).toContain("outside the platform's own");
+    expect(() =>
+      parseGatewayManifest(gateway({ functions: [{ name: 'f', match: { path: '/eventstream' } }] })),
+    ).not.toThrow();
     expect(
       problem(() => parseGatewayManifest(gateway({ functions: [{ name: 'f', concurrency: 0 }] }))).message,
     ).toMatch(/spec\.functions\.0\.concurrency: got 0, expected at least 1/);

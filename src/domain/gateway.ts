@@ -28,6 +28,7 @@ const method = z
 export const RESERVED_PREFIXES = [
   '/function/',
   '/async-function/',
+  '/events',
   '/api/v1/',
   '/healthz',
   '/metrics',

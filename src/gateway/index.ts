@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { HearthError } from '../domain/errors.js';
 import type { Scheduler } from '../scheduler/index.js';
 import { ASYNC_PREFIX } from './async.js';
+import { isEventsPath } from './events-ingress.js';
 import { type FastRoute, installFastFront } from './fast-http.js';
 import { type Handler, sendError, sendJson } from './http.js';
 import { createInvokeRoute, FUNCTION_PREFIX, type InvokeRoute } from './invoke.js';
@@ -15,6 +16,13 @@ import { createRouteInvoker } from './route-invoke.js';
 import type { Traffic } from './traffic.js';
 
 export { ASYNC_PREFIX, type AsyncRouteOptions, createAsyncRoute, parseAsyncPath } from './async.js';
+export {
+  createEventsIngress,
+  EVENTS_PATH,
+  EVENTS_QUEUE_SOURCE,
+  type EventsIngressOptions,
+  isEventsPath,
+} from './events-ingress.js';
 export { createFunctionCalls, type InvokeCallResult } from './function-calls.js';
 export {
   clientClosed,
@@ -54,6 +62,8 @@ export interface GatewayOptions {
   readonly traffic?: Traffic;
   /** `/async-function/…`, mounted by the composition root with the durable queue. */
   readonly asyncRoute?: Handler;
+  /** `POST /events`, the CloudEvents ingress, mounted by the composition root with the durable queue. */
+  readonly eventsRoute?: Handler;
 }
 
 /** The gateway's request handler, and its invocation route on its own for the fast front. */
@@ -82,6 +92,10 @@ export function createGatewayHandler(options: GatewayOptions): GatewayHandlers {
     }
     if (options.asyncRoute !== undefined && url.startsWith(ASYNC_PREFIX)) {
       options.asyncRoute(req, res);
+      return;
+    }
+    if (options.eventsRoute !== undefined && isEventsPath(url)) {
+      options.eventsRoute(req, res);
       return;
     }
     try {

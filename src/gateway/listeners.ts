@@ -7,7 +7,8 @@
 import type { Server } from 'node:http';
 import { HearthError } from '../domain/errors.js';
 import type { Scheduler } from '../scheduler/index.js';
-import { sendError } from './http.js';
+import { isEventsPath } from './events-ingress.js';
+import { type Handler, sendError } from './http.js';
 import { createGatewayServer, createRoutesHandler } from './index.js';
 import type { Traffic } from './traffic.js';
 
@@ -33,6 +34,8 @@ export class GatewayListeners {
       readonly scheduler: Scheduler;
       readonly traffic: Traffic;
       readonly onInternal: (error: unknown) => void;
+      /** `POST /events` (CloudEvents), served on a gateway's own port when none of its routes has the path. */
+      readonly events?: Handler;
     },
   ) {}
 
@@ -103,7 +106,9 @@ export class GatewayListeners {
       id,
     );
     const server = createGatewayServer((req, res) => {
-      if (!routes(req, res))
+      if (routes(req, res)) return;
+      if (this.options.events !== undefined && isEventsPath(req.url ?? '/')) this.options.events(req, res);
+      else
         sendError(
           res,
           new HearthError(
