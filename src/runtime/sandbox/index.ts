@@ -391,8 +391,10 @@ export class SandboxIsolation implements Isolation {
       ]),
     );
     const seccomp = this.openSeccomp();
+    let outcome: BuildOutcome;
+    let stuck: string | undefined;
     try {
-      return await runConfined(this.bwrap, args, {
+      outcome = await runConfined(this.bwrap, args, {
         ...build,
         env,
         extraStdio: filtered ? ['ignore', 'pipe', seccomp, 'pipe'] : ['ignore', 'ignore', seccomp],
@@ -418,38 +420,53 @@ export class SandboxIsolation implements Isolation {
       });
     } finally {
       await rm(hostsFile, { force: true });
-      await views?.close();
+      stuck = await views?.close();
     }
+    // Its scratch dir is read (and its layer taken) only once no overlay is left over it.
+    if (stuck !== undefined)
+      return {
+        ok: false,
+        exitCode: outcome.exitCode,
+        tail: [outcome.tail, `the build's scratch dir could not be unmounted: ${stuck}`]
+          .filter((line) => line !== '')
+          .join('\n'),
+      };
+    return outcome;
   }
 
   /**
    * The build's scratch and cache dirs as overlays that write straight into them (an empty lower
-   * directory), mounted in the state tmpfs: the build's mountinfo then names neither. Undefined where
-   * they cannot be mounted (not root, or the dirs on different filesystems): plain binds then.
+   * directory): the build's mountinfo then names neither. The scratch dir's overlay is mounted on the
+   * scratch dir itself, so the host (which measures its disk use while the build runs) only ever reads
+   * it through the overlay, as the build writes it: an overlay's upper dir changed or read behind its
+   * back is undefined behaviour. The cache's is mounted in the state tmpfs. `close` unmounts them for
+   * good before the upper dirs are touched, and says why if it could not. Undefined where they cannot
+   * be mounted (not root, or the dirs on different filesystems): plain binds then.
    */
   private async buildViews(
     workDir: string,
     cacheDir: string,
-  ): Promise<{ work: string; cache: string; close(): Promise<void> } | undefined> {
+  ): Promise<{ work: string; cache: string; close(): Promise<string | undefined> } | undefined> {
     if (!this.ownMount) return undefined;
     const at = join(this.options.stateDir, 'builds', randomBytes(6).toString('hex'));
     // Overlay work dirs must be on the upper dir's filesystem: beside the scratch dir, in the data dir.
     const scratch = `${workDir}.overlay`;
-    const views = { work: join(at, 'build'), cache: join(at, 'cache') };
+    const views = { work: workDir, cache: join(at, 'cache') };
     const mounted: string[] = [];
-    const close = async (): Promise<void> => {
-      for (const target of mounted.reverse()) await run('umount', ['-l', target]).catch(() => undefined);
+    const close = async (): Promise<string | undefined> => {
+      let stuck: string | undefined;
+      for (const target of mounted.reverse())
+        stuck =
+          (await unmount(target))?.replaceAll(target, target === workDir ? '/build' : '/cache') ?? stuck;
+      // A view still mounted (detached lazily) may still be in use: its work dir stays, and `rm -r` of a
+      // mount point would go through the mount into what the build wrote.
+      if (stuck !== undefined) return stuck;
       await rm(at, { recursive: true, force: true });
       await rm(scratch, { recursive: true, force: true });
+      return undefined;
     };
     try {
-      for (const dir of [
-        views.work,
-        views.cache,
-        join(scratch, 'empty'),
-        join(scratch, 'w1'),
-        join(scratch, 'w2'),
-      ])
+      for (const dir of [views.cache, join(scratch, 'empty'), join(scratch, 'w1'), join(scratch, 'w2')])
         await mkdir(dir, { recursive: true, mode: 0o755 });
       const empty = [join(scratch, 'empty')];
       await mountOverlay(views.work, { lower: empty, upper: workDir, work: join(scratch, 'w1') });
@@ -631,6 +648,29 @@ function inSandbox(hold: Duplex): Promise<void> {
 }
 
 const run = promisify(execFile);
+
+/** How often an unmount refused as busy (a measurement of the scratch dir in flight) is tried again. */
+const UNMOUNT_ATTEMPTS = 20;
+
+/**
+ * Unmounts `target` for good (not lazily: a lazily detached overlay lives on while anything holds it),
+ * retrying while it is busy; undefined once it is gone, else why not (it is then detached lazily).
+ */
+async function unmount(target: string): Promise<string | undefined> {
+  let why = '';
+  for (let attempt = 1; attempt <= UNMOUNT_ATTEMPTS; attempt++) {
+    try {
+      await run('umount', [target]);
+      return undefined;
+    } catch (error) {
+      why = String((error as { stderr?: unknown }).stderr ?? '').trim() || (error as Error).message;
+      if (/not mounted|no mount point/i.test(why)) return undefined;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25 * attempt));
+  }
+  await run('umount', ['-l', target]).catch(() => undefined);
+  return why;
+}
 
 async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
   await promisify(execFile)('chown', ['-R', `${uid}:${gid}`, dir]);
