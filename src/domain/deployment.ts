@@ -73,3 +73,22 @@ export interface CloudEventAttributes {
   /** Extension attributes (lower-case alphanumeric names), e.g. `partition`, `traceparent`. */
   readonly extensions?: Readonly<Record<string, string | number | boolean>>;
 }
+
+/** The headers a function sees for an event: its binary-mode form, as triggers and the ingress send it. */
+export function binaryModeHeaders(event: CloudEventAttributes): string[] {
+  const headers = [
+    'content-type',
+    event.datacontenttype ?? 'application/json',
+    'ce-specversion',
+    '1.0',
+    'ce-id',
+    event.id,
+    'ce-source',
+    event.source,
+    'ce-type',
+    event.type,
+  ];
+  if (event.subject !== undefined) headers.push('ce-subject', event.subject);
+  if (event.time !== undefined) headers.push('ce-time', event.time);
+  return headers;
+}

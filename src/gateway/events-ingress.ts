@@ -11,7 +11,12 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { CloudEventAttributes, DeployedVersion, InvocationRequest } from '../domain/deployment.js';
+import {
+  binaryModeHeaders,
+  type CloudEventAttributes,
+  type DeployedVersion,
+  type InvocationRequest,
+} from '../domain/deployment.js';
 import { HearthError, invalidField, isHearthError } from '../domain/errors.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
 import type { FunctionRef } from '../domain/function.js';
@@ -424,25 +429,6 @@ function takeFunctionToken(traffic: Traffic, ref: FunctionRef, client: () => str
   return rule === undefined ? undefined : takeTokens([rule], client())?.headers;
 }
 
-/** The headers the function sees: the binary-mode form of the event, as triggers send it. */
-function eventHeaders(event: CloudEventAttributes): string[] {
-  const headers = [
-    'content-type',
-    event.datacontenttype ?? 'application/json',
-    'ce-specversion',
-    '1.0',
-    'ce-id',
-    event.id,
-    'ce-source',
-    event.source,
-    'ce-type',
-    event.type,
-  ];
-  if (event.subject !== undefined) headers.push('ce-subject', event.subject);
-  if (event.time !== undefined) headers.push('ce-time', event.time);
-  return headers;
-}
-
 function deliver(
   options: EventsIngressOptions,
   req: IncomingMessage,
@@ -485,7 +471,7 @@ function deliver(
     method: 'POST',
     path: '/',
     rawQuery: '',
-    rawHeaders: eventHeaders(attributes),
+    rawHeaders: binaryModeHeaders(attributes),
     body: event.data,
     sourceIp: req.socket.remoteAddress ?? '',
     deadline: Date.now() + timeoutMs,
@@ -539,7 +525,7 @@ function enqueueAll(options: EventsIngressOptions, events: readonly RoutedEvent[
           method: 'POST',
           path: '/',
           rawQuery: '',
-          headers: eventHeaders(event.attributes),
+          headers: binaryModeHeaders(event.attributes),
           body: event.data,
           event: event.attributes,
         },

@@ -5,7 +5,11 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import type { CloudEventAttributes, InvocationRequest } from '../domain/deployment.js';
+import {
+  binaryModeHeaders,
+  type CloudEventAttributes,
+  type InvocationRequest,
+} from '../domain/deployment.js';
 import { HearthError, isHearthError } from '../domain/errors.js';
 import {
   type DeliveryEvent,
@@ -99,20 +103,7 @@ export function eventRequest(
   const fnTimeout = deployed.spec.limits.timeoutMs;
   const timeoutMs =
     target.timeoutMs !== undefined && target.timeoutMs < fnTimeout ? target.timeoutMs : fnTimeout;
-  const headers = [
-    'content-type',
-    event.datacontenttype ?? 'application/json',
-    'ce-specversion',
-    '1.0',
-    'ce-id',
-    event.id,
-    'ce-source',
-    event.source,
-    'ce-type',
-    event.type,
-  ];
-  if (event.subject !== undefined) headers.push('ce-subject', event.subject);
-  if (event.time !== undefined) headers.push('ce-time', event.time);
+  const headers = binaryModeHeaders(event);
   return {
     invocationId: randomUUID(),
     method: 'POST',
