@@ -13,6 +13,7 @@ import {
   copyFixture,
   deployFolder,
   errorLines,
+  eventually,
   FIXTURES,
   type Hearth,
   makeFolder,
@@ -327,8 +328,14 @@ describe('circuit breaker', () => {
     expect(probe.status).toBe(200);
     expect(probe.headers.get('x-hearth-circuit')).toBe('closed');
     expect((await call('/function/node-crash')).status).toBe(200);
-    const log = hearth.log.filter((entry) => String(entry.msg).startsWith('circuit breaker'));
-    expect(log.map((entry) => entry.state)).toEqual(expect.arrayContaining(['open', 'half-open', 'closed']));
+    // The platform logs the closing after it has answered the probe: wait for the line, do not race it.
+    const states = await eventually('the circuit breaker to log open, half-open and closed', () => {
+      const seen = hearth.log
+        .filter((entry) => String(entry.msg).startsWith('circuit breaker'))
+        .map((entry) => entry.state);
+      return ['open', 'half-open', 'closed'].every((state) => seen.includes(state)) ? seen : undefined;
+    });
+    expect(states).toEqual(expect.arrayContaining(['open', 'half-open', 'closed']));
   });
 });
 
