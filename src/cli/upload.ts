@@ -34,60 +34,63 @@ export function functionPath(target: FunctionTarget): string {
  * `POST …/deploy` with the archive as the body, rendering progress on stderr as events arrive. Resolves
  * with the result (undefined when not waiting); a failed deployment rejects with the server's error.
  */
-export async function uploadFunction(
+export function uploadFunction(
   client: ApiClient,
   io: CliIo,
   target: FunctionTarget,
   packed: PackedFolder,
   options: UploadOptions,
 ): Promise<DeployResult | undefined> {
-  const progress = new DeployProgress(io, packed);
-  const counter = countBytes((sent) => progress.uploaded(sent));
-  packed.stream.on('error', (error) => counter.destroy(error));
-  let outcome: 'succeeded' | 'failed' = 'failed';
-  try {
-    const response = await client.request(`${functionPath(target)}/deploy`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/gzip', accept: 'application/x-ndjson' },
-      body: packed.stream.pipe(counter),
-    });
-    if (!response.ok) throw await errorFromResponse(response);
-    if ((response.headers.get('content-type') ?? '').includes('application/json')) {
-      const result = resultFromJson(parseJson(await client.readText(response)));
-      outcome = 'succeeded';
-      return result;
-    }
+  return postArchive(client, io, target, packed, undefined, async (response, progress) => {
+    if ((response.headers.get('content-type') ?? '').includes('application/json'))
+      return resultFromJson(parseJson(await client.readText(response)));
     for await (const event of client.ndjson<DeployEvent>(response)) {
       if (event.event === 'error') throw new CliError(event.error.message, { code: event.error.code });
-      if (event.event === 'result') {
-        outcome = 'succeeded';
-        return { function: event.function, deployment: event.deployment };
-      }
+      if (event.event === 'result') return { function: event.function, deployment: event.deployment };
       progress.event(event);
       // Any phase after the upload means the server holds the whole archive and carries on without us.
-      if (!options.wait && event.event === 'progress' && event.phase !== 'upload') {
-        outcome = 'succeeded';
-        return undefined;
-      }
+      if (!options.wait && event.event === 'progress' && event.phase !== 'upload') return undefined;
     }
     throw new CliError(
       `the server closed the deploy stream of ${target.namespace}/${target.name} without a result; check \`hearth describe ${target.name} -n ${target.namespace}\``,
     );
-  } finally {
-    progress.stop(outcome);
-  }
+  });
 }
 
 /**
  * `POST …/deploy?stage=true`: uploads and checks the package (progress on stderr as for a deploy) without
  * releasing it; resolves with the id `POST /api/v1/apply` releases it by.
  */
-export async function stageFunction(
+export function stageFunction(
   client: ApiClient,
   io: CliIo,
   target: FunctionTarget,
   packed: PackedFolder,
 ): Promise<string> {
+  return postArchive(client, io, target, packed, { stage: 'true' }, async (response, progress) => {
+    for await (const event of client.ndjson<DeployEvent>(response)) {
+      if (event.event === 'error') throw new CliError(event.error.message, { code: event.error.code });
+      if (event.event === 'staged') return event.staged;
+      if (event.event === 'result')
+        throw new CliError('the server deployed the package instead of staging it; upgrade the server');
+      progress.event(event);
+    }
+    throw new CliError(`the server closed the upload of ${target.namespace}/${target.name} without a result`);
+  });
+}
+
+/**
+ * Streams the archive to `…/deploy` with upload progress, then lets `read` take the answer; the progress
+ * line ends as succeeded exactly when `read` resolves.
+ */
+async function postArchive<T>(
+  client: ApiClient,
+  io: CliIo,
+  target: FunctionTarget,
+  packed: PackedFolder,
+  query: Record<string, string> | undefined,
+  read: (response: Response, progress: DeployProgress) => Promise<T>,
+): Promise<T> {
   const progress = new DeployProgress(io, packed);
   const counter = countBytes((sent) => progress.uploaded(sent));
   packed.stream.on('error', (error) => counter.destroy(error));
@@ -95,22 +98,14 @@ export async function stageFunction(
   try {
     const response = await client.request(`${functionPath(target)}/deploy`, {
       method: 'POST',
-      query: { stage: 'true' },
+      ...(query === undefined ? {} : { query }),
       headers: { 'content-type': 'application/gzip', accept: 'application/x-ndjson' },
       body: packed.stream.pipe(counter),
     });
     if (!response.ok) throw await errorFromResponse(response);
-    for await (const event of client.ndjson<DeployEvent>(response)) {
-      if (event.event === 'error') throw new CliError(event.error.message, { code: event.error.code });
-      if (event.event === 'staged') {
-        outcome = 'succeeded';
-        return event.staged;
-      }
-      if (event.event === 'result')
-        throw new CliError('the server deployed the package instead of staging it; upgrade the server');
-      progress.event(event);
-    }
-    throw new CliError(`the server closed the upload of ${target.namespace}/${target.name} without a result`);
+    const result = await read(response, progress);
+    outcome = 'succeeded';
+    return result;
   } finally {
     progress.stop(outcome);
   }
