@@ -20,11 +20,16 @@ const started = new Date();
 const previousJson = existsSync(join(ROOT, 'bench', 'results.json'))
   ? JSON.parse(readFileSync(join(ROOT, 'bench', 'results.json'), 'utf8'))
   : {};
-// `node bench/run.mjs hostile` re-runs some sections: the others keep their last results, and say so.
+// `node bench/run.mjs hostile` re-runs some sections: the others keep their last results, and every
+// section measured apart from the full run says when (a section re-run again drops its older mention).
+const { rerun: legacyRerun, reruns: previousReruns, ...kept } = previousJson;
+const reruns = [...(previousReruns ?? (legacyRerun === undefined ? [] : [legacyRerun]))]
+  .map((rerun) => ({ ...rerun, sections: rerun.sections.filter((section) => !only.includes(section)) }))
+  .filter((rerun) => rerun.sections.length > 0);
 const results =
   only.length === 0
     ? { date: started.toISOString(), machine: machine() }
-    : { ...previousJson, rerun: { date: started.toISOString(), sections: only } };
+    : { ...kept, reruns: [...reruns, { date: started.toISOString(), sections: only }] };
 if (want('warm')) results.warm = await warmBench({ seconds: 5, connections: 50, rounds: 9 });
 if (want('cold')) results.cold = await coldBench({ count: 24 });
 if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
@@ -49,11 +54,14 @@ const lines = [
   '',
   `Measured ${results.date.slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\` on ${results.machine.cores} cores (${results.machine.cpu}), Node ${results.machine.node}.`,
   'Every comparison is made in the same run, servers measured in turn and in alternation, because the machine is shared and noisy: read the ratios, not the absolute figures.',
-  ...(results.rerun === undefined
+  ...(results.reruns === undefined
     ? []
     : [
         '',
-        `Re-run alone ${results.rerun.date.slice(0, 16).replace('T', ' ')} UTC with \`node bench/run.mjs ${results.rerun.sections.join(' ')}\`: ${results.rerun.sections.join(', ')}.`,
+        ...results.reruns.map(
+          (rerun) =>
+            `Re-run alone ${rerun.date.slice(0, 16).replace('T', ' ')} UTC with \`node bench/run.mjs ${rerun.sections.join(' ')}\`: ${rerun.sections.join(', ')}.`,
+        ),
       ]),
   '',
 ];
