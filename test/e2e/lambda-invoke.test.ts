@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
   GetFunctionCommand,
+  GetFunctionConfigurationCommand,
   InvokeCommand,
   type InvokeCommandOutput,
   LambdaClient,
@@ -266,6 +267,16 @@ describe('function names, qualifiers and errors as Lambda has them', () => {
       MemorySize: 128,
       Version: '1',
       State: 'Active',
+    });
+  });
+
+  it('GetFunctionConfiguration too, for a function outside the default namespace', async () => {
+    const output = await lambda.send(new GetFunctionConfigurationCommand({ FunctionName: 'team-add.team' }));
+    expect(output).toMatchObject({
+      FunctionName: 'team-add',
+      FunctionArn: 'arn:aws:lambda:eu-west-1:000000000000:function:team-add.team',
+      Runtime: 'nodejs20.x',
+      Handler: 'index.handler',
     });
   });
 

@@ -80,6 +80,7 @@ describe('Serverless Framework serverless.yml', () => {
       'plugins',
       'resources',
       'provider.environment.API_SECRET',
+      'functions.createUser.events[0].http.cors',
       'functions.onOrder.events[1].sqs',
       'functions.legacy.runtime',
     ]);

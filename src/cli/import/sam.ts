@@ -160,6 +160,11 @@ export function readSam(file: string, document: unknown): ImportedProject {
               method: routeMethod(typeof method === 'string' ? method : undefined),
             });
         }
+        if (properties.Auth !== undefined)
+          unmapped.add(
+            `${at}.Properties.Auth`,
+            'routes have no authorizers in Hearth yet; check the caller in the function',
+          );
         const v1 = type === 'Api' || String(properties.PayloadFormatVersion) === '1.0';
         shapes.add(v1 ? 'v1' : 'v2');
       } else if (type === 'Schedule' || type === 'ScheduleV2') {

@@ -136,6 +136,17 @@ export function readServerless(file: string, document: unknown): ImportedProject
         const route = httpRoute(spec, kind);
         if ('problem' in route) unmapped.add(`${at}.${kind}`, route.problem);
         else routes.push(route);
+        if (isRecord(spec))
+          for (const field of Object.keys(spec))
+            if (field !== 'path' && field !== 'method')
+              unmapped.add(
+                `${at}.${kind}.${field}`,
+                field === 'authorizer' || field === 'private'
+                  ? 'routes have no authorizers in Hearth yet; check the caller in the function'
+                  : field === 'cors'
+                    ? "CORS headers are the function's to answer in Hearth"
+                    : 'no Hearth equivalent',
+              );
         shapes.add(kind === 'http' || payload10 ? 'v1' : 'v2');
       } else if (kind === 'schedule') triggers.push(...schedules(spec, `${at}.schedule`, unmapped));
       else if (kind === 'kafka') {
