@@ -16,7 +16,12 @@ import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
 import { createEventGateway } from './event-gateway.js';
-import { createFunctionCalls, createGatewayHandler, createGatewayServer } from './gateway/index.js';
+import {
+  createFunctionCalls,
+  createGatewayHandler,
+  createGatewayServer,
+  createLambdaApi,
+} from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
@@ -266,6 +271,19 @@ export async function startPlatform(
     traffic: events.traffic,
     asyncRoute: events.asyncRoute,
     eventsRoute: events.eventsRoute,
+    lambdaRoute: createLambdaApi({
+      scheduler,
+      queue: events.queue,
+      retry: config.events.async.retry,
+      onAccepted: () => events.api.notifyQueue(),
+      // An invocation writes few lines; 200 is far past the 4 KB that `X-Amz-Log-Result` keeps.
+      invocationLogs: (ref, invocationId) =>
+        logs
+          .query({ namespace: ref.namespace, function: ref.name, invocationId, limit: 200 })
+          .map((record) => record.message),
+      traffic: events.traffic,
+      onInternal,
+    }),
     serverTiming: config.observe.serverTiming,
     mounts: [
       ...(metricsRoute === undefined ? [] : [{ prefix: '/metrics', handler: metricsRoute }]),

@@ -413,11 +413,14 @@ export interface InvokeMeta {
   readonly event?: CloudEventAttributes;
   /** A continued trace, as the function should see it (its parent is the execution span); absent = derived from the id. */
   readonly traceparent?: string;
+  /** Direct invocation for this request, whatever the bound eventFormat (the Lambda Invoke API). */
+  readonly direct?: boolean;
 }
 
 /**
  * How an Invoke frame's meta travels: `[invocationId, method, path, rawQuery, rawHeaders, deadline, sourceIp]`,
- * plus the CloudEvents attributes as an eighth element for an event (the body is then the event's data).
+ * plus the CloudEvents attributes as an eighth element for an event (the body is then the event's data), a
+ * traceparent as the ninth, and `1` as the tenth for a direct invocation (the Lambda Invoke API).
  */
 export type InvokeWire =
   | readonly [string, string, string, string, readonly string[], number, string]
@@ -432,6 +435,18 @@ export type InvokeWire =
       string,
       CloudEventAttributes | null,
       string,
+    ]
+  | readonly [
+      string,
+      string,
+      string,
+      string,
+      readonly string[],
+      number,
+      string,
+      CloudEventAttributes | null,
+      string | null,
+      1,
     ];
 
 /** How a Result frame's meta travels: `[status, headers]`. */

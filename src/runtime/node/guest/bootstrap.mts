@@ -57,7 +57,8 @@ type InvokeWire = [
   number,
   string,
   (CloudEventAttributes | null)?,
-  string?,
+  (string | null)?,
+  1?,
 ];
 
 function invokeFromWire(wire: InvokeWire): Invoke {
@@ -70,7 +71,8 @@ function invokeFromWire(wire: InvokeWire): Invoke {
     deadline: wire[5],
     sourceIp: wire[6],
     event: wire[7] ?? undefined,
-    traceparent: wire[8],
+    traceparent: wire[8] ?? undefined,
+    direct: wire[9] === 1,
   };
 }
 
@@ -97,6 +99,8 @@ interface Invoke {
   event: CloudEventAttributes | undefined;
   /** A continued trace's context for the function (its parent is the execution span); absent = derived. */
   traceparent: string | undefined;
+  /** Direct invocation for this request whatever the bound format (the Lambda Invoke API). */
+  direct: boolean;
 }
 
 const channel = new Socket({ fd: 3, readable: true, writable: true });
@@ -860,7 +864,12 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlight += 1;
   inFlightSeqs.push(id);
   try {
-    const event = format === HEARTH ? hearthEvent(meta, body) : lambdaShaped(meta, body);
+    const direct = meta.direct || format === LAMBDA_DIRECT;
+    const event = direct
+      ? directEvent(meta, body)
+      : format === HEARTH
+        ? hearthEvent(meta, body)
+        : lambdaShaped(meta, body);
     const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent);
     let pendingResult: unknown;
     runningSeq = id;
@@ -870,7 +879,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
       runningSeq = 0;
     }
     const result = await pendingResult;
-    const converted = format === LAMBDA_DIRECT ? directResponse(result) : toResponse(result);
+    const converted = direct ? directResponse(result) : toResponse(result);
     const response = converted instanceof Promise ? await converted : converted;
     if (response.body.length > maxBodyBytes)
       throw Object.assign(
@@ -953,6 +962,7 @@ async function warmUp(): Promise<void> {
     sourceIp: '127.0.0.1',
     event: undefined,
     traceparent: undefined,
+    direct: false,
   };
   hearthEvent(sample, Buffer.from('{"a":1}'));
   lambdaEvent(sample, Buffer.from('{"a":1}'));
