@@ -215,6 +215,41 @@ describe('Trigger resources', () => {
     expect(described.stdout).toContain('dead letters to default/dead-sink');
   });
 
+  it("POST /events?namespace=team goes to that namespace's Triggers only", async () => {
+    const folder = await copyFixture('event-recorder', {
+      'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: recorder }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/team" }\n`,
+    });
+    folders.push(folder);
+    expect((await deployFolder(hearth.url, folder.dir, { name: 'recorder', namespace: 'team' })).status).toBe(
+      200,
+    );
+    const put = await fetch(`${hearth.url}/api/v1/namespaces/team/event-triggers/team-only`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        apiVersion: 'hearth.dev/v1',
+        kind: 'Trigger',
+        metadata: { name: 'team-only' },
+        spec: { filter: { attributes: { type: 'com.team.ping' } }, subscriber: { function: 'recorder' } },
+      }),
+    });
+    expect(put.status).toBe(200);
+    const event = new CloudEvent({ type: 'com.team.ping', source: '/team', data: { n: 1 } });
+    const message = HTTP.binary(event);
+    expect((await send(message)).status).toBe(400);
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(message.headers)) headers[name] = String(value);
+    const answer = await fetch(`${hearth.url}/events?namespace=team`, {
+      method: 'POST',
+      headers,
+      body: message.body as string,
+    });
+    expect(answer.status).toBe(202);
+    await recorder.waitFor("the team's recorder gets it", () =>
+      hits('/team').some((hit) => hit.event?.id === event.id),
+    );
+  });
+
   it('refuses a Trigger resource with a bad filter, naming the field (nothing applied)', async () => {
     const file = await makeFolder({
       'bad.yaml':
