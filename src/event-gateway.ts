@@ -91,7 +91,8 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
   });
   const triggers = new TriggerManager({
     lookup: (ref) => scheduler.lookup(ref),
-    invoke: (ref, request) => scheduler.invoke(ref, request),
+    // Kafka, MQTT, NATS deliveries too: a reply that is a CloudEvent is routed on (issue 20).
+    invoke: (ref, request) => broker.invokeEvent(ref, request),
     queue,
     notifyQueue: () => worker.notify(),
     state: {

@@ -340,14 +340,20 @@ export class Broker implements TriggerRouting {
 
   // --- emitted events ----------------------------------------------------------------------------------
 
+  /** Invokes a queued message: an event message as {@link invokeEvent}, anything else as it is. */
+  invokeQueued(message: QueueMessage, request: InvocationRequest): Promise<InvocationResponse> {
+    return this.invokeEvent(message.ref, request);
+  }
+
   /**
-   * Invokes a queued message; an event delivery records its chain (so the events it emits are counted and
-   * checked for loops) and continues the trace its event carries, and a reply that is a CloudEvent is routed
+   * Invokes `ref` with a request; when it carries an event (a trigger's or a queued one), the delivery
+   * continues the trace the event's `traceparent` extension carries, records the event's chain (so the
+   * events it emits are counted and checked for loops), and a 2xx reply that is a CloudEvent is routed
    * before the delivery counts as done (at-least-once).
    */
-  async invokeQueued(message: QueueMessage, request: InvocationRequest): Promise<InvocationResponse> {
-    const event = message.request.event;
-    if (event === undefined) return this.options.scheduler.invoke(message.ref, request);
+  async invokeEvent(ref: FunctionRef, request: InvocationRequest): Promise<InvocationResponse> {
+    const event = request.event;
+    if (event === undefined) return this.options.scheduler.invoke(ref, request);
     const incoming = parseTraceparent(stringExtension(event, 'traceparent'));
     const traced: InvocationRequest =
       incoming === undefined || request.trace !== undefined
@@ -356,9 +362,9 @@ export class Broker implements TriggerRouting {
     const cause = causeOf(event);
     this.causes.set(request.invocationId, cause);
     try {
-      const response = await this.options.scheduler.invoke(message.ref, traced);
+      const response = await this.options.scheduler.invoke(ref, traced);
       if (response.status < 300)
-        await this.routeReply(message.ref, response, {
+        await this.routeReply(ref, response, {
           ...cause,
           invocationId: request.invocationId,
           trace: traced.trace,

@@ -99,6 +99,39 @@ describe('ctx.events', () => {
   });
 });
 
+describe('ctx.events in Python', () => {
+  it('an async handler appends, catches ctx.events.ConflictError, reads, and keeps a snapshot', {
+    timeout: 120_000,
+  }, async () => {
+    const running = hearth as Hearth;
+    const folder = await makeFolder({
+      'hearth.yaml':
+        'apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: py-ledger }\nspec: { runtime: python3 }\n',
+      'main.py': `async def handler(event, ctx):
+    first = await ctx.events.append("ledger", [{"type": "Opened", "data": {"by": "ada"}}], expected_version=0)
+    try:
+        await ctx.events.append("ledger", {"type": "Opened", "data": {}}, expected_version=0)
+        conflict = None
+    except ctx.events.ConflictError as error:
+        conflict = str(error)
+    events = await ctx.events.read("ledger", start=1, limit=10)
+    await ctx.events.snapshot("ledger", 1, {"open": True})
+    return {"version": first["version"], "conflict": conflict, "events": [[e["type"], e["data"], e["version"]] for e in events], "snapshot": await ctx.events.latest_snapshot("ledger")}
+`,
+    });
+    folders.push(folder);
+    expect((await deployFolder(running.url, folder.dir, { name: 'py-ledger' })).status).toBe(200);
+    const answer = await post('/function/py-ledger', {});
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+    expect(answer.body).toMatchObject({
+      version: 1,
+      events: [['Opened', { by: 'ada' }, 1]],
+      snapshot: { version: 1, state: { open: true } },
+    });
+    expect(String(answer.body.conflict)).toContain('stream "ledger" is at version 1, not the expected 0');
+  });
+});
+
 describe('the order example (examples/orders)', () => {
   it('rebuilds orders on read, and its projection catches up after a SIGKILL with nothing lost or applied twice', {
     timeout: 240_000,
