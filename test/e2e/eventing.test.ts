@@ -129,6 +129,17 @@ beforeAll(async () => {
     'main.py':
       'def handler(event, ctx):\n    sent = ctx.emit({"type": "flow.done", "source": "/flow/two", "subject": "recorder", "data": {**event["data"], "two": True}})\n    return {"sent": sent["ids"]}\n',
   });
+  // A binary-mode reply: the ce-* response headers are the event, the body its data.
+  await deploy('binary-reply', {
+    'hearth.yaml':
+      'apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: binary-reply }\nspec: { runtime: node20 }\n',
+    'index.mjs': `export default async (event) => ({
+  statusCode: 200,
+  headers: { 'ce-specversion': '1.0', 'ce-id': 'reply-' + event.id, 'ce-source': '/binary', 'ce-type': 'bin.reply', 'ce-subject': 'recorder', 'content-type': 'application/json' },
+  body: JSON.stringify({ answered: event.data.n }),
+});
+`,
+  });
   // The looper emits the very event type that reaches it again; the second time the platform refuses.
   await deploy('looper', {
     'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: looper }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/loop" }\n`,
@@ -282,6 +293,27 @@ describe('event flows without a broker', () => {
     expect(done.hearthhops).toBe(2);
     expect(String(done.hearthtrail)).toBe('flow.checked@default/step-one flow.done@default/step-two');
     expect(String(done.traceparent).slice(3, 35)).toBe(traceId);
+  });
+
+  it('a reply in binary mode (ce-* response headers) of a queued event is routed on', async () => {
+    const event = new CloudEvent({
+      type: 'bin.start',
+      source: '/test',
+      subject: 'binary-reply',
+      data: { n: 5 },
+    });
+    const answer = await send(HTTP.binary(event), { prefer: 'respond-async' });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(202);
+    await recorder.waitFor('the binary reply reaches the recorder', () =>
+      hits('/hit').some((hit) => hit.event?.id === `reply-${event.id}`),
+    );
+    const reply = hits('/hit').find((hit) => hit.event?.id === `reply-${event.id}`)?.event ?? {};
+    expect(reply).toMatchObject({
+      type: 'bin.reply',
+      source: '/binary',
+      data: { answered: 5 },
+      hearthhops: 1,
+    });
   });
 
   it('stops an event loop: a function may not emit the same event type twice in one chain', async () => {
