@@ -76,7 +76,10 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     warn: (message) => logger.warn(message),
     info: (message) => logger.info(message),
   });
-  const eventCalls = createEventCalls(eventLog, { appended: () => broker.appended() });
+  const eventCalls = createEventCalls(eventLog, {
+    appended: () => broker.appended(),
+    sharedStreams: (ref) => scheduler.lookup(ref)?.manifest.spec.streams?.shared,
+  });
   const worker = new QueueWorker({
     queue,
     invoke: (message) => broker.invokeQueued(message, queuedRequest(scheduler, message)),

@@ -1,6 +1,7 @@
 /**
  * @module The platform side of `ctx.events`: validates a guest's `events.*` call, picks the stream's scope
- * (the calling function's own, or its namespace's with `shared`) and runs it on the `EventLog`. Guests send
+ * (the calling function's own, or its namespace's when the function's spec declares the stream in
+ * `streams.shared`) and runs it on the `EventLog`. Guests send
  * these over the same Call/Reply frames as `ctx.state`.
  */
 
@@ -20,6 +21,16 @@ export type EventCallHandler = (
 export interface EventCallHooks {
   /** After a durable append: projections can start (a wake-up, not the delivery itself). */
   readonly appended: () => void;
+  /** The streams a function's spec declares shared by its namespace (`spec.streams.shared`). */
+  readonly sharedStreams: (ref: FunctionRef) => readonly string[] | undefined;
+}
+
+/** A declared name, or a prefix when it ends in `*`. */
+export function isShared(patterns: readonly string[] | undefined, stream: string): boolean {
+  if (patterns === undefined) return false;
+  for (const pattern of patterns)
+    if (pattern.endsWith('*') ? stream.startsWith(pattern.slice(0, -1)) : stream === pattern) return true;
+  return false;
 }
 
 const STREAM = /^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$/;
@@ -39,7 +50,6 @@ interface EventArgs {
   limit?: unknown;
   version?: unknown;
   state?: unknown;
-  shared?: unknown;
 }
 
 /** What a guest reads: an event with its data parsed. */
@@ -57,11 +67,13 @@ export interface ReadEvent {
 export function createEventCalls(log: EventLog, hooks: EventCallHooks): EventCallHandler {
   return async (ref, method, rawArgs, traceparent) => {
     const args = (rawArgs ?? {}) as EventArgs;
-    const scope =
-      args.shared === true ? namespaceScope(ref.namespace) : functionScope(ref.namespace, ref.name);
+    const stream = streamOf(method, args.stream);
+    // A stream the spec declares shared is the namespace's; any other is the calling function's own.
+    const scope = isShared(hooks.sharedStreams(ref), stream)
+      ? namespaceScope(ref.namespace)
+      : functionScope(ref.namespace, ref.name);
     switch (method) {
       case 'events.append': {
-        const stream = streamOf(method, args.stream);
         const events = eventsOf(method, args.events, traceparent);
         const expected = args.expectedVersion;
         if (
@@ -87,7 +99,6 @@ export function createEventCalls(log: EventLog, hooks: EventCallHooks): EventCal
         };
       }
       case 'events.read': {
-        const stream = streamOf(method, args.stream);
         const from = args.from ?? 1;
         if (typeof from !== 'number' || !Number.isSafeInteger(from) || from < 1)
           throw invalidField(`${method} from`, from, 'a version from 1');
@@ -97,9 +108,8 @@ export function createEventCalls(log: EventLog, hooks: EventCallHooks): EventCal
         return (await log.read(scope, stream, from, limit)).map(readEvent);
       }
       case 'events.version':
-        return log.version(scope, streamOf(method, args.stream));
+        return log.version(scope, stream);
       case 'events.snapshot': {
-        const stream = streamOf(method, args.stream);
         const version = args.version;
         const current = await log.version(scope, stream);
         if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1 || version > current)
@@ -121,7 +131,7 @@ export function createEventCalls(log: EventLog, hooks: EventCallHooks): EventCal
         return null;
       }
       case 'events.latestSnapshot': {
-        const snapshot = await log.latestSnapshot(scope, streamOf(method, args.stream));
+        const snapshot = await log.latestSnapshot(scope, stream);
         return snapshot === undefined
           ? null
           : { version: snapshot.version, state: JSON.parse(snapshot.state) as unknown };

@@ -123,45 +123,40 @@ eventLogContract('embedded (SQLite)', async () => {
 describe('events.* calls from guests', () => {
   const ref = { namespace: 'shop', name: 'orders' };
 
-  it('namespaces streams per function, or per namespace with shared', async () => {
+  it('keeps streams per function, and in the namespace for streams the spec declares shared', async () => {
     const log = new SqliteEventLog(join(dir, 'calls.db'));
     let appended = 0;
-    const calls = createEventCalls(log, { appended: () => appended++ });
+    // Both functions declare `inventory` and `stock-*` shared; `orders` stays each one's own.
+    const calls = createEventCalls(log, {
+      appended: () => appended++,
+      sharedStreams: () => ['inventory', 'stock-*'],
+    });
+    const billing = { namespace: 'shop', name: 'billing' };
     await calls(
       ref,
       'events.append',
       { stream: 'o-1', events: { type: 'Placed', data: { n: 1 } } },
       undefined,
     );
-    await calls(
-      ref,
-      'events.append',
-      { stream: 'o-1', events: [{ type: 'Shared' }], shared: true },
-      undefined,
-    );
-    const own = (await calls(ref, 'events.read', { stream: 'o-1' }, undefined)) as { type: string }[];
-    expect(own.map((event) => event.type)).toEqual(['Placed']);
-    const other = await calls(
-      { namespace: 'shop', name: 'billing' },
-      'events.read',
-      { stream: 'o-1' },
-      undefined,
-    );
-    expect(other).toEqual([]);
-    const shared = (await calls(
-      { namespace: 'shop', name: 'billing' },
-      'events.read',
-      { stream: 'o-1', shared: true },
-      undefined,
-    )) as { type: string }[];
-    expect(shared.map((event) => event.type)).toEqual(['Shared']);
-    expect(appended).toBe(2);
+    await calls(ref, 'events.append', { stream: 'inventory', events: [{ type: 'Counted' }] }, undefined);
+    await calls(ref, 'events.append', { stream: 'stock-tea', events: [{ type: 'Counted' }] }, undefined);
+    const types = async (who: typeof ref, stream: string) =>
+      ((await calls(who, 'events.read', { stream }, undefined)) as { type: string }[]).map((e) => e.type);
+    expect(await types(ref, 'o-1')).toEqual(['Placed']);
+    expect(await types(billing, 'o-1')).toEqual([]);
+    expect(await types(billing, 'inventory')).toEqual(['Counted']);
+    expect(await types(billing, 'stock-tea')).toEqual(['Counted']);
+    const undeclared = createEventCalls(log, { appended: () => undefined, sharedStreams: () => undefined });
+    expect(
+      ((await undeclared(billing, 'events.read', { stream: 'inventory' }, undefined)) as unknown[]).length,
+    ).toBe(0);
+    expect(appended).toBe(3);
     await log.close();
   });
 
   it('names the field of a bad call', async () => {
     const log = new SqliteEventLog(join(dir, 'bad.db'));
-    const calls = createEventCalls(log, { appended: () => undefined });
+    const calls = createEventCalls(log, { appended: () => undefined, sharedStreams: () => undefined });
     await expect(calls(ref, 'events.append', { stream: '', events: [] }, undefined)).rejects.toThrow(
       /events\.append stream/,
     );

@@ -7,12 +7,12 @@
 
 import { HearthError } from '../domain/errors.js';
 
-export { createEventCalls, type EventCallHandler, type EventCallHooks } from './calls.js';
+export { createEventCalls, type EventCallHandler, type EventCallHooks, isShared } from './calls.js';
 export { SqliteEventLog } from './sqlite.js';
 
 /**
  * Whose streams: `fn:<namespace>/<name>` (one function's, the default) or `ns:<namespace>` (shared by the
- * functions of a namespace), the scopes `ctx.state` uses.
+ * functions of a namespace that declare the stream in `spec.streams.shared`), the scopes `ctx.state` uses.
  */
 export type StreamScope = string;
 

@@ -99,6 +99,37 @@ describe('ctx.events', () => {
   });
 });
 
+describe('shared streams', () => {
+  it("a stream the spec declares shared is the namespace's; undeclared ones stay each function's own", {
+    timeout: 120_000,
+  }, async () => {
+    const running = hearth as Hearth;
+    const source = `export default async (event, ctx) => {
+  if (event.body.append) await ctx.events.append(event.body.stream, { type: 'Counted', data: { by: ctx.functionName } });
+  return (await ctx.events.read(event.body.stream)).map((e) => e.data.by);
+};
+`;
+    for (const [name, spec] of [
+      ['stock-writer', 'streams: { shared: ["inventory", "stock-*"] }'],
+      ['stock-reader', 'streams: { shared: ["inventory"] }'],
+    ] as const) {
+      const folder = await makeFolder({
+        'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec:\n  runtime: node20\n  ${spec}\n`,
+        'index.mjs': source,
+      });
+      folders.push(folder);
+      expect((await deployFolder(running.url, folder.dir, { name })).status).toBe(200);
+    }
+    for (const stream of ['inventory', 'stock-tea', 'private'])
+      expect((await post('/function/stock-writer', { append: true, stream })).status).toBe(200);
+    expect((await post('/function/stock-reader', { stream: 'inventory' })).body).toEqual(['stock-writer']);
+    // Declared by the writer only: the reader's `stock-tea` is its own (empty), as is `private`.
+    expect((await post('/function/stock-reader', { stream: 'stock-tea' })).body).toEqual([]);
+    expect((await post('/function/stock-reader', { stream: 'private' })).body).toEqual([]);
+    expect((await post('/function/stock-writer', { stream: 'private' })).body).toEqual(['stock-writer']);
+  });
+});
+
 describe('ctx.events in Python', () => {
   it('an async handler appends, catches ctx.events.ConflictError, reads, and keeps a snapshot', {
     timeout: 120_000,

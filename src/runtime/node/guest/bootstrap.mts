@@ -634,9 +634,9 @@ class Context {
   get state(): StateClient {
     return new StateClient(this.seq, false);
   }
-  /** Event-sourced streams (append with expectedVersion, read, snapshots); `.shared` is the namespace's. */
+  /** Event-sourced streams (append with expectedVersion, read, snapshots). */
   get events(): EventsClient {
-    return new EventsClient(this.seq, false);
+    return new EventsClient(this.seq);
   }
   /**
    * Sends one CloudEvent or several (structured form: `{ type, data, subject?, source?, id?, … }`) through
@@ -722,22 +722,17 @@ class StreamConflictError extends Error {
   readonly code = 'HEARTH_E_STREAM_CONFLICT';
 }
 
-/** `ctx.events`: each operation is one Call frame; the platform keeps the log (SQLite). */
+/**
+ * `ctx.events`: each operation is one Call frame; the platform keeps the log (SQLite). Streams are the
+ * function's own, or the namespace's when its spec lists them in `streams.shared`.
+ */
 class EventsClient {
   readonly ConflictError = StreamConflictError;
-  constructor(
-    private readonly seq: number,
-    private readonly isShared: boolean,
-  ) {}
+  constructor(private readonly seq: number) {}
   private call(method: string, args: Record<string, unknown>): Promise<unknown> {
-    if (this.isShared) args.shared = true;
     return hostCall(this.seq, method, args).catch((error: Error) => {
       throw error.name === 'HEARTH_E_STREAM_CONFLICT' ? new StreamConflictError(error.message) : error;
     });
-  }
-  /** The namespace's shared streams. */
-  get shared(): EventsClient {
-    return new EventsClient(this.seq, true);
   }
   /** Appends `{type, data, id?}` event(s); with `expectedVersion` a moved stream throws StreamConflictError. */
   append(stream: string, events: unknown, options: { expectedVersion?: number } = {}): Promise<unknown> {

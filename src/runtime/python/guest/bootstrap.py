@@ -249,17 +249,15 @@ class StreamConflictError(HostCallError):
 
 class Events:
     """ctx.events: event-sourced streams kept by the platform (append with expected_version, read, snapshots).
-    Sync handlers get results; async handlers get awaitables. .shared is the namespace's streams."""
+    Sync handlers get results; async handlers get awaitables. A stream is the function's own, or the
+    namespace's when the spec lists it in streams.shared."""
 
     ConflictError = StreamConflictError
 
-    def __init__(self, seq, shared):
+    def __init__(self, seq):
         self._seq = seq
-        self._shared = shared
 
     def _call(self, method, args):
-        if self._shared:
-            args["shared"] = True
         try:
             result = host_calls.call(self._seq, method, args)
         except HostCallError as error:
@@ -267,10 +265,6 @@ class Events:
         if inspect.isawaitable(result):
             return _awaiting(result)
         return result
-
-    @property
-    def shared(self):
-        return Events(self._seq, True)
 
     def append(self, stream, events, expected_version=None):
         """Appends {type, data, id?} event(s) atomically; raises ConflictError when expected_version is stale."""
@@ -341,8 +335,8 @@ class Context:
 
     @property
     def events(self):
-        """Event-sourced streams: append (expected_version), read, snapshot, latest_snapshot; .shared is the namespace's."""
-        return Events(self._seq, False)
+        """Event-sourced streams: append (expected_version), read, version, snapshot, latest_snapshot."""
+        return Events(self._seq)
 
     def emit(self, events):
         """Sends one CloudEvent (a dict in structured form) or a list of them through the platform's event
