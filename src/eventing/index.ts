@@ -231,6 +231,9 @@ export class Broker implements TriggerRouting {
       runner: undefined,
     };
     this.active.set(id, trigger);
+    this.options.info(
+      `trigger ${id} ${previous === undefined ? 'in force' : 'changed'}: ${JSON.stringify(prepared.manifest.spec.filter ?? {})} → ${trigger.target.ref.namespace}/${trigger.target.ref.name}`,
+    );
     const start = (): void => {
       if (this.closed || this.active.get(id) !== trigger) return;
       trigger.runner = new ProjectionRunner(trigger, {
@@ -467,7 +470,7 @@ export class Broker implements TriggerRouting {
       },
     };
     return routeEvent(
-      { scheduler: this.options.scheduler as Scheduler, triggers: this },
+      { scheduler: this.options.scheduler, triggers: this },
       emitter.namespace,
       { attributes, data: parsed.data },
       at,

@@ -463,7 +463,7 @@ function placeOf(at: string): string {
  * whose filter takes it. Neither: 404 naming the subject, or 400 naming the missing subject.
  */
 export function routeEvent(
-  options: Pick<EventsIngressOptions, 'scheduler' | 'triggers'>,
+  options: { readonly scheduler: Pick<Scheduler, 'lookup'>; readonly triggers?: TriggerRouting | undefined },
   namespace: string,
   event: ParsedEvent,
   at: string,
