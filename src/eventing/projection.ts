@@ -28,6 +28,7 @@ import type { TriggerStore } from './store.js';
 const BATCH = 256;
 /** Appends in this process wake the runner at once; this poll only covers a missed wake-up. */
 const POLL_MS = 1000;
+const ERROR_PAUSE_MS = 1000;
 
 export interface ProjectionDeps {
   readonly log: EventLog;
@@ -115,30 +116,43 @@ export class ProjectionRunner {
     } else this.position = saved;
     const signal = this.abort.signal;
     while (!signal.aborted) {
-      this.woken = false;
-      const batch = await log.readAll(this.position, BATCH);
-      if (batch.length === 0) {
-        await this.idle();
-        continue;
-      }
-      let moved = this.position;
-      for (const event of batch) {
+      try {
+        await this.step();
+      } catch (error) {
+        // The log or the cursor store failed (a busy file, a full disk): say so, wait, and go on from the
+        // cursor, which only ever records settled events.
         if (signal.aborted) break;
-        const attributes = streamEventAttributes(event);
-        if (
-          namespaceOfScope(event.scope) === this.trigger.namespace &&
-          filterMatches(this.trigger.manifest.spec.filter, attributes)
-        ) {
-          const settled = await this.deliver(event, attributes);
-          if (!settled) break;
-          store.setCursor(this.trigger.id, event.position);
-        }
-        moved = event.position;
-        this.position = moved;
+        this.deps.warn(`trigger ${this.trigger.id}: projection paused: ${String(error)}`);
+        await sleep(ERROR_PAUSE_MS, signal);
       }
-      // Events the filter passed over need no write each; the batch's end is recorded once.
-      store.setCursor(this.trigger.id, this.position);
     }
+  }
+
+  /** One batch of the log after the cursor: deliver what the filter takes, then record how far it got. */
+  private async step(): Promise<void> {
+    const { store, log } = this.deps;
+    const signal = this.abort.signal;
+    this.woken = false;
+    const batch = await log.readAll(this.position, BATCH);
+    if (batch.length === 0) {
+      await this.idle();
+      return;
+    }
+    for (const event of batch) {
+      if (signal.aborted) break;
+      const attributes = streamEventAttributes(event);
+      if (
+        namespaceOfScope(event.scope) === this.trigger.namespace &&
+        filterMatches(this.trigger.manifest.spec.filter, attributes)
+      ) {
+        const settled = await this.deliver(event, attributes);
+        if (!settled) break;
+        store.setCursor(this.trigger.id, event.position);
+      }
+      this.position = event.position;
+    }
+    // Events the filter passed over need no write each; the batch's end is recorded once.
+    store.setCursor(this.trigger.id, this.position);
   }
 
   private idle(): Promise<void> {
