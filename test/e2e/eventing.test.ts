@@ -64,6 +64,13 @@ spec:
 ---
 apiVersion: hearth.dev/v1
 kind: Trigger
+metadata: { name: chain }
+spec:
+  filter: { prefix: { type: chain. } }
+  subscriber: { function: chainer }
+---
+apiVersion: hearth.dev/v1
+kind: Trigger
 metadata: { name: loop }
 spec:
   filter: { attributes: { type: loop.ping } }
@@ -138,6 +145,20 @@ beforeAll(async () => {
   headers: { 'ce-specversion': '1.0', 'ce-id': 'reply-' + event.id, 'ce-source': '/binary', 'ce-type': 'bin.reply', 'ce-subject': 'recorder', 'content-type': 'application/json' },
   body: JSON.stringify({ answered: event.data.n }),
 });
+`,
+  });
+  // The chainer emits a new type each time (chain.1, chain.2, …): no loop, but a chain the hop limit ends.
+  await deploy('chainer', {
+    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: chainer }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/chain" }\n`,
+    'index.mjs': `export default async (event, ctx) => {
+  const n = Number(event.type.slice('chain.'.length));
+  try {
+    await ctx.emit({ type: 'chain.' + (n + 1), source: '/chain', data: {} });
+  } catch (error) {
+    await fetch(process.env.RECORDER_URL, { method: 'POST', body: JSON.stringify({ n, error: error.message }) });
+  }
+  return { n };
+};
 `,
   });
   // The looper emits the very event type that reaches it again; the second time the platform refuses.
@@ -314,6 +335,17 @@ describe('event flows without a broker', () => {
       data: { answered: 5 },
       hearthhops: 1,
     });
+  });
+
+  it('ends a chain of emitted events at the hop limit (16 generations)', async () => {
+    const event = new CloudEvent({ type: 'chain.0', source: '/test', data: {} });
+    expect((await send(HTTP.binary(event))).status).toBe(202);
+    await recorder.waitFor('the chain is cut', () => hits('/chain').length > 0, 30_000);
+    const [cut] = recorder.received
+      .filter((hit) => hit.path === '/chain')
+      .map((hit) => hit.json<{ n: number; error: string }>());
+    expect(cut?.n).toBe(16);
+    expect(cut?.error).toContain('would be generation 17 of one chain; at most 16 are allowed');
   });
 
   it('stops an event loop: a function may not emit the same event type twice in one chain', async () => {
