@@ -6,6 +6,7 @@ import { cloudEventsBench } from './cloudevents.mjs';
 import { coldBench } from './cold.mjs';
 import { egressBench } from './egress.mjs';
 import { asyncBench, eventsBench } from './events.mjs';
+import { eventSourcingBench } from './eventsourcing.mjs';
 import { footprintBench } from './footprint.mjs';
 import { hostileBench } from './hostile.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
@@ -41,6 +42,8 @@ if (want('events')) results.events = await eventsBench({ count: 50_000 });
 if (want('async')) results.async = await asyncBench({ count: 5000 });
 if (want('cloudevents'))
   results.cloudevents = await cloudEventsBench({ rounds: 5, seconds: 3, connections: 32 });
+if (want('eventsourcing'))
+  results.eventsourcing = await eventSourcingBench({ pairs: 2000, rebuildEvents: 100_000 });
 if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
 if (want('builds')) results.builds = await buildsBench();
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
@@ -232,6 +235,30 @@ if (results.cloudevents) {
     ),
     '',
     `Throughput ratio /events over /function/: **${ce.throughputRatio}**. \`/events\` goes through node:http (the fast front serves only \`/function/\`) and validates the event before submitting it.`,
+    '',
+  );
+}
+if (results.eventsourcing) {
+  const es = results.eventsourcing;
+  const b = es.batched;
+  const ar = es.appendRead;
+  const rb = es.rebuild;
+  lines.push(
+    '## Batched CloudEvents and event-sourced state (issue 20)',
+    '',
+    `Batched mode: ${b.events} events as ${b.events / b.batchSize} \`application/cloudevents-batch+json\` posts of ${b.batchSize} to \`POST /events\`, ${b.concurrency} in flight, each event for the bench-noop function: **${b.acceptedPerSecond} events/s accepted** (each batch durable in the queue before its 202), **${b.deliveredPerSecond} events/s delivered** (first post until none is queued or running).`,
+    '',
+    `ctx.events, timed inside one function (bench/functions/bench-events): ${ar.count} sequential append-with-expectedVersion + read-back pairs on one stream.`,
+    '',
+    '| operation | p50 ms | p99 ms |',
+    '|---|---:|---:|',
+    `| append (expectedVersion) | ${ar.append.p50} | ${ar.append.p99} |`,
+    `| read (the event just appended) | ${ar.read.p50} | ${ar.read.p99} |`,
+    `| append + read | ${ar.pair.p50} | ${ar.pair.p99} |`,
+    '',
+    `Appends per second with expectedVersion: **${ar.appendsPerSecond}** from one writer (each append waits for the one before), **${ar.fourWritersAppendsPerSecond}** from four writers on four streams at once.`,
+    '',
+    `Rebuild of a ${rb.events}-event stream (folding every event, read in pages of 10,000): **${rb.withoutSnapshotMs} ms without a snapshot**, **${rb.withSnapshotMs} ms from a snapshot** at version ${rb.events} plus the 100 events appended after it (${rb.speedup}×). Filling the stream took ${rb.fillMs} ms (appends of 1,000 events each).`,
     '',
   );
 }

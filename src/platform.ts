@@ -111,8 +111,12 @@ export async function startPlatform(
 
   // Calls from inside functions: ctx.invoke goes back through the scheduler (late-bound: it needs it).
   let functionCalls: ReturnType<typeof createFunctionCalls> | undefined;
+  // ctx.events and ctx.emit (issue 20) are answered by the event gateway, built later.
+  let eventCalls: HostCallHandler | undefined;
   const hostCalls: HostCallHandler = (context, method, args) => {
     if (method === 'invoke' && functionCalls !== undefined) return functionCalls(context, args);
+    if ((method === 'emit' || method.startsWith('events.')) && eventCalls !== undefined)
+      return eventCalls(context, method, args);
     if (method.startsWith('state.')) return stateCalls(context.ref, method, args);
     return Promise.reject(
       new HearthError('HEARTH_E_UNSUPPORTED', `${method} is not available in this Hearth version`),
@@ -230,6 +234,7 @@ export async function startPlatform(
     logger,
     onInternal: (error) => logger.error({ err: error }, 'internal error'),
   });
+  eventCalls = events.hostCalls;
   const deployer = new Deployer({
     store,
     code,

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { type Document, LineCounter, parseAllDocuments } from 'yaml';
 import type { GatewayDetail } from '../../control/api/events-types.js';
 import type { ApplyDocumentOutcome, DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
+import { type EventTriggerManifest, parseEventTriggerManifest } from '../../domain/eventing.js';
 import type { FunctionManifest } from '../../domain/function.js';
 import { type GatewayManifest, parseGatewayManifest } from '../../domain/gateway.js';
 import { API_PREFIX, hearthErrorOf, parseJson } from '../client.js';
@@ -53,8 +54,18 @@ interface PlannedGateway {
   readonly namespace: string;
 }
 
+/** One validated Trigger document (issue 20), ready to apply. */
+interface PlannedTrigger {
+  readonly kind: 'trigger';
+  readonly position: string;
+  readonly label: string;
+  readonly resource: string;
+  readonly manifest: EventTriggerManifest;
+  readonly namespace: string;
+}
+
 /** One validated document, ready to apply. */
-type Planned = PlannedFunction | PlannedGateway;
+type Planned = PlannedFunction | PlannedGateway | PlannedTrigger;
 
 interface PlannedFunction {
   readonly kind: 'function';
@@ -87,7 +98,9 @@ interface Applied {
 export function register(program: Command, context: CommandContext): void {
   const command = program
     .command('apply')
-    .description('apply Function and EventGateway resources from a YAML file (deploying spec.source folders)')
+    .description(
+      'apply Function, EventGateway and Trigger resources from a YAML file (deploying spec.source folders)',
+    )
     .requiredOption('-f, --filename <file>', 'YAML file of one or more resources, or - for stdin')
     .option('--no-wait', 'ignored: apply always waits, since every document applies together or none does');
   addNamespaceOption(
@@ -155,7 +168,7 @@ async function apply(options: ApplyOptions, context: CommandContext): Promise<vo
   for (const [index, item] of planned.entries()) {
     const result = applied[index];
     if (result === undefined) continue;
-    const version = item.kind === 'gateway' ? '' : ` (version ${result.version})`;
+    const version = item.kind === 'function' ? ` (version ${result.version})` : '';
     io.stdout.write(`${item.resource} ${result.unchanged ? 'unchanged' : 'configured'}${version}\n`);
   }
 }
@@ -164,7 +177,7 @@ const APPLY_PATH = `${API_PREFIX}/apply`;
 
 /** The document as the apply request carries it: the namespace the flag chose written into it. */
 function bodyOf(item: Planned): unknown {
-  if (item.kind === 'gateway') return item.manifest;
+  if (item.kind !== 'function') return item.manifest;
   return item.pinNamespace === undefined
     ? item.manifest
     : { ...item.manifest, metadata: { ...item.manifest.metadata, namespace: item.pinNamespace } };
@@ -225,10 +238,13 @@ async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
     const syntax = document.errors[0];
     if (syntax !== undefined) throw yamlSyntaxError(input.label, syntax);
     if (document.contents === null) continue;
+    const kind: unknown = document.get('kind');
     const item =
-      document.get('kind') === 'EventGateway'
+      kind === 'EventGateway'
         ? planGateway(document, lineCounter, input, `document ${index + 1}`, options)
-        : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
+        : kind === 'Trigger'
+          ? planTrigger(document, lineCounter, input, `document ${index + 1}`, options)
+          : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
     const key = `${item.kind}:${item.namespace}/${item.manifest.metadata.name}`;
     const earlier = seen.get(key);
     if (earlier !== undefined) {
@@ -260,6 +276,27 @@ function planGateway(
     position,
     label,
     resource: `gateway/${manifest.metadata.name}`,
+    manifest: { ...manifest, metadata: { ...manifest.metadata, namespace } },
+    namespace,
+  };
+}
+
+function planTrigger(
+  document: Document,
+  lineCounter: LineCounter,
+  input: Input,
+  position: string,
+  options: ApplyOptions,
+): PlannedTrigger {
+  const name: unknown = document.getIn(['metadata', 'name']);
+  const label = typeof name === 'string' && name !== '' ? `${position} (trigger/${name})` : position;
+  const manifest = validateWith(document, lineCounter, input.label, label, parseEventTriggerManifest);
+  const namespace = options.namespace ?? manifest.metadata.namespace ?? DEFAULT_NAMESPACE;
+  return {
+    kind: 'trigger',
+    position,
+    label,
+    resource: `trigger/${manifest.metadata.name}`,
     manifest: { ...manifest, metadata: { ...manifest.metadata, namespace } },
     namespace,
   };

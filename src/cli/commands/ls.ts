@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import type { FunctionSummary, ListResponse } from '../../control/api/types.js';
 import { API_PREFIX } from '../client.js';
+import { CliError } from '../errors.js';
 import {
   addConnectionOptions,
   addNamespaceOption,
@@ -15,6 +16,7 @@ import {
   type OutputOptions,
 } from '../options.js';
 import { formatAge, renderTable, writeJson } from '../output.js';
+import { listTriggers } from './event-triggers.js';
 
 interface LsOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
   readonly allNamespaces?: boolean;
@@ -24,13 +26,17 @@ export function register(program: Command, context: CommandContext): void {
   const command = program
     .command('ls')
     .alias('list')
-    .description('list deployed functions')
+    .description('list deployed functions (or: ls triggers, the Trigger resources)')
+    .argument('[kind]', 'functions (default) or triggers')
     .option('-A, --all-namespaces', 'list functions of every namespace');
   addNamespaceOption(command);
   addOutputOption(command);
   addConnectionOptions(command);
-  command.action(async (options: LsOptions) => {
-    await list(options, context);
+  command.action(async (kind: string | undefined, options: LsOptions) => {
+    const wanted = (kind ?? 'functions').toLowerCase();
+    if (wanted === 'triggers' || wanted === 'trigger') await listTriggers(options, context);
+    else if (['functions', 'function', 'fn'].includes(wanted)) await list(options, context);
+    else throw new CliError(`unknown kind "${kind}": expected functions or triggers`);
   });
 }
 

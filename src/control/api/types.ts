@@ -3,6 +3,7 @@
 import type { ErrorBody } from '../../domain/errors.js';
 import type { FunctionManifest } from '../../domain/function.js';
 import type { TriggerStatus } from '../../domain/triggers.js';
+import type { EventTriggerDetail } from '../../eventing/types.js';
 import type { GatewayDetail } from './events-types.js';
 
 export interface InstanceSummary {
@@ -235,7 +236,7 @@ export type DeployEvent =
 /** One document's outcome in `POST /api/v1/apply`, in the order the documents were given. */
 export interface ApplyDocumentOutcome {
   readonly index: number;
-  readonly kind: 'Function' | 'EventGateway';
+  readonly kind: 'Function' | 'EventGateway' | 'Trigger';
   readonly namespace: string;
   readonly name: string;
   /** Nothing changed: the resource already had this spec (and code). */
@@ -246,6 +247,8 @@ export interface ApplyDocumentOutcome {
   readonly deployment?: DeploymentSummary | null;
   /** EventGateways: the gateway as applied. */
   readonly gateway?: GatewayDetail;
+  /** Triggers: the trigger as applied (issue 20). */
+  readonly trigger?: EventTriggerDetail;
 }
 
 export interface ApplyResponse {

@@ -638,6 +638,17 @@ class Context {
   get state(): StateClient {
     return new StateClient(this.seq, false);
   }
+  /** Event-sourced streams (append with expectedVersion, read, snapshots). */
+  get events(): EventsClient {
+    return new EventsClient(this.seq);
+  }
+  /**
+   * Sends one CloudEvent or several (structured form: `{ type, data, subject?, source?, id?, … }`) through
+   * the platform's event routing: to the function `subject` names, else to the matching Triggers.
+   */
+  emit(events: unknown): Promise<{ accepted: number; ids: string[] }> {
+    return this.platform('emit', { events }) as Promise<{ accepted: number; ids: string[] }>;
+  }
   /** The W3C trace this invocation belongs to (32 hex digits). */
   get traceId(): string {
     return this.traceparent.slice(3, 35);
@@ -706,6 +717,46 @@ class StateClient {
   /** Keys starting with `prefix`, sorted. */
   keys(prefix = '', options: StateOptions = {}): Promise<string[]> {
     return this.call('state.keys', { prefix, limit: options.limit }) as Promise<string[]>;
+  }
+}
+
+/** Thrown by `ctx.events.append` when the stream moved past `expectedVersion`: read it again and retry. */
+class StreamConflictError extends Error {
+  override readonly name = 'StreamConflictError';
+  readonly code = 'HEARTH_E_STREAM_CONFLICT';
+}
+
+/**
+ * `ctx.events`: each operation is one Call frame; the platform keeps the log (SQLite). Streams are the
+ * function's own, or the namespace's when its spec lists them in `streams.shared`.
+ */
+class EventsClient {
+  readonly ConflictError = StreamConflictError;
+  constructor(private readonly seq: number) {}
+  private call(method: string, args: Record<string, unknown>): Promise<unknown> {
+    return hostCall(this.seq, method, args).catch((error: Error) => {
+      throw error.name === 'HEARTH_E_STREAM_CONFLICT' ? new StreamConflictError(error.message) : error;
+    });
+  }
+  /** Appends `{type, data, id?}` event(s); with `expectedVersion` a moved stream throws StreamConflictError. */
+  append(stream: string, events: unknown, options: { expectedVersion?: number } = {}): Promise<unknown> {
+    return this.call('events.append', { stream, events, expectedVersion: options.expectedVersion });
+  }
+  /** Events from version `from` (default 1), at most `limit` (default 1000). */
+  read(stream: string, options: { from?: number; limit?: number } = {}): Promise<unknown[]> {
+    return this.call('events.read', { stream, from: options.from, limit: options.limit }) as Promise<
+      unknown[]
+    >;
+  }
+  version(stream: string): Promise<number> {
+    return this.call('events.version', { stream }) as Promise<number>;
+  }
+  snapshot(stream: string, version: number, state: unknown): Promise<void> {
+    return this.call('events.snapshot', { stream, version, state }) as Promise<void>;
+  }
+  /** `{ version, state }` or null. */
+  latestSnapshot(stream: string): Promise<unknown> {
+    return this.call('events.latestSnapshot', { stream });
   }
 }
 
@@ -810,9 +861,16 @@ function toResponse(value: unknown): HttpResult | Promise<HttpResult> {
   if (value === undefined) return { status: 200, headers: {}, body: EMPTY };
   return {
     status: 200,
-    headers: { 'content-type': 'application/json' },
+    // A returned CloudEvent in structured form is marked as one, so the platform routes it on (issue 20).
+    headers: { 'content-type': isCloudEvent(value) ? CLOUDEVENT_JSON : 'application/json' },
     body: Buffer.from(JSON.stringify(value) ?? 'null', 'utf8'),
   };
+}
+
+const CLOUDEVENT_JSON = 'application/cloudevents+json';
+
+function isCloudEvent(value: unknown): boolean {
+  return value !== null && typeof value === 'object' && 'specversion' in value && 'type' in value;
 }
 
 /** The user's frames only: the guest's own and Node's internals after them are noise in their logs. */
