@@ -152,6 +152,8 @@ export const configFileSchema = z.strictObject({
     })
     .optional(),
   python: z.string().min(1).optional(),
+  /** HTTPS on every listener: PEM files, reloaded when they change. */
+  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
   ...observabilityConfigSchema.shape,
   ...eventsConfigSchema.shape,
 });
@@ -204,6 +206,8 @@ export interface PlatformConfig {
     readonly unpackTimeoutMs: number;
   };
   readonly python: string | undefined;
+  /** HTTPS on the gateway, the API and EventGateway listeners; undefined = plain HTTP. */
+  readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined;
   readonly observe: ObservabilityConfig;
   readonly events: EventsConfig;
 }
@@ -303,6 +307,10 @@ export function resolveConfig(
           : (parseDuration(merged.upload.unpackTimeout) ?? 30_000),
     }),
     python: merged.python,
+    tls:
+      merged.tls === undefined
+        ? undefined
+        : Object.freeze({ certPath: resolve(merged.tls.cert), keyPath: resolve(merged.tls.key) }),
     observe: resolveObservability(merged),
     events: resolveEvents(merged),
   });

@@ -19,6 +19,7 @@ import {
   createEventsIngress,
   GatewayListeners,
   type Handler,
+  type TlsReloader,
   Traffic,
 } from './gateway/index.js';
 import { CallbackPolicy, type Queue, QueueWorker, SqliteQueue } from './queue/index.js';
@@ -33,6 +34,8 @@ export interface EventGatewayOptions {
   readonly scheduler: Scheduler;
   readonly logger: Logger;
   readonly onInternal: (error: unknown) => void;
+  /** Gateway listeners serve HTTPS with the platform's certificate when it has one. */
+  readonly tls?: TlsReloader | undefined;
 }
 
 export interface EventGateway {
@@ -96,6 +99,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     traffic,
     onInternal: options.onInternal,
     events: eventsRoute,
+    tls: options.tls,
   });
   const gateways = new GatewayService({
     store,

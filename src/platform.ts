@@ -16,7 +16,12 @@ import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
 import { createEventGateway } from './event-gateway.js';
-import { createFunctionCalls, createGatewayHandler, createGatewayServer } from './gateway/index.js';
+import {
+  createFunctionCalls,
+  createGatewayHandler,
+  createGatewayServer,
+  TlsReloader,
+} from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
@@ -45,6 +50,14 @@ export async function startPlatform(
   const version = await packageVersion();
   const logger = createLogger(config.logLevel, output);
   const notices: string[] = [];
+  // Read first: a missing or bad certificate stops the start with one line, before anything is started.
+  const tls =
+    config.tls === undefined
+      ? undefined
+      : new TlsReloader(config.tls, {
+          reloaded: (message) => logger.info(message),
+          failed: (message) => logger.warn(message),
+        });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const runDir = join(config.dataDir, 'run');
   // Uploads and builds interrupted by a crash left their scratch dirs here; nothing in it outlives a run.
@@ -224,6 +237,7 @@ export async function startPlatform(
     scheduler,
     logger,
     onInternal: (error) => logger.error({ err: error }, 'internal error'),
+    tls,
   });
   const deployer = new Deployer({
     store,
@@ -272,7 +286,7 @@ export async function startPlatform(
       { prefix: '/ui', handler: ui },
     ],
   });
-  const server = createGatewayServer(gateway.handle, gateway.invoke);
+  const server = createGatewayServer(gateway.handle, gateway.invoke, tls);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -290,6 +304,7 @@ export async function startPlatform(
     sandbox.close();
     logs.close();
     store.close();
+    tls?.close();
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE') {
       throw new HearthError(
@@ -303,7 +318,7 @@ export async function startPlatform(
   }
   const port = (server.address() as AddressInfo).port;
   await events.start(port);
-  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  const url = `${tls === undefined ? 'http' : 'https'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },
     'hearth listening',
@@ -341,6 +356,7 @@ export async function startPlatform(
         sandbox.close();
         logs.close();
         store.close();
+        tls?.close();
         logger.flush();
       })();
       return closing;
