@@ -11,6 +11,7 @@ import { hostileBench } from './hostile.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
 import { stateBench } from './state.mjs';
 import { telemetryBench } from './telemetry.mjs';
+import { tlsBench } from './tls.mjs';
 import { trafficBench } from './traffic.mjs';
 import { warmBench } from './warm.mjs';
 
@@ -43,6 +44,7 @@ if (want('cloudevents'))
   results.cloudevents = await cloudEventsBench({ rounds: 5, seconds: 3, connections: 32 });
 if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
 if (want('builds')) results.builds = await buildsBench();
+if (want('tls')) results.tls = await tlsBench({ seconds: 5, connections: 50, rounds: 5 });
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
 if (previousJson.trace !== undefined) results.trace = previousJson.trace;
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
@@ -266,6 +268,23 @@ if (results.builds) {
     ),
     '',
     `Deploy times are the whole deploy (upload, build, verify, activate). Cold: a namespace whose package cache is empty; the package cache is the namespace's own (issue 21), so every new namespace starts cold. Builds run with a TMPDIR on disk in their scratch dir, capped by \`build.maxDisk\` (${b.maxDisk}); a function's /tmp stays 64 MiB. pip's package cache stays empty on this machine: its registry mirror answers without Cache-Control headers, so pip's HTTP cache keeps nothing and a new Python layer downloads again. better-sqlite3 needs its install script (\`build: { scripts: true }\`): its prebuilt binary is on GitHub, which builds cannot reach (only the registries), so node-gyp compiles it here with this node's headers.`,
+    '',
+  );
+}
+if (results.tls) {
+  const t = results.tls;
+  lines.push(
+    '## Warm invocation over HTTPS (TLS on the platform port)',
+    '',
+    `The hello function through hearth with a certificate (\`tls: { cert, key }\`, a self-signed P-256 one) against a raw node:https hello, and through hearth without one against a raw node:http hello, in the same run; ${t.tool}, ${t.connections} keep-alive connections, ${t.seconds}s × ${t.rounds} rounds in alternation; ratios are medians of per-round ratios.`,
+    '',
+    '| server | req/s | p50 ms | p99 ms | errors |',
+    '|---|---:|---:|---:|---:|',
+    ...Object.entries(t.summary).map(
+      ([name, s]) => `| ${name} | ${s.rps} | ${s.p50} | ${s.p99} | ${s.errors} |`,
+    ),
+    '',
+    `Throughput ratio hearth/raw over HTTP: **${t.plainRatio}**; over HTTPS: **${t.tlsRatio}**; HTTPS ratio over HTTP ratio: **${t.tlsOverPlain}** (bar ≥ 0.8: ${pass(t.tlsOverPlain >= 0.8)}). The gateway's fast front reads the decrypted stream of node:https's TLS sockets, so TLS costs hearth what it costs any node:https server.`,
     '',
   );
 }
