@@ -70,6 +70,8 @@ export async function startPlatform(
   const layers = new LayerStore(config.dataDir, {
     timeoutMs: config.buildTimeoutMs,
     maxDiskBytes: config.buildMaxDiskBytes,
+    memoryBytes: config.buildMemoryBytes,
+    cpu: config.buildCpu,
   });
   await layers.init();
   // ctx.state: the embedded store, or Redis when state.redis.url is set (issue 5); an unreachable Redis

@@ -95,6 +95,8 @@ const JOIN_CGROUPS = [
 ];
 export const DEFAULT_TMP_BYTES = 64 * 1024 ** 2;
 export const DEFAULT_PIDS = 256;
+/** Processes and threads a dependency build may have at once: compilers run in parallel, a fork bomb stops. */
+const BUILD_PIDS = 4096;
 const BUILD_ALTERNATIVES = '/etc/alternatives';
 const NETWORK_ETC = [
   '/etc/resolv.conf',
@@ -391,10 +393,21 @@ export class SandboxIsolation implements Isolation {
       ]),
     );
     const seccomp = this.openSeccomp();
+    // The build's memory and CPU caps: a cgroup of its own, joined before bubblewrap starts, as a sandbox's.
+    const cgroups = build.limits === undefined ? undefined : this.cgroups;
+    const cgroupId = `build-${randomBytes(6).toString('hex')}`;
+    const cgroupDirs = cgroups?.create(cgroupId, BUILD_PIDS) ?? [];
+    if (cgroups !== undefined && build.limits !== undefined && cgroupDirs.length > 0)
+      cgroups.apply(cgroupId, { ...build.limits, pids: BUILD_PIDS });
+    const [command, commandArgs] =
+      cgroupDirs.length === 0
+        ? [this.bwrap, args]
+        : ['/bin/sh', [...JOIN_CGROUPS, ...cgroupDirs, '--', this.bwrap, ...args]];
     let outcome: BuildOutcome;
     let stuck: string | undefined;
+    let outOfMemory = false;
     try {
-      outcome = await runConfined(this.bwrap, args, {
+      outcome = await runConfined(command, commandArgs, {
         ...build,
         env,
         extraStdio: filtered ? ['ignore', 'pipe', seccomp, 'pipe'] : ['ignore', 'ignore', seccomp],
@@ -421,7 +434,12 @@ export class SandboxIsolation implements Isolation {
     } finally {
       await rm(hostsFile, { force: true });
       stuck = await views?.close();
+      if (cgroups !== undefined && cgroupDirs.length > 0) {
+        outOfMemory = cgroups.oomKills(cgroupId) > 0;
+        await cgroups.remove(cgroupId).catch(() => undefined);
+      }
     }
+    if (outOfMemory) outcome = { ...outcome, ok: false, outOfMemory };
     // Its scratch dir is read (and its layer taken) only once no overlay is left over it.
     if (stuck !== undefined)
       return {
