@@ -47,6 +47,8 @@ export interface EventGateway {
   readonly api: EventsApi;
   /** The scheduler the deployer should use: activations and removals also update limits and triggers. */
   readonly observedScheduler: Scheduler;
+  /** The ports EventGateway listeners hold now (besides the platform's). */
+  listenerPorts(): number[];
   /** After the platform listens: restores gateways, function limits and triggers, starts the worker. */
   start(platformPort: number): Promise<void>;
   close(): Promise<void>;
@@ -198,6 +200,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     asyncRoute,
     eventsRoute,
     observedScheduler,
+    listenerPorts: () => listeners.ports(),
     api: {
       gateways,
       queue,

@@ -230,6 +230,8 @@ export async function startPlatform(
 
   for (const fn of store.listFunctions()) scheduler.activate(toDeployed(fn.active));
 
+  // The port once listening (config.port may be 0): an egress allow-list may not name it.
+  let listeningPort = config.port;
   // Traffic control, the durable queue, async invocations, triggers and EventGateways (issue 3).
   const events = createEventGateway({
     config: config.events,
@@ -250,6 +252,10 @@ export async function startPlatform(
     isolations,
     limits: config.upload,
     tmpDir: join(config.dataDir, 'tmp'),
+    egressTenancy: {
+      platformPorts: () => [listeningPort, ...events.listenerPorts()],
+      functions: () => store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
+    },
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(
@@ -319,6 +325,7 @@ export async function startPlatform(
     throw error;
   }
   const port = (server.address() as AddressInfo).port;
+  listeningPort = port;
   await events.start(port);
   const url = `${tls === undefined ? 'http' : 'https'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info(

@@ -91,6 +91,13 @@ export class GatewayListeners {
     }));
   }
 
+  /** Every port a gateway listens on now. */
+  ports(): number[] {
+    return [...this.bound.values()]
+      .flat()
+      .flatMap((entry) => (entry.server === undefined ? [] : [entry.port]));
+  }
+
   async release(id: string): Promise<void> {
     const current = this.bound.get(id) ?? [];
     this.bound.delete(id);
