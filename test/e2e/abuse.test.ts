@@ -133,7 +133,7 @@ beforeAll(async () => {
   });
   await deployFiles('neighbour', '{ runtime: node20 }', 'index.mjs', NEIGHBOUR);
   await deployFiles('cpu-all', '{ runtime: node20, limits: { cpu: "0.5" } }', 'index.mjs', CPU_EVERY_CORE);
-  await deployFiles('log-flood', '{ runtime: node20 }', 'index.mjs', LOG_FLOOD);
+  await deployFiles('log-flood', '{ runtime: node20, limits: { memory: 256Mi } }', 'index.mjs', LOG_FLOOD);
   await deployFiles('probes', '{ runtime: node20 }', 'index.mjs', PROBES);
   await deployFiles('probes-listed', '{ runtime: node20, egress: ["192.0.2.10:443"] }', 'index.mjs', PROBES);
 }, 90_000);

@@ -186,20 +186,19 @@ function reportDropped(): void {
 
 function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
   stream.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
-    const bytes =
-      typeof chunk === 'string'
-        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
-        : Buffer.from(chunk);
     const done = typeof encoding === 'function' ? encoding : callback;
+    const textEncoding = typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8';
     if (outboxLogBytes + channel.writableLength > LOG_BACKLOG) {
+      // Counted without being copied: a flood's garbage would otherwise outrun the collector to the memory wall.
       droppedWrites += 1;
-      droppedBytes += bytes.length;
+      droppedBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk, textEncoding) : chunk.byteLength;
       // Said once the backlog has drained, even when the function writes nothing more.
       if (droppedWrites === 1) setTimeout(reportDropped, 50).unref();
       if (typeof done === 'function') process.nextTick(done as () => void);
       return true;
     }
     reportDropped();
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, textEncoding) : Buffer.from(chunk);
     outboxLogBytes += Math.min(bytes.length, LOG_MAX);
     send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
     if (typeof done === 'function') process.nextTick(done as () => void);
