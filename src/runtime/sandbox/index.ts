@@ -248,6 +248,9 @@ export class SandboxIsolation implements Isolation {
       '/tmp',
       ...this.seccompArgs(),
       ...this.identityArgs(),
+      // As for builds: the guest starts only once slirp4netns has configured its namespace, never while
+      // bubblewrap is still setting up its loopback (the race is `bwrap: loopback: Failed RTM_NEWADDR`).
+      ...(network === 'filtered' ? HOLD_UNTIL_NETWORKED : []),
       launch.command,
       ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
     ];
@@ -262,7 +265,10 @@ export class SandboxIsolation implements Isolation {
     let child: ChildProcess;
     try {
       child = spawn(command.command, command.args, {
-        stdio: ['ignore', 'pipe', 'pipe', 'pipe', network === 'filtered' ? 'pipe' : 'ignore', seccomp],
+        stdio:
+          network === 'filtered'
+            ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', seccomp, 'pipe']
+            : ['ignore', 'pipe', 'pipe', 'pipe', 'ignore', seccomp],
         env: { ...launch.env },
       });
     } finally {
@@ -276,8 +282,18 @@ export class SandboxIsolation implements Isolation {
       guest.once('exit', () => void cgroups.remove(cgroupId).catch(() => undefined));
     }
     if (network !== 'none') {
-      const info = network === 'filtered' ? (child.stdio[INFO_FD] as NodeJS.ReadableStream | null) : null;
-      const sandboxNetwork = new SandboxNetwork(network, this.filteredTools, info ?? undefined);
+      const stdio = child.stdio as readonly unknown[];
+      const info = network === 'filtered' ? (stdio[INFO_FD] as Duplex | null) : null;
+      const hold = network === 'filtered' ? (stdio[HOLD_FD] as Duplex | null) : null;
+      // The sandbox may die before reading or writing these; its exit tells what happened.
+      info?.on('error', () => {});
+      hold?.on('error', () => {});
+      const sandboxNetwork = new SandboxNetwork(
+        network,
+        this.filteredTools,
+        info ?? undefined,
+        hold ?? undefined,
+      );
       this.networks.set(guest, { network: sandboxNetwork, hostsFile });
       guest.once('exit', () => {
         sandboxNetwork.close();
