@@ -1,6 +1,7 @@
 // `npm run bench`: every benchmark in one run on this machine, written to bench/RESULTS.md.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { abuseBench } from './abuse.mjs';
 import { buildsBench } from './builds.mjs';
 import { cloudEventsBench } from './cloudevents.mjs';
 import { coldBench } from './cold.mjs';
@@ -12,6 +13,7 @@ import { hostileBench } from './hostile.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
 import { stateBench } from './state.mjs';
 import { telemetryBench } from './telemetry.mjs';
+import { tlsBench } from './tls.mjs';
 import { trafficBench } from './traffic.mjs';
 import { warmBench } from './warm.mjs';
 
@@ -46,6 +48,8 @@ if (want('eventsourcing'))
   results.eventsourcing = await eventSourcingBench({ pairs: 2000, rebuildEvents: 100_000 });
 if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
 if (want('builds')) results.builds = await buildsBench();
+if (want('abuse')) results.abuse = await abuseBench({ seconds: 4, rounds: 3 });
+if (want('tls')) results.tls = await tlsBench({ seconds: 5, connections: 50, rounds: 5 });
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
 if (previousJson.trace !== undefined) results.trace = previousJson.trace;
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
@@ -293,6 +297,45 @@ if (results.builds) {
     ),
     '',
     `Deploy times are the whole deploy (upload, build, verify, activate). Cold: a namespace whose package cache is empty; the package cache is the namespace's own (issue 21), so every new namespace starts cold. Builds run with a TMPDIR on disk in their scratch dir, capped by \`build.maxDisk\` (${b.maxDisk}); a function's /tmp stays 64 MiB. pip's package cache stays empty on this machine: its registry mirror answers without Cache-Control headers, so pip's HTTP cache keeps nothing and a new Python layer downloads again. better-sqlite3 needs its install script (\`build: { scripts: true }\`): its prebuilt binary is on GitHub, which builds cannot reach (only the registries), so node-gyp compiles it here with this node's headers.`,
+    '',
+  );
+}
+if (results.abuse) {
+  const a = results.abuse;
+  lines.push(
+    '## A neighbour under abuse (sandbox walls, issue 10)',
+    '',
+    `Sequential warm invocations of the hello function on one keep-alive connection, ${a.seconds}s unloaded then ${a.seconds}s while another function of the same platform is invoked in a loop (from a worker thread of the bench) doing the abuse, or a client holds slow-loris connections; ${a.rounds} rounds of every case. Unloaded: ${a.unloaded.n} calls, p50 ${a.unloaded.p50} ms, p99 ${a.unloaded.p99} ms.`,
+    '',
+    '| abuse | neighbour calls | p50 ms | p99 ms | p99 / unloaded (bar ≤ 2) | what the abuser got |',
+    '|---|---:|---:|---:|---:|---|',
+    ...Object.entries(a.cases).map(
+      ([label, c]) =>
+        `| ${label} | ${c.n} | ${c.p50} | ${c.p99} | ${c.p99Ratio} (${pass(c.p99Ratio <= 2)}) | ${Object.entries(
+          c.answers,
+        )
+          .map(([answer, count]) => `${answer} ×${count}`)
+          .join(', ')} |`,
+    ),
+    '',
+    `After all of it: health ${a.platformAfter}, the log store ${a.logStoreAfter}. The abusers' limits are the defaults (128Mi, pids 256, /tmp 64Mi) but for the CPU hog's \`limits.cpu: 1\`; a function that keeps failing opens its circuit breaker (503 \`HEARTH_E_CIRCUIT_OPEN\`), which then answers at once.`,
+    '',
+  );
+}
+if (results.tls) {
+  const t = results.tls;
+  lines.push(
+    '## Warm invocation over HTTPS (TLS on the platform port)',
+    '',
+    `The hello function through hearth with a certificate (\`tls: { cert, key }\`, a self-signed P-256 one) against a raw node:https hello, and through hearth without one against a raw node:http hello, in the same run; ${t.tool}, ${t.connections} keep-alive connections, ${t.seconds}s × ${t.rounds} rounds in alternation; ratios are medians of per-round ratios.`,
+    '',
+    '| server | req/s | p50 ms | p99 ms | errors |',
+    '|---|---:|---:|---:|---:|',
+    ...Object.entries(t.summary).map(
+      ([name, s]) => `| ${name} | ${s.rps} | ${s.p50} | ${s.p99} | ${s.errors} |`,
+    ),
+    '',
+    `Throughput ratio hearth/raw over HTTP: **${t.plainRatio}**; over HTTPS: **${t.tlsRatio}**; HTTPS ratio over HTTP ratio: **${t.tlsOverPlain}** (bar ≥ 0.8: ${pass(t.tlsOverPlain >= 0.8)}). The gateway's fast front reads the decrypted stream of node:https's TLS sockets, so TLS costs hearth what it costs any node:https server.`,
     '',
   );
 }

@@ -7,7 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { HearthError } from './domain/errors.js';
 import { validationError } from './domain/function.js';
-import { parseBytes, parseDuration } from './domain/units.js';
+import { parseBytes, parseCpu, parseDuration } from './domain/units.js';
 import { parseAllowEntry } from './queue/callbacks.js';
 
 const bytes = z
@@ -141,6 +141,15 @@ export const configFileSchema = z.strictObject({
     .strictObject({
       /** The most disk one dependency build's scratch dir may take (downloads, TMPDIR, the layer). */
       maxDisk: bytes.optional(),
+      /** One build's memory cap (hard, no swap): a build past it fails naming it. */
+      memory: bytes.optional(),
+      /** One build's CPU cap, in cores (a CFS quota). */
+      cpu: z
+        .union([z.string(), z.number()])
+        .refine((v) => (parseCpu(v) ?? 0) > 0 && (parseCpu(v) ?? 0) <= 1024, {
+          message: 'CPU cores such as "0.5", 1 or "500m"',
+        })
+        .optional(),
     })
     .optional(),
   upload: z
@@ -152,6 +161,8 @@ export const configFileSchema = z.strictObject({
     })
     .optional(),
   python: z.string().min(1).optional(),
+  /** HTTPS on every listener: PEM files, reloaded when they change. */
+  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
   ...observabilityConfigSchema.shape,
   ...eventsConfigSchema.shape,
 });
@@ -196,6 +207,9 @@ export interface PlatformConfig {
   readonly buildTimeoutMs: number;
   /** Dependency builds' scratch disk cap (`build.maxDisk`, default 4 GiB). */
   readonly buildMaxDiskBytes: number;
+  /** One dependency build's memory cap (`build.memory`, default 2 GiB) and CPU cap (`build.cpu`, default 1). */
+  readonly buildMemoryBytes: number;
+  readonly buildCpu: number;
   readonly upload: {
     readonly maxArchiveBytes: number;
     readonly maxUnpackedBytes: number;
@@ -204,6 +218,8 @@ export interface PlatformConfig {
     readonly unpackTimeoutMs: number;
   };
   readonly python: string | undefined;
+  /** HTTPS on the gateway, the API and EventGateway listeners; undefined = plain HTTP. */
+  readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined;
   readonly observe: ObservabilityConfig;
   readonly events: EventsConfig;
 }
@@ -293,6 +309,8 @@ export function resolveConfig(
     buildTimeoutMs:
       merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),
     buildMaxDiskBytes: size(merged.build?.maxDisk, 4 * 1024 ** 3),
+    buildMemoryBytes: size(merged.build?.memory, 2 * 1024 ** 3),
+    buildCpu: merged.build?.cpu === undefined ? 1 : (parseCpu(merged.build.cpu) ?? 1),
     upload: Object.freeze({
       maxArchiveBytes: size(merged.upload?.maxArchive, 64 * 1024 ** 2),
       maxUnpackedBytes: size(merged.upload?.maxUnpacked, 256 * 1024 ** 2),
@@ -303,6 +321,10 @@ export function resolveConfig(
           : (parseDuration(merged.upload.unpackTimeout) ?? 30_000),
     }),
     python: merged.python,
+    tls:
+      merged.tls === undefined
+        ? undefined
+        : Object.freeze({ certPath: resolve(merged.tls.cert), keyPath: resolve(merged.tls.key) }),
     observe: resolveObservability(merged),
     events: resolveEvents(merged),
   });

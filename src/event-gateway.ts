@@ -23,6 +23,7 @@ import {
   GatewayListeners,
   type Handler,
   LAMBDA_QUEUE_SOURCE,
+  type TlsReloader,
   Traffic,
 } from './gateway/index.js';
 import { CallbackPolicy, type Queue, QueueWorker, SqliteQueue } from './queue/index.js';
@@ -37,6 +38,8 @@ export interface EventGatewayOptions {
   readonly scheduler: Scheduler;
   readonly logger: Logger;
   readonly onInternal: (error: unknown) => void;
+  /** Gateway listeners serve HTTPS with the platform's certificate when it has one. */
+  readonly tls?: TlsReloader | undefined;
 }
 
 export interface EventGateway {
@@ -50,6 +53,8 @@ export interface EventGateway {
   readonly observedScheduler: Scheduler;
   /** Answers `ctx.events.*` (event-sourced streams) and `ctx.emit` from inside functions (issue 20). */
   readonly hostCalls: HostCallHandler;
+  /** The ports EventGateway listeners hold now (besides the platform's). */
+  listenerPorts(): number[];
   /** After the platform listens: restores gateways, function limits and triggers, starts the worker. */
   start(platformPort: number): Promise<void>;
   close(): Promise<void>;
@@ -123,6 +128,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     traffic,
     onInternal: options.onInternal,
     events: eventsRoute,
+    tls: options.tls,
   });
   const gateways = new GatewayService({
     store,
@@ -233,6 +239,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
             );
       return eventCalls(context.ref, method, args, traceparent);
     },
+    listenerPorts: () => listeners.ports(),
     api: {
       gateways,
       queue,

@@ -21,6 +21,7 @@ import {
   createGatewayHandler,
   createGatewayServer,
   createLambdaApi,
+  TlsReloader,
 } from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
@@ -50,6 +51,14 @@ export async function startPlatform(
   const version = await packageVersion();
   const logger = createLogger(config.logLevel, output);
   const notices: string[] = [];
+  // Read first: a missing or bad certificate stops the start with one line, before anything is started.
+  const tls =
+    config.tls === undefined
+      ? undefined
+      : new TlsReloader(config.tls, {
+          reloaded: (message) => logger.info(message),
+          failed: (message) => logger.warn(message),
+        });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const runDir = join(config.dataDir, 'run');
   // Uploads and builds interrupted by a crash left their scratch dirs here; nothing in it outlives a run.
@@ -62,6 +71,8 @@ export async function startPlatform(
   const layers = new LayerStore(config.dataDir, {
     timeoutMs: config.buildTimeoutMs,
     maxDiskBytes: config.buildMaxDiskBytes,
+    memoryBytes: config.buildMemoryBytes,
+    cpu: config.buildCpu,
   });
   await layers.init();
   // ctx.state: the embedded store, or Redis when state.redis.url is set (issue 5); an unreachable Redis
@@ -224,6 +235,8 @@ export async function startPlatform(
 
   for (const fn of store.listFunctions()) scheduler.activate(toDeployed(fn.active));
 
+  // The port once listening (config.port may be 0): an egress allow-list may not name it.
+  let listeningPort = config.port;
   // Traffic control, the durable queue, async invocations, triggers and EventGateways (issue 3).
   const events = createEventGateway({
     config: config.events,
@@ -233,6 +246,7 @@ export async function startPlatform(
     scheduler,
     logger,
     onInternal: (error) => logger.error({ err: error }, 'internal error'),
+    tls,
   });
   eventCalls = events.hostCalls;
   const deployer = new Deployer({
@@ -244,6 +258,10 @@ export async function startPlatform(
     isolations,
     limits: config.upload,
     tmpDir: join(config.dataDir, 'tmp'),
+    egressTenancy: {
+      platformPorts: () => [listeningPort, ...events.listenerPorts()],
+      functions: () => store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
+    },
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(
@@ -295,7 +313,7 @@ export async function startPlatform(
       { prefix: '/ui', handler: ui },
     ],
   });
-  const server = createGatewayServer(gateway.handle, gateway.invoke);
+  const server = createGatewayServer(gateway.handle, gateway.invoke, tls);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -313,6 +331,7 @@ export async function startPlatform(
     sandbox.close();
     logs.close();
     store.close();
+    tls?.close();
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE') {
       throw new HearthError(
@@ -325,8 +344,9 @@ export async function startPlatform(
     throw error;
   }
   const port = (server.address() as AddressInfo).port;
+  listeningPort = port;
   await events.start(port);
-  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  const url = `${tls === undefined ? 'http' : 'https'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },
     'hearth listening',
@@ -364,6 +384,7 @@ export async function startPlatform(
         sandbox.close();
         logs.close();
         store.close();
+        tls?.close();
         logger.flush();
       })();
       return closing;

@@ -23,6 +23,7 @@ import type { Isolation, Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
 import { formatBytes, type LayerStore } from './build/index.js';
+import { checkEgressTenancy, type EgressTenancy } from './egress-check.js';
 import { type CodeStore, receiveArchive, runArchiveJob, type UnpackLimits } from './packages/index.js';
 import type { Store, StoredDeployment, StoredFunction, StoredVersion } from './store/index.js';
 
@@ -40,6 +41,8 @@ export interface DeployerOptions {
   readonly isolations: ReadonlyMap<IsolationName, Isolation>;
   readonly limits: UnpackLimits;
   readonly tmpDir: string;
+  /** What an egress allow-list may not name (the platform's ports, other tenants' functions). */
+  readonly egressTenancy?: EgressTenancy;
 }
 
 export type DeployListener = (event: DeployEvent) => void;
@@ -580,6 +583,8 @@ export class Deployer {
       );
     }
     this.checkNetwork(origin, spec);
+    if (this.options.egressTenancy !== undefined)
+      checkEgressTenancy(origin, ref, spec, this.options.egressTenancy);
     this.runtimeFor(spec.runtime);
     this.isolationFor(spec.isolation ?? 'sandbox');
     return { ...manifest, metadata: { ...manifest.metadata, namespace: ref.namespace } };

@@ -17,6 +17,7 @@ import type { Dirent } from 'node:fs';
 import { chmod, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HearthError } from '../../domain/errors.js';
+import { formatBytes as formatUnits } from '../../domain/units.js';
 import { BUILD_TMP, type DependencyManifest, type Isolation, type Runtime } from '../../runtime/index.js';
 
 export interface LayerBuildRequest {
@@ -50,6 +51,9 @@ export interface LayerLimits {
   readonly maxDiskBytes: number;
   /** How often the scratch dir is measured. */
   readonly diskCheckMs?: number;
+  /** One build's memory cap (`build.memory`, hard, no swap) and CPU cap (`build.cpu`, cores). */
+  readonly memoryBytes?: number;
+  readonly cpu?: number;
 }
 
 export class LayerStore {
@@ -140,6 +144,9 @@ export class LayerStore {
         timeoutMs: this.limits.timeoutMs,
         onOutput: request.onOutput,
         signal: watch.start(),
+        ...(this.limits.memoryBytes === undefined || this.limits.cpu === undefined
+          ? {}
+          : { limits: { memoryBytes: this.limits.memoryBytes, cpu: this.limits.cpu } }),
       });
       await watch.stop();
       // A build that finished between two measurements may still have gone over: its layer is refused too.
@@ -149,7 +156,9 @@ export class LayerStore {
           'HEARTH_E_BUILD_FAILED',
           watch.over !== undefined
             ? `installing dependencies from ${from} stopped${atStep(lines)}: ${watch.over}`
-            : `installing dependencies from ${from} failed (${exitOf(outcome.exitCode)})${atStep(lines)}: ${reasonOf(lines)}`,
+            : outcome.outOfMemory === true
+              ? `installing dependencies from ${from} ran out of memory: the build's cap is ${capOf(this.limits.memoryBytes ?? 0)} (build.memory)`
+              : `installing dependencies from ${from} failed (${exitOf(outcome.exitCode)})${atStep(lines)}: ${reasonOf(lines)}`,
           {
             details: { output: outcome.tail, diskBytes: watch.peak, maxDiskBytes: this.limits.maxDiskBytes },
           },
@@ -281,6 +290,11 @@ export async function diskUse(dir: string): Promise<number> {
     }),
   );
   return sizes.reduce((sum, size) => sum + size, 0);
+}
+
+/** A memory cap as it is written in the config (`2Gi`), for the error that names it. */
+function capOf(bytes: number): string {
+  return formatUnits(bytes);
 }
 
 export function formatBytes(bytes: number): string {

@@ -106,11 +106,21 @@ interface Invoke {
 const channel = new Socket({ fd: 3, readable: true, writable: true });
 /** Frames sent during one tick, written together at its end. */
 let outbox: Buffer[] = [];
+/**
+ * Output the host has not taken yet (queued this tick, or in the socket's buffer) past which more is dropped
+ * and counted, then reported in one line: a function printing in a tight loop would otherwise queue output
+ * until its memory wall ends it (issue 10, the log flood).
+ */
+const LOG_BACKLOG = 1024 * 1024;
+let outboxLogBytes = 0;
+let droppedWrites = 0;
+let droppedBytes = 0;
 
 function flushOutbox(): void {
   if (outbox.length === 0) return;
   const frames = outbox;
   outbox = [];
+  outboxLogBytes = 0;
   // One write of one buffer: cheaper than a stream write per frame, and it is one syscall either way.
   channel.write(frames.length === 1 ? (frames[0] as Buffer) : Buffer.concat(frames));
 }
@@ -162,14 +172,39 @@ function clipLog(bytes: Buffer): Buffer {
   return Buffer.concat([bytes.subarray(0, end), Buffer.from(`… [truncated ${bytes.length - end} bytes]\n`)]);
 }
 
+/** One stderr line for the writes dropped so far, once there is room for it; later if there is none yet. */
+function reportDropped(): void {
+  if (droppedWrites === 0) return;
+  if (outboxLogBytes + channel.writableLength > LOG_BACKLOG) {
+    setTimeout(reportDropped, 50).unref();
+    return;
+  }
+  const notice = Buffer.from(
+    `[hearth] ${droppedWrites} writes (${droppedBytes} bytes) of output dropped: written faster than the platform takes them\n`,
+  );
+  droppedWrites = 0;
+  droppedBytes = 0;
+  outboxLogBytes += notice.length;
+  send(T_LOG, writerSeq(), 2, notice);
+}
+
 function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
   stream.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
-    const bytes =
-      typeof chunk === 'string'
-        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
-        : Buffer.from(chunk);
-    send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
     const done = typeof encoding === 'function' ? encoding : callback;
+    const textEncoding = typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8';
+    if (outboxLogBytes + channel.writableLength > LOG_BACKLOG) {
+      // Counted without being copied: a flood's garbage would otherwise outrun the collector to the memory wall.
+      droppedWrites += 1;
+      droppedBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk, textEncoding) : chunk.byteLength;
+      // Said once the backlog has drained, even when the function writes nothing more.
+      if (droppedWrites === 1) setTimeout(reportDropped, 50).unref();
+      if (typeof done === 'function') process.nextTick(done as () => void);
+      return true;
+    }
+    reportDropped();
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, textEncoding) : Buffer.from(chunk);
+    outboxLogBytes += Math.min(bytes.length, LOG_MAX);
+    send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
     if (typeof done === 'function') process.nextTick(done as () => void);
     return true;
   }) as typeof stream.write;
