@@ -8,7 +8,7 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { PlatformConfig } from './config.js';
-import type { HealthResponse } from './control/api/types.js';
+import type { HealthResponse, ReadinessResponse } from './control/api/types.js';
 import { CodeStore, createControlApi, Deployer, LayerStore, SqliteStore } from './control/index.js';
 import type { StoredVersion } from './control/store/index.js';
 import type { DeployedVersion } from './domain/deployment.js';
@@ -258,10 +258,20 @@ export async function startPlatform(
     instances: scheduler.instanceCount(),
     stemCells: scheduler.stemCellStats(),
   });
+  // Readiness (issue 11): the store is open by now; the stem-cell pools and the examples come after listen.
+  const readiness = { store: true, stemCells: false, examples: !config.examples };
+  const ready = (): { ready: boolean; body: ReadinessResponse } => {
+    const waitingFor = (['store', 'stemCells', 'examples'] as const).filter((check) => !readiness[check]);
+    return {
+      ready: waitingFor.length === 0,
+      body: { status: waitingFor.length === 0 ? 'ready' : 'starting', checks: { ...readiness }, waitingFor },
+    };
+  };
   const gateway = createGatewayHandler({
     scheduler,
     api,
     health,
+    readiness: ready,
     onInternal,
     traffic: events.traffic,
     asyncRoute: events.asyncRoute,
@@ -311,11 +321,18 @@ export async function startPlatform(
 
   const warming = scheduler
     .warm()
-    .catch((error: unknown) => logger.warn({ err: error }, 'stem cells failed to warm'));
+    .catch((error: unknown) => logger.warn({ err: error }, 'stem cells failed to warm'))
+    .finally(() => {
+      // Started, even if a start failed: the pools refill in the background and a take falls back to a spawn.
+      readiness.stemCells = true;
+    });
   if (config.examples)
     await deployExamples(deployer, sandbox.unavailable !== undefined, notices, (message) =>
       logger.warn(message),
     );
+  readiness.examples = true;
+  // `hearth ready` (and `hearth up`'s "listening" line, printed when this returns) only once /readyz says so.
+  await warming;
   for (const notice of notices) logger.warn(notice);
   logger.info({ url, functions: store.listFunctions().length }, 'hearth ready');
 
