@@ -9,12 +9,20 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { PlatformConfig } from './config.js';
 import type { HealthResponse, ReadinessResponse } from './control/api/types.js';
-import { CodeStore, createControlApi, Deployer, LayerStore, SqliteStore } from './control/index.js';
+import {
+  CodeStore,
+  createControlApi,
+  Deployer,
+  GarbageCollector,
+  LayerStore,
+  SqliteStore,
+} from './control/index.js';
 import type { StoredVersion } from './control/store/index.js';
 import type { DeployedVersion } from './domain/deployment.js';
 import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
+import { formatBytes } from './domain/units.js';
 import { createEventGateway } from './event-gateway.js';
 import { createFunctionCalls, createGatewayHandler, createGatewayServer } from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
@@ -118,7 +126,11 @@ export async function startPlatform(
     runtimes,
     isolations,
     slots,
-    code: { checkoutCode: (hash) => code.checkoutCode(hash), layerDir: (key) => layers.dir(key) },
+    code: {
+      checkoutCode: (hash) => code.checkoutCode(hash),
+      layerDir: (key) => layers.dir(key),
+      checkoutLayer: (key) => layers.checkout(key),
+    },
     logs: {
       write: (record) => {
         logs.write(record);
@@ -334,6 +346,17 @@ export async function startPlatform(
   // `hearth ready` (and `hearth up`'s "listening" line, printed when this returns) only once /readyz says so.
   await warming;
   for (const notice of notices) logger.warn(notice);
+  const gc = new GarbageCollector({
+    store,
+    code,
+    layers,
+    graceMs: config.gc.graceMs,
+    intervalMs: config.gc.intervalMs,
+    onCollected: (collected) =>
+      logger.info({ ...collected, freed: formatBytes(collected.freedBytes) }, 'garbage collected'),
+    onError: (error) => logger.warn({ err: error }, 'garbage collection failed'),
+  });
+  gc.start();
   logger.info({ url, functions: store.listFunctions().length }, 'hearth ready');
 
   let closing: Promise<void> | undefined;
@@ -346,6 +369,7 @@ export async function startPlatform(
       closing ??= (async () => {
         server.close();
         server.closeAllConnections();
+        await gc.stop();
         await warming;
         await events.close();
         await scheduler.close();

@@ -83,11 +83,15 @@ export class ColdStarter {
     phases.code = performance.now() - clock;
     const network = networkModeOf(version.spec.egress);
     const pool = this.stemPool(runtime, isolation, network);
+    // Held while the instance lives, so the garbage collector never takes a layer from under it.
+    const layer =
+      version.deps === undefined ? undefined : this.options.code.checkoutLayer?.(version.deps.key);
     let cell: Awaited<ReturnType<StemCellPool['take']>> | undefined;
     try {
       cell = await pool.take();
       phases.stemCell = performance.now() - clock - phases.code;
-      const depsDir = version.deps === undefined ? undefined : this.options.code.layerDir(version.deps.key);
+      const depsDir =
+        version.deps === undefined ? undefined : (layer?.dir ?? this.options.code.layerDir(version.deps.key));
       await this.options.slots.attach(cell.slot, {
         codeDir: code.dir,
         codeFiles: version.code.files,
@@ -120,6 +124,7 @@ export class ColdStarter {
         (log) => logs.write({ ...log, ref: version.ref, version: version.version, instanceId: instance.id }),
         () => {
           code.release();
+          layer?.release();
           void slots.release(cell?.slot ?? { id: '', hostDir: '' });
         },
       );
@@ -175,6 +180,7 @@ export class ColdStarter {
     } catch (error) {
       if (cell !== undefined) await pool.discard(cell);
       code.release();
+      layer?.release();
       throw error;
     }
   }
