@@ -170,9 +170,10 @@ export async function coldBurstBench({
   atOnceCount = 100,
   sustainedCount = 300,
   parts = ['backToBack', 'atOnce', 'sustained'],
+  config = {},
 } = {}) {
   const results = {};
-  const hearth = await startHearth({ serverTiming: true });
+  const hearth = await startHearth({ serverTiming: true, ...config });
   try {
     if (parts.includes('backToBack')) {
       results.backToBack = {};
@@ -185,7 +186,7 @@ export async function coldBurstBench({
   }
   if (!parts.includes('sustained')) return results;
   // A platform of its own: the instances the parts above left are not the budget this one starts with.
-  const fresh = await startHearth({ serverTiming: true });
+  const fresh = await startHearth({ serverTiming: true, ...config });
   try {
     results.sustained = await sustained(fresh.url, sustainedCount, 4);
   } finally {
