@@ -5,6 +5,8 @@ import { abuseBench } from './abuse.mjs';
 import { buildsBench } from './builds.mjs';
 import { cloudEventsBench } from './cloudevents.mjs';
 import { coldBench } from './cold.mjs';
+import { coldBurstBench } from './cold-burst.mjs';
+import { densityBench } from './density.mjs';
 import { egressBench } from './egress.mjs';
 import { asyncBench, eventsBench } from './events.mjs';
 import { eventSourcingBench } from './eventsourcing.mjs';
@@ -35,6 +37,8 @@ const results =
     : { ...kept, reruns: [...reruns, { date: started.toISOString(), sections: only }] };
 if (want('warm')) results.warm = await warmBench({ seconds: 5, connections: 50, rounds: 9 });
 if (want('cold')) results.cold = await coldBench({ count: 24 });
+if (want('cold-burst')) results.coldBurst = await coldBurstBench();
+if (want('density')) results.density = await densityBench();
 if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
 if (want('telemetry')) results.telemetry = await telemetryBench({ seconds: 5, connections: 50, rounds: 6 });
 if (want('state')) results.state = await stateBench({ rounds: 5, perRound: 1000 });
@@ -108,6 +112,45 @@ if (results.cold) {
     }),
     '',
     `${c['stem cells'].node20.n} functions per runtime. Bars: node20 p50 ≤ 10 ms (${pass(c['stem cells'].node20.p50 <= 10)}), python3 p50 ≤ 25 ms (${pass(c['stem cells'].python3.p50 <= 25)}). The seed's figures were 450 ms and 680 ms.`,
+    '',
+  );
+}
+if (results.coldBurst) {
+  const c = results.coldBurst;
+  const b = c.backToBack;
+  lines.push(
+    '## Cold starts in bursts (distinct idle functions, sandboxed, time to first byte, a fresh connection each)',
+    '',
+    '| burst | n | p50 ms | p95 ms | p99 ms | stem-cell pool misses | bar |',
+    '|---|---:|---:|---:|---:|---:|---|',
+    ...['node20', 'python3'].map(
+      (r) =>
+        `| ${r}, back to back | ${b[r].n} | ${b[r].p50} | ${b[r].p95} | — | ${b[r].poolMisses} | p50 ≤ 5, p95 ≤ 30: ${pass(b[r].p50 <= 5 && b[r].p95 <= 30)} |`,
+    ),
+    `| half node20, half python3, all at once | ${c.atOnce.n} (${c.atOnce.ok} answered 200) | ${c.atOnce.p50} | — | ${c.atOnce.p99} | ${c.atOnce.poolMisses} | all 200, p99 ≤ 150: ${pass(c.atOnce.ok === c.atOnce.n && c.atOnce.p99 <= 150)} |`,
+    '',
+    `Sustained: ${c.sustained.n} distinct functions (node20 and python3 alternating) called by ${c.sustained.clients} clients in a closed loop: **${c.sustained.coldPerSecond} cold starts/s** (${c.sustained.ok} answered 200, p50 ${c.sustained.p50} ms, p99 ${c.sustained.p99} ms); bar ≥ 100/s: ${pass(c.sustained.coldPerSecond >= 100)}.`,
+    '',
+    "Each part starts with the stem-cell pools full and never waits for them between calls: a burst is served by the cells ready at its start plus what boots during it. A miss costs a whole sandboxed runtime boot (bubblewrap, cgroups, seccomp, then the interpreter), which on two shared cores is hundreds of milliseconds; `node bench/run.mjs cold-burst` runs this section alone (`COLD_BURST_TIMINGS=1 node bench/cold-burst.mjs` prints each request's Server-Timing).",
+    '',
+  );
+}
+if (results.density) {
+  const d = results.density;
+  lines.push(
+    `## Density (${d.functions} deployed functions, half node20 and half python3, ${d.warm} of them warm)`,
+    '',
+    '| measure | value |',
+    '|---|---:|',
+    `| live instances | ${d.liveInstances} |`,
+    `| gateway process RSS (MiB) | ${d.gatewayRssMiB} |`,
+    `| one idle warm instance, PSS (MiB): node20 / python3 | ${d.idleInstancePssMiB.node20} / ${d.idleInstancePssMiB.python3} |`,
+    `| the platform and every instance, PSS (MiB) | ${d.totalPssMiB} |`,
+    `| warm invocation across the ${d.warm}, p50 / p99 (ms) | ${d.warmInvoke.p50} / ${d.warmInvoke.p99} |`,
+    `| control API (describe, stats), p50 / p99 (ms) | ${d.api.p50} / ${d.api.p99} |`,
+    `| deploying the ${d.functions} (s) | ${d.deploySeconds} |`,
+    '',
+    `Bar: an idle instance ≤ 8 MiB PSS: ${pass(Math.max(d.idleInstancePssMiB.node20 ?? 99, d.idleInstancePssMiB.python3 ?? 99) <= 8)}. \`node bench/run.mjs density\` runs this section alone.`,
     '',
   );
 }

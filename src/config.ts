@@ -135,6 +135,8 @@ export const configFileSchema = z.strictObject({
   autoscaler: autoscalerConfigSchema.optional(),
   queueLimit: z.int().min(0).max(1_000_000).optional(),
   codeCache: bytes.optional(),
+  /** Garbage collection of unreferenced code packages and dependency layers (issue 11). */
+  gc: z.strictObject({ grace: duration.optional(), interval: duration.optional() }).optional(),
   logRecords: z.int().min(1000).optional(),
   buildTimeout: duration.optional(),
   build: z
@@ -203,6 +205,8 @@ export interface PlatformConfig {
   readonly autoscaler: AutoscalerConfig;
   readonly queueLimit: number;
   readonly codeCacheBytes: number;
+  /** Unreferenced packages and layers are deleted once unused this long (default 1 h), checked every `intervalMs`. */
+  readonly gc: { readonly graceMs: number; readonly intervalMs: number };
   readonly logRecords: number;
   readonly buildTimeoutMs: number;
   /** Dependency builds' scratch disk cap (`build.maxDisk`, default 4 GiB). */
@@ -305,6 +309,11 @@ export function resolveConfig(
     }),
     queueLimit: merged.queueLimit ?? 10_000,
     codeCacheBytes: size(merged.codeCache, 1024 ** 3),
+    gc: Object.freeze({
+      graceMs: merged.gc?.grace === undefined ? 3_600_000 : (parseDuration(merged.gc.grace) ?? 3_600_000),
+      intervalMs:
+        merged.gc?.interval === undefined ? 600_000 : (parseDuration(merged.gc.interval) ?? 600_000),
+    }),
     logRecords: merged.logRecords ?? 200_000,
     buildTimeoutMs:
       merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),

@@ -8,13 +8,21 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { PlatformConfig } from './config.js';
-import type { HealthResponse } from './control/api/types.js';
-import { CodeStore, createControlApi, Deployer, LayerStore, SqliteStore } from './control/index.js';
+import type { HealthResponse, ReadinessResponse } from './control/api/types.js';
+import {
+  CodeStore,
+  createControlApi,
+  Deployer,
+  GarbageCollector,
+  LayerStore,
+  SqliteStore,
+} from './control/index.js';
 import type { StoredVersion } from './control/store/index.js';
 import type { DeployedVersion } from './domain/deployment.js';
 import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
+import { formatBytes } from './domain/units.js';
 import { createEventGateway } from './event-gateway.js';
 import {
   createFunctionCalls,
@@ -138,7 +146,11 @@ export async function startPlatform(
     runtimes,
     isolations,
     slots,
-    code: { checkoutCode: (hash) => code.checkoutCode(hash), layerDir: (key) => layers.dir(key) },
+    code: {
+      checkoutCode: (hash) => code.checkoutCode(hash),
+      layerDir: (key) => layers.dir(key),
+      checkoutLayer: (key) => layers.checkout(key),
+    },
     logs: {
       write: (record) => {
         logs.write(record);
@@ -286,10 +298,20 @@ export async function startPlatform(
     instances: scheduler.instanceCount(),
     stemCells: scheduler.stemCellStats(),
   });
+  // Readiness (issue 11): the store is open by now; the stem-cell pools and the examples come after listen.
+  const readiness = { store: true, stemCells: false, examples: !config.examples };
+  const ready = (): { ready: boolean; body: ReadinessResponse } => {
+    const waitingFor = (['store', 'stemCells', 'examples'] as const).filter((check) => !readiness[check]);
+    return {
+      ready: waitingFor.length === 0,
+      body: { status: waitingFor.length === 0 ? 'ready' : 'starting', checks: { ...readiness }, waitingFor },
+    };
+  };
   const gateway = createGatewayHandler({
     scheduler,
     api,
     health,
+    readiness: ready,
     onInternal,
     traffic: events.traffic,
     asyncRoute: events.asyncRoute,
@@ -354,12 +376,30 @@ export async function startPlatform(
 
   const warming = scheduler
     .warm()
-    .catch((error: unknown) => logger.warn({ err: error }, 'stem cells failed to warm'));
+    .catch((error: unknown) => logger.warn({ err: error }, 'stem cells failed to warm'))
+    .finally(() => {
+      // Started, even if a start failed: the pools refill in the background and a take falls back to a spawn.
+      readiness.stemCells = true;
+    });
   if (config.examples)
     await deployExamples(deployer, sandbox.unavailable !== undefined, notices, (message) =>
       logger.warn(message),
     );
+  readiness.examples = true;
+  // `hearth ready` (and `hearth up`'s "listening" line, printed when this returns) only once /readyz says so.
+  await warming;
   for (const notice of notices) logger.warn(notice);
+  const gc = new GarbageCollector({
+    store,
+    code,
+    layers,
+    graceMs: config.gc.graceMs,
+    intervalMs: config.gc.intervalMs,
+    onCollected: (collected) =>
+      logger.info({ ...collected, freed: formatBytes(collected.freedBytes) }, 'garbage collected'),
+    onError: (error) => logger.warn({ err: error }, 'garbage collection failed'),
+  });
+  gc.start();
   logger.info({ url, functions: store.listFunctions().length }, 'hearth ready');
 
   let closing: Promise<void> | undefined;
@@ -372,6 +412,7 @@ export async function startPlatform(
       closing ??= (async () => {
         server.close();
         server.closeAllConnections();
+        await gc.stop();
         await warming;
         await events.close();
         await scheduler.close();

@@ -63,8 +63,10 @@ export interface GatewayOptions {
   readonly scheduler: Scheduler;
   /** Handles `/api/…`. */
   readonly api: Handler;
-  /** Answers `/healthz`. */
+  /** Answers `/healthz` (liveness: the process serves HTTP). */
   readonly health: () => unknown;
+  /** Answers `/readyz`: 200 when `ready`, else 503, with `body` either way. */
+  readonly readiness?: () => { readonly ready: boolean; readonly body: unknown };
   readonly onInternal: (error: unknown) => void;
   /** Add a `Server-Timing` header to invocation responses. */
   readonly serverTiming?: boolean;
@@ -121,7 +123,10 @@ export function createGatewayHandler(options: GatewayOptions): GatewayHandlers {
         // `/api/v1/` is the control API; other `/api/…` paths may be EventGateway routes (the seed's `/api/orders`).
         if (url.startsWith('/api/v1/') || routes?.(req, res) !== true) options.api(req, res);
       } else if (url === '/healthz' || url.startsWith('/healthz?')) sendJson(res, 200, options.health());
-      else if (mounts.some((mount) => mountMatches(url, mount.prefix)))
+      else if (options.readiness !== undefined && (url === '/readyz' || url.startsWith('/readyz?'))) {
+        const readiness = options.readiness();
+        sendJson(res, readiness.ready ? 200 : 503, readiness.body);
+      } else if (mounts.some((mount) => mountMatches(url, mount.prefix)))
         mounts.find((mount) => mountMatches(url, mount.prefix))?.handler(req, res);
       else if (routes?.(req, res) === true) return;
       else if (url === '/' || url.startsWith('/?'))

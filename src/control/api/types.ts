@@ -271,6 +271,21 @@ export interface LogRecord {
   readonly message: string;
 }
 
+/**
+ * `GET /readyz`: 200 once the platform can serve what it was started with (the store open, the stem-cell
+ * pools started, the bundled examples deployed), 503 with the same body until then. `/healthz` is liveness.
+ */
+export interface ReadinessResponse {
+  readonly status: 'ready' | 'starting';
+  readonly checks: {
+    readonly store: boolean;
+    readonly stemCells: boolean;
+    readonly examples: boolean;
+  };
+  /** The checks not yet passed, by name. */
+  readonly waitingFor: readonly ('store' | 'stemCells' | 'examples')[];
+}
+
 export interface HealthResponse {
   readonly status: 'ok';
   readonly version: string;

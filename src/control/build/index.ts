@@ -14,7 +14,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import type { Dirent } from 'node:fs';
-import { chmod, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HearthError } from '../../domain/errors.js';
 import { formatBytes as formatUnits } from '../../domain/units.js';
@@ -56,8 +56,13 @@ export interface LayerLimits {
   readonly cpu?: number;
 }
 
+/** A layer directory's name: `<runtime>-<32 hex>` (see `keyOf`). */
+const LAYER_KEY = /^[a-z0-9]+-[0-9a-f]{32}$/;
+
 export class LayerStore {
   private readonly building = new Map<string, Promise<LayerResult>>();
+  /** Layers bound to instances now, by key: never collected while held. */
+  private readonly pins = new Map<string, number>();
   private readonly layersDir: string;
   private readonly workDir: string;
   private readonly cacheDir: string;
@@ -110,6 +115,54 @@ export class LayerStore {
     return join(this.layersDir, key);
   }
 
+  /** The layer's directory, held against collection until `release` (an instance bound to it). */
+  checkout(key: string): { readonly dir: string; release(): void } {
+    this.pins.set(key, (this.pins.get(key) ?? 0) + 1);
+    let released = false;
+    return {
+      dir: this.dir(key),
+      release: () => {
+        if (released) return;
+        released = true;
+        const count = (this.pins.get(key) ?? 1) - 1;
+        if (count > 0) this.pins.set(key, count);
+        else this.pins.delete(key);
+      },
+    };
+  }
+
+  /** Every built layer and when it was last built or reused. */
+  async list(): Promise<{ key: string; usedAt: number }[]> {
+    const layers: { key: string; usedAt: number }[] = [];
+    for (const name of await readdir(this.layersDir)) {
+      if (!LAYER_KEY.test(name)) continue;
+      const stats = await lstat(join(this.layersDir, name)).catch(() => undefined);
+      if (stats?.isDirectory() === true) layers.push({ key: name, usedAt: stats.mtimeMs });
+    }
+    return layers;
+  }
+
+  /**
+   * Deletes a layer nothing holds or builds and nobody used after `unusedSince`; returns the bytes freed, or
+   * undefined when it was kept. Renamed
+   * aside first, so a crash mid-delete leaves no half layer under its key (init clears `tmp/`).
+   */
+  async remove(key: string, unusedSince: number): Promise<number | undefined> {
+    if (!LAYER_KEY.test(key) || this.pins.has(key) || this.building.has(key)) return undefined;
+    // Reused since the collector looked (a deploy's `ensure` touches it): kept.
+    const stats = await lstat(this.dir(key)).catch(() => undefined);
+    if (stats === undefined || stats.mtimeMs > unusedSince) return undefined;
+    const bytes = await diskUse(this.dir(key));
+    const doomed = join(this.workDir, `build-gc-${randomBytes(6).toString('hex')}`);
+    try {
+      await rename(this.dir(key), doomed);
+    } catch {
+      return undefined;
+    }
+    await rm(doomed, { recursive: true, force: true });
+    return bytes;
+  }
+
   async has(key: string): Promise<boolean> {
     return (await stat(this.dir(key)).catch(() => undefined))?.isDirectory() === true;
   }
@@ -117,7 +170,12 @@ export class LayerStore {
   /** Builds the layer unless it exists; concurrent requests for one key share one build. */
   async ensure(request: LayerBuildRequest): Promise<LayerResult> {
     const key = await this.keyOf(request.runtime, request.sourceDir, request.manifest, request);
-    if (await this.has(key)) return { key, cached: true, ms: 0 };
+    if (await this.has(key)) {
+      // Used again: the garbage collector's grace period runs from now (see CodeStore.put).
+      const now = new Date();
+      await utimes(this.dir(key), now, now).catch(() => undefined);
+      return { key, cached: true, ms: 0 };
+    }
     const running = this.building.get(key);
     if (running !== undefined) return running;
     const build = this.build(key, request).finally(() => this.building.delete(key));
