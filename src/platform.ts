@@ -7,6 +7,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { assertCryptoSupport } from './compliance/index.js';
 import type { PlatformConfig } from './config.js';
 import type { HealthResponse } from './control/api/types.js';
 import { CodeStore, createControlApi, Deployer, LayerStore, SqliteStore } from './control/index.js';
@@ -42,6 +43,8 @@ export async function startPlatform(
   config: PlatformConfig,
   output?: NodeJS.WritableStream,
 ): Promise<RunningPlatform> {
+  // Secrets, the audit chain and SM4 invocations rest on SM4 and SM3: refuse to start without them (issue 13).
+  assertCryptoSupport();
   const version = await packageVersion();
   const logger = createLogger(config.logLevel, output);
   const notices: string[] = [];
