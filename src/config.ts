@@ -5,6 +5,7 @@ import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { type ComplianceConfig, complianceConfigSchema, resolveCompliance } from './compliance/config.js';
 import { HearthError } from './domain/errors.js';
 import { validationError } from './domain/function.js';
 import { parseBytes, parseDuration } from './domain/units.js';
@@ -154,6 +155,7 @@ export const configFileSchema = z.strictObject({
   python: z.string().min(1).optional(),
   ...observabilityConfigSchema.shape,
   ...eventsConfigSchema.shape,
+  ...complianceConfigSchema.shape,
 });
 
 export type ConfigFile = z.infer<typeof configFileSchema>;
@@ -206,6 +208,8 @@ export interface PlatformConfig {
   readonly python: string | undefined;
   readonly observe: ObservabilityConfig;
   readonly events: EventsConfig;
+  /** Secrets and the audit log (issue 13). */
+  readonly compliance: ComplianceConfig;
 }
 
 /** The autoscaler, resolved (issue 4). */
@@ -266,10 +270,11 @@ export function resolveConfig(
   } as ConfigFile;
   const size = (value: string | number | undefined, fallback: number): number =>
     value === undefined ? fallback : (parseBytes(value) ?? fallback);
+  const dataDir = resolve(merged.dataDir ?? '.hearth');
   return Object.freeze({
     port: merged.port ?? 8080,
     host: merged.host ?? '127.0.0.1',
-    dataDir: resolve(merged.dataDir ?? '.hearth'),
+    dataDir,
     examples: merged.examples ?? true,
     logLevel: merged.logLevel ?? 'info',
     stemCells: Object.freeze({
@@ -305,6 +310,7 @@ export function resolveConfig(
     python: merged.python,
     observe: resolveObservability(merged),
     events: resolveEvents(merged),
+    compliance: resolveCompliance(merged, dataDir),
   });
 }
 

@@ -7,7 +7,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { assertCryptoSupport } from './compliance/index.js';
+import { assertCryptoSupport, Keyring, SecretStore } from './compliance/index.js';
 import type { PlatformConfig } from './config.js';
 import type { HealthResponse } from './control/api/types.js';
 import { CodeStore, createControlApi, Deployer, LayerStore, SqliteStore } from './control/index.js';
@@ -54,6 +54,27 @@ export async function startPlatform(
   await rm(join(config.dataDir, 'tmp'), { recursive: true, force: true });
 
   const store = new SqliteStore(join(config.dataDir, 'hearth.db'));
+  // Secrets (issue 13): sealed in hearth.db under the master key; a rotation a crash interrupted is finished here.
+  const keyring = new Keyring({
+    keyFile: config.compliance.secrets.keyFile,
+    envKey: process.env.HEARTH_MASTER_KEY,
+  });
+  const secrets = new SecretStore({
+    file: join(config.dataDir, 'hearth.db'),
+    keyring,
+    algorithm: config.compliance.secrets.algorithm,
+  });
+  if (keyring.created) logger.info(`created the master key file ${keyring.source} (0600)`);
+  if (keyring.rotationPending) {
+    const { resealed, keyId } = secrets.rotateKey();
+    logger.info(
+      `finished an interrupted master key rotation: ${resealed} secret(s) re-sealed under key ${keyId}`,
+    );
+  }
+  for (const name of secrets.unreadable())
+    notices.push(
+      `secret ${name} is sealed under a master key that is not loaded; functions using it will not start`,
+    );
   const logs = new LogStore({ file: join(config.dataDir, 'logs.db'), maxRecords: config.logRecords });
   const code = new CodeStore({ dataDir: config.dataDir, cacheBytes: config.codeCacheBytes });
   await code.init();
@@ -128,7 +149,10 @@ export async function startPlatform(
         observability?.shipLog?.(record);
       },
     },
-    bindEnv: (deployed) => platformEnv(deployed, config.observe.redisUrl),
+    bindEnv: (deployed) => ({
+      ...platformEnv(deployed, config.observe.redisUrl),
+      ...secrets.bindEnv(deployed.ref.namespace, deployed.manifest.spec.secrets),
+    }),
     policy: createScalingPolicy(config.autoscaler.policy, config.autoscaler),
     autoscaler: config.autoscaler,
     maxMemoryBytes: config.maxMemoryBytes,
@@ -240,7 +264,16 @@ export async function startPlatform(
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(
-    { store, deployer, scheduler, logs, onInternal, events: events.api, walls: sandbox.walls },
+    {
+      store,
+      deployer,
+      scheduler,
+      logs,
+      onInternal,
+      events: events.api,
+      walls: sandbox.walls,
+      compliance: { secrets },
+    },
     version,
   );
   const health = (): HealthResponse => ({
@@ -343,6 +376,7 @@ export async function startPlatform(
         await sandbox.closeWalls();
         sandbox.close();
         logs.close();
+        secrets.close();
         store.close();
         logger.flush();
       })();

@@ -12,6 +12,7 @@ import * as logs from './commands/logs.js';
 import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
 import * as rm from './commands/rm.js';
+import * as secret from './commands/secret.js';
 import * as top from './commands/top.js';
 import { exitCodeOf, failureLine, oneLine } from './errors.js';
 import { type CliIo, processIo } from './io.js';
@@ -86,7 +87,7 @@ export function buildProgram(context: CommandContext): Command {
       outputError: () => {},
     });
   registerUp(program, context);
-  for (const command of [create, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm])
+  for (const command of [create, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm, secret])
     command.register(program, context);
   return program;
 }

@@ -3,4 +3,14 @@
  * audit log and its sinks. Other parts import only this file.
  */
 
+import type { SecretStore } from './secrets.js';
+
+export { type ComplianceConfig, complianceConfigSchema, resolveCompliance } from './config.js';
 export { assertCryptoSupport, missingAlgorithms } from './crypto-check.js';
+export { Keyring } from './keyring.js';
+export { SECRET_FILES_ENV, SecretStore, type SecretSummary } from './secrets.js';
+
+/** What the control API works with. */
+export interface ComplianceApi {
+  readonly secrets: SecretStore;
+}

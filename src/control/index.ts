@@ -15,6 +15,7 @@ import { listFunctions } from './api/functions-list.js';
 import { eventRoutes } from './api/gateways.js';
 import { openApi } from './api/openapi.js';
 import { createRouter, type Route } from './api/router.js';
+import { secretRoutes } from './api/secrets.js';
 import { stats } from './api/stats.js';
 
 export type { ApiContext } from './api/context.js';
@@ -39,6 +40,7 @@ export function createControlApi(context: ApiContext, version: string): Handler 
     stats(context),
   ];
   routes.push(...eventRoutes(context));
+  routes.push(...secretRoutes(context));
   routes.push(openApi(() => routes, version));
   return createRouter(routes, context.onInternal);
 }

@@ -7,9 +7,10 @@
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -301,6 +302,7 @@ async function onBind(bind: Bind): Promise<void> {
     AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(bind.memoryMiB),
   });
   try {
+    writeSecretFiles();
     process.chdir(bind.codeDir);
     const loaded = await loadHandler(bind);
     handler = loaded.fn;
@@ -311,6 +313,24 @@ async function onBind(bind: Bind): Promise<void> {
   } catch (error) {
     send(T_BOUND, 0, { ok: false, error: describe(error) });
   }
+}
+
+/**
+ * Secrets with a mountPath (issue 13) arrive in the Bind env as HEARTH_SECRET_FILES, JSON of
+ * {"<mountPath>/<key>": base64}; they become files in a 0700 folder of the instance's private tmp, and
+ * HEARTH_SECRETS_DIR names it. The variable is removed before the handler loads.
+ */
+function writeSecretFiles(): void {
+  const encoded = process.env.HEARTH_SECRET_FILES;
+  delete process.env.HEARTH_SECRET_FILES;
+  if (encoded === undefined) return;
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-secrets-'));
+  for (const [path, value] of Object.entries(JSON.parse(encoded) as Record<string, string>)) {
+    const file = join(dir, path);
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    writeFileSync(file, Buffer.from(value, 'base64'), { mode: 0o400 });
+  }
+  process.env.HEARTH_SECRETS_DIR = dir;
 }
 
 function formatOf(name: Bind['eventFormat'], commonJsNamed: boolean): number {

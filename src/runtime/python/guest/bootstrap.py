@@ -530,6 +530,24 @@ def arity(fn):
     return min(positional, 2)
 
 
+def write_secret_files():
+    """Secrets with a mountPath (issue 13): HEARTH_SECRET_FILES, JSON of {"<mountPath>/<key>": base64},
+    becomes files in a 0700 folder of the instance's private tmp named by HEARTH_SECRETS_DIR."""
+    encoded = os.environ.pop("HEARTH_SECRET_FILES", None)
+    if encoded is None:
+        return
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="hearth-secrets-")
+    for path, value in json.loads(encoded).items():
+        target = os.path.join(folder, path)
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(base64.b64decode(value))
+    os.environ["HEARTH_SECRETS_DIR"] = folder
+
+
 class Function:
     def __init__(self, bound):
         global max_body_bytes
@@ -545,6 +563,7 @@ class Function:
             AWS_LAMBDA_FUNCTION_VERSION=str(bound["version"]),
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(bound["memoryMiB"]),
         )
+        write_secret_files()
         os.chdir(bound["codeDir"])
         sys.path.insert(0, bound["codeDir"])
         if bound.get("depsDir"):
