@@ -7,7 +7,16 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { assertCryptoSupport, Keyring, SecretStore } from './compliance/index.js';
+import {
+  AuditLog,
+  assertCryptoSupport,
+  auditInvocations,
+  createSink,
+  Keyring,
+  recordRequest,
+  SecretStore,
+  SinkRunner,
+} from './compliance/index.js';
 import type { PlatformConfig } from './config.js';
 import type { HealthResponse } from './control/api/types.js';
 import { CodeStore, createControlApi, Deployer, LayerStore, SqliteStore } from './control/index.js';
@@ -71,6 +80,17 @@ export async function startPlatform(
       `finished an interrupted master key rotation: ${resealed} secret(s) re-sealed under key ${keyId}`,
     );
   }
+  // The audit log (issue 13): its own file, SM3-chained, with Ed25519 checkpoints and real-time sinks.
+  const audit = new AuditLog({
+    file: join(config.dataDir, 'audit.db'),
+    signingKeyFile: config.compliance.audit.signingKeyFile,
+    checkpointEvery: config.compliance.audit.checkpointEvery,
+  });
+  const auditSinks = config.compliance.audit.sinks.map(
+    (sink) => new SinkRunner(audit, createSink(sink), (message) => logger.warn(message)),
+  );
+  for (const runner of auditSinks) runner.start();
+  const stopAuditingInvocations = config.compliance.audit.invocations ? auditInvocations(audit) : undefined;
   for (const name of secrets.unreadable())
     notices.push(
       `secret ${name} is sealed under a master key that is not loaded; functions using it will not start`,
@@ -239,6 +259,14 @@ export async function startPlatform(
     alerts: observability.alerts,
   });
   const metricsRoute = observability.metrics?.handler;
+  observability.metrics?.addGauge(
+    'hearth_audit_sink_lag',
+    'Audit records appended but not yet delivered to the sink',
+    ['sink'],
+    (set) => {
+      for (const runner of auditSinks) set({ sink: runner.sink.name }, runner.lag);
+    },
+  );
 
   for (const fn of store.listFunctions()) scheduler.activate(toDeployed(fn.active));
 
@@ -272,7 +300,12 @@ export async function startPlatform(
       onInternal,
       events: events.api,
       walls: sandbox.walls,
-      compliance: { secrets },
+      compliance: {
+        secrets,
+        audit,
+        sinks: auditSinks,
+        recordRequest: (request, response, action) => recordRequest(audit, request, response, action),
+      },
     },
     version,
   );
@@ -377,6 +410,9 @@ export async function startPlatform(
         sandbox.close();
         logs.close();
         secrets.close();
+        stopAuditingInvocations?.();
+        await Promise.all(auditSinks.map((runner) => runner.stop()));
+        audit.close();
         store.close();
         logger.flush();
       })();

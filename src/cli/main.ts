@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import * as apply from './commands/apply.js';
+import * as audit from './commands/audit.js';
 import * as deploy from './commands/deploy.js';
 import * as describe from './commands/describe.js';
 import * as dlq from './commands/dlq.js';
@@ -87,7 +88,7 @@ export function buildProgram(context: CommandContext): Command {
       outputError: () => {},
     });
   registerUp(program, context);
-  for (const command of [create, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm, secret])
+  for (const command of [create, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm, secret, audit])
     command.register(program, context);
   return program;
 }
