@@ -172,6 +172,7 @@ export async function startPlatform(
     bindEnv: (deployed) => ({
       ...platformEnv(deployed, config.observe.redisUrl),
       ...secrets.bindEnv(deployed.ref.namespace, deployed.manifest.spec.secrets),
+      ...secrets.encryptionEnv(deployed.ref.namespace, deployed.manifest.spec.encryption),
     }),
     policy: createScalingPolicy(config.autoscaler.policy, config.autoscaler),
     autoscaler: config.autoscaler,

@@ -5,10 +5,11 @@
  */
 
 import Database from 'better-sqlite3';
-import type { SecretRef } from '../domain/compliance.js';
+import type { EncryptionSpec, SecretRef } from '../domain/compliance.js';
 import { HearthError } from '../domain/errors.js';
 import type { Keyring } from './keyring.js';
 import { open, type SealAlgorithm, seal, sealedKeyId } from './sealing.js';
+import { parseSm4Key } from './sm4-gcm.js';
 
 /** What anyone may see of a secret. */
 export interface SecretSummary {
@@ -27,6 +28,8 @@ export type SecretEnv = Readonly<Record<string, string>>;
 
 /** The Bind env variable carrying `mountPath` files (JSON `{relative path: base64}`); the guest removes it. */
 export const SECRET_FILES_ENV = 'HEARTH_SECRET_FILES';
+/** The Bind env variable carrying the SM4 key of `spec.encryption` (32 hex digits); the guest removes it. */
+export const SM4_KEY_ENV = 'HEARTH_SM4_KEY';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS secrets (
@@ -242,6 +245,33 @@ export class SecretStore {
     }
     if (Object.keys(files).length > 0) env[SECRET_FILES_ENV] = JSON.stringify(files);
     return env;
+  }
+
+  /** The Bind env for `spec.encryption`: the SM4 key, from its secret, for the guest to take and remove. */
+  encryptionEnv(namespace: string, encryption: EncryptionSpec | undefined): SecretEnv {
+    if (encryption === undefined) return {};
+    const { secret, key } = encryption.key;
+    const value = this.values(namespace, secret)?.get(key);
+    if (value === undefined)
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `spec.encryption.key: secret "${secret}" in namespace ${namespace} has no key "${key}"; create it with: hearth secret set ${secret} --from-literal ${key}=$(openssl rand -hex 16)`,
+        {
+          details: {
+            field: 'spec.encryption.key',
+            value: `${secret}/${key}`,
+            expected: 'an existing secret key',
+          },
+        },
+      );
+    const sm4Key = parseSm4Key(value);
+    if (sm4Key === undefined)
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `spec.encryption.key: secret "${secret}" key "${key}" is not a 128-bit SM4 key (32 hex digits or 16 bytes)`,
+        { details: { field: 'spec.encryption.key', value: `${secret}/${key}`, expected: '32 hex digits' } },
+      );
+    return { [SM4_KEY_ENV]: sm4Key.toString('hex') };
   }
 
   close(): void {

@@ -37,6 +37,19 @@ export const secretRefSchema = z
     message: 'env (variables from keys) or mountPath (every key as a file), or both',
   });
 
+/**
+ * SM4 on the transaction path: request bodies arrive sealed with SM4-GCM under a key kept in a Secret,
+ * are opened only inside the function's sandbox, and answers are sealed back (docs: "Compliance").
+ */
+export const encryptionSchema = z.strictObject({
+  algorithm: z.literal('sm4-gcm', { message: '"sm4-gcm"' }),
+  key: z.strictObject({
+    secret: secretName,
+    key: z.string().regex(SECRET_KEY, 'a key of the secret holding 32 hex digits (128 bits)'),
+  }),
+});
+export type EncryptionSpec = z.output<typeof encryptionSchema>;
+
 export const secretRefsSchema = z.array(secretRefSchema).max(32);
 export type SecretRef = z.output<typeof secretRefSchema>;
 

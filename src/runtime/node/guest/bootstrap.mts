@@ -7,6 +7,7 @@
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { createCipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
@@ -301,6 +302,9 @@ async function onBind(bind: Bind): Promise<void> {
     AWS_LAMBDA_FUNCTION_VERSION: String(bind.version),
     AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(bind.memoryMiB),
   });
+  sm4Key =
+    process.env.HEARTH_SM4_KEY === undefined ? undefined : Buffer.from(process.env.HEARTH_SM4_KEY, 'hex');
+  delete process.env.HEARTH_SM4_KEY;
   try {
     writeSecretFiles();
     process.chdir(bind.codeDir);
@@ -867,6 +871,100 @@ function call(fn: Handler, event: unknown, ctx: unknown): unknown {
   return fn(event, ctx);
 }
 
+// --- SM4 on the transaction path (issue 13) ------------------------------------------------------------
+// A copy of src/compliance/sm4-gcm.ts (guests import nothing from the platform): GCM from OpenSSL's sm4-ctr
+// and sm4-ecb plus GHASH written out; wire format `0x01 | nonce (12) | ciphertext | tag (16)`.
+let sm4Key: Buffer | undefined;
+const GCM_R = 0xe1n << 120n;
+
+function big(block: Buffer): bigint {
+  return block.length === 0 ? 0n : BigInt(`0x${block.toString('hex').padEnd(32, '0')}`);
+}
+
+function gmul(x: bigint, y: bigint): bigint {
+  let z = 0n;
+  let v = y;
+  for (let i = 127n; i >= 0n; i--) {
+    if ((x >> i) & 1n) z ^= v;
+    v = v & 1n ? (v >> 1n) ^ GCM_R : v >> 1n;
+  }
+  return z;
+}
+
+function sm4Block(key: Buffer, block: Buffer): Buffer {
+  const cipher = createCipheriv('sm4-ecb', key, null);
+  cipher.setAutoPadding(false);
+  return cipher.update(block);
+}
+
+function sm4Counter(nonce: Buffer, value: number): Buffer {
+  const block = Buffer.alloc(16);
+  nonce.copy(block);
+  block.writeUInt32BE(value, 12);
+  return block;
+}
+
+function gcmTag(key: Buffer, nonce: Buffer, aad: Buffer, ciphertext: Buffer): Buffer {
+  const h = big(sm4Block(key, Buffer.alloc(16)));
+  let y = 0n;
+  for (const data of [aad, ciphertext])
+    for (let offset = 0; offset < data.length; offset += 16)
+      y = gmul(y ^ big(data.subarray(offset, offset + 16)), h);
+  const lengths = Buffer.alloc(16);
+  lengths.writeBigUInt64BE(BigInt(aad.length) * 8n, 0);
+  lengths.writeBigUInt64BE(BigInt(ciphertext.length) * 8n, 8);
+  y = gmul(y ^ big(lengths), h) ^ big(sm4Block(key, sm4Counter(nonce, 1)));
+  return Buffer.from(y.toString(16).padStart(32, '0'), 'hex');
+}
+
+function sm4Ctr(key: Buffer, nonce: Buffer, data: Buffer): Buffer {
+  return createCipheriv('sm4-ctr', key, sm4Counter(nonce, 2)).update(data);
+}
+
+/** The request's body opened, and its content type restored; a refusal is a 400 naming the problem. */
+function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffer] {
+  if (body.length === 0) return [meta, body];
+  const headers = meta.rawHeaders;
+  let type = '';
+  let plainType = 'application/octet-stream';
+  const kept: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = (headers[i] as string).toLowerCase();
+    if (name === 'content-type') type = (headers[i + 1] as string).split(';')[0]?.trim().toLowerCase() ?? '';
+    else if (name === 'x-hearth-plain-content-type') plainType = headers[i + 1] as string;
+    else if (name !== 'content-length') kept.push(headers[i] as string, headers[i + 1] as string);
+  }
+  if (type !== 'application/hearth-sm4')
+    throw new BadEvent(
+      `this function takes SM4-GCM sealed bodies (content-type application/hearth-sm4), got ${type === '' ? 'no content type' : type}; seal it with: hearth invoke --encrypt --key-file KEY`,
+    );
+  if (body.length < 29 || body[0] !== 1)
+    throw new BadEvent(
+      'the body is not in the hearth-sm4 wire format (version 1, 12-byte nonce, ciphertext, 16-byte tag)',
+    );
+  const nonce = body.subarray(1, 13);
+  const ciphertext = body.subarray(13, body.length - 16);
+  if (!timingSafeEqual(gcmTag(key, nonce, body.subarray(0, 1), ciphertext), body.subarray(body.length - 16)))
+    throw new BadEvent('the SM4-GCM tag does not match: the body was sealed under another key, or altered');
+  const plain = sm4Ctr(key, nonce, ciphertext);
+  kept.push('content-type', plainType, 'content-length', String(plain.length));
+  return [{ ...meta, rawHeaders: kept }, plain];
+}
+
+/** Seals the answer in place: its body in the wire format, its own content type in a header. */
+function sealResponse(
+  key: Buffer,
+  response: { headers: Record<string, string | string[]>; body: Buffer },
+): void {
+  const plainType = response.headers['content-type'];
+  const nonce = randomBytes(12);
+  const version = Buffer.from([1]);
+  const ciphertext = sm4Ctr(key, nonce, response.body);
+  response.body = Buffer.concat([version, nonce, ciphertext, gcmTag(key, nonce, version, ciphertext)]);
+  response.headers['content-type'] = 'application/hearth-sm4';
+  if (typeof plainType === 'string') response.headers['x-hearth-plain-content-type'] = plainType;
+}
+
 let inFlight = 0;
 let shuttingDown = false;
 
@@ -880,6 +978,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlight += 1;
   inFlightSeqs.push(id);
   try {
+    if (sm4Key !== undefined) [meta, body] = openInvocation(sm4Key, meta, body);
     const event = format === HEARTH ? hearthEvent(meta, body) : lambdaShaped(meta, body);
     const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent);
     let pendingResult: unknown;
@@ -899,6 +998,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
         ),
         { name: 'ResponseTooLarge' },
       );
+    if (sm4Key !== undefined) sealResponse(sm4Key, response);
     send(T_RESULT, id, [response.status, flatHeaders(response.headers)], response.body);
   } catch (error) {
     if (error instanceof BadEvent) {
