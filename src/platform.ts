@@ -16,6 +16,7 @@ import {
   recordRequest,
   SecretStore,
   SinkRunner,
+  verifyPackage,
 } from './compliance/index.js';
 import type { PlatformConfig } from './config.js';
 import type { HealthResponse } from './control/api/types.js';
@@ -290,6 +291,10 @@ export async function startPlatform(
     isolations,
     limits: config.upload,
     tmpDir: join(config.dataDir, 'tmp'),
+    checkPackage: async (ref, dir) => {
+      const trusted = config.compliance.signing.trustedKeys(ref.namespace);
+      return trusted.length === 0 ? undefined : verifyPackage(dir, trusted);
+    },
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(

@@ -14,6 +14,7 @@ import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
 import * as rm from './commands/rm.js';
 import * as secret from './commands/secret.js';
+import * as sign from './commands/sign.js';
 import * as top from './commands/top.js';
 import { exitCodeOf, failureLine, oneLine } from './errors.js';
 import { type CliIo, processIo } from './io.js';
@@ -88,7 +89,22 @@ export function buildProgram(context: CommandContext): Command {
       outputError: () => {},
     });
   registerUp(program, context);
-  for (const command of [create, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm, secret, audit])
+  for (const command of [
+    create,
+    deploy,
+    apply,
+    invoke,
+    ls,
+    describe,
+    get,
+    dlq,
+    logs,
+    top,
+    rm,
+    secret,
+    audit,
+    sign,
+  ])
     command.register(program, context);
   return program;
 }

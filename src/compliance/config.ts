@@ -6,7 +6,18 @@ import { SEAL_ALGORITHMS, type SealAlgorithm } from './sealing.js';
 
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'host:port');
 
+const publicKey = z
+  .string()
+  .regex(/^[A-Za-z0-9+/]{43}=$/, 'an Ed25519 public key as hearth keygen prints it (base64 of 32 bytes)');
+
 export const complianceConfigSchema = z.strictObject({
+  /** Signed packages: deploys must carry a signature by one of these keys (per namespace, or all). */
+  signing: z
+    .strictObject({
+      requireSignature: z.array(publicKey).optional(),
+      namespaces: z.record(z.string(), z.strictObject({ requireSignature: z.array(publicKey) })).optional(),
+    })
+    .optional(),
   secrets: z
     .strictObject({
       /** The master key file; created 0600 with a random key on first start. `$HEARTH_MASTER_KEY` wins. */
@@ -64,6 +75,10 @@ export interface KafkaSinkConfig {
 export type SinkConfig = WebhookSinkConfig | SyslogSinkConfig | KafkaSinkConfig;
 
 export interface ComplianceConfig {
+  readonly signing: {
+    /** The keys a namespace's packages must be signed by; empty: signatures are not required. */
+    trustedKeys(namespace: string): readonly string[];
+  };
   readonly secrets: { readonly keyFile: string; readonly algorithm: SealAlgorithm };
   readonly audit: {
     readonly invocations: boolean;
@@ -79,7 +94,15 @@ export function resolveCompliance(file: ComplianceConfigFile, dataDir: string): 
     ...(file.audit?.sinks?.syslog ?? []).map((sink) => ({ kind: 'syslog' as const, ...sink })),
     ...(file.audit?.sinks?.kafka ?? []).map((sink) => ({ kind: 'kafka' as const, ...sink })),
   ];
+  const everywhere = Object.freeze([...(file.signing?.requireSignature ?? [])]);
+  const perNamespace = new Map(
+    Object.entries(file.signing?.namespaces ?? {}).map(([namespace, entry]) => [
+      namespace,
+      Object.freeze([...entry.requireSignature]),
+    ]),
+  );
   return Object.freeze({
+    signing: Object.freeze({ trustedKeys: (namespace: string) => perNamespace.get(namespace) ?? everywhere }),
     secrets: Object.freeze({
       keyFile: resolve(file.secrets?.keyFile ?? join(dataDir, 'master.key')),
       algorithm: file.secrets?.algorithm ?? 'sm4-cbc-hmac-sm3',

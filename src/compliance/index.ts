@@ -22,6 +22,15 @@ export { assertCryptoSupport, missingAlgorithms } from './crypto-check.js';
 export { Keyring } from './keyring.js';
 export { auditDetail, auditInvocations, recordRefusedLogin, recordRequest } from './recorder.js';
 export { SECRET_FILES_ENV, SecretStore, type SecretSummary } from './secrets.js';
+export {
+  generateSigningKey,
+  keyIdOf,
+  type PackageSignature,
+  packageFiles,
+  SIGNATURE_FILE,
+  signPackage,
+  verifyPackage,
+} from './signing.js';
 
 /** What the control API works with. */
 export interface ComplianceApi {

@@ -43,11 +43,14 @@ export function recordRequest(
     if (done) return;
     done = true;
     const detail = details.get(request);
+    // A streamed answer (deploy progress as NDJSON) is a 200 whose last event may be an error: the
+    // handler puts that error's status in the detail, and it decides the outcome.
+    const errorStatus = typeof detail?.errorStatus === 'number' ? detail.errorStatus : undefined;
     audit.append({
       action,
       target,
-      outcome: outcomeOf(status),
-      status,
+      outcome: outcomeOf(errorStatus ?? status),
+      status: errorStatus ?? status,
       actor,
       ...(detail === undefined ? {} : { detail }),
     });
