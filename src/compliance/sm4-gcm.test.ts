@@ -52,6 +52,17 @@ print((c + e.tag).hex())`;
     }
   });
 
+  it('gives the wire-format vectors in docs/sm4-wire-format.md', () => {
+    const key = hex('0123456789abcdeffedcba9876543210');
+    const nonce = hex('00001234567800000000abcd');
+    expect(sealBody(key, Buffer.from('{"amount":"100.00"}'), nonce).toString('hex')).toBe(
+      '0100001234567800000000abcdc67b523749b8113080514513e24f2ef6a33adeeafff9155e76510b561645f29fe5b7c3',
+    );
+    expect(sealBody(key, Buffer.alloc(0), nonce).toString('hex')).toBe(
+      '0100001234567800000000abcdc8a4e7809f7417d900b699cb900b8ac4',
+    );
+  });
+
   it('seals and opens the wire format, and names a wrong key', () => {
     const key = randomBytes(16);
     const sealed = sealBody(key, Buffer.from('{"amount":"100.00"}'));
