@@ -259,6 +259,12 @@ export async function startPlatform(
     telemetry: observability.telemetry,
     metrics: observability.metrics,
     alerts: observability.alerts,
+    auditSinks: () =>
+      auditSinks.map((runner) => ({
+        name: runner.sink.name,
+        lag: runner.lag,
+        lastError: runner.lastError ?? null,
+      })),
   });
   const metricsRoute = observability.metrics?.handler;
   observability.metrics?.addGauge(

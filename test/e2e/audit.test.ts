@@ -227,6 +227,11 @@ describe('the audit log', () => {
     expect(lines).toMatch(/^<85>1 \S+ \S+ hearth \d+ AUDIT \[audit@32473 seq="1" outcome="success"/m);
     const metrics = await (await fetch(`${hearth.url}/metrics`)).text();
     expect(metrics).toMatch(/hearth_audit_sink_lag\{sink="webhook:[^"]+"\} 0/);
+    const dashboard = await api<{ auditSinks: { name: string; lag: number }[] }>(
+      hearth.url,
+      '/ui/api/overview',
+    );
+    expect(dashboard.body.auditSinks.map((sink) => sink.name.split(':')[0])).toEqual(['webhook', 'syslog']);
   });
 
   it('names the first record edited, removed or moved in the SQLite file, and a rewritten chain', async () => {
