@@ -7,8 +7,10 @@
  */
 
 import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { hostname } from 'node:os';
+import { connect as connectTls } from 'node:tls';
 import { ProduceAcks, Producer } from '@platformatic/kafka';
 import type { AuditLog, AuditRecord } from './audit.js';
 import type { KafkaSinkConfig, SinkConfig, SyslogSinkConfig, WebhookSinkConfig } from './config.js';
@@ -142,7 +144,7 @@ class WebhookSink implements AuditSink {
 }
 
 /**
- * RFC 5424 messages over one TCP connection with octet-counting framing: facility authpriv (10),
+ * RFC 5424 messages over one TCP (or, with `tls`, RFC 5425 TLS) connection with octet-counting framing: facility authpriv (10),
  * severity notice (5), app-name `hearth`, msgid `AUDIT`, structured data `[audit@32473 seq= outcome=]`
  * and the record's JSON as the message. A write is taken as received once the kernel accepted it and
  * the connection is still up; a dropped connection resends from the cursor.
@@ -152,12 +154,14 @@ class SyslogSink implements AuditSink {
   private socket: Socket | undefined;
   private readonly host: string;
   private readonly port: number;
+  private readonly ca: Buffer | undefined;
 
-  constructor(config: SyslogSinkConfig) {
-    this.name = `syslog:${config.address}`;
+  constructor(private readonly config: SyslogSinkConfig) {
+    this.name = `syslog${config.tls === undefined ? '' : '+tls'}:${config.address}`;
     const at = config.address.lastIndexOf(':');
     this.host = config.address.slice(0, at);
     this.port = Number(config.address.slice(at + 1));
+    this.ca = config.tls?.ca === undefined ? undefined : readFileSync(config.tls.ca);
   }
 
   async deliver(records: readonly AuditRecord[]): Promise<void> {
@@ -184,20 +188,32 @@ class SyslogSink implements AuditSink {
   private connect(): Promise<Socket> {
     if (this.socket !== undefined && !this.socket.destroyed) return Promise.resolve(this.socket);
     return new Promise((resolve, reject) => {
-      const socket = new Socket();
-      socket.setNoDelay(true);
-      socket.once('error', (error) => {
-        this.socket = undefined;
-        reject(new Error(`${this.host}:${this.port}: ${error.message}`));
-      });
-      socket.connect(this.port, this.host, () => {
+      const onReady = (): void => {
         socket.removeAllListeners('error');
         socket.on('error', () => socket.destroy());
         socket.on('close', () => {
           if (this.socket === socket) this.socket = undefined;
         });
+        socket.setNoDelay(true);
         this.socket = socket;
         resolve(socket);
+      };
+      // RFC 5425 (TLS) frames messages exactly as RFC 6587's octet counting does over plain TCP.
+      const socket: Socket =
+        this.config.tls === undefined
+          ? new Socket().connect(this.port, this.host, onReady)
+          : connectTls(
+              {
+                host: this.host,
+                port: this.port,
+                servername: /^[\d.]+$/.test(this.host) ? undefined : this.host,
+                ...(this.ca === undefined ? {} : { ca: this.ca }),
+              },
+              onReady,
+            );
+      socket.once('error', (error) => {
+        this.socket = undefined;
+        reject(new Error(`${this.host}:${this.port}: ${error.message}`));
       });
     });
   }

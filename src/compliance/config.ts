@@ -46,7 +46,15 @@ export const complianceConfigSchema = z.strictObject({
               }),
             )
             .optional(),
-          syslog: z.array(z.strictObject({ address: hostPort })).optional(),
+          syslog: z
+            .array(
+              z.strictObject({
+                address: hostPort,
+                /** RFC 5425: syslog over TLS, the receiver's certificate checked against `ca` (PEM file). */
+                tls: z.strictObject({ ca: z.string().min(1).optional() }).optional(),
+              }),
+            )
+            .optional(),
           kafka: z
             .array(z.strictObject({ brokers: z.array(hostPort).min(1), topic: z.string().min(1) }))
             .optional(),
@@ -66,6 +74,7 @@ export interface WebhookSinkConfig {
 export interface SyslogSinkConfig {
   readonly kind: 'syslog';
   readonly address: string;
+  readonly tls?: { readonly ca?: string };
 }
 export interface KafkaSinkConfig {
   readonly kind: 'kafka';

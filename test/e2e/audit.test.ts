@@ -2,11 +2,11 @@
  * @module The audit log (issue 13) against the real platform and real receivers: control-plane changes
  * and invocations recorded with who, what, when, from where and the outcome; `hearth audit verify` naming
  * the first record edited, removed or moved straight in the SQLite file; delivery to a webhook (HMAC-SM3),
- * to rsyslog over TCP (RFC 5424) and to the suite's Kafka broker; and nothing lost across a kill -9 while
+ * to rsyslog over TCP (RFC 5424) and TLS (RFC 5425) and to the suite's Kafka broker; and nothing lost across a kill -9 while
  * the webhook receiver was down.
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -80,17 +80,47 @@ async function startReceiver(): Promise<Receiver> {
   });
 }
 
-/** rsyslogd in the foreground: RFC 5424 over TCP on a loopback port, written to a file. */
-async function startRsyslog(): Promise<{ address: string; file: string; process: ChildProcess }> {
+/**
+ * rsyslogd in the foreground: RFC 5424 over TCP on a loopback port, written to a file; with `tls`, RFC 5425
+ * through rsyslog's OpenSSL driver with a self-signed certificate (returned as `ca`).
+ */
+async function startRsyslog(
+  tls = false,
+): Promise<{ address: string; file: string; process: ChildProcess; ca: string }> {
   const dir = await folder({});
   const port = await freePort();
   const file = join(dir, 'audit.log');
   const config = join(dir, 'rsyslog.conf');
+  const ca = join(dir, 'cert.pem');
+  if (tls)
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        ca,
+      ],
+      { stdio: 'ignore' },
+    );
   await writeFile(
     config,
     [
-      `global(workDirectory="${dir}")`,
-      'module(load="imtcp")',
+      `global(workDirectory="${dir}"${tls ? ` DefaultNetstreamDriver="ossl" DefaultNetstreamDriverCAFile="${ca}" DefaultNetstreamDriverCertFile="${ca}" DefaultNetstreamDriverKeyFile="${join(dir, 'key.pem')}"` : ''})`,
+      tls
+        ? 'module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")'
+        : 'module(load="imtcp")',
       `input(type="imtcp" port="${port}" address="127.0.0.1")`,
       `*.* action(type="omfile" file="${file}" template="RSYSLOG_SyslogProtocol23Format")`,
       '',
@@ -116,7 +146,7 @@ async function startRsyslog(): Promise<{ address: string; file: string; process:
       }),
     { timeoutMs: 15_000, intervalMs: 100 },
   );
-  return { address: `127.0.0.1:${port}`, file, process: child };
+  return { address: `127.0.0.1:${port}`, file, process: child, ca };
 }
 
 async function auditRecords(url: string, after = 0): Promise<AuditRecord[]> {
@@ -135,15 +165,17 @@ describe('the audit log', () => {
   let hearth: Hearth;
   let receiver: Receiver;
   let rsyslog: Awaited<ReturnType<typeof startRsyslog>>;
+  let rsyslogTls: Awaited<ReturnType<typeof startRsyslog>>;
   let configFile: string;
 
   beforeAll(async () => {
     receiver = await startReceiver();
     rsyslog = await startRsyslog();
+    rsyslogTls = await startRsyslog(true);
     configFile = join(await folder({}), 'hearth.yaml');
     await writeFile(
       configFile,
-      `audit:\n  invocations: true\n  checkpointEvery: 4\n  sinks:\n    webhook: [{ url: "${receiver.url}", secret: "${WEBHOOK_SECRET}" }]\n    syslog: [{ address: "${rsyslog.address}" }]\n`,
+      `audit:\n  invocations: true\n  checkpointEvery: 4\n  sinks:\n    webhook: [{ url: "${receiver.url}", secret: "${WEBHOOK_SECRET}" }]\n    syslog: [{ address: "${rsyslog.address}" }, { address: "${rsyslogTls.address}", tls: { ca: "${rsyslogTls.ca}" } }]\n`,
     );
     hearth = await startHearth({ args: ['--config', configFile] });
   });
@@ -151,6 +183,7 @@ describe('the audit log', () => {
   afterAll(async () => {
     await hearth?.stop();
     rsyslog?.process.kill('SIGTERM');
+    rsyslogTls?.process.kill('SIGTERM');
     await receiver?.close();
     await Promise.all(folders.map((made) => made.cleanup()));
   });
@@ -218,11 +251,14 @@ describe('the audit log', () => {
       [...Array(last).keys()].every((index) => receiver.accepted.has(index + 1)) ? true : undefined,
     );
     expect(receiver.badSignatures).toBe(0);
-    const lines = await eventually('rsyslog to have every record', async () => {
-      const text = await readFile(rsyslog.file, 'utf8').catch(() => '');
-      const seqs = new Set([...text.matchAll(/seq="(\d+)"/g)].map((match) => Number(match[1])));
-      return [...Array(last).keys()].every((index) => seqs.has(index + 1)) ? text : undefined;
-    });
+    const everyRecordIn = (receiver: typeof rsyslog, what: string) =>
+      eventually(what, async () => {
+        const text = await readFile(receiver.file, 'utf8').catch(() => '');
+        const seqs = new Set([...text.matchAll(/seq="(\d+)"/g)].map((match) => Number(match[1])));
+        return [...Array(last).keys()].every((index) => seqs.has(index + 1)) ? text : undefined;
+      });
+    const lines = await everyRecordIn(rsyslog, 'rsyslog (TCP) to have every record');
+    await everyRecordIn(rsyslogTls, 'rsyslog (TLS) to have every record');
     // Parsed by rsyslog as RFC 5424: our app-name and msgid, our structured data, the record as the message.
     expect(lines).toMatch(/^<85>1 \S+ \S+ hearth \d+ AUDIT \[audit@32473 seq="1" outcome="success"/m);
     const metrics = await (await fetch(`${hearth.url}/metrics`)).text();
@@ -231,7 +267,11 @@ describe('the audit log', () => {
       hearth.url,
       '/ui/api/overview',
     );
-    expect(dashboard.body.auditSinks.map((sink) => sink.name.split(':')[0])).toEqual(['webhook', 'syslog']);
+    expect(dashboard.body.auditSinks.map((sink) => sink.name.split(':')[0])).toEqual([
+      'webhook',
+      'syslog',
+      'syslog+tls',
+    ]);
   });
 
   it('names the first record edited, removed or moved in the SQLite file, and a rewritten chain', async () => {
