@@ -1,15 +1,15 @@
 /**
  * @module SM4-GCM (GB/T 36624, RFC 8998) and Hearth's encrypted-invocation wire format (issue 13).
  * Node's OpenSSL 3.0 has SM4 but no SM4-GCM, so this is GCM built by hand from its two halves: the
- * counter mode is OpenSSL's `sm4-ctr` (and `sm4-ecb` for H), GHASH is written here (NIST SP 800-38D
- * §6.4, with Shoup's 8-bit tables) and checked against RFC 8998's vectors and against an
+ * block cipher is OpenSSL's `sm4-ecb` (one long-lived cipher per key, for H and the counter blocks), CTR and
+ * GHASH are written here (NIST SP 800-38D §6.4-6.5, GHASH with Shoup's 8-bit tables) and checked against RFC 8998's vectors and against an
  * independent SM4-GCM (Python `cryptography` with its bundled OpenSSL) in the tests.
  *
  * Wire format (`application/hearth-sm4`): `0x01 | nonce (12) | ciphertext | tag (16)`, the version
  * byte as associated data. The guests (runtime/node/guest, runtime/python/guest) carry their own copy.
  */
 
-import { createCipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
+import { type Cipher, createCipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
 
 export const SM4_CONTENT_TYPE = 'application/hearth-sm4';
 /** The plaintext's own content type travels in this header, beside the ciphertext. */
@@ -128,45 +128,52 @@ class Ghash {
   }
 }
 
-function ecb(key: Buffer, block: Buffer): Buffer {
-  const cipher = createCipheriv('sm4-ecb', key, null);
-  cipher.setAutoPadding(false);
-  return Buffer.concat([cipher.update(block), cipher.final()]);
+/**
+ * Per key, one long-lived SM4-ECB cipher (no padding; ECB carries no state between calls, so `update`
+ * may be called for ever) and GHASH's table for H = E(K, 0^128): a guest or the CLI uses one key for many
+ * bodies, and creating an OpenSSL cipher costs more than encrypting a small body.
+ */
+interface KeyState {
+  readonly ecb: Cipher;
+  readonly table: Uint32Array;
 }
-
-/** GHASH's table for H = E(K, 0^128), once per key: a guest or the CLI uses one key for many bodies. */
-const tables = new Map<string, Uint32Array>();
-function tableOf(key: Buffer): Uint32Array {
+const keyStates = new Map<string, KeyState>();
+function stateOf(key: Buffer): KeyState {
   const id = key.toString('hex');
-  let table = tables.get(id);
-  if (table === undefined) {
-    table = multiplesOf(ecb(key, Buffer.alloc(16)));
-    if (tables.size > 64) tables.clear();
-    tables.set(id, table);
+  let state = keyStates.get(id);
+  if (state === undefined) {
+    const ecb = createCipheriv('sm4-ecb', key, null);
+    ecb.setAutoPadding(false);
+    state = { ecb, table: multiplesOf(ecb.update(Buffer.alloc(16))) };
+    if (keyStates.size > 64) keyStates.clear();
+    keyStates.set(id, state);
   }
-  return table;
-}
-
-function counterBlock(nonce: Buffer, value: number): Buffer {
-  const block = Buffer.alloc(16);
-  nonce.copy(block, 0);
-  block.writeUInt32BE(value, 12);
-  return block;
+  return state;
 }
 
 /**
- * One CTR pass from counter 1 over 16 zero bytes and the data: its first block is E(K, J0), the tag's
- * mask, and the rest is the data en- or decrypted from counter 2, as GCM wants (the 32-bit counter
- * starts at 1, so OpenSSL's 128-bit increment never carries out of it for bodies under 64 GiB).
+ * GCM's counter mode by hand over the ECB cipher: the key stream is E(K, nonce ‖ i) for i = 1, 2, …
+ * (32-bit, wrapping as GCM's inc32 does); its first block E(K, J0) is the tag's mask, the rest is XORed
+ * with the data.
  */
 function ctrWithMask(key: Buffer, nonce: Buffer, data: Buffer): { mask: Buffer; out: Buffer } {
-  const cipher = createCipheriv('sm4-ctr', key, counterBlock(nonce, 1));
-  const all = Buffer.concat([cipher.update(Buffer.alloc(16)), cipher.update(data), cipher.final()]);
-  return { mask: all.subarray(0, 16), out: all.subarray(16) };
+  const blocks = 1 + Math.ceil(data.length / 16);
+  const counters = Buffer.alloc(blocks * 16);
+  for (let i = 0; i < blocks; i++) {
+    nonce.copy(counters, i * 16);
+    counters.writeUInt32BE((i + 1) >>> 0, i * 16 + 12);
+  }
+  const stream = stateOf(key).ecb.update(counters);
+  const out = Buffer.allocUnsafe(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = (data[i] ?? 0) ^ (stream[i + 16] ?? 0);
+  return { mask: stream.subarray(0, 16), out };
 }
 
 function tagOf(key: Buffer, mask: Buffer, aad: Buffer, ciphertext: Buffer): Buffer {
-  const s = new Ghash(tableOf(key)).update(aad).update(ciphertext).digest(aad.length, ciphertext.length);
+  const s = new Ghash(stateOf(key).table)
+    .update(aad)
+    .update(ciphertext)
+    .digest(aad.length, ciphertext.length);
   for (let i = 0; i < 16; i++) s[i] = (s[i] ?? 0) ^ (mask[i] ?? 0);
   return s;
 }

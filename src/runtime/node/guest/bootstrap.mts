@@ -872,8 +872,8 @@ function call(fn: Handler, event: unknown, ctx: unknown): unknown {
 }
 
 // --- SM4 on the transaction path (issue 13) ------------------------------------------------------------
-// A copy of src/compliance/sm4-gcm.ts (guests import nothing from the platform): GCM from OpenSSL's sm4-ctr
-// and sm4-ecb plus GHASH written out (Shoup's 8-bit tables); wire format `0x01 | nonce (12) | ciphertext | tag (16)`.
+// A copy of src/compliance/sm4-gcm.ts (guests import nothing from the platform): GCM from OpenSSL's sm4-ecb
+// with CTR and GHASH written out (Shoup's 8-bit tables); wire format `0x01 | nonce (12) | ciphertext | tag (16)`.
 let sm4Key: Buffer | undefined;
 let sm4Table: Uint32Array | undefined;
 
@@ -987,27 +987,38 @@ class Ghash {
   }
 }
 
-function sm4Counter(nonce: Buffer, value: number): Buffer {
-  const block = Buffer.alloc(16);
-  nonce.copy(block);
-  block.writeUInt32BE(value, 12);
-  return block;
+/** The bound key's long-lived SM4-ECB cipher (ECB has no state between updates) and GHASH table. */
+let sm4Ecb: ReturnType<typeof createCipheriv> | undefined;
+
+function sm4EcbFor(key: Buffer): ReturnType<typeof createCipheriv> {
+  if (sm4Ecb === undefined) {
+    sm4Ecb = createCipheriv('sm4-ecb', key, null);
+    sm4Ecb.setAutoPadding(false);
+    sm4Table = multiplesOf(sm4Ecb.update(Buffer.alloc(16)));
+  }
+  return sm4Ecb;
 }
 
-/** One CTR pass from counter 1: the first block is the tag's mask E(K, J0), the rest the data from counter 2. */
+/** GCM's CTR by hand: key stream E(K, nonce ‖ i), i = 1, 2, …; block 1 is the tag's mask E(K, J0). */
 function sm4CtrWithMask(key: Buffer, nonce: Buffer, data: Buffer): { mask: Buffer; out: Buffer } {
-  const cipher = createCipheriv('sm4-ctr', key, sm4Counter(nonce, 1));
-  const all = Buffer.concat([cipher.update(Buffer.alloc(16)), cipher.update(data), cipher.final()]);
-  return { mask: all.subarray(0, 16), out: all.subarray(16) };
+  const blocks = 1 + Math.ceil(data.length / 16);
+  const counters = Buffer.alloc(blocks * 16);
+  for (let i = 0; i < blocks; i++) {
+    nonce.copy(counters, i * 16);
+    counters.writeUInt32BE((i + 1) >>> 0, i * 16 + 12);
+  }
+  const stream = sm4EcbFor(key).update(counters);
+  const out = Buffer.allocUnsafe(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = (data[i] ?? 0) ^ (stream[i + 16] ?? 0);
+  return { mask: stream.subarray(0, 16), out };
 }
 
 function gcmTag(key: Buffer, mask: Buffer, aad: Buffer, ciphertext: Buffer): Buffer {
-  if (sm4Table === undefined) {
-    const ecb = createCipheriv('sm4-ecb', key, null);
-    ecb.setAutoPadding(false);
-    sm4Table = multiplesOf(ecb.update(Buffer.alloc(16)));
-  }
-  const s = new Ghash(sm4Table).update(aad).update(ciphertext).digest(aad.length, ciphertext.length);
+  sm4EcbFor(key);
+  const s = new Ghash(sm4Table as Uint32Array)
+    .update(aad)
+    .update(ciphertext)
+    .digest(aad.length, ciphertext.length);
   for (let i = 0; i < 16; i++) s[i] = (s[i] ?? 0) ^ (mask[i] ?? 0);
   return s;
 }
