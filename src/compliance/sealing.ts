@@ -1,10 +1,11 @@
 /**
  * @module Sealing values at rest under the master key (issue 13). Node's OpenSSL 3.0 has no SM4-GCM, so
- * the SM4 construction is SM4-CBC encrypt-then-MAC with HMAC-SM3 (the issue's fallback); AES-256-GCM is
- * selectable (`secrets.algorithm: aes-256-gcm`). Both bind the value to what it is (the AAD, e.g.
+ * the default is SM4-CBC encrypt-then-MAC with HMAC-SM3, built only from OpenSSL's primitives; SM4-GCM
+ * (Hearth's own construction, sm4-gcm.ts) and AES-256-GCM are selectable (`secrets.algorithm`). Both bind the value to what it is (the AAD, e.g.
  * `secret:default/db`), so a sealed row copied onto another one does not open.
  *
- * Sealed layout: `version (1) | algorithm (1) | key id (8) | iv (16 or 12) | ciphertext | tag (32 or 16)`.
+ * Sealed layout: `version (1) | algorithm (1) | key id (8) | iv (16, or 12 for GCM) | ciphertext | tag
+ * (32 for HMAC-SM3, 16 for GCM)`.
  */
 
 import {
@@ -17,12 +18,17 @@ import {
   timingSafeEqual,
 } from 'node:crypto';
 import { HearthError } from '../domain/errors.js';
+import { sm4GcmDecrypt, sm4GcmEncrypt } from './sm4-gcm.js';
 
-export const SEAL_ALGORITHMS = ['sm4-cbc-hmac-sm3', 'aes-256-gcm'] as const;
+export const SEAL_ALGORITHMS = ['sm4-cbc-hmac-sm3', 'sm4-gcm', 'aes-256-gcm'] as const;
 export type SealAlgorithm = (typeof SEAL_ALGORITHMS)[number];
 
 const FORMAT_VERSION = 1;
-const ALGORITHM_BYTE: Record<SealAlgorithm, number> = { 'sm4-cbc-hmac-sm3': 1, 'aes-256-gcm': 2 };
+const ALGORITHM_BYTE: Record<SealAlgorithm, number> = {
+  'sm4-cbc-hmac-sm3': 1,
+  'aes-256-gcm': 2,
+  'sm4-gcm': 3,
+};
 const KEY_ID_BYTES = 8;
 export const MASTER_KEY_BYTES = 32;
 
@@ -31,6 +37,7 @@ export interface MasterKey {
   /** Hex of the first 8 bytes of SM3("hearth-master-key" ‖ key): names the key without revealing it. */
   readonly id: string;
   readonly sm4: Buffer;
+  readonly sm4Gcm: Buffer;
   readonly macKey: Buffer;
   readonly aes: Buffer;
 }
@@ -53,6 +60,7 @@ export function masterKey(raw: Buffer): MasterKey {
   return {
     id,
     sm4: derive('hearth sm4-cbc', 16),
+    sm4Gcm: derive('hearth sm4-gcm', 16),
     macKey: derive('hearth hmac-sm3', 32),
     aes: derive('hearth aes-256-gcm', 32),
   };
@@ -81,6 +89,16 @@ export function seal(algorithm: SealAlgorithm, key: MasterKey, plain: Buffer, aa
     cipher.setAAD(Buffer.concat([header, Buffer.from(aad)]));
     const body = Buffer.concat([cipher.update(plain), cipher.final()]);
     return Buffer.concat([header, iv, body, cipher.getAuthTag()]);
+  }
+  if (algorithm === 'sm4-gcm') {
+    const nonce = randomBytes(12);
+    const { ciphertext, tag } = sm4GcmEncrypt(
+      key.sm4Gcm,
+      nonce,
+      plain,
+      Buffer.concat([header, Buffer.from(aad)]),
+    );
+    return Buffer.concat([header, nonce, ciphertext, tag]);
   }
   const iv = randomBytes(16);
   const cipher = createCipheriv('sm4-cbc', key.sm4, iv);
@@ -112,6 +130,18 @@ export function open(keys: ReadonlyMap<string, MasterKey>, sealed: Buffer, aad: 
     decipher.setAAD(Buffer.concat([header, Buffer.from(aad)]));
     decipher.setAuthTag(tag);
     return Buffer.concat([decipher.update(rest.subarray(12, rest.length - 16)), decipher.final()]);
+  }
+  if (sealed[1] === ALGORITHM_BYTE['sm4-gcm']) {
+    const plain = sm4GcmDecrypt(
+      key.sm4Gcm,
+      rest.subarray(0, 12),
+      rest.subarray(12, rest.length - 16),
+      rest.subarray(rest.length - 16),
+      Buffer.concat([header, Buffer.from(aad)]),
+    );
+    if (plain === undefined)
+      throw new Error(`sealed value for ${aad}: the SM4-GCM tag does not match (altered, or another key)`);
+    return plain;
   }
   if (sealed[1] !== ALGORITHM_BYTE['sm4-cbc-hmac-sm3'] || rest.length < 16 + 16 + 32)
     throw new Error(`sealed value for ${aad}: unknown algorithm`);
