@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import * as apply from './commands/apply.js';
+import * as audit from './commands/audit.js';
 import * as deploy from './commands/deploy.js';
 import * as describe from './commands/describe.js';
 import * as dlq from './commands/dlq.js';
@@ -13,6 +14,8 @@ import * as logs from './commands/logs.js';
 import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
 import * as rm from './commands/rm.js';
+import * as secret from './commands/secret.js';
+import * as sign from './commands/sign.js';
 import * as top from './commands/top.js';
 import { exitCodeOf, failureLine, oneLine } from './errors.js';
 import { type CliIo, processIo } from './io.js';
@@ -87,7 +90,23 @@ export function buildProgram(context: CommandContext): Command {
       outputError: () => {},
     });
   registerUp(program, context);
-  for (const command of [create, importCommand, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm])
+  for (const command of [
+    create,
+    importCommand,
+    deploy,
+    apply,
+    invoke,
+    ls,
+    describe,
+    get,
+    dlq,
+    logs,
+    top,
+    rm,
+    secret,
+    audit,
+    sign,
+  ])
     command.register(program, context);
   return program;
 }

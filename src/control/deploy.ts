@@ -43,6 +43,11 @@ export interface DeployerOptions {
   readonly tmpDir: string;
   /** What an egress allow-list may not name (the platform's ports, other tenants' functions). */
   readonly egressTenancy?: EgressTenancy;
+  /**
+   * Checks an unpacked package before anything is built from it (signed packages, issue 13): resolves
+   * with the signer's key id, undefined when no signature is required, or throws the refusal.
+   */
+  readonly checkPackage?: (ref: FunctionRef, dir: string) => Promise<string | undefined>;
 }
 
 export type DeployListener = (event: DeployEvent) => void;
@@ -80,6 +85,8 @@ export interface DeployOptions {
   readonly verify?: boolean;
   /** Rewrites the manifest before validation (used to downgrade bundled examples' isolation). */
   readonly adjust?: (manifest: FunctionManifest) => FunctionManifest;
+  /** Told the key id that signed the package, when signatures are required (for the audit log). */
+  readonly onSigner?: (keyId: string) => void;
 }
 
 export class Deployer {
@@ -384,6 +391,8 @@ export class Deployer {
     clock: PhaseClock,
     options: DeployOptions,
   ): Promise<PreparedVersion> {
+    const signer = await this.options.checkPackage?.(ref, dir);
+    if (signer !== undefined) options.onSigner?.(signer);
     const parsed = await this.readManifest(dir);
     const manifest = this.validate(ref, parsed, MANIFEST_FILE, options.adjust);
     const spec = resolveSpec(manifest.spec);

@@ -22,6 +22,12 @@ export const ERROR_CATALOGUE = {
   },
   /** The API key is missing or wrong. */
   HEARTH_E_UNAUTHORIZED: { status: 401, kind: 'user', summary: 'Authentication is required.' },
+  /** A package signature is required and missing, altered or by an untrusted key (issue 13). */
+  HEARTH_E_SIGNATURE_INVALID: {
+    status: 403,
+    kind: 'user',
+    summary: 'The code package is unsigned, altered or signed by an untrusted key.',
+  },
   /** No function of that name exists in that namespace. */
   HEARTH_E_FN_NOT_FOUND: { status: 404, kind: 'user', summary: 'The function does not exist.' },
   /** No route matches the path. */

@@ -1,5 +1,6 @@
 /** @module What the control API's handlers work with, and the checks every function route shares. */
 
+import type { ComplianceApi } from '../../compliance/index.js';
 import { HearthError, invalidField } from '../../domain/errors.js';
 import type { FunctionRef } from '../../domain/function.js';
 import type { LogStore } from '../../observe/index.js';
@@ -20,6 +21,8 @@ export interface ApiContext {
   readonly events?: EventsApi;
   /** The sandbox's resource walls on this node, shown by describe. */
   readonly walls?: readonly WallStatus[];
+  /** Secrets, the audit log and package signatures (issue 13); their routes exist only with it. */
+  readonly compliance?: ComplianceApi;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
