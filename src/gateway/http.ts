@@ -2,6 +2,7 @@
 
 import { isUtf8 } from 'node:buffer';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import { ERROR_CATALOGUE, errorBody, HearthError, isHearthError } from '../domain/errors.js';
 import { type ClientClosedEvent, clientClosedChannel } from '../domain/events.js';
 import { formatBytes } from '../domain/units.js';
@@ -15,7 +16,36 @@ export interface ResponseWriter {
   readonly headersSent: boolean;
   writeHead(status: number, headers?: OutgoingHttpHeaders | string[]): unknown;
   end(body: string | Buffer, encoding?: BufferEncoding): unknown;
+  /** A chunk of a streamed (chunked) body; the head leaves with the first. */
+  write(chunk: Buffer): unknown;
+  /** 'close': the connection is gone (or, for node's response, the response is done). */
+  once(event: 'close', listener: () => void): unknown;
   destroy(): unknown;
+}
+
+/**
+ * Sends a streamed response's body as it arrives (the head is written, with `transfer-encoding: chunked`):
+ * each chunk the function writes goes out at once. The function's deadline still bounds it, a client that
+ * goes away stops it, and a stream the function cut short (it failed part way) ends the connection
+ * without the last chunk, which is how HTTP/1.1 tells the client the body is incomplete.
+ */
+export function pipeStream(res: ResponseWriter, first: Buffer, stream: Readable, deadline: number): void {
+  const timer = setTimeout(
+    () => stream.destroy(new Error('the function did not finish its streamed response by its deadline')),
+    Math.max(0, deadline - Date.now()),
+  );
+  res.once('close', () => stream.destroy());
+  // Written even when empty: the head leaves now, before the function's first chunk.
+  res.write(first);
+  stream.on('data', (chunk: Buffer) => res.write(chunk));
+  stream.once('end', () => {
+    clearTimeout(timer);
+    res.end('', 'latin1');
+  });
+  stream.once('error', () => {
+    clearTimeout(timer);
+    res.destroy();
+  });
 }
 
 /** Headers that describe one hop of the connection, not the response; never copied from a function. */

@@ -10,7 +10,7 @@ import { HearthError, isHearthError } from '../domain/errors.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
 import { parseDuration } from '../domain/units.js';
 import type { Scheduler } from '../scheduler/index.js';
-import { HOP_BY_HOP, readBody, sendError } from './http.js';
+import { HOP_BY_HOP, pipeStream, readBody, sendError } from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { RouteMatch } from './routes.js';
 import type { Traffic } from './traffic.js';
@@ -134,6 +134,7 @@ export function writeResponse(
   response: InvocationResponse,
   invocationId: string,
   extra: readonly string[] = [],
+  streamTimeoutMs = 60_000,
 ): boolean {
   const headers: string[] = [];
   const fromFunction = response.headers;
@@ -141,9 +142,10 @@ export function writeResponse(
     const name = fromFunction[i] as string;
     if (!HOP_BY_HOP.has(name)) headers.push(name, fromFunction[i + 1] as string);
   }
+  const stream = response.stream;
   headers.push(
-    'content-length',
-    String(response.body.length),
+    stream === undefined ? 'content-length' : 'transfer-encoding',
+    stream === undefined ? String(response.body.length) : 'chunked',
     'x-hearth-invocation-id',
     invocationId,
     ...extra,
@@ -157,7 +159,9 @@ export function writeResponse(
     res.statusMessage = '';
     return false;
   }
-  res.end(response.body);
+  if (stream === undefined) res.end(response.body);
+  // A route's deadline was the scheduler's to keep until the head; the stream gets the function's timeout from now.
+  else pipeStream(res, response.body, stream, Date.now() + streamTimeoutMs);
   return true;
 }
 

@@ -134,6 +134,8 @@ class PoolsByRef {
 const BIND_TIMEOUT_MS = 30_000;
 
 export class NodeScheduler implements Scheduler {
+  /** The convention each version's guests resolved (describe shows it): learned at their first bind. */
+  private readonly conventions = new WeakMap<DeployedVersion, string>();
   private readonly functions = new PoolsByRef();
   private readonly poolOf = new Map<Instance, VersionPool>();
   private readonly stemPools = new Map<string, StemCellPool>();
@@ -240,6 +242,8 @@ export class NodeScheduler implements Scheduler {
     return new Promise((resolve, reject) => {
       this.submit(ref, request, (error, response) => {
         if (error !== undefined) reject(error);
+        else if (response?.stream !== undefined)
+          collectStream(response, this.lookup(ref)?.spec.limits.maxBodyBytes ?? 0).then(resolve, reject);
         else if (response !== undefined) resolve(response);
       });
     });
@@ -392,6 +396,7 @@ export class NodeScheduler implements Scheduler {
             status: result.status,
             headers: result.headers,
             body: result.body,
+            stream: result.stream,
             coldStart: cold,
             version: instance.version.version,
             instanceId: instance.id,
@@ -483,6 +488,9 @@ export class NodeScheduler implements Scheduler {
         retryAfterMs: fn.breaker.state === 'open' ? fn.breaker.retryAfterMs : 0,
       },
       ...(this.caps.has(functionKey(ref)) ? { instanceCap: this.caps.get(functionKey(ref)) } : {}),
+      ...(this.conventions.has(fn.active.version)
+        ? { convention: this.conventions.get(fn.active.version) }
+        : {}),
     };
   }
 
@@ -1064,6 +1072,7 @@ export class NodeScheduler implements Scheduler {
           { details: { type: error.type } },
         );
       }
+      if (bound.eventFormat !== undefined) this.conventions.set(version, bound.eventFormat);
       instance.capacity =
         version.spec.runtime === 'python3' && bound.concurrent !== true
           ? 1
@@ -1463,6 +1472,29 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
  * An unhandled error as Lambda's runtimes report it: Node's `{errorType, errorMessage, trace}`, Python's
  * `{errorMessage, errorType, requestId, stackTrace}`.
  */
+/**
+ * A streamed response read whole, for callers that answer with one body (triggers, the queue, ctx.invoke),
+ * up to the function's maxBody: the guest is untrusted and the stream unbounded.
+ */
+async function collectStream(response: InvocationResponse, maxBytes: number): Promise<InvocationResponse> {
+  const pieces: Buffer[] = [response.body];
+  let length = response.body.length;
+  const stream = response.stream;
+  if (stream !== undefined)
+    for await (const chunk of stream) {
+      length += (chunk as Buffer).length;
+      if (length > maxBytes) {
+        stream.destroy();
+        throw new HearthError(
+          'HEARTH_E_FN_CRASHED',
+          `the function streamed more than limits.maxBody (${maxBytes} bytes) to a caller that reads the whole answer`,
+        );
+      }
+      pieces.push(chunk as Buffer);
+    }
+  return { ...response, body: Buffer.concat(pieces, length), stream: undefined };
+}
+
 function lambdaErrorBody(
   runtime: string,
   error: { readonly type: string; readonly message: string; readonly stack?: string },
