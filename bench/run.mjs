@@ -10,6 +10,7 @@ import { footprintBench } from './footprint.mjs';
 import { hostileBench } from './hostile.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
 import { stateBench } from './state.mjs';
+import { streamingBench } from './streaming.mjs';
 import { telemetryBench } from './telemetry.mjs';
 import { trafficBench } from './traffic.mjs';
 import { warmBench } from './warm.mjs';
@@ -39,6 +40,7 @@ if (want('egress')) results.egress = await egressBench({ count: 20 });
 if (want('traffic')) results.traffic = await trafficBench({ rate: 1000, seconds: 10 });
 if (want('events')) results.events = await eventsBench({ count: 50_000 });
 if (want('async')) results.async = await asyncBench({ count: 5000 });
+if (want('streaming')) results.streaming = await streamingBench({ count: 100 });
 if (want('cloudevents'))
   results.cloudevents = await cloudEventsBench({ rounds: 5, seconds: 3, connections: 32 });
 if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
@@ -232,6 +234,22 @@ if (results.cloudevents) {
     ),
     '',
     `Throughput ratio /events over /function/: **${ce.throughputRatio}**. \`/events\` goes through node:http (the fast front serves only \`/function/\`) and validates the event before submitting it.`,
+    '',
+  );
+}
+if (results.streaming) {
+  const st = results.streaming;
+  const row = (label, s) =>
+    `| ${label} | ${s.head.p50} / ${s.head.p99} | ${s.first.p50} / ${s.first.p99} | ${s.total.p50} / ${s.total.p99} |`;
+  lines.push(
+    '## Response streaming (time to first chunk)',
+    '',
+    `${st.count} sequential requests each, warm, one connection per request. The streaming function (\`awslambda.streamifyResponse\`) writes its first chunk at once and the rest after ${st.workMs} ms; the buffered one returns the same answer after the same ${st.workMs} ms.`,
+    '',
+    '| function | head p50 / p99 ms | first body byte p50 / p99 ms | end p50 / p99 ms |',
+    '|---|---:|---:|---:|',
+    row('streamed (bench-stream)', st.summary['bench-stream']),
+    row('buffered (bench-buffered)', st.summary['bench-buffered']),
     '',
   );
 }

@@ -5,6 +5,7 @@
  */
 
 import { totalmem } from 'node:os';
+import type { Readable } from 'node:stream';
 import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import {
@@ -243,7 +244,10 @@ export class NodeScheduler implements Scheduler {
       this.submit(ref, request, (error, response) => {
         if (error !== undefined) reject(error);
         else if (response?.stream !== undefined)
-          collectStream(response, this.lookup(ref)?.spec.limits.maxBodyBytes ?? 0).then(resolve, reject);
+          collectStream(response, this.lookup(ref)?.spec.limits.maxBodyBytes ?? 0, request.deadline).then(
+            resolve,
+            reject,
+          );
         else if (response !== undefined) resolve(response);
       });
     });
@@ -1476,23 +1480,46 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
  * A streamed response read whole, for callers that answer with one body (triggers, the queue, ctx.invoke),
  * up to the function's maxBody: the guest is untrusted and the stream unbounded.
  */
-async function collectStream(response: InvocationResponse, maxBytes: number): Promise<InvocationResponse> {
+async function collectStream(
+  response: InvocationResponse,
+  maxBytes: number,
+  deadline: number,
+): Promise<InvocationResponse> {
   const pieces: Buffer[] = [response.body];
   let length = response.body.length;
   const stream = response.stream;
-  if (stream !== undefined)
-    for await (const chunk of stream) {
-      length += (chunk as Buffer).length;
-      if (length > maxBytes) {
-        stream.destroy();
-        throw new HearthError(
-          'HEARTH_E_FN_CRASHED',
-          `the function streamed more than limits.maxBody (${maxBytes} bytes) to a caller that reads the whole answer`,
-        );
-      }
-      pieces.push(chunk as Buffer);
-    }
+  const timer = setTimeout(
+    () =>
+      stream?.destroy(
+        new HearthError(
+          'HEARTH_E_TIMEOUT',
+          'the function did not finish its streamed response by its deadline',
+        ),
+      ),
+    Math.max(0, deadline - Date.now()),
+  );
+  try {
+    if (stream !== undefined) await readAll(stream, pieces, maxBytes, length);
+  } finally {
+    clearTimeout(timer);
+  }
+  length = pieces.reduce((sum, piece) => sum + piece.length, 0);
   return { ...response, body: Buffer.concat(pieces, length), stream: undefined };
+}
+
+async function readAll(stream: Readable, pieces: Buffer[], maxBytes: number, already: number): Promise<void> {
+  let length = already;
+  for await (const chunk of stream) {
+    length += (chunk as Buffer).length;
+    if (length > maxBytes) {
+      stream.destroy();
+      throw new HearthError(
+        'HEARTH_E_FN_CRASHED',
+        `the function streamed more than limits.maxBody (${maxBytes} bytes) to a caller that reads the whole answer`,
+      );
+    }
+    pieces.push(chunk as Buffer);
+  }
 }
 
 function lambdaErrorBody(

@@ -375,6 +375,14 @@ const OTHERS: [string, Record<string, string>][] = [
     'index',
   ),
   node(
+    'invoke-stream-node',
+    undefined,
+    'index.mjs',
+    `export default async (event, ctx) => (await ctx.invoke('stream-node')).body;
+`,
+    'index',
+  ),
+  node(
     'stream-fail-node',
     undefined,
     'index.mjs',
@@ -511,6 +519,24 @@ def on_event(cloud_event):
     'main.hello_http',
   ),
   node(
+    'v1-nulls-node',
+    'lambda-v1',
+    'index.js',
+    `exports.handler = async (event) => ({
+  statusCode: 200,
+  body: JSON.stringify({ identity: event.requestContext.identity, pathParameters: event.pathParameters, stageVariables: event.stageVariables, queryStringParameters: event.queryStringParameters, multiValueQueryStringParameters: event.multiValueQueryStringParameters, body: event.body }),
+});
+`,
+  ),
+  python(
+    'v1-nulls-py',
+    'lambda-v1',
+    `def handler(event, context):
+    keys = ("pathParameters", "stageVariables", "queryStringParameters", "multiValueQueryStringParameters", "body")
+    return {"identity": event["requestContext"]["identity"], **{key: event[key] for key in keys}}
+`,
+  ),
+  node(
     'netlify-empty-node',
     'netlify',
     'index.js',
@@ -587,6 +613,12 @@ describe('response streaming', () => {
       expect(answer.chunks.join('')).toBe('first\nsecond\n');
     },
   );
+
+  it('ctx.invoke of a streaming function gets its whole body', async () => {
+    const response = await invoke(hearth.url, 'invoke-stream-node');
+    expect(response.status, response.text).toBe(200);
+    expect(response.text).toBe('first\nsecond\n');
+  });
 
   it('a stream the function breaks part way ends without its last chunk', async () => {
     const answer = await chunksOf('/function/stream-fail-node');
@@ -720,6 +752,34 @@ describe('Google Cloud Functions', () => {
     expect(response.status, response.text).toBe(200);
     expect(response.text).toBe('Hello Ada!');
     expect(response.headers.get('content-type')).toBe('text/html; charset=utf-8');
+  });
+});
+
+describe.each(['v1-nulls-node', 'v1-nulls-py'])('API Gateway REST v1 (%s)', (name) => {
+  it("has AWS's nulls: identity fields without IAM or Cognito, no path parameters, stage variables, query or body", async () => {
+    const response = await invoke(hearth.url, name, { headers: { 'user-agent': 'hearth-test' } });
+    expect(response.status, response.text).toBe(200);
+    expect(response.json()).toEqual({
+      identity: {
+        cognitoIdentityPoolId: null,
+        accountId: null,
+        cognitoIdentityId: null,
+        caller: null,
+        sourceIp: expect.any(String),
+        principalOrgId: null,
+        accessKey: null,
+        cognitoAuthenticationType: null,
+        cognitoAuthenticationProvider: null,
+        userArn: null,
+        userAgent: 'hearth-test',
+        user: null,
+      },
+      pathParameters: null,
+      stageVariables: null,
+      queryStringParameters: null,
+      multiValueQueryStringParameters: null,
+      body: null,
+    });
   });
 });
 

@@ -388,7 +388,7 @@ function openfaasAdapter(fn: Handler, kit: GuestKit): Adapter {
     const req = expressRequest(meta, body, kit);
     // The template's body parsers: JSON, text/*, and the raw bytes for anything else.
     const event = {
-      body: body.length === 0 ? {} : req.body,
+      body: req.body,
       headers: req.headers,
       method: req.method,
       query: req.query,
@@ -419,7 +419,7 @@ function openfaasAdapter(fn: Handler, kit: GuestKit): Adapter {
 
 /** The classic template: `(body, callback)`, the body as text; the answer is what it prints. */
 function openfaasClassicAdapter(fn: Handler): Adapter {
-  return (meta, body) =>
+  return (_meta, body) =>
     new Promise((resolve, reject) => {
       const answer = (error: unknown, value?: unknown): void => {
         if (error !== undefined && error !== null) {
@@ -445,7 +445,6 @@ function openfaasClassicAdapter(fn: Handler): Adapter {
       } catch (error) {
         reject(error);
       }
-      void meta;
     });
 }
 
