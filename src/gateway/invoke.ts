@@ -13,7 +13,15 @@ import { parseTraceparent, type TraceContext, traceFor } from '../domain/trace.j
 import { parseDuration } from '../domain/units.js';
 import type { Scheduler } from '../scheduler/index.js';
 import { type BufferedRequest, FastResponse } from './fast-http.js';
-import { HOP_BY_HOP, pipeStream, type ResponseWriter, readBody, sendError, tooLarge } from './http.js';
+import {
+  HOP_BY_HOP,
+  pipeStream,
+  type ResponseWriter,
+  readBody,
+  sendError,
+  streamBounds,
+  tooLarge,
+} from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { Traffic } from './traffic.js';
 
@@ -188,7 +196,7 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
             return;
           }
           if (stream === undefined) endWith(res, response.body);
-          else pipeStream(res, response.body, stream, deadline);
+          else pipeStream(res, response.body, stream, streamBounds(deadline, limits.maxBodyBytes));
           if (invocationChannel.hasSubscribers)
             invocationChannel.publish({
               ref,
