@@ -549,6 +549,22 @@ functions.http('hello', (req, res) => res.send(\`installed \${typeof functions.c
 `,
     },
   ],
+  [
+    'fission-flask-py',
+    {
+      'hearth.yaml': manifest(
+        'fission-flask-py',
+        '{ runtime: python3, handler: main.main, eventFormat: fission }',
+      ),
+      'requirements.txt': 'flask\n',
+      'main.py': `from flask import jsonify, request
+
+
+def main():
+    return jsonify(name=request.args.get("name"), real=type(request).__module__ != "hearth_adapters"), 202
+`,
+    },
+  ],
   node(
     'netlify-empty-node',
     'netlify',
@@ -813,6 +829,15 @@ describe.each(['v1-nulls-node', 'v1-nulls-py'])('API Gateway REST v1 (%s)', (nam
       multiValueQueryStringParameters: null,
       body: null,
     });
+  });
+});
+
+describe('Fission', () => {
+  it('Python main() with Flask installed reads the real flask.request', async () => {
+    const response = await invoke(hearth.url, 'fission-flask-py', { path: '?name=Ada' });
+    expect(response.status, response.text).toBe(202);
+    expect(response.json()).toEqual({ name: 'Ada', real: true });
+    expect(response.headers.get('content-type')).toBe('application/json');
   });
 });
 

@@ -662,6 +662,8 @@ def openfaas_http_call(function, meta, body, seq):
 
 def fission_call(function, meta, body, seq):
     # Fission's main() reads flask.request: the request of this invocation, wherever it runs.
+    if adapters.real_flask_app is not None:
+        return adapters.in_flask_context(meta, body, function.fn)
     adapters.current_request.set(adapters.Request(meta, body, header_dict(meta["rawHeaders"])))
     return function.fn()
 

@@ -181,10 +181,17 @@ class RequestProxy:
         return getattr(request, name)
 
 
+# A Flask app for a function that installs Flask itself: its `flask.request` needs a real request context.
+real_flask_app = None
+
+
 def install_flask_stand_in():
     """`from flask import request` works without Flask: Fission's Python functions read the request so."""
+    global real_flask_app
     try:
-        import flask  # noqa: F401 - only asking whether it is installed
+        import flask
+
+        real_flask_app = flask.Flask("hearth")
         return False
     except ImportError:
         pass
@@ -199,6 +206,17 @@ def install_flask_stand_in():
 
 
 # --- Google Cloud Functions' decorators -----------------------------------------------------------------
+
+
+def in_flask_context(meta, body, view):
+    """Runs `view` in a request context of the real Flask (Fission's own environment runs main() so) and
+    returns its answer as a Flask Response."""
+    raw = meta["rawHeaders"]
+    headers = [(raw[i], raw[i + 1]) for i in range(0, len(raw) - 1, 2)]
+    with real_flask_app.test_request_context(
+        meta["path"], method=meta["method"], headers=headers, data=body, query_string=meta["rawQuery"]
+    ):
+        return real_flask_app.make_response(view())
 
 
 def install_functions_framework_stand_in():
