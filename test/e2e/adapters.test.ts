@@ -383,6 +383,19 @@ const OTHERS: [string, Record<string, string>][] = [
     'index',
   ),
   node(
+    'stream-gcf-node',
+    'gcf',
+    'index.js',
+    `exports.progress = async (req, res) => {
+  res.set('content-type', 'text/plain');
+  res.write('first\\n');
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  res.end('second\\n');
+};
+`,
+    'index.progress',
+  ),
+  node(
     'stream-fail-node',
     undefined,
     'index.mjs',
@@ -635,7 +648,7 @@ function chunksOf(
 }
 
 describe('response streaming', () => {
-  it.each(['stream-node', 'stream-web-node'])(
+  it.each(['stream-node', 'stream-web-node', 'stream-gcf-node'])(
     '%s: the first chunk reaches the client before the function writes the second',
     async (name) => {
       const answer = await chunksOf(`/function/${name}`);

@@ -119,21 +119,36 @@ function expressRequest(meta: Invoke, body: Buffer, kit: GuestKit): ExpressReque
   };
 }
 
-/** The subset of Express's `res` that functions use; the answer is the body once `end` (or send/json) is called. */
+/**
+ * The subset of Express's `res` that functions use; the answer is the body once `end` (or send/json) is
+ * called. Given a way to open a stream, `write` before `end` streams: the status and headers leave with the
+ * first write and each chunk as it is written, as Cloud Functions does.
+ */
 export class ExpressResponse {
   statusCode = 200;
   readonly locals: Record<string, unknown> = {};
   private readonly headers: Headers = {};
   private readonly chunks: Buffer[] = [];
   headersSent = false;
-  private finish: ((result: HttpResult) => void) | undefined;
-  /** Resolves with the response once the function ends it. */
-  readonly done: Promise<HttpResult>;
+  writableEnded = false;
+  private sink: ResponseSink | undefined;
+  private finish: ((result: HttpResult | undefined) => void) | undefined;
+  /** Resolves with the response once the function ends it, or undefined when it was streamed. */
+  readonly done: Promise<HttpResult | undefined>;
 
-  constructor() {
+  constructor(private readonly openStream?: (status: number, headers: Headers) => ResponseSink) {
     this.done = new Promise((resolve) => {
       this.finish = resolve;
     });
+  }
+
+  /** A failure after the first streamed byte cuts the stream short; before it, it is the caller's to answer. */
+  failStreaming(error: unknown): boolean {
+    if (this.sink === undefined || this.writableEnded) return false;
+    this.writableEnded = true;
+    this.sink.end(error);
+    this.finish?.(undefined);
+    return true;
   }
 
   status(code: number): this {
@@ -181,7 +196,14 @@ export class ExpressResponse {
     return this;
   }
   write(chunk: string | Uint8Array): boolean {
-    this.chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk));
+    if (this.writableEnded) return false;
+    const bytes = Buffer.from(chunk);
+    if (this.openStream === undefined) this.chunks.push(bytes);
+    else {
+      this.sink ??= this.openStream(this.statusCode, this.headers);
+      this.headersSent = true;
+      this.sink.write(bytes);
+    }
     return true;
   }
   /** Express's send: text is text/html unless a type was set, bytes octet-stream, anything else JSON. */
@@ -212,9 +234,16 @@ export class ExpressResponse {
     return this.end();
   }
   end(chunk?: string | Uint8Array): this {
-    if (this.headersSent) return this;
-    if (chunk !== undefined) this.write(chunk);
+    if (this.writableEnded) return this;
+    this.writableEnded = true;
     this.headersSent = true;
+    if (this.sink !== undefined) {
+      if (chunk !== undefined) this.sink.write(Buffer.from(chunk));
+      this.sink.end();
+      this.finish?.(undefined);
+      return this;
+    }
+    if (chunk !== undefined) this.chunks.push(Buffer.from(chunk));
     this.finish?.({ status: this.statusCode, headers: this.headers, body: Buffer.concat(this.chunks) });
     return this;
   }
@@ -480,9 +509,14 @@ function gcfAdapter(registered: RegisteredFunction, kit: GuestKit): Adapter {
       else res.send(result);
       return res.done;
     };
-  return async (meta, body) => {
-    const res = new ExpressResponse();
-    await fn(expressRequest(meta, body, kit), res);
+  return async (meta, body, _ctx, seq) => {
+    const res = new ExpressResponse((status, headers) => kit.openStream(seq, status, headers));
+    try {
+      await fn(expressRequest(meta, body, kit), res);
+    } catch (error) {
+      if (res.failStreaming(error)) return undefined;
+      throw error;
+    }
     return res.done;
   };
 }
@@ -505,7 +539,7 @@ function fissionAdapter(fn: Handler, kit: GuestKit): Adapter {
       );
     else {
       const result = (await fn(context)) as Parameters<typeof answer>[0];
-      if (!res.headersSent) answer(result);
+      if (!res.writableEnded) answer(result);
     }
     return res.done;
   };
