@@ -396,6 +396,15 @@ const OTHERS: [string, Record<string, string>][] = [
     'index.progress',
   ),
   node(
+    'stream-direct-node',
+    'lambda-direct',
+    'index.mjs',
+    `export const handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.end(JSON.stringify({ got: event }));
+});
+`,
+  ),
+  node(
     'stream-fail-node',
     undefined,
     'index.mjs',
@@ -666,6 +675,13 @@ describe('response streaming', () => {
     expect(answer.headers['transfer-encoding']).toBe('chunked');
     expect(answer.chunks[0]).toBe('first\n');
     expect(answer.chunks.join('')).toBe('first\nsecond\n');
+  });
+
+  it("a streamified handler under lambda-direct gets the direct event (InvokeWithResponseStream's shape)", async () => {
+    const response = await invoke(hearth.url, 'stream-direct-node', { method: 'POST', body: '{"a":1}' });
+    expect(response.status, response.text).toBe(200);
+    expect(response.headers.get('transfer-encoding')).toBe('chunked');
+    expect(response.json()).toEqual({ got: { a: 1 } });
   });
 
   it('ctx.invoke of a streaming function gets its whole body', async () => {

@@ -324,9 +324,14 @@ function responseStream(
   };
 }
 
-function streamingAdapter(fn: Handler, kit: GuestKit): Adapter {
+function streamingAdapter(fn: Handler, kit: GuestKit, makeEvent: EventMaker | undefined): Adapter {
   return async (meta, body, ctx, seq) => {
-    const event = meta.event === undefined ? kit.lambdaEvent(meta, body) : kit.cloudEvent(meta.event, body);
+    const event =
+      makeEvent !== undefined
+        ? makeEvent(meta, body)
+        : meta.event === undefined
+          ? kit.lambdaEvent(meta, body)
+          : kit.cloudEvent(meta.event, body);
     const response = responseStream(kit, seq);
     const finished = new Promise<void>((resolve) => response.stream.once('finish', resolve));
     try {
@@ -606,11 +611,15 @@ export type AdapterName =
   | 'fission'
   | 'netlify';
 
+/** The event a streaming Lambda handler gets under `lambda-v1` or `lambda-direct` (else a function URL's, v2). */
+export type EventMaker = (meta: Invoke, body: Buffer) => unknown;
+
 export function createAdapter(
   name: AdapterName,
   exported: unknown,
   kit: GuestKit,
   registered?: RegisteredFunction,
+  makeEvent?: EventMaker,
 ): Adapter {
   const fn = exported as Handler;
   switch (name) {
@@ -619,7 +628,7 @@ export function createAdapter(
     case 'netlify':
       return lambdaLikeAdapter(fn, kit, netlifyEvent);
     case 'lambda-stream':
-      return streamingAdapter(fn, kit);
+      return streamingAdapter(fn, kit, makeEvent);
     case 'web':
       return webAdapter(fn, kit);
     case 'workers':

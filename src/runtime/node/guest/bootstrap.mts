@@ -455,12 +455,19 @@ async function onBind(bind: Bind): Promise<void> {
       send(T_BOUND, 0, { ok: true, eventFormat: FORMAT_NAMES[format] });
       return;
     }
-    const [name, target, registered] = convention;
+    const [name, target, registered, lambdaFormat] = convention;
     if (name !== 'workers' && typeof target !== 'function') throw handlerNotFound(loaded);
     handler = (name === 'workers' ? () => undefined : target) as Handler;
     legacyCompletion =
       name === 'workers' ? false : LEGACY_COMPLETION.test(Function.prototype.toString.call(target));
-    adapter = createAdapter(name, target, KIT, registered);
+    if (lambdaFormat !== undefined) format = lambdaFormat;
+    adapter = createAdapter(
+      name,
+      target,
+      KIT,
+      registered,
+      lambdaFormat === undefined ? undefined : (meta, body) => lambdaShaped(meta, body),
+    );
     send(T_BOUND, 0, { ok: true, eventFormat: name });
   } catch (error) {
     send(T_BOUND, 0, { ok: false, error: describe(error) });
@@ -482,7 +489,7 @@ function isWorker(value: unknown): boolean {
 function conventionOf(
   name: Bind['eventFormat'],
   loaded: LoadedModule,
-): number | [AdapterName, unknown, RegisteredFunction?] {
+): number | [AdapterName, unknown, RegisteredFunction?, number?] {
   const exported = loaded.exported;
   const streaming =
     typeof exported === 'function' && (exported as unknown as Record<symbol, unknown>)[STREAMING] === true;
@@ -492,10 +499,11 @@ function conventionOf(
     case 'lambda':
     case 'lambda-v2':
       return streaming ? ['lambda-stream', exported] : LAMBDA_V2;
+    // A streamified handler streams under any of Lambda's formats, with that format's event.
     case 'lambda-v1':
-      return LAMBDA_V1;
+      return streaming ? ['lambda-stream', exported, undefined, LAMBDA_V1] : LAMBDA_V1;
     case 'lambda-direct':
-      return LAMBDA_DIRECT;
+      return streaming ? ['lambda-stream', exported, undefined, LAMBDA_DIRECT] : LAMBDA_DIRECT;
     case 'web':
     case 'netlify-v2':
       return [isWorker(exported) ? 'workers' : 'web', exported];
