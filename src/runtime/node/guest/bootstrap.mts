@@ -451,7 +451,9 @@ async function onBind(bind: Bind): Promise<void> {
       if (typeof loaded.exported !== 'function') throw handlerNotFound(loaded);
       handler = loaded.exported as Handler;
       format = convention;
-      legacyCompletion = LEGACY_COMPLETION.test(Function.prototype.toString.call(handler));
+      // Lambda's conventions only: a Hearth handler that returns nothing has answered.
+      legacyCompletion =
+        format !== HEARTH && LEGACY_COMPLETION.test(Function.prototype.toString.call(handler));
       send(T_BOUND, 0, { ok: true, eventFormat: FORMAT_NAMES[format] });
       return;
     }
@@ -459,7 +461,8 @@ async function onBind(bind: Bind): Promise<void> {
     if (name !== 'workers' && typeof target !== 'function') throw handlerNotFound(loaded);
     handler = (name === 'workers' ? () => undefined : target) as Handler;
     legacyCompletion =
-      name === 'workers' ? false : LEGACY_COMPLETION.test(Function.prototype.toString.call(target));
+      (name === 'lambda-alb' || name === 'netlify') &&
+      LEGACY_COMPLETION.test(Function.prototype.toString.call(target));
     if (lambdaFormat !== undefined) format = lambdaFormat;
     adapter = createAdapter(
       name,
