@@ -428,6 +428,19 @@ export default async (request, context) => {
     'index',
   ),
   node(
+    'vercel-node',
+    'web',
+    'route.mjs',
+    `export function GET(request) {
+  return Response.json({ query: new URL(request.url).searchParams.get('q') });
+}
+export async function POST(request) {
+  return new Response(await request.text(), { status: 201 });
+}
+`,
+    'route',
+  ),
+  node(
     'context-node',
     'lambda-direct',
     'index.js',
@@ -708,6 +721,17 @@ describe('web standard', () => {
       finished = (await invoke(hearth.url, 'wait-until-node', { path: '?check' })).text;
     }
     expect(finished).toBe('1');
+  });
+});
+
+describe('web standard: method exports (Vercel)', () => {
+  it('GET and POST go to their exports; another method is 405 with Allow', async () => {
+    expect((await invoke(hearth.url, 'vercel-node', { path: '?q=x' })).json()).toEqual({ query: 'x' });
+    const posted = await invoke(hearth.url, 'vercel-node', { method: 'POST', body: 'hello' });
+    expect([posted.status, posted.text]).toEqual([201, 'hello']);
+    const deleted = await invoke(hearth.url, 'vercel-node', { method: 'DELETE' });
+    expect(deleted.status).toBe(405);
+    expect(deleted.headers.get('allow')).toBe('GET, POST');
   });
 });
 

@@ -285,6 +285,8 @@ interface LoadedModule {
   readonly file: string;
   /** A CommonJS module's named export (`exports.handler`): Lambda's shape, which `auto` takes as API Gateway v2. */
   readonly commonJsNamed: boolean;
+  /** An ES module's exports named after HTTP methods (`export function GET(request)`: Vercel's web handlers). */
+  readonly methods: Record<string, Handler> | undefined;
 }
 
 async function loadModule(bind: Bind): Promise<LoadedModule> {
@@ -303,6 +305,7 @@ async function loadModule(bind: Bind): Promise<LoadedModule> {
   if (!commonJs && wantsEsmShim(bind, file)) registerEsmShim();
   let exported: unknown;
   let commonJsNamed = false;
+  let methods: Record<string, Handler> | undefined;
   if (commonJs) {
     const value: unknown = createRequire(file)(file);
     const record = (value ?? {}) as Record<string, unknown>;
@@ -323,8 +326,28 @@ async function loadModule(bind: Bind): Promise<LoadedModule> {
       exportName !== undefined
         ? (namespace[exportName] ?? fallback[exportName])
         : (namespace.default ?? namespace.handler);
+    for (const method of HTTP_METHODS) {
+      const exportedMethod = namespace[method];
+      if (typeof exportedMethod !== 'function') continue;
+      methods ??= {};
+      methods[method] = exportedMethod as Handler;
+    }
   }
-  return { exported, exportName, modulePath, file, commonJsNamed };
+  return { exported, exportName, modulePath, file, commonJsNamed, methods };
+}
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
+/** One handler for a module's method exports: the request's method, HEAD by GET, else 405 with `Allow`. */
+function byMethod(methods: Record<string, Handler>): Handler {
+  const allow = Object.keys(methods).join(', ');
+  return (request, context) => {
+    const method = (request as Request).method;
+    const chosen = methods[method] ?? (method === 'HEAD' ? methods.GET : undefined);
+    return chosen === undefined
+      ? new Response(null, { status: 405, headers: { allow } })
+      : chosen(request, context);
+  };
 }
 
 function handlerNotFound(loaded: LoadedModule): Error {
@@ -509,7 +532,11 @@ function conventionOf(
       return streaming ? ['lambda-stream', exported, undefined, LAMBDA_DIRECT] : LAMBDA_DIRECT;
     case 'web':
     case 'netlify-v2':
-      return [isWorker(exported) ? 'workers' : 'web', exported];
+      if (isWorker(exported)) return ['workers', exported];
+      return [
+        'web',
+        typeof exported !== 'function' && loaded.methods !== undefined ? byMethod(loaded.methods) : exported,
+      ];
     case 'gcf':
     case 'gcf-cloudevent': {
       const registered = registeredFunction(loaded);
