@@ -15,6 +15,7 @@ import { footprintBench } from './footprint.mjs';
 import { hostileBench } from './hostile.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
 import { stateBench } from './state.mjs';
+import { streamingBench } from './streaming.mjs';
 import { telemetryBench } from './telemetry.mjs';
 import { tlsBench } from './tls.mjs';
 import { trafficBench } from './traffic.mjs';
@@ -47,6 +48,7 @@ if (want('egress')) results.egress = await egressBench({ count: 20 });
 if (want('traffic')) results.traffic = await trafficBench({ rate: 1000, seconds: 10 });
 if (want('events')) results.events = await eventsBench({ count: 50_000 });
 if (want('async')) results.async = await asyncBench({ count: 5000 });
+if (want('streaming')) results.streaming = await streamingBench({ count: 100 });
 if (want('cloudevents'))
   results.cloudevents = await cloudEventsBench({ rounds: 5, seconds: 3, connections: 32 });
 if (want('eventsourcing'))
@@ -309,6 +311,22 @@ if (results.eventsourcing) {
     `Appends per second with expectedVersion: **${ar.appendsPerSecond}** from one writer (each append waits for the one before), **${ar.fourWritersAppendsPerSecond}** from four writers on four streams at once.`,
     '',
     `Rebuild of a ${rb.events}-event stream (folding every event, read in pages of 10,000): **${rb.withoutSnapshotMs} ms without a snapshot**, **${rb.withSnapshotMs} ms from a snapshot** at version ${rb.events} plus the 100 events appended after it (${rb.speedup}×). Filling the stream took ${rb.fillMs} ms (appends of 1,000 events each).`,
+    '',
+  );
+}
+if (results.streaming) {
+  const st = results.streaming;
+  const row = (label, s) =>
+    `| ${label} | ${s.head.p50} / ${s.head.p99} | ${s.first.p50} / ${s.first.p99} | ${s.total.p50} / ${s.total.p99} |`;
+  lines.push(
+    '## Response streaming (time to first chunk)',
+    '',
+    `${st.count} sequential requests each, warm, one connection per request. The streaming function (\`awslambda.streamifyResponse\`) writes its first chunk at once and the rest after ${st.workMs} ms; the buffered one returns the same answer after the same ${st.workMs} ms.`,
+    '',
+    '| function | head p50 / p99 ms | first body byte p50 / p99 ms | end p50 / p99 ms |',
+    '|---|---:|---:|---:|',
+    row('streamed (bench-stream)', st.summary['bench-stream']),
+    row('buffered (bench-buffered)', st.summary['bench-buffered']),
     '',
   );
 }

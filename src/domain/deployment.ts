@@ -1,5 +1,6 @@
 /** @module A deployed function version as the data plane sees it, and the request/response of one invocation. */
 
+import type { Readable } from 'node:stream';
 import type { ColdStartPhases } from './events.js';
 import type { FunctionManifest, FunctionRef, FunctionSpec } from './function.js';
 import type { TraceContext } from './trace.js';
@@ -54,6 +55,11 @@ export interface InvocationResponse {
   /** Flat `[name, value, ...]`, names lower-case. */
   readonly headers: readonly string[];
   readonly body: Buffer;
+  /**
+   * A streamed response's body after `body` (Lambda response streaming, a streaming fetch Response): chunks
+   * as the function writes them; it errors when the function fails part way. Undefined for a whole answer.
+   */
+  readonly stream?: Readable | undefined;
   readonly coldStart: boolean;
   readonly version: number;
   readonly instanceId: string;

@@ -75,11 +75,32 @@ export const scalingSchema = z
   });
 
 /**
- * The event a handler gets and how its return value answers: `auto` (Hearth's event, or API Gateway v2
- * for a CommonJS `exports.handler`), `hearth`, `lambda` (= `lambda-v2`, API Gateway HTTP API),
- * `lambda-v1` (API Gateway REST API), `lambda-direct` (the JSON body is the event, the return value the JSON answer).
+ * The platform convention a handler follows: the event it gets and how its return value answers.
+ * `auto` (Hearth's event, or a convention the guest detects without doubt: see docs/architecture.md
+ * "Bring your functions"), `hearth`, AWS Lambda's `lambda` (= `lambda-v2`, API Gateway HTTP API),
+ * `lambda-v1` (API Gateway REST API), `lambda-alb` (an Application Load Balancer target), `lambda-direct`
+ * (the JSON body is the event, the return value the JSON answer); `web` (a fetch `Request` in, a
+ * `Response` out; module workers' `{ fetch }`), `openfaas` (the node20 and python3-http templates; a
+ * one-argument Python `handle(req)` is the classic template), `openfaas-classic`, `gcf` (Google Cloud
+ * Functions' Functions Framework), `gcf-cloudevent`, `fission`, `netlify` (v1) and `netlify-v2` (= `web`).
  */
-export const EVENT_FORMATS = ['auto', 'hearth', 'lambda', 'lambda-v2', 'lambda-v1', 'lambda-direct'] as const;
+export const EVENT_FORMATS = [
+  'auto',
+  'hearth',
+  'lambda',
+  'lambda-v2',
+  'lambda-v1',
+  'lambda-alb',
+  'lambda-direct',
+  'web',
+  'openfaas',
+  'openfaas-classic',
+  'gcf',
+  'gcf-cloudevent',
+  'fission',
+  'netlify',
+  'netlify-v2',
+] as const;
 export type EventFormat = (typeof EVENT_FORMATS)[number];
 
 export const functionSpecSchema = z.strictObject({

@@ -24,7 +24,7 @@ import { parseTraceparent, type TraceContext, traceFor } from '../domain/trace.j
 import type { RetryPolicy } from '../domain/triggers.js';
 import type { NewMessage, Queue, QueueMessage } from '../queue/index.js';
 import type { Scheduler } from '../scheduler/index.js';
-import { parseJsonBody, readBody, sendError, sendJson, tooLarge } from './http.js';
+import { parseJsonBody, readBody, sendError, sendJson, streamBounds, tooLarge } from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import { writeResponse } from './route-invoke.js';
 import type { Traffic } from './traffic.js';
@@ -594,7 +594,15 @@ function deliver(
   options.scheduler.submit(deployed.ref, request, (error, response) => {
     const ok = error === undefined && response !== undefined;
     if (!ok) fail(error, invocationId);
-    else if (!writeResponse(res, response, invocationId, limitHeaders ?? []))
+    else if (
+      !writeResponse(
+        res,
+        response,
+        invocationId,
+        limitHeaders ?? [],
+        streamBounds(request.deadline, deployed.spec.limits.maxBodyBytes),
+      )
+    )
       fail(
         new HearthError('HEARTH_E_FN_CRASHED', 'the function returned an invalid response header'),
         invocationId,

@@ -357,6 +357,7 @@ export class FastResponse {
   headersSent = false;
   private head = '';
   private closeAfter = false;
+  private streaming = false;
 
   constructor(
     private readonly connection: FastConnection,
@@ -412,7 +413,29 @@ export class FastResponse {
     return this;
   }
 
+  /** A chunk of a streamed body (the head carries `transfer-encoding: chunked`); the head leaves with the first. */
+  write(chunk: Buffer): boolean {
+    const socket = this.connection.socket;
+    if (!this.streaming) {
+      this.streaming = true;
+      socket.write(this.head, 'latin1');
+      this.head = '';
+    }
+    if (chunk.length === 0 || socket.destroyed) return true;
+    socket.cork();
+    socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    socket.write(chunk);
+    const more = socket.write('\r\n', 'latin1');
+    socket.uncork();
+    return more;
+  }
+
   end(body?: string | Buffer, encoding: BufferEncoding = 'utf8'): this {
+    if (this.streaming) {
+      // A streamed body: the last chunk, then the connection serves its next request.
+      this.connection.respond('0\r\n\r\n', undefined, 'latin1', this.closeAfter);
+      return this;
+    }
     if (!this.headersSent) {
       const length =
         body === undefined ? 0 : typeof body === 'string' ? Buffer.byteLength(body, encoding) : body.length;
@@ -421,6 +444,11 @@ export class FastResponse {
     // 1xx, 204 and 304 responses carry no body.
     const bodiless = this.statusCode < 200 || this.statusCode === 204 || this.statusCode === 304;
     this.connection.respond(this.head, bodiless ? undefined : body, encoding, this.closeAfter);
+    return this;
+  }
+
+  once(event: 'close', listener: () => void): this {
+    this.connection.socket.once(event, listener);
     return this;
   }
 

@@ -2,6 +2,7 @@
 
 import { isUtf8 } from 'node:buffer';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import { ERROR_CATALOGUE, errorBody, HearthError, isHearthError } from '../domain/errors.js';
 import { type ClientClosedEvent, clientClosedChannel } from '../domain/events.js';
 import { formatBytes } from '../domain/units.js';
@@ -15,7 +16,55 @@ export interface ResponseWriter {
   readonly headersSent: boolean;
   writeHead(status: number, headers?: OutgoingHttpHeaders | string[]): unknown;
   end(body: string | Buffer, encoding?: BufferEncoding): unknown;
+  /** A chunk of a streamed (chunked) body; the head leaves with the first. */
+  write(chunk: Buffer): unknown;
+  /** 'close': the connection is gone (or, for node's response, the response is done). */
+  once(event: 'close', listener: () => void): unknown;
   destroy(): unknown;
+}
+
+/** What bounds a streamed response: the function's deadline, and a total size. */
+export interface StreamBounds {
+  readonly deadline: number;
+  readonly maxBytes: number;
+}
+
+/**
+ * A streamed body may pass limits.maxBody (that is what streaming is for) up to 20 MiB, Lambda's own default
+ * for streamed responses; a larger maxBody raises it.
+ */
+export function streamBounds(deadline: number, maxBodyBytes: number): StreamBounds {
+  return { deadline, maxBytes: Math.max(maxBodyBytes, 20 * 1024 * 1024) };
+}
+
+/**
+ * Sends a streamed response's body as it arrives (the head is written, with `transfer-encoding: chunked`):
+ * each chunk the function writes goes out at once. The function's deadline still bounds it, a client that
+ * goes away stops it, and a stream the function cut short (it failed part way) ends the connection
+ * without the last chunk, which is how HTTP/1.1 tells the client the body is incomplete.
+ */
+export function pipeStream(res: ResponseWriter, first: Buffer, stream: Readable, bounds: StreamBounds): void {
+  const timer = setTimeout(
+    () => stream.destroy(new Error('the function did not finish its streamed response by its deadline')),
+    Math.max(0, bounds.deadline - Date.now()),
+  );
+  res.once('close', () => stream.destroy());
+  // Written even when empty: the head leaves now, before the function's first chunk.
+  res.write(first);
+  let sent = first.length;
+  stream.on('data', (chunk: Buffer) => {
+    sent += chunk.length;
+    if (sent > bounds.maxBytes) stream.destroy(new Error('the streamed response passed its size bound'));
+    else res.write(chunk);
+  });
+  stream.once('end', () => {
+    clearTimeout(timer);
+    res.end('', 'latin1');
+  });
+  stream.once('error', () => {
+    clearTimeout(timer);
+    res.destroy();
+  });
 }
 
 /** Headers that describe one hop of the connection, not the response; never copied from a function. */

@@ -13,7 +13,15 @@ import { parseTraceparent, type TraceContext, traceFor } from '../domain/trace.j
 import { parseDuration } from '../domain/units.js';
 import type { Scheduler } from '../scheduler/index.js';
 import { type BufferedRequest, FastResponse } from './fast-http.js';
-import { HOP_BY_HOP, type ResponseWriter, readBody, sendError, tooLarge } from './http.js';
+import {
+  HOP_BY_HOP,
+  pipeStream,
+  type ResponseWriter,
+  readBody,
+  sendError,
+  streamBounds,
+  tooLarge,
+} from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { Traffic } from './traffic.js';
 
@@ -152,9 +160,10 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
             if (!HOP_BY_HOP.has(name)) headers.push(name, fromFunction[i + 1] as string);
           }
           const fast = res instanceof FastResponse;
+          const stream = response.stream;
           headers.push(
-            'content-length',
-            String(response.body.length),
+            stream === undefined ? 'content-length' : 'transfer-encoding',
+            stream === undefined ? String(response.body.length) : 'chunked',
             'x-hearth-invocation-id',
             invocationId,
           );
@@ -186,7 +195,8 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
             );
             return;
           }
-          endWith(res, response.body);
+          if (stream === undefined) endWith(res, response.body);
+          else pipeStream(res, response.body, stream, streamBounds(deadline, limits.maxBodyBytes));
           if (invocationChannel.hasSubscribers)
             invocationChannel.publish({
               ref,

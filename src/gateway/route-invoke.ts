@@ -10,7 +10,7 @@ import { HearthError, isHearthError } from '../domain/errors.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
 import { parseDuration } from '../domain/units.js';
 import type { Scheduler } from '../scheduler/index.js';
-import { HOP_BY_HOP, readBody, sendError } from './http.js';
+import { HOP_BY_HOP, pipeStream, readBody, type StreamBounds, sendError, streamBounds } from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { RouteMatch } from './routes.js';
 import type { Traffic } from './traffic.js';
@@ -113,7 +113,15 @@ export function createRouteInvoker(options: RouteInvokerOptions): RouteInvoker {
           }
           const extra = ['x-hearth-route', routeId];
           if (limitHeaders !== undefined) extra.push(...limitHeaders);
-          if (!writeResponse(res, response, invocationId, extra)) {
+          if (
+            !writeResponse(
+              res,
+              response,
+              invocationId,
+              extra,
+              streamBounds(deadline, deployed.spec.limits.maxBodyBytes),
+            )
+          ) {
             fail(
               new HearthError('HEARTH_E_FN_CRASHED', 'the function returned an invalid response header'),
               response.version,
@@ -134,6 +142,8 @@ export function writeResponse(
   response: InvocationResponse,
   invocationId: string,
   extra: readonly string[] = [],
+  /** A streamed response's deadline and size bound (the function's); without them, a minute and 20 MiB. */
+  bounds: StreamBounds = streamBounds(Date.now() + 60_000, 0),
 ): boolean {
   const headers: string[] = [];
   const fromFunction = response.headers;
@@ -141,9 +151,10 @@ export function writeResponse(
     const name = fromFunction[i] as string;
     if (!HOP_BY_HOP.has(name)) headers.push(name, fromFunction[i + 1] as string);
   }
+  const stream = response.stream;
   headers.push(
-    'content-length',
-    String(response.body.length),
+    stream === undefined ? 'content-length' : 'transfer-encoding',
+    stream === undefined ? String(response.body.length) : 'chunked',
     'x-hearth-invocation-id',
     invocationId,
     ...extra,
@@ -157,7 +168,8 @@ export function writeResponse(
     res.statusMessage = '';
     return false;
   }
-  res.end(response.body);
+  if (stream === undefined) res.end(response.body);
+  else pipeStream(res, response.body, stream, bounds);
   return true;
 }
 

@@ -30,6 +30,8 @@ export interface ColdStartOptions {
 
 export class ColdStarter {
   private readonly stemPools = new Map<string, StemCellPool>();
+  /** The convention each version's guests resolved (describe shows it): learned at their first bind. */
+  readonly conventions = new WeakMap<DeployedVersion, string>();
 
   constructor(private readonly options: ColdStartOptions) {}
 
@@ -168,6 +170,7 @@ export class ColdStarter {
           { details: { type: error.type } },
         );
       }
+      if (bound.eventFormat !== undefined) this.conventions.set(version, bound.eventFormat);
       instance.capacity =
         version.spec.runtime === 'python3' && bound.concurrent !== true
           ? 1

@@ -93,6 +93,11 @@ export interface FunctionStatus {
   };
   /** An EventGateway's instance cap, when one applies. */
   readonly instanceCap?: number;
+  /**
+   * The handler convention in force for the active version, as its guest resolved `spec.eventFormat`
+   * (`auto` included), once an instance of it has loaded the handler.
+   */
+  readonly convention?: string;
 }
 
 export interface SchedulerOptions {

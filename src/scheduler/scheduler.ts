@@ -6,6 +6,7 @@
  */
 
 import { totalmem } from 'node:os';
+import type { Readable } from 'node:stream';
 import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import {
@@ -145,6 +146,11 @@ export class NodeScheduler implements Scheduler {
     return new Promise((resolve, reject) => {
       this.submit(ref, request, (error, response) => {
         if (error !== undefined) reject(error);
+        else if (response?.stream !== undefined)
+          collectStream(response, this.lookup(ref)?.spec.limits.maxBodyBytes ?? 0, request.deadline).then(
+            resolve,
+            reject,
+          );
         else if (response !== undefined) resolve(response);
       });
     });
@@ -297,6 +303,7 @@ export class NodeScheduler implements Scheduler {
             status: result.status,
             headers: result.headers,
             body: result.body,
+            stream: result.stream,
             coldStart: cold,
             version: instance.version.version,
             instanceId: instance.id,
@@ -388,6 +395,9 @@ export class NodeScheduler implements Scheduler {
         retryAfterMs: fn.breaker.state === 'open' ? fn.breaker.retryAfterMs : 0,
       },
       ...(this.caps.has(functionKey(ref)) ? { instanceCap: this.caps.get(functionKey(ref)) } : {}),
+      ...(this.cold.conventions.has(fn.active.version)
+        ? { convention: this.cold.conventions.get(fn.active.version) }
+        : {}),
     };
   }
 
@@ -1022,6 +1032,52 @@ const DEFAULT_STEM_CELLS_MAX = 8;
 
 function round2(value: number): number {
   return Number(value.toFixed(2));
+}
+
+/**
+ * A streamed response read whole, for callers that answer with one body (triggers, the queue, ctx.invoke),
+ * up to the function's maxBody: the guest is untrusted and the stream unbounded.
+ */
+async function collectStream(
+  response: InvocationResponse,
+  maxBytes: number,
+  deadline: number,
+): Promise<InvocationResponse> {
+  const pieces: Buffer[] = [response.body];
+  let length = response.body.length;
+  const stream = response.stream;
+  const timer = setTimeout(
+    () =>
+      stream?.destroy(
+        new HearthError(
+          'HEARTH_E_TIMEOUT',
+          'the function did not finish its streamed response by its deadline',
+        ),
+      ),
+    Math.max(0, deadline - Date.now()),
+  );
+  try {
+    if (stream !== undefined) await readAll(stream, pieces, maxBytes, length);
+  } finally {
+    clearTimeout(timer);
+  }
+  length = pieces.reduce((sum, piece) => sum + piece.length, 0);
+  return { ...response, body: Buffer.concat(pieces, length), stream: undefined };
+}
+
+async function readAll(stream: Readable, pieces: Buffer[], maxBytes: number, already: number): Promise<void> {
+  let length = already;
+  for await (const chunk of stream) {
+    length += (chunk as Buffer).length;
+    if (length > maxBytes) {
+      stream.destroy();
+      throw new HearthError(
+        'HEARTH_E_FN_CRASHED',
+        `the function streamed more than limits.maxBody (${maxBytes} bytes) to a caller that reads the whole answer`,
+      );
+    }
+    pieces.push(chunk as Buffer);
+  }
 }
 
 /**

@@ -95,7 +95,12 @@ export function renderDetail(fn: FunctionDetail, options: RenderOptions): string
     ['Namespace', fn.namespace],
     ['Version', String(fn.version)],
     ['Runtime', `${spec.runtime} (handler ${spec.handler})`],
-    ['Events', spec.eventFormat],
+    [
+      'Events',
+      fn.convention === undefined || fn.convention === null || fn.convention === spec.eventFormat
+        ? spec.eventFormat
+        : `${spec.eventFormat} (in force: ${fn.convention})`,
+    ],
     ['URL', fn.url === '' ? '-' : options.url],
     // A function running without the sandbox must be impossible to overlook.
     ['Isolation', spec.isolation === 'process' ? style.bold(style.yellow(isolation)) : isolation],

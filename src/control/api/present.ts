@@ -42,6 +42,7 @@ export function toDetail(
   return {
     ...toSummary(fn, status),
     manifest: fn.active.manifest,
+    convention: status?.convention ?? null,
     spec: {
       runtime: spec.runtime,
       handler: spec.handler,

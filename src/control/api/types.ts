@@ -46,6 +46,8 @@ export interface DeploymentSummary {
 export interface FunctionDetail extends FunctionSummary {
   /** The resource as applied (units as the user wrote them). */
   readonly manifest: FunctionManifest;
+  /** The handler convention in force, as the guest resolved `spec.eventFormat`; null until an instance loaded it. */
+  readonly convention?: string | null;
   /** The spec with defaults applied, units normalised. */
   readonly spec: {
     readonly runtime: string;

@@ -3,6 +3,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import { PassThrough, type Readable } from 'node:stream';
 import {
   type BindMessage,
   type BoundMessage,
@@ -26,6 +27,8 @@ export type GuestResult =
       readonly status: number;
       readonly headers: ResultMeta['headers'];
       readonly body: Buffer;
+      /** A streamed response's body (`body` is then empty): chunks as the function writes them. */
+      readonly stream?: Readable;
     }
   | { readonly ok: false; readonly error: ErrorMeta };
 
@@ -101,6 +104,8 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   readonly ready: Promise<{ runtime: string; pid: number }>;
   private readonly channel: Socket;
   private readonly pending = new SlotTable<GuestCallback>();
+  /** Streamed responses still being written, by invocation sequence number (keys are not reused while live). */
+  private readonly streams = new Map<number, PassThrough>();
   private bindWaiter: ((message: BoundMessage) => void) | undefined;
   private readonly outbox = new FrameWriter();
   private exitInfo: GuestExit | undefined;
@@ -153,6 +158,8 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
       failReady(error);
       const callbacks = this.pending.drain();
       for (const callback of callbacks) callback(error, undefined);
+      for (const stream of this.streams.values()) stream.destroy(error);
+      this.streams.clear();
       this.bindWaiter?.({ ok: false, error: { type: 'Crashed', message: error.message } });
       this.bindWaiter = undefined;
       this.emit('exit', exit);
@@ -184,6 +191,8 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
       const resultNote = `limits.maxBody is ${maxBody} bytes, plus ${CONTROL_FRAME_BYTES} for the status and headers`;
       this.decoder.setLimit(FrameType.Result, maxBody + CONTROL_FRAME_BYTES, resultNote);
       this.decoder.setLimit(FrameType.Error, maxBody + CONTROL_FRAME_BYTES, resultNote);
+      this.decoder.setLimit(FrameType.StreamHead, maxBody + CONTROL_FRAME_BYTES, resultNote);
+      this.decoder.setLimit(FrameType.StreamChunk, maxBody + CONTROL_FRAME_BYTES, resultNote);
       this.decoder.setLimit(
         FrameType.Call,
         Math.max(maxBody, MIN_CALL_BYTES) + CONTROL_FRAME_BYTES,
@@ -324,6 +333,35 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
         }
         const [status, headers] = frame.meta as ResultWire;
         callback(undefined, { ok: true, status, headers, body: frame.body });
+        return;
+      }
+      case FrameType.StreamHead: {
+        const callback = this.pending.take(frame.id);
+        if (callback === undefined) return;
+        if (typeof frame.meta === 'string') {
+          callback(new InvalidResponseError(frame.meta), undefined);
+          return;
+        }
+        const [status, headers] = frame.meta as ResultWire;
+        const stream = new PassThrough();
+        this.streams.set(frame.id, stream);
+        // A client that went away stops the stream; the guest's later chunks are dropped.
+        stream.once('close', () => this.streams.delete(frame.id));
+        callback(undefined, { ok: true, status, headers, body: frame.body, stream });
+        return;
+      }
+      case FrameType.StreamChunk:
+        if (frame.body.length > 0) this.streams.get(frame.id)?.write(frame.body);
+        return;
+      case FrameType.StreamEnd: {
+        const stream = this.streams.get(frame.id);
+        if (stream === undefined) return;
+        this.streams.delete(frame.id);
+        if (frame.meta === undefined || frame.meta === null) stream.end();
+        else {
+          const { type, message } = errorMeta(frame.meta);
+          stream.destroy(new Error(`${type}: ${message}`));
+        }
         return;
       }
       case FrameType.Error: {

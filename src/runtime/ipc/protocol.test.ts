@@ -226,4 +226,31 @@ describe('instance wire protocol', () => {
     // Tabs and Latin-1 text are valid in a value, as node:http has them.
     expect(checkResult([200, ['x', 'caf\u00e9\tok']])).toEqual([200, ['x', 'caf\u00e9\tok']]);
   });
+
+  it("checks a streamed response's head as it checks a Result, and bounds its chunks by their own limit", () => {
+    const writer = new FrameWriter();
+    writer.add(FrameType.StreamHead, 3, [
+      200,
+      ['Content-Type', 'text/plain', 'Transfer-Encoding', 'chunked'],
+    ]);
+    writer.add(FrameType.StreamHead, 4, [200, ['bad name', 'x']]);
+    writer.add(FrameType.StreamChunk, 3, undefined, Buffer.from('first'));
+    writer.add(FrameType.StreamEnd, 3, undefined);
+    const frames: Frame[] = [];
+    const decoder = new FrameDecoder((frame) => frames.push(frame));
+    decoder.push(writer.take() ?? Buffer.alloc(0));
+    expect(frames.map((f) => [f.type, f.id, f.meta])).toEqual([
+      [FrameType.StreamHead, 3, [200, ['content-type', 'text/plain']]],
+      [FrameType.StreamHead, 4, 'header name "bad name" is not a valid HTTP token'],
+      [FrameType.StreamChunk, 3, undefined],
+      [FrameType.StreamEnd, 3, undefined],
+    ]);
+    expect(frames[2]?.body.toString()).toBe('first');
+    decoder.setLimit(FrameType.StreamChunk, 100, 'limits.maxBody');
+    const big = new FrameWriter();
+    big.add(FrameType.StreamChunk, 3, undefined, Buffer.alloc(200));
+    expect(() => decoder.push(big.take() ?? Buffer.alloc(0))).toThrow(
+      /StreamChunk frame of 209 bytes; at most 100/,
+    );
+  });
 });

@@ -15,6 +15,7 @@
  */
 
 import type { CloudEventAttributes } from '../../domain/deployment.js';
+import type { EventFormat } from '../../domain/function.js';
 
 export const HEADER_BYTES = 13;
 
@@ -39,6 +40,13 @@ export const FrameType = {
   Log: 20,
   /** guest → host: a call into the platform on behalf of an invocation (`[invocationSeq, method, args]`), e.g. ctx.state. */
   Call: 21,
+  /**
+   * guest → host: a streamed response begins (meta `[status, headers]`, checked like a Result's); its body
+   * follows in StreamChunk frames and ends with StreamEnd (meta: nothing, or the error that cut it short).
+   */
+  StreamHead: 22,
+  StreamChunk: 23,
+  StreamEnd: 24,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -258,7 +266,7 @@ export class FrameDecoder {
       let meta: unknown;
       try {
         meta =
-          type === FrameType.Result
+          type === FrameType.Result || type === FrameType.StreamHead
             ? this.resultMeta(buffer, metaStart, bodyStart)
             : parseMeta(buffer, metaStart, bodyStart);
       } catch (error) {
@@ -384,7 +392,7 @@ export interface BindMessage {
   readonly depsDir: string | undefined;
   readonly env: Readonly<Record<string, string>>;
   /** spec.eventFormat as given; the guest resolves `auto` and `lambda` (= `lambda-v2`). */
-  readonly eventFormat: 'auto' | 'hearth' | 'lambda' | 'lambda-v2' | 'lambda-v1' | 'lambda-direct';
+  readonly eventFormat: EventFormat;
   readonly memoryMiB: number;
   readonly timeoutMs: number;
   /** limits.maxBody: the largest response body the host accepts; the guest refuses a larger one itself. */
@@ -395,8 +403,12 @@ export interface BoundMessage {
   readonly ok: boolean;
   /** Python: whether the handler is a coroutine function and may run concurrently. */
   readonly concurrent?: boolean;
-  /** The format the guest resolved. */
-  readonly eventFormat?: 'hearth' | 'lambda-v2' | 'lambda-v1' | 'lambda-direct';
+  /**
+   * The convention in force, as the guest resolved it: `hearth`, `lambda-v2`, `lambda-v1`, `lambda-alb`,
+   * `lambda-direct`, `lambda-stream`, `web`, `workers`, `openfaas`, `openfaas-classic`, `gcf`, `gcf-cloudevent`,
+   * `fission` or `netlify`.
+   */
+  readonly eventFormat?: string;
   readonly error?: { readonly type: string; readonly message: string; readonly stack?: string };
 }
 

@@ -9,11 +9,22 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createCipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import * as Module from 'node:module';
+import { createRequire, register } from 'node:module';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import {
+  type Adapter,
+  type AdapterName,
+  createAdapter,
+  type GuestKit,
+  PRELUDE,
+  type RegisteredFunction,
+  type ResponseSink,
+  STREAMING,
+} from './adapters.mjs';
 
 const T_BIND = 1;
 const T_INVOKE = 2;
@@ -25,6 +36,12 @@ const T_RESULT = 18;
 const T_ERROR = 19;
 const T_LOG = 20;
 const T_CALL = 21;
+/** A streamed response: its status and headers, then chunks of its body, then its end (src/runtime/ipc/protocol.ts). */
+const T_STREAM_HEAD = 22;
+const T_STREAM_CHUNK = 23;
+const T_STREAM_END = 24;
+/** A streamed body leaves in pieces of at most this much, far below the host's per-frame bound. */
+const STREAM_PIECE = 256 * 1024;
 const HEADER = 13;
 const EMPTY = Buffer.alloc(0);
 
@@ -42,7 +59,22 @@ interface Bind {
   codeDir: string;
   depsDir?: string;
   env: Record<string, string>;
-  eventFormat: 'hearth' | 'lambda' | 'lambda-v2' | 'lambda-v1' | 'lambda-direct' | 'auto';
+  eventFormat:
+    | 'auto'
+    | 'hearth'
+    | 'lambda'
+    | 'lambda-v2'
+    | 'lambda-v1'
+    | 'lambda-direct'
+    | 'lambda-alb'
+    | 'web'
+    | 'openfaas'
+    | 'openfaas-classic'
+    | 'gcf'
+    | 'gcf-cloudevent'
+    | 'fission'
+    | 'netlify'
+    | 'netlify-v2';
   memoryMiB: number;
   timeoutMs: number;
   /** limits.maxBody: the host ends a guest whose response is larger, so a larger one is refused here. */
@@ -78,7 +110,7 @@ function invokeFromWire(wire: InvokeWire): Invoke {
   };
 }
 
-interface CloudEventAttributes {
+export interface CloudEventAttributes {
   specversion: string;
   id: string;
   source: string;
@@ -90,7 +122,7 @@ interface CloudEventAttributes {
   extensions?: Record<string, unknown>;
 }
 
-interface Invoke {
+export interface Invoke {
   invocationId: string;
   method: string;
   path: string;
@@ -243,6 +275,8 @@ function settleCall(id: number, [ok, value]: [boolean, unknown]): void {
 
 // --- handler loading ---------------------------------------------------------------------------------
 let handler: Handler | undefined;
+/** Another platform's convention (adapters.mts), or undefined for the bootstrap's own: one test per invocation. */
+let adapter: Adapter | undefined;
 let boundInfo: FunctionInfo | undefined;
 /** The event shape (spec.eventFormat, resolved at bind): a number, compared once per invocation. */
 const HEARTH = 0;
@@ -284,7 +318,19 @@ function isCommonJs(file: string, codeDir: string): boolean {
   return true;
 }
 
-async function loadHandler(bind: Bind): Promise<{ fn: Handler; commonJsNamed: boolean }> {
+interface LoadedModule {
+  /** The handler's candidate: the named export, or the default export (else `handler`). */
+  readonly exported: unknown;
+  readonly exportName: string | undefined;
+  readonly modulePath: string;
+  readonly file: string;
+  /** A CommonJS module's named export (`exports.handler`): Lambda's shape, which `auto` takes as API Gateway v2. */
+  readonly commonJsNamed: boolean;
+  /** An ES module's exports named after HTTP methods (`export function GET(request)`: Vercel's web handlers). */
+  readonly methods: Record<string, Handler> | undefined;
+}
+
+async function loadModule(bind: Bind): Promise<LoadedModule> {
   const known = /\.(m?js|cjs)$/.test(bind.handler);
   const lastDot = bind.handler.lastIndexOf('.');
   const hasExport = !known && lastDot > bind.handler.lastIndexOf('/');
@@ -297,62 +343,203 @@ async function loadHandler(bind: Bind): Promise<{ fn: Handler; commonJsNamed: bo
       { name: 'HandlerNotFound' },
     );
   const commonJs = isCommonJs(file, bind.codeDir);
-  let fn: unknown;
+  if (!commonJs && wantsEsmShim(bind, file)) registerEsmShim();
+  let exported: unknown;
   let commonJsNamed = false;
+  let methods: Record<string, Handler> | undefined;
   if (commonJs) {
-    const exported: unknown = createRequire(file)(file);
-    const record = (exported ?? {}) as Record<string, unknown>;
+    const value: unknown = createRequire(file)(file);
+    const record = (value ?? {}) as Record<string, unknown>;
     if (exportName !== undefined) {
-      fn = record[exportName];
+      exported = record[exportName];
       commonJsNamed = true;
-    } else if (typeof exported === 'function') fn = exported;
-    else if (typeof record.default === 'function') fn = record.default;
+    } else if (typeof value === 'function') exported = value;
+    else if (typeof record.default === 'function') exported = record.default;
+    else if (typeof record.fetch === 'function') exported = record;
     else {
-      fn = record.handler;
+      exported = record.handler;
       commonJsNamed = true;
     }
   } else {
     const namespace = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
     const fallback = (namespace.default ?? {}) as Record<string, unknown>;
-    fn =
+    exported =
       exportName !== undefined
         ? (namespace[exportName] ?? fallback[exportName])
         : (namespace.default ?? namespace.handler);
+    for (const method of HTTP_METHODS) {
+      const exportedMethod = namespace[method];
+      if (typeof exportedMethod !== 'function') continue;
+      methods ??= {};
+      methods[method] = exportedMethod as Handler;
+    }
   }
-  if (typeof fn !== 'function') {
-    const wanted =
-      exportName === undefined
-        ? 'a default export (or an export named "handler") that is a function'
-        : `a function exported as "${exportName}"`;
-    throw Object.assign(new Error(`module "${modulePath}" has no ${wanted}`), {
-      name: 'HandlerNotFound',
-    });
-  }
-  return { fn: fn as Handler, commonJsNamed };
+  return { exported, exportName, modulePath, file, commonJsNamed, methods };
 }
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
+/** One handler for a module's method exports: the request's method, HEAD by GET, else 405 with `Allow`. */
+function byMethod(methods: Record<string, Handler>): Handler {
+  const allow = Object.keys(methods).join(', ');
+  return (request, context) => {
+    const method = (request as Request).method;
+    const chosen = methods[method] ?? (method === 'HEAD' ? methods.GET : undefined);
+    return chosen === undefined
+      ? new Response(null, { status: 405, headers: { allow } })
+      : chosen(request, context);
+  };
+}
+
+function handlerNotFound(loaded: LoadedModule): Error {
+  const wanted =
+    loaded.exportName === undefined
+      ? 'a default export (or an export named "handler") that is a function'
+      : `a function exported as "${loaded.exportName}"`;
+  return Object.assign(new Error(`module "${loaded.modulePath}" has no ${wanted}`), {
+    name: 'HandlerNotFound',
+  });
+}
+
+// --- Google Cloud Functions' `functions.http(name, fn)` registrations ----------------------------------------
+const GCF_PACKAGE = '@google-cloud/functions-framework';
+const GUEST_DIR = dirname(new URL(import.meta.url).pathname);
+const GCF_SHIM = join(GUEST_DIR, 'functions-framework.cjs');
+let esmShimRegistered = false;
+
+/**
+ * `require('@google-cloud/functions-framework')` resolves to the guest's stand-in when the function did not
+ * install the package. A wrapper around CommonJS resolution that costs a comparison on its failure path only.
+ */
+function installRequireShim(): void {
+  const loader = Module.Module as unknown as {
+    _resolveFilename(request: string, parent: unknown, isMain: boolean, options: unknown): string;
+  };
+  const original = loader._resolveFilename;
+  loader._resolveFilename = function resolveWithShim(request, parent, isMain, options) {
+    try {
+      return original.call(this, request, parent, isMain, options);
+    } catch (error) {
+      if (request === GCF_PACKAGE) return GCF_SHIM;
+      throw error;
+    }
+  };
+}
+
+/** ES modules need a loader hook (a thread of its own), so it is registered only for a module that asks for the package. */
+function wantsEsmShim(bind: Bind, file: string): boolean {
+  if (esmShimRegistered) return false;
+  if (bind.eventFormat !== 'auto' && bind.eventFormat !== 'gcf' && bind.eventFormat !== 'gcf-cloudevent')
+    return false;
+  if (!readFileSync(file, 'utf8').includes(GCF_PACKAGE)) return false;
+  try {
+    // The require shim answers for a package that is not installed: only a real one resolves elsewhere.
+    return createRequire(file).resolve(GCF_PACKAGE) === GCF_SHIM;
+  } catch {
+    return true;
+  }
+}
+
+function registerEsmShim(): void {
+  esmShimRegistered = true;
+  register(pathToFileURL(join(GUEST_DIR, 'functions-framework-hooks.mjs')).href, {
+    data: { shim: pathToFileURL(GCF_SHIM).href },
+  });
+}
+
+/** The function registered under the handler's export name (or the only one), from the stand-in or the real package. */
+function registeredFunction(loaded: LoadedModule): RegisteredFunction | undefined {
+  const registries: Map<string, RegisteredFunction>[] = [];
+  const shimModule = guestRequire.cache[GCF_SHIM]?.exports as Record<symbol, unknown> | undefined;
+  const shimRegistry = shimModule?.[Symbol.for('hearth.gcf.registry')];
+  if (shimRegistry instanceof Map) registries.push(shimRegistry as Map<string, RegisteredFunction>);
+  try {
+    // The real package keeps its registrations in build/src/function_registry.js, beside its main file.
+    const main = createRequire(loaded.file).resolve(GCF_PACKAGE);
+    const real = createRequire(loaded.file)(join(dirname(main), 'function_registry.js')) as {
+      getRegisteredFunction?: (name: string) => RegisteredFunction | undefined;
+    };
+    const lookup = real.getRegisteredFunction;
+    if (typeof lookup === 'function') {
+      const found = loaded.exportName === undefined ? undefined : lookup(loaded.exportName);
+      if (found !== undefined) return found;
+    }
+  } catch {
+    // not installed
+  }
+  for (const registry of registries) {
+    if (loaded.exportName !== undefined) {
+      const found = registry.get(loaded.exportName);
+      if (found !== undefined) return found;
+    } else if (registry.size === 1) return registry.values().next().value;
+  }
+  return undefined;
+}
+
+const guestRequire = createRequire(import.meta.url);
+
+/** A handler completed through `context.succeed/fail/done` (Lambda's oldest style) waits for them. */
+const LEGACY_COMPLETION = /\.(succeed|fail|done)\s*\(/;
+let legacyCompletion = false;
 
 async function onBind(bind: Bind): Promise<void> {
   for (const key of Object.keys(process.env)) delete process.env[key];
-  Object.assign(process.env, bind.env, {
-    HEARTH_FUNCTION: bind.functionName,
-    HEARTH_NAMESPACE: bind.namespace,
-    HEARTH_VERSION: String(bind.version),
-    AWS_LAMBDA_FUNCTION_NAME: bind.functionName,
-    AWS_LAMBDA_FUNCTION_VERSION: String(bind.version),
-    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(bind.memoryMiB),
-  });
+  Object.assign(
+    process.env,
+    // Lambda's defaults where the function sets none.
+    { AWS_REGION: 'us-east-1', AWS_DEFAULT_REGION: 'us-east-1' },
+    bind.env,
+    {
+      HEARTH_FUNCTION: bind.functionName,
+      HEARTH_NAMESPACE: bind.namespace,
+      HEARTH_VERSION: String(bind.version),
+      AWS_LAMBDA_FUNCTION_NAME: bind.functionName,
+      AWS_LAMBDA_FUNCTION_VERSION: String(bind.version),
+      AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(bind.memoryMiB),
+      AWS_LAMBDA_LOG_GROUP_NAME: `/hearth/${bind.namespace}/${bind.functionName}`,
+      AWS_LAMBDA_LOG_STREAM_NAME: String(process.pid),
+      AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs20.x',
+      LAMBDA_TASK_ROOT: bind.codeDir,
+      _HANDLER: bind.handler,
+    },
+  );
   sm4Key =
     process.env.HEARTH_SM4_KEY === undefined ? undefined : Buffer.from(process.env.HEARTH_SM4_KEY, 'hex');
   delete process.env.HEARTH_SM4_KEY;
   try {
     writeSecretFiles();
     process.chdir(bind.codeDir);
-    const loaded = await loadHandler(bind);
-    handler = loaded.fn;
+    if (bind.eventFormat === 'auto' || bind.eventFormat === 'gcf' || bind.eventFormat === 'gcf-cloudevent')
+      installRequireShim();
+    const loaded = await loadModule(bind);
+    const convention = conventionOf(bind.eventFormat, loaded);
     boundInfo = functionInfo(bind);
     maxBodyBytes = bind.maxBodyBytes ?? Number.POSITIVE_INFINITY;
-    format = formatOf(bind.eventFormat, loaded.commonJsNamed);
-    send(T_BOUND, 0, { ok: true, eventFormat: FORMAT_NAMES[format] });
+    if (typeof convention === 'number') {
+      if (typeof loaded.exported !== 'function') throw handlerNotFound(loaded);
+      handler = loaded.exported as Handler;
+      format = convention;
+      // Lambda's conventions only: a Hearth handler that returns nothing has answered.
+      legacyCompletion =
+        format !== HEARTH && LEGACY_COMPLETION.test(Function.prototype.toString.call(handler));
+      send(T_BOUND, 0, { ok: true, eventFormat: FORMAT_NAMES[format] });
+      return;
+    }
+    const [name, target, registered, lambdaFormat] = convention;
+    if (name !== 'workers' && typeof target !== 'function') throw handlerNotFound(loaded);
+    handler = (name === 'workers' ? () => undefined : target) as Handler;
+    legacyCompletion =
+      (name === 'lambda-alb' || name === 'netlify') &&
+      LEGACY_COMPLETION.test(Function.prototype.toString.call(target));
+    if (lambdaFormat !== undefined) format = lambdaFormat;
+    adapter = createAdapter(
+      name,
+      target,
+      KIT,
+      registered,
+      lambdaFormat === undefined ? undefined : (meta, body) => lambdaShaped(meta, body),
+    );
+    send(T_BOUND, 0, { ok: true, eventFormat: name });
   } catch (error) {
     send(T_BOUND, 0, { ok: false, error: describe(error) });
   }
@@ -376,11 +563,71 @@ function writeSecretFiles(): void {
   process.env.HEARTH_SECRETS_DIR = dir;
 }
 
-function formatOf(name: Bind['eventFormat'], commonJsNamed: boolean): number {
-  if (name === 'lambda-v1') return LAMBDA_V1;
-  if (name === 'lambda-direct') return LAMBDA_DIRECT;
-  if (name === 'lambda' || name === 'lambda-v2' || (name === 'auto' && commonJsNamed)) return LAMBDA_V2;
-  return HEARTH;
+function isWorker(value: unknown): boolean {
+  return (
+    value !== null && typeof value === 'object' && typeof (value as { fetch?: unknown }).fetch === 'function'
+  );
+}
+
+/**
+ * The convention in force: one of the bootstrap's own formats (a number), or an adapter with its target.
+ * `auto` picks only what cannot be mistaken: a module worker (`export default { fetch }`), a function
+ * registered with the Functions Framework, a streamified Lambda handler, a CommonJS `exports.handler`
+ * (API Gateway v2); anything else gets Hearth's event.
+ */
+function conventionOf(
+  name: Bind['eventFormat'],
+  loaded: LoadedModule,
+): number | [AdapterName, unknown, RegisteredFunction?, number?] {
+  const exported = loaded.exported;
+  const streaming =
+    typeof exported === 'function' && (exported as unknown as Record<symbol, unknown>)[STREAMING] === true;
+  switch (name) {
+    case 'hearth':
+      return HEARTH;
+    case 'lambda':
+    case 'lambda-v2':
+      return streaming ? ['lambda-stream', exported] : LAMBDA_V2;
+    // A streamified handler streams under any of Lambda's formats, with that format's event.
+    case 'lambda-v1':
+      return streaming ? ['lambda-stream', exported, undefined, LAMBDA_V1] : LAMBDA_V1;
+    case 'lambda-direct':
+      return streaming ? ['lambda-stream', exported, undefined, LAMBDA_DIRECT] : LAMBDA_DIRECT;
+    case 'web':
+    case 'netlify-v2':
+      if (isWorker(exported)) return ['workers', exported];
+      return [
+        'web',
+        typeof exported !== 'function' && loaded.methods !== undefined ? byMethod(loaded.methods) : exported,
+      ];
+    case 'gcf':
+    case 'gcf-cloudevent': {
+      const registered = registeredFunction(loaded);
+      return [
+        registered?.signatureType === 'cloudevent' ? 'gcf-cloudevent' : name,
+        registered?.userFunction ?? exported,
+        registered,
+      ];
+    }
+    case 'lambda-alb':
+    case 'openfaas':
+    case 'openfaas-classic':
+    case 'fission':
+    case 'netlify':
+      return [name, exported];
+    case 'auto': {
+      if (isWorker(exported)) return ['workers', exported];
+      const registered = registeredFunction(loaded);
+      if (registered !== undefined)
+        return [
+          registered.signatureType === 'cloudevent' ? 'gcf-cloudevent' : 'gcf',
+          registered.userFunction,
+          registered,
+        ];
+      if (streaming) return ['lambda-stream', exported];
+      return loaded.commonJsNamed ? LAMBDA_V2 : HEARTH;
+    }
+  }
 }
 
 // --- events and results ------------------------------------------------------------------------------
@@ -584,10 +831,26 @@ function restEvent(meta: Invoke, body: Buffer): unknown {
       protocol: 'HTTP/1.1',
       stage: '$default',
       domainName: lower.host ?? 'localhost',
+      domainPrefix: (lower.host ?? 'localhost').split('.')[0],
       requestId: meta.invocationId,
+      extendedRequestId: meta.invocationId,
       requestTime: awsTime(now),
       requestTimeEpoch: now,
-      identity: { sourceIp: meta.sourceIp, userAgent: lower['user-agent'] ?? null },
+      // API Gateway sends every identity field, null where the caller has none (no IAM or Cognito here).
+      identity: {
+        cognitoIdentityPoolId: null,
+        accountId: null,
+        cognitoIdentityId: null,
+        caller: null,
+        sourceIp: meta.sourceIp,
+        principalOrgId: null,
+        accessKey: null,
+        cognitoAuthenticationType: null,
+        cognitoAuthenticationProvider: null,
+        userArn: null,
+        userAgent: lower['user-agent'] ?? null,
+        user: null,
+      },
     },
     body: body.length === 0 ? null : textual ? body.toString('utf8') : body.toString('base64'),
     isBase64Encoded: !textual,
@@ -653,7 +916,9 @@ const LOGGER = Object.freeze({
  * A class with the per-function strings computed once at bind, because one is made per invocation.
  */
 class Context {
-  readonly callbackWaitsForEmptyEventLoop = true;
+  callbackWaitsForEmptyEventLoop = true;
+  /** Set while a Lambda handler may still answer through `succeed`, `fail` or `done`. */
+  settle: ((error: unknown, result?: unknown) => void) | undefined = undefined;
   constructor(
     readonly invocationId: string,
     readonly deadline: number,
@@ -720,6 +985,22 @@ class Context {
   }
   getRemainingTimeInMillis(): number {
     return Math.max(0, this.deadline - Date.now());
+  }
+  /** Lambda's oldest way to answer (before callbacks and promises): the same as `callback(null, result)`. */
+  succeed(result?: unknown): void {
+    this.settle?.(null, result);
+  }
+  fail(error: unknown): void {
+    this.settle?.(error ?? new Error('failed'));
+  }
+  done(error?: unknown, result?: unknown): void {
+    this.settle?.(error, result);
+  }
+  get identity(): undefined {
+    return undefined;
+  }
+  get clientContext(): undefined {
+    return undefined;
   }
   /**
    * Invokes another function (`name`, or `name.namespace`) with `event` as its JSON body, within this
@@ -841,7 +1122,7 @@ function functionInfo(bind: Bind): FunctionInfo {
   };
 }
 
-interface HttpResult {
+export interface HttpResult {
   status: number;
   headers: Record<string, string | string[]>;
   body: Buffer;
@@ -851,20 +1132,123 @@ function isBytes(value: unknown): value is Uint8Array {
   return value instanceof Uint8Array;
 }
 
-async function fromFetchResponse(value: globalThis.Response): Promise<HttpResult> {
+function fetchHeaders(value: globalThis.Response): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
   value.headers.forEach((v, k) => {
     if (k !== 'set-cookie') headers[k] = v;
   });
   const cookies = value.headers.getSetCookie();
   if (cookies.length > 0) headers['set-cookie'] = cookies;
-  return { status: value.status, headers, body: Buffer.from(await value.arrayBuffer()) };
+  return headers;
 }
 
+/**
+ * A fetch `Response`. A body that is all there when the first read returns (a string, bytes: undici gives
+ * those in one piece) is sent whole, with its length; a body still being produced is streamed as it comes,
+ * so its first chunk reaches the client before the rest exists.
+ */
+async function fromFetchResponse(value: globalThis.Response, seq: number): Promise<HttpResult | undefined> {
+  const headers = fetchHeaders(value);
+  if (value.body === null) return { status: value.status, headers, body: EMPTY };
+  const reader = value.body.getReader();
+  const first = await reader.read();
+  if (first.done) return { status: value.status, headers, body: EMPTY };
+  const pieces: Buffer[] = [Buffer.from(first.value)];
+  let next = reader.read();
+  // Whatever is already there arrives within this turn's microtasks; anything later is streamed.
+  for (;;) {
+    const ready = await Promise.race([
+      next,
+      new Promise<undefined>((resolveSoon) => setImmediate(() => resolveSoon(undefined))),
+    ]);
+    if (ready === undefined) break;
+    if (ready.done) return { status: value.status, headers, body: Buffer.concat(pieces) };
+    pieces.push(Buffer.from(ready.value));
+    next = reader.read();
+  }
+  const sink = openStream(seq, value.status, headers);
+  for (const piece of pieces) sink.write(piece);
+  try {
+    for (let chunk = await next; !chunk.done; chunk = await reader.read())
+      sink.write(Buffer.from(chunk.value));
+    sink.end();
+  } catch (error) {
+    sink.end(error);
+  }
+  return undefined;
+}
+
+/** Starts a streamed answer: the status and headers now, then each chunk as it is written. */
+function openStream(seq: number, status: number, headers: Record<string, string | string[]>): ResponseSink {
+  if (!Number.isInteger(status) || status < 200 || status > 599)
+    throw Object.assign(
+      new Error(`statusCode must be an integer from 200 to 599, got ${JSON.stringify(status)}`),
+      {
+        name: 'InvalidResponse',
+      },
+    );
+  send(T_STREAM_HEAD, seq, [status, flatHeaders(headers)]);
+  let ended = false;
+  return {
+    write(bytes: Buffer): void {
+      if (ended) return;
+      for (let at = 0; at < bytes.length; at += STREAM_PIECE)
+        send(T_STREAM_CHUNK, seq, undefined, bytes.subarray(at, at + STREAM_PIECE));
+    },
+    end(error?: unknown): void {
+      if (ended) return;
+      ended = true;
+      send(T_STREAM_END, seq, error === undefined ? undefined : describe(error));
+    },
+  };
+}
+
+/** Work a function asked to finish after its response (`waitUntil`): counted as in flight until it settles or the deadline. */
+function hold(work: Promise<unknown>, deadline: number): void {
+  inFlight += 1;
+  let released = false;
+  const release = (): void => {
+    if (released) return;
+    released = true;
+    clearTimeout(timer);
+    inFlight -= 1;
+    if (shuttingDown && inFlight === 0) exit();
+  };
+  const timer = setTimeout(
+    () => {
+      process.stderr.write(
+        "waitUntil: work still running at the invocation's deadline is no longer waited for\n",
+      );
+      release();
+    },
+    Math.max(0, deadline - Date.now()),
+  );
+  work.then(release, (error: unknown) => {
+    process.stderr.write(
+      `waitUntil: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
+    release();
+  });
+}
+
+/** What adapters.mts borrows from the bootstrap. */
+const KIT: GuestKit = {
+  headerObject,
+  parseQuery,
+  isTextual: (contentType) => JSONISH.test(contentType) || TEXTUAL.test(contentType),
+  hearthBody,
+  cloudEvent,
+  lambdaEvent,
+  toResponse,
+  call: (fn, event, ctx) => call(fn, event, ctx as Context),
+  openStream,
+  hold,
+};
+
 /** Synchronous for everything but a fetch `Response`: one less await on every invocation. */
-function toResponse(value: unknown): HttpResult | Promise<HttpResult> {
+function toResponse(value: unknown, seq = 0): HttpResult | Promise<HttpResult | undefined> {
   if (typeof globalThis.Response === 'function' && value instanceof globalThis.Response)
-    return fromFetchResponse(value);
+    return fromFetchResponse(value, seq);
   if (value !== null && typeof value === 'object' && !isBytes(value) && 'statusCode' in value) {
     const shaped = value as {
       statusCode: unknown;
@@ -956,13 +1340,21 @@ function describe(error: unknown): { type: string; message: string; stack?: stri
   return { type: typeof error, message: clip(String(error)) };
 }
 
-function call(fn: Handler, event: unknown, ctx: unknown): unknown {
-  // Callback-style Lambda handlers: (event, context, callback) and not async.
-  if (fn.length >= 3 && fn.constructor.name !== 'AsyncFunction') {
+function call(fn: Handler, event: unknown, ctx: Context): unknown {
+  // Callback-style Lambda handlers: (event, context, callback) and not async; or answering through
+  // context.succeed/fail/done, which Lambda's Node runtime still honours.
+  if (legacyCompletion || (fn.length >= 3 && fn.constructor.name !== 'AsyncFunction')) {
     return new Promise((resolvePromise, reject) => {
-      const returned = fn(event, ctx, (error, result) => (error ? reject(error) : resolvePromise(result)));
+      const settle = (error: unknown, result?: unknown): void => {
+        ctx.settle = undefined;
+        if (error !== null && error !== undefined) reject(error);
+        else resolvePromise(result);
+      };
+      ctx.settle = settle;
+      const returned = fn(event, ctx, settle);
       if (returned !== undefined && typeof (returned as Promise<unknown>).then === 'function')
         (returned as Promise<unknown>).then(resolvePromise, reject);
+      else if (returned !== undefined && fn.length < 3) resolvePromise(returned);
     });
   }
   return fn(event, ctx);
@@ -1178,23 +1570,41 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlightSeqs.push(id);
   try {
     if (sm4Key !== undefined) [meta, body] = openInvocation(sm4Key, meta, body);
-    const direct = meta.direct || format === LAMBDA_DIRECT;
-    const event = direct
-      ? directEvent(meta, body)
-      : format === HEARTH
-        ? hearthEvent(meta, body)
-        : lambdaShaped(meta, body);
+    // The Lambda Invoke API asks for direct invocation per request, whatever the convention in force.
+    const direct = meta.direct === true || format === LAMBDA_DIRECT;
     const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent);
-    let pendingResult: unknown;
-    runningSeq = id;
-    try {
-      pendingResult = trackContext ? current.run(id, () => call(fn, event, ctx)) : call(fn, event, ctx);
-    } finally {
-      runningSeq = 0;
+    let response: HttpResult | undefined;
+    if (adapter === undefined || meta.direct === true) {
+      const event = direct
+        ? directEvent(meta, body)
+        : format === HEARTH
+          ? hearthEvent(meta, body)
+          : lambdaShaped(meta, body);
+      let pendingResult: unknown;
+      runningSeq = id;
+      try {
+        pendingResult = trackContext ? current.run(id, () => call(fn, event, ctx)) : call(fn, event, ctx);
+      } finally {
+        runningSeq = 0;
+      }
+      const result = await pendingResult;
+      const converted = direct ? directResponse(result) : toResponse(result, id);
+      response = converted instanceof Promise ? await converted : converted;
+    } else {
+      const run = adapter;
+      let pendingResponse: Promise<HttpResult | undefined>;
+      runningSeq = id;
+      try {
+        pendingResponse = trackContext
+          ? current.run(id, () => run(meta, body, ctx, id))
+          : run(meta, body, ctx, id);
+      } finally {
+        runningSeq = 0;
+      }
+      response = await pendingResponse;
     }
-    const result = await pendingResult;
-    const converted = direct ? directResponse(result) : toResponse(result);
-    const response = converted instanceof Promise ? await converted : converted;
+    // Streamed: its head, chunks and end are sent already.
+    if (response === undefined) return;
     if (response.body.length > maxBodyBytes)
       throw Object.assign(
         new Error(
@@ -1285,6 +1695,26 @@ async function warmUp(): Promise<void> {
   await toResponse({ statusCode: 200, headers: { a: 'b' }, body: 'x' });
   await toResponse({ a: 1 });
 }
+
+/**
+ * The `awslambda` global of Lambda's Node runtime: `streamifyResponse` marks a handler as streaming (called
+ * as `(event, responseStream, context)`), `HttpResponseStream.from` sets the status and headers to send first.
+ */
+Object.defineProperty(globalThis, 'awslambda', {
+  value: Object.freeze({
+    streamifyResponse<T extends Handler>(streamingHandler: T): T {
+      Object.defineProperty(streamingHandler, STREAMING, { value: true });
+      return streamingHandler;
+    },
+    HttpResponseStream: Object.freeze({
+      from<S extends object>(stream: S, prelude: Record<string, unknown>): S {
+        Object.defineProperty(stream, PRELUDE, { value: prelude, configurable: true });
+        return stream;
+      },
+    }),
+  }),
+  enumerable: false,
+});
 
 await warmUp();
 capture(process.stdout, 1);

@@ -23,6 +23,12 @@ import time
 import traceback
 from urllib.parse import parse_qsl
 
+# Other platforms' conventions, beside this file. Imported before the function's folder joins sys.path
+# (and -I leaves the script's folder out of it), so a module of the function's own cannot shadow it.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hearth_adapters as adapters  # noqa: E402
+del sys.path[0]
+
 T_BIND, T_INVOKE, T_SHUTDOWN, T_REPLY = 1, 2, 4, 5
 T_READY, T_BOUND, T_RESULT, T_ERROR, T_LOG, T_CALL = 16, 17, 18, 19, 20, 21
 HEADER = struct.Struct(">IBII")
@@ -325,6 +331,8 @@ class Context:
         self.log_group_name = f"/hearth/{self.namespace}/{self.function_name}"
         self.log_stream_name = str(os.getpid())
         self.log = Logger()
+        self.client_context = None
+        self.identity = None
         self.traceparent = meta.get("traceparent") or derived_traceparent(self.invocation_id)
         self.trace_id = self.traceparent[3:35]
 
@@ -508,10 +516,18 @@ def rest_event(meta, body):
             "protocol": "HTTP/1.1",
             "stage": "$default",
             "domainName": lower.get("host", "localhost"),
+            "domainPrefix": lower.get("host", "localhost").split(".")[0],
             "requestId": meta["invocationId"],
+            "extendedRequestId": meta["invocationId"],
             "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now / 1000)),
             "requestTimeEpoch": now,
-            "identity": {"sourceIp": meta["sourceIp"], "userAgent": lower.get("user-agent")},
+            # API Gateway sends every identity field, None where the caller has none (no IAM or Cognito here).
+            "identity": {
+                "cognitoIdentityPoolId": None, "accountId": None, "cognitoIdentityId": None, "caller": None,
+                "sourceIp": meta["sourceIp"], "principalOrgId": None, "accessKey": None,
+                "cognitoAuthenticationType": None, "cognitoAuthenticationProvider": None, "userArn": None,
+                "userAgent": lower.get("user-agent"), "user": None,
+            },
         },
         "body": (body.decode("utf-8", "replace") if textual else base64.b64encode(body).decode()) if body else None,
         "isBase64Encoded": not textual,
@@ -777,6 +793,8 @@ class Function:
         self.bound = bound
         max_body_bytes = bound.get("maxBodyBytes")
         os.environ.clear()
+        # Lambda's defaults where the function sets none.
+        os.environ.update(AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1")
         os.environ.update(bound["env"])
         os.environ.update(
             HEARTH_FUNCTION=bound["functionName"],
@@ -785,6 +803,11 @@ class Function:
             AWS_LAMBDA_FUNCTION_NAME=bound["functionName"],
             AWS_LAMBDA_FUNCTION_VERSION=str(bound["version"]),
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(bound["memoryMiB"]),
+            AWS_LAMBDA_LOG_GROUP_NAME=f"/hearth/{bound['namespace']}/{bound['functionName']}",
+            AWS_LAMBDA_LOG_STREAM_NAME=str(os.getpid()),
+            AWS_EXECUTION_ENV=f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}",
+            LAMBDA_TASK_ROOT=bound["codeDir"],
+            _HANDLER=bound["handler"],
         )
         write_secret_files()
         global sm4_key
@@ -794,6 +817,11 @@ class Function:
         sys.path.insert(0, bound["codeDir"])
         if bound.get("depsDir"):
             site.addsitedir(bound["depsDir"])
+        event_format = bound["eventFormat"]
+        if event_format in ("auto", "gcf", "gcf-cloudevent"):
+            adapters.install_functions_framework_stand_in()
+        if event_format in ("gcf", "fission"):
+            adapters.install_flask_stand_in()
         spec = bound["handler"]
         module_name, _, attribute = spec.rpartition(".")
         if not module_name:
@@ -811,20 +839,88 @@ class Function:
         self.fn = fn
         self.arity = arity(fn)
         self.concurrent = inspect.iscoroutinefunction(fn)
-        global direct_format
-        self.make_event = EVENT_MAKERS.get(bound["eventFormat"], hearth_event)
+        global convert
+        self.make_event = EVENT_MAKERS.get(event_format, hearth_event)
         self.format = {lambda_v2_event: "lambda-v2", lambda_v1_event: "lambda-v1", direct_event: "lambda-direct"}.get(self.make_event, "hearth")
-        direct_format = self.format == "lambda-direct"
+        convert = direct_response if self.format == "lambda-direct" else to_response
+        # Another platform's convention: its arguments, and its way of answering.
+        self.adapter = None
+        kind = adapters.gcf_kind(fn)
+        if event_format == "gcf-cloudevent" or (event_format in ("auto", "gcf") and kind == "cloudevent"):
+            self.format, self.adapter, convert = "gcf-cloudevent", gcf_cloud_event_call, cloud_event_answer
+        elif event_format == "gcf" or (event_format == "auto" and kind == "http"):
+            self.format, self.adapter, convert = "gcf", gcf_call, adapters.flask_response
+        elif event_format == "openfaas-classic" or (event_format == "openfaas" and self.arity < 2):
+            self.format, self.adapter, convert = "openfaas-classic", openfaas_classic_call, adapters.flask_response
+        elif event_format == "openfaas":
+            self.format, self.adapter, convert = "openfaas", openfaas_http_call, adapters.openfaas_http_response
+        elif event_format == "fission":
+            self.format, self.adapter, convert = "fission", fission_call, adapters.flask_response
+        elif event_format in ("lambda-alb", "netlify"):
+            self.format = event_format
+            self.make_event = alb_event if event_format == "lambda-alb" else netlify_event
 
     def call(self, meta, body, seq):
         if sm4_key is not None:
             meta, body = open_invocation(sm4_key, meta, body)
-        event = direct_event(meta, body) if meta.get("direct") else self.make_event(meta, body)
+        # The Lambda Invoke API asks for direct invocation per request, whatever the convention in force.
+        if meta.get("direct"):
+            event = direct_event(meta, body)
+        elif self.adapter is not None:
+            return self.adapter(self, meta, body, seq)
+        else:
+            event = self.make_event(meta, body)
         if self.arity >= 2:
             return self.fn(event, Context(meta, self.bound, seq))
         if self.arity == 1:
             return self.fn(event)
         return self.fn()
+
+
+def is_textual(content_type):
+    return is_json(content_type) or is_text(content_type)
+
+
+def alb_event(meta, body):
+    return hearth_event(meta, body) if meta.get("event") else adapters.alb_event(meta, body, header_dict(meta["rawHeaders"]), is_textual)
+
+
+def netlify_event(meta, body):
+    return hearth_event(meta, body) if meta.get("event") else adapters.netlify_event(meta, body, header_dict(meta["rawHeaders"]), is_textual)
+
+
+def gcf_call(function, meta, body, seq):
+    return function.fn(adapters.Request(meta, body, header_dict(meta["rawHeaders"])))
+
+
+def gcf_cloud_event_call(function, meta, body, seq):
+    return function.fn(adapters.cloud_event_of(meta, body, header_dict(meta["rawHeaders"]), decode_body, cloud_event))
+
+
+def cloud_event_answer(_value):
+    # The Functions Framework answers an event function "OK" whatever it returns.
+    return 200, {"content-type": "text/plain; charset=utf-8"}, b"OK"
+
+
+def openfaas_classic_call(function, meta, body, seq):
+    # The classic and python3-flask templates: handle(req) gets the body as text.
+    return function.fn(body.decode("utf-8", "replace"))
+
+
+def openfaas_http_call(function, meta, body, seq):
+    return function.fn(adapters.OpenFaasEvent(meta, body, header_dict(meta["rawHeaders"])), adapters.OpenFaasContext())
+
+
+def fission_call(function, meta, body, seq):
+    # Fission's main() reads flask.request: the request of this invocation, wherever it runs.
+    if adapters.real_flask_app is not None:
+        return adapters.in_flask_context(meta, body, function.fn)
+    adapters.current_request.set(adapters.Request(meta, body, header_dict(meta["rawHeaders"])))
+    return function.fn()
+
+
+def direct_response(value):
+    return 200, {"content-type": "application/json"}, json.dumps(value, default=str).encode()
 
 
 def flat_headers(headers):
@@ -853,15 +949,12 @@ class ResponseTooLarge(Exception):
 
 # limits.maxBody, from the Bind frame: the host ends a guest whose response is larger, so it is refused here.
 max_body_bytes = None
-# eventFormat lambda-direct: the return value is the JSON answer, whatever its shape.
-direct_format = False
+# How the return value answers: Hearth's (and Lambda's) shapes, or the convention's in force.
+convert = None
 
 
 def reply(ident, value, direct=False):
-    if direct_format or direct:
-        status, headers, body = 200, {"content-type": "application/json"}, json.dumps(value, default=str).encode()
-    else:
-        status, headers, body = to_response(value)
+    status, headers, body = direct_response(value) if direct else convert(value)
     if sm4_key is not None:
         headers, body = seal_response(sm4_key, headers, body)
     if max_body_bytes is not None and len(body) > max_body_bytes:
@@ -870,7 +963,9 @@ def reply(ident, value, direct=False):
 
 
 def fail(ident, meta, error):
-    if isinstance(error, BadEvent):
+    if isinstance(error, adapters.BadRequest):
+        send(T_RESULT, ident, [400, ["content-type", "text/plain; charset=utf-8"]], str(error).encode())
+    elif isinstance(error, BadEvent):
         answer = {"error": {"code": "HEARTH_E_BAD_REQUEST", "message": str(error), "invocationId": meta["invocationId"]}}
         send(T_RESULT, ident, [400, ["content-type", "application/json"]], json.dumps(answer).encode())
     else:
