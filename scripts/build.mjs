@@ -21,6 +21,8 @@ const copies = [
 for (const [from, to] of copies) {
   mkdirSync(join(root, to), { recursive: true });
   for (const file of readdirSync(join(root, from))) {
+    // Python's bytecode cache appears wherever someone imported the guest locally: never shipped.
+    if (file === '__pycache__') continue;
     if (!file.endsWith('.ts') && !file.endsWith('.mts')) cpSync(join(root, from, file), join(root, to, file));
   }
 }
