@@ -16,7 +16,13 @@ import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
 import { createEventGateway } from './event-gateway.js';
-import { createFunctionCalls, createGatewayHandler, createGatewayServer } from './gateway/index.js';
+import {
+  createFunctionCalls,
+  createGatewayHandler,
+  createGatewayServer,
+  type Handler,
+  sendError,
+} from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
@@ -26,6 +32,7 @@ import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
+import { type Action, isLoopbackHost, Security } from './security/index.js';
 import { createStateCalls, createStateStore, redisUrlFor } from './state/index.js';
 import { createUiHandler } from './ui/index.js';
 
@@ -35,6 +42,8 @@ export interface RunningPlatform {
   readonly config: PlatformConfig;
   /** One-line notices for the person who started the platform (missing sandbox, runtimes). */
   readonly notices: readonly string[];
+  /** The first admin key, made because auth is on and no key existed: shown once, stored hashed. */
+  readonly firstKey?: string;
   close(): Promise<void>;
 }
 
@@ -69,6 +78,36 @@ export async function startPlatform(
     },
   );
   const stateCalls = createStateCalls(state);
+  // Keys, roles, namespaces and quotas (issue 10). Late-bound to the scheduler, which it reads for quotas.
+  let schedulerForQuotas: ReturnType<typeof createScheduler> | undefined;
+  const security = new Security({
+    store,
+    exposed: !isLoopbackHost(config.host),
+    usage: {
+      functions: (namespace) => {
+        const functions = store.listFunctions(namespace);
+        return {
+          names: new Set(functions.map((fn) => fn.name)),
+          codeBytes: functions.reduce((sum, fn) => sum + fn.active.codeBytes, 0),
+        };
+      },
+      instances: (namespace) => {
+        let instances = 0;
+        let memoryBytes = 0;
+        for (const fn of store.listFunctions(namespace)) {
+          const ref = { namespace, name: fn.name };
+          const status = schedulerForQuotas?.status(ref);
+          if (status === undefined) continue;
+          const count = status.starting + status.instances.filter((i) => i.state !== 'stopped').length;
+          instances += count;
+          memoryBytes += count * (schedulerForQuotas?.lookup(ref)?.spec.limits.memoryBytes ?? 0);
+        }
+        return { instances, memoryBytes };
+      },
+    },
+    audit: (fields, message) => logger.info({ audit: 'security', ...fields }, message),
+  });
+  security.activeBytes = (ref) => store.getFunction(ref)?.active.codeBytes ?? 0;
 
   const runtimes = new Map<RuntimeName, Runtime>([
     ['node20', new NodeRuntime()],
@@ -134,8 +173,10 @@ export async function startPlatform(
     queueLimit: config.queueLimit,
     queueTimeoutMs: config.events.queueMaxWaitMs,
     breaker: config.events.breaker,
+    admit: (version) => security.admitInstance(version),
     onWarning: (message) => logger.warn(message),
   });
+  schedulerForQuotas = scheduler;
   const onInstance = (message: unknown): void => {
     const event = message as InstanceEvent;
     const phases =
@@ -234,10 +275,11 @@ export async function startPlatform(
     isolations,
     limits: config.upload,
     tmpDir: join(config.dataDir, 'tmp'),
+    admit: (candidates) => security.admitDeploy(candidates),
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(
-    { store, deployer, scheduler, logs, onInternal, events: events.api, walls: sandbox.walls },
+    { store, deployer, scheduler, logs, onInternal, events: events.api, walls: sandbox.walls, security },
     version,
   );
   const health = (): HealthResponse => ({
@@ -267,9 +309,20 @@ export async function startPlatform(
     asyncRoute: events.asyncRoute,
     eventsRoute: events.eventsRoute,
     serverTiming: config.observe.serverTiming,
+    guard: security,
     mounts: [
-      ...(metricsRoute === undefined ? [] : [{ prefix: '/metrics', handler: metricsRoute }]),
-      { prefix: '/ui', handler: ui },
+      // /metrics stays open on loopback (a local Prometheus); beyond it, it needs `read` on every namespace.
+      ...(metricsRoute === undefined
+        ? []
+        : [
+            {
+              prefix: '/metrics',
+              handler: isLoopbackHost(config.host)
+                ? metricsRoute
+                : guarded(security, metricsRoute, () => ['read', undefined]),
+            },
+          ]),
+      { prefix: '/ui', handler: guarded(security, ui, dashboardAccess) },
     ],
   });
   const server = createGatewayServer(gateway.handle, gateway.invoke);
@@ -317,6 +370,11 @@ export async function startPlatform(
       logger.warn(message),
     );
   for (const notice of notices) logger.warn(notice);
+  const firstKey = security.ensureFirstKey();
+  logger.info(
+    { url, auth: security.enabled ? 'on' : 'off (loopback, no API key yet)' },
+    security.enabled ? 'API auth on' : 'API auth off',
+  );
   logger.info({ url, functions: store.listFunctions().length }, 'hearth ready');
 
   let closing: Promise<void> | undefined;
@@ -325,6 +383,7 @@ export async function startPlatform(
     port,
     config,
     notices,
+    ...(firstKey === undefined ? {} : { firstKey }),
     close: () => {
       closing ??= (async () => {
         server.close();
@@ -346,6 +405,37 @@ export async function startPlatform(
       return closing;
     },
   };
+}
+
+/**
+ * Wraps a mount with the API's auth: `access` says what a request needs (undefined: nothing, e.g. the
+ * dashboard's static files). A no-op while auth is off.
+ */
+function guarded(
+  security: Security,
+  handler: Handler,
+  access: (url: URL) => readonly [Action, string | undefined] | undefined,
+): Handler {
+  return (req, res) => {
+    const needed = access(new URL(req.url ?? '/', 'http://hearth'));
+    if (needed !== undefined) {
+      try {
+        security.authorize(req.headers.authorization, needed[0], needed[1]);
+      } catch (error) {
+        sendError(res, error);
+        return;
+      }
+    }
+    handler(req, res);
+  };
+}
+
+/** The dashboard's JSON: the overview spans every namespace; a function's page and logs one namespace. */
+function dashboardAccess(url: URL): readonly [Action, string | undefined] | undefined {
+  if (!url.pathname.startsWith('/ui/api/')) return undefined;
+  if (url.pathname === '/ui/api/overview') return ['read', undefined];
+  const namespace = url.searchParams.get('namespace') || 'default';
+  return [url.pathname === '/ui/api/logs' ? 'logs' : 'read', namespace];
 }
 
 /** What the platform adds to every function's environment (the function's own env wins). */

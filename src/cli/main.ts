@@ -8,6 +8,7 @@ import * as describe from './commands/describe.js';
 import * as dlq from './commands/dlq.js';
 import * as get from './commands/get.js';
 import * as invoke from './commands/invoke.js';
+import * as keys from './commands/keys.js';
 import * as logs from './commands/logs.js';
 import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
@@ -86,7 +87,7 @@ export function buildProgram(context: CommandContext): Command {
       outputError: () => {},
     });
   registerUp(program, context);
-  for (const command of [create, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm])
+  for (const command of [create, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm, keys])
     command.register(program, context);
   return program;
 }

@@ -15,10 +15,12 @@ import { listFunctions } from './api/functions-list.js';
 import { eventRoutes } from './api/gateways.js';
 import { openApi } from './api/openapi.js';
 import { createRouter, type Route } from './api/router.js';
+import { securityRoutes } from './api/security.js';
 import { stats } from './api/stats.js';
 
 export type { ApiContext } from './api/context.js';
 export type * from './api/events-types.js';
+export { namespaceDetail } from './api/security.js';
 export type * from './api/types.js';
 export { LayerStore } from './build/index.js';
 export { Deployer, type DeployOutcome, MANIFEST_FILE } from './deploy.js';
@@ -39,6 +41,7 @@ export function createControlApi(context: ApiContext, version: string): Handler 
     stats(context),
   ];
   routes.push(...eventRoutes(context));
+  routes.push(...securityRoutes(context));
   routes.push(openApi(() => routes, version));
-  return createRouter(routes, context.onInternal);
+  return createRouter(routes, context.onInternal, context.security);
 }

@@ -42,6 +42,8 @@ export interface InvocationRequest {
    * root of its own trace, with ids derived from `invocationId` (domain/trace.ts) at no cost.
    */
   readonly trace?: TraceContext;
+  /** Who invoked it, for a function with `auth: key | jwt` (the JWT's claims): the function's `ctx.auth`. */
+  readonly auth?: Readonly<Record<string, unknown>> | undefined;
 }
 
 export interface InvocationResponse {

@@ -11,7 +11,7 @@ import { ASYNC_PREFIX } from './async.js';
 import { isEventsPath } from './events-ingress.js';
 import { type FastRoute, installFastFront } from './fast-http.js';
 import { type Handler, sendError, sendJson } from './http.js';
-import { createInvokeRoute, FUNCTION_PREFIX, type InvokeRoute } from './invoke.js';
+import { createInvokeRoute, FUNCTION_PREFIX, type InvocationGuard, type InvokeRoute } from './invoke.js';
 import { createRouteInvoker } from './route-invoke.js';
 import type { Traffic } from './traffic.js';
 
@@ -33,7 +33,7 @@ export {
   sendError,
   sendJson,
 } from './http.js';
-export { type InvokeRoute, parseFunctionPath } from './invoke.js';
+export { type InvocationGuard, type InvokeRoute, parseFunctionPath } from './invoke.js';
 export { GatewayListeners, type ListenerStatus } from './listeners.js';
 export { clientKeyOf, formatRate, LimitRule, TokenBucket, takeTokens } from './rate-limit.js';
 export { createRouteInvoker, writeResponse } from './route-invoke.js';
@@ -64,6 +64,8 @@ export interface GatewayOptions {
   readonly asyncRoute?: Handler;
   /** `POST /events`, the CloudEvents ingress, mounted by the composition root with the durable queue. */
   readonly eventsRoute?: Handler;
+  /** Function-level auth and namespace rate quotas for `/function/` (src/security, issue 10). */
+  readonly guard?: InvocationGuard;
 }
 
 /** The gateway's request handler, and its invocation route on its own for the fast front. */
@@ -78,6 +80,7 @@ export function createGatewayHandler(options: GatewayOptions): GatewayHandlers {
     onInternal: options.onInternal,
     serverTiming: options.serverTiming === true,
     ...(options.traffic === undefined ? {} : { traffic: options.traffic }),
+    ...(options.guard === undefined ? {} : { guard: options.guard }),
   });
   const mounts = options.mounts ?? [];
   const routes =

@@ -844,6 +844,16 @@ export class NodeScheduler implements Scheduler {
    * Nothing is evicted unless enough can go to make room.
    */
   private makeRoom(pool: VersionPool, demand: boolean): boolean {
+    const refused = this.options.admit?.(pool.version);
+    if (refused !== undefined) {
+      // Over a namespace quota: requests no instance of it can serve get the quota's error now.
+      if (pool.live === 0 && pool.starting === 0)
+        for (const waiter of pool.waiters.drain()) {
+          clearTimeout(waiter.timer);
+          waiter.reject(refused);
+        }
+      return false;
+    }
     const need = pool.version.spec.limits.memoryBytes;
     if (need > this.maxMemoryBytes) return false;
     return this.evictFor(1, need, pool, demand, `for ${functionKey(pool.version.ref)}`);

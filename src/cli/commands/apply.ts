@@ -11,6 +11,7 @@ import type { GatewayDetail } from '../../control/api/events-types.js';
 import type { ApplyDocumentOutcome, DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
 import type { FunctionManifest } from '../../domain/function.js';
 import { type GatewayManifest, parseGatewayManifest } from '../../domain/gateway.js';
+import { type NamespaceManifest, parseNamespaceManifest } from '../../security/namespace.js';
 import { API_PREFIX, hearthErrorOf, parseJson } from '../client.js';
 import { CliError } from '../errors.js';
 import { type CliIo, readAll } from '../io.js';
@@ -53,8 +54,18 @@ interface PlannedGateway {
   readonly namespace: string;
 }
 
+/** One validated Namespace document (issue 10): a tenant's policy and quotas. */
+interface PlannedNamespace {
+  readonly kind: 'namespace';
+  readonly position: string;
+  readonly label: string;
+  readonly resource: string;
+  readonly manifest: NamespaceManifest;
+  readonly namespace: string;
+}
+
 /** One validated document, ready to apply. */
-type Planned = PlannedFunction | PlannedGateway;
+type Planned = PlannedFunction | PlannedGateway | PlannedNamespace;
 
 interface PlannedFunction {
   readonly kind: 'function';
@@ -155,7 +166,7 @@ async function apply(options: ApplyOptions, context: CommandContext): Promise<vo
   for (const [index, item] of planned.entries()) {
     const result = applied[index];
     if (result === undefined) continue;
-    const version = item.kind === 'gateway' ? '' : ` (version ${result.version})`;
+    const version = item.kind === 'function' ? ` (version ${result.version})` : '';
     io.stdout.write(`${item.resource} ${result.unchanged ? 'unchanged' : 'configured'}${version}\n`);
   }
 }
@@ -164,7 +175,7 @@ const APPLY_PATH = `${API_PREFIX}/apply`;
 
 /** The document as the apply request carries it: the namespace the flag chose written into it. */
 function bodyOf(item: Planned): unknown {
-  if (item.kind === 'gateway') return item.manifest;
+  if (item.kind !== 'function') return item.manifest;
   return item.pinNamespace === undefined
     ? item.manifest
     : { ...item.manifest, metadata: { ...item.manifest.metadata, namespace: item.pinNamespace } };
@@ -225,10 +236,13 @@ async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
     const syntax = document.errors[0];
     if (syntax !== undefined) throw yamlSyntaxError(input.label, syntax);
     if (document.contents === null) continue;
+    const kind: unknown = document.get('kind');
     const item =
-      document.get('kind') === 'EventGateway'
+      kind === 'EventGateway'
         ? planGateway(document, lineCounter, input, `document ${index + 1}`, options)
-        : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
+        : kind === 'Namespace'
+          ? planNamespace(document, lineCounter, input, `document ${index + 1}`)
+          : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
     const key = `${item.kind}:${item.namespace}/${item.manifest.metadata.name}`;
     const earlier = seen.get(key);
     if (earlier !== undefined) {
@@ -242,6 +256,25 @@ async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
   }
   if (planned.length === 0) throw new CliError(`${input.label}: no resources found`);
   return planned;
+}
+
+function planNamespace(
+  document: Document,
+  lineCounter: LineCounter,
+  input: Input,
+  position: string,
+): PlannedNamespace {
+  const name: unknown = document.getIn(['metadata', 'name']);
+  const label = typeof name === 'string' && name !== '' ? `${position} (namespace/${name})` : position;
+  const manifest = validateWith(document, lineCounter, input.label, label, parseNamespaceManifest);
+  return {
+    kind: 'namespace',
+    position,
+    label,
+    resource: `namespace/${manifest.metadata.name}`,
+    manifest,
+    namespace: manifest.metadata.name,
+  };
 }
 
 function planGateway(

@@ -2,7 +2,7 @@
 
 import type { Command } from 'commander';
 import type { GatewayDetail } from '../../control/api/events-types.js';
-import type { DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
+import type { DeploymentSummary, FunctionDetail, NamespaceDetail } from '../../control/api/types.js';
 import { invokeUrl } from '../client.js';
 import type { CliIo } from '../io.js';
 import {
@@ -29,6 +29,7 @@ import {
 } from '../output.js';
 import { functionPath } from '../upload.js';
 import { renderGateway, renderTriggers } from './events-view.js';
+import { quotaSummary } from './ls.js';
 
 interface DescribeOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
   readonly showEnv?: boolean;
@@ -47,6 +48,10 @@ export function register(program: Command, context: CommandContext): void {
   addOutputOption(command);
   addConnectionOptions(command);
   command.action(async (first: string, second: string | undefined, options: DescribeOptions) => {
+    if (second !== undefined && ['namespace', 'namespaces', 'ns'].includes(first.toLowerCase())) {
+      await describeNamespace(parseLabel('namespace', second), options, context);
+      return;
+    }
     const target = resourceArguments(first, second);
     if (target.kind === 'gateway') await describeGateway(target.name, options, context);
     else await describe(target.name, options, context);
@@ -280,4 +285,25 @@ function indent(text: string): string {
     .split('\n')
     .map((line) => `  ${line}`)
     .join('\n');
+}
+
+/** `hearth describe namespace NAME`: its policy, and each quota with what is used of it. */
+async function describeNamespace(
+  name: string,
+  options: DescribeOptions,
+  { io, version }: CommandContext,
+): Promise<void> {
+  const client = connect(options, io, version);
+  const detail = await client.json<NamespaceDetail>(`/api/v1/namespaces/${name}`);
+  if (options.output === 'json') {
+    writeJson(io.stdout, detail);
+    return;
+  }
+  const lines = [
+    `Name:           ${detail.name}`,
+    `Defined:        ${detail.defined ? `yes (updated ${detail.updatedAt ?? '?'})` : 'no (no Namespace resource: no quotas)'}`,
+    `Function auth:  ${detail.functionAuth}`,
+    `Quotas:         ${quotaSummary(detail)}`,
+  ];
+  io.stdout.write(`${lines.join('\n')}\n`);
 }

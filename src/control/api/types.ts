@@ -235,7 +235,7 @@ export type DeployEvent =
 /** One document's outcome in `POST /api/v1/apply`, in the order the documents were given. */
 export interface ApplyDocumentOutcome {
   readonly index: number;
-  readonly kind: 'Function' | 'EventGateway';
+  readonly kind: 'Function' | 'EventGateway' | 'Namespace';
   readonly namespace: string;
   readonly name: string;
   /** Nothing changed: the resource already had this spec (and code). */
@@ -292,4 +292,39 @@ export interface HealthResponse {
     readonly taken: number;
     readonly misses: number;
   }[];
+}
+
+// --- keys, tokens and namespaces (issue 10, src/security) ---------------------------------------------
+
+export interface ApiKeySummary {
+  readonly id: string;
+  readonly name: string;
+  readonly role: 'admin' | 'deployer' | 'invoker' | 'viewer';
+  readonly namespaces: readonly string[];
+  readonly createdAt: string;
+  readonly revokedAt: string | null;
+}
+
+/** `POST /api/v1/keys`: the key itself is in this answer only; the platform keeps its hash. */
+export interface CreatedApiKey extends ApiKeySummary {
+  readonly key: string;
+}
+
+export interface IssuedToken {
+  readonly token: string;
+  readonly expiresAt: string;
+  readonly role: ApiKeySummary['role'];
+  readonly namespaces: readonly string[];
+}
+
+export interface NamespaceDetail {
+  readonly name: string;
+  /** False for a namespace that only has functions (no Namespace resource): no quotas, public functions. */
+  readonly defined: boolean;
+  readonly functionAuth: 'public' | 'key';
+  /** Limits as numbers (bytes for memory and codeBytes); absent ones are unlimited. */
+  readonly quotas: Readonly<Record<string, number>>;
+  readonly usage: Readonly<Record<string, number>>;
+  readonly createdAt: string | null;
+  readonly updatedAt: string | null;
 }

@@ -206,7 +206,7 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     const seq = this.pending.add(callback);
     // Positional arrays, not objects, on the per-request frames: no key names to write and parse.
     const wire: InvokeWire =
-      meta.traceparent !== undefined
+      meta.auth !== undefined
         ? [
             meta.invocationId,
             meta.method,
@@ -216,9 +216,10 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
             meta.deadline,
             meta.sourceIp,
             meta.event ?? null,
-            meta.traceparent,
+            meta.traceparent ?? null,
+            meta.auth,
           ]
-        : meta.event === undefined
+        : meta.traceparent !== undefined
           ? [
               meta.invocationId,
               meta.method,
@@ -227,17 +228,29 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
               meta.rawHeaders,
               meta.deadline,
               meta.sourceIp,
+              meta.event ?? null,
+              meta.traceparent,
             ]
-          : [
-              meta.invocationId,
-              meta.method,
-              meta.path,
-              meta.rawQuery,
-              meta.rawHeaders,
-              meta.deadline,
-              meta.sourceIp,
-              meta.event,
-            ];
+          : meta.event === undefined
+            ? [
+                meta.invocationId,
+                meta.method,
+                meta.path,
+                meta.rawQuery,
+                meta.rawHeaders,
+                meta.deadline,
+                meta.sourceIp,
+              ]
+            : [
+                meta.invocationId,
+                meta.method,
+                meta.path,
+                meta.rawQuery,
+                meta.rawHeaders,
+                meta.deadline,
+                meta.sourceIp,
+                meta.event,
+              ];
     this.write(FrameType.Invoke, seq, wire, body);
     return seq;
   }

@@ -413,6 +413,8 @@ export interface InvokeMeta {
   readonly event?: CloudEventAttributes;
   /** A continued trace, as the function should see it (its parent is the execution span); absent = derived from the id. */
   readonly traceparent?: string;
+  /** The caller's identity for a function with `auth: key | jwt` (its `ctx.auth`); absent for public ones. */
+  readonly auth?: Readonly<Record<string, unknown>> | undefined;
 }
 
 /**
@@ -432,6 +434,18 @@ export type InvokeWire =
       string,
       CloudEventAttributes | null,
       string,
+    ]
+  | readonly [
+      string,
+      string,
+      string,
+      string,
+      readonly string[],
+      number,
+      string,
+      CloudEventAttributes | null,
+      string | null,
+      Readonly<Record<string, unknown>>,
     ];
 
 /** How a Result frame's meta travels: `[status, headers]`. */

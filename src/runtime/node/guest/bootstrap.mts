@@ -57,7 +57,8 @@ type InvokeWire = [
   number,
   string,
   (CloudEventAttributes | null)?,
-  string?,
+  (string | null)?,
+  Record<string, unknown>?,
 ];
 
 function invokeFromWire(wire: InvokeWire): Invoke {
@@ -70,7 +71,8 @@ function invokeFromWire(wire: InvokeWire): Invoke {
     deadline: wire[5],
     sourceIp: wire[6],
     event: wire[7] ?? undefined,
-    traceparent: wire[8],
+    traceparent: wire[8] ?? undefined,
+    auth: wire[9],
   };
 }
 
@@ -97,6 +99,8 @@ interface Invoke {
   event: CloudEventAttributes | undefined;
   /** A continued trace's context for the function (its parent is the execution span); absent = derived. */
   traceparent: string | undefined;
+  /** The caller's identity (API key or JWT claims) for a function with `auth: key | jwt`. */
+  auth: Record<string, unknown> | undefined;
 }
 
 const channel = new Socket({ fd: 3, readable: true, writable: true });
@@ -598,6 +602,8 @@ class Context {
     /** The invocation's sequence number: calls into the platform made through this ctx carry it. */
     private readonly seq: number,
     private readonly trace: string | undefined,
+    /** Who invoked it: `{type: "key", key, name, role}` or `{type: "jwt", ...claims}`; undefined when public. */
+    readonly auth: Record<string, unknown> | undefined,
   ) {}
   /** A call into the platform on behalf of this invocation (what ctx.state and ctx.invoke are built on). */
   private platform(method: string, args: unknown): Promise<unknown> {
@@ -861,7 +867,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlightSeqs.push(id);
   try {
     const event = format === HEARTH ? hearthEvent(meta, body) : lambdaShaped(meta, body);
-    const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent);
+    const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent, meta.auth);
     let pendingResult: unknown;
     runningSeq = id;
     try {
@@ -953,6 +959,7 @@ async function warmUp(): Promise<void> {
     sourceIp: '127.0.0.1',
     event: undefined,
     traceparent: undefined,
+    auth: undefined,
   };
   hearthEvent(sample, Buffer.from('{"a":1}'));
   lambdaEvent(sample, Buffer.from('{"a":1}'));

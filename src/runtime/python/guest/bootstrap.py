@@ -271,6 +271,8 @@ class Context:
         self.log = Logger()
         self.traceparent = meta.get("traceparent") or derived_traceparent(self.invocation_id)
         self.trace_id = self.traceparent[3:35]
+        # Who invoked it (API key or JWT claims) for a function with auth: key | jwt; None when public.
+        self.auth = meta.get("auth")
 
     @property
     def state(self):
@@ -591,7 +593,7 @@ def flat_headers(headers):
     return flat
 
 
-INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp", "event", "traceparent")
+INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp", "event", "traceparent", "auth")
 
 
 def invoke_from_wire(wire):
