@@ -16,13 +16,7 @@ import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
 import { createEventGateway } from './event-gateway.js';
-import {
-  createFunctionCalls,
-  createGatewayHandler,
-  createGatewayServer,
-  type Handler,
-  sendError,
-} from './gateway/index.js';
+import { createFunctionCalls, createGatewayHandler, createGatewayServer } from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
@@ -32,7 +26,8 @@ import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
-import { type Action, isLoopbackHost, Security } from './security/index.js';
+import { dashboardAccess, guardAsync, guardMount } from './security/http.js';
+import { isLoopbackHost, Security } from './security/index.js';
 import { createStateCalls, createStateStore, redisUrlFor } from './state/index.js';
 import { createUiHandler } from './ui/index.js';
 
@@ -306,7 +301,11 @@ export async function startPlatform(
     health,
     onInternal,
     traffic: events.traffic,
-    asyncRoute: events.asyncRoute,
+    asyncRoute: guardAsync(security, events.asyncRoute, {
+      lookup: (ref) => scheduler.lookup(ref),
+      functionsOf: (namespace) => store.listFunctions(namespace),
+      queued: async (ref, limit) => (await events.queue.list({ state: 'queued', ref, limit })).length,
+    }),
     eventsRoute: events.eventsRoute,
     serverTiming: config.observe.serverTiming,
     guard: security,
@@ -319,10 +318,10 @@ export async function startPlatform(
               prefix: '/metrics',
               handler: isLoopbackHost(config.host)
                 ? metricsRoute
-                : guarded(security, metricsRoute, () => ['read', undefined]),
+                : guardMount(security, metricsRoute, () => ['read', undefined]),
             },
           ]),
-      { prefix: '/ui', handler: guarded(security, ui, dashboardAccess) },
+      { prefix: '/ui', handler: guardMount(security, ui, dashboardAccess) },
     ],
   });
   const server = createGatewayServer(gateway.handle, gateway.invoke);
@@ -405,37 +404,6 @@ export async function startPlatform(
       return closing;
     },
   };
-}
-
-/**
- * Wraps a mount with the API's auth: `access` says what a request needs (undefined: nothing, e.g. the
- * dashboard's static files). A no-op while auth is off.
- */
-function guarded(
-  security: Security,
-  handler: Handler,
-  access: (url: URL) => readonly [Action, string | undefined] | undefined,
-): Handler {
-  return (req, res) => {
-    const needed = access(new URL(req.url ?? '/', 'http://hearth'));
-    if (needed !== undefined) {
-      try {
-        security.authorize(req.headers.authorization, needed[0], needed[1]);
-      } catch (error) {
-        sendError(res, error);
-        return;
-      }
-    }
-    handler(req, res);
-  };
-}
-
-/** The dashboard's JSON: the overview spans every namespace; a function's page and logs one namespace. */
-function dashboardAccess(url: URL): readonly [Action, string | undefined] | undefined {
-  if (!url.pathname.startsWith('/ui/api/')) return undefined;
-  if (url.pathname === '/ui/api/overview') return ['read', undefined];
-  const namespace = url.searchParams.get('namespace') || 'default';
-  return [url.pathname === '/ui/api/logs' ? 'logs' : 'read', namespace];
 }
 
 /** What the platform adds to every function's environment (the function's own env wins). */

@@ -291,6 +291,17 @@ describe('a loopback platform', () => {
     expect((await runCli(['ls', '-n', 'team-a', '--api-key', key], { url: hearth.url })).code).not.toBe(0);
   });
 
+  it('checks key auth when an async invocation is accepted', async () => {
+    const anonymous = await call(hearth.url, '/async-function/who.team-a', { method: 'POST', json: {} });
+    expect(anonymous.status).toBe(401);
+    const accepted = await call(hearth.url, '/async-function/who.team-a', {
+      method: 'POST',
+      json: {},
+      key: keys.invoker,
+    });
+    expect(accepted.status).toBe(202);
+  });
+
   it('passes key auth to the function as ctx.auth, never the key itself', async () => {
     const invoked = await call(hearth.url, '/function/who.team-a', { key: keys.invoker });
     expect(invoked.status).toBe(200);
@@ -331,6 +342,18 @@ describe('a loopback platform', () => {
         'metadata: { name: quota-c }',
         'spec:',
         '  quotas: { codeBytes: 10 }',
+        '---',
+        'apiVersion: hearth.dev/v1',
+        'kind: Namespace',
+        'metadata: { name: quota-d }',
+        'spec:',
+        '  quotas: { queueDepth: 0 }',
+        '---',
+        'apiVersion: hearth.dev/v1',
+        'kind: Namespace',
+        'metadata: { name: quota-e }',
+        'spec:',
+        '  quotas: { memory: 200Mi }',
         '',
       ].join('\n'),
     });
@@ -393,6 +416,30 @@ describe('a loopback platform', () => {
     const overInstances = await call(hearth.url, '/function/b2.quota-b');
     expect(overInstances.status).toBe(403);
     expect(overInstances.body.error?.details).toMatchObject({ quota: 'instances', limit: 1, current: 1 });
+    // memory: two 128Mi functions do not both fit in 200Mi.
+    for (const name of ['e1', 'e2'])
+      expect((await deploy(hearth.url, name, 'quota-e', nodeFunction(name, 'quota-e'), admin)).status).toBe(
+        200,
+      );
+    expect((await call(hearth.url, '/function/e1.quota-e')).status).toBe(200);
+    await call(hearth.url, '/api/v1/namespaces/quota-e/functions/e2/instances', {
+      method: 'DELETE',
+      key: admin,
+    });
+    const overMemory = await call(hearth.url, '/function/e2.quota-e');
+    expect(overMemory.status).toBe(403);
+    expect(overMemory.body.error?.details).toMatchObject({
+      quota: 'memory',
+      limit: 200 * 1024 * 1024,
+      current: 128 * 1024 * 1024,
+    });
+    // queueDepth: 0 accepts no async invocation at all.
+    expect((await deploy(hearth.url, 'd1', 'quota-d', nodeFunction('d1', 'quota-d'), admin)).status).toBe(
+      200,
+    );
+    const queued = await call(hearth.url, '/async-function/d1.quota-d', { method: 'POST', json: {} });
+    expect(queued.status).toBe(429);
+    expect(queued.body.error?.details).toMatchObject({ quota: 'queueDepth', limit: 0, current: 0 });
     const described = await runCli(['describe', 'namespace', 'quota-b', '--api-key', admin], {
       url: hearth.url,
     });
