@@ -26,7 +26,7 @@ import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
-import { dashboardAccess, guardAsync, guardMount } from './security/http.js';
+import { dashboardAccess, guardAsync, guardEvents, guardMount } from './security/http.js';
 import { isLoopbackHost, Security } from './security/index.js';
 import { createStateCalls, createStateStore, redisUrlFor } from './state/index.js';
 import { createUiHandler } from './ui/index.js';
@@ -229,7 +229,7 @@ export async function startPlatform(
     logger.info({ function: `${ref.namespace}/${ref.name}`, ...fields }, `scaling ${event.action}`);
   };
   subscribe('hearth:scaling', onScaling);
-  functionCalls = createFunctionCalls(scheduler);
+  functionCalls = createFunctionCalls(scheduler, (caller, target) => security.checkCall(caller, target));
   observability = startObservability({
     ...config.observe,
     version,
@@ -306,7 +306,7 @@ export async function startPlatform(
       functionsOf: (namespace) => store.listFunctions(namespace),
       queued: async (ref, limit) => (await events.queue.list({ state: 'queued', ref, limit })).length,
     }),
-    eventsRoute: events.eventsRoute,
+    eventsRoute: guardEvents(security, events.eventsRoute, someProtected(store, security)),
     serverTiming: config.observe.serverTiming,
     guard: security,
     mounts: [
@@ -404,6 +404,15 @@ export async function startPlatform(
       return closing;
     },
   };
+}
+
+/**
+ * Whether some function may need a key or JWT, for /events: one restored at start, one released since
+ * (noted before it goes live, and kept until a restart), or a namespace requiring keys.
+ */
+function someProtected(store: SqliteStore, security: Security): () => boolean {
+  const atStart = store.listFunctions().some((fn) => (fn.active.manifest.spec.auth ?? 'public') !== 'public');
+  return () => atStart || security.protectedReleased || security.keysRequiredSomewhere;
 }
 
 /** What the platform adds to every function's environment (the function's own env wins). */

@@ -6,6 +6,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { DeployedVersion } from '../domain/deployment.js';
+import { HearthError } from '../domain/errors.js';
 import type { FunctionRef } from '../domain/function.js';
 import { parseAsyncPath, sendError } from '../gateway/index.js';
 import type { Security } from './index.js';
@@ -39,6 +40,33 @@ export const dashboardAccess: MountAccess = (url) => {
   const namespace = url.searchParams.get('namespace') || 'default';
   return [url.pathname === '/ui/api/logs' ? 'logs' : 'read', namespace];
 };
+
+/**
+ * `POST /events` routes each event by its subject, inside the ingress. Until the ingress checks each
+ * event's target itself, the route as a whole needs an API key with `invoke` on every namespace while
+ * some function is not public (or a namespace requires keys): a tenant's `key` or `jwt` function is never
+ * reachable through it without credentials. With every function public it stays open.
+ */
+export function guardEvents(security: Security, route: Handler, someProtected: () => boolean): Handler {
+  return (req, res) => {
+    if (someProtected()) {
+      try {
+        const principal = security.authenticate(req.headers.authorization);
+        if (principal === undefined)
+          throw new HearthError(
+            'HEARTH_E_UNAUTHORIZED',
+            'POST /events needs an API key while some function requires a key or JWT: send "Authorization: Bearer <key>" with a key whose role allows invoke on every namespace',
+            { details: { required: { action: 'invoke', role: 'invoker', namespace: '*' } } },
+          );
+        security.check(principal, 'invoke', undefined);
+      } catch (error) {
+        sendError(res, error);
+        return;
+      }
+    }
+    route(req, res);
+  };
+}
 
 export interface AsyncGuardOptions {
   readonly lookup: (ref: FunctionRef) => DeployedVersion | undefined;

@@ -124,6 +124,8 @@ export class Security {
    * function's invocation consult this part at all (one boolean on the hot path).
    */
   namespaceChecks = false;
+  /** A `key` or `jwt` function has been released in this run (set before it goes live). */
+  protectedReleased = false;
 
   constructor(private readonly options: SecurityOptions) {
     this.now = options.now ?? Date.now;
@@ -354,6 +356,7 @@ export class Security {
     for (const candidate of candidates)
       if (candidate.spec.auth === 'jwt' && candidate.spec.jwt === undefined)
         throw invalid('spec.jwt', undefined, 'a jwt block {jwks, issuer, audience} when spec.auth is jwt');
+    if (candidates.some((candidate) => candidate.spec.auth !== 'public')) this.protectedReleased = true;
     const byNamespace = new Map<string, DeployCandidate[]>();
     for (const candidate of candidates) {
       const list = byNamespace.get(candidate.ref.namespace) ?? [];
@@ -531,6 +534,30 @@ export class Security {
     );
   }
 
+  /**
+   * `ctx.invoke` from `caller` to `target`: within a namespace anything goes (one tenant); into another
+   * namespace only a function anyone may invoke over HTTP (effective auth `public`), so a tenant's code
+   * cannot reach round another tenant's key or JWT. The target namespace's rate quota applies too.
+   */
+  checkCall(caller: FunctionRef, target: DeployedVersion): void {
+    const namespace = target.ref.namespace;
+    if (caller.namespace !== namespace && this.effectiveAuth(target) !== 'public')
+      throw new HearthError(
+        'HEARTH_E_FORBIDDEN',
+        `ctx.invoke: function ${target.ref.name} of namespace ${namespace} needs ${this.effectiveAuth(target) === 'jwt' ? 'a JWT' : 'an API key'}; a function may call it only from its own namespace`,
+        { details: { required: { action: 'invoke', namespace } } },
+      );
+    this.takeRequest(namespace);
+  }
+
+  /** A function's auth with its namespace's floor applied. */
+  effectiveAuth(deployed: DeployedVersion): 'public' | 'key' | 'jwt' {
+    const mode = deployed.spec.auth;
+    return mode === 'public' && this.policies.get(deployed.ref.namespace)?.functionAuth === 'key'
+      ? 'key'
+      : mode;
+  }
+
   /** Invocation with `key` auth needs a key even while the platform's own auth is off. */
   private authorizeInvoke(authorization: string | undefined, namespace: string): Principal {
     const principal = this.authenticate(authorization);
@@ -562,6 +589,12 @@ export class Security {
     if (parsed === undefined || key === undefined || key.revokedAt !== null) return undefined;
     if (!secretMatches(parsed.secret, key.hash)) return undefined;
     return { keyId: key.id, name: key.name, role: key.role, namespaces: key.namespaces, via: 'key' };
+  }
+
+  /** Whether some namespace makes its public functions need a key. */
+  get keysRequiredSomewhere(): boolean {
+    for (const policy of this.policies.values()) if (policy.functionAuth === 'key') return true;
+    return false;
   }
 
   private refreshChecks(): void {

@@ -302,6 +302,50 @@ describe('a loopback platform', () => {
     expect(accepted.status).toBe(202);
   });
 
+  it('lets ctx.invoke reach a key function only from its own namespace', async () => {
+    const caller = (namespace: string) => ({
+      'index.mjs':
+        'export default async (event, ctx) => { try { return { answer: await ctx.invoke(event.query.target, {}) }; } catch (error) { return { error: error.message, type: error.name }; } };\n',
+      'hearth.yaml': manifest('caller', '{ runtime: node20 }', `namespace: ${namespace}`),
+    });
+    for (const namespace of ['team-a', 'team-b'])
+      expect((await deploy(hearth.url, 'caller', namespace, caller(namespace), admin)).status).toBe(200);
+    const inside = await call(hearth.url, '/function/caller.team-a?target=who', { key: admin });
+    expect(inside.body.answer).toMatchObject({ statusCode: 200 });
+    const across = await call(hearth.url, '/function/caller.team-b?target=who.team-a', { key: admin });
+    expect(across.body.type).toBe('HEARTH_E_FORBIDDEN');
+    expect(across.body.error).toContain('only from its own namespace');
+  });
+
+  it('keeps key functions out of reach of POST /events without a key', async () => {
+    const event = {
+      specversion: '1.0',
+      id: 'e1',
+      source: 'tests',
+      type: 'probe',
+      subject: 'who.team-a',
+      datacontenttype: 'application/json',
+      data: {},
+    };
+    const post = (key?: string) =>
+      call(hearth.url, '/events', {
+        method: 'POST',
+        body: Buffer.from(JSON.stringify(event)),
+        contentType: 'application/cloudevents+json',
+        ...(key === undefined ? {} : { key }),
+      });
+    const anonymous = await post();
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.body.error?.details?.required).toEqual({
+      action: 'invoke',
+      role: 'invoker',
+      namespace: '*',
+    });
+    expect((await post(keys.invoker)).status).toBe(403);
+    // Past the door: the function got the event (it reads HTTP headers a CloudEvent lacks, so it throws).
+    expect([401, 403]).not.toContain((await post(admin)).status);
+  });
+
   it('passes key auth to the function as ctx.auth, never the key itself', async () => {
     const invoked = await call(hearth.url, '/function/who.team-a', { key: keys.invoker });
     expect(invoked.status).toBe(200);
