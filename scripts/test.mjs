@@ -59,6 +59,14 @@ execFileSync(process.execPath, [join(root, 'test/support/kafka/fetch.mjs')], {
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 
+// The Lambda Invoke API suite drives real AWS clients (issue 18): boto3 and the AWS CLI v1 from PyPI, in a
+// venv in ~/.cache/hearth-test, installed once (python3 -m venv is in Debian's python3-venv).
+if (!has('python3', ['-c', 'import venv, ensurepip']))
+  aptInstall(['python3-venv'], 'python3-venv is needed for the AWS clients the Lambda Invoke API tests use');
+execFileSync(process.execPath, [join(root, 'test/support/aws/clients.mjs')], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
+
 execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
 const vitest = spawnSync(
   process.execPath,

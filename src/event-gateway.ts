@@ -19,6 +19,7 @@ import {
   createEventsIngress,
   GatewayListeners,
   type Handler,
+  LAMBDA_QUEUE_SOURCE,
   Traffic,
 } from './gateway/index.js';
 import { CallbackPolicy, type Queue, QueueWorker, SqliteQueue } from './queue/index.js';
@@ -241,6 +242,8 @@ function queuedRequest(
     timeoutSource: 'limits.timeout',
     ...(request.event === undefined ? {} : { event: request.event }),
     ...(request.priority === undefined ? {} : { priority: request.priority }),
+    // The Lambda Invoke API's `Event` invocations: the payload is the event, whatever the eventFormat.
+    ...(message.source === LAMBDA_QUEUE_SOURCE ? { direct: true } : {}),
   };
 }
 

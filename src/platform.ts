@@ -16,7 +16,12 @@ import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
 import { createEventGateway } from './event-gateway.js';
-import { createFunctionCalls, createGatewayHandler, createGatewayServer } from './gateway/index.js';
+import {
+  createFunctionCalls,
+  createGatewayHandler,
+  createGatewayServer,
+  createLambdaApi,
+} from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
@@ -26,7 +31,7 @@ import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
-import { dashboardAccess, guardAsync, guardEvents, guardMount } from './security/http.js';
+import { dashboardAccess, guardAsync, guardEvents, guardLambda, guardMount } from './security/http.js';
 import { isLoopbackHost, Security } from './security/index.js';
 import { createStateCalls, createStateStore, redisUrlFor } from './state/index.js';
 import { createUiHandler } from './ui/index.js';
@@ -307,6 +312,23 @@ export async function startPlatform(
       queued: async (ref, limit) => (await events.queue.list({ state: 'queued', ref, limit })).length,
     }),
     eventsRoute: guardEvents(security, events.eventsRoute, someProtected(store, security)),
+    lambdaRoute: guardLambda(
+      security,
+      (ref) => scheduler.lookup(ref),
+      createLambdaApi({
+        scheduler,
+        queue: events.queue,
+        retry: config.events.async.retry,
+        onAccepted: () => events.api.notifyQueue(),
+        // An invocation writes few lines; 200 is far past the 4 KB that `X-Amz-Log-Result` keeps.
+        invocationLogs: (ref, invocationId) =>
+          logs
+            .query({ namespace: ref.namespace, function: ref.name, invocationId, limit: 200 })
+            .map((record) => record.message),
+        traffic: events.traffic,
+        onInternal,
+      }),
+    ),
     serverTiming: config.observe.serverTiming,
     guard: security,
     mounts: [

@@ -7,6 +7,7 @@ import * as deploy from './commands/deploy.js';
 import * as describe from './commands/describe.js';
 import * as dlq from './commands/dlq.js';
 import * as get from './commands/get.js';
+import * as importCommand from './commands/import.js';
 import * as invoke from './commands/invoke.js';
 import * as keys from './commands/keys.js';
 import * as logs from './commands/logs.js';
@@ -87,7 +88,21 @@ export function buildProgram(context: CommandContext): Command {
       outputError: () => {},
     });
   registerUp(program, context);
-  for (const command of [create, deploy, apply, invoke, ls, describe, get, dlq, logs, top, rm, keys])
+  for (const command of [
+    create,
+    importCommand,
+    deploy,
+    apply,
+    invoke,
+    ls,
+    describe,
+    get,
+    dlq,
+    logs,
+    top,
+    rm,
+    keys,
+  ])
     command.register(program, context);
   return program;
 }

@@ -42,6 +42,11 @@ export interface InvocationRequest {
    * root of its own trace, with ids derived from `invocationId` (domain/trace.ts) at no cost.
    */
   readonly trace?: TraceContext;
+  /**
+   * Direct invocation whatever the function's `eventFormat`: the body (JSON) is the event and the return
+   * value the JSON answer, errors in Lambda's shape. The Lambda Invoke API sets it (gateway/lambda-invoke.ts).
+   */
+  readonly direct?: boolean;
   /** Who invoked it, for a function with `auth: key | jwt` (the JWT's claims): the function's `ctx.auth`. */
   readonly auth?: Readonly<Record<string, unknown>> | undefined;
 }

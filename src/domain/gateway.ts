@@ -33,6 +33,7 @@ export const RESERVED_PREFIXES = [
   '/healthz',
   '/metrics',
   '/ui',
+  '/2015-03-31/',
 ];
 
 const routePath = z

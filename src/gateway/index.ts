@@ -12,6 +12,7 @@ import { isEventsPath } from './events-ingress.js';
 import { type FastRoute, installFastFront } from './fast-http.js';
 import { type Handler, sendError, sendJson } from './http.js';
 import { createInvokeRoute, FUNCTION_PREFIX, type InvocationGuard, type InvokeRoute } from './invoke.js';
+import { LAMBDA_API_PREFIX } from './lambda-invoke.js';
 import { createRouteInvoker } from './route-invoke.js';
 import type { Traffic } from './traffic.js';
 
@@ -34,6 +35,14 @@ export {
   sendJson,
 } from './http.js';
 export { type InvocationGuard, type InvokeRoute, parseFunctionPath } from './invoke.js';
+export {
+  createLambdaApi,
+  LAMBDA_API_PREFIX,
+  LAMBDA_QUEUE_SOURCE,
+  type LambdaApiOptions,
+  mapSigV4Credentials,
+  parseLambdaFunctionName,
+} from './lambda-invoke.js';
 export { GatewayListeners, type ListenerStatus } from './listeners.js';
 export { clientKeyOf, formatRate, LimitRule, TokenBucket, takeTokens } from './rate-limit.js';
 export { createRouteInvoker, writeResponse } from './route-invoke.js';
@@ -64,6 +73,8 @@ export interface GatewayOptions {
   readonly asyncRoute?: Handler;
   /** `POST /events`, the CloudEvents ingress, mounted by the composition root with the durable queue. */
   readonly eventsRoute?: Handler;
+  /** `/2015-03-31/functions/…`, the Lambda Invoke API (gateway/lambda-invoke.ts), mounted by the composition root. */
+  readonly lambdaRoute?: Handler;
   /** Function-level auth and namespace rate quotas for `/function/` (src/security, issue 10). */
   readonly guard?: InvocationGuard;
 }
@@ -99,6 +110,10 @@ export function createGatewayHandler(options: GatewayOptions): GatewayHandlers {
     }
     if (options.eventsRoute !== undefined && isEventsPath(url)) {
       options.eventsRoute(req, res);
+      return;
+    }
+    if (options.lambdaRoute !== undefined && url.startsWith(LAMBDA_API_PREFIX)) {
+      options.lambdaRoute(req, res);
       return;
     }
     try {

@@ -142,6 +142,7 @@ export class Instance {
           request.trace === undefined
             ? undefined
             : formatTraceparent(request.trace.traceId, request.trace.spanId, request.trace.flags),
+        direct: request.direct,
       },
       request.body,
       (error, result) => {

@@ -413,7 +413,7 @@ export class NodeScheduler implements Scheduler {
         });
         const failure = new HearthError('HEARTH_E_FN_ERROR', `${type}: ${message}`, { details: { type } });
         const opened = this.failed(fn, instance, probe, failure);
-        if (instance.version.spec.eventFormat === 'lambda-direct') {
+        if (instance.version.spec.eventFormat === 'lambda-direct' || request.direct === true) {
           // Lambda's own answer to an unhandled error, which its clients and SDKs read; still a failure
           // (500) for the breaker, retries and metrics, where Lambda's Invoke API says 200 and the header.
           done(undefined, {

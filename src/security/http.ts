@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import type { FunctionRef } from '../domain/function.js';
-import { parseAsyncPath, sendError } from '../gateway/index.js';
+import { LAMBDA_API_PREFIX, parseAsyncPath, parseLambdaFunctionName, sendError } from '../gateway/index.js';
 import type { Security } from './index.js';
 import type { Action } from './roles.js';
 
@@ -65,6 +65,51 @@ export function guardEvents(security: Security, route: Handler, someProtected: (
       }
     }
     route(req, res);
+  };
+}
+
+/**
+ * The Lambda Invoke API (`/2015-03-31/functions/…`): it reads SigV4 headers without verifying them, so
+ * a function that is not public is invoked through it only with Hearth credentials (`Authorization:
+ * Bearer` with a key, token or, for `jwt`, a JWT), as on `/function/`; reading a function's configuration
+ * needs `read` in its namespace while auth is on. Paths naming no deployed function are the route's.
+ */
+export function guardLambda(
+  security: Security,
+  lookup: (ref: FunctionRef) => DeployedVersion | undefined,
+  route: Handler,
+): Handler {
+  return (req, res) => {
+    const url = req.url ?? '/';
+    const path = url.slice(LAMBDA_API_PREFIX.length).split('?')[0] ?? '';
+    let deployed: DeployedVersion | undefined;
+    try {
+      deployed = lookup(parseLambdaFunctionName(path.split('/')[0] ?? '', undefined).ref);
+    } catch {
+      deployed = undefined;
+    }
+    if (deployed === undefined) {
+      route(req, res);
+      return;
+    }
+    if (req.method !== 'POST') {
+      try {
+        security.authorize(req.headers.authorization, 'read', deployed.ref.namespace);
+      } catch (error) {
+        sendError(res, error);
+        return;
+      }
+      route(req, res);
+      return;
+    }
+    if (!security.invocationChecked(deployed)) {
+      route(req, res);
+      return;
+    }
+    security.checkInvocation(deployed, req.headers.authorization, (error) => {
+      if (error !== undefined) sendError(res, error);
+      else route(req, res);
+    });
   };
 }
 

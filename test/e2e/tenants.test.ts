@@ -302,6 +302,24 @@ describe('a loopback platform', () => {
     expect(accepted.status).toBe(202);
   });
 
+  it('checks key auth on the Lambda Invoke API, whose SigV4 headers are not verified', async () => {
+    const path = '/2015-03-31/functions/who.team-a/invocations';
+    const sigv4 = await fetch(`${hearth.url}${path}`, {
+      method: 'POST',
+      headers: {
+        authorization:
+          'AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261206/us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=00',
+      },
+      body: '{}',
+    });
+    expect(sigv4.status).toBe(401);
+    const invoked = await call(hearth.url, path, { method: 'POST', json: {}, key: keys.invoker });
+    expect(invoked.status).toBe(200);
+    expect(invoked.body.auth).toBeUndefined();
+    const config = await call(hearth.url, '/2015-03-31/functions/who.team-a', {});
+    expect(config.status).toBe(401);
+  });
+
   it('lets ctx.invoke reach a key function only from its own namespace', async () => {
     const caller = (namespace: string) => ({
       'index.mjs':

@@ -1,5 +1,6 @@
 /** @module `hearth deploy DIR`: validate hearth.yaml, pack the folder, stream the deployment's progress. */
 
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { type ApiClient, invokeUrl } from '../client.js';
 import { readFunctionFolder, renderManifest } from '../manifest.js';
@@ -48,9 +49,18 @@ async function deploy(dir: string, options: DeployOptions, context: CommandConte
   };
   // The flag wins over the file; the archive's manifest must then agree, or the server would refuse it.
   const overridden = options.namespace !== undefined && own !== undefined && own !== options.namespace;
+  // `spec.source` (as `hearth import` writes it) names the code folder; its archive carries this manifest.
+  const source = folder.manifest.spec.source;
   const packed = await packDirectory(
-    dir,
-    overridden ? { replaceManifest: renderManifest(folder.document, { namespace: target.namespace }) } : {},
+    source === undefined ? dir : resolve(dir, source),
+    overridden || source !== undefined
+      ? {
+          replaceManifest: renderManifest(folder.document, {
+            namespace: overridden ? target.namespace : undefined,
+            dropSource: source !== undefined,
+          }),
+        }
+      : {},
   );
   const result = await uploadFunction(client, io, target, packed, { wait: options.wait });
   if (result === undefined) reportDetached(target, options, context);

@@ -217,9 +217,10 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
             meta.sourceIp,
             meta.event ?? null,
             meta.traceparent ?? null,
+            meta.direct === true ? 1 : null,
             meta.auth,
           ]
-        : meta.traceparent !== undefined
+        : meta.direct === true
           ? [
               meta.invocationId,
               meta.method,
@@ -229,9 +230,10 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
               meta.deadline,
               meta.sourceIp,
               meta.event ?? null,
-              meta.traceparent,
+              meta.traceparent ?? null,
+              1,
             ]
-          : meta.event === undefined
+          : meta.traceparent !== undefined
             ? [
                 meta.invocationId,
                 meta.method,
@@ -240,17 +242,29 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
                 meta.rawHeaders,
                 meta.deadline,
                 meta.sourceIp,
+                meta.event ?? null,
+                meta.traceparent,
               ]
-            : [
-                meta.invocationId,
-                meta.method,
-                meta.path,
-                meta.rawQuery,
-                meta.rawHeaders,
-                meta.deadline,
-                meta.sourceIp,
-                meta.event,
-              ];
+            : meta.event === undefined
+              ? [
+                  meta.invocationId,
+                  meta.method,
+                  meta.path,
+                  meta.rawQuery,
+                  meta.rawHeaders,
+                  meta.deadline,
+                  meta.sourceIp,
+                ]
+              : [
+                  meta.invocationId,
+                  meta.method,
+                  meta.path,
+                  meta.rawQuery,
+                  meta.rawHeaders,
+                  meta.deadline,
+                  meta.sourceIp,
+                  meta.event,
+                ];
     this.write(FrameType.Invoke, seq, wire, body);
     return seq;
   }

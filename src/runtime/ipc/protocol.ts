@@ -413,13 +413,16 @@ export interface InvokeMeta {
   readonly event?: CloudEventAttributes;
   /** A continued trace, as the function should see it (its parent is the execution span); absent = derived from the id. */
   readonly traceparent?: string;
+  /** Direct invocation for this request, whatever the bound eventFormat (the Lambda Invoke API). */
+  readonly direct?: boolean;
   /** The caller's identity for a function with `auth: key | jwt` (its `ctx.auth`); absent for public ones. */
   readonly auth?: Readonly<Record<string, unknown>> | undefined;
 }
 
 /**
  * How an Invoke frame's meta travels: `[invocationId, method, path, rawQuery, rawHeaders, deadline, sourceIp]`,
- * plus the CloudEvents attributes as an eighth element for an event (the body is then the event's data).
+ * plus the CloudEvents attributes as an eighth element for an event (the body is then the event's data), a
+ * traceparent as the ninth, and `1` as the tenth for a direct invocation (the Lambda Invoke API).
  */
 export type InvokeWire =
   | readonly [string, string, string, string, readonly string[], number, string]
@@ -445,6 +448,19 @@ export type InvokeWire =
       string,
       CloudEventAttributes | null,
       string | null,
+      1,
+    ]
+  | readonly [
+      string,
+      string,
+      string,
+      string,
+      readonly string[],
+      number,
+      string,
+      CloudEventAttributes | null,
+      string | null,
+      1 | null,
       Readonly<Record<string, unknown>>,
     ];
 

@@ -58,6 +58,7 @@ type InvokeWire = [
   string,
   (CloudEventAttributes | null)?,
   (string | null)?,
+  (1 | null)?,
   Record<string, unknown>?,
 ];
 
@@ -72,7 +73,8 @@ function invokeFromWire(wire: InvokeWire): Invoke {
     sourceIp: wire[6],
     event: wire[7] ?? undefined,
     traceparent: wire[8] ?? undefined,
-    auth: wire[9],
+    direct: wire[9] === 1,
+    auth: wire[10],
   };
 }
 
@@ -99,6 +101,8 @@ interface Invoke {
   event: CloudEventAttributes | undefined;
   /** A continued trace's context for the function (its parent is the execution span); absent = derived. */
   traceparent: string | undefined;
+  /** Direct invocation for this request whatever the bound format (the Lambda Invoke API). */
+  direct: boolean;
   /** The caller's identity (API key or JWT claims) for a function with `auth: key | jwt`. */
   auth: Record<string, unknown> | undefined;
 }
@@ -866,7 +870,12 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlight += 1;
   inFlightSeqs.push(id);
   try {
-    const event = format === HEARTH ? hearthEvent(meta, body) : lambdaShaped(meta, body);
+    const direct = meta.direct || format === LAMBDA_DIRECT;
+    const event = direct
+      ? directEvent(meta, body)
+      : format === HEARTH
+        ? hearthEvent(meta, body)
+        : lambdaShaped(meta, body);
     const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent, meta.auth);
     let pendingResult: unknown;
     runningSeq = id;
@@ -876,7 +885,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
       runningSeq = 0;
     }
     const result = await pendingResult;
-    const converted = format === LAMBDA_DIRECT ? directResponse(result) : toResponse(result);
+    const converted = direct ? directResponse(result) : toResponse(result);
     const response = converted instanceof Promise ? await converted : converted;
     if (response.body.length > maxBodyBytes)
       throw Object.assign(
@@ -959,6 +968,7 @@ async function warmUp(): Promise<void> {
     sourceIp: '127.0.0.1',
     event: undefined,
     traceparent: undefined,
+    direct: false,
     auth: undefined,
   };
   hearthEvent(sample, Buffer.from('{"a":1}'));

@@ -574,7 +574,7 @@ class Function:
         direct_format = self.format == "lambda-direct"
 
     def call(self, meta, body, seq):
-        event = self.make_event(meta, body)
+        event = direct_event(meta, body) if meta.get("direct") else self.make_event(meta, body)
         if self.arity >= 2:
             return self.fn(event, Context(meta, self.bound, seq))
         if self.arity == 1:
@@ -593,7 +593,8 @@ def flat_headers(headers):
     return flat
 
 
-INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp", "event", "traceparent", "auth")
+# "direct" (1): direct invocation for this request whatever the bound format (the Lambda Invoke API).
+INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp", "event", "traceparent", "direct", "auth")
 
 
 def invoke_from_wire(wire):
@@ -611,8 +612,8 @@ max_body_bytes = None
 direct_format = False
 
 
-def reply(ident, value):
-    if direct_format:
+def reply(ident, value, direct=False):
+    if direct_format or direct:
         status, headers, body = 200, {"content-type": "application/json"}, json.dumps(value, default=str).encode()
     else:
         status, headers, body = to_response(value)
@@ -651,7 +652,7 @@ def serve_sync(function, reader):
             if inspect.isawaitable(result):
                 result = asyncio.run(result)
             flush_logs()
-            reply(ident, result)
+            reply(ident, result, invocation.get("direct"))
         except BaseException as error:  # noqa: BLE001 - every failure is the function's, reported to the host
             flush_logs()
             if isinstance(error, SystemExit):
@@ -684,7 +685,7 @@ async def serve_async(function, reader):
         try:
             result = await function.call(meta, body, ident)
             flush_logs()
-            reply(ident, result)
+            reply(ident, result, meta.get("direct"))
         except Exception as error:  # noqa: BLE001
             flush_logs()
             fail(ident, meta, error)
