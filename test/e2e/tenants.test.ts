@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Hearth,
@@ -635,6 +636,29 @@ describe('a platform listening beyond loopback', () => {
       expect((await call(local, '/healthz')).status).toBe(200);
       expect((await call(local, '/ui/api/overview')).status).toBe(401);
       expect((await call(local, '/ui')).status).toBe(200);
+      // The dashboard asks for the key on the API's 401 and keeps it for the tab.
+      const browser = await chromium.launch({
+        executablePath: '/usr/bin/chromium',
+        headless: true,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+      });
+      try {
+        const page = await browser.newPage();
+        const prompts: string[] = [];
+        page.on('dialog', (dialog) => {
+          prompts.push(dialog.message());
+          void dialog.accept(printed);
+        });
+        await page.goto(`${local}/ui`);
+        await expect
+          .poll(() => page.locator('#meta').textContent(), { timeout: 15_000 })
+          .toContain('0 functions');
+        expect(prompts).toHaveLength(1);
+        expect(prompts[0]).toContain('API key');
+        expect(await page.evaluate('sessionStorage.getItem("hearth.apiKey")')).toBe(printed);
+      } finally {
+        await browser.close();
+      }
       await hearth.stop();
       restarted = await startHearth({ args: ['--host', '0.0.0.0'], dataDir });
       expect(restarted.stderr()).not.toContain('admin key');
