@@ -64,16 +64,18 @@ export interface KeySummary {
   readonly revokedAt: string | null;
 }
 
+/** What a client asked for, as sent (JSON): validated by `createKey`, each field named when wrong. */
 export interface NewKeyRequest {
-  readonly role: Role;
-  readonly namespaces: readonly string[];
-  readonly name?: string;
+  readonly role: unknown;
+  readonly namespaces?: unknown;
+  readonly name?: unknown;
 }
 
+/** What a client asked for, as sent (JSON): validated by `issueToken`. */
 export interface TokenRequest {
-  readonly ttlSeconds?: number;
-  readonly role?: Role;
-  readonly namespaces?: readonly string[];
+  readonly ttlSeconds?: unknown;
+  readonly role?: unknown;
+  readonly namespaces?: unknown;
 }
 
 /** Figures a quota is checked against, read from the rest of the platform. */
@@ -232,7 +234,7 @@ export class Security {
     if (!isRole(role)) throw invalid('role', role, 'one of admin, deployer, invoker, viewer');
     const namespaces = role === 'admin' ? [ALL_NAMESPACES] : checkNamespaces(request.namespaces);
     const name = request.name ?? `${role} key`;
-    if (!KEY_NAME.test(name))
+    if (typeof name !== 'string' || !KEY_NAME.test(name))
       throw invalid('name', name, 'up to 63 letters, digits, spaces, ".", "_" or "-"');
     const secret = newKeySecret();
     const stored: StoredKey = {
@@ -278,7 +280,7 @@ export class Security {
     readonly namespaces: readonly string[];
   } {
     const ttl = request.ttlSeconds ?? DEFAULT_TOKEN_TTL_SECONDS;
-    if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TOKEN_TTL_SECONDS)
+    if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TOKEN_TTL_SECONDS)
       throw invalid('ttlSeconds', ttl, `a whole number of seconds from 1 to ${MAX_TOKEN_TTL_SECONDS}`);
     const role = request.role ?? principal.role;
     if (!isRole(role)) throw invalid('role', role, 'one of admin, deployer, invoker, viewer');
@@ -628,13 +630,16 @@ function requirement(action: Action, namespace: string | undefined): Record<stri
   return { action, role: leastRoleFor(action), namespace: namespace ?? ALL_NAMESPACES };
 }
 
-function checkNamespaces(namespaces: readonly string[] | undefined): string[] {
+function checkNamespaces(namespaces: unknown): string[] {
   if (!Array.isArray(namespaces) || namespaces.length === 0)
     throw invalid('namespaces', namespaces, 'a list of one or more namespaces (or "*" for all)');
-  for (const namespace of namespaces)
-    if (namespace !== ALL_NAMESPACES && (typeof namespace !== 'string' || !DNS_LABEL.test(namespace)))
+  const checked: string[] = [];
+  for (const namespace of namespaces as unknown[]) {
+    if (typeof namespace !== 'string' || (namespace !== ALL_NAMESPACES && !DNS_LABEL.test(namespace)))
       throw invalid('namespaces', namespace, 'lower-case DNS labels, or "*" for all');
-  return [...new Set(namespaces)];
+    if (!checked.includes(namespace)) checked.push(namespace);
+  }
+  return checked;
 }
 
 function invalid(field: string, value: unknown, expected: string): HearthError {

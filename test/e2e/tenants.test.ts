@@ -161,6 +161,15 @@ describe('a loopback platform', () => {
       keys[role] = created.body.key as string;
       ids[role] = created.body.id as string;
     }
+    for (const [json, field] of [
+      [{ role: 'root', namespaces: ['team-a'] }, 'role'],
+      [{ role: 'viewer' }, 'namespaces'],
+      [{ role: 'viewer', namespaces: ['Team A'] }, 'namespaces'],
+    ] as const) {
+      const refused = await call(hearth.url, '/api/v1/keys', { method: 'POST', key: admin, json });
+      expect(refused.status).toBe(400);
+      expect(refused.body.error?.details?.field).toBe(field);
+    }
     const actions: Record<string, (key: string) => Promise<Answer>> = {
       read: (key) => call(hearth.url, '/api/v1/namespaces/team-a/functions', { key }),
       logs: (key) => call(hearth.url, '/api/v1/namespaces/team-a/functions/who/logs', { key }),

@@ -32,11 +32,7 @@ export function securityRoutes(context: ApiContext): Route[] {
       access: { action: 'admin' },
       handle: async ({ req, res }) => {
         const body = objectBody(await readJsonBody(req, MAX_BODY_BYTES));
-        const created = security.createKey({
-          role: body.role as never,
-          namespaces: body.namespaces as never,
-          ...(body.name === undefined ? {} : { name: body.name as string }),
-        });
+        const created = security.createKey({ role: body.role, namespaces: body.namespaces, name: body.name });
         sendJson(res, 201, { ...created.summary, key: created.key });
       },
     },
@@ -69,9 +65,9 @@ export function securityRoutes(context: ApiContext): Route[] {
           );
         const body = objectBody(await readJsonBody(req, MAX_BODY_BYTES));
         const issued = security.issueToken(principal, {
-          ...(body.ttlSeconds === undefined ? {} : { ttlSeconds: body.ttlSeconds as number }),
-          ...(body.role === undefined ? {} : { role: body.role as never }),
-          ...(body.namespaces === undefined ? {} : { namespaces: body.namespaces as never }),
+          ttlSeconds: body.ttlSeconds,
+          role: body.role,
+          namespaces: body.namespaces,
         });
         sendJson(res, 201, issued);
       },
