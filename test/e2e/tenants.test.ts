@@ -580,6 +580,8 @@ describe('JWT function auth', () => {
     const ok = await call(hearth.url, '/function/jwt-node', { key: good });
     expect(ok.status).toBe(200);
     expect(ok.body.auth).toMatchObject({ type: 'jwt', sub: 'alice', scope: 'orders', iss: issuer });
+    const described = await runCli(['describe', 'jwt-node'], { url: hearth.url });
+    expect(described.stdout).toMatch(/Auth:\s+jwt \(issuer https:\/\/issuer\.example, audience hearth-tests/);
     const cases: [string, Promise<string> | undefined, string][] = [
       ['no token', undefined, 'requires a JWT'],
       ['wrong issuer', sign({ sub: 'alice' }, { iss: 'https://evil.example' }), '"iss" claim'],

@@ -112,6 +112,12 @@ export function renderDetail(fn: FunctionDetail, options: RenderOptions): string
       `min ${spec.scaling.min}, max ${spec.scaling.max}, targetConcurrency ${spec.scaling.targetConcurrency}, idleTimeout ${spec.scaling.idleTimeout}, warmPoolRatio ${spec.scaling.warmPoolRatio}`,
     ],
     ['Egress', typeof spec.egress === 'string' ? spec.egress : spec.egress.join(', ')],
+    [
+      'Auth',
+      spec.auth === 'jwt' && fn.manifest.spec.jwt !== undefined
+        ? `jwt (issuer ${String(fn.manifest.spec.jwt.issuer)}, audience ${String(fn.manifest.spec.jwt.audience)}, JWKS ${fn.manifest.spec.jwt.jwks})`
+        : spec.auth,
+    ],
     ['Priority', String(spec.priority)],
     ['Env', renderEnv(spec.env, options.showEnv)],
     ['Code', `${fn.code.hash.slice(0, 12)}, ${fn.code.files} files, ${formatBytes(fn.code.bytes)}`],

@@ -71,6 +71,8 @@ export interface FunctionDetail extends FunctionSummary {
     readonly eventFormat: string;
     /** Whether the dependency build runs packages' install scripts. */
     readonly build: { readonly scripts: boolean };
+    /** Who may invoke it (its own setting; a Namespace with `functionAuth: key` raises `public` to `key`). */
+    readonly auth: 'public' | 'key' | 'jwt';
   };
   /** One line on what the isolation class means; warns when it is `process`. */
   readonly isolationNote: string;
