@@ -57,7 +57,7 @@ export async function startHearth(config = {}) {
     const timer = setTimeout(() => reject(new Error(`hearth did not start:\n${stderr}`)), 60_000);
     child.once('exit', (code) => reject(new Error(`hearth exited ${code}:\n${stderr}`)));
     createInterface({ input: child.stderr }).on('line', (line) => {
-      const match = line.match(/listening on (http:\/\/\S+)/);
+      const match = line.match(/listening on (https?:\/\/\S+)/);
       if (match) {
         clearTimeout(timer);
         resolve(match[1]);

@@ -1,17 +1,22 @@
 // `npm run bench`: every benchmark in one run on this machine, written to bench/RESULTS.md.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { abuseBench } from './abuse.mjs';
 import { authBench } from './auth.mjs';
 import { buildsBench } from './builds.mjs';
 import { cloudEventsBench } from './cloudevents.mjs';
 import { coldBench } from './cold.mjs';
+import { coldBurstBench } from './cold-burst.mjs';
+import { densityBench } from './density.mjs';
 import { egressBench } from './egress.mjs';
 import { asyncBench, eventsBench } from './events.mjs';
+import { eventSourcingBench } from './eventsourcing.mjs';
 import { footprintBench } from './footprint.mjs';
 import { hostileBench } from './hostile.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
 import { stateBench } from './state.mjs';
 import { telemetryBench } from './telemetry.mjs';
+import { tlsBench } from './tls.mjs';
 import { trafficBench } from './traffic.mjs';
 import { warmBench } from './warm.mjs';
 
@@ -33,6 +38,8 @@ const results =
     : { ...kept, reruns: [...reruns, { date: started.toISOString(), sections: only }] };
 if (want('warm')) results.warm = await warmBench({ seconds: 5, connections: 50, rounds: 9 });
 if (want('cold')) results.cold = await coldBench({ count: 24 });
+if (want('cold-burst')) results.coldBurst = await coldBurstBench();
+if (want('density')) results.density = await densityBench();
 if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
 if (want('telemetry')) results.telemetry = await telemetryBench({ seconds: 5, connections: 50, rounds: 6 });
 if (want('auth')) results.auth = await authBench({ seconds: 5, connections: 50, rounds: 5 });
@@ -43,8 +50,12 @@ if (want('events')) results.events = await eventsBench({ count: 50_000 });
 if (want('async')) results.async = await asyncBench({ count: 5000 });
 if (want('cloudevents'))
   results.cloudevents = await cloudEventsBench({ rounds: 5, seconds: 3, connections: 32 });
+if (want('eventsourcing'))
+  results.eventsourcing = await eventSourcingBench({ pairs: 2000, rebuildEvents: 100_000 });
 if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
 if (want('builds')) results.builds = await buildsBench();
+if (want('abuse')) results.abuse = await abuseBench({ seconds: 4, rounds: 3 });
+if (want('tls')) results.tls = await tlsBench({ seconds: 5, connections: 50, rounds: 5 });
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
 if (previousJson.trace !== undefined) results.trace = previousJson.trace;
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
@@ -103,6 +114,45 @@ if (results.cold) {
     }),
     '',
     `${c['stem cells'].node20.n} functions per runtime. Bars: node20 p50 ≤ 10 ms (${pass(c['stem cells'].node20.p50 <= 10)}), python3 p50 ≤ 25 ms (${pass(c['stem cells'].python3.p50 <= 25)}). The seed's figures were 450 ms and 680 ms.`,
+    '',
+  );
+}
+if (results.coldBurst) {
+  const c = results.coldBurst;
+  const b = c.backToBack;
+  lines.push(
+    '## Cold starts in bursts (distinct idle functions, sandboxed, time to first byte, a fresh connection each)',
+    '',
+    '| burst | n | p50 ms | p95 ms | p99 ms | stem-cell pool misses | bar |',
+    '|---|---:|---:|---:|---:|---:|---|',
+    ...['node20', 'python3'].map(
+      (r) =>
+        `| ${r}, back to back | ${b[r].n} | ${b[r].p50} | ${b[r].p95} | — | ${b[r].poolMisses} | p50 ≤ 5, p95 ≤ 30: ${pass(b[r].p50 <= 5 && b[r].p95 <= 30)} |`,
+    ),
+    `| half node20, half python3, all at once | ${c.atOnce.n} (${c.atOnce.ok} answered 200) | ${c.atOnce.p50} | — | ${c.atOnce.p99} | ${c.atOnce.poolMisses} | all 200, p99 ≤ 150: ${pass(c.atOnce.ok === c.atOnce.n && c.atOnce.p99 <= 150)} |`,
+    '',
+    `Sustained: ${c.sustained.n} distinct functions (node20 and python3 alternating) called by ${c.sustained.clients} clients in a closed loop: **${c.sustained.coldPerSecond} cold starts/s** (${c.sustained.ok} answered 200, p50 ${c.sustained.p50} ms, p99 ${c.sustained.p99} ms); bar ≥ 100/s: ${pass(c.sustained.coldPerSecond >= 100)}.`,
+    '',
+    "Each part starts with the stem-cell pools full and never waits for them between calls: a burst is served by the cells ready at its start plus what boots during it. A miss costs a whole sandboxed runtime boot (bubblewrap, cgroups, seccomp, then the interpreter), which on two shared cores is hundreds of milliseconds; `node bench/run.mjs cold-burst` runs this section alone (`COLD_BURST_TIMINGS=1 node bench/cold-burst.mjs` prints each request's Server-Timing).",
+    '',
+  );
+}
+if (results.density) {
+  const d = results.density;
+  lines.push(
+    `## Density (${d.functions} deployed functions, half node20 and half python3, ${d.warm} of them warm)`,
+    '',
+    '| measure | value |',
+    '|---|---:|',
+    `| live instances | ${d.liveInstances} |`,
+    `| gateway process RSS (MiB) | ${d.gatewayRssMiB} |`,
+    `| one idle warm instance, PSS (MiB): node20 / python3 | ${d.idleInstancePssMiB.node20} / ${d.idleInstancePssMiB.python3} |`,
+    `| the platform and every instance, PSS (MiB) | ${d.totalPssMiB} |`,
+    `| warm invocation across the ${d.warm}, p50 / p99 (ms) | ${d.warmInvoke.p50} / ${d.warmInvoke.p99} |`,
+    `| control API (describe, stats), p50 / p99 (ms) | ${d.api.p50} / ${d.api.p99} |`,
+    `| deploying the ${d.functions} (s) | ${d.deploySeconds} |`,
+    '',
+    `Bar: an idle instance ≤ 8 MiB PSS: ${pass(Math.max(d.idleInstancePssMiB.node20 ?? 99, d.idleInstancePssMiB.python3 ?? 99) <= 8)}. \`node bench/run.mjs density\` runs this section alone.`,
     '',
   );
 }
@@ -255,6 +305,30 @@ if (results.cloudevents) {
     '',
   );
 }
+if (results.eventsourcing) {
+  const es = results.eventsourcing;
+  const b = es.batched;
+  const ar = es.appendRead;
+  const rb = es.rebuild;
+  lines.push(
+    '## Batched CloudEvents and event-sourced state (issue 20)',
+    '',
+    `Batched mode: ${b.events} events as ${b.events / b.batchSize} \`application/cloudevents-batch+json\` posts of ${b.batchSize} to \`POST /events\`, ${b.concurrency} in flight, each event for the bench-noop function: **${b.acceptedPerSecond} events/s accepted** (each batch durable in the queue before its 202), **${b.deliveredPerSecond} events/s delivered** (first post until none is queued or running).`,
+    '',
+    `ctx.events, timed inside one function (bench/functions/bench-events): ${ar.count} sequential append-with-expectedVersion + read-back pairs on one stream.`,
+    '',
+    '| operation | p50 ms | p99 ms |',
+    '|---|---:|---:|',
+    `| append (expectedVersion) | ${ar.append.p50} | ${ar.append.p99} |`,
+    `| read (the event just appended) | ${ar.read.p50} | ${ar.read.p99} |`,
+    `| append + read | ${ar.pair.p50} | ${ar.pair.p99} |`,
+    '',
+    `Appends per second with expectedVersion: **${ar.appendsPerSecond}** from one writer (each append waits for the one before), **${ar.fourWritersAppendsPerSecond}** from four writers on four streams at once.`,
+    '',
+    `Rebuild of a ${rb.events}-event stream (folding every event, read in pages of 10,000): **${rb.withoutSnapshotMs} ms without a snapshot**, **${rb.withSnapshotMs} ms from a snapshot** at version ${rb.events} plus the 100 events appended after it (${rb.speedup}×). Filling the stream took ${rb.fillMs} ms (appends of 1,000 events each).`,
+    '',
+  );
+}
 if (results.hostile) {
   const h = results.hostile;
   lines.push(
@@ -286,6 +360,45 @@ if (results.builds) {
     ),
     '',
     `Deploy times are the whole deploy (upload, build, verify, activate). Cold: a namespace whose package cache is empty; the package cache is the namespace's own (issue 21), so every new namespace starts cold. Builds run with a TMPDIR on disk in their scratch dir, capped by \`build.maxDisk\` (${b.maxDisk}); a function's /tmp stays 64 MiB. pip's package cache stays empty on this machine: its registry mirror answers without Cache-Control headers, so pip's HTTP cache keeps nothing and a new Python layer downloads again. better-sqlite3 needs its install script (\`build: { scripts: true }\`): its prebuilt binary is on GitHub, which builds cannot reach (only the registries), so node-gyp compiles it here with this node's headers.`,
+    '',
+  );
+}
+if (results.abuse) {
+  const a = results.abuse;
+  lines.push(
+    '## A neighbour under abuse (sandbox walls, issue 10)',
+    '',
+    `Sequential warm invocations of the hello function on one keep-alive connection, ${a.seconds}s unloaded then ${a.seconds}s while another function of the same platform is invoked in a loop (from a worker thread of the bench) doing the abuse, or a client holds slow-loris connections; ${a.rounds} rounds of every case. Unloaded: ${a.unloaded.n} calls, p50 ${a.unloaded.p50} ms, p99 ${a.unloaded.p99} ms.`,
+    '',
+    '| abuse | neighbour calls | p50 ms | p99 ms | p99 / unloaded (bar ≤ 2) | what the abuser got |',
+    '|---|---:|---:|---:|---:|---|',
+    ...Object.entries(a.cases).map(
+      ([label, c]) =>
+        `| ${label} | ${c.n} | ${c.p50} | ${c.p99} | ${c.p99Ratio} (${pass(c.p99Ratio <= 2)}) | ${Object.entries(
+          c.answers,
+        )
+          .map(([answer, count]) => `${answer} ×${count}`)
+          .join(', ')} |`,
+    ),
+    '',
+    `After all of it: health ${a.platformAfter}, the log store ${a.logStoreAfter}. The abusers' limits are the defaults (128Mi, pids 256, /tmp 64Mi) but for the CPU hog's \`limits.cpu: 1\`; a function that keeps failing opens its circuit breaker (503 \`HEARTH_E_CIRCUIT_OPEN\`), which then answers at once.`,
+    '',
+  );
+}
+if (results.tls) {
+  const t = results.tls;
+  lines.push(
+    '## Warm invocation over HTTPS (TLS on the platform port)',
+    '',
+    `The hello function through hearth with a certificate (\`tls: { cert, key }\`, a self-signed P-256 one) against a raw node:https hello, and through hearth without one against a raw node:http hello, in the same run; ${t.tool}, ${t.connections} keep-alive connections, ${t.seconds}s × ${t.rounds} rounds in alternation; ratios are medians of per-round ratios.`,
+    '',
+    '| server | req/s | p50 ms | p99 ms | errors |',
+    '|---|---:|---:|---:|---:|',
+    ...Object.entries(t.summary).map(
+      ([name, s]) => `| ${name} | ${s.rps} | ${s.p50} | ${s.p99} | ${s.errors} |`,
+    ),
+    '',
+    `Throughput ratio hearth/raw over HTTP: **${t.plainRatio}**; over HTTPS: **${t.tlsRatio}**; HTTPS ratio over HTTP ratio: **${t.tlsOverPlain}** (bar ≥ 0.8: ${pass(t.tlsOverPlain >= 0.8)}). The gateway's fast front reads the decrypted stream of node:https's TLS sockets, so TLS costs hearth what it costs any node:https server.`,
     '',
   );
 }

@@ -7,7 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { HearthError } from './domain/errors.js';
 import { validationError } from './domain/function.js';
-import { parseBytes, parseDuration } from './domain/units.js';
+import { parseBytes, parseCpu, parseDuration } from './domain/units.js';
 import { parseAllowEntry } from './queue/callbacks.js';
 
 const bytes = z
@@ -135,12 +135,23 @@ export const configFileSchema = z.strictObject({
   autoscaler: autoscalerConfigSchema.optional(),
   queueLimit: z.int().min(0).max(1_000_000).optional(),
   codeCache: bytes.optional(),
+  /** Garbage collection of unreferenced code packages and dependency layers (issue 11). */
+  gc: z.strictObject({ grace: duration.optional(), interval: duration.optional() }).optional(),
   logRecords: z.int().min(1000).optional(),
   buildTimeout: duration.optional(),
   build: z
     .strictObject({
       /** The most disk one dependency build's scratch dir may take (downloads, TMPDIR, the layer). */
       maxDisk: bytes.optional(),
+      /** One build's memory cap (hard, no swap): a build past it fails naming it. */
+      memory: bytes.optional(),
+      /** One build's CPU cap, in cores (a CFS quota). */
+      cpu: z
+        .union([z.string(), z.number()])
+        .refine((v) => (parseCpu(v) ?? 0) > 0 && (parseCpu(v) ?? 0) <= 1024, {
+          message: 'CPU cores such as "0.5", 1 or "500m"',
+        })
+        .optional(),
     })
     .optional(),
   upload: z
@@ -152,6 +163,8 @@ export const configFileSchema = z.strictObject({
     })
     .optional(),
   python: z.string().min(1).optional(),
+  /** HTTPS on every listener: PEM files, reloaded when they change. */
+  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
   ...observabilityConfigSchema.shape,
   ...eventsConfigSchema.shape,
 });
@@ -192,10 +205,15 @@ export interface PlatformConfig {
   readonly autoscaler: AutoscalerConfig;
   readonly queueLimit: number;
   readonly codeCacheBytes: number;
+  /** Unreferenced packages and layers are deleted once unused this long (default 1 h), checked every `intervalMs`. */
+  readonly gc: { readonly graceMs: number; readonly intervalMs: number };
   readonly logRecords: number;
   readonly buildTimeoutMs: number;
   /** Dependency builds' scratch disk cap (`build.maxDisk`, default 4 GiB). */
   readonly buildMaxDiskBytes: number;
+  /** One dependency build's memory cap (`build.memory`, default 2 GiB) and CPU cap (`build.cpu`, default 1). */
+  readonly buildMemoryBytes: number;
+  readonly buildCpu: number;
   readonly upload: {
     readonly maxArchiveBytes: number;
     readonly maxUnpackedBytes: number;
@@ -204,6 +222,8 @@ export interface PlatformConfig {
     readonly unpackTimeoutMs: number;
   };
   readonly python: string | undefined;
+  /** HTTPS on the gateway, the API and EventGateway listeners; undefined = plain HTTP. */
+  readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined;
   readonly observe: ObservabilityConfig;
   readonly events: EventsConfig;
 }
@@ -289,10 +309,17 @@ export function resolveConfig(
     }),
     queueLimit: merged.queueLimit ?? 10_000,
     codeCacheBytes: size(merged.codeCache, 1024 ** 3),
+    gc: Object.freeze({
+      graceMs: merged.gc?.grace === undefined ? 3_600_000 : (parseDuration(merged.gc.grace) ?? 3_600_000),
+      intervalMs:
+        merged.gc?.interval === undefined ? 600_000 : (parseDuration(merged.gc.interval) ?? 600_000),
+    }),
     logRecords: merged.logRecords ?? 200_000,
     buildTimeoutMs:
       merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),
     buildMaxDiskBytes: size(merged.build?.maxDisk, 4 * 1024 ** 3),
+    buildMemoryBytes: size(merged.build?.memory, 2 * 1024 ** 3),
+    buildCpu: merged.build?.cpu === undefined ? 1 : (parseCpu(merged.build.cpu) ?? 1),
     upload: Object.freeze({
       maxArchiveBytes: size(merged.upload?.maxArchive, 64 * 1024 ** 2),
       maxUnpackedBytes: size(merged.upload?.maxUnpacked, 256 * 1024 ** 2),
@@ -303,6 +330,10 @@ export function resolveConfig(
           : (parseDuration(merged.upload.unpackTimeout) ?? 30_000),
     }),
     python: merged.python,
+    tls:
+      merged.tls === undefined
+        ? undefined
+        : Object.freeze({ certPath: resolve(merged.tls.cert), keyPath: resolve(merged.tls.key) }),
     observe: resolveObservability(merged),
     events: resolveEvents(merged),
   });

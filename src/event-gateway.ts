@@ -14,16 +14,20 @@ import type { Store } from './control/store/index.js';
 import type { DeployedVersion, InvocationRequest } from './domain/deployment.js';
 import type { BreakerEvent, DeliveryEvent, QueueDecisionEvent, RateLimitEvent } from './domain/events.js';
 import { type FunctionRef, functionKey } from './domain/function.js';
+import { executionSpanIdOf, formatTraceparent, traceIdOf } from './domain/trace.js';
+import { Broker } from './eventing/index.js';
+import { createEventCalls, SqliteEventLog } from './eventlog/index.js';
 import {
   createAsyncRoute,
   createEventsIngress,
   GatewayListeners,
   type Handler,
   LAMBDA_QUEUE_SOURCE,
+  type TlsReloader,
   Traffic,
 } from './gateway/index.js';
 import { CallbackPolicy, type Queue, QueueWorker, SqliteQueue } from './queue/index.js';
-import type { Scheduler } from './scheduler/index.js';
+import type { HostCallHandler, Scheduler } from './scheduler/index.js';
 import { TriggerManager } from './triggers/index.js';
 
 export interface EventGatewayOptions {
@@ -34,6 +38,8 @@ export interface EventGatewayOptions {
   readonly scheduler: Scheduler;
   readonly logger: Logger;
   readonly onInternal: (error: unknown) => void;
+  /** Gateway listeners serve HTTPS with the platform's certificate when it has one. */
+  readonly tls?: TlsReloader | undefined;
 }
 
 export interface EventGateway {
@@ -45,6 +51,10 @@ export interface EventGateway {
   readonly api: EventsApi;
   /** The scheduler the deployer should use: activations and removals also update limits and triggers. */
   readonly observedScheduler: Scheduler;
+  /** Answers `ctx.events.*` (event-sourced streams) and `ctx.emit` from inside functions (issue 20). */
+  readonly hostCalls: HostCallHandler;
+  /** The ports EventGateway listeners hold now (besides the platform's). */
+  listenerPorts(): number[];
   /** After the platform listens: restores gateways, function limits and triggers, starts the worker. */
   start(platformPort: number): Promise<void>;
   close(): Promise<void>;
@@ -59,9 +69,27 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
   const queue = new SqliteQueue(join(options.dataDir, 'queue.db'));
   let platformPort = 0;
   const callbacks = new CallbackPolicy(config.async.callback.allow);
+  // Event-sourced streams and Trigger resources (issue 20): the log is its own file, as the queue is.
+  const eventLog = new SqliteEventLog(join(options.dataDir, 'events.db'));
+  let notifyWorker = (): void => undefined;
+  const broker = new Broker({
+    dataDir: options.dataDir,
+    log: eventLog,
+    queue,
+    scheduler,
+    notifyQueue: () => notifyWorker(),
+    retry: config.async.retry,
+    warn: (message) => logger.warn(message),
+    info: (message) => logger.info(message),
+  });
+  const eventCalls = createEventCalls(eventLog, {
+    appended: () => broker.appended(),
+    sharedStreams: (ref) => scheduler.lookup(ref)?.manifest.spec.streams?.shared,
+  });
   const worker = new QueueWorker({
     queue,
-    invoke: (message) => scheduler.invoke(message.ref, queuedRequest(scheduler, message)),
+    invoke: (message) => broker.invokeQueued(message, queuedRequest(scheduler, message)),
+    onSettled: (message, outcome, error) => broker.settled(message, outcome, error),
     concurrency: config.async.concurrency,
     // Longer than any function may run (15m): an expired lease means the delivery died with its platform.
     leaseMs: 16 * 60_000,
@@ -72,7 +100,8 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
   });
   const triggers = new TriggerManager({
     lookup: (ref) => scheduler.lookup(ref),
-    invoke: (ref, request) => scheduler.invoke(ref, request),
+    // Kafka, MQTT, NATS deliveries too: a reply that is a CloudEvent is routed on (issue 20).
+    invoke: (ref, request) => broker.invokeEvent(ref, request),
     queue,
     notifyQueue: () => worker.notify(),
     state: {
@@ -82,8 +111,10 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     warn: (message) => logger.warn(message),
     info: (message) => logger.info(message),
   });
+  notifyWorker = () => worker.notify();
   const eventsRoute = createEventsIngress({
     scheduler,
+    triggers: broker,
     queue,
     traffic,
     retry: config.async.retry,
@@ -97,6 +128,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     traffic,
     onInternal: options.onInternal,
     events: eventsRoute,
+    tls: options.tls,
   });
   const gateways = new GatewayService({
     store,
@@ -195,14 +227,29 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     asyncRoute,
     eventsRoute,
     observedScheduler,
+    hostCalls: (context, method, args) => {
+      if (method === 'emit') return broker.emit(context, args);
+      const traceparent =
+        context.invocationId === undefined
+          ? undefined
+          : formatTraceparent(
+              context.trace?.traceId ?? traceIdOf(context.invocationId),
+              context.trace?.spanId ?? executionSpanIdOf(context.invocationId),
+              context.trace?.flags ?? 1,
+            );
+      return eventCalls(context.ref, method, args, traceparent);
+    },
+    listenerPorts: () => listeners.ports(),
     api: {
       gateways,
       queue,
       triggers,
+      eventing: broker,
       notifyQueue: () => worker.notify(),
     },
     async start(port) {
       platformPort = port;
+      broker.start();
       for (const [name, handler] of channels) subscribe(name, handler);
       for (const fn of store.listFunctions()) {
         const version = scheduler.lookup(fn);
@@ -213,10 +260,12 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     },
     async close() {
       await triggers.close();
+      await broker.close();
       await worker.close();
       await listeners.close();
       traffic.close();
       await queue.close();
+      await eventLog.close();
       for (const [name, handler] of channels) unsubscribe(name, handler);
     },
   };

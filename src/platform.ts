@@ -8,19 +8,28 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { PlatformConfig } from './config.js';
-import type { HealthResponse } from './control/api/types.js';
-import { CodeStore, createControlApi, Deployer, LayerStore, SqliteStore } from './control/index.js';
+import type { HealthResponse, ReadinessResponse } from './control/api/types.js';
+import {
+  CodeStore,
+  createControlApi,
+  Deployer,
+  GarbageCollector,
+  LayerStore,
+  SqliteStore,
+} from './control/index.js';
 import type { StoredVersion } from './control/store/index.js';
 import type { DeployedVersion } from './domain/deployment.js';
 import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
 import { type IsolationName, type RuntimeName, resolveSpec } from './domain/function.js';
+import { formatBytes } from './domain/units.js';
 import { createEventGateway } from './event-gateway.js';
 import {
   createFunctionCalls,
   createGatewayHandler,
   createGatewayServer,
   createLambdaApi,
+  TlsReloader,
 } from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
@@ -54,6 +63,14 @@ export async function startPlatform(
   const version = await packageVersion();
   const logger = createLogger(config.logLevel, output);
   const notices: string[] = [];
+  // Read first: a missing or bad certificate stops the start with one line, before anything is started.
+  const tls =
+    config.tls === undefined
+      ? undefined
+      : new TlsReloader(config.tls, {
+          reloaded: (message) => logger.info(message),
+          failed: (message) => logger.warn(message),
+        });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const runDir = join(config.dataDir, 'run');
   // Uploads and builds interrupted by a crash left their scratch dirs here; nothing in it outlives a run.
@@ -66,6 +83,8 @@ export async function startPlatform(
   const layers = new LayerStore(config.dataDir, {
     timeoutMs: config.buildTimeoutMs,
     maxDiskBytes: config.buildMaxDiskBytes,
+    memoryBytes: config.buildMemoryBytes,
+    cpu: config.buildCpu,
   });
   await layers.init();
   // ctx.state: the embedded store, or Redis when state.redis.url is set (issue 5); an unreachable Redis
@@ -145,8 +164,12 @@ export async function startPlatform(
 
   // Calls from inside functions: ctx.invoke goes back through the scheduler (late-bound: it needs it).
   let functionCalls: ReturnType<typeof createFunctionCalls> | undefined;
+  // ctx.events and ctx.emit (issue 20) are answered by the event gateway, built later.
+  let eventCalls: HostCallHandler | undefined;
   const hostCalls: HostCallHandler = (context, method, args) => {
     if (method === 'invoke' && functionCalls !== undefined) return functionCalls(context, args);
+    if ((method === 'emit' || method.startsWith('events.')) && eventCalls !== undefined)
+      return eventCalls(context, method, args);
     if (method.startsWith('state.')) return stateCalls(context.ref, method, args);
     return Promise.reject(
       new HearthError('HEARTH_E_UNSUPPORTED', `${method} is not available in this Hearth version`),
@@ -157,7 +180,11 @@ export async function startPlatform(
     runtimes,
     isolations,
     slots,
-    code: { checkoutCode: (hash) => code.checkoutCode(hash), layerDir: (key) => layers.dir(key) },
+    code: {
+      checkoutCode: (hash) => code.checkoutCode(hash),
+      layerDir: (key) => layers.dir(key),
+      checkoutLayer: (key) => layers.checkout(key),
+    },
     logs: {
       write: (record) => {
         logs.write(record);
@@ -256,6 +283,8 @@ export async function startPlatform(
 
   for (const fn of store.listFunctions()) scheduler.activate(toDeployed(fn.active));
 
+  // The port once listening (config.port may be 0): an egress allow-list may not name it.
+  let listeningPort = config.port;
   // Traffic control, the durable queue, async invocations, triggers and EventGateways (issue 3).
   const events = createEventGateway({
     config: config.events,
@@ -265,7 +294,9 @@ export async function startPlatform(
     scheduler,
     logger,
     onInternal: (error) => logger.error({ err: error }, 'internal error'),
+    tls,
   });
+  eventCalls = events.hostCalls;
   const deployer = new Deployer({
     store,
     code,
@@ -276,6 +307,10 @@ export async function startPlatform(
     limits: config.upload,
     tmpDir: join(config.dataDir, 'tmp'),
     admit: (candidates) => security.admitDeploy(candidates),
+    egressTenancy: {
+      platformPorts: () => [listeningPort, ...events.listenerPorts()],
+      functions: () => store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
+    },
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(
@@ -300,10 +335,20 @@ export async function startPlatform(
     instances: scheduler.instanceCount(),
     stemCells: scheduler.stemCellStats(),
   });
+  // Readiness (issue 11): the store is open by now; the stem-cell pools and the examples come after listen.
+  const readiness = { store: true, stemCells: false, examples: !config.examples };
+  const ready = (): { ready: boolean; body: ReadinessResponse } => {
+    const waitingFor = (['store', 'stemCells', 'examples'] as const).filter((check) => !readiness[check]);
+    return {
+      ready: waitingFor.length === 0,
+      body: { status: waitingFor.length === 0 ? 'ready' : 'starting', checks: { ...readiness }, waitingFor },
+    };
+  };
   const gateway = createGatewayHandler({
     scheduler,
     api,
     health,
+    readiness: ready,
     onInternal,
     traffic: events.traffic,
     asyncRoute: guardAsync(security, events.asyncRoute, {
@@ -346,7 +391,7 @@ export async function startPlatform(
       { prefix: '/ui', handler: guardMount(security, ui, dashboardAccess) },
     ],
   });
-  const server = createGatewayServer(gateway.handle, gateway.invoke);
+  const server = createGatewayServer(gateway.handle, gateway.invoke, tls);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -364,6 +409,7 @@ export async function startPlatform(
     sandbox.close();
     logs.close();
     store.close();
+    tls?.close();
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE') {
       throw new HearthError(
@@ -376,8 +422,9 @@ export async function startPlatform(
     throw error;
   }
   const port = (server.address() as AddressInfo).port;
+  listeningPort = port;
   await events.start(port);
-  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  const url = `${tls === undefined ? 'http' : 'https'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },
     'hearth listening',
@@ -385,17 +432,35 @@ export async function startPlatform(
 
   const warming = scheduler
     .warm()
-    .catch((error: unknown) => logger.warn({ err: error }, 'stem cells failed to warm'));
+    .catch((error: unknown) => logger.warn({ err: error }, 'stem cells failed to warm'))
+    .finally(() => {
+      // Started, even if a start failed: the pools refill in the background and a take falls back to a spawn.
+      readiness.stemCells = true;
+    });
   if (config.examples)
     await deployExamples(deployer, sandbox.unavailable !== undefined, notices, (message) =>
       logger.warn(message),
     );
+  readiness.examples = true;
+  // `hearth ready` (and `hearth up`'s "listening" line, printed when this returns) only once /readyz says so.
+  await warming;
   for (const notice of notices) logger.warn(notice);
   const firstKey = security.ensureFirstKey();
   logger.info(
     { url, auth: security.enabled ? 'on' : 'off (loopback, no API key yet)' },
     security.enabled ? 'API auth on' : 'API auth off',
   );
+  const gc = new GarbageCollector({
+    store,
+    code,
+    layers,
+    graceMs: config.gc.graceMs,
+    intervalMs: config.gc.intervalMs,
+    onCollected: (collected) =>
+      logger.info({ ...collected, freed: formatBytes(collected.freedBytes) }, 'garbage collected'),
+    onError: (error) => logger.warn({ err: error }, 'garbage collection failed'),
+  });
+  gc.start();
   logger.info({ url, functions: store.listFunctions().length }, 'hearth ready');
 
   let closing: Promise<void> | undefined;
@@ -409,6 +474,7 @@ export async function startPlatform(
       closing ??= (async () => {
         server.close();
         server.closeAllConnections();
+        await gc.stop();
         await warming;
         await events.close();
         await scheduler.close();
@@ -421,6 +487,7 @@ export async function startPlatform(
         sandbox.close();
         logs.close();
         store.close();
+        tls?.close();
         logger.flush();
       })();
       return closing;

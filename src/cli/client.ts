@@ -27,6 +27,16 @@ const UNREACHABLE = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
+/** TLS verification failures: the server is there, but its certificate is not one this process trusts. */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 export class ApiClient {
   readonly baseUrl: string;
 
@@ -122,6 +132,13 @@ export class ApiClient {
       return new CliError(`cannot reach Hearth at ${this.baseUrl} (is \`hearth up\` running?)`, {
         cause: error,
       });
+    }
+    if (code !== undefined && UNTRUSTED_CERTIFICATE.has(code)) {
+      // The CLI trusts what Node trusts: the system's CAs plus NODE_EXTRA_CA_CERTS, read at start.
+      return new CliError(
+        `Hearth at ${this.baseUrl} presented a certificate this machine does not trust (${code}); point NODE_EXTRA_CA_CERTS at the PEM file of its CA (for a self-signed certificate, the certificate itself)`,
+        { cause: error },
+      );
     }
     if (code !== undefined && UNREACHABLE.has(code)) {
       return new CliError(`cannot reach Hearth at ${this.baseUrl} (${code}; is \`hearth up\` running?)`, {

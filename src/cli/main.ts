@@ -118,6 +118,11 @@ function registerUp(program: Command, context: CommandContext): void {
     .option('--data-dir <dir>', 'where functions, code and logs are kept (default ./.hearth)')
     .option('--config <file>', 'platform configuration file (YAML)')
     .option('--no-examples', 'do not deploy the bundled examples')
+    .option(
+      '--tls-cert <file>',
+      'serve HTTPS with this PEM certificate (with --tls-key; reloaded when it changes)',
+    )
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert')
     .action(async (options: UpOptions) => {
       const { up } = await import('./up.js');
       context.setExitCode(await up(options, context.io));

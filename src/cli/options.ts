@@ -93,12 +93,15 @@ export function functionName(value: string): string {
 export function resourceArguments(
   first: string,
   second: string | undefined,
-): { readonly kind: 'function' | 'gateway'; readonly name: string } {
+): { readonly kind: 'function' | 'gateway' | 'trigger'; readonly name: string } {
   if (second === undefined) return { kind: 'function', name: functionName(first) };
   const kind = first.toLowerCase();
   if (['gateway', 'gateways', 'gw', 'eventgateway'].includes(kind)) return { kind: 'gateway', name: second };
   if (['function', 'functions', 'fn'].includes(kind)) return { kind: 'function', name: functionName(second) };
-  throw new CliError(`unknown kind "${first}": expected gateway or function (or just a function name)`);
+  if (['trigger', 'triggers'].includes(kind)) return { kind: 'trigger', name: second };
+  throw new CliError(
+    `unknown kind "${first}": expected gateway, trigger or function (or just a function name)`,
+  );
 }
 
 export function parsePositiveInt(what: string) {

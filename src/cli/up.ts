@@ -1,6 +1,7 @@
 /** @module `hearth up`: runs the platform in the foreground until Ctrl-C or SIGTERM, then stops it cleanly. */
 
 import { type ConfigFile, loadConfigFile, resolveConfig } from '../config.js';
+import { HearthError } from '../domain/errors.js';
 import { startPlatform } from '../platform.js';
 import type { CliIo } from './io.js';
 
@@ -11,11 +12,19 @@ export interface UpOptions {
   readonly config?: string | undefined;
   /** False with `--no-examples`: do not deploy the bundled examples on start. */
   readonly examples: boolean;
+  readonly tlsCert?: string | undefined;
+  readonly tlsKey?: string | undefined;
 }
 
 export async function up(options: UpOptions, io: CliIo): Promise<number> {
   const file: ConfigFile = options.config === undefined ? {} : loadConfigFile(options.config);
+  if ((options.tlsCert === undefined) !== (options.tlsKey === undefined))
+    throw new HearthError('HEARTH_E_VALIDATION', '--tls-cert and --tls-key go together: give both');
   const config = resolveConfig(file, {
+    tls:
+      options.tlsCert === undefined || options.tlsKey === undefined
+        ? undefined
+        : { cert: options.tlsCert, key: options.tlsKey },
     port: options.port,
     host: options.host,
     dataDir: options.dataDir,

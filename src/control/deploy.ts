@@ -24,6 +24,7 @@ import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployCandidate } from '../security/index.js';
 import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
 import { formatBytes, type LayerStore } from './build/index.js';
+import { checkEgressTenancy, type EgressTenancy } from './egress-check.js';
 import { type CodeStore, receiveArchive, runArchiveJob, type UnpackLimits } from './packages/index.js';
 import type { Store, StoredDeployment, StoredFunction, StoredVersion } from './store/index.js';
 
@@ -43,6 +44,8 @@ export interface DeployerOptions {
   readonly tmpDir: string;
   /** Namespace quotas and auth policy (src/security): throws to refuse versions about to be released. */
   readonly admit?: (candidates: readonly DeployCandidate[]) => void;
+  /** What an egress allow-list may not name (the platform's ports, other tenants' functions). */
+  readonly egressTenancy?: EgressTenancy;
 }
 
 export type DeployListener = (event: DeployEvent) => void;
@@ -595,6 +598,8 @@ export class Deployer {
       );
     }
     this.checkNetwork(origin, spec);
+    if (this.options.egressTenancy !== undefined)
+      checkEgressTenancy(origin, ref, spec, this.options.egressTenancy);
     this.runtimeFor(spec.runtime);
     this.isolationFor(spec.isolation ?? 'sandbox');
     return { ...manifest, metadata: { ...manifest.metadata, namespace: ref.namespace } };

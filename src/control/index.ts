@@ -25,6 +25,7 @@ export type * from './api/types.js';
 export { LayerStore } from './build/index.js';
 export { Deployer, type DeployOutcome, MANIFEST_FILE } from './deploy.js';
 export { type EventsApi, GatewayService } from './events/index.js';
+export { type CollectedGarbage, collectGarbage, GarbageCollector } from './gc.js';
 export { CodeStore } from './packages/index.js';
 export { SqliteStore, type Store, type StoredFunction } from './store/index.js';
 

@@ -48,6 +48,12 @@ export const ERROR_CATALOGUE = {
   },
   /** A conflicting change is in progress (for example two deploys of one function at once). */
   HEARTH_E_CONFLICT: { status: 409, kind: 'user', summary: 'A conflicting change is in progress.' },
+  /** ctx.events.append with expectedVersion: another append moved the stream first (retry after reading). */
+  HEARTH_E_STREAM_CONFLICT: {
+    status: 409,
+    kind: 'user',
+    summary: 'The event stream is not at the expected version.',
+  },
   /** An EventGateway route overlaps a route of another gateway (same method and path shape); both are named. */
   HEARTH_E_ROUTE_CONFLICT: {
     status: 409,

@@ -137,6 +137,25 @@ export const functionSpecSchema = z.strictObject({
   triggers: triggersSchema.optional(),
   /** Token-bucket limit on every invocation of the function (`1000qps`, or `{rate, burst, perClient}`). */
   rateLimit: rateLimitSchema.optional(),
+  /**
+   * `ctx.events` streams the namespace shares (issue 20): names, or prefixes ending in `*`; every other
+   * stream is the function's own.
+   */
+  streams: z
+    .strictObject({
+      shared: z
+        .array(
+          z
+            .string()
+            .regex(
+              /^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}\*?$/,
+              'a stream name, or a prefix ending in * (letters, digits, . _ : @ / -)',
+            ),
+        )
+        .min(1)
+        .max(64),
+    })
+    .optional(),
   /** The dependency build: `scripts: true` lets npm run packages' install scripts (off by default). */
   build: z.strictObject({ scripts: z.boolean({ message: 'true or false' }).optional() }).optional(),
   /** Who may invoke it (issue 10, src/security): anyone, an API key with `invoker`, or a JWT (`jwt` below). */

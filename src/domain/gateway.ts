@@ -31,6 +31,7 @@ export const RESERVED_PREFIXES = [
   '/events',
   '/api/v1/',
   '/healthz',
+  '/readyz',
   '/metrics',
   '/ui',
   '/2015-03-31/',

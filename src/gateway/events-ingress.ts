@@ -40,8 +40,22 @@ const BATCH = 'application/cloudevents-batch+json';
 /** The queue's `source` for events accepted here (`hearth dlq --source cloudevents`). */
 export const EVENTS_QUEUE_SOURCE = 'cloudevents';
 
+/** A Trigger resource an event matched: where it goes and how it is retried (issue 20). */
+export interface TriggerTarget {
+  /** `<namespace>/<trigger name>`, the queue source `trigger:<id>`. */
+  readonly id: string;
+  readonly ref: FunctionRef;
+  readonly retry: RetryPolicy;
+}
+
+/** Port: the Trigger resources that take an event no function subject names. */
+export interface TriggerRouting {
+  matching(namespace: string, event: CloudEventAttributes): readonly TriggerTarget[];
+}
+
 export interface EventsIngressOptions {
   readonly scheduler: Scheduler;
+  readonly triggers?: TriggerRouting;
   readonly queue: Queue;
   readonly traffic: Traffic;
   readonly retry: RetryPolicy;
@@ -57,12 +71,23 @@ export function isEventsPath(url: string): boolean {
   );
 }
 
-/** One event, checked and routed: what a delivery or a queued message is made of. */
-export interface RoutedEvent {
-  readonly attributes: CloudEventAttributes;
-  readonly data: Buffer;
-  readonly deployed: DeployedVersion;
-}
+/**
+ * One event, checked and routed: to the function its subject names (`deployed`), or else to the Trigger
+ * resources that match it (`triggers`, never empty then).
+ */
+export type RoutedEvent =
+  | {
+      readonly attributes: CloudEventAttributes;
+      readonly data: Buffer;
+      readonly deployed: DeployedVersion;
+      readonly triggers?: undefined;
+    }
+  | {
+      readonly attributes: CloudEventAttributes;
+      readonly data: Buffer;
+      readonly deployed?: undefined;
+      readonly triggers: readonly TriggerTarget[];
+    };
 
 export function createEventsIngress(
   options: EventsIngressOptions,
@@ -94,16 +119,28 @@ export function createEventsIngress(
       else if (name.startsWith('ce-')) hasCeHeader = true;
     }
     const respondAsync = prefersAsync(prefer);
+    let namespace: string;
+    try {
+      namespace = namespaceOf(req.url ?? EVENTS_PATH);
+    } catch (error) {
+      fail(error);
+      return;
+    }
     const client = (): string => clientKeyOf(raw, req.socket.remoteAddress);
     try {
       if (mediaType === BATCH) {
         readBody(req, MAX_EVENTS_BODY_BYTES, eventsTooLarge)
           .then((body) => {
             const events = parseBatch(body).map((value, index) =>
-              route(options, eventFromJson(value, `[${index}].`), `[${index}].`),
+              routeEvent(options, namespace, eventFromJson(value, `[${index}].`), `[${index}].`),
             );
-            for (const event of events) takeFunctionToken(options.traffic, event.deployed.ref, client);
-            return enqueueAll(options, events);
+            for (const event of events)
+              if (event.deployed !== undefined)
+                takeFunctionToken(options.traffic, event.deployed.ref, client);
+            return enqueueAll(
+              options,
+              events.map((event) => carryTrace(event, traceparent)),
+            );
           })
           .then(
             (messages) =>
@@ -127,8 +164,17 @@ export function createEventsIngress(
                 'HEARTH_E_BAD_REQUEST',
                 `a ${STRUCTURED} body is one event (a JSON object); a JSON array is a batch, sent as ${BATCH}`,
               );
-            const event = route(options, eventFromJson(value, ''), '');
-            deliver(options, req, res, event, respondAsync, client, trace(traceparent, tracestate));
+            const event = routeEvent(options, namespace, eventFromJson(value, ''), '');
+            deliver(
+              options,
+              req,
+              res,
+              event,
+              respondAsync,
+              client,
+              trace(traceparent, tracestate),
+              traceparent,
+            );
           })
           .catch(fail);
         return;
@@ -146,17 +192,18 @@ export function createEventsIngress(
         );
       // Binary mode: the attributes are all in the headers, so a bad event is refused before its body is read.
       const attributes = attributesFromHeaders(raw);
-      const deployed = target(options.scheduler, attributes.subject, 'ce-');
-      readBody(req, deployed.spec.limits.maxBodyBytes).then(
+      const routed = routeEvent(options, namespace, { attributes, data: EMPTY }, 'ce-');
+      readBody(req, maxBodyOf(options.scheduler, routed)).then(
         (data) =>
           deliver(
             options,
             req,
             res,
-            { attributes, data, deployed },
+            { ...routed, data },
             respondAsync,
             client,
             trace(traceparent, tracestate),
+            traceparent,
           ),
         fail,
       );
@@ -384,43 +431,97 @@ function describeType(value: unknown): string {
 
 // --- routing and delivery -----------------------------------------------------------------------------
 
+/** `?namespace=NAME` chooses whose Trigger resources take events that name no function; default `default`. */
+function namespaceOf(url: string): string {
+  const query = url.indexOf('?');
+  if (query < 0) return 'default';
+  const given = new URLSearchParams(url.slice(query + 1)).get('namespace');
+  if (given === null) return 'default';
+  if (!NAMESPACE.test(given))
+    throw new HearthError('HEARTH_E_VALIDATION', `namespace: got "${given}", expected a namespace name`, {
+      details: { field: 'namespace', value: given, expected: 'a lower-case DNS label' },
+    });
+  return given;
+}
+
+const NAMESPACE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
 /** The function a subject names: `name` or `name.namespace`, as in `/function/<name>.<namespace>`. */
-function target(scheduler: Scheduler, subject: string | undefined, at: string): DeployedVersion {
+function subjectRef(subject: string, namespace: string): FunctionRef {
+  const dot = subject.indexOf('.');
+  return dot < 0
+    ? { namespace, name: subject }
+    : { namespace: subject.slice(dot + 1), name: subject.slice(0, dot) };
+}
+
+function placeOf(at: string): string {
+  return at === 'ce-' ? ' (header ce-subject)' : at === '' ? '' : ` (event ${at.slice(0, -1)})`;
+}
+
+/**
+ * Routes one parsed event: to the function its subject names, else to the Trigger resources of `namespace`
+ * whose filter takes it. Neither: 404 naming the subject, or 400 naming the missing subject.
+ */
+export function routeEvent(
+  options: { readonly scheduler: Pick<Scheduler, 'lookup'>; readonly triggers?: TriggerRouting | undefined },
+  namespace: string,
+  event: ParsedEvent,
+  at: string,
+): RoutedEvent {
+  const { subject } = event.attributes;
+  if (subject !== undefined && subject !== '') {
+    const ref = subjectRef(subject, namespace);
+    const deployed = options.scheduler.lookup(ref);
+    if (deployed !== undefined) {
+      checkSize(event.data, deployed, at);
+      return { ...event, deployed };
+    }
+  }
+  const triggers = options.triggers?.matching(namespace, event.attributes) ?? [];
+  if (triggers.length > 0) {
+    for (const trigger of triggers) {
+      const deployed = options.scheduler.lookup(trigger.ref);
+      if (deployed !== undefined) checkSize(event.data, deployed, at);
+    }
+    return { ...event, triggers };
+  }
   const field = `${at}subject`;
   if (subject === undefined || subject === '')
     throw badAttribute(
       at,
       'subject',
       subject,
-      'the function to deliver the event to, as name or name.namespace (event triggers are not available yet)',
+      `the function to deliver the event to, as name or name.namespace (no Trigger of namespace ${namespace} matches this event)`,
     );
-  const dot = subject.indexOf('.');
-  const ref: FunctionRef =
-    dot < 0
-      ? { namespace: 'default', name: subject }
-      : { namespace: subject.slice(dot + 1), name: subject.slice(0, dot) };
-  const deployed = scheduler.lookup(ref);
-  if (deployed === undefined)
-    throw new HearthError(
-      'HEARTH_E_FN_NOT_FOUND',
-      `CloudEvent subject "${subject}"${at === 'ce-' ? ' (header ce-subject)' : at === '' ? '' : ` (event ${at.slice(0, -1)})`} names no deployed function (looked for ${ref.name} in namespace ${ref.namespace}) and no trigger matches it; nothing was accepted`,
-      { details: { field, value: subject, expected: 'name or name.namespace of a deployed function' } },
-    );
-  return deployed;
+  const ref = subjectRef(subject, namespace);
+  throw new HearthError(
+    'HEARTH_E_FN_NOT_FOUND',
+    `CloudEvent subject "${subject}"${placeOf(at)} names no deployed function (looked for ${ref.name} in namespace ${ref.namespace}) and no Trigger of namespace ${namespace} matches it; nothing was accepted`,
+    { details: { field, value: subject, expected: 'name or name.namespace of a deployed function' } },
+  );
 }
 
-function route(options: EventsIngressOptions, event: ParsedEvent, at: string): RoutedEvent {
-  const deployed = target(options.scheduler, event.attributes.subject, at);
+function checkSize(data: Buffer, deployed: DeployedVersion, at: string): void {
   const max = deployed.spec.limits.maxBodyBytes;
-  if (event.data.length > max) {
-    const error = tooLarge(event.data.length, max);
+  if (data.length > max) {
+    const error = tooLarge(data.length, max);
     throw new HearthError(
       'HEARTH_E_BODY_TOO_LARGE',
-      `${at === '' ? '' : `event ${at.slice(0, -1)}: `}its data is ${event.data.length} bytes; function ${deployed.ref.name} accepts at most ${max} bytes (limits.maxBody)`,
-      { details: { ...error.details, ...(at === '' ? {} : { index: at.slice(1, -2) }) } },
+      `${at === '' || at === 'ce-' ? '' : `event ${at.slice(0, -1)}: `}its data is ${data.length} bytes; function ${deployed.ref.name} accepts at most ${max} bytes (limits.maxBody)`,
+      { details: { ...error.details, ...(at === '' || at === 'ce-' ? {} : { index: at.slice(1, -2) }) } },
     );
   }
-  return { ...event, deployed };
+}
+
+/** The body bound of a binary-mode event: its function's, or the smallest of its triggers' targets. */
+function maxBodyOf(scheduler: Scheduler, routed: RoutedEvent): number {
+  if (routed.deployed !== undefined) return routed.deployed.spec.limits.maxBodyBytes;
+  let max = MAX_EVENTS_BODY_BYTES;
+  for (const trigger of routed.triggers) {
+    const limit = scheduler.lookup(trigger.ref)?.spec.limits.maxBodyBytes;
+    if (limit !== undefined && limit < max) max = limit;
+  }
+  return max;
 }
 
 function takeFunctionToken(traffic: Traffic, ref: FunctionRef, client: () => string): string[] | undefined {
@@ -437,18 +538,28 @@ function deliver(
   respondAsync: boolean,
   client: () => string,
   traceOf: ((invocationId: string) => TraceContext) | undefined,
+  traceparent: string | undefined,
 ): void {
   const fail = (error: unknown, invocationId?: string): void =>
     sendError(res, error, invocationId, options.onInternal);
   let limitHeaders: string[] | undefined;
   try {
-    limitHeaders = takeFunctionToken(options.traffic, event.deployed.ref, client);
+    if (event.deployed !== undefined)
+      limitHeaders = takeFunctionToken(options.traffic, event.deployed.ref, client);
   } catch (error) {
     fail(error);
     return;
   }
+  if (event.deployed === undefined) {
+    // Trigger resources take it: like a Knative broker, the ingress answers once it is queued for each.
+    enqueueAll(options, [carryTrace(event, traceparent)]).then(
+      (messages) => sendJson(res, 202, { accepted: messages.length, invocations: messages.map(accepted) }),
+      fail,
+    );
+    return;
+  }
   if (respondAsync) {
-    enqueueAll(options, [event]).then((messages) => {
+    enqueueAll(options, [carryTrace(event, traceparent)]).then((messages) => {
       const message = messages[0] as QueueMessage;
       const headers: Record<string, string> = {
         'preference-applied': 'respond-async',
@@ -509,37 +620,72 @@ function deliver(
 }
 
 /**
- * Queues the events (all in one event-loop turn, so the queue's group commit writes them in one transaction).
- * An event's `source` and `id` identify it (CloudEvents 1.0): a producer that sends one again — say after a
- * lost 202 — gets the message already queued for it, not a second delivery.
+ * Queues the events (all in one event-loop turn, so the queue's group commit writes them in one transaction),
+ * one message per target: the subject's function, or each matching Trigger. An event's `source` and `id`
+ * identify it (CloudEvents 1.0): a producer that sends one again — say after a lost 202 — gets the message
+ * already queued for it, not a second delivery.
  */
-function enqueueAll(options: EventsIngressOptions, events: readonly RoutedEvent[]): Promise<QueueMessage[]> {
-  const { retry } = options;
-  return Promise.all(
-    events.map((event) => {
-      const ref = event.deployed.ref;
+export function enqueueAll(
+  options: Pick<EventsIngressOptions, 'queue' | 'retry' | 'onAccepted'>,
+  events: readonly RoutedEvent[],
+): Promise<QueueMessage[]> {
+  const messages: Promise<QueueMessage>[] = [];
+  for (const event of events) {
+    const request = {
+      method: 'POST',
+      path: '/',
+      rawQuery: '',
+      headers: binaryModeHeaders(event.attributes),
+      body: event.data,
+      event: event.attributes,
+    };
+    const identity = `${event.attributes.source}\n${event.attributes.id}`;
+    const targets =
+      event.deployed !== undefined
+        ? [{ ref: event.deployed.ref, retry: options.retry, source: EVENTS_QUEUE_SOURCE, key: 'cloudevents' }]
+        : event.triggers.map((trigger) => ({
+            ref: trigger.ref,
+            retry: trigger.retry,
+            source: `trigger:${trigger.id}`,
+            key: `trigger:${trigger.id}`,
+          }));
+    for (const target of targets) {
       const message: NewMessage = {
-        ref: { namespace: ref.namespace, name: ref.name },
-        source: EVENTS_QUEUE_SOURCE,
-        request: {
-          method: 'POST',
-          path: '/',
-          rawQuery: '',
-          headers: binaryModeHeaders(event.attributes),
-          body: event.data,
-          event: event.attributes,
-        },
-        maxAttempts: retry.attempts,
-        backoffMs: retry.backoffMs,
-        maxBackoffMs: retry.maxBackoffMs,
-        dedupeKey: `cloudevents\n${ref.namespace}/${ref.name}\n${event.attributes.source}\n${event.attributes.id}`,
+        ref: { namespace: target.ref.namespace, name: target.ref.name },
+        source: target.source,
+        request,
+        maxAttempts: target.retry.attempts,
+        backoffMs: target.retry.backoffMs,
+        maxBackoffMs: target.retry.maxBackoffMs,
+        dedupeKey: `${target.key}\n${target.ref.namespace}/${target.ref.name}\n${identity}`,
       };
-      return options.queue.enqueue(message);
-    }),
-  ).then((messages) => {
+      messages.push(options.queue.enqueue(message));
+    }
+  }
+  return Promise.all(messages).then((queued) => {
     options.onAccepted();
-    return messages;
+    return queued;
   });
+}
+
+/**
+ * A queued event keeps the client's `traceparent` as its distributed-tracing extension (CloudEvents'
+ * `traceparent`), so whatever delivers it later continues the client's trace; one the event has wins.
+ */
+function carryTrace(event: RoutedEvent, traceparent: string | undefined): RoutedEvent {
+  if (
+    traceparent === undefined ||
+    event.attributes.extensions?.traceparent !== undefined ||
+    parseTraceparent(traceparent) === undefined
+  )
+    return event;
+  return {
+    ...event,
+    attributes: {
+      ...event.attributes,
+      extensions: { ...event.attributes.extensions, traceparent },
+    },
+  };
 }
 
 function statusUrl(id: string): string {

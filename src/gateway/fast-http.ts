@@ -50,6 +50,11 @@ export interface FastFrontOptions {
   readonly route: FastRoute;
   readonly keepAliveTimeoutMs: number;
   readonly headersTimeoutMs: number;
+  /**
+   * The server is a node:https one: the front takes each connection once its TLS handshake is done
+   * ('secureConnection', the event node:https serves HTTP from), and reads the decrypted stream.
+   */
+  readonly secure?: boolean;
 }
 
 interface Head {
@@ -66,8 +71,9 @@ interface Head {
  * connections too.
  */
 export function installFastFront(server: Server, options: FastFrontOptions): void {
-  const nodeListeners = server.listeners('connection') as ((socket: Socket) => void)[];
-  server.removeAllListeners('connection');
+  const event = options.secure === true ? 'secureConnection' : 'connection';
+  const nodeListeners = server.listeners(event) as ((socket: Socket) => void)[];
+  server.removeAllListeners(event);
   const connections = new Set<FastConnection>();
   const front: Front = {
     options,
@@ -76,7 +82,7 @@ export function installFastFront(server: Server, options: FastFrontOptions): voi
       for (const listener of nodeListeners) listener.call(server, socket);
     },
   };
-  server.on('connection', (socket: Socket) => {
+  server.on(event, (socket: Socket) => {
     connections.add(new FastConnection(socket, front));
   });
   const closeAll = server.closeAllConnections.bind(server);

@@ -5,6 +5,7 @@
  */
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { HearthError } from '../domain/errors.js';
 import type { Scheduler } from '../scheduler/index.js';
 import { ASYNC_PREFIX } from './async.js';
@@ -14,6 +15,7 @@ import { type Handler, sendError, sendJson } from './http.js';
 import { createInvokeRoute, FUNCTION_PREFIX, type InvocationGuard, type InvokeRoute } from './invoke.js';
 import { LAMBDA_API_PREFIX } from './lambda-invoke.js';
 import { createRouteInvoker } from './route-invoke.js';
+import type { TlsReloader } from './tls.js';
 import type { Traffic } from './traffic.js';
 
 export { ASYNC_PREFIX, type AsyncRouteOptions, createAsyncRoute, parseAsyncPath } from './async.js';
@@ -54,14 +56,17 @@ export {
   type RouteMatch,
   RouteTable,
 } from './routes.js';
+export { readTls, type TlsFiles, type TlsMaterial, TlsReloader } from './tls.js';
 export { Traffic } from './traffic.js';
 
 export interface GatewayOptions {
   readonly scheduler: Scheduler;
   /** Handles `/api/…`. */
   readonly api: Handler;
-  /** Answers `/healthz`. */
+  /** Answers `/healthz` (liveness: the process serves HTTP). */
   readonly health: () => unknown;
+  /** Answers `/readyz`: 200 when `ready`, else 503, with `body` either way. */
+  readonly readiness?: () => { readonly ready: boolean; readonly body: unknown };
   readonly onInternal: (error: unknown) => void;
   /** Add a `Server-Timing` header to invocation responses. */
   readonly serverTiming?: boolean;
@@ -121,7 +126,10 @@ export function createGatewayHandler(options: GatewayOptions): GatewayHandlers {
         // `/api/v1/` is the control API; other `/api/…` paths may be EventGateway routes (the seed's `/api/orders`).
         if (url.startsWith('/api/v1/') || routes?.(req, res) !== true) options.api(req, res);
       } else if (url === '/healthz' || url.startsWith('/healthz?')) sendJson(res, 200, options.health());
-      else if (mounts.some((mount) => mountMatches(url, mount.prefix)))
+      else if (options.readiness !== undefined && (url === '/readyz' || url.startsWith('/readyz?'))) {
+        const readiness = options.readiness();
+        sendJson(res, readiness.ready ? 200 : 503, readiness.body);
+      } else if (mounts.some((mount) => mountMatches(url, mount.prefix)))
         mounts.find((mount) => mountMatches(url, mount.prefix))?.handler(req, res);
       else if (routes?.(req, res) === true) return;
       else if (url === '/' || url.startsWith('/?'))
@@ -186,13 +194,22 @@ const HEADERS_TIMEOUT_MS = 60_000;
 
 /**
  * The HTTP server for `handler`. With `fastInvoke`, `/function/` requests are read by the fast front
- * (fast-http.ts) and go straight to it; node:http serves everything else on the same connections.
+ * (fast-http.ts) and go straight to it; node:http serves everything else on the same connections. With
+ * `tls`, it is a node:https server serving the reloader's current certificate, and later ones.
  */
-export function createGatewayServer(handler: Handler, fastInvoke?: FastRoute): Server {
-  const server = createServer(
-    { keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, requestTimeout: 0, headersTimeout: HEADERS_TIMEOUT_MS },
-    handler,
-  );
+export function createGatewayServer(handler: Handler, fastInvoke?: FastRoute, tls?: TlsReloader): Server {
+  const options = {
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    requestTimeout: 0,
+    headersTimeout: HEADERS_TIMEOUT_MS,
+  };
+  let server: Server;
+  if (tls === undefined) server = createServer(options, handler);
+  else {
+    const secure = createHttpsServer({ ...options, ...tls.current() }, handler);
+    tls.attach(secure);
+    server = secure;
+  }
   // Long-lived keep-alive connections from load balancers and clients are the norm for a gateway.
   server.maxRequestsPerSocket = 0;
   if (fastInvoke !== undefined)
@@ -201,6 +218,7 @@ export function createGatewayServer(handler: Handler, fastInvoke?: FastRoute): S
       route: fastInvoke,
       keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
       headersTimeoutMs: HEADERS_TIMEOUT_MS,
+      secure: tls !== undefined,
     });
   return server;
 }

@@ -10,6 +10,7 @@ import type { Scheduler } from '../scheduler/index.js';
 import { isEventsPath } from './events-ingress.js';
 import { type Handler, sendError } from './http.js';
 import { createGatewayServer, createRoutesHandler } from './index.js';
+import type { TlsReloader } from './tls.js';
 import type { Traffic } from './traffic.js';
 
 export interface ListenerStatus {
@@ -36,6 +37,8 @@ export class GatewayListeners {
       readonly onInternal: (error: unknown) => void;
       /** `POST /events` (CloudEvents), served on a gateway's own port when none of its routes has the path. */
       readonly events?: Handler;
+      /** HTTPS with the platform's certificate, when it has one. */
+      readonly tls?: TlsReloader | undefined;
     },
   ) {}
 
@@ -88,6 +91,13 @@ export class GatewayListeners {
     }));
   }
 
+  /** Every port a gateway listens on now. */
+  ports(): number[] {
+    return [...this.bound.values()]
+      .flat()
+      .flatMap((entry) => (entry.server === undefined ? [] : [entry.port]));
+  }
+
   async release(id: string): Promise<void> {
     const current = this.bound.get(id) ?? [];
     this.bound.delete(id);
@@ -105,18 +115,22 @@ export class GatewayListeners {
       this.options.onInternal,
       id,
     );
-    const server = createGatewayServer((req, res) => {
-      if (routes(req, res)) return;
-      if (this.options.events !== undefined && isEventsPath(req.url ?? '/')) this.options.events(req, res);
-      else
-        sendError(
-          res,
-          new HearthError(
-            'HEARTH_E_NOT_FOUND',
-            `gateway ${id} has no route for ${req.method ?? 'GET'} ${(req.url ?? '/').split('?')[0]}`,
-          ),
-        );
-    });
+    const server = createGatewayServer(
+      (req, res) => {
+        if (routes(req, res)) return;
+        if (this.options.events !== undefined && isEventsPath(req.url ?? '/')) this.options.events(req, res);
+        else
+          sendError(
+            res,
+            new HearthError(
+              'HEARTH_E_NOT_FOUND',
+              `gateway ${id} has no route for ${req.method ?? 'GET'} ${(req.url ?? '/').split('?')[0]}`,
+            ),
+          );
+      },
+      undefined,
+      this.options.tls,
+    );
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, this.options.host, () => {

@@ -28,7 +28,11 @@ export interface AsyncWorkerOptions {
   readonly callbacks: CallbackPolicy;
   readonly onWarning: (message: string) => void;
   /** Called after each delivery settles (tests and metrics). */
-  readonly onSettled?: (message: QueueMessage, outcome: DeliveryEvent['outcome']) => void;
+  readonly onSettled?: (
+    message: QueueMessage,
+    outcome: DeliveryEvent['outcome'],
+    error: string | undefined,
+  ) => void;
 }
 
 /** Error codes that no retry can fix: the message goes to the dead-letter list at once. */
@@ -190,7 +194,11 @@ export class QueueWorker {
           error: failure === undefined ? undefined : `${failure.code}: ${failure.message}`,
         } satisfies DeliveryEvent);
       }
-      this.options.onSettled?.(message, outcome);
+      this.options.onSettled?.(
+        message,
+        outcome,
+        failure === undefined ? undefined : `${failure.code}: ${failure.message}`,
+      );
       this.notify();
     }
   }

@@ -64,6 +64,15 @@ export interface BuildCommand {
   readonly onOutput: (line: string) => void;
   /** Ends the command (SIGKILL) when aborted; its reason, a message, ends the outcome's tail. */
   readonly signal?: AbortSignal;
+  /** Memory (hard, no swap) and CPU caps for the whole build, held by a cgroup where the isolation has one. */
+  readonly limits?: BuildLimits;
+}
+
+/** `build.memory` and `build.cpu` in the platform config. */
+export interface BuildLimits {
+  readonly memoryBytes: number;
+  /** CPU cores, as a CFS quota. */
+  readonly cpu: number;
 }
 
 /**
@@ -83,6 +92,8 @@ export interface BuildOutcome {
   readonly ok: boolean;
   readonly exitCode: number | null;
   readonly tail: string;
+  /** The kernel killed a process of the build at its memory cap (`BuildCommand.limits`). */
+  readonly outOfMemory?: boolean;
 }
 
 /** What a bound function may use: the walls an isolation puts around its guest (see `Isolation.limit`). */

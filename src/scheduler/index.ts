@@ -39,6 +39,8 @@ export interface CodeProvider {
   checkoutCode(hash: string): Promise<{ readonly dir: string; release(): void }>;
   /** The host directory of a built dependency layer, or undefined if it is missing. */
   layerDir(key: string): string | undefined;
+  /** The layer's directory, held against garbage collection until `release`; without it, `layerDir`. */
+  checkoutLayer?(key: string): { readonly dir: string; release(): void };
 }
 
 export interface FunctionLogRecord {

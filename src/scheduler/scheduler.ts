@@ -1,7 +1,8 @@
 /**
- * @module The scheduler: per function, the active version's instances and a wait queue; per node, the
- * stem-cell pools and an instance budget. A request takes a free slot on a warm instance, or waits while
- * instances start (held, not dropped) until its deadline.
+ * @module The scheduler: the request path (a free slot on a warm instance, or a wait while instances start,
+ * held, not dropped, until the deadline), the circuit breakers, version activation and draining, and the
+ * autoscaler's tick. Its parts live beside it: a function's instance pool (`function-pool.ts`), the node's
+ * budget and eviction (`node-budget.ts`), and the cold-start path over the stem cells (`cold-start.ts`).
  */
 
 import { totalmem } from 'node:os';
@@ -15,14 +16,12 @@ import {
   type ScalingEvent,
   scalingChannel,
 } from '../domain/events.js';
-import { type FunctionRef, functionKey, type IsolationName, type RuntimeName } from '../domain/function.js';
+import { type FunctionRef, functionKey } from '../domain/function.js';
 import { formatBytes } from '../domain/units.js';
-import type { GuestCall, Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
 import {
   type AutoscalerTiming,
   DEFAULT_TIMING,
   type FunctionLiveStats,
-  FunctionScaling,
   type NodeLiveStats,
   type ScalingAction,
   type ScalingPolicy,
@@ -31,122 +30,28 @@ import {
   StemCellSizer,
 } from './autoscaler/index.js';
 import { DEFAULT_BREAKER, FunctionBreaker, instanceIsolated, isFailure } from './breaker.js';
-import type {
-  CodeProvider,
-  FunctionStatus,
-  InvokeCallback,
-  LogSink,
-  Scheduler,
-  SchedulerOptions,
-} from './index.js';
-import { Instance } from './instance.js';
-import { StemCellPool, type StemCellPoolStats } from './stem-cells.js';
-import { WaitQueue } from './wait-queue.js';
-
-interface Waiter {
-  readonly request: InvocationRequest;
-  readonly priority: number;
-  readonly enqueuedAt: number;
-  timer: NodeJS.Timeout | undefined;
-  resolve(assignment: { instance: Instance; cold: boolean }): void;
-  reject(error: HearthError): void;
-}
-
-class VersionPool {
-  readonly instances: Instance[] = [];
-  readonly waiters = new WaitQueue<Waiter>();
-  starting = 0;
-  /** In-flight capacity of one instance, learned from the first bound instance. */
-  capacityHint: number;
-
-  constructor(readonly version: DeployedVersion) {
-    this.capacityHint = version.spec.runtime === 'python3' ? 1 : version.spec.scaling.targetConcurrency;
-  }
-
-  get live(): number {
-    let count = 0;
-    for (const instance of this.instances) if (instance.state === 'ready') count += 1;
-    return count;
-  }
-
-  pick(): Instance | undefined {
-    // Oldest first: packing requests onto the oldest instances lets newer ones go idle and be released.
-    for (const instance of this.instances) if (instance.hasRoom) return instance;
-    return undefined;
-  }
-}
-
-class FunctionPool {
-  readonly draining = new Set<VersionPool>();
-  /** Consecutive failures per instance, for the per-instance breaker; empty while all is well. */
-  readonly instanceFailures = new Map<Instance, number>();
-  /** The autoscaler's per-function state; it outlives versions, so history survives a redeploy. */
-  readonly scaling = new FunctionScaling(Date.now());
-  constructor(
-    public active: VersionPool,
-    readonly breaker: FunctionBreaker,
-  ) {}
-}
+import { ColdStarter, stemPoolKey } from './cold-start.js';
+import { FunctionPool, PoolsByRef, VersionPool, type Waiter } from './function-pool.js';
+import type { FunctionStatus, InvokeCallback, LogSink, Scheduler, SchedulerOptions } from './index.js';
+import type { Instance } from './instance.js';
+import { NodeBudget } from './node-budget.js';
+import type { StemCellPoolStats } from './stem-cells.js';
 
 /** Timeouts fire within this many milliseconds of their deadline. */
 const DEADLINE_SWEEP_MS = 10;
 
-/**
- * Function pools by namespace, then name. The per-request lookups (`lookup`, `submit`) would otherwise
- * build the `namespace/name` key and hash it anew each time; here names are hashed once per string.
- * Iterates as `[functionKey, pool]`, like the Map it replaces.
- */
-class PoolsByRef {
-  private readonly byNamespace = new Map<string, Map<string, FunctionPool>>();
-
-  get(ref: FunctionRef): FunctionPool | undefined {
-    return this.byNamespace.get(ref.namespace)?.get(ref.name);
-  }
-
-  set(ref: FunctionRef, pool: FunctionPool): void {
-    let names = this.byNamespace.get(ref.namespace);
-    if (names === undefined) {
-      names = new Map();
-      this.byNamespace.set(ref.namespace, names);
-    }
-    names.set(ref.name, pool);
-  }
-
-  delete(ref: FunctionRef): void {
-    const names = this.byNamespace.get(ref.namespace);
-    names?.delete(ref.name);
-    if (names?.size === 0) this.byNamespace.delete(ref.namespace);
-  }
-
-  clear(): void {
-    this.byNamespace.clear();
-  }
-
-  *values(): IterableIterator<FunctionPool> {
-    for (const names of this.byNamespace.values()) yield* names.values();
-  }
-
-  *[Symbol.iterator](): IterableIterator<[string, FunctionPool]> {
-    for (const [namespace, names] of this.byNamespace)
-      for (const [name, pool] of names) yield [functionKey({ namespace, name }), pool];
-  }
-}
-const BIND_TIMEOUT_MS = 30_000;
-
 export class NodeScheduler implements Scheduler {
-  private readonly functions = new PoolsByRef();
+  private readonly functions = new PoolsByRef<FunctionPool>();
   private readonly poolOf = new Map<Instance, VersionPool>();
-  private readonly stemPools = new Map<string, StemCellPool>();
-  private readonly runtimes: ReadonlyMap<RuntimeName, Runtime>;
-  private readonly isolations: ReadonlyMap<IsolationName, Isolation>;
-  private readonly slots: SlotManager;
-  private readonly code: CodeProvider;
+  /** The cold-start path: stem-cell pools, and instances made from them. */
+  private readonly cold: ColdStarter;
+  /** The node's instance and memory budget, and eviction. */
+  private readonly budget: NodeBudget<Instance, FunctionPool>;
   private readonly logs: LogSink;
   private readonly policy: ScalingPolicy;
   private readonly sweeper: NodeJS.Timeout;
   private readonly timing: AutoscalerTiming;
   private readonly sizer: StemCellSizer;
-  private readonly maxMemoryBytes: number;
   private startingTotal = 0;
   /** How long an instance start takes on this node lately (a moving average), so pre-warms begin in time. */
   private startMs = 10;
@@ -157,29 +62,29 @@ export class NodeScheduler implements Scheduler {
   private closed = false;
 
   constructor(private readonly options: SchedulerOptions) {
-    this.runtimes = options.runtimes;
-    this.isolations = options.isolations;
-    this.slots = options.slots;
-    this.code = options.code;
+    this.cold = new ColdStarter(options);
+    this.budget = new NodeBudget<Instance, FunctionPool>({
+      maxInstances: options.maxInstances,
+      maxMemoryBytes: options.maxMemoryBytes ?? Math.floor((totalmem() * 3) / 4),
+      functions: () => this.functions,
+      expectedIdleMs: (key, now) => this.policy.expectedIdleMs(key, now),
+      evict: (fn, instance, reason) => {
+        void this.stopInstance(instance, `evicted: ${reason}`);
+        const live = fn.active.live + fn.active.starting;
+        if (instance.version === fn.active.version) this.record(fn, 'evict', live + 1, live, reason);
+      },
+    });
     this.logs = options.logs;
     this.policy = options.policy;
     this.timing = { ...DEFAULT_TIMING, ...options.autoscaler };
     this.sizer = new StemCellSizer(this.timing, options.autoscaler?.stemCellsMax ?? DEFAULT_STEM_CELLS_MAX);
-    this.maxMemoryBytes = options.maxMemoryBytes ?? Math.floor((totalmem() * 3) / 4);
     this.sweeper = setInterval(() => this.sweep(), this.timing.tickMs);
     this.sweeper.unref();
   }
 
   /** Starts the stem-cell pools of the default isolation and waits until they are filled. */
-  async warm(): Promise<void> {
-    const isolation = this.isolations.get('sandbox');
-    const waits: Promise<void>[] = [];
-    for (const runtime of this.runtimes.values()) {
-      if (runtime.unavailable !== undefined || isolation === undefined || isolation.unavailable !== undefined)
-        continue;
-      waits.push(this.stemPool(runtime, isolation, 'none').warm());
-    }
-    await Promise.all(waits);
+  warm(): Promise<void> {
+    return this.cold.warm();
   }
 
   lookup(ref: FunctionRef): DeployedVersion | undefined {
@@ -187,7 +92,7 @@ export class NodeScheduler implements Scheduler {
   }
 
   async prepare(version: DeployedVersion): Promise<Instance> {
-    return this.createInstance(version);
+    return this.cold.start(version);
   }
 
   activate(version: DeployedVersion, prepared?: Instance): void {
@@ -494,9 +399,7 @@ export class NodeScheduler implements Scheduler {
         'HEARTH_E_FN_NOT_FOUND',
         `function ${ref.name} not found in namespace ${ref.namespace}`,
       );
-    const idle = [fn.active, ...fn.draining].flatMap((pool) =>
-      pool.instances.filter((i) => i.state === 'ready' && i.inFlight === 0),
-    );
+    const idle = [fn.active, ...fn.draining].flatMap((pool) => pool.idle());
     // Asked for zero: the autoscaler keeps nothing warm (beyond min) until the next request.
     fn.scaling.parked = true;
     fn.scaling.desired = fn.active.version.spec.scaling.min;
@@ -505,7 +408,7 @@ export class NodeScheduler implements Scheduler {
   }
 
   stemCellStats(): StemCellPoolStats[] {
-    return [...this.stemPools.values()].map((pool) => pool.stats());
+    return this.cold.stats();
   }
 
   instanceCount(): number {
@@ -517,7 +420,7 @@ export class NodeScheduler implements Scheduler {
 
   liveStats(): NodeLiveStats {
     const now = Date.now();
-    const use = this.budgetUse();
+    const use = this.budget.use();
     const functions: FunctionLiveStats[] = [];
     for (const fn of this.functions.values()) {
       const pool = fn.active;
@@ -556,7 +459,7 @@ export class NodeScheduler implements Scheduler {
       instances: use.instances,
       maxInstances: this.options.maxInstances,
       memoryBytes: use.memory,
-      maxMemoryBytes: this.maxMemoryBytes,
+      maxMemoryBytes: this.budget.maxMemoryBytes,
       stemCells: this.stemCellStats(),
       functions,
     };
@@ -579,7 +482,7 @@ export class NodeScheduler implements Scheduler {
     }
     this.functions.clear();
     await Promise.all(stops);
-    await Promise.all([...this.stemPools.values()].map((pool) => pool.close()));
+    await this.cold.close();
   }
 
   // --- internals ----------------------------------------------------------------------------------
@@ -719,13 +622,12 @@ export class NodeScheduler implements Scheduler {
     }
     if (started < count && !state.blocked) {
       state.blocked = true;
-      const use = this.budgetUse();
       this.record(
         fn,
         'blocked',
         pool.live + pool.starting,
         pool.live + pool.starting,
-        `${pool.waiters.length} requests wait for capacity: the node is full (${use.instances}/${this.options.maxInstances} instances, ${mib(use.memory)}/${mib(this.maxMemoryBytes)} MiB) and no idle instance can be evicted`,
+        `${pool.waiters.length} requests wait for capacity: the node is full (${this.budget.describe()}) and no idle instance can be evicted`,
       );
     }
   }
@@ -765,12 +667,22 @@ export class NodeScheduler implements Scheduler {
    * only instances above their function's desired count. Returns whether it started.
    */
   private startInto(pool: VersionPool, reason: string, demand = true): boolean {
-    if (!this.makeRoom(pool, demand)) return false;
+    const refused = this.options.admit?.(pool.version);
+    if (refused !== undefined) {
+      // Over a namespace quota (src/security): requests no instance of it can serve get its error now.
+      if (pool.live === 0 && pool.starting === 0)
+        for (const waiter of pool.waiters.drain()) {
+          clearTimeout(waiter.timer);
+          waiter.reject(refused);
+        }
+      return false;
+    }
+    if (!this.budget.makeRoom(pool, demand)) return false;
     pool.starting += 1;
     this.startingTotal += 1;
     this.sizer.noteStart(stemPoolKey(pool.version));
     const began = performance.now();
-    this.createInstance(pool.version).then(
+    this.cold.start(pool.version).then(
       (instance) => {
         pool.starting -= 1;
         this.startingTotal -= 1;
@@ -834,310 +746,6 @@ export class NodeScheduler implements Scheduler {
       },
     );
     return true;
-  }
-
-  /**
-   * Whether the node's budget (instances, and memory as the sum of `limits.memory`) has room for one more
-   * instance of `pool`'s version, evicting idle instances when it has not. Never a busy instance, never
-   * below a function's min, never one of a function in use right now unless it is above its desired count;
-   * instances above desired go first, then those of the functions the policy expects to stay unused longest.
-   * Nothing is evicted unless enough can go to make room.
-   */
-  private makeRoom(pool: VersionPool, demand: boolean): boolean {
-    const refused = this.options.admit?.(pool.version);
-    if (refused !== undefined) {
-      // Over a namespace quota: requests no instance of it can serve get the quota's error now.
-      if (pool.live === 0 && pool.starting === 0)
-        for (const waiter of pool.waiters.drain()) {
-          clearTimeout(waiter.timer);
-          waiter.reject(refused);
-        }
-      return false;
-    }
-    const need = pool.version.spec.limits.memoryBytes;
-    if (need > this.maxMemoryBytes) return false;
-    return this.evictFor(1, need, pool, demand, `for ${functionKey(pool.version.ref)}`);
-  }
-
-  /**
-   * Brings the node back within its budget when it is over: a deploy's verified instance, or a smaller
-   * budget's first tick. The usual order; the newest function, with no history, tends to go first.
-   */
-  private enforceBudget(): void {
-    const use = this.budgetUse();
-    if (use.instances <= this.options.maxInstances && use.memory <= this.maxMemoryBytes) return;
-    this.evictFor(0, 0, undefined, true, 'to get back within the budget');
-  }
-
-  /**
-   * Evicts idle instances until `instances` more instances and `memory` more bytes fit the budget; false
-   * (and nothing evicted) when they cannot. `demand`: for requests that are waiting now.
-   */
-  private evictFor(
-    instances: number,
-    memory: number,
-    exclude: VersionPool | undefined,
-    demand: boolean,
-    purpose: string,
-  ): boolean {
-    const maxInstances = this.options.maxInstances;
-    const use = this.budgetUse();
-    const fits = (count: number, bytes: number): boolean =>
-      count + instances <= maxInstances && bytes + memory <= this.maxMemoryBytes;
-    if (fits(use.instances, use.memory)) return true;
-    const now = Date.now();
-    const candidates: EvictionCandidate[] = [];
-    for (const [key, fn] of this.functions) {
-      const expected = this.policy.expectedIdleMs(key, now);
-      for (const candidatePool of [fn.active, ...fn.draining]) {
-        if (candidatePool === exclude) continue;
-        const active = candidatePool === fn.active;
-        const idle = candidatePool.instances.filter((i) => i.state === 'ready' && i.inFlight === 0);
-        if (idle.length === 0) continue;
-        const min = active ? candidatePool.version.spec.scaling.min : 0;
-        idle.sort((a, b) => a.lastUsedAt - b.lastUsedAt);
-        let spare = active
-          ? Math.max(0, candidatePool.live - Math.max(min, fn.scaling.desired))
-          : idle.length;
-        // A function in use now spares only what its own scale-down would stop this tick: its desired count
-        // lags a ramp (it averages a stable window), and an instance idle for the few ms between a client's
-        // requests is still in use — evicting it costs that function a cold start (the budget e2e test).
-        if (active && expected === 0) {
-          const keepIdleMs = fn.scaling.decision?.keepIdleMs ?? 0;
-          let idleLongEnough = 0;
-          for (const instance of idle) if (now - instance.lastUsedAt >= keepIdleMs) idleLongEnough += 1;
-          spare = Math.min(spare, idleLongEnough);
-        }
-        let allowed = active ? Math.min(idle.length, candidatePool.live - min) : idle.length;
-        // A speculative start, or a function in use now, gives up only what it does not need.
-        if (!demand || expected === 0) allowed = Math.min(allowed, spare);
-        if (allowed <= 0) continue;
-        for (let i = 0; i < allowed; i++) {
-          const instance = idle[i];
-          if (instance === undefined) break;
-          candidates.push({
-            fn,
-            instance,
-            excess: i < spare,
-            expected,
-            idleFor: now - instance.lastUsedAt,
-            memory: candidatePool.version.spec.limits.memoryBytes,
-          });
-        }
-      }
-    }
-    candidates.sort(
-      (a, b) =>
-        Number(b.excess) - Number(a.excess) ||
-        compareDescending(a.expected, b.expected) ||
-        b.idleFor - a.idleFor,
-    );
-    let count = use.instances;
-    let bytes = use.memory;
-    const victims: EvictionCandidate[] = [];
-    for (const candidate of candidates) {
-      if (fits(count, bytes)) break;
-      victims.push(candidate);
-      count -= 1;
-      bytes -= candidate.memory;
-    }
-    if (!fits(count, bytes)) return false;
-    const full = `node full (${use.instances}/${maxInstances} instances, ${mib(use.memory)}/${mib(this.maxMemoryBytes)} MiB)`;
-    for (const victim of victims) {
-      const why = victim.excess
-        ? 'above its desired count'
-        : `expected unused for ${formatExpected(victim.expected)}`;
-      const reason = `${full}: evicted ${purpose}, ${why}, idle ${Math.round(victim.idleFor)}ms`;
-      void this.stopInstance(victim.instance, `evicted: ${reason}`);
-      const live = victim.fn.active.live + victim.fn.active.starting;
-      if (victim.instance.version === victim.fn.active.version)
-        this.record(victim.fn, 'evict', live + 1, live, reason);
-    }
-    return true;
-  }
-
-  /** Instances alive or starting on this node, and the memory they reserve. */
-  private budgetUse(): { instances: number; memory: number } {
-    let instances = 0;
-    let memory = 0;
-    for (const fn of this.functions.values()) {
-      for (const pool of [fn.active, ...fn.draining]) {
-        let count = pool.starting;
-        for (const instance of pool.instances) if (instance.state !== 'stopped') count += 1;
-        instances += count;
-        memory += count * pool.version.spec.limits.memoryBytes;
-      }
-    }
-    return { instances, memory };
-  }
-
-  private async createInstance(version: DeployedVersion): Promise<Instance> {
-    const runtime = this.runtimes.get(version.spec.runtime);
-    if (runtime === undefined || runtime.unavailable !== undefined) {
-      throw new HearthError(
-        'HEARTH_E_UNSUPPORTED',
-        runtime?.unavailable ?? `runtime ${version.spec.runtime} is not available on this node`,
-      );
-    }
-    const isolation = this.isolations.get(version.spec.isolation);
-    if (isolation === undefined || isolation.unavailable !== undefined) {
-      throw new HearthError(
-        'HEARTH_E_SANDBOX_UNAVAILABLE',
-        isolation?.unavailable ?? `isolation ${version.spec.isolation} is not available`,
-        {
-          retryAfter: 60,
-        },
-      );
-    }
-    const clock = performance.now();
-    const phases = { code: 0, stemCell: 0, attach: 0, load: 0 };
-    const code = await this.code.checkoutCode(version.code.hash);
-    phases.code = performance.now() - clock;
-    const network = networkModeOf(version.spec.egress);
-    const pool = this.stemPool(runtime, isolation, network);
-    let cell: Awaited<ReturnType<StemCellPool['take']>> | undefined;
-    try {
-      cell = await pool.take();
-      phases.stemCell = performance.now() - clock - phases.code;
-      const depsDir = version.deps === undefined ? undefined : this.code.layerDir(version.deps.key);
-      await this.slots.attach(cell.slot, {
-        codeDir: code.dir,
-        codeFiles: version.code.files,
-        deps:
-          version.deps === undefined || depsDir === undefined
-            ? undefined
-            : { dir: depsDir, name: version.deps.mountName },
-      });
-      // A function with network access gets its own /etc/hosts names and, for an allow-list, its rules.
-      if (network !== 'none' && isolation.configureNetwork !== undefined)
-        await isolation.configureNetwork(cell.guest, cell.slot, {
-          egress: version.spec.egress,
-          hostAliases: version.spec.hostAliases,
-        });
-      await isolation.limit?.(cell.guest, {
-        memoryBytes: version.spec.limits.memoryBytes,
-        cpu: version.spec.limits.cpu,
-        pids: version.spec.limits.pids,
-        tmpBytes: version.spec.limits.tmpBytes,
-      });
-      phases.attach = performance.now() - clock - phases.code - phases.stemCell;
-      const root = isolation.guestPathOf(cell.slot);
-      const guest = cell.guest;
-      const instance = new Instance(
-        version,
-        cell,
-        isolation.name,
-        (log) =>
-          this.logs.write({ ...log, ref: version.ref, version: version.version, instanceId: instance.id }),
-        () => {
-          code.release();
-          void this.slots.release(cell?.slot ?? { id: '', hostDir: '' });
-        },
-      );
-      guest.on('call', (call) => this.answerCall(instance, call));
-      const bound = await withTimeout(
-        cell.guest.bind({
-          namespace: version.ref.namespace,
-          functionName: version.ref.name,
-          version: version.version,
-          handler: version.spec.handler,
-          codeDir: `${root}/app`,
-          depsDir: version.deps === undefined ? undefined : `${root}/${version.deps.mountName}`,
-          env:
-            this.options.bindEnv === undefined
-              ? version.spec.env
-              : { ...this.options.bindEnv(version), ...version.spec.env },
-          eventFormat: version.spec.eventFormat,
-          memoryMiB: Math.round(version.spec.limits.memoryBytes / 1024 ** 2),
-          timeoutMs: version.spec.limits.timeoutMs,
-          maxBodyBytes: version.spec.limits.maxBodyBytes,
-        }),
-        BIND_TIMEOUT_MS,
-        `loading the handler took longer than ${BIND_TIMEOUT_MS / 1000}s`,
-      );
-      if (!bound.ok) {
-        const error = bound.error ?? { type: 'Error', message: 'unknown error' };
-        // The user's stack goes to the function's logs; an API answer never carries a stack trace.
-        if (error.stack !== undefined) {
-          this.logs.write({
-            ref: version.ref,
-            version: version.version,
-            instanceId: instance.id,
-            invocationId: undefined,
-            stream: 'stderr',
-            text: error.stack.endsWith('\n') ? error.stack : `${error.stack}\n`,
-          });
-        }
-        throw new HearthError(
-          'HEARTH_E_HANDLER_INVALID',
-          `handler "${version.spec.handler}" could not be loaded: ${error.type}: ${error.message}`,
-          { details: { type: error.type } },
-        );
-      }
-      instance.capacity =
-        version.spec.runtime === 'python3' && bound.concurrent !== true
-          ? 1
-          : version.spec.scaling.targetConcurrency;
-      phases.load = performance.now() - clock - phases.code - phases.stemCell - phases.attach;
-      instance.state = 'ready';
-      instance.readyAt = Date.now();
-      instance.coldStartPhases = phases;
-      return instance;
-    } catch (error) {
-      if (cell !== undefined) await pool.discard(cell);
-      code.release();
-      throw error;
-    }
-  }
-
-  private answerCall(instance: Instance, call: GuestCall): void {
-    const handler = this.options.hostCalls;
-    if (handler === undefined) {
-      call.reply({
-        ok: false,
-        error: { type: 'HEARTH_E_UNSUPPORTED', message: `${call.method} is not available on this platform` },
-      });
-      return;
-    }
-    const invocation = instance.invocationFor(call.seq);
-    handler(
-      {
-        ref: instance.version.ref,
-        version: instance.version.version,
-        instanceId: instance.id,
-        invocationId: invocation?.invocationId,
-        deadline: invocation?.deadline,
-        trace: invocation?.trace,
-      },
-      call.method,
-      call.args,
-    ).then(
-      (value) => call.reply({ ok: true, value }),
-      (error: unknown) =>
-        call.reply({
-          ok: false,
-          error: {
-            type: error instanceof HearthError ? error.code : error instanceof Error ? error.name : 'Error',
-            message: error instanceof Error ? error.message : String(error),
-          },
-        }),
-    );
-  }
-
-  private stemPool(runtime: Runtime, isolation: Isolation, network: NetworkMode): StemCellPool {
-    const key = `${runtime.name}/${isolation.name}/${network}`;
-    let pool = this.stemPools.get(key);
-    if (pool === undefined) {
-      const configured = this.options.stemCells[runtime.name] ?? 1;
-      // The default (sandboxed, no egress) gets the configured pool; other combinations keep one spare.
-      const target =
-        isolation.name === 'sandbox' && network === 'none' ? configured : Math.min(configured, 1);
-      pool = new StemCellPool(runtime, isolation, network, this.slots, target, (message) =>
-        this.options.onWarning(message),
-      );
-      this.stemPools.set(key, pool);
-    }
-    return pool;
   }
 
   private dispatch(pool: VersionPool, instance: Instance, cold: boolean): void {
@@ -1239,8 +847,8 @@ export class NodeScheduler implements Scheduler {
           void this.stopInstance(instance, instance.drainReason);
       this.autoscale(key, fn, now);
     }
-    this.enforceBudget();
-    for (const change of this.sizer.tick(this.stemPools)) {
+    this.budget.enforce();
+    for (const change of this.sizer.tick(this.cold.pools)) {
       if (scalingChannel.hasSubscribers)
         scalingChannel.publish({ kind: 'stem-cells', ...change } satisfies ScalingEvent);
     }
@@ -1422,51 +1030,8 @@ const START_RETRY_MS = 5_000;
 /** The most ready stem cells a pool grows to in bursts of starts, unless configured. */
 const DEFAULT_STEM_CELLS_MAX = 8;
 
-interface EvictionCandidate {
-  readonly fn: FunctionPool;
-  readonly instance: Instance;
-  /** Above its function's desired count: nobody will miss it. */
-  readonly excess: boolean;
-  /** The policy's expected milliseconds until the function is used again. */
-  readonly expected: number;
-  readonly idleFor: number;
-  readonly memory: number;
-}
-
-/** Larger first, with Infinity (never expected back) first of all. */
-function compareDescending(a: number, b: number): number {
-  if (a === b) return 0;
-  return a > b ? -1 : 1;
-}
-
-function formatExpected(ms: number): string {
-  return Number.isFinite(ms) ? `${Math.round(ms)}ms` : 'the foreseeable future';
-}
-
-function mib(bytes: number): number {
-  return Math.round(bytes / 1024 ** 2);
-}
-
 function round2(value: number): number {
   return Number(value.toFixed(2));
-}
-
-/** The stem-cell pool an instance of `version` takes its runtime from (the key `stemPool` files it under). */
-function stemPoolKey(version: DeployedVersion): string {
-  return `${version.spec.runtime}/${version.spec.isolation}/${networkModeOf(version.spec.egress)}`;
-}
-
-/** Egress `none` is an empty network namespace, `allow` the host's, an allow-list a filtered one of its own. */
-function networkModeOf(egress: DeployedVersion['spec']['egress']): NetworkMode {
-  return egress === 'none' ? 'none' : egress === 'allow' ? 'host' : 'filtered';
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new HearthError('HEARTH_E_HANDLER_INVALID', message)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSlotManager, type GuestProcess, type Isolation, type SlotManager } from '../runtime/index.js';
@@ -77,6 +77,21 @@ describe('stem cells', () => {
       ),
     });
     expect(isolation.starts).toBe(1);
+    expect(warnings).toEqual([]);
+  });
+
+  it('serve a burst of takes on an empty pool as boots finish, booting a few at a time', async () => {
+    const warnings: string[] = [];
+    const empty = await poolWith(new ProcessIsolation(), warnings);
+    const takes = Array.from({ length: 12 }, () => empty.take());
+    // Not a burst's worth of runtimes booting at once: at most four per core.
+    expect(empty.stats().starting).toBeLessThanOrEqual(Math.min(12, 4 * availableParallelism()));
+    expect(empty.stats().starting).toBeGreaterThan(0);
+    const cells = await Promise.all(takes);
+    expect(new Set(cells.map((cell) => cell.guest.pid)).size).toBe(12);
+    expect(cells.every((cell) => !cell.guest.exited)).toBe(true);
+    expect(empty.stats()).toMatchObject({ taken: 12, misses: 12, ready: 0 });
+    for (const cell of cells) await empty.discard(cell);
     expect(warnings).toEqual([]);
   });
 

@@ -4,6 +4,7 @@
  * instead of starting a process; the pool refills in the background.
  */
 
+import { availableParallelism } from 'node:os';
 import { HearthError } from '../domain/errors.js';
 import type { GuestProcess, Isolation, NetworkMode, Runtime, Slot, SlotManager } from '../runtime/index.js';
 
@@ -30,9 +31,25 @@ const STARTUP_TIMEOUT_MS = 30_000;
 const SANDBOX_SETUP_ATTEMPTS = 3;
 /** Long enough for a cold start (under 10 ms) to finish before the refill's fork and boot. */
 const REFILL_DELAY_MS = 30;
+/**
+ * Runtimes one pool boots at once; more wait their turn, takes that found the pool empty first. Booting a
+ * burst's worth at once (100 functions called at the same moment) made every boot take the whole burst's
+ * time on two cores, so the first waiting request had its cell no sooner than the last (issue 11).
+ */
+const PARALLEL_BOOTS = 4 * availableParallelism();
+
+/** A take that found the pool empty, waiting for the next cell that is ready. */
+interface CellWaiter {
+  resolve(cell: StemCell): void;
+  reject(error: unknown): void;
+}
 
 export class StemCellPool {
   private readonly ready: StemCell[] = [];
+  /** Takes that found the pool empty, oldest first: each boot that finishes serves the oldest. */
+  private readonly waiters: CellWaiter[] = [];
+  /** Boots under way for waiting takes (the rest of `starting` are refills). */
+  private waiterBoots = 0;
   private starting = 0;
   private taken = 0;
   private misses = 0;
@@ -50,8 +67,14 @@ export class StemCellPool {
     private readonly onError: (message: string) => void,
   ) {}
 
-  /** A ready stem cell; when the pool is empty, one started now (a slower, "miss" cold start). */
-  async take(): Promise<StemCell> {
+  /**
+   * A ready stem cell; when the pool is empty, one booted for this take (a slower, "miss" cold start). Boots
+   * for takes go before refills when `PARALLEL_BOOTS` are under way, and a refill that finishes while a take
+   * still waits for its boot to begin serves that take. A refill does not serve a take whose boot is under way:
+   * it goes to the pool, for the next take (measured: serving misses from refills left back-to-back calls
+   * missing twice as often).
+   */
+  take(): Promise<StemCell> {
     this.taken += 1;
     let cell = this.ready.shift();
     while (cell?.guest.exited) {
@@ -59,9 +82,13 @@ export class StemCellPool {
       cell = this.ready.shift();
     }
     this.refillSoon();
-    if (cell !== undefined) return cell;
+    if (cell !== undefined) return Promise.resolve(cell);
     this.misses += 1;
-    return this.spawn();
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      // Its own boot now; the refill waits for `refillSoon`, as after a hit.
+      this.boot(false);
+    });
   }
 
   /**
@@ -69,7 +96,14 @@ export class StemCellPool {
    * fork and the new runtime's boot competes for the CPU, which doubled cold starts when done at once.
    */
   private refillSoon(): void {
-    if (this.refillTimer !== undefined) return;
+    // In a burst of takes, while the pool still holds half its target, each take pushes the refill back: its
+    // boots would compete for the CPU with the cold starts the pool is serving (24 back to back from a pool of
+    // 24: every take a hit, yet p50 57 ms while the refill booted behind them; issue 11). Below half, the
+    // refill begins REFILL_DELAY_MS after the first take, as before.
+    if (this.refillTimer !== undefined) {
+      if (this.ready.length * 2 < this.target) return;
+      clearTimeout(this.refillTimer);
+    }
     this.refillTimer = setTimeout(() => {
       this.refillTimer = undefined;
       this.refill();
@@ -102,11 +136,15 @@ export class StemCellPool {
   /** Fills the pool to its target; resolves when the cells started now are ready. */
   async warm(): Promise<void> {
     const wanted = Math.max(0, this.target - this.ready.length - this.starting);
-    await Promise.all(Array.from({ length: wanted }, () => this.startIntoPool()));
+    await Promise.all(Array.from({ length: wanted }, () => this.startIntoPool(false)));
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const waiter of this.waiters.splice(0))
+      waiter.reject(
+        new HearthError('HEARTH_E_SHUTTING_DOWN', 'the platform is shutting down', { retryAfter: 1 }),
+      );
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.refillTimer !== undefined) clearTimeout(this.refillTimer);
     const cells = this.ready.splice(0);
@@ -120,29 +158,38 @@ export class StemCellPool {
   }
 
   private refill(): void {
-    if (this.closed || this.retryTimer !== undefined) return;
-    const wanted = this.target - this.ready.length - this.starting;
-    for (let i = 0; i < wanted; i++) void this.startIntoPool();
+    this.boot();
   }
 
-  private async startIntoPool(): Promise<void> {
+  /**
+   * Boots one runtime per waiting take not yet booted for, then refills to the target (not while refills back
+   * off after failures), at most `PARALLEL_BOOTS` at a time; each boot that ends boots the next.
+   */
+  private boot(refill = true): void {
+    if (this.closed) return;
+    let room = PARALLEL_BOOTS - this.starting;
+    const unbooted = this.waiters.length - this.waiterBoots;
+    for (let i = 0; i < unbooted && room > 0; i++, room--) {
+      this.waiterBoots += 1;
+      void this.startIntoPool(true);
+    }
+    if (!refill || this.retryTimer !== undefined) return;
+    const refills = this.target - this.ready.length - (this.starting - this.waiterBoots);
+    for (let i = 0; i < refills && room > 0; i++, room--) void this.startIntoPool(false);
+  }
+
+  private async startIntoPool(forTake: boolean): Promise<void> {
+    let cell: StemCell;
     try {
-      const cell = await this.spawn();
-      this.consecutiveFailures = 0;
-      if (this.closed) {
-        await this.discard(cell);
+      cell = await this.spawn();
+    } catch (error) {
+      if (forTake) {
+        // The take this boot was for gets the failure, as a take that found the pool empty always did.
+        this.waiterBoots -= 1;
+        this.waiters.shift()?.reject(error);
+        this.boot();
         return;
       }
-      this.ready.push(cell);
-      cell.guest.once('exit', () => {
-        const index = this.ready.indexOf(cell);
-        if (index >= 0) {
-          this.ready.splice(index, 1);
-          void this.slots.release(cell.slot);
-          this.refill();
-        }
-      });
-    } catch (error) {
       this.consecutiveFailures += 1;
       this.onError(
         `${this.runtime.name}/${this.isolation.name} stem cell failed to start: ${(error as Error).message}`,
@@ -154,7 +201,33 @@ export class StemCellPool {
         this.refill();
       }, delay);
       this.retryTimer.unref();
+      this.boot();
+      return;
     }
+    if (forTake) this.waiterBoots -= 1;
+    else this.consecutiveFailures = 0;
+    if (this.closed) {
+      await this.discard(cell);
+      return;
+    }
+    // A boot for a take serves the oldest take; a refill only one whose own boot has not begun.
+    const waiter = forTake || this.waiters.length > this.waiterBoots ? this.waiters.shift() : undefined;
+    if (waiter !== undefined) waiter.resolve(cell);
+    else this.keep(cell);
+    this.boot();
+  }
+
+  /** Puts a booted cell in the pool, and takes it out again (refilling) if it dies there. */
+  private keep(cell: StemCell): void {
+    this.ready.push(cell);
+    cell.guest.once('exit', () => {
+      const index = this.ready.indexOf(cell);
+      if (index >= 0) {
+        this.ready.splice(index, 1);
+        void this.slots.release(cell.slot);
+        this.refill();
+      }
+    });
   }
 
   /**

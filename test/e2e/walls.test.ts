@@ -1,11 +1,13 @@
 /**
  * @module End-to-end resource walls (issue 10): a memory bomb, a fork bomb and a /tmp fill each stay inside
  * their function's limits with a clear error while the platform and a neighbour keep answering; the seccomp
- * filter refuses what no function needs; and nothing of a sandbox (processes, cgroups) outlives the
- * platform, whether it is stopped or killed.
+ * filter refuses what no function needs; and nothing of a sandbox (processes, mounts, cgroups, network
+ * namespaces and the nftables rules in them) outlives its instance (crashed, killed, timed out) or the
+ * platform, whether it is stopped (SIGTERM, SIGINT) or killed (SIGKILL, then started again).
  */
 
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,6 +77,102 @@ function cellCgroups(roots: readonly string[]): string[] {
           .map((entry) => join(root, entry.name))
       : [],
   );
+}
+
+const HOST_NET = readlinkSync('/proc/self/ns/net');
+
+function readLink(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The network namespaces (`net:[inode]`) of the live sandboxes of this data dir: bubblewrap's children. */
+function sandboxNetworks(dataDir: string): string[] {
+  const found = new Set<string>();
+  for (const pid of sandboxesOf(dataDir)) {
+    let children: string[] = [];
+    try {
+      children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/);
+    } catch {
+      continue;
+    }
+    for (const child of children) {
+      const net = readLink(`/proc/${child}/ns/net`);
+      if (net !== undefined && net !== HOST_NET) found.add(net);
+    }
+  }
+  return [...found];
+}
+
+/**
+ * Processes that keep network namespace `net` alive: living in it, or holding it open (slirp4netns does).
+ * None means the kernel has freed it, and the nftables rules that lived only in it with it.
+ */
+function holdersOf(net: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    if (readLink(`/proc/${entry}/ns/net`) === net) {
+      pids.push(Number(entry));
+      continue;
+    }
+    let fds: string[] = [];
+    try {
+      fds = readdirSync(`/proc/${entry}/fd`);
+    } catch {
+      continue;
+    }
+    if (fds.some((fd) => readLink(`/proc/${entry}/fd/${fd}`) === net)) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+/** The nftables tables inside the namespace of `pid`. */
+function nftTablesOf(pid: number): string {
+  return execFileSync('nsenter', ['-t', String(pid), '-n', 'nft', 'list', 'tables'], { encoding: 'utf8' });
+}
+
+/** Nothing of these namespaces is left: no process in them or holding them, so no rule in them either. */
+async function expectNetworksGone(networks: readonly string[]): Promise<void> {
+  await eventually(
+    'the network namespaces to be freed',
+    () => (networks.every((net) => holdersOf(net).length === 0) ? true : undefined),
+    { timeoutMs: 10_000, intervalMs: 100 },
+  );
+  // The platform adds no rule to the host's own namespace, ever.
+  expect(execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' })).not.toMatch(/\bhearth\b/);
+}
+
+/** An allow-listed function (its own namespace, slirp4netns, nftables rules) that names its namespace. */
+const NODE_NET_PROBE = `
+import { readlinkSync } from 'node:fs';
+export default async function handler(event) {
+  if (event.query.crash === '1') process.exit(3);
+  if (event.query.hang === '1') for (;;);
+  return { net: readlinkSync('/proc/self/ns/net') };
+}
+`;
+
+async function deployNetProbe(url: string, name: string): Promise<void> {
+  const folder = await makeFolder({
+    'hearth.yaml': manifest(
+      name,
+      '{ runtime: node20, egress: ["192.0.2.10:443"], limits: { timeout: 1s }, scaling: { max: 1 } }',
+    ),
+    'index.mjs': NODE_NET_PROBE,
+  });
+  folders.push(folder);
+  const deployed = await deployFolder(url, folder.dir, { name });
+  expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
+}
+
+async function probeNetwork(url: string, name: string): Promise<string> {
+  const answer = await invoke(url, name);
+  expect(answer.status, answer.text).toBe(200);
+  return (answer.json() as { net: string }).net;
 }
 
 const NODE_BOMB = `
@@ -333,6 +431,28 @@ describe('resource walls', () => {
     },
   );
 
+  it('an instance that crashed, was killed or timed out leaves no network namespace, so none of its nftables rules', async () => {
+    await deployNetProbe(hearth.url, 'net-probe');
+    for (const end of ['crash', 'kill', 'timeout'] as const) {
+      const net = await probeNetwork(hearth.url, 'net-probe');
+      expect(net).not.toBe(HOST_NET);
+      // While it lives, the namespace holds the allow-list's rules: that is what must go with it.
+      const inside = holdersOf(net);
+      expect(inside.length).toBeGreaterThan(0);
+      expect(nftTablesOf(inside[0] ?? 0)).toContain('table inet hearth');
+      if (end === 'crash')
+        expect((await invoke(hearth.url, 'net-probe', { path: '?crash=1' })).status).toBe(502);
+      else if (end === 'timeout')
+        expect((await invoke(hearth.url, 'net-probe', { path: '?hang=1' })).status).toBe(504);
+      else for (const pid of inside) process.kill(pid, 'SIGKILL');
+      await expectNetworksGone([net]);
+      // The function is served again (the kernel may give a new namespace a freed one's number).
+      await eventually('the function to answer again', async () =>
+        (await invoke(hearth.url, 'net-probe')).status === 200 ? true : undefined,
+      );
+    }
+  }, 60_000);
+
   it('a sandbox that ended (killed for memory, crashed) leaves no cgroup; after SIGTERM nothing remains', async () => {
     const roots = cgroupRoots(hearth);
     expect(cellCgroups(roots).length).toBeGreaterThan(0);
@@ -344,8 +464,12 @@ describe('resource walls', () => {
     );
     expect(sandboxesOf(hearth.dataDir).length).toBeGreaterThan(0);
     const dataDir = hearth.dataDir;
+    await probeNetwork(hearth.url, 'net-probe');
+    const networks = sandboxNetworks(dataDir);
+    expect(networks.length).toBeGreaterThan(0);
     await hearth.stop('SIGTERM');
     expect(sandboxesOf(dataDir)).toEqual([]);
+    await expectNetworksGone(networks);
     for (const root of roots) expect(existsSync(root), root).toBe(false);
     expect(mountsUnder(dataDir)).toEqual([]);
   }, 30_000);
@@ -365,13 +489,21 @@ describe('after SIGKILL', () => {
         const dirs = cellCgroups(roots);
         return dirs.length > 0 ? dirs : undefined;
       });
+      await deployNetProbe(first.url, 'net-probe');
+      await probeNetwork(first.url, 'net-probe');
+      const firstNetworks = sandboxNetworks(dataDir);
+      expect(firstNetworks.length).toBeGreaterThan(0);
       await first.stop('SIGKILL');
 
       const second = await startHearth({ dataDir });
       platforms.push(second);
       for (const dir of left) expect(existsSync(dir), dir).toBe(false);
+      await expectNetworksGone(firstNetworks);
+      await probeNetwork(second.url, 'net-probe');
+      const secondNetworks = sandboxNetworks(dataDir);
       await second.stop('SIGINT');
       expect(sandboxesOf(dataDir)).toEqual([]);
+      await expectNetworksGone(secondNetworks);
       for (const root of roots) expect(existsSync(root), root).toBe(false);
       expect(mountsUnder(dataDir)).toEqual([]);
     } finally {
@@ -381,5 +513,5 @@ describe('after SIGKILL', () => {
           await platform.stop('SIGTERM');
       await rm(dataDir, { recursive: true, force: true });
     }
-  }, 40_000);
+  }, 60_000);
 });

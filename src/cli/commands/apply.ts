@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { type Document, LineCounter, parseAllDocuments } from 'yaml';
 import type { GatewayDetail } from '../../control/api/events-types.js';
 import type { ApplyDocumentOutcome, DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
+import { type EventTriggerManifest, parseEventTriggerManifest } from '../../domain/eventing.js';
 import type { FunctionManifest } from '../../domain/function.js';
 import { type GatewayManifest, parseGatewayManifest } from '../../domain/gateway.js';
 import { type NamespaceManifest, parseNamespaceManifest } from '../../security/namespace.js';
@@ -54,6 +55,16 @@ interface PlannedGateway {
   readonly namespace: string;
 }
 
+/** One validated Trigger document (issue 20), ready to apply. */
+interface PlannedTrigger {
+  readonly kind: 'trigger';
+  readonly position: string;
+  readonly label: string;
+  readonly resource: string;
+  readonly manifest: EventTriggerManifest;
+  readonly namespace: string;
+}
+
 /** One validated Namespace document (issue 10): a tenant's policy and quotas. */
 interface PlannedNamespace {
   readonly kind: 'namespace';
@@ -65,7 +76,7 @@ interface PlannedNamespace {
 }
 
 /** One validated document, ready to apply. */
-type Planned = PlannedFunction | PlannedGateway | PlannedNamespace;
+type Planned = PlannedFunction | PlannedGateway | PlannedTrigger | PlannedNamespace;
 
 interface PlannedFunction {
   readonly kind: 'function';
@@ -98,7 +109,9 @@ interface Applied {
 export function register(program: Command, context: CommandContext): void {
   const command = program
     .command('apply')
-    .description('apply Function and EventGateway resources from a YAML file (deploying spec.source folders)')
+    .description(
+      'apply Function, EventGateway and Trigger resources from a YAML file (deploying spec.source folders)',
+    )
     .requiredOption('-f, --filename <file>', 'YAML file of one or more resources, or - for stdin')
     .option('--no-wait', 'ignored: apply always waits, since every document applies together or none does');
   addNamespaceOption(
@@ -240,9 +253,11 @@ async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
     const item =
       kind === 'EventGateway'
         ? planGateway(document, lineCounter, input, `document ${index + 1}`, options)
-        : kind === 'Namespace'
-          ? planNamespace(document, lineCounter, input, `document ${index + 1}`)
-          : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
+        : kind === 'Trigger'
+          ? planTrigger(document, lineCounter, input, `document ${index + 1}`, options)
+          : kind === 'Namespace'
+            ? planNamespace(document, lineCounter, input, `document ${index + 1}`)
+            : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
     const key = `${item.kind}:${item.namespace}/${item.manifest.metadata.name}`;
     const earlier = seen.get(key);
     if (earlier !== undefined) {
@@ -293,6 +308,27 @@ function planGateway(
     position,
     label,
     resource: `gateway/${manifest.metadata.name}`,
+    manifest: { ...manifest, metadata: { ...manifest.metadata, namespace } },
+    namespace,
+  };
+}
+
+function planTrigger(
+  document: Document,
+  lineCounter: LineCounter,
+  input: Input,
+  position: string,
+  options: ApplyOptions,
+): PlannedTrigger {
+  const name: unknown = document.getIn(['metadata', 'name']);
+  const label = typeof name === 'string' && name !== '' ? `${position} (trigger/${name})` : position;
+  const manifest = validateWith(document, lineCounter, input.label, label, parseEventTriggerManifest);
+  const namespace = options.namespace ?? manifest.metadata.namespace ?? DEFAULT_NAMESPACE;
+  return {
+    kind: 'trigger',
+    position,
+    label,
+    resource: `trigger/${manifest.metadata.name}`,
     manifest: { ...manifest, metadata: { ...manifest.metadata, namespace } },
     namespace,
   };

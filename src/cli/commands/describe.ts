@@ -28,6 +28,7 @@ import {
   writeJson,
 } from '../output.js';
 import { functionPath } from '../upload.js';
+import { describeTrigger } from './event-triggers.js';
 import { renderGateway, renderTriggers } from './events-view.js';
 import { quotaSummary } from './ls.js';
 
@@ -39,7 +40,7 @@ export function register(program: Command, context: CommandContext): void {
   const command = program
     .command('describe')
     .description(
-      "show a function's configuration, instances, triggers, deployments and versions (or: describe gateway NAME)",
+      "show a function's configuration, instances, triggers, deployments and versions (or: describe gateway|trigger NAME)",
     )
     .argument('<name>', 'function name (or the kind, `gateway` or `function`, followed by the name)')
     .argument('[name2]', 'the name, when the kind was given first')
@@ -54,6 +55,7 @@ export function register(program: Command, context: CommandContext): void {
     }
     const target = resourceArguments(first, second);
     if (target.kind === 'gateway') await describeGateway(target.name, options, context);
+    else if (target.kind === 'trigger') await describeTrigger(target.name, options, context);
     else await describe(target.name, options, context);
   });
 }

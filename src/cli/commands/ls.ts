@@ -16,6 +16,7 @@ import {
   type OutputOptions,
 } from '../options.js';
 import { formatAge, formatBytes, renderTable, writeJson } from '../output.js';
+import { listTriggers } from './event-triggers.js';
 
 interface LsOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
   readonly allNamespaces?: boolean;
@@ -25,17 +26,18 @@ export function register(program: Command, context: CommandContext): void {
   const command = program
     .command('ls')
     .alias('list')
-    .description('list deployed functions (or: ls namespaces)')
-    .argument('[kind]', '`functions` (the default) or `namespaces`')
+    .description('list deployed functions (or: ls triggers, ls namespaces)')
+    .argument('[kind]', 'functions (default), triggers or namespaces')
     .option('-A, --all-namespaces', 'list functions of every namespace');
   addNamespaceOption(command);
   addOutputOption(command);
   addConnectionOptions(command);
   command.action(async (kind: string | undefined, options: LsOptions) => {
-    const which = kind?.toLowerCase();
-    if (which === undefined || ['functions', 'function', 'fn'].includes(which)) await list(options, context);
-    else if (['namespaces', 'namespace', 'ns'].includes(which)) await listNamespaces(options, context);
-    else throw new CliError(`unknown kind "${kind}": expected functions or namespaces`);
+    const wanted = (kind ?? 'functions').toLowerCase();
+    if (wanted === 'triggers' || wanted === 'trigger') await listTriggers(options, context);
+    else if (['functions', 'function', 'fn'].includes(wanted)) await list(options, context);
+    else if (['namespaces', 'namespace', 'ns'].includes(wanted)) await listNamespaces(options, context);
+    else throw new CliError(`unknown kind "${kind}": expected functions, triggers or namespaces`);
   });
 }
 

@@ -16,6 +16,7 @@ import {
 } from '../options.js';
 import { writeJson } from '../output.js';
 import { functionPath } from '../upload.js';
+import { removeTrigger } from './event-triggers.js';
 
 interface RmOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {}
 
@@ -23,7 +24,7 @@ export function register(program: Command, context: CommandContext): void {
   const command = program
     .command('rm')
     .alias('delete')
-    .description('delete a function (or: rm gateway NAME)')
+    .description('delete a function (or: rm gateway NAME, rm trigger NAME)')
     .argument('<name>', 'function name (or the kind, `gateway` or `function`, followed by the name)')
     .argument('[name2]', 'the name, when the kind was given first');
   addNamespaceOption(command);
@@ -31,6 +32,10 @@ export function register(program: Command, context: CommandContext): void {
   addConnectionOptions(command);
   command.action(async (first: string, second: string | undefined, options: RmOptions) => {
     const target = resourceArguments(first, second);
+    if (target.kind === 'trigger') {
+      await removeTrigger(target.name, options, context);
+      return;
+    }
     if (target.kind === 'gateway') {
       const client = connect(options, context.io, context.version);
       const namespace = namespaceOf(options);

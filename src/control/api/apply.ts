@@ -7,6 +7,7 @@
 
 import { HearthError, isHearthError } from '../../domain/errors.js';
 import type { FunctionRef } from '../../domain/function.js';
+import type { PreparedEventTrigger } from '../../eventing/index.js';
 import { readJsonBody, sendJson } from '../../gateway/index.js';
 import type { NamespaceManifest } from '../../security/index.js';
 import type { PreparedVersion } from '../deploy.js';
@@ -31,7 +32,8 @@ interface Label {
 type Planned =
   | { readonly label: Label; readonly kind: 'Function'; readonly prepared: PreparedVersion }
   | { readonly label: Label; readonly kind: 'EventGateway'; readonly prepared: PreparedGateway }
-  | { readonly label: Label; readonly kind: 'Namespace'; readonly prepared: NamespaceManifest };
+  | { readonly label: Label; readonly kind: 'Namespace'; readonly prepared: NamespaceManifest }
+  | { readonly label: Label; readonly kind: 'Trigger'; readonly prepared: PreparedEventTrigger };
 
 export function applyDocuments(context: ApiContext): Route {
   return {
@@ -223,6 +225,8 @@ async function applyAll(
   }
   await events?.gateways.activate(changedGateways.map((item) => item.prepared));
   for (const item of namespaces) context.security?.activateNamespace(item.prepared);
+  // Triggers go in last: the functions they deliver to are in force by now.
+  for (const item of planned) if (item.kind === 'Trigger') eventsOf(context).eventing.put(item.prepared);
   for (const { staged } of documents.filter((document) => 'staged' in document))
     context.deployer.dropStaged(staged);
   const items = planned.map((item): ApplyDocumentOutcome => {
@@ -239,6 +243,7 @@ async function applyAll(
         unchanged: item.prepared.unchanged,
         gateway: eventsOf(context).gateways.detail(item.label.namespace, item.label.name),
       };
+    if (item.kind === 'Trigger') return { ...base, unchanged: item.prepared.unchanged };
     const outcome = outcomes[functions.indexOf(item)];
     const stored = context.store.getFunction(item.prepared.ref);
     return {
@@ -277,10 +282,18 @@ function plan(context: ApiContext, document: RequestDocument, label: Label): Pla
       kind: 'EventGateway',
       prepared: eventsOf(context).gateways.prepare(label.namespace, label.name, document.manifest),
     };
+  if (label.kind === 'Trigger')
+    return {
+      label,
+      kind: 'Trigger',
+      prepared: eventsOf(context).eventing.prepare(label.namespace, label.name, document.manifest),
+    };
   throw new HearthError(
     'HEARTH_E_VALIDATION',
-    `kind: got "${label.kind}", expected "Function", "EventGateway" or "Namespace"`,
-    { details: { field: 'kind', value: label.kind, expected: 'Function, EventGateway or Namespace' } },
+    `kind: got "${label.kind}", expected "Function", "EventGateway", "Trigger" or "Namespace"`,
+    {
+      details: { field: 'kind', value: label.kind, expected: 'Function, EventGateway, Trigger or Namespace' },
+    },
   );
 }
 

@@ -3,6 +3,7 @@
 import type { ErrorBody } from '../../domain/errors.js';
 import type { FunctionManifest } from '../../domain/function.js';
 import type { TriggerStatus } from '../../domain/triggers.js';
+import type { EventTriggerDetail } from '../../eventing/types.js';
 import type { GatewayDetail } from './events-types.js';
 
 export interface InstanceSummary {
@@ -237,7 +238,7 @@ export type DeployEvent =
 /** One document's outcome in `POST /api/v1/apply`, in the order the documents were given. */
 export interface ApplyDocumentOutcome {
   readonly index: number;
-  readonly kind: 'Function' | 'EventGateway' | 'Namespace';
+  readonly kind: 'Function' | 'EventGateway' | 'Trigger' | 'Namespace';
   readonly namespace: string;
   readonly name: string;
   /** Nothing changed: the resource already had this spec (and code). */
@@ -248,6 +249,8 @@ export interface ApplyDocumentOutcome {
   readonly deployment?: DeploymentSummary | null;
   /** EventGateways: the gateway as applied. */
   readonly gateway?: GatewayDetail;
+  /** Triggers: the trigger as applied (issue 20). */
+  readonly trigger?: EventTriggerDetail;
 }
 
 export interface ApplyResponse {
@@ -268,6 +271,21 @@ export interface LogRecord {
   readonly instanceId: string;
   readonly stream: 'stdout' | 'stderr' | 'system';
   readonly message: string;
+}
+
+/**
+ * `GET /readyz`: 200 once the platform can serve what it was started with (the store open, the stem-cell
+ * pools started, the bundled examples deployed), 503 with the same body until then. `/healthz` is liveness.
+ */
+export interface ReadinessResponse {
+  readonly status: 'ready' | 'starting';
+  readonly checks: {
+    readonly store: boolean;
+    readonly stemCells: boolean;
+    readonly examples: boolean;
+  };
+  /** The checks not yet passed, by name. */
+  readonly waitingFor: readonly ('store' | 'stemCells' | 'examples')[];
 }
 
 export interface HealthResponse {

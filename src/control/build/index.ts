@@ -14,9 +14,10 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import type { Dirent } from 'node:fs';
-import { chmod, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HearthError } from '../../domain/errors.js';
+import { formatBytes as formatUnits } from '../../domain/units.js';
 import { BUILD_TMP, type DependencyManifest, type Isolation, type Runtime } from '../../runtime/index.js';
 
 export interface LayerBuildRequest {
@@ -50,10 +51,18 @@ export interface LayerLimits {
   readonly maxDiskBytes: number;
   /** How often the scratch dir is measured. */
   readonly diskCheckMs?: number;
+  /** One build's memory cap (`build.memory`, hard, no swap) and CPU cap (`build.cpu`, cores). */
+  readonly memoryBytes?: number;
+  readonly cpu?: number;
 }
+
+/** A layer directory's name: `<runtime>-<32 hex>` (see `keyOf`). */
+const LAYER_KEY = /^[a-z0-9]+-[0-9a-f]{32}$/;
 
 export class LayerStore {
   private readonly building = new Map<string, Promise<LayerResult>>();
+  /** Layers bound to instances now, by key: never collected while held. */
+  private readonly pins = new Map<string, number>();
   private readonly layersDir: string;
   private readonly workDir: string;
   private readonly cacheDir: string;
@@ -106,6 +115,54 @@ export class LayerStore {
     return join(this.layersDir, key);
   }
 
+  /** The layer's directory, held against collection until `release` (an instance bound to it). */
+  checkout(key: string): { readonly dir: string; release(): void } {
+    this.pins.set(key, (this.pins.get(key) ?? 0) + 1);
+    let released = false;
+    return {
+      dir: this.dir(key),
+      release: () => {
+        if (released) return;
+        released = true;
+        const count = (this.pins.get(key) ?? 1) - 1;
+        if (count > 0) this.pins.set(key, count);
+        else this.pins.delete(key);
+      },
+    };
+  }
+
+  /** Every built layer and when it was last built or reused. */
+  async list(): Promise<{ key: string; usedAt: number }[]> {
+    const layers: { key: string; usedAt: number }[] = [];
+    for (const name of await readdir(this.layersDir)) {
+      if (!LAYER_KEY.test(name)) continue;
+      const stats = await lstat(join(this.layersDir, name)).catch(() => undefined);
+      if (stats?.isDirectory() === true) layers.push({ key: name, usedAt: stats.mtimeMs });
+    }
+    return layers;
+  }
+
+  /**
+   * Deletes a layer nothing holds or builds and nobody used after `unusedSince`; returns the bytes freed, or
+   * undefined when it was kept. Renamed
+   * aside first, so a crash mid-delete leaves no half layer under its key (init clears `tmp/`).
+   */
+  async remove(key: string, unusedSince: number): Promise<number | undefined> {
+    if (!LAYER_KEY.test(key) || this.pins.has(key) || this.building.has(key)) return undefined;
+    // Reused since the collector looked (a deploy's `ensure` touches it): kept.
+    const stats = await lstat(this.dir(key)).catch(() => undefined);
+    if (stats === undefined || stats.mtimeMs > unusedSince) return undefined;
+    const bytes = await diskUse(this.dir(key));
+    const doomed = join(this.workDir, `build-gc-${randomBytes(6).toString('hex')}`);
+    try {
+      await rename(this.dir(key), doomed);
+    } catch {
+      return undefined;
+    }
+    await rm(doomed, { recursive: true, force: true });
+    return bytes;
+  }
+
   async has(key: string): Promise<boolean> {
     return (await stat(this.dir(key)).catch(() => undefined))?.isDirectory() === true;
   }
@@ -113,7 +170,12 @@ export class LayerStore {
   /** Builds the layer unless it exists; concurrent requests for one key share one build. */
   async ensure(request: LayerBuildRequest): Promise<LayerResult> {
     const key = await this.keyOf(request.runtime, request.sourceDir, request.manifest, request);
-    if (await this.has(key)) return { key, cached: true, ms: 0 };
+    if (await this.has(key)) {
+      // Used again: the garbage collector's grace period runs from now (see CodeStore.put).
+      const now = new Date();
+      await utimes(this.dir(key), now, now).catch(() => undefined);
+      return { key, cached: true, ms: 0 };
+    }
     const running = this.building.get(key);
     if (running !== undefined) return running;
     const build = this.build(key, request).finally(() => this.building.delete(key));
@@ -140,6 +202,9 @@ export class LayerStore {
         timeoutMs: this.limits.timeoutMs,
         onOutput: request.onOutput,
         signal: watch.start(),
+        ...(this.limits.memoryBytes === undefined || this.limits.cpu === undefined
+          ? {}
+          : { limits: { memoryBytes: this.limits.memoryBytes, cpu: this.limits.cpu } }),
       });
       await watch.stop();
       // A build that finished between two measurements may still have gone over: its layer is refused too.
@@ -149,7 +214,9 @@ export class LayerStore {
           'HEARTH_E_BUILD_FAILED',
           watch.over !== undefined
             ? `installing dependencies from ${from} stopped${atStep(lines)}: ${watch.over}`
-            : `installing dependencies from ${from} failed (${exitOf(outcome.exitCode)})${atStep(lines)}: ${reasonOf(lines)}`,
+            : outcome.outOfMemory === true
+              ? `installing dependencies from ${from} ran out of memory: the build's cap is ${capOf(this.limits.memoryBytes ?? 0)} (build.memory)`
+              : `installing dependencies from ${from} failed (${exitOf(outcome.exitCode)})${atStep(lines)}: ${reasonOf(lines)}`,
           {
             details: { output: outcome.tail, diskBytes: watch.peak, maxDiskBytes: this.limits.maxDiskBytes },
           },
@@ -281,6 +348,11 @@ export async function diskUse(dir: string): Promise<number> {
     }),
   );
   return sizes.reduce((sum, size) => sum + size, 0);
+}
+
+/** A memory cap as it is written in the config (`2Gi`), for the error that names it. */
+function capOf(bytes: number): string {
+  return formatUnits(bytes);
 }
 
 export function formatBytes(bytes: number): string {

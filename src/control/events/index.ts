@@ -1,6 +1,7 @@
 /** @module The event gateway's control-plane side: applying EventGateways, and what the API reads from the queue and triggers. */
 
 import type { TriggerStatus } from '../../domain/triggers.js';
+import type { Broker } from '../../eventing/index.js';
 import type { Queue } from '../../queue/index.js';
 import type { GatewayService } from './gateways.js';
 
@@ -15,6 +16,8 @@ export interface EventsApi {
     statusOf(owner: { kind: 'function' | 'gateway'; namespace: string; name: string }): TriggerStatus[];
     all(): TriggerStatus[];
   };
+  /** Trigger resources (issue 20). */
+  readonly eventing: Pick<Broker, 'prepare' | 'put' | 'delete' | 'list' | 'detail'>;
   /** Wakes the queue worker (after a redrive). */
   readonly notifyQueue: () => void;
 }

@@ -98,6 +98,12 @@ export class CodeStore implements Pick<CodeProvider, 'checkoutCode'> {
   async put(dir: string, exclude: ReadonlySet<string>): Promise<TreeDigest> {
     const { digest, members } = await runArchiveJob({ kind: 'hash', dir, exclude: [...exclude] });
     if (!this.has(digest.hash)) await this.writePackage(dir, members, digest.hash);
+    else {
+      // Stored again: the garbage collector's grace period runs from now, so a deploy that reuses a package
+      // nothing referenced any more never loses it between this put and its version's commit.
+      const now = new Date();
+      await utimes(this.packagePath(digest.hash), now, now).catch(() => undefined);
+    }
     await this.ensureCached(digest.hash);
     await this.touch(digest.hash);
     await this.evict();
@@ -148,6 +154,30 @@ export class CodeStore implements Pick<CodeProvider, 'checkoutCode'> {
       await rm(this.packagePath(hash), { force: true });
     });
     return existed;
+  }
+
+  /** Every durable package: its hash, its size on disk and when it was last stored. */
+  async listPackages(): Promise<{ hash: string; bytes: number; storedAt: number }[]> {
+    const packages: { hash: string; bytes: number; storedAt: number }[] = [];
+    for (const name of await readdir(this.packagesDir)) {
+      const hash = name.endsWith('.tar.gz') ? name.slice(0, -'.tar.gz'.length) : '';
+      if (!HASH.test(hash)) continue;
+      const stats = await lstat(join(this.packagesDir, name)).catch(() => undefined);
+      if (stats?.isFile() === true) packages.push({ hash, bytes: stats.size, storedAt: stats.mtimeMs });
+    }
+    return packages;
+  }
+
+  /**
+   * Deletes a package (and its cached tree) that nobody has checked out and nobody stored again after
+   * `unusedSince`; returns the bytes freed, or undefined when it was kept.
+   */
+  async collect(hash: string, unusedSince: number): Promise<number | undefined> {
+    if (!HASH.test(hash) || this.pins.has(hash)) return undefined;
+    const stats = await lstat(this.packagePath(hash)).catch(() => undefined);
+    if (stats === undefined || stats.mtimeMs > unusedSince) return undefined;
+    const bytes = stats.size + (this.cached.get(hash) ?? 0);
+    return (await this.remove(hash)) ? bytes : undefined;
   }
 
   stats(): CodeStoreStats {

@@ -67,6 +67,8 @@ export interface Store {
   lastDeployment(ref: FunctionRef): StoredDeployment | undefined;
   /** Code hashes referenced by any retained version, so unreferenced packages can be collected. */
   codeHashesInUse(): Set<string>;
+  /** Dependency layer keys referenced by any retained version, so unreferenced layers can be collected. */
+  depsKeysInUse(): Set<string>;
   /** EventGateway resources (issue 3). */
   listGateways(namespace?: string): StoredGateway[];
   getGateway(namespace: string, name: string): StoredGateway | undefined;

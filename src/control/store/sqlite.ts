@@ -284,6 +284,13 @@ export class SqliteStore implements Store, SecurityStore {
     };
   }
 
+  depsKeysInUse(): Set<string> {
+    const rows = this.db
+      .prepare('SELECT DISTINCT deps_key FROM versions WHERE deps_key IS NOT NULL')
+      .all() as { deps_key: string }[];
+    return new Set(rows.map((row) => row.deps_key));
+  }
+
   codeHashesInUse(): Set<string> {
     const rows = this.db.prepare('SELECT DISTINCT code_hash FROM versions').all() as { code_hash: string }[];
     return new Set(rows.map((row) => row.code_hash));

@@ -95,6 +95,8 @@ const JOIN_CGROUPS = [
 ];
 export const DEFAULT_TMP_BYTES = 64 * 1024 ** 2;
 export const DEFAULT_PIDS = 256;
+/** Processes and threads a dependency build may have at once: compilers run in parallel, a fork bomb stops. */
+const BUILD_PIDS = 4096;
 const BUILD_ALTERNATIVES = '/etc/alternatives';
 const NETWORK_ETC = [
   '/etc/resolv.conf',
@@ -246,6 +248,9 @@ export class SandboxIsolation implements Isolation {
       '/tmp',
       ...this.seccompArgs(),
       ...this.identityArgs(),
+      // As for builds: the guest starts only once slirp4netns has configured its namespace, never while
+      // bubblewrap is still setting up its loopback (the race is `bwrap: loopback: Failed RTM_NEWADDR`).
+      ...(network === 'filtered' ? HOLD_UNTIL_NETWORKED : []),
       launch.command,
       ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
     ];
@@ -260,7 +265,10 @@ export class SandboxIsolation implements Isolation {
     let child: ChildProcess;
     try {
       child = spawn(command.command, command.args, {
-        stdio: ['ignore', 'pipe', 'pipe', 'pipe', network === 'filtered' ? 'pipe' : 'ignore', seccomp],
+        stdio:
+          network === 'filtered'
+            ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', seccomp, 'pipe']
+            : ['ignore', 'pipe', 'pipe', 'pipe', 'ignore', seccomp],
         env: { ...launch.env },
       });
     } finally {
@@ -274,8 +282,18 @@ export class SandboxIsolation implements Isolation {
       guest.once('exit', () => void cgroups.remove(cgroupId).catch(() => undefined));
     }
     if (network !== 'none') {
-      const info = network === 'filtered' ? (child.stdio[INFO_FD] as NodeJS.ReadableStream | null) : null;
-      const sandboxNetwork = new SandboxNetwork(network, this.filteredTools, info ?? undefined);
+      const stdio = child.stdio as readonly unknown[];
+      const info = network === 'filtered' ? (stdio[INFO_FD] as Duplex | null) : null;
+      const hold = network === 'filtered' ? (stdio[HOLD_FD] as Duplex | null) : null;
+      // The sandbox may die before reading or writing these; its exit tells what happened.
+      info?.on('error', () => {});
+      hold?.on('error', () => {});
+      const sandboxNetwork = new SandboxNetwork(
+        network,
+        this.filteredTools,
+        info ?? undefined,
+        hold ?? undefined,
+      );
       this.networks.set(guest, { network: sandboxNetwork, hostsFile });
       guest.once('exit', () => {
         sandboxNetwork.close();
@@ -391,10 +409,21 @@ export class SandboxIsolation implements Isolation {
       ]),
     );
     const seccomp = this.openSeccomp();
+    // The build's memory and CPU caps: a cgroup of its own, joined before bubblewrap starts, as a sandbox's.
+    const cgroups = build.limits === undefined ? undefined : this.cgroups;
+    const cgroupId = `build-${randomBytes(6).toString('hex')}`;
+    const cgroupDirs = cgroups?.create(cgroupId, BUILD_PIDS) ?? [];
+    if (cgroups !== undefined && build.limits !== undefined && cgroupDirs.length > 0)
+      cgroups.apply(cgroupId, { ...build.limits, pids: BUILD_PIDS });
+    const [command, commandArgs] =
+      cgroupDirs.length === 0
+        ? [this.bwrap, args]
+        : ['/bin/sh', [...JOIN_CGROUPS, ...cgroupDirs, '--', this.bwrap, ...args]];
     let outcome: BuildOutcome;
     let stuck: string | undefined;
+    let outOfMemory = false;
     try {
-      outcome = await runConfined(this.bwrap, args, {
+      outcome = await runConfined(command, commandArgs, {
         ...build,
         env,
         extraStdio: filtered ? ['ignore', 'pipe', seccomp, 'pipe'] : ['ignore', 'ignore', seccomp],
@@ -421,7 +450,12 @@ export class SandboxIsolation implements Isolation {
     } finally {
       await rm(hostsFile, { force: true });
       stuck = await views?.close();
+      if (cgroups !== undefined && cgroupDirs.length > 0) {
+        outOfMemory = cgroups.oomKills(cgroupId) > 0;
+        await cgroups.remove(cgroupId).catch(() => undefined);
+      }
     }
+    if (outOfMemory) outcome = { ...outcome, ok: false, outOfMemory };
     // Its scratch dir is read (and its layer taken) only once no overlay is left over it.
     if (stuck !== undefined)
       return {

@@ -78,6 +78,12 @@ export class SandboxNetwork {
     private readonly tools: FilteredTools | undefined,
     /** bubblewrap's `--info-fd` output, for the sandboxed child's pid; undefined for `host`. */
     info: NodeJS.ReadableStream | undefined,
+    /**
+     * The sandboxed command's hold descriptor: it writes a byte once bubblewrap has set up the namespace,
+     * then waits for a line before it goes on. Given, slirp4netns starts only after that byte, and the
+     * line is sent once the rules are in.
+     */
+    private readonly hold?: NodeJS.ReadWriteStream,
   ) {
     this.ready =
       mode === 'filtered' && info !== undefined && tools !== undefined
@@ -89,6 +95,7 @@ export class SandboxNetwork {
 
   private async setUp(info: NodeJS.ReadableStream, tools: FilteredTools): Promise<void> {
     this.pid = await childPid(info);
+    if (this.hold !== undefined) await firstByte(this.hold);
     const slirp = spawn(
       tools.slirp,
       [
@@ -131,6 +138,7 @@ export class SandboxNetwork {
       });
     });
     await this.nft(['-f', '-'], BASE_RULES);
+    this.hold?.end('go\n');
   }
 
   /** Lets the listed `address . port` pairs through (a `filtered` network). */
@@ -170,6 +178,24 @@ export class SandboxNetwork {
       child.stdin.end(input);
     });
   }
+}
+
+/** Resolves once the sandboxed command has written its first byte on `hold`. */
+function firstByte(hold: NodeJS.ReadableStream): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error('the sandbox did not start within 10s')),
+      READY_TIMEOUT_MS,
+    );
+    hold.once('data', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    hold.once('end', () => {
+      clearTimeout(timer);
+      reject(new Error('the sandbox ended before its network was set up'));
+    });
+  });
 }
 
 /** bubblewrap writes `{"child-pid": N, ...}` to its info fd once the namespaces exist. */

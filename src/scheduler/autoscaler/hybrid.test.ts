@@ -202,6 +202,18 @@ describe('HybridAutoscaler: the last instance', () => {
     expect(fn.last?.desired).toBe(0);
   });
 
+  it('lets go in silence: after a step load, every instance goes once idleTimeout passes, not the stable window', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 3_000 });
+    fn.run(10_000, { concurrency: 200, arrivals: 400 });
+    expect(fn.last?.desired).toBeGreaterThan(10);
+    const silence = fn.run(3_000 + 2 * TIMING.tickMs);
+    // Held while the silence is shorter than idleTimeout (the stable window still averages the step) …
+    expect(silence[0]?.desired).toBeGreaterThan(1);
+    // … then released within a couple of ticks of it, though the 60 s stable window is far from over.
+    expect(fn.last?.desired).toBe(0);
+    expect(fn.last?.keepIdleMs).toBeLessThanOrEqual(3_000);
+  });
+
   it('never keeps the last instance past idleTimeout, whatever the histogram says', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 90_000 });
     for (let i = 0; i < 30; i++) fn.request({ gapMs: 20_000 + (i % 3) * 40_000 });

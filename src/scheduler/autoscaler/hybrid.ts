@@ -89,7 +89,11 @@ export class HybridAutoscaler implements ScalingPolicy {
     const idleFor = history.idleFor(now);
     let desired = load;
     let releaseNow = false;
-    if (load <= 1 && sample.concurrency === 0) {
+    // Silence (nothing arriving or in flight) for idleTimeout hands every instance to the keep-alive half,
+    // whatever the stable window still averages: that window is for fluctuating load, not for silence. Before
+    // this, a 0 → 200 step with idleTimeout 3s kept its instances for the whole 60 s window (issue 11).
+    const silentPastIdleTimeout = sample.arrivals === 0 && idleFor >= scaling.idleTimeoutMs;
+    if (sample.concurrency === 0 && (load <= 1 || silentPastIdleTimeout)) {
       // Nothing in flight: the keep-alive half owns the last instance. A pre-warm must be ready by the
       // predicted arrival, so it begins a tick and twice the node's recent start time early (on the trace
       // replay, starts slowed by a busy CPU turned pre-warms into cold starts).

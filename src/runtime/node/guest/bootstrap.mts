@@ -110,11 +110,21 @@ interface Invoke {
 const channel = new Socket({ fd: 3, readable: true, writable: true });
 /** Frames sent during one tick, written together at its end. */
 let outbox: Buffer[] = [];
+/**
+ * Output the host has not taken yet (queued this tick, or in the socket's buffer) past which more is dropped
+ * and counted, then reported in one line: a function printing in a tight loop would otherwise queue output
+ * until its memory wall ends it (issue 10, the log flood).
+ */
+const LOG_BACKLOG = 1024 * 1024;
+let outboxLogBytes = 0;
+let droppedWrites = 0;
+let droppedBytes = 0;
 
 function flushOutbox(): void {
   if (outbox.length === 0) return;
   const frames = outbox;
   outbox = [];
+  outboxLogBytes = 0;
   // One write of one buffer: cheaper than a stream write per frame, and it is one syscall either way.
   channel.write(frames.length === 1 ? (frames[0] as Buffer) : Buffer.concat(frames));
 }
@@ -166,14 +176,39 @@ function clipLog(bytes: Buffer): Buffer {
   return Buffer.concat([bytes.subarray(0, end), Buffer.from(`… [truncated ${bytes.length - end} bytes]\n`)]);
 }
 
+/** One stderr line for the writes dropped so far, once there is room for it; later if there is none yet. */
+function reportDropped(): void {
+  if (droppedWrites === 0) return;
+  if (outboxLogBytes + channel.writableLength > LOG_BACKLOG) {
+    setTimeout(reportDropped, 50).unref();
+    return;
+  }
+  const notice = Buffer.from(
+    `[hearth] ${droppedWrites} writes (${droppedBytes} bytes) of output dropped: written faster than the platform takes them\n`,
+  );
+  droppedWrites = 0;
+  droppedBytes = 0;
+  outboxLogBytes += notice.length;
+  send(T_LOG, writerSeq(), 2, notice);
+}
+
 function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
   stream.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
-    const bytes =
-      typeof chunk === 'string'
-        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
-        : Buffer.from(chunk);
-    send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
     const done = typeof encoding === 'function' ? encoding : callback;
+    const textEncoding = typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8';
+    if (outboxLogBytes + channel.writableLength > LOG_BACKLOG) {
+      // Counted without being copied: a flood's garbage would otherwise outrun the collector to the memory wall.
+      droppedWrites += 1;
+      droppedBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk, textEncoding) : chunk.byteLength;
+      // Said once the backlog has drained, even when the function writes nothing more.
+      if (droppedWrites === 1) setTimeout(reportDropped, 50).unref();
+      if (typeof done === 'function') process.nextTick(done as () => void);
+      return true;
+    }
+    reportDropped();
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, textEncoding) : Buffer.from(chunk);
+    outboxLogBytes += Math.min(bytes.length, LOG_MAX);
+    send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
     if (typeof done === 'function') process.nextTick(done as () => void);
     return true;
   }) as typeof stream.write;
@@ -644,6 +679,17 @@ class Context {
   get state(): StateClient {
     return new StateClient(this.seq, false);
   }
+  /** Event-sourced streams (append with expectedVersion, read, snapshots). */
+  get events(): EventsClient {
+    return new EventsClient(this.seq);
+  }
+  /**
+   * Sends one CloudEvent or several (structured form: `{ type, data, subject?, source?, id?, … }`) through
+   * the platform's event routing: to the function `subject` names, else to the matching Triggers.
+   */
+  emit(events: unknown): Promise<{ accepted: number; ids: string[] }> {
+    return this.platform('emit', { events }) as Promise<{ accepted: number; ids: string[] }>;
+  }
   /** The W3C trace this invocation belongs to (32 hex digits). */
   get traceId(): string {
     return this.traceparent.slice(3, 35);
@@ -712,6 +758,46 @@ class StateClient {
   /** Keys starting with `prefix`, sorted. */
   keys(prefix = '', options: StateOptions = {}): Promise<string[]> {
     return this.call('state.keys', { prefix, limit: options.limit }) as Promise<string[]>;
+  }
+}
+
+/** Thrown by `ctx.events.append` when the stream moved past `expectedVersion`: read it again and retry. */
+class StreamConflictError extends Error {
+  override readonly name = 'StreamConflictError';
+  readonly code = 'HEARTH_E_STREAM_CONFLICT';
+}
+
+/**
+ * `ctx.events`: each operation is one Call frame; the platform keeps the log (SQLite). Streams are the
+ * function's own, or the namespace's when its spec lists them in `streams.shared`.
+ */
+class EventsClient {
+  readonly ConflictError = StreamConflictError;
+  constructor(private readonly seq: number) {}
+  private call(method: string, args: Record<string, unknown>): Promise<unknown> {
+    return hostCall(this.seq, method, args).catch((error: Error) => {
+      throw error.name === 'HEARTH_E_STREAM_CONFLICT' ? new StreamConflictError(error.message) : error;
+    });
+  }
+  /** Appends `{type, data, id?}` event(s); with `expectedVersion` a moved stream throws StreamConflictError. */
+  append(stream: string, events: unknown, options: { expectedVersion?: number } = {}): Promise<unknown> {
+    return this.call('events.append', { stream, events, expectedVersion: options.expectedVersion });
+  }
+  /** Events from version `from` (default 1), at most `limit` (default 1000). */
+  read(stream: string, options: { from?: number; limit?: number } = {}): Promise<unknown[]> {
+    return this.call('events.read', { stream, from: options.from, limit: options.limit }) as Promise<
+      unknown[]
+    >;
+  }
+  version(stream: string): Promise<number> {
+    return this.call('events.version', { stream }) as Promise<number>;
+  }
+  snapshot(stream: string, version: number, state: unknown): Promise<void> {
+    return this.call('events.snapshot', { stream, version, state }) as Promise<void>;
+  }
+  /** `{ version, state }` or null. */
+  latestSnapshot(stream: string): Promise<unknown> {
+    return this.call('events.latestSnapshot', { stream });
   }
 }
 
@@ -816,9 +902,16 @@ function toResponse(value: unknown): HttpResult | Promise<HttpResult> {
   if (value === undefined) return { status: 200, headers: {}, body: EMPTY };
   return {
     status: 200,
-    headers: { 'content-type': 'application/json' },
+    // A returned CloudEvent in structured form is marked as one, so the platform routes it on (issue 20).
+    headers: { 'content-type': isCloudEvent(value) ? CLOUDEVENT_JSON : 'application/json' },
     body: Buffer.from(JSON.stringify(value) ?? 'null', 'utf8'),
   };
+}
+
+const CLOUDEVENT_JSON = 'application/cloudevents+json';
+
+function isCloudEvent(value: unknown): boolean {
+  return value !== null && typeof value === 'object' && 'specversion' in value && 'type' in value;
 }
 
 /** The user's frames only: the guest's own and Node's internals after them are noise in their logs. */

@@ -241,6 +241,62 @@ class State:
         return self._call("state.keys", {"prefix": prefix, "limit": limit})
 
 
+class StreamConflictError(HostCallError):
+    """ctx.events.append: the stream moved past expected_version; read it again and retry."""
+
+    code = "HEARTH_E_STREAM_CONFLICT"
+
+
+class Events:
+    """ctx.events: event-sourced streams kept by the platform (append with expected_version, read, snapshots).
+    Sync handlers get results; async handlers get awaitables. A stream is the function's own, or the
+    namespace's when the spec lists it in streams.shared."""
+
+    ConflictError = StreamConflictError
+
+    def __init__(self, seq):
+        self._seq = seq
+
+    def _call(self, method, args):
+        try:
+            result = host_calls.call(self._seq, method, args)
+        except HostCallError as error:
+            raise _conflict(error) from None
+        if inspect.isawaitable(result):
+            return _awaiting(result)
+        return result
+
+    def append(self, stream, events, expected_version=None):
+        """Appends {type, data, id?} event(s) atomically; raises ConflictError when expected_version is stale."""
+        return self._call("events.append", {"stream": stream, "events": events, "expectedVersion": expected_version})
+
+    def read(self, stream, start=1, limit=None):
+        """Events from version `start`, at most `limit` (default 1000)."""
+        return self._call("events.read", {"stream": stream, "from": start, "limit": limit})
+
+    def version(self, stream):
+        return self._call("events.version", {"stream": stream})
+
+    def snapshot(self, stream, version, state):
+        return self._call("events.snapshot", {"stream": stream, "version": version, "state": state})
+
+    def latest_snapshot(self, stream):
+        """{"version", "state"} or None."""
+        return self._call("events.latestSnapshot", {"stream": stream})
+
+
+def _conflict(error):
+    text = str(error)
+    return StreamConflictError(text) if text.startswith("HEARTH_E_STREAM_CONFLICT") else error
+
+
+async def _awaiting(future):
+    try:
+        return await future
+    except HostCallError as error:
+        raise _conflict(error) from None
+
+
 class Logger:
     def __init__(self):
         for level in ("debug", "info", "warning", "warn", "error"):
@@ -278,6 +334,16 @@ class Context:
     def state(self):
         """This function's key-value state (get, set with ttl, delete, incr, cas, keys); .shared is the namespace's."""
         return State(self._seq, False)
+
+    @property
+    def events(self):
+        """Event-sourced streams: append (expected_version), read, version, snapshot, latest_snapshot."""
+        return Events(self._seq)
+
+    def emit(self, events):
+        """Sends one CloudEvent (a dict in structured form) or a list of them through the platform's event
+        routing: to the function `subject` names, else to the matching Triggers (awaitable in async handlers)."""
+        return host_calls.call(self._seq, "emit", {"events": events})
 
     def invoke(self, name, event=None):
         """Invokes another function (`name` or `name.namespace`) with `event` as its JSON body, within this
@@ -515,7 +581,10 @@ def to_response(value):
         return 200, {"content-type": "text/plain; charset=utf-8"}, value.encode("utf-8")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return 200, {"content-type": "application/octet-stream"}, bytes(value)
-    return 200, {"content-type": "application/json"}, json.dumps(value, default=str).encode()
+    # A returned CloudEvent in structured form is marked as one, so the platform routes it on (issue 20).
+    cloud_event = isinstance(value, dict) and "specversion" in value and "type" in value
+    content_type = "application/cloudevents+json" if cloud_event else "application/json"
+    return 200, {"content-type": content_type}, json.dumps(value, default=str).encode()
 
 
 def arity(fn):

@@ -1,0 +1,200 @@
+// Cold starts in bursts (issue 11), sandboxed, time to first byte, a fresh connection per request:
+// - back to back: 24 distinct idle functions per runtime called one after another, no pause;
+// - at once: 100 distinct idle functions (half Node, half Python) called at the same moment;
+// - sustained: distinct idle functions called by 4 clients in a closed loop, cold starts per second.
+// The stem-cell pools are full at the start of each part, never topped up between calls.
+
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { api, deploy, ROOT, round, scaleToZero, sleep, startHearth, summarise } from './lib.mjs';
+
+const EXAMPLES = { node20: join(ROOT, 'examples', 'hello'), python3: join(ROOT, 'examples', 'hello-py') };
+const SHORT = { node20: 'n', python3: 'p' };
+
+/** GET on a connection of its own (no keep-alive): time to the response head, and where the time went. */
+function freshGet(url, path) {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const req = request(`${url}${path}`, { agent: false }, (res) => {
+      const ttfb = performance.now() - started;
+      res.resume();
+      res.on('end', () =>
+        resolve({
+          ttfb,
+          status: res.statusCode,
+          cold: res.headers['x-hearth-cold-start'] === '1',
+          timing: String(res.headers['server-timing'] ?? ''),
+        }),
+      );
+    });
+    req.on('error', (error) =>
+      resolve({ ttfb: performance.now() - started, status: 0, error: error.message }),
+    );
+    req.end();
+  });
+}
+
+async function pools(url) {
+  return (await api(url, 'GET', '/healthz')).stemCells.filter(
+    (p) => p.isolation === 'sandbox' && p.network === 'none',
+  );
+}
+
+/** Waits until every default pool holds its target (at most 10 s). */
+async function poolsFull(url) {
+  for (let i = 0; i < 400; i++) {
+    const all = await pools(url);
+    if (all.every((p) => p.target === 0 || (p.ready >= p.target && p.starting === 0))) return;
+    await sleep(25);
+  }
+}
+
+async function missesOf(url) {
+  const all = await pools(url);
+  return Object.fromEntries(all.map((p) => [p.runtime, p.misses]));
+}
+
+/** Deploys `count` copies of a runtime's hello (no verify), parked at zero; returns their names. */
+async function deployMany(url, runtime, count, prefix) {
+  const folder = mkdtempSync(join(tmpdir(), `hearth-burst-${runtime}-`));
+  cpSync(EXAMPLES[runtime], folder, { recursive: true });
+  const template = readFileSync(join(EXAMPLES[runtime], 'hearth.yaml'), 'utf8');
+  const names = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const name = `${prefix}-${SHORT[runtime]}-${i}`;
+      writeFileSync(join(folder, 'hearth.yaml'), template.replace(/name: .*/, `name: ${name}`));
+      await deploy(url, folder, name, { verify: false });
+      names.push(name);
+    }
+  } finally {
+    rmSync(folder, { recursive: true, force: true });
+  }
+  for (const name of names) await scaleToZero(url, name);
+  return names;
+}
+
+function stemCellMs(timing) {
+  const match = timing.match(/cold-stemcell;dur=([\d.]+)/);
+  return match === null ? 0 : Number(match[1]);
+}
+
+function check(results, what) {
+  const bad = results.filter((r) => r.status !== 200);
+  if (bad.length > 0)
+    throw new Error(`${what}: ${bad.length} answers were not 200 (${JSON.stringify(bad[0])})`);
+}
+
+async function backToBack(url, runtime, count) {
+  const names = await deployMany(url, runtime, count, 'b2b');
+  await poolsFull(url);
+  const before = await missesOf(url);
+  const results = [];
+  for (const name of names) results.push(await freshGet(url, `/function/${name}`));
+  check(results, `back to back ${runtime}`);
+  const after = await missesOf(url);
+  const summary = summarise(results.map((r) => r.ttfb));
+  return {
+    n: summary.n,
+    p50: round(summary.p50),
+    p95: round(summary.p95),
+    max: round(summary.max),
+    cold: results.filter((r) => r.cold).length,
+    poolMisses: (after[runtime] ?? 0) - (before[runtime] ?? 0),
+    // The requests whose stem cell was ready: what a hit costs while the pool refills behind it.
+    hitP50: round(summarise(results.filter((r) => stemCellMs(r.timing) < 2).map((r) => r.ttfb)).p50),
+    slowestStemCellMs: round(Math.max(...results.map((r) => stemCellMs(r.timing)))),
+    ...(process.env.COLD_BURST_TIMINGS === '1'
+      ? { timings: results.map((r) => `${round(r.ttfb)} ${r.timing}`) }
+      : {}),
+  };
+}
+
+async function atOnce(url, count) {
+  const names = [
+    ...(await deployMany(url, 'node20', count / 2, 'once')),
+    ...(await deployMany(url, 'python3', count / 2, 'once')),
+  ];
+  await poolsFull(url);
+  const before = await missesOf(url);
+  const results = await Promise.all(names.map((name) => freshGet(url, `/function/${name}`)));
+  const after = await missesOf(url);
+  const summary = summarise(results.map((r) => r.ttfb));
+  return {
+    n: summary.n,
+    ok: results.filter((r) => r.status === 200).length,
+    p50: round(summary.p50),
+    p99: round(summary.p99),
+    max: round(summary.max),
+    poolMisses: Object.keys(after).reduce((sum, k) => sum + after[k] - (before[k] ?? 0), 0),
+  };
+}
+
+async function sustained(url, count, clients) {
+  const names = [
+    ...(await deployMany(url, 'node20', count / 2, 'sus')),
+    ...(await deployMany(url, 'python3', count / 2, 'sus')),
+  ];
+  // Interleave the runtimes, as a mixed node's traffic would.
+  const order = names.map((_, i) => names[(i % 2) * (count / 2) + Math.floor(i / 2)]);
+  await poolsFull(url);
+  let next = 0;
+  const results = [];
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (next < order.length) {
+        const name = order[next++];
+        results.push(await freshGet(url, `/function/${name}`));
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const summary = summarise(results.map((r) => r.ttfb));
+  return {
+    n: results.length,
+    ok: results.filter((r) => r.status === 200).length,
+    cold: results.filter((r) => r.cold).length,
+    clients,
+    seconds: round(seconds),
+    coldPerSecond: round(results.filter((r) => r.cold && r.status === 200).length / seconds, 1),
+    p50: round(summary.p50),
+    p99: round(summary.p99),
+  };
+}
+
+export async function coldBurstBench({
+  backToBackCount = 24,
+  atOnceCount = 100,
+  sustainedCount = 300,
+  parts = ['backToBack', 'atOnce', 'sustained'],
+  config = {},
+} = {}) {
+  const results = {};
+  const hearth = await startHearth({ serverTiming: true, ...config });
+  try {
+    if (parts.includes('backToBack')) {
+      results.backToBack = {};
+      for (const runtime of ['node20', 'python3'])
+        results.backToBack[runtime] = await backToBack(hearth.url, runtime, backToBackCount);
+    }
+    if (parts.includes('atOnce')) results.atOnce = await atOnce(hearth.url, atOnceCount);
+  } finally {
+    await hearth.stop();
+  }
+  if (!parts.includes('sustained')) return results;
+  // A platform of its own: the instances the parts above left are not the budget this one starts with.
+  const fresh = await startHearth({ serverTiming: true, ...config });
+  try {
+    results.sustained = await sustained(fresh.url, sustainedCount, 4);
+  } finally {
+    await fresh.stop();
+  }
+  return results;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  process.stdout.write(`${JSON.stringify(await coldBurstBench(), null, 2)}\n`);
+}

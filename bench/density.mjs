@@ -1,0 +1,110 @@
+// Density (issue 11): 1,000 deployed functions on one node (half node20, half python3), 200 of them warm at
+// once; the gateway's RSS, the PSS of one idle warm instance of each runtime and the total, and whether the
+// platform stays responsive: the control API's p99 and a warm invocation's p99 across the 200.
+
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  api,
+  deploy,
+  ROOT,
+  round,
+  scaleToZero,
+  sleep,
+  startHearth,
+  summarise,
+  timeToFirstByte,
+  treeMemory,
+} from './lib.mjs';
+
+const EXAMPLES = { node20: join(ROOT, 'examples', 'hello'), python3: join(ROOT, 'examples', 'hello-py') };
+
+async function deployAll(url, total) {
+  const folders = {};
+  for (const runtime of Object.keys(EXAMPLES)) {
+    folders[runtime] = mkdtempSync(join(tmpdir(), `hearth-density-${runtime}-`));
+    cpSync(EXAMPLES[runtime], folders[runtime], { recursive: true });
+  }
+  const names = [];
+  try {
+    for (let i = 0; i < total; i++) {
+      const runtime = i % 2 === 0 ? 'node20' : 'python3';
+      const name = `dense-${i}`;
+      const template = readFileSync(join(EXAMPLES[runtime], 'hearth.yaml'), 'utf8');
+      // Warm ones stay warm for the whole measurement.
+      const manifest = template
+        .replace(/name: .*/, `name: ${name}`)
+        .replace(/spec:\n/, 'spec:\n  scaling: { idleTimeout: 30m }\n');
+      writeFileSync(join(folders[runtime], 'hearth.yaml'), manifest);
+      await deploy(url, folders[runtime], name, { verify: false });
+      await scaleToZero(url, name);
+      names.push({ name, runtime });
+    }
+  } finally {
+    for (const folder of Object.values(folders)) rmSync(folder, { recursive: true, force: true });
+  }
+  return names;
+}
+
+export async function densityBench({ total = 1000, warm = 200, rounds = 5 } = {}) {
+  // Room for the warm instances in the node budget: 200 × 128 MiB reserved.
+  const hearth = await startHearth({ maxInstances: warm + 50, maxMemory: `${(warm + 50) * 128}Mi` });
+  try {
+    const started = performance.now();
+    const functions = await deployAll(hearth.url, total);
+    const deploySeconds = (performance.now() - started) / 1000;
+    const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+    const warmOnes = functions.slice(0, warm);
+    for (const fn of warmOnes) {
+      const answer = await timeToFirstByte(hearth.url, `/function/${fn.name}`, agent);
+      if (answer.status !== 200) throw new Error(`${fn.name}: ${answer.status} ${answer.body}`);
+    }
+    await sleep(3000);
+    const invoke = [];
+    const control = [];
+    for (let round_ = 0; round_ < rounds; round_++) {
+      for (const fn of warmOnes)
+        invoke.push((await timeToFirstByte(hearth.url, `/function/${fn.name}`, agent)).ttfb);
+      for (let i = 0; i < 40; i++) {
+        const fn = functions[(round_ * 40 + i * 7) % functions.length];
+        control.push(
+          (await timeToFirstByte(hearth.url, `/api/v1/namespaces/default/functions/${fn.name}`, agent)).ttfb,
+        );
+      }
+      control.push((await timeToFirstByte(hearth.url, '/api/v1/stats', agent)).ttfb);
+    }
+    agent.destroy();
+    const pssOf = async (runtime) => {
+      const fn = warmOnes.find((f) => f.runtime === runtime);
+      const detail = await api(hearth.url, 'GET', `/api/v1/namespaces/default/functions/${fn.name}`);
+      const pid = detail.activeInstances[0]?.pid;
+      return pid === undefined ? null : round(treeMemory(pid).pssKiB / 1024, 1);
+    };
+    const stats = await api(hearth.url, 'GET', '/api/v1/stats');
+    const gatewayKiB = Number(
+      readFileSync(`/proc/${hearth.pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)?.[1] ?? 0,
+    );
+    const total_ = treeMemory(hearth.pid);
+    const invokeSummary = summarise(invoke);
+    const controlSummary = summarise(control);
+    return {
+      functions: total,
+      warm,
+      deploySeconds: round(deploySeconds, 1),
+      liveInstances: stats.node.instances,
+      gatewayRssMiB: round(gatewayKiB / 1024, 1),
+      idleInstancePssMiB: { node20: await pssOf('node20'), python3: await pssOf('python3') },
+      totalPssMiB: round(total_.pssKiB / 1024, 1),
+      warmInvoke: { n: invokeSummary.n, p50: round(invokeSummary.p50), p99: round(invokeSummary.p99) },
+      api: { n: controlSummary.n, p50: round(controlSummary.p50), p99: round(controlSummary.p99) },
+    };
+  } finally {
+    await hearth.stop();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  process.stdout.write(`${JSON.stringify(await densityBench(), null, 2)}\n`);
+}

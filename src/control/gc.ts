@@ -1,0 +1,94 @@
+/**
+ * @module Garbage collection of code packages and dependency layers (issue 11). A package or layer no
+ * retained version references, nothing has checked out (an instance bound to it), and nobody stored or reused
+ * within the grace period is deleted; each run reports what it freed. The grace period covers what is in
+ * flight between upload and commit: a staged package (kept 15 minutes) and a deploy that reuses a package or
+ * layer (storing it again restarts its grace period).
+ */
+
+import type { LayerStore } from './build/index.js';
+import type { CodeStore } from './packages/code-store.js';
+import type { Store } from './store/index.js';
+
+export interface CollectedGarbage {
+  readonly packages: number;
+  readonly layers: number;
+  readonly freedBytes: number;
+}
+
+export interface GarbageCollectorOptions {
+  readonly store: Pick<Store, 'codeHashesInUse' | 'depsKeysInUse'>;
+  readonly code: Pick<CodeStore, 'listPackages' | 'collect'>;
+  readonly layers: Pick<LayerStore, 'list' | 'remove'>;
+  /** Nothing younger than this (since stored or last reused) is collected. */
+  readonly graceMs: number;
+  /** How often to collect. */
+  readonly intervalMs: number;
+  /** Told after each run that freed something. */
+  readonly onCollected: (collected: CollectedGarbage) => void;
+  readonly onError: (error: unknown) => void;
+}
+
+/** One collection: returns what it deleted. */
+export async function collectGarbage(
+  options: Pick<GarbageCollectorOptions, 'store' | 'code' | 'layers' | 'graceMs'>,
+  now = Date.now(),
+): Promise<CollectedGarbage> {
+  const cutoff = now - options.graceMs;
+  // Listed before the references are read: anything stored after this listing is not a candidate at all.
+  const packages = await options.code.listPackages();
+  const layers = await options.layers.list();
+  const codeInUse = options.store.codeHashesInUse();
+  const depsInUse = options.store.depsKeysInUse();
+  let freedBytes = 0;
+  let packageCount = 0;
+  let layerCount = 0;
+  for (const candidate of packages) {
+    if (codeInUse.has(candidate.hash) || candidate.storedAt > cutoff) continue;
+    const freed = await options.code.collect(candidate.hash, cutoff);
+    if (freed === undefined) continue;
+    freedBytes += freed;
+    packageCount += 1;
+  }
+  for (const candidate of layers) {
+    if (depsInUse.has(candidate.key) || candidate.usedAt > cutoff) continue;
+    const freed = await options.layers.remove(candidate.key, cutoff);
+    if (freed === undefined) continue;
+    freedBytes += freed;
+    layerCount += 1;
+  }
+  return { packages: packageCount, layers: layerCount, freedBytes };
+}
+
+/** Collects every `intervalMs`, one run at a time. */
+export class GarbageCollector {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(private readonly options: GarbageCollectorOptions) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.runOnce(), this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  /** One run now (or the one under way); never rejects. */
+  runOnce(): Promise<void> {
+    this.running ??= collectGarbage(this.options)
+      .then(
+        (collected) => {
+          if (collected.packages + collected.layers > 0) this.options.onCollected(collected);
+        },
+        (error: unknown) => this.options.onError(error),
+      )
+      .finally(() => {
+        this.running = undefined;
+      });
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+}

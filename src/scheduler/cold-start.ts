@@ -1,0 +1,255 @@
+/**
+ * @module The cold-start path: an instance of a function version made from a stem cell. Checks out the code
+ * from the node-local cache, takes a pre-started sandboxed runtime from the pool for (runtime, isolation,
+ * network), attaches the code and dependency layer to its slot, applies the function's limits, and binds the
+ * handler. Owns the stem-cell pools, and answers the calls an instance makes into the platform.
+ */
+
+import type { DeployedVersion } from '../domain/deployment.js';
+import { HearthError } from '../domain/errors.js';
+import type { IsolationName, RuntimeName } from '../domain/function.js';
+import type { GuestCall, Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
+import type { CodeProvider, HostCallHandler, LogSink } from './index.js';
+import { Instance } from './instance.js';
+import { StemCellPool, type StemCellPoolStats } from './stem-cells.js';
+
+const BIND_TIMEOUT_MS = 30_000;
+
+export interface ColdStartOptions {
+  readonly runtimes: ReadonlyMap<RuntimeName, Runtime>;
+  readonly isolations: ReadonlyMap<IsolationName, Isolation>;
+  readonly slots: SlotManager;
+  readonly code: CodeProvider;
+  readonly logs: LogSink;
+  /** Stem cells kept ready per runtime (sandbox isolation, no egress; other pools keep one). */
+  readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
+  readonly onWarning: (message: string) => void;
+  readonly hostCalls?: HostCallHandler | undefined;
+  readonly bindEnv?: ((version: DeployedVersion) => Readonly<Record<string, string>>) | undefined;
+}
+
+export class ColdStarter {
+  private readonly stemPools = new Map<string, StemCellPool>();
+
+  constructor(private readonly options: ColdStartOptions) {}
+
+  /** The stem-cell pools by `runtime/isolation/network`, for the sizer. */
+  get pools(): ReadonlyMap<string, StemCellPool> {
+    return this.stemPools;
+  }
+
+  /** Starts the stem-cell pools of the default isolation and waits until they are filled. */
+  async warm(): Promise<void> {
+    const isolation = this.options.isolations.get('sandbox');
+    const waits: Promise<void>[] = [];
+    for (const runtime of this.options.runtimes.values()) {
+      if (runtime.unavailable !== undefined || isolation === undefined || isolation.unavailable !== undefined)
+        continue;
+      waits.push(this.stemPool(runtime, isolation, 'none').warm());
+    }
+    await Promise.all(waits);
+  }
+
+  stats(): StemCellPoolStats[] {
+    return [...this.stemPools.values()].map((pool) => pool.stats());
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.stemPools.values()].map((pool) => pool.close()));
+  }
+
+  /** A ready instance of `version`, bound to its handler; `HEARTH_E_HANDLER_INVALID` when it does not load. */
+  async start(version: DeployedVersion): Promise<Instance> {
+    const runtime = this.options.runtimes.get(version.spec.runtime);
+    if (runtime === undefined || runtime.unavailable !== undefined) {
+      throw new HearthError(
+        'HEARTH_E_UNSUPPORTED',
+        runtime?.unavailable ?? `runtime ${version.spec.runtime} is not available on this node`,
+      );
+    }
+    const isolation = this.options.isolations.get(version.spec.isolation);
+    if (isolation === undefined || isolation.unavailable !== undefined) {
+      throw new HearthError(
+        'HEARTH_E_SANDBOX_UNAVAILABLE',
+        isolation?.unavailable ?? `isolation ${version.spec.isolation} is not available`,
+        {
+          retryAfter: 60,
+        },
+      );
+    }
+    const clock = performance.now();
+    const phases = { code: 0, stemCell: 0, attach: 0, load: 0 };
+    const code = await this.options.code.checkoutCode(version.code.hash);
+    phases.code = performance.now() - clock;
+    const network = networkModeOf(version.spec.egress);
+    const pool = this.stemPool(runtime, isolation, network);
+    // Held while the instance lives, so the garbage collector never takes a layer from under it.
+    const layer =
+      version.deps === undefined ? undefined : this.options.code.checkoutLayer?.(version.deps.key);
+    let cell: Awaited<ReturnType<StemCellPool['take']>> | undefined;
+    try {
+      cell = await pool.take();
+      phases.stemCell = performance.now() - clock - phases.code;
+      const depsDir =
+        version.deps === undefined ? undefined : (layer?.dir ?? this.options.code.layerDir(version.deps.key));
+      await this.options.slots.attach(cell.slot, {
+        codeDir: code.dir,
+        codeFiles: version.code.files,
+        deps:
+          version.deps === undefined || depsDir === undefined
+            ? undefined
+            : { dir: depsDir, name: version.deps.mountName },
+      });
+      // A function with network access gets its own /etc/hosts names and, for an allow-list, its rules.
+      if (network !== 'none' && isolation.configureNetwork !== undefined)
+        await isolation.configureNetwork(cell.guest, cell.slot, {
+          egress: version.spec.egress,
+          hostAliases: version.spec.hostAliases,
+        });
+      await isolation.limit?.(cell.guest, {
+        memoryBytes: version.spec.limits.memoryBytes,
+        cpu: version.spec.limits.cpu,
+        pids: version.spec.limits.pids,
+        tmpBytes: version.spec.limits.tmpBytes,
+      });
+      phases.attach = performance.now() - clock - phases.code - phases.stemCell;
+      const root = isolation.guestPathOf(cell.slot);
+      const guest = cell.guest;
+      const logs = this.options.logs;
+      const slots = this.options.slots;
+      const instance = new Instance(
+        version,
+        cell,
+        isolation.name,
+        (log) => logs.write({ ...log, ref: version.ref, version: version.version, instanceId: instance.id }),
+        () => {
+          code.release();
+          layer?.release();
+          void slots.release(cell?.slot ?? { id: '', hostDir: '' });
+        },
+      );
+      guest.on('call', (call) => this.answerCall(instance, call));
+      const bound = await withTimeout(
+        cell.guest.bind({
+          namespace: version.ref.namespace,
+          functionName: version.ref.name,
+          version: version.version,
+          handler: version.spec.handler,
+          codeDir: `${root}/app`,
+          depsDir: version.deps === undefined ? undefined : `${root}/${version.deps.mountName}`,
+          env:
+            this.options.bindEnv === undefined
+              ? version.spec.env
+              : { ...this.options.bindEnv(version), ...version.spec.env },
+          eventFormat: version.spec.eventFormat,
+          memoryMiB: Math.round(version.spec.limits.memoryBytes / 1024 ** 2),
+          timeoutMs: version.spec.limits.timeoutMs,
+          maxBodyBytes: version.spec.limits.maxBodyBytes,
+        }),
+        BIND_TIMEOUT_MS,
+        `loading the handler took longer than ${BIND_TIMEOUT_MS / 1000}s`,
+      );
+      if (!bound.ok) {
+        const error = bound.error ?? { type: 'Error', message: 'unknown error' };
+        // The user's stack goes to the function's logs; an API answer never carries a stack trace.
+        if (error.stack !== undefined) {
+          logs.write({
+            ref: version.ref,
+            version: version.version,
+            instanceId: instance.id,
+            invocationId: undefined,
+            stream: 'stderr',
+            text: error.stack.endsWith('\n') ? error.stack : `${error.stack}\n`,
+          });
+        }
+        throw new HearthError(
+          'HEARTH_E_HANDLER_INVALID',
+          `handler "${version.spec.handler}" could not be loaded: ${error.type}: ${error.message}`,
+          { details: { type: error.type } },
+        );
+      }
+      instance.capacity =
+        version.spec.runtime === 'python3' && bound.concurrent !== true
+          ? 1
+          : version.spec.scaling.targetConcurrency;
+      phases.load = performance.now() - clock - phases.code - phases.stemCell - phases.attach;
+      instance.state = 'ready';
+      instance.readyAt = Date.now();
+      instance.coldStartPhases = phases;
+      return instance;
+    } catch (error) {
+      if (cell !== undefined) await pool.discard(cell);
+      code.release();
+      layer?.release();
+      throw error;
+    }
+  }
+
+  private answerCall(instance: Instance, call: GuestCall): void {
+    const handler = this.options.hostCalls;
+    if (handler === undefined) {
+      call.reply({
+        ok: false,
+        error: { type: 'HEARTH_E_UNSUPPORTED', message: `${call.method} is not available on this platform` },
+      });
+      return;
+    }
+    const invocation = instance.invocationFor(call.seq);
+    handler(
+      {
+        ref: instance.version.ref,
+        version: instance.version.version,
+        instanceId: instance.id,
+        invocationId: invocation?.invocationId,
+        deadline: invocation?.deadline,
+        trace: invocation?.trace,
+      },
+      call.method,
+      call.args,
+    ).then(
+      (value) => call.reply({ ok: true, value }),
+      (error: unknown) =>
+        call.reply({
+          ok: false,
+          error: {
+            type: error instanceof HearthError ? error.code : error instanceof Error ? error.name : 'Error',
+            message: error instanceof Error ? error.message : String(error),
+          },
+        }),
+    );
+  }
+
+  private stemPool(runtime: Runtime, isolation: Isolation, network: NetworkMode): StemCellPool {
+    const key = `${runtime.name}/${isolation.name}/${network}`;
+    let pool = this.stemPools.get(key);
+    if (pool === undefined) {
+      const configured = this.options.stemCells[runtime.name] ?? 1;
+      // The default (sandboxed, no egress) gets the configured pool; other combinations keep one spare.
+      const target =
+        isolation.name === 'sandbox' && network === 'none' ? configured : Math.min(configured, 1);
+      pool = new StemCellPool(runtime, isolation, network, this.options.slots, target, (message) =>
+        this.options.onWarning(message),
+      );
+      this.stemPools.set(key, pool);
+    }
+    return pool;
+  }
+}
+
+/** The stem-cell pool an instance of `version` takes its runtime from (the key `stemPool` files it under). */
+export function stemPoolKey(version: DeployedVersion): string {
+  return `${version.spec.runtime}/${version.spec.isolation}/${networkModeOf(version.spec.egress)}`;
+}
+
+/** Egress `none` is an empty network namespace, `allow` the host's, an allow-list a filtered one of its own. */
+function networkModeOf(egress: DeployedVersion['spec']['egress']): NetworkMode {
+  return egress === 'none' ? 'none' : egress === 'allow' ? 'host' : 'filtered';
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new HearthError('HEARTH_E_HANDLER_INVALID', message)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
