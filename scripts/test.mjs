@@ -52,6 +52,12 @@ if (!has('mosquitto', ['-h']) && !existsSync('/usr/sbin/mosquitto'))
   aptInstall(['mosquitto'], 'mosquitto is needed for the MQTT trigger tests');
 if (!has('nats-server', ['--version']))
   aptInstall(['nats-server'], 'nats-server is needed for the NATS trigger tests');
+// The audit log's syslog sink (issue 13) is tested against rsyslog, a real RFC 5424 receiver over TCP and TLS.
+if (!existsSync('/usr/sbin/rsyslogd') || !existsSync('/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so'))
+  aptInstall(
+    ['rsyslog', 'rsyslog-openssl'],
+    'rsyslog (with its TLS driver) is needed for the audit log syslog sink test',
+  );
 if (!has('java', ['-version']))
   aptInstall(['openjdk-17-jre-headless'], 'Java 17 is needed to run Kafka for the Kafka trigger tests');
 if (!has('mvn', ['-v'])) aptInstall(['maven'], 'Maven is needed to fetch Kafka for the Kafka trigger tests');

@@ -5,6 +5,7 @@ import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { type ComplianceConfig, complianceConfigSchema, resolveCompliance } from './compliance/config.js';
 import { HearthError } from './domain/errors.js';
 import { validationError } from './domain/function.js';
 import { parseBytes, parseCpu, parseDuration } from './domain/units.js';
@@ -167,6 +168,7 @@ export const configFileSchema = z.strictObject({
   tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
   ...observabilityConfigSchema.shape,
   ...eventsConfigSchema.shape,
+  ...complianceConfigSchema.shape,
 });
 
 export type ConfigFile = z.infer<typeof configFileSchema>;
@@ -226,6 +228,8 @@ export interface PlatformConfig {
   readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined;
   readonly observe: ObservabilityConfig;
   readonly events: EventsConfig;
+  /** Secrets and the audit log (issue 13). */
+  readonly compliance: ComplianceConfig;
 }
 
 /** The autoscaler, resolved (issue 4). */
@@ -286,10 +290,11 @@ export function resolveConfig(
   } as ConfigFile;
   const size = (value: string | number | undefined, fallback: number): number =>
     value === undefined ? fallback : (parseBytes(value) ?? fallback);
+  const dataDir = resolve(merged.dataDir ?? '.hearth');
   return Object.freeze({
     port: merged.port ?? 8080,
     host: merged.host ?? '127.0.0.1',
-    dataDir: resolve(merged.dataDir ?? '.hearth'),
+    dataDir,
     examples: merged.examples ?? true,
     logLevel: merged.logLevel ?? 'info',
     stemCells: Object.freeze({
@@ -336,6 +341,7 @@ export function resolveConfig(
         : Object.freeze({ certPath: resolve(merged.tls.cert), keyPath: resolve(merged.tls.key) }),
     observe: resolveObservability(merged),
     events: resolveEvents(merged),
+    compliance: resolveCompliance(merged, dataDir),
   });
 }
 

@@ -7,6 +7,18 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import {
+  AuditLog,
+  assertCryptoSupport,
+  auditInvocations,
+  createSink,
+  Keyring,
+  recordRequest,
+  SecretStore,
+  SinkRunner,
+  setKeyIdentity,
+  verifyPackage,
+} from './compliance/index.js';
 import type { PlatformConfig } from './config.js';
 import type { HealthResponse, ReadinessResponse } from './control/api/types.js';
 import {
@@ -60,6 +72,8 @@ export async function startPlatform(
   config: PlatformConfig,
   output?: NodeJS.WritableStream,
 ): Promise<RunningPlatform> {
+  // Secrets, the audit chain and SM4 invocations rest on SM4 and SM3: refuse to start without them (issue 13).
+  assertCryptoSupport();
   const version = await packageVersion();
   const logger = createLogger(config.logLevel, output);
   const notices: string[] = [];
@@ -77,6 +91,38 @@ export async function startPlatform(
   await rm(join(config.dataDir, 'tmp'), { recursive: true, force: true });
 
   const store = new SqliteStore(join(config.dataDir, 'hearth.db'));
+  // Secrets (issue 13): sealed in hearth.db under the master key; a rotation a crash interrupted is finished here.
+  const keyring = new Keyring({
+    keyFile: config.compliance.secrets.keyFile,
+    envKey: process.env.HEARTH_MASTER_KEY,
+  });
+  const secrets = new SecretStore({
+    file: join(config.dataDir, 'hearth.db'),
+    keyring,
+    algorithm: config.compliance.secrets.algorithm,
+  });
+  if (keyring.created) logger.info(`created the master key file ${keyring.source} (0600)`);
+  if (keyring.rotationPending) {
+    const { resealed, keyId } = secrets.rotateKey();
+    logger.info(
+      `finished an interrupted master key rotation: ${resealed} secret(s) re-sealed under key ${keyId}`,
+    );
+  }
+  // The audit log (issue 13): its own file, SM3-chained, with Ed25519 checkpoints and real-time sinks.
+  const audit = new AuditLog({
+    file: join(config.dataDir, 'audit.db'),
+    signingKeyFile: config.compliance.audit.signingKeyFile,
+    checkpointEvery: config.compliance.audit.checkpointEvery,
+  });
+  const auditSinks = config.compliance.audit.sinks.map(
+    (sink) => new SinkRunner(audit, createSink(sink), (message) => logger.warn(message)),
+  );
+  for (const runner of auditSinks) runner.start();
+  const stopAuditingInvocations = config.compliance.audit.invocations ? auditInvocations(audit) : undefined;
+  for (const name of secrets.unreadable())
+    notices.push(
+      `secret ${name} is sealed under a master key that is not loaded; functions using it will not start`,
+    );
   const logs = new LogStore({ file: join(config.dataDir, 'logs.db'), maxRecords: config.logRecords });
   const code = new CodeStore({ dataDir: config.dataDir, cacheBytes: config.codeCacheBytes });
   await code.init();
@@ -127,6 +173,14 @@ export async function startPlatform(
     audit: (fields, message) => logger.info({ audit: 'security', ...fields }, message),
   });
   security.activeBytes = (ref) => store.getFunction(ref)?.active.codeBytes ?? 0;
+  // The audit log's "who" (issue 13's seam): the id of the key or token's key, never the credential.
+  setKeyIdentity((request) => {
+    try {
+      return security.authenticate(request.headers.authorization)?.keyId;
+    } catch {
+      return undefined;
+    }
+  });
 
   const runtimes = new Map<RuntimeName, Runtime>([
     ['node20', new NodeRuntime()],
@@ -191,7 +245,11 @@ export async function startPlatform(
         observability?.shipLog?.(record);
       },
     },
-    bindEnv: (deployed) => platformEnv(deployed, config.observe.redisUrl),
+    bindEnv: (deployed) => ({
+      ...platformEnv(deployed, config.observe.redisUrl),
+      ...secrets.bindEnv(deployed.ref.namespace, deployed.manifest.spec.secrets),
+      ...secrets.encryptionEnv(deployed.ref.namespace, deployed.manifest.spec.encryption),
+    }),
     policy: createScalingPolicy(config.autoscaler.policy, config.autoscaler),
     autoscaler: config.autoscaler,
     maxMemoryBytes: config.maxMemoryBytes,
@@ -278,8 +336,22 @@ export async function startPlatform(
     telemetry: observability.telemetry,
     metrics: observability.metrics,
     alerts: observability.alerts,
+    auditSinks: () =>
+      auditSinks.map((runner) => ({
+        name: runner.sink.name,
+        lag: runner.lag,
+        lastError: runner.lastError ?? null,
+      })),
   });
   const metricsRoute = observability.metrics?.handler;
+  observability.metrics?.addGauge(
+    'hearth_audit_sink_lag',
+    'Audit records appended but not yet delivered to the sink',
+    ['sink'],
+    (set) => {
+      for (const runner of auditSinks) set({ sink: runner.sink.name }, runner.lag);
+    },
+  );
 
   for (const fn of store.listFunctions()) scheduler.activate(toDeployed(fn.active));
 
@@ -311,10 +383,29 @@ export async function startPlatform(
       platformPorts: () => [listeningPort, ...events.listenerPorts()],
       functions: () => store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
     },
+    checkPackage: async (ref, dir) => {
+      const trusted = config.compliance.signing.trustedKeys(ref.namespace);
+      return trusted.length === 0 ? undefined : verifyPackage(dir, trusted);
+    },
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(
-    { store, deployer, scheduler, logs, onInternal, events: events.api, walls: sandbox.walls, security },
+    {
+      store,
+      deployer,
+      scheduler,
+      logs,
+      onInternal,
+      events: events.api,
+      walls: sandbox.walls,
+      security,
+      compliance: {
+        secrets,
+        audit,
+        sinks: auditSinks,
+        recordRequest: (request, response, action) => recordRequest(audit, request, response, action),
+      },
+    },
     version,
   );
   const health = (): HealthResponse => ({
@@ -486,6 +577,10 @@ export async function startPlatform(
         await sandbox.closeWalls();
         sandbox.close();
         logs.close();
+        secrets.close();
+        stopAuditingInvocations?.();
+        await Promise.all(auditSinks.map((runner) => runner.stop()));
+        audit.close();
         store.close();
         tls?.close();
         logger.flush();

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import * as apply from './commands/apply.js';
+import * as audit from './commands/audit.js';
 import * as deploy from './commands/deploy.js';
 import * as describe from './commands/describe.js';
 import * as dlq from './commands/dlq.js';
@@ -14,6 +15,8 @@ import * as logs from './commands/logs.js';
 import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
 import * as rm from './commands/rm.js';
+import * as secret from './commands/secret.js';
+import * as sign from './commands/sign.js';
 import * as top from './commands/top.js';
 import { exitCodeOf, failureLine, oneLine } from './errors.js';
 import { type CliIo, processIo } from './io.js';
@@ -102,6 +105,9 @@ export function buildProgram(context: CommandContext): Command {
     top,
     rm,
     keys,
+    secret,
+    audit,
+    sign,
   ])
     command.register(program, context);
   return program;

@@ -46,6 +46,11 @@ export interface DeployerOptions {
   readonly admit?: (candidates: readonly DeployCandidate[]) => void;
   /** What an egress allow-list may not name (the platform's ports, other tenants' functions). */
   readonly egressTenancy?: EgressTenancy;
+  /**
+   * Checks an unpacked package before anything is built from it (signed packages, issue 13): resolves
+   * with the signer's key id, undefined when no signature is required, or throws the refusal.
+   */
+  readonly checkPackage?: (ref: FunctionRef, dir: string) => Promise<string | undefined>;
 }
 
 export type DeployListener = (event: DeployEvent) => void;
@@ -83,6 +88,8 @@ export interface DeployOptions {
   readonly verify?: boolean;
   /** Rewrites the manifest before validation (used to downgrade bundled examples' isolation). */
   readonly adjust?: (manifest: FunctionManifest) => FunctionManifest;
+  /** Told the key id that signed the package, when signatures are required (for the audit log). */
+  readonly onSigner?: (keyId: string) => void;
 }
 
 export class Deployer {
@@ -398,6 +405,8 @@ export class Deployer {
     clock: PhaseClock,
     options: DeployOptions,
   ): Promise<PreparedVersion> {
+    const signer = await this.options.checkPackage?.(ref, dir);
+    if (signer !== undefined) options.onSigner?.(signer);
     const parsed = await this.readManifest(dir);
     const manifest = this.validate(ref, parsed, MANIFEST_FILE, options.adjust);
     const spec = resolveSpec(manifest.spec);

@@ -4,6 +4,7 @@
 
 import type { Handler } from '../gateway/index.js';
 import { applyDocuments } from './api/apply.js';
+import { auditRoutes } from './api/audit.js';
 import type { ApiContext } from './api/context.js';
 import { configureFunction } from './api/function-configure.js';
 import { deleteFunction } from './api/function-delete.js';
@@ -15,6 +16,7 @@ import { listFunctions } from './api/functions-list.js';
 import { eventRoutes } from './api/gateways.js';
 import { openApi } from './api/openapi.js';
 import { createRouter, type Route } from './api/router.js';
+import { secretRoutes } from './api/secrets.js';
 import { securityRoutes } from './api/security.js';
 import { stats } from './api/stats.js';
 
@@ -43,6 +45,25 @@ export function createControlApi(context: ApiContext, version: string): Handler 
   ];
   routes.push(...eventRoutes(context));
   routes.push(...securityRoutes(context));
+  routes.push(...secretRoutes(context));
+  routes.push(...auditRoutes(context));
   routes.push(openApi(() => routes, version));
-  return createRouter(routes, context.onInternal, context.security);
+  return createRouter(audited(routes, context), context.onInternal, context.security);
+}
+
+/** Every route that changes something is audited (issue 13): who, what, when, from where, the outcome. */
+function audited(routes: readonly Route[], context: ApiContext): Route[] {
+  const compliance = context.compliance;
+  if (compliance === undefined) return [...routes];
+  return routes.map((route) =>
+    route.method === 'GET' || route.method === 'HEAD'
+      ? route
+      : {
+          ...route,
+          handle: (request) => {
+            compliance.recordRequest(request.req, request.res, `${route.method} ${route.path}`);
+            return route.handle(request);
+          },
+        },
+  );
 }

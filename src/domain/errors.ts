@@ -30,6 +30,12 @@ export const ERROR_CATALOGUE = {
   },
   /** A namespace quota on a count or a size (functions, instances, memory, code bytes) refused the change. */
   HEARTH_E_QUOTA_EXCEEDED: { status: 403, kind: 'user', summary: "A namespace's quota is used up." },
+  /** A package signature is required and missing, altered or by an untrusted key (issue 13). */
+  HEARTH_E_SIGNATURE_INVALID: {
+    status: 403,
+    kind: 'user',
+    summary: 'The code package is unsigned, altered or signed by an untrusted key.',
+  },
   /** No function of that name exists in that namespace. */
   HEARTH_E_FN_NOT_FOUND: { status: 404, kind: 'user', summary: 'The function does not exist.' },
   /** No route matches the path. */

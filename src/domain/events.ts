@@ -31,6 +31,10 @@ export interface InvocationEvent {
   readonly path?: string;
   /** The instance that served it, when one did. */
   readonly instanceId?: string;
+  /** The request body, for the audit log's payload hash (issue 13); observers must not keep or log it. */
+  readonly payload?: Buffer;
+  /** The client's address, for the audit log. */
+  readonly sourceIp?: string;
 }
 
 /** Where a cold start's time went, in milliseconds. */

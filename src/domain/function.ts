@@ -1,6 +1,7 @@
 /** @module The Function resource: its schema (shared by API and CLI), defaults, and the resolved spec the platform runs. */
 
 import { z } from 'zod';
+import { encryptionSchema, secretRefsSchema } from './compliance.js';
 import { describeValue, echoable, HearthError } from './errors.js';
 import { rateLimitSchema, triggersSchema } from './triggers.js';
 import { parseBytes, parseCpu, parseDuration } from './units.js';
@@ -170,6 +171,10 @@ export const functionSpecSchema = z.strictObject({
       audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
     })
     .optional(),
+  /** Secrets the function receives as env or files (issue 13; domain/compliance.ts). */
+  secrets: secretRefsSchema.optional(),
+  /** Request and response bodies sealed with SM4-GCM, opened in the sandbox (issue 13). */
+  encryption: encryptionSchema.optional(),
 });
 
 export const metadataSchema = z.strictObject({

@@ -230,6 +230,8 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
               method: req.method ?? 'GET',
               path: target.path,
               instanceId: response.instanceId,
+              payload: body,
+              sourceIp: req.socket.remoteAddress,
             } satisfies InvocationEvent);
         },
       );

@@ -148,6 +148,27 @@ export class Metrics {
     );
   };
 
+  /** A gauge another part fills when scraped (`hearth_audit_sink_lag`, issue 13). */
+  addGauge(
+    name: string,
+    help: string,
+    labelNames: string[],
+    fill: (set: (labels: Labels, value: number) => void) => void,
+  ): void {
+    for (const registry of [this.prometheus, this.openMetrics]) {
+      const metric: Gauge<string> = new Gauge({
+        name,
+        help,
+        labelNames,
+        registers: [registry],
+        collect: () => {
+          metric.reset();
+          fill((labels, value) => metric.set(labels, value));
+        },
+      });
+    }
+  }
+
   /** The exposition text, as Prometheus (or, with `openMetrics`, an OpenMetrics scraper) would get it. */
   text(openMetrics = false): Promise<string> {
     return this.render(openMetrics ? this.openMetrics : this.prometheus);

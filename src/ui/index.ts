@@ -37,6 +37,8 @@ export interface UiOptions {
   readonly telemetry: Telemetry | undefined;
   readonly metrics: Metrics | undefined;
   readonly alerts: { evaluate(): AlertStatus[] } | undefined;
+  /** Each audit sink's lag (issue 13), shown in the page's header line. */
+  readonly auditSinks?: () => readonly { name: string; lag: number; lastError: string | null }[];
 }
 
 const STATIC_DIR = join(dirname(fileURLToPath(import.meta.url)), 'static');
@@ -158,6 +160,7 @@ function overview(options: UiOptions): unknown {
     alerts: options.alerts?.evaluate() ?? [],
     scaling: [...(options.telemetry?.scaling ?? [])].reverse().slice(0, 30).map(scalingView),
     stemCells: Object.fromEntries(stemCells),
+    auditSinks: options.auditSinks?.() ?? [],
   };
 }
 

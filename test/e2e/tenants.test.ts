@@ -201,6 +201,19 @@ describe('a loopback platform', () => {
     }
   });
 
+  it('names the key, never the secret, in the audit log, which only an admin reads', async () => {
+    await call(hearth.url, '/api/v1/namespaces/team-a/functions/not-there', { method: 'DELETE', key: admin });
+    const audit = await call(hearth.url, '/api/v1/audit?limit=1000', { key: admin });
+    expect(audit.status).toBe(200);
+    const records = audit.body.items as { action: string; target: string; actor: { key?: string } }[];
+    const deletion = records.find(
+      (record) => record.target === '/api/v1/namespaces/team-a/functions/not-there',
+    );
+    expect(deletion?.actor.key).toBe(admin.slice(4, 16));
+    expect(audit.text).not.toContain(admin.slice(17));
+    expect((await call(hearth.url, '/api/v1/audit', { key: keys.viewer })).status).toBe(403);
+  });
+
   it('refuses other namespaces without saying what exists there', async () => {
     await deploy(hearth.url, 'secret', 'team-b', nodeFunction('secret', 'team-b'), admin);
     const existing = await call(hearth.url, '/api/v1/namespaces/team-b/functions/secret', {

@@ -33,6 +33,7 @@ import {
   type ConnectionOptions,
   connect,
   DEFAULT_NAMESPACE,
+  isValidLabel,
   type NamespaceOptions,
   type OutputOptions,
 } from '../options.js';
@@ -65,6 +66,16 @@ interface PlannedTrigger {
   readonly namespace: string;
 }
 
+/** One Secret document (issue 13): sent as written; the server validates it without echoing values. */
+interface PlannedSecret {
+  readonly kind: 'secret';
+  readonly position: string;
+  readonly label: string;
+  readonly resource: string;
+  readonly manifest: { readonly metadata: { readonly name: string } } & Record<string, unknown>;
+  readonly namespace: string;
+}
+
 /** One validated Namespace document (issue 10): a tenant's policy and quotas. */
 interface PlannedNamespace {
   readonly kind: 'namespace';
@@ -76,7 +87,7 @@ interface PlannedNamespace {
 }
 
 /** One validated document, ready to apply. */
-type Planned = PlannedFunction | PlannedGateway | PlannedTrigger | PlannedNamespace;
+type Planned = PlannedFunction | PlannedGateway | PlannedTrigger | PlannedSecret | PlannedNamespace;
 
 interface PlannedFunction {
   readonly kind: 'function';
@@ -188,7 +199,9 @@ const APPLY_PATH = `${API_PREFIX}/apply`;
 
 /** The document as the apply request carries it: the namespace the flag chose written into it. */
 function bodyOf(item: Planned): unknown {
-  if (item.kind !== 'function') return item.manifest;
+  if (item.kind === 'gateway' || item.kind === 'trigger' || item.kind === 'namespace') return item.manifest;
+  if (item.kind === 'secret')
+    return { ...item.manifest, metadata: { ...item.manifest.metadata, namespace: item.namespace } };
   return item.pinNamespace === undefined
     ? item.manifest
     : { ...item.manifest, metadata: { ...item.manifest.metadata, namespace: item.pinNamespace } };
@@ -255,9 +268,11 @@ async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
         ? planGateway(document, lineCounter, input, `document ${index + 1}`, options)
         : kind === 'Trigger'
           ? planTrigger(document, lineCounter, input, `document ${index + 1}`, options)
-          : kind === 'Namespace'
-            ? planNamespace(document, lineCounter, input, `document ${index + 1}`)
-            : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
+          : kind === 'Secret'
+            ? planSecret(document, input, `document ${index + 1}`, options)
+            : kind === 'Namespace'
+              ? planNamespace(document, lineCounter, input, `document ${index + 1}`)
+              : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
     const key = `${item.kind}:${item.namespace}/${item.manifest.metadata.name}`;
     const earlier = seen.get(key);
     if (earlier !== undefined) {
@@ -271,6 +286,38 @@ async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
   }
   if (planned.length === 0) throw new CliError(`${input.label}: no resources found`);
   return planned;
+}
+
+function planSecret(
+  document: Document,
+  input: Input,
+  position: string,
+  options: ApplyOptions,
+): PlannedSecret {
+  const raw: unknown = document.toJS();
+  const metadata =
+    raw !== null &&
+    typeof raw === 'object' &&
+    'metadata' in raw &&
+    raw.metadata !== null &&
+    typeof raw.metadata === 'object'
+      ? (raw.metadata as { name?: unknown; namespace?: unknown })
+      : {};
+  const name = typeof metadata.name === 'string' ? metadata.name : '';
+  const label = `${position} (secret/${name})`;
+  if (!isValidLabel(name))
+    throw new CliError(`${input.label}: ${label}: metadata.name: expected a lower-case DNS label`, {
+      code: 'HEARTH_E_VALIDATION',
+    });
+  const own = typeof metadata.namespace === 'string' ? metadata.namespace : undefined;
+  return {
+    kind: 'secret',
+    position,
+    label,
+    resource: `secret/${name}`,
+    manifest: raw as PlannedSecret['manifest'],
+    namespace: options.namespace ?? own ?? DEFAULT_NAMESPACE,
+  };
 }
 
 function planNamespace(

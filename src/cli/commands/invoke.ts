@@ -3,6 +3,13 @@
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import type { Command } from 'commander';
+import {
+  openBody,
+  PLAIN_TYPE_HEADER,
+  parseSm4Key,
+  SM4_CONTENT_TYPE,
+  sealBody,
+} from '../../compliance/sm4-gcm.js';
 import { type ApiClient, hearthErrorOf, parseJson } from '../client.js';
 import { CliError } from '../errors.js';
 import { type CliIo, isTty, readAll } from '../io.js';
@@ -31,6 +38,8 @@ interface InvokeOptions extends ConnectionOptions, NamespaceOptions, OutputOptio
   readonly verbose?: boolean;
   readonly async?: boolean;
   readonly callbackUrl?: string;
+  readonly encrypt?: boolean;
+  readonly keyFile?: string;
 }
 
 interface RequestBody {
@@ -53,7 +62,9 @@ export function register(program: Command, context: CommandContext): void {
       '--async',
       'queue the invocation (POST /async-function/NAME): prints its id; `hearth get invocation ID` shows the result',
     )
-    .option('--callback-url <url>', 'with --async: where the platform POSTs the result');
+    .option('--callback-url <url>', 'with --async: where the platform POSTs the result')
+    .option('--encrypt', 'seal the body with SM4-GCM (application/hearth-sm4) and open the answer (issue 13)')
+    .option('--key-file <file>', 'with --encrypt: the 128-bit SM4 key, 32 hex digits');
   addNamespaceOption(command);
   addOutputOption(command);
   addConnectionOptions(command);
@@ -65,13 +76,20 @@ export function register(program: Command, context: CommandContext): void {
 async function invoke(name: string, options: InvokeOptions, context: CommandContext): Promise<void> {
   const { io } = context;
   const client = connect(options, io, context.version);
-  const body = options.data === undefined ? undefined : await readData(options.data, io);
+  const key = options.encrypt === true ? await readSm4Key(options.keyFile) : undefined;
+  if (key === undefined && options.keyFile !== undefined) throw new CliError('--key-file needs --encrypt');
+  const plainBody = options.data === undefined ? undefined : await readData(options.data, io);
+  const body =
+    key === undefined || plainBody === undefined
+      ? plainBody
+      : { bytes: sealBody(key, plainBody.bytes), contentType: SM4_CONTENT_TYPE };
   const method = (options.method ?? (body === undefined ? 'GET' : 'POST')).toUpperCase();
   if (body !== undefined && (method === 'GET' || method === 'HEAD')) {
     throw new CliError(`--data cannot be sent with ${method}; use --method POST (or PUT, PATCH)`);
   }
   const headers: Record<string, string> = {};
   if (body !== undefined) headers['content-type'] = body.contentType;
+  if (key !== undefined && plainBody !== undefined) headers[PLAIN_TYPE_HEADER] = plainBody.contentType;
   for (const header of options.header) {
     const [key, value] = splitPair(header, '--header', /[:=]/);
     headers[key.toLowerCase()] = value;
@@ -91,7 +109,32 @@ async function invoke(name: string, options: InvokeOptions, context: CommandCont
   });
   const bytes = await readBytes(client, response);
   if (options.verbose === true) reportVerbose(response, performance.now() - started, io);
+  if (key !== undefined && (response.headers.get('content-type') ?? '').startsWith(SM4_CONTENT_TYPE)) {
+    let plain: Buffer;
+    try {
+      plain = openBody(key, bytes);
+    } catch (error) {
+      throw new CliError(`the answer could not be opened: ${(error as Error).message}`);
+    }
+    const headers = new Headers(response.headers);
+    headers.set('content-type', response.headers.get(PLAIN_TYPE_HEADER) ?? 'application/octet-stream');
+    report(new Response(null, { status: response.status, headers }), plain, options, io);
+    return;
+  }
   report(response, bytes, options, io);
+}
+
+/** The SM4 key of `--encrypt`: a file of 32 hex digits (or 16 raw bytes). */
+async function readSm4Key(file: string | undefined): Promise<Buffer> {
+  if (file === undefined)
+    throw new CliError('--encrypt needs --key-file FILE (32 hex digits: openssl rand -hex 16)');
+  const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
+    throw new CliError(`--key-file ${file}: cannot read the file (${error.code ?? 'error'})`);
+  });
+  const key = parseSm4Key(bytes);
+  if (key === undefined)
+    throw new CliError(`--key-file ${file}: expected a 128-bit SM4 key as 32 hex digits`);
+  return key;
 }
 
 async function readBytes(client: ApiClient, response: Response): Promise<Buffer> {

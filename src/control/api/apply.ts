@@ -5,6 +5,7 @@
  * nothing and names the document (index, kind, name) and the reason.
  */
 
+import { isSecretName, parseSecretData } from '../../domain/compliance.js';
 import { HearthError, isHearthError } from '../../domain/errors.js';
 import type { FunctionRef } from '../../domain/function.js';
 import type { PreparedEventTrigger } from '../../eventing/index.js';
@@ -33,7 +34,8 @@ type Planned =
   | { readonly label: Label; readonly kind: 'Function'; readonly prepared: PreparedVersion }
   | { readonly label: Label; readonly kind: 'EventGateway'; readonly prepared: PreparedGateway }
   | { readonly label: Label; readonly kind: 'Namespace'; readonly prepared: NamespaceManifest }
-  | { readonly label: Label; readonly kind: 'Trigger'; readonly prepared: PreparedEventTrigger };
+  | { readonly label: Label; readonly kind: 'Trigger'; readonly prepared: PreparedEventTrigger }
+  | { readonly label: Label; readonly kind: 'Secret'; readonly values: Map<string, Buffer> };
 
 export function applyDocuments(context: ApiContext): Route {
   return {
@@ -188,7 +190,7 @@ async function applyAll(
         unchanged:
           item.kind === 'Function'
             ? context.deployer.isUnchanged(item.prepared)
-            : item.kind === 'Namespace'
+            : item.kind === 'Secret' || item.kind === 'Namespace'
               ? false
               : item.prepared.unchanged,
       })),
@@ -206,6 +208,20 @@ async function applyAll(
       ) ?? changedGateways[0];
     throw culprit === undefined ? error : documentError(culprit.label, error);
   }
+  // Secrets go first: a Function of the same apply is verified with them bound. A refusal puts back exactly
+  // what was stored before (issue 13).
+  const secretItems = planned.filter((item) => item.kind === 'Secret');
+  const undoSecrets =
+    secretItems.length === 0
+      ? undefined
+      : context.compliance?.secrets.putAll(
+          secretItems.map((item) => ({
+            namespace: item.label.namespace,
+            name: item.label.name,
+            values: item.values,
+          })),
+        );
+  for (const item of secretItems) for (const value of item.values.values()) value.fill(0);
   let outcomes: Awaited<ReturnType<typeof context.deployer.releaseAll>>;
   try {
     outcomes = await context.deployer.releaseAll(
@@ -221,6 +237,7 @@ async function applyAll(
     );
   } catch (error) {
     await undoPorts?.();
+    undoSecrets?.();
     throw error;
   }
   await events?.gateways.activate(changedGateways.map((item) => item.prepared));
@@ -236,6 +253,7 @@ async function applyAll(
       namespace: item.label.namespace,
       name: item.label.name,
     };
+    if (item.kind === 'Secret') return { ...base, unchanged: false };
     if (item.kind === 'Namespace') return { ...base, unchanged: false };
     if (item.kind === 'EventGateway')
       return {
@@ -288,11 +306,17 @@ function plan(context: ApiContext, document: RequestDocument, label: Label): Pla
       kind: 'Trigger',
       prepared: eventsOf(context).eventing.prepare(label.namespace, label.name, document.manifest),
     };
+  if (label.kind === 'Secret' && context.compliance !== undefined)
+    return { label, kind: 'Secret', values: planSecret(document.manifest, label) };
   throw new HearthError(
     'HEARTH_E_VALIDATION',
-    `kind: got "${label.kind}", expected "Function", "EventGateway", "Trigger" or "Namespace"`,
+    `kind: got "${label.kind}", expected "Function", "EventGateway", "Trigger", "Secret" or "Namespace"`,
     {
-      details: { field: 'kind', value: label.kind, expected: 'Function, EventGateway, Trigger or Namespace' },
+      details: {
+        field: 'kind',
+        value: label.kind,
+        expected: 'Function, EventGateway, Trigger, Secret or Namespace',
+      },
     },
   );
 }
@@ -301,4 +325,29 @@ function plan(context: ApiContext, document: RequestDocument, label: Label): Pla
 function conflictingGateway(error: HearthError): string | undefined {
   const gateway = error.code === 'HEARTH_E_ROUTE_CONFLICT' ? error.details?.gateway : undefined;
   return typeof gateway === 'string' ? gateway : undefined;
+}
+
+/** A Secret document's values; its refusals never quote a value (domain/compliance.ts). */
+function planSecret(manifest: unknown, label: Label): Map<string, Buffer> {
+  const { apiVersion, data, stringData, metadata, kind, ...rest } = manifest as Record<string, unknown>;
+  if (apiVersion !== 'hearth.dev/v1')
+    throw new HearthError('HEARTH_E_VALIDATION', `apiVersion: expected "hearth.dev/v1"`, {
+      details: { field: 'apiVersion', expected: '"hearth.dev/v1"' },
+    });
+  if (!isSecretName(label.name) || !isSecretName(label.namespace))
+    throw new HearthError('HEARTH_E_VALIDATION', 'metadata.name: expected a lower-case DNS label', {
+      details: { field: 'metadata.name', expected: 'a lower-case DNS label' },
+    });
+  const unknown = Object.keys(rest)[0];
+  if (unknown !== undefined)
+    throw new HearthError(
+      'HEARTH_E_VALIDATION',
+      `${unknown.slice(0, 64)}: no such field on a Secret (data, stringData)`,
+      {
+        details: { field: unknown.slice(0, 64), expected: 'data or stringData' },
+      },
+    );
+  void kind;
+  void metadata;
+  return parseSecretData(data, stringData, 'Secret');
 }

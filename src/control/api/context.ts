@@ -1,5 +1,6 @@
 /** @module What the control API's handlers work with, and the checks every function route shares. */
 
+import type { ComplianceApi } from '../../compliance/index.js';
 import { HearthError, invalidField } from '../../domain/errors.js';
 import type { FunctionRef } from '../../domain/function.js';
 import type { LogStore } from '../../observe/index.js';
@@ -23,6 +24,8 @@ export interface ApiContext {
   readonly walls?: readonly WallStatus[];
   /** Keys, roles, namespaces and quotas (issue 10); without it every route is open. */
   readonly security?: Security;
+  /** Secrets, the audit log and package signatures (issue 13); their routes exist only with it. */
+  readonly compliance?: ComplianceApi;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

@@ -4,6 +4,7 @@
  */
 
 import type { ServerResponse } from 'node:http';
+import { auditDetail } from '../../compliance/index.js';
 import { errorBody, HearthError, isHearthError } from '../../domain/errors.js';
 import { clientClosed, sendJson } from '../../gateway/index.js';
 import { type ApiContext, refFrom } from './context.js';
@@ -36,6 +37,8 @@ export function deployFunction(context: ApiContext): Route {
         );
       }
       const verify = request.query.get('verify') !== 'false';
+      // The audit record of this deploy names the key that signed the package (issue 13).
+      const onSigner = (signer: string): void => auditDetail(request.req, { signer });
       const stage = request.query.get('stage') === 'true';
       const streaming = (request.req.headers.accept ?? '').includes('application/x-ndjson');
       if (stage && !streaming) {
@@ -44,7 +47,10 @@ export function deployFunction(context: ApiContext): Route {
         return;
       }
       if (!streaming) {
-        const outcome = await context.deployer.deployArchive(ref, request.req, () => {}, { verify });
+        const outcome = await context.deployer.deployArchive(ref, request.req, () => {}, {
+          verify,
+          onSigner,
+        });
         const fn = context.store.getFunction(ref);
         sendJson(request.res, 200, {
           unchanged: outcome.unchanged,
@@ -61,7 +67,7 @@ export function deployFunction(context: ApiContext): Route {
           const staged = await context.deployer.stageArchive(ref, request.req, emit);
           emit({ event: 'staged', staged: staged.id, expiresAt: staged.expiresAt });
         } else {
-          const outcome = await context.deployer.deployArchive(ref, request.req, emit, { verify });
+          const outcome = await context.deployer.deployArchive(ref, request.req, emit, { verify, onSigner });
           const fn = context.store.getFunction(ref);
           if (fn !== undefined)
             emit({ event: 'result', function: detailOf(context, fn), deployment: outcome.deployment });
@@ -78,6 +84,7 @@ export function deployFunction(context: ApiContext): Route {
               'HEARTH_E_INTERNAL',
               'an internal error occurred; the platform log has the details',
             );
+        auditDetail(request.req, { errorCode: failure.code, errorStatus: failure.status });
         emit({ event: 'error', error: errorBody(failure).error });
         // The upload may not have been read to its end; drain it so the client sees the event.
         request.req.resume();

@@ -238,7 +238,7 @@ export type DeployEvent =
 /** One document's outcome in `POST /api/v1/apply`, in the order the documents were given. */
 export interface ApplyDocumentOutcome {
   readonly index: number;
-  readonly kind: 'Function' | 'EventGateway' | 'Trigger' | 'Namespace';
+  readonly kind: 'Function' | 'EventGateway' | 'Trigger' | 'Secret' | 'Namespace';
   readonly namespace: string;
   readonly name: string;
   /** Nothing changed: the resource already had this spec (and code). */

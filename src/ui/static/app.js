@@ -276,8 +276,12 @@ async function refresh() {
     const cells = Object.entries(overview.stemCells)
       .map(([runtime, ready]) => `${runtime} ${ready}`)
       .join(', ');
+    // Audit sinks (issue 13): records not yet delivered to each receiver, and why when it is failing.
+    const sinks = (overview.auditSinks ?? [])
+      .map((sink) => `${sink.name} lag ${sink.lag}${sink.lastError ? ` (${sink.lastError})` : ''}`)
+      .join(', ');
     document.getElementById('meta').textContent =
-      `v${overview.version} · ${overview.functions.length} functions · stem cells ready: ${cells || 'none'} · updated ${new Date(overview.time).toLocaleTimeString()}`;
+      `v${overview.version} · ${overview.functions.length} functions · stem cells ready: ${cells || 'none'}${sinks ? ` · audit sinks: ${sinks}` : ''} · updated ${new Date(overview.time).toLocaleTimeString()}`;
     renderAlerts(overview.alerts, overview.metrics);
     renderFunctions(overview.functions);
     renderScaling(overview.scaling);

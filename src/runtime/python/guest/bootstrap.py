@@ -601,6 +601,178 @@ def arity(fn):
     return min(positional, 2)
 
 
+# --- SM4 on the transaction path (issue 13) ---------------------------------------------------------------
+# A copy of src/compliance/sm4-gcm.ts: GCM from OpenSSL's sm4-ctr and sm4-ecb (through ctypes, on the
+# libcrypto this Python already loaded for hashlib: no package needed) plus GHASH written out.
+# Wire format: 0x01 | nonce (12) | ciphertext | tag (16), the version byte as associated data.
+sm4_key = None
+_libcrypto = None
+_GCM_R = 0xE1 << 120
+
+
+def _crypto():
+    global _libcrypto
+    if _libcrypto is None:
+        import ctypes
+        import hashlib  # noqa: F401 - loads libcrypto into the process
+
+        path = "libcrypto.so.3"
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if "libcrypto.so" in line:
+                    path = line.split()[-1]
+                    break
+        lib = ctypes.CDLL(path)
+        lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p
+        lib.EVP_get_cipherbyname.restype = ctypes.c_void_p
+        lib.EVP_get_cipherbyname.argtypes = [ctypes.c_char_p]
+        lib.EVP_EncryptInit_ex.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+        lib.EVP_CIPHER_CTX_set_padding.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.EVP_EncryptUpdate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, ctypes.c_int]
+        lib.EVP_CIPHER_CTX_free.argtypes = [ctypes.c_void_p]
+        _libcrypto = (lib, ctypes)
+    return _libcrypto
+
+
+def _sm4(name, key, iv, data):
+    lib, ctypes = _crypto()
+    ctx = lib.EVP_CIPHER_CTX_new()
+    try:
+        if not lib.EVP_EncryptInit_ex(ctx, lib.EVP_get_cipherbyname(name), None, key, iv):
+            raise RuntimeError(f"OpenSSL has no {name.decode()}")
+        lib.EVP_CIPHER_CTX_set_padding(ctx, 0)
+        out = ctypes.create_string_buffer(len(data) + 16)
+        written = ctypes.c_int(0)
+        lib.EVP_EncryptUpdate(ctx, out, ctypes.byref(written), data, len(data))
+        return out.raw[: written.value]
+    finally:
+        lib.EVP_CIPHER_CTX_free(ctx)
+
+
+def _times_x(value):
+    return (value >> 1) ^ _GCM_R if value & 1 else value >> 1
+
+
+# Shoup's 8-bit tables, as src/compliance/sm4-gcm.ts: what eight bits shifted out fold back in, and per key
+# the 256 multiples n*H (n a byte, its high bit the x^0 coefficient); 16 steps a block instead of 128.
+def _reduce_8():
+    table = []
+    for bits in range(256):
+        value = bits
+        for _ in range(8):
+            value = _times_x(value)
+        table.append(value)
+    return table
+
+
+_REDUCE_8 = _reduce_8()
+_ghash_tables = {}
+
+
+def _multiples(h):
+    table = _ghash_tables.get(h)
+    if table is None:
+        rows = [0] * 256
+        value = h
+        bit = 0x80
+        while bit:
+            rows[bit] = value
+            value = _times_x(value)
+            bit >>= 1
+        for n in range(1, 256):
+            high = 1 << (n.bit_length() - 1)
+            if n != high:
+                rows[n] = rows[high] ^ rows[n ^ high]
+        table = _ghash_tables[h] = rows
+    return table
+
+
+def _gmul(x, table):
+    z = 0
+    for shift in range(0, 128, 8):
+        z = (z >> 8) ^ _REDUCE_8[z & 0xFF] ^ table[(x >> shift) & 0xFF]
+    return z
+
+
+def _counter(nonce, value):
+    return nonce + value.to_bytes(4, "big")
+
+
+def _gcm_tag(key, nonce, aad, ciphertext):
+    table = _multiples(int.from_bytes(_sm4(b"sm4-ecb", key, None, bytes(16)), "big"))
+    y = 0
+    for data in (aad, ciphertext):
+        for offset in range(0, len(data), 16):
+            block = data[offset : offset + 16].ljust(16, b"\0")
+            y = _gmul(y ^ int.from_bytes(block, "big"), table)
+    lengths = (len(aad) * 8).to_bytes(8, "big") + (len(ciphertext) * 8).to_bytes(8, "big")
+    y = _gmul(y ^ int.from_bytes(lengths, "big"), table)
+    y ^= int.from_bytes(_sm4(b"sm4-ecb", key, None, _counter(nonce, 1)), "big")
+    return y.to_bytes(16, "big")
+
+
+def open_invocation(key, meta, body):
+    """The request's body opened and its content type restored; a refusal is a 400 naming the problem."""
+    if not body:
+        return meta, body
+    raw = meta["rawHeaders"]
+    kind, plain_type, kept = "", "application/octet-stream", []
+    for i in range(0, len(raw), 2):
+        name = raw[i].lower()
+        if name == "content-type":
+            kind = raw[i + 1].split(";")[0].strip().lower()
+        elif name == "x-hearth-plain-content-type":
+            plain_type = raw[i + 1]
+        elif name != "content-length":
+            kept += [raw[i], raw[i + 1]]
+    if kind != "application/hearth-sm4":
+        got = kind or "no content type"
+        raise BadEvent(
+            f"this function takes SM4-GCM sealed bodies (content-type application/hearth-sm4), got {got}; "
+            "seal it with: hearth invoke --encrypt --key-file KEY"
+        )
+    body = bytes(body)
+    if len(body) < 29 or body[0] != 1:
+        raise BadEvent("the body is not in the hearth-sm4 wire format (version 1, 12-byte nonce, ciphertext, 16-byte tag)")
+    nonce, ciphertext, tag = body[1:13], body[13:-16], body[-16:]
+    import hmac
+
+    if not hmac.compare_digest(_gcm_tag(key, nonce, body[:1], ciphertext), tag):
+        raise BadEvent("the SM4-GCM tag does not match: the body was sealed under another key, or altered")
+    plain = _sm4(b"sm4-ctr", key, _counter(nonce, 2), ciphertext)
+    kept += ["content-type", plain_type, "content-length", str(len(plain))]
+    return {**meta, "rawHeaders": kept}, plain
+
+
+def seal_response(key, headers, body):
+    plain_type = headers.get("content-type")
+    nonce = os.urandom(12)
+    ciphertext = _sm4(b"sm4-ctr", key, _counter(nonce, 2), bytes(body))
+    sealed = b"\x01" + nonce + ciphertext + _gcm_tag(key, nonce, b"\x01", ciphertext)
+    headers = {**headers, "content-type": "application/hearth-sm4"}
+    if isinstance(plain_type, str):
+        headers["x-hearth-plain-content-type"] = plain_type
+    return headers, sealed
+
+
+def write_secret_files():
+    """Secrets with a mountPath (issue 13): HEARTH_SECRET_FILES, JSON of {"<mountPath>/<key>": base64},
+    becomes files in a 0700 folder of the instance's private tmp named by HEARTH_SECRETS_DIR."""
+    encoded = os.environ.pop("HEARTH_SECRET_FILES", None)
+    if encoded is None:
+        return
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="hearth-secrets-")
+    for path, value in json.loads(encoded).items():
+        target = os.path.join(folder, path)
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(base64.b64decode(value))
+    os.environ["HEARTH_SECRETS_DIR"] = folder
+
+
 class Function:
     def __init__(self, bound):
         global max_body_bytes
@@ -616,6 +788,10 @@ class Function:
             AWS_LAMBDA_FUNCTION_VERSION=str(bound["version"]),
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(bound["memoryMiB"]),
         )
+        write_secret_files()
+        global sm4_key
+        encoded_key = os.environ.pop("HEARTH_SM4_KEY", None)
+        sm4_key = None if encoded_key is None else bytes.fromhex(encoded_key)
         os.chdir(bound["codeDir"])
         sys.path.insert(0, bound["codeDir"])
         if bound.get("depsDir"):
@@ -643,6 +819,8 @@ class Function:
         direct_format = self.format == "lambda-direct"
 
     def call(self, meta, body, seq):
+        if sm4_key is not None:
+            meta, body = open_invocation(sm4_key, meta, body)
         event = direct_event(meta, body) if meta.get("direct") else self.make_event(meta, body)
         if self.arity >= 2:
             return self.fn(event, Context(meta, self.bound, seq))
@@ -686,6 +864,8 @@ def reply(ident, value, direct=False):
         status, headers, body = 200, {"content-type": "application/json"}, json.dumps(value, default=str).encode()
     else:
         status, headers, body = to_response(value)
+    if sm4_key is not None:
+        headers, body = seal_response(sm4_key, headers, body)
     if max_body_bytes is not None and len(body) > max_body_bytes:
         raise ResponseTooLarge(f"the response body is {len(body)} bytes; limits.maxBody allows at most {max_body_bytes}")
     send(T_RESULT, ident, [status, flat_headers(headers)], body)
