@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { abuseBench } from './abuse.mjs';
+import { authBench } from './auth.mjs';
 import { buildsBench } from './builds.mjs';
 import { cloudEventsBench } from './cloudevents.mjs';
 import { coldBench } from './cold.mjs';
@@ -43,6 +44,7 @@ if (want('cold-burst')) results.coldBurst = await coldBurstBench();
 if (want('density')) results.density = await densityBench();
 if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
 if (want('telemetry')) results.telemetry = await telemetryBench({ seconds: 5, connections: 50, rounds: 6 });
+if (want('auth')) results.auth = await authBench({ seconds: 5, connections: 50, rounds: 5 });
 if (want('state')) results.state = await stateBench({ rounds: 5, perRound: 1000 });
 if (want('egress')) results.egress = await egressBench({ count: 20 });
 if (want('traffic')) results.traffic = await trafficBench({ rate: 1000, seconds: 10 });
@@ -174,6 +176,24 @@ if (results.footprint) {
     `| dependency layer reused on code-only redeploy | ${f.redeploy.layerReused} |`,
     '',
     'PSS divides shared pages (the interpreter binary, libraries) among the processes that map them: it is what each extra instance really costs.',
+    '',
+  );
+}
+if (results.auth) {
+  const a = results.auth;
+  lines.push(
+    '## Cost of function-level auth on the warm path',
+    '',
+    `The hello function deployed three times on one platform — \`public\`, \`auth: key\` (an API key per request) and \`auth: jwt\` (one ES256 JWT, verified by jose against a JWKS file, then cached until its exp) — ${a.tool}, ${a.connections} connections, ${a.seconds}s × ${a.rounds} rounds in alternation (\`node bench/run.mjs auth\`, or \`node bench/auth.mjs\`). CPU is the platform process's own (utime + stime over the run ÷ requests): what the check costs the gateway, steadier than req/s on a shared machine.`,
+    '',
+    '| function auth | req/s | p50 ms | p99 ms | platform CPU µs / request | errors |',
+    '|---|---:|---:|---:|---:|---:|',
+    ...Object.entries(a.summary).map(
+      ([name, s]) =>
+        `| ${name} | ${s.rps} | ${s.p50} | ${s.p99} | ${s.platformCpuMicrosPerRequest} | ${s.errors} |`,
+    ),
+    '',
+    `Throughput against the public function, median of per-round ratios: key **${a.keyRatio}**, jwt **${a.jwtRatio}**. A public function pays one test (\`invocationChecked\`) for all of it.`,
     '',
   );
 }

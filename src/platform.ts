@@ -16,6 +16,7 @@ import {
   recordRequest,
   SecretStore,
   SinkRunner,
+  setKeyIdentity,
   verifyPackage,
 } from './compliance/index.js';
 import type { PlatformConfig } from './config.js';
@@ -51,6 +52,8 @@ import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
+import { dashboardAccess, guardAsync, guardEvents, guardLambda, guardMount } from './security/http.js';
+import { isLoopbackHost, Security } from './security/index.js';
 import { createStateCalls, createStateStore, redisUrlFor } from './state/index.js';
 import { createUiHandler } from './ui/index.js';
 
@@ -60,6 +63,8 @@ export interface RunningPlatform {
   readonly config: PlatformConfig;
   /** One-line notices for the person who started the platform (missing sandbox, runtimes). */
   readonly notices: readonly string[];
+  /** The first admin key, made because auth is on and no key existed: shown once, stored hashed. */
+  readonly firstKey?: string;
   close(): Promise<void>;
 }
 
@@ -138,6 +143,44 @@ export async function startPlatform(
     },
   );
   const stateCalls = createStateCalls(state);
+  // Keys, roles, namespaces and quotas (issue 10). Late-bound to the scheduler, which it reads for quotas.
+  let schedulerForQuotas: ReturnType<typeof createScheduler> | undefined;
+  const security = new Security({
+    store,
+    exposed: !isLoopbackHost(config.host),
+    usage: {
+      functions: (namespace) => {
+        const functions = store.listFunctions(namespace);
+        return {
+          names: new Set(functions.map((fn) => fn.name)),
+          codeBytes: functions.reduce((sum, fn) => sum + fn.active.codeBytes, 0),
+        };
+      },
+      instances: (namespace) => {
+        let instances = 0;
+        let memoryBytes = 0;
+        for (const fn of store.listFunctions(namespace)) {
+          const ref = { namespace, name: fn.name };
+          const status = schedulerForQuotas?.status(ref);
+          if (status === undefined) continue;
+          const count = status.starting + status.instances.filter((i) => i.state !== 'stopped').length;
+          instances += count;
+          memoryBytes += count * (schedulerForQuotas?.lookup(ref)?.spec.limits.memoryBytes ?? 0);
+        }
+        return { instances, memoryBytes };
+      },
+    },
+    audit: (fields, message) => logger.info({ audit: 'security', ...fields }, message),
+  });
+  security.activeBytes = (ref) => store.getFunction(ref)?.active.codeBytes ?? 0;
+  // The audit log's "who" (issue 13's seam): the id of the key or token's key, never the credential.
+  setKeyIdentity((request) => {
+    try {
+      return security.authenticate(request.headers.authorization)?.keyId;
+    } catch {
+      return undefined;
+    }
+  });
 
   const runtimes = new Map<RuntimeName, Runtime>([
     ['node20', new NodeRuntime()],
@@ -215,8 +258,10 @@ export async function startPlatform(
     queueLimit: config.queueLimit,
     queueTimeoutMs: config.events.queueMaxWaitMs,
     breaker: config.events.breaker,
+    admit: (version) => security.admitInstance(version),
     onWarning: (message) => logger.warn(message),
   });
+  schedulerForQuotas = scheduler;
   const onInstance = (message: unknown): void => {
     const event = message as InstanceEvent;
     const phases =
@@ -274,7 +319,7 @@ export async function startPlatform(
     logger.info({ function: `${ref.namespace}/${ref.name}`, ...fields }, `scaling ${event.action}`);
   };
   subscribe('hearth:scaling', onScaling);
-  functionCalls = createFunctionCalls(scheduler);
+  functionCalls = createFunctionCalls(scheduler, (caller, target) => security.checkCall(caller, target));
   observability = startObservability({
     ...config.observe,
     version,
@@ -333,6 +378,7 @@ export async function startPlatform(
     isolations,
     limits: config.upload,
     tmpDir: join(config.dataDir, 'tmp'),
+    admit: (candidates) => security.admitDeploy(candidates),
     egressTenancy: {
       platformPorts: () => [listeningPort, ...events.listenerPorts()],
       functions: () => store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
@@ -352,6 +398,7 @@ export async function startPlatform(
       onInternal,
       events: events.api,
       walls: sandbox.walls,
+      security,
       compliance: {
         secrets,
         audit,
@@ -395,25 +442,44 @@ export async function startPlatform(
     readiness: ready,
     onInternal,
     traffic: events.traffic,
-    asyncRoute: events.asyncRoute,
-    eventsRoute: events.eventsRoute,
-    lambdaRoute: createLambdaApi({
-      scheduler,
-      queue: events.queue,
-      retry: config.events.async.retry,
-      onAccepted: () => events.api.notifyQueue(),
-      // An invocation writes few lines; 200 is far past the 4 KB that `X-Amz-Log-Result` keeps.
-      invocationLogs: (ref, invocationId) =>
-        logs
-          .query({ namespace: ref.namespace, function: ref.name, invocationId, limit: 200 })
-          .map((record) => record.message),
-      traffic: events.traffic,
-      onInternal,
+    asyncRoute: guardAsync(security, events.asyncRoute, {
+      lookup: (ref) => scheduler.lookup(ref),
+      functionsOf: (namespace) => store.listFunctions(namespace),
+      queued: async (ref, limit) => (await events.queue.list({ state: 'queued', ref, limit })).length,
     }),
+    eventsRoute: guardEvents(security, events.eventsRoute, someProtected(store, security)),
+    lambdaRoute: guardLambda(
+      security,
+      (ref) => scheduler.lookup(ref),
+      createLambdaApi({
+        scheduler,
+        queue: events.queue,
+        retry: config.events.async.retry,
+        onAccepted: () => events.api.notifyQueue(),
+        // An invocation writes few lines; 200 is far past the 4 KB that `X-Amz-Log-Result` keeps.
+        invocationLogs: (ref, invocationId) =>
+          logs
+            .query({ namespace: ref.namespace, function: ref.name, invocationId, limit: 200 })
+            .map((record) => record.message),
+        traffic: events.traffic,
+        onInternal,
+      }),
+    ),
     serverTiming: config.observe.serverTiming,
+    guard: security,
     mounts: [
-      ...(metricsRoute === undefined ? [] : [{ prefix: '/metrics', handler: metricsRoute }]),
-      { prefix: '/ui', handler: ui },
+      // /metrics stays open on loopback (a local Prometheus); beyond it, it needs `read` on every namespace.
+      ...(metricsRoute === undefined
+        ? []
+        : [
+            {
+              prefix: '/metrics',
+              handler: isLoopbackHost(config.host)
+                ? metricsRoute
+                : guardMount(security, metricsRoute, () => ['read', undefined]),
+            },
+          ]),
+      { prefix: '/ui', handler: guardMount(security, ui, dashboardAccess) },
     ],
   });
   const server = createGatewayServer(gateway.handle, gateway.invoke, tls);
@@ -470,6 +536,11 @@ export async function startPlatform(
   // `hearth ready` (and `hearth up`'s "listening" line, printed when this returns) only once /readyz says so.
   await warming;
   for (const notice of notices) logger.warn(notice);
+  const firstKey = security.ensureFirstKey();
+  logger.info(
+    { url, auth: security.enabled ? 'on' : 'off (loopback, no API key yet)' },
+    security.enabled ? 'API auth on' : 'API auth off',
+  );
   const gc = new GarbageCollector({
     store,
     code,
@@ -489,6 +560,7 @@ export async function startPlatform(
     port,
     config,
     notices,
+    ...(firstKey === undefined ? {} : { firstKey }),
     close: () => {
       closing ??= (async () => {
         server.close();
@@ -516,6 +588,15 @@ export async function startPlatform(
       return closing;
     },
   };
+}
+
+/**
+ * Whether some function may need a key or JWT, for /events: one restored at start, one released since
+ * (noted before it goes live, and kept until a restart), or a namespace requiring keys.
+ */
+function someProtected(store: SqliteStore, security: Security): () => boolean {
+  const atStart = store.listFunctions().some((fn) => (fn.active.manifest.spec.auth ?? 'public') !== 'public');
+  return () => atStart || security.protectedReleased || security.keysRequiredSomewhere;
 }
 
 /** What the platform adds to every function's environment (the function's own env wins). */

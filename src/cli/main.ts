@@ -10,6 +10,7 @@ import * as dlq from './commands/dlq.js';
 import * as get from './commands/get.js';
 import * as importCommand from './commands/import.js';
 import * as invoke from './commands/invoke.js';
+import * as keys from './commands/keys.js';
 import * as logs from './commands/logs.js';
 import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
@@ -103,6 +104,7 @@ export function buildProgram(context: CommandContext): Command {
     logs,
     top,
     rm,
+    keys,
     secret,
     audit,
     sign,

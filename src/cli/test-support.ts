@@ -179,6 +179,7 @@ export function functionDetail(overrides: Partial<FunctionDetail> = {}): Functio
       priority: 0,
       eventFormat: 'auto',
       build: { scripts: false },
+      auth: 'public',
     },
     isolationNote: 'sandboxed with bubblewrap',
     code: { hash: 'abcdef0123456789abcdef', files: 3, bytes: 1234 },

@@ -55,6 +55,12 @@ export async function up(options: UpOptions, io: CliIo): Promise<number> {
   if (config.observe.metrics) lines.push(`  metrics:   ${platform.url}/metrics`);
   lines.push(`  API:       ${platform.url}/api/v1/openapi.json`, '  stop:      Ctrl-C');
   for (const notice of platform.notices) lines.push(`  note:      ${notice}`);
+  // Printed here once; the platform keeps only its hash, so it can never be shown again.
+  if (platform.firstKey !== undefined)
+    lines.push(
+      `  admin key: ${platform.firstKey}`,
+      '             (shown once, stored hashed: keep it, and pass it as --api-key or $HEARTH_API_KEY)',
+    );
   io.stderr.write(`${lines.join('\n')}\n`);
   await new Promise<void>((resolve) => {
     requestStop = () => {

@@ -21,6 +21,7 @@ import {
 } from '../domain/function.js';
 import type { Isolation, Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
+import type { DeployCandidate } from '../security/index.js';
 import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
 import { formatBytes, type LayerStore } from './build/index.js';
 import { checkEgressTenancy, type EgressTenancy } from './egress-check.js';
@@ -41,6 +42,8 @@ export interface DeployerOptions {
   readonly isolations: ReadonlyMap<IsolationName, Isolation>;
   readonly limits: UnpackLimits;
   readonly tmpDir: string;
+  /** Namespace quotas and auth policy (src/security): throws to refuse versions about to be released. */
+  readonly admit?: (candidates: readonly DeployCandidate[]) => void;
   /** What an egress allow-list may not name (the platform's ports, other tenants' functions). */
   readonly egressTenancy?: EgressTenancy;
   /**
@@ -296,6 +299,17 @@ export class Deployer {
       for (const item of pending) this.fail(item.deploymentId, item.clock, error);
       throw itemError(failedIndex, error);
     };
+    try {
+      this.options.admit?.(
+        pending.map((item) => ({
+          ref: item.version.ref,
+          codeBytes: item.version.code.bytes,
+          spec: item.version.spec,
+        })),
+      );
+    } catch (error) {
+      await abandon(pending[0]?.index ?? 0, error);
+    }
     for (const item of pending) {
       try {
         item.clock.begin('verify', 'starting an instance to load the handler');
@@ -524,6 +538,7 @@ export class Deployer {
       deps,
       createdAt: new Date().toISOString(),
     };
+    this.options.admit?.([{ ref, codeBytes: code.bytes, spec: version.spec }]);
     let instance: Instance | undefined;
     if (options.verify !== false) {
       clock.begin('verify', 'starting an instance to load the handler');

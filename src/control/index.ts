@@ -17,10 +17,12 @@ import { eventRoutes } from './api/gateways.js';
 import { openApi } from './api/openapi.js';
 import { createRouter, type Route } from './api/router.js';
 import { secretRoutes } from './api/secrets.js';
+import { securityRoutes } from './api/security.js';
 import { stats } from './api/stats.js';
 
 export type { ApiContext } from './api/context.js';
 export type * from './api/events-types.js';
+export { namespaceDetail } from './api/security.js';
 export type * from './api/types.js';
 export { LayerStore } from './build/index.js';
 export { Deployer, type DeployOutcome, MANIFEST_FILE } from './deploy.js';
@@ -42,10 +44,11 @@ export function createControlApi(context: ApiContext, version: string): Handler 
     stats(context),
   ];
   routes.push(...eventRoutes(context));
+  routes.push(...securityRoutes(context));
   routes.push(...secretRoutes(context));
   routes.push(...auditRoutes(context));
   routes.push(openApi(() => routes, version));
-  return createRouter(audited(routes, context), context.onInternal);
+  return createRouter(audited(routes, context), context.onInternal, context.security);
 }
 
 /** Every route that changes something is audited (issue 13): who, what, when, from where, the outcome. */

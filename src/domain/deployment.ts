@@ -48,6 +48,8 @@ export interface InvocationRequest {
    * value the JSON answer, errors in Lambda's shape. The Lambda Invoke API sets it (gateway/lambda-invoke.ts).
    */
   readonly direct?: boolean;
+  /** Who invoked it, for a function with `auth: key | jwt` (the JWT's claims): the function's `ctx.auth`. */
+  readonly auth?: Readonly<Record<string, unknown>> | undefined;
 }
 
 export interface InvocationResponse {

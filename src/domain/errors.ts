@@ -22,6 +22,14 @@ export const ERROR_CATALOGUE = {
   },
   /** The API key is missing or wrong. */
   HEARTH_E_UNAUTHORIZED: { status: 401, kind: 'user', summary: 'Authentication is required.' },
+  /** The key or token is valid but its role or namespaces do not cover the request; details name what is needed. */
+  HEARTH_E_FORBIDDEN: {
+    status: 403,
+    kind: 'user',
+    summary: "The key's role or namespaces do not allow the request.",
+  },
+  /** A namespace quota on a count or a size (functions, instances, memory, code bytes) refused the change. */
+  HEARTH_E_QUOTA_EXCEEDED: { status: 403, kind: 'user', summary: "A namespace's quota is used up." },
   /** A package signature is required and missing, altered or by an untrusted key (issue 13). */
   HEARTH_E_SIGNATURE_INVALID: {
     status: 403,
@@ -74,6 +82,12 @@ export const ERROR_CATALOGUE = {
   HEARTH_E_UNSUPPORTED: { status: 422, kind: 'user', summary: 'The requested feature is not available.' },
   /** Too many requests: a rate limit refused this one. */
   HEARTH_E_RATE_LIMITED: { status: 429, kind: 'user', summary: 'A rate limit refused the request.' },
+  /** A namespace's requests-per-second or async queue depth quota refused the request; retry later. */
+  HEARTH_E_QUOTA_THROTTLED: {
+    status: 429,
+    kind: 'user',
+    summary: "A namespace's rate or queue quota refused the request.",
+  },
   /** The handler threw or rejected; the instance stays healthy. */
   HEARTH_E_FN_ERROR: { status: 500, kind: 'function', summary: 'The handler threw an error.' },
   /** The function's process exited or broke the protocol while serving the request. */

@@ -180,6 +180,18 @@ export const functionSpecSchema = z.strictObject({
     .optional(),
   /** The dependency build: `scripts: true` lets npm run packages' install scripts (off by default). */
   build: z.strictObject({ scripts: z.boolean({ message: 'true or false' }).optional() }).optional(),
+  /** Who may invoke it (issue 10, src/security): anyone, an API key with `invoker`, or a JWT (`jwt` below). */
+  auth: z.enum(['public', 'key', 'jwt'], { message: 'public, key or jwt' }).optional(),
+  /** For `auth: jwt`: the JWKS (https URL or absolute file path) and the accepted issuer and audience. */
+  jwt: z
+    .strictObject({
+      jwks: z.string().refine((v) => /^(https?|file):\/\//.test(v) || v.startsWith('/'), {
+        message: 'an http(s):// or file:// URL, or an absolute path',
+      }),
+      issuer: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+      audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    })
+    .optional(),
   /** Secrets the function receives as env or files (issue 13; domain/compliance.ts). */
   secrets: secretRefsSchema.optional(),
   /** Request and response bodies sealed with SM4-GCM, opened in the sandbox (issue 13). */
@@ -231,6 +243,13 @@ export interface FunctionSpec {
   readonly eventFormat: EventFormat;
   /** Whether the dependency build runs packages' install scripts (npm `--ignore-scripts` unless true). */
   readonly build: { readonly scripts: boolean };
+  /** Invocation auth (src/security); a namespace with `functionAuth: key` raises `public` to `key`. */
+  readonly auth: 'public' | 'key' | 'jwt';
+  readonly jwt?: {
+    readonly jwks: string;
+    readonly issuer: string | readonly string[];
+    readonly audience: string | readonly string[];
+  };
 }
 
 export const DEFAULT_HANDLER: Record<RuntimeName, string> = {
@@ -286,6 +305,8 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
     priority: spec.priority ?? 0,
     eventFormat: spec.eventFormat ?? 'auto',
     build: Object.freeze({ scripts: spec.build?.scripts ?? false }),
+    auth: spec.auth ?? 'public',
+    ...(spec.jwt === undefined ? {} : { jwt: Object.freeze({ ...spec.jwt }) }),
   });
 }
 

@@ -4,7 +4,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import type { InvocationRequest, InvocationResponse } from '../domain/deployment.js';
+import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../domain/deployment.js';
 import { HearthError, invalidField, isHearthError } from '../domain/errors.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
 import type { FunctionRef } from '../domain/function.js';
@@ -55,6 +55,8 @@ function published(
 
 export function createFunctionCalls(
   scheduler: Scheduler,
+  /** Tenancy (src/security): throws to refuse a call from `caller` to `target`. */
+  admit?: (caller: FunctionRef, target: DeployedVersion) => void,
 ): (context: HostCallContext, args: unknown) => Promise<InvokeCallResult> {
   return async (context, args) => {
     const { name, event } = (args ?? {}) as { name?: unknown; event?: unknown };
@@ -73,6 +75,7 @@ export function createFunctionCalls(
         'HEARTH_E_FN_NOT_FOUND',
         `function ${ref.name} not found in namespace ${ref.namespace}`,
       );
+    admit?.(context.ref, target);
     const now = Date.now();
     const own = now + target.spec.limits.timeoutMs;
     const deadline = context.deadline === undefined ? own : Math.min(own, context.deadline);

@@ -12,7 +12,7 @@ import { ASYNC_PREFIX } from './async.js';
 import { isEventsPath } from './events-ingress.js';
 import { type FastRoute, installFastFront } from './fast-http.js';
 import { type Handler, sendError, sendJson } from './http.js';
-import { createInvokeRoute, FUNCTION_PREFIX, type InvokeRoute } from './invoke.js';
+import { createInvokeRoute, FUNCTION_PREFIX, type InvocationGuard, type InvokeRoute } from './invoke.js';
 import { LAMBDA_API_PREFIX } from './lambda-invoke.js';
 import { createRouteInvoker } from './route-invoke.js';
 import type { TlsReloader } from './tls.js';
@@ -36,7 +36,7 @@ export {
   sendError,
   sendJson,
 } from './http.js';
-export { type InvokeRoute, parseFunctionPath } from './invoke.js';
+export { type InvocationGuard, type InvokeRoute, parseFunctionPath } from './invoke.js';
 export {
   createLambdaApi,
   LAMBDA_API_PREFIX,
@@ -80,6 +80,8 @@ export interface GatewayOptions {
   readonly eventsRoute?: Handler;
   /** `/2015-03-31/functions/…`, the Lambda Invoke API (gateway/lambda-invoke.ts), mounted by the composition root. */
   readonly lambdaRoute?: Handler;
+  /** Function-level auth and namespace rate quotas for `/function/` (src/security, issue 10). */
+  readonly guard?: InvocationGuard;
 }
 
 /** The gateway's request handler, and its invocation route on its own for the fast front. */
@@ -94,6 +96,7 @@ export function createGatewayHandler(options: GatewayOptions): GatewayHandlers {
     onInternal: options.onInternal,
     serverTiming: options.serverTiming === true,
     ...(options.traffic === undefined ? {} : { traffic: options.traffic }),
+    ...(options.guard === undefined ? {} : { guard: options.guard }),
   });
   const mounts = options.mounts ?? [];
   const routes =

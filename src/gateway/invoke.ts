@@ -5,7 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { InvocationResponse } from '../domain/deployment.js';
+import type { DeployedVersion, InvocationResponse } from '../domain/deployment.js';
 import { HearthError, isHearthError } from '../domain/errors.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
 import type { FunctionRef } from '../domain/function.js';
@@ -34,6 +34,27 @@ export interface InvokeRouteOptions {
   readonly serverTiming?: boolean;
   /** Per-function rate limits (`spec.rateLimit`); consulted only while some function has one. */
   readonly traffic?: Traffic;
+  /** Function-level auth and namespace rate quotas (src/security); consulted only for guarded invocations. */
+  readonly guard?: InvocationGuard;
+}
+
+/** What the gateway asks the security part about an invocation (src/security `Security` implements it). */
+export interface InvocationGuard {
+  /** Whether `checkInvocation` must run: false for a public function when no namespace policy applies. */
+  invocationChecked(deployed: DeployedVersion): boolean;
+  checkInvocation(
+    deployed: DeployedVersion,
+    authorization: string | undefined,
+    done: (
+      error: HearthError | undefined,
+      auth:
+        | {
+            readonly claims: Readonly<Record<string, unknown>> | undefined;
+            readonly stripAuthorization: boolean;
+          }
+        | undefined,
+    ) => void,
+  ): void;
 }
 
 /** Splits `<prefix><name>[.<namespace>][/rest][?query]`; the prefix is `/function/` or `/async-function/`. */
@@ -131,6 +152,9 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
     }
     const timeoutMs = clientTimeout(timeoutHeader, limits.timeoutMs);
     const deadline = Date.now() + timeoutMs;
+    // Set by the guard for a non-public function: the caller's claims (ctx.auth) and the headers it sees.
+    let auth: Readonly<Record<string, unknown>> | undefined;
+    let headersIn: readonly string[] = raw;
     const submit = (body: Buffer): void => {
       const submitted = hasBody ? performance.now() : started;
       scheduler.submit(
@@ -140,13 +164,14 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
           method: req.method ?? 'GET',
           path: target.path,
           rawQuery: target.rawQuery,
-          rawHeaders: raw,
+          rawHeaders: headersIn,
           body,
           sourceIp: req.socket.remoteAddress ?? '',
           deadline,
           timeoutMs,
           timeoutSource: timeoutMs < limits.timeoutMs ? 'X-Hearth-Timeout' : 'limits.timeout',
           trace,
+          auth,
         },
         (error, response) => {
           if (error !== undefined || response === undefined) {
@@ -221,15 +246,51 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
         },
       );
     };
-    // Bodiless requests (most GETs) skip the body reader and its promise entirely.
-    if (!hasBody) submit(EMPTY_BODY);
-    else if ('body' in req) {
-      if (req.body.length > limits.maxBodyBytes)
-        fail(tooLarge(req.body.length, limits.maxBodyBytes), ref, deployed.version);
-      else submit(req.body);
-    } else
-      readBody(req, limits.maxBodyBytes).then(submit, (error: unknown) => fail(error, ref, deployed.version));
+    // Function auth and namespace rate quotas (issue 10): one test for a public function.
+    if (options.guard?.invocationChecked(deployed) === true) {
+      options.guard.checkInvocation(deployed, headerOf(raw, 'authorization'), (error, result) => {
+        if (error !== undefined) {
+          fail(error, ref, deployed.version);
+          return;
+        }
+        auth = result?.claims;
+        // An API key is the platform's credential, not the function's: the function never sees it.
+        if (result?.stripAuthorization === true) headersIn = withoutHeader(raw, 'authorization');
+        submitWithBody(req, hasBody, limits.maxBodyBytes, submit, fail, ref, deployed.version);
+      });
+      return;
+    }
+    submitWithBody(req, hasBody, limits.maxBodyBytes, submit, fail, ref, deployed.version);
   };
+}
+
+/** Bodiless requests (most GETs) skip the body reader and its promise entirely. */
+function submitWithBody(
+  req: IncomingMessage | BufferedRequest,
+  hasBody: boolean,
+  maxBodyBytes: number,
+  submit: (body: Buffer) => void,
+  fail: (error: unknown, ref: FunctionRef, version: number) => void,
+  ref: FunctionRef,
+  version: number,
+): void {
+  if (!hasBody) submit(EMPTY_BODY);
+  else if ('body' in req) {
+    if (req.body.length > maxBodyBytes) fail(tooLarge(req.body.length, maxBodyBytes), ref, version);
+    else submit(req.body);
+  } else readBody(req, maxBodyBytes).then(submit, (error: unknown) => fail(error, ref, version));
+}
+
+function headerOf(raw: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).toLowerCase() === name) return raw[i + 1];
+  return undefined;
+}
+
+function withoutHeader(raw: readonly string[], name: string): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < raw.length; i += 2)
+    if ((raw[i] as string).toLowerCase() !== name) kept.push(raw[i] as string, raw[i + 1] as string);
+  return kept;
 }
 
 const EMPTY_BODY = Buffer.alloc(0);

@@ -126,6 +126,8 @@ export interface SchedulerOptions {
   readonly breaker?: BreakerOptions;
   /** Platform-provided environment for every instance (e.g. `REDIS_URL`); the function's own `env` wins. */
   readonly bindEnv?: (version: DeployedVersion) => Readonly<Record<string, string>>;
+  /** Namespace quotas (src/security): a refusal keeps the instance from starting; none = admitted. */
+  readonly admit?: (version: DeployedVersion) => HearthError | undefined;
 }
 
 export interface Scheduler {

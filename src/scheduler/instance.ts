@@ -137,6 +137,7 @@ export class Instance {
         sourceIp: request.sourceIp,
         // Present even when undefined: one object shape per request keeps the encoder monomorphic.
         event: request.event,
+        auth: request.auth,
         traceparent:
           request.trace === undefined
             ? undefined

@@ -677,6 +677,16 @@ export class NodeScheduler implements Scheduler {
    * only instances above their function's desired count. Returns whether it started.
    */
   private startInto(pool: VersionPool, reason: string, demand = true): boolean {
+    const refused = this.options.admit?.(pool.version);
+    if (refused !== undefined) {
+      // Over a namespace quota (src/security): requests no instance of it can serve get its error now.
+      if (pool.live === 0 && pool.starting === 0)
+        for (const waiter of pool.waiters.drain()) {
+          clearTimeout(waiter.timer);
+          waiter.reject(refused);
+        }
+      return false;
+    }
     if (!this.budget.makeRoom(pool, demand)) return false;
     pool.starting += 1;
     this.startingTotal += 1;

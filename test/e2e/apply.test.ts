@@ -206,7 +206,7 @@ describe('hearth apply -f with several documents', () => {
     );
     expect(refused.status).toBe(400);
     expect(refused.body.error.message).toBe(
-      'documents.0 (Nope default/x): kind: got "Nope", expected "Function", "EventGateway", "Trigger" or "Secret"',
+      'documents.0 (Nope default/x): kind: got "Nope", expected "Function", "EventGateway", "Trigger", "Secret" or "Namespace"',
     );
     expect(refused.body.error.details.document).toEqual({
       index: 0,

@@ -12,6 +12,7 @@ import type { ApplyDocumentOutcome, DeploymentSummary, FunctionDetail } from '..
 import { type EventTriggerManifest, parseEventTriggerManifest } from '../../domain/eventing.js';
 import type { FunctionManifest } from '../../domain/function.js';
 import { type GatewayManifest, parseGatewayManifest } from '../../domain/gateway.js';
+import { type NamespaceManifest, parseNamespaceManifest } from '../../security/namespace.js';
 import { API_PREFIX, hearthErrorOf, parseJson } from '../client.js';
 import { CliError } from '../errors.js';
 import { type CliIo, readAll } from '../io.js';
@@ -75,8 +76,18 @@ interface PlannedSecret {
   readonly namespace: string;
 }
 
+/** One validated Namespace document (issue 10): a tenant's policy and quotas. */
+interface PlannedNamespace {
+  readonly kind: 'namespace';
+  readonly position: string;
+  readonly label: string;
+  readonly resource: string;
+  readonly manifest: NamespaceManifest;
+  readonly namespace: string;
+}
+
 /** One validated document, ready to apply. */
-type Planned = PlannedFunction | PlannedGateway | PlannedTrigger | PlannedSecret;
+type Planned = PlannedFunction | PlannedGateway | PlannedTrigger | PlannedSecret | PlannedNamespace;
 
 interface PlannedFunction {
   readonly kind: 'function';
@@ -188,7 +199,7 @@ const APPLY_PATH = `${API_PREFIX}/apply`;
 
 /** The document as the apply request carries it: the namespace the flag chose written into it. */
 function bodyOf(item: Planned): unknown {
-  if (item.kind === 'gateway' || item.kind === 'trigger') return item.manifest;
+  if (item.kind === 'gateway' || item.kind === 'trigger' || item.kind === 'namespace') return item.manifest;
   if (item.kind === 'secret')
     return { ...item.manifest, metadata: { ...item.manifest.metadata, namespace: item.namespace } };
   return item.pinNamespace === undefined
@@ -259,7 +270,9 @@ async function plan(input: Input, options: ApplyOptions): Promise<Planned[]> {
           ? planTrigger(document, lineCounter, input, `document ${index + 1}`, options)
           : kind === 'Secret'
             ? planSecret(document, input, `document ${index + 1}`, options)
-            : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
+            : kind === 'Namespace'
+              ? planNamespace(document, lineCounter, input, `document ${index + 1}`)
+              : await planOne(document, lineCounter, input, `document ${index + 1}`, options);
     const key = `${item.kind}:${item.namespace}/${item.manifest.metadata.name}`;
     const earlier = seen.get(key);
     if (earlier !== undefined) {
@@ -304,6 +317,25 @@ function planSecret(
     resource: `secret/${name}`,
     manifest: raw as PlannedSecret['manifest'],
     namespace: options.namespace ?? own ?? DEFAULT_NAMESPACE,
+  };
+}
+
+function planNamespace(
+  document: Document,
+  lineCounter: LineCounter,
+  input: Input,
+  position: string,
+): PlannedNamespace {
+  const name: unknown = document.getIn(['metadata', 'name']);
+  const label = typeof name === 'string' && name !== '' ? `${position} (namespace/${name})` : position;
+  const manifest = validateWith(document, lineCounter, input.label, label, parseNamespaceManifest);
+  return {
+    kind: 'namespace',
+    position,
+    label,
+    resource: `namespace/${manifest.metadata.name}`,
+    manifest,
+    namespace: manifest.metadata.name,
   };
 }
 

@@ -2,7 +2,7 @@
 
 import type { Command } from 'commander';
 import type { GatewayDetail } from '../../control/api/events-types.js';
-import type { DeploymentSummary, FunctionDetail } from '../../control/api/types.js';
+import type { DeploymentSummary, FunctionDetail, NamespaceDetail } from '../../control/api/types.js';
 import { invokeUrl } from '../client.js';
 import type { CliIo } from '../io.js';
 import {
@@ -30,6 +30,7 @@ import {
 import { functionPath } from '../upload.js';
 import { describeTrigger } from './event-triggers.js';
 import { renderGateway, renderTriggers } from './events-view.js';
+import { quotaSummary } from './ls.js';
 
 interface DescribeOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
   readonly showEnv?: boolean;
@@ -48,6 +49,10 @@ export function register(program: Command, context: CommandContext): void {
   addOutputOption(command);
   addConnectionOptions(command);
   command.action(async (first: string, second: string | undefined, options: DescribeOptions) => {
+    if (second !== undefined && ['namespace', 'namespaces', 'ns'].includes(first.toLowerCase())) {
+      await describeNamespace(parseLabel('namespace', second), options, context);
+      return;
+    }
     const target = resourceArguments(first, second);
     if (target.kind === 'gateway') await describeGateway(target.name, options, context);
     else if (target.kind === 'trigger') await describeTrigger(target.name, options, context);
@@ -114,6 +119,12 @@ export function renderDetail(fn: FunctionDetail, options: RenderOptions): string
       `min ${spec.scaling.min}, max ${spec.scaling.max}, targetConcurrency ${spec.scaling.targetConcurrency}, idleTimeout ${spec.scaling.idleTimeout}, warmPoolRatio ${spec.scaling.warmPoolRatio}`,
     ],
     ['Egress', typeof spec.egress === 'string' ? spec.egress : spec.egress.join(', ')],
+    [
+      'Auth',
+      spec.auth === 'jwt' && fn.manifest.spec.jwt !== undefined
+        ? `jwt (issuer ${String(fn.manifest.spec.jwt.issuer)}, audience ${String(fn.manifest.spec.jwt.audience)}, JWKS ${fn.manifest.spec.jwt.jwks})`
+        : spec.auth,
+    ],
     ['Priority', String(spec.priority)],
     ['Env', renderEnv(spec.env, options.showEnv)],
     ['Code', `${fn.code.hash.slice(0, 12)}, ${fn.code.files} files, ${formatBytes(fn.code.bytes)}`],
@@ -287,4 +298,25 @@ function indent(text: string): string {
     .split('\n')
     .map((line) => `  ${line}`)
     .join('\n');
+}
+
+/** `hearth describe namespace NAME`: its policy, and each quota with what is used of it. */
+async function describeNamespace(
+  name: string,
+  options: DescribeOptions,
+  { io, version }: CommandContext,
+): Promise<void> {
+  const client = connect(options, io, version);
+  const detail = await client.json<NamespaceDetail>(`/api/v1/namespaces/${name}`);
+  if (options.output === 'json') {
+    writeJson(io.stdout, detail);
+    return;
+  }
+  const lines = [
+    `Name:           ${detail.name}`,
+    `Defined:        ${detail.defined ? `yes (updated ${detail.updatedAt ?? '?'})` : 'no (no Namespace resource: no quotas)'}`,
+    `Function auth:  ${detail.functionAuth}`,
+    `Quotas:         ${quotaSummary(detail)}`,
+  ];
+  io.stdout.write(`${lines.join('\n')}\n`);
 }

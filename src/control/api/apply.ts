@@ -10,6 +10,7 @@ import { HearthError, isHearthError } from '../../domain/errors.js';
 import type { FunctionRef } from '../../domain/function.js';
 import type { PreparedEventTrigger } from '../../eventing/index.js';
 import { readJsonBody, sendJson } from '../../gateway/index.js';
+import type { NamespaceManifest } from '../../security/index.js';
 import type { PreparedVersion } from '../deploy.js';
 import type { PreparedGateway } from '../events/index.js';
 import type { ApiContext } from './context.js';
@@ -32,6 +33,7 @@ interface Label {
 type Planned =
   | { readonly label: Label; readonly kind: 'Function'; readonly prepared: PreparedVersion }
   | { readonly label: Label; readonly kind: 'EventGateway'; readonly prepared: PreparedGateway }
+  | { readonly label: Label; readonly kind: 'Namespace'; readonly prepared: NamespaceManifest }
   | { readonly label: Label; readonly kind: 'Trigger'; readonly prepared: PreparedEventTrigger }
   | { readonly label: Label; readonly kind: 'Secret'; readonly values: Map<string, Buffer> };
 
@@ -41,10 +43,14 @@ export function applyDocuments(context: ApiContext): Route {
     path: '/api/v1/apply',
     summary:
       'Apply several Function (config or staged code) and EventGateway documents all or nothing; {"dryRun":true} only validates',
+    // Each document is checked against the caller's role in its namespace (a Namespace needs admin).
+    access: 'handler',
     handle: async (request) => {
       const body = await readJsonBody(request.req, MAX_BODY_BYTES);
       const { documents, dryRun } = parseRequest(body);
       const labels = documents.map((document, index) => labelOf(context, document, index));
+      for (const label of labels)
+        request.authorize(label.kind === 'Namespace' ? 'admin' : 'deploy', label.namespace);
       const functionRefs = labels.filter((label) => label.kind === 'Function');
       const work = (): Promise<ApplyResponse> =>
         context.deployer.exclusive(functionRefs, () => applyAll(context, documents, labels, dryRun));
@@ -172,6 +178,7 @@ async function applyAll(
     }
   }
   const functions = planned.filter((item) => item.kind === 'Function');
+  const namespaces = planned.filter((item) => item.kind === 'Namespace');
   if (dryRun) {
     return {
       dryRun: true,
@@ -183,7 +190,7 @@ async function applyAll(
         unchanged:
           item.kind === 'Function'
             ? context.deployer.isUnchanged(item.prepared)
-            : item.kind === 'Secret'
+            : item.kind === 'Secret' || item.kind === 'Namespace'
               ? false
               : item.prepared.unchanged,
       })),
@@ -221,6 +228,7 @@ async function applyAll(
       functions.map((item) => item.prepared),
       () => {
         for (const item of changedGateways) events?.gateways.store(item.prepared);
+        for (const item of namespaces) context.security?.storeNamespace(item.prepared);
       },
       (index, error) => {
         const label = functions[index]?.label ?? changedGateways[0]?.label;
@@ -233,6 +241,7 @@ async function applyAll(
     throw error;
   }
   await events?.gateways.activate(changedGateways.map((item) => item.prepared));
+  for (const item of namespaces) context.security?.activateNamespace(item.prepared);
   // Triggers go in last: the functions they deliver to are in force by now.
   for (const item of planned) if (item.kind === 'Trigger') eventsOf(context).eventing.put(item.prepared);
   for (const { staged } of documents.filter((document) => 'staged' in document))
@@ -245,6 +254,7 @@ async function applyAll(
       name: item.label.name,
     };
     if (item.kind === 'Secret') return { ...base, unchanged: false };
+    if (item.kind === 'Namespace') return { ...base, unchanged: false };
     if (item.kind === 'EventGateway')
       return {
         ...base,
@@ -280,6 +290,10 @@ function plan(context: ApiContext, document: RequestDocument, label: Label): Pla
     const ref: FunctionRef = { namespace: label.namespace, name: label.name };
     return { label, kind: 'Function', prepared: context.deployer.prepareConfigure(ref, document.manifest) };
   }
+  if (label.kind === 'Namespace' && context.security !== undefined) {
+    const manifest = context.security.parseNamespace(document.manifest);
+    return { label: { ...label, name: manifest.metadata.name }, kind: 'Namespace', prepared: manifest };
+  }
   if (label.kind === 'EventGateway')
     return {
       label,
@@ -296,8 +310,14 @@ function plan(context: ApiContext, document: RequestDocument, label: Label): Pla
     return { label, kind: 'Secret', values: planSecret(document.manifest, label) };
   throw new HearthError(
     'HEARTH_E_VALIDATION',
-    `kind: got "${label.kind}", expected "Function", "EventGateway", "Trigger" or "Secret"`,
-    { details: { field: 'kind', value: label.kind, expected: 'Function, EventGateway, Trigger or Secret' } },
+    `kind: got "${label.kind}", expected "Function", "EventGateway", "Trigger", "Secret" or "Namespace"`,
+    {
+      details: {
+        field: 'kind',
+        value: label.kind,
+        expected: 'Function, EventGateway, Trigger, Secret or Namespace',
+      },
+    },
   );
 }
 

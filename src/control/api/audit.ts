@@ -18,6 +18,8 @@ export function auditRoutes(context: ApiContext): Route[] {
     {
       method: 'GET',
       path: '/api/v1/audit',
+      // Every tenant's actions: admin only (issue 10).
+      access: { action: 'admin' },
       summary: 'Audit records, oldest first after ?after=SEQ (default: the newest ?limit=, 100)',
       handle: (request) => {
         const limit = count(request.query.get('limit'), 'limit', 100, MAX_LIMIT);
@@ -32,6 +34,8 @@ export function auditRoutes(context: ApiContext): Route[] {
     {
       method: 'GET',
       path: '/api/v1/audit/verify',
+      // Every tenant's actions: admin only (issue 10).
+      access: { action: 'admin' },
       summary: 'Check the SM3 chain and the signed checkpoints; names the first bad record',
       handle: (request) => {
         sendJson(request.res, 200, audit.verify());
@@ -40,6 +44,8 @@ export function auditRoutes(context: ApiContext): Route[] {
     {
       method: 'GET',
       path: '/api/v1/audit/public-key',
+      // A public key, for whoever checks the checkpoints (issue 10).
+      access: 'public',
       summary: "The platform's Ed25519 public key (PEM) that signs audit checkpoints",
       handle: (request) => {
         sendJson(request.res, 200, { algorithm: 'ed25519', publicKey: audit.publicKeyPem() });
@@ -48,6 +54,8 @@ export function auditRoutes(context: ApiContext): Route[] {
     {
       method: 'GET',
       path: '/api/v1/audit/sinks',
+      // Every tenant's actions: admin only (issue 10).
+      access: { action: 'admin' },
       summary: 'Each audit sink: records not yet delivered (lag) and its last error',
       handle: (request) => {
         sendJson(request.res, 200, {

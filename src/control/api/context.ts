@@ -6,6 +6,7 @@ import type { FunctionRef } from '../../domain/function.js';
 import type { LogStore } from '../../observe/index.js';
 import type { WallStatus } from '../../runtime/index.js';
 import type { Scheduler } from '../../scheduler/index.js';
+import type { Security } from '../../security/index.js';
 import type { Deployer } from '../deploy.js';
 import type { EventsApi } from '../events/index.js';
 import type { Store, StoredFunction } from '../store/index.js';
@@ -21,6 +22,8 @@ export interface ApiContext {
   readonly events?: EventsApi;
   /** The sandbox's resource walls on this node, shown by describe. */
   readonly walls?: readonly WallStatus[];
+  /** Keys, roles, namespaces and quotas (issue 10); without it every route is open. */
+  readonly security?: Security;
   /** Secrets, the audit log and package signatures (issue 13); their routes exist only with it. */
   readonly compliance?: ComplianceApi;
 }

@@ -14,6 +14,7 @@ export function dlqRoutes(context: ApiContext): Route[] {
     {
       method: 'GET',
       path: '/api/v1/dlq',
+      access: { action: 'logs' },
       summary: 'Dead letters, newest first (?function=&namespace=&source=&limit=)',
       handle: async ({ res, query }) => {
         const queue = eventsOf(context).queue;
@@ -24,6 +25,7 @@ export function dlqRoutes(context: ApiContext): Route[] {
     {
       method: 'GET',
       path: '/api/v1/dlq/:id',
+      access: { action: 'logs' },
       summary: 'One dead letter: the request or event, every attempt, and the last error',
       handle: async ({ res, params }) => {
         const id = params.id ?? '';

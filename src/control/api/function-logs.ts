@@ -17,6 +17,7 @@ export function functionLogs(context: ApiContext): Route {
   return {
     method: 'GET',
     path: '/api/v1/namespaces/:namespace/functions/:name/logs',
+    access: { action: 'logs' },
     summary:
       'Function logs (?since=10m|ISO, ?until=ISO, ?invocation=ID, ?q=TEXT, ?limit=N, ?after=ID, ?follow=1)',
     handle: (request) => {

@@ -51,6 +51,7 @@ export function invocationRoutes(context: ApiContext): Route[] {
     {
       method: 'GET',
       path: '/api/v1/invocations',
+      access: { action: 'logs' },
       summary: 'List async invocations, newest first (?function=&namespace=&state=&limit=&before=)',
       handle: async ({ res, query }) => {
         const queue = eventsOf(context).queue;
@@ -61,6 +62,7 @@ export function invocationRoutes(context: ApiContext): Route[] {
     {
       method: 'GET',
       path: '/api/v1/invocations/:id',
+      access: { action: 'logs' },
       summary:
         'An async invocation: its status, attempts, and result once finished (kept for the retention window)',
       handle: async ({ res, params }) => {

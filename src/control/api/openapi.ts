@@ -15,6 +15,7 @@ export function openApi(routes: () => readonly Route[], version: string): Route 
     method: 'GET',
     path: '/api/v1/openapi.json',
     summary: 'This document',
+    access: 'public',
     handle: ({ res }) => {
       cached ??= buildDocument(routes(), version);
       sendJson(res, 200, cached);

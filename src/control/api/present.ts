@@ -64,6 +64,7 @@ export function toDetail(
       },
       isolation: spec.isolation,
       egress: spec.egress,
+      auth: spec.auth,
       priority: spec.priority,
       eventFormat: spec.eventFormat,
       build: { scripts: spec.build.scripts },

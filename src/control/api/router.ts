@@ -3,12 +3,31 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describeValue, HearthError } from '../../domain/errors.js';
 import { type Handler, sendError } from '../../gateway/index.js';
+import type { Action, Principal } from '../../security/index.js';
 
 export interface ApiRequest {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   readonly params: Readonly<Record<string, string>>;
   readonly query: URLSearchParams;
+  /** Who is asking; undefined while auth is off. */
+  readonly principal?: Principal | undefined;
+  /** 403 unless the caller may do `action` in `namespace` (undefined: every namespace); a no-op with auth off. */
+  readonly authorize: (action: Action, namespace: string | undefined) => void;
+}
+
+/**
+ * What a route needs (issue 10): `action` in the request's namespace (`:namespace`, else `?namespace=`,
+ * else every namespace); `handler`: any valid credentials, the handler checks per item (apply); `public`.
+ * Without it: `read` for GET, `deploy` for the rest.
+ */
+export type RouteAccess = { readonly action: Action } | 'handler' | 'public';
+
+/** Checks a request against its route's access before the handler runs (the security part's). */
+export interface ApiGuard {
+  /** The principal, or undefined when auth is off; throws 401/403. */
+  guard(req: IncomingMessage, access: RouteAccess, namespace: string | undefined): Principal | undefined;
+  check(principal: Principal | undefined, action: Action, namespace: string | undefined): void;
 }
 
 export interface Route {
@@ -16,6 +35,7 @@ export interface Route {
   /** e.g. `/api/v1/namespaces/:namespace/functions/:name` */
   readonly path: string;
   readonly summary: string;
+  readonly access?: RouteAccess;
   handle(request: ApiRequest): Promise<void> | void;
 }
 
@@ -25,7 +45,11 @@ interface CompiledRoute {
   readonly names: readonly string[];
 }
 
-export function createRouter(routes: readonly Route[], onInternal: (error: unknown) => void): Handler {
+export function createRouter(
+  routes: readonly Route[],
+  onInternal: (error: unknown) => void,
+  guard?: ApiGuard,
+): Handler {
   const compiled: CompiledRoute[] = routes.map((route) => {
     const names: string[] = [];
     const source = route.path.replace(/:([a-zA-Z]+)/g, (_, name: string) => {
@@ -43,7 +67,18 @@ export function createRouter(routes: readonly Route[], onInternal: (error: unkno
       pathMatched = true;
       if (route.method !== req.method) continue;
       Promise.resolve()
-        .then(() => route.handle({ req, res, params: decodeParams(names, match), query: url.searchParams }))
+        .then(() => {
+          const params = decodeParams(names, match);
+          const access = route.access ?? { action: req.method === 'GET' ? 'read' : 'deploy' };
+          const principal = guard?.guard(
+            req,
+            access,
+            params.namespace ?? url.searchParams.get('namespace') ?? undefined,
+          );
+          const authorize = (action: Action, namespace: string | undefined): void =>
+            guard?.check(principal, action, namespace);
+          return route.handle({ req, res, params, query: url.searchParams, principal, authorize });
+        })
         .catch((error: unknown) => sendError(res, error, undefined, onInternal));
       return;
     }

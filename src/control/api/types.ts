@@ -74,6 +74,8 @@ export interface FunctionDetail extends FunctionSummary {
     readonly eventFormat: string;
     /** Whether the dependency build runs packages' install scripts. */
     readonly build: { readonly scripts: boolean };
+    /** Who may invoke it (its own setting; a Namespace with `functionAuth: key` raises `public` to `key`). */
+    readonly auth: 'public' | 'key' | 'jwt';
   };
   /** One line on what the isolation class means; warns when it is `process`. */
   readonly isolationNote: string;
@@ -238,7 +240,7 @@ export type DeployEvent =
 /** One document's outcome in `POST /api/v1/apply`, in the order the documents were given. */
 export interface ApplyDocumentOutcome {
   readonly index: number;
-  readonly kind: 'Function' | 'EventGateway' | 'Trigger' | 'Secret';
+  readonly kind: 'Function' | 'EventGateway' | 'Trigger' | 'Secret' | 'Namespace';
   readonly namespace: string;
   readonly name: string;
   /** Nothing changed: the resource already had this spec (and code). */
@@ -312,4 +314,39 @@ export interface HealthResponse {
     readonly taken: number;
     readonly misses: number;
   }[];
+}
+
+// --- keys, tokens and namespaces (issue 10, src/security) ---------------------------------------------
+
+export interface ApiKeySummary {
+  readonly id: string;
+  readonly name: string;
+  readonly role: 'admin' | 'deployer' | 'invoker' | 'viewer';
+  readonly namespaces: readonly string[];
+  readonly createdAt: string;
+  readonly revokedAt: string | null;
+}
+
+/** `POST /api/v1/keys`: the key itself is in this answer only; the platform keeps its hash. */
+export interface CreatedApiKey extends ApiKeySummary {
+  readonly key: string;
+}
+
+export interface IssuedToken {
+  readonly token: string;
+  readonly expiresAt: string;
+  readonly role: ApiKeySummary['role'];
+  readonly namespaces: readonly string[];
+}
+
+export interface NamespaceDetail {
+  readonly name: string;
+  /** False for a namespace that only has functions (no Namespace resource): no quotas, public functions. */
+  readonly defined: boolean;
+  readonly functionAuth: 'public' | 'key';
+  /** Limits as numbers (bytes for memory and codeBytes); absent ones are unlimited. */
+  readonly quotas: Readonly<Record<string, number>>;
+  readonly usage: Readonly<Record<string, number>>;
+  readonly createdAt: string | null;
+  readonly updatedAt: string | null;
 }

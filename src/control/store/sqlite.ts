@@ -1,9 +1,10 @@
 /** @module The embedded store: one SQLite file (WAL) under the data directory. */
 
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type { FunctionManifest, FunctionRef } from '../../domain/function.js';
 import type { GatewayManifest } from '../../domain/gateway.js';
+import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } from '../../security/index.js';
 import type {
   NewVersion,
   Store,
@@ -71,6 +72,29 @@ CREATE TABLE IF NOT EXISTS version_counters (
 );
 `;
 
+/** Keys, namespaces and the token secret (issue 10, src/security); kept apart from SCHEMA for merges. */
+const SECURITY_SCHEMA = `
+CREATE TABLE IF NOT EXISTS api_keys (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL,
+  namespaces TEXT NOT NULL,
+  hash TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS namespaces (
+  name TEXT PRIMARY KEY,
+  manifest TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS security_secrets (
+  name TEXT PRIMARY KEY,
+  value BLOB NOT NULL
+);
+`;
+
 interface VersionRow {
   namespace: string;
   name: string;
@@ -106,7 +130,7 @@ SELECT v.*, f.created_at AS fn_created_at, f.updated_at
 FROM functions f JOIN versions v
   ON v.namespace = f.namespace AND v.name = f.name AND v.version = f.active_version`;
 
-export class SqliteStore implements Store {
+export class SqliteStore implements Store, SecurityStore {
   private readonly db: Database.Database;
 
   constructor(file: string) {
@@ -115,6 +139,7 @@ export class SqliteStore implements Store {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    this.db.exec(SECURITY_SCHEMA);
   }
 
   listFunctions(namespace?: string): StoredFunction[] {
@@ -330,6 +355,95 @@ export class SqliteStore implements Store {
   close(): void {
     this.db.close();
   }
+
+  // --- security (src/security/store.ts) --------------------------------------------------------------
+
+  listKeys(): StoredKey[] {
+    const rows = this.db.prepare('SELECT * FROM api_keys ORDER BY created_at').all() as KeyRow[];
+    return rows.map((row) => ({
+      id: row.id,
+      name: row.name,
+      role: row.role as StoredKey['role'],
+      namespaces: JSON.parse(row.namespaces) as string[],
+      hash: row.hash,
+      createdAt: row.created_at,
+      revokedAt: row.revoked_at,
+    }));
+  }
+
+  insertKey(key: StoredKey): void {
+    this.db
+      .prepare(
+        'INSERT INTO api_keys (id, name, role, namespaces, hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)',
+      )
+      .run(key.id, key.name, key.role, JSON.stringify(key.namespaces), key.hash, key.createdAt);
+  }
+
+  revokeKey(id: string, at: string): boolean {
+    return (
+      this.db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at, id)
+        .changes > 0
+    );
+  }
+
+  listNamespaces(): StoredNamespace[] {
+    const rows = this.db.prepare('SELECT * FROM namespaces ORDER BY name').all() as NamespaceRow[];
+    return rows.map(toNamespace);
+  }
+
+  putNamespace(manifest: NamespaceManifest): StoredNamespace {
+    const now = new Date().toISOString();
+    this.db
+      .prepare(
+        `INSERT INTO namespaces (name, manifest, created_at, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET manifest = excluded.manifest, updated_at = excluded.updated_at`,
+      )
+      .run(manifest.metadata.name, JSON.stringify(manifest), now, now);
+    const row = this.db
+      .prepare('SELECT * FROM namespaces WHERE name = ?')
+      .get(manifest.metadata.name) as NamespaceRow;
+    return toNamespace(row);
+  }
+
+  deleteNamespace(name: string): boolean {
+    return this.db.prepare('DELETE FROM namespaces WHERE name = ?').run(name).changes > 0;
+  }
+
+  tokenSecret(): Buffer {
+    this.db
+      .prepare('INSERT OR IGNORE INTO security_secrets (name, value) VALUES (?, ?)')
+      .run('token', randomBytes(32));
+    const row = this.db.prepare('SELECT value FROM security_secrets WHERE name = ?').get('token') as {
+      value: Buffer;
+    };
+    return row.value;
+  }
+}
+
+interface KeyRow {
+  id: string;
+  name: string;
+  role: string;
+  namespaces: string;
+  hash: string;
+  created_at: string;
+  revoked_at: string | null;
+}
+
+interface NamespaceRow {
+  name: string;
+  manifest: string;
+  created_at: string;
+  updated_at: string;
+}
+
+function toNamespace(row: NamespaceRow): StoredNamespace {
+  return {
+    name: row.name,
+    manifest: JSON.parse(row.manifest) as NamespaceManifest,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
 }
 
 interface GatewayRow {

@@ -215,7 +215,7 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     const seq = this.pending.add(callback);
     // Positional arrays, not objects, on the per-request frames: no key names to write and parse.
     const wire: InvokeWire =
-      meta.direct === true
+      meta.auth !== undefined
         ? [
             meta.invocationId,
             meta.method,
@@ -226,9 +226,10 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
             meta.sourceIp,
             meta.event ?? null,
             meta.traceparent ?? null,
-            1,
+            meta.direct === true ? 1 : null,
+            meta.auth,
           ]
-        : meta.traceparent !== undefined
+        : meta.direct === true
           ? [
               meta.invocationId,
               meta.method,
@@ -238,9 +239,10 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
               meta.deadline,
               meta.sourceIp,
               meta.event ?? null,
-              meta.traceparent,
+              meta.traceparent ?? null,
+              1,
             ]
-          : meta.event === undefined
+          : meta.traceparent !== undefined
             ? [
                 meta.invocationId,
                 meta.method,
@@ -249,17 +251,29 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
                 meta.rawHeaders,
                 meta.deadline,
                 meta.sourceIp,
+                meta.event ?? null,
+                meta.traceparent,
               ]
-            : [
-                meta.invocationId,
-                meta.method,
-                meta.path,
-                meta.rawQuery,
-                meta.rawHeaders,
-                meta.deadline,
-                meta.sourceIp,
-                meta.event,
-              ];
+            : meta.event === undefined
+              ? [
+                  meta.invocationId,
+                  meta.method,
+                  meta.path,
+                  meta.rawQuery,
+                  meta.rawHeaders,
+                  meta.deadline,
+                  meta.sourceIp,
+                ]
+              : [
+                  meta.invocationId,
+                  meta.method,
+                  meta.path,
+                  meta.rawQuery,
+                  meta.rawHeaders,
+                  meta.deadline,
+                  meta.sourceIp,
+                  meta.event,
+                ];
     this.write(FrameType.Invoke, seq, wire, body);
     return seq;
   }

@@ -427,6 +427,8 @@ export interface InvokeMeta {
   readonly traceparent?: string;
   /** Direct invocation for this request, whatever the bound eventFormat (the Lambda Invoke API). */
   readonly direct?: boolean;
+  /** The caller's identity for a function with `auth: key | jwt` (its `ctx.auth`); absent for public ones. */
+  readonly auth?: Readonly<Record<string, unknown>> | undefined;
 }
 
 /**
@@ -459,6 +461,19 @@ export type InvokeWire =
       CloudEventAttributes | null,
       string | null,
       1,
+    ]
+  | readonly [
+      string,
+      string,
+      string,
+      string,
+      readonly string[],
+      number,
+      string,
+      CloudEventAttributes | null,
+      string | null,
+      1 | null,
+      Readonly<Record<string, unknown>>,
     ];
 
 /** How a Result frame's meta travels: `[status, headers]`. */

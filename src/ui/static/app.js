@@ -42,10 +42,37 @@ const millis = (ms) =>
 const rate = (value) => (value >= 10 ? value.toFixed(0) : value.toFixed(1));
 const same = (a, b) => a !== undefined && b !== undefined && a.namespace === b.namespace && a.name === b.name;
 
+// Where auth is on (issue 10) the dashboard asks once for an API key on a 401 and keeps it for this tab only.
+const KEY_ITEM = 'hearth.apiKey';
+let askingForKey;
+
+function askForKey(message) {
+  askingForKey ??= Promise.resolve().then(() => {
+    const given = window.prompt(message);
+    askingForKey = undefined;
+    if (given === null || given.trim() === '') return false;
+    sessionStorage.setItem(KEY_ITEM, given.trim());
+    return true;
+  });
+  return askingForKey;
+}
+
 async function getJson(path) {
-  const response = await fetch(path, { cache: 'no-store' });
-  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
-  return response.json();
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const key = sessionStorage.getItem(KEY_ITEM);
+    const headers = key === null ? {} : { authorization: `Bearer ${key}` };
+    const response = await fetch(path, { cache: 'no-store', headers });
+    if (response.status === 401 || (response.status === 403 && attempt === 0 && key !== null)) {
+      const body = await response.json().catch(() => ({}));
+      const why = body?.error?.message ?? 'an API key is required';
+      if (!(await askForKey(`Hearth: ${why}\n\nAPI key (kept for this tab only):`)))
+        throw new Error(`${path}: HTTP ${response.status}: ${why}`);
+      continue;
+    }
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return response.json();
+  }
+  throw new Error(`${path}: the API key was refused`);
 }
 
 function renderAlerts(alerts, metricsOn) {

@@ -92,7 +92,8 @@ type InvokeWire = [
   string,
   (CloudEventAttributes | null)?,
   (string | null)?,
-  1?,
+  (1 | null)?,
+  Record<string, unknown>?,
 ];
 
 function invokeFromWire(wire: InvokeWire): Invoke {
@@ -107,6 +108,7 @@ function invokeFromWire(wire: InvokeWire): Invoke {
     event: wire[7] ?? undefined,
     traceparent: wire[8] ?? undefined,
     direct: wire[9] === 1,
+    auth: wire[10],
   };
 }
 
@@ -135,6 +137,8 @@ export interface Invoke {
   traceparent: string | undefined;
   /** Direct invocation for this request whatever the bound format (the Lambda Invoke API). */
   direct: boolean;
+  /** The caller's identity (API key or JWT claims) for a function with `auth: key | jwt`. */
+  auth: Record<string, unknown> | undefined;
 }
 
 const channel = new Socket({ fd: 3, readable: true, writable: true });
@@ -926,6 +930,8 @@ class Context {
     /** The invocation's sequence number: calls into the platform made through this ctx carry it. */
     private readonly seq: number,
     private readonly trace: string | undefined,
+    /** Who invoked it: `{type: "key", key, name, role}` or `{type: "jwt", ...claims}`; undefined when public. */
+    readonly auth: Record<string, unknown> | undefined,
   ) {}
   /** A call into the platform on behalf of this invocation (what ctx.state and ctx.invoke are built on). */
   private platform(method: string, args: unknown): Promise<unknown> {
@@ -1572,7 +1578,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
     if (sm4Key !== undefined) [meta, body] = openInvocation(sm4Key, meta, body);
     // The Lambda Invoke API asks for direct invocation per request, whatever the convention in force.
     const direct = meta.direct === true || format === LAMBDA_DIRECT;
-    const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent);
+    const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent, meta.auth);
     let response: HttpResult | undefined;
     if (adapter === undefined || meta.direct === true) {
       const event = direct
@@ -1688,6 +1694,7 @@ async function warmUp(): Promise<void> {
     event: undefined,
     traceparent: undefined,
     direct: false,
+    auth: undefined,
   };
   hearthEvent(sample, Buffer.from('{"a":1}'));
   lambdaEvent(sample, Buffer.from('{"a":1}'));

@@ -335,6 +335,8 @@ class Context:
         self.identity = None
         self.traceparent = meta.get("traceparent") or derived_traceparent(self.invocation_id)
         self.trace_id = self.traceparent[3:35]
+        # Who invoked it (API key or JWT claims) for a function with auth: key | jwt; None when public.
+        self.auth = meta.get("auth")
 
     @property
     def state(self):
@@ -935,7 +937,7 @@ def flat_headers(headers):
 
 
 # "direct" (1): direct invocation for this request whatever the bound format (the Lambda Invoke API).
-INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp", "event", "traceparent", "direct")
+INVOKE_FIELDS = ("invocationId", "method", "path", "rawQuery", "rawHeaders", "deadline", "sourceIp", "event", "traceparent", "direct", "auth")
 
 
 def invoke_from_wire(wire):

@@ -1,0 +1,183 @@
+/**
+ * @module The security part at the platform's other HTTP doors (the control API checks in its router):
+ * the dashboard's JSON, /metrics, and `/async-function/` (function auth, rate and queue-depth quotas at
+ * accept time). Composed by platform.ts around the handlers it mounts.
+ */
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { DeployedVersion } from '../domain/deployment.js';
+import { HearthError } from '../domain/errors.js';
+import type { FunctionRef } from '../domain/function.js';
+import { LAMBDA_API_PREFIX, parseAsyncPath, parseLambdaFunctionName, sendError } from '../gateway/index.js';
+import type { Security } from './index.js';
+import type { Action } from './roles.js';
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** What a request to a mount needs: an action in a namespace (undefined: every one), or nothing. */
+export type MountAccess = (url: URL) => readonly [Action, string | undefined] | undefined;
+
+/** Wraps a mount with the API's auth; a no-op while auth is off. */
+export function guardMount(security: Security, handler: Handler, access: MountAccess): Handler {
+  return (req, res) => {
+    const needed = access(new URL(req.url ?? '/', 'http://hearth'));
+    if (needed !== undefined) {
+      try {
+        security.authorize(req.headers.authorization, needed[0], needed[1]);
+      } catch (error) {
+        sendError(res, error);
+        return;
+      }
+    }
+    handler(req, res);
+  };
+}
+
+/** The dashboard's JSON: the overview spans every namespace; a function's page and logs one namespace. */
+export const dashboardAccess: MountAccess = (url) => {
+  if (!url.pathname.startsWith('/ui/api/')) return undefined;
+  if (url.pathname === '/ui/api/overview') return ['read', undefined];
+  const namespace = url.searchParams.get('namespace') || 'default';
+  return [url.pathname === '/ui/api/logs' ? 'logs' : 'read', namespace];
+};
+
+/**
+ * `POST /events` routes each event by its subject, inside the ingress. Until the ingress checks each
+ * event's target itself, the route as a whole needs an API key with `invoke` on every namespace while
+ * some function is not public (or a namespace requires keys): a tenant's `key` or `jwt` function is never
+ * reachable through it without credentials. With every function public it stays open.
+ */
+export function guardEvents(security: Security, route: Handler, someProtected: () => boolean): Handler {
+  return (req, res) => {
+    if (someProtected()) {
+      try {
+        const principal = security.authenticate(req.headers.authorization);
+        if (principal === undefined)
+          throw new HearthError(
+            'HEARTH_E_UNAUTHORIZED',
+            'POST /events needs an API key while some function requires a key or JWT: send "Authorization: Bearer <key>" with a key whose role allows invoke on every namespace',
+            { details: { required: { action: 'invoke', role: 'invoker', namespace: '*' } } },
+          );
+        security.check(principal, 'invoke', undefined);
+      } catch (error) {
+        sendError(res, error);
+        return;
+      }
+    }
+    route(req, res);
+  };
+}
+
+/**
+ * The Lambda Invoke API (`/2015-03-31/functions/…`): it reads SigV4 headers without verifying them, so
+ * a function that is not public is invoked through it only with Hearth credentials (`Authorization:
+ * Bearer` with a key, token or, for `jwt`, a JWT), as on `/function/`; reading a function's configuration
+ * needs `read` in its namespace while auth is on. Paths naming no deployed function are the route's.
+ */
+export function guardLambda(
+  security: Security,
+  lookup: (ref: FunctionRef) => DeployedVersion | undefined,
+  route: Handler,
+): Handler {
+  return (req, res) => {
+    const url = req.url ?? '/';
+    const path = url.slice(LAMBDA_API_PREFIX.length).split('?')[0] ?? '';
+    let deployed: DeployedVersion | undefined;
+    try {
+      deployed = lookup(parseLambdaFunctionName(path.split('/')[0] ?? '', undefined).ref);
+    } catch {
+      deployed = undefined;
+    }
+    if (deployed === undefined) {
+      route(req, res);
+      return;
+    }
+    if (req.method !== 'POST') {
+      try {
+        security.authorize(req.headers.authorization, 'read', deployed.ref.namespace);
+      } catch (error) {
+        sendError(res, error);
+        return;
+      }
+      route(req, res);
+      return;
+    }
+    if (!security.invocationChecked(deployed)) {
+      route(req, res);
+      return;
+    }
+    security.checkInvocation(deployed, req.headers.authorization, (error) => {
+      if (error !== undefined) sendError(res, error);
+      else route(req, res);
+    });
+  };
+}
+
+export interface AsyncGuardOptions {
+  readonly lookup: (ref: FunctionRef) => DeployedVersion | undefined;
+  /** Functions of a namespace, for counting its queue. */
+  readonly functionsOf: (namespace: string) => readonly FunctionRef[];
+  /** Async invocations of a function waiting in the queue, counted up to `limit`. */
+  readonly queued: (ref: FunctionRef, limit: number) => Promise<number>;
+}
+
+/**
+ * `/async-function/`: the function's auth (an API key is then dropped from the stored request), the
+ * namespace's rate, and its queueDepth quota, all before the request is accepted. `ctx.auth` is not
+ * carried through the queue: an async invocation's caller was checked when it was accepted.
+ */
+export function guardAsync(security: Security, route: Handler, options: AsyncGuardOptions): Handler {
+  return (req, res) => {
+    const target = parseAsyncPath(req.url ?? '/');
+    const deployed = target === undefined ? undefined : options.lookup(target.ref);
+    // Unknown functions and bad paths are the route's to answer.
+    if (deployed === undefined) {
+      route(req, res);
+      return;
+    }
+    const namespace = deployed.ref.namespace;
+    const limit = security.queueDepthLimit(namespace);
+    if (!security.invocationChecked(deployed) && limit === undefined) {
+      route(req, res);
+      return;
+    }
+    security.checkInvocation(deployed, req.headers.authorization, (error, auth) => {
+      if (error !== undefined) {
+        sendError(res, error);
+        return;
+      }
+      if (auth?.stripAuthorization === true) {
+        const kept: string[] = [];
+        for (let i = 0; i < req.rawHeaders.length; i += 2)
+          if (req.rawHeaders[i]?.toLowerCase() !== 'authorization')
+            kept.push(req.rawHeaders[i] as string, req.rawHeaders[i + 1] as string);
+        req.rawHeaders = kept;
+      }
+      if (limit === undefined) {
+        route(req, res);
+        return;
+      }
+      countQueued(options, namespace, limit).then(
+        (queued) => {
+          try {
+            security.checkQueueDepth(namespace, queued);
+          } catch (refusal) {
+            sendError(res, refusal);
+            return;
+          }
+          route(req, res);
+        },
+        (failure: unknown) => sendError(res, failure),
+      );
+    });
+  };
+}
+
+async function countQueued(options: AsyncGuardOptions, namespace: string, limit: number): Promise<number> {
+  let total = 0;
+  for (const ref of options.functionsOf(namespace)) {
+    total += await options.queued(ref, limit - total);
+    if (total >= limit) break;
+  }
+  return total;
+}
