@@ -61,11 +61,12 @@ interface CrashAnswer {
 
 const SECRET = 'HEARTH_TEST_SECRET';
 /**
- * What a guest may see besides its own spec env: the platform's names for it, a few basics, and the
- * invocation's W3C trace context (`TRACEPARENT`, set for sync Python handlers).
+ * What a guest may see besides its own spec env: the platform's names for it, a few basics, the
+ * invocation's W3C trace context (`TRACEPARENT`, set for sync Python handlers), and Lambda's documented
+ * runtime variables (issue 18: handlers written for Lambda read them).
  */
 const ALLOWED_ENV =
-  /^(PATH|HOME|LANG|LC_ALL|TMPDIR|NODE_ENV|PYTHONUNBUFFERED|PYTHONDONTWRITEBYTECODE|HEARTH_[A-Z_]+|AWS_LAMBDA_[A-Z_]+|TRACEPARENT)$/;
+  /^(PATH|HOME|LANG|LC_ALL|TMPDIR|NODE_ENV|PYTHONUNBUFFERED|PYTHONDONTWRITEBYTECODE|HEARTH_[A-Z_]+|AWS_LAMBDA_[A-Z_]+|AWS_REGION|AWS_DEFAULT_REGION|AWS_EXECUTION_ENV|LAMBDA_TASK_ROOT|_HANDLER|TRACEPARENT)$/;
 
 let hearth: Hearth;
 let openCopy: TempFolder;
