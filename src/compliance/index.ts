@@ -39,4 +39,6 @@ export interface ComplianceApi {
   readonly sinks: readonly SinkRunner[];
   /** Audits one control-plane request once answered; `action` is `METHOD /api/v1/...pattern`. */
   recordRequest(request: IncomingMessage, response: ServerResponse, action: string): void;
+  /** Audits a request refused for its credentials (401) or its role (403): "logins refused". */
+  recordRefused(request: IncomingMessage, status: number, reason: string): void;
 }

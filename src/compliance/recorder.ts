@@ -59,13 +59,18 @@ export function recordRequest(
   response.once('close', () => record(response.writableFinished ? response.statusCode : 499));
 }
 
-/** The seam for refused logins, for the tenants' authentication to call once API keys exist. */
-export function recordRefusedLogin(audit: AuditLog, request: IncomingMessage, reason: string): void {
+/** A control-API request refused for its credentials (401) or for its role or namespace (403). */
+export function recordRefusedLogin(
+  audit: AuditLog,
+  request: IncomingMessage,
+  status: number,
+  reason: string,
+): void {
   audit.append({
-    action: 'login',
+    action: `login ${request.method ?? 'GET'}`,
     target: new URL(request.url ?? '/', 'http://localhost').pathname,
     outcome: 'refused',
-    status: 401,
+    status,
     actor: actorOf(request),
     detail: { reason },
   });

@@ -48,7 +48,14 @@ export function createControlApi(context: ApiContext, version: string): Handler 
   routes.push(...secretRoutes(context));
   routes.push(...auditRoutes(context));
   routes.push(openApi(() => routes, version));
-  return createRouter(audited(routes, context), context.onInternal, context.security);
+  return createRouter(
+    audited(routes, context),
+    context.onInternal,
+    context.security,
+    context.compliance === undefined
+      ? undefined
+      : (req, error) => context.compliance?.recordRefused(req, error.status, error.message),
+  );
 }
 
 /** Every route that changes something is audited (issue 13): who, what, when, from where, the outcome. */

@@ -214,6 +214,30 @@ describe('a loopback platform', () => {
     expect((await call(hearth.url, '/api/v1/audit', { key: keys.viewer })).status).toBe(403);
   });
 
+  it('audits refused logins: no key (401) and a key outside its role (403), with who and from where', async () => {
+    expect((await call(hearth.url, '/api/v1/namespaces/team-a/functions/refused-probe')).status).toBe(401);
+    expect(
+      (await call(hearth.url, '/api/v1/namespaces/team-b/functions/refused-probe', { key: keys.viewer }))
+        .status,
+    ).toBe(403);
+    const audit = await call(hearth.url, '/api/v1/audit?limit=1000', { key: admin });
+    const records = audit.body.items as {
+      action: string;
+      target: string;
+      outcome: string;
+      status: number;
+      actor: { key?: string; remote: string };
+    }[];
+    const refused = records.filter((record) => record.target.endsWith('/refused-probe'));
+    expect(refused.map(({ action, outcome, status }) => ({ action, outcome, status }))).toEqual([
+      { action: 'login GET', outcome: 'refused', status: 401 },
+      { action: 'login GET', outcome: 'refused', status: 403 },
+    ]);
+    expect(refused[0]?.actor.key).toBeUndefined();
+    expect(refused[1]?.actor.key).toBe(keys.viewer.slice(4, 16));
+    expect(refused[0]?.actor.remote).toMatch(/127\.0\.0\.1/);
+  });
+
   it('refuses other namespaces without saying what exists there', async () => {
     await deploy(hearth.url, 'secret', 'team-b', nodeFunction('secret', 'team-b'), admin);
     const existing = await call(hearth.url, '/api/v1/namespaces/team-b/functions/secret', {

@@ -49,6 +49,8 @@ export function createRouter(
   routes: readonly Route[],
   onInternal: (error: unknown) => void,
   guard?: ApiGuard,
+  /** Told of every request the guard refuses (401 or 403), for the audit log's refused logins. */
+  onRefused?: (req: IncomingMessage, error: HearthError) => void,
 ): Handler {
   const compiled: CompiledRoute[] = routes.map((route) => {
     const names: string[] = [];
@@ -70,11 +72,17 @@ export function createRouter(
         .then(() => {
           const params = decodeParams(names, match);
           const access = route.access ?? { action: req.method === 'GET' ? 'read' : 'deploy' };
-          const principal = guard?.guard(
-            req,
-            access,
-            params.namespace ?? url.searchParams.get('namespace') ?? undefined,
-          );
+          let principal: Principal | undefined;
+          try {
+            principal = guard?.guard(
+              req,
+              access,
+              params.namespace ?? url.searchParams.get('namespace') ?? undefined,
+            );
+          } catch (error) {
+            if (error instanceof HearthError) onRefused?.(req, error);
+            throw error;
+          }
           const authorize = (action: Action, namespace: string | undefined): void =>
             guard?.check(principal, action, namespace);
           return route.handle({ req, res, params, query: url.searchParams, principal, authorize });
