@@ -464,6 +464,7 @@ export async function startPlatform(
         traffic: events.traffic,
         onInternal,
       }),
+      onInternal,
     ),
     serverTiming: config.observe.serverTiming,
     guard: security,

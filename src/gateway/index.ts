@@ -41,9 +41,12 @@ export {
   createLambdaApi,
   LAMBDA_API_PREFIX,
   LAMBDA_QUEUE_SOURCE,
+  LambdaApiError,
   type LambdaApiOptions,
+  type LambdaRoute,
   mapSigV4Credentials,
   parseLambdaFunctionName,
+  sendLambdaError,
 } from './lambda-invoke.js';
 export { GatewayListeners, type ListenerStatus } from './listeners.js';
 export { clientKeyOf, formatRate, LimitRule, TokenBucket, takeTokens } from './rate-limit.js';

@@ -71,10 +71,10 @@ export interface SigV4Identity {
 }
 
 /**
- * The seam for API keys (the security issue): maps a request's SigV4 credentials to a Hearth identity.
- * Today every request is accepted and its signature is NOT checked; only the credential scope is read
- * (for the region in ARNs). When keys exist, this looks the access key id up, verifies the signature
- * and throws `LambdaApiError(403, 'UnrecognizedClientException' | 'InvalidSignatureException', …)`.
+ * The credential scope of a request's SigV4 `Authorization` header (for the region in ARNs). The
+ * signature itself is verified before this route, by the security part's guard (security/http.ts
+ * `guardLambda`), whenever the request needs a principal: a function with key auth, or reading a
+ * configuration while auth is on.
  */
 export function mapSigV4Credentials(rawHeaders: readonly string[]): SigV4Identity {
   const authorization = headerValue(rawHeaders, 'authorization');
@@ -134,10 +134,14 @@ export function parseLambdaFunctionName(encoded: string, queryQualifier: string 
   };
 }
 
-export function createLambdaApi(
-  options: LambdaApiOptions,
-): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
+/**
+ * The route; `body` is the request's body when a guard already read it (to hash it for SigV4), so it is
+ * not read twice.
+ */
+export type LambdaRoute = (req: IncomingMessage, res: ServerResponse, body?: Buffer) => void;
+
+export function createLambdaApi(options: LambdaApiOptions): LambdaRoute {
+  return (req, res, body) => {
     const requestId = randomUUID();
     const answerError = (error: unknown): void => sendLambdaError(res, error, requestId, options.onInternal);
     try {
@@ -152,7 +156,7 @@ export function createLambdaApi(
         parseLambdaFunctionName(encodedName, query.get('Qualifier') ?? undefined);
       if (encodedName !== '' && more.length === 0) {
         if (operation === 'invocations' && method === 'POST') {
-          invokeFunction(options, req, res, target(), identity, requestId);
+          invokeFunction(options, req, res, target(), identity, requestId, body);
           return;
         }
         if ((operation === undefined || operation === '') && method === 'GET') {
@@ -241,6 +245,7 @@ function invokeFunction(
   target: LambdaTarget,
   identity: SigV4Identity,
   requestId: string,
+  readAlready: Buffer | undefined,
 ): void {
   const fail = (error: unknown): void => sendLambdaError(res, error, requestId, options.onInternal);
   const invocationType = headerValue(req.rawHeaders, 'x-amz-invocation-type') ?? 'RequestResponse';
@@ -256,7 +261,7 @@ function invokeFunction(
   if (rule !== undefined)
     limitHeaders = takeTokens([rule], clientKeyOf(req.rawHeaders, req.socket.remoteAddress))?.headers;
   const maxBody = deployed.spec.limits.maxBodyBytes;
-  readBody(req, maxBody)
+  (readAlready === undefined ? readBody(req, maxBody) : Promise.resolve(readAlready))
     .then((body) => {
       checkJson(body);
       if (invocationType === 'DryRun') {
@@ -432,6 +437,7 @@ const AS_LAMBDA: Partial<Record<ErrorCode, readonly [number, string]>> = {
   HEARTH_E_START_FAILED: [502, 'ResourceNotReadyException'],
   HEARTH_E_HANDLER_INVALID: [502, 'ResourceNotReadyException'],
   HEARTH_E_UNAUTHORIZED: [403, 'UnrecognizedClientException'],
+  HEARTH_E_FORBIDDEN: [403, 'AccessDeniedException'],
   HEARTH_E_BAD_REQUEST: [400, 'InvalidRequestContentException'],
 };
 

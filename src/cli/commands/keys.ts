@@ -1,6 +1,7 @@
 /**
  * @module `hearth keys create|ls|revoke`: API keys with a role per namespace (issue 10). A new key is
- * printed once, by `create`; the platform keeps only its hash.
+ * printed once, by `create`, with its AWS credentials (for SigV4 clients of the Lambda Invoke API); the
+ * platform keeps only its hash.
  */
 
 import { type Command, InvalidArgumentError, Option } from 'commander';
@@ -58,7 +59,10 @@ export function register(program: Command, context: CommandContext): void {
     }
     context.io.stdout.write(`${created.key}\n`);
     context.io.stderr.write(
-      `key ${created.id} (${created.role} in ${created.namespaces.join(', ')}) created; it is shown only this once\n`,
+      `key ${created.id} (${created.role} in ${created.namespaces.join(', ')}) created; it is shown only this once\n` +
+        // stdout stays the key alone, for `KEY=$(hearth keys create …)`.
+        `AWS credentials of this key, for the AWS SDKs/CLI on the Lambda Invoke API (also shown only once):\n` +
+        `  aws_access_key_id = ${created.awsAccessKeyId}\n  aws_secret_access_key = ${created.awsSecretAccessKey}\n`,
     );
   });
 

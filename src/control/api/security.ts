@@ -28,12 +28,18 @@ export function securityRoutes(context: ApiContext): Route[] {
       method: 'POST',
       path: '/api/v1/keys',
       summary:
-        'Create an API key {role, namespaces, name?}; the answer is the only time the key is shown — admin',
+        'Create an API key {role, namespaces, name?}; the answer is the only time the key (and its AWS credentials) is shown — admin',
       access: { action: 'admin' },
       handle: async ({ req, res }) => {
         const body = objectBody(await readJsonBody(req, MAX_BODY_BYTES));
         const created = security.createKey({ role: body.role, namespaces: body.namespaces, name: body.name });
-        sendJson(res, 201, { ...created.summary, key: created.key });
+        sendJson(res, 201, {
+          ...created.summary,
+          key: created.key,
+          // For the AWS SDKs/CLI on the Lambda Invoke API (SigV4); like the key, shown only here.
+          awsAccessKeyId: created.aws.accessKeyId,
+          awsSecretAccessKey: created.aws.secretAccessKey,
+        });
       },
     },
     {
