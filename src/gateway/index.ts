@@ -43,6 +43,7 @@ export {
   LAMBDA_QUEUE_SOURCE,
   LambdaApiError,
   type LambdaApiOptions,
+  type LambdaGuarded,
   type LambdaRoute,
   mapSigV4Credentials,
   parseLambdaFunctionName,

@@ -134,14 +134,18 @@ export function parseLambdaFunctionName(encoded: string, queryQualifier: string 
   };
 }
 
-/**
- * The route; `body` is the request's body when a guard already read it (to hash it for SigV4), so it is
- * not read twice.
- */
-export type LambdaRoute = (req: IncomingMessage, res: ServerResponse, body?: Buffer) => void;
+/** What the security guard found before the route: handed on so nothing is read or checked twice. */
+export interface LambdaGuarded {
+  /** The request's body, when the guard read it (to hash it for SigV4). */
+  readonly body?: Buffer;
+  /** The caller's claims for a function with key or JWT auth: the function's `ctx.auth`. */
+  readonly auth?: Readonly<Record<string, unknown>> | undefined;
+}
+
+export type LambdaRoute = (req: IncomingMessage, res: ServerResponse, guarded?: LambdaGuarded) => void;
 
 export function createLambdaApi(options: LambdaApiOptions): LambdaRoute {
-  return (req, res, body) => {
+  return (req, res, guarded) => {
     const requestId = randomUUID();
     const answerError = (error: unknown): void => sendLambdaError(res, error, requestId, options.onInternal);
     try {
@@ -156,7 +160,7 @@ export function createLambdaApi(options: LambdaApiOptions): LambdaRoute {
         parseLambdaFunctionName(encodedName, query.get('Qualifier') ?? undefined);
       if (encodedName !== '' && more.length === 0) {
         if (operation === 'invocations' && method === 'POST') {
-          invokeFunction(options, req, res, target(), identity, requestId, body);
+          invokeFunction(options, req, res, target(), identity, requestId, guarded);
           return;
         }
         if ((operation === undefined || operation === '') && method === 'GET') {
@@ -245,7 +249,7 @@ function invokeFunction(
   target: LambdaTarget,
   identity: SigV4Identity,
   requestId: string,
-  readAlready: Buffer | undefined,
+  guarded: LambdaGuarded | undefined,
 ): void {
   const fail = (error: unknown): void => sendLambdaError(res, error, requestId, options.onInternal);
   const invocationType = headerValue(req.rawHeaders, 'x-amz-invocation-type') ?? 'RequestResponse';
@@ -261,7 +265,7 @@ function invokeFunction(
   if (rule !== undefined)
     limitHeaders = takeTokens([rule], clientKeyOf(req.rawHeaders, req.socket.remoteAddress))?.headers;
   const maxBody = deployed.spec.limits.maxBodyBytes;
-  (readAlready === undefined ? readBody(req, maxBody) : Promise.resolve(readAlready))
+  (guarded?.body === undefined ? readBody(req, maxBody) : Promise.resolve(guarded.body))
     .then((body) => {
       checkJson(body);
       if (invocationType === 'DryRun') {
@@ -292,7 +296,7 @@ function invokeFunction(
             res.end();
           });
       }
-      invokeNow(options, req, res, found, body, logType === 'Tail', requestId, limitHeaders);
+      invokeNow(options, req, res, found, body, logType === 'Tail', requestId, limitHeaders, guarded?.auth);
       return undefined;
     })
     .catch(fail);
@@ -309,6 +313,7 @@ function invokeNow(
   tail: boolean,
   requestId: string,
   limitHeaders: string[] | undefined,
+  auth: Readonly<Record<string, unknown>> | undefined,
 ): void {
   const { deployed } = found;
   const started = performance.now();
@@ -327,6 +332,7 @@ function invokeNow(
       timeoutMs,
       timeoutSource: 'limits.timeout',
       direct: true,
+      ...(auth === undefined ? {} : { auth }),
     },
     (error, response) => {
       const durationMs = performance.now() - started;

@@ -133,9 +133,9 @@ export function guardLambda(
       route(req, res);
       return;
     }
-    security.checkInvocation(deployed, req.headers.authorization, (error) => {
+    security.checkInvocation(deployed, req.headers.authorization, (error, auth) => {
       if (error !== undefined) sendError(res, error);
-      else route(req, res);
+      else route(req, res, { auth: auth?.claims });
     });
   };
 }
@@ -166,15 +166,15 @@ function guardSigned(
       );
       if (reading) {
         security.check(principal, 'read', deployed.ref.namespace);
-        route(req, res, body);
+        route(req, res, { body });
         return;
       }
       security.checkInvocation(
         deployed,
         undefined,
-        (error) => {
+        (error, auth) => {
           if (error !== undefined) fail(error);
-          else route(req, res, body);
+          else route(req, res, { body, auth: auth?.claims });
         },
         principal,
       );
