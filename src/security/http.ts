@@ -110,12 +110,12 @@ export function guardLambda(
       return;
     }
     const reading = req.method !== 'POST';
-    const signedBy = isSigV4(req.headers.authorization)
+    const verifySignature = isSigV4(req.headers.authorization)
       ? reading
         ? security.enabled
         : security.effectiveAuth(deployed) === 'key'
       : false;
-    if (signedBy) {
+    if (verifySignature) {
       guardSigned(security, deployed, route, onInternal, req, res, reading);
       return;
     }
