@@ -308,6 +308,22 @@ export class Security {
     return { keyId: key.id, name: key.name, role: key.role, namespaces: key.namespaces, via: 'key' };
   }
 
+  /**
+   * The AWS credentials of the key that made this request: only its holder gets them again (it presents
+   * the key itself, not a token), so no one, not even an admin, gains another key's authority this way.
+   */
+  awsCredentialsOf(principal: Principal): AwsCredentials {
+    const key = this.keys.get(principal.keyId);
+    if (principal.via !== 'key' || key === undefined || key.revokedAt !== null)
+      throw new HearthError(
+        'HEARTH_E_FORBIDDEN',
+        'only the key itself (not a token derived from it) may ask for its AWS credentials: send "Authorization: Bearer <key>"',
+        { details: { required: 'the API key whose AWS credentials are asked for' } },
+      );
+    this.options.audit({ key: key.id }, 'aws credentials shown to their key');
+    return awsCredentials(key.id, key.hash, this.secret);
+  }
+
   listKeys(): KeySummary[] {
     return [...this.keys.values()].map(summaryOf);
   }

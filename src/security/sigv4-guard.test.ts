@@ -146,6 +146,20 @@ describe('guardLambda with SigV4', () => {
     });
   });
 
+  it('gives a key its AWS credentials again, to the key itself only', () => {
+    const invoker = security.listKeys().find((key) => key.id === invokerId);
+    if (invoker === undefined) throw new Error('no invoker');
+    const principal = {
+      keyId: invoker.id,
+      name: invoker.name,
+      role: invoker.role,
+      namespaces: invoker.namespaces,
+    };
+    // (The SDK marks the credentials object it was given, hence toMatchObject.)
+    expect(creds.invoker).toMatchObject(security.awsCredentialsOf({ ...principal, via: 'key' }));
+    expect(() => security.awsCredentialsOf({ ...principal, via: 'token' })).toThrow(/not a token/);
+  });
+
   it('checks read for GetFunctionConfiguration while auth is on', async () => {
     const config = async (credentials: Credentials): Promise<unknown> => {
       const lambda = new LambdaClient({ endpoint: url, region: 'eu-west-1', credentials, maxAttempts: 1 });

@@ -310,7 +310,26 @@ describe('a loopback platform', () => {
     expect(created.code).toBe(0);
     const key = created.stdout.trim();
     expect(key).toMatch(/^hth_[0-9a-f]{12}_/);
-    expect(created.stderr).toMatch(/aws_access_key_id = HTHK[0-9A-F]{12}\n\s*aws_secret_access_key = \S{43}/);
+    const shown = /aws_access_key_id = (HTHK[0-9A-F]{12})\n\s*aws_secret_access_key = (\S{43})/.exec(
+      created.stderr,
+    );
+    expect(shown).not.toBeNull();
+    // The key's holder gets the same pair again; a token derived from it does not.
+    const again = await runCli(['keys', 'aws-credentials', '--output', 'json', '--api-key', key], {
+      url: hearth.url,
+    });
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({
+      awsAccessKeyId: shown?.[1],
+      awsSecretAccessKey: shown?.[2],
+    });
+    const token = await call(hearth.url, '/api/v1/tokens', { method: 'POST', key, json: {} });
+    const byToken = await call(hearth.url, '/api/v1/keys/aws-credentials', {
+      method: 'POST',
+      key: token.body.token as string,
+      json: {},
+    });
+    expect(byToken.status).toBe(403);
     const id = key.slice(4, 16);
     const listed = await runCli(['keys', 'ls'], { url: hearth.url, env });
     expect(listed.code).toBe(0);

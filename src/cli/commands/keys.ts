@@ -29,7 +29,9 @@ interface CreateOptions extends ConnectionOptions, OutputOptions {
 }
 
 export function register(program: Command, context: CommandContext): void {
-  const keys = program.command('keys').description('manage API keys (admin): create, ls, revoke');
+  const keys = program
+    .command('keys')
+    .description('manage API keys (admin): create, ls, revoke; aws-credentials (the key itself)');
 
   const create = keys
     .command('create')
@@ -88,6 +90,28 @@ export function register(program: Command, context: CommandContext): void {
     context.io.stdout.write(renderTable(['ID', 'NAME', 'ROLE', 'NAMESPACES', 'AGE', 'STATUS'], rows));
   });
 
+  const aws = keys
+    .command('aws-credentials')
+    .description(
+      'print the AWS credentials of the key given with --api-key / $HEARTH_API_KEY (the key itself, not a token)',
+    );
+  addOutputOption(aws);
+  addConnectionOptions(aws);
+  aws.action(async (options: ConnectionOptions & OutputOptions) => {
+    const client = connect(options, context.io, context.version);
+    const credentials = await client.json<AwsCredentialsAnswer>(`${API_PREFIX}/keys/aws-credentials`, {
+      method: 'POST',
+      json: {},
+    });
+    if (options.output === 'json') {
+      writeJson(context.io.stdout, credentials);
+      return;
+    }
+    context.io.stdout.write(
+      `aws_access_key_id = ${credentials.awsAccessKeyId}\naws_secret_access_key = ${credentials.awsSecretAccessKey}\n`,
+    );
+  });
+
   const revoke = keys
     .command('revoke')
     .description('revoke an API key (and the tokens derived from it) at once')
@@ -103,6 +127,12 @@ export function register(program: Command, context: CommandContext): void {
     if (options.output === 'json') writeJson(context.io.stdout, { revoked: id });
     else context.io.stdout.write(`key ${id} revoked\n`);
   });
+}
+
+interface AwsCredentialsAnswer {
+  readonly id: string;
+  readonly awsAccessKeyId: string;
+  readonly awsSecretAccessKey: string;
 }
 
 function namespaceArgument(value: string): string {

@@ -59,6 +59,26 @@ export function securityRoutes(context: ApiContext): Route[] {
     },
     {
       method: 'POST',
+      path: '/api/v1/keys/aws-credentials',
+      summary:
+        "The calling key's AWS credentials (SigV4 on the Lambda Invoke API); only for the key itself, not a token",
+      access: 'handler',
+      handle: ({ res, principal }) => {
+        if (principal === undefined)
+          throw new HearthError(
+            'HEARTH_E_BAD_REQUEST',
+            'auth is off on this platform (no API key exists yet): there is no key to have AWS credentials',
+          );
+        const credentials = security.awsCredentialsOf(principal);
+        sendJson(res, 200, {
+          id: principal.keyId,
+          awsAccessKeyId: credentials.accessKeyId,
+          awsSecretAccessKey: credentials.secretAccessKey,
+        });
+      },
+    },
+    {
+      method: 'POST',
       path: '/api/v1/tokens',
       summary:
         'A short-lived token from the calling key {ttlSeconds?, role?, namespaces?}: same or narrower scope',
