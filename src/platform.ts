@@ -466,6 +466,7 @@ export async function startPlatform(
         traffic: events.traffic,
         onInternal,
       }),
+      onInternal,
     ),
     serverTiming: config.observe.serverTiming,
     guard: security,

@@ -41,9 +41,13 @@ export {
   createLambdaApi,
   LAMBDA_API_PREFIX,
   LAMBDA_QUEUE_SOURCE,
+  LambdaApiError,
   type LambdaApiOptions,
+  type LambdaGuarded,
+  type LambdaRoute,
   mapSigV4Credentials,
   parseLambdaFunctionName,
+  sendLambdaError,
 } from './lambda-invoke.js';
 export { GatewayListeners, type ListenerStatus } from './listeners.js';
 export { clientKeyOf, formatRate, LimitRule, TokenBucket, takeTokens } from './rate-limit.js';

@@ -71,10 +71,10 @@ export interface SigV4Identity {
 }
 
 /**
- * The seam for API keys (the security issue): maps a request's SigV4 credentials to a Hearth identity.
- * Today every request is accepted and its signature is NOT checked; only the credential scope is read
- * (for the region in ARNs). When keys exist, this looks the access key id up, verifies the signature
- * and throws `LambdaApiError(403, 'UnrecognizedClientException' | 'InvalidSignatureException', …)`.
+ * The credential scope of a request's SigV4 `Authorization` header (for the region in ARNs). The
+ * signature itself is verified before this route, by the security part's guard (security/http.ts
+ * `guardLambda`), whenever the request needs a principal: a function with key auth, or reading a
+ * configuration while auth is on.
  */
 export function mapSigV4Credentials(rawHeaders: readonly string[]): SigV4Identity {
   const authorization = headerValue(rawHeaders, 'authorization');
@@ -134,10 +134,18 @@ export function parseLambdaFunctionName(encoded: string, queryQualifier: string 
   };
 }
 
-export function createLambdaApi(
-  options: LambdaApiOptions,
-): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
+/** What the security guard found before the route: handed on so nothing is read or checked twice. */
+export interface LambdaGuarded {
+  /** The request's body, when the guard read it (to hash it for SigV4). */
+  readonly body?: Buffer;
+  /** The caller's claims for a function with key or JWT auth: the function's `ctx.auth`. */
+  readonly auth?: Readonly<Record<string, unknown>> | undefined;
+}
+
+export type LambdaRoute = (req: IncomingMessage, res: ServerResponse, guarded?: LambdaGuarded) => void;
+
+export function createLambdaApi(options: LambdaApiOptions): LambdaRoute {
+  return (req, res, guarded) => {
     const requestId = randomUUID();
     const answerError = (error: unknown): void => sendLambdaError(res, error, requestId, options.onInternal);
     try {
@@ -152,7 +160,7 @@ export function createLambdaApi(
         parseLambdaFunctionName(encodedName, query.get('Qualifier') ?? undefined);
       if (encodedName !== '' && more.length === 0) {
         if (operation === 'invocations' && method === 'POST') {
-          invokeFunction(options, req, res, target(), identity, requestId);
+          invokeFunction(options, req, res, target(), identity, requestId, guarded);
           return;
         }
         if ((operation === undefined || operation === '') && method === 'GET') {
@@ -241,6 +249,7 @@ function invokeFunction(
   target: LambdaTarget,
   identity: SigV4Identity,
   requestId: string,
+  guarded: LambdaGuarded | undefined,
 ): void {
   const fail = (error: unknown): void => sendLambdaError(res, error, requestId, options.onInternal);
   const invocationType = headerValue(req.rawHeaders, 'x-amz-invocation-type') ?? 'RequestResponse';
@@ -256,7 +265,7 @@ function invokeFunction(
   if (rule !== undefined)
     limitHeaders = takeTokens([rule], clientKeyOf(req.rawHeaders, req.socket.remoteAddress))?.headers;
   const maxBody = deployed.spec.limits.maxBodyBytes;
-  readBody(req, maxBody)
+  (guarded?.body === undefined ? readBody(req, maxBody) : Promise.resolve(guarded.body))
     .then((body) => {
       checkJson(body);
       if (invocationType === 'DryRun') {
@@ -287,7 +296,7 @@ function invokeFunction(
             res.end();
           });
       }
-      invokeNow(options, req, res, found, body, logType === 'Tail', requestId, limitHeaders);
+      invokeNow(options, req, res, found, body, logType === 'Tail', requestId, limitHeaders, guarded?.auth);
       return undefined;
     })
     .catch(fail);
@@ -304,6 +313,7 @@ function invokeNow(
   tail: boolean,
   requestId: string,
   limitHeaders: string[] | undefined,
+  auth: Readonly<Record<string, unknown>> | undefined,
 ): void {
   const { deployed } = found;
   const started = performance.now();
@@ -322,6 +332,7 @@ function invokeNow(
       timeoutMs,
       timeoutSource: 'limits.timeout',
       direct: true,
+      ...(auth === undefined ? {} : { auth }),
     },
     (error, response) => {
       const durationMs = performance.now() - started;
@@ -432,6 +443,7 @@ const AS_LAMBDA: Partial<Record<ErrorCode, readonly [number, string]>> = {
   HEARTH_E_START_FAILED: [502, 'ResourceNotReadyException'],
   HEARTH_E_HANDLER_INVALID: [502, 'ResourceNotReadyException'],
   HEARTH_E_UNAUTHORIZED: [403, 'UnrecognizedClientException'],
+  HEARTH_E_FORBIDDEN: [403, 'AccessDeniedException'],
   HEARTH_E_BAD_REQUEST: [400, 'InvalidRequestContentException'],
 };
 

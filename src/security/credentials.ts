@@ -96,6 +96,34 @@ function mac(payload: string, secret: Buffer): string {
   return createHmac('sha256', secret).update(payload).digest('base64url');
 }
 
+/**
+ * The AWS credentials of a key, for SigV4 clients (the AWS SDKs, boto3, the AWS CLI) on the Lambda
+ * Invoke API. The access key id is the key's id in AWS's charset (`HTHK` + 12 upper-case hex digits: 16
+ * characters, AWS's minimum). The secret access key is derived, never stored: HMAC-SHA256 of the key's id
+ * and stored hash under the platform's secret (so the server recomputes it to check a signature, a leaked
+ * store alone does not yield it, and revoking the key ends it).
+ */
+export function awsCredentials(
+  keyId: string,
+  storedHash: string,
+  platformSecret: Buffer,
+): { readonly accessKeyId: string; readonly secretAccessKey: string } {
+  return {
+    accessKeyId: `${AWS_KEY_PREFIX}${keyId.toUpperCase()}`,
+    secretAccessKey: createHmac('sha256', platformSecret)
+      .update(`hearth-aws-sigv4\0${keyId}\0${storedHash}`)
+      .digest('base64url'),
+  };
+}
+
+const AWS_KEY_PREFIX = 'HTHK';
+const AWS_ACCESS_KEY_ID = /^HTHK([0-9A-F]{12})$/;
+
+/** The Hearth key id an AWS access key id names; undefined when it is not one of ours. */
+export function keyIdOfAwsAccessKey(accessKeyId: string): string | undefined {
+  return AWS_ACCESS_KEY_ID.exec(accessKeyId)?.[1]?.toLowerCase();
+}
+
 export function isRole(value: unknown): value is Role {
   return typeof value === 'string' && (ROLES as readonly string[]).includes(value);
 }

@@ -4,12 +4,22 @@
  * accept time). Composed by platform.ts around the handlers it mounts.
  */
 
+import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import type { FunctionRef } from '../domain/function.js';
-import { LAMBDA_API_PREFIX, parseAsyncPath, parseLambdaFunctionName, sendError } from '../gateway/index.js';
-import type { Security } from './index.js';
+import {
+  LAMBDA_API_PREFIX,
+  LambdaApiError,
+  type LambdaRoute,
+  parseAsyncPath,
+  parseLambdaFunctionName,
+  readBody,
+  sendError,
+  sendLambdaError,
+} from '../gateway/index.js';
+import { isSigV4, type Security, SigV4Refusal } from './index.js';
 import type { Action } from './roles.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -69,15 +79,22 @@ export function guardEvents(security: Security, route: Handler, someProtected: (
 }
 
 /**
- * The Lambda Invoke API (`/2015-03-31/functions/…`): it reads SigV4 headers without verifying them, so
- * a function that is not public is invoked through it only with Hearth credentials (`Authorization:
- * Bearer` with a key, token or, for `jwt`, a JWT), as on `/function/`; reading a function's configuration
- * needs `read` in its namespace while auth is on. Paths naming no deployed function are the route's.
+ * The Lambda Invoke API (`/2015-03-31/functions/…`). A request that needs a principal — invoking a
+ * function with key auth (its own or its namespace's floor), or reading a function's configuration while
+ * auth is on — proves it with either Hearth credentials (`Authorization: Bearer` with a key, token or,
+ * for `jwt`, a JWT, as on `/function/`) or an AWS SigV4 signature made with a key's AWS credentials
+ * (`HTHK…` and its derived secret, from `hearth keys create`): the signature is verified here, over the
+ * body read once within the function's body bound and handed on to the route, and the key is then held
+ * to the same role and namespace checks. SigV4 failures answer as AWS's (403 UnrecognizedClientException,
+ * InvalidSignatureException, AccessDeniedException). A request to a public function is not checked: its
+ * SigV4 header, real or not, is read only for the region (as before keys existed). Paths naming no
+ * deployed function are the route's.
  */
 export function guardLambda(
   security: Security,
   lookup: (ref: FunctionRef) => DeployedVersion | undefined,
-  route: Handler,
+  route: LambdaRoute,
+  onInternal: (error: unknown) => void = () => {},
 ): Handler {
   return (req, res) => {
     const url = req.url ?? '/';
@@ -92,7 +109,17 @@ export function guardLambda(
       route(req, res);
       return;
     }
-    if (req.method !== 'POST') {
+    const reading = req.method !== 'POST';
+    const verifySignature = isSigV4(req.headers.authorization)
+      ? reading
+        ? security.enabled
+        : security.effectiveAuth(deployed) === 'key'
+      : false;
+    if (verifySignature) {
+      guardSigned(security, deployed, route, onInternal, req, res, reading);
+      return;
+    }
+    if (reading) {
       try {
         security.authorize(req.headers.authorization, 'read', deployed.ref.namespace);
       } catch (error) {
@@ -106,11 +133,53 @@ export function guardLambda(
       route(req, res);
       return;
     }
-    security.checkInvocation(deployed, req.headers.authorization, (error) => {
+    security.checkInvocation(deployed, req.headers.authorization, (error, auth) => {
       if (error !== undefined) sendError(res, error);
-      else route(req, res);
+      else route(req, res, { auth: auth?.claims });
     });
   };
+}
+
+/** A SigV4-signed Lambda API request that needs a principal: read the body, verify, check the key's role. */
+function guardSigned(
+  security: Security,
+  deployed: DeployedVersion,
+  route: LambdaRoute,
+  onInternal: (error: unknown) => void,
+  req: IncomingMessage,
+  res: ServerResponse,
+  reading: boolean,
+): void {
+  const fail = (error: unknown): void =>
+    sendLambdaError(
+      res,
+      error instanceof SigV4Refusal ? new LambdaApiError(403, error.type, error.message) : error,
+      randomUUID(),
+      onInternal,
+    );
+  readBody(req, deployed.spec.limits.maxBodyBytes)
+    .then((body) => {
+      const principal = security.authenticateSigV4(
+        { method: req.method ?? 'GET', url: req.url ?? '/', rawHeaders: req.rawHeaders, body },
+        req.headers.authorization,
+        'lambda',
+      );
+      if (reading) {
+        security.check(principal, 'read', deployed.ref.namespace);
+        route(req, res, { body });
+        return;
+      }
+      security.checkInvocation(
+        deployed,
+        undefined,
+        (error, auth) => {
+          if (error !== undefined) fail(error);
+          else route(req, res, { body, auth: auth?.claims });
+        },
+        principal,
+      );
+    })
+    .catch(fail);
 }
 
 export interface AsyncGuardOptions {

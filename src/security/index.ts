@@ -10,8 +10,10 @@ import { HearthError } from '../domain/errors.js';
 import type { FunctionRef } from '../domain/function.js';
 import { formatBytes } from '../domain/units.js';
 import {
+  awsCredentials,
   isRole,
   isToken,
+  keyIdOfAwsAccessKey,
   newKeySecret,
   parseKey,
   secretMatches,
@@ -35,6 +37,7 @@ import {
   permits,
   type Role,
 } from './roles.js';
+import { parseSigV4Authorization, type SignedRequest, SigV4Refusal, verifySigV4 } from './sigv4.js';
 import type { SecurityStore, StoredKey, StoredNamespace } from './store.js';
 
 export { isRole } from './credentials.js';
@@ -46,7 +49,14 @@ export {
   type Quotas,
 } from './namespace.js';
 export { type Action, ALL_NAMESPACES, type Grant, ROLES, type Role } from './roles.js';
+export { isSigV4, type SignedRequest, SigV4Refusal } from './sigv4.js';
 export type { SecurityStore, StoredKey, StoredNamespace } from './store.js';
+
+/** A key's credentials for AWS clients (SigV4 on the Lambda Invoke API); shown once, with the key. */
+export interface AwsCredentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+}
 
 /** Who made a request: the key (or the token derived from it) and what it may do. */
 export interface Principal extends Grant {
@@ -229,7 +239,11 @@ export class Security {
     );
   }
 
-  createKey(request: NewKeyRequest): { readonly key: string; readonly summary: KeySummary } {
+  createKey(request: NewKeyRequest): {
+    readonly key: string;
+    readonly summary: KeySummary;
+    readonly aws: AwsCredentials;
+  } {
     const { role } = request;
     if (!isRole(role)) throw invalid('role', role, 'one of admin, deployer, invoker, viewer');
     const namespaces = role === 'admin' ? [ALL_NAMESPACES] : checkNamespaces(request.namespaces);
@@ -250,7 +264,64 @@ export class Security {
     this.keys.set(stored.id, stored);
     this.activeKeys += 1;
     this.options.audit({ key: stored.id, role, namespaces, name }, 'api key created');
-    return { key: secret.key, summary: summaryOf(stored) };
+    return {
+      key: secret.key,
+      summary: summaryOf(stored),
+      aws: awsCredentials(stored.id, stored.hash, this.secret),
+    };
+  }
+
+  /**
+   * The key behind a SigV4-signed request (the Lambda Invoke API): its access key id names an active key
+   * and the signature, made with that key's derived secret access key, checks out. Throws a
+   * `SigV4Refusal` otherwise (UnrecognizedClientException for an unknown or revoked key id,
+   * InvalidSignatureException for a bad signature or a date more than 15 minutes off).
+   */
+  authenticateSigV4(request: SignedRequest, authorization: string | undefined, service: string): Principal {
+    const parsed = parseSigV4Authorization(authorization);
+    if (parsed === undefined)
+      throw new SigV4Refusal(
+        'IncompleteSignatureException',
+        'the Authorization header is not a complete AWS4-HMAC-SHA256 signature (Credential=ID/DATE/REGION/SERVICE/aws4_request, SignedHeaders=…, Signature=<64 hex digits>)',
+      );
+    const keyId = keyIdOfAwsAccessKey(parsed.accessKeyId);
+    const key = keyId === undefined ? undefined : this.keys.get(keyId);
+    if (key === undefined || key.revokedAt !== null) {
+      this.options.audit(
+        { accessKeyId: parsed.accessKeyId.slice(0, 40) },
+        'request refused: unknown AWS access key id',
+      );
+      throw new SigV4Refusal(
+        'UnrecognizedClientException',
+        'The security token included in the request is invalid: the access key id names no active Hearth API key (HTHK + the key id, from `hearth keys create`).',
+      );
+    }
+    try {
+      verifySigV4(request, parsed, awsCredentials(key.id, key.hash, this.secret).secretAccessKey, {
+        service,
+        nowMs: this.now(),
+      });
+    } catch (error) {
+      this.options.audit({ key: key.id, via: 'sigv4' }, 'request refused: SigV4 signature');
+      throw error;
+    }
+    return { keyId: key.id, name: key.name, role: key.role, namespaces: key.namespaces, via: 'key' };
+  }
+
+  /**
+   * The AWS credentials of the key that made this request: only its holder gets them again (it presents
+   * the key itself, not a token), so no one, not even an admin, gains another key's authority this way.
+   */
+  awsCredentialsOf(principal: Principal): AwsCredentials {
+    const key = this.keys.get(principal.keyId);
+    if (principal.via !== 'key' || key === undefined || key.revokedAt !== null)
+      throw new HearthError(
+        'HEARTH_E_FORBIDDEN',
+        'only the key itself (not a token derived from it) may ask for its AWS credentials: send "Authorization: Bearer <key>"',
+        { details: { required: 'the API key whose AWS credentials are asked for' } },
+      );
+    this.options.audit({ key: key.id }, 'aws credentials shown to their key');
+    return awsCredentials(key.id, key.hash, this.secret);
   }
 
   listKeys(): KeySummary[] {
@@ -479,6 +550,8 @@ export class Security {
     deployed: DeployedVersion,
     authorization: string | undefined,
     done: (error: HearthError | undefined, auth: InvocationAuth | undefined) => void,
+    /** The caller already authenticated another way (a SigV4-signed request): checked in place of `authorization`. */
+    signed?: Principal,
   ): void {
     const { namespace } = deployed.ref;
     let mode = deployed.spec.auth;
@@ -491,7 +564,9 @@ export class Security {
         return;
       }
       if (mode === 'key') {
-        const principal = this.authorizeInvoke(authorization, namespace);
+        let principal = signed;
+        if (principal === undefined) principal = this.authorizeInvoke(authorization, namespace);
+        else this.check(principal, 'invoke', namespace);
         this.takeRequest(namespace);
         done(undefined, {
           claims: { type: 'key', key: principal.keyId, name: principal.name, role: principal.role },

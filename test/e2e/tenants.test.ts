@@ -6,14 +6,23 @@
  * the first admin key that `hearth up` prints when it listens beyond loopback.
  */
 
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  GetFunctionConfigurationCommand,
+  InvokeCommand,
+  LambdaClient,
+  type LambdaServiceException,
+} from '@aws-sdk/client-lambda';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { awsClients } from '../support/aws/clients.mjs';
 import {
   type Hearth,
   makeFolder,
@@ -102,6 +111,8 @@ describe('a loopback platform', () => {
   let admin: string;
   const keys: Record<'deployer' | 'invoker' | 'viewer', string> = { deployer: '', invoker: '', viewer: '' };
   const ids: Record<string, string> = {};
+  /** Each key's AWS credentials, as `POST /api/v1/keys` gave them (SigV4 on the Lambda Invoke API). */
+  const aws: Record<string, { accessKeyId: string; secretAccessKey: string }> = {};
 
   beforeAll(async () => {
     hearth = await startHearth();
@@ -160,6 +171,10 @@ describe('a loopback platform', () => {
       expect(created.status).toBe(201);
       keys[role] = created.body.key as string;
       ids[role] = created.body.id as string;
+      aws[role] = {
+        accessKeyId: created.body.awsAccessKeyId as string,
+        secretAccessKey: created.body.awsSecretAccessKey as string,
+      };
     }
     for (const [json, field] of [
       [{ role: 'root', namespaces: ['team-a'] }, 'role'],
@@ -319,6 +334,26 @@ describe('a loopback platform', () => {
     expect(created.code).toBe(0);
     const key = created.stdout.trim();
     expect(key).toMatch(/^hth_[0-9a-f]{12}_/);
+    const shown = /aws_access_key_id = (HTHK[0-9A-F]{12})\n\s*aws_secret_access_key = (\S{43})/.exec(
+      created.stderr,
+    );
+    expect(shown).not.toBeNull();
+    // The key's holder gets the same pair again; a token derived from it does not.
+    const again = await runCli(['keys', 'aws-credentials', '--output', 'json', '--api-key', key], {
+      url: hearth.url,
+    });
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({
+      awsAccessKeyId: shown?.[1],
+      awsSecretAccessKey: shown?.[2],
+    });
+    const token = await call(hearth.url, '/api/v1/tokens', { method: 'POST', key, json: {} });
+    const byToken = await call(hearth.url, '/api/v1/keys/aws-credentials', {
+      method: 'POST',
+      key: token.body.token as string,
+      json: {},
+    });
+    expect(byToken.status).toBe(403);
     const id = key.slice(4, 16);
     const listed = await runCli(['keys', 'ls'], { url: hearth.url, env });
     expect(listed.code).toBe(0);
@@ -349,9 +384,93 @@ describe('a loopback platform', () => {
     expect(accepted.status).toBe(202);
   });
 
-  it('checks key auth on the Lambda Invoke API, whose SigV4 headers are not verified', async () => {
+  it('checks key auth on the Lambda Invoke API with Bearer credentials', async () => {
     const path = '/2015-03-31/functions/who.team-a/invocations';
-    const sigv4 = await fetch(`${hearth.url}${path}`, {
+    const invoked = await call(hearth.url, path, {
+      method: 'POST',
+      json: { headers: {} },
+      key: keys.invoker,
+    });
+    expect(invoked.status).toBe(200);
+    expect(invoked.body).toMatchObject({ auth: { type: 'key', key: ids.invoker, role: 'invoker' } });
+    const config = await call(hearth.url, '/2015-03-31/functions/who.team-a', {});
+    expect(config.status).toBe(401);
+  });
+
+  it("verifies SigV4 on the Lambda Invoke API against a key's AWS credentials", async () => {
+    expect(aws.invoker?.accessKeyId).toBe(`HTHK${ids.invoker?.toUpperCase()}`);
+    const client = (credentials: { accessKeyId: string; secretAccessKey: string }): LambdaClient =>
+      new LambdaClient({ endpoint: hearth.url, region: 'eu-west-1', credentials, maxAttempts: 1 });
+    const invoke = (credentials: { accessKeyId: string; secretAccessKey: string }) => {
+      const lambda = client(credentials);
+      return lambda
+        .send(
+          new InvokeCommand({
+            FunctionName: 'who.team-a',
+            Payload: new TextEncoder().encode(JSON.stringify({ headers: {} })),
+          }),
+        )
+        .finally(() => lambda.destroy());
+    };
+    const refusal = (promise: Promise<unknown>): Promise<[string, number | undefined, string]> =>
+      promise.then(
+        () => ['resolved', undefined, ''],
+        (error: LambdaServiceException) => [error.name, error.$metadata?.httpStatusCode, error.message],
+      );
+
+    const output = await invoke(aws.invoker as { accessKeyId: string; secretAccessKey: string });
+    expect(output.StatusCode).toBe(200);
+    expect(output.FunctionError).toBeUndefined();
+    expect(JSON.parse(Buffer.from(output.Payload ?? new Uint8Array()).toString('utf8'))).toEqual({
+      auth: { type: 'key', key: ids.invoker, name: 'invoker key', role: 'invoker' },
+      authorization: null,
+    });
+
+    const invoker = aws.invoker as { accessKeyId: string; secretAccessKey: string };
+    expect(
+      await refusal(invoke({ ...invoker, secretAccessKey: `${invoker.secretAccessKey.slice(0, -2)}xx` })),
+    ).toEqual([
+      'InvalidSignatureException',
+      403,
+      expect.stringContaining('signature we calculated does not match'),
+    ]);
+    expect(await refusal(invoke({ ...invoker, accessKeyId: 'HTHK000000000000' }))).toEqual([
+      'UnrecognizedClientException',
+      403,
+      expect.stringContaining('no active Hearth API key'),
+    ]);
+    // The viewer key was revoked above: its AWS credentials end with it.
+    expect((await refusal(invoke(aws.viewer as { accessKeyId: string; secretAccessKey: string })))[0]).toBe(
+      'UnrecognizedClientException',
+    );
+    // A key of another namespace is held to the same role and namespace checks as with Bearer.
+    const outsider = await call(hearth.url, '/api/v1/keys', {
+      method: 'POST',
+      key: admin,
+      json: { role: 'invoker', namespaces: ['team-b'] },
+    });
+    expect(
+      await refusal(
+        invoke({
+          accessKeyId: outsider.body.awsAccessKeyId as string,
+          secretAccessKey: outsider.body.awsSecretAccessKey as string,
+        }),
+      ),
+    ).toEqual(['AccessDeniedException', 403, expect.stringContaining('in namespace team-a')]);
+    // GetFunctionConfiguration needs read: the deployer has it, the invoker does not.
+    const configOf = (credentials: { accessKeyId: string; secretAccessKey: string }) => {
+      const lambda = client(credentials);
+      return lambda
+        .send(new GetFunctionConfigurationCommand({ FunctionName: 'who.team-a' }))
+        .finally(() => lambda.destroy());
+    };
+    expect(
+      (await configOf(aws.deployer as { accessKeyId: string; secretAccessKey: string })).FunctionName,
+    ).toBe('who');
+    expect((await refusal(configOf(invoker)))[0]).toBe('AccessDeniedException');
+
+    // A made-up SigV4 header (no Hearth key) is refused as AWS refuses an unknown access key id.
+    const forged = await fetch(`${hearth.url}/2015-03-31/functions/who.team-a/invocations`, {
       method: 'POST',
       headers: {
         authorization:
@@ -359,13 +478,52 @@ describe('a loopback platform', () => {
       },
       body: '{}',
     });
-    expect(sigv4.status).toBe(401);
-    const invoked = await call(hearth.url, path, { method: 'POST', json: {}, key: keys.invoker });
-    expect(invoked.status).toBe(200);
-    expect(invoked.body.auth).toBeUndefined();
-    const config = await call(hearth.url, '/2015-03-31/functions/who.team-a', {});
-    expect(config.status).toBe(401);
-  });
+    expect(forged.status).toBe(403);
+    expect(forged.headers.get('x-amzn-errortype')).toBe('IncompleteSignatureException');
+  }, 30_000);
+
+  it('lets boto3 invoke a key function with its AWS credentials', async () => {
+    const bin = awsClients();
+    const script = `import json, sys
+import boto3
+from botocore.config import Config
+
+client = boto3.client("lambda", endpoint_url=sys.argv[1], region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+r = client.invoke(FunctionName="who.team-a", Payload=json.dumps({"headers": {}}))
+out = {"status": r["StatusCode"], "payload": json.loads(r["Payload"].read())}
+try:
+    boto3.client(
+        "lambda", endpoint_url=sys.argv[1], region_name="us-east-1",
+        aws_access_key_id=sys.argv[2], aws_secret_access_key="wrong", config=Config(retries={"max_attempts": 1}),
+    ).invoke(FunctionName="who.team-a", Payload=b"{}")
+except Exception as error:
+    out["wrong"] = error.response["Error"]["Code"]
+print(json.dumps(out))
+`;
+    const folder = await makeFolder({ 'invoke.py': script });
+    folders.push(folder);
+    const invoker = aws.invoker as { accessKeyId: string; secretAccessKey: string };
+    const { stdout } = await promisify(execFile)(
+      join(bin, 'python'),
+      [join(folder.dir, 'invoke.py'), hearth.url, invoker.accessKeyId],
+      {
+        env: {
+          ...process.env,
+          AWS_ACCESS_KEY_ID: invoker.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: invoker.secretAccessKey,
+          AWS_EC2_METADATA_DISABLED: 'true',
+        },
+      },
+    );
+    expect(JSON.parse(stdout)).toEqual({
+      status: 200,
+      payload: {
+        auth: { type: 'key', key: ids.invoker, name: 'invoker key', role: 'invoker' },
+        authorization: null,
+      },
+      wrong: 'InvalidSignatureException',
+    });
+  }, 120_000);
 
   it('lets ctx.invoke reach a key function only from its own namespace', async () => {
     const caller = (namespace: string) => ({

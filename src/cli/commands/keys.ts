@@ -1,6 +1,7 @@
 /**
  * @module `hearth keys create|ls|revoke`: API keys with a role per namespace (issue 10). A new key is
- * printed once, by `create`; the platform keeps only its hash.
+ * printed once, by `create`, with its AWS credentials (for SigV4 clients of the Lambda Invoke API); the
+ * platform keeps only its hash.
  */
 
 import { type Command, InvalidArgumentError, Option } from 'commander';
@@ -28,7 +29,9 @@ interface CreateOptions extends ConnectionOptions, OutputOptions {
 }
 
 export function register(program: Command, context: CommandContext): void {
-  const keys = program.command('keys').description('manage API keys (admin): create, ls, revoke');
+  const keys = program
+    .command('keys')
+    .description('manage API keys (admin): create, ls, revoke; aws-credentials (the key itself)');
 
   const create = keys
     .command('create')
@@ -58,7 +61,10 @@ export function register(program: Command, context: CommandContext): void {
     }
     context.io.stdout.write(`${created.key}\n`);
     context.io.stderr.write(
-      `key ${created.id} (${created.role} in ${created.namespaces.join(', ')}) created; it is shown only this once\n`,
+      `key ${created.id} (${created.role} in ${created.namespaces.join(', ')}) created; it is shown only this once\n` +
+        // stdout stays the key alone, for `KEY=$(hearth keys create …)`.
+        `AWS credentials of this key, for the AWS SDKs/CLI on the Lambda Invoke API (also shown only once):\n` +
+        `  aws_access_key_id = ${created.awsAccessKeyId}\n  aws_secret_access_key = ${created.awsSecretAccessKey}\n`,
     );
   });
 
@@ -84,6 +90,28 @@ export function register(program: Command, context: CommandContext): void {
     context.io.stdout.write(renderTable(['ID', 'NAME', 'ROLE', 'NAMESPACES', 'AGE', 'STATUS'], rows));
   });
 
+  const aws = keys
+    .command('aws-credentials')
+    .description(
+      'print the AWS credentials of the key given with --api-key / $HEARTH_API_KEY (the key itself, not a token)',
+    );
+  addOutputOption(aws);
+  addConnectionOptions(aws);
+  aws.action(async (options: ConnectionOptions & OutputOptions) => {
+    const client = connect(options, context.io, context.version);
+    const credentials = await client.json<AwsCredentialsAnswer>(`${API_PREFIX}/keys/aws-credentials`, {
+      method: 'POST',
+      json: {},
+    });
+    if (options.output === 'json') {
+      writeJson(context.io.stdout, credentials);
+      return;
+    }
+    context.io.stdout.write(
+      `aws_access_key_id = ${credentials.awsAccessKeyId}\naws_secret_access_key = ${credentials.awsSecretAccessKey}\n`,
+    );
+  });
+
   const revoke = keys
     .command('revoke')
     .description('revoke an API key (and the tokens derived from it) at once')
@@ -99,6 +127,12 @@ export function register(program: Command, context: CommandContext): void {
     if (options.output === 'json') writeJson(context.io.stdout, { revoked: id });
     else context.io.stdout.write(`key ${id} revoked\n`);
   });
+}
+
+interface AwsCredentialsAnswer {
+  readonly id: string;
+  readonly awsAccessKeyId: string;
+  readonly awsSecretAccessKey: string;
 }
 
 function namespaceArgument(value: string): string {

@@ -28,12 +28,18 @@ export function securityRoutes(context: ApiContext): Route[] {
       method: 'POST',
       path: '/api/v1/keys',
       summary:
-        'Create an API key {role, namespaces, name?}; the answer is the only time the key is shown — admin',
+        'Create an API key {role, namespaces, name?}; the answer is the only time the key (and its AWS credentials) is shown — admin',
       access: { action: 'admin' },
       handle: async ({ req, res }) => {
         const body = objectBody(await readJsonBody(req, MAX_BODY_BYTES));
         const created = security.createKey({ role: body.role, namespaces: body.namespaces, name: body.name });
-        sendJson(res, 201, { ...created.summary, key: created.key });
+        sendJson(res, 201, {
+          ...created.summary,
+          key: created.key,
+          // For the AWS SDKs/CLI on the Lambda Invoke API (SigV4); like the key, shown only here.
+          awsAccessKeyId: created.aws.accessKeyId,
+          awsSecretAccessKey: created.aws.secretAccessKey,
+        });
       },
     },
     {
@@ -49,6 +55,26 @@ export function securityRoutes(context: ApiContext): Route[] {
             `no active API key has the id ${id.slice(0, 40)}`,
           );
         sendJson(res, 200, { revoked: id });
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/keys/aws-credentials',
+      summary:
+        "The calling key's AWS credentials (SigV4 on the Lambda Invoke API); only for the key itself, not a token",
+      access: 'handler',
+      handle: ({ res, principal }) => {
+        if (principal === undefined)
+          throw new HearthError(
+            'HEARTH_E_BAD_REQUEST',
+            'auth is off on this platform (no API key exists yet): there is no key to have AWS credentials',
+          );
+        const credentials = security.awsCredentialsOf(principal);
+        sendJson(res, 200, {
+          id: principal.keyId,
+          awsAccessKeyId: credentials.accessKeyId,
+          awsSecretAccessKey: credentials.secretAccessKey,
+        });
       },
     },
     {

@@ -330,6 +330,9 @@ export interface ApiKeySummary {
 /** `POST /api/v1/keys`: the key itself is in this answer only; the platform keeps its hash. */
 export interface CreatedApiKey extends ApiKeySummary {
   readonly key: string;
+  /** The key's AWS credentials, for SigV4 clients of the Lambda Invoke API (derived, shown only here). */
+  readonly awsAccessKeyId: string;
+  readonly awsSecretAccessKey: string;
 }
 
 export interface IssuedToken {
