@@ -11,6 +11,8 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import { deploy, ROOT, round, sleep, startHearth, summarise, timeToFirstByte } from './lib.mjs';
 
 const HELLO = join(ROOT, 'bench', 'functions', 'bench-hello');
+const NEIGHBOUR_INTERVAL_MS = 5;
+const ABUSER_INTERVAL_MS = 20;
 
 const manifest = (name, spec) =>
   `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec: ${spec}\n`;
@@ -118,23 +120,40 @@ def handler(event, context):
   },
 };
 
-/** Sequential invocations for `ms`; each sample is the full round trip on one keep-alive connection. */
+/**
+ * The neighbour's own traffic for `ms`: one invocation every NEIGHBOUR_INTERVAL_MS on one keep-alive
+ * connection (a steady 200/s, as a service answering its users), each sample the full round trip. A
+ * closed loop as fast as it can go would instead make the neighbour a load generator that takes both
+ * cores, and its p99 would measure the share of CPU left to it, not the latency the abuse adds.
+ */
 async function invocations(url, agent, ms) {
   const samples = [];
   const until = performance.now() + ms;
+  let next = performance.now();
   while (performance.now() < until) {
     const started = performance.now();
     const { status } = await timeToFirstByte(url, '/function/bench-hello', agent);
     if (status !== 200) throw new Error(`the neighbour answered ${status}`);
     samples.push(performance.now() - started);
+    next += NEIGHBOUR_INTERVAL_MS;
+    const wait = next - performance.now();
+    if (wait > 0) await sleep(wait);
+    else next = performance.now();
   }
   return samples;
 }
 
-/** Invokes the abuser again and again until `running()` is false; what each call answered. */
+/**
+ * Invokes the abuser again and again until `running()` is false, at most one call in flight and one
+ * started every ABUSER_INTERVAL_MS; what each call answered. What is measured is what the abusive function
+ * does inside its walls: a client flooding the gateway with requests (a fast-failing abuser whose breaker
+ * answers 503 at once would be called thousands of times a second from this machine's own two cores) is
+ * bounded by the namespace's `requestsPerSecond` quota and measured under "Traffic control".
+ */
 async function abuse(url, name, running) {
   const answers = [];
   while (running()) {
+    const started = performance.now();
     const response = await fetch(`${url}/function/${name}`);
     const text = await response.text();
     let code = String(response.status);
@@ -145,6 +164,8 @@ async function abuse(url, name, running) {
       // not JSON
     }
     answers.push(code);
+    const wait = ABUSER_INTERVAL_MS - (performance.now() - started);
+    if (wait > 0) await sleep(wait);
   }
   return answers;
 }

@@ -389,7 +389,7 @@ if (results.abuse) {
   lines.push(
     '## A neighbour under abuse (sandbox walls, issue 10)',
     '',
-    `Sequential warm invocations of the hello function on one keep-alive connection, ${a.seconds}s unloaded then ${a.seconds}s while another function of the same platform is invoked in a loop (from a worker thread of the bench) doing the abuse, or a client holds slow-loris connections; ${a.rounds} rounds of every case. Unloaded: ${a.unloaded.n} calls, p50 ${a.unloaded.p50} ms, p99 ${a.unloaded.p99} ms.`,
+    `The neighbour: the hello function serving a steady 200 invocations/s on one keep-alive connection, ${a.seconds}s unloaded then ${a.seconds}s while another function of the same platform does the abuse, invoked from a worker thread of the bench one call at a time, at most 50 calls/s (a flooding client is the namespace quota's and the rate limiter's to bound: see Traffic control), or while a client holds slow-loris connections; ${a.rounds} rounds of every case. Unloaded: ${a.unloaded.n} calls, p50 ${a.unloaded.p50} ms, p99 ${a.unloaded.p99} ms. (Until 2026-12-07 the neighbour was a closed loop as fast as it could go and the abuser was called back to back: the neighbour then took both cores itself, and its p99 measured the CPU share left to it.)`,
     '',
     '| abuse | neighbour calls | p50 ms | p99 ms | p99 / unloaded (bar ≤ 2) | what the abuser got |',
     '|---|---:|---:|---:|---:|---|',
