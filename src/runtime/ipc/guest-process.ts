@@ -14,7 +14,7 @@ import {
   FrameType,
   FrameWriter,
   type InvokeMeta,
-  type InvokeWire,
+  type InvokeWireElement,
   ProtocolError,
   type ResultMeta,
   type ResultWire,
@@ -213,67 +213,31 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
       return 0;
     }
     const seq = this.pending.add(callback);
-    // Positional arrays, not objects, on the per-request frames: no key names to write and parse.
-    const wire: InvokeWire =
+    // Positional arrays, not objects, on the per-request frames: no key names to write and parse. The
+    // optional elements go only as far as the last one set, so the common frame stays seven long.
+    const wire: InvokeWireElement[] = [
+      meta.invocationId,
+      meta.method,
+      meta.path,
+      meta.rawQuery,
+      meta.rawHeaders,
+      meta.deadline,
+      meta.sourceIp,
+    ];
+    const optional =
       meta.auth !== undefined
-        ? [
-            meta.invocationId,
-            meta.method,
-            meta.path,
-            meta.rawQuery,
-            meta.rawHeaders,
-            meta.deadline,
-            meta.sourceIp,
-            meta.event ?? null,
-            meta.traceparent ?? null,
-            meta.direct === true ? 1 : null,
-            meta.auth,
-          ]
+        ? 4
         : meta.direct === true
-          ? [
-              meta.invocationId,
-              meta.method,
-              meta.path,
-              meta.rawQuery,
-              meta.rawHeaders,
-              meta.deadline,
-              meta.sourceIp,
-              meta.event ?? null,
-              meta.traceparent ?? null,
-              1,
-            ]
+          ? 3
           : meta.traceparent !== undefined
-            ? [
-                meta.invocationId,
-                meta.method,
-                meta.path,
-                meta.rawQuery,
-                meta.rawHeaders,
-                meta.deadline,
-                meta.sourceIp,
-                meta.event ?? null,
-                meta.traceparent,
-              ]
-            : meta.event === undefined
-              ? [
-                  meta.invocationId,
-                  meta.method,
-                  meta.path,
-                  meta.rawQuery,
-                  meta.rawHeaders,
-                  meta.deadline,
-                  meta.sourceIp,
-                ]
-              : [
-                  meta.invocationId,
-                  meta.method,
-                  meta.path,
-                  meta.rawQuery,
-                  meta.rawHeaders,
-                  meta.deadline,
-                  meta.sourceIp,
-                  meta.event,
-                ];
+            ? 2
+            : meta.event !== undefined
+              ? 1
+              : 0;
+    if (optional > 0) wire.push(meta.event ?? null);
+    if (optional > 1) wire.push(meta.traceparent ?? null);
+    if (optional > 2) wire.push(meta.direct === true ? 1 : null);
+    if (meta.auth !== undefined) wire.push(meta.auth);
     this.write(FrameType.Invoke, seq, wire, body);
     return seq;
   }

@@ -433,48 +433,26 @@ export interface InvokeMeta {
 
 /**
  * How an Invoke frame's meta travels: `[invocationId, method, path, rawQuery, rawHeaders, deadline, sourceIp]`,
- * plus the CloudEvents attributes as an eighth element for an event (the body is then the event's data), a
- * traceparent as the ninth, and `1` as the tenth for a direct invocation (the Lambda Invoke API).
+ * then, only as far as the last one that is set: the CloudEvents attributes (the body is then the event's
+ * data), a traceparent, `1` for a direct invocation (the Lambda Invoke API), and the caller's identity
+ * (`ctx.auth`); an element before a set one is `null` when unset.
  */
-export type InvokeWire =
-  | readonly [string, string, string, string, readonly string[], number, string]
-  | readonly [string, string, string, string, readonly string[], number, string, CloudEventAttributes]
-  | readonly [
-      string,
-      string,
-      string,
-      string,
-      readonly string[],
-      number,
-      string,
-      CloudEventAttributes | null,
-      string,
-    ]
-  | readonly [
-      string,
-      string,
-      string,
-      string,
-      readonly string[],
-      number,
-      string,
-      CloudEventAttributes | null,
-      string | null,
-      1,
-    ]
-  | readonly [
-      string,
-      string,
-      string,
-      string,
-      readonly string[],
-      number,
-      string,
-      CloudEventAttributes | null,
-      string | null,
-      1 | null,
-      Readonly<Record<string, unknown>>,
-    ];
+export type InvokeWire = readonly [
+  string,
+  string,
+  string,
+  string,
+  readonly string[],
+  number,
+  string,
+  (CloudEventAttributes | null)?,
+  (string | null)?,
+  (1 | null)?,
+  Readonly<Record<string, unknown>>?,
+];
+
+/** Any one element of an Invoke frame's meta. */
+export type InvokeWireElement = NonNullable<InvokeWire[number]> | null;
 
 /** How a Result frame's meta travels: `[status, headers]`. */
 export type ResultWire = readonly [number, readonly string[]];
