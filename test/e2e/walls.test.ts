@@ -107,14 +107,33 @@ function sandboxNetworks(dataDir: string): string[] {
   return [...found];
 }
 
+/** Now, in clock ticks (USER_HZ, 100 on Linux) since boot: the unit of a process's start time. */
+function ticksSinceBoot(): number {
+  return Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 100);
+}
+
+/** When a process started, in clock ticks since boot (field 22 of /proc/PID/stat). */
+function startTicks(pid: string): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+}
+
 /**
  * Processes that keep network namespace `net` alive: living in it, or holding it open (slirp4netns does).
- * None means the kernel has freed it, and the nftables rules that lived only in it with it.
+ * None means the kernel has freed it, and the nftables rules that lived only in it with it. `bornBy`: only
+ * processes started by then (ticks since boot) count. The kernel gives a new namespace the lowest free
+ * number, often a freed one's, so a sandbox started later (a replacement, or another suite's) can show
+ * the same `net:[N]` without being in the namespace that was recorded.
  */
-function holdersOf(net: string): number[] {
+function holdersOf(net: string, bornBy = Number.POSITIVE_INFINITY): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
+    if (startTicks(entry) > bornBy) continue;
     if (readLink(`/proc/${entry}/ns/net`) === net) {
       pids.push(Number(entry));
       continue;
@@ -130,18 +149,36 @@ function holdersOf(net: string): number[] {
   return pids;
 }
 
+/** A process's command line, for a failure message. */
+function readCmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+  } catch {
+    return '(gone)';
+  }
+}
+
 /** The nftables tables inside the namespace of `pid`. */
 function nftTablesOf(pid: number): string {
   return execFileSync('nsenter', ['-t', String(pid), '-n', 'nft', 'list', 'tables'], { encoding: 'utf8' });
 }
 
 /** Nothing of these namespaces is left: no process in them or holding them, so no rule in them either. */
-async function expectNetworksGone(networks: readonly string[]): Promise<void> {
-  await eventually(
-    'the network namespaces to be freed',
-    () => (networks.every((net) => holdersOf(net).length === 0) ? true : undefined),
-    { timeoutMs: 10_000, intervalMs: 100 },
-  );
+async function expectNetworksGone(networks: readonly string[], bornBy: number): Promise<void> {
+  try {
+    // Generous: after a SIGKILL the next start ends the old sandboxes and their slirp4netns exit on their
+    // own; on a loaded CI machine that has taken longer than 10 s.
+    await eventually(
+      'the network namespaces to be freed',
+      () => (networks.every((net) => holdersOf(net, bornBy).length === 0) ? true : undefined),
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+  } catch (error) {
+    const holders = networks.flatMap((net) =>
+      holdersOf(net, bornBy).map((pid) => `${net}: pid ${pid} ${readCmdline(pid)}`),
+    );
+    throw new Error(`${(error as Error).message}; still held by: ${holders.join('; ') || 'nobody now'}`);
+  }
   // The platform adds no rule to the host's own namespace, ever.
   expect(execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' })).not.toMatch(/\bhearth\b/);
 }
@@ -435,9 +472,10 @@ describe('resource walls', () => {
     await deployNetProbe(hearth.url, 'net-probe');
     for (const end of ['crash', 'kill', 'timeout'] as const) {
       const net = await probeNetwork(hearth.url, 'net-probe');
+      const recordedAt = ticksSinceBoot();
       expect(net).not.toBe(HOST_NET);
       // While it lives, the namespace holds the allow-list's rules: that is what must go with it.
-      const inside = holdersOf(net);
+      const inside = holdersOf(net, recordedAt);
       expect(inside.length).toBeGreaterThan(0);
       expect(nftTablesOf(inside[0] ?? 0)).toContain('table inet hearth');
       if (end === 'crash')
@@ -445,7 +483,7 @@ describe('resource walls', () => {
       else if (end === 'timeout')
         expect((await invoke(hearth.url, 'net-probe', { path: '?hang=1' })).status).toBe(504);
       else for (const pid of inside) process.kill(pid, 'SIGKILL');
-      await expectNetworksGone([net]);
+      await expectNetworksGone([net], recordedAt);
       // The function is served again (the kernel may give a new namespace a freed one's number).
       await eventually('the function to answer again', async () =>
         (await invoke(hearth.url, 'net-probe')).status === 200 ? true : undefined,
@@ -466,10 +504,11 @@ describe('resource walls', () => {
     const dataDir = hearth.dataDir;
     await probeNetwork(hearth.url, 'net-probe');
     const networks = sandboxNetworks(dataDir);
+    const recordedAt = ticksSinceBoot();
     expect(networks.length).toBeGreaterThan(0);
     await hearth.stop('SIGTERM');
     expect(sandboxesOf(dataDir)).toEqual([]);
-    await expectNetworksGone(networks);
+    await expectNetworksGone(networks, recordedAt);
     for (const root of roots) expect(existsSync(root), root).toBe(false);
     expect(mountsUnder(dataDir)).toEqual([]);
   }, 30_000);
@@ -492,18 +531,20 @@ describe('after SIGKILL', () => {
       await deployNetProbe(first.url, 'net-probe');
       await probeNetwork(first.url, 'net-probe');
       const firstNetworks = sandboxNetworks(dataDir);
+      const firstRecordedAt = ticksSinceBoot();
       expect(firstNetworks.length).toBeGreaterThan(0);
       await first.stop('SIGKILL');
 
       const second = await startHearth({ dataDir });
       platforms.push(second);
       for (const dir of left) expect(existsSync(dir), dir).toBe(false);
-      await expectNetworksGone(firstNetworks);
+      await expectNetworksGone(firstNetworks, firstRecordedAt);
       await probeNetwork(second.url, 'net-probe');
       const secondNetworks = sandboxNetworks(dataDir);
+      const secondRecordedAt = ticksSinceBoot();
       await second.stop('SIGINT');
       expect(sandboxesOf(dataDir)).toEqual([]);
-      await expectNetworksGone(secondNetworks);
+      await expectNetworksGone(secondNetworks, secondRecordedAt);
       for (const root of roots) expect(existsSync(root), root).toBe(false);
       expect(mountsUnder(dataDir)).toEqual([]);
     } finally {

@@ -192,6 +192,10 @@ def install_flask_stand_in():
         import flask
 
         real_flask_app = flask.Flask("hearth")
+        # test_request_context imports flask.testing (werkzeug.test, click.testing) at its first call: load
+        # it at bind, a cold start's business, rather than in the first invocation.
+        import flask.testing  # noqa: F401
+
         return False
     except ImportError:
         pass
