@@ -13,7 +13,7 @@ import {
   type InvocationRequest,
   type InvocationResponse,
 } from '../domain/deployment.js';
-import { HearthError, isHearthError } from '../domain/errors.js';
+import { HearthError } from '../domain/errors.js';
 import { filterMatches } from '../domain/eventing.js';
 import { type InvocationEvent, invocationChannel } from '../domain/events.js';
 import type { FunctionRef } from '../domain/function.js';
@@ -21,7 +21,7 @@ import { parseTraceparent, type TraceContext, traceFor } from '../domain/trace.j
 import { backoffDelay } from '../domain/triggers.js';
 import type { EventLog, StoredStreamEvent } from '../eventlog/index.js';
 import type { Scheduler } from '../scheduler/index.js';
-import { retryable, sleep } from '../triggers/delivery.js';
+import { countDelivery, deliveryFailure, retryable, sleep } from '../triggers/delivery.js';
 import type { ActiveTrigger } from './index.js';
 import type { TriggerStore } from './store.js';
 
@@ -242,19 +242,12 @@ export class ProjectionRunner {
       else if (response.status < 300)
         await this.deps.replied(ref, response, { hops: 0, trail: '', invocationId, trace });
     } catch (error) {
-      failure = isHearthError(error)
-        ? error
-        : new HearthError('HEARTH_E_INTERNAL', error instanceof Error ? error.message : String(error));
+      failure = deliveryFailure(error);
       status = failure.status;
     } finally {
       counters.inFlight -= 1;
     }
-    counters.lastDeliveryAt = new Date().toISOString();
-    if (failure === undefined) counters.delivered += 1;
-    else {
-      counters.failed += 1;
-      counters.lastError = { message: `${failure.code}: ${failure.message}`, at: counters.lastDeliveryAt };
-    }
+    countDelivery(counters, failure);
     if (invocationChannel.hasSubscribers)
       invocationChannel.publish({
         ref,

@@ -68,6 +68,22 @@ export function pipeStream(res: ResponseWriter, first: Buffer, stream: Readable,
 }
 
 /** Headers that describe one hop of the connection, not the response; never copied from a function. */
+/** The first value of header `lowerName` in Node's flat `[name, value, ...]` raw headers. */
+export function rawHeaderValue(rawHeaders: readonly string[], lowerName: string): string | undefined {
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    if ((rawHeaders[i] as string).toLowerCase() === lowerName) return rawHeaders[i + 1];
+  return undefined;
+}
+
+/** The raw headers without header `lowerName` (every occurrence). */
+export function withoutRawHeader(rawHeaders: readonly string[], lowerName: string): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    if ((rawHeaders[i] as string).toLowerCase() !== lowerName)
+      kept.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
+  return kept;
+}
+
 export const HOP_BY_HOP = new Set([
   'connection',
   'keep-alive',

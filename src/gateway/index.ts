@@ -35,6 +35,7 @@ export {
   readJsonBody,
   sendError,
   sendJson,
+  withoutRawHeader,
 } from './http.js';
 export { type InvocationGuard, type InvokeRoute, parseFunctionPath } from './invoke.js';
 export {

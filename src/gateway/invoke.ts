@@ -17,10 +17,12 @@ import {
   HOP_BY_HOP,
   pipeStream,
   type ResponseWriter,
+  rawHeaderValue,
   readBody,
   sendError,
   streamBounds,
   tooLarge,
+  withoutRawHeader,
 } from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { Traffic } from './traffic.js';
@@ -248,14 +250,14 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
     };
     // Function auth and namespace rate quotas (issue 10): one test for a public function.
     if (options.guard?.invocationChecked(deployed) === true) {
-      options.guard.checkInvocation(deployed, headerOf(raw, 'authorization'), (error, result) => {
+      options.guard.checkInvocation(deployed, rawHeaderValue(raw, 'authorization'), (error, result) => {
         if (error !== undefined) {
           fail(error, ref, deployed.version);
           return;
         }
         auth = result?.claims;
         // An API key is the platform's credential, not the function's: the function never sees it.
-        if (result?.stripAuthorization === true) headersIn = withoutHeader(raw, 'authorization');
+        if (result?.stripAuthorization === true) headersIn = withoutRawHeader(raw, 'authorization');
         submitWithBody(req, hasBody, limits.maxBodyBytes, submit, fail, ref, deployed.version);
       });
       return;
@@ -279,18 +281,6 @@ function submitWithBody(
     if (req.body.length > maxBodyBytes) fail(tooLarge(req.body.length, maxBodyBytes), ref, version);
     else submit(req.body);
   } else readBody(req, maxBodyBytes).then(submit, (error: unknown) => fail(error, ref, version));
-}
-
-function headerOf(raw: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).toLowerCase() === name) return raw[i + 1];
-  return undefined;
-}
-
-function withoutHeader(raw: readonly string[], name: string): string[] {
-  const kept: string[] = [];
-  for (let i = 0; i < raw.length; i += 2)
-    if ((raw[i] as string).toLowerCase() !== name) kept.push(raw[i] as string, raw[i + 1] as string);
-  return kept;
 }
 
 const EMPTY_BODY = Buffer.alloc(0);

@@ -18,7 +18,7 @@ import type { FunctionRef } from '../domain/function.js';
 import type { RetryPolicy } from '../domain/triggers.js';
 import type { Queue } from '../queue/index.js';
 import type { Scheduler } from '../scheduler/index.js';
-import { readBody } from './http.js';
+import { rawHeaderValue, readBody } from './http.js';
 import { clientKeyOf, takeTokens } from './rate-limit.js';
 import type { Traffic } from './traffic.js';
 
@@ -77,7 +77,7 @@ export interface SigV4Identity {
  * configuration while auth is on.
  */
 export function mapSigV4Credentials(rawHeaders: readonly string[]): SigV4Identity {
-  const authorization = headerValue(rawHeaders, 'authorization');
+  const authorization = rawHeaderValue(rawHeaders, 'authorization');
   // `AWS4-HMAC-SHA256 Credential=AKID/20261206/us-east-1/lambda/aws4_request, SignedHeaders=…, Signature=…`
   const scope = authorization?.match(/Credential=([^/,\s]+)\/\d{8}\/([^/,\s]+)\//);
   return { accessKeyId: scope?.[1], region: scope?.[2] };
@@ -252,10 +252,10 @@ function invokeFunction(
   guarded: LambdaGuarded | undefined,
 ): void {
   const fail = (error: unknown): void => sendLambdaError(res, error, requestId, options.onInternal);
-  const invocationType = headerValue(req.rawHeaders, 'x-amz-invocation-type') ?? 'RequestResponse';
+  const invocationType = rawHeaderValue(req.rawHeaders, 'x-amz-invocation-type') ?? 'RequestResponse';
   if (!(INVOCATION_TYPES as readonly string[]).includes(invocationType))
     throw enumError('invocationType', invocationType, INVOCATION_TYPES);
-  const logType = headerValue(req.rawHeaders, 'x-amz-log-type') ?? 'None';
+  const logType = rawHeaderValue(req.rawHeaders, 'x-amz-log-type') ?? 'None';
   if (!(LOG_TYPES as readonly string[]).includes(logType)) throw enumError('logType', logType, LOG_TYPES);
   const found = resolveTarget(options.scheduler, target, identity);
   const { deployed } = found;
@@ -526,12 +526,6 @@ function enumError(field: string, value: string, allowed: readonly string[]): La
     'ValidationException',
     `1 validation error detected: Value '${value}' at '${field}' failed to satisfy constraint: Member must satisfy enum value set: [${allowed.join(', ')}]`,
   );
-}
-
-function headerValue(rawHeaders: readonly string[], lowerName: string): string | undefined {
-  for (let i = 0; i < rawHeaders.length; i += 2)
-    if ((rawHeaders[i] as string).toLowerCase() === lowerName) return rawHeaders[i + 1];
-  return undefined;
 }
 
 function pairs(flat: readonly string[] | undefined): Record<string, string> {

@@ -18,6 +18,7 @@ import {
   readBody,
   sendError,
   sendLambdaError,
+  withoutRawHeader,
 } from '../gateway/index.js';
 import { isSigV4, type Security, SigV4Refusal } from './index.js';
 import type { Action } from './roles.js';
@@ -215,13 +216,8 @@ export function guardAsync(security: Security, route: Handler, options: AsyncGua
         sendError(res, error);
         return;
       }
-      if (auth?.stripAuthorization === true) {
-        const kept: string[] = [];
-        for (let i = 0; i < req.rawHeaders.length; i += 2)
-          if (req.rawHeaders[i]?.toLowerCase() !== 'authorization')
-            kept.push(req.rawHeaders[i] as string, req.rawHeaders[i + 1] as string);
-        req.rawHeaders = kept;
-      }
+      if (auth?.stripAuthorization === true)
+        req.rawHeaders = withoutRawHeader(req.rawHeaders, 'authorization');
       if (limit === undefined) {
         route(req, res);
         return;

@@ -120,6 +120,23 @@ export function eventRequest(
   };
 }
 
+/** What a delivery that threw failed with, as a HearthError. */
+export function deliveryFailure(error: unknown): HearthError {
+  return isHearthError(error)
+    ? error
+    : new HearthError('HEARTH_E_INTERNAL', error instanceof Error ? error.message : String(error));
+}
+
+/** Books one finished delivery (not in flight any more) in its trigger's counters. */
+export function countDelivery(counters: TriggerCounters, failure: HearthError | undefined): void {
+  counters.lastDeliveryAt = new Date().toISOString();
+  if (failure === undefined) counters.delivered += 1;
+  else {
+    counters.failed += 1;
+    counters.lastError = { message: `${failure.code}: ${failure.message}`, at: counters.lastDeliveryAt };
+  }
+}
+
 /**
  * Invokes `target` with one event; resolves with undefined on success (an answer below 500) or with the
  * failure as a HearthError. Never rejects.
@@ -146,19 +163,12 @@ export async function deliverOnce(
     if (response.status >= 500)
       failure = new HearthError('HEARTH_E_FN_ERROR', `the function answered HTTP ${response.status}`);
   } catch (error) {
-    failure = isHearthError(error)
-      ? error
-      : new HearthError('HEARTH_E_INTERNAL', error instanceof Error ? error.message : String(error));
+    failure = deliveryFailure(error);
     status = failure.status;
   } finally {
     counters.inFlight -= 1;
   }
-  counters.lastDeliveryAt = new Date().toISOString();
-  if (failure === undefined) counters.delivered += 1;
-  else {
-    counters.failed += 1;
-    counters.lastError = { message: `${failure.code}: ${failure.message}`, at: new Date().toISOString() };
-  }
+  countDelivery(counters, failure);
   if (invocationChannel.hasSubscribers)
     invocationChannel.publish({
       ref: target.ref,
