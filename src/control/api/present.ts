@@ -1,6 +1,6 @@
 /** @module Turns stored functions and live scheduler state into the API's wire shapes. */
 
-import { type FunctionRef, resolveSpec } from '../../domain/function.js';
+import { type FunctionRef, type IsolationName, resolveSpec } from '../../domain/function.js';
 import { formatBytes, formatDuration } from '../../domain/units.js';
 import type { FunctionStatus } from '../../scheduler/index.js';
 import { toDeploymentSummary } from '../deploy.js';
@@ -26,10 +26,15 @@ export function toSummary(fn: StoredFunction, status: FunctionStatus | undefined
   };
 }
 
-export function isolationNote(isolation: 'sandbox' | 'process'): string {
-  return isolation === 'sandbox'
-    ? 'sandbox: bubblewrap namespaces (mount, pid, ipc, uts, net), read-only root, private /tmp, unprivileged uid'
-    : 'process: NOT SANDBOXED — a plain child process with host access; for trusted development code only';
+export function isolationNote(isolation: IsolationName): string {
+  switch (isolation) {
+    case 'sandbox':
+      return 'sandbox: bubblewrap namespaces (mount, pid, ipc, uts, net), read-only root, private /tmp, unprivileged uid';
+    case 'microvm':
+      return 'microvm: a QEMU microVM of its own (own kernel, RAM sized to limits.memory, no network device), code shared read-only';
+    case 'process':
+      return 'process: NOT SANDBOXED — a plain child process with host access; for trusted development code only';
+  }
 }
 
 export function toDetail(
