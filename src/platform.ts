@@ -412,6 +412,7 @@ export async function startPlatform(
       onInternal,
       events: events.api,
       walls: sandbox.walls,
+      microvmWalls: microvm.walls,
       security,
       compliance: {
         secrets,

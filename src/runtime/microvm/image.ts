@@ -28,7 +28,7 @@ import type { LaunchSpec } from '../index.js';
 const run = promisify(execFile);
 
 /** Bumped whenever the image's layout or init changes, so a cached image of an older layout is not used. */
-const LAYOUT = 3;
+const LAYOUT = 4;
 
 /** Modules the cloud kernel does not build in, loaded by init in this order (dependencies first). */
 const MODULES = [
@@ -250,7 +250,11 @@ function stageRoot(root: string, busybox: string, setpriv: string, launches: rea
   copyWithLibraries(root, setpriv, '/bin/setpriv');
   for (const tool of ['sh', 'env']) cpSync(busybox, join(root, 'bin', tool));
   for (const launch of launches) {
-    for (const extra of launch.readOnlyPaths) copyPrefix(root, extra);
+    for (const extra of launch.readOnlyPaths) {
+      copyPrefix(root, extra);
+      // Extension modules (Python's lib-dynload) load libraries of their own: libz, libssl, libffi…
+      for (const module of sharedObjects(join(root, extra))) copyLibraries(root, module);
+    }
     copyWithLibraries(root, launch.command, launch.command);
     cpSync(launch.guestDir, join(root, guestPathFor(launch.guestDir)), {
       recursive: true,
@@ -285,9 +289,25 @@ function copyWithLibraries(root: string, source: string, at: string): void {
   mkdirSync(dirname(join(root, at)), { recursive: true });
   // An interpreter inside a prefix copied already (a pyenv Python) is there, maybe as a symbolic link.
   if (!existsSync(join(root, at))) cpSync(source, join(root, at), { dereference: true });
+  copyLibraries(root, source);
+}
+
+/** The shared objects under a directory (extension modules, the interpreter's own library). */
+function sharedObjects(dir: string): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) found.push(...sharedObjects(path));
+    else if (entry.isFile() && /\.so(\.[\d.]+)?$/.test(entry.name)) found.push(path);
+  }
+  return found;
+}
+
+/** Copies into the root every shared library `ldd` says `binary` loads, at the same path. */
+function copyLibraries(root: string, binary: string): void {
   let listing = '';
   try {
-    listing = readCommand('ldd', [source]);
+    listing = readCommand('ldd', [binary]);
   } catch {
     return; // static: nothing to add
   }
