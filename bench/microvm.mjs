@@ -81,12 +81,14 @@ export async function microvmBench({ boots = 3, coldStarts = 3, seconds = 5, con
   const hearth = await startHearth();
   const raw = await startRaw();
   try {
-    // Cold starts from the pool: each a new function, called on a fresh connection once a booted VM waits.
+    // Cold starts from the pool: each a function scaled to zero, called on a fresh connection once a
+    // booted VM waits in the pool.
     const ttfb = [];
     for (let i = 0; i < coldStarts; i++) {
       await deployHello(hearth.url, `vm-cold-${i}`, 'microvm');
+      await scaleToZero(hearth.url, `vm-cold-${i}`);
       // The deploy's own first start took the pool's VM: give the pool a boot's time (and some) to refill.
-      await sleep(boot.maxMs * 1.5);
+      await sleep(boot.maxMs * 2);
       const agent = new Agent({ keepAlive: false });
       const answer = await timeToFirstByte(hearth.url, `/function/vm-cold-${i}`, agent);
       agent.destroy();

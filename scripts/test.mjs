@@ -88,6 +88,9 @@ execFileSync(process.execPath, [join(root, 'test/support/aws/clients.mjs')], {
 });
 
 execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+execFileSync(process.execPath, [join(root, 'scripts/microvm-image.mjs')], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
 const vitest = spawnSync(
   process.execPath,
   [join(root, 'node_modules/vitest/vitest.mjs'), 'run', ...process.argv.slice(2)],

@@ -20,6 +20,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
@@ -52,6 +53,9 @@ const PYTHON_SKIP = new Set([
   'ensurepip',
   'lib2to3',
 ]);
+
+/** Where boot images are cached by default: per machine user, shared by every platform and data dir. */
+export const DEFAULT_IMAGE_CACHE = join(homedir(), '.cache', 'hearth', 'microvm');
 
 /** The unprivileged uid the function runs as inside the VM (no root even in its own kernel). */
 export const GUEST_UID = 65534;

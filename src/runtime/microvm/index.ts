@@ -21,7 +21,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { HearthError } from '../../domain/errors.js';
@@ -40,7 +39,7 @@ import { findExecutable } from '../paths.js';
 import { runConfined } from '../process/run.js';
 import { Cgroups } from '../sandbox/cgroups.js';
 import type { Slot } from '../slots.js';
-import { type BootImage, ensureBootImage } from './image.js';
+import { type BootImage, DEFAULT_IMAGE_CACHE, ensureBootImage } from './image.js';
 
 export interface MicroVmOptions {
   /** Per-VM sockets and the cgroups' key (a directory of its own: several platforms never collide). */
@@ -143,10 +142,7 @@ export class MicroVmIsolation implements Isolation {
       return 0;
     }
     try {
-      this.image = await ensureBootImage(
-        this.options.cacheDir ?? join(homedir(), '.cache', 'hearth', 'microvm'),
-        this.options.launches,
-      );
+      this.image = await ensureBootImage(this.options.cacheDir ?? DEFAULT_IMAGE_CACHE, this.options.launches);
       this.reason = undefined;
     } catch (error) {
       this.reason = `the microVM boot image could not be built: ${(error as Error).message}`;
