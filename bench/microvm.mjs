@@ -13,6 +13,7 @@ import {
   deploy,
   ROOT,
   round,
+  scaleToZero,
   sleep,
   startHearth,
   timeToFirstByte,
