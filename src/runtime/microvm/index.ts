@@ -70,18 +70,26 @@ const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 const STATUS_FD = 4;
 const QMP_FD = 5;
 
-/** Starts virtiofsd on the slot and waits for its socket; then joins the cgroups given before `--`, execs QEMU. */
+/**
+ * Joins the cgroups given before `--`, starts virtiofsd on the slot and waits for its socket, then execs
+ * QEMU. A watcher stays behind holding fd 6, whose other end is the platform's: when the platform dies,
+ * however (SIGKILL included), the watcher reads EOF and kills QEMU, as bubblewrap's --die-with-parent
+ * does for a sandbox (QEMU's own parent-death signal would not survive -runas dropping to nobody).
+ */
 const LAUNCHER = [
   '-c',
   [
     'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; shift',
     'sock=$1 share=$2; shift 2',
-    `${VIRTIOFSD} --socket-path="$sock" -o source="$share" -o cache=auto -o sandbox=chroot -o no_posix_lock </dev/null >/dev/null 2>&1 3>&- 4>&- 5>&- &`,
+    `${VIRTIOFSD} --socket-path="$sock" -o source="$share" -o cache=auto -o sandbox=chroot -o no_posix_lock </dev/null >/dev/null 2>&1 3>&- 4>&- 5>&- 6>&- &`,
     'i=0; while [ ! -S "$sock" ]; do i=$((i+1)); [ $i -gt 500 ] && { echo "virtiofsd did not start" >&2; exit 125; }; sleep 0.01; done',
+    'vm=$$; (read -r _ <&6; kill -9 "$vm" 2>/dev/null) </dev/null >/dev/null 2>&1 3>&- 4>&- 5>&- &',
+    'exec 6<&-',
     'exec "$@"',
   ].join('\n'),
   'hearth-microvm',
 ];
+const WATCH_FD = 6;
 
 interface VmState {
   readonly id: string;
@@ -194,7 +202,7 @@ export class MicroVmIsolation implements Isolation {
       ...this.qemuArgs(image, socket, kernelCommandLine(launch, guestDir)),
     ];
     const child: ChildProcess = spawn('/bin/sh', args, {
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
       env: {},
     });
     const guest = new GuestProcess(child);
@@ -218,7 +226,11 @@ export class MicroVmIsolation implements Isolation {
     statusPort?.on('error', () => {});
     const cgroups = this.cgroups;
     guest.outOfMemoryProbe = () => /oom_kill [1-9]/.test(state.status) || cgroups.oomKills(id) > 0;
+    const watch = stdio[WATCH_FD] as Duplex | null;
+    watch?.on('error', () => {});
     guest.once('exit', () => {
+      // The watcher's end: closed now, it ends (its kill finds nothing).
+      watch?.destroy();
       rmSync(socket, { force: true });
       void cgroups.remove(id).catch(() => undefined);
     });
