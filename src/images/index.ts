@@ -15,12 +15,18 @@ export interface Images {
   importArchive(
     archive: Readable,
     name: string,
+    scope?: string,
     onProgress?: (progress: PullProgress) => void,
   ): Promise<ResolveOutcome>;
   /** Deletes blobs and rootfs dirs no manifest in `keep` needs, untouched since `cutoff` (epoch ms). */
   collect(keep: ReadonlySet<string>, cutoff: number): Promise<CollectedImages>;
 }
 
+export {
+  RegistryCredentialStore,
+  type RegistryLogin,
+  type SealedValues,
+} from './credentials.js';
 export {
   ARCHIVE_PREFIX,
   apiHost,
@@ -32,6 +38,8 @@ export {
 export type { RegistryCredentials } from './registry.js';
 export {
   type CollectedImages,
+  describeProgress,
+  formatSize,
   ImageStore,
   type ImageStoreOptions,
   type PullProgress,

@@ -7,7 +7,7 @@
 
 import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -51,6 +51,11 @@ export type PullProgress =
 
 export interface ResolveOptions {
   readonly credentials?: RegistryCredentials | undefined;
+  /**
+   * Who asks (a namespace): an `oci-archive:` reference resolves only to an archive imported with the same
+   * scope, so nobody reaches an image another tenant pulled with its own credentials by naming its digest.
+   */
+  readonly scope?: string;
   readonly onProgress?: (progress: PullProgress) => void;
   readonly signal?: AbortSignal;
 }
@@ -147,7 +152,16 @@ export class ImageStore {
   async resolve(reference: string, options: ResolveOptions = {}): Promise<ResolveOutcome> {
     const ref = parseReference(reference);
     const progress = options.onProgress ?? (() => {});
-    if (ref.kind === 'archive') return this.resolveLocal(ref, reference, progress);
+    if (ref.kind === 'archive') {
+      const marker = this.importMarker(options.scope ?? '', ref.digest);
+      if ((await stat(marker).catch(() => undefined)) === undefined)
+        throw new HearthError(
+          'HEARTH_E_IMAGE_NOT_FOUND',
+          `image ${reference} was not uploaded to this namespace; upload it with hearth deploy --image oci-archive:FILE`,
+          { details: { image: reference } },
+        );
+      return this.resolveLocal(ref, reference, progress);
+    }
     const client = new RegistryClient(ref, options.credentials, options.signal);
     const tagOrDigest = ref.digest ?? ref.tag ?? 'latest';
     let fetched = await client.manifest(tagOrDigest, ref.digest);
@@ -201,6 +215,7 @@ export class ImageStore {
   async importArchive(
     archive: Readable,
     name: string,
+    scope = '',
     onProgress: (progress: PullProgress) => void = () => {},
   ): Promise<ResolveOutcome> {
     const safeName = name.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100) || 'image';
@@ -216,7 +231,19 @@ export class ImageStore {
       reference,
       onProgress,
     );
+    const marker = this.importMarker(scope, entry.digest);
+    await mkdir(join(marker, '..'), { recursive: true });
+    await writeFile(marker, '');
     return { ...outcome, pulledBytes: stored.bytes, pulledLayers: stored.blobs };
+  }
+
+  private importMarker(scope: string, digest: string): string {
+    return join(
+      this.root,
+      'imports',
+      scope.replace(/[^a-z0-9-]/g, '_') || '_',
+      digest.replace(/^sha256:/, ''),
+    );
   }
 
   /** The manifest digests whose rootfs is on disk. */
@@ -626,3 +653,26 @@ async function treeBytes(dir: string): Promise<number> {
 }
 
 export type { RegistryReference };
+
+/** One line of deploy progress for a pull event (what `hearth deploy` prints). */
+export function describeProgress(progress: PullProgress): string {
+  switch (progress.kind) {
+    case 'manifest':
+      return `manifest ${progress.digest.slice(0, 19)}: ${progress.layers} layer(s), ${formatSize(progress.sizeBytes)}`;
+    case 'layer':
+      return `layer ${progress.index + 1}/${progress.count} ${progress.digest.slice(7, 19)} ${formatSize(progress.sizeBytes)} ${progress.status === 'reused' ? 'already on this node' : 'pulled and verified'}`;
+    case 'unpack':
+      return `unpacking layer ${progress.layer + 1}/${progress.count}`;
+    case 'unpacked':
+      return progress.reused
+        ? 'rootfs already unpacked on this node'
+        : `rootfs unpacked: ${progress.files} entries, ${formatSize(progress.bytes)}`;
+  }
+}
+
+export function formatSize(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 ** 2) return `${(bytes / 1024).toFixed(1)} KiB`;
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
+}

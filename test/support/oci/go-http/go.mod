@@ -1,3 +1,3 @@
 module hearth.test/gohttp
 
-go 1.21
+go 1.19
