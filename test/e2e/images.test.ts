@@ -23,8 +23,8 @@ import {
 } from '../support/hearth.js';
 import { configFile } from '../support/load.js';
 import { pushCrafted, registryBlobFile } from '../support/oci/craft.js';
-import { goImage, pushArchive, type TwoTags, twoTagImages } from '../support/oci/images.js';
-import { startRegistry, type TestRegistry } from '../support/oci/registry.js';
+import { goImage, pushArchive, type TwoTags, twoTagImages } from '../support/oci/images.mjs';
+import { startRegistry, type TestRegistry } from '../support/oci/registry.mjs';
 
 const BOB = { username: 'bob', password: 'correct horse battery staple' };
 

@@ -1,11 +1,10 @@
-/**
- * @module Test images built from source, without a Docker daemon: `buildah` (vfs storage in a private temp
- * root) builds them and saves each as an `oci-archive` under ~/.cache/hearth-test-images, keyed by a hash of
- * its sources, so later runs reuse it. `pushArchive` copies one into a test registry with `skopeo`.
- *
- * - `goImage()`: a static Go HTTP server (CGO_ENABLED=0) `FROM scratch`, serving on $PORT.
- * - `twoTagImages()`: `v1` and `v2`, which share a 4 MiB base layer and differ in one small top layer.
- */
+// Test images built from source, without a Docker daemon: `buildah` (vfs storage in a private temp root)
+// builds them and saves each as an `oci-archive` under ~/.cache/hearth-test-images, keyed by a hash of its
+// sources, so later runs (tests and `node bench/run.mjs pull`) reuse it. `pushArchive` copies one into a
+// registry with `skopeo`. Types in images.d.mts.
+//
+// - `goImage()`: a static Go HTTP server (CGO_ENABLED=0) `FROM scratch`, serving on $PORT (8080).
+// - `twoTagImages()`: `v1` and `v2`, which share a 4 MiB base layer and differ in one small top layer.
 
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -22,12 +21,7 @@ export const IMAGE_CACHE = join(homedir(), '.cache', 'hearth-test-images');
 /** Bumped when the recipes below change in a way the hashed sources do not show. */
 const RECIPE = 'v1';
 
-export interface TwoTags {
-  readonly v1: string;
-  readonly v2: string;
-}
-
-export async function goImage(): Promise<string> {
+export async function goImage() {
   const sources = await Promise.all(
     ['main.go', 'go.mod'].map((file) => readFile(join(HERE, 'go-http', file))),
   );
@@ -64,12 +58,12 @@ export async function goImage(): Promise<string> {
   return join(dir, 'image.tar');
 }
 
-export async function twoTagImages(): Promise<TwoTags> {
+export async function twoTagImages() {
   const dir = await cached('two-tag', [Buffer.from('v1 v2')], async (work, out) => {
     // 4 MiB that does not compress: the shared layer a one-layer change must not pull again.
     const base = join(work, 'base.bin');
     const seed = createHash('sha256').update('hearth base layer').digest();
-    const blocks: Buffer[] = [];
+    const blocks = [];
     for (let i = 0; i < 4 * 1024 * 32; i += 1)
       blocks.push(createHash('sha256').update(seed).update(String(i)).digest());
     await writeFile(base, Buffer.concat(blocks));
@@ -91,11 +85,7 @@ export async function twoTagImages(): Promise<TwoTags> {
 }
 
 /** Copies an oci-archive into `host/repository:tag` over plain HTTP. */
-export async function pushArchive(
-  archive: string,
-  target: string,
-  credentials?: { username: string; password: string },
-): Promise<void> {
+export async function pushArchive(archive, target, credentials) {
   await run('skopeo', [
     'copy',
     '--quiet',
@@ -107,11 +97,7 @@ export async function pushArchive(
 }
 
 /** A directory of built files under the cache, named by `name` and the hash of `sources`; built once. */
-async function cached(
-  name: string,
-  sources: readonly Buffer[],
-  build: (work: string, out: string) => Promise<void>,
-): Promise<string> {
+async function cached(name, sources, build) {
   const hash = createHash('sha256').update(RECIPE);
   for (const source of sources) hash.update(source);
   const dir = join(IMAGE_CACHE, `${name}-${hash.digest('hex').slice(0, 16)}`);
@@ -129,12 +115,10 @@ async function cached(
   }
 }
 
-type Buildah = (...args: string[]) => Promise<string>;
-
 /** Runs buildah with its own storage under `work` (vfs: no overlay mounts needed). */
-async function buildah(work: string, steps: (b: Buildah) => Promise<void>): Promise<void> {
+async function buildah(work, steps) {
   const root = join(work, 'storage');
-  const b: Buildah = async (...args) => {
+  const b = async (...args) => {
     const { stdout } = await run(
       'buildah',
       ['--root', root, '--runroot', join(work, 'runroot'), '--storage-driver', 'vfs', ...args],

@@ -1,27 +1,12 @@
-/**
- * @module A real OCI registry for tests: Debian's `docker-registry` (distribution v2) on a free loopback port,
- * storing under a temp dir, anonymous or behind htpasswd basic auth.
- */
-
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+// A real OCI registry for tests and benchmarks: Debian's `docker-registry` (distribution v2) on a free loopback
+// port, storing under a temp dir, anonymous or behind htpasswd basic auth. Types in registry.d.mts.
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export interface TestRegistry {
-  /** `127.0.0.1:PORT`, the host part of an image reference. */
-  readonly host: string;
-  /** Where it stores blobs (`docker/registry/v2/blobs/sha256/<2>/<64>/data`), for tampering tests. */
-  readonly storage: string;
-  stop(): Promise<void>;
-}
-
-export interface RegistryOptions {
-  readonly auth?: { readonly username: string; readonly password: string };
-}
-
-export async function startRegistry(options: RegistryOptions = {}): Promise<TestRegistry> {
+export async function startRegistry(options = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'hearth-registry-'));
   const storage = join(dir, 'storage');
   const port = await freePort();
@@ -39,11 +24,11 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
     lines.push(`auth: { htpasswd: { realm: hearth-test, path: ${JSON.stringify(join(dir, 'htpasswd'))} } }`);
   }
   await writeFile(join(dir, 'config.yml'), `${lines.join('\n')}\n`);
-  const child: ChildProcess = spawn('docker-registry', ['serve', join(dir, 'config.yml')], {
+  const child = spawn('docker-registry', ['serve', join(dir, 'config.yml')], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
+  child.stderr.on('data', (chunk) => {
     stderr += chunk.toString();
   });
   const host = `127.0.0.1:${port}`;
@@ -72,7 +57,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
   };
 }
 
-export function freePort(): Promise<number> {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
