@@ -55,6 +55,8 @@ if (!has('htpasswd', ['-h']) && !existsSync('/usr/bin/htpasswd'))
 if (!has('buildah', ['--version']) || !has('skopeo', ['--version']) || !has('umoci', ['--version']))
   aptInstall(['buildah', 'skopeo', 'umoci'], 'buildah, skopeo and umoci build and push the test images');
 if (!has('go', ['version'])) aptInstall(['golang-go'], 'Go builds the static HTTP server test image');
+if (!has('openssl', ['version']))
+  aptInstall(['openssl'], 'openssl makes the signing certificate of the registry token service test');
 
 // The event gateway's trigger suites run against real brokers (issue 3): Mosquitto and nats-server from
 // Debian, and Kafka 4 (KRaft) from Maven Central, fetched once into ~/.cache/hearth-test.

@@ -31,14 +31,21 @@ const BOB = { username: 'bob', password: 'correct horse battery staple' };
 let hearth: Hearth;
 let open: TestRegistry;
 let locked: TestRegistry;
+let tokens: TestRegistry;
 let goArchive: string;
 let twoTags: TwoTags;
 
 beforeAll(async () => {
   [goArchive, twoTags] = await Promise.all([goImage(), twoTagImages()]);
-  [open, locked, hearth] = await Promise.all([startRegistry(), startRegistry({ auth: BOB }), startHearth()]);
+  [open, locked, tokens, hearth] = await Promise.all([
+    startRegistry(),
+    startRegistry({ auth: BOB }),
+    startRegistry({ auth: BOB, token: true }),
+    startHearth(),
+  ]);
   await pushArchive(goArchive, `${open.host}/hearth/go-http:1.0`);
   await pushArchive(goArchive, `${locked.host}/private/go-http:1.0`, BOB);
+  await pushArchive(goArchive, `${tokens.host}/private/go-http:1.0`, BOB);
   await pushArchive(twoTags.v1, `${open.host}/hearth/two:v1`);
   await pushArchive(twoTags.v2, `${open.host}/hearth/two:v2`);
 }, 600_000);
@@ -47,6 +54,7 @@ afterAll(async () => {
   await hearth?.stop();
   await open?.stop();
   await locked?.stop();
+  await tokens?.stop();
 });
 
 /** The digest the registry serves for a tag (what the deployed version must pin). */
@@ -149,6 +157,30 @@ describe('pulling from a registry', () => {
     const logout = await runCli(['registry', 'logout', locked.host], { url: hearth.url });
     expect(logout.code, logout.stderr).toBe(0);
     expect((await runCli(['registry', 'ls'], { url: hearth.url })).stdout).not.toContain(locked.host);
+  });
+
+  it('answers a bearer-token challenge with the stored login, per namespace', async () => {
+    const reference = `${tokens.host}/private/go-http:1.0`;
+    const anonymous = await runCli(['deploy', '--image', reference, '--name', 'token', '-n', 'tokens'], {
+      url: hearth.url,
+    });
+    expect(anonymous.code).not.toBe(0);
+    expect(anonymous.stderr).toContain('HEARTH_E_REGISTRY_AUTH');
+    expect(anonymous.stderr).toContain('UNAUTHORIZED');
+    const login = await runCli(
+      ['registry', 'login', tokens.host, '-u', 'bob', '--password-stdin', '-n', 'tokens'],
+      { url: hearth.url, input: BOB.password },
+    );
+    expect(login.code, login.stderr).toBe(0);
+    const pulled = await runCli(['deploy', '--image', reference, '--name', 'token', '-n', 'tokens'], {
+      url: hearth.url,
+    });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect((await getFunction(hearth.url, 'token', 'tokens'))?.image?.manifestDigest).toMatch(/^sha256:/);
+    // The login belongs to its namespace: another one still has none.
+    const elsewhere = await runCli(['deploy', '--image', reference, '--name', 'token'], { url: hearth.url });
+    expect(elsewhere.code).not.toBe(0);
+    expect(elsewhere.stderr).toContain('HEARTH_E_REGISTRY_AUTH');
   });
 
   it('pulls only the changed layer for a new tag, and keeps the previous version when a pull fails', async () => {

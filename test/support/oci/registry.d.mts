@@ -8,6 +8,8 @@ export interface TestRegistry {
 
 export interface RegistryOptions {
   readonly auth?: { readonly username: string; readonly password: string };
+  /** With `auth`: bearer tokens from a token service started alongside, instead of basic auth. */
+  readonly token?: boolean;
 }
 
 /** Debian's `docker-registry` (distribution v2) on a free loopback port, anonymous or with htpasswd basic auth. */
