@@ -407,10 +407,11 @@ export async function startPlatform(
       return trusted.length === 0 ? undefined : verifyPackage(dir, trusted);
     },
     images: {
-      resolve: async (namespace, reference, onProgress) => {
+      resolve: async (namespace, reference, onProgress, beforePull) => {
         const parsed = parseReference(reference);
         const outcome = await images.resolve(reference, {
           scope: namespace,
+          beforePull,
           credentials:
             parsed.kind === 'registry' ? registryLogins.get(namespace, parsed.registry) : undefined,
           onProgress: (progress) => onProgress(describeProgress(progress)),

@@ -61,10 +61,12 @@ export interface DeployerOptions {
 
 /** The deployer's view of the image store: what `spec.image` resolves to, with progress. */
 export interface DeployImages {
+  /** `beforePull` is told the image's size before any layer is fetched, and throws to refuse it. */
   resolve(
     namespace: string,
     reference: string,
     onProgress: (message: string) => void,
+    beforePull: (sizeBytes: number) => void,
   ): Promise<ResolvedImage>;
 }
 
@@ -502,7 +504,14 @@ export class Deployer {
       });
     const code = await this.options.code.put(dir, CODE_EXCLUDES);
     clock.begin('image', `resolving image ${reference}`);
-    const image = await images.resolve(ref.namespace, reference, (message) => clock.output('image', message));
+    const spec = resolveSpec(manifest.spec);
+    // The namespace's quota is asked before any layer is fetched, and again (with the exact figure) at release.
+    const image = await images.resolve(
+      ref.namespace,
+      reference,
+      (message) => clock.output('image', message),
+      (sizeBytes) => this.options.admit?.([{ ref, codeBytes: code.bytes + sizeBytes, spec }]),
+    );
     clock.end(
       'image',
       `image ${image.manifestDigest.slice(0, 19)} ready (${formatSize(image.sizeBytes)} in layers, rootfs unpacked)`,

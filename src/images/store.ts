@@ -46,6 +46,8 @@ export type PullProgress =
       /** `reused`: already on this node; `pulled`: fetched and verified now. */
       readonly status: 'reused' | 'pulled';
     }
+  /** A layer still streaming in, at most once a second: bytes so far of its size. */
+  | { readonly kind: 'pulling'; readonly digest: string; readonly bytes: number; readonly sizeBytes: number }
   | { readonly kind: 'unpack'; readonly layer: number; readonly count: number }
   | { readonly kind: 'unpacked'; readonly reused: boolean; readonly files: number; readonly bytes: number };
 
@@ -57,6 +59,11 @@ export interface ResolveOptions {
    */
   readonly scope?: string;
   readonly onProgress?: (progress: PullProgress) => void;
+  /**
+   * Told the image's compressed size once the manifest is read, before any layer is fetched: throw to refuse
+   * it (a namespace quota), so an image too large is never downloaded.
+   */
+  readonly beforePull?: (sizeBytes: number) => void;
   readonly signal?: AbortSignal;
 }
 
@@ -116,6 +123,8 @@ interface ConfigBlob {
 const DEFAULT_MAX_UNPACKED = 8 * 1024 ** 3;
 const DEFAULT_MAX_ARCHIVE = 4 * 1024 ** 3;
 const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
+/** How often a layer still streaming in is reported. */
+const PROGRESS_EVERY_MS = 1000;
 
 export class ImageStore {
   readonly root: string;
@@ -178,15 +187,18 @@ export class ImageStore {
     const { config: configDescriptor, layers } = checkImageManifest(manifest, fetched.digest);
     const sizeBytes = layers.reduce((sum, layer) => sum + layer.size, 0);
     progress({ kind: 'manifest', digest: fetched.digest, layers: layers.length, sizeBytes });
+    options.beforePull?.(sizeBytes);
     let pulledBytes = 0;
     let reusedBytes = 0;
     let pulledLayers = 0;
     let reusedLayers = 0;
-    const pulledConfig = await this.ensureBlob(configDescriptor, client, MAX_CONFIG_BYTES);
+    const pulledConfig = await this.ensureBlob(configDescriptor, client, MAX_CONFIG_BYTES, () => {});
     if (pulledConfig) pulledBytes += configDescriptor.size;
     const config = await this.readConfig(configDescriptor.digest);
     for (const [index, layer] of layers.entries()) {
-      const pulled = await this.ensureBlob(layer, client, Number.POSITIVE_INFINITY);
+      const pulled = await this.ensureBlob(layer, client, Number.POSITIVE_INFINITY, (bytes) =>
+        progress({ kind: 'pulling', digest: layer.digest, bytes, sizeBytes: layer.size }),
+      );
       if (pulled) {
         pulledBytes += layer.size;
         pulledLayers += 1;
@@ -404,7 +416,12 @@ export class ImageStore {
   }
 
   /** True when it fetched the blob; false when it was already here (its grace period restarts). */
-  private ensureBlob(descriptor: Descriptor, client: RegistryClient, max: number): Promise<boolean> {
+  private ensureBlob(
+    descriptor: Descriptor,
+    client: RegistryClient,
+    max: number,
+    onBytes: (bytes: number) => void,
+  ): Promise<boolean> {
     if (!isDigest(descriptor.digest))
       throw imageInvalid(`unsupported digest ${descriptor.digest} (sha256 only)`);
     if (descriptor.size > max) throw imageInvalid(`blob ${descriptor.digest} is larger than ${max} bytes`);
@@ -418,6 +435,7 @@ export class ImageStore {
           Readable.fromWeb(response.body as import('node:stream/web').ReadableStream<Uint8Array>),
           descriptor.digest,
           descriptor.size,
+          onBytes,
         );
         return true;
       })().finally(() => this.fetching.delete(descriptor.digest));
@@ -427,10 +445,16 @@ export class ImageStore {
   }
 
   /** Streams `source` to a scratch file, hashing and counting; renames it into place only when it matches. */
-  private async storeVerified(source: Readable, digest: string, size: number | undefined): Promise<number> {
+  private async storeVerified(
+    source: Readable,
+    digest: string,
+    size: number | undefined,
+    onBytes: (bytes: number) => void = () => {},
+  ): Promise<number> {
     const scratch = join(this.tmpDir, `blob-${randomUUID()}`);
     const hash = createHash('sha256');
     let bytes = 0;
+    let reported = performance.now();
     const counting = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         bytes += chunk.length;
@@ -439,6 +463,10 @@ export class ImageStore {
           return;
         }
         hash.update(chunk);
+        if (performance.now() - reported >= PROGRESS_EVERY_MS) {
+          reported = performance.now();
+          onBytes(bytes);
+        }
         callback(null, chunk);
       },
     });
@@ -661,6 +689,8 @@ export function describeProgress(progress: PullProgress): string {
       return `manifest ${progress.digest.slice(0, 19)}: ${progress.layers} layer(s), ${formatSize(progress.sizeBytes)}`;
     case 'layer':
       return `layer ${progress.index + 1}/${progress.count} ${progress.digest.slice(7, 19)} ${formatSize(progress.sizeBytes)} ${progress.status === 'reused' ? 'already on this node' : 'pulled and verified'}`;
+    case 'pulling':
+      return `layer ${progress.digest.slice(7, 19)}: ${formatSize(progress.bytes)} of ${formatSize(progress.sizeBytes)}`;
     case 'unpack':
       return `unpacking layer ${progress.layer + 1}/${progress.count}`;
     case 'unpacked':
