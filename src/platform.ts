@@ -460,6 +460,7 @@ export async function startPlatform(
             storedBytes: outcome.pulledBytes,
           };
         },
+        checkLogin: (registry, credentials) => images.checkLogin(registry, credentials),
         logins: registryLogins,
       },
       compliance: {

@@ -6,6 +6,7 @@
  */
 
 import type { Readable } from 'node:stream';
+import type { RegistryCredentials } from './registry.js';
 import type { CollectedImages, PullProgress, ResolveOptions, ResolveOutcome } from './store.js';
 
 export interface Images {
@@ -18,6 +19,8 @@ export interface Images {
     scope?: string,
     onProgress?: (progress: PullProgress) => void,
   ): Promise<ResolveOutcome>;
+  /** Checks a login against the registry (`GET /v2/`, answering its challenge). */
+  checkLogin(registry: string, credentials: RegistryCredentials, signal?: AbortSignal): Promise<void>;
   /** Deletes blobs and rootfs dirs no manifest in `keep` needs, untouched since `cutoff` (epoch ms). */
   collect(keep: ReadonlySet<string>, cutoff: number): Promise<CollectedImages>;
 }

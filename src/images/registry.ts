@@ -67,6 +67,18 @@ export class RegistryClient {
     return { digest, mediaType, bytes };
   }
 
+  /**
+   * `GET /v2/` with the credentials, answering a challenge as a pull would (`hearth registry login` checks a
+   * login this way, as `docker login` does). Construct the client with an empty repository for it.
+   */
+  async ping(): Promise<void> {
+    const response = await this.get(
+      `${registryScheme(this.ref.registry)}://${apiHost(this.ref.registry)}/v2/`,
+      'application/json',
+    );
+    await this.expectOk(response, 'the API root /v2/');
+  }
+
   /** The blob's response, its body unread (the caller streams and verifies it). */
   async blob(digest: string): Promise<Response> {
     const response = await this.get(`${this.base}/blobs/${digest}`, '*/*');
@@ -125,7 +137,9 @@ export class RegistryClient {
       );
     const tokenUrl = new URL(params.realm);
     if (params.service !== undefined) tokenUrl.searchParams.set('service', params.service);
-    tokenUrl.searchParams.set('scope', params.scope ?? `repository:${this.ref.repository}:pull`);
+    const scope =
+      params.scope ?? (this.ref.repository === '' ? undefined : `repository:${this.ref.repository}:pull`);
+    if (scope !== undefined) tokenUrl.searchParams.set('scope', scope);
     let response: Response;
     try {
       response = await fetch(tokenUrl, {
@@ -182,7 +196,7 @@ export class RegistryClient {
   private refused(answer: string): HearthError {
     return new HearthError(
       'HEARTH_E_REGISTRY_AUTH',
-      `registry ${this.ref.registry} refused the credentials${this.credentials === undefined ? '' : ` of ${this.credentials.username}`} for ${this.ref.repository}: ${answer}`,
+      `registry ${this.ref.registry} refused the credentials${this.credentials === undefined ? '' : ` of ${this.credentials.username}`}${this.ref.repository === '' ? '' : ` for ${this.ref.repository}`}: ${answer}`,
       { details: { registry: this.ref.registry, answer } },
     );
   }

@@ -258,6 +258,18 @@ export class ImageStore {
     );
   }
 
+  /** Checks a login against the registry's API root; throws HEARTH_E_REGISTRY_AUTH when it is refused. */
+  async checkLogin(registry: string, credentials: RegistryCredentials, signal?: AbortSignal): Promise<void> {
+    const ref: RegistryReference = {
+      kind: 'registry',
+      registry,
+      repository: '',
+      tag: undefined,
+      digest: undefined,
+    };
+    await new RegistryClient(ref, credentials, signal).ping();
+  }
+
   /** The manifest digests whose rootfs is on disk. */
   async listRootfs(): Promise<string[]> {
     const names = await readdir(this.rootfsDir).catch(() => [] as string[]);

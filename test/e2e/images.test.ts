@@ -126,10 +126,22 @@ describe('pulling from a registry', () => {
     expect(anonymous.stderr).toContain(`hearth registry login ${locked.host}`);
     expect(await getFunction(hearth.url, 'private')).toBeUndefined();
 
-    const wrong = await runCli(['registry', 'login', locked.host, '-u', 'bob', '--password-stdin'], {
+    // Login checks the credentials with the registry first, as docker login does.
+    const checked = await runCli(['registry', 'login', locked.host, '-u', 'bob', '--password-stdin'], {
       url: hearth.url,
       input: 'not the password\n',
     });
+    expect(checked.code).not.toBe(0);
+    expect(checked.stderr).toMatch(/HEARTH_E_REGISTRY_AUTH: .*refused the credentials of bob: 401/);
+    expect((await runCli(['registry', 'ls'], { url: hearth.url })).stdout).not.toContain(locked.host);
+    // Stored unchecked, a wrong password is the registry's refusal at deploy.
+    const wrong = await runCli(
+      ['registry', 'login', locked.host, '-u', 'bob', '--password-stdin', '--no-verify'],
+      {
+        url: hearth.url,
+        input: 'not the password\n',
+      },
+    );
     expect(wrong.code, wrong.stderr).toBe(0);
     const refused = await runCli(['deploy', '--image', reference, '--name', 'private'], { url: hearth.url });
     expect(refused.code).not.toBe(0);

@@ -21,6 +21,7 @@ import { formatAge, renderTable, writeJson } from '../output.js';
 interface LoginOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {
   readonly username?: string;
   readonly passwordStdin?: boolean;
+  readonly verify: boolean;
 }
 interface ListOptions extends ConnectionOptions, NamespaceOptions, OutputOptions {}
 
@@ -50,10 +51,13 @@ export function register(program: Command, context: CommandContext): void {
 
   const login = registry
     .command('login')
-    .description('store credentials for a registry (sealed on the server like secrets)')
+    .description(
+      'check credentials against a registry (the platform asks it, as docker login does) and store them, sealed like secrets',
+    )
     .argument('<host>', 'registry host[:port]', parseHost)
     .option('-u, --username <user>', 'user name')
-    .option('--password-stdin', 'read the password (or token) from stdin');
+    .option('--password-stdin', 'read the password (or token) from stdin')
+    .option('--no-verify', 'store the login without checking it against the registry first');
   addNamespaceOption(login);
   addOutputOption(login);
   addConnectionOptions(login);
@@ -69,6 +73,7 @@ export function register(program: Command, context: CommandContext): void {
     const client = connect(options, context.io, context.version);
     await client.json(registryPath(namespace, host), {
       method: 'PUT',
+      ...(options.verify ? {} : { query: { verify: 'false' } }),
       json: { username: options.username, password },
     });
     if (options.output === 'json')

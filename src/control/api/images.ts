@@ -24,6 +24,8 @@ export interface ImagesApi {
     readonly sizeBytes: number;
     readonly storedBytes: number;
   }>;
+  /** Throws (HEARTH_E_REGISTRY_AUTH, …_UNAVAILABLE) when the registry refuses the login or cannot be reached. */
+  checkLogin(registry: string, credentials: { username: string; password: string }): Promise<void>;
   readonly logins: {
     put(namespace: string, registry: string, credentials: { username: string; password: string }): void;
     delete(namespace: string, registry: string): boolean;
@@ -77,7 +79,8 @@ export function imageRoutes(context: ApiContext): Route[] {
     {
       method: 'PUT',
       path: '/api/v1/namespaces/:namespace/registries/:registry',
-      summary: 'Store credentials for a registry, sealed like secrets: {"username", "password"}',
+      summary:
+        'Store credentials for a registry, sealed like secrets: {"username", "password"}; checked against the registry first unless ?verify=false',
       handle: async (request) => {
         const namespace = namespaceOf(request.params.namespace);
         const registry = hostOf(request.params.registry);
@@ -95,6 +98,8 @@ export function imageRoutes(context: ApiContext): Route[] {
             password === undefined ? undefined : '(hidden)',
             'a non-empty password',
           );
+        if (request.query.get('verify') !== 'false')
+          await images.checkLogin(registry, { username, password });
         images.logins.put(namespace, registry, { username, password });
         sendJson(request.res, 200, { namespace, registry, username });
       },
