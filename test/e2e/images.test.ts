@@ -6,6 +6,7 @@
  * Invoking a container function belongs to the run half; these tests stop at the deployed version.
  */
 
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -365,6 +366,15 @@ describe('bad images', () => {
     expect(over.code).not.toBe(0);
     expect(over.stderr).toContain('HEARTH_E_QUOTA_EXCEEDED');
     expect(await getFunction(hearth.url, 'go-http', 'tiny')).toBeUndefined();
+    // Refused from the manifest's sizes: the layer is never downloaded.
+    const big = await pushCrafted(open.host, 'bad/big', '1', {
+      layers: [[{ name: 'big.bin', content: randomBytes(1536 * 1024).toString('base64') }]],
+    });
+    const refused = await deployManifest('big', `{ image: "${open.host}/bad/big:1" }`, 'tiny');
+    expect(refused.status).toBe(403);
+    expect(refused.text).toContain('codeBytes');
+    const blobs = await readdir(join(hearth.dataDir, 'images', 'blobs', 'sha256'));
+    expect(blobs).not.toContain((big.layerDigests[0] ?? '').slice(7));
   });
 });
 
