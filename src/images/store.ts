@@ -11,9 +11,12 @@ import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'n
 import { join } from 'node:path';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { Parser, type ReadEntry } from 'tar';
-import { HearthError } from '../domain/errors.js';
+import { ERROR_CATALOGUE, type ErrorCode, HearthError } from '../domain/errors.js';
 import type { ImageConfig, ResolvedImage } from '../domain/image.js';
+import { PACKAGE_ROOT } from '../runtime/paths.js';
 import {
   type ArchiveReference,
   formatReference,
@@ -28,7 +31,8 @@ import {
   RegistryClient,
   type RegistryCredentials,
 } from './registry.js';
-import { applyLayers, layerCompression } from './unpack.js';
+import { type LayerToApply, layerCompression, type UnpackStats } from './unpack.js';
+import type { UnpackJob, UnpackMessage } from './unpack-worker.js';
 
 export type PullProgress =
   | {
@@ -402,7 +406,7 @@ export class ImageStore {
         const scratch = join(this.tmpDir, `rootfs-${randomUUID()}`);
         await mkdir(scratch, { mode: 0o755 });
         try {
-          const stats = await applyLayers(
+          const stats = await unpackInWorker(
             scratch,
             layers.map((layer, index) => ({
               file: this.blobPath(layer.digest),
@@ -676,6 +680,49 @@ function imageConfigOf(blob: ConfigBlob): ImageConfig {
     user: config.User ?? '',
     exposedPorts: Object.keys(config.ExposedPorts ?? {}),
   };
+}
+
+/** The compiled worker, as the archive worker is: under the tests too, the build output is what runs. */
+const UNPACK_WORKER = pathToFileURL(`${PACKAGE_ROOT}dist/images/unpack-worker.js`);
+
+/** `applyLayers` in a worker thread of its own (one per unpack: unpacks are rare, a thread starts in ~50 ms). */
+function unpackInWorker(
+  root: string,
+  layers: readonly LayerToApply[],
+  maxBytes: number,
+  onLayer: (index: number) => void,
+): Promise<UnpackStats> {
+  const job: UnpackJob = { root, layers, maxBytes };
+  const worker = new Worker(UNPACK_WORKER, { workerData: job });
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    worker.on('message', (message: UnpackMessage) => {
+      if (message.kind === 'layer') {
+        onLayer(message.index);
+        return;
+      }
+      settled = true;
+      void worker.terminate();
+      if (message.kind === 'done') resolve(message.stats);
+      else if (message.code !== undefined && message.code in ERROR_CATALOGUE)
+        reject(
+          new HearthError(
+            message.code as ErrorCode,
+            message.message,
+            message.details === undefined ? {} : { details: message.details },
+          ),
+        );
+      else reject(new Error(message.message));
+    });
+    worker.on('error', (error) => {
+      if (!settled) reject(error);
+      settled = true;
+    });
+    worker.on('exit', (code) => {
+      if (!settled) reject(new Error(`the unpack worker exited with ${code}`));
+      settled = true;
+    });
+  });
 }
 
 function imageInvalid(reason: string): HearthError {
