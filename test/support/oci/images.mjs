@@ -84,6 +84,49 @@ export async function twoTagImages() {
   return { v1: join(dir, 'v1.tar'), v2: join(dir, 'v2.tar') };
 }
 
+/**
+ * Builds any image with buildah, cached like the others: `from` is `scratch` or an oci-archive file (another
+ * image of this module), `copy` maps paths in the image to files or folders on this machine, `config` sets
+ * Entrypoint/Cmd/Env/WorkingDir/User/ExposedPorts. `sources` are the bytes the cache key hashes (the
+ * recipe is hashed too). Answers the oci-archive file.
+ */
+export async function buildImage(name, { from = 'scratch', copy = {}, config = {}, sources = [] }) {
+  const recipe = Buffer.from(JSON.stringify({ from, copy, config }));
+  const dir = await cached(name, [recipe, ...sources], async (work, out) => {
+    await buildah(work, async (b) => {
+      const container = (await b('from', from === 'scratch' ? 'scratch' : `oci-archive:${from}`)).trim();
+      for (const [dest, src] of Object.entries(copy)) await b('copy', container, src, dest);
+      const flags = ['--os', 'linux', '--arch', 'amd64'];
+      if (config.entrypoint !== undefined) flags.push('--entrypoint', JSON.stringify(config.entrypoint));
+      if (config.cmd !== undefined) flags.push('--cmd', JSON.stringify(config.cmd));
+      for (const [key, value] of Object.entries(config.env ?? {})) flags.push('--env', `${key}=${value}`);
+      if (config.workingDir !== undefined) flags.push('--workingdir', config.workingDir);
+      if (config.user !== undefined) flags.push('--user', config.user);
+      for (const port of config.ports ?? []) flags.push('--port', port);
+      await b('config', ...flags, container);
+      await b('commit', '--format', 'oci', container, `localhost/hearth-test/${name}:latest`);
+      await b('push', `localhost/hearth-test/${name}:latest`, `oci-archive:${join(out, 'image.tar')}`);
+    });
+  });
+  return join(dir, 'image.tar');
+}
+
+/**
+ * A base image with this machine's Node (the binary and the shared libraries `ldd` names, at their paths)
+ * and nothing else: what a Node image for the container class can build on (`buildImage({ from })`).
+ */
+export async function nodeBaseImage() {
+  const { stdout } = await run('ldd', [process.execPath]);
+  const libraries = [...stdout.matchAll(/(\/\S+\.so[^\s]*)/g)].map((match) => match[1]);
+  const copy = { '/usr/local/bin/node': process.execPath };
+  for (const library of new Set(libraries)) copy[library] = library;
+  return buildImage('node-base', {
+    copy,
+    config: { entrypoint: ['/usr/local/bin/node'], env: { PATH: '/usr/local/bin:/usr/bin:/bin' } },
+    sources: [Buffer.from(process.version), Buffer.from(libraries.join('\n'))],
+  });
+}
+
 /** Copies an oci-archive into `host/repository:tag` over plain HTTP. */
 export async function pushArchive(archive, target, credentials) {
   await run('skopeo', [
