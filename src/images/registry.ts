@@ -60,10 +60,15 @@ export class RegistryClient {
       if (claimed?.startsWith('sha256:') && claimed !== digest)
         throw digestMismatch(`manifest ${reference}`, claimed, digest);
     }
-    const mediaType =
-      (JSON.parse(bytes.toString('utf8')) as { mediaType?: string }).mediaType ??
-      (response.headers.get('content-type') ?? '').split(';')[0]?.trim() ??
-      '';
+    let declared: string | undefined;
+    try {
+      declared = (JSON.parse(bytes.toString('utf8')) as { mediaType?: string }).mediaType;
+    } catch {
+      throw new HearthError('HEARTH_E_IMAGE_INVALID', `manifest ${reference} is not JSON`, {
+        details: { registry: this.ref.registry },
+      });
+    }
+    const mediaType = declared ?? (response.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
     return { digest, mediaType, bytes };
   }
 

@@ -93,6 +93,8 @@ export interface ImageStoreOptions {
   readonly maxUnpackedBytes?: number;
   /** Bound on one uploaded oci-archive. */
   readonly maxArchiveBytes?: number;
+  /** Bound on one image's compressed layers, checked from the manifest before anything is fetched. */
+  readonly maxImageBytes?: number;
 }
 
 interface Descriptor {
@@ -126,6 +128,7 @@ interface ConfigBlob {
 
 const DEFAULT_MAX_UNPACKED = 8 * 1024 ** 3;
 const DEFAULT_MAX_ARCHIVE = 4 * 1024 ** 3;
+const DEFAULT_MAX_IMAGE = 4 * 1024 ** 3;
 const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
 /** How often a layer still streaming in is reported. */
 const PROGRESS_EVERY_MS = 1000;
@@ -140,6 +143,7 @@ export class ImageStore {
   private readonly unpacking = new Map<string, Promise<boolean>>();
   private readonly maxUnpackedBytes: number;
   private readonly maxArchiveBytes: number;
+  private readonly maxImageBytes: number;
 
   constructor(options: ImageStoreOptions) {
     this.root = join(options.dataDir, 'images');
@@ -148,6 +152,7 @@ export class ImageStore {
     this.tmpDir = join(this.root, 'tmp');
     this.maxUnpackedBytes = options.maxUnpackedBytes ?? DEFAULT_MAX_UNPACKED;
     this.maxArchiveBytes = options.maxArchiveBytes ?? DEFAULT_MAX_ARCHIVE;
+    this.maxImageBytes = options.maxImageBytes ?? DEFAULT_MAX_IMAGE;
   }
 
   /** Creates the directories and clears what a killed run left half-written. */
@@ -191,6 +196,10 @@ export class ImageStore {
     const { config: configDescriptor, layers } = checkImageManifest(manifest, fetched.digest);
     const sizeBytes = layers.reduce((sum, layer) => sum + layer.size, 0);
     progress({ kind: 'manifest', digest: fetched.digest, layers: layers.length, sizeBytes });
+    if (sizeBytes > this.maxImageBytes)
+      throw imageInvalid(
+        `${reference}: ${formatSize(sizeBytes)} of layers, more than this node takes (${formatSize(this.maxImageBytes)})`,
+      );
     options.beforePull?.(sizeBytes);
     let pulledBytes = 0;
     let reusedBytes = 0;
@@ -557,6 +566,7 @@ export class ImageStore {
           const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(path);
           if (path === 'oci-layout') sawLayout = true;
           if (path === 'index.json') {
+            if (entry.size > MAX_MANIFEST_BYTES) throw imageInvalid('index.json is too large');
             const chunks: Buffer[] = [];
             for await (const chunk of entry) chunks.push(chunk as Buffer);
             indexBytes = Buffer.concat(chunks);
