@@ -8,7 +8,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { readdir, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -392,6 +392,24 @@ describe('oci-archive uploads', () => {
     // The same image the registry serves: same manifest digest, same rootfs.
     expect(detail?.image?.manifestDigest).toBe(await registryDigest(open.host, 'hearth/go-http', '1.0'));
     expect(detail?.image?.reference).toMatch(/^oci-archive:image\.tar@sha256:[a-f0-9]{64}$/);
+
+    // A function folder whose hearth.yaml names the archive beside it: uploaded, then deployed by digest.
+    const folder = await makeFolder({
+      'hearth.yaml':
+        'apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: folder-image }\nspec:\n  image: oci-archive:./image.tar\n  env: { GREETING: hi }\n',
+    });
+    try {
+      await copyFile(goArchive, join(folder.dir, 'image.tar'));
+      const fromFolder = await runCli(['deploy', folder.dir], { url: hearth.url });
+      expect(fromFolder.code, fromFolder.stderr).toBe(0);
+    } finally {
+      await folder.cleanup();
+    }
+    const folderImage = await getFunction(hearth.url, 'folder-image');
+    expect(folderImage?.image?.manifestDigest).toBe(detail?.image?.manifestDigest);
+    expect(folderImage?.spec.env).toEqual({ GREETING: 'hi' });
+    // Only the manifest was packed: the archive went to the image store, not into the code package.
+    expect(folderImage?.code.files).toBe(0);
 
     const elsewhere = await deployManifest('stolen', `{ image: "${detail?.image?.reference}" }`, 'other');
     expect(elsewhere.status).toBe(404);
