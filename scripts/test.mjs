@@ -46,6 +46,18 @@ if (!existsSync('/usr/bin/chromium')) aptInstall(['chromium'], 'chromium is need
 if (!has('slirp4netns')) aptInstall(['slirp4netns'], 'slirp4netns is needed for egress allow-lists');
 if (!existsSync('/usr/sbin/nft')) aptInstall(['nftables'], 'nftables is needed for egress allow-lists');
 
+// Container images (issue 17): a real registry (distribution v2) with htpasswd auth, and images built from
+// source without a Docker daemon (buildah, skopeo to push; Go for the static server image).
+if (!has('docker-registry', ['--version']))
+  aptInstall(['docker-registry'], 'docker-registry is needed for the container image tests');
+if (!has('htpasswd', ['-h']) && !existsSync('/usr/bin/htpasswd'))
+  aptInstall(['apache2-utils'], 'htpasswd (apache2-utils) is needed for the registry auth tests');
+if (!has('buildah', ['--version']) || !has('skopeo', ['--version']) || !has('umoci', ['--version']))
+  aptInstall(['buildah', 'skopeo', 'umoci'], 'buildah, skopeo and umoci build and push the test images');
+if (!has('go', ['version'])) aptInstall(['golang-go'], 'Go builds the static HTTP server test image');
+if (!has('openssl', ['version']))
+  aptInstall(['openssl'], 'openssl makes the signing certificate of the registry token service test');
+
 // The event gateway's trigger suites run against real brokers (issue 3): Mosquitto and nats-server from
 // Debian, and Kafka 4 (KRaft) from Maven Central, fetched once into ~/.cache/hearth-test.
 if (!has('mosquitto', ['-h']) && !existsSync('/usr/sbin/mosquitto'))

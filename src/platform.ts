@@ -44,6 +44,13 @@ import {
   createLambdaApi,
   TlsReloader,
 } from './gateway/index.js';
+import {
+  describeProgress,
+  formatSize,
+  ImageStore,
+  parseReference,
+  RegistryCredentialStore,
+} from './images/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
@@ -127,6 +134,10 @@ export async function startPlatform(
   const logs = new LogStore({ file: join(config.dataDir, 'logs.db'), maxRecords: config.logRecords });
   const code = new CodeStore({ dataDir: config.dataDir, cacheBytes: config.codeCacheBytes });
   await code.init();
+  // Container images (issue 17): blobs and rootfs dirs under images/, registry logins sealed with the secrets.
+  const images = new ImageStore({ dataDir: config.dataDir });
+  await images.open();
+  const registryLogins = new RegistryCredentialStore(secrets);
   const layers = new LayerStore(config.dataDir, {
     timeoutMs: config.buildTimeoutMs,
     maxDiskBytes: config.buildMaxDiskBytes,
@@ -154,7 +165,11 @@ export async function startPlatform(
         const functions = store.listFunctions(namespace);
         return {
           names: new Set(functions.map((fn) => fn.name)),
-          codeBytes: functions.reduce((sum, fn) => sum + fn.active.codeBytes, 0),
+          // An image counts against codeBytes by its compressed layers (issue 17).
+          codeBytes: functions.reduce(
+            (sum, fn) => sum + fn.active.codeBytes + (fn.active.image?.sizeBytes ?? 0),
+            0,
+          ),
         };
       },
       instances: (namespace) => {
@@ -173,7 +188,10 @@ export async function startPlatform(
     },
     audit: (fields, message) => logger.info({ audit: 'security', ...fields }, message),
   });
-  security.activeBytes = (ref) => store.getFunction(ref)?.active.codeBytes ?? 0;
+  security.activeBytes = (ref) => {
+    const active = store.getFunction(ref)?.active;
+    return active === undefined ? 0 : active.codeBytes + (active.image?.sizeBytes ?? 0);
+  };
   // The audit log's "who" (issue 13's seam): the id of the key or token's key, never the credential.
   setKeyIdentity((request) => {
     try {
@@ -388,6 +406,34 @@ export async function startPlatform(
       const trusted = config.compliance.signing.trustedKeys(ref.namespace);
       return trusted.length === 0 ? undefined : verifyPackage(dir, trusted);
     },
+    images: {
+      resolve: async (namespace, reference, onProgress, beforePull) => {
+        const parsed = parseReference(reference);
+        const outcome = await images.resolve(reference, {
+          scope: namespace,
+          beforePull,
+          credentials:
+            parsed.kind === 'registry' ? registryLogins.get(namespace, parsed.registry) : undefined,
+          onProgress: (progress) => onProgress(describeProgress(progress)),
+        });
+        const { image, pulledBytes, reusedBytes, pulledLayers, reusedLayers } = outcome;
+        logger.info(
+          {
+            image: reference,
+            manifestDigest: image.manifestDigest,
+            pulledBytes,
+            reusedBytes,
+            pulledLayers,
+            reusedLayers,
+          },
+          'image resolved',
+        );
+        onProgress(
+          `pulled ${formatSize(pulledBytes)} (${pulledLayers} layer(s)), reused ${formatSize(reusedBytes)} (${reusedLayers} layer(s)) already on this node`,
+        );
+        return image;
+      },
+    },
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(
@@ -400,6 +446,23 @@ export async function startPlatform(
       events: events.api,
       walls: sandbox.walls,
       security,
+      images: {
+        importArchive: async (namespace, archive, name) => {
+          const outcome = await images.importArchive(archive, name, namespace);
+          logger.info(
+            { image: outcome.image.reference, storedBytes: outcome.pulledBytes, namespace },
+            'image archive imported',
+          );
+          return {
+            reference: outcome.image.reference,
+            manifestDigest: outcome.image.manifestDigest,
+            sizeBytes: outcome.image.sizeBytes,
+            storedBytes: outcome.pulledBytes,
+          };
+        },
+        checkLogin: (registry, credentials) => images.checkLogin(registry, credentials),
+        logins: registryLogins,
+      },
       compliance: {
         secrets,
         audit,
@@ -548,6 +611,7 @@ export async function startPlatform(
     store,
     code,
     layers,
+    images,
     graceMs: config.gc.graceMs,
     intervalMs: config.gc.intervalMs,
     onCollected: (collected) =>
@@ -622,6 +686,7 @@ export function toDeployed(stored: StoredVersion): DeployedVersion {
       stored.depsKey === null || stored.depsMount === null
         ? undefined
         : { key: stored.depsKey, mountName: stored.depsMount },
+    ...(stored.image === null ? {} : { image: stored.image }),
     createdAt: stored.createdAt,
   };
 }

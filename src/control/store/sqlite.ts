@@ -4,6 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type { FunctionManifest, FunctionRef } from '../../domain/function.js';
 import type { GatewayManifest } from '../../domain/gateway.js';
+import type { ResolvedImage } from '../../domain/image.js';
 import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } from '../../security/index.js';
 import type {
   NewVersion,
@@ -105,6 +106,7 @@ interface VersionRow {
   code_bytes: number;
   deps_key: string | null;
   deps_mount: string | null;
+  image: string | null;
   created_at: string;
 }
 
@@ -140,6 +142,10 @@ export class SqliteStore implements Store, SecurityStore {
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
     this.db.exec(SECURITY_SCHEMA);
+    // Issue 17: the image a version pins. Added to stores made before it.
+    const columns = this.db.prepare('PRAGMA table_info(versions)').all() as { name: string }[];
+    if (!columns.some((column) => column.name === 'image'))
+      this.db.exec('ALTER TABLE versions ADD COLUMN image TEXT');
   }
 
   listFunctions(namespace?: string): StoredFunction[] {
@@ -178,8 +184,8 @@ export class SqliteStore implements Store, SecurityStore {
     const commit = this.db.transaction(() => {
       this.db
         .prepare(
-          `INSERT INTO versions (namespace, name, version, manifest, code_hash, code_files, code_bytes, deps_key, deps_mount, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO versions (namespace, name, version, manifest, code_hash, code_files, code_bytes, deps_key, deps_mount, image, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           ref.namespace,
@@ -191,6 +197,7 @@ export class SqliteStore implements Store, SecurityStore {
           data.codeBytes,
           data.depsKey,
           data.depsMount,
+          data.image === null ? null : JSON.stringify(data.image),
           now,
         );
       this.db
@@ -289,6 +296,13 @@ export class SqliteStore implements Store, SecurityStore {
       .prepare('SELECT DISTINCT deps_key FROM versions WHERE deps_key IS NOT NULL')
       .all() as { deps_key: string }[];
     return new Set(rows.map((row) => row.deps_key));
+  }
+
+  imageDigestsInUse(): Set<string> {
+    const rows = this.db.prepare('SELECT image FROM versions WHERE image IS NOT NULL').all() as {
+      image: string;
+    }[];
+    return new Set(rows.map((row) => (JSON.parse(row.image) as ResolvedImage).manifestDigest));
   }
 
   codeHashesInUse(): Set<string> {
@@ -475,6 +489,7 @@ function toVersion(row: VersionRow): StoredVersion {
     codeBytes: row.code_bytes,
     depsKey: row.deps_key,
     depsMount: row.deps_mount,
+    image: row.image === null ? null : (JSON.parse(row.image) as ResolvedImage),
     createdAt: row.created_at,
   };
 }
