@@ -73,6 +73,25 @@ execFileSync(process.execPath, [join(root, 'test/support/aws/clients.mjs')], {
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 
+// WebAssembly functions (issue 14): the wasm suite deploys Rust and Go modules built from this repository's
+// sources. Rust comes from rustup (its wasm32-wasip1 target is added when missing), Go from the machine.
+if (!has('cargo')) {
+  process.stderr.write(
+    'error: cargo is needed to build the Rust wasm modules; install Rust with https://rustup.rs\n',
+  );
+  process.exit(1);
+}
+if (!has('go', ['version'])) {
+  // Debian's golang-go (1.19) predates GOOS=wasip1 (Go 1.21).
+  process.stderr.write(
+    'error: Go 1.21 or newer is needed to build the Go wasm module; install it from https://go.dev/dl\n',
+  );
+  process.exit(1);
+}
+execFileSync(process.execPath, [join(root, 'test/support/wasm/build.mjs')], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
+
 execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
 const vitest = spawnSync(
   process.execPath,

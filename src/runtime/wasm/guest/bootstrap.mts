@@ -500,6 +500,12 @@ function onInvoke(id: number, wire: InvokeWire, body: Buffer): void {
   } catch (error) {
     if (run !== undefined) flushLogs(run);
     send(T_ERROR, id, describe(error, target));
+    // An exported-function instance that failed may have its stack and heap in any state: the next request
+    // gets a fresh one (after describe, which reports the memory the failed one had).
+    if (!target.command) {
+      ready = undefined;
+      resetMemory(target);
+    }
   } finally {
     run = undefined;
   }
@@ -539,32 +545,25 @@ function runExport(target: Loaded, id: number, body: Buffer): Answer {
   ready = instance;
   run = newRun(id, EMPTY, false, boundArgs, boundEnv);
   const exports = instance.exports as Record<string, (...args: number[]) => number | bigint>;
-  try {
-    const ptr = Number(exports.alloc?.(body.length)) >>> 0;
-    new Uint8Array((memory as WebAssembly.Memory).buffer).set(body, ptr);
-    const packed = exports[target.entry]?.(ptr, body.length);
-    if (typeof packed !== 'bigint')
-      throw Object.assign(new Error(`${target.entry} must return an i64 (pointer << 32 | length)`), {
-        name: 'WasmAbiError',
-      });
-    const outPtr = Number((packed >> 32n) & 0xffffffffn);
-    const outLength = Number(packed & 0xffffffffn);
-    if (outLength > maxBodyBytes) throw responseTooLarge(outLength);
-    const view = (memory as WebAssembly.Memory).buffer;
-    if (outPtr + outLength > view.byteLength)
-      throw Object.assign(
-        new Error(`${target.entry} returned bytes ${outPtr}..${outPtr + outLength}, past the end of memory`),
-        { name: 'WasmAbiError' },
-      );
-    const answer = Buffer.from(new Uint8Array(view, outPtr, outLength));
-    exports.dealloc?.(outPtr, outLength);
-    return [200, ['content-type', 'application/octet-stream'], answer];
-  } catch (error) {
-    // A trap leaves the instance's stack and heap in an unknown state: the next request gets a fresh one.
-    ready = undefined;
-    resetMemory(target);
-    throw error;
-  }
+  const ptr = Number(exports.alloc?.(body.length)) >>> 0;
+  new Uint8Array((memory as WebAssembly.Memory).buffer).set(body, ptr);
+  const packed = exports[target.entry]?.(ptr, body.length);
+  if (typeof packed !== 'bigint')
+    throw Object.assign(new Error(`${target.entry} must return an i64 (pointer << 32 | length)`), {
+      name: 'WasmAbiError',
+    });
+  const outPtr = Number((packed >> 32n) & 0xffffffffn);
+  const outLength = Number(packed & 0xffffffffn);
+  if (outLength > maxBodyBytes) throw responseTooLarge(outLength);
+  const view = (memory as WebAssembly.Memory).buffer;
+  if (outPtr + outLength > view.byteLength)
+    throw Object.assign(
+      new Error(`${target.entry} returned bytes ${outPtr}..${outPtr + outLength}, past the end of memory`),
+      { name: 'WasmAbiError' },
+    );
+  const answer = Buffer.from(new Uint8Array(view, outPtr, outLength));
+  exports.dealloc?.(outPtr, outLength);
+  return [200, ['content-type', 'application/octet-stream'], answer];
 }
 
 function responseTooLarge(bytes: number): Error {
