@@ -84,7 +84,7 @@ function send(type: number, id: number, meta: unknown, body: Buffer = EMPTY): vo
 // --- the module -------------------------------------------------------------------------------------------
 
 /** `main` → main.wasm `_start`; `main.handle` → main.wasm `handle`; `dir/app.wasm` → that file, `_start`. */
-export function parseHandler(handler: string): { file: string; entry: string } {
+function parseHandler(handler: string): { file: string; entry: string } {
   if (handler.endsWith('.wasm')) return { file: handler, entry: '_start' };
   const dot = handler.lastIndexOf('.');
   if (dot <= handler.lastIndexOf('/')) return { file: `${handler}.wasm`, entry: '_start' };
