@@ -131,6 +131,15 @@ describe('the WASI command ABI (a Rust module)', () => {
   });
 });
 
+describe('isolation', () => {
+  it('runs the same module with isolation: process by changing that one field', async () => {
+    await deployWasm('probe-process', modules.probe, 'handler: main, isolation: process');
+    const response = await invoke(hearth.url, 'probe-process', { path: '/env' });
+    expect(response.status).toBe(200);
+    expect(response.json()).toMatchObject({ function: 'probe-process', runs: 1 });
+  });
+});
+
 describe('the exported-function ABI', () => {
   it('passes the body through alloc/handle and keeps the instance between requests', async () => {
     const first = await invoke(hearth.url, 'exports', { body: 'abc' });
