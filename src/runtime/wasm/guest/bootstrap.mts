@@ -36,6 +36,8 @@ const EMPTY = Buffer.alloc(0);
 const PAGE = 64 * 1024;
 /** What the Node process itself keeps of limits.memory; the rest may be the module's linear memory. */
 const RUNTIME_RESERVE_MIB = 40;
+/** A memory grown up to this size is zeroed and kept between command requests (see resetMemory). */
+const KEEP_GROWN_BYTES = 4 * 1024 * 1024;
 /** A log write is clipped to this, as in the Node guest (the log keeps 16 KiB of a record anyway). */
 const LOG_MAX = 512 * 1024;
 const WASI_MODULE = 'wasi_snapshot_preview1';
@@ -457,11 +459,17 @@ function instantiate(target: Loaded): WebAssembly.Instance {
   return instance;
 }
 
-/** Makes the memory as a fresh instantiation would find it: zeroed, at its initial size. */
+/**
+ * Makes the memory as a fresh instantiation would find it: zeroed (the instantiation writes the data segments).
+ * A memory that grew a little is kept at its size, zeroed: the next instance starts with more pages than the
+ * module declares, which allocators handle (they take new pages from memory.grow's answer), and a module
+ * with a small stack whose heap grows once per request does not pay a new memory and a new node:wasi each
+ * time. One that grew past KEEP_GROWN_BYTES is replaced, so a rare large request does not cost every later
+ * one a large fill (a memory cannot shrink).
+ */
 function resetMemory(target: Loaded): void {
   const current = memory as WebAssembly.Memory;
-  if (current.buffer.byteLength > target.minPages * PAGE) {
-    // A memory cannot shrink: a grown one is replaced (and node:wasi rebound to it).
+  if (current.buffer.byteLength > Math.max(target.minPages * PAGE, KEEP_GROWN_BYTES)) {
     memory = freshMemory(target.minPages, target.maxPages);
     (target.imports.hearth as Record<string, unknown>).memory = memory;
   } else new Uint8Array(current.buffer).fill(0);
