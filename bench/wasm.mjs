@@ -102,7 +102,7 @@ async function cold(hearth, runtime, count, make) {
   };
 }
 
-export async function wasmBench({ count = 24, seconds = 8, connections = 50 } = {}) {
+export async function wasmBench({ count = 24, seconds = 5, connections = 50, rounds = 3 } = {}) {
   const modules = buildWasmModules();
   const hearth = await startHearth();
   const results = { cold: {}, warm: {} };
@@ -115,6 +115,11 @@ export async function wasmBench({ count = 24, seconds = 8, connections = 50 } = 
     results.cold['wasm, exported function (Rust compute)'] = await cold(hearth, 'wasm', count, (i) => ({
       folder: wasmFolder(modules.computeRust, `wasm-export-${i}`, 'main.handle'),
       name: `wasm-export-${i}`,
+      path: '',
+    }));
+    results.cold['wasm, WASI command (Go hello)'] = await cold(hearth, 'wasm', Math.min(count, 8), (i) => ({
+      folder: wasmFolder(modules.helloGo, `wasm-go-${i}`, 'main'),
+      name: `wasm-go-${i}`,
       path: '',
     }));
     results.cold['node20 (Node hello), same run'] = await cold(hearth, 'node20', count, (i) => {
@@ -144,22 +149,34 @@ export async function wasmBench({ count = 24, seconds = 8, connections = 50 } = 
       ['hearth, wasm WASI command (Rust hello)', `${hearth.url}/function/wasm-hello`],
       ['hearth, wasm exported function (Rust compute)', `${hearth.url}/function/wasm-compute`],
     ];
+    // Rounds alternate the servers (the machine is shared and drifts); medians over the rounds, and each
+    // ratio the median of per-round ratios against the raw server and the Node hello of the same round.
+    const runs = Object.fromEntries(targets.map(([name]) => [name, []]));
     try {
-      for (const [name, url] of targets) {
-        await sleep(1000);
-        await load(url, 2);
-        results.warm[name] = await load(url, seconds);
+      for (let turn = 0; turn < rounds; turn++) {
+        for (const [name, url] of targets) {
+          await sleep(1000);
+          await load(url, 2);
+          runs[name].push(await load(url, seconds));
+        }
       }
     } finally {
       raw.stop();
     }
-    const rawRps = results.warm['raw node:http'].rps;
-    const nodeRps = results.warm['hearth, node20 hello'].rps;
-    for (const run of Object.values(results.warm)) {
-      run.rps = round(run.rps, 0);
-      run.vsRaw = round(run.rps / rawRps);
-      run.vsNodeHello = round(run.rps / nodeRps);
+    const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+    const rawRuns = runs['raw node:http'];
+    const nodeRuns = runs['hearth, node20 hello'];
+    for (const [name, list] of Object.entries(runs)) {
+      results.warm[name] = {
+        rps: round(median(list.map((r) => r.rps)), 0),
+        p50: round(median(list.map((r) => r.p50))),
+        p99: round(median(list.map((r) => r.p99))),
+        errors: list.reduce((sum, r) => sum + r.errors, 0),
+        vsRaw: round(median(list.map((r, i) => r.rps / rawRuns[i].rps))),
+        vsNodeHello: round(median(list.map((r, i) => r.rps / nodeRuns[i].rps))),
+      };
     }
+    results.rounds = rounds;
     results.tool = tool;
     results.connections = connections;
     results.seconds = seconds;

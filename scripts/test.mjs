@@ -2,6 +2,7 @@
 // build, then run every suite. A missing tool is a failure with one line, never a skipped test.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -73,6 +74,11 @@ execFileSync(process.execPath, [join(root, 'test/support/aws/clients.mjs')], {
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 
+// rustup installs into ~/.cargo/bin and Go's tarball into /usr/local/go/bin, which a bare CI shell may not
+// have on PATH.
+for (const dir of [join(homedir(), '.cargo', 'bin'), '/usr/local/go/bin'])
+  if (existsSync(dir) && !(process.env.PATH ?? '').split(':').includes(dir))
+    process.env.PATH = `${process.env.PATH ?? ''}:${dir}`;
 // WebAssembly functions (issue 14): the wasm suite deploys Rust and Go modules built from this repository's
 // sources. Rust comes from rustup (its wasm32-wasip1 target is added when missing), Go from the machine.
 if (!has('cargo')) {

@@ -20,6 +20,12 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..');
+
+// rustup installs into ~/.cargo/bin and Go's tarball into /usr/local/go/bin: a shell's profile puts them on
+// PATH, a bare CI shell may not.
+for (const dir of [join(homedir(), '.cargo', 'bin'), '/usr/local/go/bin'])
+  if (existsSync(dir) && !(process.env.PATH ?? '').split(':').includes(dir))
+    process.env.PATH = `${process.env.PATH ?? ''}:${dir}`;
 const TARGET = 'wasm32-wasip1';
 
 /** name → [language, source folder, artifact]. */
