@@ -662,14 +662,16 @@ function cgiError(message: string): Error {
 
 function describe(error: unknown, target?: Loaded): { type: string; message: string; stack?: string } {
   const clip = (text: string): string => (text.length > 64 * 1024 ? `${text.slice(0, 64 * 1024)}…` : text);
-  if (error instanceof WebAssembly.RuntimeError && target !== undefined) {
-    // A trap: say how much linear memory the module had, since a failed allocation traps as `unreachable`.
+  const trap = error instanceof WebAssembly.RuntimeError;
+  if ((trap || (error instanceof Error && error.name === 'WasmExit')) && target !== undefined) {
+    // Say how much linear memory the module had: a failed allocation is a trap (`unreachable`, Rust) or an
+    // exit (Go's "out of memory", status 2), and its cause is then plain to see.
     const used = ((memory?.buffer.byteLength ?? 0) / 1024 ** 2).toFixed(1);
     const cap = ((target.maxPages * PAGE) / 1024 ** 2).toFixed(0);
     return {
-      type: 'WasmTrap',
+      type: trap ? 'WasmTrap' : 'WasmExit',
       message: clip(`${error.message} (linear memory ${used} MiB of at most ${cap} MiB from limits.memory)`),
-      ...(error.stack === undefined ? {} : { stack: clip(error.stack) }),
+      ...(trap && error.stack !== undefined ? { stack: clip(error.stack) } : {}),
     };
   }
   if (error instanceof Error) return { type: error.name, message: clip(error.message) };
