@@ -304,7 +304,8 @@ export function resolveConfig(
     stemCells: Object.freeze({
       node20: merged.stemCells?.node20 ?? 2,
       python3: merged.stemCells?.python3 ?? 2,
-      wasm: merged.stemCells?.wasm ?? 2,
+      // One: most nodes run no wasm function, and a wasm stem cell is a Node process of its own (~13 MiB PSS).
+      wasm: merged.stemCells?.wasm ?? 1,
     }),
     maxInstances: merged.maxInstances ?? defaultMaxInstances(),
     maxMemoryBytes: size(merged.maxMemory, defaultMaxMemory()),
