@@ -4,6 +4,7 @@
  */
 
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ import {
   Deployer,
   GarbageCollector,
   LayerStore,
+  MANIFEST_FILE,
   SqliteStore,
 } from './control/index.js';
 import type { StoredVersion } from './control/store/index.js';
@@ -59,6 +61,7 @@ import { PACKAGE_ROOT } from './runtime/paths.js';
 import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
+import { WasmRuntime } from './runtime/wasm/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
 import { dashboardAccess, guardAsync, guardEvents, guardLambda, guardMount } from './security/http.js';
 import { isLoopbackHost, Security } from './security/index.js';
@@ -204,6 +207,7 @@ export async function startPlatform(
   const runtimes = new Map<RuntimeName, Runtime>([
     ['node20', new NodeRuntime()],
     ['python3', new PythonRuntime(config.python)],
+    ['wasm', new WasmRuntime()],
   ]);
   const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
   const isolations = new Map<IsolationName, Isolation>([
@@ -701,7 +705,8 @@ async function deployExamples(
   const examplesDir = join(PACKAGE_ROOT, 'examples');
   const folders = await readdir(examplesDir, { withFileTypes: true }).catch(() => []);
   for (const folder of folders) {
-    if (!folder.isDirectory()) continue;
+    // A folder without a manifest is not a function (examples/wasm holds sources to build first).
+    if (!folder.isDirectory() || !existsSync(join(examplesDir, folder.name, MANIFEST_FILE))) continue;
     try {
       await deployer.deployFolder(
         { namespace: 'default', name: folder.name },

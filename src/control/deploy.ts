@@ -440,6 +440,7 @@ export class Deployer {
     const runtime = this.runtimeFor(spec.runtime);
     const isolation = this.isolationFor(spec.isolation);
 
+    await runtime.checkCode?.(dir, spec);
     clock.begin('store', 'storing code');
     if (runtime.precompileCommand !== undefined) {
       const step = runtime.precompileCommand(dir);
@@ -660,15 +661,6 @@ export class Deployer {
       );
     }
     const spec = manifest.spec;
-    if (spec.runtime === 'wasm') {
-      throw new HearthError(
-        'HEARTH_E_UNSUPPORTED',
-        `${origin}: spec.runtime: "wasm" is not available in this Hearth version yet; use node20 or python3`,
-        {
-          details: { field: 'spec.runtime', value: 'wasm', expected: 'node20 or python3' },
-        },
-      );
-    }
     this.checkNetwork(origin, spec);
     if (this.options.egressTenancy !== undefined)
       checkEgressTenancy(origin, ref, spec, this.options.egressTenancy);

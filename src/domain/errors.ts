@@ -78,7 +78,7 @@ export const ERROR_CATALOGUE = {
   HEARTH_E_BUILD_FAILED: { status: 422, kind: 'user', summary: 'Building the dependency layer failed.' },
   /** The function's code could not be loaded or its handler export is missing. */
   HEARTH_E_HANDLER_INVALID: { status: 422, kind: 'user', summary: 'The handler could not be loaded.' },
-  /** The spec asks for something this platform build does not offer yet (for example runtime `wasm`). */
+  /** The spec asks for something this platform build or node does not offer (a runtime missing here, say). */
   HEARTH_E_UNSUPPORTED: { status: 422, kind: 'user', summary: 'The requested feature is not available.' },
   /** The image reference names a repository, tag or digest the registry does not have (issue 17). */
   HEARTH_E_IMAGE_NOT_FOUND: {
