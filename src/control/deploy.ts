@@ -19,7 +19,7 @@ import {
   type RuntimeName,
   resolveSpec,
 } from '../domain/function.js';
-import type { Isolation, Runtime } from '../runtime/index.js';
+import { ISOLATE_MAX_BODY_BYTES, type Isolation, type Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployCandidate } from '../security/index.js';
 import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
@@ -428,6 +428,14 @@ export class Deployer {
 
     let deps: DeployedVersion['deps'];
     const dependencyManifest = runtime.dependencyManifest(dir);
+    if (dependencyManifest !== undefined && spec.isolation === 'isolate')
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${MANIFEST_FILE}: spec.isolation: isolate runs the function's own files only; it cannot load npm dependencies (${dependencyManifest.files.join(', ')}): bundle them into the code, or use isolation: sandbox`,
+        {
+          details: { field: 'spec.isolation', value: 'isolate', expected: 'a function without dependencies' },
+        },
+      );
     if (dependencyManifest !== undefined) {
       clock.begin('dependencies', `installing dependencies from ${dependencyManifest.files.join(' + ')}`);
       const maxDisk = this.options.layers.maxDiskBytes;
@@ -607,6 +615,7 @@ export class Deployer {
       );
     }
     this.checkNetwork(origin, spec);
+    if (spec.isolation === 'isolate') checkIsolate(origin, spec);
     if (this.options.egressTenancy !== undefined)
       checkEgressTenancy(origin, ref, spec, this.options.egressTenancy);
     this.runtimeFor(spec.runtime);
@@ -792,4 +801,25 @@ export function toDeploymentSummary(stored: StoredDeployment): DeploymentSummary
     finishedAt: stored.finishedAt,
     phases: stored.phases,
   };
+}
+
+/**
+ * `isolation: isolate` takes Node functions that need nothing a V8 isolate lacks: no network, no host
+ * aliases, and responses that fit one Relay frame (runtime/isolate).
+ */
+function checkIsolate(origin: string, spec: FunctionManifest['spec']): void {
+  const refuse = (field: string, value: unknown, expected: string, why: string): never => {
+    throw new HearthError('HEARTH_E_VALIDATION', `${origin}: ${field}: ${why} with isolation: isolate`, {
+      details: { field, value, expected },
+    });
+  };
+  if ((spec.runtime ?? 'node20') !== 'node20')
+    refuse('spec.runtime', spec.runtime, 'node20', `"${spec.runtime}" cannot run`);
+  if ((spec.egress ?? 'none') !== 'none')
+    refuse('spec.egress', spec.egress, 'none', 'an isolate has no network, so egress must be none');
+  if (Object.keys(spec.hostAliases ?? {}).length > 0)
+    refuse('spec.hostAliases', spec.hostAliases, 'none', 'an isolate has no network, so no host aliases');
+  const maxBody = resolveSpec(spec).limits.maxBodyBytes;
+  if (maxBody > ISOLATE_MAX_BODY_BYTES)
+    refuse('spec.limits.maxBody', maxBody, `at most ${ISOLATE_MAX_BODY_BYTES} bytes`, 'too large');
 }

@@ -113,6 +113,8 @@ export interface SchedulerOptions {
   readonly maxInstances: number;
   /** Node-wide cap on the memory instances reserve (the sum of their `limits.memory`); default ¾ of RAM. */
   readonly maxMemoryBytes?: number;
+  /** Declared memory per reserved byte (`memoryOvercommit`, default 1 here, 4 in the platform config). */
+  readonly memoryOvercommit?: number;
   /** The autoscaler's tick and windows (defaults: Knative's), and how far stem-cell pools may grow. */
   readonly autoscaler?: Partial<AutoscalerTiming> & { readonly stemCellsMax?: number };
   /** Requests one function may hold waiting for capacity before answering 503. */

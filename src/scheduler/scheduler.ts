@@ -67,6 +67,7 @@ export class NodeScheduler implements Scheduler {
     this.budget = new NodeBudget<Instance, FunctionPool>({
       maxInstances: options.maxInstances,
       maxMemoryBytes: options.maxMemoryBytes ?? Math.floor((totalmem() * 3) / 4),
+      ...(options.memoryOvercommit === undefined ? {} : { memoryOvercommit: options.memoryOvercommit }),
       functions: () => this.functions,
       expectedIdleMs: (key, now) => this.policy.expectedIdleMs(key, now),
       evict: (fn, instance, reason) => {

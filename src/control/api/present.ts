@@ -1,6 +1,6 @@
 /** @module Turns stored functions and live scheduler state into the API's wire shapes. */
 
-import { type FunctionRef, resolveSpec } from '../../domain/function.js';
+import { type FunctionRef, type IsolationName, resolveSpec } from '../../domain/function.js';
 import { formatBytes, formatDuration } from '../../domain/units.js';
 import type { FunctionStatus } from '../../scheduler/index.js';
 import { toDeploymentSummary } from '../deploy.js';
@@ -26,7 +26,9 @@ export function toSummary(fn: StoredFunction, status: FunctionStatus | undefined
   };
 }
 
-export function isolationNote(isolation: 'sandbox' | 'process'): string {
+export function isolationNote(isolation: IsolationName, namespace = 'default'): string {
+  if (isolation === 'isolate')
+    return `isolate: a V8 isolate of its own (heap capped at limits.memory), inside one sandboxed host process (bubblewrap, cgroup) SHARED with the other isolate functions of namespace ${namespace} (never another namespace's): they share its process id, cgroup (memory, cpu, pids), event loop, /tmp and uid; for trusted code`;
   return isolation === 'sandbox'
     ? 'sandbox: bubblewrap namespaces (mount, pid, ipc, uts, net), read-only root, private /tmp, unprivileged uid'
     : 'process: NOT SANDBOXED — a plain child process with host access; for trusted development code only';
@@ -69,7 +71,7 @@ export function toDetail(
       eventFormat: spec.eventFormat,
       build: { scripts: spec.build.scripts },
     },
-    isolationNote: isolationNote(spec.isolation),
+    isolationNote: isolationNote(spec.isolation, fn.namespace),
     code: { hash: fn.active.codeHash, files: fn.active.codeFiles, bytes: fn.active.codeBytes },
     dependencies: fn.active.depsKey === null ? null : { key: fn.active.depsKey },
     activeInstances: status?.instances ?? [],
