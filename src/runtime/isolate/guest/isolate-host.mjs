@@ -127,8 +127,7 @@ function makeIsolate(memoryMiB) {
   const jail = context.global;
   jail.setSync('globalThis', jail.derefInto());
   const slot = { isolate, context, member: undefined };
-  const route = (handle) =>
-    new ivm.Callback((...args) => slot.member?.[handle](...args), { ignored: true });
+  const route = (handle) => new ivm.Callback((...args) => slot.member?.[handle](...args), { ignored: true });
   jail.setSync('__hearthLog', route('onLog'));
   jail.setSync('__hearthDone', route('onDone'));
   jail.setSync('__hearthFail', route('onFail'));
@@ -194,9 +193,12 @@ class Member {
       const { modulePath, exportName } = splitHandler(bind.handler);
       const entry = this.moduleFile(modulePath);
       if (entry === undefined)
-        throw Object.assign(new Error(`module "${modulePath}" not found in the function folder (tried .mjs, .js)`), {
-          name: 'HandlerNotFound',
-        });
+        throw Object.assign(
+          new Error(`module "${modulePath}" not found in the function folder (tried .mjs, .js)`),
+          {
+            name: 'HandlerNotFound',
+          },
+        );
       const module = this.compile(entry);
       module.instantiateSync(slot.context, (specifier, referrer) => this.resolve(specifier, referrer));
       module.evaluateSync();
@@ -226,9 +228,12 @@ class Member {
     const known = this.modules.get(path);
     if (known !== undefined) return known;
     const source = this.files[path];
-    const module = this.isolate.compileModuleSync(path.endsWith('.json') ? `export default ${source};` : source, {
-      filename: `file:///${path}`,
-    });
+    const module = this.isolate.compileModuleSync(
+      path.endsWith('.json') ? `export default ${source};` : source,
+      {
+        filename: `file:///${path}`,
+      },
+    );
     this.modules.set(path, module);
     this.paths.set(module, path);
     return module;
@@ -236,7 +241,9 @@ class Member {
 
   resolve(specifier, referrer) {
     if (!specifier.startsWith('./') && !specifier.startsWith('../'))
-      throw new Error(`"${specifier}" cannot be imported inside an isolate: only the function's own files (./…)`);
+      throw new Error(
+        `"${specifier}" cannot be imported inside an isolate: only the function's own files (./…)`,
+      );
     const from = posix.dirname(this.paths.get(referrer) ?? '');
     const target = this.moduleFile(posix.join(from, specifier));
     if (target === undefined) throw new Error(`"${specifier}" not found in the function folder`);
@@ -291,7 +298,9 @@ class Member {
       const response = toResponse(value);
       if (response.body.length > this.maxBody)
         throw Object.assign(
-          new Error(`the response body is ${response.body.length} bytes; limits.maxBody allows at most ${this.maxBody}`),
+          new Error(
+            `the response body is ${response.body.length} bytes; limits.maxBody allows at most ${this.maxBody}`,
+          ),
           { name: 'ResponseTooLarge' },
         );
       this.out(T_RESULT, seq, [response.status, response.headers], response.body);
