@@ -246,6 +246,38 @@ export class Deployer {
     };
   }
 
+  /**
+   * A Function document that takes its code (and dependency layer) from a package staged for another
+   * document of the same apply: a file of many functions built from one folder uploads it once (issue 11:
+   * a 1,000-document apply staged 1,000 identical packages, one request each).
+   */
+  prepareWithCode(ref: FunctionRef, input: unknown, code: PreparedVersion): PreparedVersion {
+    const manifest = this.validate(ref, input, 'resource');
+    const spec = resolveSpec(manifest.spec);
+    const refuse = (field: string, value: string, expected: string, why: string): never => {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${field}: got "${value}", expected "${expected}" (${why})`,
+        {
+          details: { field, value, expected },
+        },
+      );
+    };
+    if (spec.runtime !== code.manifest.spec.runtime)
+      refuse('spec.runtime', spec.runtime, code.manifest.spec.runtime, 'the staged code was built for it');
+    // A dependency layer is built in, and for, one namespace: it is never handed to another.
+    if (code.deps !== undefined && ref.namespace !== code.ref.namespace)
+      refuse(
+        'metadata.namespace',
+        ref.namespace,
+        code.ref.namespace,
+        'the staged dependency layer belongs to it',
+      );
+    if (code.deps !== undefined && spec.isolation === 'isolate')
+      refuse('spec.isolation', 'isolate', 'sandbox', 'isolate functions take no dependencies');
+    return { ref, manifest, code: code.code, deps: code.deps };
+  }
+
   /** True when releasing `prepared` would change nothing: the active version has this code and spec. */
   isUnchanged(prepared: PreparedVersion): boolean {
     const current = this.options.store.getFunction(prepared.ref);

@@ -145,6 +145,8 @@ export interface Scheduler {
   /** `invoke` without promises, for the gateway's hot path: `done` is called exactly once. */
   submit(ref: FunctionRef, request: InvocationRequest, done: InvokeCallback): void;
   status(ref: FunctionRef): FunctionStatus | undefined;
+  /** Instances of the function not stopped (all versions): what a list shows, without building a status. */
+  liveInstances(ref: FunctionRef): number;
   /** Caps a function's instances (an EventGateway's `concurrency`); undefined lifts the cap. */
   setInstanceCap(ref: FunctionRef, cap: number | undefined): void;
   releaseIdle(ref: FunctionRef): Promise<number>;

@@ -402,6 +402,15 @@ export class NodeScheduler implements Scheduler {
     };
   }
 
+  liveInstances(ref: FunctionRef): number {
+    const fn = this.functions.get(ref);
+    if (fn === undefined) return 0;
+    let count = 0;
+    for (const pool of [fn.active, ...fn.draining])
+      for (const instance of pool.instances) if (instance.state !== 'stopped') count += 1;
+    return count;
+  }
+
   /** Stops the idle instances of a function now (scale to zero); returns how many were stopped. */
   async releaseIdle(ref: FunctionRef): Promise<number> {
     const fn = this.functions.get(ref);

@@ -12,15 +12,22 @@ export function invokePath(ref: FunctionRef): string {
   return ref.namespace === 'default' ? `/function/${ref.name}` : `/function/${ref.name}.${ref.namespace}`;
 }
 
-export function toSummary(fn: StoredFunction, status: FunctionStatus | undefined): FunctionSummary {
-  const spec = resolveSpec(fn.active.manifest.spec);
+/** `instances`: the live ones, or the status they are counted from. */
+export function toSummary(
+  fn: StoredFunction,
+  instances: number | FunctionStatus | undefined,
+): FunctionSummary {
+  const spec = fn.active.manifest.spec;
   return {
     namespace: fn.namespace,
     name: fn.name,
     runtime: spec.runtime,
     version: fn.active.version,
-    isolation: spec.isolation,
-    instances: status?.instances.filter((instance) => instance.state !== 'stopped').length ?? 0,
+    isolation: spec.isolation ?? 'sandbox',
+    instances:
+      typeof instances === 'number'
+        ? instances
+        : (instances?.instances.filter((instance) => instance.state !== 'stopped').length ?? 0),
     url: invokePath(fn),
     updatedAt: fn.updatedAt,
   };
