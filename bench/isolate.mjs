@@ -3,7 +3,7 @@
 // same hello sandboxed (node20); beside it, what one more idle worker costs workerd, measured in the same run.
 
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -110,6 +110,78 @@ async function workerdPss(count) {
   }
 }
 
+/**
+ * The isolate host alone, outside the platform and the sandbox, over the same protocol: how long binding
+ * one more function takes inside the host (`bindMs` in its Bound frame) and over the socket there and back.
+ */
+async function hostBindTimes(count) {
+  const ivmDir = realpathSync(join(ROOT, 'node_modules', 'isolated-vm'));
+  const child = spawn(
+    process.execPath,
+    ['--no-node-snapshot', join(ROOT, 'dist', 'runtime', 'isolate', 'guest', 'isolate-host.mjs')],
+    { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], env: { ...process.env, HEARTH_ISOLATED_VM: ivmDir } },
+  );
+  const channel = child.stdio[3];
+  const encode = (type, id, meta, body = Buffer.alloc(0)) => {
+    const metaBytes = Buffer.from(JSON.stringify(meta));
+    const head = Buffer.alloc(13);
+    head.writeUInt32BE(9 + metaBytes.length + body.length, 0);
+    head[4] = type;
+    head.writeUInt32BE(id, 5);
+    head.writeUInt32BE(metaBytes.length, 9);
+    return Buffer.concat([head, metaBytes, body]);
+  };
+  let pending = Buffer.alloc(0);
+  const waiters = [];
+  channel.on('data', (chunk) => {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32BE(0)) {
+      const length = pending.readUInt32BE(0);
+      const text = pending.subarray(0, 4 + length).toString('latin1');
+      pending = pending.subarray(4 + length);
+      waiters.shift()?.(text);
+    }
+  });
+  const next = () => new Promise((resolve) => waiters.push(resolve));
+  try {
+    await next();
+    await sleep(500);
+    const roundTrip = [];
+    const inside = [];
+    for (let id = 1; id <= count; id++) {
+      const started = performance.now();
+      channel.write(encode(25, id, { open: { files: { 'index.mjs': HELLO } } }));
+      const bind = {
+        namespace: 'bench',
+        functionName: `f${id}`,
+        version: 1,
+        handler: 'index',
+        codeDir: '/code',
+        env: {},
+        eventFormat: 'auto',
+        memoryMiB: 128,
+        timeoutMs: 10_000,
+        maxBodyBytes: 6 * 1024 * 1024,
+      };
+      channel.write(encode(25, id, null, encode(1, 0, bind)));
+      const bound = await next();
+      roundTrip.push(performance.now() - started);
+      inside.push(Number(bound.match(/"bindMs":([\d.]+)/)?.[1] ?? Number.NaN));
+      // A spare isolate is made after each take, off the bind's path: leave it the time to.
+      await sleep(20);
+    }
+    const r = summarise(roundTrip);
+    const i = summarise(inside);
+    return {
+      n: count,
+      inside: { p50: round(i.p50, 3), p99: round(i.p99, 3) },
+      roundTrip: { p50: round(r.p50), p99: round(r.p99) },
+    };
+  } finally {
+    child.kill();
+  }
+}
+
 export async function isolateBench({ functions = 200, seconds = 5, rounds = 3 } = {}) {
   const hearth = await startHearth({ maxInstances: functions + 50 });
   const folders = [];
@@ -191,6 +263,7 @@ export async function isolateBench({ functions = 200, seconds = 5, rounds = 3 } 
       ]),
     );
 
+    const hostBind = await hostBindTimes(100);
     let workerd;
     try {
       const one = await workerdPss(1);
@@ -211,6 +284,7 @@ export async function isolateBench({ functions = 200, seconds = 5, rounds = 3 } 
       coldTtfb: { n: ttfbSummary.n, p50: round(ttfbSummary.p50), p99: round(ttfbSummary.p99) },
       coldServer: { p50: round(serverSummary.p50), p99: round(serverSummary.p99) },
       coldBind: { p50: round(bindSummary.p50), p99: round(bindSummary.p99) },
+      hostBind,
       warm: warmSummary,
       workerd,
       tool,
