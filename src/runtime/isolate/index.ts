@@ -19,7 +19,6 @@ import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'n
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { Duplex } from 'node:stream';
 import type { BuildCommand, BuildOutcome, Isolation, LaunchSpec, NetworkMode } from '../index.js';
 import { GUEST_TOKEN, ISOLATE_MAX_BODY_BYTES } from '../index.js';
 import { GuestProcess } from '../ipc/guest-process.js';
@@ -289,18 +288,12 @@ class MemberChild extends EventEmitter {
   private readonly waiting: Buffer[] = [];
   private joining = false;
   private done = false;
-  private readonly channel: Duplex;
+  private readonly channel: MemberChannel;
   private readonly bindReader: FrameDecoder;
 
   constructor(private readonly hostFor: (namespace: string) => Promise<IsolateHost>) {
     super();
-    this.channel = new Duplex({
-      read: () => {},
-      write: (chunk: Buffer, _encoding, callback) => {
-        this.toHost(chunk);
-        callback();
-      },
-    });
+    this.channel = new MemberChannel((chunk) => this.toHost(chunk));
     this.stdio = [null, null, null, this.channel];
     this.bindReader = new FrameDecoder((frame) => {
       if (frame.type === FrameType.Bind) this.join(frame.meta as BindMessage);
@@ -308,7 +301,8 @@ class MemberChild extends EventEmitter {
     const ready = new FrameWriter();
     ready.add(FrameType.Ready, 0, { runtime: 'isolate', pid: 0 });
     const bytes = ready.take();
-    if (bytes !== undefined) this.channel.push(bytes);
+    // Once its GuestProcess, made right after this, listens.
+    if (bytes !== undefined) setImmediate(() => this.channel.push(bytes));
   }
 
   get pid(): number | undefined {
@@ -376,6 +370,32 @@ class MemberChild extends EventEmitter {
     const bytes = writer.take();
     if (bytes !== undefined) this.channel.push(bytes);
     setImmediate(() => this.ended({ code: 1, signal: null, outOfMemory: false }));
+  }
+}
+
+/**
+ * The member's fd 3 as its `GuestProcess` uses it (write, 'data', 'error', pause), without a stream's
+ * machinery on every frame: what is written goes to the host at once, what the host relays is emitted.
+ */
+class MemberChannel extends EventEmitter<{ data: [Buffer]; error: [Error] }> {
+  private paused = false;
+
+  constructor(private readonly onWrite: (chunk: Buffer) => void) {
+    super();
+  }
+
+  write(chunk: Buffer): boolean {
+    this.onWrite(chunk);
+    return true;
+  }
+
+  /** Frames from the host (or the member's own Ready and refusals). */
+  push(frames: Buffer): void {
+    if (!this.paused) this.emit('data', frames);
+  }
+
+  pause(): void {
+    this.paused = true;
   }
 }
 

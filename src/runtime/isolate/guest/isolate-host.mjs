@@ -47,6 +47,28 @@ function encode(type, id, meta, body = EMPTY) {
   return Buffer.concat([head, metaBytes, body]);
 }
 
+const RELAY_META = Buffer.from('null');
+
+/** A Relay frame for member `member` holding one frame, built in one buffer (the per-response path). */
+function relayed(member, type, id, meta, body = EMPTY) {
+  const metaBytes = meta === undefined ? EMPTY : Buffer.from(JSON.stringify(meta), 'utf8');
+  const inner = 13 + metaBytes.length + body.length;
+  const frame = Buffer.allocUnsafe(13 + RELAY_META.length + inner);
+  frame.writeUInt32BE(9 + RELAY_META.length + inner, 0);
+  frame.writeUInt8(T_RELAY, 4);
+  frame.writeUInt32BE(member, 5);
+  frame.writeUInt32BE(RELAY_META.length, 9);
+  RELAY_META.copy(frame, 13);
+  const at = 13 + RELAY_META.length;
+  frame.writeUInt32BE(9 + metaBytes.length + body.length, at);
+  frame.writeUInt8(type, at + 4);
+  frame.writeUInt32BE(id, at + 5);
+  frame.writeUInt32BE(metaBytes.length, at + 9);
+  metaBytes.copy(frame, at + 13);
+  body.copy(frame, at + 13 + metaBytes.length);
+  return frame;
+}
+
 /** Frames leave together at the end of the tick, as the Node guest's do. */
 function send(frame) {
   outbox.push(frame);
@@ -166,7 +188,7 @@ class Member {
   }
 
   out(type, seq, meta, body) {
-    if (!this.ended) send(encode(T_RELAY, this.id, null, encode(type, seq, meta, body)));
+    if (!this.ended) send(relayed(this.id, type, seq, meta, body));
   }
 
   onFrame(type, seq, meta, body) {
