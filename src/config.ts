@@ -135,6 +135,8 @@ export const configFileSchema = z.strictObject({
   maxMemory: bytes.optional(),
   /** Declared instance memory per byte the budget reserves (issue 11); 1 reserves every limits.memory in full. */
   memoryOvercommit: z.number().min(1).max(64).optional(),
+  /** `isolation: isolate` (issue 11): the memory cgroup of each namespace's host process, all its isolates together. */
+  isolate: z.strictObject({ hostMemory: bytes.optional() }).optional(),
   autoscaler: autoscalerConfigSchema.optional(),
   queueLimit: z.int().min(0).max(1_000_000).optional(),
   codeCache: bytes.optional(),
@@ -208,6 +210,8 @@ export interface PlatformConfig {
   readonly maxMemoryBytes: number;
   /** Declared memory per reserved byte (default 4); each cgroup still enforces its declared limit. */
   readonly memoryOvercommit: number;
+  /** The cgroup memory of one namespace's isolate host (default 1 GiB). */
+  readonly isolateHostMemoryBytes: number;
   readonly autoscaler: AutoscalerConfig;
   readonly queueLimit: number;
   readonly codeCacheBytes: number;
@@ -311,6 +315,7 @@ export function resolveConfig(
     maxInstances: merged.maxInstances ?? defaultMaxInstances(),
     maxMemoryBytes: size(merged.maxMemory, defaultMaxMemory()),
     memoryOvercommit: merged.memoryOvercommit ?? 4,
+    isolateHostMemoryBytes: size(merged.isolate?.hostMemory, 1024 ** 3),
     autoscaler: Object.freeze({
       policy: merged.autoscaler?.policy ?? 'hybrid',
       tickMs: windowMs(merged.autoscaler?.tick, 500),

@@ -219,6 +219,7 @@ export async function startPlatform(
   const isolates = new IsolateIsolation({
     confine: sandbox,
     slots,
+    hostMemoryBytes: config.isolateHostMemoryBytes,
     onWarning: (message) => logger.warn(message),
   });
   isolations.set('isolate', isolates);
