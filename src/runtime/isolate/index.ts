@@ -411,7 +411,8 @@ function readSources(codeDir: string): Record<string, string> {
         if (entry.name !== 'node_modules') walk(path);
         continue;
       }
-      if (!SOURCE_FILE.test(entry.name) || !statSync(path).isFile()) continue;
+      // Regular files only: a symbolic link is never followed out of the function's folder.
+      if (!SOURCE_FILE.test(entry.name) || !entry.isFile()) continue;
       count += 1;
       bytes += statSync(path).size;
       if (count > MAX_SOURCE_FILES || bytes > MAX_SOURCE_BYTES)
