@@ -163,7 +163,9 @@ if (results.density) {
           `| listing the ${d.functions} (GET /api/v1/functions), p50 / p99 (ms) | ${d.list.p50} / ${d.list.p99} |`,
           `| while the ${d.warm} are called in turn: cold starts / evictions | ${d.warmPhase.coldStarts} / ${d.warmPhase.evictions} |`,
         ]),
-    `| deploying the ${d.functions} (s) | ${d.deploySeconds} |`,
+    d.applySeconds === undefined
+      ? `| deploying the ${d.functions} (s) | ${d.deploySeconds} |`
+      : `| one \`hearth apply\` of the ${d.functions} documents, each verified (s) | ${d.applySeconds} |`,
     '',
     `Bar: an idle instance ≤ 8 MiB PSS: ${pass(Math.max(d.idleInstancePssMiB.node20 ?? 99, d.idleInstancePssMiB.python3 ?? 99) <= 8)}. \`node bench/run.mjs density\` runs this section alone.`,
     '',
