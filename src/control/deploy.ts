@@ -6,6 +6,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DeployedVersion } from '../domain/deployment.js';
@@ -79,6 +80,11 @@ export interface StagedPackage {
 
 /** Long enough for the CLI to upload every folder of a file, then apply them together. */
 const STAGED_TTL_MS = 15 * 60_000;
+
+/** Functions of one apply whose handlers are verified at once (each a cold start). */
+const VERIFY_AT_ONCE = Math.max(2, availableParallelism());
+/** Verified instances of one apply kept to serve as the functions' first warm instances; the rest stop. */
+const KEEP_VERIFIED = 32;
 
 /** How a batch release reports which of its items failed. */
 export type ItemError = (index: number, error: unknown) => Error;
@@ -342,15 +348,30 @@ export class Deployer {
     } catch (error) {
       await abandon(pending[0]?.index ?? 0, error);
     }
-    for (const item of pending) {
-      try {
-        item.clock.begin('verify', 'starting an instance to load the handler');
-        item.instance = await scheduler.prepare(item.version);
-        item.clock.end('verify', `handler ${item.version.spec.handler} loaded`);
-      } catch (error) {
-        await abandon(item.index, error);
+    // Verified a few at a time (a file of 1,000 functions was 1,000 cold starts in a row), and only the
+    // first few verified instances are kept to become warm ones: a verified instance is not budgeted until
+    // its version is activated, after the whole file, so holding every one would start 1,000 processes.
+    let failure: { index: number; error: unknown } | undefined;
+    let next = 0;
+    let kept = 0;
+    const verifyNext = async (): Promise<void> => {
+      while (failure === undefined && next < pending.length) {
+        const item = pending[next++] as (typeof pending)[number];
+        try {
+          item.clock.begin('verify', 'starting an instance to load the handler');
+          const instance = await scheduler.prepare(item.version);
+          item.clock.end('verify', `handler ${item.version.spec.handler} loaded`);
+          if (kept < KEEP_VERIFIED) {
+            kept += 1;
+            item.instance = instance;
+          } else await instance.stop();
+        } catch (error) {
+          failure ??= { index: item.index, error };
+        }
       }
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(VERIFY_AT_ONCE, pending.length) }, verifyNext));
+    if (failure !== undefined) await abandon(failure.index, failure.error);
     let current = -1;
     try {
       store.transaction(() => {
