@@ -14,6 +14,7 @@ import { asyncBench, eventsBench } from './events.mjs';
 import { eventSourcingBench } from './eventsourcing.mjs';
 import { footprintBench } from './footprint.mjs';
 import { hostileBench } from './hostile.mjs';
+import { isolateBench } from './isolate.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
 import { pullBench } from './pull.mjs';
 import { stateBench } from './state.mjs';
@@ -44,6 +45,7 @@ if (want('warm')) results.warm = await warmBench({ seconds: 5, connections: 50, 
 if (want('cold')) results.cold = await coldBench({ count: 24 });
 if (want('cold-burst')) results.coldBurst = await coldBurstBench();
 if (want('density')) results.density = await densityBench();
+if (want('isolate')) results.isolate = await isolateBench();
 if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
 if (want('telemetry')) results.telemetry = await telemetryBench({ seconds: 5, connections: 50, rounds: 6 });
 if (want('auth')) results.auth = await authBench({ seconds: 5, connections: 50, rounds: 5 });
@@ -159,9 +161,48 @@ if (results.density) {
     `| the platform and every instance, PSS (MiB) | ${d.totalPssMiB} |`,
     `| warm invocation across the ${d.warm}, p50 / p99 (ms) | ${d.warmInvoke.p50} / ${d.warmInvoke.p99} |`,
     `| control API (describe, stats), p50 / p99 (ms) | ${d.api.p50} / ${d.api.p99} |`,
-    `| deploying the ${d.functions} (s) | ${d.deploySeconds} |`,
+    ...(d.list === undefined
+      ? []
+      : [
+          `| listing the ${d.functions} (GET /api/v1/functions), p50 / p99 (ms) | ${d.list.p50} / ${d.list.p99} |`,
+          `| while the ${d.warm} are called in turn: cold starts / evictions | ${d.warmPhase.coldStarts} / ${d.warmPhase.evictions} |`,
+        ]),
+    d.applySeconds === undefined
+      ? `| deploying the ${d.functions} (s) | ${d.deploySeconds} |`
+      : `| one \`hearth apply\` of the ${d.functions} documents, each verified (s) | ${d.applySeconds} |`,
     '',
     `Bar: an idle instance ≤ 8 MiB PSS: ${pass(Math.max(d.idleInstancePssMiB.node20 ?? 99, d.idleInstancePssMiB.python3 ?? 99) <= 8)}. \`node bench/run.mjs density\` runs this section alone.`,
+    '',
+  );
+}
+if (results.isolate) {
+  const i = results.isolate;
+  const w = i.warm;
+  const row = (name) =>
+    `| ${name} | ${w[name]?.rps ?? '—'} | ${w[name]?.p50 ?? '—'} | ${w[name]?.p99 ?? '—'} | ${w[name]?.errors ?? '—'} |`;
+  lines.push(
+    `## isolation: isolate (${i.functions} hello functions of one namespace in one host process)`,
+    '',
+    '| measure | value |',
+    '|---|---:|',
+    `| one more idle function, PSS (MiB) | ${i.perFunctionMiB} |`,
+    `| the host with 1 / ${i.functions} functions, PSS (MiB) | ${i.hostBaseMiB} / ${i.hostAllMiB} |`,
+    `| workerd, one more idle worker, PSS (MiB) | ${i.workerd.perWorkerMiB ?? `unavailable: ${i.workerd.unavailable}`} |`,
+    `| cold start: the bind inside the host (compile, link, run the module) p50 / p99 (ms) | ${i.hostBind.inside.p50} / ${i.hostBind.inside.p99} |`,
+    `| cold start: the bind there and back over the host's socket, host alone p50 / p99 (ms) | ${i.hostBind.roundTrip.p50} / ${i.hostBind.roundTrip.p99} |`,
+    `| cold start: the bind as the platform sees it (Server-Timing cold-load) p50 / p99 (ms) | ${i.coldBind.p50} / ${i.coldBind.p99} |`,
+    `| cold start, the platform's whole part (code, cell, attach, bind) p50 / p99 (ms) | ${i.coldServer.p50} / ${i.coldServer.p99} |`,
+    `| cold start, time to first byte p50 / p99 (ms) | ${i.coldTtfb.p50} / ${i.coldTtfb.p99} |`,
+    '',
+    `Warm, ${i.tool}, 50 connections, medians of rounds in alternation:`,
+    '',
+    '| server | req/s | p50 ms | p99 ms | errors |',
+    '|---|---:|---:|---:|---:|',
+    row('raw node:http'),
+    row('hearth, isolation: sandbox'),
+    row('hearth, isolation: isolate'),
+    '',
+    `Bars: ≤ 3 MiB per idle function: ${pass(i.perFunctionMiB <= 3)}; cold start (the bind into the running host) ≤ 1 ms at p50: ${pass(i.hostBind.inside.p50 <= 1)} inside the host; as the platform sees it, with the IPC there and back and the host's wake-up, ${pass(i.coldBind.p50 <= 1)}. Every function ran in the same host process: ${i.sameHost}. The per-function figure is the host's PSS with all ${i.functions} bound, less with one, divided by ${i.functions - 1}; workerd's is the same difference between 51 and 1 workers. \`node bench/run.mjs isolate\` runs this section alone.`,
     '',
   );
 }

@@ -20,7 +20,7 @@ import {
   wrk,
 } from './lib.mjs';
 
-async function freePort() {
+export async function freePort() {
   const server = createServer();
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();

@@ -137,6 +137,10 @@ export const configFileSchema = z.strictObject({
     .optional(),
   maxInstances: z.int().min(1).max(100_000).optional(),
   maxMemory: bytes.optional(),
+  /** Declared instance memory per byte the budget reserves (issue 11); 1 reserves every limits.memory in full. */
+  memoryOvercommit: z.number().min(1).max(64).optional(),
+  /** `isolation: isolate` (issue 11): the memory cgroup of each namespace's host process, all its isolates together. */
+  isolate: z.strictObject({ hostMemory: bytes.optional() }).optional(),
   autoscaler: autoscalerConfigSchema.optional(),
   queueLimit: z.int().min(0).max(1_000_000).optional(),
   codeCache: bytes.optional(),
@@ -206,8 +210,12 @@ export interface PlatformConfig {
   readonly logLevel: string;
   readonly stemCells: { readonly node20: number; readonly python3: number; readonly wasm: number };
   readonly maxInstances: number;
-  /** Node-wide budget of instance memory (the sum of their `limits.memory`). */
+  /** Node-wide budget of instance memory (the sum of their reservations: `limits.memory` ÷ `memoryOvercommit`). */
   readonly maxMemoryBytes: number;
+  /** Declared memory per reserved byte (default 4); each cgroup still enforces its declared limit. */
+  readonly memoryOvercommit: number;
+  /** The cgroup memory of one namespace's isolate host (default 1 GiB). */
+  readonly isolateHostMemoryBytes: number;
   readonly autoscaler: AutoscalerConfig;
   readonly queueLimit: number;
   readonly codeCacheBytes: number;
@@ -254,9 +262,12 @@ function defaultMaxMemory(): number {
   return Math.floor((totalmem() * 3) / 4);
 }
 
-/** Instances a node keeps at most by default: half the machine's memory at ~64 MiB per instance. */
+/**
+ * Instances a node keeps at most by default: half the machine's memory at ~16 MiB per instance (an idle
+ * sandboxed instance uses 9-14 MiB PSS, issue 11; it was 64 MiB, which held a 24 GiB node to 192).
+ */
 function defaultMaxInstances(): number {
-  return Math.max(16, Math.min(2000, Math.floor(totalmem() / 2 / (64 * 1024 ** 2))));
+  return Math.max(16, Math.min(2000, Math.floor(totalmem() / 2 / (16 * 1024 ** 2))));
 }
 
 export function loadConfigFile(path: string): ConfigFile {
@@ -309,6 +320,8 @@ export function resolveConfig(
     }),
     maxInstances: merged.maxInstances ?? defaultMaxInstances(),
     maxMemoryBytes: size(merged.maxMemory, defaultMaxMemory()),
+    memoryOvercommit: merged.memoryOvercommit ?? 4,
+    isolateHostMemoryBytes: size(merged.isolate?.hostMemory, 1024 ** 3),
     autoscaler: Object.freeze({
       policy: merged.autoscaler?.policy ?? 'hybrid',
       tickMs: windowMs(merged.autoscaler?.tick, 500),

@@ -56,6 +56,7 @@ import {
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
+import { IsolateIsolation } from './runtime/isolate/index.js';
 import { NodeRuntime } from './runtime/node/index.js';
 import { PACKAGE_ROOT } from './runtime/paths.js';
 import { ProcessIsolation } from './runtime/process/index.js';
@@ -236,6 +237,16 @@ export async function startPlatform(
     if (runtime.unavailable !== undefined)
       notices.push(`${runtime.name} unavailable: ${runtime.unavailable}`);
   const slots = await createSlotManager(join(runDir, 'slots'), { allowMount: true });
+  // Many functions of one namespace per sandboxed process, one V8 isolate each (issue 11, density).
+  const isolates = new IsolateIsolation({
+    confine: sandbox,
+    slots,
+    hostMemoryBytes: config.isolateHostMemoryBytes,
+    onWarning: (message) => logger.warn(message),
+  });
+  isolations.set('isolate', isolates);
+  if (isolates.unavailable !== undefined)
+    logger.info(`isolation isolate unavailable: ${isolates.unavailable}`);
   // Metrics, traces, alerts and Loki; built once the scheduler exists (they read its status).
   let observability: Observability | undefined;
 
@@ -276,6 +287,7 @@ export async function startPlatform(
     policy: createScalingPolicy(config.autoscaler.policy, config.autoscaler),
     autoscaler: config.autoscaler,
     maxMemoryBytes: config.maxMemoryBytes,
+    memoryOvercommit: config.memoryOvercommit,
     stemCells: config.stemCells,
     maxInstances: config.maxInstances,
     queueLimit: config.queueLimit,
@@ -561,6 +573,7 @@ export async function startPlatform(
   } catch (error) {
     await events.close();
     await scheduler.close();
+    await isolates.close();
     unsubscribe('hearth:instance', onInstance);
     unsubscribe('hearth:scaling', onScaling);
     await observability.close();
@@ -640,6 +653,8 @@ export async function startPlatform(
         await warming;
         await events.close();
         await scheduler.close();
+        await isolates.close();
+        await isolates.close();
         unsubscribe('hearth:instance', onInstance);
         unsubscribe('hearth:scaling', onScaling);
         await observability?.close();

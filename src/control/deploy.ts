@@ -6,6 +6,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DeployedVersion } from '../domain/deployment.js';
@@ -20,7 +21,7 @@ import {
   resolveSpec,
 } from '../domain/function.js';
 import type { ResolvedImage } from '../domain/image.js';
-import type { Isolation, Runtime } from '../runtime/index.js';
+import { ISOLATE_MAX_BODY_BYTES, type Isolation, type Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployCandidate } from '../security/index.js';
 import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
@@ -98,6 +99,11 @@ export interface StagedPackage {
 
 /** Long enough for the CLI to upload every folder of a file, then apply them together. */
 const STAGED_TTL_MS = 15 * 60_000;
+
+/** Functions of one apply whose handlers are verified at once (each a cold start). */
+const VERIFY_AT_ONCE = Math.max(2, availableParallelism());
+/** Verified instances of one apply kept to serve as the functions' first warm instances; the rest stop. */
+const KEEP_VERIFIED = 32;
 
 /** How a batch release reports which of its items failed. */
 export type ItemError = (index: number, error: unknown) => Error;
@@ -268,6 +274,38 @@ export class Deployer {
     };
   }
 
+  /**
+   * A Function document that takes its code (and dependency layer) from a package staged for another
+   * document of the same apply: a file of many functions built from one folder uploads it once (issue 11:
+   * a 1,000-document apply staged 1,000 identical packages, one request each).
+   */
+  prepareWithCode(ref: FunctionRef, input: unknown, code: PreparedVersion): PreparedVersion {
+    const manifest = this.validate(ref, input, 'resource');
+    const spec = resolveSpec(manifest.spec);
+    const refuse = (field: string, value: string, expected: string, why: string): never => {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${field}: got "${value}", expected "${expected}" (${why})`,
+        {
+          details: { field, value, expected },
+        },
+      );
+    };
+    if (spec.runtime !== code.manifest.spec.runtime)
+      refuse('spec.runtime', spec.runtime, code.manifest.spec.runtime, 'the staged code was built for it');
+    // A dependency layer is built in, and for, one namespace: it is never handed to another.
+    if (code.deps !== undefined && ref.namespace !== code.ref.namespace)
+      refuse(
+        'metadata.namespace',
+        ref.namespace,
+        code.ref.namespace,
+        'the staged dependency layer belongs to it',
+      );
+    if (code.deps !== undefined && spec.isolation === 'isolate')
+      refuse('spec.isolation', 'isolate', 'sandbox', 'isolate functions take no dependencies');
+    return { ref, manifest, code: code.code, deps: code.deps };
+  }
+
   /** True when releasing `prepared` would change nothing: the active version has this code and spec. */
   isUnchanged(prepared: PreparedVersion): boolean {
     const current = this.options.store.getFunction(prepared.ref);
@@ -334,16 +372,31 @@ export class Deployer {
     } catch (error) {
       await abandon(pending[0]?.index ?? 0, error);
     }
-    for (const item of pending) {
-      try {
-        if (!this.canVerify(item.version)) continue;
-        item.clock.begin('verify', 'starting an instance to load the handler');
-        item.instance = await scheduler.prepare(item.version);
-        item.clock.end('verify', `handler ${item.version.spec.handler} loaded`);
-      } catch (error) {
-        await abandon(item.index, error);
+    // Verified a few at a time (a file of 1,000 functions was 1,000 cold starts in a row), and only the
+    // first few verified instances are kept to become warm ones: a verified instance is not budgeted until
+    // its version is activated, after the whole file, so holding every one would start 1,000 processes.
+    let failure: { index: number; error: unknown } | undefined;
+    let next = 0;
+    let kept = 0;
+    const verifyNext = async (): Promise<void> => {
+      while (failure === undefined && next < pending.length) {
+        const item = pending[next++] as (typeof pending)[number];
+        try {
+          if (!this.canVerify(item.version)) continue;
+          item.clock.begin('verify', 'starting an instance to load the handler');
+          const instance = await scheduler.prepare(item.version);
+          item.clock.end('verify', `handler ${item.version.spec.handler} loaded`);
+          if (kept < KEEP_VERIFIED) {
+            kept += 1;
+            item.instance = instance;
+          } else await instance.stop();
+        } catch (error) {
+          failure ??= { index: item.index, error };
+        }
       }
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(VERIFY_AT_ONCE, pending.length) }, verifyNext));
+    if (failure !== undefined) await abandon(failure.index, failure.error);
     let current = -1;
     try {
       store.transaction(() => {
@@ -456,6 +509,14 @@ export class Deployer {
 
     let deps: DeployedVersion['deps'];
     const dependencyManifest = runtime.dependencyManifest(dir);
+    if (dependencyManifest !== undefined && spec.isolation === 'isolate')
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${MANIFEST_FILE}: spec.isolation: isolate runs the function's own files only; it cannot load npm dependencies (${dependencyManifest.files.join(', ')}): bundle them into the code, or use isolation: sandbox`,
+        {
+          details: { field: 'spec.isolation', value: 'isolate', expected: 'a function without dependencies' },
+        },
+      );
     if (dependencyManifest !== undefined) {
       clock.begin('dependencies', `installing dependencies from ${dependencyManifest.files.join(' + ')}`);
       const maxDisk = this.options.layers.maxDiskBytes;
@@ -662,6 +723,7 @@ export class Deployer {
     }
     const spec = manifest.spec;
     this.checkNetwork(origin, spec);
+    if (spec.isolation === 'isolate') checkIsolate(origin, spec);
     if (this.options.egressTenancy !== undefined)
       checkEgressTenancy(origin, ref, spec, this.options.egressTenancy);
     if (spec.image === undefined) this.runtimeFor(resolveSpec(spec).runtime);
@@ -847,4 +909,25 @@ export function toDeploymentSummary(stored: StoredDeployment): DeploymentSummary
     finishedAt: stored.finishedAt,
     phases: stored.phases,
   };
+}
+
+/**
+ * `isolation: isolate` takes Node functions that need nothing a V8 isolate lacks: no network, no host
+ * aliases, and responses that fit one Relay frame (runtime/isolate).
+ */
+function checkIsolate(origin: string, spec: FunctionManifest['spec']): void {
+  const refuse = (field: string, value: unknown, expected: string, why: string): never => {
+    throw new HearthError('HEARTH_E_VALIDATION', `${origin}: ${field}: ${why} with isolation: isolate`, {
+      details: { field, value, expected },
+    });
+  };
+  if ((spec.runtime ?? 'node20') !== 'node20')
+    refuse('spec.runtime', spec.runtime, 'node20', `"${spec.runtime}" cannot run`);
+  if ((spec.egress ?? 'none') !== 'none')
+    refuse('spec.egress', spec.egress, 'none', 'an isolate has no network, so egress must be none');
+  if (Object.keys(spec.hostAliases ?? {}).length > 0)
+    refuse('spec.hostAliases', spec.hostAliases, 'none', 'an isolate has no network, so no host aliases');
+  const maxBody = resolveSpec(spec).limits.maxBodyBytes;
+  if (maxBody > ISOLATE_MAX_BODY_BYTES)
+    refuse('spec.limits.maxBody', maxBody, `at most ${ISOLATE_MAX_BODY_BYTES} bytes`, 'too large');
 }

@@ -15,6 +15,12 @@ export { SlotTable } from './ipc/slot-table.js';
 export type { Slot, SlotManager } from './slots.js';
 export { createSlotManager } from './slots.js';
 
+/**
+ * The largest `limits.maxBody` a function of `isolation: isolate` may declare: one of its responses travels
+ * in one Relay frame from the shared host (runtime/isolate).
+ */
+export const ISOLATE_MAX_BODY_BYTES = 16 * 1024 ** 2;
+
 /** Stands in a LaunchSpec's args for the directory where the isolation shows the guest bootstrap. */
 export const GUEST_TOKEN = '{guest}';
 

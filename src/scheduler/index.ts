@@ -113,6 +113,8 @@ export interface SchedulerOptions {
   readonly maxInstances: number;
   /** Node-wide cap on the memory instances reserve (the sum of their `limits.memory`); default ¾ of RAM. */
   readonly maxMemoryBytes?: number;
+  /** Declared memory per reserved byte (`memoryOvercommit`, default 1 here, 4 in the platform config). */
+  readonly memoryOvercommit?: number;
   /** The autoscaler's tick and windows (defaults: Knative's), and how far stem-cell pools may grow. */
   readonly autoscaler?: Partial<AutoscalerTiming> & { readonly stemCellsMax?: number };
   /** Requests one function may hold waiting for capacity before answering 503. */
@@ -143,6 +145,8 @@ export interface Scheduler {
   /** `invoke` without promises, for the gateway's hot path: `done` is called exactly once. */
   submit(ref: FunctionRef, request: InvocationRequest, done: InvokeCallback): void;
   status(ref: FunctionRef): FunctionStatus | undefined;
+  /** Instances of the function not stopped (all versions): what a list shows, without building a status. */
+  liveInstances(ref: FunctionRef): number;
   /** Caps a function's instances (an EventGateway's `concurrency`); undefined lifts the cap. */
   setInstanceCap(ref: FunctionRef, cap: number | undefined): void;
   releaseIdle(ref: FunctionRef): Promise<number>;

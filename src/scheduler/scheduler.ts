@@ -67,6 +67,7 @@ export class NodeScheduler implements Scheduler {
     this.budget = new NodeBudget<Instance, FunctionPool>({
       maxInstances: options.maxInstances,
       maxMemoryBytes: options.maxMemoryBytes ?? Math.floor((totalmem() * 3) / 4),
+      ...(options.memoryOvercommit === undefined ? {} : { memoryOvercommit: options.memoryOvercommit }),
       functions: () => this.functions,
       expectedIdleMs: (key, now) => this.policy.expectedIdleMs(key, now),
       evict: (fn, instance, reason) => {
@@ -399,6 +400,15 @@ export class NodeScheduler implements Scheduler {
         ? { convention: this.cold.conventions.get(fn.active.version) }
         : {}),
     };
+  }
+
+  liveInstances(ref: FunctionRef): number {
+    const fn = this.functions.get(ref);
+    if (fn === undefined) return 0;
+    let count = 0;
+    for (const pool of [fn.active, ...fn.draining])
+      for (const instance of pool.instances) if (instance.state !== 'stopped') count += 1;
+    return count;
   }
 
   /** Stops the idle instances of a function now (scale to zero); returns how many were stopped. */

@@ -144,14 +144,29 @@ async function apply(options: ApplyOptions, context: CommandContext): Promise<vo
   const client = connect(options, io, context.version);
   // Source folders are uploaded first but only staged: the one apply request below releases them together
   // with every other document, or (when the server refuses any document) none of them.
-  const documents: ({ manifest: unknown } | { staged: string })[] = [];
+  const documents: ({ manifest: unknown } | { staged: string } | { staged: string; manifest: unknown })[] =
+    [];
+  // Functions built from one folder (in one namespace, one runtime) share one upload: the rest of them
+  // name the staged package and bring only their manifest (issue 11: 1,000 documents, 1,000 uploads).
+  const stagedFolders = new Map<string, string>();
   for (const item of planned) {
     if (item.kind === 'function' && item.source !== undefined) {
+      const folder = `${item.source}\0${item.namespace}\0${item.manifest.spec.runtime}`;
+      const shared = stagedFolders.get(folder);
+      if (shared !== undefined) {
+        const body = bodyOf(item) as FunctionManifest;
+        // `spec.source` is a path on this machine, dropped as from an uploaded hearth.yaml.
+        const { source: _source, ...spec } = body.spec;
+        documents.push({ staged: shared, manifest: { ...body, spec } });
+        continue;
+      }
       io.stderr.write(`${item.resource}: uploading ${item.source}\n`);
       const packed = await packDirectory(item.source, { replaceManifest: archiveManifest(item) });
       const target = { namespace: item.namespace, name: item.manifest.metadata.name };
       try {
-        documents.push({ staged: await stageFunction(client, io, target, packed) });
+        const staged = await stageFunction(client, io, target, packed);
+        stagedFolders.set(folder, staged);
+        documents.push({ staged });
       } catch (error) {
         throw refused(input, item, error);
       }

@@ -25,7 +25,7 @@ export interface FunctionSummary {
   readonly name: string;
   readonly runtime: string;
   readonly version: number;
-  readonly isolation: 'sandbox' | 'process';
+  readonly isolation: 'sandbox' | 'process' | 'isolate';
   /** Live instances of any version. */
   readonly instances: number;
   /** URL path that invokes the function through the gateway. */
@@ -69,7 +69,7 @@ export interface FunctionDetail extends FunctionSummary {
       readonly idleTimeout: string;
       readonly warmPoolRatio: number;
     };
-    readonly isolation: 'sandbox' | 'process';
+    readonly isolation: 'sandbox' | 'process' | 'isolate';
     readonly egress: 'none' | 'allow' | readonly string[];
     readonly priority: number;
     readonly eventFormat: string;

@@ -99,8 +99,26 @@ export interface GuestCall {
   reply(result: { ok: true; value: unknown } | { ok: false; error: { type: string; message: string } }): void;
 }
 
-export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestExit]; call: [GuestCall] }> {
-  readonly pid: number;
+/**
+ * What a guest process is to its handle: a child process with fd 3, or a function inside a shared host
+ * (`isolation: isolate`), which plays one with a stream of its own (runtime/isolate).
+ */
+export interface GuestChild {
+  readonly pid?: number | undefined;
+  readonly stdio: readonly unknown[];
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  once(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): unknown;
+  once(event: 'error', listener: (error: Error) => void): unknown;
+  kill(signal?: NodeJS.Signals): boolean;
+}
+
+export class GuestProcess extends EventEmitter<{
+  log: [GuestLog];
+  exit: [GuestExit];
+  call: [GuestCall];
+  relay: [number, unknown, Buffer];
+}> {
   readonly ready: Promise<{ runtime: string; pid: number }>;
   private readonly channel: Socket;
   private readonly pending = new SlotTable<GuestCallback>();
@@ -117,11 +135,10 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
    */
   outOfMemoryProbe: (() => boolean) | undefined;
 
-  constructor(private readonly child: ChildProcess) {
+  constructor(private readonly child: GuestChild | ChildProcess) {
     super();
-    this.pid = child.pid ?? -1;
-    const channel = child.stdio[3];
-    if (channel === undefined || channel === null || !('write' in channel))
+    const channel: unknown = child.stdio[3];
+    if (typeof channel !== 'object' || channel === null || !('write' in channel))
       throw new Error('guest started without an fd 3 channel');
     this.channel = channel as Socket;
     let markReady: (info: { runtime: string; pid: number }) => void = () => {};
@@ -165,6 +182,11 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
       this.emit('exit', exit);
     });
     child.once('error', () => this.kill('SIGKILL'));
+  }
+
+  /** The process's id; for a function in a shared host, the host's (read when asked: it is known at bind). */
+  get pid(): number {
+    return this.child.pid ?? -1;
   }
 
   get exited(): boolean {
@@ -240,6 +262,18 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     if (meta.auth !== undefined) wire.push(meta.auth);
     this.write(FrameType.Invoke, seq, wire, body);
     return seq;
+  }
+
+  /**
+   * Lets this guest send Relay frames (it hosts other functions' guests) of up to `bytes` each, and sends
+   * one: `body` holds frames for member `id`, `meta` a control object or null.
+   */
+  acceptRelays(bytes: number): void {
+    this.decoder.setLimit(FrameType.Relay, bytes, 'the largest limits.maxBody of an isolate, plus 1 MiB');
+  }
+
+  relay(id: number, meta: unknown, body?: Buffer): void {
+    this.write(FrameType.Relay, id, meta, body);
   }
 
   /** Forgets an invocation the host gave up on (timed out); a late result is dropped. */
@@ -378,6 +412,10 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
         else this.emit('call', call);
         return;
       }
+      case FrameType.Relay:
+        if (this.listenerCount('relay') === 0) this.violate('it sent a Relay frame but hosts no functions');
+        else this.emit('relay', frame.id, frame.meta, frame.body);
+        return;
       case FrameType.Ready:
         markReady(frame.meta as { runtime: string; pid: number });
         return;
@@ -393,7 +431,7 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     }
   }
 
-  private pipeOutput(child: ChildProcess, stream: 'stdout' | 'stderr'): void {
+  private pipeOutput(child: GuestChild | ChildProcess, stream: 'stdout' | 'stderr'): void {
     // Output written straight to fd 1/2 (native code, subprocesses) bypasses the guest's capture.
     const source = child[stream];
     if (source === null) return;

@@ -47,6 +47,12 @@ export const FrameType = {
   StreamHead: 22,
   StreamChunk: 23,
   StreamEnd: 24,
+  /**
+   * Both ways, to and from a process that hosts many functions (`isolation: isolate`): the body is a
+   * stream of frames of this protocol for the member `id`; meta is null for them, or a control object
+   * (`{open}` and `{kill}` to the host, `{exit}` from it). See runtime/isolate.
+   */
+  Relay: 25,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
