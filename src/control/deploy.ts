@@ -291,8 +291,9 @@ export class Deployer {
         },
       );
     };
-    if (spec.runtime !== code.manifest.spec.runtime)
-      refuse('spec.runtime', spec.runtime, code.manifest.spec.runtime, 'the staged code was built for it');
+    const runtime = spec.runtime;
+    const builtFor = code.manifest.spec.runtime ?? 'image';
+    if (runtime !== builtFor) refuse('spec.runtime', runtime, builtFor, 'the staged code was built for it');
     // A dependency layer is built in, and for, one namespace: it is never handed to another.
     if (code.deps !== undefined && ref.namespace !== code.ref.namespace)
       refuse(
@@ -921,8 +922,8 @@ function checkIsolate(origin: string, spec: FunctionManifest['spec']): void {
       details: { field, value, expected },
     });
   };
-  if ((spec.runtime ?? 'node20') !== 'node20')
-    refuse('spec.runtime', spec.runtime, 'node20', `"${spec.runtime}" cannot run`);
+  const runtime = spec.runtime ?? 'image';
+  if (runtime !== 'node20') refuse('spec.runtime', runtime, 'node20', `"${runtime}" cannot run`);
   if ((spec.egress ?? 'none') !== 'none')
     refuse('spec.egress', spec.egress, 'none', 'an isolate has no network, so egress must be none');
   if (Object.keys(spec.hostAliases ?? {}).length > 0)

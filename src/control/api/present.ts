@@ -21,7 +21,7 @@ export function toSummary(
   return {
     namespace: fn.namespace,
     name: fn.name,
-    runtime: spec.runtime,
+    runtime: spec.runtime ?? 'image',
     version: fn.active.version,
     isolation: spec.isolation ?? 'sandbox',
     instances:
