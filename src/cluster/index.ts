@@ -1,0 +1,238 @@
+/**
+ * @module Cluster mode (issue 12): several Hearth nodes sharing one PostgreSQL (functions, versions, code
+ * packages, keys), one NATS (membership heartbeats, change notices) and one Redis (`ctx.state`). Opt-in
+ * with `hearth up --cluster …` or `cluster:` in the config; without it none of this is loaded.
+ *
+ * The platform opens the cluster before anything else (its store replaces the embedded SQLite one), and
+ * joins it once listening: from then on the node heartbeats, and follows every deploy made on any node.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { ClusterConfig } from '../config.js';
+import type { CodeStore } from '../control/packages/index.js';
+import type { StoredVersion } from '../control/store/index.js';
+import type { DeployedVersion } from '../domain/deployment.js';
+import { HearthError } from '../domain/errors.js';
+import { type FunctionRef, functionKey } from '../domain/function.js';
+import type { Scheduler } from '../scheduler/index.js';
+import { type ClusterNode, Membership, type NodeAnnouncement } from './membership.js';
+import { PostgresStore, type StoreChange } from './pg-store.js';
+import { Reconciler } from './reconciler.js';
+
+export type { ClusterConfig } from '../config.js';
+export type { ClusterNode, NodeAnnouncement } from './membership.js';
+export { PostgresStore } from './pg-store.js';
+
+export interface ClusterParts {
+  /** The event gateway's observed scheduler (limits and triggers follow a switch). */
+  readonly scheduler: Pick<Scheduler, 'lookup' | 'activate' | 'deactivate' | 'liveStats'>;
+  readonly code: Pick<CodeStore, 'has' | 'adopt'>;
+  readonly hasLayer: (key: string) => Promise<boolean>;
+  readonly toDeployed: (stored: StoredVersion) => DeployedVersion;
+  /** The URL this node listens on. */
+  readonly url: string;
+  /** The functions the platform restored from the store at start. */
+  readonly restored: readonly FunctionRef[];
+  readonly info: (message: string) => void;
+  readonly warn: (message: string) => void;
+}
+
+const SUBJECT_PREFIX = 'hearth.cluster';
+/** A missed change notice is caught up by this timer at the latest. */
+const RESYNC_MS = 10_000;
+
+interface ChangeNotice {
+  readonly origin: string;
+  readonly change: StoreChange;
+}
+
+export class Cluster {
+  private membership: Membership | undefined;
+  private reconciler: Reconciler | undefined;
+  private changes: Subscription | undefined;
+  private resync: NodeJS.Timeout | undefined;
+  private readonly startedAt = new Date().toISOString();
+
+  private constructor(
+    readonly config: ClusterConfig,
+    readonly nodeId: string,
+    private readonly nats: NatsConnection,
+    readonly store: PostgresStore,
+  ) {}
+
+  /** Connects to NATS and PostgreSQL (migrating it); a service out of reach stops the start, named. */
+  static async open(config: ClusterConfig, dataDir: string): Promise<Cluster> {
+    const nodeId = config.nodeId ?? persistentNodeId(dataDir);
+    const nats = await connect({
+      servers: config.natsUrl,
+      name: `hearth node ${nodeId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+    }).catch((error: unknown) => {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `cluster: cannot reach NATS at ${config.natsUrl}: ${(error as Error).message}`,
+      );
+    });
+    let cluster: Cluster | undefined;
+    let store: PostgresStore;
+    try {
+      store = PostgresStore.open({
+        url: config.postgresUrl,
+        packagesDir: join(dataDir, 'packages'),
+        onCommitted: (change) => cluster?.announce(change),
+      });
+    } catch (error) {
+      await nats.close();
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `cluster: cannot use PostgreSQL at ${redactUrl(config.postgresUrl)}: ${(error as Error).message}`,
+      );
+    }
+    cluster = new Cluster(config, nodeId, nats, store);
+    return cluster;
+  }
+
+  /** Once the node listens: heartbeats, and following the deploys made on other nodes. */
+  join(parts: ClusterParts): void {
+    const url = this.config.advertiseUrl ?? parts.url;
+    const reconciler = new Reconciler({
+      store: this.store,
+      code: parts.code,
+      scheduler: parts.scheduler,
+      toDeployed: parts.toDeployed,
+      hasLayer: parts.hasLayer,
+      info: parts.info,
+      warn: parts.warn,
+    });
+    reconciler.adopt(parts.restored);
+    this.reconciler = reconciler;
+    this.changes = this.nats.subscribe(`${SUBJECT_PREFIX}.changes`, {
+      callback: (error, message) => {
+        if (error !== null) return;
+        try {
+          if (message.json<ChangeNotice>().origin === this.nodeId) return;
+        } catch {
+          return;
+        }
+        void reconciler.sync();
+      },
+    });
+    this.resync = setInterval(() => void reconciler.sync(), RESYNC_MS);
+    this.resync.unref();
+    this.membership = new Membership({
+      connection: this.nats,
+      subject: `${SUBJECT_PREFIX}.heartbeat`,
+      intervalMs: this.config.heartbeatMs,
+      deadAfterMs: this.config.deadAfterMs,
+      announce: () => announcement(this.nodeId, url, this.startedAt, parts.scheduler.liveStats()),
+      onJoin: (node) => parts.info(`cluster: node ${node.id} joined (${node.url})`),
+      onLeave: (node, reason) => parts.warn(`cluster: node ${node.id} left (${reason})`),
+    });
+    this.membership.start();
+    parts.info(`cluster: node ${this.nodeId} joined as ${url}`);
+    // Deploys made while this node was starting are picked up now rather than at the first timer.
+    void reconciler.sync();
+  }
+
+  /** Every live node, this one included. */
+  nodes(): ClusterNode[] {
+    return this.membership?.nodes() ?? [];
+  }
+
+  /** `GET /cluster/nodes`: the membership as this node sees it. */
+  readonly handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/cluster/nodes' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      const status = path === '/cluster/nodes' ? 405 : 404;
+      const body = {
+        error: {
+          code: status === 405 ? 'HEARTH_E_METHOD_NOT_ALLOWED' : 'HEARTH_E_RESOURCE_NOT_FOUND',
+          message:
+            status === 405 ? `${req.method} is not allowed on /cluster/nodes (GET)` : `no route ${path}`,
+        },
+      };
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      return;
+    }
+    const body = { self: this.nodeId, items: this.nodes() };
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  };
+
+  /** Brings this node up to date with the store now (tests and `join` use it). */
+  sync(): Promise<void> {
+    return this.reconciler?.sync() ?? Promise.resolve();
+  }
+
+  /** Says goodbye and stops following; the store stays open (the platform closes it last). */
+  async leave(): Promise<void> {
+    if (this.resync !== undefined) clearInterval(this.resync);
+    this.changes?.unsubscribe();
+    this.membership?.close();
+    await this.reconciler?.idle();
+    await this.nats.flush().catch(() => undefined);
+    await this.nats.close().catch(() => undefined);
+  }
+
+  private announce(change: StoreChange): void {
+    // A function this node deployed: its own deployer switched it; the reconciler must still know of it,
+    // to drop it when another node removes it.
+    if (change.kind === 'function') this.reconciler?.track(change.ref);
+    try {
+      this.nats.publish(
+        `${SUBJECT_PREFIX}.changes`,
+        JSON.stringify({ origin: this.nodeId, change } satisfies ChangeNotice),
+      );
+    } catch {
+      // NATS away: the other nodes catch up at their next resync.
+    }
+  }
+}
+
+function announcement(
+  id: string,
+  url: string,
+  startedAt: string,
+  stats: ReturnType<Scheduler['liveStats']>,
+): NodeAnnouncement {
+  return {
+    id,
+    url,
+    startedAt,
+    instances: stats.instances,
+    maxInstances: stats.maxInstances,
+    inFlight: stats.functions.reduce((sum, fn) => sum + fn.inFlight, 0),
+    warm: stats.functions
+      .filter((fn) => fn.ready > 0)
+      .map((fn) => ({ function: functionKey(fn.ref), version: fn.version, ready: fn.ready, idle: fn.idle })),
+  };
+}
+
+/** Made once and kept, so a restarted node is the same member (and its peers see a restart, not a stranger). */
+function persistentNodeId(dataDir: string): string {
+  const file = join(dataDir, 'cluster-node-id');
+  try {
+    const kept = readFileSync(file, 'utf8').trim();
+    if (/^[\w.-]{1,64}$/.test(kept)) return kept;
+  } catch {
+    // First start in this data dir.
+  }
+  const id = `node-${randomBytes(4).toString('hex')}`;
+  writeFileSync(file, `${id}\n`, { mode: 0o600 });
+  return id;
+}
+
+/** A URL for messages: the password, if any, left out. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return url;
+  }
+}

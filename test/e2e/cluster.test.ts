@@ -1,0 +1,222 @@
+/**
+ * @module End-to-end, cluster mode (issue 12): three Hearth nodes (processes on this machine, on loopback)
+ * sharing a real PostgreSQL, NATS server and Redis. A deploy on one node serves on the others, a redeploy
+ * reaches every node and none goes back to the old version, a removal too, and a node killed with
+ * SIGKILL is seen dead while the others keep serving.
+ */
+
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Broker, startNats } from '../support/broker-processes.mjs';
+import {
+  api,
+  copyFixture,
+  deployFolder,
+  eventually,
+  FIXTURES,
+  functionApiPath,
+  getFunction,
+  type Hearth,
+  invoke,
+  listFunctions,
+  makeFolder,
+  runCli,
+  startHearth,
+  type TempFolder,
+} from '../support/hearth.js';
+import { type RunningPostgres, startPostgres } from '../support/postgres.js';
+import { type RunningRedis, startRedis } from '../support/redis.js';
+
+const NAME = 'node-version';
+/** Two cores shared by every suite: one node20 stem cell per node, no Python ones. */
+const LEAN = 'stemCells: { node20: 1, python3: 0 }\n';
+
+interface NodesAnswer {
+  readonly self: string;
+  readonly items: readonly { readonly id: string; readonly url: string; readonly self: boolean }[];
+}
+
+let postgres: RunningPostgres;
+let nats: Broker;
+let redis: RunningRedis;
+let configDir: TempFolder;
+const nodes = new Map<string, Hearth>();
+
+function clusterArgs(id: string): string[] {
+  return [
+    '--cluster',
+    '--postgres',
+    postgres.url,
+    '--nats',
+    nats.url,
+    '--redis',
+    redis.url,
+    '--node-id',
+    id,
+    '--config',
+    join(configDir.dir, 'lean.yaml'),
+  ];
+}
+
+function node(id: string): Hearth {
+  const found = nodes.get(id);
+  if (found === undefined) throw new Error(`node ${id} is not running`);
+  return found;
+}
+
+async function memberIds(url: string): Promise<string[]> {
+  const answer = await api<NodesAnswer>(url, '/cluster/nodes');
+  expect(answer.status).toBe(200);
+  return answer.body.items.map((item) => item.id);
+}
+
+async function versionOn(url: string): Promise<string | undefined> {
+  const answer = await invoke(url, NAME);
+  return answer.status === 200 ? (answer.json() as { version?: string }).version : `status ${answer.status}`;
+}
+
+describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
+  beforeAll(async () => {
+    [postgres, nats, redis] = await Promise.all([startPostgres(), startNats(), startRedis()]);
+    configDir = await makeFolder({ 'lean.yaml': LEAN });
+    // Node a takes its cluster from the config file's `cluster:`, the others from the flags.
+    await writeFile(
+      join(configDir.dir, 'a.yaml'),
+      `${LEAN}cluster:\n  postgres: ${postgres.url}\n  nats: ${nats.url}\n  redis: ${redis.url}\n  nodeId: a\n`,
+    );
+    // One at a time: the first runs the schema migrations, the others find them applied.
+    nodes.set('a', await startHearth({ args: ['--config', join(configDir.dir, 'a.yaml')] }));
+    for (const id of ['b', 'c']) nodes.set(id, await startHearth({ args: clusterArgs(id) }));
+  }, 180_000);
+
+  afterAll(async () => {
+    await Promise.all([...nodes.values()].map((hearth) => hearth.stop()));
+    await Promise.all([postgres?.stop(), nats?.stop(), redis?.stop()]);
+    await configDir?.cleanup();
+  }, 60_000);
+
+  it('every node sees the three members', async () => {
+    for (const id of ['a', 'b', 'c'])
+      await eventually(`node ${id} to see a, b and c`, async () => {
+        const ids = await memberIds(node(id).url);
+        return ids.join(',') === 'a,b,c' ? ids : undefined;
+      });
+    const answer = await api<NodesAnswer>(node('b').url, '/cluster/nodes');
+    expect(answer.body.self).toBe('b');
+    expect(answer.body.items.find((item) => item.id === 'c')?.url).toBe(node('c').url);
+  });
+
+  it('a function deployed on node a is served by b and c, and listed on every node', async () => {
+    const deployed = await deployFolder(node('a').url, join(FIXTURES, NAME), { name: NAME });
+    expect(deployed.status).toBe(200);
+    expect(await versionOn(node('a').url)).toBe('v1');
+    for (const id of ['b', 'c']) {
+      await eventually(`node ${id} to serve v1`, async () =>
+        (await versionOn(node(id).url)) === 'v1' ? true : undefined,
+      );
+      expect(await listFunctions(node(id).url)).toContain(`default/${NAME}`);
+    }
+  });
+
+  it('a redeploy on node b reaches every node, and no node goes back to the old version', async () => {
+    const v2 = await copyFixture(NAME, {
+      'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${NAME} }\nspec:\n  runtime: node20\n  env: { VERSION: v2 }\n`,
+    });
+    try {
+      const deployed = await deployFolder(node('b').url, v2.dir, { name: NAME });
+      expect(deployed.status).toBe(200);
+    } finally {
+      await v2.cleanup();
+    }
+    for (const id of ['a', 'b', 'c'])
+      await eventually(`node ${id} to serve v2`, async () =>
+        (await versionOn(node(id).url)) === 'v2' ? true : undefined,
+      );
+    // Once switched, a node answers with the new version only.
+    for (const id of ['a', 'b', 'c'])
+      for (let i = 0; i < 10; i += 1) expect(await versionOn(node(id).url)).toBe('v2');
+    expect((await getFunction(node('c').url, NAME))?.version).toBe(2);
+  });
+
+  it('ctx.state is shared: a value set through node a is read through node c', async () => {
+    const folder = await copyFixture('node-state');
+    try {
+      expect((await deployFolder(node('a').url, folder.dir, { name: 'node-state' })).status).toBe(200);
+    } finally {
+      await folder.cleanup();
+    }
+    const onA = await invoke(node('a').url, 'node-state');
+    expect(onA.status).toBe(200);
+    const visits = (onA.json() as { visits: number }).visits;
+    const onC = await eventually('node c to serve node-state', async () => {
+      const answer = await invoke(node('c').url, 'node-state');
+      return answer.status === 200 ? (answer.json() as { visits: number }) : undefined;
+    });
+    // The counter lives in the cluster's Redis, not in either node.
+    expect(onC.visits).toBe(visits + 1);
+  });
+
+  it('a function removed on node c stops being served everywhere', async () => {
+    const removed = await api(node('c').url, functionApiPath('node-state'), { method: 'DELETE' });
+    expect(removed.status).toBe(200);
+    for (const id of ['a', 'b'])
+      await eventually(`node ${id} to stop serving node-state`, async () =>
+        (await invoke(node(id).url, 'node-state')).status === 404 ? true : undefined,
+      );
+  });
+
+  it('a node killed with SIGKILL is seen dead, and the others keep serving', async () => {
+    const victim = node('c');
+    const exited = new Promise((resolve) => victim.process.once('exit', resolve));
+    victim.process.kill('SIGKILL');
+    await exited;
+    nodes.delete('c');
+    for (const id of ['a', 'b']) {
+      await eventually(
+        `node ${id} to see c gone`,
+        async () => {
+          const ids = await memberIds(node(id).url);
+          return ids.join(',') === 'a,b' ? ids : undefined;
+        },
+        { timeoutMs: 30_000 },
+      );
+      expect(await versionOn(node(id).url)).toBe('v2');
+    }
+    expect(node('a').log.some((entry) => String(entry.msg).includes('node c left'))).toBe(true);
+    // Restarted on its data dir, it rejoins and serves the current version (its leftovers cleaned up).
+    const back = await startHearth({ dataDir: victim.dataDir, args: clusterArgs('c') });
+    nodes.set('c', back);
+    expect(await versionOn(back.url)).toBe('v2');
+    await eventually('node a to see c again', async () =>
+      (await memberIds(node('a').url)).includes('c') ? true : undefined,
+    );
+  });
+});
+
+describe('hearth up --cluster: bad flags', () => {
+  it('refuses cluster flags without --cluster, and --cluster without its services, in one line', async () => {
+    const stray = await runCli(['up', '--port', '0', '--postgres', 'postgres://127.0.0.1/x']);
+    expect(stray.code).not.toBe(0);
+    expect(stray.stderr.trim().split('\n')).toEqual([
+      'error: HEARTH_E_VALIDATION: --postgres goes with --cluster: add --cluster',
+    ]);
+    const missing = await runCli(['up', '--port', '0', '--cluster', '--postgres', 'postgres://127.0.0.1/x']);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toContain('--cluster needs --nats, --redis');
+    const bad = await runCli([
+      'up',
+      '--port',
+      '0',
+      '--cluster',
+      '--postgres',
+      'mysql://127.0.0.1/x',
+      '--nats',
+      'nats://127.0.0.1:1',
+      '--redis',
+      'redis://127.0.0.1:1',
+    ]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('--postgres: expected a postgres:// URL, got "mysql://127.0.0.1/x"');
+  });
+});
