@@ -96,7 +96,12 @@ export async function startPlatform(
   const cluster =
     config.cluster === undefined
       ? undefined
-      : await (await import('./cluster/index.js')).Cluster.open(config.cluster, config.dataDir);
+      : await (await import('./cluster/index.js')).Cluster.open(
+          config.cluster,
+          config.dataDir,
+          config.events.breaker,
+          (message) => logger.warn(message),
+        );
   const store: Store & SecurityStore = cluster?.store ?? new SqliteStore(join(config.dataDir, 'hearth.db'));
   // Secrets (issue 13): sealed in hearth.db under the master key; a rotation a crash interrupted is finished here.
   const keyring = new Keyring({
@@ -476,6 +481,7 @@ export async function startPlatform(
     ),
     serverTiming: config.observe.serverTiming,
     guard: security,
+    ...(cluster === undefined ? {} : { forwarder: cluster.forwarder }),
     mounts: [
       // /metrics stays open on loopback (a local Prometheus); beyond it, it needs `read` on every namespace.
       ...(metricsRoute === undefined

@@ -19,6 +19,7 @@ import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import { type FunctionRef, functionKey } from '../domain/function.js';
 import type { Scheduler } from '../scheduler/index.js';
+import { type BreakerSettings, Forwarder } from './forward.js';
 import { type ClusterNode, Membership, type NodeAnnouncement } from './membership.js';
 import { PostgresStore, type StoreChange } from './pg-store.js';
 import { Reconciler } from './reconciler.js';
@@ -56,16 +57,29 @@ export class Cluster {
   private changes: Subscription | undefined;
   private resync: NodeJS.Timeout | undefined;
   private readonly startedAt = new Date().toISOString();
+  /** Handed to the gateway before the node listens; it forwards nothing until the first heartbeat. */
+  readonly forwarder: Forwarder;
 
   private constructor(
     readonly config: ClusterConfig,
     readonly nodeId: string,
     private readonly nats: NatsConnection,
     readonly store: PostgresStore,
-  ) {}
+    breaker: BreakerSettings,
+    warn: (message: string) => void,
+  ) {
+    this.forwarder = new Forwarder(nodeId, breaker, (peer, reason) =>
+      warn(`cluster: forwarding to node ${peer} failed: ${reason}`),
+    );
+  }
 
   /** Connects to NATS and PostgreSQL (migrating it); a service out of reach stops the start, named. */
-  static async open(config: ClusterConfig, dataDir: string): Promise<Cluster> {
+  static async open(
+    config: ClusterConfig,
+    dataDir: string,
+    breaker: BreakerSettings,
+    warn: (message: string) => void,
+  ): Promise<Cluster> {
     const nodeId = config.nodeId ?? persistentNodeId(dataDir);
     const nats = await connect({
       servers: config.natsUrl,
@@ -93,7 +107,7 @@ export class Cluster {
         `cluster: cannot use PostgreSQL at ${redactUrl(config.postgresUrl)}: ${(error as Error).message}`,
       );
     }
-    cluster = new Cluster(config, nodeId, nats, store);
+    cluster = new Cluster(config, nodeId, nats, store, breaker, warn);
     return cluster;
   }
 
@@ -132,6 +146,7 @@ export class Cluster {
       announce: () => announcement(this.nodeId, url, this.startedAt, parts.scheduler.liveStats()),
       onJoin: (node) => parts.info(`cluster: node ${node.id} joined (${node.url})`),
       onLeave: (node, reason) => parts.warn(`cluster: node ${node.id} left (${reason})`),
+      onView: (self, nodes) => this.forwarder.update(self, nodes),
     });
     this.membership.start();
     parts.info(`cluster: node ${this.nodeId} joined as ${url}`);
@@ -176,6 +191,7 @@ export class Cluster {
     await this.reconciler?.idle();
     await this.nats.flush().catch(() => undefined);
     await this.nats.close().catch(() => undefined);
+    this.forwarder.close();
   }
 
   private announce(change: StoreChange): void {
@@ -205,6 +221,8 @@ function announcement(
     startedAt,
     instances: stats.instances,
     maxInstances: stats.maxInstances,
+    memoryBytes: stats.memoryBytes,
+    maxMemoryBytes: stats.maxMemoryBytes,
     inFlight: stats.functions.reduce((sum, fn) => sum + fn.inFlight, 0),
     warm: stats.functions
       .filter((fn) => fn.ready > 0)

@@ -23,6 +23,8 @@ export interface NodeAnnouncement {
   readonly startedAt: string;
   readonly instances: number;
   readonly maxInstances: number;
+  readonly memoryBytes: number;
+  readonly maxMemoryBytes: number;
   readonly inFlight: number;
   readonly warm: readonly WarmFunction[];
 }
@@ -41,6 +43,8 @@ export interface MembershipOptions {
   readonly deadAfterMs: number;
   readonly onJoin?: (node: NodeAnnouncement) => void;
   readonly onLeave?: (node: NodeAnnouncement, reason: string) => void;
+  /** After each heartbeat (and each listing): this node's announcement and every live node. */
+  readonly onView?: (self: NodeAnnouncement, nodes: readonly ClusterNode[]) => void;
 }
 
 interface Heard {
@@ -82,15 +86,21 @@ export class Membership {
 
   /** This node and every peer heard from within `deadAfterMs`, by id. */
   nodes(): ClusterNode[] {
+    return this.view(this.options.announce());
+  }
+
+  private view(announcement: NodeAnnouncement): ClusterNode[] {
     this.expire();
     const now = Date.now();
-    const self = { ...this.options.announce(), self: true, silentMs: 0 };
+    const self = { ...announcement, self: true, silentMs: 0 };
     const peers = [...this.peers.values()].map((heard) => ({
       ...heard.announcement,
       self: false,
       silentMs: now - heard.at,
     }));
-    return [self, ...peers].sort((a, b) => a.id.localeCompare(b.id));
+    const nodes = [self, ...peers].sort((a, b) => a.id.localeCompare(b.id));
+    this.options.onView?.(announcement, nodes);
+    return nodes;
   }
 
   /** Says goodbye, so the others drop this node now rather than after `deadAfterMs`. */
@@ -101,8 +111,9 @@ export class Membership {
   }
 
   private beat(): void {
-    this.expire();
-    this.publish({ kind: 'alive', node: this.options.announce() });
+    const announcement = this.options.announce();
+    this.publish({ kind: 'alive', node: announcement });
+    this.view(announcement);
   }
 
   private publish(message: HeartbeatMessage): void {

@@ -34,7 +34,14 @@ const LEAN = 'stemCells: { node20: 1, python3: 0 }\n';
 
 interface NodesAnswer {
   readonly self: string;
-  readonly items: readonly { readonly id: string; readonly url: string; readonly self: boolean }[];
+  readonly items: readonly {
+    readonly id: string;
+    readonly url: string;
+    readonly self: boolean;
+    readonly instances: number;
+    readonly maxInstances: number;
+    readonly warm: readonly { readonly function: string; readonly idle: number }[];
+  }[];
 }
 
 let postgres: RunningPostgres;
@@ -43,7 +50,7 @@ let redis: RunningRedis;
 let configDir: TempFolder;
 const nodes = new Map<string, Hearth>();
 
-function clusterArgs(id: string): string[] {
+function clusterArgs(id: string, config = 'lean.yaml'): string[] {
   return [
     '--cluster',
     '--postgres',
@@ -55,7 +62,7 @@ function clusterArgs(id: string): string[] {
     '--node-id',
     id,
     '--config',
-    join(configDir.dir, 'lean.yaml'),
+    join(configDir.dir, config),
   ];
 }
 
@@ -85,9 +92,15 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
       join(configDir.dir, 'a.yaml'),
       `${LEAN}cluster:\n  postgres: ${postgres.url}\n  nats: ${nats.url}\n  redis: ${redis.url}\n  nodeId: a\n`,
     );
-    // One at a time: the first runs the schema migrations, the others find them applied.
-    nodes.set('a', await startHearth({ args: ['--config', join(configDir.dir, 'a.yaml')] }));
-    for (const id of ['b', 'c']) nodes.set(id, await startHearth({ args: clusterArgs(id) }));
+    // Node c has room for one instance only: once it holds one, it forwards what it has no warm instance of.
+    await writeFile(join(configDir.dir, 'c.yaml'), `${LEAN}maxInstances: 1\n`);
+    // All at once: the schema migrations run once, under PostgreSQL's advisory lock.
+    const [a, b, c] = await Promise.all([
+      startHearth({ args: ['--config', join(configDir.dir, 'a.yaml')] }),
+      startHearth({ args: clusterArgs('b') }),
+      startHearth({ args: clusterArgs('c', 'c.yaml') }),
+    ]);
+    nodes.set('a', a).set('b', b).set('c', c);
   }, 180_000);
 
   afterAll(async () => {
@@ -157,6 +170,30 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
     expect(onC.visits).toBe(visits + 1);
   });
 
+  it('a node with no room forwards one hop to a node with a warm instance', async () => {
+    // c (maxInstances: 1) holds a node-version instance; a holds a warm node-state one.
+    expect(await versionOn(node('c').url)).toBe('v2');
+    expect((await invoke(node('a').url, 'node-state')).json()).toMatchObject({ shared: 'blue' });
+    await eventually('node c to be full, and to hear that a has node-state warm', async () => {
+      const { items } = (await api<NodesAnswer>(node('c').url, '/cluster/nodes')).body;
+      const self = items.find((item) => item.self);
+      const a = items.find((item) => item.id === 'a');
+      const warmOnA = a?.warm.some((fn) => fn.function === 'default/node-state' && fn.idle > 0) === true;
+      return self !== undefined && self.instances >= self.maxInstances && warmOnA ? true : undefined;
+    });
+    const forwarded = await invoke(node('c').url, 'node-state');
+    expect(forwarded.status).toBe(200);
+    expect(forwarded.headers.get('x-hearth-node')).toBe('a');
+    expect(forwarded.json()).toMatchObject({ shared: 'blue' });
+    // What c has warm it runs itself.
+    const here = await invoke(node('c').url, NAME);
+    expect(here.status).toBe(200);
+    expect(here.headers.get('x-hearth-node')).toBeNull();
+    // A request another node forwarded is run where it lands: never a second hop.
+    const landed = await invoke(node('c').url, 'node-state', { headers: { 'x-hearth-forwarded': 'b' } });
+    expect(landed.headers.get('x-hearth-node')).toBeNull();
+  });
+
   it('a function removed on node c stops being served everywhere', async () => {
     const removed = await api(node('c').url, functionApiPath('node-state'), { method: 'DELETE' });
     expect(removed.status).toBe(200);
@@ -185,12 +222,48 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
     }
     expect(node('a').log.some((entry) => String(entry.msg).includes('node c left'))).toBe(true);
     // Restarted on its data dir, it rejoins and serves the current version (its leftovers cleaned up).
-    const back = await startHearth({ dataDir: victim.dataDir, args: clusterArgs('c') });
+    const back = await startHearth({ dataDir: victim.dataDir, args: clusterArgs('c', 'c.yaml') });
     nodes.set('c', back);
     expect(await versionOn(back.url)).toBe('v2');
     await eventually('node a to see c again', async () =>
       (await memberIds(node('a').url)).includes('c') ? true : undefined,
     );
+  });
+
+  it('a full node whose chosen node dies still answers: the refused hop is run elsewhere', async () => {
+    // c is full again (one node-version instance); node-esm-default is warm on a only (its deploy's proof).
+    expect(await versionOn(node('c').url)).toBe('v2');
+    const deployed = await deployFolder(node('a').url, join(FIXTURES, 'node-esm-default'), {
+      name: 'node-esm-default',
+    });
+    expect(deployed.status).toBe(200);
+    await eventually(
+      'node c to be full, to serve node-esm-default, and to hear that a has it warm',
+      async () => {
+        const { items } = (await api<NodesAnswer>(node('c').url, '/cluster/nodes')).body;
+        const self = items.find((item) => item.self);
+        const a = items.find((item) => item.id === 'a');
+        const warmOnA =
+          a?.warm.some((fn) => fn.function === 'default/node-esm-default' && fn.idle > 0) === true;
+        const full = self !== undefined && self.instances >= self.maxInstances;
+        // Switched to by c's reconciler (its store lists it before that).
+        const serving = node('c').log.some(
+          (entry) => entry.msg === 'cluster: now serving default/node-esm-default v1',
+        );
+        return full && warmOnA && serving ? true : undefined;
+      },
+    );
+    const victim = node('a');
+    const exited = new Promise((resolve) => victim.process.once('exit', resolve));
+    victim.process.kill('SIGKILL');
+    await exited;
+    nodes.delete('a');
+    // Whether c still counts on a (refused: run here) or already knows it dead (sent to b), it answers.
+    const answer = await invoke(node('c').url, 'node-esm-default');
+    expect(answer.status, answer.text).toBe(200);
+    expect(answer.headers.get('x-hearth-node')).not.toBe('a');
+    // Restarted, so the sandboxes its SIGKILL left behind are ended by its own start.
+    nodes.set('a', await startHearth({ dataDir: victim.dataDir, args: clusterArgs('a') }));
   });
 });
 
