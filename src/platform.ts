@@ -537,7 +537,7 @@ export async function startPlatform(
   listeningPort = port;
   await events.start(port);
   const url = `${tls === undefined ? 'http' : 'https'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  cluster?.join({
+  await cluster?.join({
     scheduler: events.observedScheduler,
     code,
     hasLayer: (key) => layers.has(key),

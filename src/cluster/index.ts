@@ -111,8 +111,11 @@ export class Cluster {
     return cluster;
   }
 
-  /** Once the node listens: heartbeats, and following the deploys made on other nodes. */
-  join(parts: ClusterParts): void {
+  /**
+   * Once the node listens: heartbeats, and following the deploys made on other nodes. Resolves after the
+   * first pass, so the node is ready only once it holds the code of every function it serves.
+   */
+  async join(parts: ClusterParts): Promise<void> {
     const url = this.config.advertiseUrl ?? parts.url;
     const reconciler = new Reconciler({
       store: this.store,
@@ -150,8 +153,8 @@ export class Cluster {
     });
     this.membership.start();
     parts.info(`cluster: node ${this.nodeId} joined as ${url}`);
-    // Deploys made while this node was starting are picked up now rather than at the first timer.
-    void reconciler.sync();
+    // Code of functions deployed before this node joined, and deploys made while it was starting.
+    await reconciler.sync();
   }
 
   /** Every live node, this one included. */

@@ -85,12 +85,11 @@ export class Reconciler {
       seen.add(key);
       this.serving.set(key, ref);
       const local = this.options.scheduler.lookup(ref);
-      if (
-        local !== undefined &&
-        local.version === fn.active.version &&
-        local.createdAt === fn.active.createdAt
-      )
-        continue;
+      const current =
+        local !== undefined && local.version === fn.active.version && local.createdAt === fn.active.createdAt;
+      // Restored at start from the store, the version may be active here without its code (a node that
+      // joins later, or one whose package was collected): fetched then, no switch needed.
+      if (current && this.options.code.has(fn.active.codeHash)) continue;
       try {
         if (fn.active.depsKey !== null && !(await this.options.hasLayer(fn.active.depsKey)))
           throw new Error(
@@ -102,6 +101,7 @@ export class Reconciler {
         this.options.warn(`cluster: ${key} v${fn.active.version} not taken yet: ${(error as Error).message}`);
         continue;
       }
+      if (current) continue;
       // The store may have moved on while the code came: the next pass takes the newer version.
       this.options.scheduler.activate(this.options.toDeployed(fn.active));
       this.options.info(`cluster: now serving ${key} v${fn.active.version}`);

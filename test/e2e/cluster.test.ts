@@ -152,6 +152,24 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
     expect((await getFunction(node('c').url, NAME))?.version).toBe(2);
   });
 
+  it('a node that joins later serves what was deployed before it, as soon as it is ready', async () => {
+    const late = await startHearth({ args: clusterArgs('d') });
+    try {
+      // Its start restored the function from PostgreSQL and fetched its code before "hearth ready".
+      expect(await versionOn(late.url)).toBe('v2');
+      await eventually('node d to hear a, b and c', async () =>
+        (await memberIds(late.url)).join(',') === 'a,b,c,d' ? true : undefined,
+      );
+    } finally {
+      await late.stop();
+    }
+    // Stopped cleanly, it left at once: no waiting for its heartbeats to go silent.
+    await eventually('node a to see d leave', async () =>
+      (await memberIds(node('a').url)).includes('d') ? undefined : true,
+    );
+    expect(node('a').log.some((entry) => entry.msg === 'cluster: node d left (stopped)')).toBe(true);
+  });
+
   it('ctx.state is shared: a value set through node a is read through node c', async () => {
     const folder = await copyFixture('node-state');
     try {
