@@ -379,6 +379,7 @@ export async function startPlatform(
     logger,
     onInternal: (error) => logger.error({ err: error }, 'internal error'),
     tls,
+    claim: cluster === undefined ? undefined : (key) => cluster.store.claimOnce(key),
   });
   eventCalls = events.hostCalls;
   const deployer = new Deployer({

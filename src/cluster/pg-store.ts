@@ -58,7 +58,16 @@ CREATE TABLE namespaces (name TEXT PRIMARY KEY, manifest TEXT NOT NULL, created_
 CREATE TABLE security_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
 `,
   },
+  {
+    id: 2,
+    sql: 'CREATE TABLE trigger_claims (key TEXT PRIMARY KEY, claimed_at TIMESTAMPTZ NOT NULL DEFAULT now());',
+  },
 ];
+
+/** Claims are kept this long (a node that restarts re-plans from the shared last fire, not from them). */
+const CLAIM_RETENTION = '1 day';
+/** Old claims are pruned at every this many claims a node takes. */
+const PRUNE_EVERY = 500;
 
 interface VersionRow {
   namespace: string;
@@ -137,6 +146,7 @@ export class PostgresStore implements Store, SecurityStore {
   private readonly db: SyncPostgres;
   private depth = 0;
   private pending: StoreChange[] = [];
+  private claims = 0;
 
   private constructor(private readonly options: PostgresStoreOptions) {
     this.db = new SyncPostgres(options.url);
@@ -410,6 +420,22 @@ export class PostgresStore implements Store, SecurityStore {
     this.db.query(
       'INSERT INTO trigger_state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value',
       [key, value],
+    );
+  }
+
+  /**
+   * True for the first node to claim `key`, false for every other (a cron run's time: INSERT … ON
+   * CONFLICT DO NOTHING decides, atomically, whoever asks first).
+   */
+  claimOnce(key: string): boolean {
+    this.claims += 1;
+    if (this.claims % PRUNE_EVERY === 0)
+      this.db.query(`DELETE FROM trigger_claims WHERE claimed_at < now() - interval '${CLAIM_RETENTION}'`);
+    return (
+      this.db.query(
+        'INSERT INTO trigger_claims (key) VALUES ($1) ON CONFLICT (key) DO NOTHING RETURNING key',
+        [key],
+      ).length > 0
     );
   }
 

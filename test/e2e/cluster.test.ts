@@ -26,6 +26,7 @@ import {
   type TempFolder,
 } from '../support/hearth.js';
 import { type RunningPostgres, startPostgres } from '../support/postgres.js';
+import { startRecorder } from '../support/recorder.js';
 import { type RunningRedis, startRedis } from '../support/redis.js';
 
 const NAME = 'node-version';
@@ -283,6 +284,52 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
     // Restarted, so the sandboxes its SIGKILL left behind are ended by its own start.
     nodes.set('a', await startHearth({ dataDir: victim.dataDir, args: clusterArgs('a') }));
   });
+
+  it('a cron schedule every node runs fires each time once, cluster-wide', async () => {
+    const recorder = await startRecorder();
+    const fixture = await copyFixture('event-recorder', {
+      'hearth.yaml': [
+        'apiVersion: hearth.dev/v1',
+        'kind: Function',
+        'metadata: { name: ticker }',
+        'spec:',
+        '  runtime: node20',
+        '  egress: allow',
+        `  env: { RECORDER_URL: "${recorder.url}/hit" }`,
+        '  triggers:',
+        '    - cron: { name: every-second, schedule: "* * * * * *" }',
+        '',
+      ].join('\n'),
+    });
+    try {
+      expect((await deployFolder(node('b').url, fixture.dir, { name: 'ticker' })).status).toBe(200);
+      for (const id of ['a', 'c'])
+        await eventually(`node ${id} to run the ticker's schedule`, async () =>
+          node(id).log.some((entry) => entry.msg === 'cluster: now serving default/ticker v1')
+            ? true
+            : undefined,
+        );
+      const ticks = (): string[] =>
+        recorder.received
+          .map((hit) => hit.json<{ event: { type?: string; id?: string } }>().event)
+          .filter((event) => event.type === 'dev.hearth.cron.tick')
+          .map((event) => String(event.id));
+      // Six distinct times fired while all three nodes ran the schedule.
+      await recorder.waitFor('six cron times', () => new Set(ticks()).size >= 6, 30_000);
+      const fired = ticks();
+      // The newest times may still have a (duplicate) delivery on its way: judged on the older ones.
+      const settled = [...new Set(fired)].sort().slice(0, -2);
+      for (const id of settled)
+        expect(
+          fired.filter((tick) => tick === id),
+          id,
+        ).toHaveLength(1);
+    } finally {
+      await api(node('b').url, functionApiPath('ticker'), { method: 'DELETE' });
+      await fixture.cleanup();
+      await recorder.close();
+    }
+  }, 60_000);
 });
 
 describe('hearth up --cluster: bad flags', () => {
