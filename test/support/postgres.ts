@@ -6,7 +6,7 @@
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chownSync, existsSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -41,7 +41,14 @@ function serverUser(): { uid: number; gid: number } | undefined {
   return { uid, gid };
 }
 
-export async function startPostgres(): Promise<RunningPostgres> {
+export interface PostgresOptions {
+  /** An address of this machine to listen on besides loopback (a test network's bridge)... */
+  readonly host?: string;
+  /** ...and the clients allowed from it, as a CIDR (trusted, like loopback). */
+  readonly allow?: string;
+}
+
+export async function startPostgres(options: PostgresOptions = {}): Promise<RunningPostgres> {
   const bin = serverBin();
   const user = serverUser();
   const dir = await mkdtemp(join(tmpdir(), 'hearth-pg-'));
@@ -52,6 +59,8 @@ export async function startPostgres(): Promise<RunningPostgres> {
     ['-D', data, '-U', 'hearth', '--auth=trust', '-E', 'UTF8', '--no-sync', '--no-instructions'],
     { stdio: ['ignore', 'ignore', 'pipe'], ...(user ?? {}), env: { ...process.env, LC_ALL: 'C.UTF-8' } },
   );
+  if (options.allow !== undefined)
+    await appendFile(join(data, 'pg_hba.conf'), `host all all ${options.allow} trust\n`);
   const port = await freePort();
   const child = spawn(
     join(bin, 'postgres'),
@@ -63,7 +72,7 @@ export async function startPostgres(): Promise<RunningPostgres> {
       '-k',
       dir,
       '-c',
-      'listen_addresses=127.0.0.1',
+      `listen_addresses=${['127.0.0.1', ...(options.host === undefined ? [] : [options.host])].join(',')}`,
       // A test database: durability across a crash of the machine is not what is under test.
       '-c',
       'fsync=off',
@@ -82,6 +91,7 @@ export async function startPostgres(): Promise<RunningPostgres> {
     output += chunk.toString();
   });
   const url = `postgres://hearth@127.0.0.1:${port}/postgres`;
+  const advertised = `postgres://hearth@${options.host ?? '127.0.0.1'}:${port}/postgres`;
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (await answers(url)) break;
@@ -93,7 +103,7 @@ export async function startPostgres(): Promise<RunningPostgres> {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return {
-    url,
+    url: advertised,
     port,
     process: child,
     log: () => output,
