@@ -59,6 +59,8 @@ if (
   spawnSync('id', ['-u', 'postgres'], { stdio: 'ignore' }).status !== 0
 )
   aptInstall(['postgresql'], 'PostgreSQL is needed for the cluster mode tests');
+// Its suite across hosts puts each node in a network namespace joined to a bridge (ip, unshare, nsenter).
+if (!has('ip', ['-V'])) aptInstall(['iproute2'], 'ip (iproute2) is needed for the cluster test network');
 // The audit log's syslog sink (issue 13) is tested against rsyslog, a real RFC 5424 receiver over TCP and TLS.
 if (!existsSync('/usr/sbin/rsyslogd') || !existsSync('/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so'))
   aptInstall(

@@ -547,6 +547,7 @@ export async function startPlatform(
     restored: store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
     info: (message) => logger.info(message),
     warn: (message) => logger.warn(message),
+    reloadSecurity: () => security.reload(),
   });
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },

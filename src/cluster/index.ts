@@ -40,6 +40,8 @@ export interface ClusterParts {
   readonly restored: readonly FunctionRef[];
   readonly info: (message: string) => void;
   readonly warn: (message: string) => void;
+  /** Re-reads API keys and namespaces (another node changed them). */
+  readonly reloadSecurity: () => void;
 }
 
 const SUBJECT_PREFIX = 'hearth.cluster';
@@ -131,15 +133,32 @@ export class Cluster {
     this.changes = this.nats.subscribe(`${SUBJECT_PREFIX}.changes`, {
       callback: (error, message) => {
         if (error !== null) return;
+        let notice: ChangeNotice;
         try {
-          if (message.json<ChangeNotice>().origin === this.nodeId) return;
+          notice = message.json<ChangeNotice>();
         } catch {
+          return;
+        }
+        if (notice.origin === this.nodeId) return;
+        if (notice.change.kind === 'security') {
+          try {
+            parts.reloadSecurity();
+          } catch (error) {
+            parts.warn(`cluster: cannot re-read keys and namespaces: ${(error as Error).message}`);
+          }
           return;
         }
         void reconciler.sync();
       },
     });
-    this.resync = setInterval(() => void reconciler.sync(), RESYNC_MS);
+    this.resync = setInterval(() => {
+      void reconciler.sync();
+      try {
+        parts.reloadSecurity();
+      } catch (error) {
+        parts.warn(`cluster: cannot re-read keys and namespaces: ${(error as Error).message}`);
+      }
+    }, RESYNC_MS);
     this.resync.unref();
     this.membership = new Membership({
       connection: this.nats,

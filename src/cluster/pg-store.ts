@@ -140,7 +140,9 @@ export interface PostgresStoreOptions {
 /** What changed, for the nodes that serve it. */
 export type StoreChange =
   | { readonly kind: 'function'; readonly ref: FunctionRef }
-  | { readonly kind: 'gateway'; readonly namespace: string; readonly name: string };
+  | { readonly kind: 'gateway'; readonly namespace: string; readonly name: string }
+  /** API keys or namespaces: every node re-reads them (its `Security` keeps them in memory). */
+  | { readonly kind: 'security' };
 
 export class PostgresStore implements Store, SecurityStore {
   private readonly db: SyncPostgres;
@@ -482,15 +484,17 @@ export class PostgresStore implements Store, SecurityStore {
       'INSERT INTO api_keys (id, name, role, namespaces, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, NULL)',
       [key.id, key.name, key.role, JSON.stringify(key.namespaces), key.hash, key.createdAt],
     );
+    this.changed({ kind: 'security' });
   }
 
   revokeKey(id: string, at: string): boolean {
-    return (
+    const revoked =
       this.db.query('UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING id', [
         at,
         id,
-      ]).length > 0
-    );
+      ]).length > 0;
+    if (revoked) this.changed({ kind: 'security' });
+    return revoked;
   }
 
   listNamespaces(): StoredNamespace[] {
@@ -505,11 +509,14 @@ export class PostgresStore implements Store, SecurityStore {
       [manifest.metadata.name, JSON.stringify(manifest), now],
     );
     if (row === undefined) throw new Error(`namespace ${manifest.metadata.name} was not stored`);
+    this.changed({ kind: 'security' });
     return toNamespace(row);
   }
 
   deleteNamespace(name: string): boolean {
-    return this.db.query('DELETE FROM namespaces WHERE name = $1 RETURNING name', [name]).length > 0;
+    const removed = this.db.query('DELETE FROM namespaces WHERE name = $1 RETURNING name', [name]).length > 0;
+    if (removed) this.changed({ kind: 'security' });
+    return removed;
   }
 
   tokenSecret(): Buffer {

@@ -12,6 +12,7 @@ import {
   api,
   eventually,
   FIXTURES,
+  functionApiPath,
   type Hearth,
   invoke,
   makeFolder,
@@ -115,6 +116,31 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
         const answer = await invoke(node.url, NAME);
         return answer.status === 200 ? answer.json() : undefined;
       });
+  });
+
+  it('a key made on n0 is taken by n1 at once, and refused there once n0 revokes it', async () => {
+    const [n0, n1] = nodes as [Hearth, Hearth];
+    const admin = { authorization: `Bearer ${adminKey}` };
+    const created = await api<{ id: string; key: string }>(n0.url, '/api/v1/keys', {
+      method: 'POST',
+      json: { role: 'viewer', namespaces: ['default'], name: 'made on n0' },
+      headers: admin,
+    });
+    expect(created.status, created.text).toBe(201);
+    const asViewer = { headers: { authorization: `Bearer ${created.body.key}` } };
+    const readable = functionApiPath(NAME);
+    expect((await api(n0.url, readable, asViewer)).status).toBe(200);
+    await eventually('n1 to take the new key', async () =>
+      (await api(n1.url, readable, asViewer)).status === 200 ? true : undefined,
+    );
+    const revoked = await api(n0.url, `/api/v1/keys/${created.body.id}`, {
+      method: 'DELETE',
+      headers: admin,
+    });
+    expect(revoked.status, revoked.text).toBe(200);
+    await eventually('n1 to refuse the revoked key', async () =>
+      (await api(n1.url, readable, asViewer)).status === 401 ? true : undefined,
+    );
   });
 
   it('a node killed with SIGKILL is seen dead, and the others keep serving', async () => {
