@@ -405,7 +405,9 @@ export async function startPlatform(
   const api = createControlApi(
     {
       store,
-      deployer,
+      // In a cluster, a deploy answers once every live node serves the new version.
+      deployer:
+        cluster === undefined ? deployer : cluster.followDeploys(deployer, (message) => logger.warn(message)),
       scheduler,
       logs,
       onInternal,

@@ -45,8 +45,34 @@ export interface ClusterParts {
 }
 
 const SUBJECT_PREFIX = 'hearth.cluster';
+/** The longest a deploy waits for the other live nodes to switch before it answers anyway. */
+const SWITCH_WAIT_MS = 10_000;
+/** Switches heard are kept this long: one may arrive before the deploy that caused it starts waiting. */
+const SWITCH_MEMORY_MS = 60_000;
+
+interface SwitchNotice {
+  readonly node: string;
+  /** `namespace/name@version`. */
+  readonly switched: string;
+}
+
+interface SwitchWaiter {
+  readonly pending: Set<string>;
+  readonly done: () => void;
+}
 /** A missed change notice is caught up by this timer at the latest. */
 const RESYNC_MS = 10_000;
+
+/** What `Deployer.deployArchive` resolves with, as far as waiting for the cluster needs it. */
+interface DeployedOutcome {
+  readonly unchanged: boolean;
+  readonly version: {
+    readonly namespace: string;
+    readonly name: string;
+    readonly version: number;
+    readonly depsKey: string | null;
+  };
+}
 
 interface ChangeNotice {
   readonly origin: string;
@@ -59,6 +85,10 @@ export class Cluster {
   private changes: Subscription | undefined;
   private resync: NodeJS.Timeout | undefined;
   private readonly startedAt = new Date().toISOString();
+  private switchedSub: Subscription | undefined;
+  /** `fn@version` → the nodes heard to have switched to it, and when it was first heard. */
+  private readonly switches = new Map<string, { nodes: Set<string>; at: number }>();
+  private readonly switchWaiters = new Map<string, Set<SwitchWaiter>>();
   /** Handed to the gateway before the node listens; it forwards nothing until the first heartbeat. */
   readonly forwarder: Forwarder;
 
@@ -127,6 +157,18 @@ export class Cluster {
       hasLayer: parts.hasLayer,
       info: parts.info,
       warn: parts.warn,
+      onSwitched: (ref, version) => this.publishSwitch(`${functionKey(ref)}@${version}`),
+    });
+    this.switchedSub = this.nats.subscribe(`${SUBJECT_PREFIX}.switched`, {
+      callback: (error, message) => {
+        if (error !== null) return;
+        try {
+          const notice = message.json<SwitchNotice>();
+          this.heardSwitch(notice.node, notice.switched);
+        } catch {
+          // Not ours.
+        }
+      },
     });
     reconciler.adopt(parts.restored);
     this.reconciler = reconciler;
@@ -167,13 +209,78 @@ export class Cluster {
       deadAfterMs: this.config.deadAfterMs,
       announce: () => announcement(this.nodeId, url, this.startedAt, parts.scheduler.liveStats()),
       onJoin: (node) => parts.info(`cluster: node ${node.id} joined (${node.url})`),
-      onLeave: (node, reason) => parts.warn(`cluster: node ${node.id} left (${reason})`),
+      onLeave: (node, reason) => {
+        parts.warn(`cluster: node ${node.id} left (${reason})`);
+        // A node that left is not waited for.
+        for (const waiters of this.switchWaiters.values())
+          for (const waiter of waiters) {
+            waiter.pending.delete(node.id);
+            if (waiter.pending.size === 0) waiter.done();
+          }
+      },
       onView: (self, nodes) => this.forwarder.update(self, nodes),
     });
     this.membership.start();
     parts.info(`cluster: node ${this.nodeId} joined as ${url}`);
     // Code of functions deployed before this node joined, and deploys made while it was starting.
     await reconciler.sync();
+  }
+
+  /**
+   * Resolves once every other live node serves `version` of `ref` (or after SWITCH_WAIT_MS), with the
+   * nodes that had not switched by then. The deploy API answers after it: once a deploy has returned,
+   * every live node answers with the new version.
+   */
+  async awaitSwitched(ref: FunctionRef, version: number): Promise<string[]> {
+    const key = `${functionKey(ref)}@${version}`;
+    const heard = this.switches.get(key)?.nodes ?? new Set<string>();
+    const pending = new Set(
+      this.nodes()
+        .filter((node) => !node.self && !heard.has(node.id))
+        .map((node) => node.id),
+    );
+    if (pending.size === 0) return [];
+    await new Promise<void>((resolve) => {
+      const waiters = this.switchWaiters.get(key) ?? new Set<SwitchWaiter>();
+      this.switchWaiters.set(key, waiters);
+      const timer = setTimeout(() => waiter.done(), SWITCH_WAIT_MS);
+      const waiter: SwitchWaiter = {
+        pending,
+        done: () => {
+          clearTimeout(timer);
+          waiters.delete(waiter);
+          if (waiters.size === 0) this.switchWaiters.delete(key);
+          resolve();
+        },
+      };
+      waiters.add(waiter);
+    });
+    return [...pending];
+  }
+
+  /** The deployer as the API should use it: a deploy answers once every live node has switched. */
+  followDeploys<T extends { deployArchive(...args: never[]): Promise<DeployedOutcome> }>(
+    deployer: T,
+    warn: (message: string) => void,
+  ): T {
+    return new Proxy(deployer, {
+      get: (target, property, receiver) => {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (property !== 'deployArchive' || typeof value !== 'function') return value;
+        return async (...args: never[]) => {
+          const outcome = (await (value as T['deployArchive']).apply(target, args)) as DeployedOutcome;
+          // A version with a dependency layer is not taken by the other nodes yet (layers are per node).
+          if (outcome.unchanged || outcome.version.depsKey !== null) return outcome;
+          const { namespace, name, version } = outcome.version;
+          const laggards = await this.awaitSwitched({ namespace, name }, version);
+          if (laggards.length > 0)
+            warn(
+              `cluster: ${namespace}/${name} v${version} deployed, but node(s) ${laggards.join(', ')} had not switched within ${SWITCH_WAIT_MS / 1000}s`,
+            );
+          return outcome;
+        };
+      },
+    });
   }
 
   /** Every live node, this one included. */
@@ -209,11 +316,37 @@ export class Cluster {
   async leave(): Promise<void> {
     if (this.resync !== undefined) clearInterval(this.resync);
     this.changes?.unsubscribe();
+    this.switchedSub?.unsubscribe();
+    for (const waiters of this.switchWaiters.values()) for (const waiter of waiters) waiter.done();
     this.membership?.close();
     await this.reconciler?.idle();
     await this.nats.flush().catch(() => undefined);
     await this.nats.close().catch(() => undefined);
     this.forwarder.close();
+  }
+
+  private publishSwitch(switched: string): void {
+    try {
+      this.nats.publish(
+        `${SUBJECT_PREFIX}.switched`,
+        JSON.stringify({ node: this.nodeId, switched } satisfies SwitchNotice),
+      );
+    } catch {
+      // NATS away: the deploying node stops waiting after SWITCH_WAIT_MS.
+    }
+  }
+
+  private heardSwitch(node: string, switched: string): void {
+    const now = Date.now();
+    for (const [key, entry] of this.switches)
+      if (now - entry.at > SWITCH_MEMORY_MS) this.switches.delete(key);
+    const entry = this.switches.get(switched) ?? { nodes: new Set<string>(), at: now };
+    entry.nodes.add(node);
+    this.switches.set(switched, entry);
+    for (const waiter of this.switchWaiters.get(switched) ?? []) {
+      waiter.pending.delete(node);
+      if (waiter.pending.size === 0) waiter.done();
+    }
   }
 
   private announce(change: StoreChange): void {

@@ -26,6 +26,8 @@ export interface ReconcilerOptions {
   readonly hasLayer: (key: string) => Promise<boolean>;
   readonly info: (message: string) => void;
   readonly warn: (message: string) => void;
+  /** Told after each switch, so the node that deployed can tell its client every node has it. */
+  readonly onSwitched?: (ref: FunctionRef, version: number) => void;
 }
 
 export class Reconciler {
@@ -105,6 +107,7 @@ export class Reconciler {
       // The store may have moved on while the code came: the next pass takes the newer version.
       this.options.scheduler.activate(this.options.toDeployed(fn.active));
       this.options.info(`cluster: now serving ${key} v${fn.active.version}`);
+      this.options.onSwitched?.(ref, fn.active.version);
     }
     for (const [key, ref] of this.serving) {
       if (seen.has(key)) continue;
