@@ -63,7 +63,10 @@ interface SwitchWaiter {
 /** A missed change notice is caught up by this timer at the latest. */
 const RESYNC_MS = 10_000;
 
-/** What `Deployer.deployArchive` resolves with, as far as waiting for the cluster needs it. */
+/** The `Deployer` methods that release versions (`deployArchive`, `configure`: one outcome; `releaseAll`: a list). */
+const RELEASING: ReadonlySet<string | symbol> = new Set(['deployArchive', 'configure', 'releaseAll']);
+
+/** What the releasing methods resolve with, as far as waiting for the cluster needs it. */
 interface DeployedOutcome {
   readonly unchanged: boolean;
   readonly version: {
@@ -258,26 +261,31 @@ export class Cluster {
     return [...pending];
   }
 
-  /** The deployer as the API should use it: a deploy answers once every live node has switched. */
-  followDeploys<T extends { deployArchive(...args: never[]): Promise<DeployedOutcome> }>(
-    deployer: T,
-    warn: (message: string) => void,
-  ): T {
+  /**
+   * The deployer as the API should use it: a deploy, a configuration change or an apply answers once every
+   * live node serves what it released.
+   */
+  followDeploys<T extends object>(deployer: T, warn: (message: string) => void): T {
+    const settle = async (outcome: DeployedOutcome | undefined): Promise<void> => {
+      // A version with a dependency layer is not taken by the other nodes yet (layers are per node).
+      if (outcome === undefined || outcome.unchanged || outcome.version.depsKey !== null) return;
+      const { namespace, name, version } = outcome.version;
+      const laggards = await this.awaitSwitched({ namespace, name }, version);
+      if (laggards.length > 0)
+        warn(
+          `cluster: ${namespace}/${name} v${version} released, but node(s) ${laggards.join(', ')} had not switched within ${SWITCH_WAIT_MS / 1000}s`,
+        );
+    };
     return new Proxy(deployer, {
       get: (target, property, receiver) => {
         const value: unknown = Reflect.get(target, property, receiver);
-        if (property !== 'deployArchive' || typeof value !== 'function') return value;
-        return async (...args: never[]) => {
-          const outcome = (await (value as T['deployArchive']).apply(target, args)) as DeployedOutcome;
-          // A version with a dependency layer is not taken by the other nodes yet (layers are per node).
-          if (outcome.unchanged || outcome.version.depsKey !== null) return outcome;
-          const { namespace, name, version } = outcome.version;
-          const laggards = await this.awaitSwitched({ namespace, name }, version);
-          if (laggards.length > 0)
-            warn(
-              `cluster: ${namespace}/${name} v${version} deployed, but node(s) ${laggards.join(', ')} had not switched within ${SWITCH_WAIT_MS / 1000}s`,
-            );
-          return outcome;
+        if (typeof value !== 'function' || !RELEASING.has(property)) return value;
+        return async (...args: unknown[]) => {
+          const result = (await (value as (...inner: unknown[]) => Promise<unknown>).apply(target, args)) as
+            | DeployedOutcome
+            | readonly (DeployedOutcome | undefined)[];
+          await Promise.all((Array.isArray(result) ? result : [result]).map(settle));
+          return result;
         };
       },
     });

@@ -147,6 +147,28 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
     expect((await getFunction(node('c').url, NAME))?.version).toBe(2);
   });
 
+  it('hearth apply on node b has reached every node when it answers', async () => {
+    const folder = await makeFolder({
+      'fresh/index.mjs': 'export default async () => ({ fresh: true });\n',
+      'resources.yaml':
+        'apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: fresh }\nspec: { runtime: node20, source: ./fresh }\n',
+    });
+    try {
+      const applied = await runCli(['apply', '-f', join(folder.dir, 'resources.yaml')], {
+        url: node('b').url,
+      });
+      expect(applied.code, applied.stderr).toBe(0);
+      for (const id of ['a', 'c']) {
+        const answer = await invoke(node(id).url, 'fresh');
+        expect(answer.status, answer.text).toBe(200);
+        expect(answer.json()).toEqual({ fresh: true });
+      }
+    } finally {
+      await api(node('b').url, functionApiPath('fresh'), { method: 'DELETE' });
+      await folder.cleanup();
+    }
+  });
+
   it('a node that joins later serves what was deployed before it, as soon as it is ready', async () => {
     const late = await startHearth({ args: clusterArgs('d') });
     try {
