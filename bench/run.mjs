@@ -5,6 +5,7 @@ import { abuseBench } from './abuse.mjs';
 import { authBench } from './auth.mjs';
 import { buildsBench } from './builds.mjs';
 import { cloudEventsBench } from './cloudevents.mjs';
+import { clusterBench } from './cluster.mjs';
 import { coldBench } from './cold.mjs';
 import { coldBurstBench } from './cold-burst.mjs';
 import { complianceBench } from './compliance.mjs';
@@ -62,6 +63,8 @@ if (want('eventsourcing'))
 if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
 if (want('builds')) results.builds = await buildsBench();
 if (want('abuse')) results.abuse = await abuseBench({ seconds: 4, rounds: 3 });
+if (want('cluster'))
+  results.cluster = await clusterBench({ seconds: 4, connections: 30, sequentialCount: 1000 });
 if (want('tls')) results.tls = await tlsBench({ seconds: 5, connections: 50, rounds: 5 });
 if (want('compliance'))
   results.compliance = await complianceBench({ seconds: 5, connections: 32, rounds: 4 });
@@ -272,6 +275,27 @@ if (results.state) {
     ),
     '',
     `${st.embedded.get.n} samples per operation and store. The embedded store is SQLite (WAL) behind the platform; Redis is a real redis-server on loopback.`,
+    '',
+  );
+}
+if (results.cluster) {
+  const cl = results.cluster;
+  const f = cl.forward;
+  lines.push(
+    '## Cluster mode (bench-hello over 1, 2 and 3 nodes on PostgreSQL, NATS and Redis)',
+    '',
+    '| nodes | req/s (all nodes) | worst p99 ms | errors |',
+    '|---:|---:|---:|---:|',
+    ...cl.throughput.map((t) => `| ${t.nodes} | ${t.rps} | ${t.p99} | ${t.errors} |`),
+    '',
+    `${cl.connections} connections in all (autocannon, split evenly over the nodes), ${cl.seconds}s per measurement. Every node and the load generator share the same two cores: this shows what running more nodes costs on one machine, not the speed-up separate machines would give.`,
+    '',
+    '| one request, one keep-alive connection | n | p50 ms | p99 ms |',
+    '|---|---:|---:|---:|',
+    `| served where it lands | ${f.direct.n} | ${f.direct.p50} | ${f.direct.p99} |`,
+    `| forwarded one hop (by a full node) | ${f.forwarded.n} | ${f.forwarded.p50} | ${f.forwarded.p99} |`,
+    '',
+    `A forwarded request costs **${f.costP50Ms} ms** more at the median. \`node bench/run.mjs cluster\` runs this section alone.`,
     '',
   );
 }

@@ -65,6 +65,15 @@ if (!has('mosquitto', ['-h']) && !existsSync('/usr/sbin/mosquitto'))
   aptInstall(['mosquitto'], 'mosquitto is needed for the MQTT trigger tests');
 if (!has('nats-server', ['--version']))
   aptInstall(['nats-server'], 'nats-server is needed for the NATS trigger tests');
+// Cluster mode (issue 12) runs three nodes on a real PostgreSQL (a private cluster made with initdb, run as
+// the `postgres` user the package creates), besides the nats-server and redis-server above.
+if (
+  !existsSync('/usr/lib/postgresql') ||
+  spawnSync('id', ['-u', 'postgres'], { stdio: 'ignore' }).status !== 0
+)
+  aptInstall(['postgresql'], 'PostgreSQL is needed for the cluster mode tests');
+// Its suite across hosts puts each node in a network namespace joined to a bridge (ip, unshare, nsenter).
+if (!has('ip', ['-V'])) aptInstall(['iproute2'], 'ip (iproute2) is needed for the cluster test network');
 // The audit log's syslog sink (issue 13) is tested against rsyslog, a real RFC 5424 receiver over TCP and TLS.
 if (!existsSync('/usr/sbin/rsyslogd') || !existsSync('/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so'))
   aptInstall(

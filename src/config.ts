@@ -122,6 +122,25 @@ const eventsConfigSchema = z.strictObject({
     .optional(),
 });
 
+/** Cluster mode (issue 12): the shared services every node of the cluster is given. */
+const urlWithScheme = (schemes: readonly string[], expected: string) =>
+  z.string().refine((v) => URL.canParse(v) && schemes.includes(new URL(v).protocol.slice(0, -1)), {
+    message: expected,
+  });
+const clusterConfigSchema = z.strictObject({
+  postgres: urlWithScheme(['postgres', 'postgresql'], 'a postgres:// URL'),
+  nats: urlWithScheme(['nats', 'tls'], 'a nats:// URL'),
+  redis: urlWithScheme(['redis', 'rediss'], 'a redis:// or rediss:// URL'),
+  nodeId: z
+    .string()
+    .regex(/^[\w.-]{1,64}$/, { message: 'letters, digits, ".", "_" or "-", at most 64' })
+    .optional(),
+  /** The gateway URL the other nodes reach this one at (default: the one it listens on). */
+  advertise: httpUrl.optional(),
+  heartbeat: window(100, 60_000).optional(),
+  deadAfter: window(500, 600_000).optional(),
+});
+
 export const configFileSchema = z.strictObject({
   port: z.int().min(0).max(65535).optional(),
   host: z.string().min(1).optional(),
@@ -174,6 +193,7 @@ export const configFileSchema = z.strictObject({
   python: z.string().min(1).optional(),
   /** HTTPS on every listener: PEM files, reloaded when they change. */
   tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  cluster: clusterConfigSchema.optional(),
   ...observabilityConfigSchema.shape,
   ...eventsConfigSchema.shape,
   ...complianceConfigSchema.shape,
@@ -242,6 +262,22 @@ export interface PlatformConfig {
   readonly events: EventsConfig;
   /** Secrets and the audit log (issue 13). */
   readonly compliance: ComplianceConfig;
+  /** Cluster mode (issue 12); undefined = the embedded single-node mode. */
+  readonly cluster: ClusterConfig | undefined;
+}
+
+/** Cluster mode, resolved (issue 12). */
+export interface ClusterConfig {
+  readonly postgresUrl: string;
+  readonly natsUrl: string;
+  readonly redisUrl: string;
+  /** This node's name in the cluster; undefined: one made at first start and kept in the data dir. */
+  readonly nodeId: string | undefined;
+  /** The gateway URL other nodes use to reach this one; undefined: the URL it listens on. */
+  readonly advertiseUrl: string | undefined;
+  readonly heartbeatMs: number;
+  /** Silence after which the other nodes count a node as dead. */
+  readonly deadAfterMs: number;
 }
 
 /** The autoscaler, resolved (issue 4). */
@@ -361,6 +397,18 @@ export function resolveConfig(
     observe: resolveObservability(merged),
     events: resolveEvents(merged),
     compliance: resolveCompliance(merged, dataDir),
+    cluster:
+      merged.cluster === undefined
+        ? undefined
+        : Object.freeze({
+            postgresUrl: merged.cluster.postgres,
+            natsUrl: merged.cluster.nats,
+            redisUrl: merged.cluster.redis,
+            nodeId: merged.cluster.nodeId,
+            advertiseUrl: merged.cluster.advertise,
+            heartbeatMs: windowMs(merged.cluster.heartbeat, 1000),
+            deadAfterMs: windowMs(merged.cluster.deadAfter, 3000),
+          }),
   });
 }
 
@@ -427,6 +475,7 @@ function resolveObservability(file: ConfigFile): ObservabilityConfig {
       file.loki === undefined
         ? undefined
         : Object.freeze({ url: file.loki.url, labels: Object.freeze({ ...(file.loki.labels ?? {}) }) }),
-    redisUrl: file.state?.redis?.url,
+    // A cluster keeps ctx.state in its Redis, unless state.redis names another.
+    redisUrl: file.state?.redis?.url ?? file.cluster?.redis,
   });
 }

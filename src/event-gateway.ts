@@ -40,6 +40,8 @@ export interface EventGatewayOptions {
   readonly onInternal: (error: unknown) => void;
   /** Gateway listeners serve HTTPS with the platform's certificate when it has one. */
   readonly tls?: TlsReloader | undefined;
+  /** Cluster mode (issue 12): true for the one node that takes a key (a cron run's time), cluster-wide. */
+  readonly claim?: ((key: string) => boolean) | undefined;
 }
 
 export interface EventGateway {
@@ -110,6 +112,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     },
     warn: (message) => logger.warn(message),
     info: (message) => logger.info(message),
+    ...(options.claim === undefined ? {} : { claim: options.claim }),
   });
   notifyWorker = () => worker.notify();
   const eventsRoute = createEventsIngress({

@@ -32,7 +32,7 @@ import {
   MANIFEST_FILE,
   SqliteStore,
 } from './control/index.js';
-import type { StoredVersion } from './control/store/index.js';
+import type { Store, StoredVersion } from './control/store/index.js';
 import type { DeployedVersion } from './domain/deployment.js';
 import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
@@ -65,7 +65,7 @@ import { SandboxIsolation } from './runtime/sandbox/index.js';
 import { WasmRuntime } from './runtime/wasm/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
 import { dashboardAccess, guardAsync, guardEvents, guardLambda, guardMount } from './security/http.js';
-import { isLoopbackHost, Security } from './security/index.js';
+import { isLoopbackHost, Security, type SecurityStore } from './security/index.js';
 import { createStateCalls, createStateStore, redisUrlFor } from './state/index.js';
 import { createUiHandler } from './ui/index.js';
 
@@ -102,7 +102,18 @@ export async function startPlatform(
   // Uploads and builds interrupted by a crash left their scratch dirs here; nothing in it outlives a run.
   await rm(join(config.dataDir, 'tmp'), { recursive: true, force: true });
 
-  const store = new SqliteStore(join(config.dataDir, 'hearth.db'));
+  // Cluster mode (issue 12) keeps functions, versions, code and keys in PostgreSQL, shared by every node;
+  // the module is only loaded when asked for, so the embedded mode's start is unchanged.
+  const cluster =
+    config.cluster === undefined
+      ? undefined
+      : await (await import('./cluster/index.js')).Cluster.open(
+          config.cluster,
+          config.dataDir,
+          config.events.breaker,
+          (message) => logger.warn(message),
+        );
+  const store: Store & SecurityStore = cluster?.store ?? new SqliteStore(join(config.dataDir, 'hearth.db'));
   // Secrets (issue 13): sealed in hearth.db under the master key; a rotation a crash interrupted is finished here.
   const keyring = new Keyring({
     keyFile: config.compliance.secrets.keyFile,
@@ -402,6 +413,7 @@ export async function startPlatform(
     logger,
     onInternal: (error) => logger.error({ err: error }, 'internal error'),
     tls,
+    claim: cluster === undefined ? undefined : (key) => cluster.store.claimOnce(key),
   });
   eventCalls = events.hostCalls;
   const deployer = new Deployer({
@@ -455,7 +467,9 @@ export async function startPlatform(
   const api = createControlApi(
     {
       store,
-      deployer,
+      // In a cluster, a deploy answers once every live node serves the new version.
+      deployer:
+        cluster === undefined ? deployer : cluster.followDeploys(deployer, (message) => logger.warn(message)),
       scheduler,
       logs,
       onInternal,
@@ -549,6 +563,7 @@ export async function startPlatform(
     ),
     serverTiming: config.observe.serverTiming,
     guard: security,
+    ...(cluster === undefined ? {} : { forwarder: cluster.forwarder }),
     mounts: [
       // /metrics stays open on loopback (a local Prometheus); beyond it, it needs `read` on every namespace.
       ...(metricsRoute === undefined
@@ -562,6 +577,11 @@ export async function startPlatform(
             },
           ]),
       { prefix: '/ui', handler: guardMount(security, ui, dashboardAccess) },
+      ...(cluster === undefined
+        ? []
+        : [
+            { prefix: '/cluster', handler: guardMount(security, cluster.handler, () => ['read', undefined]) },
+          ]),
     ],
   });
   const server = createGatewayServer(gateway.handle, gateway.invoke, tls);
@@ -571,6 +591,7 @@ export async function startPlatform(
       server.listen(config.port, config.host, () => resolve());
     });
   } catch (error) {
+    await cluster?.leave();
     await events.close();
     await scheduler.close();
     await isolates.close();
@@ -599,6 +620,17 @@ export async function startPlatform(
   listeningPort = port;
   await events.start(port);
   const url = `${tls === undefined ? 'http' : 'https'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  await cluster?.join({
+    scheduler: events.observedScheduler,
+    code,
+    hasLayer: (key) => layers.has(key),
+    toDeployed,
+    url,
+    restored: store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
+    info: (message) => logger.info(message),
+    warn: (message) => logger.warn(message),
+    reloadSecurity: () => security.reload(),
+  });
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },
     'hearth listening',
@@ -649,6 +681,8 @@ export async function startPlatform(
       closing ??= (async () => {
         server.close();
         server.closeAllConnections();
+        // Out of the cluster first: its peers stop counting on this node; the store closes last, as ever.
+        await cluster?.leave();
         await gc.stop();
         await warming;
         await events.close();
@@ -680,7 +714,7 @@ export async function startPlatform(
  * Whether some function may need a key or JWT, for /events: one restored at start, one released since
  * (noted before it goes live, and kept until a restart), or a namespace requiring keys.
  */
-function someProtected(store: SqliteStore, security: Security): () => boolean {
+function someProtected(store: Store, security: Security): () => boolean {
   const atStart = store.listFunctions().some((fn) => (fn.active.manifest.spec.auth ?? 'public') !== 'public');
   return () => atStart || security.protectedReleased || security.keysRequiredSomewhere;
 }

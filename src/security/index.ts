@@ -142,9 +142,16 @@ export class Security {
   constructor(private readonly options: SecurityOptions) {
     this.now = options.now ?? Date.now;
     this.secret = options.store.tokenSecret();
-    for (const key of options.store.listKeys()) this.keys.set(key.id, key);
+    this.reload();
+  }
+
+  /** Reads keys and namespaces from the store: at start, and when another node of a cluster changed them. */
+  reload(): void {
+    this.keys.clear();
+    for (const key of this.options.store.listKeys()) this.keys.set(key.id, key);
     this.activeKeys = [...this.keys.values()].filter((key) => key.revokedAt === null).length;
-    for (const stored of options.store.listNamespaces())
+    this.policies.clear();
+    for (const stored of this.options.store.listNamespaces())
       this.policies.set(stored.name, resolveNamespace(stored.manifest));
     this.refreshChecks();
   }
