@@ -19,6 +19,7 @@ import type {
 } from '../control/store/index.js';
 import type { FunctionManifest, FunctionRef } from '../domain/function.js';
 import type { GatewayManifest } from '../domain/gateway.js';
+import type { ResolvedImage } from '../domain/image.js';
 import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } from '../security/index.js';
 import { SyncPostgres } from './pg-sync.js';
 
@@ -62,6 +63,8 @@ CREATE TABLE security_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
     id: 2,
     sql: 'CREATE TABLE trigger_claims (key TEXT PRIMARY KEY, claimed_at TIMESTAMPTZ NOT NULL DEFAULT now());',
   },
+  // Issue 17: the image a `runtime: image` version pins (a ResolvedImage as JSON).
+  { id: 3, sql: 'ALTER TABLE versions ADD COLUMN image TEXT;' },
 ];
 
 /** Claims are kept this long (a node that restarts re-plans from the shared last fire, not from them). */
@@ -79,6 +82,7 @@ interface VersionRow {
   code_bytes: string;
   deps_key: string | null;
   deps_mount: string | null;
+  image: string | null;
   created_at: string;
 }
 
@@ -246,8 +250,8 @@ export class PostgresStore implements Store, SecurityStore {
           values: [data.codeHash, archive, now],
         },
         {
-          text: `INSERT INTO versions (namespace, name, version, manifest, code_hash, code_files, code_bytes, deps_key, deps_mount, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+          text: `INSERT INTO versions (namespace, name, version, manifest, code_hash, code_files, code_bytes, deps_key, deps_mount, image, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
           values: [
             ref.namespace,
             ref.name,
@@ -258,6 +262,7 @@ export class PostgresStore implements Store, SecurityStore {
             data.codeBytes,
             data.depsKey,
             data.depsMount,
+            data.image === null ? null : JSON.stringify(data.image),
             now,
           ],
         },
@@ -363,6 +368,14 @@ export class PostgresStore implements Store, SecurityStore {
       this.db
         .query<{ code_hash: string }>('SELECT DISTINCT code_hash FROM versions')
         .map((row) => row.code_hash),
+    );
+  }
+
+  imageDigestsInUse(): Set<string> {
+    return new Set(
+      this.db
+        .query<{ image: string }>('SELECT image FROM versions WHERE image IS NOT NULL')
+        .map((row) => (JSON.parse(row.image) as ResolvedImage).manifestDigest),
     );
   }
 
@@ -574,6 +587,7 @@ function toVersion(row: VersionRow): StoredVersion {
     codeBytes: Number(row.code_bytes),
     depsKey: row.deps_key,
     depsMount: row.deps_mount,
+    image: row.image === null ? null : (JSON.parse(row.image) as ResolvedImage),
     createdAt: row.created_at,
   };
 }
