@@ -157,7 +157,13 @@ export interface Runtime {
   readonly unavailable: string | undefined;
   /** A string that changes whenever layers built by an older interpreter would not load. */
   readonly abi: string;
-  launchSpec(): LaunchSpec;
+  /** How to start a guest; `memoryBytes` is the memory wall it will be bound under (see `heapFromMemory`). */
+  launchSpec(options?: { readonly memoryBytes?: number }): LaunchSpec;
+  /**
+   * The guest's heap is sized from the memory wall when it starts (V8's cannot be changed afterwards): its
+   * stem cells are then pooled per memory size.
+   */
+  readonly heapFromMemory?: boolean;
   /** The dependency manifest in a function folder, or undefined when the function has no dependencies. */
   dependencyManifest(codeDir: string): DependencyManifest | undefined;
   /**

@@ -65,6 +65,8 @@ export class StemCellPool {
     private readonly slots: SlotManager,
     private target: number,
     private readonly onError: (message: string) => void,
+    /** The memory wall its cells will be bound under, for a runtime that sizes its heap from it. */
+    readonly memoryBytes?: number,
   ) {}
 
   /**
@@ -259,7 +261,11 @@ export class StemCellPool {
     this.starting += 1;
     const slot = await this.slots.create();
     try {
-      const guest = this.isolation.start(this.runtime.launchSpec(), slot, this.network);
+      const guest = this.isolation.start(
+        this.runtime.launchSpec(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
+        slot,
+        this.network,
+      );
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(

@@ -226,6 +226,34 @@ function reportDropped(): void {
   send(T_LOG, writerSeq(), 2, notice);
 }
 
+/**
+ * Write callbacks run at the end of the tick, as a stream's would. Held as runs of the same function: in a
+ * tight loop `console.log` passes one shared callback per write, and a tick queued for each of millions of
+ * writes took a Node function past its 128Mi memory wall within two seconds (bench/abuse.mjs, log flood).
+ */
+let afterWrite: (() => void)[] = [];
+let afterWriteRuns: number[] = [];
+
+function callAfterWrite(done: () => void): void {
+  const last = afterWrite.length - 1;
+  if (last >= 0 && afterWrite[last] === done) {
+    afterWriteRuns[last] = (afterWriteRuns[last] ?? 0) + 1;
+    return;
+  }
+  afterWrite.push(done);
+  afterWriteRuns.push(1);
+  if (afterWrite.length === 1) process.nextTick(runAfterWrite);
+}
+
+function runAfterWrite(): void {
+  const callbacks = afterWrite;
+  const runs = afterWriteRuns;
+  afterWrite = [];
+  afterWriteRuns = [];
+  for (let i = 0; i < callbacks.length; i++)
+    for (let n = runs[i] ?? 0; n > 0; n--) (callbacks[i] as () => void)();
+}
+
 function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
   stream.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
     const done = typeof encoding === 'function' ? encoding : callback;
@@ -236,14 +264,14 @@ function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
       droppedBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk, textEncoding) : chunk.byteLength;
       // Said once the backlog has drained, even when the function writes nothing more.
       if (droppedWrites === 1) setTimeout(reportDropped, 50).unref();
-      if (typeof done === 'function') process.nextTick(done as () => void);
+      if (typeof done === 'function') callAfterWrite(done as () => void);
       return true;
     }
     reportDropped();
     const bytes = typeof chunk === 'string' ? Buffer.from(chunk, textEncoding) : Buffer.from(chunk);
     outboxLogBytes += Math.min(bytes.length, LOG_MAX);
     send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
-    if (typeof done === 'function') process.nextTick(done as () => void);
+    if (typeof done === 'function') callAfterWrite(done as () => void);
     return true;
   }) as typeof stream.write;
 }
