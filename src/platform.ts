@@ -154,7 +154,8 @@ export async function startPlatform(
         const functions = store.listFunctions(namespace);
         return {
           names: new Set(functions.map((fn) => fn.name)),
-          codeBytes: functions.reduce((sum, fn) => sum + fn.active.codeBytes, 0),
+          // Every retained version's code is kept (and can be rolled back to): all of it counts.
+          codeBytes: store.retainedCodeBytes(namespace),
         };
       },
       instances: (namespace) => {
@@ -168,12 +169,17 @@ export async function startPlatform(
           instances += count;
           memoryBytes += count * (schedulerForQuotas?.lookup(ref)?.spec.limits.memoryBytes ?? 0);
         }
-        return { instances, memoryBytes };
+        // A deploy's verify instance counts too, before a pool takes it.
+        const preparing = schedulerForQuotas?.preparing(namespace);
+        return {
+          instances: instances + (preparing?.instances ?? 0),
+          memoryBytes: memoryBytes + (preparing?.memoryBytes ?? 0),
+        };
       },
     },
     audit: (fields, message) => logger.info({ audit: 'security', ...fields }, message),
   });
-  security.activeBytes = (ref) => store.getFunction(ref)?.active.codeBytes ?? 0;
+  security.releasedBytes = (ref) => store.codeBytesReleasedByNext(ref);
   // The audit log's "who" (issue 13's seam): the id of the key or token's key, never the credential.
   setKeyIdentity((request) => {
     try {

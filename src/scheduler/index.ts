@@ -136,6 +136,11 @@ export interface Scheduler {
   lookup(ref: FunctionRef): DeployedVersion | undefined;
   /** Starts and binds an instance of a version not yet active: a deploy's proof that the handler loads. */
   prepare(version: DeployedVersion): Promise<Instance>;
+  /**
+   * Instances a deploy started to verify a version and that no pool has taken yet (starting, or awaiting
+   * `activate`), with their memory, in one namespace: they count against its quotas as any other.
+   */
+  preparing(namespace: string): { readonly instances: number; readonly memoryBytes: number };
   /** Routes new requests to `version`; the previous version's in-flight requests finish where they are. */
   activate(version: DeployedVersion, prepared?: Instance): void;
   deactivate(ref: FunctionRef): Promise<void>;

@@ -173,6 +173,22 @@ export class SqliteStore implements Store, SecurityStore {
     return (row?.last_version ?? 0) + 1;
   }
 
+  retainedCodeBytes(namespace: string): number {
+    const row = this.db
+      .prepare('SELECT COALESCE(SUM(code_bytes), 0) AS bytes FROM versions WHERE namespace = ?')
+      .get(namespace) as { bytes: number };
+    return row.bytes;
+  }
+
+  codeBytesReleasedByNext(ref: FunctionRef): number {
+    const row = this.db
+      .prepare(
+        'SELECT COALESCE(SUM(code_bytes), 0) AS bytes FROM versions WHERE namespace = ? AND name = ? AND version <= ?',
+      )
+      .get(ref.namespace, ref.name, this.nextVersion(ref) - RETAINED_VERSIONS) as { bytes: number };
+    return row.bytes;
+  }
+
   commitVersion(ref: FunctionRef, version: number, data: NewVersion): StoredVersion {
     const now = new Date().toISOString();
     const commit = this.db.transaction(() => {
