@@ -45,7 +45,7 @@ import {
   TlsReloader,
 } from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
-import type { Isolation, Runtime } from './runtime/index.js';
+import type { AllowNetwork, Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
 import { NodeRuntime } from './runtime/node/index.js';
 import { PACKAGE_ROOT } from './runtime/paths.js';
@@ -194,6 +194,10 @@ export async function startPlatform(
     ['python3', new PythonRuntime(config.python)],
   ]);
   const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
+  // `egress: allow` in a namespace of its own needs what an allow-list needs (root, slirp4netns); without
+  // it, the host's network, and `hearth up` says so.
+  const allowNetwork: AllowNetwork =
+    config.egressAllow === 'outbound' && sandbox.filteredUnavailable === undefined ? 'outbound' : 'host';
   const isolations = new Map<IsolationName, Isolation>([
     ['sandbox', sandbox],
     ['process', new ProcessIsolation()],
@@ -211,10 +215,15 @@ export async function startPlatform(
     );
     for (const wall of walls)
       if (!wall.inForce) notices.push(`sandbox wall not in force: ${wall.wall}: ${wall.detail}`);
-    if (sandbox.filteredUnavailable !== undefined)
+    if (sandbox.filteredUnavailable !== undefined) {
       notices.push(
         `dependency builds share the host's network, as their confinement to the package registries works like an egress allow-list: ${sandbox.filteredUnavailable}`,
       );
+      if (config.egressAllow === 'outbound')
+        notices.push(
+          `egress: allow shares the host's network, loopback included, as its own namespace works like an egress allow-list: ${sandbox.filteredUnavailable}`,
+        );
+    }
   }
   for (const runtime of runtimes.values())
     if (runtime.unavailable !== undefined)
@@ -253,7 +262,7 @@ export async function startPlatform(
       },
     },
     bindEnv: (deployed) => ({
-      ...platformEnv(deployed, config.observe.redisUrl),
+      ...platformEnv(deployed, config.observe.redisUrl, allowNetwork),
       ...secrets.bindEnv(deployed.ref.namespace, deployed.manifest.spec.secrets),
       ...secrets.encryptionEnv(deployed.ref.namespace, deployed.manifest.spec.encryption),
     }),
@@ -261,6 +270,7 @@ export async function startPlatform(
     autoscaler: config.autoscaler,
     maxMemoryBytes: config.maxMemoryBytes,
     stemCells: config.stemCells,
+    allowNetwork,
     maxInstances: config.maxInstances,
     queueLimit: config.queueLimit,
     queueTimeoutMs: config.events.queueMaxWaitMs,
@@ -612,8 +622,16 @@ function someProtected(store: SqliteStore, security: Security): () => boolean {
 function platformEnv(
   deployed: DeployedVersion,
   redisUrl: string | undefined,
+  allowNetwork: AllowNetwork,
 ): Readonly<Record<string, string>> {
-  const url = redisUrl === undefined ? undefined : redisUrlFor(redisUrl, deployed.spec.egress);
+  const url =
+    redisUrl === undefined
+      ? undefined
+      : redisUrlFor(
+          redisUrl,
+          deployed.spec.egress,
+          deployed.spec.isolation === 'sandbox' ? allowNetwork : 'host',
+        );
   return url === undefined ? {} : { REDIS_URL: url };
 }
 

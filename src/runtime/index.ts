@@ -30,10 +30,15 @@ export interface LaunchSpec {
 }
 
 /**
- * `none`: an empty network namespace (egress `none`). `host`: the host's network (egress `allow`).
- * `filtered`: a namespace of its own with a user-mode link to the host, where only an allow-list passes.
+ * `none`: an empty network namespace (egress `none`). `outbound`: a namespace of its own with a user-mode
+ * link to the host that reaches anything but the host's loopback (egress `allow`, by default). `host`:
+ * the host's network (egress `allow` where the operator chose `egressAllow: host`). `filtered`: a
+ * namespace of its own with a user-mode link to the host, where only an allow-list passes.
  */
-export type NetworkMode = 'none' | 'host' | 'filtered';
+export type NetworkMode = 'none' | 'outbound' | 'host' | 'filtered';
+
+/** What `egress: allow` gives a sandboxed function on this platform (config `egressAllow`). */
+export type AllowNetwork = 'outbound' | 'host';
 
 /** What a bound function may reach: applied to a started guest before its handler loads. */
 export interface NetworkPolicy {

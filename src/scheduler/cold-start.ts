@@ -9,7 +9,14 @@ import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import { DEFAULTS, type IsolationName, type RuntimeName } from '../domain/function.js';
 import { parseBytes } from '../domain/units.js';
-import type { GuestCall, Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
+import type {
+  AllowNetwork,
+  GuestCall,
+  Isolation,
+  NetworkMode,
+  Runtime,
+  SlotManager,
+} from '../runtime/index.js';
 import type { CodeProvider, HostCallHandler, LogSink } from './index.js';
 import { Instance } from './instance.js';
 import { StemCellPool, type StemCellPoolStats } from './stem-cells.js';
@@ -26,6 +33,8 @@ export interface ColdStartOptions {
   readonly logs: LogSink;
   /** Stem cells kept ready per runtime (sandbox isolation, no egress; other pools keep one). */
   readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
+  /** What `egress: allow` gets (default `outbound`). */
+  readonly allowNetwork?: AllowNetwork;
   readonly onWarning: (message: string) => void;
   readonly hostCalls?: HostCallHandler | undefined;
   readonly bindEnv?: ((version: DeployedVersion) => Readonly<Record<string, string>>) | undefined;
@@ -86,7 +95,7 @@ export class ColdStarter {
     const phases = { code: 0, stemCell: 0, attach: 0, load: 0 };
     const code = await this.options.code.checkoutCode(version.code.hash);
     phases.code = performance.now() - clock;
-    const network = networkModeOf(version.spec.egress);
+    const network = networkModeOf(version.spec.egress, this.options.allowNetwork);
     const pool = this.stemPool(runtime, isolation, network, version.spec.limits.memoryBytes);
     // Held while the instance lives, so the garbage collector never takes a layer from under it.
     const layer =
@@ -259,11 +268,11 @@ export class ColdStarter {
 }
 
 /** The stem-cell pool an instance of `version` takes its runtime from (the key `stemPool` files it under). */
-export function stemPoolKey(version: DeployedVersion): string {
+export function stemPoolKey(version: DeployedVersion, allowNetwork?: AllowNetwork): string {
   return poolKey(
     version.spec.runtime,
     version.spec.isolation,
-    networkModeOf(version.spec.egress),
+    networkModeOf(version.spec.egress, allowNetwork),
     // The runtimes whose `heapFromMemory` is set (the sizer has no runtime objects at hand).
     version.spec.runtime === 'node20',
     version.spec.limits.memoryBytes,
@@ -282,9 +291,15 @@ function poolKey(
   return heapFromMemory ? `${base}/${Math.round(memoryBytes / 1024 ** 2)}Mi` : base;
 }
 
-/** Egress `none` is an empty network namespace, `allow` the host's, an allow-list a filtered one of its own. */
-function networkModeOf(egress: DeployedVersion['spec']['egress']): NetworkMode {
-  return egress === 'none' ? 'none' : egress === 'allow' ? 'host' : 'filtered';
+/**
+ * Egress `none` is an empty network namespace, `allow` one of its own that reaches out (or the host's, where
+ * the operator chose so), an allow-list a filtered one of its own.
+ */
+function networkModeOf(
+  egress: DeployedVersion['spec']['egress'],
+  allowNetwork: AllowNetwork = 'outbound',
+): NetworkMode {
+  return egress === 'none' ? 'none' : egress === 'allow' ? allowNetwork : 'filtered';
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {

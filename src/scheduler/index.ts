@@ -7,7 +7,7 @@ import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../
 import type { HearthError } from '../domain/errors.js';
 import type { FunctionRef, IsolationName, RuntimeName } from '../domain/function.js';
 import type { TraceContext } from '../domain/trace.js';
-import type { Isolation, Runtime, SlotManager } from '../runtime/index.js';
+import type { AllowNetwork, Isolation, Runtime, SlotManager } from '../runtime/index.js';
 import type { AutoscalerTiming, NodeLiveStats, ScalingPolicy, ScalingStatus } from './autoscaler/index.js';
 import type { BreakerOptions } from './breaker.js';
 import type { Instance, InstanceInfo } from './instance.js';
@@ -109,6 +109,8 @@ export interface SchedulerOptions {
   readonly policy: ScalingPolicy;
   /** Stem cells kept ready per runtime (sandbox isolation). */
   readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
+  /** What `egress: allow` gets (default `outbound`: a network namespace of its own, no host loopback). */
+  readonly allowNetwork?: AllowNetwork;
   /** Node-wide cap on live instances; idle ones are evicted least recently used first. */
   readonly maxInstances: number;
   /** Node-wide cap on the memory instances reserve (the sum of their `limits.memory`); default ¾ of RAM. */

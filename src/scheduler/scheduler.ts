@@ -728,7 +728,7 @@ export class NodeScheduler implements Scheduler {
     if (!this.budget.makeRoom(pool, demand)) return false;
     pool.starting += 1;
     this.startingTotal += 1;
-    this.sizer.noteStart(stemPoolKey(pool.version));
+    this.sizer.noteStart(stemPoolKey(pool.version, this.options.allowNetwork));
     const began = performance.now();
     this.cold.start(pool.version).then(
       (instance) => {

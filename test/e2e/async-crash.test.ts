@@ -35,7 +35,7 @@ it('runs every accepted invocation at least once across a kill -9 of the platfor
   dataDir = await mkdtemp(join(tmpdir(), 'hearth-crash-'));
   hearth = await startHearth({ dataDir });
   fixture = await copyFixture('event-recorder', {
-    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: counter }\nspec:\n  runtime: node20\n  egress: allow\n  scaling: { targetConcurrency: 16 }\n  env: { RECORDER_URL: "${recorder.url}/hit" }\n`,
+    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: counter }\nspec:\n  runtime: node20\n  egress: allow\n  scaling: { targetConcurrency: 16 }\n  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }\n`,
   });
   expect((await deployFolder(hearth.url, fixture.dir, { name: 'counter' })).status).toBe(200);
 
