@@ -35,7 +35,7 @@ async function measure(config, policies, count) {
       const samples = [];
       for (let i = 0; i < count; i++) {
         // A fresh function deployed without verification has no instance: its first request is a cold start.
-        const name = `egress-${policy}-${i}`;
+        const name = `egress-${policy.toLowerCase()}-${i}`;
         // Let the stem-cell pool refill (and, for a list, network its new cell) before the next start.
         await sleep(400);
         const folder = mkdtempSync(join(tmpdir(), `hearth-${name}-`));
