@@ -2,7 +2,7 @@
  * @module No accepted async invocation is lost across a crash: 1,000 accepted while the platform is
  * `kill -9`ed mid-way, then restarted on the same data dir; every invocation that got its 202 runs at
  * least once. Executions are counted by a sandboxed function reporting its invocation id to a recorder
- * on loopback (egress `allow`).
+ * on this machine (egress `allow`, at its own address).
  */
 
 import { mkdtemp, rm } from 'node:fs/promises';
