@@ -18,6 +18,8 @@ export interface StemCellPoolStats {
   readonly runtime: string;
   readonly isolation: string;
   readonly network: string;
+  /** The memory wall its runtimes' heaps are sized for (a runtime with `heapFromMemory`), in MiB. */
+  readonly memoryMiB?: number;
   readonly ready: number;
   readonly starting: number;
   readonly target: number;
@@ -127,6 +129,7 @@ export class StemCellPool {
       runtime: this.runtime.name,
       isolation: this.isolation.name,
       network: this.network,
+      ...(this.memoryBytes === undefined ? {} : { memoryMiB: Math.round(this.memoryBytes / 1024 ** 2) }),
       ready: this.ready.length,
       starting: this.starting,
       target: this.target,
