@@ -124,6 +124,14 @@ export default async function handler(event) {
 }
 `;
 
+/** 20,000 lines as fast as print goes. */
+const PY_FLOOD = `
+def handler(event, context):
+    for i in range(20000):
+        print("py-flood", i, "x" * 100)
+    return {"lines": 20000}
+`;
+
 interface Probes {
   environ: { ok: boolean; value?: string; error?: string };
   selfEnviron: string;
@@ -156,6 +164,7 @@ beforeAll(async () => {
   // The default 128Mi: a tight console.log loop once queued a callback per write past it.
   await deployFiles('log-flood', '{ runtime: node20 }', 'index.mjs', LOG_FLOOD);
   await deployFiles('heap', '{ runtime: node20 }', 'index.mjs', HEAP);
+  await deployFiles('py-flood', '{ runtime: python3 }', 'main.py', PY_FLOOD);
   await deployFiles('heap-512', '{ runtime: node20, limits: { memory: 512Mi } }', 'index.mjs', HEAP);
   await deployFiles('probes', '{ runtime: node20 }', 'index.mjs', PROBES);
   await deployFiles('probes-listed', '{ runtime: node20, egress: ["192.0.2.10:443"] }', 'index.mjs', PROBES);
@@ -240,6 +249,24 @@ describe('abuse', () => {
       return kept.length <= LOG_RECORDS + 1000 ? true : undefined;
     });
     expect((await fetch(`${hearth.url}/healthz`)).status).toBe(200);
+  }, 60_000);
+
+  it('a Python log flood is held to the same budget in its sandbox, and says what it dropped', async () => {
+    const flood = await invoke(hearth.url, 'py-flood');
+    expect(flood.status, flood.text).toBe(200);
+    await eventually('the dropped-output notice', async () => {
+      const notices = await functionLogs(hearth.url, 'py-flood', { q: 'of output dropped' });
+      // The sandbox's notice, or the platform's when the sandbox's came past the second's budget.
+      return notices.some((record) =>
+        /\[hearth\] \d+ (writes|records) \(\d+ bytes\) of output dropped/.test(record.message),
+      )
+        ? true
+        : undefined;
+    });
+    const stored = await functionLogs(hearth.url, 'py-flood', { q: 'py-flood ', limit: '10000' });
+    expect(stored.length).toBeGreaterThan(0);
+    expect(stored.length).toBeLessThanOrEqual(3 * 1000);
+    await expectNeighbourAnswers();
   }, 60_000);
 
   it('a slow-loris client holding 200 half-sent requests starves no one', async () => {
