@@ -28,7 +28,7 @@ async function freePort() {
   return port;
 }
 
-async function startNodeServer(script) {
+export async function startNodeServer(script) {
   const child = spawn(process.execPath, [join(ROOT, 'bench', script)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });

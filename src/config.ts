@@ -129,7 +129,11 @@ export const configFileSchema = z.strictObject({
   examples: z.boolean().optional(),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
   stemCells: z
-    .strictObject({ node20: z.int().min(0).max(64).optional(), python3: z.int().min(0).max(64).optional() })
+    .strictObject({
+      node20: z.int().min(0).max(64).optional(),
+      python3: z.int().min(0).max(64).optional(),
+      wasm: z.int().min(0).max(64).optional(),
+    })
     .optional(),
   maxInstances: z.int().min(1).max(100_000).optional(),
   maxMemory: bytes.optional(),
@@ -206,7 +210,7 @@ export interface PlatformConfig {
   readonly dataDir: string;
   readonly examples: boolean;
   readonly logLevel: string;
-  readonly stemCells: { readonly node20: number; readonly python3: number };
+  readonly stemCells: { readonly node20: number; readonly python3: number; readonly wasm: number };
   readonly maxInstances: number;
   /** Node-wide budget of instance memory (the sum of their `limits.memory`). */
   readonly maxMemoryBytes: number;
@@ -308,6 +312,8 @@ export function resolveConfig(
     stemCells: Object.freeze({
       node20: merged.stemCells?.node20 ?? 2,
       python3: merged.stemCells?.python3 ?? 2,
+      // One: most nodes run no wasm function, and a wasm stem cell is a Node process of its own (~13 MiB PSS).
+      wasm: merged.stemCells?.wasm ?? 1,
     }),
     maxInstances: merged.maxInstances ?? defaultMaxInstances(),
     maxMemoryBytes: size(merged.maxMemory, defaultMaxMemory()),

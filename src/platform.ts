@@ -4,6 +4,7 @@
  */
 
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ import {
   Deployer,
   GarbageCollector,
   LayerStore,
+  MANIFEST_FILE,
   SqliteStore,
 } from './control/index.js';
 import type { StoredVersion } from './control/store/index.js';
@@ -44,6 +46,13 @@ import {
   createLambdaApi,
   TlsReloader,
 } from './gateway/index.js';
+import {
+  describeProgress,
+  formatSize,
+  ImageStore,
+  parseReference,
+  RegistryCredentialStore,
+} from './images/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import type { AllowNetwork, Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
@@ -52,6 +61,7 @@ import { PACKAGE_ROOT } from './runtime/paths.js';
 import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
+import { WasmRuntime } from './runtime/wasm/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
 import { dashboardAccess, guardAsync, guardEvents, guardLambda, guardMount } from './security/http.js';
 import { isLoopbackHost, Security } from './security/index.js';
@@ -127,6 +137,10 @@ export async function startPlatform(
   const logs = new LogStore({ file: join(config.dataDir, 'logs.db'), maxRecords: config.logRecords });
   const code = new CodeStore({ dataDir: config.dataDir, cacheBytes: config.codeCacheBytes });
   await code.init();
+  // Container images (issue 17): blobs and rootfs dirs under images/, registry logins sealed with the secrets.
+  const images = new ImageStore({ dataDir: config.dataDir });
+  await images.open();
+  const registryLogins = new RegistryCredentialStore(secrets);
   const layers = new LayerStore(config.dataDir, {
     timeoutMs: config.buildTimeoutMs,
     maxDiskBytes: config.buildMaxDiskBytes,
@@ -154,7 +168,8 @@ export async function startPlatform(
         const functions = store.listFunctions(namespace);
         return {
           names: new Set(functions.map((fn) => fn.name)),
-          // Every retained version's code is kept (and can be rolled back to): all of it counts.
+          // Every retained version's code and image (by its compressed layers, issue 17) is kept, and can
+          // be rolled back to: all of it counts.
           codeBytes: store.retainedCodeBytes(namespace),
         };
       },
@@ -192,6 +207,7 @@ export async function startPlatform(
   const runtimes = new Map<RuntimeName, Runtime>([
     ['node20', new NodeRuntime()],
     ['python3', new PythonRuntime(config.python)],
+    ['wasm', new WasmRuntime()],
   ]);
   const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
   // `egress: allow` in a namespace of its own needs what an allow-list needs (root, slirp4netns); without
@@ -404,6 +420,34 @@ export async function startPlatform(
       const trusted = config.compliance.signing.trustedKeys(ref.namespace);
       return trusted.length === 0 ? undefined : verifyPackage(dir, trusted);
     },
+    images: {
+      resolve: async (namespace, reference, onProgress, beforePull) => {
+        const parsed = parseReference(reference);
+        const outcome = await images.resolve(reference, {
+          scope: namespace,
+          beforePull,
+          credentials:
+            parsed.kind === 'registry' ? registryLogins.get(namespace, parsed.registry) : undefined,
+          onProgress: (progress) => onProgress(describeProgress(progress)),
+        });
+        const { image, pulledBytes, reusedBytes, pulledLayers, reusedLayers } = outcome;
+        logger.info(
+          {
+            image: reference,
+            manifestDigest: image.manifestDigest,
+            pulledBytes,
+            reusedBytes,
+            pulledLayers,
+            reusedLayers,
+          },
+          'image resolved',
+        );
+        onProgress(
+          `pulled ${formatSize(pulledBytes)} (${pulledLayers} layer(s)), reused ${formatSize(reusedBytes)} (${reusedLayers} layer(s)) already on this node`,
+        );
+        return image;
+      },
+    },
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(
@@ -416,6 +460,23 @@ export async function startPlatform(
       events: events.api,
       walls: sandbox.walls,
       security,
+      images: {
+        importArchive: async (namespace, archive, name) => {
+          const outcome = await images.importArchive(archive, name, namespace);
+          logger.info(
+            { image: outcome.image.reference, storedBytes: outcome.pulledBytes, namespace },
+            'image archive imported',
+          );
+          return {
+            reference: outcome.image.reference,
+            manifestDigest: outcome.image.manifestDigest,
+            sizeBytes: outcome.image.sizeBytes,
+            storedBytes: outcome.pulledBytes,
+          };
+        },
+        checkLogin: (registry, credentials) => images.checkLogin(registry, credentials),
+        logins: registryLogins,
+      },
       compliance: {
         secrets,
         audit,
@@ -564,6 +625,7 @@ export async function startPlatform(
     store,
     code,
     layers,
+    images,
     graceMs: config.gc.graceMs,
     intervalMs: config.gc.intervalMs,
     onCollected: (collected) =>
@@ -646,6 +708,7 @@ export function toDeployed(stored: StoredVersion): DeployedVersion {
       stored.depsKey === null || stored.depsMount === null
         ? undefined
         : { key: stored.depsKey, mountName: stored.depsMount },
+    ...(stored.image === null ? {} : { image: stored.image }),
     createdAt: stored.createdAt,
   };
 }
@@ -660,7 +723,8 @@ async function deployExamples(
   const examplesDir = join(PACKAGE_ROOT, 'examples');
   const folders = await readdir(examplesDir, { withFileTypes: true }).catch(() => []);
   for (const folder of folders) {
-    if (!folder.isDirectory()) continue;
+    // A folder without a manifest is not a function (examples/wasm holds sources to build first).
+    if (!folder.isDirectory() || !existsSync(join(examplesDir, folder.name, MANIFEST_FILE))) continue;
     try {
       await deployer.deployFolder(
         { namespace: 'default', name: folder.name },

@@ -14,6 +14,7 @@ import * as keys from './commands/keys.js';
 import * as logs from './commands/logs.js';
 import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
+import * as registry from './commands/registry.js';
 import * as rm from './commands/rm.js';
 import * as secret from './commands/secret.js';
 import * as sign from './commands/sign.js';
@@ -106,6 +107,7 @@ export function buildProgram(context: CommandContext): Command {
     rm,
     keys,
     secret,
+    registry,
     audit,
     sign,
   ])

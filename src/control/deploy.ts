@@ -19,6 +19,7 @@ import {
   type RuntimeName,
   resolveSpec,
 } from '../domain/function.js';
+import type { ResolvedImage } from '../domain/image.js';
 import type { Isolation, Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployCandidate } from '../security/index.js';
@@ -51,6 +52,22 @@ export interface DeployerOptions {
    * with the signer's key id, undefined when no signature is required, or throws the refusal.
    */
   readonly checkPackage?: (ref: FunctionRef, dir: string) => Promise<string | undefined>;
+  /**
+   * Pulls or finds a `runtime: image` function's image (issue 17; src/images with the namespace's registry
+   * credentials): verified, unpacked, its manifest digest what the version pins.
+   */
+  readonly images?: DeployImages;
+}
+
+/** The deployer's view of the image store: what `spec.image` resolves to, with progress. */
+export interface DeployImages {
+  /** `beforePull` is told the image's size before any layer is fetched, and throws to refuse it. */
+  resolve(
+    namespace: string,
+    reference: string,
+    onProgress: (message: string) => void,
+    beforePull: (sizeBytes: number) => void,
+  ): Promise<ResolvedImage>;
 }
 
 export type DeployListener = (event: DeployEvent) => void;
@@ -68,6 +85,8 @@ export interface PreparedVersion {
   readonly manifest: FunctionManifest;
   readonly code: DeployedVersion['code'];
   readonly deps: DeployedVersion['deps'];
+  /** The pulled image of a `runtime: image` function. */
+  readonly image?: ResolvedImage | undefined;
 }
 
 /** A package uploaded for a later `POST /api/v1/apply`, which releases it together with the rest. */
@@ -191,15 +210,7 @@ export class Deployer {
       const deploymentId = this.options.store.startDeployment(ref);
       try {
         const prepared = this.prepareConfigure(ref, input, current);
-        return await this.release(
-          ref,
-          prepared.manifest,
-          prepared.code,
-          prepared.deps,
-          clock,
-          deploymentId,
-          {},
-        );
+        return await this.release(prepared, clock, deploymentId, {});
       } catch (error) {
         this.fail(deploymentId, clock, error);
         throw error;
@@ -218,16 +229,26 @@ export class Deployer {
   ): PreparedVersion {
     const manifest = this.validate(ref, input, 'resource');
     const spec = resolveSpec(manifest.spec);
-    if (spec.runtime !== current.active.manifest.spec.runtime) {
+    const activeRuntime = resolveSpec(current.active.manifest.spec).runtime;
+    if (spec.runtime !== activeRuntime) {
       throw new HearthError(
         'HEARTH_E_VALIDATION',
-        `spec.runtime: got "${spec.runtime}", expected "${current.active.manifest.spec.runtime}" (changing the runtime needs new code: deploy the folder)`,
+        `spec.runtime: got "${spec.runtime}", expected "${activeRuntime}" (changing the runtime needs new code: deploy the folder)`,
         {
           details: {
             field: 'spec.runtime',
             value: spec.runtime,
-            expected: current.active.manifest.spec.runtime,
+            expected: activeRuntime,
           },
+        },
+      );
+    }
+    if (spec.image !== current.active.manifest.spec.image) {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `spec.image: got "${spec.image}", expected "${current.active.manifest.spec.image}" (a new image is pulled by a deploy: hearth deploy --image, or hearth apply, which uploads it)`,
+        {
+          details: { field: 'spec.image', value: spec.image, expected: current.active.manifest.spec.image },
         },
       );
     }
@@ -243,6 +264,7 @@ export class Deployer {
         current.active.depsKey === null || current.active.depsMount === null
           ? undefined
           : { key: current.active.depsKey, mountName: current.active.depsMount },
+      image: current.active.image ?? undefined,
     };
   }
 
@@ -253,6 +275,7 @@ export class Deployer {
       current !== undefined &&
       current.active.codeHash === prepared.code.hash &&
       (current.active.depsKey ?? undefined) === prepared.deps?.key &&
+      current.active.image?.manifestDigest === prepared.image?.manifestDigest &&
       JSON.stringify(current.active.manifest) === JSON.stringify(prepared.manifest) &&
       this.options.scheduler.lookup(prepared.ref) !== undefined
     );
@@ -288,6 +311,7 @@ export class Deployer {
           manifest: prepared.manifest,
           code: prepared.code,
           deps: prepared.deps,
+          ...(prepared.image === undefined ? {} : { image: prepared.image }),
           createdAt: new Date().toISOString(),
         },
         clock: new PhaseClock(() => {}),
@@ -303,7 +327,7 @@ export class Deployer {
       this.options.admit?.(
         pending.map((item) => ({
           ref: item.version.ref,
-          codeBytes: item.version.code.bytes,
+          codeBytes: item.version.code.bytes + (item.version.image?.sizeBytes ?? 0),
           spec: item.version.spec,
         })),
       );
@@ -312,6 +336,7 @@ export class Deployer {
     }
     for (const item of pending) {
       try {
+        if (!this.canVerify(item.version)) continue;
         item.clock.begin('verify', 'starting an instance to load the handler');
         item.instance = await scheduler.prepare(item.version);
         item.clock.end('verify', `handler ${item.version.spec.handler} loaded`);
@@ -324,7 +349,7 @@ export class Deployer {
       store.transaction(() => {
         for (const item of pending) {
           current = item.index;
-          const { manifest, code, deps, ref, version } = item.version;
+          const { manifest, code, deps, ref, version, image } = item.version;
           store.commitVersion(ref, version, {
             manifest,
             codeHash: code.hash,
@@ -332,6 +357,7 @@ export class Deployer {
             codeBytes: code.bytes,
             depsKey: deps?.key ?? null,
             depsMount: deps?.mountName ?? null,
+            image: image ?? null,
           });
         }
         current = -1;
@@ -395,7 +421,7 @@ export class Deployer {
     options: DeployOptions,
   ): Promise<DeployOutcome> {
     const prepared = await this.buildTree(ref, dir, clock, options);
-    return this.release(ref, prepared.manifest, prepared.code, prepared.deps, clock, deploymentId, options);
+    return this.release(prepared, clock, deploymentId, options);
   }
 
   /** Reads and validates the folder's manifest, stores its code and builds (or reuses) its layer. */
@@ -410,9 +436,11 @@ export class Deployer {
     const parsed = await this.readManifest(dir);
     const manifest = this.validate(ref, parsed, MANIFEST_FILE, options.adjust);
     const spec = resolveSpec(manifest.spec);
+    if (spec.image !== undefined) return this.prepareImage(ref, dir, manifest, spec.image, clock);
     const runtime = this.runtimeFor(spec.runtime);
     const isolation = this.isolationFor(spec.isolation);
 
+    await runtime.checkCode?.(dir, spec);
     clock.begin('store', 'storing code');
     if (runtime.precompileCommand !== undefined) {
       const step = runtime.precompileCommand(dir);
@@ -456,6 +484,48 @@ export class Deployer {
       deps = { key: layer.key, mountName: dependencyManifest.mountName };
     }
     return { ref, manifest, code, deps };
+  }
+
+  /**
+   * A `runtime: image` function: its folder holds only hearth.yaml (stored as an empty code tree, so versions
+   * look alike to the rest of the platform); the image is pulled, verified and unpacked here, before anything
+   * is released, so a failed pull leaves the previous version serving.
+   */
+  private async prepareImage(
+    ref: FunctionRef,
+    dir: string,
+    manifest: FunctionManifest,
+    reference: string,
+    clock: PhaseClock,
+  ): Promise<PreparedVersion> {
+    const images = this.options.images;
+    if (images === undefined)
+      throw new HearthError('HEARTH_E_UNSUPPORTED', 'spec.image: this node has no image store', {
+        details: { field: 'spec.image', value: reference, expected: 'a node with an image store' },
+      });
+    const code = await this.options.code.put(dir, CODE_EXCLUDES);
+    clock.begin('image', `resolving image ${reference}`);
+    const spec = resolveSpec(manifest.spec);
+    // The namespace's quota is asked before any layer is fetched, and again (with the exact figure) at release.
+    const image = await images.resolve(
+      ref.namespace,
+      reference,
+      (message) => clock.output('image', message),
+      (sizeBytes) => this.options.admit?.([{ ref, codeBytes: code.bytes + sizeBytes, spec }]),
+    );
+    clock.end(
+      'image',
+      `image ${image.manifestDigest.slice(0, 19)} ready (${formatSize(image.sizeBytes)} in layers, rootfs unpacked)`,
+    );
+    return { ref, manifest, code, deps: undefined, image };
+  }
+
+  /**
+   * Whether a version can be proved in a real instance: an image function only once this node runs images
+   * (a runtime named `image` is registered); until then it is released unverified, as `verify=false` does.
+   */
+  private canVerify(version: DeployedVersion): boolean {
+    return version.spec.runtime !== 'image' || this.options.runtimes.has('image');
   }
 
   /** hearth.yaml, parsed in the archive worker within MAX_MANIFEST_BYTES and the unpack time bound. */
@@ -507,23 +577,15 @@ export class Deployer {
 
   /** Verifies and activates a version whose code and layer are in place. */
   private async release(
-    ref: FunctionRef,
-    manifest: FunctionManifest,
-    code: DeployedVersion['code'],
-    deps: DeployedVersion['deps'],
+    prepared: PreparedVersion,
     clock: PhaseClock,
     deploymentId: string,
     options: DeployOptions,
   ): Promise<DeployOutcome> {
+    const { ref, manifest, code, deps, image } = prepared;
     const { store, scheduler } = this.options;
     const current = store.getFunction(ref);
-    if (
-      current !== undefined &&
-      current.active.codeHash === code.hash &&
-      (current.active.depsKey ?? undefined) === deps?.key &&
-      JSON.stringify(current.active.manifest) === JSON.stringify(manifest) &&
-      scheduler.lookup(ref) !== undefined
-    ) {
+    if (current !== undefined && this.isUnchanged(prepared)) {
       const deployment = this.finish(ref, deploymentId, clock, current.active.version);
       clock.note('activate', `unchanged: version ${current.active.version} already has this code and spec`);
       return { version: current.active, deployment, unchanged: true };
@@ -536,11 +598,12 @@ export class Deployer {
       manifest,
       code,
       deps,
+      ...(image === undefined ? {} : { image }),
       createdAt: new Date().toISOString(),
     };
-    this.options.admit?.([{ ref, codeBytes: code.bytes, spec: version.spec }]);
+    this.options.admit?.([{ ref, codeBytes: code.bytes + (image?.sizeBytes ?? 0), spec: version.spec }]);
     let instance: Instance | undefined;
-    if (options.verify !== false) {
+    if (options.verify !== false && this.canVerify(version)) {
       clock.begin('verify', 'starting an instance to load the handler');
       instance = await scheduler.prepare(version);
       clock.end('verify', `handler ${version.spec.handler} loaded`);
@@ -555,6 +618,7 @@ export class Deployer {
         codeBytes: code.bytes,
         depsKey: deps?.key ?? null,
         depsMount: deps?.mountName ?? null,
+        image: image ?? null,
       });
     } catch (error) {
       await instance?.stop();
@@ -597,19 +661,10 @@ export class Deployer {
       );
     }
     const spec = manifest.spec;
-    if (spec.runtime === 'wasm') {
-      throw new HearthError(
-        'HEARTH_E_UNSUPPORTED',
-        `${origin}: spec.runtime: "wasm" is not available in this Hearth version yet; use node20 or python3`,
-        {
-          details: { field: 'spec.runtime', value: 'wasm', expected: 'node20 or python3' },
-        },
-      );
-    }
     this.checkNetwork(origin, spec);
     if (this.options.egressTenancy !== undefined)
       checkEgressTenancy(origin, ref, spec, this.options.egressTenancy);
-    this.runtimeFor(spec.runtime);
+    if (spec.image === undefined) this.runtimeFor(resolveSpec(spec).runtime);
     this.isolationFor(spec.isolation ?? 'sandbox');
     return { ...manifest, metadata: { ...manifest.metadata, namespace: ref.namespace } };
   }

@@ -1,10 +1,10 @@
 /**
- * @module The runtime layer's contract: language runtimes (node, python) say how to start a generic guest
+ * @module The runtime layer's contract: language runtimes (node, python, wasm) say how to start a generic guest
  * and how to build a dependency layer; isolation classes (sandbox, process) say how to confine a process.
  * A third isolation class (a microVM) implements `Isolation` and plugs in without touching the scheduler.
  */
 
-import type { IsolationName, RuntimeName } from '../domain/function.js';
+import type { FunctionSpec, IsolationName, RuntimeName } from '../domain/function.js';
 import type { GuestProcess } from './ipc/guest-process.js';
 import type { Slot } from './slots.js';
 
@@ -185,6 +185,11 @@ export interface Runtime {
   readonly layerOutput: string;
   /** Optional: compile sources ahead of time so cold starts skip it (Python bytecode). */
   precompileCommand?(dir: string): BuildStep | undefined;
+  /**
+   * Optional: checks the function's code at deploy, before it is stored (a wasm module's imports, exports and
+   * memory); throws a HearthError (4xx) naming the field.
+   */
+  checkCode?(codeDir: string, spec: FunctionSpec): Promise<void>;
 }
 
 export interface RuntimeRegistry {

@@ -3,8 +3,9 @@
  * here, then applied all or nothing by one `POST /api/v1/apply` (source folders uploaded and staged first).
  */
 
-import { readFile, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { type Document, LineCounter, parseAllDocuments } from 'yaml';
 import type { GatewayDetail } from '../../control/api/events-types.js';
@@ -153,6 +154,20 @@ async function apply(options: ApplyOptions, context: CommandContext): Promise<vo
         documents.push({ staged: await stageFunction(client, io, target, packed) });
       } catch (error) {
         throw refused(input, item, error);
+      }
+    } else if (item.kind === 'function' && item.manifest.spec.image !== undefined) {
+      // A container function (issue 17): staged like a folder holding only its manifest, so the image is
+      // pulled and verified before the apply releases anything.
+      io.stderr.write(`${item.resource}: resolving image ${item.manifest.spec.image}\n`);
+      const empty = await mkdtemp(join(tmpdir(), 'hearth-apply-image-'));
+      try {
+        const packed = await packDirectory(empty, { replaceManifest: archiveManifest(item) });
+        const target = { namespace: item.namespace, name: item.manifest.metadata.name };
+        documents.push({ staged: await stageFunction(client, io, target, packed) });
+      } catch (error) {
+        throw refused(input, item, error);
+      } finally {
+        await rm(empty, { recursive: true, force: true });
       }
     } else documents.push({ manifest: bodyOf(item) });
   }

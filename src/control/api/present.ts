@@ -72,6 +72,18 @@ export function toDetail(
     isolationNote: isolationNote(spec.isolation),
     code: { hash: fn.active.codeHash, files: fn.active.codeFiles, bytes: fn.active.codeBytes },
     dependencies: fn.active.depsKey === null ? null : { key: fn.active.depsKey },
+    ...(fn.active.image === null
+      ? {}
+      : {
+          image: {
+            reference: fn.active.image.reference,
+            manifestDigest: fn.active.image.manifestDigest,
+            sizeBytes: fn.active.image.sizeBytes,
+            config: fn.active.image.config,
+            ...(spec.command === undefined ? {} : { command: spec.command }),
+            ...(spec.args === undefined ? {} : { args: spec.args }),
+          },
+        }),
     activeInstances: status?.instances ?? [],
     startingInstances: status?.starting ?? 0,
     queuedRequests: status?.queued ?? 0,
