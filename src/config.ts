@@ -166,6 +166,12 @@ export const configFileSchema = z.strictObject({
   /** Garbage collection of unreferenced code packages and dependency layers (issue 11). */
   gc: z.strictObject({ grace: duration.optional(), interval: duration.optional() }).optional(),
   logRecords: z.int().min(1000).optional(),
+  /**
+   * What `egress: allow` gives a sandboxed function: `outbound` (default), a network namespace of its own
+   * that reaches anything but this machine's loopback; `host`, the host's network, loopback included (one
+   * trusted tenant only).
+   */
+  egressAllow: z.enum(['outbound', 'host']).optional(),
   buildTimeout: duration.optional(),
   build: z
     .strictObject({
@@ -242,6 +248,8 @@ export interface PlatformConfig {
   /** Unreferenced packages and layers are deleted once unused this long (default 1 h), checked every `intervalMs`. */
   readonly gc: { readonly graceMs: number; readonly intervalMs: number };
   readonly logRecords: number;
+  /** What `egress: allow` gives a sandboxed function (`outbound` unless the operator chose `host`). */
+  readonly egressAllow: 'outbound' | 'host';
   readonly buildTimeoutMs: number;
   /** Dependency builds' scratch disk cap (`build.maxDisk`, default 4 GiB). */
   readonly buildMaxDiskBytes: number;
@@ -375,6 +383,7 @@ export function resolveConfig(
         merged.gc?.interval === undefined ? 600_000 : (parseDuration(merged.gc.interval) ?? 600_000),
     }),
     logRecords: merged.logRecords ?? 200_000,
+    egressAllow: merged.egressAllow ?? 'outbound',
     buildTimeoutMs:
       merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),
     buildMaxDiskBytes: size(merged.build?.maxDisk, 4 * 1024 ** 3),

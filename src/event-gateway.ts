@@ -18,6 +18,7 @@ import { executionSpanIdOf, formatTraceparent, traceIdOf } from './domain/trace.
 import { Broker } from './eventing/index.js';
 import { createEventCalls, SqliteEventLog } from './eventlog/index.js';
 import {
+  type AsyncRoute,
   createAsyncRoute,
   createEventsIngress,
   GatewayListeners,
@@ -47,7 +48,7 @@ export interface EventGatewayOptions {
 export interface EventGateway {
   readonly traffic: Traffic;
   readonly queue: Queue;
-  readonly asyncRoute: Handler;
+  readonly asyncRoute: AsyncRoute;
   /** `POST /events`: CloudEvents delivered to the function their subject names, or queued. */
   readonly eventsRoute: Handler;
   readonly api: EventsApi;
@@ -294,6 +295,7 @@ function queuedRequest(
     timeoutSource: 'limits.timeout',
     ...(request.event === undefined ? {} : { event: request.event }),
     ...(request.priority === undefined ? {} : { priority: request.priority }),
+    ...(request.auth === undefined ? {} : { auth: request.auth }),
     // The Lambda Invoke API's `Event` invocations: the payload is the event, whatever the eventFormat.
     ...(message.source === LAMBDA_QUEUE_SOURCE ? { direct: true } : {}),
   };

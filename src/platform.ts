@@ -54,7 +54,7 @@ import {
   RegistryCredentialStore,
 } from './images/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
-import type { Isolation, Runtime } from './runtime/index.js';
+import type { AllowNetwork, Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
 import { IsolateIsolation } from './runtime/isolate/index.js';
 import { NodeRuntime } from './runtime/node/index.js';
@@ -180,11 +180,9 @@ export async function startPlatform(
         const functions = store.listFunctions(namespace);
         return {
           names: new Set(functions.map((fn) => fn.name)),
-          // An image counts against codeBytes by its compressed layers (issue 17).
-          codeBytes: functions.reduce(
-            (sum, fn) => sum + fn.active.codeBytes + (fn.active.image?.sizeBytes ?? 0),
-            0,
-          ),
+          // Every retained version's code and image (by its compressed layers, issue 17) is kept, and can
+          // be rolled back to: all of it counts.
+          codeBytes: store.retainedCodeBytes(namespace),
         };
       },
       instances: (namespace) => {
@@ -198,15 +196,17 @@ export async function startPlatform(
           instances += count;
           memoryBytes += count * (schedulerForQuotas?.lookup(ref)?.spec.limits.memoryBytes ?? 0);
         }
-        return { instances, memoryBytes };
+        // A deploy's verify instance counts too, before a pool takes it.
+        const preparing = schedulerForQuotas?.preparing(namespace);
+        return {
+          instances: instances + (preparing?.instances ?? 0),
+          memoryBytes: memoryBytes + (preparing?.memoryBytes ?? 0),
+        };
       },
     },
     audit: (fields, message) => logger.info({ audit: 'security', ...fields }, message),
   });
-  security.activeBytes = (ref) => {
-    const active = store.getFunction(ref)?.active;
-    return active === undefined ? 0 : active.codeBytes + (active.image?.sizeBytes ?? 0);
-  };
+  security.releasedBytes = (ref) => store.codeBytesReleasedByNext(ref);
   // The audit log's "who" (issue 13's seam): the id of the key or token's key, never the credential.
   setKeyIdentity((request) => {
     try {
@@ -222,6 +222,10 @@ export async function startPlatform(
     ['wasm', new WasmRuntime()],
   ]);
   const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
+  // `egress: allow` in a namespace of its own needs what an allow-list needs (root, slirp4netns); without
+  // it, the host's network, and `hearth up` says so.
+  const allowNetwork: AllowNetwork =
+    config.egressAllow === 'outbound' && sandbox.filteredUnavailable === undefined ? 'outbound' : 'host';
   const isolations = new Map<IsolationName, Isolation>([
     ['sandbox', sandbox],
     ['process', new ProcessIsolation()],
@@ -239,10 +243,15 @@ export async function startPlatform(
     );
     for (const wall of walls)
       if (!wall.inForce) notices.push(`sandbox wall not in force: ${wall.wall}: ${wall.detail}`);
-    if (sandbox.filteredUnavailable !== undefined)
+    if (sandbox.filteredUnavailable !== undefined) {
       notices.push(
         `dependency builds share the host's network, as their confinement to the package registries works like an egress allow-list: ${sandbox.filteredUnavailable}`,
       );
+      if (config.egressAllow === 'outbound')
+        notices.push(
+          `egress: allow shares the host's network, loopback included, as its own namespace works like an egress allow-list: ${sandbox.filteredUnavailable}`,
+        );
+    }
   }
   for (const runtime of runtimes.values())
     if (runtime.unavailable !== undefined)
@@ -291,7 +300,7 @@ export async function startPlatform(
       },
     },
     bindEnv: (deployed) => ({
-      ...platformEnv(deployed, config.observe.redisUrl),
+      ...platformEnv(deployed, config.observe.redisUrl, allowNetwork),
       ...secrets.bindEnv(deployed.ref.namespace, deployed.manifest.spec.secrets),
       ...secrets.encryptionEnv(deployed.ref.namespace, deployed.manifest.spec.encryption),
     }),
@@ -300,6 +309,7 @@ export async function startPlatform(
     maxMemoryBytes: config.maxMemoryBytes,
     memoryOvercommit: config.memoryOvercommit,
     stemCells: config.stemCells,
+    allowNetwork,
     maxInstances: config.maxInstances,
     queueLimit: config.queueLimit,
     queueTimeoutMs: config.events.queueMaxWaitMs,
@@ -723,8 +733,16 @@ function someProtected(store: Store, security: Security): () => boolean {
 function platformEnv(
   deployed: DeployedVersion,
   redisUrl: string | undefined,
+  allowNetwork: AllowNetwork,
 ): Readonly<Record<string, string>> {
-  const url = redisUrl === undefined ? undefined : redisUrlFor(redisUrl, deployed.spec.egress);
+  const url =
+    redisUrl === undefined
+      ? undefined
+      : redisUrlFor(
+          redisUrl,
+          deployed.spec.egress,
+          deployed.spec.isolation === 'sandbox' ? allowNetwork : 'host',
+        );
   return url === undefined ? {} : { REDIS_URL: url };
 }
 

@@ -25,6 +25,8 @@ import { SyncPostgres } from './pg-sync.js';
 
 /** As the embedded store keeps them. */
 const RETAINED_VERSIONS = 10;
+/** A version's share of its namespace's `codeBytes` quota: its code package and its image's layers. */
+const VERSION_BYTES = "code_bytes + COALESCE((image::jsonb->>'sizeBytes')::bigint, 0)";
 const RETAINED_DEPLOYMENTS = 20;
 /** pg_advisory_lock key for migrations: any constant the cluster agrees on ("hearth" in ASCII). */
 const MIGRATION_LOCK = 0x6865617274;
@@ -361,6 +363,22 @@ export class PostgresStore implements Store, SecurityStore {
       startedAt: row.started_at,
       finishedAt: row.finished_at,
     };
+  }
+
+  retainedCodeBytes(namespace: string): number {
+    const [row] = this.db.query<{ bytes: string }>(
+      `SELECT COALESCE(SUM(${VERSION_BYTES}), 0) AS bytes FROM versions WHERE namespace = $1`,
+      [namespace],
+    );
+    return Number(row?.bytes ?? 0);
+  }
+
+  codeBytesReleasedByNext(ref: FunctionRef): number {
+    const [row] = this.db.query<{ bytes: string }>(
+      `SELECT COALESCE(SUM(${VERSION_BYTES}), 0) AS bytes FROM versions WHERE namespace = $1 AND name = $2 AND version <= $3`,
+      [ref.namespace, ref.name, this.nextVersion(ref) - RETAINED_VERSIONS],
+    );
+    return Number(row?.bytes ?? 0);
   }
 
   codeHashesInUse(): Set<string> {

@@ -24,7 +24,13 @@ import { createRouteInvoker } from './route-invoke.js';
 import type { TlsReloader } from './tls.js';
 import type { Traffic } from './traffic.js';
 
-export { ASYNC_PREFIX, type AsyncRouteOptions, createAsyncRoute, parseAsyncPath } from './async.js';
+export {
+  ASYNC_PREFIX,
+  type AsyncRoute,
+  type AsyncRouteOptions,
+  createAsyncRoute,
+  parseAsyncPath,
+} from './async.js';
 export {
   createEventsIngress,
   EVENTS_PATH,

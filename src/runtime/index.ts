@@ -36,10 +36,15 @@ export interface LaunchSpec {
 }
 
 /**
- * `none`: an empty network namespace (egress `none`). `host`: the host's network (egress `allow`).
- * `filtered`: a namespace of its own with a user-mode link to the host, where only an allow-list passes.
+ * `none`: an empty network namespace (egress `none`). `outbound`: a namespace of its own with a user-mode
+ * link to the host that reaches anything but the host's loopback (egress `allow`, by default). `host`:
+ * the host's network (egress `allow` where the operator chose `egressAllow: host`). `filtered`: a
+ * namespace of its own with a user-mode link to the host, where only an allow-list passes.
  */
-export type NetworkMode = 'none' | 'host' | 'filtered';
+export type NetworkMode = 'none' | 'outbound' | 'host' | 'filtered';
+
+/** What `egress: allow` gives a sandboxed function on this platform (config `egressAllow`). */
+export type AllowNetwork = 'outbound' | 'host';
 
 /** What a bound function may reach: applied to a started guest before its handler loads. */
 export interface NetworkPolicy {
@@ -163,7 +168,13 @@ export interface Runtime {
   readonly unavailable: string | undefined;
   /** A string that changes whenever layers built by an older interpreter would not load. */
   readonly abi: string;
-  launchSpec(): LaunchSpec;
+  /** How to start a guest; `memoryBytes` is the memory wall it will be bound under (see `heapFromMemory`). */
+  launchSpec(options?: { readonly memoryBytes?: number }): LaunchSpec;
+  /**
+   * The guest's heap is sized from the memory wall when it starts (V8's cannot be changed afterwards): its
+   * stem cells are then pooled per memory size.
+   */
+  readonly heapFromMemory?: boolean;
   /** The dependency manifest in a function folder, or undefined when the function has no dependencies. */
   dependencyManifest(codeDir: string): DependencyManifest | undefined;
   /**

@@ -7,7 +7,7 @@ import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../
 import type { HearthError } from '../domain/errors.js';
 import type { FunctionRef, IsolationName, RuntimeName } from '../domain/function.js';
 import type { TraceContext } from '../domain/trace.js';
-import type { Isolation, Runtime, SlotManager } from '../runtime/index.js';
+import type { AllowNetwork, Isolation, Runtime, SlotManager } from '../runtime/index.js';
 import type { AutoscalerTiming, NodeLiveStats, ScalingPolicy, ScalingStatus } from './autoscaler/index.js';
 import type { BreakerOptions } from './breaker.js';
 import type { Instance, InstanceInfo } from './instance.js';
@@ -109,6 +109,8 @@ export interface SchedulerOptions {
   readonly policy: ScalingPolicy;
   /** Stem cells kept ready per runtime (sandbox isolation). */
   readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
+  /** What `egress: allow` gets (default `outbound`: a network namespace of its own, no host loopback). */
+  readonly allowNetwork?: AllowNetwork;
   /** Node-wide cap on live instances; idle ones are evicted least recently used first. */
   readonly maxInstances: number;
   /** Node-wide cap on the memory instances reserve (the sum of their `limits.memory`); default ¾ of RAM. */
@@ -138,6 +140,11 @@ export interface Scheduler {
   lookup(ref: FunctionRef): DeployedVersion | undefined;
   /** Starts and binds an instance of a version not yet active: a deploy's proof that the handler loads. */
   prepare(version: DeployedVersion): Promise<Instance>;
+  /**
+   * Instances a deploy started to verify a version and that no pool has taken yet (starting, or awaiting
+   * `activate`), with their memory, in one namespace: they count against its quotas as any other.
+   */
+  preparing(namespace: string): { readonly instances: number; readonly memoryBytes: number };
   /** Routes new requests to `version`; the previous version's in-flight requests finish where they are. */
   activate(version: DeployedVersion, prepared?: Instance): void;
   deactivate(ref: FunctionRef): Promise<void>;

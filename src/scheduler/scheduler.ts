@@ -44,6 +44,12 @@ const DEADLINE_SWEEP_MS = 10;
 export class NodeScheduler implements Scheduler {
   private readonly functions = new PoolsByRef<FunctionPool>();
   private readonly poolOf = new Map<Instance, VersionPool>();
+  /** Verify instances no pool holds yet (see `preparing`), by namespace and memory. */
+  private readonly unpooled = new Set<{ readonly namespace: string; readonly memoryBytes: number }>();
+  private readonly unpooledInstances = new Map<
+    Instance,
+    { readonly namespace: string; readonly memoryBytes: number }
+  >();
   /** The cold-start path: stem-cell pools, and instances made from them. */
   private readonly cold: ColdStarter;
   /** The node's instance and memory budget, and eviction. */
@@ -94,12 +100,44 @@ export class NodeScheduler implements Scheduler {
   }
 
   async prepare(version: DeployedVersion): Promise<Instance> {
-    return this.cold.start(version);
+    // The deploy's verify instance is an instance of its namespace like any other (issue 10).
+    const refused = this.options.admit?.(version);
+    if (refused !== undefined) throw refused;
+    const held = { namespace: version.ref.namespace, memoryBytes: version.spec.limits.memoryBytes };
+    this.unpooled.add(held);
+    let instance: Instance;
+    try {
+      instance = await this.cold.start(version);
+    } catch (error) {
+      this.unpooled.delete(held);
+      throw error;
+    }
+    // Held until a pool takes it (`activate`) or it ends (a deploy that failed after verifying stops it).
+    this.unpooledInstances.set(instance, held);
+    instance.cell.guest.once('exit', () => {
+      this.unpooled.delete(held);
+      this.unpooledInstances.delete(instance);
+    });
+    return instance;
+  }
+
+  preparing(namespace: string): { instances: number; memoryBytes: number } {
+    let instances = 0;
+    let memoryBytes = 0;
+    for (const held of this.unpooled)
+      if (held.namespace === namespace) {
+        instances += 1;
+        memoryBytes += held.memoryBytes;
+      }
+    return { instances, memoryBytes };
   }
 
   activate(version: DeployedVersion, prepared?: Instance): void {
     const next = new VersionPool(version);
     if (prepared !== undefined) {
+      const held = this.unpooledInstances.get(prepared);
+      if (held !== undefined) this.unpooled.delete(held);
+      this.unpooledInstances.delete(prepared);
       next.instances.push(prepared);
       next.capacityHint = prepared.capacity;
       this.poolOf.set(prepared, next);
@@ -700,7 +738,7 @@ export class NodeScheduler implements Scheduler {
     if (!this.budget.makeRoom(pool, demand)) return false;
     pool.starting += 1;
     this.startingTotal += 1;
-    this.sizer.noteStart(stemPoolKey(pool.version));
+    this.sizer.noteStart(stemPoolKey(pool.version, this.options.allowNetwork));
     const began = performance.now();
     this.cold.start(pool.version).then(
       (instance) => {

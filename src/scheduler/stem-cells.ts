@@ -18,6 +18,8 @@ export interface StemCellPoolStats {
   readonly runtime: string;
   readonly isolation: string;
   readonly network: string;
+  /** The memory wall its runtimes' heaps are sized for (a runtime with `heapFromMemory`), in MiB. */
+  readonly memoryMiB?: number;
   readonly ready: number;
   readonly starting: number;
   readonly target: number;
@@ -65,6 +67,8 @@ export class StemCellPool {
     private readonly slots: SlotManager,
     private target: number,
     private readonly onError: (message: string) => void,
+    /** The memory wall its cells will be bound under, for a runtime that sizes its heap from it. */
+    readonly memoryBytes?: number,
   ) {}
 
   /**
@@ -125,6 +129,7 @@ export class StemCellPool {
       runtime: this.runtime.name,
       isolation: this.isolation.name,
       network: this.network,
+      ...(this.memoryBytes === undefined ? {} : { memoryMiB: Math.round(this.memoryBytes / 1024 ** 2) }),
       ready: this.ready.length,
       starting: this.starting,
       target: this.target,
@@ -259,7 +264,11 @@ export class StemCellPool {
     this.starting += 1;
     const slot = await this.slots.create();
     try {
-      const guest = this.isolation.start(this.runtime.launchSpec(), slot, this.network);
+      const guest = this.isolation.start(
+        this.runtime.launchSpec(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
+        slot,
+        this.network,
+      );
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(

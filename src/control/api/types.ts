@@ -318,6 +318,8 @@ export interface HealthResponse {
     readonly runtime: string;
     readonly isolation: string;
     readonly network: string;
+    /** The memory wall the pool's runtimes are sized for (a Node pool), in MiB. */
+    readonly memoryMiB?: number;
     readonly ready: number;
     readonly starting: number;
     readonly target: number;

@@ -68,6 +68,10 @@ export interface Store {
     outcome: Pick<StoredDeployment, 'status' | 'version' | 'error' | 'phases'>,
   ): void;
   lastDeployment(ref: FunctionRef): StoredDeployment | undefined;
+  /** Code (and image) bytes of every retained version of the namespace's functions (its `codeBytes` use). */
+  retainedCodeBytes(namespace: string): number;
+  /** Code bytes of the versions the function's next version pushes out of the retention. */
+  codeBytesReleasedByNext(ref: FunctionRef): number;
   /** Code hashes referenced by any retained version, so unreferenced packages can be collected. */
   codeHashesInUse(): Set<string>;
   /** Dependency layer keys referenced by any retained version, so unreferenced layers can be collected. */

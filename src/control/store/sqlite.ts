@@ -17,6 +17,8 @@ import type {
 
 /** Versions kept per function for history and rollback. */
 const RETAINED_VERSIONS = 10;
+/** What a version holds in the code store: its package, and its image's compressed layers (issue 17). */
+const VERSION_BYTES = "code_bytes + COALESCE(json_extract(image, '$.sizeBytes'), 0)";
 const RETAINED_DEPLOYMENTS = 20;
 
 const SCHEMA = `
@@ -177,6 +179,22 @@ export class SqliteStore implements Store, SecurityStore {
       .prepare('SELECT last_version FROM version_counters WHERE namespace = ? AND name = ?')
       .get(ref.namespace, ref.name) as { last_version: number } | undefined;
     return (row?.last_version ?? 0) + 1;
+  }
+
+  retainedCodeBytes(namespace: string): number {
+    const row = this.db
+      .prepare(`SELECT COALESCE(SUM(${VERSION_BYTES}), 0) AS bytes FROM versions WHERE namespace = ?`)
+      .get(namespace) as { bytes: number };
+    return row.bytes;
+  }
+
+  codeBytesReleasedByNext(ref: FunctionRef): number {
+    const row = this.db
+      .prepare(
+        `SELECT COALESCE(SUM(${VERSION_BYTES}), 0) AS bytes FROM versions WHERE namespace = ? AND name = ? AND version <= ?`,
+      )
+      .get(ref.namespace, ref.name, this.nextVersion(ref) - RETAINED_VERSIONS) as { bytes: number };
+    return row.bytes;
   }
 
   commitVersion(ref: FunctionRef, version: number, data: NewVersion): StoredVersion {

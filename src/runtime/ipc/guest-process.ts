@@ -59,6 +59,15 @@ export type GuestCallback = (
 
 const BATCH_FRAMES = 8;
 
+/**
+ * What one guest's output may cost the platform per second: records beyond either figure are counted and
+ * dropped before they are decoded, and one stderr record then says how many. A function writing at full
+ * speed otherwise had the platform's one thread decode and store tens of thousands of records a second,
+ * which its neighbours' requests queued behind (the log flood of bench/abuse.mjs).
+ */
+export const LOG_RECORDS_PER_SECOND = 1000;
+export const LOG_BYTES_PER_SECOND = 1024 * 1024;
+
 /** A call may always carry this much: ctx.state's compare-and-set holds two values of up to 1 MiB of JSON. */
 const MIN_CALL_BYTES = 4 * 1024 * 1024;
 
@@ -129,6 +138,14 @@ export class GuestProcess extends EventEmitter<{
   private exitInfo: GuestExit | undefined;
   private readonly decoder: FrameDecoder;
   private violation: string | undefined;
+  /** This second's log budget (see LOG_RECORDS_PER_SECOND) and what was dropped beyond it. */
+  private logWindowEndsAt = 0;
+  private logRecords = 0;
+  private logBytes = 0;
+  private droppedRecords = 0;
+  private droppedBytes = 0;
+  /** V8 said its heap (sized from limits.memory) was exhausted: an out-of-memory end like the cgroup's. */
+  private heapExhausted = false;
   /**
    * Set by the isolation: asked once, as the process exits, whether its memory limit killed it (the
    * cgroup is read before anything is told of the exit, and before it is removed).
@@ -163,23 +180,18 @@ export class GuestProcess extends EventEmitter<{
     this.pipeOutput(child, 'stdout');
     this.pipeOutput(child, 'stderr');
     child.once('exit', (code, signal) => {
-      const outOfMemory = this.outOfMemoryProbe?.() === true;
-      const exit: GuestExit = {
-        code,
-        signal,
-        ...(this.violation === undefined ? {} : { violation: this.violation }),
-        ...(outOfMemory ? { outOfMemory } : {}),
-      };
-      this.exitInfo = exit;
-      const error = new GuestCrashedError(exit);
-      failReady(error);
-      const callbacks = this.pending.drain();
-      for (const callback of callbacks) callback(error, undefined);
-      for (const stream of this.streams.values()) stream.destroy(error);
-      this.streams.clear();
-      this.bindWaiter?.({ ok: false, error: { type: 'Crashed', message: error.message } });
-      this.bindWaiter = undefined;
-      this.emit('exit', exit);
+      // V8 writes why it gave up just before it aborts: wait (briefly) for that line to be read.
+      const stderr = child.stderr;
+      if ((code === 134 || signal === 'SIGABRT') && stderr !== null && !stderr.readableEnded) {
+        let told = false;
+        const tell = (): void => {
+          if (told) return;
+          told = true;
+          this.onExit(code, signal, failReady);
+        };
+        stderr.once('end', tell);
+        setTimeout(tell, 200).unref();
+      } else this.onExit(code, signal, failReady);
     });
     child.once('error', () => this.kill('SIGKILL'));
   }
@@ -187,6 +199,31 @@ export class GuestProcess extends EventEmitter<{
   /** The process's id; for a function in a shared host, the host's (read when asked: it is known at bind). */
   get pid(): number {
     return this.child.pid ?? -1;
+  }
+
+  /** The process is gone: its in-flight invocations, streams and bind fail with why. */
+  private onExit(
+    code: number | null,
+    signal: NodeJS.Signals | null,
+    failReady: (error: Error) => void,
+  ): void {
+    const outOfMemory = this.outOfMemoryProbe?.() === true || this.heapExhausted;
+    const exit: GuestExit = {
+      code,
+      signal,
+      ...(this.violation === undefined ? {} : { violation: this.violation }),
+      ...(outOfMemory ? { outOfMemory } : {}),
+    };
+    this.exitInfo = exit;
+    const error = new GuestCrashedError(exit);
+    failReady(error);
+    const callbacks = this.pending.drain();
+    for (const callback of callbacks) callback(error, undefined);
+    for (const stream of this.streams.values()) stream.destroy(error);
+    this.streams.clear();
+    this.bindWaiter?.({ ok: false, error: { type: 'Crashed', message: error.message } });
+    this.bindWaiter = undefined;
+    this.emit('exit', exit);
   }
 
   get exited(): boolean {
@@ -383,6 +420,7 @@ export class GuestProcess extends EventEmitter<{
         return;
       }
       case FrameType.Log:
+        if (!this.withinLogBudget(frame.body.length)) return;
         this.emit('log', {
           seq: frame.id,
           stream: frame.meta === 2 ? 'stderr' : 'stdout',
@@ -436,8 +474,38 @@ export class GuestProcess extends EventEmitter<{
     const source = child[stream];
     if (source === null) return;
     source.setEncoding('utf8');
-    source.on('data', (text: string) => this.emit('log', { seq: -1, stream, text }));
+    source.on('data', (text: string) => {
+      if (stream === 'stderr' && text.includes('JavaScript heap out of memory')) this.heapExhausted = true;
+      if (this.withinLogBudget(text.length)) this.emit('log', { seq: -1, stream, text });
+    });
   }
+
+  /** Whether a record of `bytes` fits this second's budget; counts it as dropped when not. */
+  private withinLogBudget(bytes: number): boolean {
+    const now = Date.now();
+    if (now >= this.logWindowEndsAt) {
+      this.logWindowEndsAt = now + 1000;
+      this.logRecords = 0;
+      this.logBytes = 0;
+    }
+    if (this.logRecords < LOG_RECORDS_PER_SECOND && this.logBytes + bytes <= LOG_BYTES_PER_SECOND) {
+      this.logRecords += 1;
+      this.logBytes += bytes;
+      return true;
+    }
+    // Said once the second is over, whether or not the guest writes again.
+    if (this.droppedRecords === 0) setTimeout(this.reportDroppedLogs, this.logWindowEndsAt - now).unref();
+    this.droppedRecords += 1;
+    this.droppedBytes += bytes;
+    return false;
+  }
+
+  private readonly reportDroppedLogs = (): void => {
+    const text = `[hearth] ${this.droppedRecords} records (${this.droppedBytes} bytes) of output dropped: over ${LOG_RECORDS_PER_SECOND} records or ${LOG_BYTES_PER_SECOND / 1024 ** 2} MiB a second for one instance\n`;
+    this.droppedRecords = 0;
+    this.droppedBytes = 0;
+    this.emit('log', { seq: 0, stream: 'stderr', text });
+  };
 }
 
 /** An Error frame's meta as the platform may use it: the guest may have written anything there. */

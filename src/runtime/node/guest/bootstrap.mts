@@ -218,7 +218,7 @@ function reportDropped(): void {
     return;
   }
   const notice = Buffer.from(
-    `[hearth] ${droppedWrites} writes (${droppedBytes} bytes) of output dropped: written faster than the platform takes them\n`,
+    `[hearth] ${droppedWrites} writes (${droppedBytes} bytes) of output dropped: written faster than the platform takes them (${LOG_RECORDS_PER_SECOND} records or 1 MiB a second, 1 MiB waiting)\n`,
   );
   droppedWrites = 0;
   droppedBytes = 0;
@@ -226,24 +226,79 @@ function reportDropped(): void {
   send(T_LOG, writerSeq(), 2, notice);
 }
 
+/**
+ * Write callbacks run at the end of the tick, as a stream's would. Held as runs of the same function: in a
+ * tight loop `console.log` passes one shared callback per write, and a tick queued for each of millions of
+ * writes took a Node function past its 128Mi memory wall within two seconds (bench/abuse.mjs, log flood).
+ */
+let afterWrite: (() => void)[] = [];
+let afterWriteRuns: number[] = [];
+
+function callAfterWrite(done: () => void): void {
+  const last = afterWrite.length - 1;
+  if (last >= 0 && afterWrite[last] === done) {
+    afterWriteRuns[last] = (afterWriteRuns[last] ?? 0) + 1;
+    return;
+  }
+  afterWrite.push(done);
+  afterWriteRuns.push(1);
+  if (afterWrite.length === 1) process.nextTick(runAfterWrite);
+}
+
+function runAfterWrite(): void {
+  const callbacks = afterWrite;
+  const runs = afterWriteRuns;
+  afterWrite = [];
+  afterWriteRuns = [];
+  for (let i = 0; i < callbacks.length; i++)
+    for (let n = runs[i] ?? 0; n > 0; n--) (callbacks[i] as () => void)();
+}
+
+/**
+ * The platform takes 1000 records or 1 MiB of one instance's output a second and drops the rest after
+ * reading each frame (guest-process.ts): dropping the rest here instead spares it even that reading, which
+ * was most of what a flood still cost the platform's thread (56 of 94 ms per 2 s flood, bench/abuse.mjs).
+ */
+const LOG_RECORDS_PER_SECOND = 1000;
+const LOG_BYTES_PER_SECOND = 1024 * 1024;
+let logWindowEndsAt = 0;
+let logWindowRecords = 0;
+let logWindowBytes = 0;
+
+function withinLogRate(bytes: number): boolean {
+  const now = Date.now();
+  if (now >= logWindowEndsAt) {
+    logWindowEndsAt = now + 1000;
+    logWindowRecords = 0;
+    logWindowBytes = 0;
+  }
+  if (logWindowRecords >= LOG_RECORDS_PER_SECOND || logWindowBytes + bytes > LOG_BYTES_PER_SECOND)
+    return false;
+  logWindowRecords += 1;
+  logWindowBytes += bytes;
+  return true;
+}
+
 function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
   stream.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
     const done = typeof encoding === 'function' ? encoding : callback;
     const textEncoding = typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8';
-    if (outboxLogBytes + channel.writableLength > LOG_BACKLOG) {
+    const size = typeof chunk === 'string' ? chunk.length : chunk.byteLength;
+    if (outboxLogBytes + channel.writableLength > LOG_BACKLOG || !withinLogRate(Math.min(size, LOG_MAX))) {
       // Counted without being copied: a flood's garbage would otherwise outrun the collector to the memory wall.
       droppedWrites += 1;
       droppedBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk, textEncoding) : chunk.byteLength;
       // Said once the backlog has drained, even when the function writes nothing more.
-      if (droppedWrites === 1) setTimeout(reportDropped, 50).unref();
-      if (typeof done === 'function') process.nextTick(done as () => void);
+      // Once the second is over: one notice per second of flood, not one per burst.
+      if (droppedWrites === 1) setTimeout(reportDropped, Math.max(50, logWindowEndsAt - Date.now())).unref();
+      if (typeof done === 'function') callAfterWrite(done as () => void);
       return true;
     }
     reportDropped();
     const bytes = typeof chunk === 'string' ? Buffer.from(chunk, textEncoding) : Buffer.from(chunk);
     outboxLogBytes += Math.min(bytes.length, LOG_MAX);
     send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
-    if (typeof done === 'function') process.nextTick(done as () => void);
+    if (typeof done === 'function') callAfterWrite(done as () => void);
     return true;
   }) as typeof stream.write;
 }

@@ -133,6 +133,50 @@ host_calls = HostCalls()
 
 
 LOG_MAX = 512 * 1024
+# The platform takes 1000 records or 1 MiB of an instance's output a second and drops the rest after reading
+# each frame; dropping it here spares the platform that reading (issue 10, the log flood).
+LOG_RECORDS_PER_SECOND = 1000
+LOG_BYTES_PER_SECOND = 1024 * 1024
+
+
+class LogRate:
+    """One second's budget of output, shared by stdout and stderr, and what was dropped past it."""
+
+    def __init__(self):
+        self.window_ends = 0.0
+        self.records = 0
+        self.bytes = 0
+        self.dropped = 0
+        self.dropped_bytes = 0
+
+    def take(self, size):
+        now = time.monotonic()
+        if now >= self.window_ends:
+            self.window_ends = now + 1.0
+            self.records = 0
+            self.bytes = 0
+            self.report()
+        if self.records >= LOG_RECORDS_PER_SECOND or self.bytes + size > LOG_BYTES_PER_SECOND:
+            self.dropped += 1
+            self.dropped_bytes += size
+            return False
+        self.records += 1
+        self.bytes += size
+        return True
+
+    def report(self):
+        if self.dropped == 0:
+            return
+        notice = (
+            f"[hearth] {self.dropped} writes ({self.dropped_bytes} bytes) of output dropped: written faster than "
+            f"the platform takes them ({LOG_RECORDS_PER_SECOND} records or 1 MiB a second)\n"
+        )
+        self.dropped = 0
+        self.dropped_bytes = 0
+        send(T_LOG, current_invocation.get(), 2, notice.encode())
+
+
+log_rate = LogRate()
 
 
 class LogStream:
@@ -163,7 +207,8 @@ class LogStream:
             while end > 0 and data[end] & 0xC0 == 0x80:
                 end -= 1
             data = data[:end] + f"… [truncated {len(data) - end} bytes]\n".encode()
-        send(T_LOG, current_invocation.get(), self.tag, data)
+        if log_rate.take(len(data)):
+            send(T_LOG, current_invocation.get(), self.tag, data)
 
     def flush(self):
         if self.pending:
@@ -977,6 +1022,8 @@ def fail(ident, meta, error):
 def flush_logs():
     sys.stdout.flush()
     sys.stderr.flush()
+    # An invocation that flooded says so when it ends, even if it writes nothing more.
+    log_rate.report()
 
 
 def serve_sync(function, reader):
