@@ -510,6 +510,8 @@ async function onBind(bind: Bind): Promise<void> {
   sm4Key =
     process.env.HEARTH_SM4_KEY === undefined ? undefined : Buffer.from(process.env.HEARTH_SM4_KEY, 'hex');
   delete process.env.HEARTH_SM4_KEY;
+  // A bound instance loads fetch when its function needs it, never in the middle of its invocations.
+  clearTimeout(fetchWarmTimer);
   try {
     writeSecretFiles();
     process.chdir(bind.codeDir);
@@ -530,6 +532,8 @@ async function onBind(bind: Bind): Promise<void> {
       return;
     }
     const [name, target, registered, lambdaFormat] = convention;
+    // Web-standard conventions build a fetch Request per invocation: load fetch now, not on the first one.
+    loadFetch();
     if (name !== 'workers' && typeof target !== 'function') throw handlerNotFound(loaded);
     handler = (name === 'workers' ? () => undefined : target) as Handler;
     legacyCompletion =
@@ -1251,10 +1255,37 @@ const KIT: GuestKit = {
   hold,
 };
 
+/**
+ * Whether `value` is a fetch `Response`, without loading fetch to learn that a plain object is not one:
+ * `globalThis.Response` is a lazy getter that loads undici (~15 ms of CPU in Node 20). While it is still the
+ * getter, a Response can only have come from `fetch()` itself, and is then named so.
+ */
+function isFetchResponse(value: unknown): value is globalThis.Response {
+  if (value === null || typeof value !== 'object') return false;
+  if (!fetchLoaded) {
+    // The function's own code may have loaded it (`new Response(...)`, a subclass): the getter is gone then.
+    fetchLoaded = Object.getOwnPropertyDescriptor(globalThis, 'Response')?.get === undefined;
+    if (!fetchLoaded && (value as { constructor?: { name?: unknown } }).constructor?.name !== 'Response')
+      return false;
+  }
+  return value instanceof globalThis.Response;
+}
+
+/** Whether `globalThis.Response` has been loaded (its lazy getter replaced by the class). */
+let fetchLoaded = false;
+/** How long a ready stem cell waits before loading fetch (see where it is set). */
+const FETCH_WARM_DELAY_MS = 250;
+let fetchWarmTimer: NodeJS.Timeout | undefined;
+
+function loadFetch(): void {
+  if (fetchLoaded) return;
+  void globalThis.Response;
+  fetchLoaded = true;
+}
+
 /** Synchronous for everything but a fetch `Response`: one less await on every invocation. */
 function toResponse(value: unknown, seq = 0): HttpResult | Promise<HttpResult | undefined> {
-  if (typeof globalThis.Response === 'function' && value instanceof globalThis.Response)
-    return fromFetchResponse(value, seq);
+  if (isFetchResponse(value)) return fromFetchResponse(value, seq);
   if (value !== null && typeof value === 'object' && !isBytes(value) && 'statusCode' in value) {
     const shaped = value as {
       statusCode: unknown;
@@ -1518,12 +1549,11 @@ channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(1));
 
 /**
- * Pays the one-time costs before the stem cell reports ready, so a cold start does not: touching
- * `Response` loads the fetch implementation (~30 ms in Node 20), the first dynamic import initialises
- * the ESM loader, and running the event and response code once warms it.
+ * Pays the one-time costs before the stem cell reports ready, so a cold start does not: the first dynamic
+ * import initialises the ESM loader, and running the event and response code once warms it. Fetch is
+ * loaded later (`FETCH_WARM_DELAY_MS`).
  */
 async function warmUp(): Promise<void> {
-  void globalThis.Response;
   const here = dirname(new URL(import.meta.url).pathname);
   await import(pathToFileURL(join(here, 'warm.mjs')).href);
   createRequire(join(here, 'warm-cjs.cjs'))(join(here, 'warm-cjs.cjs'));
@@ -1573,3 +1603,9 @@ await warmUp();
 capture(process.stdout, 1);
 capture(process.stderr, 2);
 send(T_READY, 0, { runtime: 'node20', pid: process.pid, node: process.version });
+// Fetch (`Response`, `Request`; ~15 ms of CPU, a fifth of a stem cell's boot) is loaded once the cell has sat
+// ready for a while, so a cell waiting in the pool has it while one taken at once in a burst of cold starts
+// does not pay for it unless its function needs it: a bind to a convention of other platforms loads it then
+// (`onBind`), any other function on first use (issue 11).
+fetchWarmTimer = setTimeout(loadFetch, FETCH_WARM_DELAY_MS);
+fetchWarmTimer.unref();

@@ -6,11 +6,9 @@ mirrors src/runtime/ipc/protocol.ts. Sync handlers are served by a blocking loop
 coroutine handlers by an asyncio loop, concurrently.
 """
 
-import asyncio
 import base64
 import collections
 import contextvars
-import inspect
 import importlib
 import json
 import os
@@ -18,10 +16,15 @@ import site
 import socket
 import struct
 import sys
-import threading
 import time
-import traceback
+import types
 from urllib.parse import parse_qsl
+
+# asyncio, inspect, threading and traceback are imported where they are needed (a coroutine handler, a
+# decorated one, an error): asyncio alone was ~30 ms of a stem cell's ~50 ms of CPU at boot, which a burst
+# of cold starts pays once per cell (issue 11). `import x` inside a function is a dict look-up once loaded.
+CO_VARARGS = 0x04
+CO_COROUTINE = 0x80
 
 # Other platforms' conventions, beside this file. Imported before the function's folder joins sys.path
 # (and -I leaves the script's folder out of it), so a module of the function's own cannot shadow it.
@@ -182,6 +185,8 @@ class LogStream:
 
 def user_frames(tb):
     """The traceback without the guest's own frames or the import machinery: only the user's code."""
+    import traceback
+
     frames = [frame for frame in traceback.extract_tb(tb) if frame.filename != __file__ and not frame.filename.startswith("<frozen ")]
     return traceback.StackSummary.from_list(frames)
 
@@ -192,6 +197,8 @@ def clip(text):
 
 
 def describe(error):
+    import traceback
+
     lines = ["Traceback (most recent call last):\n"] if error.__traceback__ else []
     lines += user_frames(error.__traceback__).format()
     lines += traceback.format_exception_only(type(error), error)
@@ -268,7 +275,7 @@ class Events:
             result = host_calls.call(self._seq, method, args)
         except HostCallError as error:
             raise _conflict(error) from None
-        if inspect.isawaitable(result):
+        if _isawaitable(result):
             return _awaiting(result)
         return result
 
@@ -603,7 +610,31 @@ def to_response(value):
     return 200, {"content-type": content_type}, json.dumps(value, default=str).encode()
 
 
+def _isawaitable(value):
+    # inspect.isawaitable without importing inspect (see the note at the imports).
+    return isinstance(value, types.CoroutineType) or hasattr(type(value), "__await__")
+
+
+def _iscoroutinefunction(fn):
+    code = getattr(fn, "__code__", None)
+    if isinstance(fn, types.FunctionType) and code is not None and not hasattr(fn, "__wrapped__"):
+        return bool(code.co_flags & CO_COROUTINE)
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)
+
+
 def arity(fn):
+    # A plain function's positional parameters from its code object; anything else (a partial, a class, a
+    # callable object, a decorated function) through inspect.signature.
+    if isinstance(fn, types.FunctionType) and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__"):
+        code = fn.__code__
+        if code.co_flags & CO_VARARGS:
+            return 2
+        # co_argcount counts the positional-only parameters too.
+        return min(code.co_argcount, 2)
+    import inspect
+
     try:
         parameters = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -840,7 +871,7 @@ class Function:
             raise LookupError(f'{module_name} has no function named "{attribute}"')
         self.fn = fn
         self.arity = arity(fn)
-        self.concurrent = inspect.iscoroutinefunction(fn)
+        self.concurrent = _iscoroutinefunction(fn)
         global convert
         self.make_event = EVENT_MAKERS.get(event_format, hearth_event)
         self.format = {lambda_v2_event: "lambda-v2", lambda_v1_event: "lambda-v1", direct_event: "lambda-direct"}.get(self.make_event, "hearth")
@@ -993,7 +1024,9 @@ def serve_sync(function, reader):
             # One invocation at a time here, so the environment can carry its trace for libraries that read it.
             os.environ["TRACEPARENT"] = invocation.get("traceparent") or derived_traceparent(invocation["invocationId"])
             result = function.call(invocation, body, ident)
-            if inspect.isawaitable(result):
+            if _isawaitable(result):
+                import asyncio
+
                 result = asyncio.run(result)
             flush_logs()
             reply(ident, result, invocation.get("direct"))
@@ -1007,6 +1040,9 @@ def serve_sync(function, reader):
 
 
 async def serve_async(function, reader):
+    import asyncio
+    import threading
+
     # Reads happen on a thread so the socket can stay blocking for sendall from any context (logs).
     loop = asyncio.get_running_loop()
     frames = asyncio.Queue()
@@ -1067,6 +1103,8 @@ def main():
     flush_logs()
     send(T_BOUND, 0, {"ok": True, "concurrent": function.concurrent, "eventFormat": function.format})
     if function.concurrent:
+        import asyncio
+
         asyncio.run(serve_async(function, reader))
     else:
         serve_sync(function, reader)
