@@ -11,7 +11,7 @@ import type { IsolationName, RuntimeName } from '../domain/function.js';
 import type { GuestCall, Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
 import type { CodeProvider, HostCallHandler, LogSink } from './index.js';
 import { Instance } from './instance.js';
-import { StemCellPool, type StemCellPoolStats } from './stem-cells.js';
+import { DEFAULT_STEM_CELL_BURST, StemCellPool, type StemCellPoolStats } from './stem-cells.js';
 
 const BIND_TIMEOUT_MS = 30_000;
 
@@ -23,6 +23,8 @@ export interface ColdStartOptions {
   readonly logs: LogSink;
   /** Stem cells kept ready per runtime (sandbox isolation, no egress; other pools keep one). */
   readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
+  /** The most cells a pool keeps ready during a burst of takes (`StemCellBurst.limit`; 0 turns it off). */
+  readonly stemCellBurstLimit?: number | undefined;
   readonly onWarning: (message: string) => void;
   readonly hostCalls?: HostCallHandler | undefined;
   readonly bindEnv?: ((version: DeployedVersion) => Readonly<Record<string, string>>) | undefined;
@@ -230,8 +232,17 @@ export class ColdStarter {
       // The default (sandboxed, no egress) gets the configured pool; other combinations keep one spare.
       const target =
         isolation.name === 'sandbox' && network === 'none' ? configured : Math.min(configured, 1);
-      pool = new StemCellPool(runtime, isolation, network, this.options.slots, target, (message) =>
-        this.options.onWarning(message),
+      pool = new StemCellPool(
+        runtime,
+        isolation,
+        network,
+        this.options.slots,
+        target,
+        (message) => this.options.onWarning(message),
+        {
+          ...DEFAULT_STEM_CELL_BURST,
+          limit: this.options.stemCellBurstLimit ?? DEFAULT_STEM_CELL_BURST.limit,
+        },
       );
       this.stemPools.set(key, pool);
     }
