@@ -24,7 +24,6 @@ import {
   type ResponseSink,
   STREAMING,
 } from './adapters.mjs';
-import { openBody, PLAIN_TYPE_HEADER, SM4_CONTENT_TYPE, sealBody } from './sm4-gcm.mjs';
 
 const T_BIND = 1;
 const T_INVOKE = 2;
@@ -507,12 +506,14 @@ async function onBind(bind: Bind): Promise<void> {
       _HANDLER: bind.handler,
     },
   );
-  sm4Key =
+  const sm4Key =
     process.env.HEARTH_SM4_KEY === undefined ? undefined : Buffer.from(process.env.HEARTH_SM4_KEY, 'hex');
   delete process.env.HEARTH_SM4_KEY;
   // A bound instance loads fetch when its function needs it, never in the middle of its invocations.
   clearTimeout(fetchWarmTimer);
   try {
+    // Loaded only for a function that uses it: node:crypto and the codec are ~5 ms of every boot otherwise.
+    if (sm4Key !== undefined) sm4 = { key: sm4Key, codec: await import('./sm4-gcm.mjs') };
     writeSecretFiles();
     process.chdir(bind.codeDir);
     if (bind.eventFormat === 'auto' || bind.eventFormat === 'gcf' || bind.eventFormat === 'gcf-cloudevent')
@@ -1398,11 +1399,16 @@ function call(fn: Handler, event: unknown, ctx: Context): unknown {
 }
 
 // --- SM4 on the transaction path (issue 13) ------------------------------------------------------------
-// The bound function's key, when its spec asks for SM4-GCM bodies (sm4-gcm.mts: GCM over OpenSSL's sm4-ecb).
-let sm4Key: Buffer | undefined;
+// The bound function's key and the codec, when its spec asks for SM4-GCM bodies (sm4-gcm.mts: GCM over
+// OpenSSL's sm4-ecb).
+interface Sm4 {
+  readonly key: Buffer;
+  readonly codec: typeof import('./sm4-gcm.mjs');
+}
+let sm4: Sm4 | undefined;
 
 /** The request's body opened, and its content type restored; a refusal is a 400 naming the problem. */
-function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffer] {
+function openInvocation({ key, codec }: Sm4, meta: Invoke, body: Buffer): [Invoke, Buffer] {
   if (body.length === 0) return [meta, body];
   const headers = meta.rawHeaders;
   let type = '';
@@ -1411,16 +1417,16 @@ function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffe
   for (let i = 0; i < headers.length; i += 2) {
     const name = (headers[i] as string).toLowerCase();
     if (name === 'content-type') type = (headers[i + 1] as string).split(';')[0]?.trim().toLowerCase() ?? '';
-    else if (name === PLAIN_TYPE_HEADER) plainType = headers[i + 1] as string;
+    else if (name === codec.PLAIN_TYPE_HEADER) plainType = headers[i + 1] as string;
     else if (name !== 'content-length') kept.push(headers[i] as string, headers[i + 1] as string);
   }
-  if (type !== SM4_CONTENT_TYPE)
+  if (type !== codec.SM4_CONTENT_TYPE)
     throw new BadEvent(
       `this function takes SM4-GCM sealed bodies (content-type application/hearth-sm4), got ${type === '' ? 'no content type' : type}; seal it with: hearth invoke --encrypt --key-file KEY`,
     );
   let plain: Buffer;
   try {
-    plain = openBody(key, body);
+    plain = codec.openBody(key, body);
   } catch (error) {
     throw new BadEvent((error as Error).message);
   }
@@ -1430,13 +1436,13 @@ function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffe
 
 /** Seals the answer in place: its body in the wire format, its own content type in a header. */
 function sealResponse(
-  key: Buffer,
+  { key, codec }: Sm4,
   response: { headers: Record<string, string | string[]>; body: Buffer },
 ): void {
   const plainType = response.headers['content-type'];
-  response.body = sealBody(key, response.body);
-  response.headers['content-type'] = SM4_CONTENT_TYPE;
-  if (typeof plainType === 'string') response.headers[PLAIN_TYPE_HEADER] = plainType;
+  response.body = codec.sealBody(key, response.body);
+  response.headers['content-type'] = codec.SM4_CONTENT_TYPE;
+  if (typeof plainType === 'string') response.headers[codec.PLAIN_TYPE_HEADER] = plainType;
 }
 
 let inFlight = 0;
@@ -1452,7 +1458,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlight += 1;
   inFlightSeqs.push(id);
   try {
-    if (sm4Key !== undefined) [meta, body] = openInvocation(sm4Key, meta, body);
+    if (sm4 !== undefined) [meta, body] = openInvocation(sm4, meta, body);
     // The Lambda Invoke API asks for direct invocation per request, whatever the convention in force.
     const direct = meta.direct === true || format === LAMBDA_DIRECT;
     const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent, meta.auth);
@@ -1495,7 +1501,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
         ),
         { name: 'ResponseTooLarge' },
       );
-    if (sm4Key !== undefined) sealResponse(sm4Key, response);
+    if (sm4 !== undefined) sealResponse(sm4, response);
     send(T_RESULT, id, [response.status, flatHeaders(response.headers)], response.body);
   } catch (error) {
     if (error instanceof BadEvent) {
