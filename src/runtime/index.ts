@@ -33,6 +33,11 @@ export interface LaunchSpec {
   readonly guestDir: string;
   /** Host paths the runtime needs at the same path inside (an interpreter outside /usr, say). */
   readonly readOnlyPaths: readonly string[];
+  /**
+   * A command (host paths, `GUEST_TOKEN` for the directory) run once on a copy of the guest directory an
+   * isolation makes, before any guest starts from it: Python compiles its guest's bytecode there.
+   */
+  readonly prepareGuest?: { readonly command: string; readonly args: readonly string[] } | undefined;
 }
 
 /**

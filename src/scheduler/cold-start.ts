@@ -19,7 +19,7 @@ import type {
 } from '../runtime/index.js';
 import type { CodeProvider, HostCallHandler, LogSink } from './index.js';
 import { Instance } from './instance.js';
-import { StemCellPool, type StemCellPoolStats } from './stem-cells.js';
+import { DEFAULT_STEM_CELL_BURST, StemCellPool, type StemCellPoolStats } from './stem-cells.js';
 
 const BIND_TIMEOUT_MS = 30_000;
 /** The memory wall of a function that sets none: the stem cells kept ready are sized for it. */
@@ -35,6 +35,8 @@ export interface ColdStartOptions {
   readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
   /** What `egress: allow` gets (default `outbound`). */
   readonly allowNetwork?: AllowNetwork;
+  /** The most cells a pool keeps ready during a burst of takes (`StemCellBurst.limit`; 0 turns it off). */
+  readonly stemCellBurstLimit?: number | undefined;
   readonly onWarning: (message: string) => void;
   readonly hostCalls?: HostCallHandler | undefined;
   readonly bindEnv?: ((version: DeployedVersion) => Readonly<Record<string, string>>) | undefined;
@@ -260,6 +262,10 @@ export class ColdStarter {
         target,
         (message) => this.options.onWarning(message),
         runtime.heapFromMemory === true ? memoryBytes : undefined,
+        {
+          ...DEFAULT_STEM_CELL_BURST,
+          limit: this.options.stemCellBurstLimit ?? DEFAULT_STEM_CELL_BURST.limit,
+        },
       );
       this.stemPools.set(key, pool);
     }

@@ -69,7 +69,10 @@ export class NodeScheduler implements Scheduler {
   private closed = false;
 
   constructor(private readonly options: SchedulerOptions) {
-    this.cold = new ColdStarter(options);
+    this.cold = new ColdStarter({
+      ...options,
+      stemCellBurstLimit: options.autoscaler?.stemCellsMax ?? DEFAULT_STEM_CELLS_MAX,
+    });
     this.budget = new NodeBudget<Instance, FunctionPool>({
       maxInstances: options.maxInstances,
       maxMemoryBytes: options.maxMemoryBytes ?? Math.floor((totalmem() * 3) / 4),

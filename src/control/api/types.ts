@@ -325,6 +325,8 @@ export interface HealthResponse {
     readonly target: number;
     readonly taken: number;
     readonly misses: number;
+    /** Cells kept ready beyond `target` while takes come in a burst (issue 11). */
+    readonly burst: number;
   }[];
 }
 

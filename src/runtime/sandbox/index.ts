@@ -244,7 +244,7 @@ export class SandboxIsolation implements Isolation {
       '--dir',
       '/hearth',
       '--ro-bind',
-      this.guestCopy(launch.guestDir),
+      this.guestCopy(launch),
       GUEST_DIR,
       '--ro-bind',
       slot.hostDir,
@@ -548,13 +548,19 @@ export class SandboxIsolation implements Isolation {
     }
   }
 
-  /** The guest bootstrap as the sandbox binds it: a copy in the state dir, so the checkout's path stays unseen. */
-  private guestCopy(guestDir: string): string {
+  /**
+   * The guest bootstrap as the sandbox binds it: a copy in the state dir, so the checkout's path stays unseen,
+   * prepared once (`LaunchSpec.prepareGuest`). Without the state tmpfs (not root) the checkout's own folder,
+   * unprepared: the platform does not write into its installation.
+   */
+  private guestCopy(launch: LaunchSpec): string {
+    const guestDir = launch.guestDir;
     if (!this.ownMount) return guestDir;
     let copy = this.guestCopies.get(guestDir);
     if (copy === undefined) {
       copy = join(this.options.stateDir, 'guest', String(this.guestCopies.size));
       cpSync(guestDir, copy, { recursive: true, dereference: true });
+      prepareGuest(launch, copy);
       this.guestCopies.set(guestDir, copy);
     }
     return copy;
@@ -652,6 +658,23 @@ export class SandboxIsolation implements Isolation {
     } finally {
       if (typeof seccomp === 'number') closeSync(seccomp);
     }
+  }
+}
+
+/**
+ * Runs the runtime's preparation of a guest copy. A failure only costs speed (the guest then compiles its code
+ * as it starts, as it always did), so it is not an error.
+ */
+function prepareGuest(launch: LaunchSpec, dir: string): void {
+  if (launch.prepareGuest === undefined) return;
+  try {
+    execFileSync(
+      launch.prepareGuest.command,
+      launch.prepareGuest.args.map((arg) => arg.replaceAll(GUEST_TOKEN, dir)),
+      { stdio: 'ignore', timeout: 30_000 },
+    );
+  } catch {
+    // Slower starts, same behaviour.
   }
 }
 

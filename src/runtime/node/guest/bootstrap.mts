@@ -24,7 +24,6 @@ import {
   type ResponseSink,
   STREAMING,
 } from './adapters.mjs';
-import { openBody, PLAIN_TYPE_HEADER, SM4_CONTENT_TYPE, sealBody } from './sm4-gcm.mjs';
 
 const T_BIND = 1;
 const T_INVOKE = 2;
@@ -562,10 +561,14 @@ async function onBind(bind: Bind): Promise<void> {
       _HANDLER: bind.handler,
     },
   );
-  sm4Key =
+  const sm4Key =
     process.env.HEARTH_SM4_KEY === undefined ? undefined : Buffer.from(process.env.HEARTH_SM4_KEY, 'hex');
   delete process.env.HEARTH_SM4_KEY;
+  // A bound instance loads fetch when its function needs it, never in the middle of its invocations.
+  clearTimeout(fetchWarmTimer);
   try {
+    // Loaded only for a function that uses it: node:crypto and the codec are ~5 ms of every boot otherwise.
+    if (sm4Key !== undefined) sm4 = { key: sm4Key, codec: await import('./sm4-gcm.mjs') };
     writeSecretFiles();
     process.chdir(bind.codeDir);
     if (bind.eventFormat === 'auto' || bind.eventFormat === 'gcf' || bind.eventFormat === 'gcf-cloudevent')
@@ -585,6 +588,8 @@ async function onBind(bind: Bind): Promise<void> {
       return;
     }
     const [name, target, registered, lambdaFormat] = convention;
+    // Web-standard conventions build a fetch Request per invocation: load fetch now, not on the first one.
+    loadFetch();
     if (name !== 'workers' && typeof target !== 'function') throw handlerNotFound(loaded);
     handler = (name === 'workers' ? () => undefined : target) as Handler;
     legacyCompletion =
@@ -1306,10 +1311,37 @@ const KIT: GuestKit = {
   hold,
 };
 
+/**
+ * Whether `value` is a fetch `Response`, without loading fetch to learn that a plain object is not one:
+ * `globalThis.Response` is a lazy getter that loads undici (~15 ms of CPU in Node 20). While it is still the
+ * getter, a Response can only have come from `fetch()` itself, and is then named so.
+ */
+function isFetchResponse(value: unknown): value is globalThis.Response {
+  if (value === null || typeof value !== 'object') return false;
+  if (!fetchLoaded) {
+    // The function's own code may have loaded it (`new Response(...)`, a subclass): the getter is gone then.
+    fetchLoaded = Object.getOwnPropertyDescriptor(globalThis, 'Response')?.get === undefined;
+    if (!fetchLoaded && (value as { constructor?: { name?: unknown } }).constructor?.name !== 'Response')
+      return false;
+  }
+  return value instanceof globalThis.Response;
+}
+
+/** Whether `globalThis.Response` has been loaded (its lazy getter replaced by the class). */
+let fetchLoaded = false;
+/** How long a ready stem cell waits before loading fetch (see where it is set). */
+const FETCH_WARM_DELAY_MS = 250;
+let fetchWarmTimer: NodeJS.Timeout | undefined;
+
+function loadFetch(): void {
+  if (fetchLoaded) return;
+  void globalThis.Response;
+  fetchLoaded = true;
+}
+
 /** Synchronous for everything but a fetch `Response`: one less await on every invocation. */
 function toResponse(value: unknown, seq = 0): HttpResult | Promise<HttpResult | undefined> {
-  if (typeof globalThis.Response === 'function' && value instanceof globalThis.Response)
-    return fromFetchResponse(value, seq);
+  if (isFetchResponse(value)) return fromFetchResponse(value, seq);
   if (value !== null && typeof value === 'object' && !isBytes(value) && 'statusCode' in value) {
     const shaped = value as {
       statusCode: unknown;
@@ -1422,11 +1454,16 @@ function call(fn: Handler, event: unknown, ctx: Context): unknown {
 }
 
 // --- SM4 on the transaction path (issue 13) ------------------------------------------------------------
-// The bound function's key, when its spec asks for SM4-GCM bodies (sm4-gcm.mts: GCM over OpenSSL's sm4-ecb).
-let sm4Key: Buffer | undefined;
+// The bound function's key and the codec, when its spec asks for SM4-GCM bodies (sm4-gcm.mts: GCM over
+// OpenSSL's sm4-ecb).
+interface Sm4 {
+  readonly key: Buffer;
+  readonly codec: typeof import('./sm4-gcm.mjs');
+}
+let sm4: Sm4 | undefined;
 
 /** The request's body opened, and its content type restored; a refusal is a 400 naming the problem. */
-function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffer] {
+function openInvocation({ key, codec }: Sm4, meta: Invoke, body: Buffer): [Invoke, Buffer] {
   if (body.length === 0) return [meta, body];
   const headers = meta.rawHeaders;
   let type = '';
@@ -1435,16 +1472,16 @@ function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffe
   for (let i = 0; i < headers.length; i += 2) {
     const name = (headers[i] as string).toLowerCase();
     if (name === 'content-type') type = (headers[i + 1] as string).split(';')[0]?.trim().toLowerCase() ?? '';
-    else if (name === PLAIN_TYPE_HEADER) plainType = headers[i + 1] as string;
+    else if (name === codec.PLAIN_TYPE_HEADER) plainType = headers[i + 1] as string;
     else if (name !== 'content-length') kept.push(headers[i] as string, headers[i + 1] as string);
   }
-  if (type !== SM4_CONTENT_TYPE)
+  if (type !== codec.SM4_CONTENT_TYPE)
     throw new BadEvent(
       `this function takes SM4-GCM sealed bodies (content-type application/hearth-sm4), got ${type === '' ? 'no content type' : type}; seal it with: hearth invoke --encrypt --key-file KEY`,
     );
   let plain: Buffer;
   try {
-    plain = openBody(key, body);
+    plain = codec.openBody(key, body);
   } catch (error) {
     throw new BadEvent((error as Error).message);
   }
@@ -1454,13 +1491,13 @@ function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffe
 
 /** Seals the answer in place: its body in the wire format, its own content type in a header. */
 function sealResponse(
-  key: Buffer,
+  { key, codec }: Sm4,
   response: { headers: Record<string, string | string[]>; body: Buffer },
 ): void {
   const plainType = response.headers['content-type'];
-  response.body = sealBody(key, response.body);
-  response.headers['content-type'] = SM4_CONTENT_TYPE;
-  if (typeof plainType === 'string') response.headers[PLAIN_TYPE_HEADER] = plainType;
+  response.body = codec.sealBody(key, response.body);
+  response.headers['content-type'] = codec.SM4_CONTENT_TYPE;
+  if (typeof plainType === 'string') response.headers[codec.PLAIN_TYPE_HEADER] = plainType;
 }
 
 let inFlight = 0;
@@ -1476,7 +1513,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlight += 1;
   inFlightSeqs.push(id);
   try {
-    if (sm4Key !== undefined) [meta, body] = openInvocation(sm4Key, meta, body);
+    if (sm4 !== undefined) [meta, body] = openInvocation(sm4, meta, body);
     // The Lambda Invoke API asks for direct invocation per request, whatever the convention in force.
     const direct = meta.direct === true || format === LAMBDA_DIRECT;
     const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent, meta.auth);
@@ -1519,7 +1556,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
         ),
         { name: 'ResponseTooLarge' },
       );
-    if (sm4Key !== undefined) sealResponse(sm4Key, response);
+    if (sm4 !== undefined) sealResponse(sm4, response);
     send(T_RESULT, id, [response.status, flatHeaders(response.headers)], response.body);
   } catch (error) {
     if (error instanceof BadEvent) {
@@ -1573,12 +1610,11 @@ channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(1));
 
 /**
- * Pays the one-time costs before the stem cell reports ready, so a cold start does not: touching
- * `Response` loads the fetch implementation (~30 ms in Node 20), the first dynamic import initialises
- * the ESM loader, and running the event and response code once warms it.
+ * Pays the one-time costs before the stem cell reports ready, so a cold start does not: the first dynamic
+ * import initialises the ESM loader, and running the event and response code once warms it. Fetch is
+ * loaded later (`FETCH_WARM_DELAY_MS`).
  */
 async function warmUp(): Promise<void> {
-  void globalThis.Response;
   const here = dirname(new URL(import.meta.url).pathname);
   await import(pathToFileURL(join(here, 'warm.mjs')).href);
   createRequire(join(here, 'warm-cjs.cjs'))(join(here, 'warm-cjs.cjs'));
@@ -1628,3 +1664,9 @@ await warmUp();
 capture(process.stdout, 1);
 capture(process.stderr, 2);
 send(T_READY, 0, { runtime: 'node20', pid: process.pid, node: process.version });
+// Fetch (`Response`, `Request`; ~15 ms of CPU, a fifth of a stem cell's boot) is loaded once the cell has sat
+// ready for a while, so a cell waiting in the pool has it while one taken at once in a burst of cold starts
+// does not pay for it unless its function needs it: a bind to a convention of other platforms loads it then
+// (`onBind`), any other function on first use (issue 11).
+fetchWarmTimer = setTimeout(loadFetch, FETCH_WARM_DELAY_MS);
+fetchWarmTimer.unref();
