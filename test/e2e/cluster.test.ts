@@ -311,7 +311,7 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
         'spec:',
         '  runtime: node20',
         '  egress: allow',
-        `  env: { RECORDER_URL: "${recorder.url}/hit" }`,
+        `  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }`,
         '  triggers:',
         '    - cron: { name: every-second, schedule: "* * * * * *" }',
         '',
