@@ -7,9 +7,9 @@ import { rateLimitSchema, triggersSchema } from './triggers.js';
 import { parseBytes, parseCpu, parseDuration } from './units.js';
 
 export const API_VERSION = 'hearth.dev/v1';
-export const RUNTIMES = ['node20', 'python3', 'wasm'] as const;
+export const RUNTIMES = ['node20', 'python3', 'wasm', 'image'] as const;
 export type RuntimeName = (typeof RUNTIMES)[number];
-export const ISOLATIONS = ['sandbox', 'process', 'microvm'] as const;
+export const ISOLATIONS = ['sandbox', 'process', 'isolate', 'microvm'] as const;
 export type IsolationName = (typeof ISOLATIONS)[number];
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -103,8 +103,27 @@ export const EVENT_FORMATS = [
 ] as const;
 export type EventFormat = (typeof EVENT_FORMATS)[number];
 
-export const functionSpecSchema = z.strictObject({
-  runtime: z.enum(RUNTIMES, { message: `one of ${RUNTIMES.join(', ')}` }),
+/**
+ * `host[:port]/repo[:tag|@sha256:…]` or `oci-archive:NAME@sha256:…` (checked fully by images/reference.ts when
+ * deployed; `hearth deploy` uploads an `oci-archive:FILE` without a digest and puts the digest in).
+ */
+const IMAGE_REFERENCE = /^(oci-archive:\S{1,400}|[a-z0-9][a-zA-Z0-9._:/@[\]-]{0,511})$/;
+const argv = z.array(z.string().max(4096)).max(256);
+
+const functionSpecFields = z.strictObject({
+  runtime: z.enum(RUNTIMES, { message: `one of ${RUNTIMES.join(', ')}` }).optional(),
+  /** An OCI image to run instead of source (issue 17): `runtime` is then omitted or `image`. */
+  image: z
+    .string()
+    .regex(
+      IMAGE_REFERENCE,
+      'an image reference such as registry.example.com:5000/team/api:1.2 or …@sha256:<digest>',
+    )
+    .optional(),
+  /** Replaces the image's Entrypoint, as a Kubernetes container's `command` does. */
+  command: argv.optional(),
+  /** Replaces the image's Cmd, as a Kubernetes container's `args` does. */
+  args: argv.optional(),
   handler: z
     .string()
     .regex(/^[A-Za-z0-9_][A-Za-z0-9_./-]*$/, 'MODULE or MODULE.EXPORT, e.g. "index.handler"')
@@ -122,7 +141,7 @@ export const functionSpecSchema = z.strictObject({
     .optional(),
   limits: limitsSchema.optional(),
   scaling: scalingSchema.optional(),
-  isolation: z.enum(ISOLATIONS, { message: 'sandbox, microvm or process' }).optional(),
+  isolation: z.enum(ISOLATIONS, { message: 'sandbox, process, isolate or microvm' }).optional(),
   egress: z
     .union(
       [
@@ -198,6 +217,36 @@ export const functionSpecSchema = z.strictObject({
   encryption: encryptionSchema.optional(),
 });
 
+export const functionSpecSchema = functionSpecFields.superRefine((spec, context) => {
+  if (spec.image === undefined) {
+    if (spec.runtime === undefined)
+      context.addIssue({
+        code: 'custom',
+        path: ['runtime'],
+        message: `one of ${RUNTIMES.filter((r) => r !== 'image').join(', ')} (spec.runtime is required unless spec.image names an OCI image)`,
+      });
+    else if (spec.runtime === 'image')
+      context.addIssue({
+        code: 'custom',
+        path: ['image'],
+        message: 'an image reference (runtime: image needs spec.image)',
+      });
+    for (const field of ['command', 'args'] as const)
+      if (spec[field] !== undefined)
+        context.addIssue({
+          code: 'custom',
+          path: [field],
+          message: `no ${field} without spec.image (it overrides the image's ${field === 'command' ? 'Entrypoint' : 'Cmd'})`,
+        });
+  } else if (spec.runtime !== undefined && spec.runtime !== 'image') {
+    context.addIssue({
+      code: 'custom',
+      path: ['runtime'],
+      message: '"image" or nothing when spec.image is set (an image brings its own runtime)',
+    });
+  }
+});
+
 export const metadataSchema = z.strictObject({
   name,
   namespace: name.optional(),
@@ -218,6 +267,11 @@ export type FunctionManifest = z.output<typeof functionResourceSchema>;
 /** The spec with every default applied and every unit resolved; immutable once built. */
 export interface FunctionSpec {
   readonly runtime: RuntimeName;
+  /** The OCI image reference for `runtime: image` (issue 17); the version pins its digest (`DeployedVersion.image`). */
+  readonly image?: string;
+  /** Overrides of the image's Entrypoint and Cmd, applied by the container isolation as Kubernetes does. */
+  readonly command?: readonly string[];
+  readonly args?: readonly string[];
   readonly handler: string;
   readonly env: Readonly<Record<string, string>>;
   readonly limits: {
@@ -256,6 +310,7 @@ export const DEFAULT_HANDLER: Record<RuntimeName, string> = {
   node20: 'index',
   python3: 'main.handler',
   wasm: 'main',
+  image: '',
 };
 
 export const DEFAULTS = {
@@ -280,9 +335,14 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
     if (value === undefined) throw new Error('validated value failed to parse');
     return value;
   };
+  const runtime: RuntimeName =
+    spec.runtime ?? (spec.image === undefined ? must<RuntimeName>(undefined) : 'image');
   return Object.freeze({
-    runtime: spec.runtime,
-    handler: spec.handler ?? DEFAULT_HANDLER[spec.runtime],
+    runtime,
+    ...(spec.image === undefined ? {} : { image: spec.image }),
+    ...(spec.command === undefined ? {} : { command: Object.freeze([...spec.command]) }),
+    ...(spec.args === undefined ? {} : { args: Object.freeze([...spec.args]) }),
+    handler: spec.handler ?? DEFAULT_HANDLER[runtime],
     env: Object.freeze({ ...(spec.env ?? {}) }),
     limits: Object.freeze({
       memoryBytes: must(parseBytes(limits.memory ?? DEFAULTS.memory)),

@@ -199,6 +199,7 @@ function hashTree(hash: ReturnType<typeof createHash>, dir: string): void {
     a.name.localeCompare(b.name),
   )) {
     const path = join(dir, entry.name);
+    if (entry.name === '__pycache__') continue;
     if (entry.isDirectory()) hashTree(hash, path);
     else if (entry.isFile()) hash.update(`${path}\n`).update(readFileSync(path));
   }
