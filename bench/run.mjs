@@ -17,6 +17,7 @@ import { footprintBench } from './footprint.mjs';
 import { hostileBench } from './hostile.mjs';
 import { isolateBench } from './isolate.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
+import { microvmBench } from './microvm.mjs';
 import { pullBench } from './pull.mjs';
 import { stateBench } from './state.mjs';
 import { streamingBench } from './streaming.mjs';
@@ -68,6 +69,8 @@ if (want('cluster'))
 if (want('tls')) results.tls = await tlsBench({ seconds: 5, connections: 50, rounds: 5 });
 if (want('compliance'))
   results.compliance = await complianceBench({ seconds: 5, connections: 32, rounds: 4 });
+if (want('microvm'))
+  results.microvm = await microvmBench({ boots: 3, coldStarts: 3, seconds: 5, connections: 16 });
 if (want('pull')) results.pull = await pullBench();
 if (want('wasm')) results.wasm = await wasmBench({ count: 24, seconds: 5, connections: 50, rounds: 3 });
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
@@ -509,6 +512,23 @@ if (results.compliance) {
     ...rows(c.audit),
     '',
     `Throughput ratio SM4-GCM / plain: **${c.sm4ThroughputRatio}**; audit on / off: **${c.auditThroughputRatio}**.`,
+    '',
+  );
+}
+if (results.microvm) {
+  const m = results.microvm;
+  lines.push(
+    '## isolation: microvm (issue 14)',
+    '',
+    `QEMU microvm guests (Debian's cloud kernel, busybox init, the host's node on a read-only ext4 root, the slot over virtiofs), accelerator: ${m.boot.accelerator}. Boot: a VM started straight through the isolation to its guest's Ready frame (kernel, init, node and the bootstrap), ${m.boot.medianMs} ms median (${m.boot.minMs}-${m.boot.maxMs}). Cold start from the pool of booted VMs, on a fresh connection: ${m.coldFromPool.map((c) => `${c.ms} ms${c.cold ? '' : ' (not cold!)'}`).join(', ')}. Idle microVM (QEMU, virtiofsd and the guest's RAM): PSS ${m.idlePssMiB} MiB, RSS ${m.idleRssMiB} MiB.`,
+    '',
+    '| hello served by | req/s | p50 ms | p99 ms | errors |',
+    '|---|---:|---:|---:|---:|',
+    ...Object.entries(m.warm).map(
+      ([name, r]) => `| ${name} | ${r.rps} | ${r.p50} | ${r.p99} | ${r.errors} |`,
+    ),
+    '',
+    `Warm throughput microvm / sandbox: **${m.warmRatioToSandbox}** (autocannon, 16 connections, 5 s each, in the same run).`,
     '',
   );
 }

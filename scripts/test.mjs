@@ -1,7 +1,7 @@
 // `npm test`: make sure what the suites need is on this machine (installing it as root where it can),
 // build, then run every suite. A missing tool is a failure with one line, never a skipped test.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +47,19 @@ if (!existsSync('/usr/bin/chromium')) aptInstall(['chromium'], 'chromium is need
 if (!has('slirp4netns')) aptInstall(['slirp4netns'], 'slirp4netns is needed for egress allow-lists');
 if (!existsSync('/usr/sbin/nft')) aptInstall(['nftables'], 'nftables is needed for egress allow-lists');
 
+// isolation: microvm (issue 14): QEMU's microvm machine (with virtiofsd), Debian's cloud kernel as the guest
+// kernel, busybox for the VM's init, lz4 to unpack the kernel and mke2fs for the VM's root image.
+if (!has('qemu-system-x86_64', ['--version']) || !existsSync('/usr/lib/qemu/virtiofsd'))
+  aptInstall(['qemu-system-x86'], 'QEMU is needed for isolation: microvm');
+if (
+  !(existsSync('/boot') ? readdirSync('/boot', { withFileTypes: true }) : []).some((entry) =>
+    /^vmlinuz-.*-cloud-amd64$/.test(entry.name),
+  )
+)
+  aptInstall(['linux-image-cloud-amd64'], "Debian's cloud kernel is the microVMs' guest kernel");
+if (!existsSync('/bin/busybox')) aptInstall(['busybox-static'], "busybox is the microVMs' init");
+if (!has('lz4', ['--version'])) aptInstall(['lz4'], "lz4 unpacks the microVMs' kernel");
+if (!has('mke2fs', ['-V'])) aptInstall(['e2fsprogs'], "mke2fs builds the microVMs' root image");
 // Container images (issue 17): a real registry (distribution v2) with htpasswd auth, and images built from
 // source without a Docker daemon (buildah, skopeo to push; Go for the static server image).
 if (!has('docker-registry', ['--version']))
@@ -120,6 +133,9 @@ execFileSync(process.execPath, [join(root, 'test/support/wasm/build.mjs')], {
 });
 
 execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+execFileSync(process.execPath, [join(root, 'scripts/microvm-image.mjs')], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
 const vitest = spawnSync(
   process.execPath,
   [join(root, 'node_modules/vitest/vitest.mjs'), 'run', ...process.argv.slice(2)],

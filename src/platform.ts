@@ -57,6 +57,7 @@ import { createLogger, LogStore, type Observability, startObservability } from '
 import type { AllowNetwork, Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
 import { IsolateIsolation } from './runtime/isolate/index.js';
+import { MicroVmIsolation } from './runtime/microvm/index.js';
 import { NodeRuntime } from './runtime/node/index.js';
 import { PACKAGE_ROOT } from './runtime/paths.js';
 import { ProcessIsolation } from './runtime/process/index.js';
@@ -222,6 +223,13 @@ export async function startPlatform(
     ['wasm', new WasmRuntime()],
   ]);
   const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
+  // Its boot image holds every available runtime's interpreter and guest (built once per content hash).
+  const microvm = new MicroVmIsolation({
+    stateDir: join(runDir, 'microvm'),
+    launches: [...runtimes.values()]
+      .filter((runtime) => runtime.unavailable === undefined)
+      .map((runtime) => runtime.launchSpec()),
+  });
   // `egress: allow` in a namespace of its own needs what an allow-list needs (root, slirp4netns); without
   // it, the host's network, and `hearth up` says so.
   const allowNetwork: AllowNetwork =
@@ -229,10 +237,15 @@ export async function startPlatform(
   const isolations = new Map<IsolationName, Isolation>([
     ['sandbox', sandbox],
     ['process', new ProcessIsolation()],
+    ['microvm', microvm],
   ]);
   // Sandboxes of a run that was killed (SIGKILL) outlive it in their cgroups: end them before starting any.
   const leftovers = await sandbox.init();
   if (leftovers > 0) logger.info(`removed ${leftovers} sandbox cgroup(s) left by a previous run`);
+  const vmLeftovers = await microvm.init();
+  if (vmLeftovers > 0) logger.info(`removed ${vmLeftovers} microVM cgroup(s) left by a previous run`);
+  if (microvm.unavailable !== undefined) notices.push(`microvm unavailable: ${microvm.unavailable}`);
+  else logger.info(`microVMs: ${microvm.walls.map((wall) => `${wall.wall} (${wall.detail})`).join(', ')}`);
   if (sandbox.unavailable !== undefined)
     notices.push(`sandbox unavailable: ${sandbox.unavailable}; sandboxed functions are refused`);
   else {
@@ -485,6 +498,7 @@ export async function startPlatform(
       onInternal,
       events: events.api,
       walls: sandbox.walls,
+      microvmWalls: microvm.walls,
       security,
       images: {
         importArchive: async (namespace, archive, name) => {
@@ -611,6 +625,7 @@ export async function startPlatform(
     await state.close();
     await slots.close();
     await sandbox.closeWalls();
+    await microvm.closeWalls();
     sandbox.close();
     logs.close();
     store.close();
@@ -705,6 +720,7 @@ export async function startPlatform(
         await state.close();
         await slots.close();
         await sandbox.closeWalls();
+        await microvm.closeWalls();
         sandbox.close();
         logs.close();
         secrets.close();

@@ -9,7 +9,7 @@ import { parseBytes, parseCpu, parseDuration } from './units.js';
 export const API_VERSION = 'hearth.dev/v1';
 export const RUNTIMES = ['node20', 'python3', 'wasm', 'image'] as const;
 export type RuntimeName = (typeof RUNTIMES)[number];
-export const ISOLATIONS = ['sandbox', 'process', 'isolate'] as const;
+export const ISOLATIONS = ['sandbox', 'process', 'isolate', 'microvm'] as const;
 export type IsolationName = (typeof ISOLATIONS)[number];
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -141,7 +141,7 @@ const functionSpecFields = z.strictObject({
     .optional(),
   limits: limitsSchema.optional(),
   scaling: scalingSchema.optional(),
-  isolation: z.enum(ISOLATIONS, { message: 'sandbox, process or isolate' }).optional(),
+  isolation: z.enum(ISOLATIONS, { message: 'sandbox, process, isolate or microvm' }).optional(),
   egress: z
     .union(
       [

@@ -152,6 +152,11 @@ export interface Isolation {
    * a wall in force cannot be set. Isolations without it hold no resource walls (the `process` class).
    */
   limit?(guest: GuestProcess, limits: ResourceLimits): Promise<void>;
+  /**
+   * Optional: how long a started guest may take to say it is ready (30 s when unset). A microVM without
+   * KVM boots its kernel on an emulated CPU, which takes longer.
+   */
+  readonly startupTimeoutMs?: number;
   /** Optional: the resource walls and whether each is in force on this node. */
   readonly walls?: readonly WallStatus[];
   /** Why `filtered` networking (egress allow-lists) cannot work on this node, or undefined when it can. */

@@ -328,11 +328,9 @@ export class StemCellPool {
         this.network,
       );
       let timer: NodeJS.Timeout | undefined;
+      const startupMs = this.isolation.startupTimeoutMs ?? STARTUP_TIMEOUT_MS;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`not ready within ${STARTUP_TIMEOUT_MS / 1000}s`)),
-          STARTUP_TIMEOUT_MS,
-        );
+        timer = setTimeout(() => reject(new Error(`not ready within ${startupMs / 1000}s`)), startupMs);
       });
       const output: string[] = [];
       const collect = (log: { text: string }): void => {

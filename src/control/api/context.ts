@@ -23,6 +23,8 @@ export interface ApiContext {
   readonly events?: EventsApi;
   /** The sandbox's resource walls on this node, shown by describe. */
   readonly walls?: readonly WallStatus[];
+  /** The microVMs' walls on this node (the accelerator among them), shown by describe for microvm functions. */
+  readonly microvmWalls?: readonly WallStatus[];
   /** Keys, roles, namespaces and quotas (issue 10); without it every route is open. */
   readonly security?: Security;
   /** Secrets, the audit log and package signatures (issue 13); their routes exist only with it. */

@@ -22,10 +22,16 @@ export function describeFunction(context: ApiContext): Route {
 export function detailOf(context: ApiContext, fn: ReturnType<typeof existing>): FunctionDetail {
   const status = context.scheduler.status(fn);
   const detail = toDetail(fn, status, context.store.versions(fn, 10), context.store.lastDeployment(fn));
+  const walls =
+    detail.spec.isolation === 'sandbox'
+      ? context.walls
+      : detail.spec.isolation === 'microvm'
+        ? context.microvmWalls
+        : undefined;
   // Traffic control and triggers (issue 3): the circuit, the gateway's instance cap, each trigger's status.
   return {
     ...detail,
-    ...(detail.spec.isolation === 'sandbox' && context.walls !== undefined ? { walls: context.walls } : {}),
+    ...(walls === undefined ? {} : { walls }),
     ...(status?.circuit === undefined ? {} : { circuit: status.circuit }),
     ...(status?.instanceCap === undefined ? {} : { instanceCap: status.instanceCap }),
     ...(context.events === undefined

@@ -7,12 +7,23 @@
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import * as Module from 'node:module';
 import { createRequire, register } from 'node:module';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { Duplex } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import {
   type Adapter,
@@ -140,7 +151,16 @@ export interface Invoke {
   auth: Record<string, unknown> | undefined;
 }
 
-const channel = new Socket({ fd: 3, readable: true, writable: true });
+/**
+ * fd 3 is a socket, except in a microVM, where it is a virtio-serial port (a character device net.Socket
+ * refuses): there it is read and written as a file.
+ */
+const channel: Duplex = fstatSync(3).isCharacterDevice()
+  ? Duplex.from({
+      readable: createReadStream('', { fd: 3, autoClose: false, highWaterMark: 256 * 1024 }),
+      writable: createWriteStream('', { fd: 3, autoClose: false }),
+    })
+  : new Socket({ fd: 3, readable: true, writable: true });
 /** Frames sent during one tick, written together at its end. */
 let outbox: Buffer[] = [];
 /**

@@ -14,6 +14,7 @@ import json
 import os
 import site
 import socket
+import stat
 import struct
 import sys
 import time
@@ -37,7 +38,21 @@ T_BIND, T_INVOKE, T_SHUTDOWN, T_REPLY = 1, 2, 4, 5
 T_READY, T_BOUND, T_RESULT, T_ERROR, T_LOG, T_CALL = 16, 17, 18, 19, 20, 21
 HEADER = struct.Struct(">IBII")
 
-channel = socket.socket(fileno=3)
+
+
+class PortChannel:
+    """fd 3 as a microVM's virtio-serial port (a character device, not a socket): the same two calls."""
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(3, view):]
+
+    def recv(self, size):
+        return os.read(3, size)
+
+
+channel = PortChannel() if stat.S_ISCHR(os.fstat(3).st_mode) else socket.socket(fileno=3)
 current_invocation = contextvars.ContextVar("hearth_invocation", default=0)
 
 
