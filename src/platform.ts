@@ -45,6 +45,12 @@ import {
   TlsReloader,
 } from './gateway/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
+import {
+  ContainerIsolation,
+  createImageRuntime,
+  createProvidedRuntime,
+  resolveLocalImage,
+} from './runtime/container/index.js';
 import type { Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
 import { NodeRuntime } from './runtime/node/index.js';
@@ -186,15 +192,22 @@ export async function startPlatform(
   const runtimes = new Map<RuntimeName, Runtime>([
     ['node20', new NodeRuntime()],
     ['python3', new PythonRuntime(config.python)],
+    ['provided', createProvidedRuntime()],
+    ['image', createImageRuntime()],
   ]);
   const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
+  const containers = new ContainerIsolation({ stateDir: join(runDir, 'containers') });
   const isolations = new Map<IsolationName, Isolation>([
     ['sandbox', sandbox],
     ['process', new ProcessIsolation()],
+    ['container', containers],
   ]);
   // Sandboxes of a run that was killed (SIGKILL) outlive it in their cgroups: end them before starting any.
   const leftovers = await sandbox.init();
   if (leftovers > 0) logger.info(`removed ${leftovers} sandbox cgroup(s) left by a previous run`);
+  const containerLeftovers = await containers.init();
+  if (containerLeftovers > 0)
+    logger.info(`removed ${containerLeftovers} container cgroup(s) left by a previous run`);
   if (sandbox.unavailable !== undefined)
     notices.push(`sandbox unavailable: ${sandbox.unavailable}; sandboxed functions are refused`);
   else {
@@ -246,6 +259,7 @@ export async function startPlatform(
         observability?.shipLog?.(record);
       },
     },
+    resolveImage: resolveLocalImage,
     bindEnv: (deployed) => ({
       ...platformEnv(deployed, config.observe.redisUrl),
       ...secrets.bindEnv(deployed.ref.namespace, deployed.manifest.spec.secrets),

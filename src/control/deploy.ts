@@ -19,6 +19,7 @@ import {
   type RuntimeName,
   resolveSpec,
 } from '../domain/function.js';
+import { LOCAL_IMAGE_PREFIX, resolveLocalImage } from '../runtime/container/local-image.js';
 import type { Isolation, Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployCandidate } from '../security/index.js';
@@ -606,6 +607,7 @@ export class Deployer {
         },
       );
     }
+    checkContainerSpec(origin, spec);
     this.checkNetwork(origin, spec);
     if (this.options.egressTenancy !== undefined)
       checkEgressTenancy(origin, ref, spec, this.options.egressTenancy);
@@ -792,4 +794,37 @@ export function toDeploymentSummary(stored: StoredDeployment): DeploymentSummary
     finishedAt: stored.finishedAt,
     phases: stored.phases,
   };
+}
+
+/**
+ * `runtime: image` and the fields only it takes (issue 17): an image, the `container` isolation, a
+ * protocol, command and args; a `dir:` image must exist on this node.
+ */
+function checkContainerSpec(origin: string, spec: FunctionManifest['spec']): void {
+  const refuse = (field: string, value: unknown, expected: string): never => {
+    throw new HearthError(
+      'HEARTH_E_VALIDATION',
+      `${origin}: ${field}: got ${JSON.stringify(value)}, expected ${expected}`,
+      { details: { field, value, expected } },
+    );
+  };
+  if (spec.runtime === 'image') {
+    if (spec.image === undefined) refuse('spec.image', undefined, 'an image reference (runtime image)');
+    if (spec.isolation !== undefined && spec.isolation !== 'container')
+      refuse('spec.isolation', spec.isolation, 'container (or nothing) for runtime image');
+    if (spec.eventFormat !== undefined)
+      refuse(
+        'spec.eventFormat',
+        spec.eventFormat,
+        'nothing for runtime image (spec.protocol says how it is called)',
+      );
+    if (spec.image?.startsWith(LOCAL_IMAGE_PREFIX)) resolveLocalImage(spec.image);
+    return;
+  }
+  for (const field of ['image', 'protocol', 'command', 'args'] as const)
+    if (spec[field] !== undefined) refuse(`spec.${field}`, spec[field], 'nothing unless runtime is image');
+  if (spec.isolation === 'container')
+    refuse('spec.isolation', 'container', 'sandbox or process (container is for runtime image)');
+  if (spec.runtime === 'provided' && spec.eventFormat !== undefined && !spec.eventFormat.startsWith('lambda'))
+    refuse('spec.eventFormat', spec.eventFormat, 'one of the lambda formats for runtime provided');
 }

@@ -7,10 +7,18 @@ import { rateLimitSchema, triggersSchema } from './triggers.js';
 import { parseBytes, parseCpu, parseDuration } from './units.js';
 
 export const API_VERSION = 'hearth.dev/v1';
-export const RUNTIMES = ['node20', 'python3', 'wasm'] as const;
+/**
+ * `provided`: an executable `bootstrap` in the function folder speaking the AWS Lambda Runtime API (as
+ * Lambda's provided.al2023); `image`: a container image (issue 17), run by the `container` isolation.
+ */
+export const RUNTIMES = ['node20', 'python3', 'wasm', 'provided', 'image'] as const;
 export type RuntimeName = (typeof RUNTIMES)[number];
-export const ISOLATIONS = ['sandbox', 'process'] as const;
+export const ISOLATIONS = ['sandbox', 'process', 'container'] as const;
 export type IsolationName = (typeof ISOLATIONS)[number];
+
+/** How the platform talks to a container function (issue 17). */
+export const PROTOCOLS = ['http', 'lambda'] as const;
+export type ContainerProtocol = (typeof PROTOCOLS)[number];
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -122,7 +130,18 @@ export const functionSpecSchema = z.strictObject({
     .optional(),
   limits: limitsSchema.optional(),
   scaling: scalingSchema.optional(),
-  isolation: z.enum(ISOLATIONS, { message: 'sandbox or process' }).optional(),
+  isolation: z.enum(ISOLATIONS, { message: 'sandbox, process or container' }).optional(),
+  /**
+   * The container image of a `runtime: image` function. Until the image store lands this branch takes
+   * `dir:/ABSOLUTE/PATH`, a folder holding `rootfs/` and `config.json` (an ImageConfig) on this node.
+   */
+  image: z.string().min(1).max(512).optional(),
+  /** How Hearth talks to a container: `http` (it serves `$PORT`, the default) or `lambda` (the Lambda Runtime API). */
+  protocol: z.enum(PROTOCOLS, { message: 'http or lambda' }).optional(),
+  /** The container's entrypoint (the image's ENTRYPOINT), as Kubernetes' `command`. */
+  command: z.array(z.string()).min(1).max(256).optional(),
+  /** Arguments to it (the image's CMD), as Kubernetes' `args`. */
+  args: z.array(z.string()).max(4096).optional(),
   egress: z
     .union(
       [
@@ -250,12 +269,20 @@ export interface FunctionSpec {
     readonly issuer: string | readonly string[];
     readonly audience: string | readonly string[];
   };
+  /** A container function's image reference (`runtime: image`). */
+  readonly image?: string;
+  /** `http` or `lambda` for `runtime: image`; `lambda` for `runtime: provided`. */
+  readonly protocol?: ContainerProtocol;
+  readonly command?: readonly string[];
+  readonly args?: readonly string[];
 }
 
 export const DEFAULT_HANDLER: Record<RuntimeName, string> = {
   node20: 'index',
   python3: 'main.handler',
   wasm: 'main',
+  provided: 'bootstrap',
+  image: 'image',
 };
 
 export const DEFAULTS = {
@@ -276,6 +303,9 @@ export const DEFAULTS = {
 export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
   const limits = spec.limits ?? {};
   const scaling = spec.scaling ?? {};
+  // Lambda runs one request at a time in each runtime process: the Runtime API has no way to run two.
+  const protocol: ContainerProtocol | undefined =
+    spec.runtime === 'provided' ? 'lambda' : spec.runtime === 'image' ? (spec.protocol ?? 'http') : undefined;
   const must = <T>(value: T | undefined): T => {
     if (value === undefined) throw new Error('validated value failed to parse');
     return value;
@@ -295,18 +325,25 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
     scaling: Object.freeze({
       min: scaling.min ?? DEFAULTS.min,
       max: scaling.max ?? Math.max(DEFAULTS.max, scaling.min ?? 0),
-      targetConcurrency: scaling.targetConcurrency ?? DEFAULTS.targetConcurrency,
+      targetConcurrency:
+        scaling.targetConcurrency ?? (protocol === 'lambda' ? 1 : DEFAULTS.targetConcurrency),
       idleTimeoutMs: must(parseDuration(scaling.idleTimeout ?? DEFAULTS.idleTimeout)),
       warmPoolRatio: scaling.warmPoolRatio ?? DEFAULTS.warmPoolRatio,
     }),
-    isolation: spec.isolation ?? 'sandbox',
+    isolation: spec.isolation ?? (spec.runtime === 'image' ? 'container' : 'sandbox'),
     egress: spec.egress ?? 'none',
     hostAliases: Object.freeze({ ...(spec.hostAliases ?? {}) }),
     priority: spec.priority ?? 0,
-    eventFormat: spec.eventFormat ?? 'auto',
+    // A container's HTTP passes through as it is (`web`); the Runtime API's events are API Gateway v2's.
+    eventFormat:
+      spec.eventFormat ?? (protocol === 'http' ? 'web' : protocol === 'lambda' ? 'lambda' : 'auto'),
     build: Object.freeze({ scripts: spec.build?.scripts ?? false }),
     auth: spec.auth ?? 'public',
     ...(spec.jwt === undefined ? {} : { jwt: Object.freeze({ ...spec.jwt }) }),
+    ...(spec.image === undefined ? {} : { image: spec.image }),
+    ...(protocol === undefined ? {} : { protocol }),
+    ...(spec.command === undefined ? {} : { command: Object.freeze([...spec.command]) }),
+    ...(spec.args === undefined ? {} : { args: Object.freeze([...spec.args]) }),
   });
 }
 

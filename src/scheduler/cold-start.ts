@@ -8,6 +8,7 @@
 import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import type { IsolationName, RuntimeName } from '../domain/function.js';
+import type { ResolvedImage } from '../domain/image.js';
 import type { GuestCall, Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
 import type { CodeProvider, HostCallHandler, LogSink } from './index.js';
 import { Instance } from './instance.js';
@@ -26,6 +27,8 @@ export interface ColdStartOptions {
   readonly onWarning: (message: string) => void;
   readonly hostCalls?: HostCallHandler | undefined;
   readonly bindEnv?: ((version: DeployedVersion) => Readonly<Record<string, string>>) | undefined;
+  /** Resolves `spec.image` into an unpacked image on this node (issue 17); the image store plugs in here. */
+  readonly resolveImage?: ((reference: string) => ResolvedImage | Promise<ResolvedImage>) | undefined;
 }
 
 export class ColdStarter {
@@ -47,6 +50,8 @@ export class ColdStarter {
     for (const runtime of this.options.runtimes.values()) {
       if (runtime.unavailable !== undefined || isolation === undefined || isolation.unavailable !== undefined)
         continue;
+      // Images run in their own isolation class, and `provided` is rare: their pools fill on first use.
+      if (runtime.name === 'image' || runtime.name === 'provided') continue;
       waits.push(this.stemPool(runtime, isolation, 'none').warm());
     }
     await Promise.all(waits);
@@ -131,6 +136,11 @@ export class ColdStarter {
         },
       );
       guest.on('call', (call) => this.answerCall(instance, call));
+      const env =
+        this.options.bindEnv === undefined
+          ? version.spec.env
+          : { ...this.options.bindEnv(version), ...version.spec.env };
+      const container = await this.containerEnv(isolation, cell.guest, version, env);
       const bound = await withTimeout(
         cell.guest.bind({
           namespace: version.ref.namespace,
@@ -139,10 +149,7 @@ export class ColdStarter {
           handler: version.spec.handler,
           codeDir: `${root}/app`,
           depsDir: version.deps === undefined ? undefined : `${root}/${version.deps.mountName}`,
-          env:
-            this.options.bindEnv === undefined
-              ? version.spec.env
-              : { ...this.options.bindEnv(version), ...version.spec.env },
+          env: container === undefined ? env : { ...env, ...container },
           eventFormat: version.spec.eventFormat,
           memoryMiB: Math.round(version.spec.limits.memoryBytes / 1024 ** 2),
           timeoutMs: version.spec.limits.timeoutMs,
@@ -186,6 +193,35 @@ export class ColdStarter {
       layer?.release();
       throw error;
     }
+  }
+
+  /**
+   * For a container function (spec.image): the Bind env entries that hand its image to the isolation's
+   * supervisor; the image is resolved here, once per cold start, never per request.
+   */
+  private async containerEnv(
+    isolation: Isolation,
+    guest: Parameters<NonNullable<Isolation['bindContainer']>>[0],
+    version: DeployedVersion,
+    env: Readonly<Record<string, string>>,
+  ): Promise<Readonly<Record<string, string>> | undefined> {
+    const reference = version.spec.image;
+    if (reference === undefined) return undefined;
+    if (isolation.bindContainer === undefined || this.options.resolveImage === undefined)
+      throw new HearthError(
+        'HEARTH_E_UNSUPPORTED',
+        `isolation ${isolation.name} cannot run container images (use isolation: container)`,
+      );
+    const image = await this.options.resolveImage(reference);
+    return isolation.bindContainer(guest, {
+      image,
+      command: version.spec.command,
+      args: version.spec.args,
+      protocol: version.spec.protocol ?? 'http',
+      env: lambdaEnv(version, env),
+      tmpBytes: version.spec.limits.tmpBytes,
+      hostname: version.ref.name,
+    });
   }
 
   private answerCall(instance: Instance, call: GuestCall): void {
@@ -247,6 +283,28 @@ export function stemPoolKey(version: DeployedVersion): string {
 /** Egress `none` is an empty network namespace, `allow` the host's, an allow-list a filtered one of its own. */
 function networkModeOf(egress: DeployedVersion['spec']['egress']): NetworkMode {
   return egress === 'none' ? 'none' : egress === 'allow' ? 'host' : 'filtered';
+}
+
+/** What Lambda's runtimes set for a function (the Node guest sets the same for its own handlers). */
+function lambdaEnv(
+  version: DeployedVersion,
+  env: Readonly<Record<string, string>>,
+): Readonly<Record<string, string>> {
+  const { namespace, name } = version.ref;
+  return {
+    AWS_REGION: 'us-east-1',
+    AWS_DEFAULT_REGION: 'us-east-1',
+    AWS_LAMBDA_FUNCTION_NAME: name,
+    AWS_LAMBDA_FUNCTION_VERSION: String(version.version),
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(Math.round(version.spec.limits.memoryBytes / 1024 ** 2)),
+    AWS_LAMBDA_LOG_GROUP_NAME: `/hearth/${namespace}/${name}`,
+    AWS_LAMBDA_LOG_STREAM_NAME: version.ref.name,
+    HEARTH_FUNCTION: name,
+    HEARTH_NAMESPACE: namespace,
+    HEARTH_VERSION: String(version.version),
+    // The platform's own entries (an SM4 key, secret files) are for the Node guest, never the container.
+    ...Object.fromEntries(Object.entries(env).filter(([key]) => !key.startsWith('HEARTH_'))),
+  };
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {

@@ -6,6 +6,7 @@
 import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../domain/deployment.js';
 import type { HearthError } from '../domain/errors.js';
 import type { FunctionRef, IsolationName, RuntimeName } from '../domain/function.js';
+import type { ResolvedImage } from '../domain/image.js';
 import type { TraceContext } from '../domain/trace.js';
 import type { Isolation, Runtime, SlotManager } from '../runtime/index.js';
 import type { AutoscalerTiming, NodeLiveStats, ScalingPolicy, ScalingStatus } from './autoscaler/index.js';
@@ -126,6 +127,8 @@ export interface SchedulerOptions {
   readonly breaker?: BreakerOptions;
   /** Platform-provided environment for every instance (e.g. `REDIS_URL`); the function's own `env` wins. */
   readonly bindEnv?: (version: DeployedVersion) => Readonly<Record<string, string>>;
+  /** Resolves `spec.image` into an unpacked image on this node (issue 17): the image store plugs in here. */
+  readonly resolveImage?: (reference: string) => ResolvedImage | Promise<ResolvedImage>;
   /** Namespace quotas (src/security): a refusal keeps the instance from starting; none = admitted. */
   readonly admit?: (version: DeployedVersion) => HearthError | undefined;
 }

@@ -1,6 +1,6 @@
 /** @module Turns stored functions and live scheduler state into the API's wire shapes. */
 
-import { type FunctionRef, resolveSpec } from '../../domain/function.js';
+import { type FunctionRef, type IsolationName, resolveSpec } from '../../domain/function.js';
 import { formatBytes, formatDuration } from '../../domain/units.js';
 import type { FunctionStatus } from '../../scheduler/index.js';
 import { toDeploymentSummary } from '../deploy.js';
@@ -26,7 +26,9 @@ export function toSummary(fn: StoredFunction, status: FunctionStatus | undefined
   };
 }
 
-export function isolationNote(isolation: 'sandbox' | 'process'): string {
+export function isolationNote(isolation: IsolationName): string {
+  if (isolation === 'container')
+    return 'container: crun with user, pid, mount, ipc and uts namespaces, read-only image rootfs, private /tmp, seccomp, cgroup limits';
   return isolation === 'sandbox'
     ? 'sandbox: bubblewrap namespaces (mount, pid, ipc, uts, net), read-only root, private /tmp, unprivileged uid'
     : 'process: NOT SANDBOXED — a plain child process with host access; for trusted development code only';

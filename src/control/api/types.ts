@@ -1,7 +1,7 @@
 /** @module Wire types of the control API (`/api/v1`), shared by the server and the CLI. */
 
 import type { ErrorBody } from '../../domain/errors.js';
-import type { FunctionManifest } from '../../domain/function.js';
+import type { FunctionManifest, IsolationName } from '../../domain/function.js';
 import type { TriggerStatus } from '../../domain/triggers.js';
 import type { EventTriggerDetail } from '../../eventing/types.js';
 import type { GatewayDetail } from './events-types.js';
@@ -24,7 +24,7 @@ export interface FunctionSummary {
   readonly name: string;
   readonly runtime: string;
   readonly version: number;
-  readonly isolation: 'sandbox' | 'process';
+  readonly isolation: IsolationName;
   /** Live instances of any version. */
   readonly instances: number;
   /** URL path that invokes the function through the gateway. */
@@ -68,7 +68,7 @@ export interface FunctionDetail extends FunctionSummary {
       readonly idleTimeout: string;
       readonly warmPoolRatio: number;
     };
-    readonly isolation: 'sandbox' | 'process';
+    readonly isolation: IsolationName;
     readonly egress: 'none' | 'allow' | readonly string[];
     readonly priority: number;
     readonly eventFormat: string;

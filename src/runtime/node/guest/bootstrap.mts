@@ -334,7 +334,24 @@ interface LoadedModule {
   readonly methods: Record<string, Handler> | undefined;
 }
 
+/**
+ * A module of this folder that stands in for the function's handler (the launch's first argument): the
+ * Lambda Runtime API for `runtime: provided`, the container supervisor for `runtime: image` (issue 17).
+ */
+const BUILTIN_HANDLER = process.argv[2];
+
 async function loadModule(bind: Bind): Promise<LoadedModule> {
+  if (BUILTIN_HANDLER !== undefined) {
+    const builtin = (await import(pathToFileURL(BUILTIN_HANDLER).href)) as Record<string, unknown>;
+    return {
+      exported: builtin.handler,
+      exportName: 'handler',
+      modulePath: BUILTIN_HANDLER,
+      file: BUILTIN_HANDLER,
+      commonJsNamed: true,
+      methods: undefined,
+    };
+  }
   const known = /\.(m?js|cjs)$/.test(bind.handler);
   const lastDot = bind.handler.lastIndexOf('.');
   const hasExport = !known && lastDot > bind.handler.lastIndexOf('/');
