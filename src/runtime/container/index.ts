@@ -63,13 +63,18 @@ const JOIN_CGROUPS = [
  */
 const SETUP = [
   '-c',
-  'umount /sys/fs/cgroup/unified 2>/dev/null; mount -t tmpfs -o size=4m,mode=0700 hearth-container "$0" || exit 125; if [ "$1" = net ]; then "$2" link set lo up || exit 125; fi; shift 2; exec "$@"',
+  'umount /sys/fs/cgroup/unified 2>/dev/null; mount -t tmpfs -o size=4m,mode=0755 hearth-container "$0" || exit 125; if [ "$1" = net ]; then "$2" link set lo up || exit 125; fi; shift 2; exec "$@"',
 ];
 
 export interface ContainerOptions {
-  /** A directory of the platform's own; each guest mounts a private tmpfs on `<stateDir>/run`. */
+  /** A directory of the platform's own (the cgroups are named after it). */
   readonly stateDir: string;
+  /** Where each guest mounts its private tmpfs, in its own mount namespace (an empty folder on the host). */
+  readonly runDir?: string;
 }
+
+/** Stays an empty folder on the host: each guest mounts its own tmpfs here, seen only by itself. */
+export const CONTAINER_RUN_DIR = '/run/hearth-containers';
 
 interface GuestState {
   readonly cgroupId: string | undefined;
@@ -95,7 +100,9 @@ export class ContainerIsolation implements Isolation {
     this.unshare = findExecutable('unshare');
     this.ip = findSbin('ip');
     const root = process.getuid?.() === 0;
-    this.runDir = join(options.stateDir, 'run');
+    // Every directory above it must be searchable by the container's unprivileged root: the data dir
+    // may not be (0700), so each guest mounts its private tmpfs on this empty host folder instead.
+    this.runDir = options.runDir ?? CONTAINER_RUN_DIR;
     this.unavailable = !root
       ? 'container functions need the platform to run as root (crun sets up their namespaces)'
       : this.runtime === undefined
@@ -105,8 +112,8 @@ export class ContainerIsolation implements Isolation {
           : this.ip === undefined
             ? 'ip (iproute2) is missing'
             : undefined;
-    if (this.unavailable === undefined) mkdirSync(this.runDir, { recursive: true });
-    this.cgroups = root ? new Cgroups(join(options.stateDir, 'cgroups')) : undefined;
+    if (this.unavailable === undefined) mkdirSync(this.runDir, { recursive: true, mode: 0o755 });
+    this.cgroups = root ? new Cgroups(options.stateDir) : undefined;
     this.walls = [
       ...(this.cgroups?.status.map((status) => ({ ...status })) ?? []),
       { wall: 'tmp', inForce: true, detail: 'a size-capped tmpfs in the container' },

@@ -24,6 +24,8 @@ export interface ContainerProcessSpec {
   readonly env: Readonly<Record<string, string>>;
   readonly tmpBytes: number;
   readonly hostname: string;
+  /** `lambda`: Lambda sets `_HANDLER` to the image's Cmd (the handler), as AWS's clients read it there. */
+  readonly protocol?: 'http' | 'lambda';
 }
 
 /** The process argv under Kubernetes' rules for command/args over Entrypoint/Cmd. */
@@ -46,6 +48,19 @@ export function containerEnv(image: readonly string[], env: Readonly<Record<stri
   if (!merged.has('PATH')) merged.set('PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
   for (const [name, value] of Object.entries(env)) merged.set(name, value);
   return [...merged].map(([name, value]) => `${name}=${value}`);
+}
+
+/** `_HANDLER` as Lambda sets it for an image: the first element of its (possibly overridden) Cmd. */
+function lambdaHandler(
+  config: ImageConfig,
+  command: readonly string[] | undefined,
+  args: readonly string[] | undefined,
+): Record<string, string> {
+  const cmd = args ?? (command === undefined ? config.cmd : []);
+  const handler = cmd[0];
+  return handler === undefined || config.env.some((entry) => entry.startsWith('_HANDLER='))
+    ? {}
+    : { _HANDLER: handler };
 }
 
 /** The image's `User` as ids inside the container: numeric, or a name looked up in the rootfs' passwd/group. */
@@ -186,7 +201,10 @@ export function ociConfig(spec: ContainerProcessSpec): Record<string, unknown> {
       terminal: false,
       user,
       args: argv,
-      env: containerEnv(image.config.env, spec.env),
+      env: containerEnv(image.config.env, {
+        ...(spec.protocol === 'lambda' ? lambdaHandler(image.config, spec.command, spec.args) : {}),
+        ...spec.env,
+      }),
       cwd: image.config.workingDir === '' ? '/' : image.config.workingDir,
       noNewPrivileges: true,
       capabilities: { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] },

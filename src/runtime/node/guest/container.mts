@@ -14,7 +14,7 @@
  * When the container exits the guest exits too, and the platform replaces the instance.
  */
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { connect, createServer } from 'node:net';
@@ -32,7 +32,7 @@ import {
 /** What the platform hands the supervisor in the Bind env (HEARTH_CONTAINER), JSON. */
 interface ContainerBind {
   /** The OCI config, complete but for the ports' environment variables. */
-  readonly config: { process: { env: string[] } } & Record<string, unknown>;
+  readonly config: { process: { env: string[] }; root: { path: string } } & Record<string, unknown>;
   readonly protocol: 'http' | 'lambda';
   /** `none`: this namespace is the container's alone, fixed ports do; `host`: free ports are picked. */
   readonly network: 'none' | 'host';
@@ -64,6 +64,15 @@ if (encoded === undefined) throw new Error('no container was given to this insta
 const bind = JSON.parse(encoded) as ContainerBind;
 
 let port = 0;
+/** Set once the container has exited; the guest exits right after. */
+let gone = false;
+
+/** Whether the container exits within `ms`. */
+async function containerGone(ms: number): Promise<boolean> {
+  for (let waited = 0; !gone && waited < ms; waited += 10)
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  return gone;
+}
 let api: RuntimeApi | undefined;
 const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 
@@ -78,6 +87,13 @@ async function start(): Promise<void> {
   }
   const bundle = join(bind.stateDir, 'bundle');
   mkdirSync(bundle, { recursive: true });
+  // The image's folder may sit below folders the container's unprivileged root cannot search (a 0700
+  // data dir): it is shown at a path in this namespace's tmpfs instead, read-only.
+  const rootfs = join(bind.stateDir, 'rootfs');
+  mkdirSync(rootfs);
+  execFileSync('mount', ['--bind', bind.config.root.path, rootfs]);
+  execFileSync('mount', ['-o', 'remount,bind,ro', rootfs]);
+  bind.config.root.path = rootfs;
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(bind.config));
   const tail = new OutputTail();
   const child = spawn(
@@ -94,8 +110,11 @@ async function start(): Promise<void> {
     );
   });
   void exited.then((why) => {
-    api?.fail(new Error(why));
-    if (!ready) return;
+    gone = true;
+    if (!ready) {
+      api?.fail(new Error(why));
+      return;
+    }
     // The container is the instance: once it is gone, so is this guest, and the platform starts another.
     process.stderr.write(`[hearth] ${why}\n`, () => process.exit(1));
   });
@@ -178,13 +197,18 @@ async function proxy(request: Request, context: WebContext): Promise<Response> {
       { host: '127.0.0.1', port, method: request.method, path: url.pathname + url.search, headers, agent },
       resolve,
     );
-    outgoing.once('error', (error) =>
-      reject(
-        Object.assign(new Error(`the container did not answer: ${error.message}`), {
-          name: 'ContainerError',
-        }),
-      ),
-    );
+    outgoing.once('error', (error) => {
+      // A container that died (its memory limit, a crash) takes this guest with it in a moment: the
+      // platform then answers 502 naming why (HEARTH_E_FN_OOM for memory), not this reset connection.
+      void containerGone(200).then((dead) => {
+        if (dead) return;
+        reject(
+          Object.assign(new Error(`the container did not answer: ${error.message}`), {
+            name: 'ContainerError',
+          }),
+        );
+      });
+    });
     outgoing.end(body);
   });
   const status = answer.statusCode ?? 502;
