@@ -22,7 +22,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTAINER_RUN_DIR } from '../../src/runtime/container/index.js';
-import { goHttpImage, goLambdaBootstrap, nodeLambdaImage } from '../support/container-images.js';
+import { goHttpImage, goLambdaBootstrap, nodeLambdaImage } from '../support/container-images.mjs';
 import {
   deployFolder,
   eventually,

@@ -332,6 +332,8 @@ interface LoadedModule {
   readonly commonJsNamed: boolean;
   /** An ES module's exports named after HTTP methods (`export function GET(request)`: Vercel's web handlers). */
   readonly methods: Record<string, Handler> | undefined;
+  /** A built-in module's own adapter (BUILTIN_HANDLER), which takes every invocation as it comes. */
+  readonly builtinAdapter?: ((kit: GuestKit) => Adapter) | undefined;
 }
 
 /**
@@ -350,6 +352,7 @@ async function loadModule(bind: Bind): Promise<LoadedModule> {
       file: BUILTIN_HANDLER,
       commonJsNamed: true,
       methods: undefined,
+      builtinAdapter: builtin.adapter as ((kit: GuestKit) => Adapter) | undefined,
     };
   }
   const known = /\.(m?js|cjs)$/.test(bind.handler);
@@ -533,6 +536,15 @@ async function onBind(bind: Bind): Promise<void> {
     if (bind.eventFormat === 'auto' || bind.eventFormat === 'gcf' || bind.eventFormat === 'gcf-cloudevent')
       installRequireShim();
     const loaded = await loadModule(bind);
+    // A built-in module may answer invocations itself, below any convention (the container proxy).
+    if (loaded.builtinAdapter !== undefined) {
+      handler = () => undefined;
+      adapter = loaded.builtinAdapter(KIT);
+      boundInfo = functionInfo(bind);
+      maxBodyBytes = bind.maxBodyBytes ?? Number.POSITIVE_INFINITY;
+      send(T_BOUND, 0, { ok: true, eventFormat: 'http' });
+      return;
+    }
     const convention = conventionOf(bind.eventFormat, loaded);
     boundInfo = functionInfo(bind);
     maxBodyBytes = bind.maxBodyBytes ?? Number.POSITIVE_INFINITY;

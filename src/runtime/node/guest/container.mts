@@ -16,10 +16,11 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import type { Adapter, GuestKit } from './adapters.mjs';
+import type { HttpResult } from './bootstrap.mjs';
 import {
   exitText,
   forwardOutput,
@@ -177,52 +178,87 @@ function freePort(): Promise<number> {
   });
 }
 
-interface WebContext {
-  readonly traceparent?: string;
+/**
+ * `http`: every invocation as it comes, below any convention (bootstrap.mts, builtinAdapter): the request
+ * line, headers and body go to the container as they are; an answer with a length is returned whole, any
+ * other (chunked, or ended by closing) is streamed on as it arrives.
+ */
+function proxyAdapter(kit: GuestKit): Adapter {
+  return (meta, body, ctx, seq) =>
+    new Promise<HttpResult | undefined>((resolve, reject) => {
+      const headers: string[] = [];
+      let traced = false;
+      for (let i = 0; i + 1 < meta.rawHeaders.length; i += 2) {
+        const name = meta.rawHeaders[i] as string;
+        const lower = name.toLowerCase();
+        if (HOP_BY_HOP.has(lower) || lower === 'content-length') continue;
+        if (lower === 'traceparent') traced = true;
+        headers.push(name, meta.rawHeaders[i + 1] as string);
+      }
+      if (!traced) headers.push('traceparent', (ctx as { traceparent: string }).traceparent);
+      if (body.length > 0 || (meta.method !== 'GET' && meta.method !== 'HEAD'))
+        headers.push('content-length', String(body.length));
+      const outgoing = httpRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          method: meta.method,
+          path: meta.rawQuery === '' ? meta.path : `${meta.path}?${meta.rawQuery}`,
+          headers,
+          agent,
+        },
+        (answer) => {
+          try {
+            resolve(relay(kit, answer, seq));
+          } catch (error) {
+            reject(error);
+          }
+        },
+      );
+      outgoing.once('error', (error) => {
+        // A container that died (its memory limit, a crash) takes this guest with it in a moment: the
+        // platform then answers 502 naming why (HEARTH_E_FN_OOM for memory), not this reset connection.
+        void containerGone(200).then((dead) => {
+          if (dead) return;
+          reject(
+            Object.assign(new Error(`the container did not answer: ${error.message}`), {
+              name: 'ContainerError',
+            }),
+          );
+        });
+      });
+      outgoing.end(body.length > 0 ? body : undefined);
+    });
 }
 
-/** `http`: the web convention's handler, a Request in and a (streamed) Response out. */
-async function proxy(request: Request, context: WebContext): Promise<Response> {
-  const url = new URL(request.url);
-  const headers: Record<string, string> = {};
-  request.headers.forEach((value, name) => {
-    if (!HOP_BY_HOP.has(name)) headers[name] = value;
-  });
-  if (headers.traceparent === undefined && context.traceparent !== undefined)
-    headers.traceparent = context.traceparent;
-  const body = request.body === null ? undefined : Buffer.from(await request.arrayBuffer());
-  if (body !== undefined) headers['content-length'] = String(body.length);
-  const answer = await new Promise<IncomingMessage>((resolve, reject) => {
-    const outgoing = httpRequest(
-      { host: '127.0.0.1', port, method: request.method, path: url.pathname + url.search, headers, agent },
-      resolve,
-    );
-    outgoing.once('error', (error) => {
-      // A container that died (its memory limit, a crash) takes this guest with it in a moment: the
-      // platform then answers 502 naming why (HEARTH_E_FN_OOM for memory), not this reset connection.
-      void containerGone(200).then((dead) => {
-        if (dead) return;
-        reject(
-          Object.assign(new Error(`the container did not answer: ${error.message}`), {
-            name: 'ContainerError',
-          }),
-        );
-      });
-    });
-    outgoing.end(body);
-  });
+/** The container's answer as the guest's: whole when it says its length, streamed otherwise. */
+function relay(kit: GuestKit, answer: IncomingMessage, seq: number): Promise<HttpResult | undefined> {
   const status = answer.statusCode ?? 502;
-  const out = new Headers();
-  for (const [name, value] of Object.entries(answer.headers as IncomingHttpHeaders)) {
-    if (HOP_BY_HOP.has(name) || PLATFORM_SET.has(name) || value === undefined) continue;
-    if (Array.isArray(value)) for (const item of value) out.append(name, item);
-    else out.set(name, value);
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(answer.headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || PLATFORM_SET.has(name)) continue;
+    headers[name] = value;
   }
-  if (NULL_BODY.has(status) || request.method === 'HEAD') {
-    answer.resume();
-    return new Response(null, { status, headers: out });
+  const length = answer.headers['content-length'];
+  if (length !== undefined || NULL_BODY.has(status)) {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+      answer.once('end', () =>
+        resolve({
+          status,
+          headers,
+          body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks),
+        }),
+      );
+      answer.once('error', reject);
+    });
   }
-  return new Response(Readable.toWeb(answer) as ReadableStream<Uint8Array>, { status, headers: out });
+  const sink = kit.openStream(seq, status, headers);
+  answer.on('data', (chunk: Buffer) => sink.write(chunk));
+  answer.once('end', () => sink.end());
+  answer.once('error', (error) => sink.end(error));
+  return Promise.resolve(undefined);
 }
 
 /** `lambda`: the lambda convention's handler. */
@@ -232,5 +268,9 @@ function invoke(event: unknown, context: LambdaContext): Promise<unknown> {
 
 await start();
 
-export const handler: unknown = bind.protocol === 'http' ? proxy : invoke;
+/** `lambda`: bound with the lambda convention. */
+export const handler: unknown = invoke;
+/** `http`: the guest hands every invocation to the proxy. */
+export const adapter: ((kit: GuestKit) => Adapter) | undefined =
+  bind.protocol === 'http' ? proxyAdapter : undefined;
 export { INIT_TIMEOUT_MS };

@@ -1,5 +1,5 @@
 /**
- * @module Container images for the tests and the bench (issue 17, run half), built from source on this
+ * @module Container images for the tests and the bench (plain JavaScript, shared with bench/) (issue 17, run half), built from source on this
  * machine and cached under ~/.cache/hearth-test-images (keyed by what they are built from). Each is a
  * `dir:` image: a folder with `rootfs/` and `config.json` (src/runtime/container/local-image.ts).
  *
@@ -27,7 +27,9 @@ import {
 } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { ROOT } from './hearth.js';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const CACHE = join(homedir(), '.cache', 'hearth-test-images');
 const SOURCES = join(ROOT, 'test', 'fixtures', 'containers');
@@ -35,7 +37,7 @@ const SOURCES = join(ROOT, 'test', 'fixtures', 'containers');
 export const RIC_VERSION = '4.0.2';
 
 /** Builds `name` into a fresh folder unless a build of the same inputs is cached; returns its folder. */
-function cached(name: string, inputs: readonly string[], build: (dir: string) => void): string {
+function cached(name, inputs, build) {
   const hash = createHash('sha256');
   for (const input of inputs) hash.update(existsSync(input) ? readFileSync(input) : input);
   const dir = join(CACHE, `${name}-${hash.digest('hex').slice(0, 12)}`);
@@ -49,7 +51,7 @@ function cached(name: string, inputs: readonly string[], build: (dir: string) =>
   return dir;
 }
 
-function goBuild(source: string, output: string, tags: readonly string[] = []): void {
+function goBuild(source, output, tags = []) {
   execFileSync('go', ['build', ...(tags.length > 0 ? ['-tags', tags.join(',')] : []), '-o', output, '.'], {
     cwd: source,
     env: { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod' },
@@ -58,11 +60,11 @@ function goBuild(source: string, output: string, tags: readonly string[] = []): 
 }
 
 /** The mount points an image `FROM scratch` lacks and a read-only rootfs cannot get at run time. */
-function mountPoints(rootfs: string): void {
+function mountPoints(rootfs) {
   for (const dir of ['proc', 'dev', 'tmp']) mkdirSync(join(rootfs, dir), { recursive: true });
 }
 
-function writeConfig(dir: string, config: Record<string, unknown>): void {
+function writeConfig(dir, config) {
   writeFileSync(
     join(dir, 'config.json'),
     JSON.stringify({
@@ -77,7 +79,7 @@ function writeConfig(dir: string, config: Record<string, unknown>): void {
   );
 }
 
-export function goHttpImage(): string {
+export function goHttpImage() {
   const source = join(SOURCES, 'go-http');
   return cached('go-http', [join(source, 'main.go'), join(source, 'go.mod')], (dir) => {
     const rootfs = join(dir, 'rootfs');
@@ -92,7 +94,7 @@ export function goHttpImage(): string {
 }
 
 /** A folder holding an executable `bootstrap` (aws-lambda-go); copy it into a function folder. */
-export function goLambdaBootstrap(): string {
+export function goLambdaBootstrap() {
   const source = join(SOURCES, 'go-lambda');
   return cached(
     'go-lambda',
@@ -104,7 +106,7 @@ export function goLambdaBootstrap(): string {
 }
 
 /** Copies `file` (following links) to `at` (by default the same path) under `rootfs`. */
-function copyInto(rootfs: string, file: string, at = file): void {
+function copyInto(rootfs, file, at = file) {
   const target = join(rootfs, at);
   mkdirSync(dirname(target), { recursive: true });
   copyFileSync(realpathSync(file), target);
@@ -112,12 +114,12 @@ function copyInto(rootfs: string, file: string, at = file): void {
 }
 
 /** The shared libraries a binary loads, with the dynamic loader (`ldd`). */
-function sharedLibraries(binary: string): string[] {
+function sharedLibraries(binary) {
   const out = execFileSync('ldd', [binary], { encoding: 'utf8' });
   return [...out.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((match) => match[1] ?? '').filter(Boolean);
 }
 
-export function nodeLambdaImage(): string {
+export function nodeLambdaImage() {
   const source = join(SOURCES, 'node-lambda');
   const node = realpathSync(process.execPath);
   return cached(
