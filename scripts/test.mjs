@@ -69,6 +69,8 @@ if (!has('runc', ['--version']))
   aptInstall(['runc'], 'runc is the fallback OCI runtime for container functions');
 if (!existsSync('/usr/sbin/ip') && !existsSync('/sbin/ip'))
   aptInstall(['iproute2'], 'ip (iproute2) brings up a container network namespace');
+if (!existsSync('/bin/busybox') && !existsSync('/usr/bin/busybox'))
+  aptInstall(['busybox-static'], 'a static busybox waits in containers made ahead of their function');
 if (!has('go', ['version'])) aptInstall(['golang-go'], 'Go builds the container test images');
 if (!has('cmake') || !has('g++') || !has('make'))
   aptInstall(

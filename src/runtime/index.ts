@@ -118,7 +118,6 @@ export interface ContainerRun {
   /** The function's env and the platform's variables, over the image's Env. */
   readonly env: Readonly<Record<string, string>>;
   readonly tmpBytes: number;
-  readonly hostname: string;
 }
 
 /** One resource wall and whether this node holds it (`hearth up` logs them; describe shows them). */

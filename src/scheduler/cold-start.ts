@@ -220,7 +220,6 @@ export class ColdStarter {
       protocol: version.spec.protocol ?? 'http',
       env: lambdaEnv(version, env),
       tmpBytes: version.spec.limits.tmpBytes,
-      hostname: version.ref.name,
     });
   }
 

@@ -124,7 +124,7 @@ describe('protocol http', () => {
       GREETING: 'from the image',
       EXTRA: 'yes',
       AWS_LAMBDA_FUNCTION_NAME: 'go-http',
-      __hostname: 'go-http',
+      __hostname: 'hearth',
       __uid: '0',
     });
     expect(

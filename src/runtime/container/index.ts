@@ -42,7 +42,7 @@ import { findExecutable, guestDir, SANDBOX_PATH } from '../paths.js';
 import { atFunctionPriority } from '../priority.js';
 import { Cgroups } from '../sandbox/cgroups.js';
 import type { Slot } from '../slots.js';
-import { ociConfig } from './oci.js';
+import { ociConfig, preparedConfig } from './oci.js';
 
 export { resolveLocalImage } from './local-image.js';
 export { containerArgv, containerEnv, ociConfig, seccompProfile } from './oci.js';
@@ -63,7 +63,7 @@ const JOIN_CGROUPS = [
  */
 const SETUP = [
   '-c',
-  'umount /sys/fs/cgroup/unified 2>/dev/null; mount -t tmpfs -o size=4m,mode=0755 hearth-container "$0" || exit 125; if [ "$1" = net ]; then "$2" link set lo up || exit 125; fi; shift 2; exec "$@"',
+  'umount /sys/fs/cgroup/unified 2>/dev/null; mount -t tmpfs -o size=8m,mode=0755 hearth-container "$0" || exit 125; if [ "$1" = net ]; then "$2" link set lo up || exit 125; fi; shift 2; exec "$@"',
 ];
 
 export interface ContainerOptions {
@@ -80,7 +80,12 @@ interface GuestState {
   readonly cgroupId: string | undefined;
   readonly network: NetworkMode;
   readonly id: string;
+  /** The config of the container this guest made ahead (JSON), if it made one. */
+  readonly prepared: string | undefined;
 }
+
+/** The size a prepared container's /tmp is made with; a function with another limits.tmp gets it resized. */
+const PREPARED_TMP_BYTES = 64 * 1024 ** 2;
 
 export class ContainerIsolation implements Isolation {
   readonly name = 'container' as const;
@@ -94,11 +99,20 @@ export class ContainerIsolation implements Isolation {
   private readonly cgroups: Cgroups | undefined;
   private readonly runDir: string;
   private readonly states = new WeakMap<GuestProcess, GuestState>();
+  /** The static busybox a prepared container waits in; without it nothing is made ahead. */
+  private readonly helper: string | undefined;
+  /**
+   * Per network mode, the config of the image bound last: new stem cells make that container ahead, so
+   * the next cold start of the image (the common case: one hot image scaled to zero) only starts its
+   * entrypoint. A cell made for another image is discarded at bind, no slower than none.
+   */
+  private readonly nextPrepared = new Map<NetworkMode, string>();
 
   constructor(options: ContainerOptions) {
     this.runtime = findExecutable('crun') ?? findSbin('runc');
     this.unshare = findExecutable('unshare');
     this.ip = findSbin('ip');
+    this.helper = ['/bin/busybox', '/usr/bin/busybox'].find((path) => existsSync(path));
     const root = process.getuid?.() === 0;
     // Every directory above it must be searchable by the container's unprivileged root: the data dir
     // may not be (0700), so each guest mounts its private tmpfs on this empty host folder instead.
@@ -155,6 +169,17 @@ export class ContainerIsolation implements Isolation {
       niced.command,
       ...niced.args,
     ];
+    const prepared = this.helper === undefined ? undefined : this.nextPrepared.get(network);
+    if (prepared !== undefined)
+      inside.push(
+        JSON.stringify({
+          config: JSON.parse(prepared) as unknown,
+          runtime: this.runtime,
+          stateDir: this.runDir,
+          id,
+          helper: this.helper,
+        }),
+      );
     const command =
       cgroupDirs.length === 0
         ? { command: inside[0] as string, args: inside.slice(1) }
@@ -165,7 +190,7 @@ export class ContainerIsolation implements Isolation {
       cwd: slot.hostDir,
     });
     const guest = new GuestProcess(child);
-    this.states.set(guest, { cgroupId: cgroupDirs.length === 0 ? undefined : id, network, id });
+    this.states.set(guest, { cgroupId: cgroupDirs.length === 0 ? undefined : id, network, id, prepared });
     const cgroups = this.cgroups;
     if (cgroups !== undefined && cgroupDirs.length > 0) {
       guest.outOfMemoryProbe = () => cgroups.oomKills(id) > 0;
@@ -183,6 +208,8 @@ export class ContainerIsolation implements Isolation {
   bindContainer(guest: GuestProcess, run: ContainerRun): Readonly<Record<string, string>> {
     const state = this.states.get(guest);
     if (state === undefined || this.runtime === undefined) throw new Error('not a container guest');
+    const prepared = JSON.stringify(preparedConfig(run.image, PREPARED_TMP_BYTES));
+    if (this.helper !== undefined) this.nextPrepared.set(state.network, prepared);
     return {
       HEARTH_CONTAINER: JSON.stringify({
         config: ociConfig(run),
@@ -192,6 +219,8 @@ export class ContainerIsolation implements Isolation {
         runtime: this.runtime,
         id: state.id,
         readyTimeoutMs: READY_TIMEOUT_MS,
+        usePrepared: state.prepared === prepared,
+        ...(run.tmpBytes === PREPARED_TMP_BYTES ? {} : { resizeTmpBytes: run.tmpBytes }),
       }),
     };
   }

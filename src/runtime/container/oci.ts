@@ -10,6 +10,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ImageConfig, ResolvedImage } from '../../domain/image.js';
 
+export const HOSTNAME = 'hearth';
+/** Where a prepared container sees its helper folder (a static busybox, the go fifo, the exec line). */
+export const HELPER_MOUNT = '/dev/.hearth';
+
 /** Container root is this host uid/gid (and the next 65,535 ids): ids no host account has. */
 export const HOST_ID_BASE = 1_000_000_000;
 const ID_RANGE = 65_536;
@@ -23,7 +27,6 @@ export interface ContainerProcessSpec {
   /** The function's env and the platform's Lambda variables; they override the image's Env. */
   readonly env: Readonly<Record<string, string>>;
   readonly tmpBytes: number;
-  readonly hostname: string;
   /** `lambda`: Lambda sets `_HANDLER` to the image's Cmd (the handler), as AWS's clients read it there. */
   readonly protocol?: 'http' | 'lambda';
 }
@@ -210,7 +213,8 @@ export function ociConfig(spec: ContainerProcessSpec): Record<string, unknown> {
       capabilities: { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] },
     },
     root: { path: image.rootfs, readonly: true },
-    hostname: spec.hostname,
+    // The same for every function: a container made ahead of its function (see preparedConfig) has it.
+    hostname: HOSTNAME,
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
       {
@@ -264,4 +268,23 @@ export function ociConfig(spec: ContainerProcessSpec): Record<string, unknown> {
       ],
     },
   };
+}
+
+/**
+ * The config of a container made ahead of its function (a stem cell's): the image's rootfs, user and
+ * working dir, every wall, and for process a static busybox that waits for the go signal and then runs the
+ * exec line the supervisor writes (the function's env and entrypoint). Equal for every function of an image
+ * and network, so `JSON.stringify` of it tells whether a prepared container fits a function.
+ */
+export function preparedConfig(image: ResolvedImage, tmpBytes: number): Record<string, unknown> {
+  const config = ociConfig({ image, command: ['/'], env: {}, tmpBytes });
+  const process = config.process as Record<string, unknown>;
+  process.args = [
+    `${HELPER_MOUNT}/busybox`,
+    'sh',
+    '-c',
+    `read -r _ < ${HELPER_MOUNT}/go && . ${HELPER_MOUNT}/exec`,
+  ];
+  process.env = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
+  return config;
 }

@@ -341,10 +341,21 @@ interface LoadedModule {
  * Lambda Runtime API for `runtime: provided`, the container supervisor for `runtime: image` (issue 17).
  */
 const BUILTIN_HANDLER = process.argv[2];
+/**
+ * Loaded as the stem cell starts, so it can get ready before any function is known (the container
+ * supervisor creates the container ahead); its `bind()` runs at Bind, once the environment is the function's.
+ */
+const builtinModule =
+  BUILTIN_HANDLER === undefined
+    ? undefined
+    : (import(pathToFileURL(BUILTIN_HANDLER).href) as Promise<Record<string, unknown>>);
+// Its failure is the bind's to report.
+builtinModule?.catch(() => undefined);
 
 async function loadModule(bind: Bind): Promise<LoadedModule> {
-  if (BUILTIN_HANDLER !== undefined) {
-    const builtin = (await import(pathToFileURL(BUILTIN_HANDLER).href)) as Record<string, unknown>;
+  if (BUILTIN_HANDLER !== undefined && builtinModule !== undefined) {
+    const builtin = await builtinModule;
+    if (typeof builtin.bind === 'function') await (builtin.bind as () => Promise<void>)();
     return {
       exported: builtin.handler,
       exportName: 'handler',

@@ -14,8 +14,19 @@
  * When the container exits the guest exits too, and the platform replaces the instance.
  */
 
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
@@ -30,10 +41,24 @@ import {
   RuntimeApi,
 } from './lambda-runtime-api.mjs';
 
+/** Where a prepared container finds its helper (a static busybox), its go signal and its exec line. */
+const HELPER_MOUNT = '/dev/.hearth';
+
+/** A container made ahead, before any function is known (argv[3], JSON): the image's only. */
+interface Prepare {
+  /** The OCI config: the image's rootfs, user and working dir; the helper waiting for its signal. */
+  readonly config: OciConfig;
+  readonly runtime: string;
+  readonly stateDir: string;
+  readonly id: string;
+  /** The static busybox shown to the container at HELPER_MOUNT. */
+  readonly helper: string;
+}
+
 /** What the platform hands the supervisor in the Bind env (HEARTH_CONTAINER), JSON. */
 interface ContainerBind {
   /** The OCI config, complete but for the ports' environment variables. */
-  readonly config: { process: { env: string[] }; root: { path: string } } & Record<string, unknown>;
+  readonly config: OciConfig;
   readonly protocol: 'http' | 'lambda';
   /** `none`: this namespace is the container's alone, fixed ports do; `host`: free ports are picked. */
   readonly network: 'none' | 'host';
@@ -44,6 +69,16 @@ interface ContainerBind {
   readonly id: string;
   /** How long the container has to become ready. */
   readonly readyTimeoutMs: number;
+  /** The container prepared at start is this function's image: start its entrypoint there. */
+  readonly usePrepared: boolean;
+  /** limits.tmp, when it differs from the size the prepared container's /tmp was made with. */
+  readonly resizeTmpBytes?: number;
+}
+
+interface OciConfig {
+  process: { env: string[]; args: string[] };
+  root: { path: string };
+  [key: string]: unknown;
 }
 
 const HOP_BY_HOP = new Set([
@@ -56,17 +91,16 @@ const HOP_BY_HOP = new Set([
 ]);
 /** Set by the platform on every answer: the container's copy would repeat it. */
 const PLATFORM_SET = new Set(['date', 'content-length']);
-/** Statuses whose response has no body: a fetch Response refuses one. */
+/** Statuses whose response has no body. */
 const NULL_BODY = new Set([101, 204, 205, 304]);
-
-const encoded = process.env.HEARTH_CONTAINER;
-delete process.env.HEARTH_CONTAINER;
-if (encoded === undefined) throw new Error('no container was given to this instance (HEARTH_CONTAINER)');
-const bind = JSON.parse(encoded) as ContainerBind;
 
 let port = 0;
 /** Set once the container has exited; the guest exits right after. */
 let gone = false;
+/** Set once the container is ready: from then on its exit ends this guest. */
+let ready = false;
+let api: RuntimeApi | undefined;
+const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 
 /** Whether the container exits within `ms`. */
 async function containerGone(ms: number): Promise<boolean> {
@@ -74,42 +108,182 @@ async function containerGone(ms: number): Promise<boolean> {
     await new Promise((resolve) => setTimeout(resolve, 10));
   return gone;
 }
-let api: RuntimeApi | undefined;
-const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 
-async function start(): Promise<void> {
-  const env = bind.config.process.env;
-  if (bind.protocol === 'lambda') {
-    api = new RuntimeApi();
-    env.push(`AWS_LAMBDA_RUNTIME_API=${await api.listen(bind.network === 'none' ? 9001 : 0)}`);
-  } else {
-    port = bind.network === 'none' ? 8080 : await freePort();
-    env.push(`PORT=${port}`);
-  }
-  const bundle = join(bind.stateDir, 'bundle');
-  mkdirSync(bundle, { recursive: true });
-  // The image's folder may sit below folders the container's unprivileged root cannot search (a 0700
-  // data dir): it is shown at a path in this namespace's tmpfs instead, read-only.
-  const rootfs = join(bind.stateDir, 'rootfs');
+/** A running `crun run`, its output's tail, and a promise of why it ended. */
+interface Running {
+  readonly child: ChildProcess;
+  readonly tail: OutputTail;
+  readonly exited: Promise<string>;
+}
+
+/**
+ * The image's folder may sit below folders the container's unprivileged root cannot search (a 0700 data
+ * dir): it is shown at a path in this namespace's tmpfs instead, read-only.
+ */
+function showRootfs(stateDir: string, path: string): string {
+  const rootfs = join(stateDir, 'rootfs');
   mkdirSync(rootfs);
-  execFileSync('mount', ['--bind', bind.config.root.path, rootfs]);
+  execFileSync('mount', ['--bind', path, rootfs]);
   execFileSync('mount', ['-o', 'remount,bind,ro', rootfs]);
-  bind.config.root.path = rootfs;
-  writeFileSync(join(bundle, 'config.json'), JSON.stringify(bind.config));
+  return rootfs;
+}
+
+function runContainer(runtime: string, stateDir: string, id: string, config: OciConfig): Running {
+  const bundle = join(stateDir, `bundle-${id}`);
+  mkdirSync(bundle, { recursive: true });
+  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
   const tail = new OutputTail();
   const child = spawn(
-    bind.runtime,
-    ['--root', join(bind.stateDir, 'state'), '--cgroup-manager=disabled', 'run', '--bundle', bundle, bind.id],
+    runtime,
+    ['--root', join(stateDir, 'state'), '--cgroup-manager=disabled', 'run', '--bundle', bundle, id],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   forwardOutput(child, tail);
-  let ready = false;
   const exited = new Promise<string>((resolve) => {
-    child.once('error', (error) => resolve(`could not start ${bind.runtime}: ${error.message}`));
+    child.once('error', (error) => resolve(`could not start ${runtime}: ${error.message}`));
     child.once('exit', (code, signal) =>
       resolve(`the container ${exitText(code, signal)}${tail.describe()}`),
     );
   });
+  return { child, tail, exited };
+}
+
+/**
+ * A stem cell's container: namespaces, mounts, seccomp and all, its process a static busybox waiting on a
+ * fifo for the function's entrypoint, so a cold start only has to say go (`crun run` itself costs tens of
+ * milliseconds). Any failure leaves the cell to start its container the ordinary way at bind.
+ */
+function prepare(spec: Prepare): { running: Running; helperDir: string; rootfs: string } | undefined {
+  try {
+    const helperDir = join(spec.stateDir, 'helper');
+    mkdirSync(helperDir, { mode: 0o755 });
+    // A copy: the container's root cannot execute a bind mount of the host's file (crun: "open executable:
+    // Permission denied"), whatever its mode.
+    copyFileSync(spec.helper, join(helperDir, 'busybox'));
+    chmodSync(join(helperDir, 'busybox'), 0o755);
+    execFileSync('mkfifo', ['-m', '0644', join(helperDir, 'go')]);
+    const rootfs = showRootfs(spec.stateDir, spec.config.root.path);
+    const config: OciConfig = { ...spec.config, root: { ...spec.config.root, path: rootfs } };
+    const mounts = (config.mounts as unknown[]) ?? [];
+    config.mounts = [
+      ...mounts,
+      {
+        destination: HELPER_MOUNT,
+        type: 'bind',
+        source: helperDir,
+        options: ['rbind', 'ro', 'nosuid', 'nodev'],
+      },
+    ];
+    const running = runContainer(spec.runtime, spec.stateDir, spec.id, config);
+    void running.exited.then(() => {
+      if (prepared?.running === running && !ready) prepared = undefined;
+    });
+    return { running, helperDir, rootfs };
+  } catch (error) {
+    process.stderr.write(`[hearth] no container prepared ahead: ${(error as Error).message}\n`);
+    return undefined;
+  }
+}
+
+const prepareArgument = process.argv[3];
+let prepared = prepareArgument === undefined ? undefined : prepare(JSON.parse(prepareArgument) as Prepare);
+
+/** POSIX shell quoting: one word whatever it holds. */
+function quote(word: string): string {
+  return `'${word.replaceAll("'", "'\\''")}'`;
+}
+
+/** Starts the function's entrypoint in the prepared container: its exec line, then the go signal. */
+async function startPrepared(target: NonNullable<typeof prepared>, info: ContainerBind): Promise<void> {
+  const deadline = Date.now() + info.readyTimeoutMs;
+  if (info.resizeTmpBytes !== undefined) {
+    // /tmp was made at the default size; the function's limits.tmp is set from inside its mount namespace.
+    const state = JSON.parse(
+      execFileSync(info.runtime, ['--root', join(info.stateDir, 'state'), 'state', info.id], {
+        encoding: 'utf8',
+      }),
+    ) as { pid: number };
+    execFileSync('nsenter', [
+      '-t',
+      String(state.pid),
+      '-m',
+      // Its pid namespace too: busybox reads /proc/self/mounts, and /proc there is the container's.
+      '-p',
+      // The image may have no mount binary: the helper's busybox is there, in the container's mount namespace.
+      `${HELPER_MOUNT}/busybox`,
+      'mount',
+      '-o',
+      `remount,size=${info.resizeTmpBytes}`,
+      '/tmp',
+    ]);
+  }
+  // busybox's env -i: exactly the function's environment, then execvp of its entrypoint with its PATH.
+  const words = [...info.config.process.env, ...info.config.process.args].map(quote);
+  writeFileSync(join(target.helperDir, 'exec'), `exec ${HELPER_MOUNT}/busybox env -i ${words.join(' ')}\n`, {
+    mode: 0o644,
+  });
+  // The container may still be starting (a bind right after the cell came up): until its helper opens
+  // the fifo, opening it to write fails with ENXIO.
+  for (;;) {
+    let fifo: number;
+    try {
+      fifo = openSync(join(target.helperDir, 'go'), constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENXIO' || gone || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      continue;
+    }
+    try {
+      writeSync(fifo, 'go\n');
+    } finally {
+      closeSync(fifo);
+    }
+    return;
+  }
+}
+
+/** Called by the guest at Bind: starts (or starts in) the container and waits until it is ready. */
+export async function bind(): Promise<void> {
+  const encoded = process.env.HEARTH_CONTAINER;
+  delete process.env.HEARTH_CONTAINER;
+  if (encoded === undefined) throw new Error('no container was given to this instance (HEARTH_CONTAINER)');
+  const info = JSON.parse(encoded) as ContainerBind;
+  const env = info.config.process.env;
+  if (info.protocol === 'lambda') {
+    api = new RuntimeApi();
+    env.push(`AWS_LAMBDA_RUNTIME_API=${await api.listen(info.network === 'none' ? 9001 : 0)}`);
+  } else {
+    port = info.network === 'none' ? 8080 : await freePort();
+    env.push(`PORT=${port}`);
+  }
+  let running: Running;
+  const ahead = prepared;
+  if (info.usePrepared && ahead !== undefined && !gone) {
+    running = ahead.running;
+    await startPrepared(ahead, info);
+  } else {
+    if (ahead !== undefined) {
+      // Made for another image: ended, and the function's own started beside it.
+      prepared = undefined;
+      execFileSync(info.runtime, ['--root', join(info.stateDir, 'state'), 'delete', '--force', info.id]);
+      await ahead.running.exited;
+    }
+    // What a prepared container that failed or was ended showed of its image goes too.
+    const shown = join(info.stateDir, 'rootfs');
+    if (existsSync(shown)) {
+      execFileSync('umount', [shown]);
+      rmSync(shown, { recursive: true, force: true });
+    }
+    const config = { ...info.config, root: { path: showRootfs(info.stateDir, info.config.root.path) } };
+    running = runContainer(info.runtime, info.stateDir, `${info.id}-fn`, config);
+  }
+  await becomeReady(info, running);
+  handler = invoke;
+  adapter = info.protocol === 'http' ? proxyAdapter : undefined;
+}
+
+async function becomeReady(info: ContainerBind, running: Running): Promise<void> {
+  const { exited, tail, child } = running;
   void exited.then((why) => {
     gone = true;
     if (!ready) {
@@ -123,15 +297,15 @@ async function start(): Promise<void> {
     setTimeout(
       () =>
         resolve(
-          bind.protocol === 'http'
-            ? `the container did not open port ${port} ($PORT) within ${bind.readyTimeoutMs / 1000}s${tail.describe()}`
-            : `the container did not ask the Runtime API for an invocation within ${bind.readyTimeoutMs / 1000}s${tail.describe()}`,
+          info.protocol === 'http'
+            ? `the container did not open port ${port} ($PORT) within ${info.readyTimeoutMs / 1000}s${tail.describe()}`
+            : `the container did not ask the Runtime API for an invocation within ${info.readyTimeoutMs / 1000}s${tail.describe()}`,
         ),
-      bind.readyTimeoutMs,
+      info.readyTimeoutMs,
     ).unref();
   });
   const becameReady =
-    bind.protocol === 'http'
+    info.protocol === 'http'
       ? waitForPort(port, exited).then(() => undefined)
       : (api as RuntimeApi).ready.then(
           () => undefined,
@@ -141,7 +315,7 @@ async function start(): Promise<void> {
   if (failure !== undefined) {
     child.kill('SIGKILL');
     throw Object.assign(new Error(failure), {
-      name: bind.protocol === 'http' ? 'ContainerNotReady' : 'Runtime.InitError',
+      name: info.protocol === 'http' ? 'ContainerNotReady' : 'Runtime.InitError',
     });
   }
   ready = true;
@@ -266,11 +440,8 @@ function invoke(event: unknown, context: LambdaContext): Promise<unknown> {
   return (api as RuntimeApi).invoke(event, context);
 }
 
-await start();
-
-/** `lambda`: bound with the lambda convention. */
-export const handler: unknown = invoke;
-/** `http`: the guest hands every invocation to the proxy. */
-export const adapter: ((kit: GuestKit) => Adapter) | undefined =
-  bind.protocol === 'http' ? proxyAdapter : undefined;
+/** `lambda`: bound with the lambda convention (set at bind). */
+export let handler: unknown;
+/** `http`: the guest hands every invocation to the proxy (set at bind). */
+export let adapter: ((kit: GuestKit) => Adapter) | undefined;
 export { INIT_TIMEOUT_MS };

@@ -434,5 +434,7 @@ export async function handler(event: unknown, context: LambdaContext): Promise<u
   return providedApi.invoke(event, context);
 }
 
-/** Set when this module is the handler itself (runtime: provided), not a library of container.mjs. */
-if (process.argv[2]?.endsWith('/lambda-runtime-api.mjs') === true) providedApi = await startProvided();
+/** Called by the guest at Bind when this module is the handler itself (runtime: provided). */
+export async function bind(): Promise<void> {
+  providedApi = await startProvided();
+}
