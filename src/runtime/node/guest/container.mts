@@ -14,7 +14,7 @@
  * When the container exits the guest exits too, and the platform replaces the instance.
  */
 
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import {
   chmodSync,
   closeSync,
@@ -186,7 +186,27 @@ function prepare(spec: Prepare): { running: Running; helperDir: string; rootfs: 
 }
 
 const prepareArgument = process.argv[3];
-let prepared = prepareArgument === undefined ? undefined : prepare(JSON.parse(prepareArgument) as Prepare);
+const prepareSpec = prepareArgument === undefined ? undefined : (JSON.parse(prepareArgument) as Prepare);
+let prepared = prepareSpec === undefined ? undefined : prepare(prepareSpec);
+
+/**
+ * Settles once the container made ahead runs its helper (or none was made): the guest says it is ready
+ * only then, so a stem cell counted ready has its container ready too.
+ */
+export const warm: Promise<void> = (async () => {
+  const spec = prepareSpec;
+  if (spec === undefined) return;
+  const until = Date.now() + 10_000;
+  while (prepared !== undefined && !gone && Date.now() < until) {
+    const state = await new Promise<string>((resolve) =>
+      execFile(spec.runtime, ['--root', join(spec.stateDir, 'state'), 'state', spec.id], (error, stdout) =>
+        resolve(error === null ? stdout : ''),
+      ),
+    );
+    if (state.includes('"running"')) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+})();
 
 /** POSIX shell quoting: one word whatever it holds. */
 function quote(word: string): string {
