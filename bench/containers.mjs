@@ -8,7 +8,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { goHttpImage, nodeLambdaImage } from '../test/support/container-images.mjs';
+import { goHttpImage, nodeLambdaImage, pythonLambdaImage } from '../test/support/container-images.mjs';
 import {
   api,
   autocannon,
@@ -104,6 +104,7 @@ async function instanceMemory(hearth, name) {
 export async function containersBench({ count = 20, seconds = 5, connections = 50, rounds = 3 } = {}) {
   const goImage = goHttpImage();
   const nodeImage = nodeLambdaImage();
+  const pythonImage = pythonLambdaImage();
   const hearth = await startHearth();
   const raw = await startRawServer();
   try {
@@ -121,6 +122,13 @@ export async function containersBench({ count = 20, seconds = 5, connections = 5
         runtime: 'image',
         isolation: 'container',
         prefix: 'cold-ric',
+      }),
+      pythonLambdaRic: await coldStarts(hearth, {
+        count: Math.min(count, 10),
+        spec: `{ runtime: image, protocol: lambda, image: "dir:${pythonImage}" }`,
+        runtime: 'image',
+        isolation: 'container',
+        prefix: 'cold-pyric',
       }),
     };
     // Warm: one of each, kept warm.

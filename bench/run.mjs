@@ -192,6 +192,7 @@ if (results.containers) {
     '|---|---:|---:|---:|',
     `| static Go HTTP image (\`protocol: http\`) | ${c.cold.goHttp.p50} | ${c.cold.goHttp.p95} | ${c.cold.goHttp.min} |`,
     `| Node image with aws-lambda-ric (\`protocol: lambda\`) | ${c.cold.nodeLambdaRic.p50} | ${c.cold.nodeLambdaRic.p95} | ${c.cold.nodeLambdaRic.min} |`,
+    `| Python image with awslambdaric (\`protocol: lambda\`) | ${c.cold.pythonLambdaRic.p50} | ${c.cold.pythonLambdaRic.p95} | ${c.cold.pythonLambdaRic.min} |`,
     '',
     '| warm | req/s | p50 ms | p99 ms | errors |',
     '|---|---:|---:|---:|---:|',

@@ -22,7 +22,12 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTAINER_RUN_DIR } from '../../src/runtime/container/index.js';
-import { goHttpImage, goLambdaBootstrap, nodeLambdaImage } from '../support/container-images.mjs';
+import {
+  goHttpImage,
+  goLambdaBootstrap,
+  nodeLambdaImage,
+  pythonLambdaImage,
+} from '../support/container-images.mjs';
 import {
   deployFolder,
   eventually,
@@ -39,6 +44,7 @@ let hearth: Hearth;
 const folders: TempFolder[] = [];
 let goImage: string;
 let nodeImage: string;
+let pythonImage: string;
 let bootstrapDir: string;
 /** A server on the host's loopback that a function with egress none must not reach. */
 let hostServer: Server;
@@ -99,6 +105,7 @@ function containerCgroups(dataDir: string): string[] {
 beforeAll(async () => {
   goImage = goHttpImage();
   nodeImage = nodeLambdaImage();
+  pythonImage = pythonLambdaImage();
   bootstrapDir = goLambdaBootstrap();
   hostServer = createServer((_, response) => response.end('host'));
   await new Promise<void>((resolve) => hostServer.listen(0, '127.0.0.1', resolve));
@@ -265,6 +272,26 @@ describe('protocol lambda with aws-lambda-ric', () => {
     );
     expect(failed.status).toBeGreaterThanOrEqual(400);
     expect(JSON.stringify(failed.body)).toMatch(/Runtime\.|ImportModuleError|nothere/);
+  });
+});
+
+describe('protocol lambda with awslambdaric (Python)', () => {
+  it("runs an unchanged Python Lambda handler through AWS's own client", async () => {
+    await deployOk('py-ric', `{ runtime: image, protocol: lambda, image: "dir:${pythonImage}" }`);
+    const answer = await invoke(hearth.url, 'py-ric', { path: '/items', method: 'POST', body: 'hi' });
+    expect(answer.status, answer.text).toBe(202);
+    expect(answer.headers.get('x-handler')).toBe('python-lambda');
+    expect(answer.json()).toMatchObject({
+      method: 'POST',
+      path: '/items',
+      body: 'hi',
+      requestId: answer.headers.get('x-hearth-invocation-id'),
+      functionName: 'py-ric',
+      handler: 'app.handler',
+    });
+    const failed = await invoke(hearth.url, 'py-ric', { path: '/fail' });
+    expect(failed.status).toBe(500);
+    expect(failed.text).toContain('failed on purpose');
   });
 });
 

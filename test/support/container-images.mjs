@@ -115,7 +115,12 @@ function copyInto(rootfs, file, at = file) {
 
 /** The shared libraries a binary loads, with the dynamic loader (`ldd`). */
 function sharedLibraries(binary) {
-  const out = execFileSync('ldd', [binary], { encoding: 'utf8' });
+  let out = '';
+  try {
+    out = execFileSync('ldd', [binary], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    // Statically linked, or not an object ldd reads: nothing to add.
+  }
   return [...out.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((match) => match[1] ?? '').filter(Boolean);
 }
 
@@ -157,4 +162,67 @@ export function nodeLambdaImage() {
       });
     },
   );
+}
+
+/** AWS's Python Runtime Interface Client from PyPI, pinned. */
+export const PYTHON_RIC_VERSION = '4.2.2';
+
+/**
+ * This machine's python3 with its standard library and the libraries `ldd` names for it and its
+ * extension modules, AWS's `awslambdaric` from PyPI and an unchanged Lambda handler.
+ */
+export function pythonLambdaImage() {
+  const source = join(SOURCES, 'python-lambda');
+  const python = realpathSync('/usr/bin/python3');
+  const version = execFileSync(
+    python,
+    ['-c', 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")'],
+    {
+      encoding: 'utf8',
+    },
+  ).trim();
+  return cached('python-lambda', [join(source, 'app.py'), python, PYTHON_RIC_VERSION], (dir) => {
+    const rootfs = join(dir, 'rootfs');
+    mountPoints(rootfs);
+    copyInto(rootfs, python, '/usr/bin/python3');
+    const stdlib = `/usr/lib/python${version}`;
+    cpSync(stdlib, join(rootfs, stdlib), {
+      recursive: true,
+      dereference: true,
+      filter: (path) =>
+        !/\/(test|tests|idlelib|tkinter|ensurepip|site-packages|dist-packages|__pycache__)(\/|$)/.test(
+          path.slice(stdlib.length),
+        ),
+    });
+    const runtime = join(rootfs, 'var/runtime');
+    execFileSync(
+      python,
+      [
+        '-m',
+        'pip',
+        'install',
+        '--quiet',
+        '--no-cache-dir',
+        '--target',
+        runtime,
+        `awslambdaric==${PYTHON_RIC_VERSION}`,
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    );
+    const objects = execFileSync('find', [rootfs, '-name', '*.so*', '-type', 'f'], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean);
+    for (const binary of [python, ...objects])
+      for (const library of sharedLibraries(binary))
+        if (!existsSync(join(rootfs, library))) copyInto(rootfs, library);
+    cpSync(source, join(rootfs, 'var/task'), { recursive: true });
+    writeConfig(dir, {
+      entrypoint: ['/usr/bin/python3', '-m', 'awslambdaric'],
+      cmd: ['app.handler'],
+      env: ['LAMBDA_TASK_ROOT=/var/task', 'PYTHONPATH=/var/runtime:/var/task', 'PYTHONDONTWRITEBYTECODE=1'],
+      workingDir: '/var/task',
+    });
+  });
 }
