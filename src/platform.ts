@@ -205,6 +205,8 @@ export async function startPlatform(
   // Sandboxes of a run that was killed (SIGKILL) outlive it in their cgroups: end them before starting any.
   const leftovers = await sandbox.init();
   if (leftovers > 0) logger.info(`removed ${leftovers} sandbox cgroup(s) left by a previous run`);
+  if (containers.unavailable !== undefined)
+    notices.push(`container functions unavailable: ${containers.unavailable}`);
   const containerLeftovers = await containers.init();
   if (containerLeftovers > 0)
     logger.info(`removed ${containerLeftovers} container cgroup(s) left by a previous run`);

@@ -1,15 +1,19 @@
 /**
  * @module The supervisor of one container function instance (issue 17), loaded by the Node guest in place
  * of a handler (bootstrap.mts, BUILTIN_HANDLER). The guest runs on the host, as root, in namespaces of its
- * own (container/index.ts): a private mount namespace with a tmpfs for crun's state and the bundle, a pid
- * namespace whose end takes every process with it, and for egress `none` an empty network namespace the
- * container shares. At bind it writes the OCI config the platform made, starts the container with crun
- * and waits until it is ready; then every invocation is proxied:
+ * own (container/index.ts): a private mount namespace with a tmpfs for crun's state, the bundle and the
+ * image's rootfs, a pid namespace whose end takes every process with it, and for egress `none` an empty
+ * network namespace the container shares.
  *
- * - `http`: bound with the `web` convention; the request goes to 127.0.0.1:$PORT, the answer (streamed as it
- *   comes) back. Ready when the port accepts a connection.
- * - `lambda`: bound with the `lambda` convention; the event goes through the Runtime API
- *   (lambda-runtime-api.mts) at $AWS_LAMBDA_RUNTIME_API. Ready when the runtime first asks for work.
+ * As the stem cell starts it may make a container ahead (argv[3]: the image bound last), its process a
+ * static busybox waiting on a fifo. At Bind it either starts the function's entrypoint in that container
+ * (the exec line, then the go signal) or runs the function's own with crun, and waits until it is ready;
+ * then every invocation is proxied:
+ *
+ * - `http`: below any convention (the `adapter` export); the request goes to 127.0.0.1:$PORT as it came,
+ *   the answer comes back whole, or streamed as it arrives. Ready when the port accepts a connection.
+ * - `lambda`: bound with the `lambda` convention (the `handler` export); the event goes through the
+ *   Runtime API (lambda-runtime-api.mts) at $AWS_LAMBDA_RUNTIME_API. Ready at the runtime's first `next`.
  *
  * When the container exits the guest exits too, and the platform replaces the instance.
  */
@@ -35,7 +39,6 @@ import type { HttpResult } from './bootstrap.mjs';
 import {
   exitText,
   forwardOutput,
-  INIT_TIMEOUT_MS,
   type LambdaContext,
   OutputTail,
   RuntimeApi,
@@ -464,4 +467,3 @@ function invoke(event: unknown, context: LambdaContext): Promise<unknown> {
 export let handler: unknown;
 /** `http`: the guest hands every invocation to the proxy (set at bind). */
 export let adapter: ((kit: GuestKit) => Adapter) | undefined;
-export { INIT_TIMEOUT_MS };
