@@ -105,7 +105,7 @@ export async function containersBench({ count = 20, seconds = 5, connections = 5
   const goImage = goHttpImage();
   const nodeImage = nodeLambdaImage();
   const pythonImage = pythonLambdaImage();
-  const hearth = await startHearth();
+  const hearth = await startHearth({ images: { localDirs: true } });
   const raw = await startRawServer();
   try {
     const cold = {

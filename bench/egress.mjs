@@ -1,6 +1,7 @@
 // What an egress policy adds to a cold start: the first request after an instance is released, for a
-// function with egress none (empty network namespace), allow (host network, own /etc/hosts) and an
-// allow-list (its own namespace behind slirp4netns, pre-networked stem cells, rules added at bind).
+// function with egress none (empty network namespace), allow (its own namespace behind slirp4netns, no
+// host loopback; and, on a second platform with `egressAllow: host`, the host network) and an allow-list
+// (its own namespace behind slirp4netns, pre-networked stem cells, rules added at bind).
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -14,15 +15,27 @@ const POLICIES = {
 };
 
 export async function egressBench({ count = 20 } = {}) {
-  const hearth = await startHearth();
+  const results = await measure({}, POLICIES, count);
+  // `egress: allow` sharing the host's network, as it did before it had a namespace of its own.
+  const shared = await measure({ egressAllow: 'host' }, { allowHost: POLICIES.allow }, count);
+  return {
+    ...results,
+    ...shared,
+    listAddsP50Ms: round(results.list.p50 - results.none.p50),
+    allowAddsP50Ms: round(results.allow.p50 - shared.allowHost.p50),
+  };
+}
+
+async function measure(config, policies, count) {
+  const hearth = await startHearth(config);
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const results = {};
   try {
-    for (const [policy, spec] of Object.entries(POLICIES)) {
+    for (const [policy, spec] of Object.entries(policies)) {
       const samples = [];
       for (let i = 0; i < count; i++) {
         // A fresh function deployed without verification has no instance: its first request is a cold start.
-        const name = `egress-${policy}-${i}`;
+        const name = `egress-${policy.toLowerCase()}-${i}`;
         // Let the stem-cell pool refill (and, for a list, network its new cell) before the next start.
         await sleep(400);
         const folder = mkdtempSync(join(tmpdir(), `hearth-${name}-`));
@@ -46,7 +59,7 @@ export async function egressBench({ count = 20 } = {}) {
     agent.destroy();
     await hearth.stop();
   }
-  return { ...results, listAddsP50Ms: round(results.list.p50 - results.none.p50) };
+  return results;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

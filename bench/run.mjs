@@ -5,6 +5,7 @@ import { abuseBench } from './abuse.mjs';
 import { authBench } from './auth.mjs';
 import { buildsBench } from './builds.mjs';
 import { cloudEventsBench } from './cloudevents.mjs';
+import { clusterBench } from './cluster.mjs';
 import { coldBench } from './cold.mjs';
 import { coldBurstBench } from './cold-burst.mjs';
 import { complianceBench } from './compliance.mjs';
@@ -15,13 +16,16 @@ import { asyncBench, eventsBench } from './events.mjs';
 import { eventSourcingBench } from './eventsourcing.mjs';
 import { footprintBench } from './footprint.mjs';
 import { hostileBench } from './hostile.mjs';
+import { isolateBench } from './isolate.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
+import { pullBench } from './pull.mjs';
 import { stateBench } from './state.mjs';
 import { streamingBench } from './streaming.mjs';
 import { telemetryBench } from './telemetry.mjs';
 import { tlsBench } from './tls.mjs';
 import { trafficBench } from './traffic.mjs';
 import { warmBench } from './warm.mjs';
+import { wasmBench } from './wasm.mjs';
 
 const only = process.argv.slice(2);
 const want = (name) => only.length === 0 || only.includes(name);
@@ -43,6 +47,7 @@ if (want('warm')) results.warm = await warmBench({ seconds: 5, connections: 50, 
 if (want('cold')) results.cold = await coldBench({ count: 24 });
 if (want('cold-burst')) results.coldBurst = await coldBurstBench();
 if (want('density')) results.density = await densityBench();
+if (want('isolate')) results.isolate = await isolateBench();
 if (want('containers')) results.containers = await containersBench();
 if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
 if (want('telemetry')) results.telemetry = await telemetryBench({ seconds: 5, connections: 50, rounds: 6 });
@@ -60,9 +65,13 @@ if (want('eventsourcing'))
 if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
 if (want('builds')) results.builds = await buildsBench();
 if (want('abuse')) results.abuse = await abuseBench({ seconds: 4, rounds: 3 });
+if (want('cluster'))
+  results.cluster = await clusterBench({ seconds: 4, connections: 30, sequentialCount: 1000 });
 if (want('tls')) results.tls = await tlsBench({ seconds: 5, connections: 50, rounds: 5 });
 if (want('compliance'))
   results.compliance = await complianceBench({ seconds: 5, connections: 32, rounds: 4 });
+if (want('pull')) results.pull = await pullBench();
+if (want('wasm')) results.wasm = await wasmBench({ count: 24, seconds: 5, connections: 50, rounds: 3 });
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
 if (previousJson.trace !== undefined) results.trace = previousJson.trace;
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
@@ -157,9 +166,48 @@ if (results.density) {
     `| the platform and every instance, PSS (MiB) | ${d.totalPssMiB} |`,
     `| warm invocation across the ${d.warm}, p50 / p99 (ms) | ${d.warmInvoke.p50} / ${d.warmInvoke.p99} |`,
     `| control API (describe, stats), p50 / p99 (ms) | ${d.api.p50} / ${d.api.p99} |`,
-    `| deploying the ${d.functions} (s) | ${d.deploySeconds} |`,
+    ...(d.list === undefined
+      ? []
+      : [
+          `| listing the ${d.functions} (GET /api/v1/functions), p50 / p99 (ms) | ${d.list.p50} / ${d.list.p99} |`,
+          `| while the ${d.warm} are called in turn: cold starts / evictions | ${d.warmPhase.coldStarts} / ${d.warmPhase.evictions} |`,
+        ]),
+    d.applySeconds === undefined
+      ? `| deploying the ${d.functions} (s) | ${d.deploySeconds} |`
+      : `| one \`hearth apply\` of the ${d.functions} documents, each verified (s) | ${d.applySeconds} |`,
     '',
     `Bar: an idle instance ≤ 8 MiB PSS: ${pass(Math.max(d.idleInstancePssMiB.node20 ?? 99, d.idleInstancePssMiB.python3 ?? 99) <= 8)}. \`node bench/run.mjs density\` runs this section alone.`,
+    '',
+  );
+}
+if (results.isolate) {
+  const i = results.isolate;
+  const w = i.warm;
+  const row = (name) =>
+    `| ${name} | ${w[name]?.rps ?? '—'} | ${w[name]?.p50 ?? '—'} | ${w[name]?.p99 ?? '—'} | ${w[name]?.errors ?? '—'} |`;
+  lines.push(
+    `## isolation: isolate (${i.functions} hello functions of one namespace in one host process)`,
+    '',
+    '| measure | value |',
+    '|---|---:|',
+    `| one more idle function, PSS (MiB) | ${i.perFunctionMiB} |`,
+    `| the host with 1 / ${i.functions} functions, PSS (MiB) | ${i.hostBaseMiB} / ${i.hostAllMiB} |`,
+    `| workerd, one more idle worker, PSS (MiB) | ${i.workerd.perWorkerMiB ?? `unavailable: ${i.workerd.unavailable}`} |`,
+    `| cold start: the bind inside the host (compile, link, run the module) p50 / p99 (ms) | ${i.hostBind.inside.p50} / ${i.hostBind.inside.p99} |`,
+    `| cold start: the bind there and back over the host's socket, host alone p50 / p99 (ms) | ${i.hostBind.roundTrip.p50} / ${i.hostBind.roundTrip.p99} |`,
+    `| cold start: the bind as the platform sees it (Server-Timing cold-load) p50 / p99 (ms) | ${i.coldBind.p50} / ${i.coldBind.p99} |`,
+    `| cold start, the platform's whole part (code, cell, attach, bind) p50 / p99 (ms) | ${i.coldServer.p50} / ${i.coldServer.p99} |`,
+    `| cold start, time to first byte p50 / p99 (ms) | ${i.coldTtfb.p50} / ${i.coldTtfb.p99} |`,
+    '',
+    `Warm, ${i.tool}, 50 connections, medians of rounds in alternation:`,
+    '',
+    '| server | req/s | p50 ms | p99 ms | errors |',
+    '|---|---:|---:|---:|---:|',
+    row('raw node:http'),
+    row('hearth, isolation: sandbox'),
+    row('hearth, isolation: isolate'),
+    '',
+    `Bars: ≤ 3 MiB per idle function: ${pass(i.perFunctionMiB <= 3)}; cold start (the bind into the running host) ≤ 1 ms at p50: ${pass(i.hostBind.inside.p50 <= 1)} inside the host; as the platform sees it, with the IPC there and back and the host's wake-up, ${pass(i.coldBind.p50 <= 1)}. Every function ran in the same host process: ${i.sameHost}. The per-function figure is the host's PSS with all ${i.functions} bound, less with one, divided by ${i.functions - 1}; workerd's is the same difference between 51 and 1 workers. \`node bench/run.mjs isolate\` runs this section alone.`,
     '',
   );
 }
@@ -260,6 +308,27 @@ if (results.state) {
     '',
   );
 }
+if (results.cluster) {
+  const cl = results.cluster;
+  const f = cl.forward;
+  lines.push(
+    '## Cluster mode (bench-hello over 1, 2 and 3 nodes on PostgreSQL, NATS and Redis)',
+    '',
+    '| nodes | req/s (all nodes) | worst p99 ms | errors |',
+    '|---:|---:|---:|---:|',
+    ...cl.throughput.map((t) => `| ${t.nodes} | ${t.rps} | ${t.p99} | ${t.errors} |`),
+    '',
+    `${cl.connections} connections in all (autocannon, split evenly over the nodes), ${cl.seconds}s per measurement. Every node and the load generator share the same two cores: this shows what running more nodes costs on one machine, not the speed-up separate machines would give.`,
+    '',
+    '| one request, one keep-alive connection | n | p50 ms | p99 ms |',
+    '|---|---:|---:|---:|',
+    `| served where it lands | ${f.direct.n} | ${f.direct.p50} | ${f.direct.p99} |`,
+    `| forwarded one hop (by a full node) | ${f.forwarded.n} | ${f.forwarded.p50} | ${f.forwarded.p99} |`,
+    '',
+    `A forwarded request costs **${f.costP50Ms} ms** more at the median. \`node bench/run.mjs cluster\` runs this section alone.`,
+    '',
+  );
+}
 if (results.egress) {
   const e = results.egress;
   lines.push(
@@ -267,9 +336,11 @@ if (results.egress) {
     '',
     '| egress | p50 ms | p95 ms |',
     '|---|---:|---:|',
-    ...['none', 'allow', 'list'].map((k) => `| ${k} | ${e[k].p50} | ${e[k].p95} |`),
+    ...['none', 'allow', 'allowHost', 'list']
+      .filter((k) => e[k] !== undefined)
+      .map((k) => `| ${k === 'allowHost' ? 'allow, `egressAllow: host`' : k} | ${e[k].p50} | ${e[k].p95} |`),
     '',
-    `An allow-list adds ${e.listAddsP50Ms} ms at p50 over no network (${e.none.n} functions per policy).`,
+    `An allow-list adds ${e.listAddsP50Ms} ms at p50 over no network (${e.none.n} functions per policy)${e.allowAddsP50Ms === undefined ? '' : `; \`allow\` in a namespace of its own adds ${e.allowAddsP50Ms} ms over sharing the host's network`}.`,
     '',
   );
 }
@@ -471,10 +542,56 @@ if (results.compliance) {
     '',
   );
 }
+if (results.wasm) {
+  const w = results.wasm;
+  const command = w.cold['wasm, WASI command (Rust hello)'];
+  lines.push(
+    '## WebAssembly functions (issue 14)',
+    '',
+    `Cold start: ${command.n} distinct idle functions per row, one at a time, sandboxed, the stem-cell pool full, a fresh connection each, time to first byte; the phases are medians of the platform's Server-Timing (code checkout, stem cell, attach and limits, bind = load the module; exec = the first request). \`node bench/run.mjs wasm\` runs this section alone.`,
+    '',
+    '| function | p50 ms | p95 ms | min ms | pool misses | code | stem cell | attach | bind | exec |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...Object.entries(w.cold).map(
+      ([name, c]) =>
+        `| ${name} | ${c.p50} | ${c.p95} | ${c.min} | ${c.poolMisses} | ${c.phasesP50['cold-code']} | ${c.phasesP50['cold-stemcell']} | ${c.phasesP50['cold-attach']} | ${c.phasesP50['cold-load']} | ${c.phasesP50.exec} |`,
+    ),
+    '',
+    `Bar: wasm cold start p50 ≤ 1 ms: **${command.p50} ms** (${pass(command.p50 <= 1)}); the seed's WasmEdge figure is < 50 ms.`,
+    '',
+    `Warm: ${w.tool}, ${w.connections} connections, ${w.seconds}s each after a 2s warm-up, ${w.rounds} rounds alternating the servers in the same run; medians, ratios the median of per-round ratios.`,
+    '',
+    '| server | req/s | p50 ms | p99 ms | errors | vs raw node:http | vs the Node hello |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    ...Object.entries(w.warm).map(
+      ([name, r]) =>
+        `| ${name} | ${r.rps} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.vsRaw} | ${r.vsNodeHello} |`,
+    ),
+    '',
+  );
+}
 // `npm run bench:trace` owns its own section (it takes ten minutes): keep it across this rewrite.
 const previous = existsSync(join(ROOT, 'bench', 'RESULTS.md'))
   ? readFileSync(join(ROOT, 'bench', 'RESULTS.md'), 'utf8')
   : '';
 const traceSection = previous.match(/<!-- bench:trace -->[\s\S]*?<!-- \/bench:trace -->/)?.[0];
 if (traceSection !== undefined) lines.push(traceSection, '');
+if (results.pull) {
+  const p = results.pull;
+  const row = (what, m) => `| ${what} | ${m.seconds} | ${(m.bytes / 1024).toFixed(1)} |`;
+  lines.push(
+    '## Image pulls (container functions, a registry on loopback)',
+    '',
+    "`hearth deploy` of an image function, from the request to the version serving (pull, verify, unpack; no instance started until the container runtime lands), and the bytes that landed in the node's blob store.",
+    '',
+    '| pull | seconds | KiB stored |',
+    '|---|---:|---:|',
+    row('static Go server `FROM scratch`, first pull', p.goFirst),
+    row('two-layer image (4 MiB base), first pull', p.twoFirst),
+    row('next tag of it, one small layer changed', p.twoChanged),
+    '',
+    `The changed tag stores ${(p.changedLayerShare * 100).toFixed(2)}% of the first pull's bytes: its manifest, config and the one changed layer (bar: bytes pulled ≈ that layer).`,
+    '',
+  );
+}
 writeResults(`${lines.join('\n')}\n`);

@@ -20,7 +20,7 @@ import {
   wrk,
 } from './lib.mjs';
 
-async function freePort() {
+export async function freePort() {
   const server = createServer();
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();
@@ -28,7 +28,7 @@ async function freePort() {
   return port;
 }
 
-async function startNodeServer(script) {
+export async function startNodeServer(script) {
   const child = spawn(process.execPath, [join(ROOT, 'bench', script)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -16,6 +16,7 @@ execFileSync(
 const copies = [
   ['src/runtime/python/guest', 'dist/runtime/python/guest'],
   ['src/runtime/node/guest', 'dist/runtime/node/guest'],
+  ['src/runtime/isolate/guest', 'dist/runtime/isolate/guest'],
   ['src/ui/static', 'dist/ui/static'],
 ];
 for (const [from, to] of copies) {

@@ -2,6 +2,7 @@
 // build, then run every suite. A missing tool is a failure with one line, never a skipped test.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -46,12 +47,33 @@ if (!existsSync('/usr/bin/chromium')) aptInstall(['chromium'], 'chromium is need
 if (!has('slirp4netns')) aptInstall(['slirp4netns'], 'slirp4netns is needed for egress allow-lists');
 if (!existsSync('/usr/sbin/nft')) aptInstall(['nftables'], 'nftables is needed for egress allow-lists');
 
+// Container images (issue 17): a real registry (distribution v2) with htpasswd auth, and images built from
+// source without a Docker daemon (buildah, skopeo to push; Go for the static server image).
+if (!has('docker-registry', ['--version']))
+  aptInstall(['docker-registry'], 'docker-registry is needed for the container image tests');
+if (!has('htpasswd', ['-h']) && !existsSync('/usr/bin/htpasswd'))
+  aptInstall(['apache2-utils'], 'htpasswd (apache2-utils) is needed for the registry auth tests');
+if (!has('buildah', ['--version']) || !has('skopeo', ['--version']) || !has('umoci', ['--version']))
+  aptInstall(['buildah', 'skopeo', 'umoci'], 'buildah, skopeo and umoci build and push the test images');
+if (!has('go', ['version'])) aptInstall(['golang-go'], 'Go builds the static HTTP server test image');
+if (!has('openssl', ['version']))
+  aptInstall(['openssl'], 'openssl makes the signing certificate of the registry token service test');
+
 // The event gateway's trigger suites run against real brokers (issue 3): Mosquitto and nats-server from
 // Debian, and Kafka 4 (KRaft) from Maven Central, fetched once into ~/.cache/hearth-test.
 if (!has('mosquitto', ['-h']) && !existsSync('/usr/sbin/mosquitto'))
   aptInstall(['mosquitto'], 'mosquitto is needed for the MQTT trigger tests');
 if (!has('nats-server', ['--version']))
   aptInstall(['nats-server'], 'nats-server is needed for the NATS trigger tests');
+// Cluster mode (issue 12) runs three nodes on a real PostgreSQL (a private cluster made with initdb, run as
+// the `postgres` user the package creates), besides the nats-server and redis-server above.
+if (
+  !existsSync('/usr/lib/postgresql') ||
+  spawnSync('id', ['-u', 'postgres'], { stdio: 'ignore' }).status !== 0
+)
+  aptInstall(['postgresql'], 'PostgreSQL is needed for the cluster mode tests');
+// Its suite across hosts puts each node in a network namespace joined to a bridge (ip, unshare, nsenter).
+if (!has('ip', ['-V'])) aptInstall(['iproute2'], 'ip (iproute2) is needed for the cluster test network');
 // The audit log's syslog sink (issue 13) is tested against rsyslog, a real RFC 5424 receiver over TCP and TLS.
 if (!existsSync('/usr/sbin/rsyslogd') || !existsSync('/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so'))
   aptInstall(
@@ -87,6 +109,30 @@ execFileSync(process.execPath, [join(root, 'test/support/kafka/fetch.mjs')], {
 if (!has('python3', ['-c', 'import venv, ensurepip']))
   aptInstall(['python3-venv'], 'python3-venv is needed for the AWS clients the Lambda Invoke API tests use');
 execFileSync(process.execPath, [join(root, 'test/support/aws/clients.mjs')], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
+
+// rustup installs into ~/.cargo/bin and Go's tarball into /usr/local/go/bin, which a bare CI shell may not
+// have on PATH.
+for (const dir of [join(homedir(), '.cargo', 'bin'), '/usr/local/go/bin'])
+  if (existsSync(dir) && !(process.env.PATH ?? '').split(':').includes(dir))
+    process.env.PATH = `${process.env.PATH ?? ''}:${dir}`;
+// WebAssembly functions (issue 14): the wasm suite deploys Rust and Go modules built from this repository's
+// sources. Rust comes from rustup (its wasm32-wasip1 target is added when missing), Go from the machine.
+if (!has('cargo')) {
+  process.stderr.write(
+    'error: cargo is needed to build the Rust wasm modules; install Rust with https://rustup.rs\n',
+  );
+  process.exit(1);
+}
+if (!has('go', ['version'])) {
+  // Debian's golang-go (1.19) predates GOOS=wasip1 (Go 1.21).
+  process.stderr.write(
+    'error: Go 1.21 or newer is needed to build the Go wasm module; install it from https://go.dev/dl\n',
+  );
+  process.exit(1);
+}
+execFileSync(process.execPath, [join(root, 'test/support/wasm/build.mjs')], {
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 

@@ -122,6 +122,25 @@ const eventsConfigSchema = z.strictObject({
     .optional(),
 });
 
+/** Cluster mode (issue 12): the shared services every node of the cluster is given. */
+const urlWithScheme = (schemes: readonly string[], expected: string) =>
+  z.string().refine((v) => URL.canParse(v) && schemes.includes(new URL(v).protocol.slice(0, -1)), {
+    message: expected,
+  });
+const clusterConfigSchema = z.strictObject({
+  postgres: urlWithScheme(['postgres', 'postgresql'], 'a postgres:// URL'),
+  nats: urlWithScheme(['nats', 'tls'], 'a nats:// URL'),
+  redis: urlWithScheme(['redis', 'rediss'], 'a redis:// or rediss:// URL'),
+  nodeId: z
+    .string()
+    .regex(/^[\w.-]{1,64}$/, { message: 'letters, digits, ".", "_" or "-", at most 64' })
+    .optional(),
+  /** The gateway URL the other nodes reach this one at (default: the one it listens on). */
+  advertise: httpUrl.optional(),
+  heartbeat: window(100, 60_000).optional(),
+  deadAfter: window(500, 600_000).optional(),
+});
+
 export const configFileSchema = z.strictObject({
   port: z.int().min(0).max(65535).optional(),
   host: z.string().min(1).optional(),
@@ -129,16 +148,36 @@ export const configFileSchema = z.strictObject({
   examples: z.boolean().optional(),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
   stemCells: z
-    .strictObject({ node20: z.int().min(0).max(64).optional(), python3: z.int().min(0).max(64).optional() })
+    .strictObject({
+      node20: z.int().min(0).max(64).optional(),
+      python3: z.int().min(0).max(64).optional(),
+      wasm: z.int().min(0).max(64).optional(),
+    })
     .optional(),
   maxInstances: z.int().min(1).max(100_000).optional(),
   maxMemory: bytes.optional(),
+  /** Declared instance memory per byte the budget reserves (issue 11); 1 reserves every limits.memory in full. */
+  memoryOvercommit: z.number().min(1).max(64).optional(),
+  /** `isolation: isolate` (issue 11): the memory cgroup of each namespace's host process, all its isolates together. */
+  isolate: z.strictObject({ hostMemory: bytes.optional() }).optional(),
   autoscaler: autoscalerConfigSchema.optional(),
   queueLimit: z.int().min(0).max(1_000_000).optional(),
   codeCache: bytes.optional(),
   /** Garbage collection of unreferenced code packages and dependency layers (issue 11). */
   gc: z.strictObject({ grace: duration.optional(), interval: duration.optional() }).optional(),
   logRecords: z.int().min(1000).optional(),
+  /**
+   * What `egress: allow` gives a sandboxed function: `outbound` (default), a network namespace of its own
+   * that reaches anything but this machine's loopback; `host`, the host's network, loopback included (one
+   * trusted tenant only).
+   */
+  egressAllow: z.enum(['outbound', 'host']).optional(),
+  images: z
+    .strictObject({
+      /** Takes `spec.image: dir:/PATH`, a rootfs folder on this node (development and tests; off by default). */
+      localDirs: z.boolean().optional(),
+    })
+    .optional(),
   buildTimeout: duration.optional(),
   build: z
     .strictObject({
@@ -166,6 +205,7 @@ export const configFileSchema = z.strictObject({
   python: z.string().min(1).optional(),
   /** HTTPS on every listener: PEM files, reloaded when they change. */
   tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  cluster: clusterConfigSchema.optional(),
   ...observabilityConfigSchema.shape,
   ...eventsConfigSchema.shape,
   ...complianceConfigSchema.shape,
@@ -200,16 +240,24 @@ export interface PlatformConfig {
   readonly dataDir: string;
   readonly examples: boolean;
   readonly logLevel: string;
-  readonly stemCells: { readonly node20: number; readonly python3: number };
+  readonly stemCells: { readonly node20: number; readonly python3: number; readonly wasm: number };
   readonly maxInstances: number;
-  /** Node-wide budget of instance memory (the sum of their `limits.memory`). */
+  /** Node-wide budget of instance memory (the sum of their reservations: `limits.memory` ÷ `memoryOvercommit`). */
   readonly maxMemoryBytes: number;
+  /** Declared memory per reserved byte (default 4); each cgroup still enforces its declared limit. */
+  readonly memoryOvercommit: number;
+  /** The cgroup memory of one namespace's isolate host (default 1 GiB). */
+  readonly isolateHostMemoryBytes: number;
   readonly autoscaler: AutoscalerConfig;
   readonly queueLimit: number;
   readonly codeCacheBytes: number;
   /** Unreferenced packages and layers are deleted once unused this long (default 1 h), checked every `intervalMs`. */
   readonly gc: { readonly graceMs: number; readonly intervalMs: number };
   readonly logRecords: number;
+  /** What `egress: allow` gives a sandboxed function (`outbound` unless the operator chose `host`). */
+  readonly egressAllow: 'outbound' | 'host';
+  /** `images.localDirs`: whether `spec.image: dir:/PATH` is taken (it runs a host folder the deployer names). */
+  readonly localImageDirs: boolean;
   readonly buildTimeoutMs: number;
   /** Dependency builds' scratch disk cap (`build.maxDisk`, default 4 GiB). */
   readonly buildMaxDiskBytes: number;
@@ -230,6 +278,22 @@ export interface PlatformConfig {
   readonly events: EventsConfig;
   /** Secrets and the audit log (issue 13). */
   readonly compliance: ComplianceConfig;
+  /** Cluster mode (issue 12); undefined = the embedded single-node mode. */
+  readonly cluster: ClusterConfig | undefined;
+}
+
+/** Cluster mode, resolved (issue 12). */
+export interface ClusterConfig {
+  readonly postgresUrl: string;
+  readonly natsUrl: string;
+  readonly redisUrl: string;
+  /** This node's name in the cluster; undefined: one made at first start and kept in the data dir. */
+  readonly nodeId: string | undefined;
+  /** The gateway URL other nodes use to reach this one; undefined: the URL it listens on. */
+  readonly advertiseUrl: string | undefined;
+  readonly heartbeatMs: number;
+  /** Silence after which the other nodes count a node as dead. */
+  readonly deadAfterMs: number;
 }
 
 /** The autoscaler, resolved (issue 4). */
@@ -250,9 +314,12 @@ function defaultMaxMemory(): number {
   return Math.floor((totalmem() * 3) / 4);
 }
 
-/** Instances a node keeps at most by default: half the machine's memory at ~64 MiB per instance. */
+/**
+ * Instances a node keeps at most by default: half the machine's memory at ~16 MiB per instance (an idle
+ * sandboxed instance uses 9-14 MiB PSS, issue 11; it was 64 MiB, which held a 24 GiB node to 192).
+ */
 function defaultMaxInstances(): number {
-  return Math.max(16, Math.min(2000, Math.floor(totalmem() / 2 / (64 * 1024 ** 2))));
+  return Math.max(16, Math.min(2000, Math.floor(totalmem() / 2 / (16 * 1024 ** 2))));
 }
 
 export function loadConfigFile(path: string): ConfigFile {
@@ -300,9 +367,13 @@ export function resolveConfig(
     stemCells: Object.freeze({
       node20: merged.stemCells?.node20 ?? 2,
       python3: merged.stemCells?.python3 ?? 2,
+      // One: most nodes run no wasm function, and a wasm stem cell is a Node process of its own (~13 MiB PSS).
+      wasm: merged.stemCells?.wasm ?? 1,
     }),
     maxInstances: merged.maxInstances ?? defaultMaxInstances(),
     maxMemoryBytes: size(merged.maxMemory, defaultMaxMemory()),
+    memoryOvercommit: merged.memoryOvercommit ?? 4,
+    isolateHostMemoryBytes: size(merged.isolate?.hostMemory, 1024 ** 3),
     autoscaler: Object.freeze({
       policy: merged.autoscaler?.policy ?? 'hybrid',
       tickMs: windowMs(merged.autoscaler?.tick, 500),
@@ -320,6 +391,8 @@ export function resolveConfig(
         merged.gc?.interval === undefined ? 600_000 : (parseDuration(merged.gc.interval) ?? 600_000),
     }),
     logRecords: merged.logRecords ?? 200_000,
+    egressAllow: merged.egressAllow ?? 'outbound',
+    localImageDirs: merged.images?.localDirs ?? false,
     buildTimeoutMs:
       merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),
     buildMaxDiskBytes: size(merged.build?.maxDisk, 4 * 1024 ** 3),
@@ -342,6 +415,18 @@ export function resolveConfig(
     observe: resolveObservability(merged),
     events: resolveEvents(merged),
     compliance: resolveCompliance(merged, dataDir),
+    cluster:
+      merged.cluster === undefined
+        ? undefined
+        : Object.freeze({
+            postgresUrl: merged.cluster.postgres,
+            natsUrl: merged.cluster.nats,
+            redisUrl: merged.cluster.redis,
+            nodeId: merged.cluster.nodeId,
+            advertiseUrl: merged.cluster.advertise,
+            heartbeatMs: windowMs(merged.cluster.heartbeat, 1000),
+            deadAfterMs: windowMs(merged.cluster.deadAfter, 3000),
+          }),
   });
 }
 
@@ -408,6 +493,7 @@ function resolveObservability(file: ConfigFile): ObservabilityConfig {
       file.loki === undefined
         ? undefined
         : Object.freeze({ url: file.loki.url, labels: Object.freeze({ ...(file.loki.labels ?? {}) }) }),
-    redisUrl: file.state?.redis?.url,
+    // A cluster keeps ctx.state in its Redis, unless state.redis names another.
+    redisUrl: file.state?.redis?.url ?? file.cluster?.redis,
   });
 }

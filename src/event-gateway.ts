@@ -18,6 +18,7 @@ import { executionSpanIdOf, formatTraceparent, traceIdOf } from './domain/trace.
 import { Broker } from './eventing/index.js';
 import { createEventCalls, SqliteEventLog } from './eventlog/index.js';
 import {
+  type AsyncRoute,
   createAsyncRoute,
   createEventsIngress,
   GatewayListeners,
@@ -40,12 +41,14 @@ export interface EventGatewayOptions {
   readonly onInternal: (error: unknown) => void;
   /** Gateway listeners serve HTTPS with the platform's certificate when it has one. */
   readonly tls?: TlsReloader | undefined;
+  /** Cluster mode (issue 12): true for the one node that takes a key (a cron run's time), cluster-wide. */
+  readonly claim?: ((key: string) => boolean) | undefined;
 }
 
 export interface EventGateway {
   readonly traffic: Traffic;
   readonly queue: Queue;
-  readonly asyncRoute: Handler;
+  readonly asyncRoute: AsyncRoute;
   /** `POST /events`: CloudEvents delivered to the function their subject names, or queued. */
   readonly eventsRoute: Handler;
   readonly api: EventsApi;
@@ -110,6 +113,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     },
     warn: (message) => logger.warn(message),
     info: (message) => logger.info(message),
+    ...(options.claim === undefined ? {} : { claim: options.claim }),
   });
   notifyWorker = () => worker.notify();
   const eventsRoute = createEventsIngress({
@@ -291,6 +295,7 @@ function queuedRequest(
     timeoutSource: 'limits.timeout',
     ...(request.event === undefined ? {} : { event: request.event }),
     ...(request.priority === undefined ? {} : { priority: request.priority }),
+    ...(request.auth === undefined ? {} : { auth: request.auth }),
     // The Lambda Invoke API's `Event` invocations: the payload is the event, whatever the eventFormat.
     ...(message.source === LAMBDA_QUEUE_SOURCE ? { direct: true } : {}),
   };

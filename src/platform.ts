@@ -4,6 +4,7 @@
  */
 
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -28,9 +29,10 @@ import {
   Deployer,
   GarbageCollector,
   LayerStore,
+  MANIFEST_FILE,
   SqliteStore,
 } from './control/index.js';
-import type { StoredVersion } from './control/store/index.js';
+import type { Store, StoredVersion } from './control/store/index.js';
 import type { DeployedVersion } from './domain/deployment.js';
 import { HearthError } from './domain/errors.js';
 import type { InstanceEvent, ScalingEvent } from './domain/events.js';
@@ -44,23 +46,31 @@ import {
   createLambdaApi,
   TlsReloader,
 } from './gateway/index.js';
+import {
+  describeProgress,
+  formatSize,
+  ImageStore,
+  parseReference,
+  RegistryCredentialStore,
+} from './images/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
 import {
   ContainerIsolation,
   createImageRuntime,
   createProvidedRuntime,
-  resolveLocalImage,
 } from './runtime/container/index.js';
-import type { Isolation, Runtime } from './runtime/index.js';
+import type { AllowNetwork, Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
+import { IsolateIsolation } from './runtime/isolate/index.js';
 import { NodeRuntime } from './runtime/node/index.js';
 import { PACKAGE_ROOT } from './runtime/paths.js';
 import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
+import { WasmRuntime } from './runtime/wasm/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
 import { dashboardAccess, guardAsync, guardEvents, guardLambda, guardMount } from './security/http.js';
-import { isLoopbackHost, Security } from './security/index.js';
+import { isLoopbackHost, Security, type SecurityStore } from './security/index.js';
 import { createStateCalls, createStateStore, redisUrlFor } from './state/index.js';
 import { createUiHandler } from './ui/index.js';
 
@@ -97,7 +107,18 @@ export async function startPlatform(
   // Uploads and builds interrupted by a crash left their scratch dirs here; nothing in it outlives a run.
   await rm(join(config.dataDir, 'tmp'), { recursive: true, force: true });
 
-  const store = new SqliteStore(join(config.dataDir, 'hearth.db'));
+  // Cluster mode (issue 12) keeps functions, versions, code and keys in PostgreSQL, shared by every node;
+  // the module is only loaded when asked for, so the embedded mode's start is unchanged.
+  const cluster =
+    config.cluster === undefined
+      ? undefined
+      : await (await import('./cluster/index.js')).Cluster.open(
+          config.cluster,
+          config.dataDir,
+          config.events.breaker,
+          (message) => logger.warn(message),
+        );
+  const store: Store & SecurityStore = cluster?.store ?? new SqliteStore(join(config.dataDir, 'hearth.db'));
   // Secrets (issue 13): sealed in hearth.db under the master key; a rotation a crash interrupted is finished here.
   const keyring = new Keyring({
     keyFile: config.compliance.secrets.keyFile,
@@ -133,6 +154,10 @@ export async function startPlatform(
   const logs = new LogStore({ file: join(config.dataDir, 'logs.db'), maxRecords: config.logRecords });
   const code = new CodeStore({ dataDir: config.dataDir, cacheBytes: config.codeCacheBytes });
   await code.init();
+  // Container images (issue 17): blobs and rootfs dirs under images/, registry logins sealed with the secrets.
+  const images = new ImageStore({ dataDir: config.dataDir });
+  await images.open();
+  const registryLogins = new RegistryCredentialStore(secrets);
   const layers = new LayerStore(config.dataDir, {
     timeoutMs: config.buildTimeoutMs,
     maxDiskBytes: config.buildMaxDiskBytes,
@@ -160,7 +185,9 @@ export async function startPlatform(
         const functions = store.listFunctions(namespace);
         return {
           names: new Set(functions.map((fn) => fn.name)),
-          codeBytes: functions.reduce((sum, fn) => sum + fn.active.codeBytes, 0),
+          // Every retained version's code and image (by its compressed layers, issue 17) is kept, and can
+          // be rolled back to: all of it counts.
+          codeBytes: store.retainedCodeBytes(namespace),
         };
       },
       instances: (namespace) => {
@@ -174,12 +201,17 @@ export async function startPlatform(
           instances += count;
           memoryBytes += count * (schedulerForQuotas?.lookup(ref)?.spec.limits.memoryBytes ?? 0);
         }
-        return { instances, memoryBytes };
+        // A deploy's verify instance counts too, before a pool takes it.
+        const preparing = schedulerForQuotas?.preparing(namespace);
+        return {
+          instances: instances + (preparing?.instances ?? 0),
+          memoryBytes: memoryBytes + (preparing?.memoryBytes ?? 0),
+        };
       },
     },
     audit: (fields, message) => logger.info({ audit: 'security', ...fields }, message),
   });
-  security.activeBytes = (ref) => store.getFunction(ref)?.active.codeBytes ?? 0;
+  security.releasedBytes = (ref) => store.codeBytesReleasedByNext(ref);
   // The audit log's "who" (issue 13's seam): the id of the key or token's key, never the credential.
   setKeyIdentity((request) => {
     try {
@@ -192,11 +224,16 @@ export async function startPlatform(
   const runtimes = new Map<RuntimeName, Runtime>([
     ['node20', new NodeRuntime()],
     ['python3', new PythonRuntime(config.python)],
+    ['wasm', new WasmRuntime()],
     ['provided', createProvidedRuntime()],
     ['image', createImageRuntime()],
   ]);
   const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
   const containers = new ContainerIsolation({ stateDir: join(runDir, 'containers') });
+  // `egress: allow` in a namespace of its own needs what an allow-list needs (root, slirp4netns); without
+  // it, the host's network, and `hearth up` says so.
+  const allowNetwork: AllowNetwork =
+    config.egressAllow === 'outbound' && sandbox.filteredUnavailable === undefined ? 'outbound' : 'host';
   const isolations = new Map<IsolationName, Isolation>([
     ['sandbox', sandbox],
     ['process', new ProcessIsolation()],
@@ -220,15 +257,30 @@ export async function startPlatform(
     );
     for (const wall of walls)
       if (!wall.inForce) notices.push(`sandbox wall not in force: ${wall.wall}: ${wall.detail}`);
-    if (sandbox.filteredUnavailable !== undefined)
+    if (sandbox.filteredUnavailable !== undefined) {
       notices.push(
         `dependency builds share the host's network, as their confinement to the package registries works like an egress allow-list: ${sandbox.filteredUnavailable}`,
       );
+      if (config.egressAllow === 'outbound')
+        notices.push(
+          `egress: allow shares the host's network, loopback included, as its own namespace works like an egress allow-list: ${sandbox.filteredUnavailable}`,
+        );
+    }
   }
   for (const runtime of runtimes.values())
     if (runtime.unavailable !== undefined)
       notices.push(`${runtime.name} unavailable: ${runtime.unavailable}`);
   const slots = await createSlotManager(join(runDir, 'slots'), { allowMount: true });
+  // Many functions of one namespace per sandboxed process, one V8 isolate each (issue 11, density).
+  const isolates = new IsolateIsolation({
+    confine: sandbox,
+    slots,
+    hostMemoryBytes: config.isolateHostMemoryBytes,
+    onWarning: (message) => logger.warn(message),
+  });
+  isolations.set('isolate', isolates);
+  if (isolates.unavailable !== undefined)
+    logger.info(`isolation isolate unavailable: ${isolates.unavailable}`);
   // Metrics, traces, alerts and Loki; built once the scheduler exists (they read its status).
   let observability: Observability | undefined;
 
@@ -261,16 +313,17 @@ export async function startPlatform(
         observability?.shipLog?.(record);
       },
     },
-    resolveImage: resolveLocalImage,
     bindEnv: (deployed) => ({
-      ...platformEnv(deployed, config.observe.redisUrl),
+      ...platformEnv(deployed, config.observe.redisUrl, allowNetwork),
       ...secrets.bindEnv(deployed.ref.namespace, deployed.manifest.spec.secrets),
       ...secrets.encryptionEnv(deployed.ref.namespace, deployed.manifest.spec.encryption),
     }),
     policy: createScalingPolicy(config.autoscaler.policy, config.autoscaler),
     autoscaler: config.autoscaler,
     maxMemoryBytes: config.maxMemoryBytes,
+    memoryOvercommit: config.memoryOvercommit,
     stemCells: config.stemCells,
+    allowNetwork,
     maxInstances: config.maxInstances,
     queueLimit: config.queueLimit,
     queueTimeoutMs: config.events.queueMaxWaitMs,
@@ -384,6 +437,7 @@ export async function startPlatform(
     logger,
     onInternal: (error) => logger.error({ err: error }, 'internal error'),
     tls,
+    claim: cluster === undefined ? undefined : (key) => cluster.store.claimOnce(key),
   });
   eventCalls = events.hostCalls;
   const deployer = new Deployer({
@@ -395,6 +449,7 @@ export async function startPlatform(
     isolations,
     limits: config.upload,
     tmpDir: join(config.dataDir, 'tmp'),
+    localImageDirs: config.localImageDirs,
     admit: (candidates) => security.admitDeploy(candidates),
     egressTenancy: {
       platformPorts: () => [listeningPort, ...events.listenerPorts()],
@@ -404,18 +459,65 @@ export async function startPlatform(
       const trusted = config.compliance.signing.trustedKeys(ref.namespace);
       return trusted.length === 0 ? undefined : verifyPackage(dir, trusted);
     },
+    images: {
+      resolve: async (namespace, reference, onProgress, beforePull) => {
+        const parsed = parseReference(reference);
+        const outcome = await images.resolve(reference, {
+          scope: namespace,
+          beforePull,
+          credentials:
+            parsed.kind === 'registry' ? registryLogins.get(namespace, parsed.registry) : undefined,
+          onProgress: (progress) => onProgress(describeProgress(progress)),
+        });
+        const { image, pulledBytes, reusedBytes, pulledLayers, reusedLayers } = outcome;
+        logger.info(
+          {
+            image: reference,
+            manifestDigest: image.manifestDigest,
+            pulledBytes,
+            reusedBytes,
+            pulledLayers,
+            reusedLayers,
+          },
+          'image resolved',
+        );
+        onProgress(
+          `pulled ${formatSize(pulledBytes)} (${pulledLayers} layer(s)), reused ${formatSize(reusedBytes)} (${reusedLayers} layer(s)) already on this node`,
+        );
+        return image;
+      },
+    },
   });
   const onInternal = (error: unknown): void => logger.error({ err: error }, 'internal error');
   const api = createControlApi(
     {
       store,
-      deployer,
+      // In a cluster, a deploy answers once every live node serves the new version.
+      deployer:
+        cluster === undefined ? deployer : cluster.followDeploys(deployer, (message) => logger.warn(message)),
       scheduler,
       logs,
       onInternal,
       events: events.api,
       walls: sandbox.walls,
       security,
+      images: {
+        importArchive: async (namespace, archive, name) => {
+          const outcome = await images.importArchive(archive, name, namespace);
+          logger.info(
+            { image: outcome.image.reference, storedBytes: outcome.pulledBytes, namespace },
+            'image archive imported',
+          );
+          return {
+            reference: outcome.image.reference,
+            manifestDigest: outcome.image.manifestDigest,
+            sizeBytes: outcome.image.sizeBytes,
+            storedBytes: outcome.pulledBytes,
+          };
+        },
+        checkLogin: (registry, credentials) => images.checkLogin(registry, credentials),
+        logins: registryLogins,
+      },
       compliance: {
         secrets,
         audit,
@@ -486,6 +588,7 @@ export async function startPlatform(
     ),
     serverTiming: config.observe.serverTiming,
     guard: security,
+    ...(cluster === undefined ? {} : { forwarder: cluster.forwarder }),
     mounts: [
       // /metrics stays open on loopback (a local Prometheus); beyond it, it needs `read` on every namespace.
       ...(metricsRoute === undefined
@@ -499,6 +602,11 @@ export async function startPlatform(
             },
           ]),
       { prefix: '/ui', handler: guardMount(security, ui, dashboardAccess) },
+      ...(cluster === undefined
+        ? []
+        : [
+            { prefix: '/cluster', handler: guardMount(security, cluster.handler, () => ['read', undefined]) },
+          ]),
     ],
   });
   const server = createGatewayServer(gateway.handle, gateway.invoke, tls);
@@ -508,8 +616,10 @@ export async function startPlatform(
       server.listen(config.port, config.host, () => resolve());
     });
   } catch (error) {
+    await cluster?.leave();
     await events.close();
     await scheduler.close();
+    await isolates.close();
     unsubscribe('hearth:instance', onInstance);
     unsubscribe('hearth:scaling', onScaling);
     await observability.close();
@@ -535,6 +645,17 @@ export async function startPlatform(
   listeningPort = port;
   await events.start(port);
   const url = `${tls === undefined ? 'http' : 'https'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  await cluster?.join({
+    scheduler: events.observedScheduler,
+    code,
+    hasLayer: (key) => layers.has(key),
+    toDeployed,
+    url,
+    restored: store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
+    info: (message) => logger.info(message),
+    warn: (message) => logger.warn(message),
+    reloadSecurity: () => security.reload(),
+  });
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },
     'hearth listening',
@@ -564,6 +685,7 @@ export async function startPlatform(
     store,
     code,
     layers,
+    images,
     graceMs: config.gc.graceMs,
     intervalMs: config.gc.intervalMs,
     onCollected: (collected) =>
@@ -584,10 +706,14 @@ export async function startPlatform(
       closing ??= (async () => {
         server.close();
         server.closeAllConnections();
+        // Out of the cluster first: its peers stop counting on this node; the store closes last, as ever.
+        await cluster?.leave();
         await gc.stop();
         await warming;
         await events.close();
         await scheduler.close();
+        await isolates.close();
+        await isolates.close();
         unsubscribe('hearth:instance', onInstance);
         unsubscribe('hearth:scaling', onScaling);
         await observability?.close();
@@ -613,7 +739,7 @@ export async function startPlatform(
  * Whether some function may need a key or JWT, for /events: one restored at start, one released since
  * (noted before it goes live, and kept until a restart), or a namespace requiring keys.
  */
-function someProtected(store: SqliteStore, security: Security): () => boolean {
+function someProtected(store: Store, security: Security): () => boolean {
   const atStart = store.listFunctions().some((fn) => (fn.active.manifest.spec.auth ?? 'public') !== 'public');
   return () => atStart || security.protectedReleased || security.keysRequiredSomewhere;
 }
@@ -622,8 +748,16 @@ function someProtected(store: SqliteStore, security: Security): () => boolean {
 function platformEnv(
   deployed: DeployedVersion,
   redisUrl: string | undefined,
+  allowNetwork: AllowNetwork,
 ): Readonly<Record<string, string>> {
-  const url = redisUrl === undefined ? undefined : redisUrlFor(redisUrl, deployed.spec.egress);
+  const url =
+    redisUrl === undefined
+      ? undefined
+      : redisUrlFor(
+          redisUrl,
+          deployed.spec.egress,
+          deployed.spec.isolation === 'sandbox' ? allowNetwork : 'host',
+        );
   return url === undefined ? {} : { REDIS_URL: url };
 }
 
@@ -638,6 +772,7 @@ export function toDeployed(stored: StoredVersion): DeployedVersion {
       stored.depsKey === null || stored.depsMount === null
         ? undefined
         : { key: stored.depsKey, mountName: stored.depsMount },
+    ...(stored.image === null ? {} : { image: stored.image }),
     createdAt: stored.createdAt,
   };
 }
@@ -652,7 +787,8 @@ async function deployExamples(
   const examplesDir = join(PACKAGE_ROOT, 'examples');
   const folders = await readdir(examplesDir, { withFileTypes: true }).catch(() => []);
   for (const folder of folders) {
-    if (!folder.isDirectory()) continue;
+    // A folder without a manifest is not a function (examples/wasm holds sources to build first).
+    if (!folder.isDirectory() || !existsSync(join(examplesDir, folder.name, MANIFEST_FILE))) continue;
     try {
       await deployer.deployFolder(
         { namespace: 'default', name: folder.name },

@@ -82,7 +82,7 @@ describe('hearth (global behaviour)', () => {
   it('prints help and the version to stdout with exit 0', async () => {
     const help = captureIo();
     expect(await main(['--help'], help.io)).toBe(0);
-    expect(help.stdout()).toContain('deploy [options] <dir>');
+    expect(help.stdout()).toContain('deploy [options] [dir]');
     const bare = captureIo();
     expect(await main([], bare.io)).toBe(0);
     expect(bare.stdout()).toContain('Usage: hearth');

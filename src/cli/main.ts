@@ -14,6 +14,7 @@ import * as keys from './commands/keys.js';
 import * as logs from './commands/logs.js';
 import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
+import * as registry from './commands/registry.js';
 import * as rm from './commands/rm.js';
 import * as secret from './commands/secret.js';
 import * as sign from './commands/sign.js';
@@ -106,6 +107,7 @@ export function buildProgram(context: CommandContext): Command {
     rm,
     keys,
     secret,
+    registry,
     audit,
     sign,
   ])
@@ -129,6 +131,18 @@ function registerUp(program: Command, context: CommandContext): void {
       'serve HTTPS with this PEM certificate (with --tls-key; reloaded when it changes)',
     )
     .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+    .option(
+      '--cluster',
+      'join a cluster of nodes (with --postgres, --nats and --redis, or cluster: in --config)',
+    )
+    .option('--postgres <url>', 'cluster mode: the PostgreSQL that holds functions, versions and code')
+    .option('--nats <url>', 'cluster mode: the NATS server for membership and change notices')
+    .option('--redis <url>', 'cluster mode: the Redis for ctx.state')
+    .option('--node-id <id>', "cluster mode: this node's name (default: made once, kept in the data dir)")
+    .option(
+      '--advertise <url>',
+      'cluster mode: the URL other nodes reach this one at (default: where it listens)',
+    )
     .action(async (options: UpOptions) => {
       const { up } = await import('./up.js');
       context.setExitCode(await up(options, context.io));

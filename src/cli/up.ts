@@ -1,6 +1,6 @@
 /** @module `hearth up`: runs the platform in the foreground until Ctrl-C or SIGTERM, then stops it cleanly. */
 
-import { type ConfigFile, loadConfigFile, resolveConfig } from '../config.js';
+import { type ConfigFile, configFileSchema, loadConfigFile, resolveConfig } from '../config.js';
 import { HearthError } from '../domain/errors.js';
 import { startPlatform } from '../platform.js';
 import type { CliIo } from './io.js';
@@ -14,6 +14,50 @@ export interface UpOptions {
   readonly examples: boolean;
   readonly tlsCert?: string | undefined;
   readonly tlsKey?: string | undefined;
+  /** Cluster mode (issue 12). */
+  readonly cluster?: boolean | undefined;
+  readonly postgres?: string | undefined;
+  readonly nats?: string | undefined;
+  readonly redis?: string | undefined;
+  readonly nodeId?: string | undefined;
+  readonly advertise?: string | undefined;
+}
+
+const CLUSTER_FLAGS = ['postgres', 'nats', 'redis', 'nodeId', 'advertise'] as const;
+
+/** `--cluster` and its URLs over the file's `cluster:`; the flags without `--cluster` are a mistake. */
+function clusterOverride(options: UpOptions, file: ConfigFile): ConfigFile['cluster'] {
+  const flag = (name: (typeof CLUSTER_FLAGS)[number]): string =>
+    `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+  if (options.cluster !== true) {
+    const stray = CLUSTER_FLAGS.find((name) => options[name] !== undefined);
+    if (stray !== undefined)
+      throw new HearthError('HEARTH_E_VALIDATION', `${flag(stray)} goes with --cluster: add --cluster`);
+    return undefined;
+  }
+  const merged = {
+    ...file.cluster,
+    ...Object.fromEntries(
+      CLUSTER_FLAGS.filter((name) => options[name] !== undefined).map((name) => [name, options[name]]),
+    ),
+  };
+  const missing = (['postgres', 'nats', 'redis'] as const).filter((name) => merged[name] === undefined);
+  if (missing.length > 0)
+    throw new HearthError(
+      'HEARTH_E_VALIDATION',
+      `--cluster needs ${missing.map(flag).join(', ')} (or cluster: in --config)`,
+    );
+  const checked = configFileSchema.shape.cluster.safeParse(merged);
+  if (!checked.success) {
+    const issue = checked.error.issues[0];
+    const name = String(issue?.path[0] ?? 'cluster');
+    const given = (merged as Record<string, unknown>)[name];
+    throw new HearthError(
+      'HEARTH_E_VALIDATION',
+      `${flag(name as (typeof CLUSTER_FLAGS)[number])}: expected ${issue?.message ?? 'a valid value'}, got ${JSON.stringify(given)}`,
+    );
+  }
+  return checked.data;
 }
 
 export async function up(options: UpOptions, io: CliIo): Promise<number> {
@@ -30,6 +74,7 @@ export async function up(options: UpOptions, io: CliIo): Promise<number> {
     dataDir: options.dataDir,
     // Only an explicit --no-examples overrides the file.
     examples: options.examples ? undefined : false,
+    cluster: clusterOverride(options, file),
   });
   io.stderr.write(`hearth: starting (data in ${config.dataDir})\n`);
   // Listening from the start: a signal while starting would otherwise end the process at once, leaving

@@ -6,6 +6,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DeployedVersion } from '../domain/deployment.js';
@@ -19,8 +20,9 @@ import {
   type RuntimeName,
   resolveSpec,
 } from '../domain/function.js';
+import type { ResolvedImage } from '../domain/image.js';
 import { LOCAL_IMAGE_PREFIX, resolveLocalImage } from '../runtime/container/local-image.js';
-import type { Isolation, Runtime } from '../runtime/index.js';
+import { ISOLATE_MAX_BODY_BYTES, type Isolation, type Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployCandidate } from '../security/index.js';
 import type { DeployEvent, DeploymentSummary, DeployPhase } from './api/types.js';
@@ -52,6 +54,27 @@ export interface DeployerOptions {
    * with the signer's key id, undefined when no signature is required, or throws the refusal.
    */
   readonly checkPackage?: (ref: FunctionRef, dir: string) => Promise<string | undefined>;
+  /**
+   * Pulls or finds a `runtime: image` function's image (issue 17; src/images with the namespace's registry
+   * credentials): verified, unpacked, its manifest digest what the version pins.
+   */
+  readonly images?: DeployImages;
+  /**
+   * Whether `spec.image: dir:/PATH` (a rootfs folder on this node) is taken: off by default, since it runs a
+   * host directory chosen by the deployer; on for development and tests (`images.localDirs`).
+   */
+  readonly localImageDirs?: boolean;
+}
+
+/** The deployer's view of the image store: what `spec.image` resolves to, with progress. */
+export interface DeployImages {
+  /** `beforePull` is told the image's size before any layer is fetched, and throws to refuse it. */
+  resolve(
+    namespace: string,
+    reference: string,
+    onProgress: (message: string) => void,
+    beforePull: (sizeBytes: number) => void,
+  ): Promise<ResolvedImage>;
 }
 
 export type DeployListener = (event: DeployEvent) => void;
@@ -69,6 +92,8 @@ export interface PreparedVersion {
   readonly manifest: FunctionManifest;
   readonly code: DeployedVersion['code'];
   readonly deps: DeployedVersion['deps'];
+  /** The pulled image of a `runtime: image` function. */
+  readonly image?: ResolvedImage | undefined;
 }
 
 /** A package uploaded for a later `POST /api/v1/apply`, which releases it together with the rest. */
@@ -80,6 +105,11 @@ export interface StagedPackage {
 
 /** Long enough for the CLI to upload every folder of a file, then apply them together. */
 const STAGED_TTL_MS = 15 * 60_000;
+
+/** Functions of one apply whose handlers are verified at once (each a cold start). */
+const VERIFY_AT_ONCE = Math.max(2, availableParallelism());
+/** Verified instances of one apply kept to serve as the functions' first warm instances; the rest stop. */
+const KEEP_VERIFIED = 32;
 
 /** How a batch release reports which of its items failed. */
 export type ItemError = (index: number, error: unknown) => Error;
@@ -192,15 +222,7 @@ export class Deployer {
       const deploymentId = this.options.store.startDeployment(ref);
       try {
         const prepared = this.prepareConfigure(ref, input, current);
-        return await this.release(
-          ref,
-          prepared.manifest,
-          prepared.code,
-          prepared.deps,
-          clock,
-          deploymentId,
-          {},
-        );
+        return await this.release(prepared, clock, deploymentId, {});
       } catch (error) {
         this.fail(deploymentId, clock, error);
         throw error;
@@ -219,16 +241,26 @@ export class Deployer {
   ): PreparedVersion {
     const manifest = this.validate(ref, input, 'resource');
     const spec = resolveSpec(manifest.spec);
-    if (spec.runtime !== current.active.manifest.spec.runtime) {
+    const activeRuntime = resolveSpec(current.active.manifest.spec).runtime;
+    if (spec.runtime !== activeRuntime) {
       throw new HearthError(
         'HEARTH_E_VALIDATION',
-        `spec.runtime: got "${spec.runtime}", expected "${current.active.manifest.spec.runtime}" (changing the runtime needs new code: deploy the folder)`,
+        `spec.runtime: got "${spec.runtime}", expected "${activeRuntime}" (changing the runtime needs new code: deploy the folder)`,
         {
           details: {
             field: 'spec.runtime',
             value: spec.runtime,
-            expected: current.active.manifest.spec.runtime,
+            expected: activeRuntime,
           },
+        },
+      );
+    }
+    if (spec.image !== current.active.manifest.spec.image) {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `spec.image: got "${spec.image}", expected "${current.active.manifest.spec.image}" (a new image is pulled by a deploy: hearth deploy --image, or hearth apply, which uploads it)`,
+        {
+          details: { field: 'spec.image', value: spec.image, expected: current.active.manifest.spec.image },
         },
       );
     }
@@ -244,7 +276,41 @@ export class Deployer {
         current.active.depsKey === null || current.active.depsMount === null
           ? undefined
           : { key: current.active.depsKey, mountName: current.active.depsMount },
+      image: current.active.image ?? undefined,
     };
+  }
+
+  /**
+   * A Function document that takes its code (and dependency layer) from a package staged for another
+   * document of the same apply: a file of many functions built from one folder uploads it once (issue 11:
+   * a 1,000-document apply staged 1,000 identical packages, one request each).
+   */
+  prepareWithCode(ref: FunctionRef, input: unknown, code: PreparedVersion): PreparedVersion {
+    const manifest = this.validate(ref, input, 'resource');
+    const spec = resolveSpec(manifest.spec);
+    const refuse = (field: string, value: string, expected: string, why: string): never => {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${field}: got "${value}", expected "${expected}" (${why})`,
+        {
+          details: { field, value, expected },
+        },
+      );
+    };
+    const runtime = spec.runtime;
+    const builtFor = code.manifest.spec.runtime ?? 'image';
+    if (runtime !== builtFor) refuse('spec.runtime', runtime, builtFor, 'the staged code was built for it');
+    // A dependency layer is built in, and for, one namespace: it is never handed to another.
+    if (code.deps !== undefined && ref.namespace !== code.ref.namespace)
+      refuse(
+        'metadata.namespace',
+        ref.namespace,
+        code.ref.namespace,
+        'the staged dependency layer belongs to it',
+      );
+    if (code.deps !== undefined && spec.isolation === 'isolate')
+      refuse('spec.isolation', 'isolate', 'sandbox', 'isolate functions take no dependencies');
+    return { ref, manifest, code: code.code, deps: code.deps };
   }
 
   /** True when releasing `prepared` would change nothing: the active version has this code and spec. */
@@ -254,6 +320,7 @@ export class Deployer {
       current !== undefined &&
       current.active.codeHash === prepared.code.hash &&
       (current.active.depsKey ?? undefined) === prepared.deps?.key &&
+      current.active.image?.manifestDigest === prepared.image?.manifestDigest &&
       JSON.stringify(current.active.manifest) === JSON.stringify(prepared.manifest) &&
       this.options.scheduler.lookup(prepared.ref) !== undefined
     );
@@ -289,6 +356,7 @@ export class Deployer {
           manifest: prepared.manifest,
           code: prepared.code,
           deps: prepared.deps,
+          ...(prepared.image === undefined ? {} : { image: prepared.image }),
           createdAt: new Date().toISOString(),
         },
         clock: new PhaseClock(() => {}),
@@ -304,28 +372,44 @@ export class Deployer {
       this.options.admit?.(
         pending.map((item) => ({
           ref: item.version.ref,
-          codeBytes: item.version.code.bytes,
+          codeBytes: item.version.code.bytes + (item.version.image?.sizeBytes ?? 0),
           spec: item.version.spec,
         })),
       );
     } catch (error) {
       await abandon(pending[0]?.index ?? 0, error);
     }
-    for (const item of pending) {
-      try {
-        item.clock.begin('verify', 'starting an instance to load the handler');
-        item.instance = await scheduler.prepare(item.version);
-        item.clock.end('verify', `handler ${item.version.spec.handler} loaded`);
-      } catch (error) {
-        await abandon(item.index, error);
+    // Verified a few at a time (a file of 1,000 functions was 1,000 cold starts in a row), and only the
+    // first few verified instances are kept to become warm ones: a verified instance is not budgeted until
+    // its version is activated, after the whole file, so holding every one would start 1,000 processes.
+    let failure: { index: number; error: unknown } | undefined;
+    let next = 0;
+    let kept = 0;
+    const verifyNext = async (): Promise<void> => {
+      while (failure === undefined && next < pending.length) {
+        const item = pending[next++] as (typeof pending)[number];
+        try {
+          if (!this.canVerify(item.version)) continue;
+          item.clock.begin('verify', 'starting an instance to load the handler');
+          const instance = await scheduler.prepare(item.version);
+          item.clock.end('verify', `handler ${item.version.spec.handler} loaded`);
+          if (kept < KEEP_VERIFIED) {
+            kept += 1;
+            item.instance = instance;
+          } else await instance.stop();
+        } catch (error) {
+          failure ??= { index: item.index, error };
+        }
       }
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(VERIFY_AT_ONCE, pending.length) }, verifyNext));
+    if (failure !== undefined) await abandon(failure.index, failure.error);
     let current = -1;
     try {
       store.transaction(() => {
         for (const item of pending) {
           current = item.index;
-          const { manifest, code, deps, ref, version } = item.version;
+          const { manifest, code, deps, ref, version, image } = item.version;
           store.commitVersion(ref, version, {
             manifest,
             codeHash: code.hash,
@@ -333,6 +417,7 @@ export class Deployer {
             codeBytes: code.bytes,
             depsKey: deps?.key ?? null,
             depsMount: deps?.mountName ?? null,
+            image: image ?? null,
           });
         }
         current = -1;
@@ -396,7 +481,7 @@ export class Deployer {
     options: DeployOptions,
   ): Promise<DeployOutcome> {
     const prepared = await this.buildTree(ref, dir, clock, options);
-    return this.release(ref, prepared.manifest, prepared.code, prepared.deps, clock, deploymentId, options);
+    return this.release(prepared, clock, deploymentId, options);
   }
 
   /** Reads and validates the folder's manifest, stores its code and builds (or reuses) its layer. */
@@ -411,9 +496,11 @@ export class Deployer {
     const parsed = await this.readManifest(dir);
     const manifest = this.validate(ref, parsed, MANIFEST_FILE, options.adjust);
     const spec = resolveSpec(manifest.spec);
+    if (spec.image !== undefined) return this.prepareImage(ref, dir, manifest, spec.image, clock);
     const runtime = this.runtimeFor(spec.runtime);
     const isolation = this.isolationFor(spec.isolation);
 
+    await runtime.checkCode?.(dir, spec);
     clock.begin('store', 'storing code');
     if (runtime.precompileCommand !== undefined) {
       const step = runtime.precompileCommand(dir);
@@ -429,6 +516,14 @@ export class Deployer {
 
     let deps: DeployedVersion['deps'];
     const dependencyManifest = runtime.dependencyManifest(dir);
+    if (dependencyManifest !== undefined && spec.isolation === 'isolate')
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `${MANIFEST_FILE}: spec.isolation: isolate runs the function's own files only; it cannot load npm dependencies (${dependencyManifest.files.join(', ')}): bundle them into the code, or use isolation: sandbox`,
+        {
+          details: { field: 'spec.isolation', value: 'isolate', expected: 'a function without dependencies' },
+        },
+      );
     if (dependencyManifest !== undefined) {
       clock.begin('dependencies', `installing dependencies from ${dependencyManifest.files.join(' + ')}`);
       const maxDisk = this.options.layers.maxDiskBytes;
@@ -457,6 +552,53 @@ export class Deployer {
       deps = { key: layer.key, mountName: dependencyManifest.mountName };
     }
     return { ref, manifest, code, deps };
+  }
+
+  /**
+   * A `runtime: image` function: its folder holds only hearth.yaml (stored as an empty code tree, so versions
+   * look alike to the rest of the platform); the image is pulled, verified and unpacked here, before anything
+   * is released, so a failed pull leaves the previous version serving.
+   */
+  private async prepareImage(
+    ref: FunctionRef,
+    dir: string,
+    manifest: FunctionManifest,
+    reference: string,
+    clock: PhaseClock,
+  ): Promise<PreparedVersion> {
+    const images = this.options.images;
+    if (images === undefined)
+      throw new HearthError('HEARTH_E_UNSUPPORTED', 'spec.image: this node has no image store', {
+        details: { field: 'spec.image', value: reference, expected: 'a node with an image store' },
+      });
+    const code = await this.options.code.put(dir, CODE_EXCLUDES);
+    clock.begin('image', `resolving image ${reference}`);
+    if (reference.startsWith(LOCAL_IMAGE_PREFIX)) {
+      const local = resolveLocalImage(reference);
+      clock.end('image', `rootfs ${local.rootfs} on this node`);
+      return { ref, manifest, code, deps: undefined, image: local };
+    }
+    const spec = resolveSpec(manifest.spec);
+    // The namespace's quota is asked before any layer is fetched, and again (with the exact figure) at release.
+    const image = await images.resolve(
+      ref.namespace,
+      reference,
+      (message) => clock.output('image', message),
+      (sizeBytes) => this.options.admit?.([{ ref, codeBytes: code.bytes + sizeBytes, spec }]),
+    );
+    clock.end(
+      'image',
+      `image ${image.manifestDigest.slice(0, 19)} ready (${formatSize(image.sizeBytes)} in layers, rootfs unpacked)`,
+    );
+    return { ref, manifest, code, deps: undefined, image };
+  }
+
+  /**
+   * Whether a version can be proved in a real instance: an image function only once this node runs images
+   * (a runtime named `image` is registered); until then it is released unverified, as `verify=false` does.
+   */
+  private canVerify(version: DeployedVersion): boolean {
+    return version.spec.runtime !== 'image' || this.options.runtimes.has('image');
   }
 
   /** hearth.yaml, parsed in the archive worker within MAX_MANIFEST_BYTES and the unpack time bound. */
@@ -508,23 +650,15 @@ export class Deployer {
 
   /** Verifies and activates a version whose code and layer are in place. */
   private async release(
-    ref: FunctionRef,
-    manifest: FunctionManifest,
-    code: DeployedVersion['code'],
-    deps: DeployedVersion['deps'],
+    prepared: PreparedVersion,
     clock: PhaseClock,
     deploymentId: string,
     options: DeployOptions,
   ): Promise<DeployOutcome> {
+    const { ref, manifest, code, deps, image } = prepared;
     const { store, scheduler } = this.options;
     const current = store.getFunction(ref);
-    if (
-      current !== undefined &&
-      current.active.codeHash === code.hash &&
-      (current.active.depsKey ?? undefined) === deps?.key &&
-      JSON.stringify(current.active.manifest) === JSON.stringify(manifest) &&
-      scheduler.lookup(ref) !== undefined
-    ) {
+    if (current !== undefined && this.isUnchanged(prepared)) {
       const deployment = this.finish(ref, deploymentId, clock, current.active.version);
       clock.note('activate', `unchanged: version ${current.active.version} already has this code and spec`);
       return { version: current.active, deployment, unchanged: true };
@@ -537,11 +671,12 @@ export class Deployer {
       manifest,
       code,
       deps,
+      ...(image === undefined ? {} : { image }),
       createdAt: new Date().toISOString(),
     };
-    this.options.admit?.([{ ref, codeBytes: code.bytes, spec: version.spec }]);
+    this.options.admit?.([{ ref, codeBytes: code.bytes + (image?.sizeBytes ?? 0), spec: version.spec }]);
     let instance: Instance | undefined;
-    if (options.verify !== false) {
+    if (options.verify !== false && this.canVerify(version)) {
       clock.begin('verify', 'starting an instance to load the handler');
       instance = await scheduler.prepare(version);
       clock.end('verify', `handler ${version.spec.handler} loaded`);
@@ -556,6 +691,7 @@ export class Deployer {
         codeBytes: code.bytes,
         depsKey: deps?.key ?? null,
         depsMount: deps?.mountName ?? null,
+        image: image ?? null,
       });
     } catch (error) {
       await instance?.stop();
@@ -598,20 +734,12 @@ export class Deployer {
       );
     }
     const spec = manifest.spec;
-    if (spec.runtime === 'wasm') {
-      throw new HearthError(
-        'HEARTH_E_UNSUPPORTED',
-        `${origin}: spec.runtime: "wasm" is not available in this Hearth version yet; use node20 or python3`,
-        {
-          details: { field: 'spec.runtime', value: 'wasm', expected: 'node20 or python3' },
-        },
-      );
-    }
-    checkContainerSpec(origin, spec);
+    checkContainerSpec(origin, spec, this.options.localImageDirs === true);
     this.checkNetwork(origin, spec);
+    if (spec.isolation === 'isolate') checkIsolate(origin, spec);
     if (this.options.egressTenancy !== undefined)
       checkEgressTenancy(origin, ref, spec, this.options.egressTenancy);
-    this.runtimeFor(spec.runtime);
+    if (spec.image === undefined) this.runtimeFor(resolveSpec(spec).runtime);
     this.isolationFor(spec.isolation ?? 'sandbox');
     return { ...manifest, metadata: { ...manifest.metadata, namespace: ref.namespace } };
   }
@@ -800,7 +928,7 @@ export function toDeploymentSummary(stored: StoredDeployment): DeploymentSummary
  * `runtime: image` and the fields only it takes (issue 17): an image, the `container` isolation, a
  * protocol, command and args; a `dir:` image must exist on this node.
  */
-function checkContainerSpec(origin: string, spec: FunctionManifest['spec']): void {
+function checkContainerSpec(origin: string, spec: FunctionManifest['spec'], localImageDirs: boolean): void {
   const refuse = (field: string, value: unknown, expected: string): never => {
     throw new HearthError(
       'HEARTH_E_VALIDATION',
@@ -808,7 +936,7 @@ function checkContainerSpec(origin: string, spec: FunctionManifest['spec']): voi
       { details: { field, value, expected } },
     );
   };
-  if (spec.runtime === 'image') {
+  if (spec.image !== undefined || spec.runtime === 'image') {
     if (spec.image === undefined) refuse('spec.image', undefined, 'an image reference (runtime image)');
     if (spec.isolation !== undefined && spec.isolation !== 'container')
       refuse('spec.isolation', spec.isolation, 'container (or nothing) for runtime image');
@@ -818,7 +946,12 @@ function checkContainerSpec(origin: string, spec: FunctionManifest['spec']): voi
         spec.eventFormat,
         'nothing for runtime image (spec.protocol says how it is called)',
       );
-    if (spec.image?.startsWith(LOCAL_IMAGE_PREFIX)) resolveLocalImage(spec.image);
+    if (spec.image?.startsWith(LOCAL_IMAGE_PREFIX)) {
+      // A host directory as a rootfs shows the host's files to the function: only where the operator allows it.
+      if (!localImageDirs)
+        refuse('spec.image', spec.image, 'a registry reference or oci-archive (dir: images are off: images.localDirs in the config)');
+      resolveLocalImage(spec.image);
+    }
     return;
   }
   for (const field of ['image', 'protocol', 'command', 'args'] as const)
@@ -827,4 +960,25 @@ function checkContainerSpec(origin: string, spec: FunctionManifest['spec']): voi
     refuse('spec.isolation', 'container', 'sandbox or process (container is for runtime image)');
   if (spec.runtime === 'provided' && spec.eventFormat !== undefined && !spec.eventFormat.startsWith('lambda'))
     refuse('spec.eventFormat', spec.eventFormat, 'one of the lambda formats for runtime provided');
+}
+
+/**
+ * `isolation: isolate` takes Node functions that need nothing a V8 isolate lacks: no network, no host
+ * aliases, and responses that fit one Relay frame (runtime/isolate).
+ */
+function checkIsolate(origin: string, spec: FunctionManifest['spec']): void {
+  const refuse = (field: string, value: unknown, expected: string, why: string): never => {
+    throw new HearthError('HEARTH_E_VALIDATION', `${origin}: ${field}: ${why} with isolation: isolate`, {
+      details: { field, value, expected },
+    });
+  };
+  const runtime = spec.runtime ?? 'image';
+  if (runtime !== 'node20') refuse('spec.runtime', runtime, 'node20', `"${runtime}" cannot run`);
+  if ((spec.egress ?? 'none') !== 'none')
+    refuse('spec.egress', spec.egress, 'none', 'an isolate has no network, so egress must be none');
+  if (Object.keys(spec.hostAliases ?? {}).length > 0)
+    refuse('spec.hostAliases', spec.hostAliases, 'none', 'an isolate has no network, so no host aliases');
+  const maxBody = resolveSpec(spec).limits.maxBodyBytes;
+  if (maxBody > ISOLATE_MAX_BODY_BYTES)
+    refuse('spec.limits.maxBody', maxBody, `at most ${ISOLATE_MAX_BODY_BYTES} bytes`, 'too large');
 }

@@ -74,6 +74,7 @@ function deployVersion(name: string, codeHash: string, depsKey: string | null): 
     codeBytes: 1,
     depsKey,
     depsMount: depsKey === null ? null : 'node_modules',
+    image: null,
   });
 }
 

@@ -3,7 +3,8 @@
  * retained version references, nothing has checked out (an instance bound to it), and nobody stored or reused
  * within the grace period is deleted; each run reports what it freed. The grace period covers what is in
  * flight between upload and commit: a staged package (kept 15 minutes) and a deploy that reuses a package or
- * layer (storing it again restarts its grace period).
+ * layer (storing it again restarts its grace period). Image blobs and unpacked rootfs dirs (issue 17) are
+ * collected the same way: those no retained version's manifest digest needs, untouched within the grace period.
  */
 
 import type { LayerStore } from './build/index.js';
@@ -13,13 +14,26 @@ import type { Store } from './store/index.js';
 export interface CollectedGarbage {
   readonly packages: number;
   readonly layers: number;
+  /** Image blobs and rootfs dirs, when the node has an image store. */
+  readonly imageBlobs?: number;
+  readonly imageRootfs?: number;
   readonly freedBytes: number;
 }
 
+/** The image store as the collector sees it (src/images `Images.collect`). */
+export interface CollectableImages {
+  collect(
+    keep: ReadonlySet<string>,
+    cutoff: number,
+  ): Promise<{ readonly blobs: number; readonly rootfs: number; readonly freedBytes: number }>;
+}
+
 export interface GarbageCollectorOptions {
-  readonly store: Pick<Store, 'codeHashesInUse' | 'depsKeysInUse'>;
+  readonly store: Pick<Store, 'codeHashesInUse' | 'depsKeysInUse'> &
+    Partial<Pick<Store, 'imageDigestsInUse'>>;
   readonly code: Pick<CodeStore, 'listPackages' | 'collect'>;
   readonly layers: Pick<LayerStore, 'list' | 'remove'>;
+  readonly images?: CollectableImages;
   /** Nothing younger than this (since stored or last reused) is collected. */
   readonly graceMs: number;
   /** How often to collect. */
@@ -31,7 +45,7 @@ export interface GarbageCollectorOptions {
 
 /** One collection: returns what it deleted. */
 export async function collectGarbage(
-  options: Pick<GarbageCollectorOptions, 'store' | 'code' | 'layers' | 'graceMs'>,
+  options: Pick<GarbageCollectorOptions, 'store' | 'code' | 'layers' | 'graceMs' | 'images'>,
   now = Date.now(),
 ): Promise<CollectedGarbage> {
   const cutoff = now - options.graceMs;
@@ -57,7 +71,17 @@ export async function collectGarbage(
     freedBytes += freed;
     layerCount += 1;
   }
-  return { packages: packageCount, layers: layerCount, freedBytes };
+  const imageDigests = options.store.imageDigestsInUse?.();
+  if (options.images === undefined || imageDigests === undefined)
+    return { packages: packageCount, layers: layerCount, freedBytes };
+  const images = await options.images.collect(imageDigests, cutoff);
+  return {
+    packages: packageCount,
+    layers: layerCount,
+    imageBlobs: images.blobs,
+    imageRootfs: images.rootfs,
+    freedBytes: freedBytes + images.freedBytes,
+  };
 }
 
 /** Collects every `intervalMs`, one run at a time. */
@@ -77,7 +101,8 @@ export class GarbageCollector {
     this.running ??= collectGarbage(this.options)
       .then(
         (collected) => {
-          if (collected.packages + collected.layers > 0) this.options.onCollected(collected);
+          const images = (collected.imageBlobs ?? 0) + (collected.imageRootfs ?? 0);
+          if (collected.packages + collected.layers + images > 0) this.options.onCollected(collected);
         },
         (error: unknown) => this.options.onError(error),
       )

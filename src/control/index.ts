@@ -14,6 +14,7 @@ import { releaseInstances } from './api/function-instances.js';
 import { functionLogs } from './api/function-logs.js';
 import { listFunctions } from './api/functions-list.js';
 import { eventRoutes } from './api/gateways.js';
+import { imageRoutes } from './api/images.js';
 import { openApi } from './api/openapi.js';
 import { createRouter, type Route } from './api/router.js';
 import { secretRoutes } from './api/secrets.js';
@@ -22,10 +23,11 @@ import { stats } from './api/stats.js';
 
 export type { ApiContext } from './api/context.js';
 export type * from './api/events-types.js';
+export type { ImagesApi } from './api/images.js';
 export { namespaceDetail } from './api/security.js';
 export type * from './api/types.js';
 export { LayerStore } from './build/index.js';
-export { Deployer, type DeployOutcome, MANIFEST_FILE } from './deploy.js';
+export { Deployer, type DeployImages, type DeployOutcome, MANIFEST_FILE } from './deploy.js';
 export { type EventsApi, GatewayService } from './events/index.js';
 export { type CollectedGarbage, collectGarbage, GarbageCollector } from './gc.js';
 export { CodeStore } from './packages/index.js';
@@ -46,6 +48,7 @@ export function createControlApi(context: ApiContext, version: string): Handler 
   routes.push(...eventRoutes(context));
   routes.push(...securityRoutes(context));
   routes.push(...secretRoutes(context));
+  routes.push(...imageRoutes(context));
   routes.push(...auditRoutes(context));
   routes.push(openApi(() => routes, version));
   return createRouter(

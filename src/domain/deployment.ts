@@ -3,6 +3,7 @@
 import type { Readable } from 'node:stream';
 import type { ColdStartPhases } from './events.js';
 import type { FunctionManifest, FunctionRef, FunctionSpec } from './function.js';
+import type { ResolvedImage } from './image.js';
 import type { TraceContext } from './trace.js';
 
 export interface DeployedVersion {
@@ -14,6 +15,12 @@ export interface DeployedVersion {
   readonly code: { readonly hash: string; readonly files: number; readonly bytes: number };
   /** The dependency layer, when the function has dependencies. */
   readonly deps: { readonly key: string; readonly mountName: string } | undefined;
+  /**
+   * For `runtime: image` (issue 17): the image pulled, verified and unpacked at deploy, its manifest digest
+   * pinned. What the container isolation runs: rootfs, config (Entrypoint, Cmd, Env…); `spec.command`,
+   * `spec.args` and `spec.env` override the config as Kubernetes does.
+   */
+  readonly image?: ResolvedImage;
   readonly createdAt: string;
 }
 

@@ -78,8 +78,32 @@ export const ERROR_CATALOGUE = {
   HEARTH_E_BUILD_FAILED: { status: 422, kind: 'user', summary: 'Building the dependency layer failed.' },
   /** The function's code could not be loaded or its handler export is missing. */
   HEARTH_E_HANDLER_INVALID: { status: 422, kind: 'user', summary: 'The handler could not be loaded.' },
-  /** The spec asks for something this platform build does not offer yet (for example runtime `wasm`). */
+  /** The spec asks for something this platform build or node does not offer (a runtime missing here, say). */
   HEARTH_E_UNSUPPORTED: { status: 422, kind: 'user', summary: 'The requested feature is not available.' },
+  /** The image reference names a repository, tag or digest the registry does not have (issue 17). */
+  HEARTH_E_IMAGE_NOT_FOUND: {
+    status: 404,
+    kind: 'user',
+    summary: 'The image, tag or digest does not exist in the registry.',
+  },
+  /** The registry refused the credentials (or asked for some and none are stored); its answer is quoted. */
+  HEARTH_E_REGISTRY_AUTH: {
+    status: 422,
+    kind: 'user',
+    summary: 'The registry refused the credentials; use hearth registry login.',
+  },
+  /** The image cannot be used: a digest mismatch, an unsupported media type or architecture, an unsafe layer. */
+  HEARTH_E_IMAGE_INVALID: {
+    status: 422,
+    kind: 'user',
+    summary: 'The image is corrupt, unsafe or of an unsupported kind.',
+  },
+  /** The registry could not be reached or answered with a server error; the previous version keeps serving. */
+  HEARTH_E_REGISTRY_UNAVAILABLE: {
+    status: 502,
+    kind: 'system',
+    summary: 'The image registry cannot be reached.',
+  },
   /** Too many requests: a rate limit refused this one. */
   HEARTH_E_RATE_LIMITED: { status: 429, kind: 'user', summary: 'A rate limit refused the request.' },
   /** A namespace's requests-per-second or async queue depth quota refused the request; retry later. */

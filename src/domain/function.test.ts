@@ -134,3 +134,25 @@ describe('validation messages in our words', () => {
     expect(error.details?.moreProblems).toBe(30);
   });
 });
+
+describe('container functions (spec.image)', () => {
+  const image = 'registry.example.com:5000/team/api:1.4';
+
+  it('makes runtime image when runtime is omitted, and keeps command and args', () => {
+    const spec = resolveSpec(
+      parseFunctionManifest({ ...base, spec: { image, command: ['/server'], args: ['-v'] } }).spec,
+    );
+    expect(spec).toMatchObject({ runtime: 'image', image, command: ['/server'], args: ['-v'] });
+    expect(
+      resolveSpec(parseFunctionManifest({ ...base, spec: { runtime: 'image', image } }).spec).runtime,
+    ).toBe('image');
+  });
+
+  it('names the field when runtime and image disagree or one is missing', () => {
+    expect(failure({ ...base, spec: { runtime: 'node20', image } }).details?.field).toBe('spec.runtime');
+    expect(failure({ ...base, spec: { runtime: 'image' } }).details?.field).toBe('spec.image');
+    expect(failure({ ...base, spec: {} }).details?.field).toBe('spec.runtime');
+    expect(failure({ ...base, spec: { runtime: 'node20', args: ['x'] } }).details?.field).toBe('spec.args');
+    expect(failure({ ...base, spec: { image: 'Not A Reference' } }).details?.field).toBe('spec.image');
+  });
+});

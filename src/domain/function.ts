@@ -13,7 +13,7 @@ export const API_VERSION = 'hearth.dev/v1';
  */
 export const RUNTIMES = ['node20', 'python3', 'wasm', 'provided', 'image'] as const;
 export type RuntimeName = (typeof RUNTIMES)[number];
-export const ISOLATIONS = ['sandbox', 'process', 'container'] as const;
+export const ISOLATIONS = ['sandbox', 'process', 'isolate', 'container'] as const;
 export type IsolationName = (typeof ISOLATIONS)[number];
 
 /** How the platform talks to a container function (issue 17). */
@@ -111,8 +111,27 @@ export const EVENT_FORMATS = [
 ] as const;
 export type EventFormat = (typeof EVENT_FORMATS)[number];
 
-export const functionSpecSchema = z.strictObject({
-  runtime: z.enum(RUNTIMES, { message: `one of ${RUNTIMES.join(', ')}` }),
+/**
+ * `host[:port]/repo[:tag|@sha256:…]` or `oci-archive:NAME@sha256:…` (checked fully by images/reference.ts when
+ * deployed; `hearth deploy` uploads an `oci-archive:FILE` without a digest and puts the digest in).
+ */
+const IMAGE_REFERENCE = /^(oci-archive:\S{1,400}|[a-z0-9][a-zA-Z0-9._:/@[\]-]{0,511})$/;
+const argv = z.array(z.string().max(4096)).max(256);
+
+const functionSpecFields = z.strictObject({
+  runtime: z.enum(RUNTIMES, { message: `one of ${RUNTIMES.join(', ')}` }).optional(),
+  /** An OCI image to run instead of source (issue 17): `runtime` is then omitted or `image`. */
+  image: z
+    .string()
+    .regex(
+      IMAGE_REFERENCE,
+      'an image reference such as registry.example.com:5000/team/api:1.2 or …@sha256:<digest>',
+    )
+    .optional(),
+  /** Replaces the image's Entrypoint, as a Kubernetes container's `command` does. */
+  command: argv.optional(),
+  /** Replaces the image's Cmd, as a Kubernetes container's `args` does. */
+  args: argv.optional(),
   handler: z
     .string()
     .regex(/^[A-Za-z0-9_][A-Za-z0-9_./-]*$/, 'MODULE or MODULE.EXPORT, e.g. "index.handler"')
@@ -130,18 +149,9 @@ export const functionSpecSchema = z.strictObject({
     .optional(),
   limits: limitsSchema.optional(),
   scaling: scalingSchema.optional(),
-  isolation: z.enum(ISOLATIONS, { message: 'sandbox, process or container' }).optional(),
-  /**
-   * The container image of a `runtime: image` function. Until the image store lands this branch takes
-   * `dir:/ABSOLUTE/PATH`, a folder holding `rootfs/` and `config.json` (an ImageConfig) on this node.
-   */
-  image: z.string().min(1).max(512).optional(),
+  isolation: z.enum(ISOLATIONS, { message: 'sandbox, process, isolate or container' }).optional(),
   /** How Hearth talks to a container: `http` (it serves `$PORT`, the default) or `lambda` (the Lambda Runtime API). */
   protocol: z.enum(PROTOCOLS, { message: 'http or lambda' }).optional(),
-  /** The container's entrypoint (the image's ENTRYPOINT), as Kubernetes' `command`. */
-  command: z.array(z.string()).min(1).max(256).optional(),
-  /** Arguments to it (the image's CMD), as Kubernetes' `args`. */
-  args: z.array(z.string()).max(4096).optional(),
   egress: z
     .union(
       [
@@ -217,6 +227,36 @@ export const functionSpecSchema = z.strictObject({
   encryption: encryptionSchema.optional(),
 });
 
+export const functionSpecSchema = functionSpecFields.superRefine((spec, context) => {
+  if (spec.image === undefined) {
+    if (spec.runtime === undefined)
+      context.addIssue({
+        code: 'custom',
+        path: ['runtime'],
+        message: `one of ${RUNTIMES.filter((r) => r !== 'image').join(', ')} (spec.runtime is required unless spec.image names an OCI image)`,
+      });
+    else if (spec.runtime === 'image')
+      context.addIssue({
+        code: 'custom',
+        path: ['image'],
+        message: 'an image reference (runtime: image needs spec.image)',
+      });
+    for (const field of ['command', 'args'] as const)
+      if (spec[field] !== undefined)
+        context.addIssue({
+          code: 'custom',
+          path: [field],
+          message: `no ${field} without spec.image (it overrides the image's ${field === 'command' ? 'Entrypoint' : 'Cmd'})`,
+        });
+  } else if (spec.runtime !== undefined && spec.runtime !== 'image') {
+    context.addIssue({
+      code: 'custom',
+      path: ['runtime'],
+      message: '"image" or nothing when spec.image is set (an image brings its own runtime)',
+    });
+  }
+});
+
 export const metadataSchema = z.strictObject({
   name,
   namespace: name.optional(),
@@ -237,6 +277,11 @@ export type FunctionManifest = z.output<typeof functionResourceSchema>;
 /** The spec with every default applied and every unit resolved; immutable once built. */
 export interface FunctionSpec {
   readonly runtime: RuntimeName;
+  /** The OCI image reference for `runtime: image` (issue 17); the version pins its digest (`DeployedVersion.image`). */
+  readonly image?: string;
+  /** Overrides of the image's Entrypoint and Cmd, applied by the container isolation as Kubernetes does. */
+  readonly command?: readonly string[];
+  readonly args?: readonly string[];
   readonly handler: string;
   readonly env: Readonly<Record<string, string>>;
   readonly limits: {
@@ -269,12 +314,8 @@ export interface FunctionSpec {
     readonly issuer: string | readonly string[];
     readonly audience: string | readonly string[];
   };
-  /** A container function's image reference (`runtime: image`). */
-  readonly image?: string;
   /** `http` or `lambda` for `runtime: image`; `lambda` for `runtime: provided`. */
   readonly protocol?: ContainerProtocol;
-  readonly command?: readonly string[];
-  readonly args?: readonly string[];
 }
 
 export const DEFAULT_HANDLER: Record<RuntimeName, string> = {
@@ -303,16 +344,21 @@ export const DEFAULTS = {
 export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
   const limits = spec.limits ?? {};
   const scaling = spec.scaling ?? {};
-  // Lambda runs one request at a time in each runtime process: the Runtime API has no way to run two.
-  const protocol: ContainerProtocol | undefined =
-    spec.runtime === 'provided' ? 'lambda' : spec.runtime === 'image' ? (spec.protocol ?? 'http') : undefined;
   const must = <T>(value: T | undefined): T => {
     if (value === undefined) throw new Error('validated value failed to parse');
     return value;
   };
+  const runtime: RuntimeName =
+    spec.runtime ?? (spec.image === undefined ? must<RuntimeName>(undefined) : 'image');
+  // Lambda runs one request at a time in each runtime process: the Runtime API has no way to run two.
+  const protocol: ContainerProtocol | undefined =
+    runtime === 'provided' ? 'lambda' : runtime === 'image' ? (spec.protocol ?? 'http') : undefined;
   return Object.freeze({
-    runtime: spec.runtime,
-    handler: spec.handler ?? DEFAULT_HANDLER[spec.runtime],
+    runtime,
+    ...(spec.image === undefined ? {} : { image: spec.image }),
+    ...(spec.command === undefined ? {} : { command: Object.freeze([...spec.command]) }),
+    ...(spec.args === undefined ? {} : { args: Object.freeze([...spec.args]) }),
+    handler: spec.handler ?? DEFAULT_HANDLER[runtime],
     env: Object.freeze({ ...(spec.env ?? {}) }),
     limits: Object.freeze({
       memoryBytes: must(parseBytes(limits.memory ?? DEFAULTS.memory)),
@@ -330,7 +376,7 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
       idleTimeoutMs: must(parseDuration(scaling.idleTimeout ?? DEFAULTS.idleTimeout)),
       warmPoolRatio: scaling.warmPoolRatio ?? DEFAULTS.warmPoolRatio,
     }),
-    isolation: spec.isolation ?? (spec.runtime === 'image' ? 'container' : 'sandbox'),
+    isolation: spec.isolation ?? (runtime === 'image' ? 'container' : 'sandbox'),
     egress: spec.egress ?? 'none',
     hostAliases: Object.freeze({ ...(spec.hostAliases ?? {}) }),
     priority: spec.priority ?? 0,
@@ -340,10 +386,7 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
     build: Object.freeze({ scripts: spec.build?.scripts ?? false }),
     auth: spec.auth ?? 'public',
     ...(spec.jwt === undefined ? {} : { jwt: Object.freeze({ ...spec.jwt }) }),
-    ...(spec.image === undefined ? {} : { image: spec.image }),
     ...(protocol === undefined ? {} : { protocol }),
-    ...(spec.command === undefined ? {} : { command: Object.freeze([...spec.command]) }),
-    ...(spec.args === undefined ? {} : { args: Object.freeze([...spec.args]) }),
   });
 }
 

@@ -43,11 +43,18 @@ export function parseAsyncPath(url: string): ReturnType<typeof parseFunctionPath
   return parseFunctionPath(url, ASYNC_PREFIX);
 }
 
-export function createAsyncRoute(
-  options: AsyncRouteOptions,
-): (req: IncomingMessage, res: ServerResponse) => void {
+/** The route, told the caller's claims (`ctx.auth`) once the security guard has checked its credentials. */
+export type AsyncRoute = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  checked?: { readonly auth?: Readonly<Record<string, unknown>> },
+) => void;
+
+export function createAsyncRoute(options: AsyncRouteOptions): AsyncRoute {
   const { scheduler, queue, traffic } = options;
-  return (req, res) => {
+  return (req, res, checked) => {
+    // The caller's claims, when the guard checked a function's auth: kept with the message for `ctx.auth`.
+    const auth = checked?.auth;
     const fail = (error: unknown): void => sendError(res, error, undefined, options.onInternal);
     const target = parseAsyncPath(req.url ?? '/');
     if (target === undefined) {
@@ -101,6 +108,7 @@ export function createAsyncRoute(
             rawQuery: target.rawQuery,
             headers,
             body,
+            ...(auth === undefined ? {} : { auth }),
           },
           maxAttempts: options.retry.attempts,
           backoffMs: options.retry.backoffMs,

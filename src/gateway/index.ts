@@ -12,13 +12,25 @@ import { ASYNC_PREFIX } from './async.js';
 import { isEventsPath } from './events-ingress.js';
 import { type FastRoute, installFastFront } from './fast-http.js';
 import { type Handler, sendError, sendJson } from './http.js';
-import { createInvokeRoute, FUNCTION_PREFIX, type InvocationGuard, type InvokeRoute } from './invoke.js';
+import {
+  createInvokeRoute,
+  FUNCTION_PREFIX,
+  type InvocationForwarder,
+  type InvocationGuard,
+  type InvokeRoute,
+} from './invoke.js';
 import { LAMBDA_API_PREFIX } from './lambda-invoke.js';
 import { createRouteInvoker } from './route-invoke.js';
 import type { TlsReloader } from './tls.js';
 import type { Traffic } from './traffic.js';
 
-export { ASYNC_PREFIX, type AsyncRouteOptions, createAsyncRoute, parseAsyncPath } from './async.js';
+export {
+  ASYNC_PREFIX,
+  type AsyncRoute,
+  type AsyncRouteOptions,
+  createAsyncRoute,
+  parseAsyncPath,
+} from './async.js';
 export {
   createEventsIngress,
   EVENTS_PATH,
@@ -37,7 +49,13 @@ export {
   sendJson,
   withoutRawHeader,
 } from './http.js';
-export { type InvocationGuard, type InvokeRoute, parseFunctionPath } from './invoke.js';
+export {
+  type ForwardedRequest,
+  type InvocationForwarder,
+  type InvocationGuard,
+  type InvokeRoute,
+  parseFunctionPath,
+} from './invoke.js';
 export {
   createLambdaApi,
   LAMBDA_API_PREFIX,
@@ -87,6 +105,8 @@ export interface GatewayOptions {
   readonly lambdaRoute?: Handler;
   /** Function-level auth and namespace rate quotas for `/function/` (src/security, issue 10). */
   readonly guard?: InvocationGuard;
+  /** Cluster mode (issue 12): invocations this node should not run go to another node. */
+  readonly forwarder?: InvocationForwarder;
 }
 
 /** The gateway's request handler, and its invocation route on its own for the fast front. */
@@ -102,6 +122,7 @@ export function createGatewayHandler(options: GatewayOptions): GatewayHandlers {
     serverTiming: options.serverTiming === true,
     ...(options.traffic === undefined ? {} : { traffic: options.traffic }),
     ...(options.guard === undefined ? {} : { guard: options.guard }),
+    ...(options.forwarder === undefined ? {} : { forwarder: options.forwarder }),
   });
   const mounts = options.mounts ?? [];
   const routes =

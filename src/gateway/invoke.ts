@@ -38,6 +38,31 @@ export interface InvokeRouteOptions {
   readonly traffic?: Traffic;
   /** Function-level auth and namespace rate quotas (src/security); consulted only for guarded invocations. */
   readonly guard?: InvocationGuard;
+  /** Cluster mode (src/cluster): may take an invocation to another node; absent on a single node. */
+  readonly forwarder?: InvocationForwarder;
+}
+
+/** What the gateway asks the cluster about an invocation it is about to run here. */
+export interface InvocationForwarder {
+  /**
+   * Takes the invocation to another node and answers `res` itself (true), or leaves it to this node
+   * (false). `local` serves it here after all, when the chosen node could not be reached.
+   */
+  forward(
+    deployed: DeployedVersion,
+    request: ForwardedRequest,
+    res: ResponseWriter,
+    local: () => void,
+  ): boolean;
+}
+
+/** An invocation as the entry node received it, its body read and its deadline set. */
+export interface ForwardedRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly rawHeaders: readonly string[];
+  readonly body: Buffer;
+  readonly deadline: number;
 }
 
 /** What the gateway asks the security part about an invocation (src/security `Security` implements it). */
@@ -157,7 +182,7 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
     // Set by the guard for a non-public function: the caller's claims (ctx.auth) and the headers it sees.
     let auth: Readonly<Record<string, unknown>> | undefined;
     let headersIn: readonly string[] = raw;
-    const submit = (body: Buffer): void => {
+    const submitHere = (body: Buffer): void => {
       const submitted = hasBody ? performance.now() : started;
       scheduler.submit(
         ref,
@@ -248,6 +273,22 @@ export function createInvokeRoute(options: InvokeRouteOptions): InvokeRoute {
         },
       );
     };
+    // Cluster mode asks whether another node should run it (one test on a single node). The peer
+    // checks auth itself: it gets the request's own headers.
+    const forwarder = options.forwarder;
+    const submit =
+      forwarder === undefined
+        ? submitHere
+        : (body: Buffer): void => {
+            const request = {
+              method: req.method ?? 'GET',
+              url: req.url ?? '/',
+              rawHeaders: raw,
+              body,
+              deadline,
+            };
+            if (!forwarder.forward(deployed, request, res, () => submitHere(body))) submitHere(body);
+          };
     // Function auth and namespace rate quotas (issue 10): one test for a public function.
     if (options.guard?.invocationChecked(deployed) === true) {
       options.guard.checkInvocation(deployed, rawHeaderValue(raw, 'authorization'), (error, result) => {

@@ -21,6 +21,8 @@ export interface QueuedRequest {
   readonly body: Buffer;
   readonly event?: CloudEventAttributes;
   readonly priority?: number;
+  /** The caller's claims (`ctx.auth`) for a function with `auth: key | jwt`, checked when it was accepted. */
+  readonly auth?: Readonly<Record<string, unknown>>;
 }
 
 export interface NewMessage {

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS messages (
   body BLOB NOT NULL,
   event TEXT,
   priority INTEGER,
+  auth TEXT,
   state TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,
   max_attempts INTEGER NOT NULL,
@@ -74,6 +75,7 @@ interface Row {
   body: Buffer;
   event: string | null;
   priority: number | null;
+  auth: string | null;
   state: MessageState;
   attempts: number;
   max_attempts: number;
@@ -114,15 +116,19 @@ export class SqliteQueue implements Queue {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    // Queues made before `auth` was carried (issue 10) get the column; their messages have no claims.
+    const columns = this.db.prepare('PRAGMA table_info(messages)').all() as { name: string }[];
+    if (!columns.some((column) => column.name === 'auth'))
+      this.db.exec('ALTER TABLE messages ADD COLUMN auth TEXT');
     // This process owns the embedded queue: leases held by a previous (crashed) run are void now.
     this.db.prepare("UPDATE messages SET lease_until = 0 WHERE state = 'running'").run();
     this.db.prepare("UPDATE messages SET callback_at = 0 WHERE callback_state = 'pending'").run();
     this.statements = {
       insert: this.db.prepare(
-        `INSERT OR IGNORE INTO messages (id, namespace, name, source, method, path, raw_query, headers, body, event, priority,
+        `INSERT OR IGNORE INTO messages (id, namespace, name, source, method, path, raw_query, headers, body, event, priority, auth,
            state, attempts, max_attempts, backoff_ms, max_backoff_ms, accepted_at, available_at, finished_at, error_code,
            error_message, callback_url, callback_state, dedupe_key)
-         VALUES (@id, @namespace, @name, @source, @method, @path, @raw_query, @headers, @body, @event, @priority,
+         VALUES (@id, @namespace, @name, @source, @method, @path, @raw_query, @headers, @body, @event, @priority, @auth,
            @state, @attempts, @max_attempts, @backoff_ms, @max_backoff_ms, @accepted_at, @available_at, @finished_at,
            @error_code, @error_message, @callback_url, NULL, @dedupe_key)`,
       ),
@@ -186,6 +192,7 @@ export class SqliteQueue implements Queue {
       body: message.request.body,
       event: message.request.event === undefined ? null : JSON.stringify(message.request.event),
       priority: message.request.priority ?? null,
+      auth: message.request.auth === undefined ? null : JSON.stringify(message.request.auth),
       max_attempts: message.maxAttempts,
       backoff_ms: message.backoffMs,
       max_backoff_ms: message.maxBackoffMs,
@@ -425,6 +432,7 @@ function toMessage(row: Row): QueueMessage {
       body: row.body,
       ...(row.event === null ? {} : { event: JSON.parse(row.event) as CloudEventAttributes }),
       ...(row.priority === null ? {} : { priority: row.priority }),
+      ...(row.auth === null ? {} : { auth: JSON.parse(row.auth) as Record<string, unknown> }),
     },
     state: row.state,
     attempts: row.attempts,

@@ -1,10 +1,10 @@
 /**
- * @module The runtime layer's contract: language runtimes (node, python) say how to start a generic guest
+ * @module The runtime layer's contract: language runtimes (node, python, wasm) say how to start a generic guest
  * and how to build a dependency layer; isolation classes (sandbox, process) say how to confine a process.
  * A third isolation class (a microVM) implements `Isolation` and plugs in without touching the scheduler.
  */
 
-import type { ContainerProtocol, IsolationName, RuntimeName } from '../domain/function.js';
+import type { ContainerProtocol, FunctionSpec, IsolationName, RuntimeName } from '../domain/function.js';
 import type { ResolvedImage } from '../domain/image.js';
 import type { GuestProcess } from './ipc/guest-process.js';
 import type { Slot } from './slots.js';
@@ -15,6 +15,12 @@ export { FrameType } from './ipc/protocol.js';
 export { SlotTable } from './ipc/slot-table.js';
 export type { Slot, SlotManager } from './slots.js';
 export { createSlotManager } from './slots.js';
+
+/**
+ * The largest `limits.maxBody` a function of `isolation: isolate` may declare: one of its responses travels
+ * in one Relay frame from the shared host (runtime/isolate).
+ */
+export const ISOLATE_MAX_BODY_BYTES = 16 * 1024 ** 2;
 
 /** Stands in a LaunchSpec's args for the directory where the isolation shows the guest bootstrap. */
 export const GUEST_TOKEN = '{guest}';
@@ -28,13 +34,23 @@ export interface LaunchSpec {
   readonly guestDir: string;
   /** Host paths the runtime needs at the same path inside (an interpreter outside /usr, say). */
   readonly readOnlyPaths: readonly string[];
+  /**
+   * A command (host paths, `GUEST_TOKEN` for the directory) run once on a copy of the guest directory an
+   * isolation makes, before any guest starts from it: Python compiles its guest's bytecode there.
+   */
+  readonly prepareGuest?: { readonly command: string; readonly args: readonly string[] } | undefined;
 }
 
 /**
- * `none`: an empty network namespace (egress `none`). `host`: the host's network (egress `allow`).
- * `filtered`: a namespace of its own with a user-mode link to the host, where only an allow-list passes.
+ * `none`: an empty network namespace (egress `none`). `outbound`: a namespace of its own with a user-mode
+ * link to the host that reaches anything but the host's loopback (egress `allow`, by default). `host`:
+ * the host's network (egress `allow` where the operator chose `egressAllow: host`). `filtered`: a
+ * namespace of its own with a user-mode link to the host, where only an allow-list passes.
  */
-export type NetworkMode = 'none' | 'host' | 'filtered';
+export type NetworkMode = 'none' | 'outbound' | 'host' | 'filtered';
+
+/** What `egress: allow` gives a sandboxed function on this platform (config `egressAllow`). */
+export type AllowNetwork = 'outbound' | 'host';
 
 /** What a bound function may reach: applied to a started guest before its handler loads. */
 export interface NetworkPolicy {
@@ -175,7 +191,13 @@ export interface Runtime {
   readonly unavailable: string | undefined;
   /** A string that changes whenever layers built by an older interpreter would not load. */
   readonly abi: string;
-  launchSpec(): LaunchSpec;
+  /** How to start a guest; `memoryBytes` is the memory wall it will be bound under (see `heapFromMemory`). */
+  launchSpec(options?: { readonly memoryBytes?: number }): LaunchSpec;
+  /**
+   * The guest's heap is sized from the memory wall when it starts (V8's cannot be changed afterwards): its
+   * stem cells are then pooled per memory size.
+   */
+  readonly heapFromMemory?: boolean;
   /** The dependency manifest in a function folder, or undefined when the function has no dependencies. */
   dependencyManifest(codeDir: string): DependencyManifest | undefined;
   /**
@@ -192,6 +214,11 @@ export interface Runtime {
   readonly layerOutput: string;
   /** Optional: compile sources ahead of time so cold starts skip it (Python bytecode). */
   precompileCommand?(dir: string): BuildStep | undefined;
+  /**
+   * Optional: checks the function's code at deploy, before it is stored (a wasm module's imports, exports and
+   * memory); throws a HearthError (4xx) naming the field.
+   */
+  checkCode?(codeDir: string, spec: FunctionSpec): Promise<void>;
 }
 
 export interface RuntimeRegistry {

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 export const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** Guest bootstraps are always taken from the build output: the Node guest must be compiled JavaScript. */
-export function guestDir(runtime: 'node' | 'python'): string {
+export function guestDir(runtime: 'node' | 'python' | 'wasm' | 'isolate'): string {
   return `${PACKAGE_ROOT}dist/runtime/${runtime}/guest`;
 }
 

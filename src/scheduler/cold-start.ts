@@ -7,14 +7,24 @@
 
 import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
-import type { IsolationName, RuntimeName } from '../domain/function.js';
+import { DEFAULTS, type IsolationName, type RuntimeName } from '../domain/function.js';
 import type { ResolvedImage } from '../domain/image.js';
-import type { GuestCall, Isolation, NetworkMode, Runtime, SlotManager } from '../runtime/index.js';
+import { parseBytes } from '../domain/units.js';
+import type {
+  AllowNetwork,
+  GuestCall,
+  Isolation,
+  NetworkMode,
+  Runtime,
+  SlotManager,
+} from '../runtime/index.js';
 import type { CodeProvider, HostCallHandler, LogSink } from './index.js';
 import { Instance } from './instance.js';
-import { StemCellPool, type StemCellPoolStats } from './stem-cells.js';
+import { DEFAULT_STEM_CELL_BURST, StemCellPool, type StemCellPoolStats } from './stem-cells.js';
 
 const BIND_TIMEOUT_MS = 30_000;
+/** The memory wall of a function that sets none: the stem cells kept ready are sized for it. */
+const DEFAULT_MEMORY_BYTES = parseBytes(DEFAULTS.memory) ?? 128 * 1024 ** 2;
 
 export interface ColdStartOptions {
   readonly runtimes: ReadonlyMap<RuntimeName, Runtime>;
@@ -24,11 +34,14 @@ export interface ColdStartOptions {
   readonly logs: LogSink;
   /** Stem cells kept ready per runtime (sandbox isolation, no egress; other pools keep one). */
   readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
+  /** What `egress: allow` gets (default `outbound`). */
+  readonly allowNetwork?: AllowNetwork;
+  /** The most cells a pool keeps ready during a burst of takes (`StemCellBurst.limit`; 0 turns it off). */
+  readonly stemCellBurstLimit?: number | undefined;
   readonly onWarning: (message: string) => void;
   readonly hostCalls?: HostCallHandler | undefined;
   readonly bindEnv?: ((version: DeployedVersion) => Readonly<Record<string, string>>) | undefined;
   /** Resolves `spec.image` into an unpacked image on this node (issue 17); the image store plugs in here. */
-  readonly resolveImage?: ((reference: string) => ResolvedImage | Promise<ResolvedImage>) | undefined;
 }
 
 export class ColdStarter {
@@ -52,7 +65,7 @@ export class ColdStarter {
         continue;
       // Images run in their own isolation class, and `provided` is rare: their pools fill on first use.
       if (runtime.name === 'image' || runtime.name === 'provided') continue;
-      waits.push(this.stemPool(runtime, isolation, 'none').warm());
+      waits.push(this.stemPool(runtime, isolation, 'none', DEFAULT_MEMORY_BYTES).warm());
     }
     await Promise.all(waits);
   }
@@ -88,8 +101,8 @@ export class ColdStarter {
     const phases = { code: 0, stemCell: 0, attach: 0, load: 0 };
     const code = await this.options.code.checkoutCode(version.code.hash);
     phases.code = performance.now() - clock;
-    const network = networkModeOf(version.spec.egress);
-    const pool = this.stemPool(runtime, isolation, network);
+    const network = networkModeOf(version.spec.egress, this.options.allowNetwork);
+    const pool = this.stemPool(runtime, isolation, network, version.spec.limits.memoryBytes);
     // Held while the instance lives, so the garbage collector never takes a layer from under it.
     const layer =
       version.deps === undefined ? undefined : this.options.code.checkoutLayer?.(version.deps.key);
@@ -205,14 +218,13 @@ export class ColdStarter {
     version: DeployedVersion,
     env: Readonly<Record<string, string>>,
   ): Promise<Readonly<Record<string, string>> | undefined> {
-    const reference = version.spec.image;
-    if (reference === undefined) return undefined;
-    if (isolation.bindContainer === undefined || this.options.resolveImage === undefined)
+    const image = version.image;
+    if (image === undefined) return undefined;
+    if (isolation.bindContainer === undefined)
       throw new HearthError(
         'HEARTH_E_UNSUPPORTED',
         `isolation ${isolation.name} cannot run container images (use isolation: container)`,
       );
-    const image = await this.options.resolveImage(reference);
     return isolation.bindContainer(guest, {
       image,
       command: version.spec.command,
@@ -257,16 +269,36 @@ export class ColdStarter {
     );
   }
 
-  private stemPool(runtime: Runtime, isolation: Isolation, network: NetworkMode): StemCellPool {
-    const key = `${runtime.name}/${isolation.name}/${network}`;
+  private stemPool(
+    runtime: Runtime,
+    isolation: Isolation,
+    network: NetworkMode,
+    memoryBytes: number,
+  ): StemCellPool {
+    const key = poolKey(runtime.name, isolation.name, network, runtime.heapFromMemory === true, memoryBytes);
     let pool = this.stemPools.get(key);
     if (pool === undefined) {
       const configured = this.options.stemCells[runtime.name] ?? 1;
-      // The default (sandboxed, no egress) gets the configured pool; other combinations keep one spare.
+      // The default (sandboxed, no egress, default memory) gets the configured pool; other combinations
+      // keep one spare.
       const target =
-        isolation.name === 'sandbox' && network === 'none' ? configured : Math.min(configured, 1);
-      pool = new StemCellPool(runtime, isolation, network, this.options.slots, target, (message) =>
-        this.options.onWarning(message),
+        isolation.name === 'sandbox' &&
+        network === 'none' &&
+        (runtime.heapFromMemory !== true || memoryBytes === DEFAULT_MEMORY_BYTES)
+          ? configured
+          : Math.min(configured, 1);
+      pool = new StemCellPool(
+        runtime,
+        isolation,
+        network,
+        this.options.slots,
+        target,
+        (message) => this.options.onWarning(message),
+        runtime.heapFromMemory === true ? memoryBytes : undefined,
+        {
+          ...DEFAULT_STEM_CELL_BURST,
+          limit: this.options.stemCellBurstLimit ?? DEFAULT_STEM_CELL_BURST.limit,
+        },
       );
       this.stemPools.set(key, pool);
     }
@@ -275,13 +307,38 @@ export class ColdStarter {
 }
 
 /** The stem-cell pool an instance of `version` takes its runtime from (the key `stemPool` files it under). */
-export function stemPoolKey(version: DeployedVersion): string {
-  return `${version.spec.runtime}/${version.spec.isolation}/${networkModeOf(version.spec.egress)}`;
+export function stemPoolKey(version: DeployedVersion, allowNetwork?: AllowNetwork): string {
+  return poolKey(
+    version.spec.runtime,
+    version.spec.isolation,
+    networkModeOf(version.spec.egress, allowNetwork),
+    // The runtimes whose `heapFromMemory` is set (the sizer has no runtime objects at hand).
+    version.spec.runtime === 'node20',
+    version.spec.limits.memoryBytes,
+  );
 }
 
-/** Egress `none` is an empty network namespace, `allow` the host's, an allow-list a filtered one of its own. */
-function networkModeOf(egress: DeployedVersion['spec']['egress']): NetworkMode {
-  return egress === 'none' ? 'none' : egress === 'allow' ? 'host' : 'filtered';
+/** `runtime/isolation/network`, and the memory size for a runtime whose heap is sized from it. */
+function poolKey(
+  runtime: string,
+  isolation: string,
+  network: NetworkMode,
+  heapFromMemory: boolean,
+  memoryBytes: number,
+): string {
+  const base = `${runtime}/${isolation}/${network}`;
+  return heapFromMemory ? `${base}/${Math.round(memoryBytes / 1024 ** 2)}Mi` : base;
+}
+
+/**
+ * Egress `none` is an empty network namespace, `allow` one of its own that reaches out (or the host's, where
+ * the operator chose so), an allow-list a filtered one of its own.
+ */
+function networkModeOf(
+  egress: DeployedVersion['spec']['egress'],
+  allowNetwork: AllowNetwork = 'outbound',
+): NetworkMode {
+  return egress === 'none' ? 'none' : egress === 'allow' ? allowNetwork : 'filtered';
 }
 
 /** What Lambda's runtimes set for a function (the Node guest sets the same for its own handlers). */

@@ -8,7 +8,7 @@ import type { HearthError } from '../domain/errors.js';
 import type { FunctionRef, IsolationName, RuntimeName } from '../domain/function.js';
 import type { ResolvedImage } from '../domain/image.js';
 import type { TraceContext } from '../domain/trace.js';
-import type { Isolation, Runtime, SlotManager } from '../runtime/index.js';
+import type { AllowNetwork, Isolation, Runtime, SlotManager } from '../runtime/index.js';
 import type { AutoscalerTiming, NodeLiveStats, ScalingPolicy, ScalingStatus } from './autoscaler/index.js';
 import type { BreakerOptions } from './breaker.js';
 import type { Instance, InstanceInfo } from './instance.js';
@@ -110,10 +110,14 @@ export interface SchedulerOptions {
   readonly policy: ScalingPolicy;
   /** Stem cells kept ready per runtime (sandbox isolation). */
   readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
+  /** What `egress: allow` gets (default `outbound`: a network namespace of its own, no host loopback). */
+  readonly allowNetwork?: AllowNetwork;
   /** Node-wide cap on live instances; idle ones are evicted least recently used first. */
   readonly maxInstances: number;
   /** Node-wide cap on the memory instances reserve (the sum of their `limits.memory`); default ¾ of RAM. */
   readonly maxMemoryBytes?: number;
+  /** Declared memory per reserved byte (`memoryOvercommit`, default 1 here, 4 in the platform config). */
+  readonly memoryOvercommit?: number;
   /** The autoscaler's tick and windows (defaults: Knative's), and how far stem-cell pools may grow. */
   readonly autoscaler?: Partial<AutoscalerTiming> & { readonly stemCellsMax?: number };
   /** Requests one function may hold waiting for capacity before answering 503. */
@@ -127,8 +131,6 @@ export interface SchedulerOptions {
   readonly breaker?: BreakerOptions;
   /** Platform-provided environment for every instance (e.g. `REDIS_URL`); the function's own `env` wins. */
   readonly bindEnv?: (version: DeployedVersion) => Readonly<Record<string, string>>;
-  /** Resolves `spec.image` into an unpacked image on this node (issue 17): the image store plugs in here. */
-  readonly resolveImage?: (reference: string) => ResolvedImage | Promise<ResolvedImage>;
   /** Namespace quotas (src/security): a refusal keeps the instance from starting; none = admitted. */
   readonly admit?: (version: DeployedVersion) => HearthError | undefined;
 }
@@ -139,6 +141,11 @@ export interface Scheduler {
   lookup(ref: FunctionRef): DeployedVersion | undefined;
   /** Starts and binds an instance of a version not yet active: a deploy's proof that the handler loads. */
   prepare(version: DeployedVersion): Promise<Instance>;
+  /**
+   * Instances a deploy started to verify a version and that no pool has taken yet (starting, or awaiting
+   * `activate`), with their memory, in one namespace: they count against its quotas as any other.
+   */
+  preparing(namespace: string): { readonly instances: number; readonly memoryBytes: number };
   /** Routes new requests to `version`; the previous version's in-flight requests finish where they are. */
   activate(version: DeployedVersion, prepared?: Instance): void;
   deactivate(ref: FunctionRef): Promise<void>;
@@ -146,6 +153,8 @@ export interface Scheduler {
   /** `invoke` without promises, for the gateway's hot path: `done` is called exactly once. */
   submit(ref: FunctionRef, request: InvocationRequest, done: InvokeCallback): void;
   status(ref: FunctionRef): FunctionStatus | undefined;
+  /** Instances of the function not stopped (all versions): what a list shows, without building a status. */
+  liveInstances(ref: FunctionRef): number;
   /** Caps a function's instances (an EventGateway's `concurrency`); undefined lifts the cap. */
   setInstanceCap(ref: FunctionRef, cap: number | undefined): void;
   releaseIdle(ref: FunctionRef): Promise<number>;

@@ -20,7 +20,7 @@ function instance(name: string, idleMs: number, inFlight = 0): FakeInstance {
 function fn(
   name: string,
   instances: FakeInstance[],
-  options: { desired?: number; min?: number; memoryMiB?: number } = {},
+  options: { desired?: number; min?: number; memoryMiB?: number; isolation?: string } = {},
 ): BudgetedFunction<FakeInstance> & { active: BudgetedPool<FakeInstance> } {
   return {
     active: {
@@ -30,6 +30,7 @@ function fn(
       version: {
         ref: { namespace: 'default', name },
         spec: {
+          isolation: options.isolation ?? 'sandbox',
           limits: { memoryBytes: (options.memoryMiB ?? 128) * MiB },
           scaling: { min: options.min ?? 0 },
         },
@@ -44,7 +45,7 @@ function fn(
 function budget(
   functions: Record<string, ReturnType<typeof fn>>,
   expected: Record<string, number>,
-  limits: { maxInstances: number; maxMemoryMiB?: number },
+  limits: { maxInstances: number; maxMemoryMiB?: number; overcommit?: number },
 ): { budget: NodeBudget<FakeInstance, ReturnType<typeof fn>>; evicted: string[] } {
   const evicted: string[] = [];
   return {
@@ -52,6 +53,7 @@ function budget(
     budget: new NodeBudget({
       maxInstances: limits.maxInstances,
       maxMemoryBytes: (limits.maxMemoryMiB ?? 1024 ** 2) * MiB,
+      ...(limits.overcommit === undefined ? {} : { memoryOvercommit: limits.overcommit }),
       functions: () => Object.entries(functions).map(([name, f]) => [`default/${name}`, f] as const),
       expectedIdleMs: (key) => expected[key.slice('default/'.length)] ?? Number.POSITIVE_INFINITY,
       evict: (_fn, victim) => evicted.push(victim.name),
@@ -69,6 +71,32 @@ describe('node budget', () => {
       },
     );
     expect(b.use()).toEqual({ instances: 2, memory: 512 * MiB });
+  });
+
+  it('reserves limits.memory divided by the overcommit ratio, and an isolate its fixed figure', () => {
+    const { budget: b } = budget(
+      {
+        a: fn('a', [instance('a1', 0), instance('a2', 0)], { memoryMiB: 128 }),
+        i: fn('i', [instance('i1', 0)], { memoryMiB: 128, isolation: 'isolate' }),
+      },
+      {},
+      { maxInstances: 10, overcommit: 4 },
+    );
+    expect(b.use()).toEqual({ instances: 3, memory: 2 * 32 * MiB + 4 * MiB });
+  });
+
+  it('fits 200 idle instances of 128 MiB in an 18 GiB budget at overcommit 4, without evicting', () => {
+    const many = Object.fromEntries(
+      Array.from({ length: 200 }, (_, i) => [`f${i}`, fn(`f${i}`, [instance(`f${i}-1`, 60_000)])]),
+    );
+    const newcomer = fn('new', []);
+    const { budget: b, evicted } = budget(
+      { ...many, new: newcomer },
+      {},
+      { maxInstances: 1000, maxMemoryMiB: 18 * 1024, overcommit: 4 },
+    );
+    expect(b.makeRoom(newcomer.active, true)).toBe(true);
+    expect(evicted).toEqual([]);
   });
 
   it('evicts nothing while there is room', () => {

@@ -1,5 +1,6 @@
 /**
- * @module The node's budget: instances alive or starting, and the sum of their `limits.memory`, against
+ * @module The node's budget: instances alive or starting, and the memory they reserve (each its
+ * `limits.memory` divided by the operator's `memoryOvercommit`, or an isolate's fixed reservation), against
  * `maxInstances` and `maxMemory`; and eviction, which makes room by stopping idle instances other functions
  * can spare, in the order the scaling policy expects them to stay unused longest.
  */
@@ -15,6 +16,7 @@ export interface BudgetedPool<I extends PooledInstance> {
   readonly version: {
     readonly ref: { readonly namespace: string; readonly name: string };
     readonly spec: {
+      readonly isolation: string;
       readonly limits: { readonly memoryBytes: number };
       readonly scaling: { readonly min: number };
     };
@@ -34,6 +36,12 @@ export interface BudgetedFunction<I extends PooledInstance> {
 export interface NodeBudgetOptions<I extends PooledInstance, F extends BudgetedFunction<I>> {
   readonly maxInstances: number;
   readonly maxMemoryBytes: number;
+  /**
+   * Declared memory per reserved byte (≥ 1; 1 reserves every `limits.memory` in full). Each instance's
+   * cgroup still holds it to its declared limit; the ratio only says how many such walls the node stacks
+   * on its RAM, since an idle instance uses a small part of it (issue 11: 9-14 MiB PSS against 128 MiB).
+   */
+  readonly memoryOvercommit?: number;
   /** Every function on the node, by key. */
   readonly functions: () => Iterable<readonly [string, F]>;
   /** The policy's expected milliseconds until a function is used again (0: in use now). */
@@ -41,6 +49,13 @@ export interface NodeBudgetOptions<I extends PooledInstance, F extends BudgetedF
   /** Stops `instance` of `fn`; `reason` says why, for its log and the function's decisions. */
   readonly evict: (fn: F, instance: I, reason: string) => void;
 }
+
+/**
+ * What one function of `isolation: isolate` reserves: its V8 isolate in a shared host process, about 1 MiB
+ * idle (bench/RESULTS.md, isolate section), with room for a warm heap. The isolate's own heap limit is
+ * still its `limits.memory`; the host process is held by its cgroup (see runtime/isolate).
+ */
+export const ISOLATE_RESERVATION_BYTES = 4 * 1024 ** 2;
 
 export interface BudgetUse {
   readonly instances: number;
@@ -61,10 +76,18 @@ interface EvictionCandidate<I, F> {
 export class NodeBudget<I extends PooledInstance, F extends BudgetedFunction<I>> {
   readonly maxInstances: number;
   readonly maxMemoryBytes: number;
+  readonly memoryOvercommit: number;
 
   constructor(private readonly options: NodeBudgetOptions<I, F>) {
     this.maxInstances = options.maxInstances;
     this.maxMemoryBytes = options.maxMemoryBytes;
+    this.memoryOvercommit = Math.max(1, options.memoryOvercommit ?? 1);
+  }
+
+  /** The memory one instance of `version` reserves in the budget. */
+  reservation(version: BudgetedPool<I>['version']): number {
+    if (version.spec.isolation === 'isolate') return ISOLATE_RESERVATION_BYTES;
+    return Math.ceil(version.spec.limits.memoryBytes / this.memoryOvercommit);
   }
 
   /** Instances alive or starting on this node, and the memory they reserve. */
@@ -76,7 +99,7 @@ export class NodeBudget<I extends PooledInstance, F extends BudgetedFunction<I>>
         let count = pool.starting;
         for (const instance of pool.instances) if (instance.state !== 'stopped') count += 1;
         instances += count;
-        memory += count * pool.version.spec.limits.memoryBytes;
+        memory += count * this.reservation(pool.version);
       }
     }
     return { instances, memory };
@@ -88,14 +111,14 @@ export class NodeBudget<I extends PooledInstance, F extends BudgetedFunction<I>>
   }
 
   /**
-   * Whether the node's budget (instances, and memory as the sum of `limits.memory`) has room for one more
+   * Whether the node's budget (instances, and memory as the sum of reservations) has room for one more
    * instance of `pool`'s version, evicting idle instances when it has not. Never a busy instance, never
    * below a function's min, never one of a function in use right now unless it is above its desired count;
    * instances above desired go first, then those of the functions the policy expects to stay unused longest.
    * Nothing is evicted unless enough can go to make room.
    */
   makeRoom(pool: BudgetedPool<I>, demand: boolean): boolean {
-    const need = pool.version.spec.limits.memoryBytes;
+    const need = this.reservation(pool.version);
     if (need > this.maxMemoryBytes) return false;
     return this.evictFor(1, need, pool, demand, `for ${functionKey(pool.version.ref)}`);
   }
@@ -162,7 +185,7 @@ export class NodeBudget<I extends PooledInstance, F extends BudgetedFunction<I>>
             excess: i < spare,
             expected,
             idleFor: now - instance.lastUsedAt,
-            memory: candidatePool.version.spec.limits.memoryBytes,
+            memory: this.reservation(candidatePool.version),
           });
         }
       }

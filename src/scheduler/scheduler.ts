@@ -44,6 +44,12 @@ const DEADLINE_SWEEP_MS = 10;
 export class NodeScheduler implements Scheduler {
   private readonly functions = new PoolsByRef<FunctionPool>();
   private readonly poolOf = new Map<Instance, VersionPool>();
+  /** Verify instances no pool holds yet (see `preparing`), by namespace and memory. */
+  private readonly unpooled = new Set<{ readonly namespace: string; readonly memoryBytes: number }>();
+  private readonly unpooledInstances = new Map<
+    Instance,
+    { readonly namespace: string; readonly memoryBytes: number }
+  >();
   /** The cold-start path: stem-cell pools, and instances made from them. */
   private readonly cold: ColdStarter;
   /** The node's instance and memory budget, and eviction. */
@@ -63,10 +69,14 @@ export class NodeScheduler implements Scheduler {
   private closed = false;
 
   constructor(private readonly options: SchedulerOptions) {
-    this.cold = new ColdStarter(options);
+    this.cold = new ColdStarter({
+      ...options,
+      stemCellBurstLimit: options.autoscaler?.stemCellsMax ?? DEFAULT_STEM_CELLS_MAX,
+    });
     this.budget = new NodeBudget<Instance, FunctionPool>({
       maxInstances: options.maxInstances,
       maxMemoryBytes: options.maxMemoryBytes ?? Math.floor((totalmem() * 3) / 4),
+      ...(options.memoryOvercommit === undefined ? {} : { memoryOvercommit: options.memoryOvercommit }),
       functions: () => this.functions,
       expectedIdleMs: (key, now) => this.policy.expectedIdleMs(key, now),
       evict: (fn, instance, reason) => {
@@ -93,12 +103,44 @@ export class NodeScheduler implements Scheduler {
   }
 
   async prepare(version: DeployedVersion): Promise<Instance> {
-    return this.cold.start(version);
+    // The deploy's verify instance is an instance of its namespace like any other (issue 10).
+    const refused = this.options.admit?.(version);
+    if (refused !== undefined) throw refused;
+    const held = { namespace: version.ref.namespace, memoryBytes: version.spec.limits.memoryBytes };
+    this.unpooled.add(held);
+    let instance: Instance;
+    try {
+      instance = await this.cold.start(version);
+    } catch (error) {
+      this.unpooled.delete(held);
+      throw error;
+    }
+    // Held until a pool takes it (`activate`) or it ends (a deploy that failed after verifying stops it).
+    this.unpooledInstances.set(instance, held);
+    instance.cell.guest.once('exit', () => {
+      this.unpooled.delete(held);
+      this.unpooledInstances.delete(instance);
+    });
+    return instance;
+  }
+
+  preparing(namespace: string): { instances: number; memoryBytes: number } {
+    let instances = 0;
+    let memoryBytes = 0;
+    for (const held of this.unpooled)
+      if (held.namespace === namespace) {
+        instances += 1;
+        memoryBytes += held.memoryBytes;
+      }
+    return { instances, memoryBytes };
   }
 
   activate(version: DeployedVersion, prepared?: Instance): void {
     const next = new VersionPool(version);
     if (prepared !== undefined) {
+      const held = this.unpooledInstances.get(prepared);
+      if (held !== undefined) this.unpooled.delete(held);
+      this.unpooledInstances.delete(prepared);
       next.instances.push(prepared);
       next.capacityHint = prepared.capacity;
       this.poolOf.set(prepared, next);
@@ -401,6 +443,15 @@ export class NodeScheduler implements Scheduler {
     };
   }
 
+  liveInstances(ref: FunctionRef): number {
+    const fn = this.functions.get(ref);
+    if (fn === undefined) return 0;
+    let count = 0;
+    for (const pool of [fn.active, ...fn.draining])
+      for (const instance of pool.instances) if (instance.state !== 'stopped') count += 1;
+    return count;
+  }
+
   /** Stops the idle instances of a function now (scale to zero); returns how many were stopped. */
   async releaseIdle(ref: FunctionRef): Promise<number> {
     const fn = this.functions.get(ref);
@@ -690,7 +741,7 @@ export class NodeScheduler implements Scheduler {
     if (!this.budget.makeRoom(pool, demand)) return false;
     pool.starting += 1;
     this.startingTotal += 1;
-    this.sizer.noteStart(stemPoolKey(pool.version));
+    this.sizer.noteStart(stemPoolKey(pool.version, this.options.allowNetwork));
     const began = performance.now();
     this.cold.start(pool.version).then(
       (instance) => {

@@ -7,7 +7,7 @@ import { createSlotManager, type GuestProcess, type Isolation, type SlotManager 
 import { GuestProcess as Guest } from '../runtime/ipc/guest-process.js';
 import { NodeRuntime } from '../runtime/node/index.js';
 import { ProcessIsolation } from '../runtime/process/index.js';
-import { StemCellPool } from './stem-cells.js';
+import { type StemCellBurst, StemCellPool } from './stem-cells.js';
 
 /**
  * The process isolation, except that its first `failures` starts are a process that fails the way
@@ -45,13 +45,29 @@ afterEach(async () => {
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 
-async function poolWith(isolation: Isolation, warnings: string[]): Promise<StemCellPool> {
+async function poolWith(
+  isolation: Isolation,
+  warnings: string[],
+  target = 0,
+  burst?: StemCellBurst,
+): Promise<StemCellPool> {
   dir = await mkdtemp(join(tmpdir(), 'hearth-stem-'));
   slots = await createSlotManager(join(dir, 'slots'), { allowMount: false });
-  pool = new StemCellPool(new NodeRuntime(), isolation, 'host', slots, 0, (message) =>
-    warnings.push(message),
+  pool = new StemCellPool(
+    new NodeRuntime(),
+    isolation,
+    'host',
+    slots,
+    target,
+    (message) => warnings.push(message),
+    undefined,
+    burst,
   );
   return pool;
+}
+
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 20));
 }
 
 describe('stem cells', () => {
@@ -104,5 +120,40 @@ describe('stem cells', () => {
     });
     expect(isolation.starts).toBe(3);
     expect(warnings).toHaveLength(2);
+  });
+
+  it('keep more cells ready while takes come in a burst, and let them go once it is over', async () => {
+    const warnings: string[] = [];
+    const burst = { limit: 4, windowMs: 60_000, calmMs: 1500 };
+    const small = await poolWith(new ProcessIsolation(), warnings, 1, burst);
+    await small.warm();
+    expect(small.stats()).toMatchObject({ ready: 1, target: 1, burst: 0 });
+    const taken = [];
+    for (let i = 0; i < 3; i++) taken.push(await small.take());
+    // Three takes within the window: three cells wanted ready, not the target's one.
+    expect(small.stats()).toMatchObject({ target: 1, burst: 2 });
+    await until(() => small.stats().ready === 3);
+    // More takes than the burst limit keep it at the limit.
+    for (let i = 0; i < 3; i++) taken.push(await small.take());
+    expect(small.stats().burst).toBe(3);
+    await until(() => small.stats().ready === 4);
+    // No take for `calmMs`: back to the target.
+    await until(() => small.stats().burst === 0 && small.stats().ready === 1);
+    for (const cell of taken) await small.discard(cell);
+    expect(warnings).toEqual([]);
+  });
+
+  it('stay off during a burst when the operator turned the pool off (target 0)', async () => {
+    const warnings: string[] = [];
+    const off = await poolWith(new ProcessIsolation(), warnings, 0, {
+      limit: 4,
+      windowMs: 60_000,
+      calmMs: 60_000,
+    });
+    const cells = [await off.take(), await off.take()];
+    expect(off.stats()).toMatchObject({ target: 0, burst: 0, misses: 2 });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(off.stats()).toMatchObject({ ready: 0, starting: 0 });
+    for (const cell of cells) await off.discard(cell);
   });
 });

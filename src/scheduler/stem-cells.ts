@@ -18,13 +18,34 @@ export interface StemCellPoolStats {
   readonly runtime: string;
   readonly isolation: string;
   readonly network: string;
+  /** The memory wall its runtimes' heaps are sized for (a runtime with `heapFromMemory`), in MiB. */
+  readonly memoryMiB?: number;
   readonly ready: number;
   readonly starting: number;
   readonly target: number;
   readonly taken: number;
   /** Takes that found the pool empty and had to wait for a fresh process. */
   readonly misses: number;
+  /** Cells kept ready for the moment beyond `target` because takes come in a burst (see `StemCellBurst`). */
+  readonly burst: number;
 }
+
+/**
+ * A pool's own, immediate answer to a burst of takes (the sizer answers per tick, seconds later, when a burst
+ * of back-to-back cold starts is long over): while takes come faster than boots finish, the pool refills to
+ * as many cells as were taken within the last `windowMs`, up to `limit`, instead of its target; the extra
+ * cells are let go once no take has come for `calmMs`. A boot takes 50-100 ms on an idle two-core machine and
+ * the refill after a take is held back while the pool still has half its target, so a pool of two emptied by
+ * twenty-four calls in a row missed on a third of them (issue 11).
+ */
+export interface StemCellBurst {
+  /** The most cells a burst keeps ready (the sizer's `stemCellsMax`); 0 turns this off. */
+  readonly limit: number;
+  readonly windowMs: number;
+  readonly calmMs: number;
+}
+
+export const DEFAULT_STEM_CELL_BURST: StemCellBurst = { limit: 8, windowMs: 1000, calmMs: 10_000 };
 
 const STARTUP_TIMEOUT_MS = 30_000;
 /** Tries at starting a stem cell whose sandbox setup failed (see `spawn`). */
@@ -57,6 +78,9 @@ export class StemCellPool {
   private consecutiveFailures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private refillTimer: NodeJS.Timeout | undefined;
+  private calmTimer: NodeJS.Timeout | undefined;
+  /** When recent takes happened (ms, `performance.now()`), oldest first, at most `burst.limit` of them. */
+  private readonly recentTakes: number[] = [];
 
   constructor(
     readonly runtime: Runtime,
@@ -65,7 +89,44 @@ export class StemCellPool {
     private readonly slots: SlotManager,
     private target: number,
     private readonly onError: (message: string) => void,
+    /** The memory wall its cells will be bound under, for a runtime that sizes its heap from it. */
+    readonly memoryBytes?: number,
+    private readonly burst: StemCellBurst = DEFAULT_STEM_CELL_BURST,
   ) {}
+
+  /**
+   * The cells to keep ready now: the target, or during a burst the takes of the last `burst.windowMs` (a pool
+   * the operator turned off, target 0, stays off).
+   */
+  private wanted(): number {
+    if (this.target === 0 || this.burst.limit === 0) return this.target;
+    const since = performance.now() - this.burst.windowMs;
+    while (this.recentTakes.length > 0 && (this.recentTakes[0] ?? 0) < since) this.recentTakes.shift();
+    return Math.max(this.target, Math.min(this.burst.limit, this.recentTakes.length));
+  }
+
+  private noteTake(): void {
+    if (this.burst.limit === 0) return;
+    this.recentTakes.push(performance.now());
+    if (this.recentTakes.length > this.burst.limit) this.recentTakes.shift();
+    // Once takes stop, the cells a burst added go (each is a runtime's memory, ~13 MiB).
+    if (this.calmTimer !== undefined) clearTimeout(this.calmTimer);
+    this.calmTimer = setTimeout(() => {
+      this.calmTimer = undefined;
+      this.recentTakes.length = 0;
+      this.trim();
+    }, this.burst.calmMs);
+    this.calmTimer.unref();
+  }
+
+  /** Lets go of ready cells beyond what the pool wants now. */
+  private trim(): void {
+    const wanted = this.wanted();
+    while (this.ready.length > wanted) {
+      const extra = this.ready.pop();
+      if (extra !== undefined) void this.discard(extra);
+    }
+  }
 
   /**
    * A ready stem cell; when the pool is empty, one booted for this take (a slower, "miss" cold start). Boots
@@ -76,6 +137,7 @@ export class StemCellPool {
    */
   take(): Promise<StemCell> {
     this.taken += 1;
+    this.noteTake();
     let cell = this.ready.shift();
     while (cell?.guest.exited) {
       void this.slots.release(cell.slot);
@@ -101,7 +163,7 @@ export class StemCellPool {
     // 24: every take a hit, yet p50 57 ms while the refill booted behind them; issue 11). Below half, the
     // refill begins REFILL_DELAY_MS after the first take, as before.
     if (this.refillTimer !== undefined) {
-      if (this.ready.length * 2 < this.target) return;
+      if (this.ready.length * 2 < this.wanted()) return;
       clearTimeout(this.refillTimer);
     }
     this.refillTimer = setTimeout(() => {
@@ -114,22 +176,22 @@ export class StemCellPool {
   setTarget(target: number): void {
     this.target = Math.max(0, target);
     this.refill();
-    while (this.ready.length > this.target) {
-      const extra = this.ready.pop();
-      if (extra !== undefined) void this.discard(extra);
-    }
+    this.trim();
   }
 
   stats(): StemCellPoolStats {
+    const wanted = this.wanted();
     return {
       runtime: this.runtime.name,
       isolation: this.isolation.name,
       network: this.network,
+      ...(this.memoryBytes === undefined ? {} : { memoryMiB: Math.round(this.memoryBytes / 1024 ** 2) }),
       ready: this.ready.length,
       starting: this.starting,
       target: this.target,
       taken: this.taken,
       misses: this.misses,
+      burst: wanted - this.target,
     };
   }
 
@@ -147,6 +209,7 @@ export class StemCellPool {
       );
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.refillTimer !== undefined) clearTimeout(this.refillTimer);
+    if (this.calmTimer !== undefined) clearTimeout(this.calmTimer);
     const cells = this.ready.splice(0);
     await Promise.all(cells.map((cell) => this.discard(cell)));
   }
@@ -174,7 +237,7 @@ export class StemCellPool {
       void this.startIntoPool(true);
     }
     if (!refill || this.retryTimer !== undefined) return;
-    const refills = this.target - this.ready.length - (this.starting - this.waiterBoots);
+    const refills = this.wanted() - this.ready.length - (this.starting - this.waiterBoots);
     for (let i = 0; i < refills && room > 0; i++, room--) void this.startIntoPool(false);
   }
 
@@ -259,7 +322,11 @@ export class StemCellPool {
     this.starting += 1;
     const slot = await this.slots.create();
     try {
-      const guest = this.isolation.start(this.runtime.launchSpec(), slot, this.network);
+      const guest = this.isolation.start(
+        this.runtime.launchSpec(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
+        slot,
+        this.network,
+      );
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(

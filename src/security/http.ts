@@ -10,6 +10,7 @@ import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import type { FunctionRef } from '../domain/function.js';
 import {
+  type AsyncRoute,
   LAMBDA_API_PREFIX,
   LambdaApiError,
   type LambdaRoute,
@@ -193,10 +194,10 @@ export interface AsyncGuardOptions {
 
 /**
  * `/async-function/`: the function's auth (an API key is then dropped from the stored request), the
- * namespace's rate, and its queueDepth quota, all before the request is accepted. `ctx.auth` is not
- * carried through the queue: an async invocation's caller was checked when it was accepted.
+ * namespace's rate, and its queueDepth quota, all before the request is accepted. The caller's claims
+ * go into the queue with the request and reach the function as `ctx.auth`, as for `/function/`.
  */
-export function guardAsync(security: Security, route: Handler, options: AsyncGuardOptions): Handler {
+export function guardAsync(security: Security, route: AsyncRoute, options: AsyncGuardOptions): Handler {
   return (req, res) => {
     const target = parseAsyncPath(req.url ?? '/');
     const deployed = target === undefined ? undefined : options.lookup(target.ref);
@@ -218,8 +219,9 @@ export function guardAsync(security: Security, route: Handler, options: AsyncGua
       }
       if (auth?.stripAuthorization === true)
         req.rawHeaders = withoutRawHeader(req.rawHeaders, 'authorization');
+      const checked = auth?.claims === undefined ? undefined : { auth: auth.claims };
       if (limit === undefined) {
-        route(req, res);
+        route(req, res, checked);
         return;
       }
       countQueued(options, namespace, limit).then(
@@ -230,7 +232,7 @@ export function guardAsync(security: Security, route: Handler, options: AsyncGua
             sendError(res, refusal);
             return;
           }
-          route(req, res);
+          route(req, res, checked);
         },
         (failure: unknown) => sendError(res, failure),
       );

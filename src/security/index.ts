@@ -90,7 +90,7 @@ export interface TokenRequest {
 
 /** Figures a quota is checked against, read from the rest of the platform. */
 export interface NamespaceUsage {
-  /** Functions of the namespace and the code bytes of their active versions. */
+  /** Functions of the namespace and the code bytes of all their retained versions. */
   functions(namespace: string): { readonly names: ReadonlySet<string>; readonly codeBytes: number };
   /** Instances alive or starting, and the memory they reserve (their `limits.memory`). */
   instances(namespace: string): { readonly instances: number; readonly memoryBytes: number };
@@ -142,9 +142,16 @@ export class Security {
   constructor(private readonly options: SecurityOptions) {
     this.now = options.now ?? Date.now;
     this.secret = options.store.tokenSecret();
-    for (const key of options.store.listKeys()) this.keys.set(key.id, key);
+    this.reload();
+  }
+
+  /** Reads keys and namespaces from the store: at start, and when another node of a cluster changed them. */
+  reload(): void {
+    this.keys.clear();
+    for (const key of this.options.store.listKeys()) this.keys.set(key.id, key);
     this.activeKeys = [...this.keys.values()].filter((key) => key.revokedAt === null).length;
-    for (const stored of options.store.listNamespaces())
+    this.policies.clear();
+    for (const stored of this.options.store.listNamespaces())
       this.policies.set(stored.name, resolveNamespace(stored.manifest));
     this.refreshChecks();
   }
@@ -445,9 +452,9 @@ export class Security {
       let codeBytes = usage.codeBytes;
       for (const candidate of list) {
         names.add(candidate.ref.name);
-        // A redeploy replaces its active version's bytes; the usage counts active versions only.
+        // A new version adds its bytes to the retained ones, less the oldest it pushes out of the retention.
         codeBytes +=
-          candidate.codeBytes - (usage.names.has(candidate.ref.name) ? this.activeBytes(candidate.ref) : 0);
+          candidate.codeBytes - (usage.names.has(candidate.ref.name) ? this.releasedBytes(candidate.ref) : 0);
       }
       if (quotas.functions !== undefined && names.size > quotas.functions && names.size > usage.names.size)
         throw quotaError(
@@ -469,8 +476,8 @@ export class Security {
     }
   }
 
-  /** Active code bytes of one function, for a redeploy's delta (set by the composition root). */
-  activeBytes: (ref: FunctionRef) => number = () => 0;
+  /** Code bytes a new version of the function releases from the retention, for its delta (set by the composition root). */
+  releasedBytes: (ref: FunctionRef) => number = () => 0;
 
   /**
    * The scheduler's admission callback: a refusal (403 naming the quota) when one more instance of

@@ -79,9 +79,20 @@ export async function createStateStore(config: StateConfig): Promise<StateStore>
  * host's network); behind an allow-list the host's loopback is `host.hearth.internal`, which the list
  * must name (`host.hearth.internal:6379`). Egress `none` reaches nothing, so it gets no URL.
  */
-export function redisUrlFor(url: string, egress: 'none' | 'allow' | readonly string[]): string | undefined {
+export function redisUrlFor(
+  url: string,
+  egress: 'none' | 'allow' | readonly string[],
+  allowNetwork: 'outbound' | 'host' = 'host',
+): string | undefined {
   if (egress === 'none') return undefined;
-  if (egress === 'allow') return url;
+  if (egress === 'allow') {
+    if (allowNetwork === 'host') return url;
+    // Its own namespace reaches the host's addresses but never its loopback: a Redis there is out of reach.
+    const host = new URL(url).hostname;
+    return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(host) || host.startsWith('127.')
+      ? undefined
+      : url;
+  }
   const parsed = new URL(url);
   if (['127.0.0.1', 'localhost', '[::1]', '::1'].includes(parsed.hostname))
     parsed.hostname = HOST_GATEWAY_NAME;

@@ -254,6 +254,11 @@ describe('helpers', () => {
   it('gives functions the Redis URL their network can reach', () => {
     expect(redisUrlFor('redis://127.0.0.1:6379', 'none')).toBeUndefined();
     expect(redisUrlFor('redis://127.0.0.1:6379', 'allow')).toBe('redis://127.0.0.1:6379');
+    // `egress: allow` in a namespace of its own reaches no loopback of the host: no URL it cannot use.
+    expect(redisUrlFor('redis://127.0.0.1:6379', 'allow', 'outbound')).toBeUndefined();
+    expect(redisUrlFor('redis://cache.internal:6379', 'allow', 'outbound')).toBe(
+      'redis://cache.internal:6379',
+    );
     expect(redisUrlFor('redis://127.0.0.1:6379/0', ['host.hearth.internal:6379'])).toBe(
       'redis://host.hearth.internal:6379/0',
     );

@@ -44,6 +44,11 @@ export interface TriggerHost {
   readonly state: { get(key: string): string | undefined; set(key: string, value: string): void };
   warn(message: string): void;
   info(message: string): void;
+  /**
+   * Cluster mode (issue 12): true for exactly one node per key (a cron run's time), so a schedule every
+   * node runs fires once cluster-wide. Absent on a single node, where every key is this node's.
+   */
+  claim?(key: string): boolean;
 }
 
 /** Chooses the function an event goes to (a gateway routes by topic; a function's trigger has one target). */

@@ -104,6 +104,34 @@ export default async function handler(event) {
 }
 `;
 
+/** Its heap's limit; `garbage` churns 1 GiB through a small live set, `hold` keeps what it allocates. */
+const HEAP = `
+import { getHeapStatistics } from 'node:v8';
+export default async function handler(event) {
+  const limit = getHeapStatistics().heap_size_limit;
+  if (event.query.garbage) {
+    let live = [];
+    for (let i = 0; i < 1024; i++) {
+      live.push(Array.from({ length: 16 * 1024 }, (_, j) => ({ i, j })));
+      if (live.length > 8) live = live.slice(-4);
+    }
+  }
+  if (event.query.hold) {
+    const held = [];
+    for (;;) held.push(Array.from({ length: 64 * 1024 }, (_, j) => ({ j })));
+  }
+  return { limit };
+}
+`;
+
+/** 20,000 lines as fast as print goes. */
+const PY_FLOOD = `
+def handler(event, context):
+    for i in range(20000):
+        print("py-flood", i, "x" * 100)
+    return {"lines": 20000}
+`;
+
 interface Probes {
   environ: { ok: boolean; value?: string; error?: string };
   selfEnviron: string;
@@ -133,7 +161,11 @@ beforeAll(async () => {
   });
   await deployFiles('neighbour', '{ runtime: node20 }', 'index.mjs', NEIGHBOUR);
   await deployFiles('cpu-all', '{ runtime: node20, limits: { cpu: "0.5" } }', 'index.mjs', CPU_EVERY_CORE);
-  await deployFiles('log-flood', '{ runtime: node20, limits: { memory: 256Mi } }', 'index.mjs', LOG_FLOOD);
+  // The default 128Mi: a tight console.log loop once queued a callback per write past it.
+  await deployFiles('log-flood', '{ runtime: node20 }', 'index.mjs', LOG_FLOOD);
+  await deployFiles('heap', '{ runtime: node20 }', 'index.mjs', HEAP);
+  await deployFiles('py-flood', '{ runtime: python3 }', 'main.py', PY_FLOOD);
+  await deployFiles('heap-512', '{ runtime: node20, limits: { memory: 512Mi } }', 'index.mjs', HEAP);
   await deployFiles('probes', '{ runtime: node20 }', 'index.mjs', PROBES);
   await deployFiles('probes-listed', '{ runtime: node20, egress: ["192.0.2.10:443"] }', 'index.mjs', PROBES);
 }, 90_000);
@@ -157,6 +189,29 @@ describe('abuse', () => {
     expect(answer.share).toBeLessThan(0.75);
   }, 30_000);
 
+  it("a Node function's heap is sized from limits.memory: garbage is collected in time, live data past it is a clean 502", async () => {
+    const small = await invoke(hearth.url, 'heap');
+    const large = await invoke(hearth.url, 'heap-512');
+    expect(small.status, small.text).toBe(200);
+    expect(large.status, large.text).toBe(200);
+    const limitOf = (answer: typeof small): number => (answer.json() as { limit: number }).limit / 1024 ** 2;
+    // 3/4 of the wall less 32 MiB of old generation, plus V8's young generation.
+    expect(limitOf(small)).toBeLessThan(128);
+    expect(limitOf(large)).toBeGreaterThan(300);
+    expect(limitOf(large)).toBeLessThan(512);
+    // Far more garbage than the wall holds, collected before the cgroup would step in.
+    const churn = await invoke(hearth.url, 'heap', { path: '?garbage=1' });
+    expect(churn.status, churn.text).toBe(200);
+    const hold = await invoke(hearth.url, 'heap', { path: '?hold=1' });
+    expect(hold.status, hold.text).toBe(502);
+    expect(hold.json()).toMatchObject({ error: { code: 'HEARTH_E_FN_OOM', details: { limit: '128Mi' } } });
+    await expectNeighbourAnswers();
+    await eventually('the heap function to answer again', async () => {
+      const again = await invoke(hearth.url, 'heap');
+      return again.status === 200 ? true : undefined;
+    });
+  }, 60_000);
+
   it('a log flood is bounded, and the log store keeps working for everyone', async () => {
     const [flood] = await Promise.all([
       invoke(hearth.url, 'log-flood'),
@@ -172,21 +227,46 @@ describe('abuse', () => {
       const records = await functionLogs(hearth.url, 'neighbour', { q: marker });
       return records.some((record) => record.message.includes(marker)) ? true : undefined;
     });
-    // What the function wrote faster than the platform took it was dropped in the sandbox, and said so.
+    // What the function wrote faster than the platform takes it (1000 records a second) was dropped, in the
+    // sandbox (or, for output written around the guest's capture, on the platform), and said so.
     await eventually('the dropped-output notice', async () => {
       const notices = await functionLogs(hearth.url, 'log-flood', { q: 'of output dropped' });
       return notices.some((record) =>
-        /\[hearth\] \d+ writes \(\d+ bytes\) of output dropped/.test(record.message),
+        /\[hearth\] \d+ (writes|records) \(\d+ bytes\) of output dropped: .*1000 records/.test(
+          record.message,
+        ),
       )
         ? true
         : undefined;
     });
+    // Its output reaches the platform within a second or so of the flood's end: at most three seconds'
+    // budget of the instance is stored, whatever it wrote.
+    const stored = await functionLogs(hearth.url, 'log-flood', { q: 'flood ', limit: '10000' });
+    expect(stored.length).toBeLessThanOrEqual(3 * 1000);
     // The flood's own records are bounded by logRecords (trimmed every thousand writes).
     await eventually('the flood’s records to be trimmed', async () => {
       const kept = await functionLogs(hearth.url, 'log-flood', { limit: '10000' });
       return kept.length <= LOG_RECORDS + 1000 ? true : undefined;
     });
     expect((await fetch(`${hearth.url}/healthz`)).status).toBe(200);
+  }, 60_000);
+
+  it('a Python log flood is held to the same budget in its sandbox, and says what it dropped', async () => {
+    const flood = await invoke(hearth.url, 'py-flood');
+    expect(flood.status, flood.text).toBe(200);
+    await eventually('the dropped-output notice', async () => {
+      const notices = await functionLogs(hearth.url, 'py-flood', { q: 'of output dropped' });
+      // The sandbox's notice, or the platform's when the sandbox's came past the second's budget.
+      return notices.some((record) =>
+        /\[hearth\] \d+ (writes|records) \(\d+ bytes\) of output dropped/.test(record.message),
+      )
+        ? true
+        : undefined;
+    });
+    const stored = await functionLogs(hearth.url, 'py-flood', { q: 'py-flood ', limit: '10000' });
+    expect(stored.length).toBeGreaterThan(0);
+    expect(stored.length).toBeLessThanOrEqual(3 * 1000);
+    await expectNeighbourAnswers();
   }, 60_000);
 
   it('a slow-loris client holding 200 half-sent requests starves no one', async () => {

@@ -2,7 +2,7 @@
  * @module No accepted async invocation is lost across a crash: 1,000 accepted while the platform is
  * `kill -9`ed mid-way, then restarted on the same data dir; every invocation that got its 202 runs at
  * least once. Executions are counted by a sandboxed function reporting its invocation id to a recorder
- * on loopback (egress `allow`).
+ * on this machine (egress `allow`, at its own address).
  */
 
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -35,7 +35,7 @@ it('runs every accepted invocation at least once across a kill -9 of the platfor
   dataDir = await mkdtemp(join(tmpdir(), 'hearth-crash-'));
   hearth = await startHearth({ dataDir });
   fixture = await copyFixture('event-recorder', {
-    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: counter }\nspec:\n  runtime: node20\n  egress: allow\n  scaling: { targetConcurrency: 16 }\n  env: { RECORDER_URL: "${recorder.url}/hit" }\n`,
+    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: counter }\nspec:\n  runtime: node20\n  egress: allow\n  scaling: { targetConcurrency: 16 }\n  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }\n`,
   });
   expect((await deployFolder(hearth.url, fixture.dir, { name: 'counter' })).status).toBe(200);
 

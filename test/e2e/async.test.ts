@@ -26,7 +26,7 @@ let recorder: Recorder;
 const folders: TempFolder[] = [];
 
 function recorderManifest(name: string, env: string): string {
-  return `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/hit", ${env} }\n`;
+  return `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.functionUrl}/hit", ${env} }\n`;
 }
 
 async function accept(

@@ -27,6 +27,8 @@ beforeAll(async () => {
   config = await configFile({
     maxInstances: 3,
     maxMemory: '1Gi',
+    // Every limits.memory reserved in full: this test is about the memory budget itself (issue 11 made 4 the default).
+    memoryOvercommit: 1,
     autoscaler: { tick: '100ms', stableWindow: '1s', panicWindow: '300ms' },
   });
   hearth = await startHearth({ args: ['--config', config.path] });

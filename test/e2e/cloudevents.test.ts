@@ -78,7 +78,7 @@ beforeAll(async () => {
   }
   // A handler written for Kafka/MQTT/NATS triggers, unchanged: it reports each event it gets.
   const recorderFn = await copyFixture('event-recorder', {
-    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: recorder }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/hit" }\n`,
+    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: recorder }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }\n`,
   });
   folders.push(recorderFn);
   expect((await deployFolder(hearth.url, recorderFn.dir, { name: 'recorder' })).status).toBe(200);

@@ -16,9 +16,10 @@
  */
 
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTAINER_RUN_DIR } from '../../src/runtime/container/index.js';
@@ -102,6 +103,13 @@ function containerCgroups(dataDir: string): string[] {
   );
 }
 
+/** The suite deploys rootfs folders as `dir:` images, which a node takes only when its config allows it. */
+function localDirsConfig(): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'hearth-containers-')), 'config.yaml');
+  writeFileSync(file, 'images: { localDirs: true }\n');
+  return file;
+}
+
 beforeAll(async () => {
   goImage = goHttpImage();
   nodeImage = nodeLambdaImage();
@@ -109,7 +117,7 @@ beforeAll(async () => {
   bootstrapDir = goLambdaBootstrap();
   hostServer = createServer((_, response) => response.end('host'));
   await new Promise<void>((resolve) => hostServer.listen(0, '127.0.0.1', resolve));
-  hearth = await startHearth();
+  hearth = await startHearth({ args: ['--config', localDirsConfig()] });
 }, 900_000);
 
 afterAll(async () => {
@@ -369,6 +377,6 @@ describe('walls', () => {
     await eventually('the container cgroups to be removed', () =>
       containerCgroups(dataDir).length === 0 ? true : undefined,
     );
-    hearth = await startHearth();
+    hearth = await startHearth({ args: ['--config', localDirsConfig()] });
   });
 });

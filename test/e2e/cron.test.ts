@@ -49,7 +49,7 @@ beforeAll(async () => {
       'spec:',
       '  runtime: node20',
       '  egress: allow',
-      `  env: { RECORDER_URL: "${recorder.url}/hit" }`,
+      `  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }`,
       '  triggers:',
       '    - cron: { name: every-second, schedule: "* * * * * *", timezone: Asia/Tokyo, data: { job: tick } }',
       '',

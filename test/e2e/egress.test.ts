@@ -4,9 +4,10 @@
  * real Redis on this machine reached as `redis-master`.
  */
 
+import { readlinkSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +18,7 @@ import {
   FIXTURES,
   type Hearth,
   invoke,
+  makeFolder,
   manifest,
   runCli,
   STACK_FRAME,
@@ -24,6 +26,36 @@ import {
   type TempFolder,
 } from '../support/hearth.js';
 import { type RunningRedis, startRedis } from '../support/redis.js';
+
+/** Dials each `[label, host, port]` of `?targets=` and says what happened; its network namespace too. */
+const DIAL = `
+import { readFileSync, readlinkSync } from 'node:fs';
+import { connect } from 'node:net';
+const dial = (host, port) => new Promise((resolve) => {
+  const socket = connect({ host, port, timeout: 3000 });
+  const done = (outcome) => { socket.destroy(); resolve(outcome); };
+  socket.once('connect', () => done('connected'));
+  socket.once('timeout', () => done('timeout'));
+  socket.once('error', (error) => done(error.code ?? error.message));
+});
+export default async function handler(event) {
+  const results = {};
+  for (const [label, host, port] of JSON.parse(event.query.targets)) results[label] = await dial(host, port);
+  return {
+    results,
+    hosts: readFileSync('/etc/hosts', 'utf8'),
+    redisUrl: process.env.REDIS_URL ?? null,
+    netns: readlinkSync('/proc/self/ns/net'),
+  };
+}
+`;
+
+/** This machine's first non-loopback IPv4 address: "outside" for a function's network namespace. */
+function hostAddress(): string {
+  for (const infos of Object.values(networkInterfaces()))
+    for (const info of infos ?? []) if (info.family === 'IPv4' && !info.internal) return info.address;
+  throw new Error('this machine has no non-loopback IPv4 address');
+}
 
 /** The seed's code says `port=6379`; it runs unchanged, so its Redis listens there. */
 const SEED_PORT = 6379;
@@ -86,27 +118,85 @@ describe('egress allow-list', () => {
     expect(answer.redisUrl).toBe(`redis://host.hearth.internal:${SEED_PORT}`);
   });
 
-  it('gives egress: allow the host network with the aliases in /etc/hosts', async () => {
-    const folder = await copyFixture('node-egress', {
+  it('gives egress: allow a network of its own: out to other addresses, never to the host loopback', async () => {
+    // A service on this machine's own (non-loopback) address stands in for the outside world.
+    const outside = createServer((socket) => socket.end());
+    const ownAddress = hostAddress();
+    await new Promise<void>((resolve) => outside.listen(0, ownAddress, resolve));
+    const outsidePort = (outside.address() as { port: number }).port;
+    const folder = await makeFolder({
       'hearth.yaml': manifest(
-        'node-egress-open',
-        '{ runtime: node20, egress: allow, hostAliases: { redis-master: host-gateway, blocked-service: host-gateway } }',
+        'allow-open',
+        '{ runtime: node20, egress: allow, hostAliases: { redis-master: host-gateway, outside: host-gateway } }',
       ),
+      'index.mjs': DIAL,
     });
     try {
-      const { status, body } = await deployFolder(hearth.url, folder.dir, { name: 'node-egress-open' });
+      const { status, body } = await deployFolder(hearth.url, folder.dir, { name: 'allow-open' });
       expect(status, JSON.stringify(body)).toBe(200);
-      const answer = (await invoke(hearth.url, 'node-egress-open', { path: `?open=${openPort}` })).json() as {
-        results: Record<string, { outcome: string }>;
+      const targets = [
+        ['outsideByAddress', ownAddress, outsidePort],
+        ['outsideByAlias', 'outside', outsidePort],
+        ['loopbackService', '127.0.0.1', openPort],
+        ['hostLoopbackViaSlirp', '10.0.2.2', openPort],
+        ['redisOnLoopback', 'redis-master', SEED_PORT],
+        ['redisViaSlirp', '10.0.2.2', SEED_PORT],
+      ];
+      const answer = await invoke(hearth.url, 'allow-open', {
+        path: `?targets=${encodeURIComponent(JSON.stringify(targets))}`,
+      });
+      expect(answer.status, answer.text).toBe(200);
+      const { results, hosts, redisUrl, netns } = answer.json() as {
+        results: Record<string, string>;
         hosts: string;
-        redisUrl: string;
+        redisUrl: string | null;
+        netns: string;
       };
-      expect(answer.results.allowed?.outcome).toBe('connected');
-      expect(answer.results.aliasNotListed?.outcome).toBe('connected');
-      expect(answer.hosts).toMatch(/^127\.0\.0\.1 redis-master$/m);
-      expect(answer.redisUrl).toBe(redis.url);
+      expect(results.outsideByAddress).toBe('connected');
+      expect(results.outsideByAlias).toBe('connected');
+      for (const loopback of ['loopbackService', 'hostLoopbackViaSlirp', 'redisOnLoopback', 'redisViaSlirp'])
+        expect({ loopback, outcome: results[loopback] }).not.toEqual({ loopback, outcome: 'connected' });
+      // host-gateway names this machine as the namespace reaches it: its own address, as Docker's does.
+      expect(hosts).toMatch(new RegExp(`^${ownAddress.replaceAll('.', '\\.')} redis-master$`, 'm'));
+      // The platform's Redis listens on loopback only: no REDIS_URL the function could not use.
+      expect(redisUrl).toBeNull();
+      // Not the host's network namespace (nor, as each instance has its own, another tenant's).
+      expect(netns).not.toBe(readlinkSync('/proc/self/ns/net'));
     } finally {
       await folder.cleanup();
+      await new Promise((resolve) => outside.close(resolve));
+    }
+  });
+
+  it('gives egress: allow the host network where the operator chose egressAllow: host', async () => {
+    const config = join(configDir, 'host.yaml');
+    await writeFile(config, `egressAllow: host\nstate: { redis: { url: "${redis.url}" } }\n`);
+    const shared = await startHearth({ args: ['--config', config] });
+    const folder = await makeFolder({
+      'hearth.yaml': manifest(
+        'allow-host',
+        '{ runtime: node20, egress: allow, hostAliases: { redis-master: host-gateway } }',
+      ),
+      'index.mjs': DIAL,
+    });
+    try {
+      const { status, body } = await deployFolder(shared.url, folder.dir, { name: 'allow-host' });
+      expect(status, JSON.stringify(body)).toBe(200);
+      const targets = [['loopbackService', '127.0.0.1', openPort]];
+      const answer = await invoke(shared.url, 'allow-host', {
+        path: `?targets=${encodeURIComponent(JSON.stringify(targets))}`,
+      });
+      const { results, hosts, redisUrl } = answer.json() as {
+        results: Record<string, string>;
+        hosts: string;
+        redisUrl: string | null;
+      };
+      expect(results.loopbackService).toBe('connected');
+      expect(hosts).toMatch(/^127\.0\.0\.1 redis-master$/m);
+      expect(redisUrl).toBe(redis.url);
+    } finally {
+      await folder.cleanup();
+      await shared.stop();
     }
   });
 

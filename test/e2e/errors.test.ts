@@ -172,14 +172,16 @@ describe('invalid manifests', () => {
     expect(expectError(answer, 400, 'HEARTH_E_VALIDATION').error.message).toContain('name');
   });
 
-  it('the wasm runtime answers 422 HEARTH_E_UNSUPPORTED', async () => {
+  it('a wasm function whose module is not WebAssembly answers 400 naming spec.handler', async () => {
     const folder = await makeFolder({
       'hearth.yaml': manifest('wasm-fn', '{ runtime: wasm }'),
       'main.wasm': 'x',
     });
     folders.push(folder);
     const answer = await deployArchive(hearth.url, await packFolder(folder.dir), { name: 'wasm-fn' });
-    expect(expectError(answer, 422, 'HEARTH_E_UNSUPPORTED').error.message).toContain('wasm');
+    expect(expectError(answer, 400, 'HEARTH_E_VALIDATION').error.message).toContain(
+      'spec.handler: main.wasm is not a valid WebAssembly module',
+    );
   });
 
   it.each([

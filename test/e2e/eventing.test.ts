@@ -102,7 +102,7 @@ function hits(path: string): Hit[] {
 
 async function deployRecorder(name: string, path: string, env = ''): Promise<void> {
   const folder = await copyFixture('event-recorder', {
-    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}${path}"${env} }\n`,
+    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.functionUrl}${path}"${env} }\n`,
   });
   folders.push(folder);
   const deployed = await deployFolder(hearth.url, folder.dir, { name });
@@ -149,7 +149,7 @@ beforeAll(async () => {
   });
   // The chainer emits a new type each time (chain.1, chain.2, …): no loop, but a chain the hop limit ends.
   await deploy('chainer', {
-    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: chainer }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/chain" }\n`,
+    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: chainer }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.functionUrl}/chain" }\n`,
     'index.mjs': `export default async (event, ctx) => {
   const n = Number(event.type.slice('chain.'.length));
   try {
@@ -163,7 +163,7 @@ beforeAll(async () => {
   });
   // The looper emits the very event type that reaches it again; the second time the platform refuses.
   await deploy('looper', {
-    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: looper }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/loop" }\n`,
+    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: looper }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.functionUrl}/loop" }\n`,
     'index.mjs': `export default async (event, ctx) => {
   try {
     await ctx.emit({ type: 'loop.ping', source: '/loop', data: { round: (event.data?.round ?? 0) + 1 } });
@@ -249,7 +249,7 @@ describe('Trigger resources', () => {
 
   it("POST /events?namespace=team goes to that namespace's Triggers only", async () => {
     const folder = await copyFixture('event-recorder', {
-      'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: recorder }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/team" }\n`,
+      'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: recorder }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.functionUrl}/team" }\n`,
     });
     folders.push(folder);
     expect((await deployFolder(hearth.url, folder.dir, { name: 'recorder', namespace: 'team' })).status).toBe(

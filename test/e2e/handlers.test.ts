@@ -26,10 +26,12 @@ const FIXTURE_NAMES = [
   'py-async',
   'py-event-only',
   'py-binary',
+  'py-decorated',
 ] as const;
 
 let hearth: Hearth;
 let teamCopy: TempFolder;
+let decoratedAsync: TempFolder;
 
 beforeAll(async () => {
   hearth = await startHearth();
@@ -47,11 +49,17 @@ beforeAll(async () => {
     namespace: 'team-a',
   });
   expect(team.status, JSON.stringify(team.body)).toBe(200);
+  decoratedAsync = await copyFixture('py-decorated', {
+    'hearth.yaml': manifest('py-decorated-async', '{ runtime: python3, handler: main.concurrent }'),
+  });
+  const coroutine = await deployFolder(hearth.url, decoratedAsync.dir, { name: 'py-decorated-async' });
+  expect(coroutine.status, JSON.stringify(coroutine.body)).toBe(200);
 });
 
 afterAll(async () => {
   await hearth?.stop();
   await teamCopy?.cleanup();
+  await decoratedAsync?.cleanup();
 });
 
 describe('Node handlers', () => {
@@ -182,6 +190,18 @@ describe('Python handlers', () => {
     });
     expect(response.status).toBe(200);
     expect(response.text).toBe('only event: PATCH');
+  });
+
+  it("a decorated handler is called with its own parameters (the wrapper's `*args` are not its arity)", async () => {
+    const response = await invoke(hearth.url, 'py-decorated', { method: 'PUT' });
+    expect(response.status).toBe(200);
+    expect(response.text).toBe('decorated, only event: PUT');
+  });
+
+  it('a decorated coroutine handler is awaited', async () => {
+    const response = await invoke(hearth.url, 'py-decorated-async');
+    expect(response.status).toBe(200);
+    expect(response.text).toBe('decorated coroutine: py-decorated-async');
   });
 });
 

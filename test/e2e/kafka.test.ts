@@ -86,7 +86,7 @@ beforeAll(async () => {
       '  runtime: node20',
       '  egress: allow',
       '  scaling: { max: 4 }',
-      `  env: { RECORDER_URL: "${recorder.url}/hit" }`,
+      `  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }`,
       '  triggers:',
       `    - kafka: { brokers: ["${broker.address}"], topic: ${TOPIC}, startFrom: earliest, parallelism: ${PARTITIONS}, retry: { attempts: 3, backoff: 200ms } }`,
       '',

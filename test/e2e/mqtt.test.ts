@@ -41,7 +41,7 @@ const reports = (fn: string): Report[] =>
 
 async function deploySink(name: string, trigger: string): Promise<void> {
   const fixture = await copyFixture('event-recorder', {
-    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/${name}" }\n  triggers:\n    - mqtt: ${trigger}\n`,
+    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.functionUrl}/${name}" }\n  triggers:\n    - mqtt: ${trigger}\n`,
   });
   folders.push(fixture);
   const { status, body } = await deployFolder(hearth.url, fixture.dir, { name });

@@ -43,7 +43,7 @@ beforeAll(async () => {
   recorder = await startRecorder();
   hearth = await startHearth();
   const fixture = await copyFixture('event-recorder', {
-    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: nats-sink }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.url}/hit" }\n  triggers:\n    - nats: { url: "${broker.url}", subject: "orders.*", stream: ORDERS, retry: { attempts: 3, backoff: 100ms } }\n`,
+    'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: nats-sink }\nspec:\n  runtime: node20\n  egress: allow\n  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }\n  triggers:\n    - nats: { url: "${broker.url}", subject: "orders.*", stream: ORDERS, retry: { attempts: 3, backoff: 100ms } }\n`,
   });
   folders.push(fixture);
   const { status, body } = await deployFolder(hearth.url, fixture.dir, { name: 'nats-sink' });

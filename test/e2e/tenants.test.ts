@@ -7,6 +7,7 @@
  */
 
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -373,7 +374,7 @@ describe('a loopback platform', () => {
     expect((await runCli(['ls', '-n', 'team-a', '--api-key', key], { url: hearth.url })).code).not.toBe(0);
   });
 
-  it('checks key auth when an async invocation is accepted', async () => {
+  it('checks key auth when an async invocation is accepted, and carries ctx.auth through the queue', async () => {
     const anonymous = await call(hearth.url, '/async-function/who.team-a', { method: 'POST', json: {} });
     expect(anonymous.status).toBe(401);
     const accepted = await call(hearth.url, '/async-function/who.team-a', {
@@ -382,6 +383,17 @@ describe('a loopback platform', () => {
       key: keys.invoker,
     });
     expect(accepted.status).toBe(202);
+    // The function answers later, from the queue, with the caller it was accepted for (never the key).
+    const statusUrl = accepted.body.statusUrl as string;
+    let answer: Record<string, unknown> | undefined;
+    for (let attempt = 0; attempt < 100 && answer === undefined; attempt++) {
+      const record = await call(hearth.url, statusUrl, { key: admin });
+      const result = record.body.result as { body: string } | null;
+      if (record.body.status === 'succeeded' && result !== null) answer = JSON.parse(result.body);
+      else await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(answer?.authorization).toBeNull();
+    expect(answer?.auth).toMatchObject({ type: 'key', role: 'invoker' });
   });
 
   it('checks key auth on the Lambda Invoke API with Bearer credentials', async () => {
@@ -621,6 +633,12 @@ print(json.dumps(out))
         'metadata: { name: quota-e }',
         'spec:',
         '  quotas: { memory: 200Mi }',
+        '---',
+        'apiVersion: hearth.dev/v1',
+        'kind: Namespace',
+        'metadata: { name: quota-f }',
+        'spec:',
+        '  quotas: { codeBytes: 20000 }',
         '',
       ].join('\n'),
     });
@@ -655,6 +673,18 @@ print(json.dumps(out))
     const big = await deploy(hearth.url, 'big', 'quota-c', nodeFunction('big', 'quota-c'), admin);
     expect(big.status).toBe(403);
     expect(big.body.error?.details).toMatchObject({ quota: 'codeBytes', limit: 10, current: 0 });
+    // Every retained version's code counts, not only the active one's: two versions of about 8 kB (stored,
+    // incompressible) fit in 20 kB, a third does not.
+    const padded = (): Record<string, string> => ({
+      ...nodeFunction('kept', 'quota-f'),
+      'padding.txt': randomBytes(6000).toString('base64'),
+    });
+    for (let version = 1; version <= 2; version++)
+      expect((await deploy(hearth.url, 'kept', 'quota-f', padded(), admin)).status).toBe(200);
+    const third = await deploy(hearth.url, 'kept', 'quota-f', padded(), admin);
+    expect(third.status).toBe(403);
+    expect(third.body.error?.details).toMatchObject({ quota: 'codeBytes', limit: 20000 });
+    expect(third.body.error?.details?.current as number).toBeGreaterThan(12_000);
 
     // functionAuth: key makes the public function need a key; then requestsPerSecond (0.1/s: one token).
     const anonymous = await call(hearth.url, '/function/one.quota-a');
@@ -671,23 +701,42 @@ print(json.dumps(out))
     });
 
     // instances: the first function keeps its instance; the second, scaled to zero, may not start one.
-    for (const name of ['b1', 'b2'])
-      expect((await deploy(hearth.url, name, 'quota-b', nodeFunction(name, 'quota-b'), admin)).status).toBe(
-        200,
-      );
-    expect((await call(hearth.url, '/function/b1.quota-b')).status).toBe(200);
+    expect((await deploy(hearth.url, 'b1', 'quota-b', nodeFunction('b1', 'quota-b'), admin)).status).toBe(
+      200,
+    );
+    // The deploy's verify instance is one of the namespace's too: no room for it while b1 holds the one.
+    const noRoom = await deploy(hearth.url, 'b2', 'quota-b', nodeFunction('b2', 'quota-b'), admin);
+    expect(noRoom.status).toBe(403);
+    expect(noRoom.body.error?.details).toMatchObject({ quota: 'instances', limit: 1, current: 1 });
+    expect((await call(hearth.url, '/api/v1/namespaces/quota-b/functions/b2', { key: admin })).status).toBe(
+      404,
+    );
+    await call(hearth.url, '/api/v1/namespaces/quota-b/functions/b1/instances', {
+      method: 'DELETE',
+      key: admin,
+    });
+    expect((await deploy(hearth.url, 'b2', 'quota-b', nodeFunction('b2', 'quota-b'), admin)).status).toBe(
+      200,
+    );
+    expect((await call(hearth.url, '/function/b2.quota-b')).status).toBe(200);
     await call(hearth.url, '/api/v1/namespaces/quota-b/functions/b2/instances', {
       method: 'DELETE',
       key: admin,
     });
+    expect((await call(hearth.url, '/function/b1.quota-b')).status).toBe(200);
     const overInstances = await call(hearth.url, '/function/b2.quota-b');
     expect(overInstances.status).toBe(403);
     expect(overInstances.body.error?.details).toMatchObject({ quota: 'instances', limit: 1, current: 1 });
-    // memory: two 128Mi functions do not both fit in 200Mi.
-    for (const name of ['e1', 'e2'])
+    // memory: two 128Mi functions do not both fit in 200Mi (each deploy's verify instance stays as its first).
+    for (const name of ['e1', 'e2']) {
       expect((await deploy(hearth.url, name, 'quota-e', nodeFunction(name, 'quota-e'), admin)).status).toBe(
         200,
       );
+      await call(hearth.url, `/api/v1/namespaces/quota-e/functions/${name}/instances`, {
+        method: 'DELETE',
+        key: admin,
+      });
+    }
     expect((await call(hearth.url, '/function/e1.quota-e')).status).toBe(200);
     await call(hearth.url, '/api/v1/namespaces/quota-e/functions/e2/instances', {
       method: 'DELETE',

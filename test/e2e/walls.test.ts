@@ -193,11 +193,11 @@ export default async function handler(event) {
 }
 `;
 
-async function deployNetProbe(url: string, name: string): Promise<void> {
+async function deployNetProbe(url: string, name: string, egress = '["192.0.2.10:443"]'): Promise<void> {
   const folder = await makeFolder({
     'hearth.yaml': manifest(
       name,
-      '{ runtime: node20, egress: ["192.0.2.10:443"], limits: { timeout: 1s }, scaling: { max: 1 } }',
+      `{ runtime: node20, egress: ${egress}, limits: { timeout: 1s }, scaling: { max: 1 } }`,
     ),
     'index.mjs': NODE_NET_PROBE,
   });
@@ -489,6 +489,17 @@ describe('resource walls', () => {
         (await invoke(hearth.url, 'net-probe')).status === 200 ? true : undefined,
       );
     }
+  }, 60_000);
+
+  it('an egress: allow instance that crashed leaves no network namespace, nor a slirp4netns holding one', async () => {
+    await deployNetProbe(hearth.url, 'net-open', 'allow');
+    const net = await probeNetwork(hearth.url, 'net-open');
+    const recordedAt = ticksSinceBoot();
+    // A namespace of its own, not the host's.
+    expect(net).not.toBe(HOST_NET);
+    expect(holdersOf(net, recordedAt).length).toBeGreaterThan(0);
+    expect((await invoke(hearth.url, 'net-open', { path: '?crash=1' })).status).toBe(502);
+    await expectNetworksGone([net], recordedAt);
   }, 60_000);
 
   it('a sandbox that ended (killed for memory, crashed) leaves no cgroup; after SIGTERM nothing remains', async () => {

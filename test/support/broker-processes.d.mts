@@ -14,5 +14,5 @@ export function freePort(): Promise<number>;
 export function startKafka(options?: { partitions?: number; jit?: boolean }): Promise<Broker>;
 /** Mosquitto with shared subscriptions (MQTT 5), anonymous, on a free loopback port. */
 export function startMosquitto(): Promise<Broker>;
-/** nats-server with JetStream (file storage in a temp dir) on a free loopback port. */
-export function startNats(): Promise<Broker>;
+/** nats-server with JetStream (file storage in a temp dir) on a free port of `host` (default loopback). */
+export function startNats(options?: { host?: string }): Promise<Broker>;

@@ -18,9 +18,9 @@ export async function freePort() {
   return port;
 }
 
-function reachable(port) {
+function reachable(port, host = '127.0.0.1') {
   return new Promise((resolve) => {
-    const socket = createConnection({ port, host: '127.0.0.1' });
+    const socket = createConnection({ port, host });
     socket.once('connect', () => {
       socket.destroy();
       resolve(true);
@@ -29,9 +29,9 @@ function reachable(port) {
   });
 }
 
-async function waitForPort(port, child, what, log, timeoutMs = 60_000) {
+async function waitForPort(port, child, what, log, timeoutMs = 60_000, host = '127.0.0.1') {
   const deadline = Date.now() + timeoutMs;
-  while (!(await reachable(port))) {
+  while (!(await reachable(port, host))) {
     if (child.exitCode !== null || child.signalCode !== null)
       throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before listening:\n${log()}`);
     if (Date.now() > deadline)
@@ -172,18 +172,18 @@ export async function startMosquitto() {
 }
 
 /** nats-server with JetStream (file storage in a temp dir) on a free loopback port. */
-export async function startNats() {
+export async function startNats({ host = '127.0.0.1' } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'hearth-nats-'));
   const port = await freePort();
   const { child, log } = spawnLogged(
     'nats-server',
-    ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(dir, 'js')],
+    ['-a', host, '-p', String(port), '-js', '-sd', join(dir, 'js')],
     dir,
   );
-  await waitForPort(port, child, 'nats-server', log);
+  await waitForPort(port, child, 'nats-server', log, 60_000, host);
   return {
-    url: `nats://127.0.0.1:${port}`,
-    address: `127.0.0.1:${port}`,
+    url: `nats://${host}:${port}`,
+    address: `${host}:${port}`,
     process: child,
     log,
     stop: stopper(child, dir),

@@ -41,6 +41,8 @@ export interface StartOptions {
   readonly dataDir?: string;
   /** Deploy the bundled examples (default false: suites deploy what they test). */
   readonly examples?: boolean;
+  /** A command that runs it elsewhere and execs it (`nsenter -t PID -n`): the process is still the platform. */
+  readonly prefix?: readonly string[];
 }
 
 export async function startHearth(options: StartOptions = {}): Promise<Hearth> {
@@ -55,7 +57,11 @@ export async function startHearth(options: StartOptions = {}): Promise<Hearth> {
     ...(options.examples === true ? [] : ['--no-examples']),
     ...(options.args ?? []),
   ];
-  const child = spawn(process.execPath, args, {
+  const [command, ...commandArgs] = [...(options.prefix ?? []), process.execPath, ...args] as [
+    string,
+    ...string[],
+  ];
+  const child = spawn(command, commandArgs, {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },

@@ -1,6 +1,7 @@
 /** @module A loopback HTTP server that records what functions report to it (events, invocation ids, callbacks). */
 
 import { createServer, type IncomingMessage } from 'node:http';
+import { networkInterfaces } from 'node:os';
 
 export interface Recorded {
   readonly path: string;
@@ -13,6 +14,11 @@ export interface Recorded {
 
 export interface Recorder {
   readonly url: string;
+  /**
+   * The same recorder on this machine's own (non-loopback) address: what a function with `egress: allow`
+   * reaches, as its network namespace reaches no loopback of the host.
+   */
+  readonly functionUrl: string;
   readonly received: Recorded[];
   /** Answers the next `count` requests with `status` (then 200 again). */
   failNext(count: number, status?: number): void;
@@ -53,8 +59,15 @@ export async function startRecorder(): Promise<Recorder> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : 0;
+  const hostAddress = ownAddress();
+  const outer = createServer((req, res) => server.emit('request', req, res));
+  outer.keepAliveTimeout = 1000;
+  await new Promise<void>((resolve) => outer.listen(0, hostAddress, resolve));
+  const outerAddress = outer.address();
+  const outerPort = typeof outerAddress === 'object' && outerAddress !== null ? outerAddress.port : 0;
   return {
     url: `http://127.0.0.1:${port}`,
+    functionUrl: `http://${hostAddress}:${outerPort}`,
     received,
     failNext(count, status = 500) {
       failing = count;
@@ -68,10 +81,19 @@ export async function startRecorder(): Promise<Recorder> {
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: async () => {
+      for (const each of [server, outer])
+        await new Promise<void>((resolve) => {
+          each.close(() => resolve());
+          each.closeAllConnections();
+        });
+    },
   };
+}
+
+/** This machine's first non-loopback IPv4 address (loopback where it has none). */
+function ownAddress(): string {
+  for (const infos of Object.values(networkInterfaces()))
+    for (const info of infos ?? []) if (info.family === 'IPv4' && !info.internal) return info.address;
+  return '127.0.0.1';
 }

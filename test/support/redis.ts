@@ -25,12 +25,26 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-export async function startRedis(port?: number): Promise<RunningRedis> {
+/** `host`: an address of this machine to listen on besides loopback (a test network's bridge). */
+export async function startRedis(port?: number, host?: string): Promise<RunningRedis> {
   const chosen = port ?? (await freePort());
   const dir = await mkdtemp(join(tmpdir(), 'hearth-redis-'));
   const child = spawn(
     'redis-server',
-    ['--port', String(chosen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+    [
+      '--port',
+      String(chosen),
+      '--bind',
+      ...(host === undefined ? ['127.0.0.1'] : ['127.0.0.1', host]),
+      // Reached from other network namespaces over a bridge: not loopback, and no password in a test.
+      ...(host === undefined ? [] : ['--protected-mode', 'no']),
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
@@ -50,7 +64,7 @@ export async function startRedis(port?: number): Promise<RunningRedis> {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return {
-    url: `redis://127.0.0.1:${chosen}`,
+    url: `redis://${host ?? '127.0.0.1'}:${chosen}`,
     port: chosen,
     process: child,
     async stop() {

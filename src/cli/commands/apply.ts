@@ -3,8 +3,9 @@
  * here, then applied all or nothing by one `POST /api/v1/apply` (source folders uploaded and staged first).
  */
 
-import { readFile, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { type Document, LineCounter, parseAllDocuments } from 'yaml';
 import type { GatewayDetail } from '../../control/api/events-types.js';
@@ -143,16 +144,45 @@ async function apply(options: ApplyOptions, context: CommandContext): Promise<vo
   const client = connect(options, io, context.version);
   // Source folders are uploaded first but only staged: the one apply request below releases them together
   // with every other document, or (when the server refuses any document) none of them.
-  const documents: ({ manifest: unknown } | { staged: string })[] = [];
+  const documents: ({ manifest: unknown } | { staged: string } | { staged: string; manifest: unknown })[] =
+    [];
+  // Functions built from one folder (in one namespace, one runtime) share one upload: the rest of them
+  // name the staged package and bring only their manifest (issue 11: 1,000 documents, 1,000 uploads).
+  const stagedFolders = new Map<string, string>();
   for (const item of planned) {
     if (item.kind === 'function' && item.source !== undefined) {
+      const folder = `${item.source}\0${item.namespace}\0${item.manifest.spec.runtime}`;
+      const shared = stagedFolders.get(folder);
+      if (shared !== undefined) {
+        const body = bodyOf(item) as FunctionManifest;
+        // `spec.source` is a path on this machine, dropped as from an uploaded hearth.yaml.
+        const { source: _source, ...spec } = body.spec;
+        documents.push({ staged: shared, manifest: { ...body, spec } });
+        continue;
+      }
       io.stderr.write(`${item.resource}: uploading ${item.source}\n`);
       const packed = await packDirectory(item.source, { replaceManifest: archiveManifest(item) });
       const target = { namespace: item.namespace, name: item.manifest.metadata.name };
       try {
+        const staged = await stageFunction(client, io, target, packed);
+        stagedFolders.set(folder, staged);
+        documents.push({ staged });
+      } catch (error) {
+        throw refused(input, item, error);
+      }
+    } else if (item.kind === 'function' && item.manifest.spec.image !== undefined) {
+      // A container function (issue 17): staged like a folder holding only its manifest, so the image is
+      // pulled and verified before the apply releases anything.
+      io.stderr.write(`${item.resource}: resolving image ${item.manifest.spec.image}\n`);
+      const empty = await mkdtemp(join(tmpdir(), 'hearth-apply-image-'));
+      try {
+        const packed = await packDirectory(empty, { replaceManifest: archiveManifest(item) });
+        const target = { namespace: item.namespace, name: item.manifest.metadata.name };
         documents.push({ staged: await stageFunction(client, io, target, packed) });
       } catch (error) {
         throw refused(input, item, error);
+      } finally {
+        await rm(empty, { recursive: true, force: true });
       }
     } else documents.push({ manifest: bodyOf(item) });
   }

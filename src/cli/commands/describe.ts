@@ -99,7 +99,7 @@ export function renderDetail(fn: FunctionDetail, options: RenderOptions): string
     ['Name', fn.name],
     ['Namespace', fn.namespace],
     ['Version', String(fn.version)],
-    ['Runtime', `${spec.runtime} (handler ${spec.handler})`],
+    ['Runtime', spec.runtime === 'image' ? 'image (container)' : `${spec.runtime} (handler ${spec.handler})`],
     [
       'Events',
       fn.convention === undefined || fn.convention === null || fn.convention === spec.eventFormat
@@ -127,7 +127,11 @@ export function renderDetail(fn: FunctionDetail, options: RenderOptions): string
     ],
     ['Priority', String(spec.priority)],
     ['Env', renderEnv(spec.env, options.showEnv)],
-    ['Code', `${fn.code.hash.slice(0, 12)}, ${fn.code.files} files, ${formatBytes(fn.code.bytes)}`],
+    ...(fn.image === undefined
+      ? ([
+          ['Code', `${fn.code.hash.slice(0, 12)}, ${fn.code.files} files, ${formatBytes(fn.code.bytes)}`],
+        ] as [string, string][])
+      : renderImage(fn.image)),
     ['Dependencies', fn.dependencies === null ? 'none' : `layer ${fn.dependencies.key}`],
     ['Created', `${fn.createdAt} (${formatAge(fn.createdAt, options.now)} ago)`],
     ['Updated', `${fn.updatedAt} (${formatAge(fn.updatedAt, options.now)} ago)`],
@@ -319,4 +323,30 @@ async function describeNamespace(
     `Quotas:         ${quotaSummary(detail)}`,
   ];
   io.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** A container function's image (issue 17): what it was deployed as, the digest the version pins, its config. */
+function renderImage(image: NonNullable<FunctionDetail['image']>): [string, string][] {
+  const entrypoint = image.command ?? image.config.entrypoint;
+  const args = image.args ?? (image.command === undefined ? image.config.cmd : []);
+  return [
+    ['Image', image.reference],
+    ['Digest', `${image.manifestDigest} (${formatBytes(image.sizeBytes)} in layers)`],
+    [
+      'Command',
+      [...entrypoint, ...args].map((part) => (/\s/.test(part) ? JSON.stringify(part) : part)).join(' ') ||
+        '-',
+    ],
+    [
+      'Image config',
+      [
+        image.config.workingDir === '' ? undefined : `workdir ${image.config.workingDir}`,
+        image.config.user === '' ? undefined : `user ${image.config.user}`,
+        image.config.exposedPorts.length === 0 ? undefined : `ports ${image.config.exposedPorts.join(', ')}`,
+        image.config.env.length === 0 ? undefined : `${image.config.env.length} env`,
+      ]
+        .filter((part) => part !== undefined)
+        .join(', ') || '-',
+    ],
+  ];
 }

@@ -21,6 +21,7 @@ describe('hearth new', () => {
   it.each([
     ['node20', ['hearth.yaml', 'index.mjs', 'package.json'], 'index'],
     ['python3', ['hearth.yaml', 'main.py', 'requirements.txt'], 'main.handler'],
+    ['wasm', ['.cargo', '.hearthignore', 'Cargo.toml', 'hearth.yaml', 'src'], 'main'],
   ])('scaffolds a %s function with the name filled in', async (runtime, files, handler) => {
     const target = join(workDir, 'my-fn');
     const out = captureIo();
@@ -30,7 +31,8 @@ describe('hearth new', () => {
     const manifest = parseFunctionManifest(parse(await readFile(join(target, 'hearth.yaml'), 'utf8')));
     expect(manifest.metadata).toEqual({ name: 'my-fn', namespace: 'default' });
     expect(manifest.spec).toEqual({ runtime, handler });
-    for (const file of files) expect(await readFile(join(target, file), 'utf8')).not.toContain('{{');
+    for (const file of files.filter((name) => name !== 'src' && name !== '.cargo'))
+      expect(await readFile(join(target, file), 'utf8')).not.toContain('{{');
     expect(out.stdout()).toContain(`hearth deploy ${target}`);
   });
 

@@ -7,7 +7,7 @@ import { type Command, Option } from 'commander';
 import { CliError } from '../errors.js';
 import { type CommandContext, isValidLabel } from '../options.js';
 
-export const TEMPLATE_RUNTIMES = ['node20', 'python3'] as const;
+export const TEMPLATE_RUNTIMES = ['node20', 'python3', 'wasm'] as const;
 type TemplateRuntime = (typeof TEMPLATE_RUNTIMES)[number];
 
 interface NewOptions {
@@ -46,6 +46,11 @@ async function scaffold(name: string, options: NewOptions, { io }: CommandContex
       `Created function ${name} (${options.runtime}) in ${shown}: ${written.join(', ')}`,
       '',
       'Next steps:',
+      ...(options.runtime === 'wasm'
+        ? [
+            `  cd ${shown} && cargo build --release --target wasm32-wasip1 && cp target/wasm32-wasip1/release/main.wasm . && cd -`,
+          ]
+        : []),
       '  hearth up                  # in another terminal, unless Hearth is already running',
       `  hearth deploy ${deployPath}`,
       `  hearth invoke ${name} --data '{"name": "Hearth"}'`,

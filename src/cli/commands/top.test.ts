@@ -51,6 +51,7 @@ function statsOf(functions: FunctionStats[]): StatsResponse {
           target: 2,
           taken: 9,
           misses: 0,
+          burst: 0,
         },
         {
           runtime: 'python3',
@@ -61,6 +62,7 @@ function statsOf(functions: FunctionStats[]): StatsResponse {
           target: 1,
           taken: 1,
           misses: 0,
+          burst: 0,
         },
       ],
     },

@@ -129,7 +129,9 @@ export function renderTop(stats: StatsResponse, options: TopRenderOptions): stri
     .map((pool) => {
       const where =
         pool.isolation === 'sandbox' && pool.network === 'none' ? '' : `(${pool.isolation}/${pool.network})`;
-      return `${pool.runtime}${where} ${pool.ready}/${pool.target}`;
+      // Pools sized for the default 128Mi are the usual ones; others are named by their memory.
+      const memory = pool.memoryMiB === undefined || pool.memoryMiB === 128 ? '' : ` ${pool.memoryMiB}Mi`;
+      return `${pool.runtime}${where}${memory} ${pool.ready}/${pool.target}`;
     });
   const header = [
     style.bold(`hearth top — ${options.url} — ${time} — every ${formatInterval(options.intervalMs)}`),

@@ -20,7 +20,8 @@ import type { Route } from './router.js';
 import type { ApplyDocumentOutcome, ApplyResponse } from './types.js';
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
-const MAX_DOCUMENTS = 200;
+/** A file of 1,000 functions applies as one request (issue 11). */
+const MAX_DOCUMENTS = 2000;
 
 /** What the client said the document is, for naming it in an error before it is validated. */
 interface Label {
@@ -61,7 +62,14 @@ export function applyDocuments(context: ApiContext): Route {
   };
 }
 
-type RequestDocument = { readonly manifest: unknown } | { readonly staged: string };
+/**
+ * `manifest`: a config-only change (or another kind); `staged`: a staged package as it is; both: a Function
+ * whose manifest is `manifest` and whose code is the staged package's (one upload for many functions).
+ */
+type RequestDocument =
+  | { readonly manifest: unknown }
+  | { readonly staged: string }
+  | { readonly staged: string; readonly manifest: unknown };
 
 function parseRequest(body: unknown): { documents: RequestDocument[]; dryRun: boolean } {
   if (body === null || typeof body !== 'object' || Array.isArray(body))
@@ -73,13 +81,16 @@ function parseRequest(body: unknown): { documents: RequestDocument[]; dryRun: bo
     throw badRequest('documents', documents, `an array of 1 to ${MAX_DOCUMENTS} documents`);
   const parsed = documents.map((document: unknown, index): RequestDocument => {
     if (document !== null && typeof document === 'object') {
-      if ('staged' in document && typeof document.staged === 'string') return { staged: document.staged };
+      if ('staged' in document && typeof document.staged === 'string')
+        return 'manifest' in document
+          ? { staged: document.staged, manifest: document.manifest }
+          : { staged: document.staged };
       if ('manifest' in document) return { manifest: document.manifest };
     }
     throw badRequest(
       `documents.${index}`,
       document,
-      'an object with "manifest" (a resource) or "staged" (the id of an uploaded package)',
+      'an object with "manifest" (a resource), "staged" (the id of an uploaded package), or both (a Function whose code is that package)',
     );
   });
   return { documents: parsed, dryRun: dryRun === true };
@@ -93,7 +104,7 @@ function badRequest(field: string, value: unknown, expected: string): HearthErro
 }
 
 function labelOf(context: ApiContext, document: RequestDocument, index: number): Label {
-  if ('staged' in document) {
+  if ('staged' in document && !('manifest' in document)) {
     const ref = context.deployer.stagedPackage(document.staged)?.prepared.ref;
     return { index, kind: 'Function', namespace: ref?.namespace ?? '?', name: ref?.name ?? '?' };
   }
@@ -284,7 +295,13 @@ function plan(context: ApiContext, document: RequestDocument, label: Label): Pla
         `staged: got "${document.staged}", expected the id of a package uploaded with ?stage=true in the last 15 minutes`,
         { details: { field: 'staged', value: document.staged, expected: 'a staged package id' } },
       );
-    return { label, kind: 'Function', prepared: staged.prepared };
+    if (!('manifest' in document)) return { label, kind: 'Function', prepared: staged.prepared };
+    const ref: FunctionRef = { namespace: label.namespace, name: label.name };
+    return {
+      label,
+      kind: 'Function',
+      prepared: context.deployer.prepareWithCode(ref, document.manifest, staged.prepared),
+    };
   }
   if (label.kind === 'Function') {
     const ref: FunctionRef = { namespace: label.namespace, name: label.name };

@@ -10,6 +10,7 @@ import type { Security } from '../../security/index.js';
 import type { Deployer } from '../deploy.js';
 import type { EventsApi } from '../events/index.js';
 import type { Store, StoredFunction } from '../store/index.js';
+import type { ImagesApi } from './images.js';
 import type { ApiRequest } from './router.js';
 
 export interface ApiContext {
@@ -26,6 +27,8 @@ export interface ApiContext {
   readonly security?: Security;
   /** Secrets, the audit log and package signatures (issue 13); their routes exist only with it. */
   readonly compliance?: ComplianceApi;
+  /** Image uploads and registry logins (issue 17); their routes exist only with it. */
+  readonly images?: ImagesApi;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

@@ -6,8 +6,10 @@ import { toSummary } from './present.js';
 import type { Route } from './router.js';
 
 export function listFunctions(context: ApiContext): Route[] {
+  // The live count only: a full status (every instance's info, the autoscaler's decisions) per function
+  // made a list of 1,000 functions take up to a second (issue 11).
   const list = (namespace: string | undefined) =>
-    context.store.listFunctions(namespace).map((fn) => toSummary(fn, context.scheduler.status(fn)));
+    context.store.listFunctions(namespace).map((fn) => toSummary(fn, context.scheduler.liveInstances(fn)));
   return [
     {
       method: 'GET',

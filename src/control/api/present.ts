@@ -12,21 +12,30 @@ export function invokePath(ref: FunctionRef): string {
   return ref.namespace === 'default' ? `/function/${ref.name}` : `/function/${ref.name}.${ref.namespace}`;
 }
 
-export function toSummary(fn: StoredFunction, status: FunctionStatus | undefined): FunctionSummary {
-  const spec = resolveSpec(fn.active.manifest.spec);
+/** `instances`: the live ones, or the status they are counted from. */
+export function toSummary(
+  fn: StoredFunction,
+  instances: number | FunctionStatus | undefined,
+): FunctionSummary {
+  const spec = fn.active.manifest.spec;
   return {
     namespace: fn.namespace,
     name: fn.name,
-    runtime: spec.runtime,
+    runtime: spec.runtime ?? 'image',
     version: fn.active.version,
-    isolation: spec.isolation,
-    instances: status?.instances.filter((instance) => instance.state !== 'stopped').length ?? 0,
+    isolation: spec.isolation ?? 'sandbox',
+    instances:
+      typeof instances === 'number'
+        ? instances
+        : (instances?.instances.filter((instance) => instance.state !== 'stopped').length ?? 0),
     url: invokePath(fn),
     updatedAt: fn.updatedAt,
   };
 }
 
-export function isolationNote(isolation: IsolationName): string {
+export function isolationNote(isolation: IsolationName, namespace = 'default'): string {
+  if (isolation === 'isolate')
+    return `isolate: a V8 isolate of its own (heap capped at limits.memory), inside one sandboxed host process (bubblewrap, cgroup) SHARED with the other isolate functions of namespace ${namespace} (never another namespace's): they share its process id, cgroup (memory, cpu, pids), event loop, /tmp and uid; for trusted code`;
   if (isolation === 'container')
     return 'container: crun with user, pid, mount, ipc and uts namespaces, read-only image rootfs, private /tmp, seccomp, cgroup limits';
   return isolation === 'sandbox'
@@ -71,9 +80,21 @@ export function toDetail(
       eventFormat: spec.eventFormat,
       build: { scripts: spec.build.scripts },
     },
-    isolationNote: isolationNote(spec.isolation),
+    isolationNote: isolationNote(spec.isolation, fn.namespace),
     code: { hash: fn.active.codeHash, files: fn.active.codeFiles, bytes: fn.active.codeBytes },
     dependencies: fn.active.depsKey === null ? null : { key: fn.active.depsKey },
+    ...(fn.active.image === null
+      ? {}
+      : {
+          image: {
+            reference: fn.active.image.reference,
+            manifestDigest: fn.active.image.manifestDigest,
+            sizeBytes: fn.active.image.sizeBytes,
+            config: fn.active.image.config,
+            ...(spec.command === undefined ? {} : { command: spec.command }),
+            ...(spec.args === undefined ? {} : { args: spec.args }),
+          },
+        }),
     activeInstances: status?.instances ?? [],
     startingInstances: status?.starting ?? 0,
     queuedRequests: status?.queued ?? 0,

@@ -23,7 +23,7 @@ export function secretRoutes(context: ApiContext): Route[] {
       summary: 'List secrets in every namespace (names and key names only)',
       handle: (request) => {
         const namespace = namespaceFilter(request.query.get('namespace'));
-        sendJson(request.res, 200, { items: secrets.list(namespace) });
+        sendJson(request.res, 200, { items: secrets.list(namespace).filter(userSecret) });
       },
     },
     {
@@ -31,7 +31,9 @@ export function secretRoutes(context: ApiContext): Route[] {
       path: '/api/v1/namespaces/:namespace/secrets',
       summary: "List a namespace's secrets (names and key names only)",
       handle: (request) => {
-        sendJson(request.res, 200, { items: secrets.list(namespaceFilter(request.params.namespace)) });
+        sendJson(request.res, 200, {
+          items: secrets.list(namespaceFilter(request.params.namespace)).filter(userSecret),
+        });
       },
     },
     {
@@ -114,4 +116,9 @@ function users(context: ApiContext, namespace: string, name: string): string[] {
     .listFunctions(namespace)
     .filter((fn) => fn.active.manifest.spec.secrets?.some((ref) => ref.name === name) === true)
     .map((fn) => `${fn.namespace}/${fn.name}`);
+}
+
+/** Registry logins are sealed in the same table (`registry:HOST`, src/images/credentials.ts); `hearth registry ls` shows them. */
+function userSecret(secret: { readonly name: string }): boolean {
+  return !secret.name.startsWith('registry:');
 }

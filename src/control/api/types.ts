@@ -2,6 +2,7 @@
 
 import type { ErrorBody } from '../../domain/errors.js';
 import type { FunctionManifest, IsolationName } from '../../domain/function.js';
+import type { ImageConfig } from '../../domain/image.js';
 import type { TriggerStatus } from '../../domain/triggers.js';
 import type { EventTriggerDetail } from '../../eventing/types.js';
 import type { GatewayDetail } from './events-types.js';
@@ -79,6 +80,15 @@ export interface FunctionDetail extends FunctionSummary {
   };
   /** One line on what the isolation class means; warns when it is `process`. */
   readonly isolationNote: string;
+  /** For `runtime: image` (issue 17): the image the active version pins, and its config. */
+  readonly image?: {
+    readonly reference: string;
+    readonly manifestDigest: string;
+    readonly sizeBytes: number;
+    readonly config: ImageConfig;
+    readonly command?: readonly string[];
+    readonly args?: readonly string[];
+  };
   /**
    * The sandbox's resource walls on this node (memory, cpu, pids, tmp, seccomp) and whether each holds;
    * absent for `isolation: process`, which has none.
@@ -260,7 +270,7 @@ export interface ApplyResponse {
   readonly items: readonly ApplyDocumentOutcome[];
 }
 
-export type DeployPhase = 'upload' | 'unpack' | 'store' | 'dependencies' | 'verify' | 'activate';
+export type DeployPhase = 'upload' | 'unpack' | 'store' | 'dependencies' | 'image' | 'verify' | 'activate';
 
 export interface LogRecord {
   /** Monotonic id, usable as a cursor (`?after=`). */
@@ -308,11 +318,15 @@ export interface HealthResponse {
     readonly runtime: string;
     readonly isolation: string;
     readonly network: string;
+    /** The memory wall the pool's runtimes are sized for (a Node pool), in MiB. */
+    readonly memoryMiB?: number;
     readonly ready: number;
     readonly starting: number;
     readonly target: number;
     readonly taken: number;
     readonly misses: number;
+    /** Cells kept ready beyond `target` while takes come in a burst (issue 11). */
+    readonly burst: number;
   }[];
 }
 

@@ -135,6 +135,29 @@ export class CodeStore implements Pick<CodeProvider, 'checkoutCode'> {
     return { dir: this.entryDir(hash), release };
   }
 
+  /**
+   * Stores a package another node made (cluster mode: fetched from PostgreSQL) under its hash, then
+   * unpacks it as `checkoutCode` would: a broken archive fails here, before any version refers to it.
+   */
+  async adopt(hash: string, archive: Uint8Array): Promise<void> {
+    if (!HASH.test(hash)) throw notFound(hash);
+    if (!this.has(hash)) {
+      const staging = join(this.packagesDir, `${STAGING}${randomUUID()}`);
+      try {
+        await writeFile(staging, archive, { mode: 0o600 });
+        await fsync(staging);
+        await rename(staging, this.packagePath(hash));
+        await fsync(this.packagesDir);
+      } catch (error) {
+        await rm(staging, { force: true });
+        throw error;
+      }
+    }
+    await this.ensureCached(hash);
+    await this.touch(hash);
+    await this.evict();
+  }
+
   /** Whether the durable package exists. */
   has(hash: string): boolean {
     return HASH.test(hash) && existsSync(this.packagePath(hash));

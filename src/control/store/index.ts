@@ -6,6 +6,7 @@
 import type { ErrorBody } from '../../domain/errors.js';
 import type { FunctionManifest, FunctionRef } from '../../domain/function.js';
 import type { GatewayManifest } from '../../domain/gateway.js';
+import type { ResolvedImage } from '../../domain/image.js';
 
 export interface StoredVersion {
   readonly namespace: string;
@@ -17,6 +18,8 @@ export interface StoredVersion {
   readonly codeBytes: number;
   readonly depsKey: string | null;
   readonly depsMount: string | null;
+  /** The image a `runtime: image` version pins (issue 17), else null. */
+  readonly image: ResolvedImage | null;
   readonly createdAt: string;
 }
 
@@ -65,10 +68,16 @@ export interface Store {
     outcome: Pick<StoredDeployment, 'status' | 'version' | 'error' | 'phases'>,
   ): void;
   lastDeployment(ref: FunctionRef): StoredDeployment | undefined;
+  /** Code (and image) bytes of every retained version of the namespace's functions (its `codeBytes` use). */
+  retainedCodeBytes(namespace: string): number;
+  /** Code bytes of the versions the function's next version pushes out of the retention. */
+  codeBytesReleasedByNext(ref: FunctionRef): number;
   /** Code hashes referenced by any retained version, so unreferenced packages can be collected. */
   codeHashesInUse(): Set<string>;
   /** Dependency layer keys referenced by any retained version, so unreferenced layers can be collected. */
   depsKeysInUse(): Set<string>;
+  /** Image manifest digests referenced by any retained version, so unreferenced blobs and rootfs dirs can be collected. */
+  imageDigestsInUse(): Set<string>;
   /** EventGateway resources (issue 3). */
   listGateways(namespace?: string): StoredGateway[];
   getGateway(namespace: string, name: string): StoredGateway | undefined;

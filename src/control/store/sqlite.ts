@@ -4,6 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type { FunctionManifest, FunctionRef } from '../../domain/function.js';
 import type { GatewayManifest } from '../../domain/gateway.js';
+import type { ResolvedImage } from '../../domain/image.js';
 import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } from '../../security/index.js';
 import type {
   NewVersion,
@@ -16,6 +17,8 @@ import type {
 
 /** Versions kept per function for history and rollback. */
 const RETAINED_VERSIONS = 10;
+/** What a version holds in the code store: its package, and its image's compressed layers (issue 17). */
+const VERSION_BYTES = "code_bytes + COALESCE(json_extract(image, '$.sizeBytes'), 0)";
 const RETAINED_DEPLOYMENTS = 20;
 
 const SCHEMA = `
@@ -105,6 +108,7 @@ interface VersionRow {
   code_bytes: number;
   deps_key: string | null;
   deps_mount: string | null;
+  image: string | null;
   created_at: string;
 }
 
@@ -140,6 +144,10 @@ export class SqliteStore implements Store, SecurityStore {
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
     this.db.exec(SECURITY_SCHEMA);
+    // Issue 17: the image a version pins. Added to stores made before it.
+    const columns = this.db.prepare('PRAGMA table_info(versions)').all() as { name: string }[];
+    if (!columns.some((column) => column.name === 'image'))
+      this.db.exec('ALTER TABLE versions ADD COLUMN image TEXT');
   }
 
   listFunctions(namespace?: string): StoredFunction[] {
@@ -173,13 +181,29 @@ export class SqliteStore implements Store, SecurityStore {
     return (row?.last_version ?? 0) + 1;
   }
 
+  retainedCodeBytes(namespace: string): number {
+    const row = this.db
+      .prepare(`SELECT COALESCE(SUM(${VERSION_BYTES}), 0) AS bytes FROM versions WHERE namespace = ?`)
+      .get(namespace) as { bytes: number };
+    return row.bytes;
+  }
+
+  codeBytesReleasedByNext(ref: FunctionRef): number {
+    const row = this.db
+      .prepare(
+        `SELECT COALESCE(SUM(${VERSION_BYTES}), 0) AS bytes FROM versions WHERE namespace = ? AND name = ? AND version <= ?`,
+      )
+      .get(ref.namespace, ref.name, this.nextVersion(ref) - RETAINED_VERSIONS) as { bytes: number };
+    return row.bytes;
+  }
+
   commitVersion(ref: FunctionRef, version: number, data: NewVersion): StoredVersion {
     const now = new Date().toISOString();
     const commit = this.db.transaction(() => {
       this.db
         .prepare(
-          `INSERT INTO versions (namespace, name, version, manifest, code_hash, code_files, code_bytes, deps_key, deps_mount, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO versions (namespace, name, version, manifest, code_hash, code_files, code_bytes, deps_key, deps_mount, image, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           ref.namespace,
@@ -191,6 +215,7 @@ export class SqliteStore implements Store, SecurityStore {
           data.codeBytes,
           data.depsKey,
           data.depsMount,
+          data.image === null ? null : JSON.stringify(data.image),
           now,
         );
       this.db
@@ -289,6 +314,13 @@ export class SqliteStore implements Store, SecurityStore {
       .prepare('SELECT DISTINCT deps_key FROM versions WHERE deps_key IS NOT NULL')
       .all() as { deps_key: string }[];
     return new Set(rows.map((row) => row.deps_key));
+  }
+
+  imageDigestsInUse(): Set<string> {
+    const rows = this.db.prepare('SELECT image FROM versions WHERE image IS NOT NULL').all() as {
+      image: string;
+    }[];
+    return new Set(rows.map((row) => (JSON.parse(row.image) as ResolvedImage).manifestDigest));
   }
 
   codeHashesInUse(): Set<string> {
@@ -475,6 +507,7 @@ function toVersion(row: VersionRow): StoredVersion {
     codeBytes: row.code_bytes,
     depsKey: row.deps_key,
     depsMount: row.deps_mount,
+    image: row.image === null ? null : (JSON.parse(row.image) as ResolvedImage),
     createdAt: row.created_at,
   };
 }

@@ -59,6 +59,15 @@ export type GuestCallback = (
 
 const BATCH_FRAMES = 8;
 
+/**
+ * What one guest's output may cost the platform per second: records beyond either figure are counted and
+ * dropped before they are decoded, and one stderr record then says how many. A function writing at full
+ * speed otherwise had the platform's one thread decode and store tens of thousands of records a second,
+ * which its neighbours' requests queued behind (the log flood of bench/abuse.mjs).
+ */
+export const LOG_RECORDS_PER_SECOND = 1000;
+export const LOG_BYTES_PER_SECOND = 1024 * 1024;
+
 /** A call may always carry this much: ctx.state's compare-and-set holds two values of up to 1 MiB of JSON. */
 const MIN_CALL_BYTES = 4 * 1024 * 1024;
 
@@ -99,8 +108,26 @@ export interface GuestCall {
   reply(result: { ok: true; value: unknown } | { ok: false; error: { type: string; message: string } }): void;
 }
 
-export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestExit]; call: [GuestCall] }> {
-  readonly pid: number;
+/**
+ * What a guest process is to its handle: a child process with fd 3, or a function inside a shared host
+ * (`isolation: isolate`), which plays one with a stream of its own (runtime/isolate).
+ */
+export interface GuestChild {
+  readonly pid?: number | undefined;
+  readonly stdio: readonly unknown[];
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  once(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): unknown;
+  once(event: 'error', listener: (error: Error) => void): unknown;
+  kill(signal?: NodeJS.Signals): boolean;
+}
+
+export class GuestProcess extends EventEmitter<{
+  log: [GuestLog];
+  exit: [GuestExit];
+  call: [GuestCall];
+  relay: [number, unknown, Buffer];
+}> {
   readonly ready: Promise<{ runtime: string; pid: number }>;
   private readonly channel: Socket;
   private readonly pending = new SlotTable<GuestCallback>();
@@ -111,17 +138,24 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
   private exitInfo: GuestExit | undefined;
   private readonly decoder: FrameDecoder;
   private violation: string | undefined;
+  /** This second's log budget (see LOG_RECORDS_PER_SECOND) and what was dropped beyond it. */
+  private logWindowEndsAt = 0;
+  private logRecords = 0;
+  private logBytes = 0;
+  private droppedRecords = 0;
+  private droppedBytes = 0;
+  /** V8 said its heap (sized from limits.memory) was exhausted: an out-of-memory end like the cgroup's. */
+  private heapExhausted = false;
   /**
    * Set by the isolation: asked once, as the process exits, whether its memory limit killed it (the
    * cgroup is read before anything is told of the exit, and before it is removed).
    */
   outOfMemoryProbe: (() => boolean) | undefined;
 
-  constructor(private readonly child: ChildProcess) {
+  constructor(private readonly child: GuestChild | ChildProcess) {
     super();
-    this.pid = child.pid ?? -1;
-    const channel = child.stdio[3];
-    if (channel === undefined || channel === null || !('write' in channel))
+    const channel: unknown = child.stdio[3];
+    if (typeof channel !== 'object' || channel === null || !('write' in channel))
       throw new Error('guest started without an fd 3 channel');
     this.channel = channel as Socket;
     let markReady: (info: { runtime: string; pid: number }) => void = () => {};
@@ -146,25 +180,50 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     this.pipeOutput(child, 'stdout');
     this.pipeOutput(child, 'stderr');
     child.once('exit', (code, signal) => {
-      const outOfMemory = this.outOfMemoryProbe?.() === true;
-      const exit: GuestExit = {
-        code,
-        signal,
-        ...(this.violation === undefined ? {} : { violation: this.violation }),
-        ...(outOfMemory ? { outOfMemory } : {}),
-      };
-      this.exitInfo = exit;
-      const error = new GuestCrashedError(exit);
-      failReady(error);
-      const callbacks = this.pending.drain();
-      for (const callback of callbacks) callback(error, undefined);
-      for (const stream of this.streams.values()) stream.destroy(error);
-      this.streams.clear();
-      this.bindWaiter?.({ ok: false, error: { type: 'Crashed', message: error.message } });
-      this.bindWaiter = undefined;
-      this.emit('exit', exit);
+      // V8 writes why it gave up just before it aborts: wait (briefly) for that line to be read.
+      const stderr = child.stderr;
+      if ((code === 134 || signal === 'SIGABRT') && stderr !== null && !stderr.readableEnded) {
+        let told = false;
+        const tell = (): void => {
+          if (told) return;
+          told = true;
+          this.onExit(code, signal, failReady);
+        };
+        stderr.once('end', tell);
+        setTimeout(tell, 200).unref();
+      } else this.onExit(code, signal, failReady);
     });
     child.once('error', () => this.kill('SIGKILL'));
+  }
+
+  /** The process's id; for a function in a shared host, the host's (read when asked: it is known at bind). */
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  /** The process is gone: its in-flight invocations, streams and bind fail with why. */
+  private onExit(
+    code: number | null,
+    signal: NodeJS.Signals | null,
+    failReady: (error: Error) => void,
+  ): void {
+    const outOfMemory = this.outOfMemoryProbe?.() === true || this.heapExhausted;
+    const exit: GuestExit = {
+      code,
+      signal,
+      ...(this.violation === undefined ? {} : { violation: this.violation }),
+      ...(outOfMemory ? { outOfMemory } : {}),
+    };
+    this.exitInfo = exit;
+    const error = new GuestCrashedError(exit);
+    failReady(error);
+    const callbacks = this.pending.drain();
+    for (const callback of callbacks) callback(error, undefined);
+    for (const stream of this.streams.values()) stream.destroy(error);
+    this.streams.clear();
+    this.bindWaiter?.({ ok: false, error: { type: 'Crashed', message: error.message } });
+    this.bindWaiter = undefined;
+    this.emit('exit', exit);
   }
 
   get exited(): boolean {
@@ -240,6 +299,18 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     if (meta.auth !== undefined) wire.push(meta.auth);
     this.write(FrameType.Invoke, seq, wire, body);
     return seq;
+  }
+
+  /**
+   * Lets this guest send Relay frames (it hosts other functions' guests) of up to `bytes` each, and sends
+   * one: `body` holds frames for member `id`, `meta` a control object or null.
+   */
+  acceptRelays(bytes: number): void {
+    this.decoder.setLimit(FrameType.Relay, bytes, 'the largest limits.maxBody of an isolate, plus 1 MiB');
+  }
+
+  relay(id: number, meta: unknown, body?: Buffer): void {
+    this.write(FrameType.Relay, id, meta, body);
   }
 
   /** Forgets an invocation the host gave up on (timed out); a late result is dropped. */
@@ -349,6 +420,7 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
         return;
       }
       case FrameType.Log:
+        if (!this.withinLogBudget(frame.body.length)) return;
         this.emit('log', {
           seq: frame.id,
           stream: frame.meta === 2 ? 'stderr' : 'stdout',
@@ -378,6 +450,10 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
         else this.emit('call', call);
         return;
       }
+      case FrameType.Relay:
+        if (this.listenerCount('relay') === 0) this.violate('it sent a Relay frame but hosts no functions');
+        else this.emit('relay', frame.id, frame.meta, frame.body);
+        return;
       case FrameType.Ready:
         markReady(frame.meta as { runtime: string; pid: number });
         return;
@@ -393,13 +469,43 @@ export class GuestProcess extends EventEmitter<{ log: [GuestLog]; exit: [GuestEx
     }
   }
 
-  private pipeOutput(child: ChildProcess, stream: 'stdout' | 'stderr'): void {
+  private pipeOutput(child: GuestChild | ChildProcess, stream: 'stdout' | 'stderr'): void {
     // Output written straight to fd 1/2 (native code, subprocesses) bypasses the guest's capture.
     const source = child[stream];
     if (source === null) return;
     source.setEncoding('utf8');
-    source.on('data', (text: string) => this.emit('log', { seq: -1, stream, text }));
+    source.on('data', (text: string) => {
+      if (stream === 'stderr' && text.includes('JavaScript heap out of memory')) this.heapExhausted = true;
+      if (this.withinLogBudget(text.length)) this.emit('log', { seq: -1, stream, text });
+    });
   }
+
+  /** Whether a record of `bytes` fits this second's budget; counts it as dropped when not. */
+  private withinLogBudget(bytes: number): boolean {
+    const now = Date.now();
+    if (now >= this.logWindowEndsAt) {
+      this.logWindowEndsAt = now + 1000;
+      this.logRecords = 0;
+      this.logBytes = 0;
+    }
+    if (this.logRecords < LOG_RECORDS_PER_SECOND && this.logBytes + bytes <= LOG_BYTES_PER_SECOND) {
+      this.logRecords += 1;
+      this.logBytes += bytes;
+      return true;
+    }
+    // Said once the second is over, whether or not the guest writes again.
+    if (this.droppedRecords === 0) setTimeout(this.reportDroppedLogs, this.logWindowEndsAt - now).unref();
+    this.droppedRecords += 1;
+    this.droppedBytes += bytes;
+    return false;
+  }
+
+  private readonly reportDroppedLogs = (): void => {
+    const text = `[hearth] ${this.droppedRecords} records (${this.droppedBytes} bytes) of output dropped: over ${LOG_RECORDS_PER_SECOND} records or ${LOG_BYTES_PER_SECOND / 1024 ** 2} MiB a second for one instance\n`;
+    this.droppedRecords = 0;
+    this.droppedBytes = 0;
+    this.emit('log', { seq: 0, stream: 'stderr', text });
+  };
 }
 
 /** An Error frame's meta as the platform may use it: the guest may have written anything there. */

@@ -3,7 +3,7 @@
  *
  * Written by hand because it is the hot path of every invocation: a frame is a 13-byte header, a small
  * JSON meta and the raw body bytes, so bodies are never base64-encoded or copied into JSON. The guests
- * (`node/guest/bootstrap.ts`, `python/guest/bootstrap.py`) carry their own copy of the codec because
+ * (`node/guest/bootstrap.ts`, `python/guest/hearth_guest.py`) carry their own copy of the codec because
  * guest code imports nothing from the platform.
  *
  *   u32 length of everything after this field (big-endian)
@@ -47,6 +47,12 @@ export const FrameType = {
   StreamHead: 22,
   StreamChunk: 23,
   StreamEnd: 24,
+  /**
+   * Both ways, to and from a process that hosts many functions (`isolation: isolate`): the body is a
+   * stream of frames of this protocol for the member `id`; meta is null for them, or a control object
+   * (`{open}` and `{kill}` to the host, `{exit}` from it). See runtime/isolate.
+   */
+  Relay: 25,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 

@@ -7,6 +7,18 @@ import { BUILD_TMP, GUEST_TOKEN } from '../index.js';
 import { guestDir, SANDBOX_PATH } from '../paths.js';
 import { registriesOf } from '../registries.js';
 
+/**
+ * V8's old generation for a guest under a memory wall of `memoryBytes`: three quarters of it, less 32 MiB
+ * for the rest of the process (code, the young generation, buffers), at least 16 MiB; 64 MiB at the
+ * default 128Mi. V8 otherwise sizes its heap from the machine (4 GiB here) and lets garbage grow far past
+ * the wall before it collects, so a function whose live data fits was killed by the cgroup at an odd
+ * moment; now it collects in time, and live data past the heap ends the process with V8's "heap out of
+ * memory", which the platform reports as the same 502 `HEARTH_E_FN_OOM`.
+ */
+export function heapMiB(memoryBytes: number): number {
+  return Math.max(16, Math.floor((memoryBytes / 1024 ** 2) * 0.75) - 32);
+}
+
 const REGISTRY_ENV = /^(npm_config_|HTTPS?_PROXY$|NO_PROXY$|https?_proxy$|no_proxy$)/;
 
 export class NodeRuntime implements Runtime {
@@ -27,10 +39,17 @@ export class NodeRuntime implements Runtime {
       major >= 20 ? undefined : `node20 functions need Node.js 20 or newer (this is ${process.version})`;
   }
 
-  launchSpec(): LaunchSpec {
+  readonly heapFromMemory = true;
+
+  launchSpec(options: { readonly memoryBytes?: number } = {}): LaunchSpec {
     return {
       command: this.node,
-      args: [`${GUEST_TOKEN}/bootstrap.mjs`],
+      args: [
+        ...(options.memoryBytes === undefined
+          ? []
+          : [`--max-old-space-size=${heapMiB(options.memoryBytes)}`]),
+        `${GUEST_TOKEN}/bootstrap.mjs`,
+      ],
       env: { PATH: SANDBOX_PATH, HOME: '/tmp', LANG: 'C.UTF-8', NODE_ENV: 'production', TMPDIR: '/tmp' },
       guestDir: guestDir('node'),
       readOnlyPaths: this.node.startsWith('/usr/') ? [] : [dirname(dirname(this.node))],

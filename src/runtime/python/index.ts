@@ -67,6 +67,12 @@ export class PythonRuntime implements Runtime {
       env: { PATH: SANDBOX_PATH, HOME: '/tmp', LANG: 'C.UTF-8', TMPDIR: '/tmp' },
       guestDir: guestDir('python'),
       readOnlyPaths: this.extraPaths(interpreter),
+      // The guest's bytecode, by this interpreter, checked against the source's hash (not its mtime, which a
+      // copy changes): a stem cell then skips compiling ~1,500 lines (~8 ms of its ~28 ms of CPU; issue 11).
+      prepareGuest: {
+        command: interpreter.executable,
+        args: ['-I', '-S', '-m', 'compileall', '-q', '--invalidation-mode', 'checked-hash', GUEST_TOKEN],
+      },
     };
   }
 

@@ -48,7 +48,7 @@ describe('cgroups', () => {
     const read = (file: string): string => readFileSync(join(cell ?? '', file), 'utf8');
     expect(read('memory.max')).toBe(String(128 * 1024 ** 2));
     expect(read('memory.swap.max')).toBe('0');
-    expect(read('cpu.max')).toBe('50000 100000');
+    expect(read('cpu.max')).toBe('10000 20000');
     expect(read('pids.max')).toBe('64');
     writeFileSync(join(cell ?? '', 'memory.events'), 'low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n');
     expect(cgroups.oomKills('cell1')).toBe(1);

@@ -42,7 +42,14 @@ export interface WallStatus {
 
 /** PIDs of a sandbox that exits are gone once its pid namespace has been torn down; a few tries cover that. */
 const REMOVE_TRIES = 20;
-const CPU_PERIOD_US = 100_000;
+/**
+ * The CFS period a `limits.cpu` quota is counted over. The kernel's default of 100 ms let a function
+ * with threads on every core hold all of them for a whole burst (50 ms at `cpu: 1` on two cores) before
+ * it was throttled, and a neighbour waking in that burst waited behind it; at 20 ms the longest such
+ * burst is 10 ms. Shorter periods cost the kernel a bandwidth timer tick per period per busy cgroup only.
+ */
+const CPU_PERIOD_US = 20_000;
+/** The kernel's least quota (1 ms): at a 20 ms period a `limits.cpu` below 0.05 rounds up to it. */
 const MIN_QUOTA_US = 1000;
 
 export class Cgroups {

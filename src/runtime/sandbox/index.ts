@@ -55,6 +55,7 @@ import {
   resolvePolicy,
   resolveRegistries,
   SandboxNetwork,
+  SLIRP_DNS,
 } from './network.js';
 import { sandboxFilter } from './seccomp.js';
 
@@ -225,13 +226,17 @@ export class SandboxIsolation implements Isolation {
     // A guest that may reach out gets /etc/hosts of its own, filled in when it is bound (hostAliases).
     const hostsFile = join(this.options.stateDir, 'hosts', slot.id);
     if (network !== 'none') writeFileSync(hostsFile, '127.0.0.1 localhost\n::1 localhost\n');
+    // A namespace of its own linked by slirp4netns: an allow-list (`filtered`) or egress allow (`outbound`).
+    const linked = network === 'filtered' || network === 'outbound';
     const args = [
       ...this.baseArgs,
       ...(network === 'none'
         ? ['--unshare-net']
-        : network === 'filtered'
+        : linked
           ? ['--unshare-net', '--info-fd', String(INFO_FD), ...this.networkFiles(false)]
           : this.networkFiles(true)),
+      // `outbound` resolves through slirp4netns's forwarder to the host's resolver.
+      ...(network === 'outbound' ? ['--ro-bind', this.slirpResolvConf(), '/etc/resolv.conf'] : []),
       ...(network === 'none' ? [] : ['--ro-bind', hostsFile, '/etc/hosts']),
       ...readOnlyBinds(launch.readOnlyPaths),
       '--perms',
@@ -239,7 +244,7 @@ export class SandboxIsolation implements Isolation {
       '--dir',
       '/hearth',
       '--ro-bind',
-      this.guestCopy(launch.guestDir),
+      this.guestCopy(launch),
       GUEST_DIR,
       '--ro-bind',
       slot.hostDir,
@@ -250,7 +255,7 @@ export class SandboxIsolation implements Isolation {
       ...this.identityArgs(),
       // As for builds: the guest starts only once slirp4netns has configured its namespace, never while
       // bubblewrap is still setting up its loopback (the race is `bwrap: loopback: Failed RTM_NEWADDR`).
-      ...(network === 'filtered' ? HOLD_UNTIL_NETWORKED : []),
+      ...(linked ? HOLD_UNTIL_NETWORKED : []),
       launch.command,
       ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
     ];
@@ -265,10 +270,9 @@ export class SandboxIsolation implements Isolation {
     let child: ChildProcess;
     try {
       child = spawn(command.command, command.args, {
-        stdio:
-          network === 'filtered'
-            ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', seccomp, 'pipe']
-            : ['ignore', 'pipe', 'pipe', 'pipe', 'ignore', seccomp],
+        stdio: linked
+          ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', seccomp, 'pipe']
+          : ['ignore', 'pipe', 'pipe', 'pipe', 'ignore', seccomp],
         env: { ...launch.env },
       });
     } finally {
@@ -283,8 +287,8 @@ export class SandboxIsolation implements Isolation {
     }
     if (network !== 'none') {
       const stdio = child.stdio as readonly unknown[];
-      const info = network === 'filtered' ? (stdio[INFO_FD] as Duplex | null) : null;
-      const hold = network === 'filtered' ? (stdio[HOLD_FD] as Duplex | null) : null;
+      const info = linked ? (stdio[INFO_FD] as Duplex | null) : null;
+      const hold = linked ? (stdio[HOLD_FD] as Duplex | null) : null;
       // The sandbox may die before reading or writing these; its exit tells what happened.
       info?.on('error', () => {});
       hold?.on('error', () => {});
@@ -514,6 +518,13 @@ export class SandboxIsolation implements Isolation {
     }
   }
 
+  /** `/etc/resolv.conf` naming slirp4netns's DNS forwarder, written once in the state dir. */
+  private slirpResolvConf(): string {
+    const file = join(this.options.stateDir, 'etc', 'resolv.conf.slirp');
+    if (!existsSync(file)) writeFileSync(file, `nameserver ${SLIRP_DNS}\n`);
+    return file;
+  }
+
   /** Sharing the host's network also needs its resolver and CA files (an allow-list has no resolver). */
   private networkFiles(resolver: boolean): string[] {
     return NETWORK_ETC.filter(
@@ -537,13 +548,19 @@ export class SandboxIsolation implements Isolation {
     }
   }
 
-  /** The guest bootstrap as the sandbox binds it: a copy in the state dir, so the checkout's path stays unseen. */
-  private guestCopy(guestDir: string): string {
+  /**
+   * The guest bootstrap as the sandbox binds it: a copy in the state dir, so the checkout's path stays unseen,
+   * prepared once (`LaunchSpec.prepareGuest`). Without the state tmpfs (not root) the checkout's own folder,
+   * unprepared: the platform does not write into its installation.
+   */
+  private guestCopy(launch: LaunchSpec): string {
+    const guestDir = launch.guestDir;
     if (!this.ownMount) return guestDir;
     let copy = this.guestCopies.get(guestDir);
     if (copy === undefined) {
       copy = join(this.options.stateDir, 'guest', String(this.guestCopies.size));
       cpSync(guestDir, copy, { recursive: true, dereference: true });
+      prepareGuest(launch, copy);
       this.guestCopies.set(guestDir, copy);
     }
     return copy;
@@ -641,6 +658,23 @@ export class SandboxIsolation implements Isolation {
     } finally {
       if (typeof seccomp === 'number') closeSync(seccomp);
     }
+  }
+}
+
+/**
+ * Runs the runtime's preparation of a guest copy. A failure only costs speed (the guest then compiles its code
+ * as it starts, as it always did), so it is not an error.
+ */
+function prepareGuest(launch: LaunchSpec, dir: string): void {
+  if (launch.prepareGuest === undefined) return;
+  try {
+    execFileSync(
+      launch.prepareGuest.command,
+      launch.prepareGuest.args.map((arg) => arg.replaceAll(GUEST_TOKEN, dir)),
+      { stdio: 'ignore', timeout: 30_000 },
+    );
+  } catch {
+    // Slower starts, same behaviour.
   }
 }
 

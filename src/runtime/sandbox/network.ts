@@ -18,6 +18,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
 import { existsSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
 import { HearthError } from '../../domain/errors.js';
 import { HOST_GATEWAY, HOST_GATEWAY_NAME } from '../../domain/function.js';
@@ -28,6 +29,8 @@ const run = promisify(execFile);
 
 /** The host's loopback as slirp4netns shows it inside the namespace. */
 export const SLIRP_HOST = '10.0.2.2';
+/** slirp4netns's DNS forwarder inside the namespace (to the host's resolver); `outbound` only. */
+export const SLIRP_DNS = '10.0.2.3';
 const READY_TIMEOUT_MS = 10_000;
 
 const BASE_RULES = `table inet hearth {
@@ -86,7 +89,7 @@ export class SandboxNetwork {
     private readonly hold?: NodeJS.ReadWriteStream,
   ) {
     this.ready =
-      mode === 'filtered' && info !== undefined && tools !== undefined
+      (mode === 'filtered' || mode === 'outbound') && info !== undefined && tools !== undefined
         ? this.setUp(info, tools)
         : Promise.resolve();
     // A failure surfaces when the function is bound; until then nobody may be waiting.
@@ -101,7 +104,9 @@ export class SandboxNetwork {
       [
         '--configure',
         '--mtu=65520',
-        '--disable-dns',
+        // `outbound` (egress allow) reaches anything but the host's loopback, which slirp4netns refuses
+        // itself, and resolves names through its forwarder; an allow-list has neither (its rules decide).
+        ...(this.mode === 'outbound' ? ['--disable-host-loopback'] : ['--disable-dns']),
         '--enable-sandbox',
         '--ready-fd=3',
         '--exit-fd=4',
@@ -137,7 +142,7 @@ export class SandboxNetwork {
         reject(error);
       });
     });
-    await this.nft(['-f', '-'], BASE_RULES);
+    if (this.mode === 'filtered') await this.nft(['-f', '-'], BASE_RULES);
     this.hold?.end('go\n');
   }
 
@@ -230,7 +235,9 @@ export async function resolvePolicy(
   policy: NetworkPolicy,
   mode: NetworkMode,
 ): Promise<{ hosts: string; allow: { address: string; port: number }[] }> {
-  const gateway = mode === 'filtered' ? SLIRP_HOST : '127.0.0.1';
+  // `outbound` cannot reach the host's loopback: `host-gateway` names the host's own address, as Docker's
+  // does (services listening on all interfaces answer there, loopback-only ones do not).
+  const gateway = mode === 'filtered' ? SLIRP_HOST : mode === 'outbound' ? hostAddress() : '127.0.0.1';
   const names = new Map<string, string>([[HOST_GATEWAY_NAME, gateway]]);
   for (const [name, target] of Object.entries(policy.hostAliases))
     names.set(name.toLowerCase(), target === HOST_GATEWAY ? gateway : target);
@@ -254,6 +261,13 @@ export async function resolvePolicy(
   let hosts = '127.0.0.1 localhost\n::1 localhost\n';
   for (const [name, address] of names) hosts += `${address} ${name}\n`;
   return { hosts, allow };
+}
+
+/** This machine's first non-loopback IPv4 address (where `outbound` guests reach it), else loopback. */
+export function hostAddress(): string {
+  for (const infos of Object.values(networkInterfaces()))
+    for (const info of infos ?? []) if (info.family === 'IPv4' && !info.internal) return info.address;
+  return '127.0.0.1';
 }
 
 async function resolve(host: string, entry: string): Promise<string> {

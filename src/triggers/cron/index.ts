@@ -120,6 +120,8 @@ export class CronTrigger implements Trigger {
     const ref = this.config.route(this.config.id, undefined)?.ref;
     if (ref === undefined) return;
     const time = at.toISOString();
+    // In a cluster every node runs the schedule; the node that claims the time fires it (and records it).
+    if (this.host.claim?.(`cron:${this.config.id}@${time}`) === false) return;
     const event: CloudEventAttributes = {
       specversion: '1.0',
       id: `${this.config.id}@${time}`,

@@ -24,7 +24,6 @@ import {
   type ResponseSink,
   STREAMING,
 } from './adapters.mjs';
-import { openBody, PLAIN_TYPE_HEADER, SM4_CONTENT_TYPE, sealBody } from './sm4-gcm.mjs';
 
 const T_BIND = 1;
 const T_INVOKE = 2;
@@ -218,7 +217,7 @@ function reportDropped(): void {
     return;
   }
   const notice = Buffer.from(
-    `[hearth] ${droppedWrites} writes (${droppedBytes} bytes) of output dropped: written faster than the platform takes them\n`,
+    `[hearth] ${droppedWrites} writes (${droppedBytes} bytes) of output dropped: written faster than the platform takes them (${LOG_RECORDS_PER_SECOND} records or 1 MiB a second, 1 MiB waiting)\n`,
   );
   droppedWrites = 0;
   droppedBytes = 0;
@@ -226,24 +225,79 @@ function reportDropped(): void {
   send(T_LOG, writerSeq(), 2, notice);
 }
 
+/**
+ * Write callbacks run at the end of the tick, as a stream's would. Held as runs of the same function: in a
+ * tight loop `console.log` passes one shared callback per write, and a tick queued for each of millions of
+ * writes took a Node function past its 128Mi memory wall within two seconds (bench/abuse.mjs, log flood).
+ */
+let afterWrite: (() => void)[] = [];
+let afterWriteRuns: number[] = [];
+
+function callAfterWrite(done: () => void): void {
+  const last = afterWrite.length - 1;
+  if (last >= 0 && afterWrite[last] === done) {
+    afterWriteRuns[last] = (afterWriteRuns[last] ?? 0) + 1;
+    return;
+  }
+  afterWrite.push(done);
+  afterWriteRuns.push(1);
+  if (afterWrite.length === 1) process.nextTick(runAfterWrite);
+}
+
+function runAfterWrite(): void {
+  const callbacks = afterWrite;
+  const runs = afterWriteRuns;
+  afterWrite = [];
+  afterWriteRuns = [];
+  for (let i = 0; i < callbacks.length; i++)
+    for (let n = runs[i] ?? 0; n > 0; n--) (callbacks[i] as () => void)();
+}
+
+/**
+ * The platform takes 1000 records or 1 MiB of one instance's output a second and drops the rest after
+ * reading each frame (guest-process.ts): dropping the rest here instead spares it even that reading, which
+ * was most of what a flood still cost the platform's thread (56 of 94 ms per 2 s flood, bench/abuse.mjs).
+ */
+const LOG_RECORDS_PER_SECOND = 1000;
+const LOG_BYTES_PER_SECOND = 1024 * 1024;
+let logWindowEndsAt = 0;
+let logWindowRecords = 0;
+let logWindowBytes = 0;
+
+function withinLogRate(bytes: number): boolean {
+  const now = Date.now();
+  if (now >= logWindowEndsAt) {
+    logWindowEndsAt = now + 1000;
+    logWindowRecords = 0;
+    logWindowBytes = 0;
+  }
+  if (logWindowRecords >= LOG_RECORDS_PER_SECOND || logWindowBytes + bytes > LOG_BYTES_PER_SECOND)
+    return false;
+  logWindowRecords += 1;
+  logWindowBytes += bytes;
+  return true;
+}
+
 function capture(stream: NodeJS.WriteStream, tag: 1 | 2): void {
   stream.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
     const done = typeof encoding === 'function' ? encoding : callback;
     const textEncoding = typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8';
-    if (outboxLogBytes + channel.writableLength > LOG_BACKLOG) {
+    const size = typeof chunk === 'string' ? chunk.length : chunk.byteLength;
+    if (outboxLogBytes + channel.writableLength > LOG_BACKLOG || !withinLogRate(Math.min(size, LOG_MAX))) {
       // Counted without being copied: a flood's garbage would otherwise outrun the collector to the memory wall.
       droppedWrites += 1;
       droppedBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk, textEncoding) : chunk.byteLength;
       // Said once the backlog has drained, even when the function writes nothing more.
-      if (droppedWrites === 1) setTimeout(reportDropped, 50).unref();
-      if (typeof done === 'function') process.nextTick(done as () => void);
+      // Once the second is over: one notice per second of flood, not one per burst.
+      if (droppedWrites === 1) setTimeout(reportDropped, Math.max(50, logWindowEndsAt - Date.now())).unref();
+      if (typeof done === 'function') callAfterWrite(done as () => void);
       return true;
     }
     reportDropped();
     const bytes = typeof chunk === 'string' ? Buffer.from(chunk, textEncoding) : Buffer.from(chunk);
     outboxLogBytes += Math.min(bytes.length, LOG_MAX);
     send(T_LOG, writerSeq(), tag, bytes.length <= LOG_MAX ? bytes : clipLog(bytes));
-    if (typeof done === 'function') process.nextTick(done as () => void);
+    if (typeof done === 'function') callAfterWrite(done as () => void);
     return true;
   }) as typeof stream.write;
 }
@@ -538,10 +592,14 @@ async function onBind(bind: Bind): Promise<void> {
       _HANDLER: bind.handler,
     },
   );
-  sm4Key =
+  const sm4Key =
     process.env.HEARTH_SM4_KEY === undefined ? undefined : Buffer.from(process.env.HEARTH_SM4_KEY, 'hex');
   delete process.env.HEARTH_SM4_KEY;
+  // A bound instance loads fetch when its function needs it, never in the middle of its invocations.
+  clearTimeout(fetchWarmTimer);
   try {
+    // Loaded only for a function that uses it: node:crypto and the codec are ~5 ms of every boot otherwise.
+    if (sm4Key !== undefined) sm4 = { key: sm4Key, codec: await import('./sm4-gcm.mjs') };
     writeSecretFiles();
     process.chdir(bind.codeDir);
     if (bind.eventFormat === 'auto' || bind.eventFormat === 'gcf' || bind.eventFormat === 'gcf-cloudevent')
@@ -570,6 +628,8 @@ async function onBind(bind: Bind): Promise<void> {
       return;
     }
     const [name, target, registered, lambdaFormat] = convention;
+    // Web-standard conventions build a fetch Request per invocation: load fetch now, not on the first one.
+    loadFetch();
     if (name !== 'workers' && typeof target !== 'function') throw handlerNotFound(loaded);
     handler = (name === 'workers' ? () => undefined : target) as Handler;
     legacyCompletion =
@@ -1291,10 +1351,37 @@ const KIT: GuestKit = {
   hold,
 };
 
+/**
+ * Whether `value` is a fetch `Response`, without loading fetch to learn that a plain object is not one:
+ * `globalThis.Response` is a lazy getter that loads undici (~15 ms of CPU in Node 20). While it is still the
+ * getter, a Response can only have come from `fetch()` itself, and is then named so.
+ */
+function isFetchResponse(value: unknown): value is globalThis.Response {
+  if (value === null || typeof value !== 'object') return false;
+  if (!fetchLoaded) {
+    // The function's own code may have loaded it (`new Response(...)`, a subclass): the getter is gone then.
+    fetchLoaded = Object.getOwnPropertyDescriptor(globalThis, 'Response')?.get === undefined;
+    if (!fetchLoaded && (value as { constructor?: { name?: unknown } }).constructor?.name !== 'Response')
+      return false;
+  }
+  return value instanceof globalThis.Response;
+}
+
+/** Whether `globalThis.Response` has been loaded (its lazy getter replaced by the class). */
+let fetchLoaded = false;
+/** How long a ready stem cell waits before loading fetch (see where it is set). */
+const FETCH_WARM_DELAY_MS = 250;
+let fetchWarmTimer: NodeJS.Timeout | undefined;
+
+function loadFetch(): void {
+  if (fetchLoaded) return;
+  void globalThis.Response;
+  fetchLoaded = true;
+}
+
 /** Synchronous for everything but a fetch `Response`: one less await on every invocation. */
 function toResponse(value: unknown, seq = 0): HttpResult | Promise<HttpResult | undefined> {
-  if (typeof globalThis.Response === 'function' && value instanceof globalThis.Response)
-    return fromFetchResponse(value, seq);
+  if (isFetchResponse(value)) return fromFetchResponse(value, seq);
   if (value !== null && typeof value === 'object' && !isBytes(value) && 'statusCode' in value) {
     const shaped = value as {
       statusCode: unknown;
@@ -1407,11 +1494,16 @@ function call(fn: Handler, event: unknown, ctx: Context): unknown {
 }
 
 // --- SM4 on the transaction path (issue 13) ------------------------------------------------------------
-// The bound function's key, when its spec asks for SM4-GCM bodies (sm4-gcm.mts: GCM over OpenSSL's sm4-ecb).
-let sm4Key: Buffer | undefined;
+// The bound function's key and the codec, when its spec asks for SM4-GCM bodies (sm4-gcm.mts: GCM over
+// OpenSSL's sm4-ecb).
+interface Sm4 {
+  readonly key: Buffer;
+  readonly codec: typeof import('./sm4-gcm.mjs');
+}
+let sm4: Sm4 | undefined;
 
 /** The request's body opened, and its content type restored; a refusal is a 400 naming the problem. */
-function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffer] {
+function openInvocation({ key, codec }: Sm4, meta: Invoke, body: Buffer): [Invoke, Buffer] {
   if (body.length === 0) return [meta, body];
   const headers = meta.rawHeaders;
   let type = '';
@@ -1420,16 +1512,16 @@ function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffe
   for (let i = 0; i < headers.length; i += 2) {
     const name = (headers[i] as string).toLowerCase();
     if (name === 'content-type') type = (headers[i + 1] as string).split(';')[0]?.trim().toLowerCase() ?? '';
-    else if (name === PLAIN_TYPE_HEADER) plainType = headers[i + 1] as string;
+    else if (name === codec.PLAIN_TYPE_HEADER) plainType = headers[i + 1] as string;
     else if (name !== 'content-length') kept.push(headers[i] as string, headers[i + 1] as string);
   }
-  if (type !== SM4_CONTENT_TYPE)
+  if (type !== codec.SM4_CONTENT_TYPE)
     throw new BadEvent(
       `this function takes SM4-GCM sealed bodies (content-type application/hearth-sm4), got ${type === '' ? 'no content type' : type}; seal it with: hearth invoke --encrypt --key-file KEY`,
     );
   let plain: Buffer;
   try {
-    plain = openBody(key, body);
+    plain = codec.openBody(key, body);
   } catch (error) {
     throw new BadEvent((error as Error).message);
   }
@@ -1439,13 +1531,13 @@ function openInvocation(key: Buffer, meta: Invoke, body: Buffer): [Invoke, Buffe
 
 /** Seals the answer in place: its body in the wire format, its own content type in a header. */
 function sealResponse(
-  key: Buffer,
+  { key, codec }: Sm4,
   response: { headers: Record<string, string | string[]>; body: Buffer },
 ): void {
   const plainType = response.headers['content-type'];
-  response.body = sealBody(key, response.body);
-  response.headers['content-type'] = SM4_CONTENT_TYPE;
-  if (typeof plainType === 'string') response.headers[PLAIN_TYPE_HEADER] = plainType;
+  response.body = codec.sealBody(key, response.body);
+  response.headers['content-type'] = codec.SM4_CONTENT_TYPE;
+  if (typeof plainType === 'string') response.headers[codec.PLAIN_TYPE_HEADER] = plainType;
 }
 
 let inFlight = 0;
@@ -1461,7 +1553,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
   inFlight += 1;
   inFlightSeqs.push(id);
   try {
-    if (sm4Key !== undefined) [meta, body] = openInvocation(sm4Key, meta, body);
+    if (sm4 !== undefined) [meta, body] = openInvocation(sm4, meta, body);
     // The Lambda Invoke API asks for direct invocation per request, whatever the convention in force.
     const direct = meta.direct === true || format === LAMBDA_DIRECT;
     const ctx = new Context(meta.invocationId, meta.deadline, info, id, meta.traceparent, meta.auth);
@@ -1504,7 +1596,7 @@ async function onInvoke(id: number, meta: Invoke, body: Buffer): Promise<void> {
         ),
         { name: 'ResponseTooLarge' },
       );
-    if (sm4Key !== undefined) sealResponse(sm4Key, response);
+    if (sm4 !== undefined) sealResponse(sm4, response);
     send(T_RESULT, id, [response.status, flatHeaders(response.headers)], response.body);
   } catch (error) {
     if (error instanceof BadEvent) {
@@ -1558,12 +1650,11 @@ channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(1));
 
 /**
- * Pays the one-time costs before the stem cell reports ready, so a cold start does not: touching
- * `Response` loads the fetch implementation (~30 ms in Node 20), the first dynamic import initialises
- * the ESM loader, and running the event and response code once warms it.
+ * Pays the one-time costs before the stem cell reports ready, so a cold start does not: the first dynamic
+ * import initialises the ESM loader, and running the event and response code once warms it. Fetch is
+ * loaded later (`FETCH_WARM_DELAY_MS`).
  */
 async function warmUp(): Promise<void> {
-  void globalThis.Response;
   const here = dirname(new URL(import.meta.url).pathname);
   await import(pathToFileURL(join(here, 'warm.mjs')).href);
   createRequire(join(here, 'warm-cjs.cjs'))(join(here, 'warm-cjs.cjs'));
@@ -1613,3 +1704,9 @@ await warmUp();
 capture(process.stdout, 1);
 capture(process.stderr, 2);
 send(T_READY, 0, { runtime: 'node20', pid: process.pid, node: process.version });
+// Fetch (`Response`, `Request`; ~15 ms of CPU, a fifth of a stem cell's boot) is loaded once the cell has sat
+// ready for a while, so a cell waiting in the pool has it while one taken at once in a burst of cold starts
+// does not pay for it unless its function needs it: a bind to a convention of other platforms loads it then
+// (`onBind`), any other function on first use (issue 11).
+fetchWarmTimer = setTimeout(loadFetch, FETCH_WARM_DELAY_MS);
+fetchWarmTimer.unref();

@@ -1,0 +1,213 @@
+// Cluster mode (issue 12): throughput of bench-hello spread over 1, 2 and 3 nodes sharing a PostgreSQL,
+// a NATS server and a Redis started here, and the cost of a forwarded request (a full node sending it one
+// hop to a node with a warm instance) against the same request served where it lands. On two cores the
+// nodes and the load generator share the same CPUs: the figures show the overhead, not a speed-up.
+import { execFileSync, spawn } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { startNats } from '../test/support/broker-processes.mjs';
+import { autocannon, deploy, ROOT, round, sleep, startHearth, summarise } from './lib.mjs';
+
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function waitFor(what, probe) {
+  for (let i = 0; i < 600; i++) {
+    if (await probe()) return;
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A private PostgreSQL (Debian's), as the `postgres` user under root; see test/support/postgres.ts. */
+async function startPostgres() {
+  const root = '/usr/lib/postgresql';
+  const major = readdirSync(root)
+    .filter((name) => existsSync(join(root, name, 'bin', 'postgres')))
+    .sort((a, b) => Number(b) - Number(a))[0];
+  const bin = join(root, major, 'bin');
+  const asRoot = process.getuid() === 0;
+  const user = asRoot
+    ? {
+        uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' })),
+        gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' })),
+      }
+    : {};
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-pg-'));
+  if (asRoot) chownSync(dir, user.uid, user.gid);
+  execFileSync(
+    join(bin, 'initdb'),
+    ['-D', join(dir, 'data'), '-U', 'hearth', '--auth=trust', '--no-sync', '--no-instructions'],
+    { stdio: 'ignore', ...user, env: { ...process.env, LC_ALL: 'C.UTF-8' } },
+  );
+  const port = await freePort();
+  const child = spawn(
+    join(bin, 'postgres'),
+    [
+      '-D',
+      join(dir, 'data'),
+      '-p',
+      String(port),
+      '-k',
+      dir,
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'fsync=off',
+    ],
+    { stdio: 'ignore', ...user },
+  );
+  const url = `postgres://hearth@127.0.0.1:${port}/postgres`;
+  await waitFor('postgres', async () => {
+    const client = new pg.Client({ connectionString: url });
+    try {
+      await client.connect();
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  });
+  return {
+    url,
+    async stop() {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGINT');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-redis-'));
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir],
+    {
+      stdio: 'ignore',
+    },
+  );
+  await waitFor(
+    'redis',
+    () =>
+      new Promise((resolve) => {
+        const socket = createConnection({ port, host: '127.0.0.1' });
+        socket.once('connect', () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.once('error', () => resolve(false));
+      }),
+  );
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop() {
+      child.kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Sequential requests on one keep-alive connection: latency in ms, and which node answered. */
+async function sequential(url, path, count, agent) {
+  const samples = [];
+  const servedBy = new Set();
+  for (let i = 0; i < count; i++) {
+    const started = performance.now();
+    const node = await new Promise((resolve, reject) => {
+      const req = request(`${url}${path}`, { agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.headers['x-hearth-node'] ?? 'here'));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    samples.push(performance.now() - started);
+    servedBy.add(node);
+  }
+  const s = summarise(samples);
+  return { n: s.n, p50: round(s.p50, 3), p99: round(s.p99, 3), servedBy: [...servedBy] };
+}
+
+export async function clusterBench({ seconds = 4, connections = 30, sequentialCount = 1000 } = {}) {
+  const [postgres, nats, redis] = await Promise.all([startPostgres(), startNats(), startRedis()]);
+  const nodes = [];
+  const cluster = (nodeId, extra = {}) => ({
+    logLevel: 'warn',
+    stemCells: { node20: 1, python3: 0 },
+    cluster: { postgres: postgres.url, nats: nats.url, redis: redis.url, nodeId },
+    ...extra,
+  });
+  try {
+    // Throughput: the same total load, spread evenly over the nodes running so far.
+    const throughput = [];
+    for (const id of ['n1', 'n2', 'n3']) {
+      nodes.push(await startHearth(cluster(id)));
+      if (nodes.length === 1)
+        await deploy(nodes[0].url, join(ROOT, 'bench', 'functions', 'bench-hello'), 'bench-hello');
+      for (const node of nodes)
+        await waitFor(
+          `${id} to serve bench-hello`,
+          async () => (await fetch(`${node.url}/function/bench-hello`)).ok,
+        );
+      const share = Math.max(1, Math.round(connections / nodes.length));
+      const runs = await Promise.all(
+        nodes.map((node) => autocannon(`${node.url}/function/bench-hello`, { connections: share, seconds })),
+      );
+      throughput.push({
+        nodes: nodes.length,
+        rps: Math.round(runs.reduce((sum, r) => sum + r.rps, 0)),
+        p99: Math.max(...runs.map((r) => r.p99)),
+        errors: runs.reduce((sum, r) => sum + r.errors, 0),
+      });
+    }
+    // Forwarding: a node with room for one instance, holding one of bench-noop, sends bench-hello to n1.
+    const full = await startHearth(cluster('full', { maxInstances: 1 }));
+    nodes.push(full);
+    await deploy(nodes[0].url, join(ROOT, 'bench', 'functions', 'bench-noop'), 'bench-noop');
+    await waitFor(
+      'the full node to serve bench-noop',
+      async () => (await fetch(`${full.url}/function/bench-noop`)).ok,
+    );
+    // Its own view must say full before bench-hello reaches it, or it would make room for it here.
+    await waitFor('the full node to count itself full', async () => {
+      const { items } = await (await fetch(`${full.url}/cluster/nodes`)).json();
+      const self = items.find((item) => item.self);
+      return self.instances >= self.maxInstances;
+    });
+    await waitFor('the full node to forward bench-hello', async () => {
+      const response = await fetch(`${full.url}/function/bench-hello`);
+      await response.arrayBuffer();
+      return response.headers.get('x-hearth-node') !== null;
+    });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const direct = await sequential(nodes[0].url, '/function/bench-hello', sequentialCount, agent);
+    const forwarded = await sequential(full.url, '/function/bench-hello', sequentialCount, agent);
+    agent.destroy();
+    return {
+      seconds,
+      connections,
+      throughput,
+      forward: { direct, forwarded, costP50Ms: round(forwarded.p50 - direct.p50, 3) },
+    };
+  } finally {
+    await Promise.all(nodes.map((node) => node.stop()));
+    await Promise.all([postgres.stop(), nats.stop(), redis.stop()]);
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  process.stdout.write(`${JSON.stringify(await clusterBench(), null, 2)}\n`);
+}

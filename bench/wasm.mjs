@@ -1,0 +1,191 @@
+// WebAssembly functions (issue 14): cold start to first byte of distinct idle wasm functions (sandboxed, a
+// fresh connection each, the stem-cell pool full, as in the cold section), for both ABIs, beside node20's in
+// the same platform; then warm throughput of the Rust hello (WASI command) and the compute example (exported
+// function) against the Node hello and a raw node:http hello, under the same load in the same run.
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildWasmModules } from '../test/support/wasm/build.mjs';
+import {
+  api,
+  autocannon,
+  deploy,
+  ensureWrk,
+  ROOT,
+  round,
+  scaleToZero,
+  sleep,
+  startHearth,
+  summarise,
+  timeToFirstByte,
+  wrk,
+} from './lib.mjs';
+import { startNodeServer } from './warm.mjs';
+
+async function poolReady(url, runtime) {
+  for (let i = 0; i < 400; i++) {
+    const health = await api(url, 'GET', '/healthz');
+    const pool = health.stemCells.find(
+      (p) => p.runtime === runtime && p.isolation === 'sandbox' && p.network === 'none',
+    );
+    if (pool === undefined || pool.target === 0 || (pool.ready >= pool.target && pool.starting === 0)) return;
+    await sleep(25);
+  }
+}
+
+function wasmFolder(module, name, handler) {
+  const folder = mkdtempSync(join(tmpdir(), `hearth-bench-wasm-${name}-`));
+  copyFileSync(module, join(folder, 'main.wasm'));
+  writeFileSync(
+    join(folder, 'hearth.yaml'),
+    `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec: { runtime: wasm, handler: ${handler} }\n`,
+  );
+  return folder;
+}
+
+/** Time to first byte on an open keep-alive connection, and the platform's Server-Timing phases (ms). */
+function firstByte(url, agent) {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = request(url, { agent }, (res) => {
+      const ttfb = performance.now() - started;
+      const phases = {};
+      for (const part of String(res.headers['server-timing'] ?? '').split(',')) {
+        const match = part.trim().match(/^([\w-]+);dur=([\d.]+)/);
+        if (match) phases[match[1]] = Number(match[2]);
+      }
+      res.resume();
+      res.on('end', () =>
+        resolve({ ttfb, status: res.statusCode, cold: res.headers['x-hearth-cold-start'] === '1', phases }),
+      );
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Cold start of `count` distinct functions made by `make(i)`, one at a time, each on a fresh connection. */
+async function cold(hearth, runtime, count, make) {
+  const samples = [];
+  const phases = [];
+  for (let i = 0; i < count; i++) {
+    const { folder, name, path } = make(i);
+    await deploy(hearth.url, folder, name, { verify: false });
+    rmSync(folder, { recursive: true, force: true });
+    await scaleToZero(hearth.url, name);
+    await poolReady(hearth.url, runtime);
+    // A fresh connection per cold start, opened before the clock starts (as the cold section does).
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    await timeToFirstByte(hearth.url, '/healthz', agent);
+    const result = await firstByte(`${hearth.url}/function/${name}${path}`, agent);
+    agent.destroy();
+    if (result.status !== 200 || !result.cold)
+      throw new Error(`${name}: expected a cold 200, got ${result.status} cold=${result.cold}`);
+    samples.push(result.ttfb);
+    phases.push(result.phases);
+  }
+  const health = await api(hearth.url, 'GET', '/healthz');
+  const pool = health.stemCells.find((p) => p.runtime === runtime && p.network === 'none');
+  const summary = summarise(samples);
+  const medianOf = (key) => round(summarise(phases.map((p) => p[key] ?? 0)).p50, 3);
+  return {
+    n: summary.n,
+    p50: round(summary.p50, 3),
+    p95: round(summary.p95, 3),
+    min: round(summary.min, 3),
+    poolMisses: pool?.misses ?? 0,
+    // Medians of the platform's own Server-Timing phases: where a cold start's time goes.
+    phasesP50: Object.fromEntries(
+      ['cold-code', 'cold-stemcell', 'cold-attach', 'cold-load', 'exec'].map((key) => [key, medianOf(key)]),
+    ),
+  };
+}
+
+export async function wasmBench({ count = 24, seconds = 5, connections = 50, rounds = 3 } = {}) {
+  const modules = buildWasmModules();
+  const hearth = await startHearth();
+  const results = { cold: {}, warm: {} };
+  try {
+    results.cold['wasm, WASI command (Rust hello)'] = await cold(hearth, 'wasm', count, (i) => ({
+      folder: wasmFolder(modules.helloRust, `wasm-cmd-${i}`, 'main'),
+      name: `wasm-cmd-${i}`,
+      path: '',
+    }));
+    results.cold['wasm, exported function (Rust compute)'] = await cold(hearth, 'wasm', count, (i) => ({
+      folder: wasmFolder(modules.computeRust, `wasm-export-${i}`, 'main.handle'),
+      name: `wasm-export-${i}`,
+      path: '',
+    }));
+    results.cold['wasm, WASI command (Go hello)'] = await cold(hearth, 'wasm', Math.min(count, 8), (i) => ({
+      folder: wasmFolder(modules.helloGo, `wasm-go-${i}`, 'main'),
+      name: `wasm-go-${i}`,
+      path: '',
+    }));
+    results.cold['node20 (Node hello), same run'] = await cold(hearth, 'node20', count, (i) => {
+      const folder = mkdtempSync(join(tmpdir(), 'hearth-bench-node-'));
+      copyFileSync(join(ROOT, 'examples', 'hello', 'index.mjs'), join(folder, 'index.mjs'));
+      writeFileSync(
+        join(folder, 'hearth.yaml'),
+        `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: node-cold-${i} }\nspec: { runtime: node20, handler: index }\n`,
+      );
+      return { folder, name: `node-cold-${i}`, path: '' };
+    });
+
+    const tool = ensureWrk() ? 'wrk' : 'autocannon';
+    const load = (url, s) =>
+      tool === 'wrk' ? wrk(url, { connections, seconds: s }) : autocannon(url, { connections, seconds: s });
+    const helloFolder = wasmFolder(modules.helloRust, 'wasm-hello', 'main');
+    const computeFolder = wasmFolder(modules.computeRust, 'wasm-compute', 'main.handle');
+    await deploy(hearth.url, helloFolder, 'wasm-hello');
+    await deploy(hearth.url, computeFolder, 'wasm-compute');
+    await deploy(hearth.url, join(ROOT, 'bench', 'functions', 'bench-hello'), 'bench-hello');
+    rmSync(helloFolder, { recursive: true, force: true });
+    rmSync(computeFolder, { recursive: true, force: true });
+    const raw = await startNodeServer('raw-server.mjs');
+    const targets = [
+      ['raw node:http', raw.url],
+      ['hearth, node20 hello', `${hearth.url}/function/bench-hello`],
+      ['hearth, wasm WASI command (Rust hello)', `${hearth.url}/function/wasm-hello`],
+      ['hearth, wasm exported function (Rust compute)', `${hearth.url}/function/wasm-compute`],
+    ];
+    // Rounds alternate the servers (the machine is shared and drifts); medians over the rounds, and each
+    // ratio the median of per-round ratios against the raw server and the Node hello of the same round.
+    const runs = Object.fromEntries(targets.map(([name]) => [name, []]));
+    try {
+      for (let turn = 0; turn < rounds; turn++) {
+        for (const [name, url] of targets) {
+          await sleep(1000);
+          await load(url, 2);
+          runs[name].push(await load(url, seconds));
+        }
+      }
+    } finally {
+      raw.stop();
+    }
+    const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+    const rawRuns = runs['raw node:http'];
+    const nodeRuns = runs['hearth, node20 hello'];
+    for (const [name, list] of Object.entries(runs)) {
+      results.warm[name] = {
+        rps: round(median(list.map((r) => r.rps)), 0),
+        p50: round(median(list.map((r) => r.p50))),
+        p99: round(median(list.map((r) => r.p99))),
+        errors: list.reduce((sum, r) => sum + r.errors, 0),
+        vsRaw: round(median(list.map((r, i) => r.rps / rawRuns[i].rps))),
+        vsNodeHello: round(median(list.map((r, i) => r.rps / nodeRuns[i].rps))),
+      };
+    }
+    results.rounds = rounds;
+    results.tool = tool;
+    results.connections = connections;
+    results.seconds = seconds;
+  } finally {
+    await hearth.stop();
+  }
+  return results;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  process.stdout.write(`${JSON.stringify(await wasmBench(), null, 2)}\n`);
+}

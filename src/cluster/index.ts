@@ -1,0 +1,419 @@
+/**
+ * @module Cluster mode (issue 12): several Hearth nodes sharing one PostgreSQL (functions, versions, code
+ * packages, keys), one NATS (membership heartbeats, change notices) and one Redis (`ctx.state`). Opt-in
+ * with `hearth up --cluster …` or `cluster:` in the config; without it none of this is loaded.
+ *
+ * The platform opens the cluster before anything else (its store replaces the embedded SQLite one), and
+ * joins it once listening: from then on the node heartbeats, and follows every deploy made on any node.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { ClusterConfig } from '../config.js';
+import type { CodeStore } from '../control/packages/index.js';
+import type { StoredVersion } from '../control/store/index.js';
+import type { DeployedVersion } from '../domain/deployment.js';
+import { HearthError } from '../domain/errors.js';
+import { type FunctionRef, functionKey } from '../domain/function.js';
+import type { Scheduler } from '../scheduler/index.js';
+import { type BreakerSettings, Forwarder } from './forward.js';
+import { type ClusterNode, Membership, type NodeAnnouncement } from './membership.js';
+import { PostgresStore, type StoreChange } from './pg-store.js';
+import { Reconciler } from './reconciler.js';
+
+export type { ClusterConfig } from '../config.js';
+export type { ClusterNode, NodeAnnouncement } from './membership.js';
+export { PostgresStore } from './pg-store.js';
+
+export interface ClusterParts {
+  /** The event gateway's observed scheduler (limits and triggers follow a switch). */
+  readonly scheduler: Pick<Scheduler, 'lookup' | 'activate' | 'deactivate' | 'liveStats'>;
+  readonly code: Pick<CodeStore, 'has' | 'adopt'>;
+  readonly hasLayer: (key: string) => Promise<boolean>;
+  readonly toDeployed: (stored: StoredVersion) => DeployedVersion;
+  /** The URL this node listens on. */
+  readonly url: string;
+  /** The functions the platform restored from the store at start. */
+  readonly restored: readonly FunctionRef[];
+  readonly info: (message: string) => void;
+  readonly warn: (message: string) => void;
+  /** Re-reads API keys and namespaces (another node changed them). */
+  readonly reloadSecurity: () => void;
+}
+
+const SUBJECT_PREFIX = 'hearth.cluster';
+/** The longest a deploy waits for the other live nodes to switch before it answers anyway. */
+const SWITCH_WAIT_MS = 10_000;
+/** Switches heard are kept this long: one may arrive before the deploy that caused it starts waiting. */
+const SWITCH_MEMORY_MS = 60_000;
+
+interface SwitchNotice {
+  readonly node: string;
+  /** `namespace/name@version`. */
+  readonly switched: string;
+}
+
+interface SwitchWaiter {
+  readonly pending: Set<string>;
+  readonly done: () => void;
+}
+/** A missed change notice is caught up by this timer at the latest. */
+const RESYNC_MS = 10_000;
+
+/** The `Deployer` methods that release versions (`deployArchive`, `configure`: one outcome; `releaseAll`: a list). */
+const RELEASING: ReadonlySet<string | symbol> = new Set(['deployArchive', 'configure', 'releaseAll']);
+
+/** What the releasing methods resolve with, as far as waiting for the cluster needs it. */
+interface DeployedOutcome {
+  readonly unchanged: boolean;
+  readonly version: {
+    readonly namespace: string;
+    readonly name: string;
+    readonly version: number;
+    readonly depsKey: string | null;
+  };
+}
+
+interface ChangeNotice {
+  readonly origin: string;
+  readonly change: StoreChange;
+}
+
+export class Cluster {
+  private membership: Membership | undefined;
+  private reconciler: Reconciler | undefined;
+  private changes: Subscription | undefined;
+  private resync: NodeJS.Timeout | undefined;
+  private readonly startedAt = new Date().toISOString();
+  private switchedSub: Subscription | undefined;
+  /** `fn@version` → the nodes heard to have switched to it, and when it was first heard. */
+  private readonly switches = new Map<string, { nodes: Set<string>; at: number }>();
+  private readonly switchWaiters = new Map<string, Set<SwitchWaiter>>();
+  /** Handed to the gateway before the node listens; it forwards nothing until the first heartbeat. */
+  readonly forwarder: Forwarder;
+
+  private constructor(
+    readonly config: ClusterConfig,
+    readonly nodeId: string,
+    private readonly nats: NatsConnection,
+    readonly store: PostgresStore,
+    breaker: BreakerSettings,
+    warn: (message: string) => void,
+  ) {
+    this.forwarder = new Forwarder(nodeId, breaker, (peer, reason) =>
+      warn(`cluster: forwarding to node ${peer} failed: ${reason}`),
+    );
+  }
+
+  /** Connects to NATS and PostgreSQL (migrating it); a service out of reach stops the start, named. */
+  static async open(
+    config: ClusterConfig,
+    dataDir: string,
+    breaker: BreakerSettings,
+    warn: (message: string) => void,
+  ): Promise<Cluster> {
+    const nodeId = config.nodeId ?? persistentNodeId(dataDir);
+    const nats = await connect({
+      servers: config.natsUrl,
+      name: `hearth node ${nodeId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+    }).catch((error: unknown) => {
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `cluster: cannot reach NATS at ${config.natsUrl}: ${(error as Error).message}`,
+      );
+    });
+    let cluster: Cluster | undefined;
+    let store: PostgresStore;
+    try {
+      store = PostgresStore.open({
+        url: config.postgresUrl,
+        packagesDir: join(dataDir, 'packages'),
+        onCommitted: (change) => cluster?.announce(change),
+      });
+    } catch (error) {
+      await nats.close();
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `cluster: cannot use PostgreSQL at ${redactUrl(config.postgresUrl)}: ${(error as Error).message}`,
+      );
+    }
+    cluster = new Cluster(config, nodeId, nats, store, breaker, warn);
+    return cluster;
+  }
+
+  /**
+   * Once the node listens: heartbeats, and following the deploys made on other nodes. Resolves after the
+   * first pass, so the node is ready only once it holds the code of every function it serves.
+   */
+  async join(parts: ClusterParts): Promise<void> {
+    const url = this.config.advertiseUrl ?? parts.url;
+    const reconciler = new Reconciler({
+      store: this.store,
+      code: parts.code,
+      scheduler: parts.scheduler,
+      toDeployed: parts.toDeployed,
+      hasLayer: parts.hasLayer,
+      info: parts.info,
+      warn: parts.warn,
+      onSwitched: (ref, version) => this.publishSwitch(`${functionKey(ref)}@${version}`),
+    });
+    this.switchedSub = this.nats.subscribe(`${SUBJECT_PREFIX}.switched`, {
+      callback: (error, message) => {
+        if (error !== null) return;
+        try {
+          const notice = message.json<SwitchNotice>();
+          this.heardSwitch(notice.node, notice.switched);
+        } catch {
+          // Not ours.
+        }
+      },
+    });
+    reconciler.adopt(parts.restored);
+    this.reconciler = reconciler;
+    this.changes = this.nats.subscribe(`${SUBJECT_PREFIX}.changes`, {
+      callback: (error, message) => {
+        if (error !== null) return;
+        let notice: ChangeNotice;
+        try {
+          notice = message.json<ChangeNotice>();
+        } catch {
+          return;
+        }
+        if (notice.origin === this.nodeId) return;
+        if (notice.change.kind === 'security') {
+          try {
+            parts.reloadSecurity();
+          } catch (error) {
+            parts.warn(`cluster: cannot re-read keys and namespaces: ${(error as Error).message}`);
+          }
+          return;
+        }
+        void reconciler.sync();
+      },
+    });
+    this.resync = setInterval(() => {
+      void reconciler.sync();
+      try {
+        parts.reloadSecurity();
+      } catch (error) {
+        parts.warn(`cluster: cannot re-read keys and namespaces: ${(error as Error).message}`);
+      }
+    }, RESYNC_MS);
+    this.resync.unref();
+    this.membership = new Membership({
+      connection: this.nats,
+      subject: `${SUBJECT_PREFIX}.heartbeat`,
+      intervalMs: this.config.heartbeatMs,
+      deadAfterMs: this.config.deadAfterMs,
+      announce: () => announcement(this.nodeId, url, this.startedAt, parts.scheduler.liveStats()),
+      onJoin: (node) => parts.info(`cluster: node ${node.id} joined (${node.url})`),
+      onLeave: (node, reason) => {
+        parts.warn(`cluster: node ${node.id} left (${reason})`);
+        // A node that left is not waited for.
+        for (const waiters of this.switchWaiters.values())
+          for (const waiter of waiters) {
+            waiter.pending.delete(node.id);
+            if (waiter.pending.size === 0) waiter.done();
+          }
+      },
+      onView: (self, nodes) => this.forwarder.update(self, nodes),
+    });
+    this.membership.start();
+    parts.info(`cluster: node ${this.nodeId} joined as ${url}`);
+    // Code of functions deployed before this node joined, and deploys made while it was starting.
+    await reconciler.sync();
+  }
+
+  /**
+   * Resolves once every other live node serves `version` of `ref` (or after SWITCH_WAIT_MS), with the
+   * nodes that had not switched by then. The deploy API answers after it: once a deploy has returned,
+   * every live node answers with the new version.
+   */
+  async awaitSwitched(ref: FunctionRef, version: number): Promise<string[]> {
+    const key = `${functionKey(ref)}@${version}`;
+    const heard = this.switches.get(key)?.nodes ?? new Set<string>();
+    const pending = new Set(
+      this.nodes()
+        .filter((node) => !node.self && !heard.has(node.id))
+        .map((node) => node.id),
+    );
+    if (pending.size === 0) return [];
+    await new Promise<void>((resolve) => {
+      const waiters = this.switchWaiters.get(key) ?? new Set<SwitchWaiter>();
+      this.switchWaiters.set(key, waiters);
+      const timer = setTimeout(() => waiter.done(), SWITCH_WAIT_MS);
+      const waiter: SwitchWaiter = {
+        pending,
+        done: () => {
+          clearTimeout(timer);
+          waiters.delete(waiter);
+          if (waiters.size === 0) this.switchWaiters.delete(key);
+          resolve();
+        },
+      };
+      waiters.add(waiter);
+    });
+    return [...pending];
+  }
+
+  /**
+   * The deployer as the API should use it: a deploy, a configuration change or an apply answers once every
+   * live node serves what it released.
+   */
+  followDeploys<T extends object>(deployer: T, warn: (message: string) => void): T {
+    const settle = async (outcome: DeployedOutcome | undefined): Promise<void> => {
+      // A version with a dependency layer is not taken by the other nodes yet (layers are per node).
+      if (outcome === undefined || outcome.unchanged || outcome.version.depsKey !== null) return;
+      const { namespace, name, version } = outcome.version;
+      const laggards = await this.awaitSwitched({ namespace, name }, version);
+      if (laggards.length > 0)
+        warn(
+          `cluster: ${namespace}/${name} v${version} released, but node(s) ${laggards.join(', ')} had not switched within ${SWITCH_WAIT_MS / 1000}s`,
+        );
+    };
+    return new Proxy(deployer, {
+      get: (target, property, receiver) => {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== 'function' || !RELEASING.has(property)) return value;
+        return async (...args: unknown[]) => {
+          const result = (await (value as (...inner: unknown[]) => Promise<unknown>).apply(target, args)) as
+            | DeployedOutcome
+            | readonly (DeployedOutcome | undefined)[];
+          await Promise.all((Array.isArray(result) ? result : [result]).map(settle));
+          return result;
+        };
+      },
+    });
+  }
+
+  /** Every live node, this one included. */
+  nodes(): ClusterNode[] {
+    return this.membership?.nodes() ?? [];
+  }
+
+  /** `GET /cluster/nodes`: the membership as this node sees it. */
+  readonly handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/cluster/nodes' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      const status = path === '/cluster/nodes' ? 405 : 404;
+      const body = {
+        error: {
+          code: status === 405 ? 'HEARTH_E_METHOD_NOT_ALLOWED' : 'HEARTH_E_RESOURCE_NOT_FOUND',
+          message:
+            status === 405 ? `${req.method} is not allowed on /cluster/nodes (GET)` : `no route ${path}`,
+        },
+      };
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      return;
+    }
+    const body = { self: this.nodeId, items: this.nodes() };
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  };
+
+  /** Brings this node up to date with the store now (tests and `join` use it). */
+  sync(): Promise<void> {
+    return this.reconciler?.sync() ?? Promise.resolve();
+  }
+
+  /** Says goodbye and stops following; the store stays open (the platform closes it last). */
+  async leave(): Promise<void> {
+    if (this.resync !== undefined) clearInterval(this.resync);
+    this.changes?.unsubscribe();
+    this.switchedSub?.unsubscribe();
+    for (const waiters of this.switchWaiters.values()) for (const waiter of waiters) waiter.done();
+    this.membership?.close();
+    await this.reconciler?.idle();
+    await this.nats.flush().catch(() => undefined);
+    await this.nats.close().catch(() => undefined);
+    this.forwarder.close();
+  }
+
+  private publishSwitch(switched: string): void {
+    try {
+      this.nats.publish(
+        `${SUBJECT_PREFIX}.switched`,
+        JSON.stringify({ node: this.nodeId, switched } satisfies SwitchNotice),
+      );
+    } catch {
+      // NATS away: the deploying node stops waiting after SWITCH_WAIT_MS.
+    }
+  }
+
+  private heardSwitch(node: string, switched: string): void {
+    const now = Date.now();
+    for (const [key, entry] of this.switches)
+      if (now - entry.at > SWITCH_MEMORY_MS) this.switches.delete(key);
+    const entry = this.switches.get(switched) ?? { nodes: new Set<string>(), at: now };
+    entry.nodes.add(node);
+    this.switches.set(switched, entry);
+    for (const waiter of this.switchWaiters.get(switched) ?? []) {
+      waiter.pending.delete(node);
+      if (waiter.pending.size === 0) waiter.done();
+    }
+  }
+
+  private announce(change: StoreChange): void {
+    // A function this node deployed: its own deployer switched it; the reconciler must still know of it,
+    // to drop it when another node removes it.
+    if (change.kind === 'function') this.reconciler?.track(change.ref);
+    try {
+      this.nats.publish(
+        `${SUBJECT_PREFIX}.changes`,
+        JSON.stringify({ origin: this.nodeId, change } satisfies ChangeNotice),
+      );
+    } catch {
+      // NATS away: the other nodes catch up at their next resync.
+    }
+  }
+}
+
+function announcement(
+  id: string,
+  url: string,
+  startedAt: string,
+  stats: ReturnType<Scheduler['liveStats']>,
+): NodeAnnouncement {
+  return {
+    id,
+    url,
+    startedAt,
+    instances: stats.instances,
+    maxInstances: stats.maxInstances,
+    memoryBytes: stats.memoryBytes,
+    maxMemoryBytes: stats.maxMemoryBytes,
+    inFlight: stats.functions.reduce((sum, fn) => sum + fn.inFlight, 0),
+    warm: stats.functions
+      .filter((fn) => fn.ready > 0)
+      .map((fn) => ({ function: functionKey(fn.ref), version: fn.version, ready: fn.ready, idle: fn.idle })),
+  };
+}
+
+/** Made once and kept, so a restarted node is the same member (and its peers see a restart, not a stranger). */
+function persistentNodeId(dataDir: string): string {
+  const file = join(dataDir, 'cluster-node-id');
+  try {
+    const kept = readFileSync(file, 'utf8').trim();
+    if (/^[\w.-]{1,64}$/.test(kept)) return kept;
+  } catch {
+    // First start in this data dir.
+  }
+  const id = `node-${randomBytes(4).toString('hex')}`;
+  writeFileSync(file, `${id}\n`, { mode: 0o600 });
+  return id;
+}
+
+/** A URL for messages: the password, if any, left out. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return url;
+  }
+}

@@ -1,0 +1,521 @@
+// The isolate host (issue 11, `isolation: isolate`): one sandboxed Node process running many functions of
+// one namespace, each in a V8 isolate of its own (isolated-vm) whose heap is capped at its limits.memory.
+//
+// fd 3 carries the platform's frame protocol (runtime/ipc/protocol.ts): u32 length | u8 type | u32 id |
+// u32 metaLength | meta JSON | body. The host speaks it in Relay frames (type 25): id names a member (one
+// function), meta is null for a stream of that member's own frames (Bind, Invoke, Shutdown in; Bound,
+// Result, Error, Log out), or a control: {open: {files}} gives a member its sources (this process cannot see
+// the function's folder), {kill: true} disposes of it now; {exit: {...}} tells the platform a member ended.
+//
+// Like the other guests it imports nothing from the platform; isolated-vm is found through
+// HEARTH_ISOLATED_VM, bound read-only into the sandbox.
+//
+// Inside an isolate there is ECMAScript and what this file adds: `console` (log, info, debug, warn, error).
+// No `require`, no `node:` modules, no fs, no network, no timers, no `fetch`: README, "isolation: isolate".
+
+import { createRequire } from 'node:module';
+import { Socket } from 'node:net';
+import { posix } from 'node:path';
+
+const ivm = createRequire(`${process.env.HEARTH_ISOLATED_VM}/`)('./isolated-vm.js');
+
+const T_BIND = 1;
+const T_INVOKE = 2;
+const T_SHUTDOWN = 4;
+const T_READY = 16;
+const T_BOUND = 17;
+const T_RESULT = 18;
+const T_ERROR = 19;
+const T_LOG = 20;
+const T_RELAY = 25;
+const EMPTY = Buffer.alloc(0);
+/** The smallest heap isolated-vm accepts. */
+const MIN_HEAP_MIB = 8;
+const JSONISH = /^application\/(.+\+)?json/;
+const TEXTUAL = /^(text\/|application\/(x-www-form-urlencoded|xml|javascript))/;
+
+const channel = new Socket({ fd: 3, readable: true, writable: true });
+let outbox = [];
+
+function encode(type, id, meta, body = EMPTY) {
+  const metaBytes = meta === undefined ? EMPTY : Buffer.from(JSON.stringify(meta), 'utf8');
+  const head = Buffer.allocUnsafe(13);
+  head.writeUInt32BE(9 + metaBytes.length + body.length, 0);
+  head.writeUInt8(type, 4);
+  head.writeUInt32BE(id, 5);
+  head.writeUInt32BE(metaBytes.length, 9);
+  return Buffer.concat([head, metaBytes, body]);
+}
+
+const RELAY_META = Buffer.from('null');
+
+/** A Relay frame for member `member` holding one frame, built in one buffer (the per-response path). */
+function relayed(member, type, id, meta, body = EMPTY) {
+  const metaBytes = meta === undefined ? EMPTY : Buffer.from(JSON.stringify(meta), 'utf8');
+  const inner = 13 + metaBytes.length + body.length;
+  const frame = Buffer.allocUnsafe(13 + RELAY_META.length + inner);
+  frame.writeUInt32BE(9 + RELAY_META.length + inner, 0);
+  frame.writeUInt8(T_RELAY, 4);
+  frame.writeUInt32BE(member, 5);
+  frame.writeUInt32BE(RELAY_META.length, 9);
+  RELAY_META.copy(frame, 13);
+  const at = 13 + RELAY_META.length;
+  frame.writeUInt32BE(9 + metaBytes.length + body.length, at);
+  frame.writeUInt8(type, at + 4);
+  frame.writeUInt32BE(id, at + 5);
+  frame.writeUInt32BE(metaBytes.length, at + 9);
+  metaBytes.copy(frame, at + 13);
+  body.copy(frame, at + 13 + metaBytes.length);
+  return frame;
+}
+
+/** Frames leave together at the end of the tick, as the Node guest's do. */
+function send(frame) {
+  outbox.push(frame);
+  if (outbox.length === 1) setImmediate(flush);
+}
+
+function flush() {
+  if (outbox.length === 0) return;
+  const frames = outbox;
+  outbox = [];
+  channel.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
+}
+
+/** Splits a byte stream into frames; `onFrame(type, id, meta, body)`. */
+function decoder(onFrame) {
+  let pending = EMPTY;
+  return (chunk) => {
+    let buffer = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+    while (buffer.length >= 4) {
+      const length = buffer.readUInt32BE(0);
+      if (buffer.length < 4 + length) break;
+      const type = buffer.readUInt8(4);
+      const id = buffer.readUInt32BE(5);
+      const metaLength = buffer.readUInt32BE(9);
+      const metaText = buffer.toString('utf8', 13, 13 + metaLength);
+      const body = buffer.subarray(13 + metaLength, 4 + length);
+      onFrame(type, id, metaLength === 0 ? undefined : JSON.parse(metaText), body);
+      buffer = buffer.subarray(4 + length);
+    }
+    pending = buffer.length === 0 ? EMPTY : Buffer.from(buffer);
+  };
+}
+
+// What every isolate runs before the function: `console`, and the call that gives the handler its ctx and
+// reports its outcome through __hearthDone / __hearthFail (callbacks the host runs on its next turn).
+const PRELUDE = `
+const show = (value) => {
+  if (typeof value === 'string') return value;
+  if (value instanceof Error) return value.stack || String(value);
+  try { return JSON.stringify(value) ?? String(value); } catch { return String(value); }
+};
+const writer = (stream) => (...values) => { __hearthLog(stream, values.map(show).join(' ') + '\\n'); };
+globalThis.console = { log: writer(1), info: writer(1), debug: writer(1), warn: writer(2), error: writer(2) };
+const failure = (error) => ({
+  type: typeof error?.name === 'string' ? error.name : 'Error',
+  message: String(error?.message ?? error),
+  stack: typeof error?.stack === 'string' ? error.stack : undefined,
+});
+globalThis.__hearthBind = (exported, name, infoJson) => {
+  const base = JSON.parse(infoJson);
+  const fallback = exported.default ?? {};
+  const handler = name === '' ? (exported.default ?? exported.handler) : (exported[name] ?? fallback[name]);
+  if (typeof handler !== 'function')
+    throw Object.assign(new Error(name === '' ? 'the module has no default export or "handler" function' : 'the module exports no function "' + name + '"'), { name: 'HandlerNotFound' });
+  // The event arrives as JSON (a tenth of the cost of copying the object across) and binary bodies apart.
+  globalThis.__hearthCall = (seq, eventJson, bytes, invocationId, deadline) => {
+    const event = JSON.parse(eventJson);
+    if (bytes !== undefined) event.body = bytes;
+    const ctx = { ...base, invocationId, awsRequestId: invocationId, deadline, getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()) };
+    let result;
+    try {
+      result = handler(event, ctx);
+    } catch (error) {
+      __hearthFail(seq, failure(error));
+      return;
+    }
+    Promise.resolve(result).then((value) => __hearthDone(seq, value), (error) => __hearthFail(seq, failure(error)));
+  };
+};
+`;
+
+/**
+ * Isolates made ahead, with their context and prelude, by heap limit: a bind takes one and only compiles
+ * and runs the function's module (~0.2 ms, where making an isolate and its context costs 1-4 ms).
+ */
+const SPARES_PER_LIMIT = 2;
+const spares = new Map();
+
+function makeIsolate(memoryMiB) {
+  const isolate = new ivm.Isolate({ memoryLimit: Math.max(MIN_HEAP_MIB, memoryMiB) });
+  const context = isolate.createContextSync();
+  const jail = context.global;
+  jail.setSync('globalThis', jail.derefInto());
+  const slot = { isolate, context, member: undefined };
+  const route = (handle) => new ivm.Callback((...args) => slot.member?.[handle](...args), { ignored: true });
+  jail.setSync('__hearthLog', route('onLog'));
+  jail.setSync('__hearthDone', route('onDone'));
+  jail.setSync('__hearthFail', route('onFail'));
+  context.evalSync(PRELUDE);
+  return slot;
+}
+
+function takeIsolate(memoryMiB) {
+  const ready = spares.get(memoryMiB);
+  const slot = ready?.pop() ?? makeIsolate(memoryMiB);
+  if (ready === undefined) spares.set(memoryMiB, []);
+  setImmediate(refill, memoryMiB);
+  return slot;
+}
+
+function refill(memoryMiB) {
+  const ready = spares.get(memoryMiB);
+  if (ready !== undefined && ready.length < SPARES_PER_LIMIT) {
+    ready.push(makeIsolate(memoryMiB));
+    setImmediate(refill, memoryMiB);
+  }
+}
+
+class Member {
+  constructor(id, files) {
+    this.id = id;
+    this.files = files;
+    this.isolate = undefined;
+    this.call = undefined;
+    this.info = undefined;
+    this.maxBody = Number.POSITIVE_INFINITY;
+    this.inFlight = new Set();
+    this.closing = false;
+    this.ended = false;
+    this.read = decoder((type, seq, meta, body) => this.onFrame(type, seq, meta, body));
+  }
+
+  out(type, seq, meta, body) {
+    if (!this.ended) send(relayed(this.id, type, seq, meta, body));
+  }
+
+  onFrame(type, seq, meta, body) {
+    if (type === T_BIND) this.bind(meta);
+    else if (type === T_INVOKE) this.invoke(seq, meta, body);
+    else if (type === T_SHUTDOWN) {
+      this.closing = true;
+      if (this.inFlight.size === 0) this.end({ code: 0 });
+    }
+  }
+
+  bind(bind) {
+    const started = performance.now();
+    try {
+      this.maxBody = bind.maxBodyBytes;
+      this.info = {
+        functionName: bind.functionName,
+        namespace: bind.namespace,
+        functionVersion: String(bind.version),
+        memoryLimitInMB: bind.memoryMiB,
+      };
+      const slot = takeIsolate(bind.memoryMiB);
+      slot.member = this;
+      this.isolate = slot.isolate;
+      const { modulePath, exportName } = splitHandler(bind.handler);
+      const entry = this.moduleFile(modulePath);
+      if (entry === undefined)
+        throw Object.assign(
+          new Error(`module "${modulePath}" not found in the function folder (tried .mjs, .js)`),
+          {
+            name: 'HandlerNotFound',
+          },
+        );
+      const module = this.compile(entry);
+      module.instantiateSync(slot.context, (specifier, referrer) => this.resolve(specifier, referrer));
+      module.evaluateSync();
+      const bindHandler = slot.context.global.getSync('__hearthBind', { reference: true });
+      bindHandler.applySync(undefined, [
+        module.namespace.derefInto(),
+        exportName ?? '',
+        JSON.stringify(this.info),
+      ]);
+      bindHandler.release();
+      this.call = slot.context.global.getSync('__hearthCall', { reference: true });
+      this.files = undefined;
+      this.modules = undefined;
+      this.paths = undefined;
+      // bindMs: the bind inside this process (bench/isolate.mjs reports it beside the platform's figure).
+      this.out(T_BOUND, 0, { ok: true, eventFormat: 'hearth', bindMs: performance.now() - started });
+    } catch (error) {
+      this.out(T_BOUND, 0, { ok: false, error: describe(error) });
+    }
+  }
+
+  moduleFile(path) {
+    const clean = posix.normalize(path).replace(/^\.\//, '');
+    for (const candidate of [clean, `${clean}.mjs`, `${clean}.js`, `${clean}/index.mjs`, `${clean}/index.js`])
+      if (this.files?.[candidate] !== undefined) return candidate;
+    return undefined;
+  }
+
+  compile(path) {
+    this.modules ??= new Map();
+    this.paths ??= new Map();
+    const known = this.modules.get(path);
+    if (known !== undefined) return known;
+    const source = this.files[path];
+    const module = this.isolate.compileModuleSync(
+      path.endsWith('.json') ? `export default ${source};` : source,
+      {
+        filename: `file:///${path}`,
+      },
+    );
+    this.modules.set(path, module);
+    this.paths.set(module, path);
+    return module;
+  }
+
+  resolve(specifier, referrer) {
+    if (!specifier.startsWith('./') && !specifier.startsWith('../'))
+      throw new Error(
+        `"${specifier}" cannot be imported inside an isolate: only the function's own files (./…)`,
+      );
+    const from = posix.dirname(this.paths.get(referrer) ?? '');
+    const target = this.moduleFile(posix.join(from, specifier));
+    if (target === undefined) throw new Error(`"${specifier}" not found in the function folder`);
+    return this.compile(target);
+  }
+
+  /**
+   * Runs the handler's synchronous part on this thread (applySync: no hop to the isolate's thread and
+   * back, a tenth of the cost of apply); its outcome comes back through onDone / onFail. An isolate has
+   * no timers and no I/O, so its promises settle within the call's own microtasks.
+   */
+  invoke(seq, wire, body) {
+    if (this.call === undefined) {
+      this.out(T_ERROR, seq, { type: 'NotBound', message: 'invoked before it was bound' });
+      return;
+    }
+    this.inFlight.add(seq);
+    const [invocationId, method, path, rawQuery, rawHeaders, deadline] = wire;
+    try {
+      const headers = headerObject(rawHeaders);
+      const parsed = eventBody(body, String(headers['content-type'] ?? '').toLowerCase());
+      const bytes = parsed instanceof Uint8Array ? parsed : undefined;
+      const event = JSON.stringify({
+        method,
+        path,
+        query: parseQuery(rawQuery),
+        rawQuery,
+        headers,
+        body: bytes === undefined ? parsed : null,
+      });
+      this.running = seq;
+      // A handler that never yields is stopped at its deadline; until then it holds this host's thread.
+      this.call.applySync(undefined, [seq, event, bytes, invocationId, deadline], {
+        arguments: { copy: true },
+        timeout: Math.max(1, deadline - Date.now()),
+      });
+    } catch (error) {
+      this.onFail(seq, describe(error));
+    } finally {
+      this.running = 0;
+    }
+  }
+
+  onLog(stream, text) {
+    // The invocation running now, or the only one in flight; else the member's, untagged.
+    const seq = this.running || (this.inFlight.size === 1 ? this.inFlight.values().next().value : 0);
+    this.out(T_LOG, seq, stream, Buffer.from(String(text).slice(0, 512 * 1024), 'utf8'));
+  }
+
+  onDone(seq, value) {
+    if (!this.inFlight.delete(seq)) return;
+    try {
+      const response = toResponse(value);
+      if (response.body.length > this.maxBody)
+        throw Object.assign(
+          new Error(
+            `the response body is ${response.body.length} bytes; limits.maxBody allows at most ${this.maxBody}`,
+          ),
+          { name: 'ResponseTooLarge' },
+        );
+      this.out(T_RESULT, seq, [response.status, response.headers], response.body);
+    } catch (error) {
+      this.out(T_ERROR, seq, describe(error));
+    }
+    this.settled();
+  }
+
+  onFail(seq, error) {
+    if (!this.inFlight.delete(seq)) return;
+    if (this.isolate?.isDisposed === true) {
+      // The isolate passed its heap limit (isolated-vm disposed of it): the member is gone, as a process
+      // the kernel killed at its memory limit would be; its neighbours go on.
+      this.end({ signal: 'SIGKILL', outOfMemory: !this.killed });
+      return;
+    }
+    this.out(T_ERROR, seq, {
+      type: typeof error?.type === 'string' ? error.type : 'Error',
+      message: String(error?.message ?? 'unknown error'),
+      ...(typeof error?.stack === 'string' ? { stack: error.stack } : {}),
+    });
+    this.settled();
+  }
+
+  settled() {
+    if (this.closing && this.inFlight.size === 0) this.end({ code: 0 });
+  }
+
+  kill() {
+    this.killed = true;
+    this.end({ signal: 'SIGKILL' });
+  }
+
+  end(exit) {
+    if (this.ended) return;
+    send(encode(T_RELAY, this.id, { exit }));
+    this.ended = true;
+    members.delete(this.id);
+    this.call?.release();
+    if (this.isolate !== undefined && !this.isolate.isDisposed) this.isolate.dispose();
+  }
+}
+
+function splitHandler(handler) {
+  const known = /\.(m?js|cjs)$/.test(handler);
+  const lastDot = handler.lastIndexOf('.');
+  const hasExport = !known && lastDot > handler.lastIndexOf('/');
+  return hasExport
+    ? { modulePath: handler.slice(0, lastDot), exportName: handler.slice(lastDot + 1) }
+    : { modulePath: handler, exportName: undefined };
+}
+
+function describe(error) {
+  if (error instanceof Error || (typeof error === 'object' && error !== null && 'message' in error))
+    return {
+      type: typeof error.name === 'string' ? error.name : 'Error',
+      message: String(error.message).slice(0, 64 * 1024),
+      ...(typeof error.stack === 'string' ? { stack: error.stack.slice(0, 64 * 1024) } : {}),
+    };
+  return { type: 'Error', message: String(error).slice(0, 64 * 1024) };
+}
+
+function headerObject(raw) {
+  const headers = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i].toLowerCase();
+    headers[name] = headers[name] === undefined ? raw[i + 1] : `${headers[name]}, ${raw[i + 1]}`;
+  }
+  return headers;
+}
+
+function parseQuery(raw) {
+  const query = {};
+  if (raw === '') return query;
+  for (const [key, value] of new URLSearchParams(raw)) {
+    const previous = query[key];
+    if (previous === undefined) query[key] = value;
+    else if (Array.isArray(previous)) previous.push(value);
+    else query[key] = [previous, value];
+  }
+  return query;
+}
+
+function eventBody(body, contentType) {
+  if (body.length === 0) return undefined;
+  if (JSONISH.test(contentType)) {
+    const text = body.toString('utf8');
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  }
+  if (TEXTUAL.test(contentType)) return body.toString('utf8');
+  return new Uint8Array(body);
+}
+
+/** The Node guest's mapping, for what an isolate can return: status objects, strings, bytes, JSON. */
+function toResponse(value) {
+  if (
+    value !== null &&
+    typeof value === 'object' &&
+    !(value instanceof Uint8Array) &&
+    'statusCode' in value
+  ) {
+    const status = Number(value.statusCode);
+    if (!Number.isInteger(status) || status < 200 || status > 599)
+      throw Object.assign(
+        new Error(`statusCode must be an integer from 200 to 599, got ${JSON.stringify(value.statusCode)}`),
+        {
+          name: 'InvalidResponse',
+        },
+      );
+    const headers = [];
+    let contentType;
+    for (const [name, v] of Object.entries(value.headers ?? {})) {
+      if (v === undefined || v === null) continue;
+      headers.push(name.toLowerCase(), String(v));
+      if (name.toLowerCase() === 'content-type') contentType = String(v);
+    }
+    const raw = value.body;
+    let body = EMPTY;
+    if (typeof raw === 'string') body = Buffer.from(raw, value.isBase64Encoded === true ? 'base64' : 'utf8');
+    else if (raw instanceof Uint8Array) body = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+    else if (raw !== undefined && raw !== null) {
+      body = Buffer.from(JSON.stringify(raw), 'utf8');
+      contentType ??= 'application/json';
+      if (!headers.includes('content-type')) headers.push('content-type', contentType);
+    }
+    if (contentType === undefined && body.length > 0)
+      headers.push(
+        'content-type',
+        body[0] === 0x7b || body[0] === 0x5b ? 'application/json' : 'text/plain; charset=utf-8',
+      );
+    return { status, headers, body };
+  }
+  if (typeof value === 'string')
+    return {
+      status: 200,
+      headers: ['content-type', 'text/plain; charset=utf-8'],
+      body: Buffer.from(value, 'utf8'),
+    };
+  if (value instanceof Uint8Array)
+    return {
+      status: 200,
+      headers: ['content-type', 'application/octet-stream'],
+      body: Buffer.from(value.buffer, value.byteOffset, value.byteLength),
+    };
+  if (value === undefined) return { status: 200, headers: [], body: EMPTY };
+  return {
+    status: 200,
+    headers: ['content-type', 'application/json'],
+    body: Buffer.from(JSON.stringify(value) ?? 'null', 'utf8'),
+  };
+}
+
+const members = new Map();
+
+channel.on(
+  'data',
+  decoder((type, id, meta, body) => {
+    if (type === T_SHUTDOWN && id === 0) {
+      flush();
+      process.exit(0);
+    }
+    if (type !== T_RELAY) return;
+    if (meta !== null && meta !== undefined && meta.open !== undefined) {
+      members.set(id, new Member(id, meta.open.files));
+      return;
+    }
+    const member = members.get(id);
+    if (member === undefined) return;
+    if (meta !== null && meta !== undefined && meta.kill === true) member.kill();
+    else member.read(body);
+  }),
+);
+channel.on('end', () => process.exit(0));
+channel.on('error', () => process.exit(1));
+send(encode(T_READY, 0, { runtime: 'isolate-host', pid: process.pid, node: process.version }));
+// The usual heap limit (limits.memory's default) is made ready first.
+setImmediate(() => {
+  spares.set(128, []);
+  refill(128);
+});

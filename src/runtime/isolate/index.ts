@@ -1,0 +1,427 @@
+/**
+ * @module The `isolate` isolation class (issue 11, density): many Node functions of ONE namespace in one
+ * sandboxed host process, each in a V8 isolate of its own (isolated-vm) with its heap capped at its
+ * `limits.memory`.
+ *
+ * Behind the `Isolation` interface like the others, so the scheduler is unchanged: `start` gives a
+ * `GuestProcess` whose "child" is a member of a host (`MemberChild`), with a stream of its own that speaks
+ * the ordinary frame protocol. The member learns its namespace from its Bind frame; only then is it joined
+ * to that namespace's host (started through the sandbox isolation on first use, with a spare kept booted),
+ * and its frames travel inside Relay frames on the host's fd 3. The guest side is `guest/isolate-host.mjs`.
+ *
+ * The walls: the host is a sandboxed guest like any other (bubblewrap namespaces, seccomp, its cgroup);
+ * between functions of the host there is only V8's isolate boundary, hence "for trusted code" and one
+ * host per namespace, never shared across namespaces.
+ */
+
+import { EventEmitter } from 'node:events';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import type { BuildCommand, BuildOutcome, Isolation, LaunchSpec, NetworkMode } from '../index.js';
+import { GUEST_TOKEN, ISOLATE_MAX_BODY_BYTES } from '../index.js';
+import { GuestProcess } from '../ipc/guest-process.js';
+import {
+  type BindMessage,
+  CONTROL_FRAME_BYTES,
+  FrameDecoder,
+  FrameType,
+  FrameWriter,
+} from '../ipc/protocol.js';
+import { guestDir, SANDBOX_PATH } from '../paths.js';
+import type { Slot, SlotManager } from '../slots.js';
+
+/** Source files shipped to the host at bind (the host's sandbox does not see the function's slot). */
+const MAX_SOURCE_FILES = 256;
+const MAX_SOURCE_BYTES = 4 * 1024 ** 2;
+const SOURCE_FILE = /\.(m?js|cjs|json)$/;
+
+export interface IsolateOptions {
+  /** The isolation that confines each host process (the sandbox). */
+  readonly confine: Isolation;
+  readonly slots: SlotManager;
+  /** The host process's cgroup memory (all its isolates together); default 1 GiB. */
+  readonly hostMemoryBytes?: number;
+  readonly onWarning?: (message: string) => void;
+}
+
+/** Where isolated-vm is installed here, or why not. */
+function findIsolatedVm(): { dir: string } | { missing: string } {
+  try {
+    const require = createRequire(import.meta.url);
+    const entry = require.resolve('isolated-vm');
+    const dir = realpathSync(dirname(entry));
+    if (!existsSync(join(dir, 'out', 'isolated_vm.node')))
+      return {
+        missing: 'isolated-vm is installed but its native module was not built (npm rebuild isolated-vm)',
+      };
+    return { dir };
+  } catch {
+    return { missing: 'isolated-vm is not installed (npm install: it builds with node-gyp)' };
+  }
+}
+
+export class IsolateIsolation implements Isolation {
+  readonly name = 'isolate' as const;
+  readonly unavailable: string | undefined;
+  private readonly ivmDir: string | undefined;
+  private readonly hosts = new Map<string, Promise<IsolateHost>>();
+  /** A host booted ahead, not yet given to a namespace, so a namespace's first function does not wait for Node. */
+  private spare: Promise<IsolateHost> | undefined;
+  private closed = false;
+
+  constructor(private readonly options: IsolateOptions) {
+    const found = findIsolatedVm();
+    this.ivmDir = 'dir' in found ? found.dir : undefined;
+    this.unavailable =
+      'missing' in found
+        ? found.missing
+        : options.confine.unavailable !== undefined
+          ? `isolate hosts run in the sandbox, which is unavailable: ${options.confine.unavailable}`
+          : undefined;
+  }
+
+  /** The host reads the code on the platform's side, so paths are host paths. */
+  guestPathOf(slot: Slot): string {
+    return slot.hostDir;
+  }
+
+  /** A member of no host yet: it joins its namespace's host when its Bind frame names the namespace. */
+  start(_launch: LaunchSpec, _slot: Slot, network: NetworkMode): GuestProcess {
+    if (network !== 'none') throw new Error('isolate functions have no network (egress: none)');
+    const child = new MemberChild((namespace) => this.hostFor(namespace));
+    const guest = new GuestProcess(child);
+    guest.outOfMemoryProbe = () => child.outOfMemory;
+    return guest;
+  }
+
+  run(build: BuildCommand): Promise<BuildOutcome> {
+    // Isolate functions have no dependency layer (deploy refuses one); a build would run in the sandbox.
+    return this.options.confine.run(build);
+  }
+
+  /** The pids of the hosts by namespace, for tests and describe. */
+  async hostPids(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const [namespace, host] of this.hosts) {
+      const settled = await host.catch(() => undefined);
+      if (settled !== undefined && !settled.guest.exited) out[namespace] = settled.guest.pid;
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.hosts.values(), ...(this.spare === undefined ? [] : [this.spare])];
+    this.hosts.clear();
+    this.spare = undefined;
+    await Promise.all(
+      all.map(async (pending) => {
+        const host = await pending.catch(() => undefined);
+        if (host === undefined) return;
+        host.guest.kill('SIGKILL');
+        await host.guest.waitForExit();
+      }),
+    );
+  }
+
+  private hostFor(namespace: string): Promise<IsolateHost> {
+    const known = this.hosts.get(namespace);
+    if (known !== undefined) return known;
+    const taken = this.spare ?? this.bootHost();
+    this.spare = undefined;
+    const host = taken.then((h) => {
+      if (h.guest.exited) return this.bootHost();
+      return h;
+    });
+    this.hosts.set(namespace, host);
+    void host.then(
+      (h) => {
+        h.namespace = namespace;
+        h.guest.once('exit', () => {
+          if (this.hosts.get(namespace) === host) this.hosts.delete(namespace);
+        });
+        // The next namespace's host boots now, off anyone's critical path.
+        if (!this.closed && this.spare === undefined) {
+          this.spare = this.bootHost();
+          this.spare.catch(() => {
+            this.spare = undefined;
+          });
+        }
+      },
+      () => {
+        if (this.hosts.get(namespace) === host) this.hosts.delete(namespace);
+      },
+    );
+    return host;
+  }
+
+  private async bootHost(): Promise<IsolateHost> {
+    const ivmDir = this.ivmDir;
+    if (ivmDir === undefined || this.unavailable !== undefined)
+      throw new Error(this.unavailable ?? 'isolated-vm is missing');
+    const node = realpathSync(process.execPath);
+    const launch: LaunchSpec = {
+      command: node,
+      // isolated-vm needs Node's own startup snapshot off on Node 20+ (its README), and the host holds
+      // nothing but isolates: a small young generation keeps its own heap small.
+      args: ['--no-node-snapshot', '--max-semi-space-size=1', `${GUEST_TOKEN}/isolate-host.mjs`],
+      env: {
+        PATH: SANDBOX_PATH,
+        HOME: '/tmp',
+        LANG: 'C.UTF-8',
+        NODE_ENV: 'production',
+        TMPDIR: '/tmp',
+        HEARTH_ISOLATED_VM: ivmDir,
+      },
+      guestDir: guestDir('isolate'),
+      readOnlyPaths: [ivmDir, ...(node.startsWith('/usr/') ? [] : [dirname(dirname(node))])],
+    };
+    const slot = await this.options.slots.create();
+    let guest: GuestProcess;
+    try {
+      guest = this.options.confine.start(launch, slot, 'none');
+    } catch (error) {
+      await this.options.slots.release(slot);
+      throw error;
+    }
+    guest.once('exit', () => void this.options.slots.release(slot).catch(() => undefined));
+    const stderr: string[] = [];
+    const collect = (log: { text: string }): void => {
+      if (stderr.length < 20) stderr.push(log.text);
+    };
+    guest.on('log', collect);
+    try {
+      await guest.ready;
+    } catch (error) {
+      throw new Error(
+        `the isolate host did not start: ${(error as Error).message} ${stderr.join('')}`.trim(),
+      );
+    } finally {
+      guest.off('log', collect);
+    }
+    await this.options.confine.limit?.(guest, {
+      memoryBytes: this.options.hostMemoryBytes ?? 1024 ** 3,
+      cpu: availableParallelism(),
+      pids: 64,
+      tmpBytes: 16 * 1024 ** 2,
+    });
+    guest.acceptRelays(ISOLATE_MAX_BODY_BYTES + CONTROL_FRAME_BYTES);
+    return new IsolateHost(guest, (message) => this.options.onWarning?.(message));
+  }
+}
+
+/** One host process and the members (functions) it runs. */
+class IsolateHost {
+  namespace: string | undefined;
+  private nextId = 1;
+  private readonly members = new Map<number, MemberChild>();
+
+  constructor(
+    readonly guest: GuestProcess,
+    warn: (message: string) => void,
+  ) {
+    guest.on('relay', (id, meta, body) => {
+      const member = this.members.get(id);
+      if (member === undefined) return;
+      if (meta !== null && typeof meta === 'object' && 'exit' in meta) {
+        this.members.delete(id);
+        member.ended(exitOf(meta.exit));
+      } else member.fromHost(body);
+    });
+    // Output the host writes itself (not a function's console) goes to the platform's log.
+    guest.on('log', (log) => {
+      if (log.seq <= 0) warn(`isolate host (pid ${guest.pid}): ${log.text.trimEnd()}`);
+    });
+    guest.once('exit', (exit) => {
+      const members = [...this.members.values()];
+      this.members.clear();
+      for (const member of members)
+        member.ended({ code: exit.code, signal: exit.signal, outOfMemory: exit.outOfMemory === true });
+    });
+  }
+
+  join(member: MemberChild, files: Record<string, string>): number {
+    const id = this.nextId++;
+    this.members.set(id, member);
+    this.guest.relay(id, { open: { files } });
+    return id;
+  }
+
+  send(id: number, frames: Buffer): void {
+    this.guest.relay(id, null, frames);
+  }
+
+  kill(id: number): void {
+    if (this.members.has(id)) this.guest.relay(id, { kill: true });
+  }
+}
+
+interface MemberExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly outOfMemory: boolean;
+}
+
+function exitOf(value: unknown): MemberExit {
+  const record = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+  return {
+    code: typeof record.code === 'number' ? record.code : null,
+    signal: record.signal === 'SIGKILL' ? 'SIGKILL' : null,
+    outOfMemory: record.outOfMemory === true,
+  };
+}
+
+/**
+ * One function in a host, seen by its `GuestProcess` as a child process: fd 3 is a stream of its own,
+ * `pid` the host's, `kill` disposes of its isolate. Frames written before it has joined a host (its Bind)
+ * wait, then go in order.
+ */
+class MemberChild extends EventEmitter {
+  readonly stdout = null;
+  readonly stderr = null;
+  readonly stdio: readonly unknown[];
+  outOfMemory = false;
+  private host: IsolateHost | undefined;
+  private id = 0;
+  private readonly waiting: Buffer[] = [];
+  private joining = false;
+  private done = false;
+  private readonly channel: MemberChannel;
+  private readonly bindReader: FrameDecoder;
+
+  constructor(private readonly hostFor: (namespace: string) => Promise<IsolateHost>) {
+    super();
+    this.channel = new MemberChannel((chunk) => this.toHost(chunk));
+    this.stdio = [null, null, null, this.channel];
+    this.bindReader = new FrameDecoder((frame) => {
+      if (frame.type === FrameType.Bind) this.join(frame.meta as BindMessage);
+    });
+    const ready = new FrameWriter();
+    ready.add(FrameType.Ready, 0, { runtime: 'isolate', pid: 0 });
+    const bytes = ready.take();
+    // Once its GuestProcess, made right after this, listens.
+    if (bytes !== undefined) setImmediate(() => this.channel.push(bytes));
+  }
+
+  get pid(): number | undefined {
+    return this.host?.guest.pid;
+  }
+
+  kill(): boolean {
+    if (this.done) return false;
+    if (this.host !== undefined) this.host.kill(this.id);
+    else this.ended({ code: null, signal: 'SIGKILL', outOfMemory: false });
+    return true;
+  }
+
+  fromHost(frames: Buffer): void {
+    if (!this.done) this.channel.push(frames);
+  }
+
+  ended(exit: MemberExit): void {
+    if (this.done) return;
+    this.done = true;
+    this.outOfMemory = exit.outOfMemory;
+    this.emit('exit', exit.code, exit.signal);
+  }
+
+  private toHost(chunk: Buffer): void {
+    if (this.done) return;
+    if (this.host !== undefined) {
+      this.host.send(this.id, chunk);
+      return;
+    }
+    this.waiting.push(chunk);
+    if (!this.joining) {
+      try {
+        this.bindReader.push(chunk);
+      } catch (error) {
+        this.fail(`its first frames could not be read: ${(error as Error).message}`);
+      }
+    }
+  }
+
+  private join(bind: BindMessage): void {
+    this.joining = true;
+    let files: Record<string, string>;
+    try {
+      files = readSources(bind.codeDir);
+    } catch (error) {
+      this.fail((error as Error).message);
+      return;
+    }
+    this.hostFor(bind.namespace).then(
+      (host) => {
+        if (this.done) return;
+        this.host = host;
+        this.id = host.join(this, files);
+        for (const chunk of this.waiting.splice(0)) host.send(this.id, chunk);
+      },
+      (error: unknown) => this.fail(`no isolate host: ${(error as Error).message}`),
+    );
+  }
+
+  /** Answers the waiting Bind with the reason, then ends like a process that exited. */
+  private fail(message: string): void {
+    const writer = new FrameWriter();
+    writer.add(FrameType.Bound, 0, { ok: false, error: { type: 'IsolateUnavailable', message } });
+    const bytes = writer.take();
+    if (bytes !== undefined) this.channel.push(bytes);
+    setImmediate(() => this.ended({ code: 1, signal: null, outOfMemory: false }));
+  }
+}
+
+/**
+ * The member's fd 3 as its `GuestProcess` uses it (write, 'data', 'error', pause), without a stream's
+ * machinery on every frame: what is written goes to the host at once, what the host relays is emitted.
+ */
+class MemberChannel extends EventEmitter<{ data: [Buffer]; error: [Error] }> {
+  private paused = false;
+
+  constructor(private readonly onWrite: (chunk: Buffer) => void) {
+    super();
+  }
+
+  write(chunk: Buffer): boolean {
+    this.onWrite(chunk);
+    return true;
+  }
+
+  /** Frames from the host (or the member's own Ready and refusals). */
+  push(frames: Buffer): void {
+    if (!this.paused) this.emit('data', frames);
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+}
+
+/** The function's JavaScript and JSON files, by path relative to its folder. */
+function readSources(codeDir: string): Record<string, string> {
+  const files: Record<string, string> = {};
+  let count = 0;
+  let bytes = 0;
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (entry.name !== 'node_modules') walk(path);
+        continue;
+      }
+      // Regular files only: a symbolic link is never followed out of the function's folder.
+      if (!SOURCE_FILE.test(entry.name) || !entry.isFile()) continue;
+      count += 1;
+      bytes += statSync(path).size;
+      if (count > MAX_SOURCE_FILES || bytes > MAX_SOURCE_BYTES)
+        throw new Error(
+          `an isolate function's code may hold at most ${MAX_SOURCE_FILES} .js/.mjs/.cjs/.json files and ${MAX_SOURCE_BYTES / 1024 ** 2} MiB`,
+        );
+      files[relative(codeDir, path)] = readFileSync(path, 'utf8');
+    }
+  };
+  walk(codeDir);
+  return files;
+}

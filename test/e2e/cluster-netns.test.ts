@@ -1,0 +1,163 @@
+/**
+ * @module End-to-end, cluster mode across hosts (issue 12): three Hearth nodes, each in its own network
+ * namespace with its own address (ip netns + veth + a bridge the test makes), reaching PostgreSQL, NATS and
+ * Redis on the bridge and each other only over it. A deploy on one serves on the others; a node killed
+ * with SIGKILL is seen dead and the others keep serving.
+ */
+
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Broker, startNats } from '../support/broker-processes.mjs';
+import {
+  api,
+  eventually,
+  FIXTURES,
+  functionApiPath,
+  type Hearth,
+  invoke,
+  makeFolder,
+  packFolder,
+  startHearth,
+  type TempFolder,
+} from '../support/hearth.js';
+import { createTestNetwork, type TestNetwork } from '../support/netns.js';
+import { type RunningPostgres, startPostgres } from '../support/postgres.js';
+import { type RunningRedis, startRedis } from '../support/redis.js';
+
+const NAME = 'node-version';
+
+let network: TestNetwork;
+let postgres: RunningPostgres;
+let nats: Broker;
+let redis: RunningRedis;
+let configDir: TempFolder;
+const nodes: Hearth[] = [];
+/** Beyond loopback the API needs a key: the first node makes and prints it, the others read it from PostgreSQL. */
+let adminKey: string;
+
+function nodeArgs(i: number): string[] {
+  return [
+    '--host',
+    network.hosts[i]?.address as string,
+    '--cluster',
+    '--postgres',
+    postgres.url,
+    '--nats',
+    nats.url,
+    '--redis',
+    redis.url,
+    '--node-id',
+    `n${i}`,
+    '--config',
+    join(configDir.dir, 'lean.yaml'),
+  ];
+}
+
+function startNode(i: number, dataDir?: string): Promise<Hearth> {
+  return startHearth({
+    prefix: network.hosts[i]?.prefix ?? [],
+    args: nodeArgs(i),
+    ...(dataDir === undefined ? {} : { dataDir }),
+  });
+}
+
+async function memberIds(url: string): Promise<string[]> {
+  const answer = await api<{ items: { id: string; url: string }[] }>(url, '/cluster/nodes', {
+    headers: { authorization: `Bearer ${adminKey}` },
+  });
+  expect(answer.status, answer.text).toBe(200);
+  return answer.body.items.map((item) => `${item.id}@${new URL(item.url).hostname}`);
+}
+
+describe('cluster mode: three nodes in their own network namespaces', () => {
+  beforeAll(async () => {
+    network = await createTestNetwork(3);
+    [postgres, nats, redis] = await Promise.all([
+      startPostgres({ host: network.hostAddress, allow: network.cidr }),
+      startNats({ host: network.hostAddress }),
+      startRedis(undefined, network.hostAddress),
+    ]);
+    configDir = await makeFolder({ 'lean.yaml': 'stemCells: { node20: 1, python3: 0 }\n' });
+    nodes.push(await startNode(0));
+    adminKey = await eventually('n0 to print the first admin key', () =>
+      /admin key: (hth_\S+)/.exec(nodes[0]?.stderr() ?? '')?.at(1),
+    );
+    nodes.push(...(await Promise.all([startNode(1), startNode(2)])));
+  }, 180_000);
+
+  afterAll(async () => {
+    await Promise.all(nodes.map((hearth) => hearth.stop()));
+    await Promise.all([postgres?.stop(), nats?.stop(), redis?.stop()]);
+    await configDir?.cleanup();
+    network?.destroy();
+  }, 60_000);
+
+  it('each node listens on its own address and sees the others at theirs', async () => {
+    const [n0, n1, n2] = network.hosts.map((host) => host.address);
+    for (const [i, node] of nodes.entries()) {
+      expect(new URL(node.url).hostname).toBe(network.hosts[i]?.address);
+      await eventually(`n${i} to see the three nodes`, async () => {
+        const ids = await memberIds(node.url);
+        return ids.join(',') === `n0@${n0},n1@${n1},n2@${n2}` ? ids : undefined;
+      });
+    }
+  });
+
+  it('a function deployed on n0 is served by n1 and n2', async () => {
+    const [n0, n1, n2] = nodes as [Hearth, Hearth, Hearth];
+    const deployed = await fetch(`${n0.url}/api/v1/namespaces/default/functions/${NAME}/deploy`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/gzip', authorization: `Bearer ${adminKey}` },
+      body: await packFolder(join(FIXTURES, NAME)),
+    });
+    expect(deployed.status, await deployed.text()).toBe(200);
+    for (const node of [n1, n2])
+      await eventually(`${node.url} to serve ${NAME}`, async () => {
+        const answer = await invoke(node.url, NAME);
+        return answer.status === 200 ? answer.json() : undefined;
+      });
+  });
+
+  it('a key made on n0 is taken by n1 at once, and refused there once n0 revokes it', async () => {
+    const [n0, n1] = nodes as [Hearth, Hearth];
+    const admin = { authorization: `Bearer ${adminKey}` };
+    const created = await api<{ id: string; key: string }>(n0.url, '/api/v1/keys', {
+      method: 'POST',
+      json: { role: 'viewer', namespaces: ['default'], name: 'made on n0' },
+      headers: admin,
+    });
+    expect(created.status, created.text).toBe(201);
+    const asViewer = { headers: { authorization: `Bearer ${created.body.key}` } };
+    const readable = functionApiPath(NAME);
+    expect((await api(n0.url, readable, asViewer)).status).toBe(200);
+    await eventually('n1 to take the new key', async () =>
+      (await api(n1.url, readable, asViewer)).status === 200 ? true : undefined,
+    );
+    const revoked = await api(n0.url, `/api/v1/keys/${created.body.id}`, {
+      method: 'DELETE',
+      headers: admin,
+    });
+    expect(revoked.status, revoked.text).toBe(200);
+    await eventually('n1 to refuse the revoked key', async () =>
+      (await api(n1.url, readable, asViewer)).status === 401 ? true : undefined,
+    );
+  });
+
+  it('a node killed with SIGKILL is seen dead, and the others keep serving', async () => {
+    const victim = nodes[2] as Hearth;
+    const exited = new Promise((resolve) => victim.process.once('exit', resolve));
+    victim.process.kill('SIGKILL');
+    await exited;
+    for (const node of nodes.slice(0, 2)) {
+      await eventually(
+        `${node.url} to see n2 gone`,
+        async () => ((await memberIds(node.url)).some((id) => id.startsWith('n2@')) ? undefined : true),
+        { timeoutMs: 30_000 },
+      );
+      expect((await invoke(node.url, NAME)).status).toBe(200);
+    }
+    // Restarted in its namespace on its data dir, so its start ends the sandboxes the SIGKILL left.
+    nodes[2] = await startNode(2, victim.dataDir);
+    expect((await invoke(nodes[2].url, NAME)).status).toBe(200);
+  });
+});

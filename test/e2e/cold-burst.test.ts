@@ -1,0 +1,88 @@
+/**
+ * @module End-to-end: a burst of cold starts (issue 11). Many distinct functions, parked at zero instances,
+ * called at the same moment, sandboxed: every one answers, each from a stem cell bound for it. No timing is
+ * asserted (the machine is shared); `node bench/run.mjs cold-burst` measures it.
+ */
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  copyFixture,
+  deployFolder,
+  type Hearth,
+  invoke,
+  manifest,
+  startHearth,
+  type TempFolder,
+} from '../support/hearth.js';
+
+/** Per runtime: more than the pools' default size and burst limit, so the burst also boots cells for takes. */
+const PER_RUNTIME = 10;
+const FIXTURES = { node20: 'node-esm-default', python3: 'py-sync' } as const;
+
+let hearth: Hearth;
+const folders: TempFolder[] = [];
+const names: string[] = [];
+
+beforeAll(async () => {
+  hearth = await startHearth();
+  for (const [runtime, fixture] of Object.entries(FIXTURES)) {
+    for (let i = 0; i < PER_RUNTIME; i++) {
+      const name = `burst-${runtime.replace(/\d/g, '')}-${i}`;
+      const folder = await copyFixture(fixture, { 'hearth.yaml': manifest(name, `{ runtime: ${runtime} }`) });
+      folders.push(folder);
+      const deployed = await deployFolder(hearth.url, folder.dir, { name, query: '?verify=false' });
+      expect(deployed.status, `deploy ${name}: ${JSON.stringify(deployed.body)}`).toBe(200);
+      names.push(name);
+    }
+  }
+  for (const name of names) {
+    const parked = await fetch(`${hearth.url}/api/v1/namespaces/default/functions/${name}/instances`, {
+      method: 'DELETE',
+    });
+    expect(parked.ok, `scale ${name} to zero`).toBe(true);
+  }
+});
+
+afterAll(async () => {
+  await hearth?.stop();
+  for (const folder of folders) await folder.cleanup();
+});
+
+interface PoolStats {
+  runtime: string;
+  isolation: string;
+  network: string;
+  taken: number;
+}
+
+async function takenByRuntime(): Promise<Record<string, number>> {
+  const health = (await (await fetch(`${hearth.url}/healthz`)).json()) as { stemCells: PoolStats[] };
+  const taken: Record<string, number> = {};
+  for (const pool of health.stemCells)
+    if (pool.isolation === 'sandbox' && pool.network === 'none')
+      taken[pool.runtime] = (taken[pool.runtime] ?? 0) + pool.taken;
+  return taken;
+}
+
+describe('a burst of cold starts', () => {
+  it('distinct idle Node and Python functions called at the same moment all answer, each from a fresh instance', async () => {
+    const before = await takenByRuntime();
+    const responses = await Promise.all(names.map((name) => invoke(hearth.url, name, { method: 'POST' })));
+    for (const [index, response] of responses.entries()) {
+      expect(response.status, `${names[index]}: ${response.text}`).toBe(200);
+      expect(response.headers.get('x-hearth-cold-start'), names[index]).toBe('1');
+      expect((response.json() as { fn?: string }).fn ?? names[index]).toBe(names[index]);
+    }
+    const after = await takenByRuntime();
+    expect((after.node20 ?? 0) - (before.node20 ?? 0)).toBe(PER_RUNTIME);
+    expect((after.python3 ?? 0) - (before.python3 ?? 0)).toBe(PER_RUNTIME);
+  });
+
+  it('the same functions answer again from the instances the burst started', async () => {
+    const responses = await Promise.all(names.map((name) => invoke(hearth.url, name)));
+    for (const [index, response] of responses.entries()) {
+      expect(response.status, names[index]).toBe(200);
+      expect(response.headers.get('x-hearth-cold-start'), names[index]).not.toBe('1');
+    }
+  });
+});

@@ -1,0 +1,3 @@
+module hearth.test/gohttp
+
+go 1.19
