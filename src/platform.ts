@@ -54,11 +54,7 @@ import {
   RegistryCredentialStore,
 } from './images/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
-import {
-  ContainerIsolation,
-  createImageRuntime,
-  createProvidedRuntime,
-} from './runtime/container/index.js';
+import { ContainerIsolation, createImageRuntime, createProvidedRuntime } from './runtime/container/index.js';
 import type { AllowNetwork, Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
 import { IsolateIsolation } from './runtime/isolate/index.js';

@@ -949,7 +949,11 @@ function checkContainerSpec(origin: string, spec: FunctionManifest['spec'], loca
     if (spec.image?.startsWith(LOCAL_IMAGE_PREFIX)) {
       // A host directory as a rootfs shows the host's files to the function: only where the operator allows it.
       if (!localImageDirs)
-        refuse('spec.image', spec.image, 'a registry reference or oci-archive (dir: images are off: images.localDirs in the config)');
+        refuse(
+          'spec.image',
+          spec.image,
+          'a registry reference or oci-archive (dir: images are off: images.localDirs in the config)',
+        );
       resolveLocalImage(spec.image);
     }
     return;

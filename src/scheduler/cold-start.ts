@@ -8,7 +8,6 @@
 import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import { DEFAULTS, type IsolationName, type RuntimeName } from '../domain/function.js';
-import type { ResolvedImage } from '../domain/image.js';
 import { parseBytes } from '../domain/units.js';
 import type {
   AllowNetwork,

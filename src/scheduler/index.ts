@@ -6,7 +6,6 @@
 import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../domain/deployment.js';
 import type { HearthError } from '../domain/errors.js';
 import type { FunctionRef, IsolationName, RuntimeName } from '../domain/function.js';
-import type { ResolvedImage } from '../domain/image.js';
 import type { TraceContext } from '../domain/trace.js';
 import type { AllowNetwork, Isolation, Runtime, SlotManager } from '../runtime/index.js';
 import type { AutoscalerTiming, NodeLiveStats, ScalingPolicy, ScalingStatus } from './autoscaler/index.js';
