@@ -9,6 +9,7 @@ import { clusterBench } from './cluster.mjs';
 import { coldBench } from './cold.mjs';
 import { coldBurstBench } from './cold-burst.mjs';
 import { complianceBench } from './compliance.mjs';
+import { containersBench } from './containers.mjs';
 import { densityBench } from './density.mjs';
 import { egressBench } from './egress.mjs';
 import { asyncBench, eventsBench } from './events.mjs';
@@ -48,6 +49,7 @@ if (want('cold')) results.cold = await coldBench({ count: 24 });
 if (want('cold-burst')) results.coldBurst = await coldBurstBench();
 if (want('density')) results.density = await densityBench();
 if (want('isolate')) results.isolate = await isolateBench();
+if (want('containers')) results.containers = await containersBench();
 if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
 if (want('telemetry')) results.telemetry = await telemetryBench({ seconds: 5, connections: 50, rounds: 6 });
 if (want('auth')) results.auth = await authBench({ seconds: 5, connections: 50, rounds: 5 });
@@ -227,6 +229,34 @@ if (results.footprint) {
     `| dependency layer reused on code-only redeploy | ${f.redeploy.layerReused} |`,
     '',
     'PSS divides shared pages (the interpreter binary, libraries) among the processes that map them: it is what each extra instance really costs.',
+    '',
+  );
+}
+if (results.containers) {
+  const c = results.containers;
+  lines.push(
+    '## Container functions (issue 17)',
+    '',
+    `Images run by crun behind the sandbox's walls (\`node bench/run.mjs containers\`, or \`node bench/containers.mjs\`). Cold start: a freshly deployed function scaled to zero, its image unpacked and cached, the supervisor stem cell ready; time to the first byte of the first request on a fresh connection, n = ${c.cold.goHttp.n}. Warm: wrk, ${c.connections} connections, ${c.seconds}s × ${c.rounds} rounds in alternation, medians.`,
+    '',
+    '| cold start to first byte | p50 ms | p95 ms | min ms |',
+    '|---|---:|---:|---:|',
+    `| static Go HTTP image (\`protocol: http\`) | ${c.cold.goHttp.p50} | ${c.cold.goHttp.p95} | ${c.cold.goHttp.min} |`,
+    `| Node image with aws-lambda-ric (\`protocol: lambda\`) | ${c.cold.nodeLambdaRic.p50} | ${c.cold.nodeLambdaRic.p95} | ${c.cold.nodeLambdaRic.min} |`,
+    `| Python image with awslambdaric (\`protocol: lambda\`) | ${c.cold.pythonLambdaRic.p50} | ${c.cold.pythonLambdaRic.p95} | ${c.cold.pythonLambdaRic.min} |`,
+    '',
+    '| warm | req/s | p50 ms | p99 ms | errors |',
+    '|---|---:|---:|---:|---:|',
+    ...Object.entries(c.warm).map(
+      ([name, w]) => `| ${name} | ${w.rps} | ${w.p50} | ${w.p99} | ${w.errors} |`,
+    ),
+    '',
+    '| idle instance | RSS MiB | PSS MiB |',
+    '|---|---:|---:|',
+    `| container (supervisor, crun, Go server) | ${c.memory.container.rssMiB} | ${c.memory.container.pssMiB} |`,
+    `| sandboxed node20 | ${c.memory.sandboxNode20.rssMiB} | ${c.memory.sandboxNode20.pssMiB} |`,
+    '',
+    `Bar: Go image cold start p50 ≤ 15 ms and p95 ≤ 50 ms: ${pass(c.cold.goHttp.p50 <= 15 && c.cold.goHttp.p95 <= 50)}.`,
     '',
   );
 }

@@ -96,6 +96,23 @@ if (!existsSync('/usr/sbin/rsyslogd') || !existsSync('/usr/lib/x86_64-linux-gnu/
 if (!has('java', ['-version']))
   aptInstall(['openjdk-17-jre-headless'], 'Java 17 is needed to run Kafka for the Kafka trigger tests');
 if (!has('mvn', ['-v'])) aptInstall(['maven'], 'Maven is needed to fetch Kafka for the Kafka trigger tests');
+// Container functions (issue 17): crun (runc the fallback) runs images; unshare and ip set up each
+// instance's namespaces; the test images are built from source: Go servers and an aws-lambda-go bootstrap,
+// and aws-lambda-ric, whose install compiles its native client (cmake, a C++ compiler).
+if (!has('crun')) aptInstall(['crun'], 'crun is needed to run container functions');
+if (!has('runc', ['--version']))
+  aptInstall(['runc'], 'runc is the fallback OCI runtime for container functions');
+if (!existsSync('/usr/sbin/ip') && !existsSync('/sbin/ip'))
+  aptInstall(['iproute2'], 'ip (iproute2) brings up a container network namespace');
+if (!existsSync('/bin/busybox') && !existsSync('/usr/bin/busybox'))
+  aptInstall(['busybox-static'], 'a static busybox waits in containers made ahead of their function');
+if (!has('go', ['version'])) aptInstall(['golang-go'], 'Go builds the container test images');
+if (!has('cmake') || !has('g++') || !has('make'))
+  aptInstall(
+    ['cmake', 'g++', 'make'],
+    'aws-lambda-ric (the Lambda image test) compiles its native client at install',
+  );
+
 execFileSync(process.execPath, [join(root, 'test/support/kafka/fetch.mjs')], {
   stdio: ['ignore', 'ignore', 'inherit'],
 });

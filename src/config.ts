@@ -172,6 +172,12 @@ export const configFileSchema = z.strictObject({
    * trusted tenant only).
    */
   egressAllow: z.enum(['outbound', 'host']).optional(),
+  images: z
+    .strictObject({
+      /** Takes `spec.image: dir:/PATH`, a rootfs folder on this node (development and tests; off by default). */
+      localDirs: z.boolean().optional(),
+    })
+    .optional(),
   buildTimeout: duration.optional(),
   build: z
     .strictObject({
@@ -250,6 +256,8 @@ export interface PlatformConfig {
   readonly logRecords: number;
   /** What `egress: allow` gives a sandboxed function (`outbound` unless the operator chose `host`). */
   readonly egressAllow: 'outbound' | 'host';
+  /** `images.localDirs`: whether `spec.image: dir:/PATH` is taken (it runs a host folder the deployer names). */
+  readonly localImageDirs: boolean;
   readonly buildTimeoutMs: number;
   /** Dependency builds' scratch disk cap (`build.maxDisk`, default 4 GiB). */
   readonly buildMaxDiskBytes: number;
@@ -384,6 +392,7 @@ export function resolveConfig(
     }),
     logRecords: merged.logRecords ?? 200_000,
     egressAllow: merged.egressAllow ?? 'outbound',
+    localImageDirs: merged.images?.localDirs ?? false,
     buildTimeoutMs:
       merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),
     buildMaxDiskBytes: size(merged.build?.maxDisk, 4 * 1024 ** 3),

@@ -54,6 +54,7 @@ import {
   RegistryCredentialStore,
 } from './images/index.js';
 import { createLogger, LogStore, type Observability, startObservability } from './observe/index.js';
+import { ContainerIsolation, createImageRuntime, createProvidedRuntime } from './runtime/container/index.js';
 import type { AllowNetwork, Isolation, Runtime } from './runtime/index.js';
 import { createSlotManager } from './runtime/index.js';
 import { IsolateIsolation } from './runtime/isolate/index.js';
@@ -221,15 +222,22 @@ export async function startPlatform(
     ['node20', new NodeRuntime()],
     ['python3', new PythonRuntime(config.python)],
     ['wasm', new WasmRuntime()],
+    ['provided', createProvidedRuntime()],
+    ['image', createImageRuntime()],
   ]);
   const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
-  // Its boot image holds every available runtime's interpreter and guest (built once per content hash).
+  // Its boot image holds the Node and Python interpreters and guests (built once per content hash, the same
+  // list scripts/microvm-image.mjs builds ahead for the tests).
   const microvm = new MicroVmIsolation({
     stateDir: join(runDir, 'microvm'),
     launches: [...runtimes.values()]
-      .filter((runtime) => runtime.unavailable === undefined)
+      .filter(
+        (runtime) =>
+          runtime.unavailable === undefined && (runtime.name === 'node20' || runtime.name === 'python3'),
+      )
       .map((runtime) => runtime.launchSpec()),
   });
+  const containers = new ContainerIsolation({ stateDir: join(runDir, 'containers') });
   // `egress: allow` in a namespace of its own needs what an allow-list needs (root, slirp4netns); without
   // it, the host's network, and `hearth up` says so.
   const allowNetwork: AllowNetwork =
@@ -238,6 +246,7 @@ export async function startPlatform(
     ['sandbox', sandbox],
     ['process', new ProcessIsolation()],
     ['microvm', microvm],
+    ['container', containers],
   ]);
   // Sandboxes of a run that was killed (SIGKILL) outlive it in their cgroups: end them before starting any.
   const leftovers = await sandbox.init();
@@ -246,6 +255,11 @@ export async function startPlatform(
   if (vmLeftovers > 0) logger.info(`removed ${vmLeftovers} microVM cgroup(s) left by a previous run`);
   if (microvm.unavailable !== undefined) notices.push(`microvm unavailable: ${microvm.unavailable}`);
   else logger.info(`microVMs: ${microvm.walls.map((wall) => `${wall.wall} (${wall.detail})`).join(', ')}`);
+  if (containers.unavailable !== undefined)
+    notices.push(`container functions unavailable: ${containers.unavailable}`);
+  const containerLeftovers = await containers.init();
+  if (containerLeftovers > 0)
+    logger.info(`removed ${containerLeftovers} container cgroup(s) left by a previous run`);
   if (sandbox.unavailable !== undefined)
     notices.push(`sandbox unavailable: ${sandbox.unavailable}; sandboxed functions are refused`);
   else {
@@ -448,6 +462,7 @@ export async function startPlatform(
     isolations,
     limits: config.upload,
     tmpDir: join(config.dataDir, 'tmp'),
+    localImageDirs: config.localImageDirs,
     admit: (candidates) => security.admitDeploy(candidates),
     egressTenancy: {
       platformPorts: () => [listeningPort, ...events.listenerPorts()],

@@ -21,6 +21,7 @@ import {
   resolveSpec,
 } from '../domain/function.js';
 import type { ResolvedImage } from '../domain/image.js';
+import { LOCAL_IMAGE_PREFIX, resolveLocalImage } from '../runtime/container/local-image.js';
 import { ISOLATE_MAX_BODY_BYTES, type Isolation, type Runtime } from '../runtime/index.js';
 import type { Instance, Scheduler } from '../scheduler/index.js';
 import type { DeployCandidate } from '../security/index.js';
@@ -58,6 +59,11 @@ export interface DeployerOptions {
    * credentials): verified, unpacked, its manifest digest what the version pins.
    */
   readonly images?: DeployImages;
+  /**
+   * Whether `spec.image: dir:/PATH` (a rootfs folder on this node) is taken: off by default, since it runs a
+   * host directory chosen by the deployer; on for development and tests (`images.localDirs`).
+   */
+  readonly localImageDirs?: boolean;
 }
 
 /** The deployer's view of the image store: what `spec.image` resolves to, with progress. */
@@ -567,6 +573,11 @@ export class Deployer {
       });
     const code = await this.options.code.put(dir, CODE_EXCLUDES);
     clock.begin('image', `resolving image ${reference}`);
+    if (reference.startsWith(LOCAL_IMAGE_PREFIX)) {
+      const local = resolveLocalImage(reference);
+      clock.end('image', `rootfs ${local.rootfs} on this node`);
+      return { ref, manifest, code, deps: undefined, image: local };
+    }
     const spec = resolveSpec(manifest.spec);
     // The namespace's quota is asked before any layer is fetched, and again (with the exact figure) at release.
     const image = await images.resolve(
@@ -723,6 +734,7 @@ export class Deployer {
       );
     }
     const spec = manifest.spec;
+    checkContainerSpec(origin, spec, this.options.localImageDirs === true);
     this.checkNetwork(origin, spec);
     if (spec.isolation === 'isolate') checkIsolate(origin, spec);
     if (this.options.egressTenancy !== undefined)
@@ -910,6 +922,48 @@ export function toDeploymentSummary(stored: StoredDeployment): DeploymentSummary
     finishedAt: stored.finishedAt,
     phases: stored.phases,
   };
+}
+
+/**
+ * `runtime: image` and the fields only it takes (issue 17): an image, the `container` isolation, a
+ * protocol, command and args; a `dir:` image must exist on this node.
+ */
+function checkContainerSpec(origin: string, spec: FunctionManifest['spec'], localImageDirs: boolean): void {
+  const refuse = (field: string, value: unknown, expected: string): never => {
+    throw new HearthError(
+      'HEARTH_E_VALIDATION',
+      `${origin}: ${field}: got ${JSON.stringify(value)}, expected ${expected}`,
+      { details: { field, value, expected } },
+    );
+  };
+  if (spec.image !== undefined || spec.runtime === 'image') {
+    if (spec.image === undefined) refuse('spec.image', undefined, 'an image reference (runtime image)');
+    if (spec.isolation !== undefined && spec.isolation !== 'container')
+      refuse('spec.isolation', spec.isolation, 'container (or nothing) for runtime image');
+    if (spec.eventFormat !== undefined)
+      refuse(
+        'spec.eventFormat',
+        spec.eventFormat,
+        'nothing for runtime image (spec.protocol says how it is called)',
+      );
+    if (spec.image?.startsWith(LOCAL_IMAGE_PREFIX)) {
+      // A host directory as a rootfs shows the host's files to the function: only where the operator allows it.
+      if (!localImageDirs)
+        refuse(
+          'spec.image',
+          spec.image,
+          'a registry reference or oci-archive (dir: images are off: images.localDirs in the config)',
+        );
+      resolveLocalImage(spec.image);
+    }
+    return;
+  }
+  for (const field of ['image', 'protocol', 'command', 'args'] as const)
+    if (spec[field] !== undefined) refuse(`spec.${field}`, spec[field], 'nothing unless runtime is image');
+  if (spec.isolation === 'container')
+    refuse('spec.isolation', 'container', 'sandbox or process (container is for runtime image)');
+  if (spec.runtime === 'provided' && spec.eventFormat !== undefined && !spec.eventFormat.startsWith('lambda'))
+    refuse('spec.eventFormat', spec.eventFormat, 'one of the lambda formats for runtime provided');
 }
 
 /**

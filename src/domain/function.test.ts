@@ -80,12 +80,14 @@ describe('Function resource', () => {
 
   it('rejects an unknown runtime listing the valid ones', () => {
     const error = failure({ ...base, spec: { runtime: 'ruby' } });
-    expect(error.message).toContain('spec.runtime: got "ruby", expected one of node20, python3, wasm');
+    expect(error.message).toContain(
+      'spec.runtime: got "ruby", expected one of node20, python3, wasm, provided, image',
+    );
   });
 
   it('says a missing field is required', () => {
     expect(failure({ ...base, spec: {} }).message).toContain(
-      'spec.runtime: got nothing, expected one of node20, python3, wasm',
+      'spec.runtime: got nothing, expected one of node20, python3, wasm, provided, image',
     );
   });
 

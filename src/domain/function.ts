@@ -7,10 +7,18 @@ import { rateLimitSchema, triggersSchema } from './triggers.js';
 import { parseBytes, parseCpu, parseDuration } from './units.js';
 
 export const API_VERSION = 'hearth.dev/v1';
-export const RUNTIMES = ['node20', 'python3', 'wasm', 'image'] as const;
+/**
+ * `provided`: an executable `bootstrap` in the function folder speaking the AWS Lambda Runtime API (as
+ * Lambda's provided.al2023); `image`: a container image (issue 17), run by the `container` isolation.
+ */
+export const RUNTIMES = ['node20', 'python3', 'wasm', 'provided', 'image'] as const;
 export type RuntimeName = (typeof RUNTIMES)[number];
-export const ISOLATIONS = ['sandbox', 'process', 'isolate', 'microvm'] as const;
+export const ISOLATIONS = ['sandbox', 'process', 'isolate', 'microvm', 'container'] as const;
 export type IsolationName = (typeof ISOLATIONS)[number];
+
+/** How the platform talks to a container function (issue 17). */
+export const PROTOCOLS = ['http', 'lambda'] as const;
+export type ContainerProtocol = (typeof PROTOCOLS)[number];
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -141,7 +149,9 @@ const functionSpecFields = z.strictObject({
     .optional(),
   limits: limitsSchema.optional(),
   scaling: scalingSchema.optional(),
-  isolation: z.enum(ISOLATIONS, { message: 'sandbox, process, isolate or microvm' }).optional(),
+  isolation: z.enum(ISOLATIONS, { message: 'sandbox, process, isolate, microvm or container' }).optional(),
+  /** How Hearth talks to a container: `http` (it serves `$PORT`, the default) or `lambda` (the Lambda Runtime API). */
+  protocol: z.enum(PROTOCOLS, { message: 'http or lambda' }).optional(),
   egress: z
     .union(
       [
@@ -304,13 +314,16 @@ export interface FunctionSpec {
     readonly issuer: string | readonly string[];
     readonly audience: string | readonly string[];
   };
+  /** `http` or `lambda` for `runtime: image`; `lambda` for `runtime: provided`. */
+  readonly protocol?: ContainerProtocol;
 }
 
 export const DEFAULT_HANDLER: Record<RuntimeName, string> = {
   node20: 'index',
   python3: 'main.handler',
   wasm: 'main',
-  image: '',
+  provided: 'bootstrap',
+  image: 'image',
 };
 
 export const DEFAULTS = {
@@ -337,6 +350,9 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
   };
   const runtime: RuntimeName =
     spec.runtime ?? (spec.image === undefined ? must<RuntimeName>(undefined) : 'image');
+  // Lambda runs one request at a time in each runtime process: the Runtime API has no way to run two.
+  const protocol: ContainerProtocol | undefined =
+    runtime === 'provided' ? 'lambda' : runtime === 'image' ? (spec.protocol ?? 'http') : undefined;
   return Object.freeze({
     runtime,
     ...(spec.image === undefined ? {} : { image: spec.image }),
@@ -355,18 +371,22 @@ export function resolveSpec(spec: FunctionManifest['spec']): FunctionSpec {
     scaling: Object.freeze({
       min: scaling.min ?? DEFAULTS.min,
       max: scaling.max ?? Math.max(DEFAULTS.max, scaling.min ?? 0),
-      targetConcurrency: scaling.targetConcurrency ?? DEFAULTS.targetConcurrency,
+      targetConcurrency:
+        scaling.targetConcurrency ?? (protocol === 'lambda' ? 1 : DEFAULTS.targetConcurrency),
       idleTimeoutMs: must(parseDuration(scaling.idleTimeout ?? DEFAULTS.idleTimeout)),
       warmPoolRatio: scaling.warmPoolRatio ?? DEFAULTS.warmPoolRatio,
     }),
-    isolation: spec.isolation ?? 'sandbox',
+    isolation: spec.isolation ?? (runtime === 'image' ? 'container' : 'sandbox'),
     egress: spec.egress ?? 'none',
     hostAliases: Object.freeze({ ...(spec.hostAliases ?? {}) }),
     priority: spec.priority ?? 0,
-    eventFormat: spec.eventFormat ?? 'auto',
+    // A container's HTTP passes through as it is (`web`); the Runtime API's events are API Gateway v2's.
+    eventFormat:
+      spec.eventFormat ?? (protocol === 'http' ? 'web' : protocol === 'lambda' ? 'lambda' : 'auto'),
     build: Object.freeze({ scripts: spec.build?.scripts ?? false }),
     auth: spec.auth ?? 'public',
     ...(spec.jwt === undefined ? {} : { jwt: Object.freeze({ ...spec.jwt }) }),
+    ...(protocol === undefined ? {} : { protocol }),
   });
 }
 

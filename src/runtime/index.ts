@@ -4,7 +4,8 @@
  * A third isolation class (a microVM) implements `Isolation` and plugs in without touching the scheduler.
  */
 
-import type { FunctionSpec, IsolationName, RuntimeName } from '../domain/function.js';
+import type { ContainerProtocol, FunctionSpec, IsolationName, RuntimeName } from '../domain/function.js';
+import type { ResolvedImage } from '../domain/image.js';
 import type { GuestProcess } from './ipc/guest-process.js';
 import type { Slot } from './slots.js';
 
@@ -123,6 +124,18 @@ export interface ResourceLimits {
   readonly tmpBytes: number;
 }
 
+/** What a container function's bind needs beyond an ordinary one: its image and how to run it. */
+export interface ContainerRun {
+  readonly image: ResolvedImage;
+  /** spec.command and spec.args, over the image's Entrypoint and Cmd as Kubernetes does. */
+  readonly command?: readonly string[] | undefined;
+  readonly args?: readonly string[] | undefined;
+  readonly protocol: ContainerProtocol;
+  /** The function's env and the platform's variables, over the image's Env. */
+  readonly env: Readonly<Record<string, string>>;
+  readonly tmpBytes: number;
+}
+
 /** One resource wall and whether this node holds it (`hearth up` logs them; describe shows them). */
 export interface WallStatus {
   readonly wall: string;
@@ -157,6 +170,11 @@ export interface Isolation {
    * KVM boots its kernel on an emulated CPU, which takes longer.
    */
   readonly startupTimeoutMs?: number;
+  /**
+   * Optional: the Bind env entries that give a started guest its container to run (issue 17); only the
+   * `container` class has it, and only it takes `runtime: image` functions.
+   */
+  bindContainer?(guest: GuestProcess, run: ContainerRun): Readonly<Record<string, string>>;
   /** Optional: the resource walls and whether each is in force on this node. */
   readonly walls?: readonly WallStatus[];
   /** Why `filtered` networking (egress allow-lists) cannot work on this node, or undefined when it can. */

@@ -40,6 +40,7 @@ export interface ColdStartOptions {
   readonly onWarning: (message: string) => void;
   readonly hostCalls?: HostCallHandler | undefined;
   readonly bindEnv?: ((version: DeployedVersion) => Readonly<Record<string, string>>) | undefined;
+  /** Resolves `spec.image` into an unpacked image on this node (issue 17); the image store plugs in here. */
 }
 
 export class ColdStarter {
@@ -61,6 +62,8 @@ export class ColdStarter {
     for (const runtime of this.options.runtimes.values()) {
       if (runtime.unavailable !== undefined || isolation === undefined || isolation.unavailable !== undefined)
         continue;
+      // Images run in their own isolation class, and `provided` is rare: their pools fill on first use.
+      if (runtime.name === 'image' || runtime.name === 'provided') continue;
       waits.push(this.stemPool(runtime, isolation, 'none', DEFAULT_MEMORY_BYTES).warm());
     }
     await Promise.all(waits);
@@ -145,6 +148,11 @@ export class ColdStarter {
         },
       );
       guest.on('call', (call) => this.answerCall(instance, call));
+      const env =
+        this.options.bindEnv === undefined
+          ? version.spec.env
+          : { ...this.options.bindEnv(version), ...version.spec.env };
+      const container = await this.containerEnv(isolation, cell.guest, version, env);
       const bound = await withTimeout(
         cell.guest.bind({
           namespace: version.ref.namespace,
@@ -153,10 +161,7 @@ export class ColdStarter {
           handler: version.spec.handler,
           codeDir: `${root}/app`,
           depsDir: version.deps === undefined ? undefined : `${root}/${version.deps.mountName}`,
-          env:
-            this.options.bindEnv === undefined
-              ? version.spec.env
-              : { ...this.options.bindEnv(version), ...version.spec.env },
+          env: container === undefined ? env : { ...env, ...container },
           eventFormat: version.spec.eventFormat,
           memoryMiB: Math.round(version.spec.limits.memoryBytes / 1024 ** 2),
           timeoutMs: version.spec.limits.timeoutMs,
@@ -200,6 +205,33 @@ export class ColdStarter {
       layer?.release();
       throw error;
     }
+  }
+
+  /**
+   * For a container function (spec.image): the Bind env entries that hand its image to the isolation's
+   * supervisor; the image is resolved here, once per cold start, never per request.
+   */
+  private async containerEnv(
+    isolation: Isolation,
+    guest: Parameters<NonNullable<Isolation['bindContainer']>>[0],
+    version: DeployedVersion,
+    env: Readonly<Record<string, string>>,
+  ): Promise<Readonly<Record<string, string>> | undefined> {
+    const image = version.image;
+    if (image === undefined) return undefined;
+    if (isolation.bindContainer === undefined)
+      throw new HearthError(
+        'HEARTH_E_UNSUPPORTED',
+        `isolation ${isolation.name} cannot run container images (use isolation: container)`,
+      );
+    return isolation.bindContainer(guest, {
+      image,
+      command: version.spec.command,
+      args: version.spec.args,
+      protocol: version.spec.protocol ?? 'http',
+      env: lambdaEnv(version, env),
+      tmpBytes: version.spec.limits.tmpBytes,
+    });
   }
 
   private answerCall(instance: Instance, call: GuestCall): void {
@@ -306,6 +338,28 @@ function networkModeOf(
   allowNetwork: AllowNetwork = 'outbound',
 ): NetworkMode {
   return egress === 'none' ? 'none' : egress === 'allow' ? allowNetwork : 'filtered';
+}
+
+/** What Lambda's runtimes set for a function (the Node guest sets the same for its own handlers). */
+function lambdaEnv(
+  version: DeployedVersion,
+  env: Readonly<Record<string, string>>,
+): Readonly<Record<string, string>> {
+  const { namespace, name } = version.ref;
+  return {
+    AWS_REGION: 'us-east-1',
+    AWS_DEFAULT_REGION: 'us-east-1',
+    AWS_LAMBDA_FUNCTION_NAME: name,
+    AWS_LAMBDA_FUNCTION_VERSION: String(version.version),
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(Math.round(version.spec.limits.memoryBytes / 1024 ** 2)),
+    AWS_LAMBDA_LOG_GROUP_NAME: `/hearth/${namespace}/${name}`,
+    AWS_LAMBDA_LOG_STREAM_NAME: version.ref.name,
+    HEARTH_FUNCTION: name,
+    HEARTH_NAMESPACE: namespace,
+    HEARTH_VERSION: String(version.version),
+    // The platform's own entries (an SM4 key, secret files) are for the Node guest, never the container.
+    ...Object.fromEntries(Object.entries(env).filter(([key]) => !key.startsWith('HEARTH_'))),
+  };
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {

@@ -115,6 +115,11 @@ describe('pulling from a registry', () => {
     for (const dir of ['proc', 'dev', 'sys', 'tmp'])
       expect(statSync(join(rootfs, dir)).isDirectory()).toBe(true);
     expect(existsSync(join(rootfs, 'etc', 'resolv.conf'))).toBe(true);
+
+    // And it runs: the container isolation serves the pinned image.
+    const answer = await fetch(`${hearth.url}/function/go-http/orders`);
+    expect(answer.status).toBe(200);
+    expect(await answer.text()).toBe('hello from go /orders\n');
   });
 
   it('needs credentials for a locked registry, quotes its refusal, and pulls once logged in', async () => {
@@ -203,8 +208,10 @@ describe('pulling from a registry', () => {
     expect(first.code, first.stderr).toBe(0);
     const second = await runCli(['deploy', '--image', v2, '--name', 'two'], { url: hearth.url });
     expect(second.code, second.stderr).toBe(0);
-    expect(second.stderr).toMatch(/layer 1\/2 .* already on this node/);
-    expect(second.stderr).toMatch(/layer 2\/2 .* pulled and verified/);
+    // Both tags sit on the Go server image (so they run): its layer and the 4 MiB base are shared.
+    expect(second.stderr).toMatch(/layer 1\/3 .* already on this node/);
+    expect(second.stderr).toMatch(/layer 2\/3 .* already on this node/);
+    expect(second.stderr).toMatch(/layer 3\/3 .* pulled and verified/);
 
     const [pulledFirst] = resolvedLog(v1);
     const [pulledSecond] = resolvedLog(v2);

@@ -38,6 +38,8 @@ export function isolationNote(isolation: IsolationName, namespace = 'default'): 
     return `isolate: a V8 isolate of its own (heap capped at limits.memory), inside one sandboxed host process (bubblewrap, cgroup) SHARED with the other isolate functions of namespace ${namespace} (never another namespace's): they share its process id, cgroup (memory, cpu, pids), event loop, /tmp and uid; for trusted code`;
   if (isolation === 'microvm')
     return 'microvm: a QEMU microVM of its own (own kernel, RAM sized to limits.memory, no network device), code shared read-only';
+  if (isolation === 'container')
+    return 'container: crun with user, pid, mount, ipc and uts namespaces, read-only image rootfs, private /tmp, seccomp, cgroup limits';
   return isolation === 'sandbox'
     ? 'sandbox: bubblewrap namespaces (mount, pid, ipc, uts, net), read-only root, private /tmp, unprivileged uid'
     : 'process: NOT SANDBOXED — a plain child process with host access; for trusted development code only';

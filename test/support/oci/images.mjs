@@ -59,28 +59,33 @@ export async function goImage() {
 }
 
 export async function twoTagImages() {
-  const dir = await cached('two-tag', [Buffer.from('v1 v2')], async (work, out) => {
-    // 4 MiB that does not compress: the shared layer a one-layer change must not pull again.
-    const base = join(work, 'base.bin');
-    const seed = createHash('sha256').update('hearth base layer').digest();
-    const blocks = [];
-    for (let i = 0; i < 4 * 1024 * 32; i += 1)
-      blocks.push(createHash('sha256').update(seed).update(String(i)).digest());
-    await writeFile(base, Buffer.concat(blocks));
-    await buildah(work, async (b) => {
-      const first = (await b('from', 'scratch')).trim();
-      await b('copy', first, base, '/base.bin');
-      await b('config', '--os', 'linux', '--arch', 'amd64', '--cmd', '["/bin/true"]', first);
-      await b('commit', '--format', 'oci', first, 'localhost/hearth-test/base:latest');
-      for (const tag of ['v1', 'v2']) {
-        await writeFile(join(work, 'version.txt'), `${tag}\n`);
-        const next = (await b('from', 'localhost/hearth-test/base:latest')).trim();
-        await b('copy', next, join(work, 'version.txt'), '/version.txt');
-        await b('commit', '--format', 'oci', next, `localhost/hearth-test/two:${tag}`);
-        await b('push', `localhost/hearth-test/two:${tag}`, `oci-archive:${join(out, `${tag}.tar`)}`);
-      }
-    });
-  });
+  // Built on the Go server so that both tags run (a deploy starts the image and waits for its port).
+  const go = await goImage();
+  const dir = await cached(
+    'two-tag',
+    [Buffer.from('v1 v2 on go-http'), await readFile(go)],
+    async (work, out) => {
+      // 4 MiB that does not compress: the shared layer a one-layer change must not pull again.
+      const base = join(work, 'base.bin');
+      const seed = createHash('sha256').update('hearth base layer').digest();
+      const blocks = [];
+      for (let i = 0; i < 4 * 1024 * 32; i += 1)
+        blocks.push(createHash('sha256').update(seed).update(String(i)).digest());
+      await writeFile(base, Buffer.concat(blocks));
+      await buildah(work, async (b) => {
+        const first = (await b('from', `oci-archive:${go}`)).trim();
+        await b('copy', first, base, '/base.bin');
+        await b('commit', '--format', 'oci', first, 'localhost/hearth-test/base:latest');
+        for (const tag of ['v1', 'v2']) {
+          await writeFile(join(work, 'version.txt'), `${tag}\n`);
+          const next = (await b('from', 'localhost/hearth-test/base:latest')).trim();
+          await b('copy', next, join(work, 'version.txt'), '/version.txt');
+          await b('commit', '--format', 'oci', next, `localhost/hearth-test/two:${tag}`);
+          await b('push', `localhost/hearth-test/two:${tag}`, `oci-archive:${join(out, `${tag}.tar`)}`);
+        }
+      });
+    },
+  );
   return { v1: join(dir, 'v1.tar'), v2: join(dir, 'v2.tar') };
 }
 

@@ -406,9 +406,40 @@ interface LoadedModule {
   readonly commonJsNamed: boolean;
   /** An ES module's exports named after HTTP methods (`export function GET(request)`: Vercel's web handlers). */
   readonly methods: Record<string, Handler> | undefined;
+  /** A built-in module's own adapter (BUILTIN_HANDLER), which takes every invocation as it comes. */
+  readonly builtinAdapter?: ((kit: GuestKit) => Adapter) | undefined;
 }
 
+/**
+ * A module of this folder that stands in for the function's handler (the launch's first argument): the
+ * Lambda Runtime API for `runtime: provided`, the container supervisor for `runtime: image` (issue 17).
+ */
+const BUILTIN_HANDLER = process.argv[2];
+/**
+ * Loaded as the stem cell starts, so it can get ready before any function is known (the container
+ * supervisor creates the container ahead); its `bind()` runs at Bind, once the environment is the function's.
+ */
+const builtinModule =
+  BUILTIN_HANDLER === undefined
+    ? undefined
+    : (import(pathToFileURL(BUILTIN_HANDLER).href) as Promise<Record<string, unknown>>);
+// Its failure is the bind's to report.
+builtinModule?.catch(() => undefined);
+
 async function loadModule(bind: Bind): Promise<LoadedModule> {
+  if (BUILTIN_HANDLER !== undefined && builtinModule !== undefined) {
+    const builtin = await builtinModule;
+    if (typeof builtin.bind === 'function') await (builtin.bind as () => Promise<void>)();
+    return {
+      exported: builtin.handler,
+      exportName: 'handler',
+      modulePath: BUILTIN_HANDLER,
+      file: BUILTIN_HANDLER,
+      commonJsNamed: true,
+      methods: undefined,
+      builtinAdapter: builtin.adapter as ((kit: GuestKit) => Adapter) | undefined,
+    };
+  }
   const known = /\.(m?js|cjs)$/.test(bind.handler);
   const lastDot = bind.handler.lastIndexOf('.');
   const hasExport = !known && lastDot > bind.handler.lastIndexOf('/');
@@ -594,6 +625,15 @@ async function onBind(bind: Bind): Promise<void> {
     if (bind.eventFormat === 'auto' || bind.eventFormat === 'gcf' || bind.eventFormat === 'gcf-cloudevent')
       installRequireShim();
     const loaded = await loadModule(bind);
+    // A built-in module may answer invocations itself, below any convention (the container proxy).
+    if (loaded.builtinAdapter !== undefined) {
+      handler = () => undefined;
+      adapter = loaded.builtinAdapter(KIT);
+      boundInfo = functionInfo(bind);
+      maxBodyBytes = bind.maxBodyBytes ?? Number.POSITIVE_INFINITY;
+      send(T_BOUND, 0, { ok: true, eventFormat: 'http' });
+      return;
+    }
     const convention = conventionOf(bind.eventFormat, loaded);
     boundInfo = functionInfo(bind);
     maxBodyBytes = bind.maxBodyBytes ?? Number.POSITIVE_INFINITY;

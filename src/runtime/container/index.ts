@@ -1,0 +1,283 @@
+/**
+ * @module The `container` isolation class and the runtimes that bring their own process (issue 17):
+ *
+ * - `image`: a container image run by crun (runc as the fallback) behind the sandbox's walls;
+ * - `provided`: an executable `bootstrap` in the function folder (Lambda's provided.al2023), which runs in
+ *   the ordinary `sandbox` class.
+ *
+ * Both start the Node guest with a built-in module standing in for the handler, so the scheduler and the
+ * gateway see an ordinary guest speaking Hearth's protocol on fd 3: the container supervisor
+ * (node/guest/container.mts) or the Lambda Runtime API (node/guest/lambda-runtime-api.mts).
+ *
+ * A container guest (the supervisor) runs on the host as root, the way the sandbox's launcher does, in:
+ * the instance's cgroups (joined before anything starts, so the container's processes count against
+ * `limits.memory`, `cpu` and `pids`); a pid namespace whose end kills the container with it; a private
+ * mount namespace where the cgroup2 mount beside the v1 controllers is unmounted (crun refuses "hybrid"
+ * cgroups otherwise) and a tmpfs holds crun's state and the bundle, so nothing of it is left on the host;
+ * and, for egress `none`, an empty network namespace with its loopback up, which the container shares:
+ * the proxy and the Runtime API reach it on 127.0.0.1, and nothing else does.
+ */
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import type { RuntimeName } from '../../domain/function.js';
+import {
+  type BuildCommand,
+  type BuildOutcome,
+  type BuildStep,
+  type ContainerRun,
+  type DependencyManifest,
+  GUEST_TOKEN,
+  type Isolation,
+  type LaunchSpec,
+  type NetworkMode,
+  type ResourceLimits,
+  type Runtime,
+  type WallStatus,
+} from '../index.js';
+import { GuestProcess } from '../ipc/guest-process.js';
+import { findExecutable, guestDir, SANDBOX_PATH } from '../paths.js';
+import { atFunctionPriority } from '../priority.js';
+import { Cgroups } from '../sandbox/cgroups.js';
+import type { Slot } from '../slots.js';
+import { ociConfig, preparedConfig } from './oci.js';
+
+export { resolveLocalImage } from './local-image.js';
+export { containerArgv, containerEnv, ociConfig, seccompProfile } from './oci.js';
+
+const DEFAULT_PIDS = 256;
+/** How long a container has to open its port or ask for its first invocation. */
+const READY_TIMEOUT_MS = 10_000;
+/** Joins the cgroups named before `--`, then execs the rest (as the sandbox's launcher). */
+const JOIN_CGROUPS = [
+  '-c',
+  'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; shift; exec "$@"',
+  'hearth-cgroup',
+];
+/**
+ * Run inside the new namespaces before the guest: the cgroup2 mount crun would see beside the v1
+ * controllers goes (only from this mount namespace), a private tmpfs takes crun's state and the bundle,
+ * and an empty network namespace gets its loopback.
+ */
+const SETUP = [
+  '-c',
+  'umount /sys/fs/cgroup/unified 2>/dev/null; mount -t tmpfs -o size=8m,mode=0755 hearth-container "$0" || exit 125; if [ "$1" = net ]; then "$2" link set lo up || exit 125; fi; shift 2; exec "$@"',
+];
+
+export interface ContainerOptions {
+  /** A directory of the platform's own (the cgroups are named after it). */
+  readonly stateDir: string;
+  /** Where each guest mounts its private tmpfs, in its own mount namespace (an empty folder on the host). */
+  readonly runDir?: string;
+}
+
+/** Stays an empty folder on the host: each guest mounts its own tmpfs here, seen only by itself. */
+export const CONTAINER_RUN_DIR = '/run/hearth-containers';
+
+interface GuestState {
+  readonly cgroupId: string | undefined;
+  readonly network: NetworkMode;
+  readonly id: string;
+  /** The config of the container this guest made ahead (JSON), if it made one. */
+  readonly prepared: string | undefined;
+}
+
+/** The size a prepared container's /tmp is made with; a function with another limits.tmp gets it resized. */
+const PREPARED_TMP_BYTES = 64 * 1024 ** 2;
+
+export class ContainerIsolation implements Isolation {
+  readonly name = 'container' as const;
+  readonly unavailable: string | undefined;
+  readonly walls: readonly WallStatus[];
+  readonly filteredUnavailable =
+    'egress allow-lists are not available for container functions yet (use none or allow)';
+  private readonly runtime: string | undefined;
+  private readonly unshare: string | undefined;
+  private readonly ip: string | undefined;
+  private readonly cgroups: Cgroups | undefined;
+  private readonly runDir: string;
+  private readonly states = new WeakMap<GuestProcess, GuestState>();
+  /** The static busybox a prepared container waits in; without it nothing is made ahead. */
+  private readonly helper: string | undefined;
+  /**
+   * Per network mode, the config of the image bound last: new stem cells make that container ahead, so
+   * the next cold start of the image (the common case: one hot image scaled to zero) only starts its
+   * entrypoint. A cell made for another image is discarded at bind, no slower than none.
+   */
+  private readonly nextPrepared = new Map<NetworkMode, string>();
+
+  constructor(options: ContainerOptions) {
+    this.runtime = findExecutable('crun') ?? findSbin('runc');
+    this.unshare = findExecutable('unshare');
+    this.ip = findSbin('ip');
+    this.helper = ['/bin/busybox', '/usr/bin/busybox'].find((path) => existsSync(path));
+    const root = process.getuid?.() === 0;
+    // Every directory above it must be searchable by the container's unprivileged root: the data dir
+    // may not be (0700), so each guest mounts its private tmpfs on this empty host folder instead.
+    this.runDir = options.runDir ?? CONTAINER_RUN_DIR;
+    this.unavailable = !root
+      ? 'container functions need the platform to run as root (crun sets up their namespaces)'
+      : this.runtime === undefined
+        ? 'no OCI runtime: install crun (apt-get install crun) or runc'
+        : this.unshare === undefined
+          ? 'unshare (util-linux) is missing'
+          : this.ip === undefined
+            ? 'ip (iproute2) is missing'
+            : undefined;
+    if (this.unavailable === undefined) mkdirSync(this.runDir, { recursive: true, mode: 0o755 });
+    this.cgroups = root ? new Cgroups(options.stateDir) : undefined;
+    this.walls = [
+      ...(this.cgroups?.status.map((status) => ({ ...status })) ?? []),
+      { wall: 'tmp', inForce: true, detail: 'a size-capped tmpfs in the container' },
+      { wall: 'seccomp', inForce: true, detail: 'the sandbox filter, as an OCI seccomp profile' },
+    ];
+  }
+
+  /** Removes what a killed previous run left (its containers' cgroups); returns how many. */
+  async init(): Promise<number> {
+    return (await this.cgroups?.removeAll()) ?? 0;
+  }
+
+  guestPathOf(slot: Slot): string {
+    return slot.hostDir;
+  }
+
+  start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess {
+    if (network === 'filtered') throw new Error(this.filteredUnavailable);
+    const id = `${slot.id}-${randomBytes(3).toString('hex')}`;
+    const cgroupDirs = this.cgroups?.create(id, DEFAULT_PIDS) ?? [];
+    const guestArgs = launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, launch.guestDir));
+    const niced = atFunctionPriority(launch.command, guestArgs);
+    const inside = [
+      this.unshare as string,
+      '--mount',
+      '--propagation',
+      'private',
+      '--pid',
+      '--fork',
+      '--kill-child',
+      // crun finds its children under /proc: it must be this pid namespace's.
+      '--mount-proc',
+      ...(network === 'none' ? ['--net'] : []),
+      '/bin/sh',
+      ...SETUP,
+      this.runDir,
+      network === 'none' ? 'net' : 'host',
+      this.ip as string,
+      niced.command,
+      ...niced.args,
+    ];
+    const prepared = this.helper === undefined ? undefined : this.nextPrepared.get(network);
+    if (prepared !== undefined)
+      inside.push(
+        JSON.stringify({
+          config: JSON.parse(prepared) as unknown,
+          runtime: this.runtime,
+          stateDir: this.runDir,
+          id,
+          helper: this.helper,
+        }),
+      );
+    const command =
+      cgroupDirs.length === 0
+        ? { command: inside[0] as string, args: inside.slice(1) }
+        : { command: '/bin/sh', args: [...JOIN_CGROUPS, ...cgroupDirs, '--', ...inside] };
+    const child: ChildProcess = spawn(command.command, command.args, {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      env: { ...launch.env },
+      cwd: slot.hostDir,
+    });
+    const guest = new GuestProcess(child);
+    this.states.set(guest, { cgroupId: cgroupDirs.length === 0 ? undefined : id, network, id, prepared });
+    const cgroups = this.cgroups;
+    if (cgroups !== undefined && cgroupDirs.length > 0) {
+      guest.outOfMemoryProbe = () => cgroups.oomKills(id) > 0;
+      guest.once('exit', () => void cgroups.remove(id).catch(() => undefined));
+    }
+    return guest;
+  }
+
+  async limit(guest: GuestProcess, limits: ResourceLimits): Promise<void> {
+    const id = this.states.get(guest)?.cgroupId;
+    if (id !== undefined) this.cgroups?.apply(id, limits);
+  }
+
+  /** The Bind env entry that tells the guest's supervisor which container to run, and how. */
+  bindContainer(guest: GuestProcess, run: ContainerRun): Readonly<Record<string, string>> {
+    const state = this.states.get(guest);
+    if (state === undefined || this.runtime === undefined) throw new Error('not a container guest');
+    const prepared = JSON.stringify(preparedConfig(run.image, PREPARED_TMP_BYTES));
+    if (this.helper !== undefined) this.nextPrepared.set(state.network, prepared);
+    return {
+      HEARTH_CONTAINER: JSON.stringify({
+        config: ociConfig(run),
+        protocol: run.protocol,
+        network: state.network,
+        stateDir: this.runDir,
+        runtime: this.runtime,
+        id: state.id,
+        readyTimeoutMs: READY_TIMEOUT_MS,
+        usePrepared: state.prepared === prepared,
+        ...(run.tmpBytes === PREPARED_TMP_BYTES ? {} : { resizeTmpBytes: run.tmpBytes }),
+      }),
+    };
+  }
+
+  async run(build: BuildCommand): Promise<BuildOutcome> {
+    build.onOutput('container functions have no dependency build');
+    return { ok: false, exitCode: null, tail: 'container functions have no dependency build' };
+  }
+}
+
+function findSbin(name: string): string | undefined {
+  return (
+    findExecutable(name) ??
+    ['/usr/sbin', '/sbin', '/usr/bin', '/bin'].map((dir) => join(dir, name)).find((path) => existsSync(path))
+  );
+}
+
+/**
+ * A runtime whose guest is the Node guest with a built-in module as its handler. It builds no dependency
+ * layer: an image carries its own, a `bootstrap` is self-contained.
+ */
+class BuiltinRuntime implements Runtime {
+  readonly unavailable: string | undefined = undefined;
+  readonly abi = 'builtin-1';
+  readonly layerOutput = 'deps';
+  private readonly node = realpathSync(process.execPath);
+
+  constructor(
+    readonly name: RuntimeName,
+    private readonly module: string,
+  ) {}
+
+  launchSpec(): LaunchSpec {
+    return {
+      command: this.node,
+      args: [`${GUEST_TOKEN}/bootstrap.mjs`, `${GUEST_TOKEN}/${this.module}`],
+      env: { PATH: SANDBOX_PATH, HOME: '/tmp', LANG: 'C.UTF-8', NODE_ENV: 'production', TMPDIR: '/tmp' },
+      guestDir: guestDir('node'),
+      readOnlyPaths: this.node.startsWith('/usr/') ? [] : [join(this.node, '..', '..')],
+    };
+  }
+
+  dependencyManifest(): DependencyManifest | undefined {
+    return undefined;
+  }
+
+  buildCommand(): BuildStep {
+    throw new Error(`${this.name} functions have no dependency build`);
+  }
+}
+
+/** `runtime: image`: the container supervisor, in the `container` isolation. */
+export function createImageRuntime(): Runtime {
+  return new BuiltinRuntime('image', 'container.mjs');
+}
+
+/** `runtime: provided`: the function folder's `bootstrap` against the Lambda Runtime API, in any isolation. */
+export function createProvidedRuntime(): Runtime {
+  return new BuiltinRuntime('provided', 'lambda-runtime-api.mjs');
+}

@@ -1,0 +1,471 @@
+/**
+ * @module The supervisor of one container function instance (issue 17), loaded by the Node guest in place
+ * of a handler (bootstrap.mts, BUILTIN_HANDLER). The guest runs on the host, as root, in namespaces of its
+ * own (container/index.ts): a private mount namespace with a tmpfs for crun's state, the bundle and the
+ * image's rootfs, a pid namespace whose end takes every process with it, and for egress `none` an empty
+ * network namespace the container shares.
+ *
+ * As the stem cell starts it may make a container ahead (argv[3]: the image bound last), its process a
+ * static busybox waiting on a fifo. At Bind it either starts the function's entrypoint in that container
+ * (the exec line, then the go signal) or runs the function's own with crun, and waits until it is ready;
+ * then every invocation is proxied:
+ *
+ * - `http`: below any convention (the `adapter` export); the request goes to 127.0.0.1:$PORT as it came,
+ *   the answer comes back whole, or streamed as it arrives. Ready when the port accepts a connection.
+ * - `lambda`: bound with the `lambda` convention (the `handler` export); the event goes through the
+ *   Runtime API (lambda-runtime-api.mts) at $AWS_LAMBDA_RUNTIME_API. Ready at the runtime's first `next`.
+ *
+ * When the container exits the guest exits too, and the platform replaces the instance.
+ */
+
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { connect, createServer } from 'node:net';
+import { join } from 'node:path';
+import type { Adapter, GuestKit } from './adapters.mjs';
+import type { HttpResult } from './bootstrap.mjs';
+import {
+  exitText,
+  forwardOutput,
+  type LambdaContext,
+  OutputTail,
+  RuntimeApi,
+} from './lambda-runtime-api.mjs';
+
+/** Where a prepared container finds its helper (a static busybox), its go signal and its exec line. */
+const HELPER_MOUNT = '/dev/.hearth';
+
+/** A container made ahead, before any function is known (argv[3], JSON): the image's only. */
+interface Prepare {
+  /** The OCI config: the image's rootfs, user and working dir; the helper waiting for its signal. */
+  readonly config: OciConfig;
+  readonly runtime: string;
+  readonly stateDir: string;
+  readonly id: string;
+  /** The static busybox shown to the container at HELPER_MOUNT. */
+  readonly helper: string;
+}
+
+/** What the platform hands the supervisor in the Bind env (HEARTH_CONTAINER), JSON. */
+interface ContainerBind {
+  /** The OCI config, complete but for the ports' environment variables. */
+  readonly config: OciConfig;
+  readonly protocol: 'http' | 'lambda';
+  /** `none`: this namespace is the container's alone, fixed ports do; `host`: free ports are picked. */
+  readonly network: 'none' | 'host';
+  /** A private tmpfs for crun's state and the bundle (container/index.ts mounts it). */
+  readonly stateDir: string;
+  /** crun (or runc). */
+  readonly runtime: string;
+  readonly id: string;
+  /** How long the container has to become ready. */
+  readonly readyTimeoutMs: number;
+  /** The container prepared at start is this function's image: start its entrypoint there. */
+  readonly usePrepared: boolean;
+  /** limits.tmp, when it differs from the size the prepared container's /tmp was made with. */
+  readonly resizeTmpBytes?: number;
+}
+
+interface OciConfig {
+  process: { env: string[]; args: string[] };
+  root: { path: string };
+  [key: string]: unknown;
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-connection',
+  'te',
+]);
+/** Set by the platform on every answer: the container's copy would repeat it. */
+const PLATFORM_SET = new Set(['date', 'content-length']);
+/** Statuses whose response has no body. */
+const NULL_BODY = new Set([101, 204, 205, 304]);
+
+let port = 0;
+/** Set once the container has exited; the guest exits right after. */
+let gone = false;
+/** Set once the container is ready: from then on its exit ends this guest. */
+let ready = false;
+let api: RuntimeApi | undefined;
+const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+
+/** Whether the container exits within `ms`. */
+async function containerGone(ms: number): Promise<boolean> {
+  for (let waited = 0; !gone && waited < ms; waited += 10)
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  return gone;
+}
+
+/** A running `crun run`, its output's tail, and a promise of why it ended. */
+interface Running {
+  readonly child: ChildProcess;
+  readonly tail: OutputTail;
+  readonly exited: Promise<string>;
+}
+
+/**
+ * The image's folder may sit below folders the container's unprivileged root cannot search (a 0700 data
+ * dir): it is shown at a path in this namespace's tmpfs instead, read-only.
+ */
+function showRootfs(stateDir: string, path: string): string {
+  const rootfs = join(stateDir, 'rootfs');
+  mkdirSync(rootfs);
+  execFileSync('mount', ['--bind', path, rootfs]);
+  execFileSync('mount', ['-o', 'remount,bind,ro', rootfs]);
+  return rootfs;
+}
+
+function runContainer(runtime: string, stateDir: string, id: string, config: OciConfig): Running {
+  const bundle = join(stateDir, `bundle-${id}`);
+  mkdirSync(bundle, { recursive: true });
+  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
+  const tail = new OutputTail();
+  const child = spawn(
+    runtime,
+    ['--root', join(stateDir, 'state'), '--cgroup-manager=disabled', 'run', '--bundle', bundle, id],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  forwardOutput(child, tail);
+  const exited = new Promise<string>((resolve) => {
+    child.once('error', (error) => resolve(`could not start ${runtime}: ${error.message}`));
+    child.once('exit', (code, signal) =>
+      resolve(`the container ${exitText(code, signal)}${tail.describe()}`),
+    );
+  });
+  return { child, tail, exited };
+}
+
+/**
+ * A stem cell's container: namespaces, mounts, seccomp and all, its process a static busybox waiting on a
+ * fifo for the function's entrypoint, so a cold start only has to say go (`crun run` itself costs tens of
+ * milliseconds). Any failure leaves the cell to start its container the ordinary way at bind.
+ */
+function prepare(spec: Prepare): { running: Running; helperDir: string; rootfs: string } | undefined {
+  try {
+    const helperDir = join(spec.stateDir, 'helper');
+    mkdirSync(helperDir, { mode: 0o755 });
+    // A copy: the container's root cannot execute a bind mount of the host's file (crun: "open executable:
+    // Permission denied"), whatever its mode.
+    copyFileSync(spec.helper, join(helperDir, 'busybox'));
+    chmodSync(join(helperDir, 'busybox'), 0o755);
+    execFileSync('mkfifo', ['-m', '0644', join(helperDir, 'go')]);
+    const rootfs = showRootfs(spec.stateDir, spec.config.root.path);
+    const config: OciConfig = { ...spec.config, root: { ...spec.config.root, path: rootfs } };
+    const mounts = (config.mounts as unknown[]) ?? [];
+    config.mounts = [
+      ...mounts,
+      {
+        destination: HELPER_MOUNT,
+        type: 'bind',
+        source: helperDir,
+        options: ['rbind', 'ro', 'nosuid', 'nodev'],
+      },
+    ];
+    const running = runContainer(spec.runtime, spec.stateDir, spec.id, config);
+    void running.exited.then(() => {
+      if (prepared?.running === running && !ready) prepared = undefined;
+    });
+    return { running, helperDir, rootfs };
+  } catch (error) {
+    process.stderr.write(`[hearth] no container prepared ahead: ${(error as Error).message}\n`);
+    return undefined;
+  }
+}
+
+const prepareArgument = process.argv[3];
+const prepareSpec = prepareArgument === undefined ? undefined : (JSON.parse(prepareArgument) as Prepare);
+let prepared = prepareSpec === undefined ? undefined : prepare(prepareSpec);
+
+/**
+ * Settles once the container made ahead runs its helper (or none was made): the guest says it is ready
+ * only then, so a stem cell counted ready has its container ready too.
+ */
+export const warm: Promise<void> = (async () => {
+  const spec = prepareSpec;
+  if (spec === undefined) return;
+  const until = Date.now() + 10_000;
+  while (prepared !== undefined && !gone && Date.now() < until) {
+    const state = await new Promise<string>((resolve) =>
+      execFile(spec.runtime, ['--root', join(spec.stateDir, 'state'), 'state', spec.id], (error, stdout) =>
+        resolve(error === null ? stdout : ''),
+      ),
+    );
+    if (state.includes('"running"')) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+})();
+
+/** POSIX shell quoting: one word whatever it holds. */
+function quote(word: string): string {
+  return `'${word.replaceAll("'", "'\\''")}'`;
+}
+
+/** Starts the function's entrypoint in the prepared container: its exec line, then the go signal. */
+async function startPrepared(target: NonNullable<typeof prepared>, info: ContainerBind): Promise<void> {
+  const deadline = Date.now() + info.readyTimeoutMs;
+  if (info.resizeTmpBytes !== undefined) {
+    // /tmp was made at the default size; the function's limits.tmp is set from inside its mount namespace.
+    const state = JSON.parse(
+      execFileSync(info.runtime, ['--root', join(info.stateDir, 'state'), 'state', info.id], {
+        encoding: 'utf8',
+      }),
+    ) as { pid: number };
+    execFileSync('nsenter', [
+      '-t',
+      String(state.pid),
+      '-m',
+      // Its pid namespace too: busybox reads /proc/self/mounts, and /proc there is the container's.
+      '-p',
+      // The image may have no mount binary: the helper's busybox is there, in the container's mount namespace.
+      `${HELPER_MOUNT}/busybox`,
+      'mount',
+      '-o',
+      `remount,size=${info.resizeTmpBytes}`,
+      '/tmp',
+    ]);
+  }
+  // busybox's env -i: exactly the function's environment, then execvp of its entrypoint with its PATH.
+  const words = [...info.config.process.env, ...info.config.process.args].map(quote);
+  writeFileSync(join(target.helperDir, 'exec'), `exec ${HELPER_MOUNT}/busybox env -i ${words.join(' ')}\n`, {
+    mode: 0o644,
+  });
+  // The container may still be starting (a bind right after the cell came up): until its helper opens
+  // the fifo, opening it to write fails with ENXIO.
+  for (;;) {
+    let fifo: number;
+    try {
+      fifo = openSync(join(target.helperDir, 'go'), constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENXIO' || gone || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      continue;
+    }
+    try {
+      writeSync(fifo, 'go\n');
+    } finally {
+      closeSync(fifo);
+    }
+    return;
+  }
+}
+
+/** Called by the guest at Bind: starts (or starts in) the container and waits until it is ready. */
+export async function bind(): Promise<void> {
+  const encoded = process.env.HEARTH_CONTAINER;
+  delete process.env.HEARTH_CONTAINER;
+  if (encoded === undefined) throw new Error('no container was given to this instance (HEARTH_CONTAINER)');
+  const info = JSON.parse(encoded) as ContainerBind;
+  const env = info.config.process.env;
+  if (info.protocol === 'lambda') {
+    api = new RuntimeApi();
+    env.push(`AWS_LAMBDA_RUNTIME_API=${await api.listen(info.network === 'none' ? 9001 : 0)}`);
+  } else {
+    port = info.network === 'none' ? 8080 : await freePort();
+    env.push(`PORT=${port}`);
+  }
+  let running: Running;
+  const ahead = prepared;
+  if (info.usePrepared && ahead !== undefined && !gone) {
+    running = ahead.running;
+    await startPrepared(ahead, info);
+  } else {
+    if (ahead !== undefined) {
+      // Made for another image: ended, and the function's own started beside it.
+      prepared = undefined;
+      execFileSync(info.runtime, ['--root', join(info.stateDir, 'state'), 'delete', '--force', info.id]);
+      await ahead.running.exited;
+    }
+    // What a prepared container that failed or was ended showed of its image goes too.
+    const shown = join(info.stateDir, 'rootfs');
+    if (existsSync(shown)) {
+      execFileSync('umount', [shown]);
+      rmSync(shown, { recursive: true, force: true });
+    }
+    const config = { ...info.config, root: { path: showRootfs(info.stateDir, info.config.root.path) } };
+    running = runContainer(info.runtime, info.stateDir, `${info.id}-fn`, config);
+  }
+  await becomeReady(info, running);
+  handler = invoke;
+  adapter = info.protocol === 'http' ? proxyAdapter : undefined;
+}
+
+async function becomeReady(info: ContainerBind, running: Running): Promise<void> {
+  const { exited, tail, child } = running;
+  void exited.then((why) => {
+    gone = true;
+    if (!ready) {
+      api?.fail(new Error(why));
+      return;
+    }
+    // The container is the instance: once it is gone, so is this guest, and the platform starts another.
+    process.stderr.write(`[hearth] ${why}\n`, () => process.exit(1));
+  });
+  const timeout = new Promise<string>((resolve) => {
+    setTimeout(
+      () =>
+        resolve(
+          info.protocol === 'http'
+            ? `the container did not open port ${port} ($PORT) within ${info.readyTimeoutMs / 1000}s${tail.describe()}`
+            : `the container did not ask the Runtime API for an invocation within ${info.readyTimeoutMs / 1000}s${tail.describe()}`,
+        ),
+      info.readyTimeoutMs,
+    ).unref();
+  });
+  const becameReady =
+    info.protocol === 'http'
+      ? waitForPort(port, exited).then(() => undefined)
+      : (api as RuntimeApi).ready.then(
+          () => undefined,
+          (error: Error) => `${error.name}: ${error.message}`,
+        );
+  const failure = await Promise.race([becameReady, exited, timeout]);
+  if (failure !== undefined) {
+    child.kill('SIGKILL');
+    throw Object.assign(new Error(failure), {
+      name: info.protocol === 'http' ? 'ContainerNotReady' : 'Runtime.InitError',
+    });
+  }
+  ready = true;
+}
+
+/** Connects until the port answers; gives up once the container has exited. */
+async function waitForPort(target: number, exited: Promise<string>): Promise<void> {
+  let gone = false;
+  void exited.then(() => {
+    gone = true;
+  });
+  // Every millisecond for the first 100 (a server that starts in 3 ms is seen at 3 ms, not at the next
+  // doubling), then less often for one that takes its time.
+  for (let attempt = 0, delay = 1; !gone; attempt++, delay = attempt < 100 ? 1 : Math.min(delay * 2, 20)) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect(target, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (open) return;
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+    });
+  });
+}
+
+/**
+ * `http`: every invocation as it comes, below any convention (bootstrap.mts, builtinAdapter): the request
+ * line, headers and body go to the container as they are; an answer with a length is returned whole, any
+ * other (chunked, or ended by closing) is streamed on as it arrives.
+ */
+function proxyAdapter(kit: GuestKit): Adapter {
+  return (meta, body, ctx, seq) =>
+    new Promise<HttpResult | undefined>((resolve, reject) => {
+      const headers: string[] = [];
+      let traced = false;
+      for (let i = 0; i + 1 < meta.rawHeaders.length; i += 2) {
+        const name = meta.rawHeaders[i] as string;
+        const lower = name.toLowerCase();
+        if (HOP_BY_HOP.has(lower) || lower === 'content-length') continue;
+        if (lower === 'traceparent') traced = true;
+        headers.push(name, meta.rawHeaders[i + 1] as string);
+      }
+      if (!traced) headers.push('traceparent', (ctx as { traceparent: string }).traceparent);
+      if (body.length > 0 || (meta.method !== 'GET' && meta.method !== 'HEAD'))
+        headers.push('content-length', String(body.length));
+      const outgoing = httpRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          method: meta.method,
+          path: meta.rawQuery === '' ? meta.path : `${meta.path}?${meta.rawQuery}`,
+          headers,
+          agent,
+        },
+        (answer) => {
+          try {
+            resolve(relay(kit, answer, seq));
+          } catch (error) {
+            reject(error);
+          }
+        },
+      );
+      outgoing.once('error', (error) => {
+        // A container that died (its memory limit, a crash) takes this guest with it in a moment: the
+        // platform then answers 502 naming why (HEARTH_E_FN_OOM for memory), not this reset connection.
+        void containerGone(200).then((dead) => {
+          if (dead) return;
+          reject(
+            Object.assign(new Error(`the container did not answer: ${error.message}`), {
+              name: 'ContainerError',
+            }),
+          );
+        });
+      });
+      outgoing.end(body.length > 0 ? body : undefined);
+    });
+}
+
+/** The container's answer as the guest's: whole when it says its length, streamed otherwise. */
+function relay(kit: GuestKit, answer: IncomingMessage, seq: number): Promise<HttpResult | undefined> {
+  const status = answer.statusCode ?? 502;
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(answer.headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || PLATFORM_SET.has(name)) continue;
+    headers[name] = value;
+  }
+  const length = answer.headers['content-length'];
+  if (length !== undefined || NULL_BODY.has(status)) {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+      answer.once('end', () =>
+        resolve({
+          status,
+          headers,
+          body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks),
+        }),
+      );
+      answer.once('error', reject);
+    });
+  }
+  const sink = kit.openStream(seq, status, headers);
+  answer.on('data', (chunk: Buffer) => sink.write(chunk));
+  answer.once('end', () => sink.end());
+  answer.once('error', (error) => sink.end(error));
+  return Promise.resolve(undefined);
+}
+
+/** `lambda`: the lambda convention's handler. */
+function invoke(event: unknown, context: LambdaContext): Promise<unknown> {
+  return (api as RuntimeApi).invoke(event, context);
+}
+
+/** `lambda`: bound with the lambda convention (set at bind). */
+export let handler: unknown;
+/** `http`: the guest hands every invocation to the proxy (set at bind). */
+export let adapter: ((kit: GuestKit) => Adapter) | undefined;
