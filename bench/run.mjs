@@ -590,6 +590,54 @@ if (results.wasm) {
     '',
   );
 }
+// The seed's runtime table, with this machine's figures: one row per class, each figure from its own section
+// of this file (so of the run that section last ran in; ratios are to raw node:http of that same run).
+{
+  const rows = [];
+  const ratio = (rps, raw) => (rps !== undefined && raw ? (rps / raw).toFixed(2) : '—');
+  const c = results.containers;
+  if (c) {
+    const rawRps = c.warm['raw node:http']?.rps;
+    rows.push(
+      `| sandbox (bubblewrap), node20 | ${results.cold?.['stem cells']?.node20?.p50 ?? '—'} | ${c.warm['node20 source hello']?.rps} (${ratio(c.warm['node20 source hello']?.rps, rawRps)}) | ${c.memory.sandboxNode20.pssMiB} | namespaces, seccomp, cgroup, unprivileged uid |`,
+      `| container (crun), static Go image | ${c.cold.goHttp.p50} | ${c.warm['container (Go image)']?.rps} (${ratio(c.warm['container (Go image)']?.rps, rawRps)}) | ${c.memory.container.pssMiB} | the sandbox's walls around an OCI image, read-only rootfs |`,
+    );
+  }
+  const w = results.wasm;
+  if (w) {
+    const rawRps = w.warm['raw node:http']?.rps;
+    const hello = Object.entries(w.warm).find(([name]) => name.includes('WASI command'))?.[1];
+    rows.push(
+      `| wasm (V8 + node:wasi in the sandbox), Rust | ${w.cold['wasm, WASI command (Rust hello)']?.p50} | ${hello?.rps ?? '—'} (${ratio(hello?.rps, rawRps)}) | — | linear memory capped, plus the sandbox's walls |`,
+    );
+  }
+  const i = results.isolate;
+  if (i) {
+    const rawRps = i.warm['raw node:http']?.rps;
+    const iso = i.warm['hearth, isolation: isolate'];
+    rows.push(
+      `| isolate (V8 isolate in a shared sandboxed host), node20 | ${i.coldTtfb.p50} | ${iso?.rps ?? '—'} (${ratio(iso?.rps, rawRps)}) | ${i.perFunctionMiB} | a V8 isolate per function; one namespace's host process shared |`,
+    );
+  }
+  const m = results.microvm;
+  if (m) {
+    const cold = [...m.coldFromPool.map((entry) => entry.ms)].sort((a, b) => a - b);
+    rows.push(
+      `| microvm (QEMU microvm, ${m.boot.accelerator}), node20 | ${cold[Math.floor(cold.length / 2)]} | ${m.warm.microvm.rps} (${ratio(m.warm.microvm.rps, m.warm.raw?.rps)}) | ${m.idlePssMiB} | its own kernel; no network device |`,
+    );
+  }
+  if (rows.length > 0)
+    lines.push(
+      "## Isolation classes side by side (the seed's runtime table, measured)",
+      '',
+      "Cold start: time to first byte of a function's first request, p50 ms, from each class's section below. Warm: requests per second (and the ratio to raw node:http measured in the same section's run). Idle memory: PSS of one more idle instance (MiB).",
+      '',
+      '| class | cold start p50 ms | warm req/s (vs raw) | idle PSS MiB | isolation |',
+      '|---|---:|---:|---:|---|',
+      ...rows,
+      '',
+    );
+}
 // `npm run bench:trace` owns its own section (it takes ten minutes): keep it across this rewrite.
 const previous = existsSync(join(ROOT, 'bench', 'RESULTS.md'))
   ? readFileSync(join(ROOT, 'bench', 'RESULTS.md'), 'utf8')

@@ -87,7 +87,7 @@ describe('Function resource', () => {
 
   it('says a missing field is required', () => {
     expect(failure({ ...base, spec: {} }).message).toContain(
-      'spec.runtime: got nothing, expected one of node20, python3, wasm, provided, image',
+      'spec.runtime: got nothing, expected one of node20, python3, wasm, provided (spec.runtime is required unless spec.image names an OCI image)',
     );
   });
 

@@ -22,6 +22,10 @@ import { Instance } from './instance.js';
 import { DEFAULT_STEM_CELL_BURST, StemCellPool, type StemCellPoolStats } from './stem-cells.js';
 
 const BIND_TIMEOUT_MS = 30_000;
+/** Cold starts tried for one request when a cell's dependency layer does not show (see `LayerNotVisible`). */
+const LAYER_ATTEMPTS = 3;
+
+class LayerNotVisible extends Error {}
 /** The memory wall of a function that sets none: the stem cells kept ready are sized for it. */
 const DEFAULT_MEMORY_BYTES = parseBytes(DEFAULTS.memory) ?? 128 * 1024 ** 2;
 
@@ -79,6 +83,17 @@ export class ColdStarter {
 
   /** A ready instance of `version`, bound to its handler; `HEARTH_E_HANDLER_INVALID` when it does not load. */
   async start(version: DeployedVersion): Promise<Instance> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startOnce(version);
+      } catch (error) {
+        if (!(error instanceof LayerNotVisible) || attempt >= LAYER_ATTEMPTS) throw error;
+        this.options.onWarning(`${error.message}; starting the instance again on a fresh stem cell`);
+      }
+    }
+  }
+
+  private async startOnce(version: DeployedVersion): Promise<Instance> {
     const runtime = this.options.runtimes.get(version.spec.runtime);
     if (runtime === undefined || runtime.unavailable !== undefined) {
       throw new HearthError(
@@ -119,6 +134,16 @@ export class ColdStarter {
             ? undefined
             : { dir: depsDir, name: version.deps.mountName },
       });
+      // The layer is mounted on the host and reaches the running sandbox by mount propagation; now and then
+      // it does not arrive (seen as a guest whose dependency folder is empty): that cell is not used.
+      if (
+        version.deps !== undefined &&
+        isolation.seesInSlot !== undefined &&
+        !isolation.seesInSlot(cell.guest, version.deps.mountName)
+      )
+        throw new LayerNotVisible(
+          `the dependency layer of ${version.ref.namespace}/${version.ref.name} did not appear in its sandbox`,
+        );
       // A function with network access gets its own /etc/hosts names and, for an allow-list, its rules.
       if (network !== 'none' && isolation.configureNetwork !== undefined)
         await isolation.configureNetwork(cell.guest, cell.slot, {

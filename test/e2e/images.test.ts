@@ -356,6 +356,11 @@ describe('bad images', () => {
     );
     expect(both.status).toBe(400);
     expect(both.text).toContain('spec.runtime');
+    // A host folder as a rootfs is for development nodes only (images.localDirs): off by default.
+    const hostRoot = await deployManifest('hostroot', '{ image: "dir:/" }');
+    expect(hostRoot.status).toBe(400);
+    expect(hostRoot.text).toContain('spec.image');
+    expect(hostRoot.text).toContain('images.localDirs');
 
     const folder = await makeFolder({
       'ns.yaml':
