@@ -288,7 +288,15 @@ export async function bind(): Promise<void> {
     if (ahead !== undefined) {
       // Made for another image: ended, and the function's own started beside it.
       prepared = undefined;
-      execFileSync(info.runtime, ['--root', join(info.stateDir, 'state'), 'delete', '--force', info.id]);
+      try {
+        execFileSync(info.runtime, ['--root', join(info.stateDir, 'state'), 'delete', '--force', info.id], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+      } catch {
+        // Already ending on its own (crun finds no state left to remove): `crun run` ends with it. Anything
+        // else, and its process goes the hard way; either way the wait below returns.
+        ahead.running.child.kill('SIGKILL');
+      }
       await ahead.running.exited;
     }
     // What a prepared container that failed or was ended showed of its image goes too.
