@@ -623,7 +623,7 @@ if (results.wasm) {
   if (m) {
     const cold = [...m.coldFromPool.map((entry) => entry.ms)].sort((a, b) => a - b);
     rows.push(
-      `| microvm (QEMU microvm, ${m.boot.accelerator}), node20 | ${cold[Math.floor(cold.length / 2)]} | ${m.warm.microvm.rps} (${ratio(m.warm.microvm.rps, m.warm.raw?.rps)}) | ${m.idlePssMiB} | its own kernel; no network device |`,
+      `| microvm (QEMU microvm, ${String(m.boot.accelerator).split(':')[0]}), node20 | ${cold[Math.floor(cold.length / 2)]} | ${m.warm.microvm.rps} (${ratio(m.warm.microvm.rps, m.warm.raw?.rps)}) | ${m.idlePssMiB} | its own kernel; no network device |`,
     );
   }
   if (rows.length > 0)
@@ -650,7 +650,7 @@ if (results.pull) {
   lines.push(
     '## Image pulls (container functions, a registry on loopback)',
     '',
-    "`hearth deploy` of an image function, from the request to the version serving (pull, verify, unpack; no instance started until the container runtime lands), and the bytes that landed in the node's blob store.",
+    "`hearth deploy` of an image function, from the request to the version serving (pull, verify, unpack, then an instance started to check the image runs), and the bytes that landed in the node's blob store.",
     '',
     '| pull | seconds | KiB stored |',
     '|---|---:|---:|',
