@@ -25,7 +25,15 @@ const BIND_TIMEOUT_MS = 30_000;
 /** Cold starts tried for one request when a cell's dependency layer does not show (see `LayerNotVisible`). */
 const LAYER_ATTEMPTS = 3;
 
-class LayerNotVisible extends Error {}
+/** `answer`: what the caller gets when every attempt saw the same (a module really missing, say). */
+class LayerNotVisible extends Error {
+  constructor(
+    message: string,
+    readonly answer?: HearthError,
+  ) {
+    super(message);
+  }
+}
 /** The memory wall of a function that sets none: the stem cells kept ready are sized for it. */
 const DEFAULT_MEMORY_BYTES = parseBytes(DEFAULTS.memory) ?? 128 * 1024 ** 2;
 
@@ -87,7 +95,8 @@ export class ColdStarter {
       try {
         return await this.startOnce(version);
       } catch (error) {
-        if (!(error instanceof LayerNotVisible) || attempt >= LAYER_ATTEMPTS) throw error;
+        if (!(error instanceof LayerNotVisible)) throw error;
+        if (attempt >= LAYER_ATTEMPTS) throw error.answer ?? error;
         this.options.onWarning(`${error.message}; starting the instance again on a fresh stem cell`);
       }
     }
@@ -143,6 +152,11 @@ export class ColdStarter {
       )
         throw new LayerNotVisible(
           `the dependency layer of ${version.ref.namespace}/${version.ref.name} did not appear in its sandbox`,
+          new HearthError(
+            'HEARTH_E_SANDBOX_UNAVAILABLE',
+            `the dependency layer of ${version.ref.namespace}/${version.ref.name} did not appear in its sandbox`,
+            { retryAfter: 5 },
+          ),
         );
       // A function with network access gets its own /etc/hosts names and, for an allow-list, its rules.
       if (network !== 'none' && isolation.configureNetwork !== undefined)
@@ -197,6 +211,18 @@ export class ColdStarter {
       );
       if (!bound.ok) {
         const error = bound.error ?? { type: 'Error', message: 'unknown error' };
+        // A package of the layer that does not import (seen as `No module named 'redis._defaults'` with the
+        // layer complete on disk) is the same unexplained view of the layer as `LayerNotVisible`: retried.
+        const answer = new HearthError(
+          'HEARTH_E_HANDLER_INVALID',
+          `handler "${version.spec.handler}" could not be loaded: ${error.type}: ${error.message}`,
+          { details: { type: error.type } },
+        );
+        if (version.deps !== undefined && error.type === 'ModuleNotFoundError')
+          throw new LayerNotVisible(
+            `the dependency layer of ${version.ref.namespace}/${version.ref.name} did not load in its sandbox (${error.message})`,
+            answer,
+          );
         // The user's stack goes to the function's logs; an API answer never carries a stack trace.
         if (error.stack !== undefined) {
           logs.write({
@@ -208,11 +234,7 @@ export class ColdStarter {
             text: error.stack.endsWith('\n') ? error.stack : `${error.stack}\n`,
           });
         }
-        throw new HearthError(
-          'HEARTH_E_HANDLER_INVALID',
-          `handler "${version.spec.handler}" could not be loaded: ${error.type}: ${error.message}`,
-          { details: { type: error.type } },
-        );
+        throw answer;
       }
       if (bound.eventFormat !== undefined) this.conventions.set(version, bound.eventFormat);
       instance.capacity =
