@@ -9,11 +9,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, Transform, Writable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { Parser, type ReadEntry } from 'tar';
 import { ERROR_CATALOGUE, type ErrorCode, HearthError } from '../domain/errors.js';
 import type { ImageConfig, ResolvedImage } from '../domain/image.js';
 import { PACKAGE_ROOT } from '../runtime/paths.js';
@@ -31,6 +30,7 @@ import {
   RegistryClient,
   type RegistryCredentials,
 } from './registry.js';
+import { forEachTarEntry } from './tar.js';
 import { type LayerToApply, layerCompression, type UnpackStats } from './unpack.js';
 import type { UnpackJob, UnpackMessage } from './unpack-worker.js';
 
@@ -549,67 +549,32 @@ export class ImageStore {
     let sawLayout = false;
     let total = 0;
     const stored = { blobs: 0, bytes: 0 };
-    const parser = new Parser({ strict: true, brotli: false, zstd: false });
-    let failure: unknown;
-    let chain = Promise.resolve();
-    parser.on('entry', (entry: ReadEntry) => {
-      chain = chain.then(async () => {
-        if (failure !== undefined) {
-          entry.resume();
-          return;
-        }
-        try {
-          const path = entry.path.replace(/^\.\//, '');
-          total += entry.size;
-          if (total > this.maxArchiveBytes)
-            throw imageInvalid(`the archive holds more than ${this.maxArchiveBytes} bytes`);
-          const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(path);
-          if (path === 'oci-layout') sawLayout = true;
-          if (path === 'index.json') {
-            if (entry.size > MAX_MANIFEST_BYTES) throw imageInvalid('index.json is too large');
-            const chunks: Buffer[] = [];
-            for await (const chunk of entry) chunks.push(chunk as Buffer);
-            indexBytes = Buffer.concat(chunks);
-          } else if (blob !== null && entry.type === 'File') {
-            const digest = `sha256:${blob[1]}`;
-            if (await this.touch(digest)) entry.resume();
-            else {
-              await this.storeVerified(Readable.from(entry), digest, entry.size);
-              stored.blobs += 1;
-              stored.bytes += entry.size;
-            }
-          } else entry.resume();
-        } catch (error) {
-          failure ??= error;
-          entry.resume();
-        }
-      });
-    });
-    const parsed = new Promise<void>((resolve, reject) => {
-      parser.on('end', () => resolve());
-      parser.on('error', reject);
-    });
-    try {
-      await pipeline(
-        archive,
-        new Writable({
-          write(chunk: Buffer, _encoding, callback) {
-            if (parser.write(chunk)) callback();
-            else parser.once('drain', () => callback());
-          },
-          final(callback) {
-            parser.end();
-            callback();
-          },
-        }),
-      );
-      await parsed;
-    } catch (error) {
-      if (failure === undefined)
-        throw imageInvalid(`not a readable oci-archive (${(error as Error).message})`);
-    }
-    await chain;
-    if (failure !== undefined) throw failure;
+    await forEachTarEntry(
+      [archive],
+      async (entry) => {
+        const path = entry.path.replace(/^\.\//, '');
+        total += entry.size;
+        if (total > this.maxArchiveBytes)
+          throw imageInvalid(`the archive holds more than ${this.maxArchiveBytes} bytes`);
+        const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(path);
+        if (path === 'oci-layout') sawLayout = true;
+        if (path === 'index.json') {
+          if (entry.size > MAX_MANIFEST_BYTES) throw imageInvalid('index.json is too large');
+          const chunks: Buffer[] = [];
+          for await (const chunk of entry) chunks.push(chunk as Buffer);
+          indexBytes = Buffer.concat(chunks);
+        } else if (blob !== null && entry.type === 'File') {
+          const digest = `sha256:${blob[1]}`;
+          if (await this.touch(digest)) entry.resume();
+          else {
+            await this.storeVerified(Readable.from(entry), digest, entry.size);
+            stored.blobs += 1;
+            stored.bytes += entry.size;
+          }
+        } else entry.resume();
+      },
+      (error) => imageInvalid(`not a readable oci-archive (${error.message})`),
+    );
     if (!sawLayout || indexBytes === undefined)
       throw imageInvalid(
         'not an OCI image layout (no oci-layout and index.json at its root): make it with buildah push IMAGE oci-archive:FILE or skopeo copy',

@@ -11,11 +11,11 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { link, lstat, mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough, type Readable, Transform, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { PassThrough, type Readable, Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { Parser, type ReadEntry } from 'tar';
+import type { ReadEntry } from 'tar';
 import { HearthError } from '../domain/errors.js';
+import { forEachTarEntry } from './tar.js';
 
 export interface LayerToApply {
   readonly file: string;
@@ -91,51 +91,15 @@ async function applyLayer(
       callback(null, chunk);
     },
   });
-  const parser = new Parser({ strict: true, brotli: false, zstd: false });
-  let failure: unknown;
-  let chain = Promise.resolve();
-  parser.on('entry', (entry: ReadEntry) => {
-    chain = chain.then(async () => {
-      if (failure !== undefined) {
-        entry.resume();
-        return;
-      }
-      try {
-        await writer.write(entry);
-      } catch (error) {
-        failure ??= error;
-        entry.resume();
-      }
-    });
-  });
-  const parsed = new Promise<void>((resolve, reject) => {
-    parser.on('end', () => resolve());
-    parser.on('error', reject);
-  });
-  const source = decompressed(layer.file, compression);
-  // node-tar's Parser is not a Node stream: its write() answers false until the entry being written drains.
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      if (parser.write(chunk)) callback();
-      else parser.once('drain', () => callback());
-    },
-    final(callback) {
-      parser.end();
-      callback();
-    },
-  });
-  try {
-    await pipeline(source, hashing, sink);
-    await parsed;
-  } catch (error) {
-    if (failure === undefined)
-      throw invalid(
+  await forEachTarEntry(
+    [decompressed(layer.file, compression), hashing],
+    (entry) => writer.write(entry),
+    (error) =>
+      invalid(
         layer,
-        `not a readable ${compression === 'none' ? 'tar' : `${compression} tar`} (${(error as Error).message})`,
-      );
-  }
-  await chain;
-  if (failure !== undefined) throw failure;
+        `not a readable ${compression === 'none' ? 'tar' : `${compression} tar`} (${error.message})`,
+      ),
+  );
   const diffId = `sha256:${diffHash.digest('hex')}`;
   if (layer.diffId !== undefined && layer.diffId !== diffId)
     throw invalid(
