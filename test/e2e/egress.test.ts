@@ -257,6 +257,53 @@ describe('the seed session handler (seed §3.2)', () => {
   });
 });
 
+describe("a running function's dependency layer", () => {
+  it('stays mounted while other functions start their own networks (slirp4netns)', async () => {
+    // slirp4netns --enable-sandbox once detached the host's slot mounts through mount propagation: a warm
+    // function then lost its layer mid-flight (`No module named 'redis._defaults'`).
+    const victim = await makeFolder({
+      'hearth.yaml': manifest('layer-view', '{ runtime: python3, handler: main.handler }'),
+      'requirements.txt': 'redis\n',
+      'main.py': [
+        'import os',
+        'import redis',
+        '',
+        'def handler(event, context):',
+        '    return {"files": len(os.listdir(os.path.dirname(redis.__file__)))}',
+        '',
+      ].join('\n'),
+    });
+    const neighbour = await makeFolder({
+      'hearth.yaml': manifest(
+        'layer-neighbour',
+        '{ runtime: node20, egress: ["redis-master:6379"], hostAliases: { redis-master: host-gateway } }',
+      ),
+      'index.mjs': DIAL,
+    });
+    try {
+      const deployed = await deployFolder(hearth.url, victim.dir, { name: 'layer-view' });
+      expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
+      const before = await invoke(hearth.url, 'layer-view');
+      expect(before.status, before.text).toBe(200);
+      const { files } = before.json() as { files: number };
+      expect(files).toBeGreaterThan(10);
+      // Each of these starts instances in network namespaces of their own, each linked by a slirp4netns.
+      for (let round = 0; round < 3; round++) {
+        const other = await deployFolder(hearth.url, neighbour.dir, { name: 'layer-neighbour' });
+        expect(other.status, JSON.stringify(other.body)).toBe(200);
+        const dialled = await invoke(hearth.url, 'layer-neighbour', { path: '?targets=[]' });
+        expect(dialled.status, dialled.text).toBe(200);
+        const after = await invoke(hearth.url, 'layer-view');
+        expect(after.status, after.text).toBe(200);
+        expect(after.json()).toEqual({ files });
+      }
+    } finally {
+      await victim.cleanup();
+      await neighbour.cleanup();
+    }
+  });
+});
+
 describe('ctx.state on Redis', () => {
   it('refuses to start, in one line, when the configured Redis cannot be reached', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'hearth-bad-redis-'));

@@ -51,6 +51,8 @@ export interface FilteredTools {
   readonly slirp: string;
   readonly nft: string;
   readonly nsenter: string;
+  /** util-linux's unshare: slirp4netns runs in a mount namespace of its own, private (see `setUp`). */
+  readonly unshare: string;
 }
 
 /** The tools an allow-list needs, or why they are missing (with how to install them). */
@@ -60,14 +62,15 @@ export function probeFilteredTools(privileged: boolean): FilteredTools | string 
   const slirp = findExecutable('slirp4netns');
   const nft = findExecutable('nft') ?? ['/usr/sbin/nft', '/sbin/nft'].find((path) => existsSync(path));
   const nsenter = findExecutable('nsenter');
+  const unshare = findExecutable('unshare');
   const missing = [
     slirp === undefined ? 'slirp4netns' : undefined,
     nft === undefined ? 'nftables' : undefined,
-    nsenter === undefined ? 'util-linux (nsenter)' : undefined,
+    nsenter === undefined || unshare === undefined ? 'util-linux (nsenter, unshare)' : undefined,
   ].filter((name) => name !== undefined);
-  if (slirp === undefined || nft === undefined || nsenter === undefined)
-    return `egress allow-lists need ${missing.join(', ')}: install with apt-get install slirp4netns nftables`;
-  return { slirp, nft, nsenter };
+  if (slirp === undefined || nft === undefined || nsenter === undefined || unshare === undefined)
+    return `egress allow-lists need ${missing.join(', ')}: install with apt-get install slirp4netns nftables util-linux`;
+  return { slirp, nft, nsenter, unshare };
 }
 
 /** One sandbox's network: its namespace's pid (for nsenter), its slirp4netns, and readiness. */
@@ -99,9 +102,19 @@ export class SandboxNetwork {
   private async setUp(info: NodeJS.ReadableStream, tools: FilteredTools): Promise<void> {
     this.pid = await childPid(info);
     if (this.hold !== undefined) await firstByte(this.hold);
+    // `--enable-sandbox` makes slirp4netns unshare a mount namespace and pivot away from the old root, and
+    // it marks only `/` private first: the slots tmpfs beneath stays a peer of the host's, so detaching
+    // the old root unmounted every function's code and dependency overlays on the host, and from there in
+    // every running sandbox (guests saw `No module named 'redis._defaults'` mid-import). Started in a
+    // mount namespace that is private all the way down, its unmounts stay its own.
     const slirp = spawn(
-      tools.slirp,
+      tools.unshare,
       [
+        '--mount',
+        '--propagation',
+        'private',
+        '--',
+        tools.slirp,
         '--configure',
         '--mtu=65520',
         // `outbound` (egress allow) reaches anything but the host's loopback, which slirp4netns refuses
