@@ -175,12 +175,6 @@ export interface Isolation {
    * `container` class has it, and only it takes `runtime: image` functions.
    */
   bindContainer?(guest: GuestProcess, run: ContainerRun): Readonly<Record<string, string>>;
-  /**
-   * Optional: whether the running guest sees a non-empty `name` in its slot (a layer just attached on the
-   * host). Isolations that show the slot by mount propagation have it; the cold start tries another cell
-   * when it answers false.
-   */
-  seesInSlot?(guest: GuestProcess, name: string): boolean;
   /** Optional: the resource walls and whether each is in force on this node. */
   readonly walls?: readonly WallStatus[];
   /** Why `filtered` networking (egress allow-lists) cannot work on this node, or undefined when it can. */

@@ -22,18 +22,6 @@ import { Instance } from './instance.js';
 import { DEFAULT_STEM_CELL_BURST, StemCellPool, type StemCellPoolStats } from './stem-cells.js';
 
 const BIND_TIMEOUT_MS = 30_000;
-/** Cold starts tried for one request when a cell's dependency layer does not show (see `LayerNotVisible`). */
-const LAYER_ATTEMPTS = 3;
-
-/** `answer`: what the caller gets when every attempt saw the same (a module really missing, say). */
-class LayerNotVisible extends Error {
-  constructor(
-    message: string,
-    readonly answer?: HearthError,
-  ) {
-    super(message);
-  }
-}
 /** The memory wall of a function that sets none: the stem cells kept ready are sized for it. */
 const DEFAULT_MEMORY_BYTES = parseBytes(DEFAULTS.memory) ?? 128 * 1024 ** 2;
 
@@ -91,18 +79,6 @@ export class ColdStarter {
 
   /** A ready instance of `version`, bound to its handler; `HEARTH_E_HANDLER_INVALID` when it does not load. */
   async start(version: DeployedVersion): Promise<Instance> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.startOnce(version);
-      } catch (error) {
-        if (!(error instanceof LayerNotVisible)) throw error;
-        if (attempt >= LAYER_ATTEMPTS) throw error.answer ?? error;
-        this.options.onWarning(`${error.message}; starting the instance again on a fresh stem cell`);
-      }
-    }
-  }
-
-  private async startOnce(version: DeployedVersion): Promise<Instance> {
     const runtime = this.options.runtimes.get(version.spec.runtime);
     if (runtime === undefined || runtime.unavailable !== undefined) {
       throw new HearthError(
@@ -143,21 +119,6 @@ export class ColdStarter {
             ? undefined
             : { dir: depsDir, name: version.deps.mountName },
       });
-      // The layer is mounted on the host and reaches the running sandbox by mount propagation; now and then
-      // it does not arrive (seen as a guest whose dependency folder is empty): that cell is not used.
-      if (
-        version.deps !== undefined &&
-        isolation.seesInSlot !== undefined &&
-        !isolation.seesInSlot(cell.guest, version.deps.mountName)
-      )
-        throw new LayerNotVisible(
-          `the dependency layer of ${version.ref.namespace}/${version.ref.name} did not appear in its sandbox`,
-          new HearthError(
-            'HEARTH_E_SANDBOX_UNAVAILABLE',
-            `the dependency layer of ${version.ref.namespace}/${version.ref.name} did not appear in its sandbox`,
-            { retryAfter: 5 },
-          ),
-        );
       // A function with network access gets its own /etc/hosts names and, for an allow-list, its rules.
       if (network !== 'none' && isolation.configureNetwork !== undefined)
         await isolation.configureNetwork(cell.guest, cell.slot, {
@@ -211,18 +172,6 @@ export class ColdStarter {
       );
       if (!bound.ok) {
         const error = bound.error ?? { type: 'Error', message: 'unknown error' };
-        // A package of the layer that does not import (seen as `No module named 'redis._defaults'` with the
-        // layer complete on disk) is the same unexplained view of the layer as `LayerNotVisible`: retried.
-        const answer = new HearthError(
-          'HEARTH_E_HANDLER_INVALID',
-          `handler "${version.spec.handler}" could not be loaded: ${error.type}: ${error.message}`,
-          { details: { type: error.type } },
-        );
-        if (version.deps !== undefined && error.type === 'ModuleNotFoundError')
-          throw new LayerNotVisible(
-            `the dependency layer of ${version.ref.namespace}/${version.ref.name} did not load in its sandbox (${error.message})`,
-            answer,
-          );
         // The user's stack goes to the function's logs; an API answer never carries a stack trace.
         if (error.stack !== undefined) {
           logs.write({
@@ -234,7 +183,11 @@ export class ColdStarter {
             text: error.stack.endsWith('\n') ? error.stack : `${error.stack}\n`,
           });
         }
-        throw answer;
+        throw new HearthError(
+          'HEARTH_E_HANDLER_INVALID',
+          `handler "${version.spec.handler}" could not be loaded: ${error.type}: ${error.message}`,
+          { details: { type: error.type } },
+        );
       }
       if (bound.eventFormat !== undefined) this.conventions.set(version, bound.eventFormat);
       instance.capacity =

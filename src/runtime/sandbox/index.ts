@@ -23,7 +23,6 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
-  readdirSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -209,17 +208,6 @@ export class SandboxIsolation implements Isolation {
         `the function's resource limits could not be applied: ${(error as Error).message}`,
         { retryAfter: 5 },
       );
-    }
-  }
-
-  seesInSlot(guest: GuestProcess, name: string): boolean {
-    const inside = sandboxChild(guest.pid);
-    // Without a process to look through (not root, or already gone) there is nothing to check.
-    if (inside === undefined) return true;
-    try {
-      return readdirSync(`/proc/${inside}/root${SLOT_DIR}/${name}`).length > 0;
-    } catch {
-      return true;
     }
   }
 
