@@ -15,6 +15,8 @@ import {
   PatchStrategy,
   Watch,
 } from '@kubernetes/client-node';
+// Not re-exported by the package's index; the file is part of its published dist.
+import { ObjectSerializer } from '@kubernetes/client-node/dist/serializer.js';
 import { HearthError } from '../domain/errors.js';
 import { API_VERSION, parseFunctionManifest } from '../domain/function.js';
 import { parseGatewayManifest } from '../domain/gateway.js';
@@ -108,17 +110,19 @@ function describe(error: unknown): string {
 }
 
 const OWNED_KINDS = [
-  { apiVersion: 'apps/v1', kind: 'StatefulSet', path: '/apis/apps/v1/statefulsets' },
-  { apiVersion: 'v1', kind: 'Service', path: '/api/v1/services' },
+  { apiVersion: 'apps/v1', kind: 'StatefulSet', path: '/apis/apps/v1/statefulsets', model: 'V1StatefulSet' },
+  { apiVersion: 'v1', kind: 'Service', path: '/api/v1/services', model: 'V1Service' },
   {
     apiVersion: 'autoscaling/v2',
     kind: 'HorizontalPodAutoscaler',
     path: '/apis/autoscaling/v2/horizontalpodautoscalers',
+    model: 'V2HorizontalPodAutoscaler',
   },
   {
     apiVersion: 'networking.k8s.io/v1',
     kind: 'NetworkPolicy',
     path: '/apis/networking.k8s.io/v1/networkpolicies',
+    model: 'V1NetworkPolicy',
   },
 ] as const;
 
@@ -235,7 +239,13 @@ export async function startOperator(options: OperatorOptions): Promise<Operator>
     try {
       for (const object of tier) {
         const existed = await exists(object);
-        await objects.patch(object, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+        // The client serialises known kinds from its models, whose names differ from the wire's in places
+        // (NetworkPolicyPeer's `from` is `_from`): the wire form is turned into the model first.
+        const model = OWNED_KINDS.find((owned) => owned.kind === object.kind)?.model;
+        const typed = (
+          model === undefined ? object : ObjectSerializer.deserialize(object, model)
+        ) as KubernetesObject;
+        await objects.patch(typed, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
         if (!existed && stats.reconciles > 1) {
           stats.recreated++;
           log({

@@ -45,8 +45,8 @@ let hearth: Hearth;
 let operator: Operator;
 let objects: KubernetesObjectApi;
 const folders: TempFolder[] = [];
-/** Set by the conflict test: runs once before the operator's next status write of that CR. */
-let raceStatusWrite: ((resource: HearthResource) => Promise<void>) | undefined;
+/** Set by the conflict test: runs before the operator's status writes until it answers true (it raced one). */
+let raceStatusWrite: ((resource: HearthResource) => Promise<boolean>) | undefined;
 const operatorLog: Record<string, unknown>[] = [];
 
 const HANDLER = `export default async function handler(event) {
@@ -130,9 +130,7 @@ beforeAll(async () => {
     nodes: { operatorNamespace: 'hearth-system', maxReplicas: 3 },
     log: (record) => operatorLog.push(record),
     beforeStatusWrite: async (resource) => {
-      const race = raceStatusWrite;
-      raceStatusWrite = undefined;
-      await race?.(resource);
+      if (raceStatusWrite !== undefined && (await raceStatusWrite(resource))) raceStatusWrite = undefined;
     },
   });
 }, 240_000);
@@ -252,6 +250,7 @@ describe('operator', () => {
     const before = operator.stats.conflicts;
     let raced = false;
     raceStatusWrite = async (resource) => {
+      if (resource.metadata.name !== 'racer') return false;
       // Someone else changes the CR between the operator's read and its write.
       await objects.patch(
         {
@@ -266,6 +265,7 @@ describe('operator', () => {
         PatchStrategy.MergePatch,
       );
       raced = true;
+      return true;
     };
     await objects.create(fn('racer', { runtime: 'node20', code: { inline: { 'index.js': HANDLER } } }));
     const resource = await reconciled('racer');
