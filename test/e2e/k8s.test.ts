@@ -7,6 +7,8 @@
  */
 
 import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import {
   ApiException,
@@ -33,6 +35,7 @@ import {
   type Hearth,
   invoke,
   makeFolder,
+  packFolder,
   ROOT,
   runCli,
   startHearth,
@@ -338,6 +341,62 @@ describe('operator', () => {
     );
     // Another namespace's tier is untouched.
     expect(await read('apps/v1', 'StatefulSet', NODES)).toBeDefined();
+  });
+
+  it('deploys code from a URL of a .tar.gz', async () => {
+    const folder = await makeFolder({
+      'index.js': HANDLER,
+      'hearth.yaml': 'ignored: the CR is the manifest\n',
+    });
+    folders.push(folder);
+    const archive = await packFolder(folder.dir);
+    const server = createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/gzip' }).end(archive),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      await objects.create(
+        fn('fetched', {
+          runtime: 'node20',
+          env: { GREETING: 'from a url' },
+          code: { url: `http://127.0.0.1:${port}/fn.tar.gz` },
+        }),
+      );
+      const resource = await reconciled('fetched');
+      expect(resource.status).toMatchObject({ ready: true, version: '1' });
+      expect((await invoke(hearth.url, 'fetched')).json()).toMatchObject({ greeting: 'from a url' });
+    } finally {
+      server.close();
+    }
+  });
+
+  it('undoes an edit to a field it owns on an owned object', async () => {
+    await objects.patch(
+      {
+        apiVersion: 'apps/v1',
+        kind: 'StatefulSet',
+        metadata: { name: NODES, namespace: 'default' },
+        spec: { replicas: 7 },
+      },
+      undefined,
+      undefined,
+      'someone-else',
+      undefined,
+      PatchStrategy.MergePatch,
+    );
+    await eventually(
+      'the StatefulSet back to 1 replica',
+      async () => {
+        const current = await read<KubernetesObject & { spec: { replicas: number } }>(
+          'apps/v1',
+          'StatefulSet',
+          NODES,
+        );
+        return current?.spec.replicas === 1 ? true : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
   });
 
   it('reports a missing code ConfigMap as CodeNotFound', async () => {
