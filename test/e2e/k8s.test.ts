@@ -6,7 +6,7 @@
  * No kubelet runs: the Hearth started by test/support/hearth.ts stands in for every namespace's node pods.
  */
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -31,6 +31,7 @@ import {
 } from '../../src/k8s/index.js';
 import {
   api,
+  BIN,
   eventually,
   type Hearth,
   invoke,
@@ -481,5 +482,40 @@ describe('Helm chart', () => {
       expect(resources).not.toContain('pods');
       expect(role.rules.flatMap((rule) => rule.verbs)).not.toContain('*');
     }
+  });
+});
+
+describe('hearth operator', () => {
+  it('refuses a bad flag with one line', async () => {
+    const result = await runCli(['operator', '--kubeconfig', kube.kubeconfig, '--node-replicas', '0']);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr.trim().split('\n')).toEqual([expect.stringContaining('--node-replicas')]);
+  });
+
+  it('runs as a command: reconciles a Function, then stops on SIGTERM', async () => {
+    // The in-process operator steps aside: one operator per cluster, as the chart runs it.
+    await operator.stop();
+    const child = spawn(
+      process.execPath,
+      [BIN, 'operator', '--kubeconfig', kube.kubeconfig, '--hearth-url', hearth.url, '--resync', '2'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    try {
+      await objects.create(
+        fn('by-command', { runtime: 'node20', code: { inline: { 'index.js': HANDLER } } }),
+      );
+      const resource = await reconciled('by-command');
+      expect(resource.status).toMatchObject({ ready: true, version: '1' });
+      expect((await invoke(hearth.url, 'by-command')).status).toBe(200);
+    } finally {
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+    expect(stderr).toContain('watching Function and EventGateway resources');
   });
 });
