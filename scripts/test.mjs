@@ -149,6 +149,15 @@ execFileSync(process.execPath, [join(root, 'test/support/wasm/build.mjs')], {
   stdio: ['ignore', 'ignore', 'inherit'],
 });
 
+// Kubernetes mode (issue 12): Debian's etcd, and kube-apiserver and helm built from the Go module proxy once
+// into ~/.cache/hearth/k8s (several minutes the first time, here rather than inside a suite's timeout).
+if (!has('etcd')) aptInstall(['etcd-server'], "etcd is the Kubernetes suite's API server store");
+if (!has('openssl', ['version']))
+  aptInstall(['openssl'], "openssl makes the Kubernetes suite's certificates");
+execFileSync(process.execPath, [join(root, 'scripts/k8s-tools.mjs')], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
+
 execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
 execFileSync(process.execPath, [join(root, 'scripts/microvm-image.mjs')], {
   stdio: ['ignore', 'ignore', 'inherit'],

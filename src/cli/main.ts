@@ -14,6 +14,7 @@ import * as keys from './commands/keys.js';
 import * as logs from './commands/logs.js';
 import * as ls from './commands/ls.js';
 import * as create from './commands/new.js';
+import * as operator from './commands/operator.js';
 import * as registry from './commands/registry.js';
 import * as rm from './commands/rm.js';
 import * as secret from './commands/secret.js';
@@ -110,6 +111,7 @@ export function buildProgram(context: CommandContext): Command {
     registry,
     audit,
     sign,
+    operator,
   ])
     command.register(program, context);
   return program;

@@ -32,6 +32,9 @@ interface DeployOptions extends ConnectionOptions, NamespaceOptions, OutputOptio
   readonly wait: boolean;
   readonly image?: string;
   readonly name?: string;
+  readonly target: string;
+  readonly kubeconfig?: string;
+  readonly context?: string;
 }
 
 const ARCHIVE_PREFIX = 'oci-archive:';
@@ -47,13 +50,27 @@ export function register(program: Command, context: CommandContext): void {
       'deploy a container image: host[:port]/repo[:tag|@sha256:…], or oci-archive:FILE to upload one',
     )
     .option('--name <name>', 'function name for --image without a folder (default: from the image)')
-    .option('--no-wait', 'return once the archive is uploaded instead of waiting for the deployment');
+    .option('--no-wait', 'return once the archive is uploaded instead of waiting for the deployment')
+    .option(
+      '--target <target>',
+      'hearth (the Hearth API, default) or k8s (a ConfigMap and a Function CR the operator deploys)',
+      'hearth',
+    )
+    .option('--kubeconfig <file>', '--target k8s: kubeconfig (default: $KUBECONFIG or ~/.kube/config)')
+    .option('--context <name>', '--target k8s: kubeconfig context');
   addNamespaceOption(command, 'namespace (default: metadata.namespace in hearth.yaml, else "default")');
   addOutputOption(command);
   addConnectionOptions(command);
   command.action(async (dir: string | undefined, options: DeployOptions) => {
     if (dir === undefined && options.image === undefined)
       throw new CliError('deploy: give a function folder, or --image REF');
+    if (options.target === 'k8s') {
+      if (dir === undefined) throw new CliError('deploy --target k8s: give a function folder');
+      await deployToKubernetes(dir, options, context);
+      return;
+    }
+    if (options.target !== 'hearth')
+      throw new CliError(`--target: got "${options.target}", expected hearth or k8s`);
     await deploy(dir, options, context);
   });
 }
@@ -138,6 +155,69 @@ async function deployImage(
   } finally {
     await rm(empty, { recursive: true, force: true });
   }
+}
+
+/**
+ * `--target k8s`: the folder packed as for Hearth, stored in a ConfigMap, and a Function CR naming it applied;
+ * with --wait (the default) until the operator reports this generation.
+ */
+async function deployToKubernetes(
+  dir: string,
+  options: DeployOptions,
+  context: CommandContext,
+): Promise<void> {
+  const { io } = context;
+  const folder = await readFunctionFolder(dir);
+  const { applyFunctionPackage, loadKubeConfig, waitForFunction } = await import('../../k8s/index.js');
+  const target = {
+    namespace: options.namespace ?? folder.manifest.metadata.namespace ?? DEFAULT_NAMESPACE,
+    name: folder.manifest.metadata.name,
+  };
+  const source = folder.manifest.spec.source;
+  const packed = await packDirectory(source === undefined ? dir : resolve(dir, source));
+  const chunks: Buffer[] = [];
+  for await (const chunk of packed.stream) chunks.push(chunk as Buffer);
+  const spec = (folder.document.toJS() as { spec?: Record<string, unknown> }).spec ?? {};
+  let kubeConfig: ReturnType<typeof loadKubeConfig>;
+  try {
+    kubeConfig = loadKubeConfig(options.kubeconfig, options.context);
+  } catch (error) {
+    throw new CliError(`--kubeconfig: ${(error as Error).message}`);
+  }
+  const applied = await applyFunctionPackage(kubeConfig, target, spec, Buffer.concat(chunks)).catch(
+    (error: unknown) => {
+      throw new CliError(`deploy --target k8s: ${kubernetesMessage(error)}`);
+    },
+  );
+  if (!options.wait) {
+    io.stdout.write(
+      `applied Function ${target.namespace}/${target.name} (generation ${applied.generation})\n`,
+    );
+    return;
+  }
+  const resource = await waitForFunction(kubeConfig, applied, 120_000);
+  const ready = resource.status?.conditions?.find((c) => c.type === 'Ready');
+  if (options.output === 'json')
+    writeJson(io.stdout, { ...target, generation: applied.generation, status: resource.status ?? null });
+  if (resource.status?.ready !== true || (resource.status.observedGeneration ?? 0) < applied.generation)
+    throw new CliError(
+      `Function ${target.namespace}/${target.name} not ready: ${ready?.reason ?? 'NotReconciled'}: ${ready?.message ?? 'the operator has not reported this generation yet'}`,
+    );
+  if (options.output !== 'json')
+    io.stdout.write(
+      `deployed ${target.namespace}/${target.name} version ${resource.status.version ?? '?'} through Kubernetes: ${resource.status.endpoint ?? ''}\n`,
+    );
+}
+
+function kubernetesMessage(error: unknown): string {
+  const body = (error as { body?: unknown }).body;
+  if (typeof body === 'string') {
+    try {
+      const parsed = JSON.parse(body) as { message?: string };
+      if (parsed.message !== undefined) return parsed.message;
+    } catch {}
+  }
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** `registry:5000/team/api:1.2` → `api`; `oci-archive:./build/api.tar` → `api`. */
