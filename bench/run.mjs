@@ -323,11 +323,17 @@ if (results.cluster) {
     '',
     `${cl.connections} connections in all (autocannon, split evenly over the nodes), ${cl.seconds}s per measurement. Every node and the load generator share the same two cores: this shows what running more nodes costs on one machine, not the speed-up separate machines would give.`,
     '',
-    '| one request, one keep-alive connection | n | p50 ms | p99 ms |',
-    '|---|---:|---:|---:|',
-    `| served where it lands | ${f.direct.n} | ${f.direct.p50} | ${f.direct.p99} |`,
-    `| forwarded one hop (by a full node) | ${f.forwarded.n} | ${f.forwarded.p50} | ${f.forwarded.p99} |`,
+    '| one request, one keep-alive connection | n | p50 ms | p95 ms | p99 ms |',
+    '|---|---:|---:|---:|---:|',
+    `| served where it lands | ${f.direct.n} | ${f.direct.p50} | ${f.direct.p95} | ${f.direct.p99} |`,
+    `| forwarded one hop (by a full node) | ${f.forwarded.n} | ${f.forwarded.p50} | ${f.forwarded.p95} | ${f.forwarded.p99} |`,
     '',
+    ...(cl.async === undefined
+      ? []
+      : [
+          `Async through NATS JetStream (${cl.async.count} invocations of bench-hello, ${cl.async.lanes} at a time, spread over ${cl.async.nodes} nodes): **${cl.async.acceptsPerSecond} accepts/s** (202 once the record is in PostgreSQL and JetStream acknowledged the publish: p50 ${cl.async.accept.p50} / p95 ${cl.async.accept.p95} / p99 ${cl.async.accept.p99} ms), **${cl.async.runsPerSecond} runs/s** by the nodes together.`,
+          '',
+        ]),
     `A forwarded request costs **${f.costP50Ms} ms** more at the median. \`node bench/run.mjs cluster\` runs this section alone.`,
     '',
   );

@@ -56,6 +56,8 @@ const WORKERS = 'hearth-workers';
 const PULL_EXPIRES_MS = 5_000;
 /** A message due this soon is run now rather than put back. */
 const DUE_SLACK_MS = 20;
+/** PostgreSQL connections per node for the records (accepts, leases and completions run in parallel). */
+const POOL_SIZE = 10;
 /** A message for a function this node does not serve yet is offered to the others for this long. */
 const ELSEWHERE_DELAY_MS = 500;
 /** Counts for `stats()` are shared this long: the worker asks after every pump. */
@@ -131,8 +133,10 @@ interface Row {
   dedupe_key: string | null;
 }
 
+/** What travels on the work stream: the record's id, and its function (a node that does not serve it passes). */
 interface WorkItem {
   readonly id: string;
+  readonly ref: FunctionRef;
 }
 
 export class JetStreamQueue implements Queue {
@@ -218,7 +222,7 @@ export class JetStreamQueue implements Queue {
         await manager.consumers.update(WORK_STREAM, WORKERS, consumerConfig);
       const js = jetstream(nats);
       const consumer = await js.consumers.get(WORK_STREAM, WORKERS);
-      const db = new pg.Pool({ connectionString: options.postgresUrl, max: 4 });
+      const db = new pg.Pool({ connectionString: options.postgresUrl, max: POOL_SIZE });
       db.on('error', (error) => options.warn(`queue: PostgreSQL connection lost: ${error.message}`));
       return new JetStreamQueue(options, nats, js, consumer, db);
     } catch (error) {
@@ -284,7 +288,7 @@ export class JetStreamQueue implements Queue {
     }
     try {
       if (dead) await this.publishDead(row);
-      else await this.publishWork(row.id, row.id);
+      else await this.publishWork(row.id, message.ref, row.id);
     } catch (error) {
       // Not in the stream: not accepted. The caller hears the failure; the record goes.
       await this.db.query('DELETE FROM queue_messages WHERE id = $1', [row.id]).catch(() => undefined);
@@ -298,46 +302,59 @@ export class JetStreamQueue implements Queue {
     const taken = this.ready.splice(0, max);
     const byId = new Map<string, JsMsg>();
     for (const msg of taken) {
-      const id = workItem(msg)?.id;
-      if (id === undefined) msg.term('not a Hearth work item');
-      else if (byId.has(id) || this.held.has(id)) msg.ack();
-      else byId.set(id, msg);
+      const item = workItem(msg);
+      if (item === undefined) msg.term('not a Hearth work item');
+      else if (this.held.has(item.id)) {
+        // Redelivered while still running here (its in-progress notices came late): the newer delivery
+        // is the one JetStream will take an ack for; the run already under way settles it.
+        this.held.set(item.id, msg);
+      } else if (byId.has(item.id)) msg.ack();
+      else if (!this.runsHere(item.ref)) msg.nak(ELSEWHERE_DELAY_MS);
+      else byId.set(item.id, msg);
     }
-    if (byId.size === 0) return [];
+    if (byId.size === 0) {
+      this.freeRoom();
+      return [];
+    }
     const now = Date.now();
-    const ids = [...byId.keys()];
-    const { rows } = await this.db.query<Row>('SELECT * FROM queue_messages WHERE id = ANY($1)', [ids]);
+    for (const [id, msg] of byId) this.held.set(id, msg);
+    // The common case in one statement: due, not settled, deliveries left.
+    const leased = await this.db.query<Row>(
+      `UPDATE queue_messages SET state = 'running', attempts = attempts + 1, started_at = $2, node = $3
+       WHERE id = ANY($1) AND available_at <= $4
+         AND (state = 'queued' OR (state = 'running' AND attempts < max_attempts))
+       RETURNING *`,
+      [[...byId.keys()], now, this.options.nodeId, now + DUE_SLACK_MS],
+    );
+    for (const row of leased.rows) byId.delete(row.id);
+    if (byId.size > 0) await this.setAside(byId, now);
+    this.freeRoom();
+    return leased.rows.sort((a, b) => Number(a.seq) - Number(b.seq)).map(toMessage);
+  }
+
+  /** Pulled messages that are not to run now: settled, not due yet, or out of deliveries. */
+  private async setAside(byId: ReadonlyMap<string, JsMsg>, now: number): Promise<void> {
+    const { rows } = await this.db.query<Row>('SELECT * FROM queue_messages WHERE id = ANY($1)', [
+      [...byId.keys()],
+    ]);
     const found = new Map(rows.map((row) => [row.id, row]));
-    const runnable: string[] = [];
     for (const [id, msg] of byId) {
       const row = found.get(id);
       if (row === undefined || (row.state !== 'queued' && row.state !== 'running')) {
         // Settled already (its node died between the record and the ack), or purged: done with.
+        this.held.delete(id);
         msg.ack();
-      } else if (Number(row.available_at) > now + DUE_SLACK_MS) {
-        msg.nak(Number(row.available_at) - now);
-      } else if (!this.runsHere({ namespace: row.namespace, name: row.name })) {
-        msg.nak(ELSEWHERE_DELAY_MS);
       } else if (row.state === 'running' && row.attempts >= row.max_attempts) {
         // Every delivery died with its node: no more tries.
-        this.held.set(id, msg);
         await this.deadLetter(id, {
           code: 'HEARTH_E_NODE_LOST',
           message: `the node running it stopped before it finished, ${row.attempts} time(s)`,
         });
       } else {
-        runnable.push(id);
-        this.held.set(id, msg);
+        this.held.delete(id);
+        msg.nak(Math.max(0, Number(row.available_at) - now));
       }
     }
-    this.freeRoom();
-    if (runnable.length === 0) return [];
-    const leased = await this.db.query<Row>(
-      `UPDATE queue_messages SET state = 'running', attempts = attempts + 1, started_at = $2, node = $3
-       WHERE id = ANY($1) AND state IN ('queued', 'running') RETURNING *`,
-      [runnable, now, this.options.nodeId],
-    );
-    return leased.rows.sort((a, b) => Number(a.seq) - Number(b.seq)).map(toMessage);
   }
 
   async complete(
@@ -363,7 +380,8 @@ export class JetStreamQueue implements Queue {
         result?.body ?? null,
       ],
     );
-    await this.release(id, (msg) => msg.ackAck().then(() => undefined));
+    // A plain ack: should it be lost, the redelivery finds the record settled and acks again.
+    await this.release(id, async (msg) => msg.ack());
   }
 
   async retry(id: string, error: MessageError, availableAt: number): Promise<void> {
@@ -385,7 +403,7 @@ export class JetStreamQueue implements Queue {
     );
     const row = rows[0];
     if (row !== undefined) await this.publishDead(row);
-    await this.release(id, (msg) => msg.ackAck().then(() => undefined));
+    await this.release(id, async (msg) => msg.ack());
   }
 
   async get(id: string): Promise<QueueMessage | undefined> {
@@ -437,16 +455,16 @@ export class JetStreamQueue implements Queue {
         where.push(`source = $${params.length}`);
       }
     }
-    const { rows } = await this.db.query<{ id: string }>(
+    const { rows } = await this.db.query<{ id: string; namespace: string; name: string }>(
       `UPDATE queue_messages SET state = 'queued', attempts = 0, available_at = $1, finished_at = NULL,
          callback_state = NULL, callback_attempts = 0, callback_error = NULL
-       WHERE ${where.join(' AND ')} RETURNING id`,
+       WHERE ${where.join(' AND ')} RETURNING id, namespace, name`,
       params,
     );
     const manager = await jetstreamManager(this.nats);
-    for (const { id } of rows) {
+    for (const { id, namespace, name } of rows) {
       // A fresh publish id: the first one may still be in the stream's duplicate window.
-      await this.publishWork(id, `${id}.redrive.${randomUUID()}`);
+      await this.publishWork(id, { namespace, name }, `${id}.redrive.${randomUUID()}`);
       await manager.streams.purge(DEAD_STREAM, { filter: deadSubject(id) }).catch(() => undefined);
     }
     return rows.length;
@@ -599,8 +617,9 @@ export class JetStreamQueue implements Queue {
     }
   }
 
-  private async publishWork(id: string, publishId: string): Promise<void> {
-    await this.js.publish(WORK_SUBJECT, JSON.stringify({ id } satisfies WorkItem), { msgID: publishId });
+  private async publishWork(id: string, ref: FunctionRef, publishId: string): Promise<void> {
+    const item: WorkItem = { id, ref: { namespace: ref.namespace, name: ref.name } };
+    await this.js.publish(WORK_SUBJECT, JSON.stringify(item), { msgID: publishId });
   }
 
   private async publishDead(row: Row): Promise<void> {
@@ -624,7 +643,11 @@ function deadSubject(id: string): string {
 function workItem(msg: JsMsg): WorkItem | undefined {
   try {
     const item = msg.json<WorkItem>();
-    return typeof item?.id === 'string' ? item : undefined;
+    return typeof item?.id === 'string' &&
+      typeof item.ref?.namespace === 'string' &&
+      typeof item.ref.name === 'string'
+      ? item
+      : undefined;
   } catch {
     return undefined;
   }
