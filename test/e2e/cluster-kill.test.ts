@@ -20,6 +20,7 @@ import {
   type Hearth,
   invoke,
   makeFolder,
+  runCli,
   startHearth,
   type TempFolder,
 } from '../support/hearth.js';
@@ -78,6 +79,31 @@ function percentile(values: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
 }
 
+let workerDeployed = false;
+
+/** The async worker (once): reports each run to the recorder, then works for `sleepMs`, or fails on `fail`. */
+async function deployWorker(): Promise<void> {
+  if (workerDeployed) return;
+  const worker = await copyFixture('event-recorder', {
+    'hearth.yaml': [
+      'apiVersion: hearth.dev/v1',
+      'kind: Function',
+      'metadata: { name: worker }',
+      'spec:',
+      '  runtime: node20',
+      '  egress: allow',
+      `  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }`,
+      '',
+    ].join('\n'),
+  });
+  try {
+    expect((await deployFolder(node('a').url, worker.dir, { name: 'worker' })).status).toBe(200);
+  } finally {
+    await worker.cleanup();
+  }
+  workerDeployed = true;
+}
+
 /** Deploys a fixture under another name, through one node. */
 async function deployAs(via: string, fixture: string, name: string): Promise<void> {
   const folder = await copyFixture(fixture, {
@@ -104,14 +130,15 @@ describe('cluster mode: kill -9 of one node under load', () => {
     const cluster = (id: string) =>
       `cluster:\n  postgres: ${postgres.url}\n  nats: ${nats.url}\n  redis: ${redis.url}\n  nodeId: ${id}\n  ackWait: ${ACK_WAIT}\n`;
     const breaker = `breaker: { failures: ${BREAKER_FAILURES} }\n`;
-    await writeFile(join(configDir.dir, 'a.yaml'), `${LEAN}${breaker}${cluster('a')}`);
+    const retry = 'retry: { attempts: 2, backoff: 200ms }';
+    await writeFile(join(configDir.dir, 'a.yaml'), `${LEAN}${breaker}async: { ${retry} }\n${cluster('a')}`);
     // b has room for one instance and runs one async delivery at a time: once full, it forwards its sync
     // requests to the node with the function warm (c).
     await writeFile(
       join(configDir.dir, 'b.yaml'),
-      `${LEAN}${breaker}maxInstances: 1\nasync: { concurrency: 1 }\n${cluster('b')}`,
+      `${LEAN}${breaker}maxInstances: 1\nasync: { concurrency: 1, ${retry} }\n${cluster('b')}`,
     );
-    await writeFile(join(configDir.dir, 'c.yaml'), `${LEAN}${breaker}${cluster('c')}`);
+    await writeFile(join(configDir.dir, 'c.yaml'), `${LEAN}${breaker}async: { ${retry} }\n${cluster('c')}`);
     const [a, b, c] = await Promise.all(
       ['a', 'b', 'c'].map((id) => startHearth({ args: ['--config', join(configDir.dir, `${id}.yaml`)] })),
     );
@@ -127,30 +154,52 @@ describe('cluster mode: kill -9 of one node under load', () => {
     await configDir?.cleanup();
   }, 60_000);
 
-  it('loses no accepted async invocation, and fails sync requests over to the survivors', async () => {
-    // The async worker: reports each run to the recorder, then works for SLEEP_MS.
-    const worker = await copyFixture('event-recorder', {
-      'hearth.yaml': [
-        'apiVersion: hearth.dev/v1',
-        'kind: Function',
-        'metadata: { name: worker }',
-        'spec:',
-        '  runtime: node20',
-        '  egress: allow',
-        `  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }`,
-        '',
-      ].join('\n'),
+  it('an invocation accepted on a is dead-lettered after its retries, listed on b and redriven from c', async () => {
+    await deployWorker();
+    const accepted = await fetch(`${node('a').url}/async-function/worker`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ n: -2, fail: true }),
     });
-    try {
-      expect((await deployFolder(node('a').url, worker.dir, { name: 'worker' })).status).toBe(200);
-    } finally {
-      await worker.cleanup();
-    }
+    expect(accepted.status).toBe(202);
+    const { id } = (await accepted.json()) as { id: string };
+    const dead = await eventually(
+      `invocation ${id} to be dead-lettered`,
+      async () => {
+        const answer = await api<{ status: string; attempts: number }>(
+          node('c').url,
+          `/api/v1/invocations/${id}`,
+        );
+        return answer.body.status === 'dead' ? answer.body : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
+    expect(dead.attempts).toBe(2);
+    const ls = await runCli(['dlq', 'ls'], { url: node('b').url });
+    expect(ls.code, ls.stderr).toBe(0);
+    expect(ls.stdout).toMatch(new RegExp(`${id}\\s+worker\\s+async\\s+dead\\s+2/2`));
+    const redrive = await runCli(['dlq', 'redrive', id], { url: node('c').url });
+    expect(redrive.stdout).toBe('1 dead letter redriven\n');
+    // It runs again (twice more: it still fails), on whichever nodes take it, and is dead again.
+    const runsOf = () =>
+      recorder.received.filter((hit) => hit.json<{ event: { body?: { n?: number } } }>().event.body?.n === -2)
+        .length;
+    await eventually('the redriven invocation to run twice more', () => (runsOf() >= 4 ? true : undefined), {
+      timeoutMs: 30_000,
+    });
+    await eventually(`invocation ${id} to be dead again`, async () => {
+      const answer = await api<{ status: string }>(node('a').url, `/api/v1/invocations/${id}`);
+      return answer.body.status === 'dead' ? true : undefined;
+    });
+  });
+
+  it('loses no accepted async invocation, and fails sync requests over to the survivors', async () => {
+    await deployWorker();
     // Sync functions: one warm on c only (its deploy's proof), one on a.
     await deployAs('c', 'node-version', 'sync-c');
     await deployAs('a', 'node-esm-default', 'sync-a');
     // b holds one instance, the worker's, and so forwards sync-c to c, the node with it warm. A deploy or
-    // a stale heartbeat may leave b holding sync-c itself: then it is parked and the worker run again.
+    // a stale heartbeat may leave b (or a) holding sync-c itself: then it is parked there.
     await eventually(
       'b to be full of the worker, and to forward sync-c to c',
       async () => {
@@ -160,6 +209,11 @@ describe('cluster mode: kill -9 of one node under load', () => {
         if (self === undefined || c === undefined) return undefined;
         if (self.warm.some((fn) => fn.function === 'default/sync-c')) {
           await api(node('b').url, `${functionApiPath('sync-c')}/instances`, { method: 'DELETE' });
+          return undefined;
+        }
+        // Only c is to have it warm (a forward while c's instance was busy may have warmed one on a).
+        if (items.find((item) => item.id === 'a')?.warm.some((fn) => fn.function === 'default/sync-c')) {
+          await api(node('a').url, `${functionApiPath('sync-c')}/instances`, { method: 'DELETE' });
           return undefined;
         }
         if (self.instances < self.maxInstances) {
