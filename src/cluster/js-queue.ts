@@ -56,6 +56,8 @@ const WORKERS = 'hearth-workers';
 const PULL_EXPIRES_MS = 5_000;
 /** A message due this soon is run now rather than put back. */
 const DUE_SLACK_MS = 20;
+/** Accepts stored by one INSERT at most (24 parameters each: well under PostgreSQL's 65535). */
+const INSERT_BATCH = 500;
 /** PostgreSQL connections per node for the records (accepts, leases and completions run in parallel). */
 const POOL_SIZE = 10;
 /** A message for a function this node does not serve yet is offered to the others for this long. */
@@ -153,6 +155,11 @@ export class JetStreamQueue implements Queue {
   private pulling: Promise<void> | undefined;
   /** Whether a message for this function may run on this node (see `start`). */
   private runsHere: (ref: FunctionRef) => boolean = () => true;
+  private readonly pendingInserts: {
+    readonly values: readonly unknown[];
+    readonly resolve: (row: Row | undefined) => void;
+    readonly reject: (error: unknown) => void;
+  }[] = [];
   private cachedStats: { at: number; stats: Promise<QueueStats> } | undefined;
 
   private constructor(
@@ -266,16 +273,7 @@ export class JetStreamQueue implements Queue {
       message.callbackUrl ?? null,
       message.dedupeKey ?? null,
     ];
-    const inserted = await this.db.query<Row>(
-      `INSERT INTO queue_messages (id, namespace, name, source, method, path, raw_query, headers, body, event,
-         priority, auth, state, attempts, max_attempts, backoff_ms, max_backoff_ms, accepted_at, available_at,
-         finished_at, error_code, error_message, callback_url, dedupe_key)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-         $22, $23, $24)
-       ON CONFLICT DO NOTHING RETURNING *`,
-      values,
-    );
-    const row = inserted.rows[0];
+    const row = await this.insert(values);
     if (row === undefined) {
       // Already queued under this dedupe key (or id): the one stored is the answer, published once.
       const existing = await this.db.query<Row>(
@@ -601,6 +599,42 @@ export class JetStreamQueue implements Queue {
 
   private freeRoom(): void {
     this.roomFreed?.();
+  }
+
+  /**
+   * Group commit: the accepts of one event-loop turn share one multi-row INSERT (one round trip, one
+   * commit), as the embedded queue shares one transaction. Resolves with the row stored, or undefined when
+   * its id or dedupe key was there already.
+   */
+  private insert(values: readonly unknown[]): Promise<Row | undefined> {
+    return new Promise((resolve, reject) => {
+      this.pendingInserts.push({ values, resolve, reject });
+      if (this.pendingInserts.length === 1) setImmediate(() => void this.flushInserts());
+    });
+  }
+
+  private async flushInserts(): Promise<void> {
+    const batch = this.pendingInserts.splice(0, INSERT_BATCH);
+    if (this.pendingInserts.length > 0) setImmediate(() => void this.flushInserts());
+    const columns = batch[0]?.values.length ?? 0;
+    const tuples = batch
+      .map(
+        (_, row) => `(${Array.from({ length: columns }, (_, column) => `$${row * columns + column + 1}`)})`,
+      )
+      .join(', ');
+    try {
+      const { rows } = await this.db.query<Row>(
+        `INSERT INTO queue_messages (id, namespace, name, source, method, path, raw_query, headers, body, event,
+           priority, auth, state, attempts, max_attempts, backoff_ms, max_backoff_ms, accepted_at, available_at,
+           finished_at, error_code, error_message, callback_url, dedupe_key)
+         VALUES ${tuples} ON CONFLICT DO NOTHING RETURNING *`,
+        batch.flatMap((entry) => entry.values),
+      );
+      const stored = new Map(rows.map((row) => [row.id, row]));
+      for (const entry of batch) entry.resolve(stored.get(entry.values[0] as string));
+    } catch (error) {
+      for (const entry of batch) entry.reject(error);
+    }
   }
 
   /** Hands the held message back to JetStream (ack or nak), then frees its room. */
