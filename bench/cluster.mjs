@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { startNats } from '../test/support/broker-processes.mjs';
-import { autocannon, deploy, ROOT, round, sleep, startHearth, summarise } from './lib.mjs';
+import { autocannon, deploy, processTree, ROOT, round, sleep, startHearth, summarise } from './lib.mjs';
 
 async function freePort() {
   const server = createServer();
@@ -138,7 +138,158 @@ async function sequential(url, path, count, agent) {
     servedBy.add(node);
   }
   const s = summarise(samples);
-  return { n: s.n, p50: round(s.p50, 3), p99: round(s.p99, 3), servedBy: [...servedBy] };
+  return {
+    n: s.n,
+    p50: round(s.p50, 3),
+    p95: round(s.p95, 3),
+    p99: round(s.p99, 3),
+    servedBy: [...servedBy],
+  };
+}
+
+/**
+ * Async invocations through the cluster's JetStream queue: `count` accepts spread over the nodes, `lanes`
+ * at a time; the accept latency (record in PostgreSQL + publish acknowledged by JetStream, before the 202),
+ * and how fast the nodes together run them (first accept to last finish, from the records).
+ */
+async function asyncThroughput(nodes, postgresUrl, { count = 600, lanes = 24 } = {}) {
+  const agent = new Agent({ keepAlive: true, maxSockets: lanes });
+  const accepts = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: lanes }, async () => {
+      while (next < count) {
+        const node = nodes[next % nodes.length];
+        next += 1;
+        const t0 = performance.now();
+        const status = await new Promise((resolve, reject) => {
+          const req = request(`${node.url}/async-function/bench-hello`, { method: 'POST', agent }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode));
+          });
+          req.on('error', reject);
+          req.end('{}');
+        });
+        if (status !== 202) throw new Error(`async accept answered ${status}`);
+        accepts.push(performance.now() - t0);
+      }
+    }),
+  );
+  const acceptSeconds = (performance.now() - started) / 1000;
+  agent.destroy();
+  const client = new pg.Client({ connectionString: postgresUrl });
+  await client.connect();
+  try {
+    let row;
+    await waitFor('every async invocation to finish', async () => {
+      ({
+        rows: [row],
+      } = await client.query(
+        `SELECT COUNT(*) FILTER (WHERE state = 'succeeded') AS done, COUNT(*) AS total,
+           MIN(accepted_at) AS first, MAX(finished_at) AS last
+         FROM queue_messages WHERE name = 'bench-hello'`,
+      ));
+      return Number(row.done) >= count;
+    });
+    const a = summarise(accepts);
+    return {
+      count,
+      lanes,
+      nodes: nodes.length,
+      acceptsPerSecond: Math.round(count / acceptSeconds),
+      accept: { p50: round(a.p50, 2), p95: round(a.p95, 2), p99: round(a.p99, 2) },
+      runsPerSecond: Math.round((count * 1000) / (Number(row.last) - Number(row.first))),
+    };
+  } finally {
+    await client.end();
+  }
+}
+
+/** Sync load on the first two nodes for `seconds`: each one's p99 (ms) and req/s. */
+async function survivorsLoad(nodes, { seconds, connections }) {
+  const runs = await Promise.all(
+    nodes
+      .slice(0, 2)
+      .map((node) =>
+        autocannon(`${node.url}/function/bench-hello`, { connections: Math.round(connections / 2), seconds }),
+      ),
+  );
+  return runs.map((run) => ({ rps: Math.round(run.rps), p99: run.p99, errors: run.errors }));
+}
+
+async function killPhase(nodes, postgresUrl, { seconds, connections, count = 300 }) {
+  const before = await survivorsLoad(nodes, { seconds, connections });
+  const victim = nodes[2];
+  const agent = new Agent({ keepAlive: true, maxSockets: 12 });
+  const accepted = [];
+  let killedAt;
+  let next = 0;
+  const acceptOne = (node) =>
+    new Promise((resolve) => {
+      const req = request(`${node.url}/async-function/bench-hello`, { method: 'POST', agent }, (res) => {
+        const chunks = [];
+        res.on('data', (chunk) => chunks.push(chunk));
+        res.on('end', () => {
+          if (res.statusCode === 202) accepted.push(JSON.parse(Buffer.concat(chunks).toString()).id);
+          resolve();
+        });
+      });
+      req.on('error', () => resolve());
+      req.end('{}');
+    });
+  const sending = Promise.all(
+    Array.from({ length: 12 }, async () => {
+      while (next < count) {
+        const n = next;
+        next += 1;
+        if (n === Math.floor(count / 3) && killedAt === undefined) {
+          // The node and its sandboxes go at once, as a machine losing power would take them.
+          const tree = processTree(victim.pid);
+          for (const pid of tree) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              // already gone
+            }
+          }
+          killedAt = performance.now();
+        }
+        const node = killedAt === undefined ? nodes[n % 3] : nodes[n % 2];
+        await acceptOne(node);
+      }
+    }),
+  );
+  const after = await survivorsLoad(nodes, { seconds, connections });
+  await sending;
+  agent.destroy();
+  nodes.splice(2, 1);
+  try {
+    rmSync(victim.dataDir, { recursive: true, force: true });
+  } catch {
+    // A killed node's sandbox mounts may outlive it; its temp dir is left, as after a power cut.
+  }
+  const client = new pg.Client({ connectionString: postgresUrl });
+  await client.connect();
+  let lastFinishedMs;
+  try {
+    await waitFor('every async invocation accepted around the kill to finish', async () => {
+      const { rows } = await client.query(
+        `SELECT COUNT(*) FILTER (WHERE state = 'succeeded') AS done FROM queue_messages WHERE id = ANY($1)`,
+        [accepted],
+      );
+      return Number(rows[0].done) === accepted.length;
+    });
+    lastFinishedMs = performance.now() - killedAt;
+  } finally {
+    await client.end();
+  }
+  return {
+    asyncAccepted: accepted.length,
+    allFinishedAfterKillS: round(lastFinishedMs / 1000, 1),
+    before,
+    after,
+  };
 }
 
 export async function clusterBench({ seconds = 4, connections = 30, sequentialCount = 1000 } = {}) {
@@ -147,7 +298,8 @@ export async function clusterBench({ seconds = 4, connections = 30, sequentialCo
   const cluster = (nodeId, extra = {}) => ({
     logLevel: 'warn',
     stemCells: { node20: 1, python3: 0 },
-    cluster: { postgres: postgres.url, nats: nats.url, redis: redis.url, nodeId },
+    // A short ack wait, so the kill phase sees what the killed node held redelivered within the bench.
+    cluster: { postgres: postgres.url, nats: nats.url, redis: redis.url, nodeId, ackWait: '5s' },
     ...extra,
   });
   try {
@@ -173,6 +325,8 @@ export async function clusterBench({ seconds = 4, connections = 30, sequentialCo
         errors: runs.reduce((sum, r) => sum + r.errors, 0),
       });
     }
+    // Async: the same function through the JetStream queue, accepted and run by the three nodes.
+    const asyncRun = await asyncThroughput(nodes, postgres.url);
     // Forwarding: a node with room for one instance, holding one of bench-noop, sends bench-hello to n1.
     const full = await startHearth(cluster('full', { maxInstances: 1 }));
     nodes.push(full);
@@ -196,10 +350,18 @@ export async function clusterBench({ seconds = 4, connections = 30, sequentialCo
     const direct = await sequential(nodes[0].url, '/function/bench-hello', sequentialCount, agent);
     const forwarded = await sequential(full.url, '/function/bench-hello', sequentialCount, agent);
     agent.destroy();
+    // kill -9 of n3 while async work flows: n1's and n2's sync p99 before and after, and how long until
+    // every async invocation accepted (by any of the three) has finished.
+    await full.stop();
+    nodes.splice(nodes.indexOf(full), 1);
+    const kill = await killPhase(nodes, postgres.url, { seconds, connections });
     return {
       seconds,
       connections,
       throughput,
+      async: asyncRun,
+      kill,
+      note: 'every node and the load generator share the same cores: on 2 cores this shows the overhead of more nodes, not a speed-up',
       forward: { direct, forwarded, costP50Ms: round(forwarded.p50 - direct.p50, 3) },
     };
   } finally {

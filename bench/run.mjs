@@ -323,11 +323,23 @@ if (results.cluster) {
     '',
     `${cl.connections} connections in all (autocannon, split evenly over the nodes), ${cl.seconds}s per measurement. Every node and the load generator share the same two cores: this shows what running more nodes costs on one machine, not the speed-up separate machines would give.`,
     '',
-    '| one request, one keep-alive connection | n | p50 ms | p99 ms |',
-    '|---|---:|---:|---:|',
-    `| served where it lands | ${f.direct.n} | ${f.direct.p50} | ${f.direct.p99} |`,
-    `| forwarded one hop (by a full node) | ${f.forwarded.n} | ${f.forwarded.p50} | ${f.forwarded.p99} |`,
+    '| one request, one keep-alive connection | n | p50 ms | p95 ms | p99 ms |',
+    '|---|---:|---:|---:|---:|',
+    `| served where it lands | ${f.direct.n} | ${f.direct.p50} | ${f.direct.p95} | ${f.direct.p99} |`,
+    `| forwarded one hop (by a full node) | ${f.forwarded.n} | ${f.forwarded.p50} | ${f.forwarded.p95} | ${f.forwarded.p99} |`,
     '',
+    ...(cl.async === undefined
+      ? []
+      : [
+          `Async through NATS JetStream (${cl.async.count} invocations of bench-hello, ${cl.async.lanes} at a time, spread over ${cl.async.nodes} nodes): **${cl.async.acceptsPerSecond} accepts/s** (202 once the record is in PostgreSQL and JetStream acknowledged the publish: p50 ${cl.async.accept.p50} / p95 ${cl.async.accept.p95} / p99 ${cl.async.accept.p99} ms), **${cl.async.runsPerSecond} runs/s** by the nodes together.`,
+          '',
+        ]),
+    ...(cl.kill === undefined
+      ? []
+      : [
+          `kill -9 of n3 (and its sandboxes) while ${cl.kill.asyncAccepted} async invocations were being accepted by the three: every one finished ${cl.kill.allFinishedAfterKillS} s after the kill (\`cluster.ackWait: 5s\`). Sync bench-hello on the survivors, ${cl.seconds}s each: n1 p99 ${cl.kill.before[0].p99} → ${cl.kill.after[0].p99} ms, n2 p99 ${cl.kill.before[1].p99} → ${cl.kill.after[1].p99} ms (before → from the kill on; errors ${cl.kill.before[0].errors + cl.kill.before[1].errors} → ${cl.kill.after[0].errors + cl.kill.after[1].errors}).`,
+          '',
+        ]),
     `A forwarded request costs **${f.costP50Ms} ms** more at the median. \`node bench/run.mjs cluster\` runs this section alone.`,
     '',
   );

@@ -139,6 +139,8 @@ const clusterConfigSchema = z.strictObject({
   advertise: httpUrl.optional(),
   heartbeat: window(100, 60_000).optional(),
   deadAfter: window(500, 600_000).optional(),
+  /** Unacknowledged this long, an async delivery whose node went silent is given to another node. */
+  ackWait: window(500, 900_000).optional(),
 });
 
 export const configFileSchema = z.strictObject({
@@ -294,6 +296,8 @@ export interface ClusterConfig {
   readonly heartbeatMs: number;
   /** Silence after which the other nodes count a node as dead. */
   readonly deadAfterMs: number;
+  /** A queued delivery its node stopped confirming is redelivered (to any node) after this long. */
+  readonly ackWaitMs: number;
 }
 
 /** The autoscaler, resolved (issue 4). */
@@ -426,6 +430,7 @@ export function resolveConfig(
             advertiseUrl: merged.cluster.advertise,
             heartbeatMs: windowMs(merged.cluster.heartbeat, 1000),
             deadAfterMs: windowMs(merged.cluster.deadAfter, 3000),
+            ackWaitMs: windowMs(merged.cluster.ackWait, 30_000),
           }),
   });
 }

@@ -27,7 +27,7 @@ import {
   type TlsReloader,
   Traffic,
 } from './gateway/index.js';
-import { CallbackPolicy, type Queue, QueueWorker, SqliteQueue } from './queue/index.js';
+import { CallbackPolicy, type Queue, QueueWorker, type SharedQueue, SqliteQueue } from './queue/index.js';
 import type { HostCallHandler, Scheduler } from './scheduler/index.js';
 import { TriggerManager } from './triggers/index.js';
 
@@ -43,6 +43,8 @@ export interface EventGatewayOptions {
   readonly tls?: TlsReloader | undefined;
   /** Cluster mode (issue 12): true for the one node that takes a key (a cron run's time), cluster-wide. */
   readonly claim?: ((key: string) => boolean) | undefined;
+  /** Cluster mode (issue 12): the queue every node shares (JetStream), instead of the embedded one. */
+  readonly sharedQueue?: SharedQueue | undefined;
 }
 
 export interface EventGateway {
@@ -69,7 +71,7 @@ const LOG_EVERY_MS = 10_000;
 export function createEventGateway(options: EventGatewayOptions): EventGateway {
   const { config, store, scheduler, logger } = options;
   const traffic = new Traffic();
-  const queue = new SqliteQueue(join(options.dataDir, 'queue.db'));
+  const queue: Queue = options.sharedQueue ?? new SqliteQueue(join(options.dataDir, 'queue.db'));
   let platformPort = 0;
   const callbacks = new CallbackPolicy(config.async.callback.allow);
   // Event-sourced streams and Trigger resources (issue 20): the log is its own file, as the queue is.
@@ -116,6 +118,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     ...(options.claim === undefined ? {} : { claim: options.claim }),
   });
   notifyWorker = () => worker.notify();
+  options.sharedQueue?.onAvailable(() => worker.notify());
   const eventsRoute = createEventsIngress({
     scheduler,
     triggers: broker,

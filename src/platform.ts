@@ -114,6 +114,7 @@ export async function startPlatform(
           config.dataDir,
           config.events.breaker,
           (message) => logger.warn(message),
+          config.events.async.concurrency,
         );
   const store: Store & SecurityStore = cluster?.store ?? new SqliteStore(join(config.dataDir, 'hearth.db'));
   // Secrets (issue 13): sealed in hearth.db under the master key; a rotation a crash interrupted is finished here.
@@ -451,6 +452,7 @@ export async function startPlatform(
     onInternal: (error) => logger.error({ err: error }, 'internal error'),
     tls,
     claim: cluster === undefined ? undefined : (key) => cluster.store.claimOnce(key),
+    sharedQueue: cluster?.queue,
   });
   eventCalls = events.hostCalls;
   const deployer = new Deployer({

@@ -20,11 +20,13 @@ import { HearthError } from '../domain/errors.js';
 import { type FunctionRef, functionKey } from '../domain/function.js';
 import type { Scheduler } from '../scheduler/index.js';
 import { type BreakerSettings, Forwarder } from './forward.js';
+import { JetStreamQueue } from './js-queue.js';
 import { type ClusterNode, Membership, type NodeAnnouncement } from './membership.js';
 import { PostgresStore, type StoreChange } from './pg-store.js';
 import { Reconciler } from './reconciler.js';
 
 export type { ClusterConfig } from '../config.js';
+export { JetStreamQueue } from './js-queue.js';
 export type { ClusterNode, NodeAnnouncement } from './membership.js';
 export { PostgresStore } from './pg-store.js';
 
@@ -100,6 +102,8 @@ export class Cluster {
     readonly nodeId: string,
     private readonly nats: NatsConnection,
     readonly store: PostgresStore,
+    /** Async invocations, trigger events and dead letters, shared by every node (NATS JetStream). */
+    readonly queue: JetStreamQueue,
     breaker: BreakerSettings,
     warn: (message: string) => void,
   ) {
@@ -114,6 +118,7 @@ export class Cluster {
     dataDir: string,
     breaker: BreakerSettings,
     warn: (message: string) => void,
+    queueConcurrency: number,
   ): Promise<Cluster> {
     const nodeId = config.nodeId ?? persistentNodeId(dataDir);
     const nats = await connect({
@@ -142,7 +147,25 @@ export class Cluster {
         `cluster: cannot use PostgreSQL at ${redactUrl(config.postgresUrl)}: ${(error as Error).message}`,
       );
     }
-    cluster = new Cluster(config, nodeId, nats, store, breaker, warn);
+    let queue: JetStreamQueue;
+    try {
+      queue = await JetStreamQueue.open({
+        natsUrl: config.natsUrl,
+        postgresUrl: config.postgresUrl,
+        nodeId,
+        ackWaitMs: config.ackWaitMs,
+        concurrency: queueConcurrency,
+        warn,
+      });
+    } catch (error) {
+      store.close();
+      await nats.close();
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `cluster: cannot open the JetStream queue at ${config.natsUrl} (is JetStream enabled: nats-server -js?): ${(error as Error).message}`,
+      );
+    }
+    cluster = new Cluster(config, nodeId, nats, store, queue, breaker, warn);
     return cluster;
   }
 
@@ -227,6 +250,10 @@ export class Cluster {
     parts.info(`cluster: node ${this.nodeId} joined as ${url}`);
     // Code of functions deployed before this node joined, and deploys made while it was starting.
     await reconciler.sync();
+    // Only now may this node take queued work: it serves what the cluster has deployed.
+    this.queue.start(
+      (ref) => parts.scheduler.lookup(ref) !== undefined || this.store.getFunction(ref) === undefined,
+    );
   }
 
   /**

@@ -21,6 +21,7 @@ import type { FunctionManifest, FunctionRef } from '../domain/function.js';
 import type { GatewayManifest } from '../domain/gateway.js';
 import type { ResolvedImage } from '../domain/image.js';
 import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } from '../security/index.js';
+import { QUEUE_TABLES } from './js-queue.js';
 import { SyncPostgres } from './pg-sync.js';
 
 /** As the embedded store keeps them. */
@@ -67,6 +68,8 @@ CREATE TABLE security_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
   },
   // Issue 17: the image a `runtime: image` version pins (a ResolvedImage as JSON).
   { id: 3, sql: 'ALTER TABLE versions ADD COLUMN image TEXT;' },
+  // The durable queue's records (js-queue.ts): the messages themselves travel on NATS JetStream.
+  { id: 4, sql: QUEUE_TABLES },
 ];
 
 /** Claims are kept this long (a node that restarts re-plans from the shared last fire, not from them). */

@@ -144,6 +144,14 @@ export interface Queue {
   close(): Promise<void>;
 }
 
+/**
+ * A queue other nodes feed too (cluster mode's JetStream queue): messages arrive without this node's
+ * enqueue, so it wakes the worker itself.
+ */
+export interface SharedQueue extends Queue {
+  onAvailable(wake: () => void): void;
+}
+
 export { CallbackPolicy, parseAllowEntry } from './callbacks.js';
 export { SqliteQueue } from './sqlite.js';
 export { type AsyncWorkerOptions, QueueWorker, type WorkerInvoke } from './worker.js';

@@ -1,0 +1,255 @@
+/**
+ * The cluster's durable queue against a real nats-server (JetStream on) and a real PostgreSQL: two queue
+ * handles stand for two nodes sharing the work-queue consumer. What the embedded queue's conformance
+ * suite asserts holds here too, with leases awaited (messages arrive from JetStream, not from a table),
+ * plus what only a shared queue has: work spread over nodes, a node killed mid-delivery, a function one
+ * node does not serve yet.
+ */
+
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type Broker, startNats } from '../../test/support/broker-processes.mjs';
+import { type RunningPostgres, startPostgres } from '../../test/support/postgres.js';
+import type { NewMessage, QueueMessage } from '../queue/index.js';
+import { JetStreamQueue, QUEUE_TABLES } from './js-queue.js';
+
+const ACK_WAIT_MS = 1000;
+let postgres: RunningPostgres;
+let nats: Broker;
+const open: JetStreamQueue[] = [];
+let functionCount = 0;
+
+/** A function of its own per test, so one test's leftovers are not another's messages. */
+function freshRef(): { namespace: string; name: string } {
+  functionCount += 1;
+  return { namespace: 'default', name: `fn${functionCount}` };
+}
+
+const message = (
+  ref: { namespace: string; name: string },
+  overrides: Partial<NewMessage> = {},
+): NewMessage => ({
+  ref,
+  source: 'async',
+  request: {
+    method: 'POST',
+    path: '/',
+    rawQuery: 'a=1',
+    headers: ['content-type', 'application/json'],
+    body: Buffer.from('{"n":1}'),
+  },
+  maxAttempts: 3,
+  backoffMs: 10,
+  maxBackoffMs: 100,
+  ...overrides,
+});
+
+async function node(id: string, runsHere: (ref: { name: string }) => boolean = () => true) {
+  const queue = await JetStreamQueue.open({
+    natsUrl: nats.url,
+    postgresUrl: postgres.url,
+    nodeId: id,
+    ackWaitMs: ACK_WAIT_MS,
+    concurrency: 1000,
+    warn: () => undefined,
+  });
+  queue.start(runsHere);
+  open.push(queue);
+  return queue;
+}
+
+/** Leases until `count` messages of `ref` came (others' messages are completed out of the way). */
+async function leaseSome(
+  queue: JetStreamQueue,
+  ref: { name: string },
+  count: number,
+  timeoutMs = 10_000,
+): Promise<QueueMessage[]> {
+  const got: QueueMessage[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (got.length < count && Date.now() < deadline) {
+    for (const leased of await queue.lease(count - got.length, 60_000)) {
+      if (leased.ref.name === ref.name) got.push(leased);
+      else await queue.complete(leased.id, 'succeeded', undefined);
+    }
+    if (got.length < count) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return got;
+}
+
+describe('cluster queue: NATS JetStream + PostgreSQL', () => {
+  beforeAll(async () => {
+    [postgres, nats] = await Promise.all([startPostgres(), startNats()]);
+    // The cluster store's migration 4 (its SQL here: the store's worker thread runs from dist/).
+    const client = new pg.Client({ connectionString: postgres.url });
+    await client.connect();
+    await client.query(QUEUE_TABLES);
+    await client.end();
+  }, 120_000);
+
+  afterEach(async () => {
+    for (const queue of open.splice(0)) await queue.close();
+  });
+
+  afterAll(async () => {
+    await Promise.all([postgres?.stop(), nats?.stop()]);
+  });
+
+  it('an accepted message is run once, and its result is read from any node', async () => {
+    // A node that pulls a message holds it for its worker: b joins once a has taken it.
+    const a = await node('a');
+    const ref = freshRef();
+    const stored = await a.enqueue(message(ref));
+    expect(stored.state).toBe('queued');
+    const [leased, ...rest] = await leaseSome(a, ref, 1);
+    expect(rest).toHaveLength(0);
+    expect(leased?.id).toBe(stored.id);
+    expect(leased?.attempts).toBe(1);
+    expect(leased?.request.body.toString()).toBe('{"n":1}');
+    expect(leased?.request.headers).toEqual(['content-type', 'application/json']);
+    const b = await node('b');
+    expect((await b.get(stored.id))?.state).toBe('running');
+    await a.complete(stored.id, 'succeeded', { status: 200, headers: [], body: Buffer.from('ok') });
+    const done = await b.get(stored.id);
+    expect(done?.state).toBe('succeeded');
+    expect(done?.result?.body.toString()).toBe('ok');
+    // Acked: no node gets it again.
+    expect(await leaseSome(b, ref, 1, 1500)).toHaveLength(0);
+  });
+
+  it('spreads a burst over the nodes, each message to one of them', async () => {
+    const [a, b] = [await node('a'), await node('b')];
+    const ref = freshRef();
+    const ids = await Promise.all(
+      Array.from({ length: 200 }, () => a.enqueue(message(ref)).then((m) => m.id)),
+    );
+    const seen: string[] = [];
+    const takeAll = async (queue: JetStreamQueue): Promise<void> => {
+      const deadline = Date.now() + 15_000;
+      while (seen.length < ids.length && Date.now() < deadline) {
+        const leased = await queue.lease(50, 60_000);
+        for (const m of leased) {
+          seen.push(m.id);
+          await queue.complete(m.id, 'succeeded', undefined);
+        }
+        if (leased.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    };
+    await Promise.all([takeAll(a), takeAll(b)]);
+    expect(seen.sort()).toEqual([...ids].sort());
+  });
+
+  it('redelivers, to another node, what a killed node was running', async () => {
+    const a = await node('a');
+    const ref = freshRef();
+    const stored = await a.enqueue(message(ref));
+    expect((await leaseSome(a, ref, 1)).map((m) => m.id)).toEqual([stored.id]);
+    await a.abandon();
+    const c = await node('c');
+    const [again] = await leaseSome(c, ref, 1, ACK_WAIT_MS * 10);
+    expect(again?.id).toBe(stored.id);
+    expect(again?.attempts).toBe(2);
+  });
+
+  it('dead-letters a message whose every delivery died with its node', async () => {
+    const a = await node('a');
+    const ref = freshRef();
+    const stored = await a.enqueue(message(ref, { maxAttempts: 1 }));
+    expect(await leaseSome(a, ref, 1)).toHaveLength(1);
+    await a.abandon();
+    const b = await node('b');
+    // Its worker's lease finds the message out of deliveries: dead, not run.
+    expect(await leaseSome(b, ref, 1, ACK_WAIT_MS * 5)).toHaveLength(0);
+    expect((await b.get(stored.id))?.state).toBe('dead');
+    expect((await b.get(stored.id))?.lastError?.code).toBe('HEARTH_E_NODE_LOST');
+  });
+
+  it('retries after the backoff, dead-letters onto the dead-letter stream, and redrives', async () => {
+    const a = await node('a');
+    const ref = freshRef();
+    const stored = await a.enqueue(message(ref, { maxAttempts: 2 }));
+    await leaseSome(a, ref, 1);
+    const retryAt = Date.now() + 300;
+    await a.retry(stored.id, { code: 'HEARTH_E_FN_ERROR', message: 'boom' }, retryAt);
+    expect((await a.get(stored.id))?.state).toBe('queued');
+    const [second] = await leaseSome(a, ref, 1);
+    expect(Date.now()).toBeGreaterThanOrEqual(retryAt - 20);
+    expect(second?.attempts).toBe(2);
+    await a.deadLetter(stored.id, { code: 'HEARTH_E_FN_ERROR', message: 'boom again' });
+    const dead = await a.list({ state: 'dead', ref });
+    expect(dead.map((m) => [m.id, m.lastError?.message])).toEqual([[stored.id, 'boom again']]);
+    const deadSubject = `hearth.dead.${stored.id}`;
+    expect(await deadLetters(deadSubject)).toBe(1);
+    expect(await a.redrive([stored.id])).toBe(1);
+    expect(await deadLetters(deadSubject)).toBe(0);
+    const [redriven] = await leaseSome(a, ref, 1);
+    expect(redriven?.id).toBe(stored.id);
+    expect(redriven?.attempts).toBe(1);
+  });
+
+  it('adds a message with a known dedupe key only once', async () => {
+    const a = await node('a');
+    const ref = freshRef();
+    const first = await a.enqueue(message(ref, { dedupeKey: `cron:${ref.name}@1` }));
+    const again = await a.enqueue(message(ref, { dedupeKey: `cron:${ref.name}@1` }));
+    expect(again.id).toBe(first.id);
+    expect(await a.list({ ref })).toHaveLength(1);
+    expect(await leaseSome(a, ref, 2, 1500)).toHaveLength(1);
+  });
+
+  it('keeps dead letters stored straight from a trigger, and redrives them by function', async () => {
+    const a = await node('a');
+    const ref = freshRef();
+    await a.enqueue(
+      message(ref, {
+        source: 'mqtt:default/fn/mqtt-0',
+        attempts: 3,
+        deadLetter: { code: 'HEARTH_E_FN_ERROR', message: 'no' },
+      }),
+    );
+    expect((await a.list({ state: 'dead', ref }))[0]?.attempts).toBe(3);
+    expect(await a.redrive({ ref })).toBe(1);
+    expect(await leaseSome(a, ref, 1)).toHaveLength(1);
+  });
+
+  it('hands out callbacks once a message has finished, to one node at a time', async () => {
+    const a = await node('a');
+    const ref = freshRef();
+    const stored = await a.enqueue(message(ref, { callbackUrl: 'http://127.0.0.1:9/cb' }));
+    await leaseSome(a, ref, 1);
+    const b = await node('b');
+    await a.complete(stored.id, 'succeeded', { status: 200, headers: [], body: Buffer.alloc(0) });
+    const [callback] = await a.leaseCallbacks(5, 60_000);
+    expect(callback?.callback).toMatchObject({ url: 'http://127.0.0.1:9/cb', state: 'pending', attempts: 1 });
+    expect(await b.leaseCallbacks(5, 60_000)).toHaveLength(0);
+    await a.callbackAttempt(stored.id, 'delivered', undefined);
+    expect((await b.get(stored.id))?.callback?.state).toBe('delivered');
+  });
+
+  it('leaves a message for a function this node does not serve yet to a node that does', async () => {
+    const ref = freshRef();
+    const a = await node('a', (fn) => fn.name !== ref.name);
+    const stored = await a.enqueue(message(ref));
+    // Both workers lease; a keeps handing it back, b runs it.
+    const b = await node('b');
+    const [onA, onB] = await Promise.all([leaseSome(a, ref, 1, 3000), leaseSome(b, ref, 1)]);
+    expect(onA).toHaveLength(0);
+    const [leased] = onB;
+    expect(leased?.id).toBe(stored.id);
+    expect(leased?.attempts).toBe(1);
+  });
+});
+
+/** Messages on a subject of the dead-letter stream. */
+async function deadLetters(subject: string): Promise<number> {
+  const connection = await connect({ servers: nats.url });
+  try {
+    const manager = await jetstreamManager(connection);
+    const info = await manager.streams.info('HEARTH_DEAD', { subjects_filter: subject });
+    return info.state.subjects?.[subject] ?? 0;
+  } finally {
+    await connection.close();
+  }
+}
