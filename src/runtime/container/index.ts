@@ -23,8 +23,8 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, realpathSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { HearthError } from '../../domain/errors.js';
 import type { RuntimeName } from '../../domain/function.js';
@@ -83,6 +83,8 @@ export interface ContainerOptions {
   readonly stateDir: string;
   /** Where each guest mounts its private tmpfs, in its own mount namespace (an empty folder on the host). */
   readonly runDir?: string;
+  /** The OCI runtime the operator chose (config `containerRuntime`); by default crun, else runc. */
+  readonly ociRuntime?: 'crun' | 'runc';
 }
 
 /** Stays an empty folder on the host: each guest mounts its own tmpfs here, seen only by itself. */
@@ -110,6 +112,8 @@ export class ContainerIsolation implements Isolation {
   readonly filteredUnavailable: string | undefined;
   private readonly filteredTools: FilteredTools | undefined;
   private readonly runtime: string | undefined;
+  /** runc creates the instance's cgroup path in every controller (see removeRuncCgroups). */
+  private readonly runc: boolean;
   private readonly unshare: string | undefined;
   private readonly ip: string | undefined;
   private readonly cgroups: Cgroups | undefined;
@@ -119,7 +123,13 @@ export class ContainerIsolation implements Isolation {
   private readonly helper: string | undefined;
 
   constructor(options: ContainerOptions) {
-    this.runtime = findExecutable('crun') ?? findSbin('runc');
+    this.runtime =
+      options.ociRuntime === undefined
+        ? (findExecutable('crun') ?? findSbin('runc'))
+        : options.ociRuntime === 'crun'
+          ? findExecutable('crun')
+          : findSbin('runc');
+    this.runc = this.runtime !== undefined && basename(this.runtime) === 'runc';
     this.unshare = findExecutable('unshare');
     this.ip = findSbin('ip');
     this.helper = ['/bin/busybox', '/usr/bin/busybox'].find((path) => existsSync(path));
@@ -130,7 +140,9 @@ export class ContainerIsolation implements Isolation {
     this.unavailable = !root
       ? 'container functions need the platform to run as root (crun sets up their namespaces)'
       : this.runtime === undefined
-        ? 'no OCI runtime: install crun (apt-get install crun) or runc'
+        ? options.ociRuntime === undefined
+          ? 'no OCI runtime: install crun (apt-get install crun) or runc'
+          : `containerRuntime: ${options.ociRuntime} is not installed (apt-get install ${options.ociRuntime})`
         : this.unshare === undefined
           ? 'unshare (util-linux) is missing'
           : this.ip === undefined
@@ -150,6 +162,7 @@ export class ContainerIsolation implements Isolation {
 
   /** Removes what a killed previous run left (its containers' cgroups); returns how many. */
   async init(): Promise<number> {
+    if (this.runc && this.cgroups !== undefined) removeRuncCgroups(this.cgroups, undefined);
     return (await this.cgroups?.removeAll()) ?? 0;
   }
 
@@ -234,7 +247,15 @@ export class ContainerIsolation implements Isolation {
     const cgroups = this.cgroups;
     if (cgroups !== undefined && cgroupDirs.length > 0) {
       guest.outOfMemoryProbe = () => cgroups.oomKills(id) > 0;
-      guest.once('exit', () => void cgroups.remove(id).catch(() => undefined));
+      // runc's folders go once the instance's own are gone: its processes have left every hierarchy then.
+      guest.once(
+        'exit',
+        () =>
+          void cgroups
+            .remove(id)
+            .then(() => (this.runc ? removeRuncCgroups(cgroups, id) : undefined))
+            .catch(() => undefined),
+      );
     }
     return guest;
   }
@@ -288,6 +309,42 @@ export class ContainerIsolation implements Isolation {
     return { ok: false, exitCode: null, tail: 'container functions have no dependency build' };
   }
 }
+
+/**
+ * runc, told to join an instance's cgroup (node/guest/container.mts), makes that path in the controllers the
+ * platform does not use too (devices, freezer, blkio…), and leaves it when it is killed with the instance:
+ * those folders go with the instance (`id`), or all of this platform's at start (`id` undefined). They hold
+ * no process by then (the instance's pid namespace is gone).
+ */
+function removeRuncCgroups(cgroups: Cgroups, id: string | undefined): void {
+  const platform = cgroups.roots[0] === undefined ? undefined : basename(cgroups.roots[0]);
+  if (platform === undefined) return;
+  let controllers: string[];
+  try {
+    controllers = readdirSync(CGROUP_MOUNTS);
+  } catch {
+    return;
+  }
+  for (const controller of controllers) {
+    const root = join(CGROUP_MOUNTS, controller, 'hearth', platform);
+    if (cgroups.roots.includes(root)) continue;
+    let names: string[];
+    try {
+      names = id === undefined ? readdirSync(root).filter((name) => !name.includes('.')) : [id];
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      try {
+        rmdirSync(join(root, name));
+      } catch {
+        // Gone already, or not a cgroup of ours.
+      }
+    }
+  }
+}
+
+const CGROUP_MOUNTS = '/sys/fs/cgroup';
 
 function findSbin(name: string): string | undefined {
   return (

@@ -31,13 +31,14 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   rmSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, createServer } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Adapter, GuestKit } from './adapters.mjs';
 import type { HttpResult } from './bootstrap.mjs';
 import {
@@ -214,14 +215,43 @@ function moveSecretFiles(info: ContainerBind): void {
   info.config.process.env.push(`HEARTH_SECRETS_DIR=${SECRETS_MOUNT}`);
 }
 
+/**
+ * The supervisor's own cgroup (the instance's, which container/index.ts made and limits), from the memory
+ * controller's line of /proc/self/cgroup; undefined outside one.
+ */
+function ownCgroup(): string | undefined {
+  for (const line of readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
+    const [, controllers, path] = line.split(':');
+    if (controllers?.split(',').includes('memory') && path !== undefined && path !== '/') return path;
+  }
+  return undefined;
+}
+
 function runContainer(runtime: string, stateDir: string, id: string, config: OciConfig): Running {
   const bundle = join(stateDir, `bundle-${id}`);
   mkdirSync(bundle, { recursive: true });
-  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
+  // The container stays in the instance's cgroups, which hold its limits. crun is told to leave cgroups
+  // alone; runc has no such switch: it is given the instance's own cgroup to join (it creates the same path
+  // in the controllers the platform does not use, and removes them when the container ends).
+  const runc = basename(runtime) === 'runc';
+  const cgroup = runc ? ownCgroup() : undefined;
+  const written =
+    cgroup === undefined
+      ? config
+      : { ...config, linux: { ...(config.linux as object), cgroupsPath: cgroup } };
+  writeFileSync(join(bundle, 'config.json'), JSON.stringify(written));
   const tail = new OutputTail();
   const child = spawn(
     runtime,
-    ['--root', join(stateDir, 'state'), '--cgroup-manager=disabled', 'run', '--bundle', bundle, id],
+    [
+      '--root',
+      join(stateDir, 'state'),
+      ...(runc ? [] : ['--cgroup-manager=disabled']),
+      'run',
+      '--bundle',
+      bundle,
+      id,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   forwardOutput(child, tail);
