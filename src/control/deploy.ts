@@ -757,7 +757,7 @@ export class Deployer {
       if (!ownNetwork)
         throw new HearthError(
           'HEARTH_E_VALIDATION',
-          `${origin}: spec.egress: an allow-list needs isolation: sandbox (isolation: process shares the host's network and cannot enforce it)`,
+          `${origin}: spec.egress: an allow-list needs isolation: sandbox or container (isolation: process shares the host's network and cannot enforce it)`,
           {
             details: {
               field: 'spec.egress',
@@ -780,7 +780,7 @@ export class Deployer {
       if (!ownNetwork)
         throw new HearthError(
           'HEARTH_E_VALIDATION',
-          `${origin}: spec.hostAliases: needs isolation: sandbox (a process instance sees the host's own /etc/hosts)`,
+          `${origin}: spec.hostAliases: needs isolation: sandbox or container (a process instance sees the host's own /etc/hosts)`,
           {
             details: {
               field: 'spec.hostAliases',
