@@ -294,6 +294,27 @@ describe('pre-made containers per image', () => {
     });
     expect(preparedContainers()).toBeGreaterThanOrEqual(2);
   });
+
+  it('keeps the pools of at most 4 images, the one unused longest going first', async () => {
+    const third = join(mkdtempSync(join(tmpdir(), 'hearth-third-image-')), 'image');
+    cpSync(goImage, third, { recursive: true });
+    await deployOk('image-c', `{ runtime: image, image: "dir:${third}", egress: allow }`);
+    expect((await invoke(hearth.url, 'image-c')).status).toBe(200);
+    const stats = await api<{ node: { stemCells: { image?: string; network: string }[] } }>(
+      hearth.url,
+      '/api/v1/stats',
+    );
+    const imagePools = stats.body.node.stemCells.filter((pool) => pool.image !== undefined);
+    // Five image pools were used (none, outbound and filtered of the first image; the other two): 4 stay.
+    expect(imagePools.length).toBeLessThanOrEqual(4);
+    expect(imagePools.map((pool) => `${pool.image} ${pool.network}`)).toEqual(
+      expect.arrayContaining([
+        `dir:${third} outbound`,
+        `dir:${otherImage} outbound`,
+        `dir:${goImage} outbound`,
+      ]),
+    );
+  });
 });
 
 describe('leaving nothing behind', () => {
