@@ -37,6 +37,8 @@ import {
 import { type Recorder, startRecorder } from '../support/recorder.js';
 
 const PASSWORD = 'container-secret-password-4711';
+/** In the platform's own environment: no container may read it. */
+const PLATFORM_SECRET = 'platform-env-secret-0815';
 const CERT = '-----BEGIN CERT----- container -----END CERT-----';
 
 let hearth: Hearth;
@@ -109,7 +111,10 @@ beforeAll(async () => {
   hostServer = createServer((_, response) => response.end('host'));
   await new Promise<void>((resolve) => hostServer.listen(0, '127.0.0.1', resolve));
   hostPort = (hostServer.address() as AddressInfo).port;
-  hearth = await startHearth({ args: ['--config', localDirsConfig()] });
+  hearth = await startHearth({
+    args: ['--config', localDirsConfig()],
+    env: { HEARTH_TEST_PLATFORM_SECRET: PLATFORM_SECRET },
+  });
   const keys = await makeFolder({ 'sm4.key': `${'ab'.repeat(16)}\n`, cert: CERT });
   folders.push(keys);
   keyFile = join(keys.dir, 'sm4.key');
@@ -267,11 +272,49 @@ describe('walls (the abuse suite against the container class)', () => {
     const environ = await probe('abuse-probe', '/read?path=/proc/1/environ');
     expect(environ).toContain('PORT=8080');
     expect(environ).not.toMatch(/HEARTH_CONTAINER|HEARTH_SM4_KEY|HEARTH_SECRET_FILES|hearth-e2e-/);
+    expect(environ).not.toContain(PLATFORM_SECRET);
     for (const what of ['mount', 'ptrace', 'raw', 'packet', 'unshare'])
       expect({ what, answer: await probe('abuse-probe', `/probe?what=${what}`) }).toEqual({
         what,
         answer: expect.stringMatching(/operation not permitted|permission denied|no such process/),
       });
+  });
+
+  it('sees no host pid, no /sys, only harmless devices, and no host path in its mounts', async () => {
+    const entries = (listing: string) =>
+      listing
+        .split('\n')
+        .slice(1)
+        .filter((name) => name !== '');
+    const pids = entries(await probe('abuse-probe', '/ls?path=/proc')).filter((name) => /^\d+$/.test(name));
+    expect(pids.length).toBeLessThanOrEqual(4);
+    expect(pids).not.toContain(String(hearth.process.pid));
+    expect(entries(await probe('abuse-probe', '/ls?path=/sys'))).toEqual([]);
+    for (const device of entries(await probe('abuse-probe', '/ls?path=/dev')))
+      expect([
+        '.hearth',
+        'full',
+        'mqueue',
+        'null',
+        'ptmx',
+        'pts',
+        'random',
+        'shm',
+        'tty',
+        'urandom',
+        'zero',
+        'console',
+        'core',
+        'fd',
+        'stdin',
+        'stdout',
+        'stderr',
+      ]).toContain(device);
+    expect(await probe('abuse-probe', '/read?path=/dev/kmsg')).not.toMatch(/err=<nil>/);
+    expect(await probe('abuse-probe', '/read?path=/dev/mem')).not.toMatch(/err=<nil>/);
+    const mounts = await probe('abuse-probe', '/read?path=/proc/self/mountinfo');
+    expect(mounts).not.toContain(hearth.dataDir);
+    expect(mounts).not.toContain(process.cwd());
   });
 });
 
