@@ -399,6 +399,9 @@ export async function bind(): Promise<void> {
   moveSecretFiles(info);
   if (info.hosts !== undefined && mounts.length > 0)
     writeFileSync(join(info.stateDir, 'net', 'hosts'), info.hosts);
+  // A cell bound right after it started (the first take of an image's pool boots one for itself) may not
+  // have its container running yet: its start finishes first (a no-op once it runs).
+  await warm;
   let running: Running;
   const ahead = prepared;
   if (info.usePrepared && ahead !== undefined && !gone) {
