@@ -552,7 +552,8 @@ function proxyAdapter(kit: GuestKit): Adapter {
       outgoing.once('error', (error) => {
         // A container that died (its memory limit, a crash) takes this guest with it in a moment: the
         // platform then answers 502 naming why (HEARTH_E_FN_OOM for memory), not this reset connection.
-        void containerGone(200).then((dead) => {
+        // runc takes longer than crun to notice and end, and a loaded machine longer still: up to a second.
+        void containerGone(1000).then((dead) => {
           if (dead) return;
           reject(
             Object.assign(new Error(`the container did not answer: ${error.message}`), {
