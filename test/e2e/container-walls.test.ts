@@ -14,7 +14,7 @@
  * - Pre-made containers per image: two image functions each keep a stem cell whose container is made ahead.
  */
 
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -51,6 +51,16 @@ let hostServer: Server;
 let hostPort: number;
 let keyFile: string;
 const folders: TempFolder[] = [];
+/** Copies of the image made by the suite, removed at its end. */
+const imageCopies: string[] = [];
+
+/** The Go image again in a folder of its own: another image, as the platform tells `dir:` images apart. */
+function copyOfImage(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  imageCopies.push(dir);
+  cpSync(goImage, join(dir, 'image'), { recursive: true });
+  return join(dir, 'image');
+}
 
 async function deployOk(name: string, spec: string): Promise<void> {
   const folder = await makeFolder({ 'hearth.yaml': manifest(name, spec) });
@@ -105,8 +115,7 @@ function preparedContainers(): number {
 
 beforeAll(async () => {
   goImage = goHttpImage();
-  otherImage = join(mkdtempSync(join(tmpdir(), 'hearth-other-image-')), 'image');
-  cpSync(goImage, otherImage, { recursive: true });
+  otherImage = copyOfImage('hearth-other-image-');
   recorder = await startRecorder();
   hostServer = createServer((_, response) => response.end('host'));
   await new Promise<void>((resolve) => hostServer.listen(0, '127.0.0.1', resolve));
@@ -140,6 +149,7 @@ afterAll(async () => {
   hostServer?.close();
   await recorder?.close();
   await Promise.all(folders.map((folder) => folder.cleanup()));
+  for (const dir of imageCopies) rmSync(dir, { recursive: true, force: true });
 });
 
 describe('networks as the sandbox has them', () => {
@@ -339,8 +349,7 @@ describe('pre-made containers per image', () => {
   });
 
   it('keeps the pools of at most 4 images, the one unused longest going first', async () => {
-    const third = join(mkdtempSync(join(tmpdir(), 'hearth-third-image-')), 'image');
-    cpSync(goImage, third, { recursive: true });
+    const third = copyOfImage('hearth-third-image-');
     await deployOk('image-c', `{ runtime: image, image: "dir:${third}", egress: allow }`);
     expect((await invoke(hearth.url, 'image-c')).status).toBe(200);
     const stats = await api<{ node: { stemCells: { image?: string; network: string }[] } }>(
