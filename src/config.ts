@@ -174,6 +174,8 @@ export const configFileSchema = z.strictObject({
    * trusted tenant only).
    */
   egressAllow: z.enum(['outbound', 'host']).optional(),
+  /** The OCI runtime of container functions: crun (the default, when installed) or runc. */
+  containerRuntime: z.enum(['crun', 'runc']).optional(),
   images: z
     .strictObject({
       /** Takes `spec.image: dir:/PATH`, a rootfs folder on this node (development and tests; off by default). */
@@ -258,6 +260,8 @@ export interface PlatformConfig {
   readonly logRecords: number;
   /** What `egress: allow` gives a sandboxed function (`outbound` unless the operator chose `host`). */
   readonly egressAllow: 'outbound' | 'host';
+  /** `containerRuntime`: the OCI runtime the operator chose, or undefined for crun with runc as the fallback. */
+  readonly containerRuntime: 'crun' | 'runc' | undefined;
   /** `images.localDirs`: whether `spec.image: dir:/PATH` is taken (it runs a host folder the deployer names). */
   readonly localImageDirs: boolean;
   readonly buildTimeoutMs: number;
@@ -396,6 +400,7 @@ export function resolveConfig(
     }),
     logRecords: merged.logRecords ?? 200_000,
     egressAllow: merged.egressAllow ?? 'outbound',
+    containerRuntime: merged.containerRuntime,
     localImageDirs: merged.images?.localDirs ?? false,
     buildTimeoutMs:
       merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),

@@ -238,7 +238,10 @@ export async function startPlatform(
       )
       .map((runtime) => runtime.launchSpec()),
   });
-  const containers = new ContainerIsolation({ stateDir: join(runDir, 'containers') });
+  const containers = new ContainerIsolation({
+    stateDir: join(runDir, 'containers'),
+    ...(config.containerRuntime === undefined ? {} : { ociRuntime: config.containerRuntime }),
+  });
   // `egress: allow` in a namespace of its own needs what an allow-list needs (root, slirp4netns); without
   // it, the host's network, and `hearth up` says so.
   const allowNetwork: AllowNetwork =

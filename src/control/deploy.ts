@@ -749,13 +749,15 @@ export class Deployer {
    * isolation cannot honour them, and a node without the tools says so at deploy, not at the first call.
    */
   private checkNetwork(origin: string, spec: FunctionManifest['spec']): void {
-    const isolationName = spec.isolation ?? 'sandbox';
+    const isolationName = spec.isolation ?? (spec.image === undefined ? 'sandbox' : 'container');
+    // A container shares its supervisor's network namespace, set up as the sandbox's (issue 17).
+    const ownNetwork = isolationName === 'sandbox' || isolationName === 'container';
     const aliases = Object.keys(spec.hostAliases ?? {});
     if (Array.isArray(spec.egress)) {
-      if (isolationName !== 'sandbox')
+      if (!ownNetwork)
         throw new HearthError(
           'HEARTH_E_VALIDATION',
-          `${origin}: spec.egress: an allow-list needs isolation: sandbox (isolation: process shares the host's network and cannot enforce it)`,
+          `${origin}: spec.egress: an allow-list needs isolation: sandbox or container (isolation: process shares the host's network and cannot enforce it)`,
           {
             details: {
               field: 'spec.egress',
@@ -764,7 +766,7 @@ export class Deployer {
             },
           },
         );
-      const reason = this.options.isolations.get('sandbox')?.filteredUnavailable;
+      const reason = this.options.isolations.get(isolationName)?.filteredUnavailable;
       if (reason !== undefined)
         throw new HearthError(
           'HEARTH_E_UNSUPPORTED',
@@ -775,10 +777,10 @@ export class Deployer {
         );
     }
     if (aliases.length > 0) {
-      if (isolationName !== 'sandbox')
+      if (!ownNetwork)
         throw new HearthError(
           'HEARTH_E_VALIDATION',
-          `${origin}: spec.hostAliases: needs isolation: sandbox (a process instance sees the host's own /etc/hosts)`,
+          `${origin}: spec.hostAliases: needs isolation: sandbox or container (a process instance sees the host's own /etc/hosts)`,
           {
             details: {
               field: 'spec.hostAliases',

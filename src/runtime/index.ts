@@ -39,6 +39,8 @@ export interface LaunchSpec {
    * isolation makes, before any guest starts from it: Python compiles its guest's bytecode there.
    */
   readonly prepareGuest?: { readonly command: string; readonly args: readonly string[] } | undefined;
+  /** A container image whose container the guest makes ahead, before a function is bound (issue 17). */
+  readonly prepareImage?: ResolvedImage | undefined;
 }
 
 /**
@@ -197,7 +199,7 @@ export interface Runtime {
   /** A string that changes whenever layers built by an older interpreter would not load. */
   readonly abi: string;
   /** How to start a guest; `memoryBytes` is the memory wall it will be bound under (see `heapFromMemory`). */
-  launchSpec(options?: { readonly memoryBytes?: number }): LaunchSpec;
+  launchSpec(options?: { readonly memoryBytes?: number; readonly image?: ResolvedImage }): LaunchSpec;
   /**
    * The guest's heap is sized from the memory wall when it starts (V8's cannot be changed afterwards): its
    * stem cells are then pooled per memory size.

@@ -8,6 +8,7 @@
 import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import { DEFAULTS, type IsolationName, type RuntimeName } from '../domain/function.js';
+import type { ResolvedImage } from '../domain/image.js';
 import { parseBytes } from '../domain/units.js';
 import type {
   AllowNetwork,
@@ -101,7 +102,7 @@ export class ColdStarter {
     const code = await this.options.code.checkoutCode(version.code.hash);
     phases.code = performance.now() - clock;
     const network = networkModeOf(version.spec.egress, this.options.allowNetwork);
-    const pool = this.stemPool(runtime, isolation, network, version.spec.limits.memoryBytes);
+    const pool = this.stemPool(runtime, isolation, network, version.spec.limits.memoryBytes, version.image);
     // Held while the instance lives, so the garbage collector never takes a layer from under it.
     const layer =
       version.deps === undefined ? undefined : this.options.code.checkoutLayer?.(version.deps.key);
@@ -268,15 +269,43 @@ export class ColdStarter {
     );
   }
 
+  /** Makes room for one more image's pool: closes the least recently used beyond MAX_IMAGE_STEM_POOLS - 1. */
+  private evictImagePools(): void {
+    const imagePools = [...this.stemPools].filter(([, pool]) => pool.image !== undefined);
+    let over = imagePools.length - MAX_IMAGE_STEM_POOLS + 1;
+    for (const [key, pool] of imagePools) {
+      // A pool still starting a cell may have a cold start waiting on it: it stays, over the bound for now.
+      if (over <= 0) break;
+      if (pool.stats().starting > 0) continue;
+      over -= 1;
+      this.stemPools.delete(key);
+      void pool.close();
+    }
+  }
+
   private stemPool(
     runtime: Runtime,
     isolation: Isolation,
     network: NetworkMode,
     memoryBytes: number,
+    image?: ResolvedImage,
   ): StemCellPool {
-    const key = poolKey(runtime.name, isolation.name, network, runtime.heapFromMemory === true, memoryBytes);
+    const key = poolKey(
+      runtime.name,
+      isolation.name,
+      network,
+      runtime.heapFromMemory === true,
+      memoryBytes,
+      image === undefined ? undefined : imageKey(image),
+    );
     let pool = this.stemPools.get(key);
+    if (pool !== undefined && image !== undefined) {
+      // Most recently used last: the pool of the image unused longest is the one that goes.
+      this.stemPools.delete(key);
+      this.stemPools.set(key, pool);
+    }
     if (pool === undefined) {
+      if (image !== undefined) this.evictImagePools();
       const configured = this.options.stemCells[runtime.name] ?? 1;
       // The default (sandboxed, no egress, default memory) gets the configured pool; other combinations
       // keep one spare.
@@ -298,12 +327,20 @@ export class ColdStarter {
           ...DEFAULT_STEM_CELL_BURST,
           limit: this.options.stemCellBurstLimit ?? DEFAULT_STEM_CELL_BURST.limit,
         },
+        image,
       );
       this.stemPools.set(key, pool);
     }
     return pool;
   }
 }
+
+/**
+ * Container functions' stem cells are pooled per image (their container is made ahead from it); the pools
+ * of at most this many images are kept, the one unused longest closed first. Each holds a supervisor and a
+ * prepared container (tens of MiB), so the bound is small.
+ */
+const MAX_IMAGE_STEM_POOLS = 4;
 
 /** The stem-cell pool an instance of `version` takes its runtime from (the key `stemPool` files it under). */
 export function stemPoolKey(version: DeployedVersion, allowNetwork?: AllowNetwork): string {
@@ -314,7 +351,13 @@ export function stemPoolKey(version: DeployedVersion, allowNetwork?: AllowNetwor
     // The runtimes whose `heapFromMemory` is set (the sizer has no runtime objects at hand).
     version.spec.runtime === 'node20',
     version.spec.limits.memoryBytes,
+    version.image === undefined ? undefined : imageKey(version.image),
   );
+}
+
+/** What tells images apart: the manifest digest, or for a `dir:` image (no manifest) its folder. */
+function imageKey(image: ResolvedImage): string {
+  return image.manifestDigest === '' ? image.rootfs : image.manifestDigest;
 }
 
 /** `runtime/isolation/network`, and the memory size for a runtime whose heap is sized from it. */
@@ -324,8 +367,10 @@ function poolKey(
   network: NetworkMode,
   heapFromMemory: boolean,
   memoryBytes: number,
+  image?: string,
 ): string {
   const base = `${runtime}/${isolation}/${network}`;
+  if (image !== undefined) return `${base}/${image}`;
   return heapFromMemory ? `${base}/${Math.round(memoryBytes / 1024 ** 2)}Mi` : base;
 }
 

@@ -6,6 +6,7 @@
 
 import { availableParallelism } from 'node:os';
 import { HearthError } from '../domain/errors.js';
+import type { ResolvedImage } from '../domain/image.js';
 import type { GuestProcess, Isolation, NetworkMode, Runtime, Slot, SlotManager } from '../runtime/index.js';
 
 export interface StemCell {
@@ -20,6 +21,8 @@ export interface StemCellPoolStats {
   readonly network: string;
   /** The memory wall its runtimes' heaps are sized for (a runtime with `heapFromMemory`), in MiB. */
   readonly memoryMiB?: number;
+  /** For a container function's pool: the image its cells make their container of ahead (its reference). */
+  readonly image?: string;
   readonly ready: number;
   readonly starting: number;
   readonly target: number;
@@ -92,6 +95,8 @@ export class StemCellPool {
     /** The memory wall its cells will be bound under, for a runtime that sizes its heap from it. */
     readonly memoryBytes?: number,
     private readonly burst: StemCellBurst = DEFAULT_STEM_CELL_BURST,
+    /** For a container function's pool (issue 17): the image its cells make their container of ahead. */
+    readonly image?: ResolvedImage,
   ) {}
 
   /**
@@ -186,6 +191,7 @@ export class StemCellPool {
       isolation: this.isolation.name,
       network: this.network,
       ...(this.memoryBytes === undefined ? {} : { memoryMiB: Math.round(this.memoryBytes / 1024 ** 2) }),
+      ...(this.image === undefined ? {} : { image: this.image.reference }),
       ready: this.ready.length,
       starting: this.starting,
       target: this.target,
@@ -323,7 +329,10 @@ export class StemCellPool {
     const slot = await this.slots.create();
     try {
       const guest = this.isolation.start(
-        this.runtime.launchSpec(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
+        this.runtime.launchSpec({
+          ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
+          ...(this.image === undefined ? {} : { image: this.image }),
+        }),
         slot,
         this.network,
       );

@@ -84,6 +84,9 @@ export function goHttpImage() {
   return cached('go-http', [join(source, 'main.go'), join(source, 'go.mod')], (dir) => {
     const rootfs = join(dir, 'rootfs');
     mountPoints(rootfs);
+    // As `docker build` leaves them: the platform shows a function's own over these (hostAliases, DNS).
+    mkdirSync(join(rootfs, 'etc'), { recursive: true });
+    for (const file of ['hosts', 'resolv.conf']) writeFileSync(join(rootfs, 'etc', file), '');
     goBuild(source, join(rootfs, 'server'));
     writeConfig(dir, {
       entrypoint: ['/server'],

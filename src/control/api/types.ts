@@ -320,6 +320,8 @@ export interface HealthResponse {
     readonly network: string;
     /** The memory wall the pool's runtimes are sized for (a Node pool), in MiB. */
     readonly memoryMiB?: number;
+    /** A container function's pool: the image its cells make their container of ahead. */
+    readonly image?: string;
     readonly ready: number;
     readonly starting: number;
     readonly target: number;

@@ -14,15 +14,21 @@
  * `limits.memory`, `cpu` and `pids`); a pid namespace whose end kills the container with it; a private
  * mount namespace where the cgroup2 mount beside the v1 controllers is unmounted (crun refuses "hybrid"
  * cgroups otherwise) and a tmpfs holds crun's state and the bundle, so nothing of it is left on the host;
- * and, for egress `none`, an empty network namespace with its loopback up, which the container shares:
- * the proxy and the Runtime API reach it on 127.0.0.1, and nothing else does.
+ * and a network namespace of its own, which the container shares (the proxy and the Runtime API reach it on
+ * 127.0.0.1), set up as the sandbox's (sandbox/network.ts): empty but for its loopback for egress `none`;
+ * linked to the host by slirp4netns for `allow` (`outbound`: never the host's loopback) and for an
+ * allow-list (`filtered`: nftables rules in the namespace let only the list through). Only an operator's
+ * `egressAllow: host` shares the host's network.
  */
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, realpathSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { HearthError } from '../../domain/errors.js';
 import type { RuntimeName } from '../../domain/function.js';
+import type { ResolvedImage } from '../../domain/image.js';
 import {
   type BuildCommand,
   type BuildOutcome,
@@ -33,6 +39,7 @@ import {
   type Isolation,
   type LaunchSpec,
   type NetworkMode,
+  type NetworkPolicy,
   type ResourceLimits,
   type Runtime,
   type WallStatus,
@@ -41,6 +48,7 @@ import { GuestProcess } from '../ipc/guest-process.js';
 import { findExecutable, guestDir, SANDBOX_PATH } from '../paths.js';
 import { atFunctionPriority } from '../priority.js';
 import { Cgroups } from '../sandbox/cgroups.js';
+import { type FilteredTools, probeFilteredTools, resolvePolicy, SandboxNetwork } from '../sandbox/network.js';
 import type { Slot } from '../slots.js';
 import { ociConfig, preparedConfig } from './oci.js';
 
@@ -56,6 +64,8 @@ const JOIN_CGROUPS = [
   'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; shift; exec "$@"',
   'hearth-cgroup',
 ];
+/** The descriptor a linked guest says it started on, and reads its go from (as the sandbox's hold). */
+const HOLD_FD = 4;
 /**
  * Run inside the new namespaces before the guest: the cgroup2 mount crun would see beside the v1
  * controllers goes (only from this mount namespace), a private tmpfs takes crun's state and the bundle,
@@ -63,7 +73,9 @@ const JOIN_CGROUPS = [
  */
 const SETUP = [
   '-c',
-  'umount /sys/fs/cgroup/unified 2>/dev/null; mount -t tmpfs -o size=8m,mode=0755 hearth-container "$0" || exit 125; if [ "$1" = net ]; then "$2" link set lo up || exit 125; fi; shift 2; exec "$@"',
+  'umount /sys/fs/cgroup/unified 2>/dev/null; mount -t tmpfs -o size=8m,mode=0755 hearth-container "$0" || exit 125; if [ "$1" != host ]; then "$2" link set lo up || exit 125; fi; ' +
+    // A linked namespace: say it exists (slirp4netns then joins it), wait until its link and rules are in.
+    `if [ "$1" = linked ]; then printf r >&${HOLD_FD} && read -r go <&${HOLD_FD} && exec ${HOLD_FD}<&- || exit 125; fi; shift 2; exec "$@"`,
 ];
 
 export interface ContainerOptions {
@@ -71,6 +83,8 @@ export interface ContainerOptions {
   readonly stateDir: string;
   /** Where each guest mounts its private tmpfs, in its own mount namespace (an empty folder on the host). */
   readonly runDir?: string;
+  /** The OCI runtime the operator chose (config `containerRuntime`); by default crun, else runc. */
+  readonly ociRuntime?: 'crun' | 'runc';
 }
 
 /** Stays an empty folder on the host: each guest mounts its own tmpfs here, seen only by itself. */
@@ -82,6 +96,10 @@ interface GuestState {
   readonly id: string;
   /** The config of the container this guest made ahead (JSON), if it made one. */
   readonly prepared: string | undefined;
+  /** Its slirp4netns link and rules, for `outbound` and `filtered`. */
+  readonly link: SandboxNetwork | undefined;
+  /** The /etc/hosts its function's policy gives it (hostAliases, allow-listed names), once configured. */
+  hosts?: string;
 }
 
 /** The size a prepared container's /tmp is made with; a function with another limits.tmp gets it resized. */
@@ -91,9 +109,11 @@ export class ContainerIsolation implements Isolation {
   readonly name = 'container' as const;
   readonly unavailable: string | undefined;
   readonly walls: readonly WallStatus[];
-  readonly filteredUnavailable =
-    'egress allow-lists are not available for container functions yet (use none or allow)';
+  readonly filteredUnavailable: string | undefined;
+  private readonly filteredTools: FilteredTools | undefined;
   private readonly runtime: string | undefined;
+  /** runc creates the instance's cgroup path in every controller (see removeRuncCgroups). */
+  private readonly runc: boolean;
   private readonly unshare: string | undefined;
   private readonly ip: string | undefined;
   private readonly cgroups: Cgroups | undefined;
@@ -101,15 +121,15 @@ export class ContainerIsolation implements Isolation {
   private readonly states = new WeakMap<GuestProcess, GuestState>();
   /** The static busybox a prepared container waits in; without it nothing is made ahead. */
   private readonly helper: string | undefined;
-  /**
-   * Per network mode, the config of the image bound last: new stem cells make that container ahead, so
-   * the next cold start of the image (the common case: one hot image scaled to zero) only starts its
-   * entrypoint. A cell made for another image is discarded at bind, no slower than none.
-   */
-  private readonly nextPrepared = new Map<NetworkMode, string>();
 
   constructor(options: ContainerOptions) {
-    this.runtime = findExecutable('crun') ?? findSbin('runc');
+    this.runtime =
+      options.ociRuntime === undefined
+        ? (findExecutable('crun') ?? findSbin('runc'))
+        : options.ociRuntime === 'crun'
+          ? findExecutable('crun')
+          : findSbin('runc');
+    this.runc = this.runtime !== undefined && basename(this.runtime) === 'runc';
     this.unshare = findExecutable('unshare');
     this.ip = findSbin('ip');
     this.helper = ['/bin/busybox', '/usr/bin/busybox'].find((path) => existsSync(path));
@@ -120,7 +140,9 @@ export class ContainerIsolation implements Isolation {
     this.unavailable = !root
       ? 'container functions need the platform to run as root (crun sets up their namespaces)'
       : this.runtime === undefined
-        ? 'no OCI runtime: install crun (apt-get install crun) or runc'
+        ? options.ociRuntime === undefined
+          ? 'no OCI runtime: install crun (apt-get install crun) or runc'
+          : `containerRuntime: ${options.ociRuntime} is not installed (apt-get install ${options.ociRuntime})`
         : this.unshare === undefined
           ? 'unshare (util-linux) is missing'
           : this.ip === undefined
@@ -128,6 +150,9 @@ export class ContainerIsolation implements Isolation {
             : undefined;
     if (this.unavailable === undefined) mkdirSync(this.runDir, { recursive: true, mode: 0o755 });
     this.cgroups = root ? new Cgroups(options.stateDir) : undefined;
+    const tools = probeFilteredTools(root);
+    this.filteredTools = typeof tools === 'string' ? undefined : tools;
+    this.filteredUnavailable = typeof tools === 'string' ? tools : this.unavailable;
     this.walls = [
       ...(this.cgroups?.status.map((status) => ({ ...status })) ?? []),
       { wall: 'tmp', inForce: true, detail: 'a size-capped tmpfs in the container' },
@@ -137,6 +162,7 @@ export class ContainerIsolation implements Isolation {
 
   /** Removes what a killed previous run left (its containers' cgroups); returns how many. */
   async init(): Promise<number> {
+    if (this.runc && this.cgroups !== undefined) removeRuncCgroups(this.cgroups, undefined);
     return (await this.cgroups?.removeAll()) ?? 0;
   }
 
@@ -145,7 +171,9 @@ export class ContainerIsolation implements Isolation {
   }
 
   start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess {
-    if (network === 'filtered') throw new Error(this.filteredUnavailable);
+    const linked = network === 'filtered' || network === 'outbound';
+    if (linked && this.filteredTools === undefined)
+      throw new Error(this.filteredUnavailable ?? 'slirp4netns and nftables are missing');
     const id = `${slot.id}-${randomBytes(3).toString('hex')}`;
     const cgroupDirs = this.cgroups?.create(id, DEFAULT_PIDS) ?? [];
     const guestArgs = launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, launch.guestDir));
@@ -160,16 +188,21 @@ export class ContainerIsolation implements Isolation {
       '--kill-child',
       // crun finds its children under /proc: it must be this pid namespace's.
       '--mount-proc',
-      ...(network === 'none' ? ['--net'] : []),
+      ...(network === 'host' ? [] : ['--net']),
       '/bin/sh',
       ...SETUP,
       this.runDir,
-      network === 'none' ? 'net' : 'host',
+      network === 'host' ? 'host' : linked ? 'linked' : 'net',
       this.ip as string,
       niced.command,
       ...niced.args,
     ];
-    const prepared = this.helper === undefined ? undefined : this.nextPrepared.get(network);
+    // Stem cells are pooled per image (scheduler/cold-start.ts): a cell makes its image's container ahead, so
+    // a cold start only starts the entrypoint.
+    const prepared =
+      this.helper === undefined || launch.prepareImage === undefined
+        ? undefined
+        : JSON.stringify(preparedConfig(launch.prepareImage, PREPARED_TMP_BYTES));
     if (prepared !== undefined)
       inside.push(
         JSON.stringify({
@@ -178,6 +211,7 @@ export class ContainerIsolation implements Isolation {
           stateDir: this.runDir,
           id,
           helper: this.helper,
+          network,
         }),
       );
     const command =
@@ -185,18 +219,63 @@ export class ContainerIsolation implements Isolation {
         ? { command: inside[0] as string, args: inside.slice(1) }
         : { command: '/bin/sh', args: [...JOIN_CGROUPS, ...cgroupDirs, '--', ...inside] };
     const child: ChildProcess = spawn(command.command, command.args, {
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
-      env: { ...launch.env },
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', linked ? 'pipe' : 'ignore'],
+      // The guest's own temporary files (the secret files it writes at Bind) go to its private tmpfs, never
+      // to the host's /tmp.
+      env: { ...launch.env, TMPDIR: this.runDir },
       cwd: slot.hostDir,
     });
     const guest = new GuestProcess(child);
-    this.states.set(guest, { cgroupId: cgroupDirs.length === 0 ? undefined : id, network, id, prepared });
+    let link: SandboxNetwork | undefined;
+    if (linked && child.pid !== undefined) {
+      const hold = (child.stdio as readonly unknown[])[HOLD_FD] as Duplex | null;
+      // The guest may die before it writes or reads there; its exit tells what happened.
+      hold?.on('error', () => {});
+      // `unshare` made the namespace in itself before forking the guest (the shell execs it: same pid).
+      link = new SandboxNetwork(network, this.filteredTools, child.pid, hold ?? undefined);
+      guest.once('exit', () => link?.close());
+      // A stem cell whose network failed is useless: end it, and the pool starts another.
+      link.ready.catch(() => guest.kill('SIGKILL'));
+    }
+    this.states.set(guest, {
+      cgroupId: cgroupDirs.length === 0 ? undefined : id,
+      network,
+      id,
+      prepared,
+      link,
+    });
     const cgroups = this.cgroups;
     if (cgroups !== undefined && cgroupDirs.length > 0) {
       guest.outOfMemoryProbe = () => cgroups.oomKills(id) > 0;
-      guest.once('exit', () => void cgroups.remove(id).catch(() => undefined));
+      // runc's folders go once the instance's own are gone: its processes have left every hierarchy then.
+      guest.once(
+        'exit',
+        () =>
+          void cgroups
+            .remove(id)
+            .then(() => (this.runc ? removeRuncCgroups(cgroups, id) : undefined))
+            .catch(() => undefined),
+      );
     }
     return guest;
+  }
+
+  /** Keeps the function's /etc/hosts for its bind and, for an allow-list, lets its destinations through. */
+  async configureNetwork(guest: GuestProcess, _slot: Slot, policy: NetworkPolicy): Promise<void> {
+    const state = this.states.get(guest);
+    if (state === undefined || state.network === 'none') return;
+    const { hosts, allow } = await resolvePolicy(policy, state.network);
+    state.hosts = hosts;
+    if (state.network !== 'filtered' || state.link === undefined) return;
+    try {
+      await state.link.allow(allow);
+    } catch (error) {
+      throw new HearthError(
+        'HEARTH_E_SANDBOX_UNAVAILABLE',
+        `the egress allow-list could not be applied: ${(error as Error).message}`,
+        { retryAfter: 5 },
+      );
+    }
   }
 
   async limit(guest: GuestProcess, limits: ResourceLimits): Promise<void> {
@@ -209,12 +288,12 @@ export class ContainerIsolation implements Isolation {
     const state = this.states.get(guest);
     if (state === undefined || this.runtime === undefined) throw new Error('not a container guest');
     const prepared = JSON.stringify(preparedConfig(run.image, PREPARED_TMP_BYTES));
-    if (this.helper !== undefined) this.nextPrepared.set(state.network, prepared);
     return {
       HEARTH_CONTAINER: JSON.stringify({
         config: ociConfig(run),
         protocol: run.protocol,
         network: state.network,
+        ...(state.hosts === undefined ? {} : { hosts: state.hosts }),
         stateDir: this.runDir,
         runtime: this.runtime,
         id: state.id,
@@ -230,6 +309,42 @@ export class ContainerIsolation implements Isolation {
     return { ok: false, exitCode: null, tail: 'container functions have no dependency build' };
   }
 }
+
+/**
+ * runc, told to join an instance's cgroup (node/guest/container.mts), makes that path in the controllers the
+ * platform does not use too (devices, freezer, blkio…), and leaves it when it is killed with the instance:
+ * those folders go with the instance (`id`), or all of this platform's at start (`id` undefined). They hold
+ * no process by then (the instance's pid namespace is gone).
+ */
+function removeRuncCgroups(cgroups: Cgroups, id: string | undefined): void {
+  const platform = cgroups.roots[0] === undefined ? undefined : basename(cgroups.roots[0]);
+  if (platform === undefined) return;
+  let controllers: string[];
+  try {
+    controllers = readdirSync(CGROUP_MOUNTS);
+  } catch {
+    return;
+  }
+  for (const controller of controllers) {
+    const root = join(CGROUP_MOUNTS, controller, 'hearth', platform);
+    if (cgroups.roots.includes(root)) continue;
+    let names: string[];
+    try {
+      names = id === undefined ? readdirSync(root).filter((name) => !name.includes('.')) : [id];
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      try {
+        rmdirSync(join(root, name));
+      } catch {
+        // Gone already, or not a cgroup of ours.
+      }
+    }
+  }
+}
+
+const CGROUP_MOUNTS = '/sys/fs/cgroup';
 
 function findSbin(name: string): string | undefined {
   return (
@@ -253,8 +368,9 @@ class BuiltinRuntime implements Runtime {
     private readonly module: string,
   ) {}
 
-  launchSpec(): LaunchSpec {
+  launchSpec(options?: { readonly image?: ResolvedImage }): LaunchSpec {
     return {
+      ...(options?.image === undefined ? {} : { prepareImage: options.image }),
       command: this.node,
       args: [`${GUEST_TOKEN}/bootstrap.mjs`, `${GUEST_TOKEN}/${this.module}`],
       env: { PATH: SANDBOX_PATH, HOME: '/tmp', LANG: 'C.UTF-8', NODE_ENV: 'production', TMPDIR: '/tmp' },

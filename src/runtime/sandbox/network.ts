@@ -82,8 +82,11 @@ export class SandboxNetwork {
   constructor(
     readonly mode: NetworkMode,
     private readonly tools: FilteredTools | undefined,
-    /** bubblewrap's `--info-fd` output, for the sandboxed child's pid; undefined for `host`. */
-    info: NodeJS.ReadableStream | undefined,
+    /**
+     * bubblewrap's `--info-fd` output, for the sandboxed child's pid, or the pid of a process in the
+     * namespace itself (a container's supervisor); undefined for `host`.
+     */
+    info: NodeJS.ReadableStream | number | undefined,
     /**
      * The sandboxed command's hold descriptor: it writes a byte once bubblewrap has set up the namespace,
      * then waits for a line before it goes on. Given, slirp4netns starts only after that byte, and the
@@ -99,8 +102,8 @@ export class SandboxNetwork {
     this.ready.catch(() => {});
   }
 
-  private async setUp(info: NodeJS.ReadableStream, tools: FilteredTools): Promise<void> {
-    this.pid = await childPid(info);
+  private async setUp(info: NodeJS.ReadableStream | number, tools: FilteredTools): Promise<void> {
+    this.pid = typeof info === 'number' ? info : await childPid(info);
     if (this.hold !== undefined) await firstByte(this.hold);
     // `--enable-sandbox` makes slirp4netns unshare a mount namespace and pivot away from the old root, and
     // it marks only `/` private first: the slots tmpfs beneath stays a peer of the host's, so detaching

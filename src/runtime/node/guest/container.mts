@@ -2,8 +2,9 @@
  * @module The supervisor of one container function instance (issue 17), loaded by the Node guest in place
  * of a handler (bootstrap.mts, BUILTIN_HANDLER). The guest runs on the host, as root, in namespaces of its
  * own (container/index.ts): a private mount namespace with a tmpfs for crun's state, the bundle and the
- * image's rootfs, a pid namespace whose end takes every process with it, and for egress `none` an empty
- * network namespace the container shares.
+ * image's rootfs, a pid namespace whose end takes every process with it, and a network namespace the
+ * container shares (empty for egress `none`, linked by slirp4netns for `allow` and allow-lists; the host's
+ * only where the operator chose `egressAllow: host`).
  *
  * As the stem cell starts it may make a container ahead (argv[3]: the image bound last), its process a
  * static busybox waiting on a fifo. At Bind it either starts the function's entrypoint in that container
@@ -21,19 +22,23 @@
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import {
   chmodSync,
+  chownSync,
   closeSync,
   constants,
   copyFileSync,
+  cpSync,
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
+  readFileSync,
   rmSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, createServer } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Adapter, GuestKit } from './adapters.mjs';
 import type { HttpResult } from './bootstrap.mjs';
 import {
@@ -56,15 +61,21 @@ interface Prepare {
   readonly id: string;
   /** The static busybox shown to the container at HELPER_MOUNT. */
   readonly helper: string;
+  readonly network: NetworkName;
 }
+
+/** The network the supervisor (and so the container) runs in: container/index.ts's NetworkMode. */
+type NetworkName = 'none' | 'outbound' | 'filtered' | 'host';
 
 /** What the platform hands the supervisor in the Bind env (HEARTH_CONTAINER), JSON. */
 interface ContainerBind {
   /** The OCI config, complete but for the ports' environment variables. */
   readonly config: OciConfig;
   readonly protocol: 'http' | 'lambda';
-  /** `none`: this namespace is the container's alone, fixed ports do; `host`: free ports are picked. */
-  readonly network: 'none' | 'host';
+  /** `host`: the host's network, free ports are picked; otherwise this namespace is the container's alone. */
+  readonly network: NetworkName;
+  /** The function's /etc/hosts (hostAliases, allow-listed names), for a network linked to the host. */
+  readonly hosts?: string;
   /** A private tmpfs for crun's state and the bundle (container/index.ts mounts it). */
   readonly stateDir: string;
   /** crun (or runc). */
@@ -131,14 +142,116 @@ function showRootfs(stateDir: string, path: string): string {
   return rootfs;
 }
 
+/** slirp4netns's DNS forwarder, which `outbound` resolves through (sandbox/network.ts SLIRP_DNS). */
+const SLIRP_DNS = '10.0.2.3';
+
+/**
+ * For a namespace linked to the host: its /etc/hosts and /etc/resolv.conf, files in this namespace's tmpfs
+ * shown over the image's own (only where the image has them: its rootfs is read-only, no mount point can be
+ * made). The hosts file is filled in at Bind, in place, so a container made ahead sees it too.
+ */
+function networkMounts(stateDir: string, rootfs: string, network: NetworkName): unknown[] {
+  if (network === 'none' || network === 'host') return [];
+  const dir = join(stateDir, 'net');
+  if (!existsSync(dir)) {
+    mkdirSync(dir, { mode: 0o755 });
+    writeFileSync(join(dir, 'hosts'), '127.0.0.1 localhost\n::1 localhost\n', { mode: 0o644 });
+    // An allow-list has no resolver: a name resolves through /etc/hosts to an allowed address, or not at all.
+    writeFileSync(join(dir, 'resolv.conf'), network === 'outbound' ? `nameserver ${SLIRP_DNS}\n` : '', {
+      mode: 0o644,
+    });
+  }
+  return ['hosts', 'resolv.conf']
+    .filter((name) => existsSync(join(rootfs, 'etc', name)))
+    .map((name) => ({
+      destination: `/etc/${name}`,
+      type: 'bind',
+      source: join(dir, name),
+      options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'],
+    }));
+}
+
+/** Where a container finds its function's secret files (`spec.secrets[].mountPath`): $HEARTH_SECRETS_DIR. */
+const SECRETS_MOUNT = '/tmp/hearth-secrets';
+
+/**
+ * The folder of this namespace's tmpfs shown read-only at SECRETS_MOUNT: empty until Bind fills it, so a
+ * container made ahead has it too.
+ */
+function secretsMount(stateDir: string): unknown {
+  const dir = join(stateDir, 'secrets');
+  if (!existsSync(dir)) mkdirSync(dir, { mode: 0o755 });
+  return {
+    destination: SECRETS_MOUNT,
+    type: 'bind',
+    source: dir,
+    options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'],
+  };
+}
+
+/**
+ * The secret files the guest wrote at Bind (bootstrap.mts, into this namespace's tmpfs: TMPDIR) move to the
+ * folder the container sees, owned by the container's user (as the host sees it) and readable by it alone.
+ */
+function moveSecretFiles(info: ContainerBind): void {
+  const written = process.env.HEARTH_SECRETS_DIR;
+  delete process.env.HEARTH_SECRETS_DIR;
+  if (written === undefined) return;
+  const target = join(info.stateDir, 'secrets');
+  cpSync(written, target, { recursive: true });
+  rmSync(written, { recursive: true, force: true });
+  const linux = info.config.linux as {
+    uidMappings?: { hostID: number }[];
+    gidMappings?: { hostID: number }[];
+  };
+  const user = (info.config.process as { user?: { uid: number; gid: number } }).user ?? { uid: 0, gid: 0 };
+  const uid = (linux.uidMappings?.[0]?.hostID ?? 0) + user.uid;
+  const gid = (linux.gidMappings?.[0]?.hostID ?? 0) + user.gid;
+  for (const entry of readdirSync(target, { recursive: true, withFileTypes: true })) {
+    const path = join(entry.parentPath, entry.name);
+    chownSync(path, uid, gid);
+    chmodSync(path, entry.isDirectory() ? 0o500 : 0o400);
+  }
+  info.config.process.env.push(`HEARTH_SECRETS_DIR=${SECRETS_MOUNT}`);
+}
+
+/**
+ * The supervisor's own cgroup (the instance's, which container/index.ts made and limits), from the memory
+ * controller's line of /proc/self/cgroup; undefined outside one.
+ */
+function ownCgroup(): string | undefined {
+  for (const line of readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
+    const [, controllers, path] = line.split(':');
+    if (controllers?.split(',').includes('memory') && path !== undefined && path !== '/') return path;
+  }
+  return undefined;
+}
+
 function runContainer(runtime: string, stateDir: string, id: string, config: OciConfig): Running {
   const bundle = join(stateDir, `bundle-${id}`);
   mkdirSync(bundle, { recursive: true });
-  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
+  // The container stays in the instance's cgroups, which hold its limits. crun is told to leave cgroups
+  // alone; runc has no such switch: it is given the instance's own cgroup to join (it creates the same path
+  // in the controllers the platform does not use, and removes them when the container ends).
+  const runc = basename(runtime) === 'runc';
+  const cgroup = runc ? ownCgroup() : undefined;
+  const written =
+    cgroup === undefined
+      ? config
+      : { ...config, linux: { ...(config.linux as object), cgroupsPath: cgroup } };
+  writeFileSync(join(bundle, 'config.json'), JSON.stringify(written));
   const tail = new OutputTail();
   const child = spawn(
     runtime,
-    ['--root', join(stateDir, 'state'), '--cgroup-manager=disabled', 'run', '--bundle', bundle, id],
+    [
+      '--root',
+      join(stateDir, 'state'),
+      ...(runc ? [] : ['--cgroup-manager=disabled']),
+      'run',
+      '--bundle',
+      bundle,
+      id,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   forwardOutput(child, tail);
@@ -170,6 +283,8 @@ function prepare(spec: Prepare): { running: Running; helperDir: string; rootfs: 
     const mounts = (config.mounts as unknown[]) ?? [];
     config.mounts = [
       ...mounts,
+      ...networkMounts(spec.stateDir, spec.config.root.path, spec.network),
+      secretsMount(spec.stateDir),
       {
         destination: HELPER_MOUNT,
         type: 'bind',
@@ -274,11 +389,19 @@ export async function bind(): Promise<void> {
   const env = info.config.process.env;
   if (info.protocol === 'lambda') {
     api = new RuntimeApi();
-    env.push(`AWS_LAMBDA_RUNTIME_API=${await api.listen(info.network === 'none' ? 9001 : 0)}`);
+    env.push(`AWS_LAMBDA_RUNTIME_API=${await api.listen(info.network === 'host' ? 0 : 9001)}`);
   } else {
-    port = info.network === 'none' ? 8080 : await freePort();
+    port = info.network === 'host' ? await freePort() : 8080;
     env.push(`PORT=${port}`);
   }
+  const mounts = networkMounts(info.stateDir, info.config.root.path, info.network);
+  const secrets = secretsMount(info.stateDir);
+  moveSecretFiles(info);
+  if (info.hosts !== undefined && mounts.length > 0)
+    writeFileSync(join(info.stateDir, 'net', 'hosts'), info.hosts);
+  // A cell bound right after it started (the first take of an image's pool boots one for itself) may not
+  // have its container running yet: its start finishes first (a no-op once it runs).
+  await warm;
   let running: Running;
   const ahead = prepared;
   if (info.usePrepared && ahead !== undefined && !gone) {
@@ -305,7 +428,11 @@ export async function bind(): Promise<void> {
       execFileSync('umount', [shown]);
       rmSync(shown, { recursive: true, force: true });
     }
-    const config = { ...info.config, root: { path: showRootfs(info.stateDir, info.config.root.path) } };
+    const config = {
+      ...info.config,
+      root: { ...info.config.root, path: showRootfs(info.stateDir, info.config.root.path) },
+      mounts: [...((info.config.mounts as unknown[]) ?? []), ...mounts, secrets],
+    };
     running = runContainer(info.runtime, info.stateDir, `${info.id}-fn`, config);
   }
   await becomeReady(info, running);
@@ -425,7 +552,8 @@ function proxyAdapter(kit: GuestKit): Adapter {
       outgoing.once('error', (error) => {
         // A container that died (its memory limit, a crash) takes this guest with it in a moment: the
         // platform then answers 502 naming why (HEARTH_E_FN_OOM for memory), not this reset connection.
-        void containerGone(200).then((dead) => {
+        // runc takes longer than crun to notice and end, and a loaded machine longer still: up to a second.
+        void containerGone(1000).then((dead) => {
           if (dead) return;
           reject(
             Object.assign(new Error(`the container did not answer: ${error.message}`), {
