@@ -96,6 +96,19 @@ describe('wasm functions in a namespace wasm host', () => {
     expect(await pidOf('looper')).toBe(await pidOf('probe'));
   });
 
+  it('keeps serving the namespace while one function loops: the loop holds one worker thread, not the host', async () => {
+    const order: string[] = [];
+    const looped = invoke(hearth.url, 'looper', { path: '/loop' }).then((answer) => {
+      order.push('loop');
+      return answer;
+    });
+    const neighbour = await invoke(hearth.url, 'probe', { path: '/env' });
+    order.push('neighbour');
+    expect(neighbour.status, neighbour.text).toBe(200);
+    expect((await looped).status).toBe(504);
+    expect(order).toEqual(['neighbour', 'loop']);
+  });
+
   it('fails a memory-hungry request with a clear error; the function and its neighbours keep answering', async () => {
     const hostBefore = await pidOf('probe');
     const small = await invoke(hearth.url, 'allocator', { path: '/alloc?mib=8' });

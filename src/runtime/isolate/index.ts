@@ -53,6 +53,13 @@ export interface HostKind {
    * function's slot). `known` is this host's memory of what it was sent before (e.g. module hashes).
    */
   open(bind: BindMessage, known: Set<string>): { meta: unknown; body?: Buffer };
+  /**
+   * When set, the member answers its Bind itself once it has joined, with this Bound message, instead of
+   * waiting for the host's: a cold start saves a round trip where the host's bind cannot fail on what deploy
+   * checked (wasm: the module, its export and its memory). The host then answers a failed bind on each
+   * invocation instead.
+   */
+  readonly boundLocally?: (bind: BindMessage) => Record<string, unknown>;
 }
 
 export interface IsolateOptions {
@@ -404,6 +411,12 @@ class MemberChild extends EventEmitter {
         this.host = host;
         this.id = host.join(this, open);
         for (const chunk of this.waiting.splice(0)) host.send(this.id, chunk);
+        if (this.kind.boundLocally !== undefined) {
+          const writer = new FrameWriter();
+          writer.add(FrameType.Bound, 0, this.kind.boundLocally(bind));
+          const bytes = writer.take();
+          if (bytes !== undefined) this.channel.push(bytes);
+        }
       },
       (error: unknown) => this.fail(`no ${this.kind.name} host: ${(error as Error).message}`),
     );

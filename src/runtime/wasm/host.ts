@@ -50,6 +50,11 @@ export function wasmHostKind(options: { workers?: number } = {}): HostKind {
         readOnlyPaths: node.startsWith('/usr/') ? [] : [dirname(dirname(node))],
       };
     },
+    // The host's bind only files what deploy checked (checkWasmModule): answered here, a round trip saved.
+    boundLocally: (bind) => ({
+      ok: true,
+      eventFormat: parseWasmHandler(bind.handler).entry === '_start' ? 'wasi-command' : 'wasm-export',
+    }),
     open(bind: BindMessage, known: Set<string>): { meta: unknown; body?: Buffer } {
       const { file } = parseWasmHandler(bind.handler);
       if (file.split('/').includes('..'))

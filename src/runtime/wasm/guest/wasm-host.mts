@@ -24,7 +24,6 @@ const T_BIND = 1;
 const T_INVOKE = 2;
 const T_SHUTDOWN = 4;
 const T_READY = 16;
-const T_BOUND = 17;
 const T_RESULT = 18;
 const T_ERROR = 19;
 const T_LOG = 20;
@@ -35,6 +34,8 @@ const PAGE = 64 * 1024;
 /** Kept of limits.memory as in the per-process guest, so deploy's check and the cap are the same for both. */
 const RUNTIME_RESERVE_MIB = 40;
 const WASI_MODULE = 'wasi_snapshot_preview1';
+/** The linear memory cap of the default limits.memory (128Mi, less the reserve). */
+const DEFAULT_MAX_PAGES = ((128 - RUNTIME_RESERVE_MIB) * 1024 * 1024) / PAGE;
 /**
  * A run is ended here this long after its deadline: the platform answers 504 at the deadline and stops the
  * instance itself; this is the host's own backstop, late enough that the platform's 504 comes first.
@@ -253,9 +254,20 @@ class Pool {
     for (let i = 0; i < count; i++) this.add();
   }
 
+  /** Maximum page counts of the functions bound so far: each worker keeps memories of these sizes ready. */
+  private readonly sizes = new Set<number>([DEFAULT_MAX_PAGES]);
+
+  /** Tells the workers to keep memories of `maxPages` ready (a function with another limits.memory). */
+  prepare(maxPages: number): void {
+    if (this.sizes.has(maxPages)) return;
+    this.sizes.add(maxPages);
+    for (const lane of this.lanes) lane.worker.postMessage({ prepare: maxPages });
+  }
+
   private add(): void {
     const lane = new Lane();
     this.lanes.push(lane);
+    for (const maxPages of this.sizes) lane.worker.postMessage({ prepare: maxPages });
     this.warming += 1;
     // A warm run first: this thread's WASI and CGI code are compiled before a function's request needs them.
     const warm = compile('warm', warmModule());
@@ -268,7 +280,7 @@ class Pool {
       entry: '_start',
       command: true,
       minPages: warm.minPages,
-      maxPages: warm.minPages + 1,
+      maxPages: DEFAULT_MAX_PAGES,
       env: ['WARM=1'],
       maxBodyBytes: 1024,
       wasiNames: warm.wasiNames,
@@ -414,6 +426,8 @@ function named(message: string, name: string): Error {
 class Member {
   info: FunctionInfo | undefined;
   timeoutMs = 0;
+  /** Why its bind failed: the platform answered the Bind itself (runtime/wasm/host.ts), so each invoke says. */
+  private bindError: { type: string; message: string } | undefined;
   private readonly inFlight = new Set<number>();
   private closing = false;
   private ended = false;
@@ -434,7 +448,11 @@ class Member {
   private onFrame(type: number, seq: number, meta: unknown, body: Buffer): void {
     if (type === T_INVOKE) {
       if (this.info === undefined) {
-        this.out(T_ERROR, seq, { type: 'NotBound', message: 'invoked before it was bound' });
+        this.out(
+          T_ERROR,
+          seq,
+          this.bindError ?? { type: 'NotBound', message: 'invoked before it was bound' },
+        );
         return;
       }
       this.inFlight.add(seq);
@@ -473,6 +491,7 @@ class Member {
         HEARTH_VERSION: String(bind.version),
       };
       this.timeoutMs = bind.timeoutMs;
+      pool.prepare(maxPages);
       this.info = {
         id: this.id,
         hash: this.hash,
@@ -485,11 +504,10 @@ class Member {
         maxBodyBytes: bind.maxBodyBytes ?? Number.MAX_SAFE_INTEGER,
         wasiNames: target.wasiNames,
       };
-      // Answered at once: the instance is made by the worker that takes the first request.
-      this.out(T_BOUND, 0, { ok: true, eventFormat: command ? 'wasi-command' : 'wasm-export' });
+      // No Bound: the platform answered the Bind itself; the instance is made by the worker of the first run.
     } catch (error) {
       const failure = error as Error;
-      this.out(T_BOUND, 0, { ok: false, error: { type: failure.name, message: failure.message } });
+      this.bindError = { type: failure.name, message: failure.message };
     }
   }
 
