@@ -37,15 +37,18 @@ const WASI_MODULE = 'wasi_snapshot_preview1';
 /** The linear memory cap of the default limits.memory (128Mi, less the reserve). */
 const DEFAULT_MAX_PAGES = ((128 - RUNTIME_RESERVE_MIB) * 1024 * 1024) / PAGE;
 /**
- * A run is ended here this long after its deadline: the platform answers 504 at the deadline and stops the
- * instance itself; this is the host's own backstop, late enough that the platform's 504 comes first.
+ * A run is stopped at its deadline (its worker terminated at once, freeing the thread), but its error is
+ * sent this much later, only if the platform has not ended the instance by then: the platform answers 504
+ * at the deadline itself, and the host's error must not overtake it.
  */
 const DEADLINE_GRACE_MS = 500;
-/** Worker threads per host: requests of the namespace's functions run on these, one at a time each. */
-const WORKERS = Math.max(
-  2,
-  Number.parseInt(process.env.HEARTH_WASM_WORKERS ?? '', 10) || Math.min(4, availableParallelism()),
-);
+/**
+ * Worker threads per host: requests of the namespace's functions run on these, one at a time each. At least
+ * 3, so that with one worker being replaced after a deadline and one held by a loop, one still serves.
+ */
+const WORKERS =
+  Number.parseInt(process.env.HEARTH_WASM_WORKERS ?? '', 10) ||
+  Math.max(3, Math.min(4, availableParallelism()));
 
 const channel = new Socket({ fd: 3, readable: true, writable: true });
 let outbox: Buffer[] = [];
@@ -247,6 +250,8 @@ class Pool {
   private lanes: Lane[] = [];
   private readonly queue: Pending[] = [];
   private warming = 0;
+  /** Workers that ended before their warm-up finished, in a row. */
+  private failedStarts = 0;
   private onAllUp: (() => void) | undefined;
 
   start(count: number, onAllUp: () => void): void {
@@ -324,10 +329,7 @@ class Pool {
     lane.hashes.add(info.hash);
     lane.worker.postMessage({ job }, [body.buffer]);
     const deadline = pending.wire[5];
-    lane.timer = setTimeout(
-      () => this.expire(lane, pending),
-      Math.max(1, deadline - Date.now()) + DEADLINE_GRACE_MS,
-    );
+    lane.timer = setTimeout(() => this.expire(lane, pending), Math.max(1, deadline - Date.now()));
   }
 
   done(lane: Lane, outcome: JobOutcome): void {
@@ -336,6 +338,7 @@ class Pool {
     if (lane.timer !== undefined) clearTimeout(lane.timer);
     if (!lane.up) {
       lane.up = true;
+      this.failedStarts = 0;
       this.warming -= 1;
       lane.hashes.delete('warm');
       lane.worker.postMessage({ forget: 0 });
@@ -361,15 +364,25 @@ class Pool {
   private expire(lane: Lane, pending: Pending): void {
     if (lane.job !== pending) return;
     this.replace(lane);
-    pending.member.fail(pending.seq, {
-      type: 'Timeout',
-      message: `the module ran past its deadline (limits.timeout ${pending.member.timeoutMs}ms) and was stopped`,
-    });
+    setTimeout(
+      () =>
+        pending.member.fail(pending.seq, {
+          type: 'Timeout',
+          message: `the module ran past its deadline (limits.timeout ${pending.member.timeoutMs}ms) and was stopped`,
+        }),
+      DEADLINE_GRACE_MS,
+    );
   }
 
   /** A worker that died (its JavaScript heap limit, a crash): its run fails, a new one takes its place. */
   lost(lane: Lane, error: Error): void {
     if (!this.lanes.includes(lane)) return;
+    if (!lane.up) this.failedStarts += 1;
+    if (this.failedStarts >= 3) {
+      // Workers that cannot start would be replaced forever: the host ends, and the platform reports why.
+      process.stderr.write(`wasm host: its worker threads do not start: ${error.message}\n`);
+      process.exit(1);
+    }
     const pending = lane.job;
     this.replace(lane);
     if (pending !== undefined && pending.member !== WARM_MEMBER)
