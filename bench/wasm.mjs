@@ -1,7 +1,9 @@
-// WebAssembly functions (issue 14): cold start to first byte of distinct idle wasm functions (sandboxed, a
-// fresh connection each, the stem-cell pool full, as in the cold section), for both ABIs, beside node20's in
-// the same platform; then warm throughput of the Rust hello (WASI command) and the compute example (exported
-// function) against the Node hello and a raw node:http hello, under the same load in the same run.
+// WebAssembly functions (issue 14): cold start to first byte of distinct idle wasm functions (a fresh
+// connection each), for both ABIs, in the namespace's wasm host (isolation: isolate, the host up, the function
+// without an instance) and in a sandboxed process per instance (the stem-cell pool full, as in the cold
+// section), beside node20's in the same platform; then warm throughput of the Rust hello (WASI command) and
+// the compute example (exported function), both ways, against the Node hello and a raw node:http hello, under
+// the same load in the same run. `node bench/wasm.mjs --cold` prints the cold starts alone.
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
