@@ -254,10 +254,11 @@ function prepare(maxPages: number): void {
 function scheduleRefill(): void {
   if (refillScheduled) return;
   refillScheduled = true;
-  setImmediate(refill);
+  // A little later than the next turn: a request right behind the one that took a spare goes first.
+  setTimeout(refill, 2);
 }
 
-/** One spare per turn, so a request that arrives meanwhile waits for one memory at most. */
+/** One spare at a time, so a request that arrives meanwhile waits for one memory at most. */
 function refill(): void {
   refillScheduled = false;
   for (const [maxPages, list] of spareMemories) {
@@ -569,6 +570,14 @@ port.on('message', (message: { job?: Job; forget?: number; prepare?: number }) =
   const job = message.job;
   if (job === undefined) return;
   const outcome = onJob(job);
-  port.postMessage(outcome);
+  // The body in a buffer of its own, moved: a small Buffer is a view into Node's 8 KiB pool, which posting
+  // would copy whole.
+  const transfer: ArrayBuffer[] = [];
+  if ('result' in outcome) {
+    const body = new Uint8Array(outcome.result[2]);
+    outcome.result[2] = body;
+    transfer.push(body.buffer);
+  }
+  port.postMessage(outcome, transfer);
   setImmediate(tidy, job.member);
 });
