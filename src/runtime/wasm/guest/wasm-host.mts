@@ -223,9 +223,17 @@ interface Pending {
   readonly body: Uint8Array;
 }
 
+/**
+ * Runs posted to one worker before its earlier ones answered, when every worker is busy: the worker then goes
+ * from one to the next without waiting for this thread, which under load is most of a run's cost. Only the
+ * first is timed; the others are put back in the queue if the worker is ended.
+ */
+const PIPELINE = 4;
+
 class Lane {
   readonly worker: Worker;
-  job: Pending | undefined;
+  /** Posted and not yet answered, in order; the first is running. */
+  jobs: Pending[] = [];
   timer: NodeJS.Timeout | undefined;
   up = false;
   readonly members = new Set<number>();
@@ -248,7 +256,7 @@ class Lane {
 
 class Pool {
   private lanes: Lane[] = [];
-  private readonly queue: Pending[] = [];
+  private queue: Pending[] = [];
   private warming = 0;
   /** Workers that ended before their warm-up finished, in a row. */
   private failedStarts = 0;
@@ -277,7 +285,7 @@ class Pool {
     // A warm run first: this thread's WASI and CGI code are compiled before a function's request needs them.
     const warm = compile('warm', warmModule());
     lane.hashes.add('warm');
-    lane.job = { member: WARM_MEMBER, seq: 0, wire: WARM_WIRE, body: Buffer.from('x') };
+    lane.jobs = [{ member: WARM_MEMBER, seq: 0, wire: WARM_WIRE, body: EMPTY }];
     const info: FunctionInfo = {
       id: 0,
       hash: 'warm',
@@ -296,20 +304,27 @@ class Pool {
   }
 
   submit(pending: Pending): void {
-    const lane = this.idleLane(pending.member.id);
+    const lane = this.laneFor(pending.member.id);
     if (lane === undefined) this.queue.push(pending);
     else this.run(lane, pending);
   }
 
-  /** An idle worker, one that already has the member's context when there is one (its kept instance). */
-  private idleLane(member: number): Lane | undefined {
-    let any: Lane | undefined;
+  /**
+   * An idle worker, one that already has the member's context when there is one (its kept instance); when
+   * none is idle, the least loaded below PIPELINE; else none (the run waits in the queue).
+   */
+  private laneFor(member: number): Lane | undefined {
+    let idle: Lane | undefined;
+    let least: Lane | undefined;
     for (const lane of this.lanes) {
-      if (!lane.up || lane.job !== undefined) continue;
-      if (lane.members.has(member)) return lane;
-      any ??= lane;
+      if (!lane.up) continue;
+      if (lane.jobs.length === 0) {
+        if (lane.members.has(member)) return lane;
+        idle ??= lane;
+      } else if (lane.jobs.length < PIPELINE && (least === undefined || lane.jobs.length < least.jobs.length))
+        least = lane;
     }
-    return any;
+    return idle ?? least;
   }
 
   private run(lane: Lane, pending: Pending): void {
@@ -324,17 +339,22 @@ class Pool {
       ...(lane.members.has(member.id) ? {} : { info }),
       ...(lane.hashes.has(info.hash) ? {} : { module: (compiled.get(info.hash) as Compiled).module }),
     };
-    lane.job = pending;
+    lane.jobs.push(pending);
     lane.members.add(member.id);
     lane.hashes.add(info.hash);
     lane.worker.postMessage({ job }, [body.buffer]);
-    const deadline = pending.wire[5];
-    lane.timer = setTimeout(() => this.expire(lane, pending), Math.max(1, deadline - Date.now()));
+    if (lane.jobs.length === 1) this.arm(lane);
+  }
+
+  /** Times the worker's running job: at its deadline the worker is ended. */
+  private arm(lane: Lane): void {
+    const head = lane.jobs[0];
+    if (head === undefined) return;
+    lane.timer = setTimeout(() => this.expire(lane, head), Math.max(1, head.wire[5] - Date.now()));
   }
 
   done(lane: Lane, outcome: JobOutcome): void {
-    const pending = lane.job;
-    lane.job = undefined;
+    const pending = lane.jobs.shift();
     if (lane.timer !== undefined) clearTimeout(lane.timer);
     if (!lane.up) {
       lane.up = true;
@@ -348,21 +368,24 @@ class Pool {
         up();
       }
     } else if (pending !== undefined) pending.member.answer(outcome);
+    this.arm(lane);
     this.next(lane);
   }
 
   private next(lane: Lane): void {
-    if (!lane.up || lane.job !== undefined || this.queue.length === 0) return;
-    // The first waiting job whose member this worker knows, else the first.
-    let index = this.queue.findIndex((pending) => lane.members.has(pending.member.id));
-    if (index < 0) index = 0;
-    const [pending] = this.queue.splice(index, 1);
-    if (pending !== undefined) this.run(lane, pending);
+    if (!lane.up || lane.jobs.length > 0 || this.queue.length === 0) return;
+    // Waiting runs go to this worker, those whose member it knows first, up to PIPELINE.
+    while (lane.jobs.length < PIPELINE && this.queue.length > 0) {
+      let index = this.queue.findIndex((pending) => lane.members.has(pending.member.id));
+      if (index < 0) index = 0;
+      const [pending] = this.queue.splice(index, 1);
+      if (pending !== undefined) this.run(lane, pending);
+    }
   }
 
   /** A run past its deadline: its worker is ended (this interrupts wasm) and replaced. */
   private expire(lane: Lane, pending: Pending): void {
-    if (lane.job !== pending) return;
+    if (lane.jobs[0] !== pending) return;
     this.replace(lane);
     setTimeout(
       () =>
@@ -383,7 +406,7 @@ class Pool {
       process.stderr.write(`wasm host: its worker threads do not start: ${error.message}\n`);
       process.exit(1);
     }
-    const pending = lane.job;
+    const pending = lane.jobs[0];
     this.replace(lane);
     if (pending !== undefined && pending.member !== WARM_MEMBER)
       pending.member.fail(pending.seq, {
@@ -392,22 +415,27 @@ class Pool {
       });
   }
 
+  /** Ends a worker and starts another; the runs posted behind its first go back to the queue's front. */
   private replace(lane: Lane): void {
     this.lanes = this.lanes.filter((other) => other !== lane);
-    lane.job = undefined;
+    const behind = lane.jobs.slice(1).filter((pending) => pending.member !== WARM_MEMBER);
+    lane.jobs = [];
     if (lane.timer !== undefined) clearTimeout(lane.timer);
     if (!lane.up) this.warming -= 1;
     void lane.worker.terminate();
     this.add();
+    this.queue = [...behind, ...this.queue];
+    for (const other of this.lanes) this.next(other);
   }
 
   /** A member that ended: its queued runs are dropped, a run in progress is stopped, workers forget it. */
   forget(member: Member): void {
-    for (let i = this.queue.length - 1; i >= 0; i--)
-      if (this.queue[i]?.member === member) this.queue.splice(i, 1);
+    this.queue = this.queue.filter((pending) => pending.member !== member);
     for (const lane of [...this.lanes]) {
-      if (lane.job?.member === member) this.replace(lane);
-      else if (lane.members.delete(member.id)) lane.worker.postMessage({ forget: member.id });
+      if (lane.jobs[0]?.member === member) {
+        lane.jobs = lane.jobs.filter((pending, index) => index === 0 || pending.member !== member);
+        this.replace(lane);
+      } else if (lane.members.delete(member.id)) lane.worker.postMessage({ forget: member.id });
     }
   }
 }
