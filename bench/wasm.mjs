@@ -77,41 +77,56 @@ function firstByte(url, agent) {
 }
 
 /** Cold start of `count` distinct functions made by `make(i)`, one at a time, each on a fresh connection. */
-async function cold(hearth, runtime, count, make, isolation = 'sandbox') {
-  const samples = [];
-  const phases = [];
-  for (let i = 0; i < count; i++) {
-    const { folder, name, path } = make(i);
-    await deploy(hearth.url, folder, name, { verify: false });
-    rmSync(folder, { recursive: true, force: true });
-    await scaleToZero(hearth.url, name);
-    await poolReady(hearth.url, runtime, isolation);
-    // A fresh connection per cold start, opened before the clock starts (as the cold section does).
-    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    await timeToFirstByte(hearth.url, '/healthz', agent);
-    const result = await firstByte(`${hearth.url}/function/${name}${path}`, agent);
-    agent.destroy();
-    if (result.status !== 200 || !result.cold)
-      throw new Error(`${name}: expected a cold 200, got ${result.status} cold=${result.cold}`);
-    samples.push(result.ttfb);
-    phases.push(result.phases);
+/**
+ * Cold starts of the rows' distinct functions (`make(i)` each), one at a time, each on a fresh connection;
+ * the rows take turns (sample i of every row, then i + 1), so a machine whose load drifts weighs on all alike.
+ */
+async function coldRows(hearth, rows) {
+  const samples = rows.map(() => []);
+  const phases = rows.map(() => []);
+  const most = Math.max(...rows.map((row) => row.count));
+  for (let i = 0; i < most; i++) {
+    for (const [index, row] of rows.entries()) {
+      if (i >= row.count) continue;
+      const { folder, name, path } = row.make(i);
+      await deploy(hearth.url, folder, name, { verify: false });
+      rmSync(folder, { recursive: true, force: true });
+      await scaleToZero(hearth.url, name);
+      await poolReady(hearth.url, row.runtime, row.isolation ?? 'sandbox');
+      // A fresh connection per cold start, opened before the clock starts (as the cold section does).
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      await timeToFirstByte(hearth.url, '/healthz', agent);
+      const result = await firstByte(`${hearth.url}/function/${name}${path}`, agent);
+      agent.destroy();
+      if (result.status !== 200 || !result.cold)
+        throw new Error(`${name}: expected a cold 200, got ${result.status} cold=${result.cold}`);
+      samples[index].push(result.ttfb);
+      phases[index].push(result.phases);
+    }
   }
   const health = await api(hearth.url, 'GET', '/healthz');
-  const pool = health.stemCells.find((p) => p.runtime === runtime && p.network === 'none');
-  const summary = summarise(samples);
-  const medianOf = (key) => round(summarise(phases.map((p) => p[key] ?? 0)).p50, 3);
-  return {
-    n: summary.n,
-    p50: round(summary.p50, 3),
-    p95: round(summary.p95, 3),
-    p99: round(summary.p99, 3),
-    min: round(summary.min, 3),
-    poolMisses: pool?.misses ?? 0,
-    // Medians of the platform's own Server-Timing phases: where a cold start's time goes.
-    phasesP50: Object.fromEntries(
-      ['cold-code', 'cold-stemcell', 'cold-attach', 'cold-load', 'exec'].map((key) => [key, medianOf(key)]),
-    ),
-  };
+  const out = {};
+  for (const [index, row] of rows.entries()) {
+    const pool = health.stemCells.find(
+      (p) =>
+        p.runtime === row.runtime && p.isolation === (row.isolation ?? 'sandbox') && p.network === 'none',
+    );
+    const summary = summarise(samples[index]);
+    const medianOf = (key) => round(summarise(phases[index].map((p) => p[key] ?? 0)).p50, 3);
+    out[row.label] = {
+      n: summary.n,
+      p50: round(summary.p50, 3),
+      p95: round(summary.p95, 3),
+      p99: round(summary.p99, 3),
+      min: round(summary.min, 3),
+      poolMisses: pool?.misses ?? 0,
+      // Medians of the platform's own Server-Timing phases: where a cold start's time goes.
+      phasesP50: Object.fromEntries(
+        ['cold-code', 'cold-stemcell', 'cold-attach', 'cold-load', 'exec'].map((key) => [key, medianOf(key)]),
+      ),
+    };
+  }
+  return out;
 }
 
 export async function wasmBench({
@@ -125,89 +140,77 @@ export async function wasmBench({
   const hearth = await startHearth();
   const results = { cold: {}, warm: {} };
   try {
-    // The wasm host first (isolation: isolate): its first function boots the namespace's host, which is then
-    // up for the measured ones; a cold start there is "the function has no instance".
+    // The wasm host's first function boots the namespace's host, which is then up for the measured ones:
+    // a cold start there is "the function has no instance".
     const hosted = { isolation: 'isolate' };
-    await cold(
-      hearth,
-      'wasm',
-      1,
-      () => ({
-        folder: wasmFolder(modules.helloRust, 'wasm-host-boot', 'main', hosted),
-        name: 'wasm-host-boot',
-        path: '',
-      }),
-      'isolate',
-    );
-    results.cold['wasm host, WASI command (Rust hello)'] = await cold(
-      hearth,
-      'wasm',
-      count,
-      (i) => ({
-        folder: wasmFolder(modules.helloRust, `wasm-host-cmd-${i}`, 'main', hosted),
-        name: `wasm-host-cmd-${i}`,
-        path: '',
-      }),
-      'isolate',
-    );
-    results.cold['wasm host, exported function (Rust compute)'] = await cold(
-      hearth,
-      'wasm',
-      count,
-      (i) => ({
-        folder: wasmFolder(modules.computeRust, `wasm-host-export-${i}`, 'main.handle', hosted),
-        name: `wasm-host-export-${i}`,
-        path: '',
-      }),
-      'isolate',
-    );
-    results.cold['wasm host, WASI command (Rust hello), bytes of its own: compiled at its first bind'] =
-      await cold(
-        hearth,
-        'wasm',
-        count,
-        (i) => ({
-          folder: wasmFolder(modules.helloRust, `wasm-host-own-${i}`, 'main', { ...hosted, distinct: true }),
-          name: `wasm-host-own-${i}`,
+    await coldRows(hearth, [
+      {
+        label: 'boot',
+        runtime: 'wasm',
+        isolation: 'isolate',
+        count: 1,
+        make: () => ({
+          folder: wasmFolder(modules.helloRust, 'wasm-host-boot', 'main', hosted),
+          name: 'wasm-host-boot',
           path: '',
         }),
-        'isolate',
-      );
-    results.cold['wasm host, WASI command (Go hello)'] = await cold(
-      hearth,
-      'wasm',
-      Math.min(count, 8),
-      (i) => ({
-        folder: wasmFolder(modules.helloGo, `wasm-host-go-${i}`, 'main', hosted),
-        name: `wasm-host-go-${i}`,
+      },
+    ]);
+    const row = (label, module, prefix, handler, count, options = {}) => ({
+      label,
+      runtime: 'wasm',
+      isolation: options.isolation ?? 'sandbox',
+      count,
+      make: (i) => ({
+        folder: wasmFolder(module, `${prefix}-${i}`, handler, options),
+        name: `${prefix}-${i}`,
         path: '',
       }),
-      'isolate',
-    );
-    results.cold['wasm, WASI command (Rust hello)'] = await cold(hearth, 'wasm', count, (i) => ({
-      folder: wasmFolder(modules.helloRust, `wasm-cmd-${i}`, 'main'),
-      name: `wasm-cmd-${i}`,
-      path: '',
-    }));
-    results.cold['wasm, exported function (Rust compute)'] = await cold(hearth, 'wasm', count, (i) => ({
-      folder: wasmFolder(modules.computeRust, `wasm-export-${i}`, 'main.handle'),
-      name: `wasm-export-${i}`,
-      path: '',
-    }));
-    results.cold['wasm, WASI command (Go hello)'] = await cold(hearth, 'wasm', Math.min(count, 8), (i) => ({
-      folder: wasmFolder(modules.helloGo, `wasm-go-${i}`, 'main'),
-      name: `wasm-go-${i}`,
-      path: '',
-    }));
-    results.cold['node20 (Node hello), same run'] = await cold(hearth, 'node20', count, (i) => {
-      const folder = mkdtempSync(join(tmpdir(), 'hearth-bench-node-'));
-      copyFileSync(join(ROOT, 'examples', 'hello', 'index.mjs'), join(folder, 'index.mjs'));
-      writeFileSync(
-        join(folder, 'hearth.yaml'),
-        `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: node-cold-${i} }\nspec: { runtime: node20, handler: index }\n`,
-      );
-      return { folder, name: `node-cold-${i}`, path: '' };
     });
+    results.cold = await coldRows(hearth, [
+      row('wasm host, WASI command (Rust hello)', modules.helloRust, 'wasm-host-cmd', 'main', count, hosted),
+      row('wasm, WASI command (Rust hello)', modules.helloRust, 'wasm-cmd', 'main', count),
+      row(
+        'wasm host, exported function (Rust compute)',
+        modules.computeRust,
+        'wasm-host-export',
+        'main.handle',
+        count,
+        hosted,
+      ),
+      row('wasm, exported function (Rust compute)', modules.computeRust, 'wasm-export', 'main.handle', count),
+      row(
+        'wasm host, WASI command (Rust hello), bytes of its own: compiled at its first bind',
+        modules.helloRust,
+        'wasm-host-own',
+        'main',
+        count,
+        { ...hosted, distinct: true },
+      ),
+      row(
+        'wasm host, WASI command (Go hello)',
+        modules.helloGo,
+        'wasm-host-go',
+        'main',
+        Math.min(count, 8),
+        hosted,
+      ),
+      row('wasm, WASI command (Go hello)', modules.helloGo, 'wasm-go', 'main', Math.min(count, 8)),
+      {
+        label: 'node20 (Node hello), same run',
+        runtime: 'node20',
+        count,
+        make: (i) => {
+          const folder = mkdtempSync(join(tmpdir(), 'hearth-bench-node-'));
+          copyFileSync(join(ROOT, 'examples', 'hello', 'index.mjs'), join(folder, 'index.mjs'));
+          writeFileSync(
+            join(folder, 'hearth.yaml'),
+            `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: node-cold-${i} }\nspec: { runtime: node20, handler: index }\n`,
+          );
+          return { folder, name: `node-cold-${i}`, path: '' };
+        },
+      },
+    ]);
     if (coldOnly) return results;
 
     const tool = ensureWrk() ? 'wrk' : 'autocannon';
