@@ -577,19 +577,20 @@ if (results.microvm) {
 if (results.wasm) {
   const w = results.wasm;
   const command = w.cold['wasm, WASI command (Rust hello)'];
+  const hosted = w.cold['wasm host, WASI command (Rust hello)'];
   lines.push(
     '## WebAssembly functions (issue 14)',
     '',
-    `Cold start: ${command.n} distinct idle functions per row, one at a time, sandboxed, the stem-cell pool full, a fresh connection each, time to first byte; the phases are medians of the platform's Server-Timing (code checkout, stem cell, attach and limits, bind = load the module; exec = the first request). \`node bench/run.mjs wasm\` runs this section alone.`,
+    `Cold start: ${command.n} distinct idle functions per row, one at a time (the rows taking turns, so drifting load weighs on all alike), a fresh connection each, time to first byte. "wasm host" rows: \`isolation: isolate\`, the namespace's wasm host already up (booted by a first function), the function without an instance: the module compiled once per content hash (identical bytes share it; the "bytes of its own" row compiles at each function's first bind), a fresh instance per request on a worker thread. Other rows: sandboxed, a stem-cell process per instance, the pool full. The phases are medians of the platform's Server-Timing (code checkout, stem cell, attach and limits, bind = load the module; exec = the first request). \`node bench/run.mjs wasm\` runs this section alone.`,
     '',
-    '| function | p50 ms | p95 ms | min ms | pool misses | code | stem cell | attach | bind | exec |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| function | p50 ms | p95 ms | p99 ms | min ms | pool misses | code | stem cell | attach | bind | exec |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...Object.entries(w.cold).map(
       ([name, c]) =>
-        `| ${name} | ${c.p50} | ${c.p95} | ${c.min} | ${c.poolMisses} | ${c.phasesP50['cold-code']} | ${c.phasesP50['cold-stemcell']} | ${c.phasesP50['cold-attach']} | ${c.phasesP50['cold-load']} | ${c.phasesP50.exec} |`,
+        `| ${name} | ${c.p50} | ${c.p95} | ${c.p99 ?? '—'} | ${c.min} | ${c.poolMisses} | ${c.phasesP50['cold-code']} | ${c.phasesP50['cold-stemcell']} | ${c.phasesP50['cold-attach']} | ${c.phasesP50['cold-load']} | ${c.phasesP50.exec} |`,
     ),
     '',
-    `Bar: wasm cold start p50 ≤ 1 ms: **${command.p50} ms** (${pass(command.p50 <= 1)}); the seed's WasmEdge figure is < 50 ms.`,
+    `Bar: wasm cold start p50 ≤ 1 ms: in the wasm host **${hosted?.p50 ?? '—'} ms** (${pass(hosted !== undefined && hosted.p50 <= 1)}); a process per instance **${command.p50} ms** (${pass(command.p50 <= 1)}); the seed's WasmEdge figure is < 50 ms.`,
     '',
     `Warm: ${w.tool}, ${w.connections} connections, ${w.seconds}s each after a 2s warm-up, ${w.rounds} rounds alternating the servers in the same run; medians, ratios the median of per-round ratios.`,
     '',
@@ -622,6 +623,11 @@ if (results.wasm) {
     rows.push(
       `| wasm (V8 + node:wasi in the sandbox), Rust | ${w.cold['wasm, WASI command (Rust hello)']?.p50} | ${hello?.rps ?? '—'} (${ratio(hello?.rps, rawRps)}) | — | linear memory capped, plus the sandbox's walls |`,
     );
+    const hostedWarm = w.warm['hearth, wasm host, WASI command (Rust hello)'];
+    if (w.cold['wasm host, WASI command (Rust hello)'] !== undefined)
+      rows.push(
+        `| wasm host (isolation: isolate), Rust | ${w.cold['wasm host, WASI command (Rust hello)'].p50} | ${hostedWarm?.rps ?? '—'} (${ratio(hostedWarm?.rps, rawRps)}) | — | linear memory capped, a worker thread per run; one namespace's sandboxed host process shared |`,
+      );
   }
   const i = results.isolate;
   if (i) {

@@ -1,8 +1,10 @@
-// WebAssembly functions (issue 14): cold start to first byte of distinct idle wasm functions (sandboxed, a
-// fresh connection each, the stem-cell pool full, as in the cold section), for both ABIs, beside node20's in
-// the same platform; then warm throughput of the Rust hello (WASI command) and the compute example (exported
-// function) against the Node hello and a raw node:http hello, under the same load in the same run.
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// WebAssembly functions (issue 14): cold start to first byte of distinct idle wasm functions (a fresh
+// connection each), for both ABIs, in the namespace's wasm host (isolation: isolate, the host up, the function
+// without an instance) and in a sandboxed process per instance (the stem-cell pool full, as in the cold
+// section), beside node20's in the same platform; then warm throughput of the Rust hello (WASI command) and
+// the compute example (exported function), both ways, against the Node hello and a raw node:http hello, under
+// the same load in the same run. `node bench/wasm.mjs --cold` prints the cold starts alone.
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,23 +25,32 @@ import {
 } from './lib.mjs';
 import { startNodeServer } from './warm.mjs';
 
-async function poolReady(url, runtime) {
+async function poolReady(url, runtime, isolation = 'sandbox') {
   for (let i = 0; i < 400; i++) {
     const health = await api(url, 'GET', '/healthz');
     const pool = health.stemCells.find(
-      (p) => p.runtime === runtime && p.isolation === 'sandbox' && p.network === 'none',
+      (p) => p.runtime === runtime && p.isolation === isolation && p.network === 'none',
     );
     if (pool === undefined || pool.target === 0 || (pool.ready >= pool.target && pool.starting === 0)) return;
     await sleep(25);
   }
 }
 
-function wasmFolder(module, name, handler) {
+/**
+ * A function folder for `module`. `isolation: isolate` runs it in the namespace's wasm host; `distinct`
+ * appends a custom section naming the function, so its bytes (and content hash) are its own and its first
+ * bind compiles it, where identical bytes share the host's compiled module.
+ */
+function wasmFolder(module, name, handler, { isolation = 'sandbox', distinct = false } = {}) {
   const folder = mkdtempSync(join(tmpdir(), `hearth-bench-wasm-${name}-`));
-  copyFileSync(module, join(folder, 'main.wasm'));
+  if (distinct) {
+    const tag = Buffer.from(`hearth-bench-${name}`);
+    const custom = Buffer.concat([Buffer.from([0, tag.length + 1, tag.length]), tag]);
+    writeFileSync(join(folder, 'main.wasm'), Buffer.concat([readFileSync(module), custom]));
+  } else copyFileSync(module, join(folder, 'main.wasm'));
   writeFileSync(
     join(folder, 'hearth.yaml'),
-    `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec: { runtime: wasm, handler: ${handler} }\n`,
+    `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec: { runtime: wasm, handler: ${handler}, isolation: ${isolation} }\n`,
   );
   return folder;
 }
@@ -66,79 +77,155 @@ function firstByte(url, agent) {
 }
 
 /** Cold start of `count` distinct functions made by `make(i)`, one at a time, each on a fresh connection. */
-async function cold(hearth, runtime, count, make) {
-  const samples = [];
-  const phases = [];
-  for (let i = 0; i < count; i++) {
-    const { folder, name, path } = make(i);
-    await deploy(hearth.url, folder, name, { verify: false });
-    rmSync(folder, { recursive: true, force: true });
-    await scaleToZero(hearth.url, name);
-    await poolReady(hearth.url, runtime);
-    // A fresh connection per cold start, opened before the clock starts (as the cold section does).
-    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    await timeToFirstByte(hearth.url, '/healthz', agent);
-    const result = await firstByte(`${hearth.url}/function/${name}${path}`, agent);
-    agent.destroy();
-    if (result.status !== 200 || !result.cold)
-      throw new Error(`${name}: expected a cold 200, got ${result.status} cold=${result.cold}`);
-    samples.push(result.ttfb);
-    phases.push(result.phases);
+/**
+ * Cold starts of the rows' distinct functions (`make(i)` each), one at a time, each on a fresh connection;
+ * the rows take turns (sample i of every row, then i + 1), so a machine whose load drifts weighs on all alike.
+ */
+async function coldRows(hearth, rows) {
+  const samples = rows.map(() => []);
+  const phases = rows.map(() => []);
+  const most = Math.max(...rows.map((row) => row.count));
+  for (let i = 0; i < most; i++) {
+    for (const [index, row] of rows.entries()) {
+      if (i >= row.count) continue;
+      const { folder, name, path } = row.make(i);
+      await deploy(hearth.url, folder, name, { verify: false });
+      rmSync(folder, { recursive: true, force: true });
+      await scaleToZero(hearth.url, name);
+      await poolReady(hearth.url, row.runtime, row.isolation ?? 'sandbox');
+      // A fresh connection per cold start, opened before the clock starts (as the cold section does).
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      await timeToFirstByte(hearth.url, '/healthz', agent);
+      const result = await firstByte(`${hearth.url}/function/${name}${path}`, agent);
+      agent.destroy();
+      if (result.status !== 200 || !result.cold)
+        throw new Error(`${name}: expected a cold 200, got ${result.status} cold=${result.cold}`);
+      samples[index].push(result.ttfb);
+      phases[index].push(result.phases);
+    }
   }
   const health = await api(hearth.url, 'GET', '/healthz');
-  const pool = health.stemCells.find((p) => p.runtime === runtime && p.network === 'none');
-  const summary = summarise(samples);
-  const medianOf = (key) => round(summarise(phases.map((p) => p[key] ?? 0)).p50, 3);
-  return {
-    n: summary.n,
-    p50: round(summary.p50, 3),
-    p95: round(summary.p95, 3),
-    min: round(summary.min, 3),
-    poolMisses: pool?.misses ?? 0,
-    // Medians of the platform's own Server-Timing phases: where a cold start's time goes.
-    phasesP50: Object.fromEntries(
-      ['cold-code', 'cold-stemcell', 'cold-attach', 'cold-load', 'exec'].map((key) => [key, medianOf(key)]),
-    ),
-  };
+  const out = {};
+  for (const [index, row] of rows.entries()) {
+    const pool = health.stemCells.find(
+      (p) =>
+        p.runtime === row.runtime && p.isolation === (row.isolation ?? 'sandbox') && p.network === 'none',
+    );
+    const summary = summarise(samples[index]);
+    const medianOf = (key) => round(summarise(phases[index].map((p) => p[key] ?? 0)).p50, 3);
+    out[row.label] = {
+      n: summary.n,
+      p50: round(summary.p50, 3),
+      p95: round(summary.p95, 3),
+      p99: round(summary.p99, 3),
+      min: round(summary.min, 3),
+      poolMisses: pool?.misses ?? 0,
+      // Medians of the platform's own Server-Timing phases: where a cold start's time goes.
+      phasesP50: Object.fromEntries(
+        ['cold-code', 'cold-stemcell', 'cold-attach', 'cold-load', 'exec'].map((key) => [key, medianOf(key)]),
+      ),
+    };
+  }
+  return out;
 }
 
-export async function wasmBench({ count = 24, seconds = 5, connections = 50, rounds = 3 } = {}) {
+export async function wasmBench({
+  count = 24,
+  seconds = 5,
+  connections = 50,
+  rounds = 3,
+  coldOnly = false,
+} = {}) {
   const modules = buildWasmModules();
   const hearth = await startHearth();
   const results = { cold: {}, warm: {} };
   try {
-    results.cold['wasm, WASI command (Rust hello)'] = await cold(hearth, 'wasm', count, (i) => ({
-      folder: wasmFolder(modules.helloRust, `wasm-cmd-${i}`, 'main'),
-      name: `wasm-cmd-${i}`,
-      path: '',
-    }));
-    results.cold['wasm, exported function (Rust compute)'] = await cold(hearth, 'wasm', count, (i) => ({
-      folder: wasmFolder(modules.computeRust, `wasm-export-${i}`, 'main.handle'),
-      name: `wasm-export-${i}`,
-      path: '',
-    }));
-    results.cold['wasm, WASI command (Go hello)'] = await cold(hearth, 'wasm', Math.min(count, 8), (i) => ({
-      folder: wasmFolder(modules.helloGo, `wasm-go-${i}`, 'main'),
-      name: `wasm-go-${i}`,
-      path: '',
-    }));
-    results.cold['node20 (Node hello), same run'] = await cold(hearth, 'node20', count, (i) => {
-      const folder = mkdtempSync(join(tmpdir(), 'hearth-bench-node-'));
-      copyFileSync(join(ROOT, 'examples', 'hello', 'index.mjs'), join(folder, 'index.mjs'));
-      writeFileSync(
-        join(folder, 'hearth.yaml'),
-        `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: node-cold-${i} }\nspec: { runtime: node20, handler: index }\n`,
-      );
-      return { folder, name: `node-cold-${i}`, path: '' };
+    // The wasm host's first function boots the namespace's host, which is then up for the measured ones:
+    // a cold start there is "the function has no instance".
+    const hosted = { isolation: 'isolate' };
+    await coldRows(hearth, [
+      {
+        label: 'boot',
+        runtime: 'wasm',
+        isolation: 'isolate',
+        count: 1,
+        make: () => ({
+          folder: wasmFolder(modules.helloRust, 'wasm-host-boot', 'main', hosted),
+          name: 'wasm-host-boot',
+          path: '',
+        }),
+      },
+    ]);
+    const row = (label, module, prefix, handler, count, options = {}) => ({
+      label,
+      runtime: 'wasm',
+      isolation: options.isolation ?? 'sandbox',
+      count,
+      make: (i) => ({
+        folder: wasmFolder(module, `${prefix}-${i}`, handler, options),
+        name: `${prefix}-${i}`,
+        path: '',
+      }),
     });
+    results.cold = await coldRows(hearth, [
+      row('wasm host, WASI command (Rust hello)', modules.helloRust, 'wasm-host-cmd', 'main', count, hosted),
+      row('wasm, WASI command (Rust hello)', modules.helloRust, 'wasm-cmd', 'main', count),
+      row(
+        'wasm host, exported function (Rust compute)',
+        modules.computeRust,
+        'wasm-host-export',
+        'main.handle',
+        count,
+        hosted,
+      ),
+      row('wasm, exported function (Rust compute)', modules.computeRust, 'wasm-export', 'main.handle', count),
+      row(
+        'wasm host, WASI command (Rust hello), bytes of its own: compiled at its first bind',
+        modules.helloRust,
+        'wasm-host-own',
+        'main',
+        count,
+        { ...hosted, distinct: true },
+      ),
+      row(
+        'wasm host, WASI command (Go hello)',
+        modules.helloGo,
+        'wasm-host-go',
+        'main',
+        Math.min(count, 8),
+        hosted,
+      ),
+      row('wasm, WASI command (Go hello)', modules.helloGo, 'wasm-go', 'main', Math.min(count, 8)),
+      {
+        label: 'node20 (Node hello), same run',
+        runtime: 'node20',
+        count,
+        make: (i) => {
+          const folder = mkdtempSync(join(tmpdir(), 'hearth-bench-node-'));
+          copyFileSync(join(ROOT, 'examples', 'hello', 'index.mjs'), join(folder, 'index.mjs'));
+          writeFileSync(
+            join(folder, 'hearth.yaml'),
+            `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: node-cold-${i} }\nspec: { runtime: node20, handler: index }\n`,
+          );
+          return { folder, name: `node-cold-${i}`, path: '' };
+        },
+      },
+    ]);
+    if (coldOnly) return results;
 
     const tool = ensureWrk() ? 'wrk' : 'autocannon';
     const load = (url, s) =>
       tool === 'wrk' ? wrk(url, { connections, seconds: s }) : autocannon(url, { connections, seconds: s });
     const helloFolder = wasmFolder(modules.helloRust, 'wasm-hello', 'main');
     const computeFolder = wasmFolder(modules.computeRust, 'wasm-compute', 'main.handle');
+    const hostedHelloFolder = wasmFolder(modules.helloRust, 'wasm-host-hello', 'main', hosted);
+    const hostedComputeFolder = wasmFolder(modules.computeRust, 'wasm-host-compute', 'main.handle', hosted);
     await deploy(hearth.url, helloFolder, 'wasm-hello');
     await deploy(hearth.url, computeFolder, 'wasm-compute');
+    await deploy(hearth.url, hostedHelloFolder, 'wasm-host-hello');
+    await deploy(hearth.url, hostedComputeFolder, 'wasm-host-compute');
+    rmSync(hostedHelloFolder, { recursive: true, force: true });
+    rmSync(hostedComputeFolder, { recursive: true, force: true });
     await deploy(hearth.url, join(ROOT, 'bench', 'functions', 'bench-hello'), 'bench-hello');
     rmSync(helloFolder, { recursive: true, force: true });
     rmSync(computeFolder, { recursive: true, force: true });
@@ -148,6 +235,8 @@ export async function wasmBench({ count = 24, seconds = 5, connections = 50, rou
       ['hearth, node20 hello', `${hearth.url}/function/bench-hello`],
       ['hearth, wasm WASI command (Rust hello)', `${hearth.url}/function/wasm-hello`],
       ['hearth, wasm exported function (Rust compute)', `${hearth.url}/function/wasm-compute`],
+      ['hearth, wasm host, WASI command (Rust hello)', `${hearth.url}/function/wasm-host-hello`],
+      ['hearth, wasm host, exported function (Rust compute)', `${hearth.url}/function/wasm-host-compute`],
     ];
     // Rounds alternate the servers (the machine is shared and drifts); medians over the rounds, and each
     // ratio the median of per-round ratios against the raw server and the Node hello of the same round.
@@ -187,5 +276,6 @@ export async function wasmBench({ count = 24, seconds = 5, connections = 50, rou
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  process.stdout.write(`${JSON.stringify(await wasmBench(), null, 2)}\n`);
+  const coldOnly = process.argv.includes('--cold');
+  process.stdout.write(`${JSON.stringify(await wasmBench({ coldOnly }), null, 2)}\n`);
 }

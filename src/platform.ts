@@ -60,11 +60,11 @@ import { createSlotManager } from './runtime/index.js';
 import { IsolateIsolation } from './runtime/isolate/index.js';
 import { MicroVmIsolation } from './runtime/microvm/index.js';
 import { NodeRuntime } from './runtime/node/index.js';
-import { PACKAGE_ROOT } from './runtime/paths.js';
+import { guestDir, PACKAGE_ROOT } from './runtime/paths.js';
 import { ProcessIsolation } from './runtime/process/index.js';
 import { PythonRuntime } from './runtime/python/index.js';
 import { SandboxIsolation } from './runtime/sandbox/index.js';
-import { WasmRuntime } from './runtime/wasm/index.js';
+import { WasmRuntime, wasmHostKind } from './runtime/wasm/index.js';
 import { createScalingPolicy, createScheduler, type HostCallHandler } from './scheduler/index.js';
 import { dashboardAccess, guardAsync, guardEvents, guardLambda, guardMount } from './security/http.js';
 import { isLoopbackHost, Security, type SecurityStore } from './security/index.js';
@@ -294,6 +294,8 @@ export async function startPlatform(
     slots,
     hostMemoryBytes: config.isolateHostMemoryBytes,
     onWarning: (message) => logger.warn(message),
+    // runtime: wasm with isolation: isolate: one wasm host per namespace, modules compiled once by hash.
+    kinds: new Map([[guestDir('wasm'), wasmHostKind()]]),
   });
   isolations.set('isolate', isolates);
   if (isolates.unavailable !== undefined)

@@ -969,8 +969,9 @@ function checkContainerSpec(origin: string, spec: FunctionManifest['spec'], loca
 }
 
 /**
- * `isolation: isolate` takes Node functions that need nothing a V8 isolate lacks: no network, no host
- * aliases, and responses that fit one Relay frame (runtime/isolate).
+ * `isolation: isolate` takes Node functions that need nothing a V8 isolate lacks, and wasm functions (a wasm
+ * host per namespace, runtime/wasm/host.ts): no network, no host aliases, and responses that fit one Relay
+ * frame (runtime/isolate).
  */
 function checkIsolate(origin: string, spec: FunctionManifest['spec']): void {
   const refuse = (field: string, value: unknown, expected: string, why: string): never => {
@@ -979,7 +980,8 @@ function checkIsolate(origin: string, spec: FunctionManifest['spec']): void {
     });
   };
   const runtime = spec.runtime ?? 'image';
-  if (runtime !== 'node20') refuse('spec.runtime', runtime, 'node20', `"${runtime}" cannot run`);
+  if (runtime !== 'node20' && runtime !== 'wasm')
+    refuse('spec.runtime', runtime, 'node20 or wasm', `"${runtime}" cannot run`);
   if ((spec.egress ?? 'none') !== 'none')
     refuse('spec.egress', spec.egress, 'none', 'an isolate has no network, so egress must be none');
   if (Object.keys(spec.hostAliases ?? {}).length > 0)

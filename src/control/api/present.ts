@@ -33,7 +33,9 @@ export function toSummary(
   };
 }
 
-export function isolationNote(isolation: IsolationName, namespace = 'default'): string {
+export function isolationNote(isolation: IsolationName, namespace = 'default', runtime?: string): string {
+  if (isolation === 'isolate' && runtime === 'wasm')
+    return `isolate (wasm host): its own WebAssembly instances (linear memory capped at limits.memory, no preopened directory, run on a worker thread stopped at the deadline), inside one sandboxed host process (bubblewrap, cgroup) SHARED with the other wasm isolate functions of namespace ${namespace} (never another namespace's): they share its process id, cgroup (memory, cpu, pids), worker threads, compiled modules of identical bytes, /tmp and uid`;
   if (isolation === 'isolate')
     return `isolate: a V8 isolate of its own (heap capped at limits.memory), inside one sandboxed host process (bubblewrap, cgroup) SHARED with the other isolate functions of namespace ${namespace} (never another namespace's): they share its process id, cgroup (memory, cpu, pids), event loop, /tmp and uid; for trusted code`;
   if (isolation === 'microvm')
@@ -82,7 +84,7 @@ export function toDetail(
       eventFormat: spec.eventFormat,
       build: { scripts: spec.build.scripts },
     },
-    isolationNote: isolationNote(spec.isolation, fn.namespace),
+    isolationNote: isolationNote(spec.isolation, fn.namespace, spec.runtime),
     code: { hash: fn.active.codeHash, files: fn.active.codeFiles, bytes: fn.active.codeBytes },
     dependencies: fn.active.depsKey === null ? null : { key: fn.active.depsKey },
     ...(fn.active.image === null

@@ -37,6 +37,31 @@ const MAX_SOURCE_FILES = 256;
 const MAX_SOURCE_BYTES = 4 * 1024 ** 2;
 const SOURCE_FILE = /\.(m?js|cjs|json)$/;
 
+/**
+ * A kind of host process: which guest it runs and what a member sends it to join. The Node functions' kind
+ * (isolated-vm) is built in; `runtime: wasm` adds its own (runtime/wasm/host.ts). A member's kind is the
+ * one registered for its runtime's guest directory (LaunchSpec.guestDir), so hosts of two kinds never mix.
+ */
+export interface HostKind {
+  readonly name: string;
+  /** Why this kind cannot run here, or undefined. */
+  readonly unavailable?: string | undefined;
+  /** How a host process of this kind starts (inside the sandbox, like any guest). */
+  launch(): LaunchSpec;
+  /**
+   * The `{open}` control a member sends its host, read on the platform's side (the host does not see the
+   * function's slot). `known` is this host's memory of what it was sent before (e.g. module hashes).
+   */
+  open(bind: BindMessage, known: Set<string>): { meta: unknown; body?: Buffer };
+  /**
+   * When set, the member answers its Bind itself once it has joined, with this Bound message, instead of
+   * waiting for the host's: a cold start saves a round trip where the host's bind cannot fail on what deploy
+   * checked (wasm: the module, its export and its memory). The host then answers a failed bind on each
+   * invocation instead.
+   */
+  readonly boundLocally?: (bind: BindMessage) => Record<string, unknown>;
+}
+
 export interface IsolateOptions {
   /** The isolation that confines each host process (the sandbox). */
   readonly confine: Isolation;
@@ -44,6 +69,8 @@ export interface IsolateOptions {
   /** The host process's cgroup memory (all its isolates together); default 1 GiB. */
   readonly hostMemoryBytes?: number;
   readonly onWarning?: (message: string) => void;
+  /** Host kinds of other runtimes, by their launch spec's guestDir. */
+  readonly kinds?: ReadonlyMap<string, HostKind>;
 }
 
 /** Where isolated-vm is installed here, or why not. */
@@ -66,9 +93,14 @@ export class IsolateIsolation implements Isolation {
   readonly name = 'isolate' as const;
   readonly unavailable: string | undefined;
   private readonly ivmDir: string | undefined;
+  /** By kind and namespace. */
   private readonly hosts = new Map<string, Promise<IsolateHost>>();
-  /** A host booted ahead, not yet given to a namespace, so a namespace's first function does not wait for Node. */
-  private spare: Promise<IsolateHost> | undefined;
+  /**
+   * A host of each kind booted ahead, not yet given to a namespace, so a namespace's first function does not
+   * wait for Node.
+   */
+  private readonly spares = new Map<HostKind, Promise<IsolateHost>>();
+  private readonly nodeKind: HostKind;
   private closed = false;
 
   constructor(private readonly options: IsolateOptions) {
@@ -80,6 +112,11 @@ export class IsolateIsolation implements Isolation {
         : options.confine.unavailable !== undefined
           ? `isolate hosts run in the sandbox, which is unavailable: ${options.confine.unavailable}`
           : undefined;
+    this.nodeKind = {
+      name: 'node',
+      launch: () => this.nodeLaunch(),
+      open: (bind) => ({ meta: { open: { files: readSources(bind.codeDir) } } }),
+    };
   }
 
   /** The host reads the code on the platform's side, so paths are host paths. */
@@ -88,9 +125,10 @@ export class IsolateIsolation implements Isolation {
   }
 
   /** A member of no host yet: it joins its namespace's host when its Bind frame names the namespace. */
-  start(_launch: LaunchSpec, _slot: Slot, network: NetworkMode): GuestProcess {
+  start(launch: LaunchSpec, _slot: Slot, network: NetworkMode): GuestProcess {
     if (network !== 'none') throw new Error('isolate functions have no network (egress: none)');
-    const child = new MemberChild((namespace) => this.hostFor(namespace));
+    const kind = this.options.kinds?.get(launch.guestDir) ?? this.nodeKind;
+    const child = new MemberChild(kind, (namespace) => this.hostFor(kind, namespace));
     const guest = new GuestProcess(child);
     guest.outOfMemoryProbe = () => child.outOfMemory;
     return guest;
@@ -101,21 +139,21 @@ export class IsolateIsolation implements Isolation {
     return this.options.confine.run(build);
   }
 
-  /** The pids of the hosts by namespace, for tests and describe. */
+  /** The pids of the hosts by `kind/namespace`, for tests and describe. */
   async hostPids(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
-    for (const [namespace, host] of this.hosts) {
+    for (const [key, host] of this.hosts) {
       const settled = await host.catch(() => undefined);
-      if (settled !== undefined && !settled.guest.exited) out[namespace] = settled.guest.pid;
+      if (settled !== undefined && !settled.guest.exited) out[key] = settled.guest.pid;
     }
     return out;
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    const all = [...this.hosts.values(), ...(this.spare === undefined ? [] : [this.spare])];
+    const all = [...this.hosts.values(), ...this.spares.values()];
     this.hosts.clear();
-    this.spare = undefined;
+    this.spares.clear();
     await Promise.all(
       all.map(async (pending) => {
         const host = await pending.catch(() => undefined);
@@ -126,43 +164,45 @@ export class IsolateIsolation implements Isolation {
     );
   }
 
-  private hostFor(namespace: string): Promise<IsolateHost> {
-    const known = this.hosts.get(namespace);
+  private hostFor(kind: HostKind, namespace: string): Promise<IsolateHost> {
+    const key = `${kind.name}/${namespace}`;
+    const known = this.hosts.get(key);
     if (known !== undefined) return known;
-    const taken = this.spare ?? this.bootHost();
-    this.spare = undefined;
+    const taken = this.spares.get(kind) ?? this.bootHost(kind);
+    this.spares.delete(kind);
     const host = taken.then((h) => {
-      if (h.guest.exited) return this.bootHost();
+      if (h.guest.exited) return this.bootHost(kind);
       return h;
     });
-    this.hosts.set(namespace, host);
+    this.hosts.set(key, host);
     void host.then(
       (h) => {
         h.namespace = namespace;
         h.guest.once('exit', () => {
-          if (this.hosts.get(namespace) === host) this.hosts.delete(namespace);
+          if (this.hosts.get(key) === host) this.hosts.delete(key);
         });
         // The next namespace's host boots now, off anyone's critical path.
-        if (!this.closed && this.spare === undefined) {
-          this.spare = this.bootHost();
-          this.spare.catch(() => {
-            this.spare = undefined;
+        if (!this.closed && !this.spares.has(kind)) {
+          const spare = this.bootHost(kind);
+          this.spares.set(kind, spare);
+          spare.catch(() => {
+            if (this.spares.get(kind) === spare) this.spares.delete(kind);
           });
         }
       },
       () => {
-        if (this.hosts.get(namespace) === host) this.hosts.delete(namespace);
+        if (this.hosts.get(key) === host) this.hosts.delete(key);
       },
     );
     return host;
   }
 
-  private async bootHost(): Promise<IsolateHost> {
+  private nodeLaunch(): LaunchSpec {
     const ivmDir = this.ivmDir;
     if (ivmDir === undefined || this.unavailable !== undefined)
       throw new Error(this.unavailable ?? 'isolated-vm is missing');
     const node = realpathSync(process.execPath);
-    const launch: LaunchSpec = {
+    return {
       command: node,
       // isolated-vm needs Node's own startup snapshot off on Node 20+ (its README), and the host holds
       // nothing but isolates: a small young generation keeps its own heap small.
@@ -178,6 +218,11 @@ export class IsolateIsolation implements Isolation {
       guestDir: guestDir('isolate'),
       readOnlyPaths: [ivmDir, ...(node.startsWith('/usr/') ? [] : [dirname(dirname(node))])],
     };
+  }
+
+  private async bootHost(kind: HostKind): Promise<IsolateHost> {
+    if (kind.unavailable !== undefined) throw new Error(kind.unavailable);
+    const launch = kind.launch();
     const slot = await this.options.slots.create();
     let guest: GuestProcess;
     try {
@@ -196,7 +241,7 @@ export class IsolateIsolation implements Isolation {
       await guest.ready;
     } catch (error) {
       throw new Error(
-        `the isolate host did not start: ${(error as Error).message} ${stderr.join('')}`.trim(),
+        `the ${kind.name} host did not start: ${(error as Error).message} ${stderr.join('')}`.trim(),
       );
     } finally {
       guest.off('log', collect);
@@ -215,6 +260,8 @@ export class IsolateIsolation implements Isolation {
 /** One host process and the members (functions) it runs. */
 class IsolateHost {
   namespace: string | undefined;
+  /** What its kind has sent it (module hashes, for wasm), so a second member need not send it again. */
+  readonly known = new Set<string>();
   private nextId = 1;
   private readonly members = new Map<number, MemberChild>();
 
@@ -242,10 +289,10 @@ class IsolateHost {
     });
   }
 
-  join(member: MemberChild, files: Record<string, string>): number {
+  join(member: MemberChild, open: { meta: unknown; body?: Buffer }): number {
     const id = this.nextId++;
     this.members.set(id, member);
-    this.guest.relay(id, { open: { files } });
+    this.guest.relay(id, open.meta, open.body);
     return id;
   }
 
@@ -291,7 +338,10 @@ class MemberChild extends EventEmitter {
   private readonly channel: MemberChannel;
   private readonly bindReader: FrameDecoder;
 
-  constructor(private readonly hostFor: (namespace: string) => Promise<IsolateHost>) {
+  constructor(
+    private readonly kind: HostKind,
+    private readonly hostFor: (namespace: string) => Promise<IsolateHost>,
+  ) {
     super();
     this.channel = new MemberChannel((chunk) => this.toHost(chunk));
     this.stdio = [null, null, null, this.channel];
@@ -299,7 +349,10 @@ class MemberChild extends EventEmitter {
       if (frame.type === FrameType.Bind) this.join(frame.meta as BindMessage);
     });
     const ready = new FrameWriter();
-    ready.add(FrameType.Ready, 0, { runtime: 'isolate', pid: 0 });
+    ready.add(FrameType.Ready, 0, {
+      runtime: kind.name === 'node' ? 'isolate' : `${kind.name}-host`,
+      pid: 0,
+    });
     const bytes = ready.take();
     // Once its GuestProcess, made right after this, listens.
     if (bytes !== undefined) setImmediate(() => this.channel.push(bytes));
@@ -345,21 +398,27 @@ class MemberChild extends EventEmitter {
 
   private join(bind: BindMessage): void {
     this.joining = true;
-    let files: Record<string, string>;
-    try {
-      files = readSources(bind.codeDir);
-    } catch (error) {
-      this.fail((error as Error).message);
-      return;
-    }
     this.hostFor(bind.namespace).then(
       (host) => {
         if (this.done) return;
+        let open: { meta: unknown; body?: Buffer };
+        try {
+          open = this.kind.open(bind, host.known);
+        } catch (error) {
+          this.fail((error as Error).message);
+          return;
+        }
         this.host = host;
-        this.id = host.join(this, files);
+        this.id = host.join(this, open);
         for (const chunk of this.waiting.splice(0)) host.send(this.id, chunk);
+        if (this.kind.boundLocally !== undefined) {
+          const writer = new FrameWriter();
+          writer.add(FrameType.Bound, 0, this.kind.boundLocally(bind));
+          const bytes = writer.take();
+          if (bytes !== undefined) this.channel.push(bytes);
+        }
       },
-      (error: unknown) => this.fail(`no isolate host: ${(error as Error).message}`),
+      (error: unknown) => this.fail(`no ${this.kind.name} host: ${(error as Error).message}`),
     );
   }
 

@@ -12,6 +12,7 @@ import { GUEST_TOKEN } from '../index.js';
 import { guestDir, SANDBOX_PATH } from '../paths.js';
 import { checkWasmModule } from './module.js';
 
+export { wasmHostKind } from './host.js';
 export { checkWasmModule, parseWasmHandler, RUNTIME_RESERVE_MIB } from './module.js';
 
 /**
