@@ -18,6 +18,7 @@
 import { Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { importMemory, parseHandler } from './wasm-abi.mjs';
 import type { FunctionInfo, Job, JobOutcome } from './wasm-worker.mjs';
 
 const T_BIND = 1;
@@ -105,78 +106,6 @@ function decoder(
 }
 
 // --- modules, compiled once per content hash ------------------------------------------------------------------
-
-function readLeb(bytes: Uint8Array, start: number): [value: number, next: number] {
-  let value = 0;
-  let shift = 0;
-  let at = start;
-  for (;;) {
-    const byte = bytes[at++];
-    if (byte === undefined || shift > 28) throw new Error('malformed LEB128 number');
-    value |= (byte & 0x7f) << shift;
-    shift += 7;
-    if ((byte & 0x80) === 0) return [value >>> 0, at];
-  }
-}
-
-function leb(value: number): number[] {
-  const out: number[] = [];
-  let rest = value >>> 0;
-  do {
-    let byte = rest & 0x7f;
-    rest >>>= 7;
-    if (rest !== 0) byte |= 0x80;
-    out.push(byte);
-  } while (rest !== 0);
-  return out;
-}
-
-const MEMORY_IMPORT = [...leb(6), ...Buffer.from('hearth'), ...leb(6), ...Buffer.from('memory')];
-
-/**
- * The module with its memory made an import (`hearth.memory`): the same hand-written rewrite as the
- * per-process guest's (bootstrap.mts, importMemory, which says why), so the host gives each function a
- * memory whose maximum is its limits.memory and reuses it between requests.
- */
-function importMemory(bytes: Uint8Array): { bytes: Uint8Array; minPages: number } {
-  const parts: Uint8Array[] = [bytes.subarray(0, 8)];
-  let minPages = -1;
-  let importEntries: number[] | undefined;
-  let importsAt = -1;
-  let at = 8;
-  while (at < bytes.length) {
-    const id = bytes[at] as number;
-    const [size, start] = readLeb(bytes, at + 1);
-    const end = start + size;
-    if (id === 5) {
-      const [count, p] = readLeb(bytes, start);
-      if (count !== 1) throw new Error(`the module defines ${count} memories; one is supported`);
-      const flags = bytes[p] as number;
-      if (flags > 1)
-        throw new Error('the module memory is shared or 64-bit; a plain 32-bit memory is supported');
-      [minPages] = readLeb(bytes, p + 1);
-    } else if (id === 2) {
-      importsAt = parts.length;
-      const [count, p] = readLeb(bytes, start);
-      importEntries = [...leb(count + 1), ...bytes.subarray(p, end)];
-      parts.push(EMPTY);
-    } else {
-      if (importsAt < 0 && id !== 0 && id !== 1) {
-        importsAt = parts.length;
-        importEntries = [...leb(1)];
-        parts.push(EMPTY);
-      }
-      parts.push(bytes.subarray(at, end));
-    }
-    at = end;
-  }
-  if (minPages < 0) return { bytes, minPages: -1 };
-  const entries = [...(importEntries ?? leb(1)), ...MEMORY_IMPORT, 2, 0, ...leb(minPages)];
-  const section = Uint8Array.from([2, ...leb(entries.length), ...entries]);
-  if (importsAt < 0) parts.push(section);
-  else parts[importsAt] = section;
-  return { bytes: Buffer.concat(parts), minPages };
-}
 
 interface Compiled {
   readonly module: WebAssembly.Module;
@@ -451,13 +380,6 @@ interface Bind {
   memoryMiB: number;
   timeoutMs: number;
   maxBodyBytes?: number;
-}
-
-function parseHandler(handler: string): { file: string; entry: string } {
-  if (handler.endsWith('.wasm')) return { file: handler, entry: '_start' };
-  const dot = handler.lastIndexOf('.');
-  if (dot <= handler.lastIndexOf('/')) return { file: `${handler}.wasm`, entry: '_start' };
-  return { file: `${handler.slice(0, dot)}.wasm`, entry: handler.slice(dot + 1) };
 }
 
 function named(message: string, name: string): Error {

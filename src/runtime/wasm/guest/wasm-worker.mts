@@ -17,6 +17,7 @@
 
 import { WASI } from 'node:wasi';
 import { parentPort } from 'node:worker_threads';
+import { type Answer, cgiEnv, type InvokeWire, parseCgi } from './wasm-abi.mjs';
 
 const EMPTY = Buffer.alloc(0);
 const PAGE = 64 * 1024;
@@ -44,7 +45,6 @@ export interface FunctionInfo {
 }
 
 /** InvokeWire of src/runtime/ipc/protocol.ts. */
-type InvokeWire = [string, string, string, string, string[], number, string, ...unknown[]];
 
 export interface Job {
   readonly member: number;
@@ -354,8 +354,6 @@ function newRun(stdin: Uint8Array, captureStdout: boolean, args: Buffer[], env: 
   };
 }
 
-type Answer = [status: number, headers: string[], body: Buffer];
-
 function runCommand(context: Context, wire: InvokeWire, body: Uint8Array): Answer {
   if (context.dirty) resetMemory(context);
   const instance = instantiate(context);
@@ -424,73 +422,6 @@ function argsFor(context: Context, wire: InvokeWire): Buffer[] {
   const query = wire[3];
   if (query === '') return context.args;
   return [cString(context.info.file), ...query.split('&').map((pair) => cString(pair))];
-}
-
-function cgiEnv(wire: InvokeWire, length: number): Buffer[] {
-  const [invocationId, method, path, rawQuery, rawHeaders, , sourceIp] = wire;
-  const env: Record<string, string> = {
-    GATEWAY_INTERFACE: 'CGI/1.1',
-    SERVER_PROTOCOL: 'HTTP/1.1',
-    SERVER_SOFTWARE: 'hearth',
-    REQUEST_METHOD: method,
-    PATH_INFO: path,
-    QUERY_STRING: rawQuery,
-    REMOTE_ADDR: sourceIp,
-    HEARTH_INVOCATION_ID: invocationId,
-  };
-  if (length > 0) env.CONTENT_LENGTH = String(length);
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = (rawHeaders[i] as string).toLowerCase();
-    const value = rawHeaders[i + 1] as string;
-    if (name === 'content-type') env.CONTENT_TYPE = value;
-    else if (name === 'host') env.SERVER_NAME = value.replace(/:\d+$/, '');
-    const key = `HTTP_${name.toUpperCase().replace(/-/g, '_')}`;
-    env[key] = env[key] === undefined ? value : `${env[key]}, ${value}`;
-  }
-  return Object.entries(env).map(([key, value]) => cString(`${key}=${value}`));
-}
-
-const HEADER_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:/;
-
-/** CGI's response (RFC 3875 §6), as the per-process guest reads it (bootstrap.mts, parseCgi). */
-function parseCgi(output: Buffer): Answer {
-  const firstLineEnd = output.indexOf(10);
-  const firstLine = output.toString('latin1', 0, firstLineEnd < 0 ? output.length : firstLineEnd);
-  if (!HEADER_LINE.test(firstLine)) return [200, ['content-type', 'text/plain; charset=utf-8'], output];
-  let at = 0;
-  let status = 0;
-  const headers: string[] = [];
-  let location = false;
-  while (at < output.length) {
-    let end = output.indexOf(10, at);
-    if (end < 0) end = output.length;
-    const line = output.toString('latin1', at, end > at && output[end - 1] === 13 ? end - 1 : end);
-    at = end + 1;
-    if (line === '') break;
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw cgiError(`"${line.slice(0, 80)}" is not a header line (Name: value)`);
-    const name = line.slice(0, colon).trim();
-    const value = line.slice(colon + 1).trim();
-    const lower = name.toLowerCase();
-    if (lower === 'status') {
-      status = Number.parseInt(value, 10);
-      if (!Number.isInteger(status)) throw cgiError(`Status "${value}" does not start with a number`);
-    } else {
-      if (lower === 'location') location = true;
-      headers.push(name, value);
-    }
-  }
-  return [
-    status !== 0 ? status : location ? 302 : 200,
-    headers,
-    output.subarray(Math.min(at, output.length)),
-  ];
-}
-
-function cgiError(message: string): Error {
-  return Object.assign(new Error(`the module's CGI header block is malformed: ${message}`), {
-    name: 'WasmCgiError',
-  });
 }
 
 function describe(
