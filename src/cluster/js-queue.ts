@@ -33,18 +33,19 @@ import {
 } from '@nats-io/jetstream';
 import { connect, type NatsConnection, nanos } from '@nats-io/transport-node';
 import pg from 'pg';
-import type { CloudEventAttributes } from '../domain/deployment.js';
 import type { FunctionRef } from '../domain/function.js';
-import type {
-  CallbackState,
-  ListFilter,
-  MessageError,
-  MessageState,
-  NewMessage,
-  Queue,
-  QueueMessage,
-  QueueStats,
-  StoredResult,
+import {
+  type CallbackState,
+  type ListFilter,
+  type MessageError,
+  type MessageRow,
+  type MessageState,
+  messageFromRow,
+  type NewMessage,
+  type Queue,
+  type QueueMessage,
+  type QueueStats,
+  type StoredResult,
 } from '../queue/index.js';
 
 const WORK_STREAM = 'HEARTH_WORK';
@@ -99,41 +100,7 @@ CREATE INDEX queue_messages_by_function ON queue_messages (namespace, name, seq)
 CREATE INDEX queue_messages_callbacks ON queue_messages (callback_state, callback_at);
 `;
 
-interface Row {
-  seq: string;
-  id: string;
-  namespace: string;
-  name: string;
-  source: string;
-  method: string;
-  path: string;
-  raw_query: string;
-  headers: string;
-  body: Buffer;
-  event: string | null;
-  priority: number | null;
-  auth: string | null;
-  state: MessageState;
-  attempts: number;
-  max_attempts: number;
-  backoff_ms: number;
-  max_backoff_ms: number;
-  accepted_at: string;
-  available_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  error_code: string | null;
-  error_message: string | null;
-  result_status: number | null;
-  result_headers: string | null;
-  result_body: Buffer | null;
-  callback_url: string | null;
-  callback_state: CallbackState | null;
-  callback_attempts: number;
-  callback_error: string | null;
-  callback_at: string | null;
-  dedupe_key: string | null;
-}
+type Row = MessageRow<string>;
 
 /** What travels on the work stream: the record's id, and its function (a node that does not serve it passes). */
 interface WorkItem {
@@ -700,51 +667,4 @@ async function ensureStream(
     });
 }
 
-function toMessage(row: Row): QueueMessage {
-  const optionalNumber = (value: string | null): number | undefined =>
-    value === null ? undefined : Number(value);
-  return {
-    id: row.id,
-    ref: { namespace: row.namespace, name: row.name },
-    source: row.source,
-    request: {
-      method: row.method,
-      path: row.path,
-      rawQuery: row.raw_query,
-      headers: JSON.parse(row.headers) as string[],
-      body: row.body,
-      ...(row.event === null ? {} : { event: JSON.parse(row.event) as CloudEventAttributes }),
-      ...(row.priority === null ? {} : { priority: row.priority }),
-      ...(row.auth === null ? {} : { auth: JSON.parse(row.auth) as Record<string, unknown> }),
-    },
-    state: row.state,
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    backoffMs: row.backoff_ms,
-    maxBackoffMs: row.max_backoff_ms,
-    acceptedAt: Number(row.accepted_at),
-    availableAt: Number(row.available_at),
-    startedAt: optionalNumber(row.started_at),
-    finishedAt: optionalNumber(row.finished_at),
-    lastError:
-      row.error_code === null ? undefined : { code: row.error_code, message: row.error_message ?? '' },
-    result:
-      row.result_status === null
-        ? undefined
-        : {
-            status: row.result_status,
-            headers: JSON.parse(row.result_headers ?? '[]') as string[],
-            body: row.result_body ?? Buffer.alloc(0),
-          },
-    callback:
-      row.callback_url === null
-        ? undefined
-        : {
-            url: row.callback_url,
-            state: row.callback_state ?? 'pending',
-            attempts: row.callback_attempts,
-            lastError: row.callback_error ?? undefined,
-          },
-    dedupeKey: row.dedupe_key ?? undefined,
-  };
-}
+const toMessage = (row: Row): QueueMessage => messageFromRow(row);

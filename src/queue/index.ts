@@ -153,5 +153,6 @@ export interface SharedQueue extends Queue {
 }
 
 export { CallbackPolicy, parseAllowEntry } from './callbacks.js';
+export { type MessageRow, messageFromRow } from './row.js';
 export { SqliteQueue } from './sqlite.js';
 export { type AsyncWorkerOptions, QueueWorker, type WorkerInvoke } from './worker.js';

@@ -6,7 +6,6 @@
 
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
-import type { CloudEventAttributes } from '../domain/deployment.js';
 import type {
   CallbackState,
   ListFilter,
@@ -18,6 +17,7 @@ import type {
   QueueStats,
   StoredResult,
 } from './index.js';
+import { type MessageRow, messageFromRow } from './row.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
@@ -62,41 +62,8 @@ CREATE INDEX IF NOT EXISTS messages_callbacks ON messages (callback_state, callb
 CREATE INDEX IF NOT EXISTS messages_by_function ON messages (namespace, name, seq);
 `;
 
-interface Row {
-  seq: number;
-  id: string;
-  namespace: string;
-  name: string;
-  source: string;
-  method: string;
-  path: string;
-  raw_query: string;
-  headers: string;
-  body: Buffer;
-  event: string | null;
-  priority: number | null;
-  auth: string | null;
-  state: MessageState;
-  attempts: number;
-  max_attempts: number;
-  backoff_ms: number;
-  max_backoff_ms: number;
-  accepted_at: number;
-  available_at: number;
+interface Row extends MessageRow {
   lease_until: number | null;
-  started_at: number | null;
-  finished_at: number | null;
-  error_code: string | null;
-  error_message: string | null;
-  result_status: number | null;
-  result_headers: string | null;
-  result_body: Buffer | null;
-  callback_url: string | null;
-  callback_state: CallbackState | null;
-  callback_attempts: number;
-  callback_error: string | null;
-  callback_at: number | null;
-  dedupe_key: string | null;
 }
 
 type Write = () => void;
@@ -419,49 +386,4 @@ export class SqliteQueue implements Queue {
   }
 }
 
-function toMessage(row: Row): QueueMessage {
-  return {
-    id: row.id,
-    ref: { namespace: row.namespace, name: row.name },
-    source: row.source,
-    request: {
-      method: row.method,
-      path: row.path,
-      rawQuery: row.raw_query,
-      headers: JSON.parse(row.headers) as string[],
-      body: row.body,
-      ...(row.event === null ? {} : { event: JSON.parse(row.event) as CloudEventAttributes }),
-      ...(row.priority === null ? {} : { priority: row.priority }),
-      ...(row.auth === null ? {} : { auth: JSON.parse(row.auth) as Record<string, unknown> }),
-    },
-    state: row.state,
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    backoffMs: row.backoff_ms,
-    maxBackoffMs: row.max_backoff_ms,
-    acceptedAt: row.accepted_at,
-    availableAt: row.available_at,
-    startedAt: row.started_at ?? undefined,
-    finishedAt: row.finished_at ?? undefined,
-    lastError:
-      row.error_code === null ? undefined : { code: row.error_code, message: row.error_message ?? '' },
-    result:
-      row.result_status === null
-        ? undefined
-        : {
-            status: row.result_status,
-            headers: JSON.parse(row.result_headers ?? '[]') as string[],
-            body: row.result_body ?? Buffer.alloc(0),
-          },
-    callback:
-      row.callback_url === null
-        ? undefined
-        : {
-            url: row.callback_url,
-            state: row.callback_state ?? 'pending',
-            attempts: row.callback_attempts,
-            lastError: row.callback_error ?? undefined,
-          },
-    dedupeKey: row.dedupe_key ?? undefined,
-  };
-}
+const toMessage = (row: Row): QueueMessage => messageFromRow(row);
