@@ -24,7 +24,7 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
-import { join, sep } from 'node:path';
+import { join } from 'node:path';
 
 export type Wall = 'memory' | 'cpu' | 'pids';
 const WALLS: readonly Wall[] = ['memory', 'cpu', 'pids'];
@@ -38,6 +38,8 @@ export interface CgroupLimits {
 interface Controller {
   readonly wall: Wall;
   readonly version: 1 | 2;
+  /** Where the controller's hierarchy is mounted. */
+  readonly mount: string;
   /** `<mount>/hearth/<platform>`: this platform's cgroups under this controller. */
   readonly root: string;
 }
@@ -107,7 +109,7 @@ export class Cgroups {
         status.push({ wall, inForce: false, detail: problem });
         continue;
       }
-      controllers.push({ wall, version: found.version, root });
+      controllers.push({ wall, version: found.version, mount: found.mount, root });
       status.push({ wall, inForce: true, detail: `cgroup v${found.version} at ${root}` });
     }
     this.controllers = controllers;
@@ -340,7 +342,7 @@ function prepare(found: { version: 1 | 2; mount: string }, root: string, wall: W
  * undefined when it cannot be told, or when it is one of Hearth's own.
  */
 function ownCgroup(controller: Controller): string | undefined {
-  const mount = controller.root.slice(0, controller.root.lastIndexOf(`${sep}hearth${sep}`));
+  const mount = controller.mount;
   for (const line of readIfThere('/proc/self/cgroup').split('\n')) {
     const [, controllers = '', path] = line.split(':');
     if (path === undefined) continue;
@@ -348,7 +350,7 @@ function ownCgroup(controller: Controller): string | undefined {
       controller.version === 2 ? controllers === '' : controllers.split(',').includes(controller.wall);
     if (!matches) continue;
     const dir = join(mount, path);
-    return dir.startsWith(join(mount, 'hearth')) ? undefined : dir;
+    return dir.startsWith(join(controller.root, '..')) ? undefined : dir;
   }
   return undefined;
 }
