@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { deploy, ROOT, round, sleep, startHearth, summarise, timeToFirstByte } from './lib.mjs';
@@ -227,6 +227,9 @@ if (!isMainThread) {
 }
 
 export async function abuseBench({ seconds = 4, rounds = 3, only = [] } = {}) {
+  // The machine's load average before and after: on a machine shared with other work, the neighbour's
+  // unloaded p99 and every ratio are only as good as that work was quiet.
+  const loadBefore = loadavg()[0];
   const hearth = await startHearth({ logRecords: 100_000 });
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const dirs = [];
@@ -269,6 +272,7 @@ export async function abuseBench({ seconds = 4, rounds = 3, only = [] } = {}) {
     return {
       seconds,
       rounds,
+      loadAverage: [round(loadBefore), round(loadavg()[0])],
       unloaded: { n: base.n, p50: round(base.p50), p99: round(base.p99) },
       cases: Object.fromEntries(
         Object.entries(results).map(([label, { samples, answers }]) => {

@@ -1,5 +1,6 @@
 // `npm run bench`: every benchmark in one run on this machine, written to bench/RESULTS.md.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { abuseBench } from './abuse.mjs';
 import { authBench } from './auth.mjs';
@@ -519,6 +520,14 @@ if (results.abuse) {
     ),
     '',
     `After all of it: health ${a.platformAfter}, the log store ${a.logStoreAfter}. The abusers' limits are the defaults (128Mi, pids 256, /tmp 64Mi) but for the CPU hog's \`limits.cpu: 1\`; a function that keeps failing opens its circuit breaker (503 \`HEARTH_E_CIRCUIT_OPEN\`), which then answers at once.`,
+    ...(a.loadAverage === undefined
+      ? []
+      : [
+          '',
+          `The machine's 1-minute load average was ${a.loadAverage[0]} when the run started and ${a.loadAverage[1]} when it ended (${cpus().length} cores)${Math.min(...a.loadAverage) > cpus().length ? ": well above the core count, so other work's wake-ups, not only the abuse, set the neighbour's p99, unloaded and loaded alike" : ''}.`,
+        ]),
+    '',
+    "CPU sharing (since 2026-12-07): the platform's process runs in a cpu cgroup of its own beside its sandboxes' with ten times their weight, and a sandbox that reaches its CPU quota is marked `cpu.idle` until it has gone a second without, so the gateway and other instances waking preempt it at once (README, Security: Sharing the CPU).",
     '',
   );
 }

@@ -446,6 +446,14 @@ describe('resource walls', () => {
       .map((dir) => Number(/nr_throttled (\d+)/.exec(readFileSync(join(dir, 'cpu.stat'), 'utf8'))?.[1] ?? 0))
       .reduce((sum, count) => sum + count, 0);
     expect(throttled).toBeGreaterThan(0);
+    // The platform's own process has a CPU cgroup of its own beside its sandboxes' (weighted above them).
+    const own = cgroupRoots(hearth)
+      .map((root) => join(root, `platform-${hearth.process.pid}`))
+      .filter((dir) => existsSync(dir));
+    expect(own.length).toBe(1);
+    expect(readFileSync(join(own[0] ?? '', 'cgroup.procs'), 'utf8').split('\n')).toContain(
+      String(hearth.process.pid),
+    );
   }, 30_000);
 
   it.runIf(process.arch === 'x64')(

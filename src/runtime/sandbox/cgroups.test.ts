@@ -93,4 +93,39 @@ describe('cgroups', () => {
     expect(first.roots[0]?.startsWith(join(mount, 'hearth'))).toBe(true);
     expect(new Cgroups('/a/run/sandbox', info).roots[0]).toBe(first.roots[0]);
   });
+
+  it('puts the platform in a cgroup of its own weighted above its sandboxes, and marks a sandbox at its CPU quota idle until it is calm', async () => {
+    const cpu = fakeMount('');
+    const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(cpu, 'cgroup', 'rw,cpu'));
+    const [root = ''] = cgroups.roots;
+    cgroups.start();
+    const platform = join(root, `platform-${process.pid}`);
+    expect(readFileSync(join(platform, 'cpu.shares'), 'utf8')).toBe('10240');
+    expect(readFileSync(join(platform, 'cgroup.procs'), 'utf8')).toBe(String(process.pid));
+    const [cell = ''] = cgroups.create('cell1', 256);
+    cgroups.apply('cell1', LIMITS);
+    const idle = (): string | undefined => {
+      try {
+        return readFileSync(join(cell, 'cpu.idle'), 'utf8');
+      } catch {
+        return undefined;
+      }
+    };
+    writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 10\nnr_throttled 0\nthrottled_time 0\n');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(idle()).toBeUndefined();
+    // It reached its quota: idle (any other sandbox or the platform waking preempts it at once).
+    writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 20\nnr_throttled 5\nthrottled_time 9000000\n');
+    await until(() => idle() === '1');
+    // A second without reaching it: full weight again.
+    await until(() => idle() === '0');
+  });
 });
+
+async function until(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`still not so: ${condition.toString()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

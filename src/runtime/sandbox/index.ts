@@ -163,9 +163,15 @@ export class SandboxIsolation implements Isolation {
     this.walls = this.describeWalls();
   }
 
-  /** Removes what a killed previous run left (its sandboxes' processes and cgroups); returns how many. */
+  /**
+   * Removes what a killed previous run left (its sandboxes' processes and cgroups); returns how many. Then
+   * puts the platform's process in its CPU cgroup (cgroups.ts `start`).
+   */
   async init(): Promise<number> {
-    return (await this.cgroups?.removeAll()) ?? 0;
+    const removed = (await this.cgroups?.removeAll()) ?? 0;
+    // The platform joins a cgroup of its own beside its sandboxes', and hogs are marked idle (cgroups.ts).
+    this.cgroups?.start();
+    return removed;
   }
 
   private describeWalls(): WallStatus[] {
