@@ -29,7 +29,7 @@ import {
 } from './gateway/index.js';
 import { CallbackPolicy, type Queue, QueueWorker, type SharedQueue, SqliteQueue } from './queue/index.js';
 import type { HostCallHandler, Scheduler } from './scheduler/index.js';
-import { TriggerManager } from './triggers/index.js';
+import { type TriggerClaims, TriggerManager } from './triggers/index.js';
 
 export interface EventGatewayOptions {
   readonly config: EventsConfig;
@@ -41,8 +41,8 @@ export interface EventGatewayOptions {
   readonly onInternal: (error: unknown) => void;
   /** Gateway listeners serve HTTPS with the platform's certificate when it has one. */
   readonly tls?: TlsReloader | undefined;
-  /** Cluster mode (issue 12): true for the one node that takes a key (a cron run's time), cluster-wide. */
-  readonly claim?: ((key: string) => boolean) | undefined;
+  /** Cluster mode (issue 12): leases on keys (a cron run's time), one node at a time, cluster-wide. */
+  readonly claims?: TriggerClaims | undefined;
   /** Cluster mode (issue 12): the queue every node shares (JetStream), instead of the embedded one. */
   readonly sharedQueue?: SharedQueue | undefined;
 }
@@ -115,7 +115,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     },
     warn: (message) => logger.warn(message),
     info: (message) => logger.info(message),
-    ...(options.claim === undefined ? {} : { claim: options.claim }),
+    ...(options.claims === undefined ? {} : { claims: options.claims }),
   });
   notifyWorker = () => worker.notify();
   options.sharedQueue?.onAvailable(() => worker.notify());

@@ -456,7 +456,13 @@ export async function startPlatform(
     logger,
     onInternal: (error) => logger.error({ err: error }, 'internal error'),
     tls,
-    claim: cluster === undefined ? undefined : (key) => cluster.store.claimOnce(key),
+    claims:
+      cluster === undefined
+        ? undefined
+        : {
+            claim: (key) => cluster.store.claimLease(key, cluster.nodeId),
+            done: (key) => cluster.store.claimDone(key),
+          },
     sharedQueue: cluster?.queue,
   });
   eventCalls = events.hostCalls;

@@ -6,6 +6,7 @@
  * node does not serve yet.
  */
 
+import { randomUUID } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
@@ -13,9 +14,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, startNats } from '../../test/support/broker-processes.mjs';
 import { type RunningPostgres, startPostgres } from '../../test/support/postgres.js';
 import type { NewMessage, QueueMessage } from '../queue/index.js';
-import { JetStreamQueue, QUEUE_TABLES } from './js-queue.js';
+import { JetStreamQueue, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
 
 const ACK_WAIT_MS = 1000;
+const REPUBLISH_AFTER_MS = 500;
 let postgres: RunningPostgres;
 let nats: Broker;
 const open: JetStreamQueue[] = [];
@@ -54,6 +56,7 @@ async function node(id: string, runsHere: (ref: { name: string }) => boolean = (
     ackWaitMs: ACK_WAIT_MS,
     concurrency: 1000,
     warn: () => undefined,
+    republishAfterMs: REPUBLISH_AFTER_MS,
   });
   queue.start(runsHere);
   open.push(queue);
@@ -82,10 +85,11 @@ async function leaseSome(
 describe('cluster queue: NATS JetStream + PostgreSQL', () => {
   beforeAll(async () => {
     [postgres, nats] = await Promise.all([startPostgres(), startNats()]);
-    // The cluster store's migration 4 (its SQL here: the store's worker thread runs from dist/).
+    // The cluster store's migrations 4 and 6 (their SQL here: the store's worker thread runs from dist/).
     const client = new pg.Client({ connectionString: postgres.url });
     await client.connect();
     await client.query(QUEUE_TABLES);
+    await client.query(QUEUE_PUBLISHED);
     await client.end();
   }, 120_000);
 
@@ -228,6 +232,27 @@ describe('cluster queue: NATS JetStream + PostgreSQL', () => {
     expect((await b.get(stored.id))?.callback?.state).toBe('delivered');
   });
 
+  it('runs, once, a message its node stored but died before publishing', async () => {
+    const ref = freshRef();
+    const id = await insertUnpublished(ref);
+    // Two nodes sweep: the stream takes the record's id once.
+    const [a, b] = [await node('a'), await node('b')];
+    const [onA, onB] = await Promise.all([leaseSome(a, ref, 2, 8_000), leaseSome(b, ref, 2, 8_000)]);
+    expect([...onA, ...onB].map((m) => m.id)).toEqual([id]);
+    const [leased] = [...onA, ...onB];
+    expect(leased?.request.body.toString()).toBe('{"n":2}');
+    expect(leased?.attempts).toBe(1);
+  });
+
+  it('an accept meeting the dedupe key of a record left unpublished gets it run', async () => {
+    const ref = freshRef();
+    const a = await node('a');
+    const id = await insertUnpublished(ref, `cron:${ref.name}@2`);
+    const again = await a.enqueue(message(ref, { dedupeKey: `cron:${ref.name}@2` }));
+    expect(again.id).toBe(id);
+    expect((await leaseSome(a, ref, 2, 4_000)).map((m) => m.id)).toEqual([id]);
+  });
+
   it('leaves a message for a function this node does not serve yet to a node that does', async () => {
     const ref = freshRef();
     const a = await node('a', (fn) => fn.name !== ref.name);
@@ -241,6 +266,31 @@ describe('cluster queue: NATS JetStream + PostgreSQL', () => {
     expect(leased?.attempts).toBe(1);
   });
 });
+
+/**
+ * A record as a node stores it just before it dies: committed in PostgreSQL, never published to the work
+ * stream (the accept's INSERT of js-queue.ts, reduced to the columns without defaults).
+ */
+async function insertUnpublished(
+  ref: { namespace: string; name: string },
+  dedupeKey?: string,
+): Promise<string> {
+  const id = randomUUID();
+  const client = new pg.Client({ connectionString: postgres.url });
+  await client.connect();
+  try {
+    const now = Date.now();
+    await client.query(
+      `INSERT INTO queue_messages (id, namespace, name, source, method, path, raw_query, headers, body, state,
+         max_attempts, backoff_ms, max_backoff_ms, accepted_at, available_at, dedupe_key)
+       VALUES ($1, $2, $3, 'async', 'POST', '/', '', '[]', $4, 'queued', 3, 10, 100, $5, $5, $6)`,
+      [id, ref.namespace, ref.name, Buffer.from('{"n":2}'), now, dedupeKey ?? null],
+    );
+  } finally {
+    await client.end();
+  }
+  return id;
+}
 
 /** Messages on a subject of the dead-letter stream. */
 async function deadLetters(subject: string): Promise<number> {

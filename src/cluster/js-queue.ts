@@ -65,6 +65,10 @@ const POOL_SIZE = 10;
 const ELSEWHERE_DELAY_MS = 500;
 /** Counts for `stats()` are shared this long: the worker asks after every pump. */
 const STATS_TTL_MS = 1_000;
+/** A queued record not in the work stream this long after its accept is published by the sweeper. */
+const REPUBLISH_AFTER_MS = 5_000;
+/** Records the sweeper publishes per round. */
+const SWEEP_BATCH = 500;
 
 export interface JetStreamQueueOptions {
   readonly natsUrl: string;
@@ -76,6 +80,11 @@ export interface JetStreamQueueOptions {
   /** Messages this node holds at once (pulled and running): the worker's concurrency. */
   readonly concurrency: number;
   readonly warn: (message: string) => void;
+  /**
+   * A queued record still unpublished this long after its accept (its node died between the INSERT and
+   * the publish) is published by any node's sweeper. Default 5 s; tests shorten it.
+   */
+  readonly republishAfterMs?: number;
 }
 
 /** The records' table: migration 4 of the cluster store creates it. */
@@ -100,7 +109,17 @@ CREATE INDEX queue_messages_by_function ON queue_messages (namespace, name, seq)
 CREATE INDEX queue_messages_callbacks ON queue_messages (callback_state, callback_at);
 `;
 
-type Row = MessageRow<string>;
+/**
+ * Migration 6 of the cluster store: whether a record reached the work stream. Records from before count
+ * as published; new ones start unpublished and are marked once JetStream acknowledged their publish.
+ */
+export const QUEUE_PUBLISHED = `
+ALTER TABLE queue_messages ADD COLUMN published BOOLEAN NOT NULL DEFAULT true;
+ALTER TABLE queue_messages ALTER COLUMN published SET DEFAULT false;
+CREATE INDEX queue_messages_unpublished ON queue_messages (seq) WHERE NOT published;
+`;
+
+type Row = MessageRow<string> & { readonly published?: boolean };
 
 /** What travels on the work stream: the record's id, and its function (a node that does not serve it passes). */
 interface WorkItem {
@@ -128,6 +147,11 @@ export class JetStreamQueue implements Queue {
     readonly reject: (error: unknown) => void;
   }[] = [];
   private cachedStats: { at: number; stats: Promise<QueueStats> } | undefined;
+  /** Published ids not yet marked so in their records (marked in one UPDATE per event-loop turn). */
+  private toMark: string[] = [];
+  private marking: Promise<void> = Promise.resolve();
+  private readonly sweeper: NodeJS.Timeout;
+  private sweeping = false;
 
   private constructor(
     private readonly options: JetStreamQueueOptions,
@@ -144,6 +168,12 @@ export class JetStreamQueue implements Queue {
       Math.max(100, Math.floor(options.ackWaitMs / 3)),
     );
     this.heartbeat.unref();
+    const republishAfterMs = options.republishAfterMs ?? REPUBLISH_AFTER_MS;
+    this.sweeper = setInterval(
+      () => void this.sweep(republishAfterMs),
+      Math.max(100, Math.min(options.ackWaitMs, republishAfterMs)),
+    );
+    this.sweeper.unref();
   }
 
   /**
@@ -249,6 +279,12 @@ export class JetStreamQueue implements Queue {
       );
       const found = existing.rows[0];
       if (found === undefined) throw new Error(`queue: message ${String(values[0])} was not stored`);
+      // Stored by a node that died before publishing it: published now (the stream drops a duplicate of
+      // the same id, should that node's publish or a sweeper's be on its way too).
+      if (found.published === false && found.state === 'queued') {
+        await this.publishWork(found.id, { namespace: found.namespace, name: found.name }, found.id);
+        this.markPublished(found.id);
+      }
       return toMessage(found);
     }
     try {
@@ -259,6 +295,9 @@ export class JetStreamQueue implements Queue {
       await this.db.query('DELETE FROM queue_messages WHERE id = $1', [row.id]).catch(() => undefined);
       throw error;
     }
+    // Not awaited: the accept is durable already; should the mark be lost, the sweeper's publish of the
+    // same id is dropped by the stream (or, past its duplicate window, acked as settled on delivery).
+    this.markPublished(row.id);
     return toMessage(row);
   }
 
@@ -501,8 +540,10 @@ export class JetStreamQueue implements Queue {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.heartbeat);
+    clearInterval(this.sweeper);
     this.abort.abort();
     this.roomFreed?.();
+    await this.marking;
     // Pulled but not started here: another node may take them at once.
     for (const msg of this.ready.splice(0)) msg.nak();
     for (const msg of this.held.values()) msg.nak();
@@ -519,6 +560,7 @@ export class JetStreamQueue implements Queue {
   async abandon(): Promise<void> {
     this.closed = true;
     clearInterval(this.heartbeat);
+    clearInterval(this.sweeper);
     this.abort.abort();
     this.roomFreed?.();
     await this.nats.close().catch(() => undefined);
@@ -601,6 +643,48 @@ export class JetStreamQueue implements Queue {
       for (const entry of batch) entry.resolve(stored.get(entry.values[0] as string));
     } catch (error) {
       for (const entry of batch) entry.reject(error);
+    }
+  }
+
+  /** Marks records published, the ids of one event-loop turn in one UPDATE. */
+  private markPublished(id: string): void {
+    this.toMark.push(id);
+    if (this.toMark.length > 1) return;
+    this.marking = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+      const ids = this.toMark;
+      this.toMark = [];
+      await this.db.query('UPDATE queue_messages SET published = true WHERE id = ANY($1)', [ids]).then(
+        () => undefined,
+        (error: Error) => this.options.warn(`queue: could not mark messages published: ${error.message}`),
+      );
+    });
+  }
+
+  /**
+   * The insert-then-die gap: a queued record its node stored but did not publish (it died in between) is
+   * published by whichever node sweeps first, under its own id as the JetStream message id, so two
+   * sweepers (or a late first publish) put it in the stream once.
+   */
+  private async sweep(republishAfterMs: number): Promise<void> {
+    if (this.sweeping || this.closed) return;
+    this.sweeping = true;
+    try {
+      const { rows } = await this.db.query<{ id: string; namespace: string; name: string }>(
+        `SELECT id, namespace, name FROM queue_messages
+         WHERE NOT published AND state = 'queued' AND accepted_at < $1 ORDER BY seq LIMIT $2`,
+        [Date.now() - republishAfterMs, SWEEP_BATCH],
+      );
+      for (const { id, namespace, name } of rows) {
+        await this.publishWork(id, { namespace, name }, id);
+        this.markPublished(id);
+      }
+      if (rows.length > 0)
+        this.options.warn(`queue: published ${rows.length} message(s) a node had left unpublished`);
+    } catch (error) {
+      if (!this.closed)
+        this.options.warn(`queue: sweeping unpublished messages failed: ${(error as Error).message}`);
+    } finally {
+      this.sweeping = false;
     }
   }
 

@@ -21,7 +21,8 @@ import type { FunctionManifest, FunctionRef } from '../domain/function.js';
 import type { GatewayManifest } from '../domain/gateway.js';
 import type { ResolvedImage } from '../domain/image.js';
 import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } from '../security/index.js';
-import { QUEUE_TABLES } from './js-queue.js';
+import type { ClaimOutcome } from '../triggers/index.js';
+import { QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
 import { SyncPostgres } from './pg-sync.js';
 
 /** As the embedded store keeps them. */
@@ -70,12 +71,25 @@ CREATE TABLE security_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
   { id: 3, sql: 'ALTER TABLE versions ADD COLUMN image TEXT;' },
   // The durable queue's records (js-queue.ts): the messages themselves travel on NATS JetStream.
   { id: 4, sql: QUEUE_TABLES },
+  // A cron time's claim is a lease: who holds it, until when, and whether its run is queued. Claims taken
+  // before this count as done (their runs were queued, or lost as before).
+  {
+    id: 5,
+    sql: `
+ALTER TABLE trigger_claims ADD COLUMN node TEXT, ADD COLUMN lease_until TIMESTAMPTZ NOT NULL DEFAULT now(),
+  ADD COLUMN done BOOLEAN NOT NULL DEFAULT true;
+ALTER TABLE trigger_claims ALTER COLUMN done SET DEFAULT false;`,
+  },
+  // Whether a queued message reached the JetStream work stream (js-queue.ts sweeps the ones that did not).
+  { id: 6, sql: QUEUE_PUBLISHED },
 ];
 
 /** Claims are kept this long (a node that restarts re-plans from the shared last fire, not from them). */
 const CLAIM_RETENTION = '1 day';
 /** Old claims are pruned at every this many claims a node takes. */
 const PRUNE_EVERY = 500;
+/** How long a node holds a claimed key before another may take it over (its run not queued by then). */
+const CLAIM_LEASE_MS = 10_000;
 
 interface VersionRow {
   namespace: string;
@@ -460,19 +474,35 @@ export class PostgresStore implements Store, SecurityStore {
   }
 
   /**
-   * True for the first node to claim `key`, false for every other (a cron run's time: INSERT … ON
-   * CONFLICT DO NOTHING decides, atomically, whoever asks first).
+   * A lease on `key` (a cron run's time) for this node: taken when nobody holds it, or when its holder's
+   * lease ran out before it marked the key done (the holder died between claim and enqueue). INSERT … ON
+   * CONFLICT DO UPDATE … WHERE decides atomically: of nodes asking at once, one holds it.
    */
-  claimOnce(key: string): boolean {
+  claimLease(key: string, node: string, leaseMs: number = CLAIM_LEASE_MS): ClaimOutcome {
     this.claims += 1;
     if (this.claims % PRUNE_EVERY === 0)
       this.db.query(`DELETE FROM trigger_claims WHERE claimed_at < now() - interval '${CLAIM_RETENTION}'`);
-    return (
-      this.db.query(
-        'INSERT INTO trigger_claims (key) VALUES ($1) ON CONFLICT (key) DO NOTHING RETURNING key',
-        [key],
-      ).length > 0
+    const [taken] = this.db.query<{ key: string }>(
+      `INSERT INTO trigger_claims (key, node, lease_until) VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+       ON CONFLICT (key) DO UPDATE SET node = EXCLUDED.node, lease_until = EXCLUDED.lease_until
+         WHERE trigger_claims.done = false AND trigger_claims.lease_until < now()
+       RETURNING key`,
+      [key, node, leaseMs],
     );
+    if (taken !== undefined) return { held: true };
+    const [row] = this.db.query<{ done: boolean; remaining_ms: number }>(
+      `SELECT done, GREATEST(0, EXTRACT(EPOCH FROM (lease_until - now())) * 1000)::float8 AS remaining_ms
+       FROM trigger_claims WHERE key = $1`,
+      [key],
+    );
+    // Gone between the two statements (pruned): asking again soon takes it.
+    if (row === undefined) return { held: false, recheckInMs: 0 };
+    return row.done ? { held: false } : { held: false, recheckInMs: Number(row.remaining_ms) };
+  }
+
+  /** The run for a held key is queued: nobody takes the key over. */
+  claimDone(key: string): void {
+    this.db.query('UPDATE trigger_claims SET done = true WHERE key = $1', [key]);
   }
 
   /** BEGIN … COMMIT on the one connection; nested calls are savepoints, as better-sqlite3 nests them. */

@@ -45,11 +45,25 @@ export interface TriggerHost {
   warn(message: string): void;
   info(message: string): void;
   /**
-   * Cluster mode (issue 12): true for exactly one node per key (a cron run's time), so a schedule every
-   * node runs fires once cluster-wide. Absent on a single node, where every key is this node's.
+   * Cluster mode (issue 12): a lease on a key (a cron run's time) held by one node at a time, so a
+   * schedule every node runs fires once cluster-wide. Absent on a single node, where every key is this
+   * node's.
    */
-  claim?(key: string): boolean;
+  readonly claims?: TriggerClaims;
 }
+
+/**
+ * Cron's claims in a cluster. The holder marks the key done once its run is queued; a node that did not
+ * get the key asks again when the holder's lease runs out, and takes it over if it is still not done
+ * (the holder died in between). A second enqueue of the same time is idempotent (its dedupe key).
+ */
+export interface TriggerClaims {
+  claim(key: string): ClaimOutcome;
+  done(key: string): void;
+}
+
+/** Held by this node now; else when to ask again (absent: the holder has queued the run). */
+export type ClaimOutcome = { readonly held: true } | { readonly held: false; readonly recheckInMs?: number };
 
 /** Chooses the function an event goes to (a gateway routes by topic; a function's trigger has one target). */
 export type EventRouter = (topic: string, subject: string | undefined) => EventTarget | undefined;

@@ -7,6 +7,7 @@
 
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, startNats } from '../support/broker-processes.mjs';
 import {
@@ -330,8 +331,36 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
           .map((hit) => hit.json<{ event: { type?: string; id?: string } }>().event)
           .filter((event) => event.type === 'dev.hearth.cron.tick')
           .map((event) => String(event.id));
-      // Six distinct times fired while all three nodes ran the schedule.
-      await recorder.waitFor('six cron times', () => new Set(ticks()).size >= 6, 30_000);
+      // A time claimed by a node that then died before queueing its run (a claim row with a short lease,
+      // never marked done): another node takes it over once the lease has run out, and fires it once.
+      const orphanTime = new Date(Math.ceil(Date.now() / 1000) * 1000 + 4000).toISOString();
+      const orphanId = `default/ticker/every-second@${orphanTime}`;
+      const client = new pg.Client({ connectionString: postgres.url });
+      await client.connect();
+      try {
+        await client.query(
+          // Its lease outlasts the time: the nodes find it held, and ask again once it has run out.
+          `INSERT INTO trigger_claims (key, node, lease_until, done)
+           VALUES ($1, 'dead-node', $2::timestamptz + interval '2 seconds', false)`,
+          [`cron:${orphanId}`, orphanTime],
+        );
+      } finally {
+        await client.end();
+      }
+      // Six distinct times fired while all three nodes ran the schedule, the orphaned one among them.
+      await recorder.waitFor(
+        'six cron times and the orphaned one',
+        () => new Set(ticks()).size >= 6 && ticks().includes(orphanId),
+        30_000,
+      );
+      // Later times settle the orphaned one's deliveries (a duplicate would have come by then).
+      const orphanFiredAt = new Set(ticks()).size;
+      await recorder.waitFor(
+        'three more cron times',
+        () => new Set(ticks()).size >= orphanFiredAt + 3,
+        30_000,
+      );
+      expect(ticks().filter((tick) => tick === orphanId)).toHaveLength(1);
       const fired = ticks();
       // The newest times may still have a (duplicate) delivery on its way: judged on the older ones.
       const settled = [...new Set(fired)].sort().slice(0, -2);
@@ -345,7 +374,7 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
       await fixture.cleanup();
       await recorder.close();
     }
-  }, 60_000);
+  }, 90_000);
 });
 
 describe('hearth up --cluster: bad flags', () => {

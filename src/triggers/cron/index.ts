@@ -10,13 +10,15 @@ import { Cron } from 'croner';
 import type { CloudEventAttributes } from '../../domain/deployment.js';
 import type { CronSource, TriggerStatus } from '../../domain/triggers.js';
 import { countersStatus, newCounters, type TriggerCounters } from '../delivery.js';
-import type { Trigger, TriggerConfig, TriggerHost } from '../index.js';
+import type { ClaimOutcome, Trigger, TriggerConfig, TriggerHost } from '../index.js';
 import { nextFire, planStart } from './plan.js';
 
 export { type MissedPolicy, nextFire, planStart, type StartPlan } from './plan.js';
 
 /** setTimeout's limit is ~24.8 days; longer waits are taken in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A node that did not get a time's claim asks again this long after the holder's lease runs out. */
+const RECHECK_SLACK_MS = 500;
 
 export class CronTrigger implements Trigger {
   private readonly cron: Cron;
@@ -26,6 +28,9 @@ export class CronTrigger implements Trigger {
   private state: TriggerStatus['state'] = 'connecting';
   private stopped = false;
   private pending: Promise<void> = Promise.resolve();
+  /** Cluster mode: times another node holds, to take over should its lease run out with them unqueued. */
+  private readonly rechecks = new Set<NodeJS.Timeout>();
+  private readonly takeovers = new Set<Promise<void>>();
 
   constructor(
     private readonly source: CronSource,
@@ -70,7 +75,9 @@ export class CronTrigger implements Trigger {
     this.stopped = true;
     this.state = 'stopped';
     clearTimeout(this.timer);
-    await this.pending;
+    for (const timer of this.rechecks) clearTimeout(timer);
+    this.rechecks.clear();
+    await Promise.all([this.pending, ...this.takeovers]);
   }
 
   status(): TriggerStatus {
@@ -120,8 +127,23 @@ export class CronTrigger implements Trigger {
     const ref = this.config.route(this.config.id, undefined)?.ref;
     if (ref === undefined) return;
     const time = at.toISOString();
-    // In a cluster every node runs the schedule; the node that claims the time fires it (and records it).
-    if (this.host.claim?.(`cron:${this.config.id}@${time}`) === false) return;
+    // In a cluster every node runs the schedule; the node that holds the time's claim fires it.
+    const key = `cron:${this.config.id}@${time}`;
+    const claims = this.host.claims;
+    if (claims !== undefined) {
+      let outcome: ClaimOutcome;
+      try {
+        outcome = claims.claim(key);
+      } catch (error) {
+        // The claim store is unreachable: the nodes that reach it fire the time.
+        this.host.warn(`trigger ${this.config.id}: could not claim the run of ${time}: ${String(error)}`);
+        return;
+      }
+      if (!outcome.held) {
+        if (outcome.recheckInMs !== undefined) this.recheck(at, outcome.recheckInMs);
+        return;
+      }
+    }
     const event: CloudEventAttributes = {
       specversion: '1.0',
       id: `${this.config.id}@${time}`,
@@ -153,7 +175,17 @@ export class CronTrigger implements Trigger {
         maxBackoffMs: this.config.retry.maxBackoffMs,
         dedupeKey: `cron:${this.config.id}@${time}`,
       });
-      this.host.state.set(this.stateKey, time);
+      try {
+        claims?.done(key);
+      } catch (error) {
+        // Queued all the same: a node that takes the time over meets the run's dedupe key.
+        this.host.warn(
+          `trigger ${this.config.id}: could not mark the run of ${time} queued: ${String(error)}`,
+        );
+      }
+      // A time taken over from a dead node may be older than the last fire another node recorded.
+      if ((this.lastFire()?.getTime() ?? Number.NEGATIVE_INFINITY) < at.getTime())
+        this.host.state.set(this.stateKey, time);
       this.counters.delivered += 1;
       this.counters.lastDeliveryAt = new Date(this.clock()).toISOString();
       this.host.notifyQueue();
@@ -163,5 +195,21 @@ export class CronTrigger implements Trigger {
       this.counters.lastError = { message, at: new Date(this.clock()).toISOString() };
       this.host.warn(`trigger ${this.config.id}: could not queue the run of ${time}: ${message}`);
     }
+  }
+
+  /** Asks for the time's claim again once its holder's lease has run out (it takes over if not done). */
+  private recheck(at: Date, inMs: number): void {
+    if (this.stopped) return;
+    const timer = setTimeout(
+      () => {
+        this.rechecks.delete(timer);
+        if (this.stopped) return;
+        const takeover = this.fire(at).finally(() => this.takeovers.delete(takeover));
+        this.takeovers.add(takeover);
+      },
+      Math.min(inMs + RECHECK_SLACK_MS, MAX_TIMER_MS),
+    );
+    timer.unref();
+    this.rechecks.add(timer);
   }
 }
