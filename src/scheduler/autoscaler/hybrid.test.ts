@@ -220,6 +220,51 @@ describe('HybridAutoscaler: the last instance', () => {
     expect(fn.last?.keepAlive.keepUntilMs).toBe(90_000);
   });
 
+  it('releases at once a function whose calls mostly come after idleTimeout: keeping it would wait for nothing', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    // Called at random a couple of times an hour: one gap in four is under the 10-minute idleTimeout.
+    const gaps = [20, 35, 4, 50, 25, 45, 6, 30, 40, 3, 55, 28].map((minutes) => minutes * 60_000);
+    fn.request({ gapMs: gaps[0] ?? 0 });
+    fn.request({ gapMs: gaps[1] ?? 0 });
+    // Two idle periods: too few to judge, the fixed keep-alive holds.
+    expect(fn.last?.keepAlive.strategy).toBe('fixed');
+    for (const gapMs of gaps.slice(2)) fn.request({ gapMs });
+    const keepAlive = fn.last?.keepAlive;
+    expect(keepAlive?.keepUntilMs).toBe(0);
+    expect(keepAlive?.prewarmAfterMs).toBe(0);
+    expect(keepAlive?.reason).toMatch(/ended within idleTimeout 10m: not worth keeping/);
+    // The next call's instance goes after the load half's grace (a stable window), and none is pre-warmed.
+    const after = fn.request({ gapMs: 30 * 60_000 });
+    const graceTicks = TIMING.stableWindowMs / TIMING.tickMs;
+    expect(after.slice(graceTicks).every((d) => d.desired === 0)).toBe(true);
+    expect(after.every((d) => d.reason.includes('pre-warmed') === false)).toBe(true);
+  });
+
+  it('pre-warms a function with a clear rhythm, not one whose gaps mostly run past idleTimeout', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    // Gaps from 2 to 9 minutes, evenly: 95% are longer than a stable window, but a pre-warm at ~2 minutes
+    // kept until ~10 would be hit by most; gaps from 2 to 60 minutes would not.
+    for (let i = 0; i < 20; i++) fn.request({ gapMs: (2 + (i % 8)) * 60_000 });
+    expect(fn.last?.keepAlive.prewarmAfterMs).toBeGreaterThan(0);
+    const spread = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    for (let i = 0; i < 20; i++) spread.request({ gapMs: (i % 4 === 0 ? 3 : 2 + (i % 4) * 20) * 60_000 });
+    expect(spread.last?.keepAlive.prewarmAfterMs).toBe(0);
+    expect(spread.last?.keepAlive.keepUntilMs).toBe(0);
+  });
+
+  it('says when the pre-warm of a released function will start, so that a stem cell can be readied for it', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    for (let i = 0; i < MIN_IDLE_SAMPLES + 2; i++) fn.request({ gapMs: 300_000 });
+    const cycle = fn.request({ gapMs: 300_000 });
+    const released = cycle.filter((d) => d.desired === 0);
+    expect(released.length).toBeGreaterThan(2);
+    const inMs = released.map((d) => d.prewarmInMs ?? -1);
+    // Counting down a tick at a time to the pre-warm, which carries none.
+    expect(inMs.every((ms) => ms > 0)).toBe(true);
+    expect((inMs[0] ?? 0) - (inMs[1] ?? 0)).toBe(TIMING.tickMs);
+    expect(cycle.find((d) => d.desired === 1)?.prewarmInMs).toBeUndefined();
+  });
+
   it('ranks functions for eviction: busy first kept, a just-used timer kept over an overdue one', () => {
     const policy = new HybridAutoscaler(TIMING);
     const busy = new Driver(policy, SPEC, 'default/busy');

@@ -30,6 +30,16 @@ const KEEP_ALIVE_PERCENTILE = 0.99;
 const MARGIN = 0.1;
 /** A predicted gap shorter than this many instance starts is not worth a release (see `decide`). */
 const RELEASE_GAP_IN_STARTS = 20;
+/**
+ * An idle instance is held through a keep window only when at least this share of the idle periods that reach
+ * the window's start end inside it; below, the memory mostly waits for a request that comes after the
+ * release anyway (a function called at random a few times an hour: under a 10-minute keep-alive most of its
+ * calls are cold starts all the same). For such arrivals (Poisson) the memory paid per cold start avoided is
+ * the mean gap × the memory whatever the window, so it is all or nothing: hold the window, or release at once.
+ */
+const MIN_KEEP_HIT_SHARE = 0.5;
+/** Idle periods needed before a keep window is given up for that reason (the histogram's full use needs more). */
+const MIN_SAMPLES_TO_GIVE_UP = 3;
 /** Above this share of idle periods beyond the histogram's range, its percentiles mean nothing. */
 const MAX_OUT_OF_BOUNDS = 0.5;
 /** A warm pool can take at most this share of capacity: at 1, no request could ever use an instance. */
@@ -89,6 +99,7 @@ export class HybridAutoscaler implements ScalingPolicy {
     const idleFor = history.idleFor(now);
     let desired = load;
     let releaseNow = false;
+    let prewarmInMs: number | undefined;
     // Silence (nothing arriving or in flight) for idleTimeout hands every instance to the keep-alive half,
     // whatever the stable window still averages: that window is for fluctuating load, not for silence. Before
     // this, a 0 → 200 step with idleTimeout 3s kept its instances for the whole 60 s window (issue 11).
@@ -119,6 +130,7 @@ export class HybridAutoscaler implements ScalingPolicy {
       } else if (idleFor < prewarmAt) {
         desired = 0;
         releaseNow = true;
+        prewarmInMs = prewarmAt - idleFor;
         reason = `idle ${formatMs(idleFor)}: next request predicted after ${formatMs(keepAlive.prewarmAfterMs)} idle, released until ${formatMs(prewarmAt)} (${keepAlive.reason})`;
       } else if (idleFor < keepAlive.keepUntilMs) {
         desired = 1;
@@ -143,6 +155,7 @@ export class HybridAutoscaler implements ScalingPolicy {
       reason,
       figures: { concurrency: stable, panicConcurrency: panic, rps: history.stableRps(), idleForMs: idleFor },
       keepAlive,
+      ...(prewarmInMs === undefined ? {} : { prewarmInMs }),
     };
   }
 
@@ -194,8 +207,22 @@ export class HybridAutoscaler implements ScalingPolicy {
       keepUntilMs: idleTimeoutMs,
       reason,
     });
-    if (samples < MIN_IDLE_SAMPLES)
+    // Released once the request is over (after the load half's grace of a stable window), no pre-warm.
+    const release = (reason: string): KeepAlive => ({
+      strategy: 'histogram',
+      samples,
+      prewarmAfterMs: 0,
+      keepUntilMs: 0,
+      reason,
+    });
+    const withinIdleTimeout = histogram.shareEndingWithin(0, idleTimeoutMs);
+    const rarelyBack = `${samples} idle periods, ${percent(withinIdleTimeout)} ended within idleTimeout ${formatMs(idleTimeoutMs)}: not worth keeping`;
+    if (samples < MIN_IDLE_SAMPLES) {
+      if (samples >= MIN_SAMPLES_TO_GIVE_UP && withinIdleTimeout < MIN_KEEP_HIT_SHARE)
+        return release(rarelyBack);
       return fixed(`fixed idleTimeout: ${samples} of ${MIN_IDLE_SAMPLES} idle periods seen`);
+    }
+    if (withinIdleTimeout < MIN_KEEP_HIT_SHARE) return release(rarelyBack);
     if (histogram.outOfBoundsShare > MAX_OUT_OF_BOUNDS)
       return fixed(`fixed idleTimeout: most idle periods exceed ${formatMs(HISTOGRAM_RANGE_MS)}`);
     // Releasing for less than a stable window saves little memory and risks a cold start; keep warm instead.
@@ -203,24 +230,32 @@ export class HybridAutoscaler implements ScalingPolicy {
     let head = histogram.lowerQuantile(PREWARM_PERCENTILE) * (1 - MARGIN);
     const tail = histogram.upperQuantile(KEEP_ALIVE_PERCENTILE) * (1 + MARGIN);
     if (head < minimumGap) head = 0;
-    if (head === 0) {
-      return {
-        strategy: 'histogram',
-        samples,
-        prewarmAfterMs: 0,
-        // Never past the function's own idleTimeout: that is the user's word on when to scale to zero.
-        keepUntilMs: Math.min(idleTimeoutMs, Math.max(minimumGap, tail)),
-        reason: `histogram of ${samples} idle periods, 99% within ${formatMs(tail / (1 + MARGIN))}`,
-      };
+    if (head > 0) {
+      const keepUntilMs = Math.min(tail, head + idleTimeoutMs);
+      // A pre-warm pays a start for the window [head, keepUntil]; spread-out (random) arrivals end few of
+      // their idle periods inside it, and the instance would mostly wait there for nothing.
+      if (histogram.shareEndingWithin(head, keepUntilMs) >= MIN_KEEP_HIT_SHARE)
+        return {
+          strategy: 'histogram',
+          samples,
+          prewarmAfterMs: head,
+          keepUntilMs,
+          reason: `histogram of ${samples} idle periods, 95% longer than ${formatMs(head / (1 - MARGIN))}`,
+        };
     }
     return {
       strategy: 'histogram',
       samples,
-      prewarmAfterMs: head,
-      keepUntilMs: Math.min(tail, head + idleTimeoutMs),
-      reason: `histogram of ${samples} idle periods, 95% longer than ${formatMs(head / (1 - MARGIN))}`,
+      prewarmAfterMs: 0,
+      // Never past the function's own idleTimeout: that is the user's word on when to scale to zero.
+      keepUntilMs: Math.min(idleTimeoutMs, Math.max(minimumGap, tail)),
+      reason: `histogram of ${samples} idle periods, 99% within ${formatMs(tail / (1 + MARGIN))}`,
     };
   }
+}
+
+function percent(share: number): string {
+  return `${Math.round(share * 100)}%`;
 }
 
 function round(value: number): number {

@@ -46,4 +46,16 @@ describe('IdleHistogram', () => {
     histogram.record(-5);
     expect(histogram.samples).toBe(0);
   });
+
+  it('says how many of the idle periods that reach a point end within a window after it', () => {
+    const histogram = new IdleHistogram();
+    for (let i = 0; i < 6; i++) histogram.record(60_000);
+    for (let i = 0; i < 4; i++) histogram.record(3_600_000);
+    // Of all ten, the six one-minute gaps end within ten minutes…
+    expect(histogram.shareEndingWithin(0, 600_000)).toBeCloseTo(0.6, 1);
+    // …but of those that lasted five minutes, none does: only the hour-long ones reach that far.
+    expect(histogram.shareEndingWithin(300_000, 600_000)).toBe(0);
+    expect(histogram.shareEndingWithin(300_000, 4_000_000)).toBe(1);
+    expect(new IdleHistogram().shareEndingWithin(0, 600_000)).toBe(0);
+  });
 });

@@ -93,6 +93,25 @@ export class IdleHistogram {
     return Number.POSITIVE_INFINITY;
   }
 
+  /**
+   * Of the (decayed) idle periods that lasted at least `fromMs`, the share that ended by `untilMs`: how likely
+   * an instance held idle from `fromMs` to `untilMs` is to serve the next request. Periods are placed by bin,
+   * so the edges are as coarse as a bin (15%). 0 when no period lasted `fromMs`.
+   */
+  shareEndingWithin(fromMs: number, untilMs: number): number {
+    if (untilMs < fromMs) return 0;
+    const first = binOf(fromMs);
+    const last = binOf(untilMs);
+    let reaching = this.outOfBounds;
+    let ending = 0;
+    for (let i = first; i < BINS; i++) {
+      const weight = this.weights[i] ?? 0;
+      reaching += weight;
+      if (i <= last) ending += weight;
+    }
+    return reaching <= 0 ? 0 : ending / reaching;
+  }
+
   private binAt(q: number): number | undefined {
     if (this.weight <= 0) return undefined;
     const target = Math.min(1, Math.max(0, q)) * this.weight;
