@@ -222,8 +222,10 @@ describe('HybridAutoscaler: the last instance', () => {
 
   it('releases at once a function whose calls mostly come after idleTimeout: keeping it would wait for nothing', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
-    // Called at random a couple of times an hour: one gap in four is under the 10-minute idleTimeout.
-    const gaps = [20, 35, 4, 50, 25, 45, 6, 30, 40, 3, 55, 28].map((minutes) => minutes * 60_000);
+    // Called at random (Poisson) twice an hour: the twelve gaps are the quantiles of an exponential with a
+    // 30-minute mean, in a shuffled order; one in four is under the 10-minute idleTimeout.
+    const order = [6, 1, 9, 3, 11, 0, 7, 4, 10, 2, 8, 5];
+    const gaps = order.map((i) => -Math.log(1 - (i + 0.5) / order.length) * 30 * 60_000);
     fn.request({ gapMs: gaps[0] ?? 0 });
     fn.request({ gapMs: gaps[1] ?? 0 });
     // Two idle periods: too few to judge, the fixed keep-alive holds.
@@ -250,6 +252,18 @@ describe('HybridAutoscaler: the last instance', () => {
     for (let i = 0; i < 20; i++) spread.request({ gapMs: (i % 4 === 0 ? 3 : 2 + (i % 4) * 20) * 60_000 });
     expect(spread.last?.keepAlive.prewarmAfterMs).toBe(0);
     expect(spread.last?.keepAlive.keepUntilMs).toBe(0);
+  });
+
+  it('pre-warms an hourly timer inside a window no longer than idleTimeout, centred on its rhythm', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    for (let i = 0; i < MIN_IDLE_SAMPLES + 2; i++) fn.request({ gapMs: 3_600_000 });
+    const keepAlive = fn.last?.keepAlive;
+    expect(keepAlive?.prewarmAfterMs).toBeLessThan(3_600_000);
+    expect(keepAlive?.keepUntilMs).toBeGreaterThan(3_600_000);
+    expect((keepAlive?.keepUntilMs ?? 0) - (keepAlive?.prewarmAfterMs ?? 0)).toBeLessThanOrEqual(600_000);
+    // The next call finds the pre-warmed instance.
+    const cycle = fn.request({ gapMs: 3_600_000 });
+    expect(cycle.at(-1)?.desired).toBe(1);
   });
 
   it('says when the pre-warm of a released function will start, so that a stem cell can be readied for it', () => {

@@ -222,15 +222,21 @@ export class HybridAutoscaler implements ScalingPolicy {
         return release(rarelyBack);
       return fixed(`fixed idleTimeout: ${samples} of ${MIN_IDLE_SAMPLES} idle periods seen`);
     }
-    if (withinIdleTimeout < MIN_KEEP_HIT_SHARE) return release(rarelyBack);
     if (histogram.outOfBoundsShare > MAX_OUT_OF_BOUNDS)
-      return fixed(`fixed idleTimeout: most idle periods exceed ${formatMs(HISTOGRAM_RANGE_MS)}`);
+      return release(
+        `${samples} idle periods, most longer than ${formatMs(HISTOGRAM_RANGE_MS)}: not worth keeping`,
+      );
     // Releasing for less than a stable window saves little memory and risks a cold start; keep warm instead.
     const minimumGap = this.timing.stableWindowMs;
     let head = histogram.lowerQuantile(PREWARM_PERCENTILE) * (1 - MARGIN);
     const tail = histogram.upperQuantile(KEEP_ALIVE_PERCENTILE) * (1 + MARGIN);
     if (head < minimumGap) head = 0;
     if (head > 0) {
+      // The window is never longer than idleTimeout. Where the percentiles and margins span more (an hourly
+      // timer: the bin's lower edge less 10% is ~46 minutes), it is centred on the median instead of starting
+      // at the head: [head, head + 10 minutes] ended before the hour, and every call was a cold start.
+      if (tail - head > idleTimeoutMs)
+        head = Math.max(head, histogram.middleQuantile(0.5) - idleTimeoutMs / 2);
       const keepUntilMs = Math.min(tail, head + idleTimeoutMs);
       // A pre-warm pays a start for the window [head, keepUntil]; spread-out (random) arrivals end few of
       // their idle periods inside it, and the instance would mostly wait there for nothing.
@@ -243,6 +249,7 @@ export class HybridAutoscaler implements ScalingPolicy {
           reason: `histogram of ${samples} idle periods, 95% longer than ${formatMs(head / (1 - MARGIN))}`,
         };
     }
+    if (withinIdleTimeout < MIN_KEEP_HIT_SHARE) return release(rarelyBack);
     return {
       strategy: 'histogram',
       samples,

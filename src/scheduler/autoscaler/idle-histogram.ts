@@ -73,6 +73,14 @@ export class IdleHistogram {
     return bin === undefined ? Number.POSITIVE_INFINITY : upperEdge(bin);
   }
 
+  /** As `lowerQuantile`, read at the bin's geometric middle: a best guess, such as the median. */
+  middleQuantile(q: number): number {
+    const bin = this.binAt(q);
+    return bin === undefined
+      ? Number.POSITIVE_INFINITY
+      : Math.sqrt(Math.max(lowerEdge(bin), FIRST_EDGE_MS / 2) * upperEdge(bin));
+  }
+
   /**
    * How much longer the function is expected to stay idle, having been idle `idleForMs` already: the median
    * of the idle periods longer than that, minus it. Infinity when no recorded period lasted this long.

@@ -12,10 +12,7 @@ const TIMING: AutoscalerTiming = {
   maxScaleDownRate: 2,
 };
 
-function pool(
-  target: number,
-  bootMs?: number,
-): SizablePool & { target: number; misses: number } {
+function pool(target: number, bootMs?: number): SizablePool & { target: number; misses: number } {
   return {
     target,
     misses: 0,
