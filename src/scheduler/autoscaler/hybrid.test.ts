@@ -256,13 +256,16 @@ describe('HybridAutoscaler: the last instance', () => {
 
   it('pre-warms an hourly timer inside a window no longer than idleTimeout, centred on its rhythm', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
-    for (let i = 0; i < MIN_IDLE_SAMPLES + 2; i++) fn.request({ gapMs: 3_600_000 });
+    // 67 minutes apart: near the top of its histogram bin, whose lower edge less 10% is 54 minutes; a window
+    // from there, 10 minutes long, ended before each call.
+    const periodMs = 4_000_000;
+    for (let i = 0; i < MIN_IDLE_SAMPLES + 2; i++) fn.request({ gapMs: periodMs });
     const keepAlive = fn.last?.keepAlive;
-    expect(keepAlive?.prewarmAfterMs).toBeLessThan(3_600_000);
-    expect(keepAlive?.keepUntilMs).toBeGreaterThan(3_600_000);
+    expect(keepAlive?.prewarmAfterMs).toBeLessThan(periodMs);
+    expect(keepAlive?.keepUntilMs).toBeGreaterThan(periodMs);
     expect((keepAlive?.keepUntilMs ?? 0) - (keepAlive?.prewarmAfterMs ?? 0)).toBeLessThanOrEqual(600_000);
     // The next call finds the pre-warmed instance.
-    const cycle = fn.request({ gapMs: 3_600_000 });
+    const cycle = fn.request({ gapMs: periodMs });
     expect(cycle.at(-1)?.desired).toBe(1);
   });
 
