@@ -234,7 +234,9 @@ describe('HybridAutoscaler: the last instance', () => {
     const keepAlive = fn.last?.keepAlive;
     expect(keepAlive?.keepUntilMs).toBe(0);
     expect(keepAlive?.prewarmAfterMs).toBe(0);
-    expect(keepAlive?.reason).toMatch(/ended within idleTimeout 10m: not worth keeping/);
+    expect(keepAlive?.reason).toMatch(
+      /ended within idleTimeout 10m, .* idle per warm request: not worth keeping/,
+    );
     // The next call's instance goes after the load half's grace (a stable window), and none is pre-warmed.
     const after = fn.request({ gapMs: 30 * 60_000 });
     const graceTicks = TIMING.stableWindowMs / TIMING.tickMs;

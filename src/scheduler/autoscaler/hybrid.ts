@@ -31,13 +31,13 @@ const MARGIN = 0.1;
 /** A predicted gap shorter than this many instance starts is not worth a release (see `decide`). */
 const RELEASE_GAP_IN_STARTS = 20;
 /**
- * An idle instance is held through a keep window only when at least this share of the idle periods that reach
- * the window's start end inside it; below, the memory mostly waits for a request that comes after the
- * release anyway (a function called at random a few times an hour: under a 10-minute keep-alive most of its
- * calls are cold starts all the same). For such arrivals (Poisson) the memory paid per cold start avoided is
- * the mean gap × the memory whatever the window, so it is all or nothing: hold the window, or release at once.
+ * An idle instance is held through a keep window only when the idle time it is expected to be held for each
+ * request it then serves warm is at most the function's idleTimeout: the user's own figure for how much idle
+ * time a request is worth. Otherwise the memory mostly waits for a request that comes after the release
+ * anyway (a function called at random twice an hour: under a 10-minute keep-alive three calls in four are cold
+ * starts all the same). For random (Poisson) arrivals that figure is the mean gap whatever the window, so it is
+ * all or nothing: hold the window, or release at once.
  */
-const MIN_KEEP_HIT_SHARE = 0.5;
 /** Idle periods needed before a keep window is given up for that reason (the histogram's full use needs more). */
 const MIN_SAMPLES_TO_GIVE_UP = 3;
 /** Above this share of idle periods beyond the histogram's range, its percentiles mean nothing. */
@@ -215,11 +215,13 @@ export class HybridAutoscaler implements ScalingPolicy {
       keepUntilMs: 0,
       reason,
     });
-    const withinIdleTimeout = histogram.shareEndingWithin(0, idleTimeoutMs);
-    const rarelyBack = `${samples} idle periods, ${percent(withinIdleTimeout)} ended within idleTimeout ${formatMs(idleTimeoutMs)}: not worth keeping`;
+    const worth = (fromMs: number, untilMs: number): boolean =>
+      histogram.heldPerWarmRequestMs(fromMs, untilMs) <= idleTimeoutMs;
+    const perWarm = histogram.heldPerWarmRequestMs(0, idleTimeoutMs);
+    const rarelyBack = `${samples} idle periods, ${percent(histogram.shareEndingWithin(0, idleTimeoutMs))} ended within idleTimeout ${formatMs(idleTimeoutMs)}, ${formatMs(perWarm)} idle per warm request: not worth keeping`;
+    const keptForNothing = perWarm > idleTimeoutMs;
     if (samples < MIN_IDLE_SAMPLES) {
-      if (samples >= MIN_SAMPLES_TO_GIVE_UP && withinIdleTimeout < MIN_KEEP_HIT_SHARE)
-        return release(rarelyBack);
+      if (samples >= MIN_SAMPLES_TO_GIVE_UP && keptForNothing) return release(rarelyBack);
       return fixed(`fixed idleTimeout: ${samples} of ${MIN_IDLE_SAMPLES} idle periods seen`);
     }
     if (histogram.outOfBoundsShare > MAX_OUT_OF_BOUNDS)
@@ -240,7 +242,7 @@ export class HybridAutoscaler implements ScalingPolicy {
       const keepUntilMs = Math.min(tail, head + idleTimeoutMs);
       // A pre-warm pays a start for the window [head, keepUntil]; spread-out (random) arrivals end few of
       // their idle periods inside it, and the instance would mostly wait there for nothing.
-      if (histogram.shareEndingWithin(head, keepUntilMs) >= MIN_KEEP_HIT_SHARE)
+      if (worth(head, keepUntilMs))
         return {
           strategy: 'histogram',
           samples,
@@ -249,7 +251,7 @@ export class HybridAutoscaler implements ScalingPolicy {
           reason: `histogram of ${samples} idle periods, 95% longer than ${formatMs(head / (1 - MARGIN))}`,
         };
     }
-    if (withinIdleTimeout < MIN_KEEP_HIT_SHARE) return release(rarelyBack);
+    if (keptForNothing) return release(rarelyBack);
     return {
       strategy: 'histogram',
       samples,

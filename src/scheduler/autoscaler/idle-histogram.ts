@@ -73,6 +73,28 @@ export class IdleHistogram {
     return bin === undefined ? Number.POSITIVE_INFINITY : upperEdge(bin);
   }
 
+  /**
+   * For an instance held idle from `fromMs` until `untilMs` (then released, or used when the period ends
+   * first): the idle time it is expected to be held for each request it serves warm, over the periods that
+   * reach `fromMs`. For random (Poisson) arrivals it is the mean gap, whatever the window. Infinity when no
+   * period ends inside the window.
+   */
+  heldPerWarmRequestMs(fromMs: number, untilMs: number): number {
+    if (untilMs < fromMs) return Number.POSITIVE_INFINITY;
+    const first = binOf(fromMs);
+    const last = binOf(untilMs);
+    let held = this.outOfBounds * (untilMs - fromMs);
+    let hits = 0;
+    for (let i = first; i < BINS; i++) {
+      const weight = this.weights[i] ?? 0;
+      if (weight === 0) continue;
+      const middle = Math.sqrt(Math.max(lowerEdge(i), FIRST_EDGE_MS / 2) * upperEdge(i));
+      held += weight * Math.max(0, Math.min(middle, untilMs) - fromMs);
+      if (i <= last) hits += weight;
+    }
+    return hits <= 0 ? Number.POSITIVE_INFINITY : held / hits;
+  }
+
   /** As `lowerQuantile`, read at the bin's geometric middle: a best guess, such as the median. */
   middleQuantile(q: number): number {
     const bin = this.binAt(q);
