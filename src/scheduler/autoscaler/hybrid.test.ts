@@ -202,6 +202,19 @@ describe('HybridAutoscaler: the last instance', () => {
     expect(fn.last?.desired).toBe(0);
   });
 
+  it('holds a busy function to idleTimeout when requests would queue behind its next start', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    for (let i = 0; i < 150; i++) fn.request({ gapMs: 2_000 + (i % 5) * 1_000 });
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(TIMING.stableWindowMs);
+    // A request every 4 s, and starts taking 20 s on a loaded node: a few would wait for each start.
+    fn.startMs = 20_000;
+    fn.tick();
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(600_000);
+    expect(fn.last?.keepAlive.reason).toMatch(/held to idleTimeout: .* requests would wait for each start/);
+    const idle = fn.run(120_000);
+    expect(idle.every((d) => d.desired === 1)).toBe(true);
+  });
+
   it('lets go in silence: after a step load, every instance goes once idleTimeout passes, not the stable window', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 3_000 });
     fn.run(10_000, { concurrency: 200, arrivals: 400 });

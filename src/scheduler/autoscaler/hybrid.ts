@@ -38,6 +38,8 @@ const RELEASE_GAP_IN_STARTS = 20;
  * starts all the same). For random (Poisson) arrivals that figure is the mean gap whatever the window, so it is
  * all or nothing: hold the window, or release at once.
  */
+/** Requests expected to arrive during one instance start above which a busy function's last instance is held. */
+const WAITING_PER_START_TO_HOLD = 1;
 /** Idle periods needed before a keep window is given up for that reason (the histogram's full use needs more). */
 const MIN_SAMPLES_TO_GIVE_UP = 3;
 /** Above this share of idle periods beyond the histogram's range, its percentiles mean nothing. */
@@ -95,7 +97,23 @@ export class HybridAutoscaler implements ScalingPolicy {
     }
     history.lastLoadDesired = load;
 
-    const keepAlive = this.keepAliveOf(history, scaling.idleTimeoutMs);
+    let keepAlive = this.keepAliveOf(history, scaling.idleTimeoutMs);
+    // Releasing a busy function costs more than one cold start: every request that arrives while its instance
+    // starts again waits for it. Where a start would find a request or more waiting (the long-term rate × the
+    // node's start time now), the last instance is held to idleTimeout. On the trace replay with starts slowed
+    // to seconds by a loaded machine, each release of the busiest function queued hundreds of requests.
+    const waitingPerStart = (history.rate * (sample.startMs ?? 0)) / 1000;
+    if (
+      keepAlive.prewarmAfterMs === 0 &&
+      keepAlive.keepUntilMs > 0 &&
+      keepAlive.keepUntilMs < scaling.idleTimeoutMs &&
+      waitingPerStart >= WAITING_PER_START_TO_HOLD
+    )
+      keepAlive = {
+        ...keepAlive,
+        keepUntilMs: scaling.idleTimeoutMs,
+        reason: `${keepAlive.reason}; held to idleTimeout: ${round(waitingPerStart)} requests would wait for each start`,
+      };
     const idleFor = history.idleFor(now);
     let desired = load;
     let releaseNow = false;
