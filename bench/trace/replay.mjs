@@ -13,7 +13,7 @@
 // policy replays the day in 4 minutes, so the whole run takes about ten.
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
@@ -220,6 +220,8 @@ async function runPolicy(policy, trace) {
     log(`${policy}: deploying ${trace.functions.length} functions`);
     await deployAll(hearth.url, trace);
     const before = await stats(hearth.url);
+    // The machine may be shared: its load while each policy ran says how far to trust the latencies.
+    const loadBefore = loadavg()[0];
     const idleBefore = new Map(before.functions.map((fn) => [fn.name, fn.totals.idleMemoryMiBSeconds]));
     log(
       `${policy}: replaying ${trace.events.length} invocations over ${round(trace.durationMs / C / 1000, 1)}s`,
@@ -236,8 +238,24 @@ async function runPolicy(policy, trace) {
     const missed = (entries) => entries.reduce((sum, pool) => sum + pool.misses, 0);
     summary.instanceStarts = taken(after.node.stemCells) - taken(before.node.stemCells);
     summary.stemCellMisses = missed(after.node.stemCells) - missed(before.node.stemCells);
+    summary.loadAverage = { before: round(loadBefore), after: round(loadavg()[0]) };
+    /** Per stem-cell pool (results.json only): where the starts without a cell happened. */
+    summary.stemCellPools = after.node.stemCells.map((pool) => {
+      const was = before.node.stemCells.find(
+        (p) => p.runtime === pool.runtime && p.network === pool.network && p.memoryMiB === pool.memoryMiB,
+      );
+      return {
+        pool: [pool.runtime, pool.isolation, pool.network, pool.memoryMiB ? `${pool.memoryMiB}Mi` : '']
+          .filter(Boolean)
+          .join('/'),
+        taken: pool.taken - (was?.taken ?? 0),
+        misses: pool.misses - (was?.misses ?? 0),
+        target: pool.target,
+        bootMs: pool.bootMs,
+      };
+    });
     log(
-      `${policy}: cold-start ratio ${(summary.coldStartRatio * 100).toFixed(2)}%, p99 ${summary.latencyMs.p99} ms, idle ${summary.idleGiBh} GiB·h, ${summary.failed} failed, ${summary.instanceStarts} instance starts (${summary.stemCellMisses} without a stem cell)`,
+      `${policy}: cold-start ratio ${(summary.coldStartRatio * 100).toFixed(2)}%, p99 ${summary.latencyMs.p99} ms, idle ${summary.idleGiBh} GiB·h, ${summary.failed} failed, ${summary.instanceStarts} instance starts (${summary.stemCellMisses} without a stem cell), load ${summary.loadAverage.before} → ${summary.loadAverage.after}`,
     );
     return summary;
   } finally {
@@ -270,7 +288,7 @@ export function renderSection(results) {
   const label = { hybrid: 'hybrid autoscaler (Hearth)', fixed: 'fixed 10-minute keep-alive' };
   const rows = Object.entries(policies).map(
     ([name, p]) =>
-      `| ${label[name] ?? name} | ${p.requests} | ${p.failed} | ${p.coldStarts} | ${pct(p.coldStartRatio)} | ${p.latencyMs.p50} | ${p.latencyMs.p99} | ${p.idleGiBh} | ${p.instanceStarts ?? '–'} (${p.stemCellMisses ?? '–'}) |`,
+      `| ${label[name] ?? name} | ${p.requests} | ${p.failed} | ${p.coldStarts} | ${pct(p.coldStartRatio)} | ${p.latencyMs.p50} | ${p.latencyMs.p99} | ${p.idleGiBh} | ${p.instanceStarts ?? '–'} (${p.stemCellMisses ?? '–'}) | ${p.loadAverage ? `${p.loadAverage.before} → ${p.loadAverage.after}` : '–'} |`,
   );
   const kinds = Object.entries(policies).flatMap(([name, p]) =>
     Object.entries(p.byKind).map(
@@ -286,8 +304,8 @@ export function renderSection(results) {
     '',
     `Replayed against the real platform (sandboxed instances) compressed ${trace.compression}×: arrival times, execution times, idle timeouts and the autoscaler's windows are all divided by ${trace.compression} — the 10-minute keep-alive is ${timing.keepAlive}, the stable window ${timing.stableWindow}, the panic window ${timing.panicWindow} (tick ${timing.tick}). Every function has \`idleTimeout\` 10 min (compressed), the baseline keeps each idle instance exactly that long; the hybrid policy never keeps one longer. Idle memory·time is in trace time (GiB·h of \`limits.memory\` held by ready instances with nothing in flight); latencies are real milliseconds, client side, execution included. A request is a cold start when it waited for an instance to start (\`X-Hearth-Cold-Start: 1\`), so every request that queues behind one start counts. Not compressed: the platform's own start (~6 ms with a stem cell, ~110 ms without), which in trace time looks ${trace.compression}× longer, and its CPU, which the hybrid policy's releases and pre-warms spend more of; both favour the baseline.`,
     '',
-    '| policy | requests | failed | cold starts | cold-start ratio | p50 ms | p99 ms | idle memory·time GiB·h | instance starts (without a stem cell) |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| policy | requests | failed | cold starts | cold-start ratio | p50 ms | p99 ms | idle memory·time GiB·h | instance starts (without a stem cell) | load average before → after |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...rows,
     '',
     '| policy | functions | requests | cold-start ratio | idle memory·time GiB·h |',
@@ -299,8 +317,10 @@ export function renderSection(results) {
   const base = policies.fixed;
   if (ours !== undefined && base !== undefined) {
     const ok = (pass) => (pass ? 'meets the bar' : '**misses the bar**');
+    const p99Ratio = round(ours.latencyMs.p99 / Math.max(1e-9, base.latencyMs.p99), 2);
+    const idleRatio = round(ours.idleGiBh / Math.max(1e-9, base.idleGiBh), 2);
     lines.push(
-      `Bars: cold-start ratio ≤ 5% (the seed's figure is 20%): **${pct(ours.coldStartRatio)}** (${ok(ours.coldStartRatio <= 0.05)}); idle memory·time no more than the fixed keep-alive's: **${ours.idleGiBh}** vs ${base.idleGiBh} GiB·h, ${round(ours.idleGiBh / Math.max(1e-9, base.idleGiBh), 2)}× (${ok(ours.idleGiBh <= base.idleGiBh)}). Zero failed requests under a step load is \`test/e2e/autoscaler.test.ts\`.`,
+      `Bars (issue 11): the hybrid p99 within 1.5× of the keep-alive's: **${ours.latencyMs.p99}** vs ${base.latencyMs.p99} ms, ${p99Ratio}× (${ok(p99Ratio <= 1.5)}); cold-start ratio ≤ 3%: **${pct(ours.coldStartRatio)}** (${ok(ours.coldStartRatio <= 0.03)}); idle memory·time ≤ 0.7× the keep-alive's: **${ours.idleGiBh}** vs ${base.idleGiBh} GiB·h, ${idleRatio}× (${ok(idleRatio <= 0.7)}). Zero failed requests under a step load is \`test/e2e/autoscaler.test.ts\`. The machine is shared: with a load average far above its cores, both policies' latencies are mostly the queue for the CPU.`,
       '',
     );
   }

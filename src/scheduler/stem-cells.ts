@@ -31,6 +31,8 @@ export interface StemCellPoolStats {
   readonly misses: number;
   /** Cells kept ready for the moment beyond `target` because takes come in a burst (see `StemCellBurst`). */
   readonly burst: number;
+  /** How long a cell takes to boot here lately (a moving average, ms): how long a take leaves a gap. */
+  readonly bootMs: number;
 }
 
 /**
@@ -55,6 +57,8 @@ const STARTUP_TIMEOUT_MS = 30_000;
 const SANDBOX_SETUP_ATTEMPTS = 3;
 /** Long enough for a cold start (under 10 ms) to finish before the refill's fork and boot. */
 const REFILL_DELAY_MS = 30;
+/** A stem cell's boot on an idle two-core machine (bench/RESULTS.md), until the pool has timed its own. */
+const INITIAL_BOOT_MS = 100;
 /**
  * Runtimes one pool boots at once; more wait their turn, takes that found the pool empty first. Booting a
  * burst's worth at once (100 functions called at the same moment) made every boot take the whole burst's
@@ -82,6 +86,8 @@ export class StemCellPool {
   private retryTimer: NodeJS.Timeout | undefined;
   private refillTimer: NodeJS.Timeout | undefined;
   private calmTimer: NodeJS.Timeout | undefined;
+  /** A moving average of boot times (ms); the guess before the first boot is the figure on an idle machine. */
+  private bootMs = INITIAL_BOOT_MS;
   /** When recent takes happened (ms, `performance.now()`), oldest first, at most `burst.limit` of them. */
   private readonly recentTakes: number[] = [];
 
@@ -198,6 +204,7 @@ export class StemCellPool {
       taken: this.taken,
       misses: this.misses,
       burst: wanted - this.target,
+      bootMs: Math.round(this.bootMs),
     };
   }
 
@@ -326,6 +333,7 @@ export class StemCellPool {
 
   private async spawnOnce(): Promise<StemCell> {
     this.starting += 1;
+    const began = performance.now();
     const slot = await this.slots.create();
     try {
       const guest = this.isolation.start(
@@ -356,6 +364,7 @@ export class StemCellPool {
         clearTimeout(timer);
         guest.off('log', collect);
       }
+      this.bootMs += 0.2 * (performance.now() - began - this.bootMs);
       return { guest, slot, bornAt: Date.now() };
     } catch (error) {
       await this.slots.release(slot);

@@ -329,6 +329,8 @@ export interface HealthResponse {
     readonly misses: number;
     /** Cells kept ready beyond `target` while takes come in a burst (issue 11). */
     readonly burst: number;
+    /** How long a cell boots here lately, in ms: the gap a take leaves in the pool. */
+    readonly bootMs?: number;
   }[];
 }
 

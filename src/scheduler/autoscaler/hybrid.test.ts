@@ -202,6 +202,19 @@ describe('HybridAutoscaler: the last instance', () => {
     expect(fn.last?.desired).toBe(0);
   });
 
+  it('holds a busy function to idleTimeout when requests would queue behind its next start', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    for (let i = 0; i < 150; i++) fn.request({ gapMs: 2_000 + (i % 5) * 1_000 });
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(TIMING.stableWindowMs);
+    // A request every 4 s, and starts taking 20 s on a loaded node: a few would wait for each start.
+    fn.startMs = 20_000;
+    fn.tick();
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(600_000);
+    expect(fn.last?.keepAlive.reason).toMatch(/held to idleTimeout: .* requests would wait for each start/);
+    const idle = fn.run(120_000);
+    expect(idle.every((d) => d.desired === 1)).toBe(true);
+  });
+
   it('lets go in silence: after a step load, every instance goes once idleTimeout passes, not the stable window', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 3_000 });
     fn.run(10_000, { concurrency: 200, arrivals: 400 });
@@ -218,6 +231,70 @@ describe('HybridAutoscaler: the last instance', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 90_000 });
     for (let i = 0; i < 30; i++) fn.request({ gapMs: 20_000 + (i % 3) * 40_000 });
     expect(fn.last?.keepAlive.keepUntilMs).toBe(90_000);
+  });
+
+  it('releases at once a function whose calls mostly come after idleTimeout: keeping it would wait for nothing', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    // Called at random (Poisson) twice an hour: the twelve gaps are the quantiles of an exponential with a
+    // 30-minute mean, in a shuffled order; one in four is under the 10-minute idleTimeout.
+    const order = [6, 1, 9, 3, 11, 0, 7, 4, 10, 2, 8, 5];
+    const gaps = order.map((i) => -Math.log(1 - (i + 0.5) / order.length) * 30 * 60_000);
+    fn.request({ gapMs: gaps[0] ?? 0 });
+    fn.request({ gapMs: gaps[1] ?? 0 });
+    // Two idle periods: too few to judge, the fixed keep-alive holds.
+    expect(fn.last?.keepAlive.strategy).toBe('fixed');
+    for (const gapMs of gaps.slice(2)) fn.request({ gapMs });
+    const keepAlive = fn.last?.keepAlive;
+    expect(keepAlive?.keepUntilMs).toBe(0);
+    expect(keepAlive?.prewarmAfterMs).toBe(0);
+    expect(keepAlive?.reason).toMatch(
+      /ended within idleTimeout 10m, .* idle per warm request: not worth keeping/,
+    );
+    // The next call's instance goes after the load half's grace (a stable window), and none is pre-warmed.
+    const after = fn.request({ gapMs: 30 * 60_000 });
+    const graceTicks = TIMING.stableWindowMs / TIMING.tickMs;
+    expect(after.slice(graceTicks).every((d) => d.desired === 0)).toBe(true);
+    expect(after.every((d) => d.reason.includes('pre-warmed') === false)).toBe(true);
+  });
+
+  it('pre-warms a function with a clear rhythm, not one whose gaps mostly run past idleTimeout', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    // Gaps from 2 to 9 minutes, evenly: 95% are longer than a stable window, but a pre-warm at ~2 minutes
+    // kept until ~10 would be hit by most; gaps from 2 to 60 minutes would not.
+    for (let i = 0; i < 20; i++) fn.request({ gapMs: (2 + (i % 8)) * 60_000 });
+    expect(fn.last?.keepAlive.prewarmAfterMs).toBeGreaterThan(0);
+    const spread = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    for (let i = 0; i < 20; i++) spread.request({ gapMs: (i % 4 === 0 ? 3 : 2 + (i % 4) * 20) * 60_000 });
+    expect(spread.last?.keepAlive.prewarmAfterMs).toBe(0);
+    expect(spread.last?.keepAlive.keepUntilMs).toBe(0);
+  });
+
+  it('pre-warms an hourly timer inside a window no longer than idleTimeout, centred on its rhythm', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    // 67 minutes apart: near the top of its histogram bin, whose lower edge less 10% is 54 minutes; a window
+    // from there, 10 minutes long, ended before each call.
+    const periodMs = 4_000_000;
+    for (let i = 0; i < MIN_IDLE_SAMPLES + 2; i++) fn.request({ gapMs: periodMs });
+    const keepAlive = fn.last?.keepAlive;
+    expect(keepAlive?.prewarmAfterMs).toBeLessThan(periodMs);
+    expect(keepAlive?.keepUntilMs).toBeGreaterThan(periodMs);
+    expect((keepAlive?.keepUntilMs ?? 0) - (keepAlive?.prewarmAfterMs ?? 0)).toBeLessThanOrEqual(600_000);
+    // The next call finds the pre-warmed instance.
+    const cycle = fn.request({ gapMs: periodMs });
+    expect(cycle.at(-1)?.desired).toBe(1);
+  });
+
+  it('says when the pre-warm of a released function will start, so that a stem cell can be readied for it', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    for (let i = 0; i < MIN_IDLE_SAMPLES + 2; i++) fn.request({ gapMs: 300_000 });
+    const cycle = fn.request({ gapMs: 300_000 });
+    const released = cycle.filter((d) => d.desired === 0);
+    expect(released.length).toBeGreaterThan(2);
+    const inMs = released.map((d) => d.prewarmInMs ?? -1);
+    // Counting down a tick at a time to the pre-warm, which carries none.
+    expect(inMs.every((ms) => ms > 0)).toBe(true);
+    expect((inMs[0] ?? 0) - (inMs[1] ?? 0)).toBe(TIMING.tickMs);
+    expect(cycle.find((d) => d.desired === 1)?.prewarmInMs).toBeUndefined();
   });
 
   it('ranks functions for eviction: busy first kept, a just-used timer kept over an overdue one', () => {

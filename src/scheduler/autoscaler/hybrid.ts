@@ -30,6 +30,18 @@ const KEEP_ALIVE_PERCENTILE = 0.99;
 const MARGIN = 0.1;
 /** A predicted gap shorter than this many instance starts is not worth a release (see `decide`). */
 const RELEASE_GAP_IN_STARTS = 20;
+/**
+ * An idle instance is held through a keep window only when the idle time it is expected to be held for each
+ * request it then serves warm is at most the function's idleTimeout: the user's own figure for how much idle
+ * time a request is worth. Otherwise the memory mostly waits for a request that comes after the release
+ * anyway (a function called at random twice an hour: under a 10-minute keep-alive three calls in four are cold
+ * starts all the same). For random (Poisson) arrivals that figure is the mean gap whatever the window, so it is
+ * all or nothing: hold the window, or release at once.
+ */
+/** Requests expected to arrive during one instance start above which a busy function's last instance is held. */
+const WAITING_PER_START_TO_HOLD = 1;
+/** Idle periods needed before a keep window is given up for that reason (the histogram's full use needs more). */
+const MIN_SAMPLES_TO_GIVE_UP = 3;
 /** Above this share of idle periods beyond the histogram's range, its percentiles mean nothing. */
 const MAX_OUT_OF_BOUNDS = 0.5;
 /** A warm pool can take at most this share of capacity: at 1, no request could ever use an instance. */
@@ -85,10 +97,27 @@ export class HybridAutoscaler implements ScalingPolicy {
     }
     history.lastLoadDesired = load;
 
-    const keepAlive = this.keepAliveOf(history, scaling.idleTimeoutMs);
+    let keepAlive = this.keepAliveOf(history, scaling.idleTimeoutMs);
+    // Releasing a busy function costs more than one cold start: every request that arrives while its instance
+    // starts again waits for it. Where a start would find a request or more waiting (the long-term rate × the
+    // node's start time now), the last instance is held to idleTimeout. On the trace replay with starts slowed
+    // to seconds by a loaded machine, each release of the busiest function queued hundreds of requests.
+    const waitingPerStart = (history.rate * (sample.startMs ?? 0)) / 1000;
+    if (
+      keepAlive.prewarmAfterMs === 0 &&
+      keepAlive.keepUntilMs > 0 &&
+      keepAlive.keepUntilMs < scaling.idleTimeoutMs &&
+      waitingPerStart >= WAITING_PER_START_TO_HOLD
+    )
+      keepAlive = {
+        ...keepAlive,
+        keepUntilMs: scaling.idleTimeoutMs,
+        reason: `${keepAlive.reason}; held to idleTimeout: ${round(waitingPerStart)} requests would wait for each start`,
+      };
     const idleFor = history.idleFor(now);
     let desired = load;
     let releaseNow = false;
+    let prewarmInMs: number | undefined;
     // Silence (nothing arriving or in flight) for idleTimeout hands every instance to the keep-alive half,
     // whatever the stable window still averages: that window is for fluctuating load, not for silence. Before
     // this, a 0 → 200 step with idleTimeout 3s kept its instances for the whole 60 s window (issue 11).
@@ -119,6 +148,7 @@ export class HybridAutoscaler implements ScalingPolicy {
       } else if (idleFor < prewarmAt) {
         desired = 0;
         releaseNow = true;
+        prewarmInMs = prewarmAt - idleFor;
         reason = `idle ${formatMs(idleFor)}: next request predicted after ${formatMs(keepAlive.prewarmAfterMs)} idle, released until ${formatMs(prewarmAt)} (${keepAlive.reason})`;
       } else if (idleFor < keepAlive.keepUntilMs) {
         desired = 1;
@@ -143,6 +173,7 @@ export class HybridAutoscaler implements ScalingPolicy {
       reason,
       figures: { concurrency: stable, panicConcurrency: panic, rps: history.stableRps(), idleForMs: idleFor },
       keepAlive,
+      ...(prewarmInMs === undefined ? {} : { prewarmInMs }),
     };
   }
 
@@ -194,33 +225,64 @@ export class HybridAutoscaler implements ScalingPolicy {
       keepUntilMs: idleTimeoutMs,
       reason,
     });
-    if (samples < MIN_IDLE_SAMPLES)
+    // Released once the request is over (after the load half's grace of a stable window), no pre-warm.
+    const release = (reason: string): KeepAlive => ({
+      strategy: 'histogram',
+      samples,
+      prewarmAfterMs: 0,
+      keepUntilMs: 0,
+      reason,
+    });
+    const worth = (fromMs: number, untilMs: number): boolean =>
+      histogram.heldPerWarmRequestMs(fromMs, untilMs) <= idleTimeoutMs;
+    const perWarm = histogram.heldPerWarmRequestMs(0, idleTimeoutMs);
+    const rarelyBack = `${samples} idle periods, ${percent(histogram.shareEndingWithin(0, idleTimeoutMs))} ended within idleTimeout ${formatMs(idleTimeoutMs)}, ${formatMs(perWarm)} idle per warm request: not worth keeping`;
+    const keptForNothing = perWarm > idleTimeoutMs;
+    if (samples < MIN_IDLE_SAMPLES) {
+      if (samples >= MIN_SAMPLES_TO_GIVE_UP && keptForNothing) return release(rarelyBack);
       return fixed(`fixed idleTimeout: ${samples} of ${MIN_IDLE_SAMPLES} idle periods seen`);
+    }
     if (histogram.outOfBoundsShare > MAX_OUT_OF_BOUNDS)
-      return fixed(`fixed idleTimeout: most idle periods exceed ${formatMs(HISTOGRAM_RANGE_MS)}`);
+      return release(
+        `${samples} idle periods, most longer than ${formatMs(HISTOGRAM_RANGE_MS)}: not worth keeping`,
+      );
     // Releasing for less than a stable window saves little memory and risks a cold start; keep warm instead.
     const minimumGap = this.timing.stableWindowMs;
     let head = histogram.lowerQuantile(PREWARM_PERCENTILE) * (1 - MARGIN);
     const tail = histogram.upperQuantile(KEEP_ALIVE_PERCENTILE) * (1 + MARGIN);
     if (head < minimumGap) head = 0;
-    if (head === 0) {
-      return {
-        strategy: 'histogram',
-        samples,
-        prewarmAfterMs: 0,
-        // Never past the function's own idleTimeout: that is the user's word on when to scale to zero.
-        keepUntilMs: Math.min(idleTimeoutMs, Math.max(minimumGap, tail)),
-        reason: `histogram of ${samples} idle periods, 99% within ${formatMs(tail / (1 + MARGIN))}`,
-      };
+    if (head > 0) {
+      // The window is never longer than idleTimeout. Where the percentiles and margins span more (an hourly
+      // timer: the bin's lower edge less 10% is ~46 minutes), it is centred on the median instead of starting
+      // at the head: [head, head + 10 minutes] ended before the hour, and every call was a cold start.
+      if (tail - head > idleTimeoutMs)
+        head = Math.max(head, histogram.middleQuantile(0.5) - idleTimeoutMs / 2);
+      const keepUntilMs = Math.min(tail, head + idleTimeoutMs);
+      // A pre-warm pays a start for the window [head, keepUntil]; spread-out (random) arrivals end few of
+      // their idle periods inside it, and the instance would mostly wait there for nothing.
+      if (worth(head, keepUntilMs))
+        return {
+          strategy: 'histogram',
+          samples,
+          prewarmAfterMs: head,
+          keepUntilMs,
+          reason: `histogram of ${samples} idle periods, 95% longer than ${formatMs(head / (1 - MARGIN))}`,
+        };
     }
+    if (keptForNothing) return release(rarelyBack);
     return {
       strategy: 'histogram',
       samples,
-      prewarmAfterMs: head,
-      keepUntilMs: Math.min(tail, head + idleTimeoutMs),
-      reason: `histogram of ${samples} idle periods, 95% longer than ${formatMs(head / (1 - MARGIN))}`,
+      prewarmAfterMs: 0,
+      // Never past the function's own idleTimeout: that is the user's word on when to scale to zero.
+      keepUntilMs: Math.min(idleTimeoutMs, Math.max(minimumGap, tail)),
+      reason: `histogram of ${samples} idle periods, 99% within ${formatMs(tail / (1 + MARGIN))}`,
     };
   }
+}
+
+function percent(share: number): string {
+  return `${Math.round(share * 100)}%`;
 }
 
 function round(value: number): number {

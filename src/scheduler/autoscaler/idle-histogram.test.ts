@@ -46,4 +46,30 @@ describe('IdleHistogram', () => {
     histogram.record(-5);
     expect(histogram.samples).toBe(0);
   });
+
+  it('says how many of the idle periods that reach a point end within a window after it', () => {
+    const histogram = new IdleHistogram();
+    for (let i = 0; i < 6; i++) histogram.record(60_000);
+    for (let i = 0; i < 4; i++) histogram.record(3_600_000);
+    // Of all ten, the six one-minute gaps end within ten minutes…
+    expect(histogram.shareEndingWithin(0, 600_000)).toBeCloseTo(0.6, 1);
+    // …but of those that lasted five minutes, none does: only the hour-long ones reach that far.
+    expect(histogram.shareEndingWithin(300_000, 600_000)).toBe(0);
+    expect(histogram.shareEndingWithin(300_000, 4_000_000)).toBe(1);
+    expect(new IdleHistogram().shareEndingWithin(0, 600_000)).toBe(0);
+  });
+
+  it('says how much idle time a held instance costs per request it serves warm: the mean gap for random arrivals', () => {
+    const random = new IdleHistogram();
+    // The quantiles of an exponential with a 20-minute mean.
+    for (let i = 0; i < 40; i++) random.record(-Math.log(1 - (i + 0.5) / 40) * 1_200_000);
+    const perWarm = random.heldPerWarmRequestMs(0, 600_000);
+    expect(perWarm).toBeGreaterThan(0.7 * 1_200_000);
+    expect(perWarm).toBeLessThan(1.3 * 1_200_000);
+    const timer = new IdleHistogram();
+    for (let i = 0; i < 20; i++) timer.record(300_000);
+    // Held from 4.5 minutes, a five-minute timer costs about half a minute per warm call.
+    expect(timer.heldPerWarmRequestMs(270_000, 360_000)).toBeLessThan(60_000);
+    expect(timer.heldPerWarmRequestMs(400_000, 500_000)).toBe(Number.POSITIVE_INFINITY);
+  });
 });

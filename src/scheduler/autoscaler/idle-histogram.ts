@@ -74,6 +74,36 @@ export class IdleHistogram {
   }
 
   /**
+   * For an instance held idle from `fromMs` until `untilMs` (then released, or used when the period ends
+   * first): the idle time it is expected to be held for each request it serves warm, over the periods that
+   * reach `fromMs`. For random (Poisson) arrivals it is the mean gap, whatever the window. Infinity when no
+   * period ends inside the window.
+   */
+  heldPerWarmRequestMs(fromMs: number, untilMs: number): number {
+    if (untilMs < fromMs) return Number.POSITIVE_INFINITY;
+    const first = binOf(fromMs);
+    const last = binOf(untilMs);
+    let held = this.outOfBounds * (untilMs - fromMs);
+    let hits = 0;
+    for (let i = first; i < BINS; i++) {
+      const weight = this.weights[i] ?? 0;
+      if (weight === 0) continue;
+      const middle = Math.sqrt(Math.max(lowerEdge(i), FIRST_EDGE_MS / 2) * upperEdge(i));
+      held += weight * Math.max(0, Math.min(middle, untilMs) - fromMs);
+      if (i <= last) hits += weight;
+    }
+    return hits <= 0 ? Number.POSITIVE_INFINITY : held / hits;
+  }
+
+  /** As `lowerQuantile`, read at the bin's geometric middle: a best guess, such as the median. */
+  middleQuantile(q: number): number {
+    const bin = this.binAt(q);
+    return bin === undefined
+      ? Number.POSITIVE_INFINITY
+      : Math.sqrt(Math.max(lowerEdge(bin), FIRST_EDGE_MS / 2) * upperEdge(bin));
+  }
+
+  /**
    * How much longer the function is expected to stay idle, having been idle `idleForMs` already: the median
    * of the idle periods longer than that, minus it. Infinity when no recorded period lasted this long.
    */
@@ -91,6 +121,25 @@ export class IdleHistogram {
       }
     }
     return Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * Of the (decayed) idle periods that lasted at least `fromMs`, the share that ended by `untilMs`: how likely
+   * an instance held idle from `fromMs` to `untilMs` is to serve the next request. Periods are placed by bin,
+   * so the edges are as coarse as a bin (15%). 0 when no period lasted `fromMs`.
+   */
+  shareEndingWithin(fromMs: number, untilMs: number): number {
+    if (untilMs < fromMs) return 0;
+    const first = binOf(fromMs);
+    const last = binOf(untilMs);
+    let reaching = this.outOfBounds;
+    let ending = 0;
+    for (let i = first; i < BINS; i++) {
+      const weight = this.weights[i] ?? 0;
+      reaching += weight;
+      if (i <= last) ending += weight;
+    }
+    return reaching <= 0 ? 0 : ending / reaching;
   }
 
   private binAt(q: number): number | undefined {

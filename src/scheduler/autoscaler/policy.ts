@@ -63,6 +63,11 @@ export interface ScalingDecision {
   readonly reason: string;
   readonly figures: ScalingFigures;
   readonly keepAlive: KeepAlive;
+  /**
+   * Released ahead of a predicted request: in how many milliseconds the policy will ask for the pre-warm
+   * start, so that a stem cell can be booted for it beforehand (the sizer's `expectStart`).
+   */
+  readonly prewarmInMs?: number;
 }
 
 export interface ScalingPolicy {

@@ -12,7 +12,7 @@ const TIMING: AutoscalerTiming = {
   maxScaleDownRate: 2,
 };
 
-function pool(target: number): SizablePool & { target: number; misses: number } {
+function pool(target: number, bootMs?: number): SizablePool & { target: number; misses: number } {
   return {
     target,
     misses: 0,
@@ -23,6 +23,7 @@ function pool(target: number): SizablePool & { target: number; misses: number } 
         network: 'none',
         target: this.target,
         misses: this.misses,
+        ...(bootMs === undefined ? {} : { bootMs }),
       };
     },
     setTarget(next: number) {
@@ -78,5 +79,44 @@ describe('StemCellSizer', () => {
     for (let i = 0; i < 10; i++) sizer.noteStart('python3/sandbox/none');
     expect(sizer.tick(pools)).toEqual([]);
     expect(off.target).toBe(0);
+  });
+
+  it('keeps enough cells for the starts that come while one boots: the rate of starts times the boot time', () => {
+    const sizer = new StemCellSizer({ ...TIMING, panicWindowMs: 100 }, 8);
+    const fast = pool(1, 20);
+    const slow = pool(1, 1_000);
+    const pools = new Map([
+      ['node20/sandbox/none', fast],
+      ['python3/sandbox/none', slow],
+    ]);
+    // Two starts a second on each, one per panic window: never a burst, never a miss.
+    for (let i = 0; i < 100; i++) {
+      if (i % 5 === 0) {
+        sizer.noteStart('node20/sandbox/none');
+        sizer.noteStart('python3/sandbox/none');
+      }
+      sizer.tick(pools);
+    }
+    // 0.04 starts during a 20 ms boot: one cell covers it; 2 during a 1 s boot: 2 + 2√2, five cells.
+    expect(fast.target).toBe(1);
+    expect(slow.target).toBe(5);
+  });
+
+  it('boots a cell ahead of an announced pre-warm due within two boot times, and no longer holds it after', () => {
+    const sizer = new StemCellSizer(TIMING, 8);
+    const node = pool(2, 150);
+    const pools = new Map([['node20/sandbox/none', node]]);
+    sizer.tick(pools);
+    sizer.expectStart('node20/sandbox/none', 2_000);
+    sizer.tick(pools);
+    expect(node.target).toBe(2);
+    sizer.expectStart('node20/sandbox/none', 350);
+    sizer.expectStart('node20/sandbox/none', 0);
+    const grown = sizer.tick(pools);
+    expect(node.target).toBe(4);
+    expect(grown[0]?.reason).toContain('2 pre-warms due');
+    // Made (no longer announced): back to the configured size.
+    sizer.tick(pools);
+    expect(node.target).toBe(2);
   });
 });

@@ -1,8 +1,15 @@
 /**
  * @module Sizes the stem-cell pools from the node-wide rate of instance starts. A start that finds its pool
- * empty spawns a runtime on the spot (~110 ms instead of ~6 ms, bench/RESULTS.md), so each pool keeps as
- * many ready cells as the largest burst of starts seen within a panic window over the last stable window,
- * between its configured size and `max`; after a stable window without bursts it shrinks back.
+ * empty spawns a runtime on the spot (~110 ms instead of ~6 ms, bench/RESULTS.md), so each pool keeps, between
+ * its configured size and `max`, the most of:
+ * - the largest burst of starts seen within a panic window over the last stable window (it shrinks back after
+ *   a stable window without bursts);
+ * - a cell more for each start that found the pool empty (given back after ten calm stable windows);
+ * - the starts expected while one cell boots, from the rate of starts over ten stable windows and the pool's
+ *   own boot time (Little's law, plus two standard deviations of a Poisson count): a take leaves a gap that
+ *   long, and on a busy machine a boot takes several hundred milliseconds;
+ * and on top, one cell per start the autoscaler has announced (`expectStart`: a pre-warm due within two boot
+ *   times), so that the pre-warm's cell is booted ahead of it instead of taken from the unpredicted starts.
  */
 
 import { type AutoscalerTiming, formatMs } from './policy.js';
@@ -14,6 +21,8 @@ import { SlidingWindow } from './window.js';
  * trace replay's pools shrank back between two pre-warms and missed again.
  */
 const MISS_CALM_WINDOWS = 10;
+/** Stable windows over which the rate of starts is measured for the reserve a boot's gap needs. */
+const RATE_WINDOWS = 10;
 
 export interface SizablePool {
   stats(): {
@@ -23,6 +32,8 @@ export interface SizablePool {
     readonly target: number;
     /** Takes that found the pool empty, ever; optional so that a pool without the figure sizes by bursts. */
     readonly misses?: number;
+    /** How long a cell boots lately (ms); without it, no reserve for the gap a boot leaves. */
+    readonly bootMs?: number;
   };
   setTarget(target: number): void;
 }
@@ -41,6 +52,8 @@ interface Sizing {
   readonly base: number;
   readonly perTick: SlidingWindow;
   readonly bursts: SlidingWindow;
+  /** Starts per tick over `RATE_WINDOWS` stable windows. */
+  readonly rate: SlidingWindow;
   /** Cells added because starts found the pool empty: steady churn the burst figure does not see. */
   missBoost: number;
   misses: number;
@@ -52,6 +65,8 @@ interface Sizing {
 export class StemCellSizer {
   private readonly sizings = new Map<string, Sizing>();
   private readonly starts = new Map<string, number>();
+  /** Starts announced for this tick, by pool: how soon each is due (ms). */
+  private readonly expected = new Map<string, number[]>();
 
   constructor(
     private readonly timing: AutoscalerTiming,
@@ -62,6 +77,16 @@ export class StemCellSizer {
   /** One instance start that took a cell from pool `key` (`runtime/isolation/network`). */
   noteStart(key: string): void {
     this.starts.set(key, (this.starts.get(key) ?? 0) + 1);
+  }
+
+  /**
+   * A start the autoscaler will make from pool `key` in about `inMs` (a pre-warm), announced each tick until
+   * it is made; one due within two of the pool's boot times gets a cell booted for it.
+   */
+  expectStart(key: string, inMs: number): void {
+    const list = this.expected.get(key);
+    if (list === undefined) this.expected.set(key, [inMs]);
+    else list.push(inMs);
   }
 
   tick(pools: ReadonlyMap<string, SizablePool>): StemCellResize[] {
@@ -76,6 +101,7 @@ export class StemCellSizer {
           base,
           perTick: new SlidingWindow(panicTicks),
           bursts: new SlidingWindow(stableTicks),
+          rate: new SlidingWindow(RATE_WINDOWS * stableTicks),
           missBoost: 0,
           misses: pool.stats().misses ?? 0,
           calmTicks: 0,
@@ -83,7 +109,9 @@ export class StemCellSizer {
         };
         this.sizings.set(key, sizing);
       }
-      sizing.perTick.push(this.starts.get(key) ?? 0);
+      const started = this.starts.get(key) ?? 0;
+      sizing.perTick.push(started);
+      sizing.rate.push(started);
       this.starts.delete(key);
       sizing.bursts.push(sizing.perTick.sum());
       const peak = sizing.bursts.max();
@@ -101,10 +129,17 @@ export class StemCellSizer {
         sizing.missBoost -= 1;
         sizing.calmTicks = 0;
       }
+      const reserve = bootGapReserve(sizing.rate, this.timing.tickMs, stats.bootMs);
+      const bootMs = stats.bootMs ?? 0;
+      const announced = this.expected.get(key)?.filter((inMs) => inMs <= 2 * bootMs + this.timing.tickMs);
+      const soon = announced?.length ?? 0;
       const target =
         sizing.base === 0
           ? 0
-          : Math.max(sizing.base, Math.min(this.max, Math.max(peak, sizing.base + sizing.missBoost)));
+          : Math.max(
+              sizing.base,
+              Math.min(this.max, Math.max(peak, sizing.base + sizing.missBoost, reserve) + soon),
+            );
       if (target === sizing.target) continue;
       pool.setTarget(target);
       changes.push({
@@ -115,11 +150,23 @@ export class StemCellSizer {
         to: target,
         reason:
           target > sizing.target
-            ? `${peak} instance starts within ${formatMs(this.timing.panicWindowMs)}${missed > 0 ? `, ${missed} of them found the pool empty` : ''}: keeping ${target} ready (max ${this.max})`
-            : `at most ${peak} starts within ${formatMs(this.timing.panicWindowMs)} over the last ${formatMs(this.timing.stableWindowMs)}: back towards ${sizing.base}`,
+            ? `${peak} instance starts within ${formatMs(this.timing.panicWindowMs)}${missed > 0 ? `, ${missed} of them found the pool empty` : ''}${reserve > 0 ? `, ${reserve} for the starts while one boots (${formatMs(bootMs)})` : ''}${soon > 0 ? `, ${soon} pre-warm${soon === 1 ? '' : 's'} due` : ''}: keeping ${target} ready (max ${this.max})`
+            : `at most ${peak} starts within ${formatMs(this.timing.panicWindowMs)} over the last ${formatMs(this.timing.stableWindowMs)}${soon > 0 ? `, ${soon} pre-warm${soon === 1 ? '' : 's'} due` : ''}: back towards ${sizing.base}`,
       });
       sizing.target = target;
     }
+    this.expected.clear();
     return changes;
   }
+}
+
+/**
+ * The cells that cover the starts expected while one boots: λ·B takes on average, for a rate λ over the window
+ * and a boot time B, plus two standard deviations of a Poisson count so that a pool runs dry in about one
+ * boot gap in forty. 0 without a boot time or starts.
+ */
+function bootGapReserve(rate: SlidingWindow, tickMs: number, bootMs: number | undefined): number {
+  if (bootMs === undefined || rate.count === 0) return 0;
+  const during = (rate.sum() / (rate.count * tickMs)) * bootMs;
+  return during <= 0 ? 0 : Math.ceil(during + 2 * Math.sqrt(during));
 }
