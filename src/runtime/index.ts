@@ -39,6 +39,11 @@ export interface LaunchSpec {
    * isolation makes, before any guest starts from it: Python compiles its guest's bytecode there.
    */
   readonly prepareGuest?: { readonly command: string; readonly args: readonly string[] } | undefined;
+  /**
+   * A fork server in the guest directory (its file name) that the sandbox may start once and fork guests
+   * from, instead of starting `command` in each sandbox (sandbox/zygote.ts).
+   */
+  readonly forkServer?: string | undefined;
 }
 
 /**
