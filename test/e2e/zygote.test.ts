@@ -76,6 +76,25 @@ async function probe(hearth: Hearth, name: string): Promise<Record<string, unkno
   return response.json() as Record<string, unknown>;
 }
 
+/** Ends its process with status 7 in the middle of an invocation. */
+const EXIT = `
+import os
+
+
+def handler(event, context):
+    os._exit(7)
+`;
+
+async function exitAnswer(hearth: Hearth, name: string): Promise<{ status: number; error: unknown }> {
+  const folder = await makeFolder({ 'hearth.yaml': manifest(name, '{ runtime: python3 }'), 'main.py': EXIT });
+  folders.push(folder);
+  const deployed = await deployFolder(hearth.url, folder.dir, { name, query: '?verify=false' });
+  expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
+  const response = await invoke(hearth.url, name);
+  const error = (response.json() as { error?: { code?: unknown; message?: unknown } }).error;
+  return { status: response.status, error: { code: error?.code, message: error?.message } };
+}
+
 let forked: Record<string, unknown>;
 let booted: Record<string, unknown>;
 let forkedHearth: Hearth;
@@ -117,6 +136,15 @@ describe('the Python fork server', () => {
       expect((result.pids as number[]).every((pid) => pid < 10)).toBe(true);
     }
     expect(forked.cwd).toBe(booted.cwd);
+  });
+
+  it('reports a guest that exits as a booted one is reported: the same status, code and message', async () => {
+    const [bootedHearth] = platforms.slice(1);
+    if (bootedHearth === undefined) throw new Error('no platform');
+    const fromForked = await exitAnswer(forkedHearth, 'exits-forked');
+    const fromBooted = await exitAnswer(bootedHearth, 'exits-booted');
+    expect(fromForked).toEqual(fromBooted);
+    expect(String((fromForked.error as { message?: unknown }).message)).toContain('7');
   });
 
   it('names no host path: not in its environment, command line, mounts, tracebacks or modules', () => {
