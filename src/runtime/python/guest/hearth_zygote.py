@@ -18,6 +18,7 @@ is called through ctypes, as are pidfd_getfd, capset and the seccomp prctl.
 """
 
 import ctypes
+import gc
 import json
 import os
 import selectors
@@ -256,6 +257,11 @@ class Zygote:
                 os.write(2, f"hearth zygote: {error}\n".encode())
             finally:
                 os._exit(125)
+        # Its copy of the server's objects made its own now, while it is a stem cell nobody waits for, not
+        # page by page at the bind and first invocation a client waits on (each first write to a shared
+        # page is a copy; the collector's walk writes every object's header).
+        gc.unfreeze()
+        gc.collect()
         guest = sys.modules["hearth_guest"]
         # The module's channel wrapped the zygote's fd 3; it is now the sandbox's.
         guest.channel.detach()
@@ -321,6 +327,10 @@ def main():
     # The guest's module-level code wraps fd 3 (the control channel here) as its channel.
     load_guest(settings["guestDir"])
     zygote = Zygote(control, program, settings["uid"], settings["gid"])
+    # What the guests inherit is never collected by them: the collector then neither walks it (a walk
+    # writes every object's header, copying each shared page into each guest) nor counts it.
+    gc.collect()
+    gc.freeze()
     zygote.buffer = rest
     del line, first, settings
     zygote.serve()
