@@ -3,6 +3,9 @@
 // - at once: 100 distinct idle functions (half Node, half Python) called at the same moment;
 // - sustained: distinct idle functions called by 4 clients in a closed loop, cold starts per second.
 // The stem-cell pools are full at the start of each part, never topped up between calls.
+// Run alone: `node bench/cold-burst.mjs`; COLD_BURST_RUNTIMES=python3 (one runtime), COLD_BURST_PARTS=backToBack
+// (some parts), COLD_BURST_CONFIG='{"stemCells":{"node20":24}}' (the platform's config), HEARTH_ZYGOTE=off
+// (Python booted in each sandbox rather than forked).
 
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -112,11 +115,10 @@ async function backToBack(url, runtime, count) {
   };
 }
 
-async function atOnce(url, count) {
-  const names = [
-    ...(await deployMany(url, 'node20', count / 2, 'once')),
-    ...(await deployMany(url, 'python3', count / 2, 'once')),
-  ];
+async function atOnce(url, count, runtimes) {
+  const names = [];
+  for (const runtime of runtimes)
+    names.push(...(await deployMany(url, runtime, count / runtimes.length, 'once')));
   await poolsFull(url);
   const before = await missesOf(url);
   const results = await Promise.all(names.map((name) => freshGet(url, `/function/${name}`)));
@@ -132,13 +134,12 @@ async function atOnce(url, count) {
   };
 }
 
-async function sustained(url, count, clients) {
-  const names = [
-    ...(await deployMany(url, 'node20', count / 2, 'sus')),
-    ...(await deployMany(url, 'python3', count / 2, 'sus')),
-  ];
+async function sustained(url, count, clients, runtimes) {
+  const share = count / runtimes.length;
+  const names = [];
+  for (const runtime of runtimes) names.push(...(await deployMany(url, runtime, share, 'sus')));
   // Interleave the runtimes, as a mixed node's traffic would.
-  const order = names.map((_, i) => names[(i % 2) * (count / 2) + Math.floor(i / 2)]);
+  const order = names.map((_, i) => names[(i % runtimes.length) * share + Math.floor(i / runtimes.length)]);
   await poolsFull(url);
   let next = 0;
   const results = [];
@@ -170,6 +171,8 @@ export async function coldBurstBench({
   atOnceCount = 100,
   sustainedCount = 300,
   parts = ['backToBack', 'atOnce', 'sustained'],
+  // One runtime alone shows what its own cold path sustains.
+  runtimes = ['node20', 'python3'],
   config = {},
 } = {}) {
   const results = {};
@@ -177,10 +180,10 @@ export async function coldBurstBench({
   try {
     if (parts.includes('backToBack')) {
       results.backToBack = {};
-      for (const runtime of ['node20', 'python3'])
+      for (const runtime of runtimes)
         results.backToBack[runtime] = await backToBack(hearth.url, runtime, backToBackCount);
     }
-    if (parts.includes('atOnce')) results.atOnce = await atOnce(hearth.url, atOnceCount);
+    if (parts.includes('atOnce')) results.atOnce = await atOnce(hearth.url, atOnceCount, runtimes);
   } finally {
     await hearth.stop();
   }
@@ -188,7 +191,7 @@ export async function coldBurstBench({
   // A platform of its own: the instances the parts above left are not the budget this one starts with.
   const fresh = await startHearth({ serverTiming: true, ...config });
   try {
-    results.sustained = await sustained(fresh.url, sustainedCount, 4);
+    results.sustained = await sustained(fresh.url, sustainedCount, 4, runtimes);
   } finally {
     await fresh.stop();
   }
@@ -196,5 +199,10 @@ export async function coldBurstBench({
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  process.stdout.write(`${JSON.stringify(await coldBurstBench(), null, 2)}\n`);
+  const runtimes = process.env.COLD_BURST_RUNTIMES?.split(',');
+  const parts = process.env.COLD_BURST_PARTS?.split(',');
+  const config = process.env.COLD_BURST_CONFIG === undefined ? {} : JSON.parse(process.env.COLD_BURST_CONFIG);
+  process.stdout.write(
+    `${JSON.stringify(await coldBurstBench({ ...(runtimes && { runtimes }), ...(parts && { parts }), config }), null, 2)}\n`,
+  );
 }

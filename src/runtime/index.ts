@@ -41,6 +41,11 @@ export interface LaunchSpec {
   readonly prepareGuest?: { readonly command: string; readonly args: readonly string[] } | undefined;
   /** A container image whose container the guest makes ahead, before a function is bound (issue 17). */
   readonly prepareImage?: ResolvedImage | undefined;
+  /**
+   * A fork server in the guest directory (its file name) that the sandbox may start once and fork guests
+   * from, instead of starting `command` in each sandbox (sandbox/zygote.ts).
+   */
+  readonly forkServer?: string | undefined;
 }
 
 /**

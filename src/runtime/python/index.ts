@@ -73,6 +73,8 @@ export class PythonRuntime implements Runtime {
         command: interpreter.executable,
         args: ['-I', '-S', '-m', 'compileall', '-q', '--invalidation-mode', 'checked-hash', GUEST_TOKEN],
       },
+      // A stem cell forked from one booted guest in a few ms instead of booting Python (~17 ms of CPU).
+      forkServer: 'hearth_zygote.py',
     };
   }
 

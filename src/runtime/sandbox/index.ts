@@ -28,6 +28,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
@@ -58,6 +59,7 @@ import {
   SLIRP_DNS,
 } from './network.js';
 import { sandboxFilter } from './seccomp.js';
+import { HOLD_COMMAND, ZYGOTE_HOLD_FD, Zygote } from './zygote.js';
 
 export interface SandboxOptions {
   /** Directory for generated files the sandbox shows (passwd, group, hosts). */
@@ -69,6 +71,8 @@ export interface SandboxOptions {
   /** Processes a stem cell may have before it is bound (a function's `limits.pids` then applies). */
   readonly pids?: number;
   readonly bwrapPath?: string;
+  /** Whether a runtime's fork server may start its guests (default: yes; `HEARTH_ZYGOTE=off` says no). */
+  readonly forkServers?: boolean;
 }
 
 const GUEST_DIR = '/hearth/guest';
@@ -140,6 +144,8 @@ export class SandboxIsolation implements Isolation {
   /** Each guest's cgroup name. */
   private readonly cgroupOf = new WeakMap<GuestProcess, string>();
   private readonly nsenter: string | undefined;
+  /** Fork servers by the guest directory they serve (sandbox/zygote.ts). */
+  private readonly zygotes = new Map<string, Zygote>();
   readonly walls: readonly WallStatus[];
 
   constructor(private readonly options: SandboxOptions) {
@@ -229,6 +235,7 @@ export class SandboxIsolation implements Isolation {
   }
 
   start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess {
+    const zygote = this.zygoteFor(launch);
     // A guest that may reach out gets /etc/hosts of its own, filled in when it is bound (hostAliases).
     const hostsFile = join(this.options.stateDir, 'hosts', slot.id);
     if (network !== 'none') writeFileSync(hostsFile, '127.0.0.1 localhost\n::1 localhost\n');
@@ -262,8 +269,9 @@ export class SandboxIsolation implements Isolation {
       // As for builds: the guest starts only once slirp4netns has configured its namespace, never while
       // bubblewrap is still setting up its loopback (the race is `bwrap: loopback: Failed RTM_NEWADDR`).
       ...(linked ? HOLD_UNTIL_NETWORKED : []),
-      launch.command,
-      ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
+      ...(zygote !== undefined
+        ? HOLD_COMMAND
+        : [launch.command, ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR))]),
     ];
     const niced = atFunctionPriority(this.bwrap, args);
     const cgroupId = `${slot.id}-${randomBytes(3).toString('hex')}`;
@@ -275,12 +283,11 @@ export class SandboxIsolation implements Isolation {
     const seccomp = this.openSeccomp();
     let child: ChildProcess;
     try {
-      child = spawn(command.command, command.args, {
-        stdio: linked
-          ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', seccomp, 'pipe']
-          : ['ignore', 'pipe', 'pipe', 'pipe', 'ignore', seccomp],
-        env: { ...launch.env },
-      });
+      const stdio: ('ignore' | 'pipe' | number)[] = linked
+        ? ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', seccomp, 'pipe']
+        : ['ignore', 'pipe', 'pipe', 'pipe', 'ignore', seccomp];
+      if (zygote !== undefined) stdio.push(...(linked ? [] : ['ignore' as const]), 'pipe');
+      child = spawn(command.command, command.args, { stdio, env: { ...launch.env } });
     } finally {
       if (typeof seccomp === 'number') closeSync(seccomp);
     }
@@ -291,6 +298,7 @@ export class SandboxIsolation implements Isolation {
       guest.outOfMemoryProbe = () => cgroups.oomKills(cgroupId) > 0;
       guest.once('exit', () => void cgroups.remove(cgroupId).catch(() => undefined));
     }
+    if (zygote !== undefined) this.forkInto(zygote, child, guest, cgroupDirs, launch.env);
     if (network !== 'none') {
       const stdio = child.stdio as readonly unknown[];
       const info = linked ? (stdio[INFO_FD] as Duplex | null) : null;
@@ -313,6 +321,53 @@ export class SandboxIsolation implements Isolation {
       sandboxNetwork.ready.catch(() => guest.kill('SIGKILL'));
     }
     return guest;
+  }
+
+  /**
+   * The runtime's fork server, started on first use; undefined where guests boot themselves: a runtime
+   * without one, not root (joining a sandbox's namespaces needs it), or one that stopped working.
+   */
+  private zygoteFor(launch: LaunchSpec): Zygote | undefined {
+    if (launch.forkServer === undefined || !this.ownMount || this.seccompFile === undefined) return undefined;
+    if (this.options.forkServers === false || process.env.HEARTH_ZYGOTE === 'off') return undefined;
+    let zygote = this.zygotes.get(launch.guestDir);
+    if (zygote === undefined) {
+      zygote = new Zygote(launch, launch.forkServer, {
+        seccompFile: this.seccompFile,
+        uid: this.uid,
+        gid: this.gid,
+        guestDir: this.guestCopy(launch),
+      });
+      this.zygotes.set(launch.guestDir, zygote);
+    }
+    return zygote.unusable === undefined ? zygote : undefined;
+  }
+
+  /** Once the sandbox's placeholder runs, has the zygote fork the guest into it; a failure ends the sandbox. */
+  private forkInto(
+    zygote: Zygote,
+    child: ChildProcess,
+    guest: GuestProcess,
+    cgroupDirs: readonly string[],
+    env: Readonly<Record<string, string>>,
+  ): void {
+    const hold = (child.stdio as readonly unknown[])[ZYGOTE_HOLD_FD] as Socket | null;
+    if (hold === null || child.pid === undefined) {
+      guest.kill('SIGKILL');
+      return;
+    }
+    const sandbox = child.pid;
+    hold.on('error', () => {});
+    hold.once('data', () => {
+      zygote.fork({ sandbox, hold, cgroupDirs, env }).then(
+        // The zygote holds its own copy now: the placeholder reads the guest's exit status from it.
+        () => hold.destroy(),
+        (error: Error) => {
+          process.emitWarning(`sandbox: a guest could not be forked into its sandbox: ${error.message}`);
+          guest.kill('SIGKILL');
+        },
+      );
+    });
   }
 
   /** Writes the function's /etc/hosts and, for an allow-list, lets its destinations through. */
@@ -545,6 +600,7 @@ export class SandboxIsolation implements Isolation {
 
   /** Unmounts the state dir's tmpfs; sandboxes still running keep their own view of it. */
   close(): void {
+    for (const zygote of this.zygotes.values()) zygote.close();
     if (this.ownMount) {
       try {
         execFileSync('umount', ['-l', this.options.stateDir], { stdio: 'ignore' });

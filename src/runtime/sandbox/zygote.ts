@@ -1,0 +1,155 @@
+/**
+ * @module A runtime's fork server ("zygote", as in SOCK, USENIX ATC'18) for sandboxes: one host process
+ * per guest bootstrap that has loaded the guest once and forks a copy into each new sandbox, so a stem
+ * cell costs bubblewrap's few milliseconds and a fork instead of a whole interpreter boot (issue 11).
+ *
+ * The sandbox is made by bubblewrap exactly as for any guest (namespaces, root, /code, /tmp, cgroup,
+ * seccomp, uid), with a placeholder shell as its command (`HOLD_COMMAND`). Once the placeholder runs it
+ * says so on fd 7; the zygote is then asked to fork into it: its child joins the sandbox's cgroup and
+ * namespaces, takes the placeholder's stdout, stderr and fd 3, and drops to the same uid, capabilities,
+ * no-new-privileges and seccomp filter before the guest's code runs (src/runtime/python/guest/hearth_zygote.py).
+ * The placeholder stays the sandbox's command: it exits with the guest's status, which the zygote writes
+ * on fd 7, and on end-of-file if the zygote dies, so bubblewrap's exit is still the guest's.
+ *
+ * Used only where the platform runs as root (joining another process's namespaces needs it); elsewhere,
+ * and for runtimes without one, the sandbox starts the interpreter itself.
+ */
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import type { LaunchSpec } from '../index.js';
+import { atFunctionPriority } from '../priority.js';
+
+/** The sandbox's descriptor for the placeholder's go-ahead and the guest's exit status. */
+export const ZYGOTE_HOLD_FD = 7;
+/** Marks the placeholder in its command line, where the zygote looks for it. */
+const HOLD_MARK = 'hearth-zygote-hold';
+/** The sandbox's command while the zygote's child is its guest. */
+export const HOLD_COMMAND: readonly string[] = [
+  '/bin/sh',
+  '-c',
+  `printf z >&${ZYGOTE_HOLD_FD} && read -r code <&${ZYGOTE_HOLD_FD}; exit "\${code:-125}"`,
+  HOLD_MARK,
+];
+/** Fork failures in a row after which the zygote is given up for this run (the sandbox boots guests). */
+const FAILURES_BEFORE_GIVING_UP = 5;
+
+export interface ZygoteSettings {
+  readonly seccompFile: string;
+  readonly uid: number;
+  readonly gid: number;
+  /** The guest directory copy the sandboxes bind (host path). */
+  readonly guestDir: string;
+}
+
+export interface ForkRequest {
+  /** bubblewrap's pid: the placeholder is its grandchild. */
+  readonly sandbox: number;
+  /** Our end of the sandbox's hold channel, which the zygote takes over. */
+  readonly hold: Socket;
+  readonly cgroupDirs: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+}
+
+interface Reply {
+  readonly id: number;
+  readonly ok: boolean;
+  readonly error?: string;
+}
+
+export class Zygote {
+  private readonly child: ChildProcess;
+  private readonly control: Socket;
+  private readonly waiting = new Map<number, (reply: Reply) => void>();
+  private nextId = 1;
+  private failures = 0;
+  private buffered = '';
+  private ended: string | undefined;
+  private stderrTail = '';
+
+  constructor(launch: LaunchSpec, script: string, settings: ZygoteSettings) {
+    // Its source on stdin, its settings on fd 3: a forked guest reading /proc/self/cmdline or environ
+    // then sees an interpreter and its own environment, never a host path.
+    const command = atFunctionPriority(launch.command, ['-I', '-S', '-B', '-', '/hearth/guest/bootstrap.py']);
+    this.child = spawn(command.command, command.args, {
+      stdio: ['pipe', 'ignore', 'pipe', 'pipe'],
+      env: { ...launch.env },
+    });
+    this.child.stdin?.on('error', () => {});
+    this.child.stdin?.end(readFileSync(join(launch.guestDir, script)));
+    this.child.stderr?.on('data', (chunk: Buffer) => {
+      this.stderrTail = (this.stderrTail + chunk.toString()).slice(-2000);
+    });
+    this.control = (this.child.stdio as readonly unknown[])[3] as Socket;
+    this.control.on('error', () => {});
+    this.control.write(`${JSON.stringify(settings)}\n`);
+    this.control.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.child.once('exit', (code, signal) => {
+      const last = this.stderrTail.trim().split('\n').pop() ?? '';
+      this.end(`the fork server exited (${signal ?? `code ${code}`})${last === '' ? '' : `: ${last}`}`);
+    });
+    this.child.once('error', (error) => this.end(`the fork server did not start: ${error.message}`));
+  }
+
+  /** Why this zygote no longer forks (it exited, or failed too often in a row); undefined while it does. */
+  get unusable(): string | undefined {
+    return this.ended;
+  }
+
+  /** Forks a guest into the sandbox; rejects (and the sandbox is to be discarded) if that failed. */
+  fork(request: ForkRequest): Promise<void> {
+    if (this.ended !== undefined) return Promise.reject(new Error(this.ended));
+    const holdFd = descriptorOf(request.hold);
+    if (holdFd === undefined) return Promise.reject(new Error('the hold channel has no descriptor'));
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(id, (reply) => {
+        if (reply.ok) {
+          this.failures = 0;
+          resolve();
+          return;
+        }
+        this.failures++;
+        if (this.failures >= FAILURES_BEFORE_GIVING_UP)
+          this.end(`the fork server failed ${this.failures} times in a row: ${reply.error}`);
+        reject(new Error(reply.error ?? 'the fork server failed'));
+      });
+      this.control.write(
+        `${JSON.stringify({ id, sandbox: request.sandbox, holdFd, cgroups: request.cgroupDirs, env: request.env })}\n`,
+      );
+    });
+  }
+
+  close(): void {
+    this.end('the platform is stopping');
+    this.child.kill('SIGKILL');
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buffered += chunk.toString();
+    let newline = this.buffered.indexOf('\n');
+    while (newline >= 0) {
+      const reply = JSON.parse(this.buffered.slice(0, newline)) as Reply;
+      this.buffered = this.buffered.slice(newline + 1);
+      const waiter = this.waiting.get(reply.id);
+      this.waiting.delete(reply.id);
+      waiter?.(reply);
+      newline = this.buffered.indexOf('\n');
+    }
+  }
+
+  private end(why: string): void {
+    if (this.ended !== undefined) return;
+    this.ended = why;
+    for (const waiter of this.waiting.values()) waiter({ id: 0, ok: false, error: why });
+    this.waiting.clear();
+  }
+}
+
+/** The descriptor under a socket libuv made for a child's stdio (internal, but stable on Linux). */
+function descriptorOf(socket: Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
