@@ -4,8 +4,8 @@
 // - sustained: distinct idle functions called by 4 clients in a closed loop, cold starts per second.
 // The stem-cell pools are full at the start of each part, never topped up between calls.
 // Run alone: `node bench/cold-burst.mjs`; COLD_BURST_RUNTIMES=python3 (one runtime), COLD_BURST_PARTS=backToBack
-// (some parts), COLD_BURST_CONFIG='{"stemCells":{"node20":24}}' (the platform's config), HEARTH_ZYGOTE=off
-// (Python booted in each sandbox rather than forked).
+// (some parts), COLD_BURST_CONFIG='{"stemCells":{"node20":24}}' (the platform's config), HEARTH_ZYGOTE=on
+// (Python forked into each sandbox by the fork server, config `forkServer`, rather than booted).
 
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';

@@ -174,6 +174,12 @@ export const configFileSchema = z.strictObject({
    * trusted tenant only).
    */
   egressAllow: z.enum(['outbound', 'host']).optional(),
+  /**
+   * Whether Python guests are forked into their sandboxes from one pre-loaded process (sandbox/zygote.ts)
+   * rather than booted in each: faster cold starts, but every Python function of the node then shares its
+   * address-space layout and `str` hash secret with the others, tenants included. Off by default.
+   */
+  forkServer: z.boolean().optional(),
   /** The OCI runtime of container functions: crun (the default, when installed) or runc. */
   containerRuntime: z.enum(['crun', 'runc']).optional(),
   images: z
@@ -260,6 +266,8 @@ export interface PlatformConfig {
   readonly logRecords: number;
   /** What `egress: allow` gives a sandboxed function (`outbound` unless the operator chose `host`). */
   readonly egressAllow: 'outbound' | 'host';
+  /** `forkServer`, or `HEARTH_ZYGOTE=on|off` in the platform's environment, which wins. */
+  readonly forkServer: boolean;
   /** `containerRuntime`: the OCI runtime the operator chose, or undefined for crun with runc as the fallback. */
   readonly containerRuntime: 'crun' | 'runc' | undefined;
   /** `images.localDirs`: whether `spec.image: dir:/PATH` is taken (it runs a host folder the deployer names). */
@@ -400,6 +408,12 @@ export function resolveConfig(
     }),
     logRecords: merged.logRecords ?? 200_000,
     egressAllow: merged.egressAllow ?? 'outbound',
+    forkServer:
+      process.env.HEARTH_ZYGOTE === 'on'
+        ? true
+        : process.env.HEARTH_ZYGOTE === 'off'
+          ? false
+          : (merged.forkServer ?? false),
     containerRuntime: merged.containerRuntime,
     localImageDirs: merged.images?.localDirs ?? false,
     buildTimeoutMs:

@@ -226,7 +226,7 @@ export async function startPlatform(
     ['provided', createProvidedRuntime()],
     ['image', createImageRuntime()],
   ]);
-  const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox') });
+  const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox'), forkServers: config.forkServer });
   // Its boot image holds the Node and Python interpreters and guests (built once per content hash, the same
   // list scripts/microvm-image.mjs builds ahead for the tests).
   const microvm = new MicroVmIsolation({

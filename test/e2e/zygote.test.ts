@@ -2,7 +2,7 @@
  * @module End-to-end: the Python fork server (issue 11). A sandboxed Python function is forked from a booted
  * guest into its own sandbox rather than booting Python there, and keeps every wall a booted one has: its
  * uid, no capabilities, no new privileges, the seccomp filter, its own pid, mount, network and uts
- * namespaces, and nothing that names the host's paths. With `HEARTH_ZYGOTE=off` it boots as before.
+ * namespaces, and nothing that names the host's paths. Off by default (config `forkServer`); the test turns it on with `HEARTH_ZYGOTE=on`.
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -100,9 +100,9 @@ let booted: Record<string, unknown>;
 let forkedHearth: Hearth;
 
 beforeAll(async () => {
-  forkedHearth = await startHearth();
+  forkedHearth = await startHearth({ env: { HEARTH_ZYGOTE: 'on' } });
   platforms.push(forkedHearth);
-  const bootedHearth = await startHearth({ env: { HEARTH_ZYGOTE: 'off' } });
+  const bootedHearth = await startHearth();
   platforms.push(bootedHearth);
   forked = await probe(forkedHearth, 'walls-forked');
   booted = await probe(bootedHearth, 'walls-booted');

@@ -71,7 +71,7 @@ export interface SandboxOptions {
   /** Processes a stem cell may have before it is bound (a function's `limits.pids` then applies). */
   readonly pids?: number;
   readonly bwrapPath?: string;
-  /** Whether a runtime's fork server may start its guests (default: yes; `HEARTH_ZYGOTE=off` says no). */
+  /** Whether a runtime's fork server may start its guests (config `forkServer`; default: no). */
   readonly forkServers?: boolean;
 }
 
@@ -329,7 +329,7 @@ export class SandboxIsolation implements Isolation {
    */
   private zygoteFor(launch: LaunchSpec): Zygote | undefined {
     if (launch.forkServer === undefined || !this.ownMount || this.seccompFile === undefined) return undefined;
-    if (this.options.forkServers === false || process.env.HEARTH_ZYGOTE === 'off') return undefined;
+    if (this.options.forkServers !== true) return undefined;
     let zygote = this.zygotes.get(launch.guestDir);
     if (zygote === undefined) {
       zygote = new Zygote(launch, launch.forkServer, {
