@@ -508,7 +508,10 @@ describe('hearth operator', () => {
       await objects.create(
         fn('by-command', { runtime: 'node20', code: { inline: { 'index.js': HANDLER } } }),
       );
-      const resource = await reconciled('by-command');
+      const resource = await reconciled('by-command').catch((error: Error) => {
+        // Why it did not: the operator's own log says.
+        throw new Error(`${error.message}\noperator's stderr:\n${stderr.slice(-4000)}`);
+      });
       expect(resource.status).toMatchObject({ ready: true, version: '1' });
       expect((await invoke(hearth.url, 'by-command')).status).toBe(200);
     } finally {
@@ -517,5 +520,5 @@ describe('hearth operator', () => {
       expect(await exited).toBe(0);
     }
     expect(stderr).toContain('watching Function and EventGateway resources');
-  });
+  }, 120_000);
 });
