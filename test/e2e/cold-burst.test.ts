@@ -73,9 +73,10 @@ describe('a burst of cold starts', () => {
       expect(response.headers.get('x-hearth-cold-start'), names[index]).toBe('1');
       expect((response.json() as { fn?: string }).fn ?? names[index]).toBe(names[index]);
     }
+    // Every one of them took a stem cell; the autoscaler may take more meanwhile (a pre-warm it learned).
     const after = await takenByRuntime();
-    expect((after.node20 ?? 0) - (before.node20 ?? 0)).toBe(PER_RUNTIME);
-    expect((after.python3 ?? 0) - (before.python3 ?? 0)).toBe(PER_RUNTIME);
+    expect((after.node20 ?? 0) - (before.node20 ?? 0)).toBeGreaterThanOrEqual(PER_RUNTIME);
+    expect((after.python3 ?? 0) - (before.python3 ?? 0)).toBeGreaterThanOrEqual(PER_RUNTIME);
   });
 
   it('the same functions answer again from the instances the burst started', async () => {
