@@ -45,37 +45,69 @@ const results =
   only.length === 0
     ? { date: started.toISOString(), machine: machine() }
     : { ...kept, reruns: [...reruns, { date: started.toISOString(), sections: only }] };
-if (want('warm')) results.warm = await warmBench({ seconds: 5, connections: 50, rounds: 9 });
-if (want('cold')) results.cold = await coldBench({ count: 24 });
-if (want('cold-burst')) results.coldBurst = await coldBurstBench();
-if (want('density')) results.density = await densityBench();
-if (want('isolate')) results.isolate = await isolateBench();
-if (want('containers')) results.containers = await containersBench();
-if (want('footprint')) results.footprint = await footprintBench({ count: 10 });
-if (want('telemetry')) results.telemetry = await telemetryBench({ seconds: 5, connections: 50, rounds: 6 });
-if (want('auth')) results.auth = await authBench({ seconds: 5, connections: 50, rounds: 5 });
-if (want('state')) results.state = await stateBench({ rounds: 5, perRound: 1000 });
-if (want('egress')) results.egress = await egressBench({ count: 20 });
-if (want('traffic')) results.traffic = await trafficBench({ rate: 1000, seconds: 10 });
-if (want('events')) results.events = await eventsBench({ count: 50_000 });
-if (want('async')) results.async = await asyncBench({ count: 5000 });
-if (want('streaming')) results.streaming = await streamingBench({ count: 100 });
+/** Sections that failed: each keeps its previous figures, so one failure does not lose the others'. */
+const failed = [];
+async function measure(key, run) {
+  try {
+    return await run();
+  } catch (error) {
+    process.stderr.write(`bench: ${key} failed, its previous figures are kept: ${error?.stack ?? error}\n`);
+    failed.push(key);
+    return previousJson[key];
+  }
+}
+if (want('warm'))
+  results.warm = await measure('warm', () => warmBench({ seconds: 5, connections: 50, rounds: 9 }));
+if (want('cold')) results.cold = await measure('cold', () => coldBench({ count: 24 }));
+if (want('cold-burst')) results.coldBurst = await measure('coldBurst', () => coldBurstBench());
+if (want('density')) results.density = await measure('density', () => densityBench());
+if (want('isolate')) results.isolate = await measure('isolate', () => isolateBench());
+if (want('containers')) results.containers = await measure('containers', () => containersBench());
+if (want('footprint')) results.footprint = await measure('footprint', () => footprintBench({ count: 10 }));
+if (want('telemetry'))
+  results.telemetry = await measure('telemetry', () =>
+    telemetryBench({ seconds: 5, connections: 50, rounds: 6 }),
+  );
+if (want('auth'))
+  results.auth = await measure('auth', () => authBench({ seconds: 5, connections: 50, rounds: 5 }));
+if (want('state')) results.state = await measure('state', () => stateBench({ rounds: 5, perRound: 1000 }));
+if (want('egress')) results.egress = await measure('egress', () => egressBench({ count: 20 }));
+if (want('traffic'))
+  results.traffic = await measure('traffic', () => trafficBench({ rate: 1000, seconds: 10 }));
+if (want('events')) results.events = await measure('events', () => eventsBench({ count: 50_000 }));
+if (want('async')) results.async = await measure('async', () => asyncBench({ count: 5000 }));
+if (want('streaming')) results.streaming = await measure('streaming', () => streamingBench({ count: 100 }));
 if (want('cloudevents'))
-  results.cloudevents = await cloudEventsBench({ rounds: 5, seconds: 3, connections: 32 });
+  results.cloudevents = await measure('cloudevents', () =>
+    cloudEventsBench({ rounds: 5, seconds: 3, connections: 32 }),
+  );
 if (want('eventsourcing'))
-  results.eventsourcing = await eventSourcingBench({ pairs: 2000, rebuildEvents: 100_000 });
-if (want('hostile')) results.hostile = await hostileBench({ seconds: 3, rounds: 4 });
-if (want('builds')) results.builds = await buildsBench();
-if (want('abuse')) results.abuse = await abuseBench({ seconds: 4, rounds: 3 });
+  results.eventsourcing = await measure('eventsourcing', () =>
+    eventSourcingBench({ pairs: 2000, rebuildEvents: 100_000 }),
+  );
+if (want('hostile'))
+  results.hostile = await measure('hostile', () => hostileBench({ seconds: 3, rounds: 4 }));
+if (want('builds')) results.builds = await measure('builds', () => buildsBench());
+if (want('abuse')) results.abuse = await measure('abuse', () => abuseBench({ seconds: 4, rounds: 3 }));
 if (want('cluster'))
-  results.cluster = await clusterBench({ seconds: 4, connections: 30, sequentialCount: 1000 });
-if (want('tls')) results.tls = await tlsBench({ seconds: 5, connections: 50, rounds: 5 });
+  results.cluster = await measure('cluster', () =>
+    clusterBench({ seconds: 4, connections: 30, sequentialCount: 1000 }),
+  );
+if (want('tls'))
+  results.tls = await measure('tls', () => tlsBench({ seconds: 5, connections: 50, rounds: 5 }));
 if (want('compliance'))
-  results.compliance = await complianceBench({ seconds: 5, connections: 32, rounds: 4 });
+  results.compliance = await measure('compliance', () =>
+    complianceBench({ seconds: 5, connections: 32, rounds: 4 }),
+  );
 if (want('microvm'))
-  results.microvm = await microvmBench({ boots: 3, coldStarts: 3, seconds: 5, connections: 16 });
-if (want('pull')) results.pull = await pullBench();
-if (want('wasm')) results.wasm = await wasmBench({ count: 24, seconds: 5, connections: 50, rounds: 3 });
+  results.microvm = await measure('microvm', () =>
+    microvmBench({ boots: 3, coldStarts: 3, seconds: 5, connections: 16 }),
+  );
+if (want('pull')) results.pull = await measure('pull', () => pullBench());
+if (want('wasm'))
+  results.wasm = await measure('wasm', () =>
+    wasmBench({ count: 24, seconds: 5, connections: 50, rounds: 3 }),
+  );
 // `npm run bench:trace` owns `trace` in results.json as in RESULTS.md: carry it over.
 if (previousJson.trace !== undefined) results.trace = previousJson.trace;
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
@@ -690,3 +722,7 @@ if (results.pull) {
   );
 }
 writeResults(`${lines.join('\n')}\n`);
+if (failed.length > 0) {
+  process.stderr.write(`bench: not measured this time (previous figures kept): ${failed.join(', ')}\n`);
+  process.exitCode = 1;
+}

@@ -43,6 +43,8 @@ export interface EventGatewayOptions {
   readonly tls?: TlsReloader | undefined;
   /** Cluster mode (issue 12): leases on keys (a cron run's time), one node at a time, cluster-wide. */
   readonly claims?: TriggerClaims | undefined;
+  /** Cluster mode: this node's id (subscriptions every node makes become shared ones). */
+  readonly nodeId?: string | undefined;
   /** Cluster mode (issue 12): the queue every node shares (JetStream), instead of the embedded one. */
   readonly sharedQueue?: SharedQueue | undefined;
 }
@@ -116,6 +118,7 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     warn: (message) => logger.warn(message),
     info: (message) => logger.info(message),
     ...(options.claims === undefined ? {} : { claims: options.claims }),
+    ...(options.nodeId === undefined ? {} : { nodeId: options.nodeId }),
   });
   notifyWorker = () => worker.notify();
   options.sharedQueue?.onAvailable(() => worker.notify());

@@ -464,6 +464,7 @@ export async function startPlatform(
             done: (key) => cluster.store.claimDone(key),
           },
     sharedQueue: cluster?.queue,
+    nodeId: cluster?.nodeId,
   });
   eventCalls = events.hostCalls;
   const deployer = new Deployer({

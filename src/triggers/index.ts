@@ -50,6 +50,11 @@ export interface TriggerHost {
    * node's.
    */
   readonly claims?: TriggerClaims;
+  /**
+   * Cluster mode: this node's id. A subscription every node makes (MQTT) is then a shared one by default,
+   * so the broker delivers each message to one node; absent on a single node.
+   */
+  readonly nodeId?: string;
 }
 
 /**

@@ -7,9 +7,10 @@
 
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import mqtt from 'mqtt';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, startNats } from '../support/broker-processes.mjs';
+import { type Broker, startMosquitto, startNats } from '../support/broker-processes.mjs';
 import {
   api,
   copyFixture,
@@ -373,6 +374,81 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
       await api(node('b').url, functionApiPath('ticker'), { method: 'DELETE' });
       await fixture.cleanup();
       await recorder.close();
+    }
+  }, 90_000);
+
+  it('an MQTT trigger every node runs stays connected on each and delivers each message once, cluster-wide', async () => {
+    const broker = await startMosquitto();
+    const recorder = await startRecorder();
+    const publisher = await mqtt.connectAsync(broker.url, {
+      protocolVersion: 5,
+      clientId: 'cluster-publisher',
+    });
+    const fixture = await copyFixture('event-recorder', {
+      'hearth.yaml': [
+        'apiVersion: hearth.dev/v1',
+        'kind: Function',
+        'metadata: { name: mqtt-sink }',
+        'spec:',
+        '  runtime: node20',
+        '  egress: allow',
+        `  env: { RECORDER_URL: "${recorder.functionUrl}/hit" }`,
+        '  triggers:',
+        `    - mqtt: { url: "${broker.url}", topic: "cluster/jobs", qos: 1 }`,
+        '',
+      ].join('\n'),
+    });
+    const jobs = (): number[] =>
+      recorder.received
+        .map((hit) => hit.json<{ event: { data?: { job?: number } } }>().event.data?.job)
+        .filter((job): job is number => typeof job === 'number');
+    try {
+      expect((await deployFolder(node('b').url, fixture.dir, { name: 'mqtt-sink' })).status).toBe(200);
+      for (const id of ['a', 'c'])
+        await eventually(`node ${id} to serve mqtt-sink`, async () =>
+          node(id).log.some((entry) => entry.msg === 'cluster: now serving default/mqtt-sink v1')
+            ? true
+            : undefined,
+        );
+      // Until a first message arrives the subscriptions may still be on their way: probe with job -1.
+      await eventually(
+        'a first message through the trigger',
+        async () => {
+          await publisher.publishAsync('cluster/jobs', JSON.stringify({ job: -1 }), { qos: 1 });
+          return jobs().includes(-1) ? true : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 1000 },
+      );
+      // Every node holds its subscription, and keeps it: nodes that took one MQTT client id from each other
+      // would be reconnecting in turn, each seen `connecting` most of the time.
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      for (let sample = 0; sample < 6; sample++) {
+        for (const id of ['a', 'b', 'c'])
+          expect((await getFunction(node(id).url, 'mqtt-sink'))?.triggers?.[0]?.state, `node ${id}`).toBe(
+            'running',
+          );
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      for (let job = 0; job < 12; job++)
+        await publisher.publishAsync('cluster/jobs', JSON.stringify({ job }), { qos: 1 });
+      await recorder.waitFor(
+        'the 12 jobs',
+        () => new Set(jobs().filter((job) => job >= 0)).size === 12,
+        30_000,
+      );
+      // A duplicate from another node's subscription would have arrived by now.
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      for (let job = 0; job < 12; job++)
+        expect(
+          jobs().filter((seen) => seen === job),
+          `job ${job}`,
+        ).toHaveLength(1);
+    } finally {
+      await api(node('b').url, functionApiPath('mqtt-sink'), { method: 'DELETE' });
+      await fixture.cleanup();
+      await publisher.endAsync();
+      await recorder.close();
+      await broker.stop();
     }
   }, 90_000);
 });

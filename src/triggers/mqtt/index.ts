@@ -46,17 +46,26 @@ export class MqttTrigger implements Trigger {
     private readonly host: TriggerHost,
   ) {}
 
+  /**
+   * The shared-subscription group: the trigger's own, or in a cluster the trigger's owner, so that each
+   * message goes to one node rather than to every node (and the nodes do not take one client id from each
+   * other, which would have them reconnect in turn).
+   */
+  private get group(): string | undefined {
+    if (this.source.shared !== undefined) return this.source.shared;
+    return this.host.nodeId === undefined ? undefined : this.config.owner.replace(/[^A-Za-z0-9._-]/g, '_');
+  }
+
   private get filter(): string {
-    return this.source.shared === undefined
-      ? this.source.topic
-      : `$share/${this.source.shared}/${this.source.topic}`;
+    const group = this.group;
+    return group === undefined ? this.source.topic : `$share/${group}/${this.source.topic}`;
   }
 
   async start(): Promise<void> {
     const base = `hearth-${this.config.owner}`;
     const clientId =
       this.source.clientId ??
-      (this.source.shared === undefined ? base : `${base}-${hostname()}`).slice(0, 128);
+      (this.group === undefined ? base : `${base}-${this.host.nodeId ?? hostname()}`).slice(0, 128);
     const client = mqtt.connect(this.source.url, {
       clientId,
       protocolVersion: 5,
