@@ -460,8 +460,9 @@ export class JetStreamQueue implements Queue {
       }
     }
     const { rows } = await this.db.query<{ id: string; namespace: string; name: string }>(
+      // Unpublished until each is back in the stream: a node that dies mid-loop leaves the rest to the sweeper.
       `UPDATE queue_messages SET state = 'queued', attempts = 0, available_at = $1, finished_at = NULL,
-         callback_state = NULL, callback_attempts = 0, callback_error = NULL
+         callback_state = NULL, callback_attempts = 0, callback_error = NULL, published = false
        WHERE ${where.join(' AND ')} RETURNING id, namespace, name`,
       params,
     );
@@ -469,6 +470,7 @@ export class JetStreamQueue implements Queue {
     for (const { id, namespace, name } of rows) {
       // A fresh publish id: the first one may still be in the stream's duplicate window.
       await this.publishWork(id, { namespace, name }, `${id}.redrive.${randomUUID()}`);
+      this.markPublished(id);
       await manager.streams.purge(DEAD_STREAM, { filter: deadSubject(id) }).catch(() => undefined);
     }
     return rows.length;

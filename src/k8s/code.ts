@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { stringify } from 'yaml';
@@ -87,15 +87,17 @@ export async function packCode(
           files.set(safePath(name), Buffer.from(base64, 'base64'));
       }
     } else if (code.url !== undefined) {
-      const response = await fetch(code.url).catch((error: unknown) => {
-        throw new CodeError('CodeNotFound', `code url ${code.url}: ${(error as Error).message}`);
-      });
+      const response = await fetch(code.url, { signal: AbortSignal.timeout(URL_TIMEOUT_MS) }).catch(
+        (error: unknown) => {
+          throw new CodeError('CodeNotFound', `code url ${code.url}: ${(error as Error).message}`);
+        },
+      );
       if (!response.ok || response.body === null)
         throw new CodeError('CodeNotFound', `code url ${code.url}: HTTP ${response.status}`);
       await unpackInto(
         files,
         join(dir, 'unpacked'),
-        Readable.fromWeb(response.body as never),
+        Readable.fromWeb(response.body as never).compose(capped(MAX_URL_BYTES, `code url ${code.url}`)),
         `code url ${code.url}`,
       );
     } else {
@@ -117,6 +119,22 @@ export async function packCode(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A code URL the operator downloads: at most this long and this large (it unpacks as the operator). */
+const URL_TIMEOUT_MS = 60_000;
+const MAX_URL_BYTES = 64 * 1024 * 1024;
+
+/** Passes bytes through until `max` of them, then fails the stream naming the limit. */
+function capped(max: number, origin: string): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      if (seen > max) callback(new CodeError('InvalidCode', `${origin}: larger than ${max / 1024 ** 2} MiB`));
+      else callback(null, chunk);
+    },
+  });
 }
 
 async function unpackInto(

@@ -131,7 +131,15 @@ export class Zygote {
     this.buffered += chunk.toString();
     let newline = this.buffered.indexOf('\n');
     while (newline >= 0) {
-      const reply = JSON.parse(this.buffered.slice(0, newline)) as Reply;
+      let reply: Reply;
+      try {
+        reply = JSON.parse(this.buffered.slice(0, newline)) as Reply;
+      } catch {
+        // Not a reply of ours: the server is not to be trusted any more.
+        this.end(`the fork server wrote a line that is not JSON: ${this.buffered.slice(0, 80)}`);
+        this.child.kill('SIGKILL');
+        return;
+      }
       this.buffered = this.buffered.slice(newline + 1);
       const waiter = this.waiting.get(reply.id);
       this.waiting.delete(reply.id);

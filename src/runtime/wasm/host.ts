@@ -64,6 +64,9 @@ export function wasmHostKind(options: { workers?: number } = {}): HostKind {
       const info = lstatSync(path, { throwIfNoEntry: false });
       if (info === undefined || !info.isFile())
         throw new Error(`${file} is not a file in the function folder`);
+      // Nor a linked folder on the way to it (lstat checks only the last name).
+      if (!realpathSync(path).startsWith(`${realpathSync(bind.codeDir)}/`))
+        throw new Error(`${file} is not a file in the function folder`);
       const identity = `${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}`;
       let bytes: Buffer | undefined;
       let hash = hashes.get(identity);

@@ -63,9 +63,13 @@ export class MqttTrigger implements Trigger {
 
   async start(): Promise<void> {
     const base = `hearth-${this.config.owner}`;
-    const clientId =
-      this.source.clientId ??
-      (this.group === undefined ? base : `${base}-${this.host.nodeId ?? hostname()}`).slice(0, 128);
+    // In a cluster every node connects: one client id would have them close each other's session in turn.
+    const own = this.source.clientId ?? base;
+    const clientId = (
+      this.host.nodeId !== undefined
+        ? `${own}-${this.host.nodeId}`
+        : (this.source.clientId ?? (this.group === undefined ? base : `${base}-${hostname()}`))
+    ).slice(0, 128);
     const client = mqtt.connect(this.source.url, {
       clientId,
       protocolVersion: 5,

@@ -293,6 +293,8 @@ class Zygote:
         os.setgroups([])
         os.setresgid(self.gid, self.gid, self.gid)
         os.setresuid(self.uid, self.uid, self.uid)
+        # A change of uid clears the parent-death signal set at the fork: set it again.
+        check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
         header = CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
         data = (CapData * 2)()
         check(libc.capset(ctypes.byref(header), data), "capset")
