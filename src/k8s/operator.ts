@@ -32,6 +32,9 @@ import {
   type OwnerReference,
 } from './resources.js';
 
+/** How long the operator waits for one call to a Hearth node's API. */
+const HEARTH_CALL_TIMEOUT_MS = 30_000;
+
 export const FINALIZER = 'hearth.dev/operator';
 
 export type HearthKind = 'Function' | 'EventGateway';
@@ -188,9 +191,12 @@ export async function startOperator(options: OperatorOptions): Promise<Operator>
       headers['content-type'] = 'application/gzip';
       payload = body.archive;
     }
+    // Bounded: a Hearth that does not answer fails this pass (logged, retried) instead of holding every
+    // later pass of the namespace.
     const response = await fetch(`${hearthUrl(namespace)}${path}`, {
       method,
       headers,
+      signal: AbortSignal.timeout(HEARTH_CALL_TIMEOUT_MS),
       ...(payload === undefined ? {} : { body: payload }),
     });
     const text = await response.text();

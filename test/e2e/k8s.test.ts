@@ -368,6 +368,21 @@ describe('operator', () => {
       expect(resource.status).toMatchObject({ ready: true, version: '1' });
       expect((await invoke(hearth.url, 'fetched')).json()).toMatchObject({ greeting: 'from a url' });
     } finally {
+      // Gone with its server: a CR left naming a closed port would be fetched again by every later pass,
+      // and that port may by then belong to another suite's server that never answers.
+      await objects
+        .delete({
+          apiVersion: 'hearth.dev/v1',
+          kind: 'Function',
+          metadata: { name: 'fetched', namespace: 'default' },
+        })
+        .catch(() => undefined);
+      await eventually(
+        'the fetched Function gone',
+        async () =>
+          (await read('hearth.dev/v1', 'Function', 'fetched', 'default')) === undefined ? true : undefined,
+        { timeoutMs: 60_000, intervalMs: 200 },
+      );
       server.close();
     }
   });
