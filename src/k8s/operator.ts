@@ -603,10 +603,36 @@ export async function startOperator(options: OperatorOptions): Promise<Operator>
       if (phase === 'DELETED' && namespace !== undefined && namespacesSeen.has(namespace))
         void reconcile(namespace);
     });
-  const resync = setInterval(() => {
+  // Level-triggered: each resync (and the start) lists the resources themselves, so a namespace whose
+  // watch events never came (a watch that was slow to start) is reconciled all the same.
+  const discover = async (): Promise<void> => {
+    for (const kind of ['Function', 'EventGateway'] as const) {
+      try {
+        const list = (
+          options.namespace === undefined
+            ? await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL[kind] })
+            : await custom.listNamespacedCustomObject({
+                group: GROUP,
+                version: VERSION,
+                namespace: options.namespace,
+                plural: PLURAL[kind],
+              })
+        ) as { items?: KubernetesObject[] };
+        for (const item of list.items ?? [])
+          if (item.metadata?.namespace !== undefined) namespacesSeen.add(item.metadata.namespace);
+      } catch (error) {
+        log({
+          level: 'warn',
+          msg: 'listing resources failed; retried at the next resync',
+          error: describe(error),
+        });
+      }
+    }
     for (const namespace of namespacesSeen) void reconcile(namespace);
-  }, options.resyncMs ?? 30_000);
+  };
+  const resync = setInterval(() => void discover(), options.resyncMs ?? 30_000);
   resync.unref();
+  void discover();
 
   return {
     stats,
