@@ -26,6 +26,7 @@ import {
   api,
   deployFolder,
   eventually,
+  functionLogs,
   type Hearth,
   invoke,
   makeFolder,
@@ -62,10 +63,10 @@ function copyOfImage(prefix: string): string {
   return join(dir, 'image');
 }
 
-async function deployOk(name: string, spec: string): Promise<void> {
+async function deployOk(name: string, spec: string, query = ''): Promise<void> {
   const folder = await makeFolder({ 'hearth.yaml': manifest(name, spec) });
   folders.push(folder);
-  const deployed = await deployFolder(hearth.url, folder.dir, { name });
+  const deployed = await deployFolder(hearth.url, folder.dir, { name, query });
   expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
 }
 
@@ -111,6 +112,25 @@ function preparedContainers(): number {
     }
   }
   return count;
+}
+
+/**
+ * Removes the go fifo of every container made ahead, from each supervisor's private tmpfs (seen through
+ * /proc/PID/root, its mount namespace); returns how many were removed.
+ */
+function removePreparedGoSignals(): number {
+  let removed = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const fifo = `/proc/${entry}/root${CONTAINER_RUN_DIR}/helper/go`;
+    try {
+      rmSync(fifo);
+      removed += 1;
+    } catch {
+      // Not a supervisor's namespace, gone meanwhile, or removed through another process of the same one.
+    }
+  }
+  return removed;
 }
 
 beforeAll(async () => {
@@ -366,6 +386,50 @@ describe('pre-made containers per image', () => {
         `dir:${goImage} outbound`,
       ]),
     );
+  });
+});
+
+describe('a pre-made container that cannot be used', () => {
+  it('is replaced by one made at bind: the cold start serves, and the function logs say why', async () => {
+    await deployOk(
+      'image-fallback',
+      `{ runtime: image, image: "dir:${goImage}", egress: allow }`,
+      '?verify=false',
+    );
+    // The instance the autoscaler keeps warm after a deploy goes: the request below needs a cold start.
+    await eventually('the instance kept warm after the deploy', () =>
+      hearth.log.some((line) => line.function === 'default/image-fallback' && line.msg === 'instance started')
+        ? true
+        : undefined,
+    );
+    await eventually('a ready stem cell with a container made ahead', async () => {
+      const stats = await api<{ node: { stemCells: { image?: string; ready: number; network: string }[] } }>(
+        hearth.url,
+        '/api/v1/stats',
+      );
+      const pool = stats.body.node.stemCells.find(
+        (entry) => entry.network === 'outbound' && entry.image === `dir:${goImage}`,
+      );
+      return (pool?.ready ?? 0) > 0 && preparedContainers() > 0 ? true : undefined;
+    });
+    await api(hearth.url, '/api/v1/namespaces/default/functions/image-fallback/instances', {
+      method: 'DELETE',
+    });
+    // Every prepared container's go signal is gone: a bind can no longer start anything in one.
+    expect(removePreparedGoSignals()).toBeGreaterThan(0);
+    const answer = await invoke(hearth.url, 'image-fallback');
+    expect(answer.status, answer.text).toBe(200);
+    // Not a failed start the scheduler had to make up for (and its circuit breaker counted).
+    const failedStarts = hearth.log
+      .map((line) => JSON.stringify(line))
+      .filter((line) => line.includes('image-fallback') && line.includes('failed to start'));
+    expect(failedStarts).toEqual([]);
+    await eventually('the fallback in the function logs', async () => {
+      const logs = await functionLogs(hearth.url, 'image-fallback');
+      return logs.some((log) => log.message.includes('the container made ahead could not be used'))
+        ? true
+        : undefined;
+    });
   });
 });
 
