@@ -50,6 +50,7 @@ import { atFunctionPriority } from '../priority.js';
 import { runConfined } from '../process/run.js';
 import { mountOverlay, type Slot } from '../slots.js';
 import { Cgroups } from './cgroups.js';
+import { holdUntilGo } from './hold.js';
 import {
   type FilteredTools,
   probeFilteredTools,
@@ -85,12 +86,7 @@ const HOLD_FD = 6;
  * has then finished setting up the namespace's loopback, which slirp4netns configuring the same
  * namespace at the same moment makes fail (`loopback: Failed RTM_NEWADDR`).
  */
-const HOLD_UNTIL_NETWORKED = [
-  '/bin/sh',
-  '-c',
-  `printf r >&${HOLD_FD} && read -r go <&${HOLD_FD} && exec ${HOLD_FD}<&- && exec "$@"`,
-  'hearth-build',
-];
+const HOLD_UNTIL_NETWORKED = holdUntilGo(HOLD_FD, 'hearth-build');
 const SLOT_DIR = '/code';
 /** Times a hung fork server is replaced in a run; past them its runtime's guests boot themselves. */
 const ZYGOTE_RESTARTS = 3;

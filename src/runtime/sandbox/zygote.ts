@@ -22,6 +22,7 @@ import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { LaunchSpec } from '../index.js';
 import { atFunctionPriority } from '../priority.js';
+import { waitForGo } from './hold.js';
 
 /** The sandbox's descriptor for the placeholder's go-ahead and the guest's exit status. */
 export const ZYGOTE_HOLD_FD = 7;
@@ -38,7 +39,7 @@ export function holdCommand(guest: readonly string[]): string[] {
   return [
     '/bin/sh',
     '-c',
-    `printf z >&${ZYGOTE_HOLD_FD} && read -r code <&${ZYGOTE_HOLD_FD}; ` +
+    `${waitForGo(ZYGOTE_HOLD_FD, 'code')}; ` +
       `if [ "$code" = ${BOOT_WORD} ]; then exec "$@" ${ZYGOTE_HOLD_FD}<&-; fi; exit "\${code:-125}"`,
     HOLD_MARK,
     ...guest,
