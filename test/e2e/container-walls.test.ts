@@ -14,14 +14,13 @@
  * - Pre-made containers per image: two image functions each keep a stem cell whose container is made ahead.
  */
 
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTAINER_RUN_DIR } from '../../src/runtime/container/index.js';
 import { goHttpImage } from '../support/container-images.mjs';
+import { type ContainerPlatform, startContainerPlatform } from '../support/containers.js';
 import {
   api,
   deployFolder,
@@ -32,7 +31,6 @@ import {
   makeFolder,
   manifest,
   runCli,
-  startHearth,
   type TempFolder,
 } from '../support/hearth.js';
 import { type Recorder, startRecorder } from '../support/recorder.js';
@@ -42,13 +40,13 @@ const PASSWORD = 'container-secret-password-4711';
 const PLATFORM_SECRET = 'platform-env-secret-0815';
 const CERT = '-----BEGIN CERT----- container -----END CERT-----';
 
+let platform: ContainerPlatform;
 let hearth: Hearth;
 let goImage: string;
 /** The same image in another folder: a second image, as the platform tells them apart. */
 let otherImage: string;
 let recorder: Recorder;
 /** A service on the host's loopback that no container function may reach. */
-let hostServer: Server;
 let hostPort: number;
 let keyFile: string;
 const folders: TempFolder[] = [];
@@ -63,23 +61,13 @@ function copyOfImage(prefix: string): string {
   return join(dir, 'image');
 }
 
-async function deployOk(name: string, spec: string, query = ''): Promise<void> {
-  const folder = await makeFolder({ 'hearth.yaml': manifest(name, spec) });
-  folders.push(folder);
-  const deployed = await deployFolder(hearth.url, folder.dir, { name, query });
-  expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
-}
+const deployOk = (name: string, spec: string, query?: string): Promise<void> =>
+  platform.deployOk(name, spec, query);
 
 async function probe(name: string, path: string): Promise<string> {
   const answer = await invoke(hearth.url, name, { path });
   expect(answer.status, answer.text).toBe(200);
   return answer.text;
-}
-
-function localDirsConfig(): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'hearth-container-walls-')), 'config.yaml');
-  writeFileSync(file, 'images: { localDirs: true }\n');
-  return file;
 }
 
 /** slirp4netns processes the platform started (its children). */
@@ -137,13 +125,9 @@ beforeAll(async () => {
   goImage = goHttpImage();
   otherImage = copyOfImage('hearth-other-image-');
   recorder = await startRecorder();
-  hostServer = createServer((_, response) => response.end('host'));
-  await new Promise<void>((resolve) => hostServer.listen(0, '127.0.0.1', resolve));
-  hostPort = (hostServer.address() as AddressInfo).port;
-  hearth = await startHearth({
-    args: ['--config', localDirsConfig()],
-    env: { HEARTH_TEST_PLATFORM_SECRET: PLATFORM_SECRET },
-  });
+  platform = await startContainerPlatform({ env: { HEARTH_TEST_PLATFORM_SECRET: PLATFORM_SECRET } });
+  hearth = platform.hearth;
+  hostPort = platform.hostPort;
   const keys = await makeFolder({ 'sm4.key': `${'ab'.repeat(16)}\n`, cert: CERT });
   folders.push(keys);
   keyFile = join(keys.dir, 'sm4.key');
@@ -165,8 +149,7 @@ beforeAll(async () => {
 }, 900_000);
 
 afterAll(async () => {
-  await hearth?.stop();
-  hostServer?.close();
+  await platform?.stop();
   await recorder?.close();
   await Promise.all(folders.map((folder) => folder.cleanup()));
   for (const dir of imageCopies) rmSync(dir, { recursive: true, force: true });
@@ -445,6 +428,5 @@ describe('leaving nothing behind', () => {
     );
     expect(readdirSync(CONTAINER_RUN_DIR)).toEqual([]);
     expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(CONTAINER_RUN_DIR);
-    hearth = await startHearth({ args: ['--config', localDirsConfig()] });
   });
 });
