@@ -54,6 +54,11 @@ const FAILURES_BEFORE_GIVING_UP = 5;
  * stem cell starts a fresh server (`SandboxIsolation.zygoteFor`).
  */
 export const FORK_TIMEOUT_MS = 5_000;
+/**
+ * The deadline of the forks asked for before the server has answered any: it is still loading the guest
+ * (hundreds of milliseconds, seconds on a loaded machine), well within a stem cell's 30 s start timeout.
+ */
+const FIRST_FORK_TIMEOUT_MS = 20_000;
 
 /**
  * A fork that failed because the server process is gone (killed past FORK_TIMEOUT_MS, or exited): nothing
@@ -97,6 +102,8 @@ export class Zygote {
   private ended: string | undefined;
   private stderrTail = '';
   private hung = false;
+  /** When the server last answered a fork (`performance.now()`); 0 before its first answer. */
+  private lastReplyAt = 0;
   /** Settles once the server process has exited (or never started). */
   readonly exited: Promise<void>;
 
@@ -149,12 +156,18 @@ export class Zygote {
     if (holdFd === undefined) return Promise.reject(new Error('the hold channel has no descriptor'));
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
-      const deadline = setTimeout(() => {
+      let deadline: NodeJS.Timeout;
+      const expire = (): void => {
+        // A server that answered another fork within the window is working through a queue, not hung.
+        if (performance.now() - this.lastReplyAt < FORK_TIMEOUT_MS) {
+          deadline = setTimeout(expire, FORK_TIMEOUT_MS).unref();
+          return;
+        }
         this.hung = true;
         this.end(`the fork server did not answer a fork within ${FORK_TIMEOUT_MS / 1000}s`, true);
         this.child.kill('SIGKILL');
-      }, FORK_TIMEOUT_MS);
-      deadline.unref();
+      };
+      deadline = setTimeout(expire, this.lastReplyAt === 0 ? FIRST_FORK_TIMEOUT_MS : FORK_TIMEOUT_MS).unref();
       this.waiting.set(id, (reply) => {
         clearTimeout(deadline);
         if (reply.gone === true) {
@@ -196,6 +209,7 @@ export class Zygote {
         return;
       }
       this.buffered = this.buffered.slice(newline + 1);
+      this.lastReplyAt = performance.now();
       const waiter = this.waiting.get(reply.id);
       this.waiting.delete(reply.id);
       waiter?.(reply);
