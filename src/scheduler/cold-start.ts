@@ -284,7 +284,10 @@ export class ColdStarter {
       over -= 1;
       this.stemPools.delete(key);
       this.retiringPools.add(pool);
-      void pool.retire().then(() => this.retiringPools.delete(pool));
+      void pool
+        .retire()
+        .catch(() => undefined)
+        .then(() => this.retiringPools.delete(pool));
     }
   }
 
