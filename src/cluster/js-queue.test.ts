@@ -13,7 +13,8 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, startNats } from '../../test/support/broker-processes.mjs';
 import { type RunningPostgres, startPostgres } from '../../test/support/postgres.js';
-import type { NewMessage, QueueMessage } from '../queue/index.js';
+import { newMessage as message } from '../../test/support/queue-messages.js';
+import type { QueueMessage } from '../queue/index.js';
 import { JetStreamQueue, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
 
 const ACK_WAIT_MS = 1000;
@@ -28,25 +29,6 @@ function freshRef(): { namespace: string; name: string } {
   functionCount += 1;
   return { namespace: 'default', name: `fn${functionCount}` };
 }
-
-const message = (
-  ref: { namespace: string; name: string },
-  overrides: Partial<NewMessage> = {},
-): NewMessage => ({
-  ref,
-  source: 'async',
-  request: {
-    method: 'POST',
-    path: '/',
-    rawQuery: 'a=1',
-    headers: ['content-type', 'application/json'],
-    body: Buffer.from('{"n":1}'),
-  },
-  maxAttempts: 3,
-  backoffMs: 10,
-  maxBackoffMs: 100,
-  ...overrides,
-});
 
 async function node(id: string, runsHere: (ref: { name: string }) => boolean = () => true) {
   const queue = await JetStreamQueue.open({

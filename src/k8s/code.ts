@@ -8,10 +8,11 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
-import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import * as tar from 'tar';
 import { stringify } from 'yaml';
+import { receiveArchive, type UnpackLimits } from '../control/packages/index.js';
+import { HearthError } from '../domain/errors.js';
 
 export interface CodeReference {
   readonly inline?: Readonly<Record<string, string>>;
@@ -32,7 +33,7 @@ export const ARCHIVE_KEY = 'function.tar.gz';
 
 export class CodeError extends Error {
   constructor(
-    readonly reason: 'CodeNotFound' | 'InvalidCode',
+    readonly reason: 'CodeNotFound' | 'InvalidCode' | 'CodeTooLarge',
     message: string,
   ) {
     super(message);
@@ -87,19 +88,24 @@ export async function packCode(
           files.set(safePath(name), Buffer.from(base64, 'base64'));
       }
     } else if (code.url !== undefined) {
-      const response = await fetch(code.url, { signal: AbortSignal.timeout(URL_TIMEOUT_MS) }).catch(
-        (error: unknown) => {
+      // Ended once the code is unpacked (or refused): a body past the cap is not read to its end.
+      const done = new AbortController();
+      const signal = AbortSignal.any([AbortSignal.timeout(URL_TIMEOUT_MS), done.signal]);
+      try {
+        const response = await fetch(code.url, { signal }).catch((error: unknown) => {
           throw new CodeError('CodeNotFound', `code url ${code.url}: ${(error as Error).message}`);
-        },
-      );
-      if (!response.ok || response.body === null)
-        throw new CodeError('CodeNotFound', `code url ${code.url}: HTTP ${response.status}`);
-      await unpackInto(
-        files,
-        join(dir, 'unpacked'),
-        Readable.fromWeb(response.body as never).compose(capped(MAX_URL_BYTES, `code url ${code.url}`)),
-        `code url ${code.url}`,
-      );
+        });
+        if (!response.ok || response.body === null)
+          throw new CodeError('CodeNotFound', `code url ${code.url}: HTTP ${response.status}`);
+        await unpackInto(
+          files,
+          join(dir, 'unpacked'),
+          Readable.fromWeb(response.body as never),
+          `code url ${code.url}`,
+        );
+      } finally {
+        done.abort();
+      }
     } else {
       throw new CodeError('InvalidCode', 'spec.code: one of inline, configMap or url');
     }
@@ -121,33 +127,45 @@ export async function packCode(
   }
 }
 
-/** A code URL the operator downloads: at most this long and this large (it unpacks as the operator). */
+/** A code URL the operator downloads: at most this long (the download and the unpacking). */
 const URL_TIMEOUT_MS = 60_000;
-const MAX_URL_BYTES = 64 * 1024 * 1024;
 
-/** Passes bytes through until `max` of them, then fails the stream naming the limit. */
-function capped(max: number, origin: string): Transform {
-  let seen = 0;
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      seen += chunk.length;
-      if (seen > max) callback(new CodeError('InvalidCode', `${origin}: larger than ${max / 1024 ** 2} MiB`));
-      else callback(null, chunk);
-    },
-  });
-}
+/**
+ * What the operator unpacks of one Function's code (a URL's .tar.gz, a ConfigMap's `function.tar.gz`): a
+ * Hearth node's default `upload` limits, which the deploy it then makes is held to as well. The unpacked
+ * size and the entry count are capped as the archive is read, so a gzip bomb stops at the cap rather than
+ * filling the operator's disk (and memory: the files are read in to be packed again).
+ */
+export const CODE_LIMITS: UnpackLimits = Object.freeze({
+  maxArchiveBytes: 64 * 1024 ** 2,
+  maxUnpackedBytes: 256 * 1024 ** 2,
+  maxFiles: 20_000,
+  unpackTimeoutMs: 30_000,
+});
 
+const CAPS = `the operator's caps: ${CODE_LIMITS.maxArchiveBytes / 1024 ** 2} MiB compressed, ${CODE_LIMITS.maxUnpackedBytes / 1024 ** 2} MiB unpacked, ${CODE_LIMITS.maxFiles} entries`;
+
+/** Unpacks `archive` with the platform's vetted, bounded intake (control/packages) and reads its files in. */
 async function unpackInto(
   files: Map<string, Buffer>,
   dir: string,
   archive: Readable,
   origin: string,
 ): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  await pipeline(archive, tar.x({ cwd: dir, strict: true })).catch((error: unknown) => {
-    throw new CodeError('InvalidCode', `${origin}: not a .tar.gz (${(error as Error).message})`);
-  });
-  for await (const path of walk(dir, '')) files.set(path, await readFile(join(dir, path)));
+  let tree: Awaited<ReturnType<typeof receiveArchive>>;
+  try {
+    tree = await receiveArchive(archive, dir, CODE_LIMITS);
+  } catch (error) {
+    if (!(error instanceof HearthError)) throw error;
+    if (error.code === 'HEARTH_E_ARCHIVE_TOO_LARGE')
+      throw new CodeError('CodeTooLarge', `${origin}: ${error.message} (${CAPS})`);
+    throw new CodeError('InvalidCode', `${origin}: not a usable .tar.gz (${error.message})`);
+  }
+  try {
+    for await (const path of walk(tree.dir, '')) files.set(path, await readFile(join(tree.dir, path)));
+  } finally {
+    await tree.cleanup();
+  }
 }
 
 async function* walk(root: string, prefix: string): AsyncGenerator<string> {

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { newMessage } from '../../test/support/queue-messages.js';
 import type { NewMessage, Queue } from './index.js';
 import { SqliteQueue } from './index.js';
 
@@ -15,21 +16,7 @@ interface Harness {
 }
 
 const ref = { namespace: 'default', name: 'fn' };
-const message = (overrides: Partial<NewMessage> = {}): NewMessage => ({
-  ref,
-  source: 'async',
-  request: {
-    method: 'POST',
-    path: '/',
-    rawQuery: 'a=1',
-    headers: ['content-type', 'application/json'],
-    body: Buffer.from('{"n":1}'),
-  },
-  maxAttempts: 3,
-  backoffMs: 10,
-  maxBackoffMs: 100,
-  ...overrides,
-});
+const message = (overrides: Partial<NewMessage> = {}): NewMessage => newMessage(ref, overrides);
 
 export function runQueueConformance(name: string, harness: () => Promise<Harness>): void {
   describe(`Queue conformance: ${name}`, () => {

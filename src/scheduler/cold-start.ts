@@ -46,6 +46,8 @@ export interface ColdStartOptions {
 
 export class ColdStarter {
   private readonly stemPools = new Map<string, StemCellPool>();
+  /** Image pools evicted while takes still waited on them: they serve those, then close (`retire`). */
+  private readonly retiringPools = new Set<StemCellPool>();
   /** The convention each version's guests resolved (describe shows it): learned at their first bind. */
   readonly conventions = new WeakMap<DeployedVersion, string>();
 
@@ -75,7 +77,7 @@ export class ColdStarter {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.stemPools.values()].map((pool) => pool.close()));
+    await Promise.all([...this.stemPools.values(), ...this.retiringPools].map((pool) => pool.close()));
   }
 
   /** A ready instance of `version`, bound to its handler; `HEARTH_E_HANDLER_INVALID` when it does not load. */
@@ -269,17 +271,23 @@ export class ColdStarter {
     );
   }
 
-  /** Makes room for one more image's pool: closes the least recently used beyond MAX_IMAGE_STEM_POOLS - 1. */
+  /**
+   * Makes room for one more image's pool: retires the least recently used beyond MAX_IMAGE_STEM_POOLS - 1. A
+   * retired pool keeps no cell, but the cold starts waiting on it are still served by their boots (closing
+   * it failed them as "shutting down"); a later cold start of its image gets a fresh pool.
+   */
   private evictImagePools(): void {
     const imagePools = [...this.stemPools].filter(([, pool]) => pool.image !== undefined);
     let over = imagePools.length - MAX_IMAGE_STEM_POOLS + 1;
     for (const [key, pool] of imagePools) {
-      // A pool still starting a cell may have a cold start waiting on it: it stays, over the bound for now.
       if (over <= 0) break;
-      if (pool.stats().starting > 0) continue;
       over -= 1;
       this.stemPools.delete(key);
-      void pool.close();
+      this.retiringPools.add(pool);
+      void pool
+        .retire()
+        .catch(() => undefined)
+        .then(() => this.retiringPools.delete(pool));
     }
   }
 

@@ -143,6 +143,20 @@ describe('stem cells', () => {
     expect(warnings).toEqual([]);
   });
 
+  it('serve the takes waiting on a pool that is retired (an evicted image pool), then keep nothing', async () => {
+    const warnings: string[] = [];
+    const evicted = await poolWith(new ProcessIsolation(), warnings, 2);
+    const takes = [evicted.take(), evicted.take(), evicted.take()];
+    const retired = evicted.retire();
+    const cells = await Promise.all(takes);
+    expect(cells.every((cell) => !cell.guest.exited)).toBe(true);
+    await retired;
+    // No refill once retired: its target's cells are never started.
+    expect(evicted.stats()).toMatchObject({ ready: 0, starting: 0, target: 0 });
+    for (const cell of cells) await evicted.discard(cell);
+    expect(warnings).toEqual([]);
+  });
+
   it('stay off during a burst when the operator turned the pool off (target 0)', async () => {
     const warnings: string[] = [];
     const off = await poolWith(new ProcessIsolation(), warnings, 0, {

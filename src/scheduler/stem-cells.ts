@@ -82,6 +82,9 @@ export class StemCellPool {
   private taken = 0;
   private misses = 0;
   private closed = false;
+  /** Evicted (`retire`): boots only for the takes still waiting, keeps no cell, closes once they are served. */
+  private retiring: (() => void) | undefined;
+  private retired: Promise<void> | undefined;
   private consecutiveFailures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private refillTimer: NodeJS.Timeout | undefined;
@@ -214,6 +217,38 @@ export class StemCellPool {
     await Promise.all(Array.from({ length: wanted }, () => this.startIntoPool(false)));
   }
 
+  /**
+   * Lets the pool go without failing a take that waits on it (an image pool evicted from the LRU, issue 17):
+   * its ready cells go now and it refills no more, but each waiting take is still served by the boot under
+   * way (or queued) for it. Resolves once the last is served (or its boot failed, as any take's does) and
+   * the pool is closed.
+   */
+  retire(): Promise<void> {
+    if (this.retired !== undefined) return this.retired;
+    if (this.closed) return Promise.resolve();
+    this.target = 0;
+    this.recentTakes.length = 0;
+    if (this.waiters.length === 0 && this.starting === 0) {
+      this.retired = this.close();
+      return this.retired;
+    }
+    this.retired = new Promise((resolve) => {
+      this.retiring = () => {
+        this.retiring = undefined;
+        void this.close().then(resolve);
+      };
+      if (this.refillTimer !== undefined) clearTimeout(this.refillTimer);
+      this.refillTimer = undefined;
+      this.trim();
+    });
+    return this.retired;
+  }
+
+  /** A retiring pool closes once no take waits on it and no boot is under way. */
+  private retireIfDone(): void {
+    if (this.retiring !== undefined && this.waiters.length === 0 && this.starting === 0) this.retiring();
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     for (const waiter of this.waiters.splice(0))
@@ -249,7 +284,7 @@ export class StemCellPool {
       this.waiterBoots += 1;
       void this.startIntoPool(true);
     }
-    if (!refill || this.retryTimer !== undefined) return;
+    if (!refill || this.retryTimer !== undefined || this.retiring !== undefined) return;
     const refills = this.wanted() - this.ready.length - (this.starting - this.waiterBoots);
     for (let i = 0; i < refills && room > 0; i++, room--) void this.startIntoPool(false);
   }
@@ -264,9 +299,15 @@ export class StemCellPool {
         this.waiterBoots -= 1;
         this.waiters.shift()?.reject(error);
         this.boot();
+        this.retireIfDone();
         return;
       }
       this.consecutiveFailures += 1;
+      if (this.retiring !== undefined) {
+        this.boot();
+        this.retireIfDone();
+        return;
+      }
       this.onError(
         `${this.runtime.name}/${this.isolation.name} stem cell failed to start: ${(error as Error).message}`,
       );
@@ -289,8 +330,10 @@ export class StemCellPool {
     // A boot for a take serves the oldest take; a refill only one whose own boot has not begun.
     const waiter = forTake || this.waiters.length > this.waiterBoots ? this.waiters.shift() : undefined;
     if (waiter !== undefined) waiter.resolve(cell);
+    else if (this.retiring !== undefined) await this.discard(cell);
     else this.keep(cell);
     this.boot();
+    this.retireIfDone();
   }
 
   /** Puts a booted cell in the pool, and takes it out again (refilling) if it dies there. */

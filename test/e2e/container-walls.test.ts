@@ -14,24 +14,23 @@
  * - Pre-made containers per image: two image functions each keep a stem cell whose container is made ahead.
  */
 
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTAINER_RUN_DIR } from '../../src/runtime/container/index.js';
 import { goHttpImage } from '../support/container-images.mjs';
+import { type ContainerPlatform, startContainerPlatform } from '../support/containers.js';
 import {
   api,
   deployFolder,
   eventually,
+  functionLogs,
   type Hearth,
   invoke,
   makeFolder,
   manifest,
   runCli,
-  startHearth,
   type TempFolder,
 } from '../support/hearth.js';
 import { type Recorder, startRecorder } from '../support/recorder.js';
@@ -41,13 +40,13 @@ const PASSWORD = 'container-secret-password-4711';
 const PLATFORM_SECRET = 'platform-env-secret-0815';
 const CERT = '-----BEGIN CERT----- container -----END CERT-----';
 
+let platform: ContainerPlatform;
 let hearth: Hearth;
 let goImage: string;
 /** The same image in another folder: a second image, as the platform tells them apart. */
 let otherImage: string;
 let recorder: Recorder;
 /** A service on the host's loopback that no container function may reach. */
-let hostServer: Server;
 let hostPort: number;
 let keyFile: string;
 const folders: TempFolder[] = [];
@@ -62,23 +61,13 @@ function copyOfImage(prefix: string): string {
   return join(dir, 'image');
 }
 
-async function deployOk(name: string, spec: string): Promise<void> {
-  const folder = await makeFolder({ 'hearth.yaml': manifest(name, spec) });
-  folders.push(folder);
-  const deployed = await deployFolder(hearth.url, folder.dir, { name });
-  expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
-}
+const deployOk = (name: string, spec: string, query?: string): Promise<void> =>
+  platform.deployOk(name, spec, query);
 
 async function probe(name: string, path: string): Promise<string> {
   const answer = await invoke(hearth.url, name, { path });
   expect(answer.status, answer.text).toBe(200);
   return answer.text;
-}
-
-function localDirsConfig(): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'hearth-container-walls-')), 'config.yaml');
-  writeFileSync(file, 'images: { localDirs: true }\n');
-  return file;
 }
 
 /** slirp4netns processes the platform started (its children). */
@@ -113,17 +102,32 @@ function preparedContainers(): number {
   return count;
 }
 
+/**
+ * Removes the go fifo of every container made ahead, from each supervisor's private tmpfs (seen through
+ * /proc/PID/root, its mount namespace); returns how many were removed.
+ */
+function removePreparedGoSignals(): number {
+  let removed = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const fifo = `/proc/${entry}/root${CONTAINER_RUN_DIR}/helper/go`;
+    try {
+      rmSync(fifo);
+      removed += 1;
+    } catch {
+      // Not a supervisor's namespace, gone meanwhile, or removed through another process of the same one.
+    }
+  }
+  return removed;
+}
+
 beforeAll(async () => {
   goImage = goHttpImage();
   otherImage = copyOfImage('hearth-other-image-');
   recorder = await startRecorder();
-  hostServer = createServer((_, response) => response.end('host'));
-  await new Promise<void>((resolve) => hostServer.listen(0, '127.0.0.1', resolve));
-  hostPort = (hostServer.address() as AddressInfo).port;
-  hearth = await startHearth({
-    args: ['--config', localDirsConfig()],
-    env: { HEARTH_TEST_PLATFORM_SECRET: PLATFORM_SECRET },
-  });
+  platform = await startContainerPlatform({ env: { HEARTH_TEST_PLATFORM_SECRET: PLATFORM_SECRET } });
+  hearth = platform.hearth;
+  hostPort = platform.hostPort;
   const keys = await makeFolder({ 'sm4.key': `${'ab'.repeat(16)}\n`, cert: CERT });
   folders.push(keys);
   keyFile = join(keys.dir, 'sm4.key');
@@ -145,8 +149,7 @@ beforeAll(async () => {
 }, 900_000);
 
 afterAll(async () => {
-  await hearth?.stop();
-  hostServer?.close();
+  await platform?.stop();
   await recorder?.close();
   await Promise.all(folders.map((folder) => folder.cleanup()));
   for (const dir of imageCopies) rmSync(dir, { recursive: true, force: true });
@@ -369,6 +372,50 @@ describe('pre-made containers per image', () => {
   });
 });
 
+describe('a pre-made container that cannot be used', () => {
+  it('is replaced by one made at bind: the cold start serves, and the function logs say why', async () => {
+    await deployOk(
+      'image-fallback',
+      `{ runtime: image, image: "dir:${goImage}", egress: allow }`,
+      '?verify=false',
+    );
+    // The instance the autoscaler keeps warm after a deploy goes: the request below needs a cold start.
+    await eventually('the instance kept warm after the deploy', () =>
+      hearth.log.some((line) => line.function === 'default/image-fallback' && line.msg === 'instance started')
+        ? true
+        : undefined,
+    );
+    await eventually('a ready stem cell with a container made ahead', async () => {
+      const stats = await api<{ node: { stemCells: { image?: string; ready: number; network: string }[] } }>(
+        hearth.url,
+        '/api/v1/stats',
+      );
+      const pool = stats.body.node.stemCells.find(
+        (entry) => entry.network === 'outbound' && entry.image === `dir:${goImage}`,
+      );
+      return (pool?.ready ?? 0) > 0 && preparedContainers() > 0 ? true : undefined;
+    });
+    await api(hearth.url, '/api/v1/namespaces/default/functions/image-fallback/instances', {
+      method: 'DELETE',
+    });
+    // Every prepared container's go signal is gone: a bind can no longer start anything in one.
+    expect(removePreparedGoSignals()).toBeGreaterThan(0);
+    const answer = await invoke(hearth.url, 'image-fallback');
+    expect(answer.status, answer.text).toBe(200);
+    // Not a failed start the scheduler had to make up for (and its circuit breaker counted).
+    const failedStarts = hearth.log
+      .map((line) => JSON.stringify(line))
+      .filter((line) => line.includes('image-fallback') && line.includes('failed to start'));
+    expect(failedStarts).toEqual([]);
+    await eventually('the fallback in the function logs', async () => {
+      const logs = await functionLogs(hearth.url, 'image-fallback');
+      return logs.some((log) => log.message.includes('the container made ahead could not be used'))
+        ? true
+        : undefined;
+    });
+  });
+});
+
 describe('leaving nothing behind', () => {
   it('stops every slirp4netns and network namespace with the platform', async () => {
     const platformPid = hearth.process.pid as number;
@@ -381,6 +428,5 @@ describe('leaving nothing behind', () => {
     );
     expect(readdirSync(CONTAINER_RUN_DIR)).toEqual([]);
     expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(CONTAINER_RUN_DIR);
-    hearth = await startHearth({ args: ['--config', localDirsConfig()] });
   });
 });

@@ -4,37 +4,18 @@
  * pids, read-only rootfs, no host loopback), and nothing of it is left once the platform stops.
  */
 
-import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTAINER_RUN_DIR } from '../../src/runtime/container/index.js';
 import { goHttpImage } from '../support/container-images.mjs';
-import {
-  deployFolder,
-  eventually,
-  type Hearth,
-  invoke,
-  makeFolder,
-  manifest,
-  startHearth,
-  type TempFolder,
-} from '../support/hearth.js';
+import { type ContainerPlatform, containerCgroups, startContainerPlatform } from '../support/containers.js';
+import { eventually, type Hearth, invoke } from '../support/hearth.js';
 
+let platform: ContainerPlatform;
 let hearth: Hearth;
 let goImage: string;
-let hostServer: Server;
-const folders: TempFolder[] = [];
 
-async function deployOk(name: string, spec: string): Promise<void> {
-  const folder = await makeFolder({ 'hearth.yaml': manifest(name, spec) });
-  folders.push(folder);
-  const deployed = await deployFolder(hearth.url, folder.dir, { name });
-  expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
-}
+const deployOk = (name: string, spec: string): Promise<void> => platform.deployOk(name, spec);
 
 /** runc processes (its `run` and its `init`) started by this platform's supervisors: their parent's parent. */
 function runcProcesses(): number[] {
@@ -53,17 +34,12 @@ function runcProcesses(): number[] {
 
 beforeAll(async () => {
   goImage = goHttpImage();
-  hostServer = createServer((_, response) => response.end('host'));
-  await new Promise<void>((resolve) => hostServer.listen(0, '127.0.0.1', resolve));
-  const config = join(mkdtempSync(join(tmpdir(), 'hearth-runc-')), 'config.yaml');
-  writeFileSync(config, 'images: { localDirs: true }\ncontainerRuntime: runc\n');
-  hearth = await startHearth({ args: ['--config', config] });
+  platform = await startContainerPlatform({ extraConfig: 'containerRuntime: runc\n' });
+  hearth = platform.hearth;
 }, 900_000);
 
 afterAll(async () => {
-  await hearth?.stop();
-  hostServer?.close();
-  await Promise.all(folders.map((folder) => folder.cleanup()));
+  await platform?.stop();
 });
 
 describe('runc', () => {
@@ -88,14 +64,13 @@ describe('runc', () => {
     expect((await invoke(hearth.url, 'runc-walls', { path: '/rootfs' })).text).toMatch(
       /read-only file system/,
     );
-    const port = (hostServer.address() as AddressInfo).port;
-    const dial = await invoke(hearth.url, 'runc-walls', { path: `/dial?to=127.0.0.1:${port}` });
+    const dial = await invoke(hearth.url, 'runc-walls', { path: `/dial?to=127.0.0.1:${platform.hostPort}` });
     expect(dial.text).toMatch(/connection refused/);
   });
 
   it('leaves nothing once the platform stops', async () => {
     const running = runcProcesses();
-    expect(instanceCgroups(hearth.dataDir).length).toBeGreaterThan(0);
+    expect(containerCgroups(hearth.dataDir).length).toBeGreaterThan(0);
     await hearth.stop();
     await eventually('every runc process to end', () =>
       running.every((pid) => !existsSync(`/proc/${pid}`)) ? true : undefined,
@@ -103,23 +78,7 @@ describe('runc', () => {
     expect(readdirSync(CONTAINER_RUN_DIR)).toEqual([]);
     // runc makes the instance's cgroup in every controller; none of them stays.
     await eventually('every container cgroup to be removed', () =>
-      instanceCgroups(hearth.dataDir).length === 0 ? true : undefined,
+      containerCgroups(hearth.dataDir).length === 0 ? true : undefined,
     );
   });
 });
-
-/** Instance cgroups of this platform in any controller (sandbox/cgroups.ts names the platform's folder). */
-function instanceCgroups(dataDir: string): string[] {
-  const platform = createHash('sha256')
-    .update(join(dataDir, 'run', 'containers'))
-    .digest('hex')
-    .slice(0, 12);
-  return readdirSync('/sys/fs/cgroup').flatMap((controller) => {
-    const root = join('/sys/fs/cgroup', controller, 'hearth', platform);
-    return existsSync(root)
-      ? readdirSync(root, { withFileTypes: true })
-          .filter((entry) => entry.isDirectory())
-          .map((entry) => join(root, entry.name))
-      : [];
-  });
-}

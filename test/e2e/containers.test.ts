@@ -15,11 +15,7 @@
  * Images are deployed with this branch's local form, `spec.image: dir:/PATH` (a rootfs and its config).
  */
 
-import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { cpSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTAINER_RUN_DIR } from '../../src/runtime/container/index.js';
@@ -30,6 +26,12 @@ import {
   pythonLambdaImage,
 } from '../support/container-images.mjs';
 import {
+  type ContainerPlatform,
+  containerCgroups,
+  containerProcesses,
+  startContainerPlatform,
+} from '../support/containers.js';
+import {
   deployFolder,
   eventually,
   functionLogs,
@@ -37,92 +39,32 @@ import {
   invoke,
   makeFolder,
   manifest,
-  startHearth,
   type TempFolder,
 } from '../support/hearth.js';
 
+let platform: ContainerPlatform;
 let hearth: Hearth;
-const folders: TempFolder[] = [];
 let goImage: string;
 let nodeImage: string;
 let pythonImage: string;
 let bootstrapDir: string;
-/** A server on the host's loopback that a function with egress none must not reach. */
-let hostServer: Server;
+/** Folders this file deploys itself (the platform removes those it deployed). */
+const folders: TempFolder[] = [];
 
-async function deploy(
-  name: string,
-  spec: string,
-  files: Record<string, string> = {},
-): Promise<{ status: number; body: Record<string, unknown> }> {
-  const folder = await makeFolder({ 'hearth.yaml': manifest(name, spec), ...files });
-  folders.push(folder);
-  return deployFolder(hearth.url, folder.dir, { name });
-}
-
-async function deployOk(name: string, spec: string): Promise<void> {
-  const deployed = await deploy(name, spec);
-  expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
-}
-
-/** The name of this platform's container cgroups (src/runtime/sandbox/cgroups.ts names them after the state dir). */
-function cgroupName(dataDir: string): string {
-  return createHash('sha256')
-    .update(join(dataDir, 'run', 'containers'))
-    .digest('hex')
-    .slice(0, 12);
-}
-
-/** Processes in this platform's container cgroups: supervisors, crun, and the containers' own. */
-function containerProcesses(dataDir: string): number[] {
-  const marker = `/hearth/${cgroupName(dataDir)}/`;
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/cgroup`, 'utf8').includes(marker)) pids.push(Number(entry));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return pids;
-}
-
-/** The platform's container cgroups (one directory per instance) in the v1 or v2 hierarchy (see sandbox/cgroups.ts). */
-function containerCgroups(dataDir: string): string[] {
-  const platform = cgroupName(dataDir);
-  const roots = ['memory', 'pids', 'cpu', ''].map((controller) =>
-    join('/sys/fs/cgroup', controller, 'hearth', platform),
-  );
-  return roots.flatMap((root) =>
-    existsSync(root)
-      ? readdirSync(root, { withFileTypes: true })
-          .filter((entry) => entry.isDirectory())
-          .map((entry) => join(root, entry.name))
-      : [],
-  );
-}
-
-/** The suite deploys rootfs folders as `dir:` images, which a node takes only when its config allows it. */
-function localDirsConfig(): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'hearth-containers-')), 'config.yaml');
-  writeFileSync(file, 'images: { localDirs: true }\n');
-  return file;
-}
+const deploy: ContainerPlatform['deploy'] = (...args) => platform.deploy(...args);
+const deployOk = (name: string, spec: string): Promise<void> => platform.deployOk(name, spec);
 
 beforeAll(async () => {
   goImage = goHttpImage();
   nodeImage = nodeLambdaImage();
   pythonImage = pythonLambdaImage();
   bootstrapDir = goLambdaBootstrap();
-  hostServer = createServer((_, response) => response.end('host'));
-  await new Promise<void>((resolve) => hostServer.listen(0, '127.0.0.1', resolve));
-  hearth = await startHearth({ args: ['--config', localDirsConfig()] });
+  platform = await startContainerPlatform();
+  hearth = platform.hearth;
 }, 900_000);
 
 afterAll(async () => {
-  await hearth?.stop();
-  hostServer?.close();
+  await platform?.stop();
   await Promise.all(folders.map((folder) => folder.cleanup()));
 });
 
@@ -352,11 +294,10 @@ describe('walls', () => {
   });
 
   it('with egress none the host loopback (and the platform) cannot be reached', async () => {
-    const port = (hostServer.address() as AddressInfo).port;
-    const dial = await invoke(hearth.url, 'go-http', { path: `/dial?to=127.0.0.1:${port}` });
+    const dial = await invoke(hearth.url, 'go-http', { path: `/dial?to=127.0.0.1:${platform.hostPort}` });
     expect(dial.text).toMatch(/connection refused/);
-    const platform = await invoke(hearth.url, 'go-http', { path: `/dial?to=127.0.0.1:${hearth.port}` });
-    expect(platform.text).toMatch(/connection refused/);
+    const ownPort = await invoke(hearth.url, 'go-http', { path: `/dial?to=127.0.0.1:${hearth.port}` });
+    expect(ownPort.text).toMatch(/connection refused/);
     const outside = await invoke(hearth.url, 'go-http', { path: '/dial?to=192.0.2.1:80' });
     expect(outside.text).toMatch(/network is unreachable/);
   });
@@ -377,6 +318,5 @@ describe('walls', () => {
     await eventually('the container cgroups to be removed', () =>
       containerCgroups(dataDir).length === 0 ? true : undefined,
     );
-    hearth = await startHearth({ args: ['--config', localDirsConfig()] });
   });
 });

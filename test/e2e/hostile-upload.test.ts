@@ -1,7 +1,10 @@
 /** @module End-to-end: a hostile upload is refused while warm invocations keep their latency (issue 19). */
 
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gzipBomb, tarGz, tarMember } from '../support/archives.js';
 import {
   type ApiAnswer,
   api,
@@ -43,6 +46,12 @@ afterAll(async () => {
   await hearth?.stop();
   await folder?.cleanup();
 });
+
+/** What is left of refused uploads in the platform's scratch folder (each upload works in `upload-*`). */
+function scratchLeft(): string[] {
+  const dir = join(hearth.dataDir, 'tmp');
+  return existsSync(dir) ? readdirSync(dir).filter((name) => name.startsWith('upload-')) : [];
+}
 
 function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
@@ -133,5 +142,27 @@ describe('an oversized hearth.yaml', () => {
     } finally {
       await big.cleanup();
     }
+  });
+});
+
+describe('a gzip bomb, or an archive of too many entries', () => {
+  it('is a 413 naming the cap, and leaves nothing in the upload scratch folder', async () => {
+    const bomb = await api<ErrorAnswer>(hearth.url, `${functionApiPath('bomb')}/deploy`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/gzip' },
+      // The node's default upload.maxUnpacked is 256 MiB.
+      body: gzipBomb(256 * 1024 ** 2 + 1024),
+    });
+    expect(bomb.status).toBe(413);
+    expect(bomb.body.error.code).toBe('HEARTH_E_ARCHIVE_TOO_LARGE');
+    expect(bomb.body.error.message).toMatch(/more than \d+ bytes/);
+    const many = await api<ErrorAnswer>(hearth.url, `${functionApiPath('many')}/deploy`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/gzip' },
+      body: tarGz(Array.from({ length: 20_001 }, (_, i) => tarMember(`f${i}`, Buffer.alloc(0)))),
+    });
+    expect(many.status).toBe(413);
+    expect(many.body.error.message).toContain('more than 20000 entries');
+    expect(scratchLeft()).toEqual([]);
   });
 });

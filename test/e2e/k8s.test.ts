@@ -19,6 +19,7 @@ import {
   PatchStrategy,
 } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CODE_LIMITS } from '../../src/k8s/code.js';
 import { crdFiles } from '../../src/k8s/crd.js';
 import {
   FINALIZER,
@@ -29,6 +30,7 @@ import {
   startOperator,
   TENANT_POLICY,
 } from '../../src/k8s/index.js';
+import { gzipBomb } from '../support/archives.js';
 import {
   api,
   BIN,
@@ -413,6 +415,35 @@ describe('operator', () => {
       },
       { timeoutMs: 30_000, intervalMs: 200 },
     );
+  });
+
+  it('refuses code from a URL that unpacks past the cap (a gzip bomb) as CodeTooLarge naming it', async () => {
+    const bomb = gzipBomb(CODE_LIMITS.maxUnpackedBytes + 1024);
+    const server = createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/gzip' }).end(bomb),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      await objects.create(
+        fn('bomb', { runtime: 'node20', code: { url: `http://127.0.0.1:${port}/bomb.tar.gz` } }),
+      );
+      const resource = await reconciled('bomb');
+      expect(resource.status?.ready).toBe(false);
+      const ready = resource.status?.conditions?.find((c) => c.type === 'Ready');
+      expect(ready).toMatchObject({ status: 'False', reason: 'CodeTooLarge' });
+      expect(ready?.message).toContain(`archive unpacks to more than ${CODE_LIMITS.maxUnpackedBytes} bytes`);
+      expect(ready?.message).toContain('256 MiB unpacked');
+    } finally {
+      await objects.delete(fn('bomb', {})).catch(() => undefined);
+      await eventually(
+        'the bomb Function gone',
+        async () =>
+          (await read('hearth.dev/v1', 'Function', 'bomb', 'default')) === undefined ? true : undefined,
+        { timeoutMs: 60_000, intervalMs: 200 },
+      );
+      server.close();
+    }
   });
 
   it('reports a missing code ConfigMap as CodeNotFound', async () => {

@@ -5,8 +5,11 @@
  * namespaces, and nothing that names the host's paths. Off by default (config `forkServer`); the test turns it on with `HEARTH_ZYGOTE=on`.
  */
 
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  api,
   deployFolder,
   type Hearth,
   invoke,
@@ -157,5 +160,54 @@ describe('the Python fork server', () => {
       expect(seen).not.toContain(platform?.dataDir ?? '/nowhere');
       expect(seen).not.toContain(process.cwd());
     }
+  });
+});
+
+/** The platform's fork server: its child running the Python guest's bootstrap (its forks are its children). */
+function forkServerOf(platformPid: number): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (parent === platformPid && cmdline.includes('/hearth/guest/bootstrap.py')) return Number(entry);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return undefined;
+}
+
+describe('a fork server that hangs', () => {
+  it('is replaced; the cold start waiting on it boots its guest in its sandbox instead, and says so', async () => {
+    // No Python stem cells kept ready: every cold start below forks (or boots) a guest of its own.
+    const config = await makeFolder({ 'config.yaml': 'stemCells: { python3: 0 }\n' });
+    folders.push(config);
+    const hearth = await startHearth({
+      env: { HEARTH_ZYGOTE: 'on' },
+      args: ['--config', join(config.dir, 'config.yaml')],
+    });
+    platforms.push(hearth);
+    expect((await probe(hearth, 'hang-probe')).parent).toBe(0);
+    const hung = forkServerOf(hearth.process.pid as number);
+    if (hung === undefined) throw new Error('no fork server');
+    process.kill(hung, 'SIGSTOP');
+    const coldStart = async (): Promise<Record<string, unknown>> => {
+      await api(hearth.url, '/api/v1/namespaces/default/functions/hang-probe/instances', {
+        method: 'DELETE',
+      });
+      const response = await invoke(hearth.url, 'hang-probe');
+      expect(response.status, response.text).toBe(200);
+      return response.json() as Record<string, unknown>;
+    };
+    // Booted by its sandbox: its parent is the sandbox's init, as without a fork server.
+    expect((await coldStart()).parent).toBe(1);
+    expect(hearth.stderr()).toContain('the fork server did not answer a fork within');
+    expect(hearth.stderr()).toContain('the guest boots in its sandbox instead');
+    // The next cold start is forked again, by a fresh server.
+    expect((await coldStart()).parent).toBe(0);
+    expect(hearth.stderr()).toContain('starting the fork server again');
+    expect(forkServerOf(hearth.process.pid as number)).not.toBe(hung);
   });
 });

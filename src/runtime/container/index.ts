@@ -48,6 +48,7 @@ import { GuestProcess } from '../ipc/guest-process.js';
 import { findExecutable, guestDir, SANDBOX_PATH } from '../paths.js';
 import { atFunctionPriority } from '../priority.js';
 import { Cgroups } from '../sandbox/cgroups.js';
+import { waitForGo } from '../sandbox/hold.js';
 import { type FilteredTools, probeFilteredTools, resolvePolicy, SandboxNetwork } from '../sandbox/network.js';
 import type { Slot } from '../slots.js';
 import { ociConfig, preparedConfig } from './oci.js';
@@ -75,7 +76,7 @@ const SETUP = [
   '-c',
   'umount /sys/fs/cgroup/unified 2>/dev/null; mount -t tmpfs -o size=8m,mode=0755 hearth-container "$0" || exit 125; if [ "$1" != host ]; then "$2" link set lo up || exit 125; fi; ' +
     // A linked namespace: say it exists (slirp4netns then joins it), wait until its link and rules are in.
-    `if [ "$1" = linked ]; then printf r >&${HOLD_FD} && read -r go <&${HOLD_FD} && exec ${HOLD_FD}<&- || exit 125; fi; shift 2; exec "$@"`,
+    `if [ "$1" = linked ]; then ${waitForGo(HOLD_FD)} && exec ${HOLD_FD}<&- || exit 125; fi; shift 2; exec "$@"`,
 ];
 
 export interface ContainerOptions {

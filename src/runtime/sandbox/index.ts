@@ -50,6 +50,7 @@ import { atFunctionPriority } from '../priority.js';
 import { runConfined } from '../process/run.js';
 import { mountOverlay, type Slot } from '../slots.js';
 import { Cgroups } from './cgroups.js';
+import { holdUntilGo } from './hold.js';
 import {
   type FilteredTools,
   probeFilteredTools,
@@ -59,7 +60,7 @@ import {
   SLIRP_DNS,
 } from './network.js';
 import { sandboxFilter } from './seccomp.js';
-import { HOLD_COMMAND, ZYGOTE_HOLD_FD, Zygote } from './zygote.js';
+import { BOOT_WORD, holdCommand, ZYGOTE_HOLD_FD, Zygote, ZygoteGone } from './zygote.js';
 
 export interface SandboxOptions {
   /** Directory for generated files the sandbox shows (passwd, group, hosts). */
@@ -85,13 +86,10 @@ const HOLD_FD = 6;
  * has then finished setting up the namespace's loopback, which slirp4netns configuring the same
  * namespace at the same moment makes fail (`loopback: Failed RTM_NEWADDR`).
  */
-const HOLD_UNTIL_NETWORKED = [
-  '/bin/sh',
-  '-c',
-  `printf r >&${HOLD_FD} && read -r go <&${HOLD_FD} && exec ${HOLD_FD}<&- && exec "$@"`,
-  'hearth-build',
-];
+const HOLD_UNTIL_NETWORKED = holdUntilGo(HOLD_FD, 'hearth-build');
 const SLOT_DIR = '/code';
+/** Times a hung fork server is replaced in a run; past them its runtime's guests boot themselves. */
+const ZYGOTE_RESTARTS = 3;
 /** Joins the cgroups named before `--`, then execs the rest: the sandbox is inside before it forks. */
 const JOIN_CGROUPS = [
   '-c',
@@ -146,6 +144,8 @@ export class SandboxIsolation implements Isolation {
   private readonly nsenter: string | undefined;
   /** Fork servers by the guest directory they serve (sandbox/zygote.ts). */
   private readonly zygotes = new Map<string, Zygote>();
+  /** Fork servers started again after one hung, by guest directory (at most ZYGOTE_RESTARTS each). */
+  private readonly zygoteRestarts = new Map<string, number>();
   readonly walls: readonly WallStatus[];
 
   constructor(private readonly options: SandboxOptions) {
@@ -236,6 +236,10 @@ export class SandboxIsolation implements Isolation {
 
   start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess {
     const zygote = this.zygoteFor(launch);
+    const guestCommand = [
+      launch.command,
+      ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR)),
+    ];
     // A guest that may reach out gets /etc/hosts of its own, filled in when it is bound (hostAliases).
     const hostsFile = join(this.options.stateDir, 'hosts', slot.id);
     if (network !== 'none') writeFileSync(hostsFile, '127.0.0.1 localhost\n::1 localhost\n');
@@ -269,9 +273,7 @@ export class SandboxIsolation implements Isolation {
       // As for builds: the guest starts only once slirp4netns has configured its namespace, never while
       // bubblewrap is still setting up its loopback (the race is `bwrap: loopback: Failed RTM_NEWADDR`).
       ...(linked ? HOLD_UNTIL_NETWORKED : []),
-      ...(zygote !== undefined
-        ? HOLD_COMMAND
-        : [launch.command, ...launch.args.map((arg) => arg.replaceAll(GUEST_TOKEN, GUEST_DIR))]),
+      ...(zygote !== undefined ? holdCommand(guestCommand) : guestCommand),
     ];
     const niced = atFunctionPriority(this.bwrap, args);
     const cgroupId = `${slot.id}-${randomBytes(3).toString('hex')}`;
@@ -331,6 +333,16 @@ export class SandboxIsolation implements Isolation {
     if (launch.forkServer === undefined || !this.ownMount || this.seccompFile === undefined) return undefined;
     if (this.options.forkServers !== true) return undefined;
     let zygote = this.zygotes.get(launch.guestDir);
+    if (zygote?.restartable === true) {
+      const restarts = (this.zygoteRestarts.get(launch.guestDir) ?? 0) + 1;
+      if (restarts <= ZYGOTE_RESTARTS) {
+        this.zygoteRestarts.set(launch.guestDir, restarts);
+        process.emitWarning(
+          `sandbox: starting the fork server again (${zygote.unusable}; restart ${restarts} of ${ZYGOTE_RESTARTS})`,
+        );
+        zygote = undefined;
+      }
+    }
     if (zygote === undefined) {
       zygote = new Zygote(launch, launch.forkServer, {
         seccompFile: this.seccompFile,
@@ -363,8 +375,14 @@ export class SandboxIsolation implements Isolation {
         // The zygote holds its own copy now: the placeholder reads the guest's exit status from it.
         () => hold.destroy(),
         (error: Error) => {
-          process.emitWarning(`sandbox: a guest could not be forked into its sandbox: ${error.message}`);
-          guest.kill('SIGKILL');
+          if (!(error instanceof ZygoteGone)) {
+            process.emitWarning(`sandbox: a guest could not be forked into its sandbox: ${error.message}`);
+            guest.kill('SIGKILL');
+            return;
+          }
+          // Nothing of the server is left to become this guest: the placeholder boots it, as without one.
+          process.emitWarning(`sandbox: ${error.message}; the guest boots in its sandbox instead`);
+          void zygote.exited.then(() => hold.end(`${BOOT_WORD}\n`));
         },
       );
     });

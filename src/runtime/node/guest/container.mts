@@ -306,6 +306,8 @@ function prepare(spec: Prepare): { running: Running; helperDir: string; rootfs: 
 const prepareArgument = process.argv[3];
 const prepareSpec = prepareArgument === undefined ? undefined : (JSON.parse(prepareArgument) as Prepare);
 let prepared = prepareSpec === undefined ? undefined : prepare(prepareSpec);
+/** Whether the container made ahead was seen running (`warm`); one that never was is not used at bind. */
+let preparedRunning = false;
 
 /**
  * Settles once the container made ahead runs its helper (or none was made): the guest says it is ready
@@ -321,7 +323,10 @@ export const warm: Promise<void> = (async () => {
         resolve(error === null ? stdout : ''),
       ),
     );
-    if (state.includes('"running"')) return;
+    if (state.includes('"running"')) {
+      preparedRunning = true;
+      return;
+    }
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 })();
@@ -368,6 +373,8 @@ async function startPrepared(target: NonNullable<typeof prepared>, info: Contain
       fifo = openSync(join(target.helperDir, 'go'), constants.O_WRONLY | constants.O_NONBLOCK);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENXIO' || gone || Date.now() > deadline) throw error;
+      // Its `crun run` ended (the exit handler in `prepare` let it go): no helper will ever open the fifo.
+      if (prepared !== target) throw new Error('it exited before its go signal');
       await new Promise((resolve) => setTimeout(resolve, 1));
       continue;
     }
@@ -402,14 +409,24 @@ export async function bind(): Promise<void> {
   // A cell bound right after it started (the first take of an image's pool boots one for itself) may not
   // have its container running yet: its start finishes first (a no-op once it runs).
   await warm;
-  let running: Running;
+  let running: Running | undefined;
   const ahead = prepared;
   if (info.usePrepared && ahead !== undefined && !gone) {
-    running = ahead.running;
-    await startPrepared(ahead, info);
-  } else {
+    try {
+      if (!preparedRunning) throw new Error('it was not running when the cell came up');
+      await startPrepared(ahead, info);
+      running = ahead.running;
+    } catch (error) {
+      // Nothing of the function ran in it yet (no go signal was written): the cold start goes on the
+      // ordinary way, a container made now, rather than failing the bind.
+      process.stderr.write(
+        `[hearth] the container made ahead could not be used (${(error as Error).message}); making the function's container now\n`,
+      );
+    }
+  }
+  if (running === undefined) {
     if (ahead !== undefined) {
-      // Made for another image: ended, and the function's own started beside it.
+      // Made for another image, or unusable: ended, and the function's own started beside it.
       prepared = undefined;
       try {
         execFileSync(info.runtime, ['--root', join(info.stateDir, 'state'), 'delete', '--force', info.id], {

@@ -109,7 +109,9 @@ def find_hold(sandbox):
         for child in children_of(init):
             try:
                 with open(f"/proc/{child}/cmdline", "rb") as handle:
-                    if handle.read().rstrip(b"\0").endswith(HOLD_MARK):
+                    # sh -c SCRIPT hearth-zygote-hold GUEST...: the mark is its $0, the guest's command follows.
+                    words = handle.read().split(b"\0")
+                    if len(words) > 3 and words[3] == HOLD_MARK:
                         return child
             except OSError:
                 pass
