@@ -465,6 +465,7 @@ export async function startPlatform(
           },
     sharedQueue: cluster?.queue,
     nodeId: cluster?.nodeId,
+    lostNodes: cluster?.lostNodes,
   });
   eventCalls = events.hostCalls;
   const deployer = new Deployer({
