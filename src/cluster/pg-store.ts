@@ -500,6 +500,18 @@ export class PostgresStore implements Store, SecurityStore {
     return row.done ? { held: false } : { held: false, recheckInMs: Number(row.remaining_ms) };
   }
 
+  /** Extends `node`'s lease on `key`, while it holds the key and the key is not done. */
+  renewLease(key: string, node: string, leaseMs: number = CLAIM_LEASE_MS): void {
+    this.db.query(
+      `UPDATE trigger_claims SET lease_until = now() + $3 * interval '1 millisecond'
+       WHERE key = $1 AND node = $2 AND done = false`,
+      [key, node, leaseMs],
+    );
+  }
+
+  /** A holder renews its lease this often while it enqueues (a third of the lease). */
+  readonly renewEveryMs = Math.floor(CLAIM_LEASE_MS / 3);
+
   /** The run for a held key is queued: nobody takes the key over. */
   claimDone(key: string): void {
     this.db.query('UPDATE trigger_claims SET done = true WHERE key = $1', [key]);

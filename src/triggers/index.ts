@@ -83,6 +83,12 @@ export interface LostNodes {
  */
 export interface TriggerClaims {
   claim(key: string): ClaimOutcome;
+  /**
+   * Extends this node's lease on a key it holds (not done), asked every `renewEveryMs` while the run's
+   * enqueue takes long, so that no other node takes the time over meanwhile.
+   */
+  renew(key: string): void;
+  readonly renewEveryMs: number;
   done(key: string): void;
 }
 
