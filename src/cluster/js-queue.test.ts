@@ -14,7 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, startNats } from '../../test/support/broker-processes.mjs';
 import { type RunningPostgres, startPostgres } from '../../test/support/postgres.js';
 import type { NewMessage, QueueMessage } from '../queue/index.js';
-import { JetStreamQueue, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
+import { JetStreamQueue, QUEUE_ALIVE, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
 
 const ACK_WAIT_MS = 1000;
 const REPUBLISH_AFTER_MS = 500;
@@ -52,13 +52,14 @@ async function node(
   id: string,
   runsHere: (ref: { name: string }) => boolean = () => true,
   ackWaitMs = ACK_WAIT_MS,
+  concurrency = 1000,
 ) {
   const queue = await JetStreamQueue.open({
     natsUrl: nats.url,
     postgresUrl: postgres.url,
     nodeId: id,
     ackWaitMs,
-    concurrency: 1000,
+    concurrency,
     warn: () => undefined,
     republishAfterMs: REPUBLISH_AFTER_MS,
   });
@@ -89,11 +90,12 @@ async function leaseSome(
 describe('cluster queue: NATS JetStream + PostgreSQL', () => {
   beforeAll(async () => {
     [postgres, nats] = await Promise.all([startPostgres(), startNats()]);
-    // The cluster store's migrations 4 and 6 (their SQL here: the store's worker thread runs from dist/).
+    // The cluster store's migrations 4, 6 and 7 (their SQL here: the store's worker thread runs from dist/).
     const client = new pg.Client({ connectionString: postgres.url });
     await client.connect();
     await client.query(QUEUE_TABLES);
     await client.query(QUEUE_PUBLISHED);
+    await client.query(QUEUE_ALIVE);
     await client.end();
   }, 120_000);
 
@@ -322,6 +324,28 @@ describe('cluster queue: NATS JetStream + PostgreSQL', () => {
     expect(await leaseSome(b, ref, 1, 2_000)).toHaveLength(0);
     const record = await b.get(stored.id);
     expect([record?.state, record?.attempts]).toEqual(['running', 1]);
+  });
+
+  it('a run longer than the ack wait, its node alive, is not taken over by a second copy', async () => {
+    const ref = freshRef();
+    // a runs one message at a time: holding this one, it pulls no more (b is the one to meet the copy).
+    const a = await node('a', () => true, ACK_WAIT_MS, 1);
+    const stored = await a.enqueue(message(ref));
+    expect((await leaseSome(a, ref, 1)).map((m) => m.id)).toEqual([stored.id]);
+    const connection = await connect({ servers: nats.url });
+    try {
+      await jetstream(connection).publish('hearth.work.async', JSON.stringify({ id: stored.id, ref }), {
+        msgID: `${stored.id}.copy`,
+      });
+    } finally {
+      await connection.close();
+    }
+    // Three ack waits: a's run goes on, its heartbeats keep the record alive, b leaves the copy.
+    const b = await node('b');
+    expect(await leaseSome(b, ref, 1, ACK_WAIT_MS * 3)).toHaveLength(0);
+    expect((await b.get(stored.id))?.attempts).toBe(1);
+    await a.complete(stored.id, 'succeeded', undefined);
+    expect((await b.get(stored.id))?.state).toBe('succeeded');
   });
 
   it('keeps, for the sweeper, a record with a dedupe key whose publish failed', async () => {

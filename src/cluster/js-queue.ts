@@ -121,7 +121,16 @@ ALTER TABLE queue_messages ALTER COLUMN published SET DEFAULT false;
 CREATE INDEX queue_messages_unpublished ON queue_messages (seq) WHERE NOT published;
 `;
 
-type Row = MessageRow<string> & { readonly published?: boolean };
+/**
+ * Migration 7: when the node running a record last said it still is (every third of the ack wait, with
+ * its in-progress notices to JetStream). A second copy of the message is run only once this is older
+ * than the ack wait: the node died, rather than a long run.
+ */
+export const QUEUE_ALIVE = `
+ALTER TABLE queue_messages ADD COLUMN alive_at BIGINT;
+`;
+
+type Row = MessageRow<string> & { readonly published?: boolean; readonly alive_at?: string | null };
 
 /** What travels on the work stream: the record's id, and its function (a node that does not serve it passes). */
 interface WorkItem {
@@ -166,6 +175,7 @@ export class JetStreamQueue implements Queue {
     this.heartbeat = setInterval(
       () => {
         for (const msg of [...this.ready, ...this.held.values()]) msg.working();
+        void this.markAlive();
       },
       Math.max(100, Math.floor(options.ackWaitMs / 3)),
     );
@@ -331,12 +341,15 @@ export class JetStreamQueue implements Queue {
     let leased: pg.QueryResult<Row>;
     try {
       // The common case in one statement: due, not settled, deliveries left. A running record is taken
-      // over only once its run is older than the ack wait: sooner, its node may still be on it (this is a
-      // second copy of it in the stream, from a sweeper's or a redrive's publish), and two would run.
+      // over only once its node has been silent for the ack wait: sooner, that node may still be on it
+      // (this is a second copy of it in the stream, from a sweeper's or a redrive's publish), and two
+      // would run.
       leased = await this.db.query<Row>(
-        `UPDATE queue_messages SET state = 'running', attempts = attempts + 1, started_at = $2, node = $3
+        `UPDATE queue_messages SET state = 'running', attempts = attempts + 1, started_at = $2, node = $3,
+           alive_at = $2
          WHERE id = ANY($1) AND available_at <= $4
-           AND (state = 'queued' OR (state = 'running' AND attempts < max_attempts AND started_at < $5))
+           AND (state = 'queued' OR (state = 'running' AND attempts < max_attempts
+                                     AND COALESCE(alive_at, started_at) < $5))
          RETURNING *`,
         [[...byId.keys()], now, this.options.nodeId, now + DUE_SLACK_MS, now - this.options.ackWaitMs],
       );
@@ -360,6 +373,17 @@ export class JetStreamQueue implements Queue {
     return leased.rows.sort((a, b) => Number(a.seq) - Number(b.seq)).map(toMessage);
   }
 
+  /** Tells the records of the messages running here that this node is still on them. */
+  private async markAlive(): Promise<void> {
+    if (this.held.size === 0 || this.closed) return;
+    await this.db
+      .query(
+        `UPDATE queue_messages SET alive_at = $2 WHERE id = ANY($1) AND state = 'running' AND node = $3`,
+        [[...this.held.keys()], Date.now(), this.options.nodeId],
+      )
+      .catch((error: Error) => this.options.warn(`queue: could not mark runs alive: ${error.message}`));
+  }
+
   /** Naks the pulled messages still held for these ids (each the delivery it was pulled as). */
   private handBack(byId: ReadonlyMap<string, JsMsg>, delayMs: number): void {
     for (const [id, msg] of byId) {
@@ -381,11 +405,11 @@ export class JetStreamQueue implements Queue {
         // Settled already (its node died between the record and the ack), or purged: done with.
         this.held.delete(id);
         msg.ack();
-      } else if (row.state === 'running' && Number(row.started_at ?? 0) + this.options.ackWaitMs > now) {
-        // Running elsewhere, started within the ack wait (a second copy in the stream): looked at again
-        // once that run could have been abandoned; settled by then, this copy is acked.
+      } else if (row.state === 'running' && lastAlive(row) + this.options.ackWaitMs > now) {
+        // Running on a node heard from within the ack wait (this is a second copy in the stream): looked
+        // at again once that node could have gone silent; settled by then, this copy is acked.
         this.held.delete(id);
-        msg.nak(Math.max(DUE_SLACK_MS, Number(row.started_at ?? 0) + this.options.ackWaitMs - now));
+        msg.nak(Math.max(DUE_SLACK_MS, lastAlive(row) + this.options.ackWaitMs - now));
       } else if (row.state === 'running' && row.attempts >= row.max_attempts) {
         // Every delivery died with its node: no more tries.
         await this.deadLetter(id, {
@@ -763,6 +787,11 @@ export class JetStreamQueue implements Queue {
 /** The subject of a message's dead letter: one per message, so a redrive can purge it. */
 function deadSubject(id: string): string {
   return `${DEAD_PREFIX}.${id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+}
+
+/** When the node running a record last said so (its lease, or a later heartbeat). */
+function lastAlive(row: Row): number {
+  return Number(row.alive_at ?? row.started_at ?? 0);
 }
 
 function workItem(msg: JsMsg): WorkItem | undefined {

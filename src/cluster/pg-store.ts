@@ -22,7 +22,7 @@ import type { GatewayManifest } from '../domain/gateway.js';
 import type { ResolvedImage } from '../domain/image.js';
 import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } from '../security/index.js';
 import type { ClaimOutcome } from '../triggers/index.js';
-import { QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
+import { QUEUE_ALIVE, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
 import { SyncPostgres } from './pg-sync.js';
 
 /** As the embedded store keeps them. */
@@ -82,6 +82,8 @@ ALTER TABLE trigger_claims ALTER COLUMN done SET DEFAULT false;`,
   },
   // Whether a queued message reached the JetStream work stream (js-queue.ts sweeps the ones that did not).
   { id: 6, sql: QUEUE_PUBLISHED },
+  // When the node running a queued message last said it still is (js-queue.ts: no second copy beside it).
+  { id: 7, sql: QUEUE_ALIVE },
 ];
 
 /** Claims are kept this long (a node that restarts re-plans from the shared last fire, not from them). */
