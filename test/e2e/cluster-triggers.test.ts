@@ -45,7 +45,7 @@ const PARTITIONS = 3;
 const PER_KIND = 6;
 const MQTT_AFTER = 6;
 /** Long enough that the kill finds runs under way. */
-const SLEEP_MS = 4_000;
+const SLEEP_MS = 6_000;
 const KINDS = ['kafka', 'mqtt', 'nats'] as const;
 type Kind = (typeof KINDS)[number];
 
