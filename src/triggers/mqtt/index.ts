@@ -153,14 +153,16 @@ export class MqttTrigger implements Trigger {
   /**
    * Takes over the session a departed node held for this trigger: the broker resends what that node had
    * not acknowledged and delivers what it queued there meanwhile; each is handed to the shared queue. Once
-   * nothing comes for a while the session is ended (expiry 0), and with it the node's share of the shared
-   * subscription. A node that comes back opens a new session of its own.
+   * nothing comes for a while the session is ended (a DISCONNECT with expiry 0), and with it the node's
+   * share of the shared subscription. A node that comes back opens a new session of its own.
    */
   private async adopt(nodeId: string): Promise<void> {
     if (this.abort.signal.aborted || nodeId === this.host.nodeId || this.adopting.has(nodeId)) return;
     const clientId = this.clientIdOf(nodeId);
     // No reconnect: taken back (the node is alive after all) or cut off, the session is left to its node.
-    const client = this.connectClient(clientId, 0, 0);
+    // The session keeps its day of expiry until it is ended on purpose below: a taker that stops or dies
+    // meanwhile leaves what it has not acknowledged in the session, not lost with it.
+    const client = this.connectClient(clientId, 86_400, 0);
     this.adopting.set(nodeId, client);
     let lastMessageAt = Date.now();
     let connected = false;
@@ -172,6 +174,7 @@ export class MqttTrigger implements Trigger {
     });
     client.on('error', (error) => this.fail(`taking over ${clientId}: ${error.message}`));
     const started = Date.now();
+    let ended = false;
     try {
       while (!this.abort.signal.aborted && Date.now() - started < ADOPT_MAX_MS) {
         await sleep(ADOPT_QUIET_MS / 4, this.abort.signal);
@@ -179,14 +182,18 @@ export class MqttTrigger implements Trigger {
         if (client.connected && Date.now() - lastMessageAt >= ADOPT_QUIET_MS) break;
       }
       if (this.abort.signal.aborted) return;
-      // Each hand-off acknowledged before the session goes.
+      // Each hand-off acknowledged before the session goes (expiry 0 in the DISCONNECT ends it).
       await Promise.allSettled([...this.deliveries]);
-      await client.endAsync();
+      if (!client.connected) return;
+      ended = true;
+      await client.endAsync(false, { properties: { sessionExpiryInterval: 0 } });
       this.host.info(`trigger ${this.config.id}: took over the session of node ${nodeId} (${clientId})`);
     } catch (error) {
       this.fail(`taking over ${clientId}: ${error instanceof Error ? error.message : String(error)}`);
     } finally {
       this.adopting.delete(nodeId);
+      // Stopped, taken back or never connected: the session stays, as the broker keeps it.
+      if (!ended) client.end(true);
     }
   }
 
