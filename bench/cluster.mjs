@@ -8,8 +8,9 @@ import { Agent, request } from 'node:http';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import mqtt from 'mqtt';
 import pg from 'pg';
-import { startNats } from '../test/support/broker-processes.mjs';
+import { startMosquitto, startNats } from '../test/support/broker-processes.mjs';
 import { autocannon, deploy, processTree, ROOT, round, sleep, startHearth, summarise } from './lib.mjs';
 
 async function freePort() {
@@ -375,4 +376,90 @@ export async function clusterBench({ seconds = 4, connections = 30, sequentialCo
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   process.stdout.write(`${JSON.stringify(await clusterBench(), null, 2)}\n`);
+}
+
+/**
+ * MQTT trigger events through a cluster of three nodes (issue 12): each message is handed to the shared
+ * queue (a PostgreSQL record and a JetStream publish) and acknowledged to the broker once queued; the
+ * nodes' queue workers run them. Reports the rate at which the nodes queued the messages (from the
+ * first to the last, publishing included) and the rate at which the runs finished, read from the records.
+ */
+export async function clusterMqttBench({ count = 5000 } = {}) {
+  const [postgres, nats, redis, mosquitto] = await Promise.all([
+    startPostgres(),
+    startNats(),
+    startRedis(),
+    startMosquitto(),
+  ]);
+  const nodes = [];
+  try {
+    for (const nodeId of ['n1', 'n2', 'n3'])
+      nodes.push(
+        await startHearth({
+          stemCells: { node20: 1, python3: 0 },
+          cluster: { postgres: postgres.url, nats: nats.url, redis: redis.url, nodeId },
+        }),
+      );
+    await deploy(nodes[0].url, join(ROOT, 'bench', 'functions', 'bench-noop'), 'bench-noop');
+    const gateway = {
+      apiVersion: 'hearth.dev/v1',
+      kind: 'EventGateway',
+      metadata: { name: 'bench-mqtt' },
+      spec: {
+        protocols: [{ mqtt: { url: mosquitto.url, topic: 'bench/events', qos: 1, parallelism: 256 } }],
+        functions: [{ name: 'bench-noop' }],
+      },
+    };
+    const applied = await fetch(`${nodes[0].url}/api/v1/namespaces/default/gateways/bench-mqtt`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(gateway),
+    });
+    if (!applied.ok) throw new Error(`apply gateway: ${await applied.text()}`);
+    // EventGateways are still started per node (at its start): the other nodes take it on a restart.
+    // The one node that has it subscribes; the queue spreads the runs over the three.
+    const triggerOf = async (node) =>
+      (await (await fetch(`${node.url}/api/v1/namespaces/default/gateways/bench-mqtt`)).json()).triggers?.[0];
+    await waitFor('the MQTT trigger to run', async () => (await triggerOf(nodes[0]))?.state === 'running');
+    const publisher = await mqtt.connectAsync(mosquitto.url, { protocolVersion: 5, clientId: 'bench-pub' });
+    const started = performance.now();
+    const payload = '{"n":0}';
+    for (let sent = 0; sent < count; sent += 200)
+      await Promise.all(
+        Array.from({ length: Math.min(200, count - sent) }, () =>
+          publisher.publishAsync('bench/events', payload, { qos: 1 }),
+        ),
+      );
+    await publisher.endAsync();
+    const client = new pg.Client({ connectionString: postgres.url });
+    await client.connect();
+    try {
+      let row;
+      await waitFor('every MQTT event to be queued and run', async () => {
+        ({
+          rows: [row],
+        } = await client.query(
+          `SELECT COUNT(*) FILTER (WHERE state = 'succeeded') AS done, COUNT(*) AS total,
+             MIN(accepted_at) AS first, MAX(accepted_at) AS last_queued, MAX(finished_at) AS last,
+             COUNT(DISTINCT node) AS nodes
+           FROM queue_messages WHERE source LIKE 'mqtt:%'`,
+        ));
+        return Number(row.done) >= count;
+      });
+      const queuedSeconds = (Number(row.last_queued) - Number(row.first)) / 1000;
+      return {
+        count,
+        nodes: nodes.length,
+        runNodes: Number(row.nodes),
+        publishSeconds: round((performance.now() - started) / 1000, 2),
+        queuedPerSecond: Math.round(count / queuedSeconds),
+        runsPerSecond: Math.round((count * 1000) / (Number(row.last) - Number(row.first))),
+      };
+    } finally {
+      await client.end();
+    }
+  } finally {
+    await Promise.all(nodes.map((node) => node.stop()));
+    await Promise.all([postgres.stop(), nats.stop(), redis.stop(), mosquitto.stop()]);
+  }
 }

@@ -6,7 +6,7 @@ import { abuseBench } from './abuse.mjs';
 import { authBench } from './auth.mjs';
 import { buildsBench } from './builds.mjs';
 import { cloudEventsBench } from './cloudevents.mjs';
-import { clusterBench } from './cluster.mjs';
+import { clusterBench, clusterMqttBench } from './cluster.mjs';
 import { coldBench } from './cold.mjs';
 import { coldBurstBench } from './cold-burst.mjs';
 import { complianceBench } from './compliance.mjs';
@@ -93,6 +93,8 @@ if (want('cluster'))
   results.cluster = await measure('cluster', () =>
     clusterBench({ seconds: 4, connections: 30, sequentialCount: 1000 }),
   );
+if (want('cluster-mqtt'))
+  results.clusterMqtt = await measure('clusterMqtt', () => clusterMqttBench({ count: 5000 }));
 if (want('tls'))
   results.tls = await measure('tls', () => tlsBench({ seconds: 5, connections: 50, rounds: 5 }));
 if (want('compliance'))
@@ -374,6 +376,15 @@ if (results.cluster) {
           '',
         ]),
     `A forwarded request costs **${f.costP50Ms} ms** more at the median. \`node bench/run.mjs cluster\` runs this section alone.`,
+    '',
+  );
+}
+if (results.clusterMqtt) {
+  const cm = results.clusterMqtt;
+  lines.push(
+    '## Cluster mode: MQTT trigger events through the shared queue',
+    '',
+    `${cm.count} QoS 1 messages to an EventGateway's MQTT protocol on a cluster of ${cm.nodes} nodes: each message is recorded in PostgreSQL and published to JetStream before its PUBACK, then run by whichever node's queue worker takes it (${cm.runNodes} nodes ran some). **${cm.queuedPerSecond} events/s queued** (first to last record, while the publisher ran), **${cm.runsPerSecond} runs/s** finished by the nodes together. On one node the same trigger delivers in place (the events section above); in a cluster each event pays the queue's record and publish, the price of surviving the node that received it. \`node bench/run.mjs cluster-mqtt\` runs this section alone.`,
     '',
   );
 }

@@ -29,7 +29,7 @@ import {
 } from './gateway/index.js';
 import { CallbackPolicy, type Queue, QueueWorker, type SharedQueue, SqliteQueue } from './queue/index.js';
 import type { HostCallHandler, Scheduler } from './scheduler/index.js';
-import { type TriggerClaims, TriggerManager } from './triggers/index.js';
+import { type LostNodes, type TriggerClaims, TriggerManager } from './triggers/index.js';
 
 export interface EventGatewayOptions {
   readonly config: EventsConfig;
@@ -45,6 +45,8 @@ export interface EventGatewayOptions {
   readonly claims?: TriggerClaims | undefined;
   /** Cluster mode: this node's id (subscriptions every node makes become shared ones). */
   readonly nodeId?: string | undefined;
+  /** Cluster mode: the nodes that left, told to this node when it is to take over their trigger sessions. */
+  readonly lostNodes?: LostNodes | undefined;
   /** Cluster mode (issue 12): the queue every node shares (JetStream), instead of the embedded one. */
   readonly sharedQueue?: SharedQueue | undefined;
 }
@@ -119,6 +121,9 @@ export function createEventGateway(options: EventGatewayOptions): EventGateway {
     info: (message) => logger.info(message),
     ...(options.claims === undefined ? {} : { claims: options.claims }),
     ...(options.nodeId === undefined ? {} : { nodeId: options.nodeId }),
+    // Cluster mode: trigger events that their broker would keep for this node alone go through the queue.
+    ...(options.sharedQueue === undefined ? {} : { handOff: true }),
+    ...(options.lostNodes === undefined ? {} : { lostNodes: options.lostNodes }),
   });
   notifyWorker = () => worker.notify();
   options.sharedQueue?.onAvailable(() => worker.notify());

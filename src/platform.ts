@@ -461,10 +461,13 @@ export async function startPlatform(
         ? undefined
         : {
             claim: (key) => cluster.store.claimLease(key, cluster.nodeId),
+            renew: (key) => cluster.store.renewLease(key, cluster.nodeId),
+            renewEveryMs: cluster.store.renewEveryMs,
             done: (key) => cluster.store.claimDone(key),
           },
     sharedQueue: cluster?.queue,
     nodeId: cluster?.nodeId,
+    lostNodes: cluster?.lostNodes,
   });
   eventCalls = events.hostCalls;
   const deployer = new Deployer({

@@ -19,6 +19,7 @@ import type { DeployedVersion } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
 import { type FunctionRef, functionKey } from '../domain/function.js';
 import type { Scheduler } from '../scheduler/index.js';
+import type { LostNodes } from '../triggers/index.js';
 import { type BreakerSettings, Forwarder } from './forward.js';
 import { JetStreamQueue } from './js-queue.js';
 import { type ClusterNode, Membership, type NodeAnnouncement } from './membership.js';
@@ -96,6 +97,18 @@ export class Cluster {
   private readonly switchWaiters = new Map<string, Set<SwitchWaiter>>();
   /** Handed to the gateway before the node listens; it forwards nothing until the first heartbeat. */
   readonly forwarder: Forwarder;
+  private readonly lostListeners = new Set<(nodeId: string) => void>();
+  /**
+   * The nodes that leave, told on one live node only (the lowest id, this one included): it takes over
+   * what a broker keeps for a node that is gone (its MQTT sessions). Every node reaches the same choice
+   * from its own view; two nodes that disagree for a moment both take over, which at-least-once allows.
+   */
+  readonly lostNodes: LostNodes = {
+    subscribe: (listener) => {
+      this.lostListeners.add(listener);
+      return () => this.lostListeners.delete(listener);
+    },
+  };
 
   private constructor(
     readonly config: ClusterConfig,
@@ -237,6 +250,8 @@ export class Cluster {
       onJoin: (node) => parts.info(`cluster: node ${node.id} joined (${node.url})`),
       onLeave: (node, reason) => {
         parts.warn(`cluster: node ${node.id} left (${reason})`);
+        // After the membership's own bookkeeping (this runs inside its view of the nodes).
+        setImmediate(() => this.tellLost(node.id, parts.warn));
         // A node that left is not waited for.
         for (const waiters of this.switchWaiters.values())
           for (const waiter of waiters) {
@@ -318,6 +333,23 @@ export class Cluster {
     });
   }
 
+  /** Tells the lost-node listeners of `lost`, on the node that is to take over from it. */
+  private tellLost(lost: string, warn: (message: string) => void): void {
+    if (this.membership === undefined) return;
+    const adopter = this.nodes()
+      .map((live) => live.id)
+      .filter((id) => id !== lost)
+      .sort()[0];
+    if (adopter !== this.nodeId) return;
+    for (const listener of this.lostListeners) {
+      try {
+        listener(lost);
+      } catch (error) {
+        warn(`cluster: taking over from node ${lost} failed: ${(error as Error).message}`);
+      }
+    }
+  }
+
   /** Every live node, this one included. */
   nodes(): ClusterNode[] {
     return this.membership?.nodes() ?? [];
@@ -353,6 +385,7 @@ export class Cluster {
     this.changes?.unsubscribe();
     this.switchedSub?.unsubscribe();
     for (const waiters of this.switchWaiters.values()) for (const waiter of waiters) waiter.done();
+    this.lostListeners.clear();
     this.membership?.close();
     await this.reconciler?.idle();
     await this.nats.flush().catch(() => undefined);

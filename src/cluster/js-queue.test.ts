@@ -7,7 +7,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ import { type Broker, startNats } from '../../test/support/broker-processes.mjs'
 import { type RunningPostgres, startPostgres } from '../../test/support/postgres.js';
 import { newMessage as message } from '../../test/support/queue-messages.js';
 import type { QueueMessage } from '../queue/index.js';
-import { JetStreamQueue, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
+import { JetStreamQueue, QUEUE_ALIVE, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
 
 const ACK_WAIT_MS = 1000;
 const REPUBLISH_AFTER_MS = 500;
@@ -30,13 +30,18 @@ function freshRef(): { namespace: string; name: string } {
   return { namespace: 'default', name: `fn${functionCount}` };
 }
 
-async function node(id: string, runsHere: (ref: { name: string }) => boolean = () => true) {
+async function node(
+  id: string,
+  runsHere: (ref: { name: string }) => boolean = () => true,
+  ackWaitMs = ACK_WAIT_MS,
+  concurrency = 1000,
+) {
   const queue = await JetStreamQueue.open({
     natsUrl: nats.url,
     postgresUrl: postgres.url,
     nodeId: id,
-    ackWaitMs: ACK_WAIT_MS,
-    concurrency: 1000,
+    ackWaitMs,
+    concurrency,
     warn: () => undefined,
     republishAfterMs: REPUBLISH_AFTER_MS,
   });
@@ -67,11 +72,12 @@ async function leaseSome(
 describe('cluster queue: NATS JetStream + PostgreSQL', () => {
   beforeAll(async () => {
     [postgres, nats] = await Promise.all([startPostgres(), startNats()]);
-    // The cluster store's migrations 4 and 6 (their SQL here: the store's worker thread runs from dist/).
+    // The cluster store's migrations 4, 6 and 7 (their SQL here: the store's worker thread runs from dist/).
     const client = new pg.Client({ connectionString: postgres.url });
     await client.connect();
     await client.query(QUEUE_TABLES);
     await client.query(QUEUE_PUBLISHED);
+    await client.query(QUEUE_ALIVE);
     await client.end();
   }, 120_000);
 
@@ -247,7 +253,120 @@ describe('cluster queue: NATS JetStream + PostgreSQL', () => {
     expect(leased?.id).toBe(stored.id);
     expect(leased?.attempts).toBe(1);
   });
+
+  it('hands back to JetStream the messages of a lease PostgreSQL refused', async () => {
+    const ref = freshRef();
+    const a = await node('a');
+    const stored = await a.enqueue(message(ref));
+    const trigger = `refuse_${ref.name}`;
+    await sql(`CREATE OR REPLACE FUNCTION hearth_test_refuse() RETURNS trigger AS $$
+               BEGIN RAISE EXCEPTION 'refused for the test'; END $$ LANGUAGE plpgsql`);
+    await sql(`CREATE TRIGGER ${trigger} BEFORE UPDATE ON queue_messages FOR EACH ROW
+               WHEN (OLD.name = '${ref.name}' AND NEW.state = 'running') EXECUTE FUNCTION hearth_test_refuse()`);
+    let refused: unknown;
+    try {
+      const deadline = Date.now() + 10_000;
+      while (refused === undefined && Date.now() < deadline) {
+        await a.lease(10, 60_000).then(
+          (leased) => Promise.all(leased.map((m) => a.complete(m.id, 'succeeded', undefined))),
+          (error: unknown) => {
+            refused = error;
+          },
+        );
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    } finally {
+      await sql(`DROP TRIGGER ${trigger} ON queue_messages`);
+    }
+    expect(String(refused)).toMatch(/refused for the test/);
+    // Not kept on a (its in-progress notices would have held it there for good): it comes back and runs.
+    const [leased] = await leaseSome(a, ref, 1);
+    expect(leased?.id).toBe(stored.id);
+    expect(leased?.attempts).toBe(1);
+  });
+
+  it('a second copy of a running message in the stream does not run beside it', async () => {
+    const ref = freshRef();
+    const a = await node('a');
+    const stored = await a.enqueue(message(ref));
+    expect((await leaseSome(a, ref, 1)).map((m) => m.id)).toEqual([stored.id]);
+    // a stops pulling (so that b is the one to meet the copy); its run is, for all the record says, on.
+    await a.abandon();
+    // A copy under another publish id, as a sweeper's late publish or a redrive's can make.
+    const connection = await connect({ servers: nats.url });
+    try {
+      await jetstream(connection).publish('hearth.work.async', JSON.stringify({ id: stored.id, ref }), {
+        msgID: `${stored.id}.copy`,
+      });
+    } finally {
+      await connection.close();
+    }
+    // b, whose ack wait is long, meets the copy while a's run is younger than that: it leaves it.
+    const b = await node('b', () => true, 60_000);
+    expect(await leaseSome(b, ref, 1, 2_000)).toHaveLength(0);
+    const record = await b.get(stored.id);
+    expect([record?.state, record?.attempts]).toEqual(['running', 1]);
+  });
+
+  it('a run longer than the ack wait, its node alive, is not taken over by a second copy', async () => {
+    const ref = freshRef();
+    // a runs one message at a time: holding this one, it pulls no more (b is the one to meet the copy).
+    const a = await node('a', () => true, ACK_WAIT_MS, 1);
+    const stored = await a.enqueue(message(ref));
+    expect((await leaseSome(a, ref, 1)).map((m) => m.id)).toEqual([stored.id]);
+    const connection = await connect({ servers: nats.url });
+    try {
+      await jetstream(connection).publish('hearth.work.async', JSON.stringify({ id: stored.id, ref }), {
+        msgID: `${stored.id}.copy`,
+      });
+    } finally {
+      await connection.close();
+    }
+    // Three ack waits: a's run goes on, its heartbeats keep the record alive, b leaves the copy.
+    const b = await node('b');
+    expect(await leaseSome(b, ref, 1, ACK_WAIT_MS * 3)).toHaveLength(0);
+    expect((await b.get(stored.id))?.attempts).toBe(1);
+    await a.complete(stored.id, 'succeeded', undefined);
+    expect((await b.get(stored.id))?.state).toBe('succeeded');
+  });
+
+  it('keeps, for the sweeper, a record with a dedupe key whose publish failed', async () => {
+    const ref = freshRef();
+    const a = await node('a');
+    const dedupeKey = `cron:${ref.name}@3`;
+    // The publish times out while nats-server is stopped; the record's INSERT (PostgreSQL) went through.
+    nats.process.kill('SIGSTOP');
+    let failed: unknown;
+    try {
+      await a.enqueue(message(ref, { dedupeKey })).catch((error: unknown) => {
+        failed = error;
+      });
+    } finally {
+      nats.process.kill('SIGCONT');
+    }
+    expect(failed).toBeDefined();
+    // Another node's accept of the same time (a cron lease taken over) may have met the record and been
+    // answered with it: the record stays, and runs.
+    const kept = await a.list({ ref });
+    expect(kept.map((m) => [m.state, m.dedupeKey])).toEqual([['queued', dedupeKey]]);
+    const b = await node('b');
+    const again = await b.enqueue(message(ref, { dedupeKey }));
+    expect(again.id).toBe(kept[0]?.id);
+    // Run once, by whichever node pulls it (a's publish may have reached the stream after all).
+    const [onA, onB] = await Promise.all([leaseSome(a, ref, 2, 6_000), leaseSome(b, ref, 2, 6_000)]);
+    expect([...onA, ...onB].map((m) => m.id)).toEqual([again.id]);
+  });
 });
+
+async function sql(text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: postgres.url });
+  await client.connect();
+  try {
+    await client.query(text);
+  } finally {
+    await client.end();
+  }
+}
 
 /**
  * A record as a node stores it just before it dies: committed in PostgreSQL, never published to the work

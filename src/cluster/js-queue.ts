@@ -69,6 +69,8 @@ const STATS_TTL_MS = 1_000;
 const REPUBLISH_AFTER_MS = 5_000;
 /** Records the sweeper publishes per round. */
 const SWEEP_BATCH = 500;
+/** Pulled messages a lease could not record (PostgreSQL failed) come back after this. */
+const LEASE_FAILED_DELAY_MS = 1_000;
 
 export interface JetStreamQueueOptions {
   readonly natsUrl: string;
@@ -119,7 +121,16 @@ ALTER TABLE queue_messages ALTER COLUMN published SET DEFAULT false;
 CREATE INDEX queue_messages_unpublished ON queue_messages (seq) WHERE NOT published;
 `;
 
-type Row = MessageRow<string> & { readonly published?: boolean };
+/**
+ * Migration 7: when the node running a record last said it still is (every third of the ack wait, with
+ * its in-progress notices to JetStream). A second copy of the message is run only once this is older
+ * than the ack wait: the node died, rather than a long run.
+ */
+export const QUEUE_ALIVE = `
+ALTER TABLE queue_messages ADD COLUMN alive_at BIGINT;
+`;
+
+type Row = MessageRow<string> & { readonly published?: boolean; readonly alive_at?: string | null };
 
 /** What travels on the work stream: the record's id, and its function (a node that does not serve it passes). */
 interface WorkItem {
@@ -164,6 +175,7 @@ export class JetStreamQueue implements Queue {
     this.heartbeat = setInterval(
       () => {
         for (const msg of [...this.ready, ...this.held.values()]) msg.working();
+        void this.markAlive();
       },
       Math.max(100, Math.floor(options.ackWaitMs / 3)),
     );
@@ -291,8 +303,12 @@ export class JetStreamQueue implements Queue {
       if (dead) await this.publishDead(row);
       else await this.publishWork(row.id, message.ref, row.id);
     } catch (error) {
-      // Not in the stream: not accepted. The caller hears the failure; the record goes.
-      await this.db.query('DELETE FROM queue_messages WHERE id = $1', [row.id]).catch(() => undefined);
+      // Not in the stream: not accepted, the caller hears the failure. A record only this call knows of
+      // goes. One with a dedupe key or a caller's id stays, for the sweeper to publish: another accept may
+      // have met it meanwhile (a cron time taken over once this node's lease ran out during a slow
+      // publish) and answered with it, and deleting it would lose that accept.
+      if (message.dedupeKey === undefined && message.id === undefined)
+        await this.db.query('DELETE FROM queue_messages WHERE id = $1', [row.id]).catch(() => undefined);
       throw error;
     }
     // Not awaited: the accept is durable already; should the mark be lost, the sweeper's publish of the
@@ -322,18 +338,59 @@ export class JetStreamQueue implements Queue {
     }
     const now = Date.now();
     for (const [id, msg] of byId) this.held.set(id, msg);
-    // The common case in one statement: due, not settled, deliveries left.
-    const leased = await this.db.query<Row>(
-      `UPDATE queue_messages SET state = 'running', attempts = attempts + 1, started_at = $2, node = $3
-       WHERE id = ANY($1) AND available_at <= $4
-         AND (state = 'queued' OR (state = 'running' AND attempts < max_attempts))
-       RETURNING *`,
-      [[...byId.keys()], now, this.options.nodeId, now + DUE_SLACK_MS],
-    );
+    let leased: pg.QueryResult<Row>;
+    try {
+      // The common case in one statement: due, not settled, deliveries left. A running record is taken
+      // over only once its node has been silent for the ack wait: sooner, that node may still be on it
+      // (this is a second copy of it in the stream, from a sweeper's or a redrive's publish), and two
+      // would run.
+      leased = await this.db.query<Row>(
+        `UPDATE queue_messages SET state = 'running', attempts = attempts + 1, started_at = $2, node = $3,
+           alive_at = $2
+         WHERE id = ANY($1) AND available_at <= $4
+           AND (state = 'queued' OR (state = 'running' AND attempts < max_attempts
+                                     AND COALESCE(alive_at, started_at) < $5))
+         RETURNING *`,
+        [[...byId.keys()], now, this.options.nodeId, now + DUE_SLACK_MS, now - this.options.ackWaitMs],
+      );
+    } catch (error) {
+      // Nothing leased: handed back to JetStream now. Kept in `held`, they would be marked in progress for
+      // ever, never redelivered, and take this node's pull room.
+      this.handBack(byId, LEASE_FAILED_DELAY_MS);
+      this.freeRoom();
+      throw error;
+    }
     for (const row of leased.rows) byId.delete(row.id);
-    if (byId.size > 0) await this.setAside(byId, now);
+    if (byId.size > 0)
+      try {
+        await this.setAside(byId, now);
+      } catch (error) {
+        // The ones leased above run; the rest go back to JetStream, to be looked at again.
+        this.handBack(byId, LEASE_FAILED_DELAY_MS);
+        this.options.warn(`queue: could not look up pulled messages: ${(error as Error).message}`);
+      }
     this.freeRoom();
     return leased.rows.sort((a, b) => Number(a.seq) - Number(b.seq)).map(toMessage);
+  }
+
+  /** Tells the records of the messages running here that this node is still on them. */
+  private async markAlive(): Promise<void> {
+    if (this.held.size === 0 || this.closed) return;
+    await this.db
+      .query(
+        `UPDATE queue_messages SET alive_at = $2 WHERE id = ANY($1) AND state = 'running' AND node = $3`,
+        [[...this.held.keys()], Date.now(), this.options.nodeId],
+      )
+      .catch((error: Error) => this.options.warn(`queue: could not mark runs alive: ${error.message}`));
+  }
+
+  /** Naks the pulled messages still held for these ids (each the delivery it was pulled as). */
+  private handBack(byId: ReadonlyMap<string, JsMsg>, delayMs: number): void {
+    for (const [id, msg] of byId) {
+      if (this.held.get(id) !== msg) continue;
+      this.held.delete(id);
+      msg.nak(delayMs);
+    }
   }
 
   /** Pulled messages that are not to run now: settled, not due yet, or out of deliveries. */
@@ -348,6 +405,11 @@ export class JetStreamQueue implements Queue {
         // Settled already (its node died between the record and the ack), or purged: done with.
         this.held.delete(id);
         msg.ack();
+      } else if (row.state === 'running' && lastAlive(row) + this.options.ackWaitMs > now) {
+        // Running on a node heard from within the ack wait (this is a second copy in the stream): looked
+        // at again once that node could have gone silent; settled by then, this copy is acked.
+        this.held.delete(id);
+        msg.nak(Math.max(DUE_SLACK_MS, lastAlive(row) + this.options.ackWaitMs - now));
       } else if (row.state === 'running' && row.attempts >= row.max_attempts) {
         // Every delivery died with its node: no more tries.
         await this.deadLetter(id, {
@@ -725,6 +787,11 @@ export class JetStreamQueue implements Queue {
 /** The subject of a message's dead letter: one per message, so a redrive can purge it. */
 function deadSubject(id: string): string {
   return `${DEAD_PREFIX}.${id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+}
+
+/** When the node running a record last said so (its lease, or a later heartbeat). */
+function lastAlive(row: Row): number {
+  return Number(row.alive_at ?? row.started_at ?? 0);
 }
 
 function workItem(msg: JsMsg): WorkItem | undefined {

@@ -22,7 +22,7 @@ import type { GatewayManifest } from '../domain/gateway.js';
 import type { ResolvedImage } from '../domain/image.js';
 import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } from '../security/index.js';
 import type { ClaimOutcome } from '../triggers/index.js';
-import { QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
+import { QUEUE_ALIVE, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
 import { SyncPostgres } from './pg-sync.js';
 
 /** As the embedded store keeps them. */
@@ -82,6 +82,8 @@ ALTER TABLE trigger_claims ALTER COLUMN done SET DEFAULT false;`,
   },
   // Whether a queued message reached the JetStream work stream (js-queue.ts sweeps the ones that did not).
   { id: 6, sql: QUEUE_PUBLISHED },
+  // When the node running a queued message last said it still is (js-queue.ts: no second copy beside it).
+  { id: 7, sql: QUEUE_ALIVE },
 ];
 
 /** Claims are kept this long (a node that restarts re-plans from the shared last fire, not from them). */
@@ -499,6 +501,18 @@ export class PostgresStore implements Store, SecurityStore {
     if (row === undefined) return { held: false, recheckInMs: 0 };
     return row.done ? { held: false } : { held: false, recheckInMs: Number(row.remaining_ms) };
   }
+
+  /** Extends `node`'s lease on `key`, while it holds the key and the key is not done. */
+  renewLease(key: string, node: string, leaseMs: number = CLAIM_LEASE_MS): void {
+    this.db.query(
+      `UPDATE trigger_claims SET lease_until = now() + $3 * interval '1 millisecond'
+       WHERE key = $1 AND node = $2 AND done = false`,
+      [key, node, leaseMs],
+    );
+  }
+
+  /** A holder renews its lease this often while it enqueues (a third of the lease). */
+  readonly renewEveryMs = Math.floor(CLAIM_LEASE_MS / 3);
 
   /** The run for a held key is queued: nobody takes the key over. */
   claimDone(key: string): void {

@@ -55,6 +55,25 @@ export interface TriggerHost {
    * so the broker delivers each message to one node; absent on a single node.
    */
   readonly nodeId?: string;
+  /**
+   * Cluster mode: events of a source whose broker ties an unacknowledged event to the node that received
+   * it (MQTT: the node's session) are handed to the shared durable queue, and acknowledged to the broker
+   * once the enqueue is durable; any node runs them, and a dead node's runs are redelivered. Sources that
+   * redeliver to the other nodes by themselves (Kafka's group, NATS JetStream's shared consumer) keep
+   * delivering in place, which keeps their ordering. Absent on a single node: deliveries run in place.
+   */
+  readonly handOff?: boolean;
+  /**
+   * Cluster mode: nodes that left (stopped heartbeating, or stopped), told to one live node, so it takes
+   * over what a broker keeps for the node (an MQTT session's unacknowledged and queued messages).
+   */
+  readonly lostNodes?: LostNodes;
+}
+
+/** Tells one node of the cluster (the live one with the lowest id) of each node that left. */
+export interface LostNodes {
+  /** Calls `listener` with the id of each node that leaves from now on; returns the unsubscribe. */
+  subscribe(listener: (nodeId: string) => void): () => void;
 }
 
 /**
@@ -64,6 +83,12 @@ export interface TriggerHost {
  */
 export interface TriggerClaims {
   claim(key: string): ClaimOutcome;
+  /**
+   * Extends this node's lease on a key it holds (not done), asked every `renewEveryMs` while the run's
+   * enqueue takes long, so that no other node takes the time over meanwhile.
+   */
+  renew(key: string): void;
+  readonly renewEveryMs: number;
   done(key: string): void;
 }
 

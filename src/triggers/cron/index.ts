@@ -158,6 +158,20 @@ export class CronTrigger implements Trigger {
       this.source.data === undefined
         ? { schedule: this.source.schedule, scheduledTime: time }
         : this.source.data;
+    // A slow enqueue keeps the lease, so no other node takes the time over meanwhile.
+    const renewal =
+      claims === undefined
+        ? undefined
+        : setInterval(() => {
+            try {
+              claims.renew(key);
+            } catch (error) {
+              this.host.warn(
+                `trigger ${this.config.id}: could not renew the claim of ${time}: ${String(error)}`,
+              );
+            }
+          }, claims.renewEveryMs);
+    renewal?.unref();
     try {
       await this.host.queue.enqueue({
         ref,
@@ -194,6 +208,8 @@ export class CronTrigger implements Trigger {
       const message = error instanceof Error ? error.message : String(error);
       this.counters.lastError = { message, at: new Date(this.clock()).toISOString() };
       this.host.warn(`trigger ${this.config.id}: could not queue the run of ${time}: ${message}`);
+    } finally {
+      clearInterval(renewal);
     }
   }
 
