@@ -22,12 +22,14 @@ import type { Scheduler } from '../scheduler/index.js';
 import { type BreakerSettings, Forwarder } from './forward.js';
 import { JetStreamQueue } from './js-queue.js';
 import { type ClusterNode, Membership, type NodeAnnouncement } from './membership.js';
+import { PgLayers } from './pg-layers.js';
 import { PostgresStore, type StoreChange } from './pg-store.js';
 import { Reconciler } from './reconciler.js';
 
 export type { ClusterConfig } from '../config.js';
 export { JetStreamQueue } from './js-queue.js';
 export type { ClusterNode, NodeAnnouncement } from './membership.js';
+export { PgLayers } from './pg-layers.js';
 export { PostgresStore } from './pg-store.js';
 
 export interface ClusterParts {
@@ -35,6 +37,8 @@ export interface ClusterParts {
   readonly scheduler: Pick<Scheduler, 'lookup' | 'activate' | 'deactivate' | 'liveStats'>;
   readonly code: Pick<CodeStore, 'has' | 'adopt'>;
   readonly hasLayer: (key: string) => Promise<boolean>;
+  /** Fetches a layer another node built from the shared store (`LayerStore.fetchShared`). */
+  readonly fetchLayer: (key: string) => Promise<void>;
   readonly toDeployed: (stored: StoredVersion) => DeployedVersion;
   /** The URL this node listens on. */
   readonly url: string;
@@ -104,6 +108,8 @@ export class Cluster {
     readonly store: PostgresStore,
     /** Async invocations, trigger events and dead letters, shared by every node (NATS JetStream). */
     readonly queue: JetStreamQueue,
+    /** Dependency layers, built once in the cluster and fetched by the other nodes (PostgreSQL). */
+    readonly layers: PgLayers,
     breaker: BreakerSettings,
     warn: (message: string) => void,
   ) {
@@ -165,7 +171,8 @@ export class Cluster {
         `cluster: cannot open the JetStream queue at ${config.natsUrl} (is JetStream enabled: nats-server -js?): ${(error as Error).message}`,
       );
     }
-    cluster = new Cluster(config, nodeId, nats, store, queue, breaker, warn);
+    const layers = new PgLayers({ url: config.postgresUrl, nodeId, warn });
+    cluster = new Cluster(config, nodeId, nats, store, queue, layers, breaker, warn);
     return cluster;
   }
 
@@ -181,6 +188,7 @@ export class Cluster {
       scheduler: parts.scheduler,
       toDeployed: parts.toDeployed,
       hasLayer: parts.hasLayer,
+      fetchLayer: parts.fetchLayer,
       info: parts.info,
       warn: parts.warn,
       onSwitched: (ref, version) => this.publishSwitch(`${functionKey(ref)}@${version}`),
@@ -294,8 +302,7 @@ export class Cluster {
    */
   followDeploys<T extends object>(deployer: T, warn: (message: string) => void): T {
     const settle = async (outcome: DeployedOutcome | undefined): Promise<void> => {
-      // A version with a dependency layer is not taken by the other nodes yet (layers are per node).
-      if (outcome === undefined || outcome.unchanged || outcome.version.depsKey !== null) return;
+      if (outcome === undefined || outcome.unchanged) return;
       const { namespace, name, version } = outcome.version;
       const laggards = await this.awaitSwitched({ namespace, name }, version);
       if (laggards.length > 0)
