@@ -18,6 +18,7 @@ import { eventSourcingBench } from './eventsourcing.mjs';
 import { footprintBench } from './footprint.mjs';
 import { hostileBench } from './hostile.mjs';
 import { isolateBench } from './isolate.mjs';
+import { clusterLayersBench } from './layers.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
 import { microvmBench } from './microvm.mjs';
 import { pullBench } from './pull.mjs';
@@ -93,6 +94,8 @@ if (want('cluster'))
   results.cluster = await measure('cluster', () =>
     clusterBench({ seconds: 4, connections: 30, sequentialCount: 1000 }),
   );
+if (want('cluster-layers'))
+  results.clusterLayers = await measure('clusterLayers', () => clusterLayersBench());
 if (want('tls'))
   results.tls = await measure('tls', () => tlsBench({ seconds: 5, connections: 50, rounds: 5 }));
 if (want('compliance'))
@@ -374,6 +377,20 @@ if (results.cluster) {
           '',
         ]),
     `A forwarded request costs **${f.costP50Ms} ms** more at the median. \`node bench/run.mjs cluster\` runs this section alone.`,
+    '',
+  );
+}
+if (results.clusterLayers) {
+  lines.push(
+    '## Cluster mode: a dependency layer built once (n1 builds and stores it, n2 fetches it)',
+    '',
+    '| requirements.txt | stored (gzip) MiB | build on n1 s | store in PostgreSQL s | fetch on n2 s |',
+    '|---|---:|---:|---:|---:|',
+    ...results.clusterLayers.cases.map(
+      (c) => `| ${c.requirements} | ${c.storedMiB} | ${c.buildS} | ${c.storeS} | ${c.fetchS} |`,
+    ),
+    '',
+    'Build: pip from PyPI in the sandbox (downloads included). Fetch: the gzipped tar read from PostgreSQL in 1 MiB rows, checked and unpacked, as a node does before it serves the version. One sample each; `node bench/run.mjs cluster-layers` runs this section alone.',
     '',
   );
 }
