@@ -77,7 +77,7 @@ export async function clusterLayersBench({ cases = CASES } = {}) {
       if (answer.status !== 200) throw new Error(`${item.name} on n2 answered ${answer.status}`);
       measured.push({
         requirements: item.requirements.trim().split('\n').join(' '),
-        storedMiB: round(stored.archiveBytes / 1024 ** 2, 1),
+        storedMiB: round(stored.archiveBytes / 1024 ** 2, 2),
         buildS: round(built.ms / 1000, 1),
         storeS: round(stored.ms / 1000, 2),
         fetchS: round(fetched.ms / 1000, 2),

@@ -68,14 +68,25 @@ export class PgLayers implements SharedLayers {
       await mkdir(dir, { recursive: true, mode: 0o755 });
       const hash = createHash('sha256');
       let received = 0;
+      const count = layer.chunks;
+      const read = (seq: number): Promise<Buffer> => {
+        const row = client
+          .query<{ data: Buffer }>('SELECT data FROM layer_chunks WHERE key = $1 AND seq = $2', [key, seq])
+          .then((answer) => {
+            const data = answer.rows[0]?.data;
+            if (data === undefined) throw new Error(`dependency layer ${key}: chunk ${seq} is missing`);
+            return data;
+          });
+        // Awaited in turn below; a read left behind by a failed unpack must not be an unhandled rejection.
+        row.catch(() => undefined);
+        return row;
+      };
       async function* chunks(): AsyncGenerator<Buffer> {
-        for (let seq = 0; seq < (layer as { chunks: number }).chunks; seq += 1) {
-          const answer = await client.query<{ data: Buffer }>(
-            'SELECT data FROM layer_chunks WHERE key = $1 AND seq = $2',
-            [key, seq],
-          );
-          const data = answer.rows[0]?.data;
-          if (data === undefined) throw new Error(`dependency layer ${key}: chunk ${seq} is missing`);
+        // The next row is on its way while tar unpacks this one.
+        let next = count > 0 ? read(0) : undefined;
+        for (let seq = 0; seq < count; seq += 1) {
+          const data = await (next as Promise<Buffer>);
+          next = seq + 1 < count ? read(seq + 1) : undefined;
           hash.update(data);
           received += data.length;
           yield data;
