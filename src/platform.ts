@@ -702,6 +702,7 @@ export async function startPlatform(
     code,
     hasLayer: (key) => layers.has(key),
     fetchLayer: (key) => layers.fetchShared(key),
+    shareLayers: (held) => layers.shareHeld(held),
     toDeployed,
     url,
     restored: store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),

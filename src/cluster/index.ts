@@ -39,6 +39,8 @@ export interface ClusterParts {
   readonly hasLayer: (key: string) => Promise<boolean>;
   /** Fetches a layer another node built from the shared store (`LayerStore.fetchShared`). */
   readonly fetchLayer: (key: string) => Promise<void>;
+  /** Stores the layers this node holds that the cluster lacks (`LayerStore.shareHeld`). */
+  readonly shareLayers: (layers: readonly { key: string; namespace: string }[]) => Promise<number>;
   readonly toDeployed: (stored: StoredVersion) => DeployedVersion;
   /** The URL this node listens on. */
   readonly url: string;
@@ -258,6 +260,22 @@ export class Cluster {
     parts.info(`cluster: node ${this.nodeId} joined as ${url}`);
     // Code of functions deployed before this node joined, and deploys made while it was starting.
     await reconciler.sync();
+    // Layers of active versions built here before the cluster shared layers: stored for the other nodes
+    // (who take those versions at their next resync). In the background: the node is ready without it.
+    const active = this.store
+      .listFunctions()
+      .flatMap((fn) =>
+        fn.active.depsKey === null ? [] : [{ key: fn.active.depsKey, namespace: fn.namespace }],
+      );
+    void parts
+      .shareLayers(active)
+      .then((count) => {
+        if (count > 0)
+          parts.info(`cluster: stored ${count} dependency layer(s) built here for the other nodes`);
+      })
+      .catch((error: unknown) =>
+        parts.warn(`cluster: cannot store this node's dependency layers: ${(error as Error).message}`),
+      );
     // Only now may this node take queued work: it serves what the cluster has deployed.
     this.queue.start(
       (ref) => parts.scheduler.lookup(ref) !== undefined || this.store.getFunction(ref) === undefined,

@@ -227,7 +227,7 @@ describe('LayerStore on two nodes sharing PgLayers', () => {
     expect(events).toHaveLength(3);
   }, 60_000);
 
-  it('a node that restarts on a layer the cluster lacks stores it when a deploy reuses it', async () => {
+  it('a layer a node holds and the cluster lacks is stored at its start, or when a deploy reuses it', async () => {
     const source = await mkdtemp(join(base, 'source-'));
     await writeFile(join(source, 'requirements.txt'), `redis # ${randomBytes(8).toString('hex')}\n`);
     const dataDir = await mkdtemp(join(base, 'node-c-'));
@@ -246,7 +246,23 @@ describe('LayerStore on two nodes sharing PgLayers', () => {
     const { key } = await alone.ensure(request);
     const sharedLayers = layersFor('c');
     expect(await sharedLayers.touch(key)).toBe(false);
-    // ...then reused in the cluster: stored for the other nodes.
+    // ...then held by a node that joins the cluster: stored for the other nodes at its start...
+    const joining = new LayerStore(
+      dataDir,
+      { timeoutMs: 60_000, maxDiskBytes: 1024 ** 3 },
+      { shared: sharedLayers },
+    );
+    expect(
+      await joining.shareHeld([
+        { key, namespace: 'default' },
+        { key: freshKey(), namespace: 'default' },
+      ]),
+    ).toBe(1);
+    expect(await sharedLayers.touch(key)).toBe(true);
+    expect(await joining.shareHeld([{ key, namespace: 'default' }])).toBe(0);
+    await sharedLayers.remove(key, Date.now() + HOUR);
+    expect(await sharedLayers.touch(key)).toBe(false);
+    // ...or when a deploy reuses it.
     const clustered = new LayerStore(
       dataDir,
       { timeoutMs: 60_000, maxDiskBytes: 1024 ** 3 },

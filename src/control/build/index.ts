@@ -266,6 +266,27 @@ export class LayerStore {
     });
   }
 
+  /**
+   * Cluster mode: stores those of `layers` this node holds and the cluster lacks (built before the nodes
+   * shared layers), so the other nodes can take the versions that name them. Returns how many it stored.
+   */
+  async shareHeld(layers: readonly { readonly key: string; readonly namespace: string }[]): Promise<number> {
+    const shared = this.options.shared;
+    if (shared === undefined || layers.length === 0) return 0;
+    const stored = new Set((await shared.list()).map((layer) => layer.key));
+    let count = 0;
+    for (const { key, namespace } of layers) {
+      if (stored.has(key) || !LAYER_KEY.test(key) || !(await this.has(key))) continue;
+      stored.add(key);
+      await this.once(key, async () => {
+        await this.publish(key, namespace, shared);
+        return { key, cached: true, ms: 0 };
+      });
+      count += 1;
+    }
+    return count;
+  }
+
   /** One job per key at a time: a second request for it waits for the first's outcome. */
   private once(key: string, job: () => Promise<LayerResult>): Promise<LayerResult> {
     const running = this.building.get(key);
