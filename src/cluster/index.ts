@@ -81,7 +81,6 @@ interface DeployedOutcome {
     readonly namespace: string;
     readonly name: string;
     readonly version: number;
-    readonly depsKey: string | null;
   };
 }
 
