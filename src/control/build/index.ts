@@ -59,7 +59,7 @@ export interface LayerLimits {
 }
 
 /** A layer directory's name: `<runtime>-<32 hex>` (see `keyOf`). */
-export const LAYER_KEY = /^[a-z0-9]+-[0-9a-f]{32}$/;
+const LAYER_KEY = /^[a-z0-9]+-[0-9a-f]{32}$/;
 
 /**
  * Where the nodes of a cluster keep built layers for each other (cluster mode, src/cluster `PgLayers`): the
@@ -329,7 +329,7 @@ export class LayerStore {
       });
       const ms = performance.now() - began;
       this.options.onObtained?.({ key, how: 'fetched', ms, archiveBytes: got.archiveBytes });
-      return { key, cached: false, fetched: true, ms, layerBytes: await diskUse(this.dir(key)) };
+      return { key, cached: false, fetched: true, ms };
     } finally {
       await rm(scratch, { recursive: true, force: true });
     }
