@@ -17,7 +17,7 @@ import { collectGarbage } from '../control/gc.js';
 import { CodeStore } from '../control/packages/index.js';
 import type { BuildStep, Runtime } from '../runtime/index.js';
 import { ProcessIsolation } from '../runtime/process/index.js';
-import { PgLayers } from './pg-layers.js';
+import { LOCK_CLASS, PgLayers } from './pg-layers.js';
 import { MIGRATIONS } from './pg-store.js';
 
 const HOUR = 3_600_000;
@@ -114,6 +114,78 @@ describe('PgLayers: put and get', () => {
     await expect(layers.fetch(key, join(base, `corrupt-${key}`))).rejects.toThrow(
       /does not match its checksum|unpacking failed/,
     );
+  });
+});
+
+describe('PgLayers: one builder per key', () => {
+  /** The sessions holding the advisory lock on a layer key now. */
+  async function holders(): Promise<number[]> {
+    const { rows } = await admin.query<{ pid: number }>(
+      `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1`,
+      [LOCK_CLASS],
+    );
+    return rows.map((row) => row.pid);
+  }
+
+  async function until(what: string, probe: () => Promise<boolean>): Promise<void> {
+    for (let i = 0; i < 200; i += 1) {
+      if (await probe()) return;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  }
+
+  it('a second node waits for the first; a holder whose connection dies (a killed node) lets it in', async () => {
+    const key = freshKey();
+    const order: string[] = [];
+    let finish: () => void = () => {};
+    const first = layersFor('a').exclusive(key, 60_000, async () => {
+      order.push('a builds');
+      await new Promise<void>((resolve) => {
+        finish = resolve;
+      });
+    });
+    await until('a to hold the lock', async () => (await holders()).length === 1);
+    const second = layersFor('b').exclusive(key, 60_000, async () => {
+      order.push('b builds');
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(order).toEqual(['a builds']);
+    // PostgreSQL ends a's session, as it does when a SIGKILLed node's socket closes: its lock goes with it.
+    await admin.query(
+      'SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = $1 AND granted AND classid = $2',
+      ['advisory', LOCK_CLASS],
+    );
+    await second;
+    expect(order).toEqual(['a builds', 'b builds']);
+    finish();
+    await first;
+    expect(await holders()).toEqual([]);
+  });
+
+  it('a waiter gives up on a builder that holds the key past the wait, and builds too', async () => {
+    const key = freshKey();
+    let finish: () => void = () => {};
+    const first = layersFor('a').exclusive(
+      key,
+      60_000,
+      () =>
+        new Promise<void>((resolve) => {
+          finish = resolve;
+        }),
+    );
+    await until('a to hold the lock', async () => (await holders()).length === 1);
+    const warnings: string[] = [];
+    const impatient = new PgLayers({
+      url: postgres.url,
+      nodeId: 'c',
+      warn: (message) => warnings.push(message),
+    });
+    shared.push(impatient);
+    expect(await impatient.exclusive(key, 300, async () => 'built anyway')).toBe('built anyway');
+    expect(warnings).toEqual([`layers: waited 0.3 s for another node building ${key}; building it here too`]);
+    finish();
+    await first;
   });
 });
 

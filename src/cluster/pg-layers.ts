@@ -23,7 +23,7 @@ import type { SharedLayers } from '../control/build/index.js';
 /** Rows of this size: small enough to stream, large enough that a 500 MiB layer is 500 statements. */
 const CHUNK_BYTES = 1024 * 1024;
 /** First key of the two-key advisory locks on layer keys ("LAYR"), apart from the migration lock's one-key form. */
-const LOCK_CLASS = 0x4c415952;
+export const LOCK_CLASS = 0x4c415952;
 const POOL_SIZE = 4;
 
 /** The tables (a pg-store migration): a layer's row is written before its chunks, in the same transaction. */
@@ -190,7 +190,7 @@ export class PgLayers implements SharedLayers {
         // 55P03 lock_not_available: the builder holding it has taken longer than a build may.
         if ((error as { code?: string }).code !== '55P03') throw error;
         this.options.warn(
-          `layers: waited ${Math.round(waitMs / 1000)} s for another node building ${key}; building it here too`,
+          `layers: waited ${(waitMs / 1000).toFixed(1)} s for another node building ${key}; building it here too`,
         );
       }
       return await work();
