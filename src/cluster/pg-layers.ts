@@ -104,7 +104,8 @@ export class PgLayers implements SharedLayers {
       throw error;
     } finally {
       await client.query(failed ? 'ROLLBACK' : 'COMMIT').catch(() => undefined);
-      client.release();
+      // A connection that failed mid-layer is not handed out again (its state is unknown).
+      client.release(failed);
       // Fetched: its grace period against the collector runs from now, as a reuse's does.
       if (found && !failed) await this.touch(key).catch(() => undefined);
     }
@@ -116,6 +117,7 @@ export class PgLayers implements SharedLayers {
     dir: string,
   ): Promise<{ readonly archiveBytes: number } | undefined> {
     const client = await this.pool.connect();
+    let failed = false;
     try {
       await client.query('BEGIN');
       // Another node storing the same key at once: this insert waits for its transaction, then does nothing.
@@ -169,10 +171,11 @@ export class PgLayers implements SharedLayers {
       await client.query('COMMIT');
       return { archiveBytes };
     } catch (error) {
+      failed = true;
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
     } finally {
-      client.release();
+      client.release(failed);
     }
   }
 
