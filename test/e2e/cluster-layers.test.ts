@@ -3,7 +3,8 @@
  * on this machine's own network (it reaches PyPI) and builds the layer of a Python function with a
  * dependency; n2 and n3 each run in a network namespace of their own that reaches only the cluster's bridge
  * (PostgreSQL, NATS, Redis and n1: no package registry, no DNS), and serve the function all the same,
- * having fetched the layer n1 stored in PostgreSQL. Their logs say so, with the time each fetch took.
+ * having fetched the layer n1 stored in PostgreSQL. Their logs say so, with the time each fetch took. Two
+ * nodes that both reach PyPI (n1 and n4) deploying the same dependencies at once build them once.
  */
 
 import { spawnSync } from 'node:child_process';
@@ -36,6 +37,8 @@ let configDir: TempFolder;
 /** n1 (on this machine's network), n2 and n3 (each in its own namespace). */
 const nodes: Hearth[] = [];
 let adminKey: string;
+/** The layer of the first function, once deployed. */
+let firstKey: string;
 
 function clusterArgs(id: string, host: string): string[] {
   return [
@@ -132,6 +135,7 @@ describe('cluster mode: a dependency layer built once, fetched by the other node
     });
     const key = described.body.dependencies?.key as string;
     expect(key).toMatch(/^python3-[0-9a-f]{32}$/);
+    firstKey = key;
 
     for (const node of [n2, n3]) {
       const answer = await eventually(`${node.url} to serve ${NAME}`, async () => {
@@ -159,6 +163,38 @@ describe('cluster mode: a dependency layer built once, fetched by the other node
     );
   });
 
+  it('two nodes deploying the same dependencies at once build them once: the other fetches', async () => {
+    // n4 beside n1 in this machine's own namespace: both reach PyPI, so either could build.
+    const n4 = await startHearth({ args: clusterArgs('n4', network.hostAddress) });
+    nodes.push(n4);
+    const n1 = nodes[0] as Hearth;
+    const requirements = 'six==1.16.0\n# deployed on n1 and n4 at once\n';
+    const deployOn = async (node: Hearth, name: string): Promise<string> => {
+      const folder = await copyFixture('py-deps', {
+        'hearth.yaml': `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec: { runtime: python3 }\n`,
+        'requirements.txt': requirements,
+      });
+      const deployed = await fetch(`${node.url}/api/v1/namespaces/default/functions/${name}/deploy`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/gzip', authorization: `Bearer ${adminKey}` },
+        body: await packFolder(folder.dir),
+      }).finally(() => folder.cleanup());
+      expect(deployed.status, await deployed.text()).toBe(200);
+      const described = await api<{ dependencies?: { key: string } }>(node.url, functionApiPath(name), {
+        headers: { authorization: `Bearer ${adminKey}` },
+      });
+      return described.body.dependencies?.key as string;
+    };
+    const [onN1, onN4] = await Promise.all([deployOn(n1, 'py-twin-a'), deployOn(n4, 'py-twin-b')]);
+    expect(onN4).toBe(onN1);
+    const hows = [n1, n4].flatMap((node) =>
+      layerLog(node)
+        .filter((entry) => entry.layer === onN1)
+        .map((entry) => entry.how),
+    );
+    expect(hows.sort()).toEqual(['built', 'fetched', 'published']);
+  });
+
   it('a node that joins later takes the layer from the cluster before it is ready', async () => {
     const [, n2] = nodes as [Hearth, Hearth];
     await n2.stop();
@@ -171,6 +207,11 @@ describe('cluster mode: a dependency layer built once, fetched by the other node
     const answer = await invoke(fresh.url, NAME);
     expect(answer.status, answer.text).toBe(200);
     expect(answer.json()).toEqual({ six: '1.16.0', text: 'ok' });
-    expect(layerLog(fresh).map((entry) => entry.how)).toEqual(['fetched']);
+    expect(
+      layerLog(fresh)
+        .filter((entry) => entry.layer === firstKey)
+        .map((entry) => entry.how),
+    ).toEqual(['fetched']);
+    expect(layerLog(fresh).some((entry) => entry.how === 'built')).toBe(false);
   });
 });
