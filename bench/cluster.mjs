@@ -30,7 +30,7 @@ async function waitFor(what, probe) {
 }
 
 /** A private PostgreSQL (Debian's), as the `postgres` user under root; see test/support/postgres.ts. */
-async function startPostgres() {
+export async function startPostgres() {
   const root = '/usr/lib/postgresql';
   const major = readdirSync(root)
     .filter((name) => existsSync(join(root, name, 'bin', 'postgres')))
@@ -90,7 +90,7 @@ async function startPostgres() {
   };
 }
 
-async function startRedis() {
+export async function startRedis() {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-redis-'));
   const child = spawn(

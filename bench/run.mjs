@@ -18,6 +18,7 @@ import { eventSourcingBench } from './eventsourcing.mjs';
 import { footprintBench } from './footprint.mjs';
 import { hostileBench } from './hostile.mjs';
 import { isolateBench } from './isolate.mjs';
+import { clusterLayersBench } from './layers.mjs';
 import { machine, ROOT, writeResults } from './lib.mjs';
 import { microvmBench } from './microvm.mjs';
 import { pullBench } from './pull.mjs';
@@ -95,6 +96,8 @@ if (want('cluster'))
   );
 if (want('cluster-mqtt'))
   results.clusterMqtt = await measure('clusterMqtt', () => clusterMqttBench({ count: 5000 }));
+if (want('cluster-layers'))
+  results.clusterLayers = await measure('clusterLayers', () => clusterLayersBench());
 if (want('tls'))
   results.tls = await measure('tls', () => tlsBench({ seconds: 5, connections: 50, rounds: 5 }));
 if (want('compliance'))
@@ -385,6 +388,20 @@ if (results.clusterMqtt) {
     '## Cluster mode: MQTT trigger events through the shared queue',
     '',
     `${cm.count} QoS 1 messages to an EventGateway's MQTT protocol on a cluster of ${cm.nodes} nodes: each message is recorded in PostgreSQL and published to JetStream before its PUBACK, then run by whichever node's queue worker takes it (${cm.runNodes} nodes ran some). **${cm.queuedPerSecond} events/s queued** (first to last record, while the publisher ran), **${cm.runsPerSecond} runs/s** finished by the nodes together. On one node the same trigger delivers in place (the events section above); in a cluster each event pays the queue's record and publish, the price of surviving the node that received it. \`node bench/run.mjs cluster-mqtt\` runs this section alone.`,
+    '',
+  );
+}
+if (results.clusterLayers) {
+  lines.push(
+    '## Cluster mode: a dependency layer built once (n1 builds and stores it, n2 fetches it)',
+    '',
+    '| requirements.txt | stored (gzip) MiB | build on n1 s | store in PostgreSQL s | fetch on n2 s |',
+    '|---|---:|---:|---:|---:|',
+    ...results.clusterLayers.cases.map(
+      (c) => `| ${c.requirements} | ${c.storedMiB} | ${c.buildS} | ${c.storeS} | ${c.fetchS} |`,
+    ),
+    '',
+    'Build: pip from PyPI in the sandbox (downloads included). Fetch: the gzipped tar read from PostgreSQL in 1 MiB rows, checked and unpacked, as a node does before it serves the version. One sample each; `node bench/run.mjs cluster-layers` runs this section alone.',
     '',
   );
 }

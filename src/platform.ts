@@ -156,12 +156,35 @@ export async function startPlatform(
   const images = new ImageStore({ dataDir: config.dataDir });
   await images.open();
   const registryLogins = new RegistryCredentialStore(secrets);
-  const layers = new LayerStore(config.dataDir, {
-    timeoutMs: config.buildTimeoutMs,
-    maxDiskBytes: config.buildMaxDiskBytes,
-    memoryBytes: config.buildMemoryBytes,
-    cpu: config.buildCpu,
-  });
+  const layers = new LayerStore(
+    config.dataDir,
+    {
+      timeoutMs: config.buildTimeoutMs,
+      maxDiskBytes: config.buildMaxDiskBytes,
+      memoryBytes: config.buildMemoryBytes,
+      cpu: config.buildCpu,
+    },
+    // In a cluster a layer is built once: the node that builds it stores it in PostgreSQL, the others fetch it.
+    cluster === undefined
+      ? {}
+      : {
+          shared: cluster.layers,
+          onObtained: ({ key, how, ms, archiveBytes }) =>
+            logger.info(
+              {
+                layer: key,
+                how,
+                ms: Math.round(ms),
+                ...(archiveBytes === undefined ? {} : { archiveBytes }),
+              },
+              how === 'built'
+                ? `dependency layer ${key} built in ${(ms / 1000).toFixed(1)} s`
+                : how === 'fetched'
+                  ? `cluster: dependency layer ${key} fetched from the cluster store in ${(ms / 1000).toFixed(2)} s (${formatSize(archiveBytes ?? 0)})`
+                  : `cluster: dependency layer ${key} stored for the other nodes in ${(ms / 1000).toFixed(2)} s (${formatSize(archiveBytes ?? 0)})`,
+            ),
+        },
+  );
   await layers.init();
   // ctx.state: the embedded store, or Redis when state.redis.url is set (issue 5); an unreachable Redis
   // stops `hearth up` here, before anything is mounted or started.
@@ -681,6 +704,8 @@ export async function startPlatform(
     scheduler: events.observedScheduler,
     code,
     hasLayer: (key) => layers.has(key),
+    fetchLayer: (key) => layers.fetchShared(key),
+    shareLayers: (held) => layers.shareHeld(held),
     toDeployed,
     url,
     restored: store.listFunctions().map((fn) => ({ namespace: fn.namespace, name: fn.name })),
@@ -717,6 +742,7 @@ export async function startPlatform(
     store,
     code,
     layers,
+    ...(cluster === undefined ? {} : { sharedLayers: cluster.layers }),
     images,
     graceMs: config.gc.graceMs,
     intervalMs: config.gc.intervalMs,
@@ -759,6 +785,7 @@ export async function startPlatform(
         stopAuditingInvocations?.();
         await Promise.all(auditSinks.map((runner) => runner.stop()));
         audit.close();
+        await cluster?.layers.close();
         store.close();
         tls?.close();
         logger.flush();

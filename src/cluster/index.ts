@@ -23,12 +23,14 @@ import type { LostNodes } from '../triggers/index.js';
 import { type BreakerSettings, Forwarder } from './forward.js';
 import { JetStreamQueue } from './js-queue.js';
 import { type ClusterNode, Membership, type NodeAnnouncement } from './membership.js';
+import { PgLayers } from './pg-layers.js';
 import { PostgresStore, type StoreChange } from './pg-store.js';
 import { Reconciler } from './reconciler.js';
 
 export type { ClusterConfig } from '../config.js';
 export { JetStreamQueue } from './js-queue.js';
 export type { ClusterNode, NodeAnnouncement } from './membership.js';
+export { PgLayers } from './pg-layers.js';
 export { PostgresStore } from './pg-store.js';
 
 export interface ClusterParts {
@@ -36,6 +38,10 @@ export interface ClusterParts {
   readonly scheduler: Pick<Scheduler, 'lookup' | 'activate' | 'deactivate' | 'liveStats'>;
   readonly code: Pick<CodeStore, 'has' | 'adopt'>;
   readonly hasLayer: (key: string) => Promise<boolean>;
+  /** Fetches a layer another node built from the shared store (`LayerStore.fetchShared`). */
+  readonly fetchLayer: (key: string) => Promise<void>;
+  /** Stores the layers this node holds that the cluster lacks (`LayerStore.shareHeld`). */
+  readonly shareLayers: (layers: readonly { key: string; namespace: string }[]) => Promise<number>;
   readonly toDeployed: (stored: StoredVersion) => DeployedVersion;
   /** The URL this node listens on. */
   readonly url: string;
@@ -76,7 +82,6 @@ interface DeployedOutcome {
     readonly namespace: string;
     readonly name: string;
     readonly version: number;
-    readonly depsKey: string | null;
   };
 }
 
@@ -117,6 +122,8 @@ export class Cluster {
     readonly store: PostgresStore,
     /** Async invocations, trigger events and dead letters, shared by every node (NATS JetStream). */
     readonly queue: JetStreamQueue,
+    /** Dependency layers, built once in the cluster and fetched by the other nodes (PostgreSQL). */
+    readonly layers: PgLayers,
     breaker: BreakerSettings,
     warn: (message: string) => void,
   ) {
@@ -178,7 +185,8 @@ export class Cluster {
         `cluster: cannot open the JetStream queue at ${config.natsUrl} (is JetStream enabled: nats-server -js?): ${(error as Error).message}`,
       );
     }
-    cluster = new Cluster(config, nodeId, nats, store, queue, breaker, warn);
+    const layers = new PgLayers({ url: config.postgresUrl, nodeId, warn });
+    cluster = new Cluster(config, nodeId, nats, store, queue, layers, breaker, warn);
     return cluster;
   }
 
@@ -194,6 +202,7 @@ export class Cluster {
       scheduler: parts.scheduler,
       toDeployed: parts.toDeployed,
       hasLayer: parts.hasLayer,
+      fetchLayer: parts.fetchLayer,
       info: parts.info,
       warn: parts.warn,
       onSwitched: (ref, version) => this.publishSwitch(`${functionKey(ref)}@${version}`),
@@ -265,6 +274,22 @@ export class Cluster {
     parts.info(`cluster: node ${this.nodeId} joined as ${url}`);
     // Code of functions deployed before this node joined, and deploys made while it was starting.
     await reconciler.sync();
+    // Layers of active versions built here before the cluster shared layers: stored for the other nodes
+    // (who take those versions at their next resync). In the background: the node is ready without it.
+    const active = this.store
+      .listFunctions()
+      .flatMap((fn) =>
+        fn.active.depsKey === null ? [] : [{ key: fn.active.depsKey, namespace: fn.namespace }],
+      );
+    void parts
+      .shareLayers(active)
+      .then((count) => {
+        if (count > 0)
+          parts.info(`cluster: stored ${count} dependency layer(s) built here for the other nodes`);
+      })
+      .catch((error: unknown) =>
+        parts.warn(`cluster: cannot store this node's dependency layers: ${(error as Error).message}`),
+      );
     // Only now may this node take queued work: it serves what the cluster has deployed.
     this.queue.start(
       (ref) => parts.scheduler.lookup(ref) !== undefined || this.store.getFunction(ref) === undefined,
@@ -309,8 +334,7 @@ export class Cluster {
    */
   followDeploys<T extends object>(deployer: T, warn: (message: string) => void): T {
     const settle = async (outcome: DeployedOutcome | undefined): Promise<void> => {
-      // A version with a dependency layer is not taken by the other nodes yet (layers are per node).
-      if (outcome === undefined || outcome.unchanged || outcome.version.depsKey !== null) return;
+      if (outcome === undefined || outcome.unchanged) return;
       const { namespace, name, version } = outcome.version;
       const laggards = await this.awaitSwitched({ namespace, name }, version);
       if (laggards.length > 0)

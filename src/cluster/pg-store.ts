@@ -23,6 +23,7 @@ import type { ResolvedImage } from '../domain/image.js';
 import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } from '../security/index.js';
 import type { ClaimOutcome } from '../triggers/index.js';
 import { QUEUE_ALIVE, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
+import { LAYER_TABLES } from './pg-layers.js';
 import { SyncPostgres } from './pg-sync.js';
 
 /** As the embedded store keeps them. */
@@ -34,7 +35,7 @@ const RETAINED_DEPLOYMENTS = 20;
 const MIGRATION_LOCK = 0x6865617274;
 
 /** Append-only: a node applies the ones the database has not seen, in order, each in its own transaction. */
-const MIGRATIONS: readonly { readonly id: number; readonly sql: string }[] = [
+export const MIGRATIONS: readonly { readonly id: number; readonly sql: string }[] = [
   {
     id: 1,
     sql: `
@@ -84,6 +85,8 @@ ALTER TABLE trigger_claims ALTER COLUMN done SET DEFAULT false;`,
   { id: 6, sql: QUEUE_PUBLISHED },
   // When the node running a queued message last said it still is (js-queue.ts: no second copy beside it).
   { id: 7, sql: QUEUE_ALIVE },
+  // Dependency layers built once in the cluster and fetched by the other nodes (pg-layers.ts).
+  { id: 8, sql: LAYER_TABLES },
 ];
 
 /** Claims are kept this long (a node that restarts re-plans from the shared last fire, not from them). */

@@ -22,8 +22,10 @@ export interface ReconcilerOptions {
   /** The event gateway's view of the scheduler, so limits and triggers follow the switch too. */
   readonly scheduler: Pick<Scheduler, 'lookup' | 'activate' | 'deactivate'>;
   readonly toDeployed: (stored: StoredVersion) => DeployedVersion;
-  /** Whether this node holds a dependency layer (layers are built per node; not shared yet). */
+  /** Whether this node holds a dependency layer. */
   readonly hasLayer: (key: string) => Promise<boolean>;
+  /** Fetches a layer another node built from the cluster's shared store; throws when it cannot. */
+  readonly fetchLayer: (key: string) => Promise<void>;
   readonly info: (message: string) => void;
   readonly warn: (message: string) => void;
   /** Told after each switch, so the node that deployed can tell its client every node has it. */
@@ -89,14 +91,18 @@ export class Reconciler {
       const local = this.options.scheduler.lookup(ref);
       const current =
         local !== undefined && local.version === fn.active.version && local.createdAt === fn.active.createdAt;
-      // Restored at start from the store, the version may be active here without its code (a node that
-      // joins later, or one whose package was collected): fetched then, no switch needed.
-      if (current && this.options.code.has(fn.active.codeHash)) continue;
+      // Restored at start from the store, the version may be active here without its code or layer (a node
+      // that joins later, or one whose package was collected): fetched then, no switch needed.
+      const depsKey = fn.active.depsKey;
+      if (
+        current &&
+        this.options.code.has(fn.active.codeHash) &&
+        (depsKey === null || (await this.options.hasLayer(depsKey)))
+      )
+        continue;
       try {
-        if (fn.active.depsKey !== null && !(await this.options.hasLayer(fn.active.depsKey)))
-          throw new Error(
-            'its dependency layer was built on another node, and layers are not shared between nodes yet',
-          );
+        // Built once in the cluster (by the node that deployed it): fetched, never built again here.
+        if (depsKey !== null) await this.options.fetchLayer(depsKey);
         await this.fetchCode(fn.active.codeHash);
       } catch (error) {
         // Keeps serving what it has: a half-present version is never switched to.

@@ -547,7 +547,9 @@ export class Deployer {
         'dependencies',
         layer.cached
           ? `dependency layer ${layer.key} reused (nothing installed)`
-          : `dependency layer ${layer.key} built in ${(layer.ms / 1000).toFixed(1)} s (layer ${formatBytes(layer.layerBytes ?? 0)}, build disk ${formatBytes(layer.peakDiskBytes ?? 0)} of ${formatBytes(maxDisk)})`,
+          : layer.fetched === true
+            ? `dependency layer ${layer.key} fetched from the cluster in ${(layer.ms / 1000).toFixed(1)} s (another node built it; nothing installed)`
+            : `dependency layer ${layer.key} built in ${(layer.ms / 1000).toFixed(1)} s (layer ${formatBytes(layer.layerBytes ?? 0)}, build disk ${formatBytes(layer.peakDiskBytes ?? 0)} of ${formatBytes(maxDisk)})`,
       );
       deps = { key: layer.key, mountName: dependencyManifest.mountName };
     }

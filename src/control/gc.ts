@@ -5,15 +5,19 @@
  * flight between upload and commit: a staged package (kept 15 minutes) and a deploy that reuses a package or
  * layer (storing it again restarts its grace period). Image blobs and unpacked rootfs dirs (issue 17) are
  * collected the same way: those no retained version's manifest digest needs, untouched within the grace period.
+ * In a cluster, the copies of layers the nodes share in PostgreSQL are collected by the same rule (whichever
+ * node collects first deletes them; the others find nothing to do).
  */
 
-import type { LayerStore } from './build/index.js';
+import type { LayerStore, SharedLayers } from './build/index.js';
 import type { CodeStore } from './packages/code-store.js';
 import type { Store } from './store/index.js';
 
 export interface CollectedGarbage {
   readonly packages: number;
   readonly layers: number;
+  /** Cluster mode: layers deleted from the store the nodes share (each node also deletes its own copy). */
+  readonly sharedLayers?: number;
   /** Image blobs and rootfs dirs, when the node has an image store. */
   readonly imageBlobs?: number;
   readonly imageRootfs?: number;
@@ -33,6 +37,8 @@ export interface GarbageCollectorOptions {
     Partial<Pick<Store, 'imageDigestsInUse'>>;
   readonly code: Pick<CodeStore, 'listPackages' | 'collect'>;
   readonly layers: Pick<LayerStore, 'list' | 'remove'>;
+  /** Cluster mode: the layers every node shares; collected by the same rule as this node's own. */
+  readonly sharedLayers?: Pick<SharedLayers, 'list' | 'remove'>;
   readonly images?: CollectableImages;
   /** Nothing younger than this (since stored or last reused) is collected. */
   readonly graceMs: number;
@@ -45,13 +51,14 @@ export interface GarbageCollectorOptions {
 
 /** One collection: returns what it deleted. */
 export async function collectGarbage(
-  options: Pick<GarbageCollectorOptions, 'store' | 'code' | 'layers' | 'graceMs' | 'images'>,
+  options: Pick<GarbageCollectorOptions, 'store' | 'code' | 'layers' | 'sharedLayers' | 'graceMs' | 'images'>,
   now = Date.now(),
 ): Promise<CollectedGarbage> {
   const cutoff = now - options.graceMs;
   // Listed before the references are read: anything stored after this listing is not a candidate at all.
   const packages = await options.code.listPackages();
   const layers = await options.layers.list();
+  const sharedLayers = (await options.sharedLayers?.list()) ?? [];
   const codeInUse = options.store.codeHashesInUse();
   const depsInUse = options.store.depsKeysInUse();
   let freedBytes = 0;
@@ -71,13 +78,24 @@ export async function collectGarbage(
     freedBytes += freed;
     layerCount += 1;
   }
+  let sharedCount = 0;
+  for (const candidate of sharedLayers) {
+    if (depsInUse.has(candidate.key) || candidate.usedAt > cutoff) continue;
+    // The store checks again in the delete itself: a version committed since names it, or a node reused it.
+    const freed = await options.sharedLayers?.remove(candidate.key, cutoff);
+    if (freed === undefined) continue;
+    freedBytes += freed;
+    sharedCount += 1;
+  }
+  const shared = options.sharedLayers === undefined ? {} : { sharedLayers: sharedCount };
   const imageDigests = options.store.imageDigestsInUse?.();
   if (options.images === undefined || imageDigests === undefined)
-    return { packages: packageCount, layers: layerCount, freedBytes };
+    return { packages: packageCount, layers: layerCount, ...shared, freedBytes };
   const images = await options.images.collect(imageDigests, cutoff);
   return {
     packages: packageCount,
     layers: layerCount,
+    ...shared,
     imageBlobs: images.blobs,
     imageRootfs: images.rootfs,
     freedBytes: freedBytes + images.freedBytes,
@@ -102,7 +120,8 @@ export class GarbageCollector {
       .then(
         (collected) => {
           const images = (collected.imageBlobs ?? 0) + (collected.imageRootfs ?? 0);
-          if (collected.packages + collected.layers + images > 0) this.options.onCollected(collected);
+          if (collected.packages + collected.layers + (collected.sharedLayers ?? 0) + images > 0)
+            this.options.onCollected(collected);
         },
         (error: unknown) => this.options.onError(error),
       )

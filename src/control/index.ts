@@ -26,7 +26,7 @@ export type * from './api/events-types.js';
 export type { ImagesApi } from './api/images.js';
 export { namespaceDetail } from './api/security.js';
 export type * from './api/types.js';
-export { LayerStore } from './build/index.js';
+export { type LayerObtained, LayerStore, type SharedLayers } from './build/index.js';
 export { Deployer, type DeployImages, type DeployOutcome, MANIFEST_FILE } from './deploy.js';
 export { type EventsApi, GatewayService } from './events/index.js';
 export { type CollectedGarbage, collectGarbage, GarbageCollector } from './gc.js';

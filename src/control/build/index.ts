@@ -38,6 +38,8 @@ export interface LayerBuildRequest {
 export interface LayerResult {
   readonly key: string;
   readonly cached: boolean;
+  /** Not built here: fetched from the cluster's shared store (another node built it). */
+  readonly fetched?: boolean;
   readonly ms: number;
   /** Built now: the layer's size on disk, bytes. */
   readonly layerBytes?: number;
@@ -59,6 +61,61 @@ export interface LayerLimits {
 /** A layer directory's name: `<runtime>-<32 hex>` (see `keyOf`). */
 const LAYER_KEY = /^[a-z0-9]+-[0-9a-f]{32}$/;
 
+/**
+ * Where the nodes of a cluster keep built layers for each other (cluster mode, src/cluster `PgLayers`): the
+ * node that builds a layer stores it here under its key, the others fetch it instead of building it again.
+ * Absent in the embedded mode.
+ */
+export interface SharedLayers {
+  /**
+   * Unpacks the stored layer into `dir` (created; the caller renames it into place) when the cluster has it;
+   * undefined when it has not. Throws when the stored copy does not match its checksum.
+   */
+  fetch(key: string, dir: string): Promise<{ readonly archiveBytes: number } | undefined>;
+  /**
+   * Stores the built layer in `dir` under `key`, streamed; undefined when another node stored it first
+   * (kept as it is).
+   */
+  publish(
+    key: string,
+    namespace: string,
+    dir: string,
+  ): Promise<{ readonly archiveBytes: number } | undefined>;
+  /**
+   * Runs `work` holding the cluster-wide lock on `key`, so two nodes do not build one layer at once. Past
+   * `waitMs` of waiting (a builder that hangs) it runs `work` without it.
+   */
+  exclusive<T>(key: string, waitMs: number, work: () => Promise<T>): Promise<T>;
+  /** Marks the stored copy used now (the collector's grace period runs from here); false when there is none. */
+  touch(key: string): Promise<boolean>;
+  /** Every stored layer, when last stored or used, and its stored size. */
+  list(): Promise<{ key: string; usedAt: number; archiveBytes: number }[]>;
+  /**
+   * Deletes the stored copy unless a retained version references it or it was used after `unusedSince`;
+   * the bytes freed, or undefined when it was kept.
+   */
+  remove(key: string, unusedSince: number): Promise<number | undefined>;
+}
+
+/** How a node came by a layer it did not have, for logs and tests. */
+export interface LayerObtained {
+  readonly key: string;
+  readonly how: 'built' | 'fetched' | 'published';
+  readonly ms: number;
+  /** For `fetched` and `published`: the stored (compressed) size, bytes. */
+  readonly archiveBytes?: number;
+}
+
+/** How much longer than a build's own timeout a node waits for another node building the same layer. */
+const LOCK_MARGIN_MS = 60_000;
+
+export interface LayerStoreOptions {
+  /** Cluster mode: the store shared by every node. */
+  readonly shared?: SharedLayers;
+  /** Told each time a layer is built, fetched from, or published to the shared store. */
+  readonly onObtained?: (event: LayerObtained) => void;
+}
+
 export class LayerStore {
   private readonly building = new Map<string, Promise<LayerResult>>();
   /** Layers bound to instances now, by key: never collected while held. */
@@ -72,6 +129,7 @@ export class LayerStore {
   constructor(
     dataDir: string,
     private readonly limits: LayerLimits,
+    private readonly options: LayerStoreOptions = {},
   ) {
     this.layersDir = join(dataDir, 'layers');
     this.workDir = join(dataDir, 'tmp');
@@ -167,20 +225,126 @@ export class LayerStore {
     return (await stat(this.dir(key)).catch(() => undefined))?.isDirectory() === true;
   }
 
-  /** Builds the layer unless it exists; concurrent requests for one key share one build. */
+  /**
+   * Builds the layer unless it exists; concurrent requests for one key share one build. In a cluster, a
+   * layer another node built is fetched from the shared store instead, and one built here is stored there.
+   */
   async ensure(request: LayerBuildRequest): Promise<LayerResult> {
     const key = await this.keyOf(request.runtime, request.sourceDir, request.manifest, request);
+    const shared = this.options.shared;
     if (await this.has(key)) {
       // Used again: the garbage collector's grace period runs from now (see CodeStore.put).
       const now = new Date();
       await utimes(this.dir(key), now, now).catch(() => undefined);
+      // The shared copy's grace period too; one missing (a layer built before the cluster shared layers,
+      // or collected while no version referenced it) is stored now, so the other nodes can take this version.
+      if (shared !== undefined && !(await shared.touch(key)))
+        await this.once(key, async () => {
+          await this.publish(key, request.namespace, shared);
+          return { key, cached: true, ms: 0 };
+        });
       return { key, cached: true, ms: 0 };
     }
+    return this.once(key, () =>
+      shared === undefined ? this.build(key, request) : this.obtain(key, request, shared),
+    );
+  }
+
+  /**
+   * Cluster mode: makes sure this node holds a layer a version it is to serve names, fetching it from the
+   * shared store (another node built it). Throws when the cluster does not have it.
+   */
+  async fetchShared(key: string): Promise<void> {
+    if (!LAYER_KEY.test(key)) throw new Error(`"${key}" is not a dependency layer key`);
+    if (await this.has(key)) return;
+    const shared = this.options.shared;
+    if (shared === undefined) throw new Error(`dependency layer ${key} is not on this node`);
+    await this.once(key, async () => {
+      const fetched = await this.fetchInto(key, shared);
+      if (fetched === undefined) throw new Error(`dependency layer ${key} is not in the cluster's store`);
+      return fetched;
+    });
+  }
+
+  /**
+   * Cluster mode: stores those of `layers` this node holds and the cluster lacks (built before the nodes
+   * shared layers), so the other nodes can take the versions that name them. Returns how many it stored.
+   */
+  async shareHeld(layers: readonly { readonly key: string; readonly namespace: string }[]): Promise<number> {
+    const shared = this.options.shared;
+    if (shared === undefined || layers.length === 0) return 0;
+    const stored = new Set((await shared.list()).map((layer) => layer.key));
+    let count = 0;
+    for (const { key, namespace } of layers) {
+      if (stored.has(key) || !LAYER_KEY.test(key) || !(await this.has(key))) continue;
+      stored.add(key);
+      await this.once(key, async () => {
+        await this.publish(key, namespace, shared);
+        return { key, cached: true, ms: 0 };
+      });
+      count += 1;
+    }
+    return count;
+  }
+
+  /** One job per key at a time: a second request for it waits for the first's outcome. */
+  private once(key: string, job: () => Promise<LayerResult>): Promise<LayerResult> {
     const running = this.building.get(key);
     if (running !== undefined) return running;
-    const build = this.build(key, request).finally(() => this.building.delete(key));
-    this.building.set(key, build);
-    return build;
+    const started = job().finally(() => this.building.delete(key));
+    this.building.set(key, started);
+    return started;
+  }
+
+  /**
+   * Fetches the layer when the cluster has it; else builds it holding the cluster-wide lock on its key (a
+   * node deploying the same dependencies meanwhile waits, then fetches what this one stored) and stores it.
+   */
+  private async obtain(key: string, request: LayerBuildRequest, shared: SharedLayers): Promise<LayerResult> {
+    const fetched = await this.fetchInto(key, shared);
+    if (fetched !== undefined) return fetched;
+    // A build that hangs holds the lock no longer than its own timeout; a waiter then builds too.
+    return shared.exclusive(key, this.limits.timeoutMs + LOCK_MARGIN_MS, async () => {
+      const meanwhile = await this.fetchInto(key, shared);
+      if (meanwhile !== undefined) return meanwhile;
+      const built = await this.build(key, request);
+      await this.publish(key, request.namespace, shared);
+      return built;
+    });
+  }
+
+  /** Unpacks the shared copy into a scratch dir, then renames it into place: never a half layer under its key. */
+  private async fetchInto(key: string, shared: SharedLayers): Promise<LayerResult | undefined> {
+    const began = performance.now();
+    const scratch = join(this.workDir, `build-fetch-${randomBytes(6).toString('hex')}`);
+    try {
+      const got = await shared.fetch(key, scratch);
+      if (got === undefined) return undefined;
+      // Read by sandboxed guests under another uid, as a layer built here is (see makeReadable).
+      await chmod(scratch, 0o755);
+      const now = new Date();
+      await utimes(scratch, now, now);
+      await rename(scratch, this.dir(key)).catch(async (error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
+      });
+      const ms = performance.now() - began;
+      this.options.onObtained?.({ key, how: 'fetched', ms, archiveBytes: got.archiveBytes });
+      return { key, cached: false, fetched: true, ms };
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  private async publish(key: string, namespace: string, shared: SharedLayers): Promise<void> {
+    const began = performance.now();
+    const stored = await shared.publish(key, namespace, this.dir(key));
+    if (stored !== undefined)
+      this.options.onObtained?.({
+        key,
+        how: 'published',
+        ms: performance.now() - began,
+        archiveBytes: stored.archiveBytes,
+      });
   }
 
   private async build(key: string, request: LayerBuildRequest): Promise<LayerResult> {
@@ -230,7 +394,9 @@ export class LayerStore {
         // Another build of the same key won the race: its layer is as good as ours.
         if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
       });
-      return { key, cached: false, ms: performance.now() - began, layerBytes, peakDiskBytes: watch.peak };
+      const ms = performance.now() - began;
+      this.options.onObtained?.({ key, how: 'built', ms });
+      return { key, cached: false, ms, layerBytes, peakDiskBytes: watch.peak };
     } finally {
       await watch.stop();
       await rm(work, { recursive: true, force: true });
