@@ -4,11 +4,11 @@
  * v1/hybrid layout runs for real in test/e2e/walls.test.ts.
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cgroups } from './cgroups.js';
+import { Cgroups, joiningCgroups } from './cgroups.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -96,29 +96,65 @@ describe('cgroups', () => {
 
   it('puts the platform in a cgroup of its own weighted above its sandboxes, and marks a sandbox at its CPU quota idle until it is calm', async () => {
     const cpu = fakeMount('');
-    const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(cpu, 'cgroup', 'rw,cpu'));
+    const cgroups = new Cgroups(
+      '/data/run/sandbox',
+      mountinfoLine(cpu, 'cgroup', 'rw,cpu'),
+      () => '1:cpu:/\n',
+    );
     const [root = ''] = cgroups.roots;
-    cgroups.start();
+    expect(cgroups.start()).toContain('the platform moved from cpu cgroup / into');
     const platform = join(root, `platform-${process.pid}`);
     expect(readFileSync(join(platform, 'cpu.shares'), 'utf8')).toBe('10240');
     expect(readFileSync(join(platform, 'cgroup.procs'), 'utf8')).toBe(String(process.pid));
     const [cell = ''] = cgroups.create('cell1', 256);
+    const idle = (): string => readFileSync(join(cell, 'cpu.idle'), 'utf8');
+    // A stem cell boots as background work; bound, it competes at full weight.
+    expect(idle()).toBe('1');
     cgroups.apply('cell1', LIMITS);
-    const idle = (): string | undefined => {
-      try {
-        return readFileSync(join(cell, 'cpu.idle'), 'utf8');
-      } catch {
-        return undefined;
-      }
-    };
+    expect(idle()).toBe('0');
     writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 10\nnr_throttled 0\nthrottled_time 0\n');
     await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(idle()).toBeUndefined();
+    expect(idle()).toBe('0');
     // It reached its quota: idle (any other sandbox or the platform waking preempts it at once).
     writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 20\nnr_throttled 5\nthrottled_time 9000000\n');
     await until(() => idle() === '1');
     // A second without reaching it: full weight again.
     await until(() => idle() === '0');
+  });
+
+  it("stays in a service manager's cgroup unless the config moves it, and says so", () => {
+    const cpu = fakeMount('');
+    const info = mountinfoLine(cpu, 'cgroup', 'rw,cpu');
+    const unit = (): string => '1:cpu:/system.slice/hearth.service\n';
+    const stays = new Cgroups('/data/run/sandbox', info, unit);
+    const said = stays.start();
+    expect(said).toContain('stays in its cpu cgroup /system.slice/hearth.service');
+    expect(said).toContain('platformCpuCgroup: true');
+    expect(existsSync(join(stays.roots[0] ?? '', `platform-${process.pid}`))).toBe(false);
+    const moves = new Cgroups('/data/run/sandbox', info, unit);
+    expect(moves.start(true)).toContain('limits set on its former cgroup no longer hold it');
+    expect(existsSync(join(moves.roots[0] ?? '', `platform-${process.pid}`))).toBe(true);
+    const never = new Cgroups('/data/run/sandbox', info, () => '1:cpu:/\n');
+    expect(never.start(false)).toContain('stays in its cpu cgroup /');
+  });
+
+  it("starts a sandbox's helpers in its cpu cgroup and shared helpers in one of a sandbox's weight", () => {
+    const cpu = fakeMount('');
+    const memory = fakeMount('');
+    const cgroups = new Cgroups(
+      '/data/run/sandbox',
+      [mountinfoLine(memory, 'cgroup', 'rw,memory'), mountinfoLine(cpu, 'cgroup', 'rw,cpu')].join('\n'),
+    );
+    const cpuRoot = cgroups.roots[1] ?? '';
+    cgroups.create('cell1', 256);
+    // Under the cpu controller only: its memory and processes stay out of the function's walls.
+    expect(cgroups.helperCgroups('cell1')).toEqual([join(cpuRoot, 'cell1')]);
+    expect(cgroups.helperCgroups()).toEqual([join(cpuRoot, 'helpers')]);
+    expect(existsSync(join(cpuRoot, 'helpers'))).toBe(true);
+    expect(joiningCgroups([], '/bin/echo', ['hi'])).toEqual({ command: '/bin/echo', args: ['hi'] });
+    const joined = joiningCgroups([join(cpuRoot, 'cell1')], '/bin/echo', ['hi']);
+    expect(joined.command).toBe('/bin/sh');
+    expect(joined.args.slice(-4)).toEqual([join(cpuRoot, 'cell1'), '--', '/bin/echo', 'hi']);
   });
 });
 

@@ -20,6 +20,20 @@
  * function spinning at its limit on every core delays neither the gateway nor a neighbour's instance
  * waking to answer a request by more than a context switch, while it still gets every cycle nobody else
  * wants (up to its quota). Nice values could not do this: they only order processes of one cgroup.
+ *
+ * The platform moves itself only when it was started in the root cgroup (`/`), or when the config says so
+ * (`platformCpuCgroup: true`): a platform started by a service manager (a systemd unit's cgroup) stays
+ * where it was put, so the unit's `CPUQuota=` and `MemoryMax=` go on holding it; `start` says which.
+ *
+ * A stem cell boots marked `cpu.idle` and is made a full competitor when it is bound (`apply`): booting
+ * an interpreter ahead of demand is background work, and a replacement booting after a kill (a memory
+ * bomb's, again and again) must not delay warm instances answering their requests.
+ *
+ * Helper processes the platform starts for sandboxes are born in a sandbox's cgroup, never in the
+ * platform's (ten times a sandbox's weight): a sandbox's slirp4netns, its nft and nsenter commands join
+ * that sandbox's cpu cgroup, so a function pushing traffic through slirp pays for it from its own quota;
+ * a fork server shared by many sandboxes joins `helpers`, a cgroup of one sandbox's weight
+ * (`helperCgroups`, `joiningCgroups`).
  */
 
 import { createHash } from 'node:crypto';
@@ -64,6 +78,8 @@ const CPU_PERIOD_US = 20_000;
 const MIN_QUOTA_US = 1000;
 /** The platform's own cgroup under the cpu controller (`-<pid>`: a killed run's is told from the live one's). */
 const PLATFORM_GROUP_PREFIX = 'platform-';
+/** The cgroup of helpers shared by many sandboxes (fork servers): the default weight, one sandbox's. */
+const HELPERS_GROUP = 'helpers';
 /** The platform's CPU weight against one sandbox's (v1 shares, v2 weight: ten times the default of each). */
 const PLATFORM_SHARES = 10_240;
 const PLATFORM_WEIGHT = 1000;
@@ -83,6 +99,32 @@ interface Throttling {
   lastThrottledAt: number;
 }
 
+/**
+ * The command line that starts `command` inside `dirs` (each a cgroup directory, one per hierarchy): a
+ * shell writes its own pid to each `cgroup.procs`, then execs the command, so the process and everything
+ * it forks are inside from birth. Without dirs, the command as it is.
+ */
+export function joiningCgroups(
+  dirs: readonly string[],
+  command: string,
+  args: readonly string[],
+): { command: string; args: readonly string[] } {
+  if (dirs.length === 0) return { command, args };
+  return {
+    command: '/bin/sh',
+    args: [
+      '-c',
+      // The shell exports PWD (the platform's directory) to what it execs: a fork server's guests would see it.
+      'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; shift; unset PWD; exec "$@"',
+      'hearth-cgroup',
+      ...dirs,
+      '--',
+      command,
+      ...args,
+    ],
+  };
+}
+
 export class Cgroups {
   private readonly controllers: readonly Controller[];
   readonly status: readonly WallStatus[];
@@ -91,8 +133,18 @@ export class Cgroups {
   /** The bound sandboxes whose throttling is watched (those with a CPU quota). */
   private readonly throttling = new Map<string, Throttling>();
   private throttleWatch: NodeJS.Timeout | undefined;
+  /** Sandboxes created idle (stem cells) and not yet bound: `apply` makes them full competitors. */
+  private readonly bootingIdle = new Set<string>();
 
-  constructor(stateDir: string, mountinfo = readMountinfo()) {
+  /**
+   * `mountinfo` and `selfCgroup` stand for /proc/self/mountinfo and /proc/self/cgroup (tests give layouts
+   * this machine does not have).
+   */
+  constructor(
+    stateDir: string,
+    mountinfo = readMountinfo(),
+    private readonly selfCgroup = (): string => readIfThere('/proc/self/cgroup'),
+  ) {
     const platform = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
     const mounts = parseMounts(mountinfo);
     const controllers: Controller[] = [];
@@ -129,26 +181,34 @@ export class Cgroups {
    * Moves the platform's process into its own cgroup under the cpu controller, weighted above its
    * sandboxes, and starts marking sandboxes at their CPU quota idle (see the module comment). Call once,
    * after `removeAll`; `close` moves the process back. Without a cpu controller it does nothing.
+   *
+   * `moveOwnProcess` (config `platformCpuCgroup`): undefined moves the process only out of the root
+   * cgroup; true moves it from anywhere; false never. Returns one line for `hearth up`'s log saying what
+   * it did, or undefined without a cpu controller.
    */
-  start(): void {
+  start(moveOwnProcess?: boolean): string | undefined {
     const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
-    if (cpu === undefined || this.throttleWatch !== undefined) return;
-    const home = ownCgroup(cpu);
-    if (home !== undefined) {
-      const dir = join(cpu.root, `${PLATFORM_GROUP_PREFIX}${process.pid}`);
-      try {
-        mkdirSync(dir, { recursive: true });
-        if (cpu.version === 2) write(dir, 'cpu.weight', String(PLATFORM_WEIGHT));
-        else write(dir, 'cpu.shares', String(PLATFORM_SHARES));
-        write(dir, 'cgroup.procs', String(process.pid));
-        this.platformGroup = { dir, home };
-      } catch {
-        // The platform stays where it was: the walls hold all the same, only its share is the default one.
-        rmdirQuietly(dir);
-      }
-    }
+    if (cpu === undefined || this.throttleWatch !== undefined) return undefined;
     this.throttleWatch = setInterval(() => this.markThrottledIdle(cpu), THROTTLE_POLL_MS);
     this.throttleWatch.unref();
+    const home = ownCgroup(cpu, this.selfCgroup());
+    if (home === undefined) return 'the platform stays in its cpu cgroup (it could not tell which that is)';
+    const fromRoot = home.path === '/';
+    if (moveOwnProcess === false || (moveOwnProcess === undefined && !fromRoot))
+      return `the platform stays in its cpu cgroup ${home.path}${fromRoot ? '' : " (a service manager's, whose limits keep holding it)"} at its default weight; \`platformCpuCgroup: true\` moves it into one of its own at ten times a sandbox's weight`;
+    const dir = join(cpu.root, `${PLATFORM_GROUP_PREFIX}${process.pid}`);
+    try {
+      mkdirSync(dir, { recursive: true });
+      if (cpu.version === 2) write(dir, 'cpu.weight', String(PLATFORM_WEIGHT));
+      else write(dir, 'cpu.shares', String(PLATFORM_SHARES));
+      write(dir, 'cgroup.procs', String(process.pid));
+      this.platformGroup = { dir, home: home.dir };
+      return `the platform moved from cpu cgroup ${home.path} into ${dir}, at ten times a sandbox's weight${fromRoot ? '' : ' (platformCpuCgroup: true: limits set on its former cgroup no longer hold it)'}`;
+    } catch (error) {
+      // The platform stays where it was: the walls hold all the same, only its share is the default one.
+      rmdirQuietly(dir);
+      return `the platform stays in its cpu cgroup ${home.path} at its default weight: ${(error as Error).message}`;
+    }
   }
 
   /** One look at every watched sandbox: idle while it keeps reaching its quota, normal once it is calm. */
@@ -180,9 +240,34 @@ export class Cgroups {
       mkdirSync(dir, { recursive: true });
       // Even an unbound stem cell cannot fork without bound.
       if (controller.wall === 'pids') write(dir, 'pids.max', String(defaultPids));
+      // Booting ahead of demand yields to everything else (see the module comment); where the kernel has
+      // no cpu.idle (before 5.15) it boots at the default weight, as before.
+      if (controller.wall === 'cpu' && this.throttleWatch !== undefined && writeQuietly(dir, 'cpu.idle', '1'))
+        this.bootingIdle.add(id);
       dirs.push(dir);
     }
     return dirs;
+  }
+
+  /**
+   * The cgroups a helper process joins (`joiningCgroups`), under the cpu controller only: a helper of one
+   * sandbox (`sandbox`: its slirp4netns, nft, nsenter) joins that sandbox's, so its CPU counts against
+   * the function's quota; one shared by many (a fork server) joins `helpers`, at one sandbox's weight.
+   * On cgroup v1 the helper's memory and processes stay outside the sandbox's walls; on v2, where one
+   * cgroup holds every controller, they count in them too. [] without a cpu controller.
+   */
+  helperCgroups(sandbox?: string): string[] {
+    const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
+    if (cpu === undefined) return [];
+    const dir = join(cpu.root, sandbox ?? HELPERS_GROUP);
+    if (sandbox === undefined) {
+      try {
+        mkdirSync(dir, { recursive: true });
+      } catch {
+        return [];
+      }
+    }
+    return [dir];
   }
 
   /** Sets a bound sandbox's limits; throws naming the file it could not write. */
@@ -197,6 +282,7 @@ export class Cgroups {
           write(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US));
           write(dir, 'cpu.cfs_quota_us', String(quota));
         }
+        if (this.bootingIdle.delete(id)) write(dir, 'cpu.idle', '0');
         if (this.throttleWatch !== undefined && !this.throttling.has(id))
           this.throttling.set(id, { periods: 0, idle: false, lastThrottledAt: 0 });
       } else if (controller.version === 2) {
@@ -227,6 +313,7 @@ export class Cgroups {
 
   /** Removes a sandbox's cgroups once its processes are gone, killing any that outlived it. */
   async remove(id: string): Promise<void> {
+    this.bootingIdle.delete(id);
     for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
   }
 
@@ -259,6 +346,7 @@ export class Cgroups {
   async close(): Promise<void> {
     if (this.throttleWatch !== undefined) clearInterval(this.throttleWatch);
     this.throttling.clear();
+    this.bootingIdle.clear();
     const platform = this.platformGroup;
     if (platform !== undefined) {
       // Back where it was started, so its own cgroup is empty and can go with the rest.
@@ -338,19 +426,23 @@ function prepare(found: { version: 1 | 2; mount: string }, root: string, wall: W
 }
 
 /**
- * The cgroup this process is in under `controller`'s hierarchy (from /proc/self/cgroup), as a directory;
- * undefined when it cannot be told, or when it is one of Hearth's own.
+ * The cgroup this process is in under `controller`'s hierarchy (from /proc/self/cgroup), as a directory
+ * and as the path the kernel gives (`/` for the root); undefined when it cannot be told, or when it is one
+ * of Hearth's own.
  */
-function ownCgroup(controller: Controller): string | undefined {
+function ownCgroup(
+  controller: Controller,
+  selfCgroup: string,
+): { readonly dir: string; readonly path: string } | undefined {
   const mount = controller.mount;
-  for (const line of readIfThere('/proc/self/cgroup').split('\n')) {
+  for (const line of selfCgroup.split('\n')) {
     const [, controllers = '', path] = line.split(':');
     if (path === undefined) continue;
     const matches =
       controller.version === 2 ? controllers === '' : controllers.split(',').includes(controller.wall);
     if (!matches) continue;
     const dir = join(mount, path);
-    return dir.startsWith(join(controller.root, '..')) ? undefined : dir;
+    return dir.startsWith(join(controller.root, '..')) ? undefined : { dir, path };
   }
   return undefined;
 }
