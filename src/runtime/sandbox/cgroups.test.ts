@@ -48,6 +48,8 @@ describe('cgroups', () => {
     const read = (file: string): string => readFileSync(join(cell ?? '', file), 'utf8');
     expect(read('memory.max')).toBe(String(128 * 1024 ** 2));
     expect(read('memory.swap.max')).toBe('0');
+    // Reclaim throttles the function itself before the hard limit kills it.
+    expect(read('memory.high')).toBe(String(112 * 1024 ** 2));
     expect(read('cpu.max')).toBe('10000 20000');
     expect(read('pids.max')).toBe('64');
     writeFileSync(join(cell ?? '', 'memory.events'), 'low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n');
@@ -94,7 +96,9 @@ describe('cgroups', () => {
     expect(new Cgroups('/a/run/sandbox', info).roots[0]).toBe(first.roots[0]);
   });
 
-  it('puts the platform in a cgroup of its own weighted above its sandboxes, and marks a sandbox at its CPU quota idle until it is calm', async () => {
+  it('puts the platform in a cgroup of its own weighted above its sandboxes, and marks a sandbox at its CPU quota idle until it is calm', {
+    timeout: 30_000,
+  }, async () => {
     const cpu = fakeMount('');
     const cgroups = new Cgroups(
       '/data/run/sandbox',
@@ -118,8 +122,8 @@ describe('cgroups', () => {
     // It reached its quota: idle (any other sandbox or the platform waking preempts it at once).
     writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 20\nnr_throttled 5\nthrottled_time 9000000\n');
     await until(() => idle() === '1');
-    // A second without reaching it: full weight again.
-    await until(() => idle() === '0');
+    // Calm for a while (10 s) without reaching it: full weight again.
+    await until(() => idle() === '0', 20_000);
   });
 
   it("stays in a service manager's cgroup unless the config moves it, and says so", () => {
@@ -158,8 +162,8 @@ describe('cgroups', () => {
   });
 });
 
-async function until(condition: () => boolean): Promise<void> {
-  const deadline = Date.now() + 10_000;
+async function until(condition: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`still not so: ${condition.toString()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));

@@ -89,8 +89,19 @@ const PLATFORM_WEIGHT = 1000;
  * reads a second, about 1% of a core.
  */
 const THROTTLE_POLL_MS = 100;
-/** How long a sandbox marked idle must stay under its quota before it competes at full weight again. */
-const IDLE_UNTIL_CALM_MS = 1000;
+/**
+ * How long a sandbox marked idle must stay under its quota before it competes at full weight again. A
+ * function that reached its quota lately is likely to again (a job that runs in bursts, a hog invoked
+ * again): at a second, each new burst ran at full weight until the next poll caught it, and a neighbour
+ * waking in those first ~100 ms waited behind it (bench/abuse.mjs, every round after the first).
+ */
+const IDLE_UNTIL_CALM_MS = 10_000;
+/**
+ * cgroup v2 only: `memory.high` this far below `memory.max`. Past it the kernel makes the allocating task
+ * reclaim and sleep, so a function running into its limit (a memory bomb) slows itself before it is
+ * killed instead of spinning in reclaim at full speed. v1 has no such threshold.
+ */
+const MEMORY_HIGH_FRACTION = 7 / 8;
 
 interface Throttling {
   /** `nr_throttled` when last read. */
@@ -287,6 +298,7 @@ export class Cgroups {
           this.throttling.set(id, { periods: 0, idle: false, lastThrottledAt: 0 });
       } else if (controller.version === 2) {
         write(dir, 'memory.max', String(limits.memoryBytes));
+        writeQuietly(dir, 'memory.high', String(Math.floor(limits.memoryBytes * MEMORY_HIGH_FRACTION)));
         if (existsSync(join(dir, 'memory.swap.max'))) write(dir, 'memory.swap.max', '0');
       } else {
         // memsw (memory + swap) must never be below the memory limit: set the memory limit first.
