@@ -126,6 +126,24 @@ describe('cgroups', () => {
     await until(() => idle() === '0', 20_000);
   });
 
+  it('marks a sandbox idle when its CPU time nears all its quota allows, throttled or not (cgroup v2 usage_usec)', async () => {
+    const mount = fakeMount('cpu');
+    const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(mount, 'cgroup2', 'rw'), () => '0::/\n');
+    cgroups.start();
+    const [cell = ''] = cgroups.create('cell1', 256);
+    cgroups.apply('cell1', { ...LIMITS, cpu: 64 });
+    const idle = (): string => readFileSync(join(cell, 'cpu.idle'), 'utf8');
+    writeFileSync(join(cell, 'cpu.stat'), 'usage_usec 1000\nnr_periods 0\nnr_throttled 0\n');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // A little CPU: a neighbour answering its requests keeps its full weight.
+    writeFileSync(join(cell, 'cpu.stat'), 'usage_usec 2000\nnr_periods 0\nnr_throttled 0\n');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(idle()).toBe('0');
+    // Every core flat out (its quota of 64 is more than this machine has, so it is never throttled).
+    writeFileSync(join(cell, 'cpu.stat'), `usage_usec ${2000 + 3600e6}\nnr_periods 0\nnr_throttled 0\n`);
+    await until(() => idle() === '1');
+  });
+
   it("stays in a service manager's cgroup unless the config moves it, and says so", () => {
     const cpu = fakeMount('');
     const info = mountinfoLine(cpu, 'cgroup', 'rw,cpu');

@@ -38,6 +38,7 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 
 export type Wall = 'memory' | 'cpu' | 'pids';
@@ -108,7 +109,19 @@ interface Throttling {
   periods: number;
   idle: boolean;
   lastThrottledAt: number;
+  /** CPU time used (µs) when last read, where the kernel tells it (v2; v1 with cpuacct beside cpu). */
+  usageUs: number | undefined;
+  lookedAt: number;
+  /** µs of CPU per ms of wall time the sandbox uses when it runs flat out: its quota, at most every core. */
+  readonly fullUsePerMs: number;
 }
+
+/**
+ * The share of its full use (`Throttling.fullUsePerMs`) over one poll at which a sandbox counts as a hog
+ * though not throttled: a quota of every core is never throttled, nor is a hog whose threads other work
+ * already holds below its quota, and either kept its full weight against the neighbours it starved.
+ */
+const BUSY_SHARE = 0.9;
 
 /**
  * The command line that starts `command` inside `dirs` (each a cgroup directory, one per hierarchy): a
@@ -222,7 +235,10 @@ export class Cgroups {
     }
   }
 
-  /** One look at every watched sandbox: idle while it keeps reaching its quota, normal once it is calm. */
+  /**
+   * One look at every watched sandbox: idle while it keeps reaching its quota (throttled, or its CPU time
+   * since the last look near all its quota allows), normal once it is calm.
+   */
   private markThrottledIdle(cpu: Controller): void {
     const now = Date.now();
     for (const [id, state] of this.throttling) {
@@ -233,7 +249,14 @@ export class Cgroups {
         continue;
       }
       const periods = Number(/^nr_throttled (\d+)$/m.exec(stat)?.[1] ?? 0);
-      if (periods > state.periods) {
+      const usageUs = cpuUsageUs(dir, cpu.version, stat);
+      const busy =
+        usageUs !== undefined &&
+        state.usageUs !== undefined &&
+        usageUs - state.usageUs >= BUSY_SHARE * state.fullUsePerMs * (now - state.lookedAt);
+      state.usageUs = usageUs;
+      state.lookedAt = now;
+      if (periods > state.periods || busy) {
         state.periods = periods;
         state.lastThrottledAt = now;
         if (!state.idle) state.idle = writeQuietly(dir, 'cpu.idle', '1');
@@ -295,7 +318,14 @@ export class Cgroups {
         }
         if (this.bootingIdle.delete(id)) write(dir, 'cpu.idle', '0');
         if (this.throttleWatch !== undefined && !this.throttling.has(id))
-          this.throttling.set(id, { periods: 0, idle: false, lastThrottledAt: 0 });
+          this.throttling.set(id, {
+            periods: 0,
+            idle: false,
+            lastThrottledAt: 0,
+            usageUs: undefined,
+            lookedAt: Date.now(),
+            fullUsePerMs: 1000 * Math.min(quota / CPU_PERIOD_US, availableParallelism()),
+          });
       } else if (controller.version === 2) {
         write(dir, 'memory.max', String(limits.memoryBytes));
         writeQuietly(dir, 'memory.high', String(Math.floor(limits.memoryBytes * MEMORY_HIGH_FRACTION)));
@@ -457,6 +487,19 @@ function ownCgroup(
     return dir.startsWith(join(controller.root, '..')) ? undefined : { dir, path };
   }
   return undefined;
+}
+
+/**
+ * A sandbox's CPU time so far in µs: v2's `usage_usec` in cpu.stat, or v1's `cpuacct.usage` (ns) where
+ * cpuacct is mounted with cpu (the usual `cpu,cpuacct`); undefined where neither is there.
+ */
+function cpuUsageUs(dir: string, version: 1 | 2, stat: string): number | undefined {
+  if (version === 2) {
+    const usage = /^usage_usec (\d+)$/m.exec(stat)?.[1];
+    return usage === undefined ? undefined : Number(usage);
+  }
+  const nanoseconds = readIfThere(join(dir, 'cpuacct.usage')).trim();
+  return nanoseconds === '' ? undefined : Number(nanoseconds) / 1000;
 }
 
 function writeQuietly(dir: string, file: string, value: string): boolean {
