@@ -219,7 +219,7 @@ export class Cgroups {
     if (home === undefined) return 'the platform stays in its cpu cgroup (it could not tell which that is)';
     const fromRoot = home.path === '/';
     if (moveOwnProcess === false || (moveOwnProcess === undefined && !fromRoot))
-      return `the platform stays in its cpu cgroup ${home.path}${fromRoot ? '' : " (a service manager's, whose limits keep holding it)"} at its default weight; \`platformCpuCgroup: true\` moves it into one of its own at ten times a sandbox's weight`;
+      return `the platform stays in its cpu cgroup ${home.path}${fromRoot ? '' : " (not the root one: limits set on it, a service manager's say, keep holding the platform)"} at its default weight; \`platformCpuCgroup: true\` moves it into one of its own at ten times a sandbox's weight`;
     const dir = join(cpu.root, `${PLATFORM_GROUP_PREFIX}${process.pid}`);
     try {
       mkdirSync(dir, { recursive: true });
