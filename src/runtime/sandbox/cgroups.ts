@@ -14,7 +14,7 @@
  *
  * Sharing the CPU (`start`): under the cpu controller the platform's own process joins
  * `<mount>/hearth/<platform>/platform-<pid>`, a sibling of its sandboxes' cgroups with ten times their
- * weight, and a sandbox that runs into its CPU quota is marked `cpu.idle` until it has gone a second
+ * weight, and a sandbox that runs into its CPU quota is marked `cpu.idle` until it has gone ten seconds
  * without doing so. The kernel's scheduler (EEVDF) lets an entity that is running finish its slice (a
  * millisecond or more) before a task that wakes gets the CPU; an idle entity it preempts at once. So a
  * function spinning at its limit on every core delays neither the gateway nor a neighbour's instance
