@@ -119,11 +119,24 @@ describe('cgroups', () => {
     writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 10\nnr_throttled 0\nthrottled_time 0\n');
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(idle()).toBe('0');
-    // It reached its quota: idle (any other sandbox or the platform waking preempts it at once).
+    // It reached its quota once (a new instance loading its code): idle, and a second later full weight.
     writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 20\nnr_throttled 5\nthrottled_time 9000000\n');
     await until(() => idle() === '1');
-    // Calm for a while (10 s) without reaching it: full weight again.
+    const blip = Date.now();
+    await until(() => idle() === '0');
+    expect(Date.now() - blip).toBeLessThan(5000);
+    // It keeps reaching it (a hog): idle, and only after ten calm seconds full weight again.
+    for (let throttled = 6; throttled < 12; throttled++) {
+      writeFileSync(
+        join(cell, 'cpu.stat'),
+        `nr_periods 40\nnr_throttled ${throttled}\nthrottled_time 9000000\n`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 120));
+    }
+    expect(idle()).toBe('1');
+    const hog = Date.now();
     await until(() => idle() === '0', 20_000);
+    expect(Date.now() - hog).toBeGreaterThan(8000);
   });
 
   it('marks a sandbox idle when its CPU time nears all its quota allows, throttled or not (cgroup v2 usage_usec)', async () => {

@@ -14,8 +14,8 @@
  *
  * Sharing the CPU (`start`): under the cpu controller the platform's own process joins
  * `<mount>/hearth/<platform>/platform-<pid>`, a sibling of its sandboxes' cgroups with ten times their
- * weight, and a sandbox that runs into its CPU quota is marked `cpu.idle` until it has gone ten seconds
- * without doing so. The kernel's scheduler (EEVDF) lets an entity that is running finish its slice (a
+ * weight, and a sandbox that runs into its CPU quota is marked `cpu.idle` until it has gone a second
+ * without doing so (ten once it kept at its quota). The kernel's scheduler (EEVDF) lets an entity that is running finish its slice (a
  * millisecond or more) before a task that wakes gets the CPU; an idle entity it preempts at once. So a
  * function spinning at its limit on every core delays neither the gateway nor a neighbour's instance
  * waking to answer a request by more than a context switch, while it still gets every cycle nobody else
@@ -85,18 +85,26 @@ const HELPERS_GROUP = 'helpers';
 const PLATFORM_SHARES = 10_240;
 const PLATFORM_WEIGHT = 1000;
 /**
- * How often the sandboxes' `cpu.stat` is read for throttling (a file read per bound sandbox). A hog is
- * marked idle within this long of reaching its quota; at 100 ms and 200 warm sandboxes that is 2000 small
- * reads a second, about 1% of a core.
+ * How often the sandboxes' `cpu.stat` is read for throttling (a file read per bound sandbox): a hog is
+ * marked idle within this long of reaching its quota. Every 25 ms while few sandboxes are watched, slower
+ * as there are more, so the reads stay at most POLL_READS_PER_SECOND (2000 small reads a second, about 1%
+ * of a core: 100 ms at 200 warm sandboxes, the fixed interval this replaced). At 100 ms, the first burst
+ * of a hog ran at full weight for 50 ms on average, over 1% of a 4 s window (bench/abuse.mjs).
  */
-const THROTTLE_POLL_MS = 100;
+const MIN_POLL_MS = 25;
+const MAX_POLL_MS = 1000;
+const POLL_READS_PER_SECOND = 2000;
 /**
- * How long a sandbox marked idle must stay under its quota before it competes at full weight again. A
- * function that reached its quota lately is likely to again (a job that runs in bursts, a hog invoked
- * again): at a second, each new burst ran at full weight until the next poll caught it, and a neighbour
- * waking in those first ~100 ms waited behind it (bench/abuse.mjs, every round after the first).
+ * How long a sandbox marked idle must stay under its quota before it competes at full weight again: a
+ * second after a blip (a new instance loading its code often reaches its quota once), ten once it has
+ * reached it in HOG_POLLS looks. A function that kept at its quota lately is likely to again (a job that
+ * runs in bursts, a hog invoked again): at a second, each new burst ran at full weight until the next poll
+ * caught it, and a neighbour waking in those first ~100 ms waited behind it (bench/abuse.mjs, every round
+ * after the first).
  */
-const IDLE_UNTIL_CALM_MS = 10_000;
+const IDLE_UNTIL_CALM_MS = 1000;
+const HOG_IDLE_UNTIL_CALM_MS = 10_000;
+const HOG_POLLS = 3;
 /**
  * cgroup v2 only: `memory.high` this far below `memory.max`. Past it the kernel makes the allocating task
  * reclaim and sleep, so a function running into its limit (a memory bomb) slows itself before it is
@@ -109,6 +117,8 @@ interface Throttling {
   periods: number;
   idle: boolean;
   lastThrottledAt: number;
+  /** Looks in which it was at its quota since it was last made a full competitor again. */
+  hotPolls: number;
   /** CPU time used (µs) when last read, where the kernel tells it (v2; v1 with cpuacct beside cpu). */
   usageUs: number | undefined;
   lookedAt: number;
@@ -213,7 +223,13 @@ export class Cgroups {
   start(moveOwnProcess?: boolean): string | undefined {
     const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
     if (cpu === undefined || this.throttleWatch !== undefined) return undefined;
-    this.throttleWatch = setInterval(() => this.markThrottledIdle(cpu), THROTTLE_POLL_MS);
+    const look = (): void => {
+      this.markThrottledIdle(cpu);
+      const pollMs = (1000 * this.throttling.size) / POLL_READS_PER_SECOND;
+      this.throttleWatch = setTimeout(look, Math.min(MAX_POLL_MS, Math.max(MIN_POLL_MS, pollMs)));
+      this.throttleWatch.unref();
+    };
+    this.throttleWatch = setTimeout(look, MIN_POLL_MS);
     this.throttleWatch.unref();
     const home = ownCgroup(cpu, this.selfCgroup());
     if (home === undefined) return 'the platform stays in its cpu cgroup (it could not tell which that is)';
@@ -259,9 +275,15 @@ export class Cgroups {
       if (periods > state.periods || busy) {
         state.periods = periods;
         state.lastThrottledAt = now;
+        state.hotPolls += 1;
         if (!state.idle) state.idle = writeQuietly(dir, 'cpu.idle', '1');
-      } else if (state.idle && now - state.lastThrottledAt >= IDLE_UNTIL_CALM_MS) {
+      } else if (
+        state.idle &&
+        now - state.lastThrottledAt >=
+          (state.hotPolls >= HOG_POLLS ? HOG_IDLE_UNTIL_CALM_MS : IDLE_UNTIL_CALM_MS)
+      ) {
         state.idle = !writeQuietly(dir, 'cpu.idle', '0');
+        if (!state.idle) state.hotPolls = 0;
       }
     }
   }
@@ -322,6 +344,7 @@ export class Cgroups {
             periods: 0,
             idle: false,
             lastThrottledAt: 0,
+            hotPolls: 0,
             usageUs: undefined,
             lookedAt: Date.now(),
             fullUsePerMs: 1000 * Math.min(quota / CPU_PERIOD_US, availableParallelism()),
@@ -386,7 +409,8 @@ export class Cgroups {
 
   /** Removes this platform's own directories too: nothing of it stays once it has stopped. */
   async close(): Promise<void> {
-    if (this.throttleWatch !== undefined) clearInterval(this.throttleWatch);
+    if (this.throttleWatch !== undefined) clearTimeout(this.throttleWatch);
+    this.throttleWatch = undefined;
     this.throttling.clear();
     this.bootingIdle.clear();
     const platform = this.platformGroup;
