@@ -2,7 +2,7 @@
 // the hello function, unloaded and while a loop invokes an abusive function (memory bomb, fork bomb, CPU
 // hog on every core, /tmp fill, log flood, escape probes) or a client holds slow-loris connections, in
 // alternating rounds on one platform. The bar: the neighbour's p99 under each abuse within 2× unloaded.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { connect } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
@@ -226,6 +226,50 @@ if (!isMainThread) {
   parentPort.postMessage(answers);
 }
 
+/**
+ * Where the neighbour's client runs. A user's client is on another machine: nothing on this one delays it.
+ * The bench's shares this machine's two cores, and from the root cgroup it competed with the platform's
+ * whole cgroup tree as one entity, in which a sandbox marked idle at its quota counts as busy: the client
+ * then waited out the hog's time slice (up to a 4 ms tick) on each wake-up, a delay no remote user sees.
+ * So the client's thread joins the platform's own cpu cgroup, where a sandbox at its quota yields to it as
+ * it yields to the platform (the client still shares that cgroup's CPU with the platform, unloaded and
+ * loaded alike). The abusers and their callers are untouched. Returns how to move back, or undefined where
+ * the platform has no cgroup of its own (not root, no cpu controller, or `platformCpuCgroup: false`).
+ */
+function joinPlatformCpuCgroup(platformPid) {
+  const cpuLine = (pid) => {
+    const lines = readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n');
+    return (
+      lines.find((line) => line.split(':')[1]?.split(',').includes('cpu')) ??
+      lines.find((line) => line.startsWith('0::'))
+    );
+  };
+  try {
+    const platform = cpuLine(platformPid);
+    const own = cpuLine(process.pid);
+    if (platform === undefined || own === undefined || !/\/platform-\d+$/.test(platform)) return undefined;
+    const v1 = platform.split(':')[1] !== '';
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+    const mount = mounts
+      .map((line) => line.split(' - '))
+      .find(([, after]) =>
+        v1 ? /^cgroup \S+ (\S+,)?cpu(,|$)/.test(after ?? '') : after?.startsWith('cgroup2 '),
+      )?.[0]
+      ?.split(' ')[4];
+    if (mount === undefined) return undefined;
+    const path = (line) => join(mount, line.split(':').slice(2).join(':'));
+    // cgroup v1 moves one thread (the main one, whose id is the pid); v2 moves the whole process.
+    const file = v1 ? 'tasks' : 'cgroup.procs';
+    writeFileSync(join(path(platform), file), String(process.pid));
+    return {
+      cgroup: platform.split(':').slice(2).join(':'),
+      leave: () => writeFileSync(join(path(own), file), String(process.pid)),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
 export async function abuseBench({ seconds = 4, rounds = 3, only = [] } = {}) {
   // The machine's load average before and after: on a machine shared with other work, the neighbour's
   // unloaded p99 and every ratio are only as good as that work was quiet.
@@ -233,6 +277,8 @@ export async function abuseBench({ seconds = 4, rounds = 3, only = [] } = {}) {
   const hearth = await startHearth({ logRecords: 100_000 });
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const dirs = [];
+  // ABUSE_CLIENT=own keeps the client where the bench runs (to tell the platform's part from the placement's).
+  const client = process.env.ABUSE_CLIENT === 'own' ? undefined : joinPlatformCpuCgroup(hearth.pid);
   try {
     await deploy(hearth.url, HELLO, 'bench-hello');
     for (const abuser of Object.values(ABUSERS)) {
@@ -272,6 +318,7 @@ export async function abuseBench({ seconds = 4, rounds = 3, only = [] } = {}) {
     return {
       seconds,
       rounds,
+      clientCgroup: client?.cgroup ?? 'the bench process’s own',
       loadAverage: [round(loadBefore), round(loadavg()[0])],
       unloaded: { n: base.n, p50: round(base.p50), p99: round(base.p99) },
       cases: Object.fromEntries(
@@ -296,6 +343,8 @@ export async function abuseBench({ seconds = 4, rounds = 3, only = [] } = {}) {
     };
   } finally {
     agent.destroy();
+    // Out before the platform stops: it removes its cgroups, killing what is still in them.
+    client?.leave();
     await hearth.stop();
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   }

@@ -180,6 +180,12 @@ export const configFileSchema = z.strictObject({
    * address-space layout and `str` hash secret with the others, tenants included. Off by default.
    */
   forkServer: z.boolean().optional(),
+  /**
+   * Whether the platform's process moves into a cpu cgroup of its own at ten times a sandbox's weight
+   * (sandbox/cgroups.ts). Unset: only when started in the root cgroup; a platform a service manager put in
+   * a cgroup (a systemd unit's, with its `CPUQuota=` and `MemoryMax=`) stays there unless this is true.
+   */
+  platformCpuCgroup: z.boolean().optional(),
   /** The OCI runtime of container functions: crun (the default, when installed) or runc. */
   containerRuntime: z.enum(['crun', 'runc']).optional(),
   images: z
@@ -268,6 +274,8 @@ export interface PlatformConfig {
   readonly egressAllow: 'outbound' | 'host';
   /** `forkServer`, or `HEARTH_ZYGOTE=on|off` in the platform's environment, which wins. */
   readonly forkServer: boolean;
+  /** `platformCpuCgroup`: true moves the platform's process from anywhere, false never, undefined from `/` only. */
+  readonly platformCpuCgroup: boolean | undefined;
   /** `containerRuntime`: the OCI runtime the operator chose, or undefined for crun with runc as the fallback. */
   readonly containerRuntime: 'crun' | 'runc' | undefined;
   /** `images.localDirs`: whether `spec.image: dir:/PATH` is taken (it runs a host folder the deployer names). */
@@ -414,6 +422,7 @@ export function resolveConfig(
         : process.env.HEARTH_ZYGOTE === 'off'
           ? false
           : (merged.forkServer ?? false),
+    platformCpuCgroup: merged.platformCpuCgroup,
     containerRuntime: merged.containerRuntime,
     localImageDirs: merged.images?.localDirs ?? false,
     buildTimeoutMs:

@@ -249,7 +249,11 @@ export async function startPlatform(
     ['provided', createProvidedRuntime()],
     ['image', createImageRuntime()],
   ]);
-  const sandbox = new SandboxIsolation({ stateDir: join(runDir, 'sandbox'), forkServers: config.forkServer });
+  const sandbox = new SandboxIsolation({
+    stateDir: join(runDir, 'sandbox'),
+    forkServers: config.forkServer,
+    ...(config.platformCpuCgroup === undefined ? {} : { platformCpuCgroup: config.platformCpuCgroup }),
+  });
   // Its boot image holds the Node and Python interpreters and guests (built once per content hash, the same
   // list scripts/microvm-image.mjs builds ahead for the tests).
   const microvm = new MicroVmIsolation({
@@ -278,6 +282,7 @@ export async function startPlatform(
   // Sandboxes of a run that was killed (SIGKILL) outlive it in their cgroups: end them before starting any.
   const leftovers = await sandbox.init();
   if (leftovers > 0) logger.info(`removed ${leftovers} sandbox cgroup(s) left by a previous run`);
+  if (sandbox.cpuSharing !== undefined) logger.info(`sharing the CPU: ${sandbox.cpuSharing}`);
   const vmLeftovers = await microvm.init();
   if (vmLeftovers > 0) logger.info(`removed ${vmLeftovers} microVM cgroup(s) left by a previous run`);
   if (microvm.unavailable !== undefined) notices.push(`microvm unavailable: ${microvm.unavailable}`);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { BreakerEvent } from '../domain/events.js';
-import { FunctionBreaker, isFailure } from './breaker.js';
+import { FunctionBreaker, failureWeight, isFailure } from './breaker.js';
 
 describe('function circuit breaker', () => {
   it('opens after N consecutive failures, refuses at once, probes once after the cool-down, closes on success', async () => {
@@ -39,6 +39,19 @@ describe('function circuit breaker', () => {
     expect(breaker.admit(Date.now())).toBe('probe');
     expect(breaker.failure(true, 'still broken')).toBe('open');
     expect(breaker.retryAfterMs).toBeGreaterThan(40);
+  });
+
+  it('opens after two instances in a row were killed for memory, where other failures take five', () => {
+    const breaker = new FunctionBreaker(
+      { namespace: 'default', name: 'f' },
+      { failures: 5, coolDownMs: 50 },
+      () => {},
+    );
+    expect(failureWeight('HEARTH_E_FN_ERROR', 5)).toBe(1);
+    expect(breaker.failure(false, 'killed for memory', failureWeight('HEARTH_E_FN_OOM', 5))).toBeUndefined();
+    expect(breaker.failure(false, 'killed for memory', failureWeight('HEARTH_E_FN_OOM', 5))).toBe('open');
+    // A threshold of one stays one.
+    expect(failureWeight('HEARTH_E_FN_OOM', 1)).toBe(1);
   });
 
   it('counts function failures, not callers’ or capacity problems', () => {

@@ -30,6 +30,17 @@ export function isFailure(code: string, stage?: unknown): boolean {
   );
 }
 
+/**
+ * How many failures one counts as towards opening a function's circuit: an instance killed for memory
+ * counts as half the threshold, so two in a row open it. Each such kill costs the node the kernel's
+ * reclaim and reaping and a replacement's boot, which its neighbours feel (bench/abuse.mjs, memory bomb:
+ * five kills in a row before the circuit opened), and a request that ran a function out of memory mostly
+ * does again when retried.
+ */
+export function failureWeight(code: string, threshold: number): number {
+  return code === 'HEARTH_E_FN_OOM' ? Math.max(1, Math.ceil(threshold / 2)) : 1;
+}
+
 export type Admission = 'pass' | 'probe' | HearthError;
 
 export class FunctionBreaker {
@@ -88,15 +99,15 @@ export class FunctionBreaker {
     return 'closed';
   }
 
-  /** A failure; returns `open` when it opened the circuit. */
-  failure(probe: boolean, reason: string): 'open' | undefined {
+  /** A failure, counted `weight` times (`failureWeight`); returns `open` when it opened the circuit. */
+  failure(probe: boolean, reason: string, weight = 1): 'open' | undefined {
     if (probe && this.state === 'half-open') {
       this.coolDownMs = Math.min(MAX_COOL_DOWN_MS, this.coolDownMs * 2);
       this.open(`the probe request failed (${reason})`);
       return 'open';
     }
     if (this.state !== 'closed') return undefined;
-    this.consecutive += 1;
+    this.consecutive += weight;
     if (this.consecutive < this.options.failures) return undefined;
     this.open(`${this.consecutive} consecutive failures, the last: ${reason}`);
     return 'open';

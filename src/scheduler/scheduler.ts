@@ -30,7 +30,7 @@ import {
   type ScalingStatus,
   StemCellSizer,
 } from './autoscaler/index.js';
-import { DEFAULT_BREAKER, FunctionBreaker, instanceIsolated, isFailure } from './breaker.js';
+import { DEFAULT_BREAKER, FunctionBreaker, failureWeight, instanceIsolated, isFailure } from './breaker.js';
 import { ColdStarter, stemPoolKey } from './cold-start.js';
 import { FunctionPool, PoolsByRef, VersionPool, type Waiter } from './function-pool.js';
 import type { FunctionStatus, InvokeCallback, LogSink, Scheduler, SchedulerOptions } from './index.js';
@@ -307,7 +307,7 @@ export class NodeScheduler implements Scheduler {
       if (pool !== undefined && fn.breaker.state === 'closed' && this.isCurrent(pool))
         this.startInto(pool, 'replacing an isolated instance');
     }
-    return fn.breaker.failure(probe, error.message);
+    return fn.breaker.failure(probe, error.message, failureWeight(error.code, threshold));
   }
 
   private runOn(

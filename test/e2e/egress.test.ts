@@ -11,6 +11,7 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { childrenNamed, cpuCgroupOf } from '../support/cgroups.js';
 import {
   copyFixture,
   deployFolder,
@@ -116,6 +117,15 @@ describe('egress allow-list', () => {
     expect(answer.hosts).toMatch(/^10\.0\.2\.2 host\.hearth\.internal$/m);
     // REDIS_URL points at the platform's Redis as this sandbox reaches it.
     expect(answer.redisUrl).toBe(`redis://host.hearth.internal:${SEED_PORT}`);
+    // Its slirp4netns carries this sandbox's traffic alone: born in the sandbox's cpu cgroup, so the CPU it
+    // spends counts against the function's quota, never in the platform's (ten times a sandbox's weight).
+    const slirps = childrenNamed(hearth.process.pid ?? 0, 'slirp4netns');
+    expect(slirps.length).toBeGreaterThan(0);
+    for (const pid of slirps) {
+      const cgroup = cpuCgroupOf(pid) ?? '';
+      expect(cgroup).toMatch(/^\/hearth\/[0-9a-f]{12}\/[^/]+$/);
+      expect(cgroup).not.toMatch(/\/(platform-\d+|helpers)$/);
+    }
   });
 
   it('gives egress: allow a network of its own: out to other addresses, never to the host loopback', async () => {

@@ -8,6 +8,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { childrenNamed, cpuCgroupOf } from '../support/cgroups.js';
 import {
   api,
   deployFolder,
@@ -120,6 +121,15 @@ describe('the Python fork server', () => {
   it('forks the guest into its sandbox: its parent is outside the sandbox, where a booted one has the sandbox init', () => {
     expect(forked.parent).toBe(0);
     expect(booted.parent).toBe(1);
+  });
+
+  it('runs the fork server in the helpers cgroup at one sandbox weight, never in the platform one', () => {
+    const servers = [
+      ...childrenNamed(forkedHearth.process.pid ?? 0, 'python3'),
+      ...childrenNamed(forkedHearth.process.pid ?? 0, 'python3.11'),
+    ];
+    expect(servers.length).toBeGreaterThan(0);
+    for (const pid of servers) expect(cpuCgroupOf(pid)).toMatch(/^\/hearth\/[0-9a-f]{12}\/helpers$/);
   });
 
   it('keeps every wall a booted guest has', () => {

@@ -233,7 +233,9 @@ export class ContainerIsolation implements Isolation {
       // The guest may die before it writes or reads there; its exit tells what happened.
       hold?.on('error', () => {});
       // `unshare` made the namespace in itself before forking the guest (the shell execs it: same pid).
-      link = new SandboxNetwork(network, this.filteredTools, child.pid, hold ?? undefined);
+      // Its slirp4netns and nft work for this container alone: on its CPU quota (sandbox/cgroups.ts).
+      const helpers = cgroupDirs.length > 0 ? (this.cgroups?.helperCgroups(id) ?? []) : [];
+      link = new SandboxNetwork(network, this.filteredTools, child.pid, hold ?? undefined, helpers);
       guest.once('exit', () => link?.close());
       // A stem cell whose network failed is useless: end it, and the pool starts another.
       link.ready.catch(() => guest.kill('SIGKILL'));

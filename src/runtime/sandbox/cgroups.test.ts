@@ -4,11 +4,11 @@
  * v1/hybrid layout runs for real in test/e2e/walls.test.ts.
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cgroups } from './cgroups.js';
+import { Cgroups, joiningCgroups } from './cgroups.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -48,6 +48,8 @@ describe('cgroups', () => {
     const read = (file: string): string => readFileSync(join(cell ?? '', file), 'utf8');
     expect(read('memory.max')).toBe(String(128 * 1024 ** 2));
     expect(read('memory.swap.max')).toBe('0');
+    // Reclaim throttles the function itself before the hard limit kills it.
+    expect(read('memory.high')).toBe(String(112 * 1024 ** 2));
     expect(read('cpu.max')).toBe('10000 20000');
     expect(read('pids.max')).toBe('64');
     writeFileSync(join(cell ?? '', 'memory.events'), 'low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n');
@@ -94,36 +96,105 @@ describe('cgroups', () => {
     expect(new Cgroups('/a/run/sandbox', info).roots[0]).toBe(first.roots[0]);
   });
 
-  it('puts the platform in a cgroup of its own weighted above its sandboxes, and marks a sandbox at its CPU quota idle until it is calm', async () => {
+  it('puts the platform in a cgroup of its own weighted above its sandboxes, and marks a sandbox at its CPU quota idle until it is calm', {
+    timeout: 30_000,
+  }, async () => {
     const cpu = fakeMount('');
-    const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(cpu, 'cgroup', 'rw,cpu'));
+    const cgroups = new Cgroups(
+      '/data/run/sandbox',
+      mountinfoLine(cpu, 'cgroup', 'rw,cpu'),
+      () => '1:cpu:/\n',
+    );
     const [root = ''] = cgroups.roots;
-    cgroups.start();
+    expect(cgroups.start()).toContain('the platform moved from cpu cgroup / into');
     const platform = join(root, `platform-${process.pid}`);
     expect(readFileSync(join(platform, 'cpu.shares'), 'utf8')).toBe('10240');
     expect(readFileSync(join(platform, 'cgroup.procs'), 'utf8')).toBe(String(process.pid));
     const [cell = ''] = cgroups.create('cell1', 256);
+    const idle = (): string => readFileSync(join(cell, 'cpu.idle'), 'utf8');
+    // A stem cell boots as background work; bound, it competes at full weight.
+    expect(idle()).toBe('1');
     cgroups.apply('cell1', LIMITS);
-    const idle = (): string | undefined => {
-      try {
-        return readFileSync(join(cell, 'cpu.idle'), 'utf8');
-      } catch {
-        return undefined;
-      }
-    };
+    expect(idle()).toBe('0');
     writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 10\nnr_throttled 0\nthrottled_time 0\n');
     await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(idle()).toBeUndefined();
-    // It reached its quota: idle (any other sandbox or the platform waking preempts it at once).
+    expect(idle()).toBe('0');
+    // It reached its quota once (a new instance loading its code): idle, and a second later full weight.
     writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 20\nnr_throttled 5\nthrottled_time 9000000\n');
     await until(() => idle() === '1');
-    // A second without reaching it: full weight again.
+    const blip = Date.now();
     await until(() => idle() === '0');
+    expect(Date.now() - blip).toBeLessThan(5000);
+    // It keeps reaching it (a hog): idle, and only after ten calm seconds full weight again.
+    for (let throttled = 6; throttled < 12; throttled++) {
+      writeFileSync(
+        join(cell, 'cpu.stat'),
+        `nr_periods 40\nnr_throttled ${throttled}\nthrottled_time 9000000\n`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 120));
+    }
+    expect(idle()).toBe('1');
+    const hog = Date.now();
+    await until(() => idle() === '0', 20_000);
+    expect(Date.now() - hog).toBeGreaterThan(8000);
+  });
+
+  it('marks a sandbox idle when its CPU time nears all its quota allows, throttled or not (cgroup v2 usage_usec)', async () => {
+    const mount = fakeMount('cpu');
+    const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(mount, 'cgroup2', 'rw'), () => '0::/\n');
+    cgroups.start();
+    const [cell = ''] = cgroups.create('cell1', 256);
+    cgroups.apply('cell1', { ...LIMITS, cpu: 64 });
+    const idle = (): string => readFileSync(join(cell, 'cpu.idle'), 'utf8');
+    writeFileSync(join(cell, 'cpu.stat'), 'usage_usec 1000\nnr_periods 0\nnr_throttled 0\n');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // A little CPU: a neighbour answering its requests keeps its full weight.
+    writeFileSync(join(cell, 'cpu.stat'), 'usage_usec 2000\nnr_periods 0\nnr_throttled 0\n');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(idle()).toBe('0');
+    // Every core flat out (its quota of 64 is more than this machine has, so it is never throttled).
+    writeFileSync(join(cell, 'cpu.stat'), `usage_usec ${2000 + 3600e6}\nnr_periods 0\nnr_throttled 0\n`);
+    await until(() => idle() === '1');
+  });
+
+  it("stays in a service manager's cgroup unless the config moves it, and says so", () => {
+    const cpu = fakeMount('');
+    const info = mountinfoLine(cpu, 'cgroup', 'rw,cpu');
+    const unit = (): string => '1:cpu:/system.slice/hearth.service\n';
+    const stays = new Cgroups('/data/run/sandbox', info, unit);
+    const said = stays.start();
+    expect(said).toContain('stays in its cpu cgroup /system.slice/hearth.service');
+    expect(said).toContain('platformCpuCgroup: true');
+    expect(existsSync(join(stays.roots[0] ?? '', `platform-${process.pid}`))).toBe(false);
+    const moves = new Cgroups('/data/run/sandbox', info, unit);
+    expect(moves.start(true)).toContain('limits set on its former cgroup no longer hold it');
+    expect(existsSync(join(moves.roots[0] ?? '', `platform-${process.pid}`))).toBe(true);
+    const never = new Cgroups('/data/run/sandbox', info, () => '1:cpu:/\n');
+    expect(never.start(false)).toContain('stays in its cpu cgroup /');
+  });
+
+  it("starts a sandbox's helpers in its cpu cgroup and shared helpers in one of a sandbox's weight", () => {
+    const cpu = fakeMount('');
+    const memory = fakeMount('');
+    const cgroups = new Cgroups(
+      '/data/run/sandbox',
+      [mountinfoLine(memory, 'cgroup', 'rw,memory'), mountinfoLine(cpu, 'cgroup', 'rw,cpu')].join('\n'),
+    );
+    const cpuRoot = cgroups.roots[1] ?? '';
+    cgroups.create('cell1', 256);
+    // Under the cpu controller only: its memory and processes stay out of the function's walls.
+    expect(cgroups.helperCgroups('cell1')).toEqual([join(cpuRoot, 'cell1')]);
+    expect(cgroups.helperCgroups()).toEqual([join(cpuRoot, 'helpers')]);
+    expect(existsSync(join(cpuRoot, 'helpers'))).toBe(true);
+    expect(joiningCgroups([], '/bin/echo', ['hi'])).toEqual({ command: '/bin/echo', args: ['hi'] });
+    const joined = joiningCgroups([join(cpuRoot, 'cell1')], '/bin/echo', ['hi']);
+    expect(joined.command).toBe('/bin/sh');
+    expect(joined.args.slice(-4)).toEqual([join(cpuRoot, 'cell1'), '--', '/bin/echo', 'hi']);
   });
 });
 
-async function until(condition: () => boolean): Promise<void> {
-  const deadline = Date.now() + 10_000;
+async function until(condition: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`still not so: ${condition.toString()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));

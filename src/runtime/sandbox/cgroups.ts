@@ -15,15 +15,30 @@
  * Sharing the CPU (`start`): under the cpu controller the platform's own process joins
  * `<mount>/hearth/<platform>/platform-<pid>`, a sibling of its sandboxes' cgroups with ten times their
  * weight, and a sandbox that runs into its CPU quota is marked `cpu.idle` until it has gone a second
- * without doing so. The kernel's scheduler (EEVDF) lets an entity that is running finish its slice (a
+ * without doing so (ten once it kept at its quota). The kernel's scheduler (EEVDF) lets an entity that is running finish its slice (a
  * millisecond or more) before a task that wakes gets the CPU; an idle entity it preempts at once. So a
  * function spinning at its limit on every core delays neither the gateway nor a neighbour's instance
  * waking to answer a request by more than a context switch, while it still gets every cycle nobody else
  * wants (up to its quota). Nice values could not do this: they only order processes of one cgroup.
+ *
+ * The platform moves itself only when it was started in the root cgroup (`/`), or when the config says so
+ * (`platformCpuCgroup: true`): a platform started by a service manager (a systemd unit's cgroup) stays
+ * where it was put, so the unit's `CPUQuota=` and `MemoryMax=` go on holding it; `start` says which.
+ *
+ * A stem cell boots marked `cpu.idle` and is made a full competitor when it is bound (`apply`): booting
+ * an interpreter ahead of demand is background work, and a replacement booting after a kill (a memory
+ * bomb's, again and again) must not delay warm instances answering their requests.
+ *
+ * Helper processes the platform starts for sandboxes are born in a sandbox's cgroup, never in the
+ * platform's (ten times a sandbox's weight): a sandbox's slirp4netns, its nft and nsenter commands join
+ * that sandbox's cpu cgroup, so a function pushing traffic through slirp pays for it from its own quota;
+ * a fork server shared by many sandboxes joins `helpers`, a cgroup of one sandbox's weight
+ * (`helperCgroups`, `joiningCgroups`).
  */
 
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 
 export type Wall = 'memory' | 'cpu' | 'pids';
@@ -64,23 +79,84 @@ const CPU_PERIOD_US = 20_000;
 const MIN_QUOTA_US = 1000;
 /** The platform's own cgroup under the cpu controller (`-<pid>`: a killed run's is told from the live one's). */
 const PLATFORM_GROUP_PREFIX = 'platform-';
+/** The cgroup of helpers shared by many sandboxes (fork servers): the default weight, one sandbox's. */
+const HELPERS_GROUP = 'helpers';
 /** The platform's CPU weight against one sandbox's (v1 shares, v2 weight: ten times the default of each). */
 const PLATFORM_SHARES = 10_240;
 const PLATFORM_WEIGHT = 1000;
 /**
- * How often the sandboxes' `cpu.stat` is read for throttling (a file read per bound sandbox). A hog is
- * marked idle within this long of reaching its quota; at 100 ms and 200 warm sandboxes that is 2000 small
- * reads a second, about 1% of a core.
+ * How often the sandboxes' `cpu.stat` is read for throttling (a file read per bound sandbox): a hog is
+ * marked idle within this long of reaching its quota. Every 25 ms while few sandboxes are watched, slower
+ * as there are more, so the reads stay at most POLL_READS_PER_SECOND (2000 small reads a second, about 1%
+ * of a core: 100 ms at 200 warm sandboxes, the fixed interval this replaced). At 100 ms, the first burst
+ * of a hog ran at full weight for 50 ms on average, over 1% of a 4 s window (bench/abuse.mjs).
  */
-const THROTTLE_POLL_MS = 100;
-/** How long a sandbox marked idle must stay under its quota before it competes at full weight again. */
+const MIN_POLL_MS = 25;
+const MAX_POLL_MS = 1000;
+const POLL_READS_PER_SECOND = 2000;
+/**
+ * How long a sandbox marked idle must stay under its quota before it competes at full weight again: a
+ * second after a blip (a new instance loading its code often reaches its quota once), ten once it has
+ * reached it in HOG_POLLS looks. A function that kept at its quota lately is likely to again (a job that
+ * runs in bursts, a hog invoked again): at a second, each new burst ran at full weight until the next poll
+ * caught it, and a neighbour waking in those first ~100 ms waited behind it (bench/abuse.mjs, every round
+ * after the first).
+ */
 const IDLE_UNTIL_CALM_MS = 1000;
+const HOG_IDLE_UNTIL_CALM_MS = 10_000;
+const HOG_POLLS = 3;
+/**
+ * cgroup v2 only: `memory.high` this far below `memory.max`. Past it the kernel makes the allocating task
+ * reclaim and sleep, so a function running into its limit (a memory bomb) slows itself before it is
+ * killed instead of spinning in reclaim at full speed. v1 has no such threshold.
+ */
+const MEMORY_HIGH_FRACTION = 7 / 8;
 
 interface Throttling {
   /** `nr_throttled` when last read. */
   periods: number;
   idle: boolean;
   lastThrottledAt: number;
+  /** Looks in which it was at its quota since it was last made a full competitor again. */
+  hotPolls: number;
+  /** CPU time used (µs) when last read, where the kernel tells it (v2; v1 with cpuacct beside cpu). */
+  usageUs: number | undefined;
+  lookedAt: number;
+  /** µs of CPU per ms of wall time the sandbox uses when it runs flat out: its quota, at most every core. */
+  readonly fullUsePerMs: number;
+}
+
+/**
+ * The share of its full use (`Throttling.fullUsePerMs`) over one poll at which a sandbox counts as a hog
+ * though not throttled: a quota of every core is never throttled, nor is a hog whose threads other work
+ * already holds below its quota, and either kept its full weight against the neighbours it starved.
+ */
+const BUSY_SHARE = 0.9;
+
+/**
+ * The command line that starts `command` inside `dirs` (each a cgroup directory, one per hierarchy): a
+ * shell writes its own pid to each `cgroup.procs`, then execs the command, so the process and everything
+ * it forks are inside from birth. Without dirs, the command as it is.
+ */
+export function joiningCgroups(
+  dirs: readonly string[],
+  command: string,
+  args: readonly string[],
+): { command: string; args: readonly string[] } {
+  if (dirs.length === 0) return { command, args };
+  return {
+    command: '/bin/sh',
+    args: [
+      '-c',
+      // The shell exports PWD (the platform's directory) to what it execs: a fork server's guests would see it.
+      'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; shift; unset PWD; exec "$@"',
+      'hearth-cgroup',
+      ...dirs,
+      '--',
+      command,
+      ...args,
+    ],
+  };
 }
 
 export class Cgroups {
@@ -91,8 +167,18 @@ export class Cgroups {
   /** The bound sandboxes whose throttling is watched (those with a CPU quota). */
   private readonly throttling = new Map<string, Throttling>();
   private throttleWatch: NodeJS.Timeout | undefined;
+  /** Sandboxes created idle (stem cells) and not yet bound: `apply` makes them full competitors. */
+  private readonly bootingIdle = new Set<string>();
 
-  constructor(stateDir: string, mountinfo = readMountinfo()) {
+  /**
+   * `mountinfo` and `selfCgroup` stand for /proc/self/mountinfo and /proc/self/cgroup (tests give layouts
+   * this machine does not have).
+   */
+  constructor(
+    stateDir: string,
+    mountinfo = readMountinfo(),
+    private readonly selfCgroup = (): string => readIfThere('/proc/self/cgroup'),
+  ) {
     const platform = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
     const mounts = parseMounts(mountinfo);
     const controllers: Controller[] = [];
@@ -129,29 +215,46 @@ export class Cgroups {
    * Moves the platform's process into its own cgroup under the cpu controller, weighted above its
    * sandboxes, and starts marking sandboxes at their CPU quota idle (see the module comment). Call once,
    * after `removeAll`; `close` moves the process back. Without a cpu controller it does nothing.
+   *
+   * `moveOwnProcess` (config `platformCpuCgroup`): undefined moves the process only out of the root
+   * cgroup; true moves it from anywhere; false never. Returns one line for `hearth up`'s log saying what
+   * it did, or undefined without a cpu controller.
    */
-  start(): void {
+  start(moveOwnProcess?: boolean): string | undefined {
     const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
-    if (cpu === undefined || this.throttleWatch !== undefined) return;
-    const home = ownCgroup(cpu);
-    if (home !== undefined) {
-      const dir = join(cpu.root, `${PLATFORM_GROUP_PREFIX}${process.pid}`);
-      try {
-        mkdirSync(dir, { recursive: true });
-        if (cpu.version === 2) write(dir, 'cpu.weight', String(PLATFORM_WEIGHT));
-        else write(dir, 'cpu.shares', String(PLATFORM_SHARES));
-        write(dir, 'cgroup.procs', String(process.pid));
-        this.platformGroup = { dir, home };
-      } catch {
-        // The platform stays where it was: the walls hold all the same, only its share is the default one.
-        rmdirQuietly(dir);
-      }
-    }
-    this.throttleWatch = setInterval(() => this.markThrottledIdle(cpu), THROTTLE_POLL_MS);
+    if (cpu === undefined || this.throttleWatch !== undefined) return undefined;
+    const look = (): void => {
+      this.markThrottledIdle(cpu);
+      const pollMs = (1000 * this.throttling.size) / POLL_READS_PER_SECOND;
+      this.throttleWatch = setTimeout(look, Math.min(MAX_POLL_MS, Math.max(MIN_POLL_MS, pollMs)));
+      this.throttleWatch.unref();
+    };
+    this.throttleWatch = setTimeout(look, MIN_POLL_MS);
     this.throttleWatch.unref();
+    const home = ownCgroup(cpu, this.selfCgroup());
+    if (home === undefined) return 'the platform stays in its cpu cgroup (it could not tell which that is)';
+    const fromRoot = home.path === '/';
+    if (moveOwnProcess === false || (moveOwnProcess === undefined && !fromRoot))
+      return `the platform stays in its cpu cgroup ${home.path}${fromRoot ? '' : " (not the root one: limits set on it, a service manager's say, keep holding the platform)"} at its default weight; \`platformCpuCgroup: true\` moves it into one of its own at ten times a sandbox's weight`;
+    const dir = join(cpu.root, `${PLATFORM_GROUP_PREFIX}${process.pid}`);
+    try {
+      mkdirSync(dir, { recursive: true });
+      if (cpu.version === 2) write(dir, 'cpu.weight', String(PLATFORM_WEIGHT));
+      else write(dir, 'cpu.shares', String(PLATFORM_SHARES));
+      write(dir, 'cgroup.procs', String(process.pid));
+      this.platformGroup = { dir, home: home.dir };
+      return `the platform moved from cpu cgroup ${home.path} into ${dir}, at ten times a sandbox's weight${fromRoot ? '' : ' (platformCpuCgroup: true: limits set on its former cgroup no longer hold it)'}`;
+    } catch (error) {
+      // The platform stays where it was: the walls hold all the same, only its share is the default one.
+      rmdirQuietly(dir);
+      return `the platform stays in its cpu cgroup ${home.path} at its default weight: ${(error as Error).message}`;
+    }
   }
 
-  /** One look at every watched sandbox: idle while it keeps reaching its quota, normal once it is calm. */
+  /**
+   * One look at every watched sandbox: idle while it keeps reaching its quota (throttled, or its CPU time
+   * since the last look near all its quota allows), normal once it is calm.
+   */
   private markThrottledIdle(cpu: Controller): void {
     const now = Date.now();
     for (const [id, state] of this.throttling) {
@@ -162,12 +265,25 @@ export class Cgroups {
         continue;
       }
       const periods = Number(/^nr_throttled (\d+)$/m.exec(stat)?.[1] ?? 0);
-      if (periods > state.periods) {
+      const usageUs = cpuUsageUs(dir, cpu.version, stat);
+      const busy =
+        usageUs !== undefined &&
+        state.usageUs !== undefined &&
+        usageUs - state.usageUs >= BUSY_SHARE * state.fullUsePerMs * (now - state.lookedAt);
+      state.usageUs = usageUs;
+      state.lookedAt = now;
+      if (periods > state.periods || busy) {
         state.periods = periods;
         state.lastThrottledAt = now;
+        state.hotPolls += 1;
         if (!state.idle) state.idle = writeQuietly(dir, 'cpu.idle', '1');
-      } else if (state.idle && now - state.lastThrottledAt >= IDLE_UNTIL_CALM_MS) {
+      } else if (
+        state.idle &&
+        now - state.lastThrottledAt >=
+          (state.hotPolls >= HOG_POLLS ? HOG_IDLE_UNTIL_CALM_MS : IDLE_UNTIL_CALM_MS)
+      ) {
         state.idle = !writeQuietly(dir, 'cpu.idle', '0');
+        if (!state.idle) state.hotPolls = 0;
       }
     }
   }
@@ -180,9 +296,34 @@ export class Cgroups {
       mkdirSync(dir, { recursive: true });
       // Even an unbound stem cell cannot fork without bound.
       if (controller.wall === 'pids') write(dir, 'pids.max', String(defaultPids));
+      // Booting ahead of demand yields to everything else (see the module comment); where the kernel has
+      // no cpu.idle (before 5.15) it boots at the default weight, as before.
+      if (controller.wall === 'cpu' && this.throttleWatch !== undefined && writeQuietly(dir, 'cpu.idle', '1'))
+        this.bootingIdle.add(id);
       dirs.push(dir);
     }
     return dirs;
+  }
+
+  /**
+   * The cgroups a helper process joins (`joiningCgroups`), under the cpu controller only: a helper of one
+   * sandbox (`sandbox`: its slirp4netns, nft, nsenter) joins that sandbox's, so its CPU counts against
+   * the function's quota; one shared by many (a fork server) joins `helpers`, at one sandbox's weight.
+   * On cgroup v1 the helper's memory and processes stay outside the sandbox's walls; on v2, where one
+   * cgroup holds every controller, they count in them too. [] without a cpu controller.
+   */
+  helperCgroups(sandbox?: string): string[] {
+    const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
+    if (cpu === undefined) return [];
+    const dir = join(cpu.root, sandbox ?? HELPERS_GROUP);
+    if (sandbox === undefined) {
+      try {
+        mkdirSync(dir, { recursive: true });
+      } catch {
+        return [];
+      }
+    }
+    return [dir];
   }
 
   /** Sets a bound sandbox's limits; throws naming the file it could not write. */
@@ -197,10 +338,20 @@ export class Cgroups {
           write(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US));
           write(dir, 'cpu.cfs_quota_us', String(quota));
         }
+        if (this.bootingIdle.delete(id)) write(dir, 'cpu.idle', '0');
         if (this.throttleWatch !== undefined && !this.throttling.has(id))
-          this.throttling.set(id, { periods: 0, idle: false, lastThrottledAt: 0 });
+          this.throttling.set(id, {
+            periods: 0,
+            idle: false,
+            lastThrottledAt: 0,
+            hotPolls: 0,
+            usageUs: undefined,
+            lookedAt: Date.now(),
+            fullUsePerMs: 1000 * Math.min(quota / CPU_PERIOD_US, availableParallelism()),
+          });
       } else if (controller.version === 2) {
         write(dir, 'memory.max', String(limits.memoryBytes));
+        writeQuietly(dir, 'memory.high', String(Math.floor(limits.memoryBytes * MEMORY_HIGH_FRACTION)));
         if (existsSync(join(dir, 'memory.swap.max'))) write(dir, 'memory.swap.max', '0');
       } else {
         // memsw (memory + swap) must never be below the memory limit: set the memory limit first.
@@ -227,6 +378,7 @@ export class Cgroups {
 
   /** Removes a sandbox's cgroups once its processes are gone, killing any that outlived it. */
   async remove(id: string): Promise<void> {
+    this.bootingIdle.delete(id);
     for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
   }
 
@@ -257,8 +409,10 @@ export class Cgroups {
 
   /** Removes this platform's own directories too: nothing of it stays once it has stopped. */
   async close(): Promise<void> {
-    if (this.throttleWatch !== undefined) clearInterval(this.throttleWatch);
+    if (this.throttleWatch !== undefined) clearTimeout(this.throttleWatch);
+    this.throttleWatch = undefined;
     this.throttling.clear();
+    this.bootingIdle.clear();
     const platform = this.platformGroup;
     if (platform !== undefined) {
       // Back where it was started, so its own cgroup is empty and can go with the rest.
@@ -338,21 +492,38 @@ function prepare(found: { version: 1 | 2; mount: string }, root: string, wall: W
 }
 
 /**
- * The cgroup this process is in under `controller`'s hierarchy (from /proc/self/cgroup), as a directory;
- * undefined when it cannot be told, or when it is one of Hearth's own.
+ * The cgroup this process is in under `controller`'s hierarchy (from /proc/self/cgroup), as a directory
+ * and as the path the kernel gives (`/` for the root); undefined when it cannot be told, or when it is one
+ * of Hearth's own.
  */
-function ownCgroup(controller: Controller): string | undefined {
+function ownCgroup(
+  controller: Controller,
+  selfCgroup: string,
+): { readonly dir: string; readonly path: string } | undefined {
   const mount = controller.mount;
-  for (const line of readIfThere('/proc/self/cgroup').split('\n')) {
+  for (const line of selfCgroup.split('\n')) {
     const [, controllers = '', path] = line.split(':');
     if (path === undefined) continue;
     const matches =
       controller.version === 2 ? controllers === '' : controllers.split(',').includes(controller.wall);
     if (!matches) continue;
     const dir = join(mount, path);
-    return dir.startsWith(join(controller.root, '..')) ? undefined : dir;
+    return dir.startsWith(join(controller.root, '..')) ? undefined : { dir, path };
   }
   return undefined;
+}
+
+/**
+ * A sandbox's CPU time so far in µs: v2's `usage_usec` in cpu.stat, or v1's `cpuacct.usage` (ns) where
+ * cpuacct is mounted with cpu (the usual `cpu,cpuacct`); undefined where neither is there.
+ */
+function cpuUsageUs(dir: string, version: 1 | 2, stat: string): number | undefined {
+  if (version === 2) {
+    const usage = /^usage_usec (\d+)$/m.exec(stat)?.[1];
+    return usage === undefined ? undefined : Number(usage);
+  }
+  const nanoseconds = readIfThere(join(dir, 'cpuacct.usage')).trim();
+  return nanoseconds === '' ? undefined : Number(nanoseconds) / 1000;
 }
 
 function writeQuietly(dir: string, file: string, value: string): boolean {

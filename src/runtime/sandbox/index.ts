@@ -49,7 +49,7 @@ import { findExecutable } from '../paths.js';
 import { atFunctionPriority } from '../priority.js';
 import { runConfined } from '../process/run.js';
 import { mountOverlay, type Slot } from '../slots.js';
-import { Cgroups } from './cgroups.js';
+import { Cgroups, joiningCgroups } from './cgroups.js';
 import { holdUntilGo } from './hold.js';
 import {
   type FilteredTools,
@@ -74,6 +74,8 @@ export interface SandboxOptions {
   readonly bwrapPath?: string;
   /** Whether a runtime's fork server may start its guests (config `forkServer`; default: no). */
   readonly forkServers?: boolean;
+  /** Config `platformCpuCgroup`: where the platform's process may move to share the CPU (cgroups.ts `start`). */
+  readonly platformCpuCgroup?: boolean;
 }
 
 const GUEST_DIR = '/hearth/guest';
@@ -90,12 +92,6 @@ const HOLD_UNTIL_NETWORKED = holdUntilGo(HOLD_FD, 'hearth-build');
 const SLOT_DIR = '/code';
 /** Times a hung fork server is replaced in a run; past them its runtime's guests boot themselves. */
 const ZYGOTE_RESTARTS = 3;
-/** Joins the cgroups named before `--`, then execs the rest: the sandbox is inside before it forks. */
-const JOIN_CGROUPS = [
-  '-c',
-  'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; shift; exec "$@"',
-  'hearth-cgroup',
-];
 export const DEFAULT_TMP_BYTES = 64 * 1024 ** 2;
 export const DEFAULT_PIDS = 256;
 /** Processes and threads a dependency build may have at once: compilers run in parallel, a fork bomb stops. */
@@ -141,6 +137,8 @@ export class SandboxIsolation implements Isolation {
   private readonly cgroups: Cgroups | undefined;
   /** Each guest's cgroup name. */
   private readonly cgroupOf = new WeakMap<GuestProcess, string>();
+  /** What `init` did with the platform's process under the cpu controller, for `hearth up`'s log. */
+  cpuSharing: string | undefined;
   private readonly nsenter: string | undefined;
   /** Fork servers by the guest directory they serve (sandbox/zygote.ts). */
   private readonly zygotes = new Map<string, Zygote>();
@@ -176,7 +174,7 @@ export class SandboxIsolation implements Isolation {
   async init(): Promise<number> {
     const removed = (await this.cgroups?.removeAll()) ?? 0;
     // The platform joins a cgroup of its own beside its sandboxes', and hogs are marked idle (cgroups.ts).
-    this.cgroups?.start();
+    this.cpuSharing = this.cgroups?.start(this.options.platformCpuCgroup);
     return removed;
   }
 
@@ -227,7 +225,18 @@ export class SandboxIsolation implements Isolation {
   private async resizeTmp(guest: GuestProcess, bytes: number): Promise<void> {
     const inside = sandboxChild(guest.pid);
     if (inside === undefined || this.nsenter === undefined) throw new Error('the sandbox has no process');
-    await run(this.nsenter, ['-t', String(inside), '-m', 'mount', '-o', `remount,size=${bytes}`, '/tmp']);
+    // Born in the sandbox's cpu cgroup, as every helper of a sandbox (cgroups.ts).
+    const id = this.cgroupOf.get(guest);
+    const command = joiningCgroups(this.cgroups?.helperCgroups(id) ?? [], this.nsenter, [
+      '-t',
+      String(inside),
+      '-m',
+      'mount',
+      '-o',
+      `remount,size=${bytes}`,
+      '/tmp',
+    ]);
+    await run(command.command, [...command.args]);
   }
 
   guestPathOf(): string {
@@ -278,10 +287,8 @@ export class SandboxIsolation implements Isolation {
     const niced = atFunctionPriority(this.bwrap, args);
     const cgroupId = `${slot.id}-${randomBytes(3).toString('hex')}`;
     const cgroupDirs = this.cgroups?.create(cgroupId, this.options.pids ?? DEFAULT_PIDS) ?? [];
-    const command =
-      cgroupDirs.length === 0
-        ? niced
-        : { command: '/bin/sh', args: [...JOIN_CGROUPS, ...cgroupDirs, '--', niced.command, ...niced.args] };
+    // The sandbox is inside its cgroups before it forks.
+    const command = joiningCgroups(cgroupDirs, niced.command, niced.args);
     const seccomp = this.openSeccomp();
     let child: ChildProcess;
     try {
@@ -313,6 +320,8 @@ export class SandboxIsolation implements Isolation {
         this.filteredTools,
         info ?? undefined,
         hold ?? undefined,
+        // Its slirp4netns and nft work for this sandbox alone: on its CPU quota (cgroups.ts).
+        this.cgroups?.helperCgroups(cgroupDirs.length > 0 ? cgroupId : undefined) ?? [],
       );
       this.networks.set(guest, { network: sandboxNetwork, hostsFile });
       guest.once('exit', () => {
@@ -349,6 +358,8 @@ export class SandboxIsolation implements Isolation {
         uid: this.uid,
         gid: this.gid,
         guestDir: this.guestCopy(launch),
+        // Shared by the sandboxes it forks into: the helpers' cgroup, at one sandbox's weight (cgroups.ts).
+        cgroupDirs: this.cgroups?.helperCgroups() ?? [],
       });
       this.zygotes.set(launch.guestDir, zygote);
     }
@@ -498,10 +509,8 @@ export class SandboxIsolation implements Isolation {
     const cgroupDirs = cgroups?.create(cgroupId, BUILD_PIDS) ?? [];
     if (cgroups !== undefined && build.limits !== undefined && cgroupDirs.length > 0)
       cgroups.apply(cgroupId, { ...build.limits, pids: BUILD_PIDS });
-    const [command, commandArgs] =
-      cgroupDirs.length === 0
-        ? [this.bwrap, args]
-        : ['/bin/sh', [...JOIN_CGROUPS, ...cgroupDirs, '--', this.bwrap, ...args]];
+    const joined = joiningCgroups(cgroupDirs, this.bwrap, args);
+    const [command, commandArgs] = [joined.command, [...joined.args]];
     let outcome: BuildOutcome;
     let stuck: string | undefined;
     let outOfMemory = false;
@@ -521,7 +530,13 @@ export class SandboxIsolation implements Isolation {
           hold.on('error', () => {});
           try {
             await inSandbox(hold);
-            const sandboxNetwork = new SandboxNetwork('filtered', this.filteredTools, info);
+            const sandboxNetwork = new SandboxNetwork(
+              'filtered',
+              this.filteredTools,
+              info,
+              undefined,
+              this.cgroups?.helperCgroups(cgroupDirs.length > 0 ? cgroupId : undefined) ?? [],
+            );
             child.once('close', () => sandboxNetwork.close());
             await sandboxNetwork.allow(allow);
           } catch (error) {

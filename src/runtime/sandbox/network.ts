@@ -24,6 +24,7 @@ import { HearthError } from '../../domain/errors.js';
 import { HOST_GATEWAY, HOST_GATEWAY_NAME } from '../../domain/function.js';
 import type { NetworkMode, NetworkPolicy } from '../index.js';
 import { findExecutable } from '../paths.js';
+import { joiningCgroups } from './cgroups.js';
 
 const run = promisify(execFile);
 
@@ -93,6 +94,11 @@ export class SandboxNetwork {
      * line is sent once the rules are in.
      */
     private readonly hold?: NodeJS.ReadWriteStream,
+    /**
+     * The cgroups its helpers (slirp4netns, nft through nsenter) are born in: the sandbox's cpu cgroup, so
+     * the CPU they spend on its traffic counts against its quota (cgroups.ts `helperCgroups`).
+     */
+    private readonly helperCgroups: readonly string[] = [],
   ) {
     this.ready =
       (mode === 'filtered' || mode === 'outbound') && info !== undefined && tools !== undefined
@@ -110,28 +116,27 @@ export class SandboxNetwork {
     // the old root unmounted every function's code and dependency overlays on the host, and from there in
     // every running sandbox (guests saw `No module named 'redis._defaults'` mid-import). Started in a
     // mount namespace that is private all the way down, its unmounts stay its own.
-    const slirp = spawn(
-      tools.unshare,
-      [
-        '--mount',
-        '--propagation',
-        'private',
-        '--',
-        tools.slirp,
-        '--configure',
-        '--mtu=65520',
-        // `outbound` (egress allow) reaches anything but the host's loopback, which slirp4netns refuses
-        // itself, and resolves names through its forwarder; an allow-list has neither (its rules decide).
-        ...(this.mode === 'outbound' ? ['--disable-host-loopback'] : ['--disable-dns']),
-        '--enable-sandbox',
-        '--ready-fd=3',
-        '--exit-fd=4',
-        String(this.pid),
-        'tap0',
-      ],
-      // fd 4 stays open in this process: when the platform dies, slirp4netns sees it close and exits.
-      { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] },
-    );
+    const slirpCommand = joiningCgroups(this.helperCgroups, tools.unshare, [
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      tools.slirp,
+      '--configure',
+      '--mtu=65520',
+      // `outbound` (egress allow) reaches anything but the host's loopback, which slirp4netns refuses
+      // itself, and resolves names through its forwarder; an allow-list has neither (its rules decide).
+      ...(this.mode === 'outbound' ? ['--disable-host-loopback'] : ['--disable-dns']),
+      '--enable-sandbox',
+      '--ready-fd=3',
+      '--exit-fd=4',
+      String(this.pid),
+      'tap0',
+    ]);
+    // fd 4 stays open in this process: when the platform dies, slirp4netns sees it close and exits.
+    const slirp = spawn(slirpCommand.command, [...slirpCommand.args], {
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
+    });
     this.slirp = slirp;
     let stderr = '';
     slirp.stderr?.on('data', (chunk: Buffer) => {
@@ -177,7 +182,14 @@ export class SandboxNetwork {
   private async nft(args: readonly string[], input?: string): Promise<void> {
     const tools = this.tools;
     if (tools === undefined) return;
-    const command = [tools.nsenter, ['-t', String(this.pid), '-n', tools.nft, ...args]] as const;
+    const joined = joiningCgroups(this.helperCgroups, tools.nsenter, [
+      '-t',
+      String(this.pid),
+      '-n',
+      tools.nft,
+      ...args,
+    ]);
+    const command = [joined.command, joined.args] as const;
     if (input === undefined) {
       await run(command[0], [...command[1]]);
       return;

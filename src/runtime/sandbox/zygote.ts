@@ -22,6 +22,7 @@ import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { LaunchSpec } from '../index.js';
 import { atFunctionPriority } from '../priority.js';
+import { joiningCgroups } from './cgroups.js';
 import { waitForGo } from './hold.js';
 
 /** The sandbox's descriptor for the placeholder's go-ahead and the guest's exit status. */
@@ -73,6 +74,8 @@ export interface ZygoteSettings {
   readonly gid: number;
   /** The guest directory copy the sandboxes bind (host path). */
   readonly guestDir: string;
+  /** The cgroups the server itself is born in (cgroups.ts `helperCgroups`); not sent to it. */
+  readonly cgroupDirs?: readonly string[];
 }
 
 export interface ForkRequest {
@@ -110,7 +113,10 @@ export class Zygote {
   constructor(launch: LaunchSpec, script: string, settings: ZygoteSettings) {
     // Its source on stdin, its settings on fd 3: a forked guest reading /proc/self/cmdline or environ
     // then sees an interpreter and its own environment, never a host path.
-    const command = atFunctionPriority(launch.command, ['-I', '-S', '-B', '-', '/hearth/guest/bootstrap.py']);
+    const niced = atFunctionPriority(launch.command, ['-I', '-S', '-B', '-', '/hearth/guest/bootstrap.py']);
+    // Never in the platform's cgroup (ten times a sandbox's weight): the forks it makes are work for sandboxes.
+    const { cgroupDirs = [], ...serverSettings } = settings;
+    const command = joiningCgroups(cgroupDirs, niced.command, niced.args);
     this.child = spawn(command.command, command.args, {
       stdio: ['pipe', 'ignore', 'pipe', 'pipe'],
       env: { ...launch.env },
@@ -122,7 +128,7 @@ export class Zygote {
     });
     this.control = (this.child.stdio as readonly unknown[])[3] as Socket;
     this.control.on('error', () => {});
-    this.control.write(`${JSON.stringify(settings)}\n`);
+    this.control.write(`${JSON.stringify(serverSettings)}\n`);
     this.control.on('data', (chunk: Buffer) => this.onData(chunk));
     let exited: () => void = () => {};
     this.exited = new Promise((resolve) => {
