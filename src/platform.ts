@@ -342,6 +342,7 @@ export async function startPlatform(
     maxMemoryBytes: config.maxMemoryBytes,
     memoryOvercommit: config.memoryOvercommit,
     stemCells: config.stemCells,
+    stemCellFloor: config.stemCellFloor,
     allowNetwork,
     maxInstances: config.maxInstances,
     queueLimit: config.queueLimit,
@@ -688,6 +689,13 @@ export async function startPlatform(
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },
     'hearth listening',
+  );
+  const floor = config.stemCellFloor;
+  logger.info(
+    { stemCells: config.stemCells, stemCellFloor: { ...floor, memory: formatBytes(floor.memoryBytes) } },
+    floor.perIdleFunction > 0
+      ? `stem cells: ${floor.perIdleFunction} kept ready per deployed function without an instance, up to ${formatBytes(floor.memoryBytes)} for all pools (stemCellFloor), booted at the least CPU weight`
+      : 'stem cells: no floor from deployed functions (stemCellFloor.perIdleFunction 0)',
   );
 
   const warming = scheduler

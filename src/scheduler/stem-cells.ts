@@ -90,6 +90,8 @@ export class StemCellPool {
   private bootMs = INITIAL_BOOT_MS;
   /** When recent takes happened (ms, `performance.now()`), oldest first, at most `burst.limit` of them. */
   private readonly recentTakes: number[] = [];
+  /** Refills booting at the least CPU weight (`StartOptions.background`), until a take waits for them. */
+  private readonly backgroundBoots = new Set<GuestProcess>();
 
   constructor(
     readonly runtime: Runtime,
@@ -157,6 +159,9 @@ export class StemCellPool {
     this.refillSoon();
     if (cell !== undefined) return Promise.resolve(cell);
     this.misses += 1;
+    // The refills under way are what the next takes get: they boot at full weight from now on.
+    for (const guest of this.backgroundBoots) this.isolation.hasten?.(guest);
+    this.backgroundBoots.clear();
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
       // Its own boot now; the refill waits for `refillSoon`, as after a hit.
@@ -257,7 +262,7 @@ export class StemCellPool {
   private async startIntoPool(forTake: boolean): Promise<void> {
     let cell: StemCell;
     try {
-      cell = await this.spawn();
+      cell = await this.spawn(!forTake);
     } catch (error) {
       if (forTake) {
         // The take this boot was for gets the failure, as a take that found the pool empty always did.
@@ -288,8 +293,10 @@ export class StemCellPool {
     }
     // A boot for a take serves the oldest take; a refill only one whose own boot has not begun.
     const waiter = forTake || this.waiters.length > this.waiterBoots ? this.waiters.shift() : undefined;
-    if (waiter !== undefined) waiter.resolve(cell);
-    else this.keep(cell);
+    if (waiter !== undefined) {
+      if (!forTake) this.isolation.hasten?.(cell.guest);
+      waiter.resolve(cell);
+    } else this.keep(cell);
     this.boot();
   }
 
@@ -312,10 +319,10 @@ export class StemCellPool {
    * RTM_NEWADDR` with several platforms starting sandboxes at once), and a second try succeeds.
    */
   /** Starts a cell; a failure is HEARTH_E_START_FAILED naming the cause (a deploy or cold start reports it). */
-  private async spawn(): Promise<StemCell> {
+  private async spawn(background: boolean): Promise<StemCell> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.spawnOnce();
+        return await this.spawnOnce(background);
       } catch (error) {
         const message = (error as Error).message;
         if (attempt >= SANDBOX_SETUP_ATTEMPTS || !/\bbwrap: /.test(message))
@@ -331,19 +338,22 @@ export class StemCellPool {
     }
   }
 
-  private async spawnOnce(): Promise<StemCell> {
+  private async spawnOnce(background: boolean): Promise<StemCell> {
     this.starting += 1;
     const began = performance.now();
     const slot = await this.slots.create();
+    let guest: GuestProcess | undefined;
     try {
-      const guest = this.isolation.start(
+      guest = this.isolation.start(
         this.runtime.launchSpec({
           ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
           ...(this.image === undefined ? {} : { image: this.image }),
         }),
         slot,
         this.network,
+        { background },
       );
+      if (background) this.backgroundBoots.add(guest);
       let timer: NodeJS.Timeout | undefined;
       const startupMs = this.isolation.startupTimeoutMs ?? STARTUP_TIMEOUT_MS;
       const timeout = new Promise<never>((_, reject) => {
@@ -364,12 +374,15 @@ export class StemCellPool {
         clearTimeout(timer);
         guest.off('log', collect);
       }
-      this.bootMs += 0.2 * (performance.now() - began - this.bootMs);
+      // A background boot waits for spare CPU by design: only boots at full weight say how long a take waits.
+      if (!background || !this.backgroundBoots.has(guest))
+        this.bootMs += 0.2 * (performance.now() - began - this.bootMs);
       return { guest, slot, bornAt: Date.now() };
     } catch (error) {
       await this.slots.release(slot);
       throw error;
     } finally {
+      if (guest !== undefined) this.backgroundBoots.delete(guest);
       this.starting -= 1;
     }
   }

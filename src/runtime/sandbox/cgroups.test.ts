@@ -54,6 +54,20 @@ describe('cgroups', () => {
     expect(cgroups.oomKills('cell1')).toBe(1);
   });
 
+  it('a sandbox booted in the background has the least CPU weight until it is hastened or bound (issue 11)', () => {
+    const mount = fakeMount('cpu memory pids');
+    const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(mount, 'cgroup2', 'rw'));
+    const [root] = cgroups.roots;
+    cgroups.create('refill', 256, true);
+    const weight = (id: string): string => readFileSync(join(root ?? '', id, 'cpu.weight'), 'utf8');
+    expect(weight('refill')).toBe('1');
+    cgroups.foreground('refill');
+    expect(weight('refill')).toBe('100');
+    cgroups.create('refill2', 256, true);
+    cgroups.apply('refill2', LIMITS);
+    expect(weight('refill2')).toBe('100');
+  });
+
   it('prefers a v1 hierarchy to v2 and says which wall no controller holds', () => {
     const v2 = fakeMount('memory');
     const memory = fakeMount('');
