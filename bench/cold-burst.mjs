@@ -70,7 +70,7 @@ function cpuPer(before, after, calls) {
 }
 
 /** GET on a connection of its own (no keep-alive): time to the response head, and where the time went. */
-function freshGet(url, path) {
+export function freshGet(url, path) {
   return new Promise((resolve) => {
     const started = performance.now();
     const req = request(`${url}${path}`, { agent: false }, (res) => {
@@ -147,6 +147,13 @@ function check(results, what) {
   const bad = results.filter((r) => r.status !== 200);
   if (bad.length > 0)
     throw new Error(`${what}: ${bad.length} answers were not 200 (${JSON.stringify(bad[0])})`);
+}
+
+/** Deploys `count` idle functions of `runtime` and waits until the pools hold their targets; their names. */
+export async function coldBurstPrepare(url, runtime, count, prefix) {
+  const names = await deployMany(url, runtime, count, prefix);
+  await poolsFull(url);
+  return names;
 }
 
 async function backToBack(url, runtime, count) {

@@ -57,6 +57,8 @@ const STARTUP_TIMEOUT_MS = 30_000;
 const SANDBOX_SETUP_ATTEMPTS = 3;
 /** Long enough for a cold start (under 10 ms) to finish before the refill's fork and boot. */
 const REFILL_DELAY_MS = 30;
+/** The longest a burst of takes postpones its refill (see `refillSoon`). */
+const REFILL_POSTPONE_MAX_MS = 250;
 /** A stem cell's boot on an idle two-core machine (bench/RESULTS.md), until the pool has timed its own. */
 const INITIAL_BOOT_MS = 100;
 /**
@@ -85,6 +87,8 @@ export class StemCellPool {
   private consecutiveFailures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private refillTimer: NodeJS.Timeout | undefined;
+  /** When the refill now pending was first postponed by a take (`performance.now()`). */
+  private refillPostponedSince = 0;
   private calmTimer: NodeJS.Timeout | undefined;
   /** A moving average of boot times (ms); the guess before the first boot is the figure on an idle machine. */
   private bootMs = INITIAL_BOOT_MS;
@@ -174,13 +178,23 @@ export class StemCellPool {
    * fork and the new runtime's boot competes for the CPU, which doubled cold starts when done at once.
    */
   private refillSoon(): void {
-    // In a burst of takes, while the pool still holds half its target, each take pushes the refill back: its
-    // boots would compete for the CPU with the cold starts the pool is serving (24 back to back from a pool of
-    // 24: every take a hit, yet p50 57 ms while the refill booted behind them; issue 11). Below half, the
-    // refill begins REFILL_DELAY_MS after the first take, as before.
-    if (this.refillTimer !== undefined) {
-      if (this.ready.length * 2 < this.wanted()) return;
+    // In a burst of takes each take pushes the refill back: a refill's spawns fork the gateway's process on its
+    // one thread (~1 ms each, with the cell's slot and cgroups ~1.4 ms), so 100 cold starts at once that
+    // refilled meanwhile spent 138 ms of that thread on refills (a CPU profile of the burst; issue 11). Once
+    // the pool is down to a quarter of what it wants, for at most REFILL_POSTPONE_MAX_MS since the first
+    // postponed take, so that a steady stream of takes keeps refilling.
+    const now = performance.now();
+    if (this.refillTimer === undefined) this.refillPostponedSince = now;
+    else {
       clearTimeout(this.refillTimer);
+      if (
+        this.ready.length * 4 < this.wanted() &&
+        now - this.refillPostponedSince >= REFILL_POSTPONE_MAX_MS
+      ) {
+        this.refillTimer = undefined;
+        this.refill();
+        return;
+      }
     }
     this.refillTimer = setTimeout(() => {
       this.refillTimer = undefined;
