@@ -60,7 +60,14 @@ try {
         each.push(used);
       }
     }
-    if (process.env.EACH === '1') console.log(runtime, each.sort((a, b) => a - b).map((ms) => ms.toFixed(1)).join(' '));
+    if (process.env.EACH === '1')
+      console.log(
+        runtime,
+        each
+          .sort((a, b) => a - b)
+          .map((ms) => ms.toFixed(1))
+          .join(' '),
+      );
     console.log(
       JSON.stringify({
         runtime,
