@@ -100,6 +100,12 @@ export class Cgroups {
   /** The bound sandboxes whose throttling is watched (those with a CPU quota). */
   private readonly throttling = new Map<string, Throttling>();
   private throttleWatch: NodeJS.Timeout | undefined;
+  /** Sandboxes created in the background whose CPU weight is still the least (`create`, `foreground`). */
+  private readonly background = new Set<string>();
+  /** v1 sandboxes whose CFS period `create` wrote, so that `apply` writes only the quota on the bind's path. */
+  private readonly periodSet = new Set<string>();
+  /** v1: whether the memory controller has `memory.memsw.*` (swap accounting), once a bind has looked. */
+  private memsw: boolean | undefined;
 
   constructor(stateDir: string, mountinfo = readMountinfo()) {
     const platform = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
@@ -192,12 +198,20 @@ export class Cgroups {
       mkdirSync(dir, { recursive: true });
       // Even an unbound stem cell cannot fork without bound.
       if (controller.wall === 'pids') write(dir, 'pids.max', String(defaultPids));
-      else if (controller.wall === 'cpu' && background)
-        writeQuietly(
-          dir,
-          controller.version === 2 ? 'cpu.weight' : 'cpu.shares',
-          String(controller.version === 2 ? BACKGROUND_WEIGHT : BACKGROUND_SHARES),
-        );
+      else if (controller.wall === 'cpu') {
+        // The period now, off the bind's path (no quota yet: the period alone limits nothing).
+        if (controller.version === 1 && writeQuietly(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US)))
+          this.periodSet.add(id);
+        if (
+          background &&
+          writeQuietly(
+            dir,
+            controller.version === 2 ? 'cpu.weight' : 'cpu.shares',
+            String(controller.version === 2 ? BACKGROUND_WEIGHT : BACKGROUND_SHARES),
+          )
+        )
+          this.background.add(id);
+      }
       dirs.push(dir);
     }
     return dirs;
@@ -206,7 +220,7 @@ export class Cgroups {
   /** Gives a sandbox created in the background the default CPU weight again. */
   foreground(id: string): void {
     const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
-    if (cpu === undefined) return;
+    if (cpu === undefined || !this.background.delete(id)) return;
     writeQuietly(
       join(cpu.root, id),
       cpu.version === 2 ? 'cpu.weight' : 'cpu.shares',
@@ -221,15 +235,12 @@ export class Cgroups {
       if (controller.wall === 'pids') write(dir, 'pids.max', String(limits.pids));
       else if (controller.wall === 'cpu') {
         // A cell booted in the background competes at the default weight once it serves a function.
-        writeQuietly(
-          dir,
-          controller.version === 2 ? 'cpu.weight' : 'cpu.shares',
-          String(controller.version === 2 ? DEFAULT_WEIGHT : DEFAULT_SHARES),
-        );
+        this.foreground(id);
         const quota = Math.max(MIN_QUOTA_US, Math.round(limits.cpu * CPU_PERIOD_US));
         if (controller.version === 2) write(dir, 'cpu.max', `${quota} ${CPU_PERIOD_US}`);
         else {
-          write(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US));
+          // Written at `create` already; again only if that did not take (the quota must not exceed it).
+          if (!this.periodSet.has(id)) write(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US));
           write(dir, 'cpu.cfs_quota_us', String(quota));
         }
         if (this.throttleWatch !== undefined && !this.throttling.has(id))
@@ -240,8 +251,9 @@ export class Cgroups {
       } else {
         // memsw (memory + swap) must never be below the memory limit: set the memory limit first.
         write(dir, 'memory.limit_in_bytes', String(limits.memoryBytes));
-        if (existsSync(join(dir, 'memory.memsw.limit_in_bytes')))
-          write(dir, 'memory.memsw.limit_in_bytes', String(limits.memoryBytes));
+        // Whether swap is accounted is the kernel's, the same for every cgroup: looked up once.
+        this.memsw ??= existsSync(join(dir, 'memory.memsw.limit_in_bytes'));
+        if (this.memsw) write(dir, 'memory.memsw.limit_in_bytes', String(limits.memoryBytes));
         else write(dir, 'memory.swappiness', '0');
       }
     }
@@ -262,6 +274,8 @@ export class Cgroups {
 
   /** Removes a sandbox's cgroups once its processes are gone, killing any that outlived it. */
   async remove(id: string): Promise<void> {
+    this.background.delete(id);
+    this.periodSet.delete(id);
     for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
   }
 
