@@ -173,6 +173,14 @@ describe('StemCellSizer', () => {
       expect(changes[0]?.reason).toContain('bounded by stemCellFloor.memory');
     });
 
+    it('holds no floor for pools whose cells cost more than a runtime: egress, container images', () => {
+      const sizer = new StemCellSizer(TIMING, 8, floor(1024 * MiB));
+      const outbound = { ...pool(1), stats: () => ({ ...pool(1).stats(), network: 'outbound' }) };
+      const pools = new Map([['node20/sandbox/outbound/128Mi', outbound]]);
+      expect(sizer.tick(pools, new Map([['node20/sandbox/outbound/128Mi', 20]]))).toEqual([]);
+      expect(outbound.target).toBe(1);
+    });
+
     it('lets the cells go a stable window after the functions got instances, and never wakes a pool set to 0', () => {
       const sizer = new StemCellSizer(TIMING, 8, floor(1024 * MiB));
       const node = pool(2);

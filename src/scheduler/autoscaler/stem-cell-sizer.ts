@@ -106,10 +106,14 @@ export class StemCellSizer {
     if (floor === undefined || floor.perIdleFunction <= 0) return floors;
     let bytes = 0;
     for (const [key, pool] of pools) {
+      const stats = pool.stats();
+      // Only the sandboxed pools without a network of their own, whose cells cost what `cellBytes` says: a
+      // cell with egress has a slirp4netns beside it, an image's a prepared container (tens of MiB).
+      if (stats.isolation !== 'sandbox' || stats.network !== 'none' || stats.runtime === 'image') continue;
       const wanted = Math.ceil((idleFunctions.get(key) ?? 0) * floor.perIdleFunction);
       if (wanted === 0) continue;
       floors.set(key, wanted);
-      bytes += wanted * floor.cellBytes(pool.stats().runtime);
+      bytes += wanted * floor.cellBytes(stats.runtime);
     }
     if (bytes > floor.memoryBytes) {
       const scale = floor.memoryBytes / bytes;
