@@ -37,12 +37,12 @@ describe('density config', () => {
   it('keeps a stem cell per idle function up to a tenth of RAM unless told otherwise, as a share or a size', () => {
     expect(resolveConfig({}).stemCellFloor).toEqual({
       perIdleFunction: 1,
-      memoryBytes: Math.floor(totalmem() * 0.1),
+      memoryBytes: Math.floor((totalmem() * 0.1) / 1024 ** 2) * 1024 ** 2,
     });
     expect(
       resolveConfig(configFileSchema.parse({ stemCellFloor: { perIdleFunction: 0.5, memory: '5%' } }))
         .stemCellFloor,
-    ).toEqual({ perIdleFunction: 0.5, memoryBytes: Math.floor(totalmem() * 0.05) });
+    ).toEqual({ perIdleFunction: 0.5, memoryBytes: Math.floor((totalmem() * 0.05) / 1024 ** 2) * 1024 ** 2 });
     expect(
       resolveConfig(configFileSchema.parse({ stemCellFloor: { memory: '512Mi' } })).stemCellFloor,
     ).toEqual({

@@ -20,7 +20,8 @@ function shareOrBytes(value: string | number): number | undefined {
     const share = /^(\d+(?:\.\d+)?)%$/.exec(value.trim());
     if (share !== null) {
       const percent = Number(share[1]);
-      return percent <= 100 ? Math.floor((totalmem() * percent) / 100) : undefined;
+      // Whole MiB: the figure is logged and shown, and a byte more or less of a share means nothing.
+      return percent <= 100 ? Math.floor((totalmem() * percent) / 100 / 1024 ** 2) * 1024 ** 2 : undefined;
     }
   }
   return parseBytes(value);
@@ -425,10 +426,7 @@ export function resolveConfig(
     stemCellFloor: Object.freeze({
       perIdleFunction: merged.stemCellFloor?.perIdleFunction ?? 1,
       memoryBytes:
-        (merged.stemCellFloor?.memory === undefined
-          ? undefined
-          : shareOrBytes(merged.stemCellFloor.memory)) ??
-        Math.floor(totalmem() * DEFAULT_STEM_CELL_FLOOR_SHARE),
+        shareOrBytes(merged.stemCellFloor?.memory ?? `${DEFAULT_STEM_CELL_FLOOR_SHARE * 100}%`) ?? 0,
     }),
     autoscaler: Object.freeze({
       policy: merged.autoscaler?.policy ?? 'hybrid',

@@ -691,10 +691,14 @@ export async function startPlatform(
     'hearth listening',
   );
   const floor = config.stemCellFloor;
+  const floorMemory =
+    floor.memoryBytes >= 1024 ** 3
+      ? `${(floor.memoryBytes / 1024 ** 3).toFixed(1)} GiB`
+      : `${Math.round(floor.memoryBytes / 1024 ** 2)} MiB`;
   logger.info(
-    { stemCells: config.stemCells, stemCellFloor: { ...floor, memory: formatBytes(floor.memoryBytes) } },
+    { stemCells: config.stemCells, stemCellFloor: { ...floor, memory: floorMemory } },
     floor.perIdleFunction > 0
-      ? `stem cells: ${floor.perIdleFunction} kept ready per deployed function without an instance, up to ${formatBytes(floor.memoryBytes)} for all pools (stemCellFloor), booted at the least CPU weight`
+      ? `stem cells: ${floor.perIdleFunction} kept ready per deployed function without an instance, up to ${floorMemory} for all pools (stemCellFloor), booted at the least CPU weight`
       : 'stem cells: no floor from deployed functions (stemCellFloor.perIdleFunction 0)',
   );
 
