@@ -353,7 +353,7 @@ export interface AutoscalerConfig {
 }
 
 /**
- * The memory the stem-cell floor may hold by default: a tenth of the machine's (2.4 GiB, ~300 idle cells, on a
+ * The memory the stem-cell floor may hold by default: a tenth of the machine's (2.4 GiB, ~270 idle cells half Node half Python, on a
  * 24 GiB node). What it buys, measured by `bench/cold-burst.mjs`, is in bench/RESULTS.md (issue 11).
  */
 const DEFAULT_STEM_CELL_FLOOR_SHARE = 0.1;

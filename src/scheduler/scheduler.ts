@@ -1120,12 +1120,12 @@ const START_RETRY_MS = 5_000;
 const DEFAULT_STEM_CELLS_MAX = 8;
 
 /**
- * What an idle stem cell costs (PSS), for the memory floor's bound: measured by `bench/density.mjs` on idle
- * warm instances (node20 8.1 MiB, python3 5.6 MiB, bench/RESULTS.md), which hold a little more than an
- * unbound cell; a wasm cell is a Node process. Rounded up.
+ * What an idle stem cell costs (PSS, its sandbox's processes), for the memory floor's bound: measured on 20 ready
+ * cells of each (issue 11): node20 11.1 MiB (fetch loaded 250 ms after Ready included), python3 5.6 MiB; a wasm
+ * cell is a Node process. Rounded up.
  */
 function idleStemCellBytes(runtime: string): number {
-  const mib = runtime === 'python3' ? 6 : runtime === 'node20' || runtime === 'wasm' ? 9 : 16;
+  const mib = runtime === 'python3' ? 6 : runtime === 'node20' || runtime === 'wasm' ? 12 : 16;
   return mib * 1024 ** 2;
 }
 
