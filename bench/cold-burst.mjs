@@ -7,7 +7,16 @@
 // (some parts), COLD_BURST_CONFIG='{"stemCells":{"node20":24}}' (the platform's config), HEARTH_ZYGOTE=on
 // (Python forked into each sandbox by the fork server, config `forkServer`, rather than booted).
 
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,8 +25,52 @@ import { api, deploy, ROOT, round, scaleToZero, sleep, startHearth, summarise } 
 const EXAMPLES = { node20: join(ROOT, 'examples', 'hello'), python3: join(ROOT, 'examples', 'hello-py') };
 const SHORT = { node20: 'n', python3: 'p' };
 
+/**
+ * CPU time (ms) used by this process and everything it starts (the platform, its sandboxes), where cgroup v1's
+ * cpuacct can count it: the bench joins a cpuacct group of its own, which the sandboxes never leave (they
+ * join cgroups of the cpu, memory and pids controllers only). On a machine shared with other work, CPU per
+ * cold start is the figure that does not move with the neighbours' load. Undefined elsewhere.
+ */
+const CPUACCT = '/sys/fs/cgroup/cpuacct';
+let cpuGroup;
+function cpuMs() {
+  if (cpuGroup === undefined) {
+    if (!existsSync(join(CPUACCT, 'cpuacct.usage')) || process.getuid?.() !== 0) return undefined;
+    cpuGroup = join(CPUACCT, `hearth-bench-${process.pid}`);
+    try {
+      mkdirSync(cpuGroup);
+      writeFileSync(join(cpuGroup, 'cgroup.procs'), String(process.pid));
+      process.once('exit', () => {
+        try {
+          writeFileSync(join(CPUACCT, 'cgroup.procs'), String(process.pid));
+          rmdirSync(cpuGroup);
+        } catch {}
+      });
+    } catch {
+      cpuGroup = null;
+    }
+  }
+  return cpuGroup === null ? undefined : Number(readFileSync(join(cpuGroup, 'cpuacct.usage'), 'utf8')) / 1e6;
+}
+cpuMs();
+
+/** CPU ms used by one process so far (its own threads, not its children), from /proc. */
+function processCpuMs(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU ms per call between two `cpuMs()` readings, or undefined. */
+function cpuPer(before, after, calls) {
+  return before === undefined || after === undefined ? undefined : round((after - before) / calls);
+}
+
 /** GET on a connection of its own (no keep-alive): time to the response head, and where the time went. */
-function freshGet(url, path) {
+export function freshGet(url, path) {
   return new Promise((resolve) => {
     const started = performance.now();
     const req = request(`${url}${path}`, { agent: false }, (res) => {
@@ -45,13 +98,19 @@ async function pools(url) {
   );
 }
 
-/** Waits until every default pool holds its target (at most 10 s). */
+/**
+ * Waits until every default pool holds its target (at most 2 minutes); first two autoscaler ticks, so that the
+ * targets include the floor for the functions just deployed (config `stemCellFloor`). Returns the cells ready.
+ */
 async function poolsFull(url) {
-  for (let i = 0; i < 400; i++) {
+  await sleep(1000);
+  for (let i = 0; i < 4800; i++) {
     const all = await pools(url);
-    if (all.every((p) => p.target === 0 || (p.ready >= p.target && p.starting === 0))) return;
+    if (all.every((p) => p.target === 0 || (p.ready >= p.target && p.starting === 0)))
+      return Object.fromEntries(all.map((p) => [p.runtime, p.ready]));
     await sleep(25);
   }
+  return Object.fromEntries((await pools(url)).map((p) => [p.runtime, p.ready]));
 }
 
 async function missesOf(url) {
@@ -90,12 +149,21 @@ function check(results, what) {
     throw new Error(`${what}: ${bad.length} answers were not 200 (${JSON.stringify(bad[0])})`);
 }
 
+/** Deploys `count` idle functions of `runtime` and waits until the pools hold their targets; their names. */
+export async function coldBurstPrepare(url, runtime, count, prefix) {
+  const names = await deployMany(url, runtime, count, prefix);
+  await poolsFull(url);
+  return names;
+}
+
 async function backToBack(url, runtime, count) {
   const names = await deployMany(url, runtime, count, 'b2b');
-  await poolsFull(url);
+  const ready = await poolsFull(url);
   const before = await missesOf(url);
   const results = [];
+  const cpuBefore = cpuMs();
   for (const name of names) results.push(await freshGet(url, `/function/${name}`));
+  const cpuPerCall = cpuPer(cpuBefore, cpuMs(), names.length);
   check(results, `back to back ${runtime}`);
   const after = await missesOf(url);
   const summary = summarise(results.map((r) => r.ttfb));
@@ -106,6 +174,8 @@ async function backToBack(url, runtime, count) {
     max: round(summary.max),
     cold: results.filter((r) => r.cold).length,
     poolMisses: (after[runtime] ?? 0) - (before[runtime] ?? 0),
+    cellsReady: ready[runtime],
+    cpuPerCall,
     // The requests whose stem cell was ready: what a hit costs while the pool refills behind it.
     hitP50: round(summarise(results.filter((r) => stemCellMs(r.timing) < 2).map((r) => r.ttfb)).p50),
     slowestStemCellMs: round(Math.max(...results.map((r) => stemCellMs(r.timing)))),
@@ -115,13 +185,17 @@ async function backToBack(url, runtime, count) {
   };
 }
 
-async function atOnce(url, count, runtimes) {
+async function atOnce(url, count, runtimes, pid) {
   const names = [];
   for (const runtime of runtimes)
     names.push(...(await deployMany(url, runtime, count / runtimes.length, 'once')));
-  await poolsFull(url);
+  const ready = await poolsFull(url);
   const before = await missesOf(url);
+  const cpuBefore = cpuMs();
+  const gatewayBefore = processCpuMs(pid);
   const results = await Promise.all(names.map((name) => freshGet(url, `/function/${name}`)));
+  const cpuPerCall = cpuPer(cpuBefore, cpuMs(), names.length);
+  const gatewayCpuPerCall = cpuPer(gatewayBefore, processCpuMs(pid), names.length);
   const after = await missesOf(url);
   const summary = summarise(results.map((r) => r.ttfb));
   return {
@@ -131,6 +205,12 @@ async function atOnce(url, count, runtimes) {
     p99: round(summary.p99),
     max: round(summary.max),
     poolMisses: Object.keys(after).reduce((sum, k) => sum + after[k] - (before[k] ?? 0), 0),
+    cellsReady: ready,
+    cpuPerCall,
+    gatewayCpuPerCall,
+    ...(process.env.COLD_BURST_TIMINGS === '1'
+      ? { timings: results.map((r, i) => `${names[i]} ${round(r.ttfb)} ${r.timing}`) }
+      : {}),
   };
 }
 
@@ -140,10 +220,12 @@ async function sustained(url, count, clients, runtimes) {
   for (const runtime of runtimes) names.push(...(await deployMany(url, runtime, share, 'sus')));
   // Interleave the runtimes, as a mixed node's traffic would.
   const order = names.map((_, i) => names[(i % runtimes.length) * share + Math.floor(i / runtimes.length)]);
-  await poolsFull(url);
+  const ready = await poolsFull(url);
+  const before = await missesOf(url);
   let next = 0;
   const results = [];
   const started = performance.now();
+  const cpuBefore = cpuMs();
   await Promise.all(
     Array.from({ length: clients }, async () => {
       while (next < order.length) {
@@ -153,8 +235,13 @@ async function sustained(url, count, clients, runtimes) {
     }),
   );
   const seconds = (performance.now() - started) / 1000;
+  const cpuPerCall = cpuPer(cpuBefore, cpuMs(), results.length);
   const summary = summarise(results.map((r) => r.ttfb));
+  const after = await missesOf(url);
   return {
+    cellsReady: ready,
+    poolMisses: Object.keys(after).reduce((sum, k) => sum + after[k] - (before[k] ?? 0), 0),
+    cpuPerCall,
     n: results.length,
     ok: results.filter((r) => r.status === 200).length,
     cold: results.filter((r) => r.cold).length,
@@ -183,7 +270,8 @@ export async function coldBurstBench({
       for (const runtime of runtimes)
         results.backToBack[runtime] = await backToBack(hearth.url, runtime, backToBackCount);
     }
-    if (parts.includes('atOnce')) results.atOnce = await atOnce(hearth.url, atOnceCount, runtimes);
+    if (parts.includes('atOnce'))
+      results.atOnce = await atOnce(hearth.url, atOnceCount, runtimes, hearth.pid);
   } finally {
     await hearth.stop();
   }

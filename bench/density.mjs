@@ -132,6 +132,11 @@ export async function densityBench({ total = 1000, warm = 200, rounds = 5 } = {}
       gatewayRssMiB: round(gatewayKiB / 1024, 1),
       idleInstancePssMiB: { node20: await pssOf('node20'), python3: await pssOf('python3') },
       totalPssMiB: round(total_.pssKiB / 1024, 1),
+      // Included in the total: the ready stem cells the pools keep, among them the floor for the idle functions.
+      stemCellsReady: (await api(hearth.url, 'GET', '/healthz')).stemCells.reduce(
+        (sum, pool) => sum + pool.ready,
+        0,
+      ),
       warmInvoke: { n: invokeSummary.n, p50: round(invokeSummary.p50), p99: round(invokeSummary.p99) },
       api: { n: controlSummary.n, p50: round(controlSummary.p50), p99: round(controlSummary.p99) },
       list: { n: listSummary.n, p50: round(listSummary.p50), p99: round(listSummary.p99) },

@@ -188,6 +188,12 @@ if (results.coldBurst) {
     ),
     `| half node20, half python3, all at once | ${c.atOnce.n} (${c.atOnce.ok} answered 200) | ${c.atOnce.p50} | — | ${c.atOnce.p99} | ${c.atOnce.poolMisses} | all 200, p99 ≤ 150: ${pass(c.atOnce.ok === c.atOnce.n && c.atOnce.p99 <= 150)} |`,
     '',
+    ...(c.atOnce.cpuPerCall === undefined
+      ? []
+      : [
+          `CPU per cold start (the platform, its sandboxes and the client, counted by cgroup cpuacct; does not move with the machine's other load): back to back node20 ${b.node20.cpuPerCall} ms, python3 ${b.python3.cpuPerCall} ms; at once ${c.atOnce.cpuPerCall} ms (the gateway's own thread ${c.atOnce.gatewayCpuPerCall} ms); sustained ${c.sustained.cpuPerCall} ms. Cells ready at the start (the floor, \`stemCellFloor\`): at once ${JSON.stringify(c.atOnce.cellsReady)}, sustained ${JSON.stringify(c.sustained.cellsReady)}; misses during the sustained run ${c.sustained.poolMisses}.`,
+          '',
+        ]),
     `Sustained: ${c.sustained.n} distinct functions (node20 and python3 alternating) called by ${c.sustained.clients} clients in a closed loop: **${c.sustained.coldPerSecond} cold starts/s** (${c.sustained.ok} answered 200, p50 ${c.sustained.p50} ms, p99 ${c.sustained.p99} ms); bar ≥ 100/s: ${pass(c.sustained.coldPerSecond >= 100)}.`,
     '',
     "Each part starts with the stem-cell pools full and never waits for them between calls: a burst is served by the cells ready at its start plus what boots during it. A miss costs a whole sandboxed runtime boot (bubblewrap, cgroups, seccomp, then the interpreter), which on two shared cores is hundreds of milliseconds; `node bench/run.mjs cold-burst` runs this section alone (`COLD_BURST_TIMINGS=1 node bench/cold-burst.mjs` prints each request's Server-Timing).",
@@ -205,6 +211,11 @@ if (results.density) {
     `| gateway process RSS (MiB) | ${d.gatewayRssMiB} |`,
     `| one idle warm instance, PSS (MiB): node20 / python3 | ${d.idleInstancePssMiB.node20} / ${d.idleInstancePssMiB.python3} |`,
     `| the platform and every instance, PSS (MiB) | ${d.totalPssMiB} |`,
+    ...(d.stemCellsReady === undefined
+      ? []
+      : [
+          `| of which ready stem cells (the pools' floor for the idle functions, \`stemCellFloor\`) | ${d.stemCellsReady} |`,
+        ]),
     `| warm invocation across the ${d.warm}, p50 / p99 (ms) | ${d.warmInvoke.p50} / ${d.warmInvoke.p99} |`,
     `| control API (describe, stats), p50 / p99 (ms) | ${d.api.p50} / ${d.api.p99} |`,
     ...(d.list === undefined

@@ -33,4 +33,31 @@ describe('density config', () => {
       resolveConfig(configFileSchema.parse({ isolate: { hostMemory: '256Mi' } })).isolateHostMemoryBytes,
     ).toBe(256 * 1024 ** 2);
   });
+
+  it('keeps a stem cell per idle function up to a tenth of RAM unless told otherwise, as a share or a size', () => {
+    expect(resolveConfig({}).stemCellFloor).toEqual({
+      perIdleFunction: 1,
+      memoryBytes: Math.floor((totalmem() * 0.1) / 1024 ** 2) * 1024 ** 2,
+    });
+    expect(
+      resolveConfig(configFileSchema.parse({ stemCellFloor: { perIdleFunction: 0.5, memory: '5%' } }))
+        .stemCellFloor,
+    ).toEqual({ perIdleFunction: 0.5, memoryBytes: Math.floor((totalmem() * 0.05) / 1024 ** 2) * 1024 ** 2 });
+    expect(
+      resolveConfig(configFileSchema.parse({ stemCellFloor: { memory: '512Mi' } })).stemCellFloor,
+    ).toEqual({
+      perIdleFunction: 1,
+      memoryBytes: 512 * 1024 ** 2,
+    });
+  });
+
+  it('names a stem-cell floor memory that is neither a share nor a size', () => {
+    const input = { stemCellFloor: { memory: '150%' } };
+    const result = configFileSchema.safeParse(input);
+    expect(result.success).toBe(false);
+    if (!result.success)
+      expect(validationError(result.error, input, 'hearth.config.yaml').message).toContain(
+        'stemCellFloor.memory',
+      );
+  });
 });

@@ -14,6 +14,19 @@ import { parseAllowEntry } from './queue/callbacks.js';
 const bytes = z
   .union([z.string(), z.number()])
   .refine((v) => parseBytes(v) !== undefined, { message: 'a size such as "1Gi"' });
+/** `"10%"` of the machine's memory, or a size (`"2Gi"`, bytes); undefined when it is neither. */
+function shareOrBytes(value: string | number): number | undefined {
+  if (typeof value === 'string') {
+    const share = /^(\d+(?:\.\d+)?)%$/.exec(value.trim());
+    if (share !== null) {
+      const percent = Number(share[1]);
+      // Whole MiB: the figure is logged and shown, and a byte more or less of a share means nothing.
+      return percent <= 100 ? Math.floor((totalmem() * percent) / 100 / 1024 ** 2) * 1024 ** 2 : undefined;
+    }
+  }
+  return parseBytes(value);
+}
+
 const duration = z
   .union([z.string(), z.number()])
   .refine((v) => parseDuration(v) !== undefined, { message: 'a duration such as "5m"' });
@@ -156,6 +169,18 @@ export const configFileSchema = z.strictObject({
       wasm: z.int().min(0).max(64).optional(),
     })
     .optional(),
+  /** The stem-cell pools' floor sized from memory (issue 11): cells per idle deployed function, up to `memory`. */
+  stemCellFloor: z
+    .strictObject({
+      perIdleFunction: z.number().min(0).max(4).optional(),
+      memory: z
+        .union([z.string(), z.number()])
+        .refine((v) => shareOrBytes(v) !== undefined, {
+          message: 'a share of the node\'s memory such as "10%", or a size such as "2Gi"',
+        })
+        .optional(),
+    })
+    .optional(),
   maxInstances: z.int().min(1).max(100_000).optional(),
   maxMemory: bytes.optional(),
   /** Declared instance memory per byte the budget reserves (issue 11); 1 reserves every limits.memory in full. */
@@ -264,6 +289,8 @@ export interface PlatformConfig {
   readonly memoryOvercommit: number;
   /** The cgroup memory of one namespace's isolate host (default 1 GiB). */
   readonly isolateHostMemoryBytes: number;
+  /** Ready stem cells per idle deployed function, up to `memoryBytes` for all pools (`stemCellFloor`). */
+  readonly stemCellFloor: { readonly perIdleFunction: number; readonly memoryBytes: number };
   readonly autoscaler: AutoscalerConfig;
   readonly queueLimit: number;
   readonly codeCacheBytes: number;
@@ -333,6 +360,12 @@ export interface AutoscalerConfig {
   readonly stemCellsMax: number;
 }
 
+/**
+ * The memory the stem-cell floor may hold by default: a tenth of the machine's (2.4 GiB, ~270 idle cells half Node half Python, on a
+ * 24 GiB node). What it buys, measured by `bench/cold-burst.mjs`, is in bench/RESULTS.md (issue 11).
+ */
+const DEFAULT_STEM_CELL_FLOOR_SHARE = 0.1;
+
 /** Instance memory a node reserves at most by default: three quarters of the machine's memory. */
 function defaultMaxMemory(): number {
   return Math.floor((totalmem() * 3) / 4);
@@ -398,6 +431,11 @@ export function resolveConfig(
     maxMemoryBytes: size(merged.maxMemory, defaultMaxMemory()),
     memoryOvercommit: merged.memoryOvercommit ?? 4,
     isolateHostMemoryBytes: size(merged.isolate?.hostMemory, 1024 ** 3),
+    stemCellFloor: Object.freeze({
+      perIdleFunction: merged.stemCellFloor?.perIdleFunction ?? 1,
+      memoryBytes:
+        shareOrBytes(merged.stemCellFloor?.memory ?? `${DEFAULT_STEM_CELL_FLOOR_SHARE * 100}%`) ?? 0,
+    }),
     autoscaler: Object.freeze({
       policy: merged.autoscaler?.policy ?? 'hybrid',
       tickMs: windowMs(merged.autoscaler?.tick, 500),

@@ -370,6 +370,7 @@ export async function startPlatform(
     maxMemoryBytes: config.maxMemoryBytes,
     memoryOvercommit: config.memoryOvercommit,
     stemCells: config.stemCells,
+    stemCellFloor: config.stemCellFloor,
     allowNetwork,
     maxInstances: config.maxInstances,
     queueLimit: config.queueLimit,
@@ -721,6 +722,17 @@ export async function startPlatform(
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },
     'hearth listening',
+  );
+  const floor = config.stemCellFloor;
+  const floorMemory =
+    floor.memoryBytes >= 1024 ** 3
+      ? `${(floor.memoryBytes / 1024 ** 3).toFixed(1)} GiB`
+      : `${Math.round(floor.memoryBytes / 1024 ** 2)} MiB`;
+  logger.info(
+    { stemCells: config.stemCells, stemCellFloor: { ...floor, memory: floorMemory } },
+    floor.perIdleFunction > 0
+      ? `stem cells: ${floor.perIdleFunction} kept ready per deployed function without an instance, up to ${floorMemory} for all pools (stemCellFloor), booted at the least CPU weight`
+      : 'stem cells: no floor from deployed functions (stemCellFloor.perIdleFunction 0)',
   );
 
   const warming = scheduler

@@ -151,6 +151,15 @@ export interface WallStatus {
   readonly detail: string;
 }
 
+export interface StartOptions {
+  /**
+   * A stem cell booted ahead for the pool (a refill), not for a cold start waiting on it: it boots at the
+   * least CPU weight where the isolation can set one, so refills never slow the cold starts and invocations
+   * running meanwhile (issue 11); `hasten` or `limit` lift it.
+   */
+  readonly background?: boolean;
+}
+
 export interface Isolation {
   readonly name: IsolationName;
   /** Why this isolation cannot be used on this node (with how to fix it), or undefined when it can. */
@@ -161,7 +170,12 @@ export interface Isolation {
    * Starts a generic guest confined to `slot`; fd 3 carries the protocol. `network: 'none'` gives it an
    * empty network namespace (egress `none`); `'host'` shares the host's (egress `allow`).
    */
-  start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess;
+  start(launch: LaunchSpec, slot: Slot, network: NetworkMode, options?: StartOptions): GuestProcess;
+  /**
+   * Optional: a guest started in the background (`StartOptions.background`) competes for the CPU at full
+   * weight from now on: a cold start waits for it. `limit` does the same at bind.
+   */
+  hasten?(guest: GuestProcess): void;
   /**
    * Optional: gives a guest started with network `host` or `filtered` its function's policy (host
    * aliases; for `filtered`, the egress allow-list). Isolations without it cannot take such functions.

@@ -109,6 +109,11 @@ export interface SchedulerOptions {
   readonly policy: ScalingPolicy;
   /** Stem cells kept ready per runtime (sandbox isolation). */
   readonly stemCells: Readonly<Partial<Record<RuntimeName, number>>>;
+  /**
+   * The pools' floor sized from memory (issue 11): ready cells per deployed function without an instance, up to
+   * `memoryBytes` for all pools together; none when unset.
+   */
+  readonly stemCellFloor?: { readonly perIdleFunction: number; readonly memoryBytes: number };
   /** What `egress: allow` gets (default `outbound`: a network namespace of its own, no host loopback). */
   readonly allowNetwork?: AllowNetwork;
   /** Node-wide cap on live instances; idle ones are evicted least recently used first. */

@@ -57,6 +57,8 @@ const STARTUP_TIMEOUT_MS = 30_000;
 const SANDBOX_SETUP_ATTEMPTS = 3;
 /** Long enough for a cold start (under 10 ms) to finish before the refill's fork and boot. */
 const REFILL_DELAY_MS = 30;
+/** The longest a burst of takes postpones its refill (see `refillSoon`). */
+const REFILL_POSTPONE_MAX_MS = 250;
 /** A stem cell's boot on an idle two-core machine (bench/RESULTS.md), until the pool has timed its own. */
 const INITIAL_BOOT_MS = 100;
 /**
@@ -88,11 +90,15 @@ export class StemCellPool {
   private consecutiveFailures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private refillTimer: NodeJS.Timeout | undefined;
+  /** When the refill now pending was first postponed by a take (`performance.now()`). */
+  private refillPostponedSince = 0;
   private calmTimer: NodeJS.Timeout | undefined;
   /** A moving average of boot times (ms); the guess before the first boot is the figure on an idle machine. */
   private bootMs = INITIAL_BOOT_MS;
   /** When recent takes happened (ms, `performance.now()`), oldest first, at most `burst.limit` of them. */
   private readonly recentTakes: number[] = [];
+  /** Refills booting at the least CPU weight (`StartOptions.background`), until a take waits for them. */
+  private readonly backgroundBoots = new Set<GuestProcess>();
 
   constructor(
     readonly runtime: Runtime,
@@ -160,6 +166,9 @@ export class StemCellPool {
     this.refillSoon();
     if (cell !== undefined) return Promise.resolve(cell);
     this.misses += 1;
+    // The refills under way are what the next takes get: they boot at full weight from now on.
+    for (const guest of this.backgroundBoots) this.isolation.hasten?.(guest);
+    this.backgroundBoots.clear();
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
       // Its own boot now; the refill waits for `refillSoon`, as after a hit.
@@ -172,13 +181,23 @@ export class StemCellPool {
    * fork and the new runtime's boot competes for the CPU, which doubled cold starts when done at once.
    */
   private refillSoon(): void {
-    // In a burst of takes, while the pool still holds half its target, each take pushes the refill back: its
-    // boots would compete for the CPU with the cold starts the pool is serving (24 back to back from a pool of
-    // 24: every take a hit, yet p50 57 ms while the refill booted behind them; issue 11). Below half, the
-    // refill begins REFILL_DELAY_MS after the first take, as before.
-    if (this.refillTimer !== undefined) {
-      if (this.ready.length * 2 < this.wanted()) return;
+    // In a burst of takes each take pushes the refill back: a refill's spawns fork the gateway's process on its
+    // one thread (~1 ms each, with the cell's slot and cgroups ~1.4 ms), so 100 cold starts at once that
+    // refilled meanwhile spent 138 ms of that thread on refills (a CPU profile of the burst; issue 11). Once
+    // the pool is down to a quarter of what it wants, for at most REFILL_POSTPONE_MAX_MS since the first
+    // postponed take, so that a steady stream of takes keeps refilling.
+    const now = performance.now();
+    if (this.refillTimer === undefined) this.refillPostponedSince = now;
+    else {
       clearTimeout(this.refillTimer);
+      if (
+        this.ready.length * 4 < this.wanted() &&
+        now - this.refillPostponedSince >= REFILL_POSTPONE_MAX_MS
+      ) {
+        this.refillTimer = undefined;
+        this.refill();
+        return;
+      }
     }
     this.refillTimer = setTimeout(() => {
       this.refillTimer = undefined;
@@ -292,7 +311,7 @@ export class StemCellPool {
   private async startIntoPool(forTake: boolean): Promise<void> {
     let cell: StemCell;
     try {
-      cell = await this.spawn();
+      cell = await this.spawn(!forTake);
     } catch (error) {
       if (forTake) {
         // The take this boot was for gets the failure, as a take that found the pool empty always did.
@@ -329,8 +348,10 @@ export class StemCellPool {
     }
     // A boot for a take serves the oldest take; a refill only one whose own boot has not begun.
     const waiter = forTake || this.waiters.length > this.waiterBoots ? this.waiters.shift() : undefined;
-    if (waiter !== undefined) waiter.resolve(cell);
-    else if (this.retiring !== undefined) await this.discard(cell);
+    if (waiter !== undefined) {
+      if (!forTake) this.isolation.hasten?.(cell.guest);
+      waiter.resolve(cell);
+    } else if (this.retiring !== undefined) await this.discard(cell);
     else this.keep(cell);
     this.boot();
     this.retireIfDone();
@@ -355,10 +376,10 @@ export class StemCellPool {
    * RTM_NEWADDR` with several platforms starting sandboxes at once), and a second try succeeds.
    */
   /** Starts a cell; a failure is HEARTH_E_START_FAILED naming the cause (a deploy or cold start reports it). */
-  private async spawn(): Promise<StemCell> {
+  private async spawn(background: boolean): Promise<StemCell> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.spawnOnce();
+        return await this.spawnOnce(background);
       } catch (error) {
         const message = (error as Error).message;
         if (attempt >= SANDBOX_SETUP_ATTEMPTS || !/\bbwrap: /.test(message))
@@ -374,19 +395,22 @@ export class StemCellPool {
     }
   }
 
-  private async spawnOnce(): Promise<StemCell> {
+  private async spawnOnce(background: boolean): Promise<StemCell> {
     this.starting += 1;
     const began = performance.now();
     const slot = await this.slots.create();
+    let guest: GuestProcess | undefined;
     try {
-      const guest = this.isolation.start(
+      guest = this.isolation.start(
         this.runtime.launchSpec({
           ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
           ...(this.image === undefined ? {} : { image: this.image }),
         }),
         slot,
         this.network,
+        { background },
       );
+      if (background) this.backgroundBoots.add(guest);
       let timer: NodeJS.Timeout | undefined;
       const startupMs = this.isolation.startupTimeoutMs ?? STARTUP_TIMEOUT_MS;
       const timeout = new Promise<never>((_, reject) => {
@@ -407,12 +431,15 @@ export class StemCellPool {
         clearTimeout(timer);
         guest.off('log', collect);
       }
-      this.bootMs += 0.2 * (performance.now() - began - this.bootMs);
+      // A background boot waits for spare CPU by design: only boots at full weight say how long a take waits.
+      if (!background || !this.backgroundBoots.has(guest))
+        this.bootMs += 0.2 * (performance.now() - began - this.bootMs);
       return { guest, slot, bornAt: Date.now() };
     } catch (error) {
       await this.slots.release(slot);
       throw error;
     } finally {
+      if (guest !== undefined) this.backgroundBoots.delete(guest);
       this.starting -= 1;
     }
   }

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   copyFixture,
   deployFolder,
+  eventually,
   type Hearth,
   invoke,
   manifest,
@@ -15,7 +16,7 @@ import {
   type TempFolder,
 } from '../support/hearth.js';
 
-/** Per runtime: more than the pools' default size and burst limit, so the burst also boots cells for takes. */
+/** Per runtime: more than the pools' default size and burst limit; the floor (a cell per idle function) covers it. */
 const PER_RUNTIME = 10;
 const FIXTURES = { node20: 'node-esm-default', python3: 'py-sync' } as const;
 
@@ -53,20 +54,51 @@ interface PoolStats {
   isolation: string;
   network: string;
   taken: number;
+  ready: number;
+  misses: number;
+}
+
+async function defaultPools(): Promise<PoolStats[]> {
+  const health = (await (await fetch(`${hearth.url}/healthz`)).json()) as { stemCells: PoolStats[] };
+  return health.stemCells.filter((pool) => pool.isolation === 'sandbox' && pool.network === 'none');
 }
 
 async function takenByRuntime(): Promise<Record<string, number>> {
-  const health = (await (await fetch(`${hearth.url}/healthz`)).json()) as { stemCells: PoolStats[] };
   const taken: Record<string, number> = {};
-  for (const pool of health.stemCells)
-    if (pool.isolation === 'sandbox' && pool.network === 'none')
-      taken[pool.runtime] = (taken[pool.runtime] ?? 0) + pool.taken;
+  for (const pool of await defaultPools()) taken[pool.runtime] = (taken[pool.runtime] ?? 0) + pool.taken;
   return taken;
 }
 
 describe('a burst of cold starts', () => {
-  it('distinct idle Node and Python functions called at the same moment all answer, each from a fresh instance', async () => {
+  it('keeps a ready stem cell for each deployed function without an instance, and says so in the log', async () => {
+    expect(
+      hearth.log.some((line) =>
+        String(line.msg).startsWith('stem cells: 1 kept ready per deployed function without an instance'),
+      ),
+    ).toBe(true);
+    await eventually(
+      'a ready cell per idle function',
+      async () => {
+        const pools = await defaultPools();
+        return ['node20', 'python3'].every(
+          (runtime) => (pools.find((pool) => pool.runtime === runtime)?.ready ?? 0) >= PER_RUNTIME,
+        )
+          ? true
+          : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
+    const resized = hearth.log.filter((line) =>
+      String(line.msg).startsWith('stem cells python3/sandbox/none:'),
+    );
+    expect(resized.map((line) => String(line.reason))).toContainEqual(
+      expect.stringContaining(`${PER_RUNTIME} deployed functions without an instance`),
+    );
+  });
+
+  it('distinct idle Node and Python functions called at the same moment all answer, each from a ready cell', async () => {
     const before = await takenByRuntime();
+    const missesBefore = (await defaultPools()).reduce((sum, pool) => sum + pool.misses, 0);
     const responses = await Promise.all(names.map((name) => invoke(hearth.url, name, { method: 'POST' })));
     for (const [index, response] of responses.entries()) {
       expect(response.status, `${names[index]}: ${response.text}`).toBe(200);
@@ -77,6 +109,8 @@ describe('a burst of cold starts', () => {
     const after = await takenByRuntime();
     expect((after.node20 ?? 0) - (before.node20 ?? 0)).toBeGreaterThanOrEqual(PER_RUNTIME);
     expect((after.python3 ?? 0) - (before.python3 ?? 0)).toBeGreaterThanOrEqual(PER_RUNTIME);
+    // The floor had a cell ready for each: none of them waited for a runtime to boot.
+    expect((await defaultPools()).reduce((sum, pool) => sum + pool.misses, 0)).toBe(missesBefore);
   });
 
   it('the same functions answer again from the instances the burst started', async () => {

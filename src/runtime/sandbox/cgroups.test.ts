@@ -56,6 +56,20 @@ describe('cgroups', () => {
     expect(cgroups.oomKills('cell1')).toBe(1);
   });
 
+  it('a sandbox booted in the background has the least CPU weight until it is hastened or bound (issue 11)', () => {
+    const mount = fakeMount('cpu memory pids');
+    const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(mount, 'cgroup2', 'rw'));
+    const [root] = cgroups.roots;
+    cgroups.create('refill', 256, true);
+    const weight = (id: string): string => readFileSync(join(root ?? '', id, 'cpu.weight'), 'utf8');
+    expect(weight('refill')).toBe('1');
+    cgroups.foreground('refill');
+    expect(weight('refill')).toBe('100');
+    cgroups.create('refill2', 256, true);
+    cgroups.apply('refill2', LIMITS);
+    expect(weight('refill2')).toBe('100');
+  });
+
   it('prefers a v1 hierarchy to v2 and says which wall no controller holds', () => {
     const v2 = fakeMount('memory');
     const memory = fakeMount('');
@@ -110,12 +124,14 @@ describe('cgroups', () => {
     const platform = join(root, `platform-${process.pid}`);
     expect(readFileSync(join(platform, 'cpu.shares'), 'utf8')).toBe('10240');
     expect(readFileSync(join(platform, 'cgroup.procs'), 'utf8')).toBe(String(process.pid));
-    const [cell = ''] = cgroups.create('cell1', 256);
+    const [cell = ''] = cgroups.create('cell1', 256, true);
+    const shares = (): string => readFileSync(join(cell, 'cpu.shares'), 'utf8');
     const idle = (): string => readFileSync(join(cell, 'cpu.idle'), 'utf8');
-    // A stem cell boots as background work; bound, it competes at full weight.
-    expect(idle()).toBe('1');
+    // A refill boots as background work; bound, it competes at the default weight.
+    expect(shares()).toBe('2');
     cgroups.apply('cell1', LIMITS);
-    expect(idle()).toBe('0');
+    expect(shares()).toBe('1024');
+    writeFileSync(join(cell, 'cpu.idle'), '0');
     writeFileSync(join(cell, 'cpu.stat'), 'nr_periods 10\nnr_throttled 0\nthrottled_time 0\n');
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(idle()).toBe('0');
@@ -146,6 +162,7 @@ describe('cgroups', () => {
     const [cell = ''] = cgroups.create('cell1', 256);
     cgroups.apply('cell1', { ...LIMITS, cpu: 64 });
     const idle = (): string => readFileSync(join(cell, 'cpu.idle'), 'utf8');
+    writeFileSync(join(cell, 'cpu.idle'), '0');
     writeFileSync(join(cell, 'cpu.stat'), 'usage_usec 1000\nnr_periods 0\nnr_throttled 0\n');
     await new Promise((resolve) => setTimeout(resolve, 300));
     // A little CPU: a neighbour answering its requests keeps its full weight.

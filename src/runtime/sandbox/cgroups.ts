@@ -25,9 +25,10 @@
  * (`platformCpuCgroup: true`): a platform started by a service manager (a systemd unit's cgroup) stays
  * where it was put, so the unit's `CPUQuota=` and `MemoryMax=` go on holding it; `start` says which.
  *
- * A stem cell boots marked `cpu.idle` and is made a full competitor when it is bound (`apply`): booting
- * an interpreter ahead of demand is background work, and a replacement booting after a kill (a memory
- * bomb's, again and again) must not delay warm instances answering their requests.
+ * A stem cell booted to refill a pool (`create(…, background)`) boots at the least CPU weight and gets the
+ * default one back when a cold start waits for it (`foreground`) or when it is bound: booting an
+ * interpreter ahead of demand is background work, and a replacement booting after a kill (a memory bomb's,
+ * again and again) must not delay warm instances answering their requests.
  *
  * Helper processes the platform starts for sandboxes are born in a sandbox's cgroup, never in the
  * platform's (ten times a sandbox's weight): a sandbox's slirp4netns, its nft and nsenter commands join
@@ -77,6 +78,15 @@ const REMOVE_TRIES = 20;
 const CPU_PERIOD_US = 20_000;
 /** The kernel's least quota (1 ms): at a 20 ms period a `limits.cpu` below 0.05 rounds up to it. */
 const MIN_QUOTA_US = 1000;
+/**
+ * A sandbox booting in the background (a stem-cell refill): the least weight (v1 shares 2, v2 weight 1), so
+ * it runs on CPU time nothing else of the platform wants. Measured (issue 11): 100 cold starts at once took
+ * ~800 ms each while the pool's refills booted at full weight beside their binds.
+ */
+const BACKGROUND_SHARES = 2;
+const BACKGROUND_WEIGHT = 1;
+const DEFAULT_SHARES = 1024;
+const DEFAULT_WEIGHT = 100;
 /** The platform's own cgroup under the cpu controller (`-<pid>`: a killed run's is told from the live one's). */
 const PLATFORM_GROUP_PREFIX = 'platform-';
 /** The cgroup of helpers shared by many sandboxes (fork servers): the default weight, one sandbox's. */
@@ -167,8 +177,12 @@ export class Cgroups {
   /** The bound sandboxes whose throttling is watched (those with a CPU quota). */
   private readonly throttling = new Map<string, Throttling>();
   private throttleWatch: NodeJS.Timeout | undefined;
-  /** Sandboxes created idle (stem cells) and not yet bound: `apply` makes them full competitors. */
-  private readonly bootingIdle = new Set<string>();
+  /** Sandboxes created in the background whose CPU weight is still the least (`create`, `foreground`). */
+  private readonly background = new Set<string>();
+  /** v1 sandboxes whose CFS period `create` wrote, so that `apply` writes only the quota on the bind's path. */
+  private readonly periodSet = new Set<string>();
+  /** v1: whether the memory controller has `memory.memsw.*` (swap accounting), once a bind has looked. */
+  private memsw: boolean | undefined;
 
   /**
    * `mountinfo` and `selfCgroup` stand for /proc/self/mountinfo and /proc/self/cgroup (tests give layouts
@@ -288,18 +302,31 @@ export class Cgroups {
     }
   }
 
-  /** Creates the cgroups of one sandbox; returns the directories its launcher joins. */
-  create(id: string, defaultPids: number): string[] {
+  /**
+   * Creates the cgroups of one sandbox; returns the directories its launcher joins. A `background` one gets
+   * the least CPU weight until `foreground` (or `apply`).
+   */
+  create(id: string, defaultPids: number, background = false): string[] {
     const dirs: string[] = [];
     for (const controller of this.controllers) {
       const dir = join(controller.root, id);
       mkdirSync(dir, { recursive: true });
       // Even an unbound stem cell cannot fork without bound.
       if (controller.wall === 'pids') write(dir, 'pids.max', String(defaultPids));
-      // Booting ahead of demand yields to everything else (see the module comment); where the kernel has
-      // no cpu.idle (before 5.15) it boots at the default weight, as before.
-      if (controller.wall === 'cpu' && this.throttleWatch !== undefined && writeQuietly(dir, 'cpu.idle', '1'))
-        this.bootingIdle.add(id);
+      else if (controller.wall === 'cpu') {
+        // The period now, off the bind's path (no quota yet: the period alone limits nothing).
+        if (controller.version === 1 && writeQuietly(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US)))
+          this.periodSet.add(id);
+        if (
+          background &&
+          writeQuietly(
+            dir,
+            controller.version === 2 ? 'cpu.weight' : 'cpu.shares',
+            String(controller.version === 2 ? BACKGROUND_WEIGHT : BACKGROUND_SHARES),
+          )
+        )
+          this.background.add(id);
+      }
       dirs.push(dir);
     }
     return dirs;
@@ -326,19 +353,32 @@ export class Cgroups {
     return [dir];
   }
 
+  /** Gives a sandbox created in the background the default CPU weight again. */
+  foreground(id: string): void {
+    const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
+    if (cpu === undefined || !this.background.delete(id)) return;
+    writeQuietly(
+      join(cpu.root, id),
+      cpu.version === 2 ? 'cpu.weight' : 'cpu.shares',
+      String(cpu.version === 2 ? DEFAULT_WEIGHT : DEFAULT_SHARES),
+    );
+  }
+
   /** Sets a bound sandbox's limits; throws naming the file it could not write. */
   apply(id: string, limits: CgroupLimits): void {
     for (const controller of this.controllers) {
       const dir = join(controller.root, id);
       if (controller.wall === 'pids') write(dir, 'pids.max', String(limits.pids));
       else if (controller.wall === 'cpu') {
+        // A cell booted in the background competes at the default weight once it serves a function.
+        this.foreground(id);
         const quota = Math.max(MIN_QUOTA_US, Math.round(limits.cpu * CPU_PERIOD_US));
         if (controller.version === 2) write(dir, 'cpu.max', `${quota} ${CPU_PERIOD_US}`);
         else {
-          write(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US));
+          // Written at `create` already; again only if that did not take (the quota must not exceed it).
+          if (!this.periodSet.has(id)) write(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US));
           write(dir, 'cpu.cfs_quota_us', String(quota));
         }
-        if (this.bootingIdle.delete(id)) write(dir, 'cpu.idle', '0');
         if (this.throttleWatch !== undefined && !this.throttling.has(id))
           this.throttling.set(id, {
             periods: 0,
@@ -356,8 +396,9 @@ export class Cgroups {
       } else {
         // memsw (memory + swap) must never be below the memory limit: set the memory limit first.
         write(dir, 'memory.limit_in_bytes', String(limits.memoryBytes));
-        if (existsSync(join(dir, 'memory.memsw.limit_in_bytes')))
-          write(dir, 'memory.memsw.limit_in_bytes', String(limits.memoryBytes));
+        // Whether swap is accounted is the kernel's, the same for every cgroup: looked up once.
+        this.memsw ??= existsSync(join(dir, 'memory.memsw.limit_in_bytes'));
+        if (this.memsw) write(dir, 'memory.memsw.limit_in_bytes', String(limits.memoryBytes));
         else write(dir, 'memory.swappiness', '0');
       }
     }
@@ -378,7 +419,8 @@ export class Cgroups {
 
   /** Removes a sandbox's cgroups once its processes are gone, killing any that outlived it. */
   async remove(id: string): Promise<void> {
-    this.bootingIdle.delete(id);
+    this.background.delete(id);
+    this.periodSet.delete(id);
     for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
   }
 
@@ -412,7 +454,8 @@ export class Cgroups {
     if (this.throttleWatch !== undefined) clearTimeout(this.throttleWatch);
     this.throttleWatch = undefined;
     this.throttling.clear();
-    this.bootingIdle.clear();
+    this.background.clear();
+    this.periodSet.clear();
     const platform = this.platformGroup;
     if (platform !== undefined) {
       // Back where it was started, so its own cgroup is empty and can go with the rest.

@@ -42,6 +42,7 @@ import {
   type NetworkMode,
   type NetworkPolicy,
   type ResourceLimits,
+  type StartOptions,
   type WallStatus,
 } from '../index.js';
 import { GuestProcess } from '../ipc/guest-process.js';
@@ -243,7 +244,13 @@ export class SandboxIsolation implements Isolation {
     return SLOT_DIR;
   }
 
-  start(launch: LaunchSpec, slot: Slot, network: NetworkMode): GuestProcess {
+  /** Lifts a background stem cell's boot to the default CPU weight (a cold start is waiting for it). */
+  hasten(guest: GuestProcess): void {
+    const id = this.cgroupOf.get(guest);
+    if (id !== undefined) this.cgroups?.foreground(id);
+  }
+
+  start(launch: LaunchSpec, slot: Slot, network: NetworkMode, options: StartOptions = {}): GuestProcess {
     const zygote = this.zygoteFor(launch);
     const guestCommand = [
       launch.command,
@@ -286,7 +293,8 @@ export class SandboxIsolation implements Isolation {
     ];
     const niced = atFunctionPriority(this.bwrap, args);
     const cgroupId = `${slot.id}-${randomBytes(3).toString('hex')}`;
-    const cgroupDirs = this.cgroups?.create(cgroupId, this.options.pids ?? DEFAULT_PIDS) ?? [];
+    const cgroupDirs =
+      this.cgroups?.create(cgroupId, this.options.pids ?? DEFAULT_PIDS, options.background === true) ?? [];
     // The sandbox is inside its cgroups before it forks.
     const command = joiningCgroups(cgroupDirs, niced.command, niced.args);
     const seccomp = this.openSeccomp();

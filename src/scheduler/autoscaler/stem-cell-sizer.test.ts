@@ -12,13 +12,17 @@ const TIMING: AutoscalerTiming = {
   maxScaleDownRate: 2,
 };
 
-function pool(target: number, bootMs?: number): SizablePool & { target: number; misses: number } {
+function pool(
+  target: number,
+  bootMs?: number,
+  runtime = 'node20',
+): SizablePool & { target: number; misses: number } {
   return {
     target,
     misses: 0,
     stats() {
       return {
-        runtime: 'node20',
+        runtime,
         isolation: 'sandbox',
         network: 'none',
         target: this.target,
@@ -118,5 +122,87 @@ describe('StemCellSizer', () => {
     // Made (no longer announced): back to the configured size.
     sizer.tick(pools);
     expect(node.target).toBe(2);
+  });
+
+  describe('the floor sized from memory (issue 11)', () => {
+    const MiB = 1024 ** 2;
+    const floor = (memoryBytes: number) => ({
+      perIdleFunction: 1,
+      memoryBytes,
+      cellBytes: (runtime: string) => (runtime === 'python3' ? 6 * MiB : 9 * MiB),
+    });
+
+    it('keeps a cell ready per deployed function without an instance, beyond the burst maximum', () => {
+      const sizer = new StemCellSizer(TIMING, 8, floor(1024 * MiB));
+      const node = pool(2);
+      const python = pool(2, undefined, 'python3');
+      const pools = new Map([
+        ['node20/sandbox/none', node],
+        ['python3/sandbox/none', python],
+      ]);
+      const changes = sizer.tick(
+        pools,
+        new Map([
+          ['node20/sandbox/none', 24],
+          ['python3/sandbox/none', 30],
+        ]),
+      );
+      expect(node.target).toBe(24);
+      expect(python.target).toBe(30);
+      expect(changes[0]?.reason).toContain('24 deployed functions without an instance');
+    });
+
+    it('shares its memory among the pools in proportion when the idle functions would hold more', () => {
+      // 100 node cells (900 MiB) and 100 python cells (600 MiB) want 1500 MiB; 750 MiB is half of that.
+      const sizer = new StemCellSizer(TIMING, 8, floor(750 * MiB));
+      const node = pool(2);
+      const python = pool(2, undefined, 'python3');
+      const pools = new Map([
+        ['node20/sandbox/none', node],
+        ['python3/sandbox/none', python],
+      ]);
+      const changes = sizer.tick(
+        pools,
+        new Map([
+          ['node20/sandbox/none', 100],
+          ['python3/sandbox/none', 100],
+        ]),
+      );
+      expect(node.target).toBe(50);
+      expect(python.target).toBe(50);
+      expect(changes[0]?.reason).toContain('bounded by stemCellFloor.memory');
+    });
+
+    it('holds no floor for pools whose cells cost more than a runtime: egress, container images', () => {
+      const sizer = new StemCellSizer(TIMING, 8, floor(1024 * MiB));
+      const outbound = { ...pool(1), stats: () => ({ ...pool(1).stats(), network: 'outbound' }) };
+      const pools = new Map([['node20/sandbox/outbound/128Mi', outbound]]);
+      expect(sizer.tick(pools, new Map([['node20/sandbox/outbound/128Mi', 20]]))).toEqual([]);
+      expect(outbound.target).toBe(1);
+    });
+
+    it('lets the cells go a stable window after the functions got instances, and never wakes a pool set to 0', () => {
+      const sizer = new StemCellSizer(TIMING, 8, floor(1024 * MiB));
+      const node = pool(2);
+      const off = pool(0, undefined, 'python3');
+      const pools = new Map([
+        ['node20/sandbox/none', node],
+        ['python3/sandbox/none', off],
+      ]);
+      sizer.tick(
+        pools,
+        new Map([
+          ['node20/sandbox/none', 12],
+          ['python3/sandbox/none', 12],
+        ]),
+      );
+      expect(node.target).toBe(12);
+      expect(off.target).toBe(0);
+      // Each of them now has an instance: the floor is held for a stable window (20 ticks), then released.
+      for (let i = 0; i < 19; i++) sizer.tick(pools, new Map());
+      expect(node.target).toBe(12);
+      sizer.tick(pools, new Map());
+      expect(node.target).toBe(2);
+    });
   });
 });

@@ -10,6 +10,12 @@
  *   long, and on a busy machine a boot takes several hundred milliseconds;
  * and on top, one cell per start the autoscaler has announced (`expectStart`: a pre-warm due within two boot
  *   times), so that the pre-warm's cell is booted ahead of it instead of taken from the unpredicted starts.
+ *
+ * Under all of these lies a floor sized from memory, not from starts (`StemCellFloor`): a ready cell for each
+ * deployed function with no instance (each is one cold start away), up to a share of the node's memory. The
+ * reactive sizing answers a burst only after its first misses, and a miss boots a runtime on the spot (Node
+ * ~80 ms of CPU, Python ~30 ms): 24 idle functions called back to back missed 2-7 times, 100 called at once
+ * 84 times (issue 11). An idle cell costs ~6-8 MiB PSS; memory is what a node has plenty of.
  */
 
 import { type AutoscalerTiming, formatMs } from './policy.js';
@@ -38,6 +44,16 @@ export interface SizablePool {
   setTarget(target: number): void;
 }
 
+/** The floor of every pool: cells for the idle deployed functions, bounded by memory (see the module comment). */
+export interface StemCellFloor {
+  /** Ready cells per deployed function that has no instance (0 turns the floor off). */
+  readonly perIdleFunction: number;
+  /** The most memory the floor's cells may hold, all pools together (bytes). */
+  readonly memoryBytes: number;
+  /** What one idle cell of a runtime costs (PSS, bytes). */
+  cellBytes(runtime: string): number;
+}
+
 export interface StemCellResize {
   readonly runtime: string;
   readonly isolation: string;
@@ -54,6 +70,8 @@ interface Sizing {
   readonly bursts: SlidingWindow;
   /** Starts per tick over `RATE_WINDOWS` stable windows. */
   readonly rate: SlidingWindow;
+  /** The memory floor per tick over a stable window (`StemCellFloor`). */
+  readonly floors: SlidingWindow;
   /** Cells added because starts found the pool empty: steady churn the burst figure does not see. */
   missBoost: number;
   misses: number;
@@ -70,9 +88,39 @@ export class StemCellSizer {
 
   constructor(
     private readonly timing: AutoscalerTiming,
-    /** The most cells a pool grows to. */
+    /** The most cells a pool grows to by its starts (the floor may hold more). */
     private readonly max: number,
+    private readonly floor?: StemCellFloor,
   ) {}
+
+  /**
+   * Each pool's floor: `perIdleFunction` cells per idle function filed under its key, all of them scaled down
+   * together when they would hold more than `floor.memoryBytes`.
+   */
+  floors(
+    pools: ReadonlyMap<string, SizablePool>,
+    idleFunctions: ReadonlyMap<string, number>,
+  ): Map<string, number> {
+    const floors = new Map<string, number>();
+    const floor = this.floor;
+    if (floor === undefined || floor.perIdleFunction <= 0) return floors;
+    let bytes = 0;
+    for (const [key, pool] of pools) {
+      const stats = pool.stats();
+      // Only the sandboxed pools without a network of their own, whose cells cost what `cellBytes` says: a
+      // cell with egress has a slirp4netns beside it, an image's a prepared container (tens of MiB).
+      if (stats.isolation !== 'sandbox' || stats.network !== 'none' || stats.runtime === 'image') continue;
+      const wanted = Math.ceil((idleFunctions.get(key) ?? 0) * floor.perIdleFunction);
+      if (wanted === 0) continue;
+      floors.set(key, wanted);
+      bytes += wanted * floor.cellBytes(stats.runtime);
+    }
+    if (bytes > floor.memoryBytes) {
+      const scale = floor.memoryBytes / bytes;
+      for (const [key, wanted] of floors) floors.set(key, Math.floor(wanted * scale));
+    }
+    return floors;
+  }
 
   /** One instance start that took a cell from pool `key` (`runtime/isolation/network`). */
   noteStart(key: string): void {
@@ -89,8 +137,13 @@ export class StemCellSizer {
     else list.push(inMs);
   }
 
-  tick(pools: ReadonlyMap<string, SizablePool>): StemCellResize[] {
+  /** `idleFunctions`: per pool key, the deployed functions with no instance that would start from it. */
+  tick(
+    pools: ReadonlyMap<string, SizablePool>,
+    idleFunctions: ReadonlyMap<string, number> = new Map(),
+  ): StemCellResize[] {
     const changes: StemCellResize[] = [];
+    const floors = this.floors(pools, idleFunctions);
     const stableTicks = Math.ceil(this.timing.stableWindowMs / this.timing.tickMs);
     const panicTicks = Math.max(1, Math.round(this.timing.panicWindowMs / this.timing.tickMs));
     for (const [key, pool] of pools) {
@@ -102,6 +155,7 @@ export class StemCellSizer {
           perTick: new SlidingWindow(panicTicks),
           bursts: new SlidingWindow(stableTicks),
           rate: new SlidingWindow(RATE_WINDOWS * stableTicks),
+          floors: new SlidingWindow(stableTicks),
           missBoost: 0,
           misses: pool.stats().misses ?? 0,
           calmTicks: 0,
@@ -133,14 +187,16 @@ export class StemCellSizer {
       const bootMs = stats.bootMs ?? 0;
       const announced = this.expected.get(key)?.filter((inMs) => inMs <= 2 * bootMs + this.timing.tickMs);
       const soon = announced?.length ?? 0;
-      const target =
-        sizing.base === 0
-          ? 0
-          : Math.max(
-              sizing.base,
-              Math.min(this.max, Math.max(peak, sizing.base + sizing.missBoost, reserve) + soon),
-            );
+      // A floor that falls (functions got instances) is let go after a stable window, as a burst's peak is.
+      sizing.floors.push(floors.get(key) ?? 0);
+      const floor = sizing.floors.max();
+      const reactive = Math.max(
+        sizing.base,
+        Math.min(this.max, Math.max(peak, sizing.base + sizing.missBoost, reserve) + soon),
+      );
+      const target = sizing.base === 0 ? 0 : Math.max(reactive, floor);
       if (target === sizing.target) continue;
+      const idle = idleFunctions.get(key) ?? 0;
       pool.setTarget(target);
       changes.push({
         runtime: stats.runtime,
@@ -149,9 +205,11 @@ export class StemCellSizer {
         from: sizing.target,
         to: target,
         reason:
-          target > sizing.target
-            ? `${peak} instance starts within ${formatMs(this.timing.panicWindowMs)}${missed > 0 ? `, ${missed} of them found the pool empty` : ''}${reserve > 0 ? `, ${reserve} for the starts while one boots (${formatMs(bootMs)})` : ''}${soon > 0 ? `, ${soon} pre-warm${soon === 1 ? '' : 's'} due` : ''}: keeping ${target} ready (max ${this.max})`
-            : `at most ${peak} starts within ${formatMs(this.timing.panicWindowMs)} over the last ${formatMs(this.timing.stableWindowMs)}${soon > 0 ? `, ${soon} pre-warm${soon === 1 ? '' : 's'} due` : ''}: back towards ${sizing.base}`,
+          floor > reactive
+            ? `${idle} deployed function${idle === 1 ? '' : 's'} without an instance: keeping ${target} ready (the floor${floor < Math.ceil(idle * (this.floor?.perIdleFunction ?? 0)) ? ', bounded by stemCellFloor.memory' : ''})`
+            : target > sizing.target
+              ? `${peak} instance starts within ${formatMs(this.timing.panicWindowMs)}${missed > 0 ? `, ${missed} of them found the pool empty` : ''}${reserve > 0 ? `, ${reserve} for the starts while one boots (${formatMs(bootMs)})` : ''}${soon > 0 ? `, ${soon} pre-warm${soon === 1 ? '' : 's'} due` : ''}: keeping ${target} ready (max ${this.max})`
+              : `at most ${peak} starts within ${formatMs(this.timing.panicWindowMs)} over the last ${formatMs(this.timing.stableWindowMs)}${soon > 0 ? `, ${soon} pre-warm${soon === 1 ? '' : 's'} due` : ''}: back towards ${sizing.base}`,
       });
       sizing.target = target;
     }
