@@ -5,6 +5,7 @@
  * with SIGKILL is seen dead and the others keep serving.
  */
 
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, startNats } from '../support/broker-processes.mjs';
@@ -25,6 +26,18 @@ import { type RunningPostgres, startPostgres } from '../support/postgres.js';
 import { type RunningRedis, startRedis } from '../support/redis.js';
 
 const NAME = 'node-version';
+/** The master key every node shares, so a secret one node seals the others open. */
+const MASTER_KEY = randomBytes(32).toString('hex');
+const PASSWORD = `pw-${randomBytes(6).toString('hex')}`;
+const READER = {
+  'hearth.yaml':
+    'apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: reader }\nspec: { runtime: node20, secrets: [{ name: db, env: { DB_PASSWORD: password } }] }\n',
+  'index.mjs': `export default () => {
+  console.log('reader ran');
+  return { password: process.env.DB_PASSWORD };
+};
+`,
+};
 
 let network: TestNetwork;
 let postgres: RunningPostgres;
@@ -57,6 +70,7 @@ function startNode(i: number, dataDir?: string): Promise<Hearth> {
   return startHearth({
     prefix: network.hosts[i]?.prefix ?? [],
     args: nodeArgs(i),
+    env: { HEARTH_MASTER_KEY: MASTER_KEY },
     ...(dataDir === undefined ? {} : { dataDir }),
   });
 }
@@ -141,6 +155,51 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
     await eventually('n1 to refuse the revoked key', async () =>
       (await api(n1.url, readable, asViewer)).status === 401 ? true : undefined,
     );
+  });
+
+  it('a secret set on n0 reaches the functions n1 and n2 start, and a change set on n1 too', async () => {
+    const [n0, n1, n2] = nodes as [Hearth, Hearth, Hearth];
+    const admin = { authorization: `Bearer ${adminKey}` };
+    const setSecret = async (on: Hearth, password: string) => {
+      const set = await api(on.url, '/api/v1/namespaces/default/secrets/db', {
+        method: 'PUT',
+        json: { stringData: { password } },
+        headers: admin,
+      });
+      expect(set.status, set.text).toBe(200);
+    };
+    await setSecret(n0, PASSWORD);
+    const folder = await makeFolder(READER);
+    try {
+      const deployed = await fetch(`${n0.url}/api/v1/namespaces/default/functions/reader/deploy`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/gzip', ...admin },
+        body: await packFolder(folder.dir),
+      });
+      expect(deployed.status, await deployed.text()).toBe(200);
+    } finally {
+      await folder.cleanup();
+    }
+    // Listed on every node (PostgreSQL), sealed: no node answers with the value.
+    const listed = await api(n2.url, '/api/v1/secrets', { headers: admin });
+    expect(listed.text).toContain('"db"');
+    expect(listed.text).not.toContain(PASSWORD);
+    for (const node of [n1, n2]) {
+      const answer = await invoke(node.url, 'reader');
+      expect(answer.status, answer.text).toBe(200);
+      // Run by the node asked (a forwarded answer would name the node that ran it).
+      expect(answer.headers.get('x-hearth-node')).toBeNull();
+      expect(answer.json()).toEqual({ password: PASSWORD });
+    }
+    // A change made on n1 reaches the next instance n2 starts.
+    await setSecret(n1, `${PASSWORD}-2`);
+    const released = await api(n2.url, `${functionApiPath('reader')}/instances`, {
+      method: 'DELETE',
+      headers: admin,
+    });
+    expect(released.status, released.text).toBe(200);
+    const changed = await invoke(n2.url, 'reader');
+    expect(changed.json()).toEqual({ password: `${PASSWORD}-2` });
   });
 
   it('a node killed with SIGKILL is seen dead, and the others keep serving', async () => {
