@@ -593,6 +593,14 @@ export async function startPlatform(
         recordRequest: (request, response, action) => recordRequest(audit, request, response, action),
         recordRefused: (request, status, reason) => recordRefusedLogin(audit, request, status, reason),
       },
+      ...(cluster === undefined
+        ? {}
+        : {
+            clusterLogs: {
+              nodeId: cluster.nodeId,
+              fetchPeers: (pathAndQuery, authorization) => cluster.fetchPeerLogs(pathAndQuery, authorization),
+            },
+          }),
     },
     version,
   );

@@ -13,6 +13,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { ClusterConfig } from '../config.js';
+import { NODE_LOGS_HEADER, type PeerLogs } from '../control/api/context.js';
+import type { LogRecord } from '../control/api/types.js';
 import type { CodeStore } from '../control/packages/index.js';
 import type { StoredVersion } from '../control/store/index.js';
 import type { DeployedVersion } from '../domain/deployment.js';
@@ -69,6 +71,8 @@ interface SwitchWaiter {
   readonly pending: Set<string>;
   readonly done: () => void;
 }
+/** How long a logs request waits for another node's part before naming it unreachable. */
+const PEER_LOGS_TIMEOUT_MS = 5_000;
 /** A missed change notice is caught up by this timer at the latest. */
 const RESYNC_MS = 10_000;
 
@@ -372,6 +376,43 @@ export class Cluster {
         warn(`cluster: taking over from node ${lost} failed: ${(error as Error).message}`);
       }
     }
+  }
+
+  /**
+   * A function's logs request (path and query) asked of every other live node, for its own records
+   * (`NODE_LOGS_HEADER`), with the caller's credentials (keys are shared). A node that does not answer in
+   * PEER_LOGS_TIMEOUT_MS, or answers with an error, is reported by name rather than left out silently.
+   */
+  async fetchPeerLogs(pathAndQuery: string, authorization: string | undefined): Promise<PeerLogs[]> {
+    const peers = this.nodes().filter((node) => !node.self);
+    return Promise.all(
+      peers.map(async (peer): Promise<PeerLogs> => {
+        try {
+          const response = await fetch(`${peer.url.replace(/\/$/, '')}${pathAndQuery}`, {
+            headers: {
+              [NODE_LOGS_HEADER]: '1',
+              ...(authorization === undefined ? {} : { authorization }),
+            },
+            signal: AbortSignal.timeout(PEER_LOGS_TIMEOUT_MS),
+          });
+          const text = await response.text();
+          if (!response.ok)
+            return { node: peer.id, error: `answered ${response.status}: ${text.slice(0, 200)}` };
+          const body = JSON.parse(text) as { items?: unknown };
+          if (!Array.isArray(body.items)) return { node: peer.id, error: 'answered without items' };
+          return { node: peer.id, items: body.items as LogRecord[] };
+        } catch (error) {
+          const failure = error as Error;
+          return {
+            node: peer.id,
+            error:
+              failure.name === 'TimeoutError'
+                ? `no answer within ${PEER_LOGS_TIMEOUT_MS / 1000}s`
+                : `${failure.message}${failure.cause instanceof Error ? ` (${failure.cause.message})` : ''}`,
+          };
+        }
+      }),
+    );
   }
 
   /** Every live node, this one included. */

@@ -18,6 +18,7 @@ import {
   invoke,
   makeFolder,
   packFolder,
+  runCli,
   startHearth,
   type TempFolder,
 } from '../support/hearth.js';
@@ -47,6 +48,11 @@ let configDir: TempFolder;
 const nodes: Hearth[] = [];
 /** Beyond loopback the API needs a key: the first node makes and prints it, the others read it from PostgreSQL. */
 let adminKey: string;
+
+interface LogsAnswer {
+  readonly items: readonly { readonly node?: string; readonly time: string; readonly message: string }[];
+  readonly nodes?: { readonly answered: string[]; readonly unreachable: { node: string; reason: string }[] };
+}
 
 function nodeArgs(i: number): string[] {
   return [
@@ -202,11 +208,44 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
     expect(changed.json()).toEqual({ password: `${PASSWORD}-2` });
   });
 
+  it('the logs of invocations run on n1 and n2 are read through n0, each line marked with its node', async () => {
+    const [n0] = nodes as [Hearth];
+    const path = `${functionApiPath('reader')}/logs?q=reader%20ran`;
+    const read = await eventually('n0 to gather the reader lines of n1 and n2', async () => {
+      const answer = await api<LogsAnswer>(n0.url, path, {
+        headers: { authorization: `Bearer ${adminKey}` },
+      });
+      expect(answer.status, answer.text).toBe(200);
+      const counts = { n1: 0, n2: 0 };
+      for (const item of answer.body.items) if (item.node === 'n1' || item.node === 'n2') counts[item.node]++;
+      // n1 ran it once, n2 twice (its second instance started after the secret changed).
+      return counts.n1 === 1 && counts.n2 === 2 ? answer.body : undefined;
+    });
+    expect(read.nodes).toEqual({ answered: ['n0', 'n1', 'n2'], unreachable: [] });
+    const times = read.items.map((item) => item.time);
+    expect(times).toEqual([...times].sort());
+    const cli = await runCli(['logs', 'reader', '--grep', 'reader ran'], {
+      url: n0.url,
+      env: { HEARTH_API_KEY: adminKey },
+    });
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout.match(/ n1 .*reader ran/g)?.length).toBe(1);
+    expect(cli.stdout.match(/ n2 .*reader ran/g)?.length).toBe(2);
+  });
+
   it('a node killed with SIGKILL is seen dead, and the others keep serving', async () => {
     const victim = nodes[2] as Hearth;
     const exited = new Promise((resolve) => victim.process.once('exit', resolve));
     victim.process.kill('SIGKILL');
     await exited;
+    // Still a member for n0 until its heartbeats have been silent for deadAfter: its logs are missing,
+    // and the answer says so rather than leaving its lines out silently.
+    const logs = await api<LogsAnswer>(nodes[0]?.url as string, `${functionApiPath('reader')}/logs`, {
+      headers: { authorization: `Bearer ${adminKey}` },
+    });
+    expect(logs.status, logs.text).toBe(200);
+    expect(logs.body.nodes?.unreachable.map((entry) => entry.node)).toEqual(['n2']);
+    expect(logs.body.items.some((item) => item.node === 'n1')).toBe(true);
     for (const node of nodes.slice(0, 2)) {
       await eventually(
         `${node.url} to see n2 gone`,

@@ -1,7 +1,7 @@
 /** @module `hearth logs NAME`: a function's log lines, filtered, or followed live until Ctrl-C. */
 
 import type { Command } from 'commander';
-import type { ListResponse, LogRecord } from '../../control/api/types.js';
+import type { LogListResponse, LogRecord } from '../../control/api/types.js';
 import { parseDuration } from '../../domain/units.js';
 import { type ApiClient, ensureOk, isAbort } from '../client.js';
 import { CliError } from '../errors.js';
@@ -62,8 +62,11 @@ async function logs(name: string, options: LogsOptions, { io, version }: Command
   };
   const print = recordPrinter(options, io);
   if (options.follow !== true) {
-    const response = await client.json<ListResponse<LogRecord>>(path, { query });
+    const response = await client.json<LogListResponse>(path, { query });
     for (const record of response.items) print(record);
+    // Cluster mode: a node that did not answer is named, so missing lines are never mistaken for none.
+    for (const { node, reason } of response.nodes?.unreachable ?? [])
+      io.stderr.write(`warning: node ${node} did not answer (${reason}); its lines are missing\n`);
     return;
   }
   await follow(client, path, { ...query, follow: '1' }, print, io);
@@ -121,7 +124,8 @@ export function formatRecord(record: LogRecord, style: Style): string {
       : record.stream === 'system'
         ? style.yellow('system|')
         : style.dim('stdout|');
-  const prefix = `${style.dim(record.time)} ${invocation} ${marker} `;
+  const node = record.node === undefined ? '' : ` ${record.node}`;
+  const prefix = `${style.dim(record.time)}${node} ${invocation} ${marker} `;
   const lines = record.message.replace(/\r?\n$/, '').split(/\r?\n/);
   return lines.map((line) => `${prefix}${line}\n`).join('');
 }

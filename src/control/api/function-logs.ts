@@ -7,8 +7,9 @@ import { invalidField } from '../../domain/errors.js';
 import { parseDuration } from '../../domain/units.js';
 import { sendJson } from '../../gateway/index.js';
 import type { LogQuery } from '../../observe/index.js';
-import { type ApiContext, existing, refFrom } from './context.js';
+import { type ApiContext, type ClusterLogs, existing, NODE_LOGS_HEADER, refFrom } from './context.js';
 import type { Route } from './router.js';
+import type { LogRecord } from './types.js';
 
 const DEFAULT_LIMIT = 200;
 const MAX_LIMIT = 10_000;
@@ -20,12 +21,27 @@ export function functionLogs(context: ApiContext): Route {
     access: { action: 'logs' },
     summary:
       'Function logs (?since=10m|ISO, ?until=ISO, ?invocation=ID, ?q=TEXT, ?limit=N, ?after=ID, ?follow=1)',
-    handle: (request) => {
+    handle: async (request) => {
       const ref = refFrom(request);
       existing(context, ref);
       const query = parseLogQuery(ref.namespace, ref.name, request.query);
       const backlog = context.logs.query(query);
       const follow = ['1', 'true'].includes(request.query.get('follow') ?? '');
+      const cluster = request.req.headers[NODE_LOGS_HEADER] === undefined ? context.clusterLogs : undefined;
+      if (!follow && cluster !== undefined) {
+        sendJson(
+          request.res,
+          200,
+          await gathered(
+            cluster,
+            request.req.url ?? '',
+            request.req.headers.authorization,
+            backlog,
+            query.limit,
+          ),
+        );
+        return;
+      }
       if (!follow) {
         sendJson(request.res, 200, { items: backlog });
         return;
@@ -49,6 +65,42 @@ export function functionLogs(context: ApiContext): Route {
         stop();
       });
     },
+  };
+}
+
+/**
+ * Cluster mode: this node's records and every other live node's, each marked with its node, merged by
+ * time, the newest `limit` of them kept (as on one node). A node that did not answer is named in
+ * `nodes.unreachable`, so a gap is never silent. Record ids are per node: `?after=` cursors are too.
+ */
+async function gathered(
+  cluster: ClusterLogs,
+  pathAndQuery: string,
+  authorization: string | undefined,
+  own: readonly LogRecord[],
+  limit: number,
+): Promise<{
+  items: (LogRecord & { node: string })[];
+  nodes: { answered: string[]; unreachable: { node: string; reason: string }[] };
+}> {
+  const peers = await cluster.fetchPeers(pathAndQuery, authorization);
+  const items = own.map((record) => ({ ...record, node: cluster.nodeId }));
+  const answered = [cluster.nodeId];
+  const unreachable: { node: string; reason: string }[] = [];
+  for (const peer of peers) {
+    if ('error' in peer) {
+      unreachable.push({ node: peer.node, reason: peer.error });
+      continue;
+    }
+    answered.push(peer.node);
+    for (const record of peer.items) items.push({ ...record, node: peer.node });
+  }
+  items.sort((a, b) =>
+    a.time < b.time ? -1 : a.time > b.time ? 1 : a.node < b.node ? -1 : a.node > b.node ? 1 : a.id - b.id,
+  );
+  return {
+    items: items.slice(Math.max(0, items.length - limit)),
+    nodes: { answered: answered.sort(), unreachable },
   };
 }
 
