@@ -734,6 +734,7 @@ export async function startPlatform(
     info: (message) => logger.info(message),
     warn: (message) => logger.warn(message),
     reloadSecurity: () => security.reload(),
+    followGateways: () => events.api.gateways.follow(),
   });
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },

@@ -53,6 +53,8 @@ export interface ClusterParts {
   readonly warn: (message: string) => void;
   /** Re-reads API keys and namespaces (another node changed them). */
   readonly reloadSecurity: () => void;
+  /** Brings this node's EventGateways (routes, ports, event listeners) in line with the store. */
+  readonly followGateways: () => Promise<void>;
 }
 
 const SUBJECT_PREFIX = 'hearth.cluster';
@@ -242,11 +244,16 @@ export class Cluster {
           }
           return;
         }
+        if (notice.change.kind === 'gateway') {
+          this.followGateways(parts);
+          return;
+        }
         void reconciler.sync();
       },
     });
     this.resync = setInterval(() => {
       void reconciler.sync();
+      this.followGateways(parts);
       try {
         parts.reloadSecurity();
       } catch (error) {
@@ -359,6 +366,14 @@ export class Cluster {
         };
       },
     });
+  }
+
+  private followGateways(parts: ClusterParts): void {
+    parts
+      .followGateways()
+      .catch((error: unknown) =>
+        parts.warn(`cluster: cannot follow the EventGateways changed elsewhere: ${(error as Error).message}`),
+      );
   }
 
   /** Tells the lost-node listeners of `lost`, on the node that is to take over from it. */

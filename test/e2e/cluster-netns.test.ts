@@ -233,6 +233,49 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
     expect(cli.stdout.match(/ n2 .*reader ran/g)?.length).toBe(2);
   });
 
+  it('an EventGateway made on n0 serves on n1 and n2 at once, its own port too, and stops when n0 deletes it', async () => {
+    const [n0, n1, n2] = nodes as [Hearth, Hearth, Hearth];
+    const admin = { authorization: `Bearer ${adminKey}` };
+    // Each node is in its own network namespace: all three may listen on the same extra port.
+    const port = 20_000 + Math.floor(Math.random() * 10_000);
+    const gateway = {
+      apiVersion: 'hearth.dev/v1',
+      kind: 'EventGateway',
+      metadata: { name: 'vault' },
+      spec: { protocols: [{ http: { port } }], functions: [{ name: 'reader', match: { path: '/vault' } }] },
+    };
+    const made = await api(n0.url, '/api/v1/namespaces/default/gateways/vault', {
+      method: 'PUT',
+      json: gateway,
+      headers: admin,
+    });
+    expect(made.status, made.text).toBeLessThan(300);
+    const status = async (url: string): Promise<number | string> =>
+      fetch(url).then(
+        (answer) => answer.status,
+        (error: Error) => `unreachable: ${error.message}`,
+      );
+    for (const [i, node] of [n1, n2].entries()) {
+      const extra = `http://${network.hosts[i + 1]?.address}:${port}/vault`;
+      await eventually(`n${i + 1} to serve /vault on its own port and its extra one`, async () =>
+        (await status(`${node.url}/vault`)) === 200 && (await status(extra)) === 200 ? true : undefined,
+      );
+    }
+    const deleted = await api(n0.url, '/api/v1/namespaces/default/gateways/vault', {
+      method: 'DELETE',
+      headers: admin,
+    });
+    expect(deleted.status, deleted.text).toBe(200);
+    for (const [i, node] of [n1, n2].entries()) {
+      const extra = `http://${network.hosts[i + 1]?.address}:${port}/vault`;
+      await eventually(`n${i + 1} to stop serving /vault and close its extra port`, async () =>
+        (await status(`${node.url}/vault`)) === 404 && String(await status(extra)).startsWith('unreachable')
+          ? true
+          : undefined,
+      );
+    }
+  });
+
   it('a node killed with SIGKILL is seen dead, and the others keep serving', async () => {
     const victim = nodes[2] as Hearth;
     const exited = new Promise((resolve) => victim.process.once('exit', resolve));
