@@ -7,6 +7,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, startNats } from '../support/broker-processes.mjs';
 import {
@@ -186,10 +187,27 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
     } finally {
       await folder.cleanup();
     }
-    // Listed on every node (PostgreSQL), sealed: no node answers with the value.
+    // Listed on every node (PostgreSQL), sealed: no node answers with the value, and the database holds
+    // only the sealed bytes.
     const listed = await api(n2.url, '/api/v1/secrets', { headers: admin });
     expect(listed.text).toContain('"db"');
     expect(listed.text).not.toContain(PASSWORD);
+    const database = new pg.Client({ connectionString: postgres.url });
+    await database.connect();
+    try {
+      const rows = await database.query<{ row: string }>('SELECT secrets::text AS row FROM secrets');
+      expect(rows.rows).toHaveLength(1);
+      const stored = rows.rows[0]?.row ?? '';
+      expect(stored).toContain('db');
+      for (const clear of [
+        PASSWORD,
+        Buffer.from(PASSWORD).toString('base64'),
+        Buffer.from(PASSWORD).toString('hex'),
+      ])
+        expect(stored.includes(clear), `${clear} in PostgreSQL`).toBe(false);
+    } finally {
+      await database.end();
+    }
     for (const node of [n1, n2]) {
       const answer = await invoke(node.url, 'reader');
       expect(answer.status, answer.text).toBe(200);
