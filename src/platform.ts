@@ -599,6 +599,8 @@ export async function startPlatform(
             clusterLogs: {
               nodeId: cluster.nodeId,
               fetchPeers: (pathAndQuery, authorization) => cluster.fetchPeerLogs(pathAndQuery, authorization),
+              followPeers: (pathAndQuery, authorization, onRecord, onLost) =>
+                cluster.followPeerLogs(pathAndQuery, authorization, onRecord, onLost),
             },
           }),
     },

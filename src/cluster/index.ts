@@ -430,6 +430,68 @@ export class Cluster {
     );
   }
 
+  /**
+   * Follows a logs request on every other live node (`follow=1`, NDJSON): each record to `onRecord`, and
+   * each node whose stream cannot start within PEER_LOGS_TIMEOUT_MS, fails or ends to `onLost`, once.
+   */
+  followPeerLogs(
+    pathAndQuery: string,
+    authorization: string | undefined,
+    onRecord: (node: string, record: LogRecord) => void,
+    onLost: (node: string, reason: string) => void,
+  ): () => void {
+    const stopped = new AbortController();
+    for (const peer of this.nodes().filter((node) => !node.self)) {
+      const own = new AbortController();
+      const abort = (): void => own.abort();
+      stopped.signal.addEventListener('abort', abort, { once: true });
+      const slow = setTimeout(
+        () => own.abort(new Error(`no answer within ${PEER_LOGS_TIMEOUT_MS / 1000}s`)),
+        PEER_LOGS_TIMEOUT_MS,
+      );
+      void (async () => {
+        try {
+          const response = await fetch(`${peer.url.replace(/\/$/, '')}${pathAndQuery}`, {
+            headers: { [NODE_LOGS_HEADER]: '1', ...(authorization === undefined ? {} : { authorization }) },
+            signal: own.signal,
+          });
+          clearTimeout(slow);
+          if (!response.ok || response.body === null) {
+            onLost(peer.id, `answered ${response.status}: ${(await response.text()).slice(0, 200)}`);
+            return;
+          }
+          const decoder = new TextDecoder();
+          let buffered = '';
+          for await (const chunk of response.body) {
+            buffered += decoder.decode(chunk as Uint8Array, { stream: true });
+            for (let newline = buffered.indexOf('\n'); newline >= 0; newline = buffered.indexOf('\n')) {
+              const line = buffered.slice(0, newline).trim();
+              buffered = buffered.slice(newline + 1);
+              if (line === '') continue;
+              try {
+                onRecord(peer.id, JSON.parse(line) as LogRecord);
+              } catch {
+                // A torn line from a node stopping: the stream's end says so.
+              }
+            }
+          }
+          if (!stopped.signal.aborted) onLost(peer.id, 'its stream ended (the node stopped or restarted)');
+        } catch (error) {
+          clearTimeout(slow);
+          if (stopped.signal.aborted) return;
+          const reason = own.signal.reason instanceof Error ? own.signal.reason : (error as Error);
+          onLost(
+            peer.id,
+            `${reason.message}${reason.cause instanceof Error ? ` (${reason.cause.message})` : ''}`,
+          );
+        } finally {
+          stopped.signal.removeEventListener('abort', abort);
+        }
+      })();
+    }
+    return () => stopped.abort();
+  }
+
   /** Every live node, this one included. */
   nodes(): ClusterNode[] {
     return this.membership?.nodes() ?? [];

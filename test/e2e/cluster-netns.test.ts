@@ -251,6 +251,40 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
     expect(cli.stdout.match(/ n2 .*reader ran/g)?.length).toBe(2);
   });
 
+  it('following the logs through n0 streams the new lines of n1 and n2 as they run', async () => {
+    const [n0, n1, n2] = nodes as [Hearth, Hearth, Hearth];
+    const stop = new AbortController();
+    const response = await fetch(`${n0.url}${functionApiPath('reader')}/logs?follow=1&q=reader%20ran`, {
+      headers: { authorization: `Bearer ${adminKey}` },
+      signal: stop.signal,
+    });
+    expect(response.status).toBe(200);
+    const lines: { node?: string; message?: string; unreachable?: unknown }[] = [];
+    const reading = (async () => {
+      let buffered = '';
+      const decoder = new TextDecoder();
+      for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+        buffered += decoder.decode(chunk, { stream: true });
+        const parts = buffered.split('\n');
+        buffered = parts.pop() ?? '';
+        for (const part of parts) if (part.trim() !== '') lines.push(JSON.parse(part));
+      }
+    })().catch(() => undefined);
+    try {
+      // The backlog first: n1's one line and n2's two.
+      await eventually('the backlog of n1 and n2', () => (lines.length >= 3 ? true : undefined));
+      for (const node of [n1, n2]) expect((await invoke(node.url, 'reader')).status).toBe(200);
+      const count = (node: string) => lines.filter((line) => line.node === node).length;
+      await eventually('the new lines of n1 and n2 to be streamed', () =>
+        count('n1') === 2 && count('n2') === 3 ? true : undefined,
+      );
+      expect(lines.filter((line) => line.unreachable !== undefined)).toEqual([]);
+    } finally {
+      stop.abort();
+      await reading;
+    }
+  });
+
   it('an EventGateway made on n0 serves on n1 and n2 at once, its own port too, and stops when n0 deletes it', async () => {
     const [n0, n1, n2] = nodes as [Hearth, Hearth, Hearth];
     const admin = { authorization: `Bearer ${adminKey}` };

@@ -72,6 +72,11 @@ async function logs(name: string, options: LogsOptions, { io, version }: Command
   await follow(client, path, { ...query, follow: '1' }, print, io);
 }
 
+/** Cluster mode: a line of the followed stream naming a node whose lines are missing. */
+interface FollowNotice {
+  readonly unreachable: { readonly node: string; readonly reason: string };
+}
+
 /** Streams records until the server ends the stream or the user interrupts; both are a clean exit. */
 async function follow(
   client: ApiClient,
@@ -88,7 +93,12 @@ async function follow(
       signal: interrupt.signal,
     });
     await ensureOk(response);
-    for await (const record of client.ndjson<LogRecord>(response)) print(record);
+    for await (const line of client.ndjson<LogRecord | FollowNotice>(response)) {
+      if ('unreachable' in line) {
+        const { node, reason } = line.unreachable;
+        io.stderr.write(`warning: node ${node} cannot be followed (${reason}); its lines are missing\n`);
+      } else print(line);
+    }
   } catch (error) {
     if (!(interrupt.signal.aborted && isAbort(error))) throw error;
   } finally {

@@ -47,6 +47,16 @@ export interface ClusterLogs {
   readonly nodeId: string;
   /** The same logs request (path and query) asked of every other live node, for its own records only. */
   fetchPeers(pathAndQuery: string, authorization: string | undefined): Promise<readonly PeerLogs[]>;
+  /**
+   * Follows the same request (`follow=1`) on every other live node: each record as it comes, and each node
+   * that cannot be followed (or stops answering) once, with why. Returns the function that stops it all.
+   */
+  followPeers(
+    pathAndQuery: string,
+    authorization: string | undefined,
+    onRecord: (node: string, record: LogRecord) => void,
+    onLost: (node: string, reason: string) => void,
+  ): () => void;
 }
 
 /** Sent on a request one node makes of another for its logs: answer with your own records only. */
