@@ -7,7 +7,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import {
   AuditLog,
   assertCryptoSupport,
@@ -122,8 +122,22 @@ export async function startPlatform(
     keyFile: config.compliance.secrets.keyFile,
     envKey: process.env.HEARTH_MASTER_KEY,
   });
+  // In cluster mode they rest in PostgreSQL, sealed under the master key every node must share: a key
+  // this node made in its own data directory is refused for sealing (the others could not open it).
+  const ownKey =
+    keyring.source !== '$HEARTH_MASTER_KEY' &&
+    config.compliance.secrets.keyFile === resolve(join(config.dataDir, 'master.key'));
   const secrets = new SecretStore({
-    file: join(config.dataDir, 'hearth.db'),
+    ...(cluster === undefined
+      ? { file: join(config.dataDir, 'hearth.db') }
+      : {
+          table: cluster.store.secretTable(),
+          shared: {
+            refusal: ownKey
+              ? `cluster mode: this node's master key is its own (${keyring.source}), so the other nodes could not open what it seals`
+              : undefined,
+          },
+        }),
     keyring,
     algorithm: config.compliance.secrets.algorithm,
   });
@@ -585,6 +599,16 @@ export async function startPlatform(
         recordRequest: (request, response, action) => recordRequest(audit, request, response, action),
         recordRefused: (request, status, reason) => recordRefusedLogin(audit, request, status, reason),
       },
+      ...(cluster === undefined
+        ? {}
+        : {
+            clusterLogs: {
+              nodeId: cluster.nodeId,
+              fetchPeers: (pathAndQuery, authorization) => cluster.fetchPeerLogs(pathAndQuery, authorization),
+              followPeers: (pathAndQuery, authorization, onRecord, onLost) =>
+                cluster.followPeerLogs(pathAndQuery, authorization, onRecord, onLost),
+            },
+          }),
     },
     version,
   );
@@ -718,6 +742,7 @@ export async function startPlatform(
     info: (message) => logger.info(message),
     warn: (message) => logger.warn(message),
     reloadSecurity: () => security.reload(),
+    followGateways: () => events.api.gateways.follow(),
   });
   logger.info(
     { url, dataDir: config.dataDir, sandbox: sandbox.unavailable === undefined, codeBinding: slots.strategy },

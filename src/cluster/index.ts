@@ -13,6 +13,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { ClusterConfig } from '../config.js';
+import { NODE_LOGS_HEADER, type PeerLogs } from '../control/api/context.js';
+import type { LogRecord } from '../control/api/types.js';
 import type { CodeStore } from '../control/packages/index.js';
 import type { StoredVersion } from '../control/store/index.js';
 import type { DeployedVersion } from '../domain/deployment.js';
@@ -51,6 +53,8 @@ export interface ClusterParts {
   readonly warn: (message: string) => void;
   /** Re-reads API keys and namespaces (another node changed them). */
   readonly reloadSecurity: () => void;
+  /** Brings this node's EventGateways (routes, ports, event listeners) in line with the store. */
+  readonly followGateways: () => Promise<void>;
 }
 
 const SUBJECT_PREFIX = 'hearth.cluster';
@@ -69,6 +73,8 @@ interface SwitchWaiter {
   readonly pending: Set<string>;
   readonly done: () => void;
 }
+/** How long a logs request waits for another node's part before naming it unreachable. */
+const PEER_LOGS_TIMEOUT_MS = 5_000;
 /** A missed change notice is caught up by this timer at the latest. */
 const RESYNC_MS = 10_000;
 
@@ -238,11 +244,16 @@ export class Cluster {
           }
           return;
         }
+        if (notice.change.kind === 'gateway') {
+          this.followGateways(parts);
+          return;
+        }
         void reconciler.sync();
       },
     });
     this.resync = setInterval(() => {
       void reconciler.sync();
+      this.followGateways(parts);
       try {
         parts.reloadSecurity();
       } catch (error) {
@@ -357,6 +368,14 @@ export class Cluster {
     });
   }
 
+  private followGateways(parts: ClusterParts): void {
+    parts
+      .followGateways()
+      .catch((error: unknown) =>
+        parts.warn(`cluster: cannot follow the EventGateways changed elsewhere: ${(error as Error).message}`),
+      );
+  }
+
   /** Tells the lost-node listeners of `lost`, on the node that is to take over from it. */
   private tellLost(lost: string, warn: (message: string) => void): void {
     if (this.membership === undefined) return;
@@ -372,6 +391,105 @@ export class Cluster {
         warn(`cluster: taking over from node ${lost} failed: ${(error as Error).message}`);
       }
     }
+  }
+
+  /**
+   * A function's logs request (path and query) asked of every other live node, for its own records
+   * (`NODE_LOGS_HEADER`), with the caller's credentials (keys are shared). A node that does not answer in
+   * PEER_LOGS_TIMEOUT_MS, or answers with an error, is reported by name rather than left out silently.
+   */
+  async fetchPeerLogs(pathAndQuery: string, authorization: string | undefined): Promise<PeerLogs[]> {
+    const peers = this.nodes().filter((node) => !node.self);
+    return Promise.all(
+      peers.map(async (peer): Promise<PeerLogs> => {
+        try {
+          const response = await fetch(`${peer.url.replace(/\/$/, '')}${pathAndQuery}`, {
+            headers: {
+              [NODE_LOGS_HEADER]: '1',
+              ...(authorization === undefined ? {} : { authorization }),
+            },
+            signal: AbortSignal.timeout(PEER_LOGS_TIMEOUT_MS),
+          });
+          const text = await response.text();
+          if (!response.ok)
+            return { node: peer.id, error: `answered ${response.status}: ${text.slice(0, 200)}` };
+          const body = JSON.parse(text) as { items?: unknown };
+          if (!Array.isArray(body.items)) return { node: peer.id, error: 'answered without items' };
+          return { node: peer.id, items: body.items as LogRecord[] };
+        } catch (error) {
+          const failure = error as Error;
+          return {
+            node: peer.id,
+            error:
+              failure.name === 'TimeoutError'
+                ? `no answer within ${PEER_LOGS_TIMEOUT_MS / 1000}s`
+                : `${failure.message}${failure.cause instanceof Error ? ` (${failure.cause.message})` : ''}`,
+          };
+        }
+      }),
+    );
+  }
+
+  /**
+   * Follows a logs request on every other live node (`follow=1`, NDJSON): each record to `onRecord`, and
+   * each node whose stream cannot start within PEER_LOGS_TIMEOUT_MS, fails or ends to `onLost`, once.
+   */
+  followPeerLogs(
+    pathAndQuery: string,
+    authorization: string | undefined,
+    onRecord: (node: string, record: LogRecord) => void,
+    onLost: (node: string, reason: string) => void,
+  ): () => void {
+    const stopped = new AbortController();
+    for (const peer of this.nodes().filter((node) => !node.self)) {
+      const own = new AbortController();
+      const abort = (): void => own.abort();
+      stopped.signal.addEventListener('abort', abort, { once: true });
+      const slow = setTimeout(
+        () => own.abort(new Error(`no answer within ${PEER_LOGS_TIMEOUT_MS / 1000}s`)),
+        PEER_LOGS_TIMEOUT_MS,
+      );
+      void (async () => {
+        try {
+          const response = await fetch(`${peer.url.replace(/\/$/, '')}${pathAndQuery}`, {
+            headers: { [NODE_LOGS_HEADER]: '1', ...(authorization === undefined ? {} : { authorization }) },
+            signal: own.signal,
+          });
+          clearTimeout(slow);
+          if (!response.ok || response.body === null) {
+            onLost(peer.id, `answered ${response.status}: ${(await response.text()).slice(0, 200)}`);
+            return;
+          }
+          const decoder = new TextDecoder();
+          let buffered = '';
+          for await (const chunk of response.body) {
+            buffered += decoder.decode(chunk as Uint8Array, { stream: true });
+            for (let newline = buffered.indexOf('\n'); newline >= 0; newline = buffered.indexOf('\n')) {
+              const line = buffered.slice(0, newline).trim();
+              buffered = buffered.slice(newline + 1);
+              if (line === '') continue;
+              try {
+                onRecord(peer.id, JSON.parse(line) as LogRecord);
+              } catch {
+                // A torn line from a node stopping: the stream's end says so.
+              }
+            }
+          }
+          if (!stopped.signal.aborted) onLost(peer.id, 'its stream ended (the node stopped or restarted)');
+        } catch (error) {
+          clearTimeout(slow);
+          if (stopped.signal.aborted) return;
+          const reason = own.signal.reason instanceof Error ? own.signal.reason : (error as Error);
+          onLost(
+            peer.id,
+            `${reason.message}${reason.cause instanceof Error ? ` (${reason.cause.message})` : ''}`,
+          );
+        } finally {
+          stopped.signal.removeEventListener('abort', abort);
+        }
+      })();
+    }
+    return () => stopped.abort();
   }
 
   /** Every live node, this one included. */

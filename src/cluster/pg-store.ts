@@ -9,6 +9,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { SecretRow, SecretTable } from '../compliance/index.js';
 import type {
   NewVersion,
   Store,
@@ -87,6 +88,16 @@ ALTER TABLE trigger_claims ALTER COLUMN done SET DEFAULT false;`,
   { id: 7, sql: QUEUE_ALIVE },
   // Dependency layers built once in the cluster and fetched by the other nodes (pg-layers.ts).
   { id: 8, sql: LAYER_TABLES },
+  // Secrets (issue 13) shared by every node: sealed as the embedded store seals them, under the master
+  // key the nodes share ($HEARTH_MASTER_KEY); PostgreSQL never holds a value in clear.
+  {
+    id: 9,
+    sql: `
+CREATE TABLE secrets (
+  namespace TEXT NOT NULL, name TEXT NOT NULL, keys TEXT NOT NULL, algorithm TEXT NOT NULL,
+  key_id TEXT NOT NULL, sealed BYTEA NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+  PRIMARY KEY (namespace, name));`,
+  },
 ];
 
 /** Claims are kept this long (a node that restarts re-plans from the shared last fire, not from them). */
@@ -610,6 +621,66 @@ export class PostgresStore implements Store, SecurityStore {
     ])[1] as { value: Uint8Array }[];
     if (row === undefined) throw new Error('the token secret was not stored');
     return Buffer.from(row.value.buffer, row.value.byteOffset, row.value.byteLength);
+  }
+
+  // --- secrets (src/compliance/secrets.ts) ----------------------------------------------------------
+
+  /**
+   * The cluster's secrets, sealed. Read at each instance start (no copy kept on the nodes), so a secret
+   * set on any node reaches the next instance any node starts, with nothing to propagate.
+   */
+  secretTable(): SecretTable {
+    const rows = (found: Record<string, unknown>[]): SecretRow[] =>
+      found.map((row) => {
+        const sealed = row.sealed as Uint8Array;
+        return {
+          ...(row as unknown as SecretRow),
+          sealed: Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength),
+        };
+      });
+    return {
+      get: (namespace, name) =>
+        rows(this.db.query('SELECT * FROM secrets WHERE namespace = $1 AND name = $2', [namespace, name]))[0],
+      list: (namespace) =>
+        rows(
+          namespace === undefined
+            ? this.db.query('SELECT * FROM secrets ORDER BY namespace, name')
+            : this.db.query('SELECT * FROM secrets WHERE namespace = $1 ORDER BY name', [namespace]),
+        ),
+      upsert: (row) => {
+        this.db.query(
+          `INSERT INTO secrets (namespace, name, keys, algorithm, key_id, sealed, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (namespace, name) DO UPDATE SET keys = EXCLUDED.keys, algorithm = EXCLUDED.algorithm,
+             key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed, updated_at = EXCLUDED.updated_at`,
+          [
+            row.namespace,
+            row.name,
+            row.keys,
+            row.algorithm,
+            row.key_id,
+            row.sealed,
+            row.created_at,
+            row.updated_at,
+          ],
+        );
+      },
+      restore: (row) => {
+        this.db.query(
+          `UPDATE secrets SET keys = $1, algorithm = $2, key_id = $3, sealed = $4, updated_at = $5
+           WHERE namespace = $6 AND name = $7`,
+          [row.keys, row.algorithm, row.key_id, row.sealed, row.updated_at, row.namespace, row.name],
+        );
+      },
+      delete: (namespace, name) =>
+        this.db.query('DELETE FROM secrets WHERE namespace = $1 AND name = $2 RETURNING name', [
+          namespace,
+          name,
+        ]).length > 0,
+      transaction: (work) => this.transaction(work),
+      // The store is closed by the platform, last.
+      close: () => undefined,
+    };
   }
 
   private changed(change: StoreChange): void {

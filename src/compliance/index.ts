@@ -21,7 +21,13 @@ export { type ComplianceConfig, complianceConfigSchema, resolveCompliance } from
 export { assertCryptoSupport, missingAlgorithms } from './crypto-check.js';
 export { Keyring } from './keyring.js';
 export { auditDetail, auditInvocations, recordRefusedLogin, recordRequest } from './recorder.js';
-export { SECRET_FILES_ENV, SecretStore, type SecretSummary } from './secrets.js';
+export {
+  SECRET_FILES_ENV,
+  type SecretRow,
+  SecretStore,
+  type SecretSummary,
+  type SecretTable,
+} from './secrets.js';
 export {
   generateSigningKey,
   keyIdOf,

@@ -44,48 +44,63 @@ CREATE TABLE IF NOT EXISTS secrets (
   PRIMARY KEY (namespace, name)
 );`;
 
-interface SecretRow {
-  namespace: string;
-  name: string;
-  keys: string;
-  algorithm: SealAlgorithm;
-  key_id: string;
-  sealed: Buffer;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface SecretStoreOptions {
-  /** The platform's SQLite file (hearth.db). */
-  readonly file: string;
-  readonly keyring: Keyring;
+/** A stored secret: only ever sealed; the table never sees a value in clear. */
+export interface SecretRow {
+  readonly namespace: string;
+  readonly name: string;
+  /** JSON array of the key names. */
+  readonly keys: string;
   readonly algorithm: SealAlgorithm;
+  readonly key_id: string;
+  readonly sealed: Buffer;
+  readonly created_at: string;
+  readonly updated_at: string;
 }
 
-export class SecretStore {
-  private readonly db: Database.Database;
-  private readonly keyring: Keyring;
-  private readonly algorithm: SealAlgorithm;
+/**
+ * Where sealed secrets rest: the platform's SQLite file (embedded mode), or PostgreSQL in cluster mode
+ * (src/cluster/pg-store.ts), so a secret set on any node reaches every node's functions.
+ */
+export interface SecretTable {
+  get(namespace: string, name: string): SecretRow | undefined;
+  list(namespace?: string): SecretRow[];
+  /** Inserts, or replaces all but `created_at` of the row already there. */
+  upsert(row: SecretRow): void;
+  /** Puts back exactly `row` over the existing one (an undone apply). */
+  restore(row: SecretRow): void;
+  delete(namespace: string, name: string): boolean;
+  transaction(work: () => void): void;
+  close(): void;
+}
 
-  constructor(options: SecretStoreOptions) {
-    this.db = new Database(options.file);
+/** Secrets in the platform's SQLite file, on their own connection. */
+class SqliteSecretTable implements SecretTable {
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');
     // Deleted rows' pages are zeroed, so an old sealed value does not linger in the file's free pages.
     this.db.pragma('secure_delete = ON');
     this.db.exec(SCHEMA);
-    this.keyring = options.keyring;
-    this.algorithm = options.algorithm;
   }
 
-  /** Creates or replaces a secret; returns what the previous one was, sealed, for undoing an apply. */
-  put(namespace: string, name: string, values: ReadonlyMap<string, Buffer>): SecretSummary {
-    const now = new Date().toISOString();
-    const plain = Buffer.from(
-      JSON.stringify(Object.fromEntries([...values].map(([key, value]) => [key, value.toString('base64')]))),
-    );
-    const sealed = seal(this.algorithm, this.keyring.current, plain, aadOf(namespace, name));
-    plain.fill(0);
+  get(namespace: string, name: string): SecretRow | undefined {
+    return this.db.prepare('SELECT * FROM secrets WHERE namespace = ? AND name = ?').get(namespace, name) as
+      | SecretRow
+      | undefined;
+  }
+
+  list(namespace?: string): SecretRow[] {
+    return (
+      namespace === undefined
+        ? this.db.prepare('SELECT * FROM secrets ORDER BY namespace, name').all()
+        : this.db.prepare('SELECT * FROM secrets WHERE namespace = ? ORDER BY name').all(namespace)
+    ) as SecretRow[];
+  }
+
+  upsert(row: SecretRow): void {
     this.db
       .prepare(
         `INSERT INTO secrets (namespace, name, keys, algorithm, key_id, sealed, created_at, updated_at)
@@ -94,53 +109,24 @@ export class SecretStore {
            key_id = excluded.key_id, sealed = excluded.sealed, updated_at = excluded.updated_at`,
       )
       .run(
-        namespace,
-        name,
-        JSON.stringify([...values.keys()].sort()),
-        this.algorithm,
-        this.keyring.current.id,
-        sealed,
-        now,
-        now,
+        row.namespace,
+        row.name,
+        row.keys,
+        row.algorithm,
+        row.key_id,
+        row.sealed,
+        row.created_at,
+        row.updated_at,
       );
-    return this.summary(namespace, name) as SecretSummary;
   }
 
-  /** Applies several secrets in one transaction; the returned undo puts back exactly what was there. */
-  putAll(
-    items: readonly { namespace: string; name: string; values: ReadonlyMap<string, Buffer> }[],
-  ): () => void {
-    const previous = items.map((item) => ({ item, row: this.row(item.namespace, item.name) }));
-    this.db.transaction(() => {
-      for (const { namespace, name, values } of items) this.put(namespace, name, values);
-    })();
-    return () =>
-      this.db.transaction(() => {
-        for (const { item, row } of previous) {
-          if (row === undefined) this.delete(item.namespace, item.name);
-          else
-            this.db
-              .prepare(
-                `UPDATE secrets SET keys = ?, algorithm = ?, key_id = ?, sealed = ?, updated_at = ?
-                 WHERE namespace = ? AND name = ?`,
-              )
-              .run(row.keys, row.algorithm, row.key_id, row.sealed, row.updated_at, row.namespace, row.name);
-        }
-      })();
-  }
-
-  summary(namespace: string, name: string): SecretSummary | undefined {
-    const row = this.row(namespace, name);
-    return row === undefined ? undefined : summaryOf(row);
-  }
-
-  list(namespace?: string): SecretSummary[] {
-    const rows = (
-      namespace === undefined
-        ? this.db.prepare('SELECT * FROM secrets ORDER BY namespace, name').all()
-        : this.db.prepare('SELECT * FROM secrets WHERE namespace = ? ORDER BY name').all(namespace)
-    ) as SecretRow[];
-    return rows.map(summaryOf);
+  restore(row: SecretRow): void {
+    this.db
+      .prepare(
+        `UPDATE secrets SET keys = ?, algorithm = ?, key_id = ?, sealed = ?, updated_at = ?
+         WHERE namespace = ? AND name = ?`,
+      )
+      .run(row.keys, row.algorithm, row.key_id, row.sealed, row.updated_at, row.namespace, row.name);
   }
 
   delete(namespace: string, name: string): boolean {
@@ -149,11 +135,114 @@ export class SecretStore {
     );
   }
 
+  transaction(work: () => void): void {
+    this.db.transaction(work)();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+export interface SecretStoreOptions {
+  /** The platform's SQLite file (hearth.db), or the cluster's shared table. */
+  readonly file?: string;
+  readonly table?: SecretTable;
+  readonly keyring: Keyring;
+  readonly algorithm: SealAlgorithm;
+  /**
+   * Cluster mode: every node seals and opens with the same master key. Set with why this node may not
+   * seal (its key is its own, made in its data directory), or undefined when its key is a shared one.
+   */
+  readonly shared?: { readonly refusal: string | undefined };
+}
+
+/** Where the cluster's nodes are told how to share a master key (README "Running on several machines"). */
+const SHARED_KEY_HINT =
+  'every node of a cluster needs the same master key: set $HEARTH_MASTER_KEY (64 hex digits, e.g. from `openssl rand -hex 32`) to the same value on every node, or point secrets.keyFile at the same key on each';
+
+export class SecretStore {
+  private readonly db: SecretTable;
+  private readonly keyring: Keyring;
+  private readonly algorithm: SealAlgorithm;
+  private readonly shared: { readonly refusal: string | undefined } | undefined;
+
+  constructor(options: SecretStoreOptions) {
+    if (options.table === undefined && options.file === undefined)
+      throw new Error('SecretStore: a file or a table is needed');
+    this.db = options.table ?? new SqliteSecretTable(options.file as string);
+    this.keyring = options.keyring;
+    this.algorithm = options.algorithm;
+    this.shared = options.shared;
+  }
+
+  /** Creates or replaces a secret; returns what the previous one was, sealed, for undoing an apply. */
+  put(namespace: string, name: string, values: ReadonlyMap<string, Buffer>): SecretSummary {
+    this.assertMaySeal();
+    const now = new Date().toISOString();
+    const plain = Buffer.from(
+      JSON.stringify(Object.fromEntries([...values].map(([key, value]) => [key, value.toString('base64')]))),
+    );
+    const sealed = seal(this.algorithm, this.keyring.current, plain, aadOf(namespace, name));
+    plain.fill(0);
+    this.db.upsert({
+      namespace,
+      name,
+      keys: JSON.stringify([...values.keys()].sort()),
+      algorithm: this.algorithm,
+      key_id: this.keyring.current.id,
+      sealed,
+      created_at: now,
+      updated_at: now,
+    });
+    return this.summary(namespace, name) as SecretSummary;
+  }
+
+  /** Applies several secrets in one transaction; the returned undo puts back exactly what was there. */
+  putAll(
+    items: readonly { namespace: string; name: string; values: ReadonlyMap<string, Buffer> }[],
+  ): () => void {
+    if (items.length > 0) this.assertMaySeal();
+    const previous = items.map((item) => ({ item, row: this.row(item.namespace, item.name) }));
+    this.db.transaction(() => {
+      for (const { namespace, name, values } of items) this.put(namespace, name, values);
+    });
+    return () =>
+      this.db.transaction(() => {
+        for (const { item, row } of previous) {
+          if (row === undefined) this.delete(item.namespace, item.name);
+          else this.db.restore(row);
+        }
+      });
+  }
+
+  summary(namespace: string, name: string): SecretSummary | undefined {
+    const row = this.row(namespace, name);
+    return row === undefined ? undefined : summaryOf(row);
+  }
+
+  list(namespace?: string): SecretSummary[] {
+    return this.db.list(namespace).map(summaryOf);
+  }
+
+  delete(namespace: string, name: string): boolean {
+    return this.db.delete(namespace, name);
+  }
+
   /** The secret's values, opened; undefined when it does not exist. */
   values(namespace: string, name: string): Map<string, Buffer> | undefined {
     const row = this.row(namespace, name);
     if (row === undefined) return undefined;
-    const plain = open(this.keyring.keys, row.sealed, aadOf(namespace, name));
+    let plain: Buffer;
+    try {
+      plain = open(this.keyring.keys, row.sealed, aadOf(namespace, name));
+    } catch (error) {
+      if (this.shared === undefined) throw error;
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `secret ${namespace}/${name}: ${(error as Error).message}; ${SHARED_KEY_HINT}`,
+      );
+    }
     const parsed = JSON.parse(plain.toString('utf8')) as Record<string, string>;
     plain.fill(0);
     return new Map(Object.entries(parsed).map(([key, value]) => [key, Buffer.from(value, 'base64')]));
@@ -164,11 +253,14 @@ export class SecretStore {
    * crash interrupted. Each row moves in its own small transaction, readable under either key meanwhile.
    */
   rotateKey(): { readonly keyId: string; readonly resealed: number } {
+    if (this.shared !== undefined)
+      throw new HearthError(
+        'HEARTH_E_UNSUPPORTED',
+        'hearth secret rotate-key is not available in cluster mode yet: every node would need the new key at once; the master key stays as set on every node',
+      );
     const next = this.keyring.beginRotation();
     let resealed = 0;
-    const stale = this.db
-      .prepare('SELECT namespace, name FROM secrets WHERE key_id != ?')
-      .all(next.id) as Pick<SecretRow, 'namespace' | 'name'>[];
+    const stale = this.db.list().filter((row) => row.key_id !== next.id);
     for (const { namespace, name } of stale) {
       this.db.transaction(() => {
         const values = this.values(namespace, name);
@@ -179,20 +271,15 @@ export class SecretStore {
             Object.fromEntries([...values].map(([key, value]) => [key, value.toString('base64')])),
           ),
         );
-        this.db
-          .prepare(
-            'UPDATE secrets SET key_id = ?, sealed = ?, algorithm = ? WHERE namespace = ? AND name = ?',
-          )
-          .run(
-            next.id,
-            seal(this.algorithm, next, plain, aadOf(namespace, name)),
-            this.algorithm,
-            row.namespace,
-            row.name,
-          );
+        this.db.restore({
+          ...row,
+          key_id: next.id,
+          sealed: seal(this.algorithm, next, plain, aadOf(namespace, name)),
+          algorithm: this.algorithm,
+        });
         plain.fill(0);
         resealed++;
-      })();
+      });
     }
     this.keyring.finishRotation();
     return { keyId: next.id, resealed };
@@ -200,8 +287,8 @@ export class SecretStore {
 
   /** Secrets sealed under a key that is not loaded (a changed `$HEARTH_MASTER_KEY`), for a start-up warning. */
   unreadable(): string[] {
-    const rows = this.db.prepare('SELECT namespace, name, sealed FROM secrets').all() as SecretRow[];
-    return rows
+    return this.db
+      .list()
       .filter((row) => !this.keyring.keys.has(sealedKeyId(row.sealed)))
       .map((row) => `${row.namespace}/${row.name}`);
   }
@@ -279,9 +366,40 @@ export class SecretStore {
   }
 
   private row(namespace: string, name: string): SecretRow | undefined {
-    return this.db.prepare('SELECT * FROM secrets WHERE namespace = ? AND name = ?').get(namespace, name) as
-      | SecretRow
-      | undefined;
+    return this.db.get(namespace, name);
+  }
+
+  /**
+   * Cluster mode: a node seals only under the key the cluster shares. Its own data-directory key would
+   * make values the other nodes cannot open, so it is refused, as is a key that differs from the one the
+   * secrets already stored were sealed under (a node started with another $HEARTH_MASTER_KEY).
+   */
+  private assertMaySeal(): void {
+    if (this.shared === undefined) return;
+    if (this.shared.refusal !== undefined)
+      throw new HearthError('HEARTH_E_VALIDATION', `${this.shared.refusal}; ${SHARED_KEY_HINT}`, {
+        details: { field: 'HEARTH_MASTER_KEY', value: null, expected: 'the same master key on every node' },
+      });
+    const foreign = [
+      ...new Set(
+        this.db
+          .list()
+          .map((row) => sealedKeyId(row.sealed))
+          .filter((id) => !this.keyring.keys.has(id)),
+      ),
+    ];
+    if (foreign.length > 0)
+      throw new HearthError(
+        'HEARTH_E_VALIDATION',
+        `this node's master key (id ${this.keyring.current.id}, from ${this.keyring.source}) is not the one the cluster's secrets are sealed under (id ${foreign.join(', ')}); ${SHARED_KEY_HINT}`,
+        {
+          details: {
+            field: 'HEARTH_MASTER_KEY',
+            value: this.keyring.current.id,
+            expected: `master key id ${foreign.join(', ')}`,
+          },
+        },
+      );
   }
 }
 

@@ -123,6 +123,17 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
     expect(answer.body.items.find((item) => item.id === 'c')?.url).toBe(node('c').url);
   });
 
+  it('a secret is refused by a node whose master key is its own, naming $HEARTH_MASTER_KEY', async () => {
+    // These nodes run without $HEARTH_MASTER_KEY: each made a key in its data dir, which the others lack.
+    const set = await api(node('b').url, '/api/v1/namespaces/default/secrets/db', {
+      method: 'PUT',
+      json: { stringData: { password: 'not-stored' } },
+    });
+    expect(set.status, set.text).toBe(400);
+    expect(set.text).toContain('$HEARTH_MASTER_KEY');
+    expect((await api<{ items: unknown[] }>(node('a').url, '/api/v1/secrets')).body.items).toEqual([]);
+  });
+
   it('a function deployed on node a is served by b and c as soon as the deploy answers', async () => {
     const deployed = await deployFolder(node('a').url, join(FIXTURES, NAME), { name: NAME });
     expect(deployed.status).toBe(200);

@@ -1,7 +1,7 @@
 /** @module `hearth logs NAME`: a function's log lines, filtered, or followed live until Ctrl-C. */
 
 import type { Command } from 'commander';
-import type { ListResponse, LogRecord } from '../../control/api/types.js';
+import type { LogListResponse, LogRecord } from '../../control/api/types.js';
 import { parseDuration } from '../../domain/units.js';
 import { type ApiClient, ensureOk, isAbort } from '../client.js';
 import { CliError } from '../errors.js';
@@ -62,11 +62,19 @@ async function logs(name: string, options: LogsOptions, { io, version }: Command
   };
   const print = recordPrinter(options, io);
   if (options.follow !== true) {
-    const response = await client.json<ListResponse<LogRecord>>(path, { query });
+    const response = await client.json<LogListResponse>(path, { query });
     for (const record of response.items) print(record);
+    // Cluster mode: a node that did not answer is named, so missing lines are never mistaken for none.
+    for (const { node, reason } of response.nodes?.unreachable ?? [])
+      io.stderr.write(`warning: node ${node} did not answer (${reason}); its lines are missing\n`);
     return;
   }
   await follow(client, path, { ...query, follow: '1' }, print, io);
+}
+
+/** Cluster mode: a line of the followed stream naming a node whose lines are missing. */
+interface FollowNotice {
+  readonly unreachable: { readonly node: string; readonly reason: string };
 }
 
 /** Streams records until the server ends the stream or the user interrupts; both are a clean exit. */
@@ -85,7 +93,12 @@ async function follow(
       signal: interrupt.signal,
     });
     await ensureOk(response);
-    for await (const record of client.ndjson<LogRecord>(response)) print(record);
+    for await (const line of client.ndjson<LogRecord | FollowNotice>(response)) {
+      if ('unreachable' in line) {
+        const { node, reason } = line.unreachable;
+        io.stderr.write(`warning: node ${node} cannot be followed (${reason}); its lines are missing\n`);
+      } else print(line);
+    }
   } catch (error) {
     if (!(interrupt.signal.aborted && isAbort(error))) throw error;
   } finally {
@@ -121,7 +134,8 @@ export function formatRecord(record: LogRecord, style: Style): string {
       : record.stream === 'system'
         ? style.yellow('system|')
         : style.dim('stdout|');
-  const prefix = `${style.dim(record.time)} ${invocation} ${marker} `;
+  const node = record.node === undefined ? '' : ` ${record.node}`;
+  const prefix = `${style.dim(record.time)}${node} ${invocation} ${marker} `;
   const lines = record.message.replace(/\r?\n$/, '').split(/\r?\n/);
   return lines.map((line) => `${prefix}${line}\n`).join('');
 }

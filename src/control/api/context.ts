@@ -12,6 +12,7 @@ import type { EventsApi } from '../events/index.js';
 import type { Store, StoredFunction } from '../store/index.js';
 import type { ImagesApi } from './images.js';
 import type { ApiRequest } from './router.js';
+import type { LogRecord } from './types.js';
 
 export interface ApiContext {
   readonly store: Store;
@@ -31,7 +32,35 @@ export interface ApiContext {
   readonly compliance?: ComplianceApi;
   /** Image uploads and registry logins (issue 17); their routes exist only with it. */
   readonly images?: ImagesApi;
+  /** Cluster mode: logs are gathered from every live node. */
+  readonly clusterLogs?: ClusterLogs;
 }
+
+/** One other node's part of a logs request: its records, or why it gave none. */
+export type PeerLogs =
+  | { readonly node: string; readonly items: readonly LogRecord[] }
+  | { readonly node: string; readonly error: string };
+
+/** Cluster mode (issue 12): a function's logs are read from every live node, not only the one asked. */
+export interface ClusterLogs {
+  /** This node's id, marked on its own records. */
+  readonly nodeId: string;
+  /** The same logs request (path and query) asked of every other live node, for its own records only. */
+  fetchPeers(pathAndQuery: string, authorization: string | undefined): Promise<readonly PeerLogs[]>;
+  /**
+   * Follows the same request (`follow=1`) on every other live node: each record as it comes, and each node
+   * that cannot be followed (or stops answering) once, with why. Returns the function that stops it all.
+   */
+  followPeers(
+    pathAndQuery: string,
+    authorization: string | undefined,
+    onRecord: (node: string, record: LogRecord) => void,
+    onLost: (node: string, reason: string) => void,
+  ): () => void;
+}
+
+/** Sent on a request one node makes of another for its logs: answer with your own records only. */
+export const NODE_LOGS_HEADER = 'x-hearth-logs-of-node';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 

@@ -3,12 +3,14 @@
  * `?follow=1` streams new lines as NDJSON after the backlog until the client disconnects.
  */
 
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { invalidField } from '../../domain/errors.js';
 import { parseDuration } from '../../domain/units.js';
 import { sendJson } from '../../gateway/index.js';
-import type { LogQuery } from '../../observe/index.js';
-import { type ApiContext, existing, refFrom } from './context.js';
+import type { LogQuery, LogStore } from '../../observe/index.js';
+import { type ApiContext, type ClusterLogs, existing, NODE_LOGS_HEADER, refFrom } from './context.js';
 import type { Route } from './router.js';
+import type { LogRecord } from './types.js';
 
 const DEFAULT_LIMIT = 200;
 const MAX_LIMIT = 10_000;
@@ -20,14 +22,33 @@ export function functionLogs(context: ApiContext): Route {
     access: { action: 'logs' },
     summary:
       'Function logs (?since=10m|ISO, ?until=ISO, ?invocation=ID, ?q=TEXT, ?limit=N, ?after=ID, ?follow=1)',
-    handle: (request) => {
+    handle: async (request) => {
       const ref = refFrom(request);
       existing(context, ref);
       const query = parseLogQuery(ref.namespace, ref.name, request.query);
       const backlog = context.logs.query(query);
       const follow = ['1', 'true'].includes(request.query.get('follow') ?? '');
+      const cluster = request.req.headers[NODE_LOGS_HEADER] === undefined ? context.clusterLogs : undefined;
+      if (!follow && cluster !== undefined) {
+        sendJson(
+          request.res,
+          200,
+          await gathered(
+            cluster,
+            request.req.url ?? '',
+            request.req.headers.authorization,
+            backlog,
+            query.limit,
+          ),
+        );
+        return;
+      }
       if (!follow) {
         sendJson(request.res, 200, { items: backlog });
+        return;
+      }
+      if (cluster !== undefined) {
+        await followCluster(cluster, context.logs, request.req, request.res, backlog, query);
         return;
       }
       const res = request.res;
@@ -50,6 +71,94 @@ export function functionLogs(context: ApiContext): Route {
       });
     },
   };
+}
+
+/**
+ * Cluster mode: this node's records and every other live node's, each marked with its node, merged by
+ * time, the newest `limit` of them kept (as on one node). A node that did not answer is named in
+ * `nodes.unreachable`, so a gap is never silent. Record ids are per node: `?after=` cursors are too.
+ */
+async function gathered(
+  cluster: ClusterLogs,
+  pathAndQuery: string,
+  authorization: string | undefined,
+  own: readonly LogRecord[],
+  limit: number,
+): Promise<{
+  items: (LogRecord & { node: string })[];
+  nodes: { answered: string[]; unreachable: { node: string; reason: string }[] };
+}> {
+  const peers = await cluster.fetchPeers(pathAndQuery, authorization);
+  const items = own.map((record) => ({ ...record, node: cluster.nodeId }));
+  const answered = [cluster.nodeId];
+  const unreachable: { node: string; reason: string }[] = [];
+  for (const peer of peers) {
+    if ('error' in peer) {
+      unreachable.push({ node: peer.node, reason: peer.error });
+      continue;
+    }
+    answered.push(peer.node);
+    for (const record of peer.items) items.push({ ...record, node: peer.node });
+  }
+  items.sort((a, b) =>
+    a.time < b.time ? -1 : a.time > b.time ? 1 : a.node < b.node ? -1 : a.node > b.node ? 1 : a.id - b.id,
+  );
+  return {
+    items: items.slice(Math.max(0, items.length - limit)),
+    nodes: { answered: answered.sort(), unreachable },
+  };
+}
+
+/**
+ * `?follow=1` in cluster mode: the gathered backlog (as without follow), then every node's new lines as
+ * they come, each marked with its node. A node that cannot be followed, or whose stream ends, is told as
+ * an NDJSON line `{"unreachable": {"node", "reason"}}`. The peers followed are the live ones at the start.
+ */
+async function followCluster(
+  cluster: ClusterLogs,
+  logs: LogStore,
+  req: IncomingMessage,
+  res: ServerResponse,
+  own: readonly LogRecord[],
+  query: LogQuery,
+): Promise<void> {
+  const startedAt = new Date().toISOString();
+  const url = new URL(req.url ?? '/', 'http://node');
+  url.searchParams.delete('follow');
+  const authorization = req.headers.authorization;
+  const first = await gathered(cluster, `${url.pathname}${url.search}`, authorization, own, query.limit);
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  for (const record of first.items) res.write(`${JSON.stringify(record)}\n`);
+  for (const unreachable of first.nodes.unreachable) res.write(`${JSON.stringify({ unreachable })}\n`);
+  // The peers' streams start from the request's start, so what their backlog already gave is skipped.
+  const seen = new Set(first.items.map((record) => `${record.node}:${record.id}`));
+  const send = (node: string, record: LogRecord): void => {
+    const key = `${node}:${record.id}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    res.write(`${JSON.stringify({ ...record, node })}\n`);
+  };
+  const stopLocal = logs.follow(
+    {
+      namespace: query.namespace,
+      function: query.function,
+      ...(query.invocationId === undefined ? {} : { invocationId: query.invocationId }),
+      ...(query.text === undefined ? {} : { text: query.text }),
+    },
+    (record) => send(cluster.nodeId, record),
+  );
+  url.searchParams.set('follow', '1');
+  url.searchParams.set('since', startedAt);
+  url.searchParams.delete('limit');
+  const stopPeers = cluster.followPeers(`${url.pathname}${url.search}`, authorization, send, (node, reason) =>
+    res.write(`${JSON.stringify({ unreachable: { node, reason } })}\n`),
+  );
+  const heartbeat = setInterval(() => res.write('\n'), 15_000);
+  res.once('close', () => {
+    clearInterval(heartbeat);
+    stopLocal();
+    stopPeers();
+  });
 }
 
 function parseLogQuery(namespace: string, name: string, params: URLSearchParams): LogQuery {

@@ -283,6 +283,16 @@ export interface LogRecord {
   readonly instanceId: string;
   readonly stream: 'stdout' | 'stderr' | 'system';
   readonly message: string;
+  /** Cluster mode: the node whose record it is (ids are per node). */
+  readonly node?: string;
+}
+
+/** The logs listing in cluster mode: which nodes answered, and which did not (their lines are missing). */
+export interface LogListResponse extends ListResponse<LogRecord> {
+  readonly nodes?: {
+    readonly answered: readonly string[];
+    readonly unreachable: readonly { readonly node: string; readonly reason: string }[];
+  };
 }
 
 /**

@@ -38,6 +38,8 @@ export interface PreparedGateway {
 export class GatewayService {
   /** Functions capped by a gateway, so a cap that disappears is lifted. */
   private capped = new Set<string>();
+  /** What this node serves of each gateway (`namespace/name` → its manifest as JSON), for `follow`. */
+  private readonly served = new Map<string, string>();
   private serial: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: GatewayServiceOptions) {}
@@ -53,6 +55,7 @@ export class GatewayService {
           false,
         );
         void this.options.triggers.syncGateway(stored.namespace, stored.name, stored.manifest);
+        this.served.set(id(stored.namespace, stored.name), JSON.stringify(stored.manifest));
       } catch (error) {
         this.options.warn(
           `gateway ${stored.namespace}/${stored.name} was not restored: ${(error as Error).message}`,
@@ -73,14 +76,44 @@ export class GatewayService {
   delete(namespace: string, name: string): Promise<boolean> {
     const run = this.serial.then(async () => {
       const existed = this.options.store.deleteGateway(namespace, name);
-      this.options.traffic.removeGateway(namespace, name);
-      this.applyCaps();
-      await this.options.listeners.release(id(namespace, name));
-      await this.options.triggers.syncGateway(namespace, name, undefined);
+      await this.stopServing(namespace, name);
       return existed;
     });
     this.serial = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Cluster mode (issue 12): another node created, changed or deleted gateways in the shared store. This
+   * node's routes, extra ports, caps and event-protocol listeners follow, without a restart; only what
+   * differs from what it serves is touched (it runs at every change notice and every resync).
+   */
+  follow(): Promise<void> {
+    return this.exclusive(async () => {
+      const stored = this.options.store.listGateways();
+      const storedIds = new Set(stored.map((gateway) => id(gateway.namespace, gateway.name)));
+      for (const key of [...this.served.keys()]) {
+        if (storedIds.has(key)) continue;
+        const [namespace = 'default', name = ''] = key.split('/');
+        await this.stopServing(namespace, name);
+      }
+      const changed = stored.filter(
+        (gateway) =>
+          this.served.get(id(gateway.namespace, gateway.name)) !== JSON.stringify(gateway.manifest),
+      );
+      if (changed.length === 0) return;
+      await this.activate(
+        changed.map(({ namespace, name, manifest }) => ({ namespace, name, manifest, unchanged: false })),
+      );
+    });
+  }
+
+  private async stopServing(namespace: string, name: string): Promise<void> {
+    this.served.delete(id(namespace, name));
+    this.options.traffic.removeGateway(namespace, name);
+    this.applyCaps();
+    await this.options.listeners.release(id(namespace, name));
+    await this.options.triggers.syncGateway(namespace, name, undefined);
   }
 
   list(namespace?: string): GatewaySummary[] {
@@ -212,8 +245,10 @@ export class GatewayService {
     }
     this.options.traffic.setGateways(gateways.map(({ manifest, namespace }) => ({ manifest, namespace })));
     this.applyCaps();
-    for (const { namespace, name, manifest } of gateways)
+    for (const { namespace, name, manifest } of gateways) {
+      this.served.set(id(namespace, name), JSON.stringify(manifest));
       void this.options.triggers.syncGateway(namespace, name, manifest);
+    }
   }
 
   private async applyNow(
