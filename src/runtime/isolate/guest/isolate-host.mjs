@@ -165,15 +165,32 @@ function takeIsolate(memoryMiB) {
   const ready = spares.get(memoryMiB);
   const slot = ready?.pop() ?? makeIsolate(memoryMiB);
   if (ready === undefined) spares.set(memoryMiB, []);
-  setImmediate(refill, memoryMiB);
+  refillLater();
   return slot;
 }
 
-function refill(memoryMiB) {
-  const ready = spares.get(memoryMiB);
-  if (ready !== undefined && ready.length < SPARES_PER_LIMIT) {
+/**
+ * Making a spare holds this thread ~1.4 ms (new ivm.Isolate alone is ~1 ms, synchronous), so it waits until
+ * the host has had no frame for REFILL_QUIET_MS: it once ran on the next immediate, before the Bound that
+ * took the spare had left (2 ms of the bind's 2.2 ms round trip), and right after, it held the function's
+ * first Invoke. Every frame read while a refill waits puts it back by as much (`quiet`, in the frame loop).
+ */
+const REFILL_QUIET_MS = 20;
+let refillTimer;
+
+function refillLater() {
+  if (refillTimer === undefined) refillTimer = setTimeout(refill, REFILL_QUIET_MS);
+  else refillTimer.refresh();
+}
+
+/** One spare per turn, so a frame that arrives meanwhile waits for one isolate at most. */
+function refill() {
+  refillTimer = undefined;
+  for (const [memoryMiB, ready] of spares) {
+    if (ready.length >= SPARES_PER_LIMIT) continue;
     ready.push(makeIsolate(memoryMiB));
-    setImmediate(refill, memoryMiB);
+    refillLater();
+    return;
   }
 }
 
@@ -493,29 +510,29 @@ function toResponse(value) {
 
 const members = new Map();
 
-channel.on(
-  'data',
-  decoder((type, id, meta, body) => {
-    if (type === T_SHUTDOWN && id === 0) {
-      flush();
-      process.exit(0);
-    }
-    if (type !== T_RELAY) return;
-    if (meta !== null && meta !== undefined && meta.open !== undefined) {
-      members.set(id, new Member(id, meta.open.files));
-      return;
-    }
-    const member = members.get(id);
-    if (member === undefined) return;
-    if (meta !== null && meta !== undefined && meta.kill === true) member.kill();
-    else member.read(body);
-  }),
-);
+const readFrames = decoder((type, id, meta, body) => {
+  if (type === T_SHUTDOWN && id === 0) {
+    flush();
+    process.exit(0);
+  }
+  if (type !== T_RELAY) return;
+  if (meta !== null && meta !== undefined && meta.open !== undefined) {
+    members.set(id, new Member(id, meta.open.files));
+    return;
+  }
+  const member = members.get(id);
+  if (member === undefined) return;
+  if (meta !== null && meta !== undefined && meta.kill === true) member.kill();
+  else member.read(body);
+});
+channel.on('data', (chunk) => {
+  // A spare's making waits for a quiet moment (refillLater): traffic puts it back.
+  refillTimer?.refresh();
+  readFrames(chunk);
+});
 channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(1));
 send(encode(T_READY, 0, { runtime: 'isolate-host', pid: process.pid, node: process.version }));
 // The usual heap limit (limits.memory's default) is made ready first.
-setImmediate(() => {
-  spares.set(128, []);
-  refill(128);
-});
+spares.set(128, []);
+refillLater();
