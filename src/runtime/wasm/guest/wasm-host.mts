@@ -13,14 +13,16 @@
  * a fresh instance (WASI command) or the function's kept instance (exported function), with the code of
  * wasm-runner.mts, on one of two kinds of thread:
  *
- * - this one, for functions found cheap: no hop to a worker and back (two thread wake-ups, a third of a
- *   cold start's time in the host), and the first request's instance is made at bind. A function (module
- *   and entry) is found cheap by its first run, on a worker, which also pays the lazy compilation of its
- *   code (shared by every thread after). Each run here is timed by V8's watchdog (node:vm's `timeout`,
- *   which interrupts wasm loops): one past INLINE_BUDGET_MS is stopped, its function is sent to the
- *   workers for good, and the request runs again there (a run is pure compute and stdio: nothing of the
- *   stopped one was seen); SLOW_STRIKES runs in a row past CHEAP_MS send it there too. So a neighbour
- *   waits for another function at most INLINE_BUDGET_MS at a time, and only until it is found out;
+ * - this one, for functions found cheap, their first request (a cold start) and any while no worker is
+ *   busy: no hop to a worker and back (two thread wake-ups, a third of a cold start's time in the host),
+ *   and the first request's instance is made at bind; under load the workers run side by side instead. A
+ *   function (module and entry) is found cheap by its first run, on a worker, which also pays the lazy
+ *   compilation of its code (shared by every thread after). Each run here is timed by V8's watchdog
+ *   (node:vm's `timeout`, which interrupts wasm loops): one past INLINE_BUDGET_MS is stopped, its
+ *   function is sent to the workers for good, and the request runs again there (a run is pure compute and
+ *   stdio: nothing of the stopped one was seen); SLOW_STRIKES runs in a row past CHEAP_MS send it there
+ *   too. So a neighbour waits for another function at most INLINE_BUDGET_MS at a time, and only until it
+ *   is found out;
  * - a few worker threads (guest/wasm-worker.mts), for the rest, so a run past its deadline is ended by
  *   terminating its worker while the others serve.
  *
@@ -134,10 +136,14 @@ const kindOf = (info: FunctionInfo): string => `${info.hash}:${info.entry}`;
 /** A first run (on a worker, compiling as it goes) up to this long lets its function try this thread. */
 const FIRST_RUN_MS = 50;
 
-/** A run of `kind` on a worker took `ms`: the first one decides whether it may try this thread. */
-function judged(kind: string, ms: number): void {
+/**
+ * A run of a function on a worker took `ms`: the first one decides whether it may try this thread. One that
+ * imports poll_oneoff never does: node:wasi sleeps in native code there, where the watchdog cannot stop it.
+ */
+function judged(info: FunctionInfo, ms: number): void {
+  const kind = kindOf(info);
   if (cheapKinds.has(kind) || slowKinds.has(kind)) return;
-  if (ms <= FIRST_RUN_MS) cheapKinds.add(kind);
+  if (ms <= FIRST_RUN_MS && !info.wasiNames.includes('poll_oneoff')) cheapKinds.add(kind);
   else slowKinds.add(kind);
 }
 /** Members whose context this thread holds. */
@@ -213,6 +219,10 @@ function runInline(pending: Pending): boolean {
   const info = member.info as FunctionInfo;
   const kind = kindOf(info);
   if (!cheapKinds.has(kind)) return false;
+  // A cold start always (its instance was made here at bind); a later run only when no worker is busy: under
+  // load the workers run side by side, and this thread has the frames to read.
+  if (member.served && !pool.idle()) return false;
+  member.served = true;
   const remaining = pending.wire[5] - Date.now();
   if (remaining < 1) return false;
   const job: Job = {
@@ -357,6 +367,13 @@ class Pool {
     lane.worker.postMessage({ job: warmJob() });
   }
 
+  /** No run is waiting or running on a worker. */
+  idle(): boolean {
+    if (this.queue.length > 0) return false;
+    for (const lane of this.lanes) if (lane.jobs.length > 0) return false;
+    return true;
+  }
+
   submit(pending: Pending): void {
     if (runInline(pending)) return;
     const lane = this.laneFor(pending.member.id);
@@ -424,8 +441,9 @@ class Pool {
         up();
       }
     } else if (pending !== undefined) {
+      pending.member.served = true;
       const info = pending.member.info;
-      if (info !== undefined) judged(kindOf(info), performance.now() - lane.startedAt);
+      if (info !== undefined) judged(info, performance.now() - lane.startedAt);
       pending.member.answer(outcome);
     }
     this.arm(lane);
@@ -526,6 +544,8 @@ function named(message: string, name: string): Error {
 class Member {
   info: FunctionInfo | undefined;
   timeoutMs = 0;
+  /** It has run a request (its cold start is over). */
+  served = false;
   /** Why its bind failed: the platform answered the Bind itself (runtime/wasm/host.ts), so each invoke says. */
   private bindError: { type: string; message: string } | undefined;
   private readonly inFlight = new Set<number>();
