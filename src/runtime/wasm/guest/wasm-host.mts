@@ -276,18 +276,21 @@ function tidyInline(): void {
     else loud.push(id);
   }
   untidy.clear();
-  for (const id of quiet) runner.tidy(id, true);
-  if (loud.length === 0) return;
-  // Timed: making the next instance may run a module's start function or a reactor's _initialize.
-  const tidyAll = (): void => {
-    for (const id of loud) runner.tidy(id, true);
+  const tidyAll = (ids: number[]) => (): void => {
+    for (const id of ids) runner.tidy(id, true);
   };
-  if (!timed(INLINE_BUDGET_MS, tidyAll)) {
-    for (const id of loud) {
-      runner.abandon(id);
-      const info = members.get(id)?.info;
-      if (info !== undefined) markSlow(kindOf(info));
-    }
+  try {
+    tidyAll(quiet)();
+    // Timed: making the next instance may run a module's start function or a reactor's _initialize.
+    if (loud.length > 0 && !timed(INLINE_BUDGET_MS, tidyAll(loud)))
+      for (const id of loud) {
+        runner.abandon(id);
+        const info = members.get(id)?.info;
+        if (info !== undefined) markSlow(kindOf(info));
+      }
+  } catch {
+    // A memory that could not be made again (the host's own limit): made, or reported, by the next request.
+    for (const id of [...quiet, ...loud]) runner.abandon(id);
   }
 }
 
