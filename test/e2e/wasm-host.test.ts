@@ -128,16 +128,19 @@ describe('wasm functions in a namespace wasm host', () => {
     expect(order).toEqual(['neighbour', 'loop']);
   });
 
-  it('runs a function found cheap on the host thread: a fresh instance each time, and a loop there is still a 504 that holds up no neighbour', async () => {
-    await deployDistinctProbe('quick', 'hearth-test-quick', 'handler: main, limits: { timeout: 1s }');
-    // The first run (on a worker) finds it cheap; the next ones run on the host's own thread.
-    for (let i = 0; i < 3; i++) {
-      const answer = await invoke(hearth.url, 'quick', { path: '/env' });
+  it("runs a cold start of a function found cheap on the host's thread: a fresh instance, and a loop there is still a 504 that holds up no neighbour", async () => {
+    // Three functions of the same bytes (their own, so the host judges them afresh).
+    for (const name of ['quick-a', 'quick-b', 'quick-c'])
+      await deployDistinctProbe(name, 'hearth-test-quick', 'handler: main, limits: { timeout: 1s }');
+    // quick-a's first run (on a worker) finds the module cheap; quick-b's cold start runs on the host thread.
+    for (const name of ['quick-a', 'quick-b']) {
+      const answer = await invoke(hearth.url, name, { path: '/env' });
       expect(answer.status, answer.text).toBe(200);
-      expect(answer.json()).toMatchObject({ function: 'quick', runs: 1 });
+      expect(answer.json()).toMatchObject({ function: name, runs: 1 });
     }
+    // quick-c's cold start loops on the host thread: stopped there, it goes on on a worker to its deadline.
     const order: string[] = [];
-    const looped = invoke(hearth.url, 'quick', { path: '/loop' }).then((answer) => {
+    const looped = invoke(hearth.url, 'quick-c', { path: '/loop' }).then((answer) => {
       order.push('loop');
       return answer;
     });
@@ -148,10 +151,13 @@ describe('wasm functions in a namespace wasm host', () => {
     expect(loop.status, loop.text).toBe(504);
     expect((loop.json() as ErrorBody).error.code).toBe('HEARTH_E_TIMEOUT');
     expect(order).toEqual(['neighbour', 'loop']);
-    // And it keeps answering (on a worker from now on).
-    const after = await invoke(hearth.url, 'quick', { path: '/env' });
-    expect(after.status, after.text).toBe(200);
-    expect(await pidOf('quick')).toBe(await pidOf('probe'));
+    // They keep answering (on the workers from now on), from the namespace's one host.
+    for (const name of ['quick-b', 'quick-c']) {
+      const after = await invoke(hearth.url, name, { path: '/env' });
+      expect(after.status, after.text).toBe(200);
+      expect(after.json()).toMatchObject({ function: name, runs: 1 });
+    }
+    expect(await pidOf('quick-c')).toBe(await pidOf('probe'));
   });
 
   it('fails a memory-hungry request with a clear error; the function and its neighbours keep answering', async () => {

@@ -13,18 +13,17 @@
  * a fresh instance (WASI command) or the function's kept instance (exported function), with the code of
  * wasm-runner.mts, on one of two kinds of thread:
  *
- * - this one, for functions found cheap, their first request (a cold start) and any while no worker is
- *   busy: no hop to a worker and back (two thread wake-ups, a third of a cold start's time in the host),
- *   and the first request's instance is made at bind; under load the workers run side by side instead. A
- *   function (module and entry) is found cheap by its first run, on a worker, which also pays the lazy
- *   compilation of its code (shared by every thread after). Each run here is timed by V8's watchdog
- *   (node:vm's `timeout`, which interrupts wasm loops): one past INLINE_BUDGET_MS is stopped, its
+ * - this one, for a function found cheap, its first request (its cold start): no hop to a worker and back
+ *   (two thread wake-ups), and its instance made at bind, while the platform turns the Bound round into
+ *   that request. A function (module and entry) is found cheap by its first run, on a worker, which also
+ *   pays the lazy compilation of its code (shared by every thread after). Each run here is timed by V8's
+ *   watchdog (node:vm's `timeout`, which interrupts wasm loops): one past INLINE_BUDGET_MS is stopped, its
  *   function is sent to the workers for good, and the request runs again there (a run is pure compute and
  *   stdio: nothing of the stopped one was seen); SLOW_STRIKES runs in a row past CHEAP_MS send it there
  *   too. So a neighbour waits for another function at most INLINE_BUDGET_MS at a time, and only until it
  *   is found out;
- * - a few worker threads (guest/wasm-worker.mts), for the rest, so a run past its deadline is ended by
- *   terminating its worker while the others serve.
+ * - a few worker threads (guest/wasm-worker.mts), for every later request, so a run past its deadline is
+ *   ended by terminating its worker while the others serve, and runs go side by side under load.
  *
  * Linear memory is capped per function by limits.memory (the memory's maximum).
  */
@@ -182,8 +181,8 @@ function markSlow(kind: string): void {
 }
 
 /**
- * Whether making `info`'s next instance runs none of its code (a WASI command without a start function): it
- * is then made without the watchdog (whose thread costs more than the instantiation).
+ * Whether making `info`'s instance runs none of its code (a WASI command without a start function): it is
+ * then made without the watchdog (whose thread costs more than the instantiation).
  */
 function quietInstantiation(info: FunctionInfo): boolean {
   return info.command && compiled.get(info.hash)?.quietInstantiation === true;
@@ -219,9 +218,9 @@ function runInline(pending: Pending): boolean {
   const info = member.info as FunctionInfo;
   const kind = kindOf(info);
   if (!cheapKinds.has(kind)) return false;
-  // A cold start always (its instance was made here at bind); a later run only when no worker is busy: under
-  // load the workers run side by side, and this thread has the frames to read.
-  if (member.served && !pool.idle()) return false;
+  // A cold start only (its instance was made here at bind): later runs go to the workers, which run side by
+  // side under load while this thread reads the frames (a watchdog thread per run here costs more then).
+  if (member.served) return false;
   member.served = true;
   const remaining = pending.wire[5] - Date.now();
   if (remaining < 1) return false;
@@ -255,43 +254,10 @@ function runInline(pending: Pending): boolean {
     if (count >= SLOW_STRIKES) markSlow(kind);
   }
   member.answer(outcome);
-  tidyLater(member.id);
+  // Its later requests run on the workers: this thread keeps nothing of it.
+  runner.forget(member.id);
+  inlineMembers.delete(member.id);
   return true;
-}
-
-/** Members run on this thread in this turn, readied for their next request after the turn's answers left. */
-const untidy = new Set<number>();
-
-function tidyLater(member: number): void {
-  if (untidy.size === 0) setImmediate(tidyInline);
-  untidy.add(member);
-}
-
-function tidyInline(): void {
-  const quiet: number[] = [];
-  const loud: number[] = [];
-  for (const id of untidy) {
-    const info = members.get(id)?.info;
-    if (info !== undefined && quietInstantiation(info)) quiet.push(id);
-    else loud.push(id);
-  }
-  untidy.clear();
-  const tidyAll = (ids: number[]) => (): void => {
-    for (const id of ids) runner.tidy(id, true);
-  };
-  try {
-    tidyAll(quiet)();
-    // Timed: making the next instance may run a module's start function or a reactor's _initialize.
-    if (loud.length > 0 && !timed(INLINE_BUDGET_MS, tidyAll(loud)))
-      for (const id of loud) {
-        runner.abandon(id);
-        const info = members.get(id)?.info;
-        if (info !== undefined) markSlow(kindOf(info));
-      }
-  } catch {
-    // A memory that could not be made again (the host's own limit): made, or reported, by the next request.
-    for (const id of [...quiet, ...loud]) runner.abandon(id);
-  }
 }
 
 // --- worker threads -----------------------------------------------------------------------------------------
@@ -368,13 +334,6 @@ class Pool {
     lane.hashes.add('warm');
     lane.jobs = [{ member: WARM_MEMBER, seq: 0, wire: WARM_WIRE, body: EMPTY }];
     lane.worker.postMessage({ job: warmJob() });
-  }
-
-  /** No run is waiting or running on a worker. */
-  idle(): boolean {
-    if (this.queue.length > 0) return false;
-    for (const lane of this.lanes) if (lane.jobs.length > 0) return false;
-    return true;
   }
 
   submit(pending: Pending): void {
@@ -702,7 +661,7 @@ function warmInline(): void {
   timed(1000, () => {
     for (let i = 0; i < 3; i++) {
       runner.runJob(job);
-      runner.tidy(0, true);
+      runner.tidy(0);
     }
   });
   runner.forget(0);

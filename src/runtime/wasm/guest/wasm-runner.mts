@@ -342,20 +342,8 @@ export function abandon(member: number): void {
   contexts.delete(member);
 }
 
-/**
- * Readies the function just run for its next request, after its answer left (off the request's path): its
- * memory zeroed and, with `ahead` (a caller that times it: instantiation may run the module's start
- * function), a WASI command's next instance made.
- */
-export function tidy(member: number, ahead: boolean): void {
+/** Zeroes the memory of the function just run, after its answer left (off the request's path). */
+export function tidy(member: number): void {
   const context = contexts.get(member);
-  if (context === undefined || context.instance !== undefined) return;
-  if (context.dirty) resetMemory(context);
-  if (ahead && context.info.command) {
-    try {
-      context.instance = instantiate(context);
-    } catch {
-      // Made again, and its error reported, by the next request.
-    }
-  }
+  if (context?.dirty === true && context.instance === undefined) resetMemory(context);
 }

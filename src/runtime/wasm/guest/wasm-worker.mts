@@ -39,6 +39,5 @@ port.on('message', (message: { job?: Job; forget?: number; forgetModule?: string
     transfer.push(body.buffer);
   }
   port.postMessage(outcome, transfer);
-  // Not ahead: an instantiation here is not timed (the host arms a lane's timer only for a posted job).
-  setImmediate(tidy, job.member, false);
+  setImmediate(tidy, job.member);
 });
