@@ -150,7 +150,7 @@ const inlineMembers = new Set<number>();
 
 let inlineTask: () => void = () => {};
 (globalThis as Record<string, unknown>).__hearthWasmInline = () => inlineTask();
-/** Compiled once: each timed call only runs it (its watchdog thread costs ~30 µs; a worker's hops ~300). */
+/** Compiled once: each timed call only runs it (its watchdog thread: ~15 µs p50 here, 1.6 ms p99 at load 40). */
 const inlineScript = new Script('__hearthWasmInline()');
 
 /** Runs `task` on this thread for at most `budgetMs`: false when V8's watchdog stopped it. */
