@@ -1,10 +1,9 @@
 /**
  * @module `runtime: wasm` with `isolation: isolate` on the real platform: the wasm functions of one namespace
  * run in one sandboxed wasm host that keeps compiled modules and instantiates per request. A cold start works
- * (both ABIs), an infinite loop is a 504 and the next request is served (on a worker thread, or on the host's
- * own thread for a function found cheap), a memory-hungry module fails with a
- * clear error while its neighbours keep answering from the same host, two namespaces never share a host, and
- * describe says what is shared.
+ * (both ABIs, and a command's instance made at bind), an infinite loop is a 504 and the next request is
+ * served, a memory-hungry module fails with a clear error while its neighbours keep answering from the same
+ * host, two namespaces never share a host, and describe says what is shared.
  */
 
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -128,17 +127,17 @@ describe('wasm functions in a namespace wasm host', () => {
     expect(order).toEqual(['neighbour', 'loop']);
   });
 
-  it("runs a cold start of a function found cheap on the host's thread: a fresh instance, and a loop there is still a 504 that holds up no neighbour", async () => {
-    // Three functions of the same bytes (their own, so the host judges them afresh).
+  it('cold-starts functions of one module on instances made at bind: a fresh one each, and a loop in a cold start is a 504 that holds up no neighbour', async () => {
+    // Three functions of the same bytes (their own: the module is new to the host).
     for (const name of ['quick-a', 'quick-b', 'quick-c'])
       await deployDistinctProbe(name, 'hearth-test-quick', 'handler: main, limits: { timeout: 1s }');
-    // quick-a's first run (on a worker) finds the module cheap; quick-b's cold start runs on the host thread.
+    // quick-a's first run compiles the module's code; quick-b's cold start finds its instance made at bind.
     for (const name of ['quick-a', 'quick-b']) {
       const answer = await invoke(hearth.url, name, { path: '/env' });
       expect(answer.status, answer.text).toBe(200);
       expect(answer.json()).toMatchObject({ function: name, runs: 1 });
     }
-    // quick-c's cold start loops on the host thread: stopped there, it goes on on a worker to its deadline.
+    // quick-c's cold start loops: its worker is ended at the deadline.
     const order: string[] = [];
     const looped = invoke(hearth.url, 'quick-c', { path: '/loop' }).then((answer) => {
       order.push('loop');
@@ -151,7 +150,7 @@ describe('wasm functions in a namespace wasm host', () => {
     expect(loop.status, loop.text).toBe(504);
     expect((loop.json() as ErrorBody).error.code).toBe('HEARTH_E_TIMEOUT');
     expect(order).toEqual(['neighbour', 'loop']);
-    // They keep answering (on the workers from now on), from the namespace's one host.
+    // They keep answering, from the namespace's one host.
     for (const name of ['quick-b', 'quick-c']) {
       const after = await invoke(hearth.url, name, { path: '/env' });
       expect(after.status, after.text).toBe(200);

@@ -9,28 +9,16 @@
  * file}}}` with the module's bytes as body (or none, when this host has that hash) opens a member,
  * `{kill: true}` ends it, `{exit}` says it ended.
  *
- * Modules are compiled once per content hash (the platform's sha-256 of the file) and kept. A request runs on
- * a fresh instance (WASI command) or the function's kept instance (exported function), with the code of
- * wasm-runner.mts, on one of two kinds of thread:
- *
- * - this one, for a function found cheap, its first request (its cold start): no hop to a worker and back
- *   (two thread wake-ups), and its instance made at bind, while the platform turns the Bound round into
- *   that request. A function (module and entry) is found cheap by its first run, on a worker, which also
- *   pays the lazy compilation of its code (shared by every thread after). Each run here is timed by V8's
- *   watchdog (node:vm's `timeout`, which interrupts wasm loops): one past INLINE_BUDGET_MS is stopped, its
- *   function is sent to the workers for good, and the request runs again there (a run is pure compute and
- *   stdio: nothing of the stopped one was seen); SLOW_STRIKES runs in a row past CHEAP_MS send it there
- *   too. So a neighbour waits for another function at most INLINE_BUDGET_MS at a time, and only until it
- *   is found out;
- * - a few worker threads (guest/wasm-worker.mts), for every later request, so a run past its deadline is
- *   ended by terminating its worker while the others serve, and runs go side by side under load.
- *
+ * Modules are compiled once per content hash (the platform's sha-256 of the file) and kept; every request
+ * runs on a fresh instance (WASI command) or the function's kept instance (exported function) in one of a
+ * few worker threads (guest/wasm-worker.mts, running wasm-runner.mts), so a run past its deadline is ended
+ * by terminating its worker while the others serve. A WASI command's first instance is made at its bind, on
+ * the worker its first request will go to, while the platform turns the Bound round into that request.
  * Linear memory is capped per function by limits.memory (the memory's maximum).
  */
 
 import { Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
-import { Script } from 'node:vm';
 import { Worker } from 'node:worker_threads';
 import {
   encodeFrame,
@@ -48,7 +36,6 @@ import {
 } from './frames.mjs';
 import { importMemory, parseHandler, warmModule } from './wasm-abi.mjs';
 import type { FunctionInfo, Job, JobOutcome } from './wasm-runner.mjs';
-import * as runner from './wasm-runner.mjs';
 
 const EMPTY = Buffer.alloc(0);
 const PAGE = 64 * 1024;
@@ -70,14 +57,6 @@ const DEADLINE_GRACE_MS = 500;
 const WORKERS =
   Number.parseInt(process.env.HEARTH_WASM_WORKERS ?? '', 10) ||
   Math.max(3, Math.min(4, availableParallelism()));
-/** The longest a run holds this thread: past it, it is stopped and its function runs on the workers. */
-const INLINE_BUDGET_MS = 5;
-/** SLOW_STRIKES runs in a row on this thread longer than this, and their function runs on the workers. */
-const CHEAP_MS = 1;
-const SLOW_STRIKES = 3;
-/** By function: its runs in a row on this thread that took longer than CHEAP_MS. */
-const strikes = new Map<string, number>();
-
 const channel = new Socket({ fd: 3, readable: true, writable: true });
 const { send, flush } = frameOutbox(channel);
 
@@ -122,144 +101,6 @@ function compile(hash: string, original: Uint8Array): Compiled {
   return entry;
 }
 
-// --- runs on this thread ----------------------------------------------------------------------------------
-
-/**
- * Functions (module hash and entry) that run on this thread: their first run, on a worker (it pays the lazy
- * compilation of the module's code, shared by every thread after it), took at most FIRST_RUN_MS.
- */
-const cheapKinds = new Set<string>();
-/** Functions that run on the workers for good: a run was slow, or was stopped. */
-const slowKinds = new Set<string>();
-const kindOf = (info: FunctionInfo): string => `${info.hash}:${info.entry}`;
-/** A first run (on a worker, compiling as it goes) up to this long lets its function try this thread. */
-const FIRST_RUN_MS = 50;
-
-/**
- * A run of a function on a worker took `ms`: the first one decides whether it may try this thread. One that
- * imports poll_oneoff never does: node:wasi sleeps in native code there, where the watchdog cannot stop it.
- */
-function judged(info: FunctionInfo, ms: number): void {
-  const kind = kindOf(info);
-  if (cheapKinds.has(kind) || slowKinds.has(kind)) return;
-  if (ms <= FIRST_RUN_MS && !info.wasiNames.includes('poll_oneoff')) cheapKinds.add(kind);
-  else slowKinds.add(kind);
-}
-/** Members whose context this thread holds. */
-const inlineMembers = new Set<number>();
-
-let inlineTask: () => void = () => {};
-(globalThis as Record<string, unknown>).__hearthWasmInline = () => inlineTask();
-/** Compiled once: each timed call only runs it (its watchdog thread: ~15 µs p50 here, 1.6 ms p99 at load 40). */
-const inlineScript = new Script('__hearthWasmInline()');
-
-/** Runs `task` on this thread for at most `budgetMs`: false when V8's watchdog stopped it. */
-function timed(budgetMs: number, task: () => void): boolean {
-  inlineTask = task;
-  try {
-    inlineScript.runInThisContext({ timeout: Math.max(1, Math.floor(budgetMs)) });
-    return true;
-  } catch (error) {
-    if ((error as { code?: unknown }).code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') return false;
-    throw error;
-  } finally {
-    inlineTask = () => {};
-  }
-}
-
-/** From now on `kind` runs on the workers; this thread drops what it held of it. */
-function markSlow(kind: string): void {
-  cheapKinds.delete(kind);
-  slowKinds.add(kind);
-  for (const id of inlineMembers) {
-    const info = members.get(id)?.info;
-    if (info === undefined || kindOf(info) === kind) {
-      runner.forget(id);
-      inlineMembers.delete(id);
-    }
-  }
-}
-
-/**
- * Whether making `info`'s instance runs none of its code (a WASI command without a start function): it is
- * then made without the watchdog (whose thread costs more than the instantiation).
- */
-function quietInstantiation(info: FunctionInfo): boolean {
-  return info.command && compiled.get(info.hash)?.quietInstantiation === true;
-}
-
-/** Makes a cheap function's context and first instance at its bind, on this thread. */
-function readyInline(member: Member, info: FunctionInfo): void {
-  const kind = kindOf(info);
-  if (!cheapKinds.has(kind)) return;
-  const module = compiled.get(info.hash)?.module;
-  inlineMembers.add(member.id);
-  let finished = true;
-  try {
-    if (quietInstantiation(info)) runner.ready(member.id, info, module);
-    else finished = timed(INLINE_BUDGET_MS, () => runner.ready(member.id, info, module));
-  } catch {
-    // Its first request makes it again and reports what went wrong.
-    runner.forget(member.id);
-    return;
-  }
-  if (!finished) {
-    runner.abandon(member.id);
-    markSlow(kind);
-  }
-}
-
-/**
- * Runs a request on this thread when its function is cheap; false when it must go to a worker (a slow
- * function, or this run was stopped at the budget with time left before its deadline).
- */
-function runInline(pending: Pending): boolean {
-  const member = pending.member;
-  const info = member.info as FunctionInfo;
-  const kind = kindOf(info);
-  if (!cheapKinds.has(kind)) return false;
-  // A cold start only (its instance was made here at bind): later runs go to the workers, which run side by
-  // side under load while this thread reads the frames (a watchdog thread per run here costs more then).
-  if (member.served) return false;
-  member.served = true;
-  const remaining = pending.wire[5] - Date.now();
-  if (remaining < 1) return false;
-  const job: Job = {
-    member: member.id,
-    seq: pending.seq,
-    wire: pending.wire,
-    body: pending.body,
-    info,
-    module: compiled.get(info.hash)?.module,
-  };
-  inlineMembers.add(member.id);
-  let outcome: JobOutcome | undefined;
-  const started = performance.now();
-  timed(Math.min(INLINE_BUDGET_MS, remaining), () => {
-    outcome = runner.runJob(job);
-  });
-  // A run that finished as the watchdog fired (a busy machine's late thread) still counts.
-  if (outcome === undefined) {
-    runner.abandon(member.id);
-    markSlow(kind);
-    if (remaining > INLINE_BUDGET_MS) return false;
-    pool.timedOut(pending);
-    return true;
-  }
-  if (performance.now() - started <= CHEAP_MS) strikes.delete(kind);
-  else {
-    // In a row: one slow run may be a preemption on a busy machine, not the function.
-    const count = (strikes.get(kind) ?? 0) + 1;
-    strikes.set(kind, count);
-    if (count >= SLOW_STRIKES) markSlow(kind);
-  }
-  member.answer(outcome);
-  // Its later requests run on the workers: this thread keeps nothing of it.
-  runner.forget(member.id);
-  inlineMembers.delete(member.id);
-  return true;
-}
-
 // --- worker threads -----------------------------------------------------------------------------------------
 
 interface Pending {
@@ -281,8 +122,6 @@ class Lane {
   /** Posted and not yet answered, in order; the first is running. */
   jobs: Pending[] = [];
   timer: NodeJS.Timeout | undefined;
-  /** When its running job started (performance.now()). */
-  startedAt = 0;
   up = false;
   readonly members = new Set<number>();
   readonly hashes = new Set<string>();
@@ -336,8 +175,25 @@ class Pool {
     lane.worker.postMessage({ job: warmJob() });
   }
 
+  /**
+   * Makes a WASI command's first instance ahead, on the worker its first request will go to (an idle one;
+   * none when every worker is busy). Only where instantiation runs none of the module's code (no start
+   * function): nothing times a worker that is not running a request.
+   */
+  ready(member: Member): void {
+    const info = member.info;
+    const entry = info === undefined ? undefined : compiled.get(info.hash);
+    if (info === undefined || entry === undefined || !info.command || !entry.quietInstantiation) return;
+    const lane = this.laneFor(member.id);
+    if (lane === undefined || lane.jobs.length > 0) return;
+    lane.worker.postMessage({
+      ready: { member: member.id, info, ...(lane.hashes.has(info.hash) ? {} : { module: entry.module }) },
+    });
+    lane.members.add(member.id);
+    lane.hashes.add(info.hash);
+  }
+
   submit(pending: Pending): void {
-    if (runInline(pending)) return;
     const lane = this.laneFor(pending.member.id);
     if (lane === undefined) this.queue.push(pending);
     else this.run(lane, pending);
@@ -384,7 +240,6 @@ class Pool {
   private arm(lane: Lane): void {
     const head = lane.jobs[0];
     if (head === undefined) return;
-    lane.startedAt = performance.now();
     lane.timer = setTimeout(() => this.expire(lane, head), Math.max(1, head.wire[5] - Date.now()));
   }
 
@@ -402,12 +257,7 @@ class Pool {
         this.onAllUp = undefined;
         up();
       }
-    } else if (pending !== undefined) {
-      pending.member.served = true;
-      const info = pending.member.info;
-      if (info !== undefined) judged(info, performance.now() - lane.startedAt);
-      pending.member.answer(outcome);
-    }
+    } else if (pending !== undefined) pending.member.answer(outcome);
     this.arm(lane);
     this.next(lane);
   }
@@ -475,7 +325,6 @@ class Pool {
 
   /** A member that ended: its queued runs are dropped, a run in progress is stopped, workers forget it. */
   forget(member: Member): void {
-    if (inlineMembers.delete(member.id)) runner.forget(member.id);
     this.queue = this.queue.filter((pending) => pending.member !== member);
     for (const lane of [...this.lanes]) {
       if (lane.jobs[0]?.member === member) {
@@ -506,8 +355,6 @@ function named(message: string, name: string): Error {
 class Member {
   info: FunctionInfo | undefined;
   timeoutMs = 0;
-  /** It has run a request (its cold start is over). */
-  served = false;
   /** Why its bind failed: the platform answered the Bind itself (runtime/wasm/host.ts), so each invoke says. */
   private bindError: { type: string; message: string } | undefined;
   private readonly inFlight = new Set<number>();
@@ -588,7 +435,7 @@ class Member {
       };
       // No Bound: the platform answered the Bind itself. The first request's instance is made now, while
       // the platform turns the Bound round into that request.
-      readyInline(this, this.info);
+      pool.ready(this);
     } catch (error) {
       const failure = error as Error;
       this.bindError = { type: failure.name, message: failure.message };
@@ -655,19 +502,6 @@ function warmJob(): Job {
   return { member: 0, seq: 0, wire: WARM_WIRE, body: EMPTY, info, module: warm.module };
 }
 
-/** The runs on this thread, warmed as a worker's are (the first cheap function's cold start is not). */
-function warmInline(): void {
-  const job = warmJob();
-  timed(1000, () => {
-    for (let i = 0; i < 3; i++) {
-      runner.runJob(job);
-      runner.tidy(0);
-    }
-  });
-  runner.forget(0);
-  runner.prepare(DEFAULT_MAX_PAGES);
-}
-
 // --- the frame loop -------------------------------------------------------------------------------------------
 
 const members = new Map<number, Member>();
@@ -702,7 +536,6 @@ channel.on(
 channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(1));
 
-warmInline();
 pool.start(WORKERS, () =>
   send(encodeFrame(T_READY, 0, { runtime: 'wasm-host', pid: process.pid, node: process.version })),
 );

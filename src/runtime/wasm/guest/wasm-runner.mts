@@ -1,12 +1,11 @@
 /**
- * @module Runs requests of the wasm host's functions on the thread that imports it: each worker thread
- * (wasm-worker.mts) and the host's own thread (wasm-host.mts, for functions found cheap) keep their own
- * module state, so the same code serves both.
+ * @module Runs requests of the wasm host's functions in a worker thread (wasm-worker.mts is its message
+ * loop): the contexts, the runs of both ABIs, their outcomes.
  *
  * Per function a thread keeps a context: a `WebAssembly.Memory` capped at the function's pages (its
  * limits.memory), node:wasi bound to it with no preopens, the function's env and args, and for the
- * exported-function ABI the instance kept between requests; for a WASI command, the next request's instance
- * made ahead. The request and response shapes are the per-process guest's (bootstrap.mts), whose module
+ * exported-function ABI the instance kept between requests; for a WASI command, its first request's
+ * instance when the host had it made at bind. The request and response shapes are the per-process guest's (bootstrap.mts), whose module
  * comment says why memory is imported and reused.
  */
 
@@ -69,7 +68,7 @@ interface Context {
   readonly imports: WebAssembly.Imports;
   readonly env: Buffer[];
   readonly args: Buffer[];
-  /** The exported-function ABI's instance, kept between requests; a command's next one, made ahead. */
+  /** The exported-function ABI's instance, kept between requests; a command's first one, made at bind. */
   instance: WebAssembly.Instance | undefined;
   /** Memory was used since it was last zeroed. */
   dirty: boolean;
@@ -200,8 +199,7 @@ function instantiate(context: Context): WebAssembly.Instance {
 
 /**
  * Makes a function's context and its next instance before its first request (a cold start's bind): the
- * request then only runs. The caller times it as it times a run (a module's start function or a reactor's
- * _initialize is the function's own code).
+ * request then only runs. Only for modules whose instantiation runs none of their code (the host checks).
  */
 export function ready(member: number, info: FunctionInfo, module?: WebAssembly.Module): void {
   const context = contextFor(member, info, module);
@@ -330,16 +328,6 @@ export function runJob(job: Job): JobOutcome {
     run = undefined;
     active = undefined;
   }
-}
-
-/**
- * After a run was stopped from outside (a deadline, on the host thread): its run state is dropped and the
- * function's context with it, whatever state its memory and instance were left in.
- */
-export function abandon(member: number): void {
-  run = undefined;
-  active = undefined;
-  contexts.delete(member);
 }
 
 /** Zeroes the memory of the function just run, after its answer left (off the request's path). */

@@ -2,7 +2,7 @@
  * @module A worker thread of the wasm host (`runtime: wasm` with `isolation: isolate`, guest/wasm-host.mts):
  * runs one request at a time, for any function of the host's namespace, on the compiled modules the host
  * thread posts it (shared code: a `WebAssembly.Module` posted to a worker is not compiled again). The runs
- * themselves are wasm-runner.mts, which the host's own thread also uses for functions found cheap.
+ * themselves are wasm-runner.mts. A WASI command's first instance may be made ahead, at its bind (`ready`).
  *
  * Why a thread: V8 cannot stop wasm code running on the thread that must stop it. A run past its deadline
  * is ended by the host with `worker.terminate()`, which interrupts wasm loops, and the host's other workers
@@ -10,11 +10,38 @@
  */
 
 import { parentPort } from 'node:worker_threads';
-import { forget, forgetModule, type Job, prepare, runJob, tidy } from './wasm-runner.mjs';
+import {
+  type FunctionInfo,
+  forget,
+  forgetModule,
+  type Job,
+  prepare,
+  ready,
+  runJob,
+  tidy,
+} from './wasm-runner.mjs';
 
 const port = parentPort;
 if (port === null) throw new Error('wasm-worker.mjs runs as a worker thread of the wasm host');
-port.on('message', (message: { job?: Job; forget?: number; forgetModule?: string; prepare?: number }) => {
+interface Message {
+  job?: Job;
+  ready?: { member: number; info: FunctionInfo; module?: WebAssembly.Module };
+  forget?: number;
+  forgetModule?: string;
+  prepare?: number;
+}
+
+port.on('message', (message: Message) => {
+  if (message.ready !== undefined) {
+    const { member, info, module } = message.ready;
+    try {
+      ready(member, info, module);
+    } catch {
+      // The first request makes it again and reports what went wrong.
+      forget(member);
+    }
+    return;
+  }
   if (message.prepare !== undefined) {
     prepare(message.prepare);
     return;
