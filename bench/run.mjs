@@ -677,6 +677,16 @@ if (results.wasm) {
     ),
     '',
     `Bar: wasm cold start p50 ≤ 1 ms: in the wasm host **${hosted?.p50 ?? '—'} ms** (${pass(hosted !== undefined && hosted.p50 <= 1)}); a process per instance **${command.p50} ms** (${pass(command.p50 <= 1)}); the seed's WasmEdge figure is < 50 ms.`,
+    ...(w.hostAlone === undefined
+      ? []
+      : [
+          '',
+          `The wasm host alone (a script speaking its frames, no platform, no sandbox; a new function of an already compiled module: its open, Bind and first Invoke written at once, to its Result): ${Object.entries(
+            w.hostAlone,
+          )
+            .map(([name, t]) => `${name} p50 ${t.p50} ms (p99 ${t.p99}, n ${t.n})`)
+            .join('; ')}.`,
+        ]),
     '',
     `Warm: ${w.tool}, ${w.connections} connections, ${w.seconds}s each after a 2s warm-up, ${w.rounds} rounds alternating the servers in the same run; medians, ratios the median of per-round ratios.`,
     '',

@@ -4,6 +4,8 @@
 // section), beside node20's in the same platform; then warm throughput of the Rust hello (WASI command) and
 // the compute example (exported function), both ways, against the Node hello and a raw node:http hello, under
 // the same load in the same run. `node bench/wasm.mjs --cold` prints the cold starts alone.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -129,6 +131,105 @@ async function coldRows(hearth, rows) {
   return out;
 }
 
+/**
+ * The wasm host alone, outside the platform and the sandbox, over the same protocol (as bench/isolate.mjs
+ * measures the isolate host): a new member's open, Bind and first Invoke written at once, to its Result.
+ * What the host itself adds to a cold start, without the platform's phases and the machine's HTTP.
+ */
+export async function hostAloneColdStarts(modules, count) {
+  const child = spawn(
+    process.execPath,
+    [
+      '--no-warnings',
+      '--wasm-lazy-compilation',
+      '--wasm-lazy-validation',
+      join(ROOT, 'dist', 'runtime', 'wasm', 'guest', 'wasm-host.mjs'),
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit', 'pipe'] },
+  );
+  const channel = child.stdio[3];
+  const encode = (type, id, meta, body = Buffer.alloc(0)) => {
+    const metaBytes = meta === undefined ? Buffer.alloc(0) : Buffer.from(JSON.stringify(meta));
+    const head = Buffer.alloc(13);
+    head.writeUInt32BE(9 + metaBytes.length + body.length, 0);
+    head[4] = type;
+    head.writeUInt32BE(id, 5);
+    head.writeUInt32BE(metaBytes.length, 9);
+    return Buffer.concat([head, metaBytes, body]);
+  };
+  let pending = Buffer.alloc(0);
+  const frames = [];
+  let wake;
+  channel.on('data', (chunk) => {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32BE(0)) {
+      const length = pending.readUInt32BE(0);
+      frames.push(pending.subarray(0, 4 + length));
+      pending = pending.subarray(4 + length);
+    }
+    wake?.();
+  });
+  const next = async () => {
+    while (frames.length === 0) await new Promise((resolve) => (wake = resolve));
+    return frames.shift();
+  };
+  // A member's Result or Error (type 18 or 19 inside a Relay frame whose meta is null).
+  const answer = async () => {
+    for (;;) {
+      const frame = await next();
+      if (frame[4] !== 25 || frame.readUInt32BE(9) !== 4) continue;
+      const inner = frame.subarray(17);
+      if (inner[4] === 18 || inner[4] === 19) return inner[4];
+    }
+  };
+  try {
+    await next();
+    await sleep(500);
+    const out = {};
+    let member = 0;
+    for (const [label, file, handler, body] of [
+      ['WASI command (Rust hello)', modules.helloRust, 'main', undefined],
+      ['exported function (Rust compute)', modules.computeRust, 'main.handle', Buffer.from('hello')],
+    ]) {
+      const bytes = readFileSync(file);
+      const hash = createHash('sha256').update(bytes).digest('hex');
+      const times = [];
+      // The first member of a module pays its compilation (the "bytes of its own" row): not counted.
+      for (let i = 0; i <= count; i++) {
+        member += 1;
+        const bind = {
+          namespace: 'bench',
+          functionName: `f${member}`,
+          version: 1,
+          handler,
+          codeDir: '/code',
+          env: {},
+          eventFormat: 'auto',
+          memoryMiB: 128,
+          timeoutMs: 10_000,
+          maxBodyBytes: 6 * 1024 * 1024,
+        };
+        const wire = ['bench', 'GET', '/', '', ['host', 'bench'], Date.now() + 10_000, '127.0.0.1'];
+        const started = performance.now();
+        channel.write(
+          Buffer.concat([
+            encode(25, member, { open: { wasm: { hash, file: 'main.wasm' } } }, i === 0 ? bytes : undefined),
+            encode(25, member, null, Buffer.concat([encode(1, 0, bind), encode(2, 1, wire, body)])),
+          ]),
+        );
+        if ((await answer()) !== 18) throw new Error(`wasm host alone: ${label} did not answer a Result`);
+        if (i > 0) times.push(performance.now() - started);
+        await sleep(20);
+      }
+      const summary = summarise(times);
+      out[label] = { n: summary.n, p50: round(summary.p50, 3), p99: round(summary.p99, 3) };
+    }
+    return out;
+  } finally {
+    child.kill();
+  }
+}
+
 export async function wasmBench({
   count = 24,
   seconds = 5,
@@ -137,8 +238,8 @@ export async function wasmBench({
   coldOnly = false,
 } = {}) {
   const modules = buildWasmModules();
+  const results = { cold: {}, warm: {}, hostAlone: await hostAloneColdStarts(modules, count * 2) };
   const hearth = await startHearth();
-  const results = { cold: {}, warm: {} };
   try {
     // The wasm host's first function boots the namespace's host, which is then up for the measured ones:
     // a cold start there is "the function has no instance".

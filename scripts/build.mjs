@@ -1,6 +1,6 @@
 // Compiles src/ to dist/ and copies the non-TypeScript guest files beside their compiled siblings.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,3 +27,12 @@ for (const [from, to] of copies) {
     if (!file.endsWith('.ts') && !file.endsWith('.mts')) cpSync(join(root, from, file), join(root, to, file));
   }
 }
+// The guests' shared modules (the frame codec), compiled once, go beside each guest that imports them: a
+// guest sees only its own folder inside the sandbox.
+for (const guest of ['node', 'wasm', 'isolate'])
+  for (const file of readdirSync(join(root, 'dist/runtime/guest-shared')))
+    if (file.endsWith('.mjs'))
+      copyFileSync(
+        join(root, 'dist/runtime/guest-shared', file),
+        join(root, `dist/runtime/${guest}/guest`, file),
+      );

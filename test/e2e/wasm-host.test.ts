@@ -1,12 +1,12 @@
 /**
  * @module `runtime: wasm` with `isolation: isolate` on the real platform: the wasm functions of one namespace
  * run in one sandboxed wasm host that keeps compiled modules and instantiates per request. A cold start works
- * (both ABIs), an infinite loop is a 504 and the next request is served, a memory-hungry module fails with a
- * clear error while its neighbours keep answering from the same host, two namespaces never share a host, and
- * describe says what is shared.
+ * (both ABIs, and a command's instance made at bind), an infinite loop is a 504 and the next request is
+ * served, a memory-hungry module fails with a clear error while its neighbours keep answering from the same
+ * host, two namespaces never share a host, and describe says what is shared.
  */
 
-import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -39,6 +39,24 @@ async function deployHosted(
     name,
     ...(namespace === undefined ? {} : { namespace }),
   });
+  expect(status, JSON.stringify(body)).toBe(200);
+}
+
+/**
+ * The probe module with a custom section naming `tag` appended: the same code, bytes (a content hash) of
+ * its own, so the host judges it afresh.
+ */
+async function deployDistinctProbe(name: string, tag: string, spec: string): Promise<void> {
+  const folder = await mkdtemp(join(tmpdir(), `hearth-wasm-host-${name}-`));
+  folders.push(folder);
+  const label = Buffer.from(tag);
+  const custom = Buffer.concat([Buffer.from([0, label.length + 1, label.length]), label]);
+  await writeFile(join(folder, 'main.wasm'), Buffer.concat([await readFile(modules.probe), custom]));
+  await writeFile(
+    join(folder, 'hearth.yaml'),
+    `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec: { runtime: wasm, isolation: isolate, scaling: { idleTimeout: 5m }, ${spec} }\n`,
+  );
+  const { status, body } = await deployFolder(hearth.url, folder, { name });
   expect(status, JSON.stringify(body)).toBe(200);
 }
 
@@ -107,6 +125,38 @@ describe('wasm functions in a namespace wasm host', () => {
     expect(neighbour.status, neighbour.text).toBe(200);
     expect((await looped).status).toBe(504);
     expect(order).toEqual(['neighbour', 'loop']);
+  });
+
+  it('cold-starts functions of one module on instances made at bind: a fresh one each, and a loop in a cold start is a 504 that holds up no neighbour', async () => {
+    // Three functions of the same bytes (their own: the module is new to the host).
+    for (const name of ['quick-a', 'quick-b', 'quick-c'])
+      await deployDistinctProbe(name, 'hearth-test-quick', 'handler: main, limits: { timeout: 1s }');
+    // quick-a's first run compiles the module's code; quick-b's cold start finds its instance made at bind.
+    for (const name of ['quick-a', 'quick-b']) {
+      const answer = await invoke(hearth.url, name, { path: '/env' });
+      expect(answer.status, answer.text).toBe(200);
+      expect(answer.json()).toMatchObject({ function: name, runs: 1 });
+    }
+    // quick-c's cold start loops: its worker is ended at the deadline.
+    const order: string[] = [];
+    const looped = invoke(hearth.url, 'quick-c', { path: '/loop' }).then((answer) => {
+      order.push('loop');
+      return answer;
+    });
+    const neighbour = await invoke(hearth.url, 'compute', { body: 'during the loop' });
+    order.push('neighbour');
+    expect(neighbour.status, neighbour.text).toBe(200);
+    const loop = await looped;
+    expect(loop.status, loop.text).toBe(504);
+    expect((loop.json() as ErrorBody).error.code).toBe('HEARTH_E_TIMEOUT');
+    expect(order).toEqual(['neighbour', 'loop']);
+    // They keep answering, from the namespace's one host.
+    for (const name of ['quick-b', 'quick-c']) {
+      const after = await invoke(hearth.url, name, { path: '/env' });
+      expect(after.status, after.text).toBe(200);
+      expect(after.json()).toMatchObject({ function: name, runs: 1 });
+    }
+    expect(await pidOf('quick-c')).toBe(await pidOf('probe'));
   });
 
   it('fails a memory-hungry request with a clear error; the function and its neighbours keep answering', async () => {

@@ -1,11 +1,12 @@
 // The isolate host (issue 11, `isolation: isolate`): one sandboxed Node process running many functions of
 // one namespace, each in a V8 isolate of its own (isolated-vm) whose heap is capped at its limits.memory.
 //
-// fd 3 carries the platform's frame protocol (runtime/ipc/protocol.ts): u32 length | u8 type | u32 id |
-// u32 metaLength | meta JSON | body. The host speaks it in Relay frames (type 25): id names a member (one
-// function), meta is null for a stream of that member's own frames (Bind, Invoke, Shutdown in; Bound,
-// Result, Error, Log out), or a control: {open: {files}} gives a member its sources (this process cannot see
-// the function's folder), {kill: true} disposes of it now; {exit: {...}} tells the platform a member ended.
+// fd 3 carries the platform's frame protocol (runtime/ipc/protocol.ts; the codec is frames.mjs, shared by
+// the guests): u32 length | u8 type | u32 id | u32 metaLength | meta JSON | body. The host speaks it in
+// Relay frames (type 25): id names a member (one function), meta is null for a stream of that member's own
+// frames (Bind, Invoke, Shutdown in; Bound, Result, Error, Log out), or a control: {open: {files}} gives a
+// member its sources (this process cannot see the function's folder), {kill: true} disposes of it now;
+// {exit: {...}} tells the platform a member ended.
 //
 // Like the other guests it imports nothing from the platform; isolated-vm is found through
 // HEARTH_ISOLATED_VM, bound read-only into the sandbox.
@@ -16,18 +17,24 @@
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import { posix } from 'node:path';
+import {
+  encodeFrame,
+  encodeRelayed,
+  frameOutbox,
+  frameReader,
+  T_BIND,
+  T_BOUND,
+  T_ERROR,
+  T_INVOKE,
+  T_LOG,
+  T_READY,
+  T_RELAY,
+  T_RESULT,
+  T_SHUTDOWN,
+} from './frames.mjs';
 
 const ivm = createRequire(`${process.env.HEARTH_ISOLATED_VM}/`)('./isolated-vm.js');
 
-const T_BIND = 1;
-const T_INVOKE = 2;
-const T_SHUTDOWN = 4;
-const T_READY = 16;
-const T_BOUND = 17;
-const T_RESULT = 18;
-const T_ERROR = 19;
-const T_LOG = 20;
-const T_RELAY = 25;
 const EMPTY = Buffer.alloc(0);
 /** The smallest heap isolated-vm accepts. */
 const MIN_HEAP_MIB = 8;
@@ -35,72 +42,8 @@ const JSONISH = /^application\/(.+\+)?json/;
 const TEXTUAL = /^(text\/|application\/(x-www-form-urlencoded|xml|javascript))/;
 
 const channel = new Socket({ fd: 3, readable: true, writable: true });
-let outbox = [];
-
-function encode(type, id, meta, body = EMPTY) {
-  const metaBytes = meta === undefined ? EMPTY : Buffer.from(JSON.stringify(meta), 'utf8');
-  const head = Buffer.allocUnsafe(13);
-  head.writeUInt32BE(9 + metaBytes.length + body.length, 0);
-  head.writeUInt8(type, 4);
-  head.writeUInt32BE(id, 5);
-  head.writeUInt32BE(metaBytes.length, 9);
-  return Buffer.concat([head, metaBytes, body]);
-}
-
-const RELAY_META = Buffer.from('null');
-
-/** A Relay frame for member `member` holding one frame, built in one buffer (the per-response path). */
-function relayed(member, type, id, meta, body = EMPTY) {
-  const metaBytes = meta === undefined ? EMPTY : Buffer.from(JSON.stringify(meta), 'utf8');
-  const inner = 13 + metaBytes.length + body.length;
-  const frame = Buffer.allocUnsafe(13 + RELAY_META.length + inner);
-  frame.writeUInt32BE(9 + RELAY_META.length + inner, 0);
-  frame.writeUInt8(T_RELAY, 4);
-  frame.writeUInt32BE(member, 5);
-  frame.writeUInt32BE(RELAY_META.length, 9);
-  RELAY_META.copy(frame, 13);
-  const at = 13 + RELAY_META.length;
-  frame.writeUInt32BE(9 + metaBytes.length + body.length, at);
-  frame.writeUInt8(type, at + 4);
-  frame.writeUInt32BE(id, at + 5);
-  frame.writeUInt32BE(metaBytes.length, at + 9);
-  metaBytes.copy(frame, at + 13);
-  body.copy(frame, at + 13 + metaBytes.length);
-  return frame;
-}
-
-/** Frames leave together at the end of the tick, as the Node guest's do. */
-function send(frame) {
-  outbox.push(frame);
-  if (outbox.length === 1) setImmediate(flush);
-}
-
-function flush() {
-  if (outbox.length === 0) return;
-  const frames = outbox;
-  outbox = [];
-  channel.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
-}
-
-/** Splits a byte stream into frames; `onFrame(type, id, meta, body)`. */
-function decoder(onFrame) {
-  let pending = EMPTY;
-  return (chunk) => {
-    let buffer = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-    while (buffer.length >= 4) {
-      const length = buffer.readUInt32BE(0);
-      if (buffer.length < 4 + length) break;
-      const type = buffer.readUInt8(4);
-      const id = buffer.readUInt32BE(5);
-      const metaLength = buffer.readUInt32BE(9);
-      const metaText = buffer.toString('utf8', 13, 13 + metaLength);
-      const body = buffer.subarray(13 + metaLength, 4 + length);
-      onFrame(type, id, metaLength === 0 ? undefined : JSON.parse(metaText), body);
-      buffer = buffer.subarray(4 + length);
-    }
-    pending = buffer.length === 0 ? EMPTY : Buffer.from(buffer);
-  };
-}
+// Frames leave together once the turn's isolate callbacks have run (each comes in a callback of its own).
+const { send, flush } = frameOutbox(channel, setImmediate);
 
 // What every isolate runs before the function: `console`, and the call that gives the handler its ctx and
 // reports its outcome through __hearthDone / __hearthFail (callbacks the host runs on its next turn).
@@ -165,16 +108,48 @@ function takeIsolate(memoryMiB) {
   const ready = spares.get(memoryMiB);
   const slot = ready?.pop() ?? makeIsolate(memoryMiB);
   if (ready === undefined) spares.set(memoryMiB, []);
-  setImmediate(refill, memoryMiB);
+  refillWanted = true;
+  refillLater();
   return slot;
 }
 
-function refill(memoryMiB) {
-  const ready = spares.get(memoryMiB);
-  if (ready !== undefined && ready.length < SPARES_PER_LIMIT) {
+/**
+ * Making a spare holds this thread ~1.4 ms (new ivm.Isolate alone is ~1 ms, synchronous), so it is made
+ * where no frame of a cold start waits behind it: it once ran on the next immediate, before the Bound that
+ * took the spare had left (2 of the bind's 2.26 ms over the socket). Now it is made right after the next
+ * answer (Result or Error) has left, which is the function's first request once it is bound (its Invoke
+ * follows the Bound within a millisecond, and would have waited), or, with no answer, once the host has
+ * read no frame for REFILL_QUIET_MS (every frame read puts it back: the frame loop refreshes the timer).
+ */
+const REFILL_QUIET_MS = 20;
+let refillTimer;
+/** A spare was taken and is not made again yet. */
+let refillWanted = false;
+
+function refillLater() {
+  if (refillTimer === undefined) refillTimer = setTimeout(refill, REFILL_QUIET_MS);
+  else refillTimer.refresh();
+}
+
+/** After an answer: queued behind the outbox's flush (an immediate too, queued when the answer was). */
+function refillAfterAnswer() {
+  if (!refillWanted) return;
+  refillWanted = false;
+  setImmediate(refill);
+}
+
+/** One spare per turn, so a frame that arrives meanwhile waits for one isolate at most. */
+function refill() {
+  clearTimeout(refillTimer);
+  refillTimer = undefined;
+  for (const [memoryMiB, ready] of spares) {
+    if (ready.length >= SPARES_PER_LIMIT) continue;
     ready.push(makeIsolate(memoryMiB));
-    setImmediate(refill, memoryMiB);
+    refillWanted = true;
+    refillLater();
+    return;
   }
+  refillWanted = false;
 }
 
 class Member {
@@ -188,11 +163,13 @@ class Member {
     this.inFlight = new Set();
     this.closing = false;
     this.ended = false;
-    this.read = decoder((type, seq, meta, body) => this.onFrame(type, seq, meta, body));
+    this.read = frameReader((type, seq, meta, body) => this.onFrame(type, seq, meta, body));
   }
 
   out(type, seq, meta, body) {
-    if (!this.ended) send(relayed(this.id, type, seq, meta, body));
+    if (this.ended) return;
+    send(encodeRelayed(this.id, type, seq, meta, body));
+    if (type === T_RESULT || type === T_ERROR) refillAfterAnswer();
   }
 
   onFrame(type, seq, meta, body) {
@@ -370,7 +347,7 @@ class Member {
 
   end(exit) {
     if (this.ended) return;
-    send(encode(T_RELAY, this.id, { exit }));
+    send(encodeFrame(T_RELAY, this.id, { exit }));
     this.ended = true;
     members.delete(this.id);
     this.call?.release();
@@ -493,29 +470,30 @@ function toResponse(value) {
 
 const members = new Map();
 
-channel.on(
-  'data',
-  decoder((type, id, meta, body) => {
-    if (type === T_SHUTDOWN && id === 0) {
-      flush();
-      process.exit(0);
-    }
-    if (type !== T_RELAY) return;
-    if (meta !== null && meta !== undefined && meta.open !== undefined) {
-      members.set(id, new Member(id, meta.open.files));
-      return;
-    }
-    const member = members.get(id);
-    if (member === undefined) return;
-    if (meta !== null && meta !== undefined && meta.kill === true) member.kill();
-    else member.read(body);
-  }),
-);
+const readFrames = frameReader((type, id, meta, body) => {
+  if (type === T_SHUTDOWN && id === 0) {
+    flush();
+    process.exit(0);
+  }
+  if (type !== T_RELAY) return;
+  if (meta !== null && meta !== undefined && meta.open !== undefined) {
+    members.set(id, new Member(id, meta.open.files));
+    return;
+  }
+  const member = members.get(id);
+  if (member === undefined) return;
+  if (meta !== null && meta !== undefined && meta.kill === true) member.kill();
+  else member.read(body);
+});
+channel.on('data', (chunk) => {
+  // A spare's making waits for a quiet moment (refillLater): traffic puts it back.
+  refillTimer?.refresh();
+  readFrames(chunk);
+});
 channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(1));
-send(encode(T_READY, 0, { runtime: 'isolate-host', pid: process.pid, node: process.version }));
+send(encodeFrame(T_READY, 0, { runtime: 'isolate-host', pid: process.pid, node: process.version }));
 // The usual heap limit (limits.memory's default) is made ready first.
-setImmediate(() => {
-  spares.set(128, []);
-  refill(128);
-});
+spares.set(128, []);
+refillWanted = true;
+refillLater();

@@ -3,7 +3,8 @@
  * is bound to one function's code by a Bind frame, then serves invocations over fd 3.
  *
  * Runs inside the sandbox on every cold start, so it imports only Node built-ins and nothing from the
- * platform; the frame codec mirrors `src/runtime/ipc/protocol.ts`.
+ * platform; the frame codec (frames.mjs, copied beside each guest at build) mirrors
+ * `src/runtime/ipc/protocol.ts`.
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -35,16 +36,20 @@ import {
   type ResponseSink,
   STREAMING,
 } from './adapters.mjs';
+import {
+  encodeFrame,
+  frameReader,
+  T_BIND,
+  T_BOUND,
+  T_ERROR,
+  T_INVOKE,
+  T_LOG,
+  T_READY,
+  T_REPLY,
+  T_RESULT,
+  T_SHUTDOWN,
+} from './frames.mjs';
 
-const T_BIND = 1;
-const T_INVOKE = 2;
-const T_SHUTDOWN = 4;
-const T_REPLY = 5;
-const T_READY = 16;
-const T_BOUND = 17;
-const T_RESULT = 18;
-const T_ERROR = 19;
-const T_LOG = 20;
 const T_CALL = 21;
 /** A streamed response: its status and headers, then chunks of its body, then its end (src/runtime/ipc/protocol.ts). */
 const T_STREAM_HEAD = 22;
@@ -52,7 +57,6 @@ const T_STREAM_CHUNK = 23;
 const T_STREAM_END = 24;
 /** A streamed body leaves in pieces of at most this much, far below the host's per-frame bound. */
 const STREAM_PIECE = 256 * 1024;
-const HEADER = 13;
 const EMPTY = Buffer.alloc(0);
 
 type Handler = (
@@ -183,16 +187,7 @@ function flushOutbox(): void {
 }
 
 function send(type: number, id: number, meta: unknown, body: Buffer = EMPTY): void {
-  const metaText = meta === undefined ? '' : JSON.stringify(meta);
-  const metaLength = Buffer.byteLength(metaText);
-  const frame = Buffer.allocUnsafe(HEADER + metaLength + body.length);
-  frame.writeUInt32BE(9 + metaLength + body.length, 0);
-  frame[4] = type;
-  frame.writeUInt32BE(id, 5);
-  frame.writeUInt32BE(metaLength, 9);
-  frame.write(metaText, HEADER, 'utf8');
-  if (body.length > 0) body.copy(frame, HEADER + metaLength);
-  if (outbox.push(frame) === 1) process.nextTick(flushOutbox);
+  if (outbox.push(encodeFrame(type, id, meta, body)) === 1) process.nextTick(flushOutbox);
 }
 
 // --- logs: stdout/stderr of the function, tagged with the invocation that wrote them ---------------
@@ -1638,22 +1633,9 @@ function exit(): void {
 }
 
 // --- frame loop ----------------------------------------------------------------------------------------
-let pending: Buffer = EMPTY;
-channel.on('data', (chunk: Buffer) => {
-  let buffer = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-  let offset = 0;
-  while (buffer.length - offset >= 4) {
-    const length = buffer.readUInt32BE(offset);
-    const end = offset + 4 + length;
-    if (end > buffer.length) break;
-    const type = buffer[offset + 4];
-    const id = buffer.readUInt32BE(offset + 5);
-    const metaLength = buffer.readUInt32BE(offset + 9);
-    const metaStart = offset + HEADER;
-    const meta: unknown =
-      metaLength === 0 ? undefined : JSON.parse(buffer.toString('utf8', metaStart, metaStart + metaLength));
-    const body = buffer.subarray(metaStart + metaLength, end);
-    offset = end;
+channel.on(
+  'data',
+  frameReader((type, id, meta, body) => {
     if (type === T_INVOKE) void onInvoke(id, invokeFromWire(meta as InvokeWire), body);
     else if (type === T_REPLY) settleCall(id, meta as [boolean, unknown]);
     else if (type === T_BIND) void onBind(meta as Bind);
@@ -1661,10 +1643,8 @@ channel.on('data', (chunk: Buffer) => {
       shuttingDown = true;
       if (inFlight === 0) exit();
     }
-  }
-  pending = offset < buffer.length ? Buffer.from(buffer.subarray(offset)) : EMPTY;
-  buffer = EMPTY;
-});
+  }),
+);
 // The host went away: nothing left to serve.
 channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(1));

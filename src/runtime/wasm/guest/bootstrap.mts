@@ -3,7 +3,8 @@
  * `.wasm`, then runs it on V8's WebAssembly and `node:wasi` (WASI preview 1) for each Invoke frame on fd 3.
  *
  * Runs inside the sandbox on every cold start, so it imports only Node built-ins and nothing from the
- * platform; the frame codec mirrors `src/runtime/ipc/protocol.ts`. Two ABIs (README, "WebAssembly functions"):
+ * platform (frames.mjs, wasm-abi.mjs and wasi-shim.mjs beside it are guest files too). Two ABIs (README,
+ * "WebAssembly functions"):
  *
  * - command (`handler: main`, export `_start`): a fresh instance per request, the body on stdin, CGI variables
  *   in the environment, a CGI header block and the body on stdout;
@@ -21,30 +22,46 @@
 import { readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { WASI } from 'node:wasi';
-import { type Answer, cgiEnv, type InvokeWire, importMemory, parseCgi, parseHandler } from './wasm-abi.mjs';
+import {
+  encodeFrame,
+  frameOutbox,
+  frameReader,
+  T_BIND,
+  T_BOUND,
+  T_ERROR,
+  T_INVOKE,
+  T_LOG,
+  T_READY,
+  T_RESULT,
+  T_SHUTDOWN,
+} from './frames.mjs';
+import {
+  Exit,
+  memoryWithWasi,
+  newRun,
+  runLogs,
+  type WasiFallback,
+  type WasiRun,
+  wasiShim,
+} from './wasi-shim.mjs';
+import {
+  type Answer,
+  cgiEnv,
+  cString,
+  type InvokeWire,
+  importMemory,
+  parseCgi,
+  parseHandler,
+  warmModule,
+} from './wasm-abi.mjs';
 
-const T_BIND = 1;
-const T_INVOKE = 2;
-const T_SHUTDOWN = 4;
-const T_READY = 16;
-const T_BOUND = 17;
-const T_RESULT = 18;
-const T_ERROR = 19;
-const T_LOG = 20;
-const HEADER = 13;
 const EMPTY = Buffer.alloc(0);
 const PAGE = 64 * 1024;
 /** What the Node process itself keeps of limits.memory; the rest may be the module's linear memory. */
 const RUNTIME_RESERVE_MIB = 40;
 /** A memory grown up to this size is zeroed and kept between command requests (see resetMemory). */
 const KEEP_GROWN_BYTES = 4 * 1024 * 1024;
-/** A log write is clipped to this, as in the Node guest (the log keeps 16 KiB of a record anyway). */
-const LOG_MAX = 512 * 1024;
 const WASI_MODULE = 'wasi_snapshot_preview1';
-/** WASI errno values used here. */
-const ESUCCESS = 0;
-const EBADF = 8;
 
 interface Bind {
   namespace: string;
@@ -61,228 +78,43 @@ interface Bind {
 /** Invoke frames carry their meta positionally (see InvokeWire in src/runtime/ipc/protocol.ts). */
 
 const channel = new Socket({ fd: 3, readable: true, writable: true });
-let outbox: Buffer[] = [];
-
-function flushOutbox(): void {
-  if (outbox.length === 0) return;
-  const frames = outbox;
-  outbox = [];
-  channel.write(frames.length === 1 ? (frames[0] as Buffer) : Buffer.concat(frames));
-}
+const outbox = frameOutbox(channel);
 
 function send(type: number, id: number, meta: unknown, body: Buffer = EMPTY): void {
-  const metaText = meta === undefined ? '' : JSON.stringify(meta);
-  const metaLength = Buffer.byteLength(metaText);
-  const frame = Buffer.allocUnsafe(HEADER + metaLength + body.length);
-  frame.writeUInt32BE(9 + metaLength + body.length, 0);
-  frame[4] = type;
-  frame.writeUInt32BE(id, 5);
-  frame.writeUInt32BE(metaLength, 9);
-  frame.write(metaText, HEADER, 'utf8');
-  if (body.length > 0) body.copy(frame, HEADER + metaLength);
-  if (outbox.push(frame) === 1) process.nextTick(flushOutbox);
+  outbox.send(encodeFrame(type, id, meta, body));
 }
 
-// --- the module -------------------------------------------------------------------------------------------
+// --- WASI: what this guest serves itself (wasi-shim.mts), the rest from node:wasi ---------------------------
 
-// --- WASI: what this guest serves itself, the rest from node:wasi -----------------------------------------
-
-/** proc_exit unwinds the module's stack with this; the run catches it. */
-class Exit {
-  constructor(readonly code: number) {}
-}
-
-/** The invocation being run: its stdin, its stdout, its environment. */
-interface Run {
-  seq: number;
-  stdin: Buffer;
-  stdinAt: number;
-  stdout: Buffer[];
-  stdoutBytes: number;
-  /** stdout is the response (command ABI); otherwise it is the function's log, like stderr. */
-  captureStdout: boolean;
-  /** stdout went past limits.maxBody (plus room for the header block): the answer is refused. */
-  tooLarge: boolean;
-  args: Buffer[];
-  env: Buffer[];
-  logOut: { pieces: Buffer[]; bytes: number };
-  logErr: { pieces: Buffer[]; bytes: number };
-}
-
-function newRun(seq: number, stdin: Buffer, captureStdout: boolean, args: Buffer[], env: Buffer[]): Run {
-  return {
-    seq,
-    stdin,
-    stdinAt: 0,
-    stdout: [],
-    stdoutBytes: 0,
-    captureStdout,
-    tooLarge: false,
-    args,
-    env,
-    logOut: { pieces: [], bytes: 0 },
-    logErr: { pieces: [], bytes: 0 },
-  };
-}
-
-let run: Run | undefined;
+let run: WasiRun | undefined;
 let memory: WebAssembly.Memory | undefined;
 let maxBodyBytes = Number.POSITIVE_INFINITY;
-/** The CGI header block may add this much to the body before stdout counts as too large. */
-const HEADER_ROOM = 64 * 1024;
-
-function iovecs(iovs: number, count: number): [DataView, number[]] {
-  const view = new DataView((memory as WebAssembly.Memory).buffer);
-  const spans: number[] = [];
-  for (let i = 0; i < count; i++)
-    spans.push(view.getUint32(iovs + i * 8, true), view.getUint32(iovs + i * 8 + 4, true));
-  return [view, spans];
-}
-
-function fdRead(fd: number, iovs: number, count: number, readPtr: number): number {
-  if (fd !== 0) return fallback.fd_read?.(fd, iovs, count, readPtr) ?? EBADF;
-  // Outside a request (a reactor's _initialize) stdin is empty, never the guest process's own.
-  const current = run ?? { stdin: EMPTY, stdinAt: 0 };
-  const [view, spans] = iovecs(iovs, count);
-  const bytes = new Uint8Array(view.buffer);
-  let total = 0;
-  for (let i = 0; i < spans.length; i += 2) {
-    const ptr = spans[i] as number;
-    const length = spans[i + 1] as number;
-    const take = Math.min(length, current.stdin.length - current.stdinAt);
-    bytes.set(current.stdin.subarray(current.stdinAt, current.stdinAt + take), ptr);
-    current.stdinAt += take;
-    total += take;
-    if (take < length) break;
-  }
-  view.setUint32(readPtr, total, true);
-  return ESUCCESS;
-}
-
-function fdWrite(fd: number, iovs: number, count: number, writtenPtr: number): number {
-  if (fd !== 1 && fd !== 2) return fallback.fd_write?.(fd, iovs, count, writtenPtr) ?? EBADF;
-  const [view, spans] = iovecs(iovs, count);
-  const current = run;
-  let total = 0;
-  const pieces: Buffer[] = [];
-  for (let i = 0; i < spans.length; i += 2) {
-    const length = spans[i + 1] as number;
-    if (length > 0) pieces.push(Buffer.from(view.buffer, spans[i] as number, length));
-    total += length;
-  }
-  view.setUint32(writtenPtr, total, true);
-  if (fd === 1 && current?.captureStdout === true) {
-    if (current.tooLarge) return ESUCCESS;
-    current.stdoutBytes += total;
-    if (current.stdoutBytes > maxBodyBytes + HEADER_ROOM) {
-      current.tooLarge = true;
-      current.stdout = [];
-      return ESUCCESS;
-    }
-    // Copied: the views above are into linear memory, which the next request reuses.
-    for (const piece of pieces) current.stdout.push(Buffer.from(piece));
-    return ESUCCESS;
-  }
-  // stderr, and stdout of the exported-function ABI, are the function's log: kept until the run ends (it is
-  // synchronous, so nothing could be sent sooner), then one record per stream, not one per write.
-  if (current === undefined) {
-    const text = Buffer.concat(pieces);
-    if (text.length > 0) send(T_LOG, 0, fd === 1 ? 1 : 2, text.subarray(0, LOG_MAX));
-    return ESUCCESS;
-  }
-  const log = fd === 1 ? current.logOut : current.logErr;
-  for (const piece of pieces) {
-    if (log.bytes >= LOG_MAX) break;
-    const kept = piece.subarray(0, LOG_MAX - log.bytes);
-    log.pieces.push(Buffer.from(kept));
-    log.bytes += kept.length;
-  }
-  return ESUCCESS;
-}
-
-/** Sends what a run wrote to its logs. */
-function flushLogs(current: Run): void {
-  if (current.logOut.bytes > 0) send(T_LOG, current.seq, 1, Buffer.concat(current.logOut.pieces));
-  if (current.logErr.bytes > 0) send(T_LOG, current.seq, 2, Buffer.concat(current.logErr.pieces));
-}
-
-function sizesGet(list: () => Buffer[]): (countPtr: number, sizePtr: number) => number {
-  return (countPtr, sizePtr) => {
-    const items = list();
-    const view = new DataView((memory as WebAssembly.Memory).buffer);
-    view.setUint32(countPtr, items.length, true);
-    view.setUint32(
-      sizePtr,
-      items.reduce((sum, item) => sum + item.length, 0),
-      true,
-    );
-    return ESUCCESS;
-  };
-}
-
-function listGet(list: () => Buffer[]): (pointers: number, buffer: number) => number {
-  return (pointers, buffer) => {
-    const view = new DataView((memory as WebAssembly.Memory).buffer);
-    const bytes = new Uint8Array(view.buffer);
-    let at = buffer;
-    for (const [index, item] of list().entries()) {
-      view.setUint32(pointers + index * 4, at, true);
-      bytes.set(item, at);
-      at += item.length;
-    }
-    return ESUCCESS;
-  };
-}
-
-/** NUL-terminated, as WASI hands strings over. */
-const cString = (text: string): Buffer => Buffer.from(`${text}\0`);
-
 let boundArgs: Buffer[] = [];
 let boundEnv: Buffer[] = [];
-const argsOf = (): Buffer[] => run?.args ?? boundArgs;
-const envOf = (): Buffer[] => run?.env ?? boundEnv;
+/** node:wasi's functions, for everything the shim does not serve; made for each memory (it binds to one). */
+let fallback: WasiFallback = {};
 
-type WasiFunction = (...args: number[]) => number;
-/** node:wasi's functions, for everything not served above; made for each memory (it binds to one). */
-let fallback: Record<string, WasiFunction | undefined> = {};
+const shim = wasiShim({
+  memory: () => memory as WebAssembly.Memory,
+  run: () => run,
+  fallback: () => fallback,
+  args: () => boundArgs,
+  env: () => boundEnv,
+  maxBodyBytes: () => maxBodyBytes,
+  // Outside a request (a reactor's _initialize) output is the function's log at once.
+  outsideRun: (fd, text) => send(T_LOG, 0, fd, text),
+});
 
-const OWN: Record<string, WasiFunction> = {
-  fd_read: fdRead,
-  fd_write: fdWrite,
-  args_sizes_get: sizesGet(argsOf),
-  args_get: listGet(argsOf),
-  environ_sizes_get: sizesGet(envOf),
-  environ_get: listGet(envOf),
-  proc_exit: (code: number) => {
-    throw new Exit(code);
-  },
-  // Go sets its stdio non-blocking; they are not real descriptors here, so that is a no-op.
-  fd_fdstat_set_flags: (fd: number, flags: number) =>
-    fd <= 2 ? ESUCCESS : (fallback.fd_fdstat_set_flags?.(fd, flags) ?? EBADF),
-};
-
-/** JS trampolines for every WASI function the module imports (see the module comment for why). */
-function wasiImports(names: readonly string[]): Record<string, WasiFunction> {
-  const imports: Record<string, WasiFunction> = {};
-  for (const name of names) {
-    const own = OWN[name];
-    imports[name] =
-      own ??
-      ((...args: number[]): number => {
-        const target = fallback[name];
-        return target === undefined ? EBADF : target(...args);
-      });
-  }
-  return imports;
+/** Sends what a run wrote to its logs. */
+function flushLogs(current: WasiRun): void {
+  for (const [stream, text] of runLogs(current)) send(T_LOG, current.seq, stream, text);
 }
 
-/** A new memory, and node:wasi bound to it (node:wasi reads `memory` from the object it is given). */
+/** A new memory, and node:wasi bound to it. */
 function freshMemory(minPages: number, maxPages: number): WebAssembly.Memory {
-  const next = new WebAssembly.Memory({ initial: minPages, maximum: maxPages });
-  const wasi = new WASI({ version: 'preview1', args: [], env: {}, returnOnExit: true });
-  wasi.initialize({ exports: { memory: next } });
-  fallback = wasi.wasiImport as Record<string, WasiFunction>;
-  return next;
+  const next = memoryWithWasi(minPages, maxPages);
+  fallback = next.fallback;
+  return next.memory;
 }
 
 // --- binding and running ------------------------------------------------------------------------------------
@@ -351,7 +183,7 @@ function load(original: Uint8Array, file: string, entry: string, memoryMiB: numb
     .filter((item) => item.module === WASI_MODULE)
     .map((item) => item.name);
   memory = freshMemory(minPages, maxPages);
-  const imports: WebAssembly.Imports = { [WASI_MODULE]: wasiImports(names), hearth: { memory } };
+  const imports: WebAssembly.Imports = { [WASI_MODULE]: shim.imports(names), hearth: { memory } };
   return { module, entry, command, minPages, maxPages, imports, file };
 }
 
@@ -522,56 +354,22 @@ function describe(error: unknown, target?: Loaded): { type: string; message: str
 
 // --- frame loop -----------------------------------------------------------------------------------------------
 
-let pending: Buffer = EMPTY;
 let shuttingDown = false;
+const readFrames = frameReader((type, id, meta, body) => {
+  if (type === T_INVOKE && !shuttingDown) onInvoke(id, meta as InvokeWire, body);
+  else if (type === T_BIND) onBind(meta as Bind);
+  else if (type === T_SHUTDOWN) shuttingDown = true;
+});
 channel.on('data', (chunk: Buffer) => {
-  const buffer = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-  let offset = 0;
-  while (buffer.length - offset >= 4) {
-    const length = buffer.readUInt32BE(offset);
-    const end = offset + 4 + length;
-    if (end > buffer.length) break;
-    const type = buffer[offset + 4];
-    const id = buffer.readUInt32BE(offset + 5);
-    const metaLength = buffer.readUInt32BE(offset + 9);
-    const metaStart = offset + HEADER;
-    const meta: unknown =
-      metaLength === 0 ? undefined : JSON.parse(buffer.toString('utf8', metaStart, metaStart + metaLength));
-    const body = buffer.subarray(metaStart + metaLength, end);
-    offset = end;
-    if (type === T_INVOKE && !shuttingDown) onInvoke(id, meta as InvokeWire, body);
-    else if (type === T_BIND) onBind(meta as Bind);
-    else if (type === T_SHUTDOWN) shuttingDown = true;
-  }
-  pending = offset < buffer.length ? Buffer.from(buffer.subarray(offset)) : EMPTY;
+  readFrames(chunk);
   // Runs are synchronous: nothing is in flight once the frames of this chunk are answered.
   if (shuttingDown) {
-    flushOutbox();
+    outbox.flush();
     channel.end(() => process.exit(0));
   }
 });
 channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(1));
-
-const text = (value: string): number[] => [value.length, ...Buffer.from(value)];
-const section = (id: number, content: number[]): number[] => [id, content.length, ...content];
-
-/** A WASI command that writes "ok" to stdout: `(import "wasi_snapshot_preview1" "fd_write")`, one memory. */
-function warmModule(): Uint8Array {
-  return Uint8Array.from([
-    ...[0, 97, 115, 109, 1, 0, 0, 0],
-    // types: (i32 i32 i32 i32) -> i32, and () -> ()
-    ...section(1, [2, 0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0]),
-    ...section(2, [1, ...text(WASI_MODULE), ...text('fd_write'), 0, 0]),
-    ...section(3, [1, 1]),
-    ...section(5, [1, 0, 1]),
-    ...section(7, [2, ...text('memory'), 2, 0, ...text('_start'), 0, 1]),
-    // _start: fd_write(1, iovs = 0, 1, nwritten = 8)
-    ...section(10, [1, 13, 0, 0x41, 1, 0x41, 0, 0x41, 1, 0x41, 8, 0x10, 0, 0x1a, 0x0b]),
-    // the iovec {16, 2} at 0, "ok" at 16
-    ...section(11, [2, 0, 0x41, 0, 0x0b, 8, 16, 0, 0, 0, 2, 0, 0, 0, 0, 0x41, 16, 0x0b, 2, 111, 107]),
-  ]);
-}
 
 /**
  * Pays the one-time costs before the stem cell reports ready, so a cold start does not: WebAssembly's and

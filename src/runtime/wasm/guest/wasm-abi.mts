@@ -10,7 +10,8 @@ export type InvokeWire = [string, string, string, string, string[], number, stri
 export type Answer = [status: number, headers: string[], body: Buffer];
 
 const EMPTY = Buffer.alloc(0);
-const cString = (text: string): Buffer => Buffer.from(`${text}\0`);
+/** NUL-terminated, as WASI hands strings over. */
+export const cString = (text: string): Buffer => Buffer.from(`${text}\0`);
 
 /** `main` → main.wasm `_start`; `main.handle` → main.wasm `handle`; `dir/app.wasm` → that file, `_start`. */
 export function parseHandler(handler: string): { file: string; entry: string } {
@@ -54,9 +55,11 @@ const MEMORY_IMPORT = [...leb(6), ...Buffer.from('hearth'), ...leb(6), ...Buffer
  * memory takes index 0, as the defined one had. The host checked the module at deploy (one memory, 32-bit,
  * not shared, no memory import).
  */
-export function importMemory(bytes: Uint8Array): { bytes: Uint8Array; minPages: number } {
+export function importMemory(bytes: Uint8Array): { bytes: Uint8Array; minPages: number; hasStart: boolean } {
   const parts: Uint8Array[] = [bytes.subarray(0, 8)];
   let minPages = -1;
+  // A start function (section 8) runs the module's own code at instantiation.
+  let hasStart = false;
   let importEntries: number[] | undefined;
   let importsAt = -1;
   let at = 8;
@@ -64,6 +67,7 @@ export function importMemory(bytes: Uint8Array): { bytes: Uint8Array; minPages: 
     const id = bytes[at] as number;
     const [size, start] = readLeb(bytes, at + 1);
     const end = start + size;
+    if (id === 8) hasStart = true;
     if (id === 5) {
       const [count, p] = readLeb(bytes, start);
       if (count !== 1) throw new Error(`the module defines ${count} memories; one is supported`);
@@ -87,13 +91,13 @@ export function importMemory(bytes: Uint8Array): { bytes: Uint8Array; minPages: 
     }
     at = end;
   }
-  if (minPages < 0) return { bytes, minPages: -1 };
+  if (minPages < 0) return { bytes, minPages: -1, hasStart };
   // Flags 0: no maximum in the import; the memory given at instantiation carries the cap.
   const entries = [...(importEntries ?? leb(1)), ...MEMORY_IMPORT, 2, 0, ...leb(minPages)];
   const section = Uint8Array.from([2, ...leb(entries.length), ...entries]);
   if (importsAt < 0) parts.push(section);
   else parts[importsAt] = section;
-  return { bytes: Buffer.concat(parts), minPages };
+  return { bytes: Buffer.concat(parts), minPages, hasStart };
 }
 
 /** RFC 3875's meta-variables, as WAGI gives them; each request header also as HTTP_<NAME>. */
@@ -166,4 +170,29 @@ export function cgiError(message: string): Error {
   return Object.assign(new Error(`the module's CGI header block is malformed: ${message}`), {
     name: 'WasmCgiError',
   });
+}
+
+const WASI_MODULE = 'wasi_snapshot_preview1';
+const text = (value: string): number[] => [value.length, ...Buffer.from(value)];
+const section = (id: number, content: number[]): number[] => [id, content.length, ...content];
+
+/**
+ * A WASI command that writes "ok" to stdout: `(import "wasi_snapshot_preview1" "fd_write")`, one memory. Both
+ * guests run it before they report ready, so a cold start does not pay WebAssembly's, node:wasi's and their
+ * own code's first-run costs.
+ */
+export function warmModule(): Uint8Array {
+  return Uint8Array.from([
+    ...[0, 97, 115, 109, 1, 0, 0, 0],
+    // types: (i32 i32 i32 i32) -> i32, and () -> ()
+    ...section(1, [2, 0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0]),
+    ...section(2, [1, ...text(WASI_MODULE), ...text('fd_write'), 0, 0]),
+    ...section(3, [1, 1]),
+    ...section(5, [1, 0, 1]),
+    ...section(7, [2, ...text('memory'), 2, 0, ...text('_start'), 0, 1]),
+    // _start: fd_write(1, iovs = 0, 1, nwritten = 8)
+    ...section(10, [1, 13, 0, 0x41, 1, 0x41, 0, 0x41, 1, 0x41, 8, 0x10, 0, 0x1a, 0x0b]),
+    // the iovec {16, 2} at 0, "ok" at 16
+    ...section(11, [2, 0, 0x41, 0, 0x0b, 8, 16, 0, 0, 0, 2, 0, 0, 0, 0, 0x41, 16, 0x0b, 2, 111, 107]),
+  ]);
 }

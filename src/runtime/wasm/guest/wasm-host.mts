@@ -11,25 +11,32 @@
  *
  * Modules are compiled once per content hash (the platform's sha-256 of the file) and kept; every request
  * runs on a fresh instance (WASI command) or the function's kept instance (exported function) in one of a
- * few worker threads (guest/wasm-worker.mts), so a run past its deadline is ended by terminating its worker
- * while the others serve. Linear memory is capped per function by limits.memory (the memory's maximum).
+ * few worker threads (guest/wasm-worker.mts, running wasm-runner.mts), so a run past its deadline is ended
+ * by terminating its worker while the others serve. A WASI command's first instance is made at its bind, on
+ * the worker its first request will go to, while the platform turns the Bound round into that request.
+ * Linear memory is capped per function by limits.memory (the memory's maximum).
  */
 
 import { Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { importMemory, parseHandler } from './wasm-abi.mjs';
-import type { FunctionInfo, Job, JobOutcome } from './wasm-worker.mjs';
+import {
+  encodeFrame,
+  encodeRelayed,
+  frameOutbox,
+  frameReader,
+  T_BIND,
+  T_ERROR,
+  T_INVOKE,
+  T_LOG,
+  T_READY,
+  T_RELAY,
+  T_RESULT,
+  T_SHUTDOWN,
+} from './frames.mjs';
+import { importMemory, parseHandler, warmModule } from './wasm-abi.mjs';
+import type { FunctionInfo, Job, JobOutcome } from './wasm-runner.mjs';
 
-const T_BIND = 1;
-const T_INVOKE = 2;
-const T_SHUTDOWN = 4;
-const T_READY = 16;
-const T_RESULT = 18;
-const T_ERROR = 19;
-const T_LOG = 20;
-const T_RELAY = 25;
-const HEADER = 13;
 const EMPTY = Buffer.alloc(0);
 const PAGE = 64 * 1024;
 /** Kept of limits.memory as in the per-process guest, so deploy's check and the cap are the same for both. */
@@ -50,65 +57,15 @@ const DEADLINE_GRACE_MS = 500;
 const WORKERS =
   Number.parseInt(process.env.HEARTH_WASM_WORKERS ?? '', 10) ||
   Math.max(3, Math.min(4, availableParallelism()));
-
 const channel = new Socket({ fd: 3, readable: true, writable: true });
-let outbox: Buffer[] = [];
-
-function frame(type: number, id: number, meta: unknown, body: Uint8Array = EMPTY): Buffer {
-  const metaText = meta === undefined ? '' : JSON.stringify(meta);
-  const metaLength = Buffer.byteLength(metaText);
-  const out = Buffer.allocUnsafe(HEADER + metaLength + body.length);
-  out.writeUInt32BE(9 + metaLength + body.length, 0);
-  out[4] = type;
-  out.writeUInt32BE(id, 5);
-  out.writeUInt32BE(metaLength, 9);
-  out.write(metaText, HEADER, 'utf8');
-  if (body.length > 0) out.set(body, HEADER + metaLength);
-  return out;
-}
-
-/** A Relay frame of member `member` holding one of its frames. */
-function relayed(member: number, type: number, id: number, meta: unknown, body: Uint8Array = EMPTY): Buffer {
-  return frame(T_RELAY, member, null, frame(type, id, meta, body));
-}
-
-function flush(): void {
-  if (outbox.length === 0) return;
-  const frames = outbox;
-  outbox = [];
-  channel.write(frames.length === 1 ? (frames[0] as Buffer) : Buffer.concat(frames));
-}
-
-/** Frames leave together at the end of the tick (before any timer or immediate of this turn). */
-function send(out: Buffer): void {
-  if (outbox.push(out) === 1) process.nextTick(flush);
-}
-
-function decoder(
-  onFrame: (type: number, id: number, meta: unknown, body: Buffer) => void,
-): (chunk: Buffer) => void {
-  let pending = EMPTY;
-  return (chunk) => {
-    let buffer = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-    while (buffer.length >= 4) {
-      const length = buffer.readUInt32BE(0);
-      if (buffer.length < 4 + length) break;
-      const type = buffer[4] as number;
-      const id = buffer.readUInt32BE(5);
-      const metaLength = buffer.readUInt32BE(9);
-      const meta: unknown =
-        metaLength === 0 ? undefined : JSON.parse(buffer.toString('utf8', HEADER, HEADER + metaLength));
-      onFrame(type, id, meta, buffer.subarray(HEADER + metaLength, 4 + length));
-      buffer = buffer.subarray(4 + length);
-    }
-    pending = buffer.length === 0 ? EMPTY : Buffer.from(buffer);
-  };
-}
+const { send, flush } = frameOutbox(channel);
 
 // --- modules, compiled once per content hash ------------------------------------------------------------------
 
 interface Compiled {
   readonly module: WebAssembly.Module;
+  /** Instantiating it runs none of its code (no start function): a command's instance is made untimed. */
+  readonly quietInstantiation: boolean;
   readonly minPages: number;
   readonly wasiNames: string[];
   readonly functions: ReadonlySet<string>;
@@ -124,11 +81,12 @@ const compiled = new Map<string, Compiled>();
 function compile(hash: string, original: Uint8Array): Compiled {
   const known = compiled.get(hash);
   if (known !== undefined) return known;
-  const { bytes, minPages } = importMemory(original);
+  const { bytes, minPages, hasStart } = importMemory(original);
   if (minPages < 0) throw new Error('the module defines no memory');
   const module = new WebAssembly.Module(bytes);
   const entry: Compiled = {
     module,
+    quietInstantiation: !hasStart,
     minPages,
     wasiNames: WebAssembly.Module.imports(module)
       .filter((item) => item.module === WASI_MODULE)
@@ -212,24 +170,27 @@ class Pool {
     for (const maxPages of this.sizes) lane.worker.postMessage({ prepare: maxPages });
     this.warming += 1;
     // A warm run first: this thread's WASI and CGI code are compiled before a function's request needs them.
-    const warm = compile('warm', warmModule());
     lane.hashes.add('warm');
     lane.jobs = [{ member: WARM_MEMBER, seq: 0, wire: WARM_WIRE, body: EMPTY }];
-    const info: FunctionInfo = {
-      id: 0,
-      hash: 'warm',
-      file: 'warm.wasm',
-      entry: '_start',
-      command: true,
-      minPages: warm.minPages,
-      maxPages: DEFAULT_MAX_PAGES,
-      env: ['WARM=1'],
-      maxBodyBytes: 1024,
-      wasiNames: warm.wasiNames,
-    };
+    lane.worker.postMessage({ job: warmJob() });
+  }
+
+  /**
+   * Makes a WASI command's first instance ahead, on the worker its first request will go to (an idle one;
+   * none when every worker is busy). Only where instantiation runs none of the module's code (no start
+   * function): nothing times a worker that is not running a request.
+   */
+  ready(member: Member): void {
+    const info = member.info;
+    const entry = info === undefined ? undefined : compiled.get(info.hash);
+    if (info === undefined || entry === undefined || !info.command || !entry.quietInstantiation) return;
+    const lane = this.laneFor(member.id);
+    if (lane === undefined || lane.jobs.length > 0) return;
     lane.worker.postMessage({
-      job: { member: 0, seq: 0, wire: WARM_WIRE, body: EMPTY, info, module: warm.module },
+      ready: { member: member.id, info, ...(lane.hashes.has(info.hash) ? {} : { module: entry.module }) },
     });
+    lane.members.add(member.id);
+    lane.hashes.add(info.hash);
   }
 
   submit(pending: Pending): void {
@@ -316,6 +277,11 @@ class Pool {
   private expire(lane: Lane, pending: Pending): void {
     if (lane.jobs[0] !== pending) return;
     this.replace(lane);
+    this.timedOut(pending);
+  }
+
+  /** Says a run was stopped at its deadline, unless the platform ended the instance meanwhile. */
+  timedOut(pending: Pending): void {
     setTimeout(
       () =>
         pending.member.fail(pending.seq, {
@@ -401,11 +367,11 @@ class Member {
     private readonly hash: string,
     private readonly openError: string | undefined,
   ) {
-    this.read = decoder((type, seq, meta, body) => this.onFrame(type, seq, meta, body));
+    this.read = frameReader((type, seq, meta, body) => this.onFrame(type, seq, meta, body));
   }
 
   private out(type: number, seq: number, meta: unknown, body?: Uint8Array): void {
-    if (!this.ended) send(relayed(this.id, type, seq, meta, body));
+    if (!this.ended) send(encodeRelayed(this.id, type, seq, meta, body));
   }
 
   private onFrame(type: number, seq: number, meta: unknown, body: Buffer): void {
@@ -467,7 +433,9 @@ class Member {
         maxBodyBytes: bind.maxBodyBytes ?? Number.MAX_SAFE_INTEGER,
         wasiNames: target.wasiNames,
       };
-      // No Bound: the platform answered the Bind itself; the instance is made by the worker of the first run.
+      // No Bound: the platform answered the Bind itself. The first request's instance is made now, while
+      // the platform turns the Bound round into that request.
+      pool.ready(this);
     } catch (error) {
       const failure = error as Error;
       this.bindError = { type: failure.name, message: failure.message };
@@ -497,7 +465,7 @@ class Member {
 
   end(exit: { code?: number; signal?: string }): void {
     if (this.ended) return;
-    send(frame(T_RELAY, this.id, { exit }));
+    send(encodeFrame(T_RELAY, this.id, { exit }));
     this.ended = true;
     members.delete(this.id);
     pool.forget(this);
@@ -505,23 +473,6 @@ class Member {
 }
 
 // --- the warm-up module ---------------------------------------------------------------------------------------
-
-const text = (value: string): number[] => [value.length, ...Buffer.from(value)];
-const section = (id: number, content: number[]): number[] => [id, content.length, ...content];
-
-/** A WASI command that writes "ok" to stdout (the per-process guest's warm-up module). */
-function warmModule(): Uint8Array {
-  return Uint8Array.from([
-    ...[0, 97, 115, 109, 1, 0, 0, 0],
-    ...section(1, [2, 0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0]),
-    ...section(2, [1, ...text(WASI_MODULE), ...text('fd_write'), 0, 0]),
-    ...section(3, [1, 1]),
-    ...section(5, [1, 0, 1]),
-    ...section(7, [2, ...text('memory'), 2, 0, ...text('_start'), 0, 1]),
-    ...section(10, [1, 13, 0, 0x41, 1, 0x41, 0, 0x41, 1, 0x41, 8, 0x10, 0, 0x1a, 0x0b]),
-    ...section(11, [2, 0, 0x41, 0, 0x0b, 8, 16, 0, 0, 0, 2, 0, 0, 0, 0, 0x41, 16, 0x0b, 2, 111, 107]),
-  ]);
-}
 
 const WARM_WIRE: Job['wire'] = [
   'warm',
@@ -534,6 +485,23 @@ const WARM_WIRE: Job['wire'] = [
 ];
 const WARM_MEMBER = new Member(0, 'warm', undefined);
 
+function warmJob(): Job {
+  const warm = compile('warm', warmModule());
+  const info: FunctionInfo = {
+    id: 0,
+    hash: 'warm',
+    file: 'warm.wasm',
+    entry: '_start',
+    command: true,
+    minPages: warm.minPages,
+    maxPages: DEFAULT_MAX_PAGES,
+    env: ['WARM=1'],
+    maxBodyBytes: 1024,
+    wasiNames: warm.wasiNames,
+  };
+  return { member: 0, seq: 0, wire: WARM_WIRE, body: EMPTY, info, module: warm.module };
+}
+
 // --- the frame loop -------------------------------------------------------------------------------------------
 
 const members = new Map<number, Member>();
@@ -541,7 +509,7 @@ const pool = new Pool();
 
 channel.on(
   'data',
-  decoder((type, id, meta, body) => {
+  frameReader((type, id, meta, body) => {
     if (type === T_SHUTDOWN && id === 0) {
       flush();
       process.exit(0);
@@ -569,5 +537,5 @@ channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(1));
 
 pool.start(WORKERS, () =>
-  send(frame(T_READY, 0, { runtime: 'wasm-host', pid: process.pid, node: process.version })),
+  send(encodeFrame(T_READY, 0, { runtime: 'wasm-host', pid: process.pid, node: process.version })),
 );
