@@ -46,6 +46,11 @@ export interface LaunchSpec {
    * from, instead of starting `command` in each sandbox (sandbox/zygote.ts).
    */
   readonly forkServer?: string | undefined;
+  /**
+   * Boots at idle CPU priority until it is bound to a function: a stem cell refilling its pool, which no
+   * request waits for. An isolation without a CPU wall ignores it.
+   */
+  readonly background?: boolean | undefined;
 }
 
 /**

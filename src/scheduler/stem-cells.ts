@@ -211,7 +211,8 @@ export class StemCellPool {
   /** Fills the pool to its target; resolves when the cells started now are ready. */
   async warm(): Promise<void> {
     const wanted = Math.max(0, this.target - this.ready.length - this.starting);
-    await Promise.all(Array.from({ length: wanted }, () => this.startIntoPool(false)));
+    // The platform's start waits for these: they boot at full priority.
+    await Promise.all(Array.from({ length: wanted }, () => this.startIntoPool(false, false)));
   }
 
   async close(): Promise<void> {
@@ -254,10 +255,12 @@ export class StemCellPool {
     for (let i = 0; i < refills && room > 0; i++, room--) void this.startIntoPool(false);
   }
 
-  private async startIntoPool(forTake: boolean): Promise<void> {
+  private async startIntoPool(forTake: boolean, background = !forTake): Promise<void> {
     let cell: StemCell;
     try {
-      cell = await this.spawn();
+      // A refill boots at idle CPU priority (until it is bound): nobody waits for it, and its runtime's
+      // start-up would otherwise take the CPU from the requests in flight. A take's own boot does not.
+      cell = await this.spawn(background);
     } catch (error) {
       if (forTake) {
         // The take this boot was for gets the failure, as a take that found the pool empty always did.
@@ -312,10 +315,10 @@ export class StemCellPool {
    * RTM_NEWADDR` with several platforms starting sandboxes at once), and a second try succeeds.
    */
   /** Starts a cell; a failure is HEARTH_E_START_FAILED naming the cause (a deploy or cold start reports it). */
-  private async spawn(): Promise<StemCell> {
+  private async spawn(background: boolean): Promise<StemCell> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.spawnOnce();
+        return await this.spawnOnce(background);
       } catch (error) {
         const message = (error as Error).message;
         if (attempt >= SANDBOX_SETUP_ATTEMPTS || !/\bbwrap: /.test(message))
@@ -331,19 +334,16 @@ export class StemCellPool {
     }
   }
 
-  private async spawnOnce(): Promise<StemCell> {
+  private async spawnOnce(background: boolean): Promise<StemCell> {
     this.starting += 1;
     const began = performance.now();
     const slot = await this.slots.create();
     try {
-      const guest = this.isolation.start(
-        this.runtime.launchSpec({
-          ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
-          ...(this.image === undefined ? {} : { image: this.image }),
-        }),
-        slot,
-        this.network,
-      );
+      const launch = this.runtime.launchSpec({
+        ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
+        ...(this.image === undefined ? {} : { image: this.image }),
+      });
+      const guest = this.isolation.start(background ? { ...launch, background } : launch, slot, this.network);
       let timer: NodeJS.Timeout | undefined;
       const startupMs = this.isolation.startupTimeoutMs ?? STARTUP_TIMEOUT_MS;
       const timeout = new Promise<never>((_, reject) => {

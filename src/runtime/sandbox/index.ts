@@ -275,7 +275,8 @@ export class SandboxIsolation implements Isolation {
     ];
     const niced = atFunctionPriority(this.bwrap, args);
     const cgroupId = `${slot.id}-${randomBytes(3).toString('hex')}`;
-    const cgroupDirs = this.cgroups?.create(cgroupId, this.options.pids ?? DEFAULT_PIDS) ?? [];
+    const cgroupDirs =
+      this.cgroups?.create(cgroupId, this.options.pids ?? DEFAULT_PIDS, launch.background === true) ?? [];
     const command =
       cgroupDirs.length === 0
         ? niced
