@@ -435,6 +435,7 @@ async function runPolicy(policy, trace) {
           .join('/'),
         taken: pool.taken - (was?.taken ?? 0),
         misses: pool.misses - (was?.misses ?? 0),
+        boots: (pool.boots ?? 0) - (was?.boots ?? 0),
         target: pool.target,
         bootMs: pool.bootMs,
       };

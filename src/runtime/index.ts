@@ -178,6 +178,11 @@ export interface Isolation {
    */
   limit?(guest: GuestProcess, limits: ResourceLimits): Promise<void>;
   /**
+   * Optional: a guest started `background` (LaunchSpec) competes for the CPU at full weight from now on:
+   * its pool ran out of ready cells, so a request may soon wait for its boot.
+   */
+  foreground?(guest: GuestProcess): void;
+  /**
    * Optional: how long a started guest may take to say it is ready (30 s when unset). A microVM without
    * KVM boots its kernel on an emulated CPU, which takes longer.
    */

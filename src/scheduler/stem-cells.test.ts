@@ -35,6 +35,23 @@ function flakyIsolation(failures: number, message: string): Isolation & { starts
   return isolation;
 }
 
+/** The process isolation, recording which starts were `background` (a refill nobody waits for). */
+function recordingIsolation(): Isolation & { launches: boolean[] } {
+  const real = new ProcessIsolation();
+  const isolation = {
+    name: real.name,
+    unavailable: real.unavailable,
+    launches: [] as boolean[],
+    guestPathOf: real.guestPathOf.bind(real),
+    run: real.run.bind(real),
+    start(...args: Parameters<Isolation['start']>): GuestProcess {
+      isolation.launches.push(args[0].background === true);
+      return real.start(args[0], args[1]);
+    },
+  };
+  return isolation;
+}
+
 let dir: string | undefined;
 let slots: SlotManager | undefined;
 let pool: StemCellPool | undefined;
@@ -140,6 +157,27 @@ describe('stem cells', () => {
     // No take for `calmMs`: back to the target.
     await until(() => small.stats().burst === 0 && small.stats().ready === 1);
     for (const cell of taken) await small.discard(cell);
+    expect(warnings).toEqual([]);
+  });
+
+  it('refill at idle CPU priority only while a ready cell is left: the first fill and a dry pool boot at full', async () => {
+    const isolation = recordingIsolation();
+    const warnings: string[] = [];
+    const two = await poolWith(isolation, warnings, 2, { limit: 0, windowMs: 1000, calmMs: 1000 });
+    await two.warm();
+    // The platform's start waits for its pools: not background.
+    expect(isolation.launches).toEqual([false, false]);
+    const first = await two.take();
+    // One cell left: the refill is background.
+    await until(() => isolation.launches.length === 3);
+    expect(isolation.launches[2]).toBe(true);
+    await until(() => two.stats().ready === 2);
+    const second = await two.take();
+    const third = await two.take();
+    // The pool ran dry: the next take would wait for this refill, which boots at full priority.
+    await until(() => isolation.launches.length === 5);
+    expect(isolation.launches.slice(3)).toContain(false);
+    for (const cell of [first, second, third]) await two.discard(cell);
     expect(warnings).toEqual([]);
   });
 

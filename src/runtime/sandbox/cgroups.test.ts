@@ -139,6 +139,11 @@ describe('cgroups', () => {
     cgroups.apply('refill', LIMITS);
     expect(idle(refill)).toBe('0');
     expect(readFileSync(join(refill, 'cpu.cfs_quota_us'), 'utf8')).toBe('10000');
+    // Its pool ran dry while it booted: full weight before it is bound.
+    const [urgent = ''] = cgroups.create('urgent', 256, true);
+    expect(idle(urgent)).toBe('1');
+    cgroups.foreground('urgent');
+    expect(idle(urgent)).toBe('0');
   });
 });
 

@@ -194,6 +194,13 @@ export class Cgroups {
     return dirs;
   }
 
+  /** A `background` sandbox competes at a sandbox's full weight from now on (its pool ran dry). */
+  foreground(id: string): void {
+    if (!this.background.delete(id)) return;
+    const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
+    if (cpu !== undefined) writeQuietly(join(cpu.root, id), 'cpu.idle', '0');
+  }
+
   /** Sets a bound sandbox's limits; throws naming the file it could not write. */
   apply(id: string, limits: CgroupLimits): void {
     for (const controller of this.controllers) {

@@ -223,6 +223,11 @@ export class SandboxIsolation implements Isolation {
     }
   }
 
+  foreground(guest: GuestProcess): void {
+    const id = this.cgroupOf.get(guest);
+    if (id !== undefined) this.cgroups?.foreground(id);
+  }
+
   /** Remounts the guest's /tmp at its function's size, from inside the sandbox's mount namespace. */
   private async resizeTmp(guest: GuestProcess, bytes: number): Promise<void> {
     const inside = sandboxChild(guest.pid);

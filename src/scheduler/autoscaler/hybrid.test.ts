@@ -191,23 +191,41 @@ describe('HybridAutoscaler: the last instance', () => {
 
   it('keeps a frequently used function warm instead of releasing it between requests', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
-    for (let i = 0; i < 40; i++) fn.request({ gapMs: 2_000 + (i % 5) * 1_000 });
-    expect(fn.last?.keepAlive.strategy).toBe('histogram');
-    expect(fn.last?.keepAlive.prewarmAfterMs).toBe(0);
+    // A request every 30 to 50 s: kept through its histogram's tail, not released between requests.
+    for (let i = 0; i < 40; i++) fn.request({ gapMs: 30_000 + (i % 5) * 5_000 });
+    const keepAlive = fn.last?.keepAlive;
+    expect(keepAlive?.strategy).toBe('histogram');
+    expect(keepAlive?.prewarmAfterMs).toBe(0);
     // Never earlier than a stable window, never later than the function's idleTimeout.
-    expect(fn.last?.keepAlive.keepUntilMs).toBe(TIMING.stableWindowMs);
-    const idle = fn.run(50_000);
+    expect(keepAlive?.keepUntilMs).toBeGreaterThanOrEqual(TIMING.stableWindowMs);
+    expect(keepAlive?.keepUntilMs).toBeLessThan(90_000);
+    fn.tick({ arrivals: 1 });
+    const idle = fn.run(55_000);
     expect(idle.every((d) => d.desired === 1)).toBe(true);
-    fn.run(15_000);
+    fn.run(40_000);
+    expect(fn.last?.desired).toBe(0);
+  });
+
+  it('holds a function called many times per idleTimeout to idleTimeout: its tail would cost a cold start now and then', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    // A request every 2 to 6 s: over 20 in one idleTimeout. An idle period past the histogram's tail is rare,
+    // and the instance is in use nearly all the time anyway.
+    for (let i = 0; i < 400; i++) fn.request({ gapMs: 2_000 + (i % 5) * 1_000 });
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(600_000);
+    expect(fn.last?.keepAlive.reason).toMatch(/held to idleTimeout: .* requests come in one/);
+    const idle = fn.run(500_000);
+    expect(idle.every((d) => d.desired === 1)).toBe(true);
+    // The hold ends with idleTimeout, like the fixed keep-alive's.
+    fn.run(110_000);
     expect(fn.last?.desired).toBe(0);
   });
 
   it('holds a busy function to idleTimeout when requests would queue behind its next start', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
-    for (let i = 0; i < 150; i++) fn.request({ gapMs: 2_000 + (i % 5) * 1_000 });
-    expect(fn.last?.keepAlive.keepUntilMs).toBe(TIMING.stableWindowMs);
-    // A request every 4 s, and starts taking 20 s on a loaded node: a few would wait for each start.
-    fn.startMs = 20_000;
+    for (let i = 0; i < 40; i++) fn.request({ gapMs: 30_000 + (i % 5) * 5_000 });
+    expect(fn.last?.keepAlive.keepUntilMs).toBeLessThan(90_000);
+    // A request every 40 s or so, and starts taking 80 s on a (very) loaded node: one would wait for each.
+    fn.startMs = 80_000;
     fn.tick();
     expect(fn.last?.keepAlive.keepUntilMs).toBe(600_000);
     expect(fn.last?.keepAlive.reason).toMatch(/held to idleTimeout: .* requests would wait for each start/);
