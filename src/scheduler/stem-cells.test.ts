@@ -160,24 +160,23 @@ describe('stem cells', () => {
     expect(warnings).toEqual([]);
   });
 
-  it('refill at idle CPU priority only while a ready cell is left: the first fill and a dry pool boot at full', async () => {
+  it('refill at idle CPU priority only while two cells are left: the first fill and a low pool boot at full', async () => {
     const isolation = recordingIsolation();
     const warnings: string[] = [];
-    const two = await poolWith(isolation, warnings, 2, { limit: 0, windowMs: 1000, calmMs: 1000 });
-    await two.warm();
+    const three = await poolWith(isolation, warnings, 3, { limit: 0, windowMs: 1000, calmMs: 1000 });
+    await three.warm();
     // The platform's start waits for its pools: not background.
-    expect(isolation.launches).toEqual([false, false]);
-    const first = await two.take();
-    // One cell left: the refill is background.
-    await until(() => isolation.launches.length === 3);
-    expect(isolation.launches[2]).toBe(true);
-    await until(() => two.stats().ready === 2);
-    const second = await two.take();
-    const third = await two.take();
-    // The pool ran dry: the next take would wait for this refill, which boots at full priority.
-    await until(() => isolation.launches.length === 5);
-    expect(isolation.launches.slice(3)).toContain(false);
-    for (const cell of [first, second, third]) await two.discard(cell);
+    expect(isolation.launches).toEqual([false, false, false]);
+    const first = await three.take();
+    // Two cells left: the refill is background.
+    await until(() => isolation.launches.length === 4);
+    expect(isolation.launches[3]).toBe(true);
+    await until(() => three.stats().ready === 3);
+    const more = [await three.take(), await three.take()];
+    // Down to its last cell: the next takes would wait for these refills, which boot at full priority.
+    await until(() => isolation.launches.length === 6);
+    expect(isolation.launches.slice(4)).toEqual([false, false]);
+    for (const cell of [first, ...more]) await three.discard(cell);
     expect(warnings).toEqual([]);
   });
 

@@ -68,6 +68,12 @@ const INITIAL_BOOT_MS = 100;
  */
 const PARALLEL_BOOTS = 4 * availableParallelism();
 
+/**
+ * A refill boots in the background (idle CPU priority) only while the pool holds at least this many ready
+ * cells: the last one is for the next unpredicted cold start, the one before it for a pre-warm.
+ */
+const BACKGROUND_REFILL_ABOVE = 2;
+
 /** A take that found the pool empty, waiting for the next cell that is ready. */
 interface CellWaiter {
   resolve(cell: StemCell): void;
@@ -159,8 +165,8 @@ export class StemCellPool {
       void this.slots.release(cell.slot);
       cell = this.ready.shift();
     }
-    // The pool is dry: the next take would wait for a boot, so the boots under way are no longer background.
-    if (this.ready.length === 0) this.foregroundBoots();
+    // Down to its last cell: the boots under way are no longer background (the take after next would wait).
+    if (this.ready.length < BACKGROUND_REFILL_ABOVE) this.foregroundBoots();
     this.refillSoon();
     if (cell !== undefined) return Promise.resolve(cell);
     this.misses += 1;
@@ -191,7 +197,8 @@ export class StemCellPool {
     this.refillTimer.unref();
   }
 
-  private foregroundBoots(): void {
+  /** The boots under way compete at full weight from now on: a start (a pre-warm) waits for one. */
+  foregroundBoots(): void {
     for (const guest of this.backgroundBoots) this.isolation.foreground?.(guest);
     this.backgroundBoots.clear();
   }
@@ -272,13 +279,14 @@ export class StemCellPool {
    * Boots a cell into the pool, or for a waiting take. A refill boots at idle CPU priority while the pool
    * still has a ready cell (nobody waits for it, and its runtime's start-up would take the CPU from requests
    * in flight; on the trace replay the hybrid policy's refills doubled warm requests' p99 on two cores); a
-   * take's own boot, a refill of an empty pool and the platform's first fill do not. Should the pool run dry
-   * meanwhile, the boots under way compete at full weight (`foregroundBoots`): on a loaded machine, idle
-   * boots took seconds and cold starts missed the pool four times as often.
+   * take's own boot, a refill of a pool down to its last cell and the platform's first fill do not. Should
+   * the pool get down to its last cell meanwhile, or a pre-warm wait for a cell, the boots under way compete
+   * at full weight (`foregroundBoots`): on a loaded machine, idle boots took seconds and cold starts missed
+   * the pool four times as often.
    */
   private async startIntoPool(
     forTake: boolean,
-    background = !forTake && this.ready.length > 0,
+    background = !forTake && this.ready.length >= BACKGROUND_REFILL_ABOVE,
   ): Promise<void> {
     let cell: StemCell;
     try {
