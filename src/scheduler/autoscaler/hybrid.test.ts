@@ -190,9 +190,9 @@ describe('HybridAutoscaler: the last instance', () => {
   });
 
   it('keeps a frequently used function warm instead of releasing it between requests', () => {
-    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
-    // A request every 30 to 50 s: kept through its histogram's tail, not released between requests.
-    for (let i = 0; i < 40; i++) fn.request({ gapMs: 30_000 + (i % 5) * 5_000 });
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 180_000 });
+    // A request every 40 to 60 s: kept through its histogram's tail, not released between requests.
+    for (let i = 0; i < 40; i++) fn.request({ gapMs: 40_000 + (i % 5) * 5_000 });
     const keepAlive = fn.last?.keepAlive;
     expect(keepAlive?.strategy).toBe('histogram');
     expect(keepAlive?.prewarmAfterMs).toBe(0);
@@ -200,7 +200,7 @@ describe('HybridAutoscaler: the last instance', () => {
     expect(keepAlive?.keepUntilMs).toBeGreaterThanOrEqual(TIMING.stableWindowMs);
     expect(keepAlive?.keepUntilMs).toBeLessThan(90_000);
     fn.tick({ arrivals: 1 });
-    const idle = fn.run(55_000);
+    const idle = fn.run(65_000);
     expect(idle.every((d) => d.desired === 1)).toBe(true);
     fn.run(40_000);
     expect(fn.last?.desired).toBe(0);
@@ -208,9 +208,9 @@ describe('HybridAutoscaler: the last instance', () => {
 
   it('holds a function called many times per idleTimeout to idleTimeout: its tail would cost a cold start now and then', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
-    // A request every 2 to 6 s: over 20 in one idleTimeout. An idle period past the histogram's tail is rare,
-    // and the instance is in use nearly all the time anyway.
-    for (let i = 0; i < 400; i++) fn.request({ gapMs: 2_000 + (i % 5) * 1_000 });
+    // A request every 20 to 40 s: 20 in one idleTimeout. An idle period past the histogram's tail is rare,
+    // and holding on through it costs about one mean gap per cold start it saves.
+    for (let i = 0; i < 60; i++) fn.request({ gapMs: 20_000 + (i % 5) * 5_000 });
     expect(fn.last?.keepAlive.keepUntilMs).toBe(600_000);
     expect(fn.last?.keepAlive.reason).toMatch(/held to idleTimeout: .* requests come in one/);
     const idle = fn.run(500_000);
@@ -221,15 +221,15 @@ describe('HybridAutoscaler: the last instance', () => {
   });
 
   it('holds a busy function to idleTimeout when requests would queue behind its next start', () => {
-    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
-    for (let i = 0; i < 40; i++) fn.request({ gapMs: 30_000 + (i % 5) * 5_000 });
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 180_000 });
+    for (let i = 0; i < 40; i++) fn.request({ gapMs: 40_000 + (i % 5) * 5_000 });
     expect(fn.last?.keepAlive.keepUntilMs).toBeLessThan(90_000);
-    // A request every 40 s or so, and starts taking 80 s on a (very) loaded node: one would wait for each.
+    // A request every 50 s or so, and starts taking 80 s on a (very) loaded node: one would wait for each.
     fn.startMs = 80_000;
     fn.tick();
-    expect(fn.last?.keepAlive.keepUntilMs).toBe(600_000);
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(180_000);
     expect(fn.last?.keepAlive.reason).toMatch(/held to idleTimeout: .* requests would wait for each start/);
-    const idle = fn.run(120_000);
+    const idle = fn.run(100_000);
     expect(idle.every((d) => d.desired === 1)).toBe(true);
   });
 
