@@ -73,6 +73,11 @@ const PARALLEL_BOOTS = 4 * availableParallelism();
  * cells: the last one is for the next unpredicted cold start, the one before it for a pre-warm.
  */
 const BACKGROUND_REFILL_ABOVE = 2;
+/**
+ * How long a refill boots in the background at most: ~10 times a boot on an idle two-core machine. On a
+ * machine others load (load average 25-70), idle boots took several seconds and starts missed the pool.
+ */
+const BACKGROUND_BOOT_MS = 1000;
 
 /** A take that found the pool empty, waiting for the next cell that is ready. */
 interface CellWaiter {
@@ -374,9 +379,15 @@ export class StemCellPool {
         ...(this.image === undefined ? {} : { image: this.image }),
       });
       const guest = this.isolation.start(background ? { ...launch, background } : launch, slot, this.network);
+      let urge: NodeJS.Timeout | undefined;
       if (background) {
         this.backgroundBoots.add(guest);
         guest.once('exit', () => this.backgroundBoots.delete(guest));
+        // A boot still under way after BACKGROUND_BOOT_MS is starved by a busy machine: full weight from then.
+        urge = setTimeout(() => {
+          if (this.backgroundBoots.delete(guest)) this.isolation.foreground?.(guest);
+        }, BACKGROUND_BOOT_MS);
+        urge.unref();
       }
       let timer: NodeJS.Timeout | undefined;
       const startupMs = this.isolation.startupTimeoutMs ?? STARTUP_TIMEOUT_MS;
@@ -390,14 +401,14 @@ export class StemCellPool {
       guest.on('log', collect);
       try {
         await Promise.race([guest.ready, timeout]);
-        this.backgroundBoots.delete(guest);
       } catch (error) {
-        this.backgroundBoots.delete(guest);
         guest.kill('SIGKILL');
         const detail = output.join('').trim().split('\n').slice(-3).join(' | ');
         throw new Error(detail === '' ? (error as Error).message : `${(error as Error).message}: ${detail}`);
       } finally {
         clearTimeout(timer);
+        clearTimeout(urge);
+        this.backgroundBoots.delete(guest);
         guest.off('log', collect);
       }
       this.bootMs += 0.2 * (performance.now() - began - this.bootMs);
