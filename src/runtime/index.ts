@@ -179,7 +179,7 @@ export interface Isolation {
   limit?(guest: GuestProcess, limits: ResourceLimits): Promise<void>;
   /**
    * Optional: a guest started `background` (LaunchSpec) competes for the CPU at full weight from now on:
-   * its pool ran out of ready cells, so a request may soon wait for its boot.
+   * its pool is low, a pre-warm waits for it, or its boot has taken too long.
    */
   foreground?(guest: GuestProcess): void;
   /**

@@ -194,7 +194,7 @@ export class Cgroups {
     return dirs;
   }
 
-  /** A `background` sandbox competes at a sandbox's full weight from now on (its pool ran dry). */
+  /** A `background` sandbox competes at a sandbox's full weight from now on (someone may wait for it). */
   foreground(id: string): void {
     if (!this.background.delete(id)) return;
     const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
