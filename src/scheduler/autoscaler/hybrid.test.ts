@@ -132,6 +132,26 @@ describe('HybridAutoscaler: load', () => {
     expect(one.last?.desired).toBe(2);
   });
 
+  it('keeps extra instances longer once it had to start one again soon after stopping it', () => {
+    const spec = { ...SPEC, targetConcurrency: 1, warmPoolRatio: 0, idleTimeoutMs: 600_000 };
+    const fn = new Driver(new HybridAutoscaler(TIMING), spec);
+    fn.run(70_000, { concurrency: 2, arrivals: 2 });
+    expect(fn.last?.desired).toBe(2);
+    // Until it learns otherwise, an extra instance goes after a stable window idle (Knative's scale-down).
+    expect(fn.last?.keepIdleMs).toBe(TIMING.stableWindowMs);
+    const calmer = fn.run(130_000, { concurrency: 1, arrivals: 1 });
+    expect(calmer.at(-1)?.desired).toBe(1);
+    // Needed again 2 minutes after it went: that stop saved less than the start cost.
+    fn.run(10_000, { concurrency: 2, arrivals: 2 });
+    expect(fn.last?.desired).toBe(2);
+    const learned = fn.last?.keepIdleMs ?? 0;
+    expect(learned).toBeGreaterThan(2 * TIMING.stableWindowMs);
+    expect(learned).toBeLessThanOrEqual(spec.idleTimeoutMs);
+    // A steady load lets it shrink back towards the stable window.
+    fn.run(1_200_000, { concurrency: 2, arrivals: 2 });
+    expect(fn.last?.keepIdleMs).toBeLessThan(learned);
+  });
+
   it('respects min and max', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, min: 2, max: 4 });
     expect(fn.tick().desired).toBe(2);
