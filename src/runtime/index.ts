@@ -46,11 +46,6 @@ export interface LaunchSpec {
    * from, instead of starting `command` in each sandbox (sandbox/zygote.ts).
    */
   readonly forkServer?: string | undefined;
-  /**
-   * Boots at idle CPU priority until it is bound to a function: a stem cell refilling its pool, which no
-   * request waits for. An isolation without a CPU wall ignores it.
-   */
-  readonly background?: boolean | undefined;
 }
 
 /**
@@ -177,11 +172,6 @@ export interface Isolation {
    * a wall in force cannot be set. Isolations without it hold no resource walls (the `process` class).
    */
   limit?(guest: GuestProcess, limits: ResourceLimits): Promise<void>;
-  /**
-   * Optional: a guest started `background` (LaunchSpec) competes for the CPU at full weight from now on:
-   * its pool is low, a pre-warm waits for it, or its boot has taken too long.
-   */
-  foreground?(guest: GuestProcess): void;
   /**
    * Optional: how long a started guest may take to say it is ready (30 s when unset). A microVM without
    * KVM boots its kernel on an emulated CPU, which takes longer.

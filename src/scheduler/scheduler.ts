@@ -994,10 +994,7 @@ export class NodeScheduler implements Scheduler {
       settled &&
       (this.prewarmsThisTick >= PREWARMS_PER_TICK || !this.spareStemCell(pool))
     ) {
-      const key = stemPoolKey(pool.version, this.options.allowNetwork);
-      this.sizer.expectStart(key, 0);
-      // Its cell is due now: a refill booting in the background for it competes at full weight.
-      this.cold.pools.get(key)?.foregroundBoots();
+      this.sizer.expectStart(stemPoolKey(pool.version, this.options.allowNetwork), 0);
     } else if (desired > have && settled) {
       let started = 0;
       while (

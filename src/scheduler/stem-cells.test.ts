@@ -35,23 +35,6 @@ function flakyIsolation(failures: number, message: string): Isolation & { starts
   return isolation;
 }
 
-/** The process isolation, recording which starts were `background` (a refill nobody waits for). */
-function recordingIsolation(): Isolation & { launches: boolean[] } {
-  const real = new ProcessIsolation();
-  const isolation = {
-    name: real.name,
-    unavailable: real.unavailable,
-    launches: [] as boolean[],
-    guestPathOf: real.guestPathOf.bind(real),
-    run: real.run.bind(real),
-    start(...args: Parameters<Isolation['start']>): GuestProcess {
-      isolation.launches.push(args[0].background === true);
-      return real.start(args[0], args[1]);
-    },
-  };
-  return isolation;
-}
-
 let dir: string | undefined;
 let slots: SlotManager | undefined;
 let pool: StemCellPool | undefined;
@@ -157,26 +140,6 @@ describe('stem cells', () => {
     // No take for `calmMs`: back to the target.
     await until(() => small.stats().burst === 0 && small.stats().ready === 1);
     for (const cell of taken) await small.discard(cell);
-    expect(warnings).toEqual([]);
-  });
-
-  it('refill at idle CPU priority only while two cells are left: the first fill and a low pool boot at full', async () => {
-    const isolation = recordingIsolation();
-    const warnings: string[] = [];
-    const three = await poolWith(isolation, warnings, 3, { limit: 0, windowMs: 1000, calmMs: 1000 });
-    await three.warm();
-    // The platform's start waits for its pools: not background.
-    expect(isolation.launches).toEqual([false, false, false]);
-    const first = await three.take();
-    // Two cells left: the refill is background.
-    await until(() => isolation.launches.length === 4);
-    expect(isolation.launches[3]).toBe(true);
-    await until(() => three.stats().ready === 3);
-    const more = [await three.take(), await three.take()];
-    // Down to its last cell: the next takes would wait for these refills, which boot at full priority.
-    await until(() => isolation.launches.length === 6);
-    expect(isolation.launches.slice(4)).toEqual([false, false]);
-    for (const cell of [first, ...more]) await three.discard(cell);
     expect(warnings).toEqual([]);
   });
 

@@ -68,17 +68,6 @@ const INITIAL_BOOT_MS = 100;
  */
 const PARALLEL_BOOTS = 4 * availableParallelism();
 
-/**
- * A refill boots in the background (idle CPU priority) only while the pool holds at least this many ready
- * cells: the last one is for the next unpredicted cold start, the one before it for a pre-warm.
- */
-const BACKGROUND_REFILL_ABOVE = 2;
-/**
- * How long a refill boots in the background at most: ~10 times a boot on an idle two-core machine. On a
- * machine others load (load average 25-70), idle boots took several seconds and starts missed the pool.
- */
-const BACKGROUND_BOOT_MS = 1000;
-
 /** A take that found the pool empty, waiting for the next cell that is ready. */
 interface CellWaiter {
   resolve(cell: StemCell): void;
@@ -95,8 +84,6 @@ export class StemCellPool {
   private taken = 0;
   private misses = 0;
   private boots = 0;
-  /** Cells booting at idle CPU priority (refills while the pool still had a ready cell). */
-  private readonly backgroundBoots = new Set<GuestProcess>();
   private closed = false;
   private consecutiveFailures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -170,8 +157,6 @@ export class StemCellPool {
       void this.slots.release(cell.slot);
       cell = this.ready.shift();
     }
-    // Down to its last cell: the boots under way are no longer background (the take after next would wait).
-    if (this.ready.length < BACKGROUND_REFILL_ABOVE) this.foregroundBoots();
     this.refillSoon();
     if (cell !== undefined) return Promise.resolve(cell);
     this.misses += 1;
@@ -202,12 +187,6 @@ export class StemCellPool {
     this.refillTimer.unref();
   }
 
-  /** The boots under way compete at full weight from now on: a start (a pre-warm) waits for one. */
-  foregroundBoots(): void {
-    for (const guest of this.backgroundBoots) this.isolation.foreground?.(guest);
-    this.backgroundBoots.clear();
-  }
-
   setTarget(target: number): void {
     this.target = Math.max(0, target);
     this.refill();
@@ -236,8 +215,7 @@ export class StemCellPool {
   /** Fills the pool to its target; resolves when the cells started now are ready. */
   async warm(): Promise<void> {
     const wanted = Math.max(0, this.target - this.ready.length - this.starting);
-    // The platform's start waits for these: they boot at full priority.
-    await Promise.all(Array.from({ length: wanted }, () => this.startIntoPool(false, false)));
+    await Promise.all(Array.from({ length: wanted }, () => this.startIntoPool(false)));
   }
 
   async close(): Promise<void> {
@@ -280,22 +258,10 @@ export class StemCellPool {
     for (let i = 0; i < refills && room > 0; i++, room--) void this.startIntoPool(false);
   }
 
-  /**
-   * Boots a cell into the pool, or for a waiting take. A refill boots at idle CPU priority while the pool
-   * still has a ready cell (nobody waits for it, and its runtime's start-up would take the CPU from requests
-   * in flight; on the trace replay the hybrid policy's refills doubled warm requests' p99 on two cores); a
-   * take's own boot, a refill of a pool down to its last cell and the platform's first fill do not. Should
-   * the pool get down to its last cell meanwhile, or a pre-warm wait for a cell, the boots under way compete
-   * at full weight (`foregroundBoots`): on a loaded machine, idle boots took seconds and cold starts missed
-   * the pool four times as often.
-   */
-  private async startIntoPool(
-    forTake: boolean,
-    background = !forTake && this.ready.length >= BACKGROUND_REFILL_ABOVE,
-  ): Promise<void> {
+  private async startIntoPool(forTake: boolean): Promise<void> {
     let cell: StemCell;
     try {
-      cell = await this.spawn(background);
+      cell = await this.spawn();
     } catch (error) {
       if (forTake) {
         // The take this boot was for gets the failure, as a take that found the pool empty always did.
@@ -350,10 +316,10 @@ export class StemCellPool {
    * RTM_NEWADDR` with several platforms starting sandboxes at once), and a second try succeeds.
    */
   /** Starts a cell; a failure is HEARTH_E_START_FAILED naming the cause (a deploy or cold start reports it). */
-  private async spawn(background: boolean): Promise<StemCell> {
+  private async spawn(): Promise<StemCell> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.spawnOnce(background);
+        return await this.spawnOnce();
       } catch (error) {
         const message = (error as Error).message;
         if (attempt >= SANDBOX_SETUP_ATTEMPTS || !/\bbwrap: /.test(message))
@@ -369,26 +335,19 @@ export class StemCellPool {
     }
   }
 
-  private async spawnOnce(background: boolean): Promise<StemCell> {
+  private async spawnOnce(): Promise<StemCell> {
     this.starting += 1;
     const began = performance.now();
     const slot = await this.slots.create();
     try {
-      const launch = this.runtime.launchSpec({
-        ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
-        ...(this.image === undefined ? {} : { image: this.image }),
-      });
-      const guest = this.isolation.start(background ? { ...launch, background } : launch, slot, this.network);
-      let urge: NodeJS.Timeout | undefined;
-      if (background) {
-        this.backgroundBoots.add(guest);
-        guest.once('exit', () => this.backgroundBoots.delete(guest));
-        // A boot still under way after BACKGROUND_BOOT_MS is starved by a busy machine: full weight from then.
-        urge = setTimeout(() => {
-          if (this.backgroundBoots.delete(guest)) this.isolation.foreground?.(guest);
-        }, BACKGROUND_BOOT_MS);
-        urge.unref();
-      }
+      const guest = this.isolation.start(
+        this.runtime.launchSpec({
+          ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
+          ...(this.image === undefined ? {} : { image: this.image }),
+        }),
+        slot,
+        this.network,
+      );
       let timer: NodeJS.Timeout | undefined;
       const startupMs = this.isolation.startupTimeoutMs ?? STARTUP_TIMEOUT_MS;
       const timeout = new Promise<never>((_, reject) => {
@@ -407,8 +366,6 @@ export class StemCellPool {
         throw new Error(detail === '' ? (error as Error).message : `${(error as Error).message}: ${detail}`);
       } finally {
         clearTimeout(timer);
-        clearTimeout(urge);
-        this.backgroundBoots.delete(guest);
         guest.off('log', collect);
       }
       this.bootMs += 0.2 * (performance.now() - began - this.bootMs);

@@ -120,31 +120,6 @@ describe('cgroups', () => {
     // A second without reaching it: full weight again.
     await until(() => idle() === '0');
   });
-
-  it('boots a background sandbox (a stem cell refilling its pool) at idle CPU priority until it is bound', () => {
-    const cpu = fakeMount('');
-    const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(cpu, 'cgroup', 'rw,cpu'));
-    const [refill = ''] = cgroups.create('refill', 256, true);
-    const [forTake = ''] = cgroups.create('for-take', 256);
-    const idle = (cell: string): string | undefined => {
-      try {
-        return readFileSync(join(cell, 'cpu.idle'), 'utf8');
-      } catch {
-        return undefined;
-      }
-    };
-    expect(idle(refill)).toBe('1');
-    // A boot a request waits for competes at full weight from its first instruction.
-    expect(idle(forTake)).toBeUndefined();
-    cgroups.apply('refill', LIMITS);
-    expect(idle(refill)).toBe('0');
-    expect(readFileSync(join(refill, 'cpu.cfs_quota_us'), 'utf8')).toBe('10000');
-    // Its pool ran dry while it booted: full weight before it is bound.
-    const [urgent = ''] = cgroups.create('urgent', 256, true);
-    expect(idle(urgent)).toBe('1');
-    cgroups.foreground('urgent');
-    expect(idle(urgent)).toBe('0');
-  });
 });
 
 async function until(condition: () => boolean): Promise<void> {

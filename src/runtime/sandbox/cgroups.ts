@@ -91,8 +91,6 @@ export class Cgroups {
   /** The bound sandboxes whose throttling is watched (those with a CPU quota). */
   private readonly throttling = new Map<string, Throttling>();
   private throttleWatch: NodeJS.Timeout | undefined;
-  /** Sandboxes created `background` (marked `cpu.idle`) and not bound yet. */
-  private readonly background = new Set<string>();
 
   constructor(stateDir: string, mountinfo = readMountinfo()) {
     const platform = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
@@ -174,31 +172,17 @@ export class Cgroups {
     }
   }
 
-  /**
-   * Creates the cgroups of one sandbox; returns the directories its launcher joins. A `background` one (a
-   * stem cell refilling its pool) is marked `cpu.idle` until `apply` binds it to a function: its boot, a
-   * runtime's start-up, takes only the CPU that requests and the gateway leave (on the trace replay the
-   * hybrid policy's refills doubled warm requests' p99 on two cores).
-   */
-  create(id: string, defaultPids: number, background = false): string[] {
+  /** Creates the cgroups of one sandbox; returns the directories its launcher joins. */
+  create(id: string, defaultPids: number): string[] {
     const dirs: string[] = [];
     for (const controller of this.controllers) {
       const dir = join(controller.root, id);
       mkdirSync(dir, { recursive: true });
       // Even an unbound stem cell cannot fork without bound.
       if (controller.wall === 'pids') write(dir, 'pids.max', String(defaultPids));
-      if (controller.wall === 'cpu' && background && writeQuietly(dir, 'cpu.idle', '1'))
-        this.background.add(id);
       dirs.push(dir);
     }
     return dirs;
-  }
-
-  /** A `background` sandbox competes at a sandbox's full weight from now on (someone may wait for it). */
-  foreground(id: string): void {
-    if (!this.background.delete(id)) return;
-    const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
-    if (cpu !== undefined) writeQuietly(join(cpu.root, id), 'cpu.idle', '0');
   }
 
   /** Sets a bound sandbox's limits; throws naming the file it could not write. */
@@ -207,8 +191,6 @@ export class Cgroups {
       const dir = join(controller.root, id);
       if (controller.wall === 'pids') write(dir, 'pids.max', String(limits.pids));
       else if (controller.wall === 'cpu') {
-        // Bound to a function: its start and its requests compete at a sandbox's full weight.
-        if (this.background.delete(id)) write(dir, 'cpu.idle', '0');
         const quota = Math.max(MIN_QUOTA_US, Math.round(limits.cpu * CPU_PERIOD_US));
         if (controller.version === 2) write(dir, 'cpu.max', `${quota} ${CPU_PERIOD_US}`);
         else {
@@ -245,7 +227,6 @@ export class Cgroups {
 
   /** Removes a sandbox's cgroups once its processes are gone, killing any that outlived it. */
   async remove(id: string): Promise<void> {
-    this.background.delete(id);
     for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
   }
 

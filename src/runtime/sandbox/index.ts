@@ -223,11 +223,6 @@ export class SandboxIsolation implements Isolation {
     }
   }
 
-  foreground(guest: GuestProcess): void {
-    const id = this.cgroupOf.get(guest);
-    if (id !== undefined) this.cgroups?.foreground(id);
-  }
-
   /** Remounts the guest's /tmp at its function's size, from inside the sandbox's mount namespace. */
   private async resizeTmp(guest: GuestProcess, bytes: number): Promise<void> {
     const inside = sandboxChild(guest.pid);
@@ -280,8 +275,7 @@ export class SandboxIsolation implements Isolation {
     ];
     const niced = atFunctionPriority(this.bwrap, args);
     const cgroupId = `${slot.id}-${randomBytes(3).toString('hex')}`;
-    const cgroupDirs =
-      this.cgroups?.create(cgroupId, this.options.pids ?? DEFAULT_PIDS, launch.background === true) ?? [];
+    const cgroupDirs = this.cgroups?.create(cgroupId, this.options.pids ?? DEFAULT_PIDS) ?? [];
     const command =
       cgroupDirs.length === 0
         ? niced
