@@ -9,8 +9,9 @@
 // looks C times longer, so it favours no policy but makes pre-warming harder. Idle memory·time is
 // reported in trace time; latencies are the real milliseconds measured.
 //
-// Options: --seed 42 --hours 24 --compression 360 --functions 48 --policies hybrid,fixed --no-write. At 360× a
-// policy replays the day in 4 minutes, so the whole run takes about ten.
+// Options: --seed 42 --hours 24 --compression 360 --functions 48 --policies hybrid,fixed --slice 8-12 --no-write.
+// At 360× a policy replays the day in 4 minutes, so the whole run takes about ten; `--slice 8-12 --no-write`
+// replays four hours of the same day (the same functions) in under a minute a policy, for iterating.
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
@@ -34,6 +35,7 @@ const { values: args } = parseArgs({
     compression: { type: 'string', default: '360' },
     functions: { type: 'string', default: '48' },
     policies: { type: 'string', default: 'hybrid,fixed' },
+    slice: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -42,6 +44,35 @@ const HOURS = Number(args.hours);
 const C = Number(args.compression);
 const FUNCTIONS = Number(args.functions);
 const POLICIES = args.policies.split(',');
+/**
+ * `--slice 8-12`: replay only those hours of the day's trace (the same functions and invocations as the full
+ * run's, from the first hour), for iterating on a policy in a minute instead of ten; the full run is the figure.
+ */
+const SLICE = args.slice === undefined ? undefined : args.slice.split('-').map(Number);
+if (
+  SLICE !== undefined &&
+  !(SLICE.length === 2 && SLICE[0] >= 0 && SLICE[1] > SLICE[0] && SLICE[1] <= HOURS)
+) {
+  process.stderr.write(
+    `bench:trace: --slice ${args.slice}: expected FROM-TO hours within 0-${HOURS}, e.g. 8-12\n`,
+  );
+  process.exit(2);
+}
+
+/** The trace, or the slice of it asked for, its times from the slice's start. */
+function traceToReplay() {
+  const trace = generateTrace({ seed: SEED, hours: HOURS, functions: FUNCTIONS });
+  if (SLICE === undefined) return trace;
+  const [from, to] = SLICE.map((hour) => hour * 3_600_000);
+  const events = trace.events
+    .filter((event) => event.at >= from && event.at < to)
+    .map((event) => ({ ...event, at: event.at - from }));
+  const functions = trace.functions.map((fn, index) => ({
+    ...fn,
+    invocations: events.filter((event) => event.fn === index).length,
+  }));
+  return { ...trace, hours: SLICE[1] - SLICE[0], durationMs: to - from, functions, events };
+}
 
 /** The baseline's keep-alive and every function's idleTimeout: 10 minutes of trace time. */
 const KEEP_ALIVE_MS = Math.round((10 * 60_000) / C);
@@ -96,6 +127,38 @@ async function stats(url) {
   return response.json();
 }
 
+/**
+ * Per function, from `/metrics`: instances started, and the autoscaler's decisions by action (prewarm,
+ * scale-up, scale-down, scale-to-zero…): where a policy's starts go.
+ */
+async function churn(url) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const byFunction = new Map();
+  const entry = (name) => {
+    let found = byFunction.get(name);
+    if (found === undefined) {
+      found = { starts: 0, decisions: {} };
+      byFunction.set(name, found);
+    }
+    return found;
+  };
+  for (const line of text.split('\n')) {
+    const match = line.match(
+      /^(hearth_instance_starts_total|hearth_scaling_decisions_total)\{([^}]*)\} ([\d.e+]+)/,
+    );
+    if (!match) continue;
+    const labels = Object.fromEntries(
+      [...match[2].matchAll(/(\w+)="([^"]*)"/g)].map((pair) => [pair[1], pair[2]]),
+    );
+    if (!labels.function) continue;
+    const value = Number(match[3]);
+    if (match[1] === 'hearth_instance_starts_total') {
+      if (labels.outcome === 'started') entry(labels.function).starts += value;
+    } else entry(labels.function).decisions[labels.action] = value;
+  }
+  return byFunction;
+}
+
 /** Fires every event at its compressed time (open loop: nothing waits for earlier answers). */
 function replay(url, trace) {
   const events = trace.events;
@@ -105,6 +168,14 @@ function replay(url, trace) {
   const status = new Uint16Array(n);
   const cold = new Uint8Array(n);
   const lag = new Float64Array(n);
+  // The platform's own account of each request (Server-Timing): waiting for an instance, the cold start it
+  // waited for (NaN when none), the function's execution and the platform's total, in ms.
+  const queue = new Float64Array(n);
+  const coldMs = new Float64Array(n).fill(Number.NaN);
+  const exec = new Float64Array(n);
+  const serverTotal = new Float64Array(n);
+  /** `X-Hearth-Wait-Ms`: the whole wait for an instance, the start included (Server-Timing's queue is without it). */
+  const waited = new Float64Array(n);
   const agent = new Agent({ keepAlive: true, maxSockets: 1024 });
   let next = 0;
   let pending = 0;
@@ -113,17 +184,25 @@ function replay(url, trace) {
     const start = performance.now();
     const finish = () => {
       agent.destroy();
-      resolve({ latency, status, cold, lag });
+      resolve({ latency, status, cold, lag, queue, coldMs, exec, serverTotal, waited });
     };
     const fire = (i, now) => {
       const event = events[i];
       lag[i] = now - event.at / C;
       pending += 1;
       const sent = performance.now();
-      const done = (code, wasCold) => {
+      const done = (code, wasCold, timing, waitMs) => {
         latency[i] = performance.now() - sent;
         status[i] = code;
         cold[i] = wasCold ? 1 : 0;
+        if (timing !== undefined) {
+          const durations = serverTimings(timing);
+          queue[i] = durations.queue ?? 0;
+          coldMs[i] = durations.cold ?? Number.NaN;
+          exec[i] = durations.exec ?? 0;
+          serverTotal[i] = durations.total ?? 0;
+        }
+        waited[i] = Number(waitMs ?? 0) || 0;
         pending -= 1;
         if (pending === 0 && next === n) finish();
       };
@@ -132,7 +211,14 @@ function replay(url, trace) {
         { agent },
         (res) => {
           res.resume();
-          res.on('end', () => done(res.statusCode ?? 0, res.headers['x-hearth-cold-start'] === '1'));
+          res.on('end', () =>
+            done(
+              res.statusCode ?? 0,
+              res.headers['x-hearth-cold-start'] === '1',
+              res.headers['server-timing'],
+              res.headers['x-hearth-wait-ms'],
+            ),
+          );
         },
       );
       req.on('error', () => done(0, false));
@@ -150,6 +236,82 @@ function replay(url, trace) {
     };
     pump();
   });
+}
+
+/** `queue;dur=1.2, cold;dur=5;desc="cold start", exec;dur=3` → { queue: 1.2, cold: 5, exec: 3 }. */
+function serverTimings(header) {
+  const durations = {};
+  for (const metric of String(header).split(',')) {
+    const match = metric.trim().match(/^([\w-]+);.*?dur=([\d.]+)/);
+    if (match) durations[match[1]] = Number(match[2]);
+  }
+  return durations;
+}
+
+/**
+ * Where the slow requests' time went: each request at or above the p99 is put in one class —
+ * - `cold start`: it paid for an instance start (it waited at least 90% of the start's duration);
+ * - `behind a cold start`: it waited for an instance already starting when it arrived;
+ * - `queued warm`: no start, but it waited for a busy instance (a Python instance serves one at a time);
+ * - `warm`: it found an idle instance, so its time is the function's execution (slowed by a busy CPU beyond
+ *   what it asked for) and the gateway's and the client's own (the same CPU).
+ * For each class: how many, their median latency, and the mean of each part of it.
+ */
+function tailBreakdown(trace, outcome, p99) {
+  const { latency, status, cold, queue, coldMs, exec, serverTotal, waited } = outcome;
+  const classes = new Map();
+  trace.events.forEach((event, i) => {
+    if (latency[i] < p99 || status[i] !== 200) return;
+    const starting = cold[i] === 1 && !Number.isNaN(coldMs[i]);
+    const kind = starting
+      ? waited[i] >= 0.9 * coldMs[i] - 1
+        ? 'cold start'
+        : 'behind a cold start'
+      : queue[i] >= 1
+        ? 'queued warm'
+        : 'warm';
+    const asked = event.execMs / C;
+    const parts = {
+      latency: latency[i],
+      // Waiting for a start that was already under way counts as the cold start's.
+      queue: starting ? queue[i] : waited[i],
+      cold: starting ? Math.max(0, waited[i] - queue[i]) : 0,
+      execAsked: Math.min(exec[i], asked),
+      execOver: Math.max(0, exec[i] - asked),
+      gateway: Math.max(0, serverTotal[i] - exec[i] - waited[i]),
+      outside: Math.max(0, latency[i] - serverTotal[i]),
+    };
+    const entry = classes.get(kind) ?? { kind, requests: 0, latencies: [], sums: {} };
+    entry.requests += 1;
+    entry.latencies.push(latency[i]);
+    for (const [part, value] of Object.entries(parts)) entry.sums[part] = (entry.sums[part] ?? 0) + value;
+    classes.set(kind, entry);
+  });
+  const order = ['cold start', 'behind a cold start', 'queued warm', 'warm'];
+  return order
+    .filter((kind) => classes.has(kind))
+    .map((kind) => {
+      const entry = classes.get(kind);
+      const mean = (part) => round(entry.sums[part] / entry.requests);
+      return {
+        kind,
+        requests: entry.requests,
+        medianLatencyMs: round(
+          percentile(
+            entry.latencies.sort((a, b) => a - b),
+            50,
+          ),
+        ),
+        meanMs: {
+          queue: mean('queue'),
+          coldStart: mean('cold'),
+          execAsked: mean('execAsked'),
+          execOverAsked: mean('execOver'),
+          gateway: mean('gateway'),
+          outsidePlatform: mean('outside'),
+        },
+      };
+    });
 }
 
 function summarise(trace, outcome, idleMiBSeconds) {
@@ -206,6 +368,8 @@ function summarise(trace, outcome, idleMiBSeconds) {
               ),
             ),
     },
+    /** The requests at or above the p99, by what they waited for (see tailBreakdown). */
+    tail: tailBreakdown(trace, outcome, percentile(sorted, 99)),
     /** How late the replayer fired invocations against their schedule, in real ms: its own fidelity. */
     scheduleLagMs: { p99: round(percentile(lags, 99)), max: round(lags.at(-1) ?? 0) },
     byKind: Object.fromEntries(kinds.map((kind) => [kind, finish(byKind[kind])])),
@@ -220,6 +384,7 @@ async function runPolicy(policy, trace) {
     log(`${policy}: deploying ${trace.functions.length} functions`);
     await deployAll(hearth.url, trace);
     const before = await stats(hearth.url);
+    const churnBefore = await churn(hearth.url);
     // The machine may be shared: its load while each policy ran says how far to trust the latencies.
     const loadBefore = loadavg()[0];
     const idleBefore = new Map(before.functions.map((fn) => [fn.name, fn.totals.idleMemoryMiBSeconds]));
@@ -233,6 +398,26 @@ async function runPolicy(policy, trace) {
       return (entry?.totals.idleMemoryMiBSeconds ?? 0) - (idleBefore.get(fn.name) ?? 0);
     });
     const summary = summarise(trace, outcome, idle);
+    const churnAfter = await churn(hearth.url);
+    const decisionsByKind = {};
+    for (const fn of trace.functions) {
+      const was = churnBefore.get(fn.name) ?? { starts: 0, decisions: {} };
+      const now = churnAfter.get(fn.name) ?? { starts: 0, decisions: {} };
+      const decisions = {};
+      for (const [action, count] of Object.entries(now.decisions)) {
+        const made = count - (was.decisions[action] ?? 0);
+        if (made > 0) decisions[action] = made;
+      }
+      const row = summary.byFunction[fn.name];
+      row.instanceStarts = now.starts - was.starts;
+      row.decisions = decisions;
+      decisionsByKind[fn.kind] ??= { instanceStarts: 0 };
+      const kind = decisionsByKind[fn.kind];
+      kind.instanceStarts += row.instanceStarts;
+      for (const [action, made] of Object.entries(decisions)) kind[action] = (kind[action] ?? 0) + made;
+    }
+    /** Instance starts and scaling decisions by kind of function (results.json; the log line says them). */
+    summary.churnByKind = decisionsByKind;
     // Instance starts and the ones that found the stem-cell pool empty (a ~110 ms start instead of ~6 ms).
     const taken = (entries) => entries.reduce((sum, pool) => sum + pool.taken, 0);
     const missed = (entries) => entries.reduce((sum, pool) => sum + pool.misses, 0);
@@ -250,6 +435,7 @@ async function runPolicy(policy, trace) {
           .join('/'),
         taken: pool.taken - (was?.taken ?? 0),
         misses: pool.misses - (was?.misses ?? 0),
+        boots: (pool.boots ?? 0) - (was?.boots ?? 0),
         target: pool.target,
         bootMs: pool.bootMs,
       };
@@ -257,6 +443,20 @@ async function runPolicy(policy, trace) {
     log(
       `${policy}: cold-start ratio ${(summary.coldStartRatio * 100).toFixed(2)}%, p99 ${summary.latencyMs.p99} ms, idle ${summary.idleGiBh} GiB·h, ${summary.failed} failed, ${summary.instanceStarts} instance starts (${summary.stemCellMisses} without a stem cell), load ${summary.loadAverage.before} → ${summary.loadAverage.after}`,
     );
+    for (const [kind, figures] of Object.entries(summary.churnByKind))
+      log(
+        `${policy}:   ${kind}: ${Object.entries(figures)
+          .map(([what, count]) => `${what} ${count}`)
+          .join(', ')}`,
+      );
+    for (const row of summary.tail)
+      log(
+        `${policy}:   p99 tail ${row.kind}: ${row.requests} requests, median ${row.medianLatencyMs} ms; mean ${Object.entries(
+          row.meanMs,
+        )
+          .map(([part, ms]) => `${part} ${ms}`)
+          .join(', ')}`,
+      );
     return summary;
   } finally {
     await hearth.stop();
@@ -264,7 +464,7 @@ async function runPolicy(policy, trace) {
 }
 
 export async function traceBench() {
-  const trace = generateTrace({ seed: SEED, hours: HOURS, functions: FUNCTIONS });
+  const trace = traceToReplay();
   const results = {
     command: [
       'npm run bench:trace',
@@ -272,7 +472,13 @@ export async function traceBench() {
     ].join(' '),
     date: new Date().toISOString(),
     machine: machine(),
-    trace: { seed: SEED, hours: HOURS, compression: C, shape: describeTrace(trace) },
+    trace: {
+      seed: SEED,
+      hours: trace.hours,
+      ...(SLICE === undefined ? {} : { slice: args.slice }),
+      compression: C,
+      shape: describeTrace(trace),
+    },
     timing: { ...TIMING, keepAlive: `${KEEP_ALIVE_MS}ms` },
     policies: {},
   };
@@ -296,6 +502,12 @@ export function renderSection(results) {
         `| ${label[name] ?? name} | ${kind} | ${k.requests} | ${pct(k.coldStartRatio)} | ${k.idleGiBh} |`,
     ),
   );
+  const tails = Object.entries(policies).flatMap(([name, p]) =>
+    (p.tail ?? []).map(
+      (row) =>
+        `| ${label[name] ?? name} | ${row.kind} | ${row.requests} | ${row.medianLatencyMs} | ${row.meanMs.queue} | ${row.meanMs.coldStart} | ${row.meanMs.execAsked} | ${row.meanMs.execOverAsked} | ${row.meanMs.gateway} | ${row.meanMs.outsidePlatform} |`,
+    ),
+  );
   const lines = [
     '<!-- bench:trace -->',
     '## Autoscaling on a replayed trace (`npm run bench:trace`)',
@@ -311,6 +523,12 @@ export function renderSection(results) {
     '| policy | functions | requests | cold-start ratio | idle memory·time GiB·h |',
     '|---|---|---:|---:|---:|',
     ...kinds,
+    '',
+    "Where the p99 comes from: every request at or above its policy's p99, by what it waited for (from each response's `Server-Timing` and `X-Hearth-Wait-Ms`): `cold start` paid for an instance start, `behind a cold start` waited for one already under way, `queued warm` waited for a busy instance, `warm` found an idle one. Mean milliseconds of each part: waiting for a busy instance, waiting for the start, the execution the trace asked for, the execution beyond it (a busy CPU), the platform's own time around it, and the time outside the platform (the client's and the kernel's, on the same CPU).",
+    '',
+    '| policy | p99 tail | requests | median ms | queue | cold start | exec asked | exec beyond | platform | outside |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...tails,
     '',
   ];
   const ours = policies.hybrid;

@@ -5,7 +5,7 @@
  * budget and eviction (`node-budget.ts`), and the cold-start path over the stem cells (`cold-start.ts`).
  */
 
-import { totalmem } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import type { Readable } from 'node:stream';
 import type { DeployedVersion, InvocationRequest, InvocationResponse } from '../domain/deployment.js';
 import { HearthError } from '../domain/errors.js';
@@ -62,6 +62,8 @@ export class NodeScheduler implements Scheduler {
   private startingTotal = 0;
   /** How long an instance start takes on this node lately (a moving average), so pre-warms begin in time. */
   private startMs = 10;
+  /** Pre-warms started in this tick (see `PREWARMS_PER_TICK`). */
+  private prewarmsThisTick = 0;
   private readonly busy = new Set<Instance>();
   /** Per-function instance caps from EventGateway `concurrency` entries. */
   private readonly caps = new Map<string, number>();
@@ -912,6 +914,7 @@ export class NodeScheduler implements Scheduler {
   private sweep(): void {
     if (this.closed) return;
     const now = Date.now();
+    this.prewarmsThisTick = 0;
     // Per stem-cell pool, the deployed functions one cold start away (no instance): the pools' floor.
     const idleFunctions = new Map<string, number>();
     for (const [key, fn] of this.functions) {
@@ -995,7 +998,14 @@ export class NodeScheduler implements Scheduler {
     const prewarm = have === 0 && concurrency === 0 && spec.scaling.min === 0;
     if (prewarm && decision.prewarmInMs !== undefined)
       this.sizer.expectStart(stemPoolKey(pool.version, this.options.allowNetwork), decision.prewarmInMs);
-    if (prewarm && desired > have && settled && !this.spareStemCell(pool)) {
+    // At most PREWARMS_PER_TICK pre-warms a tick on the whole node; the rest wait for the next (their lead is a
+    // tick and twice the start time): timers due together (cron's top of the hour) do not start at once.
+    if (
+      prewarm &&
+      desired > have &&
+      settled &&
+      (this.prewarmsThisTick >= PREWARMS_PER_TICK || !this.spareStemCell(pool))
+    ) {
       this.sizer.expectStart(stemPoolKey(pool.version, this.options.allowNetwork), 0);
     } else if (desired > have && settled) {
       let started = 0;
@@ -1004,6 +1014,7 @@ export class NodeScheduler implements Scheduler {
         this.startInto(pool, decision.reason, have + started < spec.scaling.min)
       )
         started += 1;
+      if (prewarm) this.prewarmsThisTick += started;
       if (started > 0)
         this.record(
           fn,
@@ -1116,6 +1127,11 @@ export class NodeScheduler implements Scheduler {
 
 /** How long the tick waits after a failed instance start before starting speculatively again. */
 const START_RETRY_MS = 5_000;
+/**
+ * Pre-warms one tick starts on the node: one per core. Each takes a stem cell and binds it, and its pool's
+ * refill boots a runtime; a pre-warm is speculative, so a crowd of them never takes the CPU from requests.
+ */
+const PREWARMS_PER_TICK = availableParallelism();
 /** The most ready stem cells a pool grows to in bursts of starts, unless configured. */
 const DEFAULT_STEM_CELLS_MAX = 8;
 

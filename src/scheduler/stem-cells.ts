@@ -33,6 +33,8 @@ export interface StemCellPoolStats {
   readonly burst: number;
   /** How long a cell takes to boot here lately (a moving average, ms): how long a take leaves a gap. */
   readonly bootMs: number;
+  /** Cells booted, ever: beyond `taken` (and the ready ones), boots let go unused when the target fell. */
+  readonly boots: number;
 }
 
 /**
@@ -83,6 +85,7 @@ export class StemCellPool {
   private starting = 0;
   private taken = 0;
   private misses = 0;
+  private boots = 0;
   private closed = false;
   /** Evicted (`retire`): boots only for the takes still waiting, keeps no cell, closes once they are served. */
   private retiring: (() => void) | undefined;
@@ -227,6 +230,7 @@ export class StemCellPool {
       misses: this.misses,
       burst: wanted - this.target,
       bootMs: Math.round(this.bootMs),
+      boots: this.boots,
     };
   }
 
@@ -434,6 +438,7 @@ export class StemCellPool {
       // A background boot waits for spare CPU by design: only boots at full weight say how long a take waits.
       if (!background || !this.backgroundBoots.has(guest))
         this.bootMs += 0.2 * (performance.now() - began - this.bootMs);
+      this.boots += 1;
       return { guest, slot, bornAt: Date.now() };
     } catch (error) {
       await this.slots.release(slot);

@@ -27,6 +27,15 @@ export class FunctionHistory {
   /** The load-driven desired count of the previous tick, which panic mode never goes below. */
   lastLoadDesired = 0;
   lastTickAt: number;
+  /** Instances (ready + starting) at the previous tick. */
+  lastInstances = 0;
+  /** When an instance above the first last went away (a scale-down, not to zero). */
+  lastShrinkAt = Number.NEGATIVE_INFINITY;
+  /**
+   * How long an idle instance above the desired count is kept (0: the stable window). It grows when the
+   * function starts an instance again soon after one was stopped (see `HybridAutoscaler`).
+   */
+  extraKeepMs = 0;
 
   constructor(
     private readonly timing: AutoscalerTiming,

@@ -132,6 +132,26 @@ describe('HybridAutoscaler: load', () => {
     expect(one.last?.desired).toBe(2);
   });
 
+  it('keeps extra instances longer once it had to start one again soon after stopping it', () => {
+    const spec = { ...SPEC, targetConcurrency: 1, warmPoolRatio: 0, idleTimeoutMs: 600_000 };
+    const fn = new Driver(new HybridAutoscaler(TIMING), spec);
+    fn.run(70_000, { concurrency: 2, arrivals: 2 });
+    expect(fn.last?.desired).toBe(2);
+    // Until it learns otherwise, an extra instance goes after a stable window idle (Knative's scale-down).
+    expect(fn.last?.keepIdleMs).toBe(TIMING.stableWindowMs);
+    const calmer = fn.run(130_000, { concurrency: 1, arrivals: 1 });
+    expect(calmer.at(-1)?.desired).toBe(1);
+    // Needed again 2 minutes after it went: that stop saved less than the start cost.
+    fn.run(10_000, { concurrency: 2, arrivals: 2 });
+    expect(fn.last?.desired).toBe(2);
+    const learned = fn.last?.keepIdleMs ?? 0;
+    expect(learned).toBeGreaterThan(2 * TIMING.stableWindowMs);
+    expect(learned).toBeLessThanOrEqual(spec.idleTimeoutMs);
+    // A steady load lets it shrink back towards the stable window.
+    fn.run(1_200_000, { concurrency: 2, arrivals: 2 });
+    expect(fn.last?.keepIdleMs).toBeLessThan(learned);
+  });
+
   it('respects min and max', () => {
     const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, min: 2, max: 4 });
     expect(fn.tick().desired).toBe(2);
@@ -190,28 +210,46 @@ describe('HybridAutoscaler: the last instance', () => {
   });
 
   it('keeps a frequently used function warm instead of releasing it between requests', () => {
-    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
-    for (let i = 0; i < 40; i++) fn.request({ gapMs: 2_000 + (i % 5) * 1_000 });
-    expect(fn.last?.keepAlive.strategy).toBe('histogram');
-    expect(fn.last?.keepAlive.prewarmAfterMs).toBe(0);
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 180_000 });
+    // A request every 40 to 60 s: kept through its histogram's tail, not released between requests.
+    for (let i = 0; i < 40; i++) fn.request({ gapMs: 40_000 + (i % 5) * 5_000 });
+    const keepAlive = fn.last?.keepAlive;
+    expect(keepAlive?.strategy).toBe('histogram');
+    expect(keepAlive?.prewarmAfterMs).toBe(0);
     // Never earlier than a stable window, never later than the function's idleTimeout.
-    expect(fn.last?.keepAlive.keepUntilMs).toBe(TIMING.stableWindowMs);
-    const idle = fn.run(50_000);
+    expect(keepAlive?.keepUntilMs).toBeGreaterThanOrEqual(TIMING.stableWindowMs);
+    expect(keepAlive?.keepUntilMs).toBeLessThan(90_000);
+    fn.tick({ arrivals: 1 });
+    const idle = fn.run(65_000);
     expect(idle.every((d) => d.desired === 1)).toBe(true);
-    fn.run(15_000);
+    fn.run(40_000);
+    expect(fn.last?.desired).toBe(0);
+  });
+
+  it('holds a function called many times per idleTimeout to idleTimeout: its tail would cost a cold start now and then', () => {
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
+    // A request every 20 to 40 s: 20 in one idleTimeout. An idle period past the histogram's tail is rare,
+    // and holding on through it costs about one mean gap per cold start it saves.
+    for (let i = 0; i < 60; i++) fn.request({ gapMs: 20_000 + (i % 5) * 5_000 });
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(600_000);
+    expect(fn.last?.keepAlive.reason).toMatch(/held to idleTimeout: .* requests come in one/);
+    const idle = fn.run(500_000);
+    expect(idle.every((d) => d.desired === 1)).toBe(true);
+    // The hold ends with idleTimeout, like the fixed keep-alive's.
+    fn.run(110_000);
     expect(fn.last?.desired).toBe(0);
   });
 
   it('holds a busy function to idleTimeout when requests would queue behind its next start', () => {
-    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 600_000 });
-    for (let i = 0; i < 150; i++) fn.request({ gapMs: 2_000 + (i % 5) * 1_000 });
-    expect(fn.last?.keepAlive.keepUntilMs).toBe(TIMING.stableWindowMs);
-    // A request every 4 s, and starts taking 20 s on a loaded node: a few would wait for each start.
-    fn.startMs = 20_000;
+    const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs: 180_000 });
+    for (let i = 0; i < 40; i++) fn.request({ gapMs: 40_000 + (i % 5) * 5_000 });
+    expect(fn.last?.keepAlive.keepUntilMs).toBeLessThan(90_000);
+    // A request every 50 s or so, and starts taking 80 s on a (very) loaded node: one would wait for each.
+    fn.startMs = 80_000;
     fn.tick();
-    expect(fn.last?.keepAlive.keepUntilMs).toBe(600_000);
+    expect(fn.last?.keepAlive.keepUntilMs).toBe(180_000);
     expect(fn.last?.keepAlive.reason).toMatch(/held to idleTimeout: .* requests would wait for each start/);
-    const idle = fn.run(120_000);
+    const idle = fn.run(100_000);
     expect(idle.every((d) => d.desired === 1)).toBe(true);
   });
 
