@@ -398,6 +398,17 @@ describe('a pre-made container that cannot be used', () => {
     await api(hearth.url, '/api/v1/namespaces/default/functions/image-fallback/instances', {
       method: 'DELETE',
     });
+    // No cell still booting: one that came ready after the signals went would make its container anew.
+    await eventually('the image pool at rest', async () => {
+      const stats = await api<{ node: { stemCells: { image?: string; ready: number; starting: number }[] } }>(
+        hearth.url,
+        '/api/v1/stats',
+      );
+      const pool = stats.body.node.stemCells.find((entry) => entry.image === `dir:${goImage}`);
+      return pool !== undefined && pool.starting === 0 && pool.ready > 0 && preparedContainers() > 0
+        ? true
+        : undefined;
+    });
     // Every prepared container's go signal is gone: a bind can no longer start anything in one.
     expect(removePreparedGoSignals()).toBeGreaterThan(0);
     const answer = await invoke(hearth.url, 'image-fallback');

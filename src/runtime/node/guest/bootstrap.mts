@@ -1464,11 +1464,14 @@ function isCloudEvent(value: unknown): boolean {
   return value !== null && typeof value === 'object' && 'specversion' in value && 'type' in value;
 }
 
+/** The guest's own folder (bootstrap, frames, adapters): the user's code is never loaded from it. */
+const GUEST_DIR_URL = new URL('./', import.meta.url).href;
+
 /** The user's frames only: the guest's own and Node's internals after them are noise in their logs. */
 function userStack(stack: string): string {
   return stack
     .split('\n')
-    .filter((line) => !line.includes('bootstrap.mjs') && !/\(?node:[a-z_/]+:\d+/.test(line))
+    .filter((line) => !line.includes(GUEST_DIR_URL) && !/\(?node:[a-z_/]+:\d+/.test(line))
     .join('\n');
 }
 
