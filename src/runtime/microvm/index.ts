@@ -15,7 +15,8 @@
  *
  * Accelerator: KVM where it boots a stock kernel; QEMU's TCG (a full software CPU, slower) where the host's
  * KVM is PVM (`kvm_pvm`, a software hypervisor that runs only kernels built as PVM guests), as on this
- * project's machines: the Debian kernel dies there on an instruction PVM cannot emulate (see README).
+ * project's machines: a stock kernel runs there only through KVM's instruction emulator, far slower than TCG,
+ * and dies on an instruction it lacks; why no PVM guest kernel is built instead: docs/microvm-kvm-on-pvm.md.
  */
 
 import { type ChildProcess, spawn } from 'node:child_process';
