@@ -113,7 +113,8 @@ export class NodeBudget<I extends PooledInstance, F extends BudgetedFunction<I>>
   /**
    * Whether the node's budget (instances, and memory as the sum of reservations) has room for one more
    * instance of `pool`'s version, evicting idle instances when it has not. Never a busy instance, never
-   * below a function's min, never one of a function in use right now unless it is above its desired count;
+   * below a function's min, never one of a function in use right now unless it is above its desired count
+   * and the start is for requests waiting now (`demand`: a pre-warm never takes from a function in use);
    * instances above desired go first, then those of the functions the policy expects to stay unused longest.
    * Nothing is evicted unless enough can go to make room.
    */
@@ -173,8 +174,11 @@ export class NodeBudget<I extends PooledInstance, F extends BudgetedFunction<I>>
           spare = Math.min(spare, idleLongEnough);
         }
         let allowed = active ? Math.min(idle.length, candidatePool.live - min) : idle.length;
-        // A speculative start, or a function in use now, gives up only what it does not need.
-        if (!demand || expected === 0) allowed = Math.min(allowed, spare);
+        // A speculative start, or a function in use now, gives up only what it does not need; a speculative
+        // start (a pre-warm, a warm pool) takes nothing from a function in use now: its guess of a request to
+        // come is worth less than the instance a client is between two requests on.
+        if (!demand && active && expected === 0) allowed = 0;
+        else if (!demand || expected === 0) allowed = Math.min(allowed, spare);
         if (allowed <= 0) continue;
         for (let i = 0; i < allowed; i++) {
           const instance = idle[i];
