@@ -598,7 +598,7 @@ if (results.abuse) {
           `The machine's 1-minute load average was ${a.loadAverage[0]} when the run started and ${a.loadAverage[1]} when it ended (${cpus().length} cores)${Math.min(...a.loadAverage) > cpus().length ? ": well above the core count, so other work's wake-ups, not only the abuse, set the neighbour's p99, unloaded and loaded alike" : ''}.`,
         ]),
     '',
-    "CPU sharing (since 2026-12-07): the platform's process runs in a cpu cgroup of its own beside its sandboxes' with ten times their weight, and a sandbox that reaches its CPU quota is marked `cpu.idle` until it has gone a second without (ten once it kept reaching it, since the second run of 2026-12-07), so the gateway and other instances waking preempt it at once; a stem cell boots `cpu.idle` until it is bound, and the helpers of a sandbox (slirp4netns, nft) run in its cgroup (README, Security: Sharing the CPU).",
+    "CPU sharing (since 2026-12-07): the platform's process runs in a cpu cgroup of its own beside its sandboxes' with ten times their weight, and a sandbox that reaches its CPU quota is marked `cpu.idle` until it has gone a second without (ten once it kept reaching it, since the second run of 2026-12-07), so the gateway and other instances waking preempt it at once; a stem cell booted to refill a pool boots at the least CPU weight until it is bound or a request waits for it, and the helpers of a sandbox (slirp4netns, nft) run in its cgroup (README, Security: Sharing the CPU).",
     '',
     ...(a.clientCgroup === undefined
       ? []
