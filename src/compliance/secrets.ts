@@ -71,6 +71,11 @@ export interface SecretTable {
   delete(namespace: string, name: string): boolean;
   transaction(work: () => void): void;
   close(): void;
+  /**
+   * Cluster mode: resolves once every node's copy holds the writes made so far (the API answers after it),
+   * with the nodes that had not taken them in time. Absent where there is one table.
+   */
+  settled?(): Promise<readonly string[]>;
 }
 
 /** Secrets in the platform's SQLite file, on their own connection. */
@@ -359,6 +364,11 @@ export class SecretStore {
         { details: { field: 'spec.encryption.key', value: `${secret}/${key}`, expected: '32 hex digits' } },
       );
     return { [SM4_KEY_ENV]: sm4Key.toString('hex') };
+  }
+
+  /** Resolves once the writes made so far reach every node (cluster mode); at once otherwise. */
+  async settled(): Promise<void> {
+    await this.db.settled?.();
   }
 
   close(): void {

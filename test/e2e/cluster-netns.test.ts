@@ -224,6 +224,17 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
     expect(released.status, released.text).toBe(200);
     const changed = await invoke(n2.url, 'reader');
     expect(changed.json()).toEqual({ password: `${PASSWORD}-2` });
+    // Each node starts instances from its own copy of the sealed secrets: a change made on n0 is in n1's
+    // copy by the time n0 answers, so the instance n1 starts right after has the new value.
+    await setSecret(n0, `${PASSWORD}-3`);
+    const releasedOnN1 = await api(n1.url, `${functionApiPath('reader')}/instances`, {
+      method: 'DELETE',
+      headers: admin,
+    });
+    expect(releasedOnN1.status, releasedOnN1.text).toBe(200);
+    const changedOnN0 = await invoke(n1.url, 'reader');
+    expect(changedOnN0.headers.get('x-hearth-node')).toBeNull();
+    expect(changedOnN0.json()).toEqual({ password: `${PASSWORD}-3` });
   });
 
   it('the logs of invocations run on n1 and n2 are read through n0, each line marked with its node', async () => {
@@ -236,8 +247,8 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
       expect(answer.status, answer.text).toBe(200);
       const counts = { n1: 0, n2: 0 };
       for (const item of answer.body.items) if (item.node === 'n1' || item.node === 'n2') counts[item.node]++;
-      // n1 ran it once, n2 twice (its second instance started after the secret changed).
-      return counts.n1 === 1 && counts.n2 === 2 ? answer.body : undefined;
+      // n1 and n2 ran it twice each (their second instances started after the secret changed).
+      return counts.n1 === 2 && counts.n2 === 2 ? answer.body : undefined;
     });
     expect(read.nodes).toEqual({ answered: ['n0', 'n1', 'n2'], unreachable: [] });
     const times = read.items.map((item) => item.time);
@@ -247,7 +258,7 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
       env: { HEARTH_API_KEY: adminKey },
     });
     expect(cli.code, cli.stderr).toBe(0);
-    expect(cli.stdout.match(/ n1 .*reader ran/g)?.length).toBe(1);
+    expect(cli.stdout.match(/ n1 .*reader ran/g)?.length).toBe(2);
     expect(cli.stdout.match(/ n2 .*reader ran/g)?.length).toBe(2);
   });
 
@@ -271,12 +282,12 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
       }
     })().catch(() => undefined);
     try {
-      // The backlog first: n1's one line and n2's two.
-      await eventually('the backlog of n1 and n2', () => (lines.length >= 3 ? true : undefined));
+      // The backlog first: n1's two lines and n2's two.
+      await eventually('the backlog of n1 and n2', () => (lines.length >= 4 ? true : undefined));
       for (const node of [n1, n2]) expect((await invoke(node.url, 'reader')).status).toBe(200);
       const count = (node: string) => lines.filter((line) => line.node === node).length;
       await eventually('the new lines of n1 and n2 to be streamed', () =>
-        count('n1') === 2 && count('n2') === 3 ? true : undefined,
+        count('n1') === 3 && count('n2') === 3 ? true : undefined,
       );
       expect(lines.filter((line) => line.unreachable !== undefined)).toEqual([]);
     } finally {
