@@ -16,7 +16,12 @@
  */
 
 import pg from 'pg';
-import type { SecretRow, SecretTable } from '../compliance/index.js';
+import {
+  SECRET_INSERT_COLUMNS,
+  type SecretRow,
+  type SecretTable,
+  secretInsertValues,
+} from '../compliance/index.js';
 import type { SyncPostgres } from './pg-sync.js';
 
 export interface ClusterSecretsOptions {
@@ -84,20 +89,11 @@ export class ClusterSecrets {
         ).map(toRow),
       upsert: (row) => {
         db.query(
-          `INSERT INTO secrets (namespace, name, keys, algorithm, key_id, sealed, created_at, updated_at)
+          `INSERT INTO secrets (${SECRET_INSERT_COLUMNS})
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
            ON CONFLICT (namespace, name) DO UPDATE SET keys = EXCLUDED.keys, algorithm = EXCLUDED.algorithm,
              key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed, updated_at = EXCLUDED.updated_at`,
-          [
-            row.namespace,
-            row.name,
-            row.keys,
-            row.algorithm,
-            row.key_id,
-            row.sealed,
-            row.created_at,
-            row.updated_at,
-          ],
+          secretInsertValues(row),
         );
         this.wrote(row.namespace, row.name);
       },

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, startNats } from '../support/broker-processes.mjs';
+import { type ClusterServices, firstAdminKey, startClusterServices } from '../support/cluster.js';
 import {
   api,
   eventually,
@@ -24,8 +24,6 @@ import {
   type TempFolder,
 } from '../support/hearth.js';
 import { createTestNetwork, type TestNetwork } from '../support/netns.js';
-import { type RunningPostgres, startPostgres } from '../support/postgres.js';
-import { type RunningRedis, startRedis } from '../support/redis.js';
 
 const NAME = 'node-version';
 /** The master key every node shares, so a secret one node seals the others open. */
@@ -42,9 +40,7 @@ const READER = {
 };
 
 let network: TestNetwork;
-let postgres: RunningPostgres;
-let nats: Broker;
-let redis: RunningRedis;
+let services: ClusterServices;
 let configDir: TempFolder;
 const nodes: Hearth[] = [];
 /** Beyond loopback the API needs a key: the first node makes and prints it, the others read it from PostgreSQL. */
@@ -59,15 +55,7 @@ function nodeArgs(i: number): string[] {
   return [
     '--host',
     network.hosts[i]?.address as string,
-    '--cluster',
-    '--postgres',
-    postgres.url,
-    '--nats',
-    nats.url,
-    '--redis',
-    redis.url,
-    '--node-id',
-    `n${i}`,
+    ...services.flags(`n${i}`),
     '--config',
     join(configDir.dir, 'lean.yaml'),
   ];
@@ -93,22 +81,16 @@ async function memberIds(url: string): Promise<string[]> {
 describe('cluster mode: three nodes in their own network namespaces', () => {
   beforeAll(async () => {
     network = await createTestNetwork(3);
-    [postgres, nats, redis] = await Promise.all([
-      startPostgres({ host: network.hostAddress, allow: network.cidr }),
-      startNats({ host: network.hostAddress }),
-      startRedis(undefined, network.hostAddress),
-    ]);
+    services = await startClusterServices(network);
     configDir = await makeFolder({ 'lean.yaml': 'stemCells: { node20: 1, python3: 0 }\n' });
     nodes.push(await startNode(0));
-    adminKey = await eventually('n0 to print the first admin key', () =>
-      /admin key: (hth_\S+)/.exec(nodes[0]?.stderr() ?? '')?.at(1),
-    );
+    adminKey = await firstAdminKey(nodes[0] as Hearth, 'n0');
     nodes.push(...(await Promise.all([startNode(1), startNode(2)])));
   }, 180_000);
 
   afterAll(async () => {
     await Promise.all(nodes.map((hearth) => hearth.stop()));
-    await Promise.all([postgres?.stop(), nats?.stop(), redis?.stop()]);
+    await services?.stop();
     await configDir?.cleanup();
     network?.destroy();
   }, 60_000);
@@ -192,7 +174,7 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
     const listed = await api(n2.url, '/api/v1/secrets', { headers: admin });
     expect(listed.text).toContain('"db"');
     expect(listed.text).not.toContain(PASSWORD);
-    const database = new pg.Client({ connectionString: postgres.url });
+    const database = new pg.Client({ connectionString: services.postgres.url });
     await database.connect();
     try {
       const rows = await database.query<{ row: string }>('SELECT secrets::text AS row FROM secrets');
@@ -215,26 +197,24 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
       expect(answer.headers.get('x-hearth-node')).toBeNull();
       expect(answer.json()).toEqual({ password: PASSWORD });
     }
+    /** What a new instance of the reader started on `node` (its warm ones released first) sees. */
+    const coldStartOn = async (node: Hearth): Promise<unknown> => {
+      const released = await api(node.url, `${functionApiPath('reader')}/instances`, {
+        method: 'DELETE',
+        headers: admin,
+      });
+      expect(released.status, released.text).toBe(200);
+      const answer = await invoke(node.url, 'reader');
+      expect(answer.headers.get('x-hearth-node')).toBeNull();
+      return answer.json();
+    };
     // A change made on n1 reaches the next instance n2 starts.
     await setSecret(n1, `${PASSWORD}-2`);
-    const released = await api(n2.url, `${functionApiPath('reader')}/instances`, {
-      method: 'DELETE',
-      headers: admin,
-    });
-    expect(released.status, released.text).toBe(200);
-    const changed = await invoke(n2.url, 'reader');
-    expect(changed.json()).toEqual({ password: `${PASSWORD}-2` });
+    expect(await coldStartOn(n2)).toEqual({ password: `${PASSWORD}-2` });
     // Each node starts instances from its own copy of the sealed secrets: a change made on n0 is in n1's
     // copy by the time n0 answers, so the instance n1 starts right after has the new value.
     await setSecret(n0, `${PASSWORD}-3`);
-    const releasedOnN1 = await api(n1.url, `${functionApiPath('reader')}/instances`, {
-      method: 'DELETE',
-      headers: admin,
-    });
-    expect(releasedOnN1.status, releasedOnN1.text).toBe(200);
-    const changedOnN0 = await invoke(n1.url, 'reader');
-    expect(changedOnN0.headers.get('x-hearth-node')).toBeNull();
-    expect(changedOnN0.json()).toEqual({ password: `${PASSWORD}-3` });
+    expect(await coldStartOn(n1)).toEqual({ password: `${PASSWORD}-3` });
   });
 
   it('the logs of invocations run on n1 and n2 are read through n0, each line marked with its node', async () => {
