@@ -5,11 +5,14 @@
  *
  * It reads every watched sandbox's `cpu.stat` every 25 ms or so, on the gateway's thread: the reads are
  * asynchronous (libuv's pool), one outstanding at a time, so a read that waits in the kernel (cgroupfs
- * behind a busy cgroup lock, a slow disk under a v1 `cpuacct`) never stalls a request, and the watch
- * takes one pool thread at the most. The next look is timed from the end of the last, as before.
+ * behind a busy cgroup lock) never stalls a request, and the watch takes one pool thread at the most. The
+ * next look is timed from the end of the last, as before. Each file is opened once and re-read from its
+ * start (`pread` at 0: cgroupfs makes the text anew) into one buffer: a whole `readFile` is four trips
+ * to the pool (open, fstat, read, close), which cost 3.4 times the CPU of the synchronous reads it replaced
+ * (200 cells); one `pread` costs about what a synchronous read did.
  */
 
-import { readFile, writeFile } from 'node:fs';
+import { close, open, read, writeFile } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -52,12 +55,20 @@ interface Throttling {
   lookedAt: number;
   /** µs of CPU per ms of wall time the sandbox uses when it runs flat out: its quota, at most every core. */
   readonly fullUsePerMs: number;
+  /** Its `cpu.stat`, open (undefined until the first look). */
+  statFd: number | undefined;
+  /** v1: its `cpuacct.usage`, open; null where there is none (cpuacct mounted apart from cpu). */
+  usageFd: number | null | undefined;
 }
+
+/** Larger than any cgroup's `cpu.stat` (a few hundred bytes); one, as one read is outstanding at a time. */
+const READ_BUFFER_BYTES = 4096;
 
 export class ThrottleWatch {
   private readonly watched = new Map<string, Throttling>();
   private timer: NodeJS.Timeout | undefined;
   private running = false;
+  private readonly buffer = Buffer.alloc(READ_BUFFER_BYTES);
 
   /** `root`: the platform's directory under the cpu controller, each sandbox's cgroup a folder in it. */
   constructor(
@@ -82,6 +93,8 @@ export class ThrottleWatch {
       usageUs: undefined,
       lookedAt: Date.now(),
       fullUsePerMs: 1000 * Math.min(quotaCores, cores),
+      statFd: undefined,
+      usageFd: undefined,
     });
   }
 
@@ -90,7 +103,15 @@ export class ThrottleWatch {
     this.running = false;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    this.watched.clear();
+    for (const id of [...this.watched.keys()]) this.drop(id);
+  }
+
+  /** No longer watched (its cgroup is gone): its files are closed. */
+  private drop(id: string): void {
+    const state = this.watched.get(id);
+    this.watched.delete(id);
+    if (state?.statFd !== undefined) close(state.statFd, () => undefined);
+    if (typeof state?.usageFd === 'number') close(state.usageFd, () => undefined);
   }
 
   private schedule(ms: number): void {
@@ -112,14 +133,16 @@ export class ThrottleWatch {
   private async look(): Promise<void> {
     for (const [id, state] of [...this.watched]) {
       const dir = join(this.root, id);
-      const stat = await readIfThere(join(dir, 'cpu.stat'));
+      state.statFd ??= await openIfThere(join(dir, 'cpu.stat'));
+      const stat = state.statFd === undefined ? '' : await this.readFrom(state.statFd);
       if (!this.running) return;
       if (stat === '') {
-        this.watched.delete(id);
+        // The cgroup is gone (removed with its sandbox, or never made).
+        this.drop(id);
         continue;
       }
-      const usageUs = await this.cpuUsageUs(dir, stat);
-      if (!this.running) return;
+      const usageUs = await this.cpuUsageUs(dir, state, stat);
+      if (!this.running || !this.watched.has(id)) return;
       const now = Date.now();
       const periods = Number(/^nr_throttled (\d+)$/m.exec(stat)?.[1] ?? 0);
       const busy =
@@ -148,19 +171,31 @@ export class ThrottleWatch {
    * A sandbox's CPU time so far in µs: v2's `usage_usec` in cpu.stat, or v1's `cpuacct.usage` (ns) where
    * cpuacct is mounted with cpu (the usual `cpu,cpuacct`); undefined where neither is there.
    */
-  private async cpuUsageUs(dir: string, stat: string): Promise<number | undefined> {
+  private async cpuUsageUs(dir: string, state: Throttling, stat: string): Promise<number | undefined> {
     if (this.version === 2) {
       const usage = /^usage_usec (\d+)$/m.exec(stat)?.[1];
       return usage === undefined ? undefined : Number(usage);
     }
-    const nanoseconds = (await readIfThere(join(dir, 'cpuacct.usage'))).trim();
+    if (state.usageFd === undefined) state.usageFd = (await openIfThere(join(dir, 'cpuacct.usage'))) ?? null;
+    if (state.usageFd === null) return undefined;
+    const nanoseconds = (await this.readFrom(state.usageFd)).trim();
     return nanoseconds === '' ? undefined : Number(nanoseconds) / 1000;
+  }
+
+  /** The file's text from its start; '' when it cannot be read (its cgroup removed). */
+  private readFrom(fd: number, from: number | null = 0): Promise<string> {
+    return new Promise((resolve) =>
+      read(fd, this.buffer, 0, READ_BUFFER_BYTES, from, (error, bytes) => {
+        // A file that cannot seek (not cgroupfs: the tests' named pipe) is read from where it stands.
+        if (error?.code === 'ESPIPE' && from !== null) resolve(this.readFrom(fd, null));
+        else resolve(error === null ? this.buffer.toString('utf8', 0, bytes) : '');
+      }),
+    );
   }
 }
 
-/** The callback API: `fs/promises`' readFile costs more of the main thread per small file. */
-function readIfThere(file: string): Promise<string> {
-  return new Promise((resolve) => readFile(file, 'utf8', (error, text) => resolve(error ? '' : text)));
+function openIfThere(file: string): Promise<number | undefined> {
+  return new Promise((resolve) => open(file, 'r', (error, fd) => resolve(error === null ? fd : undefined)));
 }
 
 function writeQuietly(dir: string, file: string, value: string): Promise<boolean> {
