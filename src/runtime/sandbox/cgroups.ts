@@ -325,6 +325,7 @@ export class Cgroups {
 
   /** Removes a sandbox's cgroups once its processes are gone, killing any that outlived it. */
   async remove(id: string): Promise<void> {
+    this.throttleWatch?.forget(id);
     this.background.delete(id);
     this.periodSet.delete(id);
     for (const controller of this.controllers) await removeCgroup(join(controller.root, id));

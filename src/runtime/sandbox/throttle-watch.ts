@@ -106,6 +106,11 @@ export class ThrottleWatch {
     for (const id of [...this.watched.keys()]) this.drop(id);
   }
 
+  /** Its cgroup is being removed: no longer watched (a cell made again under its id starts afresh). */
+  forget(id: string): void {
+    this.drop(id);
+  }
+
   /** No longer watched (its cgroup is gone): its files are closed. */
   private drop(id: string): void {
     const state = this.watched.get(id);
