@@ -242,8 +242,7 @@ export class Cluster {
         if (error !== null) return;
         try {
           const seen = message.json<SecretSeen>();
-          this.secretNotices.get(seen.id)?.delete(seen.node);
-          for (const waiter of this.secretWaiters) waiter();
+          this.secretSeenBy(seen.id, seen.node);
         } catch {
           // Not ours.
         }
@@ -310,8 +309,7 @@ export class Cluster {
             waiter.pending.delete(node.id);
             if (waiter.pending.size === 0) waiter.done();
           }
-        for (const pending of this.secretNotices.values()) pending.delete(node.id);
-        for (const waiter of this.secretWaiters) waiter();
+        for (const id of [...this.secretNotices.keys()]) this.secretSeenBy(id, node.id);
       },
       onView: (self, nodes) => this.forwarder.update(self, nodes),
     });
@@ -439,6 +437,15 @@ export class Cluster {
         `cluster: a secret changed here, but node(s) ${left.join(', ')} had not taken it within ${SWITCH_WAIT_MS / 1000}s (they start instances with the old value until their next resync)`,
       );
     return left;
+  }
+
+  /** `node` has taken notice `id` (or left): a notice every node has taken is forgotten. */
+  private secretSeenBy(id: string, node: string): void {
+    const pending = this.secretNotices.get(id);
+    if (pending === undefined) return;
+    pending.delete(node);
+    if (pending.size === 0) this.secretNotices.delete(id);
+    for (const waiter of this.secretWaiters) waiter();
   }
 
   /** Another node changed a secret: this node's copy re-reads it, then says so to the writer. */
