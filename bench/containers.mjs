@@ -14,6 +14,7 @@ import {
   autocannon,
   deploy,
   ensureWrk,
+  medianRun,
   ROOT,
   round,
   scaleToZero,
@@ -153,17 +154,8 @@ export async function containersBench({ count = 20, seconds = 5, connections = 5
     for (let round_ = 0; round_ < rounds; round_++)
       for (const [name, target] of Object.entries(targets))
         warm[name].push(await load(target, { connections, seconds }));
-    const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
     const warmSummary = Object.fromEntries(
-      Object.entries(warm).map(([name, runs]) => [
-        name,
-        {
-          rps: round(median(runs.map((r) => r.rps)), 0),
-          p50: round(median(runs.map((r) => r.p50))),
-          p99: round(median(runs.map((r) => r.p99))),
-          errors: runs.reduce((sum, r) => sum + r.errors, 0),
-        },
-      ]),
+      Object.entries(warm).map(([name, runs]) => [name, medianRun(runs)]),
     );
     const memory = {
       container: await instanceMemory(hearth, 'go-warm'),

@@ -176,6 +176,46 @@ export async function autocannon(target, { connections, seconds }) {
   };
 }
 
+/** The middle value (the upper of the two middle ones for an even count). */
+export function median(values) {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+}
+
+/** wrk where it can be had, else autocannon: the tool's name and a `load(url, { connections, seconds })`. */
+export function loadGenerator() {
+  const tool = ensureWrk() ? 'wrk' : 'autocannon';
+  return { tool, load: (url, options) => (tool === 'wrk' ? wrk(url, options) : autocannon(url, options)) };
+}
+
+/**
+ * Warm load on several targets (`[name, url]` pairs), in rounds that alternate them (a shared machine
+ * drifts): each run after a pause and a short warm-up run. The runs of each target, by name.
+ */
+export async function alternatingRuns(
+  targets,
+  { rounds, seconds, connections, pauseMs, warmupSeconds },
+  load = loadGenerator().load,
+) {
+  const runs = Object.fromEntries(targets.map(([name]) => [name, []]));
+  for (let turn = 0; turn < rounds; turn++)
+    for (const [name, url] of targets) {
+      await sleep(pauseMs);
+      await load(url, { connections, seconds: warmupSeconds });
+      runs[name].push(await load(url, { connections, seconds }));
+    }
+  return runs;
+}
+
+/** Runs of one target as medians (requests per second, p50, p99), their errors summed. */
+export function medianRun(runs) {
+  return {
+    rps: round(median(runs.map((run) => run.rps)), 0),
+    p50: round(median(runs.map((run) => run.p50))),
+    p99: round(median(runs.map((run) => run.p99))),
+    errors: runs.reduce((sum, run) => sum + run.errors, 0),
+  };
+}
+
 /** A process and all its descendants, parents first; processes that have gone are left out. */
 export function processTree(pid) {
   const pids = [];

@@ -12,10 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildWasmModules } from '../test/support/wasm/build.mjs';
 import {
+  alternatingRuns,
   api,
-  autocannon,
   deploy,
-  ensureWrk,
+  loadGenerator,
+  median,
+  medianRun,
   ROOT,
   round,
   scaleToZero,
@@ -23,7 +25,6 @@ import {
   startHearth,
   summarise,
   timeToFirstByte,
-  wrk,
 } from './lib.mjs';
 import { startNodeServer } from './warm.mjs';
 
@@ -314,9 +315,7 @@ export async function wasmBench({
     ]);
     if (coldOnly) return results;
 
-    const tool = ensureWrk() ? 'wrk' : 'autocannon';
-    const load = (url, s) =>
-      tool === 'wrk' ? wrk(url, { connections, seconds: s }) : autocannon(url, { connections, seconds: s });
+    const { tool, load } = loadGenerator();
     const helloFolder = wasmFolder(modules.helloRust, 'wasm-hello', 'main');
     const computeFolder = wasmFolder(modules.computeRust, 'wasm-compute', 'main.handle');
     const hostedHelloFolder = wasmFolder(modules.helloRust, 'wasm-host-hello', 'main', hosted);
@@ -341,27 +340,21 @@ export async function wasmBench({
     ];
     // Rounds alternate the servers (the machine is shared and drifts); medians over the rounds, and each
     // ratio the median of per-round ratios against the raw server and the Node hello of the same round.
-    const runs = Object.fromEntries(targets.map(([name]) => [name, []]));
+    let runs;
     try {
-      for (let turn = 0; turn < rounds; turn++) {
-        for (const [name, url] of targets) {
-          await sleep(1000);
-          await load(url, 2);
-          runs[name].push(await load(url, seconds));
-        }
-      }
+      runs = await alternatingRuns(
+        targets,
+        { rounds, seconds, connections, pauseMs: 1000, warmupSeconds: 2 },
+        load,
+      );
     } finally {
       raw.stop();
     }
-    const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
     const rawRuns = runs['raw node:http'];
     const nodeRuns = runs['hearth, node20 hello'];
     for (const [name, list] of Object.entries(runs)) {
       results.warm[name] = {
-        rps: round(median(list.map((r) => r.rps)), 0),
-        p50: round(median(list.map((r) => r.p50))),
-        p99: round(median(list.map((r) => r.p99))),
-        errors: list.reduce((sum, r) => sum + r.errors, 0),
+        ...medianRun(list),
         vsRaw: round(median(list.map((r, i) => r.rps / rawRuns[i].rps))),
         vsNodeHello: round(median(list.map((r, i) => r.rps / nodeRuns[i].rps))),
       };

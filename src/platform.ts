@@ -131,7 +131,7 @@ export async function startPlatform(
     ...(cluster === undefined
       ? { file: join(config.dataDir, 'hearth.db') }
       : {
-          table: cluster.store.secretTable(),
+          table: cluster.secretTable(),
           shared: {
             refusal: ownKey
               ? `cluster mode: this node's master key is its own (${keyring.source}), so the other nodes could not open what it seals`

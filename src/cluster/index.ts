@@ -12,6 +12,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { SecretTable } from '../compliance/index.js';
 import type { ClusterConfig } from '../config.js';
 import { NODE_LOGS_HEADER, type PeerLogs } from '../control/api/context.js';
 import type { LogRecord } from '../control/api/types.js';
@@ -94,6 +95,13 @@ interface DeployedOutcome {
 interface ChangeNotice {
   readonly origin: string;
   readonly change: StoreChange;
+  /** A secret's notice: the other nodes answer on `secret-seen` with it once their copy holds the row. */
+  readonly id?: string;
+}
+
+interface SecretSeen {
+  readonly node: string;
+  readonly id: string;
 }
 
 export class Cluster {
@@ -109,6 +117,11 @@ export class Cluster {
   /** Handed to the gateway before the node listens; it forwards nothing until the first heartbeat. */
   readonly forwarder: Forwarder;
   private readonly lostListeners = new Set<(nodeId: string) => void>();
+  private secretSeenSub: Subscription | undefined;
+  /** Secret notices this node sent → the live nodes whose copy has not taken them yet. */
+  private readonly secretNotices = new Map<string, Set<string>>();
+  /** Told whenever a secret notice's set of nodes shrinks. */
+  private readonly secretWaiters = new Set<() => void>();
   /**
    * The nodes that leave, told on one live node only (the lowest id, this one included): it takes over
    * what a broker keeps for a node that is gone (its MQTT sessions). Every node reaches the same choice
@@ -131,7 +144,7 @@ export class Cluster {
     /** Dependency layers, built once in the cluster and fetched by the other nodes (PostgreSQL). */
     readonly layers: PgLayers,
     breaker: BreakerSettings,
-    warn: (message: string) => void,
+    private readonly warn: (message: string) => void,
   ) {
     this.forwarder = new Forwarder(nodeId, breaker, (peer, reason) =>
       warn(`cluster: forwarding to node ${peer} failed: ${reason}`),
@@ -224,6 +237,17 @@ export class Cluster {
         }
       },
     });
+    this.secretSeenSub = this.nats.subscribe(`${SUBJECT_PREFIX}.secret-seen`, {
+      callback: (error, message) => {
+        if (error !== null) return;
+        try {
+          const seen = message.json<SecretSeen>();
+          this.secretSeenBy(seen.id, seen.node);
+        } catch {
+          // Not ours.
+        }
+      },
+    });
     reconciler.adopt(parts.restored);
     this.reconciler = reconciler;
     this.changes = this.nats.subscribe(`${SUBJECT_PREFIX}.changes`, {
@@ -248,12 +272,19 @@ export class Cluster {
           this.followGateways(parts);
           return;
         }
+        if (notice.change.kind === 'secret') {
+          this.takeSecret(notice.change, notice.id, parts.warn);
+          return;
+        }
         void reconciler.sync();
       },
     });
+    // Secrets changed between the store's start (which filled the copy) and this subscription.
+    this.reloadSecrets(parts.warn);
     this.resync = setInterval(() => {
       void reconciler.sync();
       this.followGateways(parts);
+      this.reloadSecrets(parts.warn);
       try {
         parts.reloadSecurity();
       } catch (error) {
@@ -278,6 +309,7 @@ export class Cluster {
             waiter.pending.delete(node.id);
             if (waiter.pending.size === 0) waiter.done();
           }
+        for (const id of [...this.secretNotices.keys()]) this.secretSeenBy(id, node.id);
       },
       onView: (self, nodes) => this.forwarder.update(self, nodes),
     });
@@ -366,6 +398,84 @@ export class Cluster {
         };
       },
     });
+  }
+
+  /**
+   * The secrets table a node's `SecretStore` uses: this node's copy (pg-secrets.ts), and `settled`, which
+   * the API awaits after a write so that it answers once every live node's copy holds the change.
+   */
+  secretTable(): SecretTable {
+    return { ...this.store.secretTable(), settled: () => this.awaitSecretsSeen() };
+  }
+
+  /**
+   * Resolves once every live node has taken the secret notices this node has sent so far (or after
+   * SWITCH_WAIT_MS), with the nodes that had not, who are named in a warning.
+   */
+  async awaitSecretsSeen(): Promise<string[]> {
+    const ids = [...this.secretNotices.keys()];
+    const laggards = (): string[] => [
+      ...new Set(ids.flatMap((id) => [...(this.secretNotices.get(id) ?? [])])),
+    ];
+    if (laggards().length > 0)
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          this.secretWaiters.delete(check);
+          resolve();
+        };
+        const check = (): void => {
+          if (laggards().length === 0) done();
+        };
+        const timer = setTimeout(done, SWITCH_WAIT_MS);
+        this.secretWaiters.add(check);
+      });
+    const left = laggards();
+    for (const id of ids) this.secretNotices.delete(id);
+    if (left.length > 0)
+      this.warn(
+        `cluster: a secret changed here, but node(s) ${left.join(', ')} had not taken it within ${SWITCH_WAIT_MS / 1000}s (they start instances with the old value until their next resync)`,
+      );
+    return left;
+  }
+
+  /** `node` has taken notice `id` (or left): a notice every node has taken is forgotten. */
+  private secretSeenBy(id: string, node: string): void {
+    const pending = this.secretNotices.get(id);
+    if (pending === undefined) return;
+    pending.delete(node);
+    if (pending.size === 0) this.secretNotices.delete(id);
+    for (const waiter of this.secretWaiters) waiter();
+  }
+
+  /** Another node changed a secret: this node's copy re-reads it, then says so to the writer. */
+  private takeSecret(
+    change: { readonly namespace: string; readonly name: string },
+    id: string | undefined,
+    warn: (message: string) => void,
+  ): void {
+    this.store.secrets
+      .refresh(change.namespace, change.name)
+      .then(() => {
+        if (id !== undefined)
+          this.nats.publish(
+            `${SUBJECT_PREFIX}.secret-seen`,
+            JSON.stringify({ node: this.nodeId, id } satisfies SecretSeen),
+          );
+      })
+      .catch((error: unknown) =>
+        warn(
+          `cluster: cannot re-read secret ${change.namespace}/${change.name} changed elsewhere: ${(error as Error).message}`,
+        ),
+      );
+  }
+
+  private reloadSecrets(warn: (message: string) => void): void {
+    this.store.secrets
+      .reload()
+      .catch((error: unknown) =>
+        warn(`cluster: cannot re-read the cluster's secrets: ${(error as Error).message}`),
+      );
   }
 
   private followGateways(parts: ClusterParts): void {
@@ -526,7 +636,10 @@ export class Cluster {
     if (this.resync !== undefined) clearInterval(this.resync);
     this.changes?.unsubscribe();
     this.switchedSub?.unsubscribe();
+    this.secretSeenSub?.unsubscribe();
     for (const waiters of this.switchWaiters.values()) for (const waiter of waiters) waiter.done();
+    this.secretNotices.clear();
+    for (const waiter of this.secretWaiters) waiter();
     this.lostListeners.clear();
     this.membership?.close();
     await this.reconciler?.idle();
@@ -563,10 +676,22 @@ export class Cluster {
     // A function this node deployed: its own deployer switched it; the reconciler must still know of it,
     // to drop it when another node removes it.
     if (change.kind === 'function') this.reconciler?.track(change.ref);
+    let id: string | undefined;
+    if (change.kind === 'secret') {
+      const peers = this.nodes().filter((node) => !node.self);
+      if (peers.length > 0) {
+        id = randomBytes(8).toString('hex');
+        this.secretNotices.set(id, new Set(peers.map((node) => node.id)));
+      }
+    }
     try {
       this.nats.publish(
         `${SUBJECT_PREFIX}.changes`,
-        JSON.stringify({ origin: this.nodeId, change } satisfies ChangeNotice),
+        JSON.stringify({
+          origin: this.nodeId,
+          change,
+          ...(id === undefined ? {} : { id }),
+        } satisfies ChangeNotice),
       );
     } catch {
       // NATS away: the other nodes catch up at their next resync.

@@ -9,7 +9,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { SecretRow, SecretTable } from '../compliance/index.js';
+import type { SecretTable } from '../compliance/index.js';
 import type {
   NewVersion,
   Store,
@@ -25,6 +25,7 @@ import type { NamespaceManifest, SecurityStore, StoredKey, StoredNamespace } fro
 import type { ClaimOutcome } from '../triggers/index.js';
 import { QUEUE_ALIVE, QUEUE_PUBLISHED, QUEUE_TABLES } from './js-queue.js';
 import { LAYER_TABLES } from './pg-layers.js';
+import { ClusterSecrets } from './pg-secrets.js';
 import { SyncPostgres } from './pg-sync.js';
 
 /** As the embedded store keeps them. */
@@ -181,16 +182,27 @@ export type StoreChange =
   | { readonly kind: 'function'; readonly ref: FunctionRef }
   | { readonly kind: 'gateway'; readonly namespace: string; readonly name: string }
   /** API keys or namespaces: every node re-reads them (its `Security` keeps them in memory). */
-  | { readonly kind: 'security' };
+  | { readonly kind: 'security' }
+  /** A secret: every node re-reads its row into its copy (pg-secrets.ts). */
+  | { readonly kind: 'secret'; readonly namespace: string; readonly name: string };
 
 export class PostgresStore implements Store, SecurityStore {
   private readonly db: SyncPostgres;
   private depth = 0;
   private pending: StoreChange[] = [];
   private claims = 0;
+  /** The sealed secrets, with this node's copy that instance starts read (pg-secrets.ts). */
+  readonly secrets: ClusterSecrets;
 
   private constructor(private readonly options: PostgresStoreOptions) {
     this.db = new SyncPostgres(options.url);
+    this.secrets = new ClusterSecrets({
+      url: options.url,
+      db: this.db,
+      transaction: (work) => this.transaction(work),
+      atRest: () => this.depth === 0,
+      changed: (namespace, name) => this.changed({ kind: 'secret', namespace, name }),
+    });
   }
 
   /** Connects and migrates; throws with PostgreSQL's reason when it cannot. */
@@ -198,6 +210,7 @@ export class PostgresStore implements Store, SecurityStore {
     const store = new PostgresStore(options);
     try {
       store.migrate();
+      store.secrets.load();
     } catch (error) {
       void store.db.close();
       throw error;
@@ -544,16 +557,24 @@ export class PostgresStore implements Store, SecurityStore {
     } catch (error) {
       this.depth -= 1;
       this.db.query(this.depth === 0 ? 'ROLLBACK' : `ROLLBACK TO SAVEPOINT ${savepoint}`);
-      if (this.depth === 0) this.pending = [];
+      if (this.depth === 0) {
+        this.pending = [];
+        this.secrets.settle();
+      }
       throw error;
     }
     this.depth -= 1;
     this.db.query(this.depth === 0 ? 'COMMIT' : `RELEASE SAVEPOINT ${savepoint}`);
-    if (this.depth === 0) this.flushChanges();
+    if (this.depth === 0) {
+      // The copy first: a notice must not reach another node before this node's copy holds the row.
+      this.secrets.settle();
+      this.flushChanges();
+    }
     return result;
   }
 
   close(): void {
+    void this.secrets.close();
     void this.db.close();
   }
 
@@ -626,61 +647,11 @@ export class PostgresStore implements Store, SecurityStore {
   // --- secrets (src/compliance/secrets.ts) ----------------------------------------------------------
 
   /**
-   * The cluster's secrets, sealed. Read at each instance start (no copy kept on the nodes), so a secret
-   * set on any node reaches the next instance any node starts, with nothing to propagate.
+   * The cluster's secrets, sealed; an instance start reads them from this node's copy, which every
+   * write on any node brings up to date (pg-secrets.ts).
    */
   secretTable(): SecretTable {
-    const rows = (found: Record<string, unknown>[]): SecretRow[] =>
-      found.map((row) => {
-        const sealed = row.sealed as Uint8Array;
-        return {
-          ...(row as unknown as SecretRow),
-          sealed: Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength),
-        };
-      });
-    return {
-      get: (namespace, name) =>
-        rows(this.db.query('SELECT * FROM secrets WHERE namespace = $1 AND name = $2', [namespace, name]))[0],
-      list: (namespace) =>
-        rows(
-          namespace === undefined
-            ? this.db.query('SELECT * FROM secrets ORDER BY namespace, name')
-            : this.db.query('SELECT * FROM secrets WHERE namespace = $1 ORDER BY name', [namespace]),
-        ),
-      upsert: (row) => {
-        this.db.query(
-          `INSERT INTO secrets (namespace, name, keys, algorithm, key_id, sealed, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (namespace, name) DO UPDATE SET keys = EXCLUDED.keys, algorithm = EXCLUDED.algorithm,
-             key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed, updated_at = EXCLUDED.updated_at`,
-          [
-            row.namespace,
-            row.name,
-            row.keys,
-            row.algorithm,
-            row.key_id,
-            row.sealed,
-            row.created_at,
-            row.updated_at,
-          ],
-        );
-      },
-      restore: (row) => {
-        this.db.query(
-          `UPDATE secrets SET keys = $1, algorithm = $2, key_id = $3, sealed = $4, updated_at = $5
-           WHERE namespace = $6 AND name = $7`,
-          [row.keys, row.algorithm, row.key_id, row.sealed, row.updated_at, row.namespace, row.name],
-        );
-      },
-      delete: (namespace, name) =>
-        this.db.query('DELETE FROM secrets WHERE namespace = $1 AND name = $2 RETURNING name', [
-          namespace,
-          name,
-        ]).length > 0,
-      transaction: (work) => this.transaction(work),
-      // The store is closed by the platform, last.
-      close: () => undefined,
-    };
+    return this.secrets.table();
   }
 
   private changed(change: StoreChange): void {

@@ -23,10 +23,12 @@ export { Keyring } from './keyring.js';
 export { auditDetail, auditInvocations, recordRefusedLogin, recordRequest } from './recorder.js';
 export {
   SECRET_FILES_ENV,
+  SECRET_INSERT_COLUMNS,
   type SecretRow,
   SecretStore,
   type SecretSummary,
   type SecretTable,
+  secretInsertValues,
 } from './secrets.js';
 export {
   generateSigningKey,

@@ -57,6 +57,24 @@ export interface SecretRow {
   readonly updated_at: string;
 }
 
+/** A row's values in the order of the columns of `SECRET_INSERT_COLUMNS`. */
+export function secretInsertValues(row: SecretRow): unknown[] {
+  return [
+    row.namespace,
+    row.name,
+    row.keys,
+    row.algorithm,
+    row.key_id,
+    row.sealed,
+    row.created_at,
+    row.updated_at,
+  ];
+}
+
+/** The `secrets` columns an insert names, in the order `secretInsertValues` gives them (SQLite and PostgreSQL). */
+export const SECRET_INSERT_COLUMNS =
+  'namespace, name, keys, algorithm, key_id, sealed, created_at, updated_at';
+
 /**
  * Where sealed secrets rest: the platform's SQLite file (embedded mode), or PostgreSQL in cluster mode
  * (src/cluster/pg-store.ts), so a secret set on any node reaches every node's functions.
@@ -71,6 +89,11 @@ export interface SecretTable {
   delete(namespace: string, name: string): boolean;
   transaction(work: () => void): void;
   close(): void;
+  /**
+   * Cluster mode: resolves once every node's copy holds the writes made so far (the API answers after it),
+   * with the nodes that had not taken them in time. Absent where there is one table.
+   */
+  settled?(): Promise<readonly string[]>;
 }
 
 /** Secrets in the platform's SQLite file, on their own connection. */
@@ -103,21 +126,12 @@ class SqliteSecretTable implements SecretTable {
   upsert(row: SecretRow): void {
     this.db
       .prepare(
-        `INSERT INTO secrets (namespace, name, keys, algorithm, key_id, sealed, created_at, updated_at)
+        `INSERT INTO secrets (${SECRET_INSERT_COLUMNS})
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (namespace, name) DO UPDATE SET keys = excluded.keys, algorithm = excluded.algorithm,
            key_id = excluded.key_id, sealed = excluded.sealed, updated_at = excluded.updated_at`,
       )
-      .run(
-        row.namespace,
-        row.name,
-        row.keys,
-        row.algorithm,
-        row.key_id,
-        row.sealed,
-        row.created_at,
-        row.updated_at,
-      );
+      .run(...secretInsertValues(row));
   }
 
   restore(row: SecretRow): void {
@@ -359,6 +373,11 @@ export class SecretStore {
         { details: { field: 'spec.encryption.key', value: `${secret}/${key}`, expected: '32 hex digits' } },
       );
     return { [SM4_KEY_ENV]: sm4Key.toString('hex') };
+  }
+
+  /** Resolves once the writes made so far reach every node (cluster mode); at once otherwise. */
+  async settled(): Promise<void> {
+    await this.db.settled?.();
   }
 
   close(): void {

@@ -10,7 +10,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, startNats } from '../support/broker-processes.mjs';
+import { ClusterNodes, type ClusterServices, LEAN, startClusterServices } from '../support/cluster.js';
 import {
   api,
   copyFixture,
@@ -24,11 +24,8 @@ import {
   startHearth,
   type TempFolder,
 } from '../support/hearth.js';
-import { type RunningPostgres, startPostgres } from '../support/postgres.js';
 import { type Recorder, startRecorder } from '../support/recorder.js';
-import { type RunningRedis, startRedis } from '../support/redis.js';
 
-const LEAN = 'stemCells: { node20: 1, python3: 0 }\n';
 /** Short, so what c held comes back within the test: a delivery unconfirmed this long goes to another node. */
 const ACK_WAIT = '2s';
 const BREAKER_FAILURES = 5;
@@ -36,12 +33,10 @@ const ASYNC_TOTAL = 150;
 const KILL_AT = 60;
 const SLEEP_MS = 400;
 
-let postgres: RunningPostgres;
-let nats: Broker;
-let redis: RunningRedis;
+let services: ClusterServices;
 let recorder: Recorder;
 let configDir: TempFolder;
-const nodes = new Map<string, Hearth>();
+const nodes = new ClusterNodes();
 
 interface Accepted {
   readonly n: number;
@@ -67,11 +62,7 @@ interface SyncSample {
   readonly ranOn: string | null;
 }
 
-function node(id: string): Hearth {
-  const found = nodes.get(id);
-  if (found === undefined) throw new Error(`node ${id} is not running`);
-  return found;
-}
+const node = (id: string): Hearth => nodes.get(id);
 
 function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return Number.NaN;
@@ -120,15 +111,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('cluster mode: kill -9 of one node under load', () => {
   beforeAll(async () => {
-    [postgres, nats, redis, recorder] = await Promise.all([
-      startPostgres(),
-      startNats(),
-      startRedis(),
-      startRecorder(),
-    ]);
+    [services, recorder] = await Promise.all([startClusterServices(), startRecorder()]);
     configDir = await makeFolder({});
-    const cluster = (id: string) =>
-      `cluster:\n  postgres: ${postgres.url}\n  nats: ${nats.url}\n  redis: ${redis.url}\n  nodeId: ${id}\n  ackWait: ${ACK_WAIT}\n`;
+    const cluster = (id: string) => services.yaml(id, { ackWait: ACK_WAIT });
     const breaker = `breaker: { failures: ${BREAKER_FAILURES} }\n`;
     const retry = 'retry: { attempts: 2, backoff: 200ms }';
     await writeFile(join(configDir.dir, 'a.yaml'), `${LEAN}${breaker}async: { ${retry} }\n${cluster('a')}`);
@@ -149,8 +134,8 @@ describe('cluster mode: kill -9 of one node under load', () => {
   }, 180_000);
 
   afterAll(async () => {
-    await Promise.all([...nodes.values()].map((hearth) => hearth.stop()));
-    await Promise.all([postgres?.stop(), nats?.stop(), redis?.stop(), recorder?.close()]);
+    await nodes.stopAll();
+    await Promise.all([services?.stop(), recorder?.close()]);
     await configDir?.cleanup();
   }, 60_000);
 

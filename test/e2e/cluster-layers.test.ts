@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, startNats } from '../support/broker-processes.mjs';
+import { type ClusterServices, firstAdminKey, startClusterServices } from '../support/cluster.js';
 import {
   api,
   copyFixture,
@@ -24,15 +24,11 @@ import {
   type TempFolder,
 } from '../support/hearth.js';
 import { createTestNetwork, type TestNetwork } from '../support/netns.js';
-import { type RunningPostgres, startPostgres } from '../support/postgres.js';
-import { type RunningRedis, startRedis } from '../support/redis.js';
 
 const NAME = 'py-layered';
 
 let network: TestNetwork;
-let postgres: RunningPostgres;
-let nats: Broker;
-let redis: RunningRedis;
+let services: ClusterServices;
 let configDir: TempFolder;
 /** n1 (on this machine's network), n2 and n3 (each in its own namespace). */
 const nodes: Hearth[] = [];
@@ -41,21 +37,7 @@ let adminKey: string;
 let firstKey: string;
 
 function clusterArgs(id: string, host: string): string[] {
-  return [
-    '--host',
-    host,
-    '--cluster',
-    '--postgres',
-    postgres.url,
-    '--nats',
-    nats.url,
-    '--redis',
-    redis.url,
-    '--node-id',
-    id,
-    '--config',
-    join(configDir.dir, 'lean.yaml'),
-  ];
+  return ['--host', host, ...services.flags(id), '--config', join(configDir.dir, 'lean.yaml')];
 }
 
 interface LayerLog {
@@ -73,17 +55,11 @@ function layerLog(node: Hearth): LayerLog[] {
 describe('cluster mode: a dependency layer built once, fetched by the other nodes', () => {
   beforeAll(async () => {
     network = await createTestNetwork(2);
-    [postgres, nats, redis] = await Promise.all([
-      startPostgres({ host: network.hostAddress, allow: network.cidr }),
-      startNats({ host: network.hostAddress }),
-      startRedis(undefined, network.hostAddress),
-    ]);
+    services = await startClusterServices(network);
     configDir = await makeFolder({ 'lean.yaml': 'stemCells: { node20: 0, python3: 1 }\n' });
     // n1 on the bridge's address in this machine's own namespace: the others reach it, and it reaches PyPI.
     nodes.push(await startHearth({ args: clusterArgs('n1', network.hostAddress) }));
-    adminKey = await eventually('n1 to print the first admin key', () =>
-      /admin key: (hth_\S+)/.exec(nodes[0]?.stderr() ?? '')?.at(1),
-    );
+    adminKey = await firstAdminKey(nodes[0] as Hearth, 'n1');
     nodes.push(
       ...(await Promise.all(
         network.hosts.map((host, i) =>
@@ -95,7 +71,7 @@ describe('cluster mode: a dependency layer built once, fetched by the other node
 
   afterAll(async () => {
     await Promise.all(nodes.map((hearth) => hearth.stop()));
-    await Promise.all([postgres?.stop(), nats?.stop(), redis?.stop()]);
+    await services?.stop();
     await configDir?.cleanup();
     network?.destroy();
   }, 60_000);

@@ -21,7 +21,8 @@ import { Admin, Producer } from '@platformatic/kafka';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FunctionDetail } from '../../src/control/api/types.js';
-import { type Broker, startKafka, startMosquitto, startNats } from '../support/brokers.js';
+import { type Broker, startKafka, startMosquitto } from '../support/brokers.js';
+import { ClusterNodes, type ClusterServices, LEAN, startClusterServices } from '../support/cluster.js';
 import {
   api,
   copyFixture,
@@ -33,11 +34,8 @@ import {
   startHearth,
   type TempFolder,
 } from '../support/hearth.js';
-import { type RunningPostgres, startPostgres } from '../support/postgres.js';
 import { type Recorder, startRecorder } from '../support/recorder.js';
-import { type RunningRedis, startRedis } from '../support/redis.js';
 
-const LEAN = 'stemCells: { node20: 1, python3: 0 }\n';
 const ACK_WAIT = '2s';
 const TOPIC = 'orders';
 const PARTITIONS = 3;
@@ -49,9 +47,7 @@ const SLEEP_MS = 6_000;
 const KINDS = ['kafka', 'mqtt', 'nats'] as const;
 type Kind = (typeof KINDS)[number];
 
-let postgres: RunningPostgres;
-let nats: Broker;
-let redis: RunningRedis;
+let services: ClusterServices;
 let kafka: Broker;
 let mosquitto: Broker;
 let recorder: Recorder;
@@ -59,7 +55,7 @@ let configDir: TempFolder;
 let producer: Producer;
 let publisher: mqtt.MqttClient;
 let natsClient: NatsConnection;
-const nodes = new Map<string, Hearth>();
+const nodes = new ClusterNodes();
 
 /** What the function reports: the start and the end of each run. */
 interface Report {
@@ -70,11 +66,7 @@ interface Report {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function node(id: string): Hearth {
-  const found = nodes.get(id);
-  if (found === undefined) throw new Error(`node ${id} is not running`);
-  return found;
-}
+const node = (id: string): Hearth => nodes.get(id);
 
 function reports(): Report[] {
   return recorder.received.map((hit) => hit.json<Report>());
@@ -95,10 +87,8 @@ async function inFlightOn(id: string): Promise<number> {
 
 describe('cluster mode: trigger events survive kill -9 of the node running them', () => {
   beforeAll(async () => {
-    [postgres, nats, redis, kafka, mosquitto, recorder] = await Promise.all([
-      startPostgres(),
-      startNats(),
-      startRedis(),
+    [services, kafka, mosquitto, recorder] = await Promise.all([
+      startClusterServices(),
       startKafka(),
       startMosquitto(),
       startRecorder(),
@@ -108,10 +98,9 @@ describe('cluster mode: trigger events survive kill -9 of the node running them'
     await admin.close();
     producer = new Producer({ clientId: 'test-producer', bootstrapBrokers: [kafka.address] });
     publisher = await mqtt.connectAsync(mosquitto.url, { protocolVersion: 5, clientId: 'test-publisher' });
-    natsClient = await connectNats({ servers: nats.url });
+    natsClient = await connectNats({ servers: services.nats.url });
     configDir = await makeFolder({});
-    const cluster = (id: string) =>
-      `cluster:\n  postgres: ${postgres.url}\n  nats: ${nats.url}\n  redis: ${redis.url}\n  nodeId: ${id}\n  ackWait: ${ACK_WAIT}\n`;
+    const cluster = (id: string) => services.yaml(id, { ackWait: ACK_WAIT });
     for (const id of ['a', 'b', 'c'])
       await writeFile(join(configDir.dir, `${id}.yaml`), `${LEAN}${cluster(id)}`);
     const started = await Promise.all(
@@ -147,7 +136,7 @@ describe('cluster mode: trigger events survive kill -9 of the node running them'
         '  triggers:',
         `    - kafka: { brokers: ["${kafka.address}"], topic: ${TOPIC}, startFrom: earliest }`,
         `    - mqtt: { url: "${mosquitto.url}", topic: "orders/+", qos: 1 }`,
-        `    - nats: { url: "${nats.url}", subject: "orders.*", stream: ORDERS, startFrom: earliest, parallelism: 2 }`,
+        `    - nats: { url: "${services.nats.url}", subject: "orders.*", stream: ORDERS, startFrom: earliest, parallelism: 2 }`,
         '',
       ].join('\n'),
     });
@@ -158,11 +147,11 @@ describe('cluster mode: trigger events survive kill -9 of the node running them'
       await sink.cleanup();
     }
     // An instance warm on every node, so that the runs the kill interrupts are under way in the function.
-    for (const id of nodes.keys()) expect((await invoke(node(id).url, 'sink')).status).toBe(200);
+    for (const id of nodes.ids()) expect((await invoke(node(id).url, 'sink')).status).toBe(200);
     await eventually(
       'every trigger to run on every node',
       async () => {
-        for (const id of nodes.keys()) {
+        for (const id of nodes.ids()) {
           const triggers = await triggersOn(id);
           if (triggers.length !== 3 || triggers.some((trigger) => trigger.state !== 'running'))
             return undefined;
@@ -175,25 +164,8 @@ describe('cluster mode: trigger events survive kill -9 of the node running them'
 
   afterAll(async () => {
     await Promise.allSettled([publisher?.endAsync(), natsClient?.close(), producer?.close()]);
-    await Promise.all(
-      [...nodes.entries()].map(async ([id, hearth]) => {
-        // A node that does not stop is killed, and says what it was doing.
-        const timer = setTimeout(() => {
-          console.error(`node ${id} did not stop within 30s:\n${hearth.stderr().slice(-4000)}`);
-          hearth.process.kill('SIGKILL');
-        }, 30_000);
-        await hearth.stop();
-        clearTimeout(timer);
-      }),
-    );
-    await Promise.all([
-      postgres?.stop(),
-      nats?.stop(),
-      redis?.stop(),
-      kafka?.stop(),
-      mosquitto?.stop(),
-      recorder?.close(),
-    ]);
+    await nodes.stopAll();
+    await Promise.all([services?.stop(), kafka?.stop(), mosquitto?.stop(), recorder?.close()]);
     await configDir?.cleanup();
   }, 60_000);
 
@@ -217,7 +189,7 @@ describe('cluster mode: trigger events survive kill -9 of the node running them'
       'runs of every kind to be under way',
       async () => {
         let best: { id: string; score: number; kinds: string[]; inFlight: number } | undefined;
-        for (const id of nodes.keys()) {
+        for (const id of nodes.ids()) {
           const triggers = await triggersOn(id);
           const kinds: string[] = triggers
             .filter((trigger) => trigger.inFlight > 0)
@@ -235,7 +207,7 @@ describe('cluster mode: trigger events survive kill -9 of the node running them'
     ).catch(async () => {
       // No node runs all three kinds at once: the busiest is killed all the same.
       let busiest = { id: 'a', inFlight: -1 };
-      for (const id of nodes.keys()) {
+      for (const id of nodes.ids()) {
         const inFlight = await inFlightOn(id);
         if (inFlight > busiest.inFlight) busiest = { id, inFlight };
       }
@@ -268,7 +240,7 @@ describe('cluster mode: trigger events survive kill -9 of the node running them'
     });
     // The survivor with the lowest id took over the victim's MQTT session (the broker had routed a share
     // of the later messages to it).
-    const adopter = [...nodes.keys()].sort()[0] as string;
+    const adopter = [...nodes.ids()].sort()[0] as string;
     expect(
       node(adopter).log.some(
         (entry) =>

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, startMosquitto, startNats } from '../support/broker-processes.mjs';
+import { startMosquitto } from '../support/broker-processes.mjs';
+import { ClusterNodes, type ClusterServices, LEAN, startClusterServices } from '../support/cluster.js';
 import {
   api,
   copyFixture,
@@ -27,13 +28,9 @@ import {
   startHearth,
   type TempFolder,
 } from '../support/hearth.js';
-import { type RunningPostgres, startPostgres } from '../support/postgres.js';
 import { startRecorder } from '../support/recorder.js';
-import { type RunningRedis, startRedis } from '../support/redis.js';
 
 const NAME = 'node-version';
-/** Two cores shared by every suite: one node20 stem cell per node, no Python ones. */
-const LEAN = 'stemCells: { node20: 1, python3: 0 }\n';
 
 interface NodesAnswer {
   readonly self: string;
@@ -47,32 +44,13 @@ interface NodesAnswer {
   }[];
 }
 
-let postgres: RunningPostgres;
-let nats: Broker;
-let redis: RunningRedis;
+let services: ClusterServices;
 let configDir: TempFolder;
-const nodes = new Map<string, Hearth>();
+const nodes = new ClusterNodes();
+const node = (id: string): Hearth => nodes.get(id);
 
 function clusterArgs(id: string, config = 'lean.yaml'): string[] {
-  return [
-    '--cluster',
-    '--postgres',
-    postgres.url,
-    '--nats',
-    nats.url,
-    '--redis',
-    redis.url,
-    '--node-id',
-    id,
-    '--config',
-    join(configDir.dir, config),
-  ];
-}
-
-function node(id: string): Hearth {
-  const found = nodes.get(id);
-  if (found === undefined) throw new Error(`node ${id} is not running`);
-  return found;
+  return [...services.flags(id), '--config', join(configDir.dir, config)];
 }
 
 async function memberIds(url: string): Promise<string[]> {
@@ -88,13 +66,10 @@ async function versionOn(url: string): Promise<string | undefined> {
 
 describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
   beforeAll(async () => {
-    [postgres, nats, redis] = await Promise.all([startPostgres(), startNats(), startRedis()]);
+    services = await startClusterServices();
     configDir = await makeFolder({ 'lean.yaml': LEAN });
     // Node a takes its cluster from the config file's `cluster:`, the others from the flags.
-    await writeFile(
-      join(configDir.dir, 'a.yaml'),
-      `${LEAN}cluster:\n  postgres: ${postgres.url}\n  nats: ${nats.url}\n  redis: ${redis.url}\n  nodeId: a\n`,
-    );
+    await writeFile(join(configDir.dir, 'a.yaml'), `${LEAN}${services.yaml('a')}`);
     // Node c has room for one instance only: once it holds one, it forwards what it has no warm instance of.
     await writeFile(join(configDir.dir, 'c.yaml'), `${LEAN}maxInstances: 1\n`);
     // All at once: the schema migrations run once, under PostgreSQL's advisory lock.
@@ -107,8 +82,8 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
   }, 180_000);
 
   afterAll(async () => {
-    await Promise.all([...nodes.values()].map((hearth) => hearth.stop()));
-    await Promise.all([postgres?.stop(), nats?.stop(), redis?.stop()]);
+    await nodes.stopAll();
+    await services?.stop();
     await configDir?.cleanup();
   }, 60_000);
 
@@ -347,7 +322,7 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
       // never marked done): another node takes it over once the lease has run out, and fires it once.
       const orphanTime = new Date(Math.ceil(Date.now() / 1000) * 1000 + 4000).toISOString();
       const orphanId = `default/ticker/every-second@${orphanTime}`;
-      const client = new pg.Client({ connectionString: postgres.url });
+      const client = new pg.Client({ connectionString: services.postgres.url });
       await client.connect();
       try {
         await client.query(

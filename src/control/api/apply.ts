@@ -233,6 +233,8 @@ async function applyAll(
           })),
         );
   for (const item of secretItems) for (const value of item.values.values()) value.fill(0);
+  // In a cluster, the Functions of this apply start on other nodes with these secrets.
+  if (undoSecrets !== undefined) await context.compliance?.secrets.settled();
   let outcomes: Awaited<ReturnType<typeof context.deployer.releaseAll>>;
   try {
     outcomes = await context.deployer.releaseAll(
@@ -248,7 +250,10 @@ async function applyAll(
     );
   } catch (error) {
     await undoPorts?.();
-    undoSecrets?.();
+    if (undoSecrets !== undefined) {
+      undoSecrets();
+      await context.compliance?.secrets.settled();
+    }
     throw error;
   }
   await events?.gateways.activate(changedGateways.map((item) => item.prepared));

@@ -61,6 +61,8 @@ export function secretRoutes(context: ApiContext): Route[] {
         const values = parseSecretData(data, stringData, `secret ${namespace}/${name}`);
         const summary = secrets.put(namespace, name, values);
         for (const value of values.values()) value.fill(0);
+        // In a cluster: once every node's instances would start with it.
+        await secrets.settled();
         sendJson(request.res, 200, summary);
       },
     },
@@ -68,7 +70,7 @@ export function secretRoutes(context: ApiContext): Route[] {
       method: 'DELETE',
       path: '/api/v1/namespaces/:namespace/secrets/:name',
       summary: 'Delete a secret no function uses',
-      handle: (request) => {
+      handle: async (request) => {
         const { namespace, name } = secretRef(request);
         existingSecret(compliance, namespace, name);
         const usedBy = users(context, namespace, name);
@@ -79,6 +81,7 @@ export function secretRoutes(context: ApiContext): Route[] {
             { details: { field: 'name', value: name, expected: 'a secret no function uses', usedBy } },
           );
         secrets.delete(namespace, name);
+        await secrets.settled();
         sendJson(request.res, 200, { deleted: true, namespace, name });
       },
     },

@@ -14,7 +14,7 @@
  *
  * Sharing the CPU (`start`): under the cpu controller the platform's own process joins
  * `<mount>/hearth/<platform>/platform-<pid>`, a sibling of its sandboxes' cgroups with ten times their
- * weight, and a sandbox that runs into its CPU quota is marked `cpu.idle` until it has gone a second
+ * weight, and a sandbox that runs into its CPU quota is marked `cpu.idle` (throttle-watch.ts) until it has gone a second
  * without doing so (ten once it kept at its quota). The kernel's scheduler (EEVDF) lets an entity that is running finish its slice (a
  * millisecond or more) before a task that wakes gets the CPU; an idle entity it preempts at once. So a
  * function spinning at its limit on every core delays neither the gateway nor a neighbour's instance
@@ -41,6 +41,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { ThrottleWatch } from './throttle-watch.js';
 
 export type Wall = 'memory' | 'cpu' | 'pids';
 const WALLS: readonly Wall[] = ['memory', 'cpu', 'pids'];
@@ -95,53 +96,11 @@ const HELPERS_GROUP = 'helpers';
 const PLATFORM_SHARES = 10_240;
 const PLATFORM_WEIGHT = 1000;
 /**
- * How often the sandboxes' `cpu.stat` is read for throttling (a file read per bound sandbox): a hog is
- * marked idle within this long of reaching its quota. Every 25 ms while few sandboxes are watched, slower
- * as there are more, so the reads stay at most POLL_READS_PER_SECOND (2000 small reads a second, about 1%
- * of a core: 100 ms at 200 warm sandboxes, the fixed interval this replaced). At 100 ms, the first burst
- * of a hog ran at full weight for 50 ms on average, over 1% of a 4 s window (bench/abuse.mjs).
- */
-const MIN_POLL_MS = 25;
-const MAX_POLL_MS = 1000;
-const POLL_READS_PER_SECOND = 2000;
-/**
- * How long a sandbox marked idle must stay under its quota before it competes at full weight again: a
- * second after a blip (a new instance loading its code often reaches its quota once), ten once it has
- * reached it in HOG_POLLS looks. A function that kept at its quota lately is likely to again (a job that
- * runs in bursts, a hog invoked again): at a second, each new burst ran at full weight until the next poll
- * caught it, and a neighbour waking in those first ~100 ms waited behind it (bench/abuse.mjs, every round
- * after the first).
- */
-const IDLE_UNTIL_CALM_MS = 1000;
-const HOG_IDLE_UNTIL_CALM_MS = 10_000;
-const HOG_POLLS = 3;
-/**
  * cgroup v2 only: `memory.high` this far below `memory.max`. Past it the kernel makes the allocating task
  * reclaim and sleep, so a function running into its limit (a memory bomb) slows itself before it is
  * killed instead of spinning in reclaim at full speed. v1 has no such threshold.
  */
 const MEMORY_HIGH_FRACTION = 7 / 8;
-
-interface Throttling {
-  /** `nr_throttled` when last read. */
-  periods: number;
-  idle: boolean;
-  lastThrottledAt: number;
-  /** Looks in which it was at its quota since it was last made a full competitor again. */
-  hotPolls: number;
-  /** CPU time used (µs) when last read, where the kernel tells it (v2; v1 with cpuacct beside cpu). */
-  usageUs: number | undefined;
-  lookedAt: number;
-  /** µs of CPU per ms of wall time the sandbox uses when it runs flat out: its quota, at most every core. */
-  readonly fullUsePerMs: number;
-}
-
-/**
- * The share of its full use (`Throttling.fullUsePerMs`) over one poll at which a sandbox counts as a hog
- * though not throttled: a quota of every core is never throttled, nor is a hog whose threads other work
- * already holds below its quota, and either kept its full weight against the neighbours it starved.
- */
-const BUSY_SHARE = 0.9;
 
 /**
  * The command line that starts `command` inside `dirs` (each a cgroup directory, one per hierarchy): a
@@ -174,9 +133,8 @@ export class Cgroups {
   readonly status: readonly WallStatus[];
   /** The platform's own cgroup (cpu controller), once `start` has moved the process there. */
   private platformGroup: { readonly dir: string; readonly home: string } | undefined;
-  /** The bound sandboxes whose throttling is watched (those with a CPU quota). */
-  private readonly throttling = new Map<string, Throttling>();
-  private throttleWatch: NodeJS.Timeout | undefined;
+  /** Marks the bound sandboxes at their CPU quota idle (throttle-watch.ts), once `start` has run. */
+  private throttleWatch: ThrottleWatch | undefined;
   /** Sandboxes created in the background whose CPU weight is still the least (`create`, `foreground`). */
   private readonly background = new Set<string>();
   /** v1 sandboxes whose CFS period `create` wrote, so that `apply` writes only the quota on the bind's path. */
@@ -237,14 +195,8 @@ export class Cgroups {
   start(moveOwnProcess?: boolean): string | undefined {
     const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
     if (cpu === undefined || this.throttleWatch !== undefined) return undefined;
-    const look = (): void => {
-      this.markThrottledIdle(cpu);
-      const pollMs = (1000 * this.throttling.size) / POLL_READS_PER_SECOND;
-      this.throttleWatch = setTimeout(look, Math.min(MAX_POLL_MS, Math.max(MIN_POLL_MS, pollMs)));
-      this.throttleWatch.unref();
-    };
-    this.throttleWatch = setTimeout(look, MIN_POLL_MS);
-    this.throttleWatch.unref();
+    this.throttleWatch = new ThrottleWatch(cpu.root, cpu.version);
+    this.throttleWatch.start();
     const home = ownCgroup(cpu, this.selfCgroup());
     if (home === undefined) return 'the platform stays in its cpu cgroup (it could not tell which that is)';
     const fromRoot = home.path === '/';
@@ -262,43 +214,6 @@ export class Cgroups {
       // The platform stays where it was: the walls hold all the same, only its share is the default one.
       rmdirQuietly(dir);
       return `the platform stays in its cpu cgroup ${home.path} at its default weight: ${(error as Error).message}`;
-    }
-  }
-
-  /**
-   * One look at every watched sandbox: idle while it keeps reaching its quota (throttled, or its CPU time
-   * since the last look near all its quota allows), normal once it is calm.
-   */
-  private markThrottledIdle(cpu: Controller): void {
-    const now = Date.now();
-    for (const [id, state] of this.throttling) {
-      const dir = join(cpu.root, id);
-      const stat = readIfThere(join(dir, 'cpu.stat'));
-      if (stat === '') {
-        this.throttling.delete(id);
-        continue;
-      }
-      const periods = Number(/^nr_throttled (\d+)$/m.exec(stat)?.[1] ?? 0);
-      const usageUs = cpuUsageUs(dir, cpu.version, stat);
-      const busy =
-        usageUs !== undefined &&
-        state.usageUs !== undefined &&
-        usageUs - state.usageUs >= BUSY_SHARE * state.fullUsePerMs * (now - state.lookedAt);
-      state.usageUs = usageUs;
-      state.lookedAt = now;
-      if (periods > state.periods || busy) {
-        state.periods = periods;
-        state.lastThrottledAt = now;
-        state.hotPolls += 1;
-        if (!state.idle) state.idle = writeQuietly(dir, 'cpu.idle', '1');
-      } else if (
-        state.idle &&
-        now - state.lastThrottledAt >=
-          (state.hotPolls >= HOG_POLLS ? HOG_IDLE_UNTIL_CALM_MS : IDLE_UNTIL_CALM_MS)
-      ) {
-        state.idle = !writeQuietly(dir, 'cpu.idle', '0');
-        if (!state.idle) state.hotPolls = 0;
-      }
     }
   }
 
@@ -379,16 +294,7 @@ export class Cgroups {
           if (!this.periodSet.has(id)) write(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US));
           write(dir, 'cpu.cfs_quota_us', String(quota));
         }
-        if (this.throttleWatch !== undefined && !this.throttling.has(id))
-          this.throttling.set(id, {
-            periods: 0,
-            idle: false,
-            lastThrottledAt: 0,
-            hotPolls: 0,
-            usageUs: undefined,
-            lookedAt: Date.now(),
-            fullUsePerMs: 1000 * Math.min(quota / CPU_PERIOD_US, availableParallelism()),
-          });
+        this.throttleWatch?.watch(id, quota / CPU_PERIOD_US, availableParallelism());
       } else if (controller.version === 2) {
         write(dir, 'memory.max', String(limits.memoryBytes));
         writeQuietly(dir, 'memory.high', String(Math.floor(limits.memoryBytes * MEMORY_HIGH_FRACTION)));
@@ -419,6 +325,7 @@ export class Cgroups {
 
   /** Removes a sandbox's cgroups once its processes are gone, killing any that outlived it. */
   async remove(id: string): Promise<void> {
+    this.throttleWatch?.forget(id);
     this.background.delete(id);
     this.periodSet.delete(id);
     for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
@@ -451,9 +358,8 @@ export class Cgroups {
 
   /** Removes this platform's own directories too: nothing of it stays once it has stopped. */
   async close(): Promise<void> {
-    if (this.throttleWatch !== undefined) clearTimeout(this.throttleWatch);
+    this.throttleWatch?.close();
     this.throttleWatch = undefined;
-    this.throttling.clear();
     this.background.clear();
     this.periodSet.clear();
     const platform = this.platformGroup;
@@ -554,19 +460,6 @@ function ownCgroup(
     return dir.startsWith(join(controller.root, '..')) ? undefined : { dir, path };
   }
   return undefined;
-}
-
-/**
- * A sandbox's CPU time so far in µs: v2's `usage_usec` in cpu.stat, or v1's `cpuacct.usage` (ns) where
- * cpuacct is mounted with cpu (the usual `cpu,cpuacct`); undefined where neither is there.
- */
-function cpuUsageUs(dir: string, version: 1 | 2, stat: string): number | undefined {
-  if (version === 2) {
-    const usage = /^usage_usec (\d+)$/m.exec(stat)?.[1];
-    return usage === undefined ? undefined : Number(usage);
-  }
-  const nanoseconds = readIfThere(join(dir, 'cpuacct.usage')).trim();
-  return nanoseconds === '' ? undefined : Number(nanoseconds) / 1000;
 }
 
 function writeQuietly(dir: string, file: string, value: string): boolean {

@@ -131,22 +131,27 @@ describe('StemCellSizer', () => {
       memoryBytes,
       cellBytes: (runtime: string) => (runtime === 'python3' ? 6 * MiB : 9 * MiB),
     });
-
-    it('keeps a cell ready per deployed function without an instance, beyond the burst maximum', () => {
-      const sizer = new StemCellSizer(TIMING, 8, floor(1024 * MiB));
+    /** A node20 pool of 2 and a python3 pool of `pythonTarget`, by key. */
+    const nodeAndPython = (pythonTarget = 2) => {
       const node = pool(2);
-      const python = pool(2, undefined, 'python3');
+      const python = pool(pythonTarget, undefined, 'python3');
       const pools = new Map([
         ['node20/sandbox/none', node],
         ['python3/sandbox/none', python],
       ]);
-      const changes = sizer.tick(
-        pools,
-        new Map([
-          ['node20/sandbox/none', 24],
-          ['python3/sandbox/none', 30],
-        ]),
-      );
+      return { node, python, pools };
+    };
+    /** How many deployed functions of each runtime have no instance. */
+    const withoutInstance = (node20: number, python3: number) =>
+      new Map([
+        ['node20/sandbox/none', node20],
+        ['python3/sandbox/none', python3],
+      ]);
+
+    it('keeps a cell ready per deployed function without an instance, beyond the burst maximum', () => {
+      const sizer = new StemCellSizer(TIMING, 8, floor(1024 * MiB));
+      const { node, python, pools } = nodeAndPython();
+      const changes = sizer.tick(pools, withoutInstance(24, 30));
       expect(node.target).toBe(24);
       expect(python.target).toBe(30);
       expect(changes[0]?.reason).toContain('24 deployed functions without an instance');
@@ -155,19 +160,8 @@ describe('StemCellSizer', () => {
     it('shares its memory among the pools in proportion when the idle functions would hold more', () => {
       // 100 node cells (900 MiB) and 100 python cells (600 MiB) want 1500 MiB; 750 MiB is half of that.
       const sizer = new StemCellSizer(TIMING, 8, floor(750 * MiB));
-      const node = pool(2);
-      const python = pool(2, undefined, 'python3');
-      const pools = new Map([
-        ['node20/sandbox/none', node],
-        ['python3/sandbox/none', python],
-      ]);
-      const changes = sizer.tick(
-        pools,
-        new Map([
-          ['node20/sandbox/none', 100],
-          ['python3/sandbox/none', 100],
-        ]),
-      );
+      const { node, python, pools } = nodeAndPython();
+      const changes = sizer.tick(pools, withoutInstance(100, 100));
       expect(node.target).toBe(50);
       expect(python.target).toBe(50);
       expect(changes[0]?.reason).toContain('bounded by stemCellFloor.memory');
@@ -183,19 +177,8 @@ describe('StemCellSizer', () => {
 
     it('lets the cells go a stable window after the functions got instances, and never wakes a pool set to 0', () => {
       const sizer = new StemCellSizer(TIMING, 8, floor(1024 * MiB));
-      const node = pool(2);
-      const off = pool(0, undefined, 'python3');
-      const pools = new Map([
-        ['node20/sandbox/none', node],
-        ['python3/sandbox/none', off],
-      ]);
-      sizer.tick(
-        pools,
-        new Map([
-          ['node20/sandbox/none', 12],
-          ['python3/sandbox/none', 12],
-        ]),
-      );
+      const { node, python: off, pools } = nodeAndPython(0);
+      sizer.tick(pools, withoutInstance(12, 12));
       expect(node.target).toBe(12);
       expect(off.target).toBe(0);
       // Each of them now has an instance: the floor is held for a stable window (20 ticks), then released.
