@@ -360,8 +360,10 @@ function tailBreakdown(trace, outcome, p99) {
       gateway: Math.max(0, serverTotal[i] - exec[i] - waited[i]),
       outside: Math.max(0, latency[i] - serverTotal[i]),
     };
-    const entry = classes.get(kind) ?? { kind, requests: 0, latencies: [], sums: {} };
+    const entry = classes.get(kind) ?? { kind, requests: 0, latencies: [], sums: {}, byFunctionKind: {} };
     entry.requests += 1;
+    const functionKind = trace.functions[event.fn].kind;
+    entry.byFunctionKind[functionKind] = (entry.byFunctionKind[functionKind] ?? 0) + 1;
     entry.latencies.push(latency[i]);
     for (const [part, value] of Object.entries(parts)) entry.sums[part] = (entry.sums[part] ?? 0) + value;
     classes.set(kind, entry);
@@ -375,6 +377,8 @@ function tailBreakdown(trace, outcome, p99) {
       return {
         kind,
         requests: entry.requests,
+        /** Of which functions (timer, random, bursty): a timer's request on a pre-warmed instance shows here. */
+        byFunctionKind: entry.byFunctionKind,
         medianLatencyMs: round(
           percentile(
             entry.latencies.sort((a, b) => a - b),
@@ -543,6 +547,8 @@ async function runPolicy(policy, trace) {
           row.meanMs,
         )
           .map(([part, ms]) => `${part} ${ms}`)
+          .join(', ')}; of ${Object.entries(row.byFunctionKind)
+          .map(([kind, n]) => `${kind} ${n}`)
           .join(', ')}`,
       );
     return summary;
