@@ -72,6 +72,8 @@ function simulate(policy, trace) {
     /** A pre-warmed instance not used yet: counted as used or never used when it serves or goes. */
     prewarmed: new Set(),
     arrivals: 0,
+    starts: 0,
+    idleMiBms: 0,
   }));
   const classes = {
     'first start': 0,
@@ -88,6 +90,7 @@ function simulate(policy, trace) {
     else if (kind === 'prewarm') fn.prewarmed.add(instance);
     else classes[fn.everStarted ? 'cold again after a release' : 'first start'] += 1;
     fn.everStarted = true;
+    fn.starts += 1;
     fn.instances.push(instance);
     return instance;
   };
@@ -123,6 +126,7 @@ function simulate(policy, trace) {
         else instance.lastUsedAt = now;
       }
       idleMiBms += idle * fn.memoryMiB * TICK_MS;
+      fn.idleMiBms += idle * fn.memoryMiB * TICK_MS;
       const decision = policy.decide(fn.key, SCALING, {
         now,
         arrivals: fn.arrivals,
@@ -151,14 +155,21 @@ function simulate(policy, trace) {
     }
   }
   const starts = Object.values(classes).reduce((sum, n) => sum + n, 0);
+  // MiB·ms of compressed time → GiB·h of trace time, as replay.mjs reports it.
+  const toGiBh = (mibMs) => round((mibMs * C) / 1000 / 1024 / 3600, 2);
   return {
     requests: events.length,
     coldStarts,
     coldStartRatio: round(coldStarts / Math.max(1, events.length), 4),
     instanceStarts: starts,
     startClasses: classes,
-    // MiB·ms of compressed time → GiB·h of trace time, as replay.mjs reports it.
-    idleGiBh: round((idleMiBms * C) / 1000 / 1024 / 3600, 2),
+    idleGiBh: toGiBh(idleMiBms),
+    byFunction: Object.fromEntries(
+      trace.functions.map((spec, index) => [
+        spec.name,
+        { instanceStarts: fns[index].starts, idleGiBh: toGiBh(fns[index].idleMiBms) },
+      ]),
+    ),
   };
 }
 
