@@ -6,7 +6,8 @@
  * - the last instance: the hybrid keep-alive of "Serverless in the Wild" (Shahrad et al., USENIX ATC'20). From
  *   a histogram of the function's idle periods it releases the instance at once when the next request is
  *   predicted far off, starts one again shortly before it (5th percentile − 10%), and keeps it until the 99th
- *   percentile + 10%; with too little history it falls back to the fixed keep-alive (`idleTimeout`).
+ *   percentile + 10%; with too little history it falls back to the fixed keep-alive (`idleTimeout`). It releases
+ *   at most once per idleTimeout, as often as the fixed keep-alive can start an instance again.
  */
 
 import { FunctionHistory } from './history.js';
