@@ -12,6 +12,8 @@
 // Options: --seed 42 --hours 24 --compression 360 --functions 48 --policies hybrid,fixed --slice 8-12 --no-write.
 // At 360× a policy replays the day in 4 minutes, so the whole run takes about ten; `--slice 8-12 --no-write`
 // replays four hours of the same day (the same functions) in under a minute a policy, for iterating.
+// `node bench/trace/simulate.mjs` drives the built policies on the same day offline, in seconds and without
+// noise: their starts by why, cold starts and idle memory·time (on the quiet machine within 1-3% of this replay's).
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
@@ -159,6 +161,80 @@ async function churn(url) {
   return byFunction;
 }
 
+/** The kinds of instance start `classifyStarts` tells apart, in the order the report lists them. */
+const START_CLASSES = [
+  'first start',
+  'pre-warm, used',
+  'pre-warm, never used',
+  'cold again after a release',
+  'above one instance',
+];
+
+/**
+ * Every instance start of the replay, by why it happened, from each function's scaling log (the `scaling …`
+ * system lines `describe` and `hearth logs` show) set against the times the replayer sent its requests:
+ * - `first start`: the function's first instance of the replay;
+ * - `pre-warm, used` / `pre-warm, never used`: started ahead of a predicted request, which came (or not)
+ *   before the instance was released again;
+ * - `cold again after a release`: the last instance was released and a request started one again;
+ * - `above one instance`: a second, third… instance (load), stopped and started as the load changes.
+ * Where the hybrid policy's starts differ from the keep-alive's, this says which rule paid for them.
+ */
+async function classifyStarts(url, trace, sentAt, since) {
+  const classes = Object.fromEntries(START_CLASSES.map((kind) => [kind, 0]));
+  const sentByFunction = trace.functions.map(() => []);
+  trace.events.forEach((event, i) => {
+    sentByFunction[event.fn].push(sentAt[i]);
+  });
+  const byFunction = {};
+  await Promise.all(
+    trace.functions.map(async (fn, index) => {
+      const query = new URLSearchParams({
+        q: 'scaling',
+        since: new Date(since).toISOString(),
+        limit: '10000',
+      });
+      const response = await fetch(`${url}/api/v1/namespaces/default/functions/${fn.name}/logs?${query}`);
+      if (!response.ok) return;
+      const records = [];
+      for (const item of (await response.json()).items ?? []) {
+        const match = String(item.message).match(/^scaling ([\w-]+): (\d+) → (\d+) instances/);
+        if (match)
+          records.push({
+            at: Date.parse(item.time),
+            action: match[1],
+            from: Number(match[2]),
+            to: Number(match[3]),
+          });
+      }
+      records.sort((a, b) => a.at - b.at);
+      const sent = sentByFunction[index].sort((a, b) => a - b);
+      const own = Object.fromEntries(START_CLASSES.map((kind) => [kind, 0]));
+      let released = false;
+      records.forEach((record, r) => {
+        if (record.to < record.from && record.to === 0) released = true;
+        if (record.to <= record.from) return;
+        const starts = record.to - record.from;
+        let kind;
+        if (record.action === 'prewarm') {
+          // Used when a request came between the pre-warm and the next release (or the end of the replay).
+          const end =
+            records.slice(r + 1).find((next) => next.to < next.from)?.at ?? Number.POSITIVE_INFINITY;
+          // The log's times are to the millisecond; a request sent in the same millisecond counts as after.
+          kind = sent.some((at) => at >= record.at - 1 && at <= end)
+            ? 'pre-warm, used'
+            : 'pre-warm, never used';
+        } else if (record.from === 0) kind = released ? 'cold again after a release' : 'first start';
+        else kind = 'above one instance';
+        own[kind] += starts;
+        classes[kind] += starts;
+      });
+      byFunction[fn.name] = own;
+    }),
+  );
+  return { classes, byFunction };
+}
+
 /** Fires every event at its compressed time (open loop: nothing waits for earlier answers). */
 function replay(url, trace) {
   const events = trace.events;
@@ -168,6 +244,8 @@ function replay(url, trace) {
   const status = new Uint16Array(n);
   const cold = new Uint8Array(n);
   const lag = new Float64Array(n);
+  /** Epoch ms each request was sent: set against the platform's scaling log (classifyStarts). */
+  const sentAt = new Float64Array(n);
   // The platform's own account of each request (Server-Timing): waiting for an instance, the cold start it
   // waited for (NaN when none), the function's execution and the platform's total, in ms.
   const queue = new Float64Array(n);
@@ -184,11 +262,12 @@ function replay(url, trace) {
     const start = performance.now();
     const finish = () => {
       agent.destroy();
-      resolve({ latency, status, cold, lag, queue, coldMs, exec, serverTotal, waited });
+      resolve({ latency, status, cold, lag, sentAt, queue, coldMs, exec, serverTotal, waited });
     };
     const fire = (i, now) => {
       const event = events[i];
       lag[i] = now - event.at / C;
+      sentAt[i] = Date.now();
       pending += 1;
       const sent = performance.now();
       const done = (code, wasCold, timing, waitMs) => {
@@ -281,8 +360,10 @@ function tailBreakdown(trace, outcome, p99) {
       gateway: Math.max(0, serverTotal[i] - exec[i] - waited[i]),
       outside: Math.max(0, latency[i] - serverTotal[i]),
     };
-    const entry = classes.get(kind) ?? { kind, requests: 0, latencies: [], sums: {} };
+    const entry = classes.get(kind) ?? { kind, requests: 0, latencies: [], sums: {}, byFunctionKind: {} };
     entry.requests += 1;
+    const functionKind = trace.functions[event.fn].kind;
+    entry.byFunctionKind[functionKind] = (entry.byFunctionKind[functionKind] ?? 0) + 1;
     entry.latencies.push(latency[i]);
     for (const [part, value] of Object.entries(parts)) entry.sums[part] = (entry.sums[part] ?? 0) + value;
     classes.set(kind, entry);
@@ -296,6 +377,8 @@ function tailBreakdown(trace, outcome, p99) {
       return {
         kind,
         requests: entry.requests,
+        /** Of which functions (timer, random, bursty): a timer's request on a pre-warmed instance shows here. */
+        byFunctionKind: entry.byFunctionKind,
         medianLatencyMs: round(
           percentile(
             entry.latencies.sort((a, b) => a - b),
@@ -391,6 +474,7 @@ async function runPolicy(policy, trace) {
     log(
       `${policy}: replaying ${trace.events.length} invocations over ${round(trace.durationMs / C / 1000, 1)}s`,
     );
+    const replayedSince = Date.now();
     const outcome = await replay(hearth.url, trace);
     const after = await stats(hearth.url);
     const idle = trace.functions.map((fn) => {
@@ -418,6 +502,11 @@ async function runPolicy(policy, trace) {
     }
     /** Instance starts and scaling decisions by kind of function (results.json; the log line says them). */
     summary.churnByKind = decisionsByKind;
+    const startClasses = await classifyStarts(hearth.url, trace, outcome.sentAt, replayedSince);
+    /** Instance starts by why they happened (classifyStarts); per function in byFunction. */
+    summary.startClasses = startClasses.classes;
+    for (const [name, own] of Object.entries(startClasses.byFunction))
+      if (summary.byFunction[name] !== undefined) summary.byFunction[name].startClasses = own;
     // Instance starts and the ones that found the stem-cell pool empty (a ~110 ms start instead of ~6 ms).
     const taken = (entries) => entries.reduce((sum, pool) => sum + pool.taken, 0);
     const missed = (entries) => entries.reduce((sum, pool) => sum + pool.misses, 0);
@@ -449,12 +538,17 @@ async function runPolicy(policy, trace) {
           .map(([what, count]) => `${what} ${count}`)
           .join(', ')}`,
       );
+    log(
+      `${policy}:   starts by why: ${START_CLASSES.map((kind) => `${kind} ${summary.startClasses[kind]}`).join(', ')}`,
+    );
     for (const row of summary.tail)
       log(
         `${policy}:   p99 tail ${row.kind}: ${row.requests} requests, median ${row.medianLatencyMs} ms; mean ${Object.entries(
           row.meanMs,
         )
           .map(([part, ms]) => `${part} ${ms}`)
+          .join(', ')}; of ${Object.entries(row.byFunctionKind)
+          .map(([kind, n]) => `${kind} ${n}`)
           .join(', ')}`,
       );
     return summary;
@@ -502,6 +596,12 @@ export function renderSection(results) {
         `| ${label[name] ?? name} | ${kind} | ${k.requests} | ${pct(k.coldStartRatio)} | ${k.idleGiBh} |`,
     ),
   );
+  const startRows = Object.entries(policies)
+    .filter(([, p]) => p.startClasses !== undefined)
+    .map(
+      ([name, p]) =>
+        `| ${label[name] ?? name} | ${START_CLASSES.map((kind) => p.startClasses[kind] ?? 0).join(' | ')} |`,
+    );
   const tails = Object.entries(policies).flatMap(([name, p]) =>
     (p.tail ?? []).map(
       (row) =>
@@ -524,6 +624,16 @@ export function renderSection(results) {
     '|---|---|---:|---:|---:|',
     ...kinds,
     '',
+    ...(startRows.length === 0
+      ? []
+      : [
+          "Instance starts by why they happened (each function's scaling log against the times its requests were sent): the function's first; a pre-warm ahead of a predicted request that came before the instance was released again, or did not; the last instance released and a request starting one again (a cold start); an instance above the first (load). Every start costs a stem cell's refill (a sandbox and a runtime booted), CPU the warm requests share.",
+          '',
+          `| policy | ${START_CLASSES.join(' | ')} |`,
+          `|---|${START_CLASSES.map(() => '---:').join('|')}|`,
+          ...startRows,
+          '',
+        ]),
     "Where the p99 comes from: every request at or above its policy's p99, by what it waited for (from each response's `Server-Timing` and `X-Hearth-Wait-Ms`): `cold start` paid for an instance start, `behind a cold start` waited for one already under way, `queued warm` waited for a busy instance, `warm` found an idle one. Mean milliseconds of each part: waiting for a busy instance, waiting for the start, the execution the trace asked for, the execution beyond it (a busy CPU), the platform's own time around it, and the time outside the platform (the client's and the kernel's, on the same CPU).",
     '',
     '| policy | p99 tail | requests | median ms | queue | cold start | exec asked | exec beyond | platform | outside |',

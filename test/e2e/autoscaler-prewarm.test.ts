@@ -1,7 +1,8 @@
 /**
  * @module The hybrid keep-alive on the real platform: a function called like a timer (every 1.5 s here,
  * windows shrunk to match) is kept warm the fixed way until its idle-time histogram has enough periods,
- * then released right after each call and pre-warmed just before the next, which is served warm.
+ * then released right after a call and pre-warmed just before the next, which is served warm (at most once per
+ * idleTimeout: the periods between are held through, as the fixed keep-alive would).
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -29,6 +29,11 @@ export class FunctionHistory {
   lastTickAt: number;
   /** Instances (ready + starting) at the previous tick. */
   lastInstances = 0;
+  /** When the last instance last went away (instances fell to zero): a release, or the end of a keep window. */
+  lastReleaseAt = Number.NEGATIVE_INFINITY;
+  /** The idle period (by its `lastActiveAt`) whose release was last weighed, and whether it may release. */
+  releaseWeighedFor = Number.NaN;
+  releaseAllowed = true;
   /** When an instance above the first last went away (a scale-down, not to zero). */
   lastShrinkAt = Number.NEGATIVE_INFINITY;
   /**

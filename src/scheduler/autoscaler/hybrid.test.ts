@@ -195,6 +195,11 @@ describe('HybridAutoscaler: the last instance', () => {
     expect(cycle[prewarmedAt]?.reason).toContain('pre-warmed');
     expect(cycle.at(-1)?.desired).toBe(1);
 
+    // The next period begins 5 minutes after that release: held through, at most one release per idleTimeout.
+    const held = fn.request({ gapMs: 300_000 });
+    expect(held.every((d) => d.desired === 1)).toBe(true);
+    expect(held[1]?.reason).toContain('not released: released 5m ago, at most once per idleTimeout 10m');
+
     // Where starts take longer, the pre-warm begins earlier by twice the start time.
     fn.startMs = 2_000;
     const slow = fn.request({ gapMs: 300_000 });
@@ -204,9 +209,32 @@ describe('HybridAutoscaler: the last instance', () => {
     // Where they take so long that the gap is under 20 of them, the instance is not released at all: it
     // would be back before idleTimeout anyway.
     fn.startMs = 15_000;
+    fn.request({ gapMs: 300_000 });
     const busy = fn.request({ gapMs: 300_000 });
     expect(busy.every((d) => d.desired === 1)).toBe(true);
     expect(busy[0]?.reason).toContain('not released: the gap is short against starts of 15s');
+  });
+
+  it('releases the last instance at most once per idleTimeout, as often as the fixed keep-alive starts one', () => {
+    const releases = (periodMs: number, idleTimeoutMs: number) => {
+      const fn = new Driver(new HybridAutoscaler(TIMING), { ...SPEC, idleTimeoutMs });
+      for (let i = 0; i < MIN_IDLE_SAMPLES + 2; i++) fn.request({ gapMs: periodMs });
+      let count = 0;
+      let missed = 0;
+      for (let i = 0; i < 12; i++) {
+        // The request finds an instance (pre-warmed or held), then the gap: released at most once.
+        if (fn.ready === 0) missed += 1;
+        const cycle = fn.request({ gapMs: periodMs });
+        if (cycle.some((d) => d.desired === 0)) count += 1;
+      }
+      return { count, missed };
+    };
+    // A 5-minute timer under a 10-minute idleTimeout: every other period held through, the rest released and
+    // pre-warmed; no request ever finds the function without an instance.
+    expect(releases(300_000, 600_000)).toEqual({ count: 6, missed: 0 });
+    // Periods of idleTimeout or longer: released (and pre-warmed) every time, as before.
+    expect(releases(600_000, 600_000)).toEqual({ count: 12, missed: 0 });
+    expect(releases(900_000, 600_000)).toEqual({ count: 12, missed: 0 });
   });
 
   it('keeps a frequently used function warm instead of releasing it between requests', () => {

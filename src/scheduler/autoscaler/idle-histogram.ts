@@ -35,6 +35,12 @@ function binOf(ms: number): number {
 
 export class IdleHistogram {
   private readonly weights = new Float64Array(BINS);
+  /**
+   * The shortest idle period recorded in each bin, where `lowerQuantile` reads the pre-warm point: a timer's
+   * periods all fall in one bin, and its lower edge lies up to a bin's width (15%) before them, on top of the
+   * policy's 10% margin; every pre-warm held its instance that much longer (a 15-minute timer ~2 minutes).
+   */
+  private readonly shortest = new Float64Array(BINS).fill(Number.POSITIVE_INFINITY);
   private outOfBounds = 0;
   private weight = 0;
   /** Idle periods recorded, however old (the weights decay, this count does not). */
@@ -50,6 +56,7 @@ export class IdleHistogram {
     else {
       const bin = binOf(idleMs);
       this.weights[bin] = (this.weights[bin] ?? 0) + 1;
+      this.shortest[bin] = Math.min(this.shortest[bin] ?? idleMs, idleMs);
     }
   }
 
@@ -59,12 +66,15 @@ export class IdleHistogram {
   }
 
   /**
-   * The idle time below which a share `q` of idle periods ended, read at the lower edge of its bin: the
-   * pre-warm point errs early. Infinity when that share lies beyond the range.
+   * The idle time below which a share `q` of idle periods ended, read at the shortest period recorded in its
+   * bin (never below the bin's lower edge): the pre-warm point errs early, by no more than the bin's own spread.
+   * Infinity when that share lies beyond the range.
    */
   lowerQuantile(q: number): number {
     const bin = this.binAt(q);
-    return bin === undefined ? Number.POSITIVE_INFINITY : lowerEdge(bin);
+    if (bin === undefined) return Number.POSITIVE_INFINITY;
+    const shortest = this.shortest[bin] ?? Number.POSITIVE_INFINITY;
+    return Math.max(lowerEdge(bin), Math.min(upperEdge(bin), shortest));
   }
 
   /** As `lowerQuantile`, read at the bin's upper edge: the keep-alive end errs long. */
