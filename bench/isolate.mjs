@@ -126,13 +126,21 @@ async function workerdPssOnce(count) {
 
 /**
  * The isolate host alone, outside the platform and the sandbox, over the same protocol: how long binding
- * one more function takes inside the host (`bindMs` in its Bound frame) and over the socket there and back.
+ * one more function takes inside the host (`bindMs` in its Bound frame, and its steps) and over the socket
+ * there and back. `burst`: each function's first request follows its bind, and the next bind comes a
+ * millisecond after that answer, as in a run of cold starts back to back (the host makes the spare the
+ * bind took meanwhile); else the host is left 50 ms between binds.
  */
-async function hostBindTimes(count) {
+export async function hostBindTimes(count, { burst = false } = {}) {
   const ivmDir = realpathSync(join(ROOT, 'node_modules', 'isolated-vm'));
   const child = spawn(
     process.execPath,
-    ['--no-node-snapshot', join(ROOT, 'dist', 'runtime', 'isolate', 'guest', 'isolate-host.mjs')],
+    // As the platform starts it (runtime/isolate/index.ts, nodeLaunch).
+    [
+      '--no-node-snapshot',
+      '--max-semi-space-size=1',
+      join(ROOT, 'dist', 'runtime', 'isolate', 'guest', 'isolate-host.mjs'),
+    ],
     { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], env: { ...process.env, HEARTH_ISOLATED_VM: ivmDir } },
   );
   const channel = child.stdio[3];
@@ -151,9 +159,9 @@ async function hostBindTimes(count) {
     pending = Buffer.concat([pending, chunk]);
     while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32BE(0)) {
       const length = pending.readUInt32BE(0);
-      const text = pending.subarray(0, 4 + length).toString('latin1');
+      const frame = pending.subarray(0, 4 + length);
       pending = pending.subarray(4 + length);
-      waiters.shift()?.(text);
+      waiters.shift()?.(frame);
     }
   });
   const next = () => new Promise((resolve) => waiters.push(resolve));
@@ -162,6 +170,8 @@ async function hostBindTimes(count) {
     await sleep(500);
     const roundTrip = [];
     const inside = [];
+    const steps = { take: [], compile: [], run: [], handler: [] };
+    let spares = 0;
     for (let id = 1; id <= count; id++) {
       const started = performance.now();
       channel.write(encode(25, id, { open: { files: { 'index.mjs': HELLO } } }));
@@ -180,10 +190,26 @@ async function hostBindTimes(count) {
       channel.write(encode(25, id, null, encode(1, 0, bind)));
       const bound = await next();
       roundTrip.push(performance.now() - started);
-      inside.push(Number(bound.match(/"bindMs":([\d.]+)/)?.[1] ?? Number.NaN));
-      // A spare isolate is made after each take, off the bind's path (with no request to answer, once the
-      // host has read nothing for 20 ms, then ~1.4 ms): leave it the time to.
-      await sleep(50);
+      const meta = JSON.parse(bound.slice(13 + 4 + 13, 13 + 4 + 13 + bound.readUInt32BE(13 + 4 + 9)));
+      inside.push(meta.bindMs ?? Number.NaN);
+      for (const step of Object.keys(steps)) steps[step].push(meta.bindSteps?.[step] ?? Number.NaN);
+      if (meta.bindSteps?.spare === true) spares += 1;
+      if (burst) {
+        channel.write(
+          encode(
+            25,
+            id,
+            null,
+            encode(2, 1, [`i${id}`, 'GET', '/', '', [], Date.now() + 10_000, '127.0.0.1']),
+          ),
+        );
+        await next();
+        await sleep(1);
+      } else {
+        // A spare isolate is made after each take, off the bind's path (with no request to answer, once the
+        // host has read nothing for 20 ms): leave it the time to.
+        await sleep(50);
+      }
     }
     const r = summarise(roundTrip);
     const i = summarise(inside);
@@ -191,6 +217,11 @@ async function hostBindTimes(count) {
       n: count,
       inside: { p50: round(i.p50, 3), p99: round(i.p99, 3) },
       roundTrip: { p50: round(r.p50), p99: round(r.p99) },
+      // Medians of each step of the bind inside the host (ms), and how many binds found a spare.
+      steps: Object.fromEntries(
+        Object.entries(steps).map(([step, ms]) => [step, round(summarise(ms).p50, 3)]),
+      ),
+      spares,
     };
   } finally {
     child.kill();
@@ -279,6 +310,7 @@ export async function isolateBench({ functions = 200, seconds = 5, rounds = 3 } 
     );
 
     const hostBind = await hostBindTimes(100);
+    const hostBindBurst = await hostBindTimes(100, { burst: true });
     let workerd;
     try {
       const one = await workerdPss(1);
@@ -300,6 +332,7 @@ export async function isolateBench({ functions = 200, seconds = 5, rounds = 3 } 
       coldServer: { p50: round(serverSummary.p50), p99: round(serverSummary.p99) },
       coldBind: { p50: round(bindSummary.p50), p99: round(bindSummary.p99) },
       hostBind,
+      hostBindBurst,
       warm: warmSummary,
       workerd,
       tool,

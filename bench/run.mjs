@@ -247,6 +247,12 @@ if (results.isolate) {
     `| workerd, one more idle worker, PSS (MiB) | ${i.workerd.perWorkerMiB ?? `unavailable: ${i.workerd.unavailable}`} |`,
     `| cold start: the bind inside the host (compile, link, run the module) p50 / p99 (ms) | ${i.hostBind.inside.p50} / ${i.hostBind.inside.p99} |`,
     `| cold start: the bind there and back over the host's socket, host alone p50 / p99 (ms) | ${i.hostBind.roundTrip.p50} / ${i.hostBind.roundTrip.p99} |`,
+    ...(i.hostBindBurst === undefined
+      ? []
+      : [
+          `| cold start: the same, host alone, binds back to back (each after the previous one's first answer) p50 / p99 (ms) | ${i.hostBindBurst.roundTrip.p50} / ${i.hostBindBurst.roundTrip.p99} |`,
+          `| the bind inside the host, its steps' medians, quiet / back to back (ms): take an isolate, compile and link, run the module, find the handler | ${Object.values(i.hostBind.steps).join(', ')} / ${Object.values(i.hostBindBurst.steps).join(', ')} |`,
+        ]),
     `| cold start: the bind as the platform sees it (Server-Timing cold-load) p50 / p99 (ms) | ${i.coldBind.p50} / ${i.coldBind.p99} |`,
     `| cold start, the platform's whole part (code, cell, attach, bind) p50 / p99 (ms) | ${i.coldServer.p50} / ${i.coldServer.p99} |`,
     `| cold start, time to first byte p50 / p99 (ms) | ${i.coldTtfb.p50} / ${i.coldTtfb.p99} |`,

@@ -10,6 +10,7 @@ import type { FunctionDetail } from '../../src/control/api/types.js';
 import {
   deployFolder,
   eventually,
+  functionApiPath,
   functionLogs,
   getFunction,
   type Hearth,
@@ -28,7 +29,7 @@ const SPEC = '{ runtime: node20, isolation: isolate, scaling: { idleTimeout: 5m 
 async function deployIsolate(
   name: string,
   files: Record<string, string>,
-  options: { namespace?: string; spec?: string } = {},
+  options: { namespace?: string; spec?: string; query?: string } = {},
 ): Promise<{ status: number; body: Record<string, unknown> }> {
   const folder = await makeFolder({
     'hearth.yaml': manifest(
@@ -42,6 +43,7 @@ async function deployIsolate(
   return deployFolder(hearth.url, folder.dir, {
     name,
     ...(options.namespace === undefined ? {} : { namespace: options.namespace }),
+    ...(options.query === undefined ? {} : { query: options.query }),
   });
 }
 
@@ -159,6 +161,64 @@ describe('isolation: isolate', () => {
     const again = await invoke(hearth.url, 'hog');
     expect(again.status, again.text).toBe(200);
     expect(again.text).toBe('hungry');
+  });
+
+  it('binds a burst of functions into the running host, back to back and all at once, each running its own code', async () => {
+    const names = Array.from({ length: 12 }, (_, i) => `burst-${i}`);
+    for (const [i, name] of names.entries()) {
+      const deployed = await deployIsolate(
+        name,
+        { 'index.mjs': `export default async (event, ctx) => 'burst ' + ${i} + ' ' + ctx.functionName;\n` },
+        { query: '?verify=false' },
+      );
+      expect(deployed.status, JSON.stringify(deployed.body)).toBe(200);
+      // No instance yet: the calls below are cold starts, each a bind into the running host.
+      const stopped = await fetch(`${hearth.url}${functionApiPath(name)}/instances`, { method: 'DELETE' });
+      expect(stopped.ok).toBe(true);
+      await stopped.arrayBuffer();
+    }
+    // One after another: each bind arrives while the host makes the spare the previous one took.
+    for (const [i, name] of names.slice(0, 6).entries()) {
+      const answer = await invoke(hearth.url, name);
+      expect(answer.status, answer.text).toBe(200);
+      expect(answer.headers.get('x-hearth-cold-start')).toBe('1');
+      expect(answer.text).toBe(`burst ${i} ${name}`);
+    }
+    // All at once: more binds than spares.
+    const together = await Promise.all(names.slice(6).map((name) => invoke(hearth.url, name)));
+    for (const [i, answer] of together.entries()) {
+      expect(answer.status, answer.text).toBe(200);
+      expect(answer.text).toBe(`burst ${i + 6} ${names[i + 6]}`);
+    }
+    const host = await pidOf('greet');
+    for (const name of names) expect(await pidOf(name)).toBe(host);
+  });
+
+  it('answers a module that fails as it loads with its error, and its neighbours keep answering', async () => {
+    const broken = await deployIsolate(
+      'broken',
+      {
+        'index.mjs':
+          "throw new Error('no settings for this function');\nexport default async () => 'never';\n",
+      },
+      { query: '?verify=false' },
+    );
+    expect(broken.status, JSON.stringify(broken.body)).toBe(200);
+    const answer = await invoke(hearth.url, 'broken');
+    expect(answer.status).toBe(502);
+    const { error } = answer.json() as { error: { message: string } };
+    expect(error.message).toMatch(
+      /handler "index" could not be loaded: Error: no settings for this function/,
+    );
+    // The stack goes to that function's log (the host is shared; its own log would not say whose it was).
+    const logged = await eventually('the load error in the function log', async () => {
+      const records = await functionLogs(hearth.url, 'broken');
+      return records.find((record) => record.message.includes('no settings for this function'));
+    });
+    expect(logged.message).toMatch(/index\.mjs:1/);
+    const neighbour = await invoke(hearth.url, 'greet');
+    expect(neighbour.status).toBe(200);
+    expect(await pidOf('greet')).toBeGreaterThan(0);
   });
 
   it('says in describe what the function shares', async () => {

@@ -258,6 +258,8 @@ export class GuestProcess extends EventEmitter<{
         'limits.maxBody or 4 MiB, whichever is larger, plus 1 MiB',
       );
       this.write(FrameType.Bind, 0, message);
+      // A cold start waits on the Bind alone: it leaves now, not at the end of the turn.
+      this.flush();
     });
   }
 
@@ -309,8 +311,9 @@ export class GuestProcess extends EventEmitter<{
     this.decoder.setLimit(FrameType.Relay, bytes, 'the largest limits.maxBody of an isolate, plus 1 MiB');
   }
 
-  relay(id: number, meta: unknown, body?: Buffer): void {
+  relay(id: number, meta: unknown, body?: Buffer, now = false): void {
     this.write(FrameType.Relay, id, meta, body);
+    if (now) this.flush();
   }
 
   /** Forgets an invocation the host gave up on (timed out); a late result is dropped. */

@@ -296,8 +296,8 @@ class IsolateHost {
     return id;
   }
 
-  send(id: number, frames: Buffer): void {
-    this.guest.relay(id, null, frames);
+  send(id: number, frames: Buffer, now = false): void {
+    this.guest.relay(id, null, frames, now);
   }
 
   kill(id: number): void {
@@ -410,7 +410,9 @@ class MemberChild extends EventEmitter {
         }
         this.host = host;
         this.id = host.join(this, open);
-        for (const chunk of this.waiting.splice(0)) host.send(this.id, chunk);
+        // The member's Bind (and whatever followed it) leaves at once: a cold start waits on it.
+        const waiting = this.waiting.splice(0);
+        host.send(this.id, waiting.length === 1 ? (waiting[0] as Buffer) : Buffer.concat(waiting), true);
         if (this.kind.boundLocally !== undefined) {
           const writer = new FrameWriter();
           writer.add(FrameType.Bound, 0, this.kind.boundLocally(bind));

@@ -60,6 +60,7 @@ const failure = (error) => ({
   message: String(error?.message ?? error),
   stack: typeof error?.stack === 'string' ? error.stack : undefined,
 });
+// Returns the function the host calls per invocation (one reference, taken with the bind's own call).
 globalThis.__hearthBind = (exported, name, infoJson) => {
   const base = JSON.parse(infoJson);
   const fallback = exported.default ?? {};
@@ -67,7 +68,7 @@ globalThis.__hearthBind = (exported, name, infoJson) => {
   if (typeof handler !== 'function')
     throw Object.assign(new Error(name === '' ? 'the module has no default export or "handler" function' : 'the module exports no function "' + name + '"'), { name: 'HandlerNotFound' });
   // The event arrives as JSON (a tenth of the cost of copying the object across) and binary bodies apart.
-  globalThis.__hearthCall = (seq, eventJson, bytes, invocationId, deadline) => {
+  return (seq, eventJson, bytes, invocationId, deadline) => {
     const event = JSON.parse(eventJson);
     if (bytes !== undefined) event.body = bytes;
     const ctx = { ...base, invocationId, awsRequestId: invocationId, deadline, getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()) };
@@ -90,18 +91,67 @@ globalThis.__hearthBind = (exported, name, infoJson) => {
 const SPARES_PER_LIMIT = 2;
 const spares = new Map();
 
-function makeIsolate(memoryMiB) {
-  const isolate = new ivm.Isolate({ memoryLimit: Math.max(MIN_HEAP_MIB, memoryMiB) });
-  const context = isolate.createContextSync();
+function newIsolate(memoryMiB) {
+  return new ivm.Isolate({ memoryLimit: Math.max(MIN_HEAP_MIB, memoryMiB) });
+}
+
+/**
+ * A module bound once in every spare context before a function's, so that V8's first-call work (compiling
+ * __hearthBind, lazily, in each new isolate: ~70 µs) is done while the context is a spare, not in a bind.
+ */
+const WARM_MODULE = 'export default () => undefined;';
+const refuseImports = () => {
+  throw new Error('the warm-up module imports nothing');
+};
+
+/** A slot for an isolate and its context: the globals a function's console and outcome go through. */
+function slotOf(isolate, context) {
   const jail = context.global;
-  jail.setSync('globalThis', jail.derefInto());
-  const slot = { isolate, context, member: undefined };
+  const slot = { isolate, context, bind: undefined, member: undefined };
   const route = (handle) => new ivm.Callback((...args) => slot.member?.[handle](...args), { ignored: true });
+  jail.setSync('globalThis', jail.derefInto());
   jail.setSync('__hearthLog', route('onLog'));
   jail.setSync('__hearthDone', route('onDone'));
   jail.setSync('__hearthFail', route('onFail'));
-  context.evalSync(PRELUDE);
   return slot;
+}
+
+/** For a bind that found no spare: all of it on this thread, now (~1.3 ms). */
+function makeIsolate(memoryMiB) {
+  const isolate = newIsolate(memoryMiB);
+  const context = isolate.createContextSync();
+  const slot = slotOf(isolate, context);
+  context.evalSync(PRELUDE);
+  slot.bind = context.global.getSync('__hearthBind', { reference: true });
+  return slot;
+}
+
+/**
+ * A spare: only `new ivm.Isolate` holds this thread (~1 ms: V8 deserialises the isolate's heap and
+ * isolated-vm's default context, synchronously; isolated-vm has no other way to make one). The context,
+ * the prelude and the warm-up bind run on isolated-vm's own threads (the async calls), while this thread
+ * reads and binds; only their completions come back here.
+ */
+async function makeSpare(memoryMiB) {
+  const isolate = newIsolate(memoryMiB);
+  try {
+    const context = await isolate.createContext();
+    const slot = slotOf(isolate, context);
+    await context.eval(PRELUDE);
+    slot.bind = await context.global.get('__hearthBind', { reference: true });
+    const warm = await isolate.compileModule(WARM_MODULE, { filename: 'file:///hearth-warm-up.mjs' });
+    await warm.instantiate(context, refuseImports);
+    await warm.evaluate();
+    const call = await slot.bind.apply(undefined, [warm.namespace.derefInto(), '', '{}'], {
+      result: { reference: true },
+    });
+    call.release();
+    warm.release();
+    return slot;
+  } catch (error) {
+    if (!isolate.isDisposed) isolate.dispose();
+    throw error;
+  }
 }
 
 function takeIsolate(memoryMiB) {
@@ -114,8 +164,8 @@ function takeIsolate(memoryMiB) {
 }
 
 /**
- * Making a spare holds this thread ~1.4 ms (new ivm.Isolate alone is ~1 ms, synchronous), so it is made
- * where no frame of a cold start waits behind it: it once ran on the next immediate, before the Bound that
+ * Making a spare holds this thread ~1 ms (new ivm.Isolate, synchronous; the rest runs on isolated-vm's
+ * threads: makeSpare), so it is made where no frame of a cold start waits behind it: it once ran on the next immediate, before the Bound that
  * took the spare had left (2 of the bind's 2.26 ms over the socket). Now it is made right after the next
  * answer (Result or Error) has left, which is the function's first request once it is bound (its Invoke
  * follows the Bound within a millisecond, and would have waited), or, with no answer, once the host has
@@ -138,13 +188,30 @@ function refillAfterAnswer() {
   setImmediate(refill);
 }
 
-/** One spare per turn, so a frame that arrives meanwhile waits for one isolate at most. */
+/** Spares whose context is being made on isolated-vm's threads, by heap limit. */
+const making = new Map();
+
+/**
+ * One spare per turn, so a frame that arrives meanwhile waits for one `new ivm.Isolate` at most (makeSpare).
+ * Before, the whole 1.4 ms of a spare held this thread, and in a burst of cold starts the next bind often
+ * arrived in the middle of it (bench/isolate.mjs).
+ */
 function refill() {
   clearTimeout(refillTimer);
   refillTimer = undefined;
   for (const [memoryMiB, ready] of spares) {
-    if (ready.length >= SPARES_PER_LIMIT) continue;
-    ready.push(makeIsolate(memoryMiB));
+    if (ready.length + (making.get(memoryMiB) ?? 0) >= SPARES_PER_LIMIT) continue;
+    making.set(memoryMiB, (making.get(memoryMiB) ?? 0) + 1);
+    makeSpare(memoryMiB).then(
+      (slot) => {
+        making.set(memoryMiB, making.get(memoryMiB) - 1);
+        ready.push(slot);
+      },
+      (error) => {
+        making.set(memoryMiB, making.get(memoryMiB) - 1);
+        process.stderr.write(`a spare isolate could not be made: ${error?.message ?? error}\n`);
+      },
+    );
     refillWanted = true;
     refillLater();
     return;
@@ -170,6 +237,9 @@ class Member {
     if (this.ended) return;
     send(encodeRelayed(this.id, type, seq, meta, body));
     if (type === T_RESULT || type === T_ERROR) refillAfterAnswer();
+    // The Bound leaves now, not on the next immediate (~50 µs of the cold start): nothing else of this
+    // member's is coming to be batched with it, only the console lines its module wrote, already queued.
+    else if (type === T_BOUND) flush();
   }
 
   onFrame(type, seq, meta, body) {
@@ -191,7 +261,9 @@ class Member {
         functionVersion: String(bind.version),
         memoryLimitInMB: bind.memoryMiB,
       };
+      const spare = spares.get(bind.memoryMiB)?.length > 0;
       const slot = takeIsolate(bind.memoryMiB);
+      const taken = performance.now();
       slot.member = this;
       this.isolate = slot.isolate;
       const { modulePath, exportName } = splitHandler(bind.handler);
@@ -205,20 +277,34 @@ class Member {
         );
       const module = this.compile(entry);
       module.instantiateSync(slot.context, (specifier, referrer) => this.resolve(specifier, referrer));
+      const linked = performance.now();
       module.evaluateSync();
-      const bindHandler = slot.context.global.getSync('__hearthBind', { reference: true });
-      bindHandler.applySync(undefined, [
-        module.namespace.derefInto(),
-        exportName ?? '',
-        JSON.stringify(this.info),
-      ]);
-      bindHandler.release();
-      this.call = slot.context.global.getSync('__hearthCall', { reference: true });
+      const ran = performance.now();
+      this.call = slot.bind.applySync(
+        undefined,
+        [module.namespace.derefInto(), exportName ?? '', JSON.stringify(this.info)],
+        { result: { reference: true } },
+      );
+      slot.bind.release();
       this.files = undefined;
       this.modules = undefined;
       this.paths = undefined;
-      // bindMs: the bind inside this process (bench/isolate.mjs reports it beside the platform's figure).
-      this.out(T_BOUND, 0, { ok: true, eventFormat: 'hearth', bindMs: performance.now() - started });
+      // bindMs: the bind inside this process, and its steps (bench/isolate.mjs reports them beside the
+      // platform's figure): taking an isolate (a spare, or one made now), compiling and linking the
+      // modules, running them, finding the handler.
+      const done = performance.now();
+      this.out(T_BOUND, 0, {
+        ok: true,
+        eventFormat: 'hearth',
+        bindMs: done - started,
+        bindSteps: {
+          spare,
+          take: taken - started,
+          compile: linked - taken,
+          run: ran - linked,
+          handler: done - ran,
+        },
+      });
     } catch (error) {
       this.out(T_BOUND, 0, { ok: false, error: describe(error) });
     }
