@@ -6,6 +6,10 @@
 // Run alone: `node bench/cold-burst.mjs`; COLD_BURST_RUNTIMES=python3 (one runtime), COLD_BURST_PARTS=backToBack
 // (some parts), COLD_BURST_CONFIG='{"stemCells":{"node20":24}}' (the platform's config), HEARTH_ZYGOTE=on
 // (Python forked into each sandbox by the fork server, config `forkServer`, rather than booted).
+// COLD_BURST_PROCS=1 adds, to the back-to-back part, the CPU each kind of process spent during the calls
+// (gateway, bench client, guests, and `new` processes: cells booted meanwhile); COLD_BURST_PROCS=each lists
+// every process; COLD_BURST_TIMINGS=1 prints each request's start time (epoch ms), time to first byte and
+// Server-Timing.
 
 import {
   cpSync,
