@@ -6,12 +6,17 @@
 // Run alone: `node bench/cold-burst.mjs`; COLD_BURST_RUNTIMES=python3 (one runtime), COLD_BURST_PARTS=backToBack
 // (some parts), COLD_BURST_CONFIG='{"stemCells":{"node20":24}}' (the platform's config), HEARTH_ZYGOTE=on
 // (Python forked into each sandbox by the fork server, config `forkServer`, rather than booted).
+// COLD_BURST_PROCS=1 adds, to the back-to-back part, the CPU each kind of process spent during the calls
+// (gateway, bench client, guests, and `new` processes: cells booted meanwhile); COLD_BURST_PROCS=each lists
+// every process; COLD_BURST_TIMINGS=1 prints each request's start time (epoch ms), time to first byte and
+// Server-Timing.
 
 import {
   cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmdirSync,
   rmSync,
@@ -64,6 +69,48 @@ function processCpuMs(pid) {
   }
 }
 
+/**
+ * CPU ms so far of each process in the bench's cpuacct group (COLD_BURST_PROCS=1), keyed `pid command`: with
+ * `cpuByProcess(before)` the CPU a part spent, by process, to tell the gateway, the guests and refills apart.
+ */
+function processCpu() {
+  if (cpuGroup === undefined || cpuGroup === null) return new Map();
+  const pids = readFileSync(join(cpuGroup, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+  const cpu = new Map();
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      // Each thread's time on a CPU in ns (schedstat): /proc's utime ticks are 10 ms, a bind's whole CPU.
+      let ns = 0;
+      for (const task of readdirSync(`/proc/${pid}/task`))
+        ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]);
+      cpu.set(`${pid} ${comm}`, ns / 1e6);
+    } catch {}
+  }
+  return cpu;
+}
+
+/** The CPU ms each process spent since `before` (a `processCpu()`), summed by command, busiest first. */
+function cpuByProcess(before, gatewayPid) {
+  const byCommand = {};
+  for (const [key, ms] of processCpu()) {
+    const spent = ms - (before.get(key) ?? 0);
+    if (spent <= 0.05) continue;
+    const [pid, ...rest] = key.split(' ');
+    const command =
+      Number(pid) === process.pid ? 'bench client' : Number(pid) === gatewayPid ? 'gateway' : rest.join(' ');
+    byCommand[command] ??= { ms: 0, processes: 0, new: 0 };
+    const entry = byCommand[command];
+    entry.ms = round(entry.ms + spent);
+    entry.processes += 1;
+    if (process.env.COLD_BURST_PROCS === 'each')
+      entry.each = [...(entry.each ?? []), `${pid}:${round(spent)}`];
+    if (!before.has(key)) entry.new += 1;
+  }
+  return Object.fromEntries(Object.entries(byCommand).sort((a, b) => b[1].ms - a[1].ms));
+}
+
 /** CPU ms per call between two `cpuMs()` readings, or undefined. */
 function cpuPer(before, after, calls) {
   return before === undefined || after === undefined ? undefined : round((after - before) / calls);
@@ -73,12 +120,14 @@ function cpuPer(before, after, calls) {
 export function freshGet(url, path) {
   return new Promise((resolve) => {
     const started = performance.now();
+    const at = performance.timeOrigin + started;
     const req = request(`${url}${path}`, { agent: false }, (res) => {
       const ttfb = performance.now() - started;
       res.resume();
       res.on('end', () =>
         resolve({
           ttfb,
+          at,
           status: res.statusCode,
           cold: res.headers['x-hearth-cold-start'] === '1',
           timing: String(res.headers['server-timing'] ?? ''),
@@ -156,14 +205,16 @@ export async function coldBurstPrepare(url, runtime, count, prefix) {
   return names;
 }
 
-async function backToBack(url, runtime, count) {
+async function backToBack(url, runtime, count, pid) {
   const names = await deployMany(url, runtime, count, 'b2b');
   const ready = await poolsFull(url);
   const before = await missesOf(url);
   const results = [];
+  const byProcess = process.env.COLD_BURST_PROCS ? processCpu() : undefined;
   const cpuBefore = cpuMs();
   for (const name of names) results.push(await freshGet(url, `/function/${name}`));
   const cpuPerCall = cpuPer(cpuBefore, cpuMs(), names.length);
+  const cpuByCommand = byProcess === undefined ? undefined : cpuByProcess(byProcess, pid);
   check(results, `back to back ${runtime}`);
   const after = await missesOf(url);
   const summary = summarise(results.map((r) => r.ttfb));
@@ -176,11 +227,12 @@ async function backToBack(url, runtime, count) {
     poolMisses: (after[runtime] ?? 0) - (before[runtime] ?? 0),
     cellsReady: ready[runtime],
     cpuPerCall,
+    ...(cpuByCommand === undefined ? {} : { cpuByCommand }),
     // The requests whose stem cell was ready: what a hit costs while the pool refills behind it.
     hitP50: round(summarise(results.filter((r) => stemCellMs(r.timing) < 2).map((r) => r.ttfb)).p50),
     slowestStemCellMs: round(Math.max(...results.map((r) => stemCellMs(r.timing)))),
     ...(process.env.COLD_BURST_TIMINGS === '1'
-      ? { timings: results.map((r) => `${round(r.ttfb)} ${r.timing}`) }
+      ? { timings: results.map((r) => `${r.at.toFixed(1)} ${round(r.ttfb)} ${r.timing}`) }
       : {}),
   };
 }
@@ -268,7 +320,7 @@ export async function coldBurstBench({
     if (parts.includes('backToBack')) {
       results.backToBack = {};
       for (const runtime of runtimes)
-        results.backToBack[runtime] = await backToBack(hearth.url, runtime, backToBackCount);
+        results.backToBack[runtime] = await backToBack(hearth.url, runtime, backToBackCount, hearth.pid);
     }
     if (parts.includes('atOnce'))
       results.atOnce = await atOnce(hearth.url, atOnceCount, runtimes, hearth.pid);

@@ -747,9 +747,13 @@ export class NodeScheduler implements Scheduler {
       return false;
     }
     if (!this.budget.makeRoom(pool, demand)) return false;
+    const stemKey = stemPoolKey(pool.version, this.options.allowNetwork);
+    // A function one cold start away takes the cell its pool's floor kept for it: the floor falls by one.
+    if (pool.instances.length === 0 && pool.starting === 0 && this.isCurrent(pool))
+      this.cold.pools.get(stemKey)?.noteIdleStart();
     pool.starting += 1;
     this.startingTotal += 1;
-    this.sizer.noteStart(stemPoolKey(pool.version, this.options.allowNetwork));
+    this.sizer.noteStart(stemKey);
     const began = performance.now();
     this.cold.start(pool.version).then(
       (instance) => {

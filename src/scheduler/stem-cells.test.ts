@@ -143,6 +143,51 @@ describe('stem cells', () => {
     expect(warnings).toEqual([]);
   });
 
+  it('boot nothing while the idle functions they hold a cell for start back to back, and refill once the burst is over', async () => {
+    const warnings: string[] = [];
+    // A burst window as long as the test: without the floor, six takes would want four cells more ready.
+    const floored = await poolWith(new ProcessIsolation(), warnings, 1, {
+      limit: 4,
+      windowMs: 60_000,
+      calmMs: 60_000,
+    });
+    // The sizer's tick: six deployed functions without an instance, a cell ready for each.
+    floored.setTarget(1, { cells: 6, functions: 6, hold: 6 });
+    await until(() => floored.stats().ready === 6 && floored.stats().starting === 0);
+    const bootsBefore = floored.stats().boots;
+    const taken = [];
+    for (let i = 0; i < 6; i++) {
+      // The scheduler announces a start of a function with no instance, then its cold start takes a cell.
+      floored.noteIdleStart();
+      taken.push(await floored.take());
+      // A tick in the middle of the burst has seen its starts: the sizer wants 4 cells kept from now on, which
+      // the pool boots once the burst is over (every idle function still has its cell).
+      if (i === 2) floored.setTarget(4, { cells: 3, functions: 3, hold: 6 });
+      expect(floored.stats()).toMatchObject({ ready: 5 - i, floor: 5 - i, starting: 0, misses: 0, burst: 0 });
+      // The next call of the burst comes after this one's cold start, a few milliseconds later.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(floored.stats()).toMatchObject({ starting: 0, boots: bootsBefore });
+    }
+    // Over: the pool refills to its size from starts, the floor being empty now.
+    await until(() => floored.stats().ready === 4 && floored.stats().starting === 0);
+    expect(floored.stats()).toMatchObject({ target: 4, floor: 0, boots: bootsBefore + 4, misses: 0 });
+    for (const cell of taken) await floored.discard(cell);
+    expect(warnings).toEqual([]);
+  });
+
+  it('refill at once a cell a function with instances took from under the idle ones', async () => {
+    const warnings: string[] = [];
+    const floored = await poolWith(new ProcessIsolation(), warnings, 1);
+    floored.setTarget(1, { cells: 3, functions: 3, hold: 3 });
+    await until(() => floored.stats().ready === 3 && floored.stats().starting === 0);
+    // A scale-up of a busy function (no `noteIdleStart`): the three idle functions have two cells left.
+    const cell = await floored.take();
+    expect(floored.stats()).toMatchObject({ ready: 2, floor: 3 });
+    await until(() => floored.stats().ready === 3);
+    await floored.discard(cell);
+    expect(warnings).toEqual([]);
+  });
+
   it('serve the takes waiting on a pool that is retired (an evicted image pool), then keep nothing', async () => {
     const warnings: string[] = [];
     const evicted = await poolWith(new ProcessIsolation(), warnings, 2);

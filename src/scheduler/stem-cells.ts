@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { HearthError } from '../domain/errors.js';
 import type { ResolvedImage } from '../domain/image.js';
 import type { GuestProcess, Isolation, NetworkMode, Runtime, Slot, SlotManager } from '../runtime/index.js';
+import type { StemCellFloorNow } from './autoscaler/stem-cell-sizer.js';
 
 export interface StemCell {
   readonly guest: GuestProcess;
@@ -25,7 +26,10 @@ export interface StemCellPoolStats {
   readonly image?: string;
   readonly ready: number;
   readonly starting: number;
+  /** What the pool refills to: the larger of its size from starts and its floor (`floor`). */
   readonly target: number;
+  /** Cells for the deployed functions with no instance now (`StemCellFloorNow`): each is one cold start away. */
+  readonly floor: number;
   readonly taken: number;
   /** Takes that found the pool empty and had to wait for a fresh process. */
   readonly misses: number;
@@ -54,6 +58,9 @@ export interface StemCellBurst {
 
 export const DEFAULT_STEM_CELL_BURST: StemCellBurst = { limit: 8, windowMs: 1000, calmMs: 10_000 };
 
+/** A pool without a floor: one the sizer has not seen yet, or not a sandbox without network. */
+const NO_FLOOR: StemCellFloorNow = { cells: 0, functions: 0, hold: 0 };
+
 const STARTUP_TIMEOUT_MS = 30_000;
 /** Tries at starting a stem cell whose sandbox setup failed (see `spawn`). */
 const SANDBOX_SETUP_ATTEMPTS = 3;
@@ -61,6 +68,13 @@ const SANDBOX_SETUP_ATTEMPTS = 3;
 const REFILL_DELAY_MS = 30;
 /** The longest a burst of takes postpones its refill (see `refillSoon`). */
 const REFILL_POSTPONE_MAX_MS = 250;
+/**
+ * How long takes must stop before a pool that still holds a cell for each idle function refills the rest (its
+ * size from starts, a burst's extra cells): those cells are for later starts, and a Node cell's boot (~80 ms
+ * of CPU, forks from the gateway's thread) in the middle of a burst slows the calls around it. Longer than one
+ * call of a back-to-back burst on a busy machine, where a 30 ms pause let refills in between calls.
+ */
+const COVERED_REFILL_CALM_MS = 150;
 /** A stem cell's boot on an idle two-core machine (bench/RESULTS.md), until the pool has timed its own. */
 const INITIAL_BOOT_MS = 100;
 /**
@@ -69,6 +83,9 @@ const INITIAL_BOOT_MS = 100;
  * time on two cores, so the first waiting request had its cell no sooner than the last (issue 11).
  */
 const PARALLEL_BOOTS = 4 * availableParallelism();
+
+/** Set in the environment of a cell booted ahead of demand (a refill); its guest removes it before a bind. */
+const WARM_AHEAD_ENV = 'HEARTH_WARM_AHEAD';
 
 /** A take that found the pool empty, waiting for the next cell that is ready. */
 interface CellWaiter {
@@ -102,6 +119,13 @@ export class StemCellPool {
   private readonly recentTakes: number[] = [];
   /** Refills booting at the least CPU weight (`StartOptions.background`), until a take waits for them. */
   private readonly backgroundBoots = new Set<GuestProcess>();
+  /** The floor of the last tick (`StemCellFloorNow`), and the idle functions left of it since. */
+  private floor: StemCellFloorNow = NO_FLOOR;
+  private idleFunctions = 0;
+  /** Starts of idle functions announced (`noteIdleStart`) whose take has not come yet. */
+  private coveredTakes = 0;
+  /** When the last take came (`performance.now()`). */
+  private lastTakeAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly runtime: Runtime,
@@ -122,13 +146,50 @@ export class StemCellPool {
    * the operator turned off, target 0, stays off).
    */
   private wanted(): number {
-    if (this.target === 0 || this.burst.limit === 0) return this.target;
+    const level = this.refillLevel();
+    if (this.target === 0 || this.burst.limit === 0) return level;
     const since = performance.now() - this.burst.windowMs;
     while (this.recentTakes.length > 0 && (this.recentTakes[0] ?? 0) < since) this.recentTakes.shift();
-    return Math.max(this.target, Math.min(this.burst.limit, this.recentTakes.length));
+    return Math.max(level, Math.min(this.burst.limit, this.recentTakes.length));
+  }
+
+  /** The cells for the functions idle now: the tick's floor, less the cells of those started since. */
+  private floorNow(): number {
+    const { cells, functions } = this.floor;
+    if (functions === 0 || this.target === 0) return 0;
+    return Math.min(cells, Math.ceil((this.idleFunctions * cells) / functions));
+  }
+
+  /** What the pool refills to outside bursts: its size from starts, or its floor. */
+  private refillLevel(): number {
+    return Math.max(this.target, this.floorNow());
+  }
+
+  /** Whether every function one cold start away still has its ready cell here. */
+  private coversIdleFunctions(): boolean {
+    return this.ready.length >= this.floorNow();
+  }
+
+  /**
+   * A function with no instance is starting one from this pool: the cell it takes was its floor cell, so the
+   * floor falls by one (until the next tick counts anew) and the take is not a burst's (`StemCellBurst`): the
+   * functions still idle keep theirs, and nothing needs booting. Refilling to the floor as it stood before a
+   * burst booted a Node cell (~80 ms of CPU) for each function the burst had started, while it went on (24 idle
+   * functions called back to back: up to 10 boots during the 24 calls; issue 11).
+   */
+  noteIdleStart(): void {
+    if (this.idleFunctions === 0) return;
+    this.idleFunctions -= 1;
+    this.coveredTakes += 1;
   }
 
   private noteTake(): void {
+    this.lastTakeAt = performance.now();
+    if (this.coveredTakes > 0) {
+      // A take of an idle function's floor cell: the floor foresaw it, the burst window must not refill it.
+      this.coveredTakes -= 1;
+      return;
+    }
     if (this.burst.limit === 0) return;
     this.recentTakes.push(performance.now());
     if (this.recentTakes.length > this.burst.limit) this.recentTakes.shift();
@@ -144,7 +205,8 @@ export class StemCellPool {
 
   /** Lets go of ready cells beyond what the pool wants now. */
   private trim(): void {
-    const wanted = this.wanted();
+    // A floor that fell is held (cells kept, not booted) for a stable window: its functions go idle again soon.
+    const wanted = Math.max(this.wanted(), this.target === 0 ? 0 : this.floor.hold);
     while (this.ready.length > wanted) {
       const extra = this.ready.pop();
       if (extra !== undefined) void this.discard(extra);
@@ -189,11 +251,15 @@ export class StemCellPool {
     // refilled meanwhile spent 138 ms of that thread on refills (a CPU profile of the burst; issue 11). Once
     // the pool is down to a quarter of what it wants, for at most REFILL_POSTPONE_MAX_MS since the first
     // postponed take, so that a steady stream of takes keeps refilling.
+    // While the pool still holds a cell for each idle function, what a refill would boot is for later starts:
+    // it waits until the takes stop, however long the burst (`COVERED_REFILL_CALM_MS`).
     const now = performance.now();
+    const covered = this.coversIdleFunctions();
     if (this.refillTimer === undefined) this.refillPostponedSince = now;
     else {
       clearTimeout(this.refillTimer);
       if (
+        !covered &&
         this.ready.length * 4 < this.wanted() &&
         now - this.refillPostponedSince >= REFILL_POSTPONE_MAX_MS
       ) {
@@ -202,16 +268,27 @@ export class StemCellPool {
         return;
       }
     }
-    this.refillTimer = setTimeout(() => {
-      this.refillTimer = undefined;
-      this.refill();
-    }, REFILL_DELAY_MS);
+    this.refillTimer = setTimeout(
+      () => {
+        this.refillTimer = undefined;
+        this.refill();
+      },
+      covered ? COVERED_REFILL_CALM_MS : REFILL_DELAY_MS,
+    );
     this.refillTimer.unref();
   }
 
-  setTarget(target: number): void {
+  /**
+   * The sizer's tick: `target` cells from the starts it sees (0 keeps the pool off), and the floor for the
+   * functions idle now. A pool that covers its idle functions while takes come refills once they stop.
+   */
+  setTarget(target: number, floor: StemCellFloorNow = NO_FLOOR): void {
     this.target = Math.max(0, target);
-    this.refill();
+    this.floor = floor;
+    this.idleFunctions = floor.functions;
+    if (this.coversIdleFunctions() && performance.now() - this.lastTakeAt < COVERED_REFILL_CALM_MS) {
+      if (this.refillTimer === undefined) this.refillSoon();
+    } else this.refill();
     this.trim();
   }
 
@@ -225,10 +302,11 @@ export class StemCellPool {
       ...(this.image === undefined ? {} : { image: this.image.reference }),
       ready: this.ready.length,
       starting: this.starting,
-      target: this.target,
+      target: this.refillLevel(),
+      floor: this.floorNow(),
       taken: this.taken,
       misses: this.misses,
-      burst: wanted - this.target,
+      burst: wanted - this.refillLevel(),
       bootMs: Math.round(this.bootMs),
       boots: this.boots,
     };
@@ -236,7 +314,7 @@ export class StemCellPool {
 
   /** Fills the pool to its target; resolves when the cells started now are ready. */
   async warm(): Promise<void> {
-    const wanted = Math.max(0, this.target - this.ready.length - this.starting);
+    const wanted = Math.max(0, this.refillLevel() - this.ready.length - this.starting);
     await Promise.all(Array.from({ length: wanted }, () => this.startIntoPool(false)));
   }
 
@@ -250,6 +328,7 @@ export class StemCellPool {
     if (this.retired !== undefined) return this.retired;
     if (this.closed) return Promise.resolve();
     this.target = 0;
+    this.floor = NO_FLOOR;
     this.recentTakes.length = 0;
     if (this.waiters.length === 0 && this.starting === 0) {
       this.retired = this.close();
@@ -405,11 +484,14 @@ export class StemCellPool {
     const slot = await this.slots.create();
     let guest: GuestProcess | undefined;
     try {
+      const launch = this.runtime.launchSpec({
+        ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
+        ...(this.image === undefined ? {} : { image: this.image }),
+      });
       guest = this.isolation.start(
-        this.runtime.launchSpec({
-          ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
-          ...(this.image === undefined ? {} : { image: this.image }),
-        }),
+        // A refill boots ahead of demand: its runtime does the warm-up it would otherwise do once ready, which
+        // then landed in the middle of the next burst of cold starts (the Node guest's fetch, issue 11).
+        background ? { ...launch, env: { ...launch.env, [WARM_AHEAD_ENV]: '1' } } : launch,
         slot,
         this.network,
         { background },

@@ -55,6 +55,10 @@ interface PoolStats {
   network: string;
   taken: number;
   ready: number;
+  starting: number;
+  target: number;
+  floor: number;
+  boots: number;
   misses: number;
 }
 
@@ -93,6 +97,55 @@ describe('a burst of cold starts', () => {
     );
     expect(resized.map((line) => String(line.reason))).toContainEqual(
       expect.stringContaining(`${PER_RUNTIME} deployed functions without an instance`),
+    );
+  });
+
+  it('boots no Node cell while idle functions are called back to back, each taking its own cell, and refills after', async () => {
+    const node = async (): Promise<PoolStats> => {
+      const pool = (await defaultPools()).find((candidate) => candidate.runtime === 'node20');
+      if (pool === undefined) throw new Error('no node20 pool');
+      return pool;
+    };
+    const nodeNames = names.filter((name) => name.startsWith('burst-node-'));
+    const before = await node();
+    expect(before.floor).toBe(nodeNames.length);
+    for (const [index, name] of nodeNames.entries()) {
+      const response = await invoke(hearth.url, name, { method: 'POST' });
+      expect(response.status, `${name}: ${response.text}`).toBe(200);
+      expect(response.headers.get('x-hearth-cold-start'), name).toBe('1');
+      const now = await node();
+      // What the pool refills to falls with the functions still idle: each cold start took its own cell.
+      expect(now).toMatchObject({ misses: before.misses, floor: nodeNames.length - index - 1 });
+      expect(now.ready).toBeGreaterThanOrEqual(now.floor);
+      // Nothing to boot while it holds what it wants (a tick may want more once it has seen the burst's starts;
+      // those boot once the calls stop).
+      if (now.ready >= now.target) expect(now).toMatchObject({ starting: 0, boots: before.boots });
+    }
+    // Over: the pool refills to its size from starts.
+    await eventually(
+      'the node pool refilled',
+      async () => {
+        const now = await node();
+        return now.ready >= now.target && now.starting === 0 ? true : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
+    // Idle again, for the burst below: a cell for each once more.
+    for (const name of nodeNames) {
+      const parked = await fetch(`${hearth.url}/api/v1/namespaces/default/functions/${name}/instances`, {
+        method: 'DELETE',
+      });
+      expect(parked.ok, `scale ${name} to zero`).toBe(true);
+    }
+    await eventually(
+      'a ready cell per idle node function again',
+      async () => {
+        const now = await node();
+        return now.floor === nodeNames.length && now.ready >= now.floor && now.starting === 0
+          ? true
+          : undefined;
+      },
+      { timeoutMs: 60_000 },
     );
   });
 

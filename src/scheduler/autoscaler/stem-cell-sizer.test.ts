@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from 'vitest';
 import type { AutoscalerTiming } from './policy.js';
-import { type SizablePool, StemCellSizer } from './stem-cell-sizer.js';
+import { type SizablePool, type StemCellFloorNow, StemCellSizer } from './stem-cell-sizer.js';
 
 const TIMING: AutoscalerTiming = {
   tickMs: 100,
@@ -16,10 +16,12 @@ function pool(
   target: number,
   bootMs?: number,
   runtime = 'node20',
-): SizablePool & { target: number; misses: number } {
+): SizablePool & { target: number; misses: number; floor: StemCellFloorNow | undefined } {
+  // `target` is what the pool refills to, as a real pool's stats say: its size from starts, or its floor.
   return {
     target,
     misses: 0,
+    floor: undefined,
     stats() {
       return {
         runtime,
@@ -30,8 +32,9 @@ function pool(
         ...(bootMs === undefined ? {} : { bootMs }),
       };
     },
-    setTarget(next: number) {
-      this.target = next;
+    setTarget(next: number, floor?: StemCellFloorNow) {
+      this.target = Math.max(next, floor?.cells ?? 0);
+      this.floor = floor;
     },
   };
 }
@@ -175,17 +178,34 @@ describe('StemCellSizer', () => {
       expect(outbound.target).toBe(1);
     });
 
-    it('lets the cells go a stable window after the functions got instances, and never wakes a pool set to 0', () => {
+    it('refills to the floor of the functions idle now, holds the cells of a floor that fell for a stable window, and never wakes a pool set to 0', () => {
       const sizer = new StemCellSizer(TIMING, 8, floor(1024 * MiB));
       const { node, python: off, pools } = nodeAndPython(0);
       sizer.tick(pools, withoutInstance(12, 12));
       expect(node.target).toBe(12);
+      expect(node.floor).toEqual({ cells: 12, functions: 12, hold: 12 });
       expect(off.target).toBe(0);
-      // Each of them now has an instance: the floor is held for a stable window (20 ticks), then released.
-      for (let i = 0; i < 19; i++) sizer.tick(pools, new Map());
-      expect(node.target).toBe(12);
-      sizer.tick(pools, new Map());
+      // Each of them now has an instance: nothing to refill for them (their cells were taken by their cold
+      // starts), but the cells still ready are held for a stable window (20 ticks), then let go.
+      for (let i = 0; i < 19; i++) expect(sizer.tick(pools, new Map())).toEqual([]);
       expect(node.target).toBe(2);
+      expect(node.floor).toEqual({ cells: 0, functions: 0, hold: 12 });
+      const released = sizer.tick(pools, new Map());
+      expect(node.floor).toEqual({ cells: 0, functions: 0, hold: 0 });
+      expect(released[0]).toMatchObject({ runtime: 'node20', from: 12, to: 2 });
+    });
+
+    it('tells the pool how many functions its floor is for, so that it lowers the floor itself as they start', () => {
+      const sizer = new StemCellSizer(TIMING, 8, floor(150 * MiB));
+      const node = pool(2);
+      const pools = new Map([['node20/sandbox/none', node]]);
+      // 24 node cells would take 216 MiB; 150 MiB holds 16 of them, for the 24 functions.
+      sizer.tick(pools, new Map([['node20/sandbox/none', 24]]));
+      expect(node.floor).toEqual({ cells: 16, functions: 24, hold: 16 });
+      // Unchanged on the next tick: the pool is not told again (it keeps lowering its floor between ticks).
+      node.floor = undefined;
+      sizer.tick(pools, new Map([['node20/sandbox/none', 24]]));
+      expect(node.floor).toBeUndefined();
     });
   });
 });

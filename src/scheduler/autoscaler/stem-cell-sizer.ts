@@ -16,6 +16,11 @@
  * reactive sizing answers a burst only after its first misses, and a miss boots a runtime on the spot (Node
  * ~80 ms of CPU, Python ~30 ms): 24 idle functions called back to back missed 2-7 times, 100 called at once
  * 84 times (issue 11). An idle cell costs ~6-8 MiB PSS; memory is what a node has plenty of.
+ *
+ * The pool gets the two apart (`SizablePool.setTarget`): it refills to the larger of the size from starts and
+ * the floor of the functions idle now, which it lowers itself as they start between ticks; a floor that fell
+ * is only held (its cells kept, none booted) for a stable window. Refilling to the held floor booted a cell
+ * for each function a burst had just started, during the burst (issue 11).
  */
 
 import { type AutoscalerTiming, formatMs } from './policy.js';
@@ -41,7 +46,21 @@ export interface SizablePool {
     /** How long a cell boots lately (ms); without it, no reserve for the gap a boot leaves. */
     readonly bootMs?: number;
   };
-  setTarget(target: number): void;
+  /**
+   * `target`: the cells to keep from the starts seen; `floor`: the idle functions' cells now and the cells held
+   * for a floor that fell (absent without a floor).
+   */
+  setTarget(target: number, floor?: StemCellFloorNow): void;
+}
+
+/** The floor handed to a pool (see `StemCellFloorNow` in stem-cells.ts, which it mirrors). */
+export interface StemCellFloorNow {
+  /** Cells for the deployed functions with no instance now (bounded by memory). */
+  readonly cells: number;
+  /** Those functions. */
+  readonly functions: number;
+  /** The most cells the floor asked for over the last stable window: kept, not refilled to. */
+  readonly hold: number;
 }
 
 /** The floor of every pool: cells for the idle deployed functions, bounded by memory (see the module comment). */
@@ -78,6 +97,8 @@ interface Sizing {
   /** Ticks since a start last found the pool empty. */
   calmTicks: number;
   target: number;
+  /** What the pool was last told (`setTarget`), to tell it again only on a change. */
+  sent: string;
 }
 
 export class StemCellSizer {
@@ -160,6 +181,7 @@ export class StemCellSizer {
           misses: pool.stats().misses ?? 0,
           calmTicks: 0,
           target: base,
+          sent: '',
         };
         this.sizings.set(key, sizing);
       }
@@ -194,10 +216,19 @@ export class StemCellSizer {
         sizing.base,
         Math.min(this.max, Math.max(peak, sizing.base + sizing.missBoost, reserve) + soon),
       );
+      const idle = idleFunctions.get(key) ?? 0;
+      const now: StemCellFloorNow =
+        sizing.base === 0
+          ? { cells: 0, functions: 0, hold: 0 }
+          : { cells: floors.get(key) ?? 0, functions: idle, hold: floor };
+      const sent = `${reactive} ${now.cells} ${now.functions} ${now.hold}`;
+      if (sent !== sizing.sent) {
+        sizing.sent = sent;
+        pool.setTarget(sizing.base === 0 ? 0 : reactive, now);
+      }
+      // The figure the events report: the cells kept, the held floor's included.
       const target = sizing.base === 0 ? 0 : Math.max(reactive, floor);
       if (target === sizing.target) continue;
-      const idle = idleFunctions.get(key) ?? 0;
-      pool.setTarget(target);
       changes.push({
         runtime: stats.runtime,
         isolation: stats.isolation,
