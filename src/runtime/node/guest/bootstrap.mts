@@ -1707,4 +1707,4 @@ send(T_READY, 0, { runtime: 'node20', pid: process.pid, node: process.version })
 // idle instance whose function never uses it (10 MiB PSS instead of 8 in the density bench, issue 11). A bind to
 // a convention of other platforms loads it then (`onBind`), any other function on first use (~15 ms of CPU).
 // Once quiet, the guest collects its garbage so V8 shrinks the heap (idle.mts).
-collectWhenIdle(channel, () => inFlight > 0);
+collectWhenIdle(channel, { busy: () => inFlight > 0, bound: () => boundInfo });

@@ -11,7 +11,11 @@
  * `node bench/run.mjs density` and `node bench/idle-pss.mjs`.
  *
  * The collection runs only when no frame has arrived from the host for a whole quiet period and nothing is
- * in flight, once per idle period (a frame starts the next); the per-frame cost is one call that sets a flag.
+ * in flight, and only the first time (after the boot, and again after the bind: loading the function's code
+ * allocates) or when V8's heap has grown past what it was at the last collection: a
+ * function called every few seconds would otherwise pay a full collection (~3 ms of CPU) per request for
+ * nothing, and a heap that grew under load is one V8's own collections arm the reducer for anyway. The
+ * per-frame cost is one call that sets a flag; an idle guest has no timer.
  * `gc` is taken from a context made while `--expose-gc` is briefly on: the function's own global, and any
  * context it makes, never has one.
  */
@@ -41,20 +45,38 @@ async function collect(): Promise<void> {
   collectGarbage();
 }
 
+/** What the guest tells the idle collection. */
+export interface GuestState {
+  /** Whether an invocation is in flight. */
+  busy(): boolean;
+  /** What the guest is bound to (undefined in a stem cell): a change is a new start. */
+  bound(): unknown;
+}
+
 /**
- * Collects once whenever `channel` (the frames from the host) has been quiet for `quietMs` and `busy()` is
- * false.
+ * Collects when `channel` (the frames from the host) has been quiet for `quietMs` and the guest is not busy,
+ * the first time after the boot and after the bind, later only if the heap grew (see the module's comment).
  */
-export function collectWhenIdle(channel: EventEmitter, busy: () => boolean, quietMs = QUIET_MS): void {
+export function collectWhenIdle(channel: EventEmitter, guest: GuestState, quietMs = QUIET_MS): void {
   let heard = false;
   let timer: NodeJS.Timeout | undefined;
+  /** V8's committed heap when the guest last collected (before the reducer shrank it); 0: collect. */
+  let heapAtCollection = 0;
+  let boundTo: unknown;
   const look = (): void => {
-    if (heard || busy()) {
+    if (heard || guest.busy()) {
       heard = false;
       timer?.refresh();
       return;
     }
     timer = undefined;
+    if (guest.bound() !== boundTo) {
+      boundTo = guest.bound();
+      heapAtCollection = 0;
+    }
+    const heap = process.memoryUsage().heapTotal;
+    if (heapAtCollection !== 0 && heap <= heapAtCollection) return;
+    heapAtCollection = heap;
     collect().catch(() => {
       // No collection (flags refused): the heap stays as V8 leaves it, nothing else changes.
     });
