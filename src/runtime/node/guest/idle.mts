@@ -27,8 +27,11 @@ export const QUIET_MS = 2000;
 
 let collectGarbage: (() => void) | undefined;
 
-/** One full collection (which arms V8's memory reducer), the `gc` function made on first use. */
-async function collect(): Promise<void> {
+/**
+ * One full collection (which arms V8's memory reducer), the `gc` function made on first use; none, and false,
+ * if `stale()` says the guest got work while the modules for it loaded.
+ */
+async function collect(stale: () => boolean): Promise<boolean> {
   if (collectGarbage === undefined) {
     // Loaded on the first idle moment, not during a stem cell's boot.
     const [{ setFlagsFromString }, { runInNewContext }] = await Promise.all([
@@ -41,8 +44,20 @@ async function collect(): Promise<void> {
     } finally {
       setFlagsFromString('--no-expose-gc');
     }
+    if (stale()) return false;
   }
   collectGarbage();
+  return true;
+}
+
+/** V8's committed heap in bytes; 0 when it cannot be read (then only the first quiet period collects). */
+function committedHeap(): number {
+  try {
+    // process.memoryUsage() also reads the RSS from /proc, which may fail; the heap figures come from V8.
+    return process.memoryUsage().heapTotal;
+  } catch {
+    return 0;
+  }
 }
 
 /** What the guest tells the idle collection. */
@@ -60,7 +75,8 @@ export interface GuestState {
 export function collectWhenIdle(channel: EventEmitter, guest: GuestState, quietMs = QUIET_MS): void {
   let heard = false;
   let timer: NodeJS.Timeout | undefined;
-  /** V8's committed heap when the guest last collected (before the reducer shrank it); 0: collect. */
+  /** Whether the guest collected since its boot or its bind, and V8's committed heap then (before the reducer). */
+  let collected = false;
   let heapAtCollection = 0;
   let boundTo: unknown;
   const look = (): void => {
@@ -72,14 +88,21 @@ export function collectWhenIdle(channel: EventEmitter, guest: GuestState, quietM
     timer = undefined;
     if (guest.bound() !== boundTo) {
       boundTo = guest.bound();
-      heapAtCollection = 0;
+      collected = false;
     }
-    const heap = process.memoryUsage().heapTotal;
-    if (heapAtCollection !== 0 && heap <= heapAtCollection) return;
+    const heap = committedHeap();
+    if (collected && heap <= heapAtCollection) return;
+    collected = true;
     heapAtCollection = heap;
-    collect().catch(() => {
-      // No collection (flags refused): the heap stays as V8 leaves it, nothing else changes.
-    });
+    collect(() => heard || timer !== undefined || guest.busy()).then(
+      (done) => {
+        // Work came in meanwhile: the next quiet period collects instead.
+        if (!done) collected = false;
+      },
+      () => {
+        // No collection (flags refused): the heap stays as V8 leaves it, nothing else changes.
+      },
+    );
   };
   const heardFrame = (): void => {
     if (timer === undefined) {
