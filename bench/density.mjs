@@ -20,6 +20,9 @@ import {
   treeMemory,
 } from './lib.mjs';
 
+/** How long every instance is left without requests before the idle PSS is read (see where it is used). */
+const IDLE_SETTLE_MS = 15_000;
+
 const EXAMPLES = { node20: join(ROOT, 'examples', 'hello'), python3: join(ROOT, 'examples', 'hello-py') };
 
 /**
@@ -109,12 +112,27 @@ export async function densityBench({ total = 1000, warm = 200, rounds = 5 } = {}
       control.push((await timeToFirstByte(hearth.url, '/api/v1/stats', agent)).ttfb);
     }
     agent.destroy();
-    const pssOf = async (runtime) => {
-      const fn = warmOnes.find((f) => f.runtime === runtime);
-      const detail = await api(hearth.url, 'GET', `/api/v1/namespaces/default/functions/${fn.name}`);
-      const pid = detail.activeInstances[0]?.pid;
-      return pid === undefined ? null : round(treeMemory(pid).pssKiB / 1024, 1);
+    /** The median PSS and Anonymous (MiB) of up to 10 of the warm instances of `runtime`, each its sandbox's tree. */
+    const memoryOf = async (runtime) => {
+      const pss = [];
+      const anonymous = [];
+      for (const fn of warmOnes.filter((f) => f.runtime === runtime).slice(0, 10)) {
+        const detail = await api(hearth.url, 'GET', `/api/v1/namespaces/default/functions/${fn.name}`);
+        const pid = detail.activeInstances[0]?.pid;
+        if (pid === undefined) continue;
+        const memory = treeMemory(pid);
+        pss.push(memory.pssKiB / 1024);
+        anonymous.push(memory.anonymousKiB / 1024);
+      }
+      if (pss.length === 0) return null;
+      return { pss: round(summarise(pss).p50, 1), anonymous: round(summarise(anonymous).p50, 1) };
     };
+    const justUsed = { node20: await memoryOf('node20'), python3: await memoryOf('python3') };
+    // Idle: nothing called for IDLE_SETTLE_MS. The Node guest collects after 2-4 s without frames and V8's
+    // memory reducer shrinks its heap ~8 s after that (src/runtime/node/guest/idle.mts); before, the figure
+    // was taken right after the last round, which is `justUsed`.
+    await sleep(IDLE_SETTLE_MS);
+    const idle = { node20: await memoryOf('node20'), python3: await memoryOf('python3') };
     const stats = await api(hearth.url, 'GET', '/api/v1/stats');
     const gatewayKiB = Number(
       readFileSync(`/proc/${hearth.pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)?.[1] ?? 0,
@@ -130,7 +148,16 @@ export async function densityBench({ total = 1000, warm = 200, rounds = 5 } = {}
       applySeconds: round(applySeconds, 1),
       liveInstances: stats.node.instances,
       gatewayRssMiB: round(gatewayKiB / 1024, 1),
-      idleInstancePssMiB: { node20: await pssOf('node20'), python3: await pssOf('python3') },
+      idleInstancePssMiB: { node20: idle.node20?.pss ?? null, python3: idle.python3?.pss ?? null },
+      idleInstanceAnonymousMiB: {
+        node20: idle.node20?.anonymous ?? null,
+        python3: idle.python3?.anonymous ?? null,
+      },
+      idleSettleSeconds: IDLE_SETTLE_MS / 1000,
+      justUsedInstancePssMiB: {
+        node20: justUsed.node20?.pss ?? null,
+        python3: justUsed.python3?.pss ?? null,
+      },
       totalPssMiB: round(total_.pssKiB / 1024, 1),
       // Included in the total: the ready stem cells the pools keep, among them the floor for the idle functions.
       stemCellsReady: (await api(hearth.url, 'GET', '/healthz')).stemCells.reduce(

@@ -235,20 +235,23 @@ export function processTree(pid) {
   return pids;
 }
 
-/** Resident and proportional memory (KiB) of a process and all its descendants. */
+/** Resident, proportional and anonymous memory (KiB) of a process and all its descendants. */
 export function treeMemory(pid) {
   let rss = 0;
   let pss = 0;
+  let anonymous = 0;
   for (const id of processTree(pid)) {
     try {
       const rollup = readFileSync(`/proc/${id}/smaps_rollup`, 'utf8');
       rss += Number(rollup.match(/^Rss:\s+(\d+)/m)?.[1] ?? 0);
       pss += Number(rollup.match(/^Pss:\s+(\d+)/m)?.[1] ?? 0);
+      anonymous += Number(rollup.match(/^Anonymous:\s+(\d+)/m)?.[1] ?? 0);
     } catch {
       // the process went away
     }
   }
-  return { rssKiB: rss, pssKiB: pss };
+  // Anonymous: the process's own memory (heap, stacks), the part PSS does not share out with other processes.
+  return { rssKiB: rss, pssKiB: pss, anonymousKiB: anonymous };
 }
 
 export function machine() {

@@ -209,7 +209,13 @@ if (results.density) {
     '|---|---:|',
     `| live instances | ${d.liveInstances} |`,
     `| gateway process RSS (MiB) | ${d.gatewayRssMiB} |`,
-    `| one idle warm instance, PSS (MiB): node20 / python3 | ${d.idleInstancePssMiB.node20} / ${d.idleInstancePssMiB.python3} |`,
+    `| one idle warm instance, PSS (MiB): node20 / python3${d.idleSettleSeconds === undefined ? '' : ` (median of 10 each, ${d.idleSettleSeconds} s without requests)`} | ${d.idleInstancePssMiB.node20} / ${d.idleInstancePssMiB.python3} |`,
+    ...(d.idleInstanceAnonymousMiB === undefined
+      ? []
+      : [
+          `| of which its own (Anonymous, MiB): node20 / python3 | ${d.idleInstanceAnonymousMiB.node20} / ${d.idleInstanceAnonymousMiB.python3} |`,
+          `| the same right after their last request, PSS (MiB): node20 / python3 | ${d.justUsedInstancePssMiB.node20} / ${d.justUsedInstancePssMiB.python3} |`,
+        ]),
     `| the platform and every instance, PSS (MiB) | ${d.totalPssMiB} |`,
     ...(d.stemCellsReady === undefined
       ? []

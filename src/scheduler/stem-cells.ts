@@ -84,9 +84,6 @@ const INITIAL_BOOT_MS = 100;
  */
 const PARALLEL_BOOTS = 4 * availableParallelism();
 
-/** Set in the environment of a cell booted ahead of demand (a refill); its guest removes it before a bind. */
-const WARM_AHEAD_ENV = 'HEARTH_WARM_AHEAD';
-
 /** A take that found the pool empty, waiting for the next cell that is ready. */
 interface CellWaiter {
   resolve(cell: StemCell): void;
@@ -488,14 +485,7 @@ export class StemCellPool {
         ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
         ...(this.image === undefined ? {} : { image: this.image }),
       });
-      guest = this.isolation.start(
-        // A refill boots ahead of demand: its runtime does the warm-up it would otherwise do once ready, which
-        // then landed in the middle of the next burst of cold starts (the Node guest's fetch, issue 11).
-        background ? { ...launch, env: { ...launch.env, [WARM_AHEAD_ENV]: '1' } } : launch,
-        slot,
-        this.network,
-        { background },
-      );
+      guest = this.isolation.start(launch, slot, this.network, { background });
       if (background) this.backgroundBoots.add(guest);
       let timer: NodeJS.Timeout | undefined;
       const startupMs = this.isolation.startupTimeoutMs ?? STARTUP_TIMEOUT_MS;

@@ -49,6 +49,7 @@ import {
   T_RESULT,
   T_SHUTDOWN,
 } from './frames.mjs';
+import { collectWhenIdle } from './idle.mjs';
 
 const T_CALL = 21;
 /** A streamed response: its status and headers, then chunks of its body, then its end (src/runtime/ipc/protocol.ts). */
@@ -610,8 +611,6 @@ async function onBind(bind: Bind): Promise<void> {
   const sm4Key =
     process.env.HEARTH_SM4_KEY === undefined ? undefined : Buffer.from(process.env.HEARTH_SM4_KEY, 'hex');
   delete process.env.HEARTH_SM4_KEY;
-  // A bound instance loads fetch when its function needs it, never in the middle of its invocations.
-  clearTimeout(fetchWarmTimer);
   try {
     // Loaded only for a function that uses it: node:crypto and the codec are ~5 ms of every boot otherwise.
     if (sm4Key !== undefined) sm4 = { key: sm4Key, codec: await import('./sm4-gcm.mjs') };
@@ -1384,9 +1383,6 @@ function isFetchResponse(value: unknown): value is globalThis.Response {
 
 /** Whether `globalThis.Response` has been loaded (its lazy getter replaced by the class). */
 let fetchLoaded = false;
-/** How long a ready stem cell waits before loading fetch (see where it is set). */
-const FETCH_WARM_DELAY_MS = 250;
-let fetchWarmTimer: NodeJS.Timeout | undefined;
 
 function loadFetch(): void {
   if (fetchLoaded) return;
@@ -1655,7 +1651,7 @@ channel.on('error', () => process.exit(1));
 /**
  * Pays the one-time costs before the stem cell reports ready, so a cold start does not: the first dynamic
  * import initialises the ESM loader, and running the event and response code once warms it. Fetch is
- * loaded later (`FETCH_WARM_DELAY_MS`).
+ * not loaded here (see where Ready is sent).
  */
 async function warmUp(): Promise<void> {
   const here = dirname(new URL(import.meta.url).pathname);
@@ -1703,21 +1699,12 @@ Object.defineProperty(globalThis, 'awslambda', {
   enumerable: false,
 });
 
-// A cell booted ahead of demand (a pool's refill, at the least CPU weight) loads fetch before it reports ready:
-// loaded on the timer below, cells booted just before a burst of cold starts loaded it in the middle of the
-// burst (~15 ms of CPU each, 10 of 24 back-to-back calls; issue 11). A boot a cold start waits for does not.
-const warmAhead = process.env.HEARTH_WARM_AHEAD === '1';
-delete process.env.HEARTH_WARM_AHEAD;
 await warmUp();
-if (warmAhead) loadFetch();
 capture(process.stdout, 1);
 capture(process.stderr, 2);
 send(T_READY, 0, { runtime: 'node20', pid: process.pid, node: process.version });
-// Fetch (`Response`, `Request`; ~15 ms of CPU, a fifth of a stem cell's boot) is loaded once the cell has sat
-// ready for a while, so a cell waiting in the pool has it while one taken at once in a burst of cold starts
-// does not pay for it unless its function needs it: a bind to a convention of other platforms loads it then
-// (`onBind`), any other function on first use (issue 11).
-if (!fetchLoaded) {
-  fetchWarmTimer = setTimeout(loadFetch, FETCH_WARM_DELAY_MS);
-  fetchWarmTimer.unref();
-}
+// Fetch (`Response`, `Request`, undici) is not loaded ahead in a waiting cell: it is ~5 MiB of heap in every
+// idle instance whose function never uses it (10 MiB PSS instead of 8 in the density bench, issue 11). A bind to
+// a convention of other platforms loads it then (`onBind`), any other function on first use (~15 ms of CPU).
+// Once quiet, the guest collects its garbage so V8 shrinks the heap (idle.mts).
+collectWhenIdle(channel, { busy: () => inFlight > 0, bound: () => boundInfo });
