@@ -12,8 +12,8 @@ import {
   invoke,
   makeFolder,
   manifest,
-  type TempFolder,
   startHearth,
+  type TempFolder,
 } from '../support/hearth.js';
 
 /** A package of the Functions Framework's shape, in the function's own node_modules (CommonJS, as the real one). */
@@ -150,7 +150,9 @@ describe('binding a stem cell to a function', () => {
   it('Node: a module that throws at load answers a clear error naming the handler and the cause', async () => {
     const response = await invoke(hearth.url, 'bind-node-throws');
     expect(response.status).toBe(502);
-    expect(response.text).toContain('handler \\"index\\" could not be loaded: TypeError: config missing at load');
+    expect(response.text).toContain(
+      'handler \\"index\\" could not be loaded: TypeError: config missing at load',
+    );
   });
 
   it("Python: a functions_framework module of the function's own wins over the stand-in", async () => {
