@@ -70,6 +70,32 @@ describe('cgroups', () => {
     expect(weight('refill2')).toBe('100');
   });
 
+  it('turns swap off and sets pids.max when a sandbox is created, so the bind writes them only if the function changes them (issue 11)', () => {
+    const memory = fakeMount('');
+    const pids = fakeMount('');
+    const cgroups = new Cgroups(
+      '/data/run/sandbox',
+      [mountinfoLine(memory, 'cgroup', 'rw,memory'), mountinfoLine(pids, 'cgroup', 'rw,pids')].join('\n'),
+    );
+    cgroups.create('cell1', 256);
+    const memoryCell = join(cgroups.roots[0] ?? '', 'cell1');
+    const pidsCell = join(cgroups.roots[1] ?? '', 'cell1');
+    // No swap accounting here: swappiness 0 from the start, the stem cell's boot included.
+    expect(readFileSync(join(memoryCell, 'memory.swappiness'), 'utf8')).toBe('0');
+    expect(readFileSync(join(pidsCell, 'pids.max'), 'utf8')).toBe('256');
+    // Marks telling whether the bind wrote again what the cell has already.
+    writeFileSync(join(memoryCell, 'memory.swappiness'), 'untouched');
+    writeFileSync(join(pidsCell, 'pids.max'), 'untouched');
+    cgroups.apply('cell1', { ...LIMITS, pids: 256 });
+    expect(readFileSync(join(memoryCell, 'memory.limit_in_bytes'), 'utf8')).toBe(String(128 * 1024 ** 2));
+    expect(readFileSync(join(memoryCell, 'memory.swappiness'), 'utf8')).toBe('untouched');
+    expect(readFileSync(join(pidsCell, 'pids.max'), 'utf8')).toBe('untouched');
+    // A function with a pids limit of its own gets it.
+    cgroups.create('cell2', 256);
+    cgroups.apply('cell2', { ...LIMITS, pids: 32 });
+    expect(readFileSync(join(cgroups.roots[1] ?? '', 'cell2', 'pids.max'), 'utf8')).toBe('32');
+  });
+
   it('prefers a v1 hierarchy to v2 and says which wall no controller holds', () => {
     const v2 = fakeMount('memory');
     const memory = fakeMount('');

@@ -139,6 +139,13 @@ export class Cgroups {
   private readonly background = new Set<string>();
   /** v1 sandboxes whose CFS period `create` wrote, so that `apply` writes only the quota on the bind's path. */
   private readonly periodSet = new Set<string>();
+  /**
+   * What `create` wrote ahead for a sandbox, so that `apply`, on the cold start's path, writes only what the
+   * function changes: its pids.max, and whether swap is off. Each cgroup file written is an open, a write and
+   * a close on the platform's one thread, ~5 of them per cold start (a CPU profile of 100 at once; issue 11).
+   */
+  private readonly pidsWritten = new Map<string, number>();
+  private readonly swapOff = new Set<string>();
   /** v1: whether the memory controller has `memory.memsw.*` (swap accounting), once a bind has looked. */
   private memsw: boolean | undefined;
 
@@ -227,8 +234,13 @@ export class Cgroups {
       const dir = join(controller.root, id);
       mkdirSync(dir, { recursive: true });
       // Even an unbound stem cell cannot fork without bound.
-      if (controller.wall === 'pids') write(dir, 'pids.max', String(defaultPids));
-      else if (controller.wall === 'cpu') {
+      if (controller.wall === 'pids') {
+        write(dir, 'pids.max', String(defaultPids));
+        this.pidsWritten.set(id, defaultPids);
+      } else if (controller.wall === 'memory') {
+        // Swap off now, off the bind's path; `apply` writes it if this did not take.
+        if (this.swapOffAhead(dir, controller.version)) this.swapOff.add(id);
+      } else if (controller.wall === 'cpu') {
         // The period now, off the bind's path (no quota yet: the period alone limits nothing).
         if (controller.version === 1 && writeQuietly(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US)))
           this.periodSet.add(id);
@@ -268,6 +280,17 @@ export class Cgroups {
     return [dir];
   }
 
+  /**
+   * Turns swap off for a new sandbox (`apply` did it at bind before): v2 has memory.swap.max where swap is
+   * accounted; v1 without swap accounting takes swappiness 0, with it the memsw limit that only `apply` knows.
+   */
+  private swapOffAhead(dir: string, version: 1 | 2): boolean {
+    if (version === 2)
+      return existsSync(join(dir, 'memory.swap.max')) && writeQuietly(dir, 'memory.swap.max', '0');
+    this.memsw ??= existsSync(join(dir, 'memory.memsw.limit_in_bytes'));
+    return !this.memsw && writeQuietly(dir, 'memory.swappiness', '0');
+  }
+
   /** Gives a sandbox created in the background the default CPU weight again. */
   foreground(id: string): void {
     const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
@@ -283,8 +306,10 @@ export class Cgroups {
   apply(id: string, limits: CgroupLimits): void {
     for (const controller of this.controllers) {
       const dir = join(controller.root, id);
-      if (controller.wall === 'pids') write(dir, 'pids.max', String(limits.pids));
-      else if (controller.wall === 'cpu') {
+      if (controller.wall === 'pids') {
+        if (this.pidsWritten.get(id) !== limits.pids) write(dir, 'pids.max', String(limits.pids));
+        this.pidsWritten.set(id, limits.pids);
+      } else if (controller.wall === 'cpu') {
         // A cell booted in the background competes at the default weight once it serves a function.
         this.foreground(id);
         const quota = Math.max(MIN_QUOTA_US, Math.round(limits.cpu * CPU_PERIOD_US));
@@ -298,14 +323,15 @@ export class Cgroups {
       } else if (controller.version === 2) {
         write(dir, 'memory.max', String(limits.memoryBytes));
         writeQuietly(dir, 'memory.high', String(Math.floor(limits.memoryBytes * MEMORY_HIGH_FRACTION)));
-        if (existsSync(join(dir, 'memory.swap.max'))) write(dir, 'memory.swap.max', '0');
+        if (!this.swapOff.has(id) && existsSync(join(dir, 'memory.swap.max')))
+          write(dir, 'memory.swap.max', '0');
       } else {
         // memsw (memory + swap) must never be below the memory limit: set the memory limit first.
         write(dir, 'memory.limit_in_bytes', String(limits.memoryBytes));
         // Whether swap is accounted is the kernel's, the same for every cgroup: looked up once.
         this.memsw ??= existsSync(join(dir, 'memory.memsw.limit_in_bytes'));
         if (this.memsw) write(dir, 'memory.memsw.limit_in_bytes', String(limits.memoryBytes));
-        else write(dir, 'memory.swappiness', '0');
+        else if (!this.swapOff.has(id)) write(dir, 'memory.swappiness', '0');
       }
     }
   }
@@ -328,6 +354,8 @@ export class Cgroups {
     this.throttleWatch?.forget(id);
     this.background.delete(id);
     this.periodSet.delete(id);
+    this.pidsWritten.delete(id);
+    this.swapOff.delete(id);
     for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
   }
 
@@ -362,6 +390,8 @@ export class Cgroups {
     this.throttleWatch = undefined;
     this.background.clear();
     this.periodSet.clear();
+    this.pidsWritten.clear();
+    this.swapOff.clear();
     const platform = this.platformGroup;
     if (platform !== undefined) {
       // Back where it was started, so its own cgroup is empty and can go with the rest.

@@ -10,6 +10,7 @@ import contextvars
 import json
 import sys
 import types
+from importlib.machinery import ModuleSpec
 from urllib.parse import parse_qsl, unquote
 
 # --- a Flask-style request (Google Cloud Functions, Fission) ----------------------------------------------
@@ -226,24 +227,39 @@ def in_flask_context(meta, body, view):
 def install_functions_framework_stand_in():
     """`import functions_framework` works without the package: `@functions_framework.http` and
     `@functions_framework.cloud_event` mark the function, which is how the guest recognises it."""
-    try:
-        import functions_framework  # noqa: F401
-        return
-    except ImportError:
+    if FunctionsFrameworkStandIn not in sys.meta_path:
+        sys.meta_path.append(FunctionsFrameworkStandIn)
+
+
+class FunctionsFrameworkStandIn:
+    """A finder last on sys.meta_path: `functions_framework` is the stand-in only when no finder before it
+    (the function's folder, its dependency layer) has the real package. Trying the real import at bind found
+    nothing for most functions only after a walk of all of sys.path and a raised ImportError, in every Python
+    function bound under `auto`, whether or not it used the framework (issue 11)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        return ModuleSpec(name, FunctionsFrameworkStandIn) if name == "functions_framework" else None
+
+    @staticmethod
+    def create_module(spec):
+        module = types.ModuleType(spec.name)
+
+        def mark(kind):
+            def decorate(fn):
+                fn.__hearth_gcf__ = kind
+                return fn
+
+            return decorate
+
+        module.http = mark("http")
+        module.cloud_event = mark("cloudevent")
+        module.errorhandler = lambda *_a, **_k: (lambda fn: fn)
+        return module
+
+    @staticmethod
+    def exec_module(module):
         pass
-    module = types.ModuleType("functions_framework")
-
-    def mark(kind):
-        def decorate(fn):
-            fn.__hearth_gcf__ = kind
-            return fn
-
-        return decorate
-
-    module.http = mark("http")
-    module.cloud_event = mark("cloudevent")
-    module.errorhandler = lambda *_a, **_k: (lambda fn: fn)
-    sys.modules["functions_framework"] = module
 
 
 def gcf_kind(fn):

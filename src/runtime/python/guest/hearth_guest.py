@@ -9,6 +9,7 @@ coroutine handlers by an asyncio loop, concurrently.
 import base64
 import collections
 import contextvars
+import gc
 import importlib
 import json
 import os
@@ -1145,9 +1146,28 @@ async def serve_async(function, reader):
             task.add_done_callback(tasks.discard)
 
 
+# A handler's shape, for the compiler's first run (`main`).
+WARM_SOURCE = """import json
+
+
+def handler(event, context):
+    body = {"hello": event.get("name", "world"), "items": [1, 2.5, None, True]}
+    return {"statusCode": 200, "body": json.dumps(body)}
+"""
+
+
 def main():
     sys.stdout = LogStream(1)
     sys.stderr = LogStream(2)
+    # The boot loads everything from bytecode, so a function's module was the first source this process
+    # compiled: the compiler's first run cost ~0.9 ms of CPU inside the bind in a burst of cold starts, a
+    # later one ~0.1 ms (issue 11). It runs once here, while the cell waits in the pool.
+    compile(WARM_SOURCE, "<hearth-warm>", "exec", dont_inherit=True)
+    # What the boot made (the guest, the standard library) is never garbage: frozen, it is left out of every
+    # later collection, so one that falls in the bind or the first invocation walks only what they made (a
+    # full collection walks the boot's ~9,000 objects, ~0.8 ms).
+    gc.collect()
+    gc.freeze()
     send(T_READY, 0, {"runtime": "python3", "pid": os.getpid(), "python": sys.version.split()[0]})
     reader = FrameReader()
     host_calls.reader = reader
