@@ -144,6 +144,23 @@ interface Throttling {
 const BUSY_SHARE = 0.9;
 
 /**
+ * cgroup v1 with the cpu controller in a hierarchy without memory or pids: a sandbox that kept at its quota
+ * (IDLE_AT_TOP_POLLS looks) is also moved, processes and all, into `<mount>/hearth-idle/<platform>/<id>`,
+ * a twin with the same quota under a top-level cgroup marked `cpu.idle`. The scheduler compares a task
+ * waking with the one running at the level where their cgroups meet: `cpu.idle` on the sandbox's own
+ * cgroup only counts among its siblings, and against anything outside `/hearth` (a client, a service, the
+ * bench, in the root cgroup) the hog ran as part of `/hearth`, a full competitor that a waking task waits
+ * behind until the tick (4 ms). Under `hearth-idle` it is idle at the top level: any task waking preempts
+ * it at once, while it still gets every cycle nobody wants, up to its quota. Not on v2 (one hierarchy for
+ * every controller: a move would take the processes out of their memory and pids walls) nor where cpu
+ * shares a v1 hierarchy with them.
+ */
+const IDLE_TOP_GROUP = 'hearth-idle';
+const IDLE_AT_TOP_POLLS = 2;
+/** Moves of a cgroup's processes to its twin: a process forked meanwhile is born where its parent was. */
+const MOVE_PASSES = 4;
+
+/**
  * The command line that starts `command` inside `dirs` (each a cgroup directory, one per hierarchy): a
  * shell writes its own pid to each `cgroup.procs`, then execs the command, so the process and everything
  * it forks are inside from birth. Without dirs, the command as it is.
@@ -183,6 +200,12 @@ export class Cgroups {
   private readonly periodSet = new Set<string>();
   /** v1: whether the memory controller has `memory.memsw.*` (swap accounting), once a bind has looked. */
   private memsw: boolean | undefined;
+  /** `<cpu mount>/hearth-idle/<platform>` where a hog's twin can be made (see IDLE_TOP_GROUP), else undefined. */
+  private readonly idleRoot: string | undefined;
+  /** Whether `start` made the top-level idle cgroup, so hogs move there. */
+  private idleAtTop = false;
+  /** Sandboxes moved to their twin under IDLE_TOP_GROUP, with their own cgroup's `nr_throttled` then. */
+  private readonly atTop = new Map<string, number>();
 
   /**
    * `mountinfo` and `selfCgroup` stand for /proc/self/mountinfo and /proc/self/cgroup (tests give layouts
@@ -214,6 +237,12 @@ export class Cgroups {
     }
     this.controllers = controllers;
     this.status = status;
+    const cpu = controllers.find((controller) => controller.wall === 'cpu');
+    const cpuMount = mounts.find((mount) => mount.version === 1 && mount.path === cpu?.mount);
+    this.idleRoot =
+      cpu?.version === 1 && cpuMount?.controllers.every((name) => !['memory', 'pids'].includes(name))
+        ? join(cpu.mount, IDLE_TOP_GROUP, platform)
+        : undefined;
   }
 
   /** The directories of this platform's cgroups (one per controller in use), for tests and logs. */
@@ -245,6 +274,7 @@ export class Cgroups {
     };
     this.throttleWatch = setTimeout(look, MIN_POLL_MS);
     this.throttleWatch.unref();
+    this.idleAtTop = this.prepareIdleTop();
     const home = ownCgroup(cpu, this.selfCgroup());
     if (home === undefined) return 'the platform stays in its cpu cgroup (it could not tell which that is)';
     const fromRoot = home.path === '/';
@@ -272,7 +302,7 @@ export class Cgroups {
   private markThrottledIdle(cpu: Controller): void {
     const now = Date.now();
     for (const [id, state] of this.throttling) {
-      const dir = join(cpu.root, id);
+      const dir = this.cpuDirOf(cpu, id);
       const stat = readIfThere(join(dir, 'cpu.stat'));
       if (stat === '') {
         this.throttling.delete(id);
@@ -290,16 +320,75 @@ export class Cgroups {
         state.periods = periods;
         state.lastThrottledAt = now;
         state.hotPolls += 1;
-        if (!state.idle) state.idle = writeQuietly(dir, 'cpu.idle', '1');
+        if (!state.idle) state.idle = writeQuietly(join(cpu.root, id), 'cpu.idle', '1');
+        if (state.idle && state.hotPolls >= IDLE_AT_TOP_POLLS) this.moveToIdleTop(cpu, id, state);
       } else if (
         state.idle &&
         now - state.lastThrottledAt >=
           (state.hotPolls >= HOG_POLLS ? HOG_IDLE_UNTIL_CALM_MS : IDLE_UNTIL_CALM_MS)
       ) {
-        state.idle = !writeQuietly(dir, 'cpu.idle', '0');
+        this.moveBackFromIdleTop(cpu, id, state);
+        state.idle = !writeQuietly(join(cpu.root, id), 'cpu.idle', '0');
         if (!state.idle) state.hotPolls = 0;
       }
     }
+  }
+
+  /** Makes `<mount>/hearth-idle` (marked `cpu.idle`) and this platform's directory in it; false where it cannot. */
+  private prepareIdleTop(): boolean {
+    if (this.idleRoot === undefined) return false;
+    const top = join(this.idleRoot, '..');
+    try {
+      mkdirSync(this.idleRoot, { recursive: true });
+    } catch {
+      return false;
+    }
+    return writeQuietly(top, 'cpu.idle', '1');
+  }
+
+  /** The cpu cgroup a sandbox's processes are in now: its own, or its twin under IDLE_TOP_GROUP. */
+  private cpuDirOf(cpu: Controller, id: string): string {
+    return this.atTop.has(id) && this.idleRoot !== undefined ? join(this.idleRoot, id) : join(cpu.root, id);
+  }
+
+  /**
+   * Moves a hog's processes into its twin under IDLE_TOP_GROUP (made with the same CFS quota), or, when it
+   * is there already, any it forked into its own cgroup since. Its throttling is read from the twin after.
+   */
+  private moveToIdleTop(cpu: Controller, id: string, state: Throttling): void {
+    if (!this.idleAtTop || this.idleRoot === undefined) return;
+    const home = join(cpu.root, id);
+    const twin = join(this.idleRoot, id);
+    if (this.atTop.has(id)) {
+      moveProcesses(home, twin);
+      return;
+    }
+    if (readPids(home).length === 0) return;
+    try {
+      mkdirSync(twin, { recursive: true });
+      write(twin, 'cpu.cfs_period_us', readIfThere(join(home, 'cpu.cfs_period_us')).trim());
+      write(twin, 'cpu.cfs_quota_us', readIfThere(join(home, 'cpu.cfs_quota_us')).trim());
+    } catch {
+      rmdirQuietly(twin);
+      return;
+    }
+    this.atTop.set(id, state.periods);
+    moveProcesses(home, twin);
+    // The twin's counters start from nothing.
+    state.periods = 0;
+    state.usageUs = undefined;
+  }
+
+  /** Moves a sandbox that has calmed down back into its own cgroup, and removes its twin. */
+  private moveBackFromIdleTop(cpu: Controller, id: string, state: Throttling): void {
+    const periods = this.atTop.get(id);
+    if (periods === undefined || this.idleRoot === undefined) return;
+    const twin = join(this.idleRoot, id);
+    moveProcesses(twin, join(cpu.root, id));
+    this.atTop.delete(id);
+    state.periods = periods;
+    state.usageUs = undefined;
+    rmdirQuietly(twin);
   }
 
   /**
@@ -421,6 +510,7 @@ export class Cgroups {
   async remove(id: string): Promise<void> {
     this.background.delete(id);
     this.periodSet.delete(id);
+    if (this.atTop.delete(id) && this.idleRoot !== undefined) await removeCgroup(join(this.idleRoot, id));
     for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
   }
 
@@ -446,7 +536,24 @@ export class Cgroups {
         removed += 1;
       }
     }
+    removed += await this.removeIdleTwins();
     return removed;
+  }
+
+  /** Removes every twin under IDLE_TOP_GROUP of this platform (a killed run's too). */
+  private async removeIdleTwins(): Promise<number> {
+    if (this.idleRoot === undefined) return 0;
+    this.atTop.clear();
+    let names: string[] = [];
+    try {
+      names = readdirSync(this.idleRoot, { withFileTypes: true })
+        .filter((entry) => entry.isDirectory())
+        .map((entry) => entry.name);
+    } catch {
+      return 0;
+    }
+    for (const name of names) await removeCgroup(join(this.idleRoot, name));
+    return names.length;
   }
 
   /** Removes this platform's own directories too: nothing of it stays once it has stopped. */
@@ -470,6 +577,12 @@ export class Cgroups {
         // Still busy or already gone: the next start removes it.
       }
     }
+    if (this.idleRoot !== undefined) {
+      rmdirQuietly(this.idleRoot);
+      // The top-level one too, unless another platform on the machine has hogs in it.
+      rmdirQuietly(join(this.idleRoot, '..'));
+    }
+    this.idleAtTop = false;
   }
 }
 
@@ -621,6 +734,18 @@ async function removeCgroup(dir: string): Promise<void> {
       }
     }
     await new Promise((resolve) => setTimeout(resolve, 25 * attempt));
+  }
+}
+
+/**
+ * Moves every process of cgroup `from` into `to` (v1 `cgroup.procs`: a process with all its threads), again
+ * for those forked meanwhile, a few passes at most. A process that exits meanwhile is skipped.
+ */
+function moveProcesses(from: string, to: string): void {
+  for (let pass = 0; pass < MOVE_PASSES; pass++) {
+    const pids = readPids(from);
+    if (pids.length === 0) return;
+    for (const pid of pids) writeQuietly(to, 'cgroup.procs', String(pid));
   }
 }
 
