@@ -4,7 +4,7 @@
  */
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -41,6 +41,16 @@ function cpuMountV1(): string | undefined {
 
 const cpuMount = cpuMountV1();
 
+/**
+ * A hundredth of a core (1 ms each 100 ms) instead of the sandbox's least quota (a twentieth): on a machine
+ * so busy that a spinning process gets less than a twentieth anyway, that one is never throttled.
+ */
+function holdToOnePercent(dirs: readonly string[]): void {
+  const cpu = dirs.find((dir) => existsSync(join(dir, 'cpu.cfs_quota_us')));
+  if (cpu === undefined) throw new Error("no cpu cgroup among the sandbox's");
+  writeFileSync(join(cpu, 'cpu.cfs_period_us'), '100000');
+}
+
 describe.runIf(cpuMount !== undefined)('a hog under the top-level idle cgroup (cgroup v1)', () => {
   it('moves a sandbox that keeps at its CPU quota into an idle top-level cgroup (cpu only, same quota) and back once calm; nothing stays', {
     timeout: 60_000,
@@ -51,7 +61,8 @@ describe.runIf(cpuMount !== undefined)('a hog under the top-level idle cgroup (c
     cgroups.start(false);
     const dirs = cgroups.create('hog', 64);
     cgroups.apply('hog', { memoryBytes: 64 * 1024 ** 2, cpu: 0.05, pids: 64 });
-    // Spins for two seconds (throttled at a twentieth of a core all along), then sleeps.
+    holdToOnePercent(dirs);
+    // Spins for two seconds (throttled all along), then sleeps.
     const command = joiningCgroups(dirs, process.execPath, [
       '-e',
       'const end = Date.now() + 2000; while (Date.now() < end); setInterval(() => {}, 1000);',
@@ -70,7 +81,7 @@ describe.runIf(cpuMount !== undefined)('a hog under the top-level idle cgroup (c
       expect(cpuCgroupOf(pid)).toBe(home?.replace(/^\/hearth\//, '/hearth-idle/'));
       expect(readFileSync(join(cpuMount ?? '', 'hearth-idle', 'cpu.idle'), 'utf8').trim()).toBe('1');
       expect(readFileSync(join(twin, 'cpu.cfs_quota_us'), 'utf8').trim()).toBe('1000');
-      expect(readFileSync(join(twin, 'cpu.cfs_period_us'), 'utf8').trim()).toBe('20000');
+      expect(readFileSync(join(twin, 'cpu.cfs_period_us'), 'utf8').trim()).toBe('100000');
       // Its memory and process walls hold it as before.
       expect(cgroupOf(pid, 'memory')).toBe(memory);
       expect(cgroupOf(pid, 'pids')).toBe(pids);
@@ -93,6 +104,7 @@ describe.runIf(cpuMount !== undefined)('a hog under the top-level idle cgroup (c
     cgroups.start(false);
     const dirs = cgroups.create('hog', 64);
     cgroups.apply('hog', { memoryBytes: 64 * 1024 ** 2, cpu: 0.05, pids: 64 });
+    holdToOnePercent(dirs);
     const command = joiningCgroups(dirs, process.execPath, ['-e', 'for (;;);']);
     const hog = spawn(command.command, command.args, { stdio: 'ignore' });
     const pid = hog.pid ?? 0;

@@ -156,7 +156,12 @@ const BUSY_SHARE = 0.9;
  * shares a v1 hierarchy with them.
  */
 const IDLE_TOP_GROUP = 'hearth-idle';
-const IDLE_AT_TOP_POLLS = 2;
+/**
+ * Only a hog moves, not an instance that reached its quota once or twice (a new one loading its code): an
+ * idle task holding a kernel lock the platform waits for (a sandbox being set up) runs only when nothing
+ * else on the machine wants the CPU; idle-priority boots were taken back for that (docs/architecture.md).
+ */
+const IDLE_AT_TOP_POLLS = HOG_POLLS;
 /** Moves of a cgroup's processes to its twin: a process forked meanwhile is born where its parent was. */
 const MOVE_PASSES = 4;
 
