@@ -400,6 +400,11 @@ describe('resource walls', () => {
     expect(error.message).toContain('limits.memory is 128Mi');
     expect(neighbour.status, neighbour.text).toBe(200);
     expect(neighbour.json()).toMatchObject({ ok: true, child: 0 });
+    // Killed for memory, it gets no replacement booted ahead of demand (a pre-warm came a tick or two after
+    // the kill, only to be the next one killed): the next call starts one.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const afterKill = (await getFunction(hearth.url, 'mem-bomb')) as FunctionDetail;
+    expect(afterKill.activeInstances.length + afterKill.startingInstances).toBe(0);
 
     const again = await invoke(hearth.url, 'mem-bomb');
     expect(again.status, again.text).toBe(200);
