@@ -515,8 +515,13 @@ export class Cgroups {
   async remove(id: string): Promise<void> {
     this.background.delete(id);
     this.periodSet.delete(id);
-    if (this.atTop.delete(id) && this.idleRoot !== undefined) await removeCgroup(join(this.idleRoot, id));
-    for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
+    // The watch moves it no more; its twin goes last, whatever the removal of the others did.
+    this.throttling.delete(id);
+    try {
+      for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
+    } finally {
+      if (this.atTop.delete(id) && this.idleRoot !== undefined) await removeCgroup(join(this.idleRoot, id));
+    }
   }
 
   /**
