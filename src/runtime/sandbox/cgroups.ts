@@ -19,7 +19,9 @@
  * millisecond or more) before a task that wakes gets the CPU; an idle entity it preempts at once. So a
  * function spinning at its limit on every core delays neither the gateway nor a neighbour's instance
  * waking to answer a request by more than a context switch, while it still gets every cycle nobody else
- * wants (up to its quota). Nice values could not do this: they only order processes of one cgroup.
+ * wants (up to its quota). Nice values could not do this: they only order processes of one cgroup. On
+ * cgroup v1 a hog also moves (cpu only) under the top-level `hearth-idle`, so that tasks outside Hearth's
+ * tree preempt it too (IDLE_TOP_GROUP).
  *
  * The platform moves itself only when it was started in the root cgroup (`/`), or when the config says so
  * (`platformCpuCgroup: true`): a platform started by a service manager (a systemd unit's cgroup) stays
