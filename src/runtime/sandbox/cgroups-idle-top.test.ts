@@ -65,7 +65,7 @@ describe.runIf(cpuMount !== undefined)('a hog under the top-level idle cgroup (c
     // Spins for two seconds (throttled all along), then sleeps.
     const command = joiningCgroups(dirs, process.execPath, [
       '-e',
-      'const end = Date.now() + 2000; while (Date.now() < end); setInterval(() => {}, 1000);',
+      "const spin = (ms) => { const end = Date.now() + ms; while (Date.now() < end); }; spin(2000); process.on('SIGUSR2', () => spin(2000)); setInterval(() => {}, 1000);",
     ]);
     const hog = spawn(command.command, command.args, { stdio: 'ignore' });
     const pid = hog.pid ?? 0;
@@ -88,6 +88,9 @@ describe.runIf(cpuMount !== undefined)('a hog under the top-level idle cgroup (c
       // Calm for ten seconds (it kept at its quota): back in its own cgroup, the twin gone.
       await until(() => cpuCgroupOf(pid) === home, 30_000);
       expect(existsSync(twin)).toBe(false);
+      // A hog once, it goes back at its next burst.
+      hog.kill('SIGUSR2');
+      await until(() => cpuCgroupOf(pid)?.startsWith('/hearth-idle/') === true, 10_000);
     } finally {
       hog.kill('SIGKILL');
       await new Promise((resolve) => hog.once('exit', resolve));

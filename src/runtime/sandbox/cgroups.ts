@@ -136,6 +136,8 @@ interface Throttling {
   lookedAt: number;
   /** µs of CPU per ms of wall time the sandbox uses when it runs flat out: its quota, at most every core. */
   readonly fullUsePerMs: number;
+  /** Whether it was moved under IDLE_TOP_GROUP before: a hog once, it goes back there at its first hot look. */
+  wasAtTop: boolean;
 }
 
 /**
@@ -162,6 +164,8 @@ const IDLE_TOP_GROUP = 'hearth-idle';
  * Only a hog moves, not an instance that reached its quota once or twice (a new one loading its code): an
  * idle task holding a kernel lock the platform waits for (a sandbox being set up) runs only when nothing
  * else on the machine wants the CPU; idle-priority boots were taken back for that (docs/architecture.md).
+ * A sandbox moved there before goes back at its first hot look: each new burst of a known hog (a CPU hog
+ * invoked again) otherwise ran at full weight against the machine for three looks (bench/abuse.mjs).
  */
 const IDLE_AT_TOP_POLLS = HOG_POLLS;
 /** Moves of a cgroup's processes to its twin: a process forked meanwhile is born where its parent was. */
@@ -328,7 +332,8 @@ export class Cgroups {
         state.lastThrottledAt = now;
         state.hotPolls += 1;
         if (!state.idle) state.idle = writeQuietly(join(cpu.root, id), 'cpu.idle', '1');
-        if (state.idle && state.hotPolls >= IDLE_AT_TOP_POLLS) this.moveToIdleTop(cpu, id, state);
+        if (state.idle && (state.wasAtTop || state.hotPolls >= IDLE_AT_TOP_POLLS))
+          this.moveToIdleTop(cpu, id, state);
       } else if (
         state.idle &&
         now - state.lastThrottledAt >=
@@ -395,6 +400,7 @@ export class Cgroups {
     this.atTop.delete(id);
     state.periods = periods;
     state.usageUs = undefined;
+    state.wasAtTop = true;
     rmdirQuietly(twin);
   }
 
@@ -484,6 +490,7 @@ export class Cgroups {
             usageUs: undefined,
             lookedAt: Date.now(),
             fullUsePerMs: 1000 * Math.min(quota / CPU_PERIOD_US, availableParallelism()),
+            wasAtTop: false,
           });
       } else if (controller.version === 2) {
         write(dir, 'memory.max', String(limits.memoryBytes));
