@@ -227,14 +227,13 @@ if (!isMainThread) {
 }
 
 /**
- * Where the neighbour's client runs. A user's client is on another machine: nothing on this one delays it.
- * The bench's shares this machine's two cores, and from the root cgroup it competed with the platform's
- * whole cgroup tree as one entity, in which a sandbox marked idle at its quota counts as busy: the client
- * then waited out the hog's time slice (up to a 4 ms tick) on each wake-up, a delay no remote user sees.
- * So the client's thread joins the platform's own cpu cgroup, where a sandbox at its quota yields to it as
- * it yields to the platform (the client still shares that cgroup's CPU with the platform, unloaded and
- * loaded alike). The abusers and their callers are untouched. Returns how to move back, or undefined where
- * the platform has no cgroup of its own (not root, no cpu controller, or `platformCpuCgroup: false`).
+ * Where the neighbour's client runs, with `ABUSE_CLIENT=platform`: its thread joins the platform's own cpu
+ * cgroup. By default it stays in the bench's own (the root one here), as a client on the same machine
+ * outside Hearth would be: there it competes with Hearth's whole cgroup tree at the top level, which is the
+ * placement a hog must not delay (a hog at its quota moves under the top-level idle cgroup for that; see
+ * src/runtime/sandbox/cgroups.ts). Inside the platform's cgroup the client instead shares that cgroup's CPU
+ * with the platform. The abusers and their callers are untouched. Returns how to move back, or undefined
+ * where the platform has no cgroup of its own (not root, no cpu controller, or `platformCpuCgroup: false`).
  */
 function joinPlatformCpuCgroup(platformPid) {
   const cpuLine = (pid) => {
@@ -277,8 +276,9 @@ export async function abuseBench({ seconds = 4, rounds = 3, only = [] } = {}) {
   const hearth = await startHearth({ logRecords: 100_000 });
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const dirs = [];
-  // ABUSE_CLIENT=own keeps the client where the bench runs (to tell the platform's part from the placement's).
-  const client = process.env.ABUSE_CLIENT === 'own' ? undefined : joinPlatformCpuCgroup(hearth.pid);
+  // ABUSE_CLIENT=platform moves the client into the platform's cpu cgroup (to tell the platform's part from the
+  // placement's); by default (or `own`) it stays where the bench runs.
+  const client = process.env.ABUSE_CLIENT === 'platform' ? joinPlatformCpuCgroup(hearth.pid) : undefined;
   try {
     await deploy(hearth.url, HELLO, 'bench-hello');
     for (const abuser of Object.values(ABUSERS)) {

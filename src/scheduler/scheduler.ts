@@ -868,6 +868,8 @@ export class NodeScheduler implements Scheduler {
                 : `signal ${exit.signal}`;
         this.options.onWarning(`instance ${instance.id} exited unexpectedly (${why})`);
         this.publish(instance, 'stopped', `crashed (${why})`, undefined, exit.outOfMemory === true);
+        const fn = pool === undefined ? undefined : this.functions.get(pool.version.ref);
+        if (exit.outOfMemory === true && fn !== undefined) fn.scaling.killedForMemoryAt = Date.now();
         instance.releaseResources();
       }
       if (pool !== undefined) {
@@ -998,7 +1000,14 @@ export class NodeScheduler implements Scheduler {
     else state.blocked = false;
     const have = ready + pool.starting;
     // After a failed start, no speculative ones for a while: they would fail every tick (min still applies).
-    const settled = now - state.startFailedAt >= START_RETRY_MS || have < spec.scaling.min;
+    // Nor after an instance was killed for memory, nor while the circuit is open (its probe is a request's):
+    // a request that ran the function out of memory mostly does again, and each replacement booted ahead of
+    // demand for it cost the node's other functions a boot, then a kill (bench/abuse.mjs, memory bomb: the
+    // keep-warm replacement booted a second after each kill, its circuit open).
+    const settled =
+      (now - Math.max(state.startFailedAt, state.killedForMemoryAt) >= START_RETRY_MS &&
+        fn.breaker.state === 'closed') ||
+      have < spec.scaling.min;
     // A pre-warm (nothing in flight or waiting, nothing held for min) is due soon: a stem cell is booted for it
     // ahead, and when it is due it does not take the pool's last cell, which the next unpredicted cold start
     // needs (a start without a cell costs ~110 ms instead of ~6 ms; on the trace replay those set the p99).

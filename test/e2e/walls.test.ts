@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FunctionDetail } from '../../src/control/api/types.js';
 import { cpuCgroupOf } from '../support/cgroups.js';
@@ -67,6 +67,15 @@ function mountsUnder(dataDir: string): string[] {
     .split('\n')
     .map((line) => line.split(' ')[4] ?? '')
     .filter((point) => point.startsWith(`${dataDir}/`));
+}
+
+/**
+ * Where a hog's twin goes on cgroup v1 (`hearth-idle/<platform>` beside `hearth/<platform>` under the cpu
+ * controller's mount), or undefined where the platform keeps hogs in place (cgroup v2).
+ */
+function idleTwinRoot(roots: readonly string[]): string | undefined {
+  const cpu = roots.find((root) => existsSync(join(root, 'cpu.cfs_quota_us')));
+  return cpu === undefined ? undefined : join(cpu, '..', '..', 'hearth-idle', basename(cpu));
 }
 
 /** Sandbox cgroups (one directory per sandbox) under the platform's roots. */
@@ -391,6 +400,11 @@ describe('resource walls', () => {
     expect(error.message).toContain('limits.memory is 128Mi');
     expect(neighbour.status, neighbour.text).toBe(200);
     expect(neighbour.json()).toMatchObject({ ok: true, child: 0 });
+    // Killed for memory, it gets no replacement booted ahead of demand (a pre-warm came a tick or two after
+    // the kill, only to be the next one killed): the next call starts one.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const afterKill = (await getFunction(hearth.url, 'mem-bomb')) as FunctionDetail;
+    expect(afterKill.activeInstances.length + afterKill.startingInstances).toBe(0);
 
     const again = await invoke(hearth.url, 'mem-bomb');
     expect(again.status, again.text).toBe(200);
@@ -532,6 +546,7 @@ describe('resource walls', () => {
 
   it('a sandbox that ended (killed for memory, crashed) leaves no cgroup; after SIGTERM nothing remains', async () => {
     const roots = cgroupRoots(hearth);
+    const twinRoot = idleTwinRoot(roots);
     expect(cellCgroups(roots).length).toBeGreaterThan(0);
     // Every cgroup left belongs to a live sandbox: the OOM-killed instance's went with it.
     await eventually('no empty sandbox cgroup', () =>
@@ -549,6 +564,7 @@ describe('resource walls', () => {
     expect(sandboxesOf(dataDir)).toEqual([]);
     await expectNetworksGone(networks, recordedAt);
     for (const root of roots) expect(existsSync(root), root).toBe(false);
+    if (twinRoot !== undefined) expect(existsSync(twinRoot), twinRoot).toBe(false);
     expect(mountsUnder(dataDir)).toEqual([]);
   }, 30_000);
 });

@@ -19,7 +19,9 @@
  * millisecond or more) before a task that wakes gets the CPU; an idle entity it preempts at once. So a
  * function spinning at its limit on every core delays neither the gateway nor a neighbour's instance
  * waking to answer a request by more than a context switch, while it still gets every cycle nobody else
- * wants (up to its quota). Nice values could not do this: they only order processes of one cgroup.
+ * wants (up to its quota). Nice values could not do this: they only order processes of one cgroup. On
+ * cgroup v1 a hog also moves (cpu only) under the top-level `hearth-idle`, so that tasks outside Hearth's
+ * tree preempt it too (IDLE_TOP_GROUP).
  *
  * The platform moves itself only when it was started in the root cgroup (`/`), or when the config says so
  * (`platformCpuCgroup: true`): a platform started by a service manager (a systemd unit's cgroup) stays
@@ -41,7 +43,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { ThrottleWatch } from './throttle-watch.js';
+import { type IdleTopMover, ThrottleWatch } from './throttle-watch.js';
 
 export type Wall = 'memory' | 'cpu' | 'pids';
 const WALLS: readonly Wall[] = ['memory', 'cpu', 'pids'];
@@ -103,6 +105,22 @@ const PLATFORM_WEIGHT = 1000;
 const MEMORY_HIGH_FRACTION = 7 / 8;
 
 /**
+ * cgroup v1 with the cpu controller in a hierarchy without memory or pids: a sandbox that kept at its quota
+ * (`IDLE_AT_TOP_POLLS` looks, throttle-watch.ts) is also moved, processes and all, into `<mount>/hearth-idle/<platform>/<id>`,
+ * a twin with the same quota under a top-level cgroup marked `cpu.idle`. The scheduler compares a task
+ * waking with the one running at the level where their cgroups meet: `cpu.idle` on the sandbox's own
+ * cgroup only counts among its siblings, and against anything outside `/hearth` (a client, a service, the
+ * bench, in the root cgroup) the hog ran as part of `/hearth`, a full competitor that a waking task waits
+ * behind until the tick (4 ms). Under `hearth-idle` it is idle at the top level: any task waking preempts
+ * it at once, while it still gets every cycle nobody wants, up to its quota. Not on v2 (one hierarchy for
+ * every controller: a move would take the processes out of their memory and pids walls) nor where cpu
+ * shares a v1 hierarchy with them.
+ */
+const IDLE_TOP_GROUP = 'hearth-idle';
+/** Moves of a cgroup's processes to its twin: a process forked meanwhile is born where its parent was. */
+const MOVE_PASSES = 4;
+
+/**
  * The command line that starts `command` inside `dirs` (each a cgroup directory, one per hierarchy): a
  * shell writes its own pid to each `cgroup.procs`, then execs the command, so the process and everything
  * it forks are inside from birth. Without dirs, the command as it is.
@@ -148,6 +166,12 @@ export class Cgroups {
   private readonly swapOff = new Set<string>();
   /** v1: whether the memory controller has `memory.memsw.*` (swap accounting), once a bind has looked. */
   private memsw: boolean | undefined;
+  /** `<cpu mount>/hearth-idle/<platform>` where a hog's twin can be made (see IDLE_TOP_GROUP), else undefined. */
+  private readonly idleRoot: string | undefined;
+  /** Whether `start` made the top-level idle cgroup, so hogs move there. */
+  private idleAtTop = false;
+  /** Sandboxes moved to their twin under IDLE_TOP_GROUP, with their own cgroup's `nr_throttled` then. */
+  private readonly atTop = new Set<string>();
 
   /**
    * `mountinfo` and `selfCgroup` stand for /proc/self/mountinfo and /proc/self/cgroup (tests give layouts
@@ -179,6 +203,12 @@ export class Cgroups {
     }
     this.controllers = controllers;
     this.status = status;
+    const cpu = controllers.find((controller) => controller.wall === 'cpu');
+    const cpuMount = mounts.find((mount) => mount.version === 1 && mount.path === cpu?.mount);
+    this.idleRoot =
+      cpu?.version === 1 && cpuMount?.controllers.every((name) => !['memory', 'pids'].includes(name))
+        ? join(cpu.mount, IDLE_TOP_GROUP, platform)
+        : undefined;
   }
 
   /** The directories of this platform's cgroups (one per controller in use), for tests and logs. */
@@ -202,7 +232,12 @@ export class Cgroups {
   start(moveOwnProcess?: boolean): string | undefined {
     const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
     if (cpu === undefined || this.throttleWatch !== undefined) return undefined;
-    this.throttleWatch = new ThrottleWatch(cpu.root, cpu.version);
+    this.idleAtTop = this.prepareIdleTop();
+    this.throttleWatch = new ThrottleWatch(
+      cpu.root,
+      cpu.version,
+      this.idleAtTop ? this.idleTopMover(cpu) : undefined,
+    );
     this.throttleWatch.start();
     const home = ownCgroup(cpu, this.selfCgroup());
     if (home === undefined) return 'the platform stays in its cpu cgroup (it could not tell which that is)';
@@ -222,6 +257,61 @@ export class Cgroups {
       rmdirQuietly(dir);
       return `the platform stays in its cpu cgroup ${home.path} at its default weight: ${(error as Error).message}`;
     }
+  }
+
+  /**
+  /** Makes `<mount>/hearth-idle` (marked `cpu.idle`) and this platform's directory in it; false where it cannot. */
+  private prepareIdleTop(): boolean {
+    if (this.idleRoot === undefined) return false;
+    const top = join(this.idleRoot, '..');
+    try {
+      mkdirSync(this.idleRoot, { recursive: true });
+    } catch {
+      return false;
+    }
+    return writeQuietly(top, 'cpu.idle', '1');
+  }
+
+  /** What the throttle watch calls to move a hog under IDLE_TOP_GROUP and back (rare: a hog, not each look). */
+  private idleTopMover(cpu: Controller): IdleTopMover {
+    return {
+      moveToTop: (id) => this.moveToIdleTop(cpu, id),
+      moveBack: (id) => this.moveBackFromIdleTop(cpu, id),
+    };
+  }
+
+  /**
+   * Moves a hog's processes into its twin under IDLE_TOP_GROUP (made with the same CFS quota), or, when it
+   * is there already, any that joined its own cgroup since (a helper). Returns the twin, or undefined.
+   */
+  private moveToIdleTop(cpu: Controller, id: string): string | undefined {
+    if (!this.idleAtTop || this.idleRoot === undefined) return undefined;
+    const home = join(cpu.root, id);
+    const twin = join(this.idleRoot, id);
+    if (this.atTop.has(id)) {
+      moveProcesses(home, twin);
+      return twin;
+    }
+    if (readPids(home).length === 0) return undefined;
+    try {
+      mkdirSync(twin, { recursive: true });
+      write(twin, 'cpu.cfs_period_us', readIfThere(join(home, 'cpu.cfs_period_us')).trim());
+      write(twin, 'cpu.cfs_quota_us', readIfThere(join(home, 'cpu.cfs_quota_us')).trim());
+    } catch {
+      rmdirQuietly(twin);
+      return undefined;
+    }
+    this.atTop.add(id);
+    moveProcesses(home, twin);
+    return twin;
+  }
+
+  /** Moves a sandbox that has calmed down back into its own cgroup, and removes its twin. */
+  private moveBackFromIdleTop(cpu: Controller, id: string): void {
+    if (!this.atTop.delete(id) || this.idleRoot === undefined) return;
+    const twin = join(this.idleRoot, id);
+    moveProcesses(twin, join(cpu.root, id));
+    rmdirQuietly(twin);
   }
 
   /**
@@ -356,7 +446,12 @@ export class Cgroups {
     this.periodSet.delete(id);
     this.pidsWritten.delete(id);
     this.swapOff.delete(id);
-    for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
+    try {
+      for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
+    } finally {
+      // Its twin goes last, whatever the removal of the others did.
+      if (this.atTop.delete(id) && this.idleRoot !== undefined) await removeCgroup(join(this.idleRoot, id));
+    }
   }
 
   /**
@@ -381,7 +476,24 @@ export class Cgroups {
         removed += 1;
       }
     }
+    removed += await this.removeIdleTwins();
     return removed;
+  }
+
+  /** Removes every twin under IDLE_TOP_GROUP of this platform (a killed run's too). */
+  private async removeIdleTwins(): Promise<number> {
+    if (this.idleRoot === undefined) return 0;
+    this.atTop.clear();
+    let names: string[] = [];
+    try {
+      names = readdirSync(this.idleRoot, { withFileTypes: true })
+        .filter((entry) => entry.isDirectory())
+        .map((entry) => entry.name);
+    } catch {
+      return 0;
+    }
+    for (const name of names) await removeCgroup(join(this.idleRoot, name));
+    return names.length;
   }
 
   /** Removes this platform's own directories too: nothing of it stays once it has stopped. */
@@ -406,6 +518,12 @@ export class Cgroups {
         // Still busy or already gone: the next start removes it.
       }
     }
+    if (this.idleRoot !== undefined) {
+      rmdirQuietly(this.idleRoot);
+      // The top-level one too, unless another platform on the machine has hogs in it.
+      rmdirQuietly(join(this.idleRoot, '..'));
+    }
+    this.idleAtTop = false;
   }
 }
 
@@ -544,6 +662,18 @@ async function removeCgroup(dir: string): Promise<void> {
       }
     }
     await new Promise((resolve) => setTimeout(resolve, 25 * attempt));
+  }
+}
+
+/**
+ * Moves every process of cgroup `from` into `to` (v1 `cgroup.procs`: a process with all its threads), again
+ * for those forked meanwhile, a few passes at most. A process that exits meanwhile is skipped.
+ */
+function moveProcesses(from: string, to: string): void {
+  for (let pass = 0; pass < MOVE_PASSES; pass++) {
+    const pids = readPids(from);
+    if (pids.length === 0) return;
+    for (const pid of pids) writeQuietly(to, 'cgroup.procs', String(pid));
   }
 }
 

@@ -42,6 +42,26 @@ const HOG_POLLS = 3;
  * already holds below its quota, and either kept its full weight against the neighbours it starved.
  */
 const BUSY_SHARE = 0.9;
+/**
+ * Only a hog moves under the top-level idle group (IdleTopMover), not an instance that reached its quota once
+ * or twice (a new one loading its code): an idle task holding a kernel lock the platform waits for (a
+ * sandbox being set up) runs only when nothing else on the machine wants the CPU; idle-priority boots were
+ * taken back for that (docs/architecture.md). A sandbox moved there before goes back at its first hot look:
+ * each new burst of a known hog (a CPU hog invoked again) otherwise ran at full weight against the machine
+ * for three looks (bench/abuse.mjs).
+ */
+const IDLE_AT_TOP_POLLS = HOG_POLLS;
+
+/**
+ * cgroup v1 only (cgroups.ts, IDLE_TOP_GROUP): moves a hog's processes, for the cpu controller, into a twin
+ * cgroup under a top-level group marked `cpu.idle`, and back. Synchronous: it runs for a hog, not each look.
+ */
+export interface IdleTopMover {
+  /** Moves it (again: stragglers) into its twin; the twin's directory, or undefined where it could not. */
+  moveToTop(id: string): string | undefined;
+  /** Moves it back into its own cgroup and removes the twin. */
+  moveBack(id: string): void;
+}
 
 interface Throttling {
   /** `nr_throttled` when last read. */
@@ -59,6 +79,12 @@ interface Throttling {
   statFd: number | undefined;
   /** v1: its `cpuacct.usage`, open; null where there is none (cpuacct mounted apart from cpu). */
   usageFd: number | null | undefined;
+  /** Its twin under the top-level idle group while it is there (IdleTopMover), whose files are read then. */
+  twin: string | undefined;
+  /** `nr_throttled` of its own cgroup when it moved to its twin, whose counters start from nothing. */
+  periodsAtHome: number;
+  /** Whether it was moved to its twin before: a hog once, it goes back there at its first hot look. */
+  wasAtTop: boolean;
 }
 
 /** Larger than any cgroup's `cpu.stat` (a few hundred bytes); one, as one read is outstanding at a time. */
@@ -74,6 +100,7 @@ export class ThrottleWatch {
   constructor(
     private readonly root: string,
     private readonly version: 1 | 2,
+    private readonly idleTop?: IdleTopMover,
   ) {}
 
   start(): void {
@@ -95,6 +122,9 @@ export class ThrottleWatch {
       fullUsePerMs: 1000 * Math.min(quotaCores, cores),
       statFd: undefined,
       usageFd: undefined,
+      twin: undefined,
+      periodsAtHome: 0,
+      wasAtTop: false,
     });
   }
 
@@ -115,8 +145,7 @@ export class ThrottleWatch {
   private drop(id: string): void {
     const state = this.watched.get(id);
     this.watched.delete(id);
-    if (state?.statFd !== undefined) close(state.statFd, () => undefined);
-    if (typeof state?.usageFd === 'number') close(state.usageFd, () => undefined);
+    if (state !== undefined) closeFiles(state);
   }
 
   private schedule(ms: number): void {
@@ -137,7 +166,8 @@ export class ThrottleWatch {
    */
   private async look(): Promise<void> {
     for (const [id, state] of [...this.watched]) {
-      const dir = join(this.root, id);
+      const home = join(this.root, id);
+      const dir = state.twin ?? home;
       state.statFd ??= await openIfThere(join(dir, 'cpu.stat'));
       const stat = state.statFd === undefined ? '' : await this.readFrom(state.statFd);
       if (!this.running) return;
@@ -160,16 +190,39 @@ export class ThrottleWatch {
         state.periods = periods;
         state.lastThrottledAt = now;
         state.hotPolls += 1;
-        if (!state.idle) state.idle = await writeQuietly(dir, 'cpu.idle', '1');
+        if (!state.idle) state.idle = await writeQuietly(home, 'cpu.idle', '1');
+        if (state.idle && (state.wasAtTop || state.hotPolls >= IDLE_AT_TOP_POLLS)) this.moveToTop(id, state);
       } else if (
         state.idle &&
         now - state.lastThrottledAt >=
           (state.hotPolls >= HOG_POLLS ? HOG_IDLE_UNTIL_CALM_MS : IDLE_UNTIL_CALM_MS)
       ) {
-        state.idle = !(await writeQuietly(dir, 'cpu.idle', '0'));
+        this.moveBack(id, state);
+        state.idle = !(await writeQuietly(home, 'cpu.idle', '0'));
         if (!state.idle) state.hotPolls = 0;
       }
     }
+  }
+
+  private moveToTop(id: string, state: Throttling): void {
+    const twin = this.idleTop?.moveToTop(id);
+    if (twin === undefined || state.twin !== undefined) return;
+    closeFiles(state);
+    state.twin = twin;
+    state.periodsAtHome = state.periods;
+    // The twin's counters start from nothing.
+    state.periods = 0;
+    state.usageUs = undefined;
+  }
+
+  private moveBack(id: string, state: Throttling): void {
+    if (state.twin === undefined) return;
+    this.idleTop?.moveBack(id);
+    closeFiles(state);
+    state.twin = undefined;
+    state.periods = state.periodsAtHome;
+    state.usageUs = undefined;
+    state.wasAtTop = true;
   }
 
   /**
@@ -197,6 +250,13 @@ export class ThrottleWatch {
       }),
     );
   }
+}
+
+function closeFiles(state: Throttling): void {
+  if (state.statFd !== undefined) close(state.statFd, () => undefined);
+  if (typeof state.usageFd === 'number') close(state.usageFd, () => undefined);
+  state.statFd = undefined;
+  state.usageFd = undefined;
 }
 
 function openIfThere(file: string): Promise<number | undefined> {

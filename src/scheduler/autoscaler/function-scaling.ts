@@ -54,6 +54,8 @@ export class FunctionScaling {
   parked = false;
   /** When an instance of the function last failed to start (epoch ms); speculative starts back off. */
   startFailedAt = Number.NEGATIVE_INFINITY;
+  /** When the kernel last killed an instance of the function for memory (epoch ms); speculative starts back off. */
+  killedForMemoryAt = Number.NEGATIVE_INFINITY;
   /** The policy's last answer, clamped to min and max. */
   desired = 0;
   decision: ScalingDecision | undefined;
