@@ -615,7 +615,9 @@ if (results.abuse) {
     ...(a.clientCgroup === undefined
       ? []
       : [
-          `The neighbour's client (the bench's main thread) ran in the cpu cgroup ${a.clientCgroup}: a user's client is on another machine, which nothing here delays, while from the root cgroup the bench's competed with the platform's whole cgroup tree as one entity, in which an idle-marked hog counts as busy, and waited out the hog's time slice on each wake-up (bench/abuse.mjs, joinPlatformCpuCgroup; since the second run of 2026-12-07). The abusers and their callers are untouched.`,
+          a.clientCgroup.startsWith('the bench')
+            ? "The neighbour's client (the bench's main thread) ran in the bench process's own cpu cgroup (the root one here), as a process on the same machine outside Hearth would. A task there meets Hearth's whole cgroup tree as one entity, so a hog's `cpu.idle` among its siblings does not reach it: on cgroup v1 a sandbox at its quota in three looks is moved, for the cpu controller only, under a top-level `hearth-idle` cgroup marked `cpu.idle`, where any task waking preempts it (since the third run of 2026-12-07; README, Security: Sharing the CPU). `ABUSE_CLIENT=platform` runs the client in the platform's own cpu cgroup instead. The abusers and their callers are untouched."
+            : `The neighbour's client (the bench's main thread) ran in the platform's own cpu cgroup ${a.clientCgroup} (\`ABUSE_CLIENT=platform\`), sharing that cgroup's CPU with the gateway; by default it stays in the bench process's own (root) cgroup, as a process on the same machine outside Hearth would. The abusers and their callers are untouched.`,
           '',
         ]),
   );
