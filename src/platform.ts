@@ -711,6 +711,7 @@ export async function startPlatform(
     await slots.close();
     await sandbox.closeWalls();
     await microvm.closeWalls();
+    await containers.closeWalls();
     sandbox.close();
     logs.close();
     store.close();
@@ -813,7 +814,6 @@ export async function startPlatform(
         await events.close();
         await scheduler.close();
         await isolates.close();
-        await isolates.close();
         unsubscribe('hearth:instance', onInstance);
         unsubscribe('hearth:scaling', onScaling);
         await observability?.close();
@@ -821,6 +821,7 @@ export async function startPlatform(
         await slots.close();
         await sandbox.closeWalls();
         await microvm.closeWalls();
+        await containers.closeWalls();
         sandbox.close();
         logs.close();
         secrets.close();

@@ -7,10 +7,11 @@
  */
 
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FunctionDetail } from '../../src/control/api/types.js';
 import { cpuCgroupOf } from '../support/cgroups.js';
@@ -560,10 +561,21 @@ describe('resource walls', () => {
     const networks = sandboxNetworks(dataDir);
     const recordedAt = ticksSinceBoot();
     expect(networks.length).toBeGreaterThan(0);
+    // The container runtime keeps cgroups of its own, named after its state dir (run/containers).
+    const containerRoots = roots.map((root) =>
+      join(
+        dirname(root),
+        createHash('sha256')
+          .update(join(dataDir, 'run', 'containers'))
+          .digest('hex')
+          .slice(0, 12),
+      ),
+    );
+    expect(containerRoots.some((root) => existsSync(root))).toBe(true);
     await hearth.stop('SIGTERM');
     expect(sandboxesOf(dataDir)).toEqual([]);
     await expectNetworksGone(networks, recordedAt);
-    for (const root of roots) expect(existsSync(root), root).toBe(false);
+    for (const root of [...roots, ...containerRoots]) expect(existsSync(root), root).toBe(false);
     if (twinRoot !== undefined) expect(existsSync(twinRoot), twinRoot).toBe(false);
     expect(mountsUnder(dataDir)).toEqual([]);
   }, 30_000);

@@ -167,6 +167,14 @@ export class ContainerIsolation implements Isolation {
     return (await this.cgroups?.removeAll()) ?? 0;
   }
 
+  /**
+   * Removes this platform's container cgroups, its own directories included; call once every container has
+   * exited. Without it each clean stop left an empty `hearth/<platform>` directory under every controller.
+   */
+  async closeWalls(): Promise<void> {
+    await this.cgroups?.close();
+  }
+
   guestPathOf(slot: Slot): string {
     return slot.hostDir;
   }
