@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSy
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { encodeFrame, T_BIND, T_INVOKE, T_RELAY } from '../dist/runtime/guest-shared/frames.mjs';
 import {
   api,
   autocannon,
@@ -144,15 +145,6 @@ export async function hostBindTimes(count, { burst = false } = {}) {
     { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], env: { ...process.env, HEARTH_ISOLATED_VM: ivmDir } },
   );
   const channel = child.stdio[3];
-  const encode = (type, id, meta, body = Buffer.alloc(0)) => {
-    const metaBytes = Buffer.from(JSON.stringify(meta));
-    const head = Buffer.alloc(13);
-    head.writeUInt32BE(9 + metaBytes.length + body.length, 0);
-    head[4] = type;
-    head.writeUInt32BE(id, 5);
-    head.writeUInt32BE(metaBytes.length, 9);
-    return Buffer.concat([head, metaBytes, body]);
-  };
   let pending = Buffer.alloc(0);
   const waiters = [];
   channel.on('data', (chunk) => {
@@ -174,7 +166,7 @@ export async function hostBindTimes(count, { burst = false } = {}) {
     let spares = 0;
     for (let id = 1; id <= count; id++) {
       const started = performance.now();
-      channel.write(encode(25, id, { open: { files: { 'index.mjs': HELLO } } }));
+      channel.write(encodeFrame(T_RELAY, id, { open: { files: { 'index.mjs': HELLO } } }));
       const bind = {
         namespace: 'bench',
         functionName: `f${id}`,
@@ -187,7 +179,7 @@ export async function hostBindTimes(count, { burst = false } = {}) {
         timeoutMs: 10_000,
         maxBodyBytes: 6 * 1024 * 1024,
       };
-      channel.write(encode(25, id, null, encode(1, 0, bind)));
+      channel.write(encodeFrame(T_RELAY, id, null, encodeFrame(T_BIND, 0, bind)));
       const bound = await next();
       roundTrip.push(performance.now() - started);
       const meta = JSON.parse(bound.slice(13 + 4 + 13, 13 + 4 + 13 + bound.readUInt32BE(13 + 4 + 9)));
@@ -196,11 +188,11 @@ export async function hostBindTimes(count, { burst = false } = {}) {
       if (meta.bindSteps?.spare === true) spares += 1;
       if (burst) {
         channel.write(
-          encode(
-            25,
+          encodeFrame(
+            T_RELAY,
             id,
             null,
-            encode(2, 1, [`i${id}`, 'GET', '/', '', [], Date.now() + 10_000, '127.0.0.1']),
+            encodeFrame(T_INVOKE, 1, [`i${id}`, 'GET', '/', '', [], Date.now() + 10_000, '127.0.0.1']),
           ),
         );
         await next();

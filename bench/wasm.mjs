@@ -10,6 +10,14 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import {
+  encodeFrame,
+  T_BIND,
+  T_ERROR,
+  T_INVOKE,
+  T_RELAY,
+  T_RESULT,
+} from '../dist/runtime/guest-shared/frames.mjs';
 import { buildWasmModules } from '../test/support/wasm/build.mjs';
 import {
   alternatingRuns,
@@ -149,15 +157,6 @@ export async function hostAloneColdStarts(modules, count) {
     { stdio: ['ignore', 'inherit', 'inherit', 'pipe'] },
   );
   const channel = child.stdio[3];
-  const encode = (type, id, meta, body = Buffer.alloc(0)) => {
-    const metaBytes = meta === undefined ? Buffer.alloc(0) : Buffer.from(JSON.stringify(meta));
-    const head = Buffer.alloc(13);
-    head.writeUInt32BE(9 + metaBytes.length + body.length, 0);
-    head[4] = type;
-    head.writeUInt32BE(id, 5);
-    head.writeUInt32BE(metaBytes.length, 9);
-    return Buffer.concat([head, metaBytes, body]);
-  };
   let pending = Buffer.alloc(0);
   const frames = [];
   let wake;
@@ -180,7 +179,7 @@ export async function hostAloneColdStarts(modules, count) {
       const frame = await next();
       if (frame[4] !== 25 || frame.readUInt32BE(9) !== 4) continue;
       const inner = frame.subarray(17);
-      if (inner[4] === 18 || inner[4] === 19) return inner[4];
+      if (inner[4] === T_RESULT || inner[4] === T_ERROR) return inner[4];
     }
   };
   try {
@@ -214,8 +213,18 @@ export async function hostAloneColdStarts(modules, count) {
         const started = performance.now();
         channel.write(
           Buffer.concat([
-            encode(25, member, { open: { wasm: { hash, file: 'main.wasm' } } }, i === 0 ? bytes : undefined),
-            encode(25, member, null, Buffer.concat([encode(1, 0, bind), encode(2, 1, wire, body)])),
+            encodeFrame(
+              T_RELAY,
+              member,
+              { open: { wasm: { hash, file: 'main.wasm' } } },
+              i === 0 ? bytes : undefined,
+            ),
+            encodeFrame(
+              T_RELAY,
+              member,
+              null,
+              Buffer.concat([encodeFrame(T_BIND, 0, bind), encodeFrame(T_INVOKE, 1, wire, body)]),
+            ),
           ]),
         );
         if ((await answer()) !== 18) throw new Error(`wasm host alone: ${label} did not answer a Result`);
