@@ -135,7 +135,13 @@ export class Membership {
     if (message.node.id === this.selfId) return;
     const known = this.peers.has(message.node.id);
     this.peers.set(message.node.id, { announcement: message.node, at: Date.now() });
-    if (!known) this.options.onJoin?.(message.node);
+    if (known) return;
+    this.options.onJoin?.(message.node);
+    // A newcomer missed every heartbeat sent before it subscribed: answered at once, it knows this node
+    // within a round trip rather than a heartbeat later. Nodes started together (a fleet's restart) would
+    // otherwise be ready before they know each other, and a deploy right then would not wait for the
+    // nodes its deployer had not heard yet (they answered 404 for a function the deploy had returned).
+    this.beat();
   }
 
   private expire(): void {
