@@ -1152,12 +1152,12 @@ const PREWARMS_PER_TICK = availableParallelism();
 const DEFAULT_STEM_CELLS_MAX = 8;
 
 /**
- * What an idle stem cell costs (PSS, its sandbox's processes), for the memory floor's bound: measured on 20 ready
- * cells of each (issue 11): node20 11.1 MiB (fetch loaded 250 ms after Ready included), python3 5.6 MiB; a wasm
- * cell is a Node process. Rounded up.
+ * What an idle stem cell costs (PSS, its sandbox's processes), for the memory floor's bound: the median of 20
+ * ready cells of each, 30 s after boot (issue 11, 2026-12-07): node20 7.4 MiB (a waiting cell no longer loads
+ * fetch, and runs one GC once quiet), python3 5.8 MiB; a wasm cell is a Node process. Rounded up.
  */
 function idleStemCellBytes(runtime: string): number {
-  const mib = runtime === 'python3' ? 6 : runtime === 'node20' || runtime === 'wasm' ? 12 : 16;
+  const mib = runtime === 'python3' ? 6 : runtime === 'node20' || runtime === 'wasm' ? 8 : 16;
   return mib * 1024 ** 2;
 }
 
