@@ -146,6 +146,21 @@ describe('node budget', () => {
     expect(evicted).toEqual([]);
   });
 
+  it('counts a function with a request in flight as in use now, whatever its history expects', () => {
+    const newcomer = fn('new', []);
+    const functions = {
+      // Three instances under a closed-loop load, two of them between requests a few hundred ms apart; its
+      // desired count lags the ramp, and the policy's history (updated at ticks) expects it idle a while.
+      busy: fn('busy', [instance('busy1', 0, 1), instance('busy2', 300), instance('busy3', 300)], {
+        desired: 2,
+      }),
+      new: newcomer,
+    };
+    const { budget: b, evicted } = budget(functions, { busy: 1_000 }, { maxInstances: 3 });
+    expect(b.makeRoom(newcomer.active, true)).toBe(false);
+    expect(evicted).toEqual([]);
+  });
+
   it('a speculative start takes only what is above desired; a request that waits may take more', () => {
     const newcomer = fn('new', []);
     const functions = { other: fn('other', [instance('other1', 100_000)], { desired: 1 }), new: newcomer };

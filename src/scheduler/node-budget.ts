@@ -153,7 +153,12 @@ export class NodeBudget<I extends PooledInstance, F extends BudgetedFunction<I>>
     const now = Date.now();
     const candidates: EvictionCandidate<I, F>[] = [];
     for (const [key, fn] of this.options.functions()) {
-      const expected = this.options.expectedIdleMs(key, now);
+      // A request in flight is use right now, whatever the policy's history says: it learns of activity at
+      // its ticks, so between two it can count a function idle for a tick while one of its instances is
+      // serving (on a loaded machine, when its clients' requests come a few hundred ms apart).
+      const expected = fn.active.instances.some((instance) => instance.inFlight > 0)
+        ? 0
+        : this.options.expectedIdleMs(key, now);
       for (const candidatePool of [fn.active, ...fn.draining]) {
         if (candidatePool === exclude) continue;
         const active = candidatePool === fn.active;
