@@ -163,7 +163,9 @@ beforeAll(async () => {
   await deployFiles('cpu-all', '{ runtime: node20, limits: { cpu: "0.5" } }', 'index.mjs', CPU_EVERY_CORE);
   // The default 128Mi: a tight console.log loop once queued a callback per write past it.
   await deployFiles('log-flood', '{ runtime: node20 }', 'index.mjs', LOG_FLOOD);
-  await deployFiles('heap', '{ runtime: node20 }', 'index.mjs', HEAP);
+  // Its garbage churn is a few seconds of CPU at its quota: on a machine busy with other work, a sandbox at its
+  // quota is idle-priority (the CPU hog wall), so it gets the time to finish that this test is not about.
+  await deployFiles('heap', '{ runtime: node20, limits: { timeout: 150s } }', 'index.mjs', HEAP);
   await deployFiles('py-flood', '{ runtime: python3 }', 'main.py', PY_FLOOD);
   await deployFiles('heap-512', '{ runtime: node20, limits: { memory: 512Mi } }', 'index.mjs', HEAP);
   await deployFiles('probes', '{ runtime: node20 }', 'index.mjs', PROBES);
@@ -210,7 +212,7 @@ describe('abuse', () => {
       const again = await invoke(hearth.url, 'heap');
       return again.status === 200 ? true : undefined;
     });
-  }, 60_000);
+  }, 240_000);
 
   it('a log flood is bounded, and the log store keeps working for everyone', async () => {
     const [flood] = await Promise.all([
