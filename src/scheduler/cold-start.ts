@@ -163,6 +163,7 @@ export class ColdStarter {
           version: version.version,
           handler: version.spec.handler,
           codeDir: `${root}/app`,
+          codeHash: version.code.hash,
           depsDir: version.deps === undefined ? undefined : `${root}/${version.deps.mountName}`,
           env: container === undefined ? env : { ...env, ...container },
           eventFormat: version.spec.eventFormat,
@@ -415,10 +416,19 @@ function lambdaEnv(
   };
 }
 
+/** One promise and one settling step, not race and finally's three: the bind's answer waits on it. */
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new HearthError('HEARTH_E_HANDLER_INVALID', message)), ms);
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new HearthError('HEARTH_E_HANDLER_INVALID', message)), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
   });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

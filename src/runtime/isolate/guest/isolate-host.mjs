@@ -5,7 +5,8 @@
 // the guests): u32 length | u8 type | u32 id | u32 metaLength | meta JSON | body. The host speaks it in
 // Relay frames (type 25): id names a member (one function), meta is null for a stream of that member's own
 // frames (Bind, Invoke, Shutdown in; Bound, Result, Error, Log out), or a control: {open: {files}} gives a
-// member its sources (this process cannot see the function's folder), {kill: true} disposes of it now;
+// member its sources (this process cannot see the function's folder; files null: they are the body, as
+// JSON), {kill: true} disposes of it now;
 // {exit: {...}} tells the platform a member ended.
 //
 // Like the other guests it imports nothing from the platform; isolated-vm is found through
@@ -224,6 +225,7 @@ class Member {
     this.id = id;
     this.files = files;
     this.isolate = undefined;
+    this.slot = undefined;
     this.call = undefined;
     this.info = undefined;
     this.maxBody = Number.POSITIVE_INFINITY;
@@ -264,6 +266,7 @@ class Member {
       const spare = spares.get(bind.memoryMiB)?.length > 0;
       const slot = takeIsolate(bind.memoryMiB);
       const taken = performance.now();
+      this.slot = slot;
       slot.member = this;
       this.isolate = slot.isolate;
       const { modulePath, exportName } = splitHandler(bind.handler);
@@ -285,10 +288,6 @@ class Member {
         [module.namespace.derefInto(), exportName ?? '', JSON.stringify(this.info)],
         { result: { reference: true } },
       );
-      slot.bind.release();
-      this.files = undefined;
-      this.modules = undefined;
-      this.paths = undefined;
       // bindMs: the bind inside this process, and its steps (bench/isolate.mjs reports them beside the
       // platform's figure): taking an isolate (a spare, or one made now), compiling and linking the
       // modules, running them, finding the handler.
@@ -308,6 +307,12 @@ class Member {
     } catch (error) {
       this.out(T_BOUND, 0, { ok: false, error: describe(error) });
     }
+    // After the Bound has left: what the bound function no longer needs.
+    this.slot?.bind.release();
+    this.slot = undefined;
+    this.files = undefined;
+    this.modules = undefined;
+    this.paths = undefined;
   }
 
   moduleFile(path) {
@@ -563,7 +568,8 @@ const readFrames = frameReader((type, id, meta, body) => {
   }
   if (type !== T_RELAY) return;
   if (meta !== null && meta !== undefined && meta.open !== undefined) {
-    members.set(id, new Member(id, meta.open.files));
+    // The platform sends the files as the body (JSON), encoded once per code package.
+    members.set(id, new Member(id, meta.open.files ?? JSON.parse(body.toString('utf8'))));
     return;
   }
   const member = members.get(id);
