@@ -131,6 +131,9 @@ export class IsolateIsolation implements Isolation {
     return slot.hostDir;
   }
 
+  /** Its members' code is read here (SourceCache, or the wasm host's module), from the code cache. */
+  readonly readsCodeOnPlatform = true;
+
   /** A member of no host yet: it joins its namespace's host when its Bind frame names the namespace. */
   start(launch: LaunchSpec, _slot: Slot, network: NetworkMode): GuestProcess {
     if (network !== 'none') throw new Error('isolate functions have no network (egress: none)');
