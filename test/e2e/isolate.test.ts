@@ -161,6 +161,11 @@ describe('isolation: isolate', () => {
     const again = await invoke(hearth.url, 'hog');
     expect(again.status, again.text).toBe(200);
     expect(again.text).toBe('hungry');
+    // That isolate was a spare, made ahead on isolated-vm's threads (isolate-host.mjs, newIsolateElsewhere):
+    // its heap is capped at the function's limit all the same.
+    const eatenAgain = await invoke(hearth.url, 'hog', { path: '?eat=1' });
+    expect(eatenAgain.status, eatenAgain.text).toBe(502);
+    expect(eatenAgain.text).toMatch(/memory/);
   });
 
   it('binds a burst of functions into the running host, back to back and all at once, each running its own code', async () => {

@@ -144,11 +144,16 @@ function newIsolateElsewhere(memoryMiB) {
     context.global.setSync('ivm', ivm);
     factory = context;
   }
-  return factory.evalClosure(
-    'return new ivm.Isolate({ memoryLimit: $0 });',
-    [Math.max(MIN_HEAP_MIB, memoryMiB)],
-    { result: { copy: false } },
-  );
+  const made = factory;
+  return made
+    .evalClosure('return new ivm.Isolate({ memoryLimit: $0 });', [Math.max(MIN_HEAP_MIB, memoryMiB)], {
+      result: { copy: false },
+    })
+    .catch((error) => {
+      // A factory that failed once is made again for the next spare.
+      if (factory === made) factory = undefined;
+      throw error;
+    });
 }
 
 /**
