@@ -29,7 +29,9 @@ const HELLO = "export default async function handler() {\n  return { hello: 'wor
 
 function folderFor(name, isolation) {
   const dir = mkdtempSync(join(tmpdir(), `hearth-isolate-bench-${name}-`));
-  writeFileSync(join(dir, 'index.mjs'), HELLO);
+  // A package of its own per function, as in a real namespace: the platform keeps an isolate function's
+  // sources by code hash, and 200 copies of one package would measure that cache, not a first bind.
+  writeFileSync(join(dir, 'index.mjs'), `// ${name}\n${HELLO}`);
   writeFileSync(
     join(dir, 'hearth.yaml'),
     `apiVersion: hearth.dev/v1\nkind: Function\nmetadata: { name: ${name} }\nspec:\n  runtime: node20\n  handler: index\n  isolation: ${isolation}\n  scaling: { idleTimeout: 30m }\n`,

@@ -167,6 +167,11 @@ export interface Isolation {
   /** Where a guest sees its slot (`/code` in the sandbox, the host path for `process`). */
   guestPathOf(slot: Slot): string;
   /**
+   * Optional: the platform reads the function's code for its guests, which never see a slot (`isolate`):
+   * the code is not attached to the slot, and the Bind's codeDir is the code cache's own folder (host path).
+   */
+  readonly readsCodeOnPlatform?: boolean;
+  /**
    * Starts a generic guest confined to `slot`; fd 3 carries the protocol. `network: 'none'` gives it an
    * empty network namespace (egress `none`); `'host'` shares the host's (egress `allow`).
    */

@@ -114,14 +114,16 @@ export class ColdStarter {
       phases.stemCell = performance.now() - clock - phases.code;
       const depsDir =
         version.deps === undefined ? undefined : (layer?.dir ?? this.options.code.layerDir(version.deps.key));
-      await this.options.slots.attach(cell.slot, {
-        codeDir: code.dir,
-        codeFiles: version.code.files,
-        deps:
-          version.deps === undefined || depsDir === undefined
-            ? undefined
-            : { dir: depsDir, name: version.deps.mountName },
-      });
+      // An isolation whose guests are sent their code reads it from the code cache: a copy would go unread.
+      if (isolation.readsCodeOnPlatform !== true)
+        await this.options.slots.attach(cell.slot, {
+          codeDir: code.dir,
+          codeFiles: version.code.files,
+          deps:
+            version.deps === undefined || depsDir === undefined
+              ? undefined
+              : { dir: depsDir, name: version.deps.mountName },
+        });
       // A function with network access gets its own /etc/hosts names and, for an allow-list, its rules.
       if (network !== 'none' && isolation.configureNetwork !== undefined)
         await isolation.configureNetwork(cell.guest, cell.slot, {
@@ -162,7 +164,8 @@ export class ColdStarter {
           functionName: version.ref.name,
           version: version.version,
           handler: version.spec.handler,
-          codeDir: `${root}/app`,
+          codeDir: isolation.readsCodeOnPlatform === true ? code.dir : `${root}/app`,
+          codeHash: version.code.hash,
           depsDir: version.deps === undefined ? undefined : `${root}/${version.deps.mountName}`,
           env: container === undefined ? env : { ...env, ...container },
           eventFormat: version.spec.eventFormat,
@@ -415,10 +418,19 @@ function lambdaEnv(
   };
 }
 
+/** One promise and one settling step, not race and finally's three: the bind's answer waits on it. */
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new HearthError('HEARTH_E_HANDLER_INVALID', message)), ms);
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new HearthError('HEARTH_E_HANDLER_INVALID', message)), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
   });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

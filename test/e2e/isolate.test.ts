@@ -161,6 +161,11 @@ describe('isolation: isolate', () => {
     const again = await invoke(hearth.url, 'hog');
     expect(again.status, again.text).toBe(200);
     expect(again.text).toBe('hungry');
+    // That isolate was a spare, made ahead on isolated-vm's threads (isolate-host.mjs, newIsolateElsewhere):
+    // its heap is capped at the function's limit all the same.
+    const eatenAgain = await invoke(hearth.url, 'hog', { path: '?eat=1' });
+    expect(eatenAgain.status, eatenAgain.text).toBe(502);
+    expect(eatenAgain.text).toMatch(/memory/);
   });
 
   it('binds a burst of functions into the running host, back to back and all at once, each running its own code', async () => {
@@ -192,6 +197,39 @@ describe('isolation: isolate', () => {
     }
     const host = await pidOf('greet');
     for (const name of names) expect(await pidOf(name)).toBe(host);
+  });
+
+  it('runs the redeployed code at the next cold start, and the same code again after a scale to zero', async () => {
+    // The platform keeps a function's sources by code package (isolate/index.ts, SourceCache): a redeploy
+    // with other code, even in an imported file only, must never be served the old sources.
+    const files = (word: string): Record<string, string> => ({
+      'index.mjs': "import { word } from './lib/word.mjs';\nexport default async () => 'said ' + word;\n",
+      'lib/word.mjs': `export const word = '${word}';\n`,
+    });
+    const scaleToZero = async (): Promise<void> => {
+      const stopped = await fetch(`${hearth.url}${functionApiPath('recode')}/instances`, {
+        method: 'DELETE',
+      });
+      expect(stopped.ok).toBe(true);
+      await stopped.arrayBuffer();
+    };
+    const first = await deployIsolate('recode', files('first'));
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    await scaleToZero();
+    for (let round = 0; round < 2; round++) {
+      const answer = await invoke(hearth.url, 'recode');
+      expect(answer.status, answer.text).toBe(200);
+      expect(answer.headers.get('x-hearth-cold-start')).toBe('1');
+      expect(answer.text).toBe('said first');
+      await scaleToZero();
+    }
+    const second = await deployIsolate('recode', files('second'));
+    expect(second.status, JSON.stringify(second.body)).toBe(200);
+    await scaleToZero();
+    const after = await invoke(hearth.url, 'recode');
+    expect(after.status, after.text).toBe(200);
+    expect(after.headers.get('x-hearth-cold-start')).toBe('1');
+    expect(after.text).toBe('said second');
   });
 
   it('answers a module that fails as it loads with its error, and its neighbours keep answering', async () => {

@@ -395,6 +395,11 @@ export interface BindMessage {
   readonly handler: string;
   /** Paths as the guest sees them. */
   readonly codeDir: string;
+  /**
+   * The code package's content hash: codeDir holds exactly that package's files, so whoever reads them on
+   * the platform's side (an isolate host's sources) may keep them by it. Optional: the guests ignore it.
+   */
+  readonly codeHash?: string;
   readonly depsDir: string | undefined;
   readonly env: Readonly<Record<string, string>>;
   /** spec.eventFormat as given; the guest resolves `auto` and `lambda` (= `lambda-v2`). */

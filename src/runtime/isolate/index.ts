@@ -24,8 +24,8 @@ import { GUEST_TOKEN, ISOLATE_MAX_BODY_BYTES } from '../index.js';
 import { GuestProcess } from '../ipc/guest-process.js';
 import {
   type BindMessage,
+  type BoundMessage,
   CONTROL_FRAME_BYTES,
-  FrameDecoder,
   FrameType,
   FrameWriter,
 } from '../ipc/protocol.js';
@@ -36,6 +36,10 @@ import type { Slot, SlotManager } from '../slots.js';
 const MAX_SOURCE_FILES = 256;
 const MAX_SOURCE_BYTES = 4 * 1024 ** 2;
 const SOURCE_FILE = /\.(m?js|cjs|json)$/;
+/** The sources kept by code hash (SourceCache), all functions together. */
+const SOURCE_CACHE_BYTES = 32 * 1024 ** 2;
+/** An `{open}` control whose files are its body, as JSON (the host reads either form). */
+const OPEN_FILES_IN_BODY = { open: { files: null } } as const;
 
 /**
  * A kind of host process: which guest it runs and what a member sends it to join. The Node functions' kind
@@ -95,12 +99,15 @@ export class IsolateIsolation implements Isolation {
   private readonly ivmDir: string | undefined;
   /** By kind and namespace. */
   private readonly hosts = new Map<string, Promise<IsolateHost>>();
+  /** The same hosts once started. */
+  private readonly upHosts = new Map<string, IsolateHost>();
   /**
    * A host of each kind booted ahead, not yet given to a namespace, so a namespace's first function does not
    * wait for Node.
    */
   private readonly spares = new Map<HostKind, Promise<IsolateHost>>();
   private readonly nodeKind: HostKind;
+  private readonly sources = new SourceCache(SOURCE_CACHE_BYTES);
   private closed = false;
 
   constructor(private readonly options: IsolateOptions) {
@@ -115,7 +122,7 @@ export class IsolateIsolation implements Isolation {
     this.nodeKind = {
       name: 'node',
       launch: () => this.nodeLaunch(),
-      open: (bind) => ({ meta: { open: { files: readSources(bind.codeDir) } } }),
+      open: (bind) => ({ meta: OPEN_FILES_IN_BODY, body: this.sources.read(bind) }),
     };
   }
 
@@ -124,12 +131,15 @@ export class IsolateIsolation implements Isolation {
     return slot.hostDir;
   }
 
+  /** Its members' code is read here (SourceCache, or the wasm host's module), from the code cache. */
+  readonly readsCodeOnPlatform = true;
+
   /** A member of no host yet: it joins its namespace's host when its Bind frame names the namespace. */
   start(launch: LaunchSpec, _slot: Slot, network: NetworkMode): GuestProcess {
     if (network !== 'none') throw new Error('isolate functions have no network (egress: none)');
     const kind = this.options.kinds?.get(launch.guestDir) ?? this.nodeKind;
     const child = new MemberChild(kind, (namespace) => this.hostFor(kind, namespace));
-    const guest = new GuestProcess(child);
+    const guest = new MemberProcess(child);
     guest.outOfMemoryProbe = () => child.outOfMemory;
     return guest;
   }
@@ -153,6 +163,7 @@ export class IsolateIsolation implements Isolation {
     this.closed = true;
     const all = [...this.hosts.values(), ...this.spares.values()];
     this.hosts.clear();
+    this.upHosts.clear();
     this.spares.clear();
     await Promise.all(
       all.map(async (pending) => {
@@ -164,8 +175,11 @@ export class IsolateIsolation implements Isolation {
     );
   }
 
-  private hostFor(kind: HostKind, namespace: string): Promise<IsolateHost> {
+  /** The namespace's host: itself once it is up (no promise to wait on in a cold start), else its start. */
+  private hostFor(kind: HostKind, namespace: string): IsolateHost | Promise<IsolateHost> {
     const key = `${kind.name}/${namespace}`;
+    const up = this.upHosts.get(key);
+    if (up !== undefined && !up.guest.exited) return up;
     const known = this.hosts.get(key);
     if (known !== undefined) return known;
     const taken = this.spares.get(kind) ?? this.bootHost(kind);
@@ -178,8 +192,10 @@ export class IsolateIsolation implements Isolation {
     void host.then(
       (h) => {
         h.namespace = namespace;
+        if (this.hosts.get(key) === host) this.upHosts.set(key, h);
         h.guest.once('exit', () => {
           if (this.hosts.get(key) === host) this.hosts.delete(key);
+          if (this.upHosts.get(key) === h) this.upHosts.delete(key);
         });
         // The next namespace's host boots now, off anyone's critical path.
         if (!this.closed && !this.spares.has(kind)) {
@@ -336,18 +352,14 @@ class MemberChild extends EventEmitter {
   private joining = false;
   private done = false;
   private readonly channel: MemberChannel;
-  private readonly bindReader: FrameDecoder;
 
   constructor(
     private readonly kind: HostKind,
-    private readonly hostFor: (namespace: string) => Promise<IsolateHost>,
+    private readonly hostFor: (namespace: string) => IsolateHost | Promise<IsolateHost>,
   ) {
     super();
     this.channel = new MemberChannel((chunk) => this.toHost(chunk));
     this.stdio = [null, null, null, this.channel];
-    this.bindReader = new FrameDecoder((frame) => {
-      if (frame.type === FrameType.Bind) this.join(frame.meta as BindMessage);
-    });
     const ready = new FrameWriter();
     ready.add(FrameType.Ready, 0, {
       runtime: kind.name === 'node' ? 'isolate' : `${kind.name}-host`,
@@ -387,41 +399,47 @@ class MemberChild extends EventEmitter {
       return;
     }
     this.waiting.push(chunk);
-    if (!this.joining) {
-      try {
-        this.bindReader.push(chunk);
-      } catch (error) {
-        this.fail(`its first frames could not be read: ${(error as Error).message}`);
-      }
-    }
   }
 
-  private join(bind: BindMessage): void {
+  /**
+   * Joins the namespace's host its Bind names (MemberProcess calls this once the Bind is written, and
+   * waiting here): at once when the host is up, which is every bind but a namespace's first.
+   */
+  join(bind: BindMessage): void {
+    if (this.joining) return;
     this.joining = true;
-    this.hostFor(bind.namespace).then(
-      (host) => {
-        if (this.done) return;
-        let open: { meta: unknown; body?: Buffer };
-        try {
-          open = this.kind.open(bind, host.known);
-        } catch (error) {
-          this.fail((error as Error).message);
-          return;
-        }
-        this.host = host;
-        this.id = host.join(this, open);
-        // The member's Bind (and whatever followed it) leaves at once: a cold start waits on it.
-        const waiting = this.waiting.splice(0);
-        host.send(this.id, waiting.length === 1 ? (waiting[0] as Buffer) : Buffer.concat(waiting), true);
-        if (this.kind.boundLocally !== undefined) {
-          const writer = new FrameWriter();
-          writer.add(FrameType.Bound, 0, this.kind.boundLocally(bind));
-          const bytes = writer.take();
-          if (bytes !== undefined) this.channel.push(bytes);
-        }
-      },
+    const host = this.hostFor(bind.namespace);
+    if (!(host instanceof Promise)) {
+      this.joined(host, bind);
+      return;
+    }
+    host.then(
+      (started) => this.joined(started, bind),
       (error: unknown) => this.fail(`no ${this.kind.name} host: ${(error as Error).message}`),
     );
+  }
+
+  private joined(host: IsolateHost, bind: BindMessage): void {
+    if (this.done) return;
+    let open: { meta: unknown; body?: Buffer };
+    try {
+      open = this.kind.open(bind, host.known);
+    } catch (error) {
+      this.fail((error as Error).message);
+      return;
+    }
+    this.host = host;
+    this.id = host.join(this, open);
+    // The member's Bind (and whatever followed it) leaves at once: a cold start waits on it.
+    const waiting = this.waiting.splice(0);
+    if (waiting.length > 0)
+      host.send(this.id, waiting.length === 1 ? (waiting[0] as Buffer) : Buffer.concat(waiting), true);
+    if (this.kind.boundLocally !== undefined) {
+      const writer = new FrameWriter();
+      writer.add(FrameType.Bound, 0, this.kind.boundLocally(bind));
+      const bytes = writer.take();
+      if (bytes !== undefined) this.channel.push(bytes);
+    }
   }
 
   /** Answers the waiting Bind with the reason, then ends like a process that exited. */
@@ -431,6 +449,23 @@ class MemberChild extends EventEmitter {
     const bytes = writer.take();
     if (bytes !== undefined) this.channel.push(bytes);
     setImmediate(() => this.ended({ code: 1, signal: null, outOfMemory: false }));
+  }
+}
+
+/**
+ * A member's GuestProcess: the host it joins is named by its Bind, taken from the message as it is sent
+ * rather than decoded back from the frame just written.
+ */
+class MemberProcess extends GuestProcess {
+  constructor(private readonly member: MemberChild) {
+    super(member);
+  }
+
+  override bind(message: BindMessage): Promise<BoundMessage> {
+    // The Bind is written first: it waits in the member, which sends it as it joins.
+    const bound = super.bind(message);
+    this.member.join(message);
+    return bound;
   }
 }
 
@@ -458,6 +493,45 @@ class MemberChannel extends EventEmitter<{ data: [Buffer]; error: [Error] }> {
   pause(): void {
     this.paused = true;
   }
+}
+
+/**
+ * The Node functions' sources, as the `{open}` control's body, by code hash. A package's files never change
+ * under its hash (the code store is content-addressed), so they are read from the function's folder (a
+ * readdir, a stat and a read per file, on the gateway's thread, in the cold start's path) once per package,
+ * not at every bind; a redeploy with other code has another hash. Bounded by bytes, the least recently used
+ * dropped first.
+ */
+class SourceCache {
+  private readonly entries = new Map<string, Buffer>();
+  private bytes = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  read(bind: BindMessage): Buffer {
+    const hash = bind.codeHash;
+    if (hash === undefined) return encodeSources(bind.codeDir);
+    const known = this.entries.get(hash);
+    if (known !== undefined) {
+      // Most recently used last.
+      this.entries.delete(hash);
+      this.entries.set(hash, known);
+      return known;
+    }
+    const encoded = encodeSources(bind.codeDir);
+    this.entries.set(hash, encoded);
+    this.bytes += encoded.length;
+    for (const [oldest, entry] of this.entries) {
+      if (this.bytes <= this.maxBytes || oldest === hash) break;
+      this.entries.delete(oldest);
+      this.bytes -= entry.length;
+    }
+    return encoded;
+  }
+}
+
+function encodeSources(codeDir: string): Buffer {
+  return Buffer.from(JSON.stringify(readSources(codeDir)), 'utf8');
 }
 
 /** The function's JavaScript and JSON files, by path relative to its folder. */

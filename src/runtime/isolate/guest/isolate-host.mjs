@@ -5,7 +5,8 @@
 // the guests): u32 length | u8 type | u32 id | u32 metaLength | meta JSON | body. The host speaks it in
 // Relay frames (type 25): id names a member (one function), meta is null for a stream of that member's own
 // frames (Bind, Invoke, Shutdown in; Bound, Result, Error, Log out), or a control: {open: {files}} gives a
-// member its sources (this process cannot see the function's folder), {kill: true} disposes of it now;
+// member its sources (this process cannot see the function's folder; files null: they are the body, as
+// JSON), {kill: true} disposes of it now;
 // {exit: {...}} tells the platform a member ended.
 //
 // Like the other guests it imports nothing from the platform; isolated-vm is found through
@@ -127,13 +128,41 @@ function makeIsolate(memoryMiB) {
 }
 
 /**
- * A spare: only `new ivm.Isolate` holds this thread (~1 ms: V8 deserialises the isolate's heap and
- * isolated-vm's default context, synchronously; isolated-vm has no other way to make one). The context,
- * the prelude and the warm-up bind run on isolated-vm's own threads (the async calls), while this thread
- * reads and binds; only their completions come back here.
+ * Where spares' isolates are made. `new ivm.Isolate` holds its caller's thread ~1 ms (V8 deserialises the
+ * isolate's heap and isolated-vm's default context, synchronously; isolated-vm has no asynchronous way to
+ * make one): made on this thread, a bind that arrived meanwhile waited for it (host alone, a bind 1 ms after
+ * the previous function's answer: 1.1 ms there and back, against 0.3 ms 2 ms after it). This isolate, the
+ * host's own (no function's code runs in it), holds isolated-vm's module and makes them in an async call,
+ * on isolated-vm's threads; the isolate it returns is handed to this thread. One more small isolate per
+ * host, made with the first spare.
+ */
+let factory;
+
+function newIsolateElsewhere(memoryMiB) {
+  if (factory === undefined) {
+    const context = new ivm.Isolate({ memoryLimit: MIN_HEAP_MIB }).createContextSync();
+    context.global.setSync('ivm', ivm);
+    factory = context;
+  }
+  const made = factory;
+  return made
+    .evalClosure('return new ivm.Isolate({ memoryLimit: $0 });', [Math.max(MIN_HEAP_MIB, memoryMiB)], {
+      result: { copy: false },
+    })
+    .catch((error) => {
+      // A factory that failed once is made again for the next spare.
+      if (factory === made) factory = undefined;
+      throw error;
+    });
+}
+
+/**
+ * A spare, made off this thread: its isolate (newIsolateElsewhere), its context, the prelude and the
+ * warm-up bind run on isolated-vm's own threads (the async calls), while this thread reads and binds; only
+ * their completions come back here.
  */
 async function makeSpare(memoryMiB) {
-  const isolate = newIsolate(memoryMiB);
+  const isolate = await newIsolateElsewhere(memoryMiB);
   try {
     const context = await isolate.createContext();
     const slot = slotOf(isolate, context);
@@ -164,8 +193,8 @@ function takeIsolate(memoryMiB) {
 }
 
 /**
- * Making a spare holds this thread ~1 ms (new ivm.Isolate, synchronous; the rest runs on isolated-vm's
- * threads: makeSpare), so it is made where no frame of a cold start waits behind it: it once ran on the next immediate, before the Bound that
+ * Making a spare once held this thread ~1 ms (new ivm.Isolate; now made elsewhere: newIsolateElsewhere),
+ * and it still takes a core ~1.5 ms in all, so it is made where no frame of a cold start waits behind it: it once ran on the next immediate, before the Bound that
  * took the spare had left (2 of the bind's 2.26 ms over the socket). Now it is made right after the next
  * answer (Result or Error) has left, which is the function's first request once it is bound (its Invoke
  * follows the Bound within a millisecond, and would have waited), or, with no answer, once the host has
@@ -192,9 +221,9 @@ function refillAfterAnswer() {
 const making = new Map();
 
 /**
- * One spare per turn, so a frame that arrives meanwhile waits for one `new ivm.Isolate` at most (makeSpare).
- * Before, the whole 1.4 ms of a spare held this thread, and in a burst of cold starts the next bind often
- * arrived in the middle of it (bench/isolate.mjs).
+ * One spare at a time, so that a burst of refills does not take both cores from the binds. Once the whole
+ * 1.4 ms of a spare held this thread, and in a burst of cold starts the next bind often arrived in the middle
+ * of it (bench/isolate.mjs); then its `new ivm.Isolate` alone; now none of it (newIsolateElsewhere).
  */
 function refill() {
   clearTimeout(refillTimer);
@@ -224,6 +253,7 @@ class Member {
     this.id = id;
     this.files = files;
     this.isolate = undefined;
+    this.slot = undefined;
     this.call = undefined;
     this.info = undefined;
     this.maxBody = Number.POSITIVE_INFINITY;
@@ -264,6 +294,7 @@ class Member {
       const spare = spares.get(bind.memoryMiB)?.length > 0;
       const slot = takeIsolate(bind.memoryMiB);
       const taken = performance.now();
+      this.slot = slot;
       slot.member = this;
       this.isolate = slot.isolate;
       const { modulePath, exportName } = splitHandler(bind.handler);
@@ -285,10 +316,6 @@ class Member {
         [module.namespace.derefInto(), exportName ?? '', JSON.stringify(this.info)],
         { result: { reference: true } },
       );
-      slot.bind.release();
-      this.files = undefined;
-      this.modules = undefined;
-      this.paths = undefined;
       // bindMs: the bind inside this process, and its steps (bench/isolate.mjs reports them beside the
       // platform's figure): taking an isolate (a spare, or one made now), compiling and linking the
       // modules, running them, finding the handler.
@@ -308,6 +335,12 @@ class Member {
     } catch (error) {
       this.out(T_BOUND, 0, { ok: false, error: describe(error) });
     }
+    // After the Bound has left: what the bound function no longer needs.
+    this.slot?.bind.release();
+    this.slot = undefined;
+    this.files = undefined;
+    this.modules = undefined;
+    this.paths = undefined;
   }
 
   moduleFile(path) {
@@ -563,7 +596,8 @@ const readFrames = frameReader((type, id, meta, body) => {
   }
   if (type !== T_RELAY) return;
   if (meta !== null && meta !== undefined && meta.open !== undefined) {
-    members.set(id, new Member(id, meta.open.files));
+    // The platform sends the files as the body (JSON), encoded once per code package.
+    members.set(id, new Member(id, meta.open.files ?? JSON.parse(body.toString('utf8'))));
     return;
   }
   const member = members.get(id);
