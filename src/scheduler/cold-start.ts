@@ -102,9 +102,10 @@ export class ColdStarter {
     const clock = performance.now();
     const phases = { code: 0, stemCell: 0, attach: 0, load: 0 };
     const network = networkModeOf(version.spec.egress, this.options.allowNetwork);
-    // Called in the autoscaler's tick, which sizes the pools after its starts: the cell this start will take
-    // once its code is out is not one a lower target lets go meanwhile (a pre-warm's spare was trimmed in the
-    // very tick the pre-warm took the other cell, leaving the pool empty and its boot wasted).
+    // A start the autoscaler's tick makes is followed, in the same tick, by the pools' sizing, before it takes:
+    // the cell it will take once its code is out is not one a lower target lets go meanwhile (a pre-warm's
+    // spare was trimmed in the very tick the pre-warm took the other cell, leaving the pool empty and the
+    // spare's boot wasted).
     const unreserve = this.stemPools
       .get(this.poolKeyOf(runtime, isolation, network, version.spec.limits.memoryBytes, version.image))
       ?.reserve();

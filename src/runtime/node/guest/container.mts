@@ -309,7 +309,8 @@ function prepare(spec: Prepare): { running: Running; helperDir: string; rootfs: 
 /**
  * Why the container made ahead is gone before the bind (its helper failed, say, or its go signal went
  * before the helper opened it): the bind makes the function's container and says why, as for one that
- * could not be started (measured: a helper that found no go signal left the cold start slower, and silent).
+ * could not be started. Forgotten without a word, such a cold start was slower and its logs silent (seen in
+ * the walls test: a go signal removed while the helper had not opened it yet).
  */
 let preparedLost: string | undefined;
 const prepareArgument = process.argv[3];
