@@ -101,9 +101,24 @@ export class ColdStarter {
     }
     const clock = performance.now();
     const phases = { code: 0, stemCell: 0, attach: 0, load: 0 };
-    const code = await this.options.code.checkoutCode(version.code.hash);
-    phases.code = performance.now() - clock;
     const network = networkModeOf(version.spec.egress, this.options.allowNetwork);
+    // A start the autoscaler's tick makes is followed, in the same tick, by the pools' sizing, before it takes:
+    // the cell it will take once its code is out is not one a lower target lets go meanwhile (a pre-warm's
+    // spare was trimmed in the very tick the pre-warm took the other cell, leaving the pool empty and the
+    // spare's boot wasted).
+    const unreserve = this.stemPools
+      .get(this.poolKeyOf(runtime, isolation, network, version.spec.limits.memoryBytes, version.image))
+      ?.reserve();
+    let code: Awaited<ReturnType<CodeProvider['checkoutCode']>>;
+    try {
+      code = await this.options.code.checkoutCode(version.code.hash);
+    } catch (error) {
+      unreserve?.();
+      throw error;
+    }
+    phases.code = performance.now() - clock;
+    // From here to the take nothing waits: the reservation has done its part.
+    unreserve?.();
     const pool = this.stemPool(runtime, isolation, network, version.spec.limits.memoryBytes, version.image);
     // Held while the instance lives, so the garbage collector never takes a layer from under it.
     const layer =
@@ -294,14 +309,14 @@ export class ColdStarter {
     }
   }
 
-  private stemPool(
+  private poolKeyOf(
     runtime: Runtime,
     isolation: Isolation,
     network: NetworkMode,
     memoryBytes: number,
     image?: ResolvedImage,
-  ): StemCellPool {
-    const key = poolKey(
+  ): string {
+    return poolKey(
       runtime.name,
       isolation.name,
       network,
@@ -309,6 +324,16 @@ export class ColdStarter {
       memoryBytes,
       image === undefined ? undefined : imageKey(image),
     );
+  }
+
+  private stemPool(
+    runtime: Runtime,
+    isolation: Isolation,
+    network: NetworkMode,
+    memoryBytes: number,
+    image?: ResolvedImage,
+  ): StemCellPool {
+    const key = this.poolKeyOf(runtime, isolation, network, memoryBytes, image);
     let pool = this.stemPools.get(key);
     if (pool !== undefined && image !== undefined) {
       // Most recently used last: the pool of the image unused longest is the one that goes.

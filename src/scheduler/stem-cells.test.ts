@@ -188,6 +188,34 @@ describe('stem cells', () => {
     expect(warnings).toEqual([]);
   });
 
+  it('keep the cell a start is on its way to take when the target falls before it takes (a pre-warm)', async () => {
+    const warnings: string[] = [];
+    const prewarmed = await poolWith(new ProcessIsolation(), warnings, 1);
+    await prewarmed.warm();
+    // A pre-warm due: the sizer's tick boots a spare for it, so that it does not take the pool's last cell.
+    prewarmed.setTarget(2);
+    await until(() => prewarmed.stats().ready === 2 && prewarmed.stats().starting === 0);
+    const bootsBefore = prewarmed.stats().boots;
+    // The tick that starts the pre-warm: its cold start reserves a cell, then the sizer, the start seen, lowers
+    // the target before the cold start (its code checked out) takes.
+    const unreserve = prewarmed.reserve();
+    prewarmed.setTarget(1);
+    expect(prewarmed.stats()).toMatchObject({ ready: 2, target: 1 });
+    unreserve();
+    const cell = await prewarmed.take();
+    // The next cold start still finds a cell, and nothing was booted to make up for one let go.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(prewarmed.stats()).toMatchObject({ ready: 1, starting: 0, boots: bootsBefore, misses: 0 });
+    // A reservation given up (the start failed before its take) holds nothing at the next trim.
+    prewarmed.setTarget(2);
+    await until(() => prewarmed.stats().ready === 2 && prewarmed.stats().starting === 0);
+    prewarmed.reserve()();
+    prewarmed.setTarget(1);
+    expect(prewarmed.stats().ready).toBe(1);
+    await prewarmed.discard(cell);
+    expect(warnings).toEqual([]);
+  });
+
   it('serve the takes waiting on a pool that is retired (an evicted image pool), then keep nothing', async () => {
     const warnings: string[] = [];
     const evicted = await poolWith(new ProcessIsolation(), warnings, 2);

@@ -123,6 +123,8 @@ export class StemCellPool {
   private coveredTakes = 0;
   /** When the last take came (`performance.now()`). */
   private lastTakeAt = Number.NEGATIVE_INFINITY;
+  /** Starts on their way to a take (`reserve`): a trim keeps a ready cell for each. */
+  private reserved = 0;
 
   constructor(
     readonly runtime: Runtime,
@@ -200,10 +202,29 @@ export class StemCellPool {
     this.calmTimer.unref();
   }
 
-  /** Lets go of ready cells beyond what the pool wants now. */
+  /**
+   * A start will take a cell soon (its code is being checked out): until it does (or gives up, calling the
+   * function returned), a lower target does not let that cell go. The autoscaler sizes the pools in the tick
+   * that made its starts, before they take: a pre-warm due had a spare booted for it, and the tick that
+   * started it lowered the target and trimmed the spare before the pre-warm took the other cell, leaving the
+   * pool empty (and the next cold start a miss) for a boot thrown away.
+   */
+  reserve(): () => void {
+    this.reserved += 1;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.reserved -= 1;
+    };
+  }
+
+  /** Lets go of ready cells beyond what the pool wants now, and the ones starts on their way will take. */
   private trim(): void {
     // A floor that fell is held (cells kept, not booted) for a stable window: its functions go idle again soon.
-    const wanted = Math.max(this.wanted(), this.target === 0 ? 0 : this.floor.hold);
+    // A retiring pool's starts take from the pool that replaced it.
+    const spokenFor = this.retiring === undefined ? this.reserved : 0;
+    const wanted = Math.max(this.wanted(), this.target === 0 ? 0 : this.floor.hold) + spokenFor;
     while (this.ready.length > wanted) {
       const extra = this.ready.pop();
       if (extra !== undefined) void this.discard(extra);

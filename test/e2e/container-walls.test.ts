@@ -398,21 +398,47 @@ describe('a pre-made container that cannot be used', () => {
     await api(hearth.url, '/api/v1/namespaces/default/functions/image-fallback/instances', {
       method: 'DELETE',
     });
+    // The function's pool (the image's, with egress): the image has a pool without network too.
+    const functionsPool = async (): Promise<{
+      ready: number;
+      starting: number;
+      taken: number;
+      misses: number;
+    }> => {
+      const stats = await api<{
+        node: {
+          stemCells: {
+            image?: string;
+            network: string;
+            ready: number;
+            starting: number;
+            taken: number;
+            misses: number;
+          }[];
+        };
+      }>(hearth.url, '/api/v1/stats');
+      const pool = stats.body.node.stemCells.find(
+        (entry) => entry.network === 'outbound' && entry.image === `dir:${goImage}`,
+      );
+      return pool ?? { ready: 0, starting: 0, taken: 0, misses: 0 };
+    };
     // No cell still booting: one that came ready after the signals went would make its container anew.
     await eventually('the image pool at rest', async () => {
-      const stats = await api<{ node: { stemCells: { image?: string; ready: number; starting: number }[] } }>(
-        hearth.url,
-        '/api/v1/stats',
-      );
-      const pool = stats.body.node.stemCells.find((entry) => entry.image === `dir:${goImage}`);
-      return pool !== undefined && pool.starting === 0 && pool.ready > 0 && preparedContainers() > 0
-        ? true
-        : undefined;
+      const pool = await functionsPool();
+      return pool.starting === 0 && pool.ready > 0 && preparedContainers() > 0 ? true : undefined;
     });
-    // Every prepared container's go signal is gone: a bind can no longer start anything in one.
+    const before = await functionsPool();
+    // Every prepared container's go signal is gone: a bind can no longer start anything in one. (A helper that
+    // had not opened its signal yet ends instead: its cell's bind says so too.)
     expect(removePreparedGoSignals()).toBeGreaterThan(0);
     const answer = await invoke(hearth.url, 'image-fallback');
     expect(answer.status, answer.text).toBe(200);
+    // The cold start took one of the cells ready before the signals went (the oldest goes first), not a cell
+    // booted for it since: that one's container would have its signal.
+    expect(await functionsPool(), 'the cold start took a ready cell').toMatchObject({
+      taken: before.taken + 1,
+      misses: before.misses,
+    });
     // Not a failed start the scheduler had to make up for (and its circuit breaker counted).
     const failedStarts = hearth.log
       .map((line) => JSON.stringify(line))

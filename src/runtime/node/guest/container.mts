@@ -293,16 +293,26 @@ function prepare(spec: Prepare): { running: Running; helperDir: string; rootfs: 
       },
     ];
     const running = runContainer(spec.runtime, spec.stateDir, spec.id, config);
-    void running.exited.then(() => {
-      if (prepared?.running === running && !ready) prepared = undefined;
+    void running.exited.then((why) => {
+      if (prepared?.running !== running || ready) return;
+      prepared = undefined;
+      preparedLost = `it ended before the bind: ${why}`;
     });
     return { running, helperDir, rootfs };
   } catch (error) {
     process.stderr.write(`[hearth] no container prepared ahead: ${(error as Error).message}\n`);
+    preparedLost = `it could not be made: ${(error as Error).message}`;
     return undefined;
   }
 }
 
+/**
+ * Why the container made ahead is gone before the bind (its helper failed, say, or its go signal went
+ * before the helper opened it): the bind makes the function's container and says why, as for one that
+ * could not be started. Forgotten without a word, such a cold start was slower and its logs silent (seen in
+ * the walls test: a go signal removed while the helper had not opened it yet).
+ */
+let preparedLost: string | undefined;
 const prepareArgument = process.argv[3];
 const prepareSpec = prepareArgument === undefined ? undefined : (JSON.parse(prepareArgument) as Prepare);
 let prepared = prepareSpec === undefined ? undefined : prepare(prepareSpec);
@@ -411,6 +421,7 @@ export async function bind(): Promise<void> {
   await warm;
   let running: Running | undefined;
   const ahead = prepared;
+  let unusable: string | undefined;
   if (info.usePrepared && ahead !== undefined && !gone) {
     try {
       if (!preparedRunning) throw new Error('it was not running when the cell came up');
@@ -419,11 +430,13 @@ export async function bind(): Promise<void> {
     } catch (error) {
       // Nothing of the function ran in it yet (no go signal was written): the cold start goes on the
       // ordinary way, a container made now, rather than failing the bind.
-      process.stderr.write(
-        `[hearth] the container made ahead could not be used (${(error as Error).message}); making the function's container now\n`,
-      );
+      unusable = (error as Error).message;
     }
-  }
+  } else if (info.usePrepared && ahead === undefined) unusable = preparedLost;
+  if (unusable !== undefined)
+    process.stderr.write(
+      `[hearth] the container made ahead could not be used (${unusable}); making the function's container now\n`,
+    );
   if (running === undefined) {
     if (ahead !== undefined) {
       // Made for another image, or unusable: ended, and the function's own started beside it.
