@@ -145,6 +145,9 @@ export async function startHearth(options: StartOptions = {}): Promise<Hearth> {
     if (latestRun.get(dataDir) !== child) return;
     const made = madeDirs.has(dataDir);
     leftBehind = await reclaimDataDir(dataDir, { remove: made });
+    // A platform that exited 0 on its own should have removed all of it: worth seeing in any suite's output.
+    if (leftBehind.length > 0 && child.exitCode === 0)
+      console.warn(`hearth up (${dataDir}) exited 0 but left behind: ${leftBehind.join(', ')}`);
     if (made) madeDirs.delete(dataDir);
     latestRun.delete(dataDir);
   };
