@@ -220,6 +220,8 @@ export const configFileSchema = z.strictObject({
     })
     .optional(),
   buildTimeout: duration.optional(),
+  /** How long a stop (SIGTERM, Ctrl-C) waits for draining and brokers before it stops at once (default 30s). */
+  stopTimeout: duration.optional(),
   build: z
     .strictObject({
       /** The most disk one dependency build's scratch dir may take (downloads, TMPDIR, the layer). */
@@ -308,6 +310,8 @@ export interface PlatformConfig {
   /** `images.localDirs`: whether `spec.image: dir:/PATH` is taken (it runs a host folder the deployer names). */
   readonly localImageDirs: boolean;
   readonly buildTimeoutMs: number;
+  /** `stopTimeout`: how long `hearth up` waits for a clean stop before it stops at once (exit 1). */
+  readonly stopTimeoutMs: number;
   /** Dependency builds' scratch disk cap (`build.maxDisk`, default 4 GiB). */
   readonly buildMaxDiskBytes: number;
   /** One dependency build's memory cap (`build.memory`, default 2 GiB) and CPU cap (`build.cpu`, default 1). */
@@ -465,6 +469,7 @@ export function resolveConfig(
     localImageDirs: merged.images?.localDirs ?? false,
     buildTimeoutMs:
       merged.buildTimeout === undefined ? 10 * 60_000 : (parseDuration(merged.buildTimeout) ?? 10 * 60_000),
+    stopTimeoutMs: merged.stopTimeout === undefined ? 30_000 : (parseDuration(merged.stopTimeout) ?? 30_000),
     buildMaxDiskBytes: size(merged.build?.maxDisk, 4 * 1024 ** 3),
     buildMemoryBytes: size(merged.build?.memory, 2 * 1024 ** 3),
     buildCpu: merged.build?.cpu === undefined ? 1 : (parseCpu(merged.build.cpu) ?? 1),

@@ -79,7 +79,15 @@ export interface RunningPlatform {
   readonly notices: readonly string[];
   /** The first admin key, made because auth is on and no key existed: shown once, stored hashed. */
   readonly firstKey?: string;
+  /** Stops cleanly: drains (requests, triggers, brokers, the cluster), then tears down (guests, mounts, cgroups, stores). */
   close(): Promise<void>;
+  /**
+   * Stops at once, for a stop that took too long: gives up on draining and does only the tear-down (ends
+   * the guests, unmounts, removes the cgroups, closes the stores). Resolves with what draining was waiting
+   * for, or undefined when the tear-down had already begun. The process should exit after it: what was
+   * given up on may still hold sockets and timers.
+   */
+  forceClose(): Promise<string | undefined>;
 }
 
 export async function startPlatform(
@@ -796,7 +804,54 @@ export async function startPlatform(
   gc.start();
   logger.info({ url, functions: store.listFunctions().length }, 'hearth ready');
 
-  let closing: Promise<void> | undefined;
+  // Stopping comes in two parts. Draining waits on others (requests in flight, brokers, the cluster) and may
+  // be given up on (`forceClose`: the stop deadline, a second Ctrl-C); tearing down ends the guests,
+  // unmounts, removes the cgroups and closes the stores, and is never skipped.
+  let draining: Promise<void> | undefined;
+  let tearingDown: Promise<void> | undefined;
+  /** What draining waits for now, for the line saying what a forced stop gave up on. */
+  let waitingFor: string | undefined;
+  let forced = false;
+  const drain = async (): Promise<void> => {
+    const step = async (what: string, work: () => Promise<unknown> | unknown): Promise<void> => {
+      if (forced) return;
+      waitingFor = what;
+      await work();
+    };
+    server.close();
+    server.closeAllConnections();
+    // Out of the cluster first: its peers stop counting on this node; the store closes last, as ever.
+    await step('the cluster to let this node go', () => cluster?.leave());
+    await step('the garbage collector', () => gc.stop());
+    await step('the stem cells still starting', () => warming);
+    await step('the triggers and event sources to stop (brokers, deliveries in flight)', () =>
+      events.close(),
+    );
+    await step('the instances to finish their requests', () => scheduler.close());
+    await step('the isolates to finish', () => isolates.close());
+    await step('the telemetry exporters', () => observability?.close());
+    await step('the state store', () => state.close());
+    await step('the audit sinks', () => Promise.all(auditSinks.map((runner) => runner.stop())));
+    await step('the cluster layer store', () => cluster?.layers.close());
+    waitingFor = undefined;
+  };
+  const tearDown = async (): Promise<void> => {
+    unsubscribe('hearth:instance', onInstance);
+    unsubscribe('hearth:scaling', onScaling);
+    // Ends every guest still running (closeWalls kills what is left in the cgroups) before unmounting.
+    await slots.close();
+    await sandbox.closeWalls();
+    await microvm.closeWalls();
+    await containers.closeWalls();
+    sandbox.close();
+    logs.close();
+    secrets.close();
+    stopAuditingInvocations?.();
+    audit.close();
+    store.close();
+    tls?.close();
+    logger.flush();
+  };
   return {
     url,
     port,
@@ -804,38 +859,43 @@ export async function startPlatform(
     notices,
     ...(firstKey === undefined ? {} : { firstKey }),
     close: () => {
-      closing ??= (async () => {
-        server.close();
-        server.closeAllConnections();
-        // Out of the cluster first: its peers stop counting on this node; the store closes last, as ever.
-        await cluster?.leave();
-        await gc.stop();
-        await warming;
-        await events.close();
-        await scheduler.close();
-        await isolates.close();
-        unsubscribe('hearth:instance', onInstance);
-        unsubscribe('hearth:scaling', onScaling);
-        await observability?.close();
-        await state.close();
-        await slots.close();
-        await sandbox.closeWalls();
-        await microvm.closeWalls();
-        await containers.closeWalls();
-        sandbox.close();
-        logs.close();
-        secrets.close();
-        stopAuditingInvocations?.();
-        await Promise.all(auditSinks.map((runner) => runner.stop()));
-        audit.close();
-        await cluster?.layers.close();
-        store.close();
-        tls?.close();
-        logger.flush();
-      })();
-      return closing;
+      draining ??= drain();
+      return draining.then(() => {
+        tearingDown ??= tearDown();
+        return tearingDown;
+      });
+    },
+    forceClose: async () => {
+      const gaveUpOn = tearingDown === undefined ? (waitingFor ?? 'the stop to begin') : undefined;
+      forced = true;
+      server.close();
+      server.closeAllConnections();
+      if (tearingDown === undefined) {
+        // No new instances or stem cells from here (a killed one is replaced otherwise, in a cgroup made
+        // after closeWalls looked); its instances get their usual second to end, and are killed after.
+        const bound = new AbortController();
+        await Promise.race([scheduler.close(), delay(SCHEDULER_STOP_MS, bound.signal)]);
+        bound.abort();
+      }
+      tearingDown ??= tearDown();
+      await tearingDown;
+      return gaveUpOn;
     },
   };
+}
+
+/** How long a forced stop lets the scheduler end its instances before the walls' removal kills them. */
+const SCHEDULER_STOP_MS = 2000;
+
+/** Resolves after `ms`, or at once when `signal` aborts (so no timer outlives a forced stop). */
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 /**

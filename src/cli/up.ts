@@ -108,14 +108,53 @@ export async function up(options: UpOptions, io: CliIo): Promise<number> {
     );
   io.stderr.write(`${lines.join('\n')}\n`);
   await new Promise<void>((resolve) => {
-    requestStop = () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      resolve();
-    };
-    if (stopRequested) requestStop();
+    requestStop = resolve;
+    if (stopRequested) resolve();
   });
-  io.stderr.write('hearth: stopping\n');
-  await platform.close();
-  return 0;
+  // Stopping is bounded, as a service manager expects: past `stopTimeout`, or at a second Ctrl-C or
+  // SIGTERM, it stops waiting for draining and brokers, and does only what must not be skipped (the
+  // guests ended, the mounts and cgroups removed, the stores closed). The handlers stay on meanwhile: a
+  // second signal killing the process by default would leave all of that behind.
+  const seconds = config.stopTimeoutMs / 1000;
+  io.stderr.write(`hearth: stopping (at most ${seconds} s; Ctrl-C again stops at once)\n`);
+  let giveUp: ((why: string) => void) | undefined;
+  const impatience = new Promise<string>((resolve) => {
+    giveUp = resolve;
+  });
+  requestStop = () => giveUp?.('a second signal');
+  const deadline = setTimeout(
+    () => giveUp?.(`the stop deadline (${seconds} s, stopTimeout)`),
+    config.stopTimeoutMs,
+  );
+  const outcome = await Promise.race([platform.close().then(() => undefined), impatience]);
+  clearTimeout(deadline);
+  if (outcome === undefined) {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    exitWhenLingering(io);
+    return 0;
+  }
+  const gaveUpOn = await platform.forceClose();
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  const line = `stopped at once on ${outcome}${gaveUpOn === undefined ? '' : `, without waiting for ${gaveUpOn}`}; guests ended, mounts and cgroups removed`;
+  io.stderr.write(`error: ${line}\n`);
+  // What was given up on (a broker's connection, a request's socket) would keep the process alive.
+  process.exit(1);
 }
+
+/**
+ * After a clean stop the process should end by itself; a socket or timer some part forgot would keep it
+ * running with nothing left to do (a stopped service that never exits). This ends it, naming what held it.
+ */
+function exitWhenLingering(io: CliIo): void {
+  setTimeout(() => {
+    io.stderr.write(
+      `hearth: stopped, but ${process.getActiveResourcesInfo().join(', ')} kept the process alive; exiting\n`,
+    );
+    process.exit(process.exitCode ?? 0);
+  }, LINGER_MS).unref();
+}
+
+/** How long a stopped `hearth up` may take to end once everything is closed (pending writes, exit hooks). */
+const LINGER_MS = 2000;

@@ -227,7 +227,8 @@ export class TriggerManager {
         `trigger ${config.id} (${config.kind}) ${current === undefined ? 'starting' : 'restarting with a new configuration'}`,
       );
       // A replaced trigger hands over once the old one has let go (its consumer group, its subscription).
-      starts.push(Promise.allSettled(stops).then(() => trigger.start()));
+      // Not once the manager has closed meanwhile: close() has stopped this trigger already.
+      starts.push(Promise.allSettled(stops).then(() => (this.closed ? undefined : trigger.start())));
     }
     for (const id of this.owners.get(owner) ?? []) {
       if (keep.has(id)) continue;

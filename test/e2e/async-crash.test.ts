@@ -9,7 +9,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { copyFixture, deployFolder, type Hearth, startHearth, type TempFolder } from '../support/hearth.js';
+import {
+  cleanUp,
+  copyFixture,
+  deployFolder,
+  type Hearth,
+  startHearth,
+  type TempFolder,
+} from '../support/hearth.js';
 import { type Recorder, startRecorder } from '../support/recorder.js';
 
 const TOTAL = 1000;
@@ -22,10 +29,13 @@ let fixture: TempFolder | undefined;
 let dataDir: string | undefined;
 
 afterAll(async () => {
-  await hearth?.stop();
-  await recorder?.close();
-  await fixture?.cleanup();
-  if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
+  // The killed run's handle when the restart never came: its stop reclaims what the kill left.
+  await cleanUp(
+    () => hearth?.stop(),
+    () => recorder?.close(),
+    () => fixture?.cleanup(),
+    () => (dataDir === undefined ? undefined : rm(dataDir, { recursive: true, force: true })),
+  );
 });
 
 it('runs every accepted invocation at least once across a kill -9 of the platform', {

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterNodes, type ClusterServices, LEAN, startClusterServices } from '../support/cluster.js';
 import {
   api,
+  cleanUp,
   copyFixture,
   deployFolder,
   eventually,
@@ -134,10 +135,12 @@ describe('cluster mode: kill -9 of one node under load', () => {
   }, 180_000);
 
   afterAll(async () => {
-    await nodes.stopAll();
-    await Promise.all([services?.stop(), recorder?.close()]);
-    await configDir?.cleanup();
-  }, 60_000);
+    await cleanUp(
+      () => nodes.stopAll(),
+      () => Promise.all([services?.stop(), recorder?.close()]),
+      () => configDir?.cleanup(),
+    );
+  }, 90_000);
 
   it('an invocation accepted on a is dead-lettered after its retries, listed on b and redriven from c', async () => {
     await deployWorker();

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ClusterServices, firstAdminKey, startClusterServices } from '../support/cluster.js';
 import {
   api,
+  cleanUp,
   eventually,
   FIXTURES,
   functionApiPath,
@@ -89,11 +90,18 @@ describe('cluster mode: three nodes in their own network namespaces', () => {
   }, 180_000);
 
   afterAll(async () => {
-    await Promise.all(nodes.map((hearth) => hearth.stop()));
-    await services?.stop();
-    await configDir?.cleanup();
-    network?.destroy();
-  }, 60_000);
+    await cleanUp(
+      // Each node is stopped even when another fails to; a killed one whose restart failed is reclaimed.
+      async () => {
+        const stopped = await Promise.allSettled(nodes.map((hearth) => hearth.stop()));
+        const failed = stopped.filter((result) => result.status === 'rejected');
+        if (failed.length > 0) throw new AggregateError(failed.map((result) => result.reason));
+      },
+      () => services?.stop(),
+      () => configDir?.cleanup(),
+      () => network?.destroy(),
+    );
+  }, 90_000);
 
   it('each node listens on its own address and sees the others at theirs', async () => {
     const [n0, n1, n2] = network.hosts.map((host) => host.address);

@@ -25,6 +25,7 @@ import { type Broker, startKafka, startMosquitto } from '../support/brokers.js';
 import { ClusterNodes, type ClusterServices, LEAN, startClusterServices } from '../support/cluster.js';
 import {
   api,
+  cleanUp,
   copyFixture,
   deployFolder,
   eventually,
@@ -164,10 +165,12 @@ describe('cluster mode: trigger events survive kill -9 of the node running them'
 
   afterAll(async () => {
     await Promise.allSettled([publisher?.endAsync(), natsClient?.close(), producer?.close()]);
-    await nodes.stopAll();
-    await Promise.all([services?.stop(), kafka?.stop(), mosquitto?.stop(), recorder?.close()]);
-    await configDir?.cleanup();
-  }, 60_000);
+    await cleanUp(
+      () => nodes.stopAll(),
+      () => Promise.all([services?.stop(), kafka?.stop(), mosquitto?.stop(), recorder?.close()]),
+      () => configDir?.cleanup(),
+    );
+  }, 90_000);
 
   it('finishes every event, the ones the killed node was running and the ones routed to it after', async () => {
     const js = jetstream(natsClient);

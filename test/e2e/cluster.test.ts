@@ -14,6 +14,7 @@ import { startMosquitto } from '../support/broker-processes.mjs';
 import { ClusterNodes, type ClusterServices, LEAN, startClusterServices } from '../support/cluster.js';
 import {
   api,
+  cleanUp,
   copyFixture,
   deployFolder,
   eventually,
@@ -82,10 +83,12 @@ describe('cluster mode: three nodes on PostgreSQL, NATS and Redis', () => {
   }, 180_000);
 
   afterAll(async () => {
-    await nodes.stopAll();
-    await services?.stop();
-    await configDir?.cleanup();
-  }, 60_000);
+    await cleanUp(
+      () => nodes.stopAll(),
+      () => services?.stop(),
+      () => configDir?.cleanup(),
+    );
+  }, 90_000);
 
   it('every node sees the three members', async () => {
     for (const id of ['a', 'b', 'c'])

@@ -9,7 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +23,7 @@ import {
   invoke,
   makeFolder,
   manifest,
+  reclaimDataDir,
   startHearth,
   type TempFolder,
 } from '../support/hearth.js';
@@ -573,6 +574,8 @@ describe('resource walls', () => {
     );
     expect(containerRoots.some((root) => existsSync(root))).toBe(true);
     await hearth.stop('SIGTERM');
+    // The platform removed all of it itself: the harness's stop found nothing left to reclaim.
+    expect(hearth.leftBehind()).toEqual([]);
     expect(sandboxesOf(dataDir)).toEqual([]);
     await expectNetworksGone(networks, recordedAt);
     for (const root of [...roots, ...containerRoots]) expect(existsSync(root), root).toBe(false);
@@ -619,7 +622,7 @@ describe('after SIGKILL', () => {
       for (const platform of platforms)
         if (platform.process.exitCode === null && platform.process.signalCode === null)
           await platform.stop('SIGTERM');
-      await rm(dataDir, { recursive: true, force: true });
+      await reclaimDataDir(dataDir, { remove: true });
     }
   }, 60_000);
 });

@@ -68,6 +68,8 @@ export async function startClusterServices(network?: TestNetwork): Promise<Clust
 /** The nodes a suite started, by id. */
 export class ClusterNodes {
   private readonly byId = new Map<string, Hearth>();
+  /** Nodes a test killed and deleted: `stopAll` reclaims what they left (mounts, cgroups, data dirs). */
+  private readonly dropped: Hearth[] = [];
 
   set(id: string, node: Hearth): this {
     this.byId.set(id, node);
@@ -81,7 +83,10 @@ export class ClusterNodes {
     return found;
   }
 
+  /** Forgets node `id` (a test killed it); `stopAll` still reclaims what it left. */
   delete(id: string): boolean {
+    const node = this.byId.get(id);
+    if (node !== undefined) this.dropped.push(node);
     return this.byId.delete(id);
   }
 
@@ -93,18 +98,20 @@ export class ClusterNodes {
     return [...this.byId.entries()];
   }
 
-  /** Stops every node; one that does not stop within 30 s is killed, with the end of its log shown. */
+  /**
+   * Stops every node (one that does not stop in time is killed, with the end of its log shown: `stop`),
+   * then reclaims the dropped ones; every node is seen to even when one fails, then the failures are thrown.
+   */
   async stopAll(): Promise<void> {
-    await Promise.all(
-      this.entries().map(async ([id, node]) => {
-        const timer = setTimeout(() => {
-          console.error(`node ${id} did not stop within 30s:\n${node.stderr().slice(-4000)}`);
-          node.process.kill('SIGKILL');
-        }, 30_000);
-        await node.stop();
-        clearTimeout(timer);
-      }),
+    const running = this.entries();
+    this.byId.clear();
+    const stopped = await Promise.allSettled(running.map(([, node]) => node.stop()));
+    // After the running ones: a dropped node's data dir may be one a running node was restarted on.
+    const reclaimed = await Promise.allSettled(this.dropped.splice(0).map((node) => node.reclaim()));
+    const errors = [...stopped, ...reclaimed].flatMap((result) =>
+      result.status === 'rejected' ? [result.reason as unknown] : [],
     );
+    if (errors.length > 0) throw new AggregateError(errors, `${errors.length} node(s) left something behind`);
   }
 }
 

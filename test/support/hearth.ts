@@ -3,12 +3,15 @@
  * data dir, runs the real CLI, and deploys folders over the real API — as a user would.
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import * as tar from 'tar';
 import type {
@@ -18,6 +21,7 @@ import type {
   ListResponse,
   LogRecord,
 } from '../../src/control/api/types.js';
+import { Cgroups } from '../../src/runtime/sandbox/cgroups.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(ROOT, 'bin', 'hearth.js');
@@ -32,7 +36,20 @@ export interface Hearth {
   readonly log: Record<string, unknown>[];
   /** What `hearth up` has written to stderr so far (its banner and notices, for people). */
   stderr(): string;
+  /**
+   * Sends `signal` (SIGTERM by default), kills the platform if it has not exited `STOP_KILL_MS` later, then
+   * `reclaim`s what it left. A SIGKILL asked for on a data dir the caller gave is a crash the caller starts
+   * the platform again on: everything is kept for that start to find.
+   */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /**
+   * For a platform a test killed and dropped: kills it if it still runs, then removes whatever it left
+   * (`reclaimDataDir`: its processes, mounts under its data dir, its cgroups), and the data dir when the
+   * harness made it. Nothing once a later platform was started on the same data dir: that one owns it now.
+   */
+  reclaim(): Promise<void>;
+  /** What the last stop or reclaim found the platform had left behind ([] after a clean stop). */
+  leftBehind(): readonly string[];
 }
 
 export interface StartOptions {
@@ -45,8 +62,20 @@ export interface StartOptions {
   readonly prefix?: readonly string[];
 }
 
+/**
+ * How long `stop` waits for the platform to exit before it kills it: longer than the platform's own stop
+ * deadline (30 s by default), after which it gives up waiting on its own and exits.
+ */
+export const STOP_KILL_MS = 45_000;
+
+/** Data dirs the harness made: a handle on one removes it when stopped, a restart's handle too. */
+const madeDirs = new Set<string>();
+/** The latest platform started on each data dir: a killed run's handle leaves the dir to it. */
+const latestRun = new Map<string, ChildProcess>();
+
 export async function startHearth(options: StartOptions = {}): Promise<Hearth> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'hearth-e2e-')));
+  if (options.dataDir === undefined) madeDirs.add(dataDir);
   const args = [
     BIN,
     'up',
@@ -66,6 +95,7 @@ export async function startHearth(options: StartOptions = {}): Promise<Hearth> {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
   });
+  latestRun.set(dataDir, child);
   const log: Record<string, unknown>[] = [];
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
@@ -98,12 +128,29 @@ export async function startHearth(options: StartOptions = {}): Promise<Hearth> {
   try {
     url = await ready;
   } catch (error) {
-    // A platform that never became ready leaves neither a process nor a temp dir behind.
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    if (options.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
+    // A platform that never became ready leaves neither a process, a mount, a cgroup nor a temp dir behind.
+    child.kill('SIGKILL');
+    await exitOf(child);
+    const made = madeDirs.has(dataDir);
+    await reclaimDataDir(dataDir, { remove: made });
+    madeDirs.delete(dataDir);
     throw error;
   }
   const port = Number(new URL(url).port);
+  let leftBehind: readonly string[] = [];
+  const reclaim = async (): Promise<void> => {
+    child.kill('SIGKILL');
+    await exitOf(child);
+    // A restart on this data dir runs (or ran) there now: what is left is its to clean, or its handle's.
+    if (latestRun.get(dataDir) !== child) return;
+    const made = madeDirs.has(dataDir);
+    leftBehind = await reclaimDataDir(dataDir, { remove: made });
+    // A platform that exited 0 on its own should have removed all of it: worth seeing in any suite's output.
+    if (leftBehind.length > 0 && child.exitCode === 0)
+      console.warn(`hearth up (${dataDir}) exited 0 but left behind: ${leftBehind.join(', ')}`);
+    if (made) madeDirs.delete(dataDir);
+    latestRun.delete(dataDir);
+  };
   return {
     url,
     port,
@@ -111,17 +158,111 @@ export async function startHearth(options: StartOptions = {}): Promise<Hearth> {
     process: child,
     log,
     stderr: () => stderr,
+    leftBehind: () => leftBehind,
+    reclaim,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      const exited = new Promise<number | null>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode);
-        else child.once('exit', (code) => resolve(code));
-      });
+      const exited = exitOf(child);
       child.kill(signal);
+      const timer = setTimeout(() => {
+        console.error(
+          `hearth up (${dataDir}) did not exit within ${STOP_KILL_MS / 1000} s of ${signal}: killing it. The end of its stderr:\n${stderr.slice(-4000)}`,
+        );
+        child.kill('SIGKILL');
+      }, STOP_KILL_MS);
       const code = await exited;
-      if (options.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
+      clearTimeout(timer);
+      if (signal === 'SIGKILL' && !madeDirs.has(dataDir)) return code;
+      await reclaim();
       return code;
     },
   };
+}
+
+/** Resolves with the process's exit code once it has exited (at once if it has). */
+function exitOf(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode);
+    else child.once('exit', (code) => resolve(code));
+  });
+}
+
+const execFileAsync = promisify(execFile);
+
+/** The state dirs under `<dataDir>/run` whose path names a platform's cgroups (src/platform.ts). */
+const STATE_DIRS = ['sandbox', 'microvm', 'containers'] as const;
+
+/**
+ * Removes what a platform that is no longer running left of itself: its processes and cgroups (the
+ * platform's own `Cgroups.close`, which kills what is still inside), every mount under its data dir
+ * (lazily, deepest first), and with `remove` the data dir. Returns what it found left behind; throws
+ * naming what it could not remove. A platform that stopped cleanly left nothing, and this does nothing.
+ */
+export async function reclaimDataDir(dataDir: string, options: { remove?: boolean } = {}): Promise<string[]> {
+  const found: string[] = [];
+  for (const name of STATE_DIRS) {
+    const stateDir = join(dataDir, 'run', name);
+    const dirs = platformCgroupDirs(stateDir);
+    if (dirs.length === 0) continue;
+    found.push(...dirs);
+    // Built for this only: its constructor finds (or makes) the platform's roots, `close` kills and removes.
+    await new Cgroups(stateDir).close();
+  }
+  const mounts = mountsUnder(dataDir);
+  found.push(...mounts);
+  for (const point of mounts) await execFileAsync('umount', ['-l', point]).catch(() => undefined);
+  if (options.remove === true) await rm(dataDir, { recursive: true, force: true });
+  const remaining = [
+    ...STATE_DIRS.flatMap((name) => platformCgroupDirs(join(dataDir, 'run', name))),
+    ...mountsUnder(dataDir),
+  ];
+  if (remaining.length > 0) throw new Error(`could not reclaim ${dataDir}: ${remaining.join(', ')} remain`);
+  return found;
+}
+
+/** The mount points at or under `dir` in this mount namespace, deepest first. */
+export function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => unescapeMountPath(line.split(' ')[4] ?? ''))
+    .filter((point) => point === dir || point.startsWith(`${dir}/`))
+    .sort((a, b) => b.split('/').length - a.split('/').length);
+}
+
+/** mountinfo writes space, tab, newline and backslash in a path as octal escapes (`\040`). */
+function unescapeMountPath(path: string): string {
+  return path.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+}
+
+/**
+ * The cgroup directories of the platform whose state dir is `stateDir` that exist now: `<mount>/hearth/<key>`
+ * and (cgroup v1 cpu) `<mount>/hearth-idle/<key>` under every cgroup mount, `<key>` as cgroups.ts derives it.
+ */
+export function platformCgroupDirs(stateDir: string): string[] {
+  const key = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((line) => /^cgroup2? /.test(line.split(' - ')[1] ?? ''))
+    .map((line) => unescapeMountPath(line.split(' ')[4] ?? ''));
+  return mounts
+    .flatMap((mount) => [join(mount, 'hearth', key), join(mount, 'hearth-idle', key)])
+    .filter((dir) => existsSync(dir));
+}
+
+/**
+ * Runs every clean-up step in turn, each one even when one before it failed (a node that would not stop
+ * must not keep the brokers running or the temp folders on disk), then throws what failed.
+ */
+export async function cleanUp(...steps: readonly ((() => unknown) | undefined)[]): Promise<void> {
+  const errors: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step?.();
+    } catch (error) {
+      errors.push(error);
+    }
+  }
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, `${errors.length} clean-up steps failed`);
 }
 
 export interface CliResult {

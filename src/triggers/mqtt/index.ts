@@ -121,6 +121,9 @@ export class MqttTrigger implements Trigger {
   }
 
   async start(): Promise<void> {
+    // Stopped before it started (the platform stopping while a deploy's triggers were being set up): a
+    // client made now would reconnect for ever and keep the stopped process alive.
+    if (this.abort.signal.aborted) return;
     // The broker keeps the session (and queues QoS 1 messages) for a day while the platform is down.
     const client = this.connectClient(this.clientIdOf(this.host.nodeId), 86_400);
     this.client = client;
@@ -145,7 +148,19 @@ export class MqttTrigger implements Trigger {
     this.state = 'stopped';
     this.stopLost?.();
     await Promise.allSettled([...this.deliveries]);
-    await this.client?.endAsync().catch(() => undefined);
+    const client = this.client;
+    if (client !== undefined) {
+      // A clean end sends the acks of the deliveries just settled; bounded, as a broker gone quiet must not
+      // hold up the stop. Not connected, there is nothing to send: forced, so that a connection still being
+      // made is dropped too rather than left open.
+      const bound = new AbortController();
+      await Promise.race([
+        client.endAsync(!client.connected).catch(() => undefined),
+        sleep(2000, bound.signal),
+      ]);
+      bound.abort();
+      if (!client.disconnected) client.end(true);
+    }
     // A session being taken over is left as it is (kept by the broker): the next taker, or its node, has it.
     await Promise.allSettled([...this.adopting.values()].map((client) => client.endAsync(true)));
   }

@@ -134,8 +134,13 @@ export class NatsTrigger implements Trigger {
       reconnectTimeWait: 1000,
       name: `hearth ${this.config.id}`,
     });
+    if (this.abort.signal.aborted) {
+      // Stopped while connecting: stop() found no connection to flush and close, and this one, left open
+      // (it reconnects for ever), kept a stopped `hearth up` from exiting.
+      await connection.close().catch(() => undefined);
+      return;
+    }
     this.connection = connection;
-    if (this.abort.signal.aborted) return;
     const manager = await jetstreamManager(connection);
     const existing = await manager.streams.info(this.stream).catch(() => undefined);
     if (existing === undefined) {
