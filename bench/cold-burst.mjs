@@ -6,7 +6,7 @@
 // Run alone: `node bench/cold-burst.mjs`; COLD_BURST_RUNTIMES=python3 (one runtime), COLD_BURST_PARTS=backToBack
 // (some parts), COLD_BURST_CONFIG='{"stemCells":{"node20":24}}' (the platform's config), HEARTH_ZYGOTE=on
 // (Python forked into each sandbox by the fork server, config `forkServer`, rather than booted).
-// COLD_BURST_PROCS=1 adds, to the back-to-back part, the CPU each kind of process spent during the calls
+// COLD_BURST_PROCS=1 adds, to the back-to-back and at-once parts, the CPU each kind of process spent during the calls
 // (gateway, bench client, guests, and `new` processes: cells booted meanwhile); COLD_BURST_PROCS=each lists
 // every process; COLD_BURST_TIMINGS=1 prints each request's start time (epoch ms), time to first byte and
 // Server-Timing.
@@ -243,11 +243,13 @@ async function atOnce(url, count, runtimes, pid) {
     names.push(...(await deployMany(url, runtime, count / runtimes.length, 'once')));
   const ready = await poolsFull(url);
   const before = await missesOf(url);
+  const byProcess = process.env.COLD_BURST_PROCS ? processCpu() : undefined;
   const cpuBefore = cpuMs();
   const gatewayBefore = processCpuMs(pid);
   const results = await Promise.all(names.map((name) => freshGet(url, `/function/${name}`)));
   const cpuPerCall = cpuPer(cpuBefore, cpuMs(), names.length);
   const gatewayCpuPerCall = cpuPer(gatewayBefore, processCpuMs(pid), names.length);
+  const cpuByCommand = byProcess === undefined ? undefined : cpuByProcess(byProcess, pid);
   const after = await missesOf(url);
   const summary = summarise(results.map((r) => r.ttfb));
   return {
@@ -260,6 +262,7 @@ async function atOnce(url, count, runtimes, pid) {
     cellsReady: ready,
     cpuPerCall,
     gatewayCpuPerCall,
+    ...(cpuByCommand === undefined ? {} : { cpuByCommand }),
     ...(process.env.COLD_BURST_TIMINGS === '1'
       ? { timings: results.map((r, i) => `${names[i]} ${round(r.ttfb)} ${r.timing}`) }
       : {}),

@@ -158,6 +158,11 @@ export interface StartOptions {
    * running meanwhile (issue 11); `hasten` or `limit` lift it.
    */
   readonly background?: boolean;
+  /**
+   * The memory wall the cell will most likely be bound under (its pool's): an isolation that sets it per
+   * sandbox may set it now, off the bind's path, and again at `limit` only if the function's differs.
+   */
+  readonly memoryBytes?: number;
 }
 
 export interface Isolation {

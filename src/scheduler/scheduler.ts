@@ -80,6 +80,7 @@ export class NodeScheduler implements Scheduler {
       maxMemoryBytes: options.maxMemoryBytes ?? Math.floor((totalmem() * 3) / 4),
       ...(options.memoryOvercommit === undefined ? {} : { memoryOvercommit: options.memoryOvercommit }),
       functions: () => this.functions,
+      functionPools: () => this.functions.values(),
       expectedIdleMs: (key, now) => this.policy.expectedIdleMs(key, now),
       evict: (fn, instance, reason) => {
         void this.stopInstance(instance, `evicted: ${reason}`);

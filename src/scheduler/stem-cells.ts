@@ -6,7 +6,9 @@
 
 import { availableParallelism } from 'node:os';
 import { HearthError } from '../domain/errors.js';
+import { DEFAULTS } from '../domain/function.js';
 import type { ResolvedImage } from '../domain/image.js';
+import { parseBytes } from '../domain/units.js';
 import type { GuestProcess, Isolation, NetworkMode, Runtime, Slot, SlotManager } from '../runtime/index.js';
 import type { StemCellFloorNow } from './autoscaler/stem-cell-sizer.js';
 
@@ -62,6 +64,8 @@ export const DEFAULT_STEM_CELL_BURST: StemCellBurst = { limit: 8, windowMs: 1000
 const NO_FLOOR: StemCellFloorNow = { cells: 0, functions: 0, hold: 0 };
 
 const STARTUP_TIMEOUT_MS = 30_000;
+/** The memory wall of a function that sets none: what a cell of a pool not sized by memory most likely gets. */
+const DEFAULT_MEMORY_BYTES = parseBytes(DEFAULTS.memory) ?? 128 * 1024 ** 2;
 /** Tries at starting a stem cell whose sandbox setup failed (see `spawn`). */
 const SANDBOX_SETUP_ATTEMPTS = 3;
 /** Long enough for a cold start (under 10 ms) to finish before the refill's fork and boot. */
@@ -506,7 +510,11 @@ export class StemCellPool {
         ...(this.memoryBytes === undefined ? {} : { memoryBytes: this.memoryBytes }),
         ...(this.image === undefined ? {} : { image: this.image }),
       });
-      guest = this.isolation.start(launch, slot, this.network, { background });
+      // Its pool's memory wall now, off the bind's path (a sandbox's cgroup; see StartOptions).
+      guest = this.isolation.start(launch, slot, this.network, {
+        background,
+        memoryBytes: this.memoryBytes ?? DEFAULT_MEMORY_BYTES,
+      });
       if (background) this.backgroundBoots.add(guest);
       let timer: NodeJS.Timeout | undefined;
       const startupMs = this.isolation.startupTimeoutMs ?? STARTUP_TIMEOUT_MS;
@@ -531,6 +539,9 @@ export class StemCellPool {
       // A background boot waits for spare CPU by design: only boots at full weight say how long a take waits.
       if (!background || !this.backgroundBoots.has(guest))
         this.bootMs += 0.2 * (performance.now() - began - this.bootMs);
+      // Booted: a waiting cell uses no CPU, so its default weight now costs nothing and spares the bind that
+      // write (`limit` lifts it otherwise; each cgroup file is an open, a write and a close on this thread).
+      else this.isolation.hasten?.(guest);
       this.boots += 1;
       return { guest, slot, bornAt: Date.now() };
     } catch (error) {

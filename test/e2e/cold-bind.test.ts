@@ -3,6 +3,7 @@
  * asks the Functions Framework's registry only once the function has loaded the package; the Python guest
  * puts its `functions_framework` stand-in last on the import path instead of trying the real import at every
  * bind. A function's own package still wins over the stand-ins, and functions that use neither bind as before.
+ * A Node cell binds a warm-up function of its own while it boots; the function bound later sees none of it.
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -62,6 +63,38 @@ export default async function (event) {
     {
       'hearth.yaml': manifest('bind-cjs-named', '{ runtime: node20, handler: index.handler }'),
       'index.js': `exports.handler = async (event) => ({ statusCode: 200, body: 'cjs ' + event.rawPath });
+`,
+    },
+  ],
+  [
+    // What a Node cell's own warm-up bind (bootstrap.mts `warmBind`) must leave behind: nothing the function sees.
+    'bind-node-after-warm-up',
+    {
+      'hearth.yaml': manifest(
+        'bind-node-after-warm-up',
+        '{ runtime: node20, handler: index, eventFormat: hearth, env: { GREETING: own } }',
+      ),
+      'index.mjs': `import { dirname } from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export default async function (event, ctx) {
+  let framework = 'found';
+  try {
+    createRequire(import.meta.url)('@google-cloud/functions-framework');
+  } catch (error) {
+    framework = error.code;
+  }
+  return {
+    name: process.env.HEARTH_FUNCTION,
+    ctxName: ctx.functionName,
+    greeting: process.env.GREETING,
+    cwdIsCode: process.cwd() === dirname(fileURLToPath(import.meta.url)),
+    warmUpLeft: Object.entries(process.env).filter(([, value]) => value.includes('.warm')).map(([key]) => key),
+    framework,
+    query: event.query,
+  };
+}
 `,
     },
   ],
@@ -145,6 +178,21 @@ describe('binding a stem cell to a function', () => {
     const cjs = await invoke(hearth.url, 'bind-cjs-named', { path: '/x' });
     expect(cjs.status, cjs.text).toBe(200);
     expect(cjs.text).toBe('cjs /x');
+  });
+
+  it("Node: a cell that bound its own warm-up function at boot serves the function's code, environment and folder only", async () => {
+    const response = await invoke(hearth.url, 'bind-node-after-warm-up', { path: '?n=1' });
+    expect(response.status, response.text).toBe(200);
+    expect(response.json()).toEqual({
+      name: 'bind-node-after-warm-up',
+      ctxName: 'bind-node-after-warm-up',
+      greeting: 'own',
+      cwdIsCode: true,
+      warmUpLeft: [],
+      // eventFormat hearth: the Functions Framework stand-in the warm-up's `auto` bind installed is gone.
+      framework: 'MODULE_NOT_FOUND',
+      query: { n: '1' },
+    });
   });
 
   it('Node: a module that throws at load answers a clear error naming the handler and the cause', async () => {

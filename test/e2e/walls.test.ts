@@ -349,6 +349,14 @@ beforeAll(async () => {
     'hearth.yaml': manifest('py-bomb', '{ runtime: python3, limits: { memory: 64Mi } }'),
     'main.py': PY_BOMB,
   });
+  // Above the 128Mi its stem cell's wall was made with ahead of the bind (cgroups.ts `create`).
+  await deployFiles('py-roomy', {
+    'hearth.yaml': manifest('py-roomy', '{ runtime: python3, limits: { memory: 256Mi } }'),
+    'main.py': `def handler(event, context):
+    held = b"x" * (180 * 1024 * 1024)
+    return {"held": len(held) // (1024 * 1024)}
+`,
+  });
   await deployFiles('neighbour', {
     'hearth.yaml': manifest('neighbour', '{ runtime: node20 }'),
     'index.mjs': NODE_NEIGHBOUR,
@@ -428,6 +436,12 @@ describe('resource walls', () => {
         details: { limit: '64Mi' },
       },
     });
+  }, 30_000);
+
+  it('a function whose memory wall is above the one its stem cell was made with holds what its own allows', async () => {
+    const response = await invoke(hearth.url, 'py-roomy');
+    expect(response.status, response.text).toBe(200);
+    expect(response.json()).toEqual({ held: 180 });
   }, 30_000);
 
   it('a fork bomb stops at limits.pids with the function seeing its own error', async () => {

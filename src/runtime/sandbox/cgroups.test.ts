@@ -56,6 +56,22 @@ describe('cgroups', () => {
     expect(cgroups.oomKills('cell1')).toBe(1);
   });
 
+  it("writes a new sandbox's memory wall ahead, and at bind only a function's that differs (issue 11)", () => {
+    const mount = fakeMount('cpu memory pids');
+    const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(mount, 'cgroup2', 'rw'));
+    const [cell = ''] = cgroups.create('cell1', 256, false, 128 * 1024 ** 2);
+    const read = (file: string): string => readFileSync(join(cell, file), 'utf8');
+    expect(read('memory.max')).toBe(String(128 * 1024 ** 2));
+    expect(read('memory.high')).toBe(String(112 * 1024 ** 2));
+    // The bind's own value is not written again: a stand-in for the kernel's file shows whether it was.
+    writeFileSync(join(cell, 'memory.max'), 'untouched');
+    cgroups.apply('cell1', LIMITS);
+    expect(read('memory.max')).toBe('untouched');
+    const [other = ''] = cgroups.create('cell2', 256, false, 128 * 1024 ** 2);
+    cgroups.apply('cell2', { ...LIMITS, memoryBytes: 256 * 1024 ** 2 });
+    expect(readFileSync(join(other, 'memory.max'), 'utf8')).toBe(String(256 * 1024 ** 2));
+  });
+
   it('a sandbox booted in the background has the least CPU weight until it is hastened or bound (issue 11)', () => {
     const mount = fakeMount('cpu memory pids');
     const cgroups = new Cgroups('/data/run/sandbox', mountinfoLine(mount, 'cgroup2', 'rw'));

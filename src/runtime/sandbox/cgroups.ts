@@ -164,6 +164,8 @@ export class Cgroups {
    */
   private readonly pidsWritten = new Map<string, number>();
   private readonly swapOff = new Set<string>();
+  /** The memory wall `create` wrote ahead (the one its pool's functions most likely have), by sandbox. */
+  private readonly memoryWritten = new Map<string, number>();
   /** v1: whether the memory controller has `memory.memsw.*` (swap accounting), once a bind has looked. */
   private memsw: boolean | undefined;
   /** `<cpu mount>/hearth-idle/<platform>` where a hog's twin can be made (see IDLE_TOP_GROUP), else undefined. */
@@ -316,9 +318,10 @@ export class Cgroups {
 
   /**
    * Creates the cgroups of one sandbox; returns the directories its launcher joins. A `background` one gets
-   * the least CPU weight until `foreground` (or `apply`).
+   * the least CPU weight until `foreground` (or `apply`). `memoryBytes`, the memory wall the sandbox will most
+   * likely be bound under, is written now, off the bind's path; `apply` writes it again only if it differs.
    */
-  create(id: string, defaultPids: number, background = false): string[] {
+  create(id: string, defaultPids: number, background = false, memoryBytes?: number): string[] {
     const dirs: string[] = [];
     for (const controller of this.controllers) {
       const dir = join(controller.root, id);
@@ -330,6 +333,8 @@ export class Cgroups {
       } else if (controller.wall === 'memory') {
         // Swap off now, off the bind's path; `apply` writes it if this did not take.
         if (this.swapOffAhead(dir, controller.version)) this.swapOff.add(id);
+        if (memoryBytes !== undefined && this.memoryAhead(dir, controller.version, memoryBytes))
+          this.memoryWritten.set(id, memoryBytes);
       } else if (controller.wall === 'cpu') {
         // The period now, off the bind's path (no quota yet: the period alone limits nothing).
         if (controller.version === 1 && writeQuietly(dir, 'cpu.cfs_period_us', String(CPU_PERIOD_US)))
@@ -381,6 +386,24 @@ export class Cgroups {
     return !this.memsw && writeQuietly(dir, 'memory.swappiness', '0');
   }
 
+  /**
+   * Writes a new sandbox's memory wall (and v1's memsw beside it where swap is accounted: a limit never above
+   * it); false, with nothing left half-written that `apply` would not write again, if a write failed.
+   */
+  private memoryAhead(dir: string, version: 1 | 2, bytes: number): boolean {
+    if (version === 2)
+      return (
+        writeQuietly(dir, 'memory.max', String(bytes)) &&
+        writeQuietly(dir, 'memory.high', String(Math.floor(bytes * MEMORY_HIGH_FRACTION)))
+      );
+    this.memsw ??= existsSync(join(dir, 'memory.memsw.limit_in_bytes'));
+    // A new cgroup's memsw is unlimited: the memory limit first, then memsw down to it.
+    return (
+      writeQuietly(dir, 'memory.limit_in_bytes', String(bytes)) &&
+      (!this.memsw || writeQuietly(dir, 'memory.memsw.limit_in_bytes', String(bytes)))
+    );
+  }
+
   /** Gives a sandbox created in the background the default CPU weight again. */
   foreground(id: string): void {
     const cpu = this.controllers.find((controller) => controller.wall === 'cpu');
@@ -410,18 +433,32 @@ export class Cgroups {
           write(dir, 'cpu.cfs_quota_us', String(quota));
         }
         this.throttleWatch?.watch(id, quota / CPU_PERIOD_US, availableParallelism());
+      } else if (this.memoryWritten.get(id) === limits.memoryBytes) {
+        // Written at `create`, with swap off then or below.
+        if (!this.swapOff.has(id) && controller.version === 2 && existsSync(join(dir, 'memory.swap.max')))
+          write(dir, 'memory.swap.max', '0');
+        else if (!this.swapOff.has(id) && controller.version === 1 && !this.memsw)
+          write(dir, 'memory.swappiness', '0');
       } else if (controller.version === 2) {
+        this.memoryWritten.delete(id);
         write(dir, 'memory.max', String(limits.memoryBytes));
         writeQuietly(dir, 'memory.high', String(Math.floor(limits.memoryBytes * MEMORY_HIGH_FRACTION)));
         if (!this.swapOff.has(id) && existsSync(join(dir, 'memory.swap.max')))
           write(dir, 'memory.swap.max', '0');
+        this.memoryWritten.set(id, limits.memoryBytes);
       } else {
-        // memsw (memory + swap) must never be below the memory limit: set the memory limit first.
-        write(dir, 'memory.limit_in_bytes', String(limits.memoryBytes));
+        const ahead = this.memoryWritten.get(id);
+        this.memoryWritten.delete(id);
         // Whether swap is accounted is the kernel's, the same for every cgroup: looked up once.
         this.memsw ??= existsSync(join(dir, 'memory.memsw.limit_in_bytes'));
-        if (this.memsw) write(dir, 'memory.memsw.limit_in_bytes', String(limits.memoryBytes));
-        else if (!this.swapOff.has(id)) write(dir, 'memory.swappiness', '0');
+        // memsw (memory + swap) must never be below the memory limit: the memory limit first, unless it
+        // rises above the memsw that `create` wrote ahead.
+        const memswFirst = this.memsw && ahead !== undefined && limits.memoryBytes > ahead;
+        if (memswFirst) write(dir, 'memory.memsw.limit_in_bytes', String(limits.memoryBytes));
+        write(dir, 'memory.limit_in_bytes', String(limits.memoryBytes));
+        if (this.memsw && !memswFirst) write(dir, 'memory.memsw.limit_in_bytes', String(limits.memoryBytes));
+        else if (!this.memsw && !this.swapOff.has(id)) write(dir, 'memory.swappiness', '0');
+        this.memoryWritten.set(id, limits.memoryBytes);
       }
     }
   }
@@ -446,6 +483,7 @@ export class Cgroups {
     this.periodSet.delete(id);
     this.pidsWritten.delete(id);
     this.swapOff.delete(id);
+    this.memoryWritten.delete(id);
     try {
       for (const controller of this.controllers) await removeCgroup(join(controller.root, id));
     } finally {

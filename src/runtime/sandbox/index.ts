@@ -294,7 +294,12 @@ export class SandboxIsolation implements Isolation {
     const niced = atFunctionPriority(this.bwrap, args);
     const cgroupId = `${slot.id}-${randomBytes(3).toString('hex')}`;
     const cgroupDirs =
-      this.cgroups?.create(cgroupId, this.options.pids ?? DEFAULT_PIDS, options.background === true) ?? [];
+      this.cgroups?.create(
+        cgroupId,
+        this.options.pids ?? DEFAULT_PIDS,
+        options.background === true,
+        options.memoryBytes,
+      ) ?? [];
     // The sandbox is inside its cgroups before it forks.
     const command = joiningCgroups(cgroupDirs, niced.command, niced.args);
     const seccomp = this.openSeccomp();
