@@ -172,6 +172,12 @@ export class Cgroups {
   private readonly idleRoot: string | undefined;
   /** Whether `start` made the top-level idle cgroup, so hogs move there. */
   private idleAtTop = false;
+  /**
+   * `<mount>/hearth/<platform>` in the v1 hierarchies that hold none of the walls (cpuacct, cpuset, devices,
+   * freezer, blkio, name=systemd): an OCI runtime makes each container's cgroup in every hierarchy, and
+   * deleting the container leaves the `hearth/<platform>` it made on the way (six dirs a stop left behind).
+   */
+  private readonly otherRoots: readonly string[];
   /** Sandboxes moved to their twin under IDLE_TOP_GROUP, with their own cgroup's `nr_throttled` then. */
   private readonly atTop = new Set<string>();
 
@@ -205,6 +211,11 @@ export class Cgroups {
     }
     this.controllers = controllers;
     this.status = status;
+    this.otherRoots = mounts
+      .filter(
+        (mount) => mount.version === 1 && !controllers.some((controller) => controller.mount === mount.path),
+      )
+      .map((mount) => join(mount.path, 'hearth', platform));
     const cpu = controllers.find((controller) => controller.wall === 'cpu');
     const cpuMount = mounts.find((mount) => mount.version === 1 && mount.path === cpu?.mount);
     this.idleRoot =
@@ -515,6 +526,18 @@ export class Cgroups {
       }
     }
     removed += await this.removeIdleTwins();
+    // The same containers' cgroups in the other hierarchies: not counted again.
+    for (const root of this.otherRoots) {
+      let names: string[] = [];
+      try {
+        names = readdirSync(root, { withFileTypes: true })
+          .filter((entry) => entry.isDirectory())
+          .map((entry) => entry.name);
+      } catch {
+        continue;
+      }
+      for (const name of names) await removeCgroup(join(root, name));
+    }
     return removed;
   }
 
@@ -556,6 +579,7 @@ export class Cgroups {
         // Still busy or already gone: the next start removes it.
       }
     }
+    for (const root of this.otherRoots) rmdirQuietly(root);
     if (this.idleRoot !== undefined) {
       rmdirQuietly(this.idleRoot);
       // The top-level one too, unless another platform on the machine has hogs in it.
