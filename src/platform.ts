@@ -701,6 +701,24 @@ export async function startPlatform(
           ]),
     ],
   });
+  // What a stop never skips, and what a start that cannot listen undoes (see `close` and `forceClose`).
+  const tearDown = async (): Promise<void> => {
+    unsubscribe('hearth:instance', onInstance);
+    unsubscribe('hearth:scaling', onScaling);
+    // Ends every guest still running (closeWalls kills what is left in the cgroups) before unmounting.
+    await slots.close();
+    await sandbox.closeWalls();
+    await microvm.closeWalls();
+    await containers.closeWalls();
+    sandbox.close();
+    logs.close();
+    secrets.close();
+    stopAuditingInvocations?.();
+    audit.close();
+    store.close();
+    tls?.close();
+    logger.flush();
+  };
   const server = createGatewayServer(gateway.handle, gateway.invoke, tls);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -712,18 +730,9 @@ export async function startPlatform(
     await events.close();
     await scheduler.close();
     await isolates.close();
-    unsubscribe('hearth:instance', onInstance);
-    unsubscribe('hearth:scaling', onScaling);
     await observability.close();
     await state.close();
-    await slots.close();
-    await sandbox.closeWalls();
-    await microvm.closeWalls();
-    await containers.closeWalls();
-    sandbox.close();
-    logs.close();
-    store.close();
-    tls?.close();
+    await tearDown();
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE') {
       throw new HearthError(
@@ -834,23 +843,6 @@ export async function startPlatform(
     await step('the audit sinks', () => Promise.all(auditSinks.map((runner) => runner.stop())));
     await step('the cluster layer store', () => cluster?.layers.close());
     waitingFor = undefined;
-  };
-  const tearDown = async (): Promise<void> => {
-    unsubscribe('hearth:instance', onInstance);
-    unsubscribe('hearth:scaling', onScaling);
-    // Ends every guest still running (closeWalls kills what is left in the cgroups) before unmounting.
-    await slots.close();
-    await sandbox.closeWalls();
-    await microvm.closeWalls();
-    await containers.closeWalls();
-    sandbox.close();
-    logs.close();
-    secrets.close();
-    stopAuditingInvocations?.();
-    audit.close();
-    store.close();
-    tls?.close();
-    logger.flush();
   };
   return {
     url,
