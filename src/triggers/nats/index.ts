@@ -260,7 +260,10 @@ export class NatsTrigger implements Trigger {
         reason,
         this.counters,
       );
-      message.term(reason.slice(0, 200));
+      // A plain +TERM: servers before 2.10.4 (Debian's is 2.9) match the term exactly and ignore `+TERM <reason>`,
+      // so the message stayed pending, came back after the ack wait and was dead-lettered again every 30 s. The
+      // reason is in the dead-letter list and the log already.
+      message.term();
     } catch (error) {
       // Not recorded: leave it unacked, JetStream redelivers it.
       this.host.warn(
