@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
+import { setTimeout as sleepFor } from 'node:timers/promises';
 import {
   AuditLog,
   assertCryptoSupport,
@@ -866,7 +867,11 @@ export async function startPlatform(
         // No new instances or stem cells from here (a killed one is replaced otherwise, in a cgroup made
         // after closeWalls looked); its instances get their usual second to end, and are killed after.
         const bound = new AbortController();
-        await Promise.race([scheduler.close(), delay(SCHEDULER_STOP_MS, bound.signal)]);
+        // Aborted once the race is over, so that no timer outlives a forced stop.
+        await Promise.race([
+          scheduler.close(),
+          sleepFor(SCHEDULER_STOP_MS, undefined, { signal: bound.signal }).catch(() => undefined),
+        ]);
         bound.abort();
       }
       tearingDown ??= tearDown();
@@ -878,17 +883,6 @@ export async function startPlatform(
 
 /** How long a forced stop lets the scheduler end its instances before the walls' removal kills them. */
 const SCHEDULER_STOP_MS = 2000;
-
-/** Resolves after `ms`, or at once when `signal` aborts (so no timer outlives a forced stop). */
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-}
 
 /**
  * Whether some function may need a key or JWT, for /events: one restored at start, one released since

@@ -4,7 +4,6 @@
  */
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,7 +20,7 @@ import type {
   ListResponse,
   LogRecord,
 } from '../../src/control/api/types.js';
-import { Cgroups } from '../../src/runtime/sandbox/cgroups.js';
+import { Cgroups, platformKey } from '../../src/runtime/sandbox/cgroups.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(ROOT, 'bin', 'hearth.js');
@@ -235,10 +234,10 @@ function unescapeMountPath(path: string): string {
 
 /**
  * The cgroup directories of the platform whose state dir is `stateDir` that exist now: `<mount>/hearth/<key>`
- * and (cgroup v1 cpu) `<mount>/hearth-idle/<key>` under every cgroup mount, `<key>` as cgroups.ts derives it.
+ * and (cgroup v1 cpu) `<mount>/hearth-idle/<key>` under every cgroup mount, `<key>` from cgroups.ts's `platformKey`.
  */
 export function platformCgroupDirs(stateDir: string): string[] {
-  const key = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
+  const key = platformKey(stateDir);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
     .filter((line) => /^cgroup2? /.test(line.split(' - ')[1] ?? ''))

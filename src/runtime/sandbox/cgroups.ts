@@ -146,6 +146,11 @@ export function joiningCgroups(
   };
 }
 
+/** The name of a platform's cgroups (`<mount>/hearth/<key>`), from its state dir: one per platform on a machine. */
+export function platformKey(stateDir: string): string {
+  return createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
+}
+
 export class Cgroups {
   private readonly controllers: readonly Controller[];
   readonly status: readonly WallStatus[];
@@ -190,7 +195,7 @@ export class Cgroups {
     mountinfo = readMountinfo(),
     private readonly selfCgroup = (): string => readIfThere('/proc/self/cgroup'),
   ) {
-    const platform = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
+    const platform = platformKey(stateDir);
     const mounts = parseMounts(mountinfo);
     const controllers: Controller[] = [];
     const status: WallStatus[] = [];
